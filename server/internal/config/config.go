@@ -1,0 +1,123 @@
+// Package config is palyrad's configuration: the Config type, its defaults, and Load,
+// which layers command-line flags over PALYRA_* environment variables over a TOML file
+// over the defaults, then validates the result with errors that name the setting and
+// where its value came from. One table (settings.go) describes every setting once; the
+// flags, the environment names, the file keys and the help text all come from it.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Config is the validated configuration of palyrad.
+type Config struct {
+	// Listen is the TCP address of the one listener, e.g. "127.0.0.1:7443".
+	Listen string
+	// DataDir holds master.key, ca.pem and the embedded PostgreSQL cluster; absolute.
+	DataDir string
+	// ReplicaID identifies this process among the replicas sharing the database.
+	ReplicaID string
+	// Database says where the data lives.
+	Database Database
+	// TLS configures the server certificate.
+	TLS TLS
+	// Server holds the listener's limits.
+	Server Server
+	// Log configures logging.
+	Log Log
+	// Compat configures the OpenAI-compatible API.
+	Compat Compat
+	// MasterKey is the base64 master key from PALYRA_MASTER_KEY; empty means
+	// <DataDir>/master.key. Never logged.
+	MasterKey string
+	// File is the configuration file that was read, if any.
+	File string
+}
+
+// Database configures PostgreSQL.
+type Database struct {
+	// URL of an external PostgreSQL database; empty runs the embedded cluster under
+	// <DataDir>/pg. Never logged (it may hold a password).
+	URL string
+	// MaxConns bounds the connection pool.
+	MaxConns int32
+}
+
+// Embedded reports whether palyrad runs its own PostgreSQL cluster.
+func (d Database) Embedded() bool { return d.URL == "" }
+
+// TLS configures the daemon's server certificate.
+type TLS struct {
+	// SANs are extra DNS names and IP addresses for the server certificate, besides
+	// localhost, 127.0.0.1, ::1 and the host name.
+	SANs []string
+	// ServerCertLifetime is the validity of each server certificate; it is renewed at
+	// one third remaining.
+	ServerCertLifetime time.Duration
+}
+
+// Server holds the limits of the HTTP server.
+type Server struct {
+	// ReadHeaderTimeout bounds the TLS handshake and the reading of request headers.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections that carry no request.
+	IdleTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown; what is still open is then closed.
+	ShutdownTimeout time.Duration
+	// MaxMessageBytes bounds one RPC message, in either direction.
+	MaxMessageBytes int
+	// MaxConcurrentStreams bounds the HTTP/2 streams of one connection.
+	MaxConcurrentStreams int
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is the minimum level logged.
+	Level slog.Level
+	// Format is "text" or "json".
+	Format string
+}
+
+// Compat configures the OpenAI-compatible API.
+type Compat struct {
+	// Models are the model ids that GET /v1/models lists, in order.
+	Models []string
+}
+
+// LogValue implements slog.LogValuer: the configuration without secrets.
+func (c Config) LogValue() slog.Value {
+	db := "embedded"
+	if !c.Database.Embedded() {
+		db = describeDatabase(c.Database.URL)
+	}
+	masterKey := "file"
+	if c.MasterKey != "" {
+		masterKey = "environment"
+	}
+	return slog.GroupValue(
+		slog.String("file", c.File),
+		slog.String("listen", c.Listen),
+		slog.String("data_dir", c.DataDir),
+		slog.String("replica_id", c.ReplicaID),
+		slog.String("database", db),
+		slog.String("master_key", masterKey),
+		slog.Any("tls_sans", c.TLS.SANs),
+		slog.Duration("server_cert_lifetime", c.TLS.ServerCertLifetime),
+		slog.String("log_level", c.Log.Level.String()),
+		slog.String("log_format", c.Log.Format),
+	)
+}
+
+// describeDatabase names an external database without its credentials.
+func describeDatabase(raw string) string {
+	c, err := pgconn.ParseConfig(raw)
+	if err != nil {
+		return "external (unparsable URL)"
+	}
+	return fmt.Sprintf("external (%s)", (&url.URL{Scheme: "postgres", Host: fmt.Sprintf("%s:%d", c.Host, c.Port), Path: "/" + c.Database}).String())
+}

@@ -1,0 +1,310 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// setting is one configuration value, described once. Its file key is key (dotted for
+// TOML tables), its flag is --<key with '.' and '_' as '-'> unless flag overrides it,
+// and its environment variable is PALYRA_<KEY with '.' as '_'>.
+type setting struct {
+	key   string
+	flag  string // overrides the derived flag name (lists use the singular)
+	usage string
+	// Exactly one of set and setList: scalar settings parse a string, list settings a
+	// list (a repeated flag, a comma-separated variable, a TOML array).
+	set     func(c *Config, v string) error
+	setList func(c *Config, v []string) error
+	// show renders the current value for the help text.
+	show func(c *Config) string
+	// secret settings have no flag (command lines are visible to every user of the
+	// machine) and their values are never shown.
+	secret bool
+}
+
+func (s setting) flagName() string {
+	if s.flag != "" {
+		return s.flag
+	}
+	return strings.NewReplacer(".", "-", "_", "-").Replace(s.key)
+}
+
+func (s setting) envName() string {
+	return "PALYRA_" + strings.ToUpper(strings.ReplaceAll(s.key, ".", "_"))
+}
+
+// settings is the table of every setting of palyrad, in help order.
+var settings = []setting{
+	{
+		key:   "listen",
+		usage: "TCP address of the listener (TLS, HTTP/1.1 and HTTP/2) that serves every API",
+		set:   func(c *Config, v string) error { c.Listen = v; return validateListen(v) },
+		show:  func(c *Config) string { return c.Listen },
+	},
+	{
+		key:   "data_dir",
+		usage: "directory for master.key, ca.pem and the embedded PostgreSQL cluster",
+		set: func(c *Config, v string) error {
+			if v == "" {
+				return fmt.Errorf("must not be empty")
+			}
+			abs, err := filepath.Abs(v)
+			if err != nil {
+				return err
+			}
+			c.DataDir = abs
+			return nil
+		},
+		show: func(c *Config) string { return c.DataDir },
+	},
+	{
+		key:   "replica_id",
+		usage: "name of this replica among those sharing the database (default: a new ULID at every start)",
+		set: func(c *Config, v string) error {
+			if !replicaIDPattern.MatchString(v) {
+				return fmt.Errorf("must be 1 to 64 letters, digits, '.', '_' or '-', got %q", v)
+			}
+			c.ReplicaID = v
+			return nil
+		},
+		show: func(c *Config) string { return c.ReplicaID },
+	},
+	{
+		key:   "database.url",
+		usage: "PostgreSQL URL of an external database; empty runs a private cluster under <data_dir>/pg",
+		set: func(c *Config, v string) error {
+			if v != "" {
+				if _, err := pgconn.ParseConfig(v); err != nil {
+					return fmt.Errorf("is not a valid PostgreSQL URL (postgres://user:password@host:5432/dbname)")
+				}
+			}
+			c.Database.URL = v
+			return nil
+		},
+		show: func(c *Config) string { return "" },
+	},
+	{
+		key:   "database.max_conns",
+		usage: "maximum number of connections in the database pool (1-1000)",
+		set: func(c *Config, v string) error {
+			n, err := parseInt(v, 1, 1000)
+			c.Database.MaxConns = int32(n)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(int(c.Database.MaxConns)) },
+	},
+	{
+		key:   "tls.sans",
+		flag:  "tls-san",
+		usage: "extra DNS name or IP address for the server certificate (repeatable; localhost, 127.0.0.1, ::1 and the host name are always included)",
+		setList: func(c *Config, v []string) error {
+			for _, san := range v {
+				if net.ParseIP(san) == nil && !dnsNamePattern.MatchString(san) {
+					return fmt.Errorf("%q is neither an IP address nor a DNS name", san)
+				}
+			}
+			c.TLS.SANs = v
+			return nil
+		},
+		show: func(c *Config) string { return strings.Join(c.TLS.SANs, ",") },
+	},
+	{
+		key:   "tls.server_cert_lifetime",
+		usage: "validity of each server certificate, renewed at one third remaining (1h-2160h)",
+		set: func(c *Config, v string) (err error) {
+			c.TLS.ServerCertLifetime, err = parseDuration(v, time.Hour, 90*24*time.Hour)
+			return err
+		},
+		show: func(c *Config) string { return c.TLS.ServerCertLifetime.String() },
+	},
+	{
+		key:   "server.read_header_timeout",
+		usage: "time allowed for the TLS handshake and the request headers (1s-5m)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.ReadHeaderTimeout, err = parseDuration(v, time.Second, 5*time.Minute)
+			return err
+		},
+		show: func(c *Config) string { return c.Server.ReadHeaderTimeout.String() },
+	},
+	{
+		key:   "server.idle_timeout",
+		usage: "idle keep-alive connections are closed after this long (1s-24h)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.IdleTimeout, err = parseDuration(v, time.Second, 24*time.Hour)
+			return err
+		},
+		show: func(c *Config) string { return c.Server.IdleTimeout.String() },
+	},
+	{
+		key:   "server.shutdown_timeout",
+		usage: "how long a graceful shutdown waits for calls in flight (0s-10m)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.ShutdownTimeout, err = parseDuration(v, 0, 10*time.Minute)
+			return err
+		},
+		show: func(c *Config) string { return c.Server.ShutdownTimeout.String() },
+	},
+	{
+		key:   "server.max_message_bytes",
+		usage: "largest RPC message accepted or sent, in bytes; KiB and MiB suffixes allowed (1KiB-64MiB)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxMessageBytes, err = parseSize(v, 1<<10, 64<<20)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxMessageBytes) },
+	},
+	{
+		key:   "server.max_concurrent_streams",
+		usage: "most concurrent HTTP/2 streams per connection (1-10000)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxConcurrentStreams, err = parseInt(v, 1, 10000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConcurrentStreams) },
+	},
+	{
+		key:   "log.level",
+		usage: "minimum log level: debug, info, warn or error",
+		set: func(c *Config, v string) error {
+			if err := c.Log.Level.UnmarshalText([]byte(v)); err != nil {
+				return fmt.Errorf("must be debug, info, warn or error, got %q", v)
+			}
+			return nil
+		},
+		show: func(c *Config) string { return strings.ToLower(c.Log.Level.String()) },
+	},
+	{
+		key:   "log.format",
+		usage: "log format: text or json",
+		set: func(c *Config, v string) error {
+			if v != "text" && v != "json" {
+				return fmt.Errorf("must be text or json, got %q", v)
+			}
+			c.Log.Format = v
+			return nil
+		},
+		show: func(c *Config) string { return c.Log.Format },
+	},
+	{
+		key:   "compat.models",
+		flag:  "compat-model",
+		usage: "model id listed by the OpenAI-compatible GET /v1/models (repeatable)",
+		setList: func(c *Config, v []string) error {
+			seen := map[string]bool{}
+			for _, m := range v {
+				if !modelIDPattern.MatchString(m) {
+					return fmt.Errorf("%q is not a valid model id (1 to 128 letters, digits and ._:/-)", m)
+				}
+				if seen[m] {
+					return fmt.Errorf("model %q is listed twice", m)
+				}
+				seen[m] = true
+			}
+			c.Compat.Models = v
+			return nil
+		},
+		show: func(c *Config) string { return strings.Join(c.Compat.Models, ",") },
+	},
+	{
+		key:    "master_key",
+		usage:  "master key (32 bytes, base64) that seals the CA key; default: <data_dir>/master.key, created on first start. Environment only",
+		secret: true,
+		set: func(c *Config, v string) error {
+			c.MasterKey = v
+			return nil
+		},
+		show: func(c *Config) string { return "" },
+	},
+}
+
+var (
+	replicaIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+	modelIDPattern   = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
+	dnsNamePattern   = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+)
+
+// defaults returns the configuration before any source is applied. getenv supplies
+// XDG_DATA_HOME and HOME for the default data directory.
+func defaults(getenv func(string) string) Config {
+	dataHome := getenv("XDG_DATA_HOME")
+	if dataHome == "" {
+		dataHome = filepath.Join(getenv("HOME"), ".local", "share")
+	}
+	return Config{
+		Listen:   "127.0.0.1:7443",
+		DataDir:  filepath.Join(dataHome, "palyra"),
+		Database: Database{MaxConns: 20},
+		TLS:      TLS{ServerCertLifetime: 24 * time.Hour},
+		Server: Server{
+			ReadHeaderTimeout:    10 * time.Second,
+			IdleTimeout:          2 * time.Minute,
+			ShutdownTimeout:      15 * time.Second,
+			MaxMessageBytes:      4 << 20,
+			MaxConcurrentStreams: 250,
+		},
+		Log: Log{Level: slog.LevelInfo, Format: "text"},
+	}
+}
+
+func validateListen(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %q", v)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host != "" && net.ParseIP(host) == nil && !dnsNamePattern.MatchString(host) {
+		return fmt.Errorf("host %q is neither an IP address nor a host name", host)
+	}
+	return nil
+}
+
+func parseDuration(v string, lo, hi time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("must be a duration such as 30s, 10m or 24h, got %q", v)
+	}
+	if d < lo || d > hi {
+		return 0, fmt.Errorf("must be between %v and %v, got %v", lo, hi, d)
+	}
+	return d, nil
+}
+
+func parseInt(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return 0, fmt.Errorf("must be a whole number, got %q", v)
+	}
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("must be between %d and %d, got %d", lo, hi, n)
+	}
+	return n, nil
+}
+
+func parseSize(v string, lo, hi int) (int, error) {
+	s, mult := strings.TrimSpace(v), 1
+	for suffix, m := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, suffix)), m
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("must be a number of bytes such as 4194304 or 4MiB, got %q", v)
+	}
+	n *= mult
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("must be between %d and %d bytes, got %d", lo, hi, n)
+	}
+	return n, nil
+}
