@@ -1,0 +1,80 @@
+// Package access is palyrad's access control: the permission catalog that every RPC's
+// `(palyra.options.v1.access)` option refers to, and the AccessService handler.
+package access
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+)
+
+// Permission names one right in the catalog, e.g. "nodes.approve".
+type Permission string
+
+// The permission catalog. Roles and API token scopes are sets of these; every RPC that
+// is neither public, nor open to any authenticated caller, nor device-only names one.
+const (
+	StatusRead       Permission = "status.read"
+	NodesRead        Permission = "nodes.read"
+	NodesPair        Permission = "nodes.pair"
+	NodesApprove     Permission = "nodes.approve"
+	NodesRevoke      Permission = "nodes.revoke"
+	NodesDispatch    Permission = "nodes.dispatch"
+	TokensManage     Permission = "tokens.manage"
+	FlagsManage      Permission = "flags.manage"
+	AuditRead        Permission = "audit.read"
+	ConfigRead       Permission = "config.read"
+	ConfigWrite      Permission = "config.write"
+	SecretsRead      Permission = "secrets.read"
+	SecretsWrite     Permission = "secrets.write"
+	CompatModelsRead Permission = "compat.models.read"
+	CompatChatCreate Permission = "compat.chat.create"
+)
+
+// catalog describes every permission, sorted by name.
+var catalog = []*accessv1.Permission{
+	{Name: string(AuditRead), Description: "Read and verify the audit log."},
+	{Name: string(CompatChatCreate), Description: "Create chat completions through the OpenAI-compatible API."},
+	{Name: string(CompatModelsRead), Description: "List the models of the OpenAI-compatible API."},
+	{Name: string(ConfigRead), Description: "Read the daemon's configuration."},
+	{Name: string(ConfigWrite), Description: "Change the daemon's configuration."},
+	{Name: string(FlagsManage), Description: "Turn feature flags on and off."},
+	{Name: string(NodesApprove), Description: "Approve or reject pairing requests, which issues device certificates."},
+	{Name: string(NodesDispatch), Description: "Dispatch capabilities to nodes, and watch and cancel dispatches."},
+	{Name: string(NodesPair), Description: "Create, list and delete pairing codes."},
+	{Name: string(NodesRead), Description: "List and show nodes, pairing requests and dispatches."},
+	{Name: string(NodesRevoke), Description: "Revoke devices and certificates, and force certificate rotation."},
+	{Name: string(SecretsRead), Description: "Read secrets."},
+	{Name: string(SecretsWrite), Description: "Create, change and delete secrets."},
+	{Name: string(StatusRead), Description: "Read the daemon's status."},
+	{Name: string(TokensManage), Description: "Create, list, rotate and revoke API tokens."},
+}
+
+// Known reports whether p is in the catalog.
+func Known(p Permission) bool {
+	return slices.ContainsFunc(catalog, func(c *accessv1.Permission) bool { return c.Name == string(p) })
+}
+
+// Handler serves AccessService.
+type Handler struct{}
+
+var _ accessv1connect.AccessServiceHandler = (*Handler)(nil)
+
+// NewHandler returns the AccessService handler.
+func NewHandler() *Handler { return &Handler{} }
+
+// ListPermissions returns the catalog, filtered by prefix.
+func (h *Handler) ListPermissions(_ context.Context, req *connect.Request[accessv1.ListPermissionsRequest]) (*connect.Response[accessv1.ListPermissionsResponse], error) {
+	res := &accessv1.ListPermissionsResponse{Permissions: []*accessv1.Permission{}}
+	for _, p := range catalog {
+		if strings.HasPrefix(p.Name, req.Msg.GetPrefix()) {
+			res.Permissions = append(res.Permissions, p)
+		}
+	}
+	return connect.NewResponse(res), nil
+}

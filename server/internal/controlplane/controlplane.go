@@ -1,0 +1,87 @@
+// Package controlplane is the front of palyrad: the one TLS listener (HTTP/1.1 and
+// HTTP/2), the mux that mounts every Connect service (Connect, gRPC and gRPC-Web
+// protocols), gRPC health and server reflection, /metrics, the interceptor chain
+// every RPC passes through, and the one place where errors become Connect codes.
+package controlplane
+
+import (
+	"log/slog"
+	"net/http"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/validate"
+
+	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+)
+
+// compressMinBytes keeps connect-go from gzipping small messages, which it does by
+// default and which costs about a third of the throughput of small RPCs.
+const compressMinBytes = 1024
+
+// Services are the handlers of Palyra's protobuf services.
+type Services struct {
+	ControlPlane controlplanev1connect.ControlPlaneServiceHandler
+	Node         nodev1connect.NodeServiceHandler
+	Access       accessv1connect.AccessServiceHandler
+	Compat       compatv1connect.CompatServiceHandler
+}
+
+// serviceNames are the fully qualified names of Palyra's services, for health and
+// reflection.
+var serviceNames = []string{
+	controlplanev1connect.ControlPlaneServiceName,
+	nodev1connect.NodeServiceName,
+	accessv1connect.AccessServiceName,
+	compatv1connect.CompatServiceName,
+}
+
+// HandlerOptions configures NewHandler.
+type HandlerOptions struct {
+	// Services are mounted under their Connect paths.
+	Services Services
+	// Health answers grpc.health.v1.Health.
+	Health *Health
+	// Metrics counts every RPC and serves /metrics.
+	Metrics *Metrics
+	// MaxMessageBytes bounds every message read or sent.
+	MaxMessageBytes int
+	// Logger receives unexpected errors.
+	Logger *slog.Logger
+}
+
+// NewHandler returns the root HTTP handler of the listener. Every RPC passes, in order,
+// through metrics, the error translation and request validation (protovalidate).
+func NewHandler(opts HandlerOptions) http.Handler {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	common := []connect.HandlerOption{
+		connect.WithReadMaxBytes(opts.MaxMessageBytes),
+		connect.WithSendMaxBytes(opts.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
+	}
+	rpc := append([]connect.HandlerOption{connect.WithInterceptors(
+		opts.Metrics.Interceptor(),
+		errorInterceptor{log: log},
+		validate.NewInterceptor(),
+	)}, common...)
+
+	mux := http.NewServeMux()
+	mux.Handle(controlplanev1connect.NewControlPlaneServiceHandler(opts.Services.ControlPlane, rpc...))
+	mux.Handle(nodev1connect.NewNodeServiceHandler(opts.Services.Node, rpc...))
+	mux.Handle(accessv1connect.NewAccessServiceHandler(opts.Services.Access, rpc...))
+	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))
+
+	mux.Handle(grpchealth.NewHandler(opts.Health, common...))
+	reflector := grpcreflect.NewStaticReflector(append([]string{grpchealth.HealthV1ServiceName}, serviceNames...)...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, common...))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
+	mux.Handle("GET /metrics", opts.Metrics.Handler())
+	return mux
+}

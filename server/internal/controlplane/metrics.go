@@ -1,0 +1,95 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics is palyrad's Prometheus registry and the interceptor that measures RPCs.
+type Metrics struct {
+	registry *prometheus.Registry
+	handled  *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+}
+
+// NewMetrics returns a registry holding the Go runtime and process collectors, the
+// build information and the RPC metrics.
+func NewMetrics(version, replicaID string) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "palyra_rpc_handled_total",
+			Help: "RPCs completed by the server, by procedure and Connect code.",
+		}, []string{"procedure", "code"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "palyra_rpc_handling_seconds",
+			Help:    "Time from the start of an RPC to its end, by procedure (streams included).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"procedure"}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "palyra_build_info",
+		Help: "Always 1; the labels say which build and replica this is.",
+	}, []string{"version", "replica_id"})
+	build.WithLabelValues(version, replicaID).Set(1)
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		build, m.handled, m.seconds,
+	)
+	return m
+}
+
+// Registry is where other parts of the daemon register their metrics.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+// Interceptor measures unary and streaming RPCs.
+func (m *Metrics) Interceptor() connect.Interceptor { return metricsInterceptor{m} }
+
+type metricsInterceptor struct{ m *Metrics }
+
+func (i metricsInterceptor) observe(procedure string, start time.Time, err error) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	i.m.handled.WithLabelValues(procedure, code).Inc()
+	i.m.seconds.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
+}
+
+func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		res, err := next(ctx, req)
+		i.observe(req.Spec().Procedure, start, err)
+		return res, err
+	}
+}
+
+func (i metricsInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		err := next(ctx, conn)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			err = connect.NewError(connect.CodeCanceled, err)
+		}
+		i.observe(conn.Spec().Procedure, start, err)
+		return err
+	}
+}

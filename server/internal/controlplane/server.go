@@ -1,0 +1,104 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// maxHeaderBytes bounds the request headers of HTTP/1.1 and the header list of HTTP/2.
+const maxHeaderBytes = 64 << 10
+
+// ServerOptions configures Listen.
+type ServerOptions struct {
+	// Address is the TCP address to bind, e.g. "127.0.0.1:7443"; port 0 picks one.
+	Address string
+	// GetCertificate returns the current server certificate.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// ClientCAs verifies client certificates, which are optional at the handshake
+	// (VerifyClientCertIfGiven): a certificate that is presented must be valid.
+	ClientCAs *x509.CertPool
+	// ReadHeaderTimeout bounds the TLS handshake and the request headers.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections.
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams bounds the HTTP/2 streams of one connection.
+	MaxConcurrentStreams int
+	// Logger receives the server's own errors (failed handshakes at debug level).
+	Logger *slog.Logger
+}
+
+// Server is the listener of palyrad: TLS, with HTTP/1.1 and HTTP/2 on one port.
+type Server struct {
+	http *http.Server
+	ln   net.Listener
+}
+
+// Listen binds the address. Nothing is served until Serve, so the handler can be built
+// knowing the bound address (port 0 picks one).
+func Listen(opts ServerOptions) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", opts.Address)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: listen on %s: %w", opts.Address, err)
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: opts.GetCertificate,
+			ClientAuth:     tls.VerifyClientCertIfGiven,
+			ClientCAs:      opts.ClientCAs,
+		},
+		Protocols: new(http.Protocols),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          opts.MaxConcurrentStreams,
+			MaxDecoderHeaderTableSize:     maxHeaderBytes,
+			MaxEncoderHeaderTableSize:     maxHeaderBytes,
+			MaxReceiveBufferPerConnection: 4 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+			// Detect peers that vanished without closing their connection (a node that
+			// lost power keeps its stream "open" otherwise).
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+	}
+	srv.Protocols.SetHTTP1(true) // OpenAI SDKs, browsers and curl --http1.1 speak HTTP/1.1
+	srv.Protocols.SetHTTP2(true)
+	return &Server{http: srv, ln: ln}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves h on the listener until Shutdown; it then returns nil.
+func (s *Server) Serve(h http.Handler) error {
+	s.http.Handler = h
+	err := s.http.ServeTLS(s.ln, "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("controlplane: serve: %w", err)
+}
+
+// Shutdown stops accepting connections and waits, until ctx is done, for the calls in
+// flight; it then closes what is still open.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return s.http.Close()
+	}
+	return err
+}
