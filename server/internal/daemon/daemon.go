@@ -1,0 +1,265 @@
+// Package daemon is palyrad's composition root: the only package that knows every
+// concrete type. It starts the parts in order (data directory, master key, database,
+// migrations, CA, server certificate, listener) and stops them in reverse.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/palyra/palyra/internal/buildinfo"
+	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/compat"
+	"github.com/palyra/palyra/server/internal/config"
+	"github.com/palyra/palyra/server/internal/controlplane"
+	"github.com/palyra/palyra/server/internal/embeddedpg"
+	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/status"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// NewLogger returns the daemon's logger for the configured level and format.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.Level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Daemon is a running palyrad.
+type Daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	db      *database
+	server  *controlplane.Server
+	health  *controlplane.Health
+	stopBg  context.CancelFunc
+	bg      sync.WaitGroup
+	serveCh chan error
+}
+
+// Start brings palyrad up and returns once the listener accepts connections. When a
+// step fails, what was started before it is stopped again.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
+	began := time.Now()
+	version := buildinfo.Version()
+	log.Info("palyrad starting", "version", version, "config", *cfg)
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return nil, fmt.Errorf("daemon: data directory: %w", err)
+	}
+	kek, source, err := identity.LoadKeyEncryptionKey(cfg.DataDir, cfg.MasterKey)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: master key: %w", err)
+	}
+	log.Info("master key loaded", "source", source, "kek_id", kek.ID())
+
+	db, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			db.close(context.WithoutCancel(ctx))
+		}
+	}()
+	if _, err := db.store.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
+	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: db.store, KEK: kek, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	caPath, err := authority.WriteCAFile(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	hostname, _ := os.Hostname()
+	dnsNames, ips := serverNames(cfg, hostname)
+	serverCert, err := identity.NewServerCertificate(ctx, identity.ServerCertificateOptions{
+		Authority: authority,
+		Store:     db.store,
+		ReplicaID: cfg.ReplicaID,
+		DNSNames:  dnsNames,
+		IPs:       ips,
+		Lifetime:  cfg.TLS.ServerCertLifetime,
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
+	health := controlplane.NewHealth(db.store)
+	metrics := controlplane.NewMetrics(version, cfg.ReplicaID)
+	server, err := controlplane.Listen(controlplane.ServerOptions{
+		Address:              cfg.Listen,
+		GetCertificate:       serverCert.GetCertificate,
+		ClientCAs:            authority.CertPool(),
+		ReadHeaderTimeout:    cfg.Server.ReadHeaderTimeout,
+		IdleTimeout:          cfg.Server.IdleTimeout,
+		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
+		Logger:               log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	handler := controlplane.NewHandler(controlplane.HandlerOptions{
+		Services: controlplane.Services{
+			ControlPlane: status.NewHandler(status.Options{
+				Version:           version,
+				ReplicaID:         cfg.ReplicaID,
+				Hostname:          hostname,
+				ListenAddress:     server.Addr().String(),
+				StartedAt:         began,
+				Database:          db.store,
+				EmbeddedDatabase:  cfg.Database.Embedded(),
+				Authority:         authority,
+				ServerCertificate: serverCert.Leaf,
+			}),
+			Node:   identity.NewTrustHandler(authority, version),
+			Access: access.NewHandler(),
+			Compat: compat.NewHandler(cfg.Compat.Models),
+		},
+		Health:          health,
+		Metrics:         metrics,
+		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		Logger:          log,
+	})
+
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, stopBg: stopBg, serveCh: make(chan error, 1)}
+	d.bg.Go(func() { serverCert.Run(bgCtx) })
+	go func() { d.serveCh <- server.Serve(handler) }()
+
+	log.Info("palyrad ready",
+		"listen", server.Addr().String(),
+		"ca_fingerprint", authority.Fingerprint(),
+		"ca_file", caPath,
+		"replica_id", cfg.ReplicaID,
+		"startup", time.Since(began).Round(time.Millisecond))
+	return d, nil
+}
+
+// Addr is the address the listener is bound to.
+func (d *Daemon) Addr() net.Addr { return d.server.Addr() }
+
+// Failed delivers an error if the listener stops by itself.
+func (d *Daemon) Failed() <-chan error { return d.serveCh }
+
+// Stop shuts down gracefully: health checks turn NOT_SERVING, the listener stops
+// accepting connections and waits up to the configured shutdown timeout for calls in
+// flight, then background work stops, the database pool closes and, when embedded,
+// PostgreSQL stops.
+func (d *Daemon) Stop(ctx context.Context) error {
+	began := time.Now()
+	d.log.Info("palyrad stopping")
+	d.health.SetShuttingDown()
+	shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
+	err := d.server.Shutdown(shutdownCtx)
+	cancel()
+	d.stopBg()
+	d.bg.Wait()
+	d.db.close(ctx)
+	d.log.Info("palyrad stopped", "took", time.Since(began).Round(time.Millisecond))
+	return err
+}
+
+// Migrate applies the pending migrations and returns; it starts and stops the embedded
+// PostgreSQL when no database URL is configured.
+func Migrate(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.MigrationResult, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return store.MigrationResult{}, fmt.Errorf("daemon: data directory: %w", err)
+	}
+	db, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return store.MigrationResult{}, err
+	}
+	defer db.close(context.WithoutCancel(ctx))
+	res, err := db.store.Migrate(ctx)
+	if err != nil {
+		return res, fmt.Errorf("daemon: %w", err)
+	}
+	return res, nil
+}
+
+// database is the store and, when embedded, the PostgreSQL cluster behind it.
+type database struct {
+	store   *store.Store
+	cluster *embeddedpg.Cluster // nil for an external database
+	log     *slog.Logger
+}
+
+// openDatabase opens the configured database, starting the embedded cluster under
+// <data-dir>/pg when no URL is configured.
+func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*database, error) {
+	db := &database{log: log}
+	url := cfg.Database.URL
+	if cfg.Database.Embedded() {
+		cluster, err := embeddedpg.Start(ctx, embeddedpg.Options{
+			Dir:     filepath.Join(cfg.DataDir, "pg"),
+			Durable: true,
+			Logger:  log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("daemon: embedded PostgreSQL: %w", err)
+		}
+		db.cluster, url = cluster, cluster.URL()
+	}
+	s, err := store.Open(ctx, store.Options{URL: url, MaxConns: cfg.Database.MaxConns, Logger: log})
+	if err != nil {
+		db.close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	db.store = s
+	return db, nil
+}
+
+func (db *database) close(ctx context.Context) {
+	if db.store != nil {
+		db.store.Close()
+	}
+	if db.cluster != nil {
+		if err := db.cluster.Stop(ctx); err != nil {
+			db.log.Error("embedded PostgreSQL did not stop cleanly", "err", err)
+		}
+	}
+}
+
+// serverNames returns the subject alternative names of the server certificate:
+// localhost, 127.0.0.1, ::1, the host name, the listen host when it is specific, and
+// the configured extras, without duplicates.
+func serverNames(cfg *config.Config, hostname string) ([]string, []net.IP) {
+	dns := []string{"localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	add := func(name string) {
+		if name == "" {
+			return
+		}
+		if ip := net.ParseIP(name); ip != nil {
+			if !ip.IsUnspecified() && !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+			return
+		}
+		if !slices.Contains(dns, name) {
+			dns = append(dns, name)
+		}
+	}
+	add(hostname)
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
+		add(host)
+	}
+	for _, san := range cfg.TLS.SANs {
+		add(san)
+	}
+	return dns, ips
+}
