@@ -70,6 +70,11 @@ Settings without a flag:
 			}
 			log := daemon.NewLogger(cfg.Log, stderr)
 			d, err := daemon.Start(cmd.Context(), cfg, log)
+			if err != nil && cmd.Context().Err() != nil {
+				// Interrupted while starting: Start has undone what it started.
+				log.Info("palyrad interrupted while starting", "err", err)
+				return nil
+			}
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,10 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -119,5 +122,9 @@ func describeDatabase(raw string) string {
 	if err != nil {
 		return "external (unparsable URL)"
 	}
-	return fmt.Sprintf("external (%s)", (&url.URL{Scheme: "postgres", Host: fmt.Sprintf("%s:%d", c.Host, c.Port), Path: "/" + c.Database}).String())
+	if strings.HasPrefix(c.Host, "/") {
+		return fmt.Sprintf("external (database %q through the socket in %s)", c.Database, c.Host)
+	}
+	u := url.URL{Scheme: "postgres", Host: net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port))), Path: "/" + c.Database}
+	return fmt.Sprintf("external (%s)", u.String())
 }

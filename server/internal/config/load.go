@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,12 +29,29 @@ func RegisterFlags(fs *pflag.FlagSet, getenv func(string) string) {
 		}
 		usage := fmt.Sprintf("%s (env %s, file key %s)", s.usage, s.envName(), s.key)
 		if s.setList != nil {
-			fs.StringArray(s.flagName(), nil, usage)
+			fs.Var(&listFlag{kind: s.kind}, s.flagName(), usage)
 			continue
 		}
-		fs.String(s.flagName(), s.show(&def), usage)
+		fs.Var(&textFlag{value: s.show(&def), kind: s.kind}, s.flagName(), usage)
 	}
 }
+
+// textFlag is a flag holding one value, with its kind as the type in the help text.
+type textFlag struct{ value, kind string }
+
+func (f *textFlag) String() string     { return f.value }
+func (f *textFlag) Set(v string) error { f.value = v; return nil }
+func (f *textFlag) Type() string       { return f.kind }
+
+// listFlag is a repeatable flag: each use adds a value.
+type listFlag struct {
+	values []string
+	kind   string
+}
+
+func (f *listFlag) String() string     { return strings.Join(f.values, ",") }
+func (f *listFlag) Set(v string) error { f.values = append(f.values, v); return nil }
+func (f *listFlag) Type() string       { return f.kind }
 
 // EnvironmentOnly describes the settings that have no flag, for the help text.
 func EnvironmentOnly() string {
@@ -82,16 +100,11 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 		}
 		src := "flag --" + s.flagName()
 		var err error
-		if s.setList != nil {
-			var v []string
-			if v, err = fs.GetStringArray(s.flagName()); err == nil {
-				err = s.setList(&c, v)
-			}
-		} else {
-			var v string
-			if v, err = fs.GetString(s.flagName()); err == nil {
-				err = s.set(&c, v)
-			}
+		switch v := fs.Lookup(s.flagName()).Value.(type) {
+		case *listFlag:
+			err = s.setList(&c, v.values)
+		default:
+			err = s.set(&c, v.String())
 		}
 		if err != nil {
 			return nil, settingError(s, src, err)
@@ -100,6 +113,12 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 	if c.ReplicaID == "" {
 		c.ReplicaID = ulid.Make().String()
 	}
+	// The default is relative when neither HOME nor XDG_DATA_HOME is set.
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("config: data_dir: %w", err)
+	}
+	c.DataDir = abs
 	return &c, nil
 }
 

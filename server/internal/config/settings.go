@@ -19,6 +19,7 @@ import (
 type setting struct {
 	key   string
 	flag  string // overrides the derived flag name (lists use the singular)
+	kind  string // the value's kind in the help text, e.g. "duration"
 	usage string
 	// Exactly one of set and setList: scalar settings parse a string, list settings a
 	// list (a repeated flag, a comma-separated variable, a TOML array).
@@ -46,12 +47,14 @@ func (s setting) envName() string {
 var settings = []setting{
 	{
 		key:   "listen",
+		kind:  "host:port",
 		usage: "TCP address of the listener (TLS, HTTP/1.1 and HTTP/2) that serves every API",
 		set:   func(c *Config, v string) error { c.Listen = v; return validateListen(v) },
 		show:  func(c *Config) string { return c.Listen },
 	},
 	{
 		key:   "data_dir",
+		kind:  "path",
 		usage: "directory for master.key, ca.pem and the embedded PostgreSQL cluster",
 		set: func(c *Config, v string) error {
 			if v == "" {
@@ -68,6 +71,7 @@ var settings = []setting{
 	},
 	{
 		key:   "replica_id",
+		kind:  "name",
 		usage: "name of this replica among those sharing the database (default: a new ULID at every start)",
 		set: func(c *Config, v string) error {
 			if !replicaIDPattern.MatchString(v) {
@@ -80,6 +84,7 @@ var settings = []setting{
 	},
 	{
 		key:   "database.url",
+		kind:  "url",
 		usage: "PostgreSQL URL of an external database; empty runs a private cluster under <data_dir>/pg",
 		set: func(c *Config, v string) error {
 			if v != "" {
@@ -94,6 +99,7 @@ var settings = []setting{
 	},
 	{
 		key:   "database.max_conns",
+		kind:  "count",
 		usage: "maximum number of connections in the database pool (1-1000)",
 		set: func(c *Config, v string) error {
 			n, err := parseInt(v, 1, 1000)
@@ -104,6 +110,7 @@ var settings = []setting{
 	},
 	{
 		key:   "tls.sans",
+		kind:  "name|ip",
 		flag:  "tls-san",
 		usage: "extra DNS name or IP address for the server certificate (repeatable; localhost, 127.0.0.1, ::1 and the host name are always included)",
 		setList: func(c *Config, v []string) error {
@@ -119,6 +126,7 @@ var settings = []setting{
 	},
 	{
 		key:   "tls.server_cert_lifetime",
+		kind:  "duration",
 		usage: "validity of each server certificate, renewed at one third remaining (1h-2160h)",
 		set: func(c *Config, v string) (err error) {
 			c.TLS.ServerCertLifetime, err = parseDuration(v, time.Hour, 90*24*time.Hour)
@@ -128,6 +136,7 @@ var settings = []setting{
 	},
 	{
 		key:   "server.read_header_timeout",
+		kind:  "duration",
 		usage: "time allowed for the TLS handshake and the request headers (1s-5m)",
 		set: func(c *Config, v string) (err error) {
 			c.Server.ReadHeaderTimeout, err = parseDuration(v, time.Second, 5*time.Minute)
@@ -137,6 +146,7 @@ var settings = []setting{
 	},
 	{
 		key:   "server.idle_timeout",
+		kind:  "duration",
 		usage: "idle keep-alive connections are closed after this long (1s-24h)",
 		set: func(c *Config, v string) (err error) {
 			c.Server.IdleTimeout, err = parseDuration(v, time.Second, 24*time.Hour)
@@ -146,6 +156,7 @@ var settings = []setting{
 	},
 	{
 		key:   "server.shutdown_timeout",
+		kind:  "duration",
 		usage: "how long a graceful shutdown waits for calls in flight (0s-10m)",
 		set: func(c *Config, v string) (err error) {
 			c.Server.ShutdownTimeout, err = parseDuration(v, 0, 10*time.Minute)
@@ -155,6 +166,7 @@ var settings = []setting{
 	},
 	{
 		key:   "server.max_message_bytes",
+		kind:  "bytes",
 		usage: "largest RPC message accepted or sent, in bytes; KiB and MiB suffixes allowed (1KiB-64MiB)",
 		set: func(c *Config, v string) (err error) {
 			c.Server.MaxMessageBytes, err = parseSize(v, 1<<10, 64<<20)
@@ -164,6 +176,7 @@ var settings = []setting{
 	},
 	{
 		key:   "server.max_concurrent_streams",
+		kind:  "count",
 		usage: "most concurrent HTTP/2 streams per connection (1-10000)",
 		set: func(c *Config, v string) (err error) {
 			c.Server.MaxConcurrentStreams, err = parseInt(v, 1, 10000)
@@ -173,6 +186,7 @@ var settings = []setting{
 	},
 	{
 		key:   "log.level",
+		kind:  "level",
 		usage: "minimum log level: debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			if err := c.Log.Level.UnmarshalText([]byte(v)); err != nil {
@@ -184,6 +198,7 @@ var settings = []setting{
 	},
 	{
 		key:   "log.format",
+		kind:  "text|json",
 		usage: "log format: text or json",
 		set: func(c *Config, v string) error {
 			if v != "text" && v != "json" {
@@ -196,6 +211,7 @@ var settings = []setting{
 	},
 	{
 		key:   "compat.models",
+		kind:  "model",
 		flag:  "compat-model",
 		usage: "model id listed by the OpenAI-compatible GET /v1/models (repeatable)",
 		setList: func(c *Config, v []string) error {
@@ -216,6 +232,7 @@ var settings = []setting{
 	},
 	{
 		key:    "master_key",
+		kind:   "base64",
 		usage:  "master key (32 bytes, base64) that seals the CA key; default: <data_dir>/master.key, created on first start. Environment only",
 		secret: true,
 		set: func(c *Config, v string) error {
@@ -235,8 +252,9 @@ var (
 // defaults returns the configuration before any source is applied. getenv supplies
 // XDG_DATA_HOME and HOME for the default data directory.
 func defaults(getenv func(string) string) Config {
+	// The XDG base directory specification says to ignore relative values.
 	dataHome := getenv("XDG_DATA_HOME")
-	if dataHome == "" {
+	if !filepath.IsAbs(dataHome) {
 		dataHome = filepath.Join(getenv("HOME"), ".local", "share")
 	}
 	return Config{
@@ -301,6 +319,10 @@ func parseSize(v string, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil {
 		return 0, fmt.Errorf("must be a number of bytes such as 4194304 or 4MiB, got %q", v)
+	}
+	if n > hi/mult {
+		// Checked before multiplying: a huge count of KiB or MiB would wrap around.
+		return 0, fmt.Errorf("must be between %d and %d bytes, got %s", lo, hi, v)
 	}
 	n *= mult
 	if n < lo || n > hi {

@@ -1,0 +1,37 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestREADMEDocumentsEverySetting keeps the configuration table of README.md in step
+// with the settings table: every setting's file key, flag and environment variable must
+// appear in one row.
+func TestREADMEDocumentsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `") || strings.HasPrefix(line, "| — |") {
+			rows[line] = line
+		}
+	}
+	for _, s := range settings {
+		found := false
+		for row := range rows {
+			hasKey := strings.Contains(row, "`"+s.key+"`") || s.secret
+			hasFlag := strings.Contains(row, "`--"+s.flagName()+"`") || s.secret
+			if hasKey && hasFlag && strings.Contains(row, "`"+s.envName()+"`") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("README.md has no configuration row with `%s`, `--%s` and `%s`", s.key, s.flagName(), s.envName())
+		}
+	}
+}
