@@ -1,0 +1,111 @@
+# Palyra. `make help` lists the targets; `make run` and `make test` are all a fresh
+# Debian machine needs: they install what is missing and build what is stale.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO ?= go
+MODULE := github.com/palyra/palyra
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X $(MODULE)/internal/buildinfo.version=$(VERSION)
+
+# Pinned tools, built from source into .tools/ (the directory name carries the version,
+# so bumping a version rebuilds the tool).
+BUF_VERSION := v1.75.0
+SQLC_VERSION := v1.31.1
+BUF := $(CURDIR)/.tools/buf-$(BUF_VERSION)/buf
+SQLC := $(CURDIR)/.tools/sqlc-$(SQLC_VERSION)/sqlc
+NODE_MODULES := node_modules/.package-lock.json
+
+DATA_DIR ?= ./var
+# Extra flags for palyrad under `make run`, e.g. ARGS='--log-level debug'.
+ARGS ?=
+# Extra flags for `go test`, e.g. GOTESTFLAGS='-run TestTLS -v'.
+GOTESTFLAGS ?=
+# buf breaking compares proto/ with this git revision when it exists.
+BREAKING_AGAINST ?= HEAD~1
+
+.PHONY: help
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/palyrad and bin/palyra
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/palyrad ./server
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/palyra ./cli
+
+.PHONY: run
+run: postgres-binaries build ## Run palyrad on 127.0.0.1:7443 with its private PostgreSQL under ./var
+	bin/palyrad --data-dir $(DATA_DIR) $(ARGS)
+
+.PHONY: test
+test: postgres-binaries build $(NODE_MODULES) ## Run the Go and TypeScript tests (a throwaway PostgreSQL unless DATABASE_URL is set)
+	@if [ -n "$${DATABASE_URL:-}" ]; then \
+		$(MAKE) test-go test-ts; \
+	else \
+		$(GO) run ./server/cmd/withpg -- $(MAKE) test-go test-ts; \
+	fi
+
+.PHONY: test-go
+test-go:
+	$(GO) test -race $(GOTESTFLAGS) ./...
+
+.PHONY: test-ts
+test-ts: $(NODE_MODULES)
+	npm run --workspace desktop typecheck
+	npm test --workspace desktop
+
+.PHONY: check
+check: $(BUF) $(SQLC) $(NODE_MODULES) ## Check formatting, vet, buf lint/format/breaking and generated-code drift
+	@echo '== gofmt'; bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+		if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
+	@echo '== go vet'; $(GO) vet ./...
+	@echo '== buf lint'; $(BUF) lint
+	@echo '== buf format'; $(BUF) format --diff --exit-code proto
+	@echo '== generated code'; $(MAKE) generate; \
+		if [ -n "$$(git status --porcelain -- gen)" ]; then \
+			git status --short -- gen; git diff --stat -- gen; \
+			echo "gen/ differs from its sources: run 'make generate' and commit the result"; exit 1; fi
+	@echo '== buf breaking'; \
+		if git cat-file -e '$(BREAKING_AGAINST):proto' 2>/dev/null; then \
+			$(BUF) breaking --against '.git#ref=$(BREAKING_AGAINST)'; \
+		else echo "no proto/ at $(BREAKING_AGAINST) (first commit or shallow clone): nothing to compare"; fi
+
+.PHONY: generate
+generate: $(BUF) $(SQLC) $(NODE_MODULES) ## Regenerate gen/ (Go, TypeScript, sqlc) from proto/ and sqlc/
+	$(BUF) generate
+	$(SQLC) generate -f sqlc/sqlc.yaml
+
+.PHONY: tools
+tools: $(BUF) $(SQLC) $(NODE_MODULES) ## Install the pinned code generators and npm packages
+
+$(BUF):
+	GOBIN=$(dir $@) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+# sqlc needs cgo (its PostgreSQL parser is C).
+$(SQLC):
+	CGO_ENABLED=1 GOBIN=$(dir $@) $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)
+
+$(NODE_MODULES): package.json package-lock.json desktop/package.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+# The PostgreSQL server binaries for the embedded database and the test database:
+# installed with apt when missing and running as root, else an instruction.
+.PHONY: postgres-binaries
+postgres-binaries:
+	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing PostgreSQL (Debian package postgresql)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "PostgreSQL server binaries are missing: run 'sudo apt-get install postgresql'" >&2; exit 1; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then \
+		useradd --system --user-group --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres; fi
+
+.PHONY: clean
+clean: ## Remove build output and installed tools (not ./var)
+	rm -rf bin .tools node_modules
