@@ -145,6 +145,10 @@ func openAuthority(row dbsqlc.CertificateAuthority, kek *KeyEncryptionKey, now f
 	if err != nil {
 		return nil, fmt.Errorf("identity: parse CA certificate %s: %w", row.ID, err)
 	}
+	// The fingerprint is what clients pin: it must be the certificate's own.
+	if Fingerprint(cert.Raw) != row.Fingerprint {
+		return nil, fmt.Errorf("identity: CA %s: the stored fingerprint is not the certificate's", row.ID)
+	}
 	pkcs8, err := kek.Open(row.KeyNonce, row.KeyCiphertext, authorityAAD(row.ID))
 	if err != nil {
 		return nil, fmt.Errorf("identity: CA %s: %w", row.ID, err)
@@ -194,8 +198,9 @@ func (a *Authority) WriteCAFile(dataDir string) (string, error) {
 		return "", fmt.Errorf("identity: write %s: %w", path, err)
 	}
 	_, werr := tmp.Write(want)
+	serr := tmp.Sync()
 	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644), os.Rename(tmp.Name(), path)); err != nil {
+	if err := errors.Join(werr, serr, cerr, os.Chmod(tmp.Name(), 0o644), os.Rename(tmp.Name(), path)); err != nil {
 		_ = os.Remove(tmp.Name())
 		return "", fmt.Errorf("identity: write %s: %w", path, err)
 	}

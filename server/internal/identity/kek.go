@@ -89,21 +89,28 @@ func readOrCreateMasterKey(path string) ([]byte, KeySource, error) {
 		return nil, "", err
 	}
 	encoded := GenerateMasterKey()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Write the key to a temporary file (mode 0600) and link it into place: the file
+	// appears complete or not at all, so a concurrent loader never reads it half-written,
+	// and Link, unlike Rename, never replaces a key another process put there first.
+	f, err := os.CreateTemp(filepath.Dir(path), ".master-*.key")
+	if err != nil {
+		return nil, "", fmt.Errorf("identity: create %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	_, werr := f.WriteString(encoded + "\n")
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return nil, "", fmt.Errorf("identity: write %s: %w", path, err)
+	}
+	err = os.Link(f.Name(), path)
 	if errors.Is(err, fs.ErrExist) {
-		// Another process created it between our read and our create: use theirs.
+		// Another process created it between our read and our link: use theirs.
 		b, err := readMasterKeyFile(path)
 		return b, KeySourceFile, err
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("identity: create %s: %w", path, err)
-	}
-	_, werr := f.WriteString(encoded + "\n")
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(path)
-		return nil, "", fmt.Errorf("identity: write %s: %w", path, err)
 	}
 	master, err := decodeMasterKey(encoded)
 	return master, KeySourceCreated, err

@@ -30,10 +30,8 @@ type ServerCertificateOptions struct {
 	DNSNames []string
 	IPs      []net.IP
 	// Lifetime is the validity of each certificate; renewal happens at one third of it
-	// remaining.
+	// remaining. Time is the Authority's clock.
 	Lifetime time.Duration
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 	// Logger receives issuance messages; nil discards them.
 	Logger *slog.Logger
 }
@@ -52,9 +50,6 @@ type ServerCertificate struct {
 
 // NewServerCertificate issues the first certificate.
 func NewServerCertificate(ctx context.Context, opts ServerCertificateOptions) (*ServerCertificate, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	s := &ServerCertificate{opts: opts, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -82,8 +77,9 @@ func (s *ServerCertificate) Leaf() *x509.Certificate {
 
 // Run renews the certificate at one third of its lifetime remaining (with jitter, so
 // that replicas started together do not renew together) until ctx is done. A failed
-// renewal is retried with backoff while the current certificate is still valid. Run
-// is meant to have its own goroutine.
+// renewal is retried with backoff (at most five minutes apart) and logged as an error
+// each time, also after the current certificate has expired. Run is meant to have its
+// own goroutine.
 func (s *ServerCertificate) Run(ctx context.Context) {
 	retry := time.Second
 	wait := s.untilRenewal()
@@ -120,7 +116,7 @@ func (s *ServerCertificate) untilRenewal() time.Duration {
 		jitter = time.Duration(j.Int64())
 	}
 	at := leaf.NotAfter.Add(-life/3 - jitter)
-	return max(at.Sub(s.opts.Now()), 0)
+	return max(at.Sub(s.opts.Authority.now()), 0)
 }
 
 // renew issues, records and installs a new certificate.
@@ -146,7 +142,7 @@ func (s *ServerCertificate) renew(ctx context.Context) error {
 		AuthorityID:     s.opts.Authority.ID(),
 		Kind:            "server",
 		Subject:         c.Subject.String(),
-		DnsNames:        c.DNSNames,
+		DnsNames:        append([]string{}, c.DNSNames...), // never nil: pgx sends nil as NULL
 		IpAddresses:     ips,
 		Uris:            []string{},
 		NotBefore:       c.NotBefore,

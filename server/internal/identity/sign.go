@@ -87,8 +87,11 @@ type Issued struct {
 // least one extended key usage.
 func (a *Authority) Sign(pub any, opts ...SignOption) (*Issued, error) {
 	key, ok := pub.(*ecdsa.PublicKey)
-	if !ok || key.Curve != elliptic.P256() {
+	if !ok || key == nil || key.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%w: only ECDSA P-256 public keys are accepted", ErrPolicy)
+	}
+	if _, err := key.ECDH(); err != nil {
+		return nil, fmt.Errorf("%w: the public key is not a valid P-256 point", ErrPolicy)
 	}
 	now := a.now().UTC().Truncate(time.Second)
 	serial := new(big.Int).SetBytes(randomBytes(16))
@@ -114,6 +117,9 @@ func (a *Authority) Sign(pub any, opts ...SignOption) (*Issued, error) {
 	switch {
 	case t.NotAfter.IsZero():
 		return nil, fmt.Errorf("%w: no lifetime was set", ErrPolicy)
+	case !t.NotAfter.After(t.NotBefore):
+		// Only when the clock is far behind the CA's own NotBefore.
+		return nil, fmt.Errorf("%w: the certificate would expire before it becomes valid (is the clock right?)", ErrPolicy)
 	case t.NotAfter.After(a.cert.NotAfter):
 		return nil, fmt.Errorf("%w: the certificate would outlive the CA (which expires %s)", ErrPolicy, a.cert.NotAfter.Format(time.RFC3339))
 	case len(t.ExtKeyUsage) == 0:

@@ -66,7 +66,9 @@ func (s *Store) migrator() (*goose.Provider, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: migrations: %w", err)
 	}
-	locker, err := lock.NewPostgresSessionLocker()
+	// Poll the advisory lock every second (goose's default is five) for up to five
+	// minutes, so that a replica waiting for another's migration starts promptly.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: migration lock: %w", err)
 	}

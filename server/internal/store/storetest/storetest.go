@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"testing"
@@ -27,6 +28,13 @@ import (
 func URL(t testing.TB) string {
 	t.Helper()
 	return pgtestdb.Custom(t, serverConfig(t), migrator{}).URL()
+}
+
+// UnmigratedURL creates a new database without any schema and returns its URL, for
+// tests of the migrations themselves.
+func UnmigratedURL(t testing.TB) string {
+	t.Helper()
+	return pgtestdb.Custom(t, serverConfig(t), pgtestdb.NoopMigrator{}).URL()
 }
 
 // New opens a Store on a new migrated database; it is closed when the test ends.
@@ -52,6 +60,11 @@ func serverConfig(t testing.TB) pgtestdb.Config {
 	if err != nil {
 		t.Fatalf("storetest: DATABASE_URL is not a valid PostgreSQL URL")
 	}
+	// Keep the URL's options (sslmode and the like); without any, a local server.
+	options := "sslmode=disable"
+	if u, err := neturl.Parse(url); err == nil && u.RawQuery != "" {
+		options = u.RawQuery
+	}
 	return pgtestdb.Config{
 		DriverName: "pgx",
 		Host:       c.Host,
@@ -59,7 +72,7 @@ func serverConfig(t testing.TB) pgtestdb.Config {
 		User:       c.User,
 		Password:   c.Password,
 		Database:   c.Database,
-		Options:    "sslmode=disable",
+		Options:    options,
 	}
 }
 

@@ -1,0 +1,78 @@
+package identity_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/store"
+	"github.com/palyra/palyra/server/internal/store/storetest"
+)
+
+// testEpoch is the start of every test clock: a whole second, so that what the code
+// truncates to seconds stays comparable, and far from the real date, so that a
+// forgotten injection shows.
+var testEpoch = time.Date(2031, 3, 14, 15, 9, 26, 0, time.UTC)
+
+// clock is a settable time source, safe for concurrent use.
+type clock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *clock {
+	c := &clock{}
+	c.Set(t)
+	return c
+}
+
+// Now is the func() time.Time the options take.
+func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
+
+// Set moves the clock to t.
+func (c *clock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
+
+// Advance moves the clock forward by d.
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// newKEK returns a key-encryption key from a fresh random master key, as given in
+// PALYRA_MASTER_KEY (nothing is written to disk).
+func newKEK(t *testing.T) *identity.KeyEncryptionKey {
+	t.Helper()
+	k, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), identity.GenerateMasterKey())
+	if err != nil {
+		t.Fatalf("key-encryption key: %v", err)
+	}
+	return k
+}
+
+// testBundle is what the authority, signing and server certificate tests start from:
+// a migrated database of their own, a key-encryption key, a clock, and the authority
+// created at the clock's start.
+type testBundle struct {
+	store     *store.Store
+	kek       *identity.KeyEncryptionKey
+	clock     *clock
+	authority *identity.Authority
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	b := &testBundle{store: storetest.New(t), kek: newKEK(t), clock: newClock(testEpoch)}
+	b.authority = b.loadAuthority(t, b.clock.Now)
+	return b
+}
+
+// loadAuthority loads (or creates) the active authority of the bundle's database with
+// the bundle's key and the given clock.
+func (b *testBundle) loadAuthority(t *testing.T, now func() time.Time) *identity.Authority {
+	t.Helper()
+	a, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{
+		Store: b.store, KEK: b.kek, Now: now,
+	})
+	if err != nil {
+		t.Fatalf("load authority: %v", err)
+	}
+	return a
+}
+
+// fixed returns a clock that always says t.
+func fixed(t time.Time) func() time.Time { return func() time.Time { return t } }
