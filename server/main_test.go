@@ -502,8 +502,11 @@ func TestDaemonWithCLI(t *testing.T) {
 			"pinned fingerprint, host localhost": {
 				args: []string{"status", "--url", "https://localhost:" + port, "--ca-fingerprint", fingerprint, "-o", "json"},
 				check: func(t *testing.T, stdout string) {
-					if !strings.Contains(stdout, `"replicaId": "`+replicaID+`"`) {
-						t.Errorf("stdout lacks the replica id:\n%s", stdout)
+					var got struct {
+						ReplicaID string `json:"replicaId"`
+					}
+					if err := json.Unmarshal([]byte(stdout), &got); err != nil || got.ReplicaID != replicaID {
+						t.Errorf("replicaId %q (%v), want %q:\n%s", got.ReplicaID, err, replicaID, stdout)
 					}
 				},
 			},

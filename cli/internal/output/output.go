@@ -3,6 +3,8 @@
 package output
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -40,11 +42,18 @@ func (f *Format) Type() string { return "table|json" }
 // separated by tabs; Print aligns them.
 func Print(w io.Writer, f Format, msg proto.Message, table func(w io.Writer)) error {
 	if f == JSON {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(msg)
+		b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(msg)
 		if err != nil {
 			return fmt.Errorf("encode JSON: %w", err)
 		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+		// protojson varies its whitespace on purpose; scripts diff and grep this
+		// output, so it is re-indented into one stable form.
+		var out bytes.Buffer
+		if err := json.Indent(&out, b, "", "  "); err != nil {
+			return fmt.Errorf("encode JSON: %w", err)
+		}
+		out.WriteByte('\n')
+		_, err = out.WriteTo(w)
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -1,0 +1,49 @@
+package output_test
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/palyra/palyra/cli/internal/output"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+)
+
+// TestJSONIsStable checks that -o json gives byte-identical output for the same
+// message: protojson varies its whitespace at random, which scripts must not see.
+func TestJSONIsStable(t *testing.T) {
+	t.Parallel()
+	msg := &controlplanev1.GetStatusResponse{ReplicaId: "r1", Database: &controlplanev1.DatabaseStatus{SchemaVersion: 3}}
+	var first bytes.Buffer
+	if err := output.Print(&first, output.JSON, msg, nil); err != nil {
+		t.Fatal(err)
+	}
+	const want = "{\n  \"version\": \"\",\n  \"replicaId\": \"r1\","
+	if !bytes.HasPrefix(first.Bytes(), []byte(want)) {
+		t.Fatalf("output starts %q, want %q", first.String()[:min(len(want), first.Len())], want)
+	}
+	for range 20 {
+		var again bytes.Buffer
+		if err := output.Print(&again, output.JSON, msg, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(first.Bytes(), again.Bytes()) {
+			t.Fatalf("output changed between calls:\n%s\n%s", first.String(), again.String())
+		}
+	}
+}
+
+// TestTableAligns checks that table output aligns tab-separated columns.
+func TestTableAligns(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	err := output.Print(&buf, output.Table, &controlplanev1.GetStatusResponse{}, func(w io.Writer) {
+		io.WriteString(w, "Version\tdevel\nServer certificate\tsha256:00\n")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Version             devel\nServer certificate  sha256:00\n"; buf.String() != want {
+		t.Errorf("got %q, want %q", buf.String(), want)
+	}
+}
