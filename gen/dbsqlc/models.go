@@ -8,6 +8,39 @@ import (
 	"time"
 )
 
+type ApiToken struct {
+	ID                 string
+	Label              string
+	UserID             string
+	Role               string
+	Scopes             []string
+	SecretHash         []byte
+	RateLimitPerMinute int32
+	RateTat            time.Time
+	CreatedAt          time.Time
+	CreatedBy          string
+	ExpiresAt          *time.Time
+	RevokedAt          *time.Time
+	RevokedReason      string
+	LastUsedAt         *time.Time
+	RotatedFrom        *string
+}
+
+type AuditEvent struct {
+	Sequence      int64
+	ID            string
+	OccurredAt    time.Time
+	Principal     string
+	Procedure     string
+	Target        string
+	Outcome       string
+	Code          string
+	RemoteAddress string
+	RequestID     string
+	PrevHash      []byte
+	Hash          []byte
+}
+
 type CertificateAuthority struct {
 	ID             string
 	Active         bool
@@ -20,6 +53,13 @@ type CertificateAuthority struct {
 	NotBefore      time.Time
 	NotAfter       time.Time
 	CreatedAt      time.Time
+}
+
+type FeatureFlag struct {
+	Key       string
+	Enabled   bool
+	UpdatedAt time.Time
+	UpdatedBy string
 }
 
 type IssuedCertificate struct {
@@ -35,4 +75,22 @@ type IssuedCertificate struct {
 	NotAfter        time.Time
 	IssuedByReplica string
 	IssuedAt        time.Time
+}
+
+type Session struct {
+	ID         string
+	TokenID    string
+	SecretHash []byte
+	CsrfHash   []byte
+	CreatedAt  time.Time
+	LastSeenAt time.Time
+	ExpiresAt  time.Time
+	EndedAt    *time.Time
+}
+
+type User struct {
+	ID        string
+	Name      string
+	Role      string
+	CreatedAt time.Time
 }

@@ -1,0 +1,74 @@
+-- name: InsertUserIfMissing :one
+-- Creates the user unless one of that name exists; returns no row when it did.
+insert into users (id, name, role)
+values (sqlc.arg('id'), sqlc.arg('name'), sqlc.arg('role'))
+on conflict (name) do nothing
+returning *;
+
+-- name: GetUserByName :one
+select * from users where name = sqlc.arg('name');
+
+-- name: InsertToken :one
+insert into api_tokens (
+    id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, created_by,
+    expires_at, rotated_from
+) values (
+    sqlc.arg('id'), sqlc.arg('label'), sqlc.arg('user_id'), sqlc.arg('role'), sqlc.arg('scopes'),
+    sqlc.arg('secret_hash'), sqlc.arg('rate_limit_per_minute'), sqlc.arg('created_by'),
+    sqlc.narg('expires_at'), sqlc.narg('rotated_from')
+)
+returning *;
+
+-- name: GetToken :one
+-- A token with its user's name and the token that replaced it by rotation, if any.
+select sqlc.embed(t), u.name as user_name,
+       coalesce((select r.id from api_tokens r where r.rotated_from = t.id), '')::text as rotated_to
+from api_tokens t
+join users u on u.id = t.user_id
+where t.id = sqlc.arg('id');
+
+-- name: ListTokens :many
+-- Newest first, after the cursor (created_at, id) when one is given, filtered by the
+-- state computed at sqlc.arg('now').
+select sqlc.embed(t), u.name as user_name,
+       coalesce((select r.id from api_tokens r where r.rotated_from = t.id), '')::text as rotated_to
+from api_tokens t
+join users u on u.id = t.user_id
+where (sqlc.narg('after_created_at')::timestamptz is null
+       or (t.created_at, t.id) < (sqlc.narg('after_created_at')::timestamptz, sqlc.arg('after_id')::text))
+  and (sqlc.arg('state')::text = ''
+       or sqlc.arg('state')::text = case
+            when t.revoked_at is not null then 'revoked'
+            when t.expires_at <= sqlc.arg('now')::timestamptz then 'expired'
+            else 'active' end)
+order by t.created_at desc, t.id desc
+limit sqlc.arg('page_limit');
+
+-- name: RevokeToken :one
+-- Revokes a token that is not revoked yet; returns no row otherwise.
+update api_tokens
+set revoked_at = coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()),
+    revoked_reason = sqlc.arg('reason')
+where id = sqlc.arg('id') and revoked_at is null
+returning *;
+
+-- name: TakeTokenCall :one
+-- Admits one call of the token under its rate limit (generic cell rate algorithm, a
+-- burst of one minute's allowance) and records its use. A refused call does not use up
+-- allowance; retry_after_seconds says when the next one would be admitted.
+with cur as (
+    select id,
+           greatest(rate_tat, coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()))
+               + make_interval(secs => 60.0 / rate_limit_per_minute) as next_tat,
+           coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) as at
+    from api_tokens
+    where api_tokens.id = sqlc.arg('id')
+    for update
+)
+update api_tokens t
+set rate_tat = case when cur.next_tat <= cur.at + interval '1 minute' then cur.next_tat else t.rate_tat end,
+    last_used_at = cur.at
+from cur
+where t.id = cur.id
+returning (cur.next_tat <= cur.at + interval '1 minute')::boolean as allowed,
+          greatest(extract(epoch from cur.next_tat - cur.at - interval '1 minute'), 0)::float8 as retry_after_seconds;
