@@ -1,0 +1,22 @@
+package audit
+
+import (
+	"time"
+
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// NewWithBatch is New with Verify reading batch events per query, so that tests cross
+// batch boundaries with a handful of events.
+func NewWithBatch(s *store.Store, now func() time.Time, batch int32) *Log {
+	l := New(s, now)
+	l.batch = batch
+	return l
+}
+
+// PageLimit exposes the rules of Filter.Limit, whose upper clamp would otherwise take a
+// thousand events to observe.
+var PageLimit = pageLimit
+
+// MaxFieldBytes is the bound on each stored string.
+const MaxFieldBytes = maxFieldBytes
