@@ -64,10 +64,10 @@ check: $(BUF) $(SQLC) $(NODE_MODULES) ## Check formatting, vet, buf lint/format/
 	@echo '== go vet'; $(GO) vet ./...
 	@echo '== buf lint'; $(BUF) lint
 	@echo '== buf format'; $(BUF) format --diff --exit-code proto
-	@echo '== generated code'; $(MAKE) generate; \
-		if [ -n "$$(git status --porcelain -- gen)" ]; then \
-			git status --short -- gen; git diff --stat -- gen; \
-			echo "gen/ differs from its sources: run 'make generate' and commit the result"; exit 1; fi
+	@echo '== generated code'; before=$$(mktemp -d); cp -a gen "$$before/"; $(MAKE) generate; \
+		if ! diff -r -q "$$before/gen" gen; then \
+			rm -rf "$$before"; echo "gen/ differs from its sources: run 'make generate' and commit the result"; exit 1; fi; \
+		rm -rf "$$before"
 	@echo '== buf breaking'; \
 		if git cat-file -e '$(BREAKING_AGAINST):proto' 2>/dev/null; then \
 			$(BUF) breaking --against '.git#ref=$(BREAKING_AGAINST)'; \

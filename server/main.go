@@ -13,11 +13,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/internal/cliusage"
+	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/daemon"
 )
@@ -89,7 +91,7 @@ Settings without a flag:
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	config.RegisterFlags(root.PersistentFlags(), getenv)
-	root.AddCommand(newMigrateCommand(getenv, stdout, stderr), newVersionCommand(stdout))
+	root.AddCommand(newMigrateCommand(getenv, stdout, stderr), newTokenCommand(getenv, stdout, stderr), newVersionCommand(stdout))
 	cliusage.Mark(root)
 	return root
 }
@@ -118,6 +120,69 @@ also does this at every start; run it on its own to migrate before rolling out r
 			return nil
 		},
 	}
+}
+
+func newTokenCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	tok := &cobra.Command{
+		Use:   "token",
+		Short: "Create API tokens locally, without the API (recovery)",
+	}
+	var (
+		role, label string
+		scopes      []string
+		expiresIn   time.Duration
+		rateLimit   int
+	)
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create an owner's API token directly in the database and print it",
+		Long: `create makes an API token directly in the database, without calling palyrad: the way
+back in when the bootstrap token is lost. It needs what palyrad needs to open its
+database (the data directory of the embedded one, or --database-url), so only the
+machine's administrators can run it. The token is printed once on stdout.`,
+		Example: "  palyrad token create --data-dir ./var --role owner --label recovery --expires-in 24h",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(cmd.Flags(), getenv)
+			if err != nil {
+				return err
+			}
+			r, err := access.ParseRole(role)
+			if err != nil {
+				return cliusage.Wrap(fmt.Errorf("--role: %w", err))
+			}
+			p := access.CreateParams{Label: label, Role: r, RateLimit: rateLimit}
+			for _, s := range scopes {
+				if !access.Known(access.Permission(s)) {
+					return cliusage.Wrap(fmt.Errorf("--scope: %q is not a permission in the catalog", s))
+				}
+				p.Scopes = append(p.Scopes, access.Permission(s))
+			}
+			if rateLimit < 0 || rateLimit > 100000 {
+				return cliusage.Wrap(fmt.Errorf("--rate-limit must be between 1 and 100000 (0 for the default, %d)", access.DefaultRateLimit))
+			}
+			if expiresIn < 0 {
+				return cliusage.Wrap(fmt.Errorf("--expires-in must be positive"))
+			}
+			if expiresIn > 0 {
+				at := time.Now().Add(expiresIn)
+				p.ExpiresAt = &at
+			}
+			t, secret, err := daemon.CreateLocalToken(cmd.Context(), cfg, daemon.NewLogger(cfg.Log, stderr), p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, secret)
+			fmt.Fprintf(stderr, "created token %s (%s, %q); it is shown only this once\n", t.ID, t.Role, t.Label)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&role, "role", string(access.Owner), "role of the token: owner, admin or operator")
+	create.Flags().StringVar(&label, "label", "recovery", "what the token is for")
+	create.Flags().StringArrayVar(&scopes, "scope", nil, "narrow the role to this permission (repeatable)")
+	create.Flags().DurationVar(&expiresIn, "expires-in", 0, "lifetime of the token, e.g. 24h (default: no expiry)")
+	create.Flags().IntVar(&rateLimit, "rate-limit", 0, "calls a minute (default 120)")
+	tok.AddCommand(create)
+	return tok
 }
 
 func newVersionCommand(stdout io.Writer) *cobra.Command {

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Code, ConnectError, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { DatabaseState } from "../../gen/ts/palyra/controlplane/v1/controlplane_pb.js";
 import { palyraClients } from "../src/api.js";
@@ -21,6 +21,13 @@ let daemon: ChildProcess;
 let dataDir: string;
 let baseUrl: string;
 let ca: Buffer;
+let token: string;
+
+/** Sends the owner's API token (from the bootstrap file) with every call. */
+const bearer: Interceptor = (next) => (req) => {
+  req.header.set("Authorization", `Bearer ${token}`);
+  return next(req);
+};
 
 /** Starts palyrad and resolves with its listen address once it logs "palyrad ready". */
 function startPalyrad(): Promise<string> {
@@ -52,6 +59,7 @@ function fingerprint(pem: Buffer): string {
 before(async () => {
   baseUrl = `https://${await startPalyrad()}`;
   ca = readFileSync(join(dataDir, "ca.pem"));
+  token = readFileSync(join(dataDir, "bootstrap-token"), "utf8").trim();
 });
 
 after(async () => {
@@ -63,9 +71,9 @@ after(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-const transports: Record<string, () => Transport> = {
-  connect: () => createConnectTransport({ baseUrl, httpVersion: "2", nodeOptions: { ca } }),
-  grpc: () => createGrpcTransport({ baseUrl, nodeOptions: { ca } }),
+const transports: Record<string, (interceptors?: Interceptor[]) => Transport> = {
+  connect: (interceptors = [bearer]) => createConnectTransport({ baseUrl, httpVersion: "2", nodeOptions: { ca }, interceptors }),
+  grpc: (interceptors = [bearer]) => createGrpcTransport({ baseUrl, nodeOptions: { ca }, interceptors }),
 };
 
 for (const [protocol, transport] of Object.entries(transports)) {
@@ -79,6 +87,22 @@ for (const [protocol, transport] of Object.entries(transports)) {
       assert.equal(status.database?.embedded, true);
       assert.ok((status.database?.schemaVersion ?? 0n) >= 1n, "schema version is a bigint >= 1");
       assert.equal(status.certificateAuthority?.fingerprint, fingerprint(ca));
+    });
+
+    it("refuses a call without a token with Unauthenticated", async () => {
+      const { controlPlane } = palyraClients(transport([]));
+      await assert.rejects(controlPlane.getStatus({}), (err: unknown) => {
+        assert.ok(err instanceof ConnectError);
+        assert.equal(err.code, Code.Unauthenticated);
+        return true;
+      });
+    });
+
+    it("says who the caller is", async () => {
+      const { access } = palyraClients(transport());
+      const { principal } = await access.whoAmI({});
+      assert.equal(principal?.user, "owner");
+      assert.ok(principal?.permissions.includes("tokens.manage"));
     });
 
     it("refuses an invalid request with InvalidArgument", async () => {

@@ -12,6 +12,9 @@ import (
 // Error is a mistake in the command line.
 type Error struct{ error }
 
+// Wrap marks err as a command-line mistake, for checks a command makes itself.
+func Wrap(err error) error { return Error{err} }
+
 // Unwrap returns the underlying error.
 func (e Error) Unwrap() error { return e.error }
 

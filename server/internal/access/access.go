@@ -1,16 +1,13 @@
 // Package access is palyrad's access control: the permission catalog that every RPC's
-// `(palyra.options.v1.access)` option refers to, and the AccessService handler.
+// `(palyra.options.v1.access)` option refers to, roles, API tokens, console sessions,
+// the interceptor that enforces every RPC's rule, the bootstrap of the first owner
+// token, and the handlers of AccessService and SessionService.
 package access
 
 import (
-	"context"
 	"slices"
-	"strings"
-
-	"connectrpc.com/connect"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
-	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 )
 
 // Permission names one right in the catalog, e.g. "nodes.approve".
@@ -58,23 +55,4 @@ var catalog = []*accessv1.Permission{
 // Known reports whether p is in the catalog.
 func Known(p Permission) bool {
 	return slices.ContainsFunc(catalog, func(c *accessv1.Permission) bool { return c.Name == string(p) })
-}
-
-// Handler serves AccessService.
-type Handler struct{}
-
-var _ accessv1connect.AccessServiceHandler = (*Handler)(nil)
-
-// NewHandler returns the AccessService handler.
-func NewHandler() *Handler { return &Handler{} }
-
-// ListPermissions returns the catalog, filtered by prefix.
-func (h *Handler) ListPermissions(_ context.Context, req *connect.Request[accessv1.ListPermissionsRequest]) (*connect.Response[accessv1.ListPermissionsResponse], error) {
-	res := &accessv1.ListPermissionsResponse{Permissions: []*accessv1.Permission{}}
-	for _, p := range catalog {
-		if strings.HasPrefix(p.Name, req.Msg.GetPrefix()) {
-			res.Permissions = append(res.Permissions, p)
-		}
-	}
-	return connect.NewResponse(res), nil
 }

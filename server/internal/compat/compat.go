@@ -4,27 +4,54 @@ package compat
 
 import (
 	"context"
+	"errors"
 
 	"connectrpc.com/connect"
 
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
+	"github.com/palyra/palyra/server/internal/flags"
 )
 
-// Handler serves CompatService.
+// Flags is what the handler asks of the feature flags.
+type Flags interface {
+	Enabled(ctx context.Context, key string) (bool, error)
+}
+
+// errOff answers every call while the compat_api flag is off.
+var errOff = errors.New("the OpenAI-compatible API is off: turn on the compat_api feature flag (palyra flags set compat_api on)")
+
+// Handler serves CompatService. Every call is refused with FailedPrecondition while the
+// compat_api feature flag is off.
 type Handler struct {
 	models []string
+	flags  Flags
 }
 
 var _ compatv1connect.CompatServiceHandler = (*Handler)(nil)
 
 // NewHandler returns the CompatService handler for the configured model ids.
-func NewHandler(models []string) *Handler {
-	return &Handler{models: append([]string(nil), models...)}
+func NewHandler(models []string, f Flags) *Handler {
+	return &Handler{models: append([]string(nil), models...), flags: f}
+}
+
+// enabled refuses calls while the API is off.
+func (h *Handler) enabled(ctx context.Context) error {
+	on, err := h.flags.Enabled(ctx, flags.CompatAPI)
+	if err != nil {
+		return err
+	}
+	if !on {
+		return connect.NewError(connect.CodeFailedPrecondition, errOff)
+	}
+	return nil
 }
 
 // ListModels lists the configured models in order.
-func (h *Handler) ListModels(context.Context, *connect.Request[compatv1.ListModelsRequest]) (*connect.Response[compatv1.ListModelsResponse], error) {
+func (h *Handler) ListModels(ctx context.Context, _ *connect.Request[compatv1.ListModelsRequest]) (*connect.Response[compatv1.ListModelsResponse], error) {
+	if err := h.enabled(ctx); err != nil {
+		return nil, err
+	}
 	res := &compatv1.ListModelsResponse{Models: make([]*compatv1.Model, len(h.models))}
 	for i, id := range h.models {
 		res.Models[i] = &compatv1.Model{Id: id, OwnedBy: "palyra"}

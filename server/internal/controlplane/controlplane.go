@@ -17,6 +17,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/server/internal/requestctx"
 )
 
 // compressMinBytes keeps connect-go from gzipping small messages, which it does by
@@ -26,6 +27,7 @@ const compressMinBytes = 1024
 // Services are the handlers of Palyra's protobuf services.
 type Services struct {
 	ControlPlane controlplanev1connect.ControlPlaneServiceHandler
+	Session      controlplanev1connect.SessionServiceHandler
 	Node         nodev1connect.NodeServiceHandler
 	Access       accessv1connect.AccessServiceHandler
 	Compat       compatv1connect.CompatServiceHandler
@@ -35,6 +37,7 @@ type Services struct {
 // reflection.
 var serviceNames = []string{
 	controlplanev1connect.ControlPlaneServiceName,
+	controlplanev1connect.SessionServiceName,
 	nodev1connect.NodeServiceName,
 	accessv1connect.AccessServiceName,
 	compatv1connect.CompatServiceName,
@@ -48,6 +51,8 @@ type HandlerOptions struct {
 	Health *Health
 	// Metrics counts every RPC and serves /metrics.
 	Metrics *Metrics
+	// Access enforces every RPC's declared access rule (access.Interceptor).
+	Access connect.Interceptor
 	// MaxMessageBytes bounds every message read or sent.
 	MaxMessageBytes int
 	// Logger receives unexpected errors.
@@ -55,7 +60,9 @@ type HandlerOptions struct {
 }
 
 // NewHandler returns the root HTTP handler of the listener. Every RPC passes, in order,
-// through metrics, the error translation and request validation (protovalidate).
+// through metrics, access control (authentication, authorization, rate limits, audit),
+// the error translation and request validation (protovalidate); validation comes after
+// access so that callers without the right learn nothing about the request format.
 func NewHandler(opts HandlerOptions) http.Handler {
 	log := opts.Logger
 	if log == nil {
@@ -68,12 +75,14 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	}
 	rpc := append([]connect.HandlerOption{connect.WithInterceptors(
 		opts.Metrics.Interceptor(),
+		opts.Access,
 		errorInterceptor{log: log},
 		validate.NewInterceptor(),
 	)}, common...)
 
 	mux := http.NewServeMux()
 	mux.Handle(controlplanev1connect.NewControlPlaneServiceHandler(opts.Services.ControlPlane, rpc...))
+	mux.Handle(controlplanev1connect.NewSessionServiceHandler(opts.Services.Session, rpc...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(opts.Services.Node, rpc...))
 	mux.Handle(accessv1connect.NewAccessServiceHandler(opts.Services.Access, rpc...))
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))
@@ -87,5 +96,5 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, common...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
-	return mux
+	return requestctx.Middleware(mux)
 }

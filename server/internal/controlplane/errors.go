@@ -7,6 +7,9 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -22,6 +25,17 @@ func connectError(log *slog.Logger, procedure string, err error) error {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		return err
+	}
+	// Typed errors whose own message is written for callers.
+	var (
+		dep     *flags.DependencyError
+		exceeds *access.ExceedsError
+	)
+	switch {
+	case errors.As(err, &dep):
+		return connect.NewError(connect.CodeFailedPrecondition, dep)
+	case errors.As(err, &exceeds):
+		return connect.NewError(connect.CodePermissionDenied, exceeds)
 	}
 	for _, m := range errorCodes {
 		if errors.Is(err, m.sentinel) {
@@ -41,6 +55,12 @@ var errorCodes = []struct {
 	{context.Canceled, connect.CodeCanceled, "the call was canceled"},
 	{context.DeadlineExceeded, connect.CodeDeadlineExceeded, "the call's deadline passed"},
 	{identity.ErrPolicy, connect.CodeInvalidArgument, "the certificate request breaks the issuance policy"},
+	{access.ErrUnauthenticated, connect.CodeUnauthenticated, access.ErrUnauthenticated.Error()},
+	{access.ErrNotActive, connect.CodeFailedPrecondition, "the token is not active (revoked or expired)"},
+	{access.ErrBadPageToken, connect.CodeInvalidArgument, "malformed page token"},
+	{access.ErrNotSession, connect.CodeFailedPrecondition, "this call needs a different kind of credentials"},
+	{flags.ErrUnknown, connect.CodeNotFound, "no such feature flag"},
+	{audit.ErrInvalid, connect.CodeInvalidArgument, "invalid audit query"},
 	{store.ErrNotFound, connect.CodeNotFound, "not found"},
 	{store.ErrConflict, connect.CodeAlreadyExists, "already exists"},
 	{store.ErrReferenced, connect.CodeFailedPrecondition, "a referenced object is missing or still in use"},

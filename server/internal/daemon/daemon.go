@@ -17,10 +17,12 @@ import (
 
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/controlplane"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
+	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/status"
 	"github.com/palyra/palyra/server/internal/store"
@@ -75,6 +77,28 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 
+	bootstrap, err := access.Bootstrap(ctx, db.store, cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	if bootstrap != "" {
+		log.Info("owner created; its API token is in the bootstrap file (log in with: palyra auth login --token-file ...)", "file", bootstrap)
+	}
+	flagRegistry, err := flags.New(db.store, flags.Builtin(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	auditLog := audit.New(db.store, nil)
+	tokens := access.NewTokens(db.store, nil)
+	sessions := access.NewSessions(db.store, tokens, nil)
+	accessInterceptor, err := access.NewInterceptor(access.InterceptorOptions{
+		Tokens: tokens, Sessions: sessions, Audit: auditLog,
+		Failures: access.NewFailureLimiter(nil), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
 	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: db.store, KEK: kek, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -125,12 +149,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 				Authority:         authority,
 				ServerCertificate: serverCert.Leaf,
 			}),
-			Node:   identity.NewTrustHandler(authority, version),
-			Access: access.NewHandler(),
-			Compat: compat.NewHandler(cfg.Compat.Models),
+			Session: access.NewSessionHandler(sessions),
+			Node:    identity.NewTrustHandler(authority, version),
+			Access:  access.NewHandler(access.HandlerOptions{Tokens: tokens, Flags: flagRegistry, Audit: auditLog}),
+			Compat:  compat.NewHandler(cfg.Compat.Models, flagRegistry),
 		},
 		Health:          health,
 		Metrics:         metrics,
+		Access:          accessInterceptor,
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		Logger:          log,
 	})
@@ -189,6 +215,24 @@ func Migrate(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.M
 		return res, fmt.Errorf("daemon: %w", err)
 	}
 	return res, nil
+}
+
+// CreateLocalToken opens the database (migrating it if needed) and creates an API token
+// for the owner: the recovery path when the bootstrap token is lost. Only someone who
+// can open the database can do it.
+func CreateLocalToken(ctx context.Context, cfg *config.Config, log *slog.Logger, p access.CreateParams) (*access.Token, string, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return nil, "", fmt.Errorf("daemon: data directory: %w", err)
+	}
+	db, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return nil, "", err
+	}
+	defer db.close(context.WithoutCancel(ctx))
+	if _, err := db.store.Migrate(ctx); err != nil {
+		return nil, "", fmt.Errorf("daemon: %w", err)
+	}
+	return access.CreateLocalToken(ctx, db.store, p)
 }
 
 // database is the store and, when embedded, the PostgreSQL cluster behind it.

@@ -41,6 +41,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/daemon"
 	"github.com/palyra/palyra/server/internal/identity"
@@ -54,14 +55,54 @@ type testDaemon struct {
 	baseURL string
 	caPEM   []byte
 	roots   *x509.CertPool
-	// h2 is an HTTP/2 client trusting the daemon's CA.
+	// owner is the owner's token from the bootstrap file.
+	owner string
+	// h2 is an HTTP/2 client trusting the daemon's CA and sending the owner's token.
 	h2      *http.Client
 	stopped bool
 }
 
+// client returns an HTTP/2 client trusting the daemon's CA that sends token as a bearer
+// token ("" sends none).
+func (td *testDaemon) client(token string) *http.Client {
+	return &http.Client{Transport: &bearer{token: token, next: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: td.roots},
+		ForceAttemptHTTP2: true,
+	}}}
+}
+
+// bearer adds an Authorization header to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b.token != "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.next.RoundTrip(req)
+}
+
+// grpcBearer is the per-call credentials of grpc-go clients.
+type grpcBearer string
+
+func (b grpcBearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (grpcBearer) RequireTransportSecurity() bool { return true }
+
 // startDaemon loads the configuration from args the way palyrad does and starts the
-// daemon; it is stopped when the test ends.
+// daemon, logging to the test's output; it is stopped when the test ends.
 func startDaemon(t *testing.T, args ...string) *testDaemon {
+	t.Helper()
+	return startDaemonLogging(t, t.Output(), args...)
+}
+
+// startDaemonLogging is startDaemon with the daemon's log (debug level) going to w.
+func startDaemonLogging(t *testing.T, w io.Writer, args ...string) *testDaemon {
 	t.Helper()
 	fs := pflag.NewFlagSet("palyrad", pflag.ContinueOnError)
 	getenv := func(string) string { return "" }
@@ -73,7 +114,7 @@ func startDaemon(t *testing.T, args ...string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := daemon.Start(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)
@@ -86,17 +127,20 @@ func startDaemon(t *testing.T, args ...string) *testDaemon {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		t.Fatal("ca.pem holds no certificate")
 	}
+	// Only the replica that created the owner has the bootstrap file.
+	owner, err := os.ReadFile(filepath.Join(cfg.DataDir, access.BootstrapFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("bootstrap token: %v", err)
+	}
 	td := &testDaemon{
 		Daemon:  d,
 		cfg:     cfg,
 		baseURL: "https://" + d.Addr().String(),
 		caPEM:   caPEM,
 		roots:   roots,
-		h2: &http.Client{Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{RootCAs: roots},
-			ForceAttemptHTTP2: true,
-		}},
+		owner:   strings.TrimSpace(string(owner)),
 	}
+	td.h2 = td.client(td.owner)
 	t.Cleanup(func() { td.stop(t) })
 	return td
 }
@@ -172,7 +216,7 @@ func TestGetStatusOverEveryProtocol(t *testing.T) {
 	}
 
 	t.Run("connect-go/http1.1", func(t *testing.T) {
-		rec := &protoRecorder{next: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: td.roots}}}
+		rec := &protoRecorder{next: &bearer{token: td.owner, next: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: td.roots}}}}
 		c := controlplanev1connect.NewControlPlaneServiceClient(&http.Client{Transport: rec}, td.baseURL)
 		res, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 		if err != nil {
@@ -226,7 +270,9 @@ func TestGetStatusOverEveryProtocol(t *testing.T) {
 
 func grpcClient(t *testing.T, td *testDaemon) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(td.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: td.roots, ServerName: "localhost"})))
+	cc, err := grpc.NewClient(td.Addr().String(),
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: td.roots, ServerName: "localhost"})),
+		grpc.WithPerRPCCredentials(grpcBearer(td.owner)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,8 +437,16 @@ func TestFirstRPCsOfEachService(t *testing.T) {
 		}
 	})
 
-	t.Run("compat: configured models in order", func(t *testing.T) {
+	t.Run("compat: off until its flag is on, then the configured models in order", func(t *testing.T) {
 		c := compatv1connect.NewCompatServiceClient(td.h2, td.baseURL)
+		_, err := c.ListModels(t.Context(), connect.NewRequest(&compatv1.ListModelsRequest{}))
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "compat_api") {
+			t.Fatalf("with compat_api off: %v, want FailedPrecondition naming the flag", err)
+		}
+		a := accessv1connect.NewAccessServiceClient(td.h2, td.baseURL)
+		if _, err := a.SetFlag(t.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true})); err != nil {
+			t.Fatal(err)
+		}
 		res, err := c.ListModels(t.Context(), connect.NewRequest(&compatv1.ListModelsRequest{}))
 		if err != nil {
 			t.Fatal(err)
@@ -495,14 +549,11 @@ func TestStatusAndHealthWhenTheDatabaseIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Without the database no caller can be authenticated: the call fails closed.
 	c := controlplanev1connect.NewControlPlaneServiceClient(td.h2, td.baseURL)
-	res, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
-	if err != nil {
-		t.Fatalf("GetStatus must answer with the database down: %v", err)
-	}
-	db := res.Msg.GetDatabase()
-	if db.GetState() != controlplanev1.DatabaseState_DATABASE_STATE_UNAVAILABLE || db.GetError() == "" || strings.Contains(db.GetError(), dbName) {
-		t.Errorf("database status %v", db)
+	_, err = c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || strings.Contains(err.Error(), dbName) {
+		t.Errorf("GetStatus with the database down: %v, want Unavailable", err)
 	}
 	// The health cache holds a result for a second at most.
 	deadline := time.Now().Add(5 * time.Second)
@@ -579,3 +630,5 @@ func TestEmbeddedDatabaseByDefault(t *testing.T) {
 		t.Errorf("CA changed across a restart on the embedded database: %s, then %s", fp, got)
 	}
 }
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -4,8 +4,8 @@
 // 	protoc        (unknown)
 // source: palyra/access/v1/access.proto
 
-// Package palyra.access.v1 is the access-control API of palyrad: the permission catalog
-// and, as it grows, principals, roles, API tokens, feature flags and the audit log.
+// Package palyra.access.v1 is the access-control API of palyrad: who is calling, the
+// permission catalog and roles, API tokens, feature flags and the audit log.
 
 package accessv1
 
@@ -14,6 +14,7 @@ import (
 	_ "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -25,6 +26,481 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Role is a named set of permissions.
+type Role int32
+
+const (
+	// ROLE_UNSPECIFIED is never valid.
+	Role_ROLE_UNSPECIFIED Role = 0
+	// ROLE_OWNER holds every permission.
+	Role_ROLE_OWNER Role = 1
+	// ROLE_ADMIN holds every permission but the owner-only ones (config.write,
+	// secrets.read).
+	Role_ROLE_ADMIN Role = 2
+	// ROLE_OPERATOR reads, dispatches and uses the OpenAI-compatible API; it cannot manage
+	// tokens, pair or approve nodes, revoke, change flags or read the audit log.
+	Role_ROLE_OPERATOR Role = 3
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_OWNER",
+		2: "ROLE_ADMIN",
+		3: "ROLE_OPERATOR",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_OWNER":       1,
+		"ROLE_ADMIN":       2,
+		"ROLE_OPERATOR":    3,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_access_v1_access_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_palyra_access_v1_access_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{0}
+}
+
+// AuthMethod is how a caller authenticated.
+type AuthMethod int32
+
+const (
+	// AUTH_METHOD_UNSPECIFIED is never sent.
+	AuthMethod_AUTH_METHOD_UNSPECIFIED AuthMethod = 0
+	// AUTH_METHOD_BEARER_TOKEN: an API token in `Authorization: Bearer`.
+	AuthMethod_AUTH_METHOD_BEARER_TOKEN AuthMethod = 1
+	// AUTH_METHOD_SESSION_COOKIE: a console session cookie (plus the CSRF header for calls
+	// that change state).
+	AuthMethod_AUTH_METHOD_SESSION_COOKIE AuthMethod = 2
+)
+
+// Enum value maps for AuthMethod.
+var (
+	AuthMethod_name = map[int32]string{
+		0: "AUTH_METHOD_UNSPECIFIED",
+		1: "AUTH_METHOD_BEARER_TOKEN",
+		2: "AUTH_METHOD_SESSION_COOKIE",
+	}
+	AuthMethod_value = map[string]int32{
+		"AUTH_METHOD_UNSPECIFIED":    0,
+		"AUTH_METHOD_BEARER_TOKEN":   1,
+		"AUTH_METHOD_SESSION_COOKIE": 2,
+	}
+)
+
+func (x AuthMethod) Enum() *AuthMethod {
+	p := new(AuthMethod)
+	*p = x
+	return p
+}
+
+func (x AuthMethod) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthMethod) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_access_v1_access_proto_enumTypes[1].Descriptor()
+}
+
+func (AuthMethod) Type() protoreflect.EnumType {
+	return &file_palyra_access_v1_access_proto_enumTypes[1]
+}
+
+func (x AuthMethod) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthMethod.Descriptor instead.
+func (AuthMethod) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{1}
+}
+
+// TokenState is the state of an API token at the time of the call.
+type TokenState int32
+
+const (
+	// TOKEN_STATE_UNSPECIFIED: no filter (in requests); never sent in responses.
+	TokenState_TOKEN_STATE_UNSPECIFIED TokenState = 0
+	// TOKEN_STATE_ACTIVE: neither revoked nor expired.
+	TokenState_TOKEN_STATE_ACTIVE TokenState = 1
+	// TOKEN_STATE_EXPIRED: its expiry time has passed.
+	TokenState_TOKEN_STATE_EXPIRED TokenState = 2
+	// TOKEN_STATE_REVOKED: revoked (or rotated away), whatever its expiry.
+	TokenState_TOKEN_STATE_REVOKED TokenState = 3
+)
+
+// Enum value maps for TokenState.
+var (
+	TokenState_name = map[int32]string{
+		0: "TOKEN_STATE_UNSPECIFIED",
+		1: "TOKEN_STATE_ACTIVE",
+		2: "TOKEN_STATE_EXPIRED",
+		3: "TOKEN_STATE_REVOKED",
+	}
+	TokenState_value = map[string]int32{
+		"TOKEN_STATE_UNSPECIFIED": 0,
+		"TOKEN_STATE_ACTIVE":      1,
+		"TOKEN_STATE_EXPIRED":     2,
+		"TOKEN_STATE_REVOKED":     3,
+	}
+)
+
+func (x TokenState) Enum() *TokenState {
+	p := new(TokenState)
+	*p = x
+	return p
+}
+
+func (x TokenState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TokenState) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_access_v1_access_proto_enumTypes[2].Descriptor()
+}
+
+func (TokenState) Type() protoreflect.EnumType {
+	return &file_palyra_access_v1_access_proto_enumTypes[2]
+}
+
+func (x TokenState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TokenState.Descriptor instead.
+func (TokenState) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{2}
+}
+
+// FlagStage says how mature the feature behind a flag is.
+type FlagStage int32
+
+const (
+	// FLAG_STAGE_UNSPECIFIED is never sent.
+	FlagStage_FLAG_STAGE_UNSPECIFIED FlagStage = 0
+	// FLAG_STAGE_EXPERIMENTAL: may change or go away.
+	FlagStage_FLAG_STAGE_EXPERIMENTAL FlagStage = 1
+	// FLAG_STAGE_BETA: complete, being proven.
+	FlagStage_FLAG_STAGE_BETA FlagStage = 2
+	// FLAG_STAGE_STABLE: supported.
+	FlagStage_FLAG_STAGE_STABLE FlagStage = 3
+)
+
+// Enum value maps for FlagStage.
+var (
+	FlagStage_name = map[int32]string{
+		0: "FLAG_STAGE_UNSPECIFIED",
+		1: "FLAG_STAGE_EXPERIMENTAL",
+		2: "FLAG_STAGE_BETA",
+		3: "FLAG_STAGE_STABLE",
+	}
+	FlagStage_value = map[string]int32{
+		"FLAG_STAGE_UNSPECIFIED":  0,
+		"FLAG_STAGE_EXPERIMENTAL": 1,
+		"FLAG_STAGE_BETA":         2,
+		"FLAG_STAGE_STABLE":       3,
+	}
+)
+
+func (x FlagStage) Enum() *FlagStage {
+	p := new(FlagStage)
+	*p = x
+	return p
+}
+
+func (x FlagStage) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FlagStage) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_access_v1_access_proto_enumTypes[3].Descriptor()
+}
+
+func (FlagStage) Type() protoreflect.EnumType {
+	return &file_palyra_access_v1_access_proto_enumTypes[3]
+}
+
+func (x FlagStage) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FlagStage.Descriptor instead.
+func (FlagStage) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{3}
+}
+
+// AuditOutcome is how an audited call ended.
+type AuditOutcome int32
+
+const (
+	// AUDIT_OUTCOME_UNSPECIFIED: no filter (in requests); never sent in responses.
+	AuditOutcome_AUDIT_OUTCOME_UNSPECIFIED AuditOutcome = 0
+	// AUDIT_OUTCOME_SUCCESS: the call succeeded.
+	AuditOutcome_AUDIT_OUTCOME_SUCCESS AuditOutcome = 1
+	// AUDIT_OUTCOME_FAILURE: the call failed, including failed authentication and refused
+	// permission; the code says how.
+	AuditOutcome_AUDIT_OUTCOME_FAILURE AuditOutcome = 2
+)
+
+// Enum value maps for AuditOutcome.
+var (
+	AuditOutcome_name = map[int32]string{
+		0: "AUDIT_OUTCOME_UNSPECIFIED",
+		1: "AUDIT_OUTCOME_SUCCESS",
+		2: "AUDIT_OUTCOME_FAILURE",
+	}
+	AuditOutcome_value = map[string]int32{
+		"AUDIT_OUTCOME_UNSPECIFIED": 0,
+		"AUDIT_OUTCOME_SUCCESS":     1,
+		"AUDIT_OUTCOME_FAILURE":     2,
+	}
+)
+
+func (x AuditOutcome) Enum() *AuditOutcome {
+	p := new(AuditOutcome)
+	*p = x
+	return p
+}
+
+func (x AuditOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuditOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_access_v1_access_proto_enumTypes[4].Descriptor()
+}
+
+func (AuditOutcome) Type() protoreflect.EnumType {
+	return &file_palyra_access_v1_access_proto_enumTypes[4]
+}
+
+func (x AuditOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuditOutcome.Descriptor instead.
+func (AuditOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{4}
+}
+
+// WhoAmIRequest has no fields.
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{0}
+}
+
+// WhoAmIResponse describes the caller.
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// principal is the caller.
+	Principal     *Principal `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WhoAmIResponse) GetPrincipal() *Principal {
+	if x != nil {
+		return x.Principal
+	}
+	return nil
+}
+
+// Principal is an authenticated caller.
+type Principal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the principal in the audit log, e.g. "token:01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// user is the user the token belongs to, e.g. "owner".
+	User string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// role is the role of the token.
+	Role Role `protobuf:"varint,3,opt,name=role,proto3,enum=palyra.access.v1.Role" json:"role,omitempty"`
+	// permissions are the effective permissions, sorted: the role's, narrowed to the
+	// token's scopes when it has any.
+	Permissions []string `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// token_id is the API token the caller authenticated with, directly or through a
+	// console session.
+	TokenId string `protobuf:"bytes,5,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// token_expire_time is when that token expires; unset when it does not.
+	TokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=token_expire_time,json=tokenExpireTime,proto3" json:"token_expire_time,omitempty"`
+	// method is how the caller authenticated.
+	Method AuthMethod `protobuf:"varint,7,opt,name=method,proto3,enum=palyra.access.v1.AuthMethod" json:"method,omitempty"`
+	// session_id is the console session, when method is AUTH_METHOD_SESSION_COOKIE.
+	SessionId     string `protobuf:"bytes,8,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Principal) Reset() {
+	*x = Principal{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Principal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Principal) ProtoMessage() {}
+
+func (x *Principal) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Principal.ProtoReflect.Descriptor instead.
+func (*Principal) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Principal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Principal) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Principal) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *Principal) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *Principal) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *Principal) GetTokenExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpireTime
+	}
+	return nil
+}
+
+func (x *Principal) GetMethod() AuthMethod {
+	if x != nil {
+		return x.Method
+	}
+	return AuthMethod_AUTH_METHOD_UNSPECIFIED
+}
+
+func (x *Principal) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
 
 // ListPermissionsRequest filters the catalog.
 type ListPermissionsRequest struct {
@@ -38,7 +514,7 @@ type ListPermissionsRequest struct {
 
 func (x *ListPermissionsRequest) Reset() {
 	*x = ListPermissionsRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[0]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +526,7 @@ func (x *ListPermissionsRequest) String() string {
 func (*ListPermissionsRequest) ProtoMessage() {}
 
 func (x *ListPermissionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[0]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +539,7 @@ func (x *ListPermissionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermissionsRequest.ProtoReflect.Descriptor instead.
 func (*ListPermissionsRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{0}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListPermissionsRequest) GetPrefix() string {
@@ -84,7 +560,7 @@ type ListPermissionsResponse struct {
 
 func (x *ListPermissionsResponse) Reset() {
 	*x = ListPermissionsResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[1]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +572,7 @@ func (x *ListPermissionsResponse) String() string {
 func (*ListPermissionsResponse) ProtoMessage() {}
 
 func (x *ListPermissionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[1]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +585,7 @@ func (x *ListPermissionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPermissionsResponse.ProtoReflect.Descriptor instead.
 func (*ListPermissionsResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{1}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListPermissionsResponse) GetPermissions() []*Permission {
@@ -132,7 +608,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[2]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +620,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[2]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +633,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{2}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Permission) GetName() string {
@@ -174,11 +650,1641 @@ func (x *Permission) GetDescription() string {
 	return ""
 }
 
+// ListRolesRequest has no fields.
+type ListRolesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolesRequest) Reset() {
+	*x = ListRolesRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolesRequest) ProtoMessage() {}
+
+func (x *ListRolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolesRequest.ProtoReflect.Descriptor instead.
+func (*ListRolesRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{6}
+}
+
+// ListRolesResponse lists every role.
+type ListRolesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// roles, from the most to the least privileged.
+	Roles         []*RoleInfo `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolesResponse) Reset() {
+	*x = ListRolesResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolesResponse) ProtoMessage() {}
+
+func (x *ListRolesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolesResponse.ProtoReflect.Descriptor instead.
+func (*ListRolesResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListRolesResponse) GetRoles() []*RoleInfo {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+// RoleInfo describes a role.
+type RoleInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// role is the role.
+	Role Role `protobuf:"varint,1,opt,name=role,proto3,enum=palyra.access.v1.Role" json:"role,omitempty"`
+	// name is its short name, as the CLI takes it: "owner", "admin" or "operator".
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// description says what the role is for.
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// permissions the role grants, sorted.
+	Permissions   []string `protobuf:"bytes,4,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleInfo) Reset() {
+	*x = RoleInfo{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleInfo) ProtoMessage() {}
+
+func (x *RoleInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleInfo.ProtoReflect.Descriptor instead.
+func (*RoleInfo) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RoleInfo) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *RoleInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoleInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *RoleInfo) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+// Token is an API token, without its secret.
+type Token struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the token's public identifier; the secret reads `plr_<id>_<secret>`.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// label says what the token is for.
+	Label string `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// user is the user the token belongs to.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// role is the token's role.
+	Role Role `protobuf:"varint,4,opt,name=role,proto3,enum=palyra.access.v1.Role" json:"role,omitempty"`
+	// scopes narrow the role's permissions; empty means all of them.
+	Scopes []string `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// permissions are the effective permissions, sorted.
+	Permissions []string `protobuf:"bytes,6,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	// state is computed at the time of the call.
+	State TokenState `protobuf:"varint,7,opt,name=state,proto3,enum=palyra.access.v1.TokenState" json:"state,omitempty"`
+	// rate_limit_per_minute is how many calls a minute the token may make, across all
+	// replicas.
+	RateLimitPerMinute uint32 `protobuf:"varint,8,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3" json:"rate_limit_per_minute,omitempty"`
+	// create_time is when the token was created.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// created_by is the principal that created it; "bootstrap" or "local" for tokens
+	// created by palyrad itself.
+	CreatedBy string `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// expire_time is when the token expires; unset when it does not.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// revoke_time is when the token was revoked; unset when it was not.
+	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// revoke_reason says why, e.g. "rotated" or what the revoker wrote.
+	RevokeReason string `protobuf:"bytes,13,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	// last_use_time is when the token was last used; unset when never.
+	LastUseTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=last_use_time,json=lastUseTime,proto3" json:"last_use_time,omitempty"`
+	// rotated_from is the token this one replaced by rotation, if any.
+	RotatedFrom string `protobuf:"bytes,15,opt,name=rotated_from,json=rotatedFrom,proto3" json:"rotated_from,omitempty"`
+	// rotated_to is the token that replaced this one by rotation, if any.
+	RotatedTo     string `protobuf:"bytes,16,opt,name=rotated_to,json=rotatedTo,proto3" json:"rotated_to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Token) Reset() {
+	*x = Token{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Token) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Token) ProtoMessage() {}
+
+func (x *Token) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Token.ProtoReflect.Descriptor instead.
+func (*Token) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Token) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Token) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *Token) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Token) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *Token) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *Token) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+func (x *Token) GetState() TokenState {
+	if x != nil {
+		return x.State
+	}
+	return TokenState_TOKEN_STATE_UNSPECIFIED
+}
+
+func (x *Token) GetRateLimitPerMinute() uint32 {
+	if x != nil {
+		return x.RateLimitPerMinute
+	}
+	return 0
+}
+
+func (x *Token) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Token) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Token) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *Token) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *Token) GetRevokeReason() string {
+	if x != nil {
+		return x.RevokeReason
+	}
+	return ""
+}
+
+func (x *Token) GetLastUseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUseTime
+	}
+	return nil
+}
+
+func (x *Token) GetRotatedFrom() string {
+	if x != nil {
+		return x.RotatedFrom
+	}
+	return ""
+}
+
+func (x *Token) GetRotatedTo() string {
+	if x != nil {
+		return x.RotatedTo
+	}
+	return ""
+}
+
+// CreateTokenRequest describes the token to create.
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// label says what the token is for, e.g. "ci-deploy".
+	Label string `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	// role is the token's role.
+	Role Role `protobuf:"varint,2,opt,name=role,proto3,enum=palyra.access.v1.Role" json:"role,omitempty"`
+	// scopes narrow the role's permissions to these; empty keeps all of them. Each must
+	// be in the catalog and held by the caller.
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// expire_time is when the token stops working; unset means never. Must be in the
+	// future.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// rate_limit_per_minute bounds the token's calls a minute, across replicas; unset
+	// means 120.
+	RateLimitPerMinute *uint32 `protobuf:"varint,5,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3,oneof" json:"rate_limit_per_minute,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateTokenRequest) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *CreateTokenRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetRateLimitPerMinute() uint32 {
+	if x != nil && x.RateLimitPerMinute != nil {
+		return *x.RateLimitPerMinute
+	}
+	return 0
+}
+
+// CreateTokenResponse holds the new token and its secret.
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the new token.
+	Token *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// secret is `plr_<id>_<secret>`: shown this once, stored only as a hash.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListTokensRequest filters and pages the list.
+type ListTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most tokens to return; 0 means 100.
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token continues a previous list (its next_page_token).
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// state keeps only tokens in this state; unspecified keeps all.
+	State         TokenState `protobuf:"varint,3,opt,name=state,proto3,enum=palyra.access.v1.TokenState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListTokensRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTokensRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListTokensRequest) GetState() TokenState {
+	if x != nil {
+		return x.State
+	}
+	return TokenState_TOKEN_STATE_UNSPECIFIED
+}
+
+// ListTokensResponse is one page of tokens.
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tokens, newest first.
+	Tokens []*Token `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// next_page_token continues the list; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListTokensResponse) GetTokens() []*Token {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *ListTokensResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetTokenRequest names a token.
+type GetTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the token.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTokenRequest) Reset() {
+	*x = GetTokenRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTokenRequest) ProtoMessage() {}
+
+func (x *GetTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTokenRequest.ProtoReflect.Descriptor instead.
+func (*GetTokenRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetTokenResponse holds the token.
+type GetTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the token.
+	Token         *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTokenResponse) Reset() {
+	*x = GetTokenResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTokenResponse) ProtoMessage() {}
+
+func (x *GetTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTokenResponse.ProtoReflect.Descriptor instead.
+func (*GetTokenResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// RotateTokenRequest names the token to rotate.
+type RotateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the token to rotate.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// expire_time of the new token; unset keeps the old token's.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateTokenRequest) Reset() {
+	*x = RotateTokenRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTokenRequest) ProtoMessage() {}
+
+func (x *RotateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTokenRequest.ProtoReflect.Descriptor instead.
+func (*RotateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RotateTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RotateTokenRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// RotateTokenResponse holds the new token and its secret.
+type RotateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the new token; its rotated_from names the old one.
+	Token *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// secret is the new `plr_<id>_<secret>`, shown this once.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateTokenResponse) Reset() {
+	*x = RotateTokenResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTokenResponse) ProtoMessage() {}
+
+func (x *RotateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTokenResponse.ProtoReflect.Descriptor instead.
+func (*RotateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RotateTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *RotateTokenResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// RevokeTokenRequest names the token to revoke.
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the token to revoke.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason is recorded with the revocation.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokeTokenResponse holds the revoked token.
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the token, now revoked.
+	Token         *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RevokeTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// Flag is a feature flag and its state.
+type Flag struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key names the flag, e.g. "compat_api".
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// description says what turning it on does.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// stage of the feature.
+	Stage FlagStage `protobuf:"varint,3,opt,name=stage,proto3,enum=palyra.access.v1.FlagStage" json:"stage,omitempty"`
+	// depends_on lists the flags that must be on for this one to be on.
+	DependsOn []string `protobuf:"bytes,4,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
+	// enabled is the flag's state.
+	Enabled bool `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// default_enabled is its state until someone sets it.
+	DefaultEnabled bool `protobuf:"varint,6,opt,name=default_enabled,json=defaultEnabled,proto3" json:"default_enabled,omitempty"`
+	// update_time is when it was last set; unset when it never was.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// updated_by is the principal that last set it.
+	UpdatedBy     string `protobuf:"bytes,8,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Flag) Reset() {
+	*x = Flag{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Flag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Flag) ProtoMessage() {}
+
+func (x *Flag) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Flag.ProtoReflect.Descriptor instead.
+func (*Flag) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Flag) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Flag) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Flag) GetStage() FlagStage {
+	if x != nil {
+		return x.Stage
+	}
+	return FlagStage_FLAG_STAGE_UNSPECIFIED
+}
+
+func (x *Flag) GetDependsOn() []string {
+	if x != nil {
+		return x.DependsOn
+	}
+	return nil
+}
+
+func (x *Flag) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *Flag) GetDefaultEnabled() bool {
+	if x != nil {
+		return x.DefaultEnabled
+	}
+	return false
+}
+
+func (x *Flag) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Flag) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+// ListFlagsRequest has no fields.
+type ListFlagsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFlagsRequest) Reset() {
+	*x = ListFlagsRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFlagsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFlagsRequest) ProtoMessage() {}
+
+func (x *ListFlagsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFlagsRequest.ProtoReflect.Descriptor instead.
+func (*ListFlagsRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{21}
+}
+
+// ListFlagsResponse lists every flag.
+type ListFlagsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// flags, sorted by key.
+	Flags         []*Flag `protobuf:"bytes,1,rep,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFlagsResponse) Reset() {
+	*x = ListFlagsResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFlagsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFlagsResponse) ProtoMessage() {}
+
+func (x *ListFlagsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFlagsResponse.ProtoReflect.Descriptor instead.
+func (*ListFlagsResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListFlagsResponse) GetFlags() []*Flag {
+	if x != nil {
+		return x.Flags
+	}
+	return nil
+}
+
+// SetFlagRequest turns a flag on or off.
+type SetFlagRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key of the flag.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// enabled is the new state.
+	Enabled       bool `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFlagRequest) Reset() {
+	*x = SetFlagRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFlagRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFlagRequest) ProtoMessage() {}
+
+func (x *SetFlagRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFlagRequest.ProtoReflect.Descriptor instead.
+func (*SetFlagRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetFlagRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetFlagRequest) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+// SetFlagResponse holds the flag after the change.
+type SetFlagResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// flag is the flag.
+	Flag          *Flag `protobuf:"bytes,1,opt,name=flag,proto3" json:"flag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFlagResponse) Reset() {
+	*x = SetFlagResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFlagResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFlagResponse) ProtoMessage() {}
+
+func (x *SetFlagResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFlagResponse.ProtoReflect.Descriptor instead.
+func (*SetFlagResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetFlagResponse) GetFlag() *Flag {
+	if x != nil {
+		return x.Flag
+	}
+	return nil
+}
+
+// AuditEvent is one entry of the audit log.
+type AuditEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sequence numbers the events without gaps, from 1.
+	Sequence int64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// id is the event's unique identifier.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// time is when the call ended.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// principal is who called, e.g. "token:01JD...", or "anonymous".
+	Principal string `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
+	// procedure is the RPC, e.g. "/palyra.access.v1.AccessService/CreateToken".
+	Procedure string `protobuf:"bytes,5,opt,name=procedure,proto3" json:"procedure,omitempty"`
+	// target is what the call acted on, e.g. "token:01JD..." or "flag:compat_api".
+	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	// outcome is how the call ended.
+	Outcome AuditOutcome `protobuf:"varint,7,opt,name=outcome,proto3,enum=palyra.access.v1.AuditOutcome" json:"outcome,omitempty"`
+	// code is the Connect code, e.g. "ok", "unauthenticated", "permission_denied".
+	Code string `protobuf:"bytes,8,opt,name=code,proto3" json:"code,omitempty"`
+	// remote_address is the caller's IP address.
+	RemoteAddress string `protobuf:"bytes,9,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	// request_id is the id in the X-Request-Id response header of the call.
+	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// hash is the event's SHA-256 chain hash in hex: over the previous event's hash and
+	// this event's fields.
+	Hash          string `protobuf:"bytes,11,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvent) Reset() {
+	*x = AuditEvent{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvent) ProtoMessage() {}
+
+func (x *AuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
+func (*AuditEvent) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AuditEvent) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetProcedure() string {
+	if x != nil {
+		return x.Procedure
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetOutcome() AuditOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return AuditOutcome_AUDIT_OUTCOME_UNSPECIFIED
+}
+
+func (x *AuditEvent) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+// ListAuditEventsRequest filters and pages the log.
+type ListAuditEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most events to return; 0 means 100.
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token continues a previous list (its next_page_token).
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// principal keeps only the events of this principal.
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// procedure keeps only the events of this RPC.
+	Procedure string `protobuf:"bytes,4,opt,name=procedure,proto3" json:"procedure,omitempty"`
+	// outcome keeps only the events with this outcome; unspecified keeps all.
+	Outcome AuditOutcome `protobuf:"varint,5,opt,name=outcome,proto3,enum=palyra.access.v1.AuditOutcome" json:"outcome,omitempty"`
+	// since keeps only the events at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	// until keeps only the events before this time.
+	Until         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsRequest) Reset() {
+	*x = ListAuditEventsRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsRequest) ProtoMessage() {}
+
+func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListAuditEventsRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetProcedure() string {
+	if x != nil {
+		return x.Procedure
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetOutcome() AuditOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return AuditOutcome_AUDIT_OUTCOME_UNSPECIFIED
+}
+
+func (x *ListAuditEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditEventsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+// ListAuditEventsResponse is one page of events.
+type ListAuditEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// events, newest first.
+	Events []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// next_page_token continues the list; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsResponse) Reset() {
+	*x = ListAuditEventsResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsResponse) ProtoMessage() {}
+
+func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListAuditEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// VerifyAuditLogRequest has no fields: the whole log is verified.
+type VerifyAuditLogRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditLogRequest) Reset() {
+	*x = VerifyAuditLogRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditLogRequest) ProtoMessage() {}
+
+func (x *VerifyAuditLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditLogRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditLogRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{28}
+}
+
+// VerifyAuditLogResponse is the verdict.
+type VerifyAuditLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// intact is true when every event's hash matches its content and its predecessor,
+	// and no sequence number is missing.
+	Intact bool `protobuf:"varint,1,opt,name=intact,proto3" json:"intact,omitempty"`
+	// events_checked is how many events were verified.
+	EventsChecked int64 `protobuf:"varint,2,opt,name=events_checked,json=eventsChecked,proto3" json:"events_checked,omitempty"`
+	// head_sequence is the sequence of the newest event. Record it with head_hash outside
+	// palyrad to detect the deletion of the newest events, which no chain can show.
+	HeadSequence int64 `protobuf:"varint,3,opt,name=head_sequence,json=headSequence,proto3" json:"head_sequence,omitempty"`
+	// head_hash is the hash of the newest event, in hex.
+	HeadHash string `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// first_broken_sequence is the first event whose hash does not verify, or that follows
+	// a gap; 0 when intact.
+	FirstBrokenSequence int64 `protobuf:"varint,5,opt,name=first_broken_sequence,json=firstBrokenSequence,proto3" json:"first_broken_sequence,omitempty"`
+	// problem says what is wrong with it; empty when intact.
+	Problem       string `protobuf:"bytes,6,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditLogResponse) Reset() {
+	*x = VerifyAuditLogResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditLogResponse) ProtoMessage() {}
+
+func (x *VerifyAuditLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditLogResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditLogResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *VerifyAuditLogResponse) GetIntact() bool {
+	if x != nil {
+		return x.Intact
+	}
+	return false
+}
+
+func (x *VerifyAuditLogResponse) GetEventsChecked() int64 {
+	if x != nil {
+		return x.EventsChecked
+	}
+	return 0
+}
+
+func (x *VerifyAuditLogResponse) GetHeadSequence() int64 {
+	if x != nil {
+		return x.HeadSequence
+	}
+	return 0
+}
+
+func (x *VerifyAuditLogResponse) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
+}
+
+func (x *VerifyAuditLogResponse) GetFirstBrokenSequence() int64 {
+	if x != nil {
+		return x.FirstBrokenSequence
+	}
+	return 0
+}
+
+func (x *VerifyAuditLogResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
 var File_palyra_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/access/v1/access.proto\x12\x10palyra.access.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1epalyra/options/v1/access.proto\"H\n" +
+	"\x1dpalyra/access/v1/access.proto\x12\x10palyra.access.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x0f\n" +
+	"\rWhoAmIRequest\"K\n" +
+	"\x0eWhoAmIResponse\x129\n" +
+	"\tprincipal\x18\x01 \x01(\v2\x1b.palyra.access.v1.PrincipalR\tprincipal\"\xb5\x02\n" +
+	"\tPrincipal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12*\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x16.palyra.access.v1.RoleR\x04role\x12 \n" +
+	"\vpermissions\x18\x04 \x03(\tR\vpermissions\x12\x19\n" +
+	"\btoken_id\x18\x05 \x01(\tR\atokenId\x12F\n" +
+	"\x11token_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0ftokenExpireTime\x124\n" +
+	"\x06method\x18\a \x01(\x0e2\x1c.palyra.access.v1.AuthMethodR\x06method\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\b \x01(\tR\tsessionId\"H\n" +
 	"\x16ListPermissionsRequest\x12.\n" +
 	"\x06prefix\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x18@2\r^[a-z0-9_.]*$R\x06prefix\"Y\n" +
 	"\x17ListPermissionsResponse\x12>\n" +
@@ -186,9 +2292,174 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\n" +
 	"Permission\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription2\x82\x01\n" +
-	"\rAccessService\x12q\n" +
-	"\x0fListPermissions\x12(.palyra.access.v1.ListPermissionsRequest\x1a).palyra.access.v1.ListPermissionsResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01B;Z9github.com/palyra/palyra/gen/go/palyra/access/v1;accessv1b\x06proto3"
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"\x12\n" +
+	"\x10ListRolesRequest\"E\n" +
+	"\x11ListRolesResponse\x120\n" +
+	"\x05roles\x18\x01 \x03(\v2\x1a.palyra.access.v1.RoleInfoR\x05roles\"\x8e\x01\n" +
+	"\bRoleInfo\x12*\n" +
+	"\x04role\x18\x01 \x01(\x0e2\x16.palyra.access.v1.RoleR\x04role\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
+	"\vpermissions\x18\x04 \x03(\tR\vpermissions\"\x8b\x05\n" +
+	"\x05Token\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12*\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x16.palyra.access.v1.RoleR\x04role\x12\x16\n" +
+	"\x06scopes\x18\x05 \x03(\tR\x06scopes\x12 \n" +
+	"\vpermissions\x18\x06 \x03(\tR\vpermissions\x122\n" +
+	"\x05state\x18\a \x01(\x0e2\x1c.palyra.access.v1.TokenStateR\x05state\x121\n" +
+	"\x15rate_limit_per_minute\x18\b \x01(\rR\x12rateLimitPerMinute\x12;\n" +
+	"\vcreate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\n" +
+	" \x01(\tR\tcreatedBy\x12;\n" +
+	"\vexpire_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12;\n" +
+	"\vrevoke_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\x12#\n" +
+	"\rrevoke_reason\x18\r \x01(\tR\frevokeReason\x12>\n" +
+	"\rlast_use_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\x12!\n" +
+	"\frotated_from\x18\x0f \x01(\tR\vrotatedFrom\x12\x1d\n" +
+	"\n" +
+	"rotated_to\x18\x10 \x01(\tR\trotatedTo\"\xb7\x02\n" +
+	"\x12CreateTokenRequest\x12\x1f\n" +
+	"\x05label\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05label\x126\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x16.palyra.access.v1.RoleB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04role\x12\"\n" +
+	"\x06scopes\x18\x03 \x03(\tB\n" +
+	"\xbaH\a\x92\x01\x04\x10@\x18\x01R\x06scopes\x12E\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x02@\x01R\n" +
+	"expireTime\x12C\n" +
+	"\x15rate_limit_per_minute\x18\x05 \x01(\rB\v\xbaH\b*\x06\x18\xa0\x8d\x06(\x01H\x00R\x12rateLimitPerMinute\x88\x01\x01B\x18\n" +
+	"\x16_rate_limit_per_minute\"\\\n" +
+	"\x13CreateTokenResponse\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\xa1\x01\n" +
+	"\x11ListTokensRequest\x12%\n" +
+	"\tpage_size\x18\x01 \x01(\rB\b\xbaH\x05*\x03\x18\xf4\x03R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\x12<\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1c.palyra.access.v1.TokenStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"m\n" +
+	"\x12ListTokensResponse\x12/\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x17.palyra.access.v1.TokenR\x06tokens\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
+	"\x0fGetTokenRequest\x12/\n" +
+	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"A\n" +
+	"\x10GetTokenResponse\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"\x8c\x01\n" +
+	"\x12RotateTokenRequest\x12/\n" +
+	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12E\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x02@\x01R\n" +
+	"expireTime\"\\\n" +
+	"\x13RotateTokenResponse\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"g\n" +
+	"\x12RevokeTokenRequest\x12/\n" +
+	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12 \n" +
+	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"D\n" +
+	"\x13RevokeTokenResponse\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"\xab\x02\n" +
+	"\x04Flag\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x121\n" +
+	"\x05stage\x18\x03 \x01(\x0e2\x1b.palyra.access.v1.FlagStageR\x05stage\x12\x1d\n" +
+	"\n" +
+	"depends_on\x18\x04 \x03(\tR\tdependsOn\x12\x18\n" +
+	"\aenabled\x18\x05 \x01(\bR\aenabled\x12'\n" +
+	"\x0fdefault_enabled\x18\x06 \x01(\bR\x0edefaultEnabled\x12;\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\b \x01(\tR\tupdatedBy\"\x12\n" +
+	"\x10ListFlagsRequest\"A\n" +
+	"\x11ListFlagsResponse\x12,\n" +
+	"\x05flags\x18\x01 \x03(\v2\x16.palyra.access.v1.FlagR\x05flags\"Z\n" +
+	"\x0eSetFlagRequest\x12.\n" +
+	"\x03key\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[a-z][a-z0-9_]*$R\x03key\x12\x18\n" +
+	"\aenabled\x18\x02 \x01(\bR\aenabled\"=\n" +
+	"\x0fSetFlagResponse\x12*\n" +
+	"\x04flag\x18\x01 \x01(\v2\x16.palyra.access.v1.FlagR\x04flag\"\xe4\x02\n" +
+	"\n" +
+	"AuditEvent\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
+	"\tprincipal\x18\x04 \x01(\tR\tprincipal\x12\x1c\n" +
+	"\tprocedure\x18\x05 \x01(\tR\tprocedure\x12\x16\n" +
+	"\x06target\x18\x06 \x01(\tR\x06target\x128\n" +
+	"\aoutcome\x18\a \x01(\x0e2\x1e.palyra.access.v1.AuditOutcomeR\aoutcome\x12\x12\n" +
+	"\x04code\x18\b \x01(\tR\x04code\x12%\n" +
+	"\x0eremote_address\x18\t \x01(\tR\rremoteAddress\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\n" +
+	" \x01(\tR\trequestId\x12\x12\n" +
+	"\x04hash\x18\v \x01(\tR\x04hash\"\xe0\x02\n" +
+	"\x16ListAuditEventsRequest\x12%\n" +
+	"\tpage_size\x18\x01 \x01(\rB\b\xbaH\x05*\x03\x18\xf4\x03R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\x12&\n" +
+	"\tprincipal\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tprincipal\x12&\n" +
+	"\tprocedure\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tprocedure\x12B\n" +
+	"\aoutcome\x18\x05 \x01(\x0e2\x1e.palyra.access.v1.AuditOutcomeB\b\xbaH\x05\x82\x01\x02\x10\x01R\aoutcome\x120\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"w\n" +
+	"\x17ListAuditEventsResponse\x124\n" +
+	"\x06events\x18\x01 \x03(\v2\x1c.palyra.access.v1.AuditEventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x17\n" +
+	"\x15VerifyAuditLogRequest\"\xe7\x01\n" +
+	"\x16VerifyAuditLogResponse\x12\x16\n" +
+	"\x06intact\x18\x01 \x01(\bR\x06intact\x12%\n" +
+	"\x0eevents_checked\x18\x02 \x01(\x03R\reventsChecked\x12#\n" +
+	"\rhead_sequence\x18\x03 \x01(\x03R\fheadSequence\x12\x1b\n" +
+	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x122\n" +
+	"\x15first_broken_sequence\x18\x05 \x01(\x03R\x13firstBrokenSequence\x12\x18\n" +
+	"\aproblem\x18\x06 \x01(\tR\aproblem*O\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"ROLE_OWNER\x10\x01\x12\x0e\n" +
+	"\n" +
+	"ROLE_ADMIN\x10\x02\x12\x11\n" +
+	"\rROLE_OPERATOR\x10\x03*g\n" +
+	"\n" +
+	"AuthMethod\x12\x1b\n" +
+	"\x17AUTH_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18AUTH_METHOD_BEARER_TOKEN\x10\x01\x12\x1e\n" +
+	"\x1aAUTH_METHOD_SESSION_COOKIE\x10\x02*s\n" +
+	"\n" +
+	"TokenState\x12\x1b\n" +
+	"\x17TOKEN_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12TOKEN_STATE_ACTIVE\x10\x01\x12\x17\n" +
+	"\x13TOKEN_STATE_EXPIRED\x10\x02\x12\x17\n" +
+	"\x13TOKEN_STATE_REVOKED\x10\x03*p\n" +
+	"\tFlagStage\x12\x1a\n" +
+	"\x16FLAG_STAGE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17FLAG_STAGE_EXPERIMENTAL\x10\x01\x12\x13\n" +
+	"\x0fFLAG_STAGE_BETA\x10\x02\x12\x15\n" +
+	"\x11FLAG_STAGE_STABLE\x10\x03*c\n" +
+	"\fAuditOutcome\x12\x1d\n" +
+	"\x19AUDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15AUDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n" +
+	"\x15AUDIT_OUTCOME_FAILURE\x10\x022\xa6\n" +
+	"\n" +
+	"\rAccessService\x12V\n" +
+	"\x06WhoAmI\x12\x1f.palyra.access.v1.WhoAmIRequest\x1a .palyra.access.v1.WhoAmIResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12q\n" +
+	"\x0fListPermissions\x12(.palyra.access.v1.ListPermissionsRequest\x1a).palyra.access.v1.ListPermissionsResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12_\n" +
+	"\tListRoles\x12\".palyra.access.v1.ListRolesRequest\x1a#.palyra.access.v1.ListRolesResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12o\n" +
+	"\vCreateToken\x12$.palyra.access.v1.CreateTokenRequest\x1a%.palyra.access.v1.CreateTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12o\n" +
+	"\n" +
+	"ListTokens\x12#.palyra.access.v1.ListTokensRequest\x1a$.palyra.access.v1.ListTokensResponse\"\x16\xea\xe0\x18\x0f\x1a\rtokens.manage\x90\x02\x01\x12i\n" +
+	"\bGetToken\x12!.palyra.access.v1.GetTokenRequest\x1a\".palyra.access.v1.GetTokenResponse\"\x16\xea\xe0\x18\x0f\x1a\rtokens.manage\x90\x02\x01\x12o\n" +
+	"\vRotateToken\x12$.palyra.access.v1.RotateTokenRequest\x1a%.palyra.access.v1.RotateTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12o\n" +
+	"\vRevokeToken\x12$.palyra.access.v1.RevokeTokenRequest\x1a%.palyra.access.v1.RevokeTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12_\n" +
+	"\tListFlags\x12\".palyra.access.v1.ListFlagsRequest\x1a#.palyra.access.v1.ListFlagsResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12b\n" +
+	"\aSetFlag\x12 .palyra.access.v1.SetFlagRequest\x1a!.palyra.access.v1.SetFlagResponse\"\x12\xea\xe0\x18\x0e\x1a\fflags.manage\x12{\n" +
+	"\x0fListAuditEvents\x12(.palyra.access.v1.ListAuditEventsRequest\x1a).palyra.access.v1.ListAuditEventsResponse\"\x13\xea\xe0\x18\f\x1a\n" +
+	"audit.read\x90\x02\x01\x12x\n" +
+	"\x0eVerifyAuditLog\x12'.palyra.access.v1.VerifyAuditLogRequest\x1a(.palyra.access.v1.VerifyAuditLogResponse\"\x13\xea\xe0\x18\f\x1a\n" +
+	"audit.read\x90\x02\x01B;Z9github.com/palyra/palyra/gen/go/palyra/access/v1;accessv1b\x06proto3"
 
 var (
 	file_palyra_access_v1_access_proto_rawDescOnce sync.Once
@@ -202,21 +2473,108 @@ func file_palyra_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_palyra_access_v1_access_proto_rawDescData
 }
 
-var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_palyra_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_palyra_access_v1_access_proto_goTypes = []any{
-	(*ListPermissionsRequest)(nil),  // 0: palyra.access.v1.ListPermissionsRequest
-	(*ListPermissionsResponse)(nil), // 1: palyra.access.v1.ListPermissionsResponse
-	(*Permission)(nil),              // 2: palyra.access.v1.Permission
+	(Role)(0),                       // 0: palyra.access.v1.Role
+	(AuthMethod)(0),                 // 1: palyra.access.v1.AuthMethod
+	(TokenState)(0),                 // 2: palyra.access.v1.TokenState
+	(FlagStage)(0),                  // 3: palyra.access.v1.FlagStage
+	(AuditOutcome)(0),               // 4: palyra.access.v1.AuditOutcome
+	(*WhoAmIRequest)(nil),           // 5: palyra.access.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 6: palyra.access.v1.WhoAmIResponse
+	(*Principal)(nil),               // 7: palyra.access.v1.Principal
+	(*ListPermissionsRequest)(nil),  // 8: palyra.access.v1.ListPermissionsRequest
+	(*ListPermissionsResponse)(nil), // 9: palyra.access.v1.ListPermissionsResponse
+	(*Permission)(nil),              // 10: palyra.access.v1.Permission
+	(*ListRolesRequest)(nil),        // 11: palyra.access.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),       // 12: palyra.access.v1.ListRolesResponse
+	(*RoleInfo)(nil),                // 13: palyra.access.v1.RoleInfo
+	(*Token)(nil),                   // 14: palyra.access.v1.Token
+	(*CreateTokenRequest)(nil),      // 15: palyra.access.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 16: palyra.access.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 17: palyra.access.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 18: palyra.access.v1.ListTokensResponse
+	(*GetTokenRequest)(nil),         // 19: palyra.access.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),        // 20: palyra.access.v1.GetTokenResponse
+	(*RotateTokenRequest)(nil),      // 21: palyra.access.v1.RotateTokenRequest
+	(*RotateTokenResponse)(nil),     // 22: palyra.access.v1.RotateTokenResponse
+	(*RevokeTokenRequest)(nil),      // 23: palyra.access.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 24: palyra.access.v1.RevokeTokenResponse
+	(*Flag)(nil),                    // 25: palyra.access.v1.Flag
+	(*ListFlagsRequest)(nil),        // 26: palyra.access.v1.ListFlagsRequest
+	(*ListFlagsResponse)(nil),       // 27: palyra.access.v1.ListFlagsResponse
+	(*SetFlagRequest)(nil),          // 28: palyra.access.v1.SetFlagRequest
+	(*SetFlagResponse)(nil),         // 29: palyra.access.v1.SetFlagResponse
+	(*AuditEvent)(nil),              // 30: palyra.access.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),  // 31: palyra.access.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil), // 32: palyra.access.v1.ListAuditEventsResponse
+	(*VerifyAuditLogRequest)(nil),   // 33: palyra.access.v1.VerifyAuditLogRequest
+	(*VerifyAuditLogResponse)(nil),  // 34: palyra.access.v1.VerifyAuditLogResponse
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
 }
 var file_palyra_access_v1_access_proto_depIdxs = []int32{
-	2, // 0: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
-	0, // 1: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
-	1, // 2: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7,  // 0: palyra.access.v1.WhoAmIResponse.principal:type_name -> palyra.access.v1.Principal
+	0,  // 1: palyra.access.v1.Principal.role:type_name -> palyra.access.v1.Role
+	35, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: palyra.access.v1.Principal.method:type_name -> palyra.access.v1.AuthMethod
+	10, // 4: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
+	13, // 5: palyra.access.v1.ListRolesResponse.roles:type_name -> palyra.access.v1.RoleInfo
+	0,  // 6: palyra.access.v1.RoleInfo.role:type_name -> palyra.access.v1.Role
+	0,  // 7: palyra.access.v1.Token.role:type_name -> palyra.access.v1.Role
+	2,  // 8: palyra.access.v1.Token.state:type_name -> palyra.access.v1.TokenState
+	35, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	35, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	35, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	35, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
+	0,  // 13: palyra.access.v1.CreateTokenRequest.role:type_name -> palyra.access.v1.Role
+	35, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	14, // 15: palyra.access.v1.CreateTokenResponse.token:type_name -> palyra.access.v1.Token
+	2,  // 16: palyra.access.v1.ListTokensRequest.state:type_name -> palyra.access.v1.TokenState
+	14, // 17: palyra.access.v1.ListTokensResponse.tokens:type_name -> palyra.access.v1.Token
+	14, // 18: palyra.access.v1.GetTokenResponse.token:type_name -> palyra.access.v1.Token
+	35, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	14, // 20: palyra.access.v1.RotateTokenResponse.token:type_name -> palyra.access.v1.Token
+	14, // 21: palyra.access.v1.RevokeTokenResponse.token:type_name -> palyra.access.v1.Token
+	3,  // 22: palyra.access.v1.Flag.stage:type_name -> palyra.access.v1.FlagStage
+	35, // 23: palyra.access.v1.Flag.update_time:type_name -> google.protobuf.Timestamp
+	25, // 24: palyra.access.v1.ListFlagsResponse.flags:type_name -> palyra.access.v1.Flag
+	25, // 25: palyra.access.v1.SetFlagResponse.flag:type_name -> palyra.access.v1.Flag
+	35, // 26: palyra.access.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	4,  // 27: palyra.access.v1.AuditEvent.outcome:type_name -> palyra.access.v1.AuditOutcome
+	4,  // 28: palyra.access.v1.ListAuditEventsRequest.outcome:type_name -> palyra.access.v1.AuditOutcome
+	35, // 29: palyra.access.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	35, // 30: palyra.access.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
+	30, // 31: palyra.access.v1.ListAuditEventsResponse.events:type_name -> palyra.access.v1.AuditEvent
+	5,  // 32: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
+	8,  // 33: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
+	11, // 34: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
+	15, // 35: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
+	17, // 36: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
+	19, // 37: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
+	21, // 38: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
+	23, // 39: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
+	26, // 40: palyra.access.v1.AccessService.ListFlags:input_type -> palyra.access.v1.ListFlagsRequest
+	28, // 41: palyra.access.v1.AccessService.SetFlag:input_type -> palyra.access.v1.SetFlagRequest
+	31, // 42: palyra.access.v1.AccessService.ListAuditEvents:input_type -> palyra.access.v1.ListAuditEventsRequest
+	33, // 43: palyra.access.v1.AccessService.VerifyAuditLog:input_type -> palyra.access.v1.VerifyAuditLogRequest
+	6,  // 44: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
+	9,  // 45: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
+	12, // 46: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
+	16, // 47: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
+	18, // 48: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
+	20, // 49: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
+	22, // 50: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
+	24, // 51: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
+	27, // 52: palyra.access.v1.AccessService.ListFlags:output_type -> palyra.access.v1.ListFlagsResponse
+	29, // 53: palyra.access.v1.AccessService.SetFlag:output_type -> palyra.access.v1.SetFlagResponse
+	32, // 54: palyra.access.v1.AccessService.ListAuditEvents:output_type -> palyra.access.v1.ListAuditEventsResponse
+	34, // 55: palyra.access.v1.AccessService.VerifyAuditLog:output_type -> palyra.access.v1.VerifyAuditLogResponse
+	44, // [44:56] is the sub-list for method output_type
+	32, // [32:44] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_palyra_access_v1_access_proto_init() }
@@ -224,18 +2582,20 @@ func file_palyra_access_v1_access_proto_init() {
 	if File_palyra_access_v1_access_proto != nil {
 		return
 	}
+	file_palyra_access_v1_access_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_access_v1_access_proto_rawDesc), len(file_palyra_access_v1_access_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      5,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_palyra_access_v1_access_proto_goTypes,
 		DependencyIndexes: file_palyra_access_v1_access_proto_depIdxs,
+		EnumInfos:         file_palyra_access_v1_access_proto_enumTypes,
 		MessageInfos:      file_palyra_access_v1_access_proto_msgTypes,
 	}.Build()
 	File_palyra_access_v1_access_proto = out.File

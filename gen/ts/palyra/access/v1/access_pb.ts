@@ -2,12 +2,14 @@
 // @generated from file palyra/access/v1/access.proto (package palyra.access.v1, syntax proto3)
 /* eslint-disable */
 
-// Package palyra.access.v1 is the access-control API of palyrad: the permission catalog
-// and, as it grows, principals, roles, API tokens, feature flags and the audit log.
+// Package palyra.access.v1 is the access-control API of palyrad: who is calling, the
+// permission catalog and roles, API tokens, feature flags and the audit log.
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_palyra_options_v1_access } from "../../options/v1/access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +17,115 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/access/v1/access.proto.
  */
 export const file_palyra_access_v1_access: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYWx5cmEvYWNjZXNzL3YxL2FjY2Vzcy5wcm90bxIQcGFseXJhLmFjY2Vzcy52MSJAChZMaXN0UGVybWlzc2lvbnNSZXF1ZXN0EiYKBnByZWZpeBgBIAEoCUIWukgTchEYQDINXlthLXowLTlfLl0qJCJMChdMaXN0UGVybWlzc2lvbnNSZXNwb25zZRIxCgtwZXJtaXNzaW9ucxgBIAMoCzIcLnBhbHlyYS5hY2Nlc3MudjEuUGVybWlzc2lvbiIvCgpQZXJtaXNzaW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkyggEKDUFjY2Vzc1NlcnZpY2UScQoPTGlzdFBlcm1pc3Npb25zEigucGFseXJhLmFjY2Vzcy52MS5MaXN0UGVybWlzc2lvbnNSZXF1ZXN0GikucGFseXJhLmFjY2Vzcy52MS5MaXN0UGVybWlzc2lvbnNSZXNwb25zZSIJkAIB6uAYAhABQjtaOWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL2FjY2Vzcy92MTthY2Nlc3N2MWIGcHJvdG8z", [file_buf_validate_validate, file_palyra_options_v1_access]);
+  fileDesc("Ch1wYWx5cmEvYWNjZXNzL3YxL2FjY2Vzcy5wcm90bxIQcGFseXJhLmFjY2Vzcy52MSIPCg1XaG9BbUlSZXF1ZXN0IkAKDldob0FtSVJlc3BvbnNlEi4KCXByaW5jaXBhbBgBIAEoCzIbLnBhbHlyYS5hY2Nlc3MudjEuUHJpbmNpcGFsIusBCglQcmluY2lwYWwSCgoCaWQYASABKAkSDAoEdXNlchgCIAEoCRIkCgRyb2xlGAMgASgOMhYucGFseXJhLmFjY2Vzcy52MS5Sb2xlEhMKC3Blcm1pc3Npb25zGAQgAygJEhAKCHRva2VuX2lkGAUgASgJEjUKEXRva2VuX2V4cGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgZtZXRob2QYByABKA4yHC5wYWx5cmEuYWNjZXNzLnYxLkF1dGhNZXRob2QSEgoKc2Vzc2lvbl9pZBgIIAEoCSJAChZMaXN0UGVybWlzc2lvbnNSZXF1ZXN0EiYKBnByZWZpeBgBIAEoCUIWukgTchEYQDINXlthLXowLTlfLl0qJCJMChdMaXN0UGVybWlzc2lvbnNSZXNwb25zZRIxCgtwZXJtaXNzaW9ucxgBIAMoCzIcLnBhbHlyYS5hY2Nlc3MudjEuUGVybWlzc2lvbiIvCgpQZXJtaXNzaW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkiEgoQTGlzdFJvbGVzUmVxdWVzdCI+ChFMaXN0Um9sZXNSZXNwb25zZRIpCgVyb2xlcxgBIAMoCzIaLnBhbHlyYS5hY2Nlc3MudjEuUm9sZUluZm8iaAoIUm9sZUluZm8SJAoEcm9sZRgBIAEoDjIWLnBhbHlyYS5hY2Nlc3MudjEuUm9sZRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhMKC3Blcm1pc3Npb25zGAQgAygJIuIDCgVUb2tlbhIKCgJpZBgBIAEoCRINCgVsYWJlbBgCIAEoCRIMCgR1c2VyGAMgASgJEiQKBHJvbGUYBCABKA4yFi5wYWx5cmEuYWNjZXNzLnYxLlJvbGUSDgoGc2NvcGVzGAUgAygJEhMKC3Blcm1pc3Npb25zGAYgAygJEisKBXN0YXRlGAcgASgOMhwucGFseXJhLmFjY2Vzcy52MS5Ub2tlblN0YXRlEh0KFXJhdGVfbGltaXRfcGVyX21pbnV0ZRgIIAEoDRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgKIAEoCRIvCgtleHBpcmVfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJldm9rZV9yZWFzb24YDSABKAkSMQoNbGFzdF91c2VfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcm90YXRlZF9mcm9tGA8gASgJEhIKCnJvdGF0ZWRfdG8YECABKAkiggIKEkNyZWF0ZVRva2VuUmVxdWVzdBIYCgVsYWJlbBgBIAEoCUIJukgGcgQQARhAEjAKBHJvbGUYAiABKA4yFi5wYWx5cmEuYWNjZXNzLnYxLlJvbGVCCrpIB4IBBBABIAASGgoGc2NvcGVzGAMgAygJQgq6SAeSAQQQQBgBEjkKC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIIukgFsgECQAESLwoVcmF0ZV9saW1pdF9wZXJfbWludXRlGAUgASgNQgu6SAgqBhigjQYoAUgAiAEBQhgKFl9yYXRlX2xpbWl0X3Blcl9taW51dGUiTQoTQ3JlYXRlVG9rZW5SZXNwb25zZRImCgV0b2tlbhgBIAEoCzIXLnBhbHlyYS5hY2Nlc3MudjEuVG9rZW4SDgoGc2VjcmV0GAIgASgJIoUBChFMaXN0VG9rZW5zUmVxdWVzdBIbCglwYWdlX3NpemUYASABKA1CCLpIBSoDGPQDEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIABEjUKBXN0YXRlGAMgASgOMhwucGFseXJhLmFjY2Vzcy52MS5Ub2tlblN0YXRlQgi6SAWCAQIQASJWChJMaXN0VG9rZW5zUmVzcG9uc2USJwoGdG9rZW5zGAEgAygLMhcucGFseXJhLmFjY2Vzcy52MS5Ub2tlbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPgoPR2V0VG9rZW5SZXF1ZXN0EisKAmlkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kIjoKEEdldFRva2VuUmVzcG9uc2USJgoFdG9rZW4YASABKAsyFy5wYWx5cmEuYWNjZXNzLnYxLlRva2VuInwKElJvdGF0ZVRva2VuUmVxdWVzdBIrCgJpZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBI5CgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCLpIBbIBAkABIk0KE1JvdGF0ZVRva2VuUmVzcG9uc2USJgoFdG9rZW4YASABKAsyFy5wYWx5cmEuYWNjZXNzLnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSJbChJSZXZva2VUb2tlblJlcXVlc3QSKwoCaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxiAAiI9ChNSZXZva2VUb2tlblJlc3BvbnNlEiYKBXRva2VuGAEgASgLMhcucGFseXJhLmFjY2Vzcy52MS5Ub2tlbiLXAQoERmxhZxILCgNrZXkYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSKgoFc3RhZ2UYAyABKA4yGy5wYWx5cmEuYWNjZXNzLnYxLkZsYWdTdGFnZRISCgpkZXBlbmRzX29uGAQgAygJEg8KB2VuYWJsZWQYBSABKAgSFwoPZGVmYXVsdF9lbmFibGVkGAYgASgIEi8KC3VwZGF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgp1cGRhdGVkX2J5GAggASgJIhIKEExpc3RGbGFnc1JlcXVlc3QiOgoRTGlzdEZsYWdzUmVzcG9uc2USJQoFZmxhZ3MYASADKAsyFi5wYWx5cmEuYWNjZXNzLnYxLkZsYWciTAoOU2V0RmxhZ1JlcXVlc3QSKQoDa2V5GAEgASgJQhy6SBlyFxABGEAyEV5bYS16XVthLXowLTlfXSokEg8KB2VuYWJsZWQYAiABKAgiNwoPU2V0RmxhZ1Jlc3BvbnNlEiQKBGZsYWcYASABKAsyFi5wYWx5cmEuYWNjZXNzLnYxLkZsYWcigwIKCkF1ZGl0RXZlbnQSEAoIc2VxdWVuY2UYASABKAMSCgoCaWQYAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAQgASgJEhEKCXByb2NlZHVyZRgFIAEoCRIOCgZ0YXJnZXQYBiABKAkSLwoHb3V0Y29tZRgHIAEoDjIeLnBhbHlyYS5hY2Nlc3MudjEuQXVkaXRPdXRjb21lEgwKBGNvZGUYCCABKAkSFgoOcmVtb3RlX2FkZHJlc3MYCSABKAkSEgoKcmVxdWVzdF9pZBgKIAEoCRIMCgRoYXNoGAsgASgJIp4CChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhsKCXBhZ2Vfc2l6ZRgBIAEoDUIIukgFKgMY9AMSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAESGwoJcHJpbmNpcGFsGAMgASgJQgi6SAVyAxiAARIbCglwcm9jZWR1cmUYBCABKAlCCLpIBXIDGIACEjkKB291dGNvbWUYBSABKA4yHi5wYWx5cmEuYWNjZXNzLnYxLkF1ZGl0T3V0Y29tZUIIukgFggECEAESKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5wYWx5cmEuYWNjZXNzLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhcKFVZlcmlmeUF1ZGl0TG9nUmVxdWVzdCKaAQoWVmVyaWZ5QXVkaXRMb2dSZXNwb25zZRIOCgZpbnRhY3QYASABKAgSFgoOZXZlbnRzX2NoZWNrZWQYAiABKAMSFQoNaGVhZF9zZXF1ZW5jZRgDIAEoAxIRCgloZWFkX2hhc2gYBCABKAkSHQoVZmlyc3RfYnJva2VuX3NlcXVlbmNlGAUgASgDEg8KB3Byb2JsZW0YBiABKAkqTwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDgoKUk9MRV9PV05FUhABEg4KClJPTEVfQURNSU4QAhIRCg1ST0xFX09QRVJBVE9SEAMqZwoKQXV0aE1ldGhvZBIbChdBVVRIX01FVEhPRF9VTlNQRUNJRklFRBAAEhwKGEFVVEhfTUVUSE9EX0JFQVJFUl9UT0tFThABEh4KGkFVVEhfTUVUSE9EX1NFU1NJT05fQ09PS0lFEAIqcwoKVG9rZW5TdGF0ZRIbChdUT0tFTl9TVEFURV9VTlNQRUNJRklFRBAAEhYKElRPS0VOX1NUQVRFX0FDVElWRRABEhcKE1RPS0VOX1NUQVRFX0VYUElSRUQQAhIXChNUT0tFTl9TVEFURV9SRVZPS0VEEAMqcAoJRmxhZ1N0YWdlEhoKFkZMQUdfU1RBR0VfVU5TUEVDSUZJRUQQABIbChdGTEFHX1NUQUdFX0VYUEVSSU1FTlRBTBABEhMKD0ZMQUdfU1RBR0VfQkVUQRACEhUKEUZMQUdfU1RBR0VfU1RBQkxFEAMqYwoMQXVkaXRPdXRjb21lEh0KGUFVRElUX09VVENPTUVfVU5TUEVDSUZJRUQQABIZChVBVURJVF9PVVRDT01FX1NVQ0NFU1MQARIZChVBVURJVF9PVVRDT01FX0ZBSUxVUkUQAjKmCgoNQWNjZXNzU2VydmljZRJWCgZXaG9BbUkSHy5wYWx5cmEuYWNjZXNzLnYxLldob0FtSVJlcXVlc3QaIC5wYWx5cmEuYWNjZXNzLnYxLldob0FtSVJlc3BvbnNlIgmQAgHq4BgCEAEScQoPTGlzdFBlcm1pc3Npb25zEigucGFseXJhLmFjY2Vzcy52MS5MaXN0UGVybWlzc2lvbnNSZXF1ZXN0GikucGFseXJhLmFjY2Vzcy52MS5MaXN0UGVybWlzc2lvbnNSZXNwb25zZSIJkAIB6uAYAhABEl8KCUxpc3RSb2xlcxIiLnBhbHlyYS5hY2Nlc3MudjEuTGlzdFJvbGVzUmVxdWVzdBojLnBhbHlyYS5hY2Nlc3MudjEuTGlzdFJvbGVzUmVzcG9uc2UiCZACAergGAIQARJvCgtDcmVhdGVUb2tlbhIkLnBhbHlyYS5hY2Nlc3MudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GiUucGFseXJhLmFjY2Vzcy52MS5DcmVhdGVUb2tlblJlc3BvbnNlIhPq4BgPGg10b2tlbnMubWFuYWdlEm8KCkxpc3RUb2tlbnMSIy5wYWx5cmEuYWNjZXNzLnYxLkxpc3RUb2tlbnNSZXF1ZXN0GiQucGFseXJhLmFjY2Vzcy52MS5MaXN0VG9rZW5zUmVzcG9uc2UiFpACAergGA8aDXRva2Vucy5tYW5hZ2USaQoIR2V0VG9rZW4SIS5wYWx5cmEuYWNjZXNzLnYxLkdldFRva2VuUmVxdWVzdBoiLnBhbHlyYS5hY2Nlc3MudjEuR2V0VG9rZW5SZXNwb25zZSIWkAIB6uAYDxoNdG9rZW5zLm1hbmFnZRJvCgtSb3RhdGVUb2tlbhIkLnBhbHlyYS5hY2Nlc3MudjEuUm90YXRlVG9rZW5SZXF1ZXN0GiUucGFseXJhLmFjY2Vzcy52MS5Sb3RhdGVUb2tlblJlc3BvbnNlIhPq4BgPGg10b2tlbnMubWFuYWdlEm8KC1Jldm9rZVRva2VuEiQucGFseXJhLmFjY2Vzcy52MS5SZXZva2VUb2tlblJlcXVlc3QaJS5wYWx5cmEuYWNjZXNzLnYxLlJldm9rZVRva2VuUmVzcG9uc2UiE+rgGA8aDXRva2Vucy5tYW5hZ2USXwoJTGlzdEZsYWdzEiIucGFseXJhLmFjY2Vzcy52MS5MaXN0RmxhZ3NSZXF1ZXN0GiMucGFseXJhLmFjY2Vzcy52MS5MaXN0RmxhZ3NSZXNwb25zZSIJkAIB6uAYAhABEmIKB1NldEZsYWcSIC5wYWx5cmEuYWNjZXNzLnYxLlNldEZsYWdSZXF1ZXN0GiEucGFseXJhLmFjY2Vzcy52MS5TZXRGbGFnUmVzcG9uc2UiEurgGA4aDGZsYWdzLm1hbmFnZRJ7Cg9MaXN0QXVkaXRFdmVudHMSKC5wYWx5cmEuYWNjZXNzLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaKS5wYWx5cmEuYWNjZXNzLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIhOQAgHq4BgMGgphdWRpdC5yZWFkEngKDlZlcmlmeUF1ZGl0TG9nEicucGFseXJhLmFjY2Vzcy52MS5WZXJpZnlBdWRpdExvZ1JlcXVlc3QaKC5wYWx5cmEuYWNjZXNzLnYxLlZlcmlmeUF1ZGl0TG9nUmVzcG9uc2UiE5ACAergGAwaCmF1ZGl0LnJlYWRCO1o5Z2l0aHViLmNvbS9wYWx5cmEvcGFseXJhL2dlbi9nby9wYWx5cmEvYWNjZXNzL3YxO2FjY2Vzc3YxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_palyra_options_v1_access]);
+
+/**
+ * WhoAmIRequest has no fields.
+ *
+ * @generated from message palyra.access.v1.WhoAmIRequest
+ */
+export type WhoAmIRequest = Message<"palyra.access.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message palyra.access.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 0);
+
+/**
+ * WhoAmIResponse describes the caller.
+ *
+ * @generated from message palyra.access.v1.WhoAmIResponse
+ */
+export type WhoAmIResponse = Message<"palyra.access.v1.WhoAmIResponse"> & {
+  /**
+   * principal is the caller.
+   *
+   * @generated from field: palyra.access.v1.Principal principal = 1;
+   */
+  principal?: Principal | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 1);
+
+/**
+ * Principal is an authenticated caller.
+ *
+ * @generated from message palyra.access.v1.Principal
+ */
+export type Principal = Message<"palyra.access.v1.Principal"> & {
+  /**
+   * id names the principal in the audit log, e.g. "token:01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8".
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * user is the user the token belongs to, e.g. "owner".
+   *
+   * @generated from field: string user = 2;
+   */
+  user: string;
+
+  /**
+   * role is the role of the token.
+   *
+   * @generated from field: palyra.access.v1.Role role = 3;
+   */
+  role: Role;
+
+  /**
+   * permissions are the effective permissions, sorted: the role's, narrowed to the
+   * token's scopes when it has any.
+   *
+   * @generated from field: repeated string permissions = 4;
+   */
+  permissions: string[];
+
+  /**
+   * token_id is the API token the caller authenticated with, directly or through a
+   * console session.
+   *
+   * @generated from field: string token_id = 5;
+   */
+  tokenId: string;
+
+  /**
+   * token_expire_time is when that token expires; unset when it does not.
+   *
+   * @generated from field: google.protobuf.Timestamp token_expire_time = 6;
+   */
+  tokenExpireTime?: Timestamp | undefined;
+
+  /**
+   * method is how the caller authenticated.
+   *
+   * @generated from field: palyra.access.v1.AuthMethod method = 7;
+   */
+  method: AuthMethod;
+
+  /**
+   * session_id is the console session, when method is AUTH_METHOD_SESSION_COOKIE.
+   *
+   * @generated from field: string session_id = 8;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.Principal.
+ * Use `create(PrincipalSchema)` to create a new message.
+ */
+export const PrincipalSchema: GenMessage<Principal> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 2);
 
 /**
  * ListPermissionsRequest filters the catalog.
@@ -37,7 +147,7 @@ export type ListPermissionsRequest = Message<"palyra.access.v1.ListPermissionsRe
  * Use `create(ListPermissionsRequestSchema)` to create a new message.
  */
 export const ListPermissionsRequestSchema: GenMessage<ListPermissionsRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_access_v1_access, 0);
+  messageDesc(file_palyra_access_v1_access, 3);
 
 /**
  * ListPermissionsResponse is the (filtered) catalog.
@@ -58,7 +168,7 @@ export type ListPermissionsResponse = Message<"palyra.access.v1.ListPermissionsR
  * Use `create(ListPermissionsResponseSchema)` to create a new message.
  */
 export const ListPermissionsResponseSchema: GenMessage<ListPermissionsResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_access_v1_access, 1);
+  messageDesc(file_palyra_access_v1_access, 4);
 
 /**
  * Permission is one entry of the catalog.
@@ -86,14 +196,1128 @@ export type Permission = Message<"palyra.access.v1.Permission"> & {
  * Use `create(PermissionSchema)` to create a new message.
  */
 export const PermissionSchema: GenMessage<Permission> = /*@__PURE__*/
-  messageDesc(file_palyra_access_v1_access, 2);
+  messageDesc(file_palyra_access_v1_access, 5);
 
 /**
- * AccessService manages who may do what.
+ * ListRolesRequest has no fields.
+ *
+ * @generated from message palyra.access.v1.ListRolesRequest
+ */
+export type ListRolesRequest = Message<"palyra.access.v1.ListRolesRequest"> & {
+};
+
+/**
+ * Describes the message palyra.access.v1.ListRolesRequest.
+ * Use `create(ListRolesRequestSchema)` to create a new message.
+ */
+export const ListRolesRequestSchema: GenMessage<ListRolesRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 6);
+
+/**
+ * ListRolesResponse lists every role.
+ *
+ * @generated from message palyra.access.v1.ListRolesResponse
+ */
+export type ListRolesResponse = Message<"palyra.access.v1.ListRolesResponse"> & {
+  /**
+   * roles, from the most to the least privileged.
+   *
+   * @generated from field: repeated palyra.access.v1.RoleInfo roles = 1;
+   */
+  roles: RoleInfo[];
+};
+
+/**
+ * Describes the message palyra.access.v1.ListRolesResponse.
+ * Use `create(ListRolesResponseSchema)` to create a new message.
+ */
+export const ListRolesResponseSchema: GenMessage<ListRolesResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 7);
+
+/**
+ * RoleInfo describes a role.
+ *
+ * @generated from message palyra.access.v1.RoleInfo
+ */
+export type RoleInfo = Message<"palyra.access.v1.RoleInfo"> & {
+  /**
+   * role is the role.
+   *
+   * @generated from field: palyra.access.v1.Role role = 1;
+   */
+  role: Role;
+
+  /**
+   * name is its short name, as the CLI takes it: "owner", "admin" or "operator".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * description says what the role is for.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * permissions the role grants, sorted.
+   *
+   * @generated from field: repeated string permissions = 4;
+   */
+  permissions: string[];
+};
+
+/**
+ * Describes the message palyra.access.v1.RoleInfo.
+ * Use `create(RoleInfoSchema)` to create a new message.
+ */
+export const RoleInfoSchema: GenMessage<RoleInfo> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 8);
+
+/**
+ * Token is an API token, without its secret.
+ *
+ * @generated from message palyra.access.v1.Token
+ */
+export type Token = Message<"palyra.access.v1.Token"> & {
+  /**
+   * id is the token's public identifier; the secret reads `plr_<id>_<secret>`.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * label says what the token is for.
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * user is the user the token belongs to.
+   *
+   * @generated from field: string user = 3;
+   */
+  user: string;
+
+  /**
+   * role is the token's role.
+   *
+   * @generated from field: palyra.access.v1.Role role = 4;
+   */
+  role: Role;
+
+  /**
+   * scopes narrow the role's permissions; empty means all of them.
+   *
+   * @generated from field: repeated string scopes = 5;
+   */
+  scopes: string[];
+
+  /**
+   * permissions are the effective permissions, sorted.
+   *
+   * @generated from field: repeated string permissions = 6;
+   */
+  permissions: string[];
+
+  /**
+   * state is computed at the time of the call.
+   *
+   * @generated from field: palyra.access.v1.TokenState state = 7;
+   */
+  state: TokenState;
+
+  /**
+   * rate_limit_per_minute is how many calls a minute the token may make, across all
+   * replicas.
+   *
+   * @generated from field: uint32 rate_limit_per_minute = 8;
+   */
+  rateLimitPerMinute: number;
+
+  /**
+   * create_time is when the token was created.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 9;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * created_by is the principal that created it; "bootstrap" or "local" for tokens
+   * created by palyrad itself.
+   *
+   * @generated from field: string created_by = 10;
+   */
+  createdBy: string;
+
+  /**
+   * expire_time is when the token expires; unset when it does not.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 11;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * revoke_time is when the token was revoked; unset when it was not.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 12;
+   */
+  revokeTime?: Timestamp | undefined;
+
+  /**
+   * revoke_reason says why, e.g. "rotated" or what the revoker wrote.
+   *
+   * @generated from field: string revoke_reason = 13;
+   */
+  revokeReason: string;
+
+  /**
+   * last_use_time is when the token was last used; unset when never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_use_time = 14;
+   */
+  lastUseTime?: Timestamp | undefined;
+
+  /**
+   * rotated_from is the token this one replaced by rotation, if any.
+   *
+   * @generated from field: string rotated_from = 15;
+   */
+  rotatedFrom: string;
+
+  /**
+   * rotated_to is the token that replaced this one by rotation, if any.
+   *
+   * @generated from field: string rotated_to = 16;
+   */
+  rotatedTo: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.Token.
+ * Use `create(TokenSchema)` to create a new message.
+ */
+export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 9);
+
+/**
+ * CreateTokenRequest describes the token to create.
+ *
+ * @generated from message palyra.access.v1.CreateTokenRequest
+ */
+export type CreateTokenRequest = Message<"palyra.access.v1.CreateTokenRequest"> & {
+  /**
+   * label says what the token is for, e.g. "ci-deploy".
+   *
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * role is the token's role.
+   *
+   * @generated from field: palyra.access.v1.Role role = 2;
+   */
+  role: Role;
+
+  /**
+   * scopes narrow the role's permissions to these; empty keeps all of them. Each must
+   * be in the catalog and held by the caller.
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+
+  /**
+   * expire_time is when the token stops working; unset means never. Must be in the
+   * future.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * rate_limit_per_minute bounds the token's calls a minute, across replicas; unset
+   * means 120.
+   *
+   * @generated from field: optional uint32 rate_limit_per_minute = 5;
+   */
+  rateLimitPerMinute?: number | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.CreateTokenRequest.
+ * Use `create(CreateTokenRequestSchema)` to create a new message.
+ */
+export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 10);
+
+/**
+ * CreateTokenResponse holds the new token and its secret.
+ *
+ * @generated from message palyra.access.v1.CreateTokenResponse
+ */
+export type CreateTokenResponse = Message<"palyra.access.v1.CreateTokenResponse"> & {
+  /**
+   * token is the new token.
+   *
+   * @generated from field: palyra.access.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+
+  /**
+   * secret is `plr_<id>_<secret>`: shown this once, stored only as a hash.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.CreateTokenResponse.
+ * Use `create(CreateTokenResponseSchema)` to create a new message.
+ */
+export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 11);
+
+/**
+ * ListTokensRequest filters and pages the list.
+ *
+ * @generated from message palyra.access.v1.ListTokensRequest
+ */
+export type ListTokensRequest = Message<"palyra.access.v1.ListTokensRequest"> & {
+  /**
+   * page_size is the most tokens to return; 0 means 100.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * page_token continues a previous list (its next_page_token).
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * state keeps only tokens in this state; unspecified keeps all.
+   *
+   * @generated from field: palyra.access.v1.TokenState state = 3;
+   */
+  state: TokenState;
+};
+
+/**
+ * Describes the message palyra.access.v1.ListTokensRequest.
+ * Use `create(ListTokensRequestSchema)` to create a new message.
+ */
+export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 12);
+
+/**
+ * ListTokensResponse is one page of tokens.
+ *
+ * @generated from message palyra.access.v1.ListTokensResponse
+ */
+export type ListTokensResponse = Message<"palyra.access.v1.ListTokensResponse"> & {
+  /**
+   * tokens, newest first.
+   *
+   * @generated from field: repeated palyra.access.v1.Token tokens = 1;
+   */
+  tokens: Token[];
+
+  /**
+   * next_page_token continues the list; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.ListTokensResponse.
+ * Use `create(ListTokensResponseSchema)` to create a new message.
+ */
+export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 13);
+
+/**
+ * GetTokenRequest names a token.
+ *
+ * @generated from message palyra.access.v1.GetTokenRequest
+ */
+export type GetTokenRequest = Message<"palyra.access.v1.GetTokenRequest"> & {
+  /**
+   * id of the token.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.GetTokenRequest.
+ * Use `create(GetTokenRequestSchema)` to create a new message.
+ */
+export const GetTokenRequestSchema: GenMessage<GetTokenRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 14);
+
+/**
+ * GetTokenResponse holds the token.
+ *
+ * @generated from message palyra.access.v1.GetTokenResponse
+ */
+export type GetTokenResponse = Message<"palyra.access.v1.GetTokenResponse"> & {
+  /**
+   * token is the token.
+   *
+   * @generated from field: palyra.access.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.GetTokenResponse.
+ * Use `create(GetTokenResponseSchema)` to create a new message.
+ */
+export const GetTokenResponseSchema: GenMessage<GetTokenResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 15);
+
+/**
+ * RotateTokenRequest names the token to rotate.
+ *
+ * @generated from message palyra.access.v1.RotateTokenRequest
+ */
+export type RotateTokenRequest = Message<"palyra.access.v1.RotateTokenRequest"> & {
+  /**
+   * id of the token to rotate.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * expire_time of the new token; unset keeps the old token's.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.RotateTokenRequest.
+ * Use `create(RotateTokenRequestSchema)` to create a new message.
+ */
+export const RotateTokenRequestSchema: GenMessage<RotateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 16);
+
+/**
+ * RotateTokenResponse holds the new token and its secret.
+ *
+ * @generated from message palyra.access.v1.RotateTokenResponse
+ */
+export type RotateTokenResponse = Message<"palyra.access.v1.RotateTokenResponse"> & {
+  /**
+   * token is the new token; its rotated_from names the old one.
+   *
+   * @generated from field: palyra.access.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+
+  /**
+   * secret is the new `plr_<id>_<secret>`, shown this once.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.RotateTokenResponse.
+ * Use `create(RotateTokenResponseSchema)` to create a new message.
+ */
+export const RotateTokenResponseSchema: GenMessage<RotateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 17);
+
+/**
+ * RevokeTokenRequest names the token to revoke.
+ *
+ * @generated from message palyra.access.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"palyra.access.v1.RevokeTokenRequest"> & {
+  /**
+   * id of the token to revoke.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * reason is recorded with the revocation.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 18);
+
+/**
+ * RevokeTokenResponse holds the revoked token.
+ *
+ * @generated from message palyra.access.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"palyra.access.v1.RevokeTokenResponse"> & {
+  /**
+   * token is the token, now revoked.
+   *
+   * @generated from field: palyra.access.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 19);
+
+/**
+ * Flag is a feature flag and its state.
+ *
+ * @generated from message palyra.access.v1.Flag
+ */
+export type Flag = Message<"palyra.access.v1.Flag"> & {
+  /**
+   * key names the flag, e.g. "compat_api".
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * description says what turning it on does.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * stage of the feature.
+   *
+   * @generated from field: palyra.access.v1.FlagStage stage = 3;
+   */
+  stage: FlagStage;
+
+  /**
+   * depends_on lists the flags that must be on for this one to be on.
+   *
+   * @generated from field: repeated string depends_on = 4;
+   */
+  dependsOn: string[];
+
+  /**
+   * enabled is the flag's state.
+   *
+   * @generated from field: bool enabled = 5;
+   */
+  enabled: boolean;
+
+  /**
+   * default_enabled is its state until someone sets it.
+   *
+   * @generated from field: bool default_enabled = 6;
+   */
+  defaultEnabled: boolean;
+
+  /**
+   * update_time is when it was last set; unset when it never was.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 7;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * updated_by is the principal that last set it.
+   *
+   * @generated from field: string updated_by = 8;
+   */
+  updatedBy: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.Flag.
+ * Use `create(FlagSchema)` to create a new message.
+ */
+export const FlagSchema: GenMessage<Flag> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 20);
+
+/**
+ * ListFlagsRequest has no fields.
+ *
+ * @generated from message palyra.access.v1.ListFlagsRequest
+ */
+export type ListFlagsRequest = Message<"palyra.access.v1.ListFlagsRequest"> & {
+};
+
+/**
+ * Describes the message palyra.access.v1.ListFlagsRequest.
+ * Use `create(ListFlagsRequestSchema)` to create a new message.
+ */
+export const ListFlagsRequestSchema: GenMessage<ListFlagsRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 21);
+
+/**
+ * ListFlagsResponse lists every flag.
+ *
+ * @generated from message palyra.access.v1.ListFlagsResponse
+ */
+export type ListFlagsResponse = Message<"palyra.access.v1.ListFlagsResponse"> & {
+  /**
+   * flags, sorted by key.
+   *
+   * @generated from field: repeated palyra.access.v1.Flag flags = 1;
+   */
+  flags: Flag[];
+};
+
+/**
+ * Describes the message palyra.access.v1.ListFlagsResponse.
+ * Use `create(ListFlagsResponseSchema)` to create a new message.
+ */
+export const ListFlagsResponseSchema: GenMessage<ListFlagsResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 22);
+
+/**
+ * SetFlagRequest turns a flag on or off.
+ *
+ * @generated from message palyra.access.v1.SetFlagRequest
+ */
+export type SetFlagRequest = Message<"palyra.access.v1.SetFlagRequest"> & {
+  /**
+   * key of the flag.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * enabled is the new state.
+   *
+   * @generated from field: bool enabled = 2;
+   */
+  enabled: boolean;
+};
+
+/**
+ * Describes the message palyra.access.v1.SetFlagRequest.
+ * Use `create(SetFlagRequestSchema)` to create a new message.
+ */
+export const SetFlagRequestSchema: GenMessage<SetFlagRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 23);
+
+/**
+ * SetFlagResponse holds the flag after the change.
+ *
+ * @generated from message palyra.access.v1.SetFlagResponse
+ */
+export type SetFlagResponse = Message<"palyra.access.v1.SetFlagResponse"> & {
+  /**
+   * flag is the flag.
+   *
+   * @generated from field: palyra.access.v1.Flag flag = 1;
+   */
+  flag?: Flag | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.SetFlagResponse.
+ * Use `create(SetFlagResponseSchema)` to create a new message.
+ */
+export const SetFlagResponseSchema: GenMessage<SetFlagResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 24);
+
+/**
+ * AuditEvent is one entry of the audit log.
+ *
+ * @generated from message palyra.access.v1.AuditEvent
+ */
+export type AuditEvent = Message<"palyra.access.v1.AuditEvent"> & {
+  /**
+   * sequence numbers the events without gaps, from 1.
+   *
+   * @generated from field: int64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * id is the event's unique identifier.
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * time is when the call ended.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 3;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * principal is who called, e.g. "token:01JD...", or "anonymous".
+   *
+   * @generated from field: string principal = 4;
+   */
+  principal: string;
+
+  /**
+   * procedure is the RPC, e.g. "/palyra.access.v1.AccessService/CreateToken".
+   *
+   * @generated from field: string procedure = 5;
+   */
+  procedure: string;
+
+  /**
+   * target is what the call acted on, e.g. "token:01JD..." or "flag:compat_api".
+   *
+   * @generated from field: string target = 6;
+   */
+  target: string;
+
+  /**
+   * outcome is how the call ended.
+   *
+   * @generated from field: palyra.access.v1.AuditOutcome outcome = 7;
+   */
+  outcome: AuditOutcome;
+
+  /**
+   * code is the Connect code, e.g. "ok", "unauthenticated", "permission_denied".
+   *
+   * @generated from field: string code = 8;
+   */
+  code: string;
+
+  /**
+   * remote_address is the caller's IP address.
+   *
+   * @generated from field: string remote_address = 9;
+   */
+  remoteAddress: string;
+
+  /**
+   * request_id is the id in the X-Request-Id response header of the call.
+   *
+   * @generated from field: string request_id = 10;
+   */
+  requestId: string;
+
+  /**
+   * hash is the event's SHA-256 chain hash in hex: over the previous event's hash and
+   * this event's fields.
+   *
+   * @generated from field: string hash = 11;
+   */
+  hash: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.AuditEvent.
+ * Use `create(AuditEventSchema)` to create a new message.
+ */
+export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 25);
+
+/**
+ * ListAuditEventsRequest filters and pages the log.
+ *
+ * @generated from message palyra.access.v1.ListAuditEventsRequest
+ */
+export type ListAuditEventsRequest = Message<"palyra.access.v1.ListAuditEventsRequest"> & {
+  /**
+   * page_size is the most events to return; 0 means 100.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * page_token continues a previous list (its next_page_token).
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+
+  /**
+   * principal keeps only the events of this principal.
+   *
+   * @generated from field: string principal = 3;
+   */
+  principal: string;
+
+  /**
+   * procedure keeps only the events of this RPC.
+   *
+   * @generated from field: string procedure = 4;
+   */
+  procedure: string;
+
+  /**
+   * outcome keeps only the events with this outcome; unspecified keeps all.
+   *
+   * @generated from field: palyra.access.v1.AuditOutcome outcome = 5;
+   */
+  outcome: AuditOutcome;
+
+  /**
+   * since keeps only the events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 6;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * until keeps only the events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 7;
+   */
+  until?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message palyra.access.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 26);
+
+/**
+ * ListAuditEventsResponse is one page of events.
+ *
+ * @generated from message palyra.access.v1.ListAuditEventsResponse
+ */
+export type ListAuditEventsResponse = Message<"palyra.access.v1.ListAuditEventsResponse"> & {
+  /**
+   * events, newest first.
+   *
+   * @generated from field: repeated palyra.access.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * next_page_token continues the list; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 27);
+
+/**
+ * VerifyAuditLogRequest has no fields: the whole log is verified.
+ *
+ * @generated from message palyra.access.v1.VerifyAuditLogRequest
+ */
+export type VerifyAuditLogRequest = Message<"palyra.access.v1.VerifyAuditLogRequest"> & {
+};
+
+/**
+ * Describes the message palyra.access.v1.VerifyAuditLogRequest.
+ * Use `create(VerifyAuditLogRequestSchema)` to create a new message.
+ */
+export const VerifyAuditLogRequestSchema: GenMessage<VerifyAuditLogRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 28);
+
+/**
+ * VerifyAuditLogResponse is the verdict.
+ *
+ * @generated from message palyra.access.v1.VerifyAuditLogResponse
+ */
+export type VerifyAuditLogResponse = Message<"palyra.access.v1.VerifyAuditLogResponse"> & {
+  /**
+   * intact is true when every event's hash matches its content and its predecessor,
+   * and no sequence number is missing.
+   *
+   * @generated from field: bool intact = 1;
+   */
+  intact: boolean;
+
+  /**
+   * events_checked is how many events were verified.
+   *
+   * @generated from field: int64 events_checked = 2;
+   */
+  eventsChecked: bigint;
+
+  /**
+   * head_sequence is the sequence of the newest event. Record it with head_hash outside
+   * palyrad to detect the deletion of the newest events, which no chain can show.
+   *
+   * @generated from field: int64 head_sequence = 3;
+   */
+  headSequence: bigint;
+
+  /**
+   * head_hash is the hash of the newest event, in hex.
+   *
+   * @generated from field: string head_hash = 4;
+   */
+  headHash: string;
+
+  /**
+   * first_broken_sequence is the first event whose hash does not verify, or that follows
+   * a gap; 0 when intact.
+   *
+   * @generated from field: int64 first_broken_sequence = 5;
+   */
+  firstBrokenSequence: bigint;
+
+  /**
+   * problem says what is wrong with it; empty when intact.
+   *
+   * @generated from field: string problem = 6;
+   */
+  problem: string;
+};
+
+/**
+ * Describes the message palyra.access.v1.VerifyAuditLogResponse.
+ * Use `create(VerifyAuditLogResponseSchema)` to create a new message.
+ */
+export const VerifyAuditLogResponseSchema: GenMessage<VerifyAuditLogResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_access_v1_access, 29);
+
+/**
+ * Role is a named set of permissions.
+ *
+ * @generated from enum palyra.access.v1.Role
+ */
+export enum Role {
+  /**
+   * ROLE_UNSPECIFIED is never valid.
+   *
+   * @generated from enum value: ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ROLE_OWNER holds every permission.
+   *
+   * @generated from enum value: ROLE_OWNER = 1;
+   */
+  OWNER = 1,
+
+  /**
+   * ROLE_ADMIN holds every permission but the owner-only ones (config.write,
+   * secrets.read).
+   *
+   * @generated from enum value: ROLE_ADMIN = 2;
+   */
+  ADMIN = 2,
+
+  /**
+   * ROLE_OPERATOR reads, dispatches and uses the OpenAI-compatible API; it cannot manage
+   * tokens, pair or approve nodes, revoke, change flags or read the audit log.
+   *
+   * @generated from enum value: ROLE_OPERATOR = 3;
+   */
+  OPERATOR = 3,
+}
+
+/**
+ * Describes the enum palyra.access.v1.Role.
+ */
+export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
+  enumDesc(file_palyra_access_v1_access, 0);
+
+/**
+ * AuthMethod is how a caller authenticated.
+ *
+ * @generated from enum palyra.access.v1.AuthMethod
+ */
+export enum AuthMethod {
+  /**
+   * AUTH_METHOD_UNSPECIFIED is never sent.
+   *
+   * @generated from enum value: AUTH_METHOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * AUTH_METHOD_BEARER_TOKEN: an API token in `Authorization: Bearer`.
+   *
+   * @generated from enum value: AUTH_METHOD_BEARER_TOKEN = 1;
+   */
+  BEARER_TOKEN = 1,
+
+  /**
+   * AUTH_METHOD_SESSION_COOKIE: a console session cookie (plus the CSRF header for calls
+   * that change state).
+   *
+   * @generated from enum value: AUTH_METHOD_SESSION_COOKIE = 2;
+   */
+  SESSION_COOKIE = 2,
+}
+
+/**
+ * Describes the enum palyra.access.v1.AuthMethod.
+ */
+export const AuthMethodSchema: GenEnum<AuthMethod> = /*@__PURE__*/
+  enumDesc(file_palyra_access_v1_access, 1);
+
+/**
+ * TokenState is the state of an API token at the time of the call.
+ *
+ * @generated from enum palyra.access.v1.TokenState
+ */
+export enum TokenState {
+  /**
+   * TOKEN_STATE_UNSPECIFIED: no filter (in requests); never sent in responses.
+   *
+   * @generated from enum value: TOKEN_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * TOKEN_STATE_ACTIVE: neither revoked nor expired.
+   *
+   * @generated from enum value: TOKEN_STATE_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * TOKEN_STATE_EXPIRED: its expiry time has passed.
+   *
+   * @generated from enum value: TOKEN_STATE_EXPIRED = 2;
+   */
+  EXPIRED = 2,
+
+  /**
+   * TOKEN_STATE_REVOKED: revoked (or rotated away), whatever its expiry.
+   *
+   * @generated from enum value: TOKEN_STATE_REVOKED = 3;
+   */
+  REVOKED = 3,
+}
+
+/**
+ * Describes the enum palyra.access.v1.TokenState.
+ */
+export const TokenStateSchema: GenEnum<TokenState> = /*@__PURE__*/
+  enumDesc(file_palyra_access_v1_access, 2);
+
+/**
+ * FlagStage says how mature the feature behind a flag is.
+ *
+ * @generated from enum palyra.access.v1.FlagStage
+ */
+export enum FlagStage {
+  /**
+   * FLAG_STAGE_UNSPECIFIED is never sent.
+   *
+   * @generated from enum value: FLAG_STAGE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * FLAG_STAGE_EXPERIMENTAL: may change or go away.
+   *
+   * @generated from enum value: FLAG_STAGE_EXPERIMENTAL = 1;
+   */
+  EXPERIMENTAL = 1,
+
+  /**
+   * FLAG_STAGE_BETA: complete, being proven.
+   *
+   * @generated from enum value: FLAG_STAGE_BETA = 2;
+   */
+  BETA = 2,
+
+  /**
+   * FLAG_STAGE_STABLE: supported.
+   *
+   * @generated from enum value: FLAG_STAGE_STABLE = 3;
+   */
+  STABLE = 3,
+}
+
+/**
+ * Describes the enum palyra.access.v1.FlagStage.
+ */
+export const FlagStageSchema: GenEnum<FlagStage> = /*@__PURE__*/
+  enumDesc(file_palyra_access_v1_access, 3);
+
+/**
+ * AuditOutcome is how an audited call ended.
+ *
+ * @generated from enum palyra.access.v1.AuditOutcome
+ */
+export enum AuditOutcome {
+  /**
+   * AUDIT_OUTCOME_UNSPECIFIED: no filter (in requests); never sent in responses.
+   *
+   * @generated from enum value: AUDIT_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * AUDIT_OUTCOME_SUCCESS: the call succeeded.
+   *
+   * @generated from enum value: AUDIT_OUTCOME_SUCCESS = 1;
+   */
+  SUCCESS = 1,
+
+  /**
+   * AUDIT_OUTCOME_FAILURE: the call failed, including failed authentication and refused
+   * permission; the code says how.
+   *
+   * @generated from enum value: AUDIT_OUTCOME_FAILURE = 2;
+   */
+  FAILURE = 2,
+}
+
+/**
+ * Describes the enum palyra.access.v1.AuditOutcome.
+ */
+export const AuditOutcomeSchema: GenEnum<AuditOutcome> = /*@__PURE__*/
+  enumDesc(file_palyra_access_v1_access, 4);
+
+/**
+ * AccessService manages who may do what, and records what was done.
  *
  * @generated from service palyra.access.v1.AccessService
  */
 export const AccessService: GenService<{
+  /**
+   * WhoAmI describes the caller: the principal, its role, its effective permissions and
+   * the token (and console session) it authenticated with.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
+  },
   /**
    * ListPermissions returns the permission catalog: every permission a role or an API
    * token can hold, with what it allows, sorted by name.
@@ -104,6 +1328,116 @@ export const AccessService: GenService<{
     methodKind: "unary";
     input: typeof ListPermissionsRequestSchema;
     output: typeof ListPermissionsResponseSchema;
+  },
+  /**
+   * ListRoles returns the roles and the permissions each grants.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.ListRoles
+   */
+  listRoles: {
+    methodKind: "unary";
+    input: typeof ListRolesRequestSchema;
+    output: typeof ListRolesResponseSchema;
+  },
+  /**
+   * CreateToken creates an API token. Its effective permissions (its role's, narrowed to
+   * its scopes when scopes are given) must be a subset of the caller's. The secret is
+   * returned once and only its hash is stored.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.CreateToken
+   */
+  createToken: {
+    methodKind: "unary";
+    input: typeof CreateTokenRequestSchema;
+    output: typeof CreateTokenResponseSchema;
+  },
+  /**
+   * ListTokens lists API tokens, newest first, with their state computed at the time of
+   * the call.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.ListTokens
+   */
+  listTokens: {
+    methodKind: "unary";
+    input: typeof ListTokensRequestSchema;
+    output: typeof ListTokensResponseSchema;
+  },
+  /**
+   * GetToken returns one API token.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.GetToken
+   */
+  getToken: {
+    methodKind: "unary";
+    input: typeof GetTokenRequestSchema;
+    output: typeof GetTokenResponseSchema;
+  },
+  /**
+   * RotateToken replaces a token by a new one with the same label, role, scopes and rate
+   * limit: the old secret stops working at once and the new token records which one it
+   * replaced. Only tokens whose permissions the caller holds can be rotated.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.RotateToken
+   */
+  rotateToken: {
+    methodKind: "unary";
+    input: typeof RotateTokenRequestSchema;
+    output: typeof RotateTokenResponseSchema;
+  },
+  /**
+   * RevokeToken revokes a token at once, and every console session opened with it. Only
+   * tokens whose permissions the caller holds can be revoked.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
+  },
+  /**
+   * ListFlags lists the feature flags with their state, description, stage and
+   * dependencies.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.ListFlags
+   */
+  listFlags: {
+    methodKind: "unary";
+    input: typeof ListFlagsRequestSchema;
+    output: typeof ListFlagsResponseSchema;
+  },
+  /**
+   * SetFlag turns a feature flag on or off. Turning on a flag whose dependencies are off,
+   * or off a flag that an enabled flag depends on, fails with FailedPrecondition naming
+   * the flags in the way.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.SetFlag
+   */
+  setFlag: {
+    methodKind: "unary";
+    input: typeof SetFlagRequestSchema;
+    output: typeof SetFlagResponseSchema;
+  },
+  /**
+   * ListAuditEvents lists audit events, newest first, filtered and paged.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
+   * VerifyAuditLog recomputes the hash chain of the whole audit log and reports the first
+   * event that was edited, or where events were deleted.
+   *
+   * @generated from rpc palyra.access.v1.AccessService.VerifyAuditLog
+   */
+  verifyAuditLog: {
+    methodKind: "unary";
+    input: typeof VerifyAuditLogRequestSchema;
+    output: typeof VerifyAuditLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_access_v1_access, 0);

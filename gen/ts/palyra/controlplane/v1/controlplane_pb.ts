@@ -255,8 +255,10 @@ export const ControlPlaneService: GenService<{
   /**
    * GetStatus reports what this palyrad replica is and how it is doing: its version and
    * uptime, the state of its database, the fingerprint of the internal CA, the address
-   * it listens on and its replica id. It answers even when the database is down, with
-   * the database state saying so.
+   * it listens on and its replica id. A database that fails after the caller was
+   * authenticated is reported in the answer; with the database down no caller can be
+   * authenticated, so the call fails with Unavailable while the public gRPC health
+   * check answers NOT_SERVING.
    *
    * @generated from rpc palyra.controlplane.v1.ControlPlaneService.GetStatus
    */

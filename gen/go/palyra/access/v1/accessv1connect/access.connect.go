@@ -2,8 +2,8 @@
 //
 // Source: palyra/access/v1/access.proto
 
-// Package palyra.access.v1 is the access-control API of palyrad: the permission catalog
-// and, as it grows, principals, roles, API tokens, feature flags and the audit log.
+// Package palyra.access.v1 is the access-control API of palyrad: who is calling, the
+// permission catalog and roles, API tokens, feature flags and the audit log.
 package accessv1connect
 
 import (
@@ -35,16 +35,77 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
+	// AccessServiceWhoAmIProcedure is the fully-qualified name of the AccessService's WhoAmI RPC.
+	AccessServiceWhoAmIProcedure = "/palyra.access.v1.AccessService/WhoAmI"
 	// AccessServiceListPermissionsProcedure is the fully-qualified name of the AccessService's
 	// ListPermissions RPC.
 	AccessServiceListPermissionsProcedure = "/palyra.access.v1.AccessService/ListPermissions"
+	// AccessServiceListRolesProcedure is the fully-qualified name of the AccessService's ListRoles RPC.
+	AccessServiceListRolesProcedure = "/palyra.access.v1.AccessService/ListRoles"
+	// AccessServiceCreateTokenProcedure is the fully-qualified name of the AccessService's CreateToken
+	// RPC.
+	AccessServiceCreateTokenProcedure = "/palyra.access.v1.AccessService/CreateToken"
+	// AccessServiceListTokensProcedure is the fully-qualified name of the AccessService's ListTokens
+	// RPC.
+	AccessServiceListTokensProcedure = "/palyra.access.v1.AccessService/ListTokens"
+	// AccessServiceGetTokenProcedure is the fully-qualified name of the AccessService's GetToken RPC.
+	AccessServiceGetTokenProcedure = "/palyra.access.v1.AccessService/GetToken"
+	// AccessServiceRotateTokenProcedure is the fully-qualified name of the AccessService's RotateToken
+	// RPC.
+	AccessServiceRotateTokenProcedure = "/palyra.access.v1.AccessService/RotateToken"
+	// AccessServiceRevokeTokenProcedure is the fully-qualified name of the AccessService's RevokeToken
+	// RPC.
+	AccessServiceRevokeTokenProcedure = "/palyra.access.v1.AccessService/RevokeToken"
+	// AccessServiceListFlagsProcedure is the fully-qualified name of the AccessService's ListFlags RPC.
+	AccessServiceListFlagsProcedure = "/palyra.access.v1.AccessService/ListFlags"
+	// AccessServiceSetFlagProcedure is the fully-qualified name of the AccessService's SetFlag RPC.
+	AccessServiceSetFlagProcedure = "/palyra.access.v1.AccessService/SetFlag"
+	// AccessServiceListAuditEventsProcedure is the fully-qualified name of the AccessService's
+	// ListAuditEvents RPC.
+	AccessServiceListAuditEventsProcedure = "/palyra.access.v1.AccessService/ListAuditEvents"
+	// AccessServiceVerifyAuditLogProcedure is the fully-qualified name of the AccessService's
+	// VerifyAuditLog RPC.
+	AccessServiceVerifyAuditLogProcedure = "/palyra.access.v1.AccessService/VerifyAuditLog"
 )
 
 // AccessServiceClient is a client for the palyra.access.v1.AccessService service.
 type AccessServiceClient interface {
+	// WhoAmI describes the caller: the principal, its role, its effective permissions and
+	// the token (and console session) it authenticated with.
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
 	// ListPermissions returns the permission catalog: every permission a role or an API
 	// token can hold, with what it allows, sorted by name.
 	ListPermissions(context.Context, *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error)
+	// ListRoles returns the roles and the permissions each grants.
+	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
+	// CreateToken creates an API token. Its effective permissions (its role's, narrowed to
+	// its scopes when scopes are given) must be a subset of the caller's. The secret is
+	// returned once and only its hash is stored.
+	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
+	// ListTokens lists API tokens, newest first, with their state computed at the time of
+	// the call.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// GetToken returns one API token.
+	GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
+	// RotateToken replaces a token by a new one with the same label, role, scopes and rate
+	// limit: the old secret stops working at once and the new token records which one it
+	// replaced. Only tokens whose permissions the caller holds can be rotated.
+	RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error)
+	// RevokeToken revokes a token at once, and every console session opened with it. Only
+	// tokens whose permissions the caller holds can be revoked.
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// ListFlags lists the feature flags with their state, description, stage and
+	// dependencies.
+	ListFlags(context.Context, *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error)
+	// SetFlag turns a feature flag on or off. Turning on a flag whose dependencies are off,
+	// or off a flag that an enabled flag depends on, fails with FailedPrecondition naming
+	// the flags in the way.
+	SetFlag(context.Context, *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error)
+	// ListAuditEvents lists audit events, newest first, filtered and paged.
+	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
+	// VerifyAuditLog recomputes the hash chain of the whole audit log and reports the first
+	// event that was edited, or where events were deleted.
+	VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error)
 }
 
 // NewAccessServiceClient constructs a client for the palyra.access.v1.AccessService service. By
@@ -58,10 +119,83 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 	baseURL = strings.TrimRight(baseURL, "/")
 	accessServiceMethods := v1.File_palyra_access_v1_access_proto.Services().ByName("AccessService").Methods()
 	return &accessServiceClient{
+		whoAmI: connect.NewClient[v1.WhoAmIRequest, v1.WhoAmIResponse](
+			httpClient,
+			baseURL+AccessServiceWhoAmIProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("WhoAmI")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 		listPermissions: connect.NewClient[v1.ListPermissionsRequest, v1.ListPermissionsResponse](
 			httpClient,
 			baseURL+AccessServiceListPermissionsProcedure,
 			connect.WithSchema(accessServiceMethods.ByName("ListPermissions")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		listRoles: connect.NewClient[v1.ListRolesRequest, v1.ListRolesResponse](
+			httpClient,
+			baseURL+AccessServiceListRolesProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("ListRoles")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		createToken: connect.NewClient[v1.CreateTokenRequest, v1.CreateTokenResponse](
+			httpClient,
+			baseURL+AccessServiceCreateTokenProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("CreateToken")),
+			connect.WithClientOptions(opts...),
+		),
+		listTokens: connect.NewClient[v1.ListTokensRequest, v1.ListTokensResponse](
+			httpClient,
+			baseURL+AccessServiceListTokensProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("ListTokens")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getToken: connect.NewClient[v1.GetTokenRequest, v1.GetTokenResponse](
+			httpClient,
+			baseURL+AccessServiceGetTokenProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("GetToken")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		rotateToken: connect.NewClient[v1.RotateTokenRequest, v1.RotateTokenResponse](
+			httpClient,
+			baseURL+AccessServiceRotateTokenProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("RotateToken")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeToken: connect.NewClient[v1.RevokeTokenRequest, v1.RevokeTokenResponse](
+			httpClient,
+			baseURL+AccessServiceRevokeTokenProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("RevokeToken")),
+			connect.WithClientOptions(opts...),
+		),
+		listFlags: connect.NewClient[v1.ListFlagsRequest, v1.ListFlagsResponse](
+			httpClient,
+			baseURL+AccessServiceListFlagsProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("ListFlags")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		setFlag: connect.NewClient[v1.SetFlagRequest, v1.SetFlagResponse](
+			httpClient,
+			baseURL+AccessServiceSetFlagProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("SetFlag")),
+			connect.WithClientOptions(opts...),
+		),
+		listAuditEvents: connect.NewClient[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse](
+			httpClient,
+			baseURL+AccessServiceListAuditEventsProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("ListAuditEvents")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		verifyAuditLog: connect.NewClient[v1.VerifyAuditLogRequest, v1.VerifyAuditLogResponse](
+			httpClient,
+			baseURL+AccessServiceVerifyAuditLogProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("VerifyAuditLog")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
@@ -70,7 +204,23 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 
 // accessServiceClient implements AccessServiceClient.
 type accessServiceClient struct {
+	whoAmI          *connect.Client[v1.WhoAmIRequest, v1.WhoAmIResponse]
 	listPermissions *connect.Client[v1.ListPermissionsRequest, v1.ListPermissionsResponse]
+	listRoles       *connect.Client[v1.ListRolesRequest, v1.ListRolesResponse]
+	createToken     *connect.Client[v1.CreateTokenRequest, v1.CreateTokenResponse]
+	listTokens      *connect.Client[v1.ListTokensRequest, v1.ListTokensResponse]
+	getToken        *connect.Client[v1.GetTokenRequest, v1.GetTokenResponse]
+	rotateToken     *connect.Client[v1.RotateTokenRequest, v1.RotateTokenResponse]
+	revokeToken     *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	listFlags       *connect.Client[v1.ListFlagsRequest, v1.ListFlagsResponse]
+	setFlag         *connect.Client[v1.SetFlagRequest, v1.SetFlagResponse]
+	listAuditEvents *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
+	verifyAuditLog  *connect.Client[v1.VerifyAuditLogRequest, v1.VerifyAuditLogResponse]
+}
+
+// WhoAmI calls palyra.access.v1.AccessService.WhoAmI.
+func (c *accessServiceClient) WhoAmI(ctx context.Context, req *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return c.whoAmI.CallUnary(ctx, req)
 }
 
 // ListPermissions calls palyra.access.v1.AccessService.ListPermissions.
@@ -78,11 +228,94 @@ func (c *accessServiceClient) ListPermissions(ctx context.Context, req *connect.
 	return c.listPermissions.CallUnary(ctx, req)
 }
 
+// ListRoles calls palyra.access.v1.AccessService.ListRoles.
+func (c *accessServiceClient) ListRoles(ctx context.Context, req *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error) {
+	return c.listRoles.CallUnary(ctx, req)
+}
+
+// CreateToken calls palyra.access.v1.AccessService.CreateToken.
+func (c *accessServiceClient) CreateToken(ctx context.Context, req *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error) {
+	return c.createToken.CallUnary(ctx, req)
+}
+
+// ListTokens calls palyra.access.v1.AccessService.ListTokens.
+func (c *accessServiceClient) ListTokens(ctx context.Context, req *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return c.listTokens.CallUnary(ctx, req)
+}
+
+// GetToken calls palyra.access.v1.AccessService.GetToken.
+func (c *accessServiceClient) GetToken(ctx context.Context, req *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error) {
+	return c.getToken.CallUnary(ctx, req)
+}
+
+// RotateToken calls palyra.access.v1.AccessService.RotateToken.
+func (c *accessServiceClient) RotateToken(ctx context.Context, req *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error) {
+	return c.rotateToken.CallUnary(ctx, req)
+}
+
+// RevokeToken calls palyra.access.v1.AccessService.RevokeToken.
+func (c *accessServiceClient) RevokeToken(ctx context.Context, req *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return c.revokeToken.CallUnary(ctx, req)
+}
+
+// ListFlags calls palyra.access.v1.AccessService.ListFlags.
+func (c *accessServiceClient) ListFlags(ctx context.Context, req *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error) {
+	return c.listFlags.CallUnary(ctx, req)
+}
+
+// SetFlag calls palyra.access.v1.AccessService.SetFlag.
+func (c *accessServiceClient) SetFlag(ctx context.Context, req *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error) {
+	return c.setFlag.CallUnary(ctx, req)
+}
+
+// ListAuditEvents calls palyra.access.v1.AccessService.ListAuditEvents.
+func (c *accessServiceClient) ListAuditEvents(ctx context.Context, req *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
+	return c.listAuditEvents.CallUnary(ctx, req)
+}
+
+// VerifyAuditLog calls palyra.access.v1.AccessService.VerifyAuditLog.
+func (c *accessServiceClient) VerifyAuditLog(ctx context.Context, req *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error) {
+	return c.verifyAuditLog.CallUnary(ctx, req)
+}
+
 // AccessServiceHandler is an implementation of the palyra.access.v1.AccessService service.
 type AccessServiceHandler interface {
+	// WhoAmI describes the caller: the principal, its role, its effective permissions and
+	// the token (and console session) it authenticated with.
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
 	// ListPermissions returns the permission catalog: every permission a role or an API
 	// token can hold, with what it allows, sorted by name.
 	ListPermissions(context.Context, *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error)
+	// ListRoles returns the roles and the permissions each grants.
+	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
+	// CreateToken creates an API token. Its effective permissions (its role's, narrowed to
+	// its scopes when scopes are given) must be a subset of the caller's. The secret is
+	// returned once and only its hash is stored.
+	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
+	// ListTokens lists API tokens, newest first, with their state computed at the time of
+	// the call.
+	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
+	// GetToken returns one API token.
+	GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
+	// RotateToken replaces a token by a new one with the same label, role, scopes and rate
+	// limit: the old secret stops working at once and the new token records which one it
+	// replaced. Only tokens whose permissions the caller holds can be rotated.
+	RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error)
+	// RevokeToken revokes a token at once, and every console session opened with it. Only
+	// tokens whose permissions the caller holds can be revoked.
+	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// ListFlags lists the feature flags with their state, description, stage and
+	// dependencies.
+	ListFlags(context.Context, *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error)
+	// SetFlag turns a feature flag on or off. Turning on a flag whose dependencies are off,
+	// or off a flag that an enabled flag depends on, fails with FailedPrecondition naming
+	// the flags in the way.
+	SetFlag(context.Context, *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error)
+	// ListAuditEvents lists audit events, newest first, filtered and paged.
+	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
+	// VerifyAuditLog recomputes the hash chain of the whole audit log and reports the first
+	// event that was edited, or where events were deleted.
+	VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error)
 }
 
 // NewAccessServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -92,6 +325,13 @@ type AccessServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	accessServiceMethods := v1.File_palyra_access_v1_access_proto.Services().ByName("AccessService").Methods()
+	accessServiceWhoAmIHandler := connect.NewUnaryHandler(
+		AccessServiceWhoAmIProcedure,
+		svc.WhoAmI,
+		connect.WithSchema(accessServiceMethods.ByName("WhoAmI")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	accessServiceListPermissionsHandler := connect.NewUnaryHandler(
 		AccessServiceListPermissionsProcedure,
 		svc.ListPermissions,
@@ -99,10 +339,98 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	accessServiceListRolesHandler := connect.NewUnaryHandler(
+		AccessServiceListRolesProcedure,
+		svc.ListRoles,
+		connect.WithSchema(accessServiceMethods.ByName("ListRoles")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceCreateTokenHandler := connect.NewUnaryHandler(
+		AccessServiceCreateTokenProcedure,
+		svc.CreateToken,
+		connect.WithSchema(accessServiceMethods.ByName("CreateToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceListTokensHandler := connect.NewUnaryHandler(
+		AccessServiceListTokensProcedure,
+		svc.ListTokens,
+		connect.WithSchema(accessServiceMethods.ByName("ListTokens")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceGetTokenHandler := connect.NewUnaryHandler(
+		AccessServiceGetTokenProcedure,
+		svc.GetToken,
+		connect.WithSchema(accessServiceMethods.ByName("GetToken")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceRotateTokenHandler := connect.NewUnaryHandler(
+		AccessServiceRotateTokenProcedure,
+		svc.RotateToken,
+		connect.WithSchema(accessServiceMethods.ByName("RotateToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceRevokeTokenHandler := connect.NewUnaryHandler(
+		AccessServiceRevokeTokenProcedure,
+		svc.RevokeToken,
+		connect.WithSchema(accessServiceMethods.ByName("RevokeToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceListFlagsHandler := connect.NewUnaryHandler(
+		AccessServiceListFlagsProcedure,
+		svc.ListFlags,
+		connect.WithSchema(accessServiceMethods.ByName("ListFlags")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceSetFlagHandler := connect.NewUnaryHandler(
+		AccessServiceSetFlagProcedure,
+		svc.SetFlag,
+		connect.WithSchema(accessServiceMethods.ByName("SetFlag")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceListAuditEventsHandler := connect.NewUnaryHandler(
+		AccessServiceListAuditEventsProcedure,
+		svc.ListAuditEvents,
+		connect.WithSchema(accessServiceMethods.ByName("ListAuditEvents")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	accessServiceVerifyAuditLogHandler := connect.NewUnaryHandler(
+		AccessServiceVerifyAuditLogProcedure,
+		svc.VerifyAuditLog,
+		connect.WithSchema(accessServiceMethods.ByName("VerifyAuditLog")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.access.v1.AccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case AccessServiceWhoAmIProcedure:
+			accessServiceWhoAmIHandler.ServeHTTP(w, r)
 		case AccessServiceListPermissionsProcedure:
 			accessServiceListPermissionsHandler.ServeHTTP(w, r)
+		case AccessServiceListRolesProcedure:
+			accessServiceListRolesHandler.ServeHTTP(w, r)
+		case AccessServiceCreateTokenProcedure:
+			accessServiceCreateTokenHandler.ServeHTTP(w, r)
+		case AccessServiceListTokensProcedure:
+			accessServiceListTokensHandler.ServeHTTP(w, r)
+		case AccessServiceGetTokenProcedure:
+			accessServiceGetTokenHandler.ServeHTTP(w, r)
+		case AccessServiceRotateTokenProcedure:
+			accessServiceRotateTokenHandler.ServeHTTP(w, r)
+		case AccessServiceRevokeTokenProcedure:
+			accessServiceRevokeTokenHandler.ServeHTTP(w, r)
+		case AccessServiceListFlagsProcedure:
+			accessServiceListFlagsHandler.ServeHTTP(w, r)
+		case AccessServiceSetFlagProcedure:
+			accessServiceSetFlagHandler.ServeHTTP(w, r)
+		case AccessServiceListAuditEventsProcedure:
+			accessServiceListAuditEventsHandler.ServeHTTP(w, r)
+		case AccessServiceVerifyAuditLogProcedure:
+			accessServiceVerifyAuditLogHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -112,6 +440,50 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 // UnimplementedAccessServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedAccessServiceHandler struct{}
 
+func (UnimplementedAccessServiceHandler) WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.WhoAmI is not implemented"))
+}
+
 func (UnimplementedAccessServiceHandler) ListPermissions(context.Context, *connect.Request[v1.ListPermissionsRequest]) (*connect.Response[v1.ListPermissionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListPermissions is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListRoles is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.CreateToken is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListTokens is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.GetToken is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.RotateToken is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.RevokeToken is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) ListFlags(context.Context, *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListFlags is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) SetFlag(context.Context, *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.SetFlag is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListAuditEvents is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.VerifyAuditLog is not implemented"))
 }

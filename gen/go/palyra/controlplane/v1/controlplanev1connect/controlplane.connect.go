@@ -44,8 +44,10 @@ const (
 type ControlPlaneServiceClient interface {
 	// GetStatus reports what this palyrad replica is and how it is doing: its version and
 	// uptime, the state of its database, the fingerprint of the internal CA, the address
-	// it listens on and its replica id. It answers even when the database is down, with
-	// the database state saying so.
+	// it listens on and its replica id. A database that fails after the caller was
+	// authenticated is reported in the answer; with the database down no caller can be
+	// authenticated, so the call fails with Unavailable while the public gRPC health
+	// check answers NOT_SERVING.
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
 }
 
@@ -85,8 +87,10 @@ func (c *controlPlaneServiceClient) GetStatus(ctx context.Context, req *connect.
 type ControlPlaneServiceHandler interface {
 	// GetStatus reports what this palyrad replica is and how it is doing: its version and
 	// uptime, the state of its database, the fingerprint of the internal CA, the address
-	// it listens on and its replica id. It answers even when the database is down, with
-	// the database state saying so.
+	// it listens on and its replica id. A database that fails after the caller was
+	// authenticated is reported in the answer; with the database down no caller can be
+	// authenticated, so the call fails with Unavailable while the public gRPC health
+	// check answers NOT_SERVING.
 	GetStatus(context.Context, *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error)
 }
 

@@ -1,0 +1,120 @@
+package access
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRoles(t *testing.T) {
+	t.Parallel()
+	all := PermissionSet{}
+	for _, p := range catalog {
+		all[Permission(p.Name)] = true
+	}
+	cases := map[Role]struct {
+		has, lacks []Permission
+	}{
+		Owner: {has: []Permission{ConfigWrite, SecretsRead, TokensManage, FlagsManage, NodesApprove}},
+		Admin: {
+			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite},
+			lacks: []Permission{ConfigWrite, SecretsRead},
+		},
+		Operator: {
+			has:   []Permission{StatusRead, NodesRead, ConfigRead, NodesDispatch, CompatModelsRead, CompatChatCreate},
+			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigWrite, SecretsRead, SecretsWrite},
+		},
+	}
+	for role, tc := range cases {
+		perms := role.Permissions()
+		for _, p := range tc.has {
+			if !perms.Has(p) {
+				t.Errorf("%s lacks %s", role, p)
+			}
+		}
+		for _, p := range tc.lacks {
+			if perms.Has(p) {
+				t.Errorf("%s has %s", role, p)
+			}
+		}
+		if missing := perms.Missing(all); len(missing) > 0 {
+			t.Errorf("%s grants permissions outside the catalog: %v", role, missing)
+		}
+		if r, err := ParseRole(string(role)); err != nil || r != role {
+			t.Errorf("ParseRole(%q) = %q, %v", role, r, err)
+		}
+		if back, ok := RoleFromProto(role.Proto()); !ok || back != role {
+			t.Errorf("proto round trip of %s gives %s", role, back)
+		}
+	}
+	if len(Owner.Permissions()) != len(catalog) {
+		t.Errorf("owner holds %d of %d permissions", len(Owner.Permissions()), len(catalog))
+	}
+	if _, err := ParseRole("root"); err == nil {
+		t.Error("ParseRole accepted root")
+	}
+}
+
+func TestEffectivePermissions(t *testing.T) {
+	t.Parallel()
+	// Scopes narrow a role; a scope the role does not grant adds nothing.
+	got := effective(Operator, []Permission{NodesRead, TokensManage}).Names()
+	if !slices.Equal(got, []string{"nodes.read"}) {
+		t.Errorf("operator scoped to nodes.read and tokens.manage: %v", got)
+	}
+	if got := effective(Admin, nil); len(got) != len(Admin.Permissions()) {
+		t.Errorf("no scopes must keep the role's permissions: %v", got.Names())
+	}
+}
+
+func TestTokenFormat(t *testing.T) {
+	t.Parallel()
+	id, secret := newSecret()
+	token := formatToken(id, secret)
+	if !strings.HasPrefix(token, "plr_"+id+"_") || len(secret)*5 < 128 {
+		t.Fatalf("token %q: want plr_<id>_<secret> with at least 128 bits", token)
+	}
+	if gotID, gotSecret, ok := parseToken(token); !ok || gotID != id || gotSecret != secret {
+		t.Errorf("parseToken(%q) = %q, %q, %v", token, gotID, gotSecret, ok)
+	}
+	if _, other := newSecret(); other == secret {
+		t.Error("two secrets are equal")
+	}
+	for _, bad := range []string{
+		"", "plr_", "plr__x", "abc_" + id + "_" + secret, "plr_" + id, "plr_" + id + "_",
+		"plr_" + strings.ToLower(id) + "_x", "plr_" + id[:25] + "_x", "plr_" + id + "_" + strings.Repeat("a", 129),
+	} {
+		if _, _, ok := parseToken(bad); ok {
+			t.Errorf("parseToken accepted %q", bad)
+		}
+	}
+	// Hashes are bound to the kind and the id.
+	h := hashSecret(kindToken, id, secret)
+	if slices.Equal(h, hashSecret(kindSession, id, secret)) || slices.Equal(h, hashSecret(kindToken, "other", secret)) || len(h) != 32 {
+		t.Error("hashSecret is not bound to kind and id")
+	}
+}
+
+func TestFailureLimiter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := NewFailureLimiter(func() time.Time { return now })
+	for i := range failureBurst {
+		if _, blocked := l.Blocked("10.0.0.1:5000"); blocked {
+			t.Fatalf("blocked after %d failures, burst is %d", i, failureBurst)
+		}
+		l.Failed("10.0.0.1:" + string(rune('0'+i%10))) // the port does not matter
+	}
+	wait, blocked := l.Blocked("10.0.0.1:6000")
+	if !blocked || wait <= 0 || wait > time.Minute/failureRefill {
+		t.Fatalf("after the burst: blocked %v, wait %v", blocked, wait)
+	}
+	if _, blocked := l.Blocked("10.0.0.2:1"); blocked {
+		t.Error("another address is blocked too")
+	}
+	now = now.Add(time.Minute / failureRefill)
+	if _, blocked := l.Blocked("10.0.0.1:1"); blocked {
+		t.Error("still blocked after the refill of one failure")
+	}
+}

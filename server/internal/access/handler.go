@@ -1,0 +1,380 @@
+package access
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/flags"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// defaultPageSize is the page size of lists that do not ask for one.
+const defaultPageSize = 100
+
+// HandlerOptions are the AccessService handler's dependencies.
+type HandlerOptions struct {
+	Tokens *Tokens
+	Flags  *flags.Registry
+	Audit  *audit.Log
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler serves AccessService.
+type Handler struct {
+	opts HandlerOptions
+}
+
+var _ accessv1connect.AccessServiceHandler = (*Handler)(nil)
+
+// NewHandler returns the AccessService handler.
+func NewHandler(opts HandlerOptions) *Handler {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Handler{opts: opts}
+}
+
+// caller returns the authenticated principal; the interceptor guarantees one for every
+// RPC of AccessService.
+func caller(ctx context.Context) (*Principal, error) {
+	p, ok := PrincipalFrom(ctx)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
+	}
+	return p, nil
+}
+
+// WhoAmI describes the caller.
+func (h *Handler) WhoAmI(ctx context.Context, _ *connect.Request[accessv1.WhoAmIRequest]) (*connect.Response[accessv1.WhoAmIResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&accessv1.WhoAmIResponse{Principal: p.Proto()}), nil
+}
+
+// ListPermissions returns the catalog, filtered by prefix.
+func (h *Handler) ListPermissions(_ context.Context, req *connect.Request[accessv1.ListPermissionsRequest]) (*connect.Response[accessv1.ListPermissionsResponse], error) {
+	res := &accessv1.ListPermissionsResponse{Permissions: []*accessv1.Permission{}}
+	for _, p := range catalog {
+		if strings.HasPrefix(p.Name, req.Msg.GetPrefix()) {
+			res.Permissions = append(res.Permissions, p)
+		}
+	}
+	return connect.NewResponse(res), nil
+}
+
+// ListRoles returns every role and its permissions.
+func (h *Handler) ListRoles(context.Context, *connect.Request[accessv1.ListRolesRequest]) (*connect.Response[accessv1.ListRolesResponse], error) {
+	res := &accessv1.ListRolesResponse{}
+	for _, r := range roleDescriptions {
+		res.Roles = append(res.Roles, &accessv1.RoleInfo{
+			Role: r.role.Proto(), Name: string(r.role), Description: r.description,
+			Permissions: r.role.Permissions().Names(),
+		})
+	}
+	return connect.NewResponse(res), nil
+}
+
+// CreateToken creates a token no more powerful than the caller.
+func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1.CreateTokenRequest]) (*connect.Response[accessv1.CreateTokenResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	role, _ := RoleFromProto(req.Msg.GetRole()) // protovalidate refuses unspecified and undefined roles
+	scopes, err := parseScopes(req.Msg.GetScopes())
+	if err != nil {
+		return nil, err
+	}
+	params := CreateParams{Label: req.Msg.GetLabel(), Role: role, Scopes: scopes, RateLimit: int(req.Msg.GetRateLimitPerMinute())}
+	if req.Msg.ExpireTime != nil {
+		at := req.Msg.GetExpireTime().AsTime()
+		params.ExpiresAt = &at
+	}
+	tok, secret, err := h.opts.Tokens.Create(ctx, p, params)
+	if err != nil {
+		return nil, tokenError("", err)
+	}
+	audit.SetTarget(ctx, "token:"+tok.ID)
+	return connect.NewResponse(&accessv1.CreateTokenResponse{Token: h.tokenProto(tok), Secret: secret}), nil
+}
+
+// parseScopes checks every scope against the catalog; an unknown one is refused with
+// InvalidArgument naming the field.
+func parseScopes(in []string) ([]Permission, error) {
+	out := make([]Permission, 0, len(in))
+	var bad []*errdetails.BadRequest_FieldViolation
+	for i, s := range in {
+		if !Known(Permission(s)) {
+			bad = append(bad, &errdetails.BadRequest_FieldViolation{
+				Field:       fmt.Sprintf("scopes[%d]", i),
+				Description: fmt.Sprintf("%q is not a permission in the catalog (see ListPermissions)", s),
+			})
+			continue
+		}
+		out = append(out, Permission(s))
+	}
+	if len(bad) == 0 {
+		return out, nil
+	}
+	err := connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %s", bad[0].GetField(), bad[0].GetDescription()))
+	if d, derr := connect.NewErrorDetail(&errdetails.BadRequest{FieldViolations: bad}); derr == nil {
+		err.AddDetail(d)
+	}
+	return nil, err
+}
+
+// ListTokens lists tokens, newest first.
+func (h *Handler) ListTokens(ctx context.Context, req *connect.Request[accessv1.ListTokensRequest]) (*connect.Response[accessv1.ListTokensResponse], error) {
+	params := ListParams{PageToken: req.Msg.GetPageToken(), Limit: int(req.Msg.GetPageSize())}
+	if params.Limit == 0 {
+		params.Limit = defaultPageSize
+	}
+	switch req.Msg.GetState() {
+	case accessv1.TokenState_TOKEN_STATE_ACTIVE:
+		params.State = Active
+	case accessv1.TokenState_TOKEN_STATE_EXPIRED:
+		params.State = Expired
+	case accessv1.TokenState_TOKEN_STATE_REVOKED:
+		params.State = Revoked
+	}
+	toks, next, err := h.opts.Tokens.List(ctx, params)
+	if err != nil {
+		return nil, tokenError("", err)
+	}
+	res := &accessv1.ListTokensResponse{Tokens: make([]*accessv1.Token, len(toks)), NextPageToken: next}
+	for i, t := range toks {
+		res.Tokens[i] = h.tokenProto(t)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// GetToken returns one token.
+func (h *Handler) GetToken(ctx context.Context, req *connect.Request[accessv1.GetTokenRequest]) (*connect.Response[accessv1.GetTokenResponse], error) {
+	tok, err := h.opts.Tokens.Get(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, tokenError(req.Msg.GetId(), err)
+	}
+	return connect.NewResponse(&accessv1.GetTokenResponse{Token: h.tokenProto(tok)}), nil
+}
+
+// RotateToken replaces a token by a new one.
+func (h *Handler) RotateToken(ctx context.Context, req *connect.Request[accessv1.RotateTokenRequest]) (*connect.Response[accessv1.RotateTokenResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	audit.SetTarget(ctx, "token:"+req.Msg.GetId())
+	var expiresAt *time.Time
+	if req.Msg.ExpireTime != nil {
+		at := req.Msg.GetExpireTime().AsTime()
+		expiresAt = &at
+	}
+	tok, secret, err := h.opts.Tokens.Rotate(ctx, p, req.Msg.GetId(), expiresAt)
+	if err != nil {
+		return nil, tokenError(req.Msg.GetId(), err)
+	}
+	audit.SetTarget(ctx, fmt.Sprintf("token:%s -> token:%s", req.Msg.GetId(), tok.ID))
+	return connect.NewResponse(&accessv1.RotateTokenResponse{Token: h.tokenProto(tok), Secret: secret}), nil
+}
+
+// RevokeToken revokes a token and ends its sessions.
+func (h *Handler) RevokeToken(ctx context.Context, req *connect.Request[accessv1.RevokeTokenRequest]) (*connect.Response[accessv1.RevokeTokenResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	audit.SetTarget(ctx, "token:"+req.Msg.GetId())
+	reason := req.Msg.GetReason()
+	if reason == "" {
+		reason = "revoked by " + p.ID()
+	}
+	tok, err := h.opts.Tokens.Revoke(ctx, p, req.Msg.GetId(), reason)
+	if err != nil {
+		return nil, tokenError(req.Msg.GetId(), err)
+	}
+	return connect.NewResponse(&accessv1.RevokeTokenResponse{Token: h.tokenProto(tok)}), nil
+}
+
+// tokenError gives the token errors their codes and messages.
+func tokenError(id string, err error) error {
+	var exceeds *ExceedsError
+	switch {
+	case errors.As(err, &exceeds):
+		return connect.NewError(connect.CodePermissionDenied, exceeds)
+	case errors.Is(err, store.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("token %s does not exist", id))
+	case errors.Is(err, ErrNotActive):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("token %s is not active (revoked or expired)", id))
+	case errors.Is(err, ErrBadPageToken):
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("page_token: %w", ErrBadPageToken))
+	}
+	return err
+}
+
+func (h *Handler) tokenProto(t *Token) *accessv1.Token {
+	out := &accessv1.Token{
+		Id: t.ID, Label: t.Label, User: t.User, Role: t.Role.Proto(),
+		Permissions: t.Permissions().Names(), RateLimitPerMinute: uint32(t.RateLimit),
+		CreateTime: timestamppb.New(t.CreatedAt), CreatedBy: t.CreatedBy,
+		ExpireTime: timestampOrNil(t.ExpiresAt), RevokeTime: timestampOrNil(t.RevokedAt),
+		RevokeReason: t.RevokedReason, LastUseTime: timestampOrNil(t.LastUsedAt),
+		RotatedFrom: t.RotatedFrom, RotatedTo: t.RotatedTo,
+		Scopes: make([]string, len(t.Scopes)),
+	}
+	for i, s := range t.Scopes {
+		out.Scopes[i] = string(s)
+	}
+	switch t.State(h.opts.Now()) {
+	case Active:
+		out.State = accessv1.TokenState_TOKEN_STATE_ACTIVE
+	case Expired:
+		out.State = accessv1.TokenState_TOKEN_STATE_EXPIRED
+	case Revoked:
+		out.State = accessv1.TokenState_TOKEN_STATE_REVOKED
+	}
+	return out
+}
+
+func timestampOrNil(t *time.Time) *timestamppb.Timestamp {
+	if t == nil {
+		return nil
+	}
+	return timestamppb.New(*t)
+}
+
+// ListFlags lists the feature flags.
+func (h *Handler) ListFlags(ctx context.Context, _ *connect.Request[accessv1.ListFlagsRequest]) (*connect.Response[accessv1.ListFlagsResponse], error) {
+	list, err := h.opts.Flags.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &accessv1.ListFlagsResponse{Flags: make([]*accessv1.Flag, len(list))}
+	for i, f := range list {
+		res.Flags[i] = flagProto(f)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// SetFlag turns a flag on or off, refusing to break a dependency.
+func (h *Handler) SetFlag(ctx context.Context, req *connect.Request[accessv1.SetFlagRequest]) (*connect.Response[accessv1.SetFlagResponse], error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key := req.Msg.GetKey()
+	audit.SetTarget(ctx, "flag:"+key+"="+strconv.FormatBool(req.Msg.GetEnabled()))
+	f, err := h.opts.Flags.Set(ctx, key, req.Msg.GetEnabled(), p.ID())
+	var dep *flags.DependencyError
+	switch {
+	case errors.As(err, &dep):
+		return nil, connect.NewError(connect.CodeFailedPrecondition, dep)
+	case errors.Is(err, flags.ErrUnknown):
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("there is no feature flag %q (see ListFlags)", key))
+	case err != nil:
+		return nil, err
+	}
+	return connect.NewResponse(&accessv1.SetFlagResponse{Flag: flagProto(f)}), nil
+}
+
+func flagProto(f flags.Flag) *accessv1.Flag {
+	out := &accessv1.Flag{
+		Key: f.Key, Description: f.Description, DependsOn: append([]string{}, f.DependsOn...),
+		Enabled: f.Enabled, DefaultEnabled: f.Default, UpdateTime: timestampOrNil(f.UpdatedAt),
+		UpdatedBy: f.UpdatedBy,
+	}
+	switch f.Stage {
+	case flags.Experimental:
+		out.Stage = accessv1.FlagStage_FLAG_STAGE_EXPERIMENTAL
+	case flags.Beta:
+		out.Stage = accessv1.FlagStage_FLAG_STAGE_BETA
+	case flags.Stable:
+		out.Stage = accessv1.FlagStage_FLAG_STAGE_STABLE
+	}
+	return out
+}
+
+// ListAuditEvents lists audit events, newest first.
+func (h *Handler) ListAuditEvents(ctx context.Context, req *connect.Request[accessv1.ListAuditEventsRequest]) (*connect.Response[accessv1.ListAuditEventsResponse], error) {
+	m := req.Msg
+	f := audit.Filter{Principal: m.GetPrincipal(), Procedure: m.GetProcedure(), Limit: int(m.GetPageSize())}
+	if f.Limit == 0 {
+		f.Limit = defaultPageSize
+	}
+	switch m.GetOutcome() {
+	case accessv1.AuditOutcome_AUDIT_OUTCOME_SUCCESS:
+		f.Outcome = audit.Success
+	case accessv1.AuditOutcome_AUDIT_OUTCOME_FAILURE:
+		f.Outcome = audit.Failure
+	}
+	if m.Since != nil {
+		at := m.GetSince().AsTime()
+		f.Since = &at
+	}
+	if m.Until != nil {
+		at := m.GetUntil().AsTime()
+		f.Until = &at
+	}
+	if m.GetPageToken() != "" {
+		seq, err := strconv.ParseInt(m.GetPageToken(), 10, 64)
+		if err != nil || seq <= 0 {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("page_token: %w", ErrBadPageToken))
+		}
+		f.BeforeSequence = seq
+	}
+	// One more than asked tells whether there is a next page.
+	f.Limit++
+	records, err := h.opts.Audit.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	res := &accessv1.ListAuditEventsResponse{}
+	if len(records) == f.Limit {
+		records = records[:f.Limit-1]
+		res.NextPageToken = strconv.FormatInt(records[len(records)-1].Sequence, 10)
+	}
+	res.Events = make([]*accessv1.AuditEvent, len(records))
+	for i, r := range records {
+		res.Events[i] = auditProto(r)
+	}
+	return connect.NewResponse(res), nil
+}
+
+func auditProto(r audit.Record) *accessv1.AuditEvent {
+	out := &accessv1.AuditEvent{
+		Sequence: r.Sequence, Id: r.ID, Time: timestamppb.New(r.Time), Principal: r.Principal,
+		Procedure: r.Procedure, Target: r.Target, Code: r.Code, RemoteAddress: r.RemoteAddress,
+		RequestId: r.RequestID, Hash: hex.EncodeToString(r.Hash),
+		Outcome: accessv1.AuditOutcome_AUDIT_OUTCOME_SUCCESS,
+	}
+	if r.Outcome == audit.Failure {
+		out.Outcome = accessv1.AuditOutcome_AUDIT_OUTCOME_FAILURE
+	}
+	return out
+}
+
+// VerifyAuditLog verifies the audit log's hash chain.
+func (h *Handler) VerifyAuditLog(ctx context.Context, _ *connect.Request[accessv1.VerifyAuditLogRequest]) (*connect.Response[accessv1.VerifyAuditLogResponse], error) {
+	v, err := h.opts.Audit.Verify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&accessv1.VerifyAuditLogResponse{
+		Intact: v.Intact, EventsChecked: v.Checked, HeadSequence: v.HeadSequence,
+		HeadHash: hex.EncodeToString(v.HeadHash), FirstBrokenSequence: v.FirstBroken, Problem: v.Problem,
+	}), nil
+}

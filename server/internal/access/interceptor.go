@@ -1,0 +1,270 @@
+package access
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	optionsv1 "github.com/palyra/palyra/gen/go/palyra/options/v1"
+	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/requestctx"
+)
+
+// The interceptor is where every RPC's declared access rule is enforced, for unary and
+// streaming calls alike:
+//
+//  1. The rule comes from the RPC's (palyra.options.v1.access) option, read once at
+//     start for every method of every palyra.* service; a method without a valid rule
+//     is refused.
+//  2. public: no credentials. device: a verified client certificate (the binding of
+//     certificates to devices comes with pairing).
+//  3. authenticated / permission: an address that failed authentication too often is
+//     refused first (ResourceExhausted). Then the caller authenticates with
+//     `Authorization: Bearer plr_...` or the session cookie; every failure gets the same
+//     Unauthenticated answer. A permission the caller lacks is PermissionDenied; a call
+//     that changes state through a session cookie needs the X-Palyra-CSRF header
+//     (PermissionDenied without it); then the token's rate limit (ResourceExhausted with
+//     Retry-After).
+//  4. Every call that changes state (any RPC not declared NO_SIDE_EFFECTS) and every
+//     refused authentication or permission is written to the audit log, with the
+//     target the handler named (audit.SetTarget).
+
+// InterceptorOptions are the interceptor's dependencies.
+type InterceptorOptions struct {
+	Tokens   *Tokens
+	Sessions *Sessions
+	Audit    *audit.Log
+	Failures *FailureLimiter
+	Logger   *slog.Logger
+}
+
+// Interceptor enforces the access rules.
+type Interceptor struct {
+	opts  InterceptorOptions
+	rules map[string]rule
+	log   *slog.Logger
+}
+
+// rule is the access rule of one procedure.
+type rule struct {
+	access   *optionsv1.Access
+	readOnly bool // declared NO_SIDE_EFFECTS: not audited when it succeeds, no CSRF needed
+}
+
+var _ connect.Interceptor = (*Interceptor)(nil)
+
+// NewInterceptor reads the access rule of every method of every palyra.* service in the
+// protobuf registry, and fails when one is missing or invalid.
+func NewInterceptor(opts InterceptorOptions) (*Interceptor, error) {
+	rules := map[string]rule{}
+	var problems []error
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		if !strings.HasPrefix(string(fd.Package()), "palyra.") {
+			return true
+		}
+		for i := range fd.Services().Len() {
+			sd := fd.Services().Get(i)
+			for j := range sd.Methods().Len() {
+				md := sd.Methods().Get(j)
+				a, err := Declaration(md)
+				if err != nil {
+					problems = append(problems, err)
+					continue
+				}
+				opts, _ := md.Options().(*descriptorpb.MethodOptions)
+				rules[fmt.Sprintf("/%s/%s", sd.FullName(), md.Name())] = rule{
+					access:   a,
+					readOnly: opts.GetIdempotencyLevel() == descriptorpb.MethodOptions_NO_SIDE_EFFECTS,
+				}
+			}
+		}
+		return true
+	})
+	if err := errors.Join(problems...); err != nil {
+		return nil, fmt.Errorf("access: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Interceptor{opts: opts, rules: rules, log: log}, nil
+}
+
+// call is one RPC going through the interceptor.
+type call struct {
+	i         *Interceptor
+	procedure string
+	peer      string
+	header    http.Header
+	rule      rule
+	principal *Principal
+	note      *audit.Note
+	// audited forces an audit record for a read-only call (a refusal).
+	audited bool
+}
+
+// WrapUnary implements connect.Interceptor.
+func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		c := i.begin(req.Spec().Procedure, req.Peer().Addr, req.Header())
+		ctx, err := c.authorize(ctx)
+		if err != nil {
+			c.finish(ctx, err)
+			return nil, err
+		}
+		res, err := next(ctx, req)
+		c.finish(ctx, err)
+		return res, err
+	}
+}
+
+// WrapStreamingClient implements connect.Interceptor; clients are not intercepted.
+func (i *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler implements connect.Interceptor.
+func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		c := i.begin(conn.Spec().Procedure, conn.Peer().Addr, conn.RequestHeader())
+		ctx, err := c.authorize(ctx)
+		if err != nil {
+			c.finish(ctx, err)
+			return err
+		}
+		err = next(ctx, conn)
+		c.finish(ctx, err)
+		return err
+	}
+}
+
+func (i *Interceptor) begin(procedure, peer string, header http.Header) *call {
+	return &call{i: i, procedure: procedure, peer: peer, header: header}
+}
+
+// authorize applies the rule; the returned context carries the principal and the audit
+// note for the handler.
+func (c *call) authorize(ctx context.Context) (context.Context, error) {
+	ctx, c.note = audit.WithNote(ctx)
+	r, ok := c.i.rules[c.procedure]
+	if !ok {
+		c.audited = true
+		return ctx, connect.NewError(connect.CodeInternal, errors.New("the call has no access rule"))
+	}
+	c.rule = r
+	switch req := r.access.GetRequirement().(type) {
+	case *optionsv1.Access_Public:
+		return ctx, nil
+	case *optionsv1.Access_Device:
+		if requestctx.ClientCertificate(ctx) == nil {
+			c.audited = true
+			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a client certificate"))
+		}
+		return ctx, nil
+	case *optionsv1.Access_Authenticated:
+		return c.authenticate(ctx, "")
+	case *optionsv1.Access_Permission:
+		return c.authenticate(ctx, Permission(req.Permission))
+	}
+	return ctx, connect.NewError(connect.CodeInternal, errors.New("unknown access rule"))
+}
+
+// authenticate authenticates the caller and checks perm (unless empty), CSRF and the
+// token's rate limit.
+func (c *call) authenticate(ctx context.Context, perm Permission) (context.Context, error) {
+	i := c.i
+	if wait, blocked := i.opts.Failures.Blocked(c.peer); blocked {
+		c.audited = true
+		return ctx, rateLimited("too many failed authentications from your address", wait)
+	}
+	p, reason, err := c.credentials(ctx)
+	if errors.Is(err, ErrUnauthenticated) {
+		i.opts.Failures.Failed(c.peer)
+		c.audited = true
+		i.log.Info("authentication failed", "procedure", c.procedure, "remote", hostOf(c.peer),
+			"reason", reason, "request_id", requestctx.RequestID(ctx))
+		return ctx, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
+	}
+	if err != nil {
+		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("could not check the credentials; retry later"))
+	}
+	c.principal = p
+	ctx = WithPrincipal(ctx, p)
+	if perm != "" && !p.Permissions.Has(perm) {
+		c.audited = true
+		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this call needs the permission %s, which %s lacks", perm, p.ID()))
+	}
+	if p.Method == SessionCookie && !c.rule.readOnly && !i.opts.Sessions.CheckCSRF(p, c.header.Get(CSRFHeader)) {
+		c.audited = true
+		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("calls that change state with a session cookie need the session's CSRF token in the %s header", CSRFHeader))
+	}
+	if err := i.opts.Tokens.Take(ctx, p.TokenID); err != nil {
+		var limited *RateLimitedError
+		if errors.As(err, &limited) {
+			return ctx, rateLimited(fmt.Sprintf("%s is over its rate limit", p.ID()), limited.RetryAfter)
+		}
+		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("could not apply the rate limit; retry later"))
+	}
+	return ctx, nil
+}
+
+// credentials authenticates the bearer token, or else the session cookie.
+func (c *call) credentials(ctx context.Context) (*Principal, string, error) {
+	if auth := c.header.Get("Authorization"); auth != "" {
+		scheme, token, ok := strings.Cut(auth, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return nil, "Authorization is not a bearer token", ErrUnauthenticated
+		}
+		return c.i.opts.Tokens.Authenticate(ctx, strings.TrimSpace(token))
+	}
+	req := http.Request{Header: http.Header{"Cookie": c.header.Values("Cookie")}}
+	if cookie, err := req.Cookie(CookieName); err == nil {
+		return c.i.opts.Sessions.Authenticate(ctx, cookie.Value)
+	}
+	return nil, "no credentials", ErrUnauthenticated
+}
+
+// rateLimited is a ResourceExhausted error with a Retry-After header, in whole seconds.
+func rateLimited(msg string, wait time.Duration) error {
+	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: retry in %s", msg, wait.Round(time.Millisecond)))
+	err.Meta().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+	return err
+}
+
+// finish writes the audit record of calls that changed state or were refused.
+func (c *call) finish(ctx context.Context, err error) {
+	if c.rule.readOnly && !c.audited {
+		return
+	}
+	e := audit.Event{
+		Principal:     "anonymous",
+		Procedure:     c.procedure,
+		Target:        c.note.Target(),
+		Outcome:       audit.Success,
+		Code:          "ok",
+		RemoteAddress: hostOf(c.peer),
+		RequestID:     requestctx.RequestID(ctx),
+	}
+	if c.principal != nil {
+		e.Principal = c.principal.ID()
+	}
+	if err != nil {
+		e.Outcome, e.Code = audit.Failure, connect.CodeOf(err).String()
+	}
+	// The call is over: its cancellation must not lose the record.
+	if _, aerr := c.i.opts.Audit.Append(context.WithoutCancel(ctx), e); aerr != nil {
+		c.i.log.Error("audit record lost", "procedure", c.procedure, "principal", e.Principal,
+			"code", e.Code, "request_id", e.RequestID, "err", aerr)
+	}
+}

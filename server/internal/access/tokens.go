@@ -1,0 +1,331 @@
+package access
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// DefaultRateLimit is the calls a minute a token may make unless created with another.
+const DefaultRateLimit = 120
+
+// State is the state of a token at a given time.
+type State string
+
+// The token states.
+const (
+	Active  State = "active"
+	Expired State = "expired"
+	Revoked State = "revoked"
+)
+
+// Token is an API token, without its secret.
+type Token struct {
+	ID, Label      string
+	UserID, User   string
+	Role           Role
+	Scopes         []Permission
+	RateLimit      int
+	CreatedAt      time.Time
+	CreatedBy      string
+	ExpiresAt      *time.Time
+	RevokedAt      *time.Time
+	RevokedReason  string
+	LastUsedAt     *time.Time
+	RotatedFrom    string
+	RotatedTo      string
+	secretHash     []byte
+	permissionsSet PermissionSet
+}
+
+// State returns the token's state at now: revoked wins over expired.
+func (t *Token) State(now time.Time) State {
+	switch {
+	case t.RevokedAt != nil:
+		return Revoked
+	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
+		return Expired
+	}
+	return Active
+}
+
+// Permissions returns the token's effective permissions.
+func (t *Token) Permissions() PermissionSet { return t.permissionsSet }
+
+// principal returns the token as an authenticated caller.
+func (t *Token) principal(m Method) *Principal {
+	return &Principal{
+		TokenID: t.ID, UserID: t.UserID, User: t.User, Role: t.Role,
+		Permissions: t.permissionsSet, TokenExpiresAt: t.ExpiresAt, Method: m,
+	}
+}
+
+// Tokens manages API tokens.
+type Tokens struct {
+	db  *store.Store
+	now func() time.Time
+}
+
+// NewTokens returns the token manager; now nil means time.Now.
+func NewTokens(db *store.Store, now func() time.Time) *Tokens {
+	if now == nil {
+		now = time.Now
+	}
+	return &Tokens{db: db, now: now}
+}
+
+// CreateParams describes a token to create.
+type CreateParams struct {
+	Label     string
+	Role      Role
+	Scopes    []Permission
+	ExpiresAt *time.Time
+	// RateLimit is calls a minute; 0 means DefaultRateLimit.
+	RateLimit int
+}
+
+// Create creates a token for the creator, whose effective permissions must include the
+// new token's. It returns the token and its secret, which is never stored.
+func (ts *Tokens) Create(ctx context.Context, creator *Principal, p CreateParams) (*Token, string, error) {
+	if missing := effective(p.Role, p.Scopes).Missing(creator.Permissions); len(missing) > 0 {
+		return nil, "", &ExceedsError{Missing: missing}
+	}
+	var tok *Token
+	var secret string
+	err := ts.db.InTx(ctx, func(q *dbsqlc.Queries) (err error) {
+		tok, secret, err = insertToken(ctx, q, creator.UserID, creator.ID(), p, nil)
+		return err
+	})
+	return tok, secret, err
+}
+
+// insertToken inserts a token row and returns the token and its secret.
+func insertToken(ctx context.Context, q *dbsqlc.Queries, userID, createdBy string, p CreateParams, rotatedFrom *string) (*Token, string, error) {
+	id, secret := newSecret()
+	rate := p.RateLimit
+	if rate == 0 {
+		rate = DefaultRateLimit
+	}
+	scopes := make([]string, len(p.Scopes))
+	for i, s := range p.Scopes {
+		scopes[i] = string(s)
+	}
+	slices.Sort(scopes)
+	_, err := q.InsertToken(ctx, dbsqlc.InsertTokenParams{
+		ID:                 id,
+		Label:              p.Label,
+		UserID:             userID,
+		Role:               string(p.Role),
+		Scopes:             scopes,
+		SecretHash:         hashSecret(kindToken, id, secret),
+		RateLimitPerMinute: int32(rate),
+		CreatedBy:          createdBy,
+		ExpiresAt:          p.ExpiresAt,
+		RotatedFrom:        rotatedFrom,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("access: create token: %w", err)
+	}
+	row, err := q.GetToken(ctx, id)
+	if err != nil {
+		return nil, "", fmt.Errorf("access: create token: %w", err)
+	}
+	return tokenFromRow(row.ApiToken, row.UserName, row.RotatedTo), formatToken(id, secret), nil
+}
+
+// Get returns a token.
+func (ts *Tokens) Get(ctx context.Context, id string) (*Token, error) {
+	row, err := ts.db.Q().GetToken(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("access: token %s: %w", id, err)
+	}
+	return tokenFromRow(row.ApiToken, row.UserName, row.RotatedTo), nil
+}
+
+// ListParams filter and page a token list.
+type ListParams struct {
+	// State keeps only tokens in this state; "" keeps all.
+	State State
+	// PageToken continues a previous list.
+	PageToken string
+	// Limit is the page size, 1..500.
+	Limit int
+}
+
+// ErrBadPageToken refuses a page token that no list returned.
+var ErrBadPageToken = errors.New("malformed page token")
+
+// List returns a page of tokens, newest first, and the token of the next page ("" on
+// the last one).
+func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, error) {
+	params := dbsqlc.ListTokensParams{State: string(p.State), Now: ts.now(), PageLimit: int32(p.Limit) + 1}
+	if p.PageToken != "" {
+		at, id, err := decodeTokenCursor(p.PageToken)
+		if err != nil {
+			return nil, "", err
+		}
+		params.AfterCreatedAt, params.AfterID = &at, id
+	}
+	rows, err := ts.db.Q().ListTokens(ctx, params)
+	if err != nil {
+		return nil, "", fmt.Errorf("access: list tokens: %w", err)
+	}
+	var next string
+	if len(rows) > p.Limit {
+		rows = rows[:p.Limit]
+		last := rows[len(rows)-1].ApiToken
+		next = encodeTokenCursor(last.CreatedAt, last.ID)
+	}
+	out := make([]*Token, len(rows))
+	for i, r := range rows {
+		out[i] = tokenFromRow(r.ApiToken, r.UserName, r.RotatedTo)
+	}
+	return out, next, nil
+}
+
+func encodeTokenCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
+}
+
+func decodeTokenCursor(s string) (time.Time, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return time.Time{}, "", ErrBadPageToken
+	}
+	ts, id, ok := strings.Cut(string(b), "|")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if !ok || err != nil {
+		return time.Time{}, "", ErrBadPageToken
+	}
+	return at, id, nil
+}
+
+// Rotate replaces an active token by a new one with the same label, role, scopes and
+// rate limit (and expiry, unless expiresAt is given), revokes the old one and ends its
+// sessions, all in one transaction. The caller must hold the token's permissions.
+func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expiresAt *time.Time) (*Token, string, error) {
+	old, err := ts.Get(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	if missing := old.Permissions().Missing(caller.Permissions); len(missing) > 0 {
+		return nil, "", &ExceedsError{Missing: missing}
+	}
+	if old.State(ts.now()) != Active {
+		return nil, "", fmt.Errorf("access: rotate token %s: %w (it is %s)", id, ErrNotActive, old.State(ts.now()))
+	}
+	if expiresAt == nil {
+		expiresAt = old.ExpiresAt
+	}
+	var tok *Token
+	var secret string
+	err = ts.db.InTx(ctx, func(q *dbsqlc.Queries) (err error) {
+		now := ts.now()
+		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: "rotated"}); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("access: rotate token %s: %w (revoked meanwhile)", id, ErrNotActive)
+			}
+			return fmt.Errorf("access: rotate token %s: %w", id, err)
+		}
+		if _, err := q.EndTokenSessions(ctx, dbsqlc.EndTokenSessionsParams{TokenID: id, Now: &now}); err != nil {
+			return fmt.Errorf("access: rotate token %s: %w", id, err)
+		}
+		tok, secret, err = insertToken(ctx, q, old.UserID, caller.ID(), CreateParams{
+			Label: old.Label, Role: old.Role, Scopes: old.Scopes, ExpiresAt: expiresAt, RateLimit: old.RateLimit,
+		}, &old.ID)
+		return err
+	})
+	return tok, secret, err
+}
+
+// Revoke revokes an active token and ends its sessions. The caller must hold the
+// token's permissions.
+func (ts *Tokens) Revoke(ctx context.Context, caller *Principal, id, reason string) (*Token, error) {
+	tok, err := ts.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if missing := tok.Permissions().Missing(caller.Permissions); len(missing) > 0 {
+		return nil, &ExceedsError{Missing: missing}
+	}
+	err = ts.db.InTx(ctx, func(q *dbsqlc.Queries) error {
+		now := ts.now()
+		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: reason}); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("access: revoke token %s: %w (it is already revoked)", id, ErrNotActive)
+			}
+			return fmt.Errorf("access: revoke token %s: %w", id, err)
+		}
+		_, err := q.EndTokenSessions(ctx, dbsqlc.EndTokenSessionsParams{TokenID: id, Now: &now})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ts.Get(ctx, id)
+}
+
+// Authenticate checks a token string: well-formed, known, matching secret (compared in
+// constant time), not revoked, not expired. Every failure is ErrUnauthenticated; reason
+// says which, for the daemon's own log.
+func (ts *Tokens) Authenticate(ctx context.Context, raw string) (p *Principal, reason string, err error) {
+	id, secret, ok := parseToken(raw)
+	if !ok {
+		return nil, "malformed token", ErrUnauthenticated
+	}
+	tok, err := ts.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "unknown token", ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if subtle.ConstantTimeCompare(tok.secretHash, hashSecret(kindToken, id, secret)) != 1 {
+		return nil, "wrong secret", ErrUnauthenticated
+	}
+	if s := tok.State(ts.now()); s != Active {
+		return nil, "token " + string(s), ErrUnauthenticated
+	}
+	return tok.principal(Bearer), "", nil
+}
+
+// Take admits one call of the token under its rate limit, which holds across replicas
+// (the state is one row in the database), and records the token's use.
+func (ts *Tokens) Take(ctx context.Context, tokenID string) error {
+	now := ts.now()
+	row, err := ts.db.Q().TakeTokenCall(ctx, dbsqlc.TakeTokenCallParams{ID: tokenID, Now: &now})
+	if err != nil {
+		return fmt.Errorf("access: rate limit: %w", err)
+	}
+	if !row.Allowed {
+		return &RateLimitedError{RetryAfter: time.Duration(math.Ceil(row.RetryAfterSeconds*1000)) * time.Millisecond}
+	}
+	return nil
+}
+
+// tokenFromRow maps a database row.
+func tokenFromRow(r dbsqlc.ApiToken, user, rotatedTo string) *Token {
+	t := &Token{
+		ID: r.ID, Label: r.Label, UserID: r.UserID, User: user, Role: Role(r.Role),
+		RateLimit: int(r.RateLimitPerMinute), CreatedAt: r.CreatedAt, CreatedBy: r.CreatedBy,
+		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, RevokedReason: r.RevokedReason,
+		LastUsedAt: r.LastUsedAt, RotatedTo: rotatedTo, secretHash: r.SecretHash,
+	}
+	if r.RotatedFrom != nil {
+		t.RotatedFrom = *r.RotatedFrom
+	}
+	for _, s := range r.Scopes {
+		t.Scopes = append(t.Scopes, Permission(s))
+	}
+	t.permissionsSet = effective(t.Role, t.Scopes)
+	return t
+}
