@@ -5,13 +5,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/palyra/palyra/cli/internal/cmd"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/term"
 	"github.com/palyra/palyra/internal/cliusage"
 )
 
@@ -25,20 +26,27 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], &deps.Deps{
+		Stdout:          os.Stdout,
+		Stderr:          os.Stderr,
+		Stdin:           os.Stdin,
+		StdinIsTerminal: term.IsTerminal(os.Stdin),
+		Getenv:          os.Getenv,
+		Now:             time.Now,
+	}))
 }
 
-// run executes palyra and returns its exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	root := cmd.NewRootCommand(&deps.Deps{Stdout: stdout, Stderr: stderr, Getenv: getenv})
+// run executes palyra with the dependencies d and returns its exit code.
+func run(ctx context.Context, args []string, d *deps.Deps) int {
+	root := cmd.NewRootCommand(d)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "palyra: %v\n", err)
+	fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
 	if cliusage.Is(err) {
-		fmt.Fprintln(stderr, "Run 'palyra --help' for usage.")
+		fmt.Fprintln(d.Stderr, "Run 'palyra --help' for usage.")
 		return exitUsage
 	}
 	return exitFailure

@@ -163,13 +163,17 @@ func (d *runningDaemon) stop(t *testing.T) int {
 	}
 }
 
-// palyra runs the CLI binary with an empty environment.
-func palyra(t *testing.T, args ...string) (code int, stdout, stderr string) {
+// palyra runs the CLI binary with an environment holding only the API token (when not
+// empty) as PALYRA_TOKEN.
+func palyra(t *testing.T, token string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cliBinary(t), args...)
 	cmd.Env = []string{}
+	if token != "" {
+		cmd.Env = append(cmd.Env, "PALYRA_TOKEN="+token)
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -182,6 +186,16 @@ func palyra(t *testing.T, args ...string) (code int, stdout, stderr string) {
 		t.Fatalf("run palyra %q: %v", args, err)
 	}
 	return code, out.String(), errOut.String()
+}
+
+// bootstrapToken reads the owner's token that palyrad's first start wrote.
+func bootstrapToken(t *testing.T, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "bootstrap-token"))
+	if err != nil {
+		t.Fatalf("bootstrap token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // caFingerprint computes the fingerprint of the certificate in <dataDir>/ca.pem.
@@ -428,6 +442,7 @@ func TestDaemonWithCLI(t *testing.T) {
 	d := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--database-url", databaseURL, "--replica-id", replicaID)
 	caFile := filepath.Join(dataDir, "ca.pem")
 	fingerprint := caFingerprint(t, dataDir)
+	owner := bootstrapToken(t, dataDir)
 	if !strings.Contains(d.stderr.String(), "ca_fingerprint="+fingerprint) {
 		t.Errorf("the ready line does not log the CA fingerprint %s:\n%s", fingerprint, d.stderr)
 	}
@@ -524,7 +539,7 @@ func TestDaemonWithCLI(t *testing.T) {
 		for name, tt := range tests {
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				code, stdout, stderr := palyra(t, tt.args...)
+				code, stdout, stderr := palyra(t, owner, tt.args...)
 				if code != tt.wantCode {
 					t.Fatalf("exit code = %d, want %d; stdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout, stderr)
 				}
@@ -549,7 +564,7 @@ func TestDaemonWithCLI(t *testing.T) {
 	if log := d.stderr.String(); !strings.Contains(log, `msg="palyrad stopped"`) {
 		t.Errorf("palyrad did not log that it stopped:\n%s", log)
 	}
-	if code, _, stderr := palyra(t, "status", "--url", url, "--ca-file", caFile); code != 1 || !strings.Contains(stderr, "connection refused") {
+	if code, _, stderr := palyra(t, owner, "status", "--url", url, "--ca-file", caFile); code != 1 || !strings.Contains(stderr, "connection refused") {
 		t.Errorf("palyra status after the stop: exit code %d, stderr %q; want 1 and connection refused", code, stderr)
 	}
 
@@ -559,7 +574,7 @@ func TestDaemonWithCLI(t *testing.T) {
 		t.Errorf("after a restart the CA fingerprint is %s, want %s", got, fingerprint)
 	}
 	_, port, _ = net.SplitHostPort(d.addr)
-	code, stdout, stderr = palyra(t, "status", "--url", "https://localhost:"+port, "--ca-fingerprint", fingerprint)
+	code, stdout, stderr = palyra(t, owner, "status", "--url", "https://localhost:"+port, "--ca-fingerprint", fingerprint)
 	if code != 0 {
 		t.Fatalf("palyra status with the old pin after a restart: exit code %d, stderr:\n%s", code, stderr)
 	}

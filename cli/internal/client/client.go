@@ -1,6 +1,7 @@
 // Package client connects the palyra CLI to palyrad: the base URL, TLS trust (a CA file
-// or a pinned CA fingerprint), HTTP/2, the generated Connect clients, and the
-// translation of connection and Connect errors into messages that say what to do.
+// or a pinned CA fingerprint), HTTP/2, the API token sent with every call, the
+// generated Connect clients, and the translation of connection and Connect errors into
+// messages that say what to do.
 package client
 
 import (
@@ -32,6 +33,15 @@ type Options struct {
 	// CAFingerprint pins the CA by the SHA-256 of its certificate ("sha256:<hex>"); the
 	// daemon sends its CA certificate in the TLS handshake.
 	CAFingerprint string
+	// Token is the API token ("plr_<id>_<secret>") sent as `Authorization: Bearer` with
+	// every call; empty sends none, for public calls.
+	Token string
+	// TokenSource says where Token came from, for error messages, e.g. "PALYRA_TOKEN"
+	// or `profile "default"`. It never holds the token.
+	TokenSource string
+	// TokenAdvice says what to do when the server refuses Token, e.g. "log in again
+	// with `palyra auth login`"; empty gives a generic advice.
+	TokenAdvice string
 }
 
 // Client holds the Connect clients of palyrad's services.
@@ -58,6 +68,9 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkToken(opts.Token); err != nil {
+		return nil, fmt.Errorf("%s %w", tokenHint{source: opts.TokenSource}.name(), err)
+	}
 	hc := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     tlsConfig,
 		ForceAttemptHTTP2:   true, // a custom TLS config turns HTTP/2 off otherwise, and streams need it
@@ -66,13 +79,28 @@ func New(opts Options) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}}
 	base := u.String()
-	copts := []connect.ClientOption{connect.WithInterceptors(explainInterceptor{url: base})}
+	// The explainer is outermost: it sees the final error of every call.
+	copts := []connect.ClientOption{connect.WithInterceptors(
+		explainInterceptor{url: base, token: tokenHint{present: opts.Token != "", source: opts.TokenSource, advice: opts.TokenAdvice}},
+		bearerInterceptor{token: opts.Token},
+	)}
 	return &Client{
 		URL:          base,
 		ControlPlane: controlplanev1connect.NewControlPlaneServiceClient(hc, base, copts...),
 		Node:         nodev1connect.NewNodeServiceClient(hc, base, copts...),
 		Access:       accessv1connect.NewAccessServiceClient(hc, base, copts...),
 	}, nil
+}
+
+// checkToken refuses a token that cannot travel in an HTTP header: one with spaces or
+// control characters is a copy-and-paste accident, not a token.
+func checkToken(token string) error {
+	for _, r := range token {
+		if r <= ' ' || r == 0x7f {
+			return errors.New("contains spaces or control characters; is it a Palyra API token (plr_...)?")
+		}
+	}
+	return nil
 }
 
 // tlsConfig trusts the CA file, or the CA pinned by fingerprint, or else the system's

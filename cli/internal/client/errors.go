@@ -6,18 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"syscall"
 
 	"connectrpc.com/connect"
 )
 
 // explainInterceptor replaces the errors of every call with Explain's message.
-type explainInterceptor struct{ url string }
+type explainInterceptor struct {
+	url   string
+	token tokenHint
+}
 
 func (i explainInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		res, err := next(ctx, req)
-		return res, Explain(err, i.url)
+		return res, explain(err, i.url, i.token)
 	}
 }
 
@@ -45,9 +49,44 @@ func (e *Error) Error() string { return e.Message }
 // Unwrap returns the original error.
 func (e *Error) Unwrap() error { return e.cause }
 
+// tokenHint is what Explain knows about the token a call sent, to say what to do when
+// the server refuses it. It never holds the token.
+type tokenHint struct {
+	present bool   // a token was sent
+	source  string // where it came from, e.g. "PALYRA_TOKEN"
+	advice  string // what to do when it is refused
+}
+
+// name names the token in a message: "the API token from PALYRA_TOKEN".
+func (h tokenHint) name() string {
+	if h.source == "" {
+		return "the API token"
+	}
+	return "the API token from " + h.source
+}
+
+// unauthenticated explains a refused authentication. The server gives the same answer
+// for an unknown, revoked or expired token, so the explanation names all three.
+func (h tokenHint) unauthenticated() string {
+	if !h.present {
+		return "not authenticated: no API token was given. Log in with `palyra auth login --url URL --token-file FILE`, " +
+			"or set PALYRA_TOKEN"
+	}
+	advice := h.advice
+	if advice == "" {
+		advice = "check the token, or log in again with `palyra auth login`"
+	}
+	return fmt.Sprintf("not authenticated: the server refused %s (it is unknown, revoked or expired); %s", h.name(), advice)
+}
+
 // Explain turns the error of a call to url into a message that says what to do. It is
 // the one place where the CLI interprets transport and Connect errors.
 func Explain(err error, url string) error {
+	return explain(err, url, tokenHint{present: true})
+}
+
+// explain is Explain with what is known of the token the call sent.
+func explain(err error, url string, token tokenHint) error {
 	if err == nil {
 		return nil
 	}
@@ -85,9 +124,18 @@ func Explain(err error, url string) error {
 	case code == connect.CodeDeadlineExceeded:
 		msg = fmt.Sprintf("%s did not answer in time: %s", url, msg)
 	case code == connect.CodeUnauthenticated:
-		msg = "not authenticated: " + msg
+		msg = token.unauthenticated()
 	case code == connect.CodePermissionDenied:
 		msg = "permission denied: " + msg
+	case code == connect.CodeResourceExhausted:
+		msg = "rate limited: " + msg
+		if ce != nil {
+			if s, err := strconv.Atoi(ce.Meta().Get("Retry-After")); err == nil && s > 0 {
+				msg += fmt.Sprintf(". Retry after %d s", s)
+			}
+		}
+	case code == connect.CodeNotFound:
+		msg = "not found: " + msg
 	case code == connect.CodeInvalidArgument:
 		msg = "invalid request: " + msg
 	case code == connect.CodeUnavailable:

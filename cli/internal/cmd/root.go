@@ -5,7 +5,10 @@ package cmd
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/palyra/palyra/cli/internal/cmd/audit"
+	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/cmd/flags"
 	"github.com/palyra/palyra/cli/internal/cmd/status"
 	"github.com/palyra/palyra/cli/internal/cmd/version"
 	"github.com/palyra/palyra/internal/cliusage"
@@ -28,6 +31,9 @@ manages.`,
 	root.SetErr(d.Stderr)
 	d.BindGlobalFlags(root.PersistentFlags())
 	root.AddCommand(
+		auth.NewCommand(d),
+		audit.NewCommand(d),
+		flags.NewCommand(d),
 		status.NewCommand(d),
 		version.NewCommand(d),
 	)

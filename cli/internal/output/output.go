@@ -7,10 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Format is the value of the -o flag.
@@ -59,4 +63,71 @@ func Print(w io.Writer, f Format, msg proto.Message, table func(w io.Writer)) er
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	table(tw)
 	return tw.Flush()
+}
+
+// PrintValue is Print for results that are not API responses (the CLI's own state,
+// such as its profiles): with -o json it writes v as indented encoding/json, whose
+// output is stable; otherwise the table that table writes.
+func PrintValue(w io.Writer, f Format, v any, table func(w io.Writer)) error {
+	if f == JSON {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode JSON: %w", err)
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+// Time formats a timestamp for a table cell, in RFC 3339 and UTC like the JSON output;
+// unset is written when ts is not set (e.g. "never").
+func Time(ts *timestamppb.Timestamp, unset string) string {
+	if ts == nil {
+		return unset
+	}
+	return ts.AsTime().UTC().Format(time.RFC3339)
+}
+
+// Enum formats an enum value for a table cell: its name without the type's prefix, in
+// lower case, e.g. ROLE_OPERATOR as "operator" and TOKEN_STATE_ACTIVE as "active".
+// The zero value is written as "-".
+func Enum(e protoreflect.Enum) string {
+	if e.Number() == 0 {
+		return "-"
+	}
+	v := e.Descriptor().Values().ByNumber(e.Number())
+	if v == nil {
+		return fmt.Sprintf("unknown(%d)", e.Number())
+	}
+	name := string(v.Name())
+	// The prefix is the name of the zero value without its UNSPECIFIED.
+	if zero := e.Descriptor().Values().ByNumber(0); zero != nil {
+		name = strings.TrimPrefix(name, strings.TrimSuffix(string(zero.Name()), "UNSPECIFIED"))
+	}
+	return strings.ToLower(name)
+}
+
+// List formats a list for a table cell: its items joined by commas, or "-" when empty.
+func List(items []string) string {
+	if len(items) == 0 {
+		return "-"
+	}
+	return strings.Join(items, ",")
+}
+
+// Cell makes s safe for a table cell: empty becomes "-", and tabs and line breaks
+// (which would break the columns) become spaces.
+func Cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
 }

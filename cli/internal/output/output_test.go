@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"io"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/palyra/palyra/cli/internal/output"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -45,5 +48,28 @@ func TestTableAligns(t *testing.T) {
 	}
 	if want := "Version             devel\nServer certificate  sha256:00\n"; buf.String() != want {
 		t.Errorf("got %q, want %q", buf.String(), want)
+	}
+}
+
+// TestCLITableCells checks the formatting of enum, time and list cells.
+func TestCLITableCells(t *testing.T) {
+	t.Parallel()
+	if got := output.Enum(controlplanev1.DatabaseState_DATABASE_STATE_AVAILABLE); got != "available" {
+		t.Errorf("Enum = %q, want available", got)
+	}
+	if got := output.Enum(controlplanev1.DatabaseState_DATABASE_STATE_UNSPECIFIED); got != "-" {
+		t.Errorf("Enum(unspecified) = %q, want -", got)
+	}
+	if got := output.Time(nil, "never"); got != "never" {
+		t.Errorf("Time(nil) = %q", got)
+	}
+	if got := output.Time(timestamppb.New(time.Date(2025, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600))), "never"); got != "2025-01-02T02:04:05Z" {
+		t.Errorf("Time = %q", got)
+	}
+	if got := output.List(nil); got != "-" {
+		t.Errorf("List(nil) = %q", got)
+	}
+	if got := output.Cell("a\tb\nc"); got != "a b c" {
+		t.Errorf("Cell = %q", got)
 	}
 }

@@ -20,8 +20,9 @@ func NewCommand(d *deps.Deps) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the daemon's version, uptime, database, CA and listener",
-		Example: `  palyra status --url https://127.0.0.1:7443 --ca-file var/ca.pem
-  palyra status --url https://127.0.0.1:7443 --ca-file var/ca.pem -o json`,
+		Example: `  palyra status                # after palyra auth login
+  palyra status --profile prod -o json
+  PALYRA_TOKEN=plr_... palyra status --url https://127.0.0.1:7443 --ca-file var/ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := d.Client()

@@ -1,0 +1,116 @@
+package cliflag_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/palyra/palyra/cli/internal/cliflag"
+)
+
+// TestFlagDurationParsing checks durations with day and week suffixes.
+func TestFlagDurationParsing(t *testing.T) {
+	t.Parallel()
+	const day = 24 * time.Hour
+	good := map[string]time.Duration{
+		"30d":   30 * day,
+		"1d":    day,
+		"24h":   24 * time.Hour,
+		"90m":   90 * time.Minute,
+		"45s":   45 * time.Second,
+		"1d12h": 36 * time.Hour,
+		"2w":    14 * day,
+		"1h30m": 90 * time.Minute,
+		"365d":  365 * day,
+		"0d1s":  time.Second,
+	}
+	for in, want := range good {
+		got, err := cliflag.ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	bad := []string{"", "0d", "0", "30", "d", "-1d", "+1d", "1.5d", "1y", "1 d", " 1d", "1d ", "1D", "1dd", "1ms",
+		"99999999999999999999d", "300000w"}
+	for _, in := range bad {
+		if got, err := cliflag.ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
+		}
+	}
+}
+
+// TestFlagTimeParsing checks points in time: RFC 3339, or a duration ago.
+func TestFlagTimeParsing(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	good := map[string]time.Time{
+		"1h":                        now.Add(-time.Hour),
+		"7d":                        now.Add(-7 * 24 * time.Hour),
+		"2025-01-02T15:04:05Z":      time.Date(2025, 1, 2, 15, 4, 5, 0, time.UTC),
+		"2025-01-02T15:04:05+02:00": time.Date(2025, 1, 2, 13, 4, 5, 0, time.UTC),
+	}
+	for in, want := range good {
+		got, err := cliflag.ParseTime(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("ParseTime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+		var v cliflag.Time
+		if err := v.Set(in); err != nil {
+			t.Errorf("Time.Set(%q) = %v", in, err)
+			continue
+		}
+		if at, ok := v.At(now); !ok || !at.Equal(want) {
+			t.Errorf("Time(%q).At = %v, %v; want %v", in, at, ok, want)
+		}
+	}
+	for _, in := range []string{"", "yesterday", "2025-01-02", "2025-01-02 15:04:05", "-1h"} {
+		if _, err := cliflag.ParseTime(in, now); err == nil {
+			t.Errorf("ParseTime(%q) succeeded, want an error", in)
+		}
+		var v cliflag.Time
+		if err := v.Set(in); err == nil {
+			t.Errorf("Time.Set(%q) succeeded, want an error", in)
+		}
+	}
+	var unset cliflag.Time
+	if _, ok := unset.At(now); ok {
+		t.Error("an unset Time reports a time")
+	}
+}
+
+// TestFlagSwitchParsing checks the on/off values of `palyra flags set`.
+func TestFlagSwitchParsing(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]bool{
+		"on": true, "true": true, "enable": true, "ON": true, "Enable": true,
+		"off": false, "false": false, "disable": false, "OFF": false,
+	} {
+		got, err := cliflag.ParseSwitch(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSwitch(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "yes", "no", "1", "0", "enabled", "o", "onn"} {
+		if _, err := cliflag.ParseSwitch(in); err == nil {
+			t.Errorf("ParseSwitch(%q) succeeded, want an error", in)
+		}
+	}
+}
+
+// TestFlagChoice checks closed sets of names such as --role.
+func TestFlagChoice(t *testing.T) {
+	t.Parallel()
+	c := cliflag.NewChoice("owner", "admin", "operator")
+	if c.Type() != "owner|admin|operator" {
+		t.Errorf("Type() = %q", c.Type())
+	}
+	if err := c.Set("Owner"); err == nil {
+		t.Error("Set(Owner) succeeded: choices are exact")
+	}
+	if err := c.Set("operator"); err != nil || c.Value != "operator" {
+		t.Errorf("Set(operator) = %v, value %q", err, c.Value)
+	}
+	var d cliflag.Duration
+	if err := d.Set("2d"); err != nil || d.Value != 48*time.Hour {
+		t.Errorf("Duration.Set(2d) = %v, value %v", err, d.Value)
+	}
+}

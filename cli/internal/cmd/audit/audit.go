@@ -1,0 +1,160 @@
+// Package audit is `palyra audit`: list the daemon's audit log and verify its hash
+// chain.
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/palyra/palyra/cli/internal/client"
+	"github.com/palyra/palyra/cli/internal/cliflag"
+	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/output"
+	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	"github.com/palyra/palyra/internal/cliusage"
+)
+
+// NewCommand returns `palyra audit` and its subcommands.
+func NewCommand(d *deps.Deps) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "audit",
+		Short: "List the audit log, verify its hash chain",
+		Long: `audit reads palyrad's audit log (it needs the audit.read permission): every call that
+changed state and every refused one, with who, what, when, from where and the outcome.
+The log is hash-chained, so that verify detects edited or deleted events.`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	c.AddCommand(newListCommand(d), newVerifyCommand(d))
+	return c
+}
+
+// outcomes maps the --outcome names to the API's outcomes.
+var outcomes = map[string]accessv1.AuditOutcome{
+	"success": accessv1.AuditOutcome_AUDIT_OUTCOME_SUCCESS,
+	"failure": accessv1.AuditOutcome_AUDIT_OUTCOME_FAILURE,
+}
+
+func newListCommand(d *deps.Deps) *cobra.Command {
+	var (
+		principal, procedure string
+		outcome              = cliflag.NewChoice("success", "failure")
+		since, until         cliflag.Time
+		limit                uint32
+		all                  bool
+	)
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List audit events, newest first",
+		Example: `  palyra audit list --since 1h
+  palyra audit list --procedure /palyra.access.v1.AccessService/CreateToken --outcome failure
+  palyra audit list --since 2025-01-01T00:00:00Z --until 2025-02-01T00:00:00Z --all -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
+				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			}
+			if len(principal) > 128 || len(procedure) > 256 {
+				return cliusage.Wrap(errors.New("--principal is at most 128 bytes long, --procedure at most 256"))
+			}
+			req := &accessv1.ListAuditEventsRequest{
+				PageSize: limit, Principal: principal, Procedure: procedure, Outcome: outcomes[outcome.Value],
+			}
+			now := d.Clock()
+			if at, ok := since.At(now); ok {
+				req.Since = timestamppb.New(at)
+			}
+			if at, ok := until.At(now); ok {
+				req.Until = timestamppb.New(at)
+			}
+			if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {
+				return cliusage.Wrap(errors.New("--since must be before --until"))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			events, next, err := client.Pages(all, func(page string) ([]*accessv1.AuditEvent, string, error) {
+				req.PageToken = page
+				res, err := c.Access.ListAuditEvents(cmd.Context(), connect.NewRequest(req))
+				if err != nil {
+					return nil, "", err
+				}
+				return res.Msg.GetEvents(), res.Msg.GetNextPageToken(), nil
+			})
+			if err != nil {
+				return err
+			}
+			out := &accessv1.ListAuditEventsResponse{Events: append([]*accessv1.AuditEvent{}, events...), NextPageToken: next}
+			if out.NextPageToken != "" && d.Output != output.JSON {
+				fmt.Fprintln(d.Stderr, "more events follow: pass --all to list them all, or narrow with --since")
+			}
+			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { listTable(w, out.GetEvents()) })
+		},
+	}
+	c.Flags().StringVar(&principal, "principal", "", "only the events of this principal, e.g. token:01JD...")
+	c.Flags().StringVar(&procedure, "procedure", "", "only the events of this RPC, e.g. /palyra.access.v1.AccessService/CreateToken")
+	c.Flags().Var(outcome, "outcome", "only the events with this outcome")
+	c.Flags().Var(&since, "since", "only the events at or after this time: RFC 3339, or a duration ago such as 1h or 7d")
+	c.Flags().Var(&until, "until", "only the events before this time: RFC 3339, or a duration ago")
+	c.Flags().Uint32Var(&limit, "limit", 0, "the most events to list (per call with --all), 1 to 500 (default 100)")
+	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every matching event")
+	return c
+}
+
+func listTable(w io.Writer, events []*accessv1.AuditEvent) {
+	fmt.Fprintln(w, "SEQ\tTIME\tPRINCIPAL\tPROCEDURE\tTARGET\tOUTCOME\tCODE\tREMOTE")
+	for _, e := range events {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSequence(), output.Time(e.GetTime(), "-"),
+			output.Cell(e.GetPrincipal()), output.Cell(e.GetProcedure()), output.Cell(e.GetTarget()),
+			output.Enum(e.GetOutcome()), output.Cell(e.GetCode()), output.Cell(e.GetRemoteAddress()))
+	}
+}
+
+func newVerifyCommand(d *deps.Deps) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Verify the audit log's hash chain; exit 1 when it is broken",
+		Long: `verify asks palyrad to recompute the hash chain of the whole audit log. It prints the
+head (newest event and its hash) of an intact log, and exits 1 naming the first broken
+event otherwise. Record the head outside palyrad: no chain can show that its newest
+events were deleted, but a recorded head can.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Access.VerifyAuditLog(cmd.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
+			if err != nil {
+				return err
+			}
+			v := res.Msg
+			if !v.GetIntact() {
+				broken := errors.New(Verdict(v))
+				if d.Output == output.JSON {
+					if err := output.Print(d.Stdout, d.Output, v, nil); err != nil {
+						return err
+					}
+				}
+				return broken
+			}
+			return output.Print(d.Stdout, d.Output, v, func(w io.Writer) { fmt.Fprintln(w, Verdict(v)) })
+		},
+	}
+}
+
+// Verdict says in one line what VerifyAuditLog found.
+func Verdict(v *accessv1.VerifyAuditLogResponse) string {
+	if !v.GetIntact() {
+		return fmt.Sprintf("audit log BROKEN at event #%d: %s", v.GetFirstBrokenSequence(), v.GetProblem())
+	}
+	if v.GetEventsChecked() == 0 {
+		return "audit log intact: 0 events"
+	}
+	return fmt.Sprintf("audit log intact: %d events, head #%d %s", v.GetEventsChecked(), v.GetHeadSequence(), v.GetHeadHash())
+}

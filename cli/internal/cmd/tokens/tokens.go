@@ -1,0 +1,306 @@
+// Package tokens is `palyra auth tokens`: create, list, show, rotate and revoke API
+// tokens. A token's secret is printed once, when it is created or rotated; palyrad
+// keeps only its hash.
+package tokens
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/palyra/palyra/cli/internal/client"
+	"github.com/palyra/palyra/cli/internal/cliflag"
+	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/output"
+	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	"github.com/palyra/palyra/internal/cliusage"
+)
+
+// NewCommand returns `palyra auth tokens` and its subcommands.
+func NewCommand(d *deps.Deps) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "tokens",
+		Short: "Create, list, show, rotate and revoke API tokens",
+		Long: `tokens manages palyrad's API tokens (it needs the tokens.manage permission). A token
+reads plr_<id>_<secret>; its secret is shown once, when it is created or rotated, and
+palyrad keeps only its hash. A token can hold no permission that its creator lacks.`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	c.AddCommand(newCreateCommand(d), newListCommand(d), newGetCommand(d), newRotateCommand(d), newRevokeCommand(d))
+	return c
+}
+
+// roles maps the --role names to the API's roles.
+var roles = map[string]accessv1.Role{
+	"owner":    accessv1.Role_ROLE_OWNER,
+	"admin":    accessv1.Role_ROLE_ADMIN,
+	"operator": accessv1.Role_ROLE_OPERATOR,
+}
+
+// states maps the --state names to the API's token states.
+var states = map[string]accessv1.TokenState{
+	"active":  accessv1.TokenState_TOKEN_STATE_ACTIVE,
+	"expired": accessv1.TokenState_TOKEN_STATE_EXPIRED,
+	"revoked": accessv1.TokenState_TOKEN_STATE_REVOKED,
+}
+
+var (
+	idPattern         = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
+	permissionPattern = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
+)
+
+// ParseID parses a token id argument: the 26-character id that `tokens list` shows,
+// in either case, optionally written as the principal "token:<id>".
+func ParseID(arg string) (string, error) {
+	id := strings.ToUpper(strings.TrimPrefix(arg, "token:"))
+	if !idPattern.MatchString(id) {
+		return "", cliusage.Wrap(fmt.Errorf("invalid token id %q: give the 26-character id that `palyra auth tokens list` shows", arg))
+	}
+	return id, nil
+}
+
+// secretWarning is printed on stderr with every secret.
+const secretWarning = "Save the secret now: it will not be shown again (palyrad keeps only its hash)."
+
+func newCreateCommand(d *deps.Deps) *cobra.Command {
+	var (
+		label     string
+		role      = cliflag.NewChoice("owner", "admin", "operator")
+		scopes    []string
+		expiresIn cliflag.Duration
+		rateLimit uint32
+	)
+	c := &cobra.Command{
+		Use:   "create",
+		Short: "Create an API token and print its secret once",
+		Example: `  palyra auth tokens create --label ci-deploy --role operator --expires-in 30d
+  palyra auth tokens create --label audit-export --role admin --scope audit.read --rate-limit 10 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if n := utf8.RuneCountInString(label); n == 0 || n > 64 {
+				return cliusage.Wrap(errors.New("--label is required: 1 to 64 characters saying what the token is for"))
+			}
+			if role.Value == "" {
+				return cliusage.Wrap(errors.New("--role is required: owner, admin or operator"))
+			}
+			req := &accessv1.CreateTokenRequest{Label: label, Role: roles[role.Value], Scopes: scopes}
+			for i, s := range scopes {
+				if !permissionPattern.MatchString(s) {
+					return cliusage.Wrap(fmt.Errorf("--scope %q is not a permission name such as nodes.read", s))
+				}
+				if slices.Contains(scopes[:i], s) {
+					return cliusage.Wrap(fmt.Errorf("--scope %s is given twice", s))
+				}
+			}
+			if cmd.Flags().Changed("rate-limit") {
+				if rateLimit < 1 || rateLimit > 100000 {
+					return cliusage.Wrap(fmt.Errorf("--rate-limit must be between 1 and 100000 calls a minute, got %d", rateLimit))
+				}
+				req.RateLimitPerMinute = &rateLimit
+			}
+			if expiresIn.Value > 0 {
+				req.ExpireTime = timestamppb.New(d.Clock().Add(expiresIn.Value))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Access.CreateToken(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(d.Stderr, secretWarning)
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) {
+				tokenTable(w, res.Msg.GetToken())
+				fmt.Fprintf(w, "Secret\t%s\n", res.Msg.GetSecret())
+			})
+		},
+	}
+	c.Flags().StringVar(&label, "label", "", "what the token is for, e.g. ci-deploy (required)")
+	c.Flags().Var(role, "role", "role of the token (required)")
+	c.Flags().StringArrayVar(&scopes, "scope", nil, "narrow the role to this permission, e.g. nodes.read (repeatable)")
+	c.Flags().Var(&expiresIn, "expires-in", "lifetime, e.g. 30d, 24h or 1d12h (default: never expires)")
+	c.Flags().Uint32Var(&rateLimit, "rate-limit", 0, "calls a minute, across replicas (default: the server's, 120)")
+	return c
+}
+
+func newListCommand(d *deps.Deps) *cobra.Command {
+	var (
+		state = cliflag.NewChoice("active", "expired", "revoked")
+		limit uint32
+		all   bool
+	)
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List API tokens, newest first",
+		Example: `  palyra auth tokens list --state active
+  palyra auth tokens list --all -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
+				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			req := &accessv1.ListTokensRequest{PageSize: limit, State: states[state.Value]}
+			tokens, next, err := client.Pages(all, func(page string) ([]*accessv1.Token, string, error) {
+				req.PageToken = page
+				res, err := c.Access.ListTokens(cmd.Context(), connect.NewRequest(req))
+				if err != nil {
+					return nil, "", err
+				}
+				return res.Msg.GetTokens(), res.Msg.GetNextPageToken(), nil
+			})
+			if err != nil {
+				return err
+			}
+			out := &accessv1.ListTokensResponse{Tokens: append([]*accessv1.Token{}, tokens...), NextPageToken: next}
+			if out.NextPageToken != "" && d.Output != output.JSON {
+				fmt.Fprintln(d.Stderr, "more tokens follow: pass --all to list them all")
+			}
+			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { listTable(w, out.GetTokens()) })
+		},
+	}
+	c.Flags().Var(state, "state", "list only the tokens in this state")
+	c.Flags().Uint32Var(&limit, "limit", 0, "the most tokens to list (per call with --all), 1 to 500 (default 100)")
+	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every token")
+	return c
+}
+
+func newGetCommand(d *deps.Deps) *cobra.Command {
+	return &cobra.Command{
+		Use:     "get ID",
+		Short:   "Show an API token",
+		Example: "  palyra auth tokens get 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := ParseID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Access.GetToken(cmd.Context(), connect.NewRequest(&accessv1.GetTokenRequest{Id: id}))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { tokenTable(w, res.Msg.GetToken()) })
+		},
+	}
+}
+
+func newRotateCommand(d *deps.Deps) *cobra.Command {
+	var expiresIn cliflag.Duration
+	c := &cobra.Command{
+		Use:   "rotate ID",
+		Short: "Replace a token by a new one with the same label, role and scopes; print the new secret once",
+		Long: `rotate replaces a token by a new one with the same label, role, scopes and rate limit.
+The old secret stops working at once; the new one is printed once.`,
+		Example: "  palyra auth tokens rotate 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --expires-in 90d",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := ParseID(args[0])
+			if err != nil {
+				return err
+			}
+			req := &accessv1.RotateTokenRequest{Id: id}
+			if expiresIn.Value > 0 {
+				req.ExpireTime = timestamppb.New(d.Clock().Add(expiresIn.Value))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Access.RotateToken(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(d.Stderr, "Token %s is revoked and replaced by %s. %s\n", id, res.Msg.GetToken().GetId(), secretWarning)
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) {
+				tokenTable(w, res.Msg.GetToken())
+				fmt.Fprintf(w, "Secret\t%s\n", res.Msg.GetSecret())
+			})
+		},
+	}
+	c.Flags().Var(&expiresIn, "expires-in", "lifetime of the new token, e.g. 30d (default: the old token's expiry)")
+	return c
+}
+
+func newRevokeCommand(d *deps.Deps) *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:     "revoke ID",
+		Short:   "Revoke a token at once, and every console session opened with it",
+		Example: `  palyra auth tokens revoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --reason "laptop lost"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := ParseID(args[0])
+			if err != nil {
+				return err
+			}
+			if len(reason) > 256 {
+				return cliusage.Wrap(fmt.Errorf("--reason is %d bytes long; at most 256", len(reason)))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Access.RevokeToken(cmd.Context(), connect.NewRequest(&accessv1.RevokeTokenRequest{Id: id, Reason: reason}))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { tokenTable(w, res.Msg.GetToken()) })
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why, recorded with the revocation")
+	return c
+}
+
+// tokenTable writes one token as rows of a name and a value.
+func tokenTable(w io.Writer, t *accessv1.Token) {
+	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
+	row("ID", t.GetId())
+	row("Label", output.Cell(t.GetLabel()))
+	row("User", output.Cell(t.GetUser()))
+	row("Role", output.Enum(t.GetRole()))
+	row("State", output.Enum(t.GetState()))
+	if len(t.GetScopes()) > 0 {
+		row("Scopes", output.List(t.GetScopes()))
+	}
+	row("Permissions", output.List(t.GetPermissions()))
+	row("Rate limit", fmt.Sprintf("%d/min", t.GetRateLimitPerMinute()))
+	row("Created", fmt.Sprintf("%s by %s", output.Time(t.GetCreateTime(), "-"), output.Cell(t.GetCreatedBy())))
+	row("Expires", output.Time(t.GetExpireTime(), "never"))
+	row("Last used", output.Time(t.GetLastUseTime(), "never"))
+	if t.GetRevokeTime() != nil {
+		row("Revoked", fmt.Sprintf("%s (%s)", output.Time(t.GetRevokeTime(), "-"), output.Cell(t.GetRevokeReason())))
+	}
+	if t.GetRotatedFrom() != "" {
+		row("Rotated from", t.GetRotatedFrom())
+	}
+	if t.GetRotatedTo() != "" {
+		row("Rotated to", t.GetRotatedTo())
+	}
+}
+
+// listTable writes tokens as a table with a header.
+func listTable(w io.Writer, tokens []*accessv1.Token) {
+	fmt.Fprintln(w, "ID\tLABEL\tROLE\tSTATE\tEXPIRES\tLAST USED\tCREATED BY")
+	for _, t := range tokens {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.GetId(), output.Cell(t.GetLabel()), output.Enum(t.GetRole()),
+			output.Enum(t.GetState()), output.Time(t.GetExpireTime(), "never"), output.Time(t.GetLastUseTime(), "never"),
+			output.Cell(t.GetCreatedBy()))
+	}
+}
