@@ -32,10 +32,10 @@ import (
 //  3. authenticated / permission: an address that failed authentication too often is
 //     refused first (ResourceExhausted). Then the caller authenticates with
 //     `Authorization: Bearer plr_...` or the session cookie; every failure gets the same
-//     Unauthenticated answer. A permission the caller lacks is PermissionDenied; a call
-//     that changes state through a session cookie needs the X-Palyra-CSRF header
-//     (PermissionDenied without it); then the token's rate limit (ResourceExhausted with
-//     Retry-After).
+//     Unauthenticated answer. Then the token's rate limit (ResourceExhausted with
+//     Retry-After), which refused calls use up too. A permission the caller lacks is
+//     PermissionDenied; a call that changes state through a session cookie needs the
+//     X-Palyra-CSRF header (PermissionDenied without it).
 //  4. Every call that changes state (any RPC not declared NO_SIDE_EFFECTS) and every
 //     refused authentication or permission is written to the audit log, with the
 //     target the handler named (audit.SetTarget).
@@ -201,6 +201,15 @@ func (c *call) authenticate(ctx context.Context, perm Permission) (context.Conte
 	}
 	c.principal = p
 	ctx = WithPrincipal(ctx, p)
+	// The rate limit comes before the other checks, so that refused calls use up the
+	// token's allowance too: a token cannot flood the audit log with refusals.
+	if err := i.opts.Tokens.Take(ctx, p.TokenID); err != nil {
+		var limited *RateLimitedError
+		if errors.As(err, &limited) {
+			return ctx, rateLimited(fmt.Sprintf("%s is over its rate limit", p.ID()), limited.RetryAfter)
+		}
+		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("could not apply the rate limit; retry later"))
+	}
 	if perm != "" && !p.Permissions.Has(perm) {
 		c.audited = true
 		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this call needs the permission %s, which %s lacks", perm, p.ID()))
@@ -208,13 +217,6 @@ func (c *call) authenticate(ctx context.Context, perm Permission) (context.Conte
 	if p.Method == SessionCookie && !c.rule.readOnly && !i.opts.Sessions.CheckCSRF(p, c.header.Get(CSRFHeader)) {
 		c.audited = true
 		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("calls that change state with a session cookie need the session's CSRF token in the %s header", CSRFHeader))
-	}
-	if err := i.opts.Tokens.Take(ctx, p.TokenID); err != nil {
-		var limited *RateLimitedError
-		if errors.As(err, &limited) {
-			return ctx, rateLimited(fmt.Sprintf("%s is over its rate limit", p.ID()), limited.RetryAfter)
-		}
-		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("could not apply the rate limit; retry later"))
 	}
 	return ctx, nil
 }

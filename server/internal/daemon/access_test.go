@@ -770,3 +770,22 @@ func TestLocalRecoveryToken(t *testing.T) {
 		t.Errorf("recovery token: %v, %v", res, err)
 	}
 }
+
+// TestRefusedCallsUseTheRateLimit: a token cannot flood the audit log with calls it is
+// refused, because refused calls use up its rate limit too.
+func TestRefusedCallsUseTheRateLimit(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	_, operator := b.createToken(t, &accessv1.CreateTokenRequest{Label: "ops", Role: accessv1.Role_ROLE_OPERATOR, RateLimitPerMinute: new(uint32(3))})
+	c := b.accessClient(operator)
+	var codes []connect.Code
+	for range 5 {
+		_, err := c.SetFlag(t.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true}))
+		codes = append(codes, connect.CodeOf(err))
+	}
+	want := []connect.Code{connect.CodePermissionDenied, connect.CodePermissionDenied, connect.CodePermissionDenied,
+		connect.CodeResourceExhausted, connect.CodeResourceExhausted}
+	if !slices.Equal(codes, want) {
+		t.Errorf("codes %v, want %v", codes, want)
+	}
+}
