@@ -6,8 +6,10 @@ package access
 
 import (
 	"slices"
+	"time"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	"github.com/palyra/palyra/server/internal/ratelimit"
 )
 
 // Permission names one right in the catalog, e.g. "nodes.approve".
@@ -50,6 +52,12 @@ var catalog = []*accessv1.Permission{
 	{Name: string(SecretsWrite), Description: "Create, change and delete secrets."},
 	{Name: string(StatusRead), Description: "Read the daemon's status."},
 	{Name: string(TokensManage), Description: "Create, list, rotate and revoke API tokens."},
+}
+
+// NewFailureLimiter returns the limit on failed authentication per remote address: 20
+// failures, then one every 3 seconds.
+func NewFailureLimiter(now func() time.Time) *ratelimit.Keyed {
+	return ratelimit.NewKeyed(20, 20, now)
 }
 
 // Known reports whether p is in the catalog.

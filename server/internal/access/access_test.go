@@ -4,7 +4,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestRoles(t *testing.T) {
@@ -93,28 +92,5 @@ func TestTokenFormat(t *testing.T) {
 	h := hashSecret(kindToken, id, secret)
 	if slices.Equal(h, hashSecret(kindSession, id, secret)) || slices.Equal(h, hashSecret(kindToken, "other", secret)) || len(h) != 32 {
 		t.Error("hashSecret is not bound to kind and id")
-	}
-}
-
-func TestFailureLimiter(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := NewFailureLimiter(func() time.Time { return now })
-	for i := range failureBurst {
-		if _, blocked := l.Blocked("10.0.0.1:5000"); blocked {
-			t.Fatalf("blocked after %d failures, burst is %d", i, failureBurst)
-		}
-		l.Failed("10.0.0.1:" + string(rune('0'+i%10))) // the port does not matter
-	}
-	wait, blocked := l.Blocked("10.0.0.1:6000")
-	if !blocked || wait <= 0 || wait > time.Minute/failureRefill {
-		t.Fatalf("after the burst: blocked %v, wait %v", blocked, wait)
-	}
-	if _, blocked := l.Blocked("10.0.0.2:1"); blocked {
-		t.Error("another address is blocked too")
-	}
-	now = now.Add(time.Minute / failureRefill)
-	if _, blocked := l.Blocked("10.0.0.1:1"); blocked {
-		t.Error("still blocked after the refill of one failure")
 	}
 }

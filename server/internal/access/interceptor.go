@@ -18,6 +18,8 @@ import (
 
 	optionsv1 "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/requestctx"
 )
 
@@ -27,8 +29,11 @@ import (
 //  1. The rule comes from the RPC's (palyra.options.v1.access) option, read once at
 //     start for every method of every palyra.* service; a method without a valid rule
 //     is refused.
-//  2. public: no credentials. device: a verified client certificate (the binding of
-//     certificates to devices comes with pairing).
+//  2. public: no credentials. device: a client certificate verified against the CA
+//     during the handshake, naming a device, neither revoked nor of a revoked device —
+//     checked again on every call, so that a revocation also stops the calls of
+//     connections opened before it. (With require_mtls off, for development only, the
+//     device names itself in the X-Palyra-Device-Id header.)
 //  3. authenticated / permission: an address that failed authentication too often is
 //     refused first (ResourceExhausted). Then the caller authenticates with
 //     `Authorization: Bearer plr_...` or the session cookie; every failure gets the same
@@ -45,8 +50,14 @@ type InterceptorOptions struct {
 	Tokens   *Tokens
 	Sessions *Sessions
 	Audit    *audit.Log
-	Failures *FailureLimiter
-	Logger   *slog.Logger
+	// Failures limits failed authentication per remote address (ratelimit.Host).
+	Failures *ratelimit.Keyed
+	// Devices checks device certificates against the revocations.
+	Devices DeviceChecker
+	// RequireMTLS refuses node RPCs without a client certificate; off is for
+	// development only.
+	RequireMTLS bool
+	Logger      *slog.Logger
 }
 
 // Interceptor enforces the access rules.
@@ -109,6 +120,7 @@ type call struct {
 	header    http.Header
 	rule      rule
 	principal *Principal
+	device    *Device
 	note      *audit.Note
 	// audited forces an audit record for a read-only call (a refusal).
 	audited bool
@@ -167,11 +179,7 @@ func (c *call) authorize(ctx context.Context) (context.Context, error) {
 	case *optionsv1.Access_Public:
 		return ctx, nil
 	case *optionsv1.Access_Device:
-		if requestctx.ClientCertificate(ctx) == nil {
-			c.audited = true
-			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a client certificate"))
-		}
-		return ctx, nil
+		return c.authenticateDevice(ctx)
 	case *optionsv1.Access_Authenticated:
 		return c.authenticate(ctx, "")
 	case *optionsv1.Access_Permission:
@@ -184,15 +192,15 @@ func (c *call) authorize(ctx context.Context) (context.Context, error) {
 // token's rate limit.
 func (c *call) authenticate(ctx context.Context, perm Permission) (context.Context, error) {
 	i := c.i
-	if wait, blocked := i.opts.Failures.Blocked(c.peer); blocked {
+	if wait, ok := i.opts.Failures.Peek(ratelimit.Host(c.peer)); !ok {
 		c.audited = true
 		return ctx, rateLimited("too many failed authentications from your address", wait)
 	}
 	p, reason, err := c.credentials(ctx)
 	if errors.Is(err, ErrUnauthenticated) {
-		i.opts.Failures.Failed(c.peer)
+		i.opts.Failures.Spend(ratelimit.Host(c.peer))
 		c.audited = true
-		i.log.Info("authentication failed", "procedure", c.procedure, "remote", hostOf(c.peer),
+		i.log.Info("authentication failed", "procedure", c.procedure, "remote", ratelimit.Host(c.peer),
 			"reason", reason, "request_id", requestctx.RequestID(ctx))
 		return ctx, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
 	}
@@ -219,6 +227,32 @@ func (c *call) authenticate(ctx context.Context, perm Permission) (context.Conte
 		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("calls that change state with a session cookie need the session's CSRF token in the %s header", CSRFHeader))
 	}
 	return ctx, nil
+}
+
+// authenticateDevice identifies the calling device by its certificate.
+func (c *call) authenticateDevice(ctx context.Context) (context.Context, error) {
+	cert := requestctx.ClientCertificate(ctx)
+	switch {
+	case cert != nil:
+		id, err := c.i.opts.Devices.Check(cert)
+		if err != nil {
+			c.audited = true
+			c.i.log.Info("device refused", "procedure", c.procedure, "remote", ratelimit.Host(c.peer), "err", err)
+			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("the client certificate is not a valid device certificate (revoked, or of a revoked device)"))
+		}
+		c.device = &Device{ID: id, CertificateFingerprint: identity.Fingerprint(cert.Raw), Verified: true}
+	case c.i.opts.RequireMTLS:
+		c.audited = true
+		return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a device certificate (mutual TLS): pair the node first"))
+	default:
+		id := c.header.Get(DeviceHeader)
+		if id == "" || c.i.opts.Devices.CheckDevice(id) != nil {
+			c.audited = true
+			return ctx, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("require_mtls is off: name a device that is not revoked in the %s header", DeviceHeader))
+		}
+		c.device = &Device{ID: id}
+	}
+	return WithDevice(ctx, c.device), nil
 }
 
 // credentials authenticates the bearer token, or else the session cookie.
@@ -255,11 +289,14 @@ func (c *call) finish(ctx context.Context, err error) {
 		Target:        c.note.Target(),
 		Outcome:       audit.Success,
 		Code:          "ok",
-		RemoteAddress: hostOf(c.peer),
+		RemoteAddress: ratelimit.Host(c.peer),
 		RequestID:     requestctx.RequestID(ctx),
 	}
-	if c.principal != nil {
+	switch {
+	case c.principal != nil:
 		e.Principal = c.principal.ID()
+	case c.device != nil:
+		e.Principal = c.device.principal()
 	}
 	if err != nil {
 		e.Outcome, e.Code = audit.Failure, connect.CodeOf(err).String()
