@@ -36,7 +36,7 @@ func (q *Queries) GetActiveAuthority(ctx context.Context) (CertificateAuthority,
 }
 
 const getIssuedCertificate = `-- name: GetIssuedCertificate :one
-select serial, fingerprint, authority_id, kind, subject, dns_names, ip_addresses, uris, not_before, not_after, issued_by_replica, issued_at
+select serial, fingerprint, authority_id, kind, subject, dns_names, ip_addresses, uris, not_before, not_after, issued_by_replica, issued_at, device_id, revoked_at, revoked_reason
 from issued_certificates
 where fingerprint = $1
 `
@@ -57,6 +57,9 @@ func (q *Queries) GetIssuedCertificate(ctx context.Context, fingerprint string) 
 		&i.NotAfter,
 		&i.IssuedByReplica,
 		&i.IssuedAt,
+		&i.DeviceID,
+		&i.RevokedAt,
+		&i.RevokedReason,
 	)
 	return i, err
 }
@@ -120,11 +123,11 @@ func (q *Queries) InsertAuthority(ctx context.Context, arg InsertAuthorityParams
 const insertIssuedCertificate = `-- name: InsertIssuedCertificate :exec
 insert into issued_certificates (
     serial, fingerprint, authority_id, kind, subject, dns_names, ip_addresses, uris,
-    not_before, not_after, issued_by_replica
+    not_before, not_after, issued_by_replica, device_id
 ) values (
     $1, $2, $3, $4,
     $5, $6, $7, $8,
-    $9, $10, $11
+    $9, $10, $11, $12
 )
 `
 
@@ -140,6 +143,7 @@ type InsertIssuedCertificateParams struct {
 	NotBefore       time.Time
 	NotAfter        time.Time
 	IssuedByReplica string
+	DeviceID        *string
 }
 
 func (q *Queries) InsertIssuedCertificate(ctx context.Context, arg InsertIssuedCertificateParams) error {
@@ -155,6 +159,7 @@ func (q *Queries) InsertIssuedCertificate(ctx context.Context, arg InsertIssuedC
 		arg.NotBefore,
 		arg.NotAfter,
 		arg.IssuedByReplica,
+		arg.DeviceID,
 	)
 	return err
 }

@@ -55,6 +55,20 @@ type CertificateAuthority struct {
 	CreatedAt      time.Time
 }
 
+type Device struct {
+	ID                   string
+	Name                 string
+	Platform             string
+	AgentVersion         string
+	Labels               []byte
+	PublicKeyFingerprint string
+	CreatedAt            time.Time
+	UpdatedAt            time.Time
+	RevokedAt            *time.Time
+	RevokedReason        string
+	RotateRequestedAt    *time.Time
+}
+
 type FeatureFlag struct {
 	Key       string
 	Enabled   bool
@@ -75,6 +89,48 @@ type IssuedCertificate struct {
 	NotAfter        time.Time
 	IssuedByReplica string
 	IssuedAt        time.Time
+	DeviceID        *string
+	RevokedAt       *time.Time
+	RevokedReason   string
+}
+
+type PairingCode struct {
+	ID             string
+	Method         string
+	CodeMac        []byte
+	Label          string
+	CreatedBy      string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	FailedAttempts int32
+	BurnedAt       *time.Time
+	DeletedAt      *time.Time
+	UsedAt         *time.Time
+	RequestID      *string
+}
+
+type PairingRequest struct {
+	ID                     string
+	CodeID                 string
+	State                  string
+	SecretHash             []byte
+	CsrDer                 []byte
+	PublicKeyFingerprint   string
+	DeviceName             string
+	Platform               string
+	AgentVersion           string
+	SourceAddress          string
+	PreviousDeviceID       *string
+	CreatedAt              time.Time
+	ExpiresAt              time.Time
+	DecidedAt              *time.Time
+	DecidedBy              string
+	Reason                 string
+	DeviceID               *string
+	CertificateDer         []byte
+	CertificateFingerprint *string
+	Labels                 []byte
+	CompletedAt            *time.Time
 }
 
 type Session struct {

@@ -20,11 +20,11 @@ returning *;
 -- name: InsertIssuedCertificate :exec
 insert into issued_certificates (
     serial, fingerprint, authority_id, kind, subject, dns_names, ip_addresses, uris,
-    not_before, not_after, issued_by_replica
+    not_before, not_after, issued_by_replica, device_id
 ) values (
     sqlc.arg('serial'), sqlc.arg('fingerprint'), sqlc.arg('authority_id'), sqlc.arg('kind'),
     sqlc.arg('subject'), sqlc.arg('dns_names'), sqlc.arg('ip_addresses'), sqlc.arg('uris'),
-    sqlc.arg('not_before'), sqlc.arg('not_after'), sqlc.arg('issued_by_replica')
+    sqlc.arg('not_before'), sqlc.arg('not_after'), sqlc.arg('issued_by_replica'), sqlc.narg('device_id')
 );
 
 -- name: GetIssuedCertificate :one

@@ -38,8 +38,9 @@ const (
 // the master key, which every replica sharing a database must have in common; the
 // master key itself is never stored in the database and never logged.
 type KeyEncryptionKey struct {
-	aead cipher.AEAD
-	id   string
+	aead   cipher.AEAD
+	id     string
+	master []byte // only ever fed to HKDF
 }
 
 // LoadKeyEncryptionKey derives the key-encryption key from the master key: the base64
@@ -151,7 +152,18 @@ func newKeyEncryptionKey(master []byte) (*KeyEncryptionKey, error) {
 		return nil, fmt.Errorf("identity: key-encryption key: %w", err)
 	}
 	idSum := sha256.Sum256(append([]byte("palyra/v1/kek-id\x00"), master...))
-	return &KeyEncryptionKey{aead: aead, id: "kek-" + hex.EncodeToString(idSum[:8])}, nil
+	return &KeyEncryptionKey{aead: aead, id: "kek-" + hex.EncodeToString(idSum[:8]), master: master}, nil
+}
+
+// DeriveKey returns a 32-byte key for one purpose (HKDF-SHA256 of the master key with
+// "palyra/v1/" + purpose as the info), e.g. the key of the MACs that stand in for
+// pairing codes. Every replica with the same master key derives the same key.
+func (k *KeyEncryptionKey) DeriveKey(purpose string) ([]byte, error) {
+	key, err := hkdf.Key(sha256.New, k.master, nil, "palyra/v1/"+purpose, 32)
+	if err != nil {
+		return nil, fmt.Errorf("identity: derive the %s key: %w", purpose, err)
+	}
+	return key, nil
 }
 
 // ID names the key without revealing it, so that a replica can tell that the database

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -131,27 +130,10 @@ func (s *ServerCertificate) renew(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("identity: issue server certificate: %w", err)
 	}
+	if err := Record(ctx, s.opts.Store.Q(), s.opts.Authority, issued, KindServer, "", s.opts.ReplicaID); err != nil {
+		return err
+	}
 	c := issued.Certificate
-	ips := make([]string, len(c.IPAddresses))
-	for i, ip := range c.IPAddresses {
-		ips[i] = ip.String()
-	}
-	err = s.opts.Store.Q().InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
-		Serial:          issued.Serial,
-		Fingerprint:     issued.Fingerprint,
-		AuthorityID:     s.opts.Authority.ID(),
-		Kind:            "server",
-		Subject:         c.Subject.String(),
-		DnsNames:        append([]string{}, c.DNSNames...), // never nil: pgx sends nil as NULL
-		IpAddresses:     ips,
-		Uris:            []string{},
-		NotBefore:       c.NotBefore,
-		NotAfter:        c.NotAfter,
-		IssuedByReplica: s.opts.ReplicaID,
-	})
-	if err != nil {
-		return fmt.Errorf("identity: record server certificate: %w", err)
-	}
 	cert := &tls.Certificate{
 		Certificate: [][]byte{c.Raw, s.opts.Authority.Certificate().Raw},
 		PrivateKey:  key,
@@ -161,6 +143,6 @@ func (s *ServerCertificate) renew(ctx context.Context) error {
 	s.current = cert
 	s.mu.Unlock()
 	s.log.Info("server certificate issued", "fingerprint", issued.Fingerprint, "serial", issued.Serial,
-		"not_after", c.NotAfter, "dns_names", c.DNSNames, "ips", ips)
+		"not_after", c.NotAfter, "dns_names", c.DNSNames, "ips", c.IPAddresses)
 	return nil
 }
