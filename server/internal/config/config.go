@@ -35,6 +35,14 @@ type Config struct {
 	Log Log
 	// Compat configures the OpenAI-compatible API.
 	Compat Compat
+	// Pairing configures node pairing.
+	Pairing Pairing
+	// PublicURL is the URL nodes reach the daemon at, put in QR pairing URIs; empty means
+	// https:// and the listen address (the host name when it listens on all addresses).
+	PublicURL string
+	// RequireMTLS makes node RPCs require a client certificate. Turning it off is for
+	// development only.
+	RequireMTLS bool
 	// MasterKey is the base64 master key from PALYRA_MASTER_KEY; empty means
 	// <DataDir>/master.key. Never logged.
 	MasterKey string
@@ -62,6 +70,17 @@ type TLS struct {
 	// ServerCertLifetime is the validity of each server certificate; it is renewed at
 	// one third remaining.
 	ServerCertLifetime time.Duration
+	// DeviceCertLifetime is the validity of each device certificate; nodes renew at one
+	// third remaining.
+	DeviceCertLifetime time.Duration
+}
+
+// Pairing configures node pairing.
+type Pairing struct {
+	// PINDigits is the length of PIN codes unless a code asks for another (6 to 12).
+	PINDigits int
+	// RequestTTL is how long a pairing request waits for a decision.
+	RequestTTL time.Duration
 }
 
 // Server holds the limits of the HTTP server.

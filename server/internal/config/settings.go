@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -135,6 +136,64 @@ var settings = []setting{
 		show: func(c *Config) string { return c.TLS.ServerCertLifetime.String() },
 	},
 	{
+		key:   "tls.device_cert_lifetime",
+		kind:  "duration",
+		usage: "validity of each device certificate, renewed by the node at one third remaining (1h-2160h)",
+		set: func(c *Config, v string) (err error) {
+			c.TLS.DeviceCertLifetime, err = parseDuration(v, time.Hour, 90*24*time.Hour)
+			return err
+		},
+		show: func(c *Config) string { return c.TLS.DeviceCertLifetime.String() },
+	},
+	{
+		key:   "public_url",
+		kind:  "url",
+		usage: "https URL nodes reach palyrad at, for QR pairing URIs (default: from the listen address)",
+		set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if v != "" && (err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil) {
+				return fmt.Errorf("must be an https URL without path, e.g. https://palyra.example.com:7443, got %q", v)
+			}
+			c.PublicURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+		show: func(c *Config) string { return c.PublicURL },
+	},
+	{
+		key:   "require_mtls",
+		kind:  "bool",
+		usage: "node RPCs need a device certificate; false is for development only and trusts the X-Palyra-Device-Id header",
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("must be true or false, got %q", v)
+			}
+			c.RequireMTLS = b
+			return nil
+		},
+		show: func(c *Config) string { return strconv.FormatBool(c.RequireMTLS) },
+	},
+	{
+		key:   "pairing.pin_digits",
+		kind:  "count",
+		usage: "length of PIN pairing codes unless a code asks for another (6-12)",
+		set: func(c *Config, v string) (err error) {
+			c.Pairing.PINDigits, err = parseInt(v, 6, 12)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Pairing.PINDigits) },
+	},
+	{
+		key:   "pairing.request_ttl",
+		kind:  "duration",
+		usage: "how long a pairing request waits for an approval before it expires (1m-24h)",
+		set: func(c *Config, v string) (err error) {
+			c.Pairing.RequestTTL, err = parseDuration(v, time.Minute, 24*time.Hour)
+			return err
+		},
+		show: func(c *Config) string { return c.Pairing.RequestTTL.String() },
+	},
+	{
 		key:   "server.read_header_timeout",
 		kind:  "duration",
 		usage: "time allowed for the TLS handshake and the request headers (1s-5m)",
@@ -258,10 +317,12 @@ func defaults(getenv func(string) string) Config {
 		dataHome = filepath.Join(getenv("HOME"), ".local", "share")
 	}
 	return Config{
-		Listen:   "127.0.0.1:7443",
-		DataDir:  filepath.Join(dataHome, "palyra"),
-		Database: Database{MaxConns: 20},
-		TLS:      TLS{ServerCertLifetime: 24 * time.Hour},
+		Listen:      "127.0.0.1:7443",
+		DataDir:     filepath.Join(dataHome, "palyra"),
+		Database:    Database{MaxConns: 20},
+		TLS:         TLS{ServerCertLifetime: 24 * time.Hour, DeviceCertLifetime: 24 * time.Hour},
+		Pairing:     Pairing{PINDigits: 8, RequestTTL: 15 * time.Minute},
+		RequireMTLS: true,
 		Server: Server{
 			ReadHeaderTimeout:    10 * time.Second,
 			IdleTimeout:          2 * time.Minute,

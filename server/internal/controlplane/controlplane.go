@@ -28,6 +28,8 @@ const compressMinBytes = 1024
 type Services struct {
 	ControlPlane controlplanev1connect.ControlPlaneServiceHandler
 	Session      controlplanev1connect.SessionServiceHandler
+	Pairing      controlplanev1connect.PairingServiceHandler
+	Device       controlplanev1connect.DeviceServiceHandler
 	Node         nodev1connect.NodeServiceHandler
 	Access       accessv1connect.AccessServiceHandler
 	Compat       compatv1connect.CompatServiceHandler
@@ -38,6 +40,8 @@ type Services struct {
 var serviceNames = []string{
 	controlplanev1connect.ControlPlaneServiceName,
 	controlplanev1connect.SessionServiceName,
+	controlplanev1connect.PairingServiceName,
+	controlplanev1connect.DeviceServiceName,
 	nodev1connect.NodeServiceName,
 	accessv1connect.AccessServiceName,
 	compatv1connect.CompatServiceName,
@@ -83,6 +87,8 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(controlplanev1connect.NewControlPlaneServiceHandler(opts.Services.ControlPlane, rpc...))
 	mux.Handle(controlplanev1connect.NewSessionServiceHandler(opts.Services.Session, rpc...))
+	mux.Handle(controlplanev1connect.NewPairingServiceHandler(opts.Services.Pairing, rpc...))
+	mux.Handle(controlplanev1connect.NewDeviceServiceHandler(opts.Services.Device, rpc...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(opts.Services.Node, rpc...))
 	mux.Handle(accessv1connect.NewAccessServiceHandler(opts.Services.Access, rpc...))
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))

@@ -24,6 +24,12 @@ type ServerOptions struct {
 	// ClientCAs verifies client certificates, which are optional at the handshake
 	// (VerifyClientCertIfGiven): a certificate that is presented must be valid.
 	ClientCAs *x509.CertPool
+	// VerifyConnection, when set, can refuse a verified client certificate during the
+	// handshake (revocation.List.VerifyConnection).
+	VerifyConnection func(tls.ConnectionState) error
+	// ConnState, when set, follows the connections (revocation.List.ConnState closes
+	// those of what gets revoked).
+	ConnState func(net.Conn, http.ConnState)
 	// ReadHeaderTimeout bounds the TLS handshake and the request headers.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections.
@@ -56,11 +62,13 @@ func Listen(opts ServerOptions) (*Server, error) {
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnState:         opts.ConnState,
 		TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: opts.GetCertificate,
-			ClientAuth:     tls.VerifyClientCertIfGiven,
-			ClientCAs:      opts.ClientCAs,
+			MinVersion:       tls.VersionTLS12,
+			GetCertificate:   opts.GetCertificate,
+			ClientAuth:       tls.VerifyClientCertIfGiven,
+			ClientCAs:        opts.ClientCAs,
+			VerifyConnection: opts.VerifyConnection,
 		},
 		Protocols: new(http.Protocols),
 		HTTP2: &http.HTTP2Config{
@@ -92,6 +100,10 @@ func (s *Server) Serve(h http.Handler) error {
 	}
 	return fmt.Errorf("controlplane: serve: %w", err)
 }
+
+// Close closes the listener of a server that never served (a start-up that failed
+// after Listen).
+func (s *Server) Close() error { return s.ln.Close() }
 
 // Shutdown stops accepting connections and waits, until ctx is done, for the calls in
 // flight; it then closes what is still open.

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,15 +16,23 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
+	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/controlplane"
+	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/notify"
+	"github.com/palyra/palyra/server/internal/pairing"
+	"github.com/palyra/palyra/server/internal/revocation"
 	"github.com/palyra/palyra/server/internal/status"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -45,7 +54,7 @@ type Daemon struct {
 	server  *controlplane.Server
 	health  *controlplane.Health
 	stopBg  context.CancelFunc
-	bg      sync.WaitGroup
+	bg      *sync.WaitGroup
 	serveCh chan error
 }
 
@@ -84,16 +93,52 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	if bootstrap != "" {
 		log.Info("owner created; its API token is in the bootstrap file (log in with: palyra auth login --token-file ...)", "file", bootstrap)
 	}
+	// Background work (certificate renewal, notifications, revocations, the pairing
+	// sweeper) runs until Stop; when Start fails it is stopped again.
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	defer func() {
+		if err != nil {
+			stopBg()
+			bg.Wait()
+		}
+	}()
+
 	flagRegistry, err := flags.New(db.store, flags.Builtin(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel)
+	bg.Go(func() { listener.Run(bgCtx) })
+	revocations, err := revocation.New(db.store, listener, log, nil)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	// Nothing is served before the revocation list is loaded, and it is loaded after
+	// the listener listens, so that no revocation falls between the two.
+	select {
+	case <-listener.Ready():
+	case <-ctx.Done():
+		return nil, fmt.Errorf("daemon: %w", ctx.Err())
+	case <-time.After(30 * time.Second):
+		return nil, errors.New("daemon: the notification listener did not connect within 30 s")
+	}
+	if err := revocations.Load(ctx); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	bg.Go(func() { revocations.Run(bgCtx) })
+	if !cfg.RequireMTLS {
+		log.Warn("require_mtls is off: node RPCs accept a device that merely names itself in the X-Palyra-Device-Id header. " +
+			"This is for development only; never run it so where a network can reach it.")
+	}
+
 	auditLog := audit.New(db.store, nil)
 	tokens := access.NewTokens(db.store, nil)
 	sessions := access.NewSessions(db.store, tokens, nil)
 	accessInterceptor, err := access.NewInterceptor(access.InterceptorOptions{
 		Tokens: tokens, Sessions: sessions, Audit: auditLog,
-		Failures: access.NewFailureLimiter(nil), Logger: log,
+		Failures: access.NewFailureLimiter(nil), Devices: revocations, RequireMTLS: cfg.RequireMTLS,
+		Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -121,6 +166,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	bg.Go(func() { serverCert.Run(bgCtx) })
 
 	health := controlplane.NewHealth(db.store)
 	metrics := controlplane.NewMetrics(version, cfg.ReplicaID)
@@ -128,6 +174,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Address:              cfg.Listen,
 		GetCertificate:       serverCert.GetCertificate,
 		ClientCAs:            authority.CertPool(),
+		VerifyConnection:     revocations.VerifyConnection,
+		ConnState:            revocations.ConnState,
 		ReadHeaderTimeout:    cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:          cfg.Server.IdleTimeout,
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
@@ -136,6 +184,41 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			_ = server.Close()
+		}
+	}()
+
+	macKey, err := kek.DeriveKey("pairing-code-mac")
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	pairingService, err := pairing.New(pairing.Options{
+		Store:              db.store,
+		Authority:          authority,
+		MACKey:             macKey,
+		Notify:             listener,
+		Audit:              auditLog,
+		ReplicaID:          cfg.ReplicaID,
+		PublicURL:          publicURL(cfg, hostname, server.Addr()),
+		PINDigits:          cfg.Pairing.PINDigits,
+		RequestTTL:         cfg.Pairing.RequestTTL,
+		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
+		Logger:             log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	bg.Go(func() { pairingService.Run(bgCtx) })
+	deviceService := devices.New(devices.Options{
+		Store:              db.store,
+		Authority:          authority,
+		ReplicaID:          cfg.ReplicaID,
+		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
+		Logger:             log,
+	})
+
 	handler := controlplane.NewHandler(controlplane.HandlerOptions{
 		Services: controlplane.Services{
 			ControlPlane: status.NewHandler(status.Options{
@@ -150,9 +233,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 				ServerCertificate: serverCert.Leaf,
 			}),
 			Session: access.NewSessionHandler(sessions),
-			Node:    identity.NewTrustHandler(authority, version),
-			Access:  access.NewHandler(access.HandlerOptions{Tokens: tokens, Flags: flagRegistry, Audit: auditLog}),
-			Compat:  compat.NewHandler(cfg.Compat.Models, flagRegistry),
+			Pairing: pairingService.PairingHandler(),
+			Device:  deviceService.Handler(),
+			Node: nodeService{
+				TrustHandler: identity.NewTrustHandler(authority, version),
+				NodeHandler:  pairingService.NodeHandler(),
+				renewal:      deviceService.NodeHandler(),
+			},
+			Access: access.NewHandler(access.HandlerOptions{Tokens: tokens, Flags: flagRegistry, Audit: auditLog}),
+			Compat: compat.NewHandler(cfg.Compat.Models, flagRegistry),
 		},
 		Health:          health,
 		Metrics:         metrics,
@@ -161,9 +250,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Logger:          log,
 	})
 
-	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, stopBg: stopBg, serveCh: make(chan error, 1)}
-	d.bg.Go(func() { serverCert.Run(bgCtx) })
+	d.bg = &bg
 	go func() { d.serveCh <- server.Serve(handler) }()
 
 	log.Info("palyrad ready",
@@ -276,6 +364,35 @@ func (db *database) close(ctx context.Context) {
 			db.log.Error("embedded PostgreSQL did not stop cleanly", "err", err)
 		}
 	}
+}
+
+// nodeService serves NodeService from the packages that own its parts: the trust
+// bootstrap (identity), pairing, and renewal (devices).
+type nodeService struct {
+	*identity.TrustHandler
+	*pairing.NodeHandler
+	renewal *devices.NodeHandler
+}
+
+var _ nodev1connect.NodeServiceHandler = nodeService{}
+
+// RenewCertificate implements NodeService.
+func (n nodeService) RenewCertificate(ctx context.Context, req *connect.Request[nodev1.RenewCertificateRequest]) (*connect.Response[nodev1.RenewCertificateResponse], error) {
+	return n.renewal.RenewCertificate(ctx, req)
+}
+
+// publicURL is the configured public URL, or https:// and the listen address (the host
+// name when it listens on every address).
+func publicURL(cfg *config.Config, hostname string, addr net.Addr) string {
+	if cfg.PublicURL != "" {
+		return cfg.PublicURL
+	}
+	host, _, _ := net.SplitHostPort(cfg.Listen)
+	_, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = hostname
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }
 
 // serverNames returns the subject alternative names of the server certificate:

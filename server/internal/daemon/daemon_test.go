@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -69,6 +70,16 @@ func (td *testDaemon) client(token string) *http.Client {
 		TLSClientConfig:   &tls.Config{RootCAs: td.roots},
 		ForceAttemptHTTP2: true,
 	}}}
+}
+
+// clientFrom returns an anonymous HTTP/2 client whose connections come from the local
+// address ip (any of 127.0.0.0/8 works on Linux).
+func (td *testDaemon) clientFrom(ip net.IP) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: td.roots},
+		ForceAttemptHTTP2: true,
+		DialContext:       (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext,
+	}}
 }
 
 // bearer adds an Authorization header to every request.

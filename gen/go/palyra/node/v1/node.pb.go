@@ -9,9 +9,11 @@
 package nodev1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -23,6 +25,72 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// PairingState is the state of a pairing request. Decisions are final.
+type PairingState int32
+
+const (
+	// PAIRING_STATE_UNSPECIFIED: no filter (in requests); never sent in responses.
+	PairingState_PAIRING_STATE_UNSPECIFIED PairingState = 0
+	// PAIRING_STATE_PENDING_APPROVAL: waiting for an administrator.
+	PairingState_PAIRING_STATE_PENDING_APPROVAL PairingState = 1
+	// PAIRING_STATE_APPROVED: approved and the certificate issued; the node has not
+	// collected it yet.
+	PairingState_PAIRING_STATE_APPROVED PairingState = 2
+	// PAIRING_STATE_COMPLETED: the node collected its certificate.
+	PairingState_PAIRING_STATE_COMPLETED PairingState = 3
+	// PAIRING_STATE_REJECTED: an administrator rejected it.
+	PairingState_PAIRING_STATE_REJECTED PairingState = 4
+	// PAIRING_STATE_EXPIRED: no one decided in time.
+	PairingState_PAIRING_STATE_EXPIRED PairingState = 5
+)
+
+// Enum value maps for PairingState.
+var (
+	PairingState_name = map[int32]string{
+		0: "PAIRING_STATE_UNSPECIFIED",
+		1: "PAIRING_STATE_PENDING_APPROVAL",
+		2: "PAIRING_STATE_APPROVED",
+		3: "PAIRING_STATE_COMPLETED",
+		4: "PAIRING_STATE_REJECTED",
+		5: "PAIRING_STATE_EXPIRED",
+	}
+	PairingState_value = map[string]int32{
+		"PAIRING_STATE_UNSPECIFIED":      0,
+		"PAIRING_STATE_PENDING_APPROVAL": 1,
+		"PAIRING_STATE_APPROVED":         2,
+		"PAIRING_STATE_COMPLETED":        3,
+		"PAIRING_STATE_REJECTED":         4,
+		"PAIRING_STATE_EXPIRED":          5,
+	}
+)
+
+func (x PairingState) Enum() *PairingState {
+	p := new(PairingState)
+	*p = x
+	return p
+}
+
+func (x PairingState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PairingState) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_node_v1_node_proto_enumTypes[0].Descriptor()
+}
+
+func (PairingState) Type() protoreflect.EnumType {
+	return &file_palyra_node_v1_node_proto_enumTypes[0]
+}
+
+func (x PairingState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PairingState.Descriptor instead.
+func (PairingState) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
 
 // GetServerInfoRequest has no fields.
 type GetServerInfoRequest struct {
@@ -127,18 +195,719 @@ func (x *GetServerInfoResponse) GetCaFingerprint() string {
 	return ""
 }
 
+// StartPairingRequest presents a code and the node's CSR.
+type StartPairingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is the pairing code, as created: exactly one.
+	//
+	// Types that are valid to be assigned to Code:
+	//
+	//	*StartPairingRequest_Pin
+	//	*StartPairingRequest_QrCode
+	Code isStartPairingRequest_Code `protobuf_oneof:"code"`
+	// csr is a PKCS#10 certificate signing request in DER form, for an ECDSA P-256 key
+	// generated on the node. Only its public key and signature are used: names and
+	// extensions it asks for are ignored.
+	Csr []byte `protobuf:"bytes,3,opt,name=csr,proto3" json:"csr,omitempty"`
+	// device_name is the node's name as the administrator will see it.
+	DeviceName string `protobuf:"bytes,4,opt,name=device_name,json=deviceName,proto3" json:"device_name,omitempty"`
+	// platform is the node's operating system and architecture, e.g. "linux/amd64".
+	Platform string `protobuf:"bytes,5,opt,name=platform,proto3" json:"platform,omitempty"`
+	// agent_version is the version of the node agent.
+	AgentVersion string `protobuf:"bytes,6,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// device_id is the node's previous device id when it pairs again (after losing its
+	// key, say); its old certificates are revoked on approval. Empty for a new device.
+	DeviceId      string `protobuf:"bytes,7,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartPairingRequest) Reset() {
+	*x = StartPairingRequest{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartPairingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartPairingRequest) ProtoMessage() {}
+
+func (x *StartPairingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartPairingRequest.ProtoReflect.Descriptor instead.
+func (*StartPairingRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StartPairingRequest) GetCode() isStartPairingRequest_Code {
+	if x != nil {
+		return x.Code
+	}
+	return nil
+}
+
+func (x *StartPairingRequest) GetPin() string {
+	if x != nil {
+		if x, ok := x.Code.(*StartPairingRequest_Pin); ok {
+			return x.Pin
+		}
+	}
+	return ""
+}
+
+func (x *StartPairingRequest) GetQrCode() string {
+	if x != nil {
+		if x, ok := x.Code.(*StartPairingRequest_QrCode); ok {
+			return x.QrCode
+		}
+	}
+	return ""
+}
+
+func (x *StartPairingRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *StartPairingRequest) GetDeviceName() string {
+	if x != nil {
+		return x.DeviceName
+	}
+	return ""
+}
+
+func (x *StartPairingRequest) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *StartPairingRequest) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *StartPairingRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+type isStartPairingRequest_Code interface {
+	isStartPairingRequest_Code()
+}
+
+type StartPairingRequest_Pin struct {
+	// pin is a PIN code: 6 to 12 digits.
+	Pin string `protobuf:"bytes,1,opt,name=pin,proto3,oneof"`
+}
+
+type StartPairingRequest_QrCode struct {
+	// qr_code is the code of a QR pairing URI (its `code` parameter).
+	QrCode string `protobuf:"bytes,2,opt,name=qr_code,json=qrCode,proto3,oneof"`
+}
+
+func (*StartPairingRequest_Pin) isStartPairingRequest_Code() {}
+
+func (*StartPairingRequest_QrCode) isStartPairingRequest_Code() {}
+
+// StartPairingResponse identifies the request.
+type StartPairingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id identifies the pairing request; the administrator approves it.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// pairing_secret authenticates the node in GetPairingStatus and WatchPairing. Shown
+	// this once; keep it with the key.
+	PairingSecret string `protobuf:"bytes,2,opt,name=pairing_secret,json=pairingSecret,proto3" json:"pairing_secret,omitempty"`
+	// expire_time is when the request expires if no one decides.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// public_key_fingerprint is the SHA-256 of the CSR's public key (SubjectPublicKeyInfo),
+	// as "sha256:<hex>": what the administrator compares before approving.
+	PublicKeyFingerprint string `protobuf:"bytes,4,opt,name=public_key_fingerprint,json=publicKeyFingerprint,proto3" json:"public_key_fingerprint,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *StartPairingResponse) Reset() {
+	*x = StartPairingResponse{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartPairingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartPairingResponse) ProtoMessage() {}
+
+func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartPairingResponse.ProtoReflect.Descriptor instead.
+func (*StartPairingResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StartPairingResponse) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StartPairingResponse) GetPairingSecret() string {
+	if x != nil {
+		return x.PairingSecret
+	}
+	return ""
+}
+
+func (x *StartPairingResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *StartPairingResponse) GetPublicKeyFingerprint() string {
+	if x != nil {
+		return x.PublicKeyFingerprint
+	}
+	return ""
+}
+
+// PairingStatus is what a node learns about its request.
+type PairingStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id identifies the request.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// state of the request.
+	State PairingState `protobuf:"varint,2,opt,name=state,proto3,enum=palyra.node.v1.PairingState" json:"state,omitempty"`
+	// reason says why a request was rejected, or that it expired.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// device_id is the device the certificate is for, once approved.
+	DeviceId string `protobuf:"bytes,4,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// certificate_pem is the issued certificate, once approved.
+	CertificatePem string `protobuf:"bytes,5,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// ca_certificate_pem is the CA that issued it, once approved.
+	CaCertificatePem string `protobuf:"bytes,6,opt,name=ca_certificate_pem,json=caCertificatePem,proto3" json:"ca_certificate_pem,omitempty"`
+	// certificate_expire_time is when the certificate expires, once approved.
+	CertificateExpireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=certificate_expire_time,json=certificateExpireTime,proto3" json:"certificate_expire_time,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *PairingStatus) Reset() {
+	*x = PairingStatus{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PairingStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PairingStatus) ProtoMessage() {}
+
+func (x *PairingStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PairingStatus.ProtoReflect.Descriptor instead.
+func (*PairingStatus) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PairingStatus) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PairingStatus) GetState() PairingState {
+	if x != nil {
+		return x.State
+	}
+	return PairingState_PAIRING_STATE_UNSPECIFIED
+}
+
+func (x *PairingStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PairingStatus) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *PairingStatus) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *PairingStatus) GetCaCertificatePem() string {
+	if x != nil {
+		return x.CaCertificatePem
+	}
+	return ""
+}
+
+func (x *PairingStatus) GetCertificateExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateExpireTime
+	}
+	return nil
+}
+
+// GetPairingStatusRequest names a request and proves the caller started it.
+type GetPairingStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id identifies the request.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// pairing_secret is the secret StartPairing returned.
+	PairingSecret string `protobuf:"bytes,2,opt,name=pairing_secret,json=pairingSecret,proto3" json:"pairing_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPairingStatusRequest) Reset() {
+	*x = GetPairingStatusRequest{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPairingStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPairingStatusRequest) ProtoMessage() {}
+
+func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPairingStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetPairingStatusRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetPairingStatusRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *GetPairingStatusRequest) GetPairingSecret() string {
+	if x != nil {
+		return x.PairingSecret
+	}
+	return ""
+}
+
+// GetPairingStatusResponse holds the status.
+type GetPairingStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status of the request.
+	Status        *PairingStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPairingStatusResponse) Reset() {
+	*x = GetPairingStatusResponse{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPairingStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPairingStatusResponse) ProtoMessage() {}
+
+func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPairingStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetPairingStatusResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetPairingStatusResponse) GetStatus() *PairingStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// WatchPairingRequest names a request and proves the caller started it.
+type WatchPairingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id identifies the request.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// pairing_secret is the secret StartPairing returned.
+	PairingSecret string `protobuf:"bytes,2,opt,name=pairing_secret,json=pairingSecret,proto3" json:"pairing_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPairingRequest) Reset() {
+	*x = WatchPairingRequest{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPairingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPairingRequest) ProtoMessage() {}
+
+func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPairingRequest.ProtoReflect.Descriptor instead.
+func (*WatchPairingRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WatchPairingRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *WatchPairingRequest) GetPairingSecret() string {
+	if x != nil {
+		return x.PairingSecret
+	}
+	return ""
+}
+
+// WatchPairingResponse is one state of the request.
+type WatchPairingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// status of the request.
+	Status        *PairingStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPairingResponse) Reset() {
+	*x = WatchPairingResponse{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPairingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPairingResponse) ProtoMessage() {}
+
+func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPairingResponse.ProtoReflect.Descriptor instead.
+func (*WatchPairingResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WatchPairingResponse) GetStatus() *PairingStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// RenewCertificateRequest asks for a new certificate.
+type RenewCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device_id must be the device of the calling certificate.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// csr is a new PKCS#10 CSR in DER form, for a new ECDSA P-256 key.
+	Csr           []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RenewCertificateRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *RenewCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+// RenewCertificateResponse holds the new certificate.
+type RenewCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// certificate_pem is the new certificate.
+	CertificatePem string `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// ca_certificate_pem is the CA that issued it.
+	CaCertificatePem string `protobuf:"bytes,2,opt,name=ca_certificate_pem,json=caCertificatePem,proto3" json:"ca_certificate_pem,omitempty"`
+	// certificate_expire_time is when it expires.
+	CertificateExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=certificate_expire_time,json=certificateExpireTime,proto3" json:"certificate_expire_time,omitempty"`
+	// fingerprint is its SHA-256 fingerprint, "sha256:<hex>".
+	Fingerprint   string `protobuf:"bytes,4,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateResponse) Reset() {
+	*x = RenewCertificateResponse{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateResponse) ProtoMessage() {}
+
+func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RenewCertificateResponse) GetCertificatePem() string {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return ""
+}
+
+func (x *RenewCertificateResponse) GetCaCertificatePem() string {
+	if x != nil {
+		return x.CaCertificatePem
+	}
+	return ""
+}
+
+func (x *RenewCertificateResponse) GetCertificateExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertificateExpireTime
+	}
+	return nil
+}
+
+func (x *RenewCertificateResponse) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
 var File_palyra_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19palyra/node/v1/node.proto\x12\x0epalyra.node.v1\x1a\x1epalyra/options/v1/access.proto\"\x16\n" +
+	"\x19palyra/node/v1/node.proto\x12\x0epalyra.node.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x16\n" +
 	"\x14GetServerInfoRequest\"\x93\x01\n" +
 	"\x15GetServerInfoResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12,\n" +
 	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\x12%\n" +
-	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint2v\n" +
+	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint\"\xac\x03\n" +
+	"\x13StartPairingRequest\x12(\n" +
+	"\x03pin\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^[0-9]{6,12}$H\x00R\x03pin\x127\n" +
+	"\aqr_code\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x10\x14\x18\x80\x012\x10^[A-Za-z0-9_-]+$H\x00R\x06qrCode\x12\x1c\n" +
+	"\x03csr\x18\x03 \x01(\fB\n" +
+	"\xbaH\az\x05\x10@\x18\x80 R\x03csr\x12I\n" +
+	"\vdevice_name\x18\x04 \x01(\tB(\xbaH%r#\x10\x01\x18@2\x1d^[A-Za-z0-9][A-Za-z0-9._ -]*$R\n" +
+	"deviceName\x127\n" +
+	"\bplatform\x18\x05 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._/-]*$R\bplatform\x12@\n" +
+	"\ragent_version\x18\x06 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._+-]*$R\fagentVersion\x12?\n" +
+	"\tdevice_id\x18\a \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\bdeviceIdB\r\n" +
+	"\x04code\x12\x05\xbaH\x02\b\x01\"\xcf\x01\n" +
+	"\x14StartPairingResponse\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12%\n" +
+	"\x0epairing_secret\x18\x02 \x01(\tR\rpairingSecret\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x124\n" +
+	"\x16public_key_fingerprint\x18\x04 \x01(\tR\x14publicKeyFingerprint\"\xc2\x02\n" +
+	"\rPairingStatus\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x122\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.palyra.node.v1.PairingStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12'\n" +
+	"\x0fcertificate_pem\x18\x05 \x01(\tR\x0ecertificatePem\x12,\n" +
+	"\x12ca_certificate_pem\x18\x06 \x01(\tR\x10caCertificatePem\x12R\n" +
+	"\x17certificate_expire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x15certificateExpireTime\"\x8c\x01\n" +
+	"\x17GetPairingStatusRequest\x12>\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\trequestId\x121\n" +
+	"\x0epairing_secret\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rpairingSecret\"Q\n" +
+	"\x18GetPairingStatusResponse\x125\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.palyra.node.v1.PairingStatusR\x06status\"\x88\x01\n" +
+	"\x13WatchPairingRequest\x12>\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\trequestId\x121\n" +
+	"\x0epairing_secret\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rpairingSecret\"M\n" +
+	"\x14WatchPairingResponse\x125\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.palyra.node.v1.PairingStatusR\x06status\"u\n" +
+	"\x17RenewCertificateRequest\x12<\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\bdeviceId\x12\x1c\n" +
+	"\x03csr\x18\x02 \x01(\fB\n" +
+	"\xbaH\az\x05\x10@\x18\x80 R\x03csr\"\xe7\x01\n" +
+	"\x18RenewCertificateResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12,\n" +
+	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\x12R\n" +
+	"\x17certificate_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x15certificateExpireTime\x12 \n" +
+	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint*\xc1\x01\n" +
+	"\fPairingState\x12\x1d\n" +
+	"\x19PAIRING_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1ePAIRING_STATE_PENDING_APPROVAL\x10\x01\x12\x1a\n" +
+	"\x16PAIRING_STATE_APPROVED\x10\x02\x12\x1b\n" +
+	"\x17PAIRING_STATE_COMPLETED\x10\x03\x12\x1a\n" +
+	"\x16PAIRING_STATE_REJECTED\x10\x04\x12\x19\n" +
+	"\x15PAIRING_STATE_EXPIRED\x10\x052\xa2\x04\n" +
 	"\vNodeService\x12g\n" +
-	"\rGetServerInfo\x12$.palyra.node.v1.GetServerInfoRequest\x1a%.palyra.node.v1.GetServerInfoResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x01B7Z5github.com/palyra/palyra/gen/go/palyra/node/v1;nodev1b\x06proto3"
+	"\rGetServerInfo\x12$.palyra.node.v1.GetServerInfoRequest\x1a%.palyra.node.v1.GetServerInfoResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x01\x12a\n" +
+	"\fStartPairing\x12#.palyra.node.v1.StartPairingRequest\x1a$.palyra.node.v1.StartPairingResponse\"\x06\xea\xe0\x18\x02\b\x01\x12p\n" +
+	"\x10GetPairingStatus\x12'.palyra.node.v1.GetPairingStatusRequest\x1a(.palyra.node.v1.GetPairingStatusResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x02\x12f\n" +
+	"\fWatchPairing\x12#.palyra.node.v1.WatchPairingRequest\x1a$.palyra.node.v1.WatchPairingResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x020\x01\x12m\n" +
+	"\x10RenewCertificate\x12'.palyra.node.v1.RenewCertificateRequest\x1a(.palyra.node.v1.RenewCertificateResponse\"\x06\xea\xe0\x18\x02 \x01B7Z5github.com/palyra/palyra/gen/go/palyra/node/v1;nodev1b\x06proto3"
 
 var (
 	file_palyra_node_v1_node_proto_rawDescOnce sync.Once
@@ -152,19 +921,45 @@ func file_palyra_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_palyra_node_v1_node_proto_rawDescData
 }
 
-var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_palyra_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_palyra_node_v1_node_proto_goTypes = []any{
-	(*GetServerInfoRequest)(nil),  // 0: palyra.node.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil), // 1: palyra.node.v1.GetServerInfoResponse
+	(PairingState)(0),                // 0: palyra.node.v1.PairingState
+	(*GetServerInfoRequest)(nil),     // 1: palyra.node.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),    // 2: palyra.node.v1.GetServerInfoResponse
+	(*StartPairingRequest)(nil),      // 3: palyra.node.v1.StartPairingRequest
+	(*StartPairingResponse)(nil),     // 4: palyra.node.v1.StartPairingResponse
+	(*PairingStatus)(nil),            // 5: palyra.node.v1.PairingStatus
+	(*GetPairingStatusRequest)(nil),  // 6: palyra.node.v1.GetPairingStatusRequest
+	(*GetPairingStatusResponse)(nil), // 7: palyra.node.v1.GetPairingStatusResponse
+	(*WatchPairingRequest)(nil),      // 8: palyra.node.v1.WatchPairingRequest
+	(*WatchPairingResponse)(nil),     // 9: palyra.node.v1.WatchPairingResponse
+	(*RenewCertificateRequest)(nil),  // 10: palyra.node.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil), // 11: palyra.node.v1.RenewCertificateResponse
+	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
 }
 var file_palyra_node_v1_node_proto_depIdxs = []int32{
-	0, // 0: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
-	1, // 1: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	12, // 0: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 1: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
+	12, // 2: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	5,  // 3: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
+	5,  // 4: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
+	12, // 5: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 6: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
+	3,  // 7: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
+	6,  // 8: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
+	8,  // 9: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
+	10, // 10: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
+	2,  // 11: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
+	4,  // 12: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
+	7,  // 13: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
+	9,  // 14: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
+	11, // 15: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_palyra_node_v1_node_proto_init() }
@@ -172,18 +967,23 @@ func file_palyra_node_v1_node_proto_init() {
 	if File_palyra_node_v1_node_proto != nil {
 		return
 	}
+	file_palyra_node_v1_node_proto_msgTypes[2].OneofWrappers = []any{
+		(*StartPairingRequest_Pin)(nil),
+		(*StartPairingRequest_QrCode)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_node_v1_node_proto_rawDesc), len(file_palyra_node_v1_node_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_palyra_node_v1_node_proto_goTypes,
 		DependencyIndexes: file_palyra_node_v1_node_proto_depIdxs,
+		EnumInfos:         file_palyra_node_v1_node_proto_enumTypes,
 		MessageInfos:      file_palyra_node_v1_node_proto_msgTypes,
 	}.Build()
 	File_palyra_node_v1_node_proto = out.File

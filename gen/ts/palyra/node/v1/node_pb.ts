@@ -4,8 +4,11 @@
 
 // Package palyra.node.v1 is the API that nodes (the `palyra node` agent) speak with palyrad.
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_palyra_options_v1_access } from "../../options/v1/access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -13,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/node/v1/node.proto.
  */
 export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSIWChRHZXRTZXJ2ZXJJbmZvUmVxdWVzdCJjChVHZXRTZXJ2ZXJJbmZvUmVzcG9uc2USFgoOc2VydmVyX3ZlcnNpb24YASABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAIgASgJEhYKDmNhX2ZpbmdlcnByaW50GAMgASgJMnYKC05vZGVTZXJ2aWNlEmcKDUdldFNlcnZlckluZm8SJC5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVxdWVzdBolLnBhbHlyYS5ub2RlLnYxLkdldFNlcnZlckluZm9SZXNwb25zZSIJkAIB6uAYAggBQjdaNWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL25vZGUvdjE7bm9kZXYxYgZwcm90bzM", [file_palyra_options_v1_access]);
+  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSIWChRHZXRTZXJ2ZXJJbmZvUmVxdWVzdCJjChVHZXRTZXJ2ZXJJbmZvUmVzcG9uc2USFgoOc2VydmVyX3ZlcnNpb24YASABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAIgASgJEhYKDmNhX2ZpbmdlcnByaW50GAMgASgJIuwCChNTdGFydFBhaXJpbmdSZXF1ZXN0EiMKA3BpbhgBIAEoCUIUukgRcg8yDV5bMC05XXs2LDEyfSRIABIvCgdxcl9jb2RlGAIgASgJQhy6SBlyFxAUGIABMhBeW0EtWmEtejAtOV8tXSskSAASFwoDY3NyGAMgASgMQgq6SAd6BRBAGIAgEj0KC2RldmljZV9uYW1lGAQgASgJQii6SCVyIxABGEAyHV5bQS1aYS16MC05XVtBLVphLXowLTkuXyAtXSokEi0KCHBsYXRmb3JtGAUgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fLy1dKiQSMgoNYWdlbnRfdmVyc2lvbhgGIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXystXSokEjUKCWRldmljZV9pZBgHIAEoCUIiukgfch0yG14oWzAtOUEtSEpLTU5QLVRWLVpdezI2fSk/JEINCgRjb2RlEgW6SAIIASKTAQoUU3RhcnRQYWlyaW5nUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIWCg5wYWlyaW5nX3NlY3JldBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcHVibGljX2tleV9maW5nZXJwcmludBgEIAEoCSLlAQoNUGFpcmluZ1N0YXR1cxISCgpyZXF1ZXN0X2lkGAEgASgJEisKBXN0YXRlGAIgASgOMhwucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXRlEg4KBnJlYXNvbhgDIAEoCRIRCglkZXZpY2VfaWQYBCABKAkSFwoPY2VydGlmaWNhdGVfcGVtGAUgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgGIAEoCRI7ChdjZXJ0aWZpY2F0ZV9leHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoXR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QSMwoKcmVxdWVzdF9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIiCg5wYWlyaW5nX3NlY3JldBgCIAEoCUIKukgHcgUQARiAASJJChhHZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2USLQoGc3RhdHVzGAEgASgLMh0ucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXR1cyJuChNXYXRjaFBhaXJpbmdSZXF1ZXN0EjMKCnJlcXVlc3RfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSIgoOcGFpcmluZ19zZWNyZXQYAiABKAlCCrpIB3IFEAEYgAEiRQoUV2F0Y2hQYWlyaW5nUmVzcG9uc2USLQoGc3RhdHVzGAEgASgLMh0ucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXR1cyJmChdSZW5ld0NlcnRpZmljYXRlUmVxdWVzdBIyCglkZXZpY2VfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSFwoDY3NyGAIgASgMQgq6SAd6BRBAGIAgIqEBChhSZW5ld0NlcnRpZmljYXRlUmVzcG9uc2USFwoPY2VydGlmaWNhdGVfcGVtGAEgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgCIAEoCRI7ChdjZXJ0aWZpY2F0ZV9leHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZmluZ2VycHJpbnQYBCABKAkqwQEKDFBhaXJpbmdTdGF0ZRIdChlQQUlSSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeUEFJUklOR19TVEFURV9QRU5ESU5HX0FQUFJPVkFMEAESGgoWUEFJUklOR19TVEFURV9BUFBST1ZFRBACEhsKF1BBSVJJTkdfU1RBVEVfQ09NUExFVEVEEAMSGgoWUEFJUklOR19TVEFURV9SRUpFQ1RFRBAEEhkKFVBBSVJJTkdfU1RBVEVfRVhQSVJFRBAFMqIECgtOb2RlU2VydmljZRJnCg1HZXRTZXJ2ZXJJbmZvEiQucGFseXJhLm5vZGUudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaJS5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiCZACAergGAIIARJhCgxTdGFydFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuU3RhcnRQYWlyaW5nUmVzcG9uc2UiBurgGAIIARJwChBHZXRQYWlyaW5nU3RhdHVzEicucGFseXJhLm5vZGUudjEuR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QaKC5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2UiCZACAurgGAIIARJmCgxXYXRjaFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuV2F0Y2hQYWlyaW5nUmVzcG9uc2UiCZACAurgGAIIATABEm0KEFJlbmV3Q2VydGlmaWNhdGUSJy5wYWx5cmEubm9kZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZSIG6uAYAiABQjdaNWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL25vZGUvdjE7bm9kZXYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_palyra_options_v1_access]);
 
 /**
  * GetServerInfoRequest has no fields.
@@ -68,8 +71,431 @@ export const GetServerInfoResponseSchema: GenMessage<GetServerInfoResponse> = /*
   messageDesc(file_palyra_node_v1_node, 1);
 
 /**
+ * StartPairingRequest presents a code and the node's CSR.
+ *
+ * @generated from message palyra.node.v1.StartPairingRequest
+ */
+export type StartPairingRequest = Message<"palyra.node.v1.StartPairingRequest"> & {
+  /**
+   * code is the pairing code, as created: exactly one.
+   *
+   * @generated from oneof palyra.node.v1.StartPairingRequest.code
+   */
+  code: {
+    /**
+     * pin is a PIN code: 6 to 12 digits.
+     *
+     * @generated from field: string pin = 1;
+     */
+    value: string;
+    case: "pin";
+  } | {
+    /**
+     * qr_code is the code of a QR pairing URI (its `code` parameter).
+     *
+     * @generated from field: string qr_code = 2;
+     */
+    value: string;
+    case: "qrCode";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * csr is a PKCS#10 certificate signing request in DER form, for an ECDSA P-256 key
+   * generated on the node. Only its public key and signature are used: names and
+   * extensions it asks for are ignored.
+   *
+   * @generated from field: bytes csr = 3;
+   */
+  csr: Uint8Array;
+
+  /**
+   * device_name is the node's name as the administrator will see it.
+   *
+   * @generated from field: string device_name = 4;
+   */
+  deviceName: string;
+
+  /**
+   * platform is the node's operating system and architecture, e.g. "linux/amd64".
+   *
+   * @generated from field: string platform = 5;
+   */
+  platform: string;
+
+  /**
+   * agent_version is the version of the node agent.
+   *
+   * @generated from field: string agent_version = 6;
+   */
+  agentVersion: string;
+
+  /**
+   * device_id is the node's previous device id when it pairs again (after losing its
+   * key, say); its old certificates are revoked on approval. Empty for a new device.
+   *
+   * @generated from field: string device_id = 7;
+   */
+  deviceId: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.StartPairingRequest.
+ * Use `create(StartPairingRequestSchema)` to create a new message.
+ */
+export const StartPairingRequestSchema: GenMessage<StartPairingRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 2);
+
+/**
+ * StartPairingResponse identifies the request.
+ *
+ * @generated from message palyra.node.v1.StartPairingResponse
+ */
+export type StartPairingResponse = Message<"palyra.node.v1.StartPairingResponse"> & {
+  /**
+   * request_id identifies the pairing request; the administrator approves it.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * pairing_secret authenticates the node in GetPairingStatus and WatchPairing. Shown
+   * this once; keep it with the key.
+   *
+   * @generated from field: string pairing_secret = 2;
+   */
+  pairingSecret: string;
+
+  /**
+   * expire_time is when the request expires if no one decides.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * public_key_fingerprint is the SHA-256 of the CSR's public key (SubjectPublicKeyInfo),
+   * as "sha256:<hex>": what the administrator compares before approving.
+   *
+   * @generated from field: string public_key_fingerprint = 4;
+   */
+  publicKeyFingerprint: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.StartPairingResponse.
+ * Use `create(StartPairingResponseSchema)` to create a new message.
+ */
+export const StartPairingResponseSchema: GenMessage<StartPairingResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 3);
+
+/**
+ * PairingStatus is what a node learns about its request.
+ *
+ * @generated from message palyra.node.v1.PairingStatus
+ */
+export type PairingStatus = Message<"palyra.node.v1.PairingStatus"> & {
+  /**
+   * request_id identifies the request.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * state of the request.
+   *
+   * @generated from field: palyra.node.v1.PairingState state = 2;
+   */
+  state: PairingState;
+
+  /**
+   * reason says why a request was rejected, or that it expired.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * device_id is the device the certificate is for, once approved.
+   *
+   * @generated from field: string device_id = 4;
+   */
+  deviceId: string;
+
+  /**
+   * certificate_pem is the issued certificate, once approved.
+   *
+   * @generated from field: string certificate_pem = 5;
+   */
+  certificatePem: string;
+
+  /**
+   * ca_certificate_pem is the CA that issued it, once approved.
+   *
+   * @generated from field: string ca_certificate_pem = 6;
+   */
+  caCertificatePem: string;
+
+  /**
+   * certificate_expire_time is when the certificate expires, once approved.
+   *
+   * @generated from field: google.protobuf.Timestamp certificate_expire_time = 7;
+   */
+  certificateExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message palyra.node.v1.PairingStatus.
+ * Use `create(PairingStatusSchema)` to create a new message.
+ */
+export const PairingStatusSchema: GenMessage<PairingStatus> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 4);
+
+/**
+ * GetPairingStatusRequest names a request and proves the caller started it.
+ *
+ * @generated from message palyra.node.v1.GetPairingStatusRequest
+ */
+export type GetPairingStatusRequest = Message<"palyra.node.v1.GetPairingStatusRequest"> & {
+  /**
+   * request_id identifies the request.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * pairing_secret is the secret StartPairing returned.
+   *
+   * @generated from field: string pairing_secret = 2;
+   */
+  pairingSecret: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.GetPairingStatusRequest.
+ * Use `create(GetPairingStatusRequestSchema)` to create a new message.
+ */
+export const GetPairingStatusRequestSchema: GenMessage<GetPairingStatusRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 5);
+
+/**
+ * GetPairingStatusResponse holds the status.
+ *
+ * @generated from message palyra.node.v1.GetPairingStatusResponse
+ */
+export type GetPairingStatusResponse = Message<"palyra.node.v1.GetPairingStatusResponse"> & {
+  /**
+   * status of the request.
+   *
+   * @generated from field: palyra.node.v1.PairingStatus status = 1;
+   */
+  status?: PairingStatus | undefined;
+};
+
+/**
+ * Describes the message palyra.node.v1.GetPairingStatusResponse.
+ * Use `create(GetPairingStatusResponseSchema)` to create a new message.
+ */
+export const GetPairingStatusResponseSchema: GenMessage<GetPairingStatusResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 6);
+
+/**
+ * WatchPairingRequest names a request and proves the caller started it.
+ *
+ * @generated from message palyra.node.v1.WatchPairingRequest
+ */
+export type WatchPairingRequest = Message<"palyra.node.v1.WatchPairingRequest"> & {
+  /**
+   * request_id identifies the request.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * pairing_secret is the secret StartPairing returned.
+   *
+   * @generated from field: string pairing_secret = 2;
+   */
+  pairingSecret: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.WatchPairingRequest.
+ * Use `create(WatchPairingRequestSchema)` to create a new message.
+ */
+export const WatchPairingRequestSchema: GenMessage<WatchPairingRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 7);
+
+/**
+ * WatchPairingResponse is one state of the request.
+ *
+ * @generated from message palyra.node.v1.WatchPairingResponse
+ */
+export type WatchPairingResponse = Message<"palyra.node.v1.WatchPairingResponse"> & {
+  /**
+   * status of the request.
+   *
+   * @generated from field: palyra.node.v1.PairingStatus status = 1;
+   */
+  status?: PairingStatus | undefined;
+};
+
+/**
+ * Describes the message palyra.node.v1.WatchPairingResponse.
+ * Use `create(WatchPairingResponseSchema)` to create a new message.
+ */
+export const WatchPairingResponseSchema: GenMessage<WatchPairingResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 8);
+
+/**
+ * RenewCertificateRequest asks for a new certificate.
+ *
+ * @generated from message palyra.node.v1.RenewCertificateRequest
+ */
+export type RenewCertificateRequest = Message<"palyra.node.v1.RenewCertificateRequest"> & {
+  /**
+   * device_id must be the device of the calling certificate.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * csr is a new PKCS#10 CSR in DER form, for a new ECDSA P-256 key.
+   *
+   * @generated from field: bytes csr = 2;
+   */
+  csr: Uint8Array;
+};
+
+/**
+ * Describes the message palyra.node.v1.RenewCertificateRequest.
+ * Use `create(RenewCertificateRequestSchema)` to create a new message.
+ */
+export const RenewCertificateRequestSchema: GenMessage<RenewCertificateRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 9);
+
+/**
+ * RenewCertificateResponse holds the new certificate.
+ *
+ * @generated from message palyra.node.v1.RenewCertificateResponse
+ */
+export type RenewCertificateResponse = Message<"palyra.node.v1.RenewCertificateResponse"> & {
+  /**
+   * certificate_pem is the new certificate.
+   *
+   * @generated from field: string certificate_pem = 1;
+   */
+  certificatePem: string;
+
+  /**
+   * ca_certificate_pem is the CA that issued it.
+   *
+   * @generated from field: string ca_certificate_pem = 2;
+   */
+  caCertificatePem: string;
+
+  /**
+   * certificate_expire_time is when it expires.
+   *
+   * @generated from field: google.protobuf.Timestamp certificate_expire_time = 3;
+   */
+  certificateExpireTime?: Timestamp | undefined;
+
+  /**
+   * fingerprint is its SHA-256 fingerprint, "sha256:<hex>".
+   *
+   * @generated from field: string fingerprint = 4;
+   */
+  fingerprint: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.RenewCertificateResponse.
+ * Use `create(RenewCertificateResponseSchema)` to create a new message.
+ */
+export const RenewCertificateResponseSchema: GenMessage<RenewCertificateResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 10);
+
+/**
+ * PairingState is the state of a pairing request. Decisions are final.
+ *
+ * @generated from enum palyra.node.v1.PairingState
+ */
+export enum PairingState {
+  /**
+   * PAIRING_STATE_UNSPECIFIED: no filter (in requests); never sent in responses.
+   *
+   * @generated from enum value: PAIRING_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * PAIRING_STATE_PENDING_APPROVAL: waiting for an administrator.
+   *
+   * @generated from enum value: PAIRING_STATE_PENDING_APPROVAL = 1;
+   */
+  PENDING_APPROVAL = 1,
+
+  /**
+   * PAIRING_STATE_APPROVED: approved and the certificate issued; the node has not
+   * collected it yet.
+   *
+   * @generated from enum value: PAIRING_STATE_APPROVED = 2;
+   */
+  APPROVED = 2,
+
+  /**
+   * PAIRING_STATE_COMPLETED: the node collected its certificate.
+   *
+   * @generated from enum value: PAIRING_STATE_COMPLETED = 3;
+   */
+  COMPLETED = 3,
+
+  /**
+   * PAIRING_STATE_REJECTED: an administrator rejected it.
+   *
+   * @generated from enum value: PAIRING_STATE_REJECTED = 4;
+   */
+  REJECTED = 4,
+
+  /**
+   * PAIRING_STATE_EXPIRED: no one decided in time.
+   *
+   * @generated from enum value: PAIRING_STATE_EXPIRED = 5;
+   */
+  EXPIRED = 5,
+}
+
+/**
+ * Describes the enum palyra.node.v1.PairingState.
+ */
+export const PairingStateSchema: GenEnum<PairingState> = /*@__PURE__*/
+  enumDesc(file_palyra_node_v1_node, 0);
+
+/**
  * NodeService is called by nodes: first without a certificate to learn whom they talk to
  * and to pair, then over mutual TLS with the device certificate they were issued.
+ *
+ * Pairing, step by step:
+ *  1. An administrator creates a pairing code (PIN or QR) and hands it to the node's
+ *     operator, with the CA fingerprint.
+ *  2. The node calls GetServerInfo, checks the CA against the fingerprint it was given,
+ *     and from then on verifies the daemon with that CA only.
+ *  3. The node generates an ECDSA P-256 key, which never leaves it, and calls
+ *     StartPairing with the code and a certificate signing request (CSR). It receives a
+ *     request id and a pairing secret that lets it follow its own request.
+ *  4. An administrator sees the request (device name, platform, agent version, source
+ *     address, public-key fingerprint, age) and approves or rejects it. Approval signs
+ *     the CSR.
+ *  5. The node follows the request with WatchPairing (or polls GetPairingStatus) and,
+ *     once approved, receives its certificate and the CA; the request is then
+ *     completed. From then on it calls over mutual TLS.
+ *  6. Before a third of its certificate's lifetime remains, the node calls
+ *     RenewCertificate with a new CSR.
  *
  * @generated from service palyra.node.v1.NodeService
  */
@@ -86,6 +512,54 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof GetServerInfoRequestSchema;
     output: typeof GetServerInfoResponseSchema;
+  },
+  /**
+   * StartPairing presents a pairing code and a CSR, and creates a pairing request that
+   * waits for an administrator's decision. Every failure of the code (wrong, used,
+   * expired, burned, of the other method) gets the same answer; five wrong attempts burn
+   * a code; starts are rate limited per remote address.
+   *
+   * @generated from rpc palyra.node.v1.NodeService.StartPairing
+   */
+  startPairing: {
+    methodKind: "unary";
+    input: typeof StartPairingRequestSchema;
+    output: typeof StartPairingResponseSchema;
+  },
+  /**
+   * GetPairingStatus returns the state of a pairing request; once it is approved, the
+   * issued certificate and the CA, which completes the request. The pairing secret
+   * authenticates the caller.
+   *
+   * @generated from rpc palyra.node.v1.NodeService.GetPairingStatus
+   */
+  getPairingStatus: {
+    methodKind: "unary";
+    input: typeof GetPairingStatusRequestSchema;
+    output: typeof GetPairingStatusResponseSchema;
+  },
+  /**
+   * WatchPairing streams the state of a pairing request: the current state at once,
+   * then every change, ending after the request is completed, rejected or expired.
+   *
+   * @generated from rpc palyra.node.v1.NodeService.WatchPairing
+   */
+  watchPairing: {
+    methodKind: "server_streaming";
+    input: typeof WatchPairingRequestSchema;
+    output: typeof WatchPairingResponseSchema;
+  },
+  /**
+   * RenewCertificate issues a new certificate for the calling device from a new CSR.
+   * The device id must be the one in the calling certificate; revoked devices and
+   * certificates cannot renew.
+   *
+   * @generated from rpc palyra.node.v1.NodeService.RenewCertificate
+   */
+  renewCertificate: {
+    methodKind: "unary";
+    input: typeof RenewCertificateRequestSchema;
+    output: typeof RenewCertificateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_node_v1_node, 0);

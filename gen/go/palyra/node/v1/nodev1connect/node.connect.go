@@ -37,6 +37,18 @@ const (
 	// NodeServiceGetServerInfoProcedure is the fully-qualified name of the NodeService's GetServerInfo
 	// RPC.
 	NodeServiceGetServerInfoProcedure = "/palyra.node.v1.NodeService/GetServerInfo"
+	// NodeServiceStartPairingProcedure is the fully-qualified name of the NodeService's StartPairing
+	// RPC.
+	NodeServiceStartPairingProcedure = "/palyra.node.v1.NodeService/StartPairing"
+	// NodeServiceGetPairingStatusProcedure is the fully-qualified name of the NodeService's
+	// GetPairingStatus RPC.
+	NodeServiceGetPairingStatusProcedure = "/palyra.node.v1.NodeService/GetPairingStatus"
+	// NodeServiceWatchPairingProcedure is the fully-qualified name of the NodeService's WatchPairing
+	// RPC.
+	NodeServiceWatchPairingProcedure = "/palyra.node.v1.NodeService/WatchPairing"
+	// NodeServiceRenewCertificateProcedure is the fully-qualified name of the NodeService's
+	// RenewCertificate RPC.
+	NodeServiceRenewCertificateProcedure = "/palyra.node.v1.NodeService/RenewCertificate"
 )
 
 // NodeServiceClient is a client for the palyra.node.v1.NodeService service.
@@ -46,6 +58,22 @@ type NodeServiceClient interface {
 	// fingerprint matches the one the administrator gave it (`--ca-fingerprint`), and the
 	// server's version.
 	GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error)
+	// StartPairing presents a pairing code and a CSR, and creates a pairing request that
+	// waits for an administrator's decision. Every failure of the code (wrong, used,
+	// expired, burned, of the other method) gets the same answer; five wrong attempts burn
+	// a code; starts are rate limited per remote address.
+	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
+	// GetPairingStatus returns the state of a pairing request; once it is approved, the
+	// issued certificate and the CA, which completes the request. The pairing secret
+	// authenticates the caller.
+	GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error)
+	// WatchPairing streams the state of a pairing request: the current state at once,
+	// then every change, ending after the request is completed, rejected or expired.
+	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest]) (*connect.ServerStreamForClient[v1.WatchPairingResponse], error)
+	// RenewCertificate issues a new certificate for the calling device from a new CSR.
+	// The device id must be the one in the calling certificate; revoked devices and
+	// certificates cannot renew.
+	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
 }
 
 // NewNodeServiceClient constructs a client for the palyra.node.v1.NodeService service. By default,
@@ -66,17 +94,67 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		startPairing: connect.NewClient[v1.StartPairingRequest, v1.StartPairingResponse](
+			httpClient,
+			baseURL+NodeServiceStartPairingProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("StartPairing")),
+			connect.WithClientOptions(opts...),
+		),
+		getPairingStatus: connect.NewClient[v1.GetPairingStatusRequest, v1.GetPairingStatusResponse](
+			httpClient,
+			baseURL+NodeServiceGetPairingStatusProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("GetPairingStatus")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		watchPairing: connect.NewClient[v1.WatchPairingRequest, v1.WatchPairingResponse](
+			httpClient,
+			baseURL+NodeServiceWatchPairingProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("WatchPairing")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		renewCertificate: connect.NewClient[v1.RenewCertificateRequest, v1.RenewCertificateResponse](
+			httpClient,
+			baseURL+NodeServiceRenewCertificateProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("RenewCertificate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	getServerInfo *connect.Client[v1.GetServerInfoRequest, v1.GetServerInfoResponse]
+	getServerInfo    *connect.Client[v1.GetServerInfoRequest, v1.GetServerInfoResponse]
+	startPairing     *connect.Client[v1.StartPairingRequest, v1.StartPairingResponse]
+	getPairingStatus *connect.Client[v1.GetPairingStatusRequest, v1.GetPairingStatusResponse]
+	watchPairing     *connect.Client[v1.WatchPairingRequest, v1.WatchPairingResponse]
+	renewCertificate *connect.Client[v1.RenewCertificateRequest, v1.RenewCertificateResponse]
 }
 
 // GetServerInfo calls palyra.node.v1.NodeService.GetServerInfo.
 func (c *nodeServiceClient) GetServerInfo(ctx context.Context, req *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error) {
 	return c.getServerInfo.CallUnary(ctx, req)
+}
+
+// StartPairing calls palyra.node.v1.NodeService.StartPairing.
+func (c *nodeServiceClient) StartPairing(ctx context.Context, req *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error) {
+	return c.startPairing.CallUnary(ctx, req)
+}
+
+// GetPairingStatus calls palyra.node.v1.NodeService.GetPairingStatus.
+func (c *nodeServiceClient) GetPairingStatus(ctx context.Context, req *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error) {
+	return c.getPairingStatus.CallUnary(ctx, req)
+}
+
+// WatchPairing calls palyra.node.v1.NodeService.WatchPairing.
+func (c *nodeServiceClient) WatchPairing(ctx context.Context, req *connect.Request[v1.WatchPairingRequest]) (*connect.ServerStreamForClient[v1.WatchPairingResponse], error) {
+	return c.watchPairing.CallServerStream(ctx, req)
+}
+
+// RenewCertificate calls palyra.node.v1.NodeService.RenewCertificate.
+func (c *nodeServiceClient) RenewCertificate(ctx context.Context, req *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error) {
+	return c.renewCertificate.CallUnary(ctx, req)
 }
 
 // NodeServiceHandler is an implementation of the palyra.node.v1.NodeService service.
@@ -86,6 +164,22 @@ type NodeServiceHandler interface {
 	// fingerprint matches the one the administrator gave it (`--ca-fingerprint`), and the
 	// server's version.
 	GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error)
+	// StartPairing presents a pairing code and a CSR, and creates a pairing request that
+	// waits for an administrator's decision. Every failure of the code (wrong, used,
+	// expired, burned, of the other method) gets the same answer; five wrong attempts burn
+	// a code; starts are rate limited per remote address.
+	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
+	// GetPairingStatus returns the state of a pairing request; once it is approved, the
+	// issued certificate and the CA, which completes the request. The pairing secret
+	// authenticates the caller.
+	GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error)
+	// WatchPairing streams the state of a pairing request: the current state at once,
+	// then every change, ending after the request is completed, rejected or expired.
+	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest], *connect.ServerStream[v1.WatchPairingResponse]) error
+	// RenewCertificate issues a new certificate for the calling device from a new CSR.
+	// The device id must be the one in the calling certificate; revoked devices and
+	// certificates cannot renew.
+	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -102,10 +196,44 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceStartPairingHandler := connect.NewUnaryHandler(
+		NodeServiceStartPairingProcedure,
+		svc.StartPairing,
+		connect.WithSchema(nodeServiceMethods.ByName("StartPairing")),
+		connect.WithHandlerOptions(opts...),
+	)
+	nodeServiceGetPairingStatusHandler := connect.NewUnaryHandler(
+		NodeServiceGetPairingStatusProcedure,
+		svc.GetPairingStatus,
+		connect.WithSchema(nodeServiceMethods.ByName("GetPairingStatus")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	nodeServiceWatchPairingHandler := connect.NewServerStreamHandler(
+		NodeServiceWatchPairingProcedure,
+		svc.WatchPairing,
+		connect.WithSchema(nodeServiceMethods.ByName("WatchPairing")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	nodeServiceRenewCertificateHandler := connect.NewUnaryHandler(
+		NodeServiceRenewCertificateProcedure,
+		svc.RenewCertificate,
+		connect.WithSchema(nodeServiceMethods.ByName("RenewCertificate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceGetServerInfoProcedure:
 			nodeServiceGetServerInfoHandler.ServeHTTP(w, r)
+		case NodeServiceStartPairingProcedure:
+			nodeServiceStartPairingHandler.ServeHTTP(w, r)
+		case NodeServiceGetPairingStatusProcedure:
+			nodeServiceGetPairingStatusHandler.ServeHTTP(w, r)
+		case NodeServiceWatchPairingProcedure:
+			nodeServiceWatchPairingHandler.ServeHTTP(w, r)
+		case NodeServiceRenewCertificateProcedure:
+			nodeServiceRenewCertificateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -117,4 +245,20 @@ type UnimplementedNodeServiceHandler struct{}
 
 func (UnimplementedNodeServiceHandler) GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.GetServerInfo is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.StartPairing is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.GetPairingStatus is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest], *connect.ServerStream[v1.WatchPairingResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.WatchPairing is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.RenewCertificate is not implemented"))
 }

@@ -1,0 +1,309 @@
+package daemon_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// enrolled is a device certificate issued by the daemon's CA outside the pairing flow,
+// the way a bulk enrolment would: same CA, same policy, same records.
+type enrolled struct {
+	deviceID string
+	key      *ecdsa.PrivateKey
+	cert     tls.Certificate
+	leaf     *x509.Certificate
+}
+
+// enroll registers a device and issues it a certificate valid for lifetime.
+func (b *accessBundle) enroll(t *testing.T, lifetime time.Duration) *enrolled {
+	t.Helper()
+	ctx := t.Context()
+	s, err := store.Open(ctx, store.Options{URL: b.dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	kek, _, err := identity.LoadKeyEncryptionKey(b.cfg.DataDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: s, KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyFP, _ := identity.PublicKeyFingerprint(&key.PublicKey)
+	id := ulid.Make().String()
+	issued, err := authority.Sign(&key.PublicKey, identity.DeviceIdentity(id), identity.Lifetime(lifetime))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.InTx(ctx, func(q *dbsqlc.Queries) error {
+		if _, err := q.InsertDevice(ctx, dbsqlc.InsertDeviceParams{
+			ID: id, Name: "test-node", Platform: "linux/amd64", AgentVersion: "test", Labels: []byte("{}"),
+			PublicKeyFingerprint: keyFP, Now: time.Now(),
+		}); err != nil {
+			return err
+		}
+		return identity.Record(ctx, q, authority, issued, identity.KindDevice, id, "test")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &enrolled{
+		deviceID: id, key: key, leaf: issued.Certificate,
+		cert: tls.Certificate{Certificate: [][]byte{issued.Certificate.Raw}, PrivateKey: key, Leaf: issued.Certificate},
+	}
+}
+
+// mtls returns an HTTP/2 client presenting the device certificate.
+func (td *testDaemon) mtls(cert tls.Certificate) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: td.roots, ServerName: "localhost",
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }},
+		ForceAttemptHTTP2: true,
+	}}
+}
+
+// handshake opens a TLS connection with cert and returns the server's verdict, which
+// under TLS 1.3 arrives with the first read.
+func (td *testDaemon) handshake(cert tls.Certificate) error {
+	conn, err := tls.Dial("tcp", td.Addr().String(), &tls.Config{RootCAs: td.roots, ServerName: "localhost",
+		NextProtos:           []string{"h2"},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err = conn.Read(make([]byte, 1))
+	if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+		return nil // nothing to read and no alert: accepted
+	}
+	return err
+}
+
+func csrFor(t *testing.T, key *ecdsa.PrivateKey, extra func(*x509.CertificateRequest)) []byte {
+	t.Helper()
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: "node"}}
+	if extra != nil {
+		extra(tmpl)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func TestRenewCertificate(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	other := b.enroll(t, time.Hour)
+	node := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+
+	res, err := node.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{
+		DeviceId: dev.deviceID,
+		Csr: csrFor(t, newKey, func(r *x509.CertificateRequest) {
+			r.DNSNames = []string{"evil.example.com"} // asked for, never granted
+		}),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(res.Msg.GetCertificatePem()))
+	renewed, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := identity.DeviceID(renewed); !ok || id != dev.deviceID || len(renewed.DNSNames) != 0 ||
+		!renewed.PublicKey.(*ecdsa.PublicKey).Equal(&newKey.PublicKey) || res.Msg.GetFingerprint() != identity.Fingerprint(renewed.Raw) {
+		t.Errorf("renewed certificate: device %q, DNS %v", id, renewed.DNSNames)
+	}
+	if _, err := renewed.Verify(x509.VerifyOptions{Roots: b.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("renewed certificate does not verify for client auth: %v", err)
+	}
+	if renewed.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || len(renewed.ExtKeyUsage) != 1 {
+		t.Errorf("EKU %v", renewed.ExtKeyUsage)
+	}
+
+	_, err = node.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: other.deviceID, Csr: csrFor(t, newKey, nil)}))
+	wantCode(t, "device A's certificate renewing device B", err, connect.CodePermissionDenied)
+
+	badSignature := csrFor(t, newKey, nil)
+	badSignature[len(badSignature)-5] ^= 0xff
+	_, err = node.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: badSignature}))
+	wantCode(t, "CSR with a bad signature", err, connect.CodeInvalidArgument)
+
+	anonymous := nodev1connect.NewNodeServiceClient(b.client(""), b.baseURL)
+	_, err = anonymous.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
+	wantCode(t, "renewal without a client certificate", err, connect.CodeUnauthenticated)
+
+	if err := b.handshake(foreignClientCertificate(t)); err == nil {
+		t.Error("a foreign client certificate passed the handshake")
+	}
+	expiring := b.enroll(t, time.Second)
+	time.Sleep(1500 * time.Millisecond)
+	if err := b.handshake(expiring.cert); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired certificate at the handshake: %v", err)
+	}
+}
+
+// TestRevocationBitesOnEveryReplica revokes a device through one replica and measures
+// how soon the other refuses its certificate at the handshake, and that the connection
+// it had open is closed.
+func TestRevocationBitesOnEveryReplica(t *testing.T) {
+	t.Parallel()
+	a := startAccess(t)
+	dir := t.TempDir()
+	key, err := os.ReadFile(filepath.Join(a.cfg.DataDir, identity.MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, identity.MasterKeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startDaemon(t, "--database-url", a.dbURL, "--data-dir", dir)
+	dev := a.enroll(t, time.Hour)
+	for name, td := range map[string]*testDaemon{"A": a.testDaemon, "B": b} {
+		if err := td.handshake(dev.cert); err != nil {
+			t.Fatalf("replica %s refuses a valid device certificate: %v", name, err)
+		}
+	}
+	// A connection to B, open before the revocation.
+	onB := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := onB.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)})); err != nil {
+		t.Fatalf("renewal before the revocation: %v", err)
+	}
+
+	devicesOnA := controlplanev1connect.NewDeviceServiceClient(a.h2, a.baseURL)
+	revokedAt := time.Now()
+	if _, err := devicesOnA.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "lost"})); err != nil {
+		t.Fatal(err)
+	}
+	var refusedAfter time.Duration
+	for {
+		if err := b.handshake(dev.cert); err != nil {
+			refusedAfter = time.Since(revokedAt)
+			break
+		}
+		if time.Since(revokedAt) > 5*time.Second {
+			t.Fatal("replica B still accepts the revoked device after 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("replica B refused the revoked device at the handshake %v after the revocation on A", refusedAfter)
+	if refusedAfter > time.Second {
+		t.Errorf("replica B refused the revoked device only after %v, want within a second", refusedAfter)
+	}
+	// The connection opened before the revocation is closed, or at least refused.
+	_, err = onB.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
+	if err == nil {
+		t.Error("the connection opened before the revocation still renews")
+	}
+	if err := a.handshake(dev.cert); err == nil {
+		t.Error("replica A accepts the revoked device")
+	}
+	got, err := devicesOnA.GetDevice(t.Context(), connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: dev.deviceID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Msg.GetDevice().GetRevokeTime() == nil || got.Msg.GetDevice().GetRevokeReason() != "lost" || len(got.Msg.GetDevice().GetCertificates()) != 2 {
+		t.Errorf("device after revocation: %v", got.Msg.GetDevice())
+	}
+	for _, c := range got.Msg.GetDevice().GetCertificates() {
+		if c.GetRevokeTime() == nil {
+			t.Errorf("certificate %s of the revoked device is not revoked", c.GetFingerprint())
+		}
+	}
+	_, err = devicesOnA.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "again"}))
+	wantCode(t, "revoking a revoked device", err, connect.CodeFailedPrecondition)
+	_, err = devicesOnA.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: ulid.Make().String(), Reason: "x"}))
+	wantCode(t, "revoking an unknown device", err, connect.CodeNotFound)
+}
+
+func TestRevokeCertificateAndRotation(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	devices := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL)
+	ctx := t.Context()
+
+	t.Run("revoking one certificate", func(t *testing.T) {
+		dev := b.enroll(t, time.Hour)
+		fp := identity.Fingerprint(dev.leaf.Raw)
+		res, err := devices.RevokeCertificate(ctx, connect.NewRequest(&controlplanev1.RevokeCertificateRequest{Fingerprint: fp, Reason: "leaked"}))
+		if err != nil || res.Msg.GetDeviceId() != dev.deviceID {
+			t.Fatalf("revoke certificate: %v, %v", res, err)
+		}
+		waitRefused(t, b.testDaemon, dev.cert)
+		_, err = devices.RevokeCertificate(ctx, connect.NewRequest(&controlplanev1.RevokeCertificateRequest{Fingerprint: fp, Reason: "again"}))
+		wantCode(t, "revoking it twice", err, connect.CodeFailedPrecondition)
+	})
+
+	t.Run("rotation revokes the current certificate after the grace period", func(t *testing.T) {
+		dev := b.enroll(t, time.Hour)
+		_, err := devices.RotateDeviceCertificate(ctx, connect.NewRequest(&controlplanev1.RotateDeviceCertificateRequest{Id: dev.deviceID, Grace: durationpb.New(2 * time.Second)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// During the grace period the node renews with a new key...
+		if err := b.handshake(dev.cert); err != nil {
+			t.Fatalf("refused during the grace period: %v", err)
+		}
+		newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		res, err := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL).RenewCertificate(ctx,
+			connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode([]byte(res.Msg.GetCertificatePem()))
+		renewed := tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: newKey}
+		// ...and after it the old certificate is refused, the new one is not.
+		waitRefused(t, b.testDaemon, dev.cert)
+		if err := b.handshake(renewed); err != nil {
+			t.Errorf("the renewed certificate is refused after the rotation: %v", err)
+		}
+		got, _ := devices.GetDevice(ctx, connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: dev.deviceID}))
+		if got.Msg.GetDevice().GetRotateTime() != nil {
+			t.Error("the rotation request is still pending after the renewal")
+		}
+	})
+}
+
+// waitRefused waits until the daemon refuses cert at the handshake, at most 5 s.
+func waitRefused(t *testing.T, td *testDaemon, cert tls.Certificate) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for td.handshake(cert) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the certificate is still accepted after 5 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

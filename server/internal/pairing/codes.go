@@ -1,0 +1,325 @@
+package pairing
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// Methods of pairing codes, as stored.
+const (
+	methodPIN = "pin"
+	methodQR  = "qr"
+)
+
+// States of pairing codes, computed from their columns.
+const (
+	codeActive  = "active"
+	codeUsed    = "used"
+	codeExpired = "expired"
+	codeBurned  = "burned"
+	codeDeleted = "deleted"
+)
+
+// qrSecretBytes is the entropy of a QR secret: 192 bits.
+const qrSecretBytes = 24
+
+// qrSeparator separates the code id from the secret in a QR code.
+const qrSeparator = "_"
+
+// secretEncoding writes QR secrets: lower-case base32 without padding, so that the code
+// is made of [A-Z0-9_a-z] only.
+var secretEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// codeState computes the state of a code at now.
+func codeState(c dbsqlc.PairingCode, now time.Time) string {
+	switch {
+	case c.UsedAt != nil:
+		return codeUsed
+	case c.BurnedAt != nil:
+		return codeBurned
+	case c.DeletedAt != nil:
+		return codeDeleted
+	case !c.ExpiresAt.After(now):
+		return codeExpired
+	default:
+		return codeActive
+	}
+}
+
+// mac is what the database keeps of a code: HMAC-SHA256 under the MAC key of the method
+// and the secret ("pin:12345678", "qr:<secret>").
+func (s *Service) mac(method, secret string) []byte {
+	m := hmac.New(sha256.New, s.opts.MACKey)
+	m.Write([]byte(method + ":" + secret))
+	return m.Sum(nil)
+}
+
+// randomPIN returns n uniformly random decimal digits from crypto/rand: bytes of 250
+// and above are rejected, so that every digit has probability 1/10.
+func randomPIN(n int) string {
+	out := make([]byte, 0, n)
+	buf := make([]byte, n+8)
+	for len(out) < n {
+		_, _ = rand.Read(buf) // never fails since Go 1.24
+		for _, b := range buf {
+			if b < 250 && len(out) < n {
+				out = append(out, '0'+b%10)
+			}
+		}
+	}
+	return string(out)
+}
+
+// randomToken returns n random bytes in secretEncoding.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return secretEncoding.EncodeToString(b)
+}
+
+// clampTTL applies the default and the bounds to a requested code lifetime; ttl nil
+// means the creator did not ask.
+func clampTTL(ttl *time.Duration) time.Duration {
+	if ttl == nil {
+		return DefaultCodeTTL
+	}
+	return min(max(*ttl, MinCodeTTL), MaxCodeTTL)
+}
+
+// createCodeParams describe a code to create.
+type createCodeParams struct {
+	method    string
+	ttl       *time.Duration
+	label     string
+	pinDigits int // 0: the configured default
+	createdBy string
+}
+
+// createdCode is a new code and its secret, shown once.
+type createdCode struct {
+	row  dbsqlc.PairingCode
+	code string // the PIN, or "<id>_<secret>"
+	uri  string // the QR pairing URI; "" for a PIN
+}
+
+// createCode creates a pairing code.
+func (s *Service) createCode(ctx context.Context, p createCodeParams) (*createdCode, error) {
+	now := s.now()
+	id := ulid.Make().String()
+	var code string
+	var mac []byte
+	switch p.method {
+	case methodPIN:
+		digits := p.pinDigits
+		if digits == 0 {
+			digits = s.opts.PINDigits
+		}
+		if digits < MinPINDigits || digits > MaxPINDigits {
+			return nil, errInvalid("pin_digits must be within %d..%d, not %d", MinPINDigits, MaxPINDigits, digits)
+		}
+		pin, err := s.uniquePIN(ctx, digits, now)
+		if err != nil {
+			return nil, err
+		}
+		code, mac = pin, s.mac(methodPIN, pin)
+	case methodQR:
+		secret := randomToken(qrSecretBytes)
+		code, mac = id+qrSeparator+secret, s.mac(methodQR, secret)
+	default:
+		return nil, errInvalid("method must be pin or qr")
+	}
+	row, err := s.opts.Store.Q().InsertPairingCode(ctx, dbsqlc.InsertPairingCodeParams{
+		ID:        id,
+		Method:    p.method,
+		CodeMac:   mac,
+		Label:     p.label,
+		CreatedBy: p.createdBy,
+		CreatedAt: now,
+		ExpiresAt: now.Add(clampTTL(p.ttl)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pairing: create code: %w", err)
+	}
+	out := &createdCode{row: row, code: code}
+	if p.method == methodQR {
+		out.uri = s.pairingURI(code)
+	}
+	s.log.Info("pairing code created", "code_id", id, "method", p.method, "expires_at", row.ExpiresAt, "created_by", p.createdBy)
+	return out, nil
+}
+
+// uniquePIN draws a PIN that no usable PIN code has, so that a PIN names one code.
+// (With 8 digits a collision is a one-in-a-hundred-million event; the check makes it
+// harmless rather than rare.)
+func (s *Service) uniquePIN(ctx context.Context, digits int, now time.Time) (string, error) {
+	active, err := s.opts.Store.Q().ListActivePairingCodes(ctx, dbsqlc.ListActivePairingCodesParams{Method: methodPIN, Now: now})
+	if err != nil {
+		return "", fmt.Errorf("pairing: list active PIN codes: %w", err)
+	}
+	for range 16 {
+		pin := randomPIN(digits)
+		if _, found := matchMAC(active, s.mac(methodPIN, pin)); !found {
+			return pin, nil
+		}
+	}
+	return "", errFailedPrecondition("could not draw a PIN that no active code has: delete unused PIN codes or use more digits")
+}
+
+// pairingURI is the URI of a QR code:
+// palyra://pair?url=<PublicURL>&code=<code>&ca=sha256:<hex>.
+func (s *Service) pairingURI(code string) string {
+	return "palyra://pair?url=" + url.QueryEscape(s.opts.PublicURL) +
+		"&code=" + url.QueryEscape(code) +
+		"&ca=" + s.opts.Authority.Fingerprint()
+}
+
+// matchMAC compares mac with the MAC of every code, in constant time for each and
+// without stopping at a match, and returns the id of the (first) matching code.
+func matchMAC(codes []dbsqlc.PairingCode, mac []byte) (id string, found bool) {
+	for _, c := range codes {
+		if hmac.Equal(c.CodeMac, mac) && !found {
+			id, found = c.ID, true
+		}
+	}
+	return id, found
+}
+
+// presentedCode is a pairing code as a node presents it: exactly one of the fields.
+type presentedCode struct {
+	pin    string
+	qrCode string
+}
+
+// verifyCode checks a presented code against the usable codes and returns the id of
+// the code it matches, or errCodeRefused. A wrong PIN counts a failed attempt against
+// every usable PIN code; a wrong QR secret against its code. The code is not used
+// here: the caller uses it in the transaction that creates the request.
+func (s *Service) verifyCode(ctx context.Context, p presentedCode) (string, error) {
+	now := s.now()
+	q := s.opts.Store.Q()
+	switch {
+	case p.pin != "" && p.qrCode == "":
+		active, err := q.ListActivePairingCodes(ctx, dbsqlc.ListActivePairingCodesParams{Method: methodPIN, Now: now})
+		if err != nil {
+			return "", fmt.Errorf("pairing: list active PIN codes: %w", err)
+		}
+		id, found := matchMAC(active, s.mac(methodPIN, p.pin))
+		if found {
+			return id, nil
+		}
+		ids := make([]string, len(active))
+		for i, c := range active {
+			ids[i] = c.ID
+		}
+		return "", s.countFailure(ctx, ids, now)
+	case p.qrCode != "" && p.pin == "":
+		id, secret, ok := strings.Cut(p.qrCode, qrSeparator)
+		if !ok || !isULID(id) || secret == "" {
+			return "", errCodeRefused()
+		}
+		c, err := q.GetPairingCode(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", errCodeRefused()
+		}
+		if err != nil {
+			return "", fmt.Errorf("pairing: get code: %w", err)
+		}
+		if c.Method != methodQR {
+			// A PIN code's id in a QR code: its secret was never a QR secret.
+			return "", errCodeRefused()
+		}
+		if hmac.Equal(c.CodeMac, s.mac(methodQR, secret)) {
+			if codeState(c, now) != codeActive {
+				return "", errCodeRefused()
+			}
+			return c.ID, nil
+		}
+		return "", s.countFailure(ctx, []string{c.ID}, now)
+	default:
+		return "", errCodeRefused()
+	}
+}
+
+// countFailure counts a failed attempt against the usable codes among ids, logs the
+// codes it burns, and returns errCodeRefused (or the database's failure).
+func (s *Service) countFailure(ctx context.Context, ids []string, now time.Time) error {
+	if len(ids) == 0 {
+		return errCodeRefused()
+	}
+	rows, err := s.opts.Store.Q().CountFailedPairingAttempt(ctx, dbsqlc.CountFailedPairingAttemptParams{
+		MaxAttempts: MaxFailedAttempts, Now: now, Ids: ids,
+	})
+	if err != nil {
+		return fmt.Errorf("pairing: count a failed attempt: %w", err)
+	}
+	for _, r := range rows {
+		if r.BurnedAt != nil {
+			s.log.Warn("pairing code burned after too many failed attempts", "code_id", r.ID, "attempts", MaxFailedAttempts)
+		}
+	}
+	return errCodeRefused()
+}
+
+// listCodes returns a page of codes, newest first, and the token of the next page.
+func (s *Service) listCodes(ctx context.Context, pageToken string, limit int, activeOnly bool) ([]dbsqlc.PairingCode, string, error) {
+	params := dbsqlc.ListPairingCodesParams{ActiveOnly: activeOnly, Now: s.now(), PageLimit: int32(limit) + 1}
+	if pageToken != "" {
+		at, id, err := decodeCursor(pageToken)
+		if err != nil {
+			return nil, "", err
+		}
+		params.AfterCreatedAt, params.AfterID = &at, id
+	}
+	rows, err := s.opts.Store.Q().ListPairingCodes(ctx, params)
+	if err != nil {
+		return nil, "", fmt.Errorf("pairing: list codes: %w", err)
+	}
+	var next string
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[len(rows)-1]
+		next = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return rows, next, nil
+}
+
+// deleteCode withdraws a code that was not used, burned or deleted.
+func (s *Service) deleteCode(ctx context.Context, id string) (dbsqlc.PairingCode, error) {
+	now := s.now()
+	q := s.opts.Store.Q()
+	row, err := q.DeletePairingCode(ctx, dbsqlc.DeletePairingCodeParams{Now: &now, ID: id})
+	if errors.Is(err, store.ErrNotFound) {
+		c, gerr := q.GetPairingCode(ctx, id)
+		if errors.Is(gerr, store.ErrNotFound) {
+			return dbsqlc.PairingCode{}, errNoCode(id)
+		}
+		if gerr != nil {
+			return dbsqlc.PairingCode{}, fmt.Errorf("pairing: get code: %w", gerr)
+		}
+		return dbsqlc.PairingCode{}, errFailedPrecondition("pairing code %s is %s: only an unused code can be deleted", id, codeState(c, now))
+	}
+	if err != nil {
+		return dbsqlc.PairingCode{}, fmt.Errorf("pairing: delete code: %w", err)
+	}
+	s.log.Info("pairing code deleted", "code_id", id)
+	return row, nil
+}
+
+// isULID reports whether s is a ULID in canonical (upper-case) form.
+func isULID(s string) bool {
+	_, err := ulid.ParseStrict(s)
+	return err == nil && strings.ToUpper(s) == s
+}

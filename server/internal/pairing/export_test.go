@@ -1,0 +1,28 @@
+package pairing
+
+import (
+	"time"
+
+	"github.com/palyra/palyra/server/internal/ratelimit"
+)
+
+// Exported for the tests of package pairing_test only.
+
+// CodeRefusal is the message of every refused pairing code.
+const CodeRefusal = codeRefusal
+
+// StatusRefusal is the message of every refused status or watch.
+const StatusRefusal = statusRefusal
+
+// RandomPIN draws a PIN of n digits.
+var RandomPIN = randomPIN
+
+// SetWatchPoll changes how often watches re-read their request without a notification.
+// Call it before the Service serves anything.
+func (s *Service) SetWatchPoll(d time.Duration) { s.poll = d }
+
+// SetStartLimit replaces the rate limit of starts. Call it before the Service serves
+// anything.
+func (s *Service) SetStartLimit(burst int, perMinute float64) {
+	s.starts = ratelimit.NewKeyed(burst, perMinute, s.opts.Now)
+}

@@ -1,0 +1,349 @@
+// Package pairing is how nodes join: single-use pairing codes, pairing requests that
+// wait for a human decision (one table, one state machine), the issuance of the device
+// certificate on approval, and the handlers of PairingService and of NodeService's
+// pairing RPCs.
+//
+// # The protocol
+//
+//  1. An administrator creates a pairing code (CreatePairingCode, permission
+//     nodes.pair): a PIN of 6 to 12 decimal digits (8 by default), or a QR code
+//     "<code id>_<secret>" whose secret holds 192 random bits, delivered in a URI
+//     palyra://pair?url=<daemon URL>&code=<code>&ca=sha256:<CA fingerprint>. The code is
+//     shown once; the database keeps only HMAC-SHA256(MACKey, "pin:"+pin or
+//     "qr:"+secret). A code works for 10 minutes unless asked otherwise (30 s to 24 h).
+//  2. The node, having pinned the CA (GetServerInfo, not in this package), generates an
+//     ECDSA P-256 key and calls StartPairing with the code, a PKCS#10 CSR for that key,
+//     its name, platform and agent version, and, when it pairs again, its old device
+//     id. It gets a request id and a pairing secret (256 random bits, stored as its
+//     SHA-256) that authenticates it when it follows its request. The code is used up.
+//  3. The request waits in pending_approval for RequestTTL. An administrator lists it
+//     (ListPairingRequests, GetPairingRequest) and sees the device name, platform,
+//     agent version, source address, age and the SHA-256 fingerprint of the CSR's
+//     public key, which the node also shows; ApprovePairingRequest (permission
+//     nodes.approve, optionally with the expected fingerprint, which must then match)
+//     signs the CSR's public key and registers the device; RejectPairingRequest
+//     records a reason. Nobody deciding in time expires the request.
+//  4. The node follows the request with WatchPairing (a stream) or GetPairingStatus,
+//     proving itself with the pairing secret. The first read after the approval hands
+//     it the certificate and the CA and completes the request; later reads by the
+//     secret holder return the same certificate.
+//
+// # The state machine
+//
+// A pairing request lives in one row of pairing_requests and moves only along
+//
+//	pending_approval --approve--> approved --node collects--> completed
+//	pending_approval --reject---> rejected
+//	pending_approval --ttl------> expired
+//
+// A database trigger refuses every other transition, whoever writes; another announces
+// every change with NOTIFY palyra_pairing <request id>, which is how a node watching on
+// one replica learns of a decision taken on another. Expiry is applied by Run every 15
+// seconds and, lazily, by every read that meets an overdue pending request; each
+// expiry is audited as "pairing.expire" by "system". Decisions are final: approving or
+// rejecting a request that is not pending is FailedPrecondition.
+//
+// # Security rules
+//
+//   - Every failure of a presented code (wrong, unknown, used, expired, burned,
+//     deleted, of the other method) gets the same PermissionDenied answer, byte for
+//     byte, so that a caller learns nothing about which codes exist.
+//   - A wrong PIN counts as a failed attempt against every usable PIN code (a PIN names
+//     no code); a wrong QR secret counts against its own code only; an unknown QR code
+//     id counts nothing. The fifth failed attempt burns a code. MACs are compared in
+//     constant time, a PIN with every usable PIN code.
+//   - Starts are rate limited per remote address (10 a minute, burst 10), before the
+//     code is looked at: a guesser is throttled whatever it sends.
+//   - A code is used in the same transaction that creates the request, with a
+//     conditional update: of concurrent starts with one code exactly one wins. The CSR
+//     is checked before the code is used, so that a broken CSR does not waste a code.
+//   - Only ECDSA P-256 CSRs with a valid signature are accepted. The certificate takes
+//     nothing from the CSR but its public key: its subject, the URI SAN
+//     palyra://device/<id> and the only extended key usage, clientAuth, come from the
+//     issuance policy (identity.DeviceIdentity).
+//   - No RPC, message or log line carries a private key; no log line carries a code, a
+//     pairing secret or a CSR.
+//   - Re-pairing under an existing device id revokes the device's other certificates.
+//     A revoked device pairs again only when the approver passes
+//     reinstate_revoked_device.
+package pairing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/notify"
+	"github.com/palyra/palyra/server/internal/ratelimit"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// Defaults and limits.
+const (
+	// Channel is the notification channel on which the database announces every state
+	// change of a pairing request; the payload is the request id.
+	Channel = "palyra_pairing"
+	// DefaultPINDigits is the length of PIN codes when Options.PINDigits is zero.
+	DefaultPINDigits = 8
+	// MinPINDigits and MaxPINDigits bound the length of a PIN.
+	MinPINDigits, MaxPINDigits = 6, 12
+	// DefaultCodeTTL is how long a code works when its creator does not say.
+	DefaultCodeTTL = 10 * time.Minute
+	// MinCodeTTL and MaxCodeTTL bound the lifetime of a code.
+	MinCodeTTL, MaxCodeTTL = 30 * time.Second, 24 * time.Hour
+	// DefaultRequestTTL is how long a request waits for a decision when
+	// Options.RequestTTL is zero.
+	DefaultRequestTTL = 15 * time.Minute
+	// DefaultDeviceCertLifetime is the validity of device certificates when
+	// Options.DeviceCertLifetime is zero.
+	DefaultDeviceCertLifetime = 24 * time.Hour
+	// MaxFailedAttempts is the number of failed attempts that burns a code.
+	MaxFailedAttempts = 5
+	// StartsPerMinute and StartBurst rate limit StartPairing per remote address.
+	StartsPerMinute, StartBurst = 10, 10
+
+	// macKeySize is the length of Options.MACKey.
+	macKeySize = 32
+	// sweepInterval is how often Run expires overdue requests.
+	sweepInterval = 15 * time.Second
+	// watchPoll is how often a watch re-reads its request when no notification came.
+	watchPoll = 5 * time.Second
+	// watchGrace is how long a watch outlives the expiry of its request.
+	watchGrace = time.Minute
+)
+
+// Options are the Service's dependencies and settings.
+type Options struct {
+	// Store is the database.
+	Store *store.Store
+	// Authority signs device certificates.
+	Authority *identity.Authority
+	// MACKey is the 32-byte key under which pairing codes are stored as HMAC-SHA256
+	// (identity.KeyEncryptionKey.DeriveKey("pairing-codes"), say); every replica must
+	// have the same.
+	MACKey []byte
+	// Notify listens on Channel ("palyra_pairing"); it must be running for watches to
+	// learn of decisions at once. Nil: watches re-read their request every 5 s only.
+	Notify *notify.Listener
+	// Audit records the decisions that no RPC makes: expiries.
+	Audit *audit.Log
+	// ReplicaID is recorded as the issuer of each certificate.
+	ReplicaID string
+	// PublicURL is the http(s) URL nodes reach the daemon at, put in QR pairing URIs.
+	PublicURL string
+	// PINDigits is the length of PIN codes whose creator does not ask for another,
+	// 6 to 12; zero means 8.
+	PINDigits int
+	// RequestTTL is how long a pairing request waits for a decision; zero means 15
+	// minutes.
+	RequestTTL time.Duration
+	// DeviceCertLifetime is the validity of device certificates; zero means 24 hours.
+	DeviceCertLifetime time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives what happens, never a code, a secret or a CSR; nil discards it.
+	Logger *slog.Logger
+}
+
+// Service is node pairing: it holds the logic that both handlers call, the sweeper that
+// expires requests, and the watches of WatchPairing. It is safe for concurrent use.
+type Service struct {
+	opts   Options
+	now    func() time.Time
+	log    *slog.Logger
+	starts *ratelimit.Keyed     // StartPairing calls per remote host
+	sub    *notify.Subscription // nil without Options.Notify
+	poll   time.Duration        // how often a watch re-reads without a notification
+
+	mu       sync.Mutex // guards the following
+	watchers map[string]map[chan struct{}]struct{}
+}
+
+// New checks opts and returns the Service. It subscribes to Channel right away so that
+// no notification is missed between New and Run.
+func New(opts Options) (*Service, error) {
+	var problems []error
+	if opts.Store == nil {
+		problems = append(problems, errors.New("a store is required"))
+	}
+	if opts.Authority == nil {
+		problems = append(problems, errors.New("an authority is required"))
+	}
+	if opts.Audit == nil {
+		problems = append(problems, errors.New("an audit log is required"))
+	}
+	if len(opts.MACKey) != macKeySize {
+		problems = append(problems, fmt.Errorf("the MAC key must be %d bytes, not %d", macKeySize, len(opts.MACKey)))
+	}
+	if u, err := url.Parse(opts.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		problems = append(problems, fmt.Errorf("the public URL %q is not an absolute http(s) URL", opts.PublicURL))
+	}
+	if opts.PINDigits == 0 {
+		opts.PINDigits = DefaultPINDigits
+	}
+	if opts.PINDigits < MinPINDigits || opts.PINDigits > MaxPINDigits {
+		problems = append(problems, fmt.Errorf("PIN length %d is not within %d..%d", opts.PINDigits, MinPINDigits, MaxPINDigits))
+	}
+	if opts.RequestTTL == 0 {
+		opts.RequestTTL = DefaultRequestTTL
+	}
+	if opts.DeviceCertLifetime == 0 {
+		opts.DeviceCertLifetime = DefaultDeviceCertLifetime
+	}
+	if opts.RequestTTL < 0 || opts.DeviceCertLifetime < 0 {
+		problems = append(problems, errors.New("the request TTL and the certificate lifetime must be positive"))
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, fmt.Errorf("pairing: %w", err)
+	}
+	opts.MACKey = append([]byte(nil), opts.MACKey...)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		opts:     opts,
+		now:      func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) },
+		log:      log,
+		starts:   ratelimit.NewKeyed(StartBurst, StartsPerMinute, opts.Now),
+		poll:     watchPoll,
+		watchers: map[string]map[chan struct{}]struct{}{},
+	}
+	if opts.Notify != nil {
+		sub, err := opts.Notify.Subscribe(Channel)
+		if err != nil {
+			return nil, fmt.Errorf("pairing: %w", err)
+		}
+		s.sub = sub
+	}
+	return s, nil
+}
+
+// Run expires pending requests whose time ran out (at start and every 15 s), auditing
+// each expiry, and dispatches pairing notifications to watchers, until ctx is done. Run
+// is meant to have its own goroutine, and to be started once.
+func (s *Service) Run(ctx context.Context) {
+	var events <-chan notify.Event
+	if s.sub != nil {
+		defer s.sub.Close()
+		events = s.sub.Events()
+	}
+	s.sweep(ctx)
+	tick := time.NewTicker(sweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			s.sweep(ctx)
+		case e := <-events:
+			if e.Reset {
+				s.wakeAll()
+			} else {
+				s.wake(e.Payload)
+			}
+		}
+	}
+}
+
+// sweep expires the overdue requests, logging a failure (the next sweep retries).
+func (s *Service) sweep(ctx context.Context) {
+	if err := s.expireDue(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("expiring pairing requests failed", "err", err)
+	}
+}
+
+// expireDue moves every pending request whose time ran out to expired, and audits each
+// expiry. The expiry and its audit event are two transactions: a crash between them
+// loses the event, not the expiry.
+func (s *Service) expireDue(ctx context.Context) error {
+	now := s.now()
+	ids, err := s.opts.Store.Q().ExpirePairingRequests(ctx, now)
+	if err != nil {
+		return fmt.Errorf("pairing: expire requests: %w", err)
+	}
+	var problems []error
+	for _, id := range ids {
+		s.log.Info("pairing request expired", "request_id", id)
+		_, err := s.opts.Audit.Append(ctx, audit.Event{
+			Time:      now,
+			Principal: "system",
+			Procedure: "pairing.expire",
+			Target:    "pairing_request:" + id,
+			Outcome:   audit.Success,
+			Code:      "ok",
+		})
+		if err != nil {
+			problems = append(problems, fmt.Errorf("pairing: audit the expiry of %s: %w", id, err))
+		}
+		s.wake(id)
+	}
+	return errors.Join(problems...)
+}
+
+// watch registers interest in the changes of request id: the returned channel receives
+// a signal (coalesced) whenever the request may have changed. Call the returned
+// function to stop.
+func (s *Service) watch(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watchers[id] == nil {
+		s.watchers[id] = map[chan struct{}]struct{}{}
+	}
+	s.watchers[id][ch] = struct{}{}
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.watchers[id], ch)
+		if len(s.watchers[id]) == 0 {
+			delete(s.watchers, id)
+		}
+	}
+}
+
+// wake signals the watchers of request id without blocking.
+func (s *Service) wake(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch := range s.watchers[id] {
+		signal(ch)
+	}
+}
+
+// wakeAll signals every watcher: notifications may have been missed.
+func (s *Service) wakeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, set := range s.watchers {
+		for ch := range set {
+			signal(ch)
+		}
+	}
+}
+
+// signal sends on a 1-buffered channel unless a signal is already pending.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// PairingHandler serves PairingService.
+func (s *Service) PairingHandler() *PairingHandler { return &PairingHandler{s: s} }
+
+// NodeHandler serves NodeService's pairing RPCs (StartPairing, GetPairingStatus,
+// WatchPairing). The daemon composes it with the other parts of NodeService; it does
+// not implement the whole interface.
+func (s *Service) NodeHandler() *NodeHandler { return &NodeHandler{s: s} }

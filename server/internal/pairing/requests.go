@@ -1,0 +1,467 @@
+package pairing
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// States of pairing requests, as stored (the pairing_requests_state constraint).
+const (
+	statePending   = "pending_approval"
+	stateApproved  = "approved"
+	stateCompleted = "completed"
+	stateRejected  = "rejected"
+	stateExpired   = "expired"
+)
+
+// pairingSecretBytes is the entropy of a pairing secret: 256 bits.
+const pairingSecretBytes = 32
+
+// terminal reports whether a request in state will never change again (as far as its
+// node is concerned: an approved request still becomes completed).
+func terminal(state string) bool {
+	return state == stateCompleted || state == stateRejected || state == stateExpired
+}
+
+// overdue reports whether r is pending and its time ran out at now.
+func overdue(r dbsqlc.PairingRequest, now time.Time) bool {
+	return r.State == statePending && !r.ExpiresAt.After(now)
+}
+
+// secretHash is what the database keeps of a pairing secret.
+func secretHash(secret string) []byte {
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
+// startParams are what a node sends to start pairing, with the address it came from.
+type startParams struct {
+	code             presentedCode
+	csr              []byte
+	deviceName       string
+	platform         string
+	agentVersion     string
+	previousDeviceID string
+	sourceAddress    string
+}
+
+// started is a new request and its pairing secret, shown once.
+type started struct {
+	row    dbsqlc.PairingRequest
+	secret string
+}
+
+// start checks the CSR, then the code, and creates the request, using the code in the
+// same transaction. A broken CSR is refused before the code is looked at, so that it
+// does not waste a good code; every failure of the code is errCodeRefused.
+func (s *Service) start(ctx context.Context, p startParams) (*started, error) {
+	_, fingerprint, err := identity.ParseCSR(p.csr)
+	if err != nil {
+		return nil, errInvalid("csr: %v", err)
+	}
+	if p.deviceName == "" {
+		return nil, errInvalid("device_name is required")
+	}
+	if p.previousDeviceID != "" && !isULID(p.previousDeviceID) {
+		return nil, errInvalid("device_id %q is not a device id", p.previousDeviceID)
+	}
+	codeID, err := s.verifyCode(ctx, p.code)
+	if err != nil {
+		return nil, err
+	}
+	return s.createRequest(ctx, codeID, fingerprint, p)
+}
+
+// createRequest uses the code and inserts the request, in one transaction: of
+// concurrent starts with one code, exactly one finds the code usable.
+func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string, p startParams) (*started, error) {
+	now := s.now()
+	id := ulid.Make().String()
+	secretBytes := make([]byte, pairingSecretBytes)
+	_, _ = rand.Read(secretBytes)
+	secret := base64.RawURLEncoding.EncodeToString(secretBytes)
+	var previous *string
+	if p.previousDeviceID != "" {
+		previous = &p.previousDeviceID
+	}
+	var row dbsqlc.PairingRequest
+	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
+		if errors.Is(err, store.ErrNotFound) {
+			// Used, burned, deleted or expired since verifyCode: the same answer.
+			return errCodeRefused()
+		}
+		if err != nil {
+			return fmt.Errorf("pairing: use code: %w", err)
+		}
+		row, err = q.InsertPairingRequest(ctx, dbsqlc.InsertPairingRequestParams{
+			ID:                   id,
+			CodeID:               codeID,
+			SecretHash:           secretHash(secret),
+			CsrDer:               p.csr,
+			PublicKeyFingerprint: fingerprint,
+			DeviceName:           p.deviceName,
+			Platform:             p.platform,
+			AgentVersion:         p.agentVersion,
+			SourceAddress:        p.sourceAddress,
+			PreviousDeviceID:     previous,
+			CreatedAt:            now,
+			ExpiresAt:            now.Add(s.opts.RequestTTL),
+		})
+		if err != nil {
+			return fmt.Errorf("pairing: insert request: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("pairing request started", "request_id", id, "code_id", codeID, "device_name", p.deviceName,
+		"source_address", p.sourceAddress, "public_key_fingerprint", fingerprint, "previous_device_id", p.previousDeviceID)
+	return &started{row: row, secret: secret}, nil
+}
+
+// dummyHash stands in for the secret hash of an unknown request, so that an unknown id
+// and a wrong secret cost the same comparison.
+var dummyHash = make([]byte, sha256.Size)
+
+// follow returns the request id as its node sees it: authenticated by the pairing
+// secret, expired if it is overdue, and completed if it was approved (the node is
+// collecting its certificate). An unknown id and a wrong secret get errStatusRefused.
+func (s *Service) follow(ctx context.Context, id, secret string) (dbsqlc.PairingRequest, error) {
+	q := s.opts.Store.Q()
+	r, err := q.GetPairingRequest(ctx, id)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: get request: %w", err)
+	}
+	want := dummyHash
+	if known {
+		want = r.SecretHash
+	}
+	if subtle.ConstantTimeCompare(secretHash(secret), want) != 1 || !known {
+		return dbsqlc.PairingRequest{}, errStatusRefused()
+	}
+	if overdue(r, s.now()) {
+		if err := s.expireDue(ctx); err != nil {
+			return dbsqlc.PairingRequest{}, err
+		}
+		if r, err = q.GetPairingRequest(ctx, id); err != nil {
+			return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: get request: %w", err)
+		}
+	}
+	if r.State != stateApproved {
+		return r, nil
+	}
+	now := s.now()
+	done, err := q.CompletePairingRequest(ctx, dbsqlc.CompletePairingRequestParams{Now: &now, ID: id})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Completed meanwhile by another read of the same node.
+		done, err = q.GetPairingRequest(ctx, id)
+		if err != nil {
+			return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: get request: %w", err)
+		}
+	case err != nil:
+		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: complete request: %w", err)
+	default:
+		s.log.Info("pairing request completed: the node collected its certificate", "request_id", id, "device_id", deref(done.DeviceID))
+	}
+	return done, nil
+}
+
+// approveParams are an approver's decision.
+type approveParams struct {
+	id                  string
+	expectedFingerprint string
+	labels              map[string]string
+	reinstate           bool
+	decidedBy           string
+}
+
+// errOverdue is how a decision's transaction says that it met an overdue request: it
+// rolls back, the request is expired, and the decision is refused.
+var errOverdue = errors.New("the pairing request is overdue")
+
+// approve decides a pending request: the device is registered (or re-paired), the
+// CSR's public key is signed for it and the certificate recorded, all in one
+// transaction with the request locked.
+func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingRequest, error) {
+	labels, err := json.Marshal(nonNil(p.labels))
+	if err != nil {
+		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: encode labels: %w", err)
+	}
+	now := s.now()
+	var out dbsqlc.PairingRequest
+	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		r, err := s.lockPending(ctx, q, p.id, now)
+		if err != nil {
+			return err
+		}
+		if p.expectedFingerprint != "" && p.expectedFingerprint != r.PublicKeyFingerprint {
+			return errFailedPrecondition("the request's key is %s, not the expected %s: do not approve a key the node does not show",
+				r.PublicKeyFingerprint, p.expectedFingerprint)
+		}
+		csr, _, err := identity.ParseCSR(r.CsrDer)
+		if err != nil {
+			return fmt.Errorf("pairing: request %s holds a CSR it was accepted with but that no longer parses: %w", r.ID, err)
+		}
+		deviceID, repaired, err := s.registerDevice(ctx, q, r, labels, p.reinstate, now)
+		if err != nil {
+			return err
+		}
+		issued, err := s.opts.Authority.Sign(csr.PublicKey,
+			identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
+		if err != nil {
+			if errors.Is(err, identity.ErrPolicy) {
+				return errFailedPrecondition("the certificate cannot be issued: %v", err)
+			}
+			return fmt.Errorf("pairing: sign: %w", err)
+		}
+		if err := identity.Record(ctx, q, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
+			return err
+		}
+		if repaired {
+			n, err := q.RevokeDeviceCertificates(ctx, dbsqlc.RevokeDeviceCertificatesParams{
+				At:              now,
+				Reason:          fmt.Sprintf("superseded by re-pairing (request %s)", r.ID),
+				DeviceID:        deviceID,
+				KeepFingerprint: issued.Fingerprint,
+				Now:             now,
+			})
+			if err != nil {
+				return fmt.Errorf("pairing: revoke the device's older certificates: %w", err)
+			}
+			s.log.Info("device re-paired: older certificates revoked", "device_id", deviceID, "revoked", n)
+		}
+		out, err = q.ApprovePairingRequest(ctx, dbsqlc.ApprovePairingRequestParams{
+			Now:                    &now,
+			DecidedBy:              p.decidedBy,
+			DeviceID:               &deviceID,
+			CertificateDer:         issued.Certificate.Raw,
+			CertificateFingerprint: &issued.Fingerprint,
+			Labels:                 labels,
+			ID:                     r.ID,
+		})
+		if err != nil {
+			return fmt.Errorf("pairing: approve request: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return dbsqlc.PairingRequest{}, s.decisionError(ctx, p.id, err)
+	}
+	s.log.Info("pairing request approved", "request_id", out.ID, "device_id", deref(out.DeviceID),
+		"certificate_fingerprint", deref(out.CertificateFingerprint), "decided_by", p.decidedBy)
+	s.wake(out.ID)
+	return out, nil
+}
+
+// registerDevice registers the device of an approved request: the device it names as
+// its previous one, when that exists (re-pairing: repaired is true), else a new one.
+func (s *Service) registerDevice(ctx context.Context, q *dbsqlc.Queries, r dbsqlc.PairingRequest, labels []byte, reinstate bool, now time.Time) (id string, repaired bool, err error) {
+	if r.PreviousDeviceID != nil {
+		d, err := q.GetDeviceForUpdate(ctx, *r.PreviousDeviceID)
+		switch {
+		case err == nil:
+			if d.RevokedAt != nil && !reinstate {
+				return "", false, errFailedPrecondition("device %s was revoked (%s): to let it pair again under its id, "+
+					"an approver must pass reinstate_revoked_device", d.ID, orNone(d.RevokedReason))
+			}
+			_, err = q.RepairDevice(ctx, dbsqlc.RepairDeviceParams{
+				Name:                 r.DeviceName,
+				Platform:             r.Platform,
+				AgentVersion:         r.AgentVersion,
+				Labels:               labels,
+				PublicKeyFingerprint: r.PublicKeyFingerprint,
+				Now:                  now,
+				Reinstate:            reinstate,
+				ID:                   d.ID,
+			})
+			if err != nil {
+				return "", false, fmt.Errorf("pairing: re-pair device %s: %w", d.ID, err)
+			}
+			return d.ID, true, nil
+		case !errors.Is(err, store.ErrNotFound):
+			return "", false, fmt.Errorf("pairing: get device: %w", err)
+		}
+		// The previous device id names no device: the node pairs as a new device.
+	}
+	d, err := q.InsertDevice(ctx, dbsqlc.InsertDeviceParams{
+		ID:                   ulid.Make().String(),
+		Name:                 r.DeviceName,
+		Platform:             r.Platform,
+		AgentVersion:         r.AgentVersion,
+		Labels:               labels,
+		PublicKeyFingerprint: r.PublicKeyFingerprint,
+		Now:                  now,
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("pairing: insert device: %w", err)
+	}
+	return d.ID, false, nil
+}
+
+// reject decides a pending request with a reason.
+func (s *Service) reject(ctx context.Context, id, reason, decidedBy string) (dbsqlc.PairingRequest, error) {
+	if strings.TrimSpace(reason) == "" {
+		return dbsqlc.PairingRequest{}, errInvalid("a reason is required")
+	}
+	now := s.now()
+	var out dbsqlc.PairingRequest
+	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		if _, err := s.lockPending(ctx, q, id, now); err != nil {
+			return err
+		}
+		var err error
+		out, err = q.RejectPairingRequest(ctx, dbsqlc.RejectPairingRequestParams{Now: &now, DecidedBy: decidedBy, Reason: reason, ID: id})
+		if err != nil {
+			return fmt.Errorf("pairing: reject request: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return dbsqlc.PairingRequest{}, s.decisionError(ctx, id, err)
+	}
+	s.log.Info("pairing request rejected", "request_id", id, "decided_by", decidedBy)
+	s.wake(id)
+	return out, nil
+}
+
+// lockPending locks request id for a decision and checks that it is pending and not
+// overdue (errOverdue when it is).
+func (s *Service) lockPending(ctx context.Context, q *dbsqlc.Queries, id string, now time.Time) (dbsqlc.PairingRequest, error) {
+	r, err := q.GetPairingRequestForUpdate(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return r, errNoRequest(id)
+	}
+	if err != nil {
+		return r, fmt.Errorf("pairing: get request: %w", err)
+	}
+	if overdue(r, now) {
+		return r, errOverdue
+	}
+	if r.State != statePending {
+		return r, errNotPending(id, r.State)
+	}
+	return r, nil
+}
+
+// decisionError finishes a failed decision: an overdue request is expired (and the
+// expiry audited) before the refusal.
+func (s *Service) decisionError(ctx context.Context, id string, err error) error {
+	if !errors.Is(err, errOverdue) {
+		return err
+	}
+	if err := s.expireDue(ctx); err != nil {
+		return err
+	}
+	return errNotPending(id, stateExpired)
+}
+
+// getRequest returns a request for the control plane, expiring overdue ones first.
+func (s *Service) getRequest(ctx context.Context, id string) (dbsqlc.PairingRequest, error) {
+	r, err := s.opts.Store.Q().GetPairingRequest(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return r, errNoRequest(id)
+	}
+	if err != nil {
+		return r, fmt.Errorf("pairing: get request: %w", err)
+	}
+	if !overdue(r, s.now()) {
+		return r, nil
+	}
+	if err := s.expireDue(ctx); err != nil {
+		return r, err
+	}
+	if r, err = s.opts.Store.Q().GetPairingRequest(ctx, id); err != nil {
+		return r, fmt.Errorf("pairing: get request: %w", err)
+	}
+	return r, nil
+}
+
+// listRequests returns a page of requests in state ("" for all), newest first, and the
+// token of the next page, expiring overdue ones first.
+func (s *Service) listRequests(ctx context.Context, state, pageToken string, limit int) ([]dbsqlc.PairingRequest, string, error) {
+	params := dbsqlc.ListPairingRequestsParams{State: state, PageLimit: int32(limit) + 1}
+	if pageToken != "" {
+		at, id, err := decodeCursor(pageToken)
+		if err != nil {
+			return nil, "", err
+		}
+		params.AfterCreatedAt, params.AfterID = &at, id
+	}
+	if err := s.expireDue(ctx); err != nil {
+		return nil, "", err
+	}
+	rows, err := s.opts.Store.Q().ListPairingRequests(ctx, params)
+	if err != nil {
+		return nil, "", fmt.Errorf("pairing: list requests: %w", err)
+	}
+	var next string
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[len(rows)-1]
+		next = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return rows, next, nil
+}
+
+// encodeCursor makes a page token: base64 of created_at (RFC 3339 with nanoseconds),
+// "|" and the id of the last row of a page.
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
+}
+
+// decodeCursor reads a page token, refusing what encodeCursor did not make.
+func decodeCursor(s string) (time.Time, string, error) {
+	bad := errInvalid("malformed page token")
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	ts, id, ok := strings.Cut(string(b), "|")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if !ok || err != nil || id == "" {
+		return time.Time{}, "", bad
+	}
+	return at, id, nil
+}
+
+// nonNil returns m, or an empty map for nil (which JSON would encode as null).
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// deref returns *p, or "" for nil.
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// orNone returns s, or "no reason given" for "".
+func orNone(s string) string {
+	if s == "" {
+		return "no reason given"
+	}
+	return s
+}
