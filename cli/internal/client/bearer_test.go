@@ -71,3 +71,35 @@ func TestAuthBearerHeader(t *testing.T) {
 		t.Errorf("WhoAmI without a token: %v, want the login advice", err)
 	}
 }
+
+// TestTrustCACertificate checks the CA option: a node trusts the CA certificate it
+// checked, and nothing else, and gives no other trust setting with it.
+func TestTrustCACertificate(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.Handle(accessv1connect.NewAccessServiceHandler(recordingAccess{}))
+	srv := httptest.NewUnstartedServer(mux)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	c, err := client.New(client.Options{URL: srv.URL, CA: srv.Certificate(), Token: "plr_x_secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Access.WhoAmI(t.Context(), connect.NewRequest(&accessv1.WhoAmIRequest{})); err != nil {
+		t.Errorf("WhoAmI trusting the server's CA: %v", err)
+	}
+	other, _ := certificate(t, "Other CA", true, nil, nil)
+	c, err = client.New(client.Options{URL: srv.URL, CA: other, Token: "plr_x_secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Access.WhoAmI(t.Context(), connect.NewRequest(&accessv1.WhoAmIRequest{})); err == nil ||
+		!strings.Contains(err.Error(), "not signed by a CA you trust") {
+		t.Errorf("WhoAmI trusting another CA: %v", err)
+	}
+	if _, err := client.New(client.Options{URL: srv.URL, CA: srv.Certificate(), CAFingerprint: client.Fingerprint(srv.Certificate())}); err == nil {
+		t.Error("a CA certificate and a fingerprint were both taken")
+	}
+}

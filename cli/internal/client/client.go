@@ -33,6 +33,10 @@ type Options struct {
 	// CAFingerprint pins the CA by the SHA-256 of its certificate ("sha256:<hex>"); the
 	// daemon sends its CA certificate in the TLS handshake.
 	CAFingerprint string
+	// CA is the CA certificate to trust, held in memory: what a node trusts once it has
+	// checked the daemon's CA against its pinned fingerprint. At most one of CAFile,
+	// CAFingerprint and CA may be set.
+	CA *x509.Certificate
 	// Token is the API token ("plr_<id>_<secret>") sent as `Authorization: Bearer` with
 	// every call; empty sends none, for public calls.
 	Token string
@@ -54,6 +58,11 @@ type Client struct {
 	Node nodev1connect.NodeServiceClient
 	// Access is the AccessService client.
 	Access accessv1connect.AccessServiceClient
+	// Pairing is the PairingService client: pairing codes and requests.
+	Pairing controlplanev1connect.PairingServiceClient
+	// Devices is the DeviceService client: paired devices, their certificates,
+	// rotation and revocation.
+	Devices controlplanev1connect.DeviceServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -89,6 +98,8 @@ func New(opts Options) (*Client, error) {
 		ControlPlane: controlplanev1connect.NewControlPlaneServiceClient(hc, base, copts...),
 		Node:         nodev1connect.NewNodeServiceClient(hc, base, copts...),
 		Access:       accessv1connect.NewAccessServiceClient(hc, base, copts...),
+		Pairing:      controlplanev1connect.NewPairingServiceClient(hc, base, copts...),
+		Devices:      controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
 	}, nil
 }
 
@@ -103,13 +114,20 @@ func checkToken(token string) error {
 	return nil
 }
 
-// tlsConfig trusts the CA file, or the CA pinned by fingerprint, or else the system's
-// roots (for a daemon behind a proxy with a public certificate).
+// tlsConfig trusts the CA file, or the CA pinned by fingerprint, or the CA certificate
+// given, or else the system's roots (for a daemon behind a proxy with a public
+// certificate).
 func tlsConfig(opts Options, serverName string) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
 	switch {
 	case opts.CAFile != "" && opts.CAFingerprint != "":
 		return nil, errors.New("give either --ca-file or --ca-fingerprint, not both")
+	case opts.CA != nil && (opts.CAFile != "" || opts.CAFingerprint != ""):
+		return nil, errors.New("a CA certificate was given with a CA file or fingerprint; give one of them")
+	case opts.CA != nil:
+		pool := x509.NewCertPool()
+		pool.AddCert(opts.CA)
+		c.RootCAs = pool
 	case opts.CAFile != "":
 		pem, err := os.ReadFile(opts.CAFile)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"syscall"
@@ -26,11 +27,33 @@ func (i explainInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 }
 
 func (i explainInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		return explainedConn{StreamingClientConn: next(ctx, spec), i: i}
+	}
 }
 
 func (i explainInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// explainedConn explains the errors of a stream's sends and receives. io.EOF, which
+// ends a stream normally (or tells a sender to receive the real error), passes as is.
+type explainedConn struct {
+	connect.StreamingClientConn
+	i explainInterceptor
+}
+
+// Send sends msg, explaining a failure.
+func (c explainedConn) Send(msg any) error { return c.explain(c.StreamingClientConn.Send(msg)) }
+
+// Receive receives into msg, explaining a failure.
+func (c explainedConn) Receive(msg any) error { return c.explain(c.StreamingClientConn.Receive(msg)) }
+
+func (c explainedConn) explain(err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	return explain(err, c.i.url, c.i.token)
 }
 
 // Error is a failed call, explained. It keeps the Connect code for exit codes and

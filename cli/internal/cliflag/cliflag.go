@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/palyra/palyra/internal/cliusage"
 )
 
 // durationUnits are the units ParseDuration accepts, with their lengths.
@@ -79,6 +81,34 @@ func parseTime(s string) (abs time.Time, ago time.Duration, err error) {
 		return time.Time{}, 0, fmt.Errorf("invalid time %q: give an RFC 3339 time (2025-01-02T15:04:05Z) or a duration ago (1h, 7d)", s)
 	}
 	return time.Time{}, ago, nil
+}
+
+var idPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
+
+// ParseID parses an id argument: one of the 26-character ids (ULIDs) that palyra lists,
+// in either case. A malformed id is a usage error that names what it should identify
+// ("pairing request") and the command that lists them ("palyra pairing requests list").
+func ParseID(arg, what, list string) (string, error) {
+	id := strings.ToUpper(arg)
+	if !idPattern.MatchString(id) {
+		return "", cliusage.Wrap(fmt.Errorf("invalid %s id %q: give the 26-character id that `%s` shows", what, arg, list))
+	}
+	return id, nil
+}
+
+// MaxReasonBytes is the longest --reason palyrad records.
+const MaxReasonBytes = 256
+
+// CheckReason checks a required --reason value (why a request is rejected, a device
+// revoked): 1 to MaxReasonBytes bytes, not only white space. A bad one is a usage error.
+func CheckReason(reason string) error {
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return cliusage.Wrap(errors.New("--reason is required: say why, in at most 256 bytes"))
+	case len(reason) > MaxReasonBytes:
+		return cliusage.Wrap(fmt.Errorf("--reason is %d bytes long; at most %d", len(reason), MaxReasonBytes))
+	}
+	return nil
 }
 
 // ParseSwitch parses the state of a switch: on, true or enable turn it on; off, false or

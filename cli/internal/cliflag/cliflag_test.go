@@ -1,10 +1,12 @@
 package cliflag_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/palyra/palyra/cli/internal/cliflag"
+	"github.com/palyra/palyra/internal/cliusage"
 )
 
 // TestFlagDurationParsing checks durations with day and week suffixes.
@@ -112,5 +114,33 @@ func TestFlagChoice(t *testing.T) {
 	var d cliflag.Duration
 	if err := d.Set("2d"); err != nil || d.Value != 48*time.Hour {
 		t.Errorf("Duration.Set(2d) = %v, value %v", err, d.Value)
+	}
+}
+
+// TestIDAndReason checks id arguments and required reasons: malformed ones are usage
+// errors.
+func TestIDAndReason(t *testing.T) {
+	t.Parallel()
+	const id = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R1"
+	for _, in := range []string{id, strings.ToLower(id)} {
+		if got, err := cliflag.ParseID(in, "pairing request", "palyra pairing requests list"); err != nil || got != id {
+			t.Errorf("ParseID(%q) = %q, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R", id + "1", "01JD5ZJ8Q0W1X2Y3Z4A5B6C7RU", "build-01"} {
+		_, err := cliflag.ParseID(in, "pairing request", "palyra pairing requests list")
+		if !cliusage.Is(err) || !strings.Contains(err.Error(), "invalid pairing request id") || !strings.Contains(err.Error(), "palyra pairing requests list") {
+			t.Errorf("ParseID(%q) = %v, want a usage error naming the list", in, err)
+		}
+	}
+	for _, ok := range []string{"lost", strings.Repeat("x", 256), "laptop stolen 🙁"} {
+		if err := cliflag.CheckReason(ok); err != nil {
+			t.Errorf("CheckReason(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", " \t", strings.Repeat("x", 257)} {
+		if err := cliflag.CheckReason(bad); !cliusage.Is(err) {
+			t.Errorf("CheckReason(%q) = %v, want a usage error", bad, err)
+		}
 	}
 }

@@ -3,16 +3,63 @@
 package cmd
 
 import (
+	"context"
+	"errors"
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/cmd/flags"
+	"github.com/palyra/palyra/cli/internal/cmd/node"
+	"github.com/palyra/palyra/cli/internal/cmd/nodes"
+	"github.com/palyra/palyra/cli/internal/cmd/pairing"
 	"github.com/palyra/palyra/cli/internal/cmd/status"
 	"github.com/palyra/palyra/cli/internal/cmd/version"
 	"github.com/palyra/palyra/internal/cliusage"
 )
+
+// Exit codes of palyra.
+const (
+	// ExitOK is success.
+	ExitOK = 0
+	// ExitFailure is a failed call or failed work.
+	ExitFailure = 1
+	// ExitUsage is a mistake in the command line.
+	ExitUsage = 2
+	// ExitInterrupted is a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells
+	// report it).
+	ExitInterrupted = 130
+)
+
+// Execute runs palyra with args and the dependencies d, prints the error of a failed
+// command on d.Stderr, and returns the exit code. ctx ends when the user interrupts;
+// a command that fails after that exits with ExitInterrupted.
+func Execute(ctx context.Context, args []string, d *deps.Deps) int {
+	root := NewRootCommand(d)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	switch {
+	case err == nil:
+		return ExitOK
+	case ctx.Err() != nil:
+		// A command that has more to say (what was left undone) says it in its own
+		// error; a call cut short says only that its context ended.
+		if errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted")
+		}
+		fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
+		return ExitInterrupted
+	case cliusage.Is(err):
+		fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
+		fmt.Fprintln(d.Stderr, "Run 'palyra --help' for usage.")
+		return ExitUsage
+	}
+	fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
+	return ExitFailure
+}
 
 // NewRootCommand returns `palyra` with every subcommand.
 func NewRootCommand(d *deps.Deps) *cobra.Command {
@@ -34,6 +81,9 @@ manages.`,
 		auth.NewCommand(d),
 		audit.NewCommand(d),
 		flags.NewCommand(d),
+		node.NewCommand(d),
+		nodes.NewCommand(d),
+		pairing.NewCommand(d),
 		status.NewCommand(d),
 		version.NewCommand(d),
 	)

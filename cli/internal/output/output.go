@@ -131,3 +131,51 @@ func Cell(s string) string {
 		return r
 	}, s)
 }
+
+// Age formats how long ago something happened for a table cell, in its two largest
+// units: "45s", "12m", "3h5m", "2d4h". Negative ages (clock skew) are "0s".
+func Age(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	d = d.Truncate(time.Second)
+	days, hours := int64(d/(24*time.Hour)), int64(d/time.Hour)%24
+	minutes, seconds := int64(d/time.Minute)%60, int64(d/time.Second)%60
+	two := func(a int64, ua string, b int64, ub string) string {
+		if b == 0 {
+			return fmt.Sprintf("%d%s", a, ua)
+		}
+		return fmt.Sprintf("%d%s%d%s", a, ua, b, ub)
+	}
+	switch {
+	case days > 0:
+		return two(days, "d", hours, "h")
+	case hours > 0:
+		return two(hours, "h", minutes, "m")
+	case minutes > 0:
+		return two(minutes, "m", seconds, "s")
+	}
+	return fmt.Sprintf("%ds", seconds)
+}
+
+// ShortFingerprint shortens a "sha256:<hex>" fingerprint for a table cell to its first
+// and last four hex digits, "sha256:abcd…wxyz"; other values are returned as Cell
+// returns them. Show and JSON output keep the whole fingerprint.
+func ShortFingerprint(fp string) string {
+	hex, ok := strings.CutPrefix(fp, "sha256:")
+	if !ok || len(hex) <= 8 {
+		return Cell(fp)
+	}
+	return "sha256:" + hex[:4] + "…" + hex[len(hex)-4:]
+}
+
+// ShellQuote quotes s for a POSIX shell, for the commands that palyra prints for people
+// to run: s as it is when it holds only characters that need no quoting, else s in
+// single quotes.
+func ShellQuote(s string) string {
+	const safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@%+=,"
+	if s != "" && strings.Trim(s, safe) == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -73,3 +73,34 @@ func TestCLITableCells(t *testing.T) {
 		t.Errorf("Cell = %q", got)
 	}
 }
+
+// TestAgeAndFingerprint checks the compact cells of ages and key fingerprints.
+func TestAgeAndFingerprint(t *testing.T) {
+	t.Parallel()
+	ages := map[time.Duration]string{
+		-time.Second:                      "0s",
+		0:                                 "0s",
+		45*time.Second + time.Millisecond: "45s",
+		12 * time.Minute:                  "12m",
+		12*time.Minute + 5*time.Second:    "12m5s",
+		3*time.Hour + 5*time.Minute + 9*time.Second: "3h5m",
+		52 * time.Hour: "2d4h",
+		48 * time.Hour: "2d",
+	}
+	for in, want := range ages {
+		if got := output.Age(in); got != want {
+			t.Errorf("Age(%v) = %q, want %q", in, got, want)
+		}
+	}
+	fps := map[string]string{
+		"sha256:fabd539369598d55ccae908a97924477f9eca9b3cd0fba7275d7da5a67503870": "sha256:fabd…3870",
+		"":           "-",
+		"md5:abc":    "md5:abc",
+		"sha256:abc": "sha256:abc",
+	}
+	for in, want := range fps {
+		if got := output.ShortFingerprint(in); got != want {
+			t.Errorf("ShortFingerprint(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -27,6 +27,8 @@ import (
 	"slices"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/palyra/palyra/cli/internal/atomicfile"
 )
 
 // FileName is the name of the profile file in the palyra configuration directory.
@@ -217,37 +219,11 @@ func Save(path string, f *File) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("save the profiles: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".profiles-*.toml")
-	if err != nil {
+	if err := atomicfile.Write(path, body, 0o600); err != nil {
 		return fmt.Errorf("save the profiles: %w", err)
 	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("save the profiles: %w", err)
-	}
-	if _, err := tmp.Write(body); err != nil {
-		return fmt.Errorf("save the profiles: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("save the profiles: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save the profiles: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("save the profiles: %w", err)
-	}
-	done = true
 	return nil
 }

@@ -52,19 +52,12 @@ var states = map[string]accessv1.TokenState{
 	"revoked": accessv1.TokenState_TOKEN_STATE_REVOKED,
 }
 
-var (
-	idPattern         = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
-	permissionPattern = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
-)
+var permissionPattern = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)+$`)
 
 // ParseID parses a token id argument: the 26-character id that `tokens list` shows,
 // in either case, optionally written as the principal "token:<id>".
 func ParseID(arg string) (string, error) {
-	id := strings.ToUpper(strings.TrimPrefix(arg, "token:"))
-	if !idPattern.MatchString(id) {
-		return "", cliusage.Wrap(fmt.Errorf("invalid token id %q: give the 26-character id that `palyra auth tokens list` shows", arg))
-	}
-	return id, nil
+	return cliflag.ParseID(strings.TrimPrefix(arg, "token:"), "token", "palyra auth tokens list")
 }
 
 // secretWarning is printed on stderr with every secret.

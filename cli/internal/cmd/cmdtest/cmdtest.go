@@ -1,0 +1,100 @@
+// Package cmdtest runs palyra commands in tests as the palyra binary runs them
+// (cmd.Execute: exit codes, output on stdout and stderr), with an environment of the
+// test's making, and serves fakes of palyrad's services over TLS with HTTP/2.
+package cmdtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/palyra/palyra/cli/internal/cmd"
+	"github.com/palyra/palyra/cli/internal/cmd/deps"
+)
+
+// Result is what a command did.
+type Result struct {
+	// Code is the exit code.
+	Code int
+	// Stdout and Stderr are what it wrote.
+	Stdout, Stderr string
+}
+
+// Now is the clock of the commands that Run runs.
+var Now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// Run runs palyra with args and the environment env (nothing else of the process's
+// environment), without a terminal, and returns what it did once it has ended.
+func Run(ctx context.Context, env map[string]string, args ...string) Result {
+	var stdout, stderr SyncBuffer
+	code := cmd.Execute(ctx, args, &deps.Deps{
+		Stdout: &stdout,
+		Stderr: &stderr,
+		Stdin:  bytes.NewReader(nil),
+		Getenv: func(k string) string { return env[k] },
+		Now:    func() time.Time { return Now },
+	})
+	return Result{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
+}
+
+// SyncBuffer is a bytes.Buffer that goroutines may share.
+type SyncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Server is an httptest TLS server with HTTP/2, and the file of the certificate to
+// trust it with.
+type Server struct {
+	// URL is the server's base URL.
+	URL string
+	// CAFile is a PEM file of its (self-signed) certificate.
+	CAFile string
+}
+
+// NewServer serves what mount adds to a mux, over TLS with HTTP/2, until the test ends.
+func NewServer(t *testing.T, mount func(mux *http.ServeMux)) *Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	mount(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &Server{URL: srv.URL, CAFile: caFile}
+}
+
+// Env returns an environment that points the CLI at the server with an API token, and
+// has no place for profiles.
+func (s *Server) Env() map[string]string {
+	return map[string]string{
+		"PALYRA_URL":     s.URL,
+		"PALYRA_CA_FILE": s.CAFile,
+		"PALYRA_TOKEN":   "plr_01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8_test",
+	}
+}

@@ -1,0 +1,175 @@
+// Package nodes is `palyra nodes`: the paired devices that run the node agent. It shows
+// a device and its certificates, revokes a device, and rotates its certificates; its
+// pending, approve and reject commands are `palyra pairing requests ...` under the
+// names that OpenClaw and Palyra's Rust CLI use, built by package pairing.
+package nodes
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/palyra/palyra/cli/internal/cliflag"
+	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/cmd/pairing"
+	"github.com/palyra/palyra/cli/internal/output"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/internal/cliusage"
+)
+
+// maxGrace is the longest grace a rotation allows the current certificates.
+const maxGrace = 7 * 24 * time.Hour
+
+// NewCommand returns `palyra nodes` and its subcommands.
+func NewCommand(d *deps.Deps) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "nodes",
+		Short: "Show, revoke and rotate paired nodes; approve the ones waiting",
+		Long: `nodes manages the paired devices that run the node agent: show one with its
+certificates (nodes.read), revoke it or rotate its certificates (nodes.revoke).
+pending, approve and reject are palyra pairing requests list --state pending, approve
+and reject.`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	pending := pairing.NewPendingCommand(d)
+	approve := pairing.NewApproveCommand(d)
+	approve.Short += " (palyra pairing requests approve)"
+	reject := pairing.NewRejectCommand(d)
+	reject.Short += " (palyra pairing requests reject)"
+	c.AddCommand(newShowCommand(d), newRevokeCommand(d), newRotateCommand(d), pending, approve, reject)
+	return c
+}
+
+// parseDeviceID parses the ID argument of a device.
+func parseDeviceID(arg string) (string, error) {
+	return cliflag.ParseID(arg, "device", "palyra pairing requests show")
+}
+
+func newShowCommand(d *deps.Deps) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show ID",
+		Short:   "Show a device and its certificates",
+		Example: "  palyra nodes show 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 -o json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseDeviceID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Devices.GetDevice(cmd.Context(), connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: id}))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { deviceTable(w, res.Msg.GetDevice()) })
+		},
+	}
+}
+
+func newRevokeCommand(d *deps.Deps) *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "revoke ID --reason R",
+		Short: "Revoke a device and all its certificates; its connections close at once",
+		Long: `revoke revokes a device and every certificate it holds: each replica of palyrad
+refuses them at the TLS handshake and closes the device's open streams within a second.
+The device cannot renew, nor pair again under its id unless an approver reinstates it
+(palyra pairing requests approve --reinstate).`,
+		Example: `  palyra nodes revoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --reason lost`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseDeviceID(args[0])
+			if err != nil {
+				return err
+			}
+			if err := cliflag.CheckReason(reason); err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Devices.RevokeDevice(cmd.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: id, Reason: reason}))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { deviceTable(w, res.Msg.GetDevice()) })
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why, recorded with the revocation (required, at most 256 bytes)")
+	return c
+}
+
+func newRotateCommand(d *deps.Deps) *cobra.Command {
+	var grace cliflag.Duration
+	c := &cobra.Command{
+		Use:   "rotate-cert ID",
+		Short: "Make a device's certificates expire early, so that it renews with a new key",
+		Long: `rotate-cert revokes the device's current certificates after a grace period (1h unless
+--grace says otherwise, at most 7d). The node renews before then, with a new key; one
+that does not loses its connection when the grace ends.`,
+		Example: `  palyra nodes rotate-cert 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --grace 10m`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseDeviceID(args[0])
+			if err != nil {
+				return err
+			}
+			req := &controlplanev1.RotateDeviceCertificateRequest{Id: id}
+			if grace.Value != 0 {
+				if grace.Value > maxGrace {
+					return cliusage.Wrap(fmt.Errorf("--grace is at most 7d, got %s", grace.Value))
+				}
+				req.Grace = durationpb.New(grace.Value)
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Devices.RotateDeviceCertificate(cmd.Context(), connect.NewRequest(req))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { deviceTable(w, res.Msg.GetDevice()) })
+		},
+	}
+	c.Flags().Var(&grace, "grace", "how long the current certificates keep working, up to 7d (default: palyrad's, 1h)")
+	return c
+}
+
+// deviceTable writes a device as rows of a name and a value, then its certificates as
+// a table.
+func deviceTable(w io.Writer, dev *controlplanev1.Device) {
+	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
+	row("ID", dev.GetId())
+	row("Name", output.Cell(dev.GetName()))
+	row("Platform", output.Cell(dev.GetPlatform()))
+	row("Agent version", output.Cell(dev.GetAgentVersion()))
+	row("Labels", pairing.Labels(dev.GetLabels()))
+	row("Paired", output.Time(dev.GetCreateTime(), "-"))
+	if dev.GetRevokeTime() != nil {
+		row("Revoked", fmt.Sprintf("%s (%s)", output.Time(dev.GetRevokeTime(), "-"), output.Cell(dev.GetRevokeReason())))
+	} else {
+		row("Revoked", "no")
+	}
+	if dev.GetRotateTime() != nil {
+		row("Rotation asked", output.Time(dev.GetRotateTime(), "-"))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "CERTIFICATE\tSERIAL\tNOT BEFORE\tNOT AFTER\tREVOKED")
+	for _, c := range dev.GetCertificates() {
+		revoked := "-"
+		if c.GetRevokeTime() != nil {
+			revoked = fmt.Sprintf("%s (%s)", output.Time(c.GetRevokeTime(), "-"), output.Cell(c.GetRevokeReason()))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", c.GetFingerprint(), output.Cell(c.GetSerial()), output.Time(c.GetNotBefore(), "-"),
+			output.Time(c.GetNotAfter(), "-"), revoked)
+	}
+}

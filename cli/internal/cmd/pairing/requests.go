@@ -1,0 +1,312 @@
+package pairing
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	"github.com/palyra/palyra/cli/internal/client"
+	"github.com/palyra/palyra/cli/internal/cliflag"
+	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/output"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/cliusage"
+)
+
+// states maps the --state names to the API's pairing states. "pending_approval" is
+// the state's full name, which people coming from other tools type.
+var states = map[string]nodev1.PairingState{
+	"pending":          nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL,
+	"pending_approval": nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL,
+	"approved":         nodev1.PairingState_PAIRING_STATE_APPROVED,
+	"completed":        nodev1.PairingState_PAIRING_STATE_COMPLETED,
+	"rejected":         nodev1.PairingState_PAIRING_STATE_REJECTED,
+	"expired":          nodev1.PairingState_PAIRING_STATE_EXPIRED,
+}
+
+// requestLister lists pairing requests; `pairing requests list` and `nodes pending`
+// share it.
+type requestLister struct {
+	limit uint32
+	all   bool
+}
+
+func (l *requestLister) bindFlags(c *cobra.Command) {
+	c.Flags().BoolVar(&l.all, "all", false, "follow the pages to list every request")
+	c.Flags().Uint32Var(&l.limit, "limit", 0, "the most requests to list (per call with --all), 1 to 500 (default 100)")
+}
+
+func (l *requestLister) run(cmd *cobra.Command, d *deps.Deps, state nodev1.PairingState) error {
+	if cmd.Flags().Changed("limit") && (l.limit < 1 || l.limit > 500) {
+		return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", l.limit))
+	}
+	c, err := d.Client()
+	if err != nil {
+		return err
+	}
+	req := &controlplanev1.ListPairingRequestsRequest{State: state, PageSize: l.limit}
+	reqs, next, err := client.Pages(l.all, func(page string) ([]*controlplanev1.PairingRequest, string, error) {
+		req.PageToken = page
+		res, err := c.Pairing.ListPairingRequests(cmd.Context(), connect.NewRequest(req))
+		if err != nil {
+			return nil, "", err
+		}
+		return res.Msg.GetPairingRequests(), res.Msg.GetNextPageToken(), nil
+	})
+	if err != nil {
+		return err
+	}
+	out := &controlplanev1.ListPairingRequestsResponse{PairingRequests: append([]*controlplanev1.PairingRequest{}, reqs...), NextPageToken: next}
+	if next != "" && d.Output != output.JSON {
+		fmt.Fprintln(d.Stderr, "more requests follow: pass --all to list them all")
+	}
+	now := d.Clock()
+	return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { requestListTable(w, out.GetPairingRequests(), now) })
+}
+
+func newRequestListCommand(d *deps.Deps) *cobra.Command {
+	var (
+		l     requestLister
+		state = cliflag.NewChoice("pending", "pending_approval", "approved", "completed", "rejected", "expired")
+	)
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List pairing requests, newest first",
+		Example: `  palyra pairing requests list --state pending
+  palyra pairing requests list --all -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return l.run(cmd, d, states[state.Value]) },
+	}
+	c.Flags().Var(state, "state", "list only the requests in this state")
+	l.bindFlags(c)
+	return c
+}
+
+// NewPendingCommand returns `pending`: the pairing requests waiting for approval, as
+// `palyra pairing requests list --state pending` lists them. `palyra nodes pending` is
+// this command.
+func NewPendingCommand(d *deps.Deps) *cobra.Command {
+	var l requestLister
+	c := &cobra.Command{
+		Use:     "pending",
+		Short:   "List the pairing requests waiting for approval (palyra pairing requests list --state pending)",
+		Example: "  palyra nodes pending",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return l.run(cmd, d, nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL)
+		},
+	}
+	l.bindFlags(c)
+	return c
+}
+
+// requestAge is how long ago a request was made: the server's age, else computed from
+// its creation time.
+func requestAge(r *controlplanev1.PairingRequest, now time.Time) string {
+	switch {
+	case r.GetAge() != nil:
+		return output.Age(r.GetAge().AsDuration())
+	case r.GetCreateTime() != nil:
+		return output.Age(now.Sub(r.GetCreateTime().AsTime()))
+	}
+	return "-"
+}
+
+func requestListTable(w io.Writer, reqs []*controlplanev1.PairingRequest, now time.Time) {
+	fmt.Fprintln(w, "ID\tSTATE\tDEVICE NAME\tPLATFORM\tSOURCE\tKEY FINGERPRINT\tAGE")
+	for _, r := range reqs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), output.Enum(r.GetState()), output.Cell(r.GetDeviceName()),
+			output.Cell(r.GetPlatform()), output.Cell(r.GetSourceAddress()), output.ShortFingerprint(r.GetPublicKeyFingerprint()),
+			requestAge(r, now))
+	}
+}
+
+// requestTable writes every field of a request as rows of a name and a value, with the
+// whole key fingerprint.
+func requestTable(w io.Writer, r *controlplanev1.PairingRequest, now time.Time) {
+	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
+	row("ID", r.GetId())
+	row("State", output.Enum(r.GetState()))
+	row("Device name", output.Cell(r.GetDeviceName()))
+	row("Platform", output.Cell(r.GetPlatform()))
+	row("Agent version", output.Cell(r.GetAgentVersion()))
+	row("Source", output.Cell(r.GetSourceAddress()))
+	row("Key fingerprint", output.Cell(r.GetPublicKeyFingerprint()))
+	row("Created", fmt.Sprintf("%s (%s ago)", output.Time(r.GetCreateTime(), "-"), requestAge(r, now)))
+	row("Expires", output.Time(r.GetExpireTime(), "-"))
+	row("Code", output.Cell(r.GetCodeId()))
+	row("Previous device", output.Cell(r.GetPreviousDeviceId()))
+	decided := "-"
+	if r.GetDecideTime() != nil || r.GetDecidedBy() != "" {
+		decided = fmt.Sprintf("%s by %s", output.Time(r.GetDecideTime(), "-"), output.Cell(r.GetDecidedBy()))
+	}
+	row("Decided", decided)
+	row("Reason", output.Cell(r.GetReason()))
+	row("Device", output.Cell(r.GetDeviceId()))
+	row("Certificate", output.Cell(r.GetCertificateFingerprint()))
+	row("Labels", Labels(r.GetLabels()))
+}
+
+// Labels formats labels for a table cell as k=v pairs sorted by key, or "-".
+func Labels(labels map[string]string) string {
+	var pairs []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		pairs = append(pairs, k+"="+labels[k])
+	}
+	return output.Cell(strings.Join(pairs, ","))
+}
+
+func newRequestShowCommand(d *deps.Deps) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show ID",
+		Short:   "Show a pairing request with its whole key fingerprint",
+		Example: "  palyra pairing requests show 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseRequestID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Pairing.GetPairingRequest(cmd.Context(), connect.NewRequest(&controlplanev1.GetPairingRequestRequest{Id: id}))
+			if err != nil {
+				return err
+			}
+			now := d.Clock()
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { requestTable(w, res.Msg.GetPairingRequest(), now) })
+		},
+	}
+}
+
+// labelKeyPattern is the form of a device label's key, as palyrad checks it.
+var labelKeyPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
+
+// ParseLabels parses --label k=v values: keys of 1 to 63 lower-case letters, digits,
+// '.', '_' and '-' (starting and ending with a letter or digit), values of at most 255
+// bytes, each key once, at most 32 labels.
+func ParseLabels(in []string) (map[string]string, error) {
+	if len(in) > 32 {
+		return nil, cliusage.Wrap(fmt.Errorf("%d labels given; at most 32", len(in)))
+	}
+	labels := make(map[string]string, len(in))
+	for _, kv := range in {
+		k, v, ok := strings.Cut(kv, "=")
+		switch {
+		case !ok:
+			return nil, cliusage.Wrap(fmt.Errorf("--label %q is not key=value", kv))
+		case len(k) > 63 || !labelKeyPattern.MatchString(k):
+			return nil, cliusage.Wrap(fmt.Errorf("--label key %q must be 1 to 63 lower-case letters, digits, '.', '_' or '-', "+
+				"starting and ending with a letter or digit", k))
+		case len(v) > 255:
+			return nil, cliusage.Wrap(fmt.Errorf("--label %s has a value of %d bytes; at most 255", k, len(v)))
+		}
+		if _, dup := labels[k]; dup {
+			return nil, cliusage.Wrap(fmt.Errorf("--label %s is given twice", k))
+		}
+		labels[k] = v
+	}
+	return labels, nil
+}
+
+// NewApproveCommand returns `approve ID`: approve a pending pairing request, which has
+// palyrad's CA sign the node's key. It serves as `palyra pairing requests approve` and
+// `palyra nodes approve`.
+func NewApproveCommand(d *deps.Deps) *cobra.Command {
+	var (
+		expect    string
+		labels    []string
+		reinstate bool
+	)
+	c := &cobra.Command{
+		Use:   "approve ID",
+		Short: "Approve a pending pairing request: palyrad's CA signs the node's key",
+		Long: `approve approves a pending pairing request: palyrad's CA signs the node's key and
+registers the device, and the node collects its certificate. Compare the key
+fingerprint that the node shows with the request's first; --expect-fingerprint makes
+palyrad refuse the approval unless they are equal.
+
+A node that pairs again names the device it was; when that device was revoked, only
+--reinstate lets it back under its old id.`,
+		Example: `  palyra pairing requests approve 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --expect-fingerprint sha256:3f2a...
+  palyra nodes approve 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --label site=lab --label role=builder`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseRequestID(args[0])
+			if err != nil {
+				return err
+			}
+			if expect != "" && !client.ValidFingerprint(expect) {
+				return cliusage.Wrap(fmt.Errorf("--expect-fingerprint must look like sha256:<64 lower-case hex digits>, as the node shows it; got %q", expect))
+			}
+			l, err := ParseLabels(labels)
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Pairing.ApprovePairingRequest(cmd.Context(), connect.NewRequest(&controlplanev1.ApprovePairingRequestRequest{
+				Id: id, ExpectedKeyFingerprint: expect, Labels: l, ReinstateRevokedDevice: reinstate,
+			}))
+			if err != nil {
+				return err
+			}
+			r := res.Msg.GetPairingRequest()
+			if d.Output != output.JSON {
+				fmt.Fprintf(d.Stderr, "Approved: the node collects its certificate for device %s.\n", output.Cell(r.GetDeviceId()))
+			}
+			now := d.Clock()
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { requestTable(w, r, now) })
+		},
+	}
+	c.Flags().StringVar(&expect, "expect-fingerprint", "", "refuse unless the request's key fingerprint is this sha256:..., as the node shows it")
+	c.Flags().StringArrayVar(&labels, "label", nil, "give the device a label key=value (repeatable)")
+	c.Flags().BoolVar(&reinstate, "reinstate", false, "let a revoked device pair again under its old id")
+	return c
+}
+
+// NewRejectCommand returns `reject ID --reason R`: reject a pending pairing request;
+// the node is told the reason. It serves as `palyra pairing requests reject` and
+// `palyra nodes reject`.
+func NewRejectCommand(d *deps.Deps) *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:     "reject ID --reason R",
+		Short:   "Reject a pending pairing request; the node is told the reason",
+		Example: `  palyra pairing requests reject 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --reason "unknown machine"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseRequestID(args[0])
+			if err != nil {
+				return err
+			}
+			if err := cliflag.CheckReason(reason); err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Pairing.RejectPairingRequest(cmd.Context(), connect.NewRequest(&controlplanev1.RejectPairingRequestRequest{Id: id, Reason: reason}))
+			if err != nil {
+				return err
+			}
+			now := d.Clock()
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { requestTable(w, res.Msg.GetPairingRequest(), now) })
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why, shown to the node (required, at most 256 bytes)")
+	return c
+}
