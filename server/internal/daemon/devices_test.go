@@ -26,6 +26,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
+	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
 // enrolled is a device certificate issued by the daemon's CA outside the pairing flow,
@@ -303,6 +304,40 @@ func waitRefused(t *testing.T, td *testDaemon, cert tls.Certificate) {
 	for td.handshake(cert) == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("the certificate is still accepted after 5 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRequireMTLSOff: with require_mtls off (development only) a node RPC accepts a
+// device that names itself in the X-Palyra-Device-Id header, and still refuses a
+// revoked device.
+func TestRequireMTLSOff(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--require-mtls=false"), dbURL: dbURL}
+	dev := b.enroll(t, time.Hour)
+	anonymous := nodev1connect.NewNodeServiceClient(b.client(""), b.baseURL)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	renew := func() error {
+		req := connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)})
+		req.Header().Set("X-Palyra-Device-Id", dev.deviceID)
+		_, err := anonymous.RenewCertificate(t.Context(), req)
+		return err
+	}
+	if err := renew(); err != nil {
+		t.Fatalf("renewal naming the device in the header: %v", err)
+	}
+	_, err := anonymous.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
+	wantCode(t, "renewal naming no device", err, connect.CodeUnauthenticated)
+	if _, err := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL).RevokeDevice(t.Context(),
+		connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "test"})); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for renew() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a revoked device still renews with require_mtls off")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
