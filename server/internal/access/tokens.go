@@ -3,15 +3,14 @@ package access
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -169,9 +168,9 @@ var ErrBadPageToken = errors.New("malformed page token")
 func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, error) {
 	params := dbsqlc.ListTokensParams{State: string(p.State), Now: ts.now(), PageLimit: int32(p.Limit) + 1}
 	if p.PageToken != "" {
-		at, id, err := decodeTokenCursor(p.PageToken)
+		at, id, err := pagetoken.Decode(p.PageToken)
 		if err != nil {
-			return nil, "", err
+			return nil, "", ErrBadPageToken
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}
@@ -183,30 +182,13 @@ func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, err
 	if len(rows) > p.Limit {
 		rows = rows[:p.Limit]
 		last := rows[len(rows)-1].ApiToken
-		next = encodeTokenCursor(last.CreatedAt, last.ID)
+		next = pagetoken.Encode(last.CreatedAt, last.ID)
 	}
 	out := make([]*Token, len(rows))
 	for i, r := range rows {
 		out[i] = tokenFromRow(r.ApiToken, r.UserName, r.RotatedTo)
 	}
 	return out, next, nil
-}
-
-func encodeTokenCursor(at time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
-}
-
-func decodeTokenCursor(s string) (time.Time, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return time.Time{}, "", ErrBadPageToken
-	}
-	ts, id, ok := strings.Cut(string(b), "|")
-	at, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil {
-		return time.Time{}, "", ErrBadPageToken
-	}
-	return at, id, nil
 }
 
 // Rotate replaces an active token by a new one with the same label, role, scopes and

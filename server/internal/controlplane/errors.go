@@ -11,6 +11,7 @@ import (
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -58,6 +59,7 @@ var errorCodes = []struct {
 	{access.ErrUnauthenticated, connect.CodeUnauthenticated, access.ErrUnauthenticated.Error()},
 	{access.ErrNotActive, connect.CodeFailedPrecondition, "the token is not active (revoked or expired)"},
 	{access.ErrBadPageToken, connect.CodeInvalidArgument, "malformed page token"},
+	{pagetoken.ErrMalformed, connect.CodeInvalidArgument, "malformed page token"},
 	{access.ErrNotSession, connect.CodeFailedPrecondition, "this call needs a different kind of credentials"},
 	{flags.ErrUnknown, connect.CodeNotFound, "no such feature flag"},
 	{audit.ErrInvalid, connect.CodeInvalidArgument, "invalid audit query"},

@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -277,9 +278,9 @@ func (s *Service) countFailure(ctx context.Context, ids []string, now time.Time)
 func (s *Service) listCodes(ctx context.Context, pageToken string, limit int, activeOnly bool) ([]dbsqlc.PairingCode, string, error) {
 	params := dbsqlc.ListPairingCodesParams{ActiveOnly: activeOnly, Now: s.now(), PageLimit: int32(limit) + 1}
 	if pageToken != "" {
-		at, id, err := decodeCursor(pageToken)
+		at, id, err := pagetoken.Decode(pageToken)
 		if err != nil {
-			return nil, "", err
+			return nil, "", errInvalid("malformed page token")
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}
@@ -291,7 +292,7 @@ func (s *Service) listCodes(ctx context.Context, pageToken string, limit int, ac
 	if len(rows) > limit {
 		rows = rows[:limit]
 		last := rows[len(rows)-1]
-		next = encodeCursor(last.CreatedAt, last.ID)
+		next = pagetoken.Encode(last.CreatedAt, last.ID)
 	}
 	return rows, next, nil
 }

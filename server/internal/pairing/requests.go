@@ -16,6 +16,7 @@ import (
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -399,9 +400,9 @@ func (s *Service) getRequest(ctx context.Context, id string) (dbsqlc.PairingRequ
 func (s *Service) listRequests(ctx context.Context, state, pageToken string, limit int) ([]dbsqlc.PairingRequest, string, error) {
 	params := dbsqlc.ListPairingRequestsParams{State: state, PageLimit: int32(limit) + 1}
 	if pageToken != "" {
-		at, id, err := decodeCursor(pageToken)
+		at, id, err := pagetoken.Decode(pageToken)
 		if err != nil {
-			return nil, "", err
+			return nil, "", errInvalid("malformed page token")
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}
@@ -416,30 +417,9 @@ func (s *Service) listRequests(ctx context.Context, state, pageToken string, lim
 	if len(rows) > limit {
 		rows = rows[:limit]
 		last := rows[len(rows)-1]
-		next = encodeCursor(last.CreatedAt, last.ID)
+		next = pagetoken.Encode(last.CreatedAt, last.ID)
 	}
 	return rows, next, nil
-}
-
-// encodeCursor makes a page token: base64 of created_at (RFC 3339 with nanoseconds),
-// "|" and the id of the last row of a page.
-func encodeCursor(at time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
-}
-
-// decodeCursor reads a page token, refusing what encodeCursor did not make.
-func decodeCursor(s string) (time.Time, string, error) {
-	bad := errInvalid("malformed page token")
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return time.Time{}, "", bad
-	}
-	ts, id, ok := strings.Cut(string(b), "|")
-	at, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil || id == "" {
-		return time.Time{}, "", bad
-	}
-	return at, id, nil
 }
 
 // nonNil returns m, or an empty map for nil (which JSON would encode as null).
