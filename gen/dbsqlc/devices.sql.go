@@ -11,7 +11,7 @@ import (
 )
 
 const getDevice = `-- name: GetDevice :one
-select id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at from devices where id = $1
+select id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at from devices where id = $1
 `
 
 func (q *Queries) GetDevice(ctx context.Context, id string) (Device, error) {
@@ -29,12 +29,19 @@ func (q *Queries) GetDevice(ctx context.Context, id string) (Device, error) {
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
 
 const getDeviceForUpdate = `-- name: GetDeviceForUpdate :one
-select id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at from devices where id = $1 for update
+select id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at from devices where id = $1 for update
 `
 
 func (q *Queries) GetDeviceForUpdate(ctx context.Context, id string) (Device, error) {
@@ -52,6 +59,13 @@ func (q *Queries) GetDeviceForUpdate(ctx context.Context, id string) (Device, er
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
@@ -60,7 +74,7 @@ const insertDevice = `-- name: InsertDevice :one
 insert into devices (id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at)
 values ($1, $2, $3, $4, $5,
         $6, $7, $7)
-returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at
+returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at
 `
 
 type InsertDeviceParams struct {
@@ -96,6 +110,13 @@ func (q *Queries) InsertDevice(ctx context.Context, arg InsertDeviceParams) (Dev
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
@@ -204,7 +225,7 @@ update devices
 set public_key_fingerprint = $1, updated_at = $2,
     rotate_requested_at = null
 where id = $3 and revoked_at is null
-returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at
+returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at
 `
 
 type RenewDeviceParams struct {
@@ -229,6 +250,13 @@ func (q *Queries) RenewDevice(ctx context.Context, arg RenewDeviceParams) (Devic
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
@@ -241,7 +269,7 @@ set name = $1, platform = $2, agent_version = $3,
     revoked_at = case when $7::boolean then null else revoked_at end,
     revoked_reason = case when $7::boolean then '' else revoked_reason end
 where id = $8
-returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at
+returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at
 `
 
 type RepairDeviceParams struct {
@@ -281,6 +309,13 @@ func (q *Queries) RepairDevice(ctx context.Context, arg RepairDeviceParams) (Dev
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
@@ -289,7 +324,7 @@ const requestDeviceRotation = `-- name: RequestDeviceRotation :one
 update devices
 set rotate_requested_at = $1::timestamptz, updated_at = $1::timestamptz
 where id = $2 and revoked_at is null
-returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at
+returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at
 `
 
 type RequestDeviceRotationParams struct {
@@ -312,6 +347,13 @@ func (q *Queries) RequestDeviceRotation(ctx context.Context, arg RequestDeviceRo
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
@@ -357,7 +399,7 @@ const revokeDevice = `-- name: RevokeDevice :one
 update devices
 set revoked_at = $1::timestamptz, revoked_reason = $2, updated_at = $1::timestamptz
 where id = $3 and revoked_at is null
-returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at
+returning id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at, revoked_at, revoked_reason, rotate_requested_at, reported_labels, capabilities, protocol_version, session_id, attached_replica, attached_at, last_seen_at
 `
 
 type RevokeDeviceParams struct {
@@ -381,6 +423,13 @@ func (q *Queries) RevokeDevice(ctx context.Context, arg RevokeDeviceParams) (Dev
 		&i.RevokedAt,
 		&i.RevokedReason,
 		&i.RotateRequestedAt,
+		&i.ReportedLabels,
+		&i.Capabilities,
+		&i.ProtocolVersion,
+		&i.SessionID,
+		&i.AttachedReplica,
+		&i.AttachedAt,
+		&i.LastSeenAt,
 	)
 	return i, err
 }

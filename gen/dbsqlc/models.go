@@ -67,6 +67,45 @@ type Device struct {
 	RevokedAt            *time.Time
 	RevokedReason        string
 	RotateRequestedAt    *time.Time
+	ReportedLabels       []byte
+	Capabilities         []byte
+	ProtocolVersion      int32
+	SessionID            *string
+	AttachedReplica      *string
+	AttachedAt           *time.Time
+	LastSeenAt           *time.Time
+}
+
+type Dispatch struct {
+	ID                string
+	DeviceID          string
+	Capability        string
+	Input             []byte
+	State             string
+	IdempotencyKey    *string
+	RequestHash       []byte
+	CreatedBy         string
+	CreatedAt         time.Time
+	Deadline          time.Time
+	MaxOutputBytes    int64
+	SessionID         *string
+	SentAt            *time.Time
+	StartedAt         *time.Time
+	FinishedAt        *time.Time
+	CancelRequestedAt *time.Time
+	CancelReason      string
+	Result            []byte
+	Error             string
+	ExitCode          int32
+	OutputBytes       int64
+	OutputTruncated   bool
+}
+
+type DispatchOutput struct {
+	DispatchID string
+	Offset     int64
+	Stream     string
+	Data       []byte
 }
 
 type FeatureFlag struct {

@@ -178,12 +178,9 @@ func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, err
 	if err != nil {
 		return nil, "", fmt.Errorf("access: list tokens: %w", err)
 	}
-	var next string
-	if len(rows) > p.Limit {
-		rows = rows[:p.Limit]
-		last := rows[len(rows)-1].ApiToken
-		next = pagetoken.Encode(last.CreatedAt, last.ID)
-	}
+	rows, next := pagetoken.Page(rows, p.Limit, func(r dbsqlc.ListTokensRow) (time.Time, string) {
+		return r.ApiToken.CreatedAt, r.ApiToken.ID
+	})
 	out := make([]*Token, len(rows))
 	for i, r := range rows {
 		out[i] = tokenFromRow(r.ApiToken, r.UserName, r.RotatedTo)

@@ -37,6 +37,8 @@ type Config struct {
 	Compat Compat
 	// Pairing configures node pairing.
 	Pairing Pairing
+	// Nodes configures the node runtime.
+	Nodes Nodes
 	// PublicURL is the URL nodes reach the daemon at, put in QR pairing URIs; empty means
 	// https:// and the listen address (the host name when it listens on all addresses).
 	PublicURL string
@@ -81,6 +83,13 @@ type Pairing struct {
 	PINDigits int
 	// RequestTTL is how long a pairing request waits for a decision.
 	RequestTTL time.Duration
+}
+
+// Nodes configures the node runtime.
+type Nodes struct {
+	// HeartbeatInterval is how often attached nodes send a heartbeat; three missed make
+	// a node stale, ten offline.
+	HeartbeatInterval time.Duration
 }
 
 // Server holds the limits of the HTTP server.

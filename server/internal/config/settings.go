@@ -194,6 +194,16 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Pairing.RequestTTL.String() },
 	},
 	{
+		key:   "nodes.heartbeat_interval",
+		kind:  "duration",
+		usage: "how often attached nodes send a heartbeat; 3 missed make a node stale, 10 offline (1s-5m)",
+		set: func(c *Config, v string) (err error) {
+			c.Nodes.HeartbeatInterval, err = parseDuration(v, time.Second, 5*time.Minute)
+			return err
+		},
+		show: func(c *Config) string { return c.Nodes.HeartbeatInterval.String() },
+	},
+	{
 		key:   "server.read_header_timeout",
 		kind:  "duration",
 		usage: "time allowed for the TLS handshake and the request headers (1s-5m)",
@@ -322,6 +332,7 @@ func defaults(getenv func(string) string) Config {
 		Database:    Database{MaxConns: 20},
 		TLS:         TLS{ServerCertLifetime: 24 * time.Hour, DeviceCertLifetime: 24 * time.Hour},
 		Pairing:     Pairing{PINDigits: 8, RequestTTL: 15 * time.Minute},
+		Nodes:       Nodes{HeartbeatInterval: 15 * time.Second},
 		RequireMTLS: true,
 		Server: Server{
 			ReadHeaderTimeout:    10 * time.Second,

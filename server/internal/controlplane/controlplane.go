@@ -30,6 +30,8 @@ type Services struct {
 	Session      controlplanev1connect.SessionServiceHandler
 	Pairing      controlplanev1connect.PairingServiceHandler
 	Device       controlplanev1connect.DeviceServiceHandler
+	Nodes        controlplanev1connect.NodesServiceHandler
+	Dispatch     controlplanev1connect.DispatchServiceHandler
 	Node         nodev1connect.NodeServiceHandler
 	Access       accessv1connect.AccessServiceHandler
 	Compat       compatv1connect.CompatServiceHandler
@@ -42,6 +44,8 @@ var serviceNames = []string{
 	controlplanev1connect.SessionServiceName,
 	controlplanev1connect.PairingServiceName,
 	controlplanev1connect.DeviceServiceName,
+	controlplanev1connect.NodesServiceName,
+	controlplanev1connect.DispatchServiceName,
 	nodev1connect.NodeServiceName,
 	accessv1connect.AccessServiceName,
 	compatv1connect.CompatServiceName,
@@ -89,6 +93,8 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(controlplanev1connect.NewSessionServiceHandler(opts.Services.Session, rpc...))
 	mux.Handle(controlplanev1connect.NewPairingServiceHandler(opts.Services.Pairing, rpc...))
 	mux.Handle(controlplanev1connect.NewDeviceServiceHandler(opts.Services.Device, rpc...))
+	mux.Handle(controlplanev1connect.NewNodesServiceHandler(opts.Services.Nodes, rpc...))
+	mux.Handle(controlplanev1connect.NewDispatchServiceHandler(opts.Services.Dispatch, rpc...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(opts.Services.Node, rpc...))
 	mux.Handle(accessv1connect.NewAccessServiceHandler(opts.Services.Access, rpc...))
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))

@@ -49,6 +49,21 @@ func startAccess(t *testing.T) *accessBundle {
 	return &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir()), dbURL: dbURL}
 }
 
+// startReplica starts a second daemon on b's database, with b's master key in a data
+// directory of its own: another replica of the same deployment.
+func (b *accessBundle) startReplica(t *testing.T) *testDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := os.ReadFile(filepath.Join(b.cfg.DataDir, identity.MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, identity.MasterKeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startDaemon(t, "--database-url", b.dbURL, "--data-dir", dir)
+}
+
 // accessClient is an AccessService client authenticated with token ("" for none).
 func (td *testDaemon) accessClient(token string) accessv1connect.AccessServiceClient {
 	return accessv1connect.NewAccessServiceClient(td.client(token), td.baseURL)

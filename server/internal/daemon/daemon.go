@@ -27,6 +27,7 @@ import (
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/controlplane"
 	"github.com/palyra/palyra/server/internal/devices"
+	"github.com/palyra/palyra/server/internal/dispatch"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
@@ -53,6 +54,7 @@ type Daemon struct {
 	db      *database
 	server  *controlplane.Server
 	health  *controlplane.Health
+	runtime *dispatch.Service
 	stopBg  context.CancelFunc
 	bg      *sync.WaitGroup
 	serveCh chan error
@@ -108,7 +110,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel)
+	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel,
+		dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions)
 	bg.Go(func() { listener.Run(bgCtx) })
 	revocations, err := revocation.New(db.store, listener, log, nil)
 	if err != nil {
@@ -219,6 +222,20 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Logger:             log,
 	})
 
+	runtime, err := dispatch.New(ctx, dispatch.Options{
+		Store:           db.store,
+		Notify:          listener,
+		Metrics:         metrics.Registry(),
+		ReplicaID:       cfg.ReplicaID,
+		Heartbeat:       cfg.Nodes.HeartbeatInterval,
+		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	bg.Go(func() { runtime.Run(bgCtx) })
+
 	handler := controlplane.NewHandler(controlplane.HandlerOptions{
 		Services: controlplane.Services{
 			ControlPlane: status.NewHandler(status.Options{
@@ -232,13 +249,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 				Authority:         authority,
 				ServerCertificate: serverCert.Leaf,
 			}),
-			Session: access.NewSessionHandler(sessions),
-			Pairing: pairingService.PairingHandler(),
-			Device:  deviceService.Handler(),
+			Session:  access.NewSessionHandler(sessions),
+			Pairing:  pairingService.PairingHandler(),
+			Device:   deviceService.Handler(),
+			Nodes:    runtime.NodesHandler(),
+			Dispatch: runtime.Handler(),
 			Node: nodeService{
 				TrustHandler: identity.NewTrustHandler(authority, version),
 				NodeHandler:  pairingService.NodeHandler(),
 				renewal:      deviceService.NodeHandler(),
+				runtime:      runtime.NodeHandler(),
 			},
 			Access: access.NewHandler(access.HandlerOptions{Tokens: tokens, Flags: flagRegistry, Audit: auditLog}),
 			Compat: compat.NewHandler(cfg.Compat.Models, flagRegistry),
@@ -250,7 +270,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Logger:          log,
 	})
 
-	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, stopBg: stopBg, serveCh: make(chan error, 1)}
+	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, runtime: runtime, stopBg: stopBg, serveCh: make(chan error, 1)}
 	d.bg = &bg
 	go func() { d.serveCh <- server.Serve(handler) }()
 
@@ -269,14 +289,16 @@ func (d *Daemon) Addr() net.Addr { return d.server.Addr() }
 // Failed delivers an error if the listener stops by itself.
 func (d *Daemon) Failed() <-chan error { return d.serveCh }
 
-// Stop shuts down gracefully: health checks turn NOT_SERVING, the listener stops
-// accepting connections and waits up to the configured shutdown timeout for calls in
-// flight, then background work stops, the database pool closes and, when embedded,
-// PostgreSQL stops.
+// Stop shuts down gracefully: health checks turn NOT_SERVING, the nodes' Attach streams
+// and dispatch watches end (nodes attach again elsewhere; dispatches live on in the
+// database), the listener stops accepting connections and waits up to the configured
+// shutdown timeout for calls in flight, then background work stops, the database pool
+// closes and, when embedded, PostgreSQL stops.
 func (d *Daemon) Stop(ctx context.Context) error {
 	began := time.Now()
 	d.log.Info("palyrad stopping")
 	d.health.SetShuttingDown()
+	d.runtime.Shutdown()
 	shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 	err := d.server.Shutdown(shutdownCtx)
 	cancel()
@@ -367,11 +389,12 @@ func (db *database) close(ctx context.Context) {
 }
 
 // nodeService serves NodeService from the packages that own its parts: the trust
-// bootstrap (identity), pairing, and renewal (devices).
+// bootstrap (identity), pairing, renewal (devices) and the Attach stream (dispatch).
 type nodeService struct {
 	*identity.TrustHandler
 	*pairing.NodeHandler
 	renewal *devices.NodeHandler
+	runtime *dispatch.NodeHandler
 }
 
 var _ nodev1connect.NodeServiceHandler = nodeService{}
@@ -379,6 +402,11 @@ var _ nodev1connect.NodeServiceHandler = nodeService{}
 // RenewCertificate implements NodeService.
 func (n nodeService) RenewCertificate(ctx context.Context, req *connect.Request[nodev1.RenewCertificateRequest]) (*connect.Response[nodev1.RenewCertificateResponse], error) {
 	return n.renewal.RenewCertificate(ctx, req)
+}
+
+// Attach implements NodeService.
+func (n nodeService) Attach(ctx context.Context, stream *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]) error {
+	return n.runtime.Attach(ctx, stream)
 }
 
 // publicURL is the configured public URL, or https:// and the listen address (the host

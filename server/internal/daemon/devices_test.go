@@ -9,8 +9,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -181,15 +179,7 @@ func TestRenewCertificate(t *testing.T) {
 func TestRevocationBitesOnEveryReplica(t *testing.T) {
 	t.Parallel()
 	a := startAccess(t)
-	dir := t.TempDir()
-	key, err := os.ReadFile(filepath.Join(a.cfg.DataDir, identity.MasterKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, identity.MasterKeyFile), key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := startDaemon(t, "--database-url", a.dbURL, "--data-dir", dir)
+	b := a.startReplica(t)
 	dev := a.enroll(t, time.Hour)
 	for name, td := range map[string]*testDaemon{"A": a.testDaemon, "B": b} {
 		if err := td.handshake(dev.cert); err != nil {
@@ -224,7 +214,7 @@ func TestRevocationBitesOnEveryReplica(t *testing.T) {
 		t.Errorf("replica B refused the revoked device only after %v, want within a second", refusedAfter)
 	}
 	// The connection opened before the revocation is closed, or at least refused.
-	_, err = onB.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
+	_, err := onB.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
 	if err == nil {
 		t.Error("the connection opened before the revocation still renews")
 	}

@@ -31,3 +31,14 @@ func Decode(s string) (time.Time, string, error) {
 	}
 	return at, id, nil
 }
+
+// Page cuts rows, fetched with a limit of limit+1, to a page of at most limit rows and
+// returns the token of the next page: empty when rows held no more than limit. pos
+// returns a row's position (creation time, id).
+func Page[R any](rows []R, limit int, pos func(R) (time.Time, string)) ([]R, string) {
+	if len(rows) <= limit {
+		return rows, ""
+	}
+	rows = rows[:limit]
+	return rows, Encode(pos(rows[len(rows)-1]))
+}

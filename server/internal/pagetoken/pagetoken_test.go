@@ -19,3 +19,29 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestPage(t *testing.T) {
+	t.Parallel()
+	type row struct {
+		at time.Time
+		id string
+	}
+	base := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	rows := []row{{base, "c"}, {base.Add(-time.Second), "b"}, {base.Add(-2 * time.Second), "a"}}
+	pos := func(r row) (time.Time, string) { return r.at, r.id }
+	for _, tc := range []struct {
+		limit    int
+		wantLen  int
+		wantNext string
+	}{
+		{limit: 3, wantLen: 3, wantNext: ""},
+		{limit: 5, wantLen: 3, wantNext: ""},
+		{limit: 2, wantLen: 2, wantNext: Encode(rows[1].at, "b")},
+		{limit: 1, wantLen: 1, wantNext: Encode(rows[0].at, "c")},
+	} {
+		page, next := Page(rows, tc.limit, pos)
+		if len(page) != tc.wantLen || next != tc.wantNext {
+			t.Errorf("Page(3 rows, %d) = %d rows, %q; want %d, %q", tc.limit, len(page), next, tc.wantLen, tc.wantNext)
+		}
+	}
+}

@@ -288,12 +288,7 @@ func (s *Service) listCodes(ctx context.Context, pageToken string, limit int, ac
 	if err != nil {
 		return nil, "", fmt.Errorf("pairing: list codes: %w", err)
 	}
-	var next string
-	if len(rows) > limit {
-		rows = rows[:limit]
-		last := rows[len(rows)-1]
-		next = pagetoken.Encode(last.CreatedAt, last.ID)
-	}
+	rows, next := pagetoken.Page(rows, limit, func(r dbsqlc.PairingCode) (time.Time, string) { return r.CreatedAt, r.ID })
 	return rows, next, nil
 }
 

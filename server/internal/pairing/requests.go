@@ -413,12 +413,7 @@ func (s *Service) listRequests(ctx context.Context, state, pageToken string, lim
 	if err != nil {
 		return nil, "", fmt.Errorf("pairing: list requests: %w", err)
 	}
-	var next string
-	if len(rows) > limit {
-		rows = rows[:limit]
-		last := rows[len(rows)-1]
-		next = pagetoken.Encode(last.CreatedAt, last.ID)
-	}
+	rows, next := pagetoken.Page(rows, limit, func(r dbsqlc.PairingRequest) (time.Time, string) { return r.CreatedAt, r.ID })
 	return rows, next, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	_ "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -25,6 +26,120 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// OutputStream names where output comes from.
+type OutputStream int32
+
+const (
+	// OUTPUT_STREAM_UNSPECIFIED is never valid.
+	OutputStream_OUTPUT_STREAM_UNSPECIFIED OutputStream = 0
+	// OUTPUT_STREAM_STDOUT: the standard output.
+	OutputStream_OUTPUT_STREAM_STDOUT OutputStream = 1
+	// OUTPUT_STREAM_STDERR: the standard error.
+	OutputStream_OUTPUT_STREAM_STDERR OutputStream = 2
+)
+
+// Enum value maps for OutputStream.
+var (
+	OutputStream_name = map[int32]string{
+		0: "OUTPUT_STREAM_UNSPECIFIED",
+		1: "OUTPUT_STREAM_STDOUT",
+		2: "OUTPUT_STREAM_STDERR",
+	}
+	OutputStream_value = map[string]int32{
+		"OUTPUT_STREAM_UNSPECIFIED": 0,
+		"OUTPUT_STREAM_STDOUT":      1,
+		"OUTPUT_STREAM_STDERR":      2,
+	}
+)
+
+func (x OutputStream) Enum() *OutputStream {
+	p := new(OutputStream)
+	*p = x
+	return p
+}
+
+func (x OutputStream) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutputStream) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_node_v1_node_proto_enumTypes[0].Descriptor()
+}
+
+func (OutputStream) Type() protoreflect.EnumType {
+	return &file_palyra_node_v1_node_proto_enumTypes[0]
+}
+
+func (x OutputStream) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutputStream.Descriptor instead.
+func (OutputStream) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+// DispatchOutcome is how a dispatch ended.
+type DispatchOutcome int32
+
+const (
+	// DISPATCH_OUTCOME_UNSPECIFIED is never valid.
+	DispatchOutcome_DISPATCH_OUTCOME_UNSPECIFIED DispatchOutcome = 0
+	// DISPATCH_OUTCOME_SUCCEEDED: the capability did its work (a shell command exited 0).
+	DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED DispatchOutcome = 1
+	// DISPATCH_OUTCOME_FAILED: it did not (a non-zero exit, a refusal, an error).
+	DispatchOutcome_DISPATCH_OUTCOME_FAILED DispatchOutcome = 2
+	// DISPATCH_OUTCOME_TIMED_OUT: it was stopped at its deadline.
+	DispatchOutcome_DISPATCH_OUTCOME_TIMED_OUT DispatchOutcome = 3
+	// DISPATCH_OUTCOME_CANCELLED: it was stopped because its cancellation was asked for.
+	DispatchOutcome_DISPATCH_OUTCOME_CANCELLED DispatchOutcome = 4
+)
+
+// Enum value maps for DispatchOutcome.
+var (
+	DispatchOutcome_name = map[int32]string{
+		0: "DISPATCH_OUTCOME_UNSPECIFIED",
+		1: "DISPATCH_OUTCOME_SUCCEEDED",
+		2: "DISPATCH_OUTCOME_FAILED",
+		3: "DISPATCH_OUTCOME_TIMED_OUT",
+		4: "DISPATCH_OUTCOME_CANCELLED",
+	}
+	DispatchOutcome_value = map[string]int32{
+		"DISPATCH_OUTCOME_UNSPECIFIED": 0,
+		"DISPATCH_OUTCOME_SUCCEEDED":   1,
+		"DISPATCH_OUTCOME_FAILED":      2,
+		"DISPATCH_OUTCOME_TIMED_OUT":   3,
+		"DISPATCH_OUTCOME_CANCELLED":   4,
+	}
+)
+
+func (x DispatchOutcome) Enum() *DispatchOutcome {
+	p := new(DispatchOutcome)
+	*p = x
+	return p
+}
+
+func (x DispatchOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DispatchOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_node_v1_node_proto_enumTypes[1].Descriptor()
+}
+
+func (DispatchOutcome) Type() protoreflect.EnumType {
+	return &file_palyra_node_v1_node_proto_enumTypes[1]
+}
+
+func (x DispatchOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DispatchOutcome.Descriptor instead.
+func (DispatchOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{1}
+}
 
 // PairingState is the state of a pairing request. Decisions are final.
 type PairingState int32
@@ -76,11 +191,11 @@ func (x PairingState) String() string {
 }
 
 func (PairingState) Descriptor() protoreflect.EnumDescriptor {
-	return file_palyra_node_v1_node_proto_enumTypes[0].Descriptor()
+	return file_palyra_node_v1_node_proto_enumTypes[2].Descriptor()
 }
 
 func (PairingState) Type() protoreflect.EnumType {
-	return &file_palyra_node_v1_node_proto_enumTypes[0]
+	return &file_palyra_node_v1_node_proto_enumTypes[2]
 }
 
 func (x PairingState) Number() protoreflect.EnumNumber {
@@ -89,7 +204,1067 @@ func (x PairingState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PairingState.Descriptor instead.
 func (PairingState) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+// The Attach protocol, version 1. "Up" is node to daemon (AttachRequest), "down" is
+// daemon to node (AttachResponse). Any message out of this order, or of a kind the
+// receiver does not know, ends the stream with InvalidArgument.
+//
+//  1. The node opens the stream over mutual TLS and sends a Hello first: its device id
+//     (which must be the one in its certificate), platform, agent version, the protocol
+//     versions it speaks, its capabilities (with input JSON schemas and whether they are
+//     available) and labels. A second Attach of the same device, on any replica,
+//     replaces the first, which the daemon ends.
+//  2. The daemon answers with a Welcome: the session id, the protocol version it
+//     chose, the heartbeat interval and its limits.
+//  3. The node re-sends every result it has not seen acknowledged (its spool), as
+//     DispatchResult messages, before anything else but heartbeats.
+//  4. The node sends a Heartbeat every interval. A node silent for three intervals is
+//     stale; a closed stream makes it offline.
+//  5. The daemon sends Dispatch messages: every queued dispatch of the device, and
+//     those it sent to an earlier session without a result (the node may have missed
+//     them). The node answers each with DispatchAccepted, or at once with a
+//     DispatchResult when it refuses it. A node never runs a dispatch id twice: for an
+//     id it has run, it re-sends the result instead.
+//  6. While a dispatch runs, the node sends DispatchOutput chunks (stdout, stderr) in
+//     order, within the dispatch's output cap, then one DispatchResult.
+//  7. The daemon persists each result and answers ResultAck; only then does the node
+//     forget it. Results for dispatches that are not the device's own are refused, the
+//     refusal audited, and the stream ended with PermissionDenied.
+//  8. The daemon sends Cancel for a dispatch whose cancellation was asked for; the node
+//     stops it (SIGTERM, then SIGKILL) and reports a cancelled result.
+//  9. The node sends CapabilitiesChanged when its capabilities change.
+//
+// Version history: 1 (2026-11-22), the first.
+type AttachRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is one message up.
+	//
+	// Types that are valid to be assigned to Message:
+	//
+	//	*AttachRequest_Hello
+	//	*AttachRequest_Heartbeat
+	//	*AttachRequest_Accepted
+	//	*AttachRequest_Output
+	//	*AttachRequest_Result
+	//	*AttachRequest_CapabilitiesChanged
+	Message       isAttachRequest_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
 	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AttachRequest) GetMessage() isAttachRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetHello() *Hello {
+	if x != nil {
+		if x, ok := x.Message.(*AttachRequest_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Message.(*AttachRequest_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetAccepted() *DispatchAccepted {
+	if x != nil {
+		if x, ok := x.Message.(*AttachRequest_Accepted); ok {
+			return x.Accepted
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetOutput() *DispatchOutput {
+	if x != nil {
+		if x, ok := x.Message.(*AttachRequest_Output); ok {
+			return x.Output
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetResult() *DispatchResult {
+	if x != nil {
+		if x, ok := x.Message.(*AttachRequest_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+func (x *AttachRequest) GetCapabilitiesChanged() *CapabilitiesChanged {
+	if x != nil {
+		if x, ok := x.Message.(*AttachRequest_CapabilitiesChanged); ok {
+			return x.CapabilitiesChanged
+		}
+	}
+	return nil
+}
+
+type isAttachRequest_Message interface {
+	isAttachRequest_Message()
+}
+
+type AttachRequest_Hello struct {
+	// hello opens the stream (step 1).
+	Hello *Hello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"`
+}
+
+type AttachRequest_Heartbeat struct {
+	// heartbeat says the node is alive (step 4).
+	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
+}
+
+type AttachRequest_Accepted struct {
+	// accepted says the node will run a dispatch (step 5).
+	Accepted *DispatchAccepted `protobuf:"bytes,3,opt,name=accepted,proto3,oneof"`
+}
+
+type AttachRequest_Output struct {
+	// output is a chunk of a running dispatch's output (step 6).
+	Output *DispatchOutput `protobuf:"bytes,4,opt,name=output,proto3,oneof"`
+}
+
+type AttachRequest_Result struct {
+	// result ends a dispatch (steps 3, 5, 6).
+	Result *DispatchResult `protobuf:"bytes,5,opt,name=result,proto3,oneof"`
+}
+
+type AttachRequest_CapabilitiesChanged struct {
+	// capabilities_changed replaces the node's capabilities (step 9).
+	CapabilitiesChanged *CapabilitiesChanged `protobuf:"bytes,6,opt,name=capabilities_changed,json=capabilitiesChanged,proto3,oneof"`
+}
+
+func (*AttachRequest_Hello) isAttachRequest_Message() {}
+
+func (*AttachRequest_Heartbeat) isAttachRequest_Message() {}
+
+func (*AttachRequest_Accepted) isAttachRequest_Message() {}
+
+func (*AttachRequest_Output) isAttachRequest_Message() {}
+
+func (*AttachRequest_Result) isAttachRequest_Message() {}
+
+func (*AttachRequest_CapabilitiesChanged) isAttachRequest_Message() {}
+
+// AttachResponse is one message down.
+type AttachResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// message is one message down.
+	//
+	// Types that are valid to be assigned to Message:
+	//
+	//	*AttachResponse_Welcome
+	//	*AttachResponse_Dispatch
+	//	*AttachResponse_Cancel
+	//	*AttachResponse_ResultAck
+	Message       isAttachResponse_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachResponse) Reset() {
+	*x = AttachResponse{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachResponse) ProtoMessage() {}
+
+func (x *AttachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
+func (*AttachResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AttachResponse) GetMessage() isAttachResponse_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetWelcome() *Welcome {
+	if x != nil {
+		if x, ok := x.Message.(*AttachResponse_Welcome); ok {
+			return x.Welcome
+		}
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetDispatch() *Dispatch {
+	if x != nil {
+		if x, ok := x.Message.(*AttachResponse_Dispatch); ok {
+			return x.Dispatch
+		}
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetCancel() *Cancel {
+	if x != nil {
+		if x, ok := x.Message.(*AttachResponse_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+func (x *AttachResponse) GetResultAck() *ResultAck {
+	if x != nil {
+		if x, ok := x.Message.(*AttachResponse_ResultAck); ok {
+			return x.ResultAck
+		}
+	}
+	return nil
+}
+
+type isAttachResponse_Message interface {
+	isAttachResponse_Message()
+}
+
+type AttachResponse_Welcome struct {
+	// welcome answers the hello (step 2).
+	Welcome *Welcome `protobuf:"bytes,1,opt,name=welcome,proto3,oneof"`
+}
+
+type AttachResponse_Dispatch struct {
+	// dispatch asks the node to run a capability (step 5).
+	Dispatch *Dispatch `protobuf:"bytes,2,opt,name=dispatch,proto3,oneof"`
+}
+
+type AttachResponse_Cancel struct {
+	// cancel asks the node to stop a dispatch (step 8).
+	Cancel *Cancel `protobuf:"bytes,3,opt,name=cancel,proto3,oneof"`
+}
+
+type AttachResponse_ResultAck struct {
+	// result_ack says a result is persisted (step 7).
+	ResultAck *ResultAck `protobuf:"bytes,4,opt,name=result_ack,json=resultAck,proto3,oneof"`
+}
+
+func (*AttachResponse_Welcome) isAttachResponse_Message() {}
+
+func (*AttachResponse_Dispatch) isAttachResponse_Message() {}
+
+func (*AttachResponse_Cancel) isAttachResponse_Message() {}
+
+func (*AttachResponse_ResultAck) isAttachResponse_Message() {}
+
+// Hello introduces the node.
+type Hello struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device_id must be the device id in the node's certificate.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// platform is the node's operating system and architecture, e.g. "linux/amd64".
+	Platform string `protobuf:"bytes,2,opt,name=platform,proto3" json:"platform,omitempty"`
+	// agent_version is the version of the node agent.
+	AgentVersion string `protobuf:"bytes,3,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// protocol_versions are the Attach protocol versions the node speaks.
+	ProtocolVersions []uint32 `protobuf:"varint,4,rep,packed,name=protocol_versions,json=protocolVersions,proto3" json:"protocol_versions,omitempty"`
+	// capabilities the node offers.
+	Capabilities []*Capability `protobuf:"bytes,5,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// labels describe the node, e.g. {"region": "eu-west"}.
+	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hello) Reset() {
+	*x = Hello{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hello) ProtoMessage() {}
+
+func (x *Hello) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hello.ProtoReflect.Descriptor instead.
+func (*Hello) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Hello) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Hello) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *Hello) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *Hello) GetProtocolVersions() []uint32 {
+	if x != nil {
+		return x.ProtocolVersions
+	}
+	return nil
+}
+
+func (x *Hello) GetCapabilities() []*Capability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *Hello) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// Capability is something a node can run.
+type Capability struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name identifies it, e.g. "shell.execute".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// description says what it does.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// input_schema is the JSON schema of its input, as JSON; empty when it declares none.
+	// The daemon validates every dispatch's input against it.
+	InputSchema string `protobuf:"bytes,3,opt,name=input_schema,json=inputSchema,proto3" json:"input_schema,omitempty"`
+	// available is false when the node knows the capability but cannot run it now (say,
+	// it is not configured).
+	Available     bool `protobuf:"varint,4,opt,name=available,proto3" json:"available,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capability) Reset() {
+	*x = Capability{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capability) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capability) ProtoMessage() {}
+
+func (x *Capability) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capability.ProtoReflect.Descriptor instead.
+func (*Capability) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Capability) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Capability) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Capability) GetInputSchema() string {
+	if x != nil {
+		return x.InputSchema
+	}
+	return ""
+}
+
+func (x *Capability) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+// Heartbeat says the node is alive.
+type Heartbeat struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// running is the number of dispatches the node is running.
+	Running       uint32 `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Heartbeat) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+// DispatchAccepted says the node runs a dispatch.
+type DispatchAccepted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dispatch_id of the dispatch.
+	DispatchId    string `protobuf:"bytes,1,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatchAccepted) Reset() {
+	*x = DispatchAccepted{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatchAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatchAccepted) ProtoMessage() {}
+
+func (x *DispatchAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatchAccepted.ProtoReflect.Descriptor instead.
+func (*DispatchAccepted) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DispatchAccepted) GetDispatchId() string {
+	if x != nil {
+		return x.DispatchId
+	}
+	return ""
+}
+
+// DispatchOutput is a chunk of output.
+type DispatchOutput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dispatch_id of the dispatch.
+	DispatchId string `protobuf:"bytes,1,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
+	// stream it comes from.
+	Stream OutputStream `protobuf:"varint,2,opt,name=stream,proto3,enum=palyra.node.v1.OutputStream" json:"stream,omitempty"`
+	// offset is the position of the chunk's first byte in the dispatch's output (all
+	// streams together), from 0.
+	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// data is the chunk.
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatchOutput) Reset() {
+	*x = DispatchOutput{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatchOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatchOutput) ProtoMessage() {}
+
+func (x *DispatchOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatchOutput.ProtoReflect.Descriptor instead.
+func (*DispatchOutput) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DispatchOutput) GetDispatchId() string {
+	if x != nil {
+		return x.DispatchId
+	}
+	return ""
+}
+
+func (x *DispatchOutput) GetStream() OutputStream {
+	if x != nil {
+		return x.Stream
+	}
+	return OutputStream_OUTPUT_STREAM_UNSPECIFIED
+}
+
+func (x *DispatchOutput) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DispatchOutput) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// DispatchResult ends a dispatch.
+type DispatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dispatch_id of the dispatch.
+	DispatchId string `protobuf:"bytes,1,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
+	// outcome of the dispatch.
+	Outcome DispatchOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=palyra.node.v1.DispatchOutcome" json:"outcome,omitempty"`
+	// result_json is the capability's result, as JSON; empty when it has none.
+	ResultJson string `protobuf:"bytes,3,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	// error says what went wrong, when the outcome is not success.
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// exit_code is the exit code of a process, when there was one.
+	ExitCode int32 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// output_bytes is how many bytes of output the capability produced, including any
+	// beyond the cap.
+	OutputBytes uint64 `protobuf:"varint,6,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
+	// output_truncated is true when output went beyond the dispatch's cap and the rest
+	// was not sent.
+	OutputTruncated bool `protobuf:"varint,7,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
+	// finish_time is when the node finished it.
+	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DispatchResult) Reset() {
+	*x = DispatchResult{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DispatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DispatchResult) ProtoMessage() {}
+
+func (x *DispatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DispatchResult.ProtoReflect.Descriptor instead.
+func (*DispatchResult) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DispatchResult) GetDispatchId() string {
+	if x != nil {
+		return x.DispatchId
+	}
+	return ""
+}
+
+func (x *DispatchResult) GetOutcome() DispatchOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return DispatchOutcome_DISPATCH_OUTCOME_UNSPECIFIED
+}
+
+func (x *DispatchResult) GetResultJson() string {
+	if x != nil {
+		return x.ResultJson
+	}
+	return ""
+}
+
+func (x *DispatchResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DispatchResult) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *DispatchResult) GetOutputBytes() uint64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
+}
+
+func (x *DispatchResult) GetOutputTruncated() bool {
+	if x != nil {
+		return x.OutputTruncated
+	}
+	return false
+}
+
+func (x *DispatchResult) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+// CapabilitiesChanged replaces the node's capabilities.
+type CapabilitiesChanged struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// capabilities the node offers now.
+	Capabilities  []*Capability `protobuf:"bytes,1,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapabilitiesChanged) Reset() {
+	*x = CapabilitiesChanged{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapabilitiesChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapabilitiesChanged) ProtoMessage() {}
+
+func (x *CapabilitiesChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapabilitiesChanged.ProtoReflect.Descriptor instead.
+func (*CapabilitiesChanged) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CapabilitiesChanged) GetCapabilities() []*Capability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+// Welcome answers the hello.
+type Welcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session_id identifies this stream.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// protocol_version is the version the daemon chose among the node's.
+	ProtocolVersion uint32 `protobuf:"varint,2,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	// heartbeat_interval is how often the node must send a heartbeat.
+	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
+	// max_message_bytes is the largest message the daemon accepts.
+	MaxMessageBytes uint32 `protobuf:"varint,4,opt,name=max_message_bytes,json=maxMessageBytes,proto3" json:"max_message_bytes,omitempty"`
+	// server_time is the daemon's clock, for the node to notice skew.
+	ServerTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Welcome) Reset() {
+	*x = Welcome{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Welcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Welcome) ProtoMessage() {}
+
+func (x *Welcome) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
+func (*Welcome) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Welcome) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Welcome) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatInterval
+	}
+	return nil
+}
+
+func (x *Welcome) GetMaxMessageBytes() uint32 {
+	if x != nil {
+		return x.MaxMessageBytes
+	}
+	return 0
+}
+
+func (x *Welcome) GetServerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServerTime
+	}
+	return nil
+}
+
+// Dispatch asks the node to run a capability.
+type Dispatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dispatch_id identifies the dispatch; the node never runs one id twice.
+	DispatchId string `protobuf:"bytes,1,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
+	// capability to run.
+	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
+	// input_json is the input, as JSON.
+	InputJson string `protobuf:"bytes,3,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
+	// deadline is when the dispatch must be finished; the node stops it then and reports
+	// it timed out.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// max_output_bytes caps the output the node sends.
+	MaxOutputBytes uint64 `protobuf:"varint,5,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Dispatch) Reset() {
+	*x = Dispatch{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dispatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dispatch) ProtoMessage() {}
+
+func (x *Dispatch) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dispatch.ProtoReflect.Descriptor instead.
+func (*Dispatch) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Dispatch) GetDispatchId() string {
+	if x != nil {
+		return x.DispatchId
+	}
+	return ""
+}
+
+func (x *Dispatch) GetCapability() string {
+	if x != nil {
+		return x.Capability
+	}
+	return ""
+}
+
+func (x *Dispatch) GetInputJson() string {
+	if x != nil {
+		return x.InputJson
+	}
+	return ""
+}
+
+func (x *Dispatch) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *Dispatch) GetMaxOutputBytes() uint64 {
+	if x != nil {
+		return x.MaxOutputBytes
+	}
+	return 0
+}
+
+// Cancel asks the node to stop a dispatch.
+type Cancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dispatch_id of the dispatch.
+	DispatchId string `protobuf:"bytes,1,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
+	// reason is why.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cancel) Reset() {
+	*x = Cancel{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cancel) ProtoMessage() {}
+
+func (x *Cancel) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
+func (*Cancel) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Cancel) GetDispatchId() string {
+	if x != nil {
+		return x.DispatchId
+	}
+	return ""
+}
+
+func (x *Cancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ResultAck says the daemon persisted a result; the node may forget it.
+type ResultAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// dispatch_id of the dispatch.
+	DispatchId    string `protobuf:"bytes,1,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResultAck) Reset() {
+	*x = ResultAck{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResultAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResultAck) ProtoMessage() {}
+
+func (x *ResultAck) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResultAck.ProtoReflect.Descriptor instead.
+func (*ResultAck) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ResultAck) GetDispatchId() string {
+	if x != nil {
+		return x.DispatchId
+	}
+	return ""
 }
 
 // GetServerInfoRequest has no fields.
@@ -101,7 +1276,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[0]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -113,7 +1288,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[0]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -126,7 +1301,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 // GetServerInfoResponse is what a node needs before it pairs.
@@ -146,7 +1321,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[1]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +1333,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[1]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +1346,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetServerInfoResponse) GetServerVersion() string {
@@ -224,7 +1399,7 @@ type StartPairingRequest struct {
 
 func (x *StartPairingRequest) Reset() {
 	*x = StartPairingRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[2]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +1411,7 @@ func (x *StartPairingRequest) String() string {
 func (*StartPairingRequest) ProtoMessage() {}
 
 func (x *StartPairingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[2]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +1424,7 @@ func (x *StartPairingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartPairingRequest.ProtoReflect.Descriptor instead.
 func (*StartPairingRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartPairingRequest) GetCode() isStartPairingRequest_Code {
@@ -349,7 +1524,7 @@ type StartPairingResponse struct {
 
 func (x *StartPairingResponse) Reset() {
 	*x = StartPairingResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[3]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +1536,7 @@ func (x *StartPairingResponse) String() string {
 func (*StartPairingResponse) ProtoMessage() {}
 
 func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[3]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +1549,7 @@ func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartPairingResponse.ProtoReflect.Descriptor instead.
 func (*StartPairingResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StartPairingResponse) GetRequestId() string {
@@ -428,7 +1603,7 @@ type PairingStatus struct {
 
 func (x *PairingStatus) Reset() {
 	*x = PairingStatus{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[4]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +1615,7 @@ func (x *PairingStatus) String() string {
 func (*PairingStatus) ProtoMessage() {}
 
 func (x *PairingStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[4]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +1628,7 @@ func (x *PairingStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PairingStatus.ProtoReflect.Descriptor instead.
 func (*PairingStatus) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PairingStatus) GetRequestId() string {
@@ -518,7 +1693,7 @@ type GetPairingStatusRequest struct {
 
 func (x *GetPairingStatusRequest) Reset() {
 	*x = GetPairingStatusRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[5]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +1705,7 @@ func (x *GetPairingStatusRequest) String() string {
 func (*GetPairingStatusRequest) ProtoMessage() {}
 
 func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[5]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +1718,7 @@ func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPairingStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPairingStatusRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPairingStatusRequest) GetRequestId() string {
@@ -571,7 +1746,7 @@ type GetPairingStatusResponse struct {
 
 func (x *GetPairingStatusResponse) Reset() {
 	*x = GetPairingStatusResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[6]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +1758,7 @@ func (x *GetPairingStatusResponse) String() string {
 func (*GetPairingStatusResponse) ProtoMessage() {}
 
 func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[6]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +1771,7 @@ func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPairingStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPairingStatusResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPairingStatusResponse) GetStatus() *PairingStatus {
@@ -619,7 +1794,7 @@ type WatchPairingRequest struct {
 
 func (x *WatchPairingRequest) Reset() {
 	*x = WatchPairingRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[7]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +1806,7 @@ func (x *WatchPairingRequest) String() string {
 func (*WatchPairingRequest) ProtoMessage() {}
 
 func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[7]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +1819,7 @@ func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPairingRequest.ProtoReflect.Descriptor instead.
 func (*WatchPairingRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchPairingRequest) GetRequestId() string {
@@ -672,7 +1847,7 @@ type WatchPairingResponse struct {
 
 func (x *WatchPairingResponse) Reset() {
 	*x = WatchPairingResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[8]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +1859,7 @@ func (x *WatchPairingResponse) String() string {
 func (*WatchPairingResponse) ProtoMessage() {}
 
 func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[8]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +1872,7 @@ func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPairingResponse.ProtoReflect.Descriptor instead.
 func (*WatchPairingResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchPairingResponse) GetStatus() *PairingStatus {
@@ -720,7 +1895,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[9]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1907,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[9]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1920,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RenewCertificateRequest) GetDeviceId() string {
@@ -779,7 +1954,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[10]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1966,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[10]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1979,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RenewCertificateResponse) GetCertificatePem() string {
@@ -839,7 +2014,91 @@ var File_palyra_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19palyra/node/v1/node.proto\x12\x0epalyra.node.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x16\n" +
+	"\x19palyra/node/v1/node.proto\x12\x0epalyra.node.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x99\x03\n" +
+	"\rAttachRequest\x12-\n" +
+	"\x05hello\x18\x01 \x01(\v2\x15.palyra.node.v1.HelloH\x00R\x05hello\x129\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x19.palyra.node.v1.HeartbeatH\x00R\theartbeat\x12>\n" +
+	"\baccepted\x18\x03 \x01(\v2 .palyra.node.v1.DispatchAcceptedH\x00R\baccepted\x128\n" +
+	"\x06output\x18\x04 \x01(\v2\x1e.palyra.node.v1.DispatchOutputH\x00R\x06output\x128\n" +
+	"\x06result\x18\x05 \x01(\v2\x1e.palyra.node.v1.DispatchResultH\x00R\x06result\x12X\n" +
+	"\x14capabilities_changed\x18\x06 \x01(\v2#.palyra.node.v1.CapabilitiesChangedH\x00R\x13capabilitiesChangedB\x10\n" +
+	"\amessage\x12\x05\xbaH\x02\b\x01\"\xf6\x01\n" +
+	"\x0eAttachResponse\x123\n" +
+	"\awelcome\x18\x01 \x01(\v2\x17.palyra.node.v1.WelcomeH\x00R\awelcome\x126\n" +
+	"\bdispatch\x18\x02 \x01(\v2\x18.palyra.node.v1.DispatchH\x00R\bdispatch\x120\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x16.palyra.node.v1.CancelH\x00R\x06cancel\x12:\n" +
+	"\n" +
+	"result_ack\x18\x04 \x01(\v2\x19.palyra.node.v1.ResultAckH\x00R\tresultAckB\t\n" +
+	"\amessage\"\xf6\x03\n" +
+	"\x05Hello\x12<\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\bdeviceId\x127\n" +
+	"\bplatform\x18\x02 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._/-]*$R\bplatform\x12@\n" +
+	"\ragent_version\x18\x03 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._+-]*$R\fagentVersion\x127\n" +
+	"\x11protocol_versions\x18\x04 \x03(\rB\n" +
+	"\xbaH\a\x92\x01\x04\b\x01\x10\x10R\x10protocolVersions\x12I\n" +
+	"\fcapabilities\x18\x05 \x03(\v2\x1a.palyra.node.v1.CapabilityB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\fcapabilities\x12u\n" +
+	"\x06labels\x18\x06 \x03(\v2!.palyra.node.v1.Hello.LabelsEntryB:\xbaH7\x9a\x014\x10@\")r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x01\n" +
+	"\n" +
+	"Capability\x12E\n" +
+	"\x04name\x18\x01 \x01(\tB1\xbaH.r,\x10\x01\x18\x80\x012%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x04name\x12*\n" +
+	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\vdescription\x12,\n" +
+	"\finput_schema\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04R\vinputSchema\x12\x1c\n" +
+	"\tavailable\x18\x04 \x01(\bR\tavailable\"%\n" +
+	"\tHeartbeat\x12\x18\n" +
+	"\arunning\x18\x01 \x01(\rR\arunning\"T\n" +
+	"\x10DispatchAccepted\x12@\n" +
+	"\vdispatch_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\n" +
+	"dispatchId\"\xcb\x01\n" +
+	"\x0eDispatchOutput\x12@\n" +
+	"\vdispatch_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\n" +
+	"dispatchId\x12@\n" +
+	"\x06stream\x18\x02 \x01(\x0e2\x1c.palyra.node.v1.OutputStreamB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06stream\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1d\n" +
+	"\x04data\x18\x04 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x04data\"\x8d\x03\n" +
+	"\x0eDispatchResult\x12@\n" +
+	"\vdispatch_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\n" +
+	"dispatchId\x12E\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1f.palyra.node.v1.DispatchOutcomeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\x12*\n" +
+	"\vresult_json\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80@R\n" +
+	"resultJson\x12\x1e\n" +
+	"\x05error\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x05error\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12!\n" +
+	"\foutput_bytes\x18\x06 \x01(\x04R\voutputBytes\x12)\n" +
+	"\x10output_truncated\x18\a \x01(\bR\x0foutputTruncated\x12;\n" +
+	"\vfinish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\"`\n" +
+	"\x13CapabilitiesChanged\x12I\n" +
+	"\fcapabilities\x18\x01 \x03(\v2\x1a.palyra.node.v1.CapabilityB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\fcapabilities\"\x86\x02\n" +
+	"\aWelcome\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12)\n" +
+	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12H\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12*\n" +
+	"\x11max_message_bytes\x18\x04 \x01(\rR\x0fmaxMessageBytes\x12;\n" +
+	"\vserver_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"serverTime\"\xcc\x01\n" +
+	"\bDispatch\x12\x1f\n" +
+	"\vdispatch_id\x18\x01 \x01(\tR\n" +
+	"dispatchId\x12\x1e\n" +
+	"\n" +
+	"capability\x18\x02 \x01(\tR\n" +
+	"capability\x12\x1d\n" +
+	"\n" +
+	"input_json\x18\x03 \x01(\tR\tinputJson\x126\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12(\n" +
+	"\x10max_output_bytes\x18\x05 \x01(\x04R\x0emaxOutputBytes\"A\n" +
+	"\x06Cancel\x12\x1f\n" +
+	"\vdispatch_id\x18\x01 \x01(\tR\n" +
+	"dispatchId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
+	"\tResultAck\x12\x1f\n" +
+	"\vdispatch_id\x18\x01 \x01(\tR\n" +
+	"dispatchId\"\x16\n" +
 	"\x14GetServerInfoRequest\"\x93\x01\n" +
 	"\x15GetServerInfoResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12,\n" +
@@ -894,20 +2153,31 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x0fcertificate_pem\x18\x01 \x01(\tR\x0ecertificatePem\x12,\n" +
 	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\x12R\n" +
 	"\x17certificate_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x15certificateExpireTime\x12 \n" +
-	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint*\xc1\x01\n" +
+	"\vfingerprint\x18\x04 \x01(\tR\vfingerprint*a\n" +
+	"\fOutputStream\x12\x1d\n" +
+	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xb0\x01\n" +
+	"\x0fDispatchOutcome\x12 \n" +
+	"\x1cDISPATCH_OUTCOME_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aDISPATCH_OUTCOME_SUCCEEDED\x10\x01\x12\x1b\n" +
+	"\x17DISPATCH_OUTCOME_FAILED\x10\x02\x12\x1e\n" +
+	"\x1aDISPATCH_OUTCOME_TIMED_OUT\x10\x03\x12\x1e\n" +
+	"\x1aDISPATCH_OUTCOME_CANCELLED\x10\x04*\xc1\x01\n" +
 	"\fPairingState\x12\x1d\n" +
 	"\x19PAIRING_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1ePAIRING_STATE_PENDING_APPROVAL\x10\x01\x12\x1a\n" +
 	"\x16PAIRING_STATE_APPROVED\x10\x02\x12\x1b\n" +
 	"\x17PAIRING_STATE_COMPLETED\x10\x03\x12\x1a\n" +
 	"\x16PAIRING_STATE_REJECTED\x10\x04\x12\x19\n" +
-	"\x15PAIRING_STATE_EXPIRED\x10\x052\xa2\x04\n" +
+	"\x15PAIRING_STATE_EXPIRED\x10\x052\xf7\x04\n" +
 	"\vNodeService\x12g\n" +
 	"\rGetServerInfo\x12$.palyra.node.v1.GetServerInfoRequest\x1a%.palyra.node.v1.GetServerInfoResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x01\x12a\n" +
 	"\fStartPairing\x12#.palyra.node.v1.StartPairingRequest\x1a$.palyra.node.v1.StartPairingResponse\"\x06\xea\xe0\x18\x02\b\x01\x12p\n" +
 	"\x10GetPairingStatus\x12'.palyra.node.v1.GetPairingStatusRequest\x1a(.palyra.node.v1.GetPairingStatusResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x02\x12f\n" +
 	"\fWatchPairing\x12#.palyra.node.v1.WatchPairingRequest\x1a$.palyra.node.v1.WatchPairingResponse\"\t\xea\xe0\x18\x02\b\x01\x90\x02\x020\x01\x12m\n" +
-	"\x10RenewCertificate\x12'.palyra.node.v1.RenewCertificateRequest\x1a(.palyra.node.v1.RenewCertificateResponse\"\x06\xea\xe0\x18\x02 \x01B7Z5github.com/palyra/palyra/gen/go/palyra/node/v1;nodev1b\x06proto3"
+	"\x10RenewCertificate\x12'.palyra.node.v1.RenewCertificateRequest\x1a(.palyra.node.v1.RenewCertificateResponse\"\x06\xea\xe0\x18\x02 \x01\x12S\n" +
+	"\x06Attach\x12\x1d.palyra.node.v1.AttachRequest\x1a\x1e.palyra.node.v1.AttachResponse\"\x06\xea\xe0\x18\x02 \x01(\x010\x01B7Z5github.com/palyra/palyra/gen/go/palyra/node/v1;nodev1b\x06proto3"
 
 var (
 	file_palyra_node_v1_node_proto_rawDescOnce sync.Once
@@ -921,45 +2191,83 @@ func file_palyra_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_palyra_node_v1_node_proto_rawDescData
 }
 
-var file_palyra_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_palyra_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_palyra_node_v1_node_proto_goTypes = []any{
-	(PairingState)(0),                // 0: palyra.node.v1.PairingState
-	(*GetServerInfoRequest)(nil),     // 1: palyra.node.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),    // 2: palyra.node.v1.GetServerInfoResponse
-	(*StartPairingRequest)(nil),      // 3: palyra.node.v1.StartPairingRequest
-	(*StartPairingResponse)(nil),     // 4: palyra.node.v1.StartPairingResponse
-	(*PairingStatus)(nil),            // 5: palyra.node.v1.PairingStatus
-	(*GetPairingStatusRequest)(nil),  // 6: palyra.node.v1.GetPairingStatusRequest
-	(*GetPairingStatusResponse)(nil), // 7: palyra.node.v1.GetPairingStatusResponse
-	(*WatchPairingRequest)(nil),      // 8: palyra.node.v1.WatchPairingRequest
-	(*WatchPairingResponse)(nil),     // 9: palyra.node.v1.WatchPairingResponse
-	(*RenewCertificateRequest)(nil),  // 10: palyra.node.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil), // 11: palyra.node.v1.RenewCertificateResponse
-	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
+	(OutputStream)(0),                // 0: palyra.node.v1.OutputStream
+	(DispatchOutcome)(0),             // 1: palyra.node.v1.DispatchOutcome
+	(PairingState)(0),                // 2: palyra.node.v1.PairingState
+	(*AttachRequest)(nil),            // 3: palyra.node.v1.AttachRequest
+	(*AttachResponse)(nil),           // 4: palyra.node.v1.AttachResponse
+	(*Hello)(nil),                    // 5: palyra.node.v1.Hello
+	(*Capability)(nil),               // 6: palyra.node.v1.Capability
+	(*Heartbeat)(nil),                // 7: palyra.node.v1.Heartbeat
+	(*DispatchAccepted)(nil),         // 8: palyra.node.v1.DispatchAccepted
+	(*DispatchOutput)(nil),           // 9: palyra.node.v1.DispatchOutput
+	(*DispatchResult)(nil),           // 10: palyra.node.v1.DispatchResult
+	(*CapabilitiesChanged)(nil),      // 11: palyra.node.v1.CapabilitiesChanged
+	(*Welcome)(nil),                  // 12: palyra.node.v1.Welcome
+	(*Dispatch)(nil),                 // 13: palyra.node.v1.Dispatch
+	(*Cancel)(nil),                   // 14: palyra.node.v1.Cancel
+	(*ResultAck)(nil),                // 15: palyra.node.v1.ResultAck
+	(*GetServerInfoRequest)(nil),     // 16: palyra.node.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),    // 17: palyra.node.v1.GetServerInfoResponse
+	(*StartPairingRequest)(nil),      // 18: palyra.node.v1.StartPairingRequest
+	(*StartPairingResponse)(nil),     // 19: palyra.node.v1.StartPairingResponse
+	(*PairingStatus)(nil),            // 20: palyra.node.v1.PairingStatus
+	(*GetPairingStatusRequest)(nil),  // 21: palyra.node.v1.GetPairingStatusRequest
+	(*GetPairingStatusResponse)(nil), // 22: palyra.node.v1.GetPairingStatusResponse
+	(*WatchPairingRequest)(nil),      // 23: palyra.node.v1.WatchPairingRequest
+	(*WatchPairingResponse)(nil),     // 24: palyra.node.v1.WatchPairingResponse
+	(*RenewCertificateRequest)(nil),  // 25: palyra.node.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil), // 26: palyra.node.v1.RenewCertificateResponse
+	nil,                              // 27: palyra.node.v1.Hello.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 29: google.protobuf.Duration
 }
 var file_palyra_node_v1_node_proto_depIdxs = []int32{
-	12, // 0: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 1: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
-	12, // 2: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	5,  // 3: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
-	5,  // 4: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
-	12, // 5: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 6: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
-	3,  // 7: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
-	6,  // 8: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
-	8,  // 9: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
-	10, // 10: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
-	2,  // 11: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
-	4,  // 12: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
-	7,  // 13: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
-	9,  // 14: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
-	11, // 15: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	5,  // 0: palyra.node.v1.AttachRequest.hello:type_name -> palyra.node.v1.Hello
+	7,  // 1: palyra.node.v1.AttachRequest.heartbeat:type_name -> palyra.node.v1.Heartbeat
+	8,  // 2: palyra.node.v1.AttachRequest.accepted:type_name -> palyra.node.v1.DispatchAccepted
+	9,  // 3: palyra.node.v1.AttachRequest.output:type_name -> palyra.node.v1.DispatchOutput
+	10, // 4: palyra.node.v1.AttachRequest.result:type_name -> palyra.node.v1.DispatchResult
+	11, // 5: palyra.node.v1.AttachRequest.capabilities_changed:type_name -> palyra.node.v1.CapabilitiesChanged
+	12, // 6: palyra.node.v1.AttachResponse.welcome:type_name -> palyra.node.v1.Welcome
+	13, // 7: palyra.node.v1.AttachResponse.dispatch:type_name -> palyra.node.v1.Dispatch
+	14, // 8: palyra.node.v1.AttachResponse.cancel:type_name -> palyra.node.v1.Cancel
+	15, // 9: palyra.node.v1.AttachResponse.result_ack:type_name -> palyra.node.v1.ResultAck
+	6,  // 10: palyra.node.v1.Hello.capabilities:type_name -> palyra.node.v1.Capability
+	27, // 11: palyra.node.v1.Hello.labels:type_name -> palyra.node.v1.Hello.LabelsEntry
+	0,  // 12: palyra.node.v1.DispatchOutput.stream:type_name -> palyra.node.v1.OutputStream
+	1,  // 13: palyra.node.v1.DispatchResult.outcome:type_name -> palyra.node.v1.DispatchOutcome
+	28, // 14: palyra.node.v1.DispatchResult.finish_time:type_name -> google.protobuf.Timestamp
+	6,  // 15: palyra.node.v1.CapabilitiesChanged.capabilities:type_name -> palyra.node.v1.Capability
+	29, // 16: palyra.node.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	28, // 17: palyra.node.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	28, // 18: palyra.node.v1.Dispatch.deadline:type_name -> google.protobuf.Timestamp
+	28, // 19: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 20: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
+	28, // 21: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	20, // 22: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
+	20, // 23: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
+	28, // 24: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	16, // 25: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
+	18, // 26: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
+	21, // 27: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
+	23, // 28: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
+	25, // 29: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
+	3,  // 30: palyra.node.v1.NodeService.Attach:input_type -> palyra.node.v1.AttachRequest
+	17, // 31: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
+	19, // 32: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
+	22, // 33: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
+	24, // 34: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
+	26, // 35: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
+	4,  // 36: palyra.node.v1.NodeService.Attach:output_type -> palyra.node.v1.AttachResponse
+	31, // [31:37] is the sub-list for method output_type
+	25, // [25:31] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_palyra_node_v1_node_proto_init() }
@@ -967,7 +2275,21 @@ func file_palyra_node_v1_node_proto_init() {
 	if File_palyra_node_v1_node_proto != nil {
 		return
 	}
-	file_palyra_node_v1_node_proto_msgTypes[2].OneofWrappers = []any{
+	file_palyra_node_v1_node_proto_msgTypes[0].OneofWrappers = []any{
+		(*AttachRequest_Hello)(nil),
+		(*AttachRequest_Heartbeat)(nil),
+		(*AttachRequest_Accepted)(nil),
+		(*AttachRequest_Output)(nil),
+		(*AttachRequest_Result)(nil),
+		(*AttachRequest_CapabilitiesChanged)(nil),
+	}
+	file_palyra_node_v1_node_proto_msgTypes[1].OneofWrappers = []any{
+		(*AttachResponse_Welcome)(nil),
+		(*AttachResponse_Dispatch)(nil),
+		(*AttachResponse_Cancel)(nil),
+		(*AttachResponse_ResultAck)(nil),
+	}
+	file_palyra_node_v1_node_proto_msgTypes[15].OneofWrappers = []any{
 		(*StartPairingRequest_Pin)(nil),
 		(*StartPairingRequest_QrCode)(nil),
 	}
@@ -976,8 +2298,8 @@ func file_palyra_node_v1_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_node_v1_node_proto_rawDesc), len(file_palyra_node_v1_node_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      3,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -7,8 +7,8 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_palyra_options_v1_access } from "../../options/v1/access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,584 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/node/v1/node.proto.
  */
 export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSIWChRHZXRTZXJ2ZXJJbmZvUmVxdWVzdCJjChVHZXRTZXJ2ZXJJbmZvUmVzcG9uc2USFgoOc2VydmVyX3ZlcnNpb24YASABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAIgASgJEhYKDmNhX2ZpbmdlcnByaW50GAMgASgJIuwCChNTdGFydFBhaXJpbmdSZXF1ZXN0EiMKA3BpbhgBIAEoCUIUukgRcg8yDV5bMC05XXs2LDEyfSRIABIvCgdxcl9jb2RlGAIgASgJQhy6SBlyFxAUGIABMhBeW0EtWmEtejAtOV8tXSskSAASFwoDY3NyGAMgASgMQgq6SAd6BRBAGIAgEj0KC2RldmljZV9uYW1lGAQgASgJQii6SCVyIxABGEAyHV5bQS1aYS16MC05XVtBLVphLXowLTkuXyAtXSokEi0KCHBsYXRmb3JtGAUgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fLy1dKiQSMgoNYWdlbnRfdmVyc2lvbhgGIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXystXSokEjUKCWRldmljZV9pZBgHIAEoCUIiukgfch0yG14oWzAtOUEtSEpLTU5QLVRWLVpdezI2fSk/JEINCgRjb2RlEgW6SAIIASKTAQoUU3RhcnRQYWlyaW5nUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoCRIWCg5wYWlyaW5nX3NlY3JldBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHgoWcHVibGljX2tleV9maW5nZXJwcmludBgEIAEoCSLlAQoNUGFpcmluZ1N0YXR1cxISCgpyZXF1ZXN0X2lkGAEgASgJEisKBXN0YXRlGAIgASgOMhwucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXRlEg4KBnJlYXNvbhgDIAEoCRIRCglkZXZpY2VfaWQYBCABKAkSFwoPY2VydGlmaWNhdGVfcGVtGAUgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgGIAEoCRI7ChdjZXJ0aWZpY2F0ZV9leHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoXR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QSMwoKcmVxdWVzdF9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIiCg5wYWlyaW5nX3NlY3JldBgCIAEoCUIKukgHcgUQARiAASJJChhHZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2USLQoGc3RhdHVzGAEgASgLMh0ucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXR1cyJuChNXYXRjaFBhaXJpbmdSZXF1ZXN0EjMKCnJlcXVlc3RfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSIgoOcGFpcmluZ19zZWNyZXQYAiABKAlCCrpIB3IFEAEYgAEiRQoUV2F0Y2hQYWlyaW5nUmVzcG9uc2USLQoGc3RhdHVzGAEgASgLMh0ucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXR1cyJmChdSZW5ld0NlcnRpZmljYXRlUmVxdWVzdBIyCglkZXZpY2VfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSFwoDY3NyGAIgASgMQgq6SAd6BRBAGIAgIqEBChhSZW5ld0NlcnRpZmljYXRlUmVzcG9uc2USFwoPY2VydGlmaWNhdGVfcGVtGAEgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgCIAEoCRI7ChdjZXJ0aWZpY2F0ZV9leHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZmluZ2VycHJpbnQYBCABKAkqwQEKDFBhaXJpbmdTdGF0ZRIdChlQQUlSSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeUEFJUklOR19TVEFURV9QRU5ESU5HX0FQUFJPVkFMEAESGgoWUEFJUklOR19TVEFURV9BUFBST1ZFRBACEhsKF1BBSVJJTkdfU1RBVEVfQ09NUExFVEVEEAMSGgoWUEFJUklOR19TVEFURV9SRUpFQ1RFRBAEEhkKFVBBSVJJTkdfU1RBVEVfRVhQSVJFRBAFMqIECgtOb2RlU2VydmljZRJnCg1HZXRTZXJ2ZXJJbmZvEiQucGFseXJhLm5vZGUudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaJS5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiCZACAergGAIIARJhCgxTdGFydFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuU3RhcnRQYWlyaW5nUmVzcG9uc2UiBurgGAIIARJwChBHZXRQYWlyaW5nU3RhdHVzEicucGFseXJhLm5vZGUudjEuR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QaKC5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2UiCZACAurgGAIIARJmCgxXYXRjaFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuV2F0Y2hQYWlyaW5nUmVzcG9uc2UiCZACAurgGAIIATABEm0KEFJlbmV3Q2VydGlmaWNhdGUSJy5wYWx5cmEubm9kZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZSIG6uAYAiABQjdaNWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL25vZGUvdjE7bm9kZXYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_palyra_options_v1_access]);
+  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSLYAgoNQXR0YWNoUmVxdWVzdBImCgVoZWxsbxgBIAEoCzIVLnBhbHlyYS5ub2RlLnYxLkhlbGxvSAASLgoJaGVhcnRiZWF0GAIgASgLMhkucGFseXJhLm5vZGUudjEuSGVhcnRiZWF0SAASNAoIYWNjZXB0ZWQYAyABKAsyIC5wYWx5cmEubm9kZS52MS5EaXNwYXRjaEFjY2VwdGVkSAASMAoGb3V0cHV0GAQgASgLMh4ucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hPdXRwdXRIABIwCgZyZXN1bHQYBSABKAsyHi5wYWx5cmEubm9kZS52MS5EaXNwYXRjaFJlc3VsdEgAEkMKFGNhcGFiaWxpdGllc19jaGFuZ2VkGAYgASgLMiMucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0aWVzQ2hhbmdlZEgAQhAKB21lc3NhZ2USBbpIAggBItABCg5BdHRhY2hSZXNwb25zZRIqCgd3ZWxjb21lGAEgASgLMhcucGFseXJhLm5vZGUudjEuV2VsY29tZUgAEiwKCGRpc3BhdGNoGAIgASgLMhgucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hIABIoCgZjYW5jZWwYAyABKAsyFi5wYWx5cmEubm9kZS52MS5DYW5jZWxIABIvCgpyZXN1bHRfYWNrGAQgASgLMhkucGFseXJhLm5vZGUudjEuUmVzdWx0QWNrSABCCQoHbWVzc2FnZSKgAwoFSGVsbG8SMgoJZGV2aWNlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEi0KCHBsYXRmb3JtGAIgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fLy1dKiQSMgoNYWdlbnRfdmVyc2lvbhgDIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXystXSokEiUKEXByb3RvY29sX3ZlcnNpb25zGAQgAygNQgq6SAeSAQQIARAQEjsKDGNhcGFiaWxpdGllcxgFIAMoCzIaLnBhbHlyYS5ub2RlLnYxLkNhcGFiaWxpdHlCCbpIBpIBAxCAAhJtCgZsYWJlbHMYBiADKAsyIS5wYWx5cmEubm9kZS52MS5IZWxsby5MYWJlbHNFbnRyeUI6ukg3mgE0EEAiKXInEAEYPzIhXlthLXowLTldKFthLXowLTkuXy1dKlthLXowLTldKT8kKgVyAxj/ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABCgpDYXBhYmlsaXR5Ej8KBG5hbWUYASABKAlCMbpILnIsEAEYgAEyJV5bYS16XVthLXowLTlfXSooXC5bYS16XVthLXowLTlfXSopKiQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAEEh8KDGlucHV0X3NjaGVtYRgDIAEoCUIJukgGcgQYgIAEEhEKCWF2YWlsYWJsZRgEIAEoCCIcCglIZWFydGJlYXQSDwoHcnVubmluZxgBIAEoDSJIChBEaXNwYXRjaEFjY2VwdGVkEjQKC2Rpc3BhdGNoX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kIqkBCg5EaXNwYXRjaE91dHB1dBI0CgtkaXNwYXRjaF9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBI4CgZzdHJlYW0YAiABKA4yHC5wYWx5cmEubm9kZS52MS5PdXRwdXRTdHJlYW1CCrpIB4IBBBABIAASDgoGb2Zmc2V0GAMgASgEEhcKBGRhdGEYBCABKAxCCbpIBnoEGICABCKxAgoORGlzcGF0Y2hSZXN1bHQSNAoLZGlzcGF0Y2hfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSPAoHb3V0Y29tZRgCIAEoDjIfLnBhbHlyYS5ub2RlLnYxLkRpc3BhdGNoT3V0Y29tZUIKukgHggEEEAEgABIeCgtyZXN1bHRfanNvbhgDIAEoCUIJukgGcgQYgIBAEhcKBWVycm9yGAQgASgJQgi6SAVyAxiAIBIRCglleGl0X2NvZGUYBSABKAUSFAoMb3V0cHV0X2J5dGVzGAYgASgEEhgKEG91dHB1dF90cnVuY2F0ZWQYByABKAgSLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKE0NhcGFiaWxpdGllc0NoYW5nZWQSOwoMY2FwYWJpbGl0aWVzGAEgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eUIJukgGkgEDEIACIroBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgCIAEoDRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBCABKA0SLwoLc2VydmVyX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo8BCghEaXNwYXRjaBITCgtkaXNwYXRjaF9pZBgBIAEoCRISCgpjYXBhYmlsaXR5GAIgASgJEhIKCmlucHV0X2pzb24YAyABKAkSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKAQiLQoGQ2FuY2VsEhMKC2Rpc3BhdGNoX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIgCglSZXN1bHRBY2sSEwoLZGlzcGF0Y2hfaWQYASABKAkiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QiYwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEhYKDnNlcnZlcl92ZXJzaW9uGAEgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgCIAEoCRIWCg5jYV9maW5nZXJwcmludBgDIAEoCSLsAgoTU3RhcnRQYWlyaW5nUmVxdWVzdBIjCgNwaW4YASABKAlCFLpIEXIPMg1eWzAtOV17NiwxMn0kSAASLwoHcXJfY29kZRgCIAEoCUIcukgZchcQFBiAATIQXltBLVphLXowLTlfLV0rJEgAEhcKA2NzchgDIAEoDEIKukgHegUQQBiAIBI9CgtkZXZpY2VfbmFtZRgEIAEoCUIoukglciMQARhAMh1eW0EtWmEtejAtOV1bQS1aYS16MC05Ll8gLV0qJBItCghwbGF0Zm9ybRgFIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXy8tXSokEjIKDWFnZW50X3ZlcnNpb24YBiABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8rLV0qJBI1CglkZXZpY2VfaWQYByABKAlCIrpIH3IdMhteKFswLTlBLUhKS01OUC1UVi1aXXsyNn0pPyRCDQoEY29kZRIFukgCCAEikwEKFFN0YXJ0UGFpcmluZ1Jlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSFgoOcGFpcmluZ19zZWNyZXQYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh4KFnB1YmxpY19rZXlfZmluZ2VycHJpbnQYBCABKAki5QEKDVBhaXJpbmdTdGF0dXMSEgoKcmVxdWVzdF9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0ZRIOCgZyZWFzb24YAyABKAkSEQoJZGV2aWNlX2lkGAQgASgJEhcKD2NlcnRpZmljYXRlX3BlbRgFIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YBiABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInIKF0dldFBhaXJpbmdTdGF0dXNSZXF1ZXN0EjMKCnJlcXVlc3RfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSIgoOcGFpcmluZ19zZWNyZXQYAiABKAlCCrpIB3IFEAEYgAEiSQoYR2V0UGFpcmluZ1N0YXR1c1Jlc3BvbnNlEi0KBnN0YXR1cxgBIAEoCzIdLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0dXMibgoTV2F0Y2hQYWlyaW5nUmVxdWVzdBIzCgpyZXF1ZXN0X2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEiIKDnBhaXJpbmdfc2VjcmV0GAIgASgJQgq6SAdyBRABGIABIkUKFFdhdGNoUGFpcmluZ1Jlc3BvbnNlEi0KBnN0YXR1cxgBIAEoCzIdLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0dXMiZgoXUmVuZXdDZXJ0aWZpY2F0ZVJlcXVlc3QSMgoJZGV2aWNlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEhcKA2NzchgCIAEoDEIKukgHegUQQBiAICKhAQoYUmVuZXdDZXJ0aWZpY2F0ZVJlc3BvbnNlEhcKD2NlcnRpZmljYXRlX3BlbRgBIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YAiABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2ZpbmdlcnByaW50GAQgASgJKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKrABCg9EaXNwYXRjaE91dGNvbWUSIAocRElTUEFUQ0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh4KGkRJU1BBVENIX09VVENPTUVfU1VDQ0VFREVEEAESGwoXRElTUEFUQ0hfT1VUQ09NRV9GQUlMRUQQAhIeChpESVNQQVRDSF9PVVRDT01FX1RJTUVEX09VVBADEh4KGkRJU1BBVENIX09VVENPTUVfQ0FOQ0VMTEVEEAQqwQEKDFBhaXJpbmdTdGF0ZRIdChlQQUlSSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeUEFJUklOR19TVEFURV9QRU5ESU5HX0FQUFJPVkFMEAESGgoWUEFJUklOR19TVEFURV9BUFBST1ZFRBACEhsKF1BBSVJJTkdfU1RBVEVfQ09NUExFVEVEEAMSGgoWUEFJUklOR19TVEFURV9SRUpFQ1RFRBAEEhkKFVBBSVJJTkdfU1RBVEVfRVhQSVJFRBAFMvcECgtOb2RlU2VydmljZRJnCg1HZXRTZXJ2ZXJJbmZvEiQucGFseXJhLm5vZGUudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaJS5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiCZACAergGAIIARJhCgxTdGFydFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuU3RhcnRQYWlyaW5nUmVzcG9uc2UiBurgGAIIARJwChBHZXRQYWlyaW5nU3RhdHVzEicucGFseXJhLm5vZGUudjEuR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QaKC5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2UiCZACAurgGAIIARJmCgxXYXRjaFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuV2F0Y2hQYWlyaW5nUmVzcG9uc2UiCZACAurgGAIIATABEm0KEFJlbmV3Q2VydGlmaWNhdGUSJy5wYWx5cmEubm9kZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZSIG6uAYAiABElMKBkF0dGFjaBIdLnBhbHlyYS5ub2RlLnYxLkF0dGFjaFJlcXVlc3QaHi5wYWx5cmEubm9kZS52MS5BdHRhY2hSZXNwb25zZSIG6uAYAiABKAEwAUI3WjVnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9ub2RlL3YxO25vZGV2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_options_v1_access]);
+
+/**
+ * The Attach protocol, version 1. "Up" is node to daemon (AttachRequest), "down" is
+ * daemon to node (AttachResponse). Any message out of this order, or of a kind the
+ * receiver does not know, ends the stream with InvalidArgument.
+ *
+ *  1. The node opens the stream over mutual TLS and sends a Hello first: its device id
+ *     (which must be the one in its certificate), platform, agent version, the protocol
+ *     versions it speaks, its capabilities (with input JSON schemas and whether they are
+ *     available) and labels. A second Attach of the same device, on any replica,
+ *     replaces the first, which the daemon ends.
+ *  2. The daemon answers with a Welcome: the session id, the protocol version it
+ *     chose, the heartbeat interval and its limits.
+ *  3. The node re-sends every result it has not seen acknowledged (its spool), as
+ *     DispatchResult messages, before anything else but heartbeats.
+ *  4. The node sends a Heartbeat every interval. A node silent for three intervals is
+ *     stale; a closed stream makes it offline.
+ *  5. The daemon sends Dispatch messages: every queued dispatch of the device, and
+ *     those it sent to an earlier session without a result (the node may have missed
+ *     them). The node answers each with DispatchAccepted, or at once with a
+ *     DispatchResult when it refuses it. A node never runs a dispatch id twice: for an
+ *     id it has run, it re-sends the result instead.
+ *  6. While a dispatch runs, the node sends DispatchOutput chunks (stdout, stderr) in
+ *     order, within the dispatch's output cap, then one DispatchResult.
+ *  7. The daemon persists each result and answers ResultAck; only then does the node
+ *     forget it. Results for dispatches that are not the device's own are refused, the
+ *     refusal audited, and the stream ended with PermissionDenied.
+ *  8. The daemon sends Cancel for a dispatch whose cancellation was asked for; the node
+ *     stops it (SIGTERM, then SIGKILL) and reports a cancelled result.
+ *  9. The node sends CapabilitiesChanged when its capabilities change.
+ *
+ * Version history: 1 (2026-11-22), the first.
+ *
+ * @generated from message palyra.node.v1.AttachRequest
+ */
+export type AttachRequest = Message<"palyra.node.v1.AttachRequest"> & {
+  /**
+   * message is one message up.
+   *
+   * @generated from oneof palyra.node.v1.AttachRequest.message
+   */
+  message: {
+    /**
+     * hello opens the stream (step 1).
+     *
+     * @generated from field: palyra.node.v1.Hello hello = 1;
+     */
+    value: Hello;
+    case: "hello";
+  } | {
+    /**
+     * heartbeat says the node is alive (step 4).
+     *
+     * @generated from field: palyra.node.v1.Heartbeat heartbeat = 2;
+     */
+    value: Heartbeat;
+    case: "heartbeat";
+  } | {
+    /**
+     * accepted says the node will run a dispatch (step 5).
+     *
+     * @generated from field: palyra.node.v1.DispatchAccepted accepted = 3;
+     */
+    value: DispatchAccepted;
+    case: "accepted";
+  } | {
+    /**
+     * output is a chunk of a running dispatch's output (step 6).
+     *
+     * @generated from field: palyra.node.v1.DispatchOutput output = 4;
+     */
+    value: DispatchOutput;
+    case: "output";
+  } | {
+    /**
+     * result ends a dispatch (steps 3, 5, 6).
+     *
+     * @generated from field: palyra.node.v1.DispatchResult result = 5;
+     */
+    value: DispatchResult;
+    case: "result";
+  } | {
+    /**
+     * capabilities_changed replaces the node's capabilities (step 9).
+     *
+     * @generated from field: palyra.node.v1.CapabilitiesChanged capabilities_changed = 6;
+     */
+    value: CapabilitiesChanged;
+    case: "capabilitiesChanged";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message palyra.node.v1.AttachRequest.
+ * Use `create(AttachRequestSchema)` to create a new message.
+ */
+export const AttachRequestSchema: GenMessage<AttachRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 0);
+
+/**
+ * AttachResponse is one message down.
+ *
+ * @generated from message palyra.node.v1.AttachResponse
+ */
+export type AttachResponse = Message<"palyra.node.v1.AttachResponse"> & {
+  /**
+   * message is one message down.
+   *
+   * @generated from oneof palyra.node.v1.AttachResponse.message
+   */
+  message: {
+    /**
+     * welcome answers the hello (step 2).
+     *
+     * @generated from field: palyra.node.v1.Welcome welcome = 1;
+     */
+    value: Welcome;
+    case: "welcome";
+  } | {
+    /**
+     * dispatch asks the node to run a capability (step 5).
+     *
+     * @generated from field: palyra.node.v1.Dispatch dispatch = 2;
+     */
+    value: Dispatch;
+    case: "dispatch";
+  } | {
+    /**
+     * cancel asks the node to stop a dispatch (step 8).
+     *
+     * @generated from field: palyra.node.v1.Cancel cancel = 3;
+     */
+    value: Cancel;
+    case: "cancel";
+  } | {
+    /**
+     * result_ack says a result is persisted (step 7).
+     *
+     * @generated from field: palyra.node.v1.ResultAck result_ack = 4;
+     */
+    value: ResultAck;
+    case: "resultAck";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message palyra.node.v1.AttachResponse.
+ * Use `create(AttachResponseSchema)` to create a new message.
+ */
+export const AttachResponseSchema: GenMessage<AttachResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 1);
+
+/**
+ * Hello introduces the node.
+ *
+ * @generated from message palyra.node.v1.Hello
+ */
+export type Hello = Message<"palyra.node.v1.Hello"> & {
+  /**
+   * device_id must be the device id in the node's certificate.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * platform is the node's operating system and architecture, e.g. "linux/amd64".
+   *
+   * @generated from field: string platform = 2;
+   */
+  platform: string;
+
+  /**
+   * agent_version is the version of the node agent.
+   *
+   * @generated from field: string agent_version = 3;
+   */
+  agentVersion: string;
+
+  /**
+   * protocol_versions are the Attach protocol versions the node speaks.
+   *
+   * @generated from field: repeated uint32 protocol_versions = 4;
+   */
+  protocolVersions: number[];
+
+  /**
+   * capabilities the node offers.
+   *
+   * @generated from field: repeated palyra.node.v1.Capability capabilities = 5;
+   */
+  capabilities: Capability[];
+
+  /**
+   * labels describe the node, e.g. {"region": "eu-west"}.
+   *
+   * @generated from field: map<string, string> labels = 6;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message palyra.node.v1.Hello.
+ * Use `create(HelloSchema)` to create a new message.
+ */
+export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 2);
+
+/**
+ * Capability is something a node can run.
+ *
+ * @generated from message palyra.node.v1.Capability
+ */
+export type Capability = Message<"palyra.node.v1.Capability"> & {
+  /**
+   * name identifies it, e.g. "shell.execute".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * description says what it does.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * input_schema is the JSON schema of its input, as JSON; empty when it declares none.
+   * The daemon validates every dispatch's input against it.
+   *
+   * @generated from field: string input_schema = 3;
+   */
+  inputSchema: string;
+
+  /**
+   * available is false when the node knows the capability but cannot run it now (say,
+   * it is not configured).
+   *
+   * @generated from field: bool available = 4;
+   */
+  available: boolean;
+};
+
+/**
+ * Describes the message palyra.node.v1.Capability.
+ * Use `create(CapabilitySchema)` to create a new message.
+ */
+export const CapabilitySchema: GenMessage<Capability> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 3);
+
+/**
+ * Heartbeat says the node is alive.
+ *
+ * @generated from message palyra.node.v1.Heartbeat
+ */
+export type Heartbeat = Message<"palyra.node.v1.Heartbeat"> & {
+  /**
+   * running is the number of dispatches the node is running.
+   *
+   * @generated from field: uint32 running = 1;
+   */
+  running: number;
+};
+
+/**
+ * Describes the message palyra.node.v1.Heartbeat.
+ * Use `create(HeartbeatSchema)` to create a new message.
+ */
+export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 4);
+
+/**
+ * DispatchAccepted says the node runs a dispatch.
+ *
+ * @generated from message palyra.node.v1.DispatchAccepted
+ */
+export type DispatchAccepted = Message<"palyra.node.v1.DispatchAccepted"> & {
+  /**
+   * dispatch_id of the dispatch.
+   *
+   * @generated from field: string dispatch_id = 1;
+   */
+  dispatchId: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.DispatchAccepted.
+ * Use `create(DispatchAcceptedSchema)` to create a new message.
+ */
+export const DispatchAcceptedSchema: GenMessage<DispatchAccepted> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 5);
+
+/**
+ * DispatchOutput is a chunk of output.
+ *
+ * @generated from message palyra.node.v1.DispatchOutput
+ */
+export type DispatchOutput = Message<"palyra.node.v1.DispatchOutput"> & {
+  /**
+   * dispatch_id of the dispatch.
+   *
+   * @generated from field: string dispatch_id = 1;
+   */
+  dispatchId: string;
+
+  /**
+   * stream it comes from.
+   *
+   * @generated from field: palyra.node.v1.OutputStream stream = 2;
+   */
+  stream: OutputStream;
+
+  /**
+   * offset is the position of the chunk's first byte in the dispatch's output (all
+   * streams together), from 0.
+   *
+   * @generated from field: uint64 offset = 3;
+   */
+  offset: bigint;
+
+  /**
+   * data is the chunk.
+   *
+   * @generated from field: bytes data = 4;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message palyra.node.v1.DispatchOutput.
+ * Use `create(DispatchOutputSchema)` to create a new message.
+ */
+export const DispatchOutputSchema: GenMessage<DispatchOutput> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 6);
+
+/**
+ * DispatchResult ends a dispatch.
+ *
+ * @generated from message palyra.node.v1.DispatchResult
+ */
+export type DispatchResult = Message<"palyra.node.v1.DispatchResult"> & {
+  /**
+   * dispatch_id of the dispatch.
+   *
+   * @generated from field: string dispatch_id = 1;
+   */
+  dispatchId: string;
+
+  /**
+   * outcome of the dispatch.
+   *
+   * @generated from field: palyra.node.v1.DispatchOutcome outcome = 2;
+   */
+  outcome: DispatchOutcome;
+
+  /**
+   * result_json is the capability's result, as JSON; empty when it has none.
+   *
+   * @generated from field: string result_json = 3;
+   */
+  resultJson: string;
+
+  /**
+   * error says what went wrong, when the outcome is not success.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * exit_code is the exit code of a process, when there was one.
+   *
+   * @generated from field: int32 exit_code = 5;
+   */
+  exitCode: number;
+
+  /**
+   * output_bytes is how many bytes of output the capability produced, including any
+   * beyond the cap.
+   *
+   * @generated from field: uint64 output_bytes = 6;
+   */
+  outputBytes: bigint;
+
+  /**
+   * output_truncated is true when output went beyond the dispatch's cap and the rest
+   * was not sent.
+   *
+   * @generated from field: bool output_truncated = 7;
+   */
+  outputTruncated: boolean;
+
+  /**
+   * finish_time is when the node finished it.
+   *
+   * @generated from field: google.protobuf.Timestamp finish_time = 8;
+   */
+  finishTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message palyra.node.v1.DispatchResult.
+ * Use `create(DispatchResultSchema)` to create a new message.
+ */
+export const DispatchResultSchema: GenMessage<DispatchResult> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 7);
+
+/**
+ * CapabilitiesChanged replaces the node's capabilities.
+ *
+ * @generated from message palyra.node.v1.CapabilitiesChanged
+ */
+export type CapabilitiesChanged = Message<"palyra.node.v1.CapabilitiesChanged"> & {
+  /**
+   * capabilities the node offers now.
+   *
+   * @generated from field: repeated palyra.node.v1.Capability capabilities = 1;
+   */
+  capabilities: Capability[];
+};
+
+/**
+ * Describes the message palyra.node.v1.CapabilitiesChanged.
+ * Use `create(CapabilitiesChangedSchema)` to create a new message.
+ */
+export const CapabilitiesChangedSchema: GenMessage<CapabilitiesChanged> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 8);
+
+/**
+ * Welcome answers the hello.
+ *
+ * @generated from message palyra.node.v1.Welcome
+ */
+export type Welcome = Message<"palyra.node.v1.Welcome"> & {
+  /**
+   * session_id identifies this stream.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * protocol_version is the version the daemon chose among the node's.
+   *
+   * @generated from field: uint32 protocol_version = 2;
+   */
+  protocolVersion: number;
+
+  /**
+   * heartbeat_interval is how often the node must send a heartbeat.
+   *
+   * @generated from field: google.protobuf.Duration heartbeat_interval = 3;
+   */
+  heartbeatInterval?: Duration | undefined;
+
+  /**
+   * max_message_bytes is the largest message the daemon accepts.
+   *
+   * @generated from field: uint32 max_message_bytes = 4;
+   */
+  maxMessageBytes: number;
+
+  /**
+   * server_time is the daemon's clock, for the node to notice skew.
+   *
+   * @generated from field: google.protobuf.Timestamp server_time = 5;
+   */
+  serverTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message palyra.node.v1.Welcome.
+ * Use `create(WelcomeSchema)` to create a new message.
+ */
+export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 9);
+
+/**
+ * Dispatch asks the node to run a capability.
+ *
+ * @generated from message palyra.node.v1.Dispatch
+ */
+export type Dispatch = Message<"palyra.node.v1.Dispatch"> & {
+  /**
+   * dispatch_id identifies the dispatch; the node never runs one id twice.
+   *
+   * @generated from field: string dispatch_id = 1;
+   */
+  dispatchId: string;
+
+  /**
+   * capability to run.
+   *
+   * @generated from field: string capability = 2;
+   */
+  capability: string;
+
+  /**
+   * input_json is the input, as JSON.
+   *
+   * @generated from field: string input_json = 3;
+   */
+  inputJson: string;
+
+  /**
+   * deadline is when the dispatch must be finished; the node stops it then and reports
+   * it timed out.
+   *
+   * @generated from field: google.protobuf.Timestamp deadline = 4;
+   */
+  deadline?: Timestamp | undefined;
+
+  /**
+   * max_output_bytes caps the output the node sends.
+   *
+   * @generated from field: uint64 max_output_bytes = 5;
+   */
+  maxOutputBytes: bigint;
+};
+
+/**
+ * Describes the message palyra.node.v1.Dispatch.
+ * Use `create(DispatchSchema)` to create a new message.
+ */
+export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 10);
+
+/**
+ * Cancel asks the node to stop a dispatch.
+ *
+ * @generated from message palyra.node.v1.Cancel
+ */
+export type Cancel = Message<"palyra.node.v1.Cancel"> & {
+  /**
+   * dispatch_id of the dispatch.
+   *
+   * @generated from field: string dispatch_id = 1;
+   */
+  dispatchId: string;
+
+  /**
+   * reason is why.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.Cancel.
+ * Use `create(CancelSchema)` to create a new message.
+ */
+export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 11);
+
+/**
+ * ResultAck says the daemon persisted a result; the node may forget it.
+ *
+ * @generated from message palyra.node.v1.ResultAck
+ */
+export type ResultAck = Message<"palyra.node.v1.ResultAck"> & {
+  /**
+   * dispatch_id of the dispatch.
+   *
+   * @generated from field: string dispatch_id = 1;
+   */
+  dispatchId: string;
+};
+
+/**
+ * Describes the message palyra.node.v1.ResultAck.
+ * Use `create(ResultAckSchema)` to create a new message.
+ */
+export const ResultAckSchema: GenMessage<ResultAck> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 12);
 
 /**
  * GetServerInfoRequest has no fields.
@@ -31,7 +608,7 @@ export type GetServerInfoRequest = Message<"palyra.node.v1.GetServerInfoRequest"
  * Use `create(GetServerInfoRequestSchema)` to create a new message.
  */
 export const GetServerInfoRequestSchema: GenMessage<GetServerInfoRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 0);
+  messageDesc(file_palyra_node_v1_node, 13);
 
 /**
  * GetServerInfoResponse is what a node needs before it pairs.
@@ -68,7 +645,7 @@ export type GetServerInfoResponse = Message<"palyra.node.v1.GetServerInfoRespons
  * Use `create(GetServerInfoResponseSchema)` to create a new message.
  */
 export const GetServerInfoResponseSchema: GenMessage<GetServerInfoResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 1);
+  messageDesc(file_palyra_node_v1_node, 14);
 
 /**
  * StartPairingRequest presents a code and the node's CSR.
@@ -143,7 +720,7 @@ export type StartPairingRequest = Message<"palyra.node.v1.StartPairingRequest"> 
  * Use `create(StartPairingRequestSchema)` to create a new message.
  */
 export const StartPairingRequestSchema: GenMessage<StartPairingRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 2);
+  messageDesc(file_palyra_node_v1_node, 15);
 
 /**
  * StartPairingResponse identifies the request.
@@ -187,7 +764,7 @@ export type StartPairingResponse = Message<"palyra.node.v1.StartPairingResponse"
  * Use `create(StartPairingResponseSchema)` to create a new message.
  */
 export const StartPairingResponseSchema: GenMessage<StartPairingResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 3);
+  messageDesc(file_palyra_node_v1_node, 16);
 
 /**
  * PairingStatus is what a node learns about its request.
@@ -250,7 +827,7 @@ export type PairingStatus = Message<"palyra.node.v1.PairingStatus"> & {
  * Use `create(PairingStatusSchema)` to create a new message.
  */
 export const PairingStatusSchema: GenMessage<PairingStatus> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 4);
+  messageDesc(file_palyra_node_v1_node, 17);
 
 /**
  * GetPairingStatusRequest names a request and proves the caller started it.
@@ -278,7 +855,7 @@ export type GetPairingStatusRequest = Message<"palyra.node.v1.GetPairingStatusRe
  * Use `create(GetPairingStatusRequestSchema)` to create a new message.
  */
 export const GetPairingStatusRequestSchema: GenMessage<GetPairingStatusRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 5);
+  messageDesc(file_palyra_node_v1_node, 18);
 
 /**
  * GetPairingStatusResponse holds the status.
@@ -299,7 +876,7 @@ export type GetPairingStatusResponse = Message<"palyra.node.v1.GetPairingStatusR
  * Use `create(GetPairingStatusResponseSchema)` to create a new message.
  */
 export const GetPairingStatusResponseSchema: GenMessage<GetPairingStatusResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 6);
+  messageDesc(file_palyra_node_v1_node, 19);
 
 /**
  * WatchPairingRequest names a request and proves the caller started it.
@@ -327,7 +904,7 @@ export type WatchPairingRequest = Message<"palyra.node.v1.WatchPairingRequest"> 
  * Use `create(WatchPairingRequestSchema)` to create a new message.
  */
 export const WatchPairingRequestSchema: GenMessage<WatchPairingRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 7);
+  messageDesc(file_palyra_node_v1_node, 20);
 
 /**
  * WatchPairingResponse is one state of the request.
@@ -348,7 +925,7 @@ export type WatchPairingResponse = Message<"palyra.node.v1.WatchPairingResponse"
  * Use `create(WatchPairingResponseSchema)` to create a new message.
  */
 export const WatchPairingResponseSchema: GenMessage<WatchPairingResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 8);
+  messageDesc(file_palyra_node_v1_node, 21);
 
 /**
  * RenewCertificateRequest asks for a new certificate.
@@ -376,7 +953,7 @@ export type RenewCertificateRequest = Message<"palyra.node.v1.RenewCertificateRe
  * Use `create(RenewCertificateRequestSchema)` to create a new message.
  */
 export const RenewCertificateRequestSchema: GenMessage<RenewCertificateRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 9);
+  messageDesc(file_palyra_node_v1_node, 22);
 
 /**
  * RenewCertificateResponse holds the new certificate.
@@ -418,7 +995,89 @@ export type RenewCertificateResponse = Message<"palyra.node.v1.RenewCertificateR
  * Use `create(RenewCertificateResponseSchema)` to create a new message.
  */
 export const RenewCertificateResponseSchema: GenMessage<RenewCertificateResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 10);
+  messageDesc(file_palyra_node_v1_node, 23);
+
+/**
+ * OutputStream names where output comes from.
+ *
+ * @generated from enum palyra.node.v1.OutputStream
+ */
+export enum OutputStream {
+  /**
+   * OUTPUT_STREAM_UNSPECIFIED is never valid.
+   *
+   * @generated from enum value: OUTPUT_STREAM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * OUTPUT_STREAM_STDOUT: the standard output.
+   *
+   * @generated from enum value: OUTPUT_STREAM_STDOUT = 1;
+   */
+  STDOUT = 1,
+
+  /**
+   * OUTPUT_STREAM_STDERR: the standard error.
+   *
+   * @generated from enum value: OUTPUT_STREAM_STDERR = 2;
+   */
+  STDERR = 2,
+}
+
+/**
+ * Describes the enum palyra.node.v1.OutputStream.
+ */
+export const OutputStreamSchema: GenEnum<OutputStream> = /*@__PURE__*/
+  enumDesc(file_palyra_node_v1_node, 0);
+
+/**
+ * DispatchOutcome is how a dispatch ended.
+ *
+ * @generated from enum palyra.node.v1.DispatchOutcome
+ */
+export enum DispatchOutcome {
+  /**
+   * DISPATCH_OUTCOME_UNSPECIFIED is never valid.
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * DISPATCH_OUTCOME_SUCCEEDED: the capability did its work (a shell command exited 0).
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_SUCCEEDED = 1;
+   */
+  SUCCEEDED = 1,
+
+  /**
+   * DISPATCH_OUTCOME_FAILED: it did not (a non-zero exit, a refusal, an error).
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_FAILED = 2;
+   */
+  FAILED = 2,
+
+  /**
+   * DISPATCH_OUTCOME_TIMED_OUT: it was stopped at its deadline.
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_TIMED_OUT = 3;
+   */
+  TIMED_OUT = 3,
+
+  /**
+   * DISPATCH_OUTCOME_CANCELLED: it was stopped because its cancellation was asked for.
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_CANCELLED = 4;
+   */
+  CANCELLED = 4,
+}
+
+/**
+ * Describes the enum palyra.node.v1.DispatchOutcome.
+ */
+export const DispatchOutcomeSchema: GenEnum<DispatchOutcome> = /*@__PURE__*/
+  enumDesc(file_palyra_node_v1_node, 1);
 
 /**
  * PairingState is the state of a pairing request. Decisions are final.
@@ -474,7 +1133,7 @@ export enum PairingState {
  * Describes the enum palyra.node.v1.PairingState.
  */
 export const PairingStateSchema: GenEnum<PairingState> = /*@__PURE__*/
-  enumDesc(file_palyra_node_v1_node, 0);
+  enumDesc(file_palyra_node_v1_node, 2);
 
 /**
  * NodeService is called by nodes: first without a certificate to learn whom they talk to
@@ -560,6 +1219,17 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof RenewCertificateRequestSchema;
     output: typeof RenewCertificateResponseSchema;
+  },
+  /**
+   * Attach is the one stream a paired node keeps open; see the protocol on
+   * AttachRequest. Mutual TLS only: the device certificate identifies the node.
+   *
+   * @generated from rpc palyra.node.v1.NodeService.Attach
+   */
+  attach: {
+    methodKind: "bidi_streaming";
+    input: typeof AttachRequestSchema;
+    output: typeof AttachResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_node_v1_node, 0);

@@ -49,6 +49,8 @@ const (
 	// NodeServiceRenewCertificateProcedure is the fully-qualified name of the NodeService's
 	// RenewCertificate RPC.
 	NodeServiceRenewCertificateProcedure = "/palyra.node.v1.NodeService/RenewCertificate"
+	// NodeServiceAttachProcedure is the fully-qualified name of the NodeService's Attach RPC.
+	NodeServiceAttachProcedure = "/palyra.node.v1.NodeService/Attach"
 )
 
 // NodeServiceClient is a client for the palyra.node.v1.NodeService service.
@@ -74,6 +76,9 @@ type NodeServiceClient interface {
 	// The device id must be the one in the calling certificate; revoked devices and
 	// certificates cannot renew.
 	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
+	// Attach is the one stream a paired node keeps open; see the protocol on
+	// AttachRequest. Mutual TLS only: the device certificate identifies the node.
+	Attach(context.Context) *connect.BidiStreamForClient[v1.AttachRequest, v1.AttachResponse]
 }
 
 // NewNodeServiceClient constructs a client for the palyra.node.v1.NodeService service. By default,
@@ -120,6 +125,12 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(nodeServiceMethods.ByName("RenewCertificate")),
 			connect.WithClientOptions(opts...),
 		),
+		attach: connect.NewClient[v1.AttachRequest, v1.AttachResponse](
+			httpClient,
+			baseURL+NodeServiceAttachProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("Attach")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -130,6 +141,7 @@ type nodeServiceClient struct {
 	getPairingStatus *connect.Client[v1.GetPairingStatusRequest, v1.GetPairingStatusResponse]
 	watchPairing     *connect.Client[v1.WatchPairingRequest, v1.WatchPairingResponse]
 	renewCertificate *connect.Client[v1.RenewCertificateRequest, v1.RenewCertificateResponse]
+	attach           *connect.Client[v1.AttachRequest, v1.AttachResponse]
 }
 
 // GetServerInfo calls palyra.node.v1.NodeService.GetServerInfo.
@@ -157,6 +169,11 @@ func (c *nodeServiceClient) RenewCertificate(ctx context.Context, req *connect.R
 	return c.renewCertificate.CallUnary(ctx, req)
 }
 
+// Attach calls palyra.node.v1.NodeService.Attach.
+func (c *nodeServiceClient) Attach(ctx context.Context) *connect.BidiStreamForClient[v1.AttachRequest, v1.AttachResponse] {
+	return c.attach.CallBidiStream(ctx)
+}
+
 // NodeServiceHandler is an implementation of the palyra.node.v1.NodeService service.
 type NodeServiceHandler interface {
 	// GetServerInfo lets a node that is not paired yet bootstrap its trust in the daemon:
@@ -180,6 +197,9 @@ type NodeServiceHandler interface {
 	// The device id must be the one in the calling certificate; revoked devices and
 	// certificates cannot renew.
 	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
+	// Attach is the one stream a paired node keeps open; see the protocol on
+	// AttachRequest. Mutual TLS only: the device certificate identifies the node.
+	Attach(context.Context, *connect.BidiStream[v1.AttachRequest, v1.AttachResponse]) error
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -222,6 +242,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("RenewCertificate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceAttachHandler := connect.NewBidiStreamHandler(
+		NodeServiceAttachProcedure,
+		svc.Attach,
+		connect.WithSchema(nodeServiceMethods.ByName("Attach")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.node.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceGetServerInfoProcedure:
@@ -234,6 +260,8 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceWatchPairingHandler.ServeHTTP(w, r)
 		case NodeServiceRenewCertificateProcedure:
 			nodeServiceRenewCertificateHandler.ServeHTTP(w, r)
+		case NodeServiceAttachProcedure:
+			nodeServiceAttachHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -261,4 +289,8 @@ func (UnimplementedNodeServiceHandler) WatchPairing(context.Context, *connect.Re
 
 func (UnimplementedNodeServiceHandler) RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.RenewCertificate is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) Attach(context.Context, *connect.BidiStream[v1.AttachRequest, v1.AttachResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.node.v1.NodeService.Attach is not implemented"))
 }

@@ -1,0 +1,744 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/server/internal/store/storetest"
+)
+
+// argvSchema is the input schema of the test nodes' shell.execute.
+const argvSchema = `{"type":"object","required":["argv"],"properties":{"argv":{"type":"array","minItems":1,"items":{"type":"string"}}},"additionalProperties":false}`
+
+// testCapabilities are what the test nodes announce.
+func testCapabilities() []*nodev1.Capability {
+	return []*nodev1.Capability{
+		{Name: "shell.execute", Description: "runs a command", InputSchema: argvSchema, Available: true},
+		{Name: "system.info", Description: "describes the host", Available: true},
+		{Name: "filesystem.read", Description: "reads files", Available: false},
+	}
+}
+
+// testNode speaks the Attach protocol by hand, so that tests control every message.
+type testNode struct {
+	t      *testing.T
+	stream *connect.BidiStreamForClient[nodev1.AttachRequest, nodev1.AttachResponse]
+	cancel context.CancelFunc
+	recv   chan *nodev1.AttachResponse
+	// end receives the error that ended the stream (nil for a clean end).
+	end chan error
+}
+
+// openAttach opens an Attach stream to td with dev's certificate and sends first.
+func openAttach(t *testing.T, td *testDaemon, dev *enrolled, first *nodev1.AttachRequest) *testNode {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	client := nodev1connect.NewNodeServiceClient(td.mtls(dev.cert), td.baseURL)
+	n := &testNode{t: t, stream: client.Attach(ctx), cancel: cancel, recv: make(chan *nodev1.AttachResponse, 256), end: make(chan error, 1)}
+	t.Cleanup(n.close)
+	if err := n.stream.Send(first); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("send the first message: %v", err)
+	}
+	go func() {
+		for {
+			m, err := n.stream.Receive()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				n.end <- err
+				return
+			}
+			n.recv <- m
+		}
+	}()
+	return n
+}
+
+// helloFor is the hello of dev.
+func helloFor(dev *enrolled) *nodev1.AttachRequest {
+	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Hello{Hello: &nodev1.Hello{
+		DeviceId: dev.deviceID, Platform: "linux/amd64", AgentVersion: "test-1", ProtocolVersions: []uint32{1},
+		Capabilities: testCapabilities(), Labels: map[string]string{"region": "eu-west"},
+	}}}
+}
+
+// attachNode attaches dev and returns the node once it is welcomed.
+func attachNode(t *testing.T, td *testDaemon, dev *enrolled) (*testNode, *nodev1.Welcome) {
+	t.Helper()
+	n := openAttach(t, td, dev, helloFor(dev))
+	w := n.next().GetWelcome()
+	if w == nil {
+		t.Fatal("the first message down is not a welcome")
+	}
+	return n, w
+}
+
+func (n *testNode) close() {
+	n.cancel()
+	_ = n.stream.CloseRequest()
+}
+
+func (n *testNode) send(m *nodev1.AttachRequest) {
+	n.t.Helper()
+	if err := n.stream.Send(m); err != nil {
+		n.t.Fatalf("send %v: %v", m, err)
+	}
+}
+
+// next returns the next message down, failing after 10 s or when the stream ends.
+func (n *testNode) next() *nodev1.AttachResponse {
+	n.t.Helper()
+	select {
+	case m := <-n.recv:
+		return m
+	case err := <-n.end:
+		n.t.Fatalf("the stream ended while a message was expected: %v", err)
+	case <-time.After(10 * time.Second):
+		n.t.Fatal("no message down within 10 s")
+	}
+	return nil
+}
+
+// nextDispatch skips to the next Dispatch message.
+func (n *testNode) nextDispatch() *nodev1.Dispatch {
+	n.t.Helper()
+	for {
+		if d := n.next().GetDispatch(); d != nil {
+			return d
+		}
+	}
+}
+
+// ended waits for the end of the stream and returns its error.
+func (n *testNode) ended(within time.Duration) error {
+	n.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case <-n.recv:
+		case err := <-n.end:
+			return err
+		case <-deadline:
+			n.t.Fatalf("the stream did not end within %v", within)
+			return nil
+		}
+	}
+}
+
+func accepted(id string) *nodev1.AttachRequest {
+	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Accepted{Accepted: &nodev1.DispatchAccepted{DispatchId: id}}}
+}
+
+func output(id string, offset uint64, data string) *nodev1.AttachRequest {
+	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Output{Output: &nodev1.DispatchOutput{
+		DispatchId: id, Stream: nodev1.OutputStream_OUTPUT_STREAM_STDOUT, Offset: offset, Data: []byte(data),
+	}}}
+}
+
+func result(id string, outcome nodev1.DispatchOutcome, exit int32, outputBytes uint64) *nodev1.AttachRequest {
+	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: &nodev1.DispatchResult{
+		DispatchId: id, Outcome: outcome, ExitCode: exit, OutputBytes: outputBytes, FinishTime: timestamppb.Now(),
+		ResultJson: fmt.Sprintf(`{"exit_code":%d}`, exit),
+	}}}
+}
+
+// dispatchClient is a DispatchService client with the owner's token.
+func (td *testDaemon) dispatchClient() controlplanev1connect.DispatchServiceClient {
+	return controlplanev1connect.NewDispatchServiceClient(td.h2, td.baseURL)
+}
+
+func (td *testDaemon) nodesClient() controlplanev1connect.NodesServiceClient {
+	return controlplanev1connect.NewNodesServiceClient(td.h2, td.baseURL)
+}
+
+func createDispatch(t *testing.T, td *testDaemon, req *controlplanev1.CreateDispatchRequest) *controlplanev1.Dispatch {
+	t.Helper()
+	res, err := td.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("create dispatch: %v", err)
+	}
+	return res.Msg.GetDispatch()
+}
+
+func getDispatch(t *testing.T, td *testDaemon, id string) (*controlplanev1.Dispatch, []*controlplanev1.OutputChunk) {
+	t.Helper()
+	res, err := td.dispatchClient().GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id, IncludeOutput: true}))
+	if err != nil {
+		t.Fatalf("get dispatch %s: %v", id, err)
+	}
+	return res.Msg.GetDispatch(), res.Msg.GetOutput()
+}
+
+// waitState waits until the dispatch is in state.
+func waitState(t *testing.T, td *testDaemon, id string, state controlplanev1.DispatchState, within time.Duration) *controlplanev1.Dispatch {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		d, _ := getDispatch(t, td, id)
+		if d.GetState() == state {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dispatch %s is %s after %v, want %s (error %q)", id, d.GetState(), within, state, d.GetError())
+		}
+		time.Sleep(100 * time.Millisecond) // within the owner token's rate limit
+	}
+}
+
+func joined(chunks []*controlplanev1.OutputChunk) string {
+	var b strings.Builder
+	for _, c := range chunks {
+		b.Write(c.GetData())
+	}
+	return b.String()
+}
+
+func TestDispatchToAnAttachedNode(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	node, welcome := attachNode(t, b.testDaemon, dev)
+	if welcome.GetProtocolVersion() != 1 || welcome.GetSessionId() == "" || welcome.GetHeartbeatInterval().AsDuration() != 15*time.Second {
+		t.Errorf("welcome: %v", welcome)
+	}
+
+	got, err := b.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: dev.deviceID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := got.Msg.GetNode()
+	if n.GetPresence() != controlplanev1.Presence_PRESENCE_ONLINE || len(n.GetCapabilities()) != 3 ||
+		n.GetReportedLabels()["region"] != "eu-west" || n.GetAgentVersion() != "test-1" || n.GetProtocolVersion() != 1 ||
+		n.GetAttachedReplica() != b.cfg.ReplicaID || n.GetCertificateExpireTime() == nil {
+		t.Errorf("node: %v", n)
+	}
+	list, err := b.nodesClient().ListNodes(t.Context(), connect.NewRequest(&controlplanev1.ListNodesRequest{
+		Presence: controlplanev1.Presence_PRESENCE_ONLINE, Capability: "shell.execute", Labels: map[string]string{"region": "eu-west"},
+	}))
+	if err != nil || len(list.Msg.GetNodes()) != 1 {
+		t.Errorf("list online nodes with shell.execute in eu-west: %v %v", list, err)
+	}
+	for name, req := range map[string]*controlplanev1.ListNodesRequest{
+		"offline":      {Presence: controlplanev1.Presence_PRESENCE_OFFLINE},
+		"capability":   {Capability: "browser.open"},
+		"label":        {Labels: map[string]string{"region": "us-east"}},
+		"label absent": {Labels: map[string]string{"rack": "7"}},
+	} {
+		list, err := b.nodesClient().ListNodes(t.Context(), connect.NewRequest(req))
+		if err != nil || len(list.Msg.GetNodes()) != 0 {
+			t.Errorf("list nodes (%s): %v %v", name, list, err)
+		}
+	}
+
+	// Refusals, each with its code; nothing is queued by them.
+	dc := b.dispatchClient()
+	for name, tc := range map[string]struct {
+		req  *controlplanev1.CreateDispatchRequest
+		code connect.Code
+	}{
+		"unknown node":          {&controlplanev1.CreateDispatchRequest{NodeId: ulid.Make().String(), Capability: "shell.execute"}, connect.CodeNotFound},
+		"capability not known":  {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "browser.open"}, connect.CodeFailedPrecondition},
+		"capability off":        {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "filesystem.read"}, connect.CodeFailedPrecondition},
+		"schema violation":      {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "shell.execute", InputJson: `{"argv":"echo hi"}`}, connect.CodeInvalidArgument},
+		"missing required":      {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "shell.execute"}, connect.CodeInvalidArgument},
+		"not JSON":              {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", InputJson: `{argv:`}, connect.CodeInvalidArgument},
+		"malformed node id":     {&controlplanev1.CreateDispatchRequest{NodeId: "nope", Capability: "system.info"}, connect.CodeInvalidArgument},
+		"timeout beyond a day":  {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", Timeout: durationpb.New(25 * time.Hour)}, connect.CodeInvalidArgument},
+		"output cap too large":  {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", MaxOutputBytes: 1 << 30}, connect.CodeInvalidArgument},
+		"idempotency key chars": {&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", IdempotencyKey: "a b"}, connect.CodeInvalidArgument},
+	} {
+		_, err := dc.CreateDispatch(t.Context(), connect.NewRequest(tc.req))
+		wantCode(t, name, err, tc.code)
+	}
+	if list, err := dc.ListDispatches(t.Context(), connect.NewRequest(&controlplanev1.ListDispatchesRequest{})); err != nil || len(list.Msg.GetDispatches()) != 0 {
+		t.Fatalf("refused dispatches were queued: %v %v", list, err)
+	}
+
+	d := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{
+		NodeId: dev.deviceID, Capability: "shell.execute", InputJson: `{"argv": ["echo", "hi"]}`,
+		MaxOutputBytes: 8, IdempotencyKey: "run-1",
+	})
+	if d.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_QUEUED || d.GetCreatedBy() == "" {
+		t.Errorf("created: %v", d)
+	}
+	again, err := dc.CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{
+		NodeId: dev.deviceID, Capability: "shell.execute", InputJson: `{"argv":["echo","hi"]}`, MaxOutputBytes: 8, IdempotencyKey: "run-1",
+	}))
+	if err != nil || again.Msg.GetCreated() || again.Msg.GetDispatch().GetId() != d.GetId() {
+		t.Errorf("repeat with the same key: %v %v", again, err)
+	}
+	_, err = dc.CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{
+		NodeId: dev.deviceID, Capability: "shell.execute", InputJson: `{"argv":["rm","-rf","/"]}`, IdempotencyKey: "run-1",
+	}))
+	wantCode(t, "the same key for another request", err, connect.CodeAlreadyExists)
+
+	got2 := node.nextDispatch()
+	if got2.GetDispatchId() != d.GetId() || got2.GetCapability() != "shell.execute" || got2.GetMaxOutputBytes() != 8 ||
+		got2.GetInputJson() != `{"argv": ["echo", "hi"]}` || !got2.GetDeadline().AsTime().Equal(d.GetDeadline().AsTime()) {
+		t.Errorf("dispatch down: %v", got2)
+	}
+	waitState(t, b.testDaemon, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_SENT, 5*time.Second)
+	node.send(accepted(d.GetId()))
+	waitState(t, b.testDaemon, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	node.send(output(d.GetId(), 0, "hello "))
+	node.send(output(d.GetId(), 6, "world\n")) // beyond the cap of 8 from byte 8
+	node.send(output(d.GetId(), 6, "world\n")) // a repeat is ignored
+	node.send(result(d.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 12))
+	if ack := node.next().GetResultAck(); ack.GetDispatchId() != d.GetId() {
+		t.Fatalf("no ack for the result: %v", ack)
+	}
+	end, out := getDispatch(t, b.testDaemon, d.GetId())
+	if end.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED || !end.GetOutputTruncated() ||
+		end.GetOutputBytes() != 12 || end.GetResultJson() != `{"exit_code": 0}` || end.GetFinishTime() == nil || end.GetStartTime() == nil {
+		t.Errorf("ended: %v", end)
+	}
+	if joined(out) != "hello wo" {
+		t.Errorf("output kept %q, want the first 8 bytes", joined(out))
+	}
+	// A result sent again (a node that missed the ack) is acknowledged and changes nothing.
+	node.send(result(d.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED, 1, 0))
+	if ack := node.next().GetResultAck(); ack.GetDispatchId() != d.GetId() {
+		t.Fatalf("no ack for the repeated result: %v", ack)
+	}
+	if again, _ := getDispatch(t, b.testDaemon, d.GetId()); again.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
+		t.Errorf("a repeated result changed the dispatch: %v", again)
+	}
+	_, err = dc.CancelDispatch(t.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: d.GetId()}))
+	wantCode(t, "cancel an ended dispatch", err, connect.CodeFailedPrecondition)
+	_, err = dc.CancelDispatch(t.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: ulid.Make().String()}))
+	wantCode(t, "cancel an unknown dispatch", err, connect.CodeNotFound)
+	_, err = dc.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: ulid.Make().String()}))
+	wantCode(t, "get an unknown dispatch", err, connect.CodeNotFound)
+
+	// A watch of an ended dispatch replays its output and its end.
+	watch, err := dc.WatchDispatch(t.Context(), connect.NewRequest(&controlplanev1.WatchDispatchRequest{Id: d.GetId(), FromOffset: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var watched strings.Builder
+	var last *controlplanev1.Dispatch
+	for watch.Receive() {
+		if o := watch.Msg().GetOutput(); o != nil {
+			watched.Write(o.GetData())
+		}
+		if d := watch.Msg().GetDispatch(); d != nil {
+			last = d
+		}
+	}
+	if err := watch.Err(); err != nil || watched.String() != "llo wo" || last.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
+		t.Errorf("watch from offset 2: %q %v %v", watched.String(), last, err)
+	}
+}
+
+func TestExecuteCapabilityWaitsForTheResult(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	go func() {
+		d := node.nextDispatch()
+		node.send(accepted(d.GetDispatchId()))
+		node.send(output(d.GetDispatchId(), 0, "hi\n"))
+		node.send(result(d.GetDispatchId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 3))
+	}()
+	began := time.Now()
+	res, err := b.dispatchClient().ExecuteCapability(t.Context(), connect.NewRequest(&controlplanev1.ExecuteCapabilityRequest{
+		NodeId: dev.deviceID, Capability: "shell.execute", InputJson: `{"argv":["echo","hi"]}`, Timeout: durationpb.New(20 * time.Second),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ExecuteCapability returned after %v", time.Since(began))
+	if res.Msg.GetDispatch().GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED || joined(res.Msg.GetOutput()) != "hi\n" {
+		t.Errorf("execute: %v", res.Msg)
+	}
+	_, err = b.dispatchClient().ExecuteCapability(t.Context(), connect.NewRequest(&controlplanev1.ExecuteCapabilityRequest{
+		NodeId: dev.deviceID, Capability: "system.info", MaxOutputBytes: 16 << 20,
+	}))
+	wantCode(t, "an output cap beyond one response", err, connect.CodeInvalidArgument)
+}
+
+func TestDispatchWaitsForAnOfflineNodeAndSurvivesReconnects(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	_, err := b.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}))
+	wantCode(t, "a node that never attached", err, connect.CodeFailedPrecondition)
+
+	first, _ := attachNode(t, b.testDaemon, dev)
+	first.close()
+	if err := first.ended(5 * time.Second); err != nil && connect.CodeOf(err) != connect.CodeCanceled {
+		t.Fatalf("closing the stream: %v", err)
+	}
+	waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
+
+	// Queued while the node is offline, in order.
+	var ids []string
+	for range 3 {
+		ids = append(ids, createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}).GetId())
+	}
+	second, _ := attachNode(t, b.testDaemon, dev)
+	for _, want := range ids {
+		if got := second.nextDispatch().GetDispatchId(); got != want {
+			t.Fatalf("delivered %s, want %s (in creation order)", got, want)
+		}
+	}
+	second.send(accepted(ids[0]))
+	waitState(t, b.testDaemon, ids[0], controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	// The node loses its stream before reporting anything.
+	second.close()
+	_ = second.ended(5 * time.Second)
+
+	// The next session gets every unfinished dispatch again (the node dedups by id),
+	// and results from its spool are persisted and acknowledged.
+	third, _ := attachNode(t, b.testDaemon, dev)
+	third.send(result(ids[0], nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 0))
+	seen := map[string]bool{}
+	acked := false
+	for !acked || len(seen) < 3 {
+		m := third.next()
+		if d := m.GetDispatch(); d != nil {
+			seen[d.GetDispatchId()] = true
+		}
+		if a := m.GetResultAck(); a != nil && a.GetDispatchId() == ids[0] {
+			acked = true
+		}
+	}
+	waitState(t, b.testDaemon, ids[0], controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED, 5*time.Second)
+	for _, id := range ids[1:] {
+		third.send(result(id, nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED, 2, 0))
+		waitState(t, b.testDaemon, id, controlplanev1.DispatchState_DISPATCH_STATE_FAILED, 5*time.Second)
+	}
+}
+
+func waitPresence(t *testing.T, td *testDaemon, id string, want controlplanev1.Presence) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := td.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Msg.GetNode().GetPresence() == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s is %s, want %s", id, res.Msg.GetNode().GetPresence(), want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestCancelDispatch(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	node.close()
+	_ = node.ended(5 * time.Second)
+
+	queued := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
+	res, err := b.dispatchClient().CancelDispatch(t.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: queued.GetId(), Reason: "changed my mind"}))
+	if err != nil || res.Msg.GetDispatch().GetState() != controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED ||
+		!strings.Contains(res.Msg.GetDispatch().GetError(), "changed my mind") {
+		t.Fatalf("cancel a queued dispatch: %v %v", res, err)
+	}
+
+	running := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
+	node, _ = attachNode(t, b.testDaemon, dev)
+	if got := node.nextDispatch(); got.GetDispatchId() != running.GetId() {
+		t.Fatalf("delivered %s, want %s (the cancelled one must not be)", got.GetDispatchId(), running.GetId())
+	}
+	node.send(accepted(running.GetId()))
+	waitState(t, b.testDaemon, running.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	res, err = b.dispatchClient().CancelDispatch(t.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: running.GetId(), Reason: "stop"}))
+	if err != nil || res.Msg.GetDispatch().GetState() != controlplanev1.DispatchState_DISPATCH_STATE_RUNNING || res.Msg.GetDispatch().GetCancelTime() == nil {
+		t.Fatalf("cancel a running dispatch: %v %v", res, err)
+	}
+	var cancel *nodev1.Cancel
+	for cancel == nil {
+		cancel = node.next().GetCancel()
+	}
+	if cancel.GetDispatchId() != running.GetId() || cancel.GetReason() != "stop" {
+		t.Errorf("cancel down: %v", cancel)
+	}
+	node.send(result(running.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_CANCELLED, 0, 0))
+	waitState(t, b.testDaemon, running.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED, 5*time.Second)
+}
+
+func TestDeadlinesEndEveryDispatch(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	node.close()
+	_ = node.ended(5 * time.Second)
+
+	undelivered := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", Timeout: durationpb.New(time.Second)})
+	d := waitState(t, b.testDaemon, undelivered.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT, 5*time.Second)
+	if !strings.Contains(d.GetError(), "offline") {
+		t.Errorf("undelivered dispatch: %v", d)
+	}
+
+	// One node stays attached but keeps silent about its dispatch: it times out after
+	// the grace period for the node's own report. Another vanishes while running its
+	// own: it fails.
+	gone := b.enroll(t, time.Hour)
+	goneNode, _ := attachNode(t, b.testDaemon, gone)
+	silent := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", Timeout: durationpb.New(time.Second)})
+	vanished := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: gone.deviceID, Capability: "system.info", Timeout: durationpb.New(time.Second)})
+	node, _ = attachNode(t, b.testDaemon, dev)
+	node.send(accepted(node.nextDispatch().GetDispatchId()))
+	goneNode.send(accepted(goneNode.nextDispatch().GetDispatchId()))
+	waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	goneNode.close()
+	_ = goneNode.ended(5 * time.Second)
+	d = waitState(t, b.testDaemon, silent.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT, 15*time.Second)
+	if !strings.Contains(d.GetError(), "did not report") {
+		t.Errorf("silent dispatch: %v", d)
+	}
+	d = waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_FAILED, 5*time.Second)
+	if !strings.Contains(d.GetError(), "disconnected") {
+		t.Errorf("vanished dispatch: %v", d)
+	}
+}
+
+func TestAttachProtocolRefusals(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	other := b.enroll(t, time.Hour)
+	hello := func(edit func(h *nodev1.Hello)) *nodev1.AttachRequest {
+		m := helloFor(dev)
+		edit(m.GetHello())
+		return m
+	}
+	for name, tc := range map[string]struct {
+		first *nodev1.AttachRequest
+		code  connect.Code
+	}{
+		"heartbeat first":       {&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Heartbeat{Heartbeat: &nodev1.Heartbeat{}}}, connect.CodeInvalidArgument},
+		"empty message":         {&nodev1.AttachRequest{}, connect.CodeInvalidArgument},
+		"another device's id":   {hello(func(h *nodev1.Hello) { h.DeviceId = other.deviceID }), connect.CodePermissionDenied},
+		"protocol 2 only":       {hello(func(h *nodev1.Hello) { h.ProtocolVersions = []uint32{2} }), connect.CodeFailedPrecondition},
+		"duplicate capability":  {hello(func(h *nodev1.Hello) { h.Capabilities = append(h.Capabilities, h.Capabilities[0]) }), connect.CodeInvalidArgument},
+		"schema not JSON":       {hello(func(h *nodev1.Hello) { h.Capabilities[0].InputSchema = "{" }), connect.CodeInvalidArgument},
+		"schema with file ref":  {hello(func(h *nodev1.Hello) { h.Capabilities[0].InputSchema = `{"$ref":"file:///etc/passwd"}` }), connect.CodeInvalidArgument},
+		"capability name":       {hello(func(h *nodev1.Hello) { h.Capabilities[0].Name = "Shell Execute" }), connect.CodeInvalidArgument},
+		"label key":             {hello(func(h *nodev1.Hello) { h.Labels = map[string]string{"Bad Key": "x"} }), connect.CodeInvalidArgument},
+		"no protocol versions":  {hello(func(h *nodev1.Hello) { h.ProtocolVersions = nil }), connect.CodeInvalidArgument},
+		"malformed device id":   {hello(func(h *nodev1.Hello) { h.DeviceId = "x" }), connect.CodeInvalidArgument},
+		"schema of wrong shape": {hello(func(h *nodev1.Hello) { h.Capabilities[0].InputSchema = `{"type":12}` }), connect.CodeInvalidArgument},
+	} {
+		n := openAttach(t, b.testDaemon, dev, tc.first)
+		err := n.ended(10 * time.Second)
+		wantCode(t, name, err, tc.code)
+	}
+	// Without a client certificate, Attach is refused before anything is read.
+	anon := nodev1connect.NewNodeServiceClient(b.h2, b.baseURL).Attach(t.Context())
+	_ = anon.Send(helloFor(dev))
+	_, err := anon.Receive()
+	wantCode(t, "attach without a certificate", err, connect.CodeUnauthenticated)
+
+	// A second hello on a session ends it.
+	n, _ := attachNode(t, b.testDaemon, dev)
+	n.send(helloFor(dev))
+	wantCode(t, "hello twice", n.ended(5*time.Second), connect.CodeInvalidArgument)
+}
+
+func TestForeignDispatchReportIsRefusedAndAudited(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	victim := b.enroll(t, time.Hour)
+	thief := b.enroll(t, time.Hour)
+	victimNode, _ := attachNode(t, b.testDaemon, victim)
+	d := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: victim.deviceID, Capability: "system.info"})
+	victimNode.nextDispatch()
+
+	for name, msg := range map[string]*nodev1.AttachRequest{
+		"result":   result(d.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 0),
+		"output":   output(d.GetId(), 0, "forged"),
+		"accepted": accepted(d.GetId()),
+	} {
+		thiefNode, _ := attachNode(t, b.testDaemon, thief)
+		thiefNode.send(msg)
+		wantCode(t, "a foreign "+name, thiefNode.ended(5*time.Second), connect.CodePermissionDenied)
+	}
+	got, out := getDispatch(t, b.testDaemon, d.GetId())
+	if got.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SENT || len(out) != 0 {
+		t.Errorf("the foreign reports changed the dispatch: %v %v", got, out)
+	}
+	events, err := b.accessClient(b.owner).ListAuditEvents(t.Context(), connect.NewRequest(&accessv1.ListAuditEventsRequest{
+		Principal: "device:" + thief.deviceID, Procedure: nodev1connect.NodeServiceAttachProcedure,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusals := 0
+	for _, e := range events.Msg.GetEvents() {
+		if e.GetTarget() == "dispatch:"+d.GetId() && e.GetCode() == "permission_denied" {
+			refusals++
+		}
+	}
+	if refusals != 3 {
+		t.Errorf("audited refusals: %d, want 3 (%v)", refusals, events.Msg.GetEvents())
+	}
+}
+
+func TestAttachIsReplacedAcrossReplicasAndDispatchesFollow(t *testing.T) {
+	t.Parallel()
+	a := startAccess(t)
+	b := a.startReplica(t)
+	dev := a.enroll(t, time.Hour)
+
+	onA, _ := attachNode(t, a.testDaemon, dev)
+	began := time.Now()
+	onB, _ := attachNode(t, b, dev)
+	wantCode(t, "the replaced session", onA.ended(5*time.Second), connect.CodeAborted)
+	t.Logf("the session on replica A ended %v after the node attached to B", time.Since(began))
+	res, err := a.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: dev.deviceID}))
+	if err != nil || res.Msg.GetNode().GetAttachedReplica() != b.cfg.ReplicaID {
+		t.Errorf("node after the move: %v %v", res, err)
+	}
+
+	// Created on A, delivered by B.
+	d := createDispatch(t, a.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
+	if got := onB.nextDispatch(); got.GetDispatchId() != d.GetId() {
+		t.Fatalf("replica B delivered %s, want %s", got.GetDispatchId(), d.GetId())
+	}
+	// Watched on A, finished through B.
+	watch, err := a.dispatchClient().WatchDispatch(t.Context(), connect.NewRequest(&controlplanev1.WatchDispatchRequest{Id: d.GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var states []controlplanev1.DispatchState
+	var text strings.Builder
+	done := make(chan error, 1)
+	go func() {
+		for watch.Receive() {
+			mu.Lock()
+			if x := watch.Msg().GetDispatch(); x != nil {
+				states = append(states, x.GetState())
+			}
+			if o := watch.Msg().GetOutput(); o != nil {
+				text.Write(o.GetData())
+			}
+			mu.Unlock()
+		}
+		done <- watch.Err()
+	}()
+	onB.send(accepted(d.GetId()))
+	onB.send(output(d.GetId(), 0, "from "))
+	onB.send(output(d.GetId(), 5, "B\n"))
+	onB.send(result(d.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 7))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch on A did not end")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if text.String() != "from B\n" || states[len(states)-1] != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
+		t.Errorf("watch on A: %q %v", text.String(), states)
+	}
+}
+
+func TestRevocationEndsTheAttachStream(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	revokedAt := time.Now()
+	if _, err := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL).RevokeDevice(t.Context(),
+		connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"})); err != nil {
+		t.Fatal(err)
+	}
+	err := node.ended(5 * time.Second)
+	took := time.Since(revokedAt)
+	t.Logf("the Attach stream ended %v after the revocation (%v)", took, err)
+	if err == nil {
+		t.Error("the stream of a revoked device ended cleanly")
+	}
+	if took > time.Second {
+		t.Errorf("the stream ended %v after the revocation, want within a second", took)
+	}
+	waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
+	_, err = b.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}))
+	wantCode(t, "dispatch to a revoked node", err, connect.CodeFailedPrecondition)
+}
+
+func TestStopEndsAttachStreams(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	began := time.Now()
+	b.stop(t)
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("stop took %v with a node attached", took)
+	}
+	wantCode(t, "the stream at shutdown", node.ended(5*time.Second), connect.CodeUnavailable)
+}
+
+func TestPresenceFollowsHeartbeats(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--nodes-heartbeat-interval", "1s"), dbURL: dbURL}
+	lively, silent := b.enroll(t, time.Hour), b.enroll(t, time.Hour)
+	livelyNode, welcome := attachNode(t, b.testDaemon, lively)
+	if welcome.GetHeartbeatInterval().AsDuration() != time.Second {
+		t.Errorf("welcome heartbeat interval %v, want the configured 1s", welcome.GetHeartbeatInterval().AsDuration())
+	}
+	silentNode, _ := attachNode(t, b.testDaemon, silent)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = livelyNode.stream.Send(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Heartbeat{Heartbeat: &nodev1.Heartbeat{}}})
+			}
+		}
+	}()
+	began := time.Now()
+	waitPresence(t, b.testDaemon, silent.deviceID, controlplanev1.Presence_PRESENCE_STALE)
+	t.Logf("a silent node turned stale after %v (3 heartbeat intervals of 1s)", time.Since(began))
+	res, err := b.nodesClient().ListNodes(t.Context(), connect.NewRequest(&controlplanev1.ListNodesRequest{Presence: controlplanev1.Presence_PRESENCE_ONLINE}))
+	if err != nil || len(res.Msg.GetNodes()) != 1 || res.Msg.GetNodes()[0].GetId() != lively.deviceID {
+		t.Errorf("online nodes: %v %v", res, err)
+	}
+	res, err = b.nodesClient().ListNodes(t.Context(), connect.NewRequest(&controlplanev1.ListNodesRequest{Presence: controlplanev1.Presence_PRESENCE_STALE}))
+	if err != nil || len(res.Msg.GetNodes()) != 1 || res.Msg.GetNodes()[0].GetId() != silent.deviceID {
+		t.Errorf("stale nodes: %v %v", res, err)
+	}
+	// Ten intervals of silence end the stream.
+	wantCode(t, "the silent node's stream", silentNode.ended(15*time.Second), connect.CodeDeadlineExceeded)
+	t.Logf("the silent node's stream ended after %v", time.Since(began))
+	waitPresence(t, b.testDaemon, silent.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
+	waitPresence(t, b.testDaemon, lively.deviceID, controlplanev1.Presence_PRESENCE_ONLINE)
+}

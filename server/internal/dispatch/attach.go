@@ -1,0 +1,465 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// ProtocolVersion is the version of the Attach protocol this daemon speaks.
+const ProtocolVersion = 1
+
+// claimBatch is how many dispatches one delivery claims; more wait for the next round,
+// so that a long queue does not hold up what the node sends meanwhile.
+const claimBatch = 64
+
+// NodeHandler serves NodeService.Attach; the daemon composes it with the other parts
+// of NodeService.
+type NodeHandler struct {
+	s *Service
+}
+
+// NodeHandler returns the handler of the nodes' Attach streams.
+func (s *Service) NodeHandler() *NodeHandler { return &NodeHandler{s: s} }
+
+// Attach runs a node's stream: the protocol is on nodev1.AttachRequest.
+func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]) error {
+	dev, ok := access.DeviceFrom(ctx)
+	if !ok {
+		return connect.NewError(connect.CodeUnauthenticated, errors.New("no calling device"))
+	}
+	audit.SetTarget(ctx, "device:"+dev.ID)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a := &attachment{s: h.s, stream: stream, deviceID: dev.ID, in: make(chan *nodev1.AttachRequest), recvErr: make(chan error, 1),
+		known: map[string]*tracked{}, cancelsSent: map[string]bool{}}
+	go a.receive(ctx)
+	hello, err := a.hello(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.open(ctx, hello); err != nil {
+		return err
+	}
+	defer a.close(ctx)
+	return a.run(ctx)
+}
+
+// attachment is one Attach stream being served. Only run's goroutine sends.
+type attachment struct {
+	s        *Service
+	stream   *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]
+	deviceID string
+	sess     *session
+	in       chan *nodev1.AttachRequest
+	recvErr  chan error
+	// known are the dispatches of this device the session dealt with.
+	known map[string]*tracked
+	// cancelsSent are the dispatches this session asked the node to stop.
+	cancelsSent map[string]bool
+}
+
+// tracked is what a session keeps of a dispatch of its device.
+type tracked struct {
+	createdAt time.Time
+	maxOutput int64
+	// capped is true once the node sent output beyond the cap (dropped).
+	capped bool
+	// ended is true once the dispatch ended.
+	ended bool
+}
+
+// receive reads the stream until it ends; the messages go to in, the end to recvErr.
+func (a *attachment) receive(ctx context.Context) {
+	for {
+		m, err := a.stream.Receive()
+		if err != nil {
+			a.recvErr <- err
+			return
+		}
+		select {
+		case a.in <- m:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// streamEnd is what the handler returns when the node's side of the stream ended.
+func streamEnd(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil // the node closed its side
+	}
+	return err
+}
+
+// hello waits for the node's hello and checks it.
+func (a *attachment) hello(ctx context.Context) (*nodev1.Hello, error) {
+	timer := time.NewTimer(helloTimeout)
+	defer timer.Stop()
+	var hello *nodev1.Hello
+	select {
+	case m := <-a.in:
+		if hello = m.GetHello(); hello == nil {
+			return nil, errProtocol("the first message must be a hello")
+		}
+	case err := <-a.recvErr:
+		return nil, streamEnd(err)
+	case <-timer.C:
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("attach protocol: no hello within %s", helloTimeout))
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if hello.GetDeviceId() != a.deviceID {
+		return nil, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("the hello names device %s but the caller is device %s", hello.GetDeviceId(), a.deviceID))
+	}
+	if !slices.Contains(hello.GetProtocolVersions(), ProtocolVersion) {
+		return nil, errFailedPrecondition("the node speaks Attach protocol versions %v and this daemon speaks %d: upgrade the older of the two",
+			hello.GetProtocolVersions(), ProtocolVersion)
+	}
+	if err := a.s.checkCapabilities(hello.GetCapabilities()); err != nil {
+		return nil, err
+	}
+	return hello, nil
+}
+
+// checkCapabilities refuses duplicate names and input schemas that do not compile.
+func (s *Service) checkCapabilities(caps []*nodev1.Capability) error {
+	seen := map[string]bool{}
+	for _, c := range caps {
+		if seen[c.GetName()] {
+			return errProtocol("capability %q is announced twice", c.GetName())
+		}
+		seen[c.GetName()] = true
+		if c.GetInputSchema() == "" {
+			continue
+		}
+		if _, err := s.schemas.compile(c.GetInputSchema()); err != nil {
+			return errProtocol("capability %q: %v", c.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// open records the session, makes it the device's, and welcomes the node.
+func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
+	s := a.s
+	caps, err := capabilitiesJSON(hello.GetCapabilities())
+	if err != nil {
+		return fmt.Errorf("dispatch: capabilities: %w", err)
+	}
+	labels := hello.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labelsJSON, err := json.Marshal(labels)
+	if err != nil {
+		return fmt.Errorf("dispatch: labels: %w", err)
+	}
+	now := s.opts.Now()
+	id := ulid.Make().String()
+	_, err = s.opts.Store.Q().AttachDevice(ctx, dbsqlc.AttachDeviceParams{
+		ID: a.deviceID, SessionID: id, ReplicaID: s.opts.ReplicaID, Now: now,
+		Platform: hello.GetPlatform(), AgentVersion: hello.GetAgentVersion(), ProtocolVersion: ProtocolVersion,
+		Capabilities: caps, ReportedLabels: labelsJSON,
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return errFailedPrecondition("device %s is revoked or does not exist", a.deviceID)
+	}
+	if err != nil {
+		return fmt.Errorf("dispatch: attach %s: %w", a.deviceID, err)
+	}
+	a.sess = newSession(a.deviceID, id, now)
+	if err := s.sessions.add(a.sess); err != nil {
+		a.detach(ctx)
+		return errSessionEnded(err)
+	}
+	s.log.Info("node attached", "device_id", a.deviceID, "session_id", id, "platform", hello.GetPlatform(),
+		"agent_version", hello.GetAgentVersion(), "capabilities", len(hello.GetCapabilities()))
+	return a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_Welcome{Welcome: &nodev1.Welcome{
+		SessionId:         id,
+		ProtocolVersion:   ProtocolVersion,
+		HeartbeatInterval: durationpb.New(s.opts.Heartbeat),
+		MaxMessageBytes:   uint32(s.opts.MaxMessageBytes),
+		ServerTime:        timestamppb.New(now),
+	}}})
+}
+
+// close forgets the session and records that the node detached (unless a newer session
+// replaced it).
+func (a *attachment) close(ctx context.Context) {
+	a.s.sessions.remove(a.sess)
+	a.detach(ctx)
+	a.s.log.Info("node detached", "device_id", a.deviceID, "session_id", a.sess.id)
+}
+
+func (a *attachment) detach(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := a.s.opts.Store.Q().DetachDevice(ctx, dbsqlc.DetachDeviceParams{ID: a.deviceID, SessionID: a.sess.id, Now: a.s.opts.Now()}); err != nil {
+		a.s.log.Error("node detach not recorded; its presence turns offline by its silence", "device_id", a.deviceID, "err", err)
+	}
+}
+
+// run serves the session until it ends.
+func (a *attachment) run(ctx context.Context) error {
+	if err := a.deliver(ctx); err != nil {
+		return err
+	}
+	hb := a.s.opts.Heartbeat
+	liveness := time.NewTicker(hb)
+	defer liveness.Stop()
+	for {
+		select {
+		case m := <-a.in:
+			a.sess.seen(a.s.opts.Now())
+			if err := a.handle(ctx, m); err != nil {
+				return err
+			}
+		case err := <-a.recvErr:
+			return streamEnd(err)
+		case <-a.sess.wake:
+			if err := a.deliver(ctx); err != nil {
+				return err
+			}
+		case <-liveness.C:
+			silent := a.s.opts.Now().Sub(time.Unix(0, a.sess.lastSeen.Load()))
+			if silent > offlineAfter*hb {
+				return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("attach protocol: nothing received for %s", silent.Round(time.Second)))
+			}
+		case <-a.sess.done:
+			return errSessionEnded(a.sess.cause)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// deliver sends the node the dispatches it must run and the cancellations it must
+// apply.
+func (a *attachment) deliver(ctx context.Context) error {
+	q := a.s.opts.Store.Q()
+	claims, err := q.ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
+		SessionID: a.sess.id, DeviceID: a.deviceID, Now: a.s.opts.Now(), MaxClaims: claimBatch,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: claim for %s: %w", a.deviceID, err)
+	}
+	// In creation order (UPDATE ... RETURNING keeps none).
+	slices.SortFunc(claims, func(x, y dbsqlc.Dispatch) int {
+		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
+	for _, d := range claims {
+		a.track(d)
+		if err := a.stream.Send(dispatchMessage(d)); err != nil {
+			return err
+		}
+	}
+	if len(claims) == claimBatch {
+		a.sess.signal() // more after what the node sent meanwhile
+	}
+	cancels, err := q.ListCancelRequests(ctx, a.deviceID)
+	if err != nil {
+		return fmt.Errorf("dispatch: cancellations for %s: %w", a.deviceID, err)
+	}
+	for _, d := range cancels {
+		if a.cancelsSent[d.ID] {
+			continue
+		}
+		a.track(d)
+		if err := a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_Cancel{Cancel: &nodev1.Cancel{
+			DispatchId: d.ID, Reason: d.CancelReason,
+		}}}); err != nil {
+			return err
+		}
+		a.cancelsSent[d.ID] = true
+	}
+	return nil
+}
+
+func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
+	t := a.known[d.ID]
+	if t == nil {
+		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes}
+		a.known[d.ID] = t
+	}
+	t.ended = t.ended || terminal(d.State)
+	return t
+}
+
+// handle handles one message from the node.
+func (a *attachment) handle(ctx context.Context, m *nodev1.AttachRequest) error {
+	switch msg := m.GetMessage().(type) {
+	case *nodev1.AttachRequest_Heartbeat:
+		return nil
+	case *nodev1.AttachRequest_Accepted:
+		return a.accepted(ctx, msg.Accepted.GetDispatchId())
+	case *nodev1.AttachRequest_Output:
+		return a.output(ctx, msg.Output)
+	case *nodev1.AttachRequest_Result:
+		return a.result(ctx, msg.Result)
+	case *nodev1.AttachRequest_CapabilitiesChanged:
+		return a.capabilitiesChanged(ctx, msg.CapabilitiesChanged.GetCapabilities())
+	case *nodev1.AttachRequest_Hello:
+		return errProtocol("hello sent twice")
+	}
+	return errProtocol("unknown message")
+}
+
+// own returns what the session tracks of a dispatch of its device, refusing a dispatch
+// that is not the device's: the refusal is audited (as the target of the Attach call's
+// record) and ends the stream.
+func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
+	if t := a.known[id]; t != nil {
+		return t, nil
+	}
+	d, err := a.s.opts.Store.Q().GetDispatch(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("dispatch: %s: %w", id, err)
+	}
+	if err != nil || d.DeviceID != a.deviceID {
+		audit.SetTarget(ctx, "dispatch:"+id)
+		a.s.log.Warn("node reported on a dispatch that is not its own; stream ended",
+			"device_id", a.deviceID, "dispatch_id", id)
+		return nil, connect.NewError(connect.CodePermissionDenied,
+			fmt.Errorf("dispatch %s is not a dispatch of device %s", id, a.deviceID))
+	}
+	return a.track(d), nil
+}
+
+func (a *attachment) accepted(ctx context.Context, id string) error {
+	t, err := a.own(ctx, id)
+	if err != nil || t.ended {
+		return err
+	}
+	_, err = a.s.opts.Store.Q().StartDispatch(ctx, dbsqlc.StartDispatchParams{ID: id, DeviceID: a.deviceID, Now: a.s.opts.Now()})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // it ended (or was never sent; its result will say)
+	}
+	if err != nil {
+		return fmt.Errorf("dispatch: start %s: %w", id, err)
+	}
+	return nil
+}
+
+// output stores a chunk of output within the dispatch's cap; what goes beyond is
+// dropped and the dispatch marked truncated.
+func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput) error {
+	id := o.GetDispatchId()
+	t, err := a.own(ctx, id)
+	if err != nil || t.ended {
+		return err
+	}
+	data := o.GetData()
+	if o.GetOffset() >= uint64(t.maxOutput) {
+		t.capped = t.capped || len(data) > 0
+		return nil
+	}
+	off := int64(o.GetOffset())
+	if rest := t.maxOutput - off; int64(len(data)) > rest {
+		data, t.capped = data[:rest], true
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	if _, err := a.s.opts.Store.Q().InsertDispatchOutput(ctx, dbsqlc.InsertDispatchOutputParams{
+		DispatchID: id, Offset: off, Stream: streamNames[o.GetStream()], Data: data,
+	}); err != nil {
+		return fmt.Errorf("dispatch: output of %s: %w", id, err)
+	}
+	return nil
+}
+
+// result persists a dispatch's end, then acknowledges it: only then may the node forget
+// it. A result for a dispatch that ended already is acknowledged too.
+func (a *attachment) result(ctx context.Context, r *nodev1.DispatchResult) error {
+	id := r.GetDispatchId()
+	t, err := a.own(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !t.ended {
+		if err := a.finish(ctx, t, r); err != nil {
+			return err
+		}
+	}
+	return a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}})
+}
+
+func (a *attachment) finish(ctx context.Context, t *tracked, r *nodev1.DispatchResult) error {
+	id := r.GetDispatchId()
+	state, errText := outcomeStates[r.GetOutcome()], r.GetError()
+	var result []byte
+	if r.GetResultJson() != "" {
+		if json.Valid([]byte(r.GetResultJson())) {
+			result = []byte(r.GetResultJson())
+		} else {
+			state, errText = stateFailed, "the node's result is not valid JSON"
+		}
+	}
+	now := a.s.opts.Now()
+	q := a.s.opts.Store.Q()
+	_, err := q.FinishDispatch(ctx, dbsqlc.FinishDispatchParams{
+		ID: id, DeviceID: a.deviceID, State: state, Now: now, Result: result, Error: errText,
+		ExitCode: r.GetExitCode(), OutputBytes: int64(min(r.GetOutputBytes(), 1<<62)),
+		OutputTruncated: r.GetOutputTruncated() || t.capped,
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		d, gerr := q.GetDispatch(ctx, id)
+		if gerr != nil {
+			return fmt.Errorf("dispatch: finish %s: %w", id, gerr)
+		}
+		if d.State == stateQueued {
+			return errProtocol("dispatch %s was never sent to this node", id)
+		}
+		t.ended = true // ended by the sweeper or an earlier report
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dispatch: finish %s: %w", id, err)
+	}
+	t.ended = true
+	a.s.metrics.reported(state, now.Sub(t.createdAt))
+	a.s.log.Info("dispatch ended", "dispatch_id", id, "device_id", a.deviceID, "state", state, "exit_code", r.GetExitCode())
+	return nil
+}
+
+func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Capability) error {
+	if err := a.s.checkCapabilities(caps); err != nil {
+		return err
+	}
+	raw, err := capabilitiesJSON(caps)
+	if err != nil {
+		return fmt.Errorf("dispatch: capabilities: %w", err)
+	}
+	n, err := a.s.opts.Store.Q().UpdateCapabilities(ctx, dbsqlc.UpdateCapabilitiesParams{
+		ID: a.deviceID, SessionID: a.sess.id, Capabilities: raw, Now: a.s.opts.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: capabilities of %s: %w", a.deviceID, err)
+	}
+	if n == 0 {
+		return errSessionEnded(errReplaced)
+	}
+	return nil
+}

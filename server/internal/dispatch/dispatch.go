@@ -1,0 +1,196 @@
+// Package dispatch is what palyrad exists for: the node runtime and durable dispatch.
+//
+// Nodes keep one Attach stream open (attach.go: the hello, the welcome, heartbeats,
+// dispatches and cancels down, acceptance, output and results up). Every dispatch is a
+// row in PostgreSQL from its creation (service.go): queued → sent → running →
+// succeeded | failed | timed_out | cancelled. A replica delivers the dispatches of the
+// devices attached to it, claiming them with FOR UPDATE SKIP LOCKED when PostgreSQL
+// notifies it of new work (or when a node attaches), so that a dispatch created on any
+// replica reaches its node on any other. A result is persisted before the node is told
+// to forget it; a node never runs a dispatch id twice; a sweeper ends every dispatch by
+// its deadline. Nothing is kept only in memory but the live sessions themselves.
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/palyra/palyra/server/internal/notify"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// The notification channels this package listens on (see the triggers in
+// sqlc/migrations/00004_dispatch.sql).
+const (
+	// ChannelDispatch carries "<device id> <dispatch id> <queued|state|cancel>".
+	ChannelDispatch = "palyra_dispatch"
+	// ChannelOutput carries "<dispatch id>" when output was stored.
+	ChannelOutput = "palyra_dispatch_output"
+	// ChannelSessions carries "<device id> <session id>" when a device attached.
+	ChannelSessions = "palyra_sessions"
+)
+
+// Defaults of the options.
+const (
+	DefaultHeartbeat      = 15 * time.Second
+	DefaultTimeout        = 60 * time.Second
+	DefaultMaxOutputBytes = 1 << 20
+	// staleAfter and offlineAfter are how many heartbeat intervals of silence make an
+	// attached node stale, and offline (its stream is then ended).
+	staleAfter   = 3
+	offlineAfter = 10
+	// helloTimeout is how long a node has to send its hello.
+	helloTimeout = 10 * time.Second
+	// resultGrace is how long after a running dispatch's deadline the sweeper waits for
+	// the node's own report before ending it.
+	resultGrace = 5 * time.Second
+	// sweepEvery is the period of the deadline sweeper.
+	sweepEvery = time.Second
+	// maxFlushEvery bounds the period of the presence flusher.
+	maxFlushEvery = 5 * time.Second
+)
+
+// Options are the dependencies of the Service.
+type Options struct {
+	Store     *store.Store
+	Notify    *notify.Listener // listening on ChannelDispatch, ChannelOutput, ChannelSessions
+	Metrics   prometheus.Registerer
+	ReplicaID string
+	// Heartbeat is the interval nodes send heartbeats at; three missed make a node
+	// stale, ten offline.
+	Heartbeat time.Duration
+	// MaxMessageBytes is announced to nodes in the welcome.
+	MaxMessageBytes int
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Service runs dispatches and the Attach streams of the nodes attached to this replica.
+type Service struct {
+	opts     Options
+	log      *slog.Logger
+	schemas  *schemas
+	hub      *hub
+	sessions *registry
+	metrics  *metrics
+	subs     map[string]*notify.Subscription
+	// stopping is closed by Shutdown.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+}
+
+// New returns the Service. It subscribes to its notification channels at once, so that
+// nothing is missed before Run starts, and forgets the sessions an earlier process with
+// the same replica id left behind.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		opts: opts, log: log, schemas: newSchemas(), hub: newHub(), sessions: newRegistry(),
+		subs: map[string]*notify.Subscription{}, stopping: make(chan struct{}),
+	}
+	m, err := newMetrics(opts.Metrics, s.sessions)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	if n, err := opts.Store.Q().DetachReplica(ctx, opts.ReplicaID); err != nil {
+		return nil, fmt.Errorf("dispatch: forget the sessions of an earlier process: %w", err)
+	} else if n > 0 {
+		log.Info("sessions of an earlier process of this replica forgotten", "sessions", n)
+	}
+	for _, ch := range []string{ChannelDispatch, ChannelOutput, ChannelSessions} {
+		sub, err := opts.Notify.Subscribe(ch)
+		if err != nil {
+			return nil, err
+		}
+		s.subs[ch] = sub
+	}
+	return s, nil
+}
+
+// Run delivers notifications, ends overdue dispatches, records heartbeats and keeps the
+// metrics until ctx is done. It is meant to have its own goroutine.
+func (s *Service) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for ch, sub := range s.subs {
+		wg.Go(func() { s.listen(ctx, ch, sub) })
+	}
+	wg.Go(func() { s.sweep(ctx) })
+	wg.Go(func() { s.flushPresence(ctx) })
+	wg.Wait()
+}
+
+// listen turns the notifications of one channel into signals for the sessions and
+// watchers of this replica.
+func (s *Service) listen(ctx context.Context, channel string, sub *notify.Subscription) {
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-sub.Events():
+			if e.Reset {
+				// Missed notifications: wake everything up to re-read.
+				s.hub.signalAll()
+				s.sessions.wakeAll()
+				continue
+			}
+			fields := strings.Fields(e.Payload)
+			switch {
+			case channel == ChannelDispatch && len(fields) == 3:
+				s.hub.signal(fields[1])
+				if fields[2] == "queued" || fields[2] == "cancel" {
+					s.sessions.wake(fields[0])
+				}
+			case channel == ChannelSessions && len(fields) == 2:
+				s.sessions.replaced(fields[0], fields[1])
+			case channel == ChannelOutput && len(fields) == 1:
+				s.hub.signal(fields[0])
+			}
+		}
+	}
+}
+
+// sweep ends overdue dispatches every second and refreshes the gauges.
+func (s *Service) sweep(ctx context.Context) {
+	tick := time.NewTicker(sweepEvery)
+	defer tick.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := s.expire(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("overdue dispatches not ended", "err", err)
+		}
+		if n++; n%15 == 0 {
+			s.metrics.refreshStates(ctx, s.opts.Store)
+		}
+	}
+}
+
+// Shutdown ends every Attach stream and every watch of this replica and refuses new
+// streams: they do not end by themselves, and the HTTP server's shutdown waits for
+// them. Nodes attach again, to any replica; watchers resume from their offset.
+func (s *Service) Shutdown() {
+	s.stoppingOnce.Do(func() { close(s.stopping) })
+	s.sessions.closeAll()
+}

@@ -1,0 +1,138 @@
+package dispatch
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/server/internal/audit"
+)
+
+// Handler serves DispatchService.
+type Handler struct {
+	s *Service
+}
+
+var _ controlplanev1connect.DispatchServiceHandler = (*Handler)(nil)
+
+// Handler returns the DispatchService handler.
+func (s *Service) Handler() *Handler { return &Handler{s: s} }
+
+// CreateDispatch queues a dispatch.
+func (h *Handler) CreateDispatch(ctx context.Context, req *connect.Request[controlplanev1.CreateDispatchRequest]) (*connect.Response[controlplanev1.CreateDispatchResponse], error) {
+	m := req.Msg
+	r, err := request(ctx, m.GetNodeId(), m.GetCapability(), m.GetInputJson(), m.GetTimeout().AsDuration(), m.GetMaxOutputBytes(), m.GetIdempotencyKey())
+	if err != nil {
+		return nil, err
+	}
+	d, created, err := h.s.Create(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	audit.SetTarget(ctx, "dispatch:"+d.ID)
+	return connect.NewResponse(&controlplanev1.CreateDispatchResponse{Dispatch: dispatchProto(d), Created: created}), nil
+}
+
+// ExecuteCapability creates a dispatch and waits for its end.
+func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[controlplanev1.ExecuteCapabilityRequest]) (*connect.Response[controlplanev1.ExecuteCapabilityResponse], error) {
+	m := req.Msg
+	if limit := uint64(h.s.opts.MaxMessageBytes / 2); h.s.opts.MaxMessageBytes > 0 && m.GetMaxOutputBytes() > limit {
+		return nil, errInvalid("max_output_bytes %d is more than this daemon returns in one response (%d): use CreateDispatch and WatchDispatch",
+			m.GetMaxOutputBytes(), limit)
+	}
+	r, err := request(ctx, m.GetNodeId(), m.GetCapability(), m.GetInputJson(), m.GetTimeout().AsDuration(), m.GetMaxOutputBytes(), m.GetIdempotencyKey())
+	if err != nil {
+		return nil, err
+	}
+	if r.MaxOutputBytes == 0 {
+		r.MaxOutputBytes = min(DefaultMaxOutputBytes, int64(h.s.opts.MaxMessageBytes/2))
+	}
+	d, _, err := h.s.Create(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	audit.SetTarget(ctx, "dispatch:"+d.ID)
+	if d, err = h.s.Wait(ctx, d.ID); err != nil {
+		return nil, err
+	}
+	out, err := h.s.Output(ctx, d.ID, 0)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d), Output: outputProtos(out)}), nil
+}
+
+// request is the Request of a create call.
+func request(ctx context.Context, node, capability, input string, timeout time.Duration, maxOutput uint64, key string) (Request, error) {
+	by, err := principalID(ctx)
+	if err != nil {
+		return Request{}, err
+	}
+	return Request{
+		NodeID: node, Capability: capability, Input: input, Timeout: timeout,
+		MaxOutputBytes: int64(maxOutput), IdempotencyKey: key, CreatedBy: by,
+	}, nil
+}
+
+// GetDispatch returns a dispatch.
+func (h *Handler) GetDispatch(ctx context.Context, req *connect.Request[controlplanev1.GetDispatchRequest]) (*connect.Response[controlplanev1.GetDispatchResponse], error) {
+	d, err := h.s.Get(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	res := &controlplanev1.GetDispatchResponse{Dispatch: dispatchProto(d)}
+	if req.Msg.GetIncludeOutput() {
+		out, err := h.s.Output(ctx, d.ID, 0)
+		if err != nil {
+			return nil, err
+		}
+		res.Output = outputProtos(out)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// WatchDispatch streams a dispatch until it ends.
+func (h *Handler) WatchDispatch(ctx context.Context, req *connect.Request[controlplanev1.WatchDispatchRequest], stream *connect.ServerStream[controlplanev1.WatchDispatchResponse]) error {
+	from := req.Msg.GetFromOffset()
+	if from > 1<<62 {
+		return errInvalid("from_offset %d is beyond any output", from)
+	}
+	return h.s.Watch(ctx, req.Msg.GetId(), int64(from),
+		func(d dbsqlc.Dispatch) error {
+			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Dispatch{Dispatch: dispatchProto(d)}})
+		},
+		func(o dbsqlc.DispatchOutput) error {
+			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Output{Output: outputProtos([]dbsqlc.DispatchOutput{o})[0]}})
+		})
+}
+
+// CancelDispatch cancels a dispatch.
+func (h *Handler) CancelDispatch(ctx context.Context, req *connect.Request[controlplanev1.CancelDispatchRequest]) (*connect.Response[controlplanev1.CancelDispatchResponse], error) {
+	audit.SetTarget(ctx, "dispatch:"+req.Msg.GetId())
+	d, err := h.s.Cancel(ctx, req.Msg.GetId(), req.Msg.GetReason())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&controlplanev1.CancelDispatchResponse{Dispatch: dispatchProto(d)}), nil
+}
+
+// ListDispatches lists dispatches, newest first.
+func (h *Handler) ListDispatches(ctx context.Context, req *connect.Request[controlplanev1.ListDispatchesRequest]) (*connect.Response[controlplanev1.ListDispatchesResponse], error) {
+	m := req.Msg
+	rows, next, err := h.s.List(ctx, Filter{
+		NodeID: m.GetNodeId(), State: stateName(m.GetState()), Capability: m.GetCapability(),
+		PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := &controlplanev1.ListDispatchesResponse{NextPageToken: next}
+	for _, d := range rows {
+		res.Dispatches = append(res.Dispatches, dispatchProto(d))
+	}
+	return connect.NewResponse(res), nil
+}

@@ -1,0 +1,79 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// metrics are the node runtime's Prometheus metrics.
+type metrics struct {
+	// states is the number of dispatches in each state that has not ended (all
+	// replicas), refreshed periodically.
+	states *prometheus.GaugeVec
+	// endings counts the dispatches this replica ended, by state and by whom ("node" for
+	// a reported result, "deadline" for the sweeper).
+	endings *prometheus.CounterVec
+	// duration is the time from creation to a node's result, by state.
+	duration *prometheus.HistogramVec
+}
+
+// newMetrics registers the metrics, and a gauge of the nodes attached to this replica.
+// A nil registerer keeps them unregistered.
+func newMetrics(reg prometheus.Registerer, sessions *registry) (*metrics, error) {
+	m := &metrics{
+		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "palyra_dispatches",
+			Help: "Dispatches that have not ended, in each state, across every replica.",
+		}, []string{"state"}),
+		endings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "palyra_dispatches_ended_total",
+			Help: "Dispatches this replica ended, by state and by whom: node (its result) or deadline (the sweeper).",
+		}, []string{"state", "by"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "palyra_dispatch_duration_seconds",
+			Help:    "Time from a dispatch's creation to its node's result, by state.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 14),
+		}, []string{"state"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	attached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "palyra_nodes_attached",
+		Help: "Nodes with an Attach stream open on this replica.",
+	}, func() float64 { return float64(sessions.count()) })
+	for _, c := range []prometheus.Collector{m.states, m.endings, m.duration, attached} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("dispatch: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// ended counts a dispatch this replica ended.
+func (m *metrics) ended(state, by string) { m.endings.WithLabelValues(state, by).Inc() }
+
+// reported records a node's result.
+func (m *metrics) reported(state string, took time.Duration) {
+	m.ended(state, "node")
+	m.duration.WithLabelValues(state).Observe(took.Seconds())
+}
+
+// refreshStates counts the dispatches in each state that has not ended.
+func (m *metrics) refreshStates(ctx context.Context, s *store.Store) {
+	rows, err := s.Q().CountActiveDispatches(ctx)
+	if err != nil {
+		return // the next refresh tries again; the sweeper logs database failures
+	}
+	for _, name := range []string{stateQueued, stateSent, stateRunning} {
+		m.states.WithLabelValues(name).Set(0)
+	}
+	for _, r := range rows {
+		m.states.WithLabelValues(r.State).Set(float64(r.Count))
+	}
+}

@@ -1,0 +1,397 @@
+package dispatch
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/pagetoken"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// Request describes a dispatch to create.
+type Request struct {
+	NodeID     string
+	Capability string
+	// Input is the input as JSON text; empty means {}.
+	Input string
+	// Timeout is how long the dispatch may take; zero means DefaultTimeout.
+	Timeout time.Duration
+	// MaxOutputBytes caps the output kept; zero means DefaultMaxOutputBytes.
+	MaxOutputBytes int64
+	// IdempotencyKey makes creation safe to retry; empty means none.
+	IdempotencyKey string
+	// CreatedBy is the principal creating it.
+	CreatedBy string
+}
+
+// hash is what makes a repeat with the same idempotency key the same request.
+func (r Request) hash(input []byte) []byte {
+	h := sha256.New()
+	for _, s := range []string{"palyra/v1/dispatch", r.NodeID, r.Capability} {
+		_ = binary.Write(h, binary.BigEndian, uint32(len(s)))
+		h.Write([]byte(s))
+	}
+	_ = binary.Write(h, binary.BigEndian, uint32(len(input)))
+	h.Write(input)
+	_ = binary.Write(h, binary.BigEndian, int64(r.Timeout))
+	_ = binary.Write(h, binary.BigEndian, r.MaxOutputBytes)
+	return h.Sum(nil)
+}
+
+// Create queues a dispatch, or returns the one an earlier call with the same idempotency
+// key created (created is then false).
+func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, created bool, err error) {
+	if strings.TrimSpace(r.Input) == "" {
+		r.Input = "{}"
+	}
+	var input bytes.Buffer
+	if err := json.Compact(&input, []byte(r.Input)); err != nil {
+		return d, false, errInvalid("input_json is not valid JSON: %v", err)
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = DefaultTimeout
+	}
+	if r.MaxOutputBytes <= 0 {
+		r.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	hash := r.hash(input.Bytes())
+	q := s.opts.Store.Q()
+	if r.IdempotencyKey != "" {
+		if d, err := s.byKey(ctx, r, hash); err == nil || !errors.Is(err, store.ErrNotFound) {
+			return d, false, err
+		}
+	}
+	if err := s.checkNode(ctx, r.NodeID, r.Capability, input.String()); err != nil {
+		return d, false, err
+	}
+	now := s.opts.Now()
+	var key *string
+	if r.IdempotencyKey != "" {
+		key = &r.IdempotencyKey
+	}
+	d, err = q.InsertDispatch(ctx, dbsqlc.InsertDispatchParams{
+		ID: ulid.Make().String(), DeviceID: r.NodeID, Capability: r.Capability, Input: input.Bytes(),
+		IdempotencyKey: key, RequestHash: hash, CreatedBy: r.CreatedBy, CreatedAt: now,
+		Deadline: now.Add(r.Timeout), MaxOutputBytes: r.MaxOutputBytes,
+	})
+	if errors.Is(err, store.ErrNotFound) && key != nil {
+		// A concurrent call with the same key won the insert.
+		d, err = s.byKey(ctx, r, hash)
+		return d, false, err
+	}
+	if err != nil {
+		return d, false, fmt.Errorf("dispatch: create: %w", err)
+	}
+	s.log.Info("dispatch created", "dispatch_id", d.ID, "node_id", d.DeviceID, "capability", d.Capability,
+		"created_by", d.CreatedBy, "deadline", d.Deadline)
+	return d, true, nil
+}
+
+// byKey returns the dispatch an idempotency key names, refusing a key reused for another
+// request; store.ErrNotFound when there is none.
+func (s *Service) byKey(ctx context.Context, r Request, hash []byte) (dbsqlc.Dispatch, error) {
+	d, err := s.opts.Store.Q().GetDispatchByKey(ctx, dbsqlc.GetDispatchByKeyParams{CreatedBy: r.CreatedBy, IdempotencyKey: r.IdempotencyKey})
+	if err != nil {
+		return d, fmt.Errorf("dispatch: idempotency key: %w", err)
+	}
+	if !bytes.Equal(d.RequestHash, hash) {
+		return d, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
+			"idempotency key %q was used for another request (dispatch %s): use a new key", r.IdempotencyKey, d.ID))
+	}
+	return d, nil
+}
+
+// checkNode refuses a dispatch its node cannot take: an unknown or revoked node, a
+// capability it does not offer or cannot run now, an input its schema refuses.
+func (s *Service) checkNode(ctx context.Context, nodeID, name, input string) error {
+	dev, err := s.opts.Store.Q().GetDevice(ctx, nodeID)
+	if errors.Is(err, store.ErrNotFound) {
+		return errNoNode(nodeID)
+	}
+	if err != nil {
+		return fmt.Errorf("dispatch: node %s: %w", nodeID, err)
+	}
+	if dev.RevokedAt != nil {
+		return errFailedPrecondition("node %s is revoked", nodeID)
+	}
+	if dev.ProtocolVersion == 0 {
+		return errFailedPrecondition("node %s has never attached, so its capabilities are unknown: start its agent (palyra node run)", nodeID)
+	}
+	caps, err := parseCapabilities(dev.Capabilities)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(caps, func(c capability) bool { return c.Name == name })
+	if i < 0 {
+		names := make([]string, 0, len(caps))
+		for _, c := range caps {
+			names = append(names, c.Name)
+		}
+		return errFailedPrecondition("node %s does not offer capability %q (it offers: %s)", nodeID, name, strings.Join(names, ", "))
+	}
+	c := caps[i]
+	if !c.Available {
+		return errFailedPrecondition("node %s offers capability %q but cannot run it now (it is not configured or enabled there)", nodeID, name)
+	}
+	if c.InputSchema != "" {
+		if err := s.schemas.validate(c.InputSchema, input); err != nil {
+			return errInvalid("capability %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// Get returns a dispatch.
+func (s *Service) Get(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
+	d, err := s.opts.Store.Q().GetDispatch(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return d, errNoDispatch(id)
+	}
+	if err != nil {
+		return d, fmt.Errorf("dispatch: get %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// Output returns a dispatch's output from an offset (a chunk that straddles it is cut).
+func (s *Service) Output(ctx context.Context, id string, from int64) ([]dbsqlc.DispatchOutput, error) {
+	rows, err := s.opts.Store.Q().ListDispatchOutput(ctx, dbsqlc.ListDispatchOutputParams{DispatchID: id, FromOffset: from})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: output of %s: %w", id, err)
+	}
+	if len(rows) > 0 && rows[0].Offset < from {
+		rows[0].Data = rows[0].Data[from-rows[0].Offset:]
+		rows[0].Offset = from
+	}
+	return rows, nil
+}
+
+// Wait returns the dispatch once it ended. It gives up when ctx ends, when the daemon
+// shuts down, or when the dispatch did not end well after its deadline (the sweeper
+// should have ended it): the dispatch goes on regardless.
+func (s *Service) Wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
+	signals, stop := s.hub.watch(id)
+	defer stop()
+	poll := time.NewTicker(time.Second) // in case a notification was lost
+	defer poll.Stop()
+	var giveUp <-chan time.Time
+	for {
+		d, err := s.Get(ctx, id)
+		if err != nil || terminal(d.State) {
+			return d, err
+		}
+		if giveUp == nil {
+			t := time.NewTimer(time.Until(d.Deadline) + resultGrace + 2*sweepEvery + 5*time.Second)
+			defer t.Stop()
+			giveUp = t.C
+		}
+		select {
+		case <-signals:
+		case <-poll.C:
+		case <-ctx.Done():
+			return d, ctx.Err()
+		case <-s.stopping:
+			return d, connect.NewError(connect.CodeUnavailable, fmt.Errorf(
+				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", id))
+		case <-giveUp:
+			return d, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
+				"dispatch %s did not end by its deadline; it is %s", id, d.State))
+		}
+	}
+}
+
+// Watch sends a dispatch at once and at every change, and its output from an offset as
+// it comes, until the dispatch ended (after its last output) or ctx ends.
+func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch func(dbsqlc.Dispatch) error, sendOutput func(dbsqlc.DispatchOutput) error) error {
+	signals, stop := s.hub.watch(id)
+	defer stop()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	var last *dbsqlc.Dispatch
+	for {
+		// The dispatch is read before its output: output is stored before the result,
+		// so once the dispatch has ended, this read of the output has all of it.
+		d, err := s.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		out, err := s.Output(ctx, id, from)
+		if err != nil {
+			return err
+		}
+		for _, o := range out {
+			if err := sendOutput(o); err != nil {
+				return err
+			}
+			from = o.Offset + int64(len(o.Data))
+		}
+		if last == nil || changed(*last, d) {
+			if err := sendDispatch(d); err != nil {
+				return err
+			}
+			last = &d
+		}
+		if terminal(d.State) {
+			return nil
+		}
+		select {
+		case <-signals:
+		case <-poll.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stopping:
+			return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
+				"the daemon is shutting down: watch again from offset %d", from))
+		}
+	}
+}
+
+// changed reports whether a watcher must see the dispatch again.
+func changed(a, b dbsqlc.Dispatch) bool {
+	return a.State != b.State || !equalTime(a.CancelRequestedAt, b.CancelRequestedAt) || !equalTime(a.SentAt, b.SentAt)
+}
+
+func equalTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
+}
+
+// Cancel cancels a queued dispatch at once, or asks the node of a sent or running one to
+// stop it; an ended dispatch is FailedPrecondition.
+func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatch, error) {
+	if reason == "" {
+		reason = "cancelled by request"
+	}
+	q := s.opts.Store.Q()
+	now := s.opts.Now()
+	d, err := q.CancelQueuedDispatch(ctx, dbsqlc.CancelQueuedDispatchParams{ID: id, Now: now, Reason: reason})
+	if err == nil {
+		s.log.Info("queued dispatch cancelled", "dispatch_id", id)
+		return d, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return d, fmt.Errorf("dispatch: cancel %s: %w", id, err)
+	}
+	d, err = q.RequestDispatchCancel(ctx, dbsqlc.RequestDispatchCancelParams{ID: id, Now: now, Reason: reason})
+	if err == nil {
+		s.log.Info("dispatch cancellation requested", "dispatch_id", id, "node_id", d.DeviceID)
+		return d, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return d, fmt.Errorf("dispatch: cancel %s: %w", id, err)
+	}
+	d, err = s.Get(ctx, id)
+	if err != nil {
+		return d, err
+	}
+	return d, errFailedPrecondition("dispatch %s already ended (%s)", id, d.State)
+}
+
+// Filter selects dispatches to list.
+type Filter struct {
+	NodeID, State, Capability string
+	PageSize                  int
+	PageToken                 string
+}
+
+// List returns a page of dispatches, newest first, and the token of the next page.
+func (s *Service) List(ctx context.Context, f Filter) ([]dbsqlc.Dispatch, string, error) {
+	limit := f.PageSize
+	if limit <= 0 {
+		limit = 100
+	}
+	params := dbsqlc.ListDispatchesParams{DeviceID: f.NodeID, State: f.State, Capability: f.Capability, PageLimit: int32(limit) + 1}
+	if f.PageToken != "" {
+		at, id, err := pagetoken.Decode(f.PageToken)
+		if err != nil {
+			return nil, "", errInvalid("malformed page token")
+		}
+		params.AfterCreatedAt, params.AfterID = &at, id
+	}
+	rows, err := s.opts.Store.Q().ListDispatches(ctx, params)
+	if err != nil {
+		return nil, "", fmt.Errorf("dispatch: list: %w", err)
+	}
+	rows, next := pagetoken.Page(rows, limit, func(r dbsqlc.Dispatch) (time.Time, string) { return r.CreatedAt, r.ID })
+	return rows, next, nil
+}
+
+// expire ends the dispatches whose deadline passed.
+func (s *Service) expire(ctx context.Context) error {
+	rows, err := s.opts.Store.Q().ExpireDispatches(ctx, dbsqlc.ExpireDispatchesParams{
+		Now:               s.opts.Now(),
+		StaleAfterSeconds: (staleAfter * s.opts.Heartbeat).Seconds(),
+		GraceSeconds:      resultGrace.Seconds(),
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: expire: %w", err)
+	}
+	for _, r := range rows {
+		s.log.Info("dispatch ended by its deadline", "dispatch_id", r.ID, "node_id", r.DeviceID, "state", r.State)
+		s.metrics.ended(r.State, "deadline")
+	}
+	return nil
+}
+
+// flushPresence records the last activity of this replica's sessions in the database,
+// and ends the sessions a newer one replaced while a notification was lost.
+func (s *Service) flushPresence(ctx context.Context) {
+	tick := time.NewTicker(s.flushEvery())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := s.touch(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("node presence not recorded", "err", err)
+		}
+	}
+}
+
+// flushEvery is the period of the presence flusher: often enough that a node sending
+// heartbeats never looks stale.
+func (s *Service) flushEvery() time.Duration { return min(maxFlushEvery, s.opts.Heartbeat/2) }
+
+// touch records the last activity of every session of this replica.
+func (s *Service) touch(ctx context.Context) error {
+	live := s.sessions.snapshot()
+	if len(live) == 0 {
+		return nil
+	}
+	p := dbsqlc.TouchSessionsParams{}
+	for _, l := range live {
+		p.Ids = append(p.Ids, l.deviceID)
+		p.SessionIds = append(p.SessionIds, l.id)
+		p.SeenAt = append(p.SeenAt, time.Unix(0, l.lastSeen.Load()))
+	}
+	current, err := s.opts.Store.Q().TouchSessions(ctx, p)
+	if err != nil {
+		return fmt.Errorf("dispatch: record heartbeats: %w", err)
+	}
+	still := make(map[string]bool, len(current))
+	for _, id := range current {
+		still[id] = true
+	}
+	for _, l := range live {
+		if !still[l.deviceID] {
+			l.end(errReplaced)
+		}
+	}
+	return nil
+}
