@@ -1,0 +1,397 @@
+package capability
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// ConfigFile is the name of the capabilities' configuration file in the node's state
+// directory.
+const ConfigFile = "node.toml"
+
+// Defaults of node.toml.
+const (
+	// DefaultShellTimeout is the longest a shell.execute run lasts.
+	DefaultShellTimeout = 10 * time.Minute
+	// DefaultMaxOutputBytes is the output a shell.execute run forwards.
+	DefaultMaxOutputBytes = 16 << 20
+	// DefaultKillGrace is the time between SIGTERM and SIGKILL.
+	DefaultKillGrace = 5 * time.Second
+	// DefaultMaxFileBytes is the most filesystem.read returns at once.
+	DefaultMaxFileBytes = 512 << 10
+	// MaxFileBytesLimit bounds filesystem.max_bytes: the content travels base64-encoded
+	// (a third larger) in a result of at most 1 MiB (DispatchResult.result_json).
+	MaxFileBytesLimit = 700 << 10
+)
+
+// Config is node.toml: what the built-in capabilities may do on this node. Its zero
+// value is valid and allows nothing but system.info; a zero setting means its default.
+type Config struct {
+	// Shell configures shell.execute.
+	Shell ShellConfig `toml:"shell"`
+	// Filesystem configures filesystem.read.
+	Filesystem FilesystemConfig `toml:"filesystem"`
+}
+
+// ShellConfig configures shell.execute.
+type ShellConfig struct {
+	// Allow lists the executables a run may start: absolute paths, or bare names that
+	// LoadConfig resolves on the agent's PATH to absolute paths. Empty refuses every run
+	// (shell.execute is then unavailable). Allowing a shell or an interpreter allows
+	// whatever it can run.
+	Allow []string `toml:"allow"`
+	// WorkDir is the default working directory of a run (absolute); default
+	// os.TempDir().
+	WorkDir string `toml:"work_dir"`
+	// Env names the environment variables passed through from the agent's environment,
+	// besides PATH which always is; a run's input may set these names (and only these)
+	// too. Nothing else reaches the program.
+	Env []string `toml:"env"`
+	// Timeout is the upper bound of a run (default 10m); the input may ask for less, and
+	// the dispatch's deadline also applies.
+	Timeout Duration `toml:"timeout"`
+	// MaxOutputBytes is the output, stdout and stderr together, a run forwards to its
+	// Output (default 16 MiB). Beyond it the program keeps running, its output is read
+	// and dropped, and the result says truncated. Nothing is kept in memory; the agent
+	// also caps what it sends per dispatch.
+	MaxOutputBytes int64 `toml:"max_output_bytes"`
+	// KillGrace is the time between SIGTERM and SIGKILL to the run's process group when
+	// it is cancelled or times out (default 5s).
+	KillGrace Duration `toml:"kill_grace"`
+}
+
+// FilesystemConfig configures filesystem.read.
+type FilesystemConfig struct {
+	// Roots are the directories (absolute, existing) under which files may be read;
+	// empty means filesystem.read is unavailable.
+	Roots []string `toml:"roots"`
+	// MaxBytes is the most a read returns: the largest file, or slice of a file (default
+	// 1 MiB).
+	MaxBytes int64 `toml:"max_bytes"`
+}
+
+// Duration is a time.Duration written in TOML as a string such as "30s" or "1h30m".
+type Duration time.Duration
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText formats d like time.Duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText parses a time.Duration string such as "30s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: want a string such as \"30s\" or \"10m\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// DefaultConfig returns the configuration of a node without node.toml: system.info only,
+// with the other settings at their defaults.
+func DefaultConfig() Config {
+	return Config{
+		Shell: ShellConfig{
+			WorkDir:        os.TempDir(),
+			Timeout:        Duration(DefaultShellTimeout),
+			MaxOutputBytes: DefaultMaxOutputBytes,
+			KillGrace:      Duration(DefaultKillGrace),
+		},
+		Filesystem: FilesystemConfig{
+			MaxBytes: DefaultMaxFileBytes,
+		},
+	}
+}
+
+// LoadConfig reads node.toml at path. A missing file is DefaultConfig(); a setting
+// missing from the file keeps its default. It refuses unknown keys (naming them), a
+// file that group or others may write (it decides what the node runs), and invalid
+// settings: relative paths, roots and work_dir that are not existing directories,
+// executables that cannot be found, non-positive durations and sizes. Bare executable
+// names are resolved on the agent's PATH now, so that the returned Allow holds absolute
+// paths only.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return DefaultConfig(), nil
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("read node configuration: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return Config{}, fmt.Errorf("read node configuration: %w", err)
+	}
+	if !info.Mode().IsRegular() {
+		return Config{}, fmt.Errorf("%s: not a regular file", path)
+	}
+	if runtime.GOOS != "windows" && info.Mode().Perm()&0o022 != 0 {
+		return Config{}, fmt.Errorf("%s: group or others may write it (mode %v): run chmod go-w %s",
+			path, info.Mode().Perm(), path)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("read node configuration: %w", err)
+	}
+	if len(raw) > maxConfigBytes {
+		return Config{}, fmt.Errorf("%s: larger than %d bytes", path, maxConfigBytes)
+	}
+	cfg := DefaultConfig()
+	dec := toml.NewDecoder(bytes.NewReader(raw)).DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			return Config{}, fmt.Errorf("%s: unknown settings:\n%s", path, strict.String())
+		}
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkDurationsAreStrings(raw); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg, err = cfg.normalize(exec.LookPath)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// maxConfigBytes bounds node.toml.
+const maxConfigBytes = 1 << 20
+
+// checkDurationsAreStrings refuses durations written as TOML numbers, which the decoder
+// would otherwise take as nanoseconds ("timeout = 30" is 30ns, not 30s).
+func checkDurationsAreStrings(raw []byte) error {
+	var doc struct {
+		Shell struct {
+			Timeout   any `toml:"timeout"`
+			KillGrace any `toml:"kill_grace"`
+		} `toml:"shell"`
+	}
+	if err := toml.Unmarshal(raw, &doc); err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range []struct {
+		key string
+		v   any
+	}{{"shell.timeout", doc.Shell.Timeout}, {"shell.kill_grace", doc.Shell.KillGrace}} {
+		if _, ok := d.v.(string); d.v != nil && !ok {
+			errs = append(errs, fmt.Errorf("%s: invalid duration %v: want a string such as \"30s\" or \"10m\"", d.key, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// envnamePattern is what an environment variable name may look like.
+var envnamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// normalize validates c as LoadConfig does and returns it with cleaned paths and
+// executables resolved by lookPath (exec.LookPath but in tests).
+func (c Config) normalize(lookPath func(string) (string, error)) (Config, error) {
+	var errs []error
+	sh := &c.Shell
+	var allow []string
+	for _, a := range sh.Allow {
+		p, err := resolveExecutable(a, lookPath)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shell.allow: %w", err))
+			continue
+		}
+		if !contains(allow, p) {
+			allow = append(allow, p)
+		}
+	}
+	sh.Allow = allow
+	if sh.WorkDir == "" {
+		sh.WorkDir = os.TempDir()
+	}
+	if err := checkDir(sh.WorkDir); err != nil {
+		errs = append(errs, fmt.Errorf("shell.work_dir: %w", err))
+	}
+	sh.WorkDir = filepath.Clean(sh.WorkDir)
+	for _, name := range sh.Env {
+		if !envnamePattern.MatchString(name) {
+			errs = append(errs, fmt.Errorf("shell.env: invalid variable name %q", name))
+		}
+	}
+	if sh.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("shell.timeout: %v is not positive", sh.Timeout))
+	}
+	if sh.MaxOutputBytes <= 0 {
+		errs = append(errs, fmt.Errorf("shell.max_output_bytes: %d is not positive", sh.MaxOutputBytes))
+	}
+	if sh.KillGrace <= 0 {
+		errs = append(errs, fmt.Errorf("shell.kill_grace: %v is not positive", sh.KillGrace))
+	}
+
+	fsc := &c.Filesystem
+	var roots []string
+	for _, r := range fsc.Roots {
+		if err := checkDir(r); err != nil {
+			errs = append(errs, fmt.Errorf("filesystem.roots: %w", err))
+			continue
+		}
+		if r = filepath.Clean(r); !contains(roots, r) {
+			roots = append(roots, r)
+		}
+	}
+	fsc.Roots = roots
+	if fsc.MaxBytes <= 0 || fsc.MaxBytes > MaxFileBytesLimit {
+		errs = append(errs, fmt.Errorf("filesystem.max_bytes: %d is not between 1 and %d (the content is returned base64-encoded in a result of at most 1 MiB)", fsc.MaxBytes, MaxFileBytesLimit))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// resolveExecutable returns the absolute path of an allowed executable: an absolute path
+// as it is (cleaned), a bare name as lookPath finds it. Relative paths are refused, and
+// so is anything that is not an executable regular file.
+func resolveExecutable(name string, lookPath func(string) (string, error)) (string, error) {
+	switch {
+	case name == "":
+		return "", errors.New("empty executable name")
+	case filepath.IsAbs(name):
+		name = filepath.Clean(name)
+	case strings.ContainsRune(name, '/') || strings.ContainsRune(name, filepath.Separator):
+		return "", fmt.Errorf("%q: want an absolute path or a bare name found on PATH", name)
+	default:
+		p, err := lookPath(name)
+		if err != nil {
+			return "", fmt.Errorf("%q: not found on PATH", name)
+		}
+		if p, err = filepath.Abs(p); err != nil {
+			return "", fmt.Errorf("%q: %w", name, err)
+		}
+		name = p
+	}
+	info, err := os.Stat(name)
+	if err != nil {
+		return "", fmt.Errorf("%q: %w", name, unwrapPathError(err))
+	}
+	if !info.Mode().IsRegular() || (runtime.GOOS != "windows" && info.Mode().Perm()&0o111 == 0) {
+		return "", fmt.Errorf("%q: not an executable file", name)
+	}
+	return name, nil
+}
+
+// checkDir checks that dir is an absolute path to an existing directory.
+func checkDir(dir string) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("%q is not an absolute path", dir)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%q: %w", dir, unwrapPathError(err))
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("%q is not a directory", dir)
+	}
+	return nil
+}
+
+// unwrapPathError drops the operation and path of a *fs.PathError, for messages that
+// already name the path.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// defaultConfigTemplate is what WriteDefaultConfig writes: every setting commented out
+// at its default, so that loading it gives DefaultConfig().
+const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra node may do.
+# palyra node run reads it at start. Every setting below is commented out at its default.
+# Durations are strings such as "30s", "10m" or "1h30m". This file decides what the
+# node runs: keep it writable by its owner only.
+
+[shell]
+# shell.execute starts one of these executables with the request's arguments (argv),
+# never through a shell string. Each is an absolute path or a bare name resolved on PATH
+# when the node starts. Empty (the default) refuses every request and marks the
+# capability unavailable. Allowing a shell or an interpreter (sh, bash, python3, env,
+# ...) allows anything it can run.
+# allow = ["/usr/bin/uname", "df"]
+
+# Working directory of a run that names none (absolute). Default: the system's
+# temporary directory.
+# work_dir = "/tmp"
+
+# Environment variables passed through from the agent's environment, besides PATH which
+# always is. A request may set these names, and only these. Nothing else reaches the
+# program.
+# env = ["LANG", "TZ"]
+
+# Longest a run may last; a request may ask for less, and its deadline applies too.
+# timeout = "10m"
+
+# Output a run forwards, stdout and stderr together; beyond it the program keeps
+# running, its output is dropped, and the result says it was truncated.
+# max_output_bytes = 16777216
+
+# Time between SIGTERM and SIGKILL (sent to the run's whole process group) when a run
+# is cancelled or times out.
+# kill_grace = "5s"
+
+[filesystem]
+# filesystem.read reads regular files under these directories (absolute, existing).
+# Paths with "..", and symbolic links leading out of a root, are refused. Empty (the
+# default) marks the capability unavailable.
+# roots = ["/var/log"]
+
+# Most bytes a read returns: the largest file, or slice of a file with offset and length
+# (at most 716800: the content travels base64-encoded in a result of at most 1 MiB).
+# max_bytes = 524288
+`
+
+// WriteDefaultConfig writes a commented node.toml template at path, with mode 0600, for
+// `palyra node install`. It refuses to overwrite an existing file (the error wraps
+// fs.ErrExist). Missing parent directories are created with mode 0700.
+func WriteDefaultConfig(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write node configuration: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write node configuration: %w", err)
+	}
+	_, err = f.Write([]byte(defaultConfigTemplate))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("write node configuration: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,312 @@
+package capability
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// writeConfig writes a node.toml holding content in a new directory and returns its path.
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), ConfigFile)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	echo, err := exec.LookPath("echo")
+	if err != nil {
+		t.Skip("no echo on PATH")
+	}
+	echo, _ = filepath.Abs(echo)
+
+	withDefaults := func(f func(*Config)) Config {
+		c := DefaultConfig()
+		f(&c)
+		return c
+	}
+	tests := map[string]struct {
+		content string // "" with missing: no file at all
+		missing bool
+		want    Config
+		wantErr []string // parts of the error; nil: no error
+	}{
+		"missing file": {missing: true, want: DefaultConfig()},
+		"empty file":   {want: DefaultConfig()},
+		"empty tables": {content: "[shell]\n[filesystem]\n", want: DefaultConfig()},
+		"every setting": {
+			content: `
+[shell]
+allow = ["/bin/echo", "/bin/echo", "` + echo + `"]
+work_dir = "` + dir + `/"
+env = ["LANG", "TZ"]
+timeout = "30s"
+max_output_bytes = 1024
+kill_grace = "1500ms"
+
+[filesystem]
+roots = ["` + dir + `", "` + dir + `/."]
+max_bytes = 4096
+`,
+			want: Config{
+				Shell: ShellConfig{
+					Allow:          dedupe([]string{"/bin/echo", echo}),
+					WorkDir:        dir,
+					Env:            []string{"LANG", "TZ"},
+					Timeout:        Duration(30 * time.Second),
+					MaxOutputBytes: 1024,
+					KillGrace:      Duration(1500 * time.Millisecond),
+				},
+				Filesystem: FilesystemConfig{Roots: []string{dir}, MaxBytes: 4096},
+			},
+		},
+		"bare executable resolved to an absolute path": {
+			content: "[shell]\nallow = [\"echo\"]\n",
+			want:    withDefaults(func(c *Config) { c.Shell.Allow = []string{echo} }),
+		},
+		"unknown key": {
+			content: "[shell]\nallowed = [\"echo\"]\n",
+			wantErr: []string{"unknown settings", "allowed"},
+		},
+		"unknown table": {
+			content: "[network]\nlisten = \"x\"\n",
+			wantErr: []string{"unknown settings", "network"},
+		},
+		"relative root": {
+			content: "[filesystem]\nroots = [\"var/log\"]\n",
+			wantErr: []string{"filesystem.roots", `"var/log" is not an absolute path`},
+		},
+		"missing root": {
+			content: "[filesystem]\nroots = [\"" + dir + "/nope\"]\n",
+			wantErr: []string{"filesystem.roots", "no such file"},
+		},
+		"root is a file": {
+			content: "[filesystem]\nroots = [\"" + file + "\"]\n",
+			wantErr: []string{"filesystem.roots", "not a directory"},
+		},
+		"missing bare executable": {
+			content: "[shell]\nallow = [\"palyra-no-such-program\"]\n",
+			wantErr: []string{"shell.allow", "palyra-no-such-program", "not found on PATH"},
+		},
+		"missing absolute executable": {
+			content: "[shell]\nallow = [\"" + dir + "/nope\"]\n",
+			wantErr: []string{"shell.allow", "no such file"},
+		},
+		"relative executable": {
+			content: "[shell]\nallow = [\"./echo\"]\n",
+			wantErr: []string{"shell.allow", `"./echo": want an absolute path or a bare name`},
+		},
+		"executable not executable": {
+			content: "[shell]\nallow = [\"" + file + "\"]\n",
+			wantErr: []string{"shell.allow", "not an executable file"},
+		},
+		"executable is a directory": {
+			content: "[shell]\nallow = [\"" + dir + "\"]\n",
+			wantErr: []string{"shell.allow", "not an executable file"},
+		},
+		"relative work_dir": {
+			content: "[shell]\nwork_dir = \"tmp\"\n",
+			wantErr: []string{"shell.work_dir", "not an absolute path"},
+		},
+		"invalid env name": {
+			content: "[shell]\nenv = [\"A=B\"]\n",
+			wantErr: []string{"shell.env", `"A=B"`},
+		},
+		"duration without unit": {
+			content: "[shell]\ntimeout = \"30\"\n",
+			wantErr: []string{"invalid duration"},
+		},
+		"duration as a number": {
+			content: "[shell]\ntimeout = 30\n",
+			wantErr: []string{"timeout"},
+		},
+		"zero timeout": {
+			content: "[shell]\ntimeout = \"0s\"\n",
+			wantErr: []string{"shell.timeout", "not positive"},
+		},
+		"negative kill_grace": {
+			content: "[shell]\nkill_grace = \"-1s\"\n",
+			wantErr: []string{"shell.kill_grace", "not positive"},
+		},
+		"zero max_output_bytes": {
+			content: "[shell]\nmax_output_bytes = 0\n",
+			wantErr: []string{"shell.max_output_bytes"},
+		},
+		"zero max_bytes": {
+			content: "[filesystem]\nmax_bytes = 0\n",
+			wantErr: []string{"filesystem.max_bytes"},
+		},
+		"several errors at once": {
+			content: "[shell]\nallow = [\"./a\"]\n[filesystem]\nroots = [\"b\"]\n",
+			wantErr: []string{"shell.allow", "filesystem.roots"},
+		},
+		"malformed": {
+			content: "[shell\n",
+			wantErr: []string{ConfigFile},
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), ConfigFile)
+			if !tt.missing {
+				path = writeConfig(t, tt.content)
+			}
+			got, err := LoadConfig(path)
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("LoadConfig = %+v, want an error", got)
+				}
+				for _, p := range tt.wantErr {
+					if !strings.Contains(err.Error(), p) {
+						t.Errorf("error %q does not hold %q", err, p)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("LoadConfig =\n%+v\nwant\n%+v", got, tt.want)
+			}
+			for _, a := range got.Shell.Allow {
+				if !filepath.IsAbs(a) {
+					t.Errorf("allowed executable %q is not absolute", a)
+				}
+			}
+		})
+	}
+}
+
+func dedupe(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if !contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestLoadConfigRefusesWritableByOthers(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS == "windows" {
+		t.Skip("no permission bits")
+	}
+	for name, mode := range map[string]os.FileMode{"group": 0o620, "others": 0o602} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			path := writeConfig(t, "")
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "chmod go-w") {
+				t.Fatalf("LoadConfig error = %v, want a refusal", err)
+			}
+		})
+	}
+	t.Run("readable by others", func(t *testing.T) {
+		t.Parallel()
+		path := writeConfig(t, "")
+		if err := os.Chmod(path, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadConfig(path); err != nil {
+			t.Fatalf("LoadConfig: %v", err)
+		}
+	})
+}
+
+func TestDefaultConfig(t *testing.T) {
+	t.Parallel()
+	c := DefaultConfig()
+	if len(c.Shell.Allow) != 0 || len(c.Filesystem.Roots) != 0 {
+		t.Errorf("DefaultConfig allows %v and %v, want nothing", c.Shell.Allow, c.Filesystem.Roots)
+	}
+	if c.Shell.WorkDir != os.TempDir() || time.Duration(c.Shell.Timeout) != 10*time.Minute ||
+		c.Shell.MaxOutputBytes != 16<<20 || time.Duration(c.Shell.KillGrace) != 5*time.Second ||
+		c.Filesystem.MaxBytes != 512<<10 {
+		t.Errorf("DefaultConfig = %+v", c)
+	}
+}
+
+func TestWriteDefaultConfig(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "state", ConfigFile)
+	if err := WriteDefaultConfig(path); err != nil {
+		t.Fatalf("WriteDefaultConfig: %v", err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOOS != "windows" && info.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", info.Mode().Perm())
+	}
+	got, err := LoadConfig(path)
+	if err != nil {
+		t.Fatalf("LoadConfig of the template: %v", err)
+	}
+	if !reflect.DeepEqual(got, DefaultConfig()) {
+		t.Errorf("the template loads as %+v, want DefaultConfig()", got)
+	}
+
+	before, _ := os.ReadFile(path)
+	if err := WriteDefaultConfig(path); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("second WriteDefaultConfig = %v, want fs.ErrExist", err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Error("the second WriteDefaultConfig changed the file")
+	}
+}
+
+// TestConfigTemplateKeys uncomments every "# key = value" line of the template and
+// decodes the result strictly: each setting it shows exists, and shows its default.
+func TestConfigTemplateKeys(t *testing.T) {
+	t.Parallel()
+	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
+	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 8 {
+		t.Errorf("the template shows %d settings, want all 8", n)
+	}
+	var c Config
+	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {
+		t.Fatalf("the uncommented template: %v", err)
+	}
+	d := DefaultConfig()
+	if c.Shell.Timeout != d.Shell.Timeout || c.Shell.MaxOutputBytes != d.Shell.MaxOutputBytes ||
+		c.Shell.KillGrace != d.Shell.KillGrace || c.Filesystem.MaxBytes != d.Filesystem.MaxBytes {
+		t.Errorf("the template shows %+v, defaults are %+v", c, d)
+	}
+}
+
+func TestDurationText(t *testing.T) {
+	t.Parallel()
+	var d Duration
+	if err := d.UnmarshalText([]byte("1h30m")); err != nil || time.Duration(d) != 90*time.Minute {
+		t.Fatalf("UnmarshalText = %v, %v", d, err)
+	}
+	if b, _ := d.MarshalText(); string(b) != "1h30m0s" {
+		t.Errorf("MarshalText = %s", b)
+	}
+}

@@ -1,0 +1,565 @@
+package capability
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ShellExecuteName is the name of the shell.execute capability.
+const ShellExecuteName = "shell.execute"
+
+// shellExecuteSchema is shell.execute's input; ShellInput documents it.
+const shellExecuteSchema = `{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "shell.execute input",
+  "type": "object",
+  "properties": {
+    "argv": {
+      "description": "The program and its arguments; never a shell string. argv[0] is an absolute path or a bare name looked up on PATH, and must be allowed by the node.",
+      "type": "array",
+      "items": {"type": "string"},
+      "minItems": 1
+    },
+    "work_dir": {
+      "description": "Absolute working directory; default: the node's.",
+      "type": "string"
+    },
+    "env": {
+      "description": "Environment variables to set; only names the node allows.",
+      "type": "object",
+      "additionalProperties": {"type": "string"}
+    },
+    "stdin": {
+      "description": "Text written to the program's standard input; none when absent.",
+      "type": "string"
+    },
+    "timeout_seconds": {
+      "description": "Longest the run may last; the node's own limit and the dispatch's deadline apply too.",
+      "type": "integer",
+      "minimum": 1
+    }
+  },
+  "required": ["argv"],
+  "additionalProperties": false
+}`
+
+// ShellInput is shell.execute's input.
+type ShellInput struct {
+	// Argv is the program and its arguments. argv[0] is either exactly an allowed
+	// absolute path (or a path that resolves through symbolic links to the same file as
+	// an allowed one), or a bare name whose first match on the run's PATH resolves to
+	// an allowed executable. Relative paths and ".." are refused. The program started is
+	// always the allowed entry itself, with it as argv[0].
+	Argv []string `json:"argv"`
+	// WorkDir is the working directory, absolute and existing; default the node's
+	// shell.work_dir.
+	WorkDir string `json:"work_dir,omitempty"`
+	// Env sets environment variables; each name must be in the node's shell.env.
+	Env map[string]string `json:"env,omitempty"`
+	// Stdin is written to the program's standard input, which is then closed; without
+	// it the standard input is the null device.
+	Stdin string `json:"stdin,omitempty"`
+	// TimeoutSeconds shortens the node's shell.timeout for this run.
+	TimeoutSeconds int64 `json:"timeout_seconds,omitempty"`
+}
+
+// ShellResult is shell.execute's result.
+type ShellResult struct {
+	// ExitCode is the program's exit status, or 128 plus the signal's number when a
+	// signal ended it (as a shell reports it).
+	ExitCode int `json:"exit_code"`
+	// Signal names the signal that ended the program, if one did.
+	Signal string `json:"signal,omitempty"`
+	// DurationMS is how long the run lasted, in milliseconds.
+	DurationMS int64 `json:"duration_ms"`
+	// OutputBytes counts the output the program wrote, stdout and stderr together,
+	// including what was dropped beyond shell.max_output_bytes.
+	OutputBytes int64 `json:"output_bytes"`
+	// OutputTruncated is true when output was dropped beyond shell.max_output_bytes.
+	OutputTruncated bool `json:"output_truncated,omitempty"`
+	// TimedOut is true when the run was stopped at its own time limit (the input's
+	// timeout_seconds or the node's shell.timeout).
+	TimedOut bool `json:"timed_out,omitempty"`
+}
+
+const (
+	// defaultPATH is the PATH of a run when the agent has none.
+	defaultPATH = "/usr/local/bin:/usr/bin:/bin"
+	// copyBufferSize is the read size of each output stream: output is forwarded as it
+	// comes, in chunks of at most this size, never held back for whole lines.
+	copyBufferSize = 32 << 10
+	// drainTimeout bounds the wait for the end of a run's output once its whole process
+	// group is dead: output still open then belongs to a process that left the group
+	// (setsid), and is abandoned.
+	drainTimeout = time.Second
+)
+
+// shell is the shell.execute capability: it starts an allowed executable with an argv,
+// in its own process group, streams its stdout and stderr to the Output, and stops the
+// group (SIGTERM, then SIGKILL after the grace) when the dispatch is cancelled or a time
+// limit passes. When the program exits, whatever it left running in its process group is
+// killed: nothing a dispatch started outlives it (but a process that leaves the group).
+type shell struct {
+	allow     []string // absolute paths of the allowed executables; empty: unavailable
+	workDir   string
+	env       []string // names passed through and settable
+	timeout   time.Duration
+	maxOutput int64
+	killGrace time.Duration
+	environ   []string // the agent's environment, "NAME=value"
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+var _ Capability = (*shell)(nil)
+
+// newShell returns shell.execute configured by cfg, passing variables through from
+// environ (os.Environ() but in tests). Zero settings take their defaults; allowed
+// executables that are not absolute paths, and a relative work_dir, are ignored with a
+// warning (LoadConfig resolves and validates them).
+func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() time.Time) *shell {
+	s := &shell{
+		workDir:   cfg.WorkDir,
+		env:       slices.Clone(cfg.Env),
+		timeout:   time.Duration(cfg.Timeout),
+		maxOutput: cfg.MaxOutputBytes,
+		killGrace: time.Duration(cfg.KillGrace),
+		environ:   environ,
+		log:       log,
+		now:       now,
+	}
+	for _, a := range cfg.Allow {
+		if !filepath.IsAbs(a) {
+			log.Warn("shell.execute: ignoring an allowed executable that is not an absolute path", "executable", a)
+			continue
+		}
+		if a = filepath.Clean(a); !contains(s.allow, a) {
+			s.allow = append(s.allow, a)
+		}
+	}
+	if s.workDir == "" || !filepath.IsAbs(s.workDir) {
+		if s.workDir != "" {
+			log.Warn("shell.execute: ignoring a work_dir that is not absolute", "work_dir", s.workDir)
+		}
+		s.workDir = os.TempDir()
+	}
+	s.env = slices.DeleteFunc(s.env, func(n string) bool { return !envnamePattern.MatchString(n) })
+	if s.timeout <= 0 {
+		s.timeout = DefaultShellTimeout
+	}
+	if s.maxOutput <= 0 {
+		s.maxOutput = DefaultMaxOutputBytes
+	}
+	if s.killGrace <= 0 {
+		s.killGrace = DefaultKillGrace
+	}
+	return s
+}
+
+// Describe implements Capability.
+func (s *shell) Describe() Descriptor {
+	return Descriptor{
+		Name:        ShellExecuteName,
+		Description: "Runs an executable allowed by the node with an argv (never a shell string), streaming its stdout and stderr.",
+		InputSchema: json.RawMessage(shellExecuteSchema),
+		Available:   len(s.allow) > 0,
+	}
+}
+
+// Run implements Capability.
+func (s *shell) Run(ctx context.Context, input json.RawMessage, out Output) (Result, error) {
+	if len(s.allow) == 0 {
+		return Result{}, refusef("%s is not configured on this node: no executable is allowed (shell.allow in %s)",
+			ShellExecuteName, ConfigFile)
+	}
+	var in ShellInput
+	if err := decodeInput(ShellExecuteName, input, &in); err != nil {
+		return Result{}, err
+	}
+	if len(in.Argv) == 0 {
+		return Result{}, refusef("%s: argv is empty", ShellExecuteName)
+	}
+	for _, a := range in.Argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return Result{}, refusef("%s: argv holds a NUL byte", ShellExecuteName)
+		}
+	}
+	if in.TimeoutSeconds < 0 {
+		return Result{}, refusef("%s: timeout_seconds must be positive", ShellExecuteName)
+	}
+	env, err := s.environment(in.Env)
+	if err != nil {
+		return Result{}, err
+	}
+	path, err := s.resolve(in.Argv[0], envValue(env, "PATH"))
+	if err != nil {
+		return Result{}, err
+	}
+	dir := s.workDir
+	if in.WorkDir != "" {
+		if strings.IndexByte(in.WorkDir, 0) >= 0 {
+			return Result{}, refusef("%s: work_dir holds a NUL byte", ShellExecuteName)
+		}
+		dir = in.WorkDir
+	}
+	if err := checkDir(dir); err != nil {
+		return Result{}, refusef("%s: work_dir: %v", ShellExecuteName, err)
+	}
+	timeout := s.timeout
+	if in.TimeoutSeconds > 0 && in.TimeoutSeconds <= int64(timeout/time.Second) {
+		timeout = time.Duration(in.TimeoutSeconds) * time.Second
+	}
+	if out == nil {
+		out = discardOutput{}
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	argv := append([]string{path}, in.Argv[1:]...)
+	return s.run(ctx, runSpec{path: path, argv: argv, dir: filepath.Clean(dir), env: env, stdin: in.Stdin, timeout: timeout}, out)
+}
+
+// resolve returns the allowed executable argv0 names, or a *RefusedError. pathEnv is
+// the run's PATH, where a bare name is looked up.
+func (s *shell) resolve(argv0, pathEnv string) (string, error) {
+	refuse := func(why string) error {
+		return refusef("%s: %q is not allowed: %s", ShellExecuteName, argv0, why)
+	}
+	var candidate string
+	switch {
+	case argv0 == "":
+		return "", refusef("%s: argv[0] is empty", ShellExecuteName)
+	case slices.Contains(strings.FieldsFunc(argv0, isPathSeparator), ".."):
+		return "", refuse(`a path with ".." is never allowed`)
+	case filepath.IsAbs(argv0):
+		candidate = filepath.Clean(argv0)
+	case strings.ContainsFunc(argv0, isPathSeparator):
+		return "", refuse("a relative path is never allowed; give an absolute path or a bare name")
+	default:
+		p, ok := lookPath(argv0, pathEnv)
+		if !ok {
+			return "", refuse("not found on PATH")
+		}
+		candidate = p
+	}
+	if contains(s.allow, candidate) {
+		return candidate, nil
+	}
+	// Not the allowed path itself: allowed when it is the same file as an allowed entry
+	// once symbolic links are resolved (e.g. /usr/bin/echo for /bin/echo where /bin
+	// links to /usr/bin). The entry, not argv0, is what runs: swapping argv0's links
+	// afterwards changes nothing, and a multi-call binary sees the allowed name.
+	real, err := filepath.EvalSymlinks(candidate)
+	if err != nil {
+		return "", refuse("not in the node's allow-list (shell.allow)")
+	}
+	for _, a := range s.allow {
+		if r, err := filepath.EvalSymlinks(a); err == nil && r == real {
+			return a, nil
+		}
+	}
+	return "", refuse("not in the node's allow-list (shell.allow)")
+}
+
+// isPathSeparator reports whether r separates path components here ('/' everywhere).
+func isPathSeparator(r rune) bool { return r == '/' || r == filepath.Separator }
+
+// lookPath finds the executable name on pathEnv as exec.LookPath does on the agent's
+// PATH, except that relative directories of pathEnv are skipped: a run never starts a
+// program from its working directory by accident.
+func lookPath(name, pathEnv string) (string, bool) {
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		info, err := os.Stat(p)
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if runtime.GOOS == "windows" || info.Mode().Perm()&0o111 != 0 {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// environment returns the environment of a run, sorted: PATH from the agent (or
+// defaultPATH), the allowed names the agent has, then req's variables, each of which
+// must be allowed.
+func (s *shell) environment(req map[string]string) ([]string, error) {
+	agent := make(map[string]string, len(s.environ))
+	for _, kv := range s.environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			agent[k] = v
+		}
+	}
+	env := map[string]string{"PATH": defaultPATH}
+	if p, ok := agent["PATH"]; ok {
+		env["PATH"] = p
+	}
+	for _, name := range s.env {
+		if v, ok := agent[name]; ok {
+			env[name] = v
+		}
+	}
+	for name, v := range req {
+		if !contains(s.env, name) {
+			return nil, refusef("%s: environment variable %q is not allowed (shell.env in %s lists those a request may set)",
+				ShellExecuteName, name, ConfigFile)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, refusef("%s: environment variable %q holds a NUL byte", ShellExecuteName, name)
+		}
+		env[name] = v
+	}
+	kvs := make([]string, 0, len(env))
+	for k, v := range env {
+		kvs = append(kvs, k+"="+v)
+	}
+	slices.Sort(kvs)
+	return kvs, nil
+}
+
+// envValue returns the value of name in env ("NAME=value" entries).
+func envValue(env []string, name string) string {
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// runSpec is one checked run.
+type runSpec struct {
+	path    string // the allowed executable
+	argv    []string
+	dir     string
+	env     []string
+	stdin   string
+	timeout time.Duration
+}
+
+// run starts spec and waits for it, as described on shell.
+func (s *shell) run(ctx context.Context, spec runSpec, out Output) (Result, error) {
+	runCtx, cancel := context.WithTimeout(ctx, spec.timeout)
+	defer cancel()
+
+	// The pipes are made here rather than by exec.Cmd, so that Wait returns when the
+	// program exits rather than when the last holder of its output does, and so that
+	// the reading ends can be abandoned.
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", ShellExecuteName, err)
+	}
+	defer stdoutR.Close()
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		stdoutW.Close()
+		return Result{}, fmt.Errorf("%s: %w", ShellExecuteName, err)
+	}
+	defer stderrR.Close()
+	cmd := &exec.Cmd{
+		Path:        spec.path,
+		Args:        spec.argv,
+		Env:         spec.env,
+		Dir:         spec.dir,
+		Stdout:      stdoutW,
+		Stderr:      stderrW,
+		SysProcAttr: processGroupAttr(),
+	}
+	var stdinR, stdinW *os.File
+	if spec.stdin != "" {
+		if stdinR, stdinW, err = os.Pipe(); err != nil {
+			stdoutW.Close()
+			stderrW.Close()
+			return Result{}, fmt.Errorf("%s: %w", ShellExecuteName, err)
+		}
+		cmd.Stdin = stdinR
+	}
+	start := s.now()
+	err = cmd.Start()
+	// The child has its copies; the parent keeps only the ends it uses.
+	stdoutW.Close()
+	stderrW.Close()
+	if stdinR != nil {
+		stdinR.Close()
+	}
+	if err != nil {
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		return Result{}, fmt.Errorf("%s: start %s: %w", ShellExecuteName, spec.path, err)
+	}
+	proc := cmd.Process
+	s.log.Debug("shell.execute: started", "path", spec.path, "pid", proc.Pid, "dir", spec.dir)
+
+	lim := &outputLimiter{out: out, max: s.maxOutput}
+	var copiers sync.WaitGroup
+	copiers.Go(func() { lim.copy(Stdout, stdoutR) })
+	copiers.Go(func() { lim.copy(Stderr, stderrR) })
+	var closeStdin func()
+	if stdinW != nil {
+		var once sync.Once
+		closeStdin = func() { once.Do(func() { stdinW.Close() }) }
+		go func() { // the stdin writer: ends at EOF, or when the program is gone
+			_, _ = io.WriteString(stdinW, spec.stdin)
+			closeStdin()
+		}()
+	}
+	exited := make(chan struct{}) // closed once the program is reaped
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	drained := make(chan struct{}) // closed once both output streams ended
+	go func() {
+		copiers.Wait()
+		close(drained)
+	}()
+
+	stopped := false // whether the run was stopped (cancel, deadline or timeout)
+	select {
+	case <-exited:
+	case <-runCtx.Done():
+		stopped = true
+		s.terminate(proc, exited, drained)
+	}
+	// Whatever is left in the group (background children of a program that exited, or
+	// processes that survived the grace) is killed.
+	if err := killGroup(proc); err != nil {
+		s.log.Warn("shell.execute: kill the process group", "pid", proc.Pid, "err", err)
+	}
+	<-exited
+	if closeStdin != nil {
+		closeStdin()
+	}
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		s.log.Warn("shell.execute: output still open after the process group ended; abandoning it", "pid", proc.Pid)
+		stdoutR.Close()
+		stderrR.Close()
+		<-drained
+	}
+	elapsed := s.now().Sub(start)
+
+	if stopped && ctx.Err() != nil {
+		return Result{}, fmt.Errorf("%s: stopped: %w", ShellExecuteName, ctx.Err())
+	}
+	total, truncated := lim.counts()
+	res := ShellResult{
+		DurationMS:      elapsed.Milliseconds(),
+		OutputBytes:     total,
+		OutputTruncated: truncated,
+		TimedOut:        stopped,
+	}
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+		return Result{}, fmt.Errorf("%s: wait for %s: %w", ShellExecuteName, spec.path, waitErr)
+	}
+	res.ExitCode, res.Signal = exitStatus(cmd.ProcessState)
+	s.log.Debug("shell.execute: ended", "path", spec.path, "pid", proc.Pid, "exit_code", res.ExitCode,
+		"signal", res.Signal, "timed_out", res.TimedOut, "duration", elapsed, "output_bytes", total)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: encode the result: %w", ShellExecuteName, err)
+	}
+	r := Result{JSON: b, ExitCode: res.ExitCode}
+	switch {
+	case stopped:
+		r.Failed, r.Error = true, fmt.Sprintf("timed out after %v", spec.timeout)
+	case res.Signal != "":
+		r.Failed, r.Error = true, fmt.Sprintf("killed by signal %s", res.Signal)
+	case res.ExitCode != 0:
+		r.Failed, r.Error = true, fmt.Sprintf("exited with status %d", res.ExitCode)
+	}
+	return r, nil
+}
+
+// terminate stops a run's process group: SIGTERM, then SIGKILL once the grace has passed
+// unless the program has exited and its output ended by then (which means the rest of
+// the group is gone too, or has let go of the output).
+func (s *shell) terminate(proc *os.Process, exited, drained <-chan struct{}) {
+	if err := terminateGroup(proc); err != nil {
+		s.log.Warn("shell.execute: terminate the process group", "pid", proc.Pid, "err", err)
+	}
+	grace := time.NewTimer(s.killGrace)
+	defer grace.Stop()
+	for exited != nil || drained != nil {
+		select {
+		case <-exited:
+			exited = nil
+		case <-drained:
+			drained = nil
+		case <-grace.C:
+			s.log.Warn("shell.execute: still running after the grace; killing the process group",
+				"pid", proc.Pid, "grace", s.killGrace)
+			return
+		}
+	}
+}
+
+// outputLimiter forwards a run's output to an Output up to max bytes, counting all of
+// it. The two copiers (stdout and stderr) share it.
+type outputLimiter struct {
+	out Output
+	max int64
+
+	mu    sync.Mutex // guards the following
+	total int64      // bytes the program wrote
+	sent  int64      // bytes forwarded
+}
+
+// copy forwards r to stream until r ends; it runs on the stream's copier goroutine.
+func (l *outputLimiter) copy(stream Stream, r io.Reader) {
+	buf := make([]byte, copyBufferSize)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			l.write(stream, buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (l *outputLimiter) write(stream Stream, p []byte) {
+	l.mu.Lock()
+	l.total += int64(len(p))
+	n := min(int64(len(p)), l.max-l.sent)
+	if n > 0 {
+		l.sent += n
+	}
+	l.mu.Unlock()
+	if n > 0 {
+		l.out.Write(stream, p[:n])
+	}
+}
+
+// counts returns the bytes written and whether some were dropped.
+func (l *outputLimiter) counts() (total int64, truncated bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total, l.total > l.sent
+}
+
+// discardOutput drops output.
+type discardOutput struct{}
+
+func (discardOutput) Write(Stream, []byte) {}
