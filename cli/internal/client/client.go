@@ -63,6 +63,12 @@ type Client struct {
 	// Devices is the DeviceService client: paired devices, their certificates,
 	// rotation and revocation.
 	Devices controlplanev1connect.DeviceServiceClient
+	// Nodes is the NodesService client: the inventory of nodes, their presence and
+	// capabilities.
+	Nodes controlplanev1connect.NodesServiceClient
+	// Dispatch is the DispatchService client: running capabilities on nodes,
+	// following and cancelling the dispatches.
+	Dispatch controlplanev1connect.DispatchServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -100,6 +106,8 @@ func New(opts Options) (*Client, error) {
 		Access:       accessv1connect.NewAccessServiceClient(hc, base, copts...),
 		Pairing:      controlplanev1connect.NewPairingServiceClient(hc, base, copts...),
 		Devices:      controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
+		Nodes:        controlplanev1connect.NewNodesServiceClient(hc, base, copts...),
+		Dispatch:     controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/cmd/dispatches"
 	"github.com/palyra/palyra/cli/internal/cmd/flags"
 	"github.com/palyra/palyra/cli/internal/cmd/node"
 	"github.com/palyra/palyra/cli/internal/cmd/nodes"
@@ -36,14 +37,19 @@ const (
 
 // Execute runs palyra with args and the dependencies d, prints the error of a failed
 // command on d.Stderr, and returns the exit code. ctx ends when the user interrupts;
-// a command that fails after that exits with ExitInterrupted.
+// a command that fails after that exits with ExitInterrupted. A command that passes on
+// an exit code of its own (palyra nodes invoke, that of a remote process) fails with
+// an error that has an ExitCode method; palyra exits with that code and prints nothing.
 func Execute(ctx context.Context, args []string, d *deps.Deps) int {
 	root := NewRootCommand(d)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	var coded interface{ ExitCode() int }
 	switch {
 	case err == nil:
 		return ExitOK
+	case ctx.Err() == nil && errors.As(err, &coded):
+		return coded.ExitCode()
 	case ctx.Err() != nil:
 		// A command that has more to say (what was left undone) says it in its own
 		// error; a call cut short says only that its context ended.
@@ -80,6 +86,7 @@ manages.`,
 	root.AddCommand(
 		auth.NewCommand(d),
 		audit.NewCommand(d),
+		dispatches.NewCommand(d),
 		flags.NewCommand(d),
 		node.NewCommand(d),
 		nodes.NewCommand(d),

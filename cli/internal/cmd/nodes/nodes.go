@@ -1,7 +1,10 @@
-// Package nodes is `palyra nodes`: the paired devices that run the node agent. It shows
-// a device and its certificates, revokes a device, and rotates its certificates; its
-// pending, approve and reject commands are `palyra pairing requests ...` under the
-// names that OpenClaw and Palyra's Rust CLI use, built by package pairing.
+// Package nodes is `palyra nodes`: the paired devices that run the node agent. It lists
+// the inventory (presence, capabilities, labels), shows a node with its certificates,
+// runs a capability on a node (invoke, which creates a dispatch and follows it with
+// the machinery of package dispatches), revokes a device, and rotates its
+// certificates; its pending, approve and reject commands are `palyra pairing requests
+// ...` under the names that OpenClaw and Palyra's Rust CLI use, built by package
+// pairing.
 package nodes
 
 import (
@@ -28,11 +31,14 @@ const maxGrace = 7 * 24 * time.Hour
 func NewCommand(d *deps.Deps) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "nodes",
-		Short: "Show, revoke and rotate paired nodes; approve the ones waiting",
-		Long: `nodes manages the paired devices that run the node agent: show one with its
-certificates (nodes.read), revoke it or rotate its certificates (nodes.revoke).
+		Short: "List, show and invoke paired nodes; revoke and rotate them; approve the ones waiting",
+		Long: `nodes manages the paired devices that run the node agent: list them and show one
+with its capabilities and certificates (nodes.read), run a capability on one
+(invoke, nodes.dispatch), revoke it or rotate its certificates (nodes.revoke).
 pending, approve and reject are palyra pairing requests list --state pending, approve
 and reject.`,
+		Example: `  palyra nodes list --presence online
+  palyra nodes invoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 shell.execute --input '{"argv":["uname","-a"]}'`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	pending := pairing.NewPendingCommand(d)
@@ -40,37 +46,14 @@ and reject.`,
 	approve.Short += " (palyra pairing requests approve)"
 	reject := pairing.NewRejectCommand(d)
 	reject.Short += " (palyra pairing requests reject)"
-	c.AddCommand(newShowCommand(d), newRevokeCommand(d), newRotateCommand(d), pending, approve, reject)
+	c.AddCommand(newListCommand(d), newShowCommand(d), newInvokeCommand(d), newRevokeCommand(d), newRotateCommand(d),
+		pending, approve, reject)
 	return c
 }
 
 // parseDeviceID parses the ID argument of a device.
 func parseDeviceID(arg string) (string, error) {
-	return cliflag.ParseID(arg, "device", "palyra pairing requests show")
-}
-
-func newShowCommand(d *deps.Deps) *cobra.Command {
-	return &cobra.Command{
-		Use:     "show ID",
-		Short:   "Show a device and its certificates",
-		Example: "  palyra nodes show 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 -o json",
-		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseDeviceID(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Devices.GetDevice(cmd.Context(), connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: id}))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { deviceTable(w, res.Msg.GetDevice()) })
-		},
-	}
+	return cliflag.ParseID(arg, "device", "palyra nodes list")
 }
 
 func newRevokeCommand(d *deps.Deps) *cobra.Command {
@@ -154,17 +137,27 @@ func deviceTable(w io.Writer, dev *controlplanev1.Device) {
 	row("Agent version", output.Cell(dev.GetAgentVersion()))
 	row("Labels", pairing.Labels(dev.GetLabels()))
 	row("Paired", output.Time(dev.GetCreateTime(), "-"))
+	revocationRows(w, dev)
+	fmt.Fprintln(w)
+	certificateTable(w, dev.GetCertificates())
+}
+
+// revocationRows writes whether a device is revoked, and when a rotation was asked.
+func revocationRows(w io.Writer, dev *controlplanev1.Device) {
 	if dev.GetRevokeTime() != nil {
-		row("Revoked", fmt.Sprintf("%s (%s)", output.Time(dev.GetRevokeTime(), "-"), output.Cell(dev.GetRevokeReason())))
+		fmt.Fprintf(w, "Revoked\t%s (%s)\n", output.Time(dev.GetRevokeTime(), "-"), output.Cell(dev.GetRevokeReason()))
 	} else {
-		row("Revoked", "no")
+		fmt.Fprintln(w, "Revoked\tno")
 	}
 	if dev.GetRotateTime() != nil {
-		row("Rotation asked", output.Time(dev.GetRotateTime(), "-"))
+		fmt.Fprintf(w, "Rotation asked\t%s\n", output.Time(dev.GetRotateTime(), "-"))
 	}
-	fmt.Fprintln(w)
+}
+
+// certificateTable writes a device's certificates as a table.
+func certificateTable(w io.Writer, certs []*controlplanev1.DeviceCertificate) {
 	fmt.Fprintln(w, "CERTIFICATE\tSERIAL\tNOT BEFORE\tNOT AFTER\tREVOKED")
-	for _, c := range dev.GetCertificates() {
+	for _, c := range certs {
 		revoked := "-"
 		if c.GetRevokeTime() != nil {
 			revoked = fmt.Sprintf("%s (%s)", output.Time(c.GetRevokeTime(), "-"), output.Cell(c.GetRevokeReason()))

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/palyra/palyra/cli/internal/cmd/cmdtest"
+	"github.com/palyra/palyra/cli/internal/cmd/dispatches/dispatchtest"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 )
@@ -94,11 +95,30 @@ func (f *fakeDevices) RotateDeviceCertificate(_ context.Context, req *connect.Re
 	return connect.NewResponse(&controlplanev1.RotateDeviceCertificateResponse{Device: d}), nil
 }
 
+// bench is a palyrad of fakes: DeviceService, NodesService and DispatchService.
+type bench struct {
+	devices *fakeDevices
+	nodes   *fakeNodes
+	disp    *dispatchtest.Fake
+	env     map[string]string
+}
+
+func newBench(t *testing.T) *bench {
+	t.Helper()
+	b := &bench{devices: &fakeDevices{}, nodes: &fakeNodes{}, disp: &dispatchtest.Fake{Now: cmdtest.Now}}
+	srv := cmdtest.NewServer(t, func(mux *http.ServeMux) {
+		mux.Handle(controlplanev1connect.NewDeviceServiceHandler(b.devices))
+		mux.Handle(controlplanev1connect.NewNodesServiceHandler(b.nodes))
+		b.disp.Mount(mux)
+	})
+	b.env = srv.Env()
+	return b
+}
+
 func setup(t *testing.T) (*fakeDevices, map[string]string) {
 	t.Helper()
-	f := &fakeDevices{}
-	srv := cmdtest.NewServer(t, func(mux *http.ServeMux) { mux.Handle(controlplanev1connect.NewDeviceServiceHandler(f)) })
-	return f, srv.Env()
+	b := newBench(t)
+	return b.devices, b.env
 }
 
 func wantOutput(t *testing.T, what, out string, want ...string) {
@@ -114,56 +134,65 @@ func wantOutput(t *testing.T, what, out string, want ...string) {
 // palyrad.
 func TestNodesArguments(t *testing.T) {
 	t.Parallel()
-	f, env := setup(t)
+	b := newBench(t)
+	huge := strings.Repeat(" ", 1<<20) + "{}"
 	bad := map[string][]string{
-		"show without id":         {"nodes", "show"},
-		"show bad id":             {"nodes", "show", "build-01"},
-		"revoke without reason":   {"nodes", "revoke", deviceID},
-		"revoke long reason":      {"nodes", "revoke", deviceID, "--reason", strings.Repeat("x", 257)},
-		"revoke two ids":          {"nodes", "revoke", deviceID, deviceID, "--reason", "lost"},
-		"rotate grace too long":   {"nodes", "rotate-cert", deviceID, "--grace", "8d"},
-		"rotate grace zero":       {"nodes", "rotate-cert", deviceID, "--grace", "0s"},
-		"rotate grace malformed":  {"nodes", "rotate-cert", deviceID, "--grace", "1 hour"},
-		"rotate without id":       {"nodes", "rotate-cert"},
-		"list is not there yet":   {"nodes", "list"},
-		"approve bad fingerprint": {"nodes", "approve", deviceID, "--expect-fingerprint", "sha256:xyz"},
+		"show without id":           {"nodes", "show"},
+		"show bad id":               {"nodes", "show", "build-01"},
+		"revoke without reason":     {"nodes", "revoke", deviceID},
+		"revoke long reason":        {"nodes", "revoke", deviceID, "--reason", strings.Repeat("x", 257)},
+		"revoke two ids":            {"nodes", "revoke", deviceID, deviceID, "--reason", "lost"},
+		"rotate grace too long":     {"nodes", "rotate-cert", deviceID, "--grace", "8d"},
+		"rotate grace zero":         {"nodes", "rotate-cert", deviceID, "--grace", "0s"},
+		"rotate grace malformed":    {"nodes", "rotate-cert", deviceID, "--grace", "1 hour"},
+		"rotate without id":         {"nodes", "rotate-cert"},
+		"approve bad fingerprint":   {"nodes", "approve", deviceID, "--expect-fingerprint", "sha256:xyz"},
+		"list bad presence":         {"nodes", "list", "--presence", "away"},
+		"list bad label":            {"nodes", "list", "--label", "site"},
+		"list bad label key":        {"nodes", "list", "--label", "Site=lab"},
+		"list limit too large":      {"nodes", "list", "--limit", "501"},
+		"list with argument":        {"nodes", "list", deviceID},
+		"invoke without capability": {"nodes", "invoke", deviceID},
+		"invoke bad node":           {"nodes", "invoke", "build-01", "shell.execute"},
+		"invoke bad capability":     {"nodes", "invoke", deviceID, "Shell Execute"},
+		"invoke invalid JSON":       {"nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["echo",]}`},
+		"invoke empty input":        {"nodes", "invoke", deviceID, "shell.execute", "--input", ""},
+		"invoke input too long":     {"nodes", "invoke", deviceID, "shell.execute", "--input", huge},
+		"invoke timeout too long":   {"nodes", "invoke", deviceID, "shell.execute", "--timeout", "25h"},
+		"invoke timeout malformed":  {"nodes", "invoke", deviceID, "shell.execute", "--timeout", "30 s"},
+		"invoke max output":         {"nodes", "invoke", deviceID, "shell.execute", "--max-output", "17M"},
+		"invoke max output follow":  {"nodes", "invoke", deviceID, "shell.execute", "--max-output", "65M", "--follow"},
+		"invoke max output unit":    {"nodes", "invoke", deviceID, "shell.execute", "--max-output", "4G"},
+		"invoke bad key":            {"nodes", "invoke", deviceID, "shell.execute", "--idempotency-key", "a b"},
 	}
 	for name, args := range bad {
-		if res := cmdtest.Run(t.Context(), env, args...); res.Code != 2 {
+		if res := cmdtest.Run(t.Context(), b.env, args...); res.Code != 2 {
 			t.Errorf("%s: exit %d, want 2; stderr:\n%s", name, res.Code, res.Stderr)
 		}
 	}
-	if f.sent().calls != 0 {
-		t.Errorf("palyrad was called %d times", f.sent().calls)
+	if b.devices.sent().calls != 0 || len(b.nodes.requests()) != 0 {
+		t.Errorf("palyrad was called %d times", b.devices.sent().calls+len(b.nodes.requests()))
+	}
+	if c := b.disp.Calls(); len(c.Creates)+len(c.Executes) != 0 {
+		t.Errorf("a dispatch was created: %+v", c)
 	}
 }
 
-// TestNodesCommands checks show, revoke and rotate-cert, in tables and JSON.
+// TestNodesCommands checks revoke and rotate-cert, in tables and JSON.
 func TestNodesCommands(t *testing.T) {
 	t.Parallel()
 	f, env := setup(t)
-	res := cmdtest.Run(t.Context(), env, "nodes", "show", strings.ToLower(deviceID))
+	res := cmdtest.Run(t.Context(), env, "nodes", "revoke", deviceID, "--reason", "lost")
 	if res.Code != 0 {
-		t.Fatalf("show: exit %d: %s", res.Code, res.Stderr)
+		t.Fatalf("revoke: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "show", res.Stdout, "ID             "+deviceID, "Name           build-01", "Platform       linux/arm64",
-		"Labels         site=lab", "Paired         2025-05-30T12:00:00Z", "Revoked        no",
+	wantOutput(t, "revoke", res.Stdout, "ID             "+deviceID, "Name           build-01", "Platform       linux/arm64",
+		"Labels         site=lab", "Paired         2025-05-30T12:00:00Z",
 		"CERTIFICATE                                                              SERIAL  NOT BEFORE            NOT AFTER             REVOKED",
 		certFP+"  0a1b    2025-06-01T11:00:00Z  2025-06-02T11:00:00Z  -",
 		oldFP+"  09ff    2025-05-31T11:00:00Z  2025-06-01T11:00:00Z  2025-06-01T10:00:00Z (renewed)")
 
-	res = cmdtest.Run(t.Context(), env, "nodes", "show", deviceID, "-o", "json")
-	var got controlplanev1.GetDeviceResponse
-	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetDevice().GetCertificates()) != 2 {
-		t.Errorf("show -o json: %v, %v", res.Stdout, err)
-	}
-	res = cmdtest.Run(t.Context(), env, "nodes", "show", "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V2")
-	if res.Code != 1 || !strings.Contains(res.Stderr, "not found: no device 01JD5ZJ8Q0W1X2Y3Z4A5B6C7V2") {
-		t.Errorf("show of an unknown device: exit %d, %s", res.Code, res.Stderr)
-	}
-
-	res = cmdtest.Run(t.Context(), env, "nodes", "revoke", deviceID, "--reason", "lost")
-	if res.Code != 0 || f.sent().revoke.GetId() != deviceID || f.sent().revoke.GetReason() != "lost" {
+	if f.sent().revoke.GetId() != deviceID || f.sent().revoke.GetReason() != "lost" {
 		t.Fatalf("revoke: exit %d, sent %v: %s", res.Code, f.sent().revoke, res.Stderr)
 	}
 	wantOutput(t, "revoke", res.Stdout, "Revoked        2025-06-01T12:00:00Z (lost)")

@@ -1,0 +1,302 @@
+// Package dispatches is `palyra dispatches`: the capability runs on nodes that palyrad
+// keeps (DESIGN §4). It lists and shows them, follows one as it runs (watch), and
+// cancels one. It also holds what `palyra nodes invoke`, which creates dispatches,
+// shares with watch (run.go): following a dispatch with resumption after transport
+// errors, writing its output by stream, cancelling it on Ctrl-C, and the exit codes:
+// the remote process's exit code when there was one, else 0 for a dispatch that
+// succeeded and 1 for one that did not.
+package dispatches
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	"github.com/palyra/palyra/cli/internal/client"
+	"github.com/palyra/palyra/cli/internal/cliflag"
+	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/cli/internal/output"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/internal/cliusage"
+)
+
+// states maps the --state names to the API's dispatch states.
+var states = map[string]controlplanev1.DispatchState{
+	"queued":    controlplanev1.DispatchState_DISPATCH_STATE_QUEUED,
+	"sent":      controlplanev1.DispatchState_DISPATCH_STATE_SENT,
+	"running":   controlplanev1.DispatchState_DISPATCH_STATE_RUNNING,
+	"succeeded": controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED,
+	"failed":    controlplanev1.DispatchState_DISPATCH_STATE_FAILED,
+	"timed_out": controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT,
+	"cancelled": controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED,
+}
+
+// NewCommand returns `palyra dispatches` and its subcommands.
+func NewCommand(d *deps.Deps) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "dispatches",
+		Short: "List, show, follow and cancel the capability runs on nodes",
+		Long: `dispatches shows the capability runs that palyrad keeps (palyra nodes invoke creates
+them; they need the nodes.dispatch permission). A dispatch goes queued → sent →
+running → succeeded, failed, timed_out or cancelled; it waits in the queue while its
+node is offline, until its deadline.`,
+		Example: `  palyra dispatches list --node 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --state running
+  palyra dispatches watch 01JD60000000000000000000D1
+  palyra dispatches cancel 01JD60000000000000000000D1 --reason "wrong host"`,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	c.AddCommand(newListCommand(d), newShowCommand(d), newWatchCommand(d), newCancelCommand(d))
+	return c
+}
+
+// parseDispatchID parses the ID argument of a dispatch.
+func parseDispatchID(arg string) (string, error) {
+	return cliflag.ParseID(arg, "dispatch", "palyra dispatches list")
+}
+
+func newListCommand(d *deps.Deps) *cobra.Command {
+	var (
+		node, capability string
+		all              bool
+		limit            uint32
+		state            = cliflag.NewChoice("queued", "sent", "running", "succeeded", "failed", "timed_out", "cancelled")
+	)
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List dispatches, newest first",
+		Example: `  palyra dispatches list --state failed
+  palyra dispatches list --node 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --capability shell.execute --all -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &controlplanev1.ListDispatchesRequest{State: states[state.Value], Capability: capability, PageSize: limit}
+			if node != "" {
+				id, err := cliflag.ParseID(node, "node", "palyra nodes list")
+				if err != nil {
+					return err
+				}
+				req.NodeId = id
+			}
+			if len(capability) > 128 {
+				return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
+			}
+			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
+				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			list, next, err := client.Pages(all, func(page string) ([]*controlplanev1.Dispatch, string, error) {
+				req.PageToken = page
+				res, err := c.Dispatch.ListDispatches(cmd.Context(), connect.NewRequest(req))
+				if err != nil {
+					return nil, "", err
+				}
+				return res.Msg.GetDispatches(), res.Msg.GetNextPageToken(), nil
+			})
+			if err != nil {
+				return err
+			}
+			out := &controlplanev1.ListDispatchesResponse{Dispatches: list, NextPageToken: next}
+			if next != "" && d.Output != output.JSON {
+				fmt.Fprintln(d.Stderr, "more dispatches follow: pass --all to list them all")
+			}
+			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { listTable(w, out.GetDispatches()) })
+		},
+	}
+	c.Flags().StringVar(&node, "node", "", "list only the dispatches of this node `ID`")
+	c.Flags().Var(state, "state", "list only the dispatches in this state")
+	c.Flags().StringVar(&capability, "capability", "", "list only the dispatches of this capability, e.g. shell.execute")
+	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every dispatch")
+	c.Flags().Uint32Var(&limit, "limit", 0, "the most dispatches to list (per call with --all), 1 to 500 (default 100)")
+	return c
+}
+
+func newShowCommand(d *deps.Deps) *cobra.Command {
+	var withOutput bool
+	c := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a dispatch: its input, times, result and error",
+		Example: `  palyra dispatches show 01JD60000000000000000000D1 --include-output
+  palyra dispatches show 01JD60000000000000000000D1 -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseDispatchID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Dispatch.GetDispatch(cmd.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id, IncludeOutput: withOutput}))
+			if err != nil {
+				return err
+			}
+			if err := output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { dispatchTable(w, res.Msg.GetDispatch()) }); err != nil {
+				return err
+			}
+			if !withOutput || d.Output == output.JSON {
+				return nil
+			}
+			// After the table, whose tab stops would rearrange the output.
+			if len(res.Msg.GetOutput()) == 0 {
+				fmt.Fprintln(d.Stdout, "\nOutput: none")
+				return nil
+			}
+			fmt.Fprintln(d.Stdout, "\nOutput:")
+			return WriteOutput(d.Stdout, d.Stdout, res.Msg.GetOutput())
+		},
+	}
+	// Not --output, which is the global -o.
+	c.Flags().BoolVar(&withOutput, "include-output", false, "also show the output kept so far, both streams in order")
+	return c
+}
+
+func newWatchCommand(d *deps.Deps) *cobra.Command {
+	var (
+		from    uint64
+		verbose bool
+	)
+	c := &cobra.Command{
+		Use:   "watch ID",
+		Short: "Follow a dispatch: write its output as it comes; exit with its exit code",
+		Long: `watch follows a dispatch until it ends, as palyra nodes invoke --follow does: its
+output goes to stdout and stderr as the node produced it, and palyra exits with the
+remote process's exit code, else 0 when the dispatch succeeded and 1 when it did not.
+A watch cut by a transport error resumes where it stopped. Ctrl-C stops watching but
+leaves the dispatch running (palyra dispatches cancel stops it). With -o json the
+final dispatch and its output are printed instead, as one object.`,
+		Example: `  palyra dispatches watch 01JD60000000000000000000D1
+  palyra dispatches watch 01JD60000000000000000000D1 --from-offset 4096`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseDispatchID(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			asJSON := d.Output == output.JSON
+			res, err := Follow(cmd.Context(), c.Dispatch, id, FollowOptions{
+				FromOffset: from, Stdout: d.Stdout, Stderr: d.Stderr, Print: !asJSON, Collect: asJSON,
+				Verbose: verbose, QueuedNotice: QueuedNotice,
+			})
+			return Report(d, res, err)
+		},
+	}
+	c.Flags().Uint64Var(&from, "from-offset", 0, "skip the output before this byte offset (both streams together)")
+	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "also write every change of state on stderr")
+	return c
+}
+
+func newCancelCommand(d *deps.Deps) *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a dispatch: at once when queued, else by asking its node to stop it",
+		Long: `cancel cancels a dispatch that has not ended: a queued one at once; a sent or
+running one by asking its node to stop it (the dispatch shows its cancel time until
+the node reports the end). A dispatch that has ended cannot be cancelled (exit 1).`,
+		Example: `  palyra dispatches cancel 01JD60000000000000000000D1 --reason "wrong host"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseDispatchID(args[0])
+			if err != nil {
+				return err
+			}
+			if len(reason) > cliflag.MaxReasonBytes {
+				return cliusage.Wrap(fmt.Errorf("--reason is %d bytes long; at most %d", len(reason), cliflag.MaxReasonBytes))
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Dispatch.CancelDispatch(cmd.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: id, Reason: reason}))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { dispatchTable(w, res.Msg.GetDispatch()) })
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why, recorded and sent to the node (at most 256 bytes)")
+	return c
+}
+
+// listTable writes dispatches as a table.
+func listTable(w io.Writer, list []*controlplanev1.Dispatch) {
+	fmt.Fprintln(w, "ID\tNODE\tCAPABILITY\tSTATE\tCREATED\tDURATION\tEXIT\tCREATED BY")
+	for _, d := range list {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), output.Cell(d.GetNodeId()), output.Cell(d.GetCapability()),
+			output.Enum(d.GetState()), output.Time(d.GetCreateTime(), "-"), Duration(d), exitCell(d), output.Cell(d.GetCreatedBy()))
+	}
+}
+
+// dispatchTable writes every field of a dispatch as rows of a name and a value.
+func dispatchTable(w io.Writer, d *controlplanev1.Dispatch) {
+	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
+	row("ID", d.GetId())
+	row("Node", output.Cell(d.GetNodeId()))
+	row("Capability", output.Cell(d.GetCapability()))
+	row("State", output.Enum(d.GetState()))
+	row("Input", output.Cell(d.GetInputJson()))
+	row("Created", fmt.Sprintf("%s by %s", output.Time(d.GetCreateTime(), "-"), output.Cell(d.GetCreatedBy())))
+	row("Idempotency key", output.Cell(d.GetIdempotencyKey()))
+	row("Deadline", output.Time(d.GetDeadline(), "-"))
+	row("Sent", output.Time(d.GetSendTime(), "-"))
+	row("Started", output.Time(d.GetStartTime(), "-"))
+	row("Finished", output.Time(d.GetFinishTime(), "-"))
+	row("Duration", Duration(d))
+	if d.GetCancelTime() != nil {
+		row("Cancel asked", output.Time(d.GetCancelTime(), "-"))
+	}
+	row("Exit code", exitCell(d))
+	out := fmt.Sprintf("%s (cap %s)", Bytes(d.GetOutputBytes()), Bytes(d.GetMaxOutputBytes()))
+	if d.GetOutputTruncated() {
+		out += ", truncated at the cap"
+	}
+	row("Output", out)
+	row("Result", output.Cell(d.GetResultJson()))
+	row("Error", output.Cell(d.GetError()))
+}
+
+// Duration formats how long a dispatch ran, from its start (else its creation) to its
+// end, for a table cell: "-" until it has ended, milliseconds under a second.
+func Duration(d *controlplanev1.Dispatch) string {
+	from := d.GetStartTime()
+	if from == nil {
+		from = d.GetCreateTime()
+	}
+	if d.GetFinishTime() == nil || from == nil {
+		return "-"
+	}
+	took := d.GetFinishTime().AsTime().Sub(from.AsTime())
+	switch {
+	case took < 0:
+		return "0ms"
+	case took < time.Second:
+		return fmt.Sprintf("%dms", took.Milliseconds())
+	case took < time.Minute:
+		return fmt.Sprintf("%.1fs", took.Seconds())
+	}
+	return output.Age(took)
+}
+
+// exitCell formats a dispatch's exit code for a table cell: the code of a process once
+// the dispatch has ended, 0 for a process that succeeded, "-" otherwise.
+func exitCell(d *controlplanev1.Dispatch) string {
+	switch {
+	case !Terminal(d.GetState()):
+		return "-"
+	case d.GetExitCode() != 0:
+		return fmt.Sprint(d.GetExitCode())
+	case isProcess(d.GetCapability()) && d.GetState() == controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED:
+		return "0"
+	}
+	return "-"
+}

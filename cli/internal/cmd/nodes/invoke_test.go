@@ -1,0 +1,339 @@
+package nodes_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/palyra/palyra/cli/internal/cmd/cmdtest"
+	"github.com/palyra/palyra/cli/internal/cmd/dispatches/dispatchtest"
+	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+)
+
+const echoHi = `{"argv":["echo","hi"]}`
+
+// node runs the fake's dispatches as a node would: shell.execute by its argv[0],
+// system.info with a JSON result.
+func node(req *controlplanev1.CreateDispatchRequest) dispatchtest.Run {
+	if req.GetCapability() == "system.info" {
+		return dispatchtest.Run{ResultJSON: `{"hostname":"build-01","os":"linux","cpus":8}`}
+	}
+	var in struct{ Argv []string }
+	_ = json.Unmarshal([]byte(req.GetInputJson()), &in)
+	if len(in.Argv) == 0 {
+		return dispatchtest.Run{State: controlplanev1.DispatchState_DISPATCH_STATE_FAILED, Error: "input: argv is required"}
+	}
+	out := func(data string) dispatchtest.Chunk { return dispatchtest.Chunk{Data: data} }
+	errOut := func(data string) dispatchtest.Chunk { return dispatchtest.Chunk{Stderr: true, Data: data} }
+	process := func(code int32, chunks ...dispatchtest.Chunk) dispatchtest.Run {
+		r := dispatchtest.Run{Output: chunks, ExitCode: code, ResultJSON: fmt.Sprintf(`{"exit_code":%d}`, code)}
+		if code != 0 {
+			r.State, r.Error = controlplanev1.DispatchState_DISPATCH_STATE_FAILED, fmt.Sprintf("exit status %d", code)
+		}
+		return r
+	}
+	switch in.Argv[0] {
+	case "echo":
+		return process(0, out(strings.Join(in.Argv[1:], " ")+"\n"))
+	case "true":
+		return process(0)
+	case "check":
+		return process(3, out("checking\n"), errOut("check: 2 problems\n"))
+	case "make":
+		return process(0, out("cc -c a.c\n"), errOut("warning: unused x\n"), out("cc -c b.c\n"), out("ld -o app\n"))
+	case "yes":
+		r := process(0, out(strings.Repeat("y\n", 512)))
+		r.Truncated = true
+		return r
+	case "rm":
+		return dispatchtest.Run{State: controlplanev1.DispatchState_DISPATCH_STATE_FAILED, Error: "not allowed: rm"}
+	case "sleep":
+		return dispatchtest.Run{State: controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT, Error: "deadline passed"}
+	case "tail":
+		return dispatchtest.Run{Output: []dispatchtest.Chunk{out("started\n")}, Hold: true}
+	case "later":
+		r := process(0, out("done\n"))
+		r.QueueFor = 2500 * time.Millisecond
+		return r
+	}
+	return dispatchtest.Run{State: controlplanev1.DispatchState_DISPATCH_STATE_FAILED, Error: "not allowed: " + in.Argv[0]}
+}
+
+func newInvokeBench(t *testing.T) *bench {
+	t.Helper()
+	b := newBench(t)
+	b.disp.Runner = node
+	return b
+}
+
+// invoke runs `palyra nodes invoke deviceID` with args.
+func (b *bench) invoke(ctx context.Context, args ...string) cmdtest.Result {
+	return cmdtest.Run(ctx, b.env, append([]string{"nodes", "invoke", deviceID}, args...)...)
+}
+
+// TestInvokeEcho is the issue's Done-when: the echo prints exactly "hi\n" on stdout
+// and nothing else, and exits 0, with and without --follow.
+func TestInvokeEcho(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	res := b.invoke(t.Context(), "shell.execute", "--input", echoHi)
+	if res.Code != 0 || res.Stdout != "hi\n" || res.Stderr != "" {
+		t.Fatalf("invoke: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	ex := b.disp.Calls().Executes
+	if len(ex) != 1 || ex[0].GetNodeId() != deviceID || ex[0].GetCapability() != "shell.execute" || ex[0].GetInputJson() != echoHi ||
+		ex[0].GetTimeout() != nil || ex[0].GetMaxOutputBytes() != 0 || !strings.HasPrefix(ex[0].GetIdempotencyKey(), "palyra-cli:") {
+		t.Errorf("ExecuteCapability was sent %v", ex)
+	}
+
+	res = b.invoke(t.Context(), "shell.execute", "--input", echoHi, "--follow")
+	if res.Code != 0 || res.Stdout != "hi\n" || res.Stderr != "" {
+		t.Fatalf("invoke --follow: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	cr := b.disp.Calls().Creates
+	if len(cr) != 1 || cr[0].GetInputJson() != echoHi || !strings.HasPrefix(cr[0].GetIdempotencyKey(), "palyra-cli:") ||
+		cr[0].GetIdempotencyKey() == ex[0].GetIdempotencyKey() {
+		t.Errorf("CreateDispatch was sent %v; want a fresh idempotency key", cr)
+	}
+
+	res = b.invoke(t.Context(), "shell.execute", "--input", echoHi, "-o", "json")
+	var got controlplanev1.ExecuteCapabilityResponse
+	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || res.Code != 0 || len(got.GetOutput()) != 1 ||
+		string(got.GetOutput()[0].GetData()) != "hi\n" || got.GetDispatch().GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
+		t.Errorf("invoke -o json: exit %d, %v\n%s", res.Code, err, res.Stdout)
+	}
+	res = b.invoke(t.Context(), "shell.execute", "--input", echoHi, "-o", "json", "--follow")
+	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || res.Code != 0 || len(got.GetOutput()) != 1 ||
+		string(got.GetOutput()[0].GetData()) != "hi\n" {
+		t.Errorf("invoke --follow -o json: exit %d, %v\n%s", res.Code, err, res.Stdout)
+	}
+}
+
+// TestInvokeOutcomes checks the exit codes and messages of the ways a dispatch ends.
+func TestInvokeOutcomes(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	for _, follow := range []bool{false, true} {
+		run := func(args ...string) cmdtest.Result {
+			if follow {
+				args = append(args, "--follow")
+			}
+			return b.invoke(t.Context(), args...)
+		}
+		name := map[bool]string{false: "invoke", true: "invoke --follow"}[follow]
+
+		res := run("shell.execute", "--input", `{"argv":["check"]}`)
+		if res.Code != 3 || res.Stdout != "checking\n" || res.Stderr != "check: 2 problems\n" {
+			t.Errorf("%s of a process that exits 3: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
+		}
+		res = run("shell.execute", "--input", `{"argv":["rm","-rf","/"]}`)
+		if res.Code != 1 || res.Stdout != "" || !strings.HasPrefix(res.Stderr, "palyra: dispatch 01JD6000000000000000000") ||
+			!strings.HasSuffix(res.Stderr, " failed: not allowed: rm\n") {
+			t.Errorf("%s refused: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
+		}
+		res = run("shell.execute", "--input", `{"argv":["sleep","99"]}`, "--timeout", "30s")
+		if res.Code != 1 || !strings.HasSuffix(res.Stderr, " timed out: deadline passed\n") {
+			t.Errorf("%s timed out: exit %d, stderr %q", name, res.Code, res.Stderr)
+		}
+		res = run("shell.execute", "--input", `{"argv":["yes"]}`, "--max-output", "1K")
+		if res.Code != 0 || len(res.Stdout) != 1024 ||
+			!strings.Contains(res.Stderr, "palyra: warning: dispatch 01JD6000000000000000000") ||
+			!strings.Contains(res.Stderr, " produced 3 KiB of output, beyond its cap of 1 KiB; the rest was not kept") {
+			t.Errorf("%s truncated: exit %d, %d bytes on stdout, stderr %q", name, res.Code, len(res.Stdout), res.Stderr)
+		}
+		res = run("system.info")
+		if want := "{\n  \"hostname\": \"build-01\",\n  \"os\": \"linux\",\n  \"cpus\": 8\n}\n"; res.Code != 0 || res.Stdout != want || res.Stderr != "" {
+			t.Errorf("%s system.info: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
+		}
+		res = run("shell.execute", "--input", `{"argv":["true"]}`)
+		if res.Code != 0 || res.Stdout != "" || res.Stderr != "" {
+			t.Errorf("%s of a silent process printed its result: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
+		}
+	}
+	calls := b.disp.Calls()
+	for _, ex := range calls.Executes {
+		if ex.GetCapability() == "shell.execute" && strings.Contains(ex.GetInputJson(), "sleep") && ex.GetTimeout().AsDuration() != 30*time.Second {
+			t.Errorf("--timeout 30s sent as %v", ex.GetTimeout())
+		}
+		if strings.Contains(ex.GetInputJson(), "yes") && ex.GetMaxOutputBytes() != 1024 {
+			t.Errorf("--max-output 1K sent as %d", ex.GetMaxOutputBytes())
+		}
+	}
+	if len(calls.Creates) != 6 || calls.Creates[3].GetMaxOutputBytes() != 1024 {
+		t.Errorf("creates %v", calls.Creates)
+	}
+}
+
+// TestInvokeInput checks --input from a file and from stdin, and its default.
+func TestInvokeInput(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	file := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(file, []byte("{\"argv\": [\"echo\", \"from\", \"file\"]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := b.invoke(t.Context(), "shell.execute", "--input", "@"+file)
+	if res.Code != 0 || res.Stdout != "from file\n" {
+		t.Errorf("--input @file: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	res = dispatchtest.Start(t.Context(), b.env, strings.NewReader(`{"argv":["echo","from","stdin"]}`),
+		"nodes", "invoke", deviceID, "shell.execute", "--input", "-").Wait(t)
+	if res.Code != 0 || res.Stdout != "from stdin\n" {
+		t.Errorf("--input -: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	res = b.invoke(t.Context(), "system.info")
+	if ex := b.disp.Calls().Executes; res.Code != 0 || len(ex) != 3 || ex[2].GetInputJson() != "{}" {
+		t.Errorf("default input: exit %d, sent %v", res.Code, ex)
+	}
+
+	res = dispatchtest.Start(t.Context(), b.env, strings.NewReader(`{"argv":`), "nodes", "invoke", deviceID, "shell.execute", "--input", "-").Wait(t)
+	if res.Code != 2 || !strings.Contains(res.Stderr, "the input on stdin is not valid JSON") {
+		t.Errorf("invalid JSON on stdin: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	if err := os.WriteFile(file, []byte("argv=echo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = b.invoke(t.Context(), "shell.execute", "--input", "@"+file)
+	if res.Code != 2 || !strings.Contains(res.Stderr, "the input in "+file+" is not valid JSON") {
+		t.Errorf("invalid JSON in a file: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	res = b.invoke(t.Context(), "shell.execute", "--input", "@"+filepath.Join(t.TempDir(), "missing.json"))
+	if res.Code != 1 || !strings.Contains(res.Stderr, "read the input") {
+		t.Errorf("missing input file: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	if n := len(b.disp.Calls().Executes); n != 3 {
+		t.Errorf("%d dispatches, want 3: bad input must not reach palyrad", n)
+	}
+}
+
+// TestInvokeFollow checks that --follow writes the output in order, by stream,
+// resumes after a broken connection from the last offset without repeating output
+// that a server sends again, and reports the states with -v.
+func TestInvokeFollow(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	b.disp.BreakWatchAfter, b.disp.ReplayOutput = 2, true
+	res := b.invoke(t.Context(), "shell.execute", "--input", `{"argv":["make"]}`, "--follow", "-v")
+	if res.Code != 0 || res.Stdout != "cc -c a.c\ncc -c b.c\nld -o app\n" {
+		t.Fatalf("invoke --follow: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	id := dispatchtest.ID(1)
+	wantOutput(t, "stderr", res.Stderr, "dispatch "+id+" created\n", "dispatch "+id+": running\n", "warning: unused x\n",
+		"resuming from offset 28", "dispatch "+id+": succeeded\n")
+	if strings.Count(res.Stderr, "warning: unused x") != 1 {
+		t.Errorf("output repeated after the resumption:\n%s", res.Stderr)
+	}
+	w := b.disp.Calls().Watches
+	if len(w) != 2 || w[0].GetId() != id || w[0].GetFromOffset() != 0 || w[1].GetFromOffset() != 28 {
+		t.Errorf("watches %v: want a resumption from offset 28 (after two chunks)", w)
+	}
+}
+
+// TestInvokeFollowRetriesCreation checks that a creation that fails in transit is
+// repeated with the same idempotency key, and that --idempotency-key is sent.
+func TestInvokeFollowRetriesCreation(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	b.disp.FailCreates = 1
+	res := b.invoke(t.Context(), "shell.execute", "--input", echoHi, "--follow")
+	if res.Code != 0 || res.Stdout != "hi\n" {
+		t.Fatalf("invoke --follow: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	res = b.invoke(t.Context(), "shell.execute", "--input", echoHi, "--follow", "--idempotency-key", "deploy-42", "-v")
+	res2 := b.invoke(t.Context(), "shell.execute", "--input", echoHi, "--follow", "--idempotency-key", "deploy-42", "-v")
+	if res.Code != 0 || res2.Code != 0 || !strings.Contains(res2.Stderr, "already created with this idempotency key") {
+		t.Errorf("repeat with a key: exit %d, %d; stderr %q", res.Code, res2.Code, res2.Stderr)
+	}
+	cr := b.disp.Calls().Creates
+	if len(cr) != 4 || cr[0].GetIdempotencyKey() == "" || cr[1].GetIdempotencyKey() != cr[0].GetIdempotencyKey() {
+		t.Fatalf("creates %v: want the failed creation repeated with its key", cr)
+	}
+	if cr[2].GetIdempotencyKey() != "deploy-42" || cr[3].GetIdempotencyKey() != "deploy-42" {
+		t.Errorf("creates %v: want --idempotency-key sent", cr)
+	}
+	if d := b.disp.Dispatch(dispatchtest.ID(2)); d.GetIdempotencyKey() != "deploy-42" {
+		t.Errorf("dispatch 2 = %v", d)
+	}
+	if d := b.disp.Dispatch(dispatchtest.ID(3)); d != nil {
+		t.Errorf("a repeat with the same key made a new dispatch: %v", d)
+	}
+}
+
+// TestInvokeFollowInterrupted presses Ctrl-C while following: palyra cancels the
+// dispatch with its reason, waits for its end and exits 130.
+func TestInvokeFollowInterrupted(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	b.disp.Watching = make(chan string, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	run := dispatchtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`, "--follow")
+	id := <-b.disp.Watching
+	run.WaitFor(t, "started\n") // streamed before the end
+	cancel()                    // Ctrl-C
+	res := run.Wait(t)
+	if res.Code != 130 || res.Stdout != "started\n" || res.Stderr != "palyra: interrupted: dispatch "+id+" was cancelled\n" {
+		t.Errorf("interrupted: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	if c := b.disp.Calls().Cancels; len(c) != 1 || c[0].GetId() != id || c[0].GetReason() != "interrupted by the user" {
+		t.Errorf("cancels %v", c)
+	}
+
+	// With -o json, the dispatch as it ended and the output seen are printed.
+	ctx, cancel = context.WithCancel(t.Context())
+	run = dispatchtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`,
+		"--follow", "-o", "json")
+	<-b.disp.Watching
+	cancel()
+	res = run.Wait(t)
+	var got controlplanev1.ExecuteCapabilityResponse
+	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || res.Code != 130 ||
+		got.GetDispatch().GetState() != controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED {
+		t.Errorf("interrupted -o json: exit %d, %v\n%s%s", res.Code, err, res.Stdout, res.Stderr)
+	}
+}
+
+// TestInvokeInterrupted presses Ctrl-C while ExecuteCapability waits: palyra finds the
+// dispatch by its idempotency key and cancels it.
+func TestInvokeInterrupted(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	b.disp.Executing = make(chan string, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	run := dispatchtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`)
+	id := <-b.disp.Executing
+	cancel() // Ctrl-C
+	res := run.Wait(t)
+	if res.Code != 130 || res.Stdout != "" || res.Stderr != "palyra: interrupted: dispatch "+id+" was cancelled\n" {
+		t.Errorf("interrupted: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	calls := b.disp.Calls()
+	if len(calls.Lists) != 1 || calls.Lists[0].GetNodeId() != deviceID || calls.Lists[0].GetCapability() != "shell.execute" {
+		t.Errorf("lists %v", calls.Lists)
+	}
+	if len(calls.Cancels) != 1 || calls.Cancels[0].GetId() != id || calls.Cancels[0].GetReason() != "interrupted by the user" {
+		t.Errorf("cancels %v", calls.Cancels)
+	}
+}
+
+// TestInvokeFollowQueued checks that a dispatch that stays queued is announced on
+// stderr after two seconds, and that its output follows once it runs.
+func TestInvokeFollowQueued(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	res := b.invoke(t.Context(), "shell.execute", "--input", `{"argv":["later"]}`, "--follow")
+	if res.Code != 0 || res.Stdout != "done\n" {
+		t.Fatalf("invoke --follow: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	want := "waiting for node " + deviceID + ": dispatch " + dispatchtest.ID(1) +
+		" is queued until the node attaches, at the latest until 2025-06-01T12:01:00Z (Ctrl-C cancels it)\n"
+	if res.Stderr != want {
+		t.Errorf("stderr %q, want %q", res.Stderr, want)
+	}
+}
