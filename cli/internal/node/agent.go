@@ -144,11 +144,12 @@ type Agent struct {
 	mu       sync.Mutex // guards the following
 	sess     *session   // the attached session; nil between sessions
 	running  map[string]*execution
-	ranIDs   map[string]time.Time // dispatch ids the node has run, with when
-	stopping bool                 // Run's context ended: no new dispatch
-	drainAt  *time.Timer          // cancels what still runs at the drain timeout
-	drained  chan struct{}        // closed when no dispatch runs after stopping
-	status   AgentStatus          // what agent.json says
+	unacked  map[string]*outputPump // the output of finished dispatches whose result palyrad has not acknowledged
+	ranIDs   map[string]time.Time   // dispatch ids the node has run, with when
+	stopping bool                   // Run's context ended: no new dispatch
+	drainAt  *time.Timer            // cancels what still runs at the drain timeout
+	drained  chan struct{}          // closed when no dispatch runs after stopping
+	status   AgentStatus            // what agent.json says
 }
 
 // NewAgent checks the options and returns an agent. It reads nothing yet: Run does.
@@ -165,7 +166,7 @@ func NewAgent(o AgentOptions) (*Agent, error) {
 	a := &Agent{
 		dir: o.Dir, registry: o.Registry, labels: maps.Clone(o.Labels), platform: o.Platform, version: o.AgentVersion,
 		drain: o.DrainTimeout, log: o.Log, now: o.Now, rand: o.Rand, tune: o.tune,
-		running: map[string]*execution{}, ranIDs: map[string]time.Time{},
+		running: map[string]*execution{}, unacked: map[string]*outputPump{}, ranIDs: map[string]time.Time{},
 	}
 	if a.platform == "" {
 		a.platform = runtime.GOOS + "/" + runtime.GOARCH

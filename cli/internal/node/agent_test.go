@@ -160,11 +160,21 @@ func TestDispatchOutput(t *testing.T) {
 		t.Fatalf("%d runs, spooled %v", writer.runs.Load(), b.spooled(dispatch1))
 	}
 
-	// Sent again (the daemon missed the result): the result again, no run.
+	// Sent again (the daemon missed the result): the same output and the result
+	// again, no run.
 	s.dispatch(dispatch1, "test.write", `{"n":1}`, maxOutput, time.Time{})
-	again := s.next(t)
-	if again.GetResult().GetDispatchId() != dispatch1 || again.GetResult().GetOutputBytes() != r.GetOutputBytes() {
-		t.Errorf("a repeated dispatch got %v, want the result", again)
+	again, replayed := s.result(t)
+	if again.GetDispatchId() != dispatch1 || again.GetOutputBytes() != r.GetOutputBytes() {
+		t.Errorf("a repeated dispatch got result %v, want the first", again)
+	}
+	sentFirst := before[1:] // after the accepted message
+	if len(replayed) != len(sentFirst) {
+		t.Errorf("a repeated dispatch got %d chunks of output before its result, want the %d sent first", len(replayed), len(sentFirst))
+	}
+	for i := range min(len(replayed), len(sentFirst)) {
+		if got, want := replayed[i].GetOutput(), sentFirst[i].GetOutput(); got.GetOffset() != want.GetOffset() || !bytes.Equal(got.GetData(), want.GetData()) {
+			t.Errorf("replayed chunk %d at offset %d, want the chunk at %d", i, got.GetOffset(), want.GetOffset())
+		}
 	}
 	s.ack(dispatch1)
 	eventually(t, "the acknowledged result leaves the spool", func() bool { return !b.spooled(dispatch1) })
@@ -257,7 +267,7 @@ func TestDispatchOutcomes(t *testing.T) {
 }
 
 // TestResendAfterReconnect checks that results not acknowledged are re-sent first in
-// the next session, and leave the spool once acknowledged.
+// the next session, after their output, and leave the spool once acknowledged.
 func TestResendAfterReconnect(t *testing.T) {
 	t.Parallel()
 	b := newBench(t, time.Time{}, time.Time{})
@@ -273,9 +283,15 @@ func TestResendAfterReconnect(t *testing.T) {
 	s.end <- connect.NewError(connect.CodeUnavailable, errors.New("replica going away"))
 
 	s = b.session()
+	// The output of the unacknowledged dispatch comes again (the lost session may have
+	// dropped it), then its result; nothing of the acknowledged one.
+	wantOutput := map[string]string{dispatch1: `{"a":1}`, dispatch2: `{"a":2}`}[second.GetDispatchId()]
+	if o := s.next(t).GetOutput(); o.GetDispatchId() != second.GetDispatchId() || string(o.GetData()) != wantOutput || o.GetOffset() != 0 {
+		t.Fatalf("the first message of the new session is %v, want the unacknowledged dispatch's output", o)
+	}
 	m := s.next(t)
 	if r := m.GetResult(); r.GetDispatchId() != second.GetDispatchId() || r.GetOutcome() != succeeded {
-		t.Fatalf("the first message of the new session is %v, want the unacknowledged result", m)
+		t.Fatalf("the second message of the new session is %v, want the unacknowledged result", m)
 	}
 	s.quiet(t, 100*time.Millisecond)
 	s.ack(second.GetDispatchId())

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -67,6 +68,7 @@ func (a *Agent) execute(e *execution) {
 	}
 	a.mu.Lock()
 	delete(a.running, e.id)
+	a.unacked[e.id] = e.out
 	a.mu.Unlock()
 	a.emitResult(r)
 }
@@ -170,6 +172,13 @@ type outputPump struct {
 	delay time.Duration
 	emit  func(*nodev1.AttachRequest)
 
+	// history holds every chunk the pump sent, so that a session that replaces a lost
+	// one can send them again (palyrad ignores a chunk it stored already: chunks are
+	// keyed by offset). It has a lock of its own, taken after mu and never while
+	// taking another, so that a session can read it while holding its queue.
+	histMu  sync.Mutex
+	history []*nodev1.AttachRequest
+
 	mu        sync.Mutex // guards the following
 	total     uint64     // bytes written by the capability
 	buf       []byte     // bytes not sent yet, all of one stream
@@ -238,9 +247,13 @@ func (p *outputPump) flushLocked() {
 	if p.bufStream == capability.Stderr {
 		s = nodev1.OutputStream_OUTPUT_STREAM_STDERR
 	}
-	p.emit(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Output{Output: &nodev1.DispatchOutput{
+	msg := &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Output{Output: &nodev1.DispatchOutput{
 		DispatchId: p.id, Stream: s, Offset: p.bufOffset, Data: p.buf,
-	}}})
+	}}}
+	p.histMu.Lock()
+	p.history = append(p.history, msg)
+	p.histMu.Unlock()
+	p.emit(msg)
 	p.buf = nil
 }
 
@@ -252,6 +265,13 @@ func (p *outputPump) close() {
 		p.flushLocked()
 		p.closed = true
 	}
+}
+
+// sent returns the chunks sent so far.
+func (p *outputPump) sent() []*nodev1.AttachRequest {
+	p.histMu.Lock()
+	defer p.histMu.Unlock()
+	return slices.Clone(p.history)
 }
 
 // counts returns how many bytes the capability wrote and whether some were not sent.

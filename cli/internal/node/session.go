@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -198,6 +200,10 @@ func (s *session) enqueueLocked(msg *nodev1.AttachRequest) {
 func (s *session) enqueueResult(r *nodev1.DispatchResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.enqueueResultLocked(r)
+}
+
+func (s *session) enqueueResultLocked(r *nodev1.DispatchResult) {
 	if s.queued[r.GetDispatchId()] {
 		return
 	}
@@ -205,11 +211,40 @@ func (s *session) enqueueResult(r *nodev1.DispatchResult) {
 	s.enqueueLocked(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: r}})
 }
 
+// replay queues, at the start of a session, the output of the running dispatches and
+// of those whose result was not acknowledged, then the spooled results: a lost session
+// may have dropped any of them, and palyrad ignores what it has already (output by
+// offset, results by dispatch). The caller holds a.mu and s.mu.
+func (s *session) replay(results []*nodev1.DispatchResult) {
+	a := s.a
+	for _, id := range slices.Sorted(maps.Keys(a.running)) {
+		s.enqueueAllLocked(a.running[id].out.sent())
+	}
+	for _, id := range slices.Sorted(maps.Keys(a.unacked)) {
+		if _, running := a.running[id]; !running {
+			s.enqueueAllLocked(a.unacked[id].sent())
+		}
+	}
+	for _, r := range results {
+		s.enqueueResultLocked(r)
+	}
+}
+
+func (s *session) enqueueAllLocked(msgs []*nodev1.AttachRequest) {
+	for _, m := range msgs {
+		s.enqueueLocked(m)
+	}
+}
+
 // resendResult queues a result that palyrad asked for again, whether or not this
-// session sent it already.
+// session sent it already, after the output the agent still holds for it. The caller
+// holds a.mu.
 func (s *session) resendResult(r *nodev1.DispatchResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if out := s.a.unacked[r.GetDispatchId()]; out != nil {
+		s.enqueueAllLocked(out.sent())
+	}
 	s.queued[r.GetDispatchId()] = true
 	s.enqueueLocked(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: r}})
 }
@@ -234,15 +269,15 @@ func (s *session) unacked() int {
 // the stream. cancel ends the stream (sctx).
 func (s *session) run(ctx, sctx context.Context, cancel context.CancelCauseFunc) error {
 	a := s.a
-	// Step 3: the spooled results go first. They are queued while the session
-	// becomes the agent's, so that a result spooled meanwhile is either among them or
-	// emitted to this session after them.
+	// Step 3: the output and results palyrad may have missed go first. They are
+	// queued while the session becomes the agent's, so that what comes meanwhile is
+	// either among them or emitted to this session after them.
 	a.mu.Lock()
 	results, bad, err := a.spool.all()
 	if err == nil {
-		for _, r := range results {
-			s.enqueueResult(r)
-		}
+		s.mu.Lock()
+		s.replay(results)
+		s.mu.Unlock()
 		a.sess = s
 	}
 	a.mu.Unlock()
@@ -402,6 +437,9 @@ func (s *session) handle(m *nodev1.AttachResponse) error {
 	case *nodev1.AttachResponse_ResultAck:
 		id := m.ResultAck.GetDispatchId()
 		s.acked(id)
+		s.a.mu.Lock()
+		delete(s.a.unacked, id)
+		s.a.mu.Unlock()
 		if err := s.a.spool.remove(id); err != nil {
 			s.a.log.Error("cannot remove an acknowledged result from the spool", "dispatch_id", id, "err", err)
 		}
@@ -440,7 +478,9 @@ func (s *session) dispatch(d *nodev1.Dispatch) error {
 			log.Error("dispatch ran already, but its spooled result is unreadable", "err", err)
 		case ok:
 			log.Info("dispatch ran already: re-sending its result")
+			a.mu.Lock()
 			s.resendResult(r)
+			a.mu.Unlock()
 		default:
 			log.Info("dispatch ran already and its result was acknowledged: ignoring it")
 		}

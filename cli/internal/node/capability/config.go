@@ -163,7 +163,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := checkDurationsAreStrings(raw); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
-	cfg, err = cfg.normalize(exec.LookPath)
+	cfg, err = cfg.normalize(pathLookup(os.Getenv("PATH")))
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
@@ -258,6 +258,20 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// pathLookup finds bare names as runs of shell.execute do: on pathEnv (the agent's
+// PATH), or on defaultPATH when it is empty, skipping relative directories.
+func pathLookup(pathEnv string) func(string) (string, error) {
+	if pathEnv == "" {
+		pathEnv = defaultPATH
+	}
+	return func(name string) (string, error) {
+		if p, ok := lookPath(name, pathEnv); ok {
+			return p, nil
+		}
+		return "", exec.ErrNotFound
+	}
 }
 
 // resolveExecutable returns the absolute path of an allowed executable: an absolute path

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -308,5 +309,39 @@ func TestDurationText(t *testing.T) {
 	}
 	if b, _ := d.MarshalText(); string(b) != "1h30m0s" {
 		t.Errorf("MarshalText = %s", b)
+	}
+}
+
+func TestPathLookup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		pathEnv, program, want string
+	}{
+		"the agent's PATH":             {pathEnv: dir, program: "tool", want: filepath.Join(dir, "tool")},
+		"no PATH: the default PATH":    {pathEnv: "", program: "sh", want: "sh"},
+		"relative directories skipped": {pathEnv: ".", program: "tool"},
+		"not found":                    {pathEnv: dir, program: "sh"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := pathLookup(tc.pathEnv)(tc.program)
+			if tc.want == "" {
+				if err == nil {
+					t.Errorf("found %q, want none", got)
+				}
+				return
+			}
+			wantDirs := filepath.SplitList(tc.pathEnv)
+			if tc.pathEnv == "" {
+				wantDirs = filepath.SplitList(defaultPATH)
+			}
+			if err != nil || filepath.Base(got) != filepath.Base(tc.want) || !slices.Contains(wantDirs, filepath.Dir(got)) {
+				t.Errorf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
 	}
 }
