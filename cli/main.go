@@ -19,6 +19,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal asks the command to stop cleanly (the node agent drains its
+	// dispatches); a second one terminates at once, as signals do by default.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	code := cmd.Execute(ctx, os.Args[1:], &deps.Deps{
 		Stdout:          os.Stdout,
 		Stderr:          os.Stderr,

@@ -1,9 +1,12 @@
 // Package node is `palyra node`: the commands of the node agent, run on the machines
-// that palyrad manages. pair pairs the machine with palyrad; the agent's state and
-// logic are in package cli/internal/node.
+// that palyrad manages. pair pairs the machine with palyrad, run runs the agent (pairing
+// first when needed), status reports on the state directory and a running agent, and
+// install and uninstall manage its systemd unit. The agent's state and logic are in
+// package cli/internal/node.
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,14 +31,33 @@ import (
 func NewCommand(d *deps.Deps) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "node",
-		Short: "Run this machine as a node of palyrad: pair it",
-		Long: `node is the node agent: the commands run on a machine that palyrad manages. Its key,
-certificate and state live in the state directory (--state-dir, default
-$XDG_STATE_HOME/palyra/node).`,
+		Short: "Run this machine as a node of palyrad: pair it, run the agent, install it as a service",
+		Long: `node is the node agent: the commands run on a machine that palyrad manages. pair pairs
+the machine with palyrad; run runs the agent, which attaches to palyrad and runs the
+dispatches its capabilities allow (pairing first if needed); status reports on the
+node and its agent; install and uninstall manage a systemd unit that runs the agent.
+
+The node's key, certificate, configuration (node.toml) and state live in the state
+directory (--state-dir, default $XDG_STATE_HOME/palyra/node).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	c.AddCommand(newPairCommand(d))
+	c.AddCommand(newPairCommand(d), newRunCommand(d), newStatusCommand(d), newInstallCommand(d), newUninstallCommand(d))
 	return c
+}
+
+// stateDirFlag is the help of every --state-dir flag.
+const stateDirFlag = "the node's state directory (default $XDG_STATE_HOME/palyra/node)"
+
+// stateDirPath returns the state directory: flag when given, else the default.
+func stateDirPath(d *deps.Deps, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	dir, err := agent.DefaultStateDir(d.Getenv)
+	if err != nil {
+		return "", cliusage.Wrap(err)
+	}
+	return dir, nil
 }
 
 // The forms of what a node sends about itself, as StartPairing checks them.
@@ -72,36 +94,54 @@ again only with --force, with a new key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return pair(cmd, d, f) },
 	}
-	c.Flags().StringVar(&f.pin, "pin", "", "the PIN pairing code the administrator gave you")
-	c.Flags().StringVar(&f.qrURI, "qr-uri", "", "the palyra://pair?... URI of a QR pairing code (it carries the URL and the CA fingerprint)")
-	c.Flags().StringVar(&f.name, "name", "", "the name the administrator sees, 1 to 64 letters, digits, '.', '_', '-' or spaces (default: the host name)")
-	c.Flags().StringVar(&f.stateDir, "state-dir", "", "the node's state directory (default $XDG_STATE_HOME/palyra/node)")
+	bindPairFlags(c, &f)
 	c.Flags().BoolVar(&f.force, "force", false, "pair again although this machine is paired or waits on a request, with a new key")
 	return c
 }
 
+// bindPairFlags adds the flags that pair and run share.
+func bindPairFlags(c *cobra.Command, f *pairFlags) {
+	c.Flags().StringVar(&f.pin, "pin", "", "the PIN pairing code the administrator gave you")
+	c.Flags().StringVar(&f.qrURI, "qr-uri", "", "the palyra://pair?... URI of a QR pairing code (it carries the URL and the CA fingerprint)")
+	c.Flags().StringVar(&f.name, "name", "", "the name the administrator sees, 1 to 64 letters, digits, '.', '_', '-' or spaces (default: the host name)")
+	c.Flags().StringVar(&f.stateDir, "state-dir", "", stateDirFlag)
+}
+
 func pair(cmd *cobra.Command, d *deps.Deps, f pairFlags) error {
-	dirPath := f.stateDir
-	if dirPath == "" {
-		var err error
-		if dirPath, err = agent.DefaultStateDir(d.Getenv); err != nil {
-			return cliusage.Wrap(err)
-		}
+	res, err := pairNode(cmd.Context(), d, f, "pair")
+	if err != nil {
+		return err
+	}
+	return output.PrintValue(d.Stdout, d.Output, res, func(w io.Writer) { printPaired(w, res) })
+}
+
+// printPaired says that the node has paired.
+func printPaired(w io.Writer, res *agent.PairResult) {
+	fmt.Fprintf(w, "paired as device %s; certificate valid until %s\n", res.DeviceID, res.CertificateExpireTime.UTC().Format(time.RFC3339))
+}
+
+// pairNode pairs the node as `palyra node <command>` with the flags f, or resumes the
+// request it waits on: it checks the flags, prints the progress on stderr and returns
+// the paired node. command ("pair" or "run") is what the messages tell to run again.
+func pairNode(ctx context.Context, d *deps.Deps, f pairFlags, command string) (*agent.PairResult, error) {
+	dirPath, err := stateDirPath(d, f.stateDir)
+	if err != nil {
+		return nil, err
 	}
 	opts, err := pairOptions(d, f)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir := agent.NewStateDir(dirPath)
 	opts.Dir = dir
 	paired, err := dir.Paired()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var pending *agent.Pending
 	if !f.force {
 		if pending, err = dir.Pending(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	switch {
@@ -112,26 +152,25 @@ func pair(cmd *cobra.Command, d *deps.Deps, f pairFlags) error {
 			fmt.Fprintf(d.Stderr, "pairing request %s is pending already: the pairing code given is not used (--force starts over)\n", pending.RequestID)
 		}
 	default:
-		if err := needFreshSettings(opts); err != nil {
-			return err
+		needs := "pair needs"
+		if command != "pair" {
+			needs = "this node is not paired yet: " + command + " needs"
+		}
+		if err := needFreshSettings(opts, needs); err != nil {
+			return nil, err
 		}
 	}
-	resume := "palyra node pair"
+	resume := "palyra node " + command
 	if f.stateDir != "" {
 		resume += " --state-dir " + output.ShellQuote(f.stateDir)
 	}
 	opts.Events = func(e agent.Event) { printEvent(d.Stderr, e, resume) }
-	res, err := agent.Pair(cmd.Context(), opts)
+	res, err := agent.Pair(ctx, opts)
 	var interrupted *agent.InterruptedError
 	if errors.As(err, &interrupted) {
-		return fmt.Errorf("interrupted: pairing request %s stays pending; run `%s` to resume waiting on it", interrupted.RequestID, resume)
+		return nil, fmt.Errorf("interrupted: pairing request %s stays pending; run `%s` to resume waiting on it", interrupted.RequestID, resume)
 	}
-	if err != nil {
-		return err
-	}
-	return output.PrintValue(d.Stdout, d.Output, res, func(w io.Writer) {
-		fmt.Fprintf(w, "paired as device %s; certificate valid until %s\n", res.DeviceID, res.CertificateExpireTime.UTC().Format(time.RFC3339))
-	})
+	return res, err
 }
 
 // pairOptions checks the command line and turns it into PairOptions (without the state
@@ -204,17 +243,18 @@ func pairOptions(d *deps.Deps, f pairFlags) (agent.PairOptions, error) {
 }
 
 // needFreshSettings checks that a new pairing has all it needs: palyrad's URL, its CA
-// pinned and a code. A node must not pair with a daemon it has not pinned.
-func needFreshSettings(o agent.PairOptions) error {
+// pinned and a code. A node must not pair with a daemon it has not pinned. needs begins
+// the messages ("pair needs").
+func needFreshSettings(o agent.PairOptions, needs string) error {
 	switch {
 	case o.Code.PIN == "" && o.Code.QR == "":
-		return cliusage.Wrap(errors.New("pair needs a pairing code: --pin with --url and --ca-fingerprint (or --ca-file), " +
-			"or --qr-uri, as `palyra pairing codes create` printed them"))
+		return cliusage.Wrap(fmt.Errorf("%s a pairing code: --pin with --url and --ca-fingerprint (or --ca-file), "+
+			"or --qr-uri, as `palyra pairing codes create` printed them", needs))
 	case o.URL == "":
 		return cliusage.Wrap(errors.New("--pin needs --url: the address of palyrad (e.g. https://admin-host:7443)"))
 	case o.CAFingerprint == "":
-		return cliusage.Wrap(errors.New("pair needs palyrad's CA pinned: pass --ca-fingerprint sha256:... or --ca-file ca.pem, " +
-			"as the administrator gave them; a node does not pair with a daemon it cannot verify"))
+		return cliusage.Wrap(fmt.Errorf("%s palyrad's CA pinned: pass --ca-fingerprint sha256:... or --ca-file ca.pem, "+
+			"as the administrator gave them; a node does not pair with a daemon it cannot verify", needs))
 	}
 	return nil
 }

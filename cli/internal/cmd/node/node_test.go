@@ -94,13 +94,16 @@ type request struct {
 
 // fakeNode is palyrad's NodeService for pairing: it signs the CSRs of approved requests
 // with its CA, and decides every request as outcome says: "approve" and "reject" and
-// "expire" after a first pending status, "hold" never.
+// "expire" after a first pending status, "hold" never. Its Attach (run_test.go) welcomes
+// the nodes it paired.
 type fakeNode struct {
 	nodev1connect.UnimplementedNodeServiceHandler
 	ca    *x509.Certificate
 	caKey *ecdsa.PrivateKey
 	// watching receives the id of each request being watched with outcome "hold".
 	watching chan string
+	// hellos receives the hello of each Attach (see run_test.go).
+	hellos chan *nodev1.Hello
 
 	mu       sync.Mutex // guards the following
 	outcome  string
@@ -218,12 +221,21 @@ func newBench(t *testing.T, outcome string) *bench {
 		Subject: pkix.Name{CommonName: "palyrad"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, &leafKey.PublicKey, ca, caKey)
-	fake := &fakeNode{ca: ca, caKey: caKey, outcome: outcome, requests: map[string]*request{}, watching: make(chan string, 1)}
+	fake := &fakeNode{
+		ca: ca, caKey: caKey, outcome: outcome, requests: map[string]*request{}, watching: make(chan string, 1),
+		hellos: make(chan *nodev1.Hello, 16),
+	}
 	mux := http.NewServeMux()
 	mux.Handle(nodev1connect.NewNodeServiceHandler(fake))
-	srv := httptest.NewUnstartedServer(mux)
+	srv := httptest.NewUnstartedServer(withPeer(mux))
 	srv.EnableHTTP2 = true
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw, ca.Raw}, PrivateKey: leafKey}}}
+	// Like palyrad: a client certificate is verified against the CA when one is given.
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw, ca.Raw}, PrivateKey: leafKey}},
+		ClientAuth:   tls.VerifyClientCertIfGiven, ClientCAs: roots,
+	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
