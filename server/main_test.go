@@ -42,29 +42,44 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var cliBuild struct {
+// binary is a program of this repository that tests run, built at most once per test
+// binary with the go command on PATH.
+type binary struct {
+	name, pkg string // the file name in binDir; the package to build, relative to server/
+
 	once sync.Once
 	path string
 	err  error
 }
 
-// cliBinary builds the real palyra CLI (../cli) with the go command on PATH.
-func cliBinary(t *testing.T) string {
+var (
+	cliBin    = &binary{name: "palyra", pkg: "../cli"}
+	daemonBin = &binary{name: "palyrad", pkg: "."}
+)
+
+// build builds the binary unless it was built already, and returns its path.
+func (b *binary) build(t *testing.T) string {
 	t.Helper()
-	cliBuild.once.Do(func() {
-		path := filepath.Join(binDir, "palyra")
-		out, err := exec.Command("go", "build", "-o", path, "../cli").CombinedOutput()
+	b.once.Do(func() {
+		path := filepath.Join(binDir, b.name)
+		out, err := exec.Command("go", "build", "-o", path, b.pkg).CombinedOutput()
 		if err != nil {
-			cliBuild.err = fmt.Errorf("go build ../cli: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 			return
 		}
-		cliBuild.path = path
+		b.path = path
 	})
-	if cliBuild.err != nil {
-		t.Fatal(cliBuild.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return cliBuild.path
+	return b.path
 }
+
+// cliBinary builds the real palyra CLI (../cli).
+func cliBinary(t *testing.T) string { return cliBin.build(t) }
+
+// daemonBinary builds the real palyrad, for tests that must kill it as a process.
+func daemonBinary(t *testing.T) string { return daemonBin.build(t) }
 
 // syncBuffer is an io.Writer safe for the daemon's goroutines and the test to share.
 // It reports the address of the first "palyrad ready" log line on ready.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -444,6 +445,72 @@ func waitPresence(t *testing.T, td *testDaemon, id string, want controlplanev1.P
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestListsPage pages through nodes and dispatches: every item once, newest first, and
+// a malformed page token refused.
+func TestListsPage(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	var devs []*enrolled
+	for range 3 {
+		devs = append(devs, b.enroll(t, time.Hour))
+	}
+	attachNode(t, b.testDaemon, devs[0])
+	for range 5 {
+		createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: devs[0].deviceID, Capability: "system.info"})
+	}
+
+	var nodes []string
+	token := ""
+	for pages := 1; ; pages++ {
+		res, err := b.nodesClient().ListNodes(t.Context(), connect.NewRequest(&controlplanev1.ListNodesRequest{PageSize: 2, PageToken: token}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range res.Msg.GetNodes() {
+			nodes = append(nodes, n.GetId())
+		}
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			if pages != 2 {
+				t.Errorf("3 nodes in %d pages of 2", pages)
+			}
+			break
+		}
+	}
+	if want := []string{devs[2].deviceID, devs[1].deviceID, devs[0].deviceID}; !slices.Equal(nodes, want) {
+		t.Errorf("nodes %v, want newest first %v", nodes, want)
+	}
+
+	seen := map[string]bool{}
+	token = ""
+	for pages := 1; ; pages++ {
+		res, err := b.dispatchClient().ListDispatches(t.Context(), connect.NewRequest(&controlplanev1.ListDispatchesRequest{
+			NodeId: devs[0].deviceID, PageSize: 2, PageToken: token,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range res.Msg.GetDispatches() {
+			if seen[d.GetId()] {
+				t.Errorf("dispatch %s listed twice", d.GetId())
+			}
+			seen[d.GetId()] = true
+		}
+		if token = res.Msg.GetNextPageToken(); token == "" {
+			if pages != 3 {
+				t.Errorf("5 dispatches in %d pages of 2", pages)
+			}
+			break
+		}
+	}
+	if len(seen) != 5 {
+		t.Errorf("%d dispatches listed, want 5", len(seen))
+	}
+	_, err := b.nodesClient().ListNodes(t.Context(), connect.NewRequest(&controlplanev1.ListNodesRequest{PageToken: "not-a-token"}))
+	wantCode(t, "a malformed page token", err, connect.CodeInvalidArgument)
+	_, err = b.dispatchClient().ListDispatches(t.Context(), connect.NewRequest(&controlplanev1.ListDispatchesRequest{PageToken: "not-a-token"}))
+	wantCode(t, "a malformed page token", err, connect.CodeInvalidArgument)
 }
 
 func TestCancelDispatch(t *testing.T) {
