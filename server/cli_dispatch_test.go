@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -51,36 +52,49 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	stateDir := t.TempDir()
-	writeNodeConfig(t, stateDir, []string{"echo", "false"}, root)
 
-	// The node runs against replica B; the administrator works through replica A.
+	// The node runs against replica B; the administrator works through replica A. It
+	// starts without node.toml: it writes the template, and until an operator allows
+	// programs and directories, shell.execute and filesystem.read refuse everything.
 	node := startNodeAgent(t, admin, "https://"+b.addr, caFingerprint(t, dirA), stateDir)
 	id := node.deviceID
+	if fi, err := os.Stat(filepath.Join(stateDir, "node.toml")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("node.toml: %v", err)
+	}
+	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false}
+	if caps := nodeCapabilities(t, admin, id); !maps.Equal(caps, want) {
+		t.Errorf("a node without configuration offers %v, want %v", caps, want)
+	}
+	stderr := admin.fails(t, 1, "nodes", "invoke", id, "shell.execute", "--input", `{"argv":["echo","hi"]}`)
+	if !strings.Contains(stderr, "shell.execute") {
+		t.Errorf("invoking an unconfigured shell.execute: %s", stderr)
+	}
+
+	// The operator allows echo and false and a root, and sends SIGHUP: the node
+	// announces the change without reconnecting.
+	writeNodeConfig(t, stateDir, []string{"echo", "false"}, root)
+	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]bool{"system.info": true, "shell.execute": true, "filesystem.read": true}
+	for deadline := time.Now().Add(10 * time.Second); !maps.Equal(nodeCapabilities(t, admin, id), want); {
+		if time.Now().After(deadline) {
+			t.Fatalf("after SIGHUP the node offers %v, want %v; it says:\n%s", nodeCapabilities(t, admin, id), want, node.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	var inventory struct {
 		Nodes []struct {
 			ID              string `json:"id"`
 			Name            string `json:"name"`
 			Presence        string `json:"presence"`
 			AttachedReplica string `json:"attachedReplica"`
-			Capabilities    []struct {
-				Name      string `json:"name"`
-				Available bool   `json:"available"`
-			} `json:"capabilities"`
 		} `json:"nodes"`
 	}
 	decode(t, admin.ok(t, "nodes", "list", "-o", "json"), &inventory)
 	if len(inventory.Nodes) != 1 || inventory.Nodes[0].ID != id || inventory.Nodes[0].Name != "e2e-node" ||
 		inventory.Nodes[0].Presence != "PRESENCE_ONLINE" || inventory.Nodes[0].AttachedReplica == "" {
 		t.Fatalf("palyra nodes list: %+v", inventory.Nodes)
-	}
-	caps := map[string]bool{}
-	for _, c := range inventory.Nodes[0].Capabilities {
-		caps[c.Name] = c.Available
-	}
-	for _, name := range []string{"system.info", "shell.execute", "filesystem.read"} {
-		if !caps[name] {
-			t.Errorf("the node does not offer %s: %v", name, caps)
-		}
 	}
 
 	// The issue's "done when": echo hi, through the replica the node is not attached to.
@@ -281,6 +295,26 @@ func TestSIGKILLWhileDispatchesAreInFlight(t *testing.T) {
 	}
 	node.stop(t)
 	d.stop(t)
+}
+
+// nodeCapabilities returns the capabilities `palyra nodes show` lists for a node, with
+// whether each is available.
+func nodeCapabilities(t *testing.T, admin *cliUser, id string) map[string]bool {
+	t.Helper()
+	var n struct {
+		Node struct {
+			Capabilities []struct {
+				Name      string `json:"name"`
+				Available bool   `json:"available"`
+			} `json:"capabilities"`
+		} `json:"node"`
+	}
+	decode(t, admin.ok(t, "nodes", "show", id, "-o", "json"), &n)
+	caps := map[string]bool{}
+	for _, c := range n.Node.Capabilities {
+		caps[c.Name] = c.Available
+	}
+	return caps
 }
 
 // masterKey reads the master key of a data directory, for a second replica.

@@ -115,7 +115,6 @@ var defaultTuning = tuning{
 // each dispatch runs in a goroutine of its own; the renewal loop runs in another.
 type Agent struct {
 	dir      *StateDir
-	registry *capability.Registry
 	labels   map[string]string
 	platform string
 	version  string
@@ -141,8 +140,9 @@ type Agent struct {
 	// that a stopping agent lets them finish.
 	execBase context.Context
 
-	mu       sync.Mutex // guards the following
-	sess     *session   // the attached session; nil between sessions
+	mu       sync.Mutex           // guards the following
+	registry *capability.Registry // the capabilities offered; SetRegistry replaces it
+	sess     *session             // the attached session; nil between sessions
 	running  map[string]*execution
 	unacked  map[string]*outputPump // the output of finished dispatches whose result palyrad has not acknowledged
 	ranIDs   map[string]time.Time   // dispatch ids the node has run, with when
@@ -233,7 +233,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 
 	a.log.Info("node agent starting", "device_id", a.host.DeviceID, "url", a.host.URL, "state_dir", a.dir.Path(),
-		"capabilities", len(a.registry.Descriptors()), "version", a.version)
+		"capabilities", len(a.currentRegistry().Descriptors()), "version", a.version)
 	a.attachLoop(ctx)
 	// Between sessions, or after one that ended while draining: what still runs
 	// finishes (or is cancelled) with its result spooled for the next start.
@@ -477,6 +477,28 @@ func (a *Agent) waitDrained() bool {
 			a.log.Error("dispatch did not stop after it was cancelled; it will be reported failed at the next start", "dispatch_id", id)
 		}
 		return false
+	}
+}
+
+// currentRegistry returns the capabilities the node offers now.
+func (a *Agent) currentRegistry() *capability.Registry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.registry
+}
+
+// SetRegistry replaces the capabilities the node offers (e.g. after node.toml was
+// edited): new dispatches use reg, running ones finish with the capability they
+// started with, and palyrad hears of the change at once (CapabilitiesChanged) or in
+// the next hello. It may be called from any goroutine, while Run runs.
+func (a *Agent) SetRegistry(reg *capability.Registry) {
+	a.mu.Lock()
+	a.registry = reg
+	s := a.sess
+	a.mu.Unlock()
+	a.log.Info("capabilities changed", "capabilities", len(reg.Descriptors()))
+	if s != nil {
+		s.enqueue(capabilitiesChanged(reg))
 	}
 }
 

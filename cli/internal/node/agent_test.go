@@ -571,3 +571,35 @@ func TestResultMapping(t *testing.T) {
 		t.Errorf("long error of %d bytes", len(r.GetError()))
 	}
 }
+
+// TestCapabilitiesChange replaces the registry of a running agent: palyrad hears of it
+// at once, dispatches use the new capabilities, and the next hello announces them.
+func TestCapabilitiesChange(t *testing.T) {
+	t.Parallel()
+	b := newBench(t, time.Time{}, time.Time{})
+	r := b.start(b.options(&fakeCap{name: "test.off"}))
+	s := b.session()
+	if caps := s.hello.GetCapabilities(); len(caps) != 1 || caps[0].GetAvailable() {
+		t.Fatalf("hello capabilities %v", caps)
+	}
+
+	reg, err := capability.NewRegistry(echo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.agent.SetRegistry(reg)
+	changed := s.next(t).GetCapabilitiesChanged()
+	if caps := changed.GetCapabilities(); len(caps) != 1 || caps[0].GetName() != "test.echo" || !caps[0].GetAvailable() {
+		t.Fatalf("got %v, want the new capabilities", changed)
+	}
+	s.dispatch(dispatch1, "test.echo", `{"a":1}`, 1024, time.Time{})
+	if res, _ := s.result(t); res.GetOutcome() != succeeded {
+		t.Errorf("a dispatch of the new capability: %v", res)
+	}
+	s.ack(dispatch1)
+
+	s.end <- connect.NewError(connect.CodeUnavailable, errors.New("replica going away"))
+	if caps := b.session().hello.GetCapabilities(); len(caps) != 1 || caps[0].GetName() != "test.echo" {
+		t.Errorf("the next hello announces %v", caps)
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/palyra/palyra/cli/internal/node/capability"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 )
@@ -66,18 +67,30 @@ func (a *Agent) newNodeClient() (nodes nodev1connect.NodeServiceClient, closeIdl
 	return nodev1connect.NewNodeServiceClient(&http.Client{Transport: tr}, u.String()), tr.CloseIdleConnections, nil
 }
 
-// hello is the node's first message.
-func (a *Agent) hello() *nodev1.AttachRequest {
-	h := &nodev1.Hello{
+// hello is the node's first message, announcing the capabilities of reg.
+func (a *Agent) hello(reg *capability.Registry) *nodev1.AttachRequest {
+	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Hello{Hello: &nodev1.Hello{
 		DeviceId: a.host.DeviceID, Platform: a.platform, AgentVersion: a.version,
-		ProtocolVersions: []uint32{ProtocolVersion}, Labels: a.labels,
-	}
-	for _, d := range a.registry.Descriptors() {
-		h.Capabilities = append(h.Capabilities, &nodev1.Capability{
+		ProtocolVersions: []uint32{ProtocolVersion}, Labels: a.labels, Capabilities: capabilityProtos(reg),
+	}}}
+}
+
+// capabilitiesChanged is the message that announces the capabilities of reg (step 9).
+func capabilitiesChanged(reg *capability.Registry) *nodev1.AttachRequest {
+	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_CapabilitiesChanged{
+		CapabilitiesChanged: &nodev1.CapabilitiesChanged{Capabilities: capabilityProtos(reg)},
+	}}
+}
+
+// capabilityProtos describes the capabilities of reg for palyrad.
+func capabilityProtos(reg *capability.Registry) []*nodev1.Capability {
+	var caps []*nodev1.Capability
+	for _, d := range reg.Descriptors() {
+		caps = append(caps, &nodev1.Capability{
 			Name: d.Name, Description: d.Description, InputSchema: string(d.InputSchema), Available: d.Available,
 		})
 	}
-	return &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Hello{Hello: h}}
+	return caps
 }
 
 // attach opens an Attach stream, sends the hello, waits for the welcome and runs the
@@ -100,7 +113,8 @@ func (a *Agent) attach(ctx context.Context) (attached bool, err error) {
 		stream.CloseRequest()
 		stream.CloseResponse()
 	}()
-	if err := stream.Send(a.hello()); err != nil && !errors.Is(err, io.EOF) {
+	announced := a.currentRegistry()
+	if err := stream.Send(a.hello(announced)); err != nil && !errors.Is(err, io.EOF) {
 		return false, err
 	}
 	type received struct {
@@ -148,7 +162,7 @@ func (a *Agent) attach(ctx context.Context) (attached bool, err error) {
 		interval = 100 * time.Millisecond
 	}
 	s := &session{
-		a: a, id: w.GetSessionId(), stream: stream, interval: interval,
+		a: a, id: w.GetSessionId(), stream: stream, interval: interval, announced: announced,
 		queued: map[string]bool{}, wake: make(chan struct{}, 1),
 	}
 	a.log.Info("attached to palyrad", "session_id", s.id, "url", a.host.URL, "heartbeat_interval", interval)
@@ -166,6 +180,8 @@ type session struct {
 	id       string
 	stream   *connect.BidiStreamForClient[nodev1.AttachRequest, nodev1.AttachResponse]
 	interval time.Duration
+	// announced is the registry the hello announced; set before the session runs.
+	announced *capability.Registry
 
 	mu      sync.Mutex // guards the following
 	queue   []*nodev1.AttachRequest
@@ -277,6 +293,10 @@ func (s *session) run(ctx, sctx context.Context, cancel context.CancelCauseFunc)
 	if err == nil {
 		s.mu.Lock()
 		s.replay(results)
+		if a.registry != s.announced {
+			// SetRegistry ran between the hello and now.
+			s.enqueueLocked(capabilitiesChanged(a.registry))
+		}
 		s.mu.Unlock()
 		a.sess = s
 	}
@@ -489,7 +509,7 @@ func (s *session) dispatch(d *nodev1.Dispatch) error {
 		log.Info("stopping: not taking the dispatch")
 		return nil
 	}
-	c, ok := a.registry.Lookup(name)
+	c, ok := a.currentRegistry().Lookup(name)
 	if !ok || !c.Describe().Available {
 		log.Warn("dispatch of a capability this node does not offer")
 		s.enqueueResult(a.failedResult(id, fmt.Sprintf("capability %s is not available on this node", name)))

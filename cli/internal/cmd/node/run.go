@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -43,7 +46,8 @@ pairing code (--pin with --url and --ca-fingerprint or --ca-file, or --qr-uri). 
 pending pairing request is resumed. A paired node ignores the pairing flags.
 
 What the capabilities may do is configured in node.toml in the state directory;
-without one, run writes a commented template (mode 0600) there first. Until it allows
+without one, run writes a commented template (mode 0600) there first. SIGHUP makes
+the agent read node.toml again and announce the capabilities it configures. Until it allows
 executables ([shell] allow) and directories ([filesystem] roots), shell.execute and
 filesystem.read refuse every request; system.info always works.
 
@@ -101,7 +105,31 @@ func runAgent(ctx context.Context, d *deps.Deps, f runFlags) error {
 	if err != nil {
 		return err
 	}
-	return a.Run(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go reloadOnHangup(runCtx, hup, dir, a, log)
+	return a.Run(runCtx)
+}
+
+// reloadOnHangup reads node.toml again at each SIGHUP and gives the agent the
+// capabilities it configures; a node.toml with errors is logged and changes nothing.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, dir *agent.StateDir, a *agent.Agent, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		reg, err := loadCapabilities(dir, log)
+		if err != nil {
+			log.Error("SIGHUP: cannot reload the node configuration; the capabilities stay as they were", "err", err)
+			continue
+		}
+		a.SetRegistry(reg)
+	}
 }
 
 // parseLogLevel parses --log-level.

@@ -112,18 +112,18 @@ tells the node where palyrad is and which CA to pin. The code is shown once.`,
 }
 
 // NodeCommand returns the command that the node's operator runs to pair with the code
-// in res: `palyra node pair --qr-uri '<uri>'` for a QR code, else `palyra node pair
-// --url <url> --pin <pin> --ca-fingerprint <fp>` with the URL the CLI reached palyrad
-// at.
+// in res and then run the agent: `palyra node run --qr-uri '<uri>'` for a QR code, else
+// `palyra node run --url <url> --pin <pin> --ca-fingerprint <fp>` with the URL the CLI
+// reached palyrad at. (`palyra node pair` with the same flags pairs only.)
 func NodeCommand(serverURL string, res *controlplanev1.CreatePairingCodeResponse) string {
 	if res.GetPairingUri() != "" {
-		return "palyra node pair --qr-uri " + output.ShellQuote(res.GetPairingUri())
+		return "palyra node run --qr-uri " + output.ShellQuote(res.GetPairingUri())
 	}
 	fp := res.GetCaFingerprint()
 	if fp == "" {
 		fp = "sha256:..."
 	}
-	return fmt.Sprintf("palyra node pair --url %s --pin %s --ca-fingerprint %s", output.ShellQuote(serverURL), output.ShellQuote(res.GetCode()), fp)
+	return fmt.Sprintf("palyra node run --url %s --pin %s --ca-fingerprint %s", output.ShellQuote(serverURL), output.ShellQuote(res.GetCode()), fp)
 }
 
 // isLoopback reports whether the URL's host is a loopback address or localhost.

@@ -242,7 +242,7 @@ func TestPairingCodesCreate(t *testing.T) {
 	}
 	wantOutput(t, "stdout", res.Stdout, "ID              "+codeID, "Method          pin", "Code            "+pin,
 		"CA fingerprint  "+caFP, "Expires         2025-06-01T12:10:00Z", "Label           build box",
-		"palyra node pair --url "+env["PALYRA_URL"]+" --pin "+pin+" --ca-fingerprint "+caFP)
+		"palyra node run --url "+env["PALYRA_URL"]+" --pin "+pin+" --ca-fingerprint "+caFP)
 	wantOutput(t, "stderr", res.Stderr, "shown once", "this machine's own address")
 	if strings.ContainsAny(res.Stdout, "▀▄█") {
 		t.Errorf("a PIN code was drawn as a QR code:\n%s", res.Stdout)
@@ -257,7 +257,7 @@ func TestPairingCodesCreate(t *testing.T) {
 	}
 	uri := "palyra://pair?url=https%3A%2F%2Fadmin-host%3A7443&code=" + qrCode + "&ca=" + caFP
 	wantOutput(t, "stdout", res.Stdout, "Method          qr", "URI             "+uri, "\n██ ▄▄▄▄▄ █",
-		"palyra node pair --qr-uri '"+uri+"'")
+		"palyra node run --qr-uri '"+uri+"'")
 	if strings.Contains(res.Stderr, "own address") {
 		t.Errorf("the QR URI carries the server's public URL, yet the loopback warning was printed")
 	}
