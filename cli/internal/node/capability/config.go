@@ -342,14 +342,14 @@ func contains(list []string, s string) bool {
 // defaultConfigTemplate is what WriteDefaultConfig writes: every setting commented out
 // at its default, so that loading it gives DefaultConfig().
 const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra node may do.
-# palyra node run reads it at start. Every setting below is commented out at its default.
-# Durations are strings such as "30s", "10m" or "1h30m". This file decides what the
-# node runs: keep it writable by its owner only.
+# palyra node run reads it at start and again on SIGHUP. Every setting below is
+# commented out at its default. Durations are strings such as "30s", "10m" or "1h30m".
+# This file decides what the node runs: keep it writable by its owner only.
 
 [shell]
 # shell.execute starts one of these executables with the request's arguments (argv),
 # never through a shell string. Each is an absolute path or a bare name resolved on PATH
-# when the node starts. Empty (the default) refuses every request and marks the
+# when this file is read. Empty (the default) refuses every request and marks the
 # capability unavailable. Allowing a shell or an interpreter (sh, bash, python3, env,
 # ...) allows anything it can run.
 # allow = ["/usr/bin/uname", "df"]
