@@ -21,6 +21,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -731,28 +732,63 @@ func TestAttachIsReplacedAcrossReplicasAndDispatchesFollow(t *testing.T) {
 	}
 }
 
+// TestRevocationEndsTheAttachStream revokes a device, or only its certificate, through
+// the replica that holds its stream or through another: the stream ends within a
+// second either way.
 func TestRevocationEndsTheAttachStream(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)
-	dev := b.enroll(t, time.Hour)
-	node, _ := attachNode(t, b.testDaemon, dev)
-	revokedAt := time.Now()
-	if _, err := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL).RevokeDevice(t.Context(),
-		connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"})); err != nil {
-		t.Fatal(err)
+	other := b.startReplica(t)
+	for _, tc := range []struct {
+		name   string
+		via    *testDaemon
+		revoke func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error
+		// wantDispatch is the code of a dispatch to the device afterwards: a revoked
+		// device takes none; one whose certificate alone was revoked waits for a new one.
+		wantDispatch connect.Code
+	}{
+		{"device, same replica", b.testDaemon, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
+			_, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"}))
+			return err
+		}, connect.CodeFailedPrecondition},
+		{"device, other replica", other, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
+			_, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"}))
+			return err
+		}, connect.CodeFailedPrecondition},
+		{"certificate, other replica", other, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
+			_, err := devices.RevokeCertificate(t.Context(), connect.NewRequest(&controlplanev1.RevokeCertificateRequest{
+				Fingerprint: identity.Fingerprint(dev.leaf.Raw), Reason: "leaked",
+			}))
+			return err
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := b.enroll(t, time.Hour)
+			node, _ := attachNode(t, b.testDaemon, dev)
+			revokedAt := time.Now()
+			if err := tc.revoke(controlplanev1connect.NewDeviceServiceClient(tc.via.client(b.owner), tc.via.baseURL), dev); err != nil {
+				t.Fatal(err)
+			}
+			err := node.ended(5 * time.Second)
+			took := time.Since(revokedAt)
+			t.Logf("the Attach stream ended %v after the revocation (%v)", took, err)
+			if err == nil {
+				t.Error("the stream of a revoked device ended cleanly")
+			}
+			if took > time.Second {
+				t.Errorf("the stream ended %v after the revocation, want within a second", took)
+			}
+			waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
+			_, err = b.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}))
+			if tc.wantDispatch == 0 {
+				if err != nil {
+					t.Errorf("dispatch to a node whose certificate was revoked: %v, want it queued", err)
+				}
+			} else {
+				wantCode(t, "dispatch to a revoked node", err, tc.wantDispatch)
+			}
+		})
 	}
-	err := node.ended(5 * time.Second)
-	took := time.Since(revokedAt)
-	t.Logf("the Attach stream ended %v after the revocation (%v)", took, err)
-	if err == nil {
-		t.Error("the stream of a revoked device ended cleanly")
-	}
-	if took > time.Second {
-		t.Errorf("the stream ended %v after the revocation, want within a second", took)
-	}
-	waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
-	_, err = b.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}))
-	wantCode(t, "dispatch to a revoked node", err, connect.CodeFailedPrecondition)
 }
 
 func TestStopEndsAttachStreams(t *testing.T) {
