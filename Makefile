@@ -63,6 +63,17 @@ test-ts: $(NODE_MODULES)
 	npm run --workspace desktop typecheck
 	npm test --workspace desktop
 
+.PHONY: bench
+bench: postgres-binaries ## Run the benchmarks of BENCHMARKS.md (a durable throwaway PostgreSQL unless DATABASE_URL is set)
+	@if [ -z "$${DATABASE_URL:-}" ]; then \
+		PALYRA_BENCH_DURABLE_PG=1 $(GO) run ./server/cmd/withpg -- $(MAKE) bench; \
+	else \
+		$(GO) test -run '^$$' -bench 'Dispatch|PostgresPair' -benchtime "$${BENCHTIME:-10s}" \
+			-count "$${BENCHCOUNT:-3}" -timeout 60m ./bench/ && \
+		PALYRA_BENCH_NODES="$${BENCH_NODES:-500}" $(GO) test -run '^$$' -bench 'IdleNodes' -benchtime 1x \
+			-count "$${BENCHCOUNT:-3}" -timeout 60m ./bench/; \
+	fi
+
 .PHONY: check-tools
 check-tools: $(BUF) $(NODE_MODULES)
 

@@ -1,0 +1,20 @@
+// Package bench measures palyrad's dispatch path end to end, through the surfaces a
+// deployment has: the palyrad binary in a process of its own (its TLS listener, HTTP/2,
+// PostgreSQL), the generated Connect clients in gen/go, and fake nodes that pair with
+// the public pairing flow and attach with their own device certificates over the real
+// Attach stream. It imports nothing from server/: Go's internal rule forbids it, and a
+// separate process keeps the client's memory and CPU out of the server's figures.
+//
+// The benchmarks live in the _test.go files and run only with -bench; `make bench`
+// runs them against a throwaway PostgreSQL (or the one DATABASE_URL names), and
+// BENCHMARKS.md at the repository root records what they measured. Each benchmark
+// creates a database of its own on that server, and drops it afterwards.
+//
+// Environment:
+//
+//	DATABASE_URL            PostgreSQL superuser URL (required; benchmarks skip without it)
+//	PALYRA_BENCH_PALYRAD    palyrad binary to run; default: built from ./server once per run
+//	PALYRA_BENCH_DURABLE_PG 1 turns fsync, synchronous_commit and full_page_writes on with
+//	                        ALTER SYSTEM (make bench sets it for its throwaway server only)
+//	PALYRA_BENCH_NODES      idle nodes BenchmarkIdleNodes attaches (default 500)
+package bench
