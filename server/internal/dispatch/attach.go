@@ -47,7 +47,7 @@ func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nod
 	audit.SetTarget(ctx, "device:"+dev.ID)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a := &attachment{s: h.s, stream: stream, deviceID: dev.ID, in: make(chan *nodev1.AttachRequest), recvErr: make(chan error, 1),
+	a := &attachment{s: h.s, stream: stream, deviceID: dev.ID, in: make(chan *nodev1.AttachRequest, maxBatch), recvErr: make(chan error, 1),
 		known: map[string]*tracked{}, cancelsSent: map[string]bool{}}
 	go a.receive(ctx)
 	hello, err := a.hello(ctx)
@@ -230,7 +230,7 @@ func (a *attachment) run(ctx context.Context) error {
 		select {
 		case m := <-a.in:
 			a.sess.seen(a.s.opts.Now())
-			if err := a.handle(ctx, m); err != nil {
+			if err := a.handleBatch(ctx, a.drain(m)); err != nil {
 				return err
 			}
 		case err := <-a.recvErr:
@@ -253,10 +253,11 @@ func (a *attachment) run(ctx context.Context) error {
 }
 
 // deliver sends the node the dispatches it must run and the cancellations it must
-// apply.
+// apply. The claim does not wait for the disk (store.Lossy): a claim a crash forgets is
+// a dispatch queued again, which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
 	q := a.s.opts.Store.Q()
-	claims, err := q.ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
+	claims, err := a.s.opts.Store.Lossy().ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
 		SessionID: a.sess.id, DeviceID: a.deviceID, Now: a.s.opts.Now(), MaxClaims: claimBatch,
 	})
 	if err != nil {
@@ -277,6 +278,9 @@ func (a *attachment) deliver(ctx context.Context) error {
 	}
 	if len(claims) == claimBatch {
 		a.sess.signal() // more after what the node sent meanwhile
+	}
+	if !a.sess.cancels.Swap(false) {
+		return nil
 	}
 	cancels, err := q.ListCancelRequests(ctx, a.deviceID)
 	if err != nil {
@@ -307,19 +311,93 @@ func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	return t
 }
 
-// handle handles one message from the node.
-func (a *attachment) handle(ctx context.Context, m *nodev1.AttachRequest) error {
+// maxBatch is the most node messages handled in one round (and one transaction).
+const maxBatch = 64
+
+// drain returns m with the messages the node sent after it that were received already,
+// up to maxBatch: a node's accepted, output and result usually come together.
+func (a *attachment) drain(m *nodev1.AttachRequest) []*nodev1.AttachRequest {
+	msgs := []*nodev1.AttachRequest{m}
+	for len(msgs) < maxBatch {
+		select {
+		case m := <-a.in:
+			msgs = append(msgs, m)
+		default:
+			return msgs
+		}
+	}
+	return msgs
+}
+
+// round is what handling a batch of node messages leaves to do once its writes are
+// committed.
+type round struct {
+	acks  []string // results to acknowledge
+	ended []ended  // dispatches the node ended
+}
+
+// ended is a dispatch a result ended.
+type ended struct {
+	id, state string
+	exitCode  int32
+	took      time.Duration
+}
+
+// handleBatch handles messages from the node, writing what they report in one
+// transaction (when more than one writes), then acknowledges the results: an ack
+// promises the result is durable.
+func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
+	writes := 0
+	for _, m := range msgs {
+		if m.GetHeartbeat() == nil {
+			writes++
+		}
+	}
+	var r round
+	handleAll := func(q *dbsqlc.Queries) error {
+		r = round{}
+		for _, m := range msgs {
+			if err := a.handle(ctx, q, m, &r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var err error
+	if writes > 1 {
+		err = a.s.opts.Store.InTx(ctx, handleAll)
+	} else {
+		err = handleAll(a.s.opts.Store.Q())
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range r.ended {
+		a.s.hub.signal(e.id, true) // waiters on this replica need not wait for the notification
+		a.s.metrics.reported(e.state, e.took)
+		a.s.log.Info("dispatch ended", "dispatch_id", e.id, "device_id", a.deviceID, "state", e.state, "exit_code", e.exitCode)
+	}
+	for _, id := range r.acks {
+		if err := a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handle handles one message from the node, writing with q.
+func (a *attachment) handle(ctx context.Context, q *dbsqlc.Queries, m *nodev1.AttachRequest, r *round) error {
 	switch msg := m.GetMessage().(type) {
 	case *nodev1.AttachRequest_Heartbeat:
 		return nil
 	case *nodev1.AttachRequest_Accepted:
-		return a.accepted(ctx, msg.Accepted.GetDispatchId())
+		return a.accepted(ctx, q, msg.Accepted.GetDispatchId())
 	case *nodev1.AttachRequest_Output:
-		return a.output(ctx, msg.Output)
+		return a.output(ctx, q, msg.Output)
 	case *nodev1.AttachRequest_Result:
-		return a.result(ctx, msg.Result)
+		return a.result(ctx, q, msg.Result, r)
 	case *nodev1.AttachRequest_CapabilitiesChanged:
-		return a.capabilitiesChanged(ctx, msg.CapabilitiesChanged.GetCapabilities())
+		return a.capabilitiesChanged(ctx, q, msg.CapabilitiesChanged.GetCapabilities())
 	case *nodev1.AttachRequest_Hello:
 		return errProtocol("hello sent twice")
 	}
@@ -329,11 +407,11 @@ func (a *attachment) handle(ctx context.Context, m *nodev1.AttachRequest) error 
 // own returns what the session tracks of a dispatch of its device, refusing a dispatch
 // that is not the device's: the refusal is audited (as the target of the Attach call's
 // record) and ends the stream.
-func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
+func (a *attachment) own(ctx context.Context, q *dbsqlc.Queries, id string) (*tracked, error) {
 	if t := a.known[id]; t != nil {
 		return t, nil
 	}
-	d, err := a.s.opts.Store.Q().GetDispatch(ctx, id)
+	d, err := q.GetDispatch(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("dispatch: %s: %w", id, err)
 	}
@@ -347,12 +425,12 @@ func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
 	return a.track(d), nil
 }
 
-func (a *attachment) accepted(ctx context.Context, id string) error {
-	t, err := a.own(ctx, id)
+func (a *attachment) accepted(ctx context.Context, q *dbsqlc.Queries, id string) error {
+	t, err := a.own(ctx, q, id)
 	if err != nil || t.ended {
 		return err
 	}
-	_, err = a.s.opts.Store.Q().StartDispatch(ctx, dbsqlc.StartDispatchParams{ID: id, DeviceID: a.deviceID, Now: a.s.opts.Now()})
+	_, err = q.StartDispatch(ctx, dbsqlc.StartDispatchParams{ID: id, DeviceID: a.deviceID, Now: a.s.opts.Now()})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil // it ended (or was never sent; its result will say)
 	}
@@ -364,9 +442,9 @@ func (a *attachment) accepted(ctx context.Context, id string) error {
 
 // output stores a chunk of output within the dispatch's cap; what goes beyond is
 // dropped and the dispatch marked truncated.
-func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput) error {
+func (a *attachment) output(ctx context.Context, q *dbsqlc.Queries, o *nodev1.DispatchOutput) error {
 	id := o.GetDispatchId()
-	t, err := a.own(ctx, id)
+	t, err := a.own(ctx, q, id)
 	if err != nil || t.ended {
 		return err
 	}
@@ -382,7 +460,7 @@ func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput) error
 	if len(data) == 0 {
 		return nil
 	}
-	if _, err := a.s.opts.Store.Q().InsertDispatchOutput(ctx, dbsqlc.InsertDispatchOutputParams{
+	if _, err := q.InsertDispatchOutput(ctx, dbsqlc.InsertDispatchOutputParams{
 		DispatchID: id, Offset: off, Stream: streamNames[o.GetStream()], Data: data,
 	}); err != nil {
 		return fmt.Errorf("dispatch: output of %s: %w", id, err)
@@ -390,23 +468,25 @@ func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput) error
 	return nil
 }
 
-// result persists a dispatch's end, then acknowledges it: only then may the node forget
-// it. A result for a dispatch that ended already is acknowledged too.
-func (a *attachment) result(ctx context.Context, r *nodev1.DispatchResult) error {
+// result persists a dispatch's end and has it acknowledged once committed: only then
+// may the node forget it. A result for a dispatch that ended already is acknowledged
+// too.
+func (a *attachment) result(ctx context.Context, q *dbsqlc.Queries, r *nodev1.DispatchResult, rd *round) error {
 	id := r.GetDispatchId()
-	t, err := a.own(ctx, id)
+	t, err := a.own(ctx, q, id)
 	if err != nil {
 		return err
 	}
 	if !t.ended {
-		if err := a.finish(ctx, t, r); err != nil {
+		if err := a.finish(ctx, q, t, r, rd); err != nil {
 			return err
 		}
 	}
-	return a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}})
+	rd.acks = append(rd.acks, id)
+	return nil
 }
 
-func (a *attachment) finish(ctx context.Context, t *tracked, r *nodev1.DispatchResult) error {
+func (a *attachment) finish(ctx context.Context, q *dbsqlc.Queries, t *tracked, r *nodev1.DispatchResult, rd *round) error {
 	id := r.GetDispatchId()
 	state, errText := outcomeStates[r.GetOutcome()], r.GetError()
 	var result []byte
@@ -418,7 +498,6 @@ func (a *attachment) finish(ctx context.Context, t *tracked, r *nodev1.DispatchR
 		}
 	}
 	now := a.s.opts.Now()
-	q := a.s.opts.Store.Q()
 	_, err := q.FinishDispatch(ctx, dbsqlc.FinishDispatchParams{
 		ID: id, DeviceID: a.deviceID, State: state, Now: now, Result: result, Error: errText,
 		ExitCode: r.GetExitCode(), OutputBytes: int64(min(r.GetOutputBytes(), 1<<62)),
@@ -439,12 +518,11 @@ func (a *attachment) finish(ctx context.Context, t *tracked, r *nodev1.DispatchR
 		return fmt.Errorf("dispatch: finish %s: %w", id, err)
 	}
 	t.ended = true
-	a.s.metrics.reported(state, now.Sub(t.createdAt))
-	a.s.log.Info("dispatch ended", "dispatch_id", id, "device_id", a.deviceID, "state", state, "exit_code", r.GetExitCode())
+	rd.ended = append(rd.ended, ended{id: id, state: state, exitCode: r.GetExitCode(), took: now.Sub(t.createdAt)})
 	return nil
 }
 
-func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Capability) error {
+func (a *attachment) capabilitiesChanged(ctx context.Context, q *dbsqlc.Queries, caps []*nodev1.Capability) error {
 	if err := a.s.checkCapabilities(caps); err != nil {
 		return err
 	}
@@ -452,7 +530,7 @@ func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Cap
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities: %w", err)
 	}
-	n, err := a.s.opts.Store.Q().UpdateCapabilities(ctx, dbsqlc.UpdateCapabilitiesParams{
+	n, err := q.UpdateCapabilities(ctx, dbsqlc.UpdateCapabilitiesParams{
 		ID: a.deviceID, SessionID: a.sess.id, Capabilities: raw, Now: a.s.opts.Now(),
 	})
 	if err != nil {

@@ -154,16 +154,29 @@ func (s *Service) listen(ctx context.Context, channel string, sub *notify.Subscr
 			fields := strings.Fields(e.Payload)
 			switch {
 			case channel == ChannelDispatch && len(fields) == 3:
-				s.hub.signal(fields[1])
-				if fields[2] == "queued" || fields[2] == "cancel" {
-					s.sessions.wake(fields[0])
-				}
+				s.dispatchEvent(fields[0], fields[1], fields[2])
 			case channel == ChannelSessions && len(fields) == 2:
 				s.sessions.replaced(fields[0], fields[1])
 			case channel == ChannelOutput && len(fields) == 1:
-				s.hub.signal(fields[0])
+				s.hub.signal(fields[0], false)
 			}
 		}
+	}
+}
+
+// dispatchEvent handles a notification of ChannelDispatch: event is queued, cancel, or
+// state:<new state> (state alone from older replicas: a change not known).
+func (s *Service) dispatchEvent(deviceID, id, event string) {
+	switch event {
+	case "queued":
+		s.hub.signal(id, false)
+		s.sessions.wake(deviceID, false)
+	case "cancel":
+		s.hub.signal(id, false)
+		s.sessions.wake(deviceID, true)
+	default:
+		state, known := strings.CutPrefix(event, "state:")
+		s.hub.signal(id, !known || terminal(state))
 	}
 }
 

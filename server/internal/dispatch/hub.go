@@ -5,21 +5,23 @@ import "sync"
 // hub wakes the watchers of a dispatch (WatchDispatch, ExecuteCapability) when it
 // changed or has new output, on this replica.
 type hub struct {
-	mu       sync.Mutex // guards watchers
+	mu sync.Mutex // guards watchers
+	// watchers holds, by dispatch id, each watcher's channel and whether it waits only
+	// for the dispatch's end.
 	watchers map[string]map[chan struct{}]bool
 }
 
 func newHub() *hub { return &hub{watchers: map[string]map[chan struct{}]bool{}} }
 
-// watch returns a channel that receives (coalesced) signals for a dispatch id, and a
-// function that ends the watch.
-func (h *hub) watch(id string) (<-chan struct{}, func()) {
+// watch returns a channel that receives (coalesced) signals for a dispatch id: every
+// change and new output, or only its end when endOnly. stop ends the watch.
+func (h *hub) watch(id string, endOnly bool) (signals <-chan struct{}, stop func()) {
 	ch := make(chan struct{}, 1)
 	h.mu.Lock()
 	if h.watchers[id] == nil {
 		h.watchers[id] = map[chan struct{}]bool{}
 	}
-	h.watchers[id][ch] = true
+	h.watchers[id][ch] = endOnly
 	h.mu.Unlock()
 	return ch, func() {
 		h.mu.Lock()
@@ -31,11 +33,15 @@ func (h *hub) watch(id string) (<-chan struct{}, func()) {
 	}
 }
 
-// signal wakes the watchers of id.
-func (h *hub) signal(id string) {
+// signal wakes the watchers of id: all of them when the dispatch ended (or may have:
+// ended is true when the change is not known), else those that follow every change.
+func (h *hub) signal(id string, ended bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ch := range h.watchers[id] {
+	for ch, endOnly := range h.watchers[id] {
+		if endOnly && !ended {
+			continue
+		}
 		select {
 		case ch <- struct{}{}:
 		default:

@@ -18,6 +18,9 @@ type session struct {
 	deviceID, id string
 	// wake is signalled (coalesced) when the device has new dispatches or cancellations.
 	wake chan struct{}
+	// cancels is set with a wake when cancellations may be pending; the session then
+	// looks for them (and only then: most wakes bring dispatches).
+	cancels atomic.Bool
 	// done is closed when the session must end; cause says why.
 	done      chan struct{}
 	closeOnce sync.Once
@@ -29,6 +32,7 @@ type session struct {
 func newSession(deviceID, id string, now time.Time) *session {
 	s := &session{deviceID: deviceID, id: id, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.lastSeen.Store(now.UnixNano())
+	s.cancels.Store(true) // the first delivery looks for cancellations sent to an earlier session
 	return s
 }
 
@@ -84,20 +88,25 @@ func (r *registry) remove(s *session) {
 	}
 }
 
-// wake signals the session of a device, if this replica holds it.
-func (r *registry) wake(deviceID string) {
+// wake signals the session of a device, if this replica holds it; cancels says that a
+// cancellation is among the news.
+func (r *registry) wake(deviceID string, cancels bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if s := r.byDevice[deviceID]; s != nil {
+		if cancels {
+			s.cancels.Store(true)
+		}
 		s.signal()
 	}
 }
 
-// wakeAll signals every session.
+// wakeAll signals every session, to look for dispatches and cancellations.
 func (r *registry) wakeAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range r.byDevice {
+		s.cancels.Store(true)
 		s.signal()
 	}
 }

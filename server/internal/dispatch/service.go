@@ -96,6 +96,8 @@ func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, cre
 	}
 	s.log.Info("dispatch created", "dispatch_id", d.ID, "node_id", d.DeviceID, "capability", d.Capability,
 		"created_by", d.CreatedBy, "deadline", d.Deadline)
+	// A session on this replica need not wait for the notification's round trip.
+	s.sessions.wake(d.DeviceID, false)
 	return d, true, nil
 }
 
@@ -182,7 +184,7 @@ func (s *Service) Output(ctx context.Context, id string, from int64) ([]dbsqlc.D
 // shuts down, or when the dispatch did not end well after its deadline (the sweeper
 // should have ended it): the dispatch goes on regardless.
 func (s *Service) Wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
-	signals, stop := s.hub.watch(id)
+	signals, stop := s.hub.watch(id, true)
 	defer stop()
 	poll := time.NewTicker(time.Second) // in case a notification was lost
 	defer poll.Stop()
@@ -215,7 +217,7 @@ func (s *Service) Wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) 
 // Watch sends a dispatch at once and at every change, and its output from an offset as
 // it comes, until the dispatch ended (after its last output) or ctx ends.
 func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch func(dbsqlc.Dispatch) error, sendOutput func(dbsqlc.DispatchOutput) error) error {
-	signals, stop := s.hub.watch(id)
+	signals, stop := s.hub.watch(id, false)
 	defer stop()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -380,7 +382,8 @@ func (s *Service) touch(ctx context.Context) error {
 		p.SessionIds = append(p.SessionIds, l.id)
 		p.SeenAt = append(p.SeenAt, time.Unix(0, l.lastSeen.Load()))
 	}
-	current, err := s.opts.Store.Q().TouchSessions(ctx, p)
+	// Last-seen times are refreshed every few seconds: a crash may lose one round.
+	current, err := s.opts.Store.Lossy().TouchSessions(ctx, p)
 	if err != nil {
 		return fmt.Errorf("dispatch: record heartbeats: %w", err)
 	}

@@ -33,7 +33,10 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	db   translatingDB
-	log  *slog.Logger
+	// lossy is a small pool whose sessions commit without waiting for the WAL flush
+	// (synchronous_commit=off); see Lossy.
+	lossy *pgxpool.Pool
+	log   *slog.Logger
 }
 
 // Open connects to the database and checks that it answers. It does not migrate; call
@@ -50,6 +53,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "palyrad"
 	}
+	lossyCfg := cfg.Copy()
+	lossyCfg.MaxConns = max(2, cfg.MaxConns/4)
+	lossyCfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: open pool: %w", translate(err))
@@ -58,12 +64,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("store: connect to %s: %w", describe(cfg.ConnConfig), translate(err))
 	}
+	lossy, err := pgxpool.NewWithConfig(ctx, lossyCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: open pool: %w", translate(err))
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log.Debug("database pool open", "target", describe(cfg.ConnConfig), "max_conns", cfg.MaxConns)
-	return &Store{pool: pool, db: translatingDB{pool}, log: log}, nil
+	return &Store{pool: pool, db: translatingDB{pool}, lossy: lossy, log: log}, nil
 }
 
 // describe names the database server without credentials, for error messages and logs.
@@ -71,8 +82,19 @@ func describe(c *pgx.ConnConfig) string {
 	return fmt.Sprintf("database %q on %s port %d as %q", c.Database, c.Host, c.Port, c.User)
 }
 
-// Close closes every connection of the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close closes every connection of both pools.
+func (s *Store) Close() {
+	s.pool.Close()
+	s.lossy.Close()
+}
+
+// Lossy returns queries whose commits do not wait for the WAL to reach the disk
+// (synchronous_commit=off): for writes that a crash of PostgreSQL may lose without
+// harm, such as rate-limit counters and last-seen times. Such a commit is durable
+// within a few hundred milliseconds, and never after a later ordinary commit that
+// follows it; it is visible to others at once. Never use it for what a caller is
+// promised is stored.
+func (s *Store) Lossy() *dbsqlc.Queries { return dbsqlc.New(translatingDB{s.lossy}) }
 
 // Pool returns the underlying pool, for the few callers that need pgx directly
 // (database/sql for goose, LISTEN connections).

@@ -658,3 +658,18 @@ func TestOpenSetsApplicationName(t *testing.T) {
 		t.Errorf("application_name = %q, want palyrad", name)
 	}
 }
+
+// TestLossyWritesAreVisibleAtOnce writes through the lossy pool and reads through the
+// ordinary one: a commit that does not wait for the disk is still a commit.
+func TestLossyWritesAreVisibleAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := ulid.Make().String()
+	if _, err := b.store.Lossy().InsertUserIfMissing(t.Context(), dbsqlc.InsertUserIfMissingParams{ID: id, Name: "lossy-" + id, Role: "operator"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := b.q.GetUserByName(t.Context(), "lossy-"+id)
+	if err != nil || u.ID != id {
+		t.Fatalf("the lossy write read back: %v, %v", u, err)
+	}
+}
