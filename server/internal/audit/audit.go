@@ -62,8 +62,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -148,12 +150,39 @@ const (
 
 // Log is the audit log on a database. It is safe for concurrent use, also by several
 // palyrad processes sharing the database: appends are serialised by a transaction-level
-// advisory lock (the LockAudit query).
+// advisory lock (the LockAudit query). Within a process, concurrent appends are
+// committed together (group commit): one takes the lock and writes every event waiting
+// at that moment in one transaction, so the lock and the commit's flush are paid once
+// per batch rather than once per event.
 type Log struct {
 	store *store.Store
 	now   func() time.Time
 	batch int32 // rows per ScanAuditEvents call in Verify
+
+	mu      sync.Mutex // guards the following
+	pending []*appendCall
+	writing bool // an appender is writing a batch; the next batch waits for it
 }
+
+// appendCall is one Append waiting for its batch to be written.
+type appendCall struct {
+	rec Record // ID and Event set; Sequence and the hashes set by the writer
+	// done receives the outcome of the batch, or lead: the call must write the next
+	// batch itself.
+	done chan appendOutcome
+}
+
+// appendOutcome is what a waiting Append receives.
+type appendOutcome struct {
+	err  error
+	lead bool
+}
+
+// maxAppendBatch bounds the events written in one transaction.
+const maxAppendBatch = 256
+
+// appendTimeout bounds the writing of one batch.
+const appendTimeout = 30 * time.Second
 
 // New returns the log stored in s. now is the clock that dates events given without a
 // time; nil means time.Now.
@@ -164,13 +193,16 @@ func New(s *store.Store, now func() time.Time) *Log {
 	return &Log{store: s, now: now, batch: verifyBatch}
 }
 
-// Append adds e at the end of the log and returns it as stored.
+// Append adds e at the end of the log and returns it as stored, once committed.
 //
-// It runs in one transaction: take the append lock, read the newest event, compute the
-// new event's hash over that event's hash and its own fields, insert it. The lock
-// makes the read and the insert one step for every appender, so sequences have no gaps
-// and every event follows the one before it. (This relies on READ COMMITTED, the
-// store's isolation level, under which the head is read after the lock is granted.)
+// Events are written in batches, each in one transaction: take the append lock, read
+// the newest event, then for each event in turn compute its hash over the previous
+// event's hash and its own fields and insert it. The lock makes the read and the
+// inserts one step for every appender, so sequences have no gaps and every event
+// follows the one before it. (This relies on READ COMMITTED, the store's isolation
+// level, under which the head is read after the lock is granted.) A batch is every
+// event appended while the previous batch was being written; a failed batch fails each
+// of its Appends.
 func (l *Log) Append(ctx context.Context, e Event) (Record, error) {
 	if !e.Outcome.valid() {
 		return Record{}, fmt.Errorf("audit: append: outcome %q is neither %q nor %q: %w",
@@ -183,40 +215,99 @@ func (l *Log) Append(ctx context.Context, e Event) (Record, error) {
 	for _, s := range []*string{&e.Principal, &e.Procedure, &e.Target, &e.Code, &e.RemoteAddress, &e.RequestID} {
 		*s = storable(*s)
 	}
-	rec := Record{Event: e, ID: ulid.Make().String()}
+	call := &appendCall{rec: Record{Event: e, ID: ulid.Make().String()}, done: make(chan appendOutcome, 1)}
+	l.mu.Lock()
+	l.pending = append(l.pending, call)
+	lead := !l.writing
+	l.writing = true
+	l.mu.Unlock()
+	for !lead {
+		// The batch being written is not this call's: wait for the one that is, or to
+		// be handed the writing of the next. The wait ignores ctx: the event may be
+		// written already, and the caller must learn whether it was.
+		out := <-call.done
+		if !out.lead {
+			if out.err != nil {
+				return Record{}, fmt.Errorf("audit: append: %w", out.err)
+			}
+			return call.rec, nil
+		}
+		lead = true
+	}
+	// The batch holds other callers' events: it is not cut short by this caller's
+	// context, only bounded in time.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
+	l.writeNext(wctx)
+	cancel()
+	out := <-call.done
+	if out.err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", out.err)
+	}
+	return call.rec, nil
+}
+
+// writeNext writes the waiting events (this caller's among them) as one batch,
+// delivers the outcome to each, and hands the writing of the next batch to the first
+// call that arrived meanwhile, or ends the writing when none did.
+func (l *Log) writeNext(ctx context.Context) {
+	l.mu.Lock()
+	n := min(len(l.pending), maxAppendBatch)
+	batch := slices.Clone(l.pending[:n])
+	l.pending = slices.Delete(l.pending, 0, n)
+	l.mu.Unlock()
+
 	err := l.store.InTx(ctx, func(q *dbsqlc.Queries) error {
 		if err := q.LockAudit(ctx); err != nil {
 			return err
 		}
 		head, err := q.GetAuditHead(ctx)
+		prev := Record{Sequence: 0, Hash: make([]byte, hashSize)}
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			rec.Sequence, rec.PrevHash = 1, make([]byte, hashSize)
 		case err != nil:
 			return err
 		default:
-			rec.Sequence, rec.PrevHash = head.Sequence+1, head.Hash
+			prev.Sequence, prev.Hash = head.Sequence, head.Hash
 		}
-		rec.Hash = chainHash(rec)
-		return q.InsertAuditEvent(ctx, dbsqlc.InsertAuditEventParams{
-			Sequence:      rec.Sequence,
-			ID:            rec.ID,
-			OccurredAt:    rec.Time,
-			Principal:     rec.Principal,
-			Procedure:     rec.Procedure,
-			Target:        rec.Target,
-			Outcome:       string(rec.Outcome),
-			Code:          rec.Code,
-			RemoteAddress: rec.RemoteAddress,
-			RequestID:     rec.RequestID,
-			PrevHash:      rec.PrevHash,
-			Hash:          rec.Hash,
-		})
+		for _, c := range batch {
+			c.rec.Sequence, c.rec.PrevHash = prev.Sequence+1, prev.Hash
+			c.rec.Hash = chainHash(c.rec)
+			if err := insertRecord(ctx, q, c.rec); err != nil {
+				return err
+			}
+			prev = c.rec
+		}
+		return nil
 	})
-	if err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", err)
+	for _, c := range batch {
+		c.done <- appendOutcome{err: err}
 	}
-	return rec, nil
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) == 0 {
+		l.writing = false
+		return
+	}
+	l.pending[0].done <- appendOutcome{lead: true}
+}
+
+// insertRecord inserts one chained record.
+func insertRecord(ctx context.Context, q *dbsqlc.Queries, rec Record) error {
+	return q.InsertAuditEvent(ctx, dbsqlc.InsertAuditEventParams{
+		Sequence:      rec.Sequence,
+		ID:            rec.ID,
+		OccurredAt:    rec.Time,
+		Principal:     rec.Principal,
+		Procedure:     rec.Procedure,
+		Target:        rec.Target,
+		Outcome:       string(rec.Outcome),
+		Code:          rec.Code,
+		RemoteAddress: rec.RemoteAddress,
+		RequestID:     rec.RequestID,
+		PrevHash:      rec.PrevHash,
+		Hash:          rec.Hash,
+	})
 }
 
 // storable returns s as valid UTF-8 without NUL bytes, cut to maxFieldBytes.

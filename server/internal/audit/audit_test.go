@@ -300,6 +300,7 @@ func TestConcurrentAppends(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines*each)
+	returned := make(chan audit.Record, goroutines*each)
 	for g := range goroutines {
 		l := b.log
 		if g%2 == 1 {
@@ -307,14 +308,17 @@ func TestConcurrentAppends(t *testing.T) {
 		}
 		wg.Go(func() {
 			for i := range each {
-				if _, err := l.Append(t.Context(), event(g*each+i)); err != nil {
+				rec, err := l.Append(t.Context(), event(g*each+i))
+				if err != nil {
 					errs <- err
 				}
+				returned <- rec
 			}
 		})
 	}
 	wg.Wait()
 	close(errs)
+	close(returned)
 	for err := range errs {
 		t.Errorf("append: %v", err)
 	}
@@ -332,6 +336,16 @@ func TestConcurrentAppends(t *testing.T) {
 		}
 		if i+1 < len(recs) && !bytes.Equal(r.PrevHash, recs[i+1].Hash) {
 			t.Errorf("event %d does not follow event %d", r.Sequence, recs[i+1].Sequence)
+		}
+	}
+	// Each Append returned its record as stored, though most were written in batches.
+	stored := map[string]audit.Record{}
+	for _, r := range recs {
+		stored[r.ID] = r
+	}
+	for r := range returned {
+		if s, ok := stored[r.ID]; !ok || s.Sequence != r.Sequence || !bytes.Equal(s.Hash, r.Hash) || !bytes.Equal(s.PrevHash, r.PrevHash) {
+			t.Errorf("Append returned sequence %d for %s; stored: %d (%v)", r.Sequence, r.ID, s.Sequence, ok)
 		}
 	}
 	v := verify(t, b)
