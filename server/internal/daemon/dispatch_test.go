@@ -48,10 +48,10 @@ type testNode struct {
 }
 
 // openAttach opens an Attach stream to td with dev's certificate and sends first.
-func openAttach(t *testing.T, td *testDaemon, dev *enrolled, first *nodev1.AttachRequest) *testNode {
+func openAttach(t *testing.T, td *testDaemon, dev *enrolled, first *nodev1.AttachRequest, opts ...connect.ClientOption) *testNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	client := nodev1connect.NewNodeServiceClient(td.mtls(dev.cert), td.baseURL)
+	client := nodev1connect.NewNodeServiceClient(td.mtls(dev.cert), td.baseURL, opts...)
 	n := &testNode{t: t, stream: client.Attach(ctx), cancel: cancel, recv: make(chan *nodev1.AttachResponse, 256), end: make(chan error, 1)}
 	t.Cleanup(n.close)
 	if err := n.stream.Send(first); err != nil && !errors.Is(err, io.EOF) {
@@ -346,6 +346,39 @@ func TestDispatchToAnAttachedNode(t *testing.T) {
 	}
 	if err := watch.Err(); err != nil || watched.String() != "llo wo" || last.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
 		t.Errorf("watch from offset 2: %q %v %v", watched.String(), last, err)
+	}
+}
+
+// TestAttachOverGRPC runs a node's stream with the gRPC protocol (as a grpc-go node
+// would) and the Connect protocol side by side: a dispatch round trip on each.
+func TestAttachOverGRPC(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	for name, opts := range map[string][]connect.ClientOption{
+		"grpc":    {connect.WithGRPC()},
+		"connect": nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dev := b.enroll(t, time.Hour)
+			node := openAttach(t, b.testDaemon, dev, helloFor(dev), opts...)
+			if w := node.next().GetWelcome(); w.GetProtocolVersion() != 1 {
+				t.Fatalf("welcome %v", w)
+			}
+			d := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
+			if got := node.nextDispatch(); got.GetDispatchId() != d.GetId() {
+				t.Fatalf("dispatch %v, want %s", got, d.GetId())
+			}
+			node.send(accepted(d.GetId()))
+			node.send(output(d.GetId(), 0, "over "+name+"\n"))
+			node.send(result(d.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, uint64(len("over "+name+"\n"))))
+			if ack := node.next().GetResultAck(); ack.GetDispatchId() != d.GetId() {
+				t.Fatalf("ack %v", ack)
+			}
+			got, out := getDispatch(t, b.testDaemon, d.GetId())
+			if got.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED || joined(out) != "over "+name+"\n" {
+				t.Errorf("dispatch %v, output %q", got.GetState(), joined(out))
+			}
+		})
 	}
 }
 
