@@ -64,14 +64,22 @@ test-ts: $(NODE_MODULES)
 	npm test --workspace desktop
 
 .PHONY: bench
-bench: postgres-binaries ## Run the benchmarks of BENCHMARKS.md (a durable throwaway PostgreSQL unless DATABASE_URL is set)
+bench: postgres-binaries ## Benchmarks of BENCHMARKS.md, a quick profile (FULL=1: the whole suite); a durable throwaway PostgreSQL unless DATABASE_URL is set
 	@if [ -z "$${DATABASE_URL:-}" ]; then \
 		PALYRA_BENCH_DURABLE_PG=1 $(GO) run ./server/cmd/withpg -- $(MAKE) bench; \
-	else \
-		$(GO) test -run '^$$' -bench 'Dispatch|PostgresPair' -benchtime "$${BENCHTIME:-10s}" \
-			-count "$${BENCHCOUNT:-3}" -timeout 60m ./bench/ && \
+	elif [ -n "$(FULL)" ]; then \
+		cd bench && \
+		$(GO) test -run '^$$' -bench 'Baseline|Dispatch|PostgresPair|Pairing' -benchtime "$${BENCHTIME:-10s}" \
+			-count "$${BENCHCOUNT:-3}" -timeout 90m . && \
+		$(GO) test -run '^$$' -bench 'Revocation' -benchtime 200x -count "$${BENCHCOUNT:-3}" -timeout 30m . && \
 		PALYRA_BENCH_NODES="$${BENCH_NODES:-500}" $(GO) test -run '^$$' -bench 'IdleNodes' -benchtime 1x \
-			-count "$${BENCHCOUNT:-3}" -timeout 60m ./bench/; \
+			-count "$${BENCHCOUNT:-3}" -timeout 60m .; \
+	else \
+		cd bench && \
+		$(GO) test -run '^$$' -bench 'Baseline/.*/c=(1|16)$$|Dispatch/.*/c=(1|16)' \
+			-benchtime "$${BENCHTIME:-2s}" -count 1 -timeout 30m . && \
+		$(GO) test -run '^$$' -bench 'Pairing/method=qr' -benchtime "$${BENCHTIME:-2s}" -count 1 -timeout 10m . && \
+		$(GO) test -run '^$$' -bench 'Revocation' -benchtime 50x -count 1 -timeout 10m .; \
 	fi
 
 .PHONY: check-tools

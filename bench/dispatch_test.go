@@ -56,7 +56,9 @@ func BenchmarkDispatch(b *testing.B) {
 	d.waitAttached(b, attached)
 	m := meter{palyrad: d.pid(), pg: pg}
 
-	for _, cn := range [][2]int{{1, 1}, {16, 1}, {16, attached}} {
+	// c=1 and c=64 with one node are the shapes of the ratio table (ratios_test.go)
+	// and of the floor's relay (one node process).
+	for _, cn := range [][2]int{{1, 1}, {16, 1}, {16, attached}, {64, 1}, {64, attached}} {
 		c, nodes := cn[0], cn[1]
 		b.Run(fmt.Sprintf("ExecuteCapability/c=%d/nodes=%d", c, nodes), func(b *testing.B) {
 			dc := dispatchClient(b, d, pg)

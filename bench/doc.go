@@ -12,7 +12,8 @@
 //
 // Environment:
 //
-//	DATABASE_URL            PostgreSQL superuser URL (required; benchmarks skip without it)
+//	DATABASE_URL            PostgreSQL superuser URL (required but by BenchmarkBaseline;
+//	                        the others skip without it)
 //	PALYRA_BENCH_PALYRAD    palyrad binary to run; default: built from ./server once per run
 //	PALYRA_BENCH_DURABLE_PG 1 turns fsync, synchronous_commit and full_page_writes on with
 //	                        ALTER SYSTEM (make bench sets it for its throwaway server only)

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"math"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,8 +11,8 @@ import (
 
 // meter reads what a run costs the processes involved.
 type meter struct {
-	palyrad int // palyrad's process id; 0 when there is none
-	pg      *postgres
+	palyrad int       // palyrad's process id; 0 when there is none
+	pg      *postgres // nil when no PostgreSQL is involved (the baselines)
 }
 
 // usage is a reading of the meter.
@@ -30,10 +28,13 @@ func (m meter) read(tb testing.TB) usage {
 	if m.palyrad != 0 {
 		u.palyrad, _ = cpuTime(m.palyrad)
 	}
+	u.self, _ = cpuTime(os.Getpid())
+	if m.pg == nil {
+		return u
+	}
 	if m.pg.postmaster != 0 {
 		u.pg = treeCPU(m.pg.postmaster)
 	}
-	u.self, _ = cpuTime(os.Getpid())
 	err := m.pg.admin.QueryRow(context.Background(),
 		`select pg_snapshot_xmax(pg_current_snapshot())::text::bigint, (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&u.xid, &u.wal)
 	if err != nil {
@@ -45,7 +46,9 @@ func (m meter) read(tb testing.TB) usage {
 // closedLoop runs b.N calls of op on c workers, each issuing its calls back to back
 // (a closed loop, as in PERF-BASELINES.md), and reports:
 //
-//	mean-µs, p50-µs, p99-µs  latency of the calls of this run
+//	mean-µs, p50-µs, p90-µs, p99-µs
+//	                         latency of the calls of this run (the quantiles from a
+//	                         log-linear histogram, to within 0.1 %: histogram_test.go)
 //	<unit>                   calls completed per second of wall time (dispatches/s)
 //	palyrad-cpu-µs/op        palyrad's CPU time (user + system) per call
 //	pg-cpu-µs/op             PostgreSQL's (postmaster and backends), when its process is known
@@ -54,11 +57,16 @@ func (m meter) read(tb testing.TB) usage {
 //	wal-B/op                 bytes of WAL written per call
 //
 // The PostgreSQL figures are the whole server's: exact only when nothing else uses it
-// (as under make bench). ns/op is the wall time per call, so at c > 1 it is
-// 1/throughput, not latency. The first error ends the run and fails the benchmark.
+// (as under make bench), and left out when m.pg is nil (the baselines, whose servers
+// run in this process: bench-cpu-µs/op is then client and server together). ns/op is
+// the wall time per call, so at c > 1 it is 1/throughput, not latency. Each run's
+// latencies and throughput are also kept for the ratio table (ratios_test.go). The
+// first error ends the run and fails the benchmark.
 func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.Context) error) {
 	ctx := context.Background()
-	lat := make([][]time.Duration, c)
+	// One histogram per worker, each allocated on its own (64-byte size class) so that
+	// workers do not share a cache line.
+	lat := make([]*histogram, c)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, c)
@@ -66,7 +74,7 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 	b.ResetTimer()
 	start := time.Now()
 	for w := range c {
-		lat[w] = make([]time.Duration, 0, b.N/c+1)
+		lat[w] = new(histogram)
 		wg.Go(func() {
 			for next.Add(1) <= int64(b.N) {
 				t0 := time.Now()
@@ -74,7 +82,7 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 					errs <- err
 					return
 				}
-				lat[w] = append(lat[w], time.Since(t0))
+				lat[w].record(time.Since(t0))
 			}
 		})
 	}
@@ -86,35 +94,33 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 	if err := <-errs; err != nil {
 		b.Fatal(err)
 	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	n := float64(b.N)
-	var sum time.Duration
-	for _, l := range all {
-		sum += l
+	var all histogram
+	for w := range lat {
+		all.merge(lat[w])
 	}
-	b.ReportMetric(micros(sum)/float64(len(all)), "mean-µs")
-	b.ReportMetric(micros(percentile(all, 0.50)), "p50-µs")
-	b.ReportMetric(micros(percentile(all, 0.99)), "p99-µs")
-	b.ReportMetric(n/elapsed.Seconds(), unit)
+	n := float64(b.N)
+	r := result{
+		n: b.N, mean: all.mean(), p50: all.quantile(0.50), p90: all.quantile(0.90), p99: all.quantile(0.99),
+		throughput: n / elapsed.Seconds(), unit: unit,
+	}
+	results.record(b.Name(), r)
+	b.ReportMetric(micros(r.mean), "mean-µs")
+	b.ReportMetric(micros(r.p50), "p50-µs")
+	b.ReportMetric(micros(r.p90), "p90-µs")
+	b.ReportMetric(micros(r.p99), "p99-µs")
+	b.ReportMetric(r.throughput, unit)
 	if m.palyrad != 0 {
 		b.ReportMetric(micros(u1.palyrad-u0.palyrad)/n, "palyrad-cpu-µs/op")
+	}
+	b.ReportMetric(micros(u1.self-u0.self)/n, "bench-cpu-µs/op")
+	if m.pg == nil {
+		return
 	}
 	if m.pg.postmaster != 0 {
 		b.ReportMetric(micros(u1.pg-u0.pg)/n, "pg-cpu-µs/op")
 	}
-	b.ReportMetric(micros(u1.self-u0.self)/n, "bench-cpu-µs/op")
 	b.ReportMetric(float64(u1.xid-u0.xid)/n, "pg-xacts/op")
 	b.ReportMetric(float64(u1.wal-u0.wal)/n, "wal-B/op")
-}
-
-// percentile returns the q-quantile of sorted samples (nearest rank).
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(q * float64(len(sorted))))
-	return sorted[min(max(rank-1, 0), len(sorted)-1)]
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

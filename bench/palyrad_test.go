@@ -45,6 +45,7 @@ const maxRatePerMinute = 100000
 func TestMain(m *testing.M) {
 	code := m.Run()
 	removeBuilt()
+	results.printRatios(os.Stdout)
 	os.Exit(code)
 }
 
@@ -68,7 +69,12 @@ func palyradBinary(tb testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(builtDir, "palyrad")
-		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/palyra/palyra/server").CombinedOutput()
+		// Built in the root module (bench/.., where go test's working directory is
+		// bench/), so that palyrad has the daemon's own dependency versions, not those
+		// this module's extra requirements (nats-server, ...) might select.
+		build := exec.Command("go", "build", "-o", builtBin, "./server")
+		build.Dir = ".."
+		out, err := build.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build palyrad: %v\n%s", err, out)
 		}
@@ -207,6 +213,18 @@ type daemon struct {
 	stopped bool
 }
 
+// replicaID names the replica of a data directory: stable across restarts of the same
+// daemon, distinct between the replicas of one benchmark (their data directories are
+// the benchmark's temporary directories 001, 002, ...).
+func replicaID(dataDir string) string {
+	return "bench-" + strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '-'
+	}, filepath.Base(dataDir))
+}
+
 // startDaemon starts palyrad on dbURL with dataDir, logging (JSON, the default info
 // level, as deployed) to a file in dataDir, and returns once it is ready. It is
 // stopped when the benchmark ends, unless stopped before.
@@ -218,7 +236,7 @@ func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(palyradBinary(tb), "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-		"--database-url", dbURL, "--replica-id", "bench", "--log-format", "json")
+		"--database-url", dbURL, "--replica-id", replicaID(dataDir), "--log-format", "json")
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PALYRA_") {
 			cmd.Env = append(cmd.Env, kv)

@@ -1,0 +1,28 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// masterKeyFile is the master key palyrad keeps in its data directory
+// (server/internal/identity.MasterKeyFile, which this package may not import).
+const masterKeyFile = "master.key"
+
+// startReplica starts a second palyrad on the database of a first one, whose data
+// directory is firstDataDir, the way an operator adds a replica: a data directory of
+// its own holding a copy of the first one's master key, which unseals the CA the
+// database holds. It is stopped when the benchmark ends.
+func startReplica(tb testing.TB, dbURL, firstDataDir string) *daemon {
+	tb.Helper()
+	key, err := os.ReadFile(filepath.Join(firstDataDir, masterKeyFile))
+	if err != nil {
+		tb.Fatalf("read the first replica's master key: %v", err)
+	}
+	dir := tb.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, masterKeyFile), key, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return startDaemon(tb, dbURL, dir)
+}
