@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"os"
 	"regexp"
 	"runtime"
 	"sync"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/node/capability"
@@ -33,9 +36,9 @@ const ProtocolVersion = 1
 // before it cancels them.
 const DefaultDrainTimeout = 30 * time.Second
 
-// dispatchIDPattern is the form of dispatch ids (ULIDs). Ids name spool files, so an id
-// of another form is refused before it reaches the file system.
-var dispatchIDPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
+// ulidPattern is the form of device and dispatch ids (ULIDs). Dispatch ids name spool
+// files, so an id of another form is refused before it reaches the file system.
+var ulidPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
 
 // agentVersionPattern is the form of an agent version that Hello accepts.
 var agentVersionPattern = regexp.MustCompile(`^[A-Za-z0-9._+-]{0,64}$`)
@@ -149,7 +152,11 @@ type Agent struct {
 	stopping bool                   // Run's context ended: no new dispatch
 	drainAt  *time.Timer            // cancels what still runs at the drain timeout
 	drained  chan struct{}          // closed when no dispatch runs after stopping
-	status   AgentStatus            // what agent.json says
+
+	// statusMu guards status and orders the writes of agent.json. It is not mu: the
+	// heartbeat's synced write must not hold up dispatches and their output.
+	statusMu sync.Mutex
+	status   AgentStatus // what agent.json says
 }
 
 // NewAgent checks the options and returns an agent. It reads nothing yet: Run does.
@@ -220,7 +227,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.ran.close()
 	a.execBase = context.WithoutCancel(ctx)
 	a.updateStatus(func(s *AgentStatus) {
-		*s = AgentStatus{PID: pid(), StartedAt: a.now().UTC(), URL: a.host.URL, DeviceID: a.host.DeviceID}
+		*s = AgentStatus{PID: os.Getpid(), StartedAt: a.now().UTC(), URL: a.host.URL, DeviceID: a.host.DeviceID}
 	})
 	defer a.dir.remove(StatusFile)
 
@@ -295,7 +302,7 @@ func (a *Agent) load() error {
 // setCertificate checks that cert certifies key and names this node's device, and
 // makes it the certificate of new connections.
 func (a *Agent) setCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) error {
-	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
+	if !certifies(cert, key) {
 		return errors.New("the certificate does not certify the node's key")
 	}
 	id, err := deviceID(cert)
@@ -339,7 +346,7 @@ func (a *Agent) recoverRan() error {
 		}
 		res := &nodev1.DispatchResult{
 			DispatchId: id, Outcome: nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED,
-			Error: "the node agent restarted while running it", FinishTime: timestamp(now),
+			Error: "the node agent restarted while running it", FinishTime: timestamppb.New(now),
 		}
 		if err := a.spool.put(res); err != nil {
 			return err
@@ -390,7 +397,7 @@ func (a *Agent) attachLoop(ctx context.Context) {
 				s.LastError = err.Error()
 			}
 		})
-		if !sleepCtx(ctx, wait) {
+		if sleep(ctx, wait) != nil {
 			return
 		}
 	}
@@ -509,23 +516,24 @@ func (a *Agent) runningCount() int {
 	return len(a.running)
 }
 
+// session returns the attached session, or nil between sessions.
+func (a *Agent) session() *session {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sess
+}
+
 // emit queues msg on the attached session; without one it is dropped (results stay
 // spooled and are sent by the next session).
 func (a *Agent) emit(msg *nodev1.AttachRequest) {
-	a.mu.Lock()
-	s := a.sess
-	a.mu.Unlock()
-	if s != nil {
+	if s := a.session(); s != nil {
 		s.enqueue(msg)
 	}
 }
 
 // emitResult queues a result on the attached session, if any.
 func (a *Agent) emitResult(r *nodev1.DispatchResult) {
-	a.mu.Lock()
-	s := a.sess
-	a.mu.Unlock()
-	if s != nil {
+	if s := a.session(); s != nil {
 		s.enqueueResult(r)
 	}
 }

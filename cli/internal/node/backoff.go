@@ -1,9 +1,6 @@
 package node
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // backoff is an exponential backoff with full jitter: the n-th wait is drawn uniformly
 // from [0, min(max, initial·2ⁿ)]. It is used by one goroutine at a time.
@@ -28,18 +25,5 @@ func (b *backoff) next() time.Duration {
 	return time.Duration(b.rand(int64(ceiling) + 1))
 }
 
-// ceiling returns the bound of the next wait.
-func (b *backoff) ceiling() time.Duration {
-	if b.cur == 0 {
-		return b.initial
-	}
-	return b.cur
-}
-
 // reset starts over from the initial ceiling.
 func (b *backoff) reset() { b.cur = 0 }
-
-// sleepCtx waits for d or the end of ctx, and reports whether it waited d.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	return sleep(ctx, d) == nil
-}

@@ -28,6 +28,7 @@ var errAgentStopping = errors.New("the node agent was stopped before the dispatc
 // cancelledError is the cause of a dispatch cancelled by palyrad.
 type cancelledError struct{ reason string }
 
+// Error says the dispatch was cancelled, and palyrad's reason if it gave one.
 func (e *cancelledError) Error() string {
 	if e.reason == "" {
 		return "cancelled"
@@ -90,7 +91,7 @@ func (a *Agent) result(e *execution, res capability.Result, err error) *nodev1.D
 	total, truncated := e.out.counts()
 	r := &nodev1.DispatchResult{
 		DispatchId: e.id, ExitCode: int32(res.ExitCode), OutputBytes: total, OutputTruncated: truncated,
-		FinishTime: timestamp(a.now()),
+		FinishTime: timestamppb.New(a.now()),
 	}
 	var refused *capability.RefusedError
 	switch {
@@ -128,7 +129,7 @@ func (a *Agent) result(e *execution, res capability.Result, err error) *nodev1.D
 func (a *Agent) failedResult(id, msg string) *nodev1.DispatchResult {
 	return &nodev1.DispatchResult{
 		DispatchId: id, Outcome: nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED,
-		Error: truncateUTF8(msg, maxResultError), FinishTime: timestamp(a.now()),
+		Error: truncateUTF8(msg, maxResultError), FinishTime: timestamppb.New(a.now()),
 	}
 }
 
@@ -143,8 +144,6 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s[:n]
 }
-
-func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
 
 // outcomeName names an outcome for the log: "succeeded", "timed_out"...
 func outcomeName(o nodev1.DispatchOutcome) string {

@@ -49,6 +49,12 @@ func ParseKeyPEM(b []byte) (*ecdsa.PrivateKey, error) {
 	return key, nil
 }
 
+// certifies reports whether cert certifies key's public key.
+func certifies(cert *x509.Certificate, key *ecdsa.PrivateKey) bool {
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	return ok && pub.Equal(key.Public())
+}
+
 // KeyFingerprint returns the fingerprint of a public key as palyrad shows it to the
 // approver: "sha256:" and the hex SHA-256 of its SubjectPublicKeyInfo.
 func KeyFingerprint(pub any) (string, error) {

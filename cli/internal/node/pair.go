@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -452,8 +450,6 @@ type Issued struct {
 	DeviceID string
 }
 
-var deviceIDPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
-
 // CheckIssued parses and checks a device certificate issued for key: it must certify
 // key's public key, verify against ca for client authentication, come with ca (caPEM,
 // when given, must be that CA), and name exactly one device in a palyra://device/<id>
@@ -474,7 +470,7 @@ func CheckIssued(certPEM, caPEM string, key *ecdsa.PrivateKey, ca *x509.Certific
 			return nil, fmt.Errorf("it comes with the CA %s, not the pinned %s", client.Fingerprint(sent), client.Fingerprint(ca))
 		}
 	}
-	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
+	if !certifies(cert, key) {
 		return nil, errors.New("it does not certify this node's key")
 	}
 	roots := x509.NewCertPool()
@@ -505,24 +501,10 @@ func deviceID(c *x509.Certificate) (string, error) {
 		return "", fmt.Errorf("it names %d devices (palyra://device/<id>), not one", len(found))
 	}
 	id := strings.TrimPrefix(found[0].Path, "/")
-	if !deviceIDPattern.MatchString(id) {
+	if !ulidPattern.MatchString(id) {
 		return "", fmt.Errorf("its device id %q is malformed", id)
 	}
 	return id, nil
-}
-
-// parseCertificatePEM parses the first certificate of a PEM text.
-func parseCertificatePEM(s string) (*x509.Certificate, error) {
-	for rest := []byte(s); ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("no PEM certificate")
-		}
-		if block.Type == "CERTIFICATE" {
-			return x509.ParseCertificate(block.Bytes)
-		}
-	}
 }
 
 func orDash(s string) string {

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -163,7 +162,7 @@ func (s *StateDir) swapCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate
 	if err := s.write(keyNextFile, kb, 0o600); err != nil {
 		return err
 	}
-	if err := s.write(certNextFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+	if err := s.write(certNextFile, certificatePEM(cert), 0o644); err != nil {
 		return err
 	}
 	if err := os.Rename(s.File(keyNextFile), s.File(KeyFile)); err != nil {
@@ -229,8 +228,7 @@ func (s *StateDir) matches(keyName, certName string) (bool, error) {
 		}
 		return false, nil
 	}
-	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	return ok && pub.Equal(key.Public()), nil
+	return certifies(cert, key), nil
 }
 
 // syncDir makes renames in the directory durable where the system allows it.
@@ -241,12 +239,4 @@ func (s *StateDir) syncDir() {
 	}
 	_ = d.Sync()
 	d.Close()
-}
-
-// mkdir creates the directory (mode 0700) if it is missing.
-func (s *StateDir) mkdir() error {
-	if err := os.MkdirAll(s.path, 0o700); err != nil {
-		return fmt.Errorf("create the state directory: %w", err)
-	}
-	return nil
 }

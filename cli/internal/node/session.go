@@ -200,11 +200,17 @@ func (s *session) enqueue(msg *nodev1.AttachRequest) {
 	s.enqueueLocked(msg)
 }
 
+// enqueueLocked is enqueue with s.mu held.
 func (s *session) enqueueLocked(msg *nodev1.AttachRequest) {
 	if s.ended {
 		return
 	}
 	s.queue = append(s.queue, msg)
+	s.wakeSender()
+}
+
+// wakeSender makes the sender look at the queue again.
+func (s *session) wakeSender() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -219,6 +225,7 @@ func (s *session) enqueueResult(r *nodev1.DispatchResult) {
 	s.enqueueResultLocked(r)
 }
 
+// enqueueResultLocked is enqueueResult with s.mu held.
 func (s *session) enqueueResultLocked(r *nodev1.DispatchResult) {
 	if s.queued[r.GetDispatchId()] {
 		return
@@ -246,6 +253,7 @@ func (s *session) replay(results []*nodev1.DispatchResult) {
 	}
 }
 
+// enqueueAllLocked queues msgs in order; the caller holds s.mu.
 func (s *session) enqueueAllLocked(msgs []*nodev1.AttachRequest) {
 	for _, m := range msgs {
 		s.enqueueLocked(m)
@@ -261,8 +269,8 @@ func (s *session) resendResult(r *nodev1.DispatchResult) {
 	if out := s.a.unacked[r.GetDispatchId()]; out != nil {
 		s.enqueueAllLocked(out.sent())
 	}
-	s.queued[r.GetDispatchId()] = true
-	s.enqueueLocked(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: r}})
+	delete(s.queued, r.GetDispatchId())
+	s.enqueueResultLocked(r)
 }
 
 // acked forgets an acknowledged result.
@@ -384,10 +392,7 @@ func (s *session) run(ctx, sctx context.Context, cancel context.CancelCauseFunc)
 			s.mu.Lock()
 			s.closing = true
 			s.mu.Unlock()
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+			s.wakeSender()
 			closeTimeout = time.After(a.tune.closeWait)
 		case <-closeTimeout:
 			return nil
@@ -478,7 +483,7 @@ func (s *session) handle(m *nodev1.AttachResponse) error {
 func (s *session) dispatch(d *nodev1.Dispatch) error {
 	a := s.a
 	id, name := d.GetDispatchId(), d.GetCapability()
-	if !dispatchIDPattern.MatchString(id) {
+	if !ulidPattern.MatchString(id) {
 		return &ProtocolError{Reason: fmt.Sprintf("malformed dispatch id %q", id)}
 	}
 	log := a.log.With("dispatch_id", id, "capability", name)

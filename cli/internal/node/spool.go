@@ -51,7 +51,7 @@ func (s spool) path(id string) string { return filepath.Join(s.dir, id+".json") 
 
 // put writes a result.
 func (s spool) put(r *nodev1.DispatchResult) error {
-	if !dispatchIDPattern.MatchString(r.GetDispatchId()) {
+	if !ulidPattern.MatchString(r.GetDispatchId()) {
 		return fmt.Errorf("malformed dispatch id %q", r.GetDispatchId())
 	}
 	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(r)
@@ -69,7 +69,7 @@ func (s spool) put(r *nodev1.DispatchResult) error {
 
 // get reads the result of a dispatch; ok is false when it is not spooled.
 func (s spool) get(id string) (r *nodev1.DispatchResult, ok bool, err error) {
-	if !dispatchIDPattern.MatchString(id) {
+	if !ulidPattern.MatchString(id) {
 		return nil, false, nil
 	}
 	b, err := os.ReadFile(s.path(id))
@@ -91,7 +91,7 @@ func (s spool) get(id string) (r *nodev1.DispatchResult, ok bool, err error) {
 
 // remove forgets a result; a result that is not spooled is no error.
 func (s spool) remove(id string) error {
-	if !dispatchIDPattern.MatchString(id) {
+	if !ulidPattern.MatchString(id) {
 		return nil
 	}
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -113,7 +113,7 @@ func (s spool) ids() ([]string, error) {
 	var ids []string
 	for _, e := range entries {
 		id, ok := strings.CutSuffix(e.Name(), ".json")
-		if ok && e.Type().IsRegular() && dispatchIDPattern.MatchString(id) {
+		if ok && e.Type().IsRegular() && ulidPattern.MatchString(id) {
 			ids = append(ids, id)
 		}
 	}
@@ -191,7 +191,7 @@ func readRanLog(path string) (records map[string]*ranRecord, bad int, err error)
 		if len(f) == 3 {
 			t, err = time.Parse(time.RFC3339Nano, f[1])
 		}
-		if len(f) != 3 || err != nil || !dispatchIDPattern.MatchString(f[2]) || (f[0] != ranStarted && f[0] != ranFinished) {
+		if len(f) != 3 || err != nil || !ulidPattern.MatchString(f[2]) || (f[0] != ranStarted && f[0] != ranFinished) {
 			bad++
 			continue
 		}

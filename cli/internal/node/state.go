@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -132,7 +133,7 @@ func (s *StateDir) readPrivate(name string) (b []byte, ok bool, err error) {
 		return nil, false, fmt.Errorf("%s is private but its group or others may access it (mode %s); "+
 			"run `chmod 600 %s` (and consider whether it leaked)", f.Name(), info.Mode().Perm(), f.Name())
 	}
-	b, err = os.ReadFile(f.Name())
+	b, err = io.ReadAll(f)
 	return b, err == nil, err
 }
 
@@ -217,37 +218,62 @@ func (s *StateDir) Certificate() (*x509.Certificate, error) { return s.readCerti
 // CA reads palyrad's CA certificate.
 func (s *StateDir) CA() (*x509.Certificate, error) { return s.readCertificate(CAFile) }
 
+// readCertificate reads the first certificate of the PEM file name.
 func (s *StateDir) readCertificate(name string) (*x509.Certificate, error) {
 	b, err := os.ReadFile(s.File(name))
 	if err != nil {
 		return nil, err
 	}
-	block, _ := pem.Decode(b)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s holds no PEM certificate", s.File(name))
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
+	c, err := parseCertificatePEM(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.File(name), err)
 	}
 	return c, nil
 }
 
+// parseCertificatePEM parses the first certificate of a PEM text.
+func parseCertificatePEM(s string) (*x509.Certificate, error) {
+	for rest := []byte(s); ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errors.New("no PEM certificate")
+		}
+		if block.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(block.Bytes)
+		}
+	}
+}
+
+// certificatePEM encodes a certificate as a "CERTIFICATE" PEM block.
+func certificatePEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
 // SaveCertificates writes the device certificate and the CA, both PEM: the CA first,
 // so that a certificate is never present without the CA that verifies the daemon.
 func (s *StateDir) SaveCertificates(cert, ca *x509.Certificate) error {
-	if err := s.write(CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o644); err != nil {
+	if err := s.write(CAFile, certificatePEM(ca), 0o644); err != nil {
 		return err
 	}
-	return s.write(CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
+	return s.write(CertFile, certificatePEM(cert), 0o644)
 }
 
 // RemoveCertificate removes the device certificate: the node is no longer paired.
 func (s *StateDir) RemoveCertificate() error { return s.remove(CertFile) }
 
-func (s *StateDir) write(name string, data []byte, perm fs.FileMode) error {
+// mkdir creates the directory (mode 0700) if it is missing.
+func (s *StateDir) mkdir() error {
 	if err := os.MkdirAll(s.path, 0o700); err != nil {
 		return fmt.Errorf("create the state directory: %w", err)
+	}
+	return nil
+}
+
+// write writes the file name atomically with mode perm, creating the directory first.
+func (s *StateDir) write(name string, data []byte, perm fs.FileMode) error {
+	if err := s.mkdir(); err != nil {
+		return err
 	}
 	if err := atomicfile.Write(s.File(name), data, perm); err != nil {
 		return fmt.Errorf("write %s: %w", s.File(name), err)
@@ -255,6 +281,7 @@ func (s *StateDir) write(name string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
+// remove removes the file name; a missing file is no error.
 func (s *StateDir) remove(name string) error {
 	if err := os.Remove(s.File(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

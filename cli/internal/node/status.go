@@ -48,8 +48,8 @@ type AgentStatus struct {
 // updateStatus changes the agent's status and writes agent.json. A failure to write
 // is logged: the status is informative.
 func (a *Agent) updateStatus(change func(*AgentStatus)) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.statusMu.Lock()
+	defer a.statusMu.Unlock()
 	change(&a.status)
 	a.status.UpdatedAt = a.now().UTC()
 	b, err := json.MarshalIndent(a.status, "", "  ")
@@ -81,6 +81,3 @@ func (s *StateDir) AgentStatus() (*AgentStatus, error) {
 	}
 	return st, nil
 }
-
-// pid returns the agent's process id.
-func pid() int { return os.Getpid() }

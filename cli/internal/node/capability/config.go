@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,7 +79,7 @@ type FilesystemConfig struct {
 	// empty means filesystem.read is unavailable.
 	Roots []string `toml:"roots"`
 	// MaxBytes is the most a read returns: the largest file, or slice of a file (default
-	// 1 MiB).
+	// DefaultMaxFileBytes, 512 KiB; at most MaxFileBytesLimit).
 	MaxBytes int64 `toml:"max_bytes"`
 }
 
@@ -212,7 +213,7 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 			errs = append(errs, fmt.Errorf("shell.allow: %w", err))
 			continue
 		}
-		if !contains(allow, p) {
+		if !slices.Contains(allow, p) {
 			allow = append(allow, p)
 		}
 	}
@@ -246,7 +247,7 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 			errs = append(errs, fmt.Errorf("filesystem.roots: %w", err))
 			continue
 		}
-		if r = filepath.Clean(r); !contains(roots, r) {
+		if r = filepath.Clean(r); !slices.Contains(roots, r) {
 			roots = append(roots, r)
 		}
 	}
@@ -283,7 +284,7 @@ func resolveExecutable(name string, lookPath func(string) (string, error)) (stri
 		return "", errors.New("empty executable name")
 	case filepath.IsAbs(name):
 		name = filepath.Clean(name)
-	case strings.ContainsRune(name, '/') || strings.ContainsRune(name, filepath.Separator):
+	case strings.ContainsFunc(name, isPathSeparator):
 		return "", fmt.Errorf("%q: want an absolute path or a bare name found on PATH", name)
 	default:
 		p, err := lookPath(name)
@@ -328,15 +329,6 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // defaultConfigTemplate is what WriteDefaultConfig writes: every setting commented out

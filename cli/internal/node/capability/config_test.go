@@ -202,7 +202,7 @@ max_bytes = 4096
 func dedupe(list []string) []string {
 	var out []string
 	for _, s := range list {
-		if !contains(out, s) {
+		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}

@@ -98,7 +98,7 @@ func newFileReader(cfg FilesystemConfig, log *slog.Logger) *fileReader {
 			log.Warn("filesystem.read: ignoring a root that is not an absolute path", "root", root)
 			continue
 		}
-		if root = filepath.Clean(root); !contains(r.roots, root) {
+		if root = filepath.Clean(root); !slices.Contains(r.roots, root) {
 			r.roots = append(r.roots, root)
 		}
 	}

@@ -145,7 +145,7 @@ func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() ti
 			log.Warn("shell.execute: ignoring an allowed executable that is not an absolute path", "executable", a)
 			continue
 		}
-		if a = filepath.Clean(a); !contains(s.allow, a) {
+		if a = filepath.Clean(a); !slices.Contains(s.allow, a) {
 			s.allow = append(s.allow, a)
 		}
 	}
@@ -254,7 +254,7 @@ func (s *shell) resolve(argv0, pathEnv string) (string, error) {
 		}
 		candidate = p
 	}
-	if contains(s.allow, candidate) {
+	if slices.Contains(s.allow, candidate) {
 		return candidate, nil
 	}
 	// Not the allowed path itself: allowed when it is the same file as an allowed entry
@@ -316,7 +316,7 @@ func (s *shell) environment(req map[string]string) ([]string, error) {
 		}
 	}
 	for name, v := range req {
-		if !contains(s.env, name) {
+		if !slices.Contains(s.env, name) {
 			return nil, refusef("%s: environment variable %q is not allowed (shell.env in %s lists those a request may set)",
 				ShellExecuteName, name, ConfigFile)
 		}
@@ -562,4 +562,5 @@ func (l *outputLimiter) counts() (total int64, truncated bool) {
 // discardOutput drops output.
 type discardOutput struct{}
 
+// Write implements Output.
 func (discardOutput) Write(Stream, []byte) {}
