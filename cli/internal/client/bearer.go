@@ -12,6 +12,7 @@ type bearerInterceptor struct{ token string }
 
 var _ connect.Interceptor = bearerInterceptor{}
 
+// WrapUnary implements connect.Interceptor.
 func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	if b.token == "" {
 		return next
@@ -22,6 +23,7 @@ func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// WrapStreamingClient implements connect.Interceptor.
 func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	if b.token == "" {
 		return next
@@ -33,6 +35,7 @@ func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 	}
 }
 
+// WrapStreamingHandler implements connect.Interceptor.
 func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }

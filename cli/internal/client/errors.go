@@ -19,6 +19,9 @@ type explainInterceptor struct {
 	token tokenHint
 }
 
+var _ connect.Interceptor = explainInterceptor{}
+
+// WrapUnary implements connect.Interceptor.
 func (i explainInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		res, err := next(ctx, req)
@@ -26,12 +29,14 @@ func (i explainInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 	}
 }
 
+// WrapStreamingClient implements connect.Interceptor.
 func (i explainInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		return explainedConn{StreamingClientConn: next(ctx, spec), i: i}
 	}
 }
 
+// WrapStreamingHandler implements connect.Interceptor.
 func (i explainInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }

@@ -102,11 +102,43 @@ const MaxReasonBytes = 256
 // CheckReason checks a required --reason value (why a request is rejected, a device
 // revoked): 1 to MaxReasonBytes bytes, not only white space. A bad one is a usage error.
 func CheckReason(reason string) error {
-	switch {
-	case strings.TrimSpace(reason) == "":
+	if strings.TrimSpace(reason) == "" {
 		return cliusage.Wrap(errors.New("--reason is required: say why, in at most 256 bytes"))
-	case len(reason) > MaxReasonBytes:
+	}
+	return CheckReasonLength(reason)
+}
+
+// CheckReasonLength checks an optional --reason value: at most MaxReasonBytes bytes.
+// A longer one is a usage error.
+func CheckReasonLength(reason string) error {
+	if len(reason) > MaxReasonBytes {
 		return cliusage.Wrap(fmt.Errorf("--reason is %d bytes long; at most %d", len(reason), MaxReasonBytes))
+	}
+	return nil
+}
+
+// MaxPageSize is the largest --limit that palyrad's list calls take.
+const MaxPageSize = 500
+
+// Paging is the --limit and --all flags that every list command takes.
+type Paging struct {
+	// Limit is the page size; zero (the flag not given) leaves it to palyrad.
+	Limit uint32
+	// All follows the pages to the end of the list.
+	All bool
+}
+
+// Bind adds --limit and --all to fs. plural names what is listed in the help of
+// --limit ("tokens"); every names it in the help of --all ("every token").
+func (p *Paging) Bind(fs *pflag.FlagSet, plural, every string) {
+	fs.Uint32Var(&p.Limit, "limit", 0, fmt.Sprintf("the most %s to list (per call with --all), 1 to %d (default 100)", plural, MaxPageSize))
+	fs.BoolVar(&p.All, "all", false, "follow the pages to list "+every)
+}
+
+// Check checks a --limit that was given: 1 to MaxPageSize. A bad one is a usage error.
+func (p *Paging) Check(fs *pflag.FlagSet) error {
+	if fs.Changed("limit") && (p.Limit < 1 || p.Limit > MaxPageSize) {
+		return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and %d, got %d", MaxPageSize, p.Limit))
 	}
 	return nil
 }

@@ -60,9 +60,7 @@ func Print(w io.Writer, f Format, msg proto.Message, table func(w io.Writer)) er
 		_, err = out.WriteTo(w)
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	table(tw)
-	return tw.Flush()
+	return printTable(w, table)
 }
 
 // PrintValue is Print for results that are not API responses (the CLI's own state,
@@ -77,6 +75,11 @@ func PrintValue(w io.Writer, f Format, v any, table func(w io.Writer)) error {
 		_, err = w.Write(append(b, '\n'))
 		return err
 	}
+	return printTable(w, table)
+}
+
+// printTable writes what table writes, with its tab-separated columns aligned.
+func printTable(w io.Writer, table func(w io.Writer)) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	table(tw)
 	return tw.Flush()

@@ -44,8 +44,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		principal, procedure string
 		outcome              = cliflag.NewChoice("success", "failure")
 		since, until         cliflag.Time
-		limit                uint32
-		all                  bool
+		paging               cliflag.Paging
 	)
 	c := &cobra.Command{
 		Use:   "list",
@@ -55,14 +54,14 @@ func newListCommand(d *deps.Deps) *cobra.Command {
   palyra audit list --since 2025-01-01T00:00:00Z --until 2025-02-01T00:00:00Z --all -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
-				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			if err := paging.Check(cmd.Flags()); err != nil {
+				return err
 			}
 			if len(principal) > 128 || len(procedure) > 256 {
 				return cliusage.Wrap(errors.New("--principal is at most 128 bytes long, --procedure at most 256"))
 			}
 			req := &accessv1.ListAuditEventsRequest{
-				PageSize: limit, Principal: principal, Procedure: procedure, Outcome: outcomes[outcome.Value],
+				PageSize: paging.Limit, Principal: principal, Procedure: procedure, Outcome: outcomes[outcome.Value],
 			}
 			now := d.Clock()
 			if at, ok := since.At(now); ok {
@@ -78,7 +77,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			events, next, err := client.Pages(all, func(page string) ([]*accessv1.AuditEvent, string, error) {
+			events, next, err := client.Pages(paging.All, func(page string) ([]*accessv1.AuditEvent, string, error) {
 				req.PageToken = page
 				res, err := c.Access.ListAuditEvents(cmd.Context(), connect.NewRequest(req))
 				if err != nil {
@@ -89,7 +88,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := &accessv1.ListAuditEventsResponse{Events: append([]*accessv1.AuditEvent{}, events...), NextPageToken: next}
+			out := &accessv1.ListAuditEventsResponse{Events: events, NextPageToken: next}
 			if out.NextPageToken != "" && d.Output != output.JSON {
 				fmt.Fprintln(d.Stderr, "more events follow: pass --all to list them all, or narrow with --since")
 			}
@@ -101,8 +100,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 	c.Flags().Var(outcome, "outcome", "only the events with this outcome")
 	c.Flags().Var(&since, "since", "only the events at or after this time: RFC 3339, or a duration ago such as 1h or 7d")
 	c.Flags().Var(&until, "until", "only the events before this time: RFC 3339, or a duration ago")
-	c.Flags().Uint32Var(&limit, "limit", 0, "the most events to list (per call with --all), 1 to 500 (default 100)")
-	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every matching event")
+	paging.Bind(c.Flags(), "events", "every matching event")
 	return c
 }
 

@@ -7,10 +7,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,14 +36,75 @@ var Now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 // environment), without a terminal, and returns what it did once it has ended.
 func Run(ctx context.Context, env map[string]string, args ...string) Result {
 	var stdout, stderr SyncBuffer
-	code := cmd.Execute(ctx, args, &deps.Deps{
-		Stdout: &stdout,
-		Stderr: &stderr,
-		Stdin:  bytes.NewReader(nil),
+	code := execute(ctx, env, nil, &stdout, &stderr, args)
+	return Result{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
+}
+
+// execute runs palyra as Run describes, with stdin as its standard input (nil for
+// none), and returns its exit code.
+func execute(ctx context.Context, env map[string]string, stdin io.Reader, stdout, stderr io.Writer, args []string) int {
+	if stdin == nil {
+		stdin = bytes.NewReader(nil)
+	}
+	return cmd.Execute(ctx, args, &deps.Deps{
+		Stdout: stdout,
+		Stderr: stderr,
+		Stdin:  stdin,
 		Getenv: func(k string) string { return env[k] },
 		Now:    func() time.Time { return Now },
 	})
-	return Result{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
+}
+
+// Running is a palyra command that runs in the background, whose output the test can
+// read while it runs: to see output streamed before the end, or to press Ctrl-C
+// (cancel its context) at a chosen moment.
+type Running struct {
+	// Stdout and Stderr are what it wrote so far.
+	Stdout, Stderr SyncBuffer
+	done           chan int
+}
+
+// Start runs palyra in the background as Run does, with stdin as its standard input
+// (nil for none).
+func Start(ctx context.Context, env map[string]string, stdin io.Reader, args ...string) *Running {
+	r := &Running{done: make(chan int, 1)}
+	go func() { r.done <- execute(ctx, env, stdin, &r.Stdout, &r.Stderr, args) }()
+	return r
+}
+
+// WaitFor waits until the command has written text on stdout.
+func (r *Running) WaitFor(t *testing.T, text string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(r.Stdout.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q on stdout after 10s; stdout %q, stderr %q", text, r.Stdout.String(), r.Stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Wait waits for the command's end and returns what it did.
+func (r *Running) Wait(t *testing.T) Result {
+	t.Helper()
+	select {
+	case code := <-r.done:
+		return Result{Code: code, Stdout: r.Stdout.String(), Stderr: r.Stderr.String()}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the command did not end")
+	}
+	return Result{}
+}
+
+// WantOutput fails the test when out, the output that what names ("stdout"), lacks
+// any of want.
+func WantOutput(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, out)
+		}
+	}
 }
 
 // SyncBuffer is a bytes.Buffer that goroutines may share.

@@ -60,8 +60,7 @@ func parseDispatchID(arg string) (string, error) {
 func newListCommand(d *deps.Deps) *cobra.Command {
 	var (
 		node, capability string
-		all              bool
-		limit            uint32
+		paging           cliflag.Paging
 		state            = cliflag.NewChoice("queued", "sent", "running", "succeeded", "failed", "timed_out", "cancelled")
 	)
 	c := &cobra.Command{
@@ -71,7 +70,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
   palyra dispatches list --node 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --capability shell.execute --all -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &controlplanev1.ListDispatchesRequest{State: states[state.Value], Capability: capability, PageSize: limit}
+			req := &controlplanev1.ListDispatchesRequest{State: states[state.Value], Capability: capability, PageSize: paging.Limit}
 			if node != "" {
 				id, err := cliflag.ParseID(node, "node", "palyra nodes list")
 				if err != nil {
@@ -82,14 +81,14 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			if len(capability) > 128 {
 				return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
 			}
-			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
-				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			if err := paging.Check(cmd.Flags()); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {
 				return err
 			}
-			list, next, err := client.Pages(all, func(page string) ([]*controlplanev1.Dispatch, string, error) {
+			list, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.Dispatch, string, error) {
 				req.PageToken = page
 				res, err := c.Dispatch.ListDispatches(cmd.Context(), connect.NewRequest(req))
 				if err != nil {
@@ -110,8 +109,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 	c.Flags().StringVar(&node, "node", "", "list only the dispatches of this node `ID`")
 	c.Flags().Var(state, "state", "list only the dispatches in this state")
 	c.Flags().StringVar(&capability, "capability", "", "list only the dispatches of this capability, e.g. shell.execute")
-	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every dispatch")
-	c.Flags().Uint32Var(&limit, "limit", 0, "the most dispatches to list (per call with --all), 1 to 500 (default 100)")
+	paging.Bind(c.Flags(), "dispatches", "every dispatch")
 	return c
 }
 
@@ -210,8 +208,8 @@ the node reports the end). A dispatch that has ended cannot be cancelled (exit 1
 			if err != nil {
 				return err
 			}
-			if len(reason) > cliflag.MaxReasonBytes {
-				return cliusage.Wrap(fmt.Errorf("--reason is %d bytes long; at most %d", len(reason), cliflag.MaxReasonBytes))
+			if err := cliflag.CheckReasonLength(reason); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {

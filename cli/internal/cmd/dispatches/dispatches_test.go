@@ -28,15 +28,6 @@ func setup(t *testing.T) (*dispatchtest.Fake, map[string]string) {
 	return f, srv.Env()
 }
 
-func wantOutput(t *testing.T, what, out string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(out, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, out)
-		}
-	}
-}
-
 // ts is cmdtest.Now moved by d.
 func ts(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(cmdtest.Now.Add(d)) }
 
@@ -101,13 +92,13 @@ func TestDispatchesList(t *testing.T) {
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID                          NODE                        CAPABILITY     STATE") {
 		t.Fatalf("list: one page of two under a header, got:\n%s", res.Stdout)
 	}
-	wantOutput(t, "list", res.Stdout,
+	cmdtest.WantOutput(t, "list", res.Stdout,
 		runningID+"  "+nodeID+"  shell.execute  running    2025-06-01T11:59:00Z  -         -     user:owner",
 		infoID+"  "+otherID+"  system.info    succeeded  2025-06-01T11:59:00Z  40ms      -     user:owner")
-	wantOutput(t, "list stderr", res.Stderr, "more dispatches follow: pass --all")
+	cmdtest.WantOutput(t, "list stderr", res.Stderr, "more dispatches follow: pass --all")
 
 	res = cmdtest.Run(t.Context(), env, "dispatches", "list", "--all")
-	wantOutput(t, "list --all", res.Stdout, failed+"  "+nodeID+"  shell.execute  failed     2025-06-01T11:59:00Z  2.5s      2",
+	cmdtest.WantOutput(t, "list --all", res.Stdout, failed+"  "+nodeID+"  shell.execute  failed     2025-06-01T11:59:00Z  2.5s      2",
 		ok+"  "+nodeID+"  shell.execute  succeeded  2025-06-01T11:59:00Z  2.5s      0")
 	if n := strings.Count(res.Stdout, "\n"); n != 5 || res.Stderr != "" {
 		t.Errorf("list --all: %d lines, stderr %q:\n%s", n, res.Stderr, res.Stdout)
@@ -138,7 +129,7 @@ func TestDispatchesShow(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("show: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "show", res.Stdout, "ID               "+id, "Node             "+nodeID, "State            failed",
+	cmdtest.WantOutput(t, "show", res.Stdout, "ID               "+id, "Node             "+nodeID, "State            failed",
 		`Input            {"argv":["make"]}`, "Created          2025-06-01T11:59:00Z by user:owner", "Duration         2.5s",
 		"Exit code        2", "Output           33 B (cap 1 MiB)", `Result           {"exit_code":2}`, "Error            exit status 2")
 	if strings.Contains(res.Stdout, "building") || f.Calls().Gets[0].GetIncludeOutput() {
@@ -198,7 +189,7 @@ func TestDispatchesWatchInterrupted(t *testing.T) {
 	running.State, running.FinishTime = controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, nil
 	id := f.Add(running, dispatchtest.Chunk{Data: "started\n"})
 	ctx, cancel := context.WithCancel(t.Context())
-	run := dispatchtest.Start(ctx, env, nil, "dispatches", "watch", id)
+	run := cmdtest.Start(ctx, env, nil, "dispatches", "watch", id)
 	<-f.Watching
 	run.WaitFor(t, "started\n") // streamed before the end
 	cancel()                    // Ctrl-C
@@ -222,7 +213,7 @@ func TestDispatchesCancel(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("cancel: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "cancel", res.Stdout, "State            cancelled", "Cancel asked     2025-06-01T12:00:00Z", "Error            cancelled: wrong host")
+	cmdtest.WantOutput(t, "cancel", res.Stdout, "State            cancelled", "Cancel asked     2025-06-01T12:00:00Z", "Error            cancelled: wrong host")
 	if c := f.Calls().Cancels; len(c) != 1 || c[0].GetReason() != "wrong host" {
 		t.Errorf("cancels %v", c)
 	}

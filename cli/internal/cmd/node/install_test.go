@@ -121,12 +121,12 @@ func TestNodeInstall(t *testing.T) {
 					t.Errorf("the unit has %q:\n%s", absent, unit)
 				}
 			}
-			wantOutput(t, "stdout", res.Stdout, append(tc.stdout, "wrote "+path, "wrote "+filepath.Join(state, agent.ConfigFile)+" (mode 0600)")...)
+			cmdtest.WantOutput(t, "stdout", res.Stdout, append(tc.stdout, "wrote "+path, "wrote "+filepath.Join(state, agent.ConfigFile)+" (mode 0600)")...)
 			if warned := strings.Contains(res.Stderr, "WARNING: this node is not paired yet"); warned == tc.paired {
 				t.Errorf("paired %v, stderr:\n%s", tc.paired, res.Stderr)
 			}
 			if !tc.paired {
-				wantOutput(t, "stderr", res.Stderr, "palyra node pair --state-dir "+state)
+				cmdtest.WantOutput(t, "stderr", res.Stderr, "palyra node pair --state-dir "+state)
 			}
 			config := filepath.Join(state, agent.ConfigFile)
 			if runtime.GOOS != "windows" && fileMode(t, config) != 0o600 {
@@ -260,7 +260,7 @@ func TestNodeUninstall(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("purge: exit %d:\n%s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stdout", res.Stdout, "removed "+unit, "removed the node's state directory "+state,
+	cmdtest.WantOutput(t, "stdout", res.Stdout, "removed "+unit, "removed the node's state directory "+state,
 		"palyra nodes revoke "+stateDevice, "systemctl daemon-reload", "systemctl stop palyra-node.service")
 	for _, path := range []string{unit, state} {
 		if _, err := os.Stat(path); err == nil {

@@ -316,15 +316,6 @@ func keyFingerprint(t *testing.T, dir string) string {
 	return fp
 }
 
-func wantOutput(t *testing.T, what, out string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(out, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, out)
-		}
-	}
-}
-
 // TestNodePairApproved pairs a node, checks what it sent, printed and stored, then
 // that it refuses to pair again without --force, and pairs again with a new key with
 // it.
@@ -351,9 +342,9 @@ func TestNodePairApproved(t *testing.T) {
 
 	const id, device = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R1", "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V1"
 	fp := keyFingerprint(t, b.dir)
-	wantOutput(t, "stderr", res.Stderr, "waiting for approval (request "+id+", key "+fp+")",
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "waiting for approval (request "+id+", key "+fp+")",
 		"palyra pairing requests approve "+id+" --expect-fingerprint "+fp, "palyra pairing requests reject "+id)
-	wantOutput(t, "stdout", res.Stdout, "paired as device "+device+"; certificate valid until ")
+	cmdtest.WantOutput(t, "stdout", res.Stdout, "paired as device "+device+"; certificate valid until ")
 	b.secretsHidden(t, b.dir, res)
 
 	if runtime.GOOS != "windows" {
@@ -520,7 +511,7 @@ func TestNodePairResume(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("resume: exit %d:\n%s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stderr", res.Stderr, "resuming pairing request "+id+" with "+b.url, "waiting for approval (request "+id+", key "+fp+")")
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "resuming pairing request "+id+" with "+b.url, "waiting for approval (request "+id+", key "+fp+")")
 	if _, starts := b.fake.calls(); len(starts) != 1 {
 		t.Errorf("%d StartPairing calls; resuming must not make a new request", len(starts))
 	}

@@ -183,7 +183,7 @@ func TestNodeRunPairsAndAttaches(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("interrupted: exit %d, want 0:\n%s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stderr", res.Stderr, "waiting for approval (request 01JD5ZJ8Q0W1X2Y3Z4A5B6C7R1", "paired as device "+device,
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "waiting for approval (request 01JD5ZJ8Q0W1X2Y3Z4A5B6C7R1", "paired as device "+device,
 		"wrote the default node configuration", "capability unavailable", "capability=shell.execute", "capability=filesystem.read",
 		"attached to palyrad", "node agent stopped")
 	if strings.Contains(res.Stderr, pin) {
@@ -229,7 +229,7 @@ func TestNodeRunPaired(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("interrupted: exit %d, want 0:\n%s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stderr", res.Stderr, "this node is paired already: the pairing code given is not used", "capability=filesystem.read")
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "this node is paired already: the pairing code given is not used", "capability=filesystem.read")
 	if strings.Contains(res.Stderr, "level=INFO") || strings.Contains(res.Stderr, "capability=shell.execute") {
 		t.Errorf("--log-level warn logged:\n%s", res.Stderr)
 	}
@@ -270,7 +270,7 @@ func TestNodeRunResume(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("resumed run: exit %d:\n%s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stderr", res.Stderr, "resuming pairing request "+id, "paired as device ")
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "resuming pairing request "+id, "paired as device ")
 	if _, starts := b.fake.calls(); len(starts) != 1 {
 		t.Errorf("%d StartPairing calls; resuming must not make a new request", len(starts))
 	}

@@ -42,8 +42,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		capability     string
 		labels         []string
 		includeRevoked bool
-		all            bool
-		limit          uint32
+		paging         cliflag.Paging
 	)
 	c := &cobra.Command{
 		Use:   "list",
@@ -65,17 +64,18 @@ Revoked devices are left out unless --include-revoked is given.`,
 				return cliusage.Wrap(fmt.Errorf("%d --label filters given; at most %d", len(l), maxLabelFilters))
 			case len(capability) > 128:
 				return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
-			case cmd.Flags().Changed("limit") && (limit < 1 || limit > 500):
-				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			}
+			if err := paging.Check(cmd.Flags()); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {
 				return err
 			}
 			req := &controlplanev1.ListNodesRequest{
-				Presence: presences[presence.Value], Capability: capability, Labels: l, IncludeRevoked: includeRevoked, PageSize: limit,
+				Presence: presences[presence.Value], Capability: capability, Labels: l, IncludeRevoked: includeRevoked, PageSize: paging.Limit,
 			}
-			list, next, err := client.Pages(all, func(page string) ([]*controlplanev1.Node, string, error) {
+			list, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.Node, string, error) {
 				req.PageToken = page
 				res, err := c.Nodes.ListNodes(cmd.Context(), connect.NewRequest(req))
 				if err != nil {
@@ -98,8 +98,7 @@ Revoked devices are left out unless --include-revoked is given.`,
 	c.Flags().StringVar(&capability, "capability", "", "list only the nodes that offer this capability (available or not), e.g. shell.execute")
 	c.Flags().StringArrayVar(&labels, "label", nil, "list only the nodes with this label key=value, given or reported (repeatable; all must match)")
 	c.Flags().BoolVar(&includeRevoked, "include-revoked", false, "also list revoked devices")
-	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every node")
-	c.Flags().Uint32Var(&limit, "limit", 0, "the most nodes to list (per call with --all), 1 to 500 (default 100)")
+	paging.Bind(c.Flags(), "nodes", "every node")
 	return c
 }
 

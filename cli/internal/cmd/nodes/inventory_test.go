@@ -111,10 +111,10 @@ func TestNodesList(t *testing.T) {
 	if res.Stdout != want {
 		t.Errorf("list:\n%s\nwant:\n%s", res.Stdout, want)
 	}
-	wantOutput(t, "list stderr", res.Stderr, "more nodes follow: pass --all to list them all")
+	cmdtest.WantOutput(t, "list stderr", res.Stderr, "more nodes follow: pass --all to list them all")
 
 	res = cmdtest.Run(t.Context(), b.env, "nodes", "list", "--all")
-	wantOutput(t, "list --all", res.Stdout, offlineID+"  laptop    darwin/arm64  revoked   never      -")
+	cmdtest.WantOutput(t, "list --all", res.Stdout, offlineID+"  laptop    darwin/arm64  revoked   never      -")
 	if n := strings.Count(res.Stdout, "\n"); n != 3 || res.Stderr != "" {
 		t.Errorf("list --all: %d lines, stderr %q:\n%s", n, res.Stderr, res.Stdout)
 	}
@@ -145,7 +145,7 @@ func TestNodesShow(t *testing.T) {
 	if res.Code != 0 || res.Stderr != "" {
 		t.Fatalf("show: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "show", res.Stdout,
+	cmdtest.WantOutput(t, "show", res.Stdout,
 		"ID                   "+deviceID,
 		"Name                 build-01",
 		"Platform             linux/arm64",
@@ -203,7 +203,7 @@ func TestNodesShowOlderServer(t *testing.T) {
 	if res.Code != 0 || !strings.Contains(res.Stderr, "showing the device only") {
 		t.Fatalf("show: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "show", res.Stdout, "ID             "+deviceID, "Revoked        no", "CERTIFICATE")
+	cmdtest.WantOutput(t, "show", res.Stdout, "ID             "+deviceID, "Revoked        no", "CERTIFICATE")
 	res = cmdtest.Run(t.Context(), srv.Env(), "nodes", "show", deviceID, "-o", "json")
 	if !strings.HasPrefix(res.Stdout, "{\n  \"node\": null,\n  \"device\": {") {
 		t.Errorf("show -o json:\n%s", res.Stdout)

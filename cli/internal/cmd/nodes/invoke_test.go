@@ -183,7 +183,7 @@ func TestInvokeInput(t *testing.T) {
 	if res.Code != 0 || res.Stdout != "from file\n" {
 		t.Errorf("--input @file: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
 	}
-	res = dispatchtest.Start(t.Context(), b.env, strings.NewReader(`{"argv":["echo","from","stdin"]}`),
+	res = cmdtest.Start(t.Context(), b.env, strings.NewReader(`{"argv":["echo","from","stdin"]}`),
 		"nodes", "invoke", deviceID, "shell.execute", "--input", "-").Wait(t)
 	if res.Code != 0 || res.Stdout != "from stdin\n" {
 		t.Errorf("--input -: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
@@ -193,7 +193,7 @@ func TestInvokeInput(t *testing.T) {
 		t.Errorf("default input: exit %d, sent %v", res.Code, ex)
 	}
 
-	res = dispatchtest.Start(t.Context(), b.env, strings.NewReader(`{"argv":`), "nodes", "invoke", deviceID, "shell.execute", "--input", "-").Wait(t)
+	res = cmdtest.Start(t.Context(), b.env, strings.NewReader(`{"argv":`), "nodes", "invoke", deviceID, "shell.execute", "--input", "-").Wait(t)
 	if res.Code != 2 || !strings.Contains(res.Stderr, "the input on stdin is not valid JSON") {
 		t.Errorf("invalid JSON on stdin: exit %d, stderr %q", res.Code, res.Stderr)
 	}
@@ -225,7 +225,7 @@ func TestInvokeFollow(t *testing.T) {
 		t.Fatalf("invoke --follow: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
 	}
 	id := dispatchtest.ID(1)
-	wantOutput(t, "stderr", res.Stderr, "dispatch "+id+" created\n", "dispatch "+id+": running\n", "warning: unused x\n",
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "dispatch "+id+" created\n", "dispatch "+id+": running\n", "warning: unused x\n",
 		"resuming from offset 28", "dispatch "+id+": succeeded\n")
 	if strings.Count(res.Stderr, "warning: unused x") != 1 {
 		t.Errorf("output repeated after the resumption:\n%s", res.Stderr)
@@ -273,7 +273,7 @@ func TestInvokeFollowInterrupted(t *testing.T) {
 	b := newInvokeBench(t)
 	b.disp.Watching = make(chan string, 1)
 	ctx, cancel := context.WithCancel(t.Context())
-	run := dispatchtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`, "--follow")
+	run := cmdtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`, "--follow")
 	id := <-b.disp.Watching
 	run.WaitFor(t, "started\n") // streamed before the end
 	cancel()                    // Ctrl-C
@@ -287,7 +287,7 @@ func TestInvokeFollowInterrupted(t *testing.T) {
 
 	// With -o json, the dispatch as it ended and the output seen are printed.
 	ctx, cancel = context.WithCancel(t.Context())
-	run = dispatchtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`,
+	run = cmdtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`,
 		"--follow", "-o", "json")
 	<-b.disp.Watching
 	cancel()
@@ -306,7 +306,7 @@ func TestInvokeInterrupted(t *testing.T) {
 	b := newInvokeBench(t)
 	b.disp.Executing = make(chan string, 1)
 	ctx, cancel := context.WithCancel(t.Context())
-	run := dispatchtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`)
+	run := cmdtest.Start(ctx, b.env, nil, "nodes", "invoke", deviceID, "shell.execute", "--input", `{"argv":["tail","-f","log"]}`)
 	id := <-b.disp.Executing
 	cancel() // Ctrl-C
 	res := run.Wait(t)

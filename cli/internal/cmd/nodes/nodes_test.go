@@ -121,15 +121,6 @@ func setup(t *testing.T) (*fakeDevices, map[string]string) {
 	return b.devices, b.env
 }
 
-func wantOutput(t *testing.T, what, out string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(out, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, out)
-		}
-	}
-}
-
 // TestNodesArguments checks that malformed command lines exit 2 without calling
 // palyrad.
 func TestNodesArguments(t *testing.T) {
@@ -186,7 +177,7 @@ func TestNodesCommands(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("revoke: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "revoke", res.Stdout, "ID             "+deviceID, "Name           build-01", "Platform       linux/arm64",
+	cmdtest.WantOutput(t, "revoke", res.Stdout, "ID             "+deviceID, "Name           build-01", "Platform       linux/arm64",
 		"Labels         site=lab", "Paired         2025-05-30T12:00:00Z",
 		"CERTIFICATE                                                              SERIAL  NOT BEFORE            NOT AFTER             REVOKED",
 		certFP+"  0a1b    2025-06-01T11:00:00Z  2025-06-02T11:00:00Z  -",
@@ -195,7 +186,7 @@ func TestNodesCommands(t *testing.T) {
 	if f.sent().revoke.GetId() != deviceID || f.sent().revoke.GetReason() != "lost" {
 		t.Fatalf("revoke: exit %d, sent %v: %s", res.Code, f.sent().revoke, res.Stderr)
 	}
-	wantOutput(t, "revoke", res.Stdout, "Revoked        2025-06-01T12:00:00Z (lost)")
+	cmdtest.WantOutput(t, "revoke", res.Stdout, "Revoked        2025-06-01T12:00:00Z (lost)")
 
 	res = cmdtest.Run(t.Context(), env, "nodes", "rotate-cert", deviceID)
 	if res.Code != 0 || f.sent().rotate.GetGrace() != nil {
@@ -210,5 +201,5 @@ func TestNodesCommands(t *testing.T) {
 		t.Errorf("rotate-cert -o json: %v, %v", res.Stdout, err)
 	}
 	res = cmdtest.Run(t.Context(), env, "nodes", "rotate-cert", deviceID)
-	wantOutput(t, "rotate-cert", res.Stdout, "Rotation asked  2025-06-01T12:00:00Z", "2025-06-01T13:00:00Z (rotated)")
+	cmdtest.WantOutput(t, "rotate-cert", res.Stdout, "Rotation asked  2025-06-01T12:00:00Z", "2025-06-01T13:00:00Z (rotated)")
 }

@@ -156,8 +156,8 @@ func createdTable(w io.Writer, res *controlplanev1.CreatePairingCodeResponse) {
 
 func newCodeListCommand(d *deps.Deps) *cobra.Command {
 	var (
-		active, all bool
-		limit       uint32
+		active bool
+		paging cliflag.Paging
 	)
 	c := &cobra.Command{
 		Use:   "list",
@@ -166,15 +166,15 @@ func newCodeListCommand(d *deps.Deps) *cobra.Command {
   palyra pairing codes list --all -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
-				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			if err := paging.Check(cmd.Flags()); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {
 				return err
 			}
-			req := &controlplanev1.ListPairingCodesRequest{PageSize: limit, ActiveOnly: active}
-			codes, next, err := client.Pages(all, func(page string) ([]*controlplanev1.PairingCode, string, error) {
+			req := &controlplanev1.ListPairingCodesRequest{PageSize: paging.Limit, ActiveOnly: active}
+			codes, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.PairingCode, string, error) {
 				req.PageToken = page
 				res, err := c.Pairing.ListPairingCodes(cmd.Context(), connect.NewRequest(req))
 				if err != nil {
@@ -185,7 +185,7 @@ func newCodeListCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := &controlplanev1.ListPairingCodesResponse{PairingCodes: append([]*controlplanev1.PairingCode{}, codes...), NextPageToken: next}
+			out := &controlplanev1.ListPairingCodesResponse{PairingCodes: codes, NextPageToken: next}
 			if next != "" && d.Output != output.JSON {
 				fmt.Fprintln(d.Stderr, "more codes follow: pass --all to list them all")
 			}
@@ -193,8 +193,7 @@ func newCodeListCommand(d *deps.Deps) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&active, "active", false, "list only the codes that can still be used")
-	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every code")
-	c.Flags().Uint32Var(&limit, "limit", 0, "the most codes to list (per call with --all), 1 to 500 (default 100)")
+	paging.Bind(c.Flags(), "codes", "every code")
 	return c
 }
 

@@ -172,16 +172,6 @@ func lastList(f *fakePairing) *controlplanev1.ListPairingRequestsRequest {
 	return l[len(l)-1]
 }
 
-// wantOutput fails the test when out lacks any of want.
-func wantOutput(t *testing.T, what, out string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(out, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, out)
-		}
-	}
-}
-
 // TestPairingArguments checks that malformed command lines exit 2 without calling
 // palyrad.
 func TestPairingArguments(t *testing.T) {
@@ -240,10 +230,10 @@ func TestPairingCodesCreate(t *testing.T) {
 		f.sent().create.GetLabel() != "build box" || f.sent().create.GetPinDigits() != 8 {
 		t.Errorf("request %v", f.sent().create)
 	}
-	wantOutput(t, "stdout", res.Stdout, "ID              "+codeID, "Method          pin", "Code            "+pin,
+	cmdtest.WantOutput(t, "stdout", res.Stdout, "ID              "+codeID, "Method          pin", "Code            "+pin,
 		"CA fingerprint  "+caFP, "Expires         2025-06-01T12:10:00Z", "Label           build box",
 		"palyra node run --url "+env["PALYRA_URL"]+" --pin "+pin+" --ca-fingerprint "+caFP)
-	wantOutput(t, "stderr", res.Stderr, "shown once", "this machine's own address")
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "shown once", "this machine's own address")
 	if strings.ContainsAny(res.Stdout, "▀▄█") {
 		t.Errorf("a PIN code was drawn as a QR code:\n%s", res.Stdout)
 	}
@@ -256,7 +246,7 @@ func TestPairingCodesCreate(t *testing.T) {
 		t.Errorf("defaults sent as %v", f.sent().create)
 	}
 	uri := "palyra://pair?url=https%3A%2F%2Fadmin-host%3A7443&code=" + qrCode + "&ca=" + caFP
-	wantOutput(t, "stdout", res.Stdout, "Method          qr", "URI             "+uri, "\n██ ▄▄▄▄▄ █",
+	cmdtest.WantOutput(t, "stdout", res.Stdout, "Method          qr", "URI             "+uri, "\n██ ▄▄▄▄▄ █",
 		"palyra node run --qr-uri '"+uri+"'")
 	if strings.Contains(res.Stderr, "own address") {
 		t.Errorf("the QR URI carries the server's public URL, yet the loopback warning was printed")
@@ -287,9 +277,9 @@ func TestPairingCodesListDelete(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stdout", res.Stdout, "ID                          METHOD  STATE   LABEL      EXPIRES               FAILED  CREATED BY                        REQUEST",
+	cmdtest.WantOutput(t, "stdout", res.Stdout, "ID                          METHOD  STATE   LABEL      EXPIRES               FAILED  CREATED BY                        REQUEST",
 		codeID+"  qr      active  build box  2025-06-01T12:10:00Z  1       token:01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8  -")
-	wantOutput(t, "stderr", res.Stderr, "pass --all")
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "pass --all")
 	if !f.sent().listCodes[0].GetActiveOnly() {
 		t.Error("--active was not sent")
 	}
@@ -310,7 +300,7 @@ func TestPairingCodesListDelete(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "stdout", res.Stdout, "ID               "+codeID, "State            deleted")
+	cmdtest.WantOutput(t, "stdout", res.Stdout, "ID               "+codeID, "State            deleted")
 }
 
 // TestPairingRequests checks list (and its alias nodes pending), show, approve and
@@ -328,7 +318,7 @@ func TestPairingRequests(t *testing.T) {
 		if res.Code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, res.Code, res.Stderr)
 		}
-		wantOutput(t, strings.Join(args, " "), res.Stdout,
+		cmdtest.WantOutput(t, strings.Join(args, " "), res.Stdout,
 			"ID                          STATE             DEVICE NAME  PLATFORM     SOURCE     KEY FINGERPRINT   AGE",
 			requestID+"  pending_approval  build-01     linux/amd64  192.0.2.7  sha256:3f2a…9e8d  5m3s")
 		if got := lastList(f).GetState(); got != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL {
@@ -349,7 +339,7 @@ func TestPairingRequests(t *testing.T) {
 	if res.Code != 0 {
 		t.Fatalf("show: exit %d: %s", res.Code, res.Stderr)
 	}
-	wantOutput(t, "show", res.Stdout, "Key fingerprint  "+keyFP, "Device name      build-01", "Agent version    v0.3.0",
+	cmdtest.WantOutput(t, "show", res.Stdout, "Key fingerprint  "+keyFP, "Device name      build-01", "Agent version    v0.3.0",
 		"Labels           role=builder,site=lab", "Created          2025-06-01T11:55:00Z (5m3s ago)", "Code             "+codeID)
 	res = cmdtest.Run(t.Context(), env, "pairing", "requests", "show", "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R2")
 	if res.Code != 1 || !strings.Contains(res.Stderr, "not found: no pairing request 01JD5ZJ8Q0W1X2Y3Z4A5B6C7R2") {
@@ -366,14 +356,14 @@ func TestPairingRequests(t *testing.T) {
 			len(a.GetLabels()) != 2 || a.GetLabels()["site"] != "lab" {
 			t.Errorf("%v sent %v", args, a)
 		}
-		wantOutput(t, "approve", res.Stdout, "State            approved", "Device           "+deviceID)
+		cmdtest.WantOutput(t, "approve", res.Stdout, "State            approved", "Device           "+deviceID)
 
 		args = append(cmd, "reject", requestID, "--reason", "unknown machine")
 		res = cmdtest.Run(t.Context(), env, args...)
 		if res.Code != 0 || f.sent().reject.GetReason() != "unknown machine" || f.sent().reject.GetId() != requestID {
 			t.Errorf("%v: exit %d, sent %v: %s", args, res.Code, f.sent().reject, res.Stderr)
 		}
-		wantOutput(t, "reject", res.Stdout, "State            rejected", "Reason           unknown machine")
+		cmdtest.WantOutput(t, "reject", res.Stdout, "State            rejected", "Reason           unknown machine")
 	}
 
 	f.mu.Lock()

@@ -35,25 +35,23 @@ var states = map[string]nodev1.PairingState{
 // requestLister lists pairing requests; `pairing requests list` and `nodes pending`
 // share it.
 type requestLister struct {
-	limit uint32
-	all   bool
+	paging cliflag.Paging
 }
 
 func (l *requestLister) bindFlags(c *cobra.Command) {
-	c.Flags().BoolVar(&l.all, "all", false, "follow the pages to list every request")
-	c.Flags().Uint32Var(&l.limit, "limit", 0, "the most requests to list (per call with --all), 1 to 500 (default 100)")
+	l.paging.Bind(c.Flags(), "requests", "every request")
 }
 
 func (l *requestLister) run(cmd *cobra.Command, d *deps.Deps, state nodev1.PairingState) error {
-	if cmd.Flags().Changed("limit") && (l.limit < 1 || l.limit > 500) {
-		return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", l.limit))
+	if err := l.paging.Check(cmd.Flags()); err != nil {
+		return err
 	}
 	c, err := d.Client()
 	if err != nil {
 		return err
 	}
-	req := &controlplanev1.ListPairingRequestsRequest{State: state, PageSize: l.limit}
-	reqs, next, err := client.Pages(l.all, func(page string) ([]*controlplanev1.PairingRequest, string, error) {
+	req := &controlplanev1.ListPairingRequestsRequest{State: state, PageSize: l.paging.Limit}
+	reqs, next, err := client.Pages(l.paging.All, func(page string) ([]*controlplanev1.PairingRequest, string, error) {
 		req.PageToken = page
 		res, err := c.Pairing.ListPairingRequests(cmd.Context(), connect.NewRequest(req))
 		if err != nil {
@@ -64,7 +62,7 @@ func (l *requestLister) run(cmd *cobra.Command, d *deps.Deps, state nodev1.Pairi
 	if err != nil {
 		return err
 	}
-	out := &controlplanev1.ListPairingRequestsResponse{PairingRequests: append([]*controlplanev1.PairingRequest{}, reqs...), NextPageToken: next}
+	out := &controlplanev1.ListPairingRequestsResponse{PairingRequests: reqs, NextPageToken: next}
 	if next != "" && d.Output != output.JSON {
 		fmt.Fprintln(d.Stderr, "more requests follow: pass --all to list them all")
 	}

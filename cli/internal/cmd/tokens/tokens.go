@@ -127,9 +127,8 @@ func newCreateCommand(d *deps.Deps) *cobra.Command {
 
 func newListCommand(d *deps.Deps) *cobra.Command {
 	var (
-		state = cliflag.NewChoice("active", "expired", "revoked")
-		limit uint32
-		all   bool
+		state  = cliflag.NewChoice("active", "expired", "revoked")
+		paging cliflag.Paging
 	)
 	c := &cobra.Command{
 		Use:   "list",
@@ -138,15 +137,15 @@ func newListCommand(d *deps.Deps) *cobra.Command {
   palyra auth tokens list --all -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cmd.Flags().Changed("limit") && (limit < 1 || limit > 500) {
-				return cliusage.Wrap(fmt.Errorf("--limit must be between 1 and 500, got %d", limit))
+			if err := paging.Check(cmd.Flags()); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {
 				return err
 			}
-			req := &accessv1.ListTokensRequest{PageSize: limit, State: states[state.Value]}
-			tokens, next, err := client.Pages(all, func(page string) ([]*accessv1.Token, string, error) {
+			req := &accessv1.ListTokensRequest{PageSize: paging.Limit, State: states[state.Value]}
+			tokens, next, err := client.Pages(paging.All, func(page string) ([]*accessv1.Token, string, error) {
 				req.PageToken = page
 				res, err := c.Access.ListTokens(cmd.Context(), connect.NewRequest(req))
 				if err != nil {
@@ -157,7 +156,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := &accessv1.ListTokensResponse{Tokens: append([]*accessv1.Token{}, tokens...), NextPageToken: next}
+			out := &accessv1.ListTokensResponse{Tokens: tokens, NextPageToken: next}
 			if out.NextPageToken != "" && d.Output != output.JSON {
 				fmt.Fprintln(d.Stderr, "more tokens follow: pass --all to list them all")
 			}
@@ -165,8 +164,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		},
 	}
 	c.Flags().Var(state, "state", "list only the tokens in this state")
-	c.Flags().Uint32Var(&limit, "limit", 0, "the most tokens to list (per call with --all), 1 to 500 (default 100)")
-	c.Flags().BoolVar(&all, "all", false, "follow the pages to list every token")
+	paging.Bind(c.Flags(), "tokens", "every token")
 	return c
 }
 
@@ -243,8 +241,8 @@ func newRevokeCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(reason) > 256 {
-				return cliusage.Wrap(fmt.Errorf("--reason is %d bytes long; at most 256", len(reason)))
+			if err := cliflag.CheckReasonLength(reason); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {
