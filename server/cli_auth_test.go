@@ -5,14 +5,11 @@ package main
 // XDG_CONFIG_HOME for the profiles, and no other environment.
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -52,11 +49,7 @@ func startCLIDaemon(t *testing.T) *cliDaemon {
 // bootstrapToken returns the owner's first token.
 func (d *cliDaemon) bootstrapToken(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(d.tokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return bootstrapToken(t, d.dataDir)
 }
 
 // cliUser is a user of the CLI: a configuration directory of their own and the
@@ -91,28 +84,11 @@ func (u *cliUser) with(env ...string) *cliUser {
 // not a terminal) unless given.
 func (u *cliUser) run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cliBinary(t), args...)
-	cmd.Env = []string{}
+	env := []string{}
 	for k, v := range u.env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		env = append(env, k+"="+v)
 	}
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		code = exitErr.ExitCode()
-	default:
-		t.Fatalf("run palyra %q: %v", args, err)
-	}
-	return code, out.String(), errOut.String()
+	return runCLI(t, env, stdin, args...)
 }
 
 // ok runs the CLI and fails the test unless it exits 0; it returns stdout.

@@ -354,11 +354,9 @@ func writeNodeConfig(t *testing.T, stateDir string, allow []string, root string)
 
 // nodeAgent is a running `palyra node run`.
 type nodeAgent struct {
-	cmd      *exec.Cmd
+	*process
 	args     []string
 	env      []string
-	stderr   *syncBuffer
-	done     chan error
 	deviceID string
 	admin    *cliUser
 }
@@ -419,21 +417,7 @@ func restartNodeAgent(t *testing.T, n *nodeAgent) *nodeAgent {
 
 func (n *nodeAgent) start(t *testing.T) {
 	t.Helper()
-	n.cmd = exec.Command(cliBinary(t), n.args...)
-	n.cmd.Env = n.env
-	n.stderr = newSyncBuffer()
-	n.cmd.Stderr = n.stderr
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.done = make(chan error, 1)
-	go func() { n.done <- n.cmd.Wait() }()
-	t.Cleanup(func() {
-		if n.cmd.ProcessState == nil {
-			_ = n.cmd.Process.Kill()
-			<-n.done
-		}
-	})
+	n.process = startProcess(t, "palyra node run", cliBinary(t), n.env, n.args...)
 }
 
 // waitOnline waits until the node (id, or the only node when id is empty) is online,
@@ -466,45 +450,63 @@ func (n *nodeAgent) waitOnline(t *testing.T, id string) string {
 	}
 }
 
-// stop sends SIGTERM and expects the agent to drain and exit 0.
-func (n *nodeAgent) stop(t *testing.T) {
+// process is a program of this repository run as a process of its own, which a test
+// may stop or kill; it is killed when the test ends, unless it exited first.
+type process struct {
+	name   string // for messages: "palyrad", "palyra node run"
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan error // receives the result of Wait
+}
+
+// startProcess starts bin with env as its whole environment.
+func startProcess(t *testing.T, name, bin string, env []string, args ...string) *process {
 	t.Helper()
-	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	p := &process{name: name, cmd: exec.Command(bin, args...), stderr: newSyncBuffer(), done: make(chan error, 1)}
+	p.cmd.Env = env
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// kill sends SIGKILL: the process gets no chance to clean up.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+}
+
+// stop sends SIGTERM and expects the process to drain and exit 0.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-n.done:
+	case err := <-p.done:
 		if err != nil {
-			t.Errorf("palyra node run after SIGTERM: %v\n%s", err, n.stderr)
+			t.Errorf("%s after SIGTERM: %v\n%s", p.name, err, p.stderr)
 		}
 	case <-time.After(time.Minute):
-		t.Fatalf("palyra node run did not stop within a minute of SIGTERM:\n%s", n.stderr)
+		t.Fatalf("%s did not stop within a minute of SIGTERM:\n%s", p.name, p.stderr)
 	}
-}
-
-// daemonProcess is palyrad run as a process of its own, which a test may kill.
-type daemonProcess struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan error
 }
 
 // startDaemonProcess starts the palyrad binary and waits until it is ready.
-func startDaemonProcess(t *testing.T, args ...string) *daemonProcess {
+func startDaemonProcess(t *testing.T, args ...string) *process {
 	t.Helper()
-	d := &daemonProcess{cmd: exec.Command(daemonBinary(t), args...), stderr: newSyncBuffer(), done: make(chan error, 1)}
-	d.cmd.Env = []string{"HOME=" + t.TempDir()}
-	d.cmd.Stderr = d.stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.done <- d.cmd.Wait() }()
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			_ = d.cmd.Process.Kill()
-			<-d.done
-		}
-	})
+	d := startProcess(t, "palyrad", daemonBinary(t), []string{"HOME=" + t.TempDir()}, args...)
 	select {
 	case <-d.stderr.ready:
 	case err := <-d.done:
@@ -513,31 +515,6 @@ func startDaemonProcess(t *testing.T, args ...string) *daemonProcess {
 		t.Fatalf("palyrad was not ready within a minute:\n%s", d.stderr)
 	}
 	return d
-}
-
-// kill sends SIGKILL: the daemon gets no chance to clean up.
-func (d *daemonProcess) kill(t *testing.T) {
-	t.Helper()
-	if err := d.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-d.done
-}
-
-// stop sends SIGTERM and expects a clean exit.
-func (d *daemonProcess) stop(t *testing.T) {
-	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Errorf("palyrad after SIGTERM: %v\n%s", err, d.stderr)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("palyrad did not stop within a minute of SIGTERM:\n%s", d.stderr)
-	}
 }
 
 // newDispatchClient is a DispatchService client of the daemon at addr, with the owner's

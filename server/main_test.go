@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/config"
+	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -182,12 +181,23 @@ func (d *runningDaemon) stop(t *testing.T) int {
 // empty) as PALYRA_TOKEN.
 func palyra(t *testing.T, token string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	env := []string{}
+	if token != "" {
+		env = append(env, "PALYRA_TOKEN="+token)
+	}
+	return runCLI(t, env, "", args...)
+}
+
+// runCLI runs the CLI binary with env as its whole environment and returns its exit code
+// and output; stdin is empty (/dev/null, not a terminal) unless given.
+func runCLI(t *testing.T, env []string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cliBinary(t), args...)
-	cmd.Env = []string{}
-	if token != "" {
-		cmd.Env = append(cmd.Env, "PALYRA_TOKEN="+token)
+	cmd.Env = env
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
 	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -224,8 +234,7 @@ func caFingerprint(t *testing.T, dataDir string) string {
 	if block == nil || block.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
 		t.Fatalf("ca.pem does not hold exactly one PEM certificate:\n%s", raw)
 	}
-	sum := sha256.Sum256(block.Bytes)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return identity.Fingerprint(block.Bytes)
 }
 
 // freePort returns a TCP port on 127.0.0.1 that nothing listened on a moment ago.

@@ -13,9 +13,6 @@ const DeviceHeader = "X-Palyra-Device-Id"
 type Device struct {
 	// ID is the device id.
 	ID string
-	// CertificateFingerprint is the fingerprint of the client certificate; empty when
-	// Verified is false.
-	CertificateFingerprint string
 	// Verified is true when the device proved its identity with a certificate, false
 	// when require_mtls is off and it only named itself.
 	Verified bool

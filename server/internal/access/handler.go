@@ -17,6 +17,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/flags"
+	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -47,19 +48,9 @@ func NewHandler(opts HandlerOptions) *Handler {
 	return &Handler{opts: opts}
 }
 
-// caller returns the authenticated principal; the interceptor guarantees one for every
-// RPC of AccessService.
-func caller(ctx context.Context) (*Principal, error) {
-	p, ok := PrincipalFrom(ctx)
-	if !ok {
-		return nil, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
-	}
-	return p, nil
-}
-
 // WhoAmI describes the caller.
 func (h *Handler) WhoAmI(ctx context.Context, _ *connect.Request[accessv1.WhoAmIRequest]) (*connect.Response[accessv1.WhoAmIResponse], error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +82,7 @@ func (h *Handler) ListRoles(context.Context, *connect.Request[accessv1.ListRoles
 
 // CreateToken creates a token no more powerful than the caller.
 func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1.CreateTokenRequest]) (*connect.Response[accessv1.CreateTokenResponse], error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +165,7 @@ func (h *Handler) GetToken(ctx context.Context, req *connect.Request[accessv1.Ge
 
 // RotateToken replaces a token by a new one.
 func (h *Handler) RotateToken(ctx context.Context, req *connect.Request[accessv1.RotateTokenRequest]) (*connect.Response[accessv1.RotateTokenResponse], error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +185,7 @@ func (h *Handler) RotateToken(ctx context.Context, req *connect.Request[accessv1
 
 // RevokeToken revokes a token and ends its sessions.
 func (h *Handler) RevokeToken(ctx context.Context, req *connect.Request[accessv1.RevokeTokenRequest]) (*connect.Response[accessv1.RevokeTokenResponse], error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -210,18 +201,14 @@ func (h *Handler) RevokeToken(ctx context.Context, req *connect.Request[accessv1
 	return connect.NewResponse(&accessv1.RevokeTokenResponse{Token: h.tokenProto(tok)}), nil
 }
 
-// tokenError gives the token errors their codes and messages.
+// tokenError gives the token errors that name the token their messages; the others
+// (ExceedsError, a malformed page token, ...) pass to the control plane's errors.go.
 func tokenError(id string, err error) error {
-	var exceeds *ExceedsError
 	switch {
-	case errors.As(err, &exceeds):
-		return connect.NewError(connect.CodePermissionDenied, exceeds)
 	case errors.Is(err, store.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("token %s does not exist", id))
 	case errors.Is(err, ErrNotActive):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("token %s is not active (revoked or expired)", id))
-	case errors.Is(err, ErrBadPageToken):
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("page_token: %w", ErrBadPageToken))
 	}
 	return err
 }
@@ -272,17 +259,15 @@ func (h *Handler) ListFlags(ctx context.Context, _ *connect.Request[accessv1.Lis
 
 // SetFlag turns a flag on or off, refusing to break a dependency.
 func (h *Handler) SetFlag(ctx context.Context, req *connect.Request[accessv1.SetFlagRequest]) (*connect.Response[accessv1.SetFlagResponse], error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
 	key := req.Msg.GetKey()
 	audit.SetTarget(ctx, "flag:"+key+"="+strconv.FormatBool(req.Msg.GetEnabled()))
+	// A *flags.DependencyError passes to the control plane's errors.go.
 	f, err := h.opts.Flags.Set(ctx, key, req.Msg.GetEnabled(), p.ID())
-	var dep *flags.DependencyError
 	switch {
-	case errors.As(err, &dep):
-		return nil, connect.NewError(connect.CodeFailedPrecondition, dep)
 	case errors.Is(err, flags.ErrUnknown):
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("there is no feature flag %q (see ListFlags)", key))
 	case err != nil:
@@ -332,7 +317,7 @@ func (h *Handler) ListAuditEvents(ctx context.Context, req *connect.Request[acce
 	if m.GetPageToken() != "" {
 		seq, err := strconv.ParseInt(m.GetPageToken(), 10, 64)
 		if err != nil || seq <= 0 {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("page_token: %w", ErrBadPageToken))
+			return nil, fmt.Errorf("access: list audit events: %w", pagetoken.ErrMalformed)
 		}
 		f.BeforeSequence = seq
 	}

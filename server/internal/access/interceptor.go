@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,7 +16,6 @@ import (
 
 	optionsv1 "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	"github.com/palyra/palyra/server/internal/audit"
-	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/requestctx"
 )
@@ -240,7 +237,7 @@ func (c *call) authenticateDevice(ctx context.Context) (context.Context, error) 
 			c.i.log.Info("device refused", "procedure", c.procedure, "remote", ratelimit.Host(c.peer), "err", err)
 			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("the client certificate is not a valid device certificate (revoked, or of a revoked device)"))
 		}
-		c.device = &Device{ID: id, CertificateFingerprint: identity.Fingerprint(cert.Raw), Verified: true}
+		c.device = &Device{ID: id, Verified: true}
 	case c.i.opts.RequireMTLS:
 		c.audited = true
 		return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a device certificate (mutual TLS): pair the node first"))
@@ -274,7 +271,7 @@ func (c *call) credentials(ctx context.Context) (*Principal, string, error) {
 // rateLimited is a ResourceExhausted error with a Retry-After header, in whole seconds.
 func rateLimited(msg string, wait time.Duration) error {
 	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: retry in %s", msg, wait.Round(time.Millisecond)))
-	err.Meta().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+	err.Meta().Set("Retry-After", ratelimit.RetryAfter(wait))
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
@@ -76,4 +77,15 @@ func WithPrincipal(ctx context.Context, p *Principal) context.Context {
 func PrincipalFrom(ctx context.Context) (p *Principal, ok bool) {
 	p, ok = ctx.Value(principalKey{}).(*Principal)
 	return p, ok
+}
+
+// Caller returns the authenticated caller of a handler's RPC, or an Unauthenticated
+// Connect error; the interceptor guarantees a principal for every RPC that is neither
+// public nor a device's, so the error means a misdeclared RPC.
+func Caller(ctx context.Context) (*Principal, error) {
+	p, ok := PrincipalFrom(ctx)
+	if !ok || p == nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
+	}
+	return p, nil
 }

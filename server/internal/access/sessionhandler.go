@@ -25,7 +25,7 @@ func NewSessionHandler(s *Sessions) *SessionHandler { return &SessionHandler{ses
 
 // CreateSession opens a session for the bearer token of the call and sets its cookie.
 func (h *SessionHandler) CreateSession(ctx context.Context, _ *connect.Request[controlplanev1.CreateSessionRequest]) (*connect.Response[controlplanev1.CreateSessionResponse], error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +76,7 @@ func (h *SessionHandler) DeleteSession(ctx context.Context, _ *connect.Request[c
 
 // sessionCaller returns the principal of a call authenticated by a session cookie.
 func sessionCaller(ctx context.Context) (*Principal, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -160,9 +160,6 @@ type ListParams struct {
 	Limit int
 }
 
-// ErrBadPageToken refuses a page token that no list returned.
-var ErrBadPageToken = errors.New("malformed page token")
-
 // List returns a page of tokens, newest first, and the token of the next page ("" on
 // the last one).
 func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, error) {
@@ -170,7 +167,7 @@ func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, err
 	if p.PageToken != "" {
 		at, id, err := pagetoken.Decode(p.PageToken)
 		if err != nil {
-			return nil, "", ErrBadPageToken
+			return nil, "", fmt.Errorf("access: list tokens: %w", err)
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}
@@ -199,8 +196,8 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 	if missing := old.Permissions().Missing(caller.Permissions); len(missing) > 0 {
 		return nil, "", &ExceedsError{Missing: missing}
 	}
-	if old.State(ts.now()) != Active {
-		return nil, "", fmt.Errorf("access: rotate token %s: %w (it is %s)", id, ErrNotActive, old.State(ts.now()))
+	if s := old.State(ts.now()); s != Active {
+		return nil, "", fmt.Errorf("access: rotate token %s: %w (it is %s)", id, ErrNotActive, s)
 	}
 	if expiresAt == nil {
 		expiresAt = old.ExpiresAt

@@ -58,7 +58,6 @@ var errorCodes = []struct {
 	{identity.ErrPolicy, connect.CodeInvalidArgument, "the certificate request breaks the issuance policy"},
 	{access.ErrUnauthenticated, connect.CodeUnauthenticated, access.ErrUnauthenticated.Error()},
 	{access.ErrNotActive, connect.CodeFailedPrecondition, "the token is not active (revoked or expired)"},
-	{access.ErrBadPageToken, connect.CodeInvalidArgument, "malformed page token"},
 	{pagetoken.ErrMalformed, connect.CodeInvalidArgument, "malformed page token"},
 	{access.ErrNotSession, connect.CodeFailedPrecondition, "this call needs a different kind of credentials"},
 	{flags.ErrUnknown, connect.CodeNotFound, "no such feature flag"},

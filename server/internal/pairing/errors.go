@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/ratelimit"
 )
 
 // The handlers are the edge: they answer with Connect errors whose messages are safe for
@@ -42,7 +41,7 @@ func errStatusRefused() error {
 func errRateLimited(wait time.Duration) error {
 	err := connect.NewError(connect.CodeResourceExhausted,
 		fmt.Errorf("too many pairing attempts from this address: retry in %s", max(wait, time.Second).Round(time.Second)))
-	err.Meta().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+	err.Meta().Set("Retry-After", ratelimit.RetryAfter(wait))
 	return err
 }
 
@@ -73,12 +72,11 @@ func errFailedPrecondition(format string, args ...any) error {
 	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(format, args...))
 }
 
-// principalID names the authenticated caller for created_by and decided_by; the access
-// interceptor guarantees a principal for every non-public RPC.
+// principalID names the authenticated caller for created_by and decided_by.
 func principalID(ctx context.Context) (string, error) {
-	p, ok := access.PrincipalFrom(ctx)
-	if !ok || p == nil {
-		return "", connect.NewError(connect.CodeUnauthenticated, access.ErrUnauthenticated)
+	p, err := access.Caller(ctx)
+	if err != nil {
+		return "", err
 	}
 	return p.ID(), nil
 }

@@ -4,7 +4,9 @@
 package ratelimit
 
 import (
+	"math"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -105,4 +107,10 @@ func Host(addr string) string {
 		return host
 	}
 	return addr
+}
+
+// RetryAfter returns the value of a Retry-After header for a wait: whole seconds,
+// rounded up, at least one.
+func RetryAfter(wait time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(wait.Seconds()))))
 }
