@@ -165,11 +165,7 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities: %w", err)
 	}
-	labels := hello.GetLabels()
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	labelsJSON, err := json.Marshal(labels)
+	labels, err := labelsJSON(hello.GetLabels())
 	if err != nil {
 		return fmt.Errorf("dispatch: labels: %w", err)
 	}
@@ -178,7 +174,7 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 	_, err = s.opts.Store.Q().AttachDevice(ctx, dbsqlc.AttachDeviceParams{
 		ID: a.deviceID, SessionID: id, ReplicaID: s.opts.ReplicaID, Now: now,
 		Platform: hello.GetPlatform(), AgentVersion: hello.GetAgentVersion(), ProtocolVersion: ProtocolVersion,
-		Capabilities: caps, ReportedLabels: labelsJSON,
+		Capabilities: caps, ReportedLabels: labels,
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return errFailedPrecondition("device %s is revoked or does not exist", a.deviceID)
@@ -210,6 +206,8 @@ func (a *attachment) close(ctx context.Context) {
 	a.s.log.Info("node detached", "device_id", a.deviceID, "session_id", a.sess.id)
 }
 
+// detach records that the session ended, even when ctx was cancelled (the stream's end
+// usually cancels it).
 func (a *attachment) detach(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -256,7 +254,6 @@ func (a *attachment) run(ctx context.Context) error {
 // apply. The claim does not wait for the disk (store.Lossy): a claim a crash forgets is
 // a dispatch queued again, which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
-	q := a.s.opts.Store.Q()
 	claims, err := a.s.opts.Store.Lossy().ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
 		SessionID: a.sess.id, DeviceID: a.deviceID, Now: a.s.opts.Now(), MaxClaims: claimBatch,
 	})
@@ -282,7 +279,7 @@ func (a *attachment) deliver(ctx context.Context) error {
 	if !a.sess.cancels.Swap(false) {
 		return nil
 	}
-	cancels, err := q.ListCancelRequests(ctx, a.deviceID)
+	cancels, err := a.s.opts.Store.Q().ListCancelRequests(ctx, a.deviceID)
 	if err != nil {
 		return fmt.Errorf("dispatch: cancellations for %s: %w", a.deviceID, err)
 	}
@@ -301,6 +298,8 @@ func (a *attachment) deliver(ctx context.Context) error {
 	return nil
 }
 
+// track returns what the session keeps of d, starting to keep it if need be, and
+// notes whether d ended.
 func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
@@ -425,6 +424,7 @@ func (a *attachment) own(ctx context.Context, q *dbsqlc.Queries, id string) (*tr
 	return a.track(d), nil
 }
 
+// accepted records that the node started a dispatch.
 func (a *attachment) accepted(ctx context.Context, q *dbsqlc.Queries, id string) error {
 	t, err := a.own(ctx, q, id)
 	if err != nil || t.ended {
@@ -486,6 +486,8 @@ func (a *attachment) result(ctx context.Context, q *dbsqlc.Queries, r *nodev1.Di
 	return nil
 }
 
+// finish records the end a node reported for a dispatch that had not ended as far as
+// the session knew; a dispatch that ended meanwhile (the sweeper) is left as it is.
 func (a *attachment) finish(ctx context.Context, q *dbsqlc.Queries, t *tracked, r *nodev1.DispatchResult, rd *round) error {
 	id := r.GetDispatchId()
 	state, errText := outcomeStates[r.GetOutcome()], r.GetError()
@@ -522,6 +524,8 @@ func (a *attachment) finish(ctx context.Context, q *dbsqlc.Queries, t *tracked, 
 	return nil
 }
 
+// capabilitiesChanged records the capabilities the node announced anew, ending the
+// session when a newer one replaced it.
 func (a *attachment) capabilitiesChanged(ctx context.Context, q *dbsqlc.Queries, caps []*nodev1.Capability) error {
 	if err := a.s.checkCapabilities(caps); err != nil {
 		return err

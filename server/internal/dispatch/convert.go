@@ -67,6 +67,7 @@ var streamNames = map[nodev1.OutputStream]string{
 	nodev1.OutputStream_OUTPUT_STREAM_STDERR: "stderr",
 }
 
+// streamProto is the output stream of a stored name.
 func streamProto(name string) nodev1.OutputStream {
 	for p, n := range streamNames {
 		if n == name {
@@ -85,6 +86,7 @@ type capability struct {
 	Available   bool   `json:"available"`
 }
 
+// capabilitiesJSON is capabilities as devices.capabilities stores them.
 func capabilitiesJSON(caps []*nodev1.Capability) ([]byte, error) {
 	out := make([]capability, 0, len(caps))
 	for _, c := range caps {
@@ -93,6 +95,7 @@ func capabilitiesJSON(caps []*nodev1.Capability) ([]byte, error) {
 	return json.Marshal(out)
 }
 
+// parseCapabilities reads devices.capabilities.
 func parseCapabilities(raw []byte) ([]capability, error) {
 	var caps []capability
 	if err := json.Unmarshal(raw, &caps); err != nil {
@@ -101,6 +104,7 @@ func parseCapabilities(raw []byte) ([]capability, error) {
 	return caps, nil
 }
 
+// capabilityProtos is stored capabilities as the API shows them.
 func capabilityProtos(caps []capability) []*nodev1.Capability {
 	out := make([]*nodev1.Capability, 0, len(caps))
 	for _, c := range caps {
@@ -109,6 +113,15 @@ func capabilityProtos(caps []capability) []*nodev1.Capability {
 	return out
 }
 
+// labelsJSON is labels as a JSON object ({} when there are none, never null).
+func labelsJSON(labels map[string]string) ([]byte, error) {
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	return json.Marshal(labels)
+}
+
+// parseLabels reads a JSON object of labels (devices.labels, devices.reported_labels).
 func parseLabels(raw []byte) (map[string]string, error) {
 	labels := map[string]string{}
 	if err := json.Unmarshal(raw, &labels); err != nil {
@@ -117,6 +130,7 @@ func parseLabels(raw []byte) (map[string]string, error) {
 	return labels, nil
 }
 
+// timestamp is t as the API shows it; nil for nil.
 func timestamp(t *time.Time) *timestamppb.Timestamp {
 	if t == nil {
 		return nil
@@ -152,10 +166,16 @@ func dispatchProto(d dbsqlc.Dispatch) *controlplanev1.Dispatch {
 	return out
 }
 
+// outputProto is a chunk of output as the API shows it.
+func outputProto(r dbsqlc.DispatchOutput) *controlplanev1.OutputChunk {
+	return &controlplanev1.OutputChunk{Stream: streamProto(r.Stream), Offset: uint64(r.Offset), Data: r.Data}
+}
+
+// outputProtos is chunks of output as the API shows them.
 func outputProtos(rows []dbsqlc.DispatchOutput) []*controlplanev1.OutputChunk {
 	out := make([]*controlplanev1.OutputChunk, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, &controlplanev1.OutputChunk{Stream: streamProto(r.Stream), Offset: uint64(r.Offset), Data: r.Data})
+		out = append(out, outputProto(r))
 	}
 	return out
 }

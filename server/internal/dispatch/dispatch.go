@@ -58,9 +58,14 @@ const (
 
 // Options are the dependencies of the Service.
 type Options struct {
-	Store     *store.Store
-	Notify    *notify.Listener // listening on ChannelDispatch, ChannelOutput, ChannelSessions
-	Metrics   prometheus.Registerer
+	// Store holds the dispatches and the devices' sessions.
+	Store *store.Store
+	// Notify is the replica's listener; it must listen on ChannelDispatch,
+	// ChannelOutput and ChannelSessions.
+	Notify *notify.Listener
+	// Metrics registers the metrics; nil keeps them unregistered.
+	Metrics prometheus.Registerer
+	// ReplicaID names this replica in the devices' sessions.
 	ReplicaID string
 	// Heartbeat is the interval nodes send heartbeats at; three missed make a node
 	// stale, ten offline.
@@ -68,7 +73,8 @@ type Options struct {
 	// MaxMessageBytes is announced to nodes in the welcome.
 	MaxMessageBytes int
 	// Now is the clock; nil means time.Now.
-	Now    func() time.Time
+	Now func() time.Time
+	// Logger logs sessions and dispatch ends; nil discards.
 	Logger *slog.Logger
 }
 
@@ -146,9 +152,7 @@ func (s *Service) listen(ctx context.Context, channel string, sub *notify.Subscr
 			return
 		case e := <-sub.Events():
 			if e.Reset {
-				// Missed notifications: wake everything up to re-read.
-				s.hub.signalAll()
-				s.sessions.wakeAll()
+				s.reset(channel)
 				continue
 			}
 			fields := strings.Fields(e.Payload)
@@ -164,8 +168,24 @@ func (s *Service) listen(ctx context.Context, channel string, sub *notify.Subscr
 	}
 }
 
+// reset makes up for the notifications of channel that may have been missed: every
+// (re)connection of the listener resets each channel, so each wakes only what its own
+// notifications would have woken. Sessions replaced meanwhile (ChannelSessions) are
+// found by the presence flusher, which learns from the database which sessions are
+// still current.
+func (s *Service) reset(channel string) {
+	switch channel {
+	case ChannelDispatch:
+		s.hub.signalAll()
+		s.sessions.wakeAll()
+	case ChannelOutput:
+		s.hub.signalAll()
+	}
+}
+
 // dispatchEvent handles a notification of ChannelDispatch: event is queued, cancel, or
-// state:<new state> (state alone from older replicas: a change not known).
+// state:<new state> (a bare "state", as the trigger of migration 00004 sent it, is a
+// change not known).
 func (s *Service) dispatchEvent(deviceID, id, event string) {
 	switch event {
 	case "queued":

@@ -1,13 +1,10 @@
 package dispatch
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
-
-	"github.com/palyra/palyra/server/internal/access"
 )
 
 // The service answers with Connect errors whose messages are safe for any caller (it is
@@ -46,14 +43,4 @@ func errSessionEnded(cause error) error {
 		return connect.NewError(connect.CodeUnavailable, cause)
 	}
 	return connect.NewError(connect.CodeAborted, cause)
-}
-
-// principalID names the authenticated caller for created_by; the access interceptor
-// guarantees a principal for every RPC with a permission.
-func principalID(ctx context.Context) (string, error) {
-	p, ok := access.PrincipalFrom(ctx)
-	if !ok || p == nil {
-		return "", connect.NewError(connect.CodeUnauthenticated, access.ErrUnauthenticated)
-	}
-	return p.ID(), nil
 }

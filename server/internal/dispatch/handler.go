@@ -9,6 +9,7 @@ import (
 	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
 )
 
@@ -40,7 +41,9 @@ func (h *Handler) CreateDispatch(ctx context.Context, req *connect.Request[contr
 // ExecuteCapability creates a dispatch and waits for its end.
 func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[controlplanev1.ExecuteCapabilityRequest]) (*connect.Response[controlplanev1.ExecuteCapabilityResponse], error) {
 	m := req.Msg
-	if limit := uint64(h.s.opts.MaxMessageBytes / 2); h.s.opts.MaxMessageBytes > 0 && m.GetMaxOutputBytes() > limit {
+	// The output comes back in one response: at most half a message.
+	limit := int64(h.s.opts.MaxMessageBytes / 2)
+	if h.s.opts.MaxMessageBytes > 0 && m.GetMaxOutputBytes() > uint64(limit) {
 		return nil, errInvalid("max_output_bytes %d is more than this daemon returns in one response (%d): use CreateDispatch and WatchDispatch",
 			m.GetMaxOutputBytes(), limit)
 	}
@@ -49,7 +52,7 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 		return nil, err
 	}
 	if r.MaxOutputBytes == 0 {
-		r.MaxOutputBytes = min(DefaultMaxOutputBytes, int64(h.s.opts.MaxMessageBytes/2))
+		r.MaxOutputBytes = min(DefaultMaxOutputBytes, limit)
 	}
 	d, _, err := h.s.Create(ctx, r)
 	if err != nil {
@@ -66,15 +69,15 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d), Output: outputProtos(out)}), nil
 }
 
-// request is the Request of a create call.
+// request is the Request of a create call, created by the calling principal.
 func request(ctx context.Context, node, capability, input string, timeout time.Duration, maxOutput uint64, key string) (Request, error) {
-	by, err := principalID(ctx)
+	by, err := access.Caller(ctx)
 	if err != nil {
 		return Request{}, err
 	}
 	return Request{
 		NodeID: node, Capability: capability, Input: input, Timeout: timeout,
-		MaxOutputBytes: int64(maxOutput), IdempotencyKey: key, CreatedBy: by,
+		MaxOutputBytes: int64(maxOutput), IdempotencyKey: key, CreatedBy: by.ID(),
 	}, nil
 }
 
@@ -106,7 +109,7 @@ func (h *Handler) WatchDispatch(ctx context.Context, req *connect.Request[contro
 			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Dispatch{Dispatch: dispatchProto(d)}})
 		},
 		func(o dbsqlc.DispatchOutput) error {
-			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Output{Output: outputProtos([]dbsqlc.DispatchOutput{o})[0]}})
+			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Output{Output: outputProto(o)}})
 		})
 }
 

@@ -11,6 +11,7 @@ type hub struct {
 	watchers map[string]map[chan struct{}]bool
 }
 
+// newHub returns a hub without watchers.
 func newHub() *hub { return &hub{watchers: map[string]map[chan struct{}]bool{}} }
 
 // watch returns a channel that receives (coalesced) signals for a dispatch id: every

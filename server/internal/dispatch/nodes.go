@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -57,25 +56,21 @@ func (h *NodesHandler) ListNodes(ctx context.Context, req *connect.Request[contr
 	if limit == 0 {
 		limit = 100
 	}
-	labels := m.GetLabels()
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	labelsJSON, err := json.Marshal(labels)
+	labels, err := labelsJSON(m.GetLabels())
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: label filter: %w", err)
 	}
 	hb := h.s.opts.Heartbeat
 	now := h.s.opts.Now()
 	params := dbsqlc.ListNodesParams{
-		Now: now, IncludeRevoked: m.GetIncludeRevoked(), Capability: m.GetCapability(), Labels: labelsJSON,
+		Now: now, IncludeRevoked: m.GetIncludeRevoked(), Capability: m.GetCapability(), Labels: labels,
 		Presence: presenceNames[m.GetPresence()], StaleAfterSeconds: (staleAfter * hb).Seconds(),
 		OfflineAfterSeconds: (offlineAfter * hb).Seconds(), PageLimit: int32(limit) + 1,
 	}
 	if m.GetPageToken() != "" {
 		at, id, err := pagetoken.Decode(m.GetPageToken())
 		if err != nil {
-			return nil, errInvalid("malformed page token")
+			return nil, err // pagetoken.ErrMalformed: the control plane's errors.go maps it
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}

@@ -29,6 +29,7 @@ type session struct {
 	lastSeen atomic.Int64
 }
 
+// newSession returns the session id of a device that attached at now.
 func newSession(deviceID, id string, now time.Time) *session {
 	s := &session{deviceID: deviceID, id: id, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.lastSeen.Store(now.UnixNano())
@@ -62,6 +63,7 @@ type registry struct {
 	closed   bool
 }
 
+// newRegistry returns an empty registry.
 func newRegistry() *registry { return &registry{byDevice: map[string]*session{}} }
 
 // add makes s the device's session on this replica, ending an older one; it refuses

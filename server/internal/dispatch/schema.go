@@ -22,6 +22,7 @@ var errExternalRef = errors.New("references to other documents are not allowed i
 // noLoader refuses to load anything.
 type noLoader struct{}
 
+// Load implements jsonschema.URLLoader.
 func (noLoader) Load(url string) (any, error) { return nil, fmt.Errorf("%w (%s)", errExternalRef, url) }
 
 // schemas compiles and caches input schemas.
@@ -30,6 +31,7 @@ type schemas struct {
 	cache map[[32]byte]*jsonschema.Schema
 }
 
+// newSchemas returns an empty cache.
 func newSchemas() *schemas { return &schemas{cache: map[[32]byte]*jsonschema.Schema{}} }
 
 // compile compiles a schema given as JSON text.

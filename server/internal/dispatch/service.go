@@ -22,7 +22,9 @@ import (
 
 // Request describes a dispatch to create.
 type Request struct {
-	NodeID     string
+	// NodeID is the device to run it.
+	NodeID string
+	// Capability is the name of the capability to run.
 	Capability string
 	// Input is the input as JSON text; empty means {}.
 	Input string
@@ -195,7 +197,7 @@ func (s *Service) Wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) 
 			return d, err
 		}
 		if giveUp == nil {
-			t := time.NewTimer(time.Until(d.Deadline) + resultGrace + 2*sweepEvery + 5*time.Second)
+			t := time.NewTimer(d.Deadline.Sub(s.opts.Now()) + resultGrace + 2*sweepEvery + 5*time.Second)
 			defer t.Stop()
 			giveUp = t.C
 		}
@@ -265,6 +267,7 @@ func changed(a, b dbsqlc.Dispatch) bool {
 	return a.State != b.State || !equalTime(a.CancelRequestedAt, b.CancelRequestedAt) || !equalTime(a.SentAt, b.SentAt)
 }
 
+// equalTime reports whether a and b are the same instant, or both nil.
 func equalTime(a, b *time.Time) bool {
 	if a == nil || b == nil {
 		return a == b
@@ -305,9 +308,12 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatc
 
 // Filter selects dispatches to list.
 type Filter struct {
+	// NodeID, State (a stored state) and Capability select; empty selects all.
 	NodeID, State, Capability string
-	PageSize                  int
-	PageToken                 string
+	// PageSize is the most dispatches to return; zero means 100.
+	PageSize int
+	// PageToken is the NextPageToken of the previous page; empty for the first.
+	PageToken string
 }
 
 // List returns a page of dispatches, newest first, and the token of the next page.
@@ -320,7 +326,7 @@ func (s *Service) List(ctx context.Context, f Filter) ([]dbsqlc.Dispatch, string
 	if f.PageToken != "" {
 		at, id, err := pagetoken.Decode(f.PageToken)
 		if err != nil {
-			return nil, "", errInvalid("malformed page token")
+			return nil, "", err // pagetoken.ErrMalformed: the control plane's errors.go maps it
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}
