@@ -93,8 +93,13 @@ func TestCLIPairingAndRevocationAcrossReplicas(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(nodeErr.String(), request.PublicKeyFingerprint) || !strings.Contains(nodeErr.String(), request.ID) {
-		t.Errorf("the node does not show its request and key fingerprint (%s, %s):\n%s", request.ID, request.PublicKeyFingerprint, nodeErr.String())
+	// The request is visible to the administrator as soon as it is stored, which can be
+	// before the node has read the answer and printed it: wait for the node's line.
+	for !strings.Contains(nodeErr.String(), request.PublicKeyFingerprint) || !strings.Contains(nodeErr.String(), request.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node does not show its request and key fingerprint (%s, %s):\n%s", request.ID, request.PublicKeyFingerprint, nodeErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if request.DeviceName != "e2e-node" || request.SourceAddress != "127.0.0.1" {
 		t.Errorf("request %+v", request)
