@@ -54,7 +54,7 @@ func BenchmarkDispatch(b *testing.B) {
 	}
 	gone.close()
 	d.waitAttached(b, attached)
-	m := meter{palyrad: d.pid(), pg: pg}
+	m := meter{palyrad: d.pid(), pprof: d.pprof, pg: pg}
 
 	// c=1 and c=64 with one node are the shapes of the ratio table (ratios_test.go)
 	// and of the floor's relay (one node process).

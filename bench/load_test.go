@@ -12,6 +12,7 @@ import (
 // meter reads what a run costs the processes involved.
 type meter struct {
 	palyrad int       // palyrad's process id; 0 when there is none
+	pprof   string    // base URL of palyrad's pprof listener, "" when not profiling
 	pg      *postgres // nil when no PostgreSQL is involved (the baselines)
 }
 
@@ -71,6 +72,7 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 	var wg sync.WaitGroup
 	errs := make(chan error, c)
 	u0 := m.read(b)
+	prof := startProfiling(b, m.pprof)
 	b.ResetTimer()
 	start := time.Now()
 	for w := range c {
@@ -90,6 +92,7 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 	elapsed := time.Since(start)
 	b.StopTimer()
 	u1 := m.read(b)
+	prof.finish(b)
 	close(errs)
 	if err := <-errs; err != nil {
 		b.Fatal(err)

@@ -62,7 +62,7 @@ var pairingSources atomic.Int64
 func BenchmarkPairing(b *testing.B) {
 	pg := openPostgres(b)
 	d := startDaemon(b, pg.newDatabase(b), b.TempDir())
-	m := meter{palyrad: d.pid(), pg: pg}
+	m := meter{palyrad: d.pid(), pprof: d.pprof, pg: pg}
 	for _, method := range []controlplanev1.PairingMethod{
 		controlplanev1.PairingMethod_PAIRING_METHOD_PIN, controlplanev1.PairingMethod_PAIRING_METHOD_QR,
 	} {

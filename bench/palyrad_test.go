@@ -211,6 +211,9 @@ type daemon struct {
 	owner   string
 	logPath string
 	stopped bool
+	// pprof is the base URL of palyrad's pprof listener ("" unless PALYRA_BENCH_PROFILE
+	// is set).
+	pprof string
 }
 
 // replicaID names the replica of a data directory: stable across restarts of the same
@@ -235,8 +238,12 @@ func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(palyradBinary(tb), "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-		"--database-url", dbURL, "--replica-id", replicaID(dataDir), "--log-format", "json")
+	args := []string{"--listen", "127.0.0.1:0", "--data-dir", dataDir,
+		"--database-url", dbURL, "--replica-id", replicaID(dataDir), "--log-format", "json"}
+	if profileDir() != "" {
+		args = append(args, "--debug-pprof-listen", "127.0.0.1:0")
+	}
+	cmd := exec.Command(palyradBinary(tb), args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PALYRA_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -256,6 +263,7 @@ func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 	}
 	d := &daemon{cmd: cmd, exited: make(chan struct{}), logPath: logPath}
 	ready := make(chan string, 1)
+	pprofAddr := make(chan string, 1)
 	go func() {
 		// Copies the log to the file, watching for the ready line, until palyrad exits.
 		sc := bufio.NewScanner(out)
@@ -265,9 +273,14 @@ func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 			line := sc.Bytes()
 			_, _ = logFile.Write(append(line, '\n'))
 			var rec struct{ Msg, Listen string }
-			if !sent && json.Unmarshal(line, &rec) == nil && rec.Msg == "palyrad ready" {
-				ready <- rec.Listen
-				sent = true
+			if !sent && json.Unmarshal(line, &rec) == nil {
+				switch {
+				case rec.Msg == "palyrad ready":
+					ready <- rec.Listen
+					sent = true
+				case strings.HasPrefix(rec.Msg, "pprof listener on"):
+					pprofAddr <- rec.Listen
+				}
 			}
 		}
 		_, _ = io.Copy(logFile, out)
@@ -281,6 +294,11 @@ func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 	case addr := <-ready:
 		_, port, _ := net.SplitHostPort(addr)
 		d.baseURL = "https://localhost:" + port
+		select {
+		case a := <-pprofAddr:
+			d.pprof = "http://" + a
+		default:
+		}
 	case <-d.exited:
 		tb.Fatalf("palyrad exited before it was ready; its log is %s:\n%s", logPath, tail(logPath))
 	case <-time.After(60 * time.Second):

@@ -113,7 +113,7 @@ func benchRevocation(b *testing.B, caller, holder *daemon, pg *postgres, setup s
 	pg.checkpoint(b)
 	var next atomic.Int64
 	held0, _ := cpuTime(holder.pid())
-	closedLoop(b, 1, meter{palyrad: caller.pid(), pg: pg}, "revocations/s", func(ctx context.Context) error {
+	closedLoop(b, 1, meter{palyrad: caller.pid(), pprof: caller.pprof, pg: pg}, "revocations/s", func(ctx context.Context) error {
 		return revoke(ctx, int(next.Add(1)-1))
 	})
 	held1, _ := cpuTime(holder.pid())

@@ -39,6 +39,8 @@ type Config struct {
 	Pairing Pairing
 	// Nodes configures the node runtime.
 	Nodes Nodes
+	// Debug configures diagnostics that are off by default.
+	Debug Debug
 	// PublicURL is the URL nodes reach the daemon at, put in QR pairing URIs; empty means
 	// https:// and the listen address (the host name when it listens on all addresses).
 	PublicURL string
@@ -90,6 +92,13 @@ type Nodes struct {
 	// HeartbeatInterval is how often attached nodes send a heartbeat; three missed make
 	// a node stale, ten offline.
 	HeartbeatInterval time.Duration
+}
+
+// Debug configures diagnostics that are off by default.
+type Debug struct {
+	// PprofListen is a loopback host:port serving net/http/pprof on a listener of its
+	// own (plain HTTP, no authentication, hence loopback only); empty turns it off.
+	PprofListen string
 }
 
 // Server holds the limits of the HTTP server.

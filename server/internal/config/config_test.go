@@ -283,6 +283,14 @@ func TestLoadErrors(t *testing.T) {
 			args: []string{"--server-read-header-timeout=-1s"},
 			want: []string{"server.read_header_timeout", "flag --server-read-header-timeout", "between 1s and 5m0s"},
 		},
+		"pprof listener off loopback": {
+			args: []string{"--debug-pprof-listen", "0.0.0.0:6060"},
+			want: []string{"debug.pprof_listen", "flag --debug-pprof-listen", "loopback", "no authentication"},
+		},
+		"pprof listener not host:port": {
+			env:  map[string]string{"PALYRA_DEBUG_PPROF_LISTEN": "6060"},
+			want: []string{"debug.pprof_listen", "environment variable PALYRA_DEBUG_PPROF_LISTEN", "host:port"},
+		},
 		"integer out of range": {
 			args: []string{"--database-max-conns", "0"},
 			want: []string{"database.max_conns", "flag --database-max-conns", "between 1 and 1000"},

@@ -204,6 +204,25 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Nodes.HeartbeatInterval.String() },
 	},
 	{
+		key:   "debug.pprof_listen",
+		kind:  "host:port",
+		usage: "loopback address for a separate, unauthenticated net/http/pprof listener (profiling only; off when empty)",
+		set: func(c *Config, v string) error {
+			c.Debug.PprofListen = v
+			if v == "" {
+				return nil
+			}
+			if err := validateListen(v); err != nil {
+				return err
+			}
+			if host, _, _ := net.SplitHostPort(v); host != "localhost" && !net.ParseIP(host).IsLoopback() {
+				return fmt.Errorf("must be a loopback address such as 127.0.0.1:6060, got %q: pprof has no authentication", v)
+			}
+			return nil
+		},
+		show: func(c *Config) string { return c.Debug.PprofListen },
+	},
+	{
 		key:   "server.read_header_timeout",
 		kind:  "duration",
 		usage: "time allowed for the TLS handshake and the request headers (1s-5m)",

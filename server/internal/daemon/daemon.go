@@ -235,6 +235,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	bg.Go(func() { runtime.Run(bgCtx) })
+	if cfg.Debug.PprofListen != "" {
+		stopPprof, err := listenPprof(cfg.Debug.PprofListen, log)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		bg.Go(func() {
+			<-bgCtx.Done()
+			stopPprof()
+		})
+	}
 
 	handler := controlplane.NewHandler(controlplane.HandlerOptions{
 		Services: controlplane.Services{
