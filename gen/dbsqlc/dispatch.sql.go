@@ -223,71 +223,6 @@ func (q *Queries) ExpireDispatches(ctx context.Context, arg ExpireDispatchesPara
 	return items, nil
 }
 
-const finishDispatch = `-- name: FinishDispatch :one
-update dispatches
-set state = $1::text, finished_at = $2::timestamptz,
-    started_at = coalesce(started_at, $2::timestamptz),
-    result = $3, error = $4, exit_code = $5,
-    output_bytes = $6, output_truncated = $7
-where id = $8 and device_id = $9
-  and state in ('sent', 'running')
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated
-`
-
-type FinishDispatchParams struct {
-	State           string
-	Now             time.Time
-	Result          []byte
-	Error           string
-	ExitCode        int32
-	OutputBytes     int64
-	OutputTruncated bool
-	ID              string
-	DeviceID        string
-}
-
-// Records the end a node reported, for a dispatch of that node that was sent and has
-// not ended; returns no row otherwise.
-func (q *Queries) FinishDispatch(ctx context.Context, arg FinishDispatchParams) (Dispatch, error) {
-	row := q.db.QueryRow(ctx, finishDispatch,
-		arg.State,
-		arg.Now,
-		arg.Result,
-		arg.Error,
-		arg.ExitCode,
-		arg.OutputBytes,
-		arg.OutputTruncated,
-		arg.ID,
-		arg.DeviceID,
-	)
-	var i Dispatch
-	err := row.Scan(
-		&i.ID,
-		&i.DeviceID,
-		&i.Capability,
-		&i.Input,
-		&i.State,
-		&i.IdempotencyKey,
-		&i.RequestHash,
-		&i.CreatedBy,
-		&i.CreatedAt,
-		&i.Deadline,
-		&i.MaxOutputBytes,
-		&i.SessionID,
-		&i.SentAt,
-		&i.StartedAt,
-		&i.FinishedAt,
-		&i.CancelRequestedAt,
-		&i.CancelReason,
-		&i.Result,
-		&i.Error,
-		&i.ExitCode,
-		&i.OutputBytes,
-		&i.OutputTruncated,
-	)
-	return i, err
-}
-
 const getDispatch = `-- name: GetDispatch :one
 select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated from dispatches where id = $1
 `
@@ -365,11 +300,13 @@ func (q *Queries) GetDispatchByKey(ctx context.Context, arg GetDispatchByKeyPara
 const insertDispatch = `-- name: InsertDispatch :one
 insert into dispatches (
     id, device_id, capability, input, idempotency_key, request_hash, created_by, created_at,
-    deadline, max_output_bytes
+    deadline, max_output_bytes, state, session_id, sent_at
 ) values (
     $1, $2, $3, $4,
     $5, $6, $7,
-    $8, $9, $10
+    $8, $9, $10,
+    case when $11::text is null then 'queued' else 'sent' end,
+    $11::text, $12::timestamptz
 )
 on conflict (created_by, idempotency_key) where idempotency_key is not null do nothing
 returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated
@@ -386,10 +323,14 @@ type InsertDispatchParams struct {
 	CreatedAt      time.Time
 	Deadline       time.Time
 	MaxOutputBytes int64
+	SessionID      *string
+	SentAt         *time.Time
 }
 
-// Queues a dispatch; with an idempotency key already used by the same caller, nothing
-// is inserted and no row returns (the caller then reads the existing one).
+// Stores a dispatch: queued, or already sent when the replica creating it holds its
+// device's session (session_id and sent_at set) and hands it to that session itself.
+// With an idempotency key already used by the same caller, nothing is inserted and no
+// row returns (the caller then reads the existing one).
 func (q *Queries) InsertDispatch(ctx context.Context, arg InsertDispatchParams) (Dispatch, error) {
 	row := q.db.QueryRow(ctx, insertDispatch,
 		arg.ID,
@@ -402,6 +343,8 @@ func (q *Queries) InsertDispatch(ctx context.Context, arg InsertDispatchParams) 
 		arg.CreatedAt,
 		arg.Deadline,
 		arg.MaxOutputBytes,
+		arg.SessionID,
+		arg.SentAt,
 	)
 	var i Dispatch
 	err := row.Scan(
@@ -429,33 +372,6 @@ func (q *Queries) InsertDispatch(ctx context.Context, arg InsertDispatchParams) 
 		&i.OutputTruncated,
 	)
 	return i, err
-}
-
-const insertDispatchOutput = `-- name: InsertDispatchOutput :execrows
-insert into dispatch_output (dispatch_id, "offset", stream, data)
-values ($1, $2, $3, $4)
-on conflict (dispatch_id, "offset") do nothing
-`
-
-type InsertDispatchOutputParams struct {
-	DispatchID string
-	Offset     int64
-	Stream     string
-	Data       []byte
-}
-
-// Stores a chunk of output; a chunk sent again (after a reconnection) is ignored.
-func (q *Queries) InsertDispatchOutput(ctx context.Context, arg InsertDispatchOutputParams) (int64, error) {
-	result, err := q.db.Exec(ctx, insertDispatchOutput,
-		arg.DispatchID,
-		arg.Offset,
-		arg.Stream,
-		arg.Data,
-	)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
 }
 
 const listCancelRequests = `-- name: ListCancelRequests :many
@@ -616,6 +532,116 @@ func (q *Queries) ListDispatches(ctx context.Context, arg ListDispatchesParams) 
 	return items, nil
 }
 
+const recordReports = `-- name: RecordReports :many
+with started as (
+    update dispatches
+    set state = 'running', started_at = coalesce(started_at, $1::timestamptz)
+    where id = any($10::text[]) and device_id = $2::text
+      and state in ('sent', 'running')
+    returning id
+), stored as (
+    insert into dispatch_output (dispatch_id, "offset", stream, data)
+    select unnest($11::text[]), unnest($12::bigint[]),
+           unnest($13::text[]), unnest($14::bytea[])
+    on conflict (dispatch_id, "offset") do nothing
+    returning dispatch_id
+)
+update dispatches d
+set state = e.state, finished_at = $1::timestamptz,
+    started_at = coalesce(d.started_at, $1::timestamptz),
+    result = nullif(e.result, '')::jsonb, error = e.error, exit_code = e.exit_code,
+    output_bytes = e.output_bytes, output_truncated = e.output_truncated
+from (select unnest($3::text[]) as id, unnest($4::text[]) as state,
+             unnest($5::text[]) as result, unnest($6::text[]) as error,
+             unnest($7::integer[]) as exit_code,
+             unnest($8::bigint[]) as output_bytes,
+             unnest($9::boolean[]) as output_truncated) e
+where d.id = e.id and d.device_id = $2::text
+  and d.state in ('sent', 'running')
+returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated
+`
+
+type RecordReportsParams struct {
+	Now            time.Time
+	DeviceID       string
+	EndIds         []string
+	EndStates      []string
+	EndResults     []string
+	EndErrors      []string
+	EndExitCodes   []int32
+	EndOutputBytes []int64
+	EndTruncated   []bool
+	StartIds       []string
+	OutputIds      []string
+	OutputOffsets  []int64
+	OutputStreams  []string
+	OutputData     [][]byte
+}
+
+// Records in one statement (one round trip, one commit) what a node reported in one
+// round: the dispatches it accepted (start_ids, none of which ends in the same round),
+// chunks of output (a chunk sent again after a reconnection is ignored), and ends, each
+// for a dispatch of that device that was sent and has not ended. It returns the
+// dispatches it ended; an end that returns no row was for a dispatch that ended
+// already or was never sent. A result of ” is none.
+func (q *Queries) RecordReports(ctx context.Context, arg RecordReportsParams) ([]Dispatch, error) {
+	rows, err := q.db.Query(ctx, recordReports,
+		arg.Now,
+		arg.DeviceID,
+		arg.EndIds,
+		arg.EndStates,
+		arg.EndResults,
+		arg.EndErrors,
+		arg.EndExitCodes,
+		arg.EndOutputBytes,
+		arg.EndTruncated,
+		arg.StartIds,
+		arg.OutputIds,
+		arg.OutputOffsets,
+		arg.OutputStreams,
+		arg.OutputData,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Dispatch{}
+	for rows.Next() {
+		var i Dispatch
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeviceID,
+			&i.Capability,
+			&i.Input,
+			&i.State,
+			&i.IdempotencyKey,
+			&i.RequestHash,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.Deadline,
+			&i.MaxOutputBytes,
+			&i.SessionID,
+			&i.SentAt,
+			&i.StartedAt,
+			&i.FinishedAt,
+			&i.CancelRequestedAt,
+			&i.CancelReason,
+			&i.Result,
+			&i.Error,
+			&i.ExitCode,
+			&i.OutputBytes,
+			&i.OutputTruncated,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const requestDispatchCancel = `-- name: RequestDispatchCancel :one
 update dispatches
 set cancel_requested_at = coalesce(cancel_requested_at, $1::timestamptz),
@@ -632,50 +658,6 @@ type RequestDispatchCancelParams struct {
 
 func (q *Queries) RequestDispatchCancel(ctx context.Context, arg RequestDispatchCancelParams) (Dispatch, error) {
 	row := q.db.QueryRow(ctx, requestDispatchCancel, arg.Now, arg.Reason, arg.ID)
-	var i Dispatch
-	err := row.Scan(
-		&i.ID,
-		&i.DeviceID,
-		&i.Capability,
-		&i.Input,
-		&i.State,
-		&i.IdempotencyKey,
-		&i.RequestHash,
-		&i.CreatedBy,
-		&i.CreatedAt,
-		&i.Deadline,
-		&i.MaxOutputBytes,
-		&i.SessionID,
-		&i.SentAt,
-		&i.StartedAt,
-		&i.FinishedAt,
-		&i.CancelRequestedAt,
-		&i.CancelReason,
-		&i.Result,
-		&i.Error,
-		&i.ExitCode,
-		&i.OutputBytes,
-		&i.OutputTruncated,
-	)
-	return i, err
-}
-
-const startDispatch = `-- name: StartDispatch :one
-update dispatches
-set state = 'running', started_at = coalesce(started_at, $1::timestamptz)
-where id = $2 and device_id = $3 and state in ('sent', 'running')
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated
-`
-
-type StartDispatchParams struct {
-	Now      time.Time
-	ID       string
-	DeviceID string
-}
-
-// The node accepted a dispatch sent to it.
-func (q *Queries) StartDispatch(ctx context.Context, arg StartDispatchParams) (Dispatch, error) {
-	row := q.db.QueryRow(ctx, startDispatch, arg.Now, arg.ID, arg.DeviceID)
 	var i Dispatch
 	err := row.Scan(
 		&i.ID,

@@ -52,23 +52,36 @@ set revoked_at = coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()),
 where id = sqlc.arg('id') and revoked_at is null
 returning *;
 
--- name: TakeTokenCall :one
--- Admits one call of the token under its rate limit (generic cell rate algorithm, a
--- burst of one minute's allowance) and records its use. A refused call does not use up
--- allowance; retry_after_seconds says when the next one would be admitted.
+-- name: TakeTokenCalls :one
+-- Admits up to sqlc.arg('n') calls of the token at once under its rate limit, and
+-- records the use. The limit is the generic cell rate algorithm: every call moves the
+-- theoretical arrival time rate_tat on by 60/rate seconds from the later of itself and
+-- now, and calls are admitted while it stays within one minute of now (a burst of one
+-- minute's allowance). It grants the most of n that fit; it rounds the time they use up
+-- to the next microsecond, so that rounding never admits more. Granting none uses up no
+-- allowance, and retry_after_seconds then says when the next call would fit.
 with cur as (
     select id,
-           greatest(rate_tat, coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()))
-               + make_interval(secs => 60.0 / rate_limit_per_minute) as next_tat,
-           coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) as at
+           rate_limit_per_minute as rate,
+           coalesce(sqlc.narg('now')::timestamptz, clock_timestamp()) as at,
+           greatest(rate_tat, coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())) as base
     from api_tokens
     where api_tokens.id = sqlc.arg('id')
     for update
+), fit as (
+    select cur.*,
+           greatest(least(sqlc.arg('n')::integer,
+                          floor(extract(epoch from cur.at + interval '1 minute' - cur.base) * cur.rate / 60)), 0)::integer as granted
+    from cur
 )
 update api_tokens t
-set rate_tat = case when cur.next_tat <= cur.at + interval '1 minute' then cur.next_tat else t.rate_tat end,
-    last_used_at = cur.at
-from cur
-where t.id = cur.id
-returning (cur.next_tat <= cur.at + interval '1 minute')::boolean as allowed,
-          greatest(extract(epoch from cur.next_tat - cur.at - interval '1 minute'), 0)::float8 as retry_after_seconds;
+set rate_tat = case when fit.granted > 0
+                    then fit.base + make_interval(secs => ceil(fit.granted * 60000000.0 / fit.rate)::float8 / 1000000)
+                    else t.rate_tat end,
+    last_used_at = fit.at
+from fit
+where t.id = fit.id
+returning fit.granted::integer as granted,
+          (case when fit.granted > 0 then 0
+                else greatest(extract(epoch from fit.base - fit.at - interval '1 minute') + 60.0 / fit.rate, 0) end)::float8 as retry_after_seconds,
+          fit.rate::integer as rate_limit_per_minute;

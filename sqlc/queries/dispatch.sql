@@ -1,13 +1,17 @@
 -- name: InsertDispatch :one
--- Queues a dispatch; with an idempotency key already used by the same caller, nothing
--- is inserted and no row returns (the caller then reads the existing one).
+-- Stores a dispatch: queued, or already sent when the replica creating it holds its
+-- device's session (session_id and sent_at set) and hands it to that session itself.
+-- With an idempotency key already used by the same caller, nothing is inserted and no
+-- row returns (the caller then reads the existing one).
 insert into dispatches (
     id, device_id, capability, input, idempotency_key, request_hash, created_by, created_at,
-    deadline, max_output_bytes
+    deadline, max_output_bytes, state, session_id, sent_at
 ) values (
     sqlc.arg('id'), sqlc.arg('device_id'), sqlc.arg('capability'), sqlc.arg('input'),
     sqlc.narg('idempotency_key'), sqlc.arg('request_hash'), sqlc.arg('created_by'),
-    sqlc.arg('created_at'), sqlc.arg('deadline'), sqlc.arg('max_output_bytes')
+    sqlc.arg('created_at'), sqlc.arg('deadline'), sqlc.arg('max_output_bytes'),
+    case when sqlc.narg('session_id')::text is null then 'queued' else 'sent' end,
+    sqlc.narg('session_id')::text, sqlc.narg('sent_at')::timestamptz
 )
 on conflict (created_by, idempotency_key) where idempotency_key is not null do nothing
 returning *;
@@ -44,30 +48,39 @@ where d.id in (
 )
 returning d.*;
 
--- name: StartDispatch :one
--- The node accepted a dispatch sent to it.
-update dispatches
-set state = 'running', started_at = coalesce(started_at, sqlc.arg('now')::timestamptz)
-where id = sqlc.arg('id') and device_id = sqlc.arg('device_id') and state in ('sent', 'running')
-returning *;
-
--- name: FinishDispatch :one
--- Records the end a node reported, for a dispatch of that node that was sent and has
--- not ended; returns no row otherwise.
-update dispatches
-set state = sqlc.arg('state')::text, finished_at = sqlc.arg('now')::timestamptz,
-    started_at = coalesce(started_at, sqlc.arg('now')::timestamptz),
-    result = sqlc.narg('result'), error = sqlc.arg('error'), exit_code = sqlc.arg('exit_code'),
-    output_bytes = sqlc.arg('output_bytes'), output_truncated = sqlc.arg('output_truncated')
-where id = sqlc.arg('id') and device_id = sqlc.arg('device_id')
-  and state in ('sent', 'running')
-returning *;
-
--- name: InsertDispatchOutput :execrows
--- Stores a chunk of output; a chunk sent again (after a reconnection) is ignored.
-insert into dispatch_output (dispatch_id, "offset", stream, data)
-values (sqlc.arg('dispatch_id'), sqlc.arg('offset'), sqlc.arg('stream'), sqlc.arg('data'))
-on conflict (dispatch_id, "offset") do nothing;
+-- name: RecordReports :many
+-- Records in one statement (one round trip, one commit) what a node reported in one
+-- round: the dispatches it accepted (start_ids, none of which ends in the same round),
+-- chunks of output (a chunk sent again after a reconnection is ignored), and ends, each
+-- for a dispatch of that device that was sent and has not ended. It returns the
+-- dispatches it ended; an end that returns no row was for a dispatch that ended
+-- already or was never sent. A result of '' is none.
+with started as (
+    update dispatches
+    set state = 'running', started_at = coalesce(started_at, sqlc.arg('now')::timestamptz)
+    where id = any(sqlc.arg('start_ids')::text[]) and device_id = sqlc.arg('device_id')::text
+      and state in ('sent', 'running')
+    returning id
+), stored as (
+    insert into dispatch_output (dispatch_id, "offset", stream, data)
+    select unnest(sqlc.arg('output_ids')::text[]), unnest(sqlc.arg('output_offsets')::bigint[]),
+           unnest(sqlc.arg('output_streams')::text[]), unnest(sqlc.arg('output_data')::bytea[])
+    on conflict (dispatch_id, "offset") do nothing
+    returning dispatch_id
+)
+update dispatches d
+set state = e.state, finished_at = sqlc.arg('now')::timestamptz,
+    started_at = coalesce(d.started_at, sqlc.arg('now')::timestamptz),
+    result = nullif(e.result, '')::jsonb, error = e.error, exit_code = e.exit_code,
+    output_bytes = e.output_bytes, output_truncated = e.output_truncated
+from (select unnest(sqlc.arg('end_ids')::text[]) as id, unnest(sqlc.arg('end_states')::text[]) as state,
+             unnest(sqlc.arg('end_results')::text[]) as result, unnest(sqlc.arg('end_errors')::text[]) as error,
+             unnest(sqlc.arg('end_exit_codes')::integer[]) as exit_code,
+             unnest(sqlc.arg('end_output_bytes')::bigint[]) as output_bytes,
+             unnest(sqlc.arg('end_truncated')::boolean[]) as output_truncated) e
+where d.id = e.id and d.device_id = sqlc.arg('device_id')::text
+  and d.state in ('sent', 'running')
+returning d.*;
 
 -- name: ListDispatchOutput :many
 -- The chunks of a dispatch's output that end after an offset, in order.

@@ -116,7 +116,9 @@ func (s *Sessions) Authenticate(ctx context.Context, cookie string) (p *Principa
 	case !now.Before(row.ExpiresAt):
 		return nil, "session expired", ErrUnauthenticated
 	}
-	tok, err := s.tokens.Get(ctx, row.TokenID)
+	// The token may come from the verified-token cache: revoking or rotating it ends
+	// the session itself, which is read from the database above.
+	tok, err := s.tokens.verified(ctx, row.TokenID)
 	if err != nil {
 		return nil, "", err
 	}

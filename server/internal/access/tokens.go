@@ -5,11 +5,12 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"math"
+	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -68,18 +69,55 @@ func (t *Token) principal(m Method) *Principal {
 	}
 }
 
-// Tokens manages API tokens.
-type Tokens struct {
-	db  *store.Store
-	now func() time.Time
+// TokensChannel is the notification channel of token changes: a trigger sends the id of
+// every token that is revoked, or whose expiry, secret, role, scopes or user change.
+const TokensChannel = "palyra_tokens"
+
+// TokensOptions are the dependencies of Tokens.
+type TokensOptions struct {
+	// Store is the database.
+	Store *store.Store
+	// Notify delivers TokensChannel, which it must listen on. Tokens are cached for
+	// authentication only while Run runs.
+	Notify *notify.Listener
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger; nil discards.
+	Logger *slog.Logger
 }
 
-// NewTokens returns the token manager; now nil means time.Now.
-func NewTokens(db *store.Store, now func() time.Time) *Tokens {
-	if now == nil {
-		now = time.Now
+// Tokens manages API tokens, authenticates them (with the verified-token cache of
+// tokencache.go) and applies their rate limits (with the leases of tokenlease.go).
+type Tokens struct {
+	db     *store.Store
+	sub    *notify.Subscription
+	ready  <-chan struct{}
+	now    func() time.Time
+	log    *slog.Logger
+	cache  *verifiedCache
+	leases *leases
+}
+
+// NewTokens returns the token manager. The daemon starts Run to turn the
+// verified-token cache on.
+func NewTokens(opts TokensOptions) (*Tokens, error) {
+	if opts.Store == nil || opts.Notify == nil {
+		return nil, errors.New("access: tokens need a store and a notification listener")
 	}
-	return &Tokens{db: db, now: now}
+	sub, err := opts.Notify.Subscribe(TokensChannel)
+	if err != nil {
+		return nil, fmt.Errorf("access: tokens: %w", err)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Tokens{
+		db: opts.Store, sub: sub, ready: opts.Notify.Ready(), now: opts.Now, log: opts.Logger,
+		cache: newVerifiedCache(), leases: newLeases(),
+	}, nil
 }
 
 // CreateParams describes a token to create.
@@ -141,7 +179,7 @@ func insertToken(ctx context.Context, q *dbsqlc.Queries, userID, createdBy strin
 	return tokenFromRow(row.ApiToken, row.UserName, row.RotatedTo), formatToken(id, secret), nil
 }
 
-// Get returns a token.
+// Get returns a token, read from the database (never from the verified-token cache).
 func (ts *Tokens) Get(ctx context.Context, id string) (*Token, error) {
 	row, err := ts.db.Q().GetToken(ctx, id)
 	if err != nil {
@@ -220,6 +258,7 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 		}, &old.ID)
 		return err
 	})
+	ts.cache.forget(id)
 	return tok, secret, err
 }
 
@@ -244,6 +283,7 @@ func (ts *Tokens) Revoke(ctx context.Context, caller *Principal, id, reason stri
 		_, err := q.EndTokenSessions(ctx, dbsqlc.EndTokenSessionsParams{TokenID: id, Now: &now})
 		return err
 	})
+	ts.cache.forget(id)
 	if err != nil {
 		return nil, err
 	}
@@ -251,14 +291,16 @@ func (ts *Tokens) Revoke(ctx context.Context, caller *Principal, id, reason stri
 }
 
 // Authenticate checks a token string: well-formed, known, matching secret (compared in
-// constant time), not revoked, not expired. Every failure is ErrUnauthenticated; reason
-// says which, for the daemon's own log.
+// constant time), not revoked, not expired. The token is read from the verified-token
+// cache when it is there (tokencache.go); the secret and the expiry are checked on every
+// call all the same. Every failure is ErrUnauthenticated; reason says which, for the
+// daemon's own log.
 func (ts *Tokens) Authenticate(ctx context.Context, raw string) (p *Principal, reason string, err error) {
 	id, secret, ok := parseToken(raw)
 	if !ok {
 		return nil, "malformed token", ErrUnauthenticated
 	}
-	tok, err := ts.Get(ctx, id)
+	tok, err := ts.verified(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, "unknown token", ErrUnauthenticated
 	}
@@ -272,22 +314,6 @@ func (ts *Tokens) Authenticate(ctx context.Context, raw string) (p *Principal, r
 		return nil, "token " + string(s), ErrUnauthenticated
 	}
 	return tok.principal(Bearer), "", nil
-}
-
-// Take admits one call of the token under its rate limit, which holds across replicas
-// (the state is one row in the database), and records the token's use. The write does
-// not wait for the disk (store.Lossy): a crash of PostgreSQL forgets at most the last
-// moments' calls.
-func (ts *Tokens) Take(ctx context.Context, tokenID string) error {
-	now := ts.now()
-	row, err := ts.db.Lossy().TakeTokenCall(ctx, dbsqlc.TakeTokenCallParams{ID: tokenID, Now: &now})
-	if err != nil {
-		return fmt.Errorf("access: rate limit: %w", err)
-	}
-	if !row.Allowed {
-		return &RateLimitedError{RetryAfter: time.Duration(math.Ceil(row.RetryAfterSeconds*1000)) * time.Millisecond}
-	}
-	return nil
 }
 
 // tokenFromRow maps a database row.

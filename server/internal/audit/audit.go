@@ -47,6 +47,30 @@
 // previous row's hash, and that its hash is the formula above over its own columns.
 // Log.Verify does exactly that and reports the first row where one of the checks fails.
 //
+// # Appending
+//
+// Log.Append writes events in batches (group commit): while one batch is being written,
+// the events appended meanwhile wait, and the next batch is all of them, up to
+// maxAppendBatch. A batch is written as follows:
+//
+//  1. Take the head, the sequence and hash of the newest event: the one this Log
+//     remembers from its last batch, or else (first batch, or the last one failed) read
+//     it from the table, which costs one more round trip.
+//  2. Number the batch's events head+1, head+2, ... and chain their hashes after the
+//     head's.
+//  3. Insert them all with one statement (InsertAuditEvents in sqlc/queries/audit.sql):
+//     one round trip, one implicit transaction, all or nothing.
+//  4. If the table's primary key refuses a sequence, another palyrad sharing the
+//     database appended since the head was taken: read the head again and go back to 2.
+//     The last of maxAppendAttempts attempts instead reads the head and inserts in one
+//     transaction under the append lock, which every writer takes before it inserts;
+//     there the head read is the true one, so the attempt cannot lose the race.
+//  5. Remember the batch's last event as the head. Any other error fails every Append
+//     of the batch, and the head is forgotten.
+//
+// Rows are never updated or deleted and sequences are unique, so an insert after a head
+// that is no longer the newest event is always refused: the chain cannot fork or skip.
+//
 // # What the chain does not catch
 //
 // The chain has no secret: someone who can write to the database and who rewrites an
@@ -149,19 +173,24 @@ const (
 )
 
 // Log is the audit log on a database. It is safe for concurrent use, also by several
-// palyrad processes sharing the database: appends are serialised by a transaction-level
-// advisory lock (the LockAudit query). Within a process, concurrent appends are
-// committed together (group commit): one takes the lock and writes every event waiting
-// at that moment in one transaction, so the lock and the commit's flush are paid once
-// per batch rather than once per event.
+// palyrad processes sharing the database. Within a process, concurrent appends are
+// written together (group commit): one of them writes every event waiting at that
+// moment with one statement, so the round trip and the commit's flush are paid once per
+// batch rather than once per event. Across processes, the primary key on the sequence
+// and the append lock keep the chain whole (see the package documentation).
 type Log struct {
-	store *store.Store
-	now   func() time.Time
-	batch int32 // rows per ScanAuditEvents call in Verify
+	store    *store.Store
+	now      func() time.Time
+	batch    int32 // rows per ScanAuditEvents call in Verify
+	attempts int   // bound on the attempts to write one batch; see writeBatch
 
 	mu      sync.Mutex // guards the following
 	pending []*appendCall
 	writing bool // an appender is writing a batch; the next batch waits for it
+
+	// Owned by the writer: only the Append that set writing, or was handed it, touches
+	// the following (the hand-off goes through mu and done, which order the accesses).
+	head *chain // the newest event as of this Log's last batch; nil when unknown
 }
 
 // appendCall is one Append waiting for its batch to be written.
@@ -178,8 +207,17 @@ type appendOutcome struct {
 	lead bool
 }
 
-// maxAppendBatch bounds the events written in one transaction.
+// maxAppendBatch bounds the events written in one statement.
 const maxAppendBatch = 256
+
+// maxAppendAttempts bounds the attempts to write one batch: all but the last insert
+// after the head as it was last known, the last one under the append lock.
+const maxAppendAttempts = 3
+
+// sequenceKey is the name PostgreSQL gave the primary key of audit_events, on sequence
+// (sqlc/migrations/00002_access.sql): the constraint that refuses an insert after a
+// head that is no longer the newest event.
+const sequenceKey = "audit_events_pkey"
 
 // appendTimeout bounds the writing of one batch.
 const appendTimeout = 30 * time.Second
@@ -190,19 +228,15 @@ func New(s *store.Store, now func() time.Time) *Log {
 	if now == nil {
 		now = time.Now
 	}
-	return &Log{store: s, now: now, batch: verifyBatch}
+	return &Log{store: s, now: now, batch: verifyBatch, attempts: maxAppendAttempts}
 }
 
 // Append adds e at the end of the log and returns it as stored, once committed.
 //
-// Events are written in batches, each in one transaction: take the append lock, read
-// the newest event, then for each event in turn compute its hash over the previous
-// event's hash and its own fields and insert it. The lock makes the read and the
-// inserts one step for every appender, so sequences have no gaps and every event
-// follows the one before it. (This relies on READ COMMITTED, the store's isolation
-// level, under which the head is read after the lock is granted.) A batch is every
-// event appended while the previous batch was being written; a failed batch fails each
-// of its Appends.
+// Events are written in batches, as the package documentation describes: a batch is
+// every event appended while the previous batch was being written, chained after the
+// newest event and inserted with one statement. A failed batch fails each of its
+// Appends.
 func (l *Log) Append(ctx context.Context, e Event) (Record, error) {
 	if !e.Outcome.valid() {
 		return Record{}, fmt.Errorf("audit: append: outcome %q is neither %q nor %q: %w",
@@ -256,29 +290,7 @@ func (l *Log) writeNext(ctx context.Context) {
 	l.pending = slices.Delete(l.pending, 0, n)
 	l.mu.Unlock()
 
-	err := l.store.InTx(ctx, func(q *dbsqlc.Queries) error {
-		if err := q.LockAudit(ctx); err != nil {
-			return err
-		}
-		head, err := q.GetAuditHead(ctx)
-		prev := Record{Sequence: 0, Hash: make([]byte, hashSize)}
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-		case err != nil:
-			return err
-		default:
-			prev.Sequence, prev.Hash = head.Sequence, head.Hash
-		}
-		for _, c := range batch {
-			c.rec.Sequence, c.rec.PrevHash = prev.Sequence+1, prev.Hash
-			c.rec.Hash = chainHash(c.rec)
-			if err := insertRecord(ctx, q, c.rec); err != nil {
-				return err
-			}
-			prev = c.rec
-		}
-		return nil
-	})
+	err := l.writeBatch(ctx, batch)
 	for _, c := range batch {
 		c.done <- appendOutcome{err: err}
 	}
@@ -292,22 +304,123 @@ func (l *Log) writeNext(ctx context.Context) {
 	l.pending[0].done <- appendOutcome{lead: true}
 }
 
-// insertRecord inserts one chained record.
-func insertRecord(ctx context.Context, q *dbsqlc.Queries, rec Record) error {
-	return q.InsertAuditEvent(ctx, dbsqlc.InsertAuditEventParams{
-		Sequence:      rec.Sequence,
-		ID:            rec.ID,
-		OccurredAt:    rec.Time,
-		Principal:     rec.Principal,
-		Procedure:     rec.Procedure,
-		Target:        rec.Target,
-		Outcome:       string(rec.Outcome),
-		Code:          rec.Code,
-		RemoteAddress: rec.RemoteAddress,
-		RequestID:     rec.RequestID,
-		PrevHash:      rec.PrevHash,
-		Hash:          rec.Hash,
+// writeBatch chains batch after the newest event and inserts it, following the steps
+// of the package documentation. On success each call's record holds its place in the
+// chain, and l.head is the batch's last event. Only the writer calls it.
+func (l *Log) writeBatch(ctx context.Context, batch []*appendCall) error {
+	head := l.head
+	l.head = nil // known again once the batch is in
+	for attempt := 1; ; attempt++ {
+		var err error
+		if attempt < l.attempts {
+			err = l.insertAfter(ctx, head, batch)
+		} else {
+			err = l.insertLocked(ctx, batch)
+		}
+		switch {
+		case err == nil:
+			last := batch[len(batch)-1].rec
+			l.head = &chain{seq: last.Sequence, hash: last.Hash}
+			return nil
+		case attempt >= l.attempts || !sequenceTaken(err):
+			return err
+		}
+		head = nil // another process appended: read the head again
+	}
+}
+
+// insertAfter inserts batch after head with one statement, after first reading the head
+// when head is nil.
+func (l *Log) insertAfter(ctx context.Context, head *chain, batch []*appendCall) error {
+	q := l.store.Q()
+	if head == nil {
+		h, err := readHead(ctx, q)
+		if err != nil {
+			return err
+		}
+		head = &h
+	}
+	return insertBatch(ctx, q, *head, batch)
+}
+
+// insertLocked reads the head and inserts batch after it in one transaction under the
+// append lock. Every writer takes the lock before it inserts and the store's isolation
+// level is READ COMMITTED, under which the head is read after the lock is granted: the
+// head read is the newest event, and the insert cannot meet a taken sequence.
+func (l *Log) insertLocked(ctx context.Context, batch []*appendCall) error {
+	return l.store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		if err := q.LockAudit(ctx); err != nil {
+			return fmt.Errorf("take the append lock: %w", err)
+		}
+		head, err := readHead(ctx, q)
+		if err != nil {
+			return err
+		}
+		return insertBatch(ctx, q, head, batch)
 	})
+}
+
+// readHead reads the newest event's place in the chain: sequence 0 and 32 zero bytes
+// when the log is empty.
+func readHead(ctx context.Context, q *dbsqlc.Queries) (chain, error) {
+	row, err := q.GetAuditHead(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return chain{hash: make([]byte, hashSize)}, nil
+	case err != nil:
+		return chain{}, fmt.Errorf("read the newest event: %w", err)
+	}
+	return chain{seq: row.Sequence, hash: row.Hash}, nil
+}
+
+// insertBatch numbers and chains the records of batch after head, then inserts them
+// with one statement.
+func insertBatch(ctx context.Context, q *dbsqlc.Queries, head chain, batch []*appendCall) error {
+	n := len(batch)
+	p := dbsqlc.InsertAuditEventsParams{
+		Sequences:       make([]int64, 0, n),
+		Ids:             make([]string, 0, n),
+		Times:           make([]time.Time, 0, n),
+		Principals:      make([]string, 0, n),
+		Procedures:      make([]string, 0, n),
+		Targets:         make([]string, 0, n),
+		Outcomes:        make([]string, 0, n),
+		Codes:           make([]string, 0, n),
+		RemoteAddresses: make([]string, 0, n),
+		RequestIds:      make([]string, 0, n),
+		PrevHashes:      make([][]byte, 0, n),
+		Hashes:          make([][]byte, 0, n),
+	}
+	prev := head
+	for _, c := range batch {
+		r := &c.rec
+		r.Sequence, r.PrevHash = prev.seq+1, prev.hash
+		r.Hash = chainHash(*r)
+		prev = chain{seq: r.Sequence, hash: r.Hash}
+		p.Sequences = append(p.Sequences, r.Sequence)
+		p.Ids = append(p.Ids, r.ID)
+		p.Times = append(p.Times, r.Time)
+		p.Principals = append(p.Principals, r.Principal)
+		p.Procedures = append(p.Procedures, r.Procedure)
+		p.Targets = append(p.Targets, r.Target)
+		p.Outcomes = append(p.Outcomes, string(r.Outcome))
+		p.Codes = append(p.Codes, r.Code)
+		p.RemoteAddresses = append(p.RemoteAddresses, r.RemoteAddress)
+		p.RequestIds = append(p.RequestIds, r.RequestID)
+		p.PrevHashes = append(p.PrevHashes, r.PrevHash)
+		p.Hashes = append(p.Hashes, r.Hash)
+	}
+	if err := q.InsertAuditEvents(ctx, p); err != nil {
+		return fmt.Errorf("insert events %d..%d: %w", head.seq+1, prev.seq, err)
+	}
+	return nil
+}
+
+// sequenceTaken reports whether err is the primary key of audit_events refusing a
+// sequence: another process appended after the head the batch was chained to.
+func sequenceTaken(err error) bool {
+	var ce *store.ConstraintError
+	return errors.As(err, &ce) && errors.Is(ce, store.ErrConflict) && ce.Constraint == sequenceKey
 }
 
 // storable returns s as valid UTF-8 without NUL bytes, cut to maxFieldBytes.
@@ -507,7 +620,8 @@ func (l *Log) Verify(ctx context.Context) (Verdict, error) {
 	return v, nil
 }
 
-// chain is Verify's position: the last event that checked out.
+// chain is a place in the chain: the newest event for Log's writer, the last event
+// that checked out for Verify.
 type chain struct {
 	seq  int64  // its sequence; 0 before the first
 	hash []byte // its hash; 32 zero bytes before the first

@@ -355,6 +355,149 @@ func TestConcurrentAppends(t *testing.T) {
 	}
 }
 
+// TestReplicas appends through two Logs on pools of their own, as two palyrad processes
+// sharing the database would: each one's remembered head is stale whenever the other
+// appended since its last batch.
+func TestReplicas(t *testing.T) {
+	t.Parallel()
+	// sequentially appends through each log in turn, n events at a time, and checks that
+	// every event follows the one appended before it, whichever log appended that one.
+	sequentially := func(turns ...int) func(t *testing.T, logs [2]*audit.Log) []audit.Record {
+		return func(t *testing.T, logs [2]*audit.Log) []audit.Record {
+			var recs []audit.Record
+			for turn, n := range turns {
+				for range n {
+					r, err := logs[turn%2].Append(t.Context(), event(len(recs)))
+					if err != nil {
+						t.Fatalf("append %d through log %d: %v", len(recs)+1, turn%2, err)
+					}
+					if r.Sequence != int64(len(recs)+1) {
+						t.Fatalf("append %d through log %d: sequence %d", len(recs)+1, turn%2, r.Sequence)
+					}
+					if len(recs) > 0 && !bytes.Equal(r.PrevHash, recs[len(recs)-1].Hash) {
+						t.Fatalf("event %d does not follow event %d", r.Sequence, r.Sequence-1)
+					}
+					recs = append(recs, r)
+				}
+			}
+			return recs
+		}
+	}
+	// concurrently appends n events from each of g goroutines per log.
+	concurrently := func(g, n int) func(t *testing.T, logs [2]*audit.Log) []audit.Record {
+		return func(t *testing.T, logs [2]*audit.Log) []audit.Record {
+			var mu sync.Mutex
+			var recs []audit.Record
+			var wg sync.WaitGroup
+			for i := range 2 * g {
+				wg.Go(func() {
+					for j := range n {
+						r, err := logs[i%2].Append(t.Context(), event(i*n+j))
+						if err != nil {
+							t.Errorf("append through log %d: %v", i%2, err)
+							return
+						}
+						mu.Lock()
+						recs = append(recs, r)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			return recs
+		}
+	}
+	tests := map[string]struct {
+		// locked makes the second log write every batch under the append lock, as its
+		// last attempt does.
+		locked bool
+		run    func(t *testing.T, logs [2]*audit.Log) []audit.Record
+	}{
+		"alternately":                      {run: sequentially(1, 1, 1, 1, 1, 1, 1, 1, 1, 1)},
+		"in turns of several":              {run: sequentially(3, 4, 1, 5, 2)},
+		"first through the other":          {run: sequentially(0, 3, 2)},
+		"concurrently":                     {run: concurrently(8, 15)},
+		"alternately, one locked":          {locked: true, run: sequentially(1, 1, 1, 1, 1, 1)},
+		"concurrently, one locked":         {locked: true, run: concurrently(8, 15)},
+		"concurrently, one goroutine each": {run: concurrently(1, 60)},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			other := audit.New(openStore(t, b.url), nil)
+			if tt.locked {
+				audit.WithAppendAttempts(other, 1)
+			}
+			returned := tt.run(t, [2]*audit.Log{b.log, other})
+			if t.Failed() {
+				return
+			}
+
+			// Every event is stored as Append returned it, at sequences 1..n.
+			stored, err := b.log.List(t.Context(), audit.Filter{Limit: 1000})
+			if err != nil {
+				t.Fatalf("list: %v", err)
+			}
+			if len(stored) != len(returned) {
+				t.Fatalf("%d events stored, %d appended", len(stored), len(returned))
+			}
+			byID := map[string]audit.Record{}
+			for i, r := range stored {
+				if want := int64(len(stored) - i); r.Sequence != want {
+					t.Fatalf("event %d of the list has sequence %d, want %d", i, r.Sequence, want)
+				}
+				byID[r.ID] = r
+			}
+			for _, r := range returned {
+				s, ok := byID[r.ID]
+				if !ok {
+					t.Fatalf("event %s (sequence %d) is not stored", r.ID, r.Sequence)
+				}
+				sameRecord(t, s, r)
+			}
+			v := verify(t, b)
+			if !v.Intact || v.Checked != int64(len(returned)) || v.HeadSequence != int64(len(returned)) ||
+				!bytes.Equal(v.HeadHash, stored[0].Hash) {
+				t.Errorf("verdict %+v", v)
+			}
+		})
+	}
+}
+
+// TestAppendAfterFailedBatch makes the database refuse a batch for a reason other than
+// another process appending: Append fails, nothing is stored, and the appends after it
+// continue the chain without a gap.
+func TestAppendAfterFailedBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	appendEvents(t, b.log, 2)
+	conn := replicaConn(t, b.url)
+	if _, err := conn.Exec(t.Context(),
+		`alter table audit_events add constraint no_mallory check (principal <> 'token:mallory')`); err != nil {
+		t.Fatalf("add constraint: %v", err)
+	}
+	e := event(3)
+	e.Principal = "token:mallory"
+	if _, err := b.log.Append(t.Context(), e); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("append refused by a constraint: err %v, want store.ErrInvalid", err)
+	}
+	// Another process appends meanwhile; the log must read the head again.
+	if _, err := audit.New(openStore(t, b.url), nil).Append(t.Context(), event(4)); err != nil {
+		t.Fatalf("append through the other log: %v", err)
+	}
+	r, err := b.log.Append(t.Context(), event(5))
+	if err != nil {
+		t.Fatalf("append after the failure: %v", err)
+	}
+	if r.Sequence != 4 {
+		t.Errorf("sequence %d after events 1..3, want 4", r.Sequence)
+	}
+	if v := verify(t, b); !v.Intact || v.Checked != 4 || !bytes.Equal(v.HeadHash, r.Hash) {
+		t.Errorf("verdict %+v", v)
+	}
+}
+
 func TestVerifyEmptyLog(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

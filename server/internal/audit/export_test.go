@@ -20,3 +20,11 @@ var PageLimit = pageLimit
 
 // MaxFieldBytes is the bound on each stored string.
 const MaxFieldBytes = maxFieldBytes
+
+// WithAppendAttempts bounds the attempts to write one batch to n and returns l. With
+// n = 1, every batch takes the last attempt's path: the head read and the insert in one
+// transaction under the append lock.
+func WithAppendAttempts(l *Log, n int) *Log {
+	l.attempts = n
+	return l
+}

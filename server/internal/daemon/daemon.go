@@ -111,7 +111,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel,
-		dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions)
+		dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel)
 	bg.Go(func() { listener.Run(bgCtx) })
 	revocations, err := revocation.New(db.store, listener, log, nil)
 	if err != nil {
@@ -136,7 +136,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	}
 
 	auditLog := audit.New(db.store, nil)
-	tokens := access.NewTokens(db.store, nil)
+	tokens, err := access.NewTokens(access.TokensOptions{Store: db.store, Notify: listener, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	bg.Go(func() { tokens.Run(bgCtx) })
 	sessions := access.NewSessions(db.store, tokens, nil)
 	accessInterceptor, err := access.NewInterceptor(access.InterceptorOptions{
 		Tokens: tokens, Sessions: sessions, Audit: auditLog,

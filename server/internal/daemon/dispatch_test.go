@@ -277,7 +277,9 @@ func TestDispatchToAnAttachedNode(t *testing.T) {
 		NodeId: dev.deviceID, Capability: "shell.execute", InputJson: `{"argv": ["echo", "hi"]}`,
 		MaxOutputBytes: 8, IdempotencyKey: "run-1",
 	})
-	if d.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_QUEUED || d.GetCreatedBy() == "" {
+	// The node is attached to the replica creating the dispatch: it is stored as sent
+	// on the node's session and handed to it, without waiting in the queue.
+	if d.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SENT || d.GetSendTime() == nil || d.GetCreatedBy() == "" {
 		t.Errorf("created: %v", d)
 	}
 	again, err := dc.CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{

@@ -251,30 +251,21 @@ func (a *attachment) run(ctx context.Context) error {
 }
 
 // deliver sends the node the dispatches it must run and the cancellations it must
-// apply. The claim does not wait for the disk (store.Lossy): a claim a crash forgets is
-// a dispatch queued again, which the node recognises by its id.
+// apply: those this replica created and handed to the session (stored as sent on it),
+// then, when there may be some, those it claims from the database. A claim does not
+// wait for the disk (store.Lossy): a claim a crash forgets is a dispatch queued again,
+// which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
-	claims, err := a.s.opts.Store.Lossy().ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
-		SessionID: a.sess.id, DeviceID: a.deviceID, Now: a.s.opts.Now(), MaxClaims: claimBatch,
-	})
-	if err != nil {
-		return fmt.Errorf("dispatch: claim for %s: %w", a.deviceID, err)
-	}
-	// In creation order (UPDATE ... RETURNING keeps none).
-	slices.SortFunc(claims, func(x, y dbsqlc.Dispatch) int {
-		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(x.ID, y.ID)
-	})
-	for _, d := range claims {
+	for _, d := range a.sess.takeDirect() {
 		a.track(d)
 		if err := a.stream.Send(dispatchMessage(d)); err != nil {
 			return err
 		}
 	}
-	if len(claims) == claimBatch {
-		a.sess.signal() // more after what the node sent meanwhile
+	if a.sess.claim.Swap(false) {
+		if err := a.claim(ctx); err != nil {
+			return err
+		}
 	}
 	if !a.sess.cancels.Swap(false) {
 		return nil
@@ -298,6 +289,35 @@ func (a *attachment) deliver(ctx context.Context) error {
 	return nil
 }
 
+// claim claims the dispatches waiting for the device and sends them.
+func (a *attachment) claim(ctx context.Context) error {
+	claims, err := a.s.opts.Store.Lossy().ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
+		SessionID: a.sess.id, DeviceID: a.deviceID, Now: a.s.opts.Now(), MaxClaims: claimBatch,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: claim for %s: %w", a.deviceID, err)
+	}
+	// In creation order (UPDATE ... RETURNING keeps none).
+	slices.SortFunc(claims, func(x, y dbsqlc.Dispatch) int {
+		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
+	for _, d := range claims {
+		a.track(d)
+		if err := a.stream.Send(dispatchMessage(d)); err != nil {
+			return err
+		}
+	}
+	if len(claims) == claimBatch {
+		// More after what the node sent meanwhile.
+		a.sess.claim.Store(true)
+		a.sess.signal()
+	}
+	return nil
+}
+
 // track returns what the session keeps of d, starting to keep it if need be, and
 // notes whether d ended.
 func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
@@ -310,7 +330,7 @@ func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	return t
 }
 
-// maxBatch is the most node messages handled in one round (and one transaction).
+// maxBatch is the most node messages handled in one round (and one statement).
 const maxBatch = 64
 
 // drain returns m with the messages the node sent after it that were received already,
@@ -328,53 +348,44 @@ func (a *attachment) drain(m *nodev1.AttachRequest) []*nodev1.AttachRequest {
 	return msgs
 }
 
-// round is what handling a batch of node messages leaves to do once its writes are
-// committed.
+// round gathers what one batch of node messages reports, to be written with one
+// statement (RecordReports), and what is left to do once it is committed.
 type round struct {
-	acks  []string // results to acknowledge
-	ended []ended  // dispatches the node ended
+	reports dbsqlc.RecordReportsParams
+	// starting and ending are the dispatches accepted and ended in this round;
+	// outputs are the chunks of output (dispatch id and offset) stored in it.
+	starting map[string]bool
+	ending   map[string]*tracked
+	outputs  map[outputKey]bool
+	acks     []string          // results to acknowledge once committed
+	ended    []dbsqlc.Dispatch // dispatches the round ended, as stored
 }
 
-// ended is a dispatch a result ended.
-type ended struct {
-	id, state string
-	exitCode  int32
-	took      time.Duration
+// outputKey names a chunk of output.
+type outputKey struct {
+	id     string
+	offset int64
 }
 
-// handleBatch handles messages from the node, writing what they report in one
-// transaction (when more than one writes), then acknowledges the results: an ack
-// promises the result is durable.
+// handleBatch handles messages from the node, writing what they report with one
+// statement, then acknowledges the results: an ack promises the result is durable.
+// A dispatch accepted and ended in the same round goes straight to its end.
 func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
-	writes := 0
+	r := round{starting: map[string]bool{}, ending: map[string]*tracked{}, outputs: map[outputKey]bool{}}
 	for _, m := range msgs {
-		if m.GetHeartbeat() == nil {
-			writes++
+		if err := a.handle(ctx, m, &r); err != nil {
+			return err
 		}
 	}
-	var r round
-	handleAll := func(q *dbsqlc.Queries) error {
-		r = round{}
-		for _, m := range msgs {
-			if err := a.handle(ctx, q, m, &r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var err error
-	if writes > 1 {
-		err = a.s.opts.Store.InTx(ctx, handleAll)
-	} else {
-		err = handleAll(a.s.opts.Store.Q())
-	}
-	if err != nil {
+	if err := a.record(ctx, &r); err != nil {
 		return err
 	}
-	for _, e := range r.ended {
-		a.s.hub.signal(e.id, true) // waiters on this replica need not wait for the notification
-		a.s.metrics.reported(e.state, e.took)
-		a.s.log.Info("dispatch ended", "dispatch_id", e.id, "device_id", a.deviceID, "state", e.state, "exit_code", e.exitCode)
+	now := a.s.opts.Now()
+	for i := range r.ended {
+		d := &r.ended[i]
+		a.s.hub.end(d) // waiters on this replica need not wait for the notification
+		a.s.metrics.reported(d.State, now.Sub(d.CreatedAt))
+		a.s.log.Info("dispatch ended", "dispatch_id", d.ID, "device_id", a.deviceID, "state", d.State, "exit_code", d.ExitCode)
 	}
 	for _, id := range r.acks {
 		if err := a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}}); err != nil {
@@ -384,19 +395,55 @@ func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachReque
 	return nil
 }
 
-// handle handles one message from the node, writing with q.
-func (a *attachment) handle(ctx context.Context, q *dbsqlc.Queries, m *nodev1.AttachRequest, r *round) error {
+// record writes what the round gathered, and learns which ends took.
+func (a *attachment) record(ctx context.Context, r *round) error {
+	p := &r.reports
+	for id := range r.starting {
+		if r.ending[id] == nil {
+			p.StartIds = append(p.StartIds, id)
+		}
+	}
+	if len(p.StartIds)+len(p.OutputIds)+len(p.EndIds) == 0 {
+		return nil
+	}
+	p.DeviceID, p.Now = a.deviceID, a.s.opts.Now()
+	rows, err := a.s.opts.Store.Q().RecordReports(ctx, *p)
+	if err != nil {
+		return fmt.Errorf("dispatch: record the reports of %s: %w", a.deviceID, err)
+	}
+	r.ended = rows
+	for _, d := range rows {
+		r.ending[d.ID].ended = true
+		delete(r.ending, d.ID)
+	}
+	// The ends that did not take: the dispatch ended already (the sweeper, an earlier
+	// report), or was never sent to this node.
+	for id, t := range r.ending {
+		d, err := a.s.opts.Store.Q().GetDispatch(ctx, id)
+		if err != nil {
+			return fmt.Errorf("dispatch: finish %s: %w", id, err)
+		}
+		if d.State == stateQueued {
+			return errProtocol("dispatch %s was never sent to this node", id)
+		}
+		t.ended = true
+	}
+	return nil
+}
+
+// handle handles one message from the node, gathering what it reports into r.
+func (a *attachment) handle(ctx context.Context, m *nodev1.AttachRequest, r *round) error {
 	switch msg := m.GetMessage().(type) {
 	case *nodev1.AttachRequest_Heartbeat:
 		return nil
 	case *nodev1.AttachRequest_Accepted:
-		return a.accepted(ctx, q, msg.Accepted.GetDispatchId())
+		return a.accepted(ctx, msg.Accepted.GetDispatchId(), r)
 	case *nodev1.AttachRequest_Output:
-		return a.output(ctx, q, msg.Output)
+		return a.output(ctx, msg.Output, r)
 	case *nodev1.AttachRequest_Result:
-		return a.result(ctx, q, msg.Result, r)
+		return a.result(ctx, msg.Result, r)
 	case *nodev1.AttachRequest_CapabilitiesChanged:
-		return a.capabilitiesChanged(ctx, q, msg.CapabilitiesChanged.GetCapabilities())
+		return a.capabilitiesChanged(ctx, msg.CapabilitiesChanged.GetCapabilities())
 	case *nodev1.AttachRequest_Hello:
 		return errProtocol("hello sent twice")
 	}
@@ -406,11 +453,11 @@ func (a *attachment) handle(ctx context.Context, q *dbsqlc.Queries, m *nodev1.At
 // own returns what the session tracks of a dispatch of its device, refusing a dispatch
 // that is not the device's: the refusal is audited (as the target of the Attach call's
 // record) and ends the stream.
-func (a *attachment) own(ctx context.Context, q *dbsqlc.Queries, id string) (*tracked, error) {
+func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
 	if t := a.known[id]; t != nil {
 		return t, nil
 	}
-	d, err := q.GetDispatch(ctx, id)
+	d, err := a.s.opts.Store.Q().GetDispatch(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("dispatch: %s: %w", id, err)
 	}
@@ -424,28 +471,22 @@ func (a *attachment) own(ctx context.Context, q *dbsqlc.Queries, id string) (*tr
 	return a.track(d), nil
 }
 
-// accepted records that the node started a dispatch.
-func (a *attachment) accepted(ctx context.Context, q *dbsqlc.Queries, id string) error {
-	t, err := a.own(ctx, q, id)
+// accepted notes that the node started a dispatch.
+func (a *attachment) accepted(ctx context.Context, id string, r *round) error {
+	t, err := a.own(ctx, id)
 	if err != nil || t.ended {
 		return err
 	}
-	_, err = q.StartDispatch(ctx, dbsqlc.StartDispatchParams{ID: id, DeviceID: a.deviceID, Now: a.s.opts.Now()})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil // it ended (or was never sent; its result will say)
-	}
-	if err != nil {
-		return fmt.Errorf("dispatch: start %s: %w", id, err)
-	}
+	r.starting[id] = true
 	return nil
 }
 
-// output stores a chunk of output within the dispatch's cap; what goes beyond is
+// output gathers a chunk of output within the dispatch's cap; what goes beyond is
 // dropped and the dispatch marked truncated.
-func (a *attachment) output(ctx context.Context, q *dbsqlc.Queries, o *nodev1.DispatchOutput) error {
+func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput, r *round) error {
 	id := o.GetDispatchId()
-	t, err := a.own(ctx, q, id)
-	if err != nil || t.ended {
+	t, err := a.own(ctx, id)
+	if err != nil || t.ended || r.ending[id] != nil {
 		return err
 	}
 	data := o.GetData()
@@ -457,76 +498,51 @@ func (a *attachment) output(ctx context.Context, q *dbsqlc.Queries, o *nodev1.Di
 	if rest := t.maxOutput - off; int64(len(data)) > rest {
 		data, t.capped = data[:rest], true
 	}
-	if len(data) == 0 {
+	if len(data) == 0 || r.outputs[outputKey{id, off}] {
 		return nil
 	}
-	if _, err := q.InsertDispatchOutput(ctx, dbsqlc.InsertDispatchOutputParams{
-		DispatchID: id, Offset: off, Stream: streamNames[o.GetStream()], Data: data,
-	}); err != nil {
-		return fmt.Errorf("dispatch: output of %s: %w", id, err)
-	}
+	r.outputs[outputKey{id, off}] = true
+	p := &r.reports
+	p.OutputIds = append(p.OutputIds, id)
+	p.OutputOffsets = append(p.OutputOffsets, off)
+	p.OutputStreams = append(p.OutputStreams, streamNames[o.GetStream()])
+	p.OutputData = append(p.OutputData, data)
 	return nil
 }
 
-// result persists a dispatch's end and has it acknowledged once committed: only then
-// may the node forget it. A result for a dispatch that ended already is acknowledged
-// too.
-func (a *attachment) result(ctx context.Context, q *dbsqlc.Queries, r *nodev1.DispatchResult, rd *round) error {
-	id := r.GetDispatchId()
-	t, err := a.own(ctx, q, id)
+// result gathers a dispatch's end, to be acknowledged once committed: only then may the
+// node forget it. A result for a dispatch that ended already is acknowledged too; a
+// dispatch that ended meanwhile (the sweeper) is left as it is.
+func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *round) error {
+	id := res.GetDispatchId()
+	t, err := a.own(ctx, id)
 	if err != nil {
 		return err
 	}
-	if !t.ended {
-		if err := a.finish(ctx, q, t, r, rd); err != nil {
-			return err
-		}
-	}
-	rd.acks = append(rd.acks, id)
-	return nil
-}
-
-// finish records the end a node reported for a dispatch that had not ended as far as
-// the session knew; a dispatch that ended meanwhile (the sweeper) is left as it is.
-func (a *attachment) finish(ctx context.Context, q *dbsqlc.Queries, t *tracked, r *nodev1.DispatchResult, rd *round) error {
-	id := r.GetDispatchId()
-	state, errText := outcomeStates[r.GetOutcome()], r.GetError()
-	var result []byte
-	if r.GetResultJson() != "" {
-		if json.Valid([]byte(r.GetResultJson())) {
-			result = []byte(r.GetResultJson())
-		} else {
-			state, errText = stateFailed, "the node's result is not valid JSON"
-		}
-	}
-	now := a.s.opts.Now()
-	_, err := q.FinishDispatch(ctx, dbsqlc.FinishDispatchParams{
-		ID: id, DeviceID: a.deviceID, State: state, Now: now, Result: result, Error: errText,
-		ExitCode: r.GetExitCode(), OutputBytes: int64(min(r.GetOutputBytes(), 1<<62)),
-		OutputTruncated: r.GetOutputTruncated() || t.capped,
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		d, gerr := q.GetDispatch(ctx, id)
-		if gerr != nil {
-			return fmt.Errorf("dispatch: finish %s: %w", id, gerr)
-		}
-		if d.State == stateQueued {
-			return errProtocol("dispatch %s was never sent to this node", id)
-		}
-		t.ended = true // ended by the sweeper or an earlier report
+	r.acks = append(r.acks, id)
+	if t.ended || r.ending[id] != nil {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("dispatch: finish %s: %w", id, err)
+	state, errText := outcomeStates[res.GetOutcome()], res.GetError()
+	result := res.GetResultJson()
+	if result != "" && !json.Valid([]byte(result)) {
+		state, errText, result = stateFailed, "the node's result is not valid JSON", ""
 	}
-	t.ended = true
-	rd.ended = append(rd.ended, ended{id: id, state: state, exitCode: r.GetExitCode(), took: now.Sub(t.createdAt)})
+	r.ending[id] = t
+	p := &r.reports
+	p.EndIds = append(p.EndIds, id)
+	p.EndStates = append(p.EndStates, state)
+	p.EndResults = append(p.EndResults, result)
+	p.EndErrors = append(p.EndErrors, errText)
+	p.EndExitCodes = append(p.EndExitCodes, res.GetExitCode())
+	p.EndOutputBytes = append(p.EndOutputBytes, int64(min(res.GetOutputBytes(), 1<<62)))
+	p.EndTruncated = append(p.EndTruncated, res.GetOutputTruncated() || t.capped)
 	return nil
 }
 
 // capabilitiesChanged records the capabilities the node announced anew, ending the
 // session when a newer one replaced it.
-func (a *attachment) capabilitiesChanged(ctx context.Context, q *dbsqlc.Queries, caps []*nodev1.Capability) error {
+func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Capability) error {
 	if err := a.s.checkCapabilities(caps); err != nil {
 		return err
 	}
@@ -534,7 +550,7 @@ func (a *attachment) capabilitiesChanged(ctx context.Context, q *dbsqlc.Queries,
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities: %w", err)
 	}
-	n, err := q.UpdateCapabilities(ctx, dbsqlc.UpdateCapabilitiesParams{
+	n, err := a.s.opts.Store.Q().UpdateCapabilities(ctx, dbsqlc.UpdateCapabilitiesParams{
 		ID: a.deviceID, SessionID: a.sess.id, Capabilities: raw, Now: a.s.opts.Now(),
 	})
 	if err != nil {

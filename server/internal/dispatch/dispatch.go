@@ -6,9 +6,12 @@
 // succeeded | failed | timed_out | cancelled. A replica delivers the dispatches of the
 // devices attached to it, claiming them with FOR UPDATE SKIP LOCKED when PostgreSQL
 // notifies it of new work (or when a node attaches), so that a dispatch created on any
-// replica reaches its node on any other. A result is persisted before the node is told
-// to forget it; a node never runs a dispatch id twice; a sweeper ends every dispatch by
-// its deadline. Nothing is kept only in memory but the live sessions themselves.
+// replica reaches its node on any other; a dispatch created on the replica that holds
+// its node's session is stored as sent on that session and handed to it directly. What
+// a node reports in one round (acceptance, output, results) is written with one
+// statement, and a result is persisted before the node is told to forget it; a node
+// never runs a dispatch id twice; a sweeper ends every dispatch by its deadline.
+// Nothing is kept only in memory but the live sessions themselves.
 package dispatch
 
 import (
@@ -190,7 +193,7 @@ func (s *Service) dispatchEvent(deviceID, id, event string) {
 	switch event {
 	case "queued":
 		s.hub.signal(id, false)
-		s.sessions.wake(deviceID, false)
+		s.sessions.inserted(deviceID, id)
 	case "cancel":
 		s.hub.signal(id, false)
 		s.sessions.wake(deviceID, true)

@@ -54,12 +54,8 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	if r.MaxOutputBytes == 0 {
 		r.MaxOutputBytes = min(DefaultMaxOutputBytes, limit)
 	}
-	d, _, err := h.s.Create(ctx, r)
+	d, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
 	if err != nil {
-		return nil, err
-	}
-	audit.SetTarget(ctx, "dispatch:"+d.ID)
-	if d, err = h.s.Wait(ctx, d.ID); err != nil {
 		return nil, err
 	}
 	out, err := h.s.Output(ctx, d.ID, 0)

@@ -1,6 +1,10 @@
 package dispatch
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+)
 
 // hub wakes the watchers of a dispatch (WatchDispatch, ExecuteCapability) when it
 // changed or has new output, on this replica.
@@ -8,19 +12,21 @@ type hub struct {
 	mu sync.Mutex // guards watchers
 	// watchers holds, by dispatch id, each watcher's channel and whether it waits only
 	// for the dispatch's end.
-	watchers map[string]map[chan struct{}]bool
+	watchers map[string]map[chan *dbsqlc.Dispatch]bool
 }
 
 // newHub returns a hub without watchers.
-func newHub() *hub { return &hub{watchers: map[string]map[chan struct{}]bool{}} }
+func newHub() *hub { return &hub{watchers: map[string]map[chan *dbsqlc.Dispatch]bool{}} }
 
 // watch returns a channel that receives (coalesced) signals for a dispatch id: every
-// change and new output, or only its end when endOnly. stop ends the watch.
-func (h *hub) watch(id string, endOnly bool) (signals <-chan struct{}, stop func()) {
-	ch := make(chan struct{}, 1)
+// change and new output, or only its end when endOnly. A signal is the dispatch as it
+// ended when the session that ended it runs on this replica (hub.end), else nil: read
+// it again. stop ends the watch.
+func (h *hub) watch(id string, endOnly bool) (signals <-chan *dbsqlc.Dispatch, stop func()) {
+	ch := make(chan *dbsqlc.Dispatch, 1)
 	h.mu.Lock()
 	if h.watchers[id] == nil {
-		h.watchers[id] = map[chan struct{}]bool{}
+		h.watchers[id] = map[chan *dbsqlc.Dispatch]bool{}
 	}
 	h.watchers[id][ch] = endOnly
 	h.mu.Unlock()
@@ -44,9 +50,23 @@ func (h *hub) signal(id string, ended bool) {
 			continue
 		}
 		select {
-		case ch <- struct{}{}:
+		case ch <- nil:
 		default:
 		}
+	}
+}
+
+// end hands every watcher of d the dispatch as it ended (committed), replacing a
+// signal still waiting in its channel, so that they need not read it again.
+func (h *hub) end(d *dbsqlc.Dispatch) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.watchers[d.ID] {
+		select {
+		case <-ch: // only hub methods send, under mu: the channel is now empty
+		default:
+		}
+		ch <- d
 	}
 }
 
@@ -57,7 +77,7 @@ func (h *hub) signalAll() {
 	for _, set := range h.watchers {
 		for ch := range set {
 			select {
-			case ch <- struct{}{}:
+			case ch <- nil:
 			default:
 			}
 		}

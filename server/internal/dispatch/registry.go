@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
 )
 
 // Why a session ends other than by its stream.
@@ -18,9 +20,18 @@ type session struct {
 	deviceID, id string
 	// wake is signalled (coalesced) when the device has new dispatches or cancellations.
 	wake chan struct{}
-	// cancels is set with a wake when cancellations may be pending; the session then
-	// looks for them (and only then: most wakes bring dispatches).
-	cancels atomic.Bool
+	// claim is set with a wake when the database may hold dispatches for the session
+	// to claim; cancels, when cancellations may be pending. The session looks for
+	// either only then: most wakes bring a dispatch this replica handed it (direct).
+	claim, cancels atomic.Bool
+
+	mu sync.Mutex // guards direct and handed
+	// direct are the dispatches this replica created already sent on this session,
+	// for the session to send.
+	direct []dbsqlc.Dispatch
+	// handed are the ids of dispatches being handed to the session directly: the
+	// notification of their insertion must not make it claim.
+	handed map[string]bool
 	// done is closed when the session must end; cause says why.
 	done      chan struct{}
 	closeOnce sync.Once
@@ -31,10 +42,57 @@ type session struct {
 
 // newSession returns the session id of a device that attached at now.
 func newSession(deviceID, id string, now time.Time) *session {
-	s := &session{deviceID: deviceID, id: id, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &session{deviceID: deviceID, id: id, wake: make(chan struct{}, 1), done: make(chan struct{}), handed: map[string]bool{}}
 	s.lastSeen.Store(now.UnixNano())
-	s.cancels.Store(true) // the first delivery looks for cancellations sent to an earlier session
+	// The first delivery claims what waits for the device, and looks for cancellations
+	// sent to an earlier session.
+	s.claim.Store(true)
+	s.cancels.Store(true)
 	return s
+}
+
+// expect notes that the dispatch id is about to be handed to the session directly.
+func (s *session) expect(id string) {
+	s.mu.Lock()
+	s.handed[id] = true
+	s.mu.Unlock()
+}
+
+// hand gives the session a dispatch stored as sent on it, to send; ok false (nothing
+// stored) just forgets the expectation.
+func (s *session) hand(id string, d dbsqlc.Dispatch, ok bool) {
+	s.mu.Lock()
+	if ok {
+		s.direct = append(s.direct, d)
+	} else {
+		delete(s.handed, id)
+	}
+	s.mu.Unlock()
+	if ok {
+		s.signal()
+	}
+}
+
+// takeDirect returns the dispatches handed to the session since the last call.
+func (s *session) takeDirect() []dbsqlc.Dispatch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.direct
+	s.direct = nil
+	return d
+}
+
+// inserted handles the notification that dispatch id was stored: the session claims
+// it unless it is being handed the dispatch directly.
+func (s *session) inserted(id string) {
+	s.mu.Lock()
+	handed := s.handed[id]
+	delete(s.handed, id)
+	s.mu.Unlock()
+	if !handed {
+		s.claim.Store(true)
+		s.signal()
+	}
 }
 
 // signal wakes the session.
@@ -90,16 +148,29 @@ func (r *registry) remove(s *session) {
 	}
 }
 
-// wake signals the session of a device, if this replica holds it; cancels says that a
-// cancellation is among the news.
-func (r *registry) wake(deviceID string, cancels bool) {
+// get returns the device's session on this replica, or nil.
+func (r *registry) get(deviceID string) *session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s := r.byDevice[deviceID]; s != nil {
+	return r.byDevice[deviceID]
+}
+
+// wake signals the session of a device, if this replica holds it, to claim its
+// dispatches; cancels says that a cancellation is among the news.
+func (r *registry) wake(deviceID string, cancels bool) {
+	if s := r.get(deviceID); s != nil {
+		s.claim.Store(true)
 		if cancels {
 			s.cancels.Store(true)
 		}
 		s.signal()
+	}
+}
+
+// inserted handles the notification that a dispatch of a device was stored.
+func (r *registry) inserted(deviceID, id string) {
+	if s := r.get(deviceID); s != nil {
+		s.inserted(id)
 	}
 }
 
@@ -108,6 +179,7 @@ func (r *registry) wakeAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range r.byDevice {
+		s.claim.Store(true)
 		s.cancels.Store(true)
 		s.signal()
 	}

@@ -55,6 +55,31 @@ func (r Request) hash(input []byte) []byte {
 // Create queues a dispatch, or returns the one an earlier call with the same idempotency
 // key created (created is then false).
 func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, created bool, err error) {
+	return s.create(ctx, r, ulid.Make().String())
+}
+
+// Execute creates a dispatch (or finds the one its idempotency key names), tells named
+// its id, and returns it once it ended, as Wait does.
+func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, error) {
+	id := ulid.Make().String()
+	// Watched before it exists, its end cannot slip by unseen.
+	signals, stop := s.hub.watch(id, true)
+	defer stop()
+	d, created, err := s.create(ctx, r, id)
+	if err != nil {
+		return d, err
+	}
+	named(d.ID)
+	if !created {
+		return s.Wait(ctx, d.ID)
+	}
+	return s.await(ctx, d, signals)
+}
+
+// create stores a dispatch with the given id, unless its idempotency key names an
+// earlier one. When this replica holds the node's session, the dispatch is stored as
+// sent on it and handed to it, without a claim's round trip.
+func (s *Service) create(ctx context.Context, r Request, id string) (d dbsqlc.Dispatch, created bool, err error) {
 	if strings.TrimSpace(r.Input) == "" {
 		r.Input = "{}"
 	}
@@ -83,11 +108,20 @@ func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, cre
 	if r.IdempotencyKey != "" {
 		key = &r.IdempotencyKey
 	}
-	d, err = q.InsertDispatch(ctx, dbsqlc.InsertDispatchParams{
-		ID: ulid.Make().String(), DeviceID: r.NodeID, Capability: r.Capability, Input: input.Bytes(),
+	params := dbsqlc.InsertDispatchParams{
+		ID: id, DeviceID: r.NodeID, Capability: r.Capability, Input: input.Bytes(),
 		IdempotencyKey: key, RequestHash: hash, CreatedBy: r.CreatedBy, CreatedAt: now,
 		Deadline: now.Add(r.Timeout), MaxOutputBytes: r.MaxOutputBytes,
-	})
+	}
+	sess := s.sessions.get(r.NodeID)
+	if sess != nil {
+		sess.expect(id)
+		params.SessionID, params.SentAt = &sess.id, &now
+	}
+	d, err = q.InsertDispatch(ctx, params)
+	if sess != nil {
+		sess.hand(id, d, err == nil)
+	}
 	if errors.Is(err, store.ErrNotFound) && key != nil {
 		// A concurrent call with the same key won the insert.
 		d, err = s.byKey(ctx, r, hash)
@@ -97,9 +131,7 @@ func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, cre
 		return d, false, fmt.Errorf("dispatch: create: %w", err)
 	}
 	s.log.Info("dispatch created", "dispatch_id", d.ID, "node_id", d.DeviceID, "capability", d.Capability,
-		"created_by", d.CreatedBy, "deadline", d.Deadline)
-	// A session on this replica need not wait for the notification's round trip.
-	s.sessions.wake(d.DeviceID, false)
+		"created_by", d.CreatedBy, "deadline", d.Deadline, "handed_to_session", sess != nil)
 	return d, true, nil
 }
 
@@ -188,30 +220,43 @@ func (s *Service) Output(ctx context.Context, id string, from int64) ([]dbsqlc.D
 func (s *Service) Wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
-	poll := time.NewTicker(time.Second) // in case a notification was lost
+	d, err := s.Get(ctx, id)
+	if err != nil {
+		return d, err
+	}
+	return s.await(ctx, d, signals)
+}
+
+// await waits for d to end, on the signals of a watch that began before d was read.
+// The session that ends a dispatch on this replica hands over the ended row; other
+// signals, and a poll in case a notification was lost, have it read again.
+func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *dbsqlc.Dispatch) (dbsqlc.Dispatch, error) {
+	if terminal(d.State) {
+		return d, nil
+	}
+	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
-	var giveUp <-chan time.Time
+	giveUp := time.NewTimer(d.Deadline.Sub(s.opts.Now()) + resultGrace + 2*sweepEvery + 5*time.Second)
+	defer giveUp.Stop()
 	for {
-		d, err := s.Get(ctx, id)
-		if err != nil || terminal(d.State) {
-			return d, err
-		}
-		if giveUp == nil {
-			t := time.NewTimer(d.Deadline.Sub(s.opts.Now()) + resultGrace + 2*sweepEvery + 5*time.Second)
-			defer t.Stop()
-			giveUp = t.C
-		}
 		select {
-		case <-signals:
+		case ended := <-signals:
+			if ended != nil {
+				return *ended, nil
+			}
 		case <-poll.C:
 		case <-ctx.Done():
 			return d, ctx.Err()
 		case <-s.stopping:
 			return d, connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", id))
-		case <-giveUp:
+				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID))
+		case <-giveUp.C:
 			return d, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
-				"dispatch %s did not end by its deadline; it is %s", id, d.State))
+				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State))
+		}
+		var err error
+		if d, err = s.Get(ctx, d.ID); err != nil || terminal(d.State) {
+			return d, err
 		}
 	}
 }

@@ -27,7 +27,8 @@ const (
 )
 
 // DispatchState is the state of a dispatch: queued → sent → running → one of the four
-// terminal states.
+// terminal states (a dispatch created on the replica its node is attached to begins
+// as sent).
 type DispatchState int32
 
 const (

@@ -623,7 +623,8 @@ export const ListDispatchesResponseSchema: GenMessage<ListDispatchesResponse> = 
 
 /**
  * DispatchState is the state of a dispatch: queued → sent → running → one of the four
- * terminal states.
+ * terminal states (a dispatch created on the replica its node is attached to begins
+ * as sent).
  *
  * @generated from enum palyra.controlplane.v1.DispatchState
  */
@@ -701,8 +702,10 @@ export const DispatchStateSchema: GenEnum<DispatchState> = /*@__PURE__*/
  */
 export const DispatchService: GenService<{
   /**
-   * CreateDispatch queues a dispatch and returns at once. A repeat with the same
-   * idempotency key (from the same caller) returns the same dispatch.
+   * CreateDispatch stores a dispatch and returns at once: already sent when its node
+   * is attached to the replica serving the call, else queued until a replica reaches
+   * its node. A repeat with the same idempotency key (from the same caller) returns the
+   * same dispatch.
    *
    * @generated from rpc palyra.controlplane.v1.DispatchService.CreateDispatch
    */

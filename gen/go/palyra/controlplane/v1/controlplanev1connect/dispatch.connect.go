@@ -55,8 +55,10 @@ const (
 
 // DispatchServiceClient is a client for the palyra.controlplane.v1.DispatchService service.
 type DispatchServiceClient interface {
-	// CreateDispatch queues a dispatch and returns at once. A repeat with the same
-	// idempotency key (from the same caller) returns the same dispatch.
+	// CreateDispatch stores a dispatch and returns at once: already sent when its node
+	// is attached to the replica serving the call, else queued until a replica reaches
+	// its node. A repeat with the same idempotency key (from the same caller) returns the
+	// same dispatch.
 	CreateDispatch(context.Context, *connect.Request[v1.CreateDispatchRequest]) (*connect.Response[v1.CreateDispatchResponse], error)
 	// ExecuteCapability creates a dispatch and waits for its end, at most until its
 	// deadline; it returns the dispatch and its output.
@@ -169,8 +171,10 @@ func (c *dispatchServiceClient) ListDispatches(ctx context.Context, req *connect
 // DispatchServiceHandler is an implementation of the palyra.controlplane.v1.DispatchService
 // service.
 type DispatchServiceHandler interface {
-	// CreateDispatch queues a dispatch and returns at once. A repeat with the same
-	// idempotency key (from the same caller) returns the same dispatch.
+	// CreateDispatch stores a dispatch and returns at once: already sent when its node
+	// is attached to the replica serving the call, else queued until a replica reaches
+	// its node. A repeat with the same idempotency key (from the same caller) returns the
+	// same dispatch.
 	CreateDispatch(context.Context, *connect.Request[v1.CreateDispatchRequest]) (*connect.Response[v1.CreateDispatchResponse], error)
 	// ExecuteCapability creates a dispatch and waits for its end, at most until its
 	// deadline; it returns the dispatch and its output.
