@@ -48,7 +48,7 @@ func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nod
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a := &attachment{s: h.s, stream: stream, deviceID: dev.ID, in: make(chan *nodev1.AttachRequest, maxBatch), recvErr: make(chan error, 1),
-		known: map[string]*tracked{}, cancelsSent: map[string]bool{}}
+		known: map[string]*tracked{}, cancelsSent: map[string]bool{}, starting: map[string]bool{}}
 	go a.receive(ctx)
 	hello, err := a.hello(ctx)
 	if err != nil {
@@ -73,6 +73,10 @@ type attachment struct {
 	known map[string]*tracked
 	// cancelsSent are the dispatches this session asked the node to stop.
 	cancelsSent map[string]bool
+	// starting are the dispatches the node accepted that are not recorded as running
+	// yet; startDue fires when they must be (nil when none waits).
+	starting map[string]bool
+	startDue <-chan time.Time
 }
 
 // tracked is what a session keeps of a dispatch of its device.
@@ -161,7 +165,8 @@ func (s *Service) checkCapabilities(caps []*nodev1.Capability) error {
 // open records the session, makes it the device's, and welcomes the node.
 func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 	s := a.s
-	caps, err := capabilitiesJSON(hello.GetCapabilities())
+	caps := capabilitiesOf(hello.GetCapabilities())
+	capsJSON, err := json.Marshal(caps)
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities: %w", err)
 	}
@@ -174,7 +179,7 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 	_, err = s.opts.Store.Q().AttachDevice(ctx, dbsqlc.AttachDeviceParams{
 		ID: a.deviceID, SessionID: id, ReplicaID: s.opts.ReplicaID, Now: now,
 		Platform: hello.GetPlatform(), AgentVersion: hello.GetAgentVersion(), ProtocolVersion: ProtocolVersion,
-		Capabilities: caps, ReportedLabels: labels,
+		Capabilities: capsJSON, ReportedLabels: labels,
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return errFailedPrecondition("device %s is revoked or does not exist", a.deviceID)
@@ -183,6 +188,7 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 		return fmt.Errorf("dispatch: attach %s: %w", a.deviceID, err)
 	}
 	a.sess = newSession(a.deviceID, id, now)
+	a.sess.capabilities.Store(&caps)
 	if err := s.sessions.add(a.sess); err != nil {
 		a.detach(ctx)
 		return errSessionEnded(err)
@@ -235,6 +241,11 @@ func (a *attachment) run(ctx context.Context) error {
 			return streamEnd(err)
 		case <-a.sess.wake:
 			if err := a.deliver(ctx); err != nil {
+				return err
+			}
+		case <-a.startDue:
+			a.startDue = nil
+			if err := a.recordStarts(ctx); err != nil {
 				return err
 			}
 		case <-liveness.C:
@@ -352,13 +363,12 @@ func (a *attachment) drain(m *nodev1.AttachRequest) []*nodev1.AttachRequest {
 // statement (RecordReports), and what is left to do once it is committed.
 type round struct {
 	reports dbsqlc.RecordReportsParams
-	// starting and ending are the dispatches accepted and ended in this round;
-	// outputs are the chunks of output (dispatch id and offset) stored in it.
-	starting map[string]bool
-	ending   map[string]*tracked
-	outputs  map[outputKey]bool
-	acks     []string          // results to acknowledge once committed
-	ended    []dbsqlc.Dispatch // dispatches the round ended, as stored
+	// ending are the dispatches ended in this round; outputs are the chunks of output
+	// (dispatch id and offset) stored in it.
+	ending  map[string]*tracked
+	outputs map[outputKey]bool
+	acks    []string          // results to acknowledge once committed
+	ended   []dbsqlc.Dispatch // dispatches the round ended, as stored
 }
 
 // outputKey names a chunk of output.
@@ -371,21 +381,25 @@ type outputKey struct {
 // statement, then acknowledges the results: an ack promises the result is durable.
 // A dispatch accepted and ended in the same round goes straight to its end.
 func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
-	r := round{starting: map[string]bool{}, ending: map[string]*tracked{}, outputs: map[outputKey]bool{}}
+	r := round{ending: map[string]*tracked{}, outputs: map[outputKey]bool{}}
 	for _, m := range msgs {
 		if err := a.handle(ctx, m, &r); err != nil {
 			return err
 		}
 	}
-	if err := a.record(ctx, &r); err != nil {
-		return err
-	}
+	// Waiters on this replica get the ended rows from here, not by the notification.
+	a.s.hub.ends(r.reports.EndIds)
+	err := a.record(ctx, &r)
 	now := a.s.opts.Now()
 	for i := range r.ended {
 		d := &r.ended[i]
-		a.s.hub.end(d) // waiters on this replica need not wait for the notification
+		a.s.hub.end(d)
 		a.s.metrics.reported(d.State, now.Sub(d.CreatedAt))
 		a.s.log.Info("dispatch ended", "dispatch_id", d.ID, "device_id", a.deviceID, "state", d.State, "exit_code", d.ExitCode)
+	}
+	a.s.hub.done(r.reports.EndIds)
+	if err != nil {
+		return err
 	}
 	for _, id := range r.acks {
 		if err := a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}}); err != nil {
@@ -395,17 +409,22 @@ func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachReque
 	return nil
 }
 
-// record writes what the round gathered, and learns which ends took.
+// startDelay is how long an acceptance may wait to be recorded, in case the node's
+// result follows: most dispatches end within it, and their acceptance then costs no
+// write of its own (the end records the start as well).
+const startDelay = 50 * time.Millisecond
+
+// record writes what the round gathered, with the acceptances waiting, and learns which
+// ends took. A round of acceptances alone waits up to startDelay for more.
 func (a *attachment) record(ctx context.Context, r *round) error {
 	p := &r.reports
-	for id := range r.starting {
-		if r.ending[id] == nil {
-			p.StartIds = append(p.StartIds, id)
+	if len(p.OutputIds)+len(p.EndIds) == 0 {
+		if len(a.starting) > 0 && a.startDue == nil {
+			a.startDue = time.After(startDelay)
 		}
-	}
-	if len(p.StartIds)+len(p.OutputIds)+len(p.EndIds) == 0 {
 		return nil
 	}
+	p.StartIds = a.takeStarts(r.ending)
 	p.DeviceID, p.Now = a.deviceID, a.s.opts.Now()
 	rows, err := a.s.opts.Store.Q().RecordReports(ctx, *p)
 	if err != nil {
@@ -431,13 +450,43 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 	return nil
 }
 
+// takeStarts returns the acceptances waiting to be recorded, but those of dispatches
+// the round ends, and forgets them.
+func (a *attachment) takeStarts(ending map[string]*tracked) []string {
+	var ids []string
+	for id := range a.starting {
+		if ending[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	clear(a.starting)
+	return ids
+}
+
+// recordStarts records the acceptances that waited startDelay. A crash that forgets
+// one leaves its dispatch sent, which the node's result ends as well, so the commit
+// need not wait for the disk (store.Lossy).
+func (a *attachment) recordStarts(ctx context.Context) error {
+	ids := a.takeStarts(nil)
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := a.s.opts.Store.Lossy().RecordReports(ctx, dbsqlc.RecordReportsParams{
+		DeviceID: a.deviceID, Now: a.s.opts.Now(), StartIds: ids,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch: record the acceptances of %s: %w", a.deviceID, err)
+	}
+	return nil
+}
+
 // handle handles one message from the node, gathering what it reports into r.
 func (a *attachment) handle(ctx context.Context, m *nodev1.AttachRequest, r *round) error {
 	switch msg := m.GetMessage().(type) {
 	case *nodev1.AttachRequest_Heartbeat:
 		return nil
 	case *nodev1.AttachRequest_Accepted:
-		return a.accepted(ctx, msg.Accepted.GetDispatchId(), r)
+		return a.accepted(ctx, msg.Accepted.GetDispatchId())
 	case *nodev1.AttachRequest_Output:
 		return a.output(ctx, msg.Output, r)
 	case *nodev1.AttachRequest_Result:
@@ -471,13 +520,14 @@ func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
 	return a.track(d), nil
 }
 
-// accepted notes that the node started a dispatch.
-func (a *attachment) accepted(ctx context.Context, id string, r *round) error {
+// accepted notes that the node started a dispatch, to be recorded with the next
+// round that writes, or after startDelay.
+func (a *attachment) accepted(ctx context.Context, id string) error {
 	t, err := a.own(ctx, id)
 	if err != nil || t.ended {
 		return err
 	}
-	r.starting[id] = true
+	a.starting[id] = true
 	return nil
 }
 
@@ -546,7 +596,8 @@ func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Cap
 	if err := a.s.checkCapabilities(caps); err != nil {
 		return err
 	}
-	raw, err := capabilitiesJSON(caps)
+	kept := capabilitiesOf(caps)
+	raw, err := json.Marshal(kept)
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities: %w", err)
 	}
@@ -559,5 +610,6 @@ func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Cap
 	if n == 0 {
 		return errSessionEnded(errReplaced)
 	}
+	a.sess.capabilities.Store(&kept)
 	return nil
 }

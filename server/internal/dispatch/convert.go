@@ -86,13 +86,13 @@ type capability struct {
 	Available   bool   `json:"available"`
 }
 
-// capabilitiesJSON is capabilities as devices.capabilities stores them.
-func capabilitiesJSON(caps []*nodev1.Capability) ([]byte, error) {
+// capabilitiesOf is announced capabilities as the daemon keeps them.
+func capabilitiesOf(caps []*nodev1.Capability) []capability {
 	out := make([]capability, 0, len(caps))
 	for _, c := range caps {
 		out = append(out, capability{Name: c.GetName(), Description: c.GetDescription(), InputSchema: c.GetInputSchema(), Available: c.GetAvailable()})
 	}
-	return json.Marshal(out)
+	return out
 }
 
 // parseCapabilities reads devices.capabilities.

@@ -9,14 +9,41 @@ import (
 // hub wakes the watchers of a dispatch (WatchDispatch, ExecuteCapability) when it
 // changed or has new output, on this replica.
 type hub struct {
-	mu sync.Mutex // guards watchers
+	mu sync.Mutex // guards watchers and ending
 	// watchers holds, by dispatch id, each watcher's channel and whether it waits only
 	// for the dispatch's end.
 	watchers map[string]map[chan *dbsqlc.Dispatch]bool
+	// ending are the dispatches a session of this replica is ending: it hands the ended
+	// row over (end), and the notification of the end, which may come first, is not
+	// passed on to have the waiters read the row themselves.
+	ending map[string]int
 }
 
 // newHub returns a hub without watchers.
-func newHub() *hub { return &hub{watchers: map[string]map[chan *dbsqlc.Dispatch]bool{}} }
+func newHub() *hub {
+	return &hub{watchers: map[string]map[chan *dbsqlc.Dispatch]bool{}, ending: map[string]int{}}
+}
+
+// ends notes that a session of this replica is about to end the dispatches ids; done
+// must follow, after end for those that ended.
+func (h *hub) ends(ids []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		h.ending[id]++
+	}
+}
+
+// done undoes ends.
+func (h *hub) done(ids []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		if h.ending[id]--; h.ending[id] <= 0 {
+			delete(h.ending, id)
+		}
+	}
+}
 
 // watch returns a channel that receives (coalesced) signals for a dispatch id: every
 // change and new output, or only its end when endOnly. A signal is the dispatch as it
@@ -45,6 +72,9 @@ func (h *hub) watch(id string, endOnly bool) (signals <-chan *dbsqlc.Dispatch, s
 func (h *hub) signal(id string, ended bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if ended && h.ending[id] > 0 {
+		return
+	}
 	for ch, endOnly := range h.watchers[id] {
 		if endOnly && !ended {
 			continue

@@ -38,6 +38,8 @@ type session struct {
 	cause     error
 	// lastSeen is when the node last sent anything, in Unix nanoseconds.
 	lastSeen atomic.Int64
+	// capabilities are those the node announced last, as stored.
+	capabilities atomic.Pointer[[]capability]
 }
 
 // newSession returns the session id of a device that attached at now.

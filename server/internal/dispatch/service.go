@@ -100,7 +100,8 @@ func (s *Service) create(ctx context.Context, r Request, id string) (d dbsqlc.Di
 			return d, false, err
 		}
 	}
-	if err := s.checkNode(ctx, r.NodeID, r.Capability, input.String()); err != nil {
+	sess := s.sessions.get(r.NodeID)
+	if err := s.checkNode(ctx, r.NodeID, sess, r.Capability, input.String()); err != nil {
 		return d, false, err
 	}
 	now := s.opts.Now()
@@ -113,7 +114,6 @@ func (s *Service) create(ctx context.Context, r Request, id string) (d dbsqlc.Di
 		IdempotencyKey: key, RequestHash: hash, CreatedBy: r.CreatedBy, CreatedAt: now,
 		Deadline: now.Add(r.Timeout), MaxOutputBytes: r.MaxOutputBytes,
 	}
-	sess := s.sessions.get(r.NodeID)
 	if sess != nil {
 		sess.expect(id)
 		params.SessionID, params.SentAt = &sess.id, &now
@@ -150,24 +150,18 @@ func (s *Service) byKey(ctx context.Context, r Request, hash []byte) (dbsqlc.Dis
 }
 
 // checkNode refuses a dispatch its node cannot take: an unknown or revoked node, a
-// capability it does not offer or cannot run now, an input its schema refuses.
-func (s *Service) checkNode(ctx context.Context, nodeID, name, input string) error {
-	dev, err := s.opts.Store.Q().GetDevice(ctx, nodeID)
-	if errors.Is(err, store.ErrNotFound) {
-		return errNoNode(nodeID)
-	}
-	if err != nil {
-		return fmt.Errorf("dispatch: node %s: %w", nodeID, err)
-	}
-	if dev.RevokedAt != nil {
-		return errFailedPrecondition("node %s is revoked", nodeID)
-	}
-	if dev.ProtocolVersion == 0 {
-		return errFailedPrecondition("node %s has never attached, so its capabilities are unknown: start its agent (palyra node run)", nodeID)
-	}
-	caps, err := parseCapabilities(dev.Capabilities)
-	if err != nil {
-		return err
+// capability it does not offer or cannot run now, an input its schema refuses. For a
+// node attached to this replica (sess not nil) it goes by what the node announced on
+// that session, without reading the database: a revocation ends the session.
+func (s *Service) checkNode(ctx context.Context, nodeID string, sess *session, name, input string) error {
+	var caps []capability
+	if sess != nil {
+		caps = *sess.capabilities.Load()
+	} else {
+		var err error
+		if caps, err = s.storedCapabilities(ctx, nodeID); err != nil {
+			return err
+		}
 	}
 	i := slices.IndexFunc(caps, func(c capability) bool { return c.Name == name })
 	if i < 0 {
@@ -187,6 +181,25 @@ func (s *Service) checkNode(ctx context.Context, nodeID, name, input string) err
 		}
 	}
 	return nil
+}
+
+// storedCapabilities reads the capabilities of a node from the database, refusing an
+// unknown, revoked or never attached node.
+func (s *Service) storedCapabilities(ctx context.Context, nodeID string) ([]capability, error) {
+	dev, err := s.opts.Store.Q().GetDevice(ctx, nodeID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errNoNode(nodeID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: node %s: %w", nodeID, err)
+	}
+	if dev.RevokedAt != nil {
+		return nil, errFailedPrecondition("node %s is revoked", nodeID)
+	}
+	if dev.ProtocolVersion == 0 {
+		return nil, errFailedPrecondition("node %s has never attached, so its capabilities are unknown: start its agent (palyra node run)", nodeID)
+	}
+	return parseCapabilities(dev.Capabilities)
 }
 
 // Get returns a dispatch.
