@@ -43,6 +43,9 @@ const (
 const maxRatePerMinute = 100000
 
 func TestMain(m *testing.M) {
+	if n, why := raiseFileLimit(); why != "" {
+		fmt.Fprintf(os.Stderr, "bench: open-file limit %d: %s; the node steps stop there\n", n, why)
+	}
 	code := m.Run()
 	removeBuilt()
 	results.printRatios(os.Stdout)
@@ -233,12 +236,18 @@ func replicaID(dataDir string) string {
 // stopped when the benchmark ends, unless stopped before.
 func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 	tb.Helper()
+	return startDaemonOn(tb, dbURL, dataDir, "127.0.0.1:0")
+}
+
+// startDaemonOn is startDaemon listening on listen (host:port).
+func startDaemonOn(tb testing.TB, dbURL, dataDir, listen string) *daemon {
+	tb.Helper()
 	logPath := filepath.Join(dataDir, fmt.Sprintf("palyrad-%d.log", time.Now().UnixNano()))
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	args := []string{"--listen", "127.0.0.1:0", "--data-dir", dataDir,
+	args := []string{"--listen", listen, "--data-dir", dataDir,
 		"--database-url", dbURL, "--replica-id", replicaID(dataDir), "--log-format", "json"}
 	if profileDir() != "" {
 		args = append(args, "--debug-pprof-listen", "127.0.0.1:0")

@@ -41,8 +41,7 @@ func startProfiling(b *testing.B, base string) *profiling {
 	if base == "" || profileDir() == "" || b.N < 100 {
 		return nil
 	}
-	name := strings.NewReplacer("/", "_", "=", "-", " ", "_").Replace(b.Name())
-	p := &profiling{base: base, prefix: filepath.Join(profileDir(), name), cpu: make(chan error, 1)}
+	p := &profiling{base: base, prefix: filepath.Join(profileDir(), profileName(b)), cpu: make(chan error, 1)}
 	if err := p.fetch("/debug/pprof/allocs", ".allocs-base.pprof", 30*time.Second); err != nil {
 		b.Fatal(err)
 	}
@@ -51,6 +50,27 @@ func startProfiling(b *testing.B, base string) *profiling {
 		p.cpu <- p.fetch("/debug/pprof/profile?seconds="+strconv.Itoa(secs), ".cpu.pprof", time.Duration(secs+30)*time.Second)
 	}()
 	return p
+}
+
+// saveHeapProfile writes palyrad's heap profile (after a GC) as
+// <dir>/<benchmark>.heap.pprof when PALYRA_BENCH_PROFILE is set.
+func saveHeapProfile(b *testing.B, base string) {
+	if base == "" || profileDir() == "" {
+		return
+	}
+	p := &profiling{base: base, prefix: filepath.Join(profileDir(), profileName(b))}
+	if err := p.fetch("/debug/pprof/heap?gc=1", ".heap.pprof", time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.fetch("/debug/pprof/goroutine", ".goroutine.pprof", time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("heap and goroutine profiles of palyrad: %s.{heap,goroutine}.pprof", p.prefix)
+}
+
+// profileName is the benchmark's name as a file name.
+func profileName(b *testing.B) string {
+	return strings.NewReplacer("/", "_", "=", "-", " ", "_").Replace(b.Name())
 }
 
 // finish waits for the CPU profile and takes the allocation profile.

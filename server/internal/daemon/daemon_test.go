@@ -368,24 +368,33 @@ func TestHealthReflectionAndMetrics(t *testing.T) {
 		if _, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{})); err != nil {
 			t.Fatal(err)
 		}
-		res, err := td.h2.Do(mustRequest(t, http.MethodGet, td.baseURL+"/metrics", "", ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		for _, want := range []string{
+		td.wantMetrics(t,
 			`palyra_build_info{replica_id="replica-m",version=`,
 			`palyra_rpc_handled_total{code="ok",procedure="/palyra.controlplane.v1.ControlPlaneService/GetStatus"}`,
 			`palyra_rpc_handling_seconds_bucket{procedure="/palyra.controlplane.v1.ControlPlaneService/GetStatus"`,
 			`go_goroutines`,
 			`process_resident_memory_bytes`,
-		} {
-			if !strings.Contains(string(body), want) {
-				t.Errorf("/metrics lacks %s", want)
-			}
-		}
+		)
 	})
+}
+
+// wantMetrics fails t unless /metrics holds each of the lines (or line prefixes) want.
+func (td *testDaemon) wantMetrics(t *testing.T, want ...string) {
+	t.Helper()
+	res, err := td.h2.Do(mustRequest(t, http.MethodGet, td.baseURL+"/metrics", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range want {
+		if !strings.Contains(string(body), w) {
+			t.Errorf("/metrics lacks %s", w)
+		}
+	}
 }
 
 func TestFirstRPCsOfEachService(t *testing.T) {

@@ -349,6 +349,14 @@ func TestDispatchToAnAttachedNode(t *testing.T) {
 	if err := watch.Err(); err != nil || watched.String() != "llo wo" || last.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
 		t.Errorf("watch from offset 2: %q %v %v", watched.String(), last, err)
 	}
+
+	// The node's messages are counted by kind.
+	b.wantMetrics(t,
+		`palyra_node_messages_total{kind="accepted"} 1`,
+		`palyra_node_messages_total{kind="output"} 3`,
+		`palyra_node_messages_total{kind="result"} 2`,
+		`palyra_dispatches_ended_total{by="node",state="succeeded"} 1`,
+	)
 }
 
 // TestAttachOverGRPC runs a node's stream with the gRPC protocol (as a grpc-go node

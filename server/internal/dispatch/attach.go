@@ -484,14 +484,19 @@ func (a *attachment) recordStarts(ctx context.Context) error {
 func (a *attachment) handle(ctx context.Context, m *nodev1.AttachRequest, r *round) error {
 	switch msg := m.GetMessage().(type) {
 	case *nodev1.AttachRequest_Heartbeat:
+		a.s.metrics.received(msgHeartbeat)
 		return nil
 	case *nodev1.AttachRequest_Accepted:
+		a.s.metrics.received(msgAccepted)
 		return a.accepted(ctx, msg.Accepted.GetDispatchId())
 	case *nodev1.AttachRequest_Output:
+		a.s.metrics.received(msgOutput)
 		return a.output(ctx, msg.Output, r)
 	case *nodev1.AttachRequest_Result:
+		a.s.metrics.received(msgResult)
 		return a.result(ctx, msg.Result, r)
 	case *nodev1.AttachRequest_CapabilitiesChanged:
+		a.s.metrics.received(msgCapabilitiesChanged)
 		return a.capabilitiesChanged(ctx, msg.CapabilitiesChanged.GetCapabilities())
 	case *nodev1.AttachRequest_Hello:
 		return errProtocol("hello sent twice")

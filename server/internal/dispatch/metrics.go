@@ -20,7 +20,20 @@ type metrics struct {
 	endings *prometheus.CounterVec
 	// duration is the time from creation to a node's result, by state.
 	duration *prometheus.HistogramVec
+	// messages counts the messages nodes sent this replica, by kind.
+	messages *prometheus.CounterVec
+	// byKind are the counters of messages, by kind.
+	byKind map[string]prometheus.Counter
 }
+
+// The kinds of node messages counted.
+const (
+	msgHeartbeat           = "heartbeat"
+	msgAccepted            = "accepted"
+	msgOutput              = "output"
+	msgResult              = "result"
+	msgCapabilitiesChanged = "capabilities_changed"
+)
 
 // newMetrics registers the metrics, and a gauge of the nodes attached to this replica.
 // A nil registerer keeps them unregistered.
@@ -39,6 +52,14 @@ func newMetrics(reg prometheus.Registerer, sessions *registry) (*metrics, error)
 			Help:    "Time from a dispatch's creation to its node's result, by state.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 14),
 		}, []string{"state"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "palyra_node_messages_total",
+			Help: "Messages attached nodes sent this replica after their hello, by kind.",
+		}, []string{"kind"}),
+		byKind: map[string]prometheus.Counter{},
+	}
+	for _, k := range []string{msgHeartbeat, msgAccepted, msgOutput, msgResult, msgCapabilitiesChanged} {
+		m.byKind[k] = m.messages.WithLabelValues(k)
 	}
 	if reg == nil {
 		return m, nil
@@ -47,13 +68,16 @@ func newMetrics(reg prometheus.Registerer, sessions *registry) (*metrics, error)
 		Name: "palyra_nodes_attached",
 		Help: "Nodes with an Attach stream open on this replica.",
 	}, func() float64 { return float64(sessions.count()) })
-	for _, c := range []prometheus.Collector{m.states, m.endings, m.duration, attached} {
+	for _, c := range []prometheus.Collector{m.states, m.endings, m.duration, m.messages, attached} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatch: metrics: %w", err)
 		}
 	}
 	return m, nil
 }
+
+// received counts a message of a node.
+func (m *metrics) received(kind string) { m.byKind[kind].Inc() }
 
 // ended counts a dispatch this replica ended.
 func (m *metrics) ended(state, by string) { m.endings.WithLabelValues(state, by).Inc() }

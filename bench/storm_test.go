@@ -1,0 +1,213 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The backoff of the node agent (cli/internal/node): exponential with full jitter, the
+// n-th wait drawn uniformly from [0, min(30 s, 500 ms·2ⁿ)], reset by a session that
+// lasted.
+const (
+	agentBackoffInitial = 500 * time.Millisecond
+	agentBackoffMax     = 30 * time.Second
+)
+
+// BenchmarkReconnectStorm restarts palyrad under N attached nodes
+// (PALYRA_BENCH_STORM_NODES, default 1000) and times their return. The nodes pair
+// first (the public pairing flow), then attach, each on its own connection from its
+// own loopback address; each reconnects the way the node agent does (the backoff
+// above). Once all are attached, palyrad is stopped (SIGTERM: every stream ends with
+// Unavailable) and started again on the same address, data directory and database.
+//
+//	down-s           from the SIGTERM until the new process is ready
+//	storm-s          from ready until all N are attached again (palyra_nodes_attached)
+//	reattach-p50-s, reattach-p99-s
+//	                 per node, from ready until its welcome
+//	failed-attempts  attempts that failed after palyrad was ready: each was retried,
+//	                 and a node that never came back fails the benchmark
+//	attempts/node    attempts per node, from the SIGTERM on
+//
+// The log shows the curve: nodes attached, second by second. Run it with -benchtime 1x.
+func BenchmarkReconnectStorm(b *testing.B) {
+	n, err := nodeSteps(os.Getenv("PALYRA_BENCH_STORM_NODES"), 1000)
+	if err != nil || len(n) != 1 {
+		b.Fatalf("PALYRA_BENCH_STORM_NODES=%q is not one number of nodes (%v)", os.Getenv("PALYRA_BENCH_STORM_NODES"), err)
+	}
+	pg := openPostgres(b)
+	dbURL, dataDir := pg.newDatabase(b), b.TempDir()
+	listen := freeAddress(b)
+	d := startDaemonOn(b, dbURL, dataDir, listen)
+	devs := enroll(b, d, d.newToken(b, "bench-setup"), n[0])
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &storm{d: d}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	nodes := make([]*stormNode, len(devs))
+	for i := range devs {
+		nodes[i] = &stormNode{s: s, dev: &devs[i], src: loopback(5, i), rand: rand.New(rand.NewPCG(uint64(i), 42))}
+	}
+	// The first attaches, 32 at a time, as BenchmarkIdleNodes does.
+	if err := forEach(len(nodes), 32, func(i int) error { return nodes[i].attachOnce() }); err != nil {
+		b.Fatalf("first attach: %v", err)
+	}
+	for _, nd := range nodes {
+		wg.Go(func() { nd.run(ctx) })
+	}
+	d.waitAttached(b, len(nodes))
+
+	b.ResetTimer()
+	stopped := time.Now()
+	d.stop(b)
+	d2 := startDaemonOn(b, dbURL, dataDir, listen)
+	ready := time.Now()
+	s.setDaemon(d2, ready)
+	curve := s.follow(b, d2, len(nodes), ready, 5*time.Minute)
+	all := time.Now()
+	b.StopTimer()
+
+	var reattach histogram
+	for _, nd := range nodes {
+		at := nd.welcomed.Load()
+		if at == 0 {
+			b.Fatalf("a node did not attach again")
+		}
+		reattach.record(time.Duration(max(at-ready.UnixNano(), 0)))
+	}
+	b.ReportMetric(ready.Sub(stopped).Seconds(), "down-s")
+	b.ReportMetric(all.Sub(ready).Seconds(), "storm-s")
+	b.ReportMetric(reattach.quantile(0.50).Seconds(), "reattach-p50-s")
+	b.ReportMetric(reattach.quantile(0.99).Seconds(), "reattach-p99-s")
+	b.ReportMetric(float64(s.failedAfterReady.Load()), "failed-attempts")
+	b.ReportMetric(float64(s.attempts.Load())/float64(len(nodes)), "attempts/node")
+	b.Logf("%d nodes: palyrad down %.2f s, all attached again %.2f s after it was ready; %d attempts failed after ready (%d while down); nodes attached by second after ready: %v",
+		len(nodes), ready.Sub(stopped).Seconds(), all.Sub(ready).Seconds(), s.failedAfterReady.Load(), s.failedWhileDown.Load(), curve)
+}
+
+// freeAddress returns a loopback address with a port that was free a moment ago.
+func freeAddress(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// storm is what the nodes of BenchmarkReconnectStorm share.
+type storm struct {
+	mu    sync.Mutex // guards d and ready
+	d     *daemon
+	ready time.Time
+
+	attempts                          atomic.Int64 // attach attempts since the restart began
+	failedWhileDown, failedAfterReady atomic.Int64
+}
+
+func (s *storm) daemon() (*daemon, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.d, s.ready
+}
+
+func (s *storm) setDaemon(d *daemon, ready time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.d, s.ready = d, ready
+}
+
+// follow polls d's attached nodes until there are n, and returns how many there were at
+// each second after ready.
+func (s *storm) follow(b *testing.B, d *daemon, n int, ready time.Time, within time.Duration) []int {
+	b.Helper()
+	hc := &http.Client{Transport: d.transport(nil, nil)}
+	defer hc.CloseIdleConnections()
+	var curve []int
+	for {
+		m, err := d.metrics(context.Background(), hc)
+		attached := int(m["palyra_nodes_attached"])
+		if err == nil {
+			for len(curve) < int(time.Since(ready)/time.Second) {
+				curve = append(curve, attached)
+			}
+			if attached == n {
+				return append(curve, attached)
+			}
+		}
+		if time.Since(ready) > within {
+			b.Fatalf("%d of %d nodes attached %s after palyrad was ready (%v)", attached, n, within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stormNode is a fake node that stays attached the way the node agent does.
+type stormNode struct {
+	s    *storm
+	dev  *device
+	src  net.IP
+	rand *rand.Rand // used by the node's own goroutine only
+
+	cur      *node
+	welcomed atomic.Int64 // Unix nanoseconds of the welcome after the restart; 0 before
+}
+
+// attachOnce makes the first attachment.
+func (sn *stormNode) attachOnce() error {
+	d, _ := sn.s.daemon()
+	nd, err := attach(d, sn.dev, sn.src, false)
+	sn.cur = nd
+	return err
+}
+
+// run keeps the node attached until ctx ends: when its stream ends, it waits by the
+// agent's backoff and attaches again. It has its own goroutine.
+func (sn *stormNode) run(ctx context.Context) {
+	ceiling := time.Duration(0)
+	for {
+		select {
+		case <-sn.cur.done:
+		case <-ctx.Done():
+			sn.cur.close()
+			return
+		}
+		sn.cur.close()
+		ceiling = 0 // the session lasted: the backoff starts over
+		for {
+			ceiling = min(max(2*ceiling, agentBackoffInitial), agentBackoffMax)
+			select {
+			case <-time.After(time.Duration(sn.rand.Int64N(int64(ceiling) + 1))):
+			case <-ctx.Done():
+				return
+			}
+			d, _ := sn.s.daemon() // the same address, CA and database before and after
+			sn.s.attempts.Add(1)
+			nd, err := attach(d, sn.dev, sn.src, false)
+			if err == nil {
+				sn.cur = nd
+				sn.welcomed.Store(time.Now().UnixNano())
+				break
+			}
+			if _, ready := sn.s.daemon(); ready.IsZero() {
+				sn.s.failedWhileDown.Add(1)
+			} else {
+				sn.s.failedAfterReady.Add(1)
+				if sn.s.failedAfterReady.Load() <= 3 {
+					fmt.Fprintf(os.Stderr, "bench: node %s: attach after ready failed: %v\n", sn.dev.id, err)
+				}
+			}
+		}
+	}
+}
