@@ -26,8 +26,10 @@ import (
 //  5. Nothing is cached unless Run listens: before the listener is ready and after Run
 //     returns, every authentication reads the database.
 //
-// While the listener is disconnected and has not yet reconnected, a revocation on
-// another replica can go unnoticed for at most cacheTTL.
+// While the listener is disconnected (notify.Listener.Listening is false), the cache is
+// neither read nor filled: every authentication reads the database, and the Reset of
+// the reconnection empties it. What remains is the time the listener takes to notice a
+// broken connection (TCP keepalive), as for the revocation of device certificates.
 
 const (
 	// cacheTTL is how long a token read for authentication is kept.
@@ -154,6 +156,9 @@ func (ts *Tokens) Run(ctx context.Context) {
 // verified returns token id for authentication: from the cache while fresh, else from
 // the database, and then cached.
 func (ts *Tokens) verified(ctx context.Context, id string) (*Token, error) {
+	if !ts.listening() {
+		return ts.Get(ctx, id)
+	}
 	now := ts.now()
 	if tok, ok := ts.cache.get(id, now); ok {
 		return tok, nil

@@ -92,6 +92,8 @@ type Tokens struct {
 	db     *store.Store
 	sub    *notify.Subscription
 	ready  <-chan struct{}
+	// listening reports whether invalidations can reach this replica now.
+	listening func() bool
 	now    func() time.Time
 	log    *slog.Logger
 	cache  *verifiedCache
@@ -115,7 +117,7 @@ func NewTokens(opts TokensOptions) (*Tokens, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Tokens{
-		db: opts.Store, sub: sub, ready: opts.Notify.Ready(), now: opts.Now, log: opts.Logger,
+		db: opts.Store, sub: sub, ready: opts.Notify.Ready(), listening: opts.Notify.Listening, now: opts.Now, log: opts.Logger,
 		cache: newVerifiedCache(), leases: newLeases(),
 	}, nil
 }

@@ -219,6 +219,27 @@ func TestResetFlushesTheCache(t *testing.T) {
 	waitFor(t, 10*time.Second, "the replica to refuse the token", func() bool { return !r.authenticates(t, secret) })
 }
 
+// TestNoCacheWhileTheListenerIsDown: while invalidations cannot arrive, authentication
+// reads the database.
+func TestNoCacheWhileTheListenerIsDown(t *testing.T) {
+	t.Parallel()
+	b := setupTokens(t)
+	r := b.replica(t, nil)
+	tok, secret := b.create(t, r, CreateParams{})
+	if !r.authenticates(t, secret) {
+		t.Fatal("a fresh token is refused")
+	}
+	b.exec(t, "alter table api_tokens disable trigger api_tokens_notify")
+	b.exec(t, "update api_tokens set revoked_at = now() where id = $1", tok.ID)
+	if !r.authenticates(t, secret) {
+		t.Fatal("the token is not cached")
+	}
+	r.tokens.listening = func() bool { return false } // as between a lost connection and its Reset
+	if r.authenticates(t, secret) {
+		t.Error("a revoked token is accepted from the cache while the listener is down")
+	}
+}
+
 func TestCachedTokens(t *testing.T) {
 	t.Parallel()
 	b := setupTokens(t)

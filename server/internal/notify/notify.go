@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +42,8 @@ type Listener struct {
 	log      *slog.Logger
 	ready    chan struct{}
 	once     sync.Once
+	// listening is true while the connection listens on every channel.
+	listening atomic.Bool
 
 	mu   sync.Mutex // guards subs
 	subs map[string][]*Subscription
@@ -112,6 +115,10 @@ func (s *Subscription) deliver(e Event) {
 	}
 }
 
+// Listening reports whether the listener is connected and listens on every channel
+// now: while it is not, notifications are missed (a Reset follows the reconnection).
+func (l *Listener) Listening() bool { return l.listening.Load() }
+
 // Ready is closed once the listener listens on every channel for the first time.
 func (l *Listener) Ready() <-chan struct{} { return l.ready }
 
@@ -161,6 +168,8 @@ func (l *Listener) listen(ctx context.Context) error {
 			return err
 		}
 	}
+	l.listening.Store(true)
+	defer l.listening.Store(false)
 	l.broadcast("", Event{Reset: true})
 	l.once.Do(func() { close(l.ready) })
 	for {
