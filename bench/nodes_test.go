@@ -83,6 +83,7 @@ func idleNodes(b *testing.B, dbURL, dataDir string, devs []device) {
 	idle := d.memory(b)
 
 	b.ResetTimer()
+	prof := profileRun(b, d.pprof) // the attaching
 	began := time.Now()
 	nodes := make([]*node, n)
 	err := forEach(n, 32, func(i int) error {
@@ -95,6 +96,7 @@ func idleNodes(b *testing.B, dbURL, dataDir string, devs []device) {
 	})
 	attaching := time.Since(began)
 	b.StopTimer()
+	prof.finish(b)
 	defer func() {
 		for _, nd := range nodes {
 			if nd != nil {

@@ -38,7 +38,16 @@ type profiling struct {
 // palyrad serves pprof at base; it returns nil otherwise, and for the short probing
 // runs the testing package makes before the measured one.
 func startProfiling(b *testing.B, base string) *profiling {
-	if base == "" || profileDir() == "" || b.N < 100 {
+	if b.N < 100 {
+		return nil
+	}
+	return profileRun(b, base)
+}
+
+// profileRun starts profiling palyrad (as startProfiling) whatever b.N is: for the
+// benchmarks whose every run is one whole measurement (-benchtime 1x).
+func profileRun(b *testing.B, base string) *profiling {
+	if base == "" || profileDir() == "" {
 		return nil
 	}
 	p := &profiling{base: base, prefix: filepath.Join(profileDir(), profileName(b)), cpu: make(chan error, 1)}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -32,8 +34,10 @@ const (
 //	storm-s          from ready until all N are attached again (palyra_nodes_attached)
 //	reattach-p50-s, reattach-p99-s
 //	                 per node, from ready until its welcome
-//	failed-attempts  attempts that failed after palyrad was ready: each was retried,
-//	                 and a node that never came back fails the benchmark
+//	stop-s           from the SIGTERM until the old process exited
+//	failed-attempts  attempts that failed after palyrad was ready, other than those
+//	                 refused because nothing listened yet: each was retried, and a
+//	                 node that never came back fails the benchmark
 //	attempts/node    attempts per node, from the SIGTERM on
 //
 // The log shows the curve: nodes attached, second by second. Run it with -benchtime 1x.
@@ -70,6 +74,7 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	b.ResetTimer()
 	stopped := time.Now()
 	d.stop(b)
+	starting := time.Now()
 	d2 := startDaemonOn(b, dbURL, dataDir, listen)
 	ready := time.Now()
 	s.setDaemon(d2, ready)
@@ -86,13 +91,15 @@ func BenchmarkReconnectStorm(b *testing.B) {
 		reattach.record(time.Duration(max(at-ready.UnixNano(), 0)))
 	}
 	b.ReportMetric(ready.Sub(stopped).Seconds(), "down-s")
+	b.ReportMetric(starting.Sub(stopped).Seconds(), "stop-s")
 	b.ReportMetric(all.Sub(ready).Seconds(), "storm-s")
 	b.ReportMetric(reattach.quantile(0.50).Seconds(), "reattach-p50-s")
 	b.ReportMetric(reattach.quantile(0.99).Seconds(), "reattach-p99-s")
 	b.ReportMetric(float64(s.failedAfterReady.Load()), "failed-attempts")
 	b.ReportMetric(float64(s.attempts.Load())/float64(len(nodes)), "attempts/node")
-	b.Logf("%d nodes: palyrad down %.2f s, all attached again %.2f s after it was ready; %d attempts failed after ready (%d while down); nodes attached by second after ready: %v",
-		len(nodes), ready.Sub(stopped).Seconds(), all.Sub(ready).Seconds(), s.failedAfterReady.Load(), s.failedWhileDown.Load(), curve)
+	b.Logf("%d nodes: palyrad down %.2f s (stopping %.2f s), all attached again %.2f s after it was ready; %d attempts failed after ready, %d were refused (nothing listening) and %d failed otherwise while it was down; nodes attached by second after ready: %v",
+		len(nodes), ready.Sub(stopped).Seconds(), starting.Sub(stopped).Seconds(), all.Sub(ready).Seconds(),
+		s.failedAfterReady.Load(), s.refused.Load(), s.failedWhileDown.Load(), curve)
 }
 
 // freeAddress returns a loopback address with a port that was free a moment ago.
@@ -112,8 +119,10 @@ type storm struct {
 	d     *daemon
 	ready time.Time
 
-	attempts                          atomic.Int64 // attach attempts since the restart began
-	failedWhileDown, failedAfterReady atomic.Int64
+	attempts atomic.Int64 // attach attempts since the restart began
+	// refused counts the attempts refused because nothing listened (palyrad was down,
+	// whenever the node saw it); the others that failed, before or after ready.
+	refused, failedWhileDown, failedAfterReady atomic.Int64
 }
 
 func (s *storm) daemon() (*daemon, time.Time) {
@@ -200,7 +209,9 @@ func (sn *stormNode) run(ctx context.Context) {
 				sn.welcomed.Store(time.Now().UnixNano())
 				break
 			}
-			if _, ready := sn.s.daemon(); ready.IsZero() {
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				sn.s.refused.Add(1)
+			} else if _, ready := sn.s.daemon(); ready.IsZero() {
 				sn.s.failedWhileDown.Add(1)
 			} else {
 				sn.s.failedAfterReady.Add(1)

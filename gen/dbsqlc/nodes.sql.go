@@ -94,13 +94,20 @@ func (q *Queries) DetachDevice(ctx context.Context, arg DetachDeviceParams) (int
 
 const detachReplica = `-- name: DetachReplica :execrows
 update devices
-set session_id = null, attached_replica = null
-where attached_replica = $1::text
+set session_id = null, attached_replica = null,
+    last_seen_at = coalesce($1::timestamptz, last_seen_at)
+where attached_replica = $2::text
 `
 
-// Ends every session a replica held (at its start: a killed replica leaves them behind).
-func (q *Queries) DetachReplica(ctx context.Context, replicaID string) (int64, error) {
-	result, err := q.db.Exec(ctx, detachReplica, replicaID)
+type DetachReplicaParams struct {
+	Now       *time.Time
+	ReplicaID string
+}
+
+// Ends every session a replica held: at its start (a killed replica leaves them behind;
+// now is null and the last-seen times stay), and when it stops (now is the time).
+func (q *Queries) DetachReplica(ctx context.Context, arg DetachReplicaParams) (int64, error) {
+	result, err := q.db.Exec(ctx, detachReplica, arg.Now, arg.ReplicaID)
 	if err != nil {
 		return 0, err
 	}

@@ -17,9 +17,11 @@ set session_id = null, attached_replica = null, last_seen_at = sqlc.arg('now')::
 where id = sqlc.arg('id') and session_id = sqlc.arg('session_id')::text;
 
 -- name: DetachReplica :execrows
--- Ends every session a replica held (at its start: a killed replica leaves them behind).
+-- Ends every session a replica held: at its start (a killed replica leaves them behind;
+-- now is null and the last-seen times stay), and when it stops (now is the time).
 update devices
-set session_id = null, attached_replica = null
+set session_id = null, attached_replica = null,
+    last_seen_at = coalesce(sqlc.narg('now')::timestamptz, last_seen_at)
 where attached_replica = sqlc.arg('replica_id')::text;
 
 -- name: UpdateCapabilities :execrows

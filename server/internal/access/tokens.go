@@ -89,15 +89,15 @@ type TokensOptions struct {
 // Tokens manages API tokens, authenticates them (with the verified-token cache of
 // tokencache.go) and applies their rate limits (with the leases of tokenlease.go).
 type Tokens struct {
-	db     *store.Store
-	sub    *notify.Subscription
-	ready  <-chan struct{}
+	db    *store.Store
+	sub   *notify.Subscription
+	ready <-chan struct{}
 	// listening reports whether invalidations can reach this replica now.
 	listening func() bool
-	now    func() time.Time
-	log    *slog.Logger
-	cache  *verifiedCache
-	leases *leases
+	now       func() time.Time
+	log       *slog.Logger
+	cache     *verifiedCache
+	leases    *leases
 }
 
 // NewTokens returns the token manager. The daemon starts Run to turn the

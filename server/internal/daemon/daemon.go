@@ -306,8 +306,9 @@ func (d *Daemon) Failed() <-chan error { return d.serveCh }
 // Stop shuts down gracefully: health checks turn NOT_SERVING, the nodes' Attach streams
 // and dispatch watches end (nodes attach again elsewhere; dispatches live on in the
 // database), the listener stops accepting connections and waits up to the configured
-// shutdown timeout for calls in flight, then background work stops, the database pool
-// closes and, when embedded, PostgreSQL stops.
+// shutdown timeout for calls in flight, the sessions' end is recorded with one
+// statement, then background work stops, the database pool closes and, when embedded,
+// PostgreSQL stops.
 func (d *Daemon) Stop(ctx context.Context) error {
 	began := time.Now()
 	d.log.Info("palyrad stopping")
@@ -316,6 +317,9 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 	err := d.server.Shutdown(shutdownCtx)
 	cancel()
+	if derr := d.runtime.DetachAll(ctx); derr != nil {
+		d.log.Error("node sessions not recorded as ended; their presence turns offline by their silence", "err", derr)
+	}
 	d.stopBg()
 	d.bg.Wait()
 	d.db.close(ctx)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -845,6 +846,21 @@ func TestStopEndsAttachStreams(t *testing.T) {
 		t.Errorf("stop took %v with a node attached", took)
 	}
 	wantCode(t, "the stream at shutdown", node.ended(5*time.Second), connect.CodeUnavailable)
+	// The stopping daemon recorded that the session ended.
+	conn, err := pgx.Connect(t.Context(), b.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	var session, replica *string
+	var lastSeen *time.Time
+	if err := conn.QueryRow(t.Context(), "select session_id, attached_replica, last_seen_at from devices where id = $1", dev.deviceID).
+		Scan(&session, &replica, &lastSeen); err != nil {
+		t.Fatal(err)
+	}
+	if session != nil || replica != nil || lastSeen == nil || lastSeen.Before(began.Add(-time.Second)) {
+		t.Errorf("after the stop the device has session %v on %v, last seen %v; want none, seen at the stop", session, replica, lastSeen)
+	}
 }
 
 func TestPresenceFollowsHeartbeats(t *testing.T) {

@@ -205,10 +205,12 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 }
 
 // close forgets the session and records that the node detached (unless a newer session
-// replaced it).
+// replaced it, or the daemon is stopping: Service.DetachAll records it then).
 func (a *attachment) close(ctx context.Context) {
 	a.s.sessions.remove(a.sess)
-	a.detach(ctx)
+	if !a.s.stopped() {
+		a.detach(ctx)
+	}
 	a.s.log.Info("node detached", "device_id", a.deviceID, "session_id", a.sess.id)
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -118,7 +119,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.metrics = m
-	if n, err := opts.Store.Q().DetachReplica(ctx, opts.ReplicaID); err != nil {
+	if n, err := opts.Store.Q().DetachReplica(ctx, dbsqlc.DetachReplicaParams{ReplicaID: opts.ReplicaID}); err != nil {
 		return nil, fmt.Errorf("dispatch: forget the sessions of an earlier process: %w", err)
 	} else if n > 0 {
 		log.Info("sessions of an earlier process of this replica forgotten", "sessions", n)
@@ -225,8 +226,31 @@ func (s *Service) sweep(ctx context.Context) {
 
 // Shutdown ends every Attach stream and every watch of this replica and refuses new
 // streams: they do not end by themselves, and the HTTP server's shutdown waits for
-// them. Nodes attach again, to any replica; watchers resume from their offset.
+// them. Nodes attach again, to any replica; watchers resume from their offset. The
+// sessions ending so do not record their end one by one: DetachAll does, for all.
 func (s *Service) Shutdown() {
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	s.sessions.closeAll()
+}
+
+// DetachAll records, with one statement, that every session of this replica ended; the
+// daemon calls it after Shutdown, once the streams are over.
+func (s *Service) DetachAll(ctx context.Context) error {
+	now := s.opts.Now()
+	n, err := s.opts.Store.Q().DetachReplica(ctx, dbsqlc.DetachReplicaParams{ReplicaID: s.opts.ReplicaID, Now: &now})
+	if err != nil {
+		return fmt.Errorf("dispatch: record the end of this replica's sessions: %w", err)
+	}
+	s.log.Info("sessions of this replica ended", "sessions", n)
+	return nil
+}
+
+// stopped reports whether Shutdown was called.
+func (s *Service) stopped() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
