@@ -87,6 +87,45 @@ type tracked struct {
 	capped bool
 	// ended is true once the dispatch ended.
 	ended bool
+	// output is the dispatch's output as stored, from offset 0 without a gap, while it
+	// stays within keptOutput bytes, for a dispatch no earlier session stored output of
+	// (one handed to this session at its creation); outputGap is set (and output
+	// dropped) otherwise. A waiter on this replica gets it with the end instead of
+	// reading it.
+	output    []dbsqlc.DispatchOutput
+	outputLen int64
+	outputGap bool
+}
+
+// keptOutput bounds the output a session keeps of one dispatch for the waiters.
+const keptOutput = 64 << 10
+
+// keep notes a chunk of output stored for the dispatch.
+func (t *tracked) keep(o dbsqlc.DispatchOutput) {
+	switch {
+	case t.outputGap || o.Offset < t.outputLen:
+		// Dropped already, or a repeat of what is kept (the stored chunk is the first).
+	case o.Offset > t.outputLen || t.outputLen+int64(len(o.Data)) > keptOutput:
+		t.output, t.outputGap = nil, true
+	default:
+		t.output = append(t.output, o)
+		t.outputLen += int64(len(o.Data))
+	}
+}
+
+// ending is a dispatch a session ended, for the waiters on its replica: the row as
+// stored and, when complete, its whole output.
+type ending struct {
+	dispatch dbsqlc.Dispatch
+	output   []dbsqlc.DispatchOutput
+	// outputComplete says output is all of it; else the waiter reads it.
+	outputComplete bool
+}
+
+// outcome returns what the waiters learn of the end of d, which t tracked.
+func (t *tracked) outcome(d dbsqlc.Dispatch) *ending {
+	stored := min(d.OutputBytes, d.MaxOutputBytes)
+	return &ending{dispatch: d, output: t.output, outputComplete: !t.outputGap && t.outputLen == stored}
 }
 
 // receive reads the stream until it ends; the messages go to in, the end to recvErr.
@@ -270,7 +309,7 @@ func (a *attachment) run(ctx context.Context) error {
 // which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
 	for _, d := range a.sess.takeDirect() {
-		a.track(d)
+		a.track(d).outputGap = false // new: no session before this one stored its output
 		if err := a.stream.Send(dispatchMessage(d)); err != nil {
 			return err
 		}
@@ -336,7 +375,7 @@ func (a *attachment) claim(ctx context.Context) error {
 func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
-		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes}
+		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes, outputGap: true}
 		a.known[d.ID] = t
 	}
 	t.ended = t.ended || terminal(d.State)
@@ -395,7 +434,8 @@ func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachReque
 	now := a.s.opts.Now()
 	for i := range r.ended {
 		d := &r.ended[i]
-		a.s.hub.end(d)
+		a.s.hub.end(a.known[d.ID].outcome(*d))
+		a.forget(d.ID)
 		a.s.metrics.reported(d.State, now.Sub(d.CreatedAt))
 		a.s.log.Info("dispatch ended", "dispatch_id", d.ID, "device_id", a.deviceID, "state", d.State, "exit_code", d.ExitCode)
 	}
@@ -448,8 +488,16 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 			return errProtocol("dispatch %s was never sent to this node", id)
 		}
 		t.ended = true
+		a.forget(id)
 	}
 	return nil
+}
+
+// forget drops what the session keeps of a dispatch that ended: a late message about it
+// reads it from the database again (own).
+func (a *attachment) forget(id string) {
+	delete(a.known, id)
+	delete(a.cancelsSent, id)
 }
 
 // takeStarts returns the acceptances waiting to be recorded, but those of dispatches
@@ -559,6 +607,7 @@ func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput, r *ro
 		return nil
 	}
 	r.outputs[outputKey{id, off}] = true
+	t.keep(dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: streamNames[o.GetStream()], Data: data})
 	p := &r.reports
 	p.OutputIds = append(p.OutputIds, id)
 	p.OutputOffsets = append(p.OutputOffsets, off)

@@ -54,11 +54,7 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	if r.MaxOutputBytes == 0 {
 		r.MaxOutputBytes = min(DefaultMaxOutputBytes, limit)
 	}
-	d, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
-	if err != nil {
-		return nil, err
-	}
-	out, err := h.s.Output(ctx, d.ID, 0)
+	d, out, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
 	if err != nil {
 		return nil, err
 	}

@@ -59,21 +59,31 @@ func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, cre
 }
 
 // Execute creates a dispatch (or finds the one its idempotency key names), tells named
-// its id, and returns it once it ended, as Wait does.
-func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, error) {
+// its id, and returns it once it ended (see wait), with its output.
+func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, []dbsqlc.DispatchOutput, error) {
 	id := ulid.Make().String()
 	// Watched before it exists, its end cannot slip by unseen.
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
 	d, created, err := s.create(ctx, r, id)
 	if err != nil {
-		return d, err
+		return d, nil, err
 	}
 	named(d.ID)
-	if !created {
-		return s.Wait(ctx, d.ID)
+	var end *ending
+	if created {
+		end, err = s.await(ctx, d, signals)
+	} else {
+		end, err = s.wait(ctx, d.ID)
 	}
-	return s.await(ctx, d, signals)
+	if err != nil {
+		return end.dispatch, nil, err
+	}
+	if end.outputComplete {
+		return end.dispatch, end.output, nil // handed over by the session that ended it
+	}
+	out, err := s.Output(ctx, d.ID, 0)
+	return end.dispatch, out, err
 }
 
 // create stores a dispatch with the given id, unless its idempotency key names an
@@ -227,25 +237,27 @@ func (s *Service) Output(ctx context.Context, id string, from int64) ([]dbsqlc.D
 	return rows, nil
 }
 
-// Wait returns the dispatch once it ended. It gives up when ctx ends, when the daemon
-// shuts down, or when the dispatch did not end well after its deadline (the sweeper
-// should have ended it): the dispatch goes on regardless.
-func (s *Service) Wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
+// wait returns the end of a dispatch, as await does, once it ended. It gives up when
+// ctx ends, when the daemon shuts down, or when the dispatch did not end well after its
+// deadline (the sweeper should have ended it): the dispatch goes on regardless.
+func (s *Service) wait(ctx context.Context, id string) (*ending, error) {
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
 	d, err := s.Get(ctx, id)
 	if err != nil {
-		return d, err
+		return &ending{dispatch: d}, err
 	}
 	return s.await(ctx, d, signals)
 }
 
 // await waits for d to end, on the signals of a watch that began before d was read.
-// The session that ends a dispatch on this replica hands over the ended row; other
-// signals, and a poll in case a notification was lost, have it read again.
-func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *dbsqlc.Dispatch) (dbsqlc.Dispatch, error) {
+// The session that ends a dispatch on this replica hands over its end (the row, and the
+// output when it has all of it); other signals, and a poll in case a notification was
+// lost, have it read again. The end is never nil; on an error it holds the dispatch as
+// last read.
+func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *ending) (*ending, error) {
 	if terminal(d.State) {
-		return d, nil
+		return &ending{dispatch: d}, nil
 	}
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -253,23 +265,23 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 	defer giveUp.Stop()
 	for {
 		select {
-		case ended := <-signals:
-			if ended != nil {
-				return *ended, nil
+		case end := <-signals:
+			if end != nil {
+				return end, nil
 			}
 		case <-poll.C:
 		case <-ctx.Done():
-			return d, ctx.Err()
+			return &ending{dispatch: d}, ctx.Err()
 		case <-s.stopping:
-			return d, connect.NewError(connect.CodeUnavailable, fmt.Errorf(
+			return &ending{dispatch: d}, connect.NewError(connect.CodeUnavailable, fmt.Errorf(
 				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID))
 		case <-giveUp.C:
-			return d, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
+			return &ending{dispatch: d}, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
 				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State))
 		}
 		var err error
 		if d, err = s.Get(ctx, d.ID); err != nil || terminal(d.State) {
-			return d, err
+			return &ending{dispatch: d}, err
 		}
 	}
 }
