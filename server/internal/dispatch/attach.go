@@ -88,10 +88,10 @@ type tracked struct {
 	// ended is true once the dispatch ended.
 	ended bool
 	// output is the dispatch's output as stored, from offset 0 without a gap, while it
-	// stays within keptOutput bytes, for a dispatch no earlier session stored output of
-	// (one handed to this session at its creation); outputGap is set (and output
-	// dropped) otherwise. A waiter on this replica gets it with the end instead of
-	// reading it.
+	// stays within keptOutput bytes, for a dispatch a caller on this replica awaits and
+	// no earlier session stored output of (one handed to this session at its creation
+	// by ExecuteCapability); outputGap is set (and output dropped) otherwise. The
+	// waiter gets it with the end instead of reading it.
 	output    []dbsqlc.DispatchOutput
 	outputLen int64
 	outputGap bool
@@ -308,9 +308,10 @@ func (a *attachment) run(ctx context.Context) error {
 // wait for the disk (store.Lossy): a claim a crash forgets is a dispatch queued again,
 // which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
-	for _, d := range a.sess.takeDirect() {
-		a.track(d).outputGap = false // new: no session before this one stored its output
-		if err := a.stream.Send(dispatchMessage(d)); err != nil {
+	for _, h := range a.sess.takeDirect() {
+		// New: no session before this one stored output of it.
+		a.track(h.dispatch).outputGap = !h.awaited
+		if err := a.stream.Send(dispatchMessage(h.dispatch)); err != nil {
 			return err
 		}
 	}
@@ -626,7 +627,11 @@ func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *
 		return err
 	}
 	r.acks = append(r.acks, id)
-	if t.ended || r.ending[id] != nil {
+	if t.ended {
+		a.forget(id) // a result sent again: own read the dispatch back for it
+		return nil
+	}
+	if r.ending[id] != nil {
 		return nil
 	}
 	state, errText := outcomeStates[res.GetOutcome()], res.GetError()

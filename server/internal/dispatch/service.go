@@ -55,7 +55,7 @@ func (r Request) hash(input []byte) []byte {
 // Create queues a dispatch, or returns the one an earlier call with the same idempotency
 // key created (created is then false).
 func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, created bool, err error) {
-	return s.create(ctx, r, ulid.Make().String())
+	return s.create(ctx, r, ulid.Make().String(), false)
 }
 
 // Execute creates a dispatch (or finds the one its idempotency key names), tells named
@@ -65,7 +65,7 @@ func (s *Service) Execute(ctx context.Context, r Request, named func(id string))
 	// Watched before it exists, its end cannot slip by unseen.
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
-	d, created, err := s.create(ctx, r, id)
+	d, created, err := s.create(ctx, r, id, true)
 	if err != nil {
 		return d, nil, err
 	}
@@ -88,8 +88,9 @@ func (s *Service) Execute(ctx context.Context, r Request, named func(id string))
 
 // create stores a dispatch with the given id, unless its idempotency key names an
 // earlier one. When this replica holds the node's session, the dispatch is stored as
-// sent on it and handed to it, without a claim's round trip.
-func (s *Service) create(ctx context.Context, r Request, id string) (d dbsqlc.Dispatch, created bool, err error) {
+// sent on it and handed to it, without a claim's round trip; awaited says the caller
+// waits for its end here.
+func (s *Service) create(ctx context.Context, r Request, id string, awaited bool) (d dbsqlc.Dispatch, created bool, err error) {
 	if strings.TrimSpace(r.Input) == "" {
 		r.Input = "{}"
 	}
@@ -130,7 +131,11 @@ func (s *Service) create(ctx context.Context, r Request, id string) (d dbsqlc.Di
 	}
 	d, err = q.InsertDispatch(ctx, params)
 	if sess != nil {
-		sess.hand(id, d, err == nil)
+		var h *handoff
+		if err == nil {
+			h = &handoff{dispatch: d, awaited: awaited}
+		}
+		sess.hand(id, h)
 	}
 	if errors.Is(err, store.ErrNotFound) && key != nil {
 		// A concurrent call with the same key won the insert.
