@@ -14,25 +14,8 @@ import (
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
+	"github.com/palyra/palyra/server/internal/testclock"
 )
-
-// testClock is a clock that moves only when told to.
-type testClock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // tokensBundle is one database and the replicas on it.
 type tokensBundle struct {
@@ -200,20 +183,27 @@ func TestInvalidationReachesEveryReplica(t *testing.T) {
 	}
 }
 
-func TestResetFlushesTheCache(t *testing.T) {
-	t.Parallel()
+// cachedButRevoked returns a replica and the secret of a token it has cached, and that
+// was then revoked with its notification lost: the cache still accepts it.
+func cachedButRevoked(t *testing.T) (*tokensBundle, *replica, string) {
+	t.Helper()
 	b := setupTokens(t)
 	r := b.replica(t, nil)
 	tok, secret := b.create(t, r, CreateParams{})
 	if !r.authenticates(t, secret) {
 		t.Fatal("a fresh token is refused")
 	}
-	// A revocation whose notification is lost: the cache still holds the token.
 	b.exec(t, "alter table api_tokens disable trigger api_tokens_notify")
 	b.exec(t, "update api_tokens set revoked_at = now() where id = $1", tok.ID)
 	if !r.authenticates(t, secret) {
 		t.Fatal("the token is not cached")
 	}
+	return b, r, secret
+}
+
+func TestResetFlushesTheCache(t *testing.T) {
+	t.Parallel()
+	b, r, secret := cachedButRevoked(t)
 	// The listener loses its connection; when it is back, its Reset flushes the cache.
 	b.exec(t, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1", r.listenerApp)
 	waitFor(t, 10*time.Second, "the replica to refuse the token", func() bool { return !r.authenticates(t, secret) })
@@ -223,17 +213,7 @@ func TestResetFlushesTheCache(t *testing.T) {
 // reads the database.
 func TestNoCacheWhileTheListenerIsDown(t *testing.T) {
 	t.Parallel()
-	b := setupTokens(t)
-	r := b.replica(t, nil)
-	tok, secret := b.create(t, r, CreateParams{})
-	if !r.authenticates(t, secret) {
-		t.Fatal("a fresh token is refused")
-	}
-	b.exec(t, "alter table api_tokens disable trigger api_tokens_notify")
-	b.exec(t, "update api_tokens set revoked_at = now() where id = $1", tok.ID)
-	if !r.authenticates(t, secret) {
-		t.Fatal("the token is not cached")
-	}
+	_, r, secret := cachedButRevoked(t)
 	r.tokens.listening = func() bool { return false } // as between a lost connection and its Reset
 	if r.authenticates(t, secret) {
 		t.Error("a revoked token is accepted from the cache while the listener is down")
@@ -243,7 +223,7 @@ func TestNoCacheWhileTheListenerIsDown(t *testing.T) {
 func TestCachedTokens(t *testing.T) {
 	t.Parallel()
 	b := setupTokens(t)
-	clock := &testClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	r := b.replica(t, clock.Now)
 
 	t.Run("an expired token is refused even when cached", func(t *testing.T) {
@@ -320,7 +300,7 @@ func TestRateLimitAtLowRates(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			clock := &testClock{t: time.Now()}
+			clock := testclock.New(time.Now())
 			replicas := []*replica{b.replica(t, clock.Now), b.replica(t, clock.Now)}
 			tok, _ := b.create(t, replicas[0], CreateParams{RateLimit: tc.rate})
 			// Two replicas admit exactly the burst together, one call a row update.
@@ -349,7 +329,7 @@ func TestLeasedRateLimitHoldsAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	const rate = 60000 // a burst of 60000, 1000 calls a second
 	b := setupTokens(t)
-	clock := &testClock{t: time.Now()}
+	clock := testclock.New(time.Now())
 	first, second := b.replica(t, clock.Now), b.replica(t, clock.Now)
 	tok, _ := b.create(t, first, CreateParams{RateLimit: rate})
 

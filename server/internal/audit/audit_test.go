@@ -22,6 +22,7 @@ import (
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
+	"github.com/palyra/palyra/server/internal/testclock"
 )
 
 // testBundle is what the tests start from: a log on a migrated database of its own.
@@ -29,14 +30,14 @@ type testBundle struct {
 	url   string
 	store *store.Store
 	log   *audit.Log
-	clock *clock
+	clock *testclock.Clock
 }
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	url := storetest.URL(t)
 	s := openStore(t, url)
-	c := &clock{now: time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC)}
+	c := testclock.New(time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC))
 	return &testBundle{url: url, store: s, log: audit.New(s, c.Now), clock: c}
 }
 
@@ -48,24 +49,6 @@ func openStore(t *testing.T, url string) *store.Store {
 	}
 	t.Cleanup(s.Close)
 	return s
-}
-
-// clock is a settable clock for audit.New.
-type clock struct {
-	mu  sync.Mutex // guards the following
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
 }
 
 // event returns a plausible event, the i-th of a test.

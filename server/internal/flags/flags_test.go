@@ -6,13 +6,13 @@ import (
 	"reflect"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
+	"github.com/palyra/palyra/server/internal/testclock"
 )
 
 // testEpoch is the start of every test clock: a whole second, so that PostgreSQL's
@@ -20,34 +20,19 @@ import (
 // injection shows.
 var testEpoch = time.Date(2031, 3, 14, 15, 9, 26, 0, time.UTC)
 
-// clock is a settable time source, safe for concurrent use.
-type clock struct{ ns atomic.Int64 }
-
-func newClock(t time.Time) *clock {
-	c := &clock{}
-	c.ns.Store(t.UnixNano())
-	return c
-}
-
-// Now is the func() time.Time that New takes.
-func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
-
-// Advance moves the clock forward by d.
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // testBundle is what every test starts from: a migrated database of its own, opened
 // through its URL so that more replicas can open it too, a clock, and a registry of the
 // built-in flags.
 type testBundle struct {
 	url   string
 	store *store.Store
-	clock *clock
+	clock *testclock.Clock
 	reg   *flags.Registry
 }
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	b := &testBundle{url: storetest.URL(t), clock: newClock(testEpoch)}
+	b := &testBundle{url: storetest.URL(t), clock: testclock.New(testEpoch)}
 	b.store = openStore(t, b.url)
 	b.reg = newRegistry(t, b.store, flags.Builtin(), b.clock.Now)
 	return b

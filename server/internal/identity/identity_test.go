@@ -1,37 +1,19 @@
 package identity_test
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
+	"github.com/palyra/palyra/server/internal/testclock"
 )
 
 // testEpoch is the start of every test clock: a whole second, so that what the code
 // truncates to seconds stays comparable, and far from the real date, so that a
 // forgotten injection shows.
 var testEpoch = time.Date(2031, 3, 14, 15, 9, 26, 0, time.UTC)
-
-// clock is a settable time source, safe for concurrent use.
-type clock struct{ ns atomic.Int64 }
-
-func newClock(t time.Time) *clock {
-	c := &clock{}
-	c.Set(t)
-	return c
-}
-
-// Now is the func() time.Time the options take.
-func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
-
-// Set moves the clock to t.
-func (c *clock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
-
-// Advance moves the clock forward by d.
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // newKEK returns a key-encryption key from a fresh random master key, as given in
 // PALYRA_MASTER_KEY (nothing is written to disk).
@@ -50,13 +32,13 @@ func newKEK(t *testing.T) *identity.KeyEncryptionKey {
 type testBundle struct {
 	store     *store.Store
 	kek       *identity.KeyEncryptionKey
-	clock     *clock
+	clock     *testclock.Clock
 	authority *identity.Authority
 }
 
 func setup(t *testing.T) *testBundle {
 	t.Helper()
-	b := &testBundle{store: storetest.New(t), kek: newKEK(t), clock: newClock(testEpoch)}
+	b := &testBundle{store: storetest.New(t), kek: newKEK(t), clock: testclock.New(testEpoch)}
 	b.authority = b.loadAuthority(t, b.clock.Now)
 	return b
 }

@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,26 +35,12 @@ import (
 	"github.com/palyra/palyra/server/internal/pairing"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
+	"github.com/palyra/palyra/server/internal/testclock"
 )
 
 // testEpoch is the start of every test clock: far from the real date, so that a
 // forgotten injection of the clock shows.
 var testEpoch = time.Date(2031, 3, 14, 15, 9, 26, 0, time.UTC)
-
-// clock is a settable time source, safe for concurrent use.
-type clock struct{ ns atomic.Int64 }
-
-func newClock(t time.Time) *clock {
-	c := &clock{}
-	c.ns.Store(t.UnixNano())
-	return c
-}
-
-// Now is the func() time.Time the options take.
-func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
-
-// Advance moves the clock forward by d.
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // Settings of the bundles.
 const (
@@ -74,7 +59,7 @@ type testBundle struct {
 	url       string
 	store     *store.Store
 	kek       *identity.KeyEncryptionKey
-	clock     *clock
+	clock     *testclock.Clock
 	authority *identity.Authority
 	audit     *audit.Log
 	svc       *pairing.Service
@@ -106,7 +91,7 @@ func setup(t *testing.T, mods ...bundleOption) *testBundle {
 	if err != nil {
 		t.Fatalf("key-encryption key: %v", err)
 	}
-	return newBundle(t, storetest.URL(t), k, newClock(testEpoch), mods...)
+	return newBundle(t, storetest.URL(t), k, testclock.New(testEpoch), mods...)
 }
 
 // replica returns a second replica on the same database, master key and clock.
@@ -115,7 +100,7 @@ func (b *testBundle) replica(t *testing.T, mods ...bundleOption) *testBundle {
 	return newBundle(t, b.url, b.kek, b.clock, mods...)
 }
 
-func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *clock, mods ...bundleOption) *testBundle {
+func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *testclock.Clock, mods ...bundleOption) *testBundle {
 	t.Helper()
 	ctx := t.Context()
 	st, err := store.Open(ctx, store.Options{URL: dbURL})
