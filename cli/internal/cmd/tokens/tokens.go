@@ -218,7 +218,7 @@ The old secret stops working at once; the new one is printed once.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(d.Stderr, "Token %s is revoked and replaced by %s. %s\n", id, res.Msg.GetToken().GetId(), secretWarning)
+			output.Fprintf(d.Stderr, "Token %s is revoked and replaced by %s. %s\n", id, res.Msg.GetToken().GetId(), secretWarning)
 			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) {
 				tokenTable(w, res.Msg.GetToken())
 				fmt.Fprintf(w, "Secret\t%s\n", res.Msg.GetSecret())
