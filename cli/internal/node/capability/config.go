@@ -62,7 +62,8 @@ type ShellConfig struct {
 	WorkDir string `toml:"work_dir"`
 	// Env names the environment variables passed through from the agent's environment,
 	// besides PATH which always is; a run's input may set these names (and only these)
-	// too. Nothing else reaches the program.
+	// too, but for those programs read as code, commands or options (codeEnv), which
+	// only pass through. Nothing else reaches the program.
 	Env []string `toml:"env"`
 	// Timeout is the upper bound of a run (default 10m); the input may ask for less, and
 	// the dispatch's deadline also applies.
@@ -439,8 +440,10 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 # work_dir = "/tmp"
 
 # Environment variables passed through from the agent's environment, besides PATH which
-# always is. A request may set these names, and only these. Nothing else reaches the
-# program.
+# always is. A request may set these names, and only these, except those that programs
+# read as code, commands or options (LD_*, BASH_ENV, MAKEFLAGS, GIT_*, PYTHON*,
+# NODE_OPTIONS, PAGER, TAR_OPTIONS, ...): those only pass through. Nothing else reaches
+# the program.
 # env = ["LANG", "TZ"]
 
 # Longest a run may last; a request may ask for less, and its deadline applies too.

@@ -178,6 +178,34 @@ var executors = map[string]string{
 	"chef-client": runsConfigMgmt,
 }
 
+// codeEnvNames and codeEnvPrefixes are environment variables that programs read as code,
+// commands or options: set by a request, one would run anything through an allowed
+// program (LD_PRELOAD a library, MAKEFLAGS a makefile, GIT_SSH_COMMAND a command,
+// TAR_OPTIONS --to-command). shell.env passes them through but a request may not set
+// them.
+var (
+	codeEnvNames = []string{
+		"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "IFS", "CDPATH", "GLOBIGNORE",
+		"MAKEFLAGS", "MFLAGS", "GNUMAKEFLAGS", "MAKEFILES", "MAKELEVEL",
+		"PAGER", "MANPAGER", "MANOPT", "EDITOR", "VISUAL", "BROWSER", "LESSOPEN", "LESSCLOSE", "LESSKEY",
+		"SYSTEMD_PAGER", "SYSTEMD_EDITOR", "SSH_ASKPASS", "SUDO_ASKPASS", "GCONV_PATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+		"TAR_OPTIONS", "RSYNC_RSH", "RSYNC_CONNECT_PROG", "CVS_RSH", "ZIPOPT", "UNZIP", "GREP_OPTIONS",
+		"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "OPENSSL_CONF", "OPENSSL_ENGINES",
+		"HOME", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS", "SHELL",
+	}
+	codeEnvPrefixes = []string{
+		"LD_", "DYLD_", "BASH_FUNC_", "GIT_", "PYTHON", "PERL", "RUBY", "GEM_", "BUNDLE_", "NODE_", "NPM_CONFIG_", "LUA_",
+		"TCL", "R_", "PHP", "DOTNET_", "CORECLR_", "COMPlus_", "MALLOC_", "GLIBC_TUNABLES", "SSH_",
+	}
+)
+
+// codeEnv reports whether programs read the environment variable name as code,
+// commands or options.
+func codeEnv(name string) bool {
+	return slices.Contains(codeEnvNames, name) ||
+		slices.ContainsFunc(codeEnvPrefixes, func(p string) bool { return strings.HasPrefix(name, p) })
+}
+
 // multicall are the binaries that run the applet named by argv[0]'s base name: a link
 // to one is what its own name says (the agent starts the allowed entry with itself as
 // argv[0]), not a shell.

@@ -432,6 +432,10 @@ func (s *shell) environment(req map[string]string) ([]string, error) {
 			return nil, refusef("%s: environment variable %q is not allowed (shell.env in %s lists those a request may set)",
 				ShellExecuteName, name, ConfigFile)
 		}
+		if codeEnv(name) {
+			return nil, refusef("%s: environment variable %q may not be set by a request: programs read it as code, "+
+				"commands or options (it only passes through from the agent's environment)", ShellExecuteName, name)
+		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return nil, refusef("%s: environment variable %q holds a NUL byte", ShellExecuteName, name)
 		}

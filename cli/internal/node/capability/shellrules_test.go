@@ -454,3 +454,24 @@ unsafe = true
 		})
 	}
 }
+
+// TestShellExecuteCodeEnv checks that a variable programs read as code or options, even
+// listed in shell.env, only passes through: a request that sets it is refused (make -C
+// /src with MAKEFLAGS naming another makefile would be the shell the rules refuse).
+func TestShellExecuteCodeEnv(t *testing.T) {
+	t.Parallel()
+	names := []string{"LD_PRELOAD", "LD_LIBRARY_PATH", "MAKEFLAGS", "GIT_SSH_COMMAND", "BASH_ENV", "PYTHONSTARTUP", "TAR_OPTIONS", "LANG"}
+	environ := []string{"PATH=" + testPATH, "LD_LIBRARY_PATH=/opt/lib"}
+	s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{{Path: "/usr/bin/env", Args: []ArgRule{{}}}}, Env: names}, environ)
+	for _, name := range names[:len(names)-1] {
+		_, out, err := runShell(t.Context(), t, s, ShellInput{Argv: []string{"env"}, Env: map[string]string{name: "x"}})
+		wantRefused(t, err, name, "may not be set by a request")
+		if out.Writes() != 0 {
+			t.Errorf("%s: something ran", name)
+		}
+	}
+	res, out, err := runShell(t.Context(), t, s, ShellInput{Argv: []string{"env"}, Env: map[string]string{"LANG": "C.UTF-8"}})
+	if err != nil || res.Failed || !strings.Contains(out.Stdout(), "LANG=C.UTF-8\n") || !strings.Contains(out.Stdout(), "LD_LIBRARY_PATH=/opt/lib\n") {
+		t.Errorf("Run = %+v, %v, stdout %q: want LANG set and LD_LIBRARY_PATH passed through", res, err, out.Stdout())
+	}
+}
