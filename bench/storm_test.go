@@ -17,7 +17,7 @@ import (
 
 // The backoff of the node agent (cli/internal/node): exponential with full jitter, the
 // n-th wait drawn uniformly from [0, min(30 s, 500 ms·2ⁿ)], reset by a session that
-// lasted.
+// was welcomed and held 5 s (every session here).
 const (
 	agentBackoffInitial = 500 * time.Millisecond
 	agentBackoffMax     = 30 * time.Second

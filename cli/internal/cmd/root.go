@@ -19,6 +19,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/pairing"
 	"github.com/palyra/palyra/cli/internal/cmd/status"
 	"github.com/palyra/palyra/cli/internal/cmd/version"
+	"github.com/palyra/palyra/cli/internal/output"
 	"github.com/palyra/palyra/internal/cliusage"
 )
 
@@ -56,14 +57,15 @@ func Execute(ctx context.Context, args []string, d *deps.Deps) int {
 		if errors.Is(err, context.Canceled) {
 			err = errors.New("interrupted")
 		}
-		fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
+		output.Fprintf(d.Stderr, "palyra: %v\n", err)
 		return ExitInterrupted
 	case cliusage.Is(err):
-		fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
+		output.Fprintf(d.Stderr, "palyra: %v\n", err)
 		fmt.Fprintln(d.Stderr, "Run 'palyra --help' for usage.")
 		return ExitUsage
 	}
-	fmt.Fprintf(d.Stderr, "palyra: %v\n", err)
+	// The error may hold a server's or a node's text (a dispatch's error, say).
+	output.Fprintf(d.Stderr, "palyra: %v\n", err)
 	return ExitFailure
 }
 

@@ -78,7 +78,7 @@ type AgentOptions struct {
 // tuning are the timings of an Agent.
 type tuning struct {
 	backoffInitial, backoffMax time.Duration // between attach attempts
-	stableSession              time.Duration // a session that lasted longer resets the backoff
+	stableAttach               time.Duration // a session held this long after its welcome resets the backoff
 	welcomeTimeout             time.Duration // from the hello to the welcome
 	renewBackoffMax            time.Duration // between failed renewals
 	renewCheck                 time.Duration // the longest wait before looking at the clock again
@@ -95,7 +95,7 @@ type tuning struct {
 var defaultTuning = tuning{
 	backoffInitial:  500 * time.Millisecond,
 	backoffMax:      30 * time.Second,
-	stableSession:   time.Minute,
+	stableAttach:    5 * time.Second,
 	welcomeTimeout:  10 * time.Second,
 	renewBackoffMax: 5 * time.Minute,
 	renewCheck:      time.Hour,
@@ -376,27 +376,30 @@ func (a *Agent) recoverRan() error {
 }
 
 // attachLoop attaches to palyrad and runs sessions until ctx ends, waiting with
-// exponential backoff and full jitter between attempts. A session that lasted longer
-// than tune.stableSession resets the backoff. It runs on Run's goroutine.
+// exponential backoff and full jitter between attempts. A stable attach resets the
+// backoff: a session that was welcomed and held for tune.stableAttach, so that a node
+// whose replica comes back after failures returns at once, while a replica that
+// welcomes and drops at once still sees the waits grow. It runs on Run's goroutine.
 func (a *Agent) attachLoop(ctx context.Context) {
 	b := &backoff{initial: a.tune.backoffInitial, max: a.tune.backoffMax, rand: a.rand}
 	for ctx.Err() == nil {
-		started := a.now()
 		attached, err := a.attach(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if attached && a.now().Sub(started) > a.tune.stableSession {
-			b.reset()
-		}
-		wait := b.next()
-		a.logSessionEnd(attached, err, wait)
+		var since time.Time // when the session began: zero when none did
 		a.updateStatus(func(s *AgentStatus) {
+			since = s.AttachedSince
 			s.Attached, s.SessionID, s.AttachedSince = false, "", time.Time{}
 			if err != nil {
 				s.LastError = err.Error()
 			}
 		})
+		if attached && !since.IsZero() && a.now().Sub(since) >= a.tune.stableAttach {
+			b.reset()
+		}
+		wait := b.next()
+		a.logSessionEnd(attached, err, wait)
 		if sleep(ctx, wait) != nil {
 			return
 		}

@@ -42,7 +42,7 @@ const wait = 10 * time.Second
 var testTuning = tuning{
 	backoffInitial:  10 * time.Millisecond,
 	backoffMax:      50 * time.Millisecond,
-	stableSession:   time.Minute,
+	stableAttach:    5 * time.Second,
 	welcomeTimeout:  2 * time.Second,
 	renewBackoffMax: 50 * time.Millisecond,
 	renewCheck:      time.Hour,

@@ -1,5 +1,13 @@
 // Package output prints API responses for the palyra CLI: a human table by default, or
 // the protojson form of the response with -o json, for scripts.
+//
+// Whatever it prints is safe for a terminal: names, labels, reasons and messages come
+// from palyrad and from nodes, and a control sequence in one could rewrite what the
+// terminal shows. Table output escapes every C0 control but tab and line feed, DEL,
+// every C1 control, the bidirectional formatting characters and bytes that are not
+// UTF-8 (Escape); JSON output writes the ones JSON itself leaves raw as \u escapes.
+// Commands print other server-supplied text through Escape too. A dispatch's output is
+// the exception: it is the remote program's, written as it came, as ssh does.
 package output
 
 import (
@@ -10,6 +18,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -57,7 +66,7 @@ func Print(w io.Writer, f Format, msg proto.Message, table func(w io.Writer)) er
 			return fmt.Errorf("encode JSON: %w", err)
 		}
 		out.WriteByte('\n')
-		_, err = out.WriteTo(w)
+		_, err = w.Write(escapeJSON(out.Bytes()))
 		return err
 	}
 	return printTable(w, table)
@@ -72,17 +81,141 @@ func PrintValue(w io.Writer, f Format, v any, table func(w io.Writer)) error {
 		if err != nil {
 			return fmt.Errorf("encode JSON: %w", err)
 		}
-		_, err = w.Write(append(b, '\n'))
+		_, err = w.Write(escapeJSON(append(b, '\n')))
 		return err
 	}
 	return printTable(w, table)
 }
 
-// printTable writes what table writes, with its tab-separated columns aligned.
+// printTable writes what table writes, with its tab-separated columns aligned and
+// everything but tabs and line feeds escaped for a terminal.
 func printTable(w io.Writer, table func(w io.Writer)) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	table(tw)
+	e := &escaper{w: tw}
+	table(e)
+	if err := e.flush(); err != nil {
+		return err
+	}
 	return tw.Flush()
+}
+
+// Escape makes s safe to print on a terminal: every C0 control but tab and line feed,
+// DEL and each byte that is not UTF-8 become \xNN; every C1 control and the
+// bidirectional formatting characters (U+061C, U+200E, U+200F, U+202A–U+202E,
+// U+2066–U+2069), which can reorder what a line shows, become \uNNNN. The rest is kept.
+func Escape(s string) string {
+	if !needsEscape(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		writeEscaped(&b, r, s[i:i+n])
+		i += n
+	}
+	return b.String()
+}
+
+// Fprintf is fmt.Fprintf with the text escaped by Escape, for messages that hold
+// server-supplied text (names, reasons, errors).
+func Fprintf(w io.Writer, format string, args ...any) {
+	io.WriteString(w, Escape(fmt.Sprintf(format, args...)))
+}
+
+// needsEscape reports whether Escape would change s.
+func needsEscape(s string) bool {
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 || unsafeRune(r) {
+			return true
+		}
+		i += n
+	}
+	return false
+}
+
+// unsafeRune reports whether a terminal may act on r rather than show it.
+func unsafeRune(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n':
+		return false
+	case r < 0x20 || r == 0x7f || r >= 0x80 && r <= 0x9f:
+		return true
+	case r == 0x061c || r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
+}
+
+// writeEscaped writes the rune r, whose encoding in the input is raw, escaped as
+// Escape says.
+func writeEscaped(b *strings.Builder, r rune, raw string) {
+	switch {
+	case r == utf8.RuneError && len(raw) == 1:
+		fmt.Fprintf(b, `\x%02x`, raw[0])
+	case !unsafeRune(r):
+		b.WriteString(raw)
+	case r < 0x80:
+		fmt.Fprintf(b, `\x%02x`, r)
+	default:
+		fmt.Fprintf(b, `\u%04x`, r)
+	}
+}
+
+// escaper is a writer that applies Escape to what it is given. A UTF-8 sequence cut by
+// the end of a write waits for the next one, or for flush. It is used by one goroutine.
+type escaper struct {
+	w       io.Writer
+	pending []byte // the start of an incomplete UTF-8 sequence
+}
+
+// Write implements io.Writer.
+func (e *escaper) Write(p []byte) (int, error) {
+	buf := append(e.pending, p...)
+	// Hold back the start of a sequence that the next write may complete.
+	cut := len(buf)
+	for i := len(buf) - 1; i >= 0 && i >= len(buf)-utf8.UTFMax+1; i-- {
+		if utf8.RuneStart(buf[i]) {
+			if !utf8.FullRune(buf[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	e.pending = append([]byte(nil), buf[cut:]...)
+	if _, err := io.WriteString(e.w, Escape(string(buf[:cut]))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// flush writes what is held back, escaped.
+func (e *escaper) flush() error {
+	if len(e.pending) == 0 {
+		return nil
+	}
+	_, err := io.WriteString(e.w, Escape(string(e.pending)))
+	e.pending = nil
+	return err
+}
+
+// escapeJSON writes the characters of JSON text that JSON encoders leave raw but a
+// terminal may act on (DEL, C1 controls, bidirectional formatting characters) as \u
+// escapes. They can only appear inside strings, where the escape means the same.
+func escapeJSON(b []byte) []byte {
+	s := string(b)
+	if !needsEscape(s) {
+		return b
+	}
+	var out bytes.Buffer
+	for _, r := range s {
+		if unsafeRune(r) {
+			fmt.Fprintf(&out, `\u%04x`, r)
+			continue
+		}
+		out.WriteRune(r)
+	}
+	return out.Bytes()
 }
 
 // Time formats a timestamp for a table cell, in RFC 3339 and UTC like the JSON output;

@@ -2,9 +2,12 @@ package output_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -101,6 +104,102 @@ func TestAgeAndFingerprint(t *testing.T) {
 	for in, want := range fps {
 		if got := output.ShortFingerprint(in); got != want {
 			t.Errorf("ShortFingerprint(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// hostile holds what a node or a server could put in a name, a label or a reason to
+// take over a terminal: an escape sequence that clears the screen and moves the cursor
+// up, a carriage return, a C1 CSI (raw and as UTF-8), DEL, a bidi override, an
+// isolate, a mark, and a byte that is not UTF-8.
+const hostile = "web\x1b[2J\x1b[1Aok\rX\u009b31m\xc2\x9b\x7f\u202egnp.exe\u2066x\u2069\u200f\xff!"
+
+// hostileEscaped is hostile as a table cell shows it.
+const hostileEscaped = `web\x1b[2J\x1b[1Aok\x0dX\u009b31m\u009b\x7f\u202egnp.exe\u2066x\u2069\u200f\xff!`
+
+// TestTableEscapesControls prints hostile strings through the table writer, also cut
+// into writes that split UTF-8 sequences, and checks that no control, bidi character
+// or stray byte reaches the terminal; tabs and line feeds keep their meaning.
+func TestTableEscapesControls(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	err := output.Print(&buf, output.Table, &controlplanev1.GetStatusResponse{}, func(w io.Writer) {
+		io.WriteString(w, "NAME\tLABEL\n")
+		io.WriteString(w, "n1\t"+hostile+"\n")
+		// The same, one byte at a time: sequences cut between writes.
+		io.WriteString(w, "n2\t")
+		for i := range len(hostile) {
+			w.Write([]byte{hostile[i]})
+		}
+		io.WriteString(w, "\n")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertTerminalSafe(t, buf.String())
+	want := "NAME  LABEL\nn1    " + hostileEscaped + "\nn2    " + hostileEscaped + "\n"
+	if buf.String() != want {
+		t.Errorf("table\n%q\nwant\n%q", buf.String(), want)
+	}
+}
+
+// TestJSONEscapesControls checks -o json: what JSON leaves raw (DEL, C1, bidi) is
+// written as \u escapes, and the JSON still decodes to the same string.
+func TestJSONEscapesControls(t *testing.T) {
+	t.Parallel()
+	valid := strings.ToValidUTF8(hostile, "\ufffd") // a proto string is UTF-8
+	var buf bytes.Buffer
+	if err := output.Print(&buf, output.JSON, &controlplanev1.GetStatusResponse{ReplicaId: valid}, nil); err != nil {
+		t.Fatal(err)
+	}
+	assertTerminalSafe(t, buf.String())
+	var got struct {
+		ReplicaID string `json:"replicaId"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got.ReplicaID != valid {
+		t.Errorf("decoded %q, %v; want %q", got.ReplicaID, err, valid)
+	}
+	buf.Reset()
+	if err := output.PrintValue(&buf, output.JSON, map[string]string{"name": valid}, nil); err != nil {
+		t.Fatal(err)
+	}
+	assertTerminalSafe(t, buf.String())
+}
+
+// assertTerminalSafe fails t when out holds anything but printable text, tabs and
+// line feeds.
+func assertTerminalSafe(t *testing.T, out string) {
+	t.Helper()
+	if !utf8.ValidString(out) {
+		t.Errorf("output is not UTF-8: %q", out)
+	}
+	for _, r := range out {
+		if r != '\t' && r != '\n' && (r < 0x20 || r >= 0x7f && r <= 0x9f || r == 0x061c || r == 0x200e || r == 0x200f ||
+			r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069) {
+			t.Errorf("output holds %U raw: %q", r, out)
+			return
+		}
+	}
+}
+
+// TestEscape checks what Escape keeps and what it writes as escapes.
+func TestEscape(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"":                         "",
+		"plain text, 123":          "plain text, 123",
+		"naïve café ☃ 日本語 ünïcödé": "naïve café ☃ 日本語 ünïcödé",
+		"tab\tand\nline feed":      "tab\tand\nline feed",
+		`a\x1b stays text`:         `a\x1b stays text`,
+		"\x00\x07\x08\x1b\r\x7f":   `\x00\x07\x08\x1b\x0d\x7f`,
+		"\u0080\u009b\u009f":       `\u0080\u009b\u009f`,
+		"\u061c\u200e\u200f":       `\u061c\u200e\u200f`,
+		"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069": `\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069`,
+		"\xff\xc2":           `\xff\xc2`,
+		"\u00a0\u200b\u2028": "\u00a0\u200b\u2028",
+	} {
+		if got := output.Escape(in); got != want {
+			t.Errorf("Escape(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -38,7 +38,7 @@ func Bootstrap(ctx context.Context, db *store.Store, dataDir string) (string, er
 		if err != nil {
 			return err
 		}
-		_, secret, err := insertToken(ctx, q, owner.ID, "bootstrap", CreateParams{Label: "bootstrap", Role: Owner}, nil)
+		_, secret, err := insertToken(ctx, q, owner.ID, "bootstrap", CreateParams{Label: "bootstrap", Role: Owner, RateLimit: MaxRateLimit}, nil)
 		if err != nil {
 			return err
 		}

@@ -36,6 +36,27 @@ func (e *ExceedsError) Error() string {
 	return fmt.Sprintf("the token holds permissions you do not: %s", strings.Join(names, ", "))
 }
 
+// BoundError refuses to create or rotate a token that would outlive the caller's own
+// token or allow more calls a minute. Reason names the bound.
+type BoundError struct{ Reason string }
+
+// Error implements error.
+func (e *BoundError) Error() string { return e.Reason }
+
+// ScopeError refuses a scope that is not a permission of the token's role: it would
+// narrow the token to nothing.
+type ScopeError struct {
+	// Index is the scope's position in the request.
+	Index int
+	Scope Permission
+	Role  Role
+}
+
+// Error implements error.
+func (e *ScopeError) Error() string {
+	return fmt.Sprintf("%q is not a permission of role %s (ListRoles shows its permissions)", e.Scope, e.Role)
+}
+
 // RateLimitedError refuses a call over its token's rate limit.
 type RateLimitedError struct {
 	// RetryAfter is when the next call would be admitted.

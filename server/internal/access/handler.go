@@ -80,14 +80,15 @@ func (h *Handler) ListRoles(context.Context, *connect.Request[accessv1.ListRoles
 	return connect.NewResponse(res), nil
 }
 
-// CreateToken creates a token no more powerful than the caller.
+// CreateToken creates a token no more powerful than the caller, expiring no later and
+// allowing no more calls a minute.
 func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1.CreateTokenRequest]) (*connect.Response[accessv1.CreateTokenResponse], error) {
 	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
 	role, _ := RoleFromProto(req.Msg.GetRole()) // protovalidate refuses unspecified and undefined roles
-	scopes, err := parseScopes(req.Msg.GetScopes())
+	scopes, err := parseScopes(req.Msg.GetScopes(), role)
 	if err != nil {
 		return nil, err
 	}
@@ -104,20 +105,27 @@ func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1
 	return connect.NewResponse(&accessv1.CreateTokenResponse{Token: h.tokenProto(tok), Secret: secret}), nil
 }
 
-// parseScopes checks every scope against the catalog; an unknown one is refused with
-// InvalidArgument naming the field.
-func parseScopes(in []string) ([]Permission, error) {
+// parseScopes checks every scope against the catalog and the token's role; an unknown
+// one, or one the role does not hold (it would leave the token without permissions),
+// is refused with InvalidArgument naming the field.
+func parseScopes(in []string, role Role) ([]Permission, error) {
 	out := make([]Permission, 0, len(in))
 	var bad []*errdetails.BadRequest_FieldViolation
+	perms := role.Permissions()
 	for i, s := range in {
-		if !Known(Permission(s)) {
+		field := fmt.Sprintf("scopes[%d]", i)
+		switch {
+		case !Known(Permission(s)):
 			bad = append(bad, &errdetails.BadRequest_FieldViolation{
-				Field:       fmt.Sprintf("scopes[%d]", i),
-				Description: fmt.Sprintf("%q is not a permission in the catalog (see ListPermissions)", s),
+				Field: field, Description: fmt.Sprintf("%q is not a permission in the catalog (see ListPermissions)", s),
 			})
-			continue
+		case !perms[Permission(s)]:
+			bad = append(bad, &errdetails.BadRequest_FieldViolation{
+				Field: field, Description: (&ScopeError{Index: i, Scope: Permission(s), Role: role}).Error(),
+			})
+		default:
+			out = append(out, Permission(s))
 		}
-		out = append(out, Permission(s))
 	}
 	if len(bad) == 0 {
 		return out, nil
@@ -163,7 +171,8 @@ func (h *Handler) GetToken(ctx context.Context, req *connect.Request[accessv1.Ge
 	return connect.NewResponse(&accessv1.GetTokenResponse{Token: h.tokenProto(tok)}), nil
 }
 
-// RotateToken replaces a token by a new one.
+// RotateToken replaces a token by a new one, bounded by the caller's own token as
+// CreateToken's is.
 func (h *Handler) RotateToken(ctx context.Context, req *connect.Request[accessv1.RotateTokenRequest]) (*connect.Response[accessv1.RotateTokenResponse], error) {
 	p, err := Caller(ctx)
 	if err != nil {

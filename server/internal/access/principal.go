@@ -34,6 +34,9 @@ type Principal struct {
 	Permissions PermissionSet
 	// TokenExpiresAt is when the token expires; nil when it does not.
 	TokenExpiresAt *time.Time
+	// RateLimit is the token's calls a minute. With TokenExpiresAt it bounds the tokens
+	// the caller creates or rotates.
+	RateLimit int
 	// Method is how the caller authenticated.
 	Method Method
 	// SessionID is the console session, for SessionCookie.

@@ -123,6 +123,18 @@ func (s PermissionSet) Names() []string {
 	return out
 }
 
+// checkScopes refuses, with a *ScopeError, the first scope that is not a permission of
+// role r.
+func checkScopes(r Role, scopes []Permission) error {
+	perms := r.Permissions()
+	for i, s := range scopes {
+		if !perms[s] {
+			return &ScopeError{Index: i, Scope: s, Role: r}
+		}
+	}
+	return nil
+}
+
 // effective returns a role's permissions narrowed to scopes, or all of them when there
 // are no scopes.
 func effective(r Role, scopes []Permission) PermissionSet {

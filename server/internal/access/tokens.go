@@ -15,8 +15,15 @@ import (
 	"github.com/palyra/palyra/server/internal/store"
 )
 
-// DefaultRateLimit is the calls a minute a token may make unless created with another.
-const DefaultRateLimit = 120
+// Rate limits of tokens, in calls a minute.
+const (
+	// DefaultRateLimit is a token's unless it is created with another (or its creator's
+	// own is lower).
+	DefaultRateLimit = 120
+	// MaxRateLimit is the highest; the bootstrap token has it, so that the owner can
+	// create any token.
+	MaxRateLimit = 100000
+)
 
 // State is the state of a token at a given time.
 type State string
@@ -65,7 +72,7 @@ func (t *Token) Permissions() PermissionSet { return t.permissionsSet }
 func (t *Token) principal(m Method) *Principal {
 	return &Principal{
 		TokenID: t.ID, UserID: t.UserID, User: t.User, Role: t.Role,
-		Permissions: t.permissionsSet, TokenExpiresAt: t.ExpiresAt, Method: m,
+		Permissions: t.permissionsSet, TokenExpiresAt: t.ExpiresAt, RateLimit: t.RateLimit, Method: m,
 	}
 }
 
@@ -124,19 +131,29 @@ func NewTokens(opts TokensOptions) (*Tokens, error) {
 
 // CreateParams describes a token to create.
 type CreateParams struct {
-	Label     string
-	Role      Role
+	Label string
+	Role  Role
+	// Scopes narrow the role; each must be one of its permissions.
 	Scopes    []Permission
 	ExpiresAt *time.Time
-	// RateLimit is calls a minute; 0 means DefaultRateLimit.
+	// RateLimit is calls a minute; 0 means DefaultRateLimit (through the API: or the
+	// creator's own limit when it is lower).
 	RateLimit int
 }
 
 // Create creates a token for the creator, whose effective permissions must include the
-// new token's. It returns the token and its secret, which is never stored.
+// new token's, and whose own token must expire no earlier and allow as many calls a
+// minute (a *BoundError otherwise). It returns the token and its secret, which is never
+// stored.
 func (ts *Tokens) Create(ctx context.Context, creator *Principal, p CreateParams) (*Token, string, error) {
 	if missing := effective(p.Role, p.Scopes).Missing(creator.Permissions); len(missing) > 0 {
 		return nil, "", &ExceedsError{Missing: missing}
+	}
+	if p.RateLimit == 0 {
+		p.RateLimit = min(DefaultRateLimit, creator.RateLimit)
+	}
+	if err := checkBounds(creator, p.ExpiresAt, p.RateLimit, "", ""); err != nil {
+		return nil, "", err
 	}
 	var tok *Token
 	var secret string
@@ -147,8 +164,38 @@ func (ts *Tokens) Create(ctx context.Context, creator *Principal, p CreateParams
 	return tok, secret, err
 }
 
-// insertToken inserts a token row and returns the token and its secret.
+// checkBounds refuses a new token that would outlive the caller's own token or allow
+// more calls a minute, with a *BoundError: a token cannot mint a longer-lived or faster
+// credential than itself. expiryFrom and rateFrom say, for the message, where values
+// the caller did not ask for come from ("" when asked for).
+func checkBounds(caller *Principal, expiresAt *time.Time, rate int, expiryFrom, rateFrom string) error {
+	if at := caller.TokenExpiresAt; at != nil {
+		bound := at.UTC().Format(time.RFC3339)
+		switch {
+		case expiresAt == nil:
+			return &BoundError{Reason: fmt.Sprintf("the new token would never expire%s, but your token expires at %s: "+
+				"give it an expiry no later than that", expiryFrom, bound)}
+		case expiresAt.After(*at):
+			return &BoundError{Reason: fmt.Sprintf("the new token would expire at %s%s, but your token expires at %s: "+
+				"give it an expiry no later than that", expiresAt.UTC().Format(time.RFC3339), expiryFrom, bound)}
+		}
+	}
+	if rate > caller.RateLimit {
+		msg := fmt.Sprintf("the new token would allow %d calls a minute%s, more than your token's %d", rate, rateFrom, caller.RateLimit)
+		if rateFrom != "" {
+			msg += ": use a token allowed at least as many"
+		}
+		return &BoundError{Reason: msg}
+	}
+	return nil
+}
+
+// insertToken inserts a token row and returns the token and its secret. Its scopes must
+// be permissions of its role (a *ScopeError otherwise).
 func insertToken(ctx context.Context, q *dbsqlc.Queries, userID, createdBy string, p CreateParams, rotatedFrom *string) (*Token, string, error) {
+	if err := checkScopes(p.Role, p.Scopes); err != nil {
+		return nil, "", err
+	}
 	id, secret := newSecret()
 	rate := p.RateLimit
 	if rate == 0 {
@@ -227,7 +274,8 @@ func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, err
 
 // Rotate replaces an active token by a new one with the same label, role, scopes and
 // rate limit (and expiry, unless expiresAt is given), revokes the old one and ends its
-// sessions, all in one transaction. The caller must hold the token's permissions.
+// sessions, all in one transaction. The caller must hold the token's permissions, and
+// the new token is bounded by the caller's own as Create's is.
 func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expiresAt *time.Time) (*Token, string, error) {
 	old, err := ts.Get(ctx, id)
 	if err != nil {
@@ -239,8 +287,12 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 	if s := old.State(ts.now()); s != Active {
 		return nil, "", fmt.Errorf("access: rotate token %s: %w (it is %s)", id, ErrNotActive, s)
 	}
+	expiryFrom := ""
 	if expiresAt == nil {
-		expiresAt = old.ExpiresAt
+		expiresAt, expiryFrom = old.ExpiresAt, fmt.Sprintf(" (kept from token %s, since no expiry was given)", id)
+	}
+	if err := checkBounds(caller, expiresAt, old.RateLimit, expiryFrom, fmt.Sprintf(" (kept from token %s)", id)); err != nil {
+		return nil, "", err
 	}
 	var tok *Token
 	var secret string

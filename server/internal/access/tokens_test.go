@@ -40,7 +40,7 @@ func setupTokens(t testing.TB) *tokensBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.Close)
-	_, secret, err := CreateLocalToken(t.Context(), admin, CreateParams{Label: "owner", Role: Owner})
+	_, secret, err := CreateLocalToken(t.Context(), admin, CreateParams{Label: "owner", Role: Owner, RateLimit: MaxRateLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,12 +31,18 @@ func connectError(log *slog.Logger, procedure string, err error) error {
 	var (
 		dep     *flags.DependencyError
 		exceeds *access.ExceedsError
+		bound   *access.BoundError
+		scope   *access.ScopeError
 	)
 	switch {
 	case errors.As(err, &dep):
 		return connect.NewError(connect.CodeFailedPrecondition, dep)
 	case errors.As(err, &exceeds):
 		return connect.NewError(connect.CodePermissionDenied, exceeds)
+	case errors.As(err, &bound):
+		return connect.NewError(connect.CodePermissionDenied, bound)
+	case errors.As(err, &scope):
+		return connect.NewError(connect.CodeInvalidArgument, scope)
 	}
 	for _, m := range errorCodes {
 		if errors.Is(err, m.sentinel) {

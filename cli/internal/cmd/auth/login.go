@@ -111,7 +111,8 @@ func login(cmd *cobra.Command, d *deps.Deps, flagToken, tokenFile string) error 
 			return err
 		}
 		pin = client.Fingerprint(ca)
-		fmt.Fprintf(d.Stderr, "The server's CA is %s (%s). Trust it? [y/N] ", pin, ca.Subject)
+		// The subject is the unverified server's: escaped.
+		output.Fprintf(d.Stderr, "The server's CA is %s (%s). Trust it? [y/N] ", pin, ca.Subject)
 		answer, _ := bufio.NewReader(stdin).ReadString('\n')
 		if !trustAnswer(answer) {
 			return errors.New("the server's CA was not trusted; nothing was saved. Compare its fingerprint with the " +

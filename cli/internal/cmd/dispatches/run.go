@@ -169,13 +169,14 @@ func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err err
 		}
 	}
 	if disp.GetOutputTruncated() {
-		fmt.Fprintf(d.Stderr, "palyra: warning: dispatch %s produced %s of output, beyond its cap of %s; the rest was not kept\n",
+		output.Fprintf(d.Stderr, "palyra: warning: dispatch %s produced %s of output, beyond its cap of %s; the rest was not kept\n",
 			disp.GetId(), Bytes(disp.GetOutputBytes()), Bytes(disp.GetMaxOutputBytes()))
 	}
 	return Exit(disp)
 }
 
-// writeResult writes a JSON result indented, or as it is when it is not JSON.
+// writeResult writes a JSON result indented, or as it is when it is not JSON; escaped
+// (output.Escape), since a node wrote it.
 func writeResult(w io.Writer, result string) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, []byte(result), "", "  "); err != nil {
@@ -185,7 +186,7 @@ func writeResult(w io.Writer, result string) error {
 	if !bytes.HasSuffix(buf.Bytes(), []byte("\n")) {
 		buf.WriteByte('\n')
 	}
-	_, err := buf.WriteTo(w)
+	_, err := io.WriteString(w, output.Escape(buf.String()))
 	return err
 }
 
@@ -304,7 +305,7 @@ func (f *follower) queuedNotice() {
 	if f.o.CancelOnInterrupt {
 		ctrlC = "Ctrl-C cancels it"
 	}
-	fmt.Fprintf(f.o.Stderr, "waiting for node %s: dispatch %s is queued until the node attaches, at the latest until %s (%s)\n",
+	output.Fprintf(f.o.Stderr, "waiting for node %s: dispatch %s is queued until the node attaches, at the latest until %s (%s)\n",
 		f.last.GetNodeId(), f.id, output.Time(f.last.GetDeadline(), "its deadline"), ctrlC)
 }
 
@@ -453,7 +454,7 @@ func (f *follower) notice(format string, args ...any) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fmt.Fprintf(f.o.Stderr, format+"\n", args...)
+	output.Fprintf(f.o.Stderr, format+"\n", args...)
 }
 
 // Retryable reports whether a failed call may be tried again as it was (with the same

@@ -115,7 +115,7 @@ func install(d *deps.Deps, f installFlags) error {
 		return err
 	}
 	if created {
-		fmt.Fprintf(d.Stdout, "wrote %s (mode 0600): until you allow executables ([shell] allow) and directories "+
+		fmt.Fprintf(d.Stdout, "wrote %s (mode 0600): until you allow executables ([shell] allow or [[shell.program]]) and directories "+
 			"([filesystem] roots) there, shell.execute and filesystem.read refuse every request\n", config)
 	} else {
 		fmt.Fprintf(d.Stdout, "kept %s\n", config)

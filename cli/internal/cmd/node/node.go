@@ -259,33 +259,34 @@ func needFreshSettings(o agent.PairOptions, needs string) error {
 	return nil
 }
 
-// printEvent writes pairing progress on w (stderr). resume is the command that resumes.
+// printEvent writes pairing progress on w (stderr), escaping what palyrad sent (ids,
+// fingerprints, errors). resume is the command that resumes.
 func printEvent(w io.Writer, e agent.Event, resume string) {
 	switch e := e.(type) {
 	case agent.Waiting:
 		if e.Resumed {
-			fmt.Fprintf(w, "resuming pairing request %s with %s\n", e.RequestID, e.URL)
+			output.Fprintf(w, "resuming pairing request %s with %s\n", e.RequestID, e.URL)
 		}
-		fmt.Fprintf(w, "waiting for approval (request %s, key %s)\n", e.RequestID, e.KeyFingerprint)
+		output.Fprintf(w, "waiting for approval (request %s, key %s)\n", e.RequestID, e.KeyFingerprint)
 		if e.ServerKeyFingerprint != "" && e.ServerKeyFingerprint != e.KeyFingerprint {
-			fmt.Fprintf(w, "WARNING: palyrad reports the key fingerprint %s for this request, but this node's key is %s: "+
+			output.Fprintf(w, "WARNING: palyrad reports the key fingerprint %s for this request, but this node's key is %s: "+
 				"the request must not be approved; have it rejected\n", e.ServerKeyFingerprint, e.KeyFingerprint)
 		}
-		fmt.Fprintf(w, "On the admin machine, check that the request shows this key fingerprint, then approve it:\n"+
+		output.Fprintf(w, "On the admin machine, check that the request shows this key fingerprint, then approve it:\n"+
 			"  palyra pairing requests approve %s --expect-fingerprint %s\n"+
 			"or reject it:\n"+
 			"  palyra pairing requests reject %s --reason \"...\"\n", e.RequestID, e.KeyFingerprint, e.RequestID)
 		if !e.ExpireTime.IsZero() {
-			fmt.Fprintf(w, "The request expires at %s. ", e.ExpireTime.UTC().Format(time.RFC3339))
+			output.Fprintf(w, "The request expires at %s. ", e.ExpireTime.UTC().Format(time.RFC3339))
 		}
-		fmt.Fprintf(w, "Ctrl-C stops waiting; `%s` resumes.\n", resume)
+		output.Fprintf(w, "Ctrl-C stops waiting; `%s` resumes.\n", resume)
 	case agent.StateChanged:
 		if e.State != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL {
-			fmt.Fprintf(w, "pairing request is %s\n", output.Enum(e.State))
+			output.Fprintf(w, "pairing request is %s\n", output.Enum(e.State))
 		}
 	case agent.Retrying:
-		fmt.Fprintf(w, "lost touch with palyrad (%v); retrying in %s\n", e.Err, e.Delay.Round(100*time.Millisecond))
+		output.Fprintf(w, "lost touch with palyrad (%v); retrying in %s\n", e.Err, e.Delay.Round(100*time.Millisecond))
 	case agent.Polling:
-		fmt.Fprintf(w, "watching the request keeps failing; asking every %s instead\n", e.Interval)
+		output.Fprintf(w, "watching the request keeps failing; asking every %s instead\n", e.Interval)
 	}
 }

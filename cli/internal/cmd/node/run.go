@@ -48,8 +48,11 @@ pending pairing request is resumed. A paired node ignores the pairing flags.
 What the capabilities may do is configured in node.toml in the state directory;
 without one, run writes a commented template (mode 0600) there first. SIGHUP makes
 the agent read node.toml again and announce the capabilities it configures. Until it allows
-executables ([shell] allow) and directories ([filesystem] roots), shell.execute and
-filesystem.read refuse every request; system.info always works.
+executables ([shell] allow, or a [[shell.program]] table with the arguments each may take)
+and directories ([filesystem] roots), shell.execute and filesystem.read refuse every
+request; system.info always works. A program that can run other programs (find, make,
+sed, env, an interpreter, a shell, ...) is refused unless its [[shell.program]] table
+lists literal argument lists or marks it unsafe: the template says why.
 
 The log goes to stderr, in logfmt (key=value) lines; --log-level chooses how much.
 Neither the pairing code nor any key is ever logged.`, agent.DefaultDrainTimeout),
@@ -150,7 +153,7 @@ func parseLogLevel(s string) (slog.Level, error) {
 // configSettings name, for each built-in capability that needs one, the node.toml
 // setting that makes it available.
 var configSettings = map[string]string{
-	"shell.execute":   "[shell] allow",
+	"shell.execute":   "[shell] allow or [[shell.program]]",
 	"filesystem.read": "[filesystem] roots",
 }
 

@@ -172,7 +172,7 @@ the node and of the device.`,
 				node = nodeRes.Msg.GetNode()
 			case connect.CodeOf(err) == connect.CodeUnimplemented:
 				// A palyrad from before the node inventory still has the device.
-				fmt.Fprintf(d.Stderr, "palyra: %v; showing the device only\n", err)
+				output.Fprintf(d.Stderr, "palyra: %v; showing the device only\n", err)
 			default:
 				return err
 			}

@@ -174,7 +174,7 @@ func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *cont
 		if !res.Msg.GetCreated() {
 			what = "already created with this idempotency key"
 		}
-		fmt.Fprintf(d.Stderr, "dispatch %s %s\n", id, what)
+		output.Fprintf(d.Stderr, "dispatch %s %s\n", id, what)
 	}
 	asJSON := d.Output == output.JSON
 	out, err := dispatches.Follow(ctx, c.Dispatch, id, dispatches.FollowOptions{

@@ -263,7 +263,7 @@ A node that pairs again names the device it was; when that device was revoked, o
 			}
 			r := res.Msg.GetPairingRequest()
 			if d.Output != output.JSON {
-				fmt.Fprintf(d.Stderr, "Approved: the node collects its certificate for device %s.\n", output.Cell(r.GetDeviceId()))
+				output.Fprintf(d.Stderr, "Approved: the node collects its certificate for device %s.\n", output.Cell(r.GetDeviceId()))
 			}
 			now := d.Clock()
 			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { requestTable(w, r, now) })

@@ -31,7 +31,9 @@ func NewCommand(d *deps.Deps) *cobra.Command {
 		Short: "Create, list, show, rotate and revoke API tokens",
 		Long: `tokens manages palyrad's API tokens (it needs the tokens.manage permission). A token
 reads plr_<id>_<secret>; its secret is shown once, when it is created or rotated, and
-palyrad keeps only its hash. A token can hold no permission that its creator lacks.`,
+palyrad keeps only its hash. A token can hold no permission that its creator lacks, and a
+token created or rotated by a token expires no later and allows no more calls a minute
+than that token (a console session: its token).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	c.AddCommand(newCreateCommand(d), newListCommand(d), newGetCommand(d), newRotateCommand(d), newRevokeCommand(d))
@@ -120,8 +122,8 @@ func newCreateCommand(d *deps.Deps) *cobra.Command {
 	c.Flags().StringVar(&label, "label", "", "what the token is for, e.g. ci-deploy (required)")
 	c.Flags().Var(role, "role", "role of the token (required)")
 	c.Flags().StringArrayVar(&scopes, "scope", nil, "narrow the role to this permission, e.g. nodes.read (repeatable)")
-	c.Flags().Var(&expiresIn, "expires-in", "lifetime, e.g. 30d, 24h or 1d12h (default: never expires)")
-	c.Flags().Uint32Var(&rateLimit, "rate-limit", 0, "calls a minute, across replicas (default: the server's, 120)")
+	c.Flags().Var(&expiresIn, "expires-in", "lifetime, e.g. 30d, 24h or 1d12h (default: never expires; needed when your own token expires)")
+	c.Flags().Uint32Var(&rateLimit, "rate-limit", 0, "calls a minute, across replicas (default 120, or your own token's limit when lower)")
 	return c
 }
 
@@ -198,7 +200,8 @@ func newRotateCommand(d *deps.Deps) *cobra.Command {
 		Use:   "rotate ID",
 		Short: "Replace a token by a new one with the same label, role and scopes; print the new secret once",
 		Long: `rotate replaces a token by a new one with the same label, role, scopes and rate limit.
-The old secret stops working at once; the new one is printed once.`,
+The old secret stops working at once; the new one is printed once. The new token may not
+expire later, nor allow more calls a minute, than your own token.`,
 		Example: "  palyra auth tokens rotate 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --expires-in 90d",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -218,7 +221,7 @@ The old secret stops working at once; the new one is printed once.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(d.Stderr, "Token %s is revoked and replaced by %s. %s\n", id, res.Msg.GetToken().GetId(), secretWarning)
+			output.Fprintf(d.Stderr, "Token %s is revoked and replaced by %s. %s\n", id, res.Msg.GetToken().GetId(), secretWarning)
 			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) {
 				tokenTable(w, res.Msg.GetToken())
 				fmt.Fprintf(w, "Secret\t%s\n", res.Msg.GetSecret())

@@ -48,17 +48,22 @@ type Config struct {
 
 // ShellConfig configures shell.execute.
 type ShellConfig struct {
-	// Allow lists the executables a run may start: absolute paths, or bare names that
-	// LoadConfig resolves on the agent's PATH to absolute paths. Empty refuses every run
-	// (shell.execute is then unavailable). Allowing a shell or an interpreter allows
-	// whatever it can run.
+	// Allow lists the executables a run may start with any arguments: absolute paths,
+	// or bare names that LoadConfig resolves on the agent's PATH to absolute paths. A
+	// program that can run other programs (a shell, an interpreter, find, make, sed,
+	// env, ...; see executors.go) is refused here: it needs a Programs entry. With
+	// Programs empty too, every run is refused (shell.execute is then unavailable).
 	Allow []string `toml:"allow"`
+	// Programs lists executables a run may start with the arguments their rules allow
+	// (node.toml's [[shell.program]] tables).
+	Programs []ProgramConfig `toml:"program"`
 	// WorkDir is the default working directory of a run (absolute); default
 	// os.TempDir().
 	WorkDir string `toml:"work_dir"`
 	// Env names the environment variables passed through from the agent's environment,
 	// besides PATH which always is; a run's input may set these names (and only these)
-	// too. Nothing else reaches the program.
+	// too, but for those programs read as code, commands or options (codeEnv), which
+	// only pass through. Nothing else reaches the program.
 	Env []string `toml:"env"`
 	// Timeout is the upper bound of a run (default 10m); the input may ask for less, and
 	// the dispatch's deadline also applies.
@@ -71,6 +76,26 @@ type ShellConfig struct {
 	// KillGrace is the time between SIGTERM and SIGKILL to the run's process group when
 	// it is cancelled or times out (default 5s).
 	KillGrace Duration `toml:"kill_grace"`
+}
+
+// ProgramConfig is a [[shell.program]] table: an executable shell.execute may start,
+// with the arguments and the standard input it may be given.
+type ProgramConfig struct {
+	// Path is the executable: an absolute path, or a bare name that LoadConfig resolves
+	// on the agent's PATH.
+	Path string `toml:"path"`
+	// Args are the argument lists allowed (argv without argv[0]; see argrules.go): a
+	// run's arguments must match one. Nil (args left out) allows any arguments; empty is
+	// refused. A program that can run other programs may only have literal lists,
+	// unless Unsafe.
+	Args []ArgRule `toml:"args"`
+	// Stdin lets a request give the program standard input; without it a run with
+	// stdin is refused.
+	Stdin bool `toml:"stdin"`
+	// Unsafe allows a program that can run other programs with any arguments, or with
+	// patterns in Args: whoever may dispatch to the node can then run anything as the
+	// agent's user.
+	Unsafe bool `toml:"unsafe"`
 }
 
 // FilesystemConfig configures filesystem.read.
@@ -161,7 +186,7 @@ func LoadConfig(path string) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := checkDurationsAreStrings(raw); err != nil {
+	if err := checkValueTypes(raw); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
 	cfg, err = cfg.normalize(pathLookup(os.Getenv("PATH")))
@@ -174,13 +199,18 @@ func LoadConfig(path string) (Config, error) {
 // maxConfigBytes bounds node.toml.
 const maxConfigBytes = 1 << 20
 
-// checkDurationsAreStrings refuses durations written as TOML numbers, which the decoder
-// would otherwise take as nanoseconds ("timeout = 30" is 30ns, not 30s).
-func checkDurationsAreStrings(raw []byte) error {
+// checkValueTypes refuses values of the wrong TOML type that the decoder would take as
+// text: durations written as numbers, which it would take as nanoseconds ("timeout =
+// 30" is 30ns, not 30s), and arguments of shell.program's args that are neither strings
+// nor pattern tables (a number would become its digits).
+func checkValueTypes(raw []byte) error {
 	var doc struct {
 		Shell struct {
 			Timeout   any `toml:"timeout"`
 			KillGrace any `toml:"kill_grace"`
+			Programs  []struct {
+				Args any `toml:"args"`
+			} `toml:"program"`
 		} `toml:"shell"`
 	}
 	if err := toml.Unmarshal(raw, &doc); err != nil {
@@ -193,6 +223,20 @@ func checkDurationsAreStrings(raw []byte) error {
 	}{{"shell.timeout", doc.Shell.Timeout}, {"shell.kill_grace", doc.Shell.KillGrace}} {
 		if _, ok := d.v.(string); d.v != nil && !ok {
 			errs = append(errs, fmt.Errorf("%s: invalid duration %v: want a string such as \"30s\" or \"10m\"", d.key, d.v))
+		}
+	}
+	for i, p := range doc.Shell.Programs {
+		lists, _ := p.Args.([]any)
+		for j, l := range lists {
+			args, _ := l.([]any)
+			for k, a := range args {
+				switch a.(type) {
+				case string, map[string]any:
+				default:
+					errs = append(errs, fmt.Errorf("shell.program[%d]: args[%d]: argument %d: %v is a %T: want a string, "+
+						"{ regex = \"...\" } or { rest = \"...\" }", i, j, k+1, a, a))
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -218,6 +262,41 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 		}
 	}
 	sh.Allow = allow
+	sh.Programs = slices.Clone(sh.Programs)
+	listed := map[string]string{} // the files named so far (symbolic links resolved): by whom
+	for _, a := range allow {
+		if real, err := filepath.EvalSymlinks(a); err == nil && listed[real] == "" {
+			listed[real] = "shell.allow"
+		}
+	}
+	for i := range sh.Programs {
+		p := &sh.Programs[i]
+		where := fmt.Sprintf("shell.program[%d]", i)
+		if p.Path != "" {
+			where = fmt.Sprintf("shell.program %q", p.Path)
+		}
+		path, err := resolveExecutable(p.Path, lookPath)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: path: %w", where, err))
+			continue
+		}
+		p.Path = path
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			if by := listed[real]; by != "" {
+				errs = append(errs, fmt.Errorf("%s: %s is listed in %s already: name each program once", where, real, by))
+				continue
+			}
+			listed[real] = where
+		}
+		if p.Args != nil && len(p.Args) == 0 {
+			errs = append(errs, fmt.Errorf("%s: args is empty, which allows nothing: list the argument lists allowed, or leave args out to allow any", where))
+		}
+		for j, r := range p.Args {
+			if _, err := r.compiled(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: args[%d]: %w", where, j, err))
+			}
+		}
+	}
 	if sh.WorkDir == "" {
 		sh.WorkDir = os.TempDir()
 	}
@@ -341,9 +420,19 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 [shell]
 # shell.execute starts one of these executables with the request's arguments (argv),
 # never through a shell string. Each is an absolute path or a bare name resolved on PATH
-# when this file is read. Empty (the default) refuses every request and marks the
-# capability unavailable. Allowing a shell or an interpreter (sh, bash, python3, env,
-# ...) allows anything it can run.
+# when this file is read. Empty (the default), with no [[shell.program]] table below,
+# refuses every request and marks the capability unavailable.
+#
+# WARNING: a program listed here takes ANY arguments from whoever may dispatch to this
+# node (the operator role is enough), and runs as this agent's user. A program that can
+# run other programs hands out a shell that way: find -exec, make -f - (a makefile on
+# stdin), sed's e command, awk's system(), env, xargs, timeout, nice, git, tar, rsync,
+# ssh, sudo, interpreters (python3, perl, node, ...) and shells. shell.execute refuses
+# those here (by name, through symbolic links, and as hard links or copies of the
+# system's own) and says why: give them a [[shell.program]] table below instead. A
+# program that writes files (cp, tee, dd, curl -o, ...) is as dangerous wherever this
+# agent's user may write: give it argument rules too. List here only programs none of
+# whose arguments can do harm.
 # allow = ["/usr/bin/uname", "df"]
 
 # Working directory of a run that names none (absolute). Default: the system's
@@ -351,8 +440,10 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 # work_dir = "/tmp"
 
 # Environment variables passed through from the agent's environment, besides PATH which
-# always is. A request may set these names, and only these. Nothing else reaches the
-# program.
+# always is. A request may set these names, and only these, except those that programs
+# read as code, commands or options (LD_*, BASH_ENV, MAKEFLAGS, GIT_*, PYTHON*,
+# NODE_OPTIONS, PAGER, TAR_OPTIONS, ...): those only pass through. Nothing else reaches
+# the program.
 # env = ["LANG", "TZ"]
 
 # Longest a run may last; a request may ask for less, and its deadline applies too.
@@ -365,6 +456,27 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 # Time between SIGTERM and SIGKILL (sent to the run's whole process group) when a run
 # is cancelled or times out.
 # kill_grace = "5s"
+
+# A program that may run only with the arguments listed: one [[shell.program]] table
+# per program, after the settings above. path is an absolute path or a bare name. Each
+# entry of args is one allowed argument list (argv without argv[0]); a request's
+# arguments must match one of them, argument by argument, and be as many:
+#   "text"               exactly this argument;
+#   { regex = "..." }    one argument the regular expression (RE2) matches as a whole;
+#   { rest = "..." }     last in a list: any number of further arguments, each matched
+#                        as a whole by the expression.
+# Without args, any arguments are allowed. A program that can run other programs (see
+# above) may only have lists of plain strings, unless unsafe = true, which lets whoever
+# may dispatch to this node run anything as this agent's user. A request's standard
+# input is refused unless stdin = true. A refused request fails with the reason.
+# [[shell.program]]
+# path = "make"
+# args = [["-C", "/src"], ["-C", "/src", "test"]]
+# [[shell.program]]
+# path = "journalctl"
+# args = [["-u", { regex = '[a-z0-9@._-]+\.service' }, "-n", { regex = "[0-9]{1,4}" }, "--no-pager"]]
+# stdin = false
+# unsafe = false
 
 [filesystem]
 # filesystem.read reads regular files under these directories (absolute, existing).

@@ -285,14 +285,25 @@ func TestWriteDefaultConfig(t *testing.T) {
 // decodes the result strictly: each setting it shows exists, and shows its default.
 func TestConfigTemplateKeys(t *testing.T) {
 	t.Parallel()
-	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*)$`)
+	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*|\[\[shell\.program\]\])$`)
 	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
-	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 8 {
-		t.Errorf("the template shows %d settings, want all 8", n)
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 16 {
+		t.Errorf("the template shows %d settings and tables, want all 8 settings, 2 [[shell.program]] tables and their 6 settings", n)
 	}
 	var c Config
 	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {
 		t.Fatalf("the uncommented template: %v", err)
+	}
+	// The examples' rules compile, and make's (it runs other programs) are literal.
+	for _, p := range c.Shell.Programs {
+		for _, r := range p.Args {
+			if _, err := r.compiled(); err != nil {
+				t.Errorf("the template's rules of %s: %v", p.Path, err)
+			}
+			if _, why := runsByName(p.Path); why != "" && !r.literal() {
+				t.Errorf("the template gives %s, which runs other programs, a pattern", p.Path)
+			}
+		}
 	}
 	d := DefaultConfig()
 	if c.Shell.Timeout != d.Shell.Timeout || c.Shell.MaxOutputBytes != d.Shell.MaxOutputBytes ||

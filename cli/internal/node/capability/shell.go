@@ -27,7 +27,7 @@ const shellExecuteSchema = `{
   "type": "object",
   "properties": {
     "argv": {
-      "description": "The program and its arguments; never a shell string. argv[0] is an absolute path or a bare name looked up on PATH, and must be allowed by the node.",
+      "description": "The program and its arguments; never a shell string. argv[0] is an absolute path or a bare name looked up on PATH, and must be allowed by the node, with arguments its rules for that program allow.",
       "type": "array",
       "items": {"type": "string"},
       "minItems": 1
@@ -61,7 +61,8 @@ type ShellInput struct {
 	// absolute path (or a path that resolves through symbolic links to the same file as
 	// an allowed one), or a bare name whose first match on the run's PATH resolves to
 	// an allowed executable. Relative paths and ".." are refused. The program started is
-	// always the allowed entry itself, with it as argv[0].
+	// always the allowed entry itself, with it as argv[0]; the other arguments must fit
+	// its rules in node.toml, if it has any.
 	Argv []string `json:"argv"`
 	// WorkDir is the working directory, absolute and existing; default the node's
 	// shell.work_dir.
@@ -69,7 +70,8 @@ type ShellInput struct {
 	// Env sets environment variables; each name must be in the node's shell.env.
 	Env map[string]string `json:"env,omitempty"`
 	// Stdin is written to the program's standard input, which is then closed; without
-	// it the standard input is the null device.
+	// it the standard input is the null device. A program of a [[shell.program]] table
+	// takes it only with stdin = true there.
 	Stdin string `json:"stdin,omitempty"`
 	// TimeoutSeconds shortens the node's shell.timeout for this run.
 	TimeoutSeconds int64 `json:"timeout_seconds,omitempty"`
@@ -106,13 +108,15 @@ const (
 	drainTimeout = time.Second
 )
 
-// shell is the shell.execute capability: it starts an allowed executable with an argv,
-// in its own process group, streams its stdout and stderr to the Output, and stops the
-// group (SIGTERM, then SIGKILL after the grace) when the dispatch is cancelled or a time
-// limit passes. When the program exits, whatever it left running in its process group is
-// killed: nothing a dispatch started outlives it (but a process that leaves the group).
+// shell is the shell.execute capability: it starts an allowed executable with an argv
+// its rules allow, in its own process group, streams its stdout and stderr to the
+// Output, and stops the group (SIGTERM, then SIGKILL after the grace) when the dispatch
+// is cancelled or a time limit passes. When the program exits, whatever it left running
+// in its process group is killed: nothing a dispatch started outlives it (but a process
+// that leaves the group).
 type shell struct {
-	allow     []string // absolute paths of the allowed executables; empty: unavailable
+	allow     []string            // absolute paths of the allowed executables; empty: unavailable
+	programs  map[string]*program // what each of allow may be given, by its path
 	workDir   string
 	env       []string // names passed through and settable
 	timeout   time.Duration
@@ -127,10 +131,12 @@ var _ Capability = (*shell)(nil)
 
 // newShell returns shell.execute configured by cfg, passing variables through from
 // environ (os.Environ() but in tests). Zero settings take their defaults; allowed
-// executables that are not absolute paths, and a relative work_dir, are ignored with a
-// warning (LoadConfig resolves and validates them).
+// executables that are not absolute paths, rules that do not compile, and a relative
+// work_dir are ignored with a warning (LoadConfig resolves and validates them). Each
+// program that can run other programs is logged: as refused, or as unsafe.
 func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() time.Time) *shell {
 	s := &shell{
+		programs:  map[string]*program{},
 		workDir:   cfg.WorkDir,
 		env:       slices.Clone(cfg.Env),
 		timeout:   time.Duration(cfg.Timeout),
@@ -140,13 +146,53 @@ func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() ti
 		log:       log,
 		now:       now,
 	}
-	for _, a := range cfg.Allow {
-		if !filepath.IsAbs(a) {
-			log.Warn("shell.execute: ignoring an allowed executable that is not an absolute path", "executable", a)
-			continue
+	// The [[shell.program]] tables come first: an executable also in the allow-list
+	// (which LoadConfig refuses) keeps its rules.
+	add := func(p *program) {
+		if !filepath.IsAbs(p.path) {
+			log.Warn("shell.execute: ignoring an allowed executable that is not an absolute path", "executable", p.path)
+			return
 		}
-		if a = filepath.Clean(a); !slices.Contains(s.allow, a) {
-			s.allow = append(s.allow, a)
+		p.path = filepath.Clean(p.path)
+		if prev, dup := s.programs[p.path]; dup {
+			if !prev.plain() || !p.plain() { // a repeat in the allow-list changes nothing
+				log.Warn("shell.execute: ignoring an executable listed again", "executable", p.path)
+			}
+			return
+		}
+		s.allow = append(s.allow, p.path)
+		s.programs[p.path] = p
+	}
+	for _, pc := range cfg.Programs {
+		p := &program{path: pc.Path, stdin: pc.Stdin, unsafe: pc.Unsafe}
+		if pc.Args != nil {
+			p.rules = []ArgRule{}
+		}
+		for i, r := range pc.Args {
+			c, err := r.compiled()
+			if err != nil {
+				log.Warn("shell.execute: ignoring an argument list that does not compile", "executable", pc.Path, "args", i, "err", err)
+				continue
+			}
+			p.rules = append(p.rules, c)
+		}
+		add(p)
+	}
+	for _, a := range cfg.Allow {
+		add(&program{path: a, stdin: true})
+	}
+	known := scanExecutors(append(filepath.SplitList(envValue(environ, "PATH")), systemDirs...))
+	for _, path := range s.allow {
+		p := s.programs[path]
+		p.runsName, p.runs = runsPrograms(path, known)
+		switch {
+		case p.runs == "":
+		case p.unsafe:
+			log.Warn("shell.execute: a program that can run other programs is marked unsafe: whoever may dispatch to this node can run anything as this agent's user",
+				"executable", path, "program", p.runsName, "how", p.runs)
+		case p.refusal() != "":
+			log.Warn("shell.execute: refusing every run of a program that can run other programs: "+p.refusal(),
+				"executable", path, "program", p.runsName, "how", p.runs)
 		}
 	}
 	if s.workDir == "" || !filepath.IsAbs(s.workDir) {
@@ -181,7 +227,7 @@ func (s *shell) Describe() Descriptor {
 // Run implements Capability.
 func (s *shell) Run(ctx context.Context, input json.RawMessage, out Output) (Result, error) {
 	if len(s.allow) == 0 {
-		return Result{}, refusef("%s is not configured on this node: no executable is allowed (shell.allow in %s)",
+		return Result{}, refusef("%s is not configured on this node: no executable is allowed (shell.allow or [[shell.program]] in %s)",
 			ShellExecuteName, ConfigFile)
 	}
 	var in ShellInput
@@ -205,6 +251,9 @@ func (s *shell) Run(ctx context.Context, input json.RawMessage, out Output) (Res
 	}
 	path, err := s.resolve(in.Argv[0], envValue(env, "PATH"))
 	if err != nil {
+		return Result{}, err
+	}
+	if err := s.programs[path].check(in.Argv[1:], in.Stdin != ""); err != nil {
 		return Result{}, err
 	}
 	dir := s.workDir
@@ -273,6 +322,69 @@ func (s *shell) resolve(argv0, pathEnv string) (string, error) {
 	return "", refuse("not in the node's allow-list (shell.allow)")
 }
 
+// program is what shell.execute may do with one allowed executable.
+type program struct {
+	path     string    // the allowed executable, absolute
+	rules    []ArgRule // the argument lists allowed, compiled; nil: any arguments
+	stdin    bool      // whether a run may give it standard input
+	unsafe   bool      // allowed although it can run other programs
+	runsName string    // the program it was recognised as, when it can run others
+	runs     string    // how it can run other programs; "" when it is not known to
+}
+
+// plain reports whether p is what an allow-list entry allows: any arguments and stdin.
+func (p *program) plain() bool { return p.rules == nil && p.stdin && !p.unsafe }
+
+// maxRulesShown bounds the argument lists a refusal quotes.
+const maxRulesShown = 4
+
+// refusal says why every run of p is refused: it can run other programs, and node.toml
+// neither marks it unsafe nor restricts it to literal argument lists. "" otherwise.
+func (p *program) refusal() string {
+	name, why := p.runsName, p.runs
+	if why == "" {
+		// Not recognised when node.toml was read; its symbolic links may lead elsewhere
+		// now.
+		name, why = runsPrograms(p.path, nil)
+	}
+	switch {
+	case why == "" || p.unsafe:
+		return ""
+	case p.rules == nil:
+		return fmt.Sprintf("%s can run other programs (%s), so node.toml must restrict it to literal argument lists "+
+			"(a [[shell.program]] table with args) or mark it unsafe", name, why)
+	case !slices.ContainsFunc(p.rules, func(r ArgRule) bool { return !r.literal() }):
+		return ""
+	}
+	return fmt.Sprintf("%s can run other programs (%s), and its argument lists in node.toml hold patterns, "+
+		"which such a program may have only when marked unsafe", name, why)
+}
+
+// check refuses a run of p with args (argv without argv[0]) and, when stdin is set,
+// standard input, with a *RefusedError that says why; nil allows it.
+func (p *program) check(args []string, stdin bool) error {
+	if why := p.refusal(); why != "" {
+		return refusef("%s: %s is not allowed on this node: %s", ShellExecuteName, p.path, why)
+	}
+	if p.rules != nil && !slices.ContainsFunc(p.rules, func(r ArgRule) bool { return r.match(args) }) {
+		forms := make([]string, 0, maxRulesShown)
+		for _, r := range p.rules[:min(len(p.rules), maxRulesShown)] {
+			forms = append(forms, r.format(filepath.Base(p.path)))
+		}
+		more := ""
+		if n := len(p.rules) - maxRulesShown; n > 0 {
+			more = fmt.Sprintf(" (and %d more)", n)
+		}
+		return refusef("%s: these arguments of %s are not allowed on this node; its rules in %s allow only: %s%s",
+			ShellExecuteName, p.path, ConfigFile, strings.Join(forms, "; "), more)
+	}
+	if stdin && !p.stdin {
+		return refusef("%s: %s takes no standard input on this node (its [[shell.program]] table in %s does not set stdin = true)",
+			ShellExecuteName, p.path, ConfigFile)
+	}
+	return nil
+}
+
 // isPathSeparator reports whether r separates path components here ('/' everywhere).
 func isPathSeparator(r rune) bool { return r == '/' || r == filepath.Separator }
 
@@ -319,6 +431,10 @@ func (s *shell) environment(req map[string]string) ([]string, error) {
 		if !slices.Contains(s.env, name) {
 			return nil, refusef("%s: environment variable %q is not allowed (shell.env in %s lists those a request may set)",
 				ShellExecuteName, name, ConfigFile)
+		}
+		if codeEnv(name) {
+			return nil, refusef("%s: environment variable %q may not be set by a request: programs read it as code, "+
+				"commands or options (it only passes through from the agent's environment)", ShellExecuteName, name)
 		}
 		if strings.IndexByte(v, 0) >= 0 {
 			return nil, refusef("%s: environment variable %q holds a NUL byte", ShellExecuteName, name)

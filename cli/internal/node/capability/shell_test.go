@@ -30,7 +30,11 @@ func newTestShell(t *testing.T, cfg ShellConfig, environ []string) *shell {
 	if runtime.GOOS == "windows" {
 		t.Skip("shell.execute tests use Unix programs")
 	}
-	for _, a := range cfg.Allow {
+	paths := slices.Clone(cfg.Allow)
+	for _, p := range cfg.Programs {
+		paths = append(paths, p.Path)
+	}
+	for _, a := range paths {
 		if !filepath.IsAbs(a) {
 			continue
 		}
@@ -42,6 +46,16 @@ func newTestShell(t *testing.T, cfg ShellConfig, environ []string) *shell {
 		environ = testEnviron
 	}
 	return newShell(cfg, environ, testLogger(t), time.Now)
+}
+
+// unsafePrograms allows each of paths with any arguments and standard input, marked
+// unsafe: the tests that need a shell to stop or to fork.
+func unsafePrograms(paths ...string) []ProgramConfig {
+	out := make([]ProgramConfig, len(paths))
+	for i, p := range paths {
+		out[i] = ProgramConfig{Path: p, Stdin: true, Unsafe: true}
+	}
+	return out
 }
 
 // runShell runs s on input (encoded as JSON) and returns what it returned and output.
@@ -293,7 +307,7 @@ func TestShellExecuteEnv(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := newTestShell(t, ShellConfig{Allow: []string{"/usr/bin/env"}, Env: tt.cfgEnv}, tt.environ)
+			s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{{Path: "/usr/bin/env", Args: []ArgRule{{}}}}, Env: tt.cfgEnv}, tt.environ)
 			res, out, err := runShell(t.Context(), t, s, ShellInput{Argv: []string{"/usr/bin/env"}, Env: tt.env})
 			if err != nil || res.Failed {
 				t.Fatalf("Run = %+v, %v", res, err)
@@ -408,7 +422,7 @@ func TestShellExecuteStops(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := newTestShell(t, ShellConfig{Allow: tt.allow, KillGrace: Duration(grace), Timeout: Duration(tt.timeout)}, nil)
+			s := newTestShell(t, ShellConfig{Programs: unsafePrograms(tt.allow...), KillGrace: Duration(grace), Timeout: Duration(tt.timeout)}, nil)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			out := newRecorder()
@@ -506,7 +520,7 @@ func TestShellExecuteKillsGroup(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := newTestShell(t, ShellConfig{Allow: []string{"/bin/sh"}, KillGrace: Duration(grace), WorkDir: t.TempDir()}, nil)
+			s := newTestShell(t, ShellConfig{Programs: unsafePrograms("/bin/sh"), KillGrace: Duration(grace), WorkDir: t.TempDir()}, nil)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			out := newRecorder()
@@ -557,7 +571,7 @@ func TestShellExecuteKillsGroup(t *testing.T) {
 // session) and keeps its output open does not hold the run up beyond drainTimeout.
 func TestShellExecuteEscapedChild(t *testing.T) {
 	t.Parallel()
-	s := newTestShell(t, ShellConfig{Allow: []string{"/bin/sh"}}, nil)
+	s := newTestShell(t, ShellConfig{Programs: unsafePrograms("/bin/sh")}, nil)
 	if _, err := os.Stat("/usr/bin/setsid"); err != nil {
 		t.Skip("no setsid")
 	}
@@ -614,7 +628,7 @@ func waitGone(t *testing.T, pid int) {
 func TestShellExecuteCancelledBeforeStart(t *testing.T) {
 	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "marker")
-	s := newTestShell(t, ShellConfig{Allow: []string{"/bin/sh"}}, nil)
+	s := newTestShell(t, ShellConfig{Programs: unsafePrograms("/bin/sh")}, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_, out, err := runShell(ctx, t, s, ShellInput{Argv: []string{"/bin/sh", "-c", "echo ran > " + marker}})

@@ -997,13 +997,14 @@ type CreateTokenRequest struct {
 	// role is the token's role.
 	Role Role `protobuf:"varint,2,opt,name=role,proto3,enum=palyra.access.v1.Role" json:"role,omitempty"`
 	// scopes narrow the role's permissions to these; empty keeps all of them. Each must
-	// be in the catalog and held by the caller.
+	// be in the catalog, a permission of the role, and held by the caller.
 	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	// expire_time is when the token stops working; unset means never. Must be in the
-	// future.
+	// expire_time is when the token stops working; unset means never, which only a caller
+	// whose own token never expires may ask for. Must be in the future, and no later than
+	// the caller's token's expiry.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	// rate_limit_per_minute bounds the token's calls a minute, across replicas; unset
-	// means 120.
+	// rate_limit_per_minute bounds the token's calls a minute, across replicas; at most
+	// the caller's token's. Unset means 120, or the caller's token's limit when lower.
 	RateLimitPerMinute *uint32 `protobuf:"varint,5,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3,oneof" json:"rate_limit_per_minute,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
@@ -1345,7 +1346,8 @@ type RotateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id of the token to rotate.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// expire_time of the new token; unset keeps the old token's.
+	// expire_time of the new token; unset keeps the old token's. Either way no later than
+	// the caller's token's expiry.
 	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

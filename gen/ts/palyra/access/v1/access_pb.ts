@@ -426,23 +426,24 @@ export type CreateTokenRequest = Message<"palyra.access.v1.CreateTokenRequest"> 
 
   /**
    * scopes narrow the role's permissions to these; empty keeps all of them. Each must
-   * be in the catalog and held by the caller.
+   * be in the catalog, a permission of the role, and held by the caller.
    *
    * @generated from field: repeated string scopes = 3;
    */
   scopes: string[];
 
   /**
-   * expire_time is when the token stops working; unset means never. Must be in the
-   * future.
+   * expire_time is when the token stops working; unset means never, which only a caller
+   * whose own token never expires may ask for. Must be in the future, and no later than
+   * the caller's token's expiry.
    *
    * @generated from field: google.protobuf.Timestamp expire_time = 4;
    */
   expireTime?: Timestamp | undefined;
 
   /**
-   * rate_limit_per_minute bounds the token's calls a minute, across replicas; unset
-   * means 120.
+   * rate_limit_per_minute bounds the token's calls a minute, across replicas; at most
+   * the caller's token's. Unset means 120, or the caller's token's limit when lower.
    *
    * @generated from field: optional uint32 rate_limit_per_minute = 5;
    */
@@ -603,7 +604,8 @@ export type RotateTokenRequest = Message<"palyra.access.v1.RotateTokenRequest"> 
   id: string;
 
   /**
-   * expire_time of the new token; unset keeps the old token's.
+   * expire_time of the new token; unset keeps the old token's. Either way no later than
+   * the caller's token's expiry.
    *
    * @generated from field: google.protobuf.Timestamp expire_time = 2;
    */
@@ -1341,8 +1343,10 @@ export const AccessService: GenService<{
   },
   /**
    * CreateToken creates an API token. Its effective permissions (its role's, narrowed to
-   * its scopes when scopes are given) must be a subset of the caller's. The secret is
-   * returned once and only its hash is stored.
+   * its scopes when scopes are given) must be a subset of the caller's, and each scope one
+   * of its role's (InvalidArgument otherwise). It may not expire after the caller's token
+   * (a console session's: its token), nor allow more calls a minute: PermissionDenied
+   * names the bound. The secret is returned once and only its hash is stored.
    *
    * @generated from rpc palyra.access.v1.AccessService.CreateToken
    */
@@ -1375,7 +1379,8 @@ export const AccessService: GenService<{
   /**
    * RotateToken replaces a token by a new one with the same label, role, scopes and rate
    * limit: the old secret stops working at once and the new token records which one it
-   * replaced. Only tokens whose permissions the caller holds can be rotated.
+   * replaced. Only tokens whose permissions the caller holds can be rotated, and the new
+   * token is bounded by the caller's as CreateToken's is (PermissionDenied).
    *
    * @generated from rpc palyra.access.v1.AccessService.RotateToken
    */

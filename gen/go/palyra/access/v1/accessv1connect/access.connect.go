@@ -79,8 +79,10 @@ type AccessServiceClient interface {
 	// ListRoles returns the roles and the permissions each grants.
 	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
 	// CreateToken creates an API token. Its effective permissions (its role's, narrowed to
-	// its scopes when scopes are given) must be a subset of the caller's. The secret is
-	// returned once and only its hash is stored.
+	// its scopes when scopes are given) must be a subset of the caller's, and each scope one
+	// of its role's (InvalidArgument otherwise). It may not expire after the caller's token
+	// (a console session's: its token), nor allow more calls a minute: PermissionDenied
+	// names the bound. The secret is returned once and only its hash is stored.
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// ListTokens lists API tokens, newest first, with their state computed at the time of
 	// the call.
@@ -89,7 +91,8 @@ type AccessServiceClient interface {
 	GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
 	// RotateToken replaces a token by a new one with the same label, role, scopes and rate
 	// limit: the old secret stops working at once and the new token records which one it
-	// replaced. Only tokens whose permissions the caller holds can be rotated.
+	// replaced. Only tokens whose permissions the caller holds can be rotated, and the new
+	// token is bounded by the caller's as CreateToken's is (PermissionDenied).
 	RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error)
 	// RevokeToken revokes a token at once, and every console session opened with it. Only
 	// tokens whose permissions the caller holds can be revoked.
@@ -289,8 +292,10 @@ type AccessServiceHandler interface {
 	// ListRoles returns the roles and the permissions each grants.
 	ListRoles(context.Context, *connect.Request[v1.ListRolesRequest]) (*connect.Response[v1.ListRolesResponse], error)
 	// CreateToken creates an API token. Its effective permissions (its role's, narrowed to
-	// its scopes when scopes are given) must be a subset of the caller's. The secret is
-	// returned once and only its hash is stored.
+	// its scopes when scopes are given) must be a subset of the caller's, and each scope one
+	// of its role's (InvalidArgument otherwise). It may not expire after the caller's token
+	// (a console session's: its token), nor allow more calls a minute: PermissionDenied
+	// names the bound. The secret is returned once and only its hash is stored.
 	CreateToken(context.Context, *connect.Request[v1.CreateTokenRequest]) (*connect.Response[v1.CreateTokenResponse], error)
 	// ListTokens lists API tokens, newest first, with their state computed at the time of
 	// the call.
@@ -299,7 +304,8 @@ type AccessServiceHandler interface {
 	GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
 	// RotateToken replaces a token by a new one with the same label, role, scopes and rate
 	// limit: the old secret stops working at once and the new token records which one it
-	// replaced. Only tokens whose permissions the caller holds can be rotated.
+	// replaced. Only tokens whose permissions the caller holds can be rotated, and the new
+	// token is bounded by the caller's as CreateToken's is (PermissionDenied).
 	RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error)
 	// RevokeToken revokes a token at once, and every console session opened with it. Only
 	// tokens whose permissions the caller holds can be revoked.

@@ -1,0 +1,83 @@
+package node
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// manualClock is a clock that moves only when the test says.
+type manualClock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// TestBackoffResetsAfterStableAttach is the slow return after replica failures: a node
+// whose replica was killed again and again kept the backoff it had grown while the
+// replica was down (up to 30 s), because only a session of a minute reset it. A session
+// that was welcomed and held for a few seconds now resets it; one that is dropped at
+// once does not, so that a replica that welcomes and drops at once is not hammered.
+func TestBackoffResetsAfterStableAttach(t *testing.T) {
+	t.Parallel()
+	b := newBench(t, time.Time{}, time.Time{})
+	b.set(func(f *fakeDaemon) { f.refuse = 3 })
+	clock := &manualClock{now: time.Now()}
+	var mu sync.Mutex
+	var ceilings []time.Duration
+	o := b.options()
+	o.Now = clock.Now
+	o.Rand = func(n int64) int64 {
+		if n != 1<<30 { // not the renewal's jitter
+			mu.Lock()
+			ceilings = append(ceilings, time.Duration(n-1))
+			mu.Unlock()
+		}
+		return n / 2
+	}
+	r := b.start(o)
+	attached := func() {
+		t.Helper()
+		eventually(t, "the agent records the session", func() bool {
+			r.agent.statusMu.Lock()
+			defer r.agent.statusMu.Unlock()
+			return r.agent.status.Attached
+		})
+	}
+	lost := connect.NewError(connect.CodeUnavailable, errors.New("replica stopping"))
+
+	// Three refused attempts (the replica is down) grow the backoff.
+	s := b.session()
+	attached()
+	// Welcomed, then dropped at once: not stable, the backoff grows on.
+	s.end <- lost
+	s = b.session()
+	attached()
+	// Welcomed and held for 10 s, then dropped: the backoff starts over.
+	clock.Advance(10 * time.Second)
+	s.end <- lost
+	b.session()
+
+	mu.Lock()
+	defer mu.Unlock()
+	ms := time.Millisecond
+	want := []time.Duration{10 * ms, 20 * ms, 40 * ms, 50 * ms, 10 * ms}
+	if !slices.Equal(ceilings, want) {
+		t.Errorf("backoff ceilings %v, want %v", ceilings, want)
+	}
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/palyra/palyra/server/internal/store/storetest"
+)
+
+// TestCLIEscapesNodeLabels attaches a real node agent whose label holds a terminal
+// escape sequence (clear the screen, go up a line, overwrite it), a C1 control and a
+// bidi override, through a real palyrad, and checks what `palyra nodes show` and
+// `palyra nodes list` print, as a table and as JSON: nothing a terminal would act on.
+func TestCLIEscapesNodeLabels(t *testing.T) {
+	t.Parallel()
+	const hostile = "\x1b[2J\x1b[1A\rall good\u009b31m\x7f\u202etxt.exe"
+	dir := t.TempDir()
+	d := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dir, "--database-url", storetest.URL(t))
+	admin := newCLIUser(t).with("PALYRA_TOKEN", bootstrapToken(t, dir), "PALYRA_URL", "https://"+d.addr,
+		"PALYRA_CA_FILE", filepath.Join(dir, "ca.pem"))
+	node := startNodeAgent(t, admin, "https://"+d.addr, caFingerprint(t, dir), t.TempDir())
+	node.stop(t)
+	node.args = append(node.args, "--label", "note="+hostile)
+	node = restartNodeAgent(t, node)
+	id := node.deviceID
+
+	waitFor(t, "the label reported", func() bool {
+		return strings.Contains(admin.ok(t, "nodes", "show", id, "-o", "json"), "txt.exe")
+	})
+	for _, args := range [][]string{
+		{"nodes", "show", id},
+		{"nodes", "show", id, "-o", "json"},
+		{"nodes", "list"},
+		{"nodes", "list", "-o", "json"},
+	} {
+		out := admin.ok(t, args...)
+		assertTerminalSafe(t, strings.Join(args, " "), out)
+		if args[1] == "show" && len(args) == 3 && !strings.Contains(out, `note=\x1b[2J\x1b[1A all good\u009b31m\x7f\u202etxt.exe`) {
+			t.Errorf("palyra nodes show: the label is not shown escaped:\n%s", out)
+		}
+	}
+	node.stop(t)
+}
+
+// assertTerminalSafe fails t when out holds anything a terminal would act on: a
+// control character but tab and line feed, DEL, a C1 control, a bidi formatting
+// character, or bytes that are not UTF-8.
+func assertTerminalSafe(t *testing.T, what, out string) {
+	t.Helper()
+	if !utf8.ValidString(out) {
+		t.Errorf("%s: output is not UTF-8: %q", what, out)
+	}
+	for _, r := range out {
+		if r != '\t' && r != '\n' && (r < 0x20 || r >= 0x7f && r <= 0x9f || r == 0x061c || r == 0x200e || r == 0x200f ||
+			r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069) {
+			t.Errorf("%s: output holds %U raw: %q", what, r, out)
+			return
+		}
+	}
+}
