@@ -1209,9 +1209,10 @@ export const NodeService: GenService<{
     output: typeof WatchPairingResponseSchema;
   },
   /**
-   * RenewCertificate issues a new certificate for the calling device from a new CSR.
-   * The device id must be the one in the calling certificate; revoked devices and
-   * certificates cannot renew.
+   * RenewCertificate issues a new certificate for the calling device from a new CSR, over
+   * mutual TLS only (never to a device that names itself in a header, require_mtls off).
+   * The device id must be the one in the calling certificate, which must be the device's
+   * newest (or the CSR for that certificate's key: a retry); revoked devices cannot renew.
    *
    * @generated from rpc palyra.node.v1.NodeService.RenewCertificate
    */

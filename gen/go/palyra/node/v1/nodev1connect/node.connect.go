@@ -72,9 +72,10 @@ type NodeServiceClient interface {
 	// WatchPairing streams the state of a pairing request: the current state at once,
 	// then every change, ending after the request is completed, rejected or expired.
 	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest]) (*connect.ServerStreamForClient[v1.WatchPairingResponse], error)
-	// RenewCertificate issues a new certificate for the calling device from a new CSR.
-	// The device id must be the one in the calling certificate; revoked devices and
-	// certificates cannot renew.
+	// RenewCertificate issues a new certificate for the calling device from a new CSR, over
+	// mutual TLS only (never to a device that names itself in a header, require_mtls off).
+	// The device id must be the one in the calling certificate, which must be the device's
+	// newest (or the CSR for that certificate's key: a retry); revoked devices cannot renew.
 	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
 	// Attach is the one stream a paired node keeps open; see the protocol on
 	// AttachRequest. Mutual TLS only: the device certificate identifies the node.
@@ -193,9 +194,10 @@ type NodeServiceHandler interface {
 	// WatchPairing streams the state of a pairing request: the current state at once,
 	// then every change, ending after the request is completed, rejected or expired.
 	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest], *connect.ServerStream[v1.WatchPairingResponse]) error
-	// RenewCertificate issues a new certificate for the calling device from a new CSR.
-	// The device id must be the one in the calling certificate; revoked devices and
-	// certificates cannot renew.
+	// RenewCertificate issues a new certificate for the calling device from a new CSR, over
+	// mutual TLS only (never to a device that names itself in a header, require_mtls off).
+	// The device id must be the one in the calling certificate, which must be the device's
+	// newest (or the CSR for that certificate's key: a retry); revoked devices cannot renew.
 	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
 	// Attach is the one stream a paired node keeps open; see the protocol on
 	// AttachRequest. Mutual TLS only: the device certificate identifies the node.
