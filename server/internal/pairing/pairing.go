@@ -53,7 +53,9 @@
 //     id counts nothing. The fifth failed attempt burns a code. MACs are compared in
 //     constant time, a PIN with every usable PIN code.
 //   - Starts are rate limited per remote address (10 a minute, burst 10), before the
-//     code is looked at: a guesser is throttled whatever it sends.
+//     code is looked at: a guesser is throttled whatever it sends. So are the status
+//     calls and watches of requests (60 a minute, burst 30, together), before the
+//     request id and pairing secret are looked at.
 //   - A code is used in the same transaction that creates the request, with a
 //     conditional update: of concurrent starts with one code exactly one wins. The CSR
 //     is checked before the code is used, so that a broken CSR does not waste a code.
@@ -107,6 +109,9 @@ const (
 	MaxFailedAttempts = 5
 	// StartsPerMinute and StartBurst rate limit StartPairing per remote address.
 	StartsPerMinute, StartBurst = 10, 10
+	// FollowsPerMinute and FollowBurst rate limit GetPairingStatus and WatchPairing
+	// together per remote address: a node that polls every 2 s stays well within.
+	FollowsPerMinute, FollowBurst = 60, 30
 
 	// macKeySize is the length of Options.MACKey.
 	macKeySize = 32
@@ -154,12 +159,13 @@ type Options struct {
 // Service is node pairing: it holds the logic that both handlers call, the sweeper that
 // expires requests, and the watches of WatchPairing. It is safe for concurrent use.
 type Service struct {
-	opts   Options
-	now    func() time.Time
-	log    *slog.Logger
-	starts *ratelimit.Keyed     // StartPairing calls per remote host
-	sub    *notify.Subscription // nil without Options.Notify
-	poll   time.Duration        // how often a watch re-reads without a notification
+	opts    Options
+	now     func() time.Time
+	log     *slog.Logger
+	starts  *ratelimit.Keyed     // StartPairing calls per remote host
+	follows *ratelimit.Keyed     // GetPairingStatus and WatchPairing calls per remote host
+	sub     *notify.Subscription // nil without Options.Notify
+	poll    time.Duration        // how often a watch re-reads without a notification
 
 	mu       sync.Mutex // guards the following
 	watchers map[string]map[chan struct{}]struct{}
@@ -215,6 +221,7 @@ func New(opts Options) (*Service, error) {
 		now:      func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) },
 		log:      log,
 		starts:   ratelimit.NewKeyed(StartBurst, StartsPerMinute, opts.Now),
+		follows:  ratelimit.NewKeyed(FollowBurst, FollowsPerMinute, opts.Now),
 		poll:     watchPoll,
 		watchers: map[string]map[chan struct{}]struct{}{},
 	}

@@ -1188,7 +1188,8 @@ export const NodeService: GenService<{
   /**
    * GetPairingStatus returns the state of a pairing request; once it is approved, the
    * issued certificate and the CA, which completes the request. The pairing secret
-   * authenticates the caller.
+   * authenticates the caller. Rate limited per remote address with WatchPairing
+   * (ResourceExhausted with Retry-After).
    *
    * @generated from rpc palyra.node.v1.NodeService.GetPairingStatus
    */
@@ -1200,6 +1201,7 @@ export const NodeService: GenService<{
   /**
    * WatchPairing streams the state of a pairing request: the current state at once,
    * then every change, ending after the request is completed, rejected or expired.
+   * Shares GetPairingStatus's per-address rate limit.
    *
    * @generated from rpc palyra.node.v1.NodeService.WatchPairing
    */

@@ -67,10 +67,12 @@ type NodeServiceClient interface {
 	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
 	// GetPairingStatus returns the state of a pairing request; once it is approved, the
 	// issued certificate and the CA, which completes the request. The pairing secret
-	// authenticates the caller.
+	// authenticates the caller. Rate limited per remote address with WatchPairing
+	// (ResourceExhausted with Retry-After).
 	GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error)
 	// WatchPairing streams the state of a pairing request: the current state at once,
 	// then every change, ending after the request is completed, rejected or expired.
+	// Shares GetPairingStatus's per-address rate limit.
 	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest]) (*connect.ServerStreamForClient[v1.WatchPairingResponse], error)
 	// RenewCertificate issues a new certificate for the calling device from a new CSR, over
 	// mutual TLS only (never to a device that names itself in a header, require_mtls off).
@@ -189,10 +191,12 @@ type NodeServiceHandler interface {
 	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
 	// GetPairingStatus returns the state of a pairing request; once it is approved, the
 	// issued certificate and the CA, which completes the request. The pairing secret
-	// authenticates the caller.
+	// authenticates the caller. Rate limited per remote address with WatchPairing
+	// (ResourceExhausted with Retry-After).
 	GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error)
 	// WatchPairing streams the state of a pairing request: the current state at once,
 	// then every change, ending after the request is completed, rejected or expired.
+	// Shares GetPairingStatus's per-address rate limit.
 	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest], *connect.ServerStream[v1.WatchPairingResponse]) error
 	// RenewCertificate issues a new certificate for the calling device from a new CSR, over
 	// mutual TLS only (never to a device that names itself in a header, require_mtls off).
