@@ -148,6 +148,11 @@ type PairingCode struct {
 	RequestID      *string
 }
 
+type PairingPinFailure struct {
+	SourceAddress string
+	FailedAt      time.Time
+}
+
 type PairingRequest struct {
 	ID                     string
 	CodeID                 string

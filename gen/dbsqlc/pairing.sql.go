@@ -149,6 +149,19 @@ func (q *Queries) CountFailedPairingAttempt(ctx context.Context, arg CountFailed
 	return items, nil
 }
 
+const deletePINFailures = `-- name: DeletePINFailures :execrows
+delete from pairing_pin_failures where failed_at < $1
+`
+
+// Forgets the wrong PINs before a time (those that predate every usable code).
+func (q *Queries) DeletePINFailures(ctx context.Context, before time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, deletePINFailures, before)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const deletePairingCode = `-- name: DeletePairingCode :one
 update pairing_codes
 set deleted_at = $1
@@ -298,6 +311,21 @@ func (q *Queries) GetPairingRequestForUpdate(ctx context.Context, id string) (Pa
 		&i.CompletedAt,
 	)
 	return i, err
+}
+
+const insertPINFailure = `-- name: InsertPINFailure :exec
+insert into pairing_pin_failures (source_address, failed_at)
+values ($1, $2)
+`
+
+type InsertPINFailureParams struct {
+	SourceAddress string
+	FailedAt      time.Time
+}
+
+func (q *Queries) InsertPINFailure(ctx context.Context, arg InsertPINFailureParams) error {
+	_, err := q.db.Exec(ctx, insertPINFailure, arg.SourceAddress, arg.FailedAt)
+	return err
 }
 
 const insertPairingCode = `-- name: InsertPairingCode :one
@@ -462,6 +490,38 @@ func (q *Queries) ListActivePairingCodes(ctx context.Context, arg ListActivePair
 	return items, nil
 }
 
+const listPINFailures = `-- name: ListPINFailures :many
+select failed_at from pairing_pin_failures
+where source_address = $1 and failed_at >= $2
+order by failed_at desc
+`
+
+type ListPINFailuresParams struct {
+	SourceAddress string
+	Since         time.Time
+}
+
+// When the address's counted wrong PINs happened, since a time, newest first.
+func (q *Queries) ListPINFailures(ctx context.Context, arg ListPINFailuresParams) ([]time.Time, error) {
+	rows, err := q.db.Query(ctx, listPINFailures, arg.SourceAddress, arg.Since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []time.Time{}
+	for rows.Next() {
+		var failed_at time.Time
+		if err := rows.Scan(&failed_at); err != nil {
+			return nil, err
+		}
+		items = append(items, failed_at)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listPairingCodes = `-- name: ListPairingCodes :many
 select id, method, code_mac, label, created_by, created_at, expires_at, failed_attempts, burned_at, deleted_at, used_at, request_id from pairing_codes
 where ($1::timestamptz is null
@@ -571,6 +631,50 @@ func (q *Queries) ListPairingRequests(ctx context.Context, arg ListPairingReques
 			&i.CertificateFingerprint,
 			&i.Labels,
 			&i.CompletedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const lockActivePINCodes = `-- name: LockActivePINCodes :many
+select id, method, code_mac, label, created_by, created_at, expires_at, failed_attempts, burned_at, deleted_at, used_at, request_id from pairing_codes
+where method = 'pin' and used_at is null and burned_at is null and deleted_at is null
+  and expires_at > $1
+order by id
+limit 10000
+for update
+`
+
+// The usable PIN codes, locked: PIN attempts take turns, so that an address's failures
+// are counted before its next attempt is looked at, and every failure is charged.
+func (q *Queries) LockActivePINCodes(ctx context.Context, now time.Time) ([]PairingCode, error) {
+	rows, err := q.db.Query(ctx, lockActivePINCodes, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []PairingCode{}
+	for rows.Next() {
+		var i PairingCode
+		if err := rows.Scan(
+			&i.ID,
+			&i.Method,
+			&i.CodeMac,
+			&i.Label,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.FailedAttempts,
+			&i.BurnedAt,
+			&i.DeletedAt,
+			&i.UsedAt,
+			&i.RequestID,
 		); err != nil {
 			return nil, err
 		}

@@ -15,6 +15,30 @@ where method = sqlc.arg('method') and used_at is null and burned_at is null and 
 order by created_at
 limit 10000;
 
+-- name: LockActivePINCodes :many
+-- The usable PIN codes, locked: PIN attempts take turns, so that an address's failures
+-- are counted before its next attempt is looked at, and every failure is charged.
+select * from pairing_codes
+where method = 'pin' and used_at is null and burned_at is null and deleted_at is null
+  and expires_at > sqlc.arg('now')
+order by id
+limit 10000
+for update;
+
+-- name: ListPINFailures :many
+-- When the address's counted wrong PINs happened, since a time, newest first.
+select failed_at from pairing_pin_failures
+where source_address = sqlc.arg('source_address') and failed_at >= sqlc.arg('since')
+order by failed_at desc;
+
+-- name: InsertPINFailure :exec
+insert into pairing_pin_failures (source_address, failed_at)
+values (sqlc.arg('source_address'), sqlc.arg('failed_at'));
+
+-- name: DeletePINFailures :execrows
+-- Forgets the wrong PINs before a time (those that predate every usable code).
+delete from pairing_pin_failures where failed_at < sqlc.arg('before');
+
 -- name: CountFailedPairingAttempt :many
 -- Counts a wrong attempt against the given usable codes and burns those that reach the
 -- limit; returns the codes it burned.

@@ -48,9 +48,16 @@
 //   - Every failure of a presented code (wrong, unknown, used, expired, burned,
 //     deleted, of the other method) gets the same PermissionDenied answer, byte for
 //     byte, so that a caller learns nothing about which codes exist.
-//   - A wrong PIN counts as a failed attempt against every usable PIN code (a PIN names
-//     no code); a wrong QR secret counts against its own code only; an unknown QR code
-//     id counts nothing. The fifth failed attempt burns a code. MACs are compared in
+//   - A wrong QR secret counts a failed attempt against its own code; an unknown QR
+//     code id counts nothing; the fifth failed attempt burns a code. A PIN names no
+//     code, so a wrong PIN counts against its source address and against the PIN codes
+//     together: an address with 3 wrong PINs is refused (ResourceExhausted, before its
+//     PIN is compared) while a PIN code usable at its failures is usable, so that no
+//     address burns a code alone; and each wrong PIN is charged to the usable PIN code
+//     with the fewest failed attempts, burned at 5. The codes thus absorb 5 wrong
+//     guesses each on average whatever the number of addresses: with N usable codes of
+//     d digits at most 5·N guesses are made, each hitting one with a chance of N/10^d.
+//     PIN attempts take turns (the usable PIN codes are locked). MACs are compared in
 //     constant time, a PIN with every usable PIN code.
 //   - Starts are rate limited per remote address (10 a minute, burst 10), before the
 //     code is looked at: a guesser is throttled whatever it sends. So are the status
@@ -107,6 +114,9 @@ const (
 	DefaultDeviceCertLifetime = 24 * time.Hour
 	// MaxFailedAttempts is the number of failed attempts that burns a code.
 	MaxFailedAttempts = 5
+	// MaxPINFailuresPerAddress is the number of wrong PINs after which an address is
+	// refused PIN attempts while a PIN code usable at its failures is usable.
+	MaxPINFailuresPerAddress = 3
 	// StartsPerMinute and StartBurst rate limit StartPairing per remote address.
 	StartsPerMinute, StartBurst = 10, 10
 	// FollowsPerMinute and FollowBurst rate limit GetPairingStatus and WatchPairing
@@ -236,7 +246,7 @@ func New(opts Options) (*Service, error) {
 }
 
 // Run expires pending requests whose time ran out (at start and every 15 s), auditing
-// each expiry, and dispatches pairing notifications to watchers, until ctx is done. Run
+// each expiry, forgets old wrong PINs, and dispatches pairing notifications to watchers, until ctx is done. Run
 // is meant to have its own goroutine, and to be started once.
 func (s *Service) Run(ctx context.Context) {
 	var events <-chan notify.Event
@@ -263,10 +273,15 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-// sweep expires the overdue requests, logging a failure (the next sweep retries).
+// sweep expires the overdue requests and forgets the wrong PINs that predate every
+// usable code (older than the longest code lifetime), logging a failure (the next
+// sweep retries).
 func (s *Service) sweep(ctx context.Context) {
 	if err := s.expireDue(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("expiring pairing requests failed", "err", err)
+	}
+	if _, err := s.opts.Store.Q().DeletePINFailures(ctx, s.now().Add(-MaxCodeTTL)); err != nil && ctx.Err() == nil {
+		s.log.Error("forgetting old wrong PINs failed", "err", err)
 	}
 }
 

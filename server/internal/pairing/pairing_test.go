@@ -57,6 +57,7 @@ var admin = &access.Principal{TokenID: "01JTESTADMINTOKEN000000000", User: "alic
 // clients for both sides.
 type testBundle struct {
 	url       string
+	srv       *httptest.Server
 	store     *store.Store
 	kek       *identity.KeyEncryptionKey
 	clock     *testclock.Clock
@@ -164,6 +165,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	b.srv = srv
 	b.node = nodev1connect.NewNodeServiceClient(srv.Client(), srv.URL)
 	b.nodeGRPC = nodev1connect.NewNodeServiceClient(srv.Client(), srv.URL, connect.WithGRPC())
 	b.admin = controlplanev1connect.NewPairingServiceClient(srv.Client(), srv.URL)
@@ -393,11 +395,25 @@ func startReq(t *testing.T, code string) (*nodev1.StartPairingRequest, *ecdsa.Pr
 // start calls StartPairing.
 func (b *testBundle) start(t *testing.T, req *nodev1.StartPairingRequest) (*nodev1.StartPairingResponse, error) {
 	t.Helper()
-	res, err := b.node.StartPairing(t.Context(), connect.NewRequest(req))
+	return startWith(t, b.node, req)
+}
+
+// startWith calls StartPairing through client.
+func startWith(t *testing.T, client nodev1connect.NodeServiceClient, req *nodev1.StartPairingRequest) (*nodev1.StartPairingResponse, error) {
+	t.Helper()
+	res, err := client.StartPairing(t.Context(), connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}
 	return res.Msg, nil
+}
+
+// nodeFrom returns a node client whose connections come from the loopback address
+// 127.0.2.<last>: another source address for the per-address limits.
+func (b *testBundle) nodeFrom(last byte) nodev1connect.NodeServiceClient {
+	tr := b.srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, last)}}).DialContext
+	return nodev1connect.NewNodeServiceClient(&http.Client{Transport: tr}, b.srv.URL)
 }
 
 // mustStart starts pairing with code and fails the test if that fails.

@@ -80,7 +80,7 @@ func (s *Service) start(ctx context.Context, p startParams) (*started, error) {
 	if p.previousDeviceID != "" && !isULID(p.previousDeviceID) {
 		return nil, errInvalid("device_id %q is not a device id", p.previousDeviceID)
 	}
-	codeID, err := s.verifyCode(ctx, p.code)
+	codeID, err := s.verifyCode(ctx, p.code, p.sourceAddress)
 	if err != nil {
 		return nil, err
 	}

@@ -1175,8 +1175,11 @@ export const NodeService: GenService<{
   /**
    * StartPairing presents a pairing code and a CSR, and creates a pairing request that
    * waits for an administrator's decision. Every failure of the code (wrong, used,
-   * expired, burned, of the other method) gets the same answer; five wrong attempts burn
-   * a code; starts are rate limited per remote address.
+   * expired, burned, of the other method) gets the same answer; starts are rate limited
+   * per remote address. Five wrong secrets burn a QR code. A wrong PIN counts against
+   * its address, refused after 3 (ResourceExhausted, before the PIN is compared) while
+   * the PIN codes it guessed at are usable, and is charged to the usable PIN code with
+   * the fewest failures, burned at 5: PIN codes absorb 5 wrong guesses each on average.
    *
    * @generated from rpc palyra.node.v1.NodeService.StartPairing
    */

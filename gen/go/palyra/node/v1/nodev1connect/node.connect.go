@@ -62,8 +62,11 @@ type NodeServiceClient interface {
 	GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error)
 	// StartPairing presents a pairing code and a CSR, and creates a pairing request that
 	// waits for an administrator's decision. Every failure of the code (wrong, used,
-	// expired, burned, of the other method) gets the same answer; five wrong attempts burn
-	// a code; starts are rate limited per remote address.
+	// expired, burned, of the other method) gets the same answer; starts are rate limited
+	// per remote address. Five wrong secrets burn a QR code. A wrong PIN counts against
+	// its address, refused after 3 (ResourceExhausted, before the PIN is compared) while
+	// the PIN codes it guessed at are usable, and is charged to the usable PIN code with
+	// the fewest failures, burned at 5: PIN codes absorb 5 wrong guesses each on average.
 	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
 	// GetPairingStatus returns the state of a pairing request; once it is approved, the
 	// issued certificate and the CA, which completes the request. The pairing secret
@@ -186,8 +189,11 @@ type NodeServiceHandler interface {
 	GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error)
 	// StartPairing presents a pairing code and a CSR, and creates a pairing request that
 	// waits for an administrator's decision. Every failure of the code (wrong, used,
-	// expired, burned, of the other method) gets the same answer; five wrong attempts burn
-	// a code; starts are rate limited per remote address.
+	// expired, burned, of the other method) gets the same answer; starts are rate limited
+	// per remote address. Five wrong secrets burn a QR code. A wrong PIN counts against
+	// its address, refused after 3 (ResourceExhausted, before the PIN is compared) while
+	// the PIN codes it guessed at are usable, and is charged to the usable PIN code with
+	// the fewest failures, burned at 5: PIN codes absorb 5 wrong guesses each on average.
 	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
 	// GetPairingStatus returns the state of a pairing request; once it is approved, the
 	// issued certificate and the CA, which completes the request. The pairing secret
