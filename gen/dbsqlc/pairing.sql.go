@@ -14,9 +14,10 @@ const approvePairingRequest = `-- name: ApprovePairingRequest :one
 update pairing_requests
 set state = 'approved', decided_at = $1, decided_by = $2,
     device_id = $3, certificate_der = $4,
-    certificate_fingerprint = $5, labels = $6
-where id = $7 and state = 'pending_approval' and expires_at > $1
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+    certificate_fingerprint = $5, labels = $6,
+    device_claim = $7
+where id = $8 and state = 'pending_approval' and expires_at > $1
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type ApprovePairingRequestParams struct {
@@ -26,6 +27,7 @@ type ApprovePairingRequestParams struct {
 	CertificateDer         []byte
 	CertificateFingerprint *string
 	Labels                 []byte
+	DeviceClaim            string
 	ID                     string
 }
 
@@ -37,6 +39,7 @@ func (q *Queries) ApprovePairingRequest(ctx context.Context, arg ApprovePairingR
 		arg.CertificateDer,
 		arg.CertificateFingerprint,
 		arg.Labels,
+		arg.DeviceClaim,
 		arg.ID,
 	)
 	var i PairingRequest
@@ -62,6 +65,9 @@ func (q *Queries) ApprovePairingRequest(ctx context.Context, arg ApprovePairingR
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -70,7 +76,7 @@ const completePairingRequest = `-- name: CompletePairingRequest :one
 update pairing_requests
 set state = 'completed', completed_at = $1
 where id = $2 and state = 'approved'
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type CompletePairingRequestParams struct {
@@ -103,6 +109,9 @@ func (q *Queries) CompletePairingRequest(ctx context.Context, arg CompletePairin
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -248,7 +257,7 @@ func (q *Queries) GetPairingCode(ctx context.Context, id string) (PairingCode, e
 }
 
 const getPairingRequest = `-- name: GetPairingRequest :one
-select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at from pairing_requests where id = $1
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from pairing_requests where id = $1
 `
 
 func (q *Queries) GetPairingRequest(ctx context.Context, id string) (PairingRequest, error) {
@@ -276,12 +285,15 @@ func (q *Queries) GetPairingRequest(ctx context.Context, id string) (PairingRequ
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
 
 const getPairingRequestForUpdate = `-- name: GetPairingRequestForUpdate :one
-select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at from pairing_requests where id = $1 for update
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from pairing_requests where id = $1 for update
 `
 
 func (q *Queries) GetPairingRequestForUpdate(ctx context.Context, id string) (PairingRequest, error) {
@@ -309,6 +321,9 @@ func (q *Queries) GetPairingRequestForUpdate(ctx context.Context, id string) (Pa
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -376,29 +391,34 @@ func (q *Queries) InsertPairingCode(ctx context.Context, arg InsertPairingCodePa
 const insertPairingRequest = `-- name: InsertPairingRequest :one
 insert into pairing_requests (
     id, code_id, secret_hash, csr_der, public_key_fingerprint, device_name, platform,
-    agent_version, source_address, previous_device_id, created_at, expires_at
+    agent_version, source_address, previous_device_id, created_at, expires_at,
+    device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 ) values (
     $1, $2, $3, $4,
     $5, $6, $7,
     $8, $9, $10,
-    $11, $12
+    $11, $12, $13,
+    $14, $15
 )
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type InsertPairingRequestParams struct {
-	ID                   string
-	CodeID               string
-	SecretHash           []byte
-	CsrDer               []byte
-	PublicKeyFingerprint string
-	DeviceName           string
-	Platform             string
-	AgentVersion         string
-	SourceAddress        string
-	PreviousDeviceID     *string
-	CreatedAt            time.Time
-	ExpiresAt            time.Time
+	ID                               string
+	CodeID                           string
+	SecretHash                       []byte
+	CsrDer                           []byte
+	PublicKeyFingerprint             string
+	DeviceName                       string
+	Platform                         string
+	AgentVersion                     string
+	SourceAddress                    string
+	PreviousDeviceID                 *string
+	CreatedAt                        time.Time
+	ExpiresAt                        time.Time
+	DeviceClaim                      string
+	PossessionCertificateFingerprint *string
+	PossessionKeyFingerprint         *string
 }
 
 func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingRequestParams) (PairingRequest, error) {
@@ -415,6 +435,9 @@ func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingReq
 		arg.PreviousDeviceID,
 		arg.CreatedAt,
 		arg.ExpiresAt,
+		arg.DeviceClaim,
+		arg.PossessionCertificateFingerprint,
+		arg.PossessionKeyFingerprint,
 	)
 	var i PairingRequest
 	err := row.Scan(
@@ -439,6 +462,9 @@ func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingReq
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -580,7 +606,7 @@ func (q *Queries) ListPairingCodes(ctx context.Context, arg ListPairingCodesPara
 }
 
 const listPairingRequests = `-- name: ListPairingRequests :many
-select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at from pairing_requests
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from pairing_requests
 where ($1::timestamptz is null
        or (created_at, id) < ($1::timestamptz, $2::text))
   and ($3::text = '' or state = $3::text)
@@ -631,6 +657,9 @@ func (q *Queries) ListPairingRequests(ctx context.Context, arg ListPairingReques
 			&i.CertificateFingerprint,
 			&i.Labels,
 			&i.CompletedAt,
+			&i.DeviceClaim,
+			&i.PossessionCertificateFingerprint,
+			&i.PossessionKeyFingerprint,
 		); err != nil {
 			return nil, err
 		}
@@ -691,7 +720,7 @@ update pairing_requests
 set state = 'rejected', decided_at = $1, decided_by = $2,
     reason = $3
 where id = $4 and state = 'pending_approval' and expires_at > $1
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type RejectPairingRequestParams struct {
@@ -731,6 +760,9 @@ func (q *Queries) RejectPairingRequest(ctx context.Context, arg RejectPairingReq
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }

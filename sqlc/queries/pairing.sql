@@ -76,12 +76,14 @@ limit sqlc.arg('page_limit');
 -- name: InsertPairingRequest :one
 insert into pairing_requests (
     id, code_id, secret_hash, csr_der, public_key_fingerprint, device_name, platform,
-    agent_version, source_address, previous_device_id, created_at, expires_at
+    agent_version, source_address, previous_device_id, created_at, expires_at,
+    device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 ) values (
     sqlc.arg('id'), sqlc.arg('code_id'), sqlc.arg('secret_hash'), sqlc.arg('csr_der'),
     sqlc.arg('public_key_fingerprint'), sqlc.arg('device_name'), sqlc.arg('platform'),
     sqlc.arg('agent_version'), sqlc.arg('source_address'), sqlc.narg('previous_device_id'),
-    sqlc.arg('created_at'), sqlc.arg('expires_at')
+    sqlc.arg('created_at'), sqlc.arg('expires_at'), sqlc.arg('device_claim'),
+    sqlc.narg('possession_certificate_fingerprint'), sqlc.narg('possession_key_fingerprint')
 )
 returning *;
 
@@ -111,7 +113,8 @@ returning id;
 update pairing_requests
 set state = 'approved', decided_at = sqlc.arg('now'), decided_by = sqlc.arg('decided_by'),
     device_id = sqlc.arg('device_id'), certificate_der = sqlc.arg('certificate_der'),
-    certificate_fingerprint = sqlc.arg('certificate_fingerprint'), labels = sqlc.arg('labels')
+    certificate_fingerprint = sqlc.arg('certificate_fingerprint'), labels = sqlc.arg('labels'),
+    device_claim = sqlc.arg('device_claim')
 where id = sqlc.arg('id') and state = 'pending_approval' and expires_at > sqlc.arg('now')
 returning *;
 

@@ -24,14 +24,15 @@ type NodeHandler struct {
 
 // StartPairing presents a pairing code and a CSR and creates a pairing request. Starts
 // are rate limited per remote address before anything else is looked at; every failure
-// of the code gets the same PermissionDenied answer.
+// of the code gets the same PermissionDenied answer. The answer says what the device the
+// request names amounts to (DeviceClaim).
 func (h *NodeHandler) StartPairing(ctx context.Context, req *connect.Request[nodev1.StartPairingRequest]) (*connect.Response[nodev1.StartPairingResponse], error) {
 	host := ratelimit.Host(req.Peer().Addr)
 	if wait, ok := h.s.starts.Take(host); !ok {
 		h.s.log.Warn("pairing start refused: too many attempts from this address", "source_address", host)
 		return nil, errRateLimited("pairing attempts", wait)
 	}
-	st, err := h.s.start(ctx, startParams{
+	p := startParams{
 		code:             presentedCode{pin: req.Msg.GetPin(), qrCode: req.Msg.GetQrCode()},
 		csr:              req.Msg.GetCsr(),
 		deviceName:       req.Msg.GetDeviceName(),
@@ -39,7 +40,11 @@ func (h *NodeHandler) StartPairing(ctx context.Context, req *connect.Request[nod
 		agentVersion:     req.Msg.GetAgentVersion(),
 		previousDeviceID: req.Msg.GetDeviceId(),
 		sourceAddress:    host,
-	})
+	}
+	if dp := req.Msg.GetDevicePossession(); dp != nil {
+		p.proof = &proof{certificate: dp.GetCertificate(), signature: dp.GetSignature()}
+	}
+	st, err := h.s.start(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -49,6 +54,7 @@ func (h *NodeHandler) StartPairing(ctx context.Context, req *connect.Request[nod
 		PairingSecret:        st.secret,
 		ExpireTime:           timestamppb.New(st.row.ExpiresAt),
 		PublicKeyFingerprint: st.row.PublicKeyFingerprint,
+		DeviceClaim:          deviceClaims[st.row.DeviceClaim],
 	}), nil
 }
 

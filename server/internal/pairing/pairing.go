@@ -14,15 +14,19 @@
 //  2. The node, having pinned the CA (GetServerInfo, not in this package), generates an
 //     ECDSA P-256 key and calls StartPairing with the code, a PKCS#10 CSR for that key,
 //     its name, platform and agent version, and, when it pairs again, its old device
-//     id. It gets a request id and a pairing secret (256 random bits, stored as its
-//     SHA-256) that authenticates it when it follows its request. The code is used up.
+//     id with a proof that it holds that device's key (claim.go). It gets a request id,
+//     a pairing secret (256 random bits, stored as its SHA-256) that authenticates it
+//     when it follows its request, and what its device id amounts to. The code is used
+//     up.
 //  3. The request waits in pending_approval for RequestTTL. An administrator lists it
 //     (ListPairingRequests, GetPairingRequest) and sees the device name, platform,
-//     agent version, source address, age and the SHA-256 fingerprint of the CSR's
-//     public key, which the node also shows; ApprovePairingRequest (permission
-//     nodes.approve, optionally with the expected fingerprint, which must then match)
-//     signs the CSR's public key and registers the device; RejectPairingRequest
-//     records a reason. Nobody deciding in time expires the request.
+//     agent version, source address, age, the SHA-256 fingerprint of the CSR's public
+//     key, which the node also shows, and the device it names with whether that claim
+//     is proven; ApprovePairingRequest (permission nodes.approve, optionally with the
+//     expected fingerprint, which must then match) signs the CSR's public key and
+//     registers the device, or re-pairs the one it named (proven, or by the approver's
+//     explicit choice); RejectPairingRequest records a reason. Nobody deciding in time
+//     expires the request.
 //  4. The node follows the request with WatchPairing (a stream) or GetPairingStatus,
 //     proving itself with the pairing secret. The first read after the approval hands
 //     it the certificate and the CA and completes the request; later reads by the
@@ -72,9 +76,12 @@
 //     issuance policy (identity.DeviceIdentity).
 //   - No RPC, message or log line carries a private key; no log line carries a code, a
 //     pairing secret or a CSR.
-//   - Re-pairing under an existing device id revokes the device's other certificates.
-//     A revoked device pairs again only when the approver passes
-//     reinstate_revoked_device.
+//   - Naming a device proves nothing: a request re-pairs an existing device (whose
+//     other certificates are then revoked) only when its node proved that it holds the
+//     key of the device's newest certificate, or when the approver chose to replace
+//     the device (replace_device_id) after seeing the request flagged; otherwise its
+//     approval is refused until the approver chooses (claim.go). A revoked device pairs
+//     again under its id only when the approver also passes reinstate_revoked_device.
 package pairing
 
 import (

@@ -481,27 +481,6 @@ func (b *testBundle) listCodes(t *testing.T) map[string]*controlplanev1.PairingC
 	return out
 }
 
-// pair runs a whole pairing: a PIN code, a start (as previousDevice, if not empty), an
-// approval and the collection of the certificate.
-func (b *testBundle) pair(t *testing.T, previousDevice string) (*controlplanev1.PairingRequest, *nodev1.PairingStatus) {
-	t.Helper()
-	req, _ := startReq(t, b.createPIN(t).GetCode())
-	req.DeviceId = previousDevice
-	started, err := b.start(t, req)
-	if err != nil {
-		t.Fatalf("start pairing: %v", err)
-	}
-	approved, err := b.approve(t, &controlplanev1.ApprovePairingRequestRequest{Id: started.GetRequestId()})
-	if err != nil {
-		t.Fatalf("approve: %v", err)
-	}
-	st, err := b.status(t, started.GetRequestId(), started.GetPairingSecret())
-	if err != nil {
-		t.Fatalf("status: %v", err)
-	}
-	return approved, st
-}
-
 // wantCode fails the test unless err is a Connect error with code.
 func wantCode(t *testing.T, err error, code connect.Code) *connect.Error {
 	t.Helper()
