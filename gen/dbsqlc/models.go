@@ -148,28 +148,36 @@ type PairingCode struct {
 	RequestID      *string
 }
 
+type PairingPinFailure struct {
+	SourceAddress string
+	FailedAt      time.Time
+}
+
 type PairingRequest struct {
-	ID                     string
-	CodeID                 string
-	State                  string
-	SecretHash             []byte
-	CsrDer                 []byte
-	PublicKeyFingerprint   string
-	DeviceName             string
-	Platform               string
-	AgentVersion           string
-	SourceAddress          string
-	PreviousDeviceID       *string
-	CreatedAt              time.Time
-	ExpiresAt              time.Time
-	DecidedAt              *time.Time
-	DecidedBy              string
-	Reason                 string
-	DeviceID               *string
-	CertificateDer         []byte
-	CertificateFingerprint *string
-	Labels                 []byte
-	CompletedAt            *time.Time
+	ID                               string
+	CodeID                           string
+	State                            string
+	SecretHash                       []byte
+	CsrDer                           []byte
+	PublicKeyFingerprint             string
+	DeviceName                       string
+	Platform                         string
+	AgentVersion                     string
+	SourceAddress                    string
+	PreviousDeviceID                 *string
+	CreatedAt                        time.Time
+	ExpiresAt                        time.Time
+	DecidedAt                        *time.Time
+	DecidedBy                        string
+	Reason                           string
+	DeviceID                         *string
+	CertificateDer                   []byte
+	CertificateFingerprint           *string
+	Labels                           []byte
+	CompletedAt                      *time.Time
+	DeviceClaim                      string
+	PossessionCertificateFingerprint *string
+	PossessionKeyFingerprint         *string
 }
 
 type Session struct {

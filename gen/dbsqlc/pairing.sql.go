@@ -14,9 +14,10 @@ const approvePairingRequest = `-- name: ApprovePairingRequest :one
 update pairing_requests
 set state = 'approved', decided_at = $1, decided_by = $2,
     device_id = $3, certificate_der = $4,
-    certificate_fingerprint = $5, labels = $6
-where id = $7 and state = 'pending_approval' and expires_at > $1
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+    certificate_fingerprint = $5, labels = $6,
+    device_claim = $7
+where id = $8 and state = 'pending_approval' and expires_at > $1
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type ApprovePairingRequestParams struct {
@@ -26,6 +27,7 @@ type ApprovePairingRequestParams struct {
 	CertificateDer         []byte
 	CertificateFingerprint *string
 	Labels                 []byte
+	DeviceClaim            string
 	ID                     string
 }
 
@@ -37,6 +39,7 @@ func (q *Queries) ApprovePairingRequest(ctx context.Context, arg ApprovePairingR
 		arg.CertificateDer,
 		arg.CertificateFingerprint,
 		arg.Labels,
+		arg.DeviceClaim,
 		arg.ID,
 	)
 	var i PairingRequest
@@ -62,6 +65,9 @@ func (q *Queries) ApprovePairingRequest(ctx context.Context, arg ApprovePairingR
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -70,7 +76,7 @@ const completePairingRequest = `-- name: CompletePairingRequest :one
 update pairing_requests
 set state = 'completed', completed_at = $1
 where id = $2 and state = 'approved'
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type CompletePairingRequestParams struct {
@@ -103,6 +109,9 @@ func (q *Queries) CompletePairingRequest(ctx context.Context, arg CompletePairin
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -147,6 +156,19 @@ func (q *Queries) CountFailedPairingAttempt(ctx context.Context, arg CountFailed
 		return nil, err
 	}
 	return items, nil
+}
+
+const deletePINFailures = `-- name: DeletePINFailures :execrows
+delete from pairing_pin_failures where failed_at < $1
+`
+
+// Forgets the wrong PINs before a time (those that predate every usable code).
+func (q *Queries) DeletePINFailures(ctx context.Context, before time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, deletePINFailures, before)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const deletePairingCode = `-- name: DeletePairingCode :one
@@ -235,7 +257,7 @@ func (q *Queries) GetPairingCode(ctx context.Context, id string) (PairingCode, e
 }
 
 const getPairingRequest = `-- name: GetPairingRequest :one
-select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at from pairing_requests where id = $1
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from pairing_requests where id = $1
 `
 
 func (q *Queries) GetPairingRequest(ctx context.Context, id string) (PairingRequest, error) {
@@ -263,12 +285,15 @@ func (q *Queries) GetPairingRequest(ctx context.Context, id string) (PairingRequ
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
 
 const getPairingRequestForUpdate = `-- name: GetPairingRequestForUpdate :one
-select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at from pairing_requests where id = $1 for update
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from pairing_requests where id = $1 for update
 `
 
 func (q *Queries) GetPairingRequestForUpdate(ctx context.Context, id string) (PairingRequest, error) {
@@ -296,8 +321,26 @@ func (q *Queries) GetPairingRequestForUpdate(ctx context.Context, id string) (Pa
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
+}
+
+const insertPINFailure = `-- name: InsertPINFailure :exec
+insert into pairing_pin_failures (source_address, failed_at)
+values ($1, $2)
+`
+
+type InsertPINFailureParams struct {
+	SourceAddress string
+	FailedAt      time.Time
+}
+
+func (q *Queries) InsertPINFailure(ctx context.Context, arg InsertPINFailureParams) error {
+	_, err := q.db.Exec(ctx, insertPINFailure, arg.SourceAddress, arg.FailedAt)
+	return err
 }
 
 const insertPairingCode = `-- name: InsertPairingCode :one
@@ -348,29 +391,34 @@ func (q *Queries) InsertPairingCode(ctx context.Context, arg InsertPairingCodePa
 const insertPairingRequest = `-- name: InsertPairingRequest :one
 insert into pairing_requests (
     id, code_id, secret_hash, csr_der, public_key_fingerprint, device_name, platform,
-    agent_version, source_address, previous_device_id, created_at, expires_at
+    agent_version, source_address, previous_device_id, created_at, expires_at,
+    device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 ) values (
     $1, $2, $3, $4,
     $5, $6, $7,
     $8, $9, $10,
-    $11, $12
+    $11, $12, $13,
+    $14, $15
 )
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type InsertPairingRequestParams struct {
-	ID                   string
-	CodeID               string
-	SecretHash           []byte
-	CsrDer               []byte
-	PublicKeyFingerprint string
-	DeviceName           string
-	Platform             string
-	AgentVersion         string
-	SourceAddress        string
-	PreviousDeviceID     *string
-	CreatedAt            time.Time
-	ExpiresAt            time.Time
+	ID                               string
+	CodeID                           string
+	SecretHash                       []byte
+	CsrDer                           []byte
+	PublicKeyFingerprint             string
+	DeviceName                       string
+	Platform                         string
+	AgentVersion                     string
+	SourceAddress                    string
+	PreviousDeviceID                 *string
+	CreatedAt                        time.Time
+	ExpiresAt                        time.Time
+	DeviceClaim                      string
+	PossessionCertificateFingerprint *string
+	PossessionKeyFingerprint         *string
 }
 
 func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingRequestParams) (PairingRequest, error) {
@@ -387,6 +435,9 @@ func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingReq
 		arg.PreviousDeviceID,
 		arg.CreatedAt,
 		arg.ExpiresAt,
+		arg.DeviceClaim,
+		arg.PossessionCertificateFingerprint,
+		arg.PossessionKeyFingerprint,
 	)
 	var i PairingRequest
 	err := row.Scan(
@@ -411,6 +462,9 @@ func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingReq
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }
@@ -455,6 +509,38 @@ func (q *Queries) ListActivePairingCodes(ctx context.Context, arg ListActivePair
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listPINFailures = `-- name: ListPINFailures :many
+select failed_at from pairing_pin_failures
+where source_address = $1 and failed_at >= $2
+order by failed_at desc
+`
+
+type ListPINFailuresParams struct {
+	SourceAddress string
+	Since         time.Time
+}
+
+// When the address's counted wrong PINs happened, since a time, newest first.
+func (q *Queries) ListPINFailures(ctx context.Context, arg ListPINFailuresParams) ([]time.Time, error) {
+	rows, err := q.db.Query(ctx, listPINFailures, arg.SourceAddress, arg.Since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []time.Time{}
+	for rows.Next() {
+		var failed_at time.Time
+		if err := rows.Scan(&failed_at); err != nil {
+			return nil, err
+		}
+		items = append(items, failed_at)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -520,7 +606,7 @@ func (q *Queries) ListPairingCodes(ctx context.Context, arg ListPairingCodesPara
 }
 
 const listPairingRequests = `-- name: ListPairingRequests :many
-select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at from pairing_requests
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from pairing_requests
 where ($1::timestamptz is null
        or (created_at, id) < ($1::timestamptz, $2::text))
   and ($3::text = '' or state = $3::text)
@@ -571,6 +657,53 @@ func (q *Queries) ListPairingRequests(ctx context.Context, arg ListPairingReques
 			&i.CertificateFingerprint,
 			&i.Labels,
 			&i.CompletedAt,
+			&i.DeviceClaim,
+			&i.PossessionCertificateFingerprint,
+			&i.PossessionKeyFingerprint,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const lockActivePINCodes = `-- name: LockActivePINCodes :many
+select id, method, code_mac, label, created_by, created_at, expires_at, failed_attempts, burned_at, deleted_at, used_at, request_id from pairing_codes
+where method = 'pin' and used_at is null and burned_at is null and deleted_at is null
+  and expires_at > $1
+order by id
+limit 10000
+for update
+`
+
+// The usable PIN codes, locked: PIN attempts take turns, so that an address's failures
+// are counted before its next attempt is looked at, and every failure is charged.
+func (q *Queries) LockActivePINCodes(ctx context.Context, now time.Time) ([]PairingCode, error) {
+	rows, err := q.db.Query(ctx, lockActivePINCodes, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []PairingCode{}
+	for rows.Next() {
+		var i PairingCode
+		if err := rows.Scan(
+			&i.ID,
+			&i.Method,
+			&i.CodeMac,
+			&i.Label,
+			&i.CreatedBy,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.FailedAttempts,
+			&i.BurnedAt,
+			&i.DeletedAt,
+			&i.UsedAt,
+			&i.RequestID,
 		); err != nil {
 			return nil, err
 		}
@@ -587,7 +720,7 @@ update pairing_requests
 set state = 'rejected', decided_at = $1, decided_by = $2,
     reason = $3
 where id = $4 and state = 'pending_approval' and expires_at > $1
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at
+returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 `
 
 type RejectPairingRequestParams struct {
@@ -627,6 +760,9 @@ func (q *Queries) RejectPairingRequest(ctx context.Context, arg RejectPairingReq
 		&i.CertificateFingerprint,
 		&i.Labels,
 		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
 	)
 	return i, err
 }

@@ -15,6 +15,30 @@ where method = sqlc.arg('method') and used_at is null and burned_at is null and 
 order by created_at
 limit 10000;
 
+-- name: LockActivePINCodes :many
+-- The usable PIN codes, locked: PIN attempts take turns, so that an address's failures
+-- are counted before its next attempt is looked at, and every failure is charged.
+select * from pairing_codes
+where method = 'pin' and used_at is null and burned_at is null and deleted_at is null
+  and expires_at > sqlc.arg('now')
+order by id
+limit 10000
+for update;
+
+-- name: ListPINFailures :many
+-- When the address's counted wrong PINs happened, since a time, newest first.
+select failed_at from pairing_pin_failures
+where source_address = sqlc.arg('source_address') and failed_at >= sqlc.arg('since')
+order by failed_at desc;
+
+-- name: InsertPINFailure :exec
+insert into pairing_pin_failures (source_address, failed_at)
+values (sqlc.arg('source_address'), sqlc.arg('failed_at'));
+
+-- name: DeletePINFailures :execrows
+-- Forgets the wrong PINs before a time (those that predate every usable code).
+delete from pairing_pin_failures where failed_at < sqlc.arg('before');
+
 -- name: CountFailedPairingAttempt :many
 -- Counts a wrong attempt against the given usable codes and burns those that reach the
 -- limit; returns the codes it burned.
@@ -52,12 +76,14 @@ limit sqlc.arg('page_limit');
 -- name: InsertPairingRequest :one
 insert into pairing_requests (
     id, code_id, secret_hash, csr_der, public_key_fingerprint, device_name, platform,
-    agent_version, source_address, previous_device_id, created_at, expires_at
+    agent_version, source_address, previous_device_id, created_at, expires_at,
+    device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 ) values (
     sqlc.arg('id'), sqlc.arg('code_id'), sqlc.arg('secret_hash'), sqlc.arg('csr_der'),
     sqlc.arg('public_key_fingerprint'), sqlc.arg('device_name'), sqlc.arg('platform'),
     sqlc.arg('agent_version'), sqlc.arg('source_address'), sqlc.narg('previous_device_id'),
-    sqlc.arg('created_at'), sqlc.arg('expires_at')
+    sqlc.arg('created_at'), sqlc.arg('expires_at'), sqlc.arg('device_claim'),
+    sqlc.narg('possession_certificate_fingerprint'), sqlc.narg('possession_key_fingerprint')
 )
 returning *;
 
@@ -87,7 +113,8 @@ returning id;
 update pairing_requests
 set state = 'approved', decided_at = sqlc.arg('now'), decided_by = sqlc.arg('decided_by'),
     device_id = sqlc.arg('device_id'), certificate_der = sqlc.arg('certificate_der'),
-    certificate_fingerprint = sqlc.arg('certificate_fingerprint'), labels = sqlc.arg('labels')
+    certificate_fingerprint = sqlc.arg('certificate_fingerprint'), labels = sqlc.arg('labels'),
+    device_claim = sqlc.arg('device_claim')
 where id = sqlc.arg('id') and state = 'pending_approval' and expires_at > sqlc.arg('now')
 returning *;
 

@@ -74,6 +74,7 @@ type fakeDaemon struct {
 	renewFail    int                 // how many RenewCertificate calls to refuse with Unavailable
 	lifetime     time.Duration       // of the certificates RenewCertificate issues; 0 means a day
 	renewals     []*x509.Certificate // the client certificates of RenewCertificate calls
+	renewKeys    []any               // the public keys of their CSRs
 	renewedCerts []*x509.Certificate // the certificates it issued
 }
 
@@ -164,6 +165,7 @@ func (f *fakeDaemon) RenewCertificate(ctx context.Context, req *connect.Request[
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.renewals = append(f.renewals, peer)
+	f.renewKeys = append(f.renewKeys, csr.PublicKey)
 	if f.renewFail > 0 {
 		f.renewFail--
 		return nil, connect.NewError(connect.CodeUnavailable, errors.New("CA busy"))

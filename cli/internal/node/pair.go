@@ -16,6 +16,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/client"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/possession"
 )
 
 // Code is the pairing code a node presents: a PIN or the code of a QR pairing URI.
@@ -42,7 +43,8 @@ type PairOptions struct {
 	// DeviceName, Platform and AgentVersion describe the node to the approver.
 	DeviceName, Platform, AgentVersion string
 	// Force pairs again although the node is paired or waits on a request: it makes a
-	// new key and gives up the current certificate once the new request is made.
+	// new key and, once the new request is made, puts the current key and certificate
+	// aside (StateDir.RetireIdentity) to prove the device again until one is approved.
 	Force bool
 	// Events receives progress, from the goroutine that runs Pair; nil drops it.
 	Events func(Event)
@@ -94,6 +96,11 @@ type Waiting struct {
 	URL string
 	// Resumed is true when the request was made by an earlier run.
 	Resumed bool
+	// PreviousDeviceID is the device the request names, when the node pairs again.
+	PreviousDeviceID string
+	// DeviceClaim is what palyrad found that claim to amount to; unspecified when
+	// resuming.
+	DeviceClaim nodev1.DeviceClaim
 }
 
 // StateChanged reports a new state of the request that is not a decision yet.
@@ -349,6 +356,11 @@ func (p *pairer) start(ctx context.Context, paired bool) error {
 	req := &nodev1.StartPairingRequest{
 		Csr: csr, DeviceName: p.DeviceName, Platform: p.Platform, AgentVersion: p.AgentVersion, DeviceId: previous,
 	}
+	if previous != "" {
+		if req.DevicePossession, err = p.possessionProof(previous, csr); err != nil {
+			return err
+		}
+	}
 	if p.Code.PIN != "" {
 		req.Code = &nodev1.StartPairingRequest_Pin{Pin: p.Code.PIN}
 	} else {
@@ -365,13 +377,14 @@ func (p *pairer) start(ctx context.Context, paired bool) error {
 	if t := res.Msg.GetExpireTime(); t != nil {
 		p.pending.ExpireTime = t.AsTime()
 	}
-	if newKey {
-		if err := p.Dir.SaveKey(p.key); err != nil {
+	if paired {
+		// Put aside before the new key replaces it: it proves the device until approved.
+		if err := p.Dir.RetireIdentity(); err != nil {
 			return err
 		}
 	}
-	if paired {
-		if err := p.Dir.RemoveCertificate(); err != nil {
+	if newKey {
+		if err := p.Dir.SaveKey(p.key); err != nil {
 			return err
 		}
 	}
@@ -387,9 +400,28 @@ func (p *pairer) start(ctx context.Context, paired bool) error {
 	}
 	p.Events(Waiting{
 		RequestID: p.pending.RequestID, KeyFingerprint: p.keyFP, ServerKeyFingerprint: res.Msg.GetPublicKeyFingerprint(),
-		ExpireTime: p.pending.ExpireTime, URL: p.URL,
+		ExpireTime: p.pending.ExpireTime, URL: p.URL, PreviousDeviceID: previous, DeviceClaim: res.Msg.GetDeviceClaim(),
 	})
 	return nil
+}
+
+// possessionProof signs a request to pair again as device device, with csr, by the
+// key of that device's certificate, which palyrad checks against the certificate it
+// issued; nil when the node no longer has them (its key was lost, say): the approver
+// then decides whether this node may replace the device.
+func (p *pairer) possessionProof(device string, csr []byte) (*nodev1.DevicePossession, error) {
+	key, cert, err := p.Dir.Identity()
+	if err != nil || key == nil {
+		return nil, err
+	}
+	if id, err := deviceID(cert); err != nil || id != device {
+		return nil, nil
+	}
+	sig, err := possession.Sign(key, device, csr)
+	if err != nil {
+		return nil, err
+	}
+	return &nodev1.DevicePossession{Certificate: cert.Raw, Signature: sig}, nil
 }
 
 // finish stores what a decided request gave: the certificate of an approved one, or
@@ -424,6 +456,9 @@ func (p *pairer) finish(st *nodev1.PairingStatus) (*PairResult, error) {
 		return nil, err
 	}
 	if err := p.Dir.RemovePending(); err != nil {
+		return nil, err
+	}
+	if err := p.Dir.ForgetIdentity(); err != nil {
 		return nil, err
 	}
 	return &PairResult{

@@ -17,7 +17,9 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 )
 
-// The files of a renewal in progress: the new key and certificate, written before they
+// The files of a renewal in progress: the new key, written before the node asks for its
+// certificate (a retry asks again for the same key, which palyrad accepts from a
+// superseded certificate when its answer was lost), and the new certificate; both then
 // replace key.pem and cert.pem.
 const (
 	keyNextFile  = "key.next.pem"
@@ -91,11 +93,12 @@ func (a *Agent) renewLoop(ctx context.Context) {
 	}
 }
 
-// renew renews the certificate: a new key and CSR, RenewCertificate over mutual TLS
-// with the current certificate, checks of what comes back, the key and certificate
-// stored, and the new certificate used for new connections.
+// renew renews the certificate: a new key (that of the renewal in progress, if any) and
+// CSR, RenewCertificate over mutual TLS with the current certificate, checks of what
+// comes back, the key and certificate stored, and the new certificate used for new
+// connections.
 func (a *Agent) renew(ctx context.Context) error {
-	key, err := GenerateKey()
+	key, err := a.dir.renewalKey()
 	if err != nil {
 		return err
 	}
@@ -150,6 +153,33 @@ func (a *Agent) recordCertificate(h *Host, key *ecdsa.PrivateKey, cert *x509.Cer
 	return a.dir.SaveHost(h)
 }
 
+// renewalKey returns the key of the renewal in progress (key.next.pem), or a new one,
+// stored there first: the certificate palyrad issues for it may be lost on the way, and
+// only a retry for the same key is renewed from the then superseded certificate.
+func (s *StateDir) renewalKey() (*ecdsa.PrivateKey, error) {
+	b, ok, err := s.readPrivate(keyNextFile)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if key, err := ParseKeyPEM(b); err == nil {
+			return key, nil
+		}
+	}
+	key, err := GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	kb, err := MarshalKeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.write(keyNextFile, kb, 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
 // swapCertificate replaces the key and the certificate so that a crash at any point
 // leaves a matching pair (recoverCertificateSwap completes or undoes an interrupted
 // swap): the new key and certificate are written under new names, then renamed over
@@ -176,9 +206,9 @@ func (s *StateDir) swapCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate
 }
 
 // recoverCertificateSwap finishes or undoes a swapCertificate that a crash
-// interrupted: a new key without its certificate is dropped; a new key and
-// certificate that match replace the old pair; a new certificate left after the key
-// was renamed is renamed too.
+// interrupted: a new key and certificate that match replace the old pair; a new
+// certificate left after the key was renamed is renamed too; a new key without its
+// certificate stays for the next renewal to ask for again (renewalKey).
 func (s *StateDir) recoverCertificateSwap() error {
 	keyNext, err := s.exists(keyNextFile)
 	if err != nil {
@@ -205,7 +235,7 @@ func (s *StateDir) recoverCertificateSwap() error {
 			return err
 		}
 	case keyNext:
-		return s.remove(keyNextFile)
+		return nil
 	}
 	s.syncDir()
 	return nil

@@ -42,8 +42,9 @@ func TestRenewalTime(t *testing.T) {
 
 // TestRenewal runs an agent on an injected clock: it waits until a third of the
 // certificate's lifetime remains, renews it over mutual TLS with the current
-// certificate (retrying a failure), stores the new key and certificate, and presents
-// the new certificate on the next connection while the current session goes on.
+// certificate (retrying a failure for the same key, as palyrad requires of a retry
+// from a superseded certificate), stores the new key and certificate, and presents the
+// new certificate on the next connection while the current session goes on.
 func TestRenewal(t *testing.T) {
 	t.Parallel()
 	start := time.Now().Add(-time.Hour).Truncate(time.Second) // certificates count in seconds
@@ -100,12 +101,15 @@ func TestRenewal(t *testing.T) {
 		return len(b.daemon.renewedCerts) == 1
 	})
 	b.daemon.mu.Lock()
-	peers, issued := slices.Clone(b.daemon.renewals), b.daemon.renewedCerts[0]
+	peers, keys, issued := slices.Clone(b.daemon.renewals), slices.Clone(b.daemon.renewKeys), b.daemon.renewedCerts[0]
 	b.daemon.mu.Unlock()
 	for _, p := range peers {
 		if !p.Equal(b.cert) {
 			t.Errorf("RenewCertificate was called with %v, not the current certificate", p.SerialNumber)
 		}
+	}
+	if len(keys) != 2 || !keys[0].(*ecdsa.PublicKey).Equal(keys[1]) || !keys[1].(*ecdsa.PublicKey).Equal(issued.PublicKey) {
+		t.Error("the retried renewal asked for another key than the failed one")
 	}
 	eventually(t, "the new certificate in cert.pem", func() bool {
 		c, err := b.dir.Certificate()
@@ -146,7 +150,7 @@ func TestCertificateSwapRecovery(t *testing.T) {
 		steps int // of: write key.next, write cert.next, rename key, rename cert
 		want  *x509Pair
 	}{
-		"new key written":         {steps: 1, want: &x509Pair{oldKey.PublicKey.X, oldCert}},
+		"new key written":         {steps: 1, want: &x509Pair{oldKey.PublicKey.X, oldCert}}, // key.next kept for the retry
 		"new certificate written": {steps: 2, want: &x509Pair{newKey.PublicKey.X, newCert}},
 		"key renamed":             {steps: 3, want: &x509Pair{newKey.PublicKey.X, newCert}},
 		"done":                    {steps: 4, want: &x509Pair{newKey.PublicKey.X, newCert}},
@@ -186,7 +190,14 @@ func TestCertificateSwapRecovery(t *testing.T) {
 		if key.PublicKey.X.Cmp(tt.want.x) != 0 || !cert.Equal(tt.want.cert) {
 			t.Errorf("%s: the wrong key or certificate after recovery", name)
 		}
-		for _, f := range []string{keyNextFile, certNextFile} {
+		gone := []string{keyNextFile, certNextFile}
+		if tt.steps == 1 {
+			if next, err := dir.renewalKey(); err != nil || !next.Equal(newKey) {
+				t.Errorf("%s: the next renewal does not ask again for the new key: %v", name, err)
+			}
+			gone = gone[1:]
+		}
+		for _, f := range gone {
 			if _, err := os.Stat(dir.File(f)); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("%s: %s left behind", name, f)
 			}

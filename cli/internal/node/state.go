@@ -30,6 +30,10 @@ const (
 	// PendingFile holds a pending pairing request and its secret (JSON, mode 0600); it
 	// exists only while the node waits for a decision.
 	PendingFile = "pairing.json"
+	// PrevKeyFile and PrevCertFile keep the key and certificate of the device a node
+	// pairs again as, from the new request until one is approved: with them it proves
+	// to palyrad that it is that device (StartPairingRequest.device_possession).
+	PrevKeyFile, PrevCertFile = "key.prev.pem", "cert.prev.pem"
 )
 
 // Host is what node-host.json records: the daemon the node pairs with and who it is
@@ -259,8 +263,55 @@ func (s *StateDir) SaveCertificates(cert, ca *x509.Certificate) error {
 	return s.write(CertFile, certificatePEM(cert), 0o644)
 }
 
-// RemoveCertificate removes the device certificate: the node is no longer paired.
-func (s *StateDir) RemoveCertificate() error { return s.remove(CertFile) }
+// RetireIdentity puts the key and the device certificate aside (PrevKeyFile,
+// PrevCertFile): the node is no longer paired, but can still prove that it was that
+// device. The key is copied first, so that a crash leaves a usable pair in either place.
+func (s *StateDir) RetireIdentity() error {
+	b, ok, err := s.readPrivate(KeyFile)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if err := s.write(PrevKeyFile, b, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(s.File(CertFile), s.File(PrevCertFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("put the device certificate aside: %w", err)
+	}
+	return nil
+}
+
+// Identity returns the key and device certificate the node can prove a device with:
+// the current ones when it is paired, else those put aside by RetireIdentity; nil when
+// it has none, or none that match.
+func (s *StateDir) Identity() (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	keyFile, certFile := KeyFile, CertFile
+	if paired, err := s.Paired(); err != nil {
+		return nil, nil, err
+	} else if !paired {
+		keyFile, certFile = PrevKeyFile, PrevCertFile
+	}
+	b, ok, err := s.readPrivate(keyFile)
+	if err != nil || !ok {
+		return nil, nil, err
+	}
+	key, err := ParseKeyPEM(b)
+	if err != nil {
+		return nil, nil, nil
+	}
+	cert, err := s.readCertificate(certFile)
+	if err != nil || !certifies(cert, key) {
+		return nil, nil, nil
+	}
+	return key, cert, nil
+}
+
+// ForgetIdentity removes the key and certificate put aside by RetireIdentity, once the
+// node paired again.
+func (s *StateDir) ForgetIdentity() error {
+	return errors.Join(s.remove(PrevKeyFile), s.remove(PrevCertFile))
+}
 
 // mkdir creates the directory (mode 0700) if it is missing.
 func (s *StateDir) mkdir() error {

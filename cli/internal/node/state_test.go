@@ -155,11 +155,11 @@ func TestStateDir(t *testing.T) {
 	if p, err := dir.Pending(); err != nil || p != nil {
 		t.Errorf("Pending after RemovePending = %v, %v", p, err)
 	}
-	if err := dir.RemoveCertificate(); err != nil {
+	if err := dir.RetireIdentity(); err != nil {
 		t.Fatal(err)
 	}
 	if paired, _ := dir.Paired(); paired {
-		t.Error("still paired after RemoveCertificate")
+		t.Error("still paired after RetireIdentity")
 	}
 
 	// A key, host record or secret that others may read is refused, not used.

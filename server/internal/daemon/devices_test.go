@@ -299,9 +299,10 @@ func waitRefused(t *testing.T, td *testDaemon, cert tls.Certificate) {
 	}
 }
 
-// TestRequireMTLSOff: with require_mtls off (development only) a node RPC accepts a
-// device that names itself in the X-Palyra-Device-Id header, and still refuses a
-// revoked device.
+// TestRequireMTLSOff: with require_mtls off (development only) a device that names
+// itself in the X-Palyra-Device-Id header proves nothing, so it gets no certificate:
+// RenewCertificate is refused and nothing is issued, which would otherwise outlive the
+// development mode (issue 10, item 5). A revoked device stays refused too.
 func TestRequireMTLSOff(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
@@ -315,20 +316,80 @@ func TestRequireMTLSOff(t *testing.T) {
 		_, err := anonymous.RenewCertificate(t.Context(), req)
 		return err
 	}
-	if err := renew(); err != nil {
-		t.Fatalf("renewal naming the device in the header: %v", err)
-	}
+	wantCode(t, "renewal by a device named in the header", renew(), connect.CodeUnauthenticated)
 	_, err := anonymous.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
 	wantCode(t, "renewal naming no device", err, connect.CodeUnauthenticated)
-	if _, err := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL).RevokeDevice(t.Context(),
-		connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "test"})); err != nil {
+	devices := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL)
+	got, err := devices.GetDevice(t.Context(), connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: dev.deviceID}))
+	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for renew() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("a revoked device still renews with require_mtls off")
+	if n := len(got.Msg.GetDevice().GetCertificates()); n != 1 {
+		t.Errorf("the device has %d certificates after the refused renewals, want its one", n)
+	}
+	// Over mutual TLS the same device renews, development mode or not.
+	if _, err := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL).RenewCertificate(t.Context(),
+		connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)})); err != nil {
+		t.Fatalf("renewal over mutual TLS with require_mtls off: %v", err)
+	}
+	if _, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "test"})); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "renewal by a revoked device named in the header", renew(), connect.CodeUnauthenticated)
+}
+
+// TestOnlyTheNewestCertificateRenews: after a rotation, the rotated certificate keeps
+// working during the grace period but cannot renew once the device has renewed, so a
+// stolen certificate cannot outlive the rotation meant to end it (issue 10, item 13). A
+// node whose answer was lost retries from the old certificate with the key it asked a
+// certificate for, and gets one.
+func TestOnlyTheNewestCertificateRenews(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	ctx := t.Context()
+	devices := controlplanev1connect.NewDeviceServiceClient(b.h2, b.baseURL)
+	dev := b.enroll(t, time.Hour)
+	if _, err := devices.RotateDeviceCertificate(ctx, connect.NewRequest(&controlplanev1.RotateDeviceCertificateRequest{
+		Id: dev.deviceID, Grace: durationpb.New(time.Hour)})); err != nil {
+		t.Fatal(err)
+	}
+	renew := func(cert tls.Certificate, key *ecdsa.PrivateKey) (tls.Certificate, error) {
+		res, err := nodev1connect.NewNodeServiceClient(b.mtls(cert), b.baseURL).RenewCertificate(ctx,
+			connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, key, nil)}))
+		if err != nil {
+			return tls.Certificate{}, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		block, _ := pem.Decode([]byte(res.Msg.GetCertificatePem()))
+		return tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key}, nil
+	}
+	keyB, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certB, err := renew(dev.cert, keyB)
+	if err != nil {
+		t.Fatalf("renewal with the rotated certificate before any other: %v", err)
+	}
+	// The rotated certificate still connects (grace period) but renews no more.
+	if err := b.handshake(dev.cert); err != nil {
+		t.Fatalf("the rotated certificate is refused during its grace period: %v", err)
+	}
+	thief, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err = renew(dev.cert, thief)
+	wantCode(t, "renewal with the rotated certificate after the device renewed", err, connect.CodePermissionDenied)
+	// The node whose answer was lost asks again for the key it asked for: that works.
+	if _, err := renew(dev.cert, keyB); err != nil {
+		t.Errorf("the retry of a renewal for the device's current key: %v", err)
+	}
+	// The newest certificate renews.
+	keyC, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := renew(certB, keyC); err != nil {
+		t.Errorf("renewal with the newest certificate: %v", err)
+	}
+	_, err = renew(certB, thief)
+	wantCode(t, "renewal with a superseded certificate", err, connect.CodePermissionDenied)
+	got, err := devices.GetDevice(ctx, connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: dev.deviceID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(got.Msg.GetDevice().GetCertificates()); n != 4 {
+		t.Errorf("the device has %d certificates, want 4 (enrolled, renewed, renewed again for the same key, renewed)", n)
 	}
 }

@@ -26,6 +26,10 @@ var ErrRevoked = errors.New("the device is revoked")
 // ErrAlreadyRevoked refuses to revoke what is revoked already.
 var ErrAlreadyRevoked = errors.New("already revoked")
 
+// ErrSuperseded refuses to renew from a certificate whose key is not the device's
+// current one: it was renewed, rotated or re-paired since.
+var ErrSuperseded = errors.New("the certificate was superseded")
+
 // Options are the dependencies of the service.
 type Options struct {
 	Store              *store.Store
@@ -158,20 +162,30 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (*
 	return d, err
 }
 
-// Renew issues a new certificate to a device that is not revoked, from a new CSR.
-func (s *Service) Renew(ctx context.Context, id string, csrDER []byte) (*identity.Issued, error) {
+// Renew issues a new certificate to a device that is not revoked, from a new CSR, for
+// a caller that presented a certificate for the public key with fingerprint callerKey.
+// Only a holder of the device's current key (that of its newest certificate) renews, so
+// that a rotated or superseded certificate cannot outlive its replacement: the caller's
+// certificate is for that key, or the CSR is (a node retrying a renewal whose answer it
+// lost; only the device can sign it).
+func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte) (*identity.Issued, error) {
 	csr, keyFingerprint, err := identity.ParseCSR(csrDER)
 	if err != nil {
 		return nil, err
 	}
 	var issued *identity.Issued
 	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		// The device's row lock orders its renewals: its current key holds until commit.
 		dev, err := q.GetDeviceForUpdate(ctx, id)
 		if err != nil {
 			return fmt.Errorf("devices: renew %s: %w", id, err)
 		}
 		if dev.RevokedAt != nil {
 			return fmt.Errorf("devices: renew %s: %w", id, ErrRevoked)
+		}
+		if callerKey != dev.PublicKeyFingerprint && keyFingerprint != dev.PublicKeyFingerprint {
+			s.log.Warn("renewal refused: the caller's certificate was superseded", "device_id", id, "key_fingerprint", callerKey)
+			return fmt.Errorf("devices: renew %s: %w", id, ErrSuperseded)
 		}
 		issued, err = s.opts.Authority.Sign(csr.PublicKey, identity.DeviceIdentity(id), identity.Lifetime(s.opts.DeviceCertLifetime))
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/requestctx"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -86,18 +87,26 @@ type NodeHandler struct {
 // NodeHandler returns the handler of the node's renewal.
 func (s *Service) NodeHandler() *NodeHandler { return &NodeHandler{s: s} }
 
-// RenewCertificate issues a new certificate to the calling device.
+// RenewCertificate issues a new certificate to the calling device, which proved its
+// identity with its newest certificate (mutual TLS). A device that only named itself in
+// the X-Palyra-Device-Id header (require_mtls off) gets no certificate.
 func (h *NodeHandler) RenewCertificate(ctx context.Context, req *connect.Request[nodev1.RenewCertificateRequest]) (*connect.Response[nodev1.RenewCertificateResponse], error) {
-	dev, ok := access.DeviceFrom(ctx)
-	if !ok {
-		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("no calling device"))
-	}
 	id := req.Msg.GetDeviceId()
 	audit.SetTarget(ctx, "device:"+id)
+	dev, ok := access.DeviceFrom(ctx)
+	cert := requestctx.ClientCertificate(ctx)
+	if !ok || !dev.Verified || cert == nil {
+		return nil, connect.NewError(connect.CodeUnauthenticated,
+			errors.New("a certificate is renewed only over mutual TLS with the device's certificate; a device named in a header proves nothing"))
+	}
 	if id != dev.ID {
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the request names device %s but the caller is device %s", id, dev.ID))
 	}
-	issued, err := h.s.Renew(ctx, id, req.Msg.GetCsr())
+	callerKey, err := identity.PublicKeyFingerprint(cert.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	issued, err := h.s.Renew(ctx, id, callerKey, req.Msg.GetCsr())
 	if err != nil {
 		return nil, deviceError(id, err)
 	}
@@ -116,6 +125,9 @@ func deviceError(what string, err error) error {
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("%s does not exist", what))
 	case errors.Is(err, ErrRevoked):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("device %s is revoked: pair it again (an approver must reinstate it)", what))
+	case errors.Is(err, ErrSuperseded):
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this certificate of device %s was superseded (the device renewed, "+
+			"rotated or paired again since): only its newest certificate renews", what))
 	case errors.Is(err, ErrAlreadyRevoked):
 		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s is already revoked", what))
 	case errors.Is(err, identity.ErrCSR):

@@ -1,6 +1,7 @@
 package pairing
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -204,34 +206,22 @@ type presentedCode struct {
 	qrCode string
 }
 
-// verifyCode checks a presented code against the usable codes and returns the id of
-// the code it matches, or errCodeRefused. A wrong PIN counts a failed attempt against
-// every usable PIN code; a wrong QR secret against its code. The code is not used
-// here: the caller uses it in the transaction that creates the request.
-func (s *Service) verifyCode(ctx context.Context, p presentedCode) (string, error) {
+// verifyCode checks a presented code, from the source address, against the usable
+// codes and returns the id of the code it matches, or a refusal: errCodeRefused, or a
+// rate limit of wrong PINs. A wrong QR secret counts a failed attempt against its code;
+// a wrong PIN as verifyPIN says. The code is not used here: the caller uses it in the
+// transaction that creates the request.
+func (s *Service) verifyCode(ctx context.Context, p presentedCode, address string) (string, error) {
 	now := s.now()
-	q := s.opts.Store.Q()
 	switch {
 	case p.pin != "" && p.qrCode == "":
-		active, err := q.ListActivePairingCodes(ctx, dbsqlc.ListActivePairingCodesParams{Method: methodPIN, Now: now})
-		if err != nil {
-			return "", fmt.Errorf("pairing: list active PIN codes: %w", err)
-		}
-		id, found := matchMAC(active, s.mac(methodPIN, p.pin))
-		if found {
-			return id, nil
-		}
-		ids := make([]string, len(active))
-		for i, c := range active {
-			ids[i] = c.ID
-		}
-		return "", s.countFailure(ctx, ids, now)
+		return s.verifyPIN(ctx, p.pin, address, now)
 	case p.qrCode != "" && p.pin == "":
 		id, secret, ok := strings.Cut(p.qrCode, qrSeparator)
 		if !ok || !isULID(id) || secret == "" {
 			return "", errCodeRefused()
 		}
-		c, err := q.GetPairingCode(ctx, id)
+		c, err := s.opts.Store.Q().GetPairingCode(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return "", errCodeRefused()
 		}
@@ -248,19 +238,86 @@ func (s *Service) verifyCode(ctx context.Context, p presentedCode) (string, erro
 			}
 			return c.ID, nil
 		}
-		return "", s.countFailure(ctx, []string{c.ID}, now)
+		if err := s.countFailure(ctx, s.opts.Store.Q(), []string{c.ID}, now); err != nil {
+			return "", err
+		}
+		return "", errCodeRefused()
 	default:
 		return "", errCodeRefused()
 	}
 }
 
-// countFailure counts a failed attempt against the usable codes among ids, logs the
-// codes it burns, and returns errCodeRefused (or the database's failure).
-func (s *Service) countFailure(ctx context.Context, ids []string, now time.Time) error {
-	if len(ids) == 0 {
-		return errCodeRefused()
+// verifyPIN checks a PIN against every usable PIN code, locked, so that PIN attempts
+// take turns. A PIN names no code, so a wrong one is counted twice: against the source
+// address, which is refused before its PIN is compared once it has
+// MaxPINFailuresPerAddress wrong PINs from while a PIN code usable now was usable; and
+// against the usable PIN code with the fewest failed attempts (the oldest of those),
+// which burns at MaxFailedAttempts. One address thus burns no code, and the codes
+// together absorb MaxFailedAttempts wrong guesses each, from any number of addresses.
+func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.Time) (string, error) {
+	mac := s.mac(methodPIN, pin)
+	var (
+		id      string
+		refusal error
+	)
+	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		active, err := q.LockActivePINCodes(ctx, now)
+		if err != nil {
+			return fmt.Errorf("pairing: lock the usable PIN codes: %w", err)
+		}
+		if len(active) == 0 {
+			refusal = errCodeRefused()
+			return nil
+		}
+		oldest := slices.MinFunc(active, func(a, b dbsqlc.PairingCode) int { return a.CreatedAt.Compare(b.CreatedAt) })
+		failures, err := q.ListPINFailures(ctx, dbsqlc.ListPINFailuresParams{SourceAddress: address, Since: oldest.CreatedAt})
+		if err != nil {
+			return fmt.Errorf("pairing: count the wrong PINs of %s: %w", address, err)
+		}
+		if len(failures) >= MaxPINFailuresPerAddress {
+			s.log.Warn("PIN attempt refused: too many wrong PINs from this address", "source_address", address)
+			refusal = errRateLimited("wrong PINs", pinLimitWait(active, failures[MaxPINFailuresPerAddress-1], now))
+			return nil
+		}
+		var found bool
+		if id, found = matchMAC(active, mac); found {
+			return nil
+		}
+		charged := slices.MinFunc(active, func(a, b dbsqlc.PairingCode) int {
+			return cmp.Or(cmp.Compare(a.FailedAttempts, b.FailedAttempts), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+		})
+		if err := q.InsertPINFailure(ctx, dbsqlc.InsertPINFailureParams{SourceAddress: address, FailedAt: now}); err != nil {
+			return fmt.Errorf("pairing: record a wrong PIN: %w", err)
+		}
+		if err := s.countFailure(ctx, q, []string{charged.ID}, now); err != nil {
+			return err
+		}
+		refusal = errCodeRefused()
+		return nil
+	})
+	if err != nil {
+		return "", err
 	}
-	rows, err := s.opts.Store.Q().CountFailedPairingAttempt(ctx, dbsqlc.CountFailedPairingAttemptParams{
+	return id, refusal
+}
+
+// pinLimitWait is how long an address whose MaxPINFailuresPerAddress-th newest counted
+// wrong PIN was at cutoff stays refused: until every usable PIN code made by then is
+// gone, at the latest when it expires.
+func pinLimitWait(active []dbsqlc.PairingCode, cutoff, now time.Time) time.Duration {
+	var until time.Time
+	for _, c := range active {
+		if !c.CreatedAt.After(cutoff) && c.ExpiresAt.After(until) {
+			until = c.ExpiresAt
+		}
+	}
+	return until.Sub(now)
+}
+
+// countFailure counts a failed attempt, through q, against the usable codes among ids
+// and logs the codes it burns.
+func (s *Service) countFailure(ctx context.Context, q *dbsqlc.Queries, ids []string, now time.Time) error {
+	rows, err := q.CountFailedPairingAttempt(ctx, dbsqlc.CountFailedPairingAttemptParams{
 		MaxAttempts: MaxFailedAttempts, Now: now, Ids: ids,
 	})
 	if err != nil {
@@ -271,7 +328,7 @@ func (s *Service) countFailure(ctx context.Context, ids []string, now time.Time)
 			s.log.Warn("pairing code burned after too many failed attempts", "code_id", r.ID, "attempts", MaxFailedAttempts)
 		}
 	}
-	return errCodeRefused()
+	return nil
 }
 
 // listCodes returns a page of codes, newest first, and the token of the next page.

@@ -276,9 +276,9 @@ func TestStartPairingRefusesBadCodesAlike(t *testing.T) {
 		},
 		"burned PIN": func(t *testing.T, b *testBundle) *nodev1.StartPairingRequest {
 			pin := b.createPIN(t).GetCode()
-			for range pairing.MaxFailedAttempts {
+			for i := range pairing.MaxFailedAttempts {
 				req, _ := startReq(t, otherPIN(pin))
-				_, err := b.start(t, req)
+				_, err := startWith(t, b.nodeFrom(byte(i+1)), req)
 				wantCode(t, err, connect.CodePermissionDenied)
 			}
 			req, _ := startReq(t, pin)
@@ -363,49 +363,178 @@ func ulidOK(s string) bool {
 	return err == nil && strings.ToUpper(s) == s
 }
 
-func TestFiveWrongPINsBurnEveryPINCode(t *testing.T) {
+// wrongPIN returns a PIN of the length of codes[0] that is none of theirs.
+func wrongPIN(codes ...*controlplanev1.CreatePairingCodeResponse) string {
+	wrong := codes[0].GetCode()
+	for taken := true; taken; {
+		wrong, taken = otherPIN(wrong), false
+		for _, c := range codes {
+			taken = taken || c.GetCode() == wrong
+		}
+	}
+	return wrong
+}
+
+// wantPINLimited fails the test unless err refuses a PIN attempt over the per-address
+// limit, with Retry-After the given number of seconds.
+func wantPINLimited(t *testing.T, err error, retryAfter int) {
+	t.Helper()
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeResourceExhausted {
+		t.Errorf("got %v, want resource_exhausted", err)
+		return
+	}
+	if got := ce.Meta().Get("Retry-After"); got != strconv.Itoa(retryAfter) {
+		t.Errorf("Retry-After %q, want %d (%q)", got, retryAfter, ce.Message())
+	}
+}
+
+// TestWrongPINsFromOneAddressBurnNoCode: a wrong PIN names no code, so it used to count
+// against every usable PIN code, and five of them from anyone who reaches the port
+// burned them all (issue 10, item 8). An address is now refused after three, before its
+// PIN is compared, and the code stays usable for the node it was made for.
+func TestWrongPINsFromOneAddressBurnNoCode(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	first, second, qr := b.createPIN(t), b.createPIN(t), b.createQR(t)
-	wrong := otherPIN(first.GetCode())
-	if wrong == second.GetCode() {
-		wrong = otherPIN(wrong)
-	}
-	attempt := func() {
-		t.Helper()
+	code := b.createPIN(t)
+	wrong := wrongPIN(code)
+	attacker := b.nodeFrom(1)
+	for i := range pairing.MaxFailedAttempts {
 		req, _ := startReq(t, wrong)
-		_, err := b.start(t, req)
+		_, err := startWith(t, attacker, req)
+		if i < pairing.MaxPINFailuresPerAddress {
+			if ce := wantCode(t, err, connect.CodePermissionDenied); ce.Message() != pairing.CodeRefusal {
+				t.Fatalf("wrong PIN %d refused with %q", i+1, ce.Message())
+			}
+			continue
+		}
+		// Refused until the code it guessed at is gone: it expires in 10 minutes.
+		wantPINLimited(t, err, int(pairing.DefaultCodeTTL/time.Second))
+	}
+	got := b.listCodes(t)[code.GetPairingCode().GetId()]
+	if got.GetState() != controlplanev1.PairingCodeState_PAIRING_CODE_STATE_ACTIVE || got.GetFailedAttempts() != pairing.MaxPINFailuresPerAddress {
+		t.Errorf("after %d wrong PINs from one address the code is %v with %d failed attempts, want active with %d",
+			pairing.MaxFailedAttempts, got.GetState(), got.GetFailedAttempts(), pairing.MaxPINFailuresPerAddress)
+	}
+	// The limit comes before the PIN is compared: the right PIN from that address is
+	// refused too (it guesses nothing)...
+	b.clock.Advance(time.Minute)
+	req, _ := startReq(t, code.GetCode())
+	_, err := startWith(t, attacker, req)
+	wantPINLimited(t, err, int((pairing.DefaultCodeTTL-time.Minute)/time.Second))
+	// ...and the node it was made for pairs with it.
+	if _, err := startWith(t, b.nodeFrom(2), req); err != nil {
+		t.Fatalf("the right PIN from another address: %v", err)
+	}
+}
+
+// TestWrongPINsHaveAGlobalCeiling: the PIN codes together absorb five wrong guesses
+// each, whatever the number of addresses: each wrong PIN is charged to the usable PIN
+// code with the fewest failed attempts, and a code is burned at five. QR codes are not
+// touched.
+func TestWrongPINsHaveAGlobalCeiling(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.createPIN(t)
+	b.clock.Advance(time.Second)
+	second, qr := b.createPIN(t), b.createQR(t)
+	wrong := wrongPIN(first, second)
+	guesses := 0
+	guess := func() {
+		t.Helper()
+		// Each address stays within its own limit.
+		req, _ := startReq(t, wrong)
+		_, err := startWith(t, b.nodeFrom(byte(1+guesses/pairing.MaxPINFailuresPerAddress)), req)
 		if ce := wantCode(t, err, connect.CodePermissionDenied); ce.Message() != pairing.CodeRefusal {
-			t.Fatalf("refused with %q", ce.Message())
+			t.Fatalf("wrong PIN %d refused with %q", guesses+1, ce.Message())
+		}
+		guesses++
+	}
+	state := func() (attempts []uint32, burned int) {
+		codes := b.listCodes(t)
+		for _, c := range []*controlplanev1.CreatePairingCodeResponse{first, second} {
+			got := codes[c.GetPairingCode().GetId()]
+			attempts = append(attempts, got.GetFailedAttempts())
+			if got.GetState() == controlplanev1.PairingCodeState_PAIRING_CODE_STATE_BURNED {
+				burned++
+			}
+		}
+		return attempts, burned
+	}
+	for guesses < 2*pairing.MaxFailedAttempts-1 {
+		guess()
+		attempts, burned := state()
+		if attempts[0]+attempts[1] != uint32(guesses) || attempts[0] < attempts[1] || attempts[0]-attempts[1] > 1 {
+			t.Fatalf("after %d wrong PINs the codes have %v failed attempts: want them spread, the older first", guesses, attempts)
+		}
+		// Nothing burns before the older code has absorbed its five.
+		if want := guesses / (2*pairing.MaxFailedAttempts - 1); burned != want {
+			t.Fatalf("after %d wrong PINs %d codes are burned, want %d", guesses, burned, want)
 		}
 	}
-	for range pairing.MaxFailedAttempts - 1 {
-		attempt()
+	// The second code is still usable with four failed attempts; one more burns it.
+	guess()
+	if attempts, burned := state(); burned != 2 || attempts[0] != pairing.MaxFailedAttempts || attempts[1] != pairing.MaxFailedAttempts {
+		t.Fatalf("after %d wrong PINs: %v failed attempts, %d burned; want both burned at %d", guesses, attempts, burned, pairing.MaxFailedAttempts)
 	}
-	codes := b.listCodes(t)
 	for _, c := range []*controlplanev1.CreatePairingCodeResponse{first, second} {
-		got := codes[c.GetPairingCode().GetId()]
-		if got.GetState() != controlplanev1.PairingCodeState_PAIRING_CODE_STATE_ACTIVE || got.GetFailedAttempts() != pairing.MaxFailedAttempts-1 {
-			t.Errorf("after %d wrong PINs, code %s is %v with %d failed attempts", pairing.MaxFailedAttempts-1, got.GetId(), got.GetState(), got.GetFailedAttempts())
-		}
-	}
-	attempt()
-	codes = b.listCodes(t)
-	for _, c := range []*controlplanev1.CreatePairingCodeResponse{first, second} {
-		got := codes[c.GetPairingCode().GetId()]
-		if got.GetState() != controlplanev1.PairingCodeState_PAIRING_CODE_STATE_BURNED || got.GetFailedAttempts() != pairing.MaxFailedAttempts {
-			t.Errorf("after %d wrong PINs, code %s is %v with %d failed attempts", pairing.MaxFailedAttempts, got.GetId(), got.GetState(), got.GetFailedAttempts())
-		}
 		req, _ := startReq(t, c.GetCode())
-		_, err := b.start(t, req)
+		_, err := startWith(t, b.nodeFrom(200), req)
 		wantCode(t, err, connect.CodePermissionDenied)
 	}
-	if got := codes[qr.GetPairingCode().GetId()]; got.GetState() != controlplanev1.PairingCodeState_PAIRING_CODE_STATE_ACTIVE || got.GetFailedAttempts() != 0 {
+	if got := b.listCodes(t)[qr.GetPairingCode().GetId()]; got.GetState() != controlplanev1.PairingCodeState_PAIRING_CODE_STATE_ACTIVE || got.GetFailedAttempts() != 0 {
 		t.Errorf("wrong PINs touched the QR code: %v with %d failed attempts", got.GetState(), got.GetFailedAttempts())
 	}
 	b.mustStart(t, qr.GetCode())
 	// A PIN code created after the burn works.
 	b.mustStart(t, b.createPIN(t).GetCode())
+}
+
+// TestPINLimitLastsWhileTheCodesDo: an address's wrong PINs count while a PIN code that
+// was usable when it guessed is usable; a code created later does not lift the limit,
+// the end of the older codes does.
+func TestPINLimitLastsWhileTheCodesDo(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	older := b.createCode(t, &controlplanev1.CreatePairingCodeRequest{Method: controlplanev1.PairingMethod_PAIRING_METHOD_PIN, Ttl: ttl(5 * time.Minute)})
+	b.clock.Advance(time.Minute)
+	guesser := b.nodeFrom(1)
+	for range pairing.MaxPINFailuresPerAddress {
+		req, _ := startReq(t, wrongPIN(older))
+		_, err := startWith(t, guesser, req)
+		wantCode(t, err, connect.CodePermissionDenied)
+	}
+	b.clock.Advance(time.Minute)
+	newer := b.createPIN(t)
+	req, _ := startReq(t, wrongPIN(older, newer))
+	_, err := startWith(t, guesser, req)
+	wantPINLimited(t, err, int(3*time.Minute/time.Second)) // until the older code expires
+	b.clock.Advance(3 * time.Minute)
+	_, err = startWith(t, guesser, req)
+	if ce := wantCode(t, err, connect.CodePermissionDenied); ce.Message() != pairing.CodeRefusal {
+		t.Errorf("once the older code expired: %q", ce.Message())
+	}
+	if got := b.listCodes(t)[newer.GetPairingCode().GetId()].GetFailedAttempts(); got != 1 {
+		t.Errorf("the newer code has %d failed attempts, want 1", got)
+	}
+	// The sweeper forgets wrong PINs older than any code can live.
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := b.store.Pool().QueryRow(t.Context(), "select count(*) from pairing_pin_failures").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	b.svc.Sweep(t.Context())
+	if n := count(); n != pairing.MaxPINFailuresPerAddress+1 {
+		t.Errorf("%d wrong PINs recorded, want %d", n, pairing.MaxPINFailuresPerAddress+1)
+	}
+	b.clock.Advance(pairing.MaxCodeTTL + time.Second)
+	b.svc.Sweep(t.Context())
+	if n := count(); n != 0 {
+		t.Errorf("%d wrong PINs older than any code are kept", n)
+	}
 }
 
 func TestWrongQRSecretBurnsOnlyItsCode(t *testing.T) {

@@ -27,6 +27,14 @@ var requestStates = map[string]nodev1.PairingState{
 	stateExpired:   nodev1.PairingState_PAIRING_STATE_EXPIRED,
 }
 
+// deviceClaims maps the stored device claims to the wire's.
+var deviceClaims = map[string]nodev1.DeviceClaim{
+	claimNew:      nodev1.DeviceClaim_DEVICE_CLAIM_NEW,
+	claimProven:   nodev1.DeviceClaim_DEVICE_CLAIM_PROVEN,
+	claimUnproven: nodev1.DeviceClaim_DEVICE_CLAIM_UNPROVEN,
+	claimRevoked:  nodev1.DeviceClaim_DEVICE_CLAIM_REVOKED,
+}
+
 // stateFilter returns the stored state for a wire state, "" for unspecified (no
 // filter); ok is false for a value that is no state.
 func stateFilter(s nodev1.PairingState) (state string, ok bool) {
@@ -81,9 +89,9 @@ func codeProto(c dbsqlc.PairingCode, now time.Time) *controlplanev1.PairingCode 
 	}
 }
 
-// requestProto describes a request as an approver sees it at now, without its secret
-// hash and CSR.
-func requestProto(r dbsqlc.PairingRequest, now time.Time) (*controlplanev1.PairingRequest, error) {
+// requestProto describes a request as an approver sees it at now, with its device
+// claim as judged then, without its secret hash and CSR.
+func requestProto(r dbsqlc.PairingRequest, claim string, now time.Time) (*controlplanev1.PairingRequest, error) {
 	out := &controlplanev1.PairingRequest{
 		Id:                     r.ID,
 		State:                  requestStates[r.State],
@@ -101,6 +109,10 @@ func requestProto(r dbsqlc.PairingRequest, now time.Time) (*controlplanev1.Pairi
 		Reason:                 r.Reason,
 		DeviceId:               deref(r.DeviceID),
 		CertificateFingerprint: deref(r.CertificateFingerprint),
+		DeviceClaim:            deviceClaims[claim],
+	}
+	if claim == claimProven {
+		out.PossessionCertificateFingerprint = deref(r.PossessionCertificateFingerprint)
 	}
 	if r.DecidedAt != nil {
 		out.DecideTime = timestamppb.New(*r.DecidedAt)
@@ -109,19 +121,6 @@ func requestProto(r dbsqlc.PairingRequest, now time.Time) (*controlplanev1.Pairi
 		if err := json.Unmarshal(r.Labels, &out.Labels); err != nil {
 			return nil, fmt.Errorf("pairing: request %s: labels: %w", r.ID, err)
 		}
-	}
-	return out, nil
-}
-
-// requestProtos describes a page of requests.
-func requestProtos(rows []dbsqlc.PairingRequest, now time.Time) ([]*controlplanev1.PairingRequest, error) {
-	out := make([]*controlplanev1.PairingRequest, len(rows))
-	for i, r := range rows {
-		p, err := requestProto(r, now)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p
 	}
 	return out, nil
 }

@@ -36,11 +36,11 @@ func errStatusRefused() error {
 	return connect.NewError(connect.CodeNotFound, errors.New(statusRefusal))
 }
 
-// errRateLimited refuses a start over the per-address limit, with a Retry-After header
-// in whole seconds.
-func errRateLimited(wait time.Duration) error {
+// errRateLimited refuses a call over a per-address limit on what (e.g. "pairing
+// attempts"), with a Retry-After header in whole seconds.
+func errRateLimited(what string, wait time.Duration) error {
 	err := connect.NewError(connect.CodeResourceExhausted,
-		fmt.Errorf("too many pairing attempts from this address: retry in %s", max(wait, time.Second).Round(time.Second)))
+		fmt.Errorf("too many %s from this address: retry in %s", what, max(wait, time.Second).Round(time.Second)))
 	err.Meta().Set("Retry-After", ratelimit.RetryAfter(wait))
 	return err
 }

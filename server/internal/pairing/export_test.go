@@ -1,6 +1,7 @@
 package pairing
 
 import (
+	"context"
 	"time"
 
 	"github.com/palyra/palyra/server/internal/ratelimit"
@@ -26,3 +27,6 @@ func (s *Service) SetWatchPoll(d time.Duration) { s.poll = d }
 func (s *Service) SetStartLimit(burst int, perMinute float64) {
 	s.starts = ratelimit.NewKeyed(burst, perMinute, s.opts.Now)
 }
+
+// Sweep runs what Run does every 15 s: expiries, and forgetting old wrong PINs.
+func (s *Service) Sweep(ctx context.Context) { s.sweep(ctx) }

@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/audit"
@@ -102,11 +103,23 @@ func (h *PairingHandler) ListPairingRequests(ctx context.Context, req *connect.R
 	if err != nil {
 		return nil, err
 	}
-	out, err := requestProtos(rows, h.s.now())
+	out := make([]*controlplanev1.PairingRequest, len(rows))
+	for i, r := range rows {
+		if out[i], err = h.describe(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	return connect.NewResponse(&controlplanev1.ListPairingRequestsResponse{PairingRequests: out, NextPageToken: next}), nil
+}
+
+// describe describes a request as an approver sees it now: the claim of a pending one
+// judged at once.
+func (h *PairingHandler) describe(ctx context.Context, r dbsqlc.PairingRequest) (*controlplanev1.PairingRequest, error) {
+	claim, err := h.s.claimNow(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&controlplanev1.ListPairingRequestsResponse{PairingRequests: out, NextPageToken: next}), nil
+	return requestProto(r, claim, h.s.now())
 }
 
 // GetPairingRequest returns one request.
@@ -119,16 +132,17 @@ func (h *PairingHandler) GetPairingRequest(ctx context.Context, req *connect.Req
 	if err != nil {
 		return nil, err
 	}
-	out, err := requestProto(r, h.s.now())
+	out, err := h.describe(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&controlplanev1.GetPairingRequestResponse{PairingRequest: out}), nil
 }
 
-// ApprovePairingRequest approves a pending request: the device is registered and the
-// CSR's public key signed. Anything but a pending request is FailedPrecondition, and so
-// is a key other than the expected one.
+// ApprovePairingRequest approves a pending request: the device is registered (or
+// re-paired) and the CSR's public key signed. Anything but a pending request is
+// FailedPrecondition, and so is a key other than the expected one, and a request that
+// names a device it did not prove to be without the approver's choice.
 func (h *PairingHandler) ApprovePairingRequest(ctx context.Context, req *connect.Request[controlplanev1.ApprovePairingRequestRequest]) (*connect.Response[controlplanev1.ApprovePairingRequestResponse], error) {
 	id := req.Msg.GetId()
 	audit.SetTarget(ctx, "pairing_request:"+id)
@@ -144,13 +158,15 @@ func (h *PairingHandler) ApprovePairingRequest(ctx context.Context, req *connect
 		expectedFingerprint: req.Msg.GetExpectedKeyFingerprint(),
 		labels:              req.Msg.GetLabels(),
 		reinstate:           req.Msg.GetReinstateRevokedDevice(),
+		replace:             req.Msg.GetReplaceDeviceId(),
+		asNew:               req.Msg.GetNewDevice(),
 		decidedBy:           by,
 	})
 	if err != nil {
 		return nil, err
 	}
 	audit.SetTarget(ctx, "pairing_request:"+id+" device:"+deref(r.DeviceID))
-	out, err := requestProto(r, h.s.now())
+	out, err := requestProto(r, r.DeviceClaim, h.s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +188,7 @@ func (h *PairingHandler) RejectPairingRequest(ctx context.Context, req *connect.
 	if err != nil {
 		return nil, err
 	}
-	out, err := requestProto(r, h.s.now())
+	out, err := requestProto(r, r.DeviceClaim, h.s.now())
 	if err != nil {
 		return nil, err
 	}

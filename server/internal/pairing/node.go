@@ -24,14 +24,15 @@ type NodeHandler struct {
 
 // StartPairing presents a pairing code and a CSR and creates a pairing request. Starts
 // are rate limited per remote address before anything else is looked at; every failure
-// of the code gets the same PermissionDenied answer.
+// of the code gets the same PermissionDenied answer. The answer says what the device the
+// request names amounts to (DeviceClaim).
 func (h *NodeHandler) StartPairing(ctx context.Context, req *connect.Request[nodev1.StartPairingRequest]) (*connect.Response[nodev1.StartPairingResponse], error) {
 	host := ratelimit.Host(req.Peer().Addr)
 	if wait, ok := h.s.starts.Take(host); !ok {
 		h.s.log.Warn("pairing start refused: too many attempts from this address", "source_address", host)
-		return nil, errRateLimited(wait)
+		return nil, errRateLimited("pairing attempts", wait)
 	}
-	st, err := h.s.start(ctx, startParams{
+	p := startParams{
 		code:             presentedCode{pin: req.Msg.GetPin(), qrCode: req.Msg.GetQrCode()},
 		csr:              req.Msg.GetCsr(),
 		deviceName:       req.Msg.GetDeviceName(),
@@ -39,7 +40,11 @@ func (h *NodeHandler) StartPairing(ctx context.Context, req *connect.Request[nod
 		agentVersion:     req.Msg.GetAgentVersion(),
 		previousDeviceID: req.Msg.GetDeviceId(),
 		sourceAddress:    host,
-	})
+	}
+	if dp := req.Msg.GetDevicePossession(); dp != nil {
+		p.proof = &proof{certificate: dp.GetCertificate(), signature: dp.GetSignature()}
+	}
+	st, err := h.s.start(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -49,12 +54,28 @@ func (h *NodeHandler) StartPairing(ctx context.Context, req *connect.Request[nod
 		PairingSecret:        st.secret,
 		ExpireTime:           timestamppb.New(st.row.ExpiresAt),
 		PublicKeyFingerprint: st.row.PublicKeyFingerprint,
+		DeviceClaim:          deviceClaims[st.row.DeviceClaim],
 	}), nil
 }
 
+// takeFollow takes a status call or watch from the caller's address off its limit, or
+// refuses it.
+func (h *NodeHandler) takeFollow(peer connect.Peer) error {
+	host := ratelimit.Host(peer.Addr)
+	if wait, ok := h.s.follows.Take(host); !ok {
+		h.s.log.Warn("pairing status refused: too many calls from this address", "source_address", host)
+		return errRateLimited("pairing status calls", wait)
+	}
+	return nil
+}
+
 // GetPairingStatus returns the state of the caller's request; once it is approved, the
-// certificate and the CA, which completes the request.
+// certificate and the CA, which completes the request. Calls are rate limited per
+// remote address before anything is looked up.
 func (h *NodeHandler) GetPairingStatus(ctx context.Context, req *connect.Request[nodev1.GetPairingStatusRequest]) (*connect.Response[nodev1.GetPairingStatusResponse], error) {
+	if err := h.takeFollow(req.Peer()); err != nil {
+		return nil, err
+	}
 	id := req.Msg.GetRequestId()
 	if !isULID(id) {
 		return nil, errStatusRefused()
@@ -74,8 +95,12 @@ func (h *NodeHandler) GetPairingStatus(ctx context.Context, req *connect.Request
 // WatchPairing streams the state of the caller's request: at once, then on every
 // change, until the request is completed, rejected or expired, the client goes away, or
 // a minute after the request's expiry. Changes are learnt from the database's
-// notifications (whichever replica made them), and by re-reading every 5 s.
+// notifications (whichever replica made them), and by re-reading every 5 s. Watches
+// share the rate limit of GetPairingStatus.
 func (h *NodeHandler) WatchPairing(ctx context.Context, req *connect.Request[nodev1.WatchPairingRequest], stream *connect.ServerStream[nodev1.WatchPairingResponse]) error {
+	if err := h.takeFollow(req.Peer()); err != nil {
+		return err
+	}
 	id, secret := req.Msg.GetRequestId(), req.Msg.GetPairingSecret()
 	if !isULID(id) {
 		return errStatusRefused()

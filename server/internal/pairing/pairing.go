@@ -14,15 +14,19 @@
 //  2. The node, having pinned the CA (GetServerInfo, not in this package), generates an
 //     ECDSA P-256 key and calls StartPairing with the code, a PKCS#10 CSR for that key,
 //     its name, platform and agent version, and, when it pairs again, its old device
-//     id. It gets a request id and a pairing secret (256 random bits, stored as its
-//     SHA-256) that authenticates it when it follows its request. The code is used up.
+//     id with a proof that it holds that device's key (claim.go). It gets a request id,
+//     a pairing secret (256 random bits, stored as its SHA-256) that authenticates it
+//     when it follows its request, and what its device id amounts to. The code is used
+//     up.
 //  3. The request waits in pending_approval for RequestTTL. An administrator lists it
 //     (ListPairingRequests, GetPairingRequest) and sees the device name, platform,
-//     agent version, source address, age and the SHA-256 fingerprint of the CSR's
-//     public key, which the node also shows; ApprovePairingRequest (permission
-//     nodes.approve, optionally with the expected fingerprint, which must then match)
-//     signs the CSR's public key and registers the device; RejectPairingRequest
-//     records a reason. Nobody deciding in time expires the request.
+//     agent version, source address, age, the SHA-256 fingerprint of the CSR's public
+//     key, which the node also shows, and the device it names with whether that claim
+//     is proven; ApprovePairingRequest (permission nodes.approve, optionally with the
+//     expected fingerprint, which must then match) signs the CSR's public key and
+//     registers the device, or re-pairs the one it named (proven, or by the approver's
+//     explicit choice); RejectPairingRequest records a reason. Nobody deciding in time
+//     expires the request.
 //  4. The node follows the request with WatchPairing (a stream) or GetPairingStatus,
 //     proving itself with the pairing secret. The first read after the approval hands
 //     it the certificate and the CA and completes the request; later reads by the
@@ -48,12 +52,21 @@
 //   - Every failure of a presented code (wrong, unknown, used, expired, burned,
 //     deleted, of the other method) gets the same PermissionDenied answer, byte for
 //     byte, so that a caller learns nothing about which codes exist.
-//   - A wrong PIN counts as a failed attempt against every usable PIN code (a PIN names
-//     no code); a wrong QR secret counts against its own code only; an unknown QR code
-//     id counts nothing. The fifth failed attempt burns a code. MACs are compared in
+//   - A wrong QR secret counts a failed attempt against its own code; an unknown QR
+//     code id counts nothing; the fifth failed attempt burns a code. A PIN names no
+//     code, so a wrong PIN counts against its source address and against the PIN codes
+//     together: an address with 3 wrong PINs is refused (ResourceExhausted, before its
+//     PIN is compared) while a PIN code usable at its failures is usable, so that no
+//     address burns a code alone; and each wrong PIN is charged to the usable PIN code
+//     with the fewest failed attempts, burned at 5. The codes thus absorb 5 wrong
+//     guesses each on average whatever the number of addresses: with N usable codes of
+//     d digits at most 5·N guesses are made, each hitting one with a chance of N/10^d.
+//     PIN attempts take turns (the usable PIN codes are locked). MACs are compared in
 //     constant time, a PIN with every usable PIN code.
 //   - Starts are rate limited per remote address (10 a minute, burst 10), before the
-//     code is looked at: a guesser is throttled whatever it sends.
+//     code is looked at: a guesser is throttled whatever it sends. So are the status
+//     calls and watches of requests (60 a minute, burst 30, together), before the
+//     request id and pairing secret are looked at.
 //   - A code is used in the same transaction that creates the request, with a
 //     conditional update: of concurrent starts with one code exactly one wins. The CSR
 //     is checked before the code is used, so that a broken CSR does not waste a code.
@@ -63,9 +76,12 @@
 //     issuance policy (identity.DeviceIdentity).
 //   - No RPC, message or log line carries a private key; no log line carries a code, a
 //     pairing secret or a CSR.
-//   - Re-pairing under an existing device id revokes the device's other certificates.
-//     A revoked device pairs again only when the approver passes
-//     reinstate_revoked_device.
+//   - Naming a device proves nothing: a request re-pairs an existing device (whose
+//     other certificates are then revoked) only when its node proved that it holds the
+//     key of the device's newest certificate, or when the approver chose to replace
+//     the device (replace_device_id) after seeing the request flagged; otherwise its
+//     approval is refused until the approver chooses (claim.go). A revoked device pairs
+//     again under its id only when the approver also passes reinstate_revoked_device.
 package pairing
 
 import (
@@ -105,8 +121,14 @@ const (
 	DefaultDeviceCertLifetime = 24 * time.Hour
 	// MaxFailedAttempts is the number of failed attempts that burns a code.
 	MaxFailedAttempts = 5
+	// MaxPINFailuresPerAddress is the number of wrong PINs after which an address is
+	// refused PIN attempts while a PIN code usable at its failures is usable.
+	MaxPINFailuresPerAddress = 3
 	// StartsPerMinute and StartBurst rate limit StartPairing per remote address.
 	StartsPerMinute, StartBurst = 10, 10
+	// FollowsPerMinute and FollowBurst rate limit GetPairingStatus and WatchPairing
+	// together per remote address: a node that polls every 2 s stays well within.
+	FollowsPerMinute, FollowBurst = 60, 30
 
 	// macKeySize is the length of Options.MACKey.
 	macKeySize = 32
@@ -154,12 +176,13 @@ type Options struct {
 // Service is node pairing: it holds the logic that both handlers call, the sweeper that
 // expires requests, and the watches of WatchPairing. It is safe for concurrent use.
 type Service struct {
-	opts   Options
-	now    func() time.Time
-	log    *slog.Logger
-	starts *ratelimit.Keyed     // StartPairing calls per remote host
-	sub    *notify.Subscription // nil without Options.Notify
-	poll   time.Duration        // how often a watch re-reads without a notification
+	opts    Options
+	now     func() time.Time
+	log     *slog.Logger
+	starts  *ratelimit.Keyed     // StartPairing calls per remote host
+	follows *ratelimit.Keyed     // GetPairingStatus and WatchPairing calls per remote host
+	sub     *notify.Subscription // nil without Options.Notify
+	poll    time.Duration        // how often a watch re-reads without a notification
 
 	mu       sync.Mutex // guards the following
 	watchers map[string]map[chan struct{}]struct{}
@@ -215,6 +238,7 @@ func New(opts Options) (*Service, error) {
 		now:      func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) },
 		log:      log,
 		starts:   ratelimit.NewKeyed(StartBurst, StartsPerMinute, opts.Now),
+		follows:  ratelimit.NewKeyed(FollowBurst, FollowsPerMinute, opts.Now),
 		poll:     watchPoll,
 		watchers: map[string]map[chan struct{}]struct{}{},
 	}
@@ -229,7 +253,7 @@ func New(opts Options) (*Service, error) {
 }
 
 // Run expires pending requests whose time ran out (at start and every 15 s), auditing
-// each expiry, and dispatches pairing notifications to watchers, until ctx is done. Run
+// each expiry, forgets old wrong PINs, and dispatches pairing notifications to watchers, until ctx is done. Run
 // is meant to have its own goroutine, and to be started once.
 func (s *Service) Run(ctx context.Context) {
 	var events <-chan notify.Event
@@ -256,10 +280,15 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-// sweep expires the overdue requests, logging a failure (the next sweep retries).
+// sweep expires the overdue requests and forgets the wrong PINs that predate every
+// usable code (older than the longest code lifetime), logging a failure (the next
+// sweep retries).
 func (s *Service) sweep(ctx context.Context) {
 	if err := s.expireDue(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("expiring pairing requests failed", "err", err)
+	}
+	if _, err := s.opts.Store.Q().DeletePINFailures(ctx, s.now().Add(-MaxCodeTTL)); err != nil && ctx.Err() == nil {
+		s.log.Error("forgetting old wrong PINs failed", "err", err)
 	}
 }
 

@@ -57,6 +57,7 @@ var admin = &access.Principal{TokenID: "01JTESTADMINTOKEN000000000", User: "alic
 // clients for both sides.
 type testBundle struct {
 	url       string
+	srv       *httptest.Server
 	store     *store.Store
 	kek       *identity.KeyEncryptionKey
 	clock     *testclock.Clock
@@ -164,6 +165,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
+	b.srv = srv
 	b.node = nodev1connect.NewNodeServiceClient(srv.Client(), srv.URL)
 	b.nodeGRPC = nodev1connect.NewNodeServiceClient(srv.Client(), srv.URL, connect.WithGRPC())
 	b.admin = controlplanev1connect.NewPairingServiceClient(srv.Client(), srv.URL)
@@ -393,11 +395,25 @@ func startReq(t *testing.T, code string) (*nodev1.StartPairingRequest, *ecdsa.Pr
 // start calls StartPairing.
 func (b *testBundle) start(t *testing.T, req *nodev1.StartPairingRequest) (*nodev1.StartPairingResponse, error) {
 	t.Helper()
-	res, err := b.node.StartPairing(t.Context(), connect.NewRequest(req))
+	return startWith(t, b.node, req)
+}
+
+// startWith calls StartPairing through client.
+func startWith(t *testing.T, client nodev1connect.NodeServiceClient, req *nodev1.StartPairingRequest) (*nodev1.StartPairingResponse, error) {
+	t.Helper()
+	res, err := client.StartPairing(t.Context(), connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}
 	return res.Msg, nil
+}
+
+// nodeFrom returns a node client whose connections come from the loopback address
+// 127.0.2.<last>: another source address for the per-address limits.
+func (b *testBundle) nodeFrom(last byte) nodev1connect.NodeServiceClient {
+	tr := b.srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, last)}}).DialContext
+	return nodev1connect.NewNodeServiceClient(&http.Client{Transport: tr}, b.srv.URL)
 }
 
 // mustStart starts pairing with code and fails the test if that fails.
@@ -463,27 +479,6 @@ func (b *testBundle) listCodes(t *testing.T) map[string]*controlplanev1.PairingC
 		out[c.GetId()] = c
 	}
 	return out
-}
-
-// pair runs a whole pairing: a PIN code, a start (as previousDevice, if not empty), an
-// approval and the collection of the certificate.
-func (b *testBundle) pair(t *testing.T, previousDevice string) (*controlplanev1.PairingRequest, *nodev1.PairingStatus) {
-	t.Helper()
-	req, _ := startReq(t, b.createPIN(t).GetCode())
-	req.DeviceId = previousDevice
-	started, err := b.start(t, req)
-	if err != nil {
-		t.Fatalf("start pairing: %v", err)
-	}
-	approved, err := b.approve(t, &controlplanev1.ApprovePairingRequestRequest{Id: started.GetRequestId()})
-	if err != nil {
-		t.Fatalf("approve: %v", err)
-	}
-	st, err := b.status(t, started.GetRequestId(), started.GetPairingSecret())
-	if err != nil {
-		t.Fatalf("status: %v", err)
-	}
-	return approved, st
 }
 
 // wantCode fails the test unless err is a Connect error with code.

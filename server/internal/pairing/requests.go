@@ -57,6 +57,7 @@ type startParams struct {
 	platform         string
 	agentVersion     string
 	previousDeviceID string
+	proof            *proof // of holding previousDeviceID's key; nil without
 	sourceAddress    string
 }
 
@@ -80,27 +81,68 @@ func (s *Service) start(ctx context.Context, p startParams) (*started, error) {
 	if p.previousDeviceID != "" && !isULID(p.previousDeviceID) {
 		return nil, errInvalid("device_id %q is not a device id", p.previousDeviceID)
 	}
-	codeID, err := s.verifyCode(ctx, p.code)
+	if p.proof != nil && p.previousDeviceID == "" {
+		return nil, errInvalid("device_possession proves a device_id: name the device")
+	}
+	codeID, err := s.verifyCode(ctx, p.code, p.sourceAddress)
 	if err != nil {
 		return nil, err
 	}
 	return s.createRequest(ctx, codeID, fingerprint, p)
 }
 
-// createRequest uses the code and inserts the request, in one transaction: of
-// concurrent starts with one code, exactly one finds the code usable.
+// judgeStart judges the device claim of a start: the proof checked, then the claim.
+func (s *Service) judgeStart(ctx context.Context, p startParams, now time.Time) (string, *proven, error) {
+	if p.previousDeviceID == "" {
+		return claimNew, nil, nil
+	}
+	var pr *proven
+	refused := "the node sent no proof"
+	if p.proof != nil {
+		var err error
+		if pr, refused, err = s.checkProof(ctx, p.previousDeviceID, p.csr, *p.proof); err != nil {
+			return "", nil, err
+		}
+	}
+	claim, _, why, err := s.judgeClaim(ctx, s.opts.Store.Q(), &p.previousDeviceID, pr, now)
+	if err != nil {
+		return "", nil, err
+	}
+	if claim == claimUnproven && pr == nil {
+		why = refused
+	}
+	if claim == claimUnproven || claim == claimRevoked {
+		s.log.Info("pairing request names a device it did not prove to be: the approver must choose",
+			"device_id", p.previousDeviceID, "claim", claim, "why", why, "source_address", p.sourceAddress)
+	}
+	if claim != claimProven {
+		pr = nil
+	}
+	return claim, pr, nil
+}
+
+// createRequest judges the device claim, then uses the code and inserts the request, in
+// one transaction: of concurrent starts with one code, exactly one finds the code
+// usable.
 func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string, p startParams) (*started, error) {
 	now := s.now()
+	claim, pr, err := s.judgeStart(ctx, p, now)
+	if err != nil {
+		return nil, err
+	}
 	id := ulid.Make().String()
 	secretBytes := make([]byte, pairingSecretBytes)
 	_, _ = rand.Read(secretBytes)
 	secret := base64.RawURLEncoding.EncodeToString(secretBytes)
-	var previous *string
+	var previous, proofCert, proofKey *string
 	if p.previousDeviceID != "" {
 		previous = &p.previousDeviceID
 	}
+	if pr != nil {
+		proofCert, proofKey = &pr.certificate, &pr.key
+	}
 	var row dbsqlc.PairingRequest
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
 		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
 		if errors.Is(err, store.ErrNotFound) {
 			// Used, burned, deleted or expired since verifyCode: the same answer.
@@ -110,18 +152,21 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 			return fmt.Errorf("pairing: use code: %w", err)
 		}
 		row, err = q.InsertPairingRequest(ctx, dbsqlc.InsertPairingRequestParams{
-			ID:                   id,
-			CodeID:               codeID,
-			SecretHash:           secretHash(secret),
-			CsrDer:               p.csr,
-			PublicKeyFingerprint: fingerprint,
-			DeviceName:           p.deviceName,
-			Platform:             p.platform,
-			AgentVersion:         p.agentVersion,
-			SourceAddress:        p.sourceAddress,
-			PreviousDeviceID:     previous,
-			CreatedAt:            now,
-			ExpiresAt:            now.Add(s.opts.RequestTTL),
+			ID:                               id,
+			CodeID:                           codeID,
+			SecretHash:                       secretHash(secret),
+			CsrDer:                           p.csr,
+			PublicKeyFingerprint:             fingerprint,
+			DeviceName:                       p.deviceName,
+			Platform:                         p.platform,
+			AgentVersion:                     p.agentVersion,
+			SourceAddress:                    p.sourceAddress,
+			PreviousDeviceID:                 previous,
+			CreatedAt:                        now,
+			ExpiresAt:                        now.Add(s.opts.RequestTTL),
+			DeviceClaim:                      claim,
+			PossessionCertificateFingerprint: proofCert,
+			PossessionKeyFingerprint:         proofKey,
 		})
 		if err != nil {
 			return fmt.Errorf("pairing: insert request: %w", err)
@@ -132,7 +177,8 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 		return nil, err
 	}
 	s.log.Info("pairing request started", "request_id", id, "code_id", codeID, "device_name", p.deviceName,
-		"source_address", p.sourceAddress, "public_key_fingerprint", fingerprint, "previous_device_id", p.previousDeviceID)
+		"source_address", p.sourceAddress, "public_key_fingerprint", fingerprint, "previous_device_id", p.previousDeviceID,
+		"device_claim", claim)
 	return &started{row: row, secret: secret}, nil
 }
 
@@ -191,6 +237,8 @@ type approveParams struct {
 	expectedFingerprint string
 	labels              map[string]string
 	reinstate           bool
+	replace             string // replace_device_id
+	asNew               bool   // new_device
 	decidedBy           string
 }
 
@@ -198,9 +246,10 @@ type approveParams struct {
 // rolls back, the request is expired, and the decision is refused.
 var errOverdue = errors.New("the pairing request is overdue")
 
-// approve decides a pending request: the device is registered (or re-paired), the
-// CSR's public key is signed for it and the certificate recorded, all in one
-// transaction with the request locked.
+// approve decides a pending request: the device is registered (or re-paired, as its
+// claim and the approver's choice say), the CSR's public key is signed for it and the
+// certificate recorded, all in one transaction with the request and the device named
+// locked.
 func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingRequest, error) {
 	labels, err := json.Marshal(nonNil(p.labels))
 	if err != nil {
@@ -221,9 +270,27 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 		if err != nil {
 			return fmt.Errorf("pairing: request %s holds a CSR it was accepted with but that no longer parses: %w", r.ID, err)
 		}
-		deviceID, repaired, err := s.registerDevice(ctx, q, r, labels, p.reinstate, now)
+		if r.PreviousDeviceID != nil {
+			// The claim is judged with the device locked: it holds until commit.
+			if _, err := q.GetDeviceForUpdate(ctx, *r.PreviousDeviceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("pairing: get device: %w", err)
+			}
+		}
+		claim, dev, _, err := s.judgeClaim(ctx, q, r.PreviousDeviceID, provenOf(r), now)
 		if err != nil {
 			return err
+		}
+		target, err := pairedDevice(r, claim, dev, p)
+		if err != nil {
+			return err
+		}
+		deviceID, repaired, err := s.registerDevice(ctx, q, r, target, labels, p.reinstate, now)
+		if err != nil {
+			return err
+		}
+		if repaired && claim != claimProven {
+			s.log.Warn("pairing request approved to replace a device it did not prove to be", "request_id", r.ID,
+				"device_id", deviceID, "claim", claim, "decided_by", p.decidedBy)
 		}
 		issued, err := s.opts.Authority.Sign(csr.PublicKey,
 			identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
@@ -256,6 +323,7 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 			CertificateDer:         issued.Certificate.Raw,
 			CertificateFingerprint: &issued.Fingerprint,
 			Labels:                 labels,
+			DeviceClaim:            claim,
 			ID:                     r.ID,
 		})
 		if err != nil {
@@ -272,35 +340,25 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	return out, nil
 }
 
-// registerDevice registers the device of an approved request: the device it names as
-// its previous one, when that exists (re-pairing: repaired is true), else a new one.
-func (s *Service) registerDevice(ctx context.Context, q *dbsqlc.Queries, r dbsqlc.PairingRequest, labels []byte, reinstate bool, now time.Time) (id string, repaired bool, err error) {
-	if r.PreviousDeviceID != nil {
-		d, err := q.GetDeviceForUpdate(ctx, *r.PreviousDeviceID)
-		switch {
-		case err == nil:
-			if d.RevokedAt != nil && !reinstate {
-				return "", false, errFailedPrecondition("device %s was revoked (%s): to let it pair again under its id, "+
-					"an approver must pass reinstate_revoked_device", d.ID, orNone(d.RevokedReason))
-			}
-			_, err = q.RepairDevice(ctx, dbsqlc.RepairDeviceParams{
-				Name:                 r.DeviceName,
-				Platform:             r.Platform,
-				AgentVersion:         r.AgentVersion,
-				Labels:               labels,
-				PublicKeyFingerprint: r.PublicKeyFingerprint,
-				Now:                  now,
-				Reinstate:            reinstate,
-				ID:                   d.ID,
-			})
-			if err != nil {
-				return "", false, fmt.Errorf("pairing: re-pair device %s: %w", d.ID, err)
-			}
-			return d.ID, true, nil
-		case !errors.Is(err, store.ErrNotFound):
-			return "", false, fmt.Errorf("pairing: get device: %w", err)
+// registerDevice registers the device of an approved request: it re-pairs the existing
+// device target (repaired is true; reinstate lifts its revocation), or registers a new
+// device when target is "".
+func (s *Service) registerDevice(ctx context.Context, q *dbsqlc.Queries, r dbsqlc.PairingRequest, target string, labels []byte, reinstate bool, now time.Time) (id string, repaired bool, err error) {
+	if target != "" {
+		_, err = q.RepairDevice(ctx, dbsqlc.RepairDeviceParams{
+			Name:                 r.DeviceName,
+			Platform:             r.Platform,
+			AgentVersion:         r.AgentVersion,
+			Labels:               labels,
+			PublicKeyFingerprint: r.PublicKeyFingerprint,
+			Now:                  now,
+			Reinstate:            reinstate,
+			ID:                   target,
+		})
+		if err != nil {
+			return "", false, fmt.Errorf("pairing: re-pair device %s: %w", target, err)
 		}
-		// The previous device id names no device: the node pairs as a new device.
+		return target, true, nil
 	}
 	d, err := q.InsertDevice(ctx, dbsqlc.InsertDeviceParams{
 		ID:                   ulid.Make().String(),

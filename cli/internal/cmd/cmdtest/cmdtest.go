@@ -36,22 +36,30 @@ var Now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 // environment), without a terminal, and returns what it did once it has ended.
 func Run(ctx context.Context, env map[string]string, args ...string) Result {
 	var stdout, stderr SyncBuffer
-	code := execute(ctx, env, nil, &stdout, &stderr, args)
+	code := execute(ctx, env, nil, false, &stdout, &stderr, args)
+	return Result{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
+}
+
+// RunTerminal runs palyra as Run does, as if a person at a terminal typed answers.
+func RunTerminal(ctx context.Context, env map[string]string, answers string, args ...string) Result {
+	var stdout, stderr SyncBuffer
+	code := execute(ctx, env, strings.NewReader(answers), true, &stdout, &stderr, args)
 	return Result{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
 }
 
 // execute runs palyra as Run describes, with stdin as its standard input (nil for
-// none), and returns its exit code.
-func execute(ctx context.Context, env map[string]string, stdin io.Reader, stdout, stderr io.Writer, args []string) int {
+// none), a terminal or not, and returns its exit code.
+func execute(ctx context.Context, env map[string]string, stdin io.Reader, terminal bool, stdout, stderr io.Writer, args []string) int {
 	if stdin == nil {
 		stdin = bytes.NewReader(nil)
 	}
 	return cmd.Execute(ctx, args, &deps.Deps{
-		Stdout: stdout,
-		Stderr: stderr,
-		Stdin:  stdin,
-		Getenv: func(k string) string { return env[k] },
-		Now:    func() time.Time { return Now },
+		Stdout:          stdout,
+		Stderr:          stderr,
+		Stdin:           stdin,
+		StdinIsTerminal: terminal,
+		Getenv:          func(k string) string { return env[k] },
+		Now:             func() time.Time { return Now },
 	})
 }
 
@@ -68,7 +76,7 @@ type Running struct {
 // (nil for none).
 func Start(ctx context.Context, env map[string]string, stdin io.Reader, args ...string) *Running {
 	r := &Running{done: make(chan int, 1)}
-	go func() { r.done <- execute(ctx, env, stdin, &r.Stdout, &r.Stderr, args) }()
+	go func() { r.done <- execute(ctx, env, stdin, false, &r.Stdout, &r.Stderr, args) }()
 	return r
 }
 

@@ -272,10 +272,26 @@ func printEvent(w io.Writer, e agent.Event, resume string) {
 			output.Fprintf(w, "WARNING: palyrad reports the key fingerprint %s for this request, but this node's key is %s: "+
 				"the request must not be approved; have it rejected\n", e.ServerKeyFingerprint, e.KeyFingerprint)
 		}
+		choice := ""
+		switch e.DeviceClaim {
+		case nodev1.DeviceClaim_DEVICE_CLAIM_PROVEN:
+			output.Fprintf(w, "pairing again as device %s: palyrad checked that this node holds the device's key\n", e.PreviousDeviceID)
+		case nodev1.DeviceClaim_DEVICE_CLAIM_UNPROVEN:
+			output.Fprintf(w, "palyrad could not check that this node is device %s (it no longer has a certificate of the device that "+
+				"counts): the approver must choose to give it that device's identity, or pair it as a new device\n", e.PreviousDeviceID)
+			choice = " --replace-device " + e.PreviousDeviceID
+		case nodev1.DeviceClaim_DEVICE_CLAIM_REVOKED:
+			output.Fprintf(w, "device %s is revoked: only an approver's reinstatement lets this node back under its id\n", e.PreviousDeviceID)
+			choice = " --replace-device " + e.PreviousDeviceID + " --reinstate"
+		case nodev1.DeviceClaim_DEVICE_CLAIM_NEW:
+			if e.PreviousDeviceID != "" {
+				output.Fprintf(w, "palyrad knows no device %s: this node pairs as a new device\n", e.PreviousDeviceID)
+			}
+		}
 		output.Fprintf(w, "On the admin machine, check that the request shows this key fingerprint, then approve it:\n"+
-			"  palyra pairing requests approve %s --expect-fingerprint %s\n"+
+			"  palyra pairing requests approve %s --expect-fingerprint %s%s\n"+
 			"or reject it:\n"+
-			"  palyra pairing requests reject %s --reason \"...\"\n", e.RequestID, e.KeyFingerprint, e.RequestID)
+			"  palyra pairing requests reject %s --reason \"...\"\n", e.RequestID, e.KeyFingerprint, choice, e.RequestID)
 		if !e.ExpireTime.IsZero() {
 			output.Fprintf(w, "The request expires at %s. ", e.ExpireTime.UTC().Format(time.RFC3339))
 		}

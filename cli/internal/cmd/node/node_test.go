@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -34,6 +35,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
+	"github.com/palyra/palyra/internal/possession"
 )
 
 const (
@@ -157,8 +159,26 @@ func (f *fakeNode) StartPairing(_ context.Context, req *connect.Request[nodev1.S
 	fp, _ := agent.KeyFingerprint(csr.PublicKey)
 	return connect.NewResponse(&nodev1.StartPairingResponse{
 		RequestId: id, PairingSecret: f.requests[id].secret, PublicKeyFingerprint: fp,
-		ExpireTime: timestamppb.New(time.Now().Add(10 * time.Minute)),
+		ExpireTime: timestamppb.New(time.Now().Add(10 * time.Minute)), DeviceClaim: f.claim(req.Msg),
 	}), nil
+}
+
+// claim judges a start's device claim as palyrad would, without its records: proven
+// when the proof's certificate is the fake CA's for that device and its key signed the
+// request.
+func (f *fakeNode) claim(req *nodev1.StartPairingRequest) nodev1.DeviceClaim {
+	if req.GetDeviceId() == "" {
+		return nodev1.DeviceClaim_DEVICE_CLAIM_NEW
+	}
+	proof := req.GetDevicePossession()
+	cert, err := x509.ParseCertificate(proof.GetCertificate())
+	if err != nil || cert.CheckSignatureFrom(f.ca) != nil || len(cert.URIs) != 1 || cert.URIs[0].String() != "palyra://device/"+req.GetDeviceId() {
+		return nodev1.DeviceClaim_DEVICE_CLAIM_UNPROVEN
+	}
+	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !possession.Verify(pub, req.GetDeviceId(), req.GetCsr(), proof.GetSignature()) {
+		return nodev1.DeviceClaim_DEVICE_CLAIM_UNPROVEN
+	}
+	return nodev1.DeviceClaim_DEVICE_CLAIM_PROVEN
 }
 
 func (f *fakeNode) WatchPairing(ctx context.Context, req *connect.Request[nodev1.WatchPairingRequest], stream *connect.ServerStream[nodev1.WatchPairingResponse]) error {
@@ -401,6 +421,17 @@ func TestNodePairApproved(t *testing.T) {
 	if len(starts) != 2 || starts[1].GetDeviceId() != device {
 		t.Errorf("the second StartPairing named device %q, want %s", starts[1].GetDeviceId(), device)
 	}
+	// It proved it is that device, with the key and certificate it had.
+	if proof := starts[1].GetDevicePossession(); proof == nil || !bytes.Equal(proof.GetCertificate(), cert.Raw) ||
+		!possession.Verify(cert.PublicKey.(*ecdsa.PublicKey), device, starts[1].GetCsr(), proof.GetSignature()) {
+		t.Errorf("the second StartPairing proves nothing: %v", proof)
+	}
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "pairing again as device "+device+": palyrad checked that this node holds the device's key")
+	for _, name := range []string{agent.PrevKeyFile, agent.PrevCertFile} {
+		if fileMode(t, filepath.Join(b.dir, name)) != 0 {
+			t.Errorf("%s is left after the node paired again", name)
+		}
+	}
 	if again := keyFingerprint(t, b.dir); again == fp {
 		t.Error("--force kept the old key")
 	}
@@ -609,4 +640,60 @@ func TestNodePairArguments(t *testing.T) {
 	if res.Code != 0 {
 		t.Errorf("--qr-uri with matching --url and --ca-fingerprint: exit %d, %s", res.Code, res.Stderr)
 	}
+}
+
+// TestNodePairAgainKeepsItsProof: a node that pairs again puts its key and certificate
+// aside until a request is approved, so that after a rejected (or expired) request the
+// next one still proves it is the device; one without them names the device unproven,
+// and says what the approver must choose.
+func TestNodePairAgainKeepsItsProof(t *testing.T) {
+	t.Parallel()
+	b := newBench(t, "approve")
+	if res := b.run(t.Context(), t, b.pairArgs()...); res.Code != 0 {
+		t.Fatalf("exit %d:\n%s", res.Code, res.Stderr)
+	}
+	const device = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V1"
+	cert, err := agent.NewStateDir(b.dir).Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.fake.setOutcome("reject")
+	if res := b.run(t.Context(), t, b.pairArgs("--force")...); res.Code != 1 {
+		t.Fatalf("a rejected re-pairing: exit %d:\n%s", res.Code, res.Stderr)
+	}
+	if paired, _ := agent.NewStateDir(b.dir).Paired(); paired {
+		t.Error("still paired with the certificate it gave up")
+	}
+	b.fake.setOutcome("approve")
+	res := b.run(t.Context(), t, b.pairArgs()...)
+	if res.Code != 0 {
+		t.Fatalf("pairing again after the rejection: exit %d:\n%s", res.Code, res.Stderr)
+	}
+	_, starts := b.fake.calls()
+	if len(starts) != 3 {
+		t.Fatalf("%d StartPairing calls", len(starts))
+	}
+	for i, s := range starts[1:] {
+		if s.GetDeviceId() != device || !bytes.Equal(s.GetDevicePossession().GetCertificate(), cert.Raw) {
+			t.Errorf("start %d named %q with proof %v", i+2, s.GetDeviceId(), s.GetDevicePossession())
+		}
+	}
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "pairing again as device "+device)
+
+	// A node that lost its key and certificate names its device without a proof.
+	for _, name := range []string{agent.KeyFile, agent.CertFile} {
+		if err := os.Remove(filepath.Join(b.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res = b.run(t.Context(), t, b.pairArgs()...)
+	if res.Code != 0 {
+		t.Fatalf("pairing without key: exit %d:\n%s", res.Code, res.Stderr)
+	}
+	_, starts = b.fake.calls()
+	if last := starts[len(starts)-1]; last.GetDeviceId() != "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V3" || last.GetDevicePossession() != nil {
+		t.Errorf("the start without key named %q with proof %v", last.GetDeviceId(), last.GetDevicePossession())
+	}
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "palyrad could not check that this node is device 01JD5ZJ8Q0W1X2Y3Z4A5B6C7V3",
+		"--expect-fingerprint "+keyFingerprint(t, b.dir)+" --replace-device 01JD5ZJ8Q0W1X2Y3Z4A5B6C7V3")
 }

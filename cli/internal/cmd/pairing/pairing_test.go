@@ -23,13 +23,14 @@ import (
 )
 
 const (
-	requestID = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R1"
-	codeID    = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7C1"
-	deviceID  = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V1"
-	keyFP     = "sha256:3f2a0c6b8f1e4d2a9b7c5e3f1a0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f9e8d"
-	caFP      = "sha256:fabd539369598d55ccae908a97924477f9eca9b3cd0fba7275d7da5a67503870"
-	pin       = "48213907"
-	qrCode    = "Zm9vYmFyYmF6cXV4cXV1eHl6enk"
+	previousID = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V0"
+	requestID  = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R1"
+	codeID     = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7C1"
+	deviceID   = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V1"
+	keyFP      = "sha256:3f2a0c6b8f1e4d2a9b7c5e3f1a0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f9e8d"
+	caFP       = "sha256:fabd539369598d55ccae908a97924477f9eca9b3cd0fba7275d7da5a67503870"
+	pin        = "48213907"
+	qrCode     = "Zm9vYmFyYmF6cXV4cXV1eHl6enk"
 )
 
 // fakePairing is a PairingService that records what it is asked and answers with
@@ -44,6 +45,7 @@ type fakePairing struct {
 	approve    *controlplanev1.ApprovePairingRequestRequest
 	reject     *controlplanev1.RejectPairingRequestRequest
 	approveErr error
+	claim      nodev1.DeviceClaim // of the requests it shows; unspecified: a new device
 }
 
 var _ controlplanev1connect.PairingServiceHandler = (*fakePairing)(nil)
@@ -125,9 +127,24 @@ func (f *fakePairing) DeletePairingCode(_ context.Context, req *connect.Request[
 	return connect.NewResponse(&controlplanev1.DeletePairingCodeResponse{PairingCode: c}), nil
 }
 
+// request is the pending request the fake shows, naming a device as its claim says.
+func (f *fakePairing) request() *controlplanev1.PairingRequest {
+	r := pendingRequest()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.DeviceClaim = f.claim
+	if f.claim != nodev1.DeviceClaim_DEVICE_CLAIM_UNSPECIFIED && f.claim != nodev1.DeviceClaim_DEVICE_CLAIM_NEW {
+		r.PreviousDeviceId = previousID
+	}
+	if f.claim == nodev1.DeviceClaim_DEVICE_CLAIM_PROVEN {
+		r.PossessionCertificateFingerprint = caFP
+	}
+	return r
+}
+
 func (f *fakePairing) ListPairingRequests(_ context.Context, req *connect.Request[controlplanev1.ListPairingRequestsRequest]) (*connect.Response[controlplanev1.ListPairingRequestsResponse], error) {
 	f.record(func() { f.listReqs = append(f.listReqs, req.Msg) })
-	return connect.NewResponse(&controlplanev1.ListPairingRequestsResponse{PairingRequests: []*controlplanev1.PairingRequest{pendingRequest()}}), nil
+	return connect.NewResponse(&controlplanev1.ListPairingRequestsResponse{PairingRequests: []*controlplanev1.PairingRequest{f.request()}}), nil
 }
 
 func (f *fakePairing) GetPairingRequest(_ context.Context, req *connect.Request[controlplanev1.GetPairingRequestRequest]) (*connect.Response[controlplanev1.GetPairingRequestResponse], error) {
@@ -135,7 +152,7 @@ func (f *fakePairing) GetPairingRequest(_ context.Context, req *connect.Request[
 	if req.Msg.GetId() != requestID {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("no pairing request "+req.Msg.GetId()))
 	}
-	r := pendingRequest()
+	r := f.request()
 	r.Labels = map[string]string{"site": "lab", "role": "builder"}
 	return connect.NewResponse(&controlplanev1.GetPairingRequestResponse{PairingRequest: r}), nil
 }
@@ -146,8 +163,11 @@ func (f *fakePairing) ApprovePairingRequest(_ context.Context, req *connect.Requ
 	if err != nil {
 		return nil, err
 	}
-	r := pendingRequest()
+	r := f.request()
 	r.State, r.DeviceId, r.Labels, r.DecidedBy = nodev1.PairingState_PAIRING_STATE_APPROVED, deviceID, req.Msg.GetLabels(), "user:owner"
+	if req.Msg.GetReplaceDeviceId() != "" || r.GetDeviceClaim() == nodev1.DeviceClaim_DEVICE_CLAIM_PROVEN {
+		r.DeviceId = r.GetPreviousDeviceId()
+	}
 	return connect.NewResponse(&controlplanev1.ApprovePairingRequestResponse{PairingRequest: r}), nil
 }
 
@@ -198,6 +218,8 @@ func TestPairingArguments(t *testing.T) {
 		"approve label no value":   {"pairing", "requests", "approve", requestID, "--label", "site"},
 		"approve label bad key":    {"pairing", "requests", "approve", requestID, "--label", "Site=lab"},
 		"approve label twice":      {"pairing", "requests", "approve", requestID, "--label", "a=1", "--label", "a=2"},
+		"approve replace and new":  {"pairing", "requests", "approve", requestID, "--replace-device", previousID, "--new-device"},
+		"approve replace bad id":   {"pairing", "requests", "approve", requestID, "--replace-device", "db-1"},
 		"reject without reason":    {"pairing", "requests", "reject", requestID},
 		"reject blank reason":      {"pairing", "requests", "reject", requestID, "--reason", "  "},
 		"reject long reason":       {"pairing", "requests", "reject", requestID, "--reason", strings.Repeat("x", 257)},
@@ -319,8 +341,8 @@ func TestPairingRequests(t *testing.T) {
 			t.Fatalf("%v: exit %d: %s", args, res.Code, res.Stderr)
 		}
 		cmdtest.WantOutput(t, strings.Join(args, " "), res.Stdout,
-			"ID                          STATE             DEVICE NAME  PLATFORM     SOURCE     KEY FINGERPRINT   AGE",
-			requestID+"  pending_approval  build-01     linux/amd64  192.0.2.7  sha256:3f2a…9e8d  5m3s")
+			"ID                          STATE             DEVICE NAME  PLATFORM     SOURCE     KEY FINGERPRINT   REPLACES  AGE",
+			requestID+"  pending_approval  build-01     linux/amd64  192.0.2.7  sha256:3f2a…9e8d  -         5m3s")
 		if got := lastList(f).GetState(); got != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL {
 			t.Errorf("%v asked for state %v", args, got)
 		}
@@ -340,7 +362,8 @@ func TestPairingRequests(t *testing.T) {
 		t.Fatalf("show: exit %d: %s", res.Code, res.Stderr)
 	}
 	cmdtest.WantOutput(t, "show", res.Stdout, "Key fingerprint  "+keyFP, "Device name      build-01", "Agent version    v0.3.0",
-		"Labels           role=builder,site=lab", "Created          2025-06-01T11:55:00Z (5m3s ago)", "Code             "+codeID)
+		"Labels           role=builder,site=lab", "Created          2025-06-01T11:55:00Z (5m3s ago)", "Code             "+codeID,
+		"Replaces         none: a new device")
 	res = cmdtest.Run(t.Context(), env, "pairing", "requests", "show", "01JD5ZJ8Q0W1X2Y3Z4A5B6C7R2")
 	if res.Code != 1 || !strings.Contains(res.Stderr, "not found: no pairing request 01JD5ZJ8Q0W1X2Y3Z4A5B6C7R2") {
 		t.Errorf("show of an unknown request: exit %d, %s", res.Code, res.Stderr)
@@ -378,4 +401,71 @@ func TestPairingRequests(t *testing.T) {
 	if res.Code != 1 || json.Unmarshal([]byte(res.Stdout), &approved) == nil {
 		t.Errorf("a refused approval with -o json: exit %d, stdout %q", res.Code, res.Stdout)
 	}
+}
+
+// TestApprovingARequestThatNamesADevice: a request that names a device without proof
+// is flagged in list and show; approve shows it, asks a person on a terminal whether to
+// pair a new device instead, and sends the approver's choice (--replace-device,
+// --new-device); a proven one re-pairs the device without a question.
+func TestApprovingARequestThatNamesADevice(t *testing.T) {
+	t.Parallel()
+	f, env := setup(t)
+	f.claim = nodev1.DeviceClaim_DEVICE_CLAIM_UNPROVEN
+
+	res := cmdtest.Run(t.Context(), env, "pairing", "requests", "list")
+	cmdtest.WantOutput(t, "list", res.Stdout, "REPLACES", "sha256:3f2a…9e8d  "+previousID+" UNPROVEN  5m3s")
+	res = cmdtest.Run(t.Context(), env, "pairing", "requests", "show", requestID)
+	cmdtest.WantOutput(t, "show", res.Stdout, "Previous device  "+previousID,
+		"Replaces         NOT PROVEN: the node names device "+previousID+" but did not prove it holds that device's key; "+
+			"approve with --replace-device "+previousID+" to replace that device")
+
+	// Without a terminal: shown, and sent without a choice (palyrad refuses it).
+	res = cmdtest.Run(t.Context(), env, "nodes", "approve", requestID)
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "Pairing request "+requestID+" (build-01, key "+keyFP+", from 192.0.2.7): NOT PROVEN")
+	if a := f.sent().approve; a.GetNewDevice() || a.GetReplaceDeviceId() != "" {
+		t.Errorf("approve without a choice sent %v", a)
+	}
+	// On a terminal: asked; no answer approves nothing.
+	f.mu.Lock()
+	f.approve = nil
+	f.mu.Unlock()
+	res = cmdtest.RunTerminal(t.Context(), env, "\n", "nodes", "approve", requestID)
+	if res.Code != 1 || f.sent().approve != nil || !strings.Contains(res.Stderr, "Pair it as a NEW device instead (device "+previousID+" is left as it is)? [y/N]") ||
+		!strings.Contains(res.Stderr, "was not approved; to replace device "+previousID+" with its node, pass --replace-device "+previousID) {
+		t.Errorf("declined: exit %d, sent %v, stderr:\n%s", res.Code, f.sent().approve, res.Stderr)
+	}
+	res = cmdtest.RunTerminal(t.Context(), env, "y\n", "nodes", "approve", requestID)
+	if res.Code != 0 || !f.sent().approve.GetNewDevice() {
+		t.Errorf("answered yes: exit %d, sent %v: %s", res.Code, f.sent().approve, res.Stderr)
+	}
+	// The approver's explicit choices.
+	res = cmdtest.RunTerminal(t.Context(), env, "", "pairing", "requests", "approve", requestID, "--replace-device", strings.ToLower(previousID))
+	if res.Code != 0 || f.sent().approve.GetReplaceDeviceId() != previousID || f.sent().approve.GetNewDevice() {
+		t.Errorf("--replace-device: exit %d, sent %v: %s", res.Code, f.sent().approve, res.Stderr)
+	}
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "--replace-device gives it that device's identity",
+		"Approved: the node replaces device "+previousID)
+	res = cmdtest.Run(t.Context(), env, "pairing", "requests", "approve", requestID, "--new-device")
+	if res.Code != 0 || !f.sent().approve.GetNewDevice() || strings.Contains(res.Stderr, "NOT PROVEN") {
+		t.Errorf("--new-device: exit %d, sent %v: %s", res.Code, f.sent().approve, res.Stderr)
+	}
+
+	// A proven claim: re-paired without a question.
+	f.mu.Lock()
+	f.claim = nodev1.DeviceClaim_DEVICE_CLAIM_PROVEN
+	f.mu.Unlock()
+	res = cmdtest.Run(t.Context(), env, "pairing", "requests", "list")
+	cmdtest.WantOutput(t, "list", res.Stdout, previousID+" proven")
+	res = cmdtest.RunTerminal(t.Context(), env, "", "nodes", "approve", requestID)
+	if res.Code != 0 || strings.Contains(res.Stderr, "?") {
+		t.Errorf("proven: exit %d: %s", res.Code, res.Stderr)
+	}
+	cmdtest.WantOutput(t, "stderr", res.Stderr, "Approved: device "+previousID+" is re-paired")
+	// A revoked device: the way back needs --reinstate.
+	f.mu.Lock()
+	f.claim = nodev1.DeviceClaim_DEVICE_CLAIM_REVOKED
+	f.mu.Unlock()
+	res = cmdtest.Run(t.Context(), env, "pairing", "requests", "show", requestID)
+	cmdtest.WantOutput(t, "show", res.Stdout, "REVOKED: the node names device "+previousID+", which is revoked; approve with --replace-device "+
+		previousID+" --reinstate")
 }

@@ -659,9 +659,17 @@ type PairingRequest struct {
 	// certificate_fingerprint is the certificate issued on approval.
 	CertificateFingerprint string `protobuf:"bytes,17,opt,name=certificate_fingerprint,json=certificateFingerprint,proto3" json:"certificate_fingerprint,omitempty"`
 	// labels given to the device on approval.
-	Labels        map[string]string `protobuf:"bytes,18,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Labels map[string]string `protobuf:"bytes,18,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// device_claim is what previous_device_id amounts to: for a pending request as of the
+	// call, for an approved one as of the approval (so device_id equal to
+	// previous_device_id with an unproven or revoked claim means the approver chose to
+	// replace that device), else as of the request's start.
+	DeviceClaim v1.DeviceClaim `protobuf:"varint,19,opt,name=device_claim,json=deviceClaim,proto3,enum=palyra.node.v1.DeviceClaim" json:"device_claim,omitempty"`
+	// possession_certificate_fingerprint is the certificate of previous_device_id with
+	// which the node proved that it holds the device's key; empty without a valid proof.
+	PossessionCertificateFingerprint string `protobuf:"bytes,20,opt,name=possession_certificate_fingerprint,json=possessionCertificateFingerprint,proto3" json:"possession_certificate_fingerprint,omitempty"`
+	unknownFields                    protoimpl.UnknownFields
+	sizeCache                        protoimpl.SizeCache
 }
 
 func (x *PairingRequest) Reset() {
@@ -818,6 +826,20 @@ func (x *PairingRequest) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *PairingRequest) GetDeviceClaim() v1.DeviceClaim {
+	if x != nil {
+		return x.DeviceClaim
+	}
+	return v1.DeviceClaim(0)
+}
+
+func (x *PairingRequest) GetPossessionCertificateFingerprint() string {
+	if x != nil {
+		return x.PossessionCertificateFingerprint
+	}
+	return ""
 }
 
 // ListPairingRequestsRequest filters and pages the list.
@@ -1044,8 +1066,15 @@ type ApprovePairingRequestRequest struct {
 	// reinstate_revoked_device must be true to let a revoked device pair again under its
 	// old id; it is the explicit decision that lifts the revocation.
 	ReinstateRevokedDevice bool `protobuf:"varint,4,opt,name=reinstate_revoked_device,json=reinstateRevokedDevice,proto3" json:"reinstate_revoked_device,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// replace_device_id, the request's previous_device_id, replaces that device with the
+	// request's node although the node did not prove it holds the device's key: the
+	// device's certificates are revoked and its dispatches go to the new node.
+	ReplaceDeviceId string `protobuf:"bytes,5,opt,name=replace_device_id,json=replaceDeviceId,proto3" json:"replace_device_id,omitempty"`
+	// new_device registers a new device even when the request names an existing one,
+	// which is left untouched. Not with replace_device_id.
+	NewDevice     bool `protobuf:"varint,6,opt,name=new_device,json=newDevice,proto3" json:"new_device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApprovePairingRequestRequest) Reset() {
@@ -1102,6 +1131,20 @@ func (x *ApprovePairingRequestRequest) GetLabels() map[string]string {
 func (x *ApprovePairingRequestRequest) GetReinstateRevokedDevice() bool {
 	if x != nil {
 		return x.ReinstateRevokedDevice
+	}
+	return false
+}
+
+func (x *ApprovePairingRequestRequest) GetReplaceDeviceId() string {
+	if x != nil {
+		return x.ReplaceDeviceId
+	}
+	return ""
+}
+
+func (x *ApprovePairingRequestRequest) GetNewDevice() bool {
+	if x != nil {
+		return x.NewDevice
 	}
 	return false
 }
@@ -1297,7 +1340,7 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\x18DeletePairingCodeRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"c\n" +
 	"\x19DeletePairingCodeResponse\x12F\n" +
-	"\fpairing_code\x18\x01 \x01(\v2#.palyra.controlplane.v1.PairingCodeR\vpairingCode\"\xd2\x06\n" +
+	"\fpairing_code\x18\x01 \x01(\v2#.palyra.controlplane.v1.PairingCodeR\vpairingCode\"\xe0\a\n" +
 	"\x0ePairingRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1c.palyra.node.v1.PairingStateR\x05state\x12\x1f\n" +
@@ -1322,7 +1365,9 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\x06reason\x18\x0f \x01(\tR\x06reason\x12\x1b\n" +
 	"\tdevice_id\x18\x10 \x01(\tR\bdeviceId\x127\n" +
 	"\x17certificate_fingerprint\x18\x11 \x01(\tR\x16certificateFingerprint\x12J\n" +
-	"\x06labels\x18\x12 \x03(\v22.palyra.controlplane.v1.PairingRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x12 \x03(\v22.palyra.controlplane.v1.PairingRequest.LabelsEntryR\x06labels\x12>\n" +
+	"\fdevice_claim\x18\x13 \x01(\x0e2\x1b.palyra.node.v1.DeviceClaimR\vdeviceClaim\x12L\n" +
+	"\"possession_certificate_fingerprint\x18\x14 \x01(\tR possessionCertificateFingerprint\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
@@ -1337,12 +1382,15 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\x18GetPairingRequestRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"l\n" +
 	"\x19GetPairingRequestResponse\x12O\n" +
-	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"\xb6\x03\n" +
+	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"\xa5\x04\n" +
 	"\x1cApprovePairingRequestRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12Y\n" +
 	"\x18expected_key_fingerprint\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^(sha256:[0-9a-f]{64})?$R\x16expectedKeyFingerprint\x12\x94\x01\n" +
 	"\x06labels\x18\x03 \x03(\v2@.palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntryB:\xbaH7\x9a\x014\x10 \")r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x128\n" +
-	"\x18reinstate_revoked_device\x18\x04 \x01(\bR\x16reinstateRevokedDevice\x1a9\n" +
+	"\x18reinstate_revoked_device\x18\x04 \x01(\bR\x16reinstateRevokedDevice\x12N\n" +
+	"\x11replace_device_id\x18\x05 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\x0freplaceDeviceId\x12\x1d\n" +
+	"\n" +
+	"new_device\x18\x06 \x01(\bR\tnewDevice\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
@@ -1417,6 +1465,7 @@ var file_palyra_controlplane_v1_pairing_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),         // 20: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),           // 21: google.protobuf.Duration
 	(v1.PairingState)(0),                  // 22: palyra.node.v1.PairingState
+	(v1.DeviceClaim)(0),                   // 23: palyra.node.v1.DeviceClaim
 }
 var file_palyra_controlplane_v1_pairing_proto_depIdxs = []int32{
 	0,  // 0: palyra.controlplane.v1.PairingCode.method:type_name -> palyra.controlplane.v1.PairingMethod
@@ -1434,31 +1483,32 @@ var file_palyra_controlplane_v1_pairing_proto_depIdxs = []int32{
 	20, // 12: palyra.controlplane.v1.PairingRequest.expire_time:type_name -> google.protobuf.Timestamp
 	20, // 13: palyra.controlplane.v1.PairingRequest.decide_time:type_name -> google.protobuf.Timestamp
 	18, // 14: palyra.controlplane.v1.PairingRequest.labels:type_name -> palyra.controlplane.v1.PairingRequest.LabelsEntry
-	22, // 15: palyra.controlplane.v1.ListPairingRequestsRequest.state:type_name -> palyra.node.v1.PairingState
-	9,  // 16: palyra.controlplane.v1.ListPairingRequestsResponse.pairing_requests:type_name -> palyra.controlplane.v1.PairingRequest
-	9,  // 17: palyra.controlplane.v1.GetPairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
-	19, // 18: palyra.controlplane.v1.ApprovePairingRequestRequest.labels:type_name -> palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntry
-	9,  // 19: palyra.controlplane.v1.ApprovePairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
-	9,  // 20: palyra.controlplane.v1.RejectPairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
-	3,  // 21: palyra.controlplane.v1.PairingService.CreatePairingCode:input_type -> palyra.controlplane.v1.CreatePairingCodeRequest
-	5,  // 22: palyra.controlplane.v1.PairingService.ListPairingCodes:input_type -> palyra.controlplane.v1.ListPairingCodesRequest
-	7,  // 23: palyra.controlplane.v1.PairingService.DeletePairingCode:input_type -> palyra.controlplane.v1.DeletePairingCodeRequest
-	10, // 24: palyra.controlplane.v1.PairingService.ListPairingRequests:input_type -> palyra.controlplane.v1.ListPairingRequestsRequest
-	12, // 25: palyra.controlplane.v1.PairingService.GetPairingRequest:input_type -> palyra.controlplane.v1.GetPairingRequestRequest
-	14, // 26: palyra.controlplane.v1.PairingService.ApprovePairingRequest:input_type -> palyra.controlplane.v1.ApprovePairingRequestRequest
-	16, // 27: palyra.controlplane.v1.PairingService.RejectPairingRequest:input_type -> palyra.controlplane.v1.RejectPairingRequestRequest
-	4,  // 28: palyra.controlplane.v1.PairingService.CreatePairingCode:output_type -> palyra.controlplane.v1.CreatePairingCodeResponse
-	6,  // 29: palyra.controlplane.v1.PairingService.ListPairingCodes:output_type -> palyra.controlplane.v1.ListPairingCodesResponse
-	8,  // 30: palyra.controlplane.v1.PairingService.DeletePairingCode:output_type -> palyra.controlplane.v1.DeletePairingCodeResponse
-	11, // 31: palyra.controlplane.v1.PairingService.ListPairingRequests:output_type -> palyra.controlplane.v1.ListPairingRequestsResponse
-	13, // 32: palyra.controlplane.v1.PairingService.GetPairingRequest:output_type -> palyra.controlplane.v1.GetPairingRequestResponse
-	15, // 33: palyra.controlplane.v1.PairingService.ApprovePairingRequest:output_type -> palyra.controlplane.v1.ApprovePairingRequestResponse
-	17, // 34: palyra.controlplane.v1.PairingService.RejectPairingRequest:output_type -> palyra.controlplane.v1.RejectPairingRequestResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	23, // 15: palyra.controlplane.v1.PairingRequest.device_claim:type_name -> palyra.node.v1.DeviceClaim
+	22, // 16: palyra.controlplane.v1.ListPairingRequestsRequest.state:type_name -> palyra.node.v1.PairingState
+	9,  // 17: palyra.controlplane.v1.ListPairingRequestsResponse.pairing_requests:type_name -> palyra.controlplane.v1.PairingRequest
+	9,  // 18: palyra.controlplane.v1.GetPairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
+	19, // 19: palyra.controlplane.v1.ApprovePairingRequestRequest.labels:type_name -> palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntry
+	9,  // 20: palyra.controlplane.v1.ApprovePairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
+	9,  // 21: palyra.controlplane.v1.RejectPairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
+	3,  // 22: palyra.controlplane.v1.PairingService.CreatePairingCode:input_type -> palyra.controlplane.v1.CreatePairingCodeRequest
+	5,  // 23: palyra.controlplane.v1.PairingService.ListPairingCodes:input_type -> palyra.controlplane.v1.ListPairingCodesRequest
+	7,  // 24: palyra.controlplane.v1.PairingService.DeletePairingCode:input_type -> palyra.controlplane.v1.DeletePairingCodeRequest
+	10, // 25: palyra.controlplane.v1.PairingService.ListPairingRequests:input_type -> palyra.controlplane.v1.ListPairingRequestsRequest
+	12, // 26: palyra.controlplane.v1.PairingService.GetPairingRequest:input_type -> palyra.controlplane.v1.GetPairingRequestRequest
+	14, // 27: palyra.controlplane.v1.PairingService.ApprovePairingRequest:input_type -> palyra.controlplane.v1.ApprovePairingRequestRequest
+	16, // 28: palyra.controlplane.v1.PairingService.RejectPairingRequest:input_type -> palyra.controlplane.v1.RejectPairingRequestRequest
+	4,  // 29: palyra.controlplane.v1.PairingService.CreatePairingCode:output_type -> palyra.controlplane.v1.CreatePairingCodeResponse
+	6,  // 30: palyra.controlplane.v1.PairingService.ListPairingCodes:output_type -> palyra.controlplane.v1.ListPairingCodesResponse
+	8,  // 31: palyra.controlplane.v1.PairingService.DeletePairingCode:output_type -> palyra.controlplane.v1.DeletePairingCodeResponse
+	11, // 32: palyra.controlplane.v1.PairingService.ListPairingRequests:output_type -> palyra.controlplane.v1.ListPairingRequestsResponse
+	13, // 33: palyra.controlplane.v1.PairingService.GetPairingRequest:output_type -> palyra.controlplane.v1.GetPairingRequestResponse
+	15, // 34: palyra.controlplane.v1.PairingService.ApprovePairingRequest:output_type -> palyra.controlplane.v1.ApprovePairingRequestResponse
+	17, // 35: palyra.controlplane.v1.PairingService.RejectPairingRequest:output_type -> palyra.controlplane.v1.RejectPairingRequestResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_palyra_controlplane_v1_pairing_proto_init() }

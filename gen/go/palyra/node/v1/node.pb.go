@@ -141,6 +141,72 @@ func (DispatchOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{1}
 }
 
+// DeviceClaim is what a pairing request's device_id amounts to for its approval.
+type DeviceClaim int32
+
+const (
+	// DEVICE_CLAIM_UNSPECIFIED is never sent.
+	DeviceClaim_DEVICE_CLAIM_UNSPECIFIED DeviceClaim = 0
+	// DEVICE_CLAIM_NEW: the request names no existing device; approval registers a new
+	// device.
+	DeviceClaim_DEVICE_CLAIM_NEW DeviceClaim = 1
+	// DEVICE_CLAIM_PROVEN: the node proved that it holds the key of the device's newest
+	// certificate (DevicePossession); approval re-pairs that device.
+	DeviceClaim_DEVICE_CLAIM_PROVEN DeviceClaim = 2
+	// DEVICE_CLAIM_UNPROVEN: the request names an existing device without a proof that
+	// holds; approval needs the approver's choice: replace that device, or register a new
+	// one.
+	DeviceClaim_DEVICE_CLAIM_UNPROVEN DeviceClaim = 3
+	// DEVICE_CLAIM_REVOKED: the request names a revoked device; approval needs the
+	// approver's choice: replace and reinstate it, or register a new device.
+	DeviceClaim_DEVICE_CLAIM_REVOKED DeviceClaim = 4
+)
+
+// Enum value maps for DeviceClaim.
+var (
+	DeviceClaim_name = map[int32]string{
+		0: "DEVICE_CLAIM_UNSPECIFIED",
+		1: "DEVICE_CLAIM_NEW",
+		2: "DEVICE_CLAIM_PROVEN",
+		3: "DEVICE_CLAIM_UNPROVEN",
+		4: "DEVICE_CLAIM_REVOKED",
+	}
+	DeviceClaim_value = map[string]int32{
+		"DEVICE_CLAIM_UNSPECIFIED": 0,
+		"DEVICE_CLAIM_NEW":         1,
+		"DEVICE_CLAIM_PROVEN":      2,
+		"DEVICE_CLAIM_UNPROVEN":    3,
+		"DEVICE_CLAIM_REVOKED":     4,
+	}
+)
+
+func (x DeviceClaim) Enum() *DeviceClaim {
+	p := new(DeviceClaim)
+	*p = x
+	return p
+}
+
+func (x DeviceClaim) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceClaim) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_node_v1_node_proto_enumTypes[2].Descriptor()
+}
+
+func (DeviceClaim) Type() protoreflect.EnumType {
+	return &file_palyra_node_v1_node_proto_enumTypes[2]
+}
+
+func (x DeviceClaim) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceClaim.Descriptor instead.
+func (DeviceClaim) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
 // PairingState is the state of a pairing request. Decisions are final.
 type PairingState int32
 
@@ -191,11 +257,11 @@ func (x PairingState) String() string {
 }
 
 func (PairingState) Descriptor() protoreflect.EnumDescriptor {
-	return file_palyra_node_v1_node_proto_enumTypes[2].Descriptor()
+	return file_palyra_node_v1_node_proto_enumTypes[3].Descriptor()
 }
 
 func (PairingState) Type() protoreflect.EnumType {
-	return &file_palyra_node_v1_node_proto_enumTypes[2]
+	return &file_palyra_node_v1_node_proto_enumTypes[3]
 }
 
 func (x PairingState) Number() protoreflect.EnumNumber {
@@ -204,7 +270,7 @@ func (x PairingState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PairingState.Descriptor instead.
 func (PairingState) EnumDescriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 // The Attach protocol, version 1. "Up" is node to daemon (AttachRequest), "down" is
@@ -1390,11 +1456,16 @@ type StartPairingRequest struct {
 	Platform string `protobuf:"bytes,5,opt,name=platform,proto3" json:"platform,omitempty"`
 	// agent_version is the version of the node agent.
 	AgentVersion string `protobuf:"bytes,6,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
-	// device_id is the node's previous device id when it pairs again (after losing its
-	// key, say); its old certificates are revoked on approval. Empty for a new device.
-	DeviceId      string `protobuf:"bytes,7,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// device_id is the node's previous device id when it pairs again; its old
+	// certificates are revoked on approval. Empty for a new device. Naming a device proves
+	// nothing: without device_possession the approver must choose to replace that device
+	// (see DeviceClaim); the request is never merged into it silently.
+	DeviceId string `protobuf:"bytes,7,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// device_possession proves that the node holds the key of device_id's newest
+	// certificate; only with device_id.
+	DevicePossession *DevicePossession `protobuf:"bytes,8,opt,name=device_possession,json=devicePossession,proto3" json:"device_possession,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StartPairingRequest) Reset() {
@@ -1487,6 +1558,13 @@ func (x *StartPairingRequest) GetDeviceId() string {
 	return ""
 }
 
+func (x *StartPairingRequest) GetDevicePossession() *DevicePossession {
+	if x != nil {
+		return x.DevicePossession
+	}
+	return nil
+}
+
 type isStartPairingRequest_Code interface {
 	isStartPairingRequest_Code()
 }
@@ -1505,6 +1583,66 @@ func (*StartPairingRequest_Pin) isStartPairingRequest_Code() {}
 
 func (*StartPairingRequest_QrCode) isStartPairingRequest_Code() {}
 
+// DevicePossession proves that a node pairing again holds its device's key: it signs
+// the new request with the key of the device's newest certificate. That certificate
+// may have expired up to 72 hours ago (so the proof is a signature, not mutual TLS,
+// whose handshake an expired certificate fails); it must not be revoked, and the
+// device must not have renewed or paired again since.
+type DevicePossession struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// certificate is that certificate, in DER form, as palyrad issued it.
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// signature is the ECDSA P-256 signature (ASN.1 DER) by the certificate's key of
+	// SHA-256("palyra device possession v1" 0x00 device_id 0x00 csr).
+	Signature     []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DevicePossession) Reset() {
+	*x = DevicePossession{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DevicePossession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DevicePossession) ProtoMessage() {}
+
+func (x *DevicePossession) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DevicePossession.ProtoReflect.Descriptor instead.
+func (*DevicePossession) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DevicePossession) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *DevicePossession) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // StartPairingResponse identifies the request.
 type StartPairingResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1518,13 +1656,15 @@ type StartPairingResponse struct {
 	// public_key_fingerprint is the SHA-256 of the CSR's public key (SubjectPublicKeyInfo),
 	// as "sha256:<hex>": what the administrator compares before approving.
 	PublicKeyFingerprint string `protobuf:"bytes,4,opt,name=public_key_fingerprint,json=publicKeyFingerprint,proto3" json:"public_key_fingerprint,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// device_claim is what device_id amounts to, as palyrad found it.
+	DeviceClaim   DeviceClaim `protobuf:"varint,5,opt,name=device_claim,json=deviceClaim,proto3,enum=palyra.node.v1.DeviceClaim" json:"device_claim,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartPairingResponse) Reset() {
 	*x = StartPairingResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1676,7 @@ func (x *StartPairingResponse) String() string {
 func (*StartPairingResponse) ProtoMessage() {}
 
 func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1689,7 @@ func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartPairingResponse.ProtoReflect.Descriptor instead.
 func (*StartPairingResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartPairingResponse) GetRequestId() string {
@@ -1580,6 +1720,13 @@ func (x *StartPairingResponse) GetPublicKeyFingerprint() string {
 	return ""
 }
 
+func (x *StartPairingResponse) GetDeviceClaim() DeviceClaim {
+	if x != nil {
+		return x.DeviceClaim
+	}
+	return DeviceClaim_DEVICE_CLAIM_UNSPECIFIED
+}
+
 // PairingStatus is what a node learns about its request.
 type PairingStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1603,7 +1750,7 @@ type PairingStatus struct {
 
 func (x *PairingStatus) Reset() {
 	*x = PairingStatus{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1762,7 @@ func (x *PairingStatus) String() string {
 func (*PairingStatus) ProtoMessage() {}
 
 func (x *PairingStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1775,7 @@ func (x *PairingStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PairingStatus.ProtoReflect.Descriptor instead.
 func (*PairingStatus) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PairingStatus) GetRequestId() string {
@@ -1693,7 +1840,7 @@ type GetPairingStatusRequest struct {
 
 func (x *GetPairingStatusRequest) Reset() {
 	*x = GetPairingStatusRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1852,7 @@ func (x *GetPairingStatusRequest) String() string {
 func (*GetPairingStatusRequest) ProtoMessage() {}
 
 func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1865,7 @@ func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPairingStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPairingStatusRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPairingStatusRequest) GetRequestId() string {
@@ -1746,7 +1893,7 @@ type GetPairingStatusResponse struct {
 
 func (x *GetPairingStatusResponse) Reset() {
 	*x = GetPairingStatusResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1905,7 @@ func (x *GetPairingStatusResponse) String() string {
 func (*GetPairingStatusResponse) ProtoMessage() {}
 
 func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1918,7 @@ func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPairingStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPairingStatusResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetPairingStatusResponse) GetStatus() *PairingStatus {
@@ -1794,7 +1941,7 @@ type WatchPairingRequest struct {
 
 func (x *WatchPairingRequest) Reset() {
 	*x = WatchPairingRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1953,7 @@ func (x *WatchPairingRequest) String() string {
 func (*WatchPairingRequest) ProtoMessage() {}
 
 func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1966,7 @@ func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPairingRequest.ProtoReflect.Descriptor instead.
 func (*WatchPairingRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchPairingRequest) GetRequestId() string {
@@ -1847,7 +1994,7 @@ type WatchPairingResponse struct {
 
 func (x *WatchPairingResponse) Reset() {
 	*x = WatchPairingResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2006,7 @@ func (x *WatchPairingResponse) String() string {
 func (*WatchPairingResponse) ProtoMessage() {}
 
 func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2019,7 @@ func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPairingResponse.ProtoReflect.Descriptor instead.
 func (*WatchPairingResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchPairingResponse) GetStatus() *PairingStatus {
@@ -1895,7 +2042,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2054,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2067,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RenewCertificateRequest) GetDeviceId() string {
@@ -1954,7 +2101,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2113,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2126,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RenewCertificateResponse) GetCertificatePem() string {
@@ -2103,7 +2250,7 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x15GetServerInfoResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12,\n" +
 	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\x12%\n" +
-	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint\"\xac\x03\n" +
+	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint\"\xfb\x03\n" +
 	"\x13StartPairingRequest\x12(\n" +
 	"\x03pin\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^[0-9]{6,12}$H\x00R\x03pin\x127\n" +
 	"\aqr_code\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x10\x14\x18\x80\x012\x10^[A-Za-z0-9_-]+$H\x00R\x06qrCode\x12\x1c\n" +
@@ -2113,15 +2260,22 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"deviceName\x127\n" +
 	"\bplatform\x18\x05 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._/-]*$R\bplatform\x12@\n" +
 	"\ragent_version\x18\x06 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._+-]*$R\fagentVersion\x12?\n" +
-	"\tdevice_id\x18\a \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\bdeviceIdB\r\n" +
-	"\x04code\x12\x05\xbaH\x02\b\x01\"\xcf\x01\n" +
+	"\tdevice_id\x18\a \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\bdeviceId\x12M\n" +
+	"\x11device_possession\x18\b \x01(\v2 .palyra.node.v1.DevicePossessionR\x10devicePossessionB\r\n" +
+	"\x04code\x12\x05\xbaH\x02\b\x01\"j\n" +
+	"\x10DevicePossession\x12,\n" +
+	"\vcertificate\x18\x01 \x01(\fB\n" +
+	"\xbaH\az\x05\x10@\x18\x80 R\vcertificate\x12(\n" +
+	"\tsignature\x18\x02 \x01(\fB\n" +
+	"\xbaH\az\x05\x10\b\x18\x80\x01R\tsignature\"\x8f\x02\n" +
 	"\x14StartPairingResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12%\n" +
 	"\x0epairing_secret\x18\x02 \x01(\tR\rpairingSecret\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x124\n" +
-	"\x16public_key_fingerprint\x18\x04 \x01(\tR\x14publicKeyFingerprint\"\xc2\x02\n" +
+	"\x16public_key_fingerprint\x18\x04 \x01(\tR\x14publicKeyFingerprint\x12>\n" +
+	"\fdevice_claim\x18\x05 \x01(\x0e2\x1b.palyra.node.v1.DeviceClaimR\vdeviceClaim\"\xc2\x02\n" +
 	"\rPairingStatus\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x122\n" +
@@ -2163,7 +2317,13 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x1aDISPATCH_OUTCOME_SUCCEEDED\x10\x01\x12\x1b\n" +
 	"\x17DISPATCH_OUTCOME_FAILED\x10\x02\x12\x1e\n" +
 	"\x1aDISPATCH_OUTCOME_TIMED_OUT\x10\x03\x12\x1e\n" +
-	"\x1aDISPATCH_OUTCOME_CANCELLED\x10\x04*\xc1\x01\n" +
+	"\x1aDISPATCH_OUTCOME_CANCELLED\x10\x04*\x8f\x01\n" +
+	"\vDeviceClaim\x12\x1c\n" +
+	"\x18DEVICE_CLAIM_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10DEVICE_CLAIM_NEW\x10\x01\x12\x17\n" +
+	"\x13DEVICE_CLAIM_PROVEN\x10\x02\x12\x19\n" +
+	"\x15DEVICE_CLAIM_UNPROVEN\x10\x03\x12\x18\n" +
+	"\x14DEVICE_CLAIM_REVOKED\x10\x04*\xc1\x01\n" +
 	"\fPairingState\x12\x1d\n" +
 	"\x19PAIRING_STATE_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1ePAIRING_STATE_PENDING_APPROVAL\x10\x01\x12\x1a\n" +
@@ -2191,83 +2351,87 @@ func file_palyra_node_v1_node_proto_rawDescGZIP() []byte {
 	return file_palyra_node_v1_node_proto_rawDescData
 }
 
-var file_palyra_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_palyra_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_palyra_node_v1_node_proto_goTypes = []any{
 	(OutputStream)(0),                // 0: palyra.node.v1.OutputStream
 	(DispatchOutcome)(0),             // 1: palyra.node.v1.DispatchOutcome
-	(PairingState)(0),                // 2: palyra.node.v1.PairingState
-	(*AttachRequest)(nil),            // 3: palyra.node.v1.AttachRequest
-	(*AttachResponse)(nil),           // 4: palyra.node.v1.AttachResponse
-	(*Hello)(nil),                    // 5: palyra.node.v1.Hello
-	(*Capability)(nil),               // 6: palyra.node.v1.Capability
-	(*Heartbeat)(nil),                // 7: palyra.node.v1.Heartbeat
-	(*DispatchAccepted)(nil),         // 8: palyra.node.v1.DispatchAccepted
-	(*DispatchOutput)(nil),           // 9: palyra.node.v1.DispatchOutput
-	(*DispatchResult)(nil),           // 10: palyra.node.v1.DispatchResult
-	(*CapabilitiesChanged)(nil),      // 11: palyra.node.v1.CapabilitiesChanged
-	(*Welcome)(nil),                  // 12: palyra.node.v1.Welcome
-	(*Dispatch)(nil),                 // 13: palyra.node.v1.Dispatch
-	(*Cancel)(nil),                   // 14: palyra.node.v1.Cancel
-	(*ResultAck)(nil),                // 15: palyra.node.v1.ResultAck
-	(*GetServerInfoRequest)(nil),     // 16: palyra.node.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),    // 17: palyra.node.v1.GetServerInfoResponse
-	(*StartPairingRequest)(nil),      // 18: palyra.node.v1.StartPairingRequest
-	(*StartPairingResponse)(nil),     // 19: palyra.node.v1.StartPairingResponse
-	(*PairingStatus)(nil),            // 20: palyra.node.v1.PairingStatus
-	(*GetPairingStatusRequest)(nil),  // 21: palyra.node.v1.GetPairingStatusRequest
-	(*GetPairingStatusResponse)(nil), // 22: palyra.node.v1.GetPairingStatusResponse
-	(*WatchPairingRequest)(nil),      // 23: palyra.node.v1.WatchPairingRequest
-	(*WatchPairingResponse)(nil),     // 24: palyra.node.v1.WatchPairingResponse
-	(*RenewCertificateRequest)(nil),  // 25: palyra.node.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil), // 26: palyra.node.v1.RenewCertificateResponse
-	nil,                              // 27: palyra.node.v1.Hello.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 29: google.protobuf.Duration
+	(DeviceClaim)(0),                 // 2: palyra.node.v1.DeviceClaim
+	(PairingState)(0),                // 3: palyra.node.v1.PairingState
+	(*AttachRequest)(nil),            // 4: palyra.node.v1.AttachRequest
+	(*AttachResponse)(nil),           // 5: palyra.node.v1.AttachResponse
+	(*Hello)(nil),                    // 6: palyra.node.v1.Hello
+	(*Capability)(nil),               // 7: palyra.node.v1.Capability
+	(*Heartbeat)(nil),                // 8: palyra.node.v1.Heartbeat
+	(*DispatchAccepted)(nil),         // 9: palyra.node.v1.DispatchAccepted
+	(*DispatchOutput)(nil),           // 10: palyra.node.v1.DispatchOutput
+	(*DispatchResult)(nil),           // 11: palyra.node.v1.DispatchResult
+	(*CapabilitiesChanged)(nil),      // 12: palyra.node.v1.CapabilitiesChanged
+	(*Welcome)(nil),                  // 13: palyra.node.v1.Welcome
+	(*Dispatch)(nil),                 // 14: palyra.node.v1.Dispatch
+	(*Cancel)(nil),                   // 15: palyra.node.v1.Cancel
+	(*ResultAck)(nil),                // 16: palyra.node.v1.ResultAck
+	(*GetServerInfoRequest)(nil),     // 17: palyra.node.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),    // 18: palyra.node.v1.GetServerInfoResponse
+	(*StartPairingRequest)(nil),      // 19: palyra.node.v1.StartPairingRequest
+	(*DevicePossession)(nil),         // 20: palyra.node.v1.DevicePossession
+	(*StartPairingResponse)(nil),     // 21: palyra.node.v1.StartPairingResponse
+	(*PairingStatus)(nil),            // 22: palyra.node.v1.PairingStatus
+	(*GetPairingStatusRequest)(nil),  // 23: palyra.node.v1.GetPairingStatusRequest
+	(*GetPairingStatusResponse)(nil), // 24: palyra.node.v1.GetPairingStatusResponse
+	(*WatchPairingRequest)(nil),      // 25: palyra.node.v1.WatchPairingRequest
+	(*WatchPairingResponse)(nil),     // 26: palyra.node.v1.WatchPairingResponse
+	(*RenewCertificateRequest)(nil),  // 27: palyra.node.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil), // 28: palyra.node.v1.RenewCertificateResponse
+	nil,                              // 29: palyra.node.v1.Hello.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
 }
 var file_palyra_node_v1_node_proto_depIdxs = []int32{
-	5,  // 0: palyra.node.v1.AttachRequest.hello:type_name -> palyra.node.v1.Hello
-	7,  // 1: palyra.node.v1.AttachRequest.heartbeat:type_name -> palyra.node.v1.Heartbeat
-	8,  // 2: palyra.node.v1.AttachRequest.accepted:type_name -> palyra.node.v1.DispatchAccepted
-	9,  // 3: palyra.node.v1.AttachRequest.output:type_name -> palyra.node.v1.DispatchOutput
-	10, // 4: palyra.node.v1.AttachRequest.result:type_name -> palyra.node.v1.DispatchResult
-	11, // 5: palyra.node.v1.AttachRequest.capabilities_changed:type_name -> palyra.node.v1.CapabilitiesChanged
-	12, // 6: palyra.node.v1.AttachResponse.welcome:type_name -> palyra.node.v1.Welcome
-	13, // 7: palyra.node.v1.AttachResponse.dispatch:type_name -> palyra.node.v1.Dispatch
-	14, // 8: palyra.node.v1.AttachResponse.cancel:type_name -> palyra.node.v1.Cancel
-	15, // 9: palyra.node.v1.AttachResponse.result_ack:type_name -> palyra.node.v1.ResultAck
-	6,  // 10: palyra.node.v1.Hello.capabilities:type_name -> palyra.node.v1.Capability
-	27, // 11: palyra.node.v1.Hello.labels:type_name -> palyra.node.v1.Hello.LabelsEntry
+	6,  // 0: palyra.node.v1.AttachRequest.hello:type_name -> palyra.node.v1.Hello
+	8,  // 1: palyra.node.v1.AttachRequest.heartbeat:type_name -> palyra.node.v1.Heartbeat
+	9,  // 2: palyra.node.v1.AttachRequest.accepted:type_name -> palyra.node.v1.DispatchAccepted
+	10, // 3: palyra.node.v1.AttachRequest.output:type_name -> palyra.node.v1.DispatchOutput
+	11, // 4: palyra.node.v1.AttachRequest.result:type_name -> palyra.node.v1.DispatchResult
+	12, // 5: palyra.node.v1.AttachRequest.capabilities_changed:type_name -> palyra.node.v1.CapabilitiesChanged
+	13, // 6: palyra.node.v1.AttachResponse.welcome:type_name -> palyra.node.v1.Welcome
+	14, // 7: palyra.node.v1.AttachResponse.dispatch:type_name -> palyra.node.v1.Dispatch
+	15, // 8: palyra.node.v1.AttachResponse.cancel:type_name -> palyra.node.v1.Cancel
+	16, // 9: palyra.node.v1.AttachResponse.result_ack:type_name -> palyra.node.v1.ResultAck
+	7,  // 10: palyra.node.v1.Hello.capabilities:type_name -> palyra.node.v1.Capability
+	29, // 11: palyra.node.v1.Hello.labels:type_name -> palyra.node.v1.Hello.LabelsEntry
 	0,  // 12: palyra.node.v1.DispatchOutput.stream:type_name -> palyra.node.v1.OutputStream
 	1,  // 13: palyra.node.v1.DispatchResult.outcome:type_name -> palyra.node.v1.DispatchOutcome
-	28, // 14: palyra.node.v1.DispatchResult.finish_time:type_name -> google.protobuf.Timestamp
-	6,  // 15: palyra.node.v1.CapabilitiesChanged.capabilities:type_name -> palyra.node.v1.Capability
-	29, // 16: palyra.node.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	28, // 17: palyra.node.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	28, // 18: palyra.node.v1.Dispatch.deadline:type_name -> google.protobuf.Timestamp
-	28, // 19: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 20: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
-	28, // 21: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	20, // 22: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
-	20, // 23: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
-	28, // 24: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	16, // 25: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
-	18, // 26: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
-	21, // 27: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
-	23, // 28: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
-	25, // 29: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
-	3,  // 30: palyra.node.v1.NodeService.Attach:input_type -> palyra.node.v1.AttachRequest
-	17, // 31: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
-	19, // 32: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
-	22, // 33: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
-	24, // 34: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
-	26, // 35: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
-	4,  // 36: palyra.node.v1.NodeService.Attach:output_type -> palyra.node.v1.AttachResponse
-	31, // [31:37] is the sub-list for method output_type
-	25, // [25:31] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	30, // 14: palyra.node.v1.DispatchResult.finish_time:type_name -> google.protobuf.Timestamp
+	7,  // 15: palyra.node.v1.CapabilitiesChanged.capabilities:type_name -> palyra.node.v1.Capability
+	31, // 16: palyra.node.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	30, // 17: palyra.node.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	30, // 18: palyra.node.v1.Dispatch.deadline:type_name -> google.protobuf.Timestamp
+	20, // 19: palyra.node.v1.StartPairingRequest.device_possession:type_name -> palyra.node.v1.DevicePossession
+	30, // 20: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 21: palyra.node.v1.StartPairingResponse.device_claim:type_name -> palyra.node.v1.DeviceClaim
+	3,  // 22: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
+	30, // 23: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	22, // 24: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
+	22, // 25: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
+	30, // 26: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	17, // 27: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
+	19, // 28: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
+	23, // 29: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
+	25, // 30: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
+	27, // 31: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
+	4,  // 32: palyra.node.v1.NodeService.Attach:input_type -> palyra.node.v1.AttachRequest
+	18, // 33: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
+	21, // 34: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
+	24, // 35: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
+	26, // 36: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
+	28, // 37: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
+	5,  // 38: palyra.node.v1.NodeService.Attach:output_type -> palyra.node.v1.AttachResponse
+	33, // [33:39] is the sub-list for method output_type
+	27, // [27:33] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_palyra_node_v1_node_proto_init() }
@@ -2298,8 +2462,8 @@ func file_palyra_node_v1_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_node_v1_node_proto_rawDesc), len(file_palyra_node_v1_node_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   25,
+			NumEnums:      4,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/node/v1/node.proto.
  */
 export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSLYAgoNQXR0YWNoUmVxdWVzdBImCgVoZWxsbxgBIAEoCzIVLnBhbHlyYS5ub2RlLnYxLkhlbGxvSAASLgoJaGVhcnRiZWF0GAIgASgLMhkucGFseXJhLm5vZGUudjEuSGVhcnRiZWF0SAASNAoIYWNjZXB0ZWQYAyABKAsyIC5wYWx5cmEubm9kZS52MS5EaXNwYXRjaEFjY2VwdGVkSAASMAoGb3V0cHV0GAQgASgLMh4ucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hPdXRwdXRIABIwCgZyZXN1bHQYBSABKAsyHi5wYWx5cmEubm9kZS52MS5EaXNwYXRjaFJlc3VsdEgAEkMKFGNhcGFiaWxpdGllc19jaGFuZ2VkGAYgASgLMiMucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0aWVzQ2hhbmdlZEgAQhAKB21lc3NhZ2USBbpIAggBItABCg5BdHRhY2hSZXNwb25zZRIqCgd3ZWxjb21lGAEgASgLMhcucGFseXJhLm5vZGUudjEuV2VsY29tZUgAEiwKCGRpc3BhdGNoGAIgASgLMhgucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hIABIoCgZjYW5jZWwYAyABKAsyFi5wYWx5cmEubm9kZS52MS5DYW5jZWxIABIvCgpyZXN1bHRfYWNrGAQgASgLMhkucGFseXJhLm5vZGUudjEuUmVzdWx0QWNrSABCCQoHbWVzc2FnZSKgAwoFSGVsbG8SMgoJZGV2aWNlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEi0KCHBsYXRmb3JtGAIgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fLy1dKiQSMgoNYWdlbnRfdmVyc2lvbhgDIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXystXSokEiUKEXByb3RvY29sX3ZlcnNpb25zGAQgAygNQgq6SAeSAQQIARAQEjsKDGNhcGFiaWxpdGllcxgFIAMoCzIaLnBhbHlyYS5ub2RlLnYxLkNhcGFiaWxpdHlCCbpIBpIBAxCAAhJtCgZsYWJlbHMYBiADKAsyIS5wYWx5cmEubm9kZS52MS5IZWxsby5MYWJlbHNFbnRyeUI6ukg3mgE0EEAiKXInEAEYPzIhXlthLXowLTldKFthLXowLTkuXy1dKlthLXowLTldKT8kKgVyAxj/ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABCgpDYXBhYmlsaXR5Ej8KBG5hbWUYASABKAlCMbpILnIsEAEYgAEyJV5bYS16XVthLXowLTlfXSooXC5bYS16XVthLXowLTlfXSopKiQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAEEh8KDGlucHV0X3NjaGVtYRgDIAEoCUIJukgGcgQYgIAEEhEKCWF2YWlsYWJsZRgEIAEoCCIcCglIZWFydGJlYXQSDwoHcnVubmluZxgBIAEoDSJIChBEaXNwYXRjaEFjY2VwdGVkEjQKC2Rpc3BhdGNoX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kIqkBCg5EaXNwYXRjaE91dHB1dBI0CgtkaXNwYXRjaF9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBI4CgZzdHJlYW0YAiABKA4yHC5wYWx5cmEubm9kZS52MS5PdXRwdXRTdHJlYW1CCrpIB4IBBBABIAASDgoGb2Zmc2V0GAMgASgEEhcKBGRhdGEYBCABKAxCCbpIBnoEGICABCKxAgoORGlzcGF0Y2hSZXN1bHQSNAoLZGlzcGF0Y2hfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSPAoHb3V0Y29tZRgCIAEoDjIfLnBhbHlyYS5ub2RlLnYxLkRpc3BhdGNoT3V0Y29tZUIKukgHggEEEAEgABIeCgtyZXN1bHRfanNvbhgDIAEoCUIJukgGcgQYgIBAEhcKBWVycm9yGAQgASgJQgi6SAVyAxiAIBIRCglleGl0X2NvZGUYBSABKAUSFAoMb3V0cHV0X2J5dGVzGAYgASgEEhgKEG91dHB1dF90cnVuY2F0ZWQYByABKAgSLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKE0NhcGFiaWxpdGllc0NoYW5nZWQSOwoMY2FwYWJpbGl0aWVzGAEgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eUIJukgGkgEDEIACIroBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgCIAEoDRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBCABKA0SLwoLc2VydmVyX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo8BCghEaXNwYXRjaBITCgtkaXNwYXRjaF9pZBgBIAEoCRISCgpjYXBhYmlsaXR5GAIgASgJEhIKCmlucHV0X2pzb24YAyABKAkSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKAQiLQoGQ2FuY2VsEhMKC2Rpc3BhdGNoX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIgCglSZXN1bHRBY2sSEwoLZGlzcGF0Y2hfaWQYASABKAkiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QiYwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEhYKDnNlcnZlcl92ZXJzaW9uGAEgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgCIAEoCRIWCg5jYV9maW5nZXJwcmludBgDIAEoCSLsAgoTU3RhcnRQYWlyaW5nUmVxdWVzdBIjCgNwaW4YASABKAlCFLpIEXIPMg1eWzAtOV17NiwxMn0kSAASLwoHcXJfY29kZRgCIAEoCUIcukgZchcQFBiAATIQXltBLVphLXowLTlfLV0rJEgAEhcKA2NzchgDIAEoDEIKukgHegUQQBiAIBI9CgtkZXZpY2VfbmFtZRgEIAEoCUIoukglciMQARhAMh1eW0EtWmEtejAtOV1bQS1aYS16MC05Ll8gLV0qJBItCghwbGF0Zm9ybRgFIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXy8tXSokEjIKDWFnZW50X3ZlcnNpb24YBiABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8rLV0qJBI1CglkZXZpY2VfaWQYByABKAlCIrpIH3IdMhteKFswLTlBLUhKS01OUC1UVi1aXXsyNn0pPyRCDQoEY29kZRIFukgCCAEikwEKFFN0YXJ0UGFpcmluZ1Jlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSFgoOcGFpcmluZ19zZWNyZXQYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh4KFnB1YmxpY19rZXlfZmluZ2VycHJpbnQYBCABKAki5QEKDVBhaXJpbmdTdGF0dXMSEgoKcmVxdWVzdF9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0ZRIOCgZyZWFzb24YAyABKAkSEQoJZGV2aWNlX2lkGAQgASgJEhcKD2NlcnRpZmljYXRlX3BlbRgFIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YBiABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInIKF0dldFBhaXJpbmdTdGF0dXNSZXF1ZXN0EjMKCnJlcXVlc3RfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSIgoOcGFpcmluZ19zZWNyZXQYAiABKAlCCrpIB3IFEAEYgAEiSQoYR2V0UGFpcmluZ1N0YXR1c1Jlc3BvbnNlEi0KBnN0YXR1cxgBIAEoCzIdLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0dXMibgoTV2F0Y2hQYWlyaW5nUmVxdWVzdBIzCgpyZXF1ZXN0X2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEiIKDnBhaXJpbmdfc2VjcmV0GAIgASgJQgq6SAdyBRABGIABIkUKFFdhdGNoUGFpcmluZ1Jlc3BvbnNlEi0KBnN0YXR1cxgBIAEoCzIdLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0dXMiZgoXUmVuZXdDZXJ0aWZpY2F0ZVJlcXVlc3QSMgoJZGV2aWNlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEhcKA2NzchgCIAEoDEIKukgHegUQQBiAICKhAQoYUmVuZXdDZXJ0aWZpY2F0ZVJlc3BvbnNlEhcKD2NlcnRpZmljYXRlX3BlbRgBIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YAiABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2ZpbmdlcnByaW50GAQgASgJKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKrABCg9EaXNwYXRjaE91dGNvbWUSIAocRElTUEFUQ0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh4KGkRJU1BBVENIX09VVENPTUVfU1VDQ0VFREVEEAESGwoXRElTUEFUQ0hfT1VUQ09NRV9GQUlMRUQQAhIeChpESVNQQVRDSF9PVVRDT01FX1RJTUVEX09VVBADEh4KGkRJU1BBVENIX09VVENPTUVfQ0FOQ0VMTEVEEAQqwQEKDFBhaXJpbmdTdGF0ZRIdChlQQUlSSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeUEFJUklOR19TVEFURV9QRU5ESU5HX0FQUFJPVkFMEAESGgoWUEFJUklOR19TVEFURV9BUFBST1ZFRBACEhsKF1BBSVJJTkdfU1RBVEVfQ09NUExFVEVEEAMSGgoWUEFJUklOR19TVEFURV9SRUpFQ1RFRBAEEhkKFVBBSVJJTkdfU1RBVEVfRVhQSVJFRBAFMvcECgtOb2RlU2VydmljZRJnCg1HZXRTZXJ2ZXJJbmZvEiQucGFseXJhLm5vZGUudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaJS5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiCZACAergGAIIARJhCgxTdGFydFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuU3RhcnRQYWlyaW5nUmVzcG9uc2UiBurgGAIIARJwChBHZXRQYWlyaW5nU3RhdHVzEicucGFseXJhLm5vZGUudjEuR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QaKC5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2UiCZACAurgGAIIARJmCgxXYXRjaFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuV2F0Y2hQYWlyaW5nUmVzcG9uc2UiCZACAurgGAIIATABEm0KEFJlbmV3Q2VydGlmaWNhdGUSJy5wYWx5cmEubm9kZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZSIG6uAYAiABElMKBkF0dGFjaBIdLnBhbHlyYS5ub2RlLnYxLkF0dGFjaFJlcXVlc3QaHi5wYWx5cmEubm9kZS52MS5BdHRhY2hSZXNwb25zZSIG6uAYAiABKAEwAUI3WjVnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9ub2RlL3YxO25vZGV2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_options_v1_access]);
+  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSLYAgoNQXR0YWNoUmVxdWVzdBImCgVoZWxsbxgBIAEoCzIVLnBhbHlyYS5ub2RlLnYxLkhlbGxvSAASLgoJaGVhcnRiZWF0GAIgASgLMhkucGFseXJhLm5vZGUudjEuSGVhcnRiZWF0SAASNAoIYWNjZXB0ZWQYAyABKAsyIC5wYWx5cmEubm9kZS52MS5EaXNwYXRjaEFjY2VwdGVkSAASMAoGb3V0cHV0GAQgASgLMh4ucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hPdXRwdXRIABIwCgZyZXN1bHQYBSABKAsyHi5wYWx5cmEubm9kZS52MS5EaXNwYXRjaFJlc3VsdEgAEkMKFGNhcGFiaWxpdGllc19jaGFuZ2VkGAYgASgLMiMucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0aWVzQ2hhbmdlZEgAQhAKB21lc3NhZ2USBbpIAggBItABCg5BdHRhY2hSZXNwb25zZRIqCgd3ZWxjb21lGAEgASgLMhcucGFseXJhLm5vZGUudjEuV2VsY29tZUgAEiwKCGRpc3BhdGNoGAIgASgLMhgucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hIABIoCgZjYW5jZWwYAyABKAsyFi5wYWx5cmEubm9kZS52MS5DYW5jZWxIABIvCgpyZXN1bHRfYWNrGAQgASgLMhkucGFseXJhLm5vZGUudjEuUmVzdWx0QWNrSABCCQoHbWVzc2FnZSKgAwoFSGVsbG8SMgoJZGV2aWNlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEi0KCHBsYXRmb3JtGAIgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fLy1dKiQSMgoNYWdlbnRfdmVyc2lvbhgDIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXystXSokEiUKEXByb3RvY29sX3ZlcnNpb25zGAQgAygNQgq6SAeSAQQIARAQEjsKDGNhcGFiaWxpdGllcxgFIAMoCzIaLnBhbHlyYS5ub2RlLnYxLkNhcGFiaWxpdHlCCbpIBpIBAxCAAhJtCgZsYWJlbHMYBiADKAsyIS5wYWx5cmEubm9kZS52MS5IZWxsby5MYWJlbHNFbnRyeUI6ukg3mgE0EEAiKXInEAEYPzIhXlthLXowLTldKFthLXowLTkuXy1dKlthLXowLTldKT8kKgVyAxj/ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABCgpDYXBhYmlsaXR5Ej8KBG5hbWUYASABKAlCMbpILnIsEAEYgAEyJV5bYS16XVthLXowLTlfXSooXC5bYS16XVthLXowLTlfXSopKiQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAEEh8KDGlucHV0X3NjaGVtYRgDIAEoCUIJukgGcgQYgIAEEhEKCWF2YWlsYWJsZRgEIAEoCCIcCglIZWFydGJlYXQSDwoHcnVubmluZxgBIAEoDSJIChBEaXNwYXRjaEFjY2VwdGVkEjQKC2Rpc3BhdGNoX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kIqkBCg5EaXNwYXRjaE91dHB1dBI0CgtkaXNwYXRjaF9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBI4CgZzdHJlYW0YAiABKA4yHC5wYWx5cmEubm9kZS52MS5PdXRwdXRTdHJlYW1CCrpIB4IBBBABIAASDgoGb2Zmc2V0GAMgASgEEhcKBGRhdGEYBCABKAxCCbpIBnoEGICABCKxAgoORGlzcGF0Y2hSZXN1bHQSNAoLZGlzcGF0Y2hfaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSPAoHb3V0Y29tZRgCIAEoDjIfLnBhbHlyYS5ub2RlLnYxLkRpc3BhdGNoT3V0Y29tZUIKukgHggEEEAEgABIeCgtyZXN1bHRfanNvbhgDIAEoCUIJukgGcgQYgIBAEhcKBWVycm9yGAQgASgJQgi6SAVyAxiAIBIRCglleGl0X2NvZGUYBSABKAUSFAoMb3V0cHV0X2J5dGVzGAYgASgEEhgKEG91dHB1dF90cnVuY2F0ZWQYByABKAgSLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKE0NhcGFiaWxpdGllc0NoYW5nZWQSOwoMY2FwYWJpbGl0aWVzGAEgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eUIJukgGkgEDEIACIroBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgCIAEoDRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBCABKA0SLwoLc2VydmVyX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo8BCghEaXNwYXRjaBITCgtkaXNwYXRjaF9pZBgBIAEoCRISCgpjYXBhYmlsaXR5GAIgASgJEhIKCmlucHV0X2pzb24YAyABKAkSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKAQiLQoGQ2FuY2VsEhMKC2Rpc3BhdGNoX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIgCglSZXN1bHRBY2sSEwoLZGlzcGF0Y2hfaWQYASABKAkiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QiYwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEhYKDnNlcnZlcl92ZXJzaW9uGAEgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgCIAEoCRIWCg5jYV9maW5nZXJwcmludBgDIAEoCSKpAwoTU3RhcnRQYWlyaW5nUmVxdWVzdBIjCgNwaW4YASABKAlCFLpIEXIPMg1eWzAtOV17NiwxMn0kSAASLwoHcXJfY29kZRgCIAEoCUIcukgZchcQFBiAATIQXltBLVphLXowLTlfLV0rJEgAEhcKA2NzchgDIAEoDEIKukgHegUQQBiAIBI9CgtkZXZpY2VfbmFtZRgEIAEoCUIoukglciMQARhAMh1eW0EtWmEtejAtOV1bQS1aYS16MC05Ll8gLV0qJBItCghwbGF0Zm9ybRgFIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXy8tXSokEjIKDWFnZW50X3ZlcnNpb24YBiABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8rLV0qJBI1CglkZXZpY2VfaWQYByABKAlCIrpIH3IdMhteKFswLTlBLUhKS01OUC1UVi1aXXsyNn0pPyQSOwoRZGV2aWNlX3Bvc3Nlc3Npb24YCCABKAsyIC5wYWx5cmEubm9kZS52MS5EZXZpY2VQb3NzZXNzaW9uQg0KBGNvZGUSBbpIAggBIlIKEERldmljZVBvc3Nlc3Npb24SHwoLY2VydGlmaWNhdGUYASABKAxCCrpIB3oFEEAYgCASHQoJc2lnbmF0dXJlGAIgASgMQgq6SAd6BRAIGIABIsYBChRTdGFydFBhaXJpbmdSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgJEhYKDnBhaXJpbmdfc2VjcmV0GAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZwdWJsaWNfa2V5X2ZpbmdlcnByaW50GAQgASgJEjEKDGRldmljZV9jbGFpbRgFIAEoDjIbLnBhbHlyYS5ub2RlLnYxLkRldmljZUNsYWltIuUBCg1QYWlyaW5nU3RhdHVzEhIKCnJlcXVlc3RfaWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5wYWx5cmEubm9kZS52MS5QYWlyaW5nU3RhdGUSDgoGcmVhc29uGAMgASgJEhEKCWRldmljZV9pZBgEIAEoCRIXCg9jZXJ0aWZpY2F0ZV9wZW0YBSABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAYgASgJEjsKF2NlcnRpZmljYXRlX2V4cGlyZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJyChdHZXRQYWlyaW5nU3RhdHVzUmVxdWVzdBIzCgpyZXF1ZXN0X2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEiIKDnBhaXJpbmdfc2VjcmV0GAIgASgJQgq6SAdyBRABGIABIkkKGEdldFBhaXJpbmdTdGF0dXNSZXNwb25zZRItCgZzdGF0dXMYASABKAsyHS5wYWx5cmEubm9kZS52MS5QYWlyaW5nU3RhdHVzIm4KE1dhdGNoUGFpcmluZ1JlcXVlc3QSMwoKcmVxdWVzdF9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIiCg5wYWlyaW5nX3NlY3JldBgCIAEoCUIKukgHcgUQARiAASJFChRXYXRjaFBhaXJpbmdSZXNwb25zZRItCgZzdGF0dXMYASABKAsyHS5wYWx5cmEubm9kZS52MS5QYWlyaW5nU3RhdHVzImYKF1JlbmV3Q2VydGlmaWNhdGVSZXF1ZXN0EjIKCWRldmljZV9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIXCgNjc3IYAiABKAxCCrpIB3oFEEAYgCAioQEKGFJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAIgASgJEjsKF2NlcnRpZmljYXRlX2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtmaW5nZXJwcmludBgEIAEoCSphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAiqwAQoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIeChpESVNQQVRDSF9PVVRDT01FX1NVQ0NFRURFRBABEhsKF0RJU1BBVENIX09VVENPTUVfRkFJTEVEEAISHgoaRElTUEFUQ0hfT1VUQ09NRV9USU1FRF9PVVQQAxIeChpESVNQQVRDSF9PVVRDT01FX0NBTkNFTExFRBAEKo8BCgtEZXZpY2VDbGFpbRIcChhERVZJQ0VfQ0xBSU1fVU5TUEVDSUZJRUQQABIUChBERVZJQ0VfQ0xBSU1fTkVXEAESFwoTREVWSUNFX0NMQUlNX1BST1ZFThACEhkKFURFVklDRV9DTEFJTV9VTlBST1ZFThADEhgKFERFVklDRV9DTEFJTV9SRVZPS0VEEAQqwQEKDFBhaXJpbmdTdGF0ZRIdChlQQUlSSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeUEFJUklOR19TVEFURV9QRU5ESU5HX0FQUFJPVkFMEAESGgoWUEFJUklOR19TVEFURV9BUFBST1ZFRBACEhsKF1BBSVJJTkdfU1RBVEVfQ09NUExFVEVEEAMSGgoWUEFJUklOR19TVEFURV9SRUpFQ1RFRBAEEhkKFVBBSVJJTkdfU1RBVEVfRVhQSVJFRBAFMvcECgtOb2RlU2VydmljZRJnCg1HZXRTZXJ2ZXJJbmZvEiQucGFseXJhLm5vZGUudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaJS5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiCZACAergGAIIARJhCgxTdGFydFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuU3RhcnRQYWlyaW5nUmVzcG9uc2UiBurgGAIIARJwChBHZXRQYWlyaW5nU3RhdHVzEicucGFseXJhLm5vZGUudjEuR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QaKC5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2UiCZACAurgGAIIARJmCgxXYXRjaFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuV2F0Y2hQYWlyaW5nUmVzcG9uc2UiCZACAurgGAIIATABEm0KEFJlbmV3Q2VydGlmaWNhdGUSJy5wYWx5cmEubm9kZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZSIG6uAYAiABElMKBkF0dGFjaBIdLnBhbHlyYS5ub2RlLnYxLkF0dGFjaFJlcXVlc3QaHi5wYWx5cmEubm9kZS52MS5BdHRhY2hSZXNwb25zZSIG6uAYAiABKAEwAUI3WjVnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9ub2RlL3YxO25vZGV2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_options_v1_access]);
 
 /**
  * The Attach protocol, version 1. "Up" is node to daemon (AttachRequest), "down" is
@@ -707,12 +707,22 @@ export type StartPairingRequest = Message<"palyra.node.v1.StartPairingRequest"> 
   agentVersion: string;
 
   /**
-   * device_id is the node's previous device id when it pairs again (after losing its
-   * key, say); its old certificates are revoked on approval. Empty for a new device.
+   * device_id is the node's previous device id when it pairs again; its old
+   * certificates are revoked on approval. Empty for a new device. Naming a device proves
+   * nothing: without device_possession the approver must choose to replace that device
+   * (see DeviceClaim); the request is never merged into it silently.
    *
    * @generated from field: string device_id = 7;
    */
   deviceId: string;
+
+  /**
+   * device_possession proves that the node holds the key of device_id's newest
+   * certificate; only with device_id.
+   *
+   * @generated from field: palyra.node.v1.DevicePossession device_possession = 8;
+   */
+  devicePossession?: DevicePossession | undefined;
 };
 
 /**
@@ -721,6 +731,39 @@ export type StartPairingRequest = Message<"palyra.node.v1.StartPairingRequest"> 
  */
 export const StartPairingRequestSchema: GenMessage<StartPairingRequest> = /*@__PURE__*/
   messageDesc(file_palyra_node_v1_node, 15);
+
+/**
+ * DevicePossession proves that a node pairing again holds its device's key: it signs
+ * the new request with the key of the device's newest certificate. That certificate
+ * may have expired up to 72 hours ago (so the proof is a signature, not mutual TLS,
+ * whose handshake an expired certificate fails); it must not be revoked, and the
+ * device must not have renewed or paired again since.
+ *
+ * @generated from message palyra.node.v1.DevicePossession
+ */
+export type DevicePossession = Message<"palyra.node.v1.DevicePossession"> & {
+  /**
+   * certificate is that certificate, in DER form, as palyrad issued it.
+   *
+   * @generated from field: bytes certificate = 1;
+   */
+  certificate: Uint8Array;
+
+  /**
+   * signature is the ECDSA P-256 signature (ASN.1 DER) by the certificate's key of
+   * SHA-256("palyra device possession v1" 0x00 device_id 0x00 csr).
+   *
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message palyra.node.v1.DevicePossession.
+ * Use `create(DevicePossessionSchema)` to create a new message.
+ */
+export const DevicePossessionSchema: GenMessage<DevicePossession> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 16);
 
 /**
  * StartPairingResponse identifies the request.
@@ -757,6 +800,13 @@ export type StartPairingResponse = Message<"palyra.node.v1.StartPairingResponse"
    * @generated from field: string public_key_fingerprint = 4;
    */
   publicKeyFingerprint: string;
+
+  /**
+   * device_claim is what device_id amounts to, as palyrad found it.
+   *
+   * @generated from field: palyra.node.v1.DeviceClaim device_claim = 5;
+   */
+  deviceClaim: DeviceClaim;
 };
 
 /**
@@ -764,7 +814,7 @@ export type StartPairingResponse = Message<"palyra.node.v1.StartPairingResponse"
  * Use `create(StartPairingResponseSchema)` to create a new message.
  */
 export const StartPairingResponseSchema: GenMessage<StartPairingResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 16);
+  messageDesc(file_palyra_node_v1_node, 17);
 
 /**
  * PairingStatus is what a node learns about its request.
@@ -827,7 +877,7 @@ export type PairingStatus = Message<"palyra.node.v1.PairingStatus"> & {
  * Use `create(PairingStatusSchema)` to create a new message.
  */
 export const PairingStatusSchema: GenMessage<PairingStatus> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 17);
+  messageDesc(file_palyra_node_v1_node, 18);
 
 /**
  * GetPairingStatusRequest names a request and proves the caller started it.
@@ -855,7 +905,7 @@ export type GetPairingStatusRequest = Message<"palyra.node.v1.GetPairingStatusRe
  * Use `create(GetPairingStatusRequestSchema)` to create a new message.
  */
 export const GetPairingStatusRequestSchema: GenMessage<GetPairingStatusRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 18);
+  messageDesc(file_palyra_node_v1_node, 19);
 
 /**
  * GetPairingStatusResponse holds the status.
@@ -876,7 +926,7 @@ export type GetPairingStatusResponse = Message<"palyra.node.v1.GetPairingStatusR
  * Use `create(GetPairingStatusResponseSchema)` to create a new message.
  */
 export const GetPairingStatusResponseSchema: GenMessage<GetPairingStatusResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 19);
+  messageDesc(file_palyra_node_v1_node, 20);
 
 /**
  * WatchPairingRequest names a request and proves the caller started it.
@@ -904,7 +954,7 @@ export type WatchPairingRequest = Message<"palyra.node.v1.WatchPairingRequest"> 
  * Use `create(WatchPairingRequestSchema)` to create a new message.
  */
 export const WatchPairingRequestSchema: GenMessage<WatchPairingRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 20);
+  messageDesc(file_palyra_node_v1_node, 21);
 
 /**
  * WatchPairingResponse is one state of the request.
@@ -925,7 +975,7 @@ export type WatchPairingResponse = Message<"palyra.node.v1.WatchPairingResponse"
  * Use `create(WatchPairingResponseSchema)` to create a new message.
  */
 export const WatchPairingResponseSchema: GenMessage<WatchPairingResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 21);
+  messageDesc(file_palyra_node_v1_node, 22);
 
 /**
  * RenewCertificateRequest asks for a new certificate.
@@ -953,7 +1003,7 @@ export type RenewCertificateRequest = Message<"palyra.node.v1.RenewCertificateRe
  * Use `create(RenewCertificateRequestSchema)` to create a new message.
  */
 export const RenewCertificateRequestSchema: GenMessage<RenewCertificateRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 22);
+  messageDesc(file_palyra_node_v1_node, 23);
 
 /**
  * RenewCertificateResponse holds the new certificate.
@@ -995,7 +1045,7 @@ export type RenewCertificateResponse = Message<"palyra.node.v1.RenewCertificateR
  * Use `create(RenewCertificateResponseSchema)` to create a new message.
  */
 export const RenewCertificateResponseSchema: GenMessage<RenewCertificateResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 23);
+  messageDesc(file_palyra_node_v1_node, 24);
 
 /**
  * OutputStream names where output comes from.
@@ -1080,6 +1130,59 @@ export const DispatchOutcomeSchema: GenEnum<DispatchOutcome> = /*@__PURE__*/
   enumDesc(file_palyra_node_v1_node, 1);
 
 /**
+ * DeviceClaim is what a pairing request's device_id amounts to for its approval.
+ *
+ * @generated from enum palyra.node.v1.DeviceClaim
+ */
+export enum DeviceClaim {
+  /**
+   * DEVICE_CLAIM_UNSPECIFIED is never sent.
+   *
+   * @generated from enum value: DEVICE_CLAIM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * DEVICE_CLAIM_NEW: the request names no existing device; approval registers a new
+   * device.
+   *
+   * @generated from enum value: DEVICE_CLAIM_NEW = 1;
+   */
+  NEW = 1,
+
+  /**
+   * DEVICE_CLAIM_PROVEN: the node proved that it holds the key of the device's newest
+   * certificate (DevicePossession); approval re-pairs that device.
+   *
+   * @generated from enum value: DEVICE_CLAIM_PROVEN = 2;
+   */
+  PROVEN = 2,
+
+  /**
+   * DEVICE_CLAIM_UNPROVEN: the request names an existing device without a proof that
+   * holds; approval needs the approver's choice: replace that device, or register a new
+   * one.
+   *
+   * @generated from enum value: DEVICE_CLAIM_UNPROVEN = 3;
+   */
+  UNPROVEN = 3,
+
+  /**
+   * DEVICE_CLAIM_REVOKED: the request names a revoked device; approval needs the
+   * approver's choice: replace and reinstate it, or register a new device.
+   *
+   * @generated from enum value: DEVICE_CLAIM_REVOKED = 4;
+   */
+  REVOKED = 4,
+}
+
+/**
+ * Describes the enum palyra.node.v1.DeviceClaim.
+ */
+export const DeviceClaimSchema: GenEnum<DeviceClaim> = /*@__PURE__*/
+  enumDesc(file_palyra_node_v1_node, 2);
+
+/**
  * PairingState is the state of a pairing request. Decisions are final.
  *
  * @generated from enum palyra.node.v1.PairingState
@@ -1133,7 +1236,7 @@ export enum PairingState {
  * Describes the enum palyra.node.v1.PairingState.
  */
 export const PairingStateSchema: GenEnum<PairingState> = /*@__PURE__*/
-  enumDesc(file_palyra_node_v1_node, 2);
+  enumDesc(file_palyra_node_v1_node, 3);
 
 /**
  * NodeService is called by nodes: first without a certificate to learn whom they talk to
@@ -1175,8 +1278,11 @@ export const NodeService: GenService<{
   /**
    * StartPairing presents a pairing code and a CSR, and creates a pairing request that
    * waits for an administrator's decision. Every failure of the code (wrong, used,
-   * expired, burned, of the other method) gets the same answer; five wrong attempts burn
-   * a code; starts are rate limited per remote address.
+   * expired, burned, of the other method) gets the same answer; starts are rate limited
+   * per remote address. Five wrong secrets burn a QR code. A wrong PIN counts against
+   * its address, refused after 3 (ResourceExhausted, before the PIN is compared) while
+   * the PIN codes it guessed at are usable, and is charged to the usable PIN code with
+   * the fewest failures, burned at 5: PIN codes absorb 5 wrong guesses each on average.
    *
    * @generated from rpc palyra.node.v1.NodeService.StartPairing
    */
@@ -1188,7 +1294,8 @@ export const NodeService: GenService<{
   /**
    * GetPairingStatus returns the state of a pairing request; once it is approved, the
    * issued certificate and the CA, which completes the request. The pairing secret
-   * authenticates the caller.
+   * authenticates the caller. Rate limited per remote address with WatchPairing
+   * (ResourceExhausted with Retry-After).
    *
    * @generated from rpc palyra.node.v1.NodeService.GetPairingStatus
    */
@@ -1200,6 +1307,7 @@ export const NodeService: GenService<{
   /**
    * WatchPairing streams the state of a pairing request: the current state at once,
    * then every change, ending after the request is completed, rejected or expired.
+   * Shares GetPairingStatus's per-address rate limit.
    *
    * @generated from rpc palyra.node.v1.NodeService.WatchPairing
    */
@@ -1209,9 +1317,10 @@ export const NodeService: GenService<{
     output: typeof WatchPairingResponseSchema;
   },
   /**
-   * RenewCertificate issues a new certificate for the calling device from a new CSR.
-   * The device id must be the one in the calling certificate; revoked devices and
-   * certificates cannot renew.
+   * RenewCertificate issues a new certificate for the calling device from a new CSR, over
+   * mutual TLS only (never to a device that names itself in a header, require_mtls off).
+   * The device id must be the one in the calling certificate, which must be the device's
+   * newest (or the CSR for that certificate's key: a retry); revoked devices cannot renew.
    *
    * @generated from rpc palyra.node.v1.NodeService.RenewCertificate
    */

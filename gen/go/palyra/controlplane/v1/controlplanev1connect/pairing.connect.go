@@ -70,7 +70,10 @@ type PairingServiceClient interface {
 	// GetPairingRequest returns one pairing request.
 	GetPairingRequest(context.Context, *connect.Request[v1.GetPairingRequestRequest]) (*connect.Response[v1.GetPairingRequestResponse], error)
 	// ApprovePairingRequest approves a pending request: the CA signs the node's CSR and
-	// the device is registered. Anything but a pending request is FailedPrecondition.
+	// the device is registered, or re-paired when the node proved it holds that device's
+	// key. A request that names a device without that proof (device_claim unproven or
+	// revoked) needs replace_device_id or new_device. Anything but a pending request is
+	// FailedPrecondition.
 	ApprovePairingRequest(context.Context, *connect.Request[v1.ApprovePairingRequestRequest]) (*connect.Response[v1.ApprovePairingRequestResponse], error)
 	// RejectPairingRequest rejects a pending request. Anything but a pending request is
 	// FailedPrecondition.
@@ -196,7 +199,10 @@ type PairingServiceHandler interface {
 	// GetPairingRequest returns one pairing request.
 	GetPairingRequest(context.Context, *connect.Request[v1.GetPairingRequestRequest]) (*connect.Response[v1.GetPairingRequestResponse], error)
 	// ApprovePairingRequest approves a pending request: the CA signs the node's CSR and
-	// the device is registered. Anything but a pending request is FailedPrecondition.
+	// the device is registered, or re-paired when the node proved it holds that device's
+	// key. A request that names a device without that proof (device_claim unproven or
+	// revoked) needs replace_device_id or new_device. Anything but a pending request is
+	// FailedPrecondition.
 	ApprovePairingRequest(context.Context, *connect.Request[v1.ApprovePairingRequestRequest]) (*connect.Response[v1.ApprovePairingRequestResponse], error)
 	// RejectPairingRequest rejects a pending request. Anything but a pending request is
 	// FailedPrecondition.

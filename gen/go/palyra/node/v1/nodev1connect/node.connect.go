@@ -62,19 +62,25 @@ type NodeServiceClient interface {
 	GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error)
 	// StartPairing presents a pairing code and a CSR, and creates a pairing request that
 	// waits for an administrator's decision. Every failure of the code (wrong, used,
-	// expired, burned, of the other method) gets the same answer; five wrong attempts burn
-	// a code; starts are rate limited per remote address.
+	// expired, burned, of the other method) gets the same answer; starts are rate limited
+	// per remote address. Five wrong secrets burn a QR code. A wrong PIN counts against
+	// its address, refused after 3 (ResourceExhausted, before the PIN is compared) while
+	// the PIN codes it guessed at are usable, and is charged to the usable PIN code with
+	// the fewest failures, burned at 5: PIN codes absorb 5 wrong guesses each on average.
 	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
 	// GetPairingStatus returns the state of a pairing request; once it is approved, the
 	// issued certificate and the CA, which completes the request. The pairing secret
-	// authenticates the caller.
+	// authenticates the caller. Rate limited per remote address with WatchPairing
+	// (ResourceExhausted with Retry-After).
 	GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error)
 	// WatchPairing streams the state of a pairing request: the current state at once,
 	// then every change, ending after the request is completed, rejected or expired.
+	// Shares GetPairingStatus's per-address rate limit.
 	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest]) (*connect.ServerStreamForClient[v1.WatchPairingResponse], error)
-	// RenewCertificate issues a new certificate for the calling device from a new CSR.
-	// The device id must be the one in the calling certificate; revoked devices and
-	// certificates cannot renew.
+	// RenewCertificate issues a new certificate for the calling device from a new CSR, over
+	// mutual TLS only (never to a device that names itself in a header, require_mtls off).
+	// The device id must be the one in the calling certificate, which must be the device's
+	// newest (or the CSR for that certificate's key: a retry); revoked devices cannot renew.
 	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
 	// Attach is the one stream a paired node keeps open; see the protocol on
 	// AttachRequest. Mutual TLS only: the device certificate identifies the node.
@@ -183,19 +189,25 @@ type NodeServiceHandler interface {
 	GetServerInfo(context.Context, *connect.Request[v1.GetServerInfoRequest]) (*connect.Response[v1.GetServerInfoResponse], error)
 	// StartPairing presents a pairing code and a CSR, and creates a pairing request that
 	// waits for an administrator's decision. Every failure of the code (wrong, used,
-	// expired, burned, of the other method) gets the same answer; five wrong attempts burn
-	// a code; starts are rate limited per remote address.
+	// expired, burned, of the other method) gets the same answer; starts are rate limited
+	// per remote address. Five wrong secrets burn a QR code. A wrong PIN counts against
+	// its address, refused after 3 (ResourceExhausted, before the PIN is compared) while
+	// the PIN codes it guessed at are usable, and is charged to the usable PIN code with
+	// the fewest failures, burned at 5: PIN codes absorb 5 wrong guesses each on average.
 	StartPairing(context.Context, *connect.Request[v1.StartPairingRequest]) (*connect.Response[v1.StartPairingResponse], error)
 	// GetPairingStatus returns the state of a pairing request; once it is approved, the
 	// issued certificate and the CA, which completes the request. The pairing secret
-	// authenticates the caller.
+	// authenticates the caller. Rate limited per remote address with WatchPairing
+	// (ResourceExhausted with Retry-After).
 	GetPairingStatus(context.Context, *connect.Request[v1.GetPairingStatusRequest]) (*connect.Response[v1.GetPairingStatusResponse], error)
 	// WatchPairing streams the state of a pairing request: the current state at once,
 	// then every change, ending after the request is completed, rejected or expired.
+	// Shares GetPairingStatus's per-address rate limit.
 	WatchPairing(context.Context, *connect.Request[v1.WatchPairingRequest], *connect.ServerStream[v1.WatchPairingResponse]) error
-	// RenewCertificate issues a new certificate for the calling device from a new CSR.
-	// The device id must be the one in the calling certificate; revoked devices and
-	// certificates cannot renew.
+	// RenewCertificate issues a new certificate for the calling device from a new CSR, over
+	// mutual TLS only (never to a device that names itself in a header, require_mtls off).
+	// The device id must be the one in the calling certificate, which must be the device's
+	// newest (or the CSR for that certificate's key: a retry); revoked devices cannot renew.
 	RenewCertificate(context.Context, *connect.Request[v1.RenewCertificateRequest]) (*connect.Response[v1.RenewCertificateResponse], error)
 	// Attach is the one stream a paired node keeps open; see the protocol on
 	// AttachRequest. Mutual TLS only: the device certificate identifies the node.
