@@ -27,7 +27,7 @@ import (
 
 // agent is a real node agent: `palyra node run` in a process of its own, on a state
 // directory of its own, paired through `palyra node pair` and an approval. Its log
-// (stderr) goes to agent-<n>.log beside the state directory; the times at which it
+// (stderr) goes to agent.log beside the state directory; the times at which it
 // attached are kept.
 type agent struct {
 	name     string
@@ -56,7 +56,7 @@ func cliEnv(dir string) []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
+	return append(env, "HOME="+dir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
 }
 
 // pairAgent pairs a node named name with d the way an operator does: a PIN code from
@@ -86,7 +86,9 @@ func pairAgent(tb testing.TB, d *daemon, pairing controlplanev1connect.PairingSe
 		tb.Fatalf("palyra node pair: %v", err)
 	}
 	approved := make(chan error, 1)
+	read := make(chan struct{}) // closed when stderr is read to its end
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(io.TeeReader(pipe, &stderr))
 		sent := false
 		for sc.Scan() {
@@ -106,6 +108,7 @@ func pairAgent(tb testing.TB, d *daemon, pairing controlplanev1connect.PairingSe
 	}()
 	timer := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
 	err = <-approved
+	<-read
 	waitErr := cmd.Wait()
 	timer.Stop()
 	if err != nil || waitErr != nil {

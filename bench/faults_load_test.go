@@ -76,8 +76,9 @@ func newCaller(t *testing.T, s *faultSuite, n int) *caller {
 }
 
 // run creates dispatches until ctx ends, at the caller's share of the rate; a
-// dispatch being retried holds the next one back. It has its own goroutine.
-func (c *caller) run(ctx context.Context) {
+// dispatch being retried holds the next one back, and its retries go on after ctx
+// ended, until abort ends. It has its own goroutine.
+func (c *caller) run(ctx, abort context.Context) {
 	every := time.Duration(float64(len(c.s.callers)) / c.s.cfg.rate * float64(time.Second))
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -98,13 +99,13 @@ func (c *caller) run(ctx context.Context) {
 		c.mu.Lock()
 		c.intents = append(c.intents, in)
 		c.mu.Unlock()
-		c.create(in)
+		c.create(abort, in)
 	}
 }
 
-// create asks for in's dispatch until an answer comes, palyrad refuses it, or
-// giveUpAfter has passed.
-func (c *caller) create(in *intent) {
+// create asks for in's dispatch until an answer comes, palyrad refuses it,
+// giveUpAfter has passed or abort ends.
+func (c *caller) create(abort context.Context, in *intent) {
 	input, err := json.Marshal(map[string]any{"argv": []string{
 		c.s.program, c.s.witness, in.key, strconv.Itoa(in.size), strconv.Itoa(in.delayMS),
 	}})
@@ -119,7 +120,7 @@ func (c *caller) create(in *intent) {
 			Timeout: durationpb.New(c.s.cfg.dispatchTimeout), IdempotencyKey: in.key,
 		})
 		req.Header().Set("X-Request-Id", a.requestID)
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		ctx, cancel := context.WithTimeout(abort, callTimeout)
 		res, err := c.clients[a.replica].CreateDispatch(ctx, req)
 		cancel()
 		if err == nil {
@@ -141,11 +142,14 @@ func (c *caller) create(in *intent) {
 		case !retryable(err):
 			c.finish(in, err)
 			return
-		case time.Since(first) > giveUpAfter:
+		case time.Since(first) > giveUpAfter || abort.Err() != nil:
 			c.finish(in, nil)
 			return
 		}
-		time.Sleep(min(time.Duration(k+1)*250*time.Millisecond, 2*time.Second))
+		select {
+		case <-time.After(min(time.Duration(k+1)*250*time.Millisecond, 2*time.Second)):
+		case <-abort.Done():
+		}
 	}
 }
 

@@ -300,9 +300,10 @@ func setUpFaults(t *testing.T, cfg faultsConfig) *faultSuite {
 // run runs the load and the faults for the configured duration.
 func (s *faultSuite) run(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
+	abortCtx, abort := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, c := range s.callers {
-		wg.Go(func() { c.run(ctx) })
+		wg.Go(func() { c.run(ctx, abortCtx) })
 	}
 	stopLoad := func() {
 		if s.loadEnd.IsZero() {
@@ -312,6 +313,8 @@ func (s *faultSuite) run(t *testing.T) {
 		}
 	}
 	defer stopLoad()
+	// Runs first: when the test fails, the callers stop retrying too.
+	defer abort()
 	progress := time.NewTicker(15 * time.Second)
 	defer progress.Stop()
 
