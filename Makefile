@@ -86,6 +86,10 @@ bench: postgres-binaries ## Benchmarks of BENCHMARKS.md, a quick profile (FULL=1
 			$(GO) test -run '^$$' -bench 'IdleNodes|ReconnectStorm' -benchtime 1x -count 1 -timeout 10m .; \
 	fi
 
+.PHONY: faults
+faults: postgres-binaries ## Fault suite of RELIABILITY.md: replicas, nodes and PostgreSQL killed and stalled under load, then checked (FAULTS_SEED=N repeats a run)
+	cd bench && PALYRA_FAULTS=1 $(GO) test -run '^TestFaults$$' -count 1 -v -timeout 60m .
+
 .PHONY: check-tools
 check-tools: $(BUF) $(NODE_MODULES)
 

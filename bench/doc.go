@@ -10,6 +10,13 @@
 // BENCHMARKS.md at the repository root records what they measured. Each benchmark
 // creates a database of its own on that server, and drops it afterwards.
 //
+// TestFaults (faults_test.go) is the fault suite: `make faults` runs it with
+// PALYRA_FAULTS=1 (without, it is skipped), and RELIABILITY.md records what it found.
+// It starts a PostgreSQL cluster of its own (it kills and stalls it), two palyrad
+// replicas and real node agents (`palyra node run`), and takes its settings from
+// FAULTS_SEED, FAULTS_DURATION and the other FAULTS_* variables listed on
+// faultsConfig.
+//
 // Environment:
 //
 //	DATABASE_URL            PostgreSQL superuser URL (required but by BenchmarkBaseline;

@@ -52,12 +52,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// The palyrad binary, built at most once per process unless PALYRA_BENCH_PALYRAD names one.
+// The binaries the benchmarks run, each built at most once per process (in builtDir)
+// unless an environment variable names one.
 var (
-	buildOnce sync.Once
-	builtDir  string
-	builtBin  string
-	buildErr  error
+	buildMu  sync.Mutex // guards the following
+	builtDir string
+	builtBin = map[string]string{}
 )
 
 // palyradBinary returns the palyrad binary to run.
@@ -66,26 +66,36 @@ func palyradBinary(tb testing.TB) string {
 	if bin := os.Getenv("PALYRA_BENCH_PALYRAD"); bin != "" {
 		return bin
 	}
-	buildOnce.Do(func() {
-		builtDir, buildErr = os.MkdirTemp("", "palyra-bench-bin-")
-		if buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(builtDir, "palyrad")
-		// Built in the root module (bench/.., where go test's working directory is
-		// bench/), so that palyrad has the daemon's own dependency versions, not those
-		// this module's extra requirements (nats-server, ...) might select.
-		build := exec.Command("go", "build", "-o", builtBin, "./server")
-		build.Dir = ".."
-		out, err := build.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build palyrad: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
+	// Built in the root module (bench/.., where go test's working directory is
+	// bench/), so that palyrad has the daemon's own dependency versions, not those
+	// this module's extra requirements (nats-server, ...) might select.
+	return goBinary(tb, "..", "./server", "palyrad")
+}
+
+// goBinary builds the main package pkg of the module in dir as name, once per process,
+// and returns the binary's path.
+func goBinary(tb testing.TB, dir, pkg, name string) string {
+	tb.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := builtBin[name]; ok {
+		return bin
 	}
-	return builtBin
+	if builtDir == "" {
+		d, err := os.MkdirTemp("", "palyra-bench-bin-")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		builtDir = d
+	}
+	bin := filepath.Join(builtDir, name)
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	builtBin[name] = bin
+	return bin
 }
 
 func removeBuilt() {
@@ -239,8 +249,9 @@ func startDaemon(tb testing.TB, dbURL, dataDir string) *daemon {
 	return startDaemonOn(tb, dbURL, dataDir, "127.0.0.1:0")
 }
 
-// startDaemonOn is startDaemon listening on listen (host:port).
-func startDaemonOn(tb testing.TB, dbURL, dataDir, listen string) *daemon {
+// startDaemonOn is startDaemon listening on listen (host:port), with palyrad's flags
+// extra added.
+func startDaemonOn(tb testing.TB, dbURL, dataDir, listen string, extra ...string) *daemon {
 	tb.Helper()
 	logPath := filepath.Join(dataDir, fmt.Sprintf("palyrad-%d.log", time.Now().UnixNano()))
 	logFile, err := os.Create(logPath)
@@ -252,6 +263,7 @@ func startDaemonOn(tb testing.TB, dbURL, dataDir, listen string) *daemon {
 	if profileDir() != "" {
 		args = append(args, "--debug-pprof-listen", "127.0.0.1:0")
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(palyradBinary(tb), args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PALYRA_") {
@@ -334,14 +346,30 @@ func (d *daemon) stop(tb testing.TB) {
 		return
 	}
 	d.stopped = true
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
+	if !stopProcess(d.cmd.Process, d.exited, syscall.SIGTERM, 30*time.Second) {
 		tb.Errorf("palyrad did not stop within 30 s of SIGTERM; killed. Its log is %s", d.logPath)
 	}
+}
+
+// stopProcess sends p sig and waits until it exited (exited is closed), killing it
+// after within; it reports whether p exited before.
+func stopProcess(p *os.Process, exited <-chan struct{}, sig os.Signal, within time.Duration) bool {
+	_ = p.Signal(sig)
+	select {
+	case <-exited:
+		return true
+	case <-time.After(within):
+		_ = p.Kill()
+		<-exited
+		return false
+	}
+}
+
+// kill kills palyrad with SIGKILL, as a crash does, and waits until it exited.
+func (d *daemon) kill() {
+	d.stopped = true
+	_ = d.cmd.Process.Kill()
+	<-d.exited
 }
 
 // pid is palyrad's process id.
@@ -519,16 +547,23 @@ func parentPID(pid int) int {
 // postmaster's children). Children that exited meanwhile are not counted.
 func treeCPU(pid int) time.Duration {
 	total, _ := cpuTime(pid)
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil || parentPID(child) != pid {
-			continue
-		}
+	for _, child := range children(pid) {
 		t, _ := cpuTime(child)
 		total += t
 	}
 	return total
+}
+
+// children returns the process ids of a process's children, from /proc.
+func children(pid int) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if child, err := strconv.Atoi(e.Name()); err == nil && parentPID(child) == pid {
+			pids = append(pids, child)
+		}
+	}
+	return pids
 }
 
 // rssKiB is a process's resident set size (VmRSS) in KiB.

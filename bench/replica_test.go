@@ -16,13 +16,20 @@ const masterKeyFile = "master.key"
 // database holds. It is stopped when the benchmark ends.
 func startReplica(tb testing.TB, dbURL, firstDataDir string) *daemon {
 	tb.Helper()
-	key, err := os.ReadFile(filepath.Join(firstDataDir, masterKeyFile))
+	dir := tb.TempDir()
+	copyMasterKey(tb, firstDataDir, dir)
+	return startDaemon(tb, dbURL, dir)
+}
+
+// copyMasterKey copies the master key of the data directory from to the data directory
+// to, which makes to a replica's.
+func copyMasterKey(tb testing.TB, from, to string) {
+	tb.Helper()
+	key, err := os.ReadFile(filepath.Join(from, masterKeyFile))
 	if err != nil {
 		tb.Fatalf("read the first replica's master key: %v", err)
 	}
-	dir := tb.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, masterKeyFile), key, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(to, masterKeyFile), key, 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	return startDaemon(tb, dbURL, dir)
 }
