@@ -180,6 +180,11 @@ func (a *attachment) hello(ctx context.Context) (*nodev1.Hello, error) {
 	if err := a.s.checkCapabilities(hello.GetCapabilities()); err != nil {
 		return nil, err
 	}
+	for k, v := range hello.GetLabels() {
+		if strings.Contains(v, "\x00") {
+			return nil, errProtocol("label %q holds a NUL character", k)
+		}
+	}
 	return hello, nil
 }
 
@@ -191,6 +196,9 @@ func (s *Service) checkCapabilities(caps []*nodev1.Capability) error {
 			return errProtocol("capability %q is announced twice", c.GetName())
 		}
 		seen[c.GetName()] = true
+		if strings.Contains(c.GetDescription()+c.GetInputSchema(), "\x00") {
+			return errProtocol("capability %q holds a NUL character", c.GetName())
+		}
 		if c.GetInputSchema() == "" {
 			continue
 		}
@@ -634,10 +642,12 @@ func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *
 	if r.ending[id] != nil {
 		return nil
 	}
-	state, errText := outcomeStates[res.GetOutcome()], res.GetError()
+	state, errText := outcomeStates[res.GetOutcome()], withoutNUL(res.GetError())
 	result := res.GetResultJson()
 	if result != "" && !json.Valid([]byte(result)) {
 		state, errText, result = stateFailed, "the node's result is not valid JSON", ""
+	} else if where, ok := nulString([]byte(result)); ok {
+		state, errText, result = stateFailed, "the node's result holds \\u0000 (a NUL character) "+where+", which palyrad cannot store", ""
 	}
 	r.ending[id] = t
 	p := &r.reports

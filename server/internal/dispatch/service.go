@@ -98,6 +98,10 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 	if err := json.Compact(&input, []byte(r.Input)); err != nil {
 		return d, false, errInvalid("input_json is not valid JSON: %v", err)
 	}
+	if where, ok := nulString(input.Bytes()); ok {
+		return d, false, errInvalid("input_json holds \\u0000 (a NUL character) %s, which palyrad cannot store: "+
+			"remove it, or encode binary data (base64, say)", where)
+	}
 	if r.Timeout <= 0 {
 		r.Timeout = DefaultTimeout
 	}
@@ -355,6 +359,9 @@ func equalTime(a, b *time.Time) bool {
 func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatch, error) {
 	if reason == "" {
 		reason = "cancelled by request"
+	}
+	if strings.Contains(reason, "\x00") {
+		return dbsqlc.Dispatch{}, errInvalid("reason holds a NUL character")
 	}
 	q := s.opts.Store.Q()
 	now := s.opts.Now()

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/output"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -338,7 +339,7 @@ func (f *follower) follow(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case err != nil && !Retryable(err):
+		case err != nil && !client.Retryable(err):
 			return err
 		}
 		if progressed {
@@ -454,20 +455,4 @@ func (f *follower) notice(format string, args ...any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fmt.Fprintf(f.o.Stderr, format+"\n", args...)
-}
-
-// Retryable reports whether a failed call may be tried again as it was (with the same
-// idempotency key): a failure of the connection rather than an answer of the server.
-// Errors that are not the Connect client's, such as a failed write of the output, are
-// not.
-func Retryable(err error) bool {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return false
-	}
-	switch ce.Code() {
-	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeAborted:
-		return true
-	}
-	return false
 }

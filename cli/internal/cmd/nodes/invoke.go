@@ -184,13 +184,14 @@ func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *cont
 	return dispatches.Report(d, out, err)
 }
 
-// retry makes call until it succeeds, fails with an error that is not a transport
-// error, ctx ends, or it has failed three times; a short pause grows between tries.
+// retry makes call until it succeeds, fails with an error that is not retryable
+// (client.Retryable), ctx ends, or it has failed three times; a short pause grows
+// between tries.
 func retry(ctx context.Context, call func() error) error {
 	const tries = 3
 	for i := 1; ; i++ {
 		err := call()
-		if err == nil || i == tries || ctx.Err() != nil || !dispatches.Retryable(err) {
+		if err == nil || i == tries || ctx.Err() != nil || !client.Retryable(err) {
 			return err
 		}
 		select {

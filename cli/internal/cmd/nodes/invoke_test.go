@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/palyra/palyra/cli/internal/cmd/cmdtest"
@@ -268,6 +269,28 @@ func TestInvokeFollowRetriesCreation(t *testing.T) {
 
 // TestInvokeFollowInterrupted presses Ctrl-C while following: palyra cancels the
 // dispatch with its reason, waits for its end and exits 130.
+// TestInvokeDoesNotRetryAnswers: only a failure of the connection, or palyrad saying
+// it is unavailable, is tried again; an answer such as InvalidArgument (an input that
+// cannot be stored) or Internal is final, with or without --follow.
+func TestInvokeDoesNotRetryAnswers(t *testing.T) {
+	t.Parallel()
+	for _, code := range []connect.Code{connect.CodeInvalidArgument, connect.CodeInternal, connect.CodeUnknown, connect.CodeFailedPrecondition} {
+		for _, follow := range []bool{false, true} {
+			b := newInvokeBench(t)
+			b.disp.FailCreates, b.disp.FailCode = 3, code
+			args := []string{"shell.execute", "--input", echoHi}
+			if follow {
+				args = append(args, "--follow")
+			}
+			res := b.invoke(t.Context(), args...)
+			calls := b.disp.Calls()
+			if n := len(calls.Creates) + len(calls.Executes); res.Code != 1 || n != 1 {
+				t.Errorf("%v (follow %v): exit %d after %d calls, want exit 1 after 1; stderr %q", code, follow, res.Code, n, res.Stderr)
+			}
+		}
+	}
+}
+
 func TestInvokeFollowInterrupted(t *testing.T) {
 	t.Parallel()
 	b := newInvokeBench(t)

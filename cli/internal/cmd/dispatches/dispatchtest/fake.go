@@ -67,8 +67,10 @@ type Fake struct {
 	// Runner decides what a dispatch does; nil makes it succeed without output.
 	Runner Runner
 	// FailCreates makes that many creations (CreateDispatch and ExecuteCapability) fail
-	// with Unavailable; they are recorded all the same.
+	// with FailCode; they are recorded all the same.
 	FailCreates int
+	// FailCode is the code of the failed creations; unset means Unavailable.
+	FailCode connect.Code
 	// BreakWatchAfter breaks the first watch's connection after it sent that many
 	// chunks of output; 0 never breaks it.
 	BreakWatchAfter int
@@ -249,6 +251,9 @@ func (f *Fake) failCreate() error {
 	defer f.mu.Unlock()
 	if f.FailCreates > 0 {
 		f.FailCreates--
+		if f.FailCode != 0 {
+			return connect.NewError(f.FailCode, errors.New("refused by the fake"))
+		}
 		return connect.NewError(connect.CodeUnavailable, errors.New("replica shutting down"))
 	}
 	return nil

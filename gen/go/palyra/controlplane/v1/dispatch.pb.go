@@ -383,7 +383,7 @@ type CreateDispatchRequest struct {
 	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
 	// input_json is the input, a JSON value (an object for the built-in capabilities);
 	// empty means {}. It is validated against the capability's schema when the node
-	// declared one.
+	// declared one. A string holding \u0000 is refused: PostgreSQL cannot store it.
 	InputJson string `protobuf:"bytes,3,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
 	// timeout is how long the dispatch may take from now, until its deadline; unset
 	// means 60 s; at most 24 h.
@@ -531,7 +531,7 @@ type ExecuteCapabilityRequest struct {
 	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// capability to run.
 	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
-	// input_json is the input; empty means {}.
+	// input_json is the input; empty means {}; as in CreateDispatchRequest.
 	InputJson string `protobuf:"bytes,3,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
 	// timeout bounds the dispatch and the wait; unset means 60 s; at most 24 h.
 	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`

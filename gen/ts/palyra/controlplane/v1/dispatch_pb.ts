@@ -224,7 +224,7 @@ export type CreateDispatchRequest = Message<"palyra.controlplane.v1.CreateDispat
   /**
    * input_json is the input, a JSON value (an object for the built-in capabilities);
    * empty means {}. It is validated against the capability's schema when the node
-   * declared one.
+   * declared one. A string holding \u0000 is refused: PostgreSQL cannot store it.
    *
    * @generated from field: string input_json = 3;
    */
@@ -310,7 +310,7 @@ export type ExecuteCapabilityRequest = Message<"palyra.controlplane.v1.ExecuteCa
   capability: string;
 
   /**
-   * input_json is the input; empty means {}.
+   * input_json is the input; empty means {}; as in CreateDispatchRequest.
    *
    * @generated from field: string input_json = 3;
    */
