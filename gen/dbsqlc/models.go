@@ -99,6 +99,7 @@ type Dispatch struct {
 	ExitCode          int32
 	OutputBytes       int64
 	OutputTruncated   bool
+	OutputStored      int64
 }
 
 type DispatchOutput struct {

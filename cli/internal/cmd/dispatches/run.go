@@ -142,6 +142,35 @@ func writeChunk(stdout, stderr io.Writer, stream nodev1.OutputStream, data []byt
 	return nil
 }
 
+// ReadOutput reads the output of dispatch id from offset from with GetDispatch, page by
+// page (palyrad returns as much as fits one response), and hands each page to each,
+// until it has read all that is stored.
+func ReadOutput(ctx context.Context, c controlplanev1connect.DispatchServiceClient, id string, from uint64, each func([]*controlplanev1.OutputChunk) error) error {
+	for {
+		res, err := c.GetDispatch(ctx, connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id, IncludeOutput: true, OutputOffset: from}))
+		if err != nil {
+			return err
+		}
+		if err := each(res.Msg.GetOutput()); err != nil {
+			return err
+		}
+		next := res.Msg.GetNextOutputOffset()
+		if !res.Msg.GetMoreOutput() || next <= from {
+			return nil
+		}
+		from = next
+	}
+}
+
+// PageEnd returns the offset after a page of output, or from for an empty page.
+func PageEnd(page []*controlplanev1.OutputChunk, from uint64) uint64 {
+	if len(page) == 0 {
+		return from
+	}
+	last := page[len(page)-1]
+	return last.GetOffset() + uint64(len(last.GetData()))
+}
+
 // Report ends a command that ran or followed a dispatch whose output has been written
 // (in the table format) or collected in res (with -o json), and that ended with err
 // (from Follow; nil for a dispatch that ended). With -o json it prints res, even after

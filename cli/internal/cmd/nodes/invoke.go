@@ -147,12 +147,26 @@ func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *contro
 		}
 		return err
 	}
-	if d.Output != output.JSON {
-		if err := dispatches.WriteOutput(d.Stdout, d.Stderr, res.Msg.GetOutput()); err != nil {
+	msg := res.Msg
+	each := func(page []*controlplanev1.OutputChunk) error {
+		return dispatches.WriteOutput(d.Stdout, d.Stderr, page)
+	}
+	if d.Output == output.JSON {
+		each = func(page []*controlplanev1.OutputChunk) error {
+			msg.Output, msg.NextOutputOffset = append(msg.Output, page...), dispatches.PageEnd(page, msg.GetNextOutputOffset())
+			return nil
+		}
+	} else if err := each(msg.GetOutput()); err != nil {
+		return err
+	}
+	// What did not fit the response is read page by page.
+	if msg.GetMoreOutput() {
+		if err := dispatches.ReadOutput(ctx, c.Dispatch, msg.GetDispatch().GetId(), msg.GetNextOutputOffset(), each); err != nil {
 			return err
 		}
+		msg.MoreOutput = false
 	}
-	return dispatches.Report(d, res.Msg, nil)
+	return dispatches.Report(d, msg, nil)
 }
 
 // invokeFollow creates a dispatch and follows it to its end (dispatches.Follow).

@@ -117,6 +117,27 @@ func TestInvokeEcho(t *testing.T) {
 	}
 }
 
+// TestInvokeReadsTheOutputThatDidNotFit: when ExecuteCapability says more output is
+// stored than it returned, invoke reads the rest page by page, in order.
+func TestInvokeReadsTheOutputThatDidNotFit(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	b.disp.OutputPage = 1
+	res := b.invoke(t.Context(), "shell.execute", "--input", `{"argv":["make"]}`)
+	if res.Code != 0 || res.Stdout != "cc -c a.c\ncc -c b.c\nld -o app\n" || res.Stderr != "warning: unused x\n" {
+		t.Fatalf("invoke: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	if gets := b.disp.Calls().Gets; len(gets) != 3 {
+		t.Errorf("%d GetDispatch calls for 3 pages after the first", len(gets))
+	}
+	res = b.invoke(t.Context(), "shell.execute", "--input", `{"argv":["make"]}`, "-o", "json")
+	var got controlplanev1.ExecuteCapabilityResponse
+	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetOutput()) != 4 || got.GetMoreOutput() ||
+		got.GetNextOutputOffset() != 48 {
+		t.Errorf("invoke -o json: %v\n%s", err, res.Stdout)
+	}
+}
+
 // TestInvokeOutcomes checks the exit codes and messages of the ways a dispatch ends.
 func TestInvokeOutcomes(t *testing.T) {
 	t.Parallel()

@@ -79,6 +79,9 @@ type Fake struct {
 	ReplayOutput bool
 	// PageSize is the most dispatches a list returns when it asks for none.
 	PageSize int
+	// OutputPage is the most chunks of output GetDispatch and ExecuteCapability
+	// return at once (more_output says that more follow); 0 returns all.
+	OutputPage int
 	// Watching receives the id of a dispatch whose watch waits for its end (Hold),
 	// once the watch has sent its output; nil sends nothing.
 	Watching chan string
@@ -307,7 +310,25 @@ func (f *Fake) ExecuteCapability(ctx context.Context, req *connect.Request[contr
 		}
 	}
 	d, out, _ := f.snapshot(e.d.GetId(), 0)
-	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: d, Output: out}), nil
+	out, next, more := f.page(out, 0)
+	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: d, Output: out, NextOutputOffset: next, MoreOutput: more}), nil
+}
+
+// page returns the first OutputPage chunks of out, which begins at from, the offset
+// after them, and whether more follow.
+func (f *Fake) page(out []*controlplanev1.OutputChunk, from uint64) ([]*controlplanev1.OutputChunk, uint64, bool) {
+	f.mu.Lock()
+	n := f.OutputPage
+	f.mu.Unlock()
+	more := n > 0 && len(out) > n
+	if more {
+		out = out[:n]
+	}
+	if len(out) > 0 {
+		last := out[len(out)-1]
+		from = last.GetOffset() + uint64(len(last.GetData()))
+	}
+	return out, from, more
 }
 
 // GetDispatch implements DispatchServiceHandler.
@@ -315,13 +336,17 @@ func (f *Fake) GetDispatch(_ context.Context, req *connect.Request[controlplanev
 	f.mu.Lock()
 	f.calls.Gets = append(f.calls.Gets, req.Msg)
 	f.mu.Unlock()
-	d, out, _ := f.snapshot(req.Msg.GetId(), 0)
+	from := req.Msg.GetOutputOffset()
+	d, out, _ := f.snapshot(req.Msg.GetId(), from)
 	if d == nil {
 		return nil, notFound(req.Msg.GetId())
 	}
 	res := &controlplanev1.GetDispatchResponse{Dispatch: d}
 	if req.Msg.GetIncludeOutput() {
-		res.Output = out
+		if len(out) > 0 && out[0].GetOffset() < from { // cut where the page begins
+			out[0].Data, out[0].Offset = out[0].GetData()[from-out[0].GetOffset():], from
+		}
+		res.Output, res.NextOutputOffset, res.MoreOutput = f.page(out, from)
 	}
 	return connect.NewResponse(res), nil
 }

@@ -620,8 +620,13 @@ type ExecuteCapabilityResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// dispatch in its terminal state.
 	Dispatch *Dispatch `protobuf:"bytes,1,opt,name=dispatch,proto3" json:"dispatch,omitempty"`
-	// output in order.
-	Output        []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// output in order, from offset 0: all of it unless more_output.
+	Output []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// next_output_offset is the offset after the output returned.
+	NextOutputOffset uint64 `protobuf:"varint,3,opt,name=next_output_offset,json=nextOutputOffset,proto3" json:"next_output_offset,omitempty"`
+	// more_output is true when the output did not fit one response: GetDispatch with
+	// include_output and output_offset = next_output_offset returns the rest.
+	MoreOutput    bool `protobuf:"varint,4,opt,name=more_output,json=moreOutput,proto3" json:"more_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,15 +675,35 @@ func (x *ExecuteCapabilityResponse) GetOutput() []*OutputChunk {
 	return nil
 }
 
+func (x *ExecuteCapabilityResponse) GetNextOutputOffset() uint64 {
+	if x != nil {
+		return x.NextOutputOffset
+	}
+	return 0
+}
+
+func (x *ExecuteCapabilityResponse) GetMoreOutput() bool {
+	if x != nil {
+		return x.MoreOutput
+	}
+	return false
+}
+
 // GetDispatchRequest names a dispatch.
 type GetDispatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id of the dispatch.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// include_output also returns the output kept so far.
+	// include_output also returns a page of the output stored so far.
 	IncludeOutput bool `protobuf:"varint,2,opt,name=include_output,json=includeOutput,proto3" json:"include_output,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// output_offset is where the page of output begins (the next_output_offset of the
+	// previous page); 0 is the start.
+	OutputOffset uint64 `protobuf:"varint,3,opt,name=output_offset,json=outputOffset,proto3" json:"output_offset,omitempty"`
+	// output_page_bytes bounds the page (its data and framing); 0, or more than fits
+	// one response, means as much as fits one response; less than 1 KiB counts as 1 KiB.
+	OutputPageBytes uint32 `protobuf:"varint,4,opt,name=output_page_bytes,json=outputPageBytes,proto3" json:"output_page_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetDispatchRequest) Reset() {
@@ -725,13 +750,32 @@ func (x *GetDispatchRequest) GetIncludeOutput() bool {
 	return false
 }
 
+func (x *GetDispatchRequest) GetOutputOffset() uint64 {
+	if x != nil {
+		return x.OutputOffset
+	}
+	return 0
+}
+
+func (x *GetDispatchRequest) GetOutputPageBytes() uint32 {
+	if x != nil {
+		return x.OutputPageBytes
+	}
+	return 0
+}
+
 // GetDispatchResponse holds the dispatch.
 type GetDispatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// dispatch is the dispatch.
 	Dispatch *Dispatch `protobuf:"bytes,1,opt,name=dispatch,proto3" json:"dispatch,omitempty"`
-	// output, when asked for.
-	Output        []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// output is the page of output, in order from output_offset, when asked for.
+	Output []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// next_output_offset is the offset after the page: where the next one begins.
+	NextOutputOffset uint64 `protobuf:"varint,3,opt,name=next_output_offset,json=nextOutputOffset,proto3" json:"next_output_offset,omitempty"`
+	// more_output is true when output beyond the page is stored: ask again from
+	// next_output_offset. A dispatch that has not ended may store more later.
+	MoreOutput    bool `protobuf:"varint,4,opt,name=more_output,json=moreOutput,proto3" json:"more_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -778,6 +822,20 @@ func (x *GetDispatchResponse) GetOutput() []*OutputChunk {
 		return x.Output
 	}
 	return nil
+}
+
+func (x *GetDispatchResponse) GetNextOutputOffset() uint64 {
+	if x != nil {
+		return x.NextOutputOffset
+	}
+	return 0
+}
+
+func (x *GetDispatchResponse) GetMoreOutput() bool {
+	if x != nil {
+		return x.MoreOutput
+	}
+	return false
 }
 
 // WatchDispatchRequest names a dispatch.
@@ -1226,16 +1284,24 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\atimeout\x124\n" +
 	"\x10max_output_bytes\x18\x05 \x01(\x04B\n" +
 	"\xbaH\a2\x05\x18\x80\x80\x80\bR\x0emaxOutputBytes\x12E\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\x96\x01\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\xe5\x01\n" +
 	"\x19ExecuteCapabilityResponse\x12<\n" +
 	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\x12;\n" +
-	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\"l\n" +
+	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\x12,\n" +
+	"\x12next_output_offset\x18\x03 \x01(\x04R\x10nextOutputOffset\x12\x1f\n" +
+	"\vmore_output\x18\x04 \x01(\bR\n" +
+	"moreOutput\"\xbd\x01\n" +
 	"\x12GetDispatchRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12%\n" +
-	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\"\x90\x01\n" +
+	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\x12#\n" +
+	"\routput_offset\x18\x03 \x01(\x04R\foutputOffset\x12*\n" +
+	"\x11output_page_bytes\x18\x04 \x01(\rR\x0foutputPageBytes\"\xdf\x01\n" +
 	"\x13GetDispatchResponse\x12<\n" +
 	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\x12;\n" +
-	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\"h\n" +
+	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\x12,\n" +
+	"\x12next_output_offset\x18\x03 \x01(\x04R\x10nextOutputOffset\x12\x1f\n" +
+	"\vmore_output\x18\x04 \x01(\bR\n" +
+	"moreOutput\"h\n" +
 	"\x14WatchDispatchRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12\x1f\n" +
 	"\vfrom_offset\x18\x02 \x01(\x04R\n" +

@@ -228,7 +228,12 @@ func (PairingState) EnumDescriptor() ([]byte, []int) {
 //     DispatchResult when it refuses it. A node never runs a dispatch id twice: for an
 //     id it has run, it re-sends the result instead.
 //  6. While a dispatch runs, the node sends DispatchOutput chunks (stdout, stderr) in
-//     order, within the dispatch's output cap, then one DispatchResult.
+//     order, within the dispatch's output cap, then one DispatchResult. Output is
+//     contiguous: each chunk begins where the one before ends, the first at offset 0.
+//     A chunk sent again (after a reconnection) must hold the same bytes of the same
+//     stream as what palyrad stored; it is not stored again, but for any part beyond
+//     the stored output. A chunk that leaves a gap after the stored output, or that
+//     differs from it, ends the stream with InvalidArgument.
 //  7. The daemon persists each result and answers ResultAck; only then does the node
 //     forget it. Results for dispatches that are not the device's own are refused, the
 //     refusal audited, and the stream ended with PermissionDenied.
@@ -236,7 +241,8 @@ func (PairingState) EnumDescriptor() ([]byte, []int) {
 //     stops it (SIGTERM, then SIGKILL) and reports a cancelled result.
 //  9. The node sends CapabilitiesChanged when its capabilities change.
 //
-// Version history: 1 (2026-11-22), the first.
+// Version history: 1 (2026-11-22), the first. Still 1 (2026-12-05): palyrad enforces
+// that output is contiguous (step 6), as the agent always sent it.
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// message is one message up.
@@ -778,7 +784,7 @@ type DispatchOutput struct {
 	// stream it comes from.
 	Stream OutputStream `protobuf:"varint,2,opt,name=stream,proto3,enum=palyra.node.v1.OutputStream" json:"stream,omitempty"`
 	// offset is the position of the chunk's first byte in the dispatch's output (all
-	// streams together), from 0.
+	// streams together), from 0: where the output before it ends (step 6).
 	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	// data is the chunk.
 	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
