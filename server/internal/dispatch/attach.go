@@ -384,7 +384,8 @@ func (a *attachment) claim(ctx context.Context) error {
 }
 
 // track returns what the session keeps of d, as just read, starting to keep it if need
-// be, and notes whether d ended. It is not called while a round is handled.
+// be, and notes whether d ended. Within a round it is called only for a dispatch the
+// session does not track yet (own): it resets where the next chunk must begin.
 func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
