@@ -16,7 +16,7 @@ set state = 'cancelled', finished_at = $1::timestamptz,
     cancel_requested_at = $1::timestamptz, cancel_reason = $2,
     error = 'cancelled before it was sent: ' || $2
 where id = $3 and state = 'queued'
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
 `
 
 type CancelQueuedDispatchParams struct {
@@ -52,6 +52,7 @@ func (q *Queries) CancelQueuedDispatch(ctx context.Context, arg CancelQueuedDisp
 		&i.OutputBytes,
 		&i.OutputTruncated,
 		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
@@ -76,7 +77,7 @@ where d.id in (
     for update skip locked
     limit $4::integer
 )
-returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated, d.output_stored
+returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated, d.output_stored, d.output_lost_reason
 `
 
 type ClaimDispatchesParams struct {
@@ -127,6 +128,7 @@ func (q *Queries) ClaimDispatches(ctx context.Context, arg ClaimDispatchesParams
 			&i.OutputBytes,
 			&i.OutputTruncated,
 			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -228,7 +230,7 @@ func (q *Queries) ExpireDispatches(ctx context.Context, arg ExpireDispatchesPara
 }
 
 const getDispatch = `-- name: GetDispatch :one
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored from dispatches where id = $1
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches where id = $1
 `
 
 func (q *Queries) GetDispatch(ctx context.Context, id string) (Dispatch, error) {
@@ -258,12 +260,13 @@ func (q *Queries) GetDispatch(ctx context.Context, id string) (Dispatch, error) 
 		&i.OutputBytes,
 		&i.OutputTruncated,
 		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
 
 const getDispatchByKey = `-- name: GetDispatchByKey :one
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored from dispatches
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where created_by = $1 and idempotency_key = $2::text
 `
 
@@ -299,6 +302,7 @@ func (q *Queries) GetDispatchByKey(ctx context.Context, arg GetDispatchByKeyPara
 		&i.OutputBytes,
 		&i.OutputTruncated,
 		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
@@ -315,7 +319,7 @@ insert into dispatches (
     $11::text, $12::timestamptz
 )
 on conflict (created_by, idempotency_key) where idempotency_key is not null do nothing
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
 `
 
 type InsertDispatchParams struct {
@@ -377,12 +381,13 @@ func (q *Queries) InsertDispatch(ctx context.Context, arg InsertDispatchParams) 
 		&i.OutputBytes,
 		&i.OutputTruncated,
 		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
 
 const listCancelRequests = `-- name: ListCancelRequests :many
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored from dispatches
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where device_id = $1 and cancel_requested_at is not null
   and state in ('sent', 'running')
 `
@@ -421,6 +426,7 @@ func (q *Queries) ListCancelRequests(ctx context.Context, deviceID string) ([]Di
 			&i.OutputBytes,
 			&i.OutputTruncated,
 			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -488,7 +494,7 @@ func (q *Queries) ListDispatchOutput(ctx context.Context, arg ListDispatchOutput
 }
 
 const listDispatches = `-- name: ListDispatches :many
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored from dispatches
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where ($1::timestamptz is null
        or (created_at, id) < ($1::timestamptz, $2::text))
   and ($3::text = '' or device_id = $3::text)
@@ -547,6 +553,7 @@ func (q *Queries) ListDispatches(ctx context.Context, arg ListDispatchesParams) 
 			&i.OutputBytes,
 			&i.OutputTruncated,
 			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -600,13 +607,19 @@ set state = coalesce(e.state, case when d.id = any($1::text[]) then 'running' el
     exit_code = coalesce(e.exit_code, d.exit_code),
     output_stored = greatest(d.output_stored, g.stored_to),
     output_bytes = case when e.id is not null then greatest(e.output_bytes, d.output_stored, g.stored_to) else d.output_bytes end,
-    output_truncated = coalesce(e.output_truncated, d.output_truncated)
+    output_truncated = coalesce(e.output_truncated, d.output_truncated),
+    output_lost_reason = case
+        when e.id is not null and greatest(d.output_stored, g.stored_to) < least(e.output_bytes, d.max_output_bytes)
+            then format('only %s of the %s bytes of output reached palyrad: the node reported its end without the rest '
+                        '(as an agent that restarts without keeping its output on disk does)',
+                        greatest(d.output_stored, g.stored_to), least(e.output_bytes, d.max_output_bytes))
+        else d.output_lost_reason end
 from touched t
 left join ends e on e.id = t.id
 left join grown g on g.id = t.id
 where d.id = t.id and d.device_id = $3::text
   and d.state in ('sent', 'running')
-returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated, d.output_stored
+returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated, d.output_stored, d.output_lost_reason
 `
 
 type RecordReportsParams struct {
@@ -631,7 +644,8 @@ type RecordReportsParams struct {
 // accepted (start_ids), chunks of output, and ends (a result of ” is none). Output is
 // contiguous: a chunk is stored only where the dispatch's stored output ends (after the
 // chunks before it in this round) and within its cap; output_stored grows with it. An
-// end records output_bytes as at least what is stored. It returns every dispatch it
+// end records output_bytes as at least what is stored, and why output was lost when
+// less is stored than the node reported (up to the cap). It returns every dispatch it
 // changed, as it is now; an end that returns no row was for a dispatch that ended
 // already or was never sent.
 func (q *Queries) RecordReports(ctx context.Context, arg RecordReportsParams) ([]Dispatch, error) {
@@ -682,6 +696,7 @@ func (q *Queries) RecordReports(ctx context.Context, arg RecordReportsParams) ([
 			&i.OutputBytes,
 			&i.OutputTruncated,
 			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -698,7 +713,7 @@ update dispatches
 set cancel_requested_at = coalesce(cancel_requested_at, $1::timestamptz),
     cancel_reason = $2
 where id = $3 and state in ('sent', 'running')
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
 `
 
 type RequestDispatchCancelParams struct {
@@ -734,6 +749,7 @@ func (q *Queries) RequestDispatchCancel(ctx context.Context, arg RequestDispatch
 		&i.OutputBytes,
 		&i.OutputTruncated,
 		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }

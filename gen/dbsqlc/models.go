@@ -100,6 +100,7 @@ type Dispatch struct {
 	OutputBytes       int64
 	OutputTruncated   bool
 	OutputStored      int64
+	OutputLostReason  string
 }
 
 type DispatchOutput struct {

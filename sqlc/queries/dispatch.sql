@@ -54,7 +54,8 @@ returning d.*;
 -- accepted (start_ids), chunks of output, and ends (a result of '' is none). Output is
 -- contiguous: a chunk is stored only where the dispatch's stored output ends (after the
 -- chunks before it in this round) and within its cap; output_stored grows with it. An
--- end records output_bytes as at least what is stored. It returns every dispatch it
+-- end records output_bytes as at least what is stored, and why output was lost when
+-- less is stored than the node reported (up to the cap). It returns every dispatch it
 -- changed, as it is now; an end that returns no row was for a dispatch that ended
 -- already or was never sent.
 with given as (
@@ -98,7 +99,13 @@ set state = coalesce(e.state, case when d.id = any(sqlc.arg('start_ids')::text[]
     exit_code = coalesce(e.exit_code, d.exit_code),
     output_stored = greatest(d.output_stored, g.stored_to),
     output_bytes = case when e.id is not null then greatest(e.output_bytes, d.output_stored, g.stored_to) else d.output_bytes end,
-    output_truncated = coalesce(e.output_truncated, d.output_truncated)
+    output_truncated = coalesce(e.output_truncated, d.output_truncated),
+    output_lost_reason = case
+        when e.id is not null and greatest(d.output_stored, g.stored_to) < least(e.output_bytes, d.max_output_bytes)
+            then format('only %s of the %s bytes of output reached palyrad: the node reported its end without the rest '
+                        '(as an agent that restarts without keeping its output on disk does)',
+                        greatest(d.output_stored, g.stored_to), least(e.output_bytes, d.max_output_bytes))
+        else d.output_lost_reason end
 from touched t
 left join ends e on e.id = t.id
 left join grown g on g.id = t.id

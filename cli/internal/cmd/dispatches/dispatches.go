@@ -280,6 +280,9 @@ func dispatchTable(w io.Writer, d *controlplanev1.Dispatch) {
 		out += ", truncated at the cap"
 	}
 	row("Output", out)
+	if d.GetOutputLost() {
+		row("Output lost", output.Cell(d.GetOutputLostReason()))
+	}
 	row("Result", output.Cell(d.GetResultJson()))
 	row("Error", output.Cell(d.GetError()))
 }

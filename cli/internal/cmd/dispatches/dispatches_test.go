@@ -145,6 +145,11 @@ func TestDispatchesShow(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetOutput()) != 2 || got.GetDispatch().GetExitCode() != 2 {
 		t.Errorf("show -o json: %v\n%s", err, res.Stdout)
 	}
+	lost := finished(nodeID, 0)
+	lost.OutputBytes, lost.OutputLost, lost.OutputLostReason = 12, true, "only 5 of the 12 bytes of output reached palyrad"
+	res = cmdtest.Run(t.Context(), env, "dispatches", "show", f.Add(lost, dispatchtest.Chunk{Data: "part\n"}))
+	cmdtest.WantOutput(t, "show", res.Stdout, "Output           12 B (cap 1 MiB)",
+		"Output lost      only 5 of the 12 bytes of output reached palyrad")
 	res = cmdtest.Run(t.Context(), env, "dispatches", "show", dispatchtest.ID(9))
 	if res.Code != 1 || !strings.Contains(res.Stderr, "not found: dispatch "+dispatchtest.ID(9)+" not found") {
 		t.Errorf("show of an unknown dispatch: exit %d, %s", res.Code, res.Stderr)

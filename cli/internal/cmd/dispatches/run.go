@@ -176,8 +176,8 @@ func PageEnd(page []*controlplanev1.OutputChunk, from uint64) uint64 {
 // (from Follow; nil for a dispatch that ended). With -o json it prints res, even after
 // an error when there is one; otherwise it prints the capability's JSON result when
 // the dispatch produced no output (system.info, say), indented, on stdout. It warns on
-// stderr when output was cut at the dispatch's cap, and returns err, else Exit of the
-// dispatch.
+// stderr when output was cut at the dispatch's cap or lost, and returns err, else Exit
+// of the dispatch.
 func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err error) error {
 	if err != nil {
 		if res != nil && d.Output == output.JSON {
@@ -201,6 +201,9 @@ func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err err
 	if disp.GetOutputTruncated() {
 		fmt.Fprintf(d.Stderr, "palyra: warning: dispatch %s produced %s of output, beyond its cap of %s; the rest was not kept\n",
 			disp.GetId(), Bytes(disp.GetOutputBytes()), Bytes(disp.GetMaxOutputBytes()))
+	}
+	if disp.GetOutputLost() {
+		fmt.Fprintf(d.Stderr, "palyra: warning: dispatch %s lost output: %s\n", disp.GetId(), output.Cell(disp.GetOutputLostReason()))
 	}
 	return Exit(disp)
 }

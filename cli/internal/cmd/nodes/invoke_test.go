@@ -53,6 +53,10 @@ func node(req *controlplanev1.CreateDispatchRequest) dispatchtest.Run {
 		r := process(0, out(strings.Repeat("y\n", 512)))
 		r.Truncated = true
 		return r
+	case "lossy":
+		r := process(0, out("part\n"))
+		r.OutputLost = "only 5 of the 12 bytes of output reached palyrad"
+		return r
 	case "rm":
 		return dispatchtest.Run{State: controlplanev1.DispatchState_DISPATCH_STATE_FAILED, Error: "not allowed: rm"}
 	case "sleep":
@@ -170,6 +174,11 @@ func TestInvokeOutcomes(t *testing.T) {
 			!strings.Contains(res.Stderr, " produced 3 KiB of output, beyond its cap of 1 KiB; the rest was not kept") {
 			t.Errorf("%s truncated: exit %d, %d bytes on stdout, stderr %q", name, res.Code, len(res.Stdout), res.Stderr)
 		}
+		res = run("shell.execute", "--input", `{"argv":["lossy"]}`)
+		if res.Code != 0 || res.Stdout != "part\n" || !strings.Contains(res.Stderr, "palyra: warning: dispatch 01JD6000000000000000000") ||
+			!strings.HasSuffix(res.Stderr, " lost output: only 5 of the 12 bytes of output reached palyrad\n") {
+			t.Errorf("%s with output lost: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
+		}
 		res = run("system.info")
 		if want := "{\n  \"hostname\": \"build-01\",\n  \"os\": \"linux\",\n  \"cpus\": 8\n}\n"; res.Code != 0 || res.Stdout != want || res.Stderr != "" {
 			t.Errorf("%s system.info: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
@@ -188,7 +197,7 @@ func TestInvokeOutcomes(t *testing.T) {
 			t.Errorf("--max-output 1K sent as %d", ex.GetMaxOutputBytes())
 		}
 	}
-	if len(calls.Creates) != 6 || calls.Creates[3].GetMaxOutputBytes() != 1024 {
+	if len(calls.Creates) != 7 || calls.Creates[3].GetMaxOutputBytes() != 1024 {
 		t.Errorf("creates %v", calls.Creates)
 	}
 }

@@ -28,11 +28,13 @@ type Run struct {
 	Output []Chunk
 	// State is the terminal state; unset means succeeded.
 	State controlplanev1.DispatchState
-	// ExitCode, Error, ResultJSON and Truncated are the result.
+	// ExitCode, Error, ResultJSON and Truncated are the result; OutputLost, when set,
+	// is why palyrad holds less output than the node reported.
 	ExitCode   int32
 	Error      string
 	ResultJSON string
 	Truncated  bool
+	OutputLost string
 	// Hold keeps the dispatch running (after its output) until it is cancelled.
 	Hold bool
 	// QueueFor keeps the dispatch queued that long in a watch before it runs.
@@ -230,6 +232,7 @@ func (f *Fake) finishLocked(e *entry) {
 	if e.run.Truncated {
 		d.OutputBytes = 3 * d.GetMaxOutputBytes()
 	}
+	d.OutputLost, d.OutputLostReason = e.run.OutputLost != "", e.run.OutputLost
 }
 
 // snapshot returns a copy of a dispatch and of its output from offset on.

@@ -136,15 +136,21 @@ type Dispatch struct {
 	Error string `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
 	// exit_code of its process, when there was one.
 	ExitCode int32 `protobuf:"varint,16,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	// output_bytes is how much output it produced, including any beyond the cap.
+	// output_bytes is how much output it produced, including any beyond the cap; never
+	// less than what is stored.
 	OutputBytes uint64 `protobuf:"varint,17,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
 	// output_truncated is true when output went beyond the cap: what follows it was not
 	// kept.
 	OutputTruncated bool `protobuf:"varint,18,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
 	// cancel_time is when its cancellation was asked for, if it was.
-	CancelTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=cancel_time,json=cancelTime,proto3" json:"cancel_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CancelTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=cancel_time,json=cancelTime,proto3" json:"cancel_time,omitempty"`
+	// output_lost is true when the node ended the dispatch having reported more output
+	// (up to the cap) than reached palyrad: what is stored is a part of it.
+	OutputLost bool `protobuf:"varint,20,opt,name=output_lost,json=outputLost,proto3" json:"output_lost,omitempty"`
+	// output_lost_reason says how much output was lost, and why, when output_lost.
+	OutputLostReason string `protobuf:"bytes,21,opt,name=output_lost_reason,json=outputLostReason,proto3" json:"output_lost_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Dispatch) Reset() {
@@ -308,6 +314,20 @@ func (x *Dispatch) GetCancelTime() *timestamppb.Timestamp {
 		return x.CancelTime
 	}
 	return nil
+}
+
+func (x *Dispatch) GetOutputLost() bool {
+	if x != nil {
+		return x.OutputLost
+	}
+	return false
+}
+
+func (x *Dispatch) GetOutputLostReason() string {
+	if x != nil {
+		return x.OutputLostReason
+	}
+	return ""
 }
 
 // OutputChunk is a piece of a dispatch's output.
@@ -1223,7 +1243,7 @@ var File_palyra_controlplane_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"%palyra/controlplane/v1/dispatch.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\xa6\x06\n" +
+	"%palyra/controlplane/v1/dispatch.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\xf5\x06\n" +
 	"\bDispatch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1e\n" +
@@ -1253,7 +1273,10 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\foutput_bytes\x18\x11 \x01(\x04R\voutputBytes\x12)\n" +
 	"\x10output_truncated\x18\x12 \x01(\bR\x0foutputTruncated\x12;\n" +
 	"\vcancel_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"cancelTime\"o\n" +
+	"cancelTime\x12\x1f\n" +
+	"\voutput_lost\x18\x14 \x01(\bR\n" +
+	"outputLost\x12,\n" +
+	"\x12output_lost_reason\x18\x15 \x01(\tR\x10outputLostReason\"o\n" +
 	"\vOutputChunk\x124\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x1c.palyra.node.v1.OutputStreamR\x06stream\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +

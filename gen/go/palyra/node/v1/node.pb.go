@@ -219,7 +219,10 @@ func (PairingState) EnumDescriptor() ([]byte, []int) {
 //  2. The daemon answers with a Welcome: the session id, the protocol version it
 //     chose, the heartbeat interval and its limits.
 //  3. The node re-sends every result it has not seen acknowledged (its spool), as
-//     DispatchResult messages, before anything else but heartbeats.
+//     DispatchResult messages, each after the output it sent for that dispatch (from
+//     offset 0; the spool keeps it with the result), before anything else but
+//     heartbeats. A result whose output palyrad holds less of than the node reports
+//     (up to the cap) ends the dispatch with its output marked lost.
 //  4. The node sends a Heartbeat every interval. A node silent for three intervals is
 //     stale; a closed stream makes it offline.
 //  5. The daemon sends Dispatch messages: every queued dispatch of the device, and
@@ -242,7 +245,9 @@ func (PairingState) EnumDescriptor() ([]byte, []int) {
 //  9. The node sends CapabilitiesChanged when its capabilities change.
 //
 // Version history: 1 (2026-11-22), the first. Still 1 (2026-12-05): palyrad enforces
-// that output is contiguous (step 6), as the agent always sent it.
+// that output is contiguous (step 6), as the agent always sent it; the agent keeps
+// output with its spooled results and re-sends it after a restart (step 3), where an
+// older agent sent the result alone, whose dispatch palyrad now marks output lost.
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// message is one message up.
