@@ -81,7 +81,24 @@ func TestCompromisedNodeCannotMultiplyOutput(t *testing.T) {
 		got.GetOutputBytes() != uint64(len(text)) {
 		t.Errorf("dispatch: %v", got)
 	}
-	// Read back whole, and in pages of 100 KiB.
+	// Read back with a watch (which reads it in pages of its own), whole, and in pages
+	// of 100 KiB.
+	watch, err := b.dispatchClient().WatchDispatch(t.Context(), connect.NewRequest(&controlplanev1.WatchDispatchRequest{Id: d.GetId()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var watched bytes.Buffer
+	for watch.Receive() {
+		if o := watch.Msg().GetOutput(); o != nil {
+			if o.GetOffset() != uint64(watched.Len()) {
+				t.Fatalf("the watch sent a chunk at offset %d after %d bytes", o.GetOffset(), watched.Len())
+			}
+			watched.Write(o.GetData())
+		}
+	}
+	if err := watch.Err(); err != nil || !bytes.Equal(watched.Bytes(), text[:maxOutput]) {
+		t.Errorf("the watch read %d bytes (%v), not the first %d bytes the node sent", watched.Len(), err, maxOutput)
+	}
 	for _, page := range []uint32{0, 100 << 10} {
 		out, pages := readAllOutput(t, b.testDaemon, d.GetId(), page)
 		if out != string(text[:maxOutput]) {

@@ -439,9 +439,6 @@ type round struct {
 	ended    []dbsqlc.Dispatch // dispatches the round ended, as stored
 }
 
-// handleBatch handles messages from the node, writing what they report with one
-// statement, then acknowledges the results: an ack promises the result is durable.
-// A dispatch accepted and ended in the same round goes straight to its end.
 // repeat is a chunk of output (or its first part) that the node sent again.
 type repeat struct {
 	dbsqlc.DispatchOutput
@@ -451,6 +448,9 @@ type repeat struct {
 	stored int64
 }
 
+// handleBatch handles messages from the node, writing what they report with one
+// statement, then acknowledges the results: an ack promises the result is durable.
+// A dispatch accepted and ended in the same round goes straight to its end.
 func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
 	r := round{ending: map[string]*tracked{}, gathered: map[string][]dbsqlc.DispatchOutput{}}
 	for _, m := range msgs {
