@@ -192,9 +192,10 @@ func palyra(t *testing.T, token string, args ...string) (code int, stdout, stder
 // and output; stdin is empty (/dev/null, not a terminal) unless given.
 func runCLI(t *testing.T, env []string, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	bin := cliBinary(t) // built before the minute starts: a busy machine builds slowly
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cliBinary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)

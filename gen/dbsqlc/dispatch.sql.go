@@ -16,7 +16,7 @@ set state = 'cancelled', finished_at = $1::timestamptz,
     cancel_requested_at = $1::timestamptz, cancel_reason = $2,
     error = 'cancelled before it was sent: ' || $2
 where id = $3 and state = 'queued'
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
 `
 
 type CancelQueuedDispatchParams struct {
@@ -51,6 +51,8 @@ func (q *Queries) CancelQueuedDispatch(ctx context.Context, arg CancelQueuedDisp
 		&i.ExitCode,
 		&i.OutputBytes,
 		&i.OutputTruncated,
+		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
@@ -75,7 +77,7 @@ where d.id in (
     for update skip locked
     limit $4::integer
 )
-returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated
+returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated, d.output_stored, d.output_lost_reason
 `
 
 type ClaimDispatchesParams struct {
@@ -125,6 +127,8 @@ func (q *Queries) ClaimDispatches(ctx context.Context, arg ClaimDispatchesParams
 			&i.ExitCode,
 			&i.OutputBytes,
 			&i.OutputTruncated,
+			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -175,6 +179,7 @@ set state = case
         when dev.session_id is not null and dev.last_seen_at > $1::timestamptz - make_interval(secs => $2::float8) then 'timed_out'
         else 'failed' end,
     finished_at = $1::timestamptz,
+    output_bytes = greatest(d.output_bytes, d.output_stored),
     error = case
         when d.state = 'queued' then 'not delivered before its deadline: the node was offline'
         when dev.session_id is not null and dev.last_seen_at > $1::timestamptz - make_interval(secs => $2::float8)
@@ -202,7 +207,8 @@ type ExpireDispatchesRow struct {
 
 // Ends the dispatches whose deadline passed: a queued one timed out undelivered; a sent
 // or running one, after a grace period for its node's own report, timed out if its node
-// is still attached, else failed because the node vanished while running it.
+// is still attached, else failed because the node vanished while running it. Its
+// output_bytes is what was stored of its output.
 func (q *Queries) ExpireDispatches(ctx context.Context, arg ExpireDispatchesParams) ([]ExpireDispatchesRow, error) {
 	rows, err := q.db.Query(ctx, expireDispatches, arg.Now, arg.StaleAfterSeconds, arg.GraceSeconds)
 	if err != nil {
@@ -224,7 +230,7 @@ func (q *Queries) ExpireDispatches(ctx context.Context, arg ExpireDispatchesPara
 }
 
 const getDispatch = `-- name: GetDispatch :one
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated from dispatches where id = $1
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches where id = $1
 `
 
 func (q *Queries) GetDispatch(ctx context.Context, id string) (Dispatch, error) {
@@ -253,12 +259,14 @@ func (q *Queries) GetDispatch(ctx context.Context, id string) (Dispatch, error) 
 		&i.ExitCode,
 		&i.OutputBytes,
 		&i.OutputTruncated,
+		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
 
 const getDispatchByKey = `-- name: GetDispatchByKey :one
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated from dispatches
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where created_by = $1 and idempotency_key = $2::text
 `
 
@@ -293,6 +301,8 @@ func (q *Queries) GetDispatchByKey(ctx context.Context, arg GetDispatchByKeyPara
 		&i.ExitCode,
 		&i.OutputBytes,
 		&i.OutputTruncated,
+		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
@@ -309,7 +319,7 @@ insert into dispatches (
     $11::text, $12::timestamptz
 )
 on conflict (created_by, idempotency_key) where idempotency_key is not null do nothing
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
 `
 
 type InsertDispatchParams struct {
@@ -370,12 +380,14 @@ func (q *Queries) InsertDispatch(ctx context.Context, arg InsertDispatchParams) 
 		&i.ExitCode,
 		&i.OutputBytes,
 		&i.OutputTruncated,
+		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }
 
 const listCancelRequests = `-- name: ListCancelRequests :many
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated from dispatches
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where device_id = $1 and cancel_requested_at is not null
   and state in ('sent', 'running')
 `
@@ -413,6 +425,8 @@ func (q *Queries) ListCancelRequests(ctx context.Context, deviceID string) ([]Di
 			&i.ExitCode,
 			&i.OutputBytes,
 			&i.OutputTruncated,
+			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -425,20 +439,37 @@ func (q *Queries) ListCancelRequests(ctx context.Context, deviceID string) ([]Di
 }
 
 const listDispatchOutput = `-- name: ListDispatchOutput :many
-select dispatch_id, "offset", stream, data from dispatch_output
-where dispatch_id = $1
-  and "offset" + octet_length(data) > $2::bigint
-order by "offset"
+select p.dispatch_id, p."offset", p.stream, p.data from (
+    select o.dispatch_id, o."offset", o.stream, o.data,
+           sum(octet_length(o.data) + $1::bigint) over (order by o."offset") as upto
+    from dispatch_output o
+    where o.dispatch_id = $2
+      and o."offset" + octet_length(o.data) > $3::bigint
+      and o."offset" < $4::bigint
+) p
+where p.upto - octet_length(p.data) - $1::bigint < $5::bigint
+order by p."offset"
 `
 
 type ListDispatchOutputParams struct {
-	DispatchID string
-	FromOffset int64
+	RowOverhead int64
+	DispatchID  string
+	FromOffset  int64
+	ToOffset    int64
+	MaxBytes    int64
 }
 
-// The chunks of a dispatch's output that end after an offset, in order.
+// A page of a dispatch's output: the chunks that end after from_offset and begin
+// before to_offset, in order, as long as their data, with row_overhead bytes for each,
+// stays within max_bytes (the chunk that crosses it is the last).
 func (q *Queries) ListDispatchOutput(ctx context.Context, arg ListDispatchOutputParams) ([]DispatchOutput, error) {
-	rows, err := q.db.Query(ctx, listDispatchOutput, arg.DispatchID, arg.FromOffset)
+	rows, err := q.db.Query(ctx, listDispatchOutput,
+		arg.RowOverhead,
+		arg.DispatchID,
+		arg.FromOffset,
+		arg.ToOffset,
+		arg.MaxBytes,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -463,7 +494,7 @@ func (q *Queries) ListDispatchOutput(ctx context.Context, arg ListDispatchOutput
 }
 
 const listDispatches = `-- name: ListDispatches :many
-select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated from dispatches
+select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where ($1::timestamptz is null
        or (created_at, id) < ($1::timestamptz, $2::text))
   and ($3::text = '' or device_id = $3::text)
@@ -521,6 +552,8 @@ func (q *Queries) ListDispatches(ctx context.Context, arg ListDispatchesParams) 
 			&i.ExitCode,
 			&i.OutputBytes,
 			&i.OutputTruncated,
+			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -533,37 +566,70 @@ func (q *Queries) ListDispatches(ctx context.Context, arg ListDispatchesParams) 
 }
 
 const recordReports = `-- name: RecordReports :many
-with started as (
-    update dispatches
-    set state = 'running', started_at = coalesce(started_at, $1::timestamptz)
-    where id = any($10::text[]) and device_id = $2::text
-      and state in ('sent', 'running')
-    returning id
+with given as (
+    select i as ord, ($4::text[])[i] as id, ($5::bigint[])[i] as off,
+           ($6::text[])[i] as stream, ($7::bytea[])[i] as data
+    from generate_subscripts($4::text[], 1) as i
+), chunks as (
+    select c.id, c.off, c.stream, c.data,
+           coalesce(sum(octet_length(c.data)) over (partition by c.id order by c.ord
+                    rows between unbounded preceding and 1 preceding), 0)::bigint as before
+    from given c
 ), stored as (
     insert into dispatch_output (dispatch_id, "offset", stream, data)
-    select unnest($11::text[]), unnest($12::bigint[]),
-           unnest($13::text[]), unnest($14::bytea[])
+    select c.id, c.off, c.stream, c.data
+    from chunks c join dispatches cd on cd.id = c.id
+    where cd.device_id = $3::text and cd.state in ('sent', 'running')
+      and c.off = cd.output_stored + c.before
+      and c.off + octet_length(c.data) <= cd.max_output_bytes
     on conflict (dispatch_id, "offset") do nothing
-    returning dispatch_id
+    returning dispatch_id, "offset" + octet_length(data) as stored_to
+), grown as (
+    select dispatch_id as id, max(stored_to)::bigint as stored_to from stored group by dispatch_id
+), ends as (
+    select unnest($8::text[]) as id, unnest($9::text[]) as state,
+           unnest($10::text[]) as result, unnest($11::text[]) as error,
+           unnest($12::integer[]) as exit_code,
+           unnest($13::bigint[]) as output_bytes,
+           unnest($14::boolean[]) as output_truncated
+), touched as (
+    select unnest($1::text[]) as id
+    union select id from grown
+    union select id from ends
 )
 update dispatches d
-set state = e.state, finished_at = $1::timestamptz,
-    started_at = coalesce(d.started_at, $1::timestamptz),
-    result = nullif(e.result, '')::jsonb, error = e.error, exit_code = e.exit_code,
-    output_bytes = e.output_bytes, output_truncated = e.output_truncated
-from (select unnest($3::text[]) as id, unnest($4::text[]) as state,
-             unnest($5::text[]) as result, unnest($6::text[]) as error,
-             unnest($7::integer[]) as exit_code,
-             unnest($8::bigint[]) as output_bytes,
-             unnest($9::boolean[]) as output_truncated) e
-where d.id = e.id and d.device_id = $2::text
+set state = coalesce(e.state, case when d.id = any($1::text[]) then 'running' else d.state end),
+    started_at = case when e.id is not null or d.id = any($1::text[])
+                      then coalesce(d.started_at, $2::timestamptz) else d.started_at end,
+    finished_at = case when e.id is not null then $2::timestamptz else d.finished_at end,
+    result = case when e.id is not null then nullif(e.result, '')::jsonb else d.result end,
+    error = coalesce(e.error, d.error),
+    exit_code = coalesce(e.exit_code, d.exit_code),
+    output_stored = greatest(d.output_stored, g.stored_to),
+    output_bytes = case when e.id is not null then greatest(e.output_bytes, d.output_stored, g.stored_to) else d.output_bytes end,
+    output_truncated = coalesce(e.output_truncated, d.output_truncated),
+    output_lost_reason = case
+        when e.id is not null and greatest(d.output_stored, g.stored_to) < least(e.output_bytes, d.max_output_bytes)
+            then format('only %s of the %s bytes of output reached palyrad: the node reported its end without the rest '
+                        '(as an agent that restarts without keeping its output on disk does)',
+                        greatest(d.output_stored, g.stored_to), least(e.output_bytes, d.max_output_bytes))
+        else d.output_lost_reason end
+from touched t
+left join ends e on e.id = t.id
+left join grown g on g.id = t.id
+where d.id = t.id and d.device_id = $3::text
   and d.state in ('sent', 'running')
-returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated
+returning d.id, d.device_id, d.capability, d.input, d.state, d.idempotency_key, d.request_hash, d.created_by, d.created_at, d.deadline, d.max_output_bytes, d.session_id, d.sent_at, d.started_at, d.finished_at, d.cancel_requested_at, d.cancel_reason, d.result, d.error, d.exit_code, d.output_bytes, d.output_truncated, d.output_stored, d.output_lost_reason
 `
 
 type RecordReportsParams struct {
+	StartIds       []string
 	Now            time.Time
 	DeviceID       string
+	OutputIds      []string
+	OutputOffsets  []int64
+	OutputStreams  []string
+	OutputData     [][]byte
 	EndIds         []string
 	EndStates      []string
 	EndResults     []string
@@ -571,23 +637,26 @@ type RecordReportsParams struct {
 	EndExitCodes   []int32
 	EndOutputBytes []int64
 	EndTruncated   []bool
-	StartIds       []string
-	OutputIds      []string
-	OutputOffsets  []int64
-	OutputStreams  []string
-	OutputData     [][]byte
 }
 
 // Records in one statement (one round trip, one commit) what a node reported in one
-// round: the dispatches it accepted (start_ids, none of which ends in the same round),
-// chunks of output (a chunk sent again after a reconnection is ignored), and ends, each
-// for a dispatch of that device that was sent and has not ended. It returns the
-// dispatches it ended; an end that returns no row was for a dispatch that ended
-// already or was never sent. A result of ” is none.
+// round, for dispatches of that device that were sent and have not ended: those it
+// accepted (start_ids), chunks of output, and ends (a result of ” is none). Output is
+// contiguous: a chunk is stored only where the dispatch's stored output ends (after the
+// chunks before it in this round) and within its cap; output_stored grows with it. An
+// end records output_bytes as at least what is stored, and why output was lost when
+// less is stored than the node reported (up to the cap). It returns every dispatch it
+// changed, as it is now; an end that returns no row was for a dispatch that ended
+// already or was never sent.
 func (q *Queries) RecordReports(ctx context.Context, arg RecordReportsParams) ([]Dispatch, error) {
 	rows, err := q.db.Query(ctx, recordReports,
+		arg.StartIds,
 		arg.Now,
 		arg.DeviceID,
+		arg.OutputIds,
+		arg.OutputOffsets,
+		arg.OutputStreams,
+		arg.OutputData,
 		arg.EndIds,
 		arg.EndStates,
 		arg.EndResults,
@@ -595,11 +664,6 @@ func (q *Queries) RecordReports(ctx context.Context, arg RecordReportsParams) ([
 		arg.EndExitCodes,
 		arg.EndOutputBytes,
 		arg.EndTruncated,
-		arg.StartIds,
-		arg.OutputIds,
-		arg.OutputOffsets,
-		arg.OutputStreams,
-		arg.OutputData,
 	)
 	if err != nil {
 		return nil, err
@@ -631,6 +695,8 @@ func (q *Queries) RecordReports(ctx context.Context, arg RecordReportsParams) ([
 			&i.ExitCode,
 			&i.OutputBytes,
 			&i.OutputTruncated,
+			&i.OutputStored,
+			&i.OutputLostReason,
 		); err != nil {
 			return nil, err
 		}
@@ -647,7 +713,7 @@ update dispatches
 set cancel_requested_at = coalesce(cancel_requested_at, $1::timestamptz),
     cancel_reason = $2
 where id = $3 and state in ('sent', 'running')
-returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
 `
 
 type RequestDispatchCancelParams struct {
@@ -682,6 +748,8 @@ func (q *Queries) RequestDispatchCancel(ctx context.Context, arg RequestDispatch
 		&i.ExitCode,
 		&i.OutputBytes,
 		&i.OutputTruncated,
+		&i.OutputStored,
+		&i.OutputLostReason,
 	)
 	return i, err
 }

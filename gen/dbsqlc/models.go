@@ -99,6 +99,8 @@ type Dispatch struct {
 	ExitCode          int32
 	OutputBytes       int64
 	OutputTruncated   bool
+	OutputStored      int64
+	OutputLostReason  string
 }
 
 type DispatchOutput struct {

@@ -50,44 +50,83 @@ returning d.*;
 
 -- name: RecordReports :many
 -- Records in one statement (one round trip, one commit) what a node reported in one
--- round: the dispatches it accepted (start_ids, none of which ends in the same round),
--- chunks of output (a chunk sent again after a reconnection is ignored), and ends, each
--- for a dispatch of that device that was sent and has not ended. It returns the
--- dispatches it ended; an end that returns no row was for a dispatch that ended
--- already or was never sent. A result of '' is none.
-with started as (
-    update dispatches
-    set state = 'running', started_at = coalesce(started_at, sqlc.arg('now')::timestamptz)
-    where id = any(sqlc.arg('start_ids')::text[]) and device_id = sqlc.arg('device_id')::text
-      and state in ('sent', 'running')
-    returning id
+-- round, for dispatches of that device that were sent and have not ended: those it
+-- accepted (start_ids), chunks of output, and ends (a result of '' is none). Output is
+-- contiguous: a chunk is stored only where the dispatch's stored output ends (after the
+-- chunks before it in this round) and within its cap; output_stored grows with it. An
+-- end records output_bytes as at least what is stored, and why output was lost when
+-- less is stored than the node reported (up to the cap). It returns every dispatch it
+-- changed, as it is now; an end that returns no row was for a dispatch that ended
+-- already or was never sent.
+with given as (
+    select i as ord, (sqlc.arg('output_ids')::text[])[i] as id, (sqlc.arg('output_offsets')::bigint[])[i] as off,
+           (sqlc.arg('output_streams')::text[])[i] as stream, (sqlc.arg('output_data')::bytea[])[i] as data
+    from generate_subscripts(sqlc.arg('output_ids')::text[], 1) as i
+), chunks as (
+    select c.id, c.off, c.stream, c.data,
+           coalesce(sum(octet_length(c.data)) over (partition by c.id order by c.ord
+                    rows between unbounded preceding and 1 preceding), 0)::bigint as before
+    from given c
 ), stored as (
     insert into dispatch_output (dispatch_id, "offset", stream, data)
-    select unnest(sqlc.arg('output_ids')::text[]), unnest(sqlc.arg('output_offsets')::bigint[]),
-           unnest(sqlc.arg('output_streams')::text[]), unnest(sqlc.arg('output_data')::bytea[])
+    select c.id, c.off, c.stream, c.data
+    from chunks c join dispatches cd on cd.id = c.id
+    where cd.device_id = sqlc.arg('device_id')::text and cd.state in ('sent', 'running')
+      and c.off = cd.output_stored + c.before
+      and c.off + octet_length(c.data) <= cd.max_output_bytes
     on conflict (dispatch_id, "offset") do nothing
-    returning dispatch_id
+    returning dispatch_id, "offset" + octet_length(data) as stored_to
+), grown as (
+    select dispatch_id as id, max(stored_to)::bigint as stored_to from stored group by dispatch_id
+), ends as (
+    select unnest(sqlc.arg('end_ids')::text[]) as id, unnest(sqlc.arg('end_states')::text[]) as state,
+           unnest(sqlc.arg('end_results')::text[]) as result, unnest(sqlc.arg('end_errors')::text[]) as error,
+           unnest(sqlc.arg('end_exit_codes')::integer[]) as exit_code,
+           unnest(sqlc.arg('end_output_bytes')::bigint[]) as output_bytes,
+           unnest(sqlc.arg('end_truncated')::boolean[]) as output_truncated
+), touched as (
+    select unnest(sqlc.arg('start_ids')::text[]) as id
+    union select id from grown
+    union select id from ends
 )
 update dispatches d
-set state = e.state, finished_at = sqlc.arg('now')::timestamptz,
-    started_at = coalesce(d.started_at, sqlc.arg('now')::timestamptz),
-    result = nullif(e.result, '')::jsonb, error = e.error, exit_code = e.exit_code,
-    output_bytes = e.output_bytes, output_truncated = e.output_truncated
-from (select unnest(sqlc.arg('end_ids')::text[]) as id, unnest(sqlc.arg('end_states')::text[]) as state,
-             unnest(sqlc.arg('end_results')::text[]) as result, unnest(sqlc.arg('end_errors')::text[]) as error,
-             unnest(sqlc.arg('end_exit_codes')::integer[]) as exit_code,
-             unnest(sqlc.arg('end_output_bytes')::bigint[]) as output_bytes,
-             unnest(sqlc.arg('end_truncated')::boolean[]) as output_truncated) e
-where d.id = e.id and d.device_id = sqlc.arg('device_id')::text
+set state = coalesce(e.state, case when d.id = any(sqlc.arg('start_ids')::text[]) then 'running' else d.state end),
+    started_at = case when e.id is not null or d.id = any(sqlc.arg('start_ids')::text[])
+                      then coalesce(d.started_at, sqlc.arg('now')::timestamptz) else d.started_at end,
+    finished_at = case when e.id is not null then sqlc.arg('now')::timestamptz else d.finished_at end,
+    result = case when e.id is not null then nullif(e.result, '')::jsonb else d.result end,
+    error = coalesce(e.error, d.error),
+    exit_code = coalesce(e.exit_code, d.exit_code),
+    output_stored = greatest(d.output_stored, g.stored_to),
+    output_bytes = case when e.id is not null then greatest(e.output_bytes, d.output_stored, g.stored_to) else d.output_bytes end,
+    output_truncated = coalesce(e.output_truncated, d.output_truncated),
+    output_lost_reason = case
+        when e.id is not null and greatest(d.output_stored, g.stored_to) < least(e.output_bytes, d.max_output_bytes)
+            then format('only %s of the %s bytes of output reached palyrad: the node reported its end without the rest '
+                        '(as an agent that restarts without keeping its output on disk does)',
+                        greatest(d.output_stored, g.stored_to), least(e.output_bytes, d.max_output_bytes))
+        else d.output_lost_reason end
+from touched t
+left join ends e on e.id = t.id
+left join grown g on g.id = t.id
+where d.id = t.id and d.device_id = sqlc.arg('device_id')::text
   and d.state in ('sent', 'running')
 returning d.*;
 
 -- name: ListDispatchOutput :many
--- The chunks of a dispatch's output that end after an offset, in order.
-select * from dispatch_output
-where dispatch_id = sqlc.arg('dispatch_id')
-  and "offset" + octet_length(data) > sqlc.arg('from_offset')::bigint
-order by "offset";
+-- A page of a dispatch's output: the chunks that end after from_offset and begin
+-- before to_offset, in order, as long as their data, with row_overhead bytes for each,
+-- stays within max_bytes (the chunk that crosses it is the last).
+select p.dispatch_id, p."offset", p.stream, p.data from (
+    select o.dispatch_id, o."offset", o.stream, o.data,
+           sum(octet_length(o.data) + sqlc.arg('row_overhead')::bigint) over (order by o."offset") as upto
+    from dispatch_output o
+    where o.dispatch_id = sqlc.arg('dispatch_id')
+      and o."offset" + octet_length(o.data) > sqlc.arg('from_offset')::bigint
+      and o."offset" < sqlc.arg('to_offset')::bigint
+) p
+where p.upto - octet_length(p.data) - sqlc.arg('row_overhead')::bigint < sqlc.arg('max_bytes')::bigint
+order by p."offset";
 
 -- name: CancelQueuedDispatch :one
 update dispatches
@@ -113,13 +152,15 @@ where device_id = sqlc.arg('device_id') and cancel_requested_at is not null
 -- name: ExpireDispatches :many
 -- Ends the dispatches whose deadline passed: a queued one timed out undelivered; a sent
 -- or running one, after a grace period for its node's own report, timed out if its node
--- is still attached, else failed because the node vanished while running it.
+-- is still attached, else failed because the node vanished while running it. Its
+-- output_bytes is what was stored of its output.
 update dispatches d
 set state = case
         when d.state = 'queued' then 'timed_out'
         when dev.session_id is not null and dev.last_seen_at > sqlc.arg('now')::timestamptz - make_interval(secs => sqlc.arg('stale_after_seconds')::float8) then 'timed_out'
         else 'failed' end,
     finished_at = sqlc.arg('now')::timestamptz,
+    output_bytes = greatest(d.output_bytes, d.output_stored),
     error = case
         when d.state = 'queued' then 'not delivered before its deadline: the node was offline'
         when dev.session_id is not null and dev.last_seen_at > sqlc.arg('now')::timestamptz - make_interval(secs => sqlc.arg('stale_after_seconds')::float8)

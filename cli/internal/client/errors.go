@@ -173,3 +173,24 @@ func explain(err error, url string, token tokenHint) error {
 	}
 	return &Error{Code: code, Message: msg, cause: err}
 }
+
+// Retryable reports whether a failed call may be made again as it was (with the same
+// idempotency key): the connection failed before an answer came, or palyrad answered
+// that it is unavailable for now (its database, say). Any other answer of palyrad is
+// final, InvalidArgument and Internal included: the same call would fail the same way.
+// Errors that are not a call's, such as a failed write of the output, are not
+// retryable either. It is the one retry classification of the CLI.
+func Retryable(err error) bool {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return false
+	}
+	switch ce.Code() {
+	case connect.CodeUnavailable, connect.CodeAborted:
+		return true
+	case connect.CodeUnknown, connect.CodeInternal:
+		// An answer, or the connection's failure (an HTTP/2 stream reset, say).
+		return !connect.IsWireError(ce)
+	}
+	return false
+}

@@ -348,7 +348,7 @@ func (a *Agent) recoverRan() error {
 			DispatchId: id, Outcome: nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED,
 			Error: "the node agent restarted while running it", FinishTime: timestamppb.New(now),
 		}
-		if err := a.spool.put(res); err != nil {
+		if err := a.spool.put(res, nil); err != nil {
 			return err
 		}
 		spooled[id] = true

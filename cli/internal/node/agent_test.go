@@ -302,8 +302,9 @@ func TestResendAfterReconnect(t *testing.T) {
 }
 
 // TestRestart runs two agents on one state directory, one after the other: the second
-// re-sends the first's unacknowledged result, reports failed a dispatch the first
-// recorded but never finished (killed while running it), and runs neither again.
+// re-sends the first's unacknowledged result after its output (both from the spool),
+// reports failed a dispatch the first recorded but never finished (killed while
+// running it), and runs neither again.
 func TestRestart(t *testing.T) {
 	t.Parallel()
 	b := newBench(t, time.Time{}, time.Time{})
@@ -330,7 +331,10 @@ func TestRestart(t *testing.T) {
 
 	b.start(b.options(c))
 	s = b.session()
-	r1, r2 := s.next(t).GetResult(), s.next(t).GetResult()
+	o1, r1, r2 := s.next(t).GetOutput(), s.next(t).GetResult(), s.next(t).GetResult()
+	if o1.GetDispatchId() != dispatch1 || o1.GetOffset() != 0 || string(o1.GetData()) != "{}" {
+		t.Errorf("first re-sent output %v", o1)
+	}
 	if r1.GetDispatchId() != dispatch1 || r1.GetOutcome() != succeeded {
 		t.Errorf("first re-sent result %v", r1)
 	}
@@ -340,8 +344,15 @@ func TestRestart(t *testing.T) {
 	s.quiet(t, 100*time.Millisecond)
 	for _, id := range []string{dispatch1, dispatch2} {
 		s.dispatch(id, "test.echo", `{}`, 1024, time.Time{})
-		if r := s.next(t).GetResult(); r.GetDispatchId() != id {
-			t.Errorf("dispatch %s again: got %v, want its result", id, r)
+		m := s.next(t)
+		if id == dispatch1 { // its output first
+			if string(m.GetOutput().GetData()) != "{}" {
+				t.Errorf("dispatch %s again: got %v, want its output", id, m)
+			}
+			m = s.next(t)
+		}
+		if r := m.GetResult(); r.GetDispatchId() != id {
+			t.Errorf("dispatch %s again: got %v, want its result", id, m)
 		}
 		s.ack(id)
 	}
@@ -529,7 +540,7 @@ func TestRanLogCompaction(t *testing.T) {
 	if err := os.WriteFile(b.dir.File(RanLogFile), []byte(log), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := newSpool(b.dir).put(&nodev1.DispatchResult{DispatchId: dispatch2, Outcome: succeeded}); err != nil {
+	if err := newSpool(b.dir).put(&nodev1.DispatchResult{DispatchId: dispatch2, Outcome: succeeded}, nil); err != nil {
 		t.Fatal(err)
 	}
 	a, err := NewAgent(b.options())

@@ -46,8 +46,8 @@ type execution struct {
 	out    *outputPump
 }
 
-// execute runs a dispatch in its own goroutine, then spools its result, records it as
-// finished and sends it.
+// execute runs a dispatch in its own goroutine, then spools its result with its output,
+// records it as finished and sends it.
 func (a *Agent) execute(e *execution) {
 	defer a.execs.Done()
 	defer e.cancel(nil)
@@ -61,7 +61,7 @@ func (a *Agent) execute(e *execution) {
 		log = log.With("error", r.GetError())
 	}
 	log.Info("dispatch finished")
-	if err := a.spool.put(r); err != nil {
+	if err := a.spool.put(r, e.out.sent()); err != nil {
 		// The result is still sent; only a crash before its ack loses it.
 		a.log.Error("cannot spool a result", "dispatch_id", e.id, "err", err)
 	} else if err := a.ran.append(ranFinished, e.id, a.now()); err != nil {
@@ -171,10 +171,11 @@ type outputPump struct {
 	delay time.Duration
 	emit  func(*nodev1.AttachRequest)
 
-	// history holds every chunk the pump sent, so that a session that replaces a lost
-	// one can send them again (palyrad ignores a chunk it stored already: chunks are
-	// keyed by offset). It has a lock of its own, taken after mu and never while
-	// taking another, so that a session can read it while holding its queue.
+	// history holds every chunk the pump sent (within the cap), so that a session that
+	// replaces a lost one can send them again (palyrad does not store a chunk twice),
+	// and the spool keeps them with the result. It has a lock of its own, taken after
+	// mu and never while taking another, so that a session can read it while holding
+	// its queue.
 	histMu  sync.Mutex
 	history []*nodev1.AttachRequest
 

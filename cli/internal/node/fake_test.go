@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -473,6 +472,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // spooled reports whether the result of id is in the spool.
 func (b *bench) spooled(id string) bool {
-	_, err := os.Stat(b.dir.File(ResultsDir + "/" + id + ".json"))
-	return err == nil
+	_, ok, err := newSpool(b.dir).get(id)
+	return ok && err == nil
 }

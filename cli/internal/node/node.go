@@ -1,8 +1,8 @@
 // Package node is the node agent of the palyra CLI: its state directory, its key and
 // certificate, pairing with palyrad, and the Agent, which attaches to palyrad, runs
-// dispatches with the capabilities of package capability, spools their results and
-// renews its certificate, following the numbered steps of the Attach protocol
-// (AttachRequest in proto/palyra/node/v1/node.proto).
+// dispatches with the capabilities of package capability, spools their results with
+// their output and renews its certificate, following the numbered steps of the Attach
+// protocol (AttachRequest in proto/palyra/node/v1/node.proto).
 //
 // Pairing follows the steps of NodeService in proto/palyra/node/v1/node.proto:
 //

@@ -234,22 +234,19 @@ func (s *session) enqueueResultLocked(r *nodev1.DispatchResult) {
 	s.enqueueLocked(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: r}})
 }
 
-// replay queues, at the start of a session, the output of the running dispatches and
-// of those whose result was not acknowledged, then the spooled results: a lost session
-// may have dropped any of them, and palyrad ignores what it has already (output by
-// offset, results by dispatch). The caller holds a.mu and s.mu.
-func (s *session) replay(results []*nodev1.DispatchResult) {
+// replay queues, at the start of a session, the output of the running dispatches, then
+// the spooled results, each after its output: a lost session may have dropped any of
+// them, and palyrad ignores what it has already (output it stored, results of ended
+// dispatches). The output of a result comes from memory, or from the spool after a
+// restart of the agent. The caller holds a.mu and s.mu.
+func (s *session) replay(results []*spooled) {
 	a := s.a
 	for _, id := range slices.Sorted(maps.Keys(a.running)) {
 		s.enqueueAllLocked(a.running[id].out.sent())
 	}
-	for _, id := range slices.Sorted(maps.Keys(a.unacked)) {
-		if _, running := a.running[id]; !running {
-			s.enqueueAllLocked(a.unacked[id].sent())
-		}
-	}
-	for _, r := range results {
-		s.enqueueResultLocked(r)
+	for _, sp := range results {
+		s.enqueueAllLocked(a.outputOf(sp))
+		s.enqueueResultLocked(sp.result)
 	}
 }
 
@@ -260,17 +257,23 @@ func (s *session) enqueueAllLocked(msgs []*nodev1.AttachRequest) {
 	}
 }
 
-// resendResult queues a result that palyrad asked for again, whether or not this
-// session sent it already, after the output the agent still holds for it. The caller
-// holds a.mu.
-func (s *session) resendResult(r *nodev1.DispatchResult) {
+// resendResult queues a spooled result that palyrad asked for again, whether or not
+// this session sent it already, after its output. The caller holds a.mu.
+func (s *session) resendResult(sp *spooled) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if out := s.a.unacked[r.GetDispatchId()]; out != nil {
-		s.enqueueAllLocked(out.sent())
+	s.enqueueAllLocked(s.a.outputOf(sp))
+	delete(s.queued, sp.result.GetDispatchId())
+	s.enqueueResultLocked(sp.result)
+}
+
+// outputOf returns the output sent before a spooled result: the agent's own, or the
+// spool's after a restart. The caller holds a.mu.
+func (a *Agent) outputOf(sp *spooled) []*nodev1.AttachRequest {
+	if out := a.unacked[sp.result.GetDispatchId()]; out != nil {
+		return out.sent()
 	}
-	delete(s.queued, r.GetDispatchId())
-	s.enqueueResultLocked(r)
+	return sp.output
 }
 
 // acked forgets an acknowledged result.

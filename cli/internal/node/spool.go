@@ -5,14 +5,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/palyra/palyra/cli/internal/atomicfile"
@@ -28,65 +31,122 @@ const (
 	// each, fsynced before the dispatch runs: the node never runs a dispatch id twice,
 	// even across a crash.
 	RanLogFile = "ran.log"
-	// ResultsDir holds the results that palyrad has not acknowledged yet, one file
-	// <dispatch id>.json each (protojson of a DispatchResult, mode 0600).
+	// ResultsDir holds the results that palyrad has not acknowledged yet, each with the
+	// output sent before it: one file <dispatch id>.pb each, mode 0600, of
+	// length-delimited AttachRequest messages, the output chunks in order, then the
+	// result. Agents before 2026-12 kept the result alone, as <dispatch id>.json
+	// (protojson of a DispatchResult); such a file is still read.
 	ResultsDir = "results"
+)
+
+// The extensions of the spool's files.
+const (
+	spoolExt       = ".pb"
+	spoolResultExt = ".json" // a result without its output, as older agents wrote it
 )
 
 // ranLogRetention is how long the ran log remembers a dispatch id. Daemons resend a
 // dispatch only until its deadline, which is far shorter.
 const ranLogRetention = 7 * 24 * time.Hour
 
-// spool keeps the results palyrad has not acknowledged, in <state dir>/results: a
-// result is written (synced, renamed into place) before it is sent, and removed when
-// its ResultAck arrives. Its methods may be called from any goroutine: each file is
-// written atomically and never rewritten.
+// spool keeps the results palyrad has not acknowledged, with their output, in
+// <state dir>/results: a result is written with the output the dispatch sent before it
+// (synced, renamed into place: the one write the result always had, so the output
+// costs no sync of its own) before it is sent, and removed when its ResultAck
+// arrives. The output is within the dispatch's cap, as sent. Its methods may be
+// called from any goroutine: each file is written atomically and never rewritten.
 type spool struct {
 	dir string
 }
 
+// spooled is a result the spool holds, and the output sent before it: AttachRequest
+// messages of DispatchOutput, in order.
+type spooled struct {
+	result *nodev1.DispatchResult
+	output []*nodev1.AttachRequest
+}
+
 func newSpool(s *StateDir) spool { return spool{dir: s.File(ResultsDir)} }
 
-func (s spool) path(id string) string { return filepath.Join(s.dir, id+".json") }
+func (s spool) path(id, ext string) string { return filepath.Join(s.dir, id+ext) }
 
-// put writes a result.
-func (s spool) put(r *nodev1.DispatchResult) error {
-	if !ulidPattern.MatchString(r.GetDispatchId()) {
-		return fmt.Errorf("malformed dispatch id %q", r.GetDispatchId())
+// put writes a result and the output sent before it.
+func (s spool) put(r *nodev1.DispatchResult, output []*nodev1.AttachRequest) error {
+	id := r.GetDispatchId()
+	if !ulidPattern.MatchString(id) {
+		return fmt.Errorf("malformed dispatch id %q", id)
 	}
-	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(r)
-	if err != nil {
-		return err
+	var b bytes.Buffer
+	for _, m := range append(slices.Clip(output), &nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: r}}) {
+		if _, err := protodelim.MarshalTo(&b, m); err != nil {
+			return fmt.Errorf("spool the result of dispatch %s: %w", id, err)
+		}
 	}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("create the result spool: %w", err)
 	}
-	if err := atomicfile.Write(s.path(r.GetDispatchId()), append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("spool the result of dispatch %s: %w", r.GetDispatchId(), err)
+	if err := atomicfile.Write(s.path(id, spoolExt), b.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("spool the result of dispatch %s: %w", id, err)
 	}
 	return nil
 }
 
-// get reads the result of a dispatch; ok is false when it is not spooled.
-func (s spool) get(id string) (r *nodev1.DispatchResult, ok bool, err error) {
+// get reads the result of a dispatch and its output; ok is false when it is not
+// spooled.
+func (s spool) get(id string) (sp *spooled, ok bool, err error) {
 	if !ulidPattern.MatchString(id) {
 		return nil, false, nil
 	}
-	b, err := os.ReadFile(s.path(id))
+	b, err := os.ReadFile(s.path(id, spoolExt))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s.getResult(id)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	sp = &spooled{}
+	in := bufio.NewReader(bytes.NewReader(b))
+	for {
+		m := &nodev1.AttachRequest{}
+		if err := protodelim.UnmarshalFrom(in, m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", s.path(id, spoolExt), err)
+		}
+		switch {
+		case sp.result != nil:
+			return nil, false, fmt.Errorf("%s holds more after the result", s.path(id, spoolExt))
+		case m.GetResult() != nil:
+			sp.result = m.GetResult()
+		case m.GetOutput().GetDispatchId() == id:
+			sp.output = append(sp.output, m)
+		default:
+			return nil, false, fmt.Errorf("%s holds a message that is not output of dispatch %s", s.path(id, spoolExt), id)
+		}
+	}
+	if sp.result.GetDispatchId() != id {
+		return nil, false, fmt.Errorf("%s holds no result of dispatch %s", s.path(id, spoolExt), id)
+	}
+	return sp, true, nil
+}
+
+// getResult reads a result kept without its output (by an older agent).
+func (s spool) getResult(id string) (*spooled, bool, error) {
+	b, err := os.ReadFile(s.path(id, spoolResultExt))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	r = &nodev1.DispatchResult{}
+	r := &nodev1.DispatchResult{}
 	if err := protojson.Unmarshal(b, r); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", s.path(id), err)
+		return nil, false, fmt.Errorf("%s: %w", s.path(id, spoolResultExt), err)
 	}
 	if r.GetDispatchId() != id {
-		return nil, false, fmt.Errorf("%s holds the result of dispatch %q", s.path(id), r.GetDispatchId())
+		return nil, false, fmt.Errorf("%s holds the result of dispatch %q", s.path(id, spoolResultExt), r.GetDispatchId())
 	}
-	return r, true, nil
+	return &spooled{result: r}, true, nil
 }
 
 // remove forgets a result; a result that is not spooled is no error.
@@ -94,8 +154,10 @@ func (s spool) remove(id string) error {
 	if !ulidPattern.MatchString(id) {
 		return nil
 	}
-	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	for _, ext := range []string{spoolExt, spoolResultExt} {
+		if err := os.Remove(s.path(id, ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }
@@ -112,29 +174,32 @@ func (s spool) ids() ([]string, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		id, ok := strings.CutSuffix(e.Name(), ".json")
+		id, ok := strings.CutSuffix(e.Name(), spoolExt)
+		if !ok {
+			id, ok = strings.CutSuffix(e.Name(), spoolResultExt)
+		}
 		if ok && e.Type().IsRegular() && ulidPattern.MatchString(id) {
 			ids = append(ids, id)
 		}
 	}
 	sort.Strings(ids)
-	return ids, nil
+	return slices.Compact(ids), nil
 }
 
 // all reads every spooled result. A file that cannot be read is reported in bad and
 // left in place, for a person to look at.
-func (s spool) all() (results []*nodev1.DispatchResult, bad []error, err error) {
+func (s spool) all() (results []*spooled, bad []error, err error) {
 	ids, err := s.ids()
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, id := range ids {
-		r, ok, err := s.get(id)
+		sp, ok, err := s.get(id)
 		switch {
 		case err != nil:
 			bad = append(bad, err)
 		case ok:
-			results = append(results, r)
+			results = append(results, sp)
 		}
 	}
 	return results, bad, nil

@@ -619,6 +619,7 @@ func TestDeadlinesEndEveryDispatch(t *testing.T) {
 	node, _ = attachNode(t, b.testDaemon, dev)
 	node.send(accepted(node.nextDispatch().GetDispatchId()))
 	goneNode.send(accepted(goneNode.nextDispatch().GetDispatchId()))
+	goneNode.send(output(vanished.GetId(), 0, "partial"))
 	waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
 	goneNode.close()
 	_ = goneNode.ended(5 * time.Second)
@@ -627,8 +628,10 @@ func TestDeadlinesEndEveryDispatch(t *testing.T) {
 		t.Errorf("silent dispatch: %v", d)
 	}
 	d = waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_FAILED, 5*time.Second)
-	if !strings.Contains(d.GetError(), "disconnected") {
-		t.Errorf("vanished dispatch: %v", d)
+	// What the node sent before it vanished is kept, and counted.
+	if _, out := getDispatch(t, b.testDaemon, vanished.GetId()); !strings.Contains(d.GetError(), "disconnected") ||
+		d.GetOutputBytes() != 7 || d.GetOutputLost() || joined(out) != "partial" {
+		t.Errorf("vanished dispatch: %v, output %q", d, joined(out))
 	}
 }
 

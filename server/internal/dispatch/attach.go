@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,6 +84,10 @@ type attachment struct {
 type tracked struct {
 	createdAt time.Time
 	maxOutput int64
+	// stored is how much of its output is stored (output_stored) as the session last
+	// read or wrote it; next is where the node's next chunk must begin: stored, and
+	// what the round being handled gathered after it.
+	stored, next int64
 	// capped is true once the node sent output beyond the cap (dropped).
 	capped bool
 	// ended is true once the dispatch ended.
@@ -124,8 +129,7 @@ type ending struct {
 
 // outcome returns what the waiters learn of the end of d, which t tracked.
 func (t *tracked) outcome(d dbsqlc.Dispatch) *ending {
-	stored := min(d.OutputBytes, d.MaxOutputBytes)
-	return &ending{dispatch: d, output: t.output, outputComplete: !t.outputGap && t.outputLen == stored}
+	return &ending{dispatch: d, output: t.output, outputComplete: !t.outputGap && t.outputLen == d.OutputStored}
 }
 
 // receive reads the stream until it ends; the messages go to in, the end to recvErr.
@@ -180,6 +184,11 @@ func (a *attachment) hello(ctx context.Context) (*nodev1.Hello, error) {
 	if err := a.s.checkCapabilities(hello.GetCapabilities()); err != nil {
 		return nil, err
 	}
+	for k, v := range hello.GetLabels() {
+		if strings.Contains(v, "\x00") {
+			return nil, errProtocol("label %q holds a NUL character", k)
+		}
+	}
 	return hello, nil
 }
 
@@ -191,6 +200,9 @@ func (s *Service) checkCapabilities(caps []*nodev1.Capability) error {
 			return errProtocol("capability %q is announced twice", c.GetName())
 		}
 		seen[c.GetName()] = true
+		if strings.Contains(c.GetDescription()+c.GetInputSchema(), "\x00") {
+			return errProtocol("capability %q holds a NUL character", c.GetName())
+		}
 		if c.GetInputSchema() == "" {
 			continue
 		}
@@ -371,16 +383,27 @@ func (a *attachment) claim(ctx context.Context) error {
 	return nil
 }
 
-// track returns what the session keeps of d, starting to keep it if need be, and
-// notes whether d ended.
+// track returns what the session keeps of d, as just read, starting to keep it if need
+// be, and notes whether d ended. Within a round it is called only for a dispatch the
+// session does not track yet (own): it resets where the next chunk must begin.
 func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
 		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes, outputGap: true}
 		a.known[d.ID] = t
 	}
+	t.storedAs(d.OutputStored)
 	t.ended = t.ended || terminal(d.State)
 	return t
+}
+
+// storedAs notes that the database holds n bytes of the dispatch's output; what the
+// session kept for the waiters is dropped when it is not that.
+func (t *tracked) storedAs(n int64) {
+	if !t.outputGap && t.outputLen != n {
+		t.output, t.outputGap = nil, true
+	}
+	t.stored, t.next = n, n
 }
 
 // maxBatch is the most node messages handled in one round (and one statement).
@@ -405,25 +428,31 @@ func (a *attachment) drain(m *nodev1.AttachRequest) []*nodev1.AttachRequest {
 // statement (RecordReports), and what is left to do once it is committed.
 type round struct {
 	reports dbsqlc.RecordReportsParams
-	// ending are the dispatches ended in this round; outputs are the chunks of output
-	// (dispatch id and offset) stored in it.
-	ending  map[string]*tracked
-	outputs map[outputKey]bool
-	acks    []string          // results to acknowledge once committed
-	ended   []dbsqlc.Dispatch // dispatches the round ended, as stored
+	// ending are the dispatches ended in this round.
+	ending map[string]*tracked
+	// gathered are the chunks of output to store, by dispatch, each beginning where
+	// the one before ends; repeats are the chunks (or parts) the node sent again, to
+	// compare with what is stored.
+	gathered map[string][]dbsqlc.DispatchOutput
+	repeats  []repeat
+	acks     []string          // results to acknowledge once committed
+	ended    []dbsqlc.Dispatch // dispatches the round ended, as stored
 }
 
-// outputKey names a chunk of output.
-type outputKey struct {
-	id     string
-	offset int64
+// repeat is a chunk of output (or its first part) that the node sent again.
+type repeat struct {
+	dbsqlc.DispatchOutput
+	// stored is how much output was stored when the round began: the repeat is
+	// compared with the stored output before it, and with what the round gathered
+	// after it.
+	stored int64
 }
 
 // handleBatch handles messages from the node, writing what they report with one
 // statement, then acknowledges the results: an ack promises the result is durable.
 // A dispatch accepted and ended in the same round goes straight to its end.
 func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
-	r := round{ending: map[string]*tracked{}, outputs: map[outputKey]bool{}}
+	r := round{ending: map[string]*tracked{}, gathered: map[string][]dbsqlc.DispatchOutput{}}
 	for _, m := range msgs {
 		if err := a.handle(ctx, m, &r); err != nil {
 			return err
@@ -460,6 +489,9 @@ const startDelay = 50 * time.Millisecond
 // record writes what the round gathered, with the acceptances waiting, and learns which
 // ends took. A round of acceptances alone waits up to startDelay for more.
 func (a *attachment) record(ctx context.Context, r *round) error {
+	if err := a.compareRepeats(ctx, r); err != nil {
+		return err
+	}
 	p := &r.reports
 	if len(p.OutputIds)+len(p.EndIds) == 0 {
 		if len(a.starting) > 0 && a.startDue == nil {
@@ -473,10 +505,23 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 	if err != nil {
 		return fmt.Errorf("dispatch: record the reports of %s: %w", a.deviceID, err)
 	}
-	r.ended = rows
 	for _, d := range rows {
-		r.ending[d.ID].ended = true
-		delete(r.ending, d.ID)
+		if t := a.known[d.ID]; t != nil {
+			t.storedAs(d.OutputStored)
+			delete(r.gathered, d.ID)
+		}
+		if r.ending[d.ID] != nil && terminal(d.State) {
+			r.ending[d.ID].ended = true
+			delete(r.ending, d.ID)
+			r.ended = append(r.ended, d)
+		}
+	}
+	// Output gathered for a dispatch that did not change: it ended meanwhile, or was
+	// never sent. The next report about it reads it again.
+	for id := range r.gathered {
+		if r.ending[id] == nil {
+			a.forget(id)
+		}
 	}
 	// The ends that did not take: the dispatch ended already (the sweeper, an earlier
 	// report), or was never sent to this node.
@@ -588,7 +633,9 @@ func (a *attachment) accepted(ctx context.Context, id string) error {
 }
 
 // output gathers a chunk of output within the dispatch's cap; what goes beyond is
-// dropped and the dispatch marked truncated.
+// dropped and the dispatch marked truncated. Output is contiguous: a chunk begins where
+// the output stored (and gathered) so far ends, or repeats part of it, which must be
+// the same bytes (compareRepeats) and is not stored again; a gap ends the stream.
 func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput, r *round) error {
 	id := o.GetDispatchId()
 	t, err := a.own(ctx, id)
@@ -600,21 +647,91 @@ func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput, r *ro
 		t.capped = t.capped || len(data) > 0
 		return nil
 	}
-	off := int64(o.GetOffset())
+	off, stream := int64(o.GetOffset()), streamNames[o.GetStream()]
 	if rest := t.maxOutput - off; int64(len(data)) > rest {
 		data, t.capped = data[:rest], true
 	}
-	if len(data) == 0 || r.outputs[outputKey{id, off}] {
+	if off > t.next {
+		return errProtocol("dispatch %s: output at offset %d leaves a gap: its output ends at %d", id, off, t.next)
+	}
+	if off < t.next {
+		n := min(int64(len(data)), t.next-off)
+		r.repeats = append(r.repeats, repeat{dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: stream, Data: data[:n]}, t.stored})
+		off, data = off+n, data[n:]
+	}
+	if len(data) == 0 {
 		return nil
 	}
-	r.outputs[outputKey{id, off}] = true
-	t.keep(dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: streamNames[o.GetStream()], Data: data})
+	chunk := dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: stream, Data: data}
+	t.next += int64(len(data))
+	t.keep(chunk)
+	r.gathered[id] = append(r.gathered[id], chunk)
 	p := &r.reports
 	p.OutputIds = append(p.OutputIds, id)
 	p.OutputOffsets = append(p.OutputOffsets, off)
-	p.OutputStreams = append(p.OutputStreams, streamNames[o.GetStream()])
+	p.OutputStreams = append(p.OutputStreams, stream)
 	p.OutputData = append(p.OutputData, data)
 	return nil
+}
+
+// compareRepeats checks that the chunks the node sent again in round r are what is
+// stored, or was gathered earlier in the round: another stream or other bytes at the
+// same offset break the protocol. The stored output is read once per dispatch.
+func (a *attachment) compareRepeats(ctx context.Context, r *round) error {
+	if len(r.repeats) == 0 {
+		return nil
+	}
+	spans := map[string][2]int64{} // by dispatch: the stored part the repeats cover
+	for _, o := range r.repeats {
+		end := min(o.Offset+int64(len(o.Data)), o.stored)
+		if end <= o.Offset {
+			continue // within what this round gathered
+		}
+		s, ok := spans[o.DispatchID]
+		if !ok {
+			s = [2]int64{o.Offset, end}
+		}
+		spans[o.DispatchID] = [2]int64{min(s[0], o.Offset), max(s[1], end)}
+	}
+	known := map[string][]dbsqlc.DispatchOutput{}
+	for id, s := range spans {
+		n := s[1] - s[0]
+		rows, _, err := a.s.output(ctx, id, s[0], s[1], n+n*rowOverhead)
+		if err != nil {
+			return err
+		}
+		known[id] = rows
+	}
+	for id, chunks := range r.gathered {
+		known[id] = append(known[id], chunks...)
+	}
+	for _, o := range r.repeats {
+		if !covers(known[o.DispatchID], o.DispatchOutput) {
+			return errProtocol("dispatch %s: output sent again at offset %d differs from what was stored", o.DispatchID, o.Offset)
+		}
+	}
+	return nil
+}
+
+// covers reports whether the contiguous chunks hold o: the same bytes from the same
+// stream at each offset of o.
+func covers(chunks []dbsqlc.DispatchOutput, o dbsqlc.DispatchOutput) bool {
+	pos, rest := o.Offset, o.Data
+	for _, c := range chunks {
+		end := c.Offset + int64(len(c.Data))
+		if len(rest) == 0 || c.Offset > pos {
+			break
+		}
+		if end <= pos {
+			continue
+		}
+		n := min(int64(len(rest)), end-pos)
+		if c.Stream != o.Stream || !bytes.Equal(c.Data[pos-c.Offset:pos-c.Offset+n], rest[:n]) {
+			return false
+		}
+		pos, rest = pos+n, rest[n:]
+	}
+	return len(rest) == 0
 }
 
 // result gathers a dispatch's end, to be acknowledged once committed: only then may the
@@ -634,10 +751,12 @@ func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *
 	if r.ending[id] != nil {
 		return nil
 	}
-	state, errText := outcomeStates[res.GetOutcome()], res.GetError()
+	state, errText := outcomeStates[res.GetOutcome()], withoutNUL(res.GetError())
 	result := res.GetResultJson()
 	if result != "" && !json.Valid([]byte(result)) {
 		state, errText, result = stateFailed, "the node's result is not valid JSON", ""
+	} else if where, ok := nulString([]byte(result)); ok {
+		state, errText, result = stateFailed, "the node's result holds \\u0000 (a NUL character) "+where+", which palyrad cannot store", ""
 	}
 	r.ending[id] = t
 	p := &r.reports

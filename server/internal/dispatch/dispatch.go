@@ -10,7 +10,9 @@
 // its node's session is stored as sent on that session and handed to it directly. What
 // a node reports in one round (acceptance, output, results) is written with one
 // statement, and a result is persisted before the node is told to forget it; a node
-// never runs a dispatch id twice; a sweeper ends every dispatch by its deadline.
+// never runs a dispatch id twice; a sweeper ends every dispatch by its deadline. A
+// dispatch's output is stored contiguously and within its cap, whatever chunks a node
+// sends, and read back in pages that fit a message.
 // Nothing is kept only in memory but the live sessions themselves.
 package dispatch
 

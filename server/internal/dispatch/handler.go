@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -58,7 +59,39 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d), Output: outputProtos(out)}), nil
+	res := &controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d)}
+	budget, next := h.outputBudget(res, 0), d.OutputStored
+	if out == nil || pageSize(out) > budget {
+		if out, next, err = h.s.Output(ctx, d.ID, 0, d.OutputStored, budget); err != nil {
+			return nil, err
+		}
+	}
+	res.Output, res.NextOutputOffset, res.MoreOutput = outputProtos(out), uint64(next), next < d.OutputStored
+	return connect.NewResponse(res), nil
+}
+
+// outputBudget is how much output (with rowOverhead per chunk) fits in res, a
+// response without its output yet, within the message limit; at most page when page
+// is not zero.
+func (h *Handler) outputBudget(res proto.Message, page uint32) int64 {
+	const framing = 1 << 10 // the response's own fields and envelope, with room to spare
+	budget := int64(DefaultMaxOutputBytes)
+	if h.s.opts.MaxMessageBytes > 0 {
+		budget = int64(h.s.opts.MaxMessageBytes - proto.Size(res) - framing)
+	}
+	if page > 0 {
+		budget = min(budget, int64(page))
+	}
+	return max(budget, minPage)
+}
+
+// pageSize is what chunks of output cost in a response, as outputBudget counts.
+func pageSize(out []dbsqlc.DispatchOutput) int64 {
+	n := int64(0)
+	for _, o := range out {
+		n += int64(len(o.Data)) + rowOverhead
+	}
+	return n
 }
 
 // request is the Request of a create call, created by the calling principal.
@@ -73,7 +106,7 @@ func request(ctx context.Context, node, capability, input string, timeout time.D
 	}, nil
 }
 
-// GetDispatch returns a dispatch.
+// GetDispatch returns a dispatch, and a page of its output when asked.
 func (h *Handler) GetDispatch(ctx context.Context, req *connect.Request[controlplanev1.GetDispatchRequest]) (*connect.Response[controlplanev1.GetDispatchResponse], error) {
 	d, err := h.s.Get(ctx, req.Msg.GetId())
 	if err != nil {
@@ -81,11 +114,12 @@ func (h *Handler) GetDispatch(ctx context.Context, req *connect.Request[controlp
 	}
 	res := &controlplanev1.GetDispatchResponse{Dispatch: dispatchProto(d)}
 	if req.Msg.GetIncludeOutput() {
-		out, err := h.s.Output(ctx, d.ID, 0)
+		from := int64(min(req.Msg.GetOutputOffset(), 1<<62))
+		out, next, err := h.s.Output(ctx, d.ID, from, d.OutputStored, h.outputBudget(res, req.Msg.GetOutputPageBytes()))
 		if err != nil {
 			return nil, err
 		}
-		res.Output = outputProtos(out)
+		res.Output, res.NextOutputOffset, res.MoreOutput = outputProtos(out), uint64(next), next < d.OutputStored
 	}
 	return connect.NewResponse(res), nil
 }

@@ -59,7 +59,8 @@ func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, cre
 }
 
 // Execute creates a dispatch (or finds the one its idempotency key names), tells named
-// its id, and returns it once it ended (see wait), with its output.
+// its id, and returns it once it ended (see wait), with its whole output when the
+// session that ended it on this replica kept it (else nil: read it with Output).
 func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, []dbsqlc.DispatchOutput, error) {
 	id := ulid.Make().String()
 	// Watched before it exists, its end cannot slip by unseen.
@@ -76,14 +77,10 @@ func (s *Service) Execute(ctx context.Context, r Request, named func(id string))
 	} else {
 		end, err = s.wait(ctx, d.ID)
 	}
-	if err != nil {
+	if err != nil || !end.outputComplete {
 		return end.dispatch, nil, err
 	}
-	if end.outputComplete {
-		return end.dispatch, end.output, nil // handed over by the session that ended it
-	}
-	out, err := s.Output(ctx, d.ID, 0)
-	return end.dispatch, out, err
+	return end.dispatch, end.output, nil // handed over by the session that ended it
 }
 
 // create stores a dispatch with the given id, unless its idempotency key names an
@@ -97,6 +94,10 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 	var input bytes.Buffer
 	if err := json.Compact(&input, []byte(r.Input)); err != nil {
 		return d, false, errInvalid("input_json is not valid JSON: %v", err)
+	}
+	if where, ok := nulString(input.Bytes()); ok {
+		return d, false, errInvalid("input_json holds \\u0000 (a NUL character) %s, which palyrad cannot store: "+
+			"remove it, or encode binary data (base64, say)", where)
 	}
 	if r.Timeout <= 0 {
 		r.Timeout = DefaultTimeout
@@ -229,17 +230,50 @@ func (s *Service) Get(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
 	return d, nil
 }
 
-// Output returns a dispatch's output from an offset (a chunk that straddles it is cut).
-func (s *Service) Output(ctx context.Context, id string, from int64) ([]dbsqlc.DispatchOutput, error) {
-	rows, err := s.opts.Store.Q().ListDispatchOutput(ctx, dbsqlc.ListDispatchOutputParams{DispatchID: id, FromOffset: from})
+// rowOverhead is what a chunk costs in a response besides its data (its offset, stream
+// and framing), in bytes, at most.
+const rowOverhead = 24
+
+// minPage is the smallest page of output read.
+const minPage = 1 << 10
+
+// Output returns a page of a dispatch's output: the output from offset from to offset
+// to (its output_stored, as read with the dispatch), at most budget bytes of data and
+// rowOverhead for each chunk, and the offset after the page (from when it is empty).
+func (s *Service) Output(ctx context.Context, id string, from, to, budget int64) ([]dbsqlc.DispatchOutput, int64, error) {
+	return s.output(ctx, id, from, to, max(budget, minPage))
+}
+
+// output is Output with any budget. The chunks it returns follow each other without
+// a gap or an overlap (the first one and the last cut to the page): output stored
+// before it was kept contiguous may have overlapping chunks, whose overlap is skipped.
+func (s *Service) output(ctx context.Context, id string, from, to, budget int64) ([]dbsqlc.DispatchOutput, int64, error) {
+	if from >= to {
+		return nil, from, nil
+	}
+	rows, err := s.opts.Store.Q().ListDispatchOutput(ctx, dbsqlc.ListDispatchOutputParams{
+		DispatchID: id, FromOffset: from, ToOffset: to, MaxBytes: budget, RowOverhead: rowOverhead,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("dispatch: output of %s: %w", id, err)
+		return nil, from, fmt.Errorf("dispatch: output of %s: %w", id, err)
 	}
-	if len(rows) > 0 && rows[0].Offset < from {
-		rows[0].Data = rows[0].Data[from-rows[0].Offset:]
-		rows[0].Offset = from
+	out, next := rows[:0], from
+	for _, o := range rows {
+		// A gap (only in output stored before it was kept contiguous) is skipped too.
+		begin, end := max(o.Offset, next), min(o.Offset+int64(len(o.Data)), to)
+		n := min(end-begin, budget-rowOverhead)
+		if n <= 0 {
+			if end > begin {
+				break // the budget is spent
+			}
+			continue
+		}
+		o.Data, o.Offset = o.Data[begin-o.Offset:begin-o.Offset+n], begin
+		out = append(out, o)
+		budget -= n + rowOverhead
+		next = begin + n
 	}
-	return rows, nil
+	return out, next, nil
 }
 
 // wait returns the end of a dispatch, as await does, once it ended. It gives up when
@@ -291,6 +325,9 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 	}
 }
 
+// watchPage bounds the output a watch reads at once.
+const watchPage = 1 << 20
+
 // Watch sends a dispatch at once and at every change, and its output from an offset as
 // it comes, until the dispatch ended (after its last output) or ctx ends.
 func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch func(dbsqlc.Dispatch) error, sendOutput func(dbsqlc.DispatchOutput) error) error {
@@ -300,21 +337,27 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 	defer poll.Stop()
 	var last *dbsqlc.Dispatch
 	for {
-		// The dispatch is read before its output: output is stored before the result,
-		// so once the dispatch has ended, this read of the output has all of it.
+		// The dispatch is read before its output, which is read up to its
+		// output_stored, page by page: output is stored before the result (and
+		// output_stored with it), so once the dispatch has ended, this is all of it.
 		d, err := s.Get(ctx, id)
 		if err != nil {
 			return err
 		}
-		out, err := s.Output(ctx, id, from)
-		if err != nil {
-			return err
-		}
-		for _, o := range out {
-			if err := sendOutput(o); err != nil {
+		for from < d.OutputStored {
+			out, next, err := s.Output(ctx, id, from, d.OutputStored, watchPage)
+			if err != nil {
 				return err
 			}
-			from = o.Offset + int64(len(o.Data))
+			for _, o := range out {
+				if err := sendOutput(o); err != nil {
+					return err
+				}
+			}
+			if next == from {
+				break
+			}
+			from = next
 		}
 		if last == nil || changed(*last, d) {
 			if err := sendDispatch(d); err != nil {
@@ -355,6 +398,9 @@ func equalTime(a, b *time.Time) bool {
 func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatch, error) {
 	if reason == "" {
 		reason = "cancelled by request"
+	}
+	if strings.Contains(reason, "\x00") {
+		return dbsqlc.Dispatch{}, errInvalid("reason holds a NUL character")
 	}
 	q := s.opts.Store.Q()
 	now := s.opts.Now()

@@ -20,7 +20,8 @@ var (
 	// ErrReferenced: a foreign key refused the write (a missing parent, or a child still
 	// referring to the row).
 	ErrReferenced = errors.New("violates a reference")
-	// ErrInvalid: a CHECK or NOT NULL constraint refused the write.
+	// ErrInvalid: a CHECK or NOT NULL constraint refused the write, or a value the
+	// database cannot hold (a NUL character in text or jsonb).
 	ErrInvalid = errors.New("violates a constraint")
 	// ErrUnavailable: the database could not be reached or is shutting down.
 	ErrUnavailable = errors.New("database unavailable")
@@ -55,6 +56,8 @@ const (
 	codeForeignKeyViolation = "23503"
 	codeCheckViolation      = "23514"
 	codeNotNullViolation    = "23502"
+	codeUntranslatable      = "22P05" // \u0000 in jsonb
+	codeNotInRepertoire     = "22021" // a NUL byte in text
 	codeAdminShutdown       = "57P01"
 	codeCannotConnectNow    = "57P03"
 )
@@ -84,6 +87,8 @@ func translate(err error) error {
 				name = pgErr.ColumnName
 			}
 			return &ConstraintError{Kind: ErrInvalid, Constraint: name, Table: pgErr.TableName, pg: pgErr}
+		case codeUntranslatable, codeNotInRepertoire:
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		case codeAdminShutdown, codeCannotConnectNow:
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}

@@ -398,6 +398,22 @@ func TestErrorTranslation(t *testing.T) {
 			constraint: "issued_certificates_pkey",
 			table:      "issued_certificates",
 		},
+		// Values PostgreSQL cannot hold are ErrInvalid (InvalidArgument), not an
+		// internal error.
+		"\\u0000 in jsonb": {
+			run: func(t *testing.T, s *store.Store) error {
+				_, err := s.Q().InsertDevice(t.Context(), deviceParams(func(p *dbsqlc.InsertDeviceParams) { p.Labels = []byte(`{"a":"\u0000"}`) }))
+				return err
+			},
+			want: store.ErrInvalid,
+		},
+		"a NUL byte in text": {
+			run: func(t *testing.T, s *store.Store) error {
+				_, err := s.Q().InsertDevice(t.Context(), deviceParams(func(p *dbsqlc.InsertDeviceParams) { p.Name = "a\x00b" }))
+				return err
+			},
+			want: store.ErrInvalid,
+		},
 		"missing row inside InTx": {
 			run: func(t *testing.T, s *store.Store) error {
 				return s.InTx(t.Context(), func(q *dbsqlc.Queries) error {
@@ -443,6 +459,16 @@ func TestErrorTranslation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deviceParams are the parameters of a valid device, changed by change.
+func deviceParams(change func(p *dbsqlc.InsertDeviceParams)) dbsqlc.InsertDeviceParams {
+	p := dbsqlc.InsertDeviceParams{
+		ID: ulid.Make().String(), Name: "node", Platform: "linux/amd64", AgentVersion: "test", Labels: []byte("{}"),
+		PublicKeyFingerprint: "sha256:" + strings.Repeat("ab", 32), Now: time.Now(),
+	}
+	change(&p)
+	return p
 }
 
 // After a skipped second InsertAuthority, the first authority is still the only row.

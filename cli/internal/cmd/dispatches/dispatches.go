@@ -134,19 +134,40 @@ func newShowCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { dispatchTable(w, res.Msg.GetDispatch()) }); err != nil {
+			msg := res.Msg
+			// The output comes in pages: with -o json all of it goes in the one object.
+			rest := func(each func([]*controlplanev1.OutputChunk) error) error {
+				if !msg.GetMoreOutput() {
+					return nil
+				}
+				return ReadOutput(cmd.Context(), c.Dispatch, id, msg.GetNextOutputOffset(), each)
+			}
+			if withOutput && d.Output == output.JSON {
+				err := rest(func(page []*controlplanev1.OutputChunk) error {
+					msg.Output, msg.NextOutputOffset = append(msg.Output, page...), PageEnd(page, msg.GetNextOutputOffset())
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				msg.MoreOutput = false
+			}
+			if err := output.Print(d.Stdout, d.Output, msg, func(w io.Writer) { dispatchTable(w, msg.GetDispatch()) }); err != nil {
 				return err
 			}
 			if !withOutput || d.Output == output.JSON {
 				return nil
 			}
 			// After the table, whose tab stops would rearrange the output.
-			if len(res.Msg.GetOutput()) == 0 {
+			if len(msg.GetOutput()) == 0 && !msg.GetMoreOutput() {
 				fmt.Fprintln(d.Stdout, "\nOutput: none")
 				return nil
 			}
 			fmt.Fprintln(d.Stdout, "\nOutput:")
-			return WriteOutput(d.Stdout, d.Stdout, res.Msg.GetOutput())
+			if err := WriteOutput(d.Stdout, d.Stdout, msg.GetOutput()); err != nil {
+				return err
+			}
+			return rest(func(page []*controlplanev1.OutputChunk) error { return WriteOutput(d.Stdout, d.Stdout, page) })
 		},
 	}
 	// Not --output, which is the global -o.
@@ -259,6 +280,9 @@ func dispatchTable(w io.Writer, d *controlplanev1.Dispatch) {
 		out += ", truncated at the cap"
 	}
 	row("Output", out)
+	if d.GetOutputLost() {
+		row("Output lost", output.Cell(d.GetOutputLostReason()))
+	}
 	row("Result", output.Cell(d.GetResultJson()))
 	row("Error", output.Cell(d.GetError()))
 }

@@ -145,9 +145,44 @@ func TestDispatchesShow(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetOutput()) != 2 || got.GetDispatch().GetExitCode() != 2 {
 		t.Errorf("show -o json: %v\n%s", err, res.Stdout)
 	}
+	lost := finished(nodeID, 0)
+	lost.OutputBytes, lost.OutputLost, lost.OutputLostReason = 12, true, "only 5 of the 12 bytes of output reached palyrad"
+	res = cmdtest.Run(t.Context(), env, "dispatches", "show", f.Add(lost, dispatchtest.Chunk{Data: "part\n"}))
+	cmdtest.WantOutput(t, "show", res.Stdout, "Output           12 B (cap 1 MiB)",
+		"Output lost      only 5 of the 12 bytes of output reached palyrad")
 	res = cmdtest.Run(t.Context(), env, "dispatches", "show", dispatchtest.ID(9))
 	if res.Code != 1 || !strings.Contains(res.Stderr, "not found: dispatch "+dispatchtest.ID(9)+" not found") {
 		t.Errorf("show of an unknown dispatch: exit %d, %s", res.Code, res.Stderr)
+	}
+}
+
+// TestDispatchesShowPages: the output of a dispatch comes in pages that show reads
+// one after the other, into the one JSON object with -o json.
+func TestDispatchesShowPages(t *testing.T) {
+	t.Parallel()
+	f, env := setup(t)
+	f.OutputPage = 2
+	var chunks []dispatchtest.Chunk
+	var want strings.Builder
+	for i := range 7 {
+		line := strings.Repeat(string(rune('a'+i)), i+1) + "\n"
+		chunks = append(chunks, dispatchtest.Chunk{Stderr: i%3 == 0, Data: line})
+		want.WriteString(line)
+	}
+	id := f.Add(finished(nodeID, 0), chunks...)
+	res := cmdtest.Run(t.Context(), env, "dispatches", "show", id, "--include-output")
+	if res.Code != 0 || !strings.HasSuffix(res.Stdout, "\nOutput:\n"+want.String()) {
+		t.Errorf("show --include-output: exit %d\n%s", res.Code, res.Stdout)
+	}
+	gets := f.Calls().Gets
+	if len(gets) != 4 || gets[1].GetOutputOffset() != 5 || gets[3].GetOutputOffset() != uint64(want.Len()-8) {
+		t.Errorf("show asked for %d pages: %v", len(gets), gets)
+	}
+	res = cmdtest.Run(t.Context(), env, "dispatches", "show", id, "--include-output", "-o", "json")
+	var got controlplanev1.GetDispatchResponse
+	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetOutput()) != 7 || got.GetMoreOutput() ||
+		got.GetNextOutputOffset() != uint64(want.Len()) {
+		t.Errorf("show -o json: %v\n%s", err, res.Stdout)
 	}
 }
 

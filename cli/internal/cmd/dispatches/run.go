@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/output"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -141,13 +142,42 @@ func writeChunk(stdout, stderr io.Writer, stream nodev1.OutputStream, data []byt
 	return nil
 }
 
+// ReadOutput reads the output of dispatch id from offset from with GetDispatch, page by
+// page (palyrad returns as much as fits one response), and hands each page to each,
+// until it has read all that is stored.
+func ReadOutput(ctx context.Context, c controlplanev1connect.DispatchServiceClient, id string, from uint64, each func([]*controlplanev1.OutputChunk) error) error {
+	for {
+		res, err := c.GetDispatch(ctx, connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id, IncludeOutput: true, OutputOffset: from}))
+		if err != nil {
+			return err
+		}
+		if err := each(res.Msg.GetOutput()); err != nil {
+			return err
+		}
+		next := res.Msg.GetNextOutputOffset()
+		if !res.Msg.GetMoreOutput() || next <= from {
+			return nil
+		}
+		from = next
+	}
+}
+
+// PageEnd returns the offset after a page of output, or from for an empty page.
+func PageEnd(page []*controlplanev1.OutputChunk, from uint64) uint64 {
+	if len(page) == 0 {
+		return from
+	}
+	last := page[len(page)-1]
+	return last.GetOffset() + uint64(len(last.GetData()))
+}
+
 // Report ends a command that ran or followed a dispatch whose output has been written
 // (in the table format) or collected in res (with -o json), and that ended with err
 // (from Follow; nil for a dispatch that ended). With -o json it prints res, even after
 // an error when there is one; otherwise it prints the capability's JSON result when
 // the dispatch produced no output (system.info, say), indented, on stdout. It warns on
-// stderr when output was cut at the dispatch's cap, and returns err, else Exit of the
-// dispatch.
+// stderr when output was cut at the dispatch's cap or lost, and returns err, else Exit
+// of the dispatch.
 func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err error) error {
 	if err != nil {
 		if res != nil && d.Output == output.JSON {
@@ -171,6 +201,9 @@ func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err err
 	if disp.GetOutputTruncated() {
 		output.Fprintf(d.Stderr, "palyra: warning: dispatch %s produced %s of output, beyond its cap of %s; the rest was not kept\n",
 			disp.GetId(), Bytes(disp.GetOutputBytes()), Bytes(disp.GetMaxOutputBytes()))
+	}
+	if disp.GetOutputLost() {
+		output.Fprintf(d.Stderr, "palyra: warning: dispatch %s lost output: %s\n", disp.GetId(), disp.GetOutputLostReason())
 	}
 	return Exit(disp)
 }
@@ -339,7 +372,7 @@ func (f *follower) follow(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case err != nil && !Retryable(err):
+		case err != nil && !client.Retryable(err):
 			return err
 		}
 		if progressed {
@@ -455,20 +488,4 @@ func (f *follower) notice(format string, args ...any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	output.Fprintf(f.o.Stderr, format+"\n", args...)
-}
-
-// Retryable reports whether a failed call may be tried again as it was (with the same
-// idempotency key): a failure of the connection rather than an answer of the server.
-// Errors that are not the Connect client's, such as a failed write of the output, are
-// not.
-func Retryable(err error) bool {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return false
-	}
-	switch ce.Code() {
-	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeAborted:
-		return true
-	}
-	return false
 }

@@ -147,12 +147,26 @@ func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *contro
 		}
 		return err
 	}
-	if d.Output != output.JSON {
-		if err := dispatches.WriteOutput(d.Stdout, d.Stderr, res.Msg.GetOutput()); err != nil {
+	msg := res.Msg
+	each := func(page []*controlplanev1.OutputChunk) error {
+		return dispatches.WriteOutput(d.Stdout, d.Stderr, page)
+	}
+	if d.Output == output.JSON {
+		each = func(page []*controlplanev1.OutputChunk) error {
+			msg.Output, msg.NextOutputOffset = append(msg.Output, page...), dispatches.PageEnd(page, msg.GetNextOutputOffset())
+			return nil
+		}
+	} else if err := each(msg.GetOutput()); err != nil {
+		return err
+	}
+	// What did not fit the response is read page by page.
+	if msg.GetMoreOutput() {
+		if err := dispatches.ReadOutput(ctx, c.Dispatch, msg.GetDispatch().GetId(), msg.GetNextOutputOffset(), each); err != nil {
 			return err
 		}
+		msg.MoreOutput = false
 	}
-	return dispatches.Report(d, res.Msg, nil)
+	return dispatches.Report(d, msg, nil)
 }
 
 // invokeFollow creates a dispatch and follows it to its end (dispatches.Follow).
@@ -184,13 +198,14 @@ func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *cont
 	return dispatches.Report(d, out, err)
 }
 
-// retry makes call until it succeeds, fails with an error that is not a transport
-// error, ctx ends, or it has failed three times; a short pause grows between tries.
+// retry makes call until it succeeds, fails with an error that is not retryable
+// (client.Retryable), ctx ends, or it has failed three times; a short pause grows
+// between tries.
 func retry(ctx context.Context, call func() error) error {
 	const tries = 3
 	for i := 1; ; i++ {
 		err := call()
-		if err == nil || i == tries || ctx.Err() != nil || !dispatches.Retryable(err) {
+		if err == nil || i == tries || ctx.Err() != nil || !client.Retryable(err) {
 			return err
 		}
 		select {

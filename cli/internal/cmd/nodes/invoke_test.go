@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/palyra/palyra/cli/internal/cmd/cmdtest"
@@ -51,6 +52,10 @@ func node(req *controlplanev1.CreateDispatchRequest) dispatchtest.Run {
 	case "yes":
 		r := process(0, out(strings.Repeat("y\n", 512)))
 		r.Truncated = true
+		return r
+	case "lossy":
+		r := process(0, out("part\n"))
+		r.OutputLost = "only 5 of the 12 bytes of output reached palyrad"
 		return r
 	case "rm":
 		return dispatchtest.Run{State: controlplanev1.DispatchState_DISPATCH_STATE_FAILED, Error: "not allowed: rm"}
@@ -116,6 +121,27 @@ func TestInvokeEcho(t *testing.T) {
 	}
 }
 
+// TestInvokeReadsTheOutputThatDidNotFit: when ExecuteCapability says more output is
+// stored than it returned, invoke reads the rest page by page, in order.
+func TestInvokeReadsTheOutputThatDidNotFit(t *testing.T) {
+	t.Parallel()
+	b := newInvokeBench(t)
+	b.disp.OutputPage = 1
+	res := b.invoke(t.Context(), "shell.execute", "--input", `{"argv":["make"]}`)
+	if res.Code != 0 || res.Stdout != "cc -c a.c\ncc -c b.c\nld -o app\n" || res.Stderr != "warning: unused x\n" {
+		t.Fatalf("invoke: exit %d, stdout %q, stderr %q", res.Code, res.Stdout, res.Stderr)
+	}
+	if gets := b.disp.Calls().Gets; len(gets) != 3 {
+		t.Errorf("%d GetDispatch calls for 3 pages after the first", len(gets))
+	}
+	res = b.invoke(t.Context(), "shell.execute", "--input", `{"argv":["make"]}`, "-o", "json")
+	var got controlplanev1.ExecuteCapabilityResponse
+	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetOutput()) != 4 || got.GetMoreOutput() ||
+		got.GetNextOutputOffset() != 48 {
+		t.Errorf("invoke -o json: %v\n%s", err, res.Stdout)
+	}
+}
+
 // TestInvokeOutcomes checks the exit codes and messages of the ways a dispatch ends.
 func TestInvokeOutcomes(t *testing.T) {
 	t.Parallel()
@@ -148,6 +174,11 @@ func TestInvokeOutcomes(t *testing.T) {
 			!strings.Contains(res.Stderr, " produced 3 KiB of output, beyond its cap of 1 KiB; the rest was not kept") {
 			t.Errorf("%s truncated: exit %d, %d bytes on stdout, stderr %q", name, res.Code, len(res.Stdout), res.Stderr)
 		}
+		res = run("shell.execute", "--input", `{"argv":["lossy"]}`)
+		if res.Code != 0 || res.Stdout != "part\n" || !strings.Contains(res.Stderr, "palyra: warning: dispatch 01JD6000000000000000000") ||
+			!strings.HasSuffix(res.Stderr, " lost output: only 5 of the 12 bytes of output reached palyrad\n") {
+			t.Errorf("%s with output lost: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
+		}
 		res = run("system.info")
 		if want := "{\n  \"hostname\": \"build-01\",\n  \"os\": \"linux\",\n  \"cpus\": 8\n}\n"; res.Code != 0 || res.Stdout != want || res.Stderr != "" {
 			t.Errorf("%s system.info: exit %d, stdout %q, stderr %q", name, res.Code, res.Stdout, res.Stderr)
@@ -166,7 +197,7 @@ func TestInvokeOutcomes(t *testing.T) {
 			t.Errorf("--max-output 1K sent as %d", ex.GetMaxOutputBytes())
 		}
 	}
-	if len(calls.Creates) != 6 || calls.Creates[3].GetMaxOutputBytes() != 1024 {
+	if len(calls.Creates) != 7 || calls.Creates[3].GetMaxOutputBytes() != 1024 {
 		t.Errorf("creates %v", calls.Creates)
 	}
 }
@@ -268,6 +299,28 @@ func TestInvokeFollowRetriesCreation(t *testing.T) {
 
 // TestInvokeFollowInterrupted presses Ctrl-C while following: palyra cancels the
 // dispatch with its reason, waits for its end and exits 130.
+// TestInvokeDoesNotRetryAnswers: only a failure of the connection, or palyrad saying
+// it is unavailable, is tried again; an answer such as InvalidArgument (an input that
+// cannot be stored) or Internal is final, with or without --follow.
+func TestInvokeDoesNotRetryAnswers(t *testing.T) {
+	t.Parallel()
+	for _, code := range []connect.Code{connect.CodeInvalidArgument, connect.CodeInternal, connect.CodeUnknown, connect.CodeFailedPrecondition} {
+		for _, follow := range []bool{false, true} {
+			b := newInvokeBench(t)
+			b.disp.FailCreates, b.disp.FailCode = 3, code
+			args := []string{"shell.execute", "--input", echoHi}
+			if follow {
+				args = append(args, "--follow")
+			}
+			res := b.invoke(t.Context(), args...)
+			calls := b.disp.Calls()
+			if n := len(calls.Creates) + len(calls.Executes); res.Code != 1 || n != 1 {
+				t.Errorf("%v (follow %v): exit %d after %d calls, want exit 1 after 1; stderr %q", code, follow, res.Code, n, res.Stderr)
+			}
+		}
+	}
+}
+
 func TestInvokeFollowInterrupted(t *testing.T) {
 	t.Parallel()
 	b := newInvokeBench(t)

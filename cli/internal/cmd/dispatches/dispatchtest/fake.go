@@ -28,11 +28,13 @@ type Run struct {
 	Output []Chunk
 	// State is the terminal state; unset means succeeded.
 	State controlplanev1.DispatchState
-	// ExitCode, Error, ResultJSON and Truncated are the result.
+	// ExitCode, Error, ResultJSON and Truncated are the result; OutputLost, when set,
+	// is why palyrad holds less output than the node reported.
 	ExitCode   int32
 	Error      string
 	ResultJSON string
 	Truncated  bool
+	OutputLost string
 	// Hold keeps the dispatch running (after its output) until it is cancelled.
 	Hold bool
 	// QueueFor keeps the dispatch queued that long in a watch before it runs.
@@ -67,8 +69,10 @@ type Fake struct {
 	// Runner decides what a dispatch does; nil makes it succeed without output.
 	Runner Runner
 	// FailCreates makes that many creations (CreateDispatch and ExecuteCapability) fail
-	// with Unavailable; they are recorded all the same.
+	// with FailCode; they are recorded all the same.
 	FailCreates int
+	// FailCode is the code of the failed creations; unset means Unavailable.
+	FailCode connect.Code
 	// BreakWatchAfter breaks the first watch's connection after it sent that many
 	// chunks of output; 0 never breaks it.
 	BreakWatchAfter int
@@ -77,6 +81,9 @@ type Fake struct {
 	ReplayOutput bool
 	// PageSize is the most dispatches a list returns when it asks for none.
 	PageSize int
+	// OutputPage is the most chunks of output GetDispatch and ExecuteCapability
+	// return at once (more_output says that more follow); 0 returns all.
+	OutputPage int
 	// Watching receives the id of a dispatch whose watch waits for its end (Hold),
 	// once the watch has sent its output; nil sends nothing.
 	Watching chan string
@@ -225,6 +232,7 @@ func (f *Fake) finishLocked(e *entry) {
 	if e.run.Truncated {
 		d.OutputBytes = 3 * d.GetMaxOutputBytes()
 	}
+	d.OutputLost, d.OutputLostReason = e.run.OutputLost != "", e.run.OutputLost
 }
 
 // snapshot returns a copy of a dispatch and of its output from offset on.
@@ -249,6 +257,9 @@ func (f *Fake) failCreate() error {
 	defer f.mu.Unlock()
 	if f.FailCreates > 0 {
 		f.FailCreates--
+		if f.FailCode != 0 {
+			return connect.NewError(f.FailCode, errors.New("refused by the fake"))
+		}
 		return connect.NewError(connect.CodeUnavailable, errors.New("replica shutting down"))
 	}
 	return nil
@@ -302,7 +313,25 @@ func (f *Fake) ExecuteCapability(ctx context.Context, req *connect.Request[contr
 		}
 	}
 	d, out, _ := f.snapshot(e.d.GetId(), 0)
-	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: d, Output: out}), nil
+	out, next, more := f.page(out, 0)
+	return connect.NewResponse(&controlplanev1.ExecuteCapabilityResponse{Dispatch: d, Output: out, NextOutputOffset: next, MoreOutput: more}), nil
+}
+
+// page returns the first OutputPage chunks of out, which begins at from, the offset
+// after them, and whether more follow.
+func (f *Fake) page(out []*controlplanev1.OutputChunk, from uint64) ([]*controlplanev1.OutputChunk, uint64, bool) {
+	f.mu.Lock()
+	n := f.OutputPage
+	f.mu.Unlock()
+	more := n > 0 && len(out) > n
+	if more {
+		out = out[:n]
+	}
+	if len(out) > 0 {
+		last := out[len(out)-1]
+		from = last.GetOffset() + uint64(len(last.GetData()))
+	}
+	return out, from, more
 }
 
 // GetDispatch implements DispatchServiceHandler.
@@ -310,13 +339,17 @@ func (f *Fake) GetDispatch(_ context.Context, req *connect.Request[controlplanev
 	f.mu.Lock()
 	f.calls.Gets = append(f.calls.Gets, req.Msg)
 	f.mu.Unlock()
-	d, out, _ := f.snapshot(req.Msg.GetId(), 0)
+	from := req.Msg.GetOutputOffset()
+	d, out, _ := f.snapshot(req.Msg.GetId(), from)
 	if d == nil {
 		return nil, notFound(req.Msg.GetId())
 	}
 	res := &controlplanev1.GetDispatchResponse{Dispatch: d}
 	if req.Msg.GetIncludeOutput() {
-		res.Output = out
+		if len(out) > 0 && out[0].GetOffset() < from { // cut where the page begins
+			out[0].Data, out[0].Offset = out[0].GetData()[from-out[0].GetOffset():], from
+		}
+		res.Output, res.NextOutputOffset, res.MoreOutput = f.page(out, from)
 	}
 	return connect.NewResponse(res), nil
 }

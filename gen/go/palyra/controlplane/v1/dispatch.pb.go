@@ -136,15 +136,21 @@ type Dispatch struct {
 	Error string `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
 	// exit_code of its process, when there was one.
 	ExitCode int32 `protobuf:"varint,16,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	// output_bytes is how much output it produced, including any beyond the cap.
+	// output_bytes is how much output it produced, including any beyond the cap; never
+	// less than what is stored.
 	OutputBytes uint64 `protobuf:"varint,17,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
 	// output_truncated is true when output went beyond the cap: what follows it was not
 	// kept.
 	OutputTruncated bool `protobuf:"varint,18,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
 	// cancel_time is when its cancellation was asked for, if it was.
-	CancelTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=cancel_time,json=cancelTime,proto3" json:"cancel_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CancelTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=cancel_time,json=cancelTime,proto3" json:"cancel_time,omitempty"`
+	// output_lost is true when the node ended the dispatch having reported more output
+	// (up to the cap) than reached palyrad: what is stored is a part of it.
+	OutputLost bool `protobuf:"varint,20,opt,name=output_lost,json=outputLost,proto3" json:"output_lost,omitempty"`
+	// output_lost_reason says how much output was lost, and why, when output_lost.
+	OutputLostReason string `protobuf:"bytes,21,opt,name=output_lost_reason,json=outputLostReason,proto3" json:"output_lost_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Dispatch) Reset() {
@@ -310,6 +316,20 @@ func (x *Dispatch) GetCancelTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Dispatch) GetOutputLost() bool {
+	if x != nil {
+		return x.OutputLost
+	}
+	return false
+}
+
+func (x *Dispatch) GetOutputLostReason() string {
+	if x != nil {
+		return x.OutputLostReason
+	}
+	return ""
+}
+
 // OutputChunk is a piece of a dispatch's output.
 type OutputChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -383,7 +403,7 @@ type CreateDispatchRequest struct {
 	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
 	// input_json is the input, a JSON value (an object for the built-in capabilities);
 	// empty means {}. It is validated against the capability's schema when the node
-	// declared one.
+	// declared one. A string holding \u0000 is refused: PostgreSQL cannot store it.
 	InputJson string `protobuf:"bytes,3,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
 	// timeout is how long the dispatch may take from now, until its deadline; unset
 	// means 60 s; at most 24 h.
@@ -531,7 +551,7 @@ type ExecuteCapabilityRequest struct {
 	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// capability to run.
 	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
-	// input_json is the input; empty means {}.
+	// input_json is the input; empty means {}; as in CreateDispatchRequest.
 	InputJson string `protobuf:"bytes,3,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
 	// timeout bounds the dispatch and the wait; unset means 60 s; at most 24 h.
 	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
@@ -620,8 +640,13 @@ type ExecuteCapabilityResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// dispatch in its terminal state.
 	Dispatch *Dispatch `protobuf:"bytes,1,opt,name=dispatch,proto3" json:"dispatch,omitempty"`
-	// output in order.
-	Output        []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// output in order, from offset 0: all of it unless more_output.
+	Output []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// next_output_offset is the offset after the output returned.
+	NextOutputOffset uint64 `protobuf:"varint,3,opt,name=next_output_offset,json=nextOutputOffset,proto3" json:"next_output_offset,omitempty"`
+	// more_output is true when the output did not fit one response: GetDispatch with
+	// include_output and output_offset = next_output_offset returns the rest.
+	MoreOutput    bool `protobuf:"varint,4,opt,name=more_output,json=moreOutput,proto3" json:"more_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,15 +695,35 @@ func (x *ExecuteCapabilityResponse) GetOutput() []*OutputChunk {
 	return nil
 }
 
+func (x *ExecuteCapabilityResponse) GetNextOutputOffset() uint64 {
+	if x != nil {
+		return x.NextOutputOffset
+	}
+	return 0
+}
+
+func (x *ExecuteCapabilityResponse) GetMoreOutput() bool {
+	if x != nil {
+		return x.MoreOutput
+	}
+	return false
+}
+
 // GetDispatchRequest names a dispatch.
 type GetDispatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id of the dispatch.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// include_output also returns the output kept so far.
+	// include_output also returns a page of the output stored so far.
 	IncludeOutput bool `protobuf:"varint,2,opt,name=include_output,json=includeOutput,proto3" json:"include_output,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// output_offset is where the page of output begins (the next_output_offset of the
+	// previous page); 0 is the start.
+	OutputOffset uint64 `protobuf:"varint,3,opt,name=output_offset,json=outputOffset,proto3" json:"output_offset,omitempty"`
+	// output_page_bytes bounds the page (its data and framing); 0, or more than fits
+	// one response, means as much as fits one response; less than 1 KiB counts as 1 KiB.
+	OutputPageBytes uint32 `protobuf:"varint,4,opt,name=output_page_bytes,json=outputPageBytes,proto3" json:"output_page_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetDispatchRequest) Reset() {
@@ -725,13 +770,32 @@ func (x *GetDispatchRequest) GetIncludeOutput() bool {
 	return false
 }
 
+func (x *GetDispatchRequest) GetOutputOffset() uint64 {
+	if x != nil {
+		return x.OutputOffset
+	}
+	return 0
+}
+
+func (x *GetDispatchRequest) GetOutputPageBytes() uint32 {
+	if x != nil {
+		return x.OutputPageBytes
+	}
+	return 0
+}
+
 // GetDispatchResponse holds the dispatch.
 type GetDispatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// dispatch is the dispatch.
 	Dispatch *Dispatch `protobuf:"bytes,1,opt,name=dispatch,proto3" json:"dispatch,omitempty"`
-	// output, when asked for.
-	Output        []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// output is the page of output, in order from output_offset, when asked for.
+	Output []*OutputChunk `protobuf:"bytes,2,rep,name=output,proto3" json:"output,omitempty"`
+	// next_output_offset is the offset after the page: where the next one begins.
+	NextOutputOffset uint64 `protobuf:"varint,3,opt,name=next_output_offset,json=nextOutputOffset,proto3" json:"next_output_offset,omitempty"`
+	// more_output is true when output beyond the page is stored: ask again from
+	// next_output_offset. A dispatch that has not ended may store more later.
+	MoreOutput    bool `protobuf:"varint,4,opt,name=more_output,json=moreOutput,proto3" json:"more_output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -778,6 +842,20 @@ func (x *GetDispatchResponse) GetOutput() []*OutputChunk {
 		return x.Output
 	}
 	return nil
+}
+
+func (x *GetDispatchResponse) GetNextOutputOffset() uint64 {
+	if x != nil {
+		return x.NextOutputOffset
+	}
+	return 0
+}
+
+func (x *GetDispatchResponse) GetMoreOutput() bool {
+	if x != nil {
+		return x.MoreOutput
+	}
+	return false
 }
 
 // WatchDispatchRequest names a dispatch.
@@ -1165,7 +1243,7 @@ var File_palyra_controlplane_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"%palyra/controlplane/v1/dispatch.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\xa6\x06\n" +
+	"%palyra/controlplane/v1/dispatch.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\xf5\x06\n" +
 	"\bDispatch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1e\n" +
@@ -1195,7 +1273,10 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\foutput_bytes\x18\x11 \x01(\x04R\voutputBytes\x12)\n" +
 	"\x10output_truncated\x18\x12 \x01(\bR\x0foutputTruncated\x12;\n" +
 	"\vcancel_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"cancelTime\"o\n" +
+	"cancelTime\x12\x1f\n" +
+	"\voutput_lost\x18\x14 \x01(\bR\n" +
+	"outputLost\x12,\n" +
+	"\x12output_lost_reason\x18\x15 \x01(\tR\x10outputLostReason\"o\n" +
 	"\vOutputChunk\x124\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x1c.palyra.node.v1.OutputStreamR\x06stream\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
@@ -1226,16 +1307,24 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\atimeout\x124\n" +
 	"\x10max_output_bytes\x18\x05 \x01(\x04B\n" +
 	"\xbaH\a2\x05\x18\x80\x80\x80\bR\x0emaxOutputBytes\x12E\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\x96\x01\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"\xe5\x01\n" +
 	"\x19ExecuteCapabilityResponse\x12<\n" +
 	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\x12;\n" +
-	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\"l\n" +
+	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\x12,\n" +
+	"\x12next_output_offset\x18\x03 \x01(\x04R\x10nextOutputOffset\x12\x1f\n" +
+	"\vmore_output\x18\x04 \x01(\bR\n" +
+	"moreOutput\"\xbd\x01\n" +
 	"\x12GetDispatchRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12%\n" +
-	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\"\x90\x01\n" +
+	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\x12#\n" +
+	"\routput_offset\x18\x03 \x01(\x04R\foutputOffset\x12*\n" +
+	"\x11output_page_bytes\x18\x04 \x01(\rR\x0foutputPageBytes\"\xdf\x01\n" +
 	"\x13GetDispatchResponse\x12<\n" +
 	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\x12;\n" +
-	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\"h\n" +
+	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\x12,\n" +
+	"\x12next_output_offset\x18\x03 \x01(\x04R\x10nextOutputOffset\x12\x1f\n" +
+	"\vmore_output\x18\x04 \x01(\bR\n" +
+	"moreOutput\"h\n" +
 	"\x14WatchDispatchRequest\x12/\n" +
 	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12\x1f\n" +
 	"\vfrom_offset\x18\x02 \x01(\x04R\n" +

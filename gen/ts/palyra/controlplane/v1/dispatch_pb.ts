@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/controlplane/v1/dispatch.proto.
  */
 export const file_palyra_controlplane_v1_dispatch: GenFile = /*@__PURE__*/
-  fileDesc("CiVwYWx5cmEvY29udHJvbHBsYW5lL3YxL2Rpc3BhdGNoLnByb3RvEhZwYWx5cmEuY29udHJvbHBsYW5lLnYxItMECghEaXNwYXRjaBIKCgJpZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhIKCmNhcGFiaWxpdHkYAyABKAkSEgoKaW5wdXRfanNvbhgEIAEoCRI0CgVzdGF0ZRgFIAEoDjIlLnBhbHlyYS5jb250cm9scGxhbmUudjEuRGlzcGF0Y2hTdGF0ZRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSEgoKY3JlYXRlZF9ieRgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZGVhZGxpbmUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1heF9vdXRwdXRfYnl0ZXMYCiABKAQSLQoJc2VuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcmVzdWx0X2pzb24YDiABKAkSDQoFZXJyb3IYDyABKAkSEQoJZXhpdF9jb2RlGBAgASgFEhQKDG91dHB1dF9ieXRlcxgRIAEoBBIYChBvdXRwdXRfdHJ1bmNhdGVkGBIgASgIEi8KC2NhbmNlbF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJZCgtPdXRwdXRDaHVuaxIsCgZzdHJlYW0YASABKA4yHC5wYWx5cmEubm9kZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAIgASgEEgwKBGRhdGEYAyABKAwioQIKFUNyZWF0ZURpc3BhdGNoUmVxdWVzdBIwCgdub2RlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEh4KCmNhcGFiaWxpdHkYAiABKAlCCrpIB3IFEAEYgAESHQoKaW5wdXRfanNvbhgDIAEoCUIJukgGcgQYgIBAEjoKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDrpIC6oBCCIECICjBSoAEiQKEG1heF9vdXRwdXRfYnl0ZXMYBSABKARCCrpIBzIFGICAgCASNQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIl0KFkNyZWF0ZURpc3BhdGNoUmVzcG9uc2USMgoIZGlzcGF0Y2gYASABKAsyIC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRpc3BhdGNoEg8KB2NyZWF0ZWQYAiABKAgipAIKGEV4ZWN1dGVDYXBhYmlsaXR5UmVxdWVzdBIwCgdub2RlX2lkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEh4KCmNhcGFiaWxpdHkYAiABKAlCCrpIB3IFEAEYgAESHQoKaW5wdXRfanNvbhgDIAEoCUIJukgGcgQYgIBAEjoKB3RpbWVvdXQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDrpIC6oBCCIECICjBSoAEiQKEG1heF9vdXRwdXRfYnl0ZXMYBSABKARCCrpIBzIFGICAgAgSNQoPaWRlbXBvdGVuY3lfa2V5GAYgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIoQBChlFeGVjdXRlQ2FwYWJpbGl0eVJlc3BvbnNlEjIKCGRpc3BhdGNoGAEgASgLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaBIzCgZvdXRwdXQYAiADKAsyIy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk91dHB1dENodW5rIlkKEkdldERpc3BhdGNoUmVxdWVzdBIrCgJpZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIWCg5pbmNsdWRlX291dHB1dBgCIAEoCCJ+ChNHZXREaXNwYXRjaFJlc3BvbnNlEjIKCGRpc3BhdGNoGAEgASgLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaBIzCgZvdXRwdXQYAiADKAsyIy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk91dHB1dENodW5rIlgKFFdhdGNoRGlzcGF0Y2hSZXF1ZXN0EisKAmlkGAEgASgJQh+6SBxyGjIYXlswLTlBLUhKS01OUC1UVi1aXXsyNn0kEhMKC2Zyb21fb2Zmc2V0GAIgASgEIo0BChVXYXRjaERpc3BhdGNoUmVzcG9uc2USNAoIZGlzcGF0Y2gYASABKAsyIC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRpc3BhdGNoSAASNQoGb3V0cHV0GAIgASgLMiMucGFseXJhLmNvbnRyb2xwbGFuZS52MS5PdXRwdXRDaHVua0gAQgcKBWV2ZW50Il4KFUNhbmNlbERpc3BhdGNoUmVxdWVzdBIrCgJpZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIYCgZyZWFzb24YAiABKAlCCLpIBXIDGIACIkwKFkNhbmNlbERpc3BhdGNoUmVzcG9uc2USMgoIZGlzcGF0Y2gYASABKAsyIC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRpc3BhdGNoIuUBChVMaXN0RGlzcGF0Y2hlc1JlcXVlc3QSMwoHbm9kZV9pZBgBIAEoCUIiukgfch0yG14oWzAtOUEtSEpLTU5QLVRWLVpdezI2fSk/JBI+CgVzdGF0ZRgCIAEoDjIlLnBhbHlyYS5jb250cm9scGxhbmUudjEuRGlzcGF0Y2hTdGF0ZUIIukgFggECEAESHAoKY2FwYWJpbGl0eRgDIAEoCUIIukgFcgMYgAESGwoJcGFnZV9zaXplGAQgASgNQgi6SAUqAxj0AxIcCgpwYWdlX3Rva2VuGAUgASgJQgi6SAVyAxiAASJnChZMaXN0RGlzcGF0Y2hlc1Jlc3BvbnNlEjQKCmRpc3BhdGNoZXMYASADKAsyIC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRpc3BhdGNoEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSr0AQoNRGlzcGF0Y2hTdGF0ZRIeChpESVNQQVRDSF9TVEFURV9VTlNQRUNJRklFRBAAEhkKFURJU1BBVENIX1NUQVRFX1FVRVVFRBABEhcKE0RJU1BBVENIX1NUQVRFX1NFTlQQAhIaChZESVNQQVRDSF9TVEFURV9SVU5OSU5HEAMSHAoYRElTUEFUQ0hfU1RBVEVfU1VDQ0VFREVEEAQSGQoVRElTUEFUQ0hfU1RBVEVfRkFJTEVEEAUSHAoYRElTUEFUQ0hfU1RBVEVfVElNRURfT1VUEAYSHAoYRElTUEFUQ0hfU1RBVEVfQ0FOQ0VMTEVEEAcyyAYKD0Rpc3BhdGNoU2VydmljZRKFAQoOQ3JlYXRlRGlzcGF0Y2gSLS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNyZWF0ZURpc3BhdGNoUmVxdWVzdBouLnBhbHlyYS5jb250cm9scGxhbmUudjEuQ3JlYXRlRGlzcGF0Y2hSZXNwb25zZSIU6uAYEBoObm9kZXMuZGlzcGF0Y2gSjgEKEUV4ZWN1dGVDYXBhYmlsaXR5EjAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5FeGVjdXRlQ2FwYWJpbGl0eVJlcXVlc3QaMS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkV4ZWN1dGVDYXBhYmlsaXR5UmVzcG9uc2UiFOrgGBAaDm5vZGVzLmRpc3BhdGNoEn8KC0dldERpc3BhdGNoEioucGFseXJhLmNvbnRyb2xwbGFuZS52MS5HZXREaXNwYXRjaFJlcXVlc3QaKy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkdldERpc3BhdGNoUmVzcG9uc2UiF5ACAergGBAaDm5vZGVzLmRpc3BhdGNoEocBCg1XYXRjaERpc3BhdGNoEiwucGFseXJhLmNvbnRyb2xwbGFuZS52MS5XYXRjaERpc3BhdGNoUmVxdWVzdBotLnBhbHlyYS5jb250cm9scGxhbmUudjEuV2F0Y2hEaXNwYXRjaFJlc3BvbnNlIheQAgHq4BgQGg5ub2Rlcy5kaXNwYXRjaDABEoUBCg5DYW5jZWxEaXNwYXRjaBItLnBhbHlyYS5jb250cm9scGxhbmUudjEuQ2FuY2VsRGlzcGF0Y2hSZXF1ZXN0Gi4ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5DYW5jZWxEaXNwYXRjaFJlc3BvbnNlIhTq4BgQGg5ub2Rlcy5kaXNwYXRjaBKIAQoOTGlzdERpc3BhdGNoZXMSLS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkxpc3REaXNwYXRjaGVzUmVxdWVzdBouLnBhbHlyYS5jb250cm9scGxhbmUudjEuTGlzdERpc3BhdGNoZXNSZXNwb25zZSIXkAIB6uAYEBoObm9kZXMuZGlzcGF0Y2hCR1pFZ2l0aHViLmNvbS9wYWx5cmEvcGFseXJhL2dlbi9nby9wYWx5cmEvY29udHJvbHBsYW5lL3YxO2NvbnRyb2xwbGFuZXYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_node_v1_node, file_palyra_options_v1_access]);
+  fileDesc("CiVwYWx5cmEvY29udHJvbHBsYW5lL3YxL2Rpc3BhdGNoLnByb3RvEhZwYWx5cmEuY29udHJvbHBsYW5lLnYxIoQFCghEaXNwYXRjaBIKCgJpZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhIKCmNhcGFiaWxpdHkYAyABKAkSEgoKaW5wdXRfanNvbhgEIAEoCRI0CgVzdGF0ZRgFIAEoDjIlLnBhbHlyYS5jb250cm9scGxhbmUudjEuRGlzcGF0Y2hTdGF0ZRIXCg9pZGVtcG90ZW5jeV9rZXkYBiABKAkSEgoKY3JlYXRlZF9ieRgHIAEoCRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZGVhZGxpbmUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1heF9vdXRwdXRfYnl0ZXMYCiABKAQSLQoJc2VuZF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcmVzdWx0X2pzb24YDiABKAkSDQoFZXJyb3IYDyABKAkSEQoJZXhpdF9jb2RlGBAgASgFEhQKDG91dHB1dF9ieXRlcxgRIAEoBBIYChBvdXRwdXRfdHJ1bmNhdGVkGBIgASgIEi8KC2NhbmNlbF90aW1lGBMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtvdXRwdXRfbG9zdBgUIAEoCBIaChJvdXRwdXRfbG9zdF9yZWFzb24YFSABKAkiWQoLT3V0cHV0Q2h1bmsSLAoGc3RyZWFtGAEgASgOMhwucGFseXJhLm5vZGUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgCIAEoBBIMCgRkYXRhGAMgASgMIqECChVDcmVhdGVEaXNwYXRjaFJlcXVlc3QSMAoHbm9kZV9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIeCgpjYXBhYmlsaXR5GAIgASgJQgq6SAdyBRABGIABEh0KCmlucHV0X2pzb24YAyABKAlCCbpIBnIEGICAQBI6Cgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg66SAuqAQgiBAiAowUqABIkChBtYXhfb3V0cHV0X2J5dGVzGAUgASgEQgq6SAcyBRiAgIAgEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJdChZDcmVhdGVEaXNwYXRjaFJlc3BvbnNlEjIKCGRpc3BhdGNoGAEgASgLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaBIPCgdjcmVhdGVkGAIgASgIIqQCChhFeGVjdXRlQ2FwYWJpbGl0eVJlcXVlc3QSMAoHbm9kZV9pZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIeCgpjYXBhYmlsaXR5GAIgASgJQgq6SAdyBRABGIABEh0KCmlucHV0X2pzb24YAyABKAlCCbpIBnIEGICAQBI6Cgd0aW1lb3V0GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg66SAuqAQgiBAiAowUqABIkChBtYXhfb3V0cHV0X2J5dGVzGAUgASgEQgq6SAcyBRiAgIAIEjUKD2lkZW1wb3RlbmN5X2tleRgGIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCK1AQoZRXhlY3V0ZUNhcGFiaWxpdHlSZXNwb25zZRIyCghkaXNwYXRjaBgBIAEoCzIgLnBhbHlyYS5jb250cm9scGxhbmUudjEuRGlzcGF0Y2gSMwoGb3V0cHV0GAIgAygLMiMucGFseXJhLmNvbnRyb2xwbGFuZS52MS5PdXRwdXRDaHVuaxIaChJuZXh0X291dHB1dF9vZmZzZXQYAyABKAQSEwoLbW9yZV9vdXRwdXQYBCABKAgiiwEKEkdldERpc3BhdGNoUmVxdWVzdBIrCgJpZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBIWCg5pbmNsdWRlX291dHB1dBgCIAEoCBIVCg1vdXRwdXRfb2Zmc2V0GAMgASgEEhkKEW91dHB1dF9wYWdlX2J5dGVzGAQgASgNIq8BChNHZXREaXNwYXRjaFJlc3BvbnNlEjIKCGRpc3BhdGNoGAEgASgLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaBIzCgZvdXRwdXQYAiADKAsyIy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk91dHB1dENodW5rEhoKEm5leHRfb3V0cHV0X29mZnNldBgDIAEoBBITCgttb3JlX291dHB1dBgEIAEoCCJYChRXYXRjaERpc3BhdGNoUmVxdWVzdBIrCgJpZBgBIAEoCUIfukgcchoyGF5bMC05QS1ISktNTlAtVFYtWl17MjZ9JBITCgtmcm9tX29mZnNldBgCIAEoBCKNAQoVV2F0Y2hEaXNwYXRjaFJlc3BvbnNlEjQKCGRpc3BhdGNoGAEgASgLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaEgAEjUKBm91dHB1dBgCIAEoCzIjLnBhbHlyYS5jb250cm9scGxhbmUudjEuT3V0cHV0Q2h1bmtIAEIHCgVldmVudCJeChVDYW5jZWxEaXNwYXRjaFJlcXVlc3QSKwoCaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxiAAiJMChZDYW5jZWxEaXNwYXRjaFJlc3BvbnNlEjIKCGRpc3BhdGNoGAEgASgLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaCLlAQoVTGlzdERpc3BhdGNoZXNSZXF1ZXN0EjMKB25vZGVfaWQYASABKAlCIrpIH3IdMhteKFswLTlBLUhKS01OUC1UVi1aXXsyNn0pPyQSPgoFc3RhdGUYAiABKA4yJS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRpc3BhdGNoU3RhdGVCCLpIBYIBAhABEhwKCmNhcGFiaWxpdHkYAyABKAlCCLpIBXIDGIABEhsKCXBhZ2Vfc2l6ZRgEIAEoDUIIukgFKgMY9AMSHAoKcGFnZV90b2tlbhgFIAEoCUIIukgFcgMYgAEiZwoWTGlzdERpc3BhdGNoZXNSZXNwb25zZRI0CgpkaXNwYXRjaGVzGAEgAygLMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5EaXNwYXRjaBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkq9AEKDURpc3BhdGNoU3RhdGUSHgoaRElTUEFUQ0hfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVESVNQQVRDSF9TVEFURV9RVUVVRUQQARIXChNESVNQQVRDSF9TVEFURV9TRU5UEAISGgoWRElTUEFUQ0hfU1RBVEVfUlVOTklORxADEhwKGERJU1BBVENIX1NUQVRFX1NVQ0NFRURFRBAEEhkKFURJU1BBVENIX1NUQVRFX0ZBSUxFRBAFEhwKGERJU1BBVENIX1NUQVRFX1RJTUVEX09VVBAGEhwKGERJU1BBVENIX1NUQVRFX0NBTkNFTExFRBAHMsgGCg9EaXNwYXRjaFNlcnZpY2UShQEKDkNyZWF0ZURpc3BhdGNoEi0ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5DcmVhdGVEaXNwYXRjaFJlcXVlc3QaLi5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNyZWF0ZURpc3BhdGNoUmVzcG9uc2UiFOrgGBAaDm5vZGVzLmRpc3BhdGNoEo4BChFFeGVjdXRlQ2FwYWJpbGl0eRIwLnBhbHlyYS5jb250cm9scGxhbmUudjEuRXhlY3V0ZUNhcGFiaWxpdHlSZXF1ZXN0GjEucGFseXJhLmNvbnRyb2xwbGFuZS52MS5FeGVjdXRlQ2FwYWJpbGl0eVJlc3BvbnNlIhTq4BgQGg5ub2Rlcy5kaXNwYXRjaBJ/CgtHZXREaXNwYXRjaBIqLnBhbHlyYS5jb250cm9scGxhbmUudjEuR2V0RGlzcGF0Y2hSZXF1ZXN0GisucGFseXJhLmNvbnRyb2xwbGFuZS52MS5HZXREaXNwYXRjaFJlc3BvbnNlIheQAgHq4BgQGg5ub2Rlcy5kaXNwYXRjaBKHAQoNV2F0Y2hEaXNwYXRjaBIsLnBhbHlyYS5jb250cm9scGxhbmUudjEuV2F0Y2hEaXNwYXRjaFJlcXVlc3QaLS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLldhdGNoRGlzcGF0Y2hSZXNwb25zZSIXkAIB6uAYEBoObm9kZXMuZGlzcGF0Y2gwARKFAQoOQ2FuY2VsRGlzcGF0Y2gSLS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNhbmNlbERpc3BhdGNoUmVxdWVzdBouLnBhbHlyYS5jb250cm9scGxhbmUudjEuQ2FuY2VsRGlzcGF0Y2hSZXNwb25zZSIU6uAYEBoObm9kZXMuZGlzcGF0Y2gSiAEKDkxpc3REaXNwYXRjaGVzEi0ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5MaXN0RGlzcGF0Y2hlc1JlcXVlc3QaLi5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkxpc3REaXNwYXRjaGVzUmVzcG9uc2UiF5ACAergGBAaDm5vZGVzLmRpc3BhdGNoQkdaRWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL2NvbnRyb2xwbGFuZS92MTtjb250cm9scGxhbmV2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_node_v1_node, file_palyra_options_v1_access]);
 
 /**
  * Dispatch is a capability run on a node.
@@ -137,7 +137,8 @@ export type Dispatch = Message<"palyra.controlplane.v1.Dispatch"> & {
   exitCode: number;
 
   /**
-   * output_bytes is how much output it produced, including any beyond the cap.
+   * output_bytes is how much output it produced, including any beyond the cap; never
+   * less than what is stored.
    *
    * @generated from field: uint64 output_bytes = 17;
    */
@@ -157,6 +158,21 @@ export type Dispatch = Message<"palyra.controlplane.v1.Dispatch"> & {
    * @generated from field: google.protobuf.Timestamp cancel_time = 19;
    */
   cancelTime?: Timestamp | undefined;
+
+  /**
+   * output_lost is true when the node ended the dispatch having reported more output
+   * (up to the cap) than reached palyrad: what is stored is a part of it.
+   *
+   * @generated from field: bool output_lost = 20;
+   */
+  outputLost: boolean;
+
+  /**
+   * output_lost_reason says how much output was lost, and why, when output_lost.
+   *
+   * @generated from field: string output_lost_reason = 21;
+   */
+  outputLostReason: string;
 };
 
 /**
@@ -224,7 +240,7 @@ export type CreateDispatchRequest = Message<"palyra.controlplane.v1.CreateDispat
   /**
    * input_json is the input, a JSON value (an object for the built-in capabilities);
    * empty means {}. It is validated against the capability's schema when the node
-   * declared one.
+   * declared one. A string holding \u0000 is refused: PostgreSQL cannot store it.
    *
    * @generated from field: string input_json = 3;
    */
@@ -310,7 +326,7 @@ export type ExecuteCapabilityRequest = Message<"palyra.controlplane.v1.ExecuteCa
   capability: string;
 
   /**
-   * input_json is the input; empty means {}.
+   * input_json is the input; empty means {}; as in CreateDispatchRequest.
    *
    * @generated from field: string input_json = 3;
    */
@@ -359,11 +375,26 @@ export type ExecuteCapabilityResponse = Message<"palyra.controlplane.v1.ExecuteC
   dispatch?: Dispatch | undefined;
 
   /**
-   * output in order.
+   * output in order, from offset 0: all of it unless more_output.
    *
    * @generated from field: repeated palyra.controlplane.v1.OutputChunk output = 2;
    */
   output: OutputChunk[];
+
+  /**
+   * next_output_offset is the offset after the output returned.
+   *
+   * @generated from field: uint64 next_output_offset = 3;
+   */
+  nextOutputOffset: bigint;
+
+  /**
+   * more_output is true when the output did not fit one response: GetDispatch with
+   * include_output and output_offset = next_output_offset returns the rest.
+   *
+   * @generated from field: bool more_output = 4;
+   */
+  moreOutput: boolean;
 };
 
 /**
@@ -387,11 +418,27 @@ export type GetDispatchRequest = Message<"palyra.controlplane.v1.GetDispatchRequ
   id: string;
 
   /**
-   * include_output also returns the output kept so far.
+   * include_output also returns a page of the output stored so far.
    *
    * @generated from field: bool include_output = 2;
    */
   includeOutput: boolean;
+
+  /**
+   * output_offset is where the page of output begins (the next_output_offset of the
+   * previous page); 0 is the start.
+   *
+   * @generated from field: uint64 output_offset = 3;
+   */
+  outputOffset: bigint;
+
+  /**
+   * output_page_bytes bounds the page (its data and framing); 0, or more than fits
+   * one response, means as much as fits one response; less than 1 KiB counts as 1 KiB.
+   *
+   * @generated from field: uint32 output_page_bytes = 4;
+   */
+  outputPageBytes: number;
 };
 
 /**
@@ -415,11 +462,26 @@ export type GetDispatchResponse = Message<"palyra.controlplane.v1.GetDispatchRes
   dispatch?: Dispatch | undefined;
 
   /**
-   * output, when asked for.
+   * output is the page of output, in order from output_offset, when asked for.
    *
    * @generated from field: repeated palyra.controlplane.v1.OutputChunk output = 2;
    */
   output: OutputChunk[];
+
+  /**
+   * next_output_offset is the offset after the page: where the next one begins.
+   *
+   * @generated from field: uint64 next_output_offset = 3;
+   */
+  nextOutputOffset: bigint;
+
+  /**
+   * more_output is true when output beyond the page is stored: ask again from
+   * next_output_offset. A dispatch that has not ended may store more later.
+   *
+   * @generated from field: bool more_output = 4;
+   */
+  moreOutput: boolean;
 };
 
 /**
@@ -716,7 +778,8 @@ export const DispatchService: GenService<{
   },
   /**
    * ExecuteCapability creates a dispatch and waits for its end, at most until its
-   * deadline; it returns the dispatch and its output.
+   * deadline; it returns the dispatch and its output, as much as fits one response
+   * (more_output says the rest is read with GetDispatch).
    *
    * @generated from rpc palyra.controlplane.v1.DispatchService.ExecuteCapability
    */
@@ -726,7 +789,8 @@ export const DispatchService: GenService<{
     output: typeof ExecuteCapabilityResponseSchema;
   },
   /**
-   * GetDispatch returns a dispatch, and its output when asked.
+   * GetDispatch returns a dispatch, and a page of its output when asked: as much as
+   * fits one response, from an offset; a caller reads the rest page by page.
    *
    * @generated from rpc palyra.controlplane.v1.DispatchService.GetDispatch
    */

@@ -31,7 +31,10 @@ export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
  *  2. The daemon answers with a Welcome: the session id, the protocol version it
  *     chose, the heartbeat interval and its limits.
  *  3. The node re-sends every result it has not seen acknowledged (its spool), as
- *     DispatchResult messages, before anything else but heartbeats.
+ *     DispatchResult messages, each after the output it sent for that dispatch (from
+ *     offset 0; the spool keeps it with the result), before anything else but
+ *     heartbeats. A result whose output palyrad holds less of than the node reports
+ *     (up to the cap) ends the dispatch with its output marked lost.
  *  4. The node sends a Heartbeat every interval. A node silent for three intervals is
  *     stale; a closed stream makes it offline.
  *  5. The daemon sends Dispatch messages: every queued dispatch of the device, and
@@ -40,7 +43,12 @@ export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
  *     DispatchResult when it refuses it. A node never runs a dispatch id twice: for an
  *     id it has run, it re-sends the result instead.
  *  6. While a dispatch runs, the node sends DispatchOutput chunks (stdout, stderr) in
- *     order, within the dispatch's output cap, then one DispatchResult.
+ *     order, within the dispatch's output cap, then one DispatchResult. Output is
+ *     contiguous: each chunk begins where the one before ends, the first at offset 0.
+ *     A chunk sent again (after a reconnection) must hold the same bytes of the same
+ *     stream as what palyrad stored; it is not stored again, but for any part beyond
+ *     the stored output. A chunk that leaves a gap after the stored output, or that
+ *     differs from it, ends the stream with InvalidArgument.
  *  7. The daemon persists each result and answers ResultAck; only then does the node
  *     forget it. Results for dispatches that are not the device's own are refused, the
  *     refusal audited, and the stream ended with PermissionDenied.
@@ -48,7 +56,10 @@ export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
  *     stops it (SIGTERM, then SIGKILL) and reports a cancelled result.
  *  9. The node sends CapabilitiesChanged when its capabilities change.
  *
- * Version history: 1 (2026-11-22), the first.
+ * Version history: 1 (2026-11-22), the first. Still 1 (2026-12-05): palyrad enforces
+ * that output is contiguous (step 6), as the agent always sent it; the agent keeps
+ * output with its spooled results and re-sends it after a restart (step 3), where an
+ * older agent sent the result alone, whose dispatch palyrad now marks output lost.
  *
  * @generated from message palyra.node.v1.AttachRequest
  */
@@ -333,7 +344,7 @@ export type DispatchOutput = Message<"palyra.node.v1.DispatchOutput"> & {
 
   /**
    * offset is the position of the chunk's first byte in the dispatch's output (all
-   * streams together), from 0.
+   * streams together), from 0: where the output before it ends (step 6).
    *
    * @generated from field: uint64 offset = 3;
    */

@@ -61,9 +61,11 @@ type DispatchServiceClient interface {
 	// same dispatch.
 	CreateDispatch(context.Context, *connect.Request[v1.CreateDispatchRequest]) (*connect.Response[v1.CreateDispatchResponse], error)
 	// ExecuteCapability creates a dispatch and waits for its end, at most until its
-	// deadline; it returns the dispatch and its output.
+	// deadline; it returns the dispatch and its output, as much as fits one response
+	// (more_output says the rest is read with GetDispatch).
 	ExecuteCapability(context.Context, *connect.Request[v1.ExecuteCapabilityRequest]) (*connect.Response[v1.ExecuteCapabilityResponse], error)
-	// GetDispatch returns a dispatch, and its output when asked.
+	// GetDispatch returns a dispatch, and a page of its output when asked: as much as
+	// fits one response, from an offset; a caller reads the rest page by page.
 	GetDispatch(context.Context, *connect.Request[v1.GetDispatchRequest]) (*connect.Response[v1.GetDispatchResponse], error)
 	// WatchDispatch streams a dispatch: its state at once and at every change, and its
 	// output as it comes, until it ends. Browsers can use it (a server stream).
@@ -177,9 +179,11 @@ type DispatchServiceHandler interface {
 	// same dispatch.
 	CreateDispatch(context.Context, *connect.Request[v1.CreateDispatchRequest]) (*connect.Response[v1.CreateDispatchResponse], error)
 	// ExecuteCapability creates a dispatch and waits for its end, at most until its
-	// deadline; it returns the dispatch and its output.
+	// deadline; it returns the dispatch and its output, as much as fits one response
+	// (more_output says the rest is read with GetDispatch).
 	ExecuteCapability(context.Context, *connect.Request[v1.ExecuteCapabilityRequest]) (*connect.Response[v1.ExecuteCapabilityResponse], error)
-	// GetDispatch returns a dispatch, and its output when asked.
+	// GetDispatch returns a dispatch, and a page of its output when asked: as much as
+	// fits one response, from an offset; a caller reads the rest page by page.
 	GetDispatch(context.Context, *connect.Request[v1.GetDispatchRequest]) (*connect.Response[v1.GetDispatchResponse], error)
 	// WatchDispatch streams a dispatch: its state at once and at every change, and its
 	// output as it comes, until it ends. Browsers can use it (a server stream).
