@@ -105,6 +105,9 @@ type Debug struct {
 type Server struct {
 	// ReadHeaderTimeout bounds the TLS handshake and the reading of request headers.
 	ReadHeaderTimeout time.Duration
+	// ReadBodyTimeout bounds the arrival of a request body after its headers, and of
+	// each message of an Attach stream after its first byte.
+	ReadBodyTimeout time.Duration
 	// IdleTimeout closes keep-alive connections that carry no request.
 	IdleTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown; what is still open is then closed.

@@ -233,6 +233,16 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Server.ReadHeaderTimeout.String() },
 	},
 	{
+		key:   "server.read_body_timeout",
+		kind:  "duration",
+		usage: "time allowed for a request body after its headers, and for each message of a node's Attach stream after its first byte (1s-10m)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.ReadBodyTimeout, err = parseDuration(v, time.Second, 10*time.Minute)
+			return err
+		},
+		show: func(c *Config) string { return c.Server.ReadBodyTimeout.String() },
+	},
+	{
 		key:   "server.idle_timeout",
 		kind:  "duration",
 		usage: "idle keep-alive connections are closed after this long (1s-24h)",
@@ -355,6 +365,7 @@ func defaults(getenv func(string) string) Config {
 		RequireMTLS: true,
 		Server: Server{
 			ReadHeaderTimeout:    10 * time.Second,
+			ReadBodyTimeout:      30 * time.Second,
 			IdleTimeout:          2 * time.Minute,
 			ShutdownTimeout:      15 * time.Second,
 			MaxMessageBytes:      4 << 20,

@@ -17,6 +17,8 @@ type Metrics struct {
 	registry *prometheus.Registry
 	handled  *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
+	// The listener's.
+	bodyTimeouts prometheus.Counter
 }
 
 // NewMetrics returns a registry holding the Go runtime and process collectors, the
@@ -33,6 +35,10 @@ func NewMetrics(version, replicaID string) *Metrics {
 			Help:    "Time from the start of an RPC to its end, by procedure (streams included).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"procedure"}),
+		bodyTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "palyra_listener_body_timeouts_total",
+			Help: "Calls ended because their request body, or a message of their stream, did not arrive within server.read_body_timeout.",
+		}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "palyra_build_info",
@@ -42,7 +48,7 @@ func NewMetrics(version, replicaID string) *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		build, m.handled, m.seconds,
+		build, m.handled, m.seconds, m.bodyTimeouts,
 	)
 	return m
 }

@@ -281,6 +281,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Metrics:         metrics,
 		Access:          accessInterceptor,
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
 		Logger:          log,
 	})
 
