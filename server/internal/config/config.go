@@ -116,6 +116,12 @@ type Server struct {
 	MaxMessageBytes int
 	// MaxConcurrentStreams bounds the HTTP/2 streams of one connection.
 	MaxConcurrentStreams int
+	// MaxConnections bounds the connections open at once; 0 derives it from the
+	// open-file limit.
+	MaxConnections int
+	// MaxConnectionsPerAddress bounds the connections open at once from one IPv4
+	// address or IPv6 /64; 0 means no such bound.
+	MaxConnectionsPerAddress int
 }
 
 // Log configures logging.

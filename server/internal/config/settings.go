@@ -283,6 +283,26 @@ var settings = []setting{
 		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConcurrentStreams) },
 	},
 	{
+		key:   "server.max_connections",
+		kind:  "count",
+		usage: fmt.Sprintf("most connections open at once; 0 takes what the open-file limit leaves after the database pool and %d descriptors for files (0-10000000)", FileReserve),
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxConnections, err = parseInt(v, 0, 10_000_000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConnections) },
+	},
+	{
+		key:   "server.max_connections_per_address",
+		kind:  "count",
+		usage: "most connections open at once from one IPv4 address or IPv6 /64; 0 turns the cap off, e.g. behind a TCP load balancer (0-10000000)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxConnectionsPerAddress, err = parseInt(v, 0, 10_000_000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConnectionsPerAddress) },
+	},
+	{
 		key:   "log.level",
 		kind:  "level",
 		usage: "minimum log level: debug, info, warn or error",
@@ -341,6 +361,11 @@ var settings = []setting{
 	},
 }
 
+// FileReserve is what a derived server.max_connections leaves of the open-file limit,
+// besides the database pool: the notification connection, files, the runtime's own
+// descriptors, the pprof listener, with room to spare.
+const FileReserve = 256
+
 var (
 	replicaIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 	modelIDPattern   = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
@@ -370,6 +395,9 @@ func defaults(getenv func(string) string) Config {
 			ShutdownTimeout:      15 * time.Second,
 			MaxMessageBytes:      4 << 20,
 			MaxConcurrentStreams: 250,
+
+			// MaxConnections 0: what the open-file limit leaves.
+			MaxConnectionsPerAddress: 64,
 		},
 		Log: Log{Level: slog.LevelInfo, Format: "text"},
 	}

@@ -3,9 +3,10 @@
 // protocols), gRPC health and server reflection, /metrics, the interceptor chain
 // every RPC passes through, and the one place where errors become Connect codes.
 //
-// The listener defends itself before anyone is authenticated: request bodies must
-// arrive in time (bodyDeadlines), so that callers who hold calls without finishing
-// them cannot take what other callers and the attached nodes need.
+// The listener defends itself before anyone is authenticated: connections are capped
+// per address and in total and refused at accept (limitListener), and request bodies
+// must arrive in time (bodyDeadlines), so that callers who hold connections or calls
+// without finishing them cannot take what other callers and the attached nodes need.
 package controlplane
 
 import (

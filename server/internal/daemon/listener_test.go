@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -9,18 +10,23 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/server/internal/config"
+	"github.com/palyra/palyra/server/internal/daemon"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -48,6 +54,27 @@ func (td *testDaemon) tlsFrom(ctx context.Context, src net.IP, alpn string) (*tl
 		return nil, err
 	}
 	return c.(*tls.Conn), nil
+}
+
+// keepAlive opens an HTTP/1.1 connection from src, makes one request on it and leaves
+// it open and idle: a connection palyrad holds until its idle timeout.
+func (td *testDaemon) keepAlive(ctx context.Context, src net.IP) (net.Conn, error) {
+	c, err := td.tlsFrom(ctx, src, "http/1.1")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.WriteString(c, "GET /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return c, nil
 }
 
 // closedBy returns a channel closed once the peer has closed c (a read fails).
@@ -305,4 +332,124 @@ func TestSlowCallersAreCut(t *testing.T) {
 		t.Errorf("the watch saw %q and %v, ending with %v; want the output and the success", out, last, err)
 	}
 	td.wantMetrics(t, `palyra_listener_body_timeouts_total 24`)
+}
+
+// TestConnectionCaps fills the per-address cap from one address and then the total cap
+// from several: a connection over either cap is closed before the TLS handshake, a caller
+// from another address is served while only the first is full, a node attached before
+// is served while both are, and closing connections makes room again.
+func TestConnectionCaps(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(),
+		"--server-max-connections-per-address", "4", "--server-max-connections", "12"), dbURL: dbURL}
+	td := b.testDaemon
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	// Two connections from 127.0.0.1: the node's and the owner's client.
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, td, dev)
+	if _, err := td.dispatchClient().ListDispatches(ctx, connect.NewRequest(&controlplanev1.ListDispatchesRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 4 {
+		c, err := td.keepAlive(ctx, attackerIP)
+		if err != nil {
+			t.Fatalf("connection within the per-address cap: %v", err)
+		}
+		held = append(held, c)
+	}
+	if c, err := td.tlsFrom(ctx, attackerIP, "http/1.1"); err == nil {
+		c.Close()
+		t.Fatal("a fifth connection from one address completed its handshake; want it closed at once")
+	}
+	// 127.0.0.2 has a cap of its own; its client keeps its connection.
+	hc := &http.Client{Transport: &bearer{token: td.owner, next: td.clientFrom(callerIP).Transport}}
+	status := controlplanev1connect.NewControlPlaneServiceClient(hc, td.baseURL)
+	if _, err := status.GetStatus(ctx, connect.NewRequest(&controlplanev1.GetStatusRequest{})); err != nil {
+		t.Fatalf("a caller from %s while %s is at its cap: %v", callerIP, attackerIP, err)
+	}
+
+	// 2 + 4 + 1 are open: five more from other addresses reach the total cap of 12.
+	opened := 0
+	for i := range 12 {
+		c, err := td.keepAlive(ctx, net.IPv4(127, 0, 1, byte(10+i/4)))
+		if err != nil {
+			break
+		}
+		held = append(held, c)
+		opened++
+	}
+	if opened != 5 {
+		t.Fatalf("%d connections opened before the total cap refused one, want 5", opened)
+	}
+	if c, err := td.tlsFrom(ctx, net.IPv4(127, 0, 0, 3), "http/1.1"); err == nil {
+		c.Close()
+		t.Fatal("a connection over the total cap completed its handshake; want it closed at once")
+	}
+	// Connections already open are served: a dispatch goes to the node and back, and the
+	// caller of 127.0.0.2 is answered.
+	d := createDispatch(t, td, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
+	if got := node.nextDispatch(); got.GetDispatchId() != d.GetId() {
+		t.Fatalf("the node got %v, want %s", got, d.GetId())
+	}
+	node.send(result(d.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 0))
+	if ack := node.next().GetResultAck(); ack.GetDispatchId() != d.GetId() {
+		t.Fatalf("no ack for the result: %v", ack)
+	}
+	if _, err := status.GetStatus(ctx, connect.NewRequest(&controlplanev1.GetStatusRequest{})); err != nil {
+		t.Fatalf("the open connection of %s at the total cap: %v", callerIP, err)
+	}
+
+	// Closing two of the attacker's connections makes room for a newcomer.
+	held[0].Close()
+	held[1].Close()
+	deadline := time.Now().Add(slowWithin)
+	for {
+		c, err := td.tlsFrom(ctx, net.IPv4(127, 0, 0, 3), "http/1.1")
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room for a new connection %v after two were closed: %v", slowWithin, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the server to see the closes
+	}
+	td.wantMetrics(t, `palyra_listener_refused_total{reason="per_address"} 1`, `palyra_listener_refused_total{reason="total"} `)
+}
+
+// TestMaxConnectionsBeyondTheFileLimit refuses to start with a total cap on connections
+// that the open-file limit cannot hold, naming the setting and the limit.
+func TestMaxConnectionsBeyondTheFileLimit(t *testing.T) {
+	t.Parallel()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur > 10_000_000 {
+		t.Skipf("the open-file limit (%d) is above the highest server.max_connections", lim.Cur)
+	}
+	fs := pflag.NewFlagSet("palyrad", pflag.ContinueOnError)
+	getenv := func(string) string { return "" }
+	config.RegisterFlags(fs, getenv)
+	if err := fs.Parse([]string{"--data-dir", t.TempDir(), "--server-max-connections", strconv.FormatUint(lim.Cur, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(fs, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = daemon.Start(t.Context(), cfg, slogDiscard())
+	want := fmt.Sprintf("server.max_connections is %d, but the open-file limit (%d) leaves", lim.Cur, lim.Cur)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("start with server.max_connections at the open-file limit: %v, want an error saying %q", err, want)
+	}
 }
