@@ -122,6 +122,9 @@ type Server struct {
 	// MaxConnectionsPerAddress bounds the connections open at once from one IPv4
 	// address or IPv6 /64; 0 means no such bound.
 	MaxConnectionsPerAddress int
+	// MaxCallsPerAddress bounds the calls in flight at once, streams included, from one
+	// IPv4 address or IPv6 /64; 0 means no such bound.
+	MaxCallsPerAddress int
 }
 
 // Log configures logging.

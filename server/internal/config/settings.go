@@ -303,6 +303,16 @@ var settings = []setting{
 		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConnectionsPerAddress) },
 	},
 	{
+		key:   "server.max_calls_per_address",
+		kind:  "count",
+		usage: "most calls (streams included) in flight at once from one IPv4 address or IPv6 /64; more are refused with ResourceExhausted; 0 turns the cap off (0-10000000)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxCallsPerAddress, err = parseInt(v, 0, 10_000_000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxCallsPerAddress) },
+	},
+	{
 		key:   "log.level",
 		kind:  "level",
 		usage: "minimum log level: debug, info, warn or error",
@@ -398,6 +408,7 @@ func defaults(getenv func(string) string) Config {
 
 			// MaxConnections 0: what the open-file limit leaves.
 			MaxConnectionsPerAddress: 64,
+			MaxCallsPerAddress:       256,
 		},
 		Log: Log{Level: slog.LevelInfo, Format: "text"},
 	}

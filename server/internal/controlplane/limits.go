@@ -2,11 +2,15 @@ package controlplane
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
+
+	"connectrpc.com/connect"
 )
 
 // warnEvery is the most often the listener logs one kind of warning; the next one
@@ -120,6 +124,55 @@ func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.key) })
 	return err
+}
+
+// callCap refuses a call, with ResourceExhausted and before its body is read, when its
+// remote address (addressKey) already has max calls in flight, streams included: the
+// per-address cap on connections times the streams an HTTP/2 connection may carry
+// would otherwise let one address hold thousands of calls (about 15 KiB each), each
+// renewed as soon as the body timeout ends it.
+type callCap struct {
+	next    http.Handler
+	max     int
+	metrics *Metrics
+	errors  *connect.ErrorWriter
+	log     *throttle
+
+	mu       sync.Mutex // guards inFlight
+	inFlight map[string]int
+}
+
+func newCallCap(next http.Handler, max int, m *Metrics, log *slog.Logger) http.Handler {
+	if max == 0 {
+		return next
+	}
+	return &callCap{next: next, max: max, metrics: m, errors: connect.NewErrorWriter(),
+		log: &throttle{log: log, every: warnEvery}, inFlight: map[string]int{}}
+}
+
+func (c *callCap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := addressKey(r.RemoteAddr)
+	c.mu.Lock()
+	n := c.inFlight[key]
+	if n < c.max {
+		c.inFlight[key]++
+	}
+	c.mu.Unlock()
+	if n >= c.max {
+		c.metrics.callsRefused.Inc()
+		c.log.warn("call refused: its address is at server.max_calls_per_address", "remote", key, "cap", c.max)
+		_ = c.errors.Write(w, r, connect.NewError(connect.CodeResourceExhausted,
+			fmt.Errorf("%d calls from this address are in flight already; retry when one has ended", c.max)))
+		return
+	}
+	defer func() {
+		c.mu.Lock()
+		if c.inFlight[key]--; c.inFlight[key] == 0 {
+			delete(c.inFlight, key)
+		}
+		c.mu.Unlock()
+	}()
+	c.next.ServeHTTP(w, r)
 }
 
 // addressKey is what the per-address caps count a remote address ("host:port") under:

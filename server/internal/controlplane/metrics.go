@@ -21,6 +21,7 @@ type Metrics struct {
 	connections  prometheus.Gauge
 	refused      *prometheus.CounterVec
 	acceptErrors prometheus.Counter
+	callsRefused prometheus.Counter
 	bodyTimeouts prometheus.Counter
 }
 
@@ -50,6 +51,10 @@ func NewMetrics(version, replicaID string) *Metrics {
 			Name: "palyra_listener_accept_errors_total",
 			Help: "Failures to accept a connection, such as too many open files.",
 		}),
+		callsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "palyra_listener_calls_refused_total",
+			Help: "Calls refused at once because their address had server.max_calls_per_address in flight.",
+		}),
 		bodyTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "palyra_listener_body_timeouts_total",
 			Help: "Calls ended because their request body, or a message of their stream, did not arrive within server.read_body_timeout.",
@@ -66,7 +71,7 @@ func NewMetrics(version, replicaID string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		build, m.handled, m.seconds,
-		m.connections, m.refused, m.acceptErrors, m.bodyTimeouts,
+		m.connections, m.refused, m.acceptErrors, m.callsRefused, m.bodyTimeouts,
 	)
 	return m
 }

@@ -200,7 +200,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	log.Info("listener limits", "max_connections", maxConns, "open_file_limit", fileLimit,
-		"max_connections_per_address", cfg.Server.MaxConnectionsPerAddress,
+		"max_connections_per_address", cfg.Server.MaxConnectionsPerAddress, "max_calls_per_address", cfg.Server.MaxCallsPerAddress,
 		"read_header_timeout", cfg.Server.ReadHeaderTimeout, "read_body_timeout", cfg.Server.ReadBodyTimeout)
 	defer func() {
 		if err != nil {
@@ -294,6 +294,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
 		Logger:          log,
+
+		MaxCallsPerAddress: cfg.Server.MaxCallsPerAddress,
 	})
 
 	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, runtime: runtime, stopBg: stopBg, serveCh: make(chan error, 1)}

@@ -334,20 +334,59 @@ func TestSlowCallersAreCut(t *testing.T) {
 	td.wantMetrics(t, `palyra_listener_body_timeouts_total 24`)
 }
 
-// TestConnectionCaps fills the per-address cap from one address and then the total cap
-// from several: a connection over either cap is closed before the TLS handshake, a caller
-// from another address is served while only the first is full, a node attached before
-// is served while both are, and closing connections makes room again.
+// TestConnectionCaps fills the per-address cap on calls from one address, then the
+// per-address cap on connections from another, then the total cap from several: a call
+// over its cap is refused at once, a connection over either cap is closed before the
+// TLS handshake, a caller from another address is served while only the per-address
+// caps are full, a node attached before is served while all are, and closing
+// connections makes room again.
 func TestConnectionCaps(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(),
+		"--server-max-calls-per-address", "6", "--server-read-body-timeout", "10m",
 		"--server-max-connections-per-address", "4", "--server-max-connections", "12"), dbURL: dbURL}
 	td := b.testDaemon
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 
-	// Two connections from 127.0.0.1: the node's and the owner's client.
+	// Seven calls at once from 127.0.0.4 on one HTTP/2 connection, their bodies never
+	// sent: one is refused with ResourceExhausted, the others wait for their body.
+	calls := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: td.roots}, ForceAttemptHTTP2: true,
+		DialContext: dialerFrom(net.IPv4(127, 0, 0, 4)).DialContext,
+	}}
+	if res, err := calls.Get(td.baseURL + "/nothing"); err != nil || res.ProtoMajor != 2 {
+		t.Fatalf("HTTP/2 request: %v %v", res, err)
+	} else {
+		res.Body.Close()
+	}
+	answered := make(chan string, 7)
+	for range 7 {
+		never, _ := io.Pipe()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, td.baseURL+controlplanev1connect.ControlPlaneServiceGetStatusProcedure, never)
+		req.Header.Set("Content-Type", "application/json")
+		go func() {
+			res, err := calls.Do(req)
+			if err != nil {
+				answered <- err.Error()
+				return
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			answered <- string(body)
+		}()
+	}
+	select {
+	case a := <-answered:
+		if !strings.Contains(a, "resource_exhausted") {
+			t.Fatalf("the first of seven calls answered got %q, want resource_exhausted", a)
+		}
+	case <-time.After(slowWithin):
+		t.Fatalf("none of seven calls from one address was refused within %v", slowWithin)
+	}
+
+	// Two connections from 127.0.0.1: the node's and the owner's client; 127.0.0.4 has one.
 	dev := b.enroll(t, time.Hour)
 	node, _ := attachNode(t, td, dev)
 	if _, err := td.dispatchClient().ListDispatches(ctx, connect.NewRequest(&controlplanev1.ListDispatchesRequest{})); err != nil {
@@ -377,7 +416,7 @@ func TestConnectionCaps(t *testing.T) {
 		t.Fatalf("a caller from %s while %s is at its cap: %v", callerIP, attackerIP, err)
 	}
 
-	// 2 + 4 + 1 are open: five more from other addresses reach the total cap of 12.
+	// 2 + 1 + 4 + 1 are open: four more from other addresses reach the total cap of 12.
 	opened := 0
 	for i := range 12 {
 		c, err := td.keepAlive(ctx, net.IPv4(127, 0, 1, byte(10+i/4)))
@@ -387,8 +426,8 @@ func TestConnectionCaps(t *testing.T) {
 		held = append(held, c)
 		opened++
 	}
-	if opened != 5 {
-		t.Fatalf("%d connections opened before the total cap refused one, want 5", opened)
+	if opened != 4 {
+		t.Fatalf("%d connections opened before the total cap refused one, want 4", opened)
 	}
 	if c, err := td.tlsFrom(ctx, net.IPv4(127, 0, 0, 3), "http/1.1"); err == nil {
 		c.Close()
@@ -423,7 +462,8 @@ func TestConnectionCaps(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond) // polling for the server to see the closes
 	}
-	td.wantMetrics(t, `palyra_listener_refused_total{reason="per_address"} 1`, `palyra_listener_refused_total{reason="total"} `)
+	td.wantMetrics(t, `palyra_listener_calls_refused_total 1`, `palyra_listener_refused_total{reason="per_address"} 1`,
+		`palyra_listener_refused_total{reason="total"} `)
 }
 
 // TestMaxConnectionsBeyondTheFileLimit refuses to start with a total cap on connections
