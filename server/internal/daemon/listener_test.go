@@ -138,7 +138,7 @@ func TestSlowCallersAreCut(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(),
-		"--server-read-body-timeout", "2s", "--server-read-header-timeout", "2s", "--server-idle-timeout", "3s"), dbURL: dbURL}
+		"--server-read-body-timeout", "5s", "--server-read-header-timeout", "5s", "--server-idle-timeout", "5s"), dbURL: dbURL}
 	td := b.testDaemon
 	ctx := t.Context()
 
@@ -300,14 +300,14 @@ func TestSlowCallersAreCut(t *testing.T) {
 	// the answer (the rest of the body would be read as the next request).
 	for range 23 {
 		a := <-answers
-		if !strings.Contains(a, "deadline_exceeded") || !strings.Contains(a, "did not arrive within 2s") ||
+		if !strings.Contains(a, "deadline_exceeded") || !strings.Contains(a, "did not arrive within 5s") ||
 			strings.HasPrefix(a, "HTTP/1.1") && !strings.Contains(a, "\r\nConnection: close\r\n") {
 			t.Errorf("a call without its body was answered %q, want deadline_exceeded (and Connection: close over HTTP/1.1)", a)
 		}
 	}
 	select {
 	case all := <-attachEnd:
-		if !bytes.Contains(all, []byte("deadline_exceeded")) || !bytes.Contains(all, []byte("did not arrive within 2s")) {
+		if !bytes.Contains(all, []byte("deadline_exceeded")) || !bytes.Contains(all, []byte("did not arrive within 5s")) {
 			t.Errorf("the Attach stream stalled in a message ended with %q, want deadline_exceeded", all)
 		}
 	case <-time.After(slowWithin):
