@@ -29,6 +29,9 @@ var heartbeatStreams = map[string]bool{nodev1connect.NodeServiceAttachProcedure:
 // which ends the call. Once the body is complete the deadline is lifted, so that the
 // calls it started (a server stream, say) run as long as they need.
 func bodyDeadlines(next http.Handler, timeout time.Duration, m *Metrics) http.Handler {
+	if timeout <= 0 {
+		return next
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 			next.ServeHTTP(w, r)

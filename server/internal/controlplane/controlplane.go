@@ -71,7 +71,7 @@ type HandlerOptions struct {
 	// MaxMessageBytes bounds every message read or sent.
 	MaxMessageBytes int
 	// ReadBodyTimeout bounds the arrival of a request body after its headers, and of
-	// each message of an Attach stream after its first byte.
+	// each message of an Attach stream after its first byte; 0 means no bound.
 	ReadBodyTimeout time.Duration
 	// MaxCallsPerAddress bounds the calls in flight from one IPv4 address or IPv6 /64;
 	// 0 means no such bound.
