@@ -61,8 +61,10 @@ func BenchmarkRevocation(b *testing.B) {
 func benchRevocation(b *testing.B, caller, holder *daemon, pg *postgres, setup string) {
 	devs := enroll(b, holder, setup, b.N+1)
 	nodes := make([]*node, len(devs))
+	// Each node from an address of its own, as from hosts of their own: palyrad caps
+	// the connections of one address (server.max_connections_per_address).
 	err := forEach(len(devs), 16, func(i int) error {
-		n, err := attach(holder, &devs[i], nil, false)
+		n, err := attach(holder, &devs[i], loopback(6, i), false)
 		if err != nil {
 			return fmt.Errorf("attach node %d: %w", i, err)
 		}

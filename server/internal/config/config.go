@@ -105,6 +105,9 @@ type Debug struct {
 type Server struct {
 	// ReadHeaderTimeout bounds the TLS handshake and the reading of request headers.
 	ReadHeaderTimeout time.Duration
+	// ReadBodyTimeout bounds the arrival of a request body after its headers, and of
+	// each message of an Attach stream after its first byte.
+	ReadBodyTimeout time.Duration
 	// IdleTimeout closes keep-alive connections that carry no request.
 	IdleTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown; what is still open is then closed.
@@ -113,6 +116,15 @@ type Server struct {
 	MaxMessageBytes int
 	// MaxConcurrentStreams bounds the HTTP/2 streams of one connection.
 	MaxConcurrentStreams int
+	// MaxConnections bounds the connections open at once; 0 derives it from the
+	// open-file limit.
+	MaxConnections int
+	// MaxConnectionsPerAddress bounds the connections open at once from one IPv4
+	// address or IPv6 /64; 0 means no such bound.
+	MaxConnectionsPerAddress int
+	// MaxCallsPerAddress bounds the calls in flight at once, streams included, from one
+	// IPv4 address or IPv6 /64; 0 means no such bound.
+	MaxCallsPerAddress int
 }
 
 // Log configures logging.

@@ -233,6 +233,16 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Server.ReadHeaderTimeout.String() },
 	},
 	{
+		key:   "server.read_body_timeout",
+		kind:  "duration",
+		usage: "time allowed for a request body after its headers, and for each message of a node's Attach stream after its first byte (1s-10m)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.ReadBodyTimeout, err = parseDuration(v, time.Second, 10*time.Minute)
+			return err
+		},
+		show: func(c *Config) string { return c.Server.ReadBodyTimeout.String() },
+	},
+	{
 		key:   "server.idle_timeout",
 		kind:  "duration",
 		usage: "idle keep-alive connections are closed after this long (1s-24h)",
@@ -271,6 +281,36 @@ var settings = []setting{
 			return err
 		},
 		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConcurrentStreams) },
+	},
+	{
+		key:   "server.max_connections",
+		kind:  "count",
+		usage: fmt.Sprintf("most connections open at once; 0 takes what the open-file limit leaves after the database pool and %d descriptors for files (0-10000000)", FileReserve),
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxConnections, err = parseInt(v, 0, 10_000_000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConnections) },
+	},
+	{
+		key:   "server.max_connections_per_address",
+		kind:  "count",
+		usage: "most connections open at once from one IPv4 address or IPv6 /64; 0 turns the cap off, e.g. behind a TCP load balancer (0-10000000)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxConnectionsPerAddress, err = parseInt(v, 0, 10_000_000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxConnectionsPerAddress) },
+	},
+	{
+		key:   "server.max_calls_per_address",
+		kind:  "count",
+		usage: "most calls (streams included) in flight at once from one IPv4 address or IPv6 /64; more are refused with ResourceExhausted; 0 turns the cap off (0-10000000)",
+		set: func(c *Config, v string) (err error) {
+			c.Server.MaxCallsPerAddress, err = parseInt(v, 0, 10_000_000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxCallsPerAddress) },
 	},
 	{
 		key:   "log.level",
@@ -331,6 +371,11 @@ var settings = []setting{
 	},
 }
 
+// FileReserve is what a derived server.max_connections leaves of the open-file limit,
+// besides the database pool: the notification connection, files, the runtime's own
+// descriptors, the pprof listener, with room to spare.
+const FileReserve = 256
+
 var (
 	replicaIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 	modelIDPattern   = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
@@ -355,10 +400,15 @@ func defaults(getenv func(string) string) Config {
 		RequireMTLS: true,
 		Server: Server{
 			ReadHeaderTimeout:    10 * time.Second,
+			ReadBodyTimeout:      30 * time.Second,
 			IdleTimeout:          2 * time.Minute,
 			ShutdownTimeout:      15 * time.Second,
 			MaxMessageBytes:      4 << 20,
 			MaxConcurrentStreams: 250,
+
+			// MaxConnections 0: what the open-file limit leaves.
+			MaxConnectionsPerAddress: 64,
+			MaxCallsPerAddress:       256,
 		},
 		Log: Log{Level: slog.LevelInfo, Format: "text"},
 	}

@@ -2,11 +2,18 @@
 // HTTP/2), the mux that mounts every Connect service (Connect, gRPC and gRPC-Web
 // protocols), gRPC health and server reflection, /metrics, the interceptor chain
 // every RPC passes through, and the one place where errors become Connect codes.
+//
+// The listener defends itself before anyone is authenticated: connections are capped
+// per address and in total and refused at accept (limitListener), calls in flight are
+// capped per address (callCap), and request bodies must arrive in time
+// (bodyDeadlines), so that callers who hold connections or calls without finishing
+// them cannot take what other callers and the attached nodes need.
 package controlplane
 
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -63,14 +70,22 @@ type HandlerOptions struct {
 	Access connect.Interceptor
 	// MaxMessageBytes bounds every message read or sent.
 	MaxMessageBytes int
+	// ReadBodyTimeout bounds the arrival of a request body after its headers, and of
+	// each message of an Attach stream after its first byte; 0 means no bound.
+	ReadBodyTimeout time.Duration
+	// MaxCallsPerAddress bounds the calls in flight from one IPv4 address or IPv6 /64;
+	// 0 means no such bound.
+	MaxCallsPerAddress int
 	// Logger receives unexpected errors.
 	Logger *slog.Logger
 }
 
-// NewHandler returns the root HTTP handler of the listener. Every RPC passes, in order,
-// through metrics, access control (authentication, authorization, rate limits, audit),
-// the error translation and request validation (protovalidate); validation comes after
-// access so that callers without the right learn nothing about the request format.
+// NewHandler returns the root HTTP handler of the listener. Every request passes the
+// per-address cap on calls in flight and gets its body deadline; then every RPC passes,
+// in order, through metrics, access control (authentication, authorization, rate
+// limits, audit), the error translation and request validation (protovalidate);
+// validation comes after access so that callers without the right learn nothing about
+// the request format.
 func NewHandler(opts HandlerOptions) http.Handler {
 	log := opts.Logger
 	if log == nil {
@@ -108,5 +123,6 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, common...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
-	return requestctx.Middleware(mux)
+	return newCallCap(bodyDeadlines(requestctx.Middleware(mux), opts.ReadBodyTimeout, opts.Metrics),
+		opts.MaxCallsPerAddress, opts.Metrics, log)
 }

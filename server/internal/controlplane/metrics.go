@@ -17,6 +17,12 @@ type Metrics struct {
 	registry *prometheus.Registry
 	handled  *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
+	// The listener's.
+	connections  prometheus.Gauge
+	refused      *prometheus.CounterVec
+	acceptErrors prometheus.Counter
+	callsRefused prometheus.Counter
+	bodyTimeouts prometheus.Counter
 }
 
 // NewMetrics returns a registry holding the Go runtime and process collectors, the
@@ -33,16 +39,39 @@ func NewMetrics(version, replicaID string) *Metrics {
 			Help:    "Time from the start of an RPC to its end, by procedure (streams included).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"procedure"}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "palyra_listener_connections",
+			Help: "Connections open on the listener.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "palyra_listener_refused_total",
+			Help: "Connections closed as soon as accepted, by the cap they would exceed (per_address, total).",
+		}, []string{"reason"}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "palyra_listener_accept_errors_total",
+			Help: "Failures to accept a connection, such as too many open files.",
+		}),
+		callsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "palyra_listener_calls_refused_total",
+			Help: "Calls refused at once because their address had server.max_calls_per_address in flight.",
+		}),
+		bodyTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "palyra_listener_body_timeouts_total",
+			Help: "Calls ended because their request body, or a message of their stream, did not arrive within server.read_body_timeout.",
+		}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "palyra_build_info",
 		Help: "Always 1; the labels say which build and replica this is.",
 	}, []string{"version", "replica_id"})
 	build.WithLabelValues(version, replicaID).Set(1)
+	m.refused.WithLabelValues(capPerAddress)
+	m.refused.WithLabelValues(capTotal)
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		build, m.handled, m.seconds,
+		m.connections, m.refused, m.acceptErrors, m.callsRefused, m.bodyTimeouts,
 	)
 	return m
 }

@@ -36,7 +36,16 @@ type ServerOptions struct {
 	IdleTimeout time.Duration
 	// MaxConcurrentStreams bounds the HTTP/2 streams of one connection.
 	MaxConcurrentStreams int
-	// Logger receives the server's own errors (failed handshakes at debug level).
+	// MaxConnections bounds the connections open at once (at least 1); keep it below
+	// the open-file limit.
+	MaxConnections int
+	// MaxConnectionsPerAddress bounds the connections open at once from one IPv4
+	// address or IPv6 /64; 0 means no such bound.
+	MaxConnectionsPerAddress int
+	// Metrics counts the connections, those refused and the accept errors.
+	Metrics *Metrics
+	// Logger receives the server's own errors (failed handshakes at debug level; failed
+	// accepts and refused connections as rate-limited warnings).
 	Logger *slog.Logger
 }
 
@@ -52,6 +61,9 @@ func Listen(opts ServerOptions) (*Server, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxConnections < 1 {
+		return nil, fmt.Errorf("controlplane: a cap of %d connections admits none", opts.MaxConnections)
 	}
 	ln, err := net.Listen("tcp", opts.Address)
 	if err != nil {
@@ -85,7 +97,7 @@ func Listen(opts ServerOptions) (*Server, error) {
 	}
 	srv.Protocols.SetHTTP1(true) // OpenAI SDKs, browsers and curl --http1.1 speak HTTP/1.1
 	srv.Protocols.SetHTTP2(true)
-	return &Server{http: srv, ln: ln}, nil
+	return &Server{http: srv, ln: newLimitListener(ln, opts.MaxConnections, opts.MaxConnectionsPerAddress, opts.Metrics, log)}, nil
 }
 
 // Addr is the bound address.

@@ -66,6 +66,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	began := time.Now()
 	version := buildinfo.Version()
 	log.Info("palyrad starting", "version", version, "config", *cfg)
+	maxConns, fileLimit, err := maxConnections(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return nil, fmt.Errorf("daemon: data directory: %w", err)
 	}
@@ -187,10 +191,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		IdleTimeout:          cfg.Server.IdleTimeout,
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
 		Logger:               log,
+
+		MaxConnections:           maxConns,
+		MaxConnectionsPerAddress: cfg.Server.MaxConnectionsPerAddress,
+		Metrics:                  metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	log.Info("listener limits", "max_connections", maxConns, "open_file_limit", fileLimit,
+		"max_connections_per_address", cfg.Server.MaxConnectionsPerAddress, "max_calls_per_address", cfg.Server.MaxCallsPerAddress,
+		"read_header_timeout", cfg.Server.ReadHeaderTimeout, "read_body_timeout", cfg.Server.ReadBodyTimeout)
 	defer func() {
 		if err != nil {
 			_ = server.Close()
@@ -281,7 +292,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Metrics:         metrics,
 		Access:          accessInterceptor,
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
 		Logger:          log,
+
+		MaxCallsPerAddress: cfg.Server.MaxCallsPerAddress,
 	})
 
 	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, runtime: runtime, stopBg: stopBg, serveCh: make(chan error, 1)}

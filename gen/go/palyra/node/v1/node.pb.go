@@ -275,7 +275,9 @@ func (PairingState) EnumDescriptor() ([]byte, []int) {
 
 // The Attach protocol, version 1. "Up" is node to daemon (AttachRequest), "down" is
 // daemon to node (AttachResponse). Any message out of this order, or of a kind the
-// receiver does not know, ends the stream with InvalidArgument.
+// receiver does not know, ends the stream with InvalidArgument. A message up must
+// arrive whole within the daemon's server.read_body_timeout (30 s by default) of its
+// first byte, or the stream ends with DeadlineExceeded.
 //
 //  1. The node opens the stream over mutual TLS and sends a Hello first: its device id
 //     (which must be the one in its certificate), platform, agent version, the protocol
