@@ -9,7 +9,7 @@ import (
 // NewWithBatch is New with Verify reading batch events per query, so that tests cross
 // batch boundaries with a handful of events.
 func NewWithBatch(s *store.Store, now func() time.Time, batch int32) *Log {
-	l := New(s, now)
+	l := New(Options{Store: s, Now: now})
 	l.batch = batch
 	return l
 }
@@ -28,3 +28,15 @@ func WithAppendAttempts(l *Log, n int) *Log {
 	l.attempts = n
 	return l
 }
+
+// WithSummaryKeys bounds the summaries of a window to n and returns l.
+func WithSummaryKeys(l *Log, n int) *Log {
+	l.summaryKeys = n
+	return l
+}
+
+// The timing of summaries and the drainer.
+const (
+	SummaryWindow = summaryWindow
+	StaleAfter    = staleAfter
+)

@@ -135,7 +135,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 			"This is for development only; never run it so where a network can reach it.")
 	}
 
-	auditLog := audit.New(db.store, nil)
+	auditLog := audit.New(audit.Options{Store: db.store, ReplicaID: cfg.ReplicaID, Logger: log})
+	bg.Go(func() { auditLog.Run(bgCtx) })
 	tokens, err := access.NewTokens(access.TokensOptions{Store: db.store, Notify: listener, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
