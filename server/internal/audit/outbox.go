@@ -219,9 +219,9 @@ func (l *Log) Tick(ctx context.Context) error {
 	ctx = store.WithoutCompanion(ctx)
 	err := l.store.Lossy().NoteAuditReplica(ctx, dbsqlc.NoteAuditReplicaParams{ReplicaID: l.replica, Now: l.now()})
 	if err != nil {
-		return fmt.Errorf("audit: note the replica alive: %w", err)
+		err = fmt.Errorf("audit: note the replica alive: %w", err)
 	}
-	return errors.Join(l.retry(ctx), l.flush(ctx, false), l.drain(ctx))
+	return errors.Join(err, l.retry(ctx), l.flush(ctx, false), l.drain(ctx))
 }
 
 // stop appends every summary and the deferred events, as the Log stops.

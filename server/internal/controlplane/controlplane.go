@@ -5,6 +5,7 @@
 package controlplane
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"net/http"
 
@@ -61,6 +62,9 @@ type HandlerOptions struct {
 	Metrics *Metrics
 	// Access enforces every RPC's declared access rule (access.Interceptor).
 	Access connect.Interceptor
+	// ClientCAs verifies the client certificates of requests, as the listener did
+	// (ServerOptions.ClientCAs).
+	ClientCAs *x509.CertPool
 	// MaxMessageBytes bounds every message read or sent.
 	MaxMessageBytes int
 	// Logger receives unexpected errors.
@@ -108,5 +112,5 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, common...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
-	return requestctx.Middleware(mux)
+	return requestctx.Middleware(mux, opts.ClientCAs)
 }
