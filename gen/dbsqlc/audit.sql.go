@@ -258,8 +258,11 @@ where not (o.id = any($1::text[]))
   and (o.replica_id = $2::text
        or (o.recorded_at < $3::timestamptz
            and not exists (
-               select 1 from audit_replicas r
-               where r.replica_id = o.replica_id and r.seen_at >= $3::timestamptz)))
+               select 1 from pg_catalog.pg_locks l
+               where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                 and l.database = (select oid from pg_catalog.pg_database where datname = current_database())
+                 and (l.classid::bigint << 32 | l.objid::bigint)
+                     = hashtextextended('palyra.audit.replica:' || o.replica_id, 0))))
 order by o.recorded_at, o.id
 limit $4
 `
@@ -267,19 +270,19 @@ limit $4
 type ListAuditOrphansParams struct {
 	Busy        []string
 	ReplicaID   string
-	StaleBefore time.Time
+	GraceBefore time.Time
 	PageLimit   int32
 }
 
 // The outbox rows whose call will not end on its replica, oldest first: this replica's
-// (but those of its calls still running, busy), and those of replicas not seen since
-// stale_before (rows written before then, so that a replica that has just started and
-// not yet noted itself is not taken for dead).
+// (but those of its calls still running, busy), and those of the replicas whose lock no
+// session holds (LockAuditReplica), written before grace_before (so that a replica that
+// has just started, or reconnected, and not yet taken its lock is not taken for dead).
 func (q *Queries) ListAuditOrphans(ctx context.Context, arg ListAuditOrphansParams) ([]AuditOutbox, error) {
 	rows, err := q.db.Query(ctx, listAuditOrphans,
 		arg.Busy,
 		arg.ReplicaID,
-		arg.StaleBefore,
+		arg.GraceBefore,
 		arg.PageLimit,
 	)
 	if err != nil {
@@ -325,21 +328,18 @@ func (q *Queries) LockAudit(ctx context.Context) error {
 	return err
 }
 
-const noteAuditReplica = `-- name: NoteAuditReplica :exec
-insert into audit_replicas (replica_id, seen_at)
-values ($1::text, $2::timestamptz)
-on conflict (replica_id) do update set seen_at = excluded.seen_at
+const lockAuditReplica = `-- name: LockAuditReplica :one
+select pg_try_advisory_lock(hashtextextended('palyra.audit.replica:' || $1::text, 0))
 `
 
-type NoteAuditReplicaParams struct {
-	ReplicaID string
-	Now       time.Time
-}
-
-// Notes that a replica is alive (see audit_replicas).
-func (q *Queries) NoteAuditReplica(ctx context.Context, arg NoteAuditReplicaParams) error {
-	_, err := q.db.Exec(ctx, noteAuditReplica, arg.ReplicaID, arg.Now)
-	return err
+// Takes, for the rest of the session, the advisory lock of a replica id, unless another
+// session holds it: a replica is alive while a session of its holds it, so its outbox
+// rows are not orphans. Returns whether the lock was taken.
+func (q *Queries) LockAuditReplica(ctx context.Context, replicaID string) (bool, error) {
+	row := q.db.QueryRow(ctx, lockAuditReplica, replicaID)
+	var pg_try_advisory_lock bool
+	err := row.Scan(&pg_try_advisory_lock)
+	return pg_try_advisory_lock, err
 }
 
 const recordedAuditIDs = `-- name: RecordedAuditIDs :many

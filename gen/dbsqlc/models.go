@@ -61,11 +61,6 @@ type AuditOutbox struct {
 	RequestIDSource string
 }
 
-type AuditReplica struct {
-	ReplicaID string
-	SeenAt    time.Time
-}
-
 type CertificateAuthority struct {
 	ID             string
 	Active         bool

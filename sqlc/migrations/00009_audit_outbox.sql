@@ -4,7 +4,8 @@
 -- transaction as its first change; the event moves into audit_events when the call
 -- ends (the row deleted by the same statement that inserts the event), or, when the
 -- replica dies or the database goes away first, later, by any replica's drainer. So no
--- change commits without its audit record.
+-- change commits without its audit record. A replica is alive while its session holds
+-- the advisory lock of its replica id (LockAuditReplica in sqlc/queries/audit.sql).
 --
 -- Format 2 events add which replica recorded them, who chose the request id, and the
 -- summaries of refusals (one row standing for many). Format 1 rows keep verifying
@@ -48,16 +49,7 @@ create table audit_outbox (
 
 create index audit_outbox_replica on audit_outbox (replica_id, recorded_at);
 
--- Every replica notes here, every few seconds, that it is alive: the outbox rows of a
--- replica not seen for a minute belong to calls that will never end, and any replica
--- moves them into the log.
-create table audit_replicas (
-    replica_id  text        primary key,
-    seen_at     timestamptz not null
-);
-
 -- +goose Down
-drop table audit_replicas;
 drop table audit_outbox;
 alter table audit_events
     drop constraint audit_events_summary,

@@ -95,17 +95,20 @@ select unnest(sqlc.arg('ids')::text[]), sqlc.arg('replica_id')::text,
 
 -- name: ListAuditOrphans :many
 -- The outbox rows whose call will not end on its replica, oldest first: this replica's
--- (but those of its calls still running, busy), and those of replicas not seen since
--- stale_before (rows written before then, so that a replica that has just started and
--- not yet noted itself is not taken for dead).
+-- (but those of its calls still running, busy), and those of the replicas whose lock no
+-- session holds (LockAuditReplica), written before grace_before (so that a replica that
+-- has just started, or reconnected, and not yet taken its lock is not taken for dead).
 select *
 from audit_outbox o
 where not (o.id = any(sqlc.arg('busy')::text[]))
   and (o.replica_id = sqlc.arg('replica_id')::text
-       or (o.recorded_at < sqlc.arg('stale_before')::timestamptz
+       or (o.recorded_at < sqlc.arg('grace_before')::timestamptz
            and not exists (
-               select 1 from audit_replicas r
-               where r.replica_id = o.replica_id and r.seen_at >= sqlc.arg('stale_before')::timestamptz)))
+               select 1 from pg_catalog.pg_locks l
+               where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                 and l.database = (select oid from pg_catalog.pg_database where datname = current_database())
+                 and (l.classid::bigint << 32 | l.objid::bigint)
+                     = hashtextextended('palyra.audit.replica:' || o.replica_id, 0))))
 order by o.recorded_at, o.id
 limit sqlc.arg('page_limit');
 
@@ -116,8 +119,8 @@ delete from audit_outbox o
 using audit_events e
 where e.id = o.id;
 
--- name: NoteAuditReplica :exec
--- Notes that a replica is alive (see audit_replicas).
-insert into audit_replicas (replica_id, seen_at)
-values (sqlc.arg('replica_id')::text, sqlc.arg('now')::timestamptz)
-on conflict (replica_id) do update set seen_at = excluded.seen_at;
+-- name: LockAuditReplica :one
+-- Takes, for the rest of the session, the advisory lock of a replica id, unless another
+-- session holds it: a replica is alive while a session of its holds it, so its outbox
+-- rows are not orphans. Returns whether the lock was taken.
+select pg_try_advisory_lock(hashtextextended('palyra.audit.replica:' || sqlc.arg('replica_id')::text, 0));

@@ -110,8 +110,12 @@
 // away, between the change and the end, the row stays; every replica's drainer (Run:
 // at start, every few seconds, and as soon as an append succeeds after one failed)
 // moves into the log the outbox rows whose call will not end: its own replica's rows of
-// calls no longer running, and every row of a replica not seen alive (audit_replicas)
-// for staleAfter. Such an event says what the row says: the call's principal,
+// calls no longer running, and the rows of a replica that is gone. A replica is alive
+// while a session of its holds the advisory lock of its replica id, which Run takes on
+// a connection of its own: the lock goes with the process (the database ends the
+// session of a client that died) and with a database restart (after which every
+// replica takes it again at its next tick; rows younger than orphanGrace are left
+// alone meanwhile). Such an event says what the row says: the call's principal,
 // procedure, target, address and request id, outcome success and code "committed" (the
 // change committed; how the call ended is not known), at the time of the change. An
 // event is written once: two writers moving the same row meet on the unique id.
@@ -153,6 +157,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/oklog/ulid/v2"
 
@@ -309,6 +314,9 @@ type Log struct {
 	// Owned by the writer: only the Append that set writing, or was handed it, touches
 	// the following (the hand-off goes through mu and done, which order the accesses).
 	head *chain // the newest event as of this Log's last batch; nil when unknown
+
+	// Owned by Run's goroutine.
+	owner *pgx.Conn // the session holding the replica's lock; nil before Run took it
 
 	omu      sync.Mutex // guards the following
 	calls    map[string]*Call

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"time"
 
 	"github.com/palyra/palyra/server/internal/store"
@@ -38,5 +39,14 @@ func WithSummaryKeys(l *Log, n int) *Log {
 // The timing of summaries and the drainer.
 const (
 	SummaryWindow = summaryWindow
-	StaleAfter    = staleAfter
+	OrphanGrace   = orphanGrace
 )
+
+// Die ends the session holding l's replica lock, if any, as the death of its process
+// would.
+func Die(l *Log) error {
+	if l.owner == nil {
+		return nil
+	}
+	return l.owner.Close(context.Background())
+}

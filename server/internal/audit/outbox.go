@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/store"
@@ -14,11 +17,12 @@ import (
 
 // The drainer's and the backlog's constants.
 const (
-	// tickEvery is how often Run notes the replica alive and drains.
+	// tickEvery is how often Run drains, and checks that it holds its replica's lock.
 	tickEvery = 5 * time.Second
-	// staleAfter is how long a replica may go unseen before the drainers of the others
-	// take its outbox rows for orphans.
-	staleAfter = time.Minute
+	// orphanGrace is how old an outbox row of a replica whose lock no session holds must
+	// be before the drainers take it for an orphan: a replica takes its lock when it
+	// starts and when the database comes back, within a tick.
+	orphanGrace = 2 * tickEvery
 	// drainPage is how many outbox rows the drainer reads at a time.
 	drainPage = maxAppendBatch
 	// maxDeferred bounds the events kept while the database cannot be reached.
@@ -193,10 +197,11 @@ func (l *Log) Publish(ctx context.Context, recs []Record) error {
 }
 
 // Run keeps the Log's background work going until ctx is done: every tickEvery, and as
-// soon as an append succeeds after the database was unreachable, it notes the replica
-// alive, appends the deferred events and the summaries of the windows that ended, and
-// drains the orphaned outbox rows. When ctx is done it appends every summary and what is
-// deferred, and returns. Run is meant to have its own goroutine.
+// soon as an append succeeds after the database was unreachable, it takes its replica's
+// lock if it does not hold it, appends the deferred events and the summaries of the
+// windows that ended, and drains the orphaned outbox rows. When ctx is done it appends
+// every summary and what is deferred, releases the lock, and returns. Run is meant to
+// have its own goroutine.
 func (l *Log) Run(ctx context.Context) {
 	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
@@ -214,20 +219,51 @@ func (l *Log) Run(ctx context.Context) {
 	}
 }
 
-// Tick is one round of Run's work.
+// Tick is one round of Run's work. Only Run's goroutine calls it (and tests).
 func (l *Log) Tick(ctx context.Context) error {
 	ctx = store.WithoutCompanion(ctx)
-	err := l.store.Lossy().NoteAuditReplica(ctx, dbsqlc.NoteAuditReplicaParams{ReplicaID: l.replica, Now: l.now()})
-	if err != nil {
-		err = fmt.Errorf("audit: note the replica alive: %w", err)
-	}
-	return errors.Join(err, l.retry(ctx), l.flush(ctx, false), l.drain(ctx))
+	return errors.Join(l.lock(ctx), l.retry(ctx), l.flush(ctx, false), l.drain(ctx))
 }
 
-// stop appends every summary and the deferred events, as the Log stops.
+// lock takes the replica's lock (LockAuditReplica) on a connection of the Log's own,
+// unless it holds it: the drainers of the other replicas take the outbox rows of a
+// replica for orphans once no session holds its lock, that is once its process died
+// (the database ends the sessions of a client that is gone; keepalives bound how long
+// that takes for a host that vanished) or the database restarted (then every replica
+// takes its lock again at its next tick). Only Run's goroutine calls it.
+func (l *Log) lock(ctx context.Context) error {
+	if l.owner != nil && !l.owner.IsClosed() {
+		return nil
+	}
+	cfg := l.store.Pool().Config().ConnConfig.Copy()
+	maps.Copy(cfg.RuntimeParams, map[string]string{
+		"application_name": "palyrad-audit", "tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10",
+		"tcp_keepalives_count": "3",
+	})
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("audit: connect to hold the replica's lock: %w", err)
+	}
+	held, err := dbsqlc.New(conn).LockAuditReplica(ctx, l.replica)
+	if err != nil || !held {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		if err == nil {
+			err = fmt.Errorf("another process holds the lock of replica id %q: replica ids must be unique", l.replica)
+		}
+		return fmt.Errorf("audit: take the replica's lock: %w", err)
+	}
+	l.owner = conn
+	return nil
+}
+
+// stop appends every summary and the deferred events, and releases the replica's
+// lock, as the Log stops.
 func (l *Log) stop(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(store.WithoutCompanion(ctx), stopTimeout)
 	defer cancel()
+	if l.owner != nil {
+		defer l.owner.Close(ctx)
+	}
 	if err := errors.Join(l.flush(ctx, true), l.retry(ctx)); err != nil {
 		l.log.Error("audit events not written at shutdown", "err", err)
 	}
@@ -328,8 +364,12 @@ func (l *Log) drain(ctx context.Context) error {
 		for id := range busy {
 			ids = append(ids, id)
 		}
+		own := l.replica
+		if l.owner == nil || l.owner.IsClosed() {
+			own = "" // another process may run with this replica id: its rows are not ours
+		}
 		rows, err := q.ListAuditOrphans(ctx, dbsqlc.ListAuditOrphansParams{
-			Busy: ids, ReplicaID: l.replica, StaleBefore: l.now().Add(-staleAfter), PageLimit: drainPage,
+			Busy: ids, ReplicaID: own, GraceBefore: l.now().Add(-orphanGrace), PageLimit: drainPage,
 		})
 		if err != nil {
 			return fmt.Errorf("audit: drain: %w", err)

@@ -20,6 +20,14 @@ import (
 	"github.com/palyra/palyra/server/internal/store"
 )
 
+// tick runs l.Tick, whose lock on a connection of its own is released at the test's end
+// (as Run's end does).
+func tick(t *testing.T, l *audit.Log) error {
+	t.Helper()
+	t.Cleanup(func() { _ = audit.Die(l) })
+	return l.Tick(t.Context())
+}
+
 // callEvent is the event an audited call begins with.
 func callEvent(i int) audit.Event {
 	return audit.Event{
@@ -134,7 +142,7 @@ func TestOrphansOfADeadProcess(t *testing.T) {
 	// The process dies: no End. Its successor starts.
 	b.clock.Advance(time.Minute)
 	next := audit.New(audit.Options{Store: b.store, ReplicaID: "replica-a", Now: b.clock.Now})
-	if err := next.Tick(t.Context()); err != nil {
+	if err := tick(t, next); err != nil {
 		t.Fatal(err)
 	}
 	r := only(t, next)
@@ -152,49 +160,50 @@ func TestOrphansOfADeadProcess(t *testing.T) {
 	}
 }
 
-// TestOrphansOfAReplicaGoneSilent: another replica drains a replica's rows only once it
-// has not been seen for a while, never those of a live replica's running call; when the
-// call ends after all, its event is not written twice.
-func TestOrphansOfAReplicaGoneSilent(t *testing.T) {
+// TestOrphansOfAReplicaThatDied: another replica drains a replica's rows once no
+// session holds that replica's lock (its process died), never those of a live replica's
+// running call, nor the young rows of a replica that has not taken its lock yet; when a
+// call whose row was drained ends after all, its event is not written twice.
+func TestOrphansOfAReplicaThatDied(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	other := audit.New(audit.Options{Store: openStore(t, b.url), ReplicaID: "replica-b", Now: b.clock.Now})
-	if err := b.log.Tick(t.Context()); err != nil { // replica-a is seen alive
+	starting := audit.New(audit.Options{Store: openStore(t, b.url), ReplicaID: "replica-c", Now: b.clock.Now})
+	if err := tick(t, b.log); err != nil { // replica-a takes its lock
 		t.Fatal(err)
 	}
 	ctx, call := b.log.Begin(t.Context(), callEvent(1))
 	audit.SetTarget(ctx, "user:alice")
 	change(t, b.store, ctx, "alice")
-	for _, l := range []*audit.Log{b.log, other} {
-		if err := l.Tick(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if v := verify(t, b); v.Checked != 0 {
-		t.Fatalf("a running call of a live replica was drained: %+v", v)
-	}
-	b.clock.Advance(audit.StaleAfter - time.Second)
-	if err := other.Tick(t.Context()); err != nil {
+	b.clock.Advance(audit.OrphanGrace + time.Second)
+	startingCtx, _ := starting.Begin(t.Context(), callEvent(2)) // replica-c has not taken its lock
+	change(t, b.store, startingCtx, "carol")
+	if err := tick(t, other); err != nil {
 		t.Fatal(err)
 	}
 	if v := verify(t, b); v.Checked != 0 {
-		t.Fatalf("the call of a replica seen %v ago was drained: %+v", audit.StaleAfter-time.Second, v)
+		t.Fatalf("a running call of a live replica, or a young row, was drained: %+v", v)
 	}
-	b.clock.Advance(2 * time.Second)
-	if err := other.Tick(t.Context()); err != nil {
+
+	if err := audit.Die(b.log); err != nil { // replica-a's process dies
 		t.Fatal(err)
 	}
-	if r := only(t, other); r.Code != audit.CodeCommitted || r.Replica != "replica-a" {
+	if err := tick(t, other); err != nil {
+		t.Fatal(err)
+	}
+	if r := only(t, other); r.Code != audit.CodeCommitted || r.Replica != "replica-a" || r.Target != "user:alice" {
 		t.Fatalf("drained event %+v", r)
 	}
-	// replica-a was only stalled: its call ends.
+	// Its session was gone, not its process: the call ends.
 	if err := call.End(ctx, audit.Success, "ok"); err != nil {
 		t.Errorf("End after another replica drained the row: %v", err)
 	}
 	if r := only(t, b.log); r.Code != audit.CodeCommitted {
 		t.Errorf("the event changed: %+v", r)
 	}
-	if _, err := b.log.Append(t.Context(), event(2)); err != nil {
+	// replica-c never took its lock: once its row is old, it is drained too.
+	b.clock.Advance(audit.OrphanGrace + time.Second)
+	if err := tick(t, other); err != nil {
 		t.Fatal(err)
 	}
 	if v := verify(t, b); !v.Intact || v.Checked != 2 || len(outbox(t, b.store)) != 0 {
@@ -219,12 +228,12 @@ func TestDeferredWhileTheDatabaseIsAway(t *testing.T) {
 	if _, err := b.log.Append(t.Context(), event(2)); !errors.Is(err, audit.ErrDeferred) {
 		t.Fatalf("Append with the database away: %v, want ErrDeferred", err)
 	}
-	if err := b.log.Tick(t.Context()); err == nil {
+	if err := tick(t, b.log); err == nil {
 		t.Fatal("a tick with the database away succeeded")
 	}
 	back()
 
-	if err := b.log.Tick(t.Context()); err != nil {
+	if err := tick(t, b.log); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := b.log.List(t.Context(), audit.Filter{})
@@ -295,7 +304,7 @@ func TestStageAndPublish(t *testing.T) {
 	stage("bob") // the process dies before Publish
 	b.clock.Advance(time.Second)
 	next := audit.New(audit.Options{Store: b.store, ReplicaID: "replica-a", Now: b.clock.Now})
-	if err := next.Tick(t.Context()); err != nil {
+	if err := tick(t, next); err != nil {
 		t.Fatal(err)
 	}
 	got, err := b.log.List(t.Context(), audit.Filter{Procedure: "users.expire"})
@@ -332,14 +341,14 @@ func TestSummaries(t *testing.T) {
 	refuse("192.0.2.1", "anonymous", "/p.S/A", audit.SummaryWindow+time.Second)
 
 	b.clock.Set(start.Add(audit.SummaryWindow - time.Millisecond))
-	if err := b.log.Tick(t.Context()); err != nil {
+	if err := tick(t, b.log); err != nil {
 		t.Fatal(err)
 	}
 	if v := verify(t, b); v.Checked != 0 {
 		t.Fatalf("summaries written before their window ended: %+v", v)
 	}
 	b.clock.Set(start.Add(audit.SummaryWindow))
-	if err := b.log.Tick(t.Context()); err != nil {
+	if err := tick(t, b.log); err != nil {
 		t.Fatal(err)
 	}
 	recs, err := b.log.List(t.Context(), audit.Filter{})
