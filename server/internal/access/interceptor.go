@@ -35,9 +35,9 @@ import (
 //     device names itself in the X-Palyra-Device-Id header.)
 //  3. authenticated / permission: the caller authenticates with `Authorization: Bearer
 //     plr_...` or the session cookie. Valid credentials pass whatever else came from
-//     their address; a failure counts against the address, and every failure gets the
-//     same Unauthenticated answer, but once the address failed too often, when it gets
-//     ResourceExhausted instead. Then the token's rate limit (ResourceExhausted with
+//     their address. A failure counts against the address, and every failure gets the
+//     same Unauthenticated answer until the address failed too often; from then on its
+//     failures get ResourceExhausted. Then the token's rate limit (ResourceExhausted with
 //     Retry-After), which refused calls use up too. A permission the caller lacks is
 //     PermissionDenied; a call that changes state through a session cookie needs the
 //     X-Palyra-CSRF header (PermissionDenied without it).
@@ -337,30 +337,28 @@ func (c *call) finish(ctx context.Context, err error) {
 	// The call is over: its cancellation must not lose the record.
 	ctx = context.WithoutCancel(ctx)
 	limited := connect.CodeOf(err) == connect.CodeResourceExhausted
+	e := c.event(ctx)
+	e.Outcome, e.Code = outcome, code
 	var aerr error
 	switch {
 	case limited && (c.record == nil || !c.record.Wrote()):
 		if c.record != nil {
 			c.record.Abandon()
 		}
-		e := c.event(ctx)
-		e.Outcome, e.Code = outcome, code
 		c.i.opts.Audit.Refused(e)
 		return
 	case c.record != nil:
 		aerr = c.record.End(ctx, outcome, code)
 	default:
-		e := c.event(ctx)
-		e.Outcome, e.Code = outcome, code
 		_, aerr = c.i.opts.Audit.Append(ctx, e)
 	}
 	switch {
 	case errors.Is(aerr, audit.ErrDeferred):
 		c.i.log.Warn("audit record deferred: the database is unavailable", "procedure", c.procedure,
-			"code", code, "request_id", requestctx.RequestID(ctx))
+			"principal", e.Principal, "code", code, "request_id", e.RequestID)
 	case aerr != nil:
-		c.i.log.Error("audit record lost", "procedure", c.procedure, "code", code,
-			"request_id", requestctx.RequestID(ctx), "err", aerr)
+		c.i.log.Error("audit record lost", "procedure", c.procedure, "principal", e.Principal,
+			"code", code, "request_id", e.RequestID, "err", aerr)
 	}
 }
 

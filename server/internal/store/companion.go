@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // A Companion is a statement that must commit together with every change made on
@@ -51,6 +52,40 @@ func companionOf(ctx context.Context) Companion {
 
 // companionName is the name of the WITH query that holds the companion.
 const companionName = "store_companion"
+
+// The statements palyrad runs are a fixed set of constants (gen/dbsqlc): what writes
+// and withCompanion make of one is computed once.
+var (
+	writesCache        sync.Map // sql → bool
+	withCompanionCache sync.Map // spliceKey → string
+)
+
+// spliceKey is what withCompanion's result depends on.
+type spliceKey struct {
+	sql, csql string
+	n         int
+}
+
+// cachedWrites is writes, computed once per statement.
+func cachedWrites(sql string) bool {
+	if w, ok := writesCache.Load(sql); ok {
+		return w.(bool)
+	}
+	w := writes(sql)
+	writesCache.Store(sql, w)
+	return w
+}
+
+// cachedWithCompanion is withCompanion, computed once per statement and companion.
+func cachedWithCompanion(sql string, n int, csql string) string {
+	k := spliceKey{sql: sql, csql: csql, n: n}
+	if s, ok := withCompanionCache.Load(k); ok {
+		return s.(string)
+	}
+	s := withCompanion(sql, n, csql)
+	withCompanionCache.Store(k, s)
+	return s
+}
 
 // withCompanion returns sql, whose arguments are n, with the companion csql (whose
 // placeholders are $1..$k) added as its first WITH query, the companion's placeholders

@@ -42,7 +42,7 @@ type txCompanions struct {
 // statement commits (nil when none was added, or when the transaction's commit tells).
 func (d translatingDB) companion(ctx context.Context, sql string, args []any) (string, []any, Companion) {
 	c := companionOf(ctx)
-	if c == nil || !writes(sql) {
+	if c == nil || !cachedWrites(sql) {
 		return sql, args, nil
 	}
 	if d.tx != nil {
@@ -56,7 +56,7 @@ func (d translatingDB) companion(ctx context.Context, sql string, args []any) (s
 	if !ok {
 		return sql, args, nil
 	}
-	sql = withCompanion(sql, len(args), csql)
+	sql = cachedWithCompanion(sql, len(args), csql)
 	args = append(slices.Clip(args), cargs...)
 	if d.tx != nil {
 		d.tx.added = append(d.tx.added, c)
