@@ -530,11 +530,11 @@ func TestCLIAudit(t *testing.T) {
 	const procedure = "/palyra.access.v1.AccessService/CreateToken"
 	out := owner.ok(t, "audit", "list", "--procedure", procedure, "--since", "1h")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "SEQ TIME PRINCIPAL PROCEDURE TARGET OUTCOME CODE REMOTE" {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "SEQ TIME PRINCIPAL PROCEDURE TARGET OUTCOME CODE REMOTE REPLICA" {
 		t.Fatalf("audit list:\n%s", out)
 	}
 	f := strings.Fields(lines[1])
-	if len(f) != 8 || f[2] != "token:"+ownerID || f[3] != procedure || f[4] != "token:"+tokenID || f[5] != "success" || f[6] != "ok" || f[7] != "127.0.0.1" {
+	if len(f) != 9 || f[2] != "token:"+ownerID || f[3] != procedure || f[4] != "token:"+tokenID || f[5] != "success" || f[6] != "ok" || f[7] != "127.0.0.1" || len(f[8]) != 26 {
 		t.Errorf("audit row = %q", f)
 	}
 	if out := owner.ok(t, "audit", "list", "--procedure", procedure, "--until", "1h"); strings.Count(out, "\n") != 1 {

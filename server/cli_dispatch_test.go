@@ -521,6 +521,14 @@ func startDaemonProcess(t *testing.T, args ...string) *process {
 // bootstrap token, trusting the CA of dataDir.
 func newDispatchClient(t *testing.T, addr, dataDir string) controlplanev1connect.DispatchServiceClient {
 	t.Helper()
+	hc, owner := ownerClient(t, dataDir)
+	return controlplanev1connect.NewDispatchServiceClient(hc, "https://"+addr, owner)
+}
+
+// ownerClient returns an HTTP client trusting the CA of dataDir, and the option that
+// sends the owner's bootstrap token with every unary call.
+func ownerClient(t *testing.T, dataDir string) (*http.Client, connect.ClientOption) {
+	t.Helper()
 	ca, err := os.ReadFile(filepath.Join(dataDir, "ca.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -532,13 +540,12 @@ func newDispatchClient(t *testing.T, addr, dataDir string) controlplanev1connect
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}, ForceAttemptHTTP2: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	token := bootstrapToken(t, dataDir)
-	return controlplanev1connect.NewDispatchServiceClient(&http.Client{Transport: tr}, "https://"+addr,
-		connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-				req.Header().Set("Authorization", "Bearer "+token)
-				return next(ctx, req)
-			}
-		})))
+	return &http.Client{Transport: tr}, connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	}))
 }
 
 // dispatchStates counts a node's dispatches by state.

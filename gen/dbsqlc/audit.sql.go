@@ -10,6 +10,22 @@ import (
 	"time"
 )
 
+const deleteRecordedOutbox = `-- name: DeleteRecordedOutbox :execrows
+delete from audit_outbox o
+using audit_events e
+where e.id = o.id
+`
+
+// Deletes the outbox rows whose event is in the log already: a row a call wrote again
+// after a drainer had moved its first one.
+func (q *Queries) DeleteRecordedOutbox(ctx context.Context) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteRecordedOutbox)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const getAuditHead = `-- name: GetAuditHead :one
 select sequence, hash from audit_events order by sequence desc limit 1
 `
@@ -29,40 +45,56 @@ func (q *Queries) GetAuditHead(ctx context.Context) (GetAuditHeadRow, error) {
 const insertAuditEvents = `-- name: InsertAuditEvents :exec
 with append_lock as (
     select pg_advisory_xact_lock(hashtextextended('palyra.audit_events', 0))
+), moved as (
+    delete from audit_outbox where id = any($2::text[])
 )
 insert into audit_events (
     sequence, id, occurred_at, principal, procedure, target, outcome, code, remote_address,
-    request_id, prev_hash, hash
+    request_id, prev_hash, hash, format, replica_id, request_id_source, summarized,
+    first_at, procedures
 )
 select unnest($1::bigint[]), unnest($2::text[]),
     unnest($3::timestamptz[]), unnest($4::text[]),
     unnest($5::text[]), unnest($6::text[]),
     unnest($7::text[]), unnest($8::text[]),
     unnest($9::text[]), unnest($10::text[]),
-    unnest($11::bytea[]), unnest($12::bytea[])
+    unnest($11::bytea[]), unnest($12::bytea[]),
+    unnest($13::smallint[]), unnest($14::text[]),
+    unnest($15::text[]), unnest($16::bigint[]),
+    nullif(unnest($17::text[]), '')::timestamptz,
+    unnest($18::text[])
 from append_lock
 `
 
 type InsertAuditEventsParams struct {
-	Sequences       []int64
-	Ids             []string
-	Times           []time.Time
-	Principals      []string
-	Procedures      []string
-	Targets         []string
-	Outcomes        []string
-	Codes           []string
-	RemoteAddresses []string
-	RequestIds      []string
-	PrevHashes      [][]byte
-	Hashes          [][]byte
+	Sequences        []int64
+	Ids              []string
+	Times            []time.Time
+	Principals       []string
+	Procedures       []string
+	Targets          []string
+	Outcomes         []string
+	Codes            []string
+	RemoteAddresses  []string
+	RequestIds       []string
+	PrevHashes       [][]byte
+	Hashes           [][]byte
+	Formats          []int16
+	ReplicaIds       []string
+	RequestIDSources []string
+	Summarized       []int64
+	FirstAts         []string
+	ProcedureLists   []string
 }
 
 // Inserts a batch of chained events in one statement, event i made of element i of
-// every array. Run on its own, the statement is its own transaction: all the events go
-// in or none does. The caller chains the batch after the head it believes current; if
-// another replica appended since, the primary key refuses a sequence already taken
-// (audit_events_pkey, a unique violation) and nothing is written.
+// every array, and deletes their outbox rows (audit_outbox, by the same ids). Run on
+// its own, the statement is its own transaction: all the events go in and their outbox
+// rows out, or nothing happens. The caller chains the batch after the head it believes
+// current; if another replica appended since, the primary key refuses a sequence already
+// taken (audit_events_pkey, a unique violation) and nothing is written. If another
+// writer moved one of the events' outbox rows into the log first, the unique id refuses
+// it (audit_events_id_unique).
 //
 // The statement takes the append lock of LockAudit before it inserts (the insert reads
 // the lock's row) and keeps it to its commit. The primary key alone keeps the chain
@@ -74,7 +106,8 @@ type InsertAuditEventsParams struct {
 // entries until one committed and the other failed.
 //
 // The unnest calls of one select list run in step (PostgreSQL 10 and later), as a
-// multi-argument unnest would, which sqlc does not know.
+// multi-argument unnest would, which sqlc does not know. first_ats holds RFC 3339 times,
+// ” for null.
 func (q *Queries) InsertAuditEvents(ctx context.Context, arg InsertAuditEventsParams) error {
 	_, err := q.db.Exec(ctx, insertAuditEvents,
 		arg.Sequences,
@@ -89,16 +122,70 @@ func (q *Queries) InsertAuditEvents(ctx context.Context, arg InsertAuditEventsPa
 		arg.RequestIds,
 		arg.PrevHashes,
 		arg.Hashes,
+		arg.Formats,
+		arg.ReplicaIds,
+		arg.RequestIDSources,
+		arg.Summarized,
+		arg.FirstAts,
+		arg.ProcedureLists,
+	)
+	return err
+}
+
+const insertAuditOutbox = `-- name: InsertAuditOutbox :exec
+insert into audit_outbox (
+    id, replica_id, recorded_at, principal, procedure, target, outcome, code,
+    remote_address, request_id, request_id_source
+)
+select unnest($1::text[]), $2::text,
+    unnest($3::timestamptz[]), unnest($4::text[]),
+    unnest($5::text[]), unnest($6::text[]),
+    unnest($7::text[]), unnest($8::text[]),
+    unnest($9::text[]), unnest($10::text[]),
+    unnest($11::text[])
+`
+
+type InsertAuditOutboxParams struct {
+	Ids              []string
+	ReplicaID        string
+	Times            []time.Time
+	Principals       []string
+	Procedures       []string
+	Targets          []string
+	Outcomes         []string
+	Codes            []string
+	RemoteAddresses  []string
+	RequestIds       []string
+	RequestIDSources []string
+}
+
+// Writes the outbox rows of events, in the transaction of the change they record, event
+// i made of element i of every array. (An audited call's own row is written by the
+// statement the store adds to its first change: audit.outboxInsert.)
+func (q *Queries) InsertAuditOutbox(ctx context.Context, arg InsertAuditOutboxParams) error {
+	_, err := q.db.Exec(ctx, insertAuditOutbox,
+		arg.Ids,
+		arg.ReplicaID,
+		arg.Times,
+		arg.Principals,
+		arg.Procedures,
+		arg.Targets,
+		arg.Outcomes,
+		arg.Codes,
+		arg.RemoteAddresses,
+		arg.RequestIds,
+		arg.RequestIDSources,
 	)
 	return err
 }
 
 const listAuditEvents = `-- name: ListAuditEvents :many
-select sequence, id, occurred_at, principal, procedure, target, outcome, code, remote_address, request_id, prev_hash, hash
+select sequence, id, occurred_at, principal, procedure, target, outcome, code, remote_address, request_id, prev_hash, hash, format, replica_id, request_id_source, summarized, first_at, procedures
 from audit_events
 where ($1::bigint = 0 or sequence < $1::bigint)
   and ($2::text = '' or principal = $2::text)
-  and ($3::text = '' or procedure = $3::text)
+  and ($3::text = '' or procedure = $3::text
+       or (summarized > 0 and $3::text = any(string_to_array(procedures, ','))))
   and ($4::text = '' or outcome = $4::text)
   and ($5::timestamptz is null or occurred_at >= $5::timestamptz)
   and ($6::timestamptz is null or occurred_at < $6::timestamptz)
@@ -147,6 +234,76 @@ func (q *Queries) ListAuditEvents(ctx context.Context, arg ListAuditEventsParams
 			&i.RequestID,
 			&i.PrevHash,
 			&i.Hash,
+			&i.Format,
+			&i.ReplicaID,
+			&i.RequestIDSource,
+			&i.Summarized,
+			&i.FirstAt,
+			&i.Procedures,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listAuditOrphans = `-- name: ListAuditOrphans :many
+select id, replica_id, recorded_at, principal, procedure, target, outcome, code, remote_address, request_id, request_id_source
+from audit_outbox o
+where not (o.id = any($1::text[]))
+  and (o.replica_id = $2::text
+       or (o.recorded_at < $3::timestamptz
+           and not exists (
+               select 1 from pg_catalog.pg_locks l
+               where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                 and l.database = (select oid from pg_catalog.pg_database where datname = current_database())
+                 and (l.classid::bigint << 32 | l.objid::bigint)
+                     = hashtextextended('palyra.audit.replica:' || o.replica_id, 0))))
+order by o.recorded_at, o.id
+limit $4
+`
+
+type ListAuditOrphansParams struct {
+	Busy        []string
+	ReplicaID   string
+	GraceBefore time.Time
+	PageLimit   int32
+}
+
+// The outbox rows whose call will not end on its replica, oldest first: this replica's
+// (but those of its calls still running, busy), and those of the replicas whose lock no
+// session holds (LockAuditReplica), written before grace_before (so that a replica that
+// has just started, or reconnected, and not yet taken its lock is not taken for dead).
+func (q *Queries) ListAuditOrphans(ctx context.Context, arg ListAuditOrphansParams) ([]AuditOutbox, error) {
+	rows, err := q.db.Query(ctx, listAuditOrphans,
+		arg.Busy,
+		arg.ReplicaID,
+		arg.GraceBefore,
+		arg.PageLimit,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AuditOutbox{}
+	for rows.Next() {
+		var i AuditOutbox
+		if err := rows.Scan(
+			&i.ID,
+			&i.ReplicaID,
+			&i.RecordedAt,
+			&i.Principal,
+			&i.Procedure,
+			&i.Target,
+			&i.Outcome,
+			&i.Code,
+			&i.RemoteAddress,
+			&i.RequestID,
+			&i.RequestIDSource,
 		); err != nil {
 			return nil, err
 		}
@@ -171,8 +328,47 @@ func (q *Queries) LockAudit(ctx context.Context) error {
 	return err
 }
 
+const lockAuditReplica = `-- name: LockAuditReplica :one
+select pg_try_advisory_lock(hashtextextended('palyra.audit.replica:' || $1::text, 0))
+`
+
+// Takes, for the rest of the session, the advisory lock of a replica id, unless another
+// session holds it: a replica is alive while a session of its holds it, so its outbox
+// rows are not orphans. Returns whether the lock was taken.
+func (q *Queries) LockAuditReplica(ctx context.Context, replicaID string) (bool, error) {
+	row := q.db.QueryRow(ctx, lockAuditReplica, replicaID)
+	var pg_try_advisory_lock bool
+	err := row.Scan(&pg_try_advisory_lock)
+	return pg_try_advisory_lock, err
+}
+
+const recordedAuditIDs = `-- name: RecordedAuditIDs :many
+select id from audit_events where id = any($1::text[])
+`
+
+// The ids among the given ones that are in the log already.
+func (q *Queries) RecordedAuditIDs(ctx context.Context, ids []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, recordedAuditIDs, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const scanAuditEvents = `-- name: ScanAuditEvents :many
-select sequence, id, occurred_at, principal, procedure, target, outcome, code, remote_address, request_id, prev_hash, hash
+select sequence, id, occurred_at, principal, procedure, target, outcome, code, remote_address, request_id, prev_hash, hash, format, replica_id, request_id_source, summarized, first_at, procedures
 from audit_events
 where sequence > $1::bigint
 order by sequence
@@ -207,6 +403,12 @@ func (q *Queries) ScanAuditEvents(ctx context.Context, arg ScanAuditEventsParams
 			&i.RequestID,
 			&i.PrevHash,
 			&i.Hash,
+			&i.Format,
+			&i.ReplicaID,
+			&i.RequestIDSource,
+			&i.Summarized,
+			&i.FirstAt,
+			&i.Procedures,
 		); err != nil {
 			return nil, err
 		}

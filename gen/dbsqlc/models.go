@@ -27,18 +27,38 @@ type ApiToken struct {
 }
 
 type AuditEvent struct {
-	Sequence      int64
-	ID            string
-	OccurredAt    time.Time
-	Principal     string
-	Procedure     string
-	Target        string
-	Outcome       string
-	Code          string
-	RemoteAddress string
-	RequestID     string
-	PrevHash      []byte
-	Hash          []byte
+	Sequence        int64
+	ID              string
+	OccurredAt      time.Time
+	Principal       string
+	Procedure       string
+	Target          string
+	Outcome         string
+	Code            string
+	RemoteAddress   string
+	RequestID       string
+	PrevHash        []byte
+	Hash            []byte
+	Format          int16
+	ReplicaID       string
+	RequestIDSource string
+	Summarized      int64
+	FirstAt         *time.Time
+	Procedures      string
+}
+
+type AuditOutbox struct {
+	ID              string
+	ReplicaID       string
+	RecordedAt      time.Time
+	Principal       string
+	Procedure       string
+	Target          string
+	Outcome         string
+	Code            string
+	RemoteAddress   string
+	RequestID       string
+	RequestIDSource string
 }
 
 type CertificateAuthority struct {

@@ -10,6 +10,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -27,9 +28,13 @@ var errOwnerExists = errors.New("the owner exists")
 // yet, and writes the token to <dataDir>/bootstrap-token (mode 0600); it never logs the
 // secret. It returns the path of the file, or "" when the owner existed already. The
 // file is written before the transaction commits: if writing fails, nothing is created
-// and the next start tries again.
-func Bootstrap(ctx context.Context, db *store.Store, dataDir string) (string, error) {
+// and the next start tries again. The creation is audited as "access.bootstrap" by
+// "system".
+func Bootstrap(ctx context.Context, db *store.Store, log *audit.Log, dataDir string) (string, error) {
 	path := filepath.Join(dataDir, BootstrapFile)
+	id, secret := newSecret()
+	ctx, call := log.Begin(ctx, audit.Event{Principal: "system", Procedure: "access.bootstrap"})
+	audit.SetTarget(ctx, "token:"+id)
 	err := db.InTx(ctx, func(q *dbsqlc.Queries) error {
 		owner, err := q.InsertUserIfMissing(ctx, dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: ownerName, Role: string(Owner)})
 		if errors.Is(err, store.ErrNotFound) {
@@ -38,17 +43,23 @@ func Bootstrap(ctx context.Context, db *store.Store, dataDir string) (string, er
 		if err != nil {
 			return err
 		}
-		_, secret, err := insertToken(ctx, q, owner.ID, "bootstrap", CreateParams{Label: "bootstrap", Role: Owner, RateLimit: MaxRateLimit}, nil)
-		if err != nil {
+		if _, err := insertToken(ctx, q, id, secret, owner.ID, "bootstrap", CreateParams{Label: "bootstrap", Role: Owner, RateLimit: MaxRateLimit}, nil); err != nil {
 			return err
 		}
-		return writeSecretFile(path, secret)
+		return writeSecretFile(path, formatToken(id, secret))
 	})
 	switch {
 	case errors.Is(err, errOwnerExists):
+		call.Abandon() // nothing changed
 		return "", nil
 	case err != nil:
 		_ = os.Remove(path)
+		if aerr := call.End(ctx, audit.Failure, "internal"); aerr != nil {
+			return "", fmt.Errorf("access: bootstrap: %w", errors.Join(err, aerr))
+		}
+		return "", fmt.Errorf("access: bootstrap: %w", err)
+	}
+	if err := call.End(ctx, audit.Success, "ok"); err != nil && !errors.Is(err, audit.ErrDeferred) {
 		return "", fmt.Errorf("access: bootstrap: %w", err)
 	}
 	return path, nil
@@ -56,10 +67,13 @@ func Bootstrap(ctx context.Context, db *store.Store, dataDir string) (string, er
 
 // CreateLocalToken creates a token for the owner (creating the owner if needed) without
 // any caller: `palyrad token create`, for when the bootstrap token is lost. It is only
-// reachable by whoever can open the database.
-func CreateLocalToken(ctx context.Context, db *store.Store, p CreateParams) (*Token, string, error) {
+// reachable by whoever can open the database, and audited as "access.local_token" by
+// "local".
+func CreateLocalToken(ctx context.Context, db *store.Store, log *audit.Log, p CreateParams) (*Token, string, error) {
 	var tok *Token
-	var secret string
+	id, secret := newSecret()
+	ctx, call := log.Begin(ctx, audit.Event{Principal: "local", Procedure: "access.local_token"})
+	audit.SetTarget(ctx, "token:"+id)
 	err := db.InTx(ctx, func(q *dbsqlc.Queries) error {
 		owner, err := q.InsertUserIfMissing(ctx, dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: ownerName, Role: string(Owner)})
 		if errors.Is(err, store.ErrNotFound) {
@@ -68,13 +82,20 @@ func CreateLocalToken(ctx context.Context, db *store.Store, p CreateParams) (*To
 		if err != nil {
 			return err
 		}
-		tok, secret, err = insertToken(ctx, q, owner.ID, "local", p, nil)
+		tok, err = insertToken(ctx, q, id, secret, owner.ID, "local", p, nil)
 		return err
 	})
+	outcome, code := audit.Success, "ok"
+	if err != nil {
+		outcome, code = audit.Failure, "internal"
+	}
+	if aerr := call.End(ctx, outcome, code); aerr != nil {
+		err = errors.Join(err, aerr)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("access: create local token: %w", err)
 	}
-	return tok, secret, nil
+	return tok, formatToken(id, secret), nil
 }
 
 // writeSecretFile writes secret to path with mode 0600, replacing the file atomically.

@@ -97,11 +97,10 @@ func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1
 		at := req.Msg.GetExpireTime().AsTime()
 		params.ExpiresAt = &at
 	}
-	tok, secret, err := h.opts.Tokens.Create(ctx, p, params)
+	tok, secret, err := h.opts.Tokens.Create(ctx, p, params) // names the target
 	if err != nil {
 		return nil, tokenError("", err)
 	}
-	audit.SetTarget(ctx, "token:"+tok.ID)
 	return connect.NewResponse(&accessv1.CreateTokenResponse{Token: h.tokenProto(tok), Secret: secret}), nil
 }
 
@@ -184,11 +183,10 @@ func (h *Handler) RotateToken(ctx context.Context, req *connect.Request[accessv1
 		at := req.Msg.GetExpireTime().AsTime()
 		expiresAt = &at
 	}
-	tok, secret, err := h.opts.Tokens.Rotate(ctx, p, req.Msg.GetId(), expiresAt)
+	tok, secret, err := h.opts.Tokens.Rotate(ctx, p, req.Msg.GetId(), expiresAt) // names the new token too
 	if err != nil {
 		return nil, tokenError(req.Msg.GetId(), err)
 	}
-	audit.SetTarget(ctx, fmt.Sprintf("token:%s -> token:%s", req.Msg.GetId(), tok.ID))
 	return connect.NewResponse(&accessv1.RotateTokenResponse{Token: h.tokenProto(tok), Secret: secret}), nil
 }
 
@@ -357,6 +355,16 @@ func auditProto(r audit.Record) *accessv1.AuditEvent {
 	}
 	if r.Outcome == audit.Failure {
 		out.Outcome = accessv1.AuditOutcome_AUDIT_OUTCOME_FAILURE
+	}
+	out.ReplicaId, out.Format = r.Replica, uint32(r.Format)
+	switch r.RequestIDSource {
+	case audit.FromClient:
+		out.RequestIdSource = accessv1.AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_CLIENT
+	case audit.FromReplica:
+		out.RequestIdSource = accessv1.AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_REPLICA
+	}
+	if s := r.Summary; s != nil {
+		out.Summary = &accessv1.AuditSummary{Count: s.Count, FirstTime: timestamppb.New(s.First), Procedures: s.Procedures}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package access
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	optionsv1 "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/requestctx"
 )
@@ -31,16 +33,22 @@ import (
 //     checked again on every call, so that a revocation also stops the calls of
 //     connections opened before it. (With require_mtls off, for development only, the
 //     device names itself in the X-Palyra-Device-Id header.)
-//  3. authenticated / permission: an address that failed authentication too often is
-//     refused first (ResourceExhausted). Then the caller authenticates with
-//     `Authorization: Bearer plr_...` or the session cookie; every failure gets the same
-//     Unauthenticated answer. Then the token's rate limit (ResourceExhausted with
+//  3. authenticated / permission: the caller authenticates with `Authorization: Bearer
+//     plr_...` or the session cookie. Valid credentials pass whatever else came from
+//     their address. A failure counts against the address, and every failure gets the
+//     same Unauthenticated answer until the address failed too often; from then on its
+//     failures get ResourceExhausted. Then the token's rate limit (ResourceExhausted with
 //     Retry-After), which refused calls use up too. A permission the caller lacks is
 //     PermissionDenied; a call that changes state through a session cookie needs the
 //     X-Palyra-CSRF header (PermissionDenied without it).
-//  4. Every call that changes state (any RPC not declared NO_SIDE_EFFECTS) and every
-//     refused authentication or permission is written to the audit log, with the
-//     target the handler named (audit.SetTarget).
+//  4. Every call that may change state (any RPC not declared NO_SIDE_EFFECTS) is an
+//     audit.Call from the moment it is authorized: its changes commit with its audit
+//     outbox row, which names the target the handler set (audit.SetTarget) before the
+//     change, and its event is appended when it ends. Every refused authentication or
+//     permission is appended too. Calls turned away by a rate limit (ResourceExhausted,
+//     having changed nothing) and TLS handshakes refused for their client certificate
+//     (HandshakeRefused) are counted into the audit log's summaries instead, one per
+//     address per minute.
 
 // InterceptorOptions are the interceptor's dependencies.
 type InterceptorOptions struct {
@@ -119,6 +127,8 @@ type call struct {
 	principal *Principal
 	device    *Device
 	note      *audit.Note
+	// record is the audit record of a call that may change state, once authorized.
+	record *audit.Call
 	// audited forces an audit record for a read-only call (a refusal).
 	audited bool
 }
@@ -126,13 +136,13 @@ type call struct {
 // WrapUnary implements connect.Interceptor.
 func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		c := i.begin(req.Spec().Procedure, req.Peer().Addr, req.Header())
+		c := i.newCall(req.Spec().Procedure, req.Peer().Addr, req.Header())
 		ctx, err := c.authorize(ctx)
 		if err != nil {
 			c.finish(ctx, err)
 			return nil, err
 		}
-		res, err := next(ctx, req)
+		res, err := next(c.begin(ctx), req)
 		c.finish(ctx, err)
 		return res, err
 	}
@@ -146,20 +156,55 @@ func (i *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) conn
 // WrapStreamingHandler implements connect.Interceptor.
 func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		c := i.begin(conn.Spec().Procedure, conn.Peer().Addr, conn.RequestHeader())
+		c := i.newCall(conn.Spec().Procedure, conn.Peer().Addr, conn.RequestHeader())
 		ctx, err := c.authorize(ctx)
 		if err != nil {
 			c.finish(ctx, err)
 			return err
 		}
-		err = next(ctx, conn)
+		err = next(c.begin(ctx), conn)
 		c.finish(ctx, err)
 		return err
 	}
 }
 
-func (i *Interceptor) begin(procedure, peer string, header http.Header) *call {
+func (i *Interceptor) newCall(procedure, peer string, header http.Header) *call {
 	return &call{i: i, procedure: procedure, peer: peer, header: header}
+}
+
+// begin starts the audit record of an authorized call that may change state; the
+// returned context is the handler's.
+func (c *call) begin(ctx context.Context) context.Context {
+	if c.rule.readOnly {
+		return ctx
+	}
+	ctx, c.record = c.i.opts.Audit.Begin(ctx, c.event(ctx))
+	return ctx
+}
+
+// event is the call's audit event as far as it is known before it ends.
+func (c *call) event(ctx context.Context) audit.Event {
+	e := audit.Event{
+		Principal:     "anonymous",
+		Procedure:     c.procedure,
+		Target:        c.note.Target(),
+		RemoteAddress: ratelimit.Host(c.peer),
+		RequestID:     requestctx.RequestID(ctx),
+	}
+	switch {
+	case c.principal != nil:
+		e.Principal = c.principal.ID()
+	case c.device != nil:
+		e.Principal = c.device.principal()
+	}
+	switch {
+	case e.RequestID == "":
+	case requestctx.RequestIDGenerated(ctx):
+		e.RequestIDSource = audit.FromReplica
+	default:
+		e.RequestIDSource = audit.FromClient
+	}
+	return e
 }
 
 // authorize applies the rule; the returned context carries the principal and the audit
@@ -189,15 +234,17 @@ func (c *call) authorize(ctx context.Context) (context.Context, error) {
 // token's rate limit.
 func (c *call) authenticate(ctx context.Context, perm Permission) (context.Context, error) {
 	i := c.i
-	if wait, ok := i.opts.Failures.Peek(ratelimit.Host(c.peer)); !ok {
-		c.audited = true
-		return ctx, rateLimited("too many failed authentications from your address", wait)
-	}
+	// Credentials first: the failures of others from the same address do not lock out
+	// a valid token. Only failures count against the address.
 	p, reason, err := c.credentials(ctx)
 	if errors.Is(err, ErrUnauthenticated) {
-		i.opts.Failures.Spend(ratelimit.Host(c.peer))
 		c.audited = true
-		i.log.Info("authentication failed", "procedure", c.procedure, "remote", ratelimit.Host(c.peer),
+		host := ratelimit.Host(c.peer)
+		if wait, ok := i.opts.Failures.Peek(host); !ok {
+			return ctx, rateLimited("too many failed authentications from your address", wait)
+		}
+		i.opts.Failures.Spend(host)
+		i.log.Info("authentication failed", "procedure", c.procedure, "remote", host,
 			"reason", reason, "request_id", requestctx.RequestID(ctx))
 		return ctx, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
 	}
@@ -275,32 +322,60 @@ func rateLimited(msg string, wait time.Duration) error {
 	return err
 }
 
-// finish writes the audit record of calls that changed state or were refused.
+// finish writes the audit record of calls that may have changed state or were refused:
+// their event, or, for those a rate limit turned away, a count in the summary of their
+// address.
 func (c *call) finish(ctx context.Context, err error) {
 	if c.rule.readOnly && !c.audited {
 		return
 	}
-	e := audit.Event{
-		Principal:     "anonymous",
-		Procedure:     c.procedure,
-		Target:        c.note.Target(),
-		Outcome:       audit.Success,
-		Code:          "ok",
-		RemoteAddress: ratelimit.Host(c.peer),
-		RequestID:     requestctx.RequestID(ctx),
-	}
-	switch {
-	case c.principal != nil:
-		e.Principal = c.principal.ID()
-	case c.device != nil:
-		e.Principal = c.device.principal()
-	}
+	code := "ok"
+	outcome := audit.Success
 	if err != nil {
-		e.Outcome, e.Code = audit.Failure, connect.CodeOf(err).String()
+		outcome, code = audit.Failure, connect.CodeOf(err).String()
 	}
 	// The call is over: its cancellation must not lose the record.
-	if _, aerr := c.i.opts.Audit.Append(context.WithoutCancel(ctx), e); aerr != nil {
-		c.i.log.Error("audit record lost", "procedure", c.procedure, "principal", e.Principal,
-			"code", e.Code, "request_id", e.RequestID, "err", aerr)
+	ctx = context.WithoutCancel(ctx)
+	limited := connect.CodeOf(err) == connect.CodeResourceExhausted
+	e := c.event(ctx)
+	e.Outcome, e.Code = outcome, code
+	var aerr error
+	switch {
+	case limited && (c.record == nil || !c.record.Wrote()):
+		if c.record != nil {
+			c.record.Abandon()
+		}
+		c.i.opts.Audit.Refused(e)
+		return
+	case c.record != nil:
+		aerr = c.record.End(ctx, outcome, code)
+	default:
+		_, aerr = c.i.opts.Audit.Append(ctx, e)
 	}
+	switch {
+	case errors.Is(aerr, audit.ErrDeferred):
+		c.i.log.Warn("audit record deferred: the database is unavailable", "procedure", c.procedure,
+			"principal", e.Principal, "code", code, "request_id", e.RequestID)
+	case aerr != nil:
+		c.i.log.Error("audit record lost", "procedure", c.procedure, "principal", e.Principal,
+			"code", code, "request_id", e.RequestID, "err", aerr)
+	}
+}
+
+// HandshakeRefused counts a TLS handshake refused for its client certificate into the
+// audit log's summary of its remote address (remote is "host:port"). cert is the
+// certificate when its chain verified (a revoked one, say), nil otherwise; reason names
+// the refusal ("certificate-revoked", "unknown-authority", ...) and becomes the event's
+// procedure, "tls:<reason>".
+func (i *Interceptor) HandshakeRefused(remote string, cert *x509.Certificate, reason string) {
+	e := audit.Event{
+		Principal: "anonymous", Procedure: "tls:" + reason, Outcome: audit.Failure,
+		Code: connect.CodeUnauthenticated.String(), RemoteAddress: ratelimit.Host(remote),
+	}
+	if cert != nil {
+		if id, ok := identity.DeviceID(cert); ok {
+			e.Principal = (&Device{ID: id}).principal()
+		}
+	}
+	i.opts.Audit.Refused(e)
 }

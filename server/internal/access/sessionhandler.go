@@ -32,11 +32,10 @@ func (h *SessionHandler) CreateSession(ctx context.Context, _ *connect.Request[c
 	if p.Method != Bearer {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%w: open a session with an API token (Authorization: Bearer), not with another session", ErrNotSession))
 	}
-	s, cookie, csrf, err := h.sessions.Create(ctx, p)
+	s, cookie, csrf, err := h.sessions.Create(ctx, p) // names the target
 	if err != nil {
 		return nil, err
 	}
-	audit.SetTarget(ctx, "session:"+s.ID)
 	res := connect.NewResponse(&controlplanev1.CreateSessionResponse{
 		Session:   sessionProto(s, p),
 		CsrfToken: csrf,

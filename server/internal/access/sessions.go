@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -62,6 +63,7 @@ func (s *Sessions) Create(ctx context.Context, p *Principal) (*Session, *http.Co
 		return nil, nil, "", fmt.Errorf("access: open session: %w: open a session with an API token (Authorization: Bearer), not another session", ErrNotSession)
 	}
 	id, secret := newSecret()
+	audit.SetTarget(ctx, "session:"+id)
 	csrfBytes := make([]byte, 32)
 	_, _ = rand.Read(csrfBytes)
 	csrf := base64.RawURLEncoding.EncodeToString(csrfBytes)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
@@ -156,12 +157,16 @@ func (ts *Tokens) Create(ctx context.Context, creator *Principal, p CreateParams
 		return nil, "", err
 	}
 	var tok *Token
-	var secret string
+	id, secret := newSecret()
+	audit.SetTarget(ctx, "token:"+id)
 	err := ts.db.InTx(ctx, func(q *dbsqlc.Queries) (err error) {
-		tok, secret, err = insertToken(ctx, q, creator.UserID, creator.ID(), p, nil)
+		tok, err = insertToken(ctx, q, id, secret, creator.UserID, creator.ID(), p, nil)
 		return err
 	})
-	return tok, secret, err
+	if err != nil {
+		return nil, "", err
+	}
+	return tok, formatToken(id, secret), nil
 }
 
 // checkBounds refuses a new token that would outlive the caller's own token or allow
@@ -190,13 +195,12 @@ func checkBounds(caller *Principal, expiresAt *time.Time, rate int, expiryFrom, 
 	return nil
 }
 
-// insertToken inserts a token row and returns the token and its secret. Its scopes must
-// be permissions of its role (a *ScopeError otherwise).
-func insertToken(ctx context.Context, q *dbsqlc.Queries, userID, createdBy string, p CreateParams, rotatedFrom *string) (*Token, string, error) {
+// insertToken inserts the row of token id with secret (newSecret) and returns the
+// token. Its scopes must be permissions of its role (a *ScopeError otherwise).
+func insertToken(ctx context.Context, q *dbsqlc.Queries, id, secret, userID, createdBy string, p CreateParams, rotatedFrom *string) (*Token, error) {
 	if err := checkScopes(p.Role, p.Scopes); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	id, secret := newSecret()
 	rate := p.RateLimit
 	if rate == 0 {
 		rate = DefaultRateLimit
@@ -219,13 +223,13 @@ func insertToken(ctx context.Context, q *dbsqlc.Queries, userID, createdBy strin
 		RotatedFrom:        rotatedFrom,
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("access: create token: %w", err)
+		return nil, fmt.Errorf("access: create token: %w", err)
 	}
 	row, err := q.GetToken(ctx, id)
 	if err != nil {
-		return nil, "", fmt.Errorf("access: create token: %w", err)
+		return nil, fmt.Errorf("access: create token: %w", err)
 	}
-	return tokenFromRow(row.ApiToken, row.UserName, row.RotatedTo), formatToken(id, secret), nil
+	return tokenFromRow(row.ApiToken, row.UserName, row.RotatedTo), nil
 }
 
 // Get returns a token, read from the database (never from the verified-token cache).
@@ -295,7 +299,8 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 		return nil, "", err
 	}
 	var tok *Token
-	var secret string
+	newID, secret := newSecret()
+	audit.SetTarget(ctx, fmt.Sprintf("token:%s -> token:%s", id, newID))
 	err = ts.db.InTx(ctx, func(q *dbsqlc.Queries) (err error) {
 		now := ts.now()
 		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: "rotated"}); err != nil {
@@ -307,13 +312,16 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 		if _, err := q.EndTokenSessions(ctx, dbsqlc.EndTokenSessionsParams{TokenID: id, Now: &now}); err != nil {
 			return fmt.Errorf("access: rotate token %s: %w", id, err)
 		}
-		tok, secret, err = insertToken(ctx, q, old.UserID, caller.ID(), CreateParams{
+		tok, err = insertToken(ctx, q, newID, secret, old.UserID, caller.ID(), CreateParams{
 			Label: old.Label, Role: old.Role, Scopes: old.Scopes, ExpiresAt: expiresAt, RateLimit: old.RateLimit,
 		}, &old.ID)
 		return err
 	})
 	ts.cache.forget(id)
-	return tok, secret, err
+	if err != nil {
+		return nil, "", err
+	}
+	return tok, formatToken(newID, secret), nil
 }
 
 // Revoke revokes an active token and ends its sessions. The caller must hold the

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -40,7 +41,7 @@ func setupTokens(t testing.TB) *tokensBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.Close)
-	_, secret, err := CreateLocalToken(t.Context(), admin, CreateParams{Label: "owner", Role: Owner, RateLimit: MaxRateLimit})
+	_, secret, err := CreateLocalToken(t.Context(), admin, audit.New(audit.Options{Store: admin}), CreateParams{Label: "owner", Role: Owner, RateLimit: MaxRateLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,22 @@
 // Package audit is palyrad's audit log: an append-only, hash-chained record of every
-// state-changing call and every failed authentication.
+// state-changing call, every refused authentication or permission, and summaries of the
+// refusals that are not worth a record each.
 //
-// The access interceptor calls Log.Append once per audited call, after the call ends;
-// handlers name what they acted on with SetTarget (note.go). The log lives in the
-// audit_events table (sqlc/migrations/00002_access.sql), which a trigger keeps
-// append-only; the hash chain described below detects what gets past the trigger.
+// The access interceptor begins a Call (Log.Begin) for every call of an RPC that may
+// change state and ends it (Call.End) when the call ends; handlers name what they act on
+// with SetTarget (note.go), before they change it. Refused calls that changed nothing
+// are appended when they end (Log.Append); those a rate limit turned away, and TLS
+// handshakes refused for their client certificate, are counted into summaries
+// (Log.Refused). The log lives in the audit_events table (sqlc/migrations/00002_access.sql
+// and 00009_audit_outbox.sql), which a trigger keeps append-only; the hash chain
+// described below detects what gets past the trigger.
 //
 // # The chain
 //
 // Every event has a sequence number, 1, 2, 3, ... without gaps, in the order the events
 // were appended. Event n stores prev_hash, the hash of event n-1 (32 zero bytes for
-// event 1), and its own hash:
+// event 1), and its own hash, computed by the formula its format column names. Format
+// 1, the formula of the events palyrad wrote before it recorded replicas and summaries:
 //
 //	hash = SHA-256( "palyra/v1/audit" 0x00      the domain: 16 bytes, the last one zero
 //	                prev_hash                   32 bytes
@@ -25,6 +31,17 @@
 //	                field(remote_address)
 //	                field(request_id) )
 //
+// Format 2, the formula of every event palyrad writes now:
+//
+//	hash = SHA-256( "palyra/v2/audit" 0x00      16 bytes
+//	                prev_hash                   32 bytes
+//	                field(sequence) ... field(request_id)    the ten fields of format 1
+//	                field(request_id_source)
+//	                field(replica_id)
+//	                field(summarized)
+//	                field(first_time)
+//	                field(procedures) )
+//
 //	field(s) = uvarint(len(s)) s
 //
 // concatenated without separators, where:
@@ -35,17 +52,23 @@
 //     unambiguous: no two different events hash the same bytes.
 //   - len(s) counts the bytes of s, which is the column's text as stored, in UTF-8.
 //   - sequence is the decimal number in ASCII, without sign or leading zeros: "42".
+//     summarized is written the same way ("0" for an event that is not a summary).
 //   - id is the event's ULID in its canonical 26-character form.
 //   - time is occurred_at in UTC, in the layout of Go's time.RFC3339Nano: at most six
 //     fractional digits (PostgreSQL keeps microseconds), trailing zeros of the fraction
 //     removed, no fraction at all when it is zero, and "Z" for the zone. For example
-//     "2025-03-01T12:00:00Z" or "2025-03-01T12:00:00.1234Z".
-//   - outcome is "success" or "failure"; the other fields are free text, possibly empty.
+//     "2025-03-01T12:00:00Z" or "2025-03-01T12:00:00.1234Z". first_time is first_at
+//     written the same way, or empty when first_at is null.
+//   - outcome is "success" or "failure"; request_id_source is "client" (the caller
+//     chose the request id), "replica" (the replica made it up) or empty; the other
+//     fields are free text, possibly empty.
 //
-// An external tool verifies the log by reading the rows in sequence order and checking,
-// for each, that its sequence follows the previous one, that its prev_hash is the
-// previous row's hash, and that its hash is the formula above over its own columns.
-// Log.Verify does exactly that and reports the first row where one of the checks fails.
+// The domains differ, so that a row's format cannot be changed without breaking its
+// hash. An external tool verifies the log by reading the rows in sequence order and
+// checking, for each, that its sequence follows the previous one, that its prev_hash is
+// the previous row's hash, and that its hash is its format's formula over its own
+// columns. Log.Verify does exactly that and reports the first row where one of the
+// checks fails.
 //
 // # Appending
 //
@@ -58,18 +81,58 @@
 //     it from the table, which costs one more round trip.
 //  2. Number the batch's events head+1, head+2, ... and chain their hashes after the
 //     head's.
-//  3. Insert them all with one statement (InsertAuditEvents in sqlc/queries/audit.sql):
-//     one round trip, one implicit transaction, all or nothing.
+//  3. Insert them all with one statement (InsertAuditEvents in sqlc/queries/audit.sql),
+//     which deletes their outbox rows (see below) too: one round trip, one implicit
+//     transaction, all or nothing.
 //  4. If the table's primary key refuses a sequence, another palyrad sharing the
 //     database appended since the head was taken: read the head again and go back to 2.
 //     The last of maxAppendAttempts attempts instead reads the head and inserts in one
 //     transaction under the append lock, which every writer takes before it inserts;
 //     there the head read is the true one, so the attempt cannot lose the race.
-//  5. Remember the batch's last event as the head. Any other error fails every Append
-//     of the batch, and the head is forgotten.
+//  5. If the unique id refuses an event, another writer moved that event's outbox row
+//     into the log first: drop the events already in the log from the batch (they are
+//     recorded) and go back to 1, without counting an attempt.
+//  6. Remember the batch's last event as the head. Any other error fails every Append
+//     of the batch, and the head is forgotten; when the database could not be reached,
+//     the events are kept (up to maxDeferred) and appended again once it answers.
 //
 // Rows are never updated or deleted and sequences are unique, so an insert after a head
 // that is no longer the newest event is always refused: the chain cannot fork or skip.
+//
+// # No change without its record: the outbox
+//
+// A call that changes state commits its change and, with it, its event's row in
+// audit_outbox: Log.Begin puts the Call in the call's context as a store.Companion, and
+// the store adds the row's insert to the first statement that writes in every
+// transaction of the call (until one committed), in the same statement, at no round trip
+// of its own. Call.End appends the event with how the call ended, its id the outbox
+// row's, and the insert deletes the row. When the replica dies, or the database goes
+// away, between the change and the end, the row stays; every replica's drainer (Run:
+// at start, every few seconds, and as soon as an append succeeds after one failed)
+// moves into the log the outbox rows whose call will not end: its own replica's rows of
+// calls no longer running, and the rows of a replica that is gone. A replica is alive
+// while a session of its holds the advisory lock of its replica id, which Run takes on
+// a connection of its own: the lock goes with the process (the database ends the
+// session of a client that died) and with a database restart (after which every
+// replica takes it again at its next tick; rows younger than orphanGrace are left
+// alone meanwhile). Such an event says what the row says: the call's principal,
+// procedure, target, address and request id, outcome success and code "committed" (the
+// change committed; how the call ended is not known), at the time of the change. An
+// event is written once: two writers moving the same row meet on the unique id.
+//
+// Decisions that no call makes (a pairing request expiring) write their events' rows
+// with Log.Stage in their own transaction, and Log.Publish moves them after the commit.
+//
+// # Summaries
+//
+// A refusal by a rate limit decides nothing, and an attacker can cause thousands a
+// second: Log.Refused counts them, one summary per remote address, principal and code
+// in each window of summaryWindow, and Run appends each summary at its window's end (and
+// every summary when the Log stops), as one event standing for them all: summarized is
+// their number, first_at the first one's time (occurred_at the last's), and procedures
+// the procedures they called, sorted and comma-separated, cut to 1024 bytes. A window
+// holds at most maxSummaryKeys summaries; refusals beyond them go into one summary whose
+// remote address is "*". Summaries are part of the chain like every event.
 //
 // # What the chain does not catch
 //
@@ -86,6 +149,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,6 +157,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
@@ -113,9 +179,26 @@ const (
 // valid reports whether o is one of the outcomes.
 func (o Outcome) valid() bool { return o == Success || o == Failure }
 
+// Who chose an event's request id (Event.RequestIDSource).
+const (
+	// FromClient: the caller sent it (a well-formed X-Request-Id).
+	FromClient = "client"
+	// FromReplica: the replica that recorded the event made it up.
+	FromReplica = "replica"
+)
+
+// CodeCommitted is the code of an event the drainer wrote from an outbox row: the
+// call's change committed, and how the call ended is not known.
+const CodeCommitted = "committed"
+
 // ErrInvalid reports an event or a filter that Append or List refuse before asking the
 // database: an unknown outcome, a negative limit or cursor. Match it with errors.Is.
 var ErrInvalid = errors.New("invalid audit request")
+
+// ErrDeferred reports an event that could not be written because the database could
+// not be reached: the Log keeps it, and appends it once the database answers (unless
+// the Log stops first, or keeps maxDeferred events already). Match it with errors.Is.
+var ErrDeferred = errors.New("audit event deferred: the database is unavailable")
 
 // Event is what happened; Append assigns its place in the chain.
 //
@@ -127,7 +210,7 @@ type Event struct {
 	// Time is when the call ended. Append truncates it to microseconds (what PostgreSQL
 	// keeps) and converts it to UTC; zero means the Log's clock's now.
 	Time time.Time
-	// Principal is who called: "token:<id>", "session:<id>", "anonymous", ...
+	// Principal is who called: "token:<id>", "device:<id>", "anonymous", ...
 	Principal string
 	// Procedure is the Connect procedure: "/palyra.access.v1.AccessService/CreateToken".
 	Procedure string
@@ -135,12 +218,30 @@ type Event struct {
 	Target string
 	// Outcome is Success or Failure; Append refuses anything else.
 	Outcome Outcome
-	// Code is the Connect code's string: "ok" on success, else "unauthenticated", ...
+	// Code is the Connect code's string: "ok" on success, else "unauthenticated", ...;
+	// CodeCommitted for an event written from an outbox row.
 	Code string
 	// RemoteAddress is the caller's IP address.
 	RemoteAddress string
 	// RequestID correlates the event with the daemon's log lines.
 	RequestID string
+	// RequestIDSource is who chose RequestID: FromClient, FromReplica, or "" for an
+	// event without a request.
+	RequestIDSource string
+	// Replica is the replica that recorded the event; empty means the Log's.
+	Replica string
+	// Summary, when not nil, makes the event stand for many refusals (Log.Refused).
+	Summary *Summary
+}
+
+// Summary is what a summary event stands for.
+type Summary struct {
+	// Count is the number of refusals, at least 1; the event's Time is the last one's.
+	Count int64
+	// First is the time of the first refusal.
+	First time.Time
+	// Procedures are the procedures refused, sorted, without repeats.
+	Procedures []string
 }
 
 // Record is an event as stored.
@@ -150,6 +251,8 @@ type Record struct {
 	Sequence int64
 	// ID is the event's ULID.
 	ID string
+	// Format is the formula of Hash (package documentation): 1 or 2.
+	Format int
 	// PrevHash is the previous record's Hash; 32 zero bytes for the first.
 	PrevHash []byte
 	// Hash is the SHA-256 chain hash of the package documentation.
@@ -158,9 +261,12 @@ type Record struct {
 
 // The encoding's constants and the package's limits.
 const (
-	// hashDomain starts every hashed message, so that no other hash palyrad computes
-	// can be mistaken for an audit event's.
-	hashDomain = "palyra/v1/audit\x00"
+	// hashDomain1 and hashDomain2 start every hashed message of formats 1 and 2, so
+	// that no other hash palyrad computes can be mistaken for an audit event's.
+	hashDomain1 = "palyra/v1/audit\x00"
+	hashDomain2 = "palyra/v2/audit\x00"
+	// format is the format of the events palyrad writes.
+	format = 2
 	// hashSize is the length of Hash and PrevHash.
 	hashSize = sha256.Size
 	// maxFieldBytes bounds each string of an Event as stored.
@@ -172,6 +278,19 @@ const (
 	maxLimit     = 1000
 )
 
+// Options are the dependencies of a Log.
+type Options struct {
+	// Store is the database.
+	Store *store.Store
+	// ReplicaID names the replica in the events it records and the outbox rows it
+	// writes; it must be unique among the replicas sharing the database.
+	ReplicaID string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the events lost or deferred; nil discards.
+	Logger *slog.Logger
+}
+
 // Log is the audit log on a database. It is safe for concurrent use, also by several
 // palyrad processes sharing the database. Within a process, concurrent appends are
 // written together (group commit): one of them writes every event waiting at that
@@ -179,10 +298,14 @@ const (
 // batch rather than once per event. Across processes, the primary key on the sequence
 // and the append lock keep the chain whole (see the package documentation).
 type Log struct {
-	store    *store.Store
-	now      func() time.Time
-	batch    int32 // rows per ScanAuditEvents call in Verify
-	attempts int   // bound on the attempts to write one batch; see writeBatch
+	store       *store.Store
+	replica     string
+	now         func() time.Time
+	log         *slog.Logger
+	batch       int32 // rows per ScanAuditEvents call in Verify
+	attempts    int   // bound on the attempts to write one batch; see writeBatch
+	summaryKeys int   // bound on the summaries of a window (maxSummaryKeys)
+	wake        chan struct{}
 
 	mu      sync.Mutex // guards the following
 	pending []*appendCall
@@ -191,14 +314,26 @@ type Log struct {
 	// Owned by the writer: only the Append that set writing, or was handed it, touches
 	// the following (the hand-off goes through mu and done, which order the accesses).
 	head *chain // the newest event as of this Log's last batch; nil when unknown
+
+	// Owned by Run's goroutine.
+	owner *pgx.Conn // the session holding the replica's lock; nil before Run took it
+
+	omu      sync.Mutex // guards the following
+	calls    map[string]*Call
+	deferred []Record
+	failed   bool // the last batch failed for want of the database
+	windows  map[int64]window
 }
 
-// appendCall is one Append waiting for its batch to be written.
+// appendCall is one event waiting for its batch to be written.
 type appendCall struct {
 	rec Record // ID and Event set; Sequence and the hashes set by the writer
 	// done receives the outcome of the batch, or lead: the call must write the next
 	// batch itself.
 	done chan appendOutcome
+	// elsewhere: the event was in the log already, moved there by another writer; set
+	// by the writer.
+	elsewhere bool
 }
 
 // appendOutcome is what a waiting Append receives.
@@ -214,21 +349,31 @@ const maxAppendBatch = 256
 // after the head as it was last known, the last one under the append lock.
 const maxAppendAttempts = 3
 
-// sequenceKey is the name PostgreSQL gave the primary key of audit_events, on sequence
-// (sqlc/migrations/00002_access.sql): the constraint that refuses an insert after a
-// head that is no longer the newest event.
-const sequenceKey = "audit_events_pkey"
+// The names PostgreSQL gave the constraints of audit_events that refuse an insert
+// (sqlc/migrations/00002_access.sql): the primary key on sequence, which refuses an
+// insert after a head that is no longer the newest event, and the unique id, which
+// refuses an event another writer moved into the log already.
+const (
+	sequenceKey = "audit_events_pkey"
+	idKey       = "audit_events_id_unique"
+)
 
 // appendTimeout bounds the writing of one batch.
 const appendTimeout = 30 * time.Second
 
-// New returns the log stored in s. now is the clock that dates events given without a
-// time; nil means time.Now.
-func New(s *store.Store, now func() time.Time) *Log {
-	if now == nil {
-		now = time.Now
+// New returns the log stored in opts.Store.
+func New(opts Options) *Log {
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	return &Log{store: s, now: now, batch: verifyBatch, attempts: maxAppendAttempts}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Log{
+		store: opts.Store, replica: opts.ReplicaID, now: opts.Now, log: opts.Logger,
+		batch: verifyBatch, attempts: maxAppendAttempts, summaryKeys: maxSummaryKeys, wake: make(chan struct{}, 1),
+		calls: map[string]*Call{}, windows: map[int64]window{},
+	}
 }
 
 // Append adds e at the end of the log and returns it as stored, once committed.
@@ -236,53 +381,106 @@ func New(s *store.Store, now func() time.Time) *Log {
 // Events are written in batches, as the package documentation describes: a batch is
 // every event appended while the previous batch was being written, chained after the
 // newest event and inserted with one statement. A failed batch fails each of its
-// Appends.
+// Appends; when the database could not be reached, the error matches ErrDeferred and
+// the Log writes the event later.
 func (l *Log) Append(ctx context.Context, e Event) (Record, error) {
+	rec, err := l.record(newID(), e)
+	if err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", err)
+	}
+	out := l.write(ctx, []Record{rec})[0]
+	if out.err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", out.err)
+	}
+	return out.rec, nil
+}
+
+// newID returns a new event id.
+func newID() string { return ulid.Make().String() }
+
+// record makes the Record of e with the given id, as it will be stored.
+func (l *Log) record(id string, e Event) (Record, error) {
 	if !e.Outcome.valid() {
-		return Record{}, fmt.Errorf("audit: append: outcome %q is neither %q nor %q: %w",
-			e.Outcome, Success, Failure, ErrInvalid)
+		return Record{}, fmt.Errorf("outcome %q is neither %q nor %q: %w", e.Outcome, Success, Failure, ErrInvalid)
+	}
+	switch e.RequestIDSource {
+	case "", FromClient, FromReplica:
+	default:
+		return Record{}, fmt.Errorf("request id source %q is none of %q, %q or empty: %w",
+			e.RequestIDSource, FromClient, FromReplica, ErrInvalid)
 	}
 	if e.Time.IsZero() {
 		e.Time = l.now()
 	}
 	e.Time = e.Time.Truncate(time.Microsecond).UTC()
-	for _, s := range []*string{&e.Principal, &e.Procedure, &e.Target, &e.Code, &e.RemoteAddress, &e.RequestID} {
+	if e.Replica == "" {
+		e.Replica = l.replica
+	}
+	for _, s := range []*string{&e.Principal, &e.Procedure, &e.Target, &e.Code, &e.RemoteAddress, &e.RequestID, &e.Replica} {
 		*s = storable(*s)
 	}
-	call := &appendCall{rec: Record{Event: e, ID: ulid.Make().String()}, done: make(chan appendOutcome, 1)}
+	if e.Summary != nil {
+		sum := *e.Summary
+		if sum.Count < 1 {
+			return Record{}, fmt.Errorf("a summary of %d refusals: %w", sum.Count, ErrInvalid)
+		}
+		sum.First = sum.First.Truncate(time.Microsecond).UTC()
+		sum.Procedures = storableList(sum.Procedures)
+		e.Summary = &sum
+	}
+	return Record{Event: e, ID: id, Format: format}, nil
+}
+
+// written is the outcome of one record of write.
+type written struct {
+	rec Record
+	err error
+}
+
+// write appends recs, whose IDs are set, and returns what became of each. An event
+// another writer moved into the log first counts as written.
+func (l *Log) write(ctx context.Context, recs []Record) []written {
+	if len(recs) == 0 {
+		return nil
+	}
+	calls := make([]*appendCall, len(recs))
+	for i, r := range recs {
+		calls[i] = &appendCall{rec: r, done: make(chan appendOutcome, 1)}
+	}
 	l.mu.Lock()
-	l.pending = append(l.pending, call)
+	l.pending = append(l.pending, calls...)
 	lead := !l.writing
 	l.writing = true
 	l.mu.Unlock()
-	for !lead {
-		// The batch being written is not this call's: wait for the one that is, or to
-		// be handed the writing of the next. The wait ignores ctx: the event may be
-		// written already, and the caller must learn whether it was.
-		out := <-call.done
-		if !out.lead {
-			if out.err != nil {
-				return Record{}, fmt.Errorf("audit: append: %w", out.err)
+	out := make([]written, len(calls))
+	for i, c := range calls {
+		for {
+			if lead {
+				// The batch holds other callers' events: it is not cut short by this
+				// caller's context, only bounded in time.
+				wctx, cancel := context.WithTimeout(store.WithoutCompanion(context.WithoutCancel(ctx)), appendTimeout)
+				l.writeNext(wctx)
+				cancel()
+				lead = false
 			}
-			return call.rec, nil
+			// The batch being written may not be this call's: wait for the one that is,
+			// or to be handed the writing of the next. The wait ignores ctx: the event
+			// may be written already, and the caller must learn whether it was.
+			o := <-c.done
+			if o.lead {
+				lead = true
+				continue
+			}
+			out[i] = written{rec: c.rec, err: o.err}
+			break
 		}
-		lead = true
 	}
-	// The batch holds other callers' events: it is not cut short by this caller's
-	// context, only bounded in time.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
-	l.writeNext(wctx)
-	cancel()
-	out := <-call.done
-	if out.err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", out.err)
-	}
-	return call.rec, nil
+	return out
 }
 
-// writeNext writes the waiting events (this caller's among them) as one batch,
-// delivers the outcome to each, and hands the writing of the next batch to the first
-// call that arrived meanwhile, or ends the writing when none did.
+// writeNext writes the waiting events as one batch, delivers the outcome to each, and
+// hands the writing of the next batch to the first call that arrived meanwhile, or ends
+// the writing when none did.
 func (l *Log) writeNext(ctx context.Context) {
 	l.mu.Lock()
 	n := min(len(l.pending), maxAppendBatch)
@@ -291,7 +489,17 @@ func (l *Log) writeNext(ctx context.Context) {
 	l.mu.Unlock()
 
 	err := l.writeBatch(ctx, batch)
+	if err != nil && unreachable(err) {
+		l.keep(batch)
+		err = fmt.Errorf("%w: %w", ErrDeferred, err)
+	} else {
+		l.reached()
+	}
 	for _, c := range batch {
+		if c.elsewhere {
+			c.done <- appendOutcome{}
+			continue
+		}
 		c.done <- appendOutcome{err: err}
 	}
 
@@ -306,32 +514,71 @@ func (l *Log) writeNext(ctx context.Context) {
 
 // writeBatch chains batch after the newest event and inserts it, following the steps
 // of the package documentation. On success each call's record holds its place in the
-// chain, and l.head is the batch's last event. Only the writer calls it.
+// chain (none for an event that was in the log already), and l.head is the batch's
+// last event. Only the writer calls it.
 func (l *Log) writeBatch(ctx context.Context, batch []*appendCall) error {
 	head := l.head
 	l.head = nil // known again once the batch is in
-	for attempt := 1; ; attempt++ {
+	for attempt := 1; ; {
 		var err error
 		if attempt < l.attempts {
 			err = l.insertAfter(ctx, head, batch)
 		} else {
 			err = l.insertLocked(ctx, batch)
 		}
+		head = nil // another process appended: read the head again
 		switch {
 		case err == nil:
-			last := batch[len(batch)-1].rec
-			l.head = &chain{seq: last.Sequence, hash: last.Hash}
+			if len(batch) > 0 {
+				last := batch[len(batch)-1].rec
+				l.head = &chain{seq: last.Sequence, hash: last.Hash}
+			}
 			return nil
-		case attempt >= l.attempts || !sequenceTaken(err):
+		case constraint(err) == idKey:
+			var derr error
+			if batch, derr = l.dropRecorded(ctx, batch); derr != nil {
+				return errors.Join(err, derr)
+			}
+		case attempt >= l.attempts || constraint(err) != sequenceKey:
 			return err
+		default:
+			attempt++
 		}
-		head = nil // another process appended: read the head again
 	}
+}
+
+// dropRecorded returns batch without the events that are in the log already, their
+// records left without a place in the chain; an error when none is.
+func (l *Log) dropRecorded(ctx context.Context, batch []*appendCall) ([]*appendCall, error) {
+	ids := make([]string, len(batch))
+	for i, c := range batch {
+		ids[i] = c.rec.ID
+	}
+	recorded, err := l.store.Q().RecordedAuditIDs(ctx, ids)
+	if err != nil {
+		return batch, fmt.Errorf("look for events in the log already: %w", err)
+	}
+	if len(recorded) == 0 {
+		return batch, errors.New("no event of the batch is in the log, yet its id was taken")
+	}
+	kept := batch[:0:0]
+	for _, c := range batch {
+		if slices.Contains(recorded, c.rec.ID) {
+			c.rec.Sequence, c.rec.PrevHash, c.rec.Hash = 0, nil, nil
+			c.elsewhere = true
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept, nil
 }
 
 // insertAfter inserts batch after head with one statement, after first reading the head
 // when head is nil.
 func (l *Log) insertAfter(ctx context.Context, head *chain, batch []*appendCall) error {
+	if len(batch) == 0 {
+		return nil
+	}
 	q := l.store.Q()
 	if head == nil {
 		h, err := readHead(ctx, q)
@@ -348,6 +595,9 @@ func (l *Log) insertAfter(ctx context.Context, head *chain, batch []*appendCall)
 // level is READ COMMITTED, under which the head is read after the lock is granted: the
 // head read is the newest event, and the insert cannot meet a taken sequence.
 func (l *Log) insertLocked(ctx context.Context, batch []*appendCall) error {
+	if len(batch) == 0 {
+		return nil
+	}
 	return l.store.InTx(ctx, func(q *dbsqlc.Queries) error {
 		if err := q.LockAudit(ctx); err != nil {
 			return fmt.Errorf("take the append lock: %w", err)
@@ -374,22 +624,28 @@ func readHead(ctx context.Context, q *dbsqlc.Queries) (chain, error) {
 }
 
 // insertBatch numbers and chains the records of batch after head, then inserts them
-// with one statement.
+// with one statement, which deletes their outbox rows.
 func insertBatch(ctx context.Context, q *dbsqlc.Queries, head chain, batch []*appendCall) error {
 	n := len(batch)
 	p := dbsqlc.InsertAuditEventsParams{
-		Sequences:       make([]int64, 0, n),
-		Ids:             make([]string, 0, n),
-		Times:           make([]time.Time, 0, n),
-		Principals:      make([]string, 0, n),
-		Procedures:      make([]string, 0, n),
-		Targets:         make([]string, 0, n),
-		Outcomes:        make([]string, 0, n),
-		Codes:           make([]string, 0, n),
-		RemoteAddresses: make([]string, 0, n),
-		RequestIds:      make([]string, 0, n),
-		PrevHashes:      make([][]byte, 0, n),
-		Hashes:          make([][]byte, 0, n),
+		Sequences:        make([]int64, 0, n),
+		Ids:              make([]string, 0, n),
+		Times:            make([]time.Time, 0, n),
+		Principals:       make([]string, 0, n),
+		Procedures:       make([]string, 0, n),
+		Targets:          make([]string, 0, n),
+		Outcomes:         make([]string, 0, n),
+		Codes:            make([]string, 0, n),
+		RemoteAddresses:  make([]string, 0, n),
+		RequestIds:       make([]string, 0, n),
+		PrevHashes:       make([][]byte, 0, n),
+		Hashes:           make([][]byte, 0, n),
+		Formats:          make([]int16, 0, n),
+		ReplicaIds:       make([]string, 0, n),
+		RequestIDSources: make([]string, 0, n),
+		Summarized:       make([]int64, 0, n),
+		FirstAts:         make([]string, 0, n),
+		ProcedureLists:   make([]string, 0, n),
 	}
 	prev := head
 	for _, c := range batch {
@@ -397,6 +653,7 @@ func insertBatch(ctx context.Context, q *dbsqlc.Queries, head chain, batch []*ap
 		r.Sequence, r.PrevHash = prev.seq+1, prev.hash
 		r.Hash = chainHash(*r)
 		prev = chain{seq: r.Sequence, hash: r.Hash}
+		count, first, procedures := summaryFields(r.Summary)
 		p.Sequences = append(p.Sequences, r.Sequence)
 		p.Ids = append(p.Ids, r.ID)
 		p.Times = append(p.Times, r.Time)
@@ -409,6 +666,12 @@ func insertBatch(ctx context.Context, q *dbsqlc.Queries, head chain, batch []*ap
 		p.RequestIds = append(p.RequestIds, r.RequestID)
 		p.PrevHashes = append(p.PrevHashes, r.PrevHash)
 		p.Hashes = append(p.Hashes, r.Hash)
+		p.Formats = append(p.Formats, int16(r.Format))
+		p.ReplicaIds = append(p.ReplicaIds, r.Replica)
+		p.RequestIDSources = append(p.RequestIDSources, r.RequestIDSource)
+		p.Summarized = append(p.Summarized, count)
+		p.FirstAts = append(p.FirstAts, first)
+		p.ProcedureLists = append(p.ProcedureLists, procedures)
 	}
 	if err := q.InsertAuditEvents(ctx, p); err != nil {
 		return fmt.Errorf("insert events %d..%d: %w", head.seq+1, prev.seq, err)
@@ -416,11 +679,24 @@ func insertBatch(ctx context.Context, q *dbsqlc.Queries, head chain, batch []*ap
 	return nil
 }
 
-// sequenceTaken reports whether err is the primary key of audit_events refusing a
-// sequence: another process appended after the head the batch was chained to.
-func sequenceTaken(err error) bool {
+// constraint names the constraint of audit_events that refused a write, or "".
+func constraint(err error) string {
 	var ce *store.ConstraintError
-	return errors.As(err, &ce) && errors.Is(ce, store.ErrConflict) && ce.Constraint == sequenceKey
+	if errors.As(err, &ce) && errors.Is(ce, store.ErrConflict) {
+		return ce.Constraint
+	}
+	return ""
+}
+
+// unreachable reports whether err is the database's absence rather than its answer:
+// the same events can be written once it is back.
+func unreachable(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &connectErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return !errors.As(err, &pgErr) && !errors.Is(err, store.ErrNotFound)
 }
 
 // storable returns s as valid UTF-8 without NUL bytes, cut to maxFieldBytes.
@@ -439,13 +715,38 @@ func storable(s string) string {
 	return s
 }
 
-// chainHash computes r's Hash from its PrevHash and fields, as the package
-// documentation describes.
+// storableList returns names storable, without commas (which separate them when
+// stored), sorted, without repeats, and as many of them as fit in maxFieldBytes.
+func storableList(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		out = append(out, storable(strings.ReplaceAll(n, ",", "\uFFFD")))
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	size := 0
+	for i, n := range out {
+		if size += len(n) + 1; size-1 > maxFieldBytes {
+			return out[:i]
+		}
+	}
+	return out
+}
+
+// summaryFields returns the stored form of a summary: summarized, first_at as text
+// ("" for null) and procedures.
+func summaryFields(s *Summary) (count int64, first, procedures string) {
+	if s == nil {
+		return 0, "", ""
+	}
+	return s.Count, s.First.Format(time.RFC3339Nano), strings.Join(s.Procedures, ",")
+}
+
+// chainHash computes r's Hash from its PrevHash and fields, by the formula of its
+// format, as the package documentation describes.
 func chainHash(r Record) []byte {
-	b := make([]byte, 0, 256)
-	b = append(b, hashDomain...)
-	b = append(b, r.PrevHash...)
-	for _, f := range []string{
+	b := make([]byte, 0, 320)
+	fields := []string{
 		strconv.FormatInt(r.Sequence, 10),
 		r.ID,
 		r.Time.UTC().Format(time.RFC3339Nano),
@@ -456,7 +757,16 @@ func chainHash(r Record) []byte {
 		r.Code,
 		r.RemoteAddress,
 		r.RequestID,
-	} {
+	}
+	if r.Format == 1 {
+		b = append(b, hashDomain1...)
+	} else {
+		b = append(b, hashDomain2...)
+		count, first, procedures := summaryFields(r.Summary)
+		fields = append(fields, r.RequestIDSource, r.Replica, strconv.FormatInt(count, 10), first, procedures)
+	}
+	b = append(b, r.PrevHash...)
+	for _, f := range fields {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
 	}
@@ -466,22 +776,35 @@ func chainHash(r Record) []byte {
 
 // recordOf converts a row.
 func recordOf(row dbsqlc.AuditEvent) Record {
-	return Record{
+	r := Record{
 		Event: Event{
-			Time:          row.OccurredAt.UTC(),
-			Principal:     row.Principal,
-			Procedure:     row.Procedure,
-			Target:        row.Target,
-			Outcome:       Outcome(row.Outcome),
-			Code:          row.Code,
-			RemoteAddress: row.RemoteAddress,
-			RequestID:     row.RequestID,
+			Time:            row.OccurredAt.UTC(),
+			Principal:       row.Principal,
+			Procedure:       row.Procedure,
+			Target:          row.Target,
+			Outcome:         Outcome(row.Outcome),
+			Code:            row.Code,
+			RemoteAddress:   row.RemoteAddress,
+			RequestID:       row.RequestID,
+			RequestIDSource: row.RequestIDSource,
+			Replica:         row.ReplicaID,
 		},
 		Sequence: row.Sequence,
 		ID:       row.ID,
+		Format:   int(row.Format),
 		PrevHash: row.PrevHash,
 		Hash:     row.Hash,
 	}
+	if row.Summarized > 0 || row.FirstAt != nil {
+		r.Summary = &Summary{Count: row.Summarized, Procedures: []string{}}
+		if row.FirstAt != nil {
+			r.Summary.First = row.FirstAt.UTC()
+		}
+		if row.Procedures != "" {
+			r.Summary.Procedures = strings.Split(row.Procedures, ",")
+		}
+	}
+	return r
 }
 
 // Filter selects the events List returns. Its zero value selects the newest 100.

@@ -38,7 +38,7 @@ func setup(t *testing.T) *testBundle {
 	url := storetest.URL(t)
 	s := openStore(t, url)
 	c := testclock.New(time.Date(2025, 3, 1, 12, 0, 0, 123456789, time.UTC))
-	return &testBundle{url: url, store: s, log: audit.New(s, c.Now), clock: c}
+	return &testBundle{url: url, store: s, log: audit.New(audit.Options{Store: s, ReplicaID: "replica-a", Now: c.Now}), clock: c}
 }
 
 func openStore(t *testing.T, url string) *store.Store {
@@ -187,28 +187,32 @@ func TestHashIsTheDocumentedEncoding(t *testing.T) {
 	long.Target = ""
 	long.Time = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) // no fraction
 	long.Outcome = audit.Failure
-	for _, e := range []audit.Event{event(1), long} {
+	long.RequestIDSource = audit.FromReplica
+	summary := audit.Event{
+		Time: time.Date(2025, 3, 1, 12, 0, 59, 500000000, time.UTC), Principal: "anonymous",
+		Outcome: audit.Failure, Code: "resource_exhausted", RemoteAddress: "192.0.2.9",
+		Summary: &audit.Summary{Count: 130, First: time.Date(2025, 3, 1, 12, 0, 1, 0, time.UTC),
+			Procedures: []string{"/b.S/M", "/a.S/M", "/b.S/M"}},
+	}
+	for _, e := range []audit.Event{event(1), long, summary} {
 		r, err := b.log.Append(t.Context(), e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		msg := []byte("palyra/v1/audit\x00")
-		msg = append(msg, r.PrevHash...)
-		for _, f := range []string{
+		fields := []string{
 			strconv.FormatInt(r.Sequence, 10), r.ID, r.Time.UTC().Format(time.RFC3339Nano),
 			r.Principal, r.Procedure, r.Target, string(r.Outcome), r.Code, r.RemoteAddress,
 			r.RequestID,
-		} {
-			for n := uint64(len(f)); ; n >>= 7 { // LEB128, spelled out
-				if n < 0x80 {
-					msg = append(msg, byte(n))
-					break
-				}
-				msg = append(msg, byte(n)|0x80)
-			}
-			msg = append(msg, f...)
 		}
-		if sum := sha256.Sum256(msg); !bytes.Equal(sum[:], r.Hash) {
+		summarized, first, procedures := "0", "", ""
+		if e.Summary != nil {
+			summarized, first, procedures = "130", "2025-03-01T12:00:01Z", "/a.S/M,/b.S/M"
+		}
+		fields = append(fields, e.RequestIDSource, "replica-a", summarized, first, procedures)
+		if r.Format != 2 {
+			t.Errorf("event %d has format %d, want 2", r.Sequence, r.Format)
+		}
+		if sum := documentedHash("palyra/v2/audit\x00", r.PrevHash, fields); !bytes.Equal(sum, r.Hash) {
 			t.Errorf("event %d: hash %x, the documented encoding gives %x", r.Sequence, r.Hash, sum)
 		}
 	}
@@ -219,11 +223,83 @@ func TestHashIsTheDocumentedEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := recs[1].Time.Format(time.RFC3339Nano); got != "2025-03-01T12:00:00.123456Z" {
+	if got := recs[2].Time.Format(time.RFC3339Nano); got != "2025-03-01T12:00:00.123456Z" {
 		t.Errorf("event 1's time is hashed as %s", got)
 	}
-	if got := recs[0].Time.Format(time.RFC3339Nano); got != "2025-03-01T12:00:00Z" {
+	if got := recs[1].Time.Format(time.RFC3339Nano); got != "2025-03-01T12:00:00Z" {
 		t.Errorf("event 2's time is hashed as %s", got)
+	}
+	if s := recs[0].Summary; s == nil || s.Count != 130 || !slices.Equal(s.Procedures, []string{"/a.S/M", "/b.S/M"}) {
+		t.Errorf("the summary reads back as %+v", s)
+	}
+}
+
+// documentedHash is the hash of the package documentation: SHA-256 over the domain,
+// the previous hash and each field's LEB128 length and bytes.
+func documentedHash(domain string, prev []byte, fields []string) []byte {
+	msg := append([]byte(domain), prev...)
+	for _, f := range fields {
+		for n := uint64(len(f)); ; n >>= 7 { // LEB128, spelled out
+			if n < 0x80 {
+				msg = append(msg, byte(n))
+				break
+			}
+			msg = append(msg, byte(n)|0x80)
+		}
+		msg = append(msg, f...)
+	}
+	sum := sha256.Sum256(msg)
+	return sum[:]
+}
+
+// TestFormatOneEventsStillVerify writes events as palyrad did before format 2 (the
+// columns of 00002_access.sql, hashed by the first formula), then appends through the
+// Log: the chain runs on from them and verifies, and a format-1 event cannot be passed
+// off as format 2.
+func TestFormatOneEventsStillVerify(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	conn := replicaConn(t, b.url)
+	prev := make([]byte, sha256.Size)
+	at := time.Date(2024, 11, 2, 9, 30, 0, 250000000, time.UTC)
+	for seq := int64(1); seq <= 3; seq++ {
+		id := fmt.Sprintf("01JBV0000000000000000000%02d", seq)
+		fields := []string{strconv.FormatInt(seq, 10), id, at.Format(time.RFC3339Nano), "token:old",
+			"/palyra.access.v1.AccessService/RevokeToken", "token:x", "success", "ok", "192.0.2.1", "req"}
+		hash := documentedHash("palyra/v1/audit\x00", prev, fields)
+		// What an older palyrad inserted: no format, replica or summary columns (the
+		// default stands for the migration's, which gave the rows of that time format 1).
+		for _, q := range []string{`alter table audit_events alter column format set default 1`, `
+			insert into audit_events (sequence, id, occurred_at, principal, procedure, target, outcome,
+			    code, remote_address, request_id, prev_hash, hash)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			`alter table audit_events alter column format drop default`} {
+			var args []any
+			if strings.Contains(q, "insert") {
+				args = []any{seq, id, at, fields[3], fields[4], fields[5], fields[6], fields[7], fields[8], fields[9], prev, hash}
+			}
+			if _, err := conn.Exec(t.Context(), q, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		prev = hash
+	}
+	appendEvents(t, b.log, 2)
+	if v := verify(t, b); !v.Intact || v.Checked != 5 {
+		t.Errorf("format 1 then format 2: %+v", v)
+	}
+	recs, err := b.log.List(t.Context(), audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs[4].Format != 1 || recs[4].Replica != "" || recs[0].Format != 2 {
+		t.Errorf("formats read back: event 1 %d (replica %q), event 5 %d", recs[4].Format, recs[4].Replica, recs[0].Format)
+	}
+	if _, err := conn.Exec(t.Context(), `update audit_events set format = 2 where sequence = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if v := verify(t, b); v.Intact || v.FirstBroken != 2 {
+		t.Errorf("event 2 passed off as format 2: %+v", v)
 	}
 }
 
@@ -278,7 +354,7 @@ func TestAppendStoresAnyString(t *testing.T) {
 func TestConcurrentAppends(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	other := audit.New(openStore(t, b.url), nil)
+	other := audit.New(audit.Options{Store: openStore(t, b.url), ReplicaID: "replica-b"})
 	const goroutines, each = 16, 10
 
 	var wg sync.WaitGroup
@@ -408,7 +484,7 @@ func TestReplicas(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			other := audit.New(openStore(t, b.url), nil)
+			other := audit.New(audit.Options{Store: openStore(t, b.url), ReplicaID: "replica-b"})
 			if tt.locked {
 				audit.WithAppendAttempts(other, 1)
 			}
@@ -466,7 +542,7 @@ func TestAppendAfterFailedBatch(t *testing.T) {
 		t.Fatalf("append refused by a constraint: err %v, want store.ErrInvalid", err)
 	}
 	// Another process appends meanwhile; the log must read the head again.
-	if _, err := audit.New(openStore(t, b.url), nil).Append(t.Context(), event(4)); err != nil {
+	if _, err := audit.New(audit.Options{Store: openStore(t, b.url), ReplicaID: "replica-b"}).Append(t.Context(), event(4)); err != nil {
 		t.Fatalf("append through the other log: %v", err)
 	}
 	r, err := b.log.Append(t.Context(), event(5))
@@ -522,6 +598,26 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			firstBroken: 4, checked: 4, head: 5,
 			problem: "event 4 was altered: its hash does not match its content",
 		},
+		"replica of event 3 edited": {
+			sql:         []string{`update audit_events set replica_id = 'elsewhere' where sequence = 3`},
+			firstBroken: 3, checked: 3, head: 5,
+			problem: "event 3 was altered: its hash does not match its content",
+		},
+		"request id source of event 2 edited": {
+			sql:         []string{`update audit_events set request_id_source = 'replica' where sequence = 2`},
+			firstBroken: 2, checked: 2, head: 5,
+			problem: "event 2 was altered: its hash does not match its content",
+		},
+		"event 4 passed off as format 1": {
+			sql:         []string{`update audit_events set format = 1 where sequence = 4`},
+			firstBroken: 4, checked: 4, head: 5,
+			problem: "event 4 was altered: its hash does not match its content",
+		},
+		"event 2 passed off as a summary": {
+			sql:         []string{`update audit_events set summarized = 7, first_at = occurred_at where sequence = 2`},
+			firstBroken: 2, checked: 2, head: 5,
+			problem: "event 2 was altered: its hash does not match its content",
+		},
 		"prev_hash of event 3 edited": {
 			sql:         []string{`update audit_events set prev_hash = sha256('forged'::bytea) where sequence = 3`},
 			firstBroken: 3, checked: 3, head: 5,
@@ -566,9 +662,9 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		"event 6 forged after event 5": {
 			sql: []string{`
 				insert into audit_events (sequence, id, occurred_at, principal, procedure, target,
-				    outcome, code, remote_address, request_id, prev_hash, hash)
+				    outcome, code, remote_address, request_id, prev_hash, hash, format)
 				select 6, 'forged', now(), 'token:mallory', procedure, '', 'success', 'ok', '', '',
-				    hash, sha256('forged'::bytea)
+				    hash, sha256('forged'::bytea), 2
 				from audit_events where sequence = 5`},
 			firstBroken: 6, checked: 6, head: 6,
 			problem: "event 6 was altered: its hash does not match its content",

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"time"
 
 	"github.com/palyra/palyra/server/internal/store"
@@ -9,7 +10,7 @@ import (
 // NewWithBatch is New with Verify reading batch events per query, so that tests cross
 // batch boundaries with a handful of events.
 func NewWithBatch(s *store.Store, now func() time.Time, batch int32) *Log {
-	l := New(s, now)
+	l := New(Options{Store: s, Now: now})
 	l.batch = batch
 	return l
 }
@@ -27,4 +28,25 @@ const MaxFieldBytes = maxFieldBytes
 func WithAppendAttempts(l *Log, n int) *Log {
 	l.attempts = n
 	return l
+}
+
+// WithSummaryKeys bounds the summaries of a window to n and returns l.
+func WithSummaryKeys(l *Log, n int) *Log {
+	l.summaryKeys = n
+	return l
+}
+
+// The timing of summaries and the drainer.
+const (
+	SummaryWindow = summaryWindow
+	OrphanGrace   = orphanGrace
+)
+
+// Die ends the session holding l's replica lock, if any, as the death of its process
+// would.
+func Die(l *Log) error {
+	if l.owner == nil {
+		return nil
+	}
+	return l.owner.Close(context.Background())
 }

@@ -11,6 +11,7 @@
 package controlplane
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"net/http"
 	"time"
@@ -68,6 +69,9 @@ type HandlerOptions struct {
 	Metrics *Metrics
 	// Access enforces every RPC's declared access rule (access.Interceptor).
 	Access connect.Interceptor
+	// ClientCAs verifies the client certificates of requests, as the listener did
+	// (ServerOptions.ClientCAs).
+	ClientCAs *x509.CertPool
 	// MaxMessageBytes bounds every message read or sent.
 	MaxMessageBytes int
 	// ReadBodyTimeout bounds the arrival of a request body after its headers, and of
@@ -123,6 +127,6 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, common...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
-	return newCallCap(bodyDeadlines(requestctx.Middleware(mux), opts.ReadBodyTimeout, opts.Metrics),
+	return newCallCap(bodyDeadlines(requestctx.Middleware(mux, opts.ClientCAs), opts.ReadBodyTimeout, opts.Metrics),
 		opts.MaxCallsPerAddress, opts.Metrics, log)
 }

@@ -21,12 +21,18 @@ type ServerOptions struct {
 	Address string
 	// GetCertificate returns the current server certificate.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	// ClientCAs verifies client certificates, which are optional at the handshake
-	// (VerifyClientCertIfGiven): a certificate that is presented must be valid.
+	// ClientCAs verifies client certificates, which are optional at the handshake: a
+	// certificate that is presented must verify, exactly as under
+	// tls.VerifyClientCertIfGiven (requestctx.VerifyClientChain). The listener verifies
+	// it itself (clientauth.go), so that it can report the refusals.
 	ClientCAs *x509.CertPool
 	// VerifyConnection, when set, can refuse a verified client certificate during the
 	// handshake (revocation.List.VerifyConnection).
 	VerifyConnection func(tls.ConnectionState) error
+	// HandshakeRefused, when set, learns of every handshake refused for its client
+	// certificate: the remote address, the certificate when its chain verified (nil
+	// otherwise), and the refusal.
+	HandshakeRefused func(remote string, cert *x509.Certificate, err error)
 	// ConnState, when set, follows the connections (revocation.List.ConnState closes
 	// those of what gets revoked).
 	ConnState func(net.Conn, http.ConnState)
@@ -75,13 +81,11 @@ func Listen(opts ServerOptions) (*Server, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnState:         opts.ConnState,
-		TLSConfig: &tls.Config{
-			MinVersion:       tls.VersionTLS12,
-			GetCertificate:   opts.GetCertificate,
-			ClientAuth:       tls.VerifyClientCertIfGiven,
-			ClientCAs:        opts.ClientCAs,
-			VerifyConnection: opts.VerifyConnection,
-		},
+		TLSConfig: clientAuth(&tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: opts.GetCertificate,
+			ClientCAs:      opts.ClientCAs,
+		}, opts),
 		Protocols: new(http.Protocols),
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams:          opts.MaxConcurrentStreams,

@@ -177,6 +177,29 @@ func TestEveryProtectedRPCRefusesAnonymousCallers(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)
 	checked := 0
+	for procedure, md := range palyraMethods {
+		decl, err := access.Declaration(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, public := decl.GetRequirement().(*optionsv1.Access_Public); public {
+			continue
+		}
+		// Each call from its own loopback address, so that the per-address limit on
+		// failed authentication does not answer in its place.
+		anonymous := b.clientFrom(net.IPv4(127, 0, 1, byte(checked+1)))
+		err = callAnything(t.Context(), anonymous, b.baseURL+procedure, md)
+		wantCode(t, procedure, err, connect.CodeUnauthenticated)
+		checked++
+	}
+	if checked < 15 {
+		t.Errorf("only %d protected methods found", checked)
+	}
+	t.Logf("%d protected methods refuse anonymous callers", checked)
+}
+
+// palyraMethods yields every method of every palyra.* service, by procedure.
+func palyraMethods(yield func(procedure string, md protoreflect.MethodDescriptor) bool) {
 	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
 		if !strings.HasPrefix(string(fd.Package()), "palyra.") {
 			return true
@@ -185,28 +208,13 @@ func TestEveryProtectedRPCRefusesAnonymousCallers(t *testing.T) {
 			sd := fd.Services().Get(i)
 			for j := range sd.Methods().Len() {
 				md := sd.Methods().Get(j)
-				decl, err := access.Declaration(md)
-				if err != nil {
-					t.Fatal(err)
+				if !yield(fmt.Sprintf("/%s/%s", sd.FullName(), md.Name()), md) {
+					return false
 				}
-				if _, public := decl.GetRequirement().(*optionsv1.Access_Public); public {
-					continue
-				}
-				procedure := fmt.Sprintf("/%s/%s", sd.FullName(), md.Name())
-				// Each call from its own loopback address, so that the per-address limit
-				// on failed authentication does not answer in its place.
-				anonymous := b.clientFrom(net.IPv4(127, 0, 1, byte(checked+1)))
-				err = callAnything(t.Context(), anonymous, b.baseURL+procedure, md)
-				wantCode(t, procedure, err, connect.CodeUnauthenticated)
-				checked++
 			}
 		}
 		return true
 	})
-	if checked < 15 {
-		t.Errorf("only %d protected methods found", checked)
-	}
-	t.Logf("%d protected methods refuse anonymous callers", checked)
 }
 
 // callAnything calls any method with an empty message (which is valid for every message
@@ -507,9 +515,7 @@ func TestFailedAuthenticationIsRateLimitedPerAddress(t *testing.T) {
 	if !slices.Contains(codes, connect.CodeUnauthenticated) || codes[len(codes)-1] != connect.CodeResourceExhausted {
 		t.Fatalf("codes %v: want Unauthenticated, then ResourceExhausted", codes)
 	}
-	// Once blocked, even a valid token from that address must wait.
-	_, err := b.accessClient(b.owner).WhoAmI(t.Context(), connect.NewRequest(&accessv1.WhoAmIRequest{}))
-	wantCode(t, "valid token from a blocked address", err, connect.CodeResourceExhausted)
+	// A valid token from that address still passes: TestAValidTokenPassesWhereOthersFailed.
 }
 
 func TestConsoleSessions(t *testing.T) {
@@ -690,10 +696,12 @@ func TestAuditLog(t *testing.T) {
 		{accessv1connect.AccessServiceWhoAmIProcedure, "", "anonymous", "unauthenticated", "127.0.0.1", "req-bad-token"},
 		{accessv1connect.AccessServiceSetFlagProcedure, "flag:compat_api=true", ownerPrincipal, "ok", "127.0.0.1", ""},
 		{accessv1connect.AccessServiceCreateTokenProcedure, "token:" + tok.GetId(), ownerPrincipal, "ok", "127.0.0.1", ""},
+		{"access.bootstrap", ownerPrincipal, "system", "ok", "", ""},
 	}
-	// Only the request id the caller chose is predictable; palyrad makes up the others.
+	// Only the request id the caller chose is predictable; palyrad makes up the others
+	// (but the bootstrap's, which no request made).
 	for i := range got {
-		if i > 0 {
+		if i > 0 && i < 3 {
 			if got[i].request == "" {
 				t.Errorf("event %d has no request id", i)
 			}
@@ -715,7 +723,7 @@ func TestAuditLog(t *testing.T) {
 		}
 		return res.Msg
 	}
-	if v := verify(); !v.GetIntact() || v.GetEventsChecked() != 3 || v.GetHeadSequence() != 3 {
+	if v := verify(); !v.GetIntact() || v.GetEventsChecked() != 4 || v.GetHeadSequence() != 4 {
 		t.Fatalf("verify before tampering: %v", v)
 	}
 	// Edit the second event behind palyrad's back (getting past the append-only trigger

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 
-	bootstrap, err := access.Bootstrap(ctx, db.store, cfg.DataDir)
+	auditLog := audit.New(audit.Options{Store: db.store, ReplicaID: cfg.ReplicaID, Logger: log})
+	bootstrap, err := access.Bootstrap(ctx, db.store, auditLog, cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -139,7 +141,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 			"This is for development only; never run it so where a network can reach it.")
 	}
 
-	auditLog := audit.New(db.store, nil)
+	bg.Go(func() { auditLog.Run(bgCtx) })
 	tokens, err := access.NewTokens(access.TokensOptions{Store: db.store, Notify: listener, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -182,10 +184,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	health := controlplane.NewHealth(db.store)
 	metrics := controlplane.NewMetrics(version, cfg.ReplicaID)
 	server, err := controlplane.Listen(controlplane.ServerOptions{
-		Address:              cfg.Listen,
-		GetCertificate:       serverCert.GetCertificate,
-		ClientCAs:            authority.CertPool(),
-		VerifyConnection:     revocations.VerifyConnection,
+		Address:          cfg.Listen,
+		GetCertificate:   serverCert.GetCertificate,
+		ClientCAs:        authority.CertPool(),
+		VerifyConnection: revocations.VerifyConnection,
+		HandshakeRefused: func(remote string, cert *x509.Certificate, err error) {
+			accessInterceptor.HandshakeRefused(remote, cert, revocation.Reason(err))
+		},
 		ConnState:            revocations.ConnState,
 		ReadHeaderTimeout:    cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:          cfg.Server.IdleTimeout,
@@ -291,6 +296,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		Health:          health,
 		Metrics:         metrics,
 		Access:          accessInterceptor,
+		ClientCAs:       authority.CertPool(),
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
 		Logger:          log,
@@ -374,7 +380,7 @@ func CreateLocalToken(ctx context.Context, cfg *config.Config, log *slog.Logger,
 	if _, err := db.store.Migrate(ctx); err != nil {
 		return nil, "", fmt.Errorf("daemon: %w", err)
 	}
-	return access.CreateLocalToken(ctx, db.store, p)
+	return access.CreateLocalToken(ctx, db.store, audit.New(audit.Options{Store: db.store, ReplicaID: cfg.ReplicaID, Logger: log}), p)
 }
 
 // database is the store and, when embedded, the PostgreSQL cluster behind it.

@@ -16,6 +16,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -130,6 +131,7 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 		sess.expect(id)
 		params.SessionID, params.SentAt = &sess.id, &now
 	}
+	audit.SetTarget(ctx, "dispatch:"+id) // before the insert, which writes the call's audit outbox row
 	d, err = q.InsertDispatch(ctx, params)
 	if sess != nil {
 		var h *handoff

@@ -17,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -144,6 +145,7 @@ func (s *Service) createCode(ctx context.Context, p createCodeParams) (*createdC
 	default:
 		return nil, errInvalid("method must be pin or qr")
 	}
+	audit.SetTarget(ctx, "pairing_code:"+id) // before the insert, which writes the call's audit outbox row
 	row, err := s.opts.Store.Q().InsertPairingCode(ctx, dbsqlc.InsertPairingCodeParams{
 		ID:        id,
 		Method:    p.method,

@@ -93,6 +93,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
@@ -293,31 +294,36 @@ func (s *Service) sweep(ctx context.Context) {
 }
 
 // expireDue moves every pending request whose time ran out to expired, and audits each
-// expiry. The expiry and its audit event are two transactions: a crash between them
-// loses the event, not the expiry.
+// expiry: the events commit with the expiries (audit outbox rows) and are appended
+// after the commit.
 func (s *Service) expireDue(ctx context.Context) error {
 	now := s.now()
-	ids, err := s.opts.Store.Q().ExpirePairingRequests(ctx, now)
+	var ids []string
+	var staged []audit.Record
+	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		var err error
+		if ids, err = q.ExpirePairingRequests(ctx, now); err != nil {
+			return err
+		}
+		events := make([]audit.Event, len(ids))
+		for i, id := range ids {
+			events[i] = audit.Event{Time: now, Principal: "system", Procedure: "pairing.expire",
+				Target: "pairing_request:" + id, Outcome: audit.Success, Code: "ok"}
+		}
+		staged, err = s.opts.Audit.Stage(ctx, q, events...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("pairing: expire requests: %w", err)
 	}
-	var problems []error
 	for _, id := range ids {
 		s.log.Info("pairing request expired", "request_id", id)
-		_, err := s.opts.Audit.Append(ctx, audit.Event{
-			Time:      now,
-			Principal: "system",
-			Procedure: "pairing.expire",
-			Target:    "pairing_request:" + id,
-			Outcome:   audit.Success,
-			Code:      "ok",
-		})
-		if err != nil {
-			problems = append(problems, fmt.Errorf("pairing: audit the expiry of %s: %w", id, err))
-		}
 		s.wake(id)
 	}
-	return errors.Join(problems...)
+	if err := s.opts.Audit.Publish(ctx, staged); err != nil {
+		return fmt.Errorf("pairing: audit the expiries: %w", err)
+	}
+	return nil
 }
 
 // watch registers interest in the changes of request id: the returned channel receives

@@ -128,7 +128,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	case <-time.After(10 * time.Second):
 		t.Fatal("the notification listener is not ready after 10 s")
 	}
-	b := &testBundle{url: dbURL, store: st, kek: kek, clock: clk, authority: authority, audit: audit.New(st, clk.Now), calls: &callLog{}}
+	b := &testBundle{url: dbURL, store: st, kek: kek, clock: clk, authority: authority, audit: audit.New(audit.Options{Store: st, ReplicaID: "test", Now: clk.Now}), calls: &callLog{}}
 	opts := pairing.Options{
 		Store:              st,
 		Authority:          authority,

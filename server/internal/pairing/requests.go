@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
@@ -142,6 +143,7 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 		proofCert, proofKey = &pr.certificate, &pr.key
 	}
 	var row dbsqlc.PairingRequest
+	audit.SetTarget(ctx, "pairing_request:"+id) // before the transaction, which writes the call's audit outbox row
 	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
 		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
 		if errors.Is(err, store.ErrNotFound) {
@@ -203,6 +205,7 @@ func (s *Service) follow(ctx context.Context, id, secret string) (dbsqlc.Pairing
 	if subtle.ConstantTimeCompare(secretHash(secret), want) != 1 || !known {
 		return dbsqlc.PairingRequest{}, errStatusRefused()
 	}
+	audit.SetTarget(ctx, "pairing_request:"+id) // before the writes below, which write the call's audit outbox row
 	if overdue(r, s.now()) {
 		if err := s.expireDue(ctx); err != nil {
 			return dbsqlc.PairingRequest{}, err

@@ -1,13 +1,20 @@
 // Package requestctx carries what the HTTP layer knows about a request to the RPC
-// layer: its id, and the client certificate chain the TLS handshake verified. Connect
-// exposes neither, so a middleware puts them in the request's context.
+// layer: its id, and the client certificate chain verified against the internal CA.
+// Connect exposes neither, so a middleware puts them in the request's context.
+//
+// A request id is what the caller sent in X-Request-Id when it is well-formed: 1 to 64
+// characters among A-Z, a-z, 0-9 and . _ : - (so that it is safe in logs and in the
+// audit log). Otherwise the replica makes one up, a ULID, and says so (RequestIDGenerated):
+// the audit log records who chose the id, and which replica recorded the event.
 package requestctx
 
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"net/http"
 	"regexp"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 )
@@ -15,32 +22,59 @@ import (
 // Header is the request id header, read from requests and set on every response.
 const Header = "X-Request-Id"
 
-// validID is what a caller-supplied request id may look like; anything else is
-// replaced, so that ids are safe to log.
-var validID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+// validID is what a caller-supplied request id may look like.
+var validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
 type key struct{}
 
 // info is what the middleware records.
 type info struct {
 	requestID string
+	generated bool // the replica made requestID up
 	chain     []*x509.Certificate
 }
 
 // Middleware records the request id (the caller's X-Request-Id when well-formed, else a
-// new ULID, echoed in the response) and the verified client certificate chain.
-func Middleware(next http.Handler) http.Handler {
+// new ULID, echoed in the response) and the client certificate chain, verified against
+// roots as VerifyClientChain does (the handshake verified it already when the listener
+// asks for client certificates without verifying them itself: tls.RequestClientCert).
+func Middleware(next http.Handler, roots *x509.CertPool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := &info{requestID: r.Header.Get(Header)}
 		if !validID.MatchString(in.requestID) {
-			in.requestID = ulid.Make().String()
+			in.requestID, in.generated = ulid.Make().String(), true
 		}
 		w.Header().Set(Header, in.requestID)
-		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		switch {
+		case r.TLS == nil:
+		case len(r.TLS.VerifiedChains) > 0:
 			in.chain = r.TLS.VerifiedChains[0]
+		case len(r.TLS.PeerCertificates) > 0 && roots != nil:
+			if chains, err := VerifyClientChain(roots, r.TLS.PeerCertificates, time.Now()); err == nil {
+				in.chain = chains[0]
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), key{}, in)))
 	})
+}
+
+// VerifyClientChain verifies a client's certificates (the leaf first, then the
+// intermediates it sent) against roots, for client authentication, exactly as
+// crypto/tls does for tls.VerifyClientCertIfGiven.
+func VerifyClientChain(roots *x509.CertPool, certs []*x509.Certificate, now time.Time) ([][]*x509.Certificate, error) {
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	opts := x509.VerifyOptions{
+		Roots:         roots,
+		CurrentTime:   now,
+		Intermediates: x509.NewCertPool(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	return certs[0].Verify(opts)
 }
 
 // RequestID returns the id of the request ctx belongs to, or "".
@@ -51,8 +85,15 @@ func RequestID(ctx context.Context) string {
 	return ""
 }
 
-// ClientCertificate returns the client certificate the TLS handshake verified against
-// the internal CA, or nil when the client presented none.
+// RequestIDGenerated reports whether the replica made the request id up, the caller
+// having sent none that is well-formed.
+func RequestIDGenerated(ctx context.Context) bool {
+	in, ok := ctx.Value(key{}).(*info)
+	return ok && in.generated
+}
+
+// ClientCertificate returns the client certificate verified against the internal CA, or
+// nil when the client presented none.
 func ClientCertificate(ctx context.Context) *x509.Certificate {
 	if in, ok := ctx.Value(key{}).(*info); ok && len(in.chain) > 0 {
 		return in.chain[0]

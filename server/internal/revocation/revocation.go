@@ -215,6 +215,27 @@ func (l *List) VerifyConnection(cs tls.ConnectionState) error {
 	return nil
 }
 
+// Reason names, for the audit log, why a handshake refused a client certificate: the
+// refusals of VerifyConnection ("certificate-revoked", "device-revoked",
+// "not-a-device"), and those of the verification against the CA that comes before it
+// ("unknown-authority", "expired-certificate", "invalid-certificate").
+func Reason(err error) string {
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.Is(err, ErrCertificateRevoked):
+		return "certificate-revoked"
+	case errors.Is(err, ErrDeviceRevoked):
+		return "device-revoked"
+	case errors.Is(err, ErrNotDevice):
+		return "not-a-device"
+	case errors.As(err, new(x509.UnknownAuthorityError)):
+		return "unknown-authority"
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return "expired-certificate"
+	}
+	return "invalid-certificate"
+}
+
 // ConnState is the http.Server callback that tracks connections made with a client
 // certificate, so that a revocation can close them.
 func (l *List) ConnState(c net.Conn, state http.ConnState) {

@@ -26,7 +26,11 @@ func NewCommand(d *deps.Deps) *cobra.Command {
 		Short: "List the audit log, verify its hash chain",
 		Long: `audit reads palyrad's audit log (it needs the audit.read permission): every call that
 changed state and every refused one, with who, what, when, from where and the outcome.
-The log is hash-chained, so that verify detects edited or deleted events.`,
+Calls a rate limit turned away, and TLS handshakes refused for their client certificate,
+are counted in one summary per address per minute. A change always commits with its
+record: code "committed" marks a record palyrad wrote for a call whose end it could not
+record (a replica died, or the database went away). The log is hash-chained, so that
+verify detects edited or deleted events.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	c.AddCommand(newListCommand(d), newVerifyCommand(d))
@@ -104,12 +108,19 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 	return c
 }
 
+// listTable prints events; a summary shows the procedures refused in PROCEDURE and how
+// many refusals since when in TARGET.
 func listTable(w io.Writer, events []*accessv1.AuditEvent) {
-	fmt.Fprintln(w, "SEQ\tTIME\tPRINCIPAL\tPROCEDURE\tTARGET\tOUTCOME\tCODE\tREMOTE")
+	fmt.Fprintln(w, "SEQ\tTIME\tPRINCIPAL\tPROCEDURE\tTARGET\tOUTCOME\tCODE\tREMOTE\tREPLICA")
 	for _, e := range events {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSequence(), output.Time(e.GetTime(), "-"),
-			output.Cell(e.GetPrincipal()), output.Cell(e.GetProcedure()), output.Cell(e.GetTarget()),
-			output.Enum(e.GetOutcome()), output.Cell(e.GetCode()), output.Cell(e.GetRemoteAddress()))
+		procedure, target := output.Cell(e.GetProcedure()), output.Cell(e.GetTarget())
+		if s := e.GetSummary(); s != nil {
+			procedure = output.Cell(output.List(s.GetProcedures()))
+			target = fmt.Sprintf("%d refusals since %s", s.GetCount(), output.Time(s.GetFirstTime(), "-"))
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSequence(), output.Time(e.GetTime(), "-"),
+			output.Cell(e.GetPrincipal()), procedure, target, output.Enum(e.GetOutcome()), output.Cell(e.GetCode()),
+			output.Cell(e.GetRemoteAddress()), output.Cell(e.GetReplicaId()))
 	}
 }
 

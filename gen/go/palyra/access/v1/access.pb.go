@@ -308,6 +308,60 @@ func (AuditOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{4}
 }
 
+// AuditRequestIdSource says who chose an audit event's request id.
+type AuditRequestIdSource int32
+
+const (
+	// AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED: not recorded (events recorded before palyrad
+	// recorded it), or the event has no request (a summary, an expiry).
+	AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED AuditRequestIdSource = 0
+	// AUDIT_REQUEST_ID_SOURCE_CLIENT: the caller sent it in X-Request-Id.
+	AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_CLIENT AuditRequestIdSource = 1
+	// AUDIT_REQUEST_ID_SOURCE_REPLICA: the replica named by replica_id made it up.
+	AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_REPLICA AuditRequestIdSource = 2
+)
+
+// Enum value maps for AuditRequestIdSource.
+var (
+	AuditRequestIdSource_name = map[int32]string{
+		0: "AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED",
+		1: "AUDIT_REQUEST_ID_SOURCE_CLIENT",
+		2: "AUDIT_REQUEST_ID_SOURCE_REPLICA",
+	}
+	AuditRequestIdSource_value = map[string]int32{
+		"AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED": 0,
+		"AUDIT_REQUEST_ID_SOURCE_CLIENT":      1,
+		"AUDIT_REQUEST_ID_SOURCE_REPLICA":     2,
+	}
+)
+
+func (x AuditRequestIdSource) Enum() *AuditRequestIdSource {
+	p := new(AuditRequestIdSource)
+	*p = x
+	return p
+}
+
+func (x AuditRequestIdSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuditRequestIdSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_palyra_access_v1_access_proto_enumTypes[5].Descriptor()
+}
+
+func (AuditRequestIdSource) Type() protoreflect.EnumType {
+	return &file_palyra_access_v1_access_proto_enumTypes[5]
+}
+
+func (x AuditRequestIdSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuditRequestIdSource.Descriptor instead.
+func (AuditRequestIdSource) EnumDescriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{5}
+}
+
 // WhoAmIRequest has no fields.
 type WhoAmIRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1846,6 +1900,73 @@ func (x *SetFlagResponse) GetFlag() *Flag {
 	return nil
 }
 
+// AuditSummary is what a summary event stands for: refused calls or TLS handshakes of
+// one remote address, principal and code within a minute, which a rate limit turned
+// away or whose client certificate was refused.
+type AuditSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// count is the number of refusals.
+	Count int64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// first_time is the first one's time; the event's time is the last one's.
+	FirstTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=first_time,json=firstTime,proto3" json:"first_time,omitempty"`
+	// procedures are the RPCs refused, sorted; "tls:<reason>" for a handshake, e.g.
+	// "tls:certificate-revoked" or "tls:unknown-authority".
+	Procedures    []string `protobuf:"bytes,3,rep,name=procedures,proto3" json:"procedures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditSummary) Reset() {
+	*x = AuditSummary{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditSummary) ProtoMessage() {}
+
+func (x *AuditSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditSummary.ProtoReflect.Descriptor instead.
+func (*AuditSummary) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AuditSummary) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AuditSummary) GetFirstTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstTime
+	}
+	return nil
+}
+
+func (x *AuditSummary) GetProcedures() []string {
+	if x != nil {
+		return x.Procedures
+	}
+	return nil
+}
+
 // AuditEvent is one entry of the audit log.
 type AuditEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1853,7 +1974,8 @@ type AuditEvent struct {
 	Sequence int64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// id is the event's unique identifier.
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	// time is when the call ended.
+	// time is when the call ended; for an event the daemon wrote from the outbox row of a
+	// call whose end it could not record (code "committed"), when its change committed.
 	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
 	// principal is who called, e.g. "token:01JD...", or "anonymous".
 	Principal string `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
@@ -1863,7 +1985,9 @@ type AuditEvent struct {
 	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
 	// outcome is how the call ended.
 	Outcome AuditOutcome `protobuf:"varint,7,opt,name=outcome,proto3,enum=palyra.access.v1.AuditOutcome" json:"outcome,omitempty"`
-	// code is the Connect code, e.g. "ok", "unauthenticated", "permission_denied".
+	// code is the Connect code, e.g. "ok", "unauthenticated", "permission_denied"; or
+	// "committed": the call's change committed, and how the call ended is not known (the
+	// replica died, or the database went away, before the call's end was recorded).
 	Code string `protobuf:"bytes,8,opt,name=code,proto3" json:"code,omitempty"`
 	// remote_address is the caller's IP address.
 	RemoteAddress string `protobuf:"bytes,9,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
@@ -1871,14 +1995,26 @@ type AuditEvent struct {
 	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// hash is the event's SHA-256 chain hash in hex: over the previous event's hash and
 	// this event's fields.
-	Hash          string `protobuf:"bytes,11,opt,name=hash,proto3" json:"hash,omitempty"`
+	Hash string `protobuf:"bytes,11,opt,name=hash,proto3" json:"hash,omitempty"`
+	// replica_id is the palyrad replica that recorded the event, and made up its request
+	// id when request_id_source says so; empty for events recorded before palyrad
+	// recorded it.
+	ReplicaId string `protobuf:"bytes,12,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// request_id_source says who chose request_id.
+	RequestIdSource AuditRequestIdSource `protobuf:"varint,13,opt,name=request_id_source,json=requestIdSource,proto3,enum=palyra.access.v1.AuditRequestIdSource" json:"request_id_source,omitempty"`
+	// summary, when set, makes the event stand for many refusals; principal, code and
+	// remote_address are theirs, procedure and target are empty.
+	Summary *AuditSummary `protobuf:"bytes,14,opt,name=summary,proto3" json:"summary,omitempty"`
+	// format is the formula of hash (palyrad's server/internal/audit): 1 for events
+	// recorded before replicas and summaries were, 2 since.
+	Format        uint32 `protobuf:"varint,15,opt,name=format,proto3" json:"format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2026,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2039,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{25}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AuditEvent) GetSequence() int64 {
@@ -1983,6 +2119,34 @@ func (x *AuditEvent) GetHash() string {
 	return ""
 }
 
+func (x *AuditEvent) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetRequestIdSource() AuditRequestIdSource {
+	if x != nil {
+		return x.RequestIdSource
+	}
+	return AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED
+}
+
+func (x *AuditEvent) GetSummary() *AuditSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
 // ListAuditEventsRequest filters and pages the log.
 type ListAuditEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1992,7 +2156,8 @@ type ListAuditEventsRequest struct {
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// principal keeps only the events of this principal.
 	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
-	// procedure keeps only the events of this RPC.
+	// procedure keeps only the events of this RPC, summaries naming it among theirs
+	// included.
 	Procedure string `protobuf:"bytes,4,opt,name=procedure,proto3" json:"procedure,omitempty"`
 	// outcome keeps only the events with this outcome; unspecified keeps all.
 	Outcome AuditOutcome `protobuf:"varint,5,opt,name=outcome,proto3,enum=palyra.access.v1.AuditOutcome" json:"outcome,omitempty"`
@@ -2006,7 +2171,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2183,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2196,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{26}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAuditEventsRequest) GetPageSize() uint32 {
@@ -2096,7 +2261,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2273,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2286,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{27}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2147,7 +2312,7 @@ type VerifyAuditLogRequest struct {
 
 func (x *VerifyAuditLogRequest) Reset() {
 	*x = VerifyAuditLogRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2324,7 @@ func (x *VerifyAuditLogRequest) String() string {
 func (*VerifyAuditLogRequest) ProtoMessage() {}
 
 func (x *VerifyAuditLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2337,7 @@ func (x *VerifyAuditLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditLogRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditLogRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{28}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{29}
 }
 
 // VerifyAuditLogResponse is the verdict.
@@ -2199,7 +2364,7 @@ type VerifyAuditLogResponse struct {
 
 func (x *VerifyAuditLogResponse) Reset() {
 	*x = VerifyAuditLogResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2376,7 @@ func (x *VerifyAuditLogResponse) String() string {
 func (*VerifyAuditLogResponse) ProtoMessage() {}
 
 func (x *VerifyAuditLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
+	mi := &file_palyra_access_v1_access_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2389,7 @@ func (x *VerifyAuditLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditLogResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditLogResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{29}
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VerifyAuditLogResponse) GetIntact() bool {
@@ -2382,7 +2547,14 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[a-z][a-z0-9_]*$R\x03key\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\"=\n" +
 	"\x0fSetFlagResponse\x12*\n" +
-	"\x04flag\x18\x01 \x01(\v2\x16.palyra.access.v1.FlagR\x04flag\"\xe4\x02\n" +
+	"\x04flag\x18\x01 \x01(\v2\x16.palyra.access.v1.FlagR\x04flag\"\x7f\n" +
+	"\fAuditSummary\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x129\n" +
+	"\n" +
+	"first_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstTime\x12\x1e\n" +
+	"\n" +
+	"procedures\x18\x03 \x03(\tR\n" +
+	"procedures\"\xa9\x04\n" +
 	"\n" +
 	"AuditEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x0e\n" +
@@ -2397,7 +2569,12 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\n" +
 	" \x01(\tR\trequestId\x12\x12\n" +
-	"\x04hash\x18\v \x01(\tR\x04hash\"\xe0\x02\n" +
+	"\x04hash\x18\v \x01(\tR\x04hash\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\f \x01(\tR\treplicaId\x12R\n" +
+	"\x11request_id_source\x18\r \x01(\x0e2&.palyra.access.v1.AuditRequestIdSourceR\x0frequestIdSource\x128\n" +
+	"\asummary\x18\x0e \x01(\v2\x1e.palyra.access.v1.AuditSummaryR\asummary\x12\x16\n" +
+	"\x06format\x18\x0f \x01(\rR\x06format\"\xe0\x02\n" +
 	"\x16ListAuditEventsRequest\x12%\n" +
 	"\tpage_size\x18\x01 \x01(\rB\b\xbaH\x05*\x03\x18\xf4\x03R\bpageSize\x12'\n" +
 	"\n" +
@@ -2444,7 +2621,11 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\fAuditOutcome\x12\x1d\n" +
 	"\x19AUDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15AUDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n" +
-	"\x15AUDIT_OUTCOME_FAILURE\x10\x022\xa6\n" +
+	"\x15AUDIT_OUTCOME_FAILURE\x10\x02*\x88\x01\n" +
+	"\x14AuditRequestIdSource\x12'\n" +
+	"#AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eAUDIT_REQUEST_ID_SOURCE_CLIENT\x10\x01\x12#\n" +
+	"\x1fAUDIT_REQUEST_ID_SOURCE_REPLICA\x10\x022\xa6\n" +
 	"\n" +
 	"\rAccessService\x12V\n" +
 	"\x06WhoAmI\x12\x1f.palyra.access.v1.WhoAmIRequest\x1a .palyra.access.v1.WhoAmIResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12q\n" +
@@ -2475,108 +2656,113 @@ func file_palyra_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_palyra_access_v1_access_proto_rawDescData
 }
 
-var file_palyra_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_palyra_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_palyra_access_v1_access_proto_goTypes = []any{
 	(Role)(0),                       // 0: palyra.access.v1.Role
 	(AuthMethod)(0),                 // 1: palyra.access.v1.AuthMethod
 	(TokenState)(0),                 // 2: palyra.access.v1.TokenState
 	(FlagStage)(0),                  // 3: palyra.access.v1.FlagStage
 	(AuditOutcome)(0),               // 4: palyra.access.v1.AuditOutcome
-	(*WhoAmIRequest)(nil),           // 5: palyra.access.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),          // 6: palyra.access.v1.WhoAmIResponse
-	(*Principal)(nil),               // 7: palyra.access.v1.Principal
-	(*ListPermissionsRequest)(nil),  // 8: palyra.access.v1.ListPermissionsRequest
-	(*ListPermissionsResponse)(nil), // 9: palyra.access.v1.ListPermissionsResponse
-	(*Permission)(nil),              // 10: palyra.access.v1.Permission
-	(*ListRolesRequest)(nil),        // 11: palyra.access.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),       // 12: palyra.access.v1.ListRolesResponse
-	(*RoleInfo)(nil),                // 13: palyra.access.v1.RoleInfo
-	(*Token)(nil),                   // 14: palyra.access.v1.Token
-	(*CreateTokenRequest)(nil),      // 15: palyra.access.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 16: palyra.access.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 17: palyra.access.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 18: palyra.access.v1.ListTokensResponse
-	(*GetTokenRequest)(nil),         // 19: palyra.access.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),        // 20: palyra.access.v1.GetTokenResponse
-	(*RotateTokenRequest)(nil),      // 21: palyra.access.v1.RotateTokenRequest
-	(*RotateTokenResponse)(nil),     // 22: palyra.access.v1.RotateTokenResponse
-	(*RevokeTokenRequest)(nil),      // 23: palyra.access.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 24: palyra.access.v1.RevokeTokenResponse
-	(*Flag)(nil),                    // 25: palyra.access.v1.Flag
-	(*ListFlagsRequest)(nil),        // 26: palyra.access.v1.ListFlagsRequest
-	(*ListFlagsResponse)(nil),       // 27: palyra.access.v1.ListFlagsResponse
-	(*SetFlagRequest)(nil),          // 28: palyra.access.v1.SetFlagRequest
-	(*SetFlagResponse)(nil),         // 29: palyra.access.v1.SetFlagResponse
-	(*AuditEvent)(nil),              // 30: palyra.access.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),  // 31: palyra.access.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil), // 32: palyra.access.v1.ListAuditEventsResponse
-	(*VerifyAuditLogRequest)(nil),   // 33: palyra.access.v1.VerifyAuditLogRequest
-	(*VerifyAuditLogResponse)(nil),  // 34: palyra.access.v1.VerifyAuditLogResponse
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(AuditRequestIdSource)(0),       // 5: palyra.access.v1.AuditRequestIdSource
+	(*WhoAmIRequest)(nil),           // 6: palyra.access.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 7: palyra.access.v1.WhoAmIResponse
+	(*Principal)(nil),               // 8: palyra.access.v1.Principal
+	(*ListPermissionsRequest)(nil),  // 9: palyra.access.v1.ListPermissionsRequest
+	(*ListPermissionsResponse)(nil), // 10: palyra.access.v1.ListPermissionsResponse
+	(*Permission)(nil),              // 11: palyra.access.v1.Permission
+	(*ListRolesRequest)(nil),        // 12: palyra.access.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),       // 13: palyra.access.v1.ListRolesResponse
+	(*RoleInfo)(nil),                // 14: palyra.access.v1.RoleInfo
+	(*Token)(nil),                   // 15: palyra.access.v1.Token
+	(*CreateTokenRequest)(nil),      // 16: palyra.access.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 17: palyra.access.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 18: palyra.access.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 19: palyra.access.v1.ListTokensResponse
+	(*GetTokenRequest)(nil),         // 20: palyra.access.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),        // 21: palyra.access.v1.GetTokenResponse
+	(*RotateTokenRequest)(nil),      // 22: palyra.access.v1.RotateTokenRequest
+	(*RotateTokenResponse)(nil),     // 23: palyra.access.v1.RotateTokenResponse
+	(*RevokeTokenRequest)(nil),      // 24: palyra.access.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 25: palyra.access.v1.RevokeTokenResponse
+	(*Flag)(nil),                    // 26: palyra.access.v1.Flag
+	(*ListFlagsRequest)(nil),        // 27: palyra.access.v1.ListFlagsRequest
+	(*ListFlagsResponse)(nil),       // 28: palyra.access.v1.ListFlagsResponse
+	(*SetFlagRequest)(nil),          // 29: palyra.access.v1.SetFlagRequest
+	(*SetFlagResponse)(nil),         // 30: palyra.access.v1.SetFlagResponse
+	(*AuditSummary)(nil),            // 31: palyra.access.v1.AuditSummary
+	(*AuditEvent)(nil),              // 32: palyra.access.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),  // 33: palyra.access.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil), // 34: palyra.access.v1.ListAuditEventsResponse
+	(*VerifyAuditLogRequest)(nil),   // 35: palyra.access.v1.VerifyAuditLogRequest
+	(*VerifyAuditLogResponse)(nil),  // 36: palyra.access.v1.VerifyAuditLogResponse
+	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
 }
 var file_palyra_access_v1_access_proto_depIdxs = []int32{
-	7,  // 0: palyra.access.v1.WhoAmIResponse.principal:type_name -> palyra.access.v1.Principal
+	8,  // 0: palyra.access.v1.WhoAmIResponse.principal:type_name -> palyra.access.v1.Principal
 	0,  // 1: palyra.access.v1.Principal.role:type_name -> palyra.access.v1.Role
-	35, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
+	37, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: palyra.access.v1.Principal.method:type_name -> palyra.access.v1.AuthMethod
-	10, // 4: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
-	13, // 5: palyra.access.v1.ListRolesResponse.roles:type_name -> palyra.access.v1.RoleInfo
+	11, // 4: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
+	14, // 5: palyra.access.v1.ListRolesResponse.roles:type_name -> palyra.access.v1.RoleInfo
 	0,  // 6: palyra.access.v1.RoleInfo.role:type_name -> palyra.access.v1.Role
 	0,  // 7: palyra.access.v1.Token.role:type_name -> palyra.access.v1.Role
 	2,  // 8: palyra.access.v1.Token.state:type_name -> palyra.access.v1.TokenState
-	35, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	35, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	35, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	35, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
+	37, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	37, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	37, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: palyra.access.v1.CreateTokenRequest.role:type_name -> palyra.access.v1.Role
-	35, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	14, // 15: palyra.access.v1.CreateTokenResponse.token:type_name -> palyra.access.v1.Token
+	37, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	15, // 15: palyra.access.v1.CreateTokenResponse.token:type_name -> palyra.access.v1.Token
 	2,  // 16: palyra.access.v1.ListTokensRequest.state:type_name -> palyra.access.v1.TokenState
-	14, // 17: palyra.access.v1.ListTokensResponse.tokens:type_name -> palyra.access.v1.Token
-	14, // 18: palyra.access.v1.GetTokenResponse.token:type_name -> palyra.access.v1.Token
-	35, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	14, // 20: palyra.access.v1.RotateTokenResponse.token:type_name -> palyra.access.v1.Token
-	14, // 21: palyra.access.v1.RevokeTokenResponse.token:type_name -> palyra.access.v1.Token
+	15, // 17: palyra.access.v1.ListTokensResponse.tokens:type_name -> palyra.access.v1.Token
+	15, // 18: palyra.access.v1.GetTokenResponse.token:type_name -> palyra.access.v1.Token
+	37, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	15, // 20: palyra.access.v1.RotateTokenResponse.token:type_name -> palyra.access.v1.Token
+	15, // 21: palyra.access.v1.RevokeTokenResponse.token:type_name -> palyra.access.v1.Token
 	3,  // 22: palyra.access.v1.Flag.stage:type_name -> palyra.access.v1.FlagStage
-	35, // 23: palyra.access.v1.Flag.update_time:type_name -> google.protobuf.Timestamp
-	25, // 24: palyra.access.v1.ListFlagsResponse.flags:type_name -> palyra.access.v1.Flag
-	25, // 25: palyra.access.v1.SetFlagResponse.flag:type_name -> palyra.access.v1.Flag
-	35, // 26: palyra.access.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	4,  // 27: palyra.access.v1.AuditEvent.outcome:type_name -> palyra.access.v1.AuditOutcome
-	4,  // 28: palyra.access.v1.ListAuditEventsRequest.outcome:type_name -> palyra.access.v1.AuditOutcome
-	35, // 29: palyra.access.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	35, // 30: palyra.access.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
-	30, // 31: palyra.access.v1.ListAuditEventsResponse.events:type_name -> palyra.access.v1.AuditEvent
-	5,  // 32: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
-	8,  // 33: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
-	11, // 34: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
-	15, // 35: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
-	17, // 36: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
-	19, // 37: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
-	21, // 38: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
-	23, // 39: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
-	26, // 40: palyra.access.v1.AccessService.ListFlags:input_type -> palyra.access.v1.ListFlagsRequest
-	28, // 41: palyra.access.v1.AccessService.SetFlag:input_type -> palyra.access.v1.SetFlagRequest
-	31, // 42: palyra.access.v1.AccessService.ListAuditEvents:input_type -> palyra.access.v1.ListAuditEventsRequest
-	33, // 43: palyra.access.v1.AccessService.VerifyAuditLog:input_type -> palyra.access.v1.VerifyAuditLogRequest
-	6,  // 44: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
-	9,  // 45: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
-	12, // 46: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
-	16, // 47: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
-	18, // 48: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
-	20, // 49: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
-	22, // 50: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
-	24, // 51: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
-	27, // 52: palyra.access.v1.AccessService.ListFlags:output_type -> palyra.access.v1.ListFlagsResponse
-	29, // 53: palyra.access.v1.AccessService.SetFlag:output_type -> palyra.access.v1.SetFlagResponse
-	32, // 54: palyra.access.v1.AccessService.ListAuditEvents:output_type -> palyra.access.v1.ListAuditEventsResponse
-	34, // 55: palyra.access.v1.AccessService.VerifyAuditLog:output_type -> palyra.access.v1.VerifyAuditLogResponse
-	44, // [44:56] is the sub-list for method output_type
-	32, // [32:44] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	37, // 23: palyra.access.v1.Flag.update_time:type_name -> google.protobuf.Timestamp
+	26, // 24: palyra.access.v1.ListFlagsResponse.flags:type_name -> palyra.access.v1.Flag
+	26, // 25: palyra.access.v1.SetFlagResponse.flag:type_name -> palyra.access.v1.Flag
+	37, // 26: palyra.access.v1.AuditSummary.first_time:type_name -> google.protobuf.Timestamp
+	37, // 27: palyra.access.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	4,  // 28: palyra.access.v1.AuditEvent.outcome:type_name -> palyra.access.v1.AuditOutcome
+	5,  // 29: palyra.access.v1.AuditEvent.request_id_source:type_name -> palyra.access.v1.AuditRequestIdSource
+	31, // 30: palyra.access.v1.AuditEvent.summary:type_name -> palyra.access.v1.AuditSummary
+	4,  // 31: palyra.access.v1.ListAuditEventsRequest.outcome:type_name -> palyra.access.v1.AuditOutcome
+	37, // 32: palyra.access.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	37, // 33: palyra.access.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
+	32, // 34: palyra.access.v1.ListAuditEventsResponse.events:type_name -> palyra.access.v1.AuditEvent
+	6,  // 35: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
+	9,  // 36: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
+	12, // 37: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
+	16, // 38: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
+	18, // 39: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
+	20, // 40: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
+	22, // 41: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
+	24, // 42: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
+	27, // 43: palyra.access.v1.AccessService.ListFlags:input_type -> palyra.access.v1.ListFlagsRequest
+	29, // 44: palyra.access.v1.AccessService.SetFlag:input_type -> palyra.access.v1.SetFlagRequest
+	33, // 45: palyra.access.v1.AccessService.ListAuditEvents:input_type -> palyra.access.v1.ListAuditEventsRequest
+	35, // 46: palyra.access.v1.AccessService.VerifyAuditLog:input_type -> palyra.access.v1.VerifyAuditLogRequest
+	7,  // 47: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
+	10, // 48: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
+	13, // 49: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
+	17, // 50: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
+	19, // 51: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
+	21, // 52: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
+	23, // 53: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
+	25, // 54: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
+	28, // 55: palyra.access.v1.AccessService.ListFlags:output_type -> palyra.access.v1.ListFlagsResponse
+	30, // 56: palyra.access.v1.AccessService.SetFlag:output_type -> palyra.access.v1.SetFlagResponse
+	34, // 57: palyra.access.v1.AccessService.ListAuditEvents:output_type -> palyra.access.v1.ListAuditEventsResponse
+	36, // 58: palyra.access.v1.AccessService.VerifyAuditLog:output_type -> palyra.access.v1.VerifyAuditLogResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_palyra_access_v1_access_proto_init() }
@@ -2590,8 +2776,8 @@ func file_palyra_access_v1_access_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_access_v1_access_proto_rawDesc), len(file_palyra_access_v1_access_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   30,
+			NumEnums:      6,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
