@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -138,18 +139,37 @@ func TestPublicPairingRPCsAreRateLimited(t *testing.T) {
 		}
 	}
 
-	guesser := from(1)
-	for i := range pairing.FollowBurst {
-		call := status
-		if i%2 == 1 {
-			call = watch
-		}
-		if err := call(guesser); connect.CodeOf(err) != connect.CodeNotFound {
-			t.Fatalf("call %d of the burst: got %v, want not_found", i+1, err)
+	// untilLimited calls next(i) for i = 0, 1, ... until a call is refused, and returns
+	// how many calls it made. The bucket refills while the calls run (one a second), so
+	// on a busy machine the refusal may come some calls after the burst, never before.
+	untilLimited := func(what string, next func(i int) error) int {
+		t.Helper()
+		for i := 0; ; i++ {
+			err := next(i)
+			if connect.CodeOf(err) == connect.CodeResourceExhausted {
+				wantLimited(fmt.Sprintf("%s, call %d", what, i+1), err)
+				return i + 1
+			}
+			if connect.CodeOf(err) != connect.CodeNotFound {
+				t.Fatalf("%s, call %d: got %v, want not_found", what, i+1, err)
+			}
+			if i > 100*pairing.FollowBurst {
+				t.Fatalf("%s: %d calls from one address, none refused", what, i+1)
+			}
 		}
 	}
-	wantLimited("GetPairingStatus past the burst", status(guesser))
-	wantLimited("WatchPairing past the burst", watch(guesser))
+	guesser := from(1)
+	// The two RPCs share the bucket: alternating calls use up one burst.
+	if n := untilLimited("alternating GetPairingStatus and WatchPairing", func(i int) error {
+		if i%2 == 1 {
+			return watch(guesser)
+		}
+		return status(guesser)
+	}); n <= pairing.FollowBurst {
+		t.Fatalf("call %d refused within the burst of %d", n, pairing.FollowBurst)
+	}
+	untilLimited("GetPairingStatus past the burst", func(int) error { return status(guesser) })
+	untilLimited("WatchPairing past the burst", func(int) error { return watch(guesser) })
 	// Another address is served.
 	wantCode(t, "GetPairingStatus from another address", status(from(2)), connect.CodeNotFound)
 	wantCode(t, "WatchPairing from another address", watch(from(2)), connect.CodeNotFound)
