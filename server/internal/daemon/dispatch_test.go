@@ -476,7 +476,7 @@ func TestDispatchWaitsForAnOfflineNodeAndSurvivesReconnects(t *testing.T) {
 
 func waitPresence(t *testing.T, td *testDaemon, id string, want controlplanev1.Presence) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		res, err := td.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: id}))
 		if err != nil {
@@ -777,11 +777,18 @@ func TestAttachIsReplacedAcrossReplicasAndDispatchesFollow(t *testing.T) {
 }
 
 // TestRevocationEndsTheAttachStream revokes a device, or only its certificate, through
-// the replica that holds its stream or through another: the stream ends within a
-// second either way.
+// the replica that holds its stream or through another: the holder cuts the stream
+// either way, told by the revocation's NOTIFY. The fallbacks cannot pass for that: the
+// holder's heartbeat interval is five minutes (silence would end the stream after 50),
+// and the holder must have received the notification by the time the stream ends (a
+// lost one would otherwise go unseen behind the list's 30-second safety-net reload).
+// How soon the stream ends is BenchmarkRevocation's to measure (BENCHMARKS.md).
 func TestRevocationEndsTheAttachStream(t *testing.T) {
 	t.Parallel()
-	b := startAccess(t)
+	var logs lockedBuffer
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemonLogging(t, io.MultiWriter(t.Output(), &logs),
+		"--database-url", dbURL, "--data-dir", t.TempDir(), "--nodes-heartbeat-interval", "5m"), dbURL: dbURL}
 	other := b.startReplica(t)
 	for _, tc := range []struct {
 		name   string
@@ -790,21 +797,23 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 		// wantDispatch is the code of a dispatch to the device afterwards: a revoked
 		// device takes none; one whose certificate alone was revoked waits for a new one.
 		wantDispatch connect.Code
+		// notice is the payload of the revocation's notification.
+		notice func(dev *enrolled) string
 	}{
 		{"device, same replica", b.testDaemon, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
 			_, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"}))
 			return err
-		}, connect.CodeFailedPrecondition},
+		}, connect.CodeFailedPrecondition, deviceNotice},
 		{"device, other replica", other, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
 			_, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"}))
 			return err
-		}, connect.CodeFailedPrecondition},
+		}, connect.CodeFailedPrecondition, deviceNotice},
 		{"certificate, other replica", other, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
 			_, err := devices.RevokeCertificate(t.Context(), connect.NewRequest(&controlplanev1.RevokeCertificateRequest{
 				Fingerprint: identity.Fingerprint(dev.leaf.Raw), Reason: "leaked",
 			}))
 			return err
-		}, 0},
+		}, 0, func(dev *enrolled) string { return "certificate:" + identity.Fingerprint(dev.leaf.Raw) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := b.enroll(t, time.Hour)
@@ -813,14 +822,13 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 			if err := tc.revoke(controlplanev1connect.NewDeviceServiceClient(tc.via.client(b.owner), tc.via.baseURL), dev); err != nil {
 				t.Fatal(err)
 			}
-			err := node.ended(5 * time.Second)
-			took := time.Since(revokedAt)
-			t.Logf("the Attach stream ended %v after the revocation (%v)", took, err)
+			err := node.ended(time.Minute)
+			t.Logf("the Attach stream ended %v after the revocation (%v)", time.Since(revokedAt), err)
 			if err == nil {
 				t.Error("the stream of a revoked device ended cleanly")
 			}
-			if took > time.Second {
-				t.Errorf("the stream ended %v after the revocation, want within a second", took)
+			if what := tc.notice(dev); !notified(&logs, what) {
+				t.Errorf("the stream ended before the holder received the revocation of %s by NOTIFY", what)
 			}
 			waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
 			_, err = b.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}))
@@ -835,17 +843,29 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 	}
 }
 
+// TestStopEndsAttachStreams stops a daemon with a node attached: Stop ends the stream
+// itself. Were the stream left to the listener's Shutdown, Stop would wait out the
+// shutdown timeout, ten minutes here, far beyond the test's wait.
 func TestStopEndsAttachStreams(t *testing.T) {
 	t.Parallel()
-	b := startAccess(t)
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--server-shutdown-timeout", "10m"), dbURL: dbURL}
 	dev := b.enroll(t, time.Hour)
 	node, _ := attachNode(t, b.testDaemon, dev)
 	began := time.Now()
-	b.stop(t)
-	if took := time.Since(began); took > 10*time.Second {
-		t.Errorf("stop took %v with a node attached", took)
+	b.stopped = true // stopped here, not by the cleanup
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Stop(context.Background()) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Stop still waits for the attached node's stream after two minutes")
 	}
-	wantCode(t, "the stream at shutdown", node.ended(5*time.Second), connect.CodeUnavailable)
+	t.Logf("stop took %v with a node attached", time.Since(began))
+	wantCode(t, "the stream at shutdown", node.ended(time.Minute), connect.CodeUnavailable)
 	// The stopping daemon recorded that the session ended.
 	conn, err := pgx.Connect(t.Context(), b.dbURL)
 	if err != nil {
@@ -899,7 +919,7 @@ func TestPresenceFollowsHeartbeats(t *testing.T) {
 		t.Errorf("stale nodes: %v %v", res, err)
 	}
 	// Ten intervals of silence end the stream.
-	wantCode(t, "the silent node's stream", silentNode.ended(15*time.Second), connect.CodeDeadlineExceeded)
+	wantCode(t, "the silent node's stream", silentNode.ended(time.Minute), connect.CodeDeadlineExceeded)
 	t.Logf("the silent node's stream ended after %v", time.Since(began))
 	waitPresence(t, b.testDaemon, silent.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
 	waitPresence(t, b.testDaemon, lively.deviceID, controlplanev1.Presence_PRESENCE_ONLINE)
