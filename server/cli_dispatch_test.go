@@ -160,7 +160,9 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		}
 	}
 
-	// Revoking the device through A ends its stream on B within a second.
+	// Revoking the device through A ends its stream on B, by the revocation's NOTIFY: B
+	// has logged the notification by then (its safety-net reload, every 30 s, cannot
+	// pass for it). How soon is BenchmarkRevocation's to measure (BENCHMARKS.md).
 	revoked := time.Now()
 	admin.ok(t, "nodes", "revoke", id, "--reason", "lost")
 	for {
@@ -174,15 +176,14 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		if n.Node.AttachedReplica == "" && n.Node.Presence == "PRESENCE_OFFLINE" {
 			break
 		}
-		if time.Since(revoked) > 5*time.Second {
-			t.Fatalf("the revoked node is still attached after 5 s: %+v", n.Node)
+		if time.Since(revoked) > time.Minute {
+			t.Fatalf("the revoked node is still attached after a minute: %+v", n.Node)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	after := time.Since(revoked)
-	t.Logf("the revoked node's Attach stream on B was ended %v after `palyra nodes revoke` started through A", after.Round(time.Millisecond))
-	if after > time.Second {
-		t.Errorf("the revoked node's stream ended only after %v, want within a second", after)
+	t.Logf("the revoked node's Attach stream on B was ended %v after `palyra nodes revoke` started through A", time.Since(revoked).Round(time.Millisecond))
+	if !revocationNotified(b.stderr.String(), "device:"+id) {
+		t.Errorf("B ended the revoked node's stream before it received the revocation by NOTIFY; its log:\n%s", b.stderr)
 	}
 	node.stop(t)
 }
