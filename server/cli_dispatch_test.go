@@ -165,7 +165,8 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 	// pass for it). How soon is BenchmarkRevocation's to measure (BENCHMARKS.md).
 	revoked := time.Now()
 	admin.ok(t, "nodes", "revoke", id, "--reason", "lost")
-	for {
+	// Asking ever less often keeps a long wait within the token's rate limit.
+	for pause := 20 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 		var n struct {
 			Node struct {
 				Presence        string `json:"presence"`
@@ -179,7 +180,7 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		if time.Since(revoked) > time.Minute {
 			t.Fatalf("the revoked node is still attached after a minute: %+v", n.Node)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
 	}
 	t.Logf("the revoked node's Attach stream on B was ended %v after `palyra nodes revoke` started through A", time.Since(revoked).Round(time.Millisecond))
 	if !revocationNotified(b.stderr.String(), "device:"+id) {
@@ -556,12 +557,13 @@ func dispatchStates(t *testing.T, api controlplanev1connect.DispatchServiceClien
 	return states
 }
 
-// waitTerminal waits until every dispatch of ids has ended.
+// waitTerminal waits until every dispatch of ids has ended. It asks ever less often (at
+// last once a second), so that a long wait stays within the token's rate limit.
 func waitTerminal(t *testing.T, api controlplanev1connect.DispatchServiceClient, ids map[string]string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for tag, id := range ids {
-		for {
+		for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 			res, err := api.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id}))
 			if err != nil {
 				t.Fatalf("get dispatch %s: %v", tag, err)
@@ -572,7 +574,7 @@ func waitTerminal(t *testing.T, api controlplanev1connect.DispatchServiceClient,
 			if time.Now().After(deadline) {
 				t.Fatalf("dispatch %s (%s) is still %v after %v", tag, id, res.Msg.GetDispatch().GetState(), within)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(pause)
 		}
 	}
 }
