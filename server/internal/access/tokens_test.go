@@ -161,7 +161,8 @@ func TestInvalidationReachesEveryReplica(t *testing.T) {
 			t.Parallel()
 			b := setupTokens(t)
 			// The second replica's clock stands still: its cache never lapses, so only the
-			// invalidation (by NOTIFY) can make it refuse the token.
+			// invalidation (by NOTIFY) can make it refuse the token. How soon is
+			// BenchmarkTokenRevocation's to measure (BENCHMARKS.md).
 			first, second := b.replica(t, nil), b.replica(t, testclock.New(time.Now()).Now)
 			tok, secret := b.create(t, first, CreateParams{})
 			for _, r := range []*replica{first, second} {
