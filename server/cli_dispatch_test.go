@@ -160,10 +160,13 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		}
 	}
 
-	// Revoking the device through A ends its stream on B within a second.
+	// Revoking the device through A ends its stream on B, by the revocation's NOTIFY: B
+	// has logged the notification by then (its safety-net reload, every 30 s, cannot
+	// pass for it). How soon is BenchmarkRevocation's to measure (BENCHMARKS.md).
 	revoked := time.Now()
 	admin.ok(t, "nodes", "revoke", id, "--reason", "lost")
-	for {
+	// Asking ever less often keeps a long wait within the token's rate limit.
+	for pause := 20 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 		var n struct {
 			Node struct {
 				Presence        string `json:"presence"`
@@ -174,15 +177,14 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		if n.Node.AttachedReplica == "" && n.Node.Presence == "PRESENCE_OFFLINE" {
 			break
 		}
-		if time.Since(revoked) > 5*time.Second {
-			t.Fatalf("the revoked node is still attached after 5 s: %+v", n.Node)
+		if time.Since(revoked) > time.Minute {
+			t.Fatalf("the revoked node is still attached after a minute: %+v", n.Node)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
 	}
-	after := time.Since(revoked)
-	t.Logf("the revoked node's Attach stream on B was ended %v after `palyra nodes revoke` started through A", after.Round(time.Millisecond))
-	if after > time.Second {
-		t.Errorf("the revoked node's stream ended only after %v, want within a second", after)
+	t.Logf("the revoked node's Attach stream on B was ended %v after `palyra nodes revoke` started through A", time.Since(revoked).Round(time.Millisecond))
+	if !revocationNotified(b.stderr.String(), "device:"+id) {
+		t.Errorf("B ended the revoked node's stream before it received the revocation by NOTIFY; its log:\n%s", b.stderr)
 	}
 	node.stop(t)
 }
@@ -562,12 +564,13 @@ func dispatchStates(t *testing.T, api controlplanev1connect.DispatchServiceClien
 	return states
 }
 
-// waitTerminal waits until every dispatch of ids has ended.
+// waitTerminal waits until every dispatch of ids has ended. It asks ever less often (at
+// last once a second), so that a long wait stays within the token's rate limit.
 func waitTerminal(t *testing.T, api controlplanev1connect.DispatchServiceClient, ids map[string]string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for tag, id := range ids {
-		for {
+		for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 			res, err := api.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id}))
 			if err != nil {
 				t.Fatalf("get dispatch %s: %v", tag, err)
@@ -578,7 +581,7 @@ func waitTerminal(t *testing.T, api controlplanev1connect.DispatchServiceClient,
 			if time.Now().After(deadline) {
 				t.Fatalf("dispatch %s (%s) is still %v after %v", tag, id, res.Msg.GetDispatch().GetState(), within)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(pause)
 		}
 	}
 }

@@ -113,6 +113,17 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// revocationNotified reports whether a palyrad's log shows that it received what
+// ("device:ID" or "certificate:FINGERPRINT") on the revocation channel.
+func revocationNotified(log, what string) bool {
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, `msg="revocation received"`) && strings.Contains(line, what) {
+			return true
+		}
+	}
+	return false
+}
+
 // getenv returns a fake environment made of env; the test process's own is never read.
 func getenv(env map[string]string) func(string) string {
 	return func(k string) string { return env[k] }
@@ -490,7 +501,7 @@ func TestDaemonWithCLI(t *testing.T) {
 						"Version":            regexp.MustCompile(`^` + regexp.QuoteMeta(buildinfo.Version()) + `$`),
 						"Replica":            regexp.MustCompile(`^` + replicaID + ` on \S+$`),
 						"Listen":             regexp.MustCompile(`^` + regexp.QuoteMeta(d.addr) + `$`),
-						"Uptime":             regexp.MustCompile(`^\d+s \(since \S+\)$`),
+						"Uptime":             regexp.MustCompile(`^(\d+h)?(\d+m)?\d+s \(since \S+\)$`), // however long the start took
 						"Database":           regexp.MustCompile(`^available \(external, PostgreSQL \d+(\.\d+)?, schema version ` + schemaVersion + `, ping [^)]+\)$`),
 						"CA":                 regexp.MustCompile(`^` + fingerprint + ` \(CN=Palyra Root CA [^)]*, expires \S+\)$`),
 						"Server certificate": regexp.MustCompile(`^sha256:[0-9a-f]{64} \(CN=localhost, expires \S+\), renewed automatically$`),

@@ -53,6 +53,12 @@ func startAccess(t *testing.T) *accessBundle {
 // directory of its own: another replica of the same deployment.
 func (b *accessBundle) startReplica(t *testing.T) *testDaemon {
 	t.Helper()
+	return b.startReplicaLogging(t, t.Output())
+}
+
+// startReplicaLogging is startReplica with the replica's log going to w.
+func (b *accessBundle) startReplicaLogging(t *testing.T, w io.Writer) *testDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	key, err := os.ReadFile(filepath.Join(b.cfg.DataDir, identity.MasterKeyFile))
 	if err != nil {
@@ -61,7 +67,7 @@ func (b *accessBundle) startReplica(t *testing.T) *testDaemon {
 	if err := os.WriteFile(filepath.Join(dir, identity.MasterKeyFile), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startDaemon(t, "--database-url", b.dbURL, "--data-dir", dir)
+	return startDaemonLogging(t, w, "--database-url", b.dbURL, "--data-dir", dir)
 }
 
 // accessClient is an AccessService client authenticated with token ("" for none).

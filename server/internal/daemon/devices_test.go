@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -89,7 +90,9 @@ func (td *testDaemon) mtls(cert tls.Certificate) *http.Client {
 }
 
 // handshake opens a TLS connection with cert and returns the server's verdict, which
-// under TLS 1.3 arrives with the first read.
+// under TLS 1.3 arrives with the first read: the server's HTTP/2 settings, or an alert.
+// Only a server silent for a minute counts as accepting without them: a busy machine
+// may take its time to refuse.
 func (td *testDaemon) handshake(cert tls.Certificate) error { return td.handshakeFrom(nil, cert) }
 
 // handshakeFrom is handshake from the local address ip (nil: any); a zero cert sends
@@ -103,7 +106,7 @@ func (td *testDaemon) handshakeFrom(ip net.IP, cert tls.Certificate) error {
 		return err
 	}
 	defer conn.Close()
-	_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
 	_, err = conn.Read(make([]byte, 1))
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		return nil // nothing to read and no alert: accepted
@@ -172,20 +175,33 @@ func TestRenewCertificate(t *testing.T) {
 	if err := b.handshake(foreignClientCertificate(t)); err == nil {
 		t.Error("a foreign client certificate passed the handshake")
 	}
+	// A certificate valid for a second is refused, as expired, once that second is over.
 	expiring := b.enroll(t, time.Second)
-	time.Sleep(1500 * time.Millisecond)
-	if err := b.handshake(expiring.cert); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+	deadline := time.Now().Add(time.Minute)
+	err = b.handshake(expiring.cert)
+	for ; err == nil; err = b.handshake(expiring.cert) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a certificate that expired at %v is still accepted", expiring.leaf.NotAfter)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(err.Error(), "bad certificate") {
 		t.Errorf("an expired certificate at the handshake: %v", err)
 	}
 }
 
-// TestRevocationBitesOnEveryReplica revokes a device through one replica and measures
-// how soon the other refuses its certificate at the handshake, and that the connection
-// it had open is closed.
+// TestRevocationBitesOnEveryReplica revokes a device through one replica: the other,
+// told by the revocation's NOTIFY, refuses its certificate at the handshake and closes
+// the connection it had open. It must have received the notification by the time it
+// refuses (a lost one would otherwise go unseen behind the list's 30-second
+// safety-net reload). How soon is BenchmarkRevocation's to measure (BENCHMARKS.md): it
+// times the same reload of the list, which refuses the certificate before it closes
+// the connections.
 func TestRevocationBitesOnEveryReplica(t *testing.T) {
 	t.Parallel()
 	a := startAccess(t)
-	b := a.startReplica(t)
+	var logsB lockedBuffer
+	b := a.startReplicaLogging(t, io.MultiWriter(t.Output(), &logsB))
 	dev := a.enroll(t, time.Hour)
 	for name, td := range map[string]*testDaemon{"A": a.testDaemon, "B": b} {
 		if err := td.handshake(dev.cert); err != nil {
@@ -204,29 +220,17 @@ func TestRevocationBitesOnEveryReplica(t *testing.T) {
 	if _, err := devicesOnA.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "lost"})); err != nil {
 		t.Fatal(err)
 	}
-	var refusedAfter time.Duration
-	for {
-		if err := b.handshake(dev.cert); err != nil {
-			refusedAfter = time.Since(revokedAt)
-			break
-		}
-		if time.Since(revokedAt) > 5*time.Second {
-			t.Fatal("replica B still accepts the revoked device after 5 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("replica B refused the revoked device at the handshake %v after the revocation on A", refusedAfter)
-	if refusedAfter > time.Second {
-		t.Errorf("replica B refused the revoked device only after %v, want within a second", refusedAfter)
+	waitRefused(t, b, dev.cert)
+	t.Logf("replica B refused the revoked device at the handshake %v after the revocation on A", time.Since(revokedAt))
+	if !notified(&logsB, deviceNotice(dev)) {
+		t.Error("replica B refused the revoked device before it received the revocation by NOTIFY")
 	}
 	// The connection opened before the revocation is closed, or at least refused.
 	_, err := onB.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
 	if err == nil {
 		t.Error("the connection opened before the revocation still renews")
 	}
-	if err := a.handshake(dev.cert); err == nil {
-		t.Error("replica A accepts the revoked device")
-	}
+	waitRefused(t, a.testDaemon, dev.cert) // A, told by its own notification
 	got, err := devicesOnA.GetDevice(t.Context(), connect.NewRequest(&controlplanev1.GetDeviceRequest{Id: dev.deviceID}))
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +269,9 @@ func TestRevokeCertificateAndRotation(t *testing.T) {
 
 	t.Run("rotation revokes the current certificate after the grace period", func(t *testing.T) {
 		dev := b.enroll(t, time.Hour)
-		_, err := devices.RotateDeviceCertificate(ctx, connect.NewRequest(&controlplanev1.RotateDeviceCertificateRequest{Id: dev.deviceID, Grace: durationpb.New(2 * time.Second)}))
+		// Ten seconds of grace: the handshake and the renewal below must fall in it, on
+		// a busy machine too.
+		_, err := devices.RotateDeviceCertificate(ctx, connect.NewRequest(&controlplanev1.RotateDeviceCertificateRequest{Id: dev.deviceID, Grace: durationpb.New(10 * time.Second)}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,17 +299,33 @@ func TestRevokeCertificateAndRotation(t *testing.T) {
 	})
 }
 
-// waitRefused waits until the daemon refuses cert at the handshake, at most 5 s.
+// waitRefused waits until the daemon refuses cert at the handshake. The minute is
+// for a loaded machine; how soon a revocation bites is measured in bench/.
 func waitRefused(t *testing.T, td *testDaemon, cert tls.Certificate) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for td.handshake(cert) == nil {
 		if time.Now().After(deadline) {
-			t.Fatal("the certificate is still accepted after 5 s")
+			t.Fatal("the certificate is still accepted after a minute")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// notified reports whether the daemon that logged logs received what ("device:ID" or
+// "certificate:FINGERPRINT") on the revocation channel. Revocations must bite through
+// that notification; the list's safety-net reload (every 30 s) would hide its loss.
+func notified(logs *lockedBuffer, what string) bool {
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `msg="revocation received"`) && strings.Contains(line, what) {
+			return true
+		}
+	}
+	return false
+}
+
+// deviceNotice is the notification of dev's revocation.
+func deviceNotice(dev *enrolled) string { return "device:" + dev.deviceID }
 
 // TestRequireMTLSOff: with require_mtls off (development only) a device that names
 // itself in the X-Palyra-Device-Id header proves nothing, so it gets no certificate:

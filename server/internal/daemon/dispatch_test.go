@@ -189,11 +189,12 @@ func getDispatch(t *testing.T, td *testDaemon, id string) (*controlplanev1.Dispa
 	return res.Msg.GetDispatch(), res.Msg.GetOutput()
 }
 
-// waitState waits until the dispatch is in state.
+// waitState waits until the dispatch is in state. It asks ever less often (at last once
+// a second), so that a long wait stays within the owner token's rate limit.
 func waitState(t *testing.T, td *testDaemon, id string, state controlplanev1.DispatchState, within time.Duration) *controlplanev1.Dispatch {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for {
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
 		d, _ := getDispatch(t, td, id)
 		if d.GetState() == state {
 			return d
@@ -201,7 +202,7 @@ func waitState(t *testing.T, td *testDaemon, id string, state controlplanev1.Dis
 		if time.Now().After(deadline) {
 			t.Fatalf("dispatch %s is %s after %v, want %s (error %q)", id, d.GetState(), within, state, d.GetError())
 		}
-		time.Sleep(100 * time.Millisecond) // within the owner token's rate limit
+		time.Sleep(pause)
 	}
 }
 
@@ -476,8 +477,8 @@ func TestDispatchWaitsForAnOfflineNodeAndSurvivesReconnects(t *testing.T) {
 
 func waitPresence(t *testing.T, td *testDaemon, id string, want controlplanev1.Presence) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	deadline := time.Now().Add(time.Minute)
+	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) { // as waitState
 		res, err := td.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: id}))
 		if err != nil {
 			t.Fatal(err)
@@ -488,7 +489,7 @@ func waitPresence(t *testing.T, td *testDaemon, id string, want controlplanev1.P
 		if time.Now().After(deadline) {
 			t.Fatalf("node %s is %s, want %s", id, res.Msg.GetNode().GetPresence(), want)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 
@@ -611,11 +612,12 @@ func TestDeadlinesEndEveryDispatch(t *testing.T) {
 
 	// One node stays attached but keeps silent about its dispatch: it times out after
 	// the grace period for the node's own report. Another vanishes while running its
-	// own: it fails.
+	// own: it fails. The node must be gone before that dispatch's deadline and grace
+	// are over, so its deadline is 20 s away: room for a busy machine.
 	gone := b.enroll(t, time.Hour)
 	goneNode, _ := attachNode(t, b.testDaemon, gone)
 	silent := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", Timeout: durationpb.New(time.Second)})
-	vanished := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: gone.deviceID, Capability: "system.info", Timeout: durationpb.New(time.Second)})
+	vanished := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: gone.deviceID, Capability: "system.info", Timeout: durationpb.New(20 * time.Second)})
 	node, _ = attachNode(t, b.testDaemon, dev)
 	node.send(accepted(node.nextDispatch().GetDispatchId()))
 	goneNode.send(accepted(goneNode.nextDispatch().GetDispatchId()))
@@ -627,7 +629,7 @@ func TestDeadlinesEndEveryDispatch(t *testing.T) {
 	if !strings.Contains(d.GetError(), "did not report") {
 		t.Errorf("silent dispatch: %v", d)
 	}
-	d = waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_FAILED, 5*time.Second)
+	d = waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_FAILED, time.Minute)
 	// What the node sent before it vanished is kept, and counted.
 	if _, out := getDispatch(t, b.testDaemon, vanished.GetId()); !strings.Contains(d.GetError(), "disconnected") ||
 		d.GetOutputBytes() != 7 || d.GetOutputLost() || joined(out) != "partial" {
@@ -780,11 +782,18 @@ func TestAttachIsReplacedAcrossReplicasAndDispatchesFollow(t *testing.T) {
 }
 
 // TestRevocationEndsTheAttachStream revokes a device, or only its certificate, through
-// the replica that holds its stream or through another: the stream ends within a
-// second either way.
+// the replica that holds its stream or through another: the holder cuts the stream
+// either way, told by the revocation's NOTIFY. The fallbacks cannot pass for that: the
+// holder's heartbeat interval is five minutes (silence would end the stream after 50),
+// and the holder must have received the notification by the time the stream ends (a
+// lost one would otherwise go unseen behind the list's 30-second safety-net reload).
+// How soon the stream ends is BenchmarkRevocation's to measure (BENCHMARKS.md).
 func TestRevocationEndsTheAttachStream(t *testing.T) {
 	t.Parallel()
-	b := startAccess(t)
+	var logs lockedBuffer
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemonLogging(t, io.MultiWriter(t.Output(), &logs),
+		"--database-url", dbURL, "--data-dir", t.TempDir(), "--nodes-heartbeat-interval", "5m"), dbURL: dbURL}
 	other := b.startReplica(t)
 	for _, tc := range []struct {
 		name   string
@@ -793,21 +802,23 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 		// wantDispatch is the code of a dispatch to the device afterwards: a revoked
 		// device takes none; one whose certificate alone was revoked waits for a new one.
 		wantDispatch connect.Code
+		// notice is the payload of the revocation's notification.
+		notice func(dev *enrolled) string
 	}{
 		{"device, same replica", b.testDaemon, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
 			_, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"}))
 			return err
-		}, connect.CodeFailedPrecondition},
+		}, connect.CodeFailedPrecondition, deviceNotice},
 		{"device, other replica", other, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
 			_, err := devices.RevokeDevice(t.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: dev.deviceID, Reason: "stolen"}))
 			return err
-		}, connect.CodeFailedPrecondition},
+		}, connect.CodeFailedPrecondition, deviceNotice},
 		{"certificate, other replica", other, func(devices controlplanev1connect.DeviceServiceClient, dev *enrolled) error {
 			_, err := devices.RevokeCertificate(t.Context(), connect.NewRequest(&controlplanev1.RevokeCertificateRequest{
 				Fingerprint: identity.Fingerprint(dev.leaf.Raw), Reason: "leaked",
 			}))
 			return err
-		}, 0},
+		}, 0, func(dev *enrolled) string { return "certificate:" + identity.Fingerprint(dev.leaf.Raw) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := b.enroll(t, time.Hour)
@@ -816,14 +827,13 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 			if err := tc.revoke(controlplanev1connect.NewDeviceServiceClient(tc.via.client(b.owner), tc.via.baseURL), dev); err != nil {
 				t.Fatal(err)
 			}
-			err := node.ended(5 * time.Second)
-			took := time.Since(revokedAt)
-			t.Logf("the Attach stream ended %v after the revocation (%v)", took, err)
+			err := node.ended(time.Minute)
+			t.Logf("the Attach stream ended %v after the revocation (%v)", time.Since(revokedAt), err)
 			if err == nil {
 				t.Error("the stream of a revoked device ended cleanly")
 			}
-			if took > time.Second {
-				t.Errorf("the stream ended %v after the revocation, want within a second", took)
+			if what := tc.notice(dev); !notified(&logs, what) {
+				t.Errorf("the stream ended before the holder received the revocation of %s by NOTIFY", what)
 			}
 			waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
 			_, err = b.dispatchClient().CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"}))
@@ -838,17 +848,29 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 	}
 }
 
+// TestStopEndsAttachStreams stops a daemon with a node attached: Stop ends the stream
+// itself. Were the stream left to the listener's Shutdown, Stop would wait out the
+// shutdown timeout, ten minutes here, far beyond the test's wait.
 func TestStopEndsAttachStreams(t *testing.T) {
 	t.Parallel()
-	b := startAccess(t)
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--server-shutdown-timeout", "10m"), dbURL: dbURL}
 	dev := b.enroll(t, time.Hour)
 	node, _ := attachNode(t, b.testDaemon, dev)
 	began := time.Now()
-	b.stop(t)
-	if took := time.Since(began); took > 10*time.Second {
-		t.Errorf("stop took %v with a node attached", took)
+	b.stopped = true // stopped here, not by the cleanup
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Stop(context.Background()) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Stop still waits for the attached node's stream after two minutes")
 	}
-	wantCode(t, "the stream at shutdown", node.ended(5*time.Second), connect.CodeUnavailable)
+	t.Logf("stop took %v with a node attached", time.Since(began))
+	wantCode(t, "the stream at shutdown", node.ended(time.Minute), connect.CodeUnavailable)
 	// The stopping daemon recorded that the session ended.
 	conn, err := pgx.Connect(t.Context(), b.dbURL)
 	if err != nil {
@@ -902,7 +924,7 @@ func TestPresenceFollowsHeartbeats(t *testing.T) {
 		t.Errorf("stale nodes: %v %v", res, err)
 	}
 	// Ten intervals of silence end the stream.
-	wantCode(t, "the silent node's stream", silentNode.ended(15*time.Second), connect.CodeDeadlineExceeded)
+	wantCode(t, "the silent node's stream", silentNode.ended(time.Minute), connect.CodeDeadlineExceeded)
 	t.Logf("the silent node's stream ended after %v", time.Since(began))
 	waitPresence(t, b.testDaemon, silent.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
 	waitPresence(t, b.testDaemon, lively.deviceID, controlplanev1.Presence_PRESENCE_ONLINE)
