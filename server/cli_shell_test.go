@@ -17,7 +17,10 @@ import (
 // sed for a shell (find -exec, make -f - with a makefile on stdin, sed's e command).
 // Each dispatch fails with the node's reason, which `palyra nodes invoke --follow`
 // prints; then node.toml gives the three argument rules and SIGHUP applies them: what
-// the rules list runs, the exploits are still refused, each with its reason.
+// the rules list runs, the exploits are still refused, each with its reason. Last, the
+// working directory: make with a literal rule but no pinned directory is refused rather
+// than run on a makefile an attacker planted where the request points; pinned, a
+// request naming another directory is refused with its reason, and the pinned one works.
 func TestCLIShellRules(t *testing.T) {
 	t.Parallel()
 	for _, p := range []string{"/usr/bin/find", "/usr/bin/make", "/usr/bin/sed"} {
@@ -98,14 +101,17 @@ allow = ["echo"]
 [[shell.program]]
 path = "find"
 args = [["`+work+`", "-name", "*.log"]]
+work_dirs = ["`+work+`"]
 
 [[shell.program]]
 path = "make"
 args = [["-C", "`+work+`"]]
+work_dirs = ["`+work+`"]
 
 [[shell.program]]
 path = "sed"
 args = [["-n", "1p", "`+filepath.Join(work, "a.log")+`"]]
+work_dirs = ["`+work+`"]
 `)
 	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -138,6 +144,70 @@ args = [["-n", "1p", "`+filepath.Join(work, "a.log")+`"]]
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("a shell ran on the node")
+	}
+
+	// The working directory: a directory holding a makefile an attacker planted.
+	planted := t.TempDir()
+	if err := os.WriteFile(filepath.Join(planted, "Makefile"), []byte("all:\n\t@echo pwned > "+marker+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	invokeIn := func(dir string, argv ...string) []string {
+		in, err := json.Marshal(map[string]any{"argv": argv, "work_dir": dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{"nodes", "invoke", id, "shell.execute", "--follow", "--input", string(in)}
+	}
+	// make with a literal argument list but no pinned directory runs nowhere.
+	writeRawNodeConfig(t, stateDir, `[shell]
+allow = ["echo"]
+
+[[shell.program]]
+path = "make"
+args = [[]]
+`)
+	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "make without a pinned directory reloaded", func() bool {
+		_, _, stderr := operator.run(t, "", invoke([]string{"find", work, "-name", "*.log"}, "")...)
+		return strings.Contains(stderr, "not in the node's allow-list")
+	})
+	stderr = operator.fails(t, 1, invokeIn(planted, "make")...)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("make ran the planted makefile")
+	}
+	if want := "/usr/bin/make is not allowed on this node: make can run other programs"; !strings.Contains(stderr, want) ||
+		!strings.Contains(stderr, "work_dirs") {
+		t.Errorf("make in a planted directory, unpinned: stderr %q does not give the reason %q ... work_dirs", stderr, want)
+	}
+	// Pinned: make runs in its directory only.
+	writeRawNodeConfig(t, stateDir, `[shell]
+allow = ["echo"]
+
+[[shell.program]]
+path = "make"
+args = [[]]
+work_dirs = ["`+work+`"]
+`)
+	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "make pinned reloaded", func() bool {
+		code, _, _ := operator.run(t, "", invoke([]string{"make"}, "")...)
+		return code == 0
+	})
+	stderr = operator.fails(t, 1, invokeIn(planted, "make")...)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("make ran the planted makefile")
+	}
+	if want := `failed: shell.execute: /usr/bin/make may not run in "` + planted + `" on this node: its [[shell.program]] table in node.toml pins it to ` + work; !strings.Contains(stderr, want) {
+		t.Errorf("make in a planted directory, pinned: stderr %q does not give the reason %q", stderr, want)
+	}
+	for _, dir := range []string{"", work} {
+		if out := operator.ok(t, invokeIn(dir, "make")...); !strings.Contains(out, "built\n") {
+			t.Errorf("make with work_dir %q printed %q, want built", dir, out)
+		}
 	}
 	node.stop(t)
 }

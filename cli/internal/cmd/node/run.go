@@ -52,7 +52,8 @@ executables ([shell] allow, or a [[shell.program]] table with the arguments each
 and directories ([filesystem] roots), shell.execute and filesystem.read refuse every
 request; system.info always works. A program that can run other programs (find, make,
 sed, env, an interpreter, a shell, ...) is refused unless its [[shell.program]] table
-lists literal argument lists or marks it unsafe: the template says why.
+lists literal argument lists and pins where it runs (work_dirs), or marks it unsafe:
+the template says why.
 
 The log goes to stderr, in logfmt (key=value) lines; --log-level chooses how much.
 Neither the pairing code nor any key is ever logged.`, agent.DefaultDrainTimeout),

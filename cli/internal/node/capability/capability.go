@@ -9,8 +9,9 @@
 // dispatch's outcome:
 //
 //   - Run returns a *RefusedError: the input was refused before anything ran (malformed
-//     JSON, a program outside the allow-list, a path outside the roots, a capability
-//     that is not configured); the dispatch fails with its reason.
+//     JSON, a program outside the allow-list, a working directory its program is not
+//     pinned to, a path outside the roots, a capability that is not configured); the
+//     dispatch fails with its reason.
 //   - Run returns ctx.Err() (possibly wrapped): the dispatch was cancelled or reached its
 //     deadline, and whatever the capability started has been stopped.
 //   - Run returns a Result with Failed set: the capability ran and did not succeed (a

@@ -91,6 +91,23 @@ func wantRefused(t *testing.T, err error, parts ...string) {
 	}
 }
 
+// wantOutcome fails t unless a run was refused with every part of want and wrote
+// nothing or, with want nil, ran and succeeded; it reports whether it ran.
+func wantOutcome(t *testing.T, res Result, out *recorder, err error, want []string) (ran bool) {
+	t.Helper()
+	if want != nil {
+		wantRefused(t, err, want...)
+		if out.Writes() != 0 {
+			t.Errorf("something ran: %q %q", out.Stdout(), out.Stderr())
+		}
+		return false
+	}
+	if err != nil || res.Failed {
+		t.Fatalf("Run = %+v, %v; want it allowed (stderr %q)", res, err, out.Stderr())
+	}
+	return true
+}
+
 func TestDecodeInput(t *testing.T) {
 	t.Parallel()
 	type in struct {

@@ -57,8 +57,8 @@ type ShellConfig struct {
 	// Programs lists executables a run may start with the arguments their rules allow
 	// (node.toml's [[shell.program]] tables).
 	Programs []ProgramConfig `toml:"program"`
-	// WorkDir is the default working directory of a run (absolute); default
-	// os.TempDir().
+	// WorkDir is the default working directory of a run (absolute) of a program
+	// without WorkDirs; default os.TempDir().
 	WorkDir string `toml:"work_dir"`
 	// Env names the environment variables passed through from the agent's environment,
 	// besides PATH which always is; a run's input may set these names (and only these)
@@ -92,10 +92,16 @@ type ProgramConfig struct {
 	// Stdin lets a request give the program standard input; without it a run with
 	// stdin is refused.
 	Stdin bool `toml:"stdin"`
-	// Unsafe allows a program that can run other programs with any arguments, or with
-	// patterns in Args: whoever may dispatch to the node can then run anything as the
-	// agent's user.
+	// Unsafe allows a program that can run other programs with any arguments, with
+	// patterns in Args, or in any directory: whoever may dispatch to the node can then
+	// run anything as the agent's user.
 	Unsafe bool `toml:"unsafe"`
+	// WorkDirs pins where the program runs: the directories (absolute, existing, not
+	// writable by others) a run may name as its work_dir, the first being its default;
+	// a request naming another is refused. Nil (left out) allows any directory, with
+	// shell.work_dir as the default. A program that can run other programs reads its
+	// makefile, repository or scripts there, so it needs WorkDirs unless Unsafe.
+	WorkDirs []string `toml:"work_dirs"`
 }
 
 // FilesystemConfig configures filesystem.read.
@@ -147,9 +153,9 @@ func DefaultConfig() Config {
 // missing from the file keeps its default. It refuses unknown keys (naming them), a
 // file that group or others may write (it decides what the node runs), and invalid
 // settings: relative paths, roots and work_dir that are not existing directories,
-// executables that cannot be found, non-positive durations and sizes. Bare executable
-// names are resolved on the agent's PATH now, so that the returned Allow holds absolute
-// paths only.
+// pinned work_dirs with ".." or that others may write, executables that cannot be
+// found, non-positive durations and sizes. Bare executable names are resolved on the
+// agent's PATH now, so that the returned Allow holds absolute paths only.
 func LoadConfig(path string) (Config, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -296,11 +302,27 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 				errs = append(errs, fmt.Errorf("%s: args[%d]: %w", where, j, err))
 			}
 		}
+		if p.WorkDirs != nil && len(p.WorkDirs) == 0 {
+			errs = append(errs, fmt.Errorf("%s: work_dirs is empty, which allows no directory: list where it may run, or leave work_dirs out", where))
+		}
+		var dirs []string
+		for _, d := range p.WorkDirs {
+			if _, err := checkPinnedDir(d); err != nil {
+				errs = append(errs, fmt.Errorf("%s: work_dirs: %w", where, err))
+				continue
+			}
+			if d = filepath.Clean(d); !slices.Contains(dirs, d) {
+				dirs = append(dirs, d)
+			}
+		}
+		if p.WorkDirs != nil {
+			p.WorkDirs = dirs
+		}
 	}
 	if sh.WorkDir == "" {
 		sh.WorkDir = os.TempDir()
 	}
-	if err := checkDir(sh.WorkDir); err != nil {
+	if _, err := checkDir(sh.WorkDir); err != nil {
 		errs = append(errs, fmt.Errorf("shell.work_dir: %w", err))
 	}
 	sh.WorkDir = filepath.Clean(sh.WorkDir)
@@ -322,7 +344,7 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 	fsc := &c.Filesystem
 	var roots []string
 	for _, r := range fsc.Roots {
-		if err := checkDir(r); err != nil {
+		if _, err := checkDir(r); err != nil {
 			errs = append(errs, fmt.Errorf("filesystem.roots: %w", err))
 			continue
 		}
@@ -385,19 +407,46 @@ func resolveExecutable(name string, lookPath func(string) (string, error)) (stri
 	return name, nil
 }
 
-// checkDir checks that dir is an absolute path to an existing directory.
-func checkDir(dir string) error {
+// checkDir checks that dir is an absolute path to an existing directory, and returns
+// what it leads to.
+func checkDir(dir string) (fs.FileInfo, error) {
 	if !filepath.IsAbs(dir) {
-		return fmt.Errorf("%q is not an absolute path", dir)
+		return nil, fmt.Errorf("%q is not an absolute path", dir)
 	}
 	info, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("%q: %w", dir, unwrapPathError(err))
+		return nil, fmt.Errorf("%q: %w", dir, unwrapPathError(err))
 	}
 	if !info.IsDir() {
-		return fmt.Errorf("%q is not a directory", dir)
+		return nil, fmt.Errorf("%q is not a directory", dir)
 	}
-	return nil
+	return info, nil
+}
+
+// checkPinnedDir checks a directory a [[shell.program]] table pins its program to, as
+// LoadConfig and every run do: checkDir, no "..", and not writable by others (anyone on
+// the machine could plant what the program reads there).
+func checkPinnedDir(dir string) (fs.FileInfo, error) {
+	if hasDotDot(dir) {
+		return nil, fmt.Errorf("%q: %s", dir, dotDotAmbiguous)
+	}
+	info, err := checkDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if runtime.GOOS != "windows" && info.Mode().Perm()&0o002 != 0 {
+		return nil, fmt.Errorf("%q: others may write it (mode %v), so anyone on this machine could plant what the program reads there",
+			dir, info.Mode().Perm())
+	}
+	return info, nil
+}
+
+// dotDotAmbiguous says why a working directory with ".." is refused.
+const dotDotAmbiguous = `a path with ".." is never allowed: after a symbolic link, ".." leads elsewhere than the path reads`
+
+// hasDotDot reports whether path has a ".." element.
+func hasDotDot(path string) bool {
+	return slices.Contains(strings.FieldsFunc(path, isPathSeparator), "..")
 }
 
 // unwrapPathError drops the operation and path of a *fs.PathError, for messages that
@@ -435,8 +484,9 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 # whose arguments can do harm.
 # allow = ["/usr/bin/uname", "df"]
 
-# Working directory of a run that names none (absolute). Default: the system's
-# temporary directory.
+# Working directory of a run that names none (absolute), for programs whose
+# [[shell.program]] table pins none (work_dirs below). Default: the system's temporary
+# directory.
 # work_dir = "/tmp"
 
 # Environment variables passed through from the agent's environment, besides PATH which
@@ -465,13 +515,25 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 #   { regex = "..." }    one argument the regular expression (RE2) matches as a whole;
 #   { rest = "..." }     last in a list: any number of further arguments, each matched
 #                        as a whole by the expression.
-# Without args, any arguments are allowed. A program that can run other programs (see
-# above) may only have lists of plain strings, unless unsafe = true, which lets whoever
-# may dispatch to this node run anything as this agent's user. A request's standard
-# input is refused unless stdin = true. A refused request fails with the reason.
+# Without args, any arguments are allowed. A request's standard input is refused
+# unless the table sets stdin = true. work_dirs pins where the program runs: a request
+# may name only these directories (absolute, existing, not writable by others; a
+# symbolic link to one counts as it, a path with ".." never does), and one naming none
+# runs it in the first. Without work_dirs it runs wherever the request says. A refused
+# request fails with the reason.
+#
+# A program that can run other programs (see above) may only have lists of plain
+# strings AND work_dirs, unless unsafe = true, which lets whoever may dispatch to this
+# node run anything as this agent's user. Literal arguments are not enough: such a
+# program reads what it runs from its working directory (make its makefile, git status
+# the repository's core.fsmonitor and hooks, npm test its package.json), so pin it even
+# when its arguments name a directory (make -C). Pin too any program whose arguments
+# name relative paths (rm -r build), and pin only directories that nobody who may
+# dispatch to this node can write to.
 # [[shell.program]]
 # path = "make"
 # args = [["-C", "/src"], ["-C", "/src", "test"]]
+# work_dirs = ["/src"]
 # [[shell.program]]
 # path = "journalctl"
 # args = [["-u", { regex = '[a-z0-9@._-]+\.service' }, "-n", { regex = "[0-9]{1,4}" }, "--no-pager"]]

@@ -287,29 +287,69 @@ func TestConfigTemplateKeys(t *testing.T) {
 	t.Parallel()
 	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*|\[\[shell\.program\]\])$`)
 	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
-	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 16 {
-		t.Errorf("the template shows %d settings and tables, want all 8 settings, 2 [[shell.program]] tables and their 6 settings", n)
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 17 {
+		t.Errorf("the template shows %d settings and tables, want all 8 settings, 2 [[shell.program]] tables and their 7 settings", n)
 	}
 	var c Config
 	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {
 		t.Fatalf("the uncommented template: %v", err)
 	}
-	// The examples' rules compile, and make's (it runs other programs) are literal.
-	for _, p := range c.Shell.Programs {
-		for _, r := range p.Args {
-			if _, err := r.compiled(); err != nil {
-				t.Errorf("the template's rules of %s: %v", p.Path, err)
-			}
-			if _, why := runsByName(p.Path); why != "" && !r.literal() {
-				t.Errorf("the template gives %s, which runs other programs, a pattern", p.Path)
-			}
-		}
-	}
+	checkExamplePrograms(t, "the template", c.Shell.Programs)
 	d := DefaultConfig()
 	if c.Shell.Timeout != d.Shell.Timeout || c.Shell.MaxOutputBytes != d.Shell.MaxOutputBytes ||
 		c.Shell.KillGrace != d.Shell.KillGrace || c.Filesystem.MaxBytes != d.Filesystem.MaxBytes {
 		t.Errorf("the template shows %+v, defaults are %+v", c, d)
 	}
+}
+
+// checkExamplePrograms checks the [[shell.program]] tables of an example: their rules
+// compile, and a program that runs other programs (make) has literal rules and a pinned
+// directory, so that the example hands out no shell.
+func checkExamplePrograms(t *testing.T, where string, programs []ProgramConfig) {
+	t.Helper()
+	for _, p := range programs {
+		_, why := runsByName(p.Path)
+		for _, r := range p.Args {
+			if _, err := r.compiled(); err != nil {
+				t.Errorf("%s: the rules of %s: %v", where, p.Path, err)
+			}
+			if why != "" && !r.literal() {
+				t.Errorf("%s gives %s, which runs other programs, a pattern", where, p.Path)
+			}
+		}
+		if why != "" && (p.Args == nil || len(p.WorkDirs) == 0 || p.Unsafe) {
+			t.Errorf("%s allows %s, which runs other programs, without literal rules and work_dirs", where, p.Path)
+		}
+	}
+}
+
+// TestREADMEShellExample decodes the node.toml example of README.md strictly and checks
+// that it hands out no shell.
+func TestREADMEShellExample(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "**What `shell.execute` may run**")
+	_, block, ok := strings.Cut(section, "```toml\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README.md: no toml example under What `shell.execute` may run")
+	}
+	var c Config
+	if err := toml.NewDecoder(strings.NewReader(block)).DisallowUnknownFields().Decode(&c); err != nil {
+		t.Fatalf("README.md's example: %v", err)
+	}
+	if len(c.Shell.Programs) == 0 {
+		t.Fatal("README.md's example has no [[shell.program]] table")
+	}
+	for _, a := range c.Shell.Allow {
+		if _, why := runsByName(a); why != "" {
+			t.Errorf("README.md's example allows %s, which runs other programs, with any arguments", a)
+		}
+	}
+	checkExamplePrograms(t, "README.md's example", c.Shell.Programs)
 }
 
 func TestDurationText(t *testing.T) {

@@ -1,6 +1,7 @@
 package capability
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,7 +34,7 @@ const shellExecuteSchema = `{
       "minItems": 1
     },
     "work_dir": {
-      "description": "Absolute working directory; default: the node's.",
+      "description": "Absolute working directory, without \"..\"; default: the node's. A program the node pins to directories runs only in one of them (the first by default).",
       "type": "string"
     },
     "env": {
@@ -64,8 +65,11 @@ type ShellInput struct {
 	// always the allowed entry itself, with it as argv[0]; the other arguments must fit
 	// its rules in node.toml, if it has any.
 	Argv []string `json:"argv"`
-	// WorkDir is the working directory, absolute and existing; default the node's
-	// shell.work_dir.
+	// WorkDir is the working directory, absolute, existing and without ".."; default
+	// the node's shell.work_dir. A program whose [[shell.program]] table pins work_dirs
+	// runs only in one of those (the first by default): WorkDir must be one of them, or
+	// lead to the same directory through symbolic links, and the run starts in the
+	// pinned path itself.
 	WorkDir string `json:"work_dir,omitempty"`
 	// Env sets environment variables; each name must be in the node's shell.env.
 	Env map[string]string `json:"env,omitempty"`
@@ -131,9 +135,10 @@ var _ Capability = (*shell)(nil)
 
 // newShell returns shell.execute configured by cfg, passing variables through from
 // environ (os.Environ() but in tests). Zero settings take their defaults; allowed
-// executables that are not absolute paths, rules that do not compile, and a relative
-// work_dir are ignored with a warning (LoadConfig resolves and validates them). Each
-// program that can run other programs is logged: as refused, or as unsafe.
+// executables that are not absolute paths, rules that do not compile, and relative
+// work_dir and work_dirs are ignored with a warning (LoadConfig resolves and validates
+// them; a program left with no pinned directory runs nowhere). Each program that can
+// run other programs is logged: as refused, or as unsafe.
 func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() time.Time) *shell {
 	s := &shell{
 		programs:  map[string]*program{},
@@ -167,6 +172,16 @@ func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() ti
 		p := &program{path: pc.Path, stdin: pc.Stdin, unsafe: pc.Unsafe}
 		if pc.Args != nil {
 			p.rules = []ArgRule{}
+		}
+		if pc.WorkDirs != nil {
+			p.workDirs = []string{}
+		}
+		for _, d := range pc.WorkDirs {
+			if !filepath.IsAbs(d) {
+				log.Warn("shell.execute: ignoring a work_dirs entry that is not absolute", "executable", pc.Path, "work_dir", d)
+				continue
+			}
+			p.workDirs = append(p.workDirs, filepath.Clean(d))
 		}
 		for i, r := range pc.Args {
 			c, err := r.compiled()
@@ -253,18 +268,13 @@ func (s *shell) Run(ctx context.Context, input json.RawMessage, out Output) (Res
 	if err != nil {
 		return Result{}, err
 	}
-	if err := s.programs[path].check(in.Argv[1:], in.Stdin != ""); err != nil {
+	p := s.programs[path]
+	if err := p.check(in.Argv[1:], in.Stdin != ""); err != nil {
 		return Result{}, err
 	}
-	dir := s.workDir
-	if in.WorkDir != "" {
-		if strings.IndexByte(in.WorkDir, 0) >= 0 {
-			return Result{}, refusef("%s: work_dir holds a NUL byte", ShellExecuteName)
-		}
-		dir = in.WorkDir
-	}
-	if err := checkDir(dir); err != nil {
-		return Result{}, refusef("%s: work_dir: %v", ShellExecuteName, err)
+	dir, err := p.workDir(in.WorkDir, s.workDir)
+	if err != nil {
+		return Result{}, err
 	}
 	timeout := s.timeout
 	if in.TimeoutSeconds > 0 && in.TimeoutSeconds <= int64(timeout/time.Second) {
@@ -277,7 +287,7 @@ func (s *shell) Run(ctx context.Context, input json.RawMessage, out Output) (Res
 		return Result{}, err
 	}
 	argv := append([]string{path}, in.Argv[1:]...)
-	return s.run(ctx, runSpec{path: path, argv: argv, dir: filepath.Clean(dir), env: env, stdin: in.Stdin, timeout: timeout}, out)
+	return s.run(ctx, runSpec{path: path, argv: argv, dir: dir, env: env, stdin: in.Stdin, timeout: timeout}, out)
 }
 
 // resolve returns the allowed executable argv0 names, or a *RefusedError. pathEnv is
@@ -290,7 +300,7 @@ func (s *shell) resolve(argv0, pathEnv string) (string, error) {
 	switch {
 	case argv0 == "":
 		return "", refusef("%s: argv[0] is empty", ShellExecuteName)
-	case slices.Contains(strings.FieldsFunc(argv0, isPathSeparator), ".."):
+	case hasDotDot(argv0):
 		return "", refuse(`a path with ".." is never allowed`)
 	case filepath.IsAbs(argv0):
 		candidate = filepath.Clean(argv0)
@@ -328,18 +338,22 @@ type program struct {
 	rules    []ArgRule // the argument lists allowed, compiled; nil: any arguments
 	stdin    bool      // whether a run may give it standard input
 	unsafe   bool      // allowed although it can run other programs
+	workDirs []string  // where it may run, the first by default; nil: anywhere
 	runsName string    // the program it was recognised as, when it can run others
 	runs     string    // how it can run other programs; "" when it is not known to
 }
 
-// plain reports whether p is what an allow-list entry allows: any arguments and stdin.
-func (p *program) plain() bool { return p.rules == nil && p.stdin && !p.unsafe }
+// plain reports whether p is what an allow-list entry allows: any arguments and stdin,
+// anywhere.
+func (p *program) plain() bool { return p.rules == nil && p.stdin && !p.unsafe && p.workDirs == nil }
 
 // maxRulesShown bounds the argument lists a refusal quotes.
 const maxRulesShown = 4
 
 // refusal says why every run of p is refused: it can run other programs, and node.toml
-// neither marks it unsafe nor restricts it to literal argument lists. "" otherwise.
+// neither marks it unsafe nor restricts it to literal argument lists and pinned working
+// directories (what such a program runs depends on its directory: a makefile, a
+// repository's hooks and settings, a script named by a relative path). "" otherwise.
 func (p *program) refusal() string {
 	name, why := p.runsName, p.runs
 	if why == "" {
@@ -353,11 +367,15 @@ func (p *program) refusal() string {
 	case p.rules == nil:
 		return fmt.Sprintf("%s can run other programs (%s), so node.toml must restrict it to literal argument lists "+
 			"(a [[shell.program]] table with args) or mark it unsafe", name, why)
-	case !slices.ContainsFunc(p.rules, func(r ArgRule) bool { return !r.literal() }):
-		return ""
+	case slices.ContainsFunc(p.rules, func(r ArgRule) bool { return !r.literal() }):
+		return fmt.Sprintf("%s can run other programs (%s), and its argument lists in node.toml hold patterns, "+
+			"which such a program may have only when marked unsafe", name, why)
+	case p.workDirs == nil:
+		return fmt.Sprintf("%s can run other programs (%s), and its working directory can decide what it runs "+
+			"(a makefile, a repository's hooks, a script named by a relative path), so node.toml must pin where "+
+			"it runs (work_dirs in its [[shell.program]] table) or mark it unsafe", name, why)
 	}
-	return fmt.Sprintf("%s can run other programs (%s), and its argument lists in node.toml hold patterns, "+
-		"which such a program may have only when marked unsafe", name, why)
+	return ""
 }
 
 // check refuses a run of p with args (argv without argv[0]) and, when stdin is set,
@@ -383,6 +401,57 @@ func (p *program) check(args []string, stdin bool) error {
 			ShellExecuteName, p.path, ConfigFile)
 	}
 	return nil
+}
+
+// workDir returns the directory a run of p starts in, given the request's work_dir req
+// (may be empty) and the node's default def, or a *RefusedError. A pinned program runs
+// in the pinned path that req leads to (os.SameFile, so through symbolic links), never
+// in req itself: retargeting a link in req afterwards changes nothing.
+func (p *program) workDir(req, def string) (string, error) {
+	switch {
+	case strings.IndexByte(req, 0) >= 0:
+		return "", refusef("%s: work_dir holds a NUL byte", ShellExecuteName)
+	case hasDotDot(req):
+		return "", refusef("%s: work_dir %q: %s", ShellExecuteName, req, dotDotAmbiguous)
+	case p.workDirs == nil:
+		dir := cmp.Or(req, def)
+		if _, err := checkDir(dir); err != nil {
+			return "", refusef("%s: work_dir: %v", ShellExecuteName, err)
+		}
+		return filepath.Clean(dir), nil
+	case len(p.workDirs) == 0:
+		return "", refusef("%s: %s may run in no directory on this node: its work_dirs in %s name none that is absolute",
+			ShellExecuteName, p.path, ConfigFile)
+	}
+	pinned := func(d string) (string, error) {
+		if _, err := checkPinnedDir(d); err != nil {
+			return "", refusef("%s: %s may run only in the directories %s pins it to, and this one cannot be used: %v",
+				ShellExecuteName, p.path, ConfigFile, err)
+		}
+		return d, nil
+	}
+	if req == "" {
+		return pinned(p.workDirs[0])
+	}
+	info, err := checkDir(req)
+	if err != nil {
+		return "", refusef("%s: work_dir: %v", ShellExecuteName, err)
+	}
+	for _, d := range p.workDirs {
+		if pi, err := os.Stat(d); err == nil && os.SameFile(info, pi) {
+			return pinned(d)
+		}
+	}
+	where := fmt.Sprintf("%q", req)
+	if real, err := filepath.EvalSymlinks(req); err == nil && real != filepath.Clean(req) {
+		where += " (which leads to " + real + ")"
+	}
+	pins := p.workDirs[0]
+	if len(p.workDirs) > 1 {
+		pins = "one of " + strings.Join(p.workDirs, ", ")
+	}
+	return "", refusef("%s: %s may not run in %s on this node: its [[shell.program]] table in %s pins it to %s",
+		ShellExecuteName, p.path, where, ConfigFile, pins)
 }
 
 // isPathSeparator reports whether r separates path components here ('/' everywhere).

@@ -219,6 +219,7 @@ func TestShellExecuteRefused(t *testing.T) {
 		"a relative work_dir": {input: ShellInput{Argv: []string{"/bin/echo"}, WorkDir: "tmp"}, want: "not an absolute path"},
 		"a missing work_dir":  {input: ShellInput{Argv: []string{"/bin/echo"}, WorkDir: filepath.Join(dir, "nope")}, want: "work_dir"},
 		"a file as work_dir":  {input: ShellInput{Argv: []string{"/bin/echo"}, WorkDir: "/bin/echo"}, want: "not a directory"},
+		"a work_dir with ..":  {input: ShellInput{Argv: []string{"/bin/echo"}, WorkDir: dir + "/.."}, want: `".." is never allowed`},
 		"a negative timeout":  {input: map[string]any{"argv": []string{"/bin/echo"}, "timeout_seconds": -1}, want: "timeout_seconds"},
 		"a fractional timeout": {
 			input: map[string]any{"argv": []string{"/bin/echo"}, "timeout_seconds": 1.5},
@@ -307,7 +308,7 @@ func TestShellExecuteEnv(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{{Path: "/usr/bin/env", Args: []ArgRule{{}}}}, Env: tt.cfgEnv}, tt.environ)
+			s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{{Path: "/usr/bin/env", Args: []ArgRule{{}}, WorkDirs: []string{"/"}}}, Env: tt.cfgEnv}, tt.environ)
 			res, out, err := runShell(t.Context(), t, s, ShellInput{Argv: []string{"/usr/bin/env"}, Env: tt.env})
 			if err != nil || res.Failed {
 				t.Fatalf("Run = %+v, %v", res, err)

@@ -77,7 +77,7 @@ func TestShellExecuteExploits(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "marker")
 			cfg := ShellConfig{Allow: []string{tt.program}}
 			if tt.rules != nil {
-				cfg = ShellConfig{Programs: []ProgramConfig{{Path: tt.program, Args: tt.rules}}}
+				cfg = ShellConfig{Programs: []ProgramConfig{{Path: tt.program, Args: tt.rules, WorkDirs: []string{"/"}}}}
 			}
 			s := newTestShell(t, cfg, nil)
 			res, out, err := runShell(t.Context(), t, s, tt.input(marker))
@@ -169,7 +169,7 @@ func TestShellExecuteArgRules(t *testing.T) {
 }
 
 // TestShellExecuteExecutorRules checks what a program that runs other programs may be
-// given: literal lists, or anything once it is marked unsafe.
+// given: literal lists in pinned directories, or anything once it is marked unsafe.
 func TestShellExecuteExecutorRules(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -185,9 +185,14 @@ func TestShellExecuteExecutorRules(t *testing.T) {
 		want       []string // parts of the refusal; nil: it runs
 	}{
 		"find with a literal list": {
-			program:    ProgramConfig{Path: "/usr/bin/find", Args: []ArgRule{findLogs}},
+			program:    ProgramConfig{Path: "/usr/bin/find", Args: []ArgRule{findLogs}, WorkDirs: []string{dir}},
 			argv:       []string{"find", dir, "-name", "*.log"},
 			wantStdout: filepath.Join(dir, "a.log") + "\n",
+		},
+		"find with a literal list, not pinned": {
+			program: ProgramConfig{Path: "/usr/bin/find", Args: []ArgRule{findLogs}},
+			argv:    []string{"find", dir, "-name", "*.log"},
+			want:    []string{"find can run other programs", "must pin where it runs (work_dirs", "unsafe"},
 		},
 		"find with a pattern": {
 			program: ProgramConfig{Path: "/usr/bin/find", Args: []ArgRule{{Lit(dir), Lit("-name"), {Regex: `[a-z*.]+`}}}},
@@ -220,12 +225,12 @@ func TestShellExecuteExecutorRules(t *testing.T) {
 			wantStdout: "hi\n",
 		},
 		"env with a literal list": {
-			program:    ProgramConfig{Path: "/usr/bin/env", Args: []ArgRule{{Lit("-i"), Lit("/bin/echo"), Lit("clean")}}},
+			program:    ProgramConfig{Path: "/usr/bin/env", Args: []ArgRule{{Lit("-i"), Lit("/bin/echo"), Lit("clean")}}, WorkDirs: []string{"/"}},
 			argv:       []string{"env", "-i", "/bin/echo", "clean"},
 			wantStdout: "clean\n",
 		},
 		"env naming another program": {
-			program: ProgramConfig{Path: "/usr/bin/env", Args: []ArgRule{{Lit("-i"), Lit("/bin/echo"), Lit("clean")}}},
+			program: ProgramConfig{Path: "/usr/bin/env", Args: []ArgRule{{Lit("-i"), Lit("/bin/echo"), Lit("clean")}}, WorkDirs: []string{"/"}},
 			argv:    []string{"env", "-i", "/bin/sh", "-c", "id"},
 			want:    []string{"these arguments of /usr/bin/env are not allowed"},
 		},
@@ -235,17 +240,7 @@ func TestShellExecuteExecutorRules(t *testing.T) {
 			t.Parallel()
 			s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{tt.program}}, nil)
 			res, out, err := runShell(t.Context(), t, s, ShellInput{Argv: tt.argv, Stdin: tt.stdin})
-			if tt.want != nil {
-				wantRefused(t, err, tt.want...)
-				if out.Writes() != 0 {
-					t.Errorf("something ran: %q", out.Stdout())
-				}
-				return
-			}
-			if err != nil || res.Failed {
-				t.Fatalf("Run = %+v, %v; want it allowed", res, err)
-			}
-			if out.Stdout() != tt.wantStdout {
+			if ran := wantOutcome(t, res, out, err, tt.want); ran && out.Stdout() != tt.wantStdout {
 				t.Errorf("stdout %q, want %q", out.Stdout(), tt.wantStdout)
 			}
 		})
@@ -368,8 +363,8 @@ func TestExecutorNames(t *testing.T) {
 	}
 }
 
-// TestLoadConfigPrograms reads [[shell.program]] tables: their rules, and the errors of
-// rules that cannot be right.
+// TestLoadConfigPrograms reads [[shell.program]] tables: their rules and pinned
+// directories, and the errors of those that cannot be right.
 func TestLoadConfigPrograms(t *testing.T) {
 	t.Parallel()
 	echo, err := exec.LookPath("echo")
@@ -377,6 +372,14 @@ func TestLoadConfigPrograms(t *testing.T) {
 		t.Skip("no echo on PATH")
 	}
 	echo, _ = filepath.Abs(echo)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	writable, file := t.TempDir(), filepath.Join(t.TempDir(), "file")
+	if err := os.Chmod(writable, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Run("rules", func(t *testing.T) {
 		t.Parallel()
 		got, err := LoadConfig(writeConfig(t, `
@@ -392,6 +395,7 @@ args = [
   ["tail", { rest = '/var/log/.+' }],
 ]
 stdin = true
+work_dirs = ["`+dirA+`/", "`+dirB+`", "`+dirA+`"]
 
 [[shell.program]]
 path = "/usr/bin/find"
@@ -403,7 +407,7 @@ unsafe = true
 		want := []ProgramConfig{
 			{Path: echo, Stdin: true, Args: []ArgRule{
 				{}, {Lit("-C"), Lit("/src")}, {Lit("status"), {Regex: "[a-z]+"}}, {Lit("tail"), {Rest: "/var/log/.+"}},
-			}},
+			}, WorkDirs: []string{dirA, dirB}},
 			{Path: "/usr/bin/find", Unsafe: true},
 		}
 		if !reflect.DeepEqual(got.Shell.Programs, want) {
@@ -427,6 +431,16 @@ unsafe = true
 		"in allow too":          {"", []string{"is listed in shell.allow already"}},
 		"a relative path":       {`args = [[]]`, []string{"want an absolute path or a bare name"}},
 		"a program not on PATH": {`args = [[]]`, []string{"not found on PATH"}},
+		"an empty work_dirs":    {`work_dirs = []`, []string{`shell.program "echo": work_dirs is empty, which allows no directory`}},
+		"a relative work_dir":   {`work_dirs = ["srv/app"]`, []string{"work_dirs", `"srv/app" is not an absolute path`}},
+		"a missing work_dir":    {`work_dirs = ["` + filepath.Join(dirA, "nope") + `"]`, []string{"work_dirs", "no such file or directory"}},
+		"a file as work_dir":    {`work_dirs = ["` + file + `"]`, []string{"work_dirs", "is not a directory"}},
+		"a work_dir with ..":    {`work_dirs = ["` + dirA + `/../x"]`, []string{"work_dirs", `".." is never allowed`}},
+		"a work_dir others may write": {
+			`work_dirs = ["` + writable + `"]`, []string{"work_dirs", "others may write it (mode", "plant"},
+		},
+		"work_dirs not a list":      {`work_dirs = "` + dirA + `"`, []string{"cannot decode TOML string", "WorkDirs"}},
+		"a bad work_dir among good": {`work_dirs = ["` + dirA + `", "tmp"]`, []string{`"tmp" is not an absolute path`}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -462,7 +476,7 @@ func TestShellExecuteCodeEnv(t *testing.T) {
 	t.Parallel()
 	names := []string{"LD_PRELOAD", "LD_LIBRARY_PATH", "MAKEFLAGS", "GIT_SSH_COMMAND", "BASH_ENV", "PYTHONSTARTUP", "TAR_OPTIONS", "LANG"}
 	environ := []string{"PATH=" + testPATH, "LD_LIBRARY_PATH=/opt/lib"}
-	s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{{Path: "/usr/bin/env", Args: []ArgRule{{}}}}, Env: names}, environ)
+	s := newTestShell(t, ShellConfig{Programs: []ProgramConfig{{Path: "/usr/bin/env", Args: []ArgRule{{}}, WorkDirs: []string{"/"}}}, Env: names}, environ)
 	for _, name := range names[:len(names)-1] {
 		_, out, err := runShell(t.Context(), t, s, ShellInput{Argv: []string{"env"}, Env: map[string]string{name: "x"}})
 		wantRefused(t, err, name, "may not be set by a request")
