@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
 // ErrUnauthenticated is the one answer to every failed authentication: missing,
@@ -36,12 +38,18 @@ func (e *ExceedsError) Error() string {
 	return fmt.Sprintf("the token holds permissions you do not: %s", strings.Join(names, ", "))
 }
 
+// ErrorKind implements errdefs.Kinded: PermissionDenied.
+func (e *ExceedsError) ErrorKind() errdefs.Kind { return errdefs.PermissionDenied }
+
 // BoundError refuses to create or rotate a token that would outlive the caller's own
 // token or allow more calls a minute. Reason names the bound.
 type BoundError struct{ Reason string }
 
 // Error implements error.
 func (e *BoundError) Error() string { return e.Reason }
+
+// ErrorKind implements errdefs.Kinded: PermissionDenied.
+func (e *BoundError) ErrorKind() errdefs.Kind { return errdefs.PermissionDenied }
 
 // ScopeError refuses a scope that is not a permission of the token's role: it would
 // narrow the token to nothing.
@@ -56,6 +64,9 @@ type ScopeError struct {
 func (e *ScopeError) Error() string {
 	return fmt.Sprintf("%q is not a permission of role %s (ListRoles shows its permissions)", e.Scope, e.Role)
 }
+
+// ErrorKind implements errdefs.Kinded: Invalid.
+func (e *ScopeError) ErrorKind() errdefs.Kind { return errdefs.Invalid }
 
 // RateLimitedError refuses a call over its token's rate limit.
 type RateLimitedError struct {

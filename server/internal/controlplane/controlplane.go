@@ -103,7 +103,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	rpc := append([]connect.HandlerOption{connect.WithInterceptors(
 		opts.Metrics.Interceptor(),
 		opts.Access,
-		errorInterceptor{log: log},
+		ErrorInterceptor(log),
 		validate.NewInterceptor(),
 	)}, common...)
 

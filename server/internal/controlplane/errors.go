@@ -6,19 +6,24 @@ import (
 	"log/slog"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pagetoken"
+	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
 // connectError is the one translation of the daemon's errors into Connect errors. Errors
-// that already are Connect errors pass unchanged; sentinels of the store and the domain
-// packages become their codes with a message safe to show any caller; anything else is
-// an internal error, logged in full and answered without detail.
+// that already are Connect errors (protovalidate's, the interceptors') pass unchanged; a
+// domain error (errdefs.Kinded) becomes its kind's code with its own message, its field
+// as a BadRequest detail and its retry delay as Retry-After; sentinels of the store
+// become their codes with a message safe to show any caller; anything else is an
+// internal error, logged in full and answered without detail.
 func connectError(log *slog.Logger, procedure string, err error) error {
 	if err == nil {
 		return nil
@@ -27,22 +32,9 @@ func connectError(log *slog.Logger, procedure string, err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	// Typed errors whose own message is written for callers.
-	var (
-		dep     *flags.DependencyError
-		exceeds *access.ExceedsError
-		bound   *access.BoundError
-		scope   *access.ScopeError
-	)
-	switch {
-	case errors.As(err, &dep):
-		return connect.NewError(connect.CodeFailedPrecondition, dep)
-	case errors.As(err, &exceeds):
-		return connect.NewError(connect.CodePermissionDenied, exceeds)
-	case errors.As(err, &bound):
-		return connect.NewError(connect.CodePermissionDenied, bound)
-	case errors.As(err, &scope):
-		return connect.NewError(connect.CodeInvalidArgument, scope)
+	var k errdefs.Kinded
+	if errors.As(err, &k) && k.ErrorKind() != errdefs.Internal {
+		return fromKinded(k)
 	}
 	for _, m := range errorCodes {
 		if errors.Is(err, m.sentinel) {
@@ -51,6 +43,43 @@ func connectError(log *slog.Logger, procedure string, err error) error {
 	}
 	log.Error("internal error", "procedure", procedure, "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error; the daemon's log has the details"))
+}
+
+// kindCodes maps each kind of domain error to its Connect code.
+var kindCodes = [...]connect.Code{
+	errdefs.Invalid:            connect.CodeInvalidArgument,
+	errdefs.NotFound:           connect.CodeNotFound,
+	errdefs.Conflict:           connect.CodeAlreadyExists,
+	errdefs.FailedPrecondition: connect.CodeFailedPrecondition,
+	errdefs.PermissionDenied:   connect.CodePermissionDenied,
+	errdefs.Unauthenticated:    connect.CodeUnauthenticated,
+	errdefs.ResourceExhausted:  connect.CodeResourceExhausted,
+	errdefs.Aborted:            connect.CodeAborted,
+	errdefs.DeadlineExceeded:   connect.CodeDeadlineExceeded,
+	errdefs.Unavailable:        connect.CodeUnavailable,
+}
+
+// fromKinded builds the Connect error of a domain error.
+func fromKinded(k errdefs.Kinded) *connect.Error {
+	code := connect.CodeInternal
+	if int(k.ErrorKind()) < len(kindCodes) && kindCodes[k.ErrorKind()] != 0 {
+		code = kindCodes[k.ErrorKind()]
+	}
+	ce := connect.NewError(code, errors.New(k.Error()))
+	var e *errdefs.Error
+	if !errors.As(k, &e) {
+		return ce
+	}
+	if e.Field != "" {
+		v := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Message}}}
+		if d, err := connect.NewErrorDetail(v); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	if e.RetryAfter > 0 {
+		ce.Meta().Set("Retry-After", ratelimit.RetryAfter(e.RetryAfter))
+	}
+	return ce
 }
 
 // errorCodes maps sentinels to codes, most specific first.
@@ -74,6 +103,10 @@ var errorCodes = []struct {
 	{store.ErrInvalid, connect.CodeInvalidArgument, "the request violates a constraint"},
 	{store.ErrUnavailable, connect.CodeUnavailable, "the database is unavailable; retry later"},
 }
+
+// ErrorInterceptor returns the interceptor that applies the translation to every RPC,
+// unary and streaming. Tests that mount one service's handler use it too.
+func ErrorInterceptor(log *slog.Logger) connect.Interceptor { return errorInterceptor{log: log} }
 
 // errorInterceptor applies connectError to every RPC, unary and streaming.
 type errorInterceptor struct{ log *slog.Logger }

@@ -24,6 +24,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
 // Stage is how far along the feature behind a flag is. It is shown to operators; it
@@ -151,6 +153,9 @@ func (e *DependencyError) Error() string {
 	}
 	return fmt.Sprintf("cannot disable %s: %s are on and depend on it", e.Key, list)
 }
+
+// ErrorKind implements errdefs.Kinded: FailedPrecondition.
+func (e *DependencyError) ErrorKind() errdefs.Kind { return errdefs.FailedPrecondition }
 
 // joinKeys lists keys in prose: "a", "a and b", "a, b and c".
 func joinKeys(keys []string) string {

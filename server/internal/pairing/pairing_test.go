@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +31,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/controlplane"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pairing"
@@ -157,9 +159,9 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	}
 
 	mux := http.NewServeMux()
-	nodeOpts := connect.WithInterceptors(&testAccess{calls: b.calls}, validate.NewInterceptor())
+	nodeOpts := connect.WithInterceptors(&testAccess{calls: b.calls}, controlplane.ErrorInterceptor(slog.New(slog.DiscardHandler)), validate.NewInterceptor())
 	mux.Handle(nodev1connect.NewNodeServiceHandler(nodeService{h: b.svc.NodeHandler()}, nodeOpts))
-	adminOpts := connect.WithInterceptors(&testAccess{calls: b.calls, principal: admin}, validate.NewInterceptor())
+	adminOpts := connect.WithInterceptors(&testAccess{calls: b.calls, principal: admin}, controlplane.ErrorInterceptor(slog.New(slog.DiscardHandler)), validate.NewInterceptor())
 	mux.Handle(controlplanev1connect.NewPairingServiceHandler(b.svc.PairingHandler(), adminOpts))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
