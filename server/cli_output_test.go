@@ -31,7 +31,7 @@ import (
 
 // crashBench is a palyrad process and a `palyra node run` process, either of which a
 // test kills and restarts, and dispatches of a script that writes output before and
-// after it sleeps.
+// after it waits for the test to open its gate.
 type crashBench struct {
 	args     []string // palyrad's
 	daemon   *process
@@ -39,6 +39,7 @@ type crashBench struct {
 	node     *nodeAgent
 	stateDir string
 	script   string
+	gate     string // the script's dispatches finish once this file exists
 	api      controlplanev1connect.DispatchServiceClient
 }
 
@@ -51,8 +52,9 @@ func newCrashBench(t *testing.T) *crashBench {
 	c.daemon = startDaemonProcess(t, c.args...)
 	c.admin = newCLIUser(t).with("PALYRA_TOKEN", bootstrapToken(t, dataDir), "PALYRA_URL", "https://"+listen,
 		"PALYRA_CA_FILE", filepath.Join(dataDir, "ca.pem"))
-	c.script = filepath.Join(t.TempDir(), "work")
-	if err := os.WriteFile(c.script, []byte("#!/bin/sh\necho \"start $1\"\nsleep \"$2\"\necho \"done $1\" >&2\n"), 0o755); err != nil {
+	scripts := t.TempDir()
+	c.script, c.gate = filepath.Join(scripts, "work"), filepath.Join(scripts, "gate")
+	if err := os.WriteFile(c.script, []byte("#!/bin/sh\necho \"start $1\"\nwhile [ ! -e \"$2\" ]; do sleep 0.05; done\necho \"done $1\" >&2\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	c.stateDir = t.TempDir()
@@ -62,11 +64,11 @@ func newCrashBench(t *testing.T) *crashBench {
 	return c
 }
 
-// create creates a dispatch of the script; it prints "start <tag>", sleeps, then
-// "done <tag>" on stderr.
-func (c *crashBench) create(t *testing.T, tag, sleep string) string {
+// create creates a dispatch of the script; it prints "start <tag>", waits for the gate,
+// then prints "done <tag>" on stderr.
+func (c *crashBench) create(t *testing.T, tag string) string {
 	t.Helper()
-	input, _ := json.Marshal(map[string]any{"argv": []string{c.script, tag, sleep}})
+	input, _ := json.Marshal(map[string]any{"argv": []string{c.script, tag, c.gate}})
 	res, err := c.api.CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{
 		NodeId: c.node.deviceID, Capability: "shell.execute", InputJson: string(input),
 		Timeout: durationpb.New(3 * time.Minute), IdempotencyKey: "crash-" + tag,
@@ -78,15 +80,15 @@ func (c *crashBench) create(t *testing.T, tag, sleep string) string {
 }
 
 // finishWhileTheDaemonIsDown creates n dispatches, waits until the node runs them all,
-// kills palyrad, waits until the node has finished them (their results spooled), and
-// kills the node: what palyrad had not stored of their output when it died exists only
+// kills palyrad, opens the gate, waits until the node has finished them (their results
+// spooled), and kills the node: what palyrad had not stored of their output when it died exists only
 // on the node. It returns the dispatch ids by tag.
 func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]string {
 	t.Helper()
 	ids := map[string]string{}
 	for i := range n {
 		tag := "d" + strconv.Itoa(i)
-		ids[tag] = c.create(t, tag, "1")
+		ids[tag] = c.create(t, tag)
 	}
 	for deadline := time.Now().Add(60 * time.Second); dispatchStates(t, c.api, c.node.deviceID)["running"] != n; {
 		if time.Now().After(deadline) {
@@ -95,6 +97,9 @@ func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]
 		time.Sleep(100 * time.Millisecond) // within the owner token's rate limit
 	}
 	c.daemon.kill(t)
+	if err := os.WriteFile(c.gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ranLog := filepath.Join(c.stateDir, "ran.log")
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		done := 0
