@@ -149,8 +149,7 @@ func (l *Listener) broadcast(channel string, e Event) {
 func (l *Listener) Run(ctx context.Context) {
 	b := &retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Stable: stableListen}
 	for ctx.Err() == nil {
-		var since time.Time // when the connection listened; zero when it never did
-		err := l.listen(ctx, &since)
+		since, err := l.listen(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -166,30 +165,31 @@ func (l *Listener) Run(ctx context.Context) {
 }
 
 // listen connects, listens and delivers until the connection fails or ctx is done. It
-// sets *since when the connection listens on every channel.
-func (l *Listener) listen(ctx context.Context, since *time.Time) error {
+// returns when the connection began to listen on every channel (zero when it never
+// did) and why it ended.
+func (l *Listener) listen(ctx context.Context) (since time.Time, err error) {
 	conn, err := pgx.ConnectConfig(ctx, l.config)
 	if err != nil {
-		return err
+		return since, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	for _, ch := range l.channels {
 		if _, err := conn.Exec(ctx, "listen "+pgx.Identifier{ch}.Sanitize()); err != nil {
-			return err
+			return since, err
 		}
 	}
 	l.listening.Store(true)
 	defer l.listening.Store(false)
-	*since = time.Now()
+	since = time.Now()
 	l.broadcast("", Event{Reset: true})
 	l.once.Do(func() { close(l.ready) })
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				return ctx.Err()
+				return since, ctx.Err()
 			}
-			return err
+			return since, err
 		}
 		l.broadcast(n.Channel, Event{Payload: n.Payload})
 	}
