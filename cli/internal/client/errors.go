@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"syscall"
+	"time"
 
 	"connectrpc.com/connect"
+
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // explainInterceptor replaces the errors of every call with Explain's message.
@@ -157,10 +159,8 @@ func explain(err error, url string, token tokenHint) error {
 		msg = "permission denied: " + msg
 	case code == connect.CodeResourceExhausted:
 		msg = "rate limited: " + msg
-		if ce != nil {
-			if s, err := strconv.Atoi(ce.Meta().Get("Retry-After")); err == nil && s > 0 {
-				msg += fmt.Sprintf(". Retry after %d s", s)
-			}
+		if wait, _ := retry.Throttled(err); wait > 0 {
+			msg += fmt.Sprintf(". Retry after %d s", wait/time.Second)
 		}
 	case code == connect.CodeNotFound:
 		msg = "not found: " + msg
@@ -172,25 +172,4 @@ func explain(err error, url string, token tokenHint) error {
 		msg = fmt.Sprintf("%s does not offer this call; is it an older palyrad? (%s)", url, msg)
 	}
 	return &Error{Code: code, Message: msg, cause: err}
-}
-
-// Retryable reports whether a failed call may be made again as it was (with the same
-// idempotency key): the connection failed before an answer came, or palyrad answered
-// that it is unavailable for now (its database, say). Any other answer of palyrad is
-// final, InvalidArgument and Internal included: the same call would fail the same way.
-// Errors that are not a call's, such as a failed write of the output, are not
-// retryable either. It is the one retry classification of the CLI.
-func Retryable(err error) bool {
-	var ce *connect.Error
-	if !errors.As(err, &ce) {
-		return false
-	}
-	switch ce.Code() {
-	case connect.CodeUnavailable, connect.CodeAborted:
-		return true
-	case connect.CodeUnknown, connect.CodeInternal:
-		// An answer, or the connection's failure (an HTTP/2 stream reset, say).
-		return !connect.IsWireError(ce)
-	}
-	return false
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // TestAuthExplain checks the advice given for refused tokens and rate limits, and that
@@ -72,35 +74,18 @@ func TestAuthTokenChecked(t *testing.T) {
 	}
 }
 
-// TestRetryable: a failure of the connection, or palyrad's Unavailable, is retried;
-// every other answer of palyrad is final, InvalidArgument and Internal included, and
-// so is an error that is not a call's.
-func TestRetryable(t *testing.T) {
+// TestExplainedTransient: Explain keeps the error it explains in the chain, so that
+// retry.Transient still tells a failure of the connection from palyrad's answer. (The
+// classification itself moved to internal/retry, TestTransient, when the node agent's
+// and the CLI's lists became one.)
+func TestExplainedTransient(t *testing.T) {
 	t.Parallel()
-	answer := func(c connect.Code) error { return connect.NewWireError(c, errors.New("palyrad says no")) }
-	local := func(c connect.Code) error { return connect.NewError(c, errors.New("connection reset")) }
-	for name, tc := range map[string]struct {
-		err  error
-		want bool
-	}{
-		"answered unavailable":         {answer(connect.CodeUnavailable), true},
-		"answered aborted":             {answer(connect.CodeAborted), true},
-		"answered invalid argument":    {answer(connect.CodeInvalidArgument), false},
-		"answered internal":            {answer(connect.CodeInternal), false},
-		"answered unknown":             {answer(connect.CodeUnknown), false},
-		"answered failed precondition": {answer(connect.CodeFailedPrecondition), false},
-		"answered rate limited":        {answer(connect.CodeResourceExhausted), false},
-		"connection unavailable":       {local(connect.CodeUnavailable), true},
-		"stream reset (internal)":      {local(connect.CodeInternal), true},
-		"connection unknown":           {local(connect.CodeUnknown), true},
-		"local invalid argument":       {local(connect.CodeInvalidArgument), false},
-		"deadline":                     {local(connect.CodeDeadlineExceeded), false},
-		"explained internal answer":    {explain(answer(connect.CodeInternal), "https://x", tokenHint{}), false},
-		"explained reset":              {explain(local(connect.CodeInternal), "https://x", tokenHint{}), true},
-		"not a call's":                 {errors.New("write the output: broken pipe"), false},
-	} {
-		if got := Retryable(tc.err); got != tc.want {
-			t.Errorf("%s: Retryable(%v) = %v, want %v", name, tc.err, got, tc.want)
-		}
+	answer := connect.NewWireError(connect.CodeInternal, errors.New("palyrad says no"))
+	reset := connect.NewError(connect.CodeInternal, errors.New("connection reset"))
+	if retry.Transient(explain(answer, "https://x", tokenHint{})) {
+		t.Error("an explained Internal answer is transient")
+	}
+	if !retry.Transient(explain(reset, "https://x", tokenHint{})) {
+		t.Error("an explained stream reset is not transient")
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/node/capability"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/internal/buildinfo"
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // ProtocolVersion is the version of the Attach protocol the agent speaks (see
@@ -381,7 +382,7 @@ func (a *Agent) recoverRan() error {
 // whose replica comes back after failures returns at once, while a replica that
 // welcomes and drops at once still sees the waits grow. It runs on Run's goroutine.
 func (a *Agent) attachLoop(ctx context.Context) {
-	b := &backoff{initial: a.tune.backoffInitial, max: a.tune.backoffMax, rand: a.rand}
+	b := &retry.Backoff{Initial: a.tune.backoffInitial, Max: a.tune.backoffMax, Stable: a.tune.stableAttach, Rand: a.rand}
 	for ctx.Err() == nil {
 		attached, err := a.attach(ctx)
 		if ctx.Err() != nil {
@@ -395,12 +396,12 @@ func (a *Agent) attachLoop(ctx context.Context) {
 				s.LastError = err.Error()
 			}
 		})
-		if attached && !since.IsZero() && a.now().Sub(since) >= a.tune.stableAttach {
-			b.reset()
+		if attached && !since.IsZero() {
+			b.Held(a.now().Sub(since))
 		}
-		wait := b.next()
+		wait := b.Next()
 		a.logSessionEnd(attached, err, wait)
-		if sleep(ctx, wait) != nil {
+		if retry.Sleep(ctx, wait) != nil {
 			return
 		}
 	}

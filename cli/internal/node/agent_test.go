@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	mrand "math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -489,41 +488,6 @@ func TestReconnect(t *testing.T) {
 	}
 	b.set(func(f *fakeDaemon) { f.version = ProtocolVersion })
 	b.session()
-}
-
-// TestBackoff checks the backoff's growth, cap, jitter and reset.
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	var asked []int64
-	top := func(n int64) int64 { asked = append(asked, n); return n - 1 }
-	b := &backoff{initial: 500 * time.Millisecond, max: 30 * time.Second, rand: top}
-	var got []time.Duration
-	for range 9 {
-		got = append(got, b.next())
-	}
-	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
-		16 * time.Second, 30 * time.Second, 30 * time.Second, 30 * time.Second}
-	if !slices.Equal(got, want) {
-		t.Errorf("waits at the top of the jitter %v, want %v", got, want)
-	}
-	b.reset()
-	if d := b.next(); d != 500*time.Millisecond {
-		t.Errorf("after reset: %v", d)
-	}
-
-	// Full jitter: waits spread over [0, ceiling].
-	j := &backoff{initial: time.Second, max: time.Second, rand: mrand.Int64N}
-	seen := map[time.Duration]bool{}
-	for range 50 {
-		d := j.next()
-		if d < 0 || d > time.Second {
-			t.Fatalf("wait %v outside [0, 1s]", d)
-		}
-		seen[d] = true
-	}
-	if len(seen) < 40 {
-		t.Errorf("only %d distinct waits in 50: no jitter?", len(seen))
-	}
 }
 
 // TestRanLogCompaction checks that the ran log forgets ids older than a week, unless

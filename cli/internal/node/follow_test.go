@@ -196,7 +196,7 @@ func TestFollowPairing(t *testing.T) {
 				retry = r
 			}
 		}
-		if !strings.Contains(retry.Err.Error(), "replica shutting down") || retry.Delay <= 0 || retry.Delay > 4*time.Millisecond {
+		if !strings.Contains(retry.Err.Error(), "replica shutting down") || retry.Delay < 0 || retry.Delay > 4*time.Millisecond {
 			t.Errorf("retry %+v", retry)
 		}
 	})
@@ -213,6 +213,32 @@ func TestFollowPairing(t *testing.T) {
 		}
 		if _, r, p := count(events); r != 0 || p != 1 {
 			t.Errorf("events %v: want polling at once", events)
+		}
+	})
+
+	t.Run("rate limited: waits for the Retry-After", func(t *testing.T) {
+		t.Parallel()
+		limited := connect.NewError(connect.CodeResourceExhausted, errors.New("too many status calls from this address"))
+		limited.Meta().Set("Retry-After", "1")
+		fake := &scriptedNode{watches: [][]nodev1.PairingState{{}, {approved}}, watchErr: limited}
+		st, events, err := followWith(t, t.Context(), fake, followSecret)
+		if err != nil || st.GetState() != approved {
+			t.Fatalf("follow = %v, %v", st, err)
+		}
+		if len(events) != 1 {
+			t.Fatalf("events %v: want one retry", events)
+		}
+		if r, ok := events[0].(Retrying); !ok || r.Delay < time.Second {
+			t.Errorf("event %+v: want a retry after at least the Retry-After of 1 s", events[0])
+		}
+	})
+
+	t.Run("an internal error is final", func(t *testing.T) {
+		t.Parallel()
+		fake := &scriptedNode{watchErr: connect.NewError(connect.CodeInternal, errors.New("internal error"))}
+		_, events, err := followWith(t, t.Context(), fake, followSecret)
+		if connect.CodeOf(err) != connect.CodeInternal || len(events) != 0 {
+			t.Errorf("follow = %v after events %v: want palyrad's answer, not retried", err, events)
 		}
 	})
 

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/possession"
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // Code is the pairing code a node presents: a PIN or the code of a QR pairing URI.
@@ -551,8 +551,8 @@ func orDash(s string) string {
 
 // retryPolicy is how a node waits for a decision.
 type retryPolicy struct {
-	// initial and max bound the backoff between reconnections; each wait is jittered
-	// to between half and all of the current backoff, which doubles after each failure.
+	// initial and max bound the backoff between reconnections (retry.Backoff: full
+	// jitter, starting over once a stream brought a status).
 	initial, max time.Duration
 	// streamFailures is how many consecutive failed streams make the node poll.
 	streamFailures int
@@ -565,8 +565,10 @@ var defaultRetry = retryPolicy{initial: 500 * time.Millisecond, max: 30 * time.S
 // follow waits for the decision on the pending request: it watches the request,
 // reconnecting with backoff when the stream breaks, and polls GetPairingStatus every
 // retry.poll once retry.streamFailures streams in a row failed (or when palyrad has no
-// WatchPairing). It returns the first final status: approved with a certificate,
-// completed, rejected or expired.
+// WatchPairing). A transient failure (retry.Transient) or a rate limit (waited out for
+// at least its Retry-After) is tried again; any other refusal ends the wait. It
+// returns the first final status: approved with a certificate, completed, rejected or
+// expired.
 func (p *pairer) follow(ctx context.Context) (*nodev1.PairingStatus, error) {
 	var last nodev1.PairingState
 	seen := func(st *nodev1.PairingStatus) bool {
@@ -579,9 +581,11 @@ func (p *pairer) follow(ctx context.Context) (*nodev1.PairingStatus, error) {
 		}
 		return false
 	}
-	backoff, failures := p.retry.initial, 0
+	b := &retry.Backoff{Initial: p.retry.initial, Max: p.retry.max}
+	failures := 0
 	for failures < p.retry.streamFailures {
 		st, received, err := p.watch(ctx, seen)
+		throttle, throttled := retry.Throttled(err)
 		switch {
 		case st != nil:
 			return st, nil
@@ -590,24 +594,25 @@ func (p *pairer) follow(ctx context.Context) (*nodev1.PairingStatus, error) {
 		case connect.CodeOf(err) == connect.CodeUnimplemented:
 			failures = p.retry.streamFailures
 			continue
-		case err != nil && !transient(err):
+		case err != nil && !retry.Transient(err) && !throttled:
 			return nil, p.lost(err)
 		case received:
-			backoff, failures = p.retry.initial, 0
+			b.Reset()
+			failures = 0
 		}
 		failures++
 		if err == nil {
 			err = errors.New("palyrad ended the stream before a decision")
 		}
-		wait := jitter(backoff)
+		wait := max(b.Next(), throttle)
 		p.Events(Retrying{Err: err, Delay: wait})
-		if err := sleep(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
-		backoff = min(2*backoff, p.retry.max)
 	}
 	p.Events(Polling{Interval: p.retry.poll})
 	for {
+		wait := p.retry.poll
 		res, err := p.nodes.GetPairingStatus(ctx, connect.NewRequest(&nodev1.GetPairingStatusRequest{
 			RequestId: p.pending.RequestID, PairingSecret: p.pending.Secret,
 		}))
@@ -618,12 +623,15 @@ func (p *pairer) follow(ctx context.Context) (*nodev1.PairingStatus, error) {
 			}
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case !transient(err):
-			return nil, p.lost(err)
 		default:
-			p.Events(Retrying{Err: err, Delay: p.retry.poll})
+			throttle, throttled := retry.Throttled(err)
+			if !retry.Transient(err) && !throttled {
+				return nil, p.lost(err)
+			}
+			wait = max(wait, throttle)
+			p.Events(Retrying{Err: err, Delay: wait})
 		}
-		if err := sleep(ctx, p.retry.poll); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -664,35 +672,4 @@ func final(st *nodev1.PairingStatus) bool {
 		return true
 	}
 	return false
-}
-
-// transient reports whether a failed call is worth repeating: the connection or the
-// daemon failed, rather than the daemon refusing the request.
-func transient(err error) bool {
-	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted,
-		connect.CodeAborted, connect.CodeInternal, connect.CodeCanceled:
-		return true
-	}
-	return false
-}
-
-// jitter returns a wait between half and all of d.
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits for d or the end of ctx.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/palyra/palyra/cli/internal/client"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // The files of a renewal in progress: the new key, written before the node asks for its
@@ -42,7 +43,7 @@ func RenewalTime(c *x509.Certificate, jitter float64) time.Time {
 // ends. It runs in its own goroutine. It looks at the clock at least every
 // tune.renewCheck, so that a machine that slept does not oversleep the renewal.
 func (a *Agent) renewLoop(ctx context.Context) {
-	b := &backoff{initial: a.tune.backoffInitial, max: a.tune.renewBackoffMax, rand: a.rand}
+	b := &retry.Backoff{Initial: a.tune.backoffInitial, Max: a.tune.renewBackoffMax, Rand: a.rand}
 	var (
 		leaf *x509.Certificate
 		due  time.Time
@@ -71,12 +72,12 @@ func (a *Agent) renewLoop(ctx context.Context) {
 		err := a.renew(ctx)
 		switch {
 		case err == nil:
-			b.reset()
+			b.Reset()
 			continue
 		case ctx.Err() != nil:
 			return
 		}
-		wait := b.next()
+		wait := b.Next()
 		attrs := []any{"code", connect.CodeOf(err).String(), "err", err, "remaining", leaf.NotAfter.Sub(a.now()).Round(time.Second),
 			"retry_in", wait.Round(time.Millisecond)}
 		if certificateRefused(err) {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/palyra/palyra/internal/retry"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -76,30 +77,26 @@ func (s *ServerCertificate) Leaf() *x509.Certificate {
 
 // Run renews the certificate at one third of its lifetime remaining (with jitter, so
 // that replicas started together do not renew together) until ctx is done. A failed
-// renewal is retried with backoff (at most five minutes apart) and logged as an error
-// each time, also after the current certificate has expired. Run is meant to have its
-// own goroutine.
+// renewal is retried with backoff (retry.Backoff, from 1 s up to five minutes) and
+// logged as an error each time, also after the current certificate has expired. Run is
+// meant to have its own goroutine.
 func (s *ServerCertificate) Run(ctx context.Context) {
-	retry := time.Second
+	b := &retry.Backoff{Initial: time.Second, Max: 5 * time.Minute}
 	wait := s.untilRenewal()
 	for {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, wait) != nil {
 			return
-		case <-t.C:
 		}
 		if err := s.renew(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			s.log.Error("server certificate renewal failed; retrying", "err", err, "retry_in", retry,
+			wait = b.Next()
+			s.log.Error("server certificate renewal failed; retrying", "err", err, "retry_in", wait,
 				"current_not_after", s.Leaf().NotAfter)
-			wait, retry = retry, min(retry*2, 5*time.Minute)
 			continue
 		}
-		retry = time.Second
+		b.Reset()
 		wait = s.untilRenewal()
 	}
 }

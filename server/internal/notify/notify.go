@@ -20,11 +20,17 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // subscriberBuffer is how many events a subscriber may fall behind before it gets a
 // Reset instead.
 const subscriberBuffer = 256
+
+// stableListen is how long a connection must have listened for its loss to start the
+// reconnection backoff over.
+const stableListen = 5 * time.Second
 
 // Event is a notification, or a Reset.
 type Event struct {
@@ -136,49 +142,54 @@ func (l *Listener) broadcast(channel string, e Event) {
 	}
 }
 
-// Run listens until ctx is done, reconnecting with backoff when the connection fails;
-// every (re)connection sends a Reset to every subscriber. Run is meant to have its own
-// goroutine.
+// Run listens until ctx is done, reconnecting with backoff when the connection fails
+// (from 100 ms up to 5 s, starting over once a connection had listened for
+// stableListen); every (re)connection sends a Reset to every subscriber. Run is meant
+// to have its own goroutine.
 func (l *Listener) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	b := &retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Stable: stableListen}
 	for ctx.Err() == nil {
-		err := l.listen(ctx)
+		since, err := l.listen(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		l.log.Warn("notification listener disconnected; reconnecting", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
+		if !since.IsZero() {
+			b.Held(time.Since(since))
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		wait := b.Next()
+		l.log.Warn("notification listener disconnected; reconnecting", "err", err, "in", wait)
+		if retry.Sleep(ctx, wait) != nil {
+			return
+		}
 	}
 }
 
-// listen connects, listens and delivers until the connection fails or ctx is done.
-func (l *Listener) listen(ctx context.Context) error {
+// listen connects, listens and delivers until the connection fails or ctx is done. It
+// returns when the connection began to listen on every channel (zero when it never
+// did) and why it ended.
+func (l *Listener) listen(ctx context.Context) (since time.Time, err error) {
 	conn, err := pgx.ConnectConfig(ctx, l.config)
 	if err != nil {
-		return err
+		return since, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	for _, ch := range l.channels {
 		if _, err := conn.Exec(ctx, "listen "+pgx.Identifier{ch}.Sanitize()); err != nil {
-			return err
+			return since, err
 		}
 	}
 	l.listening.Store(true)
 	defer l.listening.Store(false)
+	since = time.Now()
 	l.broadcast("", Event{Reset: true})
 	l.once.Do(func() { close(l.ready) })
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				return ctx.Err()
+				return since, ctx.Err()
 			}
-			return err
+			return since, err
 		}
 		l.broadcast(n.Channel, Event{Payload: n.Payload})
 	}

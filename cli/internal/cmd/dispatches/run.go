@@ -15,12 +15,12 @@ import (
 	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/output"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // This file is what `palyra nodes invoke` and `palyra dispatches watch` share: following
@@ -40,8 +40,8 @@ const (
 	// maxResumes is how many times in a row a watch is resumed after a transport error
 	// without receiving anything in between.
 	maxResumes = 3
-	// resumeDelay is the pause before the first resumption; each further one waits
-	// that much longer.
+	// resumeDelay is the ceiling of the pause before the first resumption; each further
+	// one doubles it (retry.Backoff).
 	resumeDelay = 250 * time.Millisecond
 	// drainWait is how long a watch waits, after the terminal state, for the next
 	// event or the end of the stream before it leaves a silent server.
@@ -364,6 +364,7 @@ func (f *follower) cancel(ctx context.Context) error {
 
 // follow watches the dispatch until it ends, resuming after transport errors.
 func (f *follower) follow(ctx context.Context) error {
+	b := &retry.Backoff{Initial: resumeDelay, Max: 4 * resumeDelay}
 	failures := 0
 	for {
 		ended, progressed, err := f.watch(ctx)
@@ -372,11 +373,12 @@ func (f *follower) follow(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case err != nil && !client.Retryable(err):
+		case err != nil && !retry.Transient(err):
 			return err
 		}
 		if progressed {
 			failures = 0
+			b.Reset()
 		}
 		failures++
 		if err == nil {
@@ -389,10 +391,8 @@ func (f *follower) follow(ctx context.Context) error {
 		if f.o.Verbose {
 			f.notice("following dispatch %s: %v; resuming from offset %d", f.id, err, f.offset)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(failures) * resumeDelay):
+		if err := retry.Sleep(ctx, b.Next()); err != nil {
+			return err
 		}
 	}
 }

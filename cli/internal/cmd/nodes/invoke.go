@@ -24,6 +24,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/output"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/internal/cliusage"
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // Limits of invoke's flags, as palyrad checks them.
@@ -137,7 +138,7 @@ func invoke(cmd *cobra.Command, d *deps.Deps, nodeArg, capability string, f invo
 // idempotency key makes palyrad return the same dispatch); Ctrl-C cancels the dispatch.
 func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *controlplanev1.ExecuteCapabilityRequest) error {
 	var res *connect.Response[controlplanev1.ExecuteCapabilityResponse]
-	err := retry(ctx, func() (err error) {
+	err := repeat(ctx, func() (err error) {
 		res, err = c.Dispatch.ExecuteCapability(ctx, connect.NewRequest(req))
 		return err
 	})
@@ -172,7 +173,7 @@ func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *contro
 // invokeFollow creates a dispatch and follows it to its end (dispatches.Follow).
 func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *controlplanev1.CreateDispatchRequest, verbose bool) error {
 	var res *connect.Response[controlplanev1.CreateDispatchResponse]
-	err := retry(ctx, func() (err error) {
+	err := repeat(ctx, func() (err error) {
 		res, err = c.Dispatch.CreateDispatch(ctx, connect.NewRequest(req))
 		return err
 	})
@@ -198,20 +199,19 @@ func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *cont
 	return dispatches.Report(d, out, err)
 }
 
-// retry makes call until it succeeds, fails with an error that is not retryable
-// (client.Retryable), ctx ends, or it has failed three times; a short pause grows
+// repeat makes call until it succeeds, fails with an error that is not transient
+// (retry.Transient), ctx ends, or it has failed three times; it waits with backoff
 // between tries.
-func retry(ctx context.Context, call func() error) error {
+func repeat(ctx context.Context, call func() error) error {
 	const tries = 3
+	b := &retry.Backoff{Initial: 250 * time.Millisecond, Max: time.Second}
 	for i := 1; ; i++ {
 		err := call()
-		if err == nil || i == tries || ctx.Err() != nil || !client.Retryable(err) {
+		if err == nil || i == tries || ctx.Err() != nil || !retry.Transient(err) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, b.Next()) != nil {
 			return err
-		case <-time.After(time.Duration(i) * 250 * time.Millisecond):
 		}
 	}
 }
