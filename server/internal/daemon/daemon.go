@@ -116,10 +116,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel,
-		dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel)
+	listener := notify.New(notify.Options{
+		Config: db.store.Pool().Config().ConnConfig,
+		Channels: []string{revocation.Channel, pairing.Channel,
+			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel},
+		Logger: log,
+	})
 	bg.Go(func() { listener.Run(bgCtx) })
-	revocations, err := revocation.New(db.store, listener, log, nil)
+	revocations, err := revocation.New(revocation.Options{Store: db.store, Notify: listener, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
