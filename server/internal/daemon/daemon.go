@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +61,12 @@ type Daemon struct {
 	bg      *sync.WaitGroup
 	serveCh chan error
 }
+
+// FinishTimeout bounds the steps of a graceful stop that follow the listener's drain
+// (which server.shutdown_timeout bounds): recording the sessions' end, stopping the
+// background work, closing the database. When it passes, Stop stops hard: it logs the
+// steps it abandons and returns.
+const FinishTimeout = 15 * time.Second
 
 // startup holds what Start has built so far; each of its steps adds to it, and undo
 // stops what the steps started, in reverse order.
@@ -435,23 +442,80 @@ func (d *Daemon) Failed() <-chan error { return d.serveCh }
 // database), the listener stops accepting connections and waits up to the configured
 // shutdown timeout for calls in flight, the sessions' end is recorded with one
 // statement, then background work stops, the database pool closes and, when embedded,
-// PostgreSQL stops.
+// PostgreSQL stops. What follows the listener's drain may take FinishTimeout; when that
+// passes, or ctx ends first, Stop stops hard: it logs the steps it abandons and
+// returns an error without waiting for them.
 func (d *Daemon) Stop(ctx context.Context) error {
 	began := time.Now()
 	d.log.Info("palyrad stopping")
-	d.health.SetShuttingDown()
-	d.runtime.Shutdown()
-	shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
-	err := d.server.Shutdown(shutdownCtx)
-	cancel()
-	if derr := d.runtime.DetachAll(ctx); derr != nil {
-		d.log.Error("node sessions not recorded as ended; their presence turns offline by their silence", "err", derr)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout+FinishTimeout)
+	defer cancel()
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"drain the listener", func() error {
+			d.health.SetShuttingDown()
+			d.runtime.Shutdown()
+			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
+			defer cancel()
+			return d.server.Shutdown(shutdownCtx)
+		}},
+		{"record the end of the node sessions", func() error {
+			if err := d.runtime.DetachAll(ctx); err != nil {
+				d.log.Error("node sessions not recorded as ended; their presence turns offline by their silence", "err", err)
+			}
+			return nil
+		}},
+		{"stop the background work", func() error {
+			d.stopBg()
+			d.bg.Wait()
+			return nil
+		}},
+		{d.db.closeStep(), func() error {
+			d.db.close(ctx)
+			return nil
+		}},
 	}
-	d.stopBg()
-	d.bg.Wait()
-	d.db.close(ctx)
-	d.log.Info("palyrad stopped", "took", time.Since(began).Round(time.Millisecond))
-	return err
+	var (
+		mu   sync.Mutex // guards next
+		next int        // the first step not done
+	)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for _, step := range steps {
+			if ctx.Err() != nil {
+				break
+			}
+			err = errors.Join(err, step.run())
+			if ctx.Err() != nil {
+				break // the step was cut short
+			}
+			mu.Lock()
+			next++
+			mu.Unlock()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if ctx.Err() == nil {
+			d.log.Info("palyrad stopped", "took", time.Since(began).Round(time.Millisecond))
+			return err
+		}
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	var abandoned []string
+	for _, step := range steps[next:] {
+		abandoned = append(abandoned, step.name)
+	}
+	mu.Unlock()
+	d.log.Error("palyrad stopped hard: the graceful stop did not end in time", "abandoned", abandoned,
+		"took", time.Since(began).Round(time.Millisecond))
+	return fmt.Errorf("daemon: stopped hard after %s: abandoned %s: %w",
+		time.Since(began).Round(time.Second), strings.Join(abandoned, ", "), context.Cause(ctx))
 }
 
 // Migrate applies the pending migrations and returns; it starts and stops the embedded
@@ -520,6 +584,14 @@ func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*d
 	}
 	db.store = s
 	return db, nil
+}
+
+// closeStep names the step of Stop that closes db.
+func (db *database) closeStep() string {
+	if db.cluster != nil {
+		return "close the database pool and stop the embedded PostgreSQL"
+	}
+	return "close the database pool"
 }
 
 func (db *database) close(ctx context.Context) {
