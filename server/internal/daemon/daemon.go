@@ -62,10 +62,10 @@ type Daemon struct {
 	serveCh chan error
 }
 
-// FinishTimeout bounds the steps of a graceful stop that follow the listener's drain
-// (which server.shutdown_timeout bounds): recording the sessions' end, stopping the
-// background work, closing the database. When it passes, Stop stops hard: it logs the
-// steps it abandons and returns.
+// FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
+// listener's drain), for what follows the drain: recording the sessions' end, stopping
+// the background work, closing the database. When the sum passes, Stop stops hard: it
+// logs the steps it abandons and returns.
 const FinishTimeout = 15 * time.Second
 
 // startup holds what Start has built so far; each of its steps adds to it, and undo
@@ -442,9 +442,9 @@ func (d *Daemon) Failed() <-chan error { return d.serveCh }
 // database), the listener stops accepting connections and waits up to the configured
 // shutdown timeout for calls in flight, the sessions' end is recorded with one
 // statement, then background work stops, the database pool closes and, when embedded,
-// PostgreSQL stops. What follows the listener's drain may take FinishTimeout; when that
-// passes, or ctx ends first, Stop stops hard: it logs the steps it abandons and
-// returns an error without waiting for them.
+// PostgreSQL stops. The whole stop may take the shutdown timeout plus FinishTimeout;
+// when that passes, or ctx ends first, Stop stops hard: it logs the steps it abandons
+// and returns an error without waiting for them.
 func (d *Daemon) Stop(ctx context.Context) error {
 	began := time.Now()
 	d.log.Info("palyrad stopping")
