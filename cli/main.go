@@ -2,11 +2,12 @@
 // agent. It talks to palyrad only through the generated API clients in gen/go.
 //
 // Exit codes: 0 success, 1 failure, 2 a mistake in the command line, 130 interrupted
-// (Ctrl-C or SIGTERM); see cmd.Execute.
+// (Ctrl-C or SIGTERM; a second one stops at once, also with 130); see cmd.Execute.
 package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,13 +19,10 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// The first signal asks the command to stop cleanly (the node agent drains its
-	// dispatches); a second one terminates at once, as signals do by default.
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go stopOnSignals(signals, cancel)
 	code := cmd.Execute(ctx, os.Args[1:], &deps.Deps{
 		Stdout:          os.Stdout,
 		Stderr:          os.Stderr,
@@ -33,6 +31,16 @@ func main() {
 		Getenv:          os.Getenv,
 		Now:             time.Now,
 	})
-	stop()
 	os.Exit(code)
+}
+
+// stopOnSignals runs in its own goroutine for the life of the process. The first
+// signal asks the command to stop cleanly (the node agent drains its dispatches); a
+// second one exits at once with cmd.ExitInterrupted and says so on stderr.
+func stopOnSignals(signals <-chan os.Signal, cancel context.CancelFunc) {
+	<-signals
+	cancel()
+	sig := <-signals
+	fmt.Fprintf(os.Stderr, "palyra: %v again: stopping at once, without finishing the clean stop\n", sig)
+	os.Exit(cmd.ExitInterrupted)
 }

@@ -25,9 +25,22 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go stopOnSignals(signals, cancel)
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// stopOnSignals runs in its own goroutine for the life of the process. The first
+// signal starts a graceful stop (cancel); a second one, during a stop that is taking
+// too long, exits at once with status 1 and says so on stderr.
+func stopOnSignals(signals <-chan os.Signal, cancel context.CancelFunc) {
+	<-signals
+	cancel()
+	sig := <-signals
+	fmt.Fprintf(os.Stderr, "palyrad: %v again: stopping at once, without finishing the graceful stop\n", sig)
+	os.Exit(1)
 }
 
 // run executes palyrad with the given arguments and returns the exit code: 0 on a clean

@@ -57,7 +57,7 @@ var catalog = []*accessv1.Permission{
 // NewFailureLimiter returns the limit on failed authentication per remote address: 20
 // failures, then one every 3 seconds.
 func NewFailureLimiter(now func() time.Time) *ratelimit.Keyed {
-	return ratelimit.NewKeyed(20, 20, now)
+	return ratelimit.NewKeyed(ratelimit.Options{Burst: 20, PerMinute: 20, Now: now})
 }
 
 // Known reports whether p is in the catalog.

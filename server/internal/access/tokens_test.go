@@ -70,7 +70,7 @@ func (b *tokensBundle) replica(t testing.TB, now func() time.Time) *replica {
 	}
 	app := "listener-" + ulid.Make().String()
 	cfg.RuntimeParams["application_name"] = app
-	listener := notify.New(cfg, nil, TokensChannel)
+	listener := notify.New(notify.Options{Config: cfg, Channels: []string{TokensChannel}})
 	ts, err := NewTokens(TokensOptions{Store: s, Notify: listener, Now: now})
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ import (
 	"github.com/palyra/palyra/server/internal/embeddedpg"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
+	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
 // eventually waits until cond holds, failing after within.
@@ -105,7 +106,7 @@ func TestAChangeKeepsItsAuditRecordWhenTheDatabaseRestarts(t *testing.T) {
 	t.Parallel()
 	// The daemon's own embedded cluster, which the test restarts; its directory must be
 	// reachable by the postgres user (see TestEmbeddedDatabaseByDefault).
-	dataDir := embeddedDataDir(t)
+	dataDir := storetest.EmbeddedDataDir(t)
 	td := startDaemon(t, "--data-dir", dataDir)
 	pgOpts := embeddedpg.Options{Dir: filepath.Join(dataDir, "pg"), Durable: true}
 	cluster, err := embeddedpg.Start(t.Context(), pgOpts) // adopts the daemon's

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,260 +62,373 @@ type Daemon struct {
 	serveCh chan error
 }
 
+// FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
+// listener's drain), for what follows the drain: recording the sessions' end, stopping
+// the background work, closing the database. When the sum passes, Stop stops hard: it
+// logs the steps it abandons and returns.
+const FinishTimeout = 15 * time.Second
+
+// startup holds what Start has built so far; each of its steps adds to it, and undo
+// stops what the steps started, in reverse order.
+type startup struct {
+	ctx      context.Context
+	cfg      *config.Config
+	log      *slog.Logger
+	began    time.Time
+	version  string
+	hostname string
+	undos    []func()
+
+	maxConns  int
+	fileLimit uint64
+	kek       *identity.KeyEncryptionKey
+	db        *database
+	bgCtx     context.Context
+	stopBg    context.CancelFunc
+	bg        sync.WaitGroup
+
+	auditLog    *audit.Log
+	flags       *flags.Registry
+	listener    *notify.Listener
+	revocations *revocation.List
+	tokens      *access.Tokens
+	sessions    *access.Sessions
+	interceptor *access.Interceptor
+	authority   *identity.Authority
+	caPath      string
+	serverCert  *identity.ServerCertificate
+	health      *controlplane.Health
+	metrics     *controlplane.Metrics
+	server      *controlplane.Server
+	pairing     *pairing.Service
+	devices     *devices.Service
+	runtime     *dispatch.Service
+}
+
 // Start brings palyrad up and returns once the listener accepts connections. When a
-// step fails, what was started before it is stopped again.
-func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
-	began := time.Now()
-	version := buildinfo.Version()
-	log.Info("palyrad starting", "version", version, "config", *cfg)
-	maxConns, fileLimit, err := maxConnections(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-		return nil, fmt.Errorf("daemon: data directory: %w", err)
-	}
-	kek, source, err := identity.LoadKeyEncryptionKey(cfg.DataDir, cfg.MasterKey)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: master key: %w", err)
-	}
-	log.Info("master key loaded", "source", source, "kek_id", kek.ID())
-
-	db, err := openDatabase(ctx, cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			db.close(context.WithoutCancel(ctx))
+// step fails, what the steps before it started is stopped again, in reverse order:
+// the listener, the background work, the database.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	s := &startup{ctx: ctx, cfg: cfg, log: log, began: time.Now(), version: buildinfo.Version()}
+	log.Info("palyrad starting", "version", s.version, "config", *cfg)
+	for _, step := range []func() error{
+		s.prepare,            // open-file limit, data directory, master key
+		s.openDatabase,       // database (embedded or not), migrations
+		s.bootstrapAccess,    // audit log, the first owner
+		s.startBackground,    // the context and group of the background work
+		s.startNotifications, // feature flags, notification listener, revocation list
+		s.startAccess,        // tokens, sessions, the authorization interceptor
+		s.loadCA,             // the CA, ca.pem, the server certificate
+		s.listen,             // the TLS listener
+		s.buildServices,      // pairing, devices, dispatch, pprof
+	} {
+		if err := step(); err != nil {
+			s.undo()
+			return nil, err
 		}
-	}()
-	if _, err := db.store.Migrate(ctx); err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	return s.serve(), nil
+}
 
-	auditLog := audit.New(audit.Options{Store: db.store, ReplicaID: cfg.ReplicaID, Logger: log})
-	bootstrap, err := access.Bootstrap(ctx, db.store, auditLog, cfg.DataDir)
+// onFailure registers what undoes a step that succeeded, should a later one fail.
+func (s *startup) onFailure(undo func()) { s.undos = append(s.undos, undo) }
+
+// undo stops what the steps started, last first.
+func (s *startup) undo() {
+	for _, u := range slices.Backward(s.undos) {
+		u()
+	}
+}
+
+// prepare checks the open-file limit, creates the data directory and loads the master
+// key.
+func (s *startup) prepare() (err error) {
+	if s.maxConns, s.fileLimit, err = maxConnections(s.cfg); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("daemon: data directory: %w", err)
+	}
+	kek, source, err := identity.LoadKeyEncryptionKey(s.cfg.DataDir, s.cfg.MasterKey)
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: master key: %w", err)
+	}
+	s.kek = kek
+	s.log.Info("master key loaded", "source", source, "kek_id", kek.ID())
+	return nil
+}
+
+// openDatabase opens the database, starting the embedded one if configured, and
+// migrates it.
+func (s *startup) openDatabase() error {
+	db, err := openDatabase(s.ctx, s.cfg, s.log)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.onFailure(func() { db.close(context.WithoutCancel(s.ctx)) })
+	if _, err := db.store.Migrate(s.ctx); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	return nil
+}
+
+// bootstrapAccess creates the audit log and, on the first start, the owner and its
+// bootstrap token.
+func (s *startup) bootstrapAccess() error {
+	s.auditLog = audit.New(audit.Options{Store: s.db.store, ReplicaID: s.cfg.ReplicaID, Logger: s.log})
+	bootstrap, err := access.Bootstrap(s.ctx, s.db.store, s.auditLog, s.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
 	}
 	if bootstrap != "" {
-		log.Info("owner created; its API token is in the bootstrap file (log in with: palyra auth login --token-file ...)", "file", bootstrap)
+		s.log.Info("owner created; its API token is in the bootstrap file (log in with: palyra auth login --token-file ...)", "file", bootstrap)
 	}
-	// Background work (certificate renewal, notifications, revocations, the pairing
-	// sweeper) runs until Stop; when Start fails it is stopped again.
-	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
-	var bg sync.WaitGroup
-	defer func() {
-		if err != nil {
-			stopBg()
-			bg.Wait()
-		}
-	}()
+	return nil
+}
 
-	flagRegistry, err := flags.New(db.store, flags.Builtin(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+// startBackground creates the context and group of the background work (certificate
+// renewal, notifications, revocations, the pairing sweeper, ...), which runs until
+// Stop.
+func (s *startup) startBackground() error {
+	s.bgCtx, s.stopBg = context.WithCancel(context.WithoutCancel(s.ctx))
+	s.onFailure(func() {
+		s.stopBg()
+		s.bg.Wait()
+	})
+	return nil
+}
+
+// startNotifications loads the feature flags, starts the notification listener and
+// loads the revocation list. Nothing is served before the list is loaded, and it is
+// loaded after the listener listens, so that no revocation falls between the two.
+func (s *startup) startNotifications() (err error) {
+	if s.flags, err = flags.New(s.db.store, flags.Builtin(), nil); err != nil {
+		return fmt.Errorf("daemon: %w", err)
 	}
-	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel,
-		dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel)
-	bg.Go(func() { listener.Run(bgCtx) })
-	revocations, err := revocation.New(db.store, listener, log, nil)
+	s.listener = notify.New(notify.Options{
+		Config: s.db.store.Pool().Config().ConnConfig,
+		Channels: []string{revocation.Channel, pairing.Channel,
+			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel},
+		Logger: s.log,
+	})
+	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
+	s.revocations, err = revocation.New(revocation.Options{Store: s.db.store, Notify: s.listener, Logger: s.log})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	// Nothing is served before the revocation list is loaded, and it is loaded after
-	// the listener listens, so that no revocation falls between the two.
 	select {
-	case <-listener.Ready():
-	case <-ctx.Done():
-		return nil, fmt.Errorf("daemon: %w", ctx.Err())
+	case <-s.listener.Ready():
+	case <-s.ctx.Done():
+		return fmt.Errorf("daemon: %w", s.ctx.Err())
 	case <-time.After(30 * time.Second):
-		return nil, errors.New("daemon: the notification listener did not connect within 30 s")
+		return errors.New("daemon: the notification listener did not connect within 30 s")
 	}
-	if err := revocations.Load(ctx); err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+	if err := s.revocations.Load(s.ctx); err != nil {
+		return fmt.Errorf("daemon: %w", err)
 	}
-	bg.Go(func() { revocations.Run(bgCtx) })
-	if !cfg.RequireMTLS {
-		log.Warn("require_mtls is off: node RPCs accept a device that merely names itself in the X-Palyra-Device-Id header. " +
+	s.bg.Go(func() { s.revocations.Run(s.bgCtx) })
+	if !s.cfg.RequireMTLS {
+		s.log.Warn("require_mtls is off: node RPCs accept a device that merely names itself in the X-Palyra-Device-Id header. " +
 			"This is for development only; never run it so where a network can reach it.")
 	}
+	return nil
+}
 
-	bg.Go(func() { auditLog.Run(bgCtx) })
-	tokens, err := access.NewTokens(access.TokensOptions{Store: db.store, Notify: listener, Logger: log})
+// startAccess starts the audit log's writer and the token cache, and builds the
+// sessions and the authorization interceptor.
+func (s *startup) startAccess() (err error) {
+	s.bg.Go(func() { s.auditLog.Run(s.bgCtx) })
+	s.tokens, err = access.NewTokens(access.TokensOptions{Store: s.db.store, Notify: s.listener, Logger: s.log})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	bg.Go(func() { tokens.Run(bgCtx) })
-	sessions := access.NewSessions(db.store, tokens, nil)
-	accessInterceptor, err := access.NewInterceptor(access.InterceptorOptions{
-		Tokens: tokens, Sessions: sessions, Audit: auditLog,
-		Failures: access.NewFailureLimiter(nil), Devices: revocations, RequireMTLS: cfg.RequireMTLS,
-		Logger: log,
+	s.bg.Go(func() { s.tokens.Run(s.bgCtx) })
+	s.sessions = access.NewSessions(s.db.store, s.tokens, nil)
+	s.interceptor, err = access.NewInterceptor(access.InterceptorOptions{
+		Tokens: s.tokens, Sessions: s.sessions, Audit: s.auditLog,
+		Failures: access.NewFailureLimiter(nil), Devices: s.revocations, RequireMTLS: s.cfg.RequireMTLS,
+		Logger: s.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
+	return nil
+}
 
-	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: db.store, KEK: kek, Logger: log})
+// loadCA loads (or on the first start creates) the CA, writes ca.pem and starts the
+// server certificate and its renewal.
+func (s *startup) loadCA() (err error) {
+	s.authority, err = identity.LoadOrCreateAuthority(s.ctx, identity.AuthorityOptions{Store: s.db.store, KEK: s.kek, Logger: s.log})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	caPath, err := authority.WriteCAFile(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+	if s.caPath, err = s.authority.WriteCAFile(s.cfg.DataDir); err != nil {
+		return fmt.Errorf("daemon: %w", err)
 	}
-	hostname, _ := os.Hostname()
-	dnsNames, ips := serverNames(cfg, hostname)
-	serverCert, err := identity.NewServerCertificate(ctx, identity.ServerCertificateOptions{
-		Authority: authority,
-		Store:     db.store,
-		ReplicaID: cfg.ReplicaID,
+	s.hostname, _ = os.Hostname()
+	dnsNames, ips := serverNames(s.cfg, s.hostname)
+	s.serverCert, err = identity.NewServerCertificate(s.ctx, identity.ServerCertificateOptions{
+		Authority: s.authority,
+		Store:     s.db.store,
+		ReplicaID: s.cfg.ReplicaID,
 		DNSNames:  dnsNames,
 		IPs:       ips,
-		Lifetime:  cfg.TLS.ServerCertLifetime,
-		Logger:    log,
+		Lifetime:  s.cfg.TLS.ServerCertLifetime,
+		Logger:    s.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	bg.Go(func() { serverCert.Run(bgCtx) })
+	s.bg.Go(func() { s.serverCert.Run(s.bgCtx) })
+	return nil
+}
 
-	health := controlplane.NewHealth(db.store)
-	metrics := controlplane.NewMetrics(version, cfg.ReplicaID)
-	server, err := controlplane.Listen(controlplane.ServerOptions{
+// listen binds the TLS listener; it serves nothing until serve.
+func (s *startup) listen() (err error) {
+	cfg := s.cfg
+	s.health = controlplane.NewHealth(s.db.store)
+	s.metrics = controlplane.NewMetrics(s.version, cfg.ReplicaID)
+	s.server, err = controlplane.Listen(controlplane.ServerOptions{
 		Address:          cfg.Listen,
-		GetCertificate:   serverCert.GetCertificate,
-		ClientCAs:        authority.CertPool(),
-		VerifyConnection: revocations.VerifyConnection,
+		GetCertificate:   s.serverCert.GetCertificate,
+		ClientCAs:        s.authority.CertPool(),
+		VerifyConnection: s.revocations.VerifyConnection,
 		HandshakeRefused: func(remote string, cert *x509.Certificate, err error) {
-			accessInterceptor.HandshakeRefused(remote, cert, revocation.Reason(err))
+			s.interceptor.HandshakeRefused(remote, cert, revocation.Reason(err))
 		},
-		ConnState:            revocations.ConnState,
+		ConnState:            s.revocations.ConnState,
 		ReadHeaderTimeout:    cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:          cfg.Server.IdleTimeout,
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
-		Logger:               log,
+		Logger:               s.log,
 
-		MaxConnections:           maxConns,
+		MaxConnections:           s.maxConns,
 		MaxConnectionsPerAddress: cfg.Server.MaxConnectionsPerAddress,
-		Metrics:                  metrics,
+		Metrics:                  s.metrics,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	log.Info("listener limits", "max_connections", maxConns, "open_file_limit", fileLimit,
+	s.onFailure(func() { _ = s.server.Close() })
+	s.log.Info("listener limits", "max_connections", s.maxConns, "open_file_limit", s.fileLimit,
 		"max_connections_per_address", cfg.Server.MaxConnectionsPerAddress, "max_calls_per_address", cfg.Server.MaxCallsPerAddress,
 		"read_header_timeout", cfg.Server.ReadHeaderTimeout, "read_body_timeout", cfg.Server.ReadBodyTimeout)
-	defer func() {
-		if err != nil {
-			_ = server.Close()
-		}
-	}()
+	return nil
+}
 
-	macKey, err := kek.DeriveKey("pairing-code-mac")
+// buildServices builds pairing, devices and dispatch, starts their background work,
+// and the pprof listener when configured.
+func (s *startup) buildServices() (err error) {
+	cfg := s.cfg
+	macKey, err := s.kek.DeriveKey("pairing-code-mac")
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	pairingService, err := pairing.New(pairing.Options{
-		Store:              db.store,
-		Authority:          authority,
+	s.pairing, err = pairing.New(pairing.Options{
+		Store:              s.db.store,
+		Authority:          s.authority,
 		MACKey:             macKey,
-		Notify:             listener,
-		Audit:              auditLog,
+		Notify:             s.listener,
+		Audit:              s.auditLog,
 		ReplicaID:          cfg.ReplicaID,
-		PublicURL:          publicURL(cfg, hostname, server.Addr()),
+		PublicURL:          publicURL(cfg, s.hostname, s.server.Addr()),
 		PINDigits:          cfg.Pairing.PINDigits,
 		RequestTTL:         cfg.Pairing.RequestTTL,
 		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
-		Logger:             log,
+		Logger:             s.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	bg.Go(func() { pairingService.Run(bgCtx) })
-	deviceService := devices.New(devices.Options{
-		Store:              db.store,
-		Authority:          authority,
+	s.bg.Go(func() { s.pairing.Run(s.bgCtx) })
+	s.devices = devices.New(devices.Options{
+		Store:              s.db.store,
+		Authority:          s.authority,
 		ReplicaID:          cfg.ReplicaID,
 		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
-		Logger:             log,
+		Logger:             s.log,
 	})
-
-	runtime, err := dispatch.New(ctx, dispatch.Options{
-		Store:           db.store,
-		Notify:          listener,
-		Metrics:         metrics.Registry(),
+	s.runtime, err = dispatch.New(s.ctx, dispatch.Options{
+		Store:           s.db.store,
+		Notify:          s.listener,
+		Metrics:         s.metrics.Registry(),
 		ReplicaID:       cfg.ReplicaID,
 		Heartbeat:       cfg.Nodes.HeartbeatInterval,
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
-		Logger:          log,
+		Logger:          s.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
-	bg.Go(func() { runtime.Run(bgCtx) })
+	s.bg.Go(func() { s.runtime.Run(s.bgCtx) })
 	if cfg.Debug.PprofListen != "" {
-		stopPprof, err := listenPprof(cfg.Debug.PprofListen, log)
+		stopPprof, err := listenPprof(cfg.Debug.PprofListen, s.log)
 		if err != nil {
-			return nil, fmt.Errorf("daemon: %w", err)
+			return fmt.Errorf("daemon: %w", err)
 		}
-		bg.Go(func() {
-			<-bgCtx.Done()
+		s.bg.Go(func() {
+			<-s.bgCtx.Done()
 			stopPprof()
 		})
 	}
+	return nil
+}
 
+// serve mounts every service on the listener and starts serving; it cannot fail.
+func (s *startup) serve() *Daemon {
+	cfg := s.cfg
 	handler := controlplane.NewHandler(controlplane.HandlerOptions{
 		Services: controlplane.Services{
 			ControlPlane: status.NewHandler(status.Options{
-				Version:           version,
+				Version:           s.version,
 				ReplicaID:         cfg.ReplicaID,
-				Hostname:          hostname,
-				ListenAddress:     server.Addr().String(),
-				StartedAt:         began,
-				Database:          db.store,
+				Hostname:          s.hostname,
+				ListenAddress:     s.server.Addr().String(),
+				StartedAt:         s.began,
+				Database:          s.db.store,
 				EmbeddedDatabase:  cfg.Database.Embedded(),
-				Authority:         authority,
-				ServerCertificate: serverCert.Leaf,
+				Authority:         s.authority,
+				ServerCertificate: s.serverCert.Leaf,
 			}),
-			Session:  access.NewSessionHandler(sessions),
-			Pairing:  pairingService.PairingHandler(),
-			Device:   deviceService.Handler(),
-			Nodes:    runtime.NodesHandler(),
-			Dispatch: runtime.Handler(),
+			Session:  access.NewSessionHandler(s.sessions),
+			Pairing:  s.pairing.PairingHandler(),
+			Device:   s.devices.Handler(),
+			Nodes:    s.runtime.NodesHandler(),
+			Dispatch: s.runtime.Handler(),
 			Node: nodeService{
-				TrustHandler: identity.NewTrustHandler(authority, version),
-				NodeHandler:  pairingService.NodeHandler(),
-				renewal:      deviceService.NodeHandler(),
-				runtime:      runtime.NodeHandler(),
+				TrustHandler: identity.NewTrustHandler(s.authority, s.version),
+				NodeHandler:  s.pairing.NodeHandler(),
+				renewal:      s.devices.NodeHandler(),
+				runtime:      s.runtime.NodeHandler(),
 			},
-			Access: access.NewHandler(access.HandlerOptions{Tokens: tokens, Flags: flagRegistry, Audit: auditLog}),
-			Compat: compat.NewHandler(cfg.Compat.Models, flagRegistry),
+			Access: access.NewHandler(access.HandlerOptions{Tokens: s.tokens, Flags: s.flags, Audit: s.auditLog}),
+			Compat: compat.NewHandler(cfg.Compat.Models, s.flags),
 		},
-		Health:          health,
-		Metrics:         metrics,
-		Access:          accessInterceptor,
-		ClientCAs:       authority.CertPool(),
+		Health:          s.health,
+		Metrics:         s.metrics,
+		Access:          s.interceptor,
+		ClientCAs:       s.authority.CertPool(),
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
-		Logger:          log,
+		Logger:          s.log,
 
 		MaxCallsPerAddress: cfg.Server.MaxCallsPerAddress,
 	})
 
-	d := &Daemon{cfg: cfg, log: log, db: db, server: server, health: health, runtime: runtime, stopBg: stopBg, serveCh: make(chan error, 1)}
-	d.bg = &bg
-	go func() { d.serveCh <- server.Serve(handler) }()
+	d := &Daemon{
+		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime,
+		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1),
+	}
+	go func() { d.serveCh <- s.server.Serve(handler) }()
 
-	log.Info("palyrad ready",
-		"listen", server.Addr().String(),
-		"ca_fingerprint", authority.Fingerprint(),
-		"ca_file", caPath,
+	s.log.Info("palyrad ready",
+		"listen", s.server.Addr().String(),
+		"ca_fingerprint", s.authority.Fingerprint(),
+		"ca_file", s.caPath,
 		"replica_id", cfg.ReplicaID,
-		"startup", time.Since(began).Round(time.Millisecond))
-	return d, nil
+		"startup", time.Since(s.began).Round(time.Millisecond))
+	return d
 }
 
 // Addr is the address the listener is bound to.
@@ -328,23 +442,80 @@ func (d *Daemon) Failed() <-chan error { return d.serveCh }
 // database), the listener stops accepting connections and waits up to the configured
 // shutdown timeout for calls in flight, the sessions' end is recorded with one
 // statement, then background work stops, the database pool closes and, when embedded,
-// PostgreSQL stops.
+// PostgreSQL stops. The whole stop may take the shutdown timeout plus FinishTimeout;
+// when that passes, or ctx ends first, Stop stops hard: it logs the steps it abandons
+// and returns an error without waiting for them.
 func (d *Daemon) Stop(ctx context.Context) error {
 	began := time.Now()
 	d.log.Info("palyrad stopping")
-	d.health.SetShuttingDown()
-	d.runtime.Shutdown()
-	shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
-	err := d.server.Shutdown(shutdownCtx)
-	cancel()
-	if derr := d.runtime.DetachAll(ctx); derr != nil {
-		d.log.Error("node sessions not recorded as ended; their presence turns offline by their silence", "err", derr)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout+FinishTimeout)
+	defer cancel()
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"drain the listener", func() error {
+			d.health.SetShuttingDown()
+			d.runtime.Shutdown()
+			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
+			defer cancel()
+			return d.server.Shutdown(shutdownCtx)
+		}},
+		{"record the end of the node sessions", func() error {
+			if err := d.runtime.DetachAll(ctx); err != nil {
+				d.log.Error("node sessions not recorded as ended; their presence turns offline by their silence", "err", err)
+			}
+			return nil
+		}},
+		{"stop the background work", func() error {
+			d.stopBg()
+			d.bg.Wait()
+			return nil
+		}},
+		{d.db.closeStep(), func() error {
+			d.db.close(ctx)
+			return nil
+		}},
 	}
-	d.stopBg()
-	d.bg.Wait()
-	d.db.close(ctx)
-	d.log.Info("palyrad stopped", "took", time.Since(began).Round(time.Millisecond))
-	return err
+	var (
+		mu   sync.Mutex // guards next
+		next int        // the first step not done
+	)
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for _, step := range steps {
+			if ctx.Err() != nil {
+				break
+			}
+			err = errors.Join(err, step.run())
+			if ctx.Err() != nil {
+				break // the step was cut short
+			}
+			mu.Lock()
+			next++
+			mu.Unlock()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if ctx.Err() == nil {
+			d.log.Info("palyrad stopped", "took", time.Since(began).Round(time.Millisecond))
+			return err
+		}
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	var abandoned []string
+	for _, step := range steps[next:] {
+		abandoned = append(abandoned, step.name)
+	}
+	mu.Unlock()
+	d.log.Error("palyrad stopped hard: the graceful stop did not end in time", "abandoned", abandoned,
+		"took", time.Since(began).Round(time.Millisecond))
+	return fmt.Errorf("daemon: stopped hard after %s: abandoned %s: %w",
+		time.Since(began).Round(time.Second), strings.Join(abandoned, ", "), context.Cause(ctx))
 }
 
 // Migrate applies the pending migrations and returns; it starts and stops the embedded
@@ -413,6 +584,14 @@ func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*d
 	}
 	db.store = s
 	return db, nil
+}
+
+// closeStep names the step of Stop that closes db.
+func (db *database) closeStep() string {
+	if db.cluster != nil {
+		return "close the database pool and stop the embedded PostgreSQL"
+	}
+	return "close the database pool"
 }
 
 func (db *database) close(ctx context.Context) {

@@ -623,7 +623,7 @@ func TestRestartKeepsTheCA(t *testing.T) {
 
 func TestEmbeddedDatabaseByDefault(t *testing.T) {
 	t.Parallel()
-	dataDir := embeddedDataDir(t)
+	dataDir := storetest.EmbeddedDataDir(t)
 	first := startDaemon(t, "--data-dir", dataDir)
 	c := controlplanev1connect.NewControlPlaneServiceClient(first.h2, first.baseURL)
 	res, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
@@ -643,22 +643,6 @@ func TestEmbeddedDatabaseByDefault(t *testing.T) {
 	if got := second.caFingerprint(t); got != fp {
 		t.Errorf("CA changed across a restart on the embedded database: %s, then %s", fp, got)
 	}
-}
-
-// embeddedDataDir is a data directory for a daemon on its embedded database. The
-// embedded cluster runs as the postgres user when tests run as root, so the directory
-// must be reachable by it: t.TempDir() is not (mode 0700).
-func embeddedDataDir(t *testing.T) string {
-	t.Helper()
-	dataDir, err := os.MkdirTemp("", "palyra-emb-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dataDir) })
-	if err := os.Chmod(dataDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dataDir
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }

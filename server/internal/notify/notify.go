@@ -55,15 +55,26 @@ type Listener struct {
 	subs map[string][]*Subscription
 }
 
-// New returns a listener for channels on the database that config connects to. Run
-// must be started for anything to be delivered.
-func New(config *pgx.ConnConfig, log *slog.Logger, channels ...string) *Listener {
+// Options configure a Listener.
+type Options struct {
+	// Config connects to the database to listen on; required.
+	Config *pgx.ConnConfig
+	// Channels are the channels listened on; Subscribe accepts only these.
+	Channels []string
+	// Logger receives connection losses; nil discards them.
+	Logger *slog.Logger
+}
+
+// New returns a listener for opts.Channels on the database that opts.Config connects
+// to. Run must be started for anything to be delivered.
+func New(opts Options) *Listener {
+	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Listener{
-		config:   config.Copy(),
-		channels: channels,
+		config:   opts.Config.Copy(),
+		channels: slices.Clone(opts.Channels),
 		log:      log,
 		ready:    make(chan struct{}),
 		subs:     map[string][]*Subscription{},

@@ -25,7 +25,7 @@ func (s *Service) SetWatchPoll(d time.Duration) { s.poll = d }
 // SetStartLimit replaces the rate limit of starts. Call it before the Service serves
 // anything.
 func (s *Service) SetStartLimit(burst int, perMinute float64) {
-	s.starts = ratelimit.NewKeyed(burst, perMinute, s.opts.Now)
+	s.starts = ratelimit.NewKeyed(ratelimit.Options{Burst: burst, PerMinute: perMinute, Now: s.opts.Now})
 }
 
 // Sweep runs what Run does every 15 s: expiries, and forgetting old wrong PINs.

@@ -238,8 +238,8 @@ func New(opts Options) (*Service, error) {
 		opts:     opts,
 		now:      func() time.Time { return opts.Now().UTC().Truncate(time.Microsecond) },
 		log:      log,
-		starts:   ratelimit.NewKeyed(StartBurst, StartsPerMinute, opts.Now),
-		follows:  ratelimit.NewKeyed(FollowBurst, FollowsPerMinute, opts.Now),
+		starts:   ratelimit.NewKeyed(ratelimit.Options{Burst: StartBurst, PerMinute: StartsPerMinute, Now: opts.Now}),
+		follows:  ratelimit.NewKeyed(ratelimit.Options{Burst: FollowBurst, PerMinute: FollowsPerMinute, Now: opts.Now}),
 		poll:     watchPoll,
 		watchers: map[string]map[chan struct{}]struct{}{},
 	}

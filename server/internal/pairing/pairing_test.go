@@ -123,7 +123,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	if err != nil {
 		t.Fatal(err)
 	}
-	listener := notify.New(cfg, nil, pairing.Channel)
+	listener := notify.New(notify.Options{Config: cfg, Channels: []string{pairing.Channel}})
 	background(t, listener.Run)
 	select {
 	case <-listener.Ready():

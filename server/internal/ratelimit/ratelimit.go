@@ -29,13 +29,23 @@ type bucket struct {
 	at     time.Time
 }
 
-// NewKeyed returns buckets of burst events refilled at perMinute a minute; now nil
-// means time.Now.
-func NewKeyed(burst int, perMinute float64, now func() time.Time) *Keyed {
+// Options configure a Keyed limiter.
+type Options struct {
+	// Burst is how many events a key may have at once.
+	Burst int
+	// PerMinute is how many events a minute refill a key's bucket.
+	PerMinute float64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewKeyed returns buckets of opts.Burst events refilled at opts.PerMinute a minute.
+func NewKeyed(opts Options) *Keyed {
+	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
-	return &Keyed{burst: float64(burst), perMinute: perMinute, now: now, buckets: map[string]*bucket{}}
+	return &Keyed{burst: float64(opts.Burst), perMinute: opts.PerMinute, now: now, buckets: map[string]*bucket{}}
 }
 
 // bucketLocked returns key's bucket, refilled up to now.

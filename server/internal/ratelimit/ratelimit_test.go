@@ -8,7 +8,7 @@ import (
 func TestKeyed(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := NewKeyed(3, 6, func() time.Time { return now }) // 3, then one every 10 s
+	l := NewKeyed(Options{Burst: 3, PerMinute: 6, Now: func() time.Time { return now }}) // 3, then one every 10 s
 	for i := range 3 {
 		if _, ok := l.Take("a"); !ok {
 			t.Fatalf("take %d refused within the burst", i)
@@ -44,7 +44,7 @@ func TestKeyed(t *testing.T) {
 func TestSweep(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := NewKeyed(1, 60, func() time.Time { return now })
+	l := NewKeyed(Options{Burst: 1, PerMinute: 60, Now: func() time.Time { return now }})
 	for i := range sweepAt {
 		l.Take(string(rune(i)))
 	}

@@ -63,13 +63,26 @@ type peer struct {
 	deviceID    string
 }
 
-// New returns a list fed by l's notifications. The daemon loads it (Load) before it
-// serves, then keeps it current with Run. now nil means time.Now.
-func New(s *store.Store, l *notify.Listener, log *slog.Logger, now func() time.Time) (*List, error) {
-	sub, err := l.Subscribe(Channel)
+// Options configure a List.
+type Options struct {
+	// Store is where revocations are kept; required.
+	Store *store.Store
+	// Notify delivers the revocations of every replica; it must listen on Channel.
+	Notify *notify.Listener
+	// Logger receives the connections closed and the reloads; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// New returns a list fed by opts.Notify's notifications. The daemon loads it (Load)
+// before it serves, then keeps it current with Run.
+func New(opts Options) (*List, error) {
+	sub, err := opts.Notify.Subscribe(Channel)
 	if err != nil {
 		return nil, fmt.Errorf("revocation: %w", err)
 	}
+	now, log := opts.Now, opts.Logger
 	if now == nil {
 		now = time.Now
 	}
@@ -77,7 +90,7 @@ func New(s *store.Store, l *notify.Listener, log *slog.Logger, now func() time.T
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &List{
-		store: s, sub: sub, ready: l.Ready(), now: now, log: log,
+		store: opts.Store, sub: sub, ready: opts.Notify.Ready(), now: now, log: log,
 		certs: map[string]time.Time{}, devices: map[string]bool{}, conns: map[net.Conn]peer{},
 	}, nil
 }

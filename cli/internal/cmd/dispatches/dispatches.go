@@ -8,6 +8,7 @@
 package dispatches
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -224,24 +225,14 @@ running one by asking its node to stop it (the dispatch shows its cancel time un
 the node reports the end). A dispatch that has ended cannot be cancelled (exit 1).`,
 		Example: `  palyra dispatches cancel 01JD60000000000000000000D1 --reason "wrong host"`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseDispatchID(args[0])
-			if err != nil {
-				return err
-			}
-			if err := cliflag.CheckReasonLength(reason); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Dispatch.CancelDispatch(cmd.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: id, Reason: reason}))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { dispatchTable(w, res.Msg.GetDispatch()) })
-		},
+		RunE: deps.ByID[*controlplanev1.CancelDispatchResponse]{
+			ParseID: parseDispatchID,
+			Check:   func() error { return cliflag.CheckReasonLength(reason) },
+			Call: func(ctx context.Context, c *client.Client, id string) (*controlplanev1.CancelDispatchResponse, error) {
+				return deps.Msg(c.Dispatch.CancelDispatch(ctx, connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: id, Reason: reason})))
+			},
+			Table: func(w io.Writer, m *controlplanev1.CancelDispatchResponse) { dispatchTable(w, m.GetDispatch()) },
+		}.RunE(d),
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why, recorded and sent to the node (at most 256 bytes)")
 	return c

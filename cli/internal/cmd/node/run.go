@@ -39,7 +39,7 @@ and labels, runs the dispatches it receives, keeps their results on disk until p
 acknowledges them, and renews the certificate before it expires. It reconnects with
 backoff when the connection breaks. On SIGINT or SIGTERM it takes no more dispatches,
 lets the running ones finish for %s (cancelling them then), sends their results and
-exits 0.
+exits 0. A second SIGINT or SIGTERM exits at once, with 130.
 
 A node that is not paired yet pairs first, exactly as palyra node pair does: give it a
 pairing code (--pin with --url and --ca-fingerprint or --ca-file, or --qr-uri). A

@@ -8,6 +8,7 @@
 package nodes
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cliflag"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/cmd/pairing"
@@ -67,24 +69,14 @@ The device cannot renew, nor pair again under its id unless an approver reinstat
 (palyra pairing requests approve --reinstate).`,
 		Example: `  palyra nodes revoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --reason lost`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseDeviceID(args[0])
-			if err != nil {
-				return err
-			}
-			if err := cliflag.CheckReason(reason); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Devices.RevokeDevice(cmd.Context(), connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: id, Reason: reason}))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { deviceTable(w, res.Msg.GetDevice()) })
-		},
+		RunE: deps.ByID[*controlplanev1.RevokeDeviceResponse]{
+			ParseID: parseDeviceID,
+			Check:   func() error { return cliflag.CheckReason(reason) },
+			Call: func(ctx context.Context, c *client.Client, id string) (*controlplanev1.RevokeDeviceResponse, error) {
+				return deps.Msg(c.Devices.RevokeDevice(ctx, connect.NewRequest(&controlplanev1.RevokeDeviceRequest{Id: id, Reason: reason})))
+			},
+			Table: func(w io.Writer, m *controlplanev1.RevokeDeviceResponse) { deviceTable(w, m.GetDevice()) },
+		}.RunE(d),
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why, recorded with the revocation (required, at most 256 bytes)")
 	return c
@@ -100,28 +92,23 @@ func newRotateCommand(d *deps.Deps) *cobra.Command {
 that does not loses its connection when the grace ends.`,
 		Example: `  palyra nodes rotate-cert 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --grace 10m`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseDeviceID(args[0])
-			if err != nil {
-				return err
-			}
-			req := &controlplanev1.RotateDeviceCertificateRequest{Id: id}
-			if grace.Value != 0 {
+		RunE: deps.ByID[*controlplanev1.RotateDeviceCertificateResponse]{
+			ParseID: parseDeviceID,
+			Check: func() error {
 				if grace.Value > maxGrace {
 					return cliusage.Wrap(fmt.Errorf("--grace is at most 7d, got %s", grace.Value))
 				}
-				req.Grace = durationpb.New(grace.Value)
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Devices.RotateDeviceCertificate(cmd.Context(), connect.NewRequest(req))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { deviceTable(w, res.Msg.GetDevice()) })
-		},
+				return nil
+			},
+			Call: func(ctx context.Context, c *client.Client, id string) (*controlplanev1.RotateDeviceCertificateResponse, error) {
+				req := &controlplanev1.RotateDeviceCertificateRequest{Id: id}
+				if grace.Value != 0 {
+					req.Grace = durationpb.New(grace.Value)
+				}
+				return deps.Msg(c.Devices.RotateDeviceCertificate(ctx, connect.NewRequest(req)))
+			},
+			Table: func(w io.Writer, m *controlplanev1.RotateDeviceCertificateResponse) { deviceTable(w, m.GetDevice()) },
+		}.RunE(d),
 	}
 	c.Flags().Var(&grace, "grace", "how long the current certificates keep working, up to 7d (default: palyrad's, 1h)")
 	return c

@@ -1,6 +1,7 @@
 package pairing
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -212,20 +213,12 @@ func newCodeDeleteCommand(d *deps.Deps) *cobra.Command {
 		Short:   "Withdraw a pairing code that has not been used",
 		Example: "  palyra pairing codes delete 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8",
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseCodeID(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Pairing.DeletePairingCode(cmd.Context(), connect.NewRequest(&controlplanev1.DeletePairingCodeRequest{Id: id}))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { codeTable(w, res.Msg.GetPairingCode()) })
-		},
+		RunE: deps.ByID[*controlplanev1.DeletePairingCodeResponse]{
+			ParseID: parseCodeID,
+			Call: func(ctx context.Context, c *client.Client, id string) (*controlplanev1.DeletePairingCodeResponse, error) {
+				return deps.Msg(c.Pairing.DeletePairingCode(ctx, connect.NewRequest(&controlplanev1.DeletePairingCodeRequest{Id: id})))
+			},
+			Table: func(w io.Writer, m *controlplanev1.DeletePairingCodeResponse) { codeTable(w, m.GetPairingCode()) },
+		}.RunE(d),
 	}
 }

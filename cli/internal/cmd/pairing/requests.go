@@ -210,22 +210,15 @@ func newRequestShowCommand(d *deps.Deps) *cobra.Command {
 		Short:   "Show a pairing request with its whole key fingerprint",
 		Example: "  palyra pairing requests show 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8",
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseRequestID(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Pairing.GetPairingRequest(cmd.Context(), connect.NewRequest(&controlplanev1.GetPairingRequestRequest{Id: id}))
-			if err != nil {
-				return err
-			}
-			now := d.Clock()
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { requestTable(w, res.Msg.GetPairingRequest(), now) })
-		},
+		RunE: deps.ByID[*controlplanev1.GetPairingRequestResponse]{
+			ParseID: parseRequestID,
+			Call: func(ctx context.Context, c *client.Client, id string) (*controlplanev1.GetPairingRequestResponse, error) {
+				return deps.Msg(c.Pairing.GetPairingRequest(ctx, connect.NewRequest(&controlplanev1.GetPairingRequestRequest{Id: id})))
+			},
+			Table: func(w io.Writer, m *controlplanev1.GetPairingRequestResponse) {
+				requestTable(w, m.GetPairingRequest(), d.Clock())
+			},
+		}.RunE(d),
 	}
 }
 
@@ -413,25 +406,16 @@ func NewRejectCommand(d *deps.Deps) *cobra.Command {
 		Short:   "Reject a pending pairing request; the node is told the reason",
 		Example: `  palyra pairing requests reject 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --reason "unknown machine"`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseRequestID(args[0])
-			if err != nil {
-				return err
-			}
-			if err := cliflag.CheckReason(reason); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Pairing.RejectPairingRequest(cmd.Context(), connect.NewRequest(&controlplanev1.RejectPairingRequestRequest{Id: id, Reason: reason}))
-			if err != nil {
-				return err
-			}
-			now := d.Clock()
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { requestTable(w, res.Msg.GetPairingRequest(), now) })
-		},
+		RunE: deps.ByID[*controlplanev1.RejectPairingRequestResponse]{
+			ParseID: parseRequestID,
+			Check:   func() error { return cliflag.CheckReason(reason) },
+			Call: func(ctx context.Context, c *client.Client, id string) (*controlplanev1.RejectPairingRequestResponse, error) {
+				return deps.Msg(c.Pairing.RejectPairingRequest(ctx, connect.NewRequest(&controlplanev1.RejectPairingRequestRequest{Id: id, Reason: reason})))
+			},
+			Table: func(w io.Writer, m *controlplanev1.RejectPairingRequestResponse) {
+				requestTable(w, m.GetPairingRequest(), d.Clock())
+			},
+		}.RunE(d),
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why, shown to the node (required, at most 256 bytes)")
 	return c

@@ -4,6 +4,7 @@
 package tokens
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -176,21 +177,13 @@ func newGetCommand(d *deps.Deps) *cobra.Command {
 		Short:   "Show an API token",
 		Example: "  palyra auth tokens get 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8",
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := ParseID(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Access.GetToken(cmd.Context(), connect.NewRequest(&accessv1.GetTokenRequest{Id: id}))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { tokenTable(w, res.Msg.GetToken()) })
-		},
+		RunE: deps.ByID[*accessv1.GetTokenResponse]{
+			ParseID: ParseID,
+			Call: func(ctx context.Context, c *client.Client, id string) (*accessv1.GetTokenResponse, error) {
+				return deps.Msg(c.Access.GetToken(ctx, connect.NewRequest(&accessv1.GetTokenRequest{Id: id})))
+			},
+			Table: func(w io.Writer, m *accessv1.GetTokenResponse) { tokenTable(w, m.GetToken()) },
+		}.RunE(d),
 	}
 }
 
@@ -239,24 +232,14 @@ func newRevokeCommand(d *deps.Deps) *cobra.Command {
 		Short:   "Revoke a token at once, and every console session opened with it",
 		Example: `  palyra auth tokens revoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --reason "laptop lost"`,
 		Args:    cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := ParseID(args[0])
-			if err != nil {
-				return err
-			}
-			if err := cliflag.CheckReasonLength(reason); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			res, err := c.Access.RevokeToken(cmd.Context(), connect.NewRequest(&accessv1.RevokeTokenRequest{Id: id, Reason: reason}))
-			if err != nil {
-				return err
-			}
-			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { tokenTable(w, res.Msg.GetToken()) })
-		},
+		RunE: deps.ByID[*accessv1.RevokeTokenResponse]{
+			ParseID: ParseID,
+			Check:   func() error { return cliflag.CheckReasonLength(reason) },
+			Call: func(ctx context.Context, c *client.Client, id string) (*accessv1.RevokeTokenResponse, error) {
+				return deps.Msg(c.Access.RevokeToken(ctx, connect.NewRequest(&accessv1.RevokeTokenRequest{Id: id, Reason: reason})))
+			},
+			Table: func(w io.Writer, m *accessv1.RevokeTokenResponse) { tokenTable(w, m.GetToken()) },
+		}.RunE(d),
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why, recorded with the revocation")
 	return c

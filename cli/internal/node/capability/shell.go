@@ -138,8 +138,11 @@ var _ Capability = (*shell)(nil)
 // executables that are not absolute paths, rules that do not compile, and relative
 // work_dir and work_dirs are ignored with a warning (LoadConfig resolves and validates
 // them; a program left with no pinned directory runs nowhere). Each program that can
-// run other programs is logged: as refused, or as unsafe.
+// run other programs is logged: as refused, or as unsafe. now nil means time.Now.
 func newShell(cfg ShellConfig, environ []string, log *slog.Logger, now func() time.Time) *shell {
+	if now == nil {
+		now = time.Now
+	}
 	s := &shell{
 		programs:  map[string]*program{},
 		workDir:   cfg.WorkDir,
