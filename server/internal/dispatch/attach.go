@@ -20,6 +20,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -43,7 +44,7 @@ func (s *Service) NodeHandler() *NodeHandler { return &NodeHandler{s: s} }
 func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]) error {
 	dev, ok := access.DeviceFrom(ctx)
 	if !ok {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("no calling device"))
+		return errdefs.New(errdefs.Unauthenticated, "no calling device")
 	}
 	audit.SetTarget(ctx, "device:"+dev.ID)
 	ctx, cancel := context.WithCancel(ctx)
@@ -169,13 +170,13 @@ func (a *attachment) hello(ctx context.Context) (*nodev1.Hello, error) {
 	case err := <-a.recvErr:
 		return nil, streamEnd(err)
 	case <-timer.C:
-		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("attach protocol: no hello within %s", helloTimeout))
+		return nil, errdefs.New(errdefs.DeadlineExceeded, "attach protocol: no hello within %s", helloTimeout)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	if hello.GetDeviceId() != a.deviceID {
-		return nil, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("the hello names device %s but the caller is device %s", hello.GetDeviceId(), a.deviceID))
+		return nil, errdefs.New(errdefs.PermissionDenied,
+			"the hello names device %s but the caller is device %s", hello.GetDeviceId(), a.deviceID)
 	}
 	if !slices.Contains(hello.GetProtocolVersions(), ProtocolVersion) {
 		return nil, errFailedPrecondition("the node speaks Attach protocol versions %v and this daemon speaks %d: upgrade the older of the two",
@@ -304,7 +305,7 @@ func (a *attachment) run(ctx context.Context) error {
 		case <-liveness.C:
 			silent := a.s.opts.Now().Sub(time.Unix(0, a.sess.lastSeen.Load()))
 			if silent > offlineAfter*hb {
-				return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("attach protocol: nothing received for %s", silent.Round(time.Second)))
+				return errdefs.New(errdefs.DeadlineExceeded, "attach protocol: nothing received for %s", silent.Round(time.Second))
 			}
 		case <-a.sess.done:
 			return errSessionEnded(a.sess.cause)
@@ -615,8 +616,7 @@ func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
 		audit.SetTarget(ctx, "dispatch:"+id)
 		a.s.log.Warn("node reported on a dispatch that is not its own; stream ended",
 			"device_id", a.deviceID, "dispatch_id", id)
-		return nil, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("dispatch %s is not a dispatch of device %s", id, a.deviceID))
+		return nil, errdefs.New(errdefs.PermissionDenied, "dispatch %s is not a dispatch of device %s", id, a.deviceID)
 	}
 	return a.track(d), nil
 }

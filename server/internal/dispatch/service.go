@@ -12,11 +12,11 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -161,8 +161,8 @@ func (s *Service) byKey(ctx context.Context, r Request, hash []byte) (dbsqlc.Dis
 		return d, fmt.Errorf("dispatch: idempotency key: %w", err)
 	}
 	if !bytes.Equal(d.RequestHash, hash) {
-		return d, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
-			"idempotency key %q was used for another request (dispatch %s): use a new key", r.IdempotencyKey, d.ID))
+		return d, errdefs.New(errdefs.Conflict,
+			"idempotency key %q was used for another request (dispatch %s): use a new key", r.IdempotencyKey, d.ID)
 	}
 	return d, nil
 }
@@ -314,11 +314,11 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 		case <-ctx.Done():
 			return &ending{dispatch: d}, ctx.Err()
 		case <-s.stopping:
-			return &ending{dispatch: d}, connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID))
+			return &ending{dispatch: d}, errdefs.New(errdefs.Unavailable,
+				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID)
 		case <-giveUp.C:
-			return &ending{dispatch: d}, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
-				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State))
+			return &ending{dispatch: d}, errdefs.New(errdefs.DeadlineExceeded,
+				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State)
 		}
 		var err error
 		if d, err = s.Get(ctx, d.ID); err != nil || terminal(d.State) {
@@ -376,8 +376,7 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stopping:
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-				"the daemon is shutting down: watch again from offset %d", from))
+			return errdefs.New(errdefs.Unavailable, "the daemon is shutting down: watch again from offset %d", from)
 		}
 	}
 }
