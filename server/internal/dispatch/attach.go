@@ -93,44 +93,6 @@ type tracked struct {
 	capped bool
 	// ended is true once the dispatch ended.
 	ended bool
-	// output is the dispatch's output as stored, from offset 0 without a gap, while it
-	// stays within keptOutput bytes, for a dispatch a caller on this replica awaits and
-	// no earlier session stored output of (one handed to this session at its creation
-	// by ExecuteCapability); outputGap is set (and output dropped) otherwise. The
-	// waiter gets it with the end instead of reading it.
-	output    []dbsqlc.DispatchOutput
-	outputLen int64
-	outputGap bool
-}
-
-// keptOutput bounds the output a session keeps of one dispatch for the waiters.
-const keptOutput = 64 << 10
-
-// keep notes a chunk of output stored for the dispatch.
-func (t *tracked) keep(o dbsqlc.DispatchOutput) {
-	switch {
-	case t.outputGap || o.Offset < t.outputLen:
-		// Dropped already, or a repeat of what is kept (the stored chunk is the first).
-	case o.Offset > t.outputLen || t.outputLen+int64(len(o.Data)) > keptOutput:
-		t.output, t.outputGap = nil, true
-	default:
-		t.output = append(t.output, o)
-		t.outputLen += int64(len(o.Data))
-	}
-}
-
-// ending is a dispatch a session ended, for the waiters on its replica: the row as
-// stored and, when complete, its whole output.
-type ending struct {
-	dispatch dbsqlc.Dispatch
-	output   []dbsqlc.DispatchOutput
-	// outputComplete says output is all of it; else the waiter reads it.
-	outputComplete bool
-}
-
-// outcome returns what the waiters learn of the end of d, which t tracked.
-func (t *tracked) outcome(d dbsqlc.Dispatch) *ending {
-	return &ending{dispatch: d, output: t.output, outputComplete: !t.outputGap && t.outputLen == d.OutputStored}
 }
 
 // receive reads the stream until it ends; the messages go to in, the end to recvErr.
@@ -321,10 +283,9 @@ func (a *attachment) run(ctx context.Context) error {
 // wait for the disk (store.Lossy): a claim a crash forgets is a dispatch queued again,
 // which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
-	for _, h := range a.sess.takeDirect() {
-		// New: no session before this one stored output of it.
-		a.track(h.dispatch).outputGap = !h.awaited
-		if err := a.stream.Send(dispatchMessage(h.dispatch)); err != nil {
+	for _, d := range a.sess.takeDirect() {
+		a.track(d)
+		if err := a.stream.Send(dispatchMessage(d)); err != nil {
 			return err
 		}
 	}
@@ -390,7 +351,7 @@ func (a *attachment) claim(ctx context.Context) error {
 func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
-		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes, outputGap: true}
+		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes}
 		a.known[d.ID] = t
 	}
 	t.storedAs(d.OutputStored)
@@ -398,14 +359,8 @@ func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
 	return t
 }
 
-// storedAs notes that the database holds n bytes of the dispatch's output; what the
-// session kept for the waiters is dropped when it is not that.
-func (t *tracked) storedAs(n int64) {
-	if !t.outputGap && t.outputLen != n {
-		t.output, t.outputGap = nil, true
-	}
-	t.stored, t.next = n, n
-}
+// storedAs notes that the database holds n bytes of the dispatch's output.
+func (t *tracked) storedAs(n int64) { t.stored, t.next = n, n }
 
 // maxBatch is the most node messages handled in one round (and one statement).
 const maxBatch = 64
@@ -465,7 +420,7 @@ func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachReque
 	now := a.s.opts.Now()
 	for i := range r.ended {
 		d := &r.ended[i]
-		a.s.hub.end(a.known[d.ID].outcome(*d))
+		a.s.hub.end(d)
 		a.forget(d.ID)
 		a.s.metrics.reported(d.State, now.Sub(d.CreatedAt))
 		a.s.log.Info("dispatch ended", "dispatch_id", d.ID, "device_id", a.deviceID, "state", d.State, "exit_code", d.ExitCode)
@@ -664,7 +619,6 @@ func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput, r *ro
 	}
 	chunk := dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: stream, Data: data}
 	t.next += int64(len(data))
-	t.keep(chunk)
 	r.gathered[id] = append(r.gathered[id], chunk)
 	p := &r.reports
 	p.OutputIds = append(p.OutputIds, id)

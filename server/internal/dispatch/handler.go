@@ -55,16 +55,14 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	if r.MaxOutputBytes == 0 {
 		r.MaxOutputBytes = min(DefaultMaxOutputBytes, limit)
 	}
-	d, out, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
+	d, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
 	if err != nil {
 		return nil, err
 	}
 	res := &controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d)}
-	budget, next := h.outputBudget(res, 0), d.OutputStored
-	if out == nil || pageSize(out) > budget {
-		if out, next, err = h.s.Output(ctx, d.ID, 0, d.OutputStored, budget); err != nil {
-			return nil, err
-		}
+	out, next, err := h.s.Output(ctx, d.ID, 0, d.OutputStored, h.outputBudget(res, 0))
+	if err != nil {
+		return nil, err
 	}
 	res.Output, res.NextOutputOffset, res.MoreOutput = outputProtos(out), uint64(next), next < d.OutputStored
 	return connect.NewResponse(res), nil
@@ -83,15 +81,6 @@ func (h *Handler) outputBudget(res proto.Message, page uint32) int64 {
 		budget = min(budget, int64(page))
 	}
 	return max(budget, minPage)
-}
-
-// pageSize is what chunks of output cost in a response, as outputBudget counts.
-func pageSize(out []dbsqlc.DispatchOutput) int64 {
-	n := int64(0)
-	for _, o := range out {
-		n += int64(len(o.Data)) + rowOverhead
-	}
-	return n
 }
 
 // request is the Request of a create call, created by the calling principal.

@@ -56,39 +56,31 @@ func (r Request) hash(input []byte) []byte {
 // Create queues a dispatch, or returns the one an earlier call with the same idempotency
 // key created (created is then false).
 func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, created bool, err error) {
-	return s.create(ctx, r, ulid.Make().String(), false)
+	return s.create(ctx, r, ulid.Make().String())
 }
 
 // Execute creates a dispatch (or finds the one its idempotency key names), tells named
-// its id, and returns it once it ended (see wait), with its whole output when the
-// session that ended it on this replica kept it (else nil: read it with Output).
-func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, []dbsqlc.DispatchOutput, error) {
+// its id, and returns it once it ended (see wait).
+func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, error) {
 	id := ulid.Make().String()
 	// Watched before it exists, its end cannot slip by unseen.
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
-	d, created, err := s.create(ctx, r, id, true)
+	d, created, err := s.create(ctx, r, id)
 	if err != nil {
-		return d, nil, err
+		return d, err
 	}
 	named(d.ID)
-	var end *ending
-	if created {
-		end, err = s.await(ctx, d, signals)
-	} else {
-		end, err = s.wait(ctx, d.ID)
+	if !created {
+		return s.wait(ctx, d.ID)
 	}
-	if err != nil || !end.outputComplete {
-		return end.dispatch, nil, err
-	}
-	return end.dispatch, end.output, nil // handed over by the session that ended it
+	return s.await(ctx, d, signals)
 }
 
 // create stores a dispatch with the given id, unless its idempotency key names an
 // earlier one. When this replica holds the node's session, the dispatch is stored as
-// sent on it and handed to it, without a claim's round trip; awaited says the caller
-// waits for its end here.
-func (s *Service) create(ctx context.Context, r Request, id string, awaited bool) (d dbsqlc.Dispatch, created bool, err error) {
+// sent on it and handed to it, without a claim's round trip.
+func (s *Service) create(ctx context.Context, r Request, id string) (d dbsqlc.Dispatch, created bool, err error) {
 	if strings.TrimSpace(r.Input) == "" {
 		r.Input = "{}"
 	}
@@ -134,11 +126,11 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 	audit.SetTarget(ctx, "dispatch:"+id) // before the insert, which writes the call's audit outbox row
 	d, err = q.InsertDispatch(ctx, params)
 	if sess != nil {
-		var h *handoff
+		var handed *dbsqlc.Dispatch
 		if err == nil {
-			h = &handoff{dispatch: d, awaited: awaited}
+			handed = &d
 		}
-		sess.hand(id, h)
+		sess.hand(id, handed)
 	}
 	if errors.Is(err, store.ErrNotFound) && key != nil {
 		// A concurrent call with the same key won the insert.
@@ -278,27 +270,26 @@ func (s *Service) output(ctx context.Context, id string, from, to, budget int64)
 	return out, next, nil
 }
 
-// wait returns the end of a dispatch, as await does, once it ended. It gives up when
-// ctx ends, when the daemon shuts down, or when the dispatch did not end well after its
-// deadline (the sweeper should have ended it): the dispatch goes on regardless.
-func (s *Service) wait(ctx context.Context, id string) (*ending, error) {
+// wait returns a dispatch once it ended. It gives up when ctx ends, when the daemon
+// shuts down, or when the dispatch did not end well after its deadline (the sweeper
+// should have ended it): the dispatch goes on regardless.
+func (s *Service) wait(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
 	d, err := s.Get(ctx, id)
 	if err != nil {
-		return &ending{dispatch: d}, err
+		return d, err
 	}
 	return s.await(ctx, d, signals)
 }
 
 // await waits for d to end, on the signals of a watch that began before d was read.
-// The session that ends a dispatch on this replica hands over its end (the row, and the
-// output when it has all of it); other signals, and a poll in case a notification was
-// lost, have it read again. The end is never nil; on an error it holds the dispatch as
-// last read.
-func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *ending) (*ending, error) {
+// The session that ends a dispatch on this replica hands over the ended row; other
+// signals, and a poll in case a notification was lost, have it read again. On an error
+// it returns the dispatch as last read.
+func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *dbsqlc.Dispatch) (dbsqlc.Dispatch, error) {
 	if terminal(d.State) {
-		return &ending{dispatch: d}, nil
+		return d, nil
 	}
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -306,23 +297,23 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 	defer giveUp.Stop()
 	for {
 		select {
-		case end := <-signals:
-			if end != nil {
-				return end, nil
+		case ended := <-signals:
+			if ended != nil {
+				return *ended, nil
 			}
 		case <-poll.C:
 		case <-ctx.Done():
-			return &ending{dispatch: d}, ctx.Err()
+			return d, ctx.Err()
 		case <-s.stopping:
-			return &ending{dispatch: d}, errdefs.New(errdefs.Unavailable,
+			return d, errdefs.New(errdefs.Unavailable,
 				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID)
 		case <-giveUp.C:
-			return &ending{dispatch: d}, errdefs.New(errdefs.DeadlineExceeded,
+			return d, errdefs.New(errdefs.DeadlineExceeded,
 				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State)
 		}
 		var err error
 		if d, err = s.Get(ctx, d.ID); err != nil || terminal(d.State) {
-			return &ending{dispatch: d}, err
+			return d, err
 		}
 	}
 }
