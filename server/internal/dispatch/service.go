@@ -321,8 +321,9 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 // watchPage bounds the output a watch reads at once.
 const watchPage = 1 << 20
 
-// Watch sends a dispatch at once and at every change, and its output from an offset as
-// it comes, until the dispatch ended (after its last output) or ctx ends.
+// Watch sends a dispatch at once (before any output) and at every change, and its
+// output from an offset as it comes, until the dispatch ended (after its last output)
+// or ctx ends.
 func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch func(dbsqlc.Dispatch) error, sendOutput func(dbsqlc.DispatchOutput) error) error {
 	signals, stop := s.hub.watch(id, false)
 	defer stop()
@@ -336,6 +337,14 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 		d, err := s.Get(ctx, id)
 		if err != nil {
 			return err
+		}
+		// The watcher gets the dispatch first, before the output stored so far; a change
+		// after the output read with it, so that an end comes after the last output.
+		if last == nil {
+			if err := sendDispatch(d); err != nil {
+				return err
+			}
+			last = &d
 		}
 		for from < d.OutputStored {
 			out, next, err := s.Output(ctx, id, from, d.OutputStored, watchPage)
@@ -352,7 +361,7 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 			}
 			from = next
 		}
-		if last == nil || changed(*last, d) {
+		if changed(*last, d) {
 			if err := sendDispatch(d); err != nil {
 				return err
 			}
