@@ -7,7 +7,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/access"
@@ -120,10 +119,10 @@ func (h *Handler) WatchDispatch(ctx context.Context, req *connect.Request[contro
 		return errInvalid("from_offset %d is beyond any output", from)
 	}
 	return h.s.Watch(ctx, req.Msg.GetId(), int64(from),
-		func(d dbsqlc.Dispatch) error {
+		func(d Dispatch) error {
 			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Dispatch{Dispatch: dispatchProto(d)}})
 		},
-		func(o dbsqlc.DispatchOutput) error {
+		func(o OutputChunk) error {
 			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Output{Output: outputProto(o)}})
 		})
 }
@@ -142,7 +141,7 @@ func (h *Handler) CancelDispatch(ctx context.Context, req *connect.Request[contr
 func (h *Handler) ListDispatches(ctx context.Context, req *connect.Request[controlplanev1.ListDispatchesRequest]) (*connect.Response[controlplanev1.ListDispatchesResponse], error) {
 	m := req.Msg
 	rows, next, err := h.s.List(ctx, Filter{
-		NodeID: m.GetNodeId(), State: stateName(m.GetState()), Capability: m.GetCapability(),
+		NodeID: m.GetNodeId(), State: keyOf(stateProtos, m.GetState()), Capability: m.GetCapability(),
 		PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
 	})
 	if err != nil {

@@ -1,21 +1,17 @@
 package dispatch
 
-import (
-	"testing"
-
-	"github.com/palyra/palyra/gen/dbsqlc"
-)
+import "testing"
 
 // TestCovers: a chunk sent again matches what is stored only with the same bytes of the
 // same stream at each of its offsets, across chunk boundaries, all of it covered.
 func TestCovers(t *testing.T) {
 	t.Parallel()
-	at := func(off int64, stream, data string) dbsqlc.DispatchOutput {
-		return dbsqlc.DispatchOutput{DispatchID: "d", Offset: off, Stream: stream, Data: []byte(data)}
+	at := func(off int64, stream, data string) OutputChunk {
+		return OutputChunk{DispatchID: "d", Offset: off, Stream: stream, Data: []byte(data)}
 	}
-	stored := []dbsqlc.DispatchOutput{at(0, "stdout", "hello "), at(6, "stderr", "world"), at(11, "stdout", "!\n")}
+	stored := []OutputChunk{at(0, "stdout", "hello "), at(6, "stderr", "world"), at(11, "stdout", "!\n")}
 	for name, tc := range map[string]struct {
-		o    dbsqlc.DispatchOutput
+		o    OutputChunk
 		want bool
 	}{
 		"the same chunk":         {at(6, "stderr", "world"), true},

@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/palyra/palyra/gen/dbsqlc"
 )
 
 // Why a session ends other than by its stream.
@@ -28,7 +26,7 @@ type session struct {
 	mu sync.Mutex // guards direct and handed
 	// direct are the dispatches this replica created already sent on this session,
 	// for the session to send.
-	direct []dbsqlc.Dispatch
+	direct []Dispatch
 	// handed are the ids of dispatches being handed to the session directly: the
 	// notification of their insertion must not make it claim.
 	handed map[string]bool
@@ -39,7 +37,7 @@ type session struct {
 	// lastSeen is when the node last sent anything, in Unix nanoseconds.
 	lastSeen atomic.Int64
 	// capabilities are those the node announced last, as stored.
-	capabilities atomic.Pointer[[]capability]
+	capabilities atomic.Pointer[[]Capability]
 }
 
 // newSession returns the session id of a device that attached at now.
@@ -62,7 +60,7 @@ func (s *session) expect(id string) {
 
 // hand gives the session d, the dispatch id stored as sent on it, to send; nil (nothing
 // was stored) just forgets the expectation.
-func (s *session) hand(id string, d *dbsqlc.Dispatch) {
+func (s *session) hand(id string, d *Dispatch) {
 	s.mu.Lock()
 	if d != nil {
 		s.direct = append(s.direct, *d)
@@ -76,7 +74,7 @@ func (s *session) hand(id string, d *dbsqlc.Dispatch) {
 }
 
 // takeDirect returns the dispatches handed to the session since the last call.
-func (s *session) takeDirect() []dbsqlc.Dispatch {
+func (s *session) takeDirect() []Dispatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.direct
