@@ -163,6 +163,24 @@ func (q *Queries) GetNode(ctx context.Context, arg GetNodeParams) (GetNodeRow, e
 	return i, err
 }
 
+const getNodeCapabilities = `-- name: GetNodeCapabilities :one
+select revoked_at, protocol_version, capabilities from devices where id = $1
+`
+
+type GetNodeCapabilitiesRow struct {
+	RevokedAt       *time.Time
+	ProtocolVersion int32
+	Capabilities    []byte
+}
+
+// What deciding on a dispatch to a node not attached to the replica reads of it.
+func (q *Queries) GetNodeCapabilities(ctx context.Context, id string) (GetNodeCapabilitiesRow, error) {
+	row := q.db.QueryRow(ctx, getNodeCapabilities, id)
+	var i GetNodeCapabilitiesRow
+	err := row.Scan(&i.RevokedAt, &i.ProtocolVersion, &i.Capabilities)
+	return i, err
+}
+
 const listNodes = `-- name: ListNodes :many
 select d.id, d.name, d.platform, d.agent_version, d.labels, d.public_key_fingerprint, d.created_at, d.updated_at, d.revoked_at, d.revoked_reason, d.rotate_requested_at, d.reported_labels, d.capabilities, d.protocol_version, d.session_id, d.attached_replica, d.attached_at, d.last_seen_at, coalesce(cert.not_after, 'epoch')::timestamptz as certificate_not_after
 from devices d

@@ -75,3 +75,7 @@ left join lateral (
     order by c.not_after desc limit 1
 ) cert on true
 where d.id = sqlc.arg('id');
+
+-- name: GetNodeCapabilities :one
+-- What deciding on a dispatch to a node not attached to the replica reads of it.
+select revoked_at, protocol_version, capabilities from devices where id = sqlc.arg('id');

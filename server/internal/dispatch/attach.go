@@ -16,10 +16,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -43,7 +43,7 @@ func (s *Service) NodeHandler() *NodeHandler { return &NodeHandler{s: s} }
 func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]) error {
 	dev, ok := access.DeviceFrom(ctx)
 	if !ok {
-		return connect.NewError(connect.CodeUnauthenticated, errors.New("no calling device"))
+		return errdefs.New(errdefs.Unauthenticated, "no calling device")
 	}
 	audit.SetTarget(ctx, "device:"+dev.ID)
 	ctx, cancel := context.WithCancel(ctx)
@@ -92,44 +92,6 @@ type tracked struct {
 	capped bool
 	// ended is true once the dispatch ended.
 	ended bool
-	// output is the dispatch's output as stored, from offset 0 without a gap, while it
-	// stays within keptOutput bytes, for a dispatch a caller on this replica awaits and
-	// no earlier session stored output of (one handed to this session at its creation
-	// by ExecuteCapability); outputGap is set (and output dropped) otherwise. The
-	// waiter gets it with the end instead of reading it.
-	output    []dbsqlc.DispatchOutput
-	outputLen int64
-	outputGap bool
-}
-
-// keptOutput bounds the output a session keeps of one dispatch for the waiters.
-const keptOutput = 64 << 10
-
-// keep notes a chunk of output stored for the dispatch.
-func (t *tracked) keep(o dbsqlc.DispatchOutput) {
-	switch {
-	case t.outputGap || o.Offset < t.outputLen:
-		// Dropped already, or a repeat of what is kept (the stored chunk is the first).
-	case o.Offset > t.outputLen || t.outputLen+int64(len(o.Data)) > keptOutput:
-		t.output, t.outputGap = nil, true
-	default:
-		t.output = append(t.output, o)
-		t.outputLen += int64(len(o.Data))
-	}
-}
-
-// ending is a dispatch a session ended, for the waiters on its replica: the row as
-// stored and, when complete, its whole output.
-type ending struct {
-	dispatch dbsqlc.Dispatch
-	output   []dbsqlc.DispatchOutput
-	// outputComplete says output is all of it; else the waiter reads it.
-	outputComplete bool
-}
-
-// outcome returns what the waiters learn of the end of d, which t tracked.
-func (t *tracked) outcome(d dbsqlc.Dispatch) *ending {
-	return &ending{dispatch: d, output: t.output, outputComplete: !t.outputGap && t.outputLen == d.OutputStored}
 }
 
 // receive reads the stream until it ends; the messages go to in, the end to recvErr.
@@ -169,13 +131,13 @@ func (a *attachment) hello(ctx context.Context) (*nodev1.Hello, error) {
 	case err := <-a.recvErr:
 		return nil, streamEnd(err)
 	case <-timer.C:
-		return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("attach protocol: no hello within %s", helloTimeout))
+		return nil, errdefs.New(errdefs.DeadlineExceeded, "attach protocol: no hello within %s", helloTimeout)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	if hello.GetDeviceId() != a.deviceID {
-		return nil, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("the hello names device %s but the caller is device %s", hello.GetDeviceId(), a.deviceID))
+		return nil, errdefs.New(errdefs.PermissionDenied,
+			"the hello names device %s but the caller is device %s", hello.GetDeviceId(), a.deviceID)
 	}
 	if !slices.Contains(hello.GetProtocolVersions(), ProtocolVersion) {
 		return nil, errFailedPrecondition("the node speaks Attach protocol versions %v and this daemon speaks %d: upgrade the older of the two",
@@ -227,10 +189,10 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 	}
 	now := s.opts.Now()
 	id := ulid.Make().String()
-	_, err = s.opts.Store.Q().AttachDevice(ctx, dbsqlc.AttachDeviceParams{
-		ID: a.deviceID, SessionID: id, ReplicaID: s.opts.ReplicaID, Now: now,
-		Platform: hello.GetPlatform(), AgentVersion: hello.GetAgentVersion(), ProtocolVersion: ProtocolVersion,
-		Capabilities: capsJSON, ReportedLabels: labels,
+	err = s.db.attach(ctx, attach{
+		deviceID: a.deviceID, sessionID: id, replicaID: s.opts.ReplicaID, now: now,
+		platform: hello.GetPlatform(), agentVersion: hello.GetAgentVersion(), protocolVersion: ProtocolVersion,
+		capabilities: capsJSON, reportedLabels: labels,
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return errFailedPrecondition("device %s is revoked or does not exist", a.deviceID)
@@ -270,7 +232,7 @@ func (a *attachment) close(ctx context.Context) {
 func (a *attachment) detach(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := a.s.opts.Store.Q().DetachDevice(ctx, dbsqlc.DetachDeviceParams{ID: a.deviceID, SessionID: a.sess.id, Now: a.s.opts.Now()}); err != nil {
+	if err := a.s.db.detach(ctx, a.deviceID, a.sess.id, a.s.opts.Now()); err != nil {
 		a.s.log.Error("node detach not recorded; its presence turns offline by its silence", "device_id", a.deviceID, "err", err)
 	}
 }
@@ -304,7 +266,7 @@ func (a *attachment) run(ctx context.Context) error {
 		case <-liveness.C:
 			silent := a.s.opts.Now().Sub(time.Unix(0, a.sess.lastSeen.Load()))
 			if silent > offlineAfter*hb {
-				return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("attach protocol: nothing received for %s", silent.Round(time.Second)))
+				return errdefs.New(errdefs.DeadlineExceeded, "attach protocol: nothing received for %s", silent.Round(time.Second))
 			}
 		case <-a.sess.done:
 			return errSessionEnded(a.sess.cause)
@@ -320,10 +282,9 @@ func (a *attachment) run(ctx context.Context) error {
 // wait for the disk (store.Lossy): a claim a crash forgets is a dispatch queued again,
 // which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
-	for _, h := range a.sess.takeDirect() {
-		// New: no session before this one stored output of it.
-		a.track(h.dispatch).outputGap = !h.awaited
-		if err := a.stream.Send(dispatchMessage(h.dispatch)); err != nil {
+	for _, d := range a.sess.takeDirect() {
+		a.track(d)
+		if err := a.stream.Send(dispatchMessage(d)); err != nil {
 			return err
 		}
 	}
@@ -335,7 +296,7 @@ func (a *attachment) deliver(ctx context.Context) error {
 	if !a.sess.cancels.Swap(false) {
 		return nil
 	}
-	cancels, err := a.s.opts.Store.Q().ListCancelRequests(ctx, a.deviceID)
+	cancels, err := a.s.db.cancelRequests(ctx, a.deviceID)
 	if err != nil {
 		return fmt.Errorf("dispatch: cancellations for %s: %w", a.deviceID, err)
 	}
@@ -356,14 +317,12 @@ func (a *attachment) deliver(ctx context.Context) error {
 
 // claim claims the dispatches waiting for the device and sends them.
 func (a *attachment) claim(ctx context.Context) error {
-	claims, err := a.s.opts.Store.Lossy().ClaimDispatches(ctx, dbsqlc.ClaimDispatchesParams{
-		SessionID: a.sess.id, DeviceID: a.deviceID, Now: a.s.opts.Now(), MaxClaims: claimBatch,
-	})
+	claims, err := a.s.db.claim(ctx, a.sess.id, a.deviceID, a.s.opts.Now(), claimBatch)
 	if err != nil {
 		return fmt.Errorf("dispatch: claim for %s: %w", a.deviceID, err)
 	}
 	// In creation order (UPDATE ... RETURNING keeps none).
-	slices.SortFunc(claims, func(x, y dbsqlc.Dispatch) int {
+	slices.SortFunc(claims, func(x, y Dispatch) int {
 		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
 			return c
 		}
@@ -386,25 +345,19 @@ func (a *attachment) claim(ctx context.Context) error {
 // track returns what the session keeps of d, as just read, starting to keep it if need
 // be, and notes whether d ended. Within a round it is called only for a dispatch the
 // session does not track yet (own): it resets where the next chunk must begin.
-func (a *attachment) track(d dbsqlc.Dispatch) *tracked {
+func (a *attachment) track(d Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
-		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes, outputGap: true}
+		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes}
 		a.known[d.ID] = t
 	}
 	t.storedAs(d.OutputStored)
-	t.ended = t.ended || terminal(d.State)
+	t.ended = t.ended || d.State.Terminal()
 	return t
 }
 
-// storedAs notes that the database holds n bytes of the dispatch's output; what the
-// session kept for the waiters is dropped when it is not that.
-func (t *tracked) storedAs(n int64) {
-	if !t.outputGap && t.outputLen != n {
-		t.output, t.outputGap = nil, true
-	}
-	t.stored, t.next = n, n
-}
+// storedAs notes that the database holds n bytes of the dispatch's output.
+func (t *tracked) storedAs(n int64) { t.stored, t.next = n, n }
 
 // maxBatch is the most node messages handled in one round (and one statement).
 const maxBatch = 64
@@ -427,21 +380,21 @@ func (a *attachment) drain(m *nodev1.AttachRequest) []*nodev1.AttachRequest {
 // round gathers what one batch of node messages reports, to be written with one
 // statement (RecordReports), and what is left to do once it is committed.
 type round struct {
-	reports dbsqlc.RecordReportsParams
+	reports reports
 	// ending are the dispatches ended in this round.
 	ending map[string]*tracked
 	// gathered are the chunks of output to store, by dispatch, each beginning where
 	// the one before ends; repeats are the chunks (or parts) the node sent again, to
 	// compare with what is stored.
-	gathered map[string][]dbsqlc.DispatchOutput
+	gathered map[string][]OutputChunk
 	repeats  []repeat
-	acks     []string          // results to acknowledge once committed
-	ended    []dbsqlc.Dispatch // dispatches the round ended, as stored
+	acks     []string   // results to acknowledge once committed
+	ended    []Dispatch // dispatches the round ended, as stored
 }
 
 // repeat is a chunk of output (or its first part) that the node sent again.
 type repeat struct {
-	dbsqlc.DispatchOutput
+	OutputChunk
 	// stored is how much output was stored when the round began: the repeat is
 	// compared with the stored output before it, and with what the round gathered
 	// after it.
@@ -452,7 +405,7 @@ type repeat struct {
 // statement, then acknowledges the results: an ack promises the result is durable.
 // A dispatch accepted and ended in the same round goes straight to its end.
 func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
-	r := round{ending: map[string]*tracked{}, gathered: map[string][]dbsqlc.DispatchOutput{}}
+	r := round{ending: map[string]*tracked{}, gathered: map[string][]OutputChunk{}}
 	for _, m := range msgs {
 		if err := a.handle(ctx, m, &r); err != nil {
 			return err
@@ -464,7 +417,7 @@ func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachReque
 	now := a.s.opts.Now()
 	for i := range r.ended {
 		d := &r.ended[i]
-		a.s.hub.end(a.known[d.ID].outcome(*d))
+		a.s.hub.end(d)
 		a.forget(d.ID)
 		a.s.metrics.reported(d.State, now.Sub(d.CreatedAt))
 		a.s.log.Info("dispatch ended", "dispatch_id", d.ID, "device_id", a.deviceID, "state", d.State, "exit_code", d.ExitCode)
@@ -501,7 +454,7 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 	}
 	p.StartIds = a.takeStarts(r.ending)
 	p.DeviceID, p.Now = a.deviceID, a.s.opts.Now()
-	rows, err := a.s.opts.Store.Q().RecordReports(ctx, *p)
+	rows, err := a.s.db.recordReports(ctx, *p)
 	if err != nil {
 		return fmt.Errorf("dispatch: record the reports of %s: %w", a.deviceID, err)
 	}
@@ -510,7 +463,7 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 			t.storedAs(d.OutputStored)
 			delete(r.gathered, d.ID)
 		}
-		if r.ending[d.ID] != nil && terminal(d.State) {
+		if r.ending[d.ID] != nil && d.State.Terminal() {
 			r.ending[d.ID].ended = true
 			delete(r.ending, d.ID)
 			r.ended = append(r.ended, d)
@@ -526,11 +479,11 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 	// The ends that did not take: the dispatch ended already (the sweeper, an earlier
 	// report), or was never sent to this node.
 	for id, t := range r.ending {
-		d, err := a.s.opts.Store.Q().GetDispatch(ctx, id)
+		d, err := a.s.db.dispatch(ctx, id)
 		if err != nil {
 			return fmt.Errorf("dispatch: finish %s: %w", id, err)
 		}
-		if d.State == stateQueued {
+		if d.State == StateQueued {
 			return errProtocol("dispatch %s was never sent to this node", id)
 		}
 		t.ended = true
@@ -567,10 +520,7 @@ func (a *attachment) recordStarts(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := a.s.opts.Store.Lossy().RecordReports(ctx, dbsqlc.RecordReportsParams{
-		DeviceID: a.deviceID, Now: a.s.opts.Now(), StartIds: ids,
-	})
-	if err != nil {
+	if err := a.s.db.recordStarts(ctx, a.deviceID, ids, a.s.opts.Now()); err != nil {
 		return fmt.Errorf("dispatch: record the acceptances of %s: %w", a.deviceID, err)
 	}
 	return nil
@@ -607,16 +557,15 @@ func (a *attachment) own(ctx context.Context, id string) (*tracked, error) {
 	if t := a.known[id]; t != nil {
 		return t, nil
 	}
-	d, err := a.s.opts.Store.Q().GetDispatch(ctx, id)
+	d, err := a.s.db.dispatch(ctx, id)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("dispatch: %s: %w", id, err)
 	}
-	if err != nil || d.DeviceID != a.deviceID {
+	if err != nil || d.NodeID != a.deviceID {
 		audit.SetTarget(ctx, "dispatch:"+id)
 		a.s.log.Warn("node reported on a dispatch that is not its own; stream ended",
 			"device_id", a.deviceID, "dispatch_id", id)
-		return nil, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("dispatch %s is not a dispatch of device %s", id, a.deviceID))
+		return nil, errdefs.New(errdefs.PermissionDenied, "dispatch %s is not a dispatch of device %s", id, a.deviceID)
 	}
 	return a.track(d), nil
 }
@@ -656,15 +605,14 @@ func (a *attachment) output(ctx context.Context, o *nodev1.DispatchOutput, r *ro
 	}
 	if off < t.next {
 		n := min(int64(len(data)), t.next-off)
-		r.repeats = append(r.repeats, repeat{dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: stream, Data: data[:n]}, t.stored})
+		r.repeats = append(r.repeats, repeat{OutputChunk{DispatchID: id, Offset: off, Stream: stream, Data: data[:n]}, t.stored})
 		off, data = off+n, data[n:]
 	}
 	if len(data) == 0 {
 		return nil
 	}
-	chunk := dbsqlc.DispatchOutput{DispatchID: id, Offset: off, Stream: stream, Data: data}
+	chunk := OutputChunk{DispatchID: id, Offset: off, Stream: stream, Data: data}
 	t.next += int64(len(data))
-	t.keep(chunk)
 	r.gathered[id] = append(r.gathered[id], chunk)
 	p := &r.reports
 	p.OutputIds = append(p.OutputIds, id)
@@ -693,7 +641,7 @@ func (a *attachment) compareRepeats(ctx context.Context, r *round) error {
 		}
 		spans[o.DispatchID] = [2]int64{min(s[0], o.Offset), max(s[1], end)}
 	}
-	known := map[string][]dbsqlc.DispatchOutput{}
+	known := map[string][]OutputChunk{}
 	for id, s := range spans {
 		n := s[1] - s[0]
 		rows, _, err := a.s.output(ctx, id, s[0], s[1], n+n*rowOverhead)
@@ -706,7 +654,7 @@ func (a *attachment) compareRepeats(ctx context.Context, r *round) error {
 		known[id] = append(known[id], chunks...)
 	}
 	for _, o := range r.repeats {
-		if !covers(known[o.DispatchID], o.DispatchOutput) {
+		if !covers(known[o.DispatchID], o.OutputChunk) {
 			return errProtocol("dispatch %s: output sent again at offset %d differs from what was stored", o.DispatchID, o.Offset)
 		}
 	}
@@ -715,7 +663,7 @@ func (a *attachment) compareRepeats(ctx context.Context, r *round) error {
 
 // covers reports whether the contiguous chunks hold o: the same bytes from the same
 // stream at each offset of o.
-func covers(chunks []dbsqlc.DispatchOutput, o dbsqlc.DispatchOutput) bool {
+func covers(chunks []OutputChunk, o OutputChunk) bool {
 	pos, rest := o.Offset, o.Data
 	for _, c := range chunks {
 		end := c.Offset + int64(len(c.Data))
@@ -754,14 +702,14 @@ func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *
 	state, errText := outcomeStates[res.GetOutcome()], withoutNUL(res.GetError())
 	result := res.GetResultJson()
 	if result != "" && !json.Valid([]byte(result)) {
-		state, errText, result = stateFailed, "the node's result is not valid JSON", ""
+		state, errText, result = StateFailed, "the node's result is not valid JSON", ""
 	} else if where, ok := nulString([]byte(result)); ok {
-		state, errText, result = stateFailed, "the node's result holds \\u0000 (a NUL character) "+where+", which palyrad cannot store", ""
+		state, errText, result = StateFailed, "the node's result holds \\u0000 (a NUL character) "+where+", which palyrad cannot store", ""
 	}
 	r.ending[id] = t
 	p := &r.reports
 	p.EndIds = append(p.EndIds, id)
-	p.EndStates = append(p.EndStates, state)
+	p.EndStates = append(p.EndStates, string(state))
 	p.EndResults = append(p.EndResults, result)
 	p.EndErrors = append(p.EndErrors, errText)
 	p.EndExitCodes = append(p.EndExitCodes, res.GetExitCode())
@@ -781,13 +729,11 @@ func (a *attachment) capabilitiesChanged(ctx context.Context, caps []*nodev1.Cap
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities: %w", err)
 	}
-	n, err := a.s.opts.Store.Q().UpdateCapabilities(ctx, dbsqlc.UpdateCapabilitiesParams{
-		ID: a.deviceID, SessionID: a.sess.id, Capabilities: raw, Now: a.s.opts.Now(),
-	})
+	current, err := a.s.db.updateCapabilities(ctx, a.deviceID, a.sess.id, raw, a.s.opts.Now())
 	if err != nil {
 		return fmt.Errorf("dispatch: capabilities of %s: %w", a.deviceID, err)
 	}
-	if n == 0 {
+	if !current {
 		return errSessionEnded(errReplaced)
 	}
 	a.sess.capabilities.Store(&kept)

@@ -7,58 +7,46 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 )
 
-// The states of a dispatch as stored (the dispatches_state constraint).
-const (
-	stateQueued    = "queued"
-	stateSent      = "sent"
-	stateRunning   = "running"
-	stateSucceeded = "succeeded"
-	stateFailed    = "failed"
-	stateTimedOut  = "timed_out"
-	stateCancelled = "cancelled"
-)
-
-// stateProtos maps the stored states to the API's.
-var stateProtos = map[string]controlplanev1.DispatchState{
-	stateQueued:    controlplanev1.DispatchState_DISPATCH_STATE_QUEUED,
-	stateSent:      controlplanev1.DispatchState_DISPATCH_STATE_SENT,
-	stateRunning:   controlplanev1.DispatchState_DISPATCH_STATE_RUNNING,
-	stateSucceeded: controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED,
-	stateFailed:    controlplanev1.DispatchState_DISPATCH_STATE_FAILED,
-	stateTimedOut:  controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT,
-	stateCancelled: controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED,
+// stateProtos maps the states to the API's.
+var stateProtos = map[State]controlplanev1.DispatchState{
+	StateQueued:    controlplanev1.DispatchState_DISPATCH_STATE_QUEUED,
+	StateSent:      controlplanev1.DispatchState_DISPATCH_STATE_SENT,
+	StateRunning:   controlplanev1.DispatchState_DISPATCH_STATE_RUNNING,
+	StateSucceeded: controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED,
+	StateFailed:    controlplanev1.DispatchState_DISPATCH_STATE_FAILED,
+	StateTimedOut:  controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT,
+	StateCancelled: controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED,
 }
 
-// stateName is the stored state of an API state; "" for unspecified.
-func stateName(s controlplanev1.DispatchState) string {
-	for name, p := range stateProtos {
-		if p == s {
-			return name
+// keyOf returns the key m maps to v; the zero key when none does (an unspecified
+// value of the API).
+func keyOf[K, V comparable](m map[K]V, v V) K {
+	for k, mv := range m {
+		if mv == v {
+			return k
 		}
 	}
-	return ""
+	var zero K
+	return zero
 }
 
-// terminal reports whether a stored state is an end.
-func terminal(state string) bool {
-	switch state {
-	case stateSucceeded, stateFailed, stateTimedOut, stateCancelled:
-		return true
-	}
-	return false
+// outcomeStates maps the outcomes nodes report to the states.
+var outcomeStates = map[nodev1.DispatchOutcome]State{
+	nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED: StateSucceeded,
+	nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED:    StateFailed,
+	nodev1.DispatchOutcome_DISPATCH_OUTCOME_TIMED_OUT: StateTimedOut,
+	nodev1.DispatchOutcome_DISPATCH_OUTCOME_CANCELLED: StateCancelled,
 }
 
-// outcomeStates maps the outcomes nodes report to the stored states.
-var outcomeStates = map[nodev1.DispatchOutcome]string{
-	nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED: stateSucceeded,
-	nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED:    stateFailed,
-	nodev1.DispatchOutcome_DISPATCH_OUTCOME_TIMED_OUT: stateTimedOut,
-	nodev1.DispatchOutcome_DISPATCH_OUTCOME_CANCELLED: stateCancelled,
+// presenceProtos maps the presences to the API's.
+var presenceProtos = map[Presence]controlplanev1.Presence{
+	PresenceOnline:  controlplanev1.Presence_PRESENCE_ONLINE,
+	PresenceStale:   controlplanev1.Presence_PRESENCE_STALE,
+	PresenceOffline: controlplanev1.Presence_PRESENCE_OFFLINE,
 }
 
 // streamNames maps output streams to their stored names.
@@ -67,37 +55,18 @@ var streamNames = map[nodev1.OutputStream]string{
 	nodev1.OutputStream_OUTPUT_STREAM_STDERR: "stderr",
 }
 
-// streamProto is the output stream of a stored name.
-func streamProto(name string) nodev1.OutputStream {
-	for p, n := range streamNames {
-		if n == name {
-			return p
-		}
-	}
-	return nodev1.OutputStream_OUTPUT_STREAM_UNSPECIFIED
-}
-
-// capability is a capability as stored in devices.capabilities (a JSON array; the
-// ListNodes capability filter matches on "name").
-type capability struct {
-	Name        string `json:"name"`
-	Description string `json:"description,omitempty"`
-	InputSchema string `json:"input_schema,omitempty"`
-	Available   bool   `json:"available"`
-}
-
 // capabilitiesOf is announced capabilities as the daemon keeps them.
-func capabilitiesOf(caps []*nodev1.Capability) []capability {
-	out := make([]capability, 0, len(caps))
+func capabilitiesOf(caps []*nodev1.Capability) []Capability {
+	out := make([]Capability, 0, len(caps))
 	for _, c := range caps {
-		out = append(out, capability{Name: c.GetName(), Description: c.GetDescription(), InputSchema: c.GetInputSchema(), Available: c.GetAvailable()})
+		out = append(out, Capability{Name: c.GetName(), Description: c.GetDescription(), InputSchema: c.GetInputSchema(), Available: c.GetAvailable()})
 	}
 	return out
 }
 
 // parseCapabilities reads devices.capabilities.
-func parseCapabilities(raw []byte) ([]capability, error) {
-	var caps []capability
+func parseCapabilities(raw []byte) ([]Capability, error) {
+	var caps []Capability
 	if err := json.Unmarshal(raw, &caps); err != nil {
 		return nil, fmt.Errorf("dispatch: stored capabilities: %w", err)
 	}
@@ -105,7 +74,7 @@ func parseCapabilities(raw []byte) ([]capability, error) {
 }
 
 // capabilityProtos is stored capabilities as the API shows them.
-func capabilityProtos(caps []capability) []*nodev1.Capability {
+func capabilityProtos(caps []Capability) []*nodev1.Capability {
 	out := make([]*nodev1.Capability, 0, len(caps))
 	for _, c := range caps {
 		out = append(out, &nodev1.Capability{Name: c.Name, Description: c.Description, InputSchema: c.InputSchema, Available: c.Available})
@@ -139,12 +108,12 @@ func timestamp(t *time.Time) *timestamppb.Timestamp {
 }
 
 // dispatchProto is a dispatch as the API shows it.
-func dispatchProto(d dbsqlc.Dispatch) *controlplanev1.Dispatch {
-	out := &controlplanev1.Dispatch{
+func dispatchProto(d Dispatch) *controlplanev1.Dispatch {
+	return &controlplanev1.Dispatch{
 		Id:               d.ID,
-		NodeId:           d.DeviceID,
+		NodeId:           d.NodeID,
 		Capability:       d.Capability,
-		InputJson:        string(d.Input),
+		InputJson:        d.Input,
 		State:            stateProtos[d.State],
 		CreatedBy:        d.CreatedBy,
 		CreateTime:       timestamppb.New(d.CreatedAt),
@@ -153,7 +122,7 @@ func dispatchProto(d dbsqlc.Dispatch) *controlplanev1.Dispatch {
 		SendTime:         timestamp(d.SentAt),
 		StartTime:        timestamp(d.StartedAt),
 		FinishTime:       timestamp(d.FinishedAt),
-		ResultJson:       string(d.Result),
+		ResultJson:       d.Result,
 		Error:            d.Error,
 		ExitCode:         d.ExitCode,
 		OutputBytes:      uint64(d.OutputBytes),
@@ -161,20 +130,17 @@ func dispatchProto(d dbsqlc.Dispatch) *controlplanev1.Dispatch {
 		CancelTime:       timestamp(d.CancelRequestedAt),
 		OutputLost:       d.OutputLostReason != "",
 		OutputLostReason: d.OutputLostReason,
+		IdempotencyKey:   d.IdempotencyKey,
 	}
-	if d.IdempotencyKey != nil {
-		out.IdempotencyKey = *d.IdempotencyKey
-	}
-	return out
 }
 
 // outputProto is a chunk of output as the API shows it.
-func outputProto(r dbsqlc.DispatchOutput) *controlplanev1.OutputChunk {
-	return &controlplanev1.OutputChunk{Stream: streamProto(r.Stream), Offset: uint64(r.Offset), Data: r.Data}
+func outputProto(r OutputChunk) *controlplanev1.OutputChunk {
+	return &controlplanev1.OutputChunk{Stream: keyOf(streamNames, r.Stream), Offset: uint64(r.Offset), Data: r.Data}
 }
 
 // outputProtos is chunks of output as the API shows them.
-func outputProtos(rows []dbsqlc.DispatchOutput) []*controlplanev1.OutputChunk {
+func outputProtos(rows []OutputChunk) []*controlplanev1.OutputChunk {
 	out := make([]*controlplanev1.OutputChunk, 0, len(rows))
 	for _, r := range rows {
 		out = append(out, outputProto(r))
@@ -183,12 +149,27 @@ func outputProtos(rows []dbsqlc.DispatchOutput) []*controlplanev1.OutputChunk {
 }
 
 // dispatchMessage is a dispatch as its node receives it.
-func dispatchMessage(d dbsqlc.Dispatch) *nodev1.AttachResponse {
+func dispatchMessage(d Dispatch) *nodev1.AttachResponse {
 	return &nodev1.AttachResponse{Message: &nodev1.AttachResponse_Dispatch{Dispatch: &nodev1.Dispatch{
 		DispatchId:     d.ID,
 		Capability:     d.Capability,
-		InputJson:      string(d.Input),
+		InputJson:      d.Input,
 		Deadline:       timestamppb.New(d.Deadline),
 		MaxOutputBytes: uint64(d.MaxOutputBytes),
 	}}}
+}
+
+// nodeProto is a node as the API shows it.
+func nodeProto(n Node) *controlplanev1.Node {
+	out := &controlplanev1.Node{
+		Id: n.ID, Name: n.Name, Platform: n.Platform, AgentVersion: n.AgentVersion,
+		Labels: n.Labels, ReportedLabels: n.ReportedLabels, Capabilities: capabilityProtos(n.Capabilities),
+		RegisterTime: timestamppb.New(n.CreatedAt), LastSeenTime: timestamp(n.LastSeenAt),
+		Presence: presenceProtos[n.Presence], Revoked: n.Revoked, ProtocolVersion: uint32(n.ProtocolVersion),
+		AttachedReplica: n.AttachedReplica,
+	}
+	if !n.CertificateNotAfter.IsZero() {
+		out.CertificateExpireTime = timestamppb.New(n.CertificateNotAfter)
+	}
+	return out
 }

@@ -14,6 +14,10 @@
 // dispatch's output is stored contiguously and within its cap, whatever chunks a node
 // sends, and read back in pages that fit a message.
 // Nothing is kept only in memory but the live sessions themselves.
+//
+// The package's queries run only in store.go, which turns their rows into its types
+// (Dispatch, OutputChunk, Node: model.go); the Service's exported methods take and
+// return those, and the handlers turn them into the API's messages (convert.go).
 package dispatch
 
 import (
@@ -26,7 +30,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -87,6 +90,7 @@ type Options struct {
 // Service runs dispatches and the Attach streams of the nodes attached to this replica.
 type Service struct {
 	opts     Options
+	db       db
 	log      *slog.Logger
 	schemas  *schemas
 	hub      *hub
@@ -113,7 +117,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		opts: opts, log: log, schemas: newSchemas(), hub: newHub(), sessions: newRegistry(),
+		opts: opts, db: db{st: opts.Store}, log: log, schemas: newSchemas(), hub: newHub(), sessions: newRegistry(),
 		subs: map[string]*notify.Subscription{}, stopping: make(chan struct{}),
 	}
 	m, err := newMetrics(opts.Metrics, s.sessions)
@@ -121,7 +125,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.metrics = m
-	if n, err := opts.Store.Q().DetachReplica(ctx, dbsqlc.DetachReplicaParams{ReplicaID: opts.ReplicaID}); err != nil {
+	if n, err := s.db.detachReplica(ctx, opts.ReplicaID, nil); err != nil {
 		return nil, fmt.Errorf("dispatch: forget the sessions of an earlier process: %w", err)
 	} else if n > 0 {
 		log.Info("sessions of an earlier process of this replica forgotten", "sessions", n)
@@ -202,7 +206,7 @@ func (s *Service) dispatchEvent(deviceID, id, event string) {
 		s.sessions.wake(deviceID, true)
 	default:
 		state, known := strings.CutPrefix(event, "state:")
-		s.hub.signal(id, !known || terminal(state))
+		s.hub.signal(id, !known || State(state).Terminal())
 	}
 }
 
@@ -221,7 +225,7 @@ func (s *Service) sweep(ctx context.Context) {
 			s.log.Error("overdue dispatches not ended", "err", err)
 		}
 		if n++; n%15 == 0 {
-			s.metrics.refreshStates(ctx, s.opts.Store)
+			s.metrics.refreshStates(ctx, s.db)
 		}
 	}
 }
@@ -239,7 +243,7 @@ func (s *Service) Shutdown() {
 // daemon calls it after Shutdown, once the streams are over.
 func (s *Service) DetachAll(ctx context.Context) error {
 	now := s.opts.Now()
-	n, err := s.opts.Store.Q().DetachReplica(ctx, dbsqlc.DetachReplicaParams{ReplicaID: s.opts.ReplicaID, Now: &now})
+	n, err := s.db.detachReplica(ctx, s.opts.ReplicaID, &now)
 	if err != nil {
 		return fmt.Errorf("dispatch: record the end of this replica's sessions: %w", err)
 	}

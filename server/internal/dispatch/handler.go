@@ -7,7 +7,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/access"
@@ -55,16 +54,14 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	if r.MaxOutputBytes == 0 {
 		r.MaxOutputBytes = min(DefaultMaxOutputBytes, limit)
 	}
-	d, out, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
+	d, err := h.s.Execute(ctx, r, func(id string) { audit.SetTarget(ctx, "dispatch:"+id) })
 	if err != nil {
 		return nil, err
 	}
 	res := &controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d)}
-	budget, next := h.outputBudget(res, 0), d.OutputStored
-	if out == nil || pageSize(out) > budget {
-		if out, next, err = h.s.Output(ctx, d.ID, 0, d.OutputStored, budget); err != nil {
-			return nil, err
-		}
+	out, next, err := h.s.Output(ctx, d.ID, 0, d.OutputStored, h.outputBudget(res, 0))
+	if err != nil {
+		return nil, err
 	}
 	res.Output, res.NextOutputOffset, res.MoreOutput = outputProtos(out), uint64(next), next < d.OutputStored
 	return connect.NewResponse(res), nil
@@ -83,15 +80,6 @@ func (h *Handler) outputBudget(res proto.Message, page uint32) int64 {
 		budget = min(budget, int64(page))
 	}
 	return max(budget, minPage)
-}
-
-// pageSize is what chunks of output cost in a response, as outputBudget counts.
-func pageSize(out []dbsqlc.DispatchOutput) int64 {
-	n := int64(0)
-	for _, o := range out {
-		n += int64(len(o.Data)) + rowOverhead
-	}
-	return n
 }
 
 // request is the Request of a create call, created by the calling principal.
@@ -131,10 +119,10 @@ func (h *Handler) WatchDispatch(ctx context.Context, req *connect.Request[contro
 		return errInvalid("from_offset %d is beyond any output", from)
 	}
 	return h.s.Watch(ctx, req.Msg.GetId(), int64(from),
-		func(d dbsqlc.Dispatch) error {
+		func(d Dispatch) error {
 			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Dispatch{Dispatch: dispatchProto(d)}})
 		},
-		func(o dbsqlc.DispatchOutput) error {
+		func(o OutputChunk) error {
 			return stream.Send(&controlplanev1.WatchDispatchResponse{Event: &controlplanev1.WatchDispatchResponse_Output{Output: outputProto(o)}})
 		})
 }
@@ -153,7 +141,7 @@ func (h *Handler) CancelDispatch(ctx context.Context, req *connect.Request[contr
 func (h *Handler) ListDispatches(ctx context.Context, req *connect.Request[controlplanev1.ListDispatchesRequest]) (*connect.Response[controlplanev1.ListDispatchesResponse], error) {
 	m := req.Msg
 	rows, next, err := h.s.List(ctx, Filter{
-		NodeID: m.GetNodeId(), State: stateName(m.GetState()), Capability: m.GetCapability(),
+		NodeID: m.GetNodeId(), State: keyOf(stateProtos, m.GetState()), Capability: m.GetCapability(),
 		PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
 	})
 	if err != nil {

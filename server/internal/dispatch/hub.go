@@ -8,7 +8,7 @@ type hub struct {
 	mu sync.Mutex // guards watchers and ending
 	// watchers holds, by dispatch id, each watcher's channel and whether it waits only
 	// for the dispatch's end.
-	watchers map[string]map[chan *ending]bool
+	watchers map[string]map[chan *Dispatch]bool
 	// ending are the dispatches a session of this replica is ending: it hands the ended
 	// row over (end), and the notification of the end, which may come first, is not
 	// passed on to have the waiters read the row themselves.
@@ -17,7 +17,7 @@ type hub struct {
 
 // newHub returns a hub without watchers.
 func newHub() *hub {
-	return &hub{watchers: map[string]map[chan *ending]bool{}, ending: map[string]int{}}
+	return &hub{watchers: map[string]map[chan *Dispatch]bool{}, ending: map[string]int{}}
 }
 
 // ends notes that a session of this replica is about to end the dispatches ids; done
@@ -45,11 +45,11 @@ func (h *hub) done(ids []string) {
 // change and new output, or only its end when endOnly. A signal is the dispatch as it
 // ended when the session that ended it runs on this replica (hub.end), else nil: read
 // it again. stop ends the watch.
-func (h *hub) watch(id string, endOnly bool) (signals <-chan *ending, stop func()) {
-	ch := make(chan *ending, 1)
+func (h *hub) watch(id string, endOnly bool) (signals <-chan *Dispatch, stop func()) {
+	ch := make(chan *Dispatch, 1)
 	h.mu.Lock()
 	if h.watchers[id] == nil {
-		h.watchers[id] = map[chan *ending]bool{}
+		h.watchers[id] = map[chan *Dispatch]bool{}
 	}
 	h.watchers[id][ch] = endOnly
 	h.mu.Unlock()
@@ -82,17 +82,17 @@ func (h *hub) signal(id string, ended bool) {
 	}
 }
 
-// end hands every watcher of the dispatch its end (committed), replacing a signal still
-// waiting in its channel, so that they need not read it again.
-func (h *hub) end(e *ending) {
+// end hands every watcher of d the dispatch as it ended (committed), replacing a
+// signal still waiting in its channel, so that they need not read it again.
+func (h *hub) end(d *Dispatch) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ch := range h.watchers[e.dispatch.ID] {
+	for ch := range h.watchers[d.ID] {
 		select {
 		case <-ch: // only hub methods send, under mu: the channel is now empty
 		default:
 		}
-		ch <- e
+		ch <- d
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/palyra/palyra/server/internal/store"
 )
 
 // metrics are the node runtime's Prometheus metrics.
@@ -80,24 +78,21 @@ func newMetrics(reg prometheus.Registerer, sessions *registry) (*metrics, error)
 func (m *metrics) received(kind string) { m.byKind[kind].Inc() }
 
 // ended counts a dispatch this replica ended.
-func (m *metrics) ended(state, by string) { m.endings.WithLabelValues(state, by).Inc() }
+func (m *metrics) ended(state State, by string) { m.endings.WithLabelValues(string(state), by).Inc() }
 
 // reported records a node's result.
-func (m *metrics) reported(state string, took time.Duration) {
+func (m *metrics) reported(state State, took time.Duration) {
 	m.ended(state, "node")
-	m.duration.WithLabelValues(state).Observe(took.Seconds())
+	m.duration.WithLabelValues(string(state)).Observe(took.Seconds())
 }
 
 // refreshStates counts the dispatches in each state that has not ended.
-func (m *metrics) refreshStates(ctx context.Context, s *store.Store) {
-	rows, err := s.Q().CountActiveDispatches(ctx)
+func (m *metrics) refreshStates(ctx context.Context, b db) {
+	counts, err := b.countActive(ctx)
 	if err != nil {
 		return // the next refresh tries again; the sweeper logs database failures
 	}
-	for _, name := range []string{stateQueued, stateSent, stateRunning} {
-		m.states.WithLabelValues(name).Set(0)
-	}
-	for _, r := range rows {
-		m.states.WithLabelValues(r.State).Set(float64(r.Count))
+	for _, state := range []State{StateQueued, StateSent, StateRunning} {
+		m.states.WithLabelValues(string(state)).Set(float64(counts[state]))
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/palyra/palyra/gen/dbsqlc"
 )
 
 // Why a session ends other than by its stream.
@@ -26,8 +24,9 @@ type session struct {
 	claim, cancels atomic.Bool
 
 	mu sync.Mutex // guards direct and handed
-	// direct are the dispatches handed to the session, for it to send.
-	direct []handoff
+	// direct are the dispatches this replica created already sent on this session,
+	// for the session to send.
+	direct []Dispatch
 	// handed are the ids of dispatches being handed to the session directly: the
 	// notification of their insertion must not make it claim.
 	handed map[string]bool
@@ -38,7 +37,7 @@ type session struct {
 	// lastSeen is when the node last sent anything, in Unix nanoseconds.
 	lastSeen atomic.Int64
 	// capabilities are those the node announced last, as stored.
-	capabilities atomic.Pointer[[]capability]
+	capabilities atomic.Pointer[[]Capability]
 }
 
 // newSession returns the session id of a device that attached at now.
@@ -52,14 +51,6 @@ func newSession(deviceID, id string, now time.Time) *session {
 	return s
 }
 
-// handoff is a dispatch this replica created already sent on a session.
-type handoff struct {
-	dispatch dbsqlc.Dispatch
-	// awaited says a caller on this replica waits for its end (ExecuteCapability): the
-	// session keeps its output, to hand it over with the end.
-	awaited bool
-}
-
 // expect notes that the dispatch id is about to be handed to the session directly.
 func (s *session) expect(id string) {
 	s.mu.Lock()
@@ -67,23 +58,23 @@ func (s *session) expect(id string) {
 	s.mu.Unlock()
 }
 
-// hand gives the session h, the dispatch id stored as sent on it, to send; nil (nothing
+// hand gives the session d, the dispatch id stored as sent on it, to send; nil (nothing
 // was stored) just forgets the expectation.
-func (s *session) hand(id string, h *handoff) {
+func (s *session) hand(id string, d *Dispatch) {
 	s.mu.Lock()
-	if h != nil {
-		s.direct = append(s.direct, *h)
+	if d != nil {
+		s.direct = append(s.direct, *d)
 	} else {
 		delete(s.handed, id)
 	}
 	s.mu.Unlock()
-	if h != nil {
+	if d != nil {
 		s.signal()
 	}
 }
 
 // takeDirect returns the dispatches handed to the session since the last call.
-func (s *session) takeDirect() []handoff {
+func (s *session) takeDirect() []Dispatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.direct

@@ -12,11 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -55,40 +54,32 @@ func (r Request) hash(input []byte) []byte {
 
 // Create queues a dispatch, or returns the one an earlier call with the same idempotency
 // key created (created is then false).
-func (s *Service) Create(ctx context.Context, r Request) (d dbsqlc.Dispatch, created bool, err error) {
-	return s.create(ctx, r, ulid.Make().String(), false)
+func (s *Service) Create(ctx context.Context, r Request) (d Dispatch, created bool, err error) {
+	return s.create(ctx, r, ulid.Make().String())
 }
 
 // Execute creates a dispatch (or finds the one its idempotency key names), tells named
-// its id, and returns it once it ended (see wait), with its whole output when the
-// session that ended it on this replica kept it (else nil: read it with Output).
-func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (dbsqlc.Dispatch, []dbsqlc.DispatchOutput, error) {
+// its id, and returns it once it ended (see wait).
+func (s *Service) Execute(ctx context.Context, r Request, named func(id string)) (Dispatch, error) {
 	id := ulid.Make().String()
 	// Watched before it exists, its end cannot slip by unseen.
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
-	d, created, err := s.create(ctx, r, id, true)
+	d, created, err := s.create(ctx, r, id)
 	if err != nil {
-		return d, nil, err
+		return d, err
 	}
 	named(d.ID)
-	var end *ending
-	if created {
-		end, err = s.await(ctx, d, signals)
-	} else {
-		end, err = s.wait(ctx, d.ID)
+	if !created {
+		return s.wait(ctx, d.ID)
 	}
-	if err != nil || !end.outputComplete {
-		return end.dispatch, nil, err
-	}
-	return end.dispatch, end.output, nil // handed over by the session that ended it
+	return s.await(ctx, d, signals)
 }
 
 // create stores a dispatch with the given id, unless its idempotency key names an
 // earlier one. When this replica holds the node's session, the dispatch is stored as
-// sent on it and handed to it, without a claim's round trip; awaited says the caller
-// waits for its end here.
-func (s *Service) create(ctx context.Context, r Request, id string, awaited bool) (d dbsqlc.Dispatch, created bool, err error) {
+// sent on it and handed to it, without a claim's round trip.
+func (s *Service) create(ctx context.Context, r Request, id string) (d Dispatch, created bool, err error) {
 	if strings.TrimSpace(r.Input) == "" {
 		r.Input = "{}"
 	}
@@ -107,7 +98,6 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 		r.MaxOutputBytes = DefaultMaxOutputBytes
 	}
 	hash := r.hash(input.Bytes())
-	q := s.opts.Store.Q()
 	if r.IdempotencyKey != "" {
 		if d, err := s.byKey(ctx, r, hash); err == nil || !errors.Is(err, store.ErrNotFound) {
 			return d, false, err
@@ -118,29 +108,25 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 		return d, false, err
 	}
 	now := s.opts.Now()
-	var key *string
-	if r.IdempotencyKey != "" {
-		key = &r.IdempotencyKey
-	}
-	params := dbsqlc.InsertDispatchParams{
-		ID: id, DeviceID: r.NodeID, Capability: r.Capability, Input: input.Bytes(),
-		IdempotencyKey: key, RequestHash: hash, CreatedBy: r.CreatedBy, CreatedAt: now,
-		Deadline: now.Add(r.Timeout), MaxOutputBytes: r.MaxOutputBytes,
+	in := insertDispatch{
+		id: id, nodeID: r.NodeID, capability: r.Capability, input: input.Bytes(),
+		idempotencyKey: r.IdempotencyKey, requestHash: hash, createdBy: r.CreatedBy, createdAt: now,
+		deadline: now.Add(r.Timeout), maxOutputBytes: r.MaxOutputBytes,
 	}
 	if sess != nil {
 		sess.expect(id)
-		params.SessionID, params.SentAt = &sess.id, &now
+		in.sessionID = sess.id
 	}
 	audit.SetTarget(ctx, "dispatch:"+id) // before the insert, which writes the call's audit outbox row
-	d, err = q.InsertDispatch(ctx, params)
+	d, err = s.db.insertDispatch(ctx, in)
 	if sess != nil {
-		var h *handoff
+		var handed *Dispatch
 		if err == nil {
-			h = &handoff{dispatch: d, awaited: awaited}
+			handed = &d
 		}
-		sess.hand(id, h)
+		sess.hand(id, handed)
 	}
-	if errors.Is(err, store.ErrNotFound) && key != nil {
+	if errors.Is(err, store.ErrNotFound) && r.IdempotencyKey != "" {
 		// A concurrent call with the same key won the insert.
 		d, err = s.byKey(ctx, r, hash)
 		return d, false, err
@@ -148,21 +134,21 @@ func (s *Service) create(ctx context.Context, r Request, id string, awaited bool
 	if err != nil {
 		return d, false, fmt.Errorf("dispatch: create: %w", err)
 	}
-	s.log.Info("dispatch created", "dispatch_id", d.ID, "node_id", d.DeviceID, "capability", d.Capability,
+	s.log.Info("dispatch created", "dispatch_id", d.ID, "node_id", d.NodeID, "capability", d.Capability,
 		"created_by", d.CreatedBy, "deadline", d.Deadline, "handed_to_session", sess != nil)
 	return d, true, nil
 }
 
 // byKey returns the dispatch an idempotency key names, refusing a key reused for another
 // request; store.ErrNotFound when there is none.
-func (s *Service) byKey(ctx context.Context, r Request, hash []byte) (dbsqlc.Dispatch, error) {
-	d, err := s.opts.Store.Q().GetDispatchByKey(ctx, dbsqlc.GetDispatchByKeyParams{CreatedBy: r.CreatedBy, IdempotencyKey: r.IdempotencyKey})
+func (s *Service) byKey(ctx context.Context, r Request, hash []byte) (Dispatch, error) {
+	d, stored, err := s.db.dispatchByKey(ctx, r.CreatedBy, r.IdempotencyKey)
 	if err != nil {
 		return d, fmt.Errorf("dispatch: idempotency key: %w", err)
 	}
-	if !bytes.Equal(d.RequestHash, hash) {
-		return d, connect.NewError(connect.CodeAlreadyExists, fmt.Errorf(
-			"idempotency key %q was used for another request (dispatch %s): use a new key", r.IdempotencyKey, d.ID))
+	if !bytes.Equal(stored, hash) {
+		return d, errdefs.New(errdefs.Conflict,
+			"idempotency key %q was used for another request (dispatch %s): use a new key", r.IdempotencyKey, d.ID)
 	}
 	return d, nil
 }
@@ -172,7 +158,7 @@ func (s *Service) byKey(ctx context.Context, r Request, hash []byte) (dbsqlc.Dis
 // node attached to this replica (sess not nil) it goes by what the node announced on
 // that session, without reading the database: a revocation ends the session.
 func (s *Service) checkNode(ctx context.Context, nodeID string, sess *session, name, input string) error {
-	var caps []capability
+	var caps []Capability
 	if sess != nil {
 		caps = *sess.capabilities.Load()
 	} else {
@@ -181,7 +167,7 @@ func (s *Service) checkNode(ctx context.Context, nodeID string, sess *session, n
 			return err
 		}
 	}
-	i := slices.IndexFunc(caps, func(c capability) bool { return c.Name == name })
+	i := slices.IndexFunc(caps, func(c Capability) bool { return c.Name == name })
 	if i < 0 {
 		names := make([]string, 0, len(caps))
 		for _, c := range caps {
@@ -203,26 +189,26 @@ func (s *Service) checkNode(ctx context.Context, nodeID string, sess *session, n
 
 // storedCapabilities reads the capabilities of a node from the database, refusing an
 // unknown, revoked or never attached node.
-func (s *Service) storedCapabilities(ctx context.Context, nodeID string) ([]capability, error) {
-	dev, err := s.opts.Store.Q().GetDevice(ctx, nodeID)
+func (s *Service) storedCapabilities(ctx context.Context, nodeID string) ([]Capability, error) {
+	n, err := s.db.nodeCapabilities(ctx, nodeID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errNoNode(nodeID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: node %s: %w", nodeID, err)
 	}
-	if dev.RevokedAt != nil {
+	if n.revoked {
 		return nil, errFailedPrecondition("node %s is revoked", nodeID)
 	}
-	if dev.ProtocolVersion == 0 {
+	if n.protocolVersion == 0 {
 		return nil, errFailedPrecondition("node %s has never attached, so its capabilities are unknown: start its agent (palyra node run)", nodeID)
 	}
-	return parseCapabilities(dev.Capabilities)
+	return parseCapabilities(n.capabilities)
 }
 
 // Get returns a dispatch.
-func (s *Service) Get(ctx context.Context, id string) (dbsqlc.Dispatch, error) {
-	d, err := s.opts.Store.Q().GetDispatch(ctx, id)
+func (s *Service) Get(ctx context.Context, id string) (Dispatch, error) {
+	d, err := s.db.dispatch(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return d, errNoDispatch(id)
 	}
@@ -242,20 +228,18 @@ const minPage = 1 << 10
 // Output returns a page of a dispatch's output: the output from offset from to offset
 // to (its output_stored, as read with the dispatch), at most budget bytes of data and
 // rowOverhead for each chunk, and the offset after the page (from when it is empty).
-func (s *Service) Output(ctx context.Context, id string, from, to, budget int64) ([]dbsqlc.DispatchOutput, int64, error) {
+func (s *Service) Output(ctx context.Context, id string, from, to, budget int64) ([]OutputChunk, int64, error) {
 	return s.output(ctx, id, from, to, max(budget, minPage))
 }
 
 // output is Output with any budget. The chunks it returns follow each other without
 // a gap or an overlap (the first one and the last cut to the page): output stored
 // before it was kept contiguous may have overlapping chunks, whose overlap is skipped.
-func (s *Service) output(ctx context.Context, id string, from, to, budget int64) ([]dbsqlc.DispatchOutput, int64, error) {
+func (s *Service) output(ctx context.Context, id string, from, to, budget int64) ([]OutputChunk, int64, error) {
 	if from >= to {
 		return nil, from, nil
 	}
-	rows, err := s.opts.Store.Q().ListDispatchOutput(ctx, dbsqlc.ListDispatchOutputParams{
-		DispatchID: id, FromOffset: from, ToOffset: to, MaxBytes: budget, RowOverhead: rowOverhead,
-	})
+	rows, err := s.db.output(ctx, id, from, to, budget, rowOverhead)
 	if err != nil {
 		return nil, from, fmt.Errorf("dispatch: output of %s: %w", id, err)
 	}
@@ -278,27 +262,26 @@ func (s *Service) output(ctx context.Context, id string, from, to, budget int64)
 	return out, next, nil
 }
 
-// wait returns the end of a dispatch, as await does, once it ended. It gives up when
-// ctx ends, when the daemon shuts down, or when the dispatch did not end well after its
-// deadline (the sweeper should have ended it): the dispatch goes on regardless.
-func (s *Service) wait(ctx context.Context, id string) (*ending, error) {
+// wait returns a dispatch once it ended. It gives up when ctx ends, when the daemon
+// shuts down, or when the dispatch did not end well after its deadline (the sweeper
+// should have ended it): the dispatch goes on regardless.
+func (s *Service) wait(ctx context.Context, id string) (Dispatch, error) {
 	signals, stop := s.hub.watch(id, true)
 	defer stop()
 	d, err := s.Get(ctx, id)
 	if err != nil {
-		return &ending{dispatch: d}, err
+		return d, err
 	}
 	return s.await(ctx, d, signals)
 }
 
 // await waits for d to end, on the signals of a watch that began before d was read.
-// The session that ends a dispatch on this replica hands over its end (the row, and the
-// output when it has all of it); other signals, and a poll in case a notification was
-// lost, have it read again. The end is never nil; on an error it holds the dispatch as
-// last read.
-func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *ending) (*ending, error) {
-	if terminal(d.State) {
-		return &ending{dispatch: d}, nil
+// The session that ends a dispatch on this replica hands over the ended row; other
+// signals, and a poll in case a notification was lost, have it read again. On an error
+// it returns the dispatch as last read.
+func (s *Service) await(ctx context.Context, d Dispatch, signals <-chan *Dispatch) (Dispatch, error) {
+	if d.State.Terminal() {
+		return d, nil
 	}
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
@@ -306,23 +289,23 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 	defer giveUp.Stop()
 	for {
 		select {
-		case end := <-signals:
-			if end != nil {
-				return end, nil
+		case ended := <-signals:
+			if ended != nil {
+				return *ended, nil
 			}
 		case <-poll.C:
 		case <-ctx.Done():
-			return &ending{dispatch: d}, ctx.Err()
+			return d, ctx.Err()
 		case <-s.stopping:
-			return &ending{dispatch: d}, connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID))
+			return d, errdefs.New(errdefs.Unavailable,
+				"the daemon is shutting down; dispatch %s goes on: follow it with WatchDispatch", d.ID)
 		case <-giveUp.C:
-			return &ending{dispatch: d}, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
-				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State))
+			return d, errdefs.New(errdefs.DeadlineExceeded,
+				"dispatch %s did not end by its deadline; it is %s", d.ID, d.State)
 		}
 		var err error
-		if d, err = s.Get(ctx, d.ID); err != nil || terminal(d.State) {
-			return &ending{dispatch: d}, err
+		if d, err = s.Get(ctx, d.ID); err != nil || d.State.Terminal() {
+			return d, err
 		}
 	}
 }
@@ -330,14 +313,15 @@ func (s *Service) await(ctx context.Context, d dbsqlc.Dispatch, signals <-chan *
 // watchPage bounds the output a watch reads at once.
 const watchPage = 1 << 20
 
-// Watch sends a dispatch at once and at every change, and its output from an offset as
-// it comes, until the dispatch ended (after its last output) or ctx ends.
-func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch func(dbsqlc.Dispatch) error, sendOutput func(dbsqlc.DispatchOutput) error) error {
+// Watch sends a dispatch at once (before any output) and at every change, and its
+// output from an offset as it comes, until the dispatch ended (after its last output)
+// or ctx ends.
+func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch func(Dispatch) error, sendOutput func(OutputChunk) error) error {
 	signals, stop := s.hub.watch(id, false)
 	defer stop()
 	poll := time.NewTicker(time.Second)
 	defer poll.Stop()
-	var last *dbsqlc.Dispatch
+	var last *Dispatch
 	for {
 		// The dispatch is read before its output, which is read up to its
 		// output_stored, page by page: output is stored before the result (and
@@ -345,6 +329,14 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 		d, err := s.Get(ctx, id)
 		if err != nil {
 			return err
+		}
+		// The watcher gets the dispatch first, before the output stored so far; a change
+		// after the output read with it, so that an end comes after the last output.
+		if last == nil {
+			if err := sendDispatch(d); err != nil {
+				return err
+			}
+			last = &d
 		}
 		for from < d.OutputStored {
 			out, next, err := s.Output(ctx, id, from, d.OutputStored, watchPage)
@@ -361,13 +353,13 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 			}
 			from = next
 		}
-		if last == nil || changed(*last, d) {
+		if changed(*last, d) {
 			if err := sendDispatch(d); err != nil {
 				return err
 			}
 			last = &d
 		}
-		if terminal(d.State) {
+		if d.State.Terminal() {
 			return nil
 		}
 		select {
@@ -376,14 +368,13 @@ func (s *Service) Watch(ctx context.Context, id string, from int64, sendDispatch
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.stopping:
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-				"the daemon is shutting down: watch again from offset %d", from))
+			return errdefs.New(errdefs.Unavailable, "the daemon is shutting down: watch again from offset %d", from)
 		}
 	}
 }
 
 // changed reports whether a watcher must see the dispatch again.
-func changed(a, b dbsqlc.Dispatch) bool {
+func changed(a, b Dispatch) bool {
 	return a.State != b.State || !equalTime(a.CancelRequestedAt, b.CancelRequestedAt) || !equalTime(a.SentAt, b.SentAt)
 }
 
@@ -397,16 +388,15 @@ func equalTime(a, b *time.Time) bool {
 
 // Cancel cancels a queued dispatch at once, or asks the node of a sent or running one to
 // stop it; an ended dispatch is FailedPrecondition.
-func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatch, error) {
+func (s *Service) Cancel(ctx context.Context, id, reason string) (Dispatch, error) {
 	if reason == "" {
 		reason = "cancelled by request"
 	}
 	if strings.Contains(reason, "\x00") {
-		return dbsqlc.Dispatch{}, errInvalid("reason holds a NUL character")
+		return Dispatch{}, errInvalid("reason holds a NUL character")
 	}
-	q := s.opts.Store.Q()
 	now := s.opts.Now()
-	d, err := q.CancelQueuedDispatch(ctx, dbsqlc.CancelQueuedDispatchParams{ID: id, Now: now, Reason: reason})
+	d, err := s.db.cancelQueued(ctx, id, reason, now)
 	if err == nil {
 		s.log.Info("queued dispatch cancelled", "dispatch_id", id)
 		return d, nil
@@ -414,9 +404,9 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatc
 	if !errors.Is(err, store.ErrNotFound) {
 		return d, fmt.Errorf("dispatch: cancel %s: %w", id, err)
 	}
-	d, err = q.RequestDispatchCancel(ctx, dbsqlc.RequestDispatchCancelParams{ID: id, Now: now, Reason: reason})
+	d, err = s.db.requestCancel(ctx, id, reason, now)
 	if err == nil {
-		s.log.Info("dispatch cancellation requested", "dispatch_id", id, "node_id", d.DeviceID)
+		s.log.Info("dispatch cancellation requested", "dispatch_id", id, "node_id", d.NodeID)
 		return d, nil
 	}
 	if !errors.Is(err, store.ErrNotFound) {
@@ -431,8 +421,10 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (dbsqlc.Dispatc
 
 // Filter selects dispatches to list.
 type Filter struct {
-	// NodeID, State (a stored state) and Capability select; empty selects all.
-	NodeID, State, Capability string
+	// NodeID, State and Capability select; empty selects all.
+	NodeID     string
+	State      State
+	Capability string
 	// PageSize is the most dispatches to return; zero means 100.
 	PageSize int
 	// PageToken is the NextPageToken of the previous page; empty for the first.
@@ -440,40 +432,37 @@ type Filter struct {
 }
 
 // List returns a page of dispatches, newest first, and the token of the next page.
-func (s *Service) List(ctx context.Context, f Filter) ([]dbsqlc.Dispatch, string, error) {
+func (s *Service) List(ctx context.Context, f Filter) ([]Dispatch, string, error) {
 	limit := f.PageSize
 	if limit <= 0 {
 		limit = 100
 	}
-	params := dbsqlc.ListDispatchesParams{DeviceID: f.NodeID, State: f.State, Capability: f.Capability, PageLimit: int32(limit) + 1}
+	var after *time.Time
+	var afterID string
 	if f.PageToken != "" {
 		at, id, err := pagetoken.Decode(f.PageToken)
 		if err != nil {
 			return nil, "", err // pagetoken.ErrMalformed: the control plane's errors.go maps it
 		}
-		params.AfterCreatedAt, params.AfterID = &at, id
+		after, afterID = &at, id
 	}
-	rows, err := s.opts.Store.Q().ListDispatches(ctx, params)
+	rows, err := s.db.listDispatches(ctx, f, after, afterID, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("dispatch: list: %w", err)
 	}
-	rows, next := pagetoken.Page(rows, limit, func(r dbsqlc.Dispatch) (time.Time, string) { return r.CreatedAt, r.ID })
+	rows, next := pagetoken.Page(rows, limit, func(r Dispatch) (time.Time, string) { return r.CreatedAt, r.ID })
 	return rows, next, nil
 }
 
 // expire ends the dispatches whose deadline passed.
 func (s *Service) expire(ctx context.Context) error {
-	rows, err := s.opts.Store.Q().ExpireDispatches(ctx, dbsqlc.ExpireDispatchesParams{
-		Now:               s.opts.Now(),
-		StaleAfterSeconds: (staleAfter * s.opts.Heartbeat).Seconds(),
-		GraceSeconds:      resultGrace.Seconds(),
-	})
+	rows, err := s.db.expire(ctx, s.opts.Now(), staleAfter*s.opts.Heartbeat, resultGrace)
 	if err != nil {
 		return fmt.Errorf("dispatch: expire: %w", err)
 	}
 	for _, r := range rows {
-		s.log.Info("dispatch ended by its deadline", "dispatch_id", r.ID, "node_id", r.DeviceID, "state", r.State)
-		s.metrics.ended(r.State, "deadline")
+		s.log.Info("dispatch ended by its deadline", "dispatch_id", r.id, "node_id", r.nodeID, "state", r.state)
+		s.metrics.ended(r.state, "deadline")
 	}
 	return nil
 }
@@ -505,14 +494,14 @@ func (s *Service) touch(ctx context.Context) error {
 	if len(live) == 0 {
 		return nil
 	}
-	p := dbsqlc.TouchSessionsParams{}
+	var devices, sessions []string
+	var seen []time.Time
 	for _, l := range live {
-		p.Ids = append(p.Ids, l.deviceID)
-		p.SessionIds = append(p.SessionIds, l.id)
-		p.SeenAt = append(p.SeenAt, time.Unix(0, l.lastSeen.Load()))
+		devices = append(devices, l.deviceID)
+		sessions = append(sessions, l.id)
+		seen = append(seen, time.Unix(0, l.lastSeen.Load()))
 	}
-	// Last-seen times are refreshed every few seconds: a crash may lose one round.
-	current, err := s.opts.Store.Lossy().TouchSessions(ctx, p)
+	current, err := s.db.touch(ctx, devices, sessions, seen)
 	if err != nil {
 		return fmt.Errorf("dispatch: record heartbeats: %w", err)
 	}
