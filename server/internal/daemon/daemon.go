@@ -151,7 +151,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	accessInterceptor, err := access.NewInterceptor(access.InterceptorOptions{
 		Tokens: tokens, Sessions: sessions, Audit: auditLog,
 		Failures: access.NewFailureLimiter(nil), Devices: revocations, RequireMTLS: cfg.RequireMTLS,
-		Logger: log,
+		Translate: controlplane.ErrorTranslator(log), Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
-	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -15,6 +14,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/requestctx"
 	"github.com/palyra/palyra/server/internal/store"
@@ -96,11 +96,11 @@ func (h *NodeHandler) RenewCertificate(ctx context.Context, req *connect.Request
 	dev, ok := access.DeviceFrom(ctx)
 	cert := requestctx.ClientCertificate(ctx)
 	if !ok || !dev.Verified || cert == nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated,
-			errors.New("a certificate is renewed only over mutual TLS with the device's certificate; a device named in a header proves nothing"))
+		return nil, errdefs.New(errdefs.Unauthenticated,
+			"a certificate is renewed only over mutual TLS with the device's certificate; a device named in a header proves nothing")
 	}
 	if id != dev.ID {
-		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the request names device %s but the caller is device %s", id, dev.ID))
+		return nil, errdefs.New(errdefs.PermissionDenied, "the request names device %s but the caller is device %s", id, dev.ID)
 	}
 	callerKey, err := identity.PublicKeyFingerprint(cert.PublicKey)
 	if err != nil {
@@ -122,16 +122,16 @@ func (h *NodeHandler) RenewCertificate(ctx context.Context, req *connect.Request
 func deviceError(what string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("%s does not exist", what))
+		return errdefs.Wrap(err, errdefs.NotFound, "%s does not exist", what)
 	case errors.Is(err, ErrRevoked):
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("device %s is revoked: pair it again (an approver must reinstate it)", what))
+		return errdefs.Wrap(err, errdefs.FailedPrecondition, "device %s is revoked: pair it again (an approver must reinstate it)", what)
 	case errors.Is(err, ErrSuperseded):
-		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this certificate of device %s was superseded (the device renewed, "+
-			"rotated or paired again since): only its newest certificate renews", what))
+		return errdefs.Wrap(err, errdefs.PermissionDenied, "this certificate of device %s was superseded (the device renewed, "+
+			"rotated or paired again since): only its newest certificate renews", what)
 	case errors.Is(err, ErrAlreadyRevoked):
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s is already revoked", what))
+		return errdefs.Wrap(err, errdefs.FailedPrecondition, "%s is already revoked", what)
 	case errors.Is(err, identity.ErrCSR):
-		return connect.NewError(connect.CodeInvalidArgument, err)
+		return errdefs.Wrap(err, errdefs.Invalid, "%v", err)
 	}
 	return err
 }
