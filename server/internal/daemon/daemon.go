@@ -119,7 +119,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	listener := notify.New(db.store.Pool().Config().ConnConfig, log, revocation.Channel, pairing.Channel,
 		dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel)
 	bg.Go(func() { listener.Run(bgCtx) })
-	revocations, err := revocation.New(db.store, listener, log, nil)
+	revocations, err := revocation.New(revocation.Options{Store: db.store, Notify: listener, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}

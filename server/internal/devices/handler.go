@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
@@ -57,11 +56,7 @@ func (h *Handler) RevokeCertificate(ctx context.Context, req *connect.Request[co
 	if err != nil {
 		return nil, deviceError(fp, err)
 	}
-	res := &controlplanev1.RevokeCertificateResponse{Certificate: certificateProto(*c)}
-	if c.DeviceID != nil {
-		res.DeviceId = *c.DeviceID
-	}
-	return connect.NewResponse(res), nil
+	return connect.NewResponse(&controlplanev1.RevokeCertificateResponse{Certificate: certificateProto(*c), DeviceId: c.DeviceID}), nil
 }
 
 // RotateDeviceCertificate revokes a device's current certificates after a grace period.
@@ -153,7 +148,7 @@ func deviceProto(d *Device) *controlplanev1.Device {
 	return out
 }
 
-func certificateProto(c dbsqlc.IssuedCertificate) *controlplanev1.DeviceCertificate {
+func certificateProto(c Certificate) *controlplanev1.DeviceCertificate {
 	out := &controlplanev1.DeviceCertificate{
 		Fingerprint: c.Fingerprint, Serial: c.Serial, RevokeReason: c.RevokedReason,
 		NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter),

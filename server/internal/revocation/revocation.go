@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
@@ -63,21 +64,34 @@ type peer struct {
 	deviceID    string
 }
 
-// New returns a list fed by l's notifications. The daemon loads it (Load) before it
-// serves, then keeps it current with Run. now nil means time.Now.
-func New(s *store.Store, l *notify.Listener, log *slog.Logger, now func() time.Time) (*List, error) {
-	sub, err := l.Subscribe(Channel)
+// Options are the list's dependencies.
+type Options struct {
+	// Store is read through package devices, which owns the revocations.
+	Store *store.Store
+	// Notify delivers the notifications on Channel.
+	Notify *notify.Listener
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// New returns a list fed by the notifications of opts.Notify. The daemon loads it
+// (Load) before it serves, then keeps it current with Run.
+func New(opts Options) (*List, error) {
+	sub, err := opts.Notify.Subscribe(Channel)
 	if err != nil {
 		return nil, fmt.Errorf("revocation: %w", err)
 	}
+	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
+	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &List{
-		store: s, sub: sub, ready: l.Ready(), now: now, log: log,
+		store: opts.Store, sub: sub, ready: opts.Notify.Ready(), now: now, log: log,
 		certs: map[string]time.Time{}, devices: map[string]bool{}, conns: map[net.Conn]peer{},
 	}, nil
 }
@@ -85,27 +99,16 @@ func New(s *store.Store, l *notify.Listener, log *slog.Logger, now func() time.T
 // Load reads the whole list from the database and closes the connections it now
 // refuses.
 func (l *List) Load(ctx context.Context) error {
-	now := l.now()
-	certs, err := l.store.Q().ListRevokedCertificates(ctx, now)
+	r, err := devices.ListRevocations(ctx, l.store, l.now())
 	if err != nil {
-		return fmt.Errorf("revocation: load certificates: %w", err)
+		return fmt.Errorf("revocation: load: %w", err)
 	}
-	devices, err := l.store.Q().ListRevokedDevices(ctx)
-	if err != nil {
-		return fmt.Errorf("revocation: load devices: %w", err)
-	}
-	certMap := make(map[string]time.Time, len(certs))
-	for _, c := range certs {
-		if c.RevokedAt != nil {
-			certMap[c.Fingerprint] = *c.RevokedAt
-		}
-	}
-	deviceMap := make(map[string]bool, len(devices))
-	for _, id := range devices {
+	deviceMap := make(map[string]bool, len(r.Devices))
+	for _, id := range r.Devices {
 		deviceMap[id] = true
 	}
 	l.mu.Lock()
-	l.certs, l.devices = certMap, deviceMap
+	l.certs, l.devices = r.Certificates, deviceMap
 	l.mu.Unlock()
 	l.closeRevoked()
 	return nil
