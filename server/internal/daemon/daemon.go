@@ -112,7 +112,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		}
 	}()
 
-	flagRegistry, err := flags.New(db.store, flags.Builtin(), nil)
+	flagRegistry, err := flags.New(flags.Options{Store: db.store, Definitions: flags.Builtin()})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -147,7 +147,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	bg.Go(func() { tokens.Run(bgCtx) })
-	sessions := access.NewSessions(db.store, tokens, nil)
+	sessions := access.NewSessions(access.SessionsOptions{Store: db.store, Tokens: tokens})
 	accessInterceptor, err := access.NewInterceptor(access.InterceptorOptions{
 		Tokens: tokens, Sessions: sessions, Audit: auditLog,
 		Failures: access.NewFailureLimiter(nil), Devices: revocations, RequireMTLS: cfg.RequireMTLS,
