@@ -162,7 +162,7 @@ func (s *Service) RevokeCertificate(ctx context.Context, fingerprint, reason str
 	now := s.opts.Now()
 	c, err := s.opts.Store.Q().RevokeCertificate(ctx, dbsqlc.RevokeCertificateParams{Fingerprint: fingerprint, Now: now, Reason: reason})
 	if errors.Is(err, store.ErrNotFound) {
-		if cur, gerr := s.opts.Store.Q().GetIssuedCertificate(ctx, fingerprint); gerr == nil && cur.Kind == identity.KindDevice {
+		if owner, gerr := s.opts.Authority.DeviceOf(ctx, fingerprint); gerr == nil && owner != "" {
 			return nil, fmt.Errorf("devices: revoke certificate %s: %w", fingerprint, ErrAlreadyRevoked)
 		}
 	}
