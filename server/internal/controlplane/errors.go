@@ -15,8 +15,8 @@ import (
 
 // connectError is the one translation of the daemon's errors into Connect errors. Errors
 // that already are Connect errors (protovalidate's, the interceptors') pass unchanged; a
-// domain error (errdefs.Kinded) becomes its kind's code with its own message, its field
-// as a BadRequest detail and its retry delay as Retry-After; sentinels of the store
+// domain error (errdefs.Kinded) becomes its kind's code with its own message, its fields
+// as one BadRequest detail and its retry delay as Retry-After; sentinels of the store
 // become their codes with a message safe to show any caller; anything else is an
 // internal error, logged in full and answered without detail.
 func connectError(log *slog.Logger, procedure string, err error) error {
