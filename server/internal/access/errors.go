@@ -1,7 +1,6 @@
 package access
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,15 +11,15 @@ import (
 // ErrUnauthenticated is the one answer to every failed authentication: missing,
 // malformed, unknown, revoked and expired credentials all look the same to the caller,
 // so that the answer reveals nothing about which tokens exist.
-var ErrUnauthenticated = errors.New("missing or invalid credentials: send an API token as `Authorization: Bearer plr_...`, or a console session cookie")
+var ErrUnauthenticated = errdefs.New(errdefs.Unauthenticated, "missing or invalid credentials: send an API token as `Authorization: Bearer plr_...`, or a console session cookie")
 
 // ErrNotActive refuses to rotate a token that is revoked or expired, or to revoke one
 // twice.
-var ErrNotActive = errors.New("the token is not active")
+var ErrNotActive = errdefs.New(errdefs.FailedPrecondition, "the token is not active (revoked or expired)")
 
 // ErrNotSession refuses a session call made without a session (or, for CreateSession,
 // made with one instead of a bearer token).
-var ErrNotSession = errors.New("wrong kind of credentials for this call")
+var ErrNotSession = errdefs.New(errdefs.FailedPrecondition, "this call needs a different kind of credentials")
 
 // ExceedsError refuses to create or manage a token that would hold permissions the
 // caller does not.

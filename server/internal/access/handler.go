@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
@@ -106,20 +106,20 @@ func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1
 
 // parseScopes checks every scope against the catalog and the token's role; an unknown
 // one, or one the role does not hold (it would leave the token without permissions),
-// is refused with InvalidArgument naming the field.
+// is refused as Invalid naming every field at fault.
 func parseScopes(in []string, role Role) ([]Permission, error) {
 	out := make([]Permission, 0, len(in))
-	var bad []*errdetails.BadRequest_FieldViolation
+	var bad []errdefs.Violation
 	perms := role.Permissions()
 	for i, s := range in {
 		field := fmt.Sprintf("scopes[%d]", i)
 		switch {
 		case !Known(Permission(s)):
-			bad = append(bad, &errdetails.BadRequest_FieldViolation{
+			bad = append(bad, errdefs.Violation{
 				Field: field, Description: fmt.Sprintf("%q is not a permission in the catalog (see ListPermissions)", s),
 			})
 		case !perms[Permission(s)]:
-			bad = append(bad, &errdetails.BadRequest_FieldViolation{
+			bad = append(bad, errdefs.Violation{
 				Field: field, Description: (&ScopeError{Index: i, Scope: Permission(s), Role: role}).Error(),
 			})
 		default:
@@ -129,11 +129,7 @@ func parseScopes(in []string, role Role) ([]Permission, error) {
 	if len(bad) == 0 {
 		return out, nil
 	}
-	err := connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %s", bad[0].GetField(), bad[0].GetDescription()))
-	if d, derr := connect.NewErrorDetail(&errdetails.BadRequest{FieldViolations: bad}); derr == nil {
-		err.AddDetail(d)
-	}
-	return nil, err
+	return nil, errdefs.InvalidFields(bad...)
 }
 
 // ListTokens lists tokens, newest first.
@@ -209,13 +205,13 @@ func (h *Handler) RevokeToken(ctx context.Context, req *connect.Request[accessv1
 }
 
 // tokenError gives the token errors that name the token their messages; the others
-// (ExceedsError, a malformed page token, ...) pass to the control plane's errors.go.
+// (ExceedsError, a malformed page token, ...) keep their own.
 func tokenError(id string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("token %s does not exist", id))
+		return errdefs.Wrap(err, errdefs.NotFound, "token %s does not exist", id)
 	case errors.Is(err, ErrNotActive):
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("token %s is not active (revoked or expired)", id))
+		return errdefs.Wrap(err, errdefs.FailedPrecondition, "token %s is not active (revoked or expired)", id)
 	}
 	return err
 }
@@ -272,11 +268,11 @@ func (h *Handler) SetFlag(ctx context.Context, req *connect.Request[accessv1.Set
 	}
 	key := req.Msg.GetKey()
 	audit.SetTarget(ctx, "flag:"+key+"="+strconv.FormatBool(req.Msg.GetEnabled()))
-	// A *flags.DependencyError passes to the control plane's errors.go.
+	// A *flags.DependencyError keeps its own message.
 	f, err := h.opts.Flags.Set(ctx, key, req.Msg.GetEnabled(), p.ID())
 	switch {
 	case errors.Is(err, flags.ErrUnknown):
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("there is no feature flag %q (see ListFlags)", key))
+		return nil, errdefs.Wrap(err, errdefs.NotFound, "there is no feature flag %q (see ListFlags)", key)
 	case err != nil:
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 
 	optionsv1 "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/requestctx"
@@ -62,7 +63,12 @@ type InterceptorOptions struct {
 	// RequireMTLS refuses node RPCs without a client certificate; off is for
 	// development only.
 	RequireMTLS bool
-	Logger      *slog.Logger
+	// Translate turns the interceptor's refusals (errdefs errors) into the transport's
+	// errors, as the edge does with every other error (controlplane.ErrorTranslator):
+	// the interceptor runs outside the edge's error interceptor, and audits the code
+	// the caller gets. Required.
+	Translate func(procedure string, err error) error
+	Logger    *slog.Logger
 }
 
 // Interceptor enforces the access rules.
@@ -83,6 +89,9 @@ var _ connect.Interceptor = (*Interceptor)(nil)
 // NewInterceptor reads the access rule of every method of every palyra.* service in the
 // protobuf registry, and fails when one is missing or invalid.
 func NewInterceptor(opts InterceptorOptions) (*Interceptor, error) {
+	if opts.Translate == nil {
+		return nil, errors.New("access: the interceptor needs Translate")
+	}
 	rules := map[string]rule{}
 	var problems []error
 	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
@@ -139,6 +148,7 @@ func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		c := i.newCall(req.Spec().Procedure, req.Peer().Addr, req.Header())
 		ctx, err := c.authorize(ctx)
 		if err != nil {
+			err = i.opts.Translate(c.procedure, err)
 			c.finish(ctx, err)
 			return nil, err
 		}
@@ -159,6 +169,7 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		c := i.newCall(conn.Spec().Procedure, conn.Peer().Addr, conn.RequestHeader())
 		ctx, err := c.authorize(ctx)
 		if err != nil {
+			err = i.opts.Translate(c.procedure, err)
 			c.finish(ctx, err)
 			return err
 		}
@@ -214,7 +225,7 @@ func (c *call) authorize(ctx context.Context) (context.Context, error) {
 	r, ok := c.i.rules[c.procedure]
 	if !ok {
 		c.audited = true
-		return ctx, connect.NewError(connect.CodeInternal, errors.New("the call has no access rule"))
+		return ctx, errdefs.New(errdefs.Internal, "access: %s has no access rule", c.procedure)
 	}
 	c.rule = r
 	switch req := r.access.GetRequirement().(type) {
@@ -227,7 +238,7 @@ func (c *call) authorize(ctx context.Context) (context.Context, error) {
 	case *optionsv1.Access_Permission:
 		return c.authenticate(ctx, Permission(req.Permission))
 	}
-	return ctx, connect.NewError(connect.CodeInternal, errors.New("unknown access rule"))
+	return ctx, errdefs.New(errdefs.Internal, "access: %s has an unknown access rule", c.procedure)
 }
 
 // authenticate authenticates the caller and checks perm (unless empty), CSRF and the
@@ -246,10 +257,10 @@ func (c *call) authenticate(ctx context.Context, perm Permission) (context.Conte
 		i.opts.Failures.Spend(host)
 		i.log.Info("authentication failed", "procedure", c.procedure, "remote", host,
 			"reason", reason, "request_id", requestctx.RequestID(ctx))
-		return ctx, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
+		return ctx, ErrUnauthenticated
 	}
 	if err != nil {
-		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("could not check the credentials; retry later"))
+		return ctx, errdefs.Wrap(err, errdefs.Unavailable, "could not check the credentials; retry later")
 	}
 	c.principal = p
 	ctx = WithPrincipal(ctx, p)
@@ -260,15 +271,15 @@ func (c *call) authenticate(ctx context.Context, perm Permission) (context.Conte
 		if errors.As(err, &limited) {
 			return ctx, rateLimited(fmt.Sprintf("%s is over its rate limit", p.ID()), limited.RetryAfter)
 		}
-		return ctx, connect.NewError(connect.CodeUnavailable, errors.New("could not apply the rate limit; retry later"))
+		return ctx, errdefs.Wrap(err, errdefs.Unavailable, "could not apply the rate limit; retry later")
 	}
 	if perm != "" && !p.Permissions.Has(perm) {
 		c.audited = true
-		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this call needs the permission %s, which %s lacks", perm, p.ID()))
+		return ctx, errdefs.New(errdefs.PermissionDenied, "this call needs the permission %s, which %s lacks", perm, p.ID())
 	}
 	if p.Method == SessionCookie && !c.rule.readOnly && !i.opts.Sessions.CheckCSRF(p, c.header.Get(CSRFHeader)) {
 		c.audited = true
-		return ctx, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("calls that change state with a session cookie need the session's CSRF token in the %s header", CSRFHeader))
+		return ctx, errdefs.New(errdefs.PermissionDenied, "calls that change state with a session cookie need the session's CSRF token in the %s header", CSRFHeader)
 	}
 	return ctx, nil
 }
@@ -282,17 +293,17 @@ func (c *call) authenticateDevice(ctx context.Context) (context.Context, error) 
 		if err != nil {
 			c.audited = true
 			c.i.log.Info("device refused", "procedure", c.procedure, "remote", ratelimit.Host(c.peer), "err", err)
-			return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("the client certificate is not a valid device certificate (revoked, or of a revoked device)"))
+			return ctx, errdefs.Wrap(err, errdefs.Unauthenticated, "the client certificate is not a valid device certificate (revoked, or of a revoked device)")
 		}
 		c.device = &Device{ID: id, Verified: true}
 	case c.i.opts.RequireMTLS:
 		c.audited = true
-		return ctx, connect.NewError(connect.CodeUnauthenticated, errors.New("this call needs a device certificate (mutual TLS): pair the node first"))
+		return ctx, errdefs.New(errdefs.Unauthenticated, "this call needs a device certificate (mutual TLS): pair the node first")
 	default:
 		id := c.header.Get(DeviceHeader)
 		if id == "" || c.i.opts.Devices.CheckDevice(id) != nil {
 			c.audited = true
-			return ctx, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("require_mtls is off: name a device that is not revoked in the %s header", DeviceHeader))
+			return ctx, errdefs.New(errdefs.Unauthenticated, "require_mtls is off: name a device that is not revoked in the %s header", DeviceHeader)
 		}
 		c.device = &Device{ID: id}
 	}
@@ -315,11 +326,10 @@ func (c *call) credentials(ctx context.Context) (*Principal, string, error) {
 	return nil, "no credentials", ErrUnauthenticated
 }
 
-// rateLimited is a ResourceExhausted error with a Retry-After header, in whole seconds.
+// rateLimited is a ResourceExhausted error asking to retry after wait (the edge sends
+// it as a Retry-After header, in whole seconds).
 func rateLimited(msg string, wait time.Duration) error {
-	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%s: retry in %s", msg, wait.Round(time.Millisecond)))
-	err.Meta().Set("Retry-After", ratelimit.RetryAfter(wait))
-	return err
+	return errdefs.Exhausted(wait, "%s: retry in %s", msg, wait.Round(time.Millisecond))
 }
 
 // finish writes the audit record of calls that may have changed state or were refused:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
@@ -82,13 +81,13 @@ func PrincipalFrom(ctx context.Context) (p *Principal, ok bool) {
 	return p, ok
 }
 
-// Caller returns the authenticated caller of a handler's RPC, or an Unauthenticated
-// Connect error; the interceptor guarantees a principal for every RPC that is neither
+// Caller returns the authenticated caller of a handler's RPC, or ErrUnauthenticated;
+// the interceptor guarantees a principal for every RPC that is neither
 // public nor a device's, so the error means a misdeclared RPC.
 func Caller(ctx context.Context) (*Principal, error) {
 	p, ok := PrincipalFrom(ctx)
 	if !ok || p == nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated, ErrUnauthenticated)
+		return nil, ErrUnauthenticated
 	}
 	return p, nil
 }

@@ -2,7 +2,6 @@ package access
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 
 	"connectrpc.com/connect"
@@ -11,6 +10,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
 // SessionHandler serves SessionService.
@@ -30,7 +30,7 @@ func (h *SessionHandler) CreateSession(ctx context.Context, _ *connect.Request[c
 		return nil, err
 	}
 	if p.Method != Bearer {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%w: open a session with an API token (Authorization: Bearer), not with another session", ErrNotSession))
+		return nil, errdefs.Wrap(ErrNotSession, errdefs.FailedPrecondition, "wrong kind of credentials for this call: open a session with an API token (Authorization: Bearer), not with another session")
 	}
 	s, cookie, csrf, err := h.sessions.Create(ctx, p) // names the target
 	if err != nil {
@@ -80,7 +80,7 @@ func sessionCaller(ctx context.Context) (*Principal, error) {
 		return nil, err
 	}
 	if p.Method != SessionCookie {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%w: this call is about the console session the call is made with; send the session cookie", ErrNotSession))
+		return nil, errdefs.Wrap(ErrNotSession, errdefs.FailedPrecondition, "wrong kind of credentials for this call: this call is about the console session the call is made with; send the session cookie")
 	}
 	return p, nil
 }

@@ -48,12 +48,21 @@ type Sessions struct {
 	now    func() time.Time
 }
 
-// NewSessions returns the session manager; now nil means time.Now.
-func NewSessions(db *store.Store, tokens *Tokens, now func() time.Time) *Sessions {
-	if now == nil {
-		now = time.Now
+// SessionsOptions are the session manager's dependencies.
+type SessionsOptions struct {
+	Store *store.Store
+	// Tokens authenticates the token behind each session.
+	Tokens *Tokens
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewSessions returns the session manager.
+func NewSessions(opts SessionsOptions) *Sessions {
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	return &Sessions{db: db, tokens: tokens, now: now}
+	return &Sessions{db: opts.Store, tokens: opts.Tokens, now: opts.Now}
 }
 
 // Create opens a session for a principal authenticated with a bearer token. It returns

@@ -289,7 +289,7 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 		return nil, "", &ExceedsError{Missing: missing}
 	}
 	if s := old.State(ts.now()); s != Active {
-		return nil, "", fmt.Errorf("access: rotate token %s: %w (it is %s)", id, ErrNotActive, s)
+		return nil, "", fmt.Errorf("access: rotate token %s (it is %s): %w", id, s, ErrNotActive)
 	}
 	expiryFrom := ""
 	if expiresAt == nil {
@@ -305,7 +305,7 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 		now := ts.now()
 		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: "rotated"}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("access: rotate token %s: %w (revoked meanwhile)", id, ErrNotActive)
+				return fmt.Errorf("access: rotate token %s (revoked meanwhile): %w", id, ErrNotActive)
 			}
 			return fmt.Errorf("access: rotate token %s: %w", id, err)
 		}
@@ -338,7 +338,7 @@ func (ts *Tokens) Revoke(ctx context.Context, caller *Principal, id, reason stri
 		now := ts.now()
 		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: reason}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("access: revoke token %s: %w (it is already revoked)", id, ErrNotActive)
+				return fmt.Errorf("access: revoke token %s (it is already revoked): %w", id, ErrNotActive)
 			}
 			return fmt.Errorf("access: revoke token %s: %w", id, err)
 		}

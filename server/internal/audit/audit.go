@@ -162,6 +162,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -192,8 +193,9 @@ const (
 const CodeCommitted = "committed"
 
 // ErrInvalid reports an event or a filter that Append or List refuse before asking the
-// database: an unknown outcome, a negative limit or cursor. Match it with errors.Is.
-var ErrInvalid = errors.New("invalid audit request")
+// database: an unknown outcome, a negative limit or cursor (Invalid). Match it with
+// errors.Is.
+var ErrInvalid = errdefs.New(errdefs.Invalid, "invalid audit request")
 
 // ErrDeferred reports an event that could not be written because the database could
 // not be reached: the Log keeps it, and appends it once the database answers (unless

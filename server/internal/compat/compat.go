@@ -4,12 +4,12 @@ package compat
 
 import (
 	"context"
-	"errors"
 
 	"connectrpc.com/connect"
 
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/flags"
 )
 
@@ -19,7 +19,7 @@ type Flags interface {
 }
 
 // errOff answers every call while the compat_api flag is off.
-var errOff = errors.New("the OpenAI-compatible API is off: turn on the compat_api feature flag (palyra flags set compat_api on)")
+var errOff = errdefs.New(errdefs.FailedPrecondition, "the OpenAI-compatible API is off: turn on the compat_api feature flag (palyra flags set compat_api on)")
 
 // Handler serves CompatService. Every call is refused with FailedPrecondition while the
 // compat_api feature flag is off.
@@ -42,7 +42,7 @@ func (h *Handler) enabled(ctx context.Context) error {
 		return err
 	}
 	if !on {
-		return connect.NewError(connect.CodeFailedPrecondition, errOff)
+		return errOff
 	}
 	return nil
 }

@@ -8,20 +8,15 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
-	"github.com/palyra/palyra/server/internal/access"
-	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/errdefs"
-	"github.com/palyra/palyra/server/internal/flags"
-	"github.com/palyra/palyra/server/internal/identity"
-	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
 // connectError is the one translation of the daemon's errors into Connect errors. Errors
 // that already are Connect errors (protovalidate's, the interceptors') pass unchanged; a
-// domain error (errdefs.Kinded) becomes its kind's code with its own message, its field
-// as a BadRequest detail and its retry delay as Retry-After; sentinels of the store
+// domain error (errdefs.Kinded) becomes its kind's code with its own message, its fields
+// as one BadRequest detail and its retry delay as Retry-After; sentinels of the store
 // become their codes with a message safe to show any caller; anything else is an
 // internal error, logged in full and answered without detail.
 func connectError(log *slog.Logger, procedure string, err error) error {
@@ -41,7 +36,12 @@ func connectError(log *slog.Logger, procedure string, err error) error {
 			return connect.NewError(m.code, errors.New(m.message))
 		}
 	}
-	log.Error("internal error", "procedure", procedure, "err", err)
+	attrs := []any{"procedure", procedure, "err", err}
+	var e *errdefs.Error
+	if errors.As(err, &e) && e.Cause != nil {
+		attrs = append(attrs, "cause", e.Cause) // an Internal errdefs.Error's text omits it
+	}
+	log.Error("internal error", attrs...)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error; the daemon's log has the details"))
 }
 
@@ -70,9 +70,12 @@ func fromKinded(k errdefs.Kinded) *connect.Error {
 	if !errors.As(k, &e) {
 		return ce
 	}
-	if e.Field != "" {
-		v := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Message}}}
-		if d, err := connect.NewErrorDetail(v); err == nil {
+	if vs := e.FieldViolations(); len(vs) > 0 {
+		bad := &errdetails.BadRequest{FieldViolations: make([]*errdetails.BadRequest_FieldViolation, len(vs))}
+		for i, v := range vs {
+			bad.FieldViolations[i] = &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description}
+		}
+		if d, err := connect.NewErrorDetail(bad); err == nil {
 			ce.AddDetail(d)
 		}
 	}
@@ -82,7 +85,8 @@ func fromKinded(k errdefs.Kinded) *connect.Error {
 	return ce
 }
 
-// errorCodes maps sentinels to codes, most specific first.
+// errorCodes maps the sentinels of the store and of the context to codes, most specific
+// first; domain packages report errdefs errors instead.
 var errorCodes = []struct {
 	sentinel error
 	code     connect.Code
@@ -90,18 +94,18 @@ var errorCodes = []struct {
 }{
 	{context.Canceled, connect.CodeCanceled, "the call was canceled"},
 	{context.DeadlineExceeded, connect.CodeDeadlineExceeded, "the call's deadline passed"},
-	{identity.ErrPolicy, connect.CodeInvalidArgument, "the certificate request breaks the issuance policy"},
-	{access.ErrUnauthenticated, connect.CodeUnauthenticated, access.ErrUnauthenticated.Error()},
-	{access.ErrNotActive, connect.CodeFailedPrecondition, "the token is not active (revoked or expired)"},
-	{pagetoken.ErrMalformed, connect.CodeInvalidArgument, "malformed page token"},
-	{access.ErrNotSession, connect.CodeFailedPrecondition, "this call needs a different kind of credentials"},
-	{flags.ErrUnknown, connect.CodeNotFound, "no such feature flag"},
-	{audit.ErrInvalid, connect.CodeInvalidArgument, "invalid audit query"},
 	{store.ErrNotFound, connect.CodeNotFound, "not found"},
 	{store.ErrConflict, connect.CodeAlreadyExists, "already exists"},
 	{store.ErrReferenced, connect.CodeFailedPrecondition, "a referenced object is missing or still in use"},
 	{store.ErrInvalid, connect.CodeInvalidArgument, "the request violates a constraint"},
 	{store.ErrUnavailable, connect.CodeUnavailable, "the database is unavailable; retry later"},
+}
+
+// ErrorTranslator returns connectError bound to log, for the access interceptor, which
+// runs outside ErrorInterceptor: its refusals reach the caller, and its audit records,
+// with the codes this file gives them.
+func ErrorTranslator(log *slog.Logger) func(procedure string, err error) error {
+	return func(procedure string, err error) error { return connectError(log, procedure, err) }
 }
 
 // ErrorInterceptor returns the interceptor that applies the translation to every RPC,

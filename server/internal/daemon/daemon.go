@@ -203,7 +203,7 @@ func (s *startup) startBackground() error {
 // loads the revocation list. Nothing is served before the list is loaded, and it is
 // loaded after the listener listens, so that no revocation falls between the two.
 func (s *startup) startNotifications() (err error) {
-	if s.flags, err = flags.New(s.db.store, flags.Builtin(), nil); err != nil {
+	if s.flags, err = flags.New(flags.Options{Store: s.db.store, Definitions: flags.Builtin()}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.listener = notify.New(notify.Options{
@@ -244,11 +244,11 @@ func (s *startup) startAccess() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.tokens.Run(s.bgCtx) })
-	s.sessions = access.NewSessions(s.db.store, s.tokens, nil)
+	s.sessions = access.NewSessions(access.SessionsOptions{Store: s.db.store, Tokens: s.tokens})
 	s.interceptor, err = access.NewInterceptor(access.InterceptorOptions{
 		Tokens: s.tokens, Sessions: s.sessions, Audit: s.auditLog,
 		Failures: access.NewFailureLimiter(nil), Devices: s.revocations, RequireMTLS: s.cfg.RequireMTLS,
-		Logger: s.log,
+		Translate: controlplane.ErrorTranslator(s.log), Logger: s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)

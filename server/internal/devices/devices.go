@@ -59,11 +59,32 @@ func New(opts Options) *Service {
 	return &Service{opts: opts, log: log}
 }
 
-// Device is a device with its certificates, newest first.
+// Device is a paired device as DeviceService describes it, with its certificates.
 type Device struct {
-	dbsqlc.Device
-	Labels       map[string]string
-	Certificates []dbsqlc.IssuedCertificate
+	ID, Name, Platform, AgentVersion string
+	// Labels are the labels the approver gave it.
+	Labels map[string]string
+	// CreatedAt is when it was first paired.
+	CreatedAt time.Time
+	// RevokedAt is when it was revoked, nil unless it is; RevokedReason says why.
+	RevokedAt     *time.Time
+	RevokedReason string
+	// RotateRequestedAt is when a rotation was last asked for; nil when none was.
+	RotateRequestedAt *time.Time
+	// Certificates are its certificates, newest first.
+	Certificates []Certificate
+}
+
+// Certificate is a certificate issued to a device.
+type Certificate struct {
+	Fingerprint, Serial string
+	// DeviceID is the device it was issued to; "" for a certificate of no device.
+	DeviceID            string
+	NotBefore, NotAfter time.Time
+	// RevokedAt is when it is (or will be) revoked, nil unless it is; RevokedReason says
+	// why.
+	RevokedAt     *time.Time
+	RevokedReason string
 }
 
 // Get returns a device.
@@ -80,11 +101,31 @@ func (s *Service) get(ctx context.Context, q *dbsqlc.Queries, id string) (*Devic
 	if err != nil {
 		return nil, fmt.Errorf("devices: certificates of %s: %w", id, err)
 	}
-	d := &Device{Device: row, Certificates: certs, Labels: map[string]string{}}
+	d := &Device{
+		ID: row.ID, Name: row.Name, Platform: row.Platform, AgentVersion: row.AgentVersion,
+		Labels: map[string]string{}, CreatedAt: row.CreatedAt, RevokedAt: row.RevokedAt,
+		RevokedReason: row.RevokedReason, RotateRequestedAt: row.RotateRequestedAt,
+		Certificates: make([]Certificate, len(certs)),
+	}
 	if err := json.Unmarshal(row.Labels, &d.Labels); err != nil {
 		return nil, fmt.Errorf("devices: labels of %s: %w", id, err)
 	}
+	for i, c := range certs {
+		d.Certificates[i] = certificateOf(c)
+	}
 	return d, nil
+}
+
+// certificateOf returns the Certificate of a row.
+func certificateOf(c dbsqlc.IssuedCertificate) Certificate {
+	out := Certificate{
+		Fingerprint: c.Fingerprint, Serial: c.Serial, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+		RevokedAt: c.RevokedAt, RevokedReason: c.RevokedReason,
+	}
+	if c.DeviceID != nil {
+		out.DeviceID = *c.DeviceID
+	}
+	return out
 }
 
 // Revoke revokes a device and all its certificates, in one transaction; every replica
@@ -117,11 +158,11 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) (*Device, error
 }
 
 // RevokeCertificate revokes one device certificate.
-func (s *Service) RevokeCertificate(ctx context.Context, fingerprint, reason string) (*dbsqlc.IssuedCertificate, error) {
+func (s *Service) RevokeCertificate(ctx context.Context, fingerprint, reason string) (*Certificate, error) {
 	now := s.opts.Now()
 	c, err := s.opts.Store.Q().RevokeCertificate(ctx, dbsqlc.RevokeCertificateParams{Fingerprint: fingerprint, Now: now, Reason: reason})
 	if errors.Is(err, store.ErrNotFound) {
-		if cur, gerr := s.opts.Store.Q().GetIssuedCertificate(ctx, fingerprint); gerr == nil && cur.Kind == identity.KindDevice {
+		if owner, gerr := s.opts.Authority.DeviceOf(ctx, fingerprint); gerr == nil && owner != "" {
 			return nil, fmt.Errorf("devices: revoke certificate %s: %w", fingerprint, ErrAlreadyRevoked)
 		}
 	}
@@ -129,7 +170,39 @@ func (s *Service) RevokeCertificate(ctx context.Context, fingerprint, reason str
 		return nil, fmt.Errorf("devices: revoke certificate %s: %w", fingerprint, err)
 	}
 	s.log.Info("device certificate revoked", "fingerprint", fingerprint, "reason", reason)
-	return &c, nil
+	cert := certificateOf(c)
+	return &cert, nil
+}
+
+// Revocations is what is revoked in the whole deployment, as the revocation list
+// enforces it.
+type Revocations struct {
+	// Certificates maps the fingerprint of every device certificate revoked now or later
+	// that has not expired yet to when it is revoked.
+	Certificates map[string]time.Time
+	// Devices are the ids of the revoked devices.
+	Devices []string
+}
+
+// ListRevocations reads the revocations in force at now (package revocation's source;
+// a free function, since the revocation list is loaded before the service can be
+// made).
+func ListRevocations(ctx context.Context, db *store.Store, now time.Time) (Revocations, error) {
+	certs, err := db.Q().ListRevokedCertificates(ctx, now)
+	if err != nil {
+		return Revocations{}, fmt.Errorf("devices: revoked certificates: %w", err)
+	}
+	ids, err := db.Q().ListRevokedDevices(ctx)
+	if err != nil {
+		return Revocations{}, fmt.Errorf("devices: revoked devices: %w", err)
+	}
+	r := Revocations{Certificates: make(map[string]time.Time, len(certs)), Devices: ids}
+	for _, c := range certs {
+		if c.RevokedAt != nil {
+			r.Certificates[c.Fingerprint] = *c.RevokedAt
+		}
+	}
+	return r, nil
 }
 
 // Rotate asks a device to rotate: its current certificates are revoked after grace,

@@ -4,17 +4,16 @@ import (
 	"context"
 	"encoding/pem"
 	"errors"
-	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/requestctx"
 	"github.com/palyra/palyra/server/internal/store"
@@ -57,11 +56,7 @@ func (h *Handler) RevokeCertificate(ctx context.Context, req *connect.Request[co
 	if err != nil {
 		return nil, deviceError(fp, err)
 	}
-	res := &controlplanev1.RevokeCertificateResponse{Certificate: certificateProto(*c)}
-	if c.DeviceID != nil {
-		res.DeviceId = *c.DeviceID
-	}
-	return connect.NewResponse(res), nil
+	return connect.NewResponse(&controlplanev1.RevokeCertificateResponse{Certificate: certificateProto(*c), DeviceId: c.DeviceID}), nil
 }
 
 // RotateDeviceCertificate revokes a device's current certificates after a grace period.
@@ -96,11 +91,11 @@ func (h *NodeHandler) RenewCertificate(ctx context.Context, req *connect.Request
 	dev, ok := access.DeviceFrom(ctx)
 	cert := requestctx.ClientCertificate(ctx)
 	if !ok || !dev.Verified || cert == nil {
-		return nil, connect.NewError(connect.CodeUnauthenticated,
-			errors.New("a certificate is renewed only over mutual TLS with the device's certificate; a device named in a header proves nothing"))
+		return nil, errdefs.New(errdefs.Unauthenticated,
+			"a certificate is renewed only over mutual TLS with the device's certificate; a device named in a header proves nothing")
 	}
 	if id != dev.ID {
-		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the request names device %s but the caller is device %s", id, dev.ID))
+		return nil, errdefs.New(errdefs.PermissionDenied, "the request names device %s but the caller is device %s", id, dev.ID)
 	}
 	callerKey, err := identity.PublicKeyFingerprint(cert.PublicKey)
 	if err != nil {
@@ -122,16 +117,16 @@ func (h *NodeHandler) RenewCertificate(ctx context.Context, req *connect.Request
 func deviceError(what string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("%s does not exist", what))
+		return errdefs.Wrap(err, errdefs.NotFound, "%s does not exist", what)
 	case errors.Is(err, ErrRevoked):
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("device %s is revoked: pair it again (an approver must reinstate it)", what))
+		return errdefs.Wrap(err, errdefs.FailedPrecondition, "device %s is revoked: pair it again (an approver must reinstate it)", what)
 	case errors.Is(err, ErrSuperseded):
-		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("this certificate of device %s was superseded (the device renewed, "+
-			"rotated or paired again since): only its newest certificate renews", what))
+		return errdefs.Wrap(err, errdefs.PermissionDenied, "this certificate of device %s was superseded (the device renewed, "+
+			"rotated or paired again since): only its newest certificate renews", what)
 	case errors.Is(err, ErrAlreadyRevoked):
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s is already revoked", what))
+		return errdefs.Wrap(err, errdefs.FailedPrecondition, "%s is already revoked", what)
 	case errors.Is(err, identity.ErrCSR):
-		return connect.NewError(connect.CodeInvalidArgument, err)
+		return errdefs.Wrap(err, errdefs.Invalid, "%v", err)
 	}
 	return err
 }
@@ -153,7 +148,7 @@ func deviceProto(d *Device) *controlplanev1.Device {
 	return out
 }
 
-func certificateProto(c dbsqlc.IssuedCertificate) *controlplanev1.DeviceCertificate {
+func certificateProto(c Certificate) *controlplanev1.DeviceCertificate {
 	out := &controlplanev1.DeviceCertificate{
 		Fingerprint: c.Fingerprint, Serial: c.Serial, RevokeReason: c.RevokedReason,
 		NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter),

@@ -72,7 +72,7 @@ type Kinded interface {
 }
 
 // Error is a domain failure: a kind and a message safe for any caller, optionally the
-// request field at fault, a retry delay and a cause that is never shown.
+// request fields at fault, a retry delay and a cause that is never shown.
 type Error struct {
 	// Kind is what went wrong.
 	Kind Kind
@@ -80,6 +80,9 @@ type Error struct {
 	Field string
 	// Message says what went wrong and, where it helps, what to do.
 	Message string
+	// Violations lists every field at fault when there are several (InvalidFields);
+	// Field and Message are then the first's.
+	Violations []Violation
 	// RetryAfter is how long to wait before retrying (ResourceExhausted), or 0.
 	RetryAfter time.Duration
 	// Cause is the underlying error, kept for errors.Is/As and logs; never shown.
@@ -108,6 +111,29 @@ func (e *Error) Unwrap() error { return e.Cause }
 // InvalidField returns an Invalid error about one request field.
 func InvalidField(field, format string, args ...any) *Error {
 	return &Error{Kind: Invalid, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Violation is one request field at fault and what is wrong with it.
+type Violation struct {
+	Field, Description string
+}
+
+// InvalidFields returns an Invalid error about the fields of vs (at least one); its
+// message is the first's.
+func InvalidFields(vs ...Violation) *Error {
+	return &Error{Kind: Invalid, Field: vs[0].Field, Message: vs[0].Description, Violations: vs}
+}
+
+// FieldViolations returns the fields at fault: Violations, or else Field with Message,
+// or else none.
+func (e *Error) FieldViolations() []Violation {
+	switch {
+	case len(e.Violations) > 0:
+		return e.Violations
+	case e.Field != "":
+		return []Violation{{Field: e.Field, Description: e.Message}}
+	}
+	return nil
 }
 
 // Exhausted returns a ResourceExhausted error that asks to retry after wait.

@@ -19,7 +19,6 @@
 package flags
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -121,9 +120,9 @@ type Flag struct {
 	UpdatedBy string
 }
 
-// ErrUnknown reports a key that names no defined flag. It comes wrapped with the key;
-// match it with errors.Is.
-var ErrUnknown = errors.New("unknown feature flag")
+// ErrUnknown reports a key that names no defined flag (NotFound). It comes wrapped with
+// the key; match it with errors.Is.
+var ErrUnknown = errdefs.New(errdefs.NotFound, "no such feature flag")
 
 // DependencyError refuses a change that would break a dependency. Match it with
 // errors.As.

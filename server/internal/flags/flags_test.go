@@ -57,7 +57,7 @@ func openStore(t *testing.T, url string) *store.Store {
 
 func newRegistry(t *testing.T, s *store.Store, defs []flags.Definition, now func() time.Time) *flags.Registry {
 	t.Helper()
-	r, err := flags.New(s, defs, now)
+	r, err := flags.New(flags.Options{Store: s, Definitions: defs, Now: now})
 	if err != nil {
 		t.Fatalf("new registry: %v", err)
 	}
@@ -474,7 +474,7 @@ func TestNew(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			r, err := flags.New(s, tt.defs, nil)
+			r, err := flags.New(flags.Options{Store: s, Definitions: tt.defs})
 			switch {
 			case tt.ok && err != nil:
 				t.Fatalf("New: %v", err)
@@ -488,7 +488,7 @@ func TestNew(t *testing.T) {
 			}
 		})
 	}
-	if _, err := flags.New(nil, flags.Builtin(), nil); err == nil {
+	if _, err := flags.New(flags.Options{Definitions: flags.Builtin()}); err == nil {
 		t.Error("New accepted a nil store")
 	}
 }

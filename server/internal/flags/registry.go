@@ -51,21 +51,29 @@ type Registry struct {
 	loading chan struct{}
 }
 
-// New checks the definitions and returns a registry of them on s. The definitions must
+// Options are the registry's dependencies.
+type Options struct {
+	Store *store.Store
+	// Definitions are the flags (Builtin for palyrad's).
+	Definitions []Definition
+	// Now stamps the changes made by Set; nil uses the database's clock.
+	Now func() time.Time
+}
+
+// New checks the definitions and returns a registry of them. The definitions must
 // have unique, valid keys (^[a-z][a-z0-9_]*$, at most 64 characters), a description and
 // a declared stage; every dependency must be defined and listed once; dependencies must
 // not form a cycle (a flag depending on itself included); and no flag that is on by
 // default may depend on one that is off by default. New reports every problem it finds
 // in one error.
-//
-// now stamps the changes made by Set; nil uses the database's clock.
-func New(s *store.Store, defs []Definition, now func() time.Time) (*Registry, error) {
-	if s == nil {
+func New(opts Options) (*Registry, error) {
+	if opts.Store == nil {
 		return nil, errors.New("flags: new registry: no store")
 	}
+	defs := opts.Definitions
 	r := &Registry{
-		store:      s,
-		now:        now,
+		store:      opts.Store,
+		now:        opts.Now,
 		defs:       make(map[string]Definition, len(defs)),
 		dependants: make(map[string][]string),
 	}

@@ -40,6 +40,7 @@ type Authority struct {
 	signer      crypto.Signer
 	fingerprint string
 	now         func() time.Time
+	store       *store.Store // holds the record of what the CA issued
 }
 
 // AuthorityOptions configures LoadOrCreateAuthority.
@@ -79,6 +80,7 @@ func LoadOrCreateAuthority(ctx context.Context, opts AuthorityOptions) (*Authori
 	if err != nil {
 		return nil, err
 	}
+	a.store = opts.Store
 	log.Debug("certificate authority loaded", "id", a.id, "fingerprint", a.fingerprint)
 	return a, nil
 }
@@ -162,6 +164,20 @@ func openAuthority(row dbsqlc.CertificateAuthority, kek *KeyEncryptionKey, now f
 		return nil, fmt.Errorf("identity: CA %s: the private key does not match the certificate", row.ID)
 	}
 	return &Authority{id: row.ID, cert: cert, signer: key, fingerprint: row.Fingerprint, now: now}, nil
+}
+
+// DeviceOf returns the device a certificate palyrad issued (by fingerprint) was issued
+// to, "" when it is not a device certificate; an error matching store.ErrNotFound when
+// palyrad issued no such certificate.
+func (a *Authority) DeviceOf(ctx context.Context, fingerprint string) (string, error) {
+	rec, err := a.store.Q().GetIssuedCertificate(ctx, fingerprint)
+	if err != nil {
+		return "", fmt.Errorf("identity: certificate %s: %w", fingerprint, err)
+	}
+	if rec.Kind != KindDevice || rec.DeviceID == nil {
+		return "", nil
+	}
+	return *rec.DeviceID, nil
 }
 
 // ID is the authority's database id.

@@ -6,11 +6,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"time"
+
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
 // The issuance policy is a list of SignOptions applied, in order, to a template that
@@ -23,8 +24,8 @@ import (
 // clockSkew is how far NotBefore is backdated, for clients whose clocks run behind.
 const clockSkew = 5 * time.Minute
 
-// ErrPolicy is wrapped by every refusal of the issuance policy.
-var ErrPolicy = errors.New("certificate refused by the issuance policy")
+// ErrPolicy is wrapped by every refusal of the issuance policy (Invalid).
+var ErrPolicy = errdefs.New(errdefs.Invalid, "certificate refused by the issuance policy")
 
 // SignOption is one rule of an issuance policy.
 type SignOption interface {

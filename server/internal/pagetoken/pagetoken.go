@@ -5,13 +5,14 @@ package pagetoken
 
 import (
 	"encoding/base64"
-	"errors"
 	"strings"
 	"time"
+
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
-// ErrMalformed refuses a token that Encode did not make.
-var ErrMalformed = errors.New("malformed page token")
+// ErrMalformed refuses a token that Encode did not make (Invalid).
+var ErrMalformed = errdefs.New(errdefs.Invalid, "malformed page token")
 
 // Encode returns the token of the position (at, id).
 func Encode(at time.Time, id string) string {

@@ -70,14 +70,14 @@ func (s *Service) checkProof(ctx context.Context, deviceID string, csr []byte, p
 		return nil, "its certificate does not parse", nil
 	}
 	fp := identity.Fingerprint(cert.Raw)
-	rec, err := s.opts.Store.Q().GetIssuedCertificate(ctx, fp)
+	owner, err := s.opts.Authority.DeviceOf(ctx, fp)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, "palyrad issued no certificate " + fp, nil
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("pairing: get certificate: %w", err)
 	}
-	if rec.Kind != identity.KindDevice || deref(rec.DeviceID) != deviceID {
+	if owner != deviceID {
 		return nil, fmt.Sprintf("certificate %s is not one of device %s", fp, deviceID), nil
 	}
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)

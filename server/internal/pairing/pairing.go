@@ -147,9 +147,9 @@ type Options struct {
 	Store *store.Store
 	// Authority signs device certificates.
 	Authority *identity.Authority
-	// MACKey is the 32-byte key under which pairing codes are stored as HMAC-SHA256
-	// (identity.KeyEncryptionKey.DeriveKey("pairing-codes"), say); every replica must
-	// have the same.
+	// MACKey is the 32-byte key under which pairing codes are stored as HMAC-SHA256;
+	// the daemon derives it as identity.KeyEncryptionKey.DeriveKey("pairing-code-mac")
+	// (HKDF info "palyra/v1/pairing-code-mac"), so every replica has the same.
 	MACKey []byte
 	// Notify listens on Channel ("palyra_pairing"); it must be running for watches to
 	// learn of decisions at once. Nil: watches re-read their request every 5 s only.

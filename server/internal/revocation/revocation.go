@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
@@ -65,7 +66,7 @@ type peer struct {
 
 // Options configure a List.
 type Options struct {
-	// Store is where revocations are kept; required.
+	// Store is read through package devices, which owns the revocations; required.
 	Store *store.Store
 	// Notify delivers the revocations of every replica; it must listen on Channel.
 	Notify *notify.Listener
@@ -98,27 +99,16 @@ func New(opts Options) (*List, error) {
 // Load reads the whole list from the database and closes the connections it now
 // refuses.
 func (l *List) Load(ctx context.Context) error {
-	now := l.now()
-	certs, err := l.store.Q().ListRevokedCertificates(ctx, now)
+	r, err := devices.ListRevocations(ctx, l.store, l.now())
 	if err != nil {
-		return fmt.Errorf("revocation: load certificates: %w", err)
+		return fmt.Errorf("revocation: load: %w", err)
 	}
-	devices, err := l.store.Q().ListRevokedDevices(ctx)
-	if err != nil {
-		return fmt.Errorf("revocation: load devices: %w", err)
-	}
-	certMap := make(map[string]time.Time, len(certs))
-	for _, c := range certs {
-		if c.RevokedAt != nil {
-			certMap[c.Fingerprint] = *c.RevokedAt
-		}
-	}
-	deviceMap := make(map[string]bool, len(devices))
-	for _, id := range devices {
+	deviceMap := make(map[string]bool, len(r.Devices))
+	for _, id := range r.Devices {
 		deviceMap[id] = true
 	}
 	l.mu.Lock()
-	l.certs, l.devices = certMap, deviceMap
+	l.certs, l.devices = r.Certificates, deviceMap
 	l.mu.Unlock()
 	l.closeRevoked()
 	return nil
