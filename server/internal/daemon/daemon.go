@@ -23,10 +23,10 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
-	"github.com/palyra/palyra/server/internal/controlplane"
 	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/dispatch"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
@@ -53,8 +53,8 @@ type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	db      *database
-	server  *controlplane.Server
-	health  *controlplane.Health
+	server  *apiserver.Server
+	health  *apiserver.Health
 	runtime *dispatch.Service
 	stopBg  context.CancelFunc
 	bg      *sync.WaitGroup
@@ -181,9 +181,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 	}
 	bg.Go(func() { serverCert.Run(bgCtx) })
 
-	health := controlplane.NewHealth(db.store)
-	metrics := controlplane.NewMetrics(version, cfg.ReplicaID)
-	server, err := controlplane.Listen(controlplane.ServerOptions{
+	health := apiserver.NewHealth(db.store)
+	metrics := apiserver.NewMetrics(version, cfg.ReplicaID)
+	server, err := apiserver.Listen(apiserver.ServerOptions{
 		Address:          cfg.Listen,
 		GetCertificate:   serverCert.GetCertificate,
 		ClientCAs:        authority.CertPool(),
@@ -266,8 +266,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 		})
 	}
 
-	handler := controlplane.NewHandler(controlplane.HandlerOptions{
-		Services: controlplane.Services{
+	handler := apiserver.NewHandler(apiserver.HandlerOptions{
+		Services: apiserver.Services{
 			ControlPlane: status.NewHandler(status.Options{
 				Version:           version,
 				ReplicaID:         cfg.ReplicaID,

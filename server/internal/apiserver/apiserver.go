@@ -1,4 +1,4 @@
-// Package controlplane is the front of palyrad: the one TLS listener (HTTP/1.1 and
+// Package apiserver is the HTTP front of palyrad: the one TLS listener (HTTP/1.1 and
 // HTTP/2), the mux that mounts every Connect service (Connect, gRPC and gRPC-Web
 // protocols), gRPC health and server reflection, /metrics, the interceptor chain
 // every RPC passes through, and the one place where errors become Connect codes.
@@ -8,7 +8,7 @@
 // capped per address (callCap), and request bodies must arrive in time
 // (bodyDeadlines), so that callers who hold connections or calls without finishing
 // them cannot take what other callers and the attached nodes need.
-package controlplane
+package apiserver
 
 import (
 	"crypto/x509"
