@@ -268,7 +268,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
-			ControlPlane: status.NewHandler(status.Options{
+			Status: status.NewHandler(status.Options{
 				Version:           version,
 				ReplicaID:         cfg.ReplicaID,
 				Hostname:          hostname,
@@ -290,8 +290,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Daemon
 				renewal:      deviceService.NodeHandler(),
 				runtime:      runtime.NodeHandler(),
 			},
-			Access: access.NewHandler(access.HandlerOptions{Tokens: tokens, Flags: flagRegistry, Audit: auditLog}),
-			Compat: compat.NewHandler(cfg.Compat.Models, flagRegistry),
+			Access:      access.NewHandler(access.HandlerOptions{Tokens: tokens}),
+			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: flagRegistry}),
+			Audit:       audit.NewHandler(audit.HandlerOptions{Log: auditLog}),
+			Compat:      compat.NewHandler(cfg.Compat.Models, flagRegistry),
 		},
 		Health:          health,
 		Metrics:         metrics,

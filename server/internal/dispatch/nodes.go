@@ -16,14 +16,14 @@ import (
 	"github.com/palyra/palyra/server/internal/store"
 )
 
-// NodesHandler serves NodesService: the inventory of nodes with their presence.
+// NodesHandler serves NodeInventoryService: the inventory of nodes with their presence.
 type NodesHandler struct {
 	s *Service
 }
 
-var _ controlplanev1connect.NodesServiceHandler = (*NodesHandler)(nil)
+var _ controlplanev1connect.NodeInventoryServiceHandler = (*NodesHandler)(nil)
 
-// NodesHandler returns the NodesService handler.
+// NodesHandler returns the NodeInventoryService handler.
 func (s *Service) NodesHandler() *NodesHandler { return &NodesHandler{s: s} }
 
 // presenceNames are the presences as ListNodes filters them.
@@ -127,7 +127,7 @@ func (s *Service) nodeProto(d dbsqlc.Device, certNotAfter, now time.Time) (*cont
 	n := &controlplanev1.Node{
 		Id: d.ID, Name: d.Name, Platform: d.Platform, AgentVersion: d.AgentVersion,
 		Labels: labels, ReportedLabels: reported, Capabilities: capabilityProtos(caps),
-		RegisterTime: timestamppb.New(d.CreatedAt), LastSeenTime: timestamp(d.LastSeenAt),
+		CreateTime: timestamppb.New(d.CreatedAt), LastSeenTime: timestamp(d.LastSeenAt),
 		Presence: s.presence(d, now), Revoked: d.RevokedAt != nil, ProtocolVersion: uint32(d.ProtocolVersion),
 	}
 	if n.Presence != controlplanev1.Presence_PRESENCE_OFFLINE && d.AttachedReplica != nil {
