@@ -1447,7 +1447,7 @@ var File_palyra_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/access/v1/access.proto\x12\x10palyra.access.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x0f\n" +
+	"\x1dpalyra/access/v1/access.proto\x12\x10palyra.access.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\x0f\n" +
 	"\rWhoAmIRequest\"K\n" +
 	"\x0eWhoAmIResponse\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.palyra.access.v1.PrincipalR\tprincipal\"\xb5\x02\n" +
@@ -1520,20 +1520,20 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2\x1c.palyra.access.v1.TokenStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"m\n" +
 	"\x12ListTokensResponse\x12/\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x17.palyra.access.v1.TokenR\x06tokens\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
-	"\x0fGetTokenRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"A\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
+	"\x0fGetTokenRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\"A\n" +
 	"\x10GetTokenResponse\x12-\n" +
-	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"\x8c\x01\n" +
-	"\x12RotateTokenRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12E\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"v\n" +
+	"\x12RotateTokenRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12E\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x02@\x01R\n" +
 	"expireTime\"\\\n" +
 	"\x13RotateTokenResponse\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"g\n" +
-	"\x12RevokeTokenRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12 \n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"Q\n" +
+	"\x12RevokeTokenRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12 \n" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"D\n" +
 	"\x13RevokeTokenResponse\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token*O\n" +
