@@ -203,7 +203,7 @@ func (h *Handler) RevokeToken(ctx context.Context, req *connect.Request[accessv1
 }
 
 // tokenError gives the token errors that name the token their messages; the others
-// (ExceedsError, a malformed page token, ...) pass to the control plane's errors.go.
+// (ExceedsError, a malformed page token, ...) pass to apiserver's errors.go.
 func tokenError(id string, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -70,7 +70,7 @@ func (h *NodesHandler) ListNodes(ctx context.Context, req *connect.Request[contr
 	if m.GetPageToken() != "" {
 		at, id, err := pagetoken.Decode(m.GetPageToken())
 		if err != nil {
-			return nil, err // pagetoken.ErrMalformed: the control plane's errors.go maps it
+			return nil, err // pagetoken.ErrMalformed: apiserver's errors.go maps it
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}

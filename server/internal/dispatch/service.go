@@ -449,7 +449,7 @@ func (s *Service) List(ctx context.Context, f Filter) ([]dbsqlc.Dispatch, string
 	if f.PageToken != "" {
 		at, id, err := pagetoken.Decode(f.PageToken)
 		if err != nil {
-			return nil, "", err // pagetoken.ErrMalformed: the control plane's errors.go maps it
+			return nil, "", err // pagetoken.ErrMalformed: apiserver's errors.go maps it
 		}
 		params.AfterCreatedAt, params.AfterID = &at, id
 	}
