@@ -30,8 +30,13 @@ DATA_DIR ?= ./var
 ARGS ?=
 # Extra flags for `go test`, e.g. GOTESTFLAGS='-run TestTLS -v'.
 GOTESTFLAGS ?=
-# buf breaking compares proto/ with this git revision when it exists.
-BREAKING_AGAINST ?= HEAD~1
+# buf breaking compares proto/ with this git revision when it exists: the last commit
+# that changed the API incompatibly on purpose (issue 11's renames: StatusService,
+# FeatureFlagService, AuditService, NodeInventoryService, *_time fields). Every later
+# commit must stay compatible with it; a deliberate break moves the pin in the commit
+# after it. A fixed baseline, not HEAD~1, so that merging that change into another
+# branch passes too.
+BREAKING_AGAINST ?= a0a1a6edebf8efd91ea05a3068d83578feb7a032
 
 .PHONY: help
 help: ## Show the targets

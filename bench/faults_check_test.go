@@ -54,7 +54,7 @@ func (s *faultSuite) check(t *testing.T) {
 	hc := s.reps[0].d.apiClient(s.admin)
 	defer hc.CloseIdleConnections()
 	dc := controlplanev1connect.NewDispatchServiceClient(hc, s.reps[0].d.baseURL)
-	ac := accessv1connect.NewAccessServiceClient(hc, s.reps[0].d.baseURL)
+	ac := accessv1connect.NewAuditServiceClient(hc, s.reps[0].d.baseURL)
 	f := findings{}
 
 	all, err := listDispatches(dc, controlplanev1.DispatchState_DISPATCH_STATE_UNSPECIFIED)
@@ -231,7 +231,7 @@ func readWitness(path string) (map[string][]string, error) {
 
 // auditedCreates returns the outcome of every audited CreateDispatch call, by request
 // id.
-func auditedCreates(ac accessv1connect.AccessServiceClient) (map[string]accessv1.AuditOutcome, error) {
+func auditedCreates(ac accessv1connect.AuditServiceClient) (map[string]accessv1.AuditOutcome, error) {
 	out := map[string]accessv1.AuditOutcome{}
 	token := ""
 	for {

@@ -78,7 +78,7 @@ func BenchmarkSlowCallers(b *testing.B) {
 
 	// The caller: its own address, token and connection.
 	callerHC := &http.Client{Transport: &bearer{token: d.newToken(b, "bench-caller"), next: d.transport(loopback(9, 0), nil)}}
-	caller := controlplanev1connect.NewControlPlaneServiceClient(callerHC, d.baseURL)
+	caller := controlplanev1connect.NewStatusServiceClient(callerHC, d.baseURL)
 	calls := func(h *histogram, until <-chan struct{}, n int) (failed int) {
 		for i := 0; n == 0 || i < n; i++ {
 			select {
@@ -284,7 +284,7 @@ func (s *slowSet) h1Body(src net.IP) (<-chan struct{}, error) {
 		return nil, err
 	}
 	if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n",
-		controlplanev1connect.ControlPlaneServiceGetStatusProcedure); err != nil {
+		controlplanev1connect.StatusServiceGetStatusProcedure); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -327,7 +327,7 @@ func (s *slowSet) h2Body(src net.IP) (<-chan struct{}, error) {
 				default:
 				}
 				never, _ := io.Pipe()
-				req, _ := http.NewRequest(http.MethodPost, s.d.baseURL+controlplanev1connect.ControlPlaneServiceGetStatusProcedure, never)
+				req, _ := http.NewRequest(http.MethodPost, s.d.baseURL+controlplanev1connect.StatusServiceGetStatusProcedure, never)
 				req.Header.Set("Content-Type", "application/json")
 				opened := time.Now()
 				res, err := hc.Do(req)

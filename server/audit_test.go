@@ -82,7 +82,7 @@ func TestAChangeKeepsItsAuditRecordWhenTheReplicaDies(t *testing.T) {
 	if code != "committed" {
 		t.Errorf("the record's code is %q, want committed: how the call ended is not known", code)
 	}
-	v, err := access.VerifyAuditLog(t.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
+	v, err := accessv1connect.NewAuditServiceClient(hc, "https://"+listen, owner).VerifyAuditLog(t.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
 	if err != nil || !v.Msg.GetIntact() {
 		t.Errorf("audit verify: %v, %v", v, err)
 	}

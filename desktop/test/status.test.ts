@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { DatabaseState } from "../../gen/ts/palyra/controlplane/v1/controlplane_pb.js";
+import { DatabaseState } from "../../gen/ts/palyra/controlplane/v1/status_pb.js";
 import { palyraClients } from "../src/api.js";
 
 const palyrad = process.env.PALYRAD ?? new URL("../../bin/palyrad", import.meta.url).pathname;
@@ -79,8 +79,7 @@ const transports: Record<string, (interceptors?: Interceptor[]) => Transport> = 
 for (const [protocol, transport] of Object.entries(transports)) {
   describe(`palyrad over ${protocol}`, () => {
     it("answers GetStatus", async () => {
-      const { controlPlane } = palyraClients(transport());
-      const status = await controlPlane.getStatus({});
+      const status = await palyraClients(transport()).status.getStatus({});
       assert.equal(status.replicaId, "ts-test");
       assert.equal(status.listenAddress, new URL(baseUrl).host);
       assert.equal(status.database?.state, DatabaseState.AVAILABLE);
@@ -90,8 +89,7 @@ for (const [protocol, transport] of Object.entries(transports)) {
     });
 
     it("refuses a call without a token with Unauthenticated", async () => {
-      const { controlPlane } = palyraClients(transport([]));
-      await assert.rejects(controlPlane.getStatus({}), (err: unknown) => {
+      await assert.rejects(palyraClients(transport([])).status.getStatus({}), (err: unknown) => {
         assert.ok(err instanceof ConnectError);
         assert.equal(err.code, Code.Unauthenticated);
         return true;

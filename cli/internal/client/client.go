@@ -52,20 +52,24 @@ type Options struct {
 type Client struct {
 	// URL is the base URL the clients talk to.
 	URL string
-	// ControlPlane is the ControlPlaneService client.
-	ControlPlane controlplanev1connect.ControlPlaneServiceClient
+	// Status is the StatusService client: the replica itself.
+	Status controlplanev1connect.StatusServiceClient
 	// Node is the NodeService client.
 	Node nodev1connect.NodeServiceClient
-	// Access is the AccessService client.
+	// Access is the AccessService client: the caller, permissions, roles and API tokens.
 	Access accessv1connect.AccessServiceClient
+	// Flags is the FeatureFlagService client.
+	Flags accessv1connect.FeatureFlagServiceClient
+	// Audit is the AuditService client: the audit log and its verification.
+	Audit accessv1connect.AuditServiceClient
 	// Pairing is the PairingService client: pairing codes and requests.
 	Pairing controlplanev1connect.PairingServiceClient
 	// Devices is the DeviceService client: paired devices, their certificates,
 	// rotation and revocation.
 	Devices controlplanev1connect.DeviceServiceClient
-	// Nodes is the NodesService client: the inventory of nodes, their presence and
-	// capabilities.
-	Nodes controlplanev1connect.NodesServiceClient
+	// Nodes is the NodeInventoryService client: the inventory of nodes, their presence
+	// and capabilities.
+	Nodes controlplanev1connect.NodeInventoryServiceClient
 	// Dispatch is the DispatchService client: running capabilities on nodes,
 	// following and cancelling the dispatches.
 	Dispatch controlplanev1connect.DispatchServiceClient
@@ -100,14 +104,16 @@ func New(opts Options) (*Client, error) {
 		bearerInterceptor{token: opts.Token},
 	)}
 	return &Client{
-		URL:          base,
-		ControlPlane: controlplanev1connect.NewControlPlaneServiceClient(hc, base, copts...),
-		Node:         nodev1connect.NewNodeServiceClient(hc, base, copts...),
-		Access:       accessv1connect.NewAccessServiceClient(hc, base, copts...),
-		Pairing:      controlplanev1connect.NewPairingServiceClient(hc, base, copts...),
-		Devices:      controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
-		Nodes:        controlplanev1connect.NewNodesServiceClient(hc, base, copts...),
-		Dispatch:     controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
+		URL:      base,
+		Status:   controlplanev1connect.NewStatusServiceClient(hc, base, copts...),
+		Node:     nodev1connect.NewNodeServiceClient(hc, base, copts...),
+		Access:   accessv1connect.NewAccessServiceClient(hc, base, copts...),
+		Flags:    accessv1connect.NewFeatureFlagServiceClient(hc, base, copts...),
+		Audit:    accessv1connect.NewAuditServiceClient(hc, base, copts...),
+		Pairing:  controlplanev1connect.NewPairingServiceClient(hc, base, copts...),
+		Devices:  controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
+		Nodes:    controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
+		Dispatch: controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
 	}, nil
 }
 

@@ -43,8 +43,9 @@ func TestEveryRPCDeclaresItsAccess(t *testing.T) {
 		return true
 	})
 	for _, want := range []string{
-		"palyra.controlplane.v1.ControlPlaneService", "palyra.node.v1.NodeService",
-		"palyra.access.v1.AccessService", "palyra.compat.v1.CompatService",
+		"palyra.controlplane.v1.StatusService", "palyra.node.v1.NodeService",
+		"palyra.access.v1.AccessService", "palyra.access.v1.FeatureFlagService",
+		"palyra.access.v1.AuditService", "palyra.compat.v1.CompatService",
 	} {
 		if !slices.Contains(services, want) {
 			t.Errorf("service %s was not found in the registry (found %v)", want, services)

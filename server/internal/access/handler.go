@@ -2,10 +2,8 @@ package access
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,8 +14,6 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/errdefs"
-	"github.com/palyra/palyra/server/internal/flags"
-	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -27,8 +23,6 @@ const defaultPageSize = 100
 // HandlerOptions are the AccessService handler's dependencies.
 type HandlerOptions struct {
 	Tokens *Tokens
-	Flags  *flags.Registry
-	Audit  *audit.Log
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -245,134 +239,4 @@ func timestampOrNil(t *time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(*t)
-}
-
-// ListFlags lists the feature flags.
-func (h *Handler) ListFlags(ctx context.Context, _ *connect.Request[accessv1.ListFlagsRequest]) (*connect.Response[accessv1.ListFlagsResponse], error) {
-	list, err := h.opts.Flags.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res := &accessv1.ListFlagsResponse{Flags: make([]*accessv1.Flag, len(list))}
-	for i, f := range list {
-		res.Flags[i] = flagProto(f)
-	}
-	return connect.NewResponse(res), nil
-}
-
-// SetFlag turns a flag on or off, refusing to break a dependency.
-func (h *Handler) SetFlag(ctx context.Context, req *connect.Request[accessv1.SetFlagRequest]) (*connect.Response[accessv1.SetFlagResponse], error) {
-	p, err := Caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	key := req.Msg.GetKey()
-	audit.SetTarget(ctx, "flag:"+key+"="+strconv.FormatBool(req.Msg.GetEnabled()))
-	// A *flags.DependencyError keeps its own message.
-	f, err := h.opts.Flags.Set(ctx, key, req.Msg.GetEnabled(), p.ID())
-	switch {
-	case errors.Is(err, flags.ErrUnknown):
-		return nil, errdefs.Wrap(err, errdefs.NotFound, "there is no feature flag %q (see ListFlags)", key)
-	case err != nil:
-		return nil, err
-	}
-	return connect.NewResponse(&accessv1.SetFlagResponse{Flag: flagProto(f)}), nil
-}
-
-func flagProto(f flags.Flag) *accessv1.Flag {
-	out := &accessv1.Flag{
-		Key: f.Key, Description: f.Description, DependsOn: append([]string{}, f.DependsOn...),
-		Enabled: f.Enabled, DefaultEnabled: f.Default, UpdateTime: timestampOrNil(f.UpdatedAt),
-		UpdatedBy: f.UpdatedBy,
-	}
-	switch f.Stage {
-	case flags.Experimental:
-		out.Stage = accessv1.FlagStage_FLAG_STAGE_EXPERIMENTAL
-	case flags.Beta:
-		out.Stage = accessv1.FlagStage_FLAG_STAGE_BETA
-	case flags.Stable:
-		out.Stage = accessv1.FlagStage_FLAG_STAGE_STABLE
-	}
-	return out
-}
-
-// ListAuditEvents lists audit events, newest first.
-func (h *Handler) ListAuditEvents(ctx context.Context, req *connect.Request[accessv1.ListAuditEventsRequest]) (*connect.Response[accessv1.ListAuditEventsResponse], error) {
-	m := req.Msg
-	f := audit.Filter{Principal: m.GetPrincipal(), Procedure: m.GetProcedure(), Limit: int(m.GetPageSize())}
-	if f.Limit == 0 {
-		f.Limit = defaultPageSize
-	}
-	switch m.GetOutcome() {
-	case accessv1.AuditOutcome_AUDIT_OUTCOME_SUCCESS:
-		f.Outcome = audit.Success
-	case accessv1.AuditOutcome_AUDIT_OUTCOME_FAILURE:
-		f.Outcome = audit.Failure
-	}
-	if m.Since != nil {
-		at := m.GetSince().AsTime()
-		f.Since = &at
-	}
-	if m.Until != nil {
-		at := m.GetUntil().AsTime()
-		f.Until = &at
-	}
-	if m.GetPageToken() != "" {
-		seq, err := strconv.ParseInt(m.GetPageToken(), 10, 64)
-		if err != nil || seq <= 0 {
-			return nil, fmt.Errorf("access: list audit events: %w", pagetoken.ErrMalformed)
-		}
-		f.BeforeSequence = seq
-	}
-	// One more than asked tells whether there is a next page.
-	f.Limit++
-	records, err := h.opts.Audit.List(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	res := &accessv1.ListAuditEventsResponse{}
-	if len(records) == f.Limit {
-		records = records[:f.Limit-1]
-		res.NextPageToken = strconv.FormatInt(records[len(records)-1].Sequence, 10)
-	}
-	res.Events = make([]*accessv1.AuditEvent, len(records))
-	for i, r := range records {
-		res.Events[i] = auditProto(r)
-	}
-	return connect.NewResponse(res), nil
-}
-
-func auditProto(r audit.Record) *accessv1.AuditEvent {
-	out := &accessv1.AuditEvent{
-		Sequence: r.Sequence, Id: r.ID, Time: timestamppb.New(r.Time), Principal: r.Principal,
-		Procedure: r.Procedure, Target: r.Target, Code: r.Code, RemoteAddress: r.RemoteAddress,
-		RequestId: r.RequestID, Hash: hex.EncodeToString(r.Hash),
-		Outcome: accessv1.AuditOutcome_AUDIT_OUTCOME_SUCCESS,
-	}
-	if r.Outcome == audit.Failure {
-		out.Outcome = accessv1.AuditOutcome_AUDIT_OUTCOME_FAILURE
-	}
-	out.ReplicaId, out.Format = r.Replica, uint32(r.Format)
-	switch r.RequestIDSource {
-	case audit.FromClient:
-		out.RequestIdSource = accessv1.AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_CLIENT
-	case audit.FromReplica:
-		out.RequestIdSource = accessv1.AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_REPLICA
-	}
-	if s := r.Summary; s != nil {
-		out.Summary = &accessv1.AuditSummary{Count: s.Count, FirstTime: timestamppb.New(s.First), Procedures: s.Procedures}
-	}
-	return out
-}
-
-// VerifyAuditLog verifies the audit log's hash chain.
-func (h *Handler) VerifyAuditLog(ctx context.Context, _ *connect.Request[accessv1.VerifyAuditLogRequest]) (*connect.Response[accessv1.VerifyAuditLogResponse], error) {
-	v, err := h.opts.Audit.Verify(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&accessv1.VerifyAuditLogResponse{
-		Intact: v.Intact, EventsChecked: v.Checked, HeadSequence: v.HeadSequence,
-		HeadHash: hex.EncodeToString(v.HeadHash), FirstBrokenSequence: v.FirstBroken, Problem: v.Problem,
-	}), nil
 }

@@ -64,7 +64,7 @@ type InterceptorOptions struct {
 	// development only.
 	RequireMTLS bool
 	// Translate turns the interceptor's refusals (errdefs errors) into the transport's
-	// errors, as the edge does with every other error (controlplane.ErrorTranslator):
+	// errors, as the edge does with every other error (apiserver.ErrorTranslator):
 	// the interceptor runs outside the edge's error interceptor, and audits the code
 	// the caller gets. Required.
 	Translate func(procedure string, err error) error

@@ -75,6 +75,14 @@ func (td *testDaemon) accessClient(token string) accessv1connect.AccessServiceCl
 	return accessv1connect.NewAccessServiceClient(td.client(token), td.baseURL)
 }
 
+func (td *testDaemon) flagsClient(token string) accessv1connect.FeatureFlagServiceClient {
+	return accessv1connect.NewFeatureFlagServiceClient(td.client(token), td.baseURL)
+}
+
+func (td *testDaemon) auditClient(token string) accessv1connect.AuditServiceClient {
+	return accessv1connect.NewAuditServiceClient(td.client(token), td.baseURL)
+}
+
 // createToken creates a token with the owner's token and returns its secret.
 func (td *testDaemon) createToken(t *testing.T, req *accessv1.CreateTokenRequest) (*accessv1.Token, string) {
 	t.Helper()
@@ -267,9 +275,9 @@ func TestAuthorization(t *testing.T) {
 		wantCode(t, "operator creates a token", err, connect.CodePermissionDenied)
 		_, err = c.RevokeToken(ctx, connect.NewRequest(&accessv1.RevokeTokenRequest{Id: adminTok.GetId()}))
 		wantCode(t, "operator revokes a token", err, connect.CodePermissionDenied)
-		_, err = c.SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true}))
+		_, err = b.flagsClient(operator).SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true}))
 		wantCode(t, "operator sets a flag", err, connect.CodePermissionDenied)
-		_, err = c.ListAuditEvents(ctx, connect.NewRequest(&accessv1.ListAuditEventsRequest{}))
+		_, err = b.auditClient(operator).ListAuditEvents(ctx, connect.NewRequest(&accessv1.ListAuditEventsRequest{}))
 		wantCode(t, "operator reads the audit log", err, connect.CodePermissionDenied)
 		if err != nil && !strings.Contains(err.Error(), "audit.read") {
 			t.Errorf("the refusal does not name the permission: %v", err)
@@ -278,7 +286,7 @@ func TestAuthorization(t *testing.T) {
 		if _, err := c.WhoAmI(ctx, connect.NewRequest(&accessv1.WhoAmIRequest{})); err != nil {
 			t.Errorf("operator WhoAmI: %v", err)
 		}
-		status := controlplanev1connect.NewControlPlaneServiceClient(b.client(operator), b.baseURL)
+		status := controlplanev1connect.NewStatusServiceClient(b.client(operator), b.baseURL)
 		if _, err := status.GetStatus(ctx, connect.NewRequest(&controlplanev1.GetStatusRequest{})); err != nil {
 			t.Errorf("operator GetStatus: %v", err)
 		}
@@ -554,7 +562,7 @@ func TestConsoleSessions(t *testing.T) {
 		if stateChanging {
 			req := connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true})
 			maps(req.Header(), h)
-			_, err := anonymous.SetFlag(ctx, req)
+			_, err := b.flagsClient("").SetFlag(ctx, req)
 			return err
 		}
 		req := connect.NewRequest(&accessv1.WhoAmIRequest{})
@@ -634,7 +642,7 @@ func maps(to, from http.Header) {
 func TestFeatureFlags(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)
-	c := b.accessClient(b.owner)
+	c := b.flagsClient(b.owner)
 	ctx := t.Context()
 	set := func(key string, on bool) error {
 		_, err := c.SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: key, Enabled: on}))
@@ -677,9 +685,9 @@ func TestAuditLog(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)
 	ctx := t.Context()
-	owner := b.accessClient(b.owner)
+	owner := b.auditClient(b.owner)
 	tok, _ := b.createToken(t, &accessv1.CreateTokenRequest{Label: "audited", Role: accessv1.Role_ROLE_OPERATOR})
-	if _, err := owner.SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true})); err != nil {
+	if _, err := b.flagsClient(b.owner).SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true})); err != nil {
 		t.Fatal(err)
 	}
 	// A failed authentication, whose request id we choose.
@@ -700,7 +708,7 @@ func TestAuditLog(t *testing.T) {
 	ownerPrincipal := "token:" + strings.Split(b.owner, "_")[1]
 	want := []row{
 		{accessv1connect.AccessServiceWhoAmIProcedure, "", "anonymous", "unauthenticated", "127.0.0.1", "req-bad-token"},
-		{accessv1connect.AccessServiceSetFlagProcedure, "flag:compat_api=true", ownerPrincipal, "ok", "127.0.0.1", ""},
+		{accessv1connect.FeatureFlagServiceSetFlagProcedure, "flag:compat_api=true", ownerPrincipal, "ok", "127.0.0.1", ""},
 		{accessv1connect.AccessServiceCreateTokenProcedure, "token:" + tok.GetId(), ownerPrincipal, "ok", "127.0.0.1", ""},
 		{"access.bootstrap", ownerPrincipal, "system", "ok", "", ""},
 	}
@@ -809,7 +817,7 @@ func TestRefusedCallsUseTheRateLimit(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)
 	_, operator := b.createToken(t, &accessv1.CreateTokenRequest{Label: "ops", Role: accessv1.Role_ROLE_OPERATOR, RateLimitPerMinute: new(uint32(3))})
-	c := b.accessClient(operator)
+	c := b.flagsClient(operator)
 	var codes []connect.Code
 	for range 5 {
 		_, err := c.SetFlag(t.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true}))

@@ -171,7 +171,7 @@ func TestAChangeKeepsItsAuditRecordWhenTheDatabaseRestarts(t *testing.T) {
 	// Unavailable, which a client retries.
 	var v *connect.Response[accessv1.VerifyAuditLogResponse]
 	eventually(t, "audit verify answers", time.Minute, func() bool {
-		v, err = td.accessClient(td.owner).VerifyAuditLog(t.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
+		v, err = td.auditClient(td.owner).VerifyAuditLog(t.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
 		return connect.CodeOf(err) != connect.CodeUnavailable
 	})
 	if err != nil || !v.Msg.GetIntact() {
@@ -201,7 +201,7 @@ func TestRateLimitRefusalsAreSummarized(t *testing.T) {
 		}
 	}
 	_, secret := b.createToken(t, &accessv1.CreateTokenRequest{Label: "busy", Role: accessv1.Role_ROLE_OPERATOR, RateLimitPerMinute: new(uint32(3))})
-	busy := accessv1connect.NewAccessServiceClient(b.client(secret), b.baseURL)
+	busy := accessv1connect.NewFeatureFlagServiceClient(b.client(secret), b.baseURL)
 	var overLimit int64
 	for range 20 {
 		_, err := busy.SetFlag(t.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true}))
@@ -335,7 +335,7 @@ func TestRefusedHandshakesAreAudited(t *testing.T) {
 func TestRequestIDs(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)
-	owner := b.accessClient(b.owner)
+	owner := b.flagsClient(b.owner)
 	tests := []struct {
 		sent   string
 		kept   bool
@@ -361,7 +361,7 @@ func TestRequestIDs(t *testing.T) {
 		if kept := got == tt.sent; kept != tt.kept || (!tt.kept && len(got) != 26) {
 			t.Errorf("sent %q, the response says %q", tt.sent, got)
 		}
-		list, err := owner.ListAuditEvents(t.Context(), connect.NewRequest(&accessv1.ListAuditEventsRequest{PageSize: 1}))
+		list, err := b.auditClient(b.owner).ListAuditEvents(t.Context(), connect.NewRequest(&accessv1.ListAuditEventsRequest{PageSize: 1}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,10 +416,11 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 	withID := func(h http.Header, rid string) { h.Set("X-Request-Id", rid) }
 
 	access := b.accessClient(b.owner)
-	check(accessv1connect.AccessServiceSetFlagProcedure, func(rid string) error {
+	flags := b.flagsClient(b.owner)
+	check(accessv1connect.FeatureFlagServiceSetFlagProcedure, func(rid string) error {
 		req := connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true})
 		withID(req.Header(), rid)
-		_, err := access.SetFlag(ctx, req)
+		_, err := flags.SetFlag(ctx, req)
 		return err
 	}, func() string { return "flag:compat_api=true" })
 	var tok, rotated string

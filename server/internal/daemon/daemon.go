@@ -24,10 +24,10 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
-	"github.com/palyra/palyra/server/internal/controlplane"
 	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/dispatch"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
@@ -54,8 +54,8 @@ type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	db      *database
-	server  *controlplane.Server
-	health  *controlplane.Health
+	server  *apiserver.Server
+	health  *apiserver.Health
 	runtime *dispatch.Service
 	stopBg  context.CancelFunc
 	bg      *sync.WaitGroup
@@ -97,9 +97,9 @@ type startup struct {
 	authority   *identity.Authority
 	caPath      string
 	serverCert  *identity.ServerCertificate
-	health      *controlplane.Health
-	metrics     *controlplane.Metrics
-	server      *controlplane.Server
+	health      *apiserver.Health
+	metrics     *apiserver.Metrics
+	server      *apiserver.Server
 	pairing     *pairing.Service
 	devices     *devices.Service
 	runtime     *dispatch.Service
@@ -248,7 +248,7 @@ func (s *startup) startAccess() (err error) {
 	s.interceptor, err = access.NewInterceptor(access.InterceptorOptions{
 		Tokens: s.tokens, Sessions: s.sessions, Audit: s.auditLog,
 		Failures: access.NewFailureLimiter(nil), Devices: s.revocations, RequireMTLS: s.cfg.RequireMTLS,
-		Translate: controlplane.ErrorTranslator(s.log), Logger: s.log,
+		Translate: apiserver.ErrorTranslator(s.log), Logger: s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -287,9 +287,9 @@ func (s *startup) loadCA() (err error) {
 // listen binds the TLS listener; it serves nothing until serve.
 func (s *startup) listen() (err error) {
 	cfg := s.cfg
-	s.health = controlplane.NewHealth(s.db.store)
-	s.metrics = controlplane.NewMetrics(s.version, cfg.ReplicaID)
-	s.server, err = controlplane.Listen(controlplane.ServerOptions{
+	s.health = apiserver.NewHealth(s.db.store)
+	s.metrics = apiserver.NewMetrics(s.version, cfg.ReplicaID)
+	s.server, err = apiserver.Listen(apiserver.ServerOptions{
 		Address:          cfg.Listen,
 		GetCertificate:   s.serverCert.GetCertificate,
 		ClientCAs:        s.authority.CertPool(),
@@ -378,9 +378,9 @@ func (s *startup) buildServices() (err error) {
 // serve mounts every service on the listener and starts serving; it cannot fail.
 func (s *startup) serve() *Daemon {
 	cfg := s.cfg
-	handler := controlplane.NewHandler(controlplane.HandlerOptions{
-		Services: controlplane.Services{
-			ControlPlane: status.NewHandler(status.Options{
+	handler := apiserver.NewHandler(apiserver.HandlerOptions{
+		Services: apiserver.Services{
+			Status: status.NewHandler(status.Options{
 				Version:           s.version,
 				ReplicaID:         cfg.ReplicaID,
 				Hostname:          s.hostname,
@@ -402,8 +402,10 @@ func (s *startup) serve() *Daemon {
 				renewal:      s.devices.NodeHandler(),
 				runtime:      s.runtime.NodeHandler(),
 			},
-			Access: access.NewHandler(access.HandlerOptions{Tokens: s.tokens, Flags: s.flags, Audit: s.auditLog}),
-			Compat: compat.NewHandler(cfg.Compat.Models, s.flags),
+			Access:      access.NewHandler(access.HandlerOptions{Tokens: s.tokens}),
+			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: s.flags}),
+			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
+			Compat:      compat.NewHandler(cfg.Compat.Models, s.flags),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,

@@ -217,7 +217,7 @@ func TestGetStatusOverEveryProtocol(t *testing.T) {
 		"connect-json": {connect.WithProtoJSON()},
 	} {
 		t.Run("connect-go/"+name, func(t *testing.T) {
-			c := controlplanev1connect.NewControlPlaneServiceClient(td.h2, td.baseURL, opts...)
+			c := controlplanev1connect.NewStatusServiceClient(td.h2, td.baseURL, opts...)
 			res, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 			if err != nil {
 				t.Fatal(err)
@@ -228,7 +228,7 @@ func TestGetStatusOverEveryProtocol(t *testing.T) {
 
 	t.Run("connect-go/http1.1", func(t *testing.T) {
 		rec := &protoRecorder{next: &bearer{token: td.owner, next: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: td.roots}}}}
-		c := controlplanev1connect.NewControlPlaneServiceClient(&http.Client{Transport: rec}, td.baseURL)
+		c := controlplanev1connect.NewStatusServiceClient(&http.Client{Transport: rec}, td.baseURL)
 		res, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 		if err != nil {
 			t.Fatal(err)
@@ -242,7 +242,7 @@ func TestGetStatusOverEveryProtocol(t *testing.T) {
 	t.Run("grpc-go", func(t *testing.T) {
 		cc := grpcClient(t, td)
 		var res controlplanev1.GetStatusResponse
-		err := cc.Invoke(t.Context(), controlplanev1connect.ControlPlaneServiceGetStatusProcedure, &controlplanev1.GetStatusRequest{}, &res)
+		err := cc.Invoke(t.Context(), controlplanev1connect.StatusServiceGetStatusProcedure, &controlplanev1.GetStatusRequest{}, &res)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,8 +251,8 @@ func TestGetStatusOverEveryProtocol(t *testing.T) {
 
 	t.Run("curl-style JSON", func(t *testing.T) {
 		for _, req := range []*http.Request{
-			mustRequest(t, http.MethodPost, td.baseURL+controlplanev1connect.ControlPlaneServiceGetStatusProcedure, "application/json", "{}"),
-			mustRequest(t, http.MethodGet, td.baseURL+controlplanev1connect.ControlPlaneServiceGetStatusProcedure+"?encoding=json&message=%7B%7D", "", ""),
+			mustRequest(t, http.MethodPost, td.baseURL+controlplanev1connect.StatusServiceGetStatusProcedure, "application/json", "{}"),
+			mustRequest(t, http.MethodGet, td.baseURL+controlplanev1connect.StatusServiceGetStatusProcedure+"?encoding=json&message=%7B%7D", "", ""),
 		} {
 			res, err := td.h2.Do(req)
 			if err != nil {
@@ -310,7 +310,7 @@ func TestHealthReflectionAndMetrics(t *testing.T) {
 
 	t.Run("health over gRPC", func(t *testing.T) {
 		h := healthpb.NewHealthClient(cc)
-		for _, svc := range []string{"", controlplanev1connect.ControlPlaneServiceName, nodev1connect.NodeServiceName} {
+		for _, svc := range []string{"", controlplanev1connect.StatusServiceName, nodev1connect.NodeServiceName} {
 			res, err := h.Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
 			if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 				t.Errorf("service %q: %v, %v", svc, res.GetStatus(), err)
@@ -351,7 +351,7 @@ func TestHealthReflectionAndMetrics(t *testing.T) {
 			names = append(names, s.GetName())
 		}
 		for _, want := range []string{
-			controlplanev1connect.ControlPlaneServiceName, nodev1connect.NodeServiceName,
+			controlplanev1connect.StatusServiceName, nodev1connect.NodeServiceName,
 			accessv1connect.AccessServiceName, compatv1connect.CompatServiceName, "grpc.health.v1.Health",
 			"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
 		} {
@@ -364,14 +364,14 @@ func TestHealthReflectionAndMetrics(t *testing.T) {
 
 	t.Run("metrics", func(t *testing.T) {
 		// One call that must show up in the counters.
-		c := controlplanev1connect.NewControlPlaneServiceClient(td.h2, td.baseURL)
+		c := controlplanev1connect.NewStatusServiceClient(td.h2, td.baseURL)
 		if _, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{})); err != nil {
 			t.Fatal(err)
 		}
 		td.wantMetrics(t,
 			`palyra_build_info{replica_id="replica-m",version=`,
-			`palyra_rpc_handled_total{code="ok",procedure="/palyra.controlplane.v1.ControlPlaneService/GetStatus"}`,
-			`palyra_rpc_handling_seconds_bucket{procedure="/palyra.controlplane.v1.ControlPlaneService/GetStatus"`,
+			`palyra_rpc_handled_total{code="ok",procedure="/palyra.controlplane.v1.StatusService/GetStatus"}`,
+			`palyra_rpc_handling_seconds_bucket{procedure="/palyra.controlplane.v1.StatusService/GetStatus"`,
 			`go_goroutines`,
 			`process_resident_memory_bytes`,
 		)
@@ -463,7 +463,7 @@ func TestFirstRPCsOfEachService(t *testing.T) {
 		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "compat_api") {
 			t.Fatalf("with compat_api off: %v, want FailedPrecondition naming the flag", err)
 		}
-		a := accessv1connect.NewAccessServiceClient(td.h2, td.baseURL)
+		a := accessv1connect.NewFeatureFlagServiceClient(td.h2, td.baseURL)
 		if _, err := a.SetFlag(t.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_api", Enabled: true})); err != nil {
 			t.Fatal(err)
 		}
@@ -572,7 +572,7 @@ func TestStatusAndHealthWhenTheDatabaseIsDown(t *testing.T) {
 	}
 
 	// Without the database no caller can be authenticated: the call fails closed.
-	c := controlplanev1connect.NewControlPlaneServiceClient(td.h2, td.baseURL)
+	c := controlplanev1connect.NewStatusServiceClient(td.h2, td.baseURL)
 	_, err = c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 	if connect.CodeOf(err) != connect.CodeUnavailable || strings.Contains(err.Error(), dbName) {
 		t.Errorf("GetStatus with the database down: %v, want Unavailable", err)
@@ -625,7 +625,7 @@ func TestEmbeddedDatabaseByDefault(t *testing.T) {
 	t.Parallel()
 	dataDir := storetest.EmbeddedDataDir(t)
 	first := startDaemon(t, "--data-dir", dataDir)
-	c := controlplanev1connect.NewControlPlaneServiceClient(first.h2, first.baseURL)
+	c := controlplanev1connect.NewStatusServiceClient(first.h2, first.baseURL)
 	res, err := c.GetStatus(t.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 	if err != nil {
 		t.Fatal(err)

@@ -167,8 +167,8 @@ func (td *testDaemon) dispatchClient() controlplanev1connect.DispatchServiceClie
 	return controlplanev1connect.NewDispatchServiceClient(td.h2, td.baseURL)
 }
 
-func (td *testDaemon) nodesClient() controlplanev1connect.NodesServiceClient {
-	return controlplanev1connect.NewNodesServiceClient(td.h2, td.baseURL)
+func (td *testDaemon) nodesClient() controlplanev1connect.NodeInventoryServiceClient {
+	return controlplanev1connect.NewNodeInventoryServiceClient(td.h2, td.baseURL)
 }
 
 func createDispatch(t *testing.T, td *testDaemon, req *controlplanev1.CreateDispatchRequest) *controlplanev1.Dispatch {
@@ -702,7 +702,7 @@ func TestForeignDispatchReportIsRefusedAndAudited(t *testing.T) {
 	if got.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SENT || len(out) != 0 {
 		t.Errorf("the foreign reports changed the dispatch: %v %v", got, out)
 	}
-	events, err := b.accessClient(b.owner).ListAuditEvents(t.Context(), connect.NewRequest(&accessv1.ListAuditEventsRequest{
+	events, err := b.auditClient(b.owner).ListAuditEvents(t.Context(), connect.NewRequest(&accessv1.ListAuditEventsRequest{
 		Principal: "device:" + thief.deviceID, Procedure: nodev1connect.NodeServiceAttachProcedure,
 	}))
 	if err != nil {

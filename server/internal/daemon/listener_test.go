@@ -112,7 +112,7 @@ func (c *watchedConn) Close() error {
 // statusFrom calls GetStatus with the owner's token on a connection of its own from src.
 func (td *testDaemon) statusFrom(ctx context.Context, src net.IP) error {
 	hc := &http.Client{Transport: &bearer{token: td.owner, next: td.clientFrom(src).Transport}}
-	_, err := controlplanev1connect.NewControlPlaneServiceClient(hc, td.baseURL).GetStatus(ctx, connect.NewRequest(&controlplanev1.GetStatusRequest{}))
+	_, err := controlplanev1connect.NewStatusServiceClient(hc, td.baseURL).GetStatus(ctx, connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 	return err
 }
 
@@ -193,7 +193,7 @@ func TestSlowCallersAreCut(t *testing.T) {
 	answers := make(chan string, 23) // of the calls without their body
 	for i := range 20 {
 		never, _ := io.Pipe()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, td.baseURL+controlplanev1connect.ControlPlaneServiceGetStatusProcedure, never)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, td.baseURL+controlplanev1connect.StatusServiceGetStatusProcedure, never)
 		req.Header.Set("Content-Type", "application/json")
 		ended := make(chan struct{})
 		slow = append(slow, slowThing{fmt.Sprintf("HTTP/2 call %d without its body", i), ended})
@@ -218,7 +218,7 @@ func TestSlowCallersAreCut(t *testing.T) {
 		}
 		defer c.Close()
 		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n",
-			controlplanev1connect.ControlPlaneServiceGetStatusProcedure)
+			controlplanev1connect.StatusServiceGetStatusProcedure)
 		ended := make(chan struct{})
 		slow = append(slow, slowThing{fmt.Sprintf("HTTP/1.1 call %d without its body", i), ended})
 		go func() {
@@ -364,7 +364,7 @@ func TestConnectionCaps(t *testing.T) {
 	answered := make(chan string, 7)
 	for range 7 {
 		never, _ := io.Pipe()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, td.baseURL+controlplanev1connect.ControlPlaneServiceGetStatusProcedure, never)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, td.baseURL+controlplanev1connect.StatusServiceGetStatusProcedure, never)
 		req.Header.Set("Content-Type", "application/json")
 		go func() {
 			res, err := calls.Do(req)
@@ -411,7 +411,7 @@ func TestConnectionCaps(t *testing.T) {
 	}
 	// 127.0.0.2 has a cap of its own; its client keeps its connection.
 	hc := &http.Client{Transport: &bearer{token: td.owner, next: td.clientFrom(callerIP).Transport}}
-	status := controlplanev1connect.NewControlPlaneServiceClient(hc, td.baseURL)
+	status := controlplanev1connect.NewStatusServiceClient(hc, td.baseURL)
 	if _, err := status.GetStatus(ctx, connect.NewRequest(&controlplanev1.GetStatusRequest{})); err != nil {
 		t.Fatalf("a caller from %s while %s is at its cap: %v", callerIP, attackerIP, err)
 	}

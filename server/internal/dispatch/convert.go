@@ -164,7 +164,7 @@ func nodeProto(n Node) *controlplanev1.Node {
 	out := &controlplanev1.Node{
 		Id: n.ID, Name: n.Name, Platform: n.Platform, AgentVersion: n.AgentVersion,
 		Labels: n.Labels, ReportedLabels: n.ReportedLabels, Capabilities: capabilityProtos(n.Capabilities),
-		RegisterTime: timestamppb.New(n.CreatedAt), LastSeenTime: timestamp(n.LastSeenAt),
+		CreateTime: timestamppb.New(n.CreatedAt), LastSeenTime: timestamp(n.LastSeenAt),
 		Presence: presenceProtos[n.Presence], Revoked: n.Revoked, ProtocolVersion: uint32(n.ProtocolVersion),
 		AttachedReplica: n.AttachedReplica,
 	}

@@ -29,7 +29,7 @@ func (s *Service) ListNodes(ctx context.Context, f NodeFilter) ([]Node, string, 
 	if f.PageToken != "" {
 		at, id, err := pagetoken.Decode(f.PageToken)
 		if err != nil {
-			return nil, "", err // pagetoken.ErrMalformed: the control plane's errors.go maps it
+			return nil, "", err // pagetoken.ErrMalformed: apiserver's errors.go maps it
 		}
 		after, afterID = &at, id
 	}
@@ -107,14 +107,14 @@ func (s *Service) presence(r storedNode, now time.Time) Presence {
 	return PresenceOffline
 }
 
-// NodesHandler serves NodesService: the inventory of nodes with their presence.
+// NodesHandler serves NodeInventoryService: the inventory of nodes with their presence.
 type NodesHandler struct {
 	s *Service
 }
 
-var _ controlplanev1connect.NodesServiceHandler = (*NodesHandler)(nil)
+var _ controlplanev1connect.NodeInventoryServiceHandler = (*NodesHandler)(nil)
 
-// NodesHandler returns the NodesService handler.
+// NodesHandler returns the NodeInventoryService handler.
 func (s *Service) NodesHandler() *NodesHandler { return &NodesHandler{s: s} }
 
 // ListNodes lists nodes, newest first.

@@ -442,7 +442,7 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Dispatch, string, error
 	if f.PageToken != "" {
 		at, id, err := pagetoken.Decode(f.PageToken)
 		if err != nil {
-			return nil, "", err // pagetoken.ErrMalformed: the control plane's errors.go maps it
+			return nil, "", err // pagetoken.ErrMalformed: apiserver's errors.go maps it
 		}
 		after, afterID = &at, id
 	}

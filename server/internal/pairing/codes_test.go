@@ -27,7 +27,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
-	"github.com/palyra/palyra/server/internal/controlplane"
+	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/pairing"
 )
 
@@ -338,7 +338,7 @@ func TestStartPairingRefusesBadCodesAlike(t *testing.T) {
 		_, err := b.start(t, req)
 		wantCode(t, err, connect.CodeInvalidArgument)
 		// The handler's answer, translated as the edge does.
-		direct := controlplane.ErrorInterceptor(slog.New(slog.DiscardHandler)).WrapUnary(func(ctx context.Context, _ connect.AnyRequest) (connect.AnyResponse, error) {
+		direct := apiserver.ErrorInterceptor(slog.New(slog.DiscardHandler)).WrapUnary(func(ctx context.Context, _ connect.AnyRequest) (connect.AnyResponse, error) {
 			return b.svc.NodeHandler().StartPairing(ctx, connect.NewRequest(req))
 		})
 		_, err = direct(t.Context(), connect.NewRequest(req))

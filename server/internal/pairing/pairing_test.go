@@ -30,8 +30,8 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
-	"github.com/palyra/palyra/server/internal/controlplane"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pairing"
@@ -159,9 +159,9 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	}
 
 	mux := http.NewServeMux()
-	nodeOpts := connect.WithInterceptors(&testAccess{calls: b.calls}, controlplane.ErrorInterceptor(slog.New(slog.DiscardHandler)), validate.NewInterceptor())
+	nodeOpts := connect.WithInterceptors(&testAccess{calls: b.calls}, apiserver.ErrorInterceptor(slog.New(slog.DiscardHandler)), validate.NewInterceptor())
 	mux.Handle(nodev1connect.NewNodeServiceHandler(nodeService{h: b.svc.NodeHandler()}, nodeOpts))
-	adminOpts := connect.WithInterceptors(&testAccess{calls: b.calls, principal: admin}, controlplane.ErrorInterceptor(slog.New(slog.DiscardHandler)), validate.NewInterceptor())
+	adminOpts := connect.WithInterceptors(&testAccess{calls: b.calls, principal: admin}, apiserver.ErrorInterceptor(slog.New(slog.DiscardHandler)), validate.NewInterceptor())
 	mux.Handle(controlplanev1connect.NewPairingServiceHandler(b.svc.PairingHandler(), adminOpts))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true

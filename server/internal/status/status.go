@@ -1,4 +1,4 @@
-// Package status serves ControlPlaneService.GetStatus: what a palyrad replica is and how
+// Package status serves StatusService.GetStatus: what a palyrad replica is and how
 // it is doing.
 package status
 
@@ -45,14 +45,14 @@ type Options struct {
 	ServerCertificate func() *x509.Certificate
 }
 
-// Handler serves ControlPlaneService.
+// Handler serves StatusService.
 type Handler struct {
 	opts Options
 }
 
-var _ controlplanev1connect.ControlPlaneServiceHandler = (*Handler)(nil)
+var _ controlplanev1connect.StatusServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the ControlPlaneService handler.
+// NewHandler returns the StatusService handler.
 func NewHandler(opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -69,7 +69,7 @@ func (h *Handler) GetStatus(ctx context.Context, _ *connect.Request[controlplane
 		ReplicaId:            h.opts.ReplicaID,
 		Hostname:             h.opts.Hostname,
 		ListenAddress:        h.opts.ListenAddress,
-		StartedAt:            timestamppb.New(h.opts.StartedAt),
+		StartTime:            timestamppb.New(h.opts.StartedAt),
 		Uptime:               durationpb.New(now.Sub(h.opts.StartedAt).Truncate(time.Millisecond)),
 		Database:             h.database(ctx),
 		CertificateAuthority: certificateInfo(h.opts.Authority.Certificate()),

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// The sentinel errors of the store. Callers match them with errors.Is; the control
-// plane maps them to Connect codes in one place (controlplane/errors.go).
+// The sentinel errors of the store. Callers match them with errors.Is; the API
+// server maps them to Connect codes in one place (apiserver/errors.go).
 var (
 	// ErrNotFound: the query expected a row and found none.
 	ErrNotFound = errors.New("not found")

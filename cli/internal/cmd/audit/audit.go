@@ -83,7 +83,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			}
 			events, next, err := client.Pages(paging.All, func(page string) ([]*accessv1.AuditEvent, string, error) {
 				req.PageToken = page
-				res, err := c.Access.ListAuditEvents(cmd.Context(), connect.NewRequest(req))
+				res, err := c.Audit.ListAuditEvents(cmd.Context(), connect.NewRequest(req))
 				if err != nil {
 					return nil, "", err
 				}
@@ -138,7 +138,7 @@ events were deleted, but a recorded head can.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.Access.VerifyAuditLog(cmd.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
+			res, err := c.Audit.VerifyAuditLog(cmd.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
 			if err != nil {
 				return err
 			}

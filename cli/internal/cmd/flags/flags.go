@@ -39,7 +39,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.Access.ListFlags(cmd.Context(), connect.NewRequest(&accessv1.ListFlagsRequest{}))
+			res, err := c.Flags.ListFlags(cmd.Context(), connect.NewRequest(&accessv1.ListFlagsRequest{}))
 			if err != nil {
 				return err
 			}
@@ -86,7 +86,7 @@ depends on it.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.Access.SetFlag(cmd.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: key, Enabled: enabled}))
+			res, err := c.Flags.SetFlag(cmd.Context(), connect.NewRequest(&accessv1.SetFlagRequest{Key: key, Enabled: enabled}))
 			if err != nil {
 				return err
 			}

@@ -250,7 +250,7 @@ func nodeTable(w io.Writer, n *controlplanev1.Node, dev *controlplanev1.Device, 
 	row("Last seen", seen)
 	row("Labels", pairing.Labels(n.GetLabels()))
 	row("Reported labels", pairing.Labels(n.GetReportedLabels()))
-	row("Paired", output.Time(n.GetRegisterTime(), "-"))
+	row("Paired", output.Time(n.GetCreateTime(), "-"))
 	row("Certificate expires", output.Time(n.GetCertificateExpireTime(), "-"))
 	revocationRows(w, dev)
 	fmt.Fprintln(w)

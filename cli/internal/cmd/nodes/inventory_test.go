@@ -24,15 +24,15 @@ import (
 
 const offlineID = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V3"
 
-// fakeNodes is a NodesService of two nodes that records the list requests and pages
+// fakeNodes is a NodeInventoryService of two nodes that records the list requests and pages
 // the list one node at a time unless asked for more.
 type fakeNodes struct {
-	controlplanev1connect.UnimplementedNodesServiceHandler
+	controlplanev1connect.UnimplementedNodeInventoryServiceHandler
 	mu    sync.Mutex // guards lists
 	lists []*controlplanev1.ListNodesRequest
 }
 
-var _ controlplanev1connect.NodesServiceHandler = (*fakeNodes)(nil)
+var _ controlplanev1connect.NodeInventoryServiceHandler = (*fakeNodes)(nil)
 
 const shellSchema = `{"type":"object","required":["argv"],"properties":{"argv":{"type":"array"},"cwd":{"type":"string"},` +
 	`"env":{"type":"object"},"timeout_ms":{"type":["integer","null"]}}}`
@@ -50,11 +50,11 @@ func inventory() []*controlplanev1.Node {
 				{Name: "shell.execute", Description: "Run a program (argv, no shell)", InputSchema: shellSchema, Available: true},
 				{Name: "filesystem.read", Description: "Read a file", InputSchema: `{"type":"object","required":["path"],"properties":{"path":{"type":"string"}}}`},
 			},
-			RegisterTime: ts(-48 * time.Hour), LastSeenTime: ts(-12 * time.Second), Presence: controlplanev1.Presence_PRESENCE_ONLINE,
+			CreateTime: ts(-48 * time.Hour), LastSeenTime: ts(-12 * time.Second), Presence: controlplanev1.Presence_PRESENCE_ONLINE,
 			AttachedReplica: "replica-a", CertificateExpireTime: ts(23 * time.Hour),
 		},
 		{
-			Id: offlineID, Name: "laptop", Platform: "darwin/arm64", RegisterTime: ts(-72 * time.Hour),
+			Id: offlineID, Name: "laptop", Platform: "darwin/arm64", CreateTime: ts(-72 * time.Hour),
 			Presence: controlplanev1.Presence_PRESENCE_OFFLINE, CertificateExpireTime: ts(-time.Hour), Revoked: true,
 		},
 	}

@@ -95,7 +95,7 @@ func (f *fakeDevices) RotateDeviceCertificate(_ context.Context, req *connect.Re
 	return connect.NewResponse(&controlplanev1.RotateDeviceCertificateResponse{Device: d}), nil
 }
 
-// bench is a palyrad of fakes: DeviceService, NodesService and DispatchService.
+// bench is a palyrad of fakes: DeviceService, NodeInventoryService and DispatchService.
 type bench struct {
 	devices *fakeDevices
 	nodes   *fakeNodes
@@ -108,7 +108,7 @@ func newBench(t *testing.T) *bench {
 	b := &bench{devices: &fakeDevices{}, nodes: &fakeNodes{}, disp: &dispatchtest.Fake{Now: cmdtest.Now}}
 	srv := cmdtest.NewServer(t, func(mux *http.ServeMux) {
 		mux.Handle(controlplanev1connect.NewDeviceServiceHandler(b.devices))
-		mux.Handle(controlplanev1connect.NewNodesServiceHandler(b.nodes))
+		mux.Handle(controlplanev1connect.NewNodeInventoryServiceHandler(b.nodes))
 		b.disp.Mount(mux)
 	})
 	b.env = srv.Env()

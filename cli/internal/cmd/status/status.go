@@ -29,7 +29,7 @@ func NewCommand(d *deps.Deps) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.ControlPlane.GetStatus(cmd.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
+			res, err := c.Status.GetStatus(cmd.Context(), connect.NewRequest(&controlplanev1.GetStatusRequest{}))
 			if err != nil {
 				return err
 			}
@@ -43,7 +43,7 @@ func table(w io.Writer, s *controlplanev1.GetStatusResponse) {
 	row("Version", s.GetVersion())
 	row("Replica", fmt.Sprintf("%s on %s", s.GetReplicaId(), s.GetHostname()))
 	row("Listen", s.GetListenAddress())
-	row("Uptime", fmt.Sprintf("%s (since %s)", s.GetUptime().AsDuration().Round(time.Second), s.GetStartedAt().AsTime().Format(time.RFC3339)))
+	row("Uptime", fmt.Sprintf("%s (since %s)", s.GetUptime().AsDuration().Round(time.Second), s.GetStartTime().AsTime().Format(time.RFC3339)))
 	row("Database", database(s.GetDatabase()))
 	row("CA", certificate(s.GetCertificateAuthority()))
 	row("Server certificate", certificate(s.GetServerCertificate())+", renewed automatically")

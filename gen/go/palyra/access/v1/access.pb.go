@@ -5,7 +5,8 @@
 // source: palyra/access/v1/access.proto
 
 // Package palyra.access.v1 is the access-control API of palyrad: who is calling, the
-// permission catalog and roles, API tokens, feature flags and the audit log.
+// permission catalog and roles and API tokens (AccessService), feature flags
+// (FeatureFlagService) and the audit log (AuditService).
 
 package accessv1
 
@@ -195,171 +196,6 @@ func (x TokenState) Number() protoreflect.EnumNumber {
 // Deprecated: Use TokenState.Descriptor instead.
 func (TokenState) EnumDescriptor() ([]byte, []int) {
 	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{2}
-}
-
-// FlagStage says how mature the feature behind a flag is.
-type FlagStage int32
-
-const (
-	// FLAG_STAGE_UNSPECIFIED is never sent.
-	FlagStage_FLAG_STAGE_UNSPECIFIED FlagStage = 0
-	// FLAG_STAGE_EXPERIMENTAL: may change or go away.
-	FlagStage_FLAG_STAGE_EXPERIMENTAL FlagStage = 1
-	// FLAG_STAGE_BETA: complete, being proven.
-	FlagStage_FLAG_STAGE_BETA FlagStage = 2
-	// FLAG_STAGE_STABLE: supported.
-	FlagStage_FLAG_STAGE_STABLE FlagStage = 3
-)
-
-// Enum value maps for FlagStage.
-var (
-	FlagStage_name = map[int32]string{
-		0: "FLAG_STAGE_UNSPECIFIED",
-		1: "FLAG_STAGE_EXPERIMENTAL",
-		2: "FLAG_STAGE_BETA",
-		3: "FLAG_STAGE_STABLE",
-	}
-	FlagStage_value = map[string]int32{
-		"FLAG_STAGE_UNSPECIFIED":  0,
-		"FLAG_STAGE_EXPERIMENTAL": 1,
-		"FLAG_STAGE_BETA":         2,
-		"FLAG_STAGE_STABLE":       3,
-	}
-)
-
-func (x FlagStage) Enum() *FlagStage {
-	p := new(FlagStage)
-	*p = x
-	return p
-}
-
-func (x FlagStage) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (FlagStage) Descriptor() protoreflect.EnumDescriptor {
-	return file_palyra_access_v1_access_proto_enumTypes[3].Descriptor()
-}
-
-func (FlagStage) Type() protoreflect.EnumType {
-	return &file_palyra_access_v1_access_proto_enumTypes[3]
-}
-
-func (x FlagStage) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use FlagStage.Descriptor instead.
-func (FlagStage) EnumDescriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{3}
-}
-
-// AuditOutcome is how an audited call ended.
-type AuditOutcome int32
-
-const (
-	// AUDIT_OUTCOME_UNSPECIFIED: no filter (in requests); never sent in responses.
-	AuditOutcome_AUDIT_OUTCOME_UNSPECIFIED AuditOutcome = 0
-	// AUDIT_OUTCOME_SUCCESS: the call succeeded.
-	AuditOutcome_AUDIT_OUTCOME_SUCCESS AuditOutcome = 1
-	// AUDIT_OUTCOME_FAILURE: the call failed, including failed authentication and refused
-	// permission; the code says how.
-	AuditOutcome_AUDIT_OUTCOME_FAILURE AuditOutcome = 2
-)
-
-// Enum value maps for AuditOutcome.
-var (
-	AuditOutcome_name = map[int32]string{
-		0: "AUDIT_OUTCOME_UNSPECIFIED",
-		1: "AUDIT_OUTCOME_SUCCESS",
-		2: "AUDIT_OUTCOME_FAILURE",
-	}
-	AuditOutcome_value = map[string]int32{
-		"AUDIT_OUTCOME_UNSPECIFIED": 0,
-		"AUDIT_OUTCOME_SUCCESS":     1,
-		"AUDIT_OUTCOME_FAILURE":     2,
-	}
-)
-
-func (x AuditOutcome) Enum() *AuditOutcome {
-	p := new(AuditOutcome)
-	*p = x
-	return p
-}
-
-func (x AuditOutcome) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (AuditOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_palyra_access_v1_access_proto_enumTypes[4].Descriptor()
-}
-
-func (AuditOutcome) Type() protoreflect.EnumType {
-	return &file_palyra_access_v1_access_proto_enumTypes[4]
-}
-
-func (x AuditOutcome) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use AuditOutcome.Descriptor instead.
-func (AuditOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{4}
-}
-
-// AuditRequestIdSource says who chose an audit event's request id.
-type AuditRequestIdSource int32
-
-const (
-	// AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED: not recorded (events recorded before palyrad
-	// recorded it), or the event has no request (a summary, an expiry).
-	AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED AuditRequestIdSource = 0
-	// AUDIT_REQUEST_ID_SOURCE_CLIENT: the caller sent it in X-Request-Id.
-	AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_CLIENT AuditRequestIdSource = 1
-	// AUDIT_REQUEST_ID_SOURCE_REPLICA: the replica named by replica_id made it up.
-	AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_REPLICA AuditRequestIdSource = 2
-)
-
-// Enum value maps for AuditRequestIdSource.
-var (
-	AuditRequestIdSource_name = map[int32]string{
-		0: "AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED",
-		1: "AUDIT_REQUEST_ID_SOURCE_CLIENT",
-		2: "AUDIT_REQUEST_ID_SOURCE_REPLICA",
-	}
-	AuditRequestIdSource_value = map[string]int32{
-		"AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED": 0,
-		"AUDIT_REQUEST_ID_SOURCE_CLIENT":      1,
-		"AUDIT_REQUEST_ID_SOURCE_REPLICA":     2,
-	}
-)
-
-func (x AuditRequestIdSource) Enum() *AuditRequestIdSource {
-	p := new(AuditRequestIdSource)
-	*p = x
-	return p
-}
-
-func (x AuditRequestIdSource) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (AuditRequestIdSource) Descriptor() protoreflect.EnumDescriptor {
-	return file_palyra_access_v1_access_proto_enumTypes[5].Descriptor()
-}
-
-func (AuditRequestIdSource) Type() protoreflect.EnumType {
-	return &file_palyra_access_v1_access_proto_enumTypes[5]
-}
-
-func (x AuditRequestIdSource) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use AuditRequestIdSource.Descriptor instead.
-func (AuditRequestIdSource) EnumDescriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{5}
 }
 
 // WhoAmIRequest has no fields.
@@ -1607,838 +1443,11 @@ func (x *RevokeTokenResponse) GetToken() *Token {
 	return nil
 }
 
-// Flag is a feature flag and its state.
-type Flag struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// key names the flag, e.g. "compat_api".
-	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// description says what turning it on does.
-	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// stage of the feature.
-	Stage FlagStage `protobuf:"varint,3,opt,name=stage,proto3,enum=palyra.access.v1.FlagStage" json:"stage,omitempty"`
-	// depends_on lists the flags that must be on for this one to be on.
-	DependsOn []string `protobuf:"bytes,4,rep,name=depends_on,json=dependsOn,proto3" json:"depends_on,omitempty"`
-	// enabled is the flag's state.
-	Enabled bool `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	// default_enabled is its state until someone sets it.
-	DefaultEnabled bool `protobuf:"varint,6,opt,name=default_enabled,json=defaultEnabled,proto3" json:"default_enabled,omitempty"`
-	// update_time is when it was last set; unset when it never was.
-	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	// updated_by is the principal that last set it.
-	UpdatedBy     string `protobuf:"bytes,8,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Flag) Reset() {
-	*x = Flag{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Flag) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Flag) ProtoMessage() {}
-
-func (x *Flag) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Flag.ProtoReflect.Descriptor instead.
-func (*Flag) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *Flag) GetKey() string {
-	if x != nil {
-		return x.Key
-	}
-	return ""
-}
-
-func (x *Flag) GetDescription() string {
-	if x != nil {
-		return x.Description
-	}
-	return ""
-}
-
-func (x *Flag) GetStage() FlagStage {
-	if x != nil {
-		return x.Stage
-	}
-	return FlagStage_FLAG_STAGE_UNSPECIFIED
-}
-
-func (x *Flag) GetDependsOn() []string {
-	if x != nil {
-		return x.DependsOn
-	}
-	return nil
-}
-
-func (x *Flag) GetEnabled() bool {
-	if x != nil {
-		return x.Enabled
-	}
-	return false
-}
-
-func (x *Flag) GetDefaultEnabled() bool {
-	if x != nil {
-		return x.DefaultEnabled
-	}
-	return false
-}
-
-func (x *Flag) GetUpdateTime() *timestamppb.Timestamp {
-	if x != nil {
-		return x.UpdateTime
-	}
-	return nil
-}
-
-func (x *Flag) GetUpdatedBy() string {
-	if x != nil {
-		return x.UpdatedBy
-	}
-	return ""
-}
-
-// ListFlagsRequest has no fields.
-type ListFlagsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListFlagsRequest) Reset() {
-	*x = ListFlagsRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[21]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListFlagsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListFlagsRequest) ProtoMessage() {}
-
-func (x *ListFlagsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[21]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListFlagsRequest.ProtoReflect.Descriptor instead.
-func (*ListFlagsRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{21}
-}
-
-// ListFlagsResponse lists every flag.
-type ListFlagsResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// flags, sorted by key.
-	Flags         []*Flag `protobuf:"bytes,1,rep,name=flags,proto3" json:"flags,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListFlagsResponse) Reset() {
-	*x = ListFlagsResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[22]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListFlagsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListFlagsResponse) ProtoMessage() {}
-
-func (x *ListFlagsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[22]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListFlagsResponse.ProtoReflect.Descriptor instead.
-func (*ListFlagsResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{22}
-}
-
-func (x *ListFlagsResponse) GetFlags() []*Flag {
-	if x != nil {
-		return x.Flags
-	}
-	return nil
-}
-
-// SetFlagRequest turns a flag on or off.
-type SetFlagRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// key of the flag.
-	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	// enabled is the new state.
-	Enabled       bool `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SetFlagRequest) Reset() {
-	*x = SetFlagRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[23]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SetFlagRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SetFlagRequest) ProtoMessage() {}
-
-func (x *SetFlagRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[23]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SetFlagRequest.ProtoReflect.Descriptor instead.
-func (*SetFlagRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{23}
-}
-
-func (x *SetFlagRequest) GetKey() string {
-	if x != nil {
-		return x.Key
-	}
-	return ""
-}
-
-func (x *SetFlagRequest) GetEnabled() bool {
-	if x != nil {
-		return x.Enabled
-	}
-	return false
-}
-
-// SetFlagResponse holds the flag after the change.
-type SetFlagResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// flag is the flag.
-	Flag          *Flag `protobuf:"bytes,1,opt,name=flag,proto3" json:"flag,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SetFlagResponse) Reset() {
-	*x = SetFlagResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[24]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SetFlagResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SetFlagResponse) ProtoMessage() {}
-
-func (x *SetFlagResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[24]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SetFlagResponse.ProtoReflect.Descriptor instead.
-func (*SetFlagResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{24}
-}
-
-func (x *SetFlagResponse) GetFlag() *Flag {
-	if x != nil {
-		return x.Flag
-	}
-	return nil
-}
-
-// AuditSummary is what a summary event stands for: refused calls or TLS handshakes of
-// one remote address, principal and code within a minute, which a rate limit turned
-// away or whose client certificate was refused.
-type AuditSummary struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// count is the number of refusals.
-	Count int64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
-	// first_time is the first one's time; the event's time is the last one's.
-	FirstTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=first_time,json=firstTime,proto3" json:"first_time,omitempty"`
-	// procedures are the RPCs refused, sorted; "tls:<reason>" for a handshake, e.g.
-	// "tls:certificate-revoked" or "tls:unknown-authority".
-	Procedures    []string `protobuf:"bytes,3,rep,name=procedures,proto3" json:"procedures,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AuditSummary) Reset() {
-	*x = AuditSummary{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AuditSummary) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AuditSummary) ProtoMessage() {}
-
-func (x *AuditSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[25]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AuditSummary.ProtoReflect.Descriptor instead.
-func (*AuditSummary) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{25}
-}
-
-func (x *AuditSummary) GetCount() int64 {
-	if x != nil {
-		return x.Count
-	}
-	return 0
-}
-
-func (x *AuditSummary) GetFirstTime() *timestamppb.Timestamp {
-	if x != nil {
-		return x.FirstTime
-	}
-	return nil
-}
-
-func (x *AuditSummary) GetProcedures() []string {
-	if x != nil {
-		return x.Procedures
-	}
-	return nil
-}
-
-// AuditEvent is one entry of the audit log.
-type AuditEvent struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// sequence numbers the events without gaps, from 1.
-	Sequence int64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	// id is the event's unique identifier.
-	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	// time is when the call ended; for an event the daemon wrote from the outbox row of a
-	// call whose end it could not record (code "committed"), when its change committed.
-	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	// principal is who called, e.g. "token:01JD...", or "anonymous".
-	Principal string `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
-	// procedure is the RPC, e.g. "/palyra.access.v1.AccessService/CreateToken".
-	Procedure string `protobuf:"bytes,5,opt,name=procedure,proto3" json:"procedure,omitempty"`
-	// target is what the call acted on, e.g. "token:01JD..." or "flag:compat_api".
-	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
-	// outcome is how the call ended.
-	Outcome AuditOutcome `protobuf:"varint,7,opt,name=outcome,proto3,enum=palyra.access.v1.AuditOutcome" json:"outcome,omitempty"`
-	// code is the Connect code, e.g. "ok", "unauthenticated", "permission_denied"; or
-	// "committed": the call's change committed, and how the call ended is not known (the
-	// replica died, or the database went away, before the call's end was recorded).
-	Code string `protobuf:"bytes,8,opt,name=code,proto3" json:"code,omitempty"`
-	// remote_address is the caller's IP address.
-	RemoteAddress string `protobuf:"bytes,9,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
-	// request_id is the id in the X-Request-Id response header of the call.
-	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// hash is the event's SHA-256 chain hash in hex: over the previous event's hash and
-	// this event's fields.
-	Hash string `protobuf:"bytes,11,opt,name=hash,proto3" json:"hash,omitempty"`
-	// replica_id is the palyrad replica that recorded the event, and made up its request
-	// id when request_id_source says so; empty for events recorded before palyrad
-	// recorded it.
-	ReplicaId string `protobuf:"bytes,12,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
-	// request_id_source says who chose request_id.
-	RequestIdSource AuditRequestIdSource `protobuf:"varint,13,opt,name=request_id_source,json=requestIdSource,proto3,enum=palyra.access.v1.AuditRequestIdSource" json:"request_id_source,omitempty"`
-	// summary, when set, makes the event stand for many refusals; principal, code and
-	// remote_address are theirs, procedure and target are empty.
-	Summary *AuditSummary `protobuf:"bytes,14,opt,name=summary,proto3" json:"summary,omitempty"`
-	// format is the formula of hash (palyrad's server/internal/audit): 1 for events
-	// recorded before replicas and summaries were, 2 since.
-	Format        uint32 `protobuf:"varint,15,opt,name=format,proto3" json:"format,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AuditEvent) Reset() {
-	*x = AuditEvent{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AuditEvent) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AuditEvent) ProtoMessage() {}
-
-func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[26]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
-func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{26}
-}
-
-func (x *AuditEvent) GetSequence() int64 {
-	if x != nil {
-		return x.Sequence
-	}
-	return 0
-}
-
-func (x *AuditEvent) GetId() string {
-	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetTime() *timestamppb.Timestamp {
-	if x != nil {
-		return x.Time
-	}
-	return nil
-}
-
-func (x *AuditEvent) GetPrincipal() string {
-	if x != nil {
-		return x.Principal
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetProcedure() string {
-	if x != nil {
-		return x.Procedure
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetTarget() string {
-	if x != nil {
-		return x.Target
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetOutcome() AuditOutcome {
-	if x != nil {
-		return x.Outcome
-	}
-	return AuditOutcome_AUDIT_OUTCOME_UNSPECIFIED
-}
-
-func (x *AuditEvent) GetCode() string {
-	if x != nil {
-		return x.Code
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetRemoteAddress() string {
-	if x != nil {
-		return x.RemoteAddress
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetRequestId() string {
-	if x != nil {
-		return x.RequestId
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetHash() string {
-	if x != nil {
-		return x.Hash
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetReplicaId() string {
-	if x != nil {
-		return x.ReplicaId
-	}
-	return ""
-}
-
-func (x *AuditEvent) GetRequestIdSource() AuditRequestIdSource {
-	if x != nil {
-		return x.RequestIdSource
-	}
-	return AuditRequestIdSource_AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED
-}
-
-func (x *AuditEvent) GetSummary() *AuditSummary {
-	if x != nil {
-		return x.Summary
-	}
-	return nil
-}
-
-func (x *AuditEvent) GetFormat() uint32 {
-	if x != nil {
-		return x.Format
-	}
-	return 0
-}
-
-// ListAuditEventsRequest filters and pages the log.
-type ListAuditEventsRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// page_size is the most events to return; 0 means 100.
-	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// page_token continues a previous list (its next_page_token).
-	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// principal keeps only the events of this principal.
-	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
-	// procedure keeps only the events of this RPC, summaries naming it among theirs
-	// included.
-	Procedure string `protobuf:"bytes,4,opt,name=procedure,proto3" json:"procedure,omitempty"`
-	// outcome keeps only the events with this outcome; unspecified keeps all.
-	Outcome AuditOutcome `protobuf:"varint,5,opt,name=outcome,proto3,enum=palyra.access.v1.AuditOutcome" json:"outcome,omitempty"`
-	// since keeps only the events at or after this time.
-	Since *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
-	// until keeps only the events before this time.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListAuditEventsRequest) Reset() {
-	*x = ListAuditEventsRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListAuditEventsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListAuditEventsRequest) ProtoMessage() {}
-
-func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[27]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
-func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{27}
-}
-
-func (x *ListAuditEventsRequest) GetPageSize() uint32 {
-	if x != nil {
-		return x.PageSize
-	}
-	return 0
-}
-
-func (x *ListAuditEventsRequest) GetPageToken() string {
-	if x != nil {
-		return x.PageToken
-	}
-	return ""
-}
-
-func (x *ListAuditEventsRequest) GetPrincipal() string {
-	if x != nil {
-		return x.Principal
-	}
-	return ""
-}
-
-func (x *ListAuditEventsRequest) GetProcedure() string {
-	if x != nil {
-		return x.Procedure
-	}
-	return ""
-}
-
-func (x *ListAuditEventsRequest) GetOutcome() AuditOutcome {
-	if x != nil {
-		return x.Outcome
-	}
-	return AuditOutcome_AUDIT_OUTCOME_UNSPECIFIED
-}
-
-func (x *ListAuditEventsRequest) GetSince() *timestamppb.Timestamp {
-	if x != nil {
-		return x.Since
-	}
-	return nil
-}
-
-func (x *ListAuditEventsRequest) GetUntil() *timestamppb.Timestamp {
-	if x != nil {
-		return x.Until
-	}
-	return nil
-}
-
-// ListAuditEventsResponse is one page of events.
-type ListAuditEventsResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// events, newest first.
-	Events []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	// next_page_token continues the list; empty on the last page.
-	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListAuditEventsResponse) Reset() {
-	*x = ListAuditEventsResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListAuditEventsResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListAuditEventsResponse) ProtoMessage() {}
-
-func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[28]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
-func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{28}
-}
-
-func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
-	if x != nil {
-		return x.Events
-	}
-	return nil
-}
-
-func (x *ListAuditEventsResponse) GetNextPageToken() string {
-	if x != nil {
-		return x.NextPageToken
-	}
-	return ""
-}
-
-// VerifyAuditLogRequest has no fields: the whole log is verified.
-type VerifyAuditLogRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *VerifyAuditLogRequest) Reset() {
-	*x = VerifyAuditLogRequest{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *VerifyAuditLogRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*VerifyAuditLogRequest) ProtoMessage() {}
-
-func (x *VerifyAuditLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[29]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use VerifyAuditLogRequest.ProtoReflect.Descriptor instead.
-func (*VerifyAuditLogRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{29}
-}
-
-// VerifyAuditLogResponse is the verdict.
-type VerifyAuditLogResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// intact is true when every event's hash matches its content and its predecessor,
-	// and no sequence number is missing.
-	Intact bool `protobuf:"varint,1,opt,name=intact,proto3" json:"intact,omitempty"`
-	// events_checked is how many events were verified.
-	EventsChecked int64 `protobuf:"varint,2,opt,name=events_checked,json=eventsChecked,proto3" json:"events_checked,omitempty"`
-	// head_sequence is the sequence of the newest event. Record it with head_hash outside
-	// palyrad to detect the deletion of the newest events, which no chain can show.
-	HeadSequence int64 `protobuf:"varint,3,opt,name=head_sequence,json=headSequence,proto3" json:"head_sequence,omitempty"`
-	// head_hash is the hash of the newest event, in hex.
-	HeadHash string `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
-	// first_broken_sequence is the first event whose hash does not verify, or that follows
-	// a gap; 0 when intact.
-	FirstBrokenSequence int64 `protobuf:"varint,5,opt,name=first_broken_sequence,json=firstBrokenSequence,proto3" json:"first_broken_sequence,omitempty"`
-	// problem says what is wrong with it; empty when intact.
-	Problem       string `protobuf:"bytes,6,opt,name=problem,proto3" json:"problem,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *VerifyAuditLogResponse) Reset() {
-	*x = VerifyAuditLogResponse{}
-	mi := &file_palyra_access_v1_access_proto_msgTypes[30]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *VerifyAuditLogResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*VerifyAuditLogResponse) ProtoMessage() {}
-
-func (x *VerifyAuditLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_access_v1_access_proto_msgTypes[30]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use VerifyAuditLogResponse.ProtoReflect.Descriptor instead.
-func (*VerifyAuditLogResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{30}
-}
-
-func (x *VerifyAuditLogResponse) GetIntact() bool {
-	if x != nil {
-		return x.Intact
-	}
-	return false
-}
-
-func (x *VerifyAuditLogResponse) GetEventsChecked() int64 {
-	if x != nil {
-		return x.EventsChecked
-	}
-	return 0
-}
-
-func (x *VerifyAuditLogResponse) GetHeadSequence() int64 {
-	if x != nil {
-		return x.HeadSequence
-	}
-	return 0
-}
-
-func (x *VerifyAuditLogResponse) GetHeadHash() string {
-	if x != nil {
-		return x.HeadHash
-	}
-	return ""
-}
-
-func (x *VerifyAuditLogResponse) GetFirstBrokenSequence() int64 {
-	if x != nil {
-		return x.FirstBrokenSequence
-	}
-	return 0
-}
-
-func (x *VerifyAuditLogResponse) GetProblem() string {
-	if x != nil {
-		return x.Problem
-	}
-	return ""
-}
-
 var File_palyra_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/access/v1/access.proto\x12\x10palyra.access.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x0f\n" +
+	"\x1dpalyra/access/v1/access.proto\x12\x10palyra.access.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\x0f\n" +
 	"\rWhoAmIRequest\"K\n" +
 	"\x0eWhoAmIResponse\x129\n" +
 	"\tprincipal\x18\x01 \x01(\v2\x1b.palyra.access.v1.PrincipalR\tprincipal\"\xb5\x02\n" +
@@ -2511,90 +1520,23 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2\x1c.palyra.access.v1.TokenStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\"m\n" +
 	"\x12ListTokensResponse\x12/\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x17.palyra.access.v1.TokenR\x06tokens\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
-	"\x0fGetTokenRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"A\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
+	"\x0fGetTokenRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\"A\n" +
 	"\x10GetTokenResponse\x12-\n" +
-	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"\x8c\x01\n" +
-	"\x12RotateTokenRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12E\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"v\n" +
+	"\x12RotateTokenRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12E\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x02@\x01R\n" +
 	"expireTime\"\\\n" +
 	"\x13RotateTokenResponse\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\tR\x06secret\"g\n" +
-	"\x12RevokeTokenRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12 \n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"Q\n" +
+	"\x12RevokeTokenRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12 \n" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"D\n" +
 	"\x13RevokeTokenResponse\x12-\n" +
-	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"\xab\x02\n" +
-	"\x04Flag\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription\x121\n" +
-	"\x05stage\x18\x03 \x01(\x0e2\x1b.palyra.access.v1.FlagStageR\x05stage\x12\x1d\n" +
-	"\n" +
-	"depends_on\x18\x04 \x03(\tR\tdependsOn\x12\x18\n" +
-	"\aenabled\x18\x05 \x01(\bR\aenabled\x12'\n" +
-	"\x0fdefault_enabled\x18\x06 \x01(\bR\x0edefaultEnabled\x12;\n" +
-	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x1d\n" +
-	"\n" +
-	"updated_by\x18\b \x01(\tR\tupdatedBy\"\x12\n" +
-	"\x10ListFlagsRequest\"A\n" +
-	"\x11ListFlagsResponse\x12,\n" +
-	"\x05flags\x18\x01 \x03(\v2\x16.palyra.access.v1.FlagR\x05flags\"Z\n" +
-	"\x0eSetFlagRequest\x12.\n" +
-	"\x03key\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x10\x01\x18@2\x11^[a-z][a-z0-9_]*$R\x03key\x12\x18\n" +
-	"\aenabled\x18\x02 \x01(\bR\aenabled\"=\n" +
-	"\x0fSetFlagResponse\x12*\n" +
-	"\x04flag\x18\x01 \x01(\v2\x16.palyra.access.v1.FlagR\x04flag\"\x7f\n" +
-	"\fAuditSummary\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\x03R\x05count\x129\n" +
-	"\n" +
-	"first_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstTime\x12\x1e\n" +
-	"\n" +
-	"procedures\x18\x03 \x03(\tR\n" +
-	"procedures\"\xa9\x04\n" +
-	"\n" +
-	"AuditEvent\x12\x1a\n" +
-	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\x12.\n" +
-	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
-	"\tprincipal\x18\x04 \x01(\tR\tprincipal\x12\x1c\n" +
-	"\tprocedure\x18\x05 \x01(\tR\tprocedure\x12\x16\n" +
-	"\x06target\x18\x06 \x01(\tR\x06target\x128\n" +
-	"\aoutcome\x18\a \x01(\x0e2\x1e.palyra.access.v1.AuditOutcomeR\aoutcome\x12\x12\n" +
-	"\x04code\x18\b \x01(\tR\x04code\x12%\n" +
-	"\x0eremote_address\x18\t \x01(\tR\rremoteAddress\x12\x1d\n" +
-	"\n" +
-	"request_id\x18\n" +
-	" \x01(\tR\trequestId\x12\x12\n" +
-	"\x04hash\x18\v \x01(\tR\x04hash\x12\x1d\n" +
-	"\n" +
-	"replica_id\x18\f \x01(\tR\treplicaId\x12R\n" +
-	"\x11request_id_source\x18\r \x01(\x0e2&.palyra.access.v1.AuditRequestIdSourceR\x0frequestIdSource\x128\n" +
-	"\asummary\x18\x0e \x01(\v2\x1e.palyra.access.v1.AuditSummaryR\asummary\x12\x16\n" +
-	"\x06format\x18\x0f \x01(\rR\x06format\"\xe0\x02\n" +
-	"\x16ListAuditEventsRequest\x12%\n" +
-	"\tpage_size\x18\x01 \x01(\rB\b\xbaH\x05*\x03\x18\xf4\x03R\bpageSize\x12'\n" +
-	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\x12&\n" +
-	"\tprincipal\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tprincipal\x12&\n" +
-	"\tprocedure\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\tprocedure\x12B\n" +
-	"\aoutcome\x18\x05 \x01(\x0e2\x1e.palyra.access.v1.AuditOutcomeB\b\xbaH\x05\x82\x01\x02\x10\x01R\aoutcome\x120\n" +
-	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
-	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"w\n" +
-	"\x17ListAuditEventsResponse\x124\n" +
-	"\x06events\x18\x01 \x03(\v2\x1c.palyra.access.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x17\n" +
-	"\x15VerifyAuditLogRequest\"\xe7\x01\n" +
-	"\x16VerifyAuditLogResponse\x12\x16\n" +
-	"\x06intact\x18\x01 \x01(\bR\x06intact\x12%\n" +
-	"\x0eevents_checked\x18\x02 \x01(\x03R\reventsChecked\x12#\n" +
-	"\rhead_sequence\x18\x03 \x01(\x03R\fheadSequence\x12\x1b\n" +
-	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x122\n" +
-	"\x15first_broken_sequence\x18\x05 \x01(\x03R\x13firstBrokenSequence\x12\x18\n" +
-	"\aproblem\x18\x06 \x01(\tR\aproblem*O\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token*O\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2612,21 +1554,7 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x17TOKEN_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TOKEN_STATE_ACTIVE\x10\x01\x12\x17\n" +
 	"\x13TOKEN_STATE_EXPIRED\x10\x02\x12\x17\n" +
-	"\x13TOKEN_STATE_REVOKED\x10\x03*p\n" +
-	"\tFlagStage\x12\x1a\n" +
-	"\x16FLAG_STAGE_UNSPECIFIED\x10\x00\x12\x1b\n" +
-	"\x17FLAG_STAGE_EXPERIMENTAL\x10\x01\x12\x13\n" +
-	"\x0fFLAG_STAGE_BETA\x10\x02\x12\x15\n" +
-	"\x11FLAG_STAGE_STABLE\x10\x03*c\n" +
-	"\fAuditOutcome\x12\x1d\n" +
-	"\x19AUDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
-	"\x15AUDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n" +
-	"\x15AUDIT_OUTCOME_FAILURE\x10\x02*\x88\x01\n" +
-	"\x14AuditRequestIdSource\x12'\n" +
-	"#AUDIT_REQUEST_ID_SOURCE_UNSPECIFIED\x10\x00\x12\"\n" +
-	"\x1eAUDIT_REQUEST_ID_SOURCE_CLIENT\x10\x01\x12#\n" +
-	"\x1fAUDIT_REQUEST_ID_SOURCE_REPLICA\x10\x022\xa6\n" +
-	"\n" +
+	"\x13TOKEN_STATE_REVOKED\x10\x032\xea\x06\n" +
 	"\rAccessService\x12V\n" +
 	"\x06WhoAmI\x12\x1f.palyra.access.v1.WhoAmIRequest\x1a .palyra.access.v1.WhoAmIResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12q\n" +
 	"\x0fListPermissions\x12(.palyra.access.v1.ListPermissionsRequest\x1a).palyra.access.v1.ListPermissionsResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12_\n" +
@@ -2636,13 +1564,7 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"ListTokens\x12#.palyra.access.v1.ListTokensRequest\x1a$.palyra.access.v1.ListTokensResponse\"\x16\xea\xe0\x18\x0f\x1a\rtokens.manage\x90\x02\x01\x12i\n" +
 	"\bGetToken\x12!.palyra.access.v1.GetTokenRequest\x1a\".palyra.access.v1.GetTokenResponse\"\x16\xea\xe0\x18\x0f\x1a\rtokens.manage\x90\x02\x01\x12o\n" +
 	"\vRotateToken\x12$.palyra.access.v1.RotateTokenRequest\x1a%.palyra.access.v1.RotateTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12o\n" +
-	"\vRevokeToken\x12$.palyra.access.v1.RevokeTokenRequest\x1a%.palyra.access.v1.RevokeTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12_\n" +
-	"\tListFlags\x12\".palyra.access.v1.ListFlagsRequest\x1a#.palyra.access.v1.ListFlagsResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12b\n" +
-	"\aSetFlag\x12 .palyra.access.v1.SetFlagRequest\x1a!.palyra.access.v1.SetFlagResponse\"\x12\xea\xe0\x18\x0e\x1a\fflags.manage\x12{\n" +
-	"\x0fListAuditEvents\x12(.palyra.access.v1.ListAuditEventsRequest\x1a).palyra.access.v1.ListAuditEventsResponse\"\x13\xea\xe0\x18\f\x1a\n" +
-	"audit.read\x90\x02\x01\x12x\n" +
-	"\x0eVerifyAuditLog\x12'.palyra.access.v1.VerifyAuditLogRequest\x1a(.palyra.access.v1.VerifyAuditLogResponse\"\x13\xea\xe0\x18\f\x1a\n" +
-	"audit.read\x90\x02\x01B;Z9github.com/palyra/palyra/gen/go/palyra/access/v1;accessv1b\x06proto3"
+	"\vRevokeToken\x12$.palyra.access.v1.RevokeTokenRequest\x1a%.palyra.access.v1.RevokeTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manageB;Z9github.com/palyra/palyra/gen/go/palyra/access/v1;accessv1b\x06proto3"
 
 var (
 	file_palyra_access_v1_access_proto_rawDescOnce sync.Once
@@ -2656,113 +1578,78 @@ func file_palyra_access_v1_access_proto_rawDescGZIP() []byte {
 	return file_palyra_access_v1_access_proto_rawDescData
 }
 
-var file_palyra_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_palyra_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_palyra_access_v1_access_proto_goTypes = []any{
 	(Role)(0),                       // 0: palyra.access.v1.Role
 	(AuthMethod)(0),                 // 1: palyra.access.v1.AuthMethod
 	(TokenState)(0),                 // 2: palyra.access.v1.TokenState
-	(FlagStage)(0),                  // 3: palyra.access.v1.FlagStage
-	(AuditOutcome)(0),               // 4: palyra.access.v1.AuditOutcome
-	(AuditRequestIdSource)(0),       // 5: palyra.access.v1.AuditRequestIdSource
-	(*WhoAmIRequest)(nil),           // 6: palyra.access.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),          // 7: palyra.access.v1.WhoAmIResponse
-	(*Principal)(nil),               // 8: palyra.access.v1.Principal
-	(*ListPermissionsRequest)(nil),  // 9: palyra.access.v1.ListPermissionsRequest
-	(*ListPermissionsResponse)(nil), // 10: palyra.access.v1.ListPermissionsResponse
-	(*Permission)(nil),              // 11: palyra.access.v1.Permission
-	(*ListRolesRequest)(nil),        // 12: palyra.access.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),       // 13: palyra.access.v1.ListRolesResponse
-	(*RoleInfo)(nil),                // 14: palyra.access.v1.RoleInfo
-	(*Token)(nil),                   // 15: palyra.access.v1.Token
-	(*CreateTokenRequest)(nil),      // 16: palyra.access.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),     // 17: palyra.access.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),       // 18: palyra.access.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),      // 19: palyra.access.v1.ListTokensResponse
-	(*GetTokenRequest)(nil),         // 20: palyra.access.v1.GetTokenRequest
-	(*GetTokenResponse)(nil),        // 21: palyra.access.v1.GetTokenResponse
-	(*RotateTokenRequest)(nil),      // 22: palyra.access.v1.RotateTokenRequest
-	(*RotateTokenResponse)(nil),     // 23: palyra.access.v1.RotateTokenResponse
-	(*RevokeTokenRequest)(nil),      // 24: palyra.access.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),     // 25: palyra.access.v1.RevokeTokenResponse
-	(*Flag)(nil),                    // 26: palyra.access.v1.Flag
-	(*ListFlagsRequest)(nil),        // 27: palyra.access.v1.ListFlagsRequest
-	(*ListFlagsResponse)(nil),       // 28: palyra.access.v1.ListFlagsResponse
-	(*SetFlagRequest)(nil),          // 29: palyra.access.v1.SetFlagRequest
-	(*SetFlagResponse)(nil),         // 30: palyra.access.v1.SetFlagResponse
-	(*AuditSummary)(nil),            // 31: palyra.access.v1.AuditSummary
-	(*AuditEvent)(nil),              // 32: palyra.access.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),  // 33: palyra.access.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil), // 34: palyra.access.v1.ListAuditEventsResponse
-	(*VerifyAuditLogRequest)(nil),   // 35: palyra.access.v1.VerifyAuditLogRequest
-	(*VerifyAuditLogResponse)(nil),  // 36: palyra.access.v1.VerifyAuditLogResponse
-	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
+	(*WhoAmIRequest)(nil),           // 3: palyra.access.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 4: palyra.access.v1.WhoAmIResponse
+	(*Principal)(nil),               // 5: palyra.access.v1.Principal
+	(*ListPermissionsRequest)(nil),  // 6: palyra.access.v1.ListPermissionsRequest
+	(*ListPermissionsResponse)(nil), // 7: palyra.access.v1.ListPermissionsResponse
+	(*Permission)(nil),              // 8: palyra.access.v1.Permission
+	(*ListRolesRequest)(nil),        // 9: palyra.access.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),       // 10: palyra.access.v1.ListRolesResponse
+	(*RoleInfo)(nil),                // 11: palyra.access.v1.RoleInfo
+	(*Token)(nil),                   // 12: palyra.access.v1.Token
+	(*CreateTokenRequest)(nil),      // 13: palyra.access.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),     // 14: palyra.access.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),       // 15: palyra.access.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),      // 16: palyra.access.v1.ListTokensResponse
+	(*GetTokenRequest)(nil),         // 17: palyra.access.v1.GetTokenRequest
+	(*GetTokenResponse)(nil),        // 18: palyra.access.v1.GetTokenResponse
+	(*RotateTokenRequest)(nil),      // 19: palyra.access.v1.RotateTokenRequest
+	(*RotateTokenResponse)(nil),     // 20: palyra.access.v1.RotateTokenResponse
+	(*RevokeTokenRequest)(nil),      // 21: palyra.access.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),     // 22: palyra.access.v1.RevokeTokenResponse
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
 }
 var file_palyra_access_v1_access_proto_depIdxs = []int32{
-	8,  // 0: palyra.access.v1.WhoAmIResponse.principal:type_name -> palyra.access.v1.Principal
+	5,  // 0: palyra.access.v1.WhoAmIResponse.principal:type_name -> palyra.access.v1.Principal
 	0,  // 1: palyra.access.v1.Principal.role:type_name -> palyra.access.v1.Role
-	37, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
+	23, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: palyra.access.v1.Principal.method:type_name -> palyra.access.v1.AuthMethod
-	11, // 4: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
-	14, // 5: palyra.access.v1.ListRolesResponse.roles:type_name -> palyra.access.v1.RoleInfo
+	8,  // 4: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
+	11, // 5: palyra.access.v1.ListRolesResponse.roles:type_name -> palyra.access.v1.RoleInfo
 	0,  // 6: palyra.access.v1.RoleInfo.role:type_name -> palyra.access.v1.Role
 	0,  // 7: palyra.access.v1.Token.role:type_name -> palyra.access.v1.Role
 	2,  // 8: palyra.access.v1.Token.state:type_name -> palyra.access.v1.TokenState
-	37, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	37, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	37, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	37, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
+	23, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	23, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	23, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: palyra.access.v1.CreateTokenRequest.role:type_name -> palyra.access.v1.Role
-	37, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	15, // 15: palyra.access.v1.CreateTokenResponse.token:type_name -> palyra.access.v1.Token
+	23, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 15: palyra.access.v1.CreateTokenResponse.token:type_name -> palyra.access.v1.Token
 	2,  // 16: palyra.access.v1.ListTokensRequest.state:type_name -> palyra.access.v1.TokenState
-	15, // 17: palyra.access.v1.ListTokensResponse.tokens:type_name -> palyra.access.v1.Token
-	15, // 18: palyra.access.v1.GetTokenResponse.token:type_name -> palyra.access.v1.Token
-	37, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
-	15, // 20: palyra.access.v1.RotateTokenResponse.token:type_name -> palyra.access.v1.Token
-	15, // 21: palyra.access.v1.RevokeTokenResponse.token:type_name -> palyra.access.v1.Token
-	3,  // 22: palyra.access.v1.Flag.stage:type_name -> palyra.access.v1.FlagStage
-	37, // 23: palyra.access.v1.Flag.update_time:type_name -> google.protobuf.Timestamp
-	26, // 24: palyra.access.v1.ListFlagsResponse.flags:type_name -> palyra.access.v1.Flag
-	26, // 25: palyra.access.v1.SetFlagResponse.flag:type_name -> palyra.access.v1.Flag
-	37, // 26: palyra.access.v1.AuditSummary.first_time:type_name -> google.protobuf.Timestamp
-	37, // 27: palyra.access.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	4,  // 28: palyra.access.v1.AuditEvent.outcome:type_name -> palyra.access.v1.AuditOutcome
-	5,  // 29: palyra.access.v1.AuditEvent.request_id_source:type_name -> palyra.access.v1.AuditRequestIdSource
-	31, // 30: palyra.access.v1.AuditEvent.summary:type_name -> palyra.access.v1.AuditSummary
-	4,  // 31: palyra.access.v1.ListAuditEventsRequest.outcome:type_name -> palyra.access.v1.AuditOutcome
-	37, // 32: palyra.access.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	37, // 33: palyra.access.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
-	32, // 34: palyra.access.v1.ListAuditEventsResponse.events:type_name -> palyra.access.v1.AuditEvent
-	6,  // 35: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
-	9,  // 36: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
-	12, // 37: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
-	16, // 38: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
-	18, // 39: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
-	20, // 40: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
-	22, // 41: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
-	24, // 42: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
-	27, // 43: palyra.access.v1.AccessService.ListFlags:input_type -> palyra.access.v1.ListFlagsRequest
-	29, // 44: palyra.access.v1.AccessService.SetFlag:input_type -> palyra.access.v1.SetFlagRequest
-	33, // 45: palyra.access.v1.AccessService.ListAuditEvents:input_type -> palyra.access.v1.ListAuditEventsRequest
-	35, // 46: palyra.access.v1.AccessService.VerifyAuditLog:input_type -> palyra.access.v1.VerifyAuditLogRequest
-	7,  // 47: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
-	10, // 48: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
-	13, // 49: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
-	17, // 50: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
-	19, // 51: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
-	21, // 52: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
-	23, // 53: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
-	25, // 54: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
-	28, // 55: palyra.access.v1.AccessService.ListFlags:output_type -> palyra.access.v1.ListFlagsResponse
-	30, // 56: palyra.access.v1.AccessService.SetFlag:output_type -> palyra.access.v1.SetFlagResponse
-	34, // 57: palyra.access.v1.AccessService.ListAuditEvents:output_type -> palyra.access.v1.ListAuditEventsResponse
-	36, // 58: palyra.access.v1.AccessService.VerifyAuditLog:output_type -> palyra.access.v1.VerifyAuditLogResponse
-	47, // [47:59] is the sub-list for method output_type
-	35, // [35:47] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	12, // 17: palyra.access.v1.ListTokensResponse.tokens:type_name -> palyra.access.v1.Token
+	12, // 18: palyra.access.v1.GetTokenResponse.token:type_name -> palyra.access.v1.Token
+	23, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 20: palyra.access.v1.RotateTokenResponse.token:type_name -> palyra.access.v1.Token
+	12, // 21: palyra.access.v1.RevokeTokenResponse.token:type_name -> palyra.access.v1.Token
+	3,  // 22: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
+	6,  // 23: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
+	9,  // 24: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
+	13, // 25: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
+	15, // 26: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
+	17, // 27: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
+	19, // 28: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
+	21, // 29: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
+	4,  // 30: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
+	7,  // 31: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
+	10, // 32: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
+	14, // 33: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
+	16, // 34: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
+	18, // 35: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
+	20, // 36: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
+	22, // 37: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
+	30, // [30:38] is the sub-list for method output_type
+	22, // [22:30] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_palyra_access_v1_access_proto_init() }
@@ -2776,8 +1663,8 @@ func file_palyra_access_v1_access_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_access_v1_access_proto_rawDesc), len(file_palyra_access_v1_access_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   31,
+			NumEnums:      3,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -653,7 +653,7 @@ var File_palyra_controlplane_v1_devices_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_devices_proto_rawDesc = "" +
 	"\n" +
-	"$palyra/controlplane/v1/devices.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x97\x04\n" +
+	"$palyra/controlplane/v1/devices.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\x97\x04\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -680,13 +680,13 @@ const file_palyra_controlplane_v1_devices_proto_rawDesc = "" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12;\n" +
 	"\vrevoke_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12#\n" +
-	"\rrevoke_reason\x18\x06 \x01(\tR\frevokeReason\"C\n" +
-	"\x10GetDeviceRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"K\n" +
+	"\rrevoke_reason\x18\x06 \x01(\tR\frevokeReason\"-\n" +
+	"\x10GetDeviceRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\"K\n" +
 	"\x11GetDeviceResponse\x126\n" +
-	"\x06device\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.DeviceR\x06device\"j\n" +
-	"\x13RevokeDeviceRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12\"\n" +
+	"\x06device\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.DeviceR\x06device\"T\n" +
+	"\x13RevokeDeviceRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12\"\n" +
 	"\x06reason\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x06reason\"N\n" +
 	"\x14RevokeDeviceResponse\x126\n" +
@@ -697,9 +697,9 @@ const file_palyra_controlplane_v1_devices_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x06reason\"\x85\x01\n" +
 	"\x19RevokeCertificateResponse\x12K\n" +
 	"\vcertificate\x18\x01 \x01(\v2).palyra.controlplane.v1.DeviceCertificateR\vcertificate\x12\x1b\n" +
-	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"\x92\x01\n" +
-	"\x1eRotateDeviceCertificateRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12?\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"|\n" +
+	"\x1eRotateDeviceCertificateRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12?\n" +
 	"\x05grace\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xf5$2\x00R\x05grace\"Y\n" +
 	"\x1fRotateDeviceCertificateResponse\x126\n" +
 	"\x06device\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.DeviceR\x06device2\xb5\x04\n" +

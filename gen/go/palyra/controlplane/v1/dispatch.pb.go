@@ -1243,7 +1243,7 @@ var File_palyra_controlplane_v1_dispatch_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\n" +
-	"%palyra/controlplane/v1/dispatch.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\xf5\x06\n" +
+	"%palyra/controlplane/v1/dispatch.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xf5\x06\n" +
 	"\bDispatch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x1e\n" +
@@ -1280,9 +1280,9 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\vOutputChunk\x124\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x1c.palyra.node.v1.OutputStreamR\x06stream\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\xe9\x02\n" +
-	"\x15CreateDispatchRequest\x128\n" +
-	"\anode_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x06nodeId\x12*\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xd3\x02\n" +
+	"\x15CreateDispatchRequest\x12\"\n" +
+	"\anode_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x06nodeId\x12*\n" +
 	"\n" +
 	"capability\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\n" +
@@ -1295,9 +1295,9 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x06 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"p\n" +
 	"\x16CreateDispatchResponse\x12<\n" +
 	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"\xec\x02\n" +
-	"\x18ExecuteCapabilityRequest\x128\n" +
-	"\anode_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x06nodeId\x12*\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"\xd6\x02\n" +
+	"\x18ExecuteCapabilityRequest\x12\"\n" +
+	"\anode_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x06nodeId\x12*\n" +
 	"\n" +
 	"capability\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\n" +
@@ -1313,9 +1313,9 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\x12,\n" +
 	"\x12next_output_offset\x18\x03 \x01(\x04R\x10nextOutputOffset\x12\x1f\n" +
 	"\vmore_output\x18\x04 \x01(\bR\n" +
-	"moreOutput\"\xbd\x01\n" +
-	"\x12GetDispatchRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12%\n" +
+	"moreOutput\"\xa7\x01\n" +
+	"\x12GetDispatchRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12%\n" +
 	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\x12#\n" +
 	"\routput_offset\x18\x03 \x01(\x04R\foutputOffset\x12*\n" +
 	"\x11output_page_bytes\x18\x04 \x01(\rR\x0foutputPageBytes\"\xdf\x01\n" +
@@ -1324,22 +1324,22 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\x06output\x18\x02 \x03(\v2#.palyra.controlplane.v1.OutputChunkR\x06output\x12,\n" +
 	"\x12next_output_offset\x18\x03 \x01(\x04R\x10nextOutputOffset\x12\x1f\n" +
 	"\vmore_output\x18\x04 \x01(\bR\n" +
-	"moreOutput\"h\n" +
-	"\x14WatchDispatchRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12\x1f\n" +
+	"moreOutput\"R\n" +
+	"\x14WatchDispatchRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12\x1f\n" +
 	"\vfrom_offset\x18\x02 \x01(\x04R\n" +
 	"fromOffset\"\x9f\x01\n" +
 	"\x15WatchDispatchResponse\x12>\n" +
 	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchH\x00R\bdispatch\x12=\n" +
 	"\x06output\x18\x02 \x01(\v2#.palyra.controlplane.v1.OutputChunkH\x00R\x06outputB\a\n" +
-	"\x05event\"j\n" +
-	"\x15CancelDispatchRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12 \n" +
+	"\x05event\"T\n" +
+	"\x15CancelDispatchRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12 \n" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"V\n" +
 	"\x16CancelDispatchResponse\x12<\n" +
-	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\"\x95\x02\n" +
-	"\x15ListDispatchesRequest\x12;\n" +
-	"\anode_id\x18\x01 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\x06nodeId\x12E\n" +
+	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\"\xff\x01\n" +
+	"\x15ListDispatchesRequest\x12%\n" +
+	"\anode_id\x18\x01 \x01(\tB\f\xbaH\t\xd8\x01\x01r\x04\xe8\xcaI\x01R\x06nodeId\x12E\n" +
 	"\x05state\x18\x02 \x01(\x0e2%.palyra.controlplane.v1.DispatchStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\x12(\n" +
 	"\n" +
 	"capability\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\n" +

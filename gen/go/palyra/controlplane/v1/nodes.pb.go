@@ -82,10 +82,10 @@ func (Presence) EnumDescriptor() ([]byte, []int) {
 	return file_palyra_controlplane_v1_nodes_proto_rawDescGZIP(), []int{0}
 }
 
-// Node is a paired node.
+// Node is a paired device seen as a runtime.
 type Node struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is the device id.
+	// id is the device id: a node and its device share it.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// name is the name it paired with.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
@@ -99,8 +99,8 @@ type Node struct {
 	ReportedLabels map[string]string `protobuf:"bytes,6,rep,name=reported_labels,json=reportedLabels,proto3" json:"reported_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// capabilities the node reported last.
 	Capabilities []*v1.Capability `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
-	// register_time is when it first paired.
-	RegisterTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=register_time,json=registerTime,proto3" json:"register_time,omitempty"`
+	// create_time is when its device was created, i.e. first paired: Device.create_time.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// last_seen_time is when it last sent anything; unset when never attached.
 	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
 	// presence at the time of the call.
@@ -196,9 +196,9 @@ func (x *Node) GetCapabilities() []*v1.Capability {
 	return nil
 }
 
-func (x *Node) GetRegisterTime() *timestamppb.Timestamp {
+func (x *Node) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.RegisterTime
+		return x.CreateTime
 	}
 	return nil
 }
@@ -487,7 +487,7 @@ var File_palyra_controlplane_v1_nodes_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_nodes_proto_rawDesc = "" +
 	"\n" +
-	"\"palyra/controlplane/v1/nodes.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\xcb\x06\n" +
+	"\"palyra/controlplane/v1/nodes.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xc7\x06\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -495,8 +495,9 @@ const file_palyra_controlplane_v1_nodes_proto_rawDesc = "" +
 	"\ragent_version\x18\x04 \x01(\tR\fagentVersion\x12@\n" +
 	"\x06labels\x18\x05 \x03(\v2(.palyra.controlplane.v1.Node.LabelsEntryR\x06labels\x12Y\n" +
 	"\x0freported_labels\x18\x06 \x03(\v20.palyra.controlplane.v1.Node.ReportedLabelsEntryR\x0ereportedLabels\x12>\n" +
-	"\fcapabilities\x18\a \x03(\v2\x1a.palyra.node.v1.CapabilityR\fcapabilities\x12?\n" +
-	"\rregister_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fregisterTime\x12@\n" +
+	"\fcapabilities\x18\a \x03(\v2\x1a.palyra.node.v1.CapabilityR\fcapabilities\x12;\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12@\n" +
 	"\x0elast_seen_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12<\n" +
 	"\bpresence\x18\n" +
 	" \x01(\x0e2 .palyra.controlplane.v1.PresenceR\bpresence\x12)\n" +
@@ -525,17 +526,17 @@ const file_palyra_controlplane_v1_nodes_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
 	"\x11ListNodesResponse\x122\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x1c.palyra.controlplane.v1.NodeR\x05nodes\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"A\n" +
-	"\x0eGetNodeRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"C\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"+\n" +
+	"\x0eGetNodeRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\"C\n" +
 	"\x0fGetNodeResponse\x120\n" +
 	"\x04node\x18\x01 \x01(\v2\x1c.palyra.controlplane.v1.NodeR\x04node*c\n" +
 	"\bPresence\x12\x18\n" +
 	"\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPRESENCE_ONLINE\x10\x01\x12\x12\n" +
 	"\x0ePRESENCE_STALE\x10\x02\x12\x14\n" +
-	"\x10PRESENCE_OFFLINE\x10\x032\xf6\x01\n" +
-	"\fNodesService\x12u\n" +
+	"\x10PRESENCE_OFFLINE\x10\x032\xfe\x01\n" +
+	"\x14NodeInventoryService\x12u\n" +
 	"\tListNodes\x12(.palyra.controlplane.v1.ListNodesRequest\x1a).palyra.controlplane.v1.ListNodesResponse\"\x13\xea\xe0\x18\f\x1a\n" +
 	"nodes.read\x90\x02\x01\x12o\n" +
 	"\aGetNode\x12&.palyra.controlplane.v1.GetNodeRequest\x1a'.palyra.controlplane.v1.GetNodeResponse\"\x13\xea\xe0\x18\f\x1a\n" +
@@ -572,7 +573,7 @@ var file_palyra_controlplane_v1_nodes_proto_depIdxs = []int32{
 	6,  // 0: palyra.controlplane.v1.Node.labels:type_name -> palyra.controlplane.v1.Node.LabelsEntry
 	7,  // 1: palyra.controlplane.v1.Node.reported_labels:type_name -> palyra.controlplane.v1.Node.ReportedLabelsEntry
 	9,  // 2: palyra.controlplane.v1.Node.capabilities:type_name -> palyra.node.v1.Capability
-	10, // 3: palyra.controlplane.v1.Node.register_time:type_name -> google.protobuf.Timestamp
+	10, // 3: palyra.controlplane.v1.Node.create_time:type_name -> google.protobuf.Timestamp
 	10, // 4: palyra.controlplane.v1.Node.last_seen_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: palyra.controlplane.v1.Node.presence:type_name -> palyra.controlplane.v1.Presence
 	10, // 6: palyra.controlplane.v1.Node.certificate_expire_time:type_name -> google.protobuf.Timestamp
@@ -580,10 +581,10 @@ var file_palyra_controlplane_v1_nodes_proto_depIdxs = []int32{
 	8,  // 8: palyra.controlplane.v1.ListNodesRequest.labels:type_name -> palyra.controlplane.v1.ListNodesRequest.LabelsEntry
 	1,  // 9: palyra.controlplane.v1.ListNodesResponse.nodes:type_name -> palyra.controlplane.v1.Node
 	1,  // 10: palyra.controlplane.v1.GetNodeResponse.node:type_name -> palyra.controlplane.v1.Node
-	2,  // 11: palyra.controlplane.v1.NodesService.ListNodes:input_type -> palyra.controlplane.v1.ListNodesRequest
-	4,  // 12: palyra.controlplane.v1.NodesService.GetNode:input_type -> palyra.controlplane.v1.GetNodeRequest
-	3,  // 13: palyra.controlplane.v1.NodesService.ListNodes:output_type -> palyra.controlplane.v1.ListNodesResponse
-	5,  // 14: palyra.controlplane.v1.NodesService.GetNode:output_type -> palyra.controlplane.v1.GetNodeResponse
+	2,  // 11: palyra.controlplane.v1.NodeInventoryService.ListNodes:input_type -> palyra.controlplane.v1.ListNodesRequest
+	4,  // 12: palyra.controlplane.v1.NodeInventoryService.GetNode:input_type -> palyra.controlplane.v1.GetNodeRequest
+	3,  // 13: palyra.controlplane.v1.NodeInventoryService.ListNodes:output_type -> palyra.controlplane.v1.ListNodesResponse
+	5,  // 14: palyra.controlplane.v1.NodeInventoryService.GetNode:output_type -> palyra.controlplane.v1.GetNodeResponse
 	13, // [13:15] is the sub-list for method output_type
 	11, // [11:13] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name

@@ -1300,7 +1300,7 @@ var File_palyra_controlplane_v1_pairing_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\n" +
-	"$palyra/controlplane/v1/pairing.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\"\x93\x03\n" +
+	"$palyra/controlplane/v1/pairing.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\x93\x03\n" +
 	"\vPairingCode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
 	"\x06method\x18\x02 \x01(\x0e2%.palyra.controlplane.v1.PairingMethodR\x06method\x12\x14\n" +
@@ -1336,9 +1336,9 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"activeOnly\"\x8c\x01\n" +
 	"\x18ListPairingCodesResponse\x12H\n" +
 	"\rpairing_codes\x18\x01 \x03(\v2#.palyra.controlplane.v1.PairingCodeR\fpairingCodes\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"K\n" +
-	"\x18DeletePairingCodeRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"c\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"5\n" +
+	"\x18DeletePairingCodeRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\"c\n" +
 	"\x19DeletePairingCodeResponse\x12F\n" +
 	"\fpairing_code\x18\x01 \x01(\v2#.palyra.controlplane.v1.PairingCodeR\vpairingCode\"\xe0\a\n" +
 	"\x0ePairingRequest\x12\x0e\n" +
@@ -1378,26 +1378,26 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\"\x98\x01\n" +
 	"\x1bListPairingRequestsResponse\x12Q\n" +
 	"\x10pairing_requests\x18\x01 \x03(\v2&.palyra.controlplane.v1.PairingRequestR\x0fpairingRequests\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"K\n" +
-	"\x18GetPairingRequestRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\"l\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"5\n" +
+	"\x18GetPairingRequestRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\"l\n" +
 	"\x19GetPairingRequestResponse\x12O\n" +
-	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"\xa5\x04\n" +
-	"\x1cApprovePairingRequestRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12Y\n" +
+	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"\xf9\x03\n" +
+	"\x1cApprovePairingRequestRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12Y\n" +
 	"\x18expected_key_fingerprint\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^(sha256:[0-9a-f]{64})?$R\x16expectedKeyFingerprint\x12\x94\x01\n" +
 	"\x06labels\x18\x03 \x03(\v2@.palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntryB:\xbaH7\x9a\x014\x10 \")r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x128\n" +
-	"\x18reinstate_revoked_device\x18\x04 \x01(\bR\x16reinstateRevokedDevice\x12N\n" +
-	"\x11replace_device_id\x18\x05 \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\x0freplaceDeviceId\x12\x1d\n" +
+	"\x18reinstate_revoked_device\x18\x04 \x01(\bR\x16reinstateRevokedDevice\x128\n" +
+	"\x11replace_device_id\x18\x05 \x01(\tB\f\xbaH\t\xd8\x01\x01r\x04\xe8\xcaI\x01R\x0freplaceDeviceId\x12\x1d\n" +
 	"\n" +
 	"new_device\x18\x06 \x01(\bR\tnewDevice\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
 	"\x1dApprovePairingRequestResponse\x12O\n" +
-	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"r\n" +
-	"\x1bRejectPairingRequestRequest\x12/\n" +
-	"\x02id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\x02id\x12\"\n" +
+	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"\\\n" +
+	"\x1bRejectPairingRequestRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12\"\n" +
 	"\x06reason\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x06reason\"o\n" +
 	"\x1cRejectPairingRequestResponse\x12O\n" +

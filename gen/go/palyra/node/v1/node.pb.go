@@ -2174,7 +2174,7 @@ var File_palyra_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x19palyra/node/v1/node.proto\x12\x0epalyra.node.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x99\x03\n" +
+	"\x19palyra/node/v1/node.proto\x12\x0epalyra.node.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\x99\x03\n" +
 	"\rAttachRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.palyra.node.v1.HelloH\x00R\x05hello\x129\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x19.palyra.node.v1.HeartbeatH\x00R\theartbeat\x12>\n" +
@@ -2189,9 +2189,9 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x06cancel\x18\x03 \x01(\v2\x16.palyra.node.v1.CancelH\x00R\x06cancel\x12:\n" +
 	"\n" +
 	"result_ack\x18\x04 \x01(\v2\x19.palyra.node.v1.ResultAckH\x00R\tresultAckB\t\n" +
-	"\amessage\"\xf6\x03\n" +
-	"\x05Hello\x12<\n" +
-	"\tdevice_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\bdeviceId\x127\n" +
+	"\amessage\"\xe0\x03\n" +
+	"\x05Hello\x12&\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\bdeviceId\x127\n" +
 	"\bplatform\x18\x02 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._/-]*$R\bplatform\x12@\n" +
 	"\ragent_version\x18\x03 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._+-]*$R\fagentVersion\x127\n" +
 	"\x11protocol_versions\x18\x04 \x03(\rB\n" +
@@ -2208,19 +2208,19 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\finput_schema\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04R\vinputSchema\x12\x1c\n" +
 	"\tavailable\x18\x04 \x01(\bR\tavailable\"%\n" +
 	"\tHeartbeat\x12\x18\n" +
-	"\arunning\x18\x01 \x01(\rR\arunning\"T\n" +
-	"\x10DispatchAccepted\x12@\n" +
-	"\vdispatch_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\n" +
-	"dispatchId\"\xcb\x01\n" +
-	"\x0eDispatchOutput\x12@\n" +
-	"\vdispatch_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\n" +
+	"\arunning\x18\x01 \x01(\rR\arunning\">\n" +
+	"\x10DispatchAccepted\x12*\n" +
+	"\vdispatch_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\n" +
+	"dispatchId\"\xb5\x01\n" +
+	"\x0eDispatchOutput\x12*\n" +
+	"\vdispatch_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\n" +
 	"dispatchId\x12@\n" +
 	"\x06stream\x18\x02 \x01(\x0e2\x1c.palyra.node.v1.OutputStreamB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06stream\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1d\n" +
-	"\x04data\x18\x04 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x04data\"\x8d\x03\n" +
-	"\x0eDispatchResult\x12@\n" +
-	"\vdispatch_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\n" +
+	"\x04data\x18\x04 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x04data\"\xf7\x02\n" +
+	"\x0eDispatchResult\x12*\n" +
+	"\vdispatch_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\n" +
 	"dispatchId\x12E\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1f.palyra.node.v1.DispatchOutcomeB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\aoutcome\x12*\n" +
@@ -2263,7 +2263,7 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x15GetServerInfoResponse\x12%\n" +
 	"\x0eserver_version\x18\x01 \x01(\tR\rserverVersion\x12,\n" +
 	"\x12ca_certificate_pem\x18\x02 \x01(\tR\x10caCertificatePem\x12%\n" +
-	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint\"\xfb\x03\n" +
+	"\x0eca_fingerprint\x18\x03 \x01(\tR\rcaFingerprint\"\xe5\x03\n" +
 	"\x13StartPairingRequest\x12(\n" +
 	"\x03pin\x18\x01 \x01(\tB\x14\xbaH\x11r\x0f2\r^[0-9]{6,12}$H\x00R\x03pin\x127\n" +
 	"\aqr_code\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x10\x14\x18\x80\x012\x10^[A-Za-z0-9_-]+$H\x00R\x06qrCode\x12\x1c\n" +
@@ -2272,8 +2272,8 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\vdevice_name\x18\x04 \x01(\tB(\xbaH%r#\x10\x01\x18@2\x1d^[A-Za-z0-9][A-Za-z0-9._ -]*$R\n" +
 	"deviceName\x127\n" +
 	"\bplatform\x18\x05 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._/-]*$R\bplatform\x12@\n" +
-	"\ragent_version\x18\x06 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._+-]*$R\fagentVersion\x12?\n" +
-	"\tdevice_id\x18\a \x01(\tB\"\xbaH\x1fr\x1d2\x1b^([0-9A-HJKMNP-TV-Z]{26})?$R\bdeviceId\x12M\n" +
+	"\ragent_version\x18\x06 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._+-]*$R\fagentVersion\x12)\n" +
+	"\tdevice_id\x18\a \x01(\tB\f\xbaH\t\xd8\x01\x01r\x04\xe8\xcaI\x01R\bdeviceId\x12M\n" +
 	"\x11device_possession\x18\b \x01(\v2 .palyra.node.v1.DevicePossessionR\x10devicePossessionB\r\n" +
 	"\x04code\x12\x05\xbaH\x02\b\x01\"j\n" +
 	"\x10DevicePossession\x12,\n" +
@@ -2297,23 +2297,23 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\tdevice_id\x18\x04 \x01(\tR\bdeviceId\x12'\n" +
 	"\x0fcertificate_pem\x18\x05 \x01(\tR\x0ecertificatePem\x12,\n" +
 	"\x12ca_certificate_pem\x18\x06 \x01(\tR\x10caCertificatePem\x12R\n" +
-	"\x17certificate_expire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x15certificateExpireTime\"\x8c\x01\n" +
-	"\x17GetPairingStatusRequest\x12>\n" +
+	"\x17certificate_expire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x15certificateExpireTime\"v\n" +
+	"\x17GetPairingStatusRequest\x12(\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\trequestId\x121\n" +
+	"request_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\trequestId\x121\n" +
 	"\x0epairing_secret\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rpairingSecret\"Q\n" +
 	"\x18GetPairingStatusResponse\x125\n" +
-	"\x06status\x18\x01 \x01(\v2\x1d.palyra.node.v1.PairingStatusR\x06status\"\x88\x01\n" +
-	"\x13WatchPairingRequest\x12>\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.palyra.node.v1.PairingStatusR\x06status\"r\n" +
+	"\x13WatchPairingRequest\x12(\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\trequestId\x121\n" +
+	"request_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\trequestId\x121\n" +
 	"\x0epairing_secret\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\rpairingSecret\"M\n" +
 	"\x14WatchPairingResponse\x125\n" +
-	"\x06status\x18\x01 \x01(\v2\x1d.palyra.node.v1.PairingStatusR\x06status\"u\n" +
-	"\x17RenewCertificateRequest\x12<\n" +
-	"\tdevice_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[0-9A-HJKMNP-TV-Z]{26}$R\bdeviceId\x12\x1c\n" +
+	"\x06status\x18\x01 \x01(\v2\x1d.palyra.node.v1.PairingStatusR\x06status\"_\n" +
+	"\x17RenewCertificateRequest\x12&\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\bdeviceId\x12\x1c\n" +
 	"\x03csr\x18\x02 \x01(\fB\n" +
 	"\xbaH\az\x05\x10@\x18\x80 R\x03csr\"\xe7\x01\n" +
 	"\x18RenewCertificateResponse\x12'\n" +

@@ -5,7 +5,8 @@
 // source: palyra/options/v1/access.proto
 
 // Package palyra.options.v1 holds the custom options that Palyra's services use to
-// describe themselves to the server: today, who may call each RPC.
+// describe themselves to the server: who may call each RPC (access.proto), and the
+// validation rules its fields share (validate.proto).
 
 package optionsv1
 

@@ -10,22 +10,23 @@ import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Capability } from "../../node/v1/node_pb.js";
 import { file_palyra_node_v1_node } from "../../node/v1/node_pb.js";
 import { file_palyra_options_v1_access } from "../../options/v1/access_pb.js";
+import { file_palyra_options_v1_validate } from "../../options/v1/validate_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file palyra/controlplane/v1/nodes.proto.
  */
 export const file_palyra_controlplane_v1_nodes: GenFile = /*@__PURE__*/
-  fileDesc("CiJwYWx5cmEvY29udHJvbHBsYW5lL3YxL25vZGVzLnByb3RvEhZwYWx5cmEuY29udHJvbHBsYW5lLnYxIoMFCgROb2RlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRI4CgZsYWJlbHMYBSADKAsyKC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk5vZGUuTGFiZWxzRW50cnkSSQoPcmVwb3J0ZWRfbGFiZWxzGAYgAygLMjAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5Ob2RlLlJlcG9ydGVkTGFiZWxzRW50cnkSMAoMY2FwYWJpbGl0aWVzGAcgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eRIxCg1yZWdpc3Rlcl90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoIcHJlc2VuY2UYCiABKA4yIC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLlByZXNlbmNlEhgKEGF0dGFjaGVkX3JlcGxpY2EYCyABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jldm9rZWQYDSABKAgSGAoQcHJvdG9jb2xfdmVyc2lvbhgOIAEoDRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjUKE1JlcG9ydGVkTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLBAgoQTGlzdE5vZGVzUmVxdWVzdBI8CghwcmVzZW5jZRgBIAEoDjIgLnBhbHlyYS5jb250cm9scGxhbmUudjEuUHJlc2VuY2VCCLpIBYIBAhABEhwKCmNhcGFiaWxpdHkYAiABKAlCCLpIBXIDGIABEk4KBmxhYmVscxgDIAMoCzI0LnBhbHlyYS5jb250cm9scGxhbmUudjEuTGlzdE5vZGVzUmVxdWVzdC5MYWJlbHNFbnRyeUIIukgFmgECEBASFwoPaW5jbHVkZV9yZXZva2VkGAQgASgIEhsKCXBhZ2Vfc2l6ZRgFIAEoDUIIukgFKgMY9AMSHAoKcGFnZV90b2tlbhgGIAEoCUIIukgFcgMYgAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJZChFMaXN0Tm9kZXNSZXNwb25zZRIrCgVub2RlcxgBIAMoCzIcLnBhbHlyYS5jb250cm9scGxhbmUudjEuTm9kZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiPQoOR2V0Tm9kZVJlcXVlc3QSKwoCaWQYASABKAlCH7pIHHIaMhheWzAtOUEtSEpLTU5QLVRWLVpdezI2fSQiPQoPR2V0Tm9kZVJlc3BvbnNlEioKBG5vZGUYASABKAsyHC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk5vZGUqYwoIUHJlc2VuY2USGAoUUFJFU0VOQ0VfVU5TUEVDSUZJRUQQABITCg9QUkVTRU5DRV9PTkxJTkUQARISCg5QUkVTRU5DRV9TVEFMRRACEhQKEFBSRVNFTkNFX09GRkxJTkUQAzL2AQoMTm9kZXNTZXJ2aWNlEnUKCUxpc3ROb2RlcxIoLnBhbHlyYS5jb250cm9scGxhbmUudjEuTGlzdE5vZGVzUmVxdWVzdBopLnBhbHlyYS5jb250cm9scGxhbmUudjEuTGlzdE5vZGVzUmVzcG9uc2UiE5ACAergGAwaCm5vZGVzLnJlYWQSbwoHR2V0Tm9kZRImLnBhbHlyYS5jb250cm9scGxhbmUudjEuR2V0Tm9kZVJlcXVlc3QaJy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkdldE5vZGVSZXNwb25zZSITkAIB6uAYDBoKbm9kZXMucmVhZEJHWkVnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9jb250cm9scGxhbmUvdjE7Y29udHJvbHBsYW5ldjFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp, file_palyra_node_v1_node, file_palyra_options_v1_access]);
+  fileDesc("CiJwYWx5cmEvY29udHJvbHBsYW5lL3YxL25vZGVzLnByb3RvEhZwYWx5cmEuY29udHJvbHBsYW5lLnYxIoEFCgROb2RlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIcGxhdGZvcm0YAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRI4CgZsYWJlbHMYBSADKAsyKC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk5vZGUuTGFiZWxzRW50cnkSSQoPcmVwb3J0ZWRfbGFiZWxzGAYgAygLMjAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5Ob2RlLlJlcG9ydGVkTGFiZWxzRW50cnkSMAoMY2FwYWJpbGl0aWVzGAcgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eRIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9zZWVuX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKCHByZXNlbmNlGAogASgOMiAucGFseXJhLmNvbnRyb2xwbGFuZS52MS5QcmVzZW5jZRIYChBhdHRhY2hlZF9yZXBsaWNhGAsgASgJEjsKF2NlcnRpZmljYXRlX2V4cGlyZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGA0gASgIEhgKEHByb3RvY29sX3ZlcnNpb24YDiABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo1ChNSZXBvcnRlZExhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwQIKEExpc3ROb2Rlc1JlcXVlc3QSPAoIcHJlc2VuY2UYASABKA4yIC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLlByZXNlbmNlQgi6SAWCAQIQARIcCgpjYXBhYmlsaXR5GAIgASgJQgi6SAVyAxiAARJOCgZsYWJlbHMYAyADKAsyNC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkxpc3ROb2Rlc1JlcXVlc3QuTGFiZWxzRW50cnlCCLpIBZoBAhAQEhcKD2luY2x1ZGVfcmV2b2tlZBgEIAEoCBIbCglwYWdlX3NpemUYBSABKA1CCLpIBSoDGPQDEhwKCnBhZ2VfdG9rZW4YBiABKAlCCLpIBXIDGIABGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWQoRTGlzdE5vZGVzUmVzcG9uc2USKwoFbm9kZXMYASADKAsyHC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIicKDkdldE5vZGVSZXF1ZXN0EhUKAmlkGAEgASgJQgm6SAZyBOjKSQEiPQoPR2V0Tm9kZVJlc3BvbnNlEioKBG5vZGUYASABKAsyHC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLk5vZGUqYwoIUHJlc2VuY2USGAoUUFJFU0VOQ0VfVU5TUEVDSUZJRUQQABITCg9QUkVTRU5DRV9PTkxJTkUQARISCg5QUkVTRU5DRV9TVEFMRRACEhQKEFBSRVNFTkNFX09GRkxJTkUQAzL+AQoUTm9kZUludmVudG9yeVNlcnZpY2USdQoJTGlzdE5vZGVzEigucGFseXJhLmNvbnRyb2xwbGFuZS52MS5MaXN0Tm9kZXNSZXF1ZXN0GikucGFseXJhLmNvbnRyb2xwbGFuZS52MS5MaXN0Tm9kZXNSZXNwb25zZSITkAIB6uAYDBoKbm9kZXMucmVhZBJvCgdHZXROb2RlEiYucGFseXJhLmNvbnRyb2xwbGFuZS52MS5HZXROb2RlUmVxdWVzdBonLnBhbHlyYS5jb250cm9scGxhbmUudjEuR2V0Tm9kZVJlc3BvbnNlIhOQAgHq4BgMGgpub2Rlcy5yZWFkQkdaRWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL2NvbnRyb2xwbGFuZS92MTtjb250cm9scGxhbmV2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp, file_palyra_node_v1_node, file_palyra_options_v1_access, file_palyra_options_v1_validate]);
 
 /**
- * Node is a paired node.
+ * Node is a paired device seen as a runtime.
  *
  * @generated from message palyra.controlplane.v1.Node
  */
 export type Node = Message<"palyra.controlplane.v1.Node"> & {
   /**
-   * id is the device id.
+   * id is the device id: a node and its device share it.
    *
    * @generated from field: string id = 1;
    */
@@ -74,11 +75,11 @@ export type Node = Message<"palyra.controlplane.v1.Node"> & {
   capabilities: Capability[];
 
   /**
-   * register_time is when it first paired.
+   * create_time is when its device was created, i.e. first paired: Device.create_time.
    *
-   * @generated from field: google.protobuf.Timestamp register_time = 8;
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
    */
-  registerTime?: Timestamp | undefined;
+  createTime?: Timestamp | undefined;
 
   /**
    * last_seen_time is when it last sent anything; unset when never attached.
@@ -298,16 +299,17 @@ export const PresenceSchema: GenEnum<Presence> = /*@__PURE__*/
   enumDesc(file_palyra_controlplane_v1_nodes, 0);
 
 /**
- * NodesService is the inventory of paired nodes: what they are, what they can run, and
- * whether they are attached.
+ * NodeInventoryService is the inventory of nodes, the paired devices seen at run time:
+ * what they are, what they can run, and whether they are attached. (The nodes' own API
+ * is palyra.node.v1.NodeService; a device's identity is DeviceService's.)
  *
- * @generated from service palyra.controlplane.v1.NodesService
+ * @generated from service palyra.controlplane.v1.NodeInventoryService
  */
-export const NodesService: GenService<{
+export const NodeInventoryService: GenService<{
   /**
    * ListNodes lists nodes, newest first, filtered by presence, capability and labels.
    *
-   * @generated from rpc palyra.controlplane.v1.NodesService.ListNodes
+   * @generated from rpc palyra.controlplane.v1.NodeInventoryService.ListNodes
    */
   listNodes: {
     methodKind: "unary";
@@ -317,7 +319,7 @@ export const NodesService: GenService<{
   /**
    * GetNode returns one node.
    *
-   * @generated from rpc palyra.controlplane.v1.NodesService.GetNode
+   * @generated from rpc palyra.controlplane.v1.NodeInventoryService.GetNode
    */
   getNode: {
     methodKind: "unary";

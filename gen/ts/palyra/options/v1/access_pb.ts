@@ -3,7 +3,8 @@
 /* eslint-disable */
 
 // Package palyra.options.v1 holds the custom options that Palyra's services use to
-// describe themselves to the server: today, who may call each RPC.
+// describe themselves to the server: who may call each RPC (access.proto), and the
+// validation rules its fields share (validate.proto).
 
 import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";

@@ -3,7 +3,8 @@
 // Source: palyra/access/v1/access.proto
 
 // Package palyra.access.v1 is the access-control API of palyrad: who is calling, the
-// permission catalog and roles, API tokens, feature flags and the audit log.
+// permission catalog and roles and API tokens (AccessService), feature flags
+// (FeatureFlagService) and the audit log (AuditService).
 package accessv1connect
 
 import (
@@ -56,16 +57,6 @@ const (
 	// AccessServiceRevokeTokenProcedure is the fully-qualified name of the AccessService's RevokeToken
 	// RPC.
 	AccessServiceRevokeTokenProcedure = "/palyra.access.v1.AccessService/RevokeToken"
-	// AccessServiceListFlagsProcedure is the fully-qualified name of the AccessService's ListFlags RPC.
-	AccessServiceListFlagsProcedure = "/palyra.access.v1.AccessService/ListFlags"
-	// AccessServiceSetFlagProcedure is the fully-qualified name of the AccessService's SetFlag RPC.
-	AccessServiceSetFlagProcedure = "/palyra.access.v1.AccessService/SetFlag"
-	// AccessServiceListAuditEventsProcedure is the fully-qualified name of the AccessService's
-	// ListAuditEvents RPC.
-	AccessServiceListAuditEventsProcedure = "/palyra.access.v1.AccessService/ListAuditEvents"
-	// AccessServiceVerifyAuditLogProcedure is the fully-qualified name of the AccessService's
-	// VerifyAuditLog RPC.
-	AccessServiceVerifyAuditLogProcedure = "/palyra.access.v1.AccessService/VerifyAuditLog"
 )
 
 // AccessServiceClient is a client for the palyra.access.v1.AccessService service.
@@ -97,18 +88,6 @@ type AccessServiceClient interface {
 	// RevokeToken revokes a token at once, and every console session opened with it. Only
 	// tokens whose permissions the caller holds can be revoked.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
-	// ListFlags lists the feature flags with their state, description, stage and
-	// dependencies.
-	ListFlags(context.Context, *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error)
-	// SetFlag turns a feature flag on or off. Turning on a flag whose dependencies are off,
-	// or off a flag that an enabled flag depends on, fails with FailedPrecondition naming
-	// the flags in the way.
-	SetFlag(context.Context, *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error)
-	// ListAuditEvents lists audit events, newest first, filtered and paged.
-	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
-	// VerifyAuditLog recomputes the hash chain of the whole audit log and reports the first
-	// event that was edited, or where events were deleted.
-	VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error)
 }
 
 // NewAccessServiceClient constructs a client for the palyra.access.v1.AccessService service. By
@@ -175,33 +154,6 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(accessServiceMethods.ByName("RevokeToken")),
 			connect.WithClientOptions(opts...),
 		),
-		listFlags: connect.NewClient[v1.ListFlagsRequest, v1.ListFlagsResponse](
-			httpClient,
-			baseURL+AccessServiceListFlagsProcedure,
-			connect.WithSchema(accessServiceMethods.ByName("ListFlags")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-			connect.WithClientOptions(opts...),
-		),
-		setFlag: connect.NewClient[v1.SetFlagRequest, v1.SetFlagResponse](
-			httpClient,
-			baseURL+AccessServiceSetFlagProcedure,
-			connect.WithSchema(accessServiceMethods.ByName("SetFlag")),
-			connect.WithClientOptions(opts...),
-		),
-		listAuditEvents: connect.NewClient[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse](
-			httpClient,
-			baseURL+AccessServiceListAuditEventsProcedure,
-			connect.WithSchema(accessServiceMethods.ByName("ListAuditEvents")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-			connect.WithClientOptions(opts...),
-		),
-		verifyAuditLog: connect.NewClient[v1.VerifyAuditLogRequest, v1.VerifyAuditLogResponse](
-			httpClient,
-			baseURL+AccessServiceVerifyAuditLogProcedure,
-			connect.WithSchema(accessServiceMethods.ByName("VerifyAuditLog")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-			connect.WithClientOptions(opts...),
-		),
 	}
 }
 
@@ -215,10 +167,6 @@ type accessServiceClient struct {
 	getToken        *connect.Client[v1.GetTokenRequest, v1.GetTokenResponse]
 	rotateToken     *connect.Client[v1.RotateTokenRequest, v1.RotateTokenResponse]
 	revokeToken     *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
-	listFlags       *connect.Client[v1.ListFlagsRequest, v1.ListFlagsResponse]
-	setFlag         *connect.Client[v1.SetFlagRequest, v1.SetFlagResponse]
-	listAuditEvents *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
-	verifyAuditLog  *connect.Client[v1.VerifyAuditLogRequest, v1.VerifyAuditLogResponse]
 }
 
 // WhoAmI calls palyra.access.v1.AccessService.WhoAmI.
@@ -261,26 +209,6 @@ func (c *accessServiceClient) RevokeToken(ctx context.Context, req *connect.Requ
 	return c.revokeToken.CallUnary(ctx, req)
 }
 
-// ListFlags calls palyra.access.v1.AccessService.ListFlags.
-func (c *accessServiceClient) ListFlags(ctx context.Context, req *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error) {
-	return c.listFlags.CallUnary(ctx, req)
-}
-
-// SetFlag calls palyra.access.v1.AccessService.SetFlag.
-func (c *accessServiceClient) SetFlag(ctx context.Context, req *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error) {
-	return c.setFlag.CallUnary(ctx, req)
-}
-
-// ListAuditEvents calls palyra.access.v1.AccessService.ListAuditEvents.
-func (c *accessServiceClient) ListAuditEvents(ctx context.Context, req *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
-	return c.listAuditEvents.CallUnary(ctx, req)
-}
-
-// VerifyAuditLog calls palyra.access.v1.AccessService.VerifyAuditLog.
-func (c *accessServiceClient) VerifyAuditLog(ctx context.Context, req *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error) {
-	return c.verifyAuditLog.CallUnary(ctx, req)
-}
-
 // AccessServiceHandler is an implementation of the palyra.access.v1.AccessService service.
 type AccessServiceHandler interface {
 	// WhoAmI describes the caller: the principal, its role, its effective permissions and
@@ -310,18 +238,6 @@ type AccessServiceHandler interface {
 	// RevokeToken revokes a token at once, and every console session opened with it. Only
 	// tokens whose permissions the caller holds can be revoked.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
-	// ListFlags lists the feature flags with their state, description, stage and
-	// dependencies.
-	ListFlags(context.Context, *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error)
-	// SetFlag turns a feature flag on or off. Turning on a flag whose dependencies are off,
-	// or off a flag that an enabled flag depends on, fails with FailedPrecondition naming
-	// the flags in the way.
-	SetFlag(context.Context, *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error)
-	// ListAuditEvents lists audit events, newest first, filtered and paged.
-	ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error)
-	// VerifyAuditLog recomputes the hash chain of the whole audit log and reports the first
-	// event that was edited, or where events were deleted.
-	VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error)
 }
 
 // NewAccessServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -384,33 +300,6 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(accessServiceMethods.ByName("RevokeToken")),
 		connect.WithHandlerOptions(opts...),
 	)
-	accessServiceListFlagsHandler := connect.NewUnaryHandler(
-		AccessServiceListFlagsProcedure,
-		svc.ListFlags,
-		connect.WithSchema(accessServiceMethods.ByName("ListFlags")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-		connect.WithHandlerOptions(opts...),
-	)
-	accessServiceSetFlagHandler := connect.NewUnaryHandler(
-		AccessServiceSetFlagProcedure,
-		svc.SetFlag,
-		connect.WithSchema(accessServiceMethods.ByName("SetFlag")),
-		connect.WithHandlerOptions(opts...),
-	)
-	accessServiceListAuditEventsHandler := connect.NewUnaryHandler(
-		AccessServiceListAuditEventsProcedure,
-		svc.ListAuditEvents,
-		connect.WithSchema(accessServiceMethods.ByName("ListAuditEvents")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-		connect.WithHandlerOptions(opts...),
-	)
-	accessServiceVerifyAuditLogHandler := connect.NewUnaryHandler(
-		AccessServiceVerifyAuditLogProcedure,
-		svc.VerifyAuditLog,
-		connect.WithSchema(accessServiceMethods.ByName("VerifyAuditLog")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-		connect.WithHandlerOptions(opts...),
-	)
 	return "/palyra.access.v1.AccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AccessServiceWhoAmIProcedure:
@@ -429,14 +318,6 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 			accessServiceRotateTokenHandler.ServeHTTP(w, r)
 		case AccessServiceRevokeTokenProcedure:
 			accessServiceRevokeTokenHandler.ServeHTTP(w, r)
-		case AccessServiceListFlagsProcedure:
-			accessServiceListFlagsHandler.ServeHTTP(w, r)
-		case AccessServiceSetFlagProcedure:
-			accessServiceSetFlagHandler.ServeHTTP(w, r)
-		case AccessServiceListAuditEventsProcedure:
-			accessServiceListAuditEventsHandler.ServeHTTP(w, r)
-		case AccessServiceVerifyAuditLogProcedure:
-			accessServiceVerifyAuditLogHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -476,20 +357,4 @@ func (UnimplementedAccessServiceHandler) RotateToken(context.Context, *connect.R
 
 func (UnimplementedAccessServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.RevokeToken is not implemented"))
-}
-
-func (UnimplementedAccessServiceHandler) ListFlags(context.Context, *connect.Request[v1.ListFlagsRequest]) (*connect.Response[v1.ListFlagsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListFlags is not implemented"))
-}
-
-func (UnimplementedAccessServiceHandler) SetFlag(context.Context, *connect.Request[v1.SetFlagRequest]) (*connect.Response[v1.SetFlagResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.SetFlag is not implemented"))
-}
-
-func (UnimplementedAccessServiceHandler) ListAuditEvents(context.Context, *connect.Request[v1.ListAuditEventsRequest]) (*connect.Response[v1.ListAuditEventsResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.ListAuditEvents is not implemented"))
-}
-
-func (UnimplementedAccessServiceHandler) VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.VerifyAuditLog is not implemented"))
 }

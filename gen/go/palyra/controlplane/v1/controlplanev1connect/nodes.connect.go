@@ -21,8 +21,8 @@ import (
 const _ = connect.IsAtLeastVersion1_13_0
 
 const (
-	// NodesServiceName is the fully-qualified name of the NodesService service.
-	NodesServiceName = "palyra.controlplane.v1.NodesService"
+	// NodeInventoryServiceName is the fully-qualified name of the NodeInventoryService service.
+	NodeInventoryServiceName = "palyra.controlplane.v1.NodeInventoryService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -33,112 +33,117 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
-	// NodesServiceListNodesProcedure is the fully-qualified name of the NodesService's ListNodes RPC.
-	NodesServiceListNodesProcedure = "/palyra.controlplane.v1.NodesService/ListNodes"
-	// NodesServiceGetNodeProcedure is the fully-qualified name of the NodesService's GetNode RPC.
-	NodesServiceGetNodeProcedure = "/palyra.controlplane.v1.NodesService/GetNode"
+	// NodeInventoryServiceListNodesProcedure is the fully-qualified name of the NodeInventoryService's
+	// ListNodes RPC.
+	NodeInventoryServiceListNodesProcedure = "/palyra.controlplane.v1.NodeInventoryService/ListNodes"
+	// NodeInventoryServiceGetNodeProcedure is the fully-qualified name of the NodeInventoryService's
+	// GetNode RPC.
+	NodeInventoryServiceGetNodeProcedure = "/palyra.controlplane.v1.NodeInventoryService/GetNode"
 )
 
-// NodesServiceClient is a client for the palyra.controlplane.v1.NodesService service.
-type NodesServiceClient interface {
+// NodeInventoryServiceClient is a client for the palyra.controlplane.v1.NodeInventoryService
+// service.
+type NodeInventoryServiceClient interface {
 	// ListNodes lists nodes, newest first, filtered by presence, capability and labels.
 	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
 	// GetNode returns one node.
 	GetNode(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.GetNodeResponse], error)
 }
 
-// NewNodesServiceClient constructs a client for the palyra.controlplane.v1.NodesService service. By
-// default, it uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses,
-// and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the
-// connect.WithGRPC() or connect.WithGRPCWeb() options.
+// NewNodeInventoryServiceClient constructs a client for the
+// palyra.controlplane.v1.NodeInventoryService service. By default, it uses the Connect protocol
+// with the binary Protobuf Codec, asks for gzipped responses, and sends uncompressed requests. To
+// use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or connect.WithGRPCWeb()
+// options.
 //
 // The URL supplied here should be the base URL for the Connect or gRPC server (for example,
 // http://api.acme.com or https://acme.com/grpc).
-func NewNodesServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) NodesServiceClient {
+func NewNodeInventoryServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) NodeInventoryServiceClient {
 	baseURL = strings.TrimRight(baseURL, "/")
-	nodesServiceMethods := v1.File_palyra_controlplane_v1_nodes_proto.Services().ByName("NodesService").Methods()
-	return &nodesServiceClient{
+	nodeInventoryServiceMethods := v1.File_palyra_controlplane_v1_nodes_proto.Services().ByName("NodeInventoryService").Methods()
+	return &nodeInventoryServiceClient{
 		listNodes: connect.NewClient[v1.ListNodesRequest, v1.ListNodesResponse](
 			httpClient,
-			baseURL+NodesServiceListNodesProcedure,
-			connect.WithSchema(nodesServiceMethods.ByName("ListNodes")),
+			baseURL+NodeInventoryServiceListNodesProcedure,
+			connect.WithSchema(nodeInventoryServiceMethods.ByName("ListNodes")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		getNode: connect.NewClient[v1.GetNodeRequest, v1.GetNodeResponse](
 			httpClient,
-			baseURL+NodesServiceGetNodeProcedure,
-			connect.WithSchema(nodesServiceMethods.ByName("GetNode")),
+			baseURL+NodeInventoryServiceGetNodeProcedure,
+			connect.WithSchema(nodeInventoryServiceMethods.ByName("GetNode")),
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 	}
 }
 
-// nodesServiceClient implements NodesServiceClient.
-type nodesServiceClient struct {
+// nodeInventoryServiceClient implements NodeInventoryServiceClient.
+type nodeInventoryServiceClient struct {
 	listNodes *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
 	getNode   *connect.Client[v1.GetNodeRequest, v1.GetNodeResponse]
 }
 
-// ListNodes calls palyra.controlplane.v1.NodesService.ListNodes.
-func (c *nodesServiceClient) ListNodes(ctx context.Context, req *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error) {
+// ListNodes calls palyra.controlplane.v1.NodeInventoryService.ListNodes.
+func (c *nodeInventoryServiceClient) ListNodes(ctx context.Context, req *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error) {
 	return c.listNodes.CallUnary(ctx, req)
 }
 
-// GetNode calls palyra.controlplane.v1.NodesService.GetNode.
-func (c *nodesServiceClient) GetNode(ctx context.Context, req *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.GetNodeResponse], error) {
+// GetNode calls palyra.controlplane.v1.NodeInventoryService.GetNode.
+func (c *nodeInventoryServiceClient) GetNode(ctx context.Context, req *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.GetNodeResponse], error) {
 	return c.getNode.CallUnary(ctx, req)
 }
 
-// NodesServiceHandler is an implementation of the palyra.controlplane.v1.NodesService service.
-type NodesServiceHandler interface {
+// NodeInventoryServiceHandler is an implementation of the
+// palyra.controlplane.v1.NodeInventoryService service.
+type NodeInventoryServiceHandler interface {
 	// ListNodes lists nodes, newest first, filtered by presence, capability and labels.
 	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
 	// GetNode returns one node.
 	GetNode(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.GetNodeResponse], error)
 }
 
-// NewNodesServiceHandler builds an HTTP handler from the service implementation. It returns the
-// path on which to mount the handler and the handler itself.
+// NewNodeInventoryServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
 //
 // By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
 // and JSON codecs. They also support gzip compression.
-func NewNodesServiceHandler(svc NodesServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
-	nodesServiceMethods := v1.File_palyra_controlplane_v1_nodes_proto.Services().ByName("NodesService").Methods()
-	nodesServiceListNodesHandler := connect.NewUnaryHandler(
-		NodesServiceListNodesProcedure,
+func NewNodeInventoryServiceHandler(svc NodeInventoryServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	nodeInventoryServiceMethods := v1.File_palyra_controlplane_v1_nodes_proto.Services().ByName("NodeInventoryService").Methods()
+	nodeInventoryServiceListNodesHandler := connect.NewUnaryHandler(
+		NodeInventoryServiceListNodesProcedure,
 		svc.ListNodes,
-		connect.WithSchema(nodesServiceMethods.ByName("ListNodes")),
+		connect.WithSchema(nodeInventoryServiceMethods.ByName("ListNodes")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
-	nodesServiceGetNodeHandler := connect.NewUnaryHandler(
-		NodesServiceGetNodeProcedure,
+	nodeInventoryServiceGetNodeHandler := connect.NewUnaryHandler(
+		NodeInventoryServiceGetNodeProcedure,
 		svc.GetNode,
-		connect.WithSchema(nodesServiceMethods.ByName("GetNode")),
+		connect.WithSchema(nodeInventoryServiceMethods.ByName("GetNode")),
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
-	return "/palyra.controlplane.v1.NodesService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return "/palyra.controlplane.v1.NodeInventoryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case NodesServiceListNodesProcedure:
-			nodesServiceListNodesHandler.ServeHTTP(w, r)
-		case NodesServiceGetNodeProcedure:
-			nodesServiceGetNodeHandler.ServeHTTP(w, r)
+		case NodeInventoryServiceListNodesProcedure:
+			nodeInventoryServiceListNodesHandler.ServeHTTP(w, r)
+		case NodeInventoryServiceGetNodeProcedure:
+			nodeInventoryServiceGetNodeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
 	})
 }
 
-// UnimplementedNodesServiceHandler returns CodeUnimplemented from all methods.
-type UnimplementedNodesServiceHandler struct{}
+// UnimplementedNodeInventoryServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedNodeInventoryServiceHandler struct{}
 
-func (UnimplementedNodesServiceHandler) ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.NodesService.ListNodes is not implemented"))
+func (UnimplementedNodeInventoryServiceHandler) ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.NodeInventoryService.ListNodes is not implemented"))
 }
 
-func (UnimplementedNodesServiceHandler) GetNode(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.GetNodeResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.NodesService.GetNode is not implemented"))
+func (UnimplementedNodeInventoryServiceHandler) GetNode(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.GetNodeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.NodeInventoryService.GetNode is not implemented"))
 }

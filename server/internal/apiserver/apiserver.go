@@ -1,4 +1,4 @@
-// Package controlplane is the front of palyrad: the one TLS listener (HTTP/1.1 and
+// Package apiserver is the HTTP front of palyrad: the one TLS listener (HTTP/1.1 and
 // HTTP/2), the mux that mounts every Connect service (Connect, gRPC and gRPC-Web
 // protocols), gRPC health and server reflection, /metrics, the interceptor chain
 // every RPC passes through, and the one place where errors become Connect codes.
@@ -8,7 +8,7 @@
 // capped per address (callCap), and request bodies must arrive in time
 // (bodyDeadlines), so that callers who hold connections or calls without finishing
 // them cannot take what other callers and the attached nodes need.
-package controlplane
+package apiserver
 
 import (
 	"crypto/x509"
@@ -34,28 +34,32 @@ const compressMinBytes = 1024
 
 // Services are the handlers of Palyra's protobuf services.
 type Services struct {
-	ControlPlane controlplanev1connect.ControlPlaneServiceHandler
-	Session      controlplanev1connect.SessionServiceHandler
-	Pairing      controlplanev1connect.PairingServiceHandler
-	Device       controlplanev1connect.DeviceServiceHandler
-	Nodes        controlplanev1connect.NodesServiceHandler
-	Dispatch     controlplanev1connect.DispatchServiceHandler
-	Node         nodev1connect.NodeServiceHandler
-	Access       accessv1connect.AccessServiceHandler
-	Compat       compatv1connect.CompatServiceHandler
+	Status      controlplanev1connect.StatusServiceHandler
+	Session     controlplanev1connect.SessionServiceHandler
+	Pairing     controlplanev1connect.PairingServiceHandler
+	Device      controlplanev1connect.DeviceServiceHandler
+	Nodes       controlplanev1connect.NodeInventoryServiceHandler
+	Dispatch    controlplanev1connect.DispatchServiceHandler
+	Node        nodev1connect.NodeServiceHandler
+	Access      accessv1connect.AccessServiceHandler
+	FeatureFlag accessv1connect.FeatureFlagServiceHandler
+	Audit       accessv1connect.AuditServiceHandler
+	Compat      compatv1connect.CompatServiceHandler
 }
 
 // serviceNames are the fully qualified names of Palyra's services, for health and
 // reflection.
 var serviceNames = []string{
-	controlplanev1connect.ControlPlaneServiceName,
+	controlplanev1connect.StatusServiceName,
 	controlplanev1connect.SessionServiceName,
 	controlplanev1connect.PairingServiceName,
 	controlplanev1connect.DeviceServiceName,
-	controlplanev1connect.NodesServiceName,
+	controlplanev1connect.NodeInventoryServiceName,
 	controlplanev1connect.DispatchServiceName,
 	nodev1connect.NodeServiceName,
 	accessv1connect.AccessServiceName,
+	accessv1connect.FeatureFlagServiceName,
+	accessv1connect.AuditServiceName,
 	compatv1connect.CompatServiceName,
 }
 
@@ -108,14 +112,16 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	)}, common...)
 
 	mux := http.NewServeMux()
-	mux.Handle(controlplanev1connect.NewControlPlaneServiceHandler(opts.Services.ControlPlane, rpc...))
+	mux.Handle(controlplanev1connect.NewStatusServiceHandler(opts.Services.Status, rpc...))
 	mux.Handle(controlplanev1connect.NewSessionServiceHandler(opts.Services.Session, rpc...))
 	mux.Handle(controlplanev1connect.NewPairingServiceHandler(opts.Services.Pairing, rpc...))
 	mux.Handle(controlplanev1connect.NewDeviceServiceHandler(opts.Services.Device, rpc...))
-	mux.Handle(controlplanev1connect.NewNodesServiceHandler(opts.Services.Nodes, rpc...))
+	mux.Handle(controlplanev1connect.NewNodeInventoryServiceHandler(opts.Services.Nodes, rpc...))
 	mux.Handle(controlplanev1connect.NewDispatchServiceHandler(opts.Services.Dispatch, rpc...))
 	mux.Handle(nodev1connect.NewNodeServiceHandler(opts.Services.Node, rpc...))
 	mux.Handle(accessv1connect.NewAccessServiceHandler(opts.Services.Access, rpc...))
+	mux.Handle(accessv1connect.NewFeatureFlagServiceHandler(opts.Services.FeatureFlag, rpc...))
+	mux.Handle(accessv1connect.NewAuditServiceHandler(opts.Services.Audit, rpc...))
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))
 
 	mux.Handle(grpchealth.NewHandler(opts.Health, common...))

@@ -1,4 +1,4 @@
-package controlplane
+package apiserver
 
 import (
 	"crypto/tls"
@@ -44,7 +44,7 @@ func clientAuth(base *tls.Config, opts ServerOptions) *tls.Config {
 	}
 	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		if hello.Conn == nil {
-			return nil, errors.New("controlplane: a handshake without a connection")
+			return nil, errors.New("apiserver: a handshake without a connection")
 		}
 		remote := hello.Conn.RemoteAddr().String()
 		c := base.Clone()

@@ -2,10 +2,18 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        (unknown)
-// source: palyra/controlplane/v1/controlplane.proto
+// source: palyra/controlplane/v1/status.proto
 
 // Package palyra.controlplane.v1 is the administrative API of palyrad, used by the
-// `palyra` CLI (generated Go client), the console (generated TypeScript client) and curl.
+// `palyra` CLI (generated Go client), the console (generated TypeScript client) and curl:
+// StatusService (the replica itself), PairingService, DeviceService (the identity of
+// paired devices), NodeInventoryService (those devices seen as nodes at run time),
+// DispatchService and SessionService.
+//
+// A device is a paired identity: its key, its certificates, its revocation. A node is
+// that device seen as a runtime: its sessions, presence, capabilities and labels, and
+// the target of dispatches. Both have the same id; fields say device_* where they mean
+// the identity and node_* where they mean the runtime.
 
 package controlplanev1
 
@@ -64,11 +72,11 @@ func (x DatabaseState) String() string {
 }
 
 func (DatabaseState) Descriptor() protoreflect.EnumDescriptor {
-	return file_palyra_controlplane_v1_controlplane_proto_enumTypes[0].Descriptor()
+	return file_palyra_controlplane_v1_status_proto_enumTypes[0].Descriptor()
 }
 
 func (DatabaseState) Type() protoreflect.EnumType {
-	return &file_palyra_controlplane_v1_controlplane_proto_enumTypes[0]
+	return &file_palyra_controlplane_v1_status_proto_enumTypes[0]
 }
 
 func (x DatabaseState) Number() protoreflect.EnumNumber {
@@ -77,7 +85,7 @@ func (x DatabaseState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DatabaseState.Descriptor instead.
 func (DatabaseState) EnumDescriptor() ([]byte, []int) {
-	return file_palyra_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{0}
+	return file_palyra_controlplane_v1_status_proto_rawDescGZIP(), []int{0}
 }
 
 // GetStatusRequest has no fields: a replica reports on itself.
@@ -89,7 +97,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[0]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -101,7 +109,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[0]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -114,7 +122,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{0}
+	return file_palyra_controlplane_v1_status_proto_rawDescGZIP(), []int{0}
 }
 
 // GetStatusResponse describes one palyrad replica.
@@ -129,8 +137,8 @@ type GetStatusResponse struct {
 	Hostname string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	// listen_address is the address the replica's listener is bound to, e.g. "127.0.0.1:7443".
 	ListenAddress string `protobuf:"bytes,4,opt,name=listen_address,json=listenAddress,proto3" json:"listen_address,omitempty"`
-	// started_at is when the replica started.
-	StartedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// start_time is when the replica started.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// uptime is how long the replica has been running.
 	Uptime *durationpb.Duration `protobuf:"bytes,6,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	// database is the state of the replica's database.
@@ -145,7 +153,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[1]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +165,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[1]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +178,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{1}
+	return file_palyra_controlplane_v1_status_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *GetStatusResponse) GetVersion() string {
@@ -201,9 +209,9 @@ func (x *GetStatusResponse) GetListenAddress() string {
 	return ""
 }
 
-func (x *GetStatusResponse) GetStartedAt() *timestamppb.Timestamp {
+func (x *GetStatusResponse) GetStartTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.StartedAt
+		return x.StartTime
 	}
 	return nil
 }
@@ -259,7 +267,7 @@ type DatabaseStatus struct {
 
 func (x *DatabaseStatus) Reset() {
 	*x = DatabaseStatus{}
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[2]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +279,7 @@ func (x *DatabaseStatus) String() string {
 func (*DatabaseStatus) ProtoMessage() {}
 
 func (x *DatabaseStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[2]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +292,7 @@ func (x *DatabaseStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatabaseStatus.ProtoReflect.Descriptor instead.
 func (*DatabaseStatus) Descriptor() ([]byte, []int) {
-	return file_palyra_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{2}
+	return file_palyra_controlplane_v1_status_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DatabaseStatus) GetState() DatabaseState {
@@ -347,7 +355,7 @@ type CertificateInfo struct {
 
 func (x *CertificateInfo) Reset() {
 	*x = CertificateInfo{}
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[3]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +367,7 @@ func (x *CertificateInfo) String() string {
 func (*CertificateInfo) ProtoMessage() {}
 
 func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_controlplane_v1_controlplane_proto_msgTypes[3]
+	mi := &file_palyra_controlplane_v1_status_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +380,7 @@ func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateInfo.ProtoReflect.Descriptor instead.
 func (*CertificateInfo) Descriptor() ([]byte, []int) {
-	return file_palyra_controlplane_v1_controlplane_proto_rawDescGZIP(), []int{3}
+	return file_palyra_controlplane_v1_status_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CertificateInfo) GetFingerprint() string {
@@ -403,11 +411,11 @@ func (x *CertificateInfo) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
-var File_palyra_controlplane_v1_controlplane_proto protoreflect.FileDescriptor
+var File_palyra_controlplane_v1_status_proto protoreflect.FileDescriptor
 
-const file_palyra_controlplane_v1_controlplane_proto_rawDesc = "" +
+const file_palyra_controlplane_v1_status_proto_rawDesc = "" +
 	"\n" +
-	")palyra/controlplane/v1/controlplane.proto\x12\x16palyra.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x12\n" +
+	"#palyra/controlplane/v1/status.proto\x12\x16palyra.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\"\x12\n" +
 	"\x10GetStatusRequest\"\xf7\x03\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1d\n" +
@@ -416,7 +424,7 @@ const file_palyra_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12%\n" +
 	"\x0elisten_address\x18\x04 \x01(\tR\rlistenAddress\x129\n" +
 	"\n" +
-	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x121\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x121\n" +
 	"\x06uptime\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12B\n" +
 	"\bdatabase\x18\a \x01(\v2&.palyra.controlplane.v1.DatabaseStatusR\bdatabase\x12\\\n" +
 	"\x15certificate_authority\x18\b \x01(\v2'.palyra.controlplane.v1.CertificateInfoR\x14certificateAuthority\x12V\n" +
@@ -437,25 +445,25 @@ const file_palyra_controlplane_v1_controlplane_proto_rawDesc = "" +
 	"\rDatabaseState\x12\x1e\n" +
 	"\x1aDATABASE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DATABASE_STATE_AVAILABLE\x10\x01\x12\x1e\n" +
-	"\x1aDATABASE_STATE_UNAVAILABLE\x10\x022\x8d\x01\n" +
-	"\x13ControlPlaneService\x12v\n" +
+	"\x1aDATABASE_STATE_UNAVAILABLE\x10\x022\x87\x01\n" +
+	"\rStatusService\x12v\n" +
 	"\tGetStatus\x12(.palyra.controlplane.v1.GetStatusRequest\x1a).palyra.controlplane.v1.GetStatusResponse\"\x14\xea\xe0\x18\r\x1a\vstatus.read\x90\x02\x01BGZEgithub.com/palyra/palyra/gen/go/palyra/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
-	file_palyra_controlplane_v1_controlplane_proto_rawDescOnce sync.Once
-	file_palyra_controlplane_v1_controlplane_proto_rawDescData []byte
+	file_palyra_controlplane_v1_status_proto_rawDescOnce sync.Once
+	file_palyra_controlplane_v1_status_proto_rawDescData []byte
 )
 
-func file_palyra_controlplane_v1_controlplane_proto_rawDescGZIP() []byte {
-	file_palyra_controlplane_v1_controlplane_proto_rawDescOnce.Do(func() {
-		file_palyra_controlplane_v1_controlplane_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_controlplane_proto_rawDesc), len(file_palyra_controlplane_v1_controlplane_proto_rawDesc)))
+func file_palyra_controlplane_v1_status_proto_rawDescGZIP() []byte {
+	file_palyra_controlplane_v1_status_proto_rawDescOnce.Do(func() {
+		file_palyra_controlplane_v1_status_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_status_proto_rawDesc), len(file_palyra_controlplane_v1_status_proto_rawDesc)))
 	})
-	return file_palyra_controlplane_v1_controlplane_proto_rawDescData
+	return file_palyra_controlplane_v1_status_proto_rawDescData
 }
 
-var file_palyra_controlplane_v1_controlplane_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_palyra_controlplane_v1_controlplane_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
-var file_palyra_controlplane_v1_controlplane_proto_goTypes = []any{
+var file_palyra_controlplane_v1_status_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_palyra_controlplane_v1_status_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_palyra_controlplane_v1_status_proto_goTypes = []any{
 	(DatabaseState)(0),            // 0: palyra.controlplane.v1.DatabaseState
 	(*GetStatusRequest)(nil),      // 1: palyra.controlplane.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),     // 2: palyra.controlplane.v1.GetStatusResponse
@@ -464,8 +472,8 @@ var file_palyra_controlplane_v1_controlplane_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
 }
-var file_palyra_controlplane_v1_controlplane_proto_depIdxs = []int32{
-	5,  // 0: palyra.controlplane.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+var file_palyra_controlplane_v1_status_proto_depIdxs = []int32{
+	5,  // 0: palyra.controlplane.v1.GetStatusResponse.start_time:type_name -> google.protobuf.Timestamp
 	6,  // 1: palyra.controlplane.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
 	3,  // 2: palyra.controlplane.v1.GetStatusResponse.database:type_name -> palyra.controlplane.v1.DatabaseStatus
 	4,  // 3: palyra.controlplane.v1.GetStatusResponse.certificate_authority:type_name -> palyra.controlplane.v1.CertificateInfo
@@ -474,8 +482,8 @@ var file_palyra_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	6,  // 6: palyra.controlplane.v1.DatabaseStatus.ping_latency:type_name -> google.protobuf.Duration
 	5,  // 7: palyra.controlplane.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
 	5,  // 8: palyra.controlplane.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	1,  // 9: palyra.controlplane.v1.ControlPlaneService.GetStatus:input_type -> palyra.controlplane.v1.GetStatusRequest
-	2,  // 10: palyra.controlplane.v1.ControlPlaneService.GetStatus:output_type -> palyra.controlplane.v1.GetStatusResponse
+	1,  // 9: palyra.controlplane.v1.StatusService.GetStatus:input_type -> palyra.controlplane.v1.GetStatusRequest
+	2,  // 10: palyra.controlplane.v1.StatusService.GetStatus:output_type -> palyra.controlplane.v1.GetStatusResponse
 	10, // [10:11] is the sub-list for method output_type
 	9,  // [9:10] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
@@ -483,27 +491,27 @@ var file_palyra_controlplane_v1_controlplane_proto_depIdxs = []int32{
 	0,  // [0:9] is the sub-list for field type_name
 }
 
-func init() { file_palyra_controlplane_v1_controlplane_proto_init() }
-func file_palyra_controlplane_v1_controlplane_proto_init() {
-	if File_palyra_controlplane_v1_controlplane_proto != nil {
+func init() { file_palyra_controlplane_v1_status_proto_init() }
+func file_palyra_controlplane_v1_status_proto_init() {
+	if File_palyra_controlplane_v1_status_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_controlplane_proto_rawDesc), len(file_palyra_controlplane_v1_controlplane_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_status_proto_rawDesc), len(file_palyra_controlplane_v1_status_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_palyra_controlplane_v1_controlplane_proto_goTypes,
-		DependencyIndexes: file_palyra_controlplane_v1_controlplane_proto_depIdxs,
-		EnumInfos:         file_palyra_controlplane_v1_controlplane_proto_enumTypes,
-		MessageInfos:      file_palyra_controlplane_v1_controlplane_proto_msgTypes,
+		GoTypes:           file_palyra_controlplane_v1_status_proto_goTypes,
+		DependencyIndexes: file_palyra_controlplane_v1_status_proto_depIdxs,
+		EnumInfos:         file_palyra_controlplane_v1_status_proto_enumTypes,
+		MessageInfos:      file_palyra_controlplane_v1_status_proto_msgTypes,
 	}.Build()
-	File_palyra_controlplane_v1_controlplane_proto = out.File
-	file_palyra_controlplane_v1_controlplane_proto_goTypes = nil
-	file_palyra_controlplane_v1_controlplane_proto_depIdxs = nil
+	File_palyra_controlplane_v1_status_proto = out.File
+	file_palyra_controlplane_v1_status_proto_goTypes = nil
+	file_palyra_controlplane_v1_status_proto_depIdxs = nil
 }

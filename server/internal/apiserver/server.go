@@ -1,4 +1,4 @@
-package controlplane
+package apiserver
 
 import (
 	"context"
@@ -69,11 +69,11 @@ func Listen(opts ServerOptions) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if opts.MaxConnections < 1 {
-		return nil, fmt.Errorf("controlplane: a cap of %d connections admits none", opts.MaxConnections)
+		return nil, fmt.Errorf("apiserver: a cap of %d connections admits none", opts.MaxConnections)
 	}
 	ln, err := net.Listen("tcp", opts.Address)
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: listen on %s: %w", opts.Address, err)
+		return nil, fmt.Errorf("apiserver: listen on %s: %w", opts.Address, err)
 	}
 	srv := &http.Server{
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
@@ -114,7 +114,7 @@ func (s *Server) Serve(h http.Handler) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
-	return fmt.Errorf("controlplane: serve: %w", err)
+	return fmt.Errorf("apiserver: serve: %w", err)
 }
 
 // Close closes the listener of a server that never served (a start-up that failed
