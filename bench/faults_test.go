@@ -21,6 +21,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // TestFaults is the fault suite (`make faults`, RELIABILITY.md). It runs two palyrad
@@ -280,7 +281,7 @@ func setUpFaults(t *testing.T, cfg faultsConfig) *faultSuite {
 		s.home = append(s.home, home)
 	}
 	hc.CloseIdleConnections()
-	waitFor(t, 2*time.Minute, "every node to attach", func() bool {
+	eventually.True(t, "every node to attach", func() bool {
 		for _, a := range s.agents {
 			if a.attachCount() == 0 {
 				return false

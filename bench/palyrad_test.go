@@ -28,6 +28,7 @@ import (
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // Files palyrad writes into its data directory (server/internal/identity.CAFile and
@@ -141,7 +142,7 @@ func openPostgres(tb testing.TB) *postgres {
 			}
 		}
 		// The reload is asynchronous; a new session sees it once it took effect.
-		waitFor(tb, 10*time.Second, "PostgreSQL to reload fsync = on", func() bool {
+		eventually.True(tb, "PostgreSQL to reload fsync = on", func() bool {
 			c, err := pgx.Connect(ctx, u)
 			if err != nil {
 				return false
@@ -484,22 +485,10 @@ func (d *daemon) waitAttached(tb testing.TB, n int) {
 	tb.Helper()
 	hc := &http.Client{Transport: d.transport(nil, nil)}
 	defer hc.CloseIdleConnections()
-	waitFor(tb, 2*time.Minute, fmt.Sprintf("palyrad to hold %d Attach sessions", n), func() bool {
+	eventually.True(tb, fmt.Sprintf("palyrad to hold %d Attach sessions", n), func() bool {
 		m, err := d.metrics(context.Background(), hc)
 		return err == nil && m["palyra_nodes_attached"] == float64(n)
 	})
-}
-
-// waitFor polls cond every 50 ms until it holds, failing after within.
-func waitFor(tb testing.TB, within time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("gave up waiting for %s after %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // cpuTime is the user + system CPU time a process has used, from /proc.

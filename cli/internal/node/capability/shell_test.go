@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // testPATH is the agent's PATH in these tests.
@@ -544,13 +546,10 @@ func TestShellExecuteKillsGroup(t *testing.T) {
 				res, err := s.Run(ctx, input, out)
 				done <- ran{res, err, time.Now()}
 			}()
-			waitCtx, c := context.WithTimeout(t.Context(), 10*time.Second)
+			waitCtx, c := context.WithTimeout(t.Context(), eventually.Deadline)
 			out.waitStdout(waitCtx, t, "ready")
-			for !pidLine.MatchString(out.Stdout()) {
-				out.waitStdout(waitCtx, t, "pid=")
-				time.Sleep(time.Millisecond)
-			}
 			c()
+			eventually.True(t, "the script's pid line", func() bool { return pidLine.MatchString(out.Stdout()) })
 			pid, err := strconv.Atoi(pidLine.FindStringSubmatch(out.Stdout())[1])
 			if err != nil {
 				t.Fatal(err)
@@ -631,11 +630,10 @@ func TestShellExecuteEscapedChild(t *testing.T) {
 // whoever adopted it reaps it).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	eventually.NoError(t, fmt.Sprintf("process %d gone after the run ended", pid), func() error {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
-			return
+			return nil
 		}
 		state := ""
 		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
@@ -644,13 +642,10 @@ func waitGone(t *testing.T, pid int) {
 			}
 		}
 		if state == "Z" || state == "X" {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still runs (state %q) after the run ended", pid, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("it is in state %q", state)
+	})
 }
 
 func TestShellExecuteCancelledBeforeStart(t *testing.T) {
