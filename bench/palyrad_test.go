@@ -61,16 +61,29 @@ var (
 	builtBin = map[string]string{}
 )
 
-// palyradBinary returns the palyrad binary to run.
+// palyradBinary returns the palyrad binary to run: $PALYRAD, else built from ./server.
 func palyradBinary(tb testing.TB) string {
 	tb.Helper()
-	if bin := os.Getenv("PALYRA_BENCH_PALYRAD"); bin != "" {
+	return rootBinary(tb, "PALYRAD", "./server", "palyrad")
+}
+
+// palyraBinary returns the palyra CLI to run: $PALYRA, else built from ./cli.
+func palyraBinary(tb testing.TB) string {
+	tb.Helper()
+	return rootBinary(tb, "PALYRA", "./cli", "palyra")
+}
+
+// rootBinary returns the file the environment variable env names (the names make
+// test uses for bin/), else builds pkg of the root module as name.
+func rootBinary(tb testing.TB, env, pkg, name string) string {
+	tb.Helper()
+	if bin := os.Getenv(env); bin != "" {
 		return bin
 	}
 	// Built in the root module (bench/.., where go test's working directory is
-	// bench/), so that palyrad has the daemon's own dependency versions, not those
-	// this module's extra requirements (nats-server, ...) might select.
-	return goBinary(tb, "..", "./server", "palyrad")
+	// bench/), so that it has the daemon's own dependency versions, not those this
+	// module's extra requirements (nats-server, ...) might select.
+	return goBinary(tb, "..", pkg, name)
 }
 
 // goBinary builds the main package pkg of the module in dir as name, once per process,
