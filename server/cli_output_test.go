@@ -32,7 +32,7 @@ import (
 
 // crashBench is a palyrad process and a `palyra node run` process, either of which a
 // test kills and restarts, and dispatches of a script that writes output before and
-// after it sleeps.
+// after it waits for its gate (a file) to open.
 type crashBench struct {
 	args     []string // palyrad's
 	daemon   *process
@@ -40,6 +40,7 @@ type crashBench struct {
 	node     *nodeAgent
 	stateDir string
 	script   string
+	gate     string // the file whose creation lets every dispatch finish
 	api      controlplanev1connect.DispatchServiceClient
 }
 
@@ -53,7 +54,8 @@ func newCrashBench(t *testing.T) *crashBench {
 	c.admin = newCLIUser(t).with("PALYRA_TOKEN", bootstrapToken(t, dataDir), "PALYRA_URL", "https://"+listen,
 		"PALYRA_CA_FILE", filepath.Join(dataDir, "ca.pem"))
 	c.script = filepath.Join(t.TempDir(), "work")
-	if err := os.WriteFile(c.script, []byte("#!/bin/sh\necho \"start $1\"\nsleep \"$2\"\necho \"done $1\" >&2\n"), 0o755); err != nil {
+	c.gate = filepath.Join(t.TempDir(), "gate")
+	if err := os.WriteFile(c.script, []byte("#!/bin/sh\necho \"start $1\"\nwhile [ ! -e \"$2\" ]; do sleep 0.05; done\necho \"done $1\" >&2\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	c.stateDir = t.TempDir()
@@ -63,11 +65,11 @@ func newCrashBench(t *testing.T) *crashBench {
 	return c
 }
 
-// create creates a dispatch of the script; it prints "start <tag>", sleeps, then
-// "done <tag>" on stderr.
-func (c *crashBench) create(t *testing.T, tag, sleep string) string {
+// create creates a dispatch of the script; it prints "start <tag>", waits for the
+// gate, then prints "done <tag>" on stderr.
+func (c *crashBench) create(t *testing.T, tag string) string {
 	t.Helper()
-	input, _ := json.Marshal(map[string]any{"argv": []string{c.script, tag, sleep}})
+	input, _ := json.Marshal(map[string]any{"argv": []string{c.script, tag, c.gate}})
 	res, err := c.api.CreateDispatch(t.Context(), connect.NewRequest(&controlplanev1.CreateDispatchRequest{
 		NodeId: c.node.deviceID, Capability: "shell.execute", InputJson: string(input),
 		Timeout: durationpb.New(3 * time.Minute), IdempotencyKey: "crash-" + tag,
@@ -79,7 +81,8 @@ func (c *crashBench) create(t *testing.T, tag, sleep string) string {
 }
 
 // finishWhileTheDaemonIsDown creates n dispatches, waits until the node runs them all,
-// kills palyrad, waits until the node has finished them (their results spooled), and
+// kills palyrad, opens the gate, waits until the node has finished them (their results
+// spooled), and
 // kills the node: what palyrad had not stored of their output when it died exists only
 // on the node. It returns the dispatch ids by tag.
 func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]string {
@@ -87,7 +90,7 @@ func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]
 	ids := map[string]string{}
 	for i := range n {
 		tag := "d" + strconv.Itoa(i)
-		ids[tag] = c.create(t, tag, "1")
+		ids[tag] = c.create(t, tag)
 	}
 	eventually.NoError(t, fmt.Sprintf("%d dispatches running", n), func() error {
 		if states := dispatchStates(t, c.api, c.node.deviceID); states["running"] != n {
@@ -96,6 +99,9 @@ func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]
 		return nil
 	})
 	c.daemon.kill(t)
+	if err := os.WriteFile(c.gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ranLog := filepath.Join(c.stateDir, "ran.log")
 	eventually.NoError(t, fmt.Sprintf("the node finishes %d dispatches", n), func() error {
 		done := 0
