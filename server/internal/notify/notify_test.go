@@ -20,9 +20,10 @@ type testBundle struct {
 	admin *pgx.Conn
 }
 
-// setup starts a listener on channels "alpha" and "beta"; its connection names itself
-// notify-test, so that the test can find its session.
-func setup(t *testing.T, subscribe func(l *Listener)) *testBundle {
+// setup starts a listener on channels "alpha" and "beta" with a subscription to each
+// of channels, made before Run as the daemon's parts make theirs; its connection names
+// itself notify-test, so that the test can find its session.
+func setup(t *testing.T, channels ...string) (*testBundle, []*Subscription) {
 	t.Helper()
 	url := storetest.URL(t)
 	cfg, err := pgx.ParseConfig(url)
@@ -31,7 +32,12 @@ func setup(t *testing.T, subscribe func(l *Listener)) *testBundle {
 	}
 	cfg.RuntimeParams["application_name"] = "notify-test"
 	l := New(cfg, nil, "alpha", "beta")
-	subscribe(l) // before Run, as the daemon's parts subscribe
+	subs := make([]*Subscription, len(channels))
+	for i, ch := range channels {
+		if subs[i], err = l.Subscribe(ch); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -52,7 +58,7 @@ func setup(t *testing.T, subscribe func(l *Listener)) *testBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { admin.Close(context.Background()) })
-	return &testBundle{l: l, admin: admin}
+	return &testBundle{l: l, admin: admin}, subs
 }
 
 // notify sends payload on channel from the other connection.
@@ -89,22 +95,11 @@ var reset = Event{Reset: true}
 
 func TestNotificationsReachTheSubscribersOfTheirChannel(t *testing.T) {
 	t.Parallel()
-	var alpha, alpha2, beta *Subscription
-	b := setup(t, func(l *Listener) {
-		var err error
-		if alpha, err = l.Subscribe("alpha"); err != nil {
-			t.Fatal(err)
-		}
-		if alpha2, err = l.Subscribe("alpha"); err != nil {
-			t.Fatal(err)
-		}
-		if beta, err = l.Subscribe("beta"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := l.Subscribe("gamma"); err == nil || !strings.Contains(err.Error(), `"gamma"`) {
-			t.Errorf("a subscription to a channel the listener does not listen on: %v", err)
-		}
-	})
+	b, subs := setup(t, "alpha", "alpha", "beta")
+	alpha, alpha2, beta := subs[0], subs[1], subs[2]
+	if _, err := b.l.Subscribe("gamma"); err == nil || !strings.Contains(err.Error(), `"gamma"`) {
+		t.Errorf("a subscription to a channel the listener does not listen on: %v", err)
+	}
 	if !b.l.Listening() {
 		t.Error("a ready listener does not say it listens")
 	}
@@ -132,13 +127,8 @@ func TestNotificationsReachTheSubscribersOfTheirChannel(t *testing.T) {
 // and delivers again.
 func TestListenerReconnects(t *testing.T) {
 	t.Parallel()
-	var alpha *Subscription
-	b := setup(t, func(l *Listener) {
-		var err error
-		if alpha, err = l.Subscribe("alpha"); err != nil {
-			t.Fatal(err)
-		}
-	})
+	b, subs := setup(t, "alpha")
+	alpha := subs[0]
 	wantEvents(t, alpha, reset)
 	var ended bool
 	if err := b.admin.QueryRow(t.Context(), "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'notify-test' and datname = current_database()").Scan(&ended); err != nil || !ended {
@@ -155,16 +145,8 @@ func TestListenerReconnects(t *testing.T) {
 // before the next notification.
 func TestASlowSubscriberGetsAReset(t *testing.T) {
 	t.Parallel()
-	var alpha, beta *Subscription
-	b := setup(t, func(l *Listener) {
-		var err error
-		if alpha, err = l.Subscribe("alpha"); err != nil {
-			t.Fatal(err)
-		}
-		if beta, err = l.Subscribe("beta"); err != nil {
-			t.Fatal(err)
-		}
-	})
+	b, subs := setup(t, "alpha", "beta")
+	alpha, beta := subs[0], subs[1]
 	wantEvents(t, alpha, reset)
 	wantEvents(t, beta, reset)
 	const sent = subscriberBuffer + 44
