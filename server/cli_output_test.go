@@ -32,7 +32,7 @@ import (
 
 // crashBench is a palyrad process and a `palyra node run` process, either of which a
 // test kills and restarts, and dispatches of a script that writes output before and
-// after it waits for its gate (a file) to open.
+// after it waits for the test to open its gate.
 type crashBench struct {
 	args     []string // palyrad's
 	daemon   *process
@@ -40,7 +40,7 @@ type crashBench struct {
 	node     *nodeAgent
 	stateDir string
 	script   string
-	gate     string // the file whose creation lets every dispatch finish
+	gate     string // the script's dispatches finish once this file exists
 	api      controlplanev1connect.DispatchServiceClient
 }
 
@@ -53,8 +53,8 @@ func newCrashBench(t *testing.T) *crashBench {
 	c.daemon = startDaemonProcess(t, c.args...)
 	c.admin = newCLIUser(t).with("PALYRA_TOKEN", bootstrapToken(t, dataDir), "PALYRA_URL", "https://"+listen,
 		"PALYRA_CA_FILE", filepath.Join(dataDir, "ca.pem"))
-	c.script = filepath.Join(t.TempDir(), "work")
-	c.gate = filepath.Join(t.TempDir(), "gate")
+	scripts := t.TempDir()
+	c.script, c.gate = filepath.Join(scripts, "work"), filepath.Join(scripts, "gate")
 	if err := os.WriteFile(c.script, []byte("#!/bin/sh\necho \"start $1\"\nwhile [ ! -e \"$2\" ]; do sleep 0.05; done\necho \"done $1\" >&2\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +65,8 @@ func newCrashBench(t *testing.T) *crashBench {
 	return c
 }
 
-// create creates a dispatch of the script; it prints "start <tag>", waits for the
-// gate, then prints "done <tag>" on stderr.
+// create creates a dispatch of the script; it prints "start <tag>", waits for the gate,
+// then prints "done <tag>" on stderr.
 func (c *crashBench) create(t *testing.T, tag string) string {
 	t.Helper()
 	input, _ := json.Marshal(map[string]any{"argv": []string{c.script, tag, c.gate}})
@@ -82,8 +82,7 @@ func (c *crashBench) create(t *testing.T, tag string) string {
 
 // finishWhileTheDaemonIsDown creates n dispatches, waits until the node runs them all,
 // kills palyrad, opens the gate, waits until the node has finished them (their results
-// spooled), and
-// kills the node: what palyrad had not stored of their output when it died exists only
+// spooled), and kills the node: what palyrad had not stored of their output when it died exists only
 // on the node. It returns the dispatch ids by tag.
 func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]string {
 	t.Helper()
@@ -99,7 +98,7 @@ func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]
 		return nil
 	})
 	c.daemon.kill(t)
-	if err := os.WriteFile(c.gate, nil, 0o600); err != nil {
+	if err := os.WriteFile(c.gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ranLog := filepath.Join(c.stateDir, "ran.log")
