@@ -52,8 +52,11 @@ run: postgres-binaries build ## Run palyrad on 127.0.0.1:7443 with its private P
 	bin/palyrad --data-dir $(DATA_DIR) $(ARGS)
 
 .PHONY: test
+# The tests run the binaries build has just made (PALYRAD, PALYRA) instead of building
+# their own; go test alone, without them, builds them.
 test: postgres-binaries build $(NODE_MODULES) ## Run the Go and TypeScript tests (a throwaway PostgreSQL unless DATABASE_URL is set)
-	@if [ -n "$${DATABASE_URL:-}" ]; then \
+	@export PALYRAD=$(CURDIR)/bin/palyrad PALYRA=$(CURDIR)/bin/palyra; \
+	if [ -n "$${DATABASE_URL:-}" ]; then \
 		$(MAKE) test-go test-ts; \
 	else \
 		$(GO) run ./server/cmd/withpg -- $(MAKE) test-go test-ts; \

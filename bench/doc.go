@@ -21,7 +21,8 @@
 //
 //	DATABASE_URL            PostgreSQL superuser URL (required but by BenchmarkBaseline;
 //	                        the others skip without it)
-//	PALYRA_BENCH_PALYRAD    palyrad binary to run; default: built from ./server once per run
+//	PALYRAD, PALYRA         palyrad and palyra binaries to run (the names make test uses
+//	                        for bin/); default: built from ./server and ./cli once per run
 //	PALYRA_BENCH_DURABLE_PG 1 turns fsync, synchronous_commit and full_page_writes on with
 //	                        ALTER SYSTEM (make bench sets it for its throwaway server only)
 //	PALYRA_BENCH_NODES      idle nodes BenchmarkIdleNodes attaches (default 500)

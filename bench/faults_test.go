@@ -21,6 +21,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // TestFaults is the fault suite (`make faults`, RELIABILITY.md). It runs two palyrad
@@ -227,7 +228,7 @@ func setUpFaults(t *testing.T, cfg faultsConfig) *faultSuite {
 	s := &faultSuite{cfg: cfg, began: time.Now(), stalled: map[string]bool{}}
 	s.logf("FAULTS_SEED=%d FAULTS_DURATION=%v FAULTS_NODES=%d FAULTS_CALLERS=%d FAULTS_RATE=%g FAULTS_INTERVAL=%v FAULTS_STALL_MAX=%v FAULTS_DISPATCH_TIMEOUT=%v FAULTS_KINDS=%s",
 		cfg.seed, cfg.duration, cfg.nodes, cfg.callers, cfg.rate, cfg.interval, cfg.stallMax, cfg.dispatchTimeout, strings.Join(cfg.kinds, ","))
-	palyra := goBinary(t, "..", "./cli", "palyra")
+	palyra := palyraBinary(t)
 	s.program = goBinary(t, ".", "./cmd/faultwitness", "faultwitness")
 	palyradBinary(t)
 	// Everything the run leaves (logs, state directories, the witness file) is in
@@ -280,7 +281,7 @@ func setUpFaults(t *testing.T, cfg faultsConfig) *faultSuite {
 		s.home = append(s.home, home)
 	}
 	hc.CloseIdleConnections()
-	waitFor(t, 2*time.Minute, "every node to attach", func() bool {
+	eventually.True(t, "every node to attach", func() bool {
 		for _, a := range s.agents {
 			if a.attachCount() == 0 {
 				return false

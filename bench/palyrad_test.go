@@ -28,6 +28,7 @@ import (
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // Files palyrad writes into its data directory (server/internal/identity.CAFile and
@@ -60,16 +61,29 @@ var (
 	builtBin = map[string]string{}
 )
 
-// palyradBinary returns the palyrad binary to run.
+// palyradBinary returns the palyrad binary to run: $PALYRAD, else built from ./server.
 func palyradBinary(tb testing.TB) string {
 	tb.Helper()
-	if bin := os.Getenv("PALYRA_BENCH_PALYRAD"); bin != "" {
+	return rootBinary(tb, "PALYRAD", "./server", "palyrad")
+}
+
+// palyraBinary returns the palyra CLI to run: $PALYRA, else built from ./cli.
+func palyraBinary(tb testing.TB) string {
+	tb.Helper()
+	return rootBinary(tb, "PALYRA", "./cli", "palyra")
+}
+
+// rootBinary returns the file the environment variable env names (the names make
+// test uses for bin/), else builds pkg of the root module as name.
+func rootBinary(tb testing.TB, env, pkg, name string) string {
+	tb.Helper()
+	if bin := os.Getenv(env); bin != "" {
 		return bin
 	}
 	// Built in the root module (bench/.., where go test's working directory is
-	// bench/), so that palyrad has the daemon's own dependency versions, not those
-	// this module's extra requirements (nats-server, ...) might select.
-	return goBinary(tb, "..", "./server", "palyrad")
+	// bench/), so that it has the daemon's own dependency versions, not those this
+	// module's extra requirements (nats-server, ...) might select.
+	return goBinary(tb, "..", pkg, name)
 }
 
 // goBinary builds the main package pkg of the module in dir as name, once per process,
@@ -141,7 +155,7 @@ func openPostgres(tb testing.TB) *postgres {
 			}
 		}
 		// The reload is asynchronous; a new session sees it once it took effect.
-		waitFor(tb, 10*time.Second, "PostgreSQL to reload fsync = on", func() bool {
+		eventually.True(tb, "PostgreSQL to reload fsync = on", func() bool {
 			c, err := pgx.Connect(ctx, u)
 			if err != nil {
 				return false
@@ -484,22 +498,10 @@ func (d *daemon) waitAttached(tb testing.TB, n int) {
 	tb.Helper()
 	hc := &http.Client{Transport: d.transport(nil, nil)}
 	defer hc.CloseIdleConnections()
-	waitFor(tb, 2*time.Minute, fmt.Sprintf("palyrad to hold %d Attach sessions", n), func() bool {
+	eventually.True(tb, fmt.Sprintf("palyrad to hold %d Attach sessions", n), func() bool {
 		m, err := d.metrics(context.Background(), hc)
 		return err == nil && m["palyra_nodes_attached"] == float64(n)
 	})
-}
-
-// waitFor polls cond every 50 ms until it holds, failing after within.
-func waitFor(tb testing.TB, within time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("gave up waiting for %s after %v", what, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // cpuTime is the user + system CPU time a process has used, from /proc.

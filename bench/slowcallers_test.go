@@ -20,6 +20,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // Palyrad's default server.max_connections_per_address and server.max_calls_per_address.
@@ -114,7 +115,7 @@ func BenchmarkSlowCallers(b *testing.B) {
 	}
 	target := int64(addresses * perAddressCap)
 	began := time.Now()
-	waitFor(b, 10*time.Minute, fmt.Sprintf("%d slow connections open", target), func() bool { return s.held.Load() == target })
+	eventually.Within(10*time.Minute).True(b, fmt.Sprintf("%d slow connections open", target), func() bool { return s.held.Load() == target })
 	b.Logf("%d slow connections open after %v", target, time.Since(began).Round(time.Millisecond))
 
 	holdEnd := make(chan struct{})

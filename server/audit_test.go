@@ -4,13 +4,13 @@ import (
 	"context"
 	"strconv"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -51,13 +51,9 @@ func TestAChangeKeepsItsAuditRecordWhenTheReplicaDies(t *testing.T) {
 	}
 	defer other.Close(context.Background())
 	var id string
-	deadline := time.Now().Add(30 * time.Second)
-	for other.QueryRow(t.Context(), "select id from api_tokens where label = 'doomed'").Scan(&id) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the token was not created within 30 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.NoError(t, "the token is created", func() error {
+		return other.QueryRow(t.Context(), "select id from api_tokens where label = 'doomed'").Scan(&id)
+	})
 	// The token is committed; its record waits for the lock. The replica dies, and so
 	// do its sessions (PostgreSQL would otherwise run the append it was sent once the
 	// lock is free: a backend waiting on a lock does not notice its client is gone).
@@ -71,14 +67,10 @@ func TestAChangeKeepsItsAuditRecordWhenTheReplicaDies(t *testing.T) {
 
 	d = startDaemonProcess(t, args...)
 	var code string
-	deadline = time.Now().Add(time.Minute)
-	for other.QueryRow(t.Context(), "select code from audit_events where procedure = $1 and target = $2",
-		accessv1connect.AccessServiceCreateTokenProcedure, "token:"+id).Scan(&code) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("token %s has no audit record a minute after the restart", id)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually.NoError(t, "the token's audit record after the restart", func() error {
+		return other.QueryRow(t.Context(), "select code from audit_events where procedure = $1 and target = $2",
+			accessv1connect.AccessServiceCreateTokenProcedure, "token:"+id).Scan(&code)
+	})
 	if code != "committed" {
 		t.Errorf("the record's code is %q, want committed: how the call ended is not known", code)
 	}

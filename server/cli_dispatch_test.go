@@ -29,6 +29,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
@@ -77,12 +78,12 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = map[string]bool{"system.info": true, "shell.execute": true, "filesystem.read": true}
-	for deadline := time.Now().Add(10 * time.Second); !maps.Equal(nodeCapabilities(t, admin, id), want); {
-		if time.Now().After(deadline) {
-			t.Fatalf("after SIGHUP the node offers %v, want %v; it says:\n%s", nodeCapabilities(t, admin, id), want, node.stderr)
+	eventually.NoError(t, "the node announces its new capabilities", func() error {
+		if got := nodeCapabilities(t, admin, id); !maps.Equal(got, want) {
+			return fmt.Errorf("the node offers %v, want %v; it says:\n%s", got, want, node.stderr)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	var inventory struct {
 		Nodes []struct {
 			ID              string `json:"id"`
@@ -165,8 +166,7 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 	// pass for it). How soon is BenchmarkRevocation's to measure (BENCHMARKS.md).
 	revoked := time.Now()
 	admin.ok(t, "nodes", "revoke", id, "--reason", "lost")
-	// Asking ever less often keeps a long wait within the token's rate limit.
-	for pause := 20 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+	eventually.NoError(t, "the revoked node detached", func() error {
 		var n struct {
 			Node struct {
 				Presence        string `json:"presence"`
@@ -174,14 +174,11 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 			} `json:"node"`
 		}
 		decode(t, admin.ok(t, "nodes", "show", id, "-o", "json"), &n)
-		if n.Node.AttachedReplica == "" && n.Node.Presence == "PRESENCE_OFFLINE" {
-			break
+		if n.Node.AttachedReplica != "" || n.Node.Presence != "PRESENCE_OFFLINE" {
+			return fmt.Errorf("the node is %+v", n.Node)
 		}
-		if time.Since(revoked) > time.Minute {
-			t.Fatalf("the revoked node is still attached after a minute: %+v", n.Node)
-		}
-		time.Sleep(pause)
-	}
+		return nil
+	})
 	t.Logf("the revoked node's Attach stream on B was ended %v after `palyra nodes revoke` started through A", time.Since(revoked).Round(time.Millisecond))
 	if !revocationNotified(b.stderr.String(), "device:"+id) {
 		t.Errorf("B ended the revoked node's stream before it received the revocation by NOTIFY; its log:\n%s", b.stderr)
@@ -243,7 +240,7 @@ func TestSIGKILLWhileDispatchesAreInFlight(t *testing.T) {
 	// 2. Restarted, the daemon hears from the node again; every dispatch succeeds.
 	restarted := time.Now()
 	d = startDaemonProcess(t, args...)
-	waitTerminal(t, api, ids, 90*time.Second)
+	waitTerminal(t, api, ids)
 	t.Logf("all 20 dispatches ended %v after the restart began", time.Since(restarted).Round(time.Millisecond))
 	for tag, id := range ids {
 		res, err := api.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id, IncludeOutput: true}))
@@ -274,7 +271,7 @@ func TestSIGKILLWhileDispatchesAreInFlight(t *testing.T) {
 	d.kill(t)
 	d = startDaemonProcess(t, args...)
 	node = restartNodeAgent(t, node)
-	waitTerminal(t, api, queued, 60*time.Second)
+	waitTerminal(t, api, queued)
 	for tag, id := range queued {
 		res, err := api.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id}))
 		if err != nil {
@@ -381,21 +378,17 @@ func startNodeAgent(t *testing.T, admin *cliUser, url, caFP, stateDir string) *n
 	var request struct {
 		ID string `json:"id"`
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for request.ID == "" {
+	eventually.NoError(t, "a pending request", func() error {
 		var list struct {
 			PairingRequests []json.RawMessage `json:"pairingRequests"`
 		}
 		decode(t, admin.ok(t, "pairing", "requests", "list", "--state", "pending", "-o", "json"), &list)
-		if len(list.PairingRequests) == 1 {
-			decode(t, string(list.PairingRequests[0]), &request)
-			break
+		if len(list.PairingRequests) != 1 {
+			return fmt.Errorf("%d pending requests; the node says:\n%s", len(list.PairingRequests), n.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pending request after 30 s; the node says:\n%s", n.stderr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		decode(t, string(list.PairingRequests[0]), &request)
+		return nil
+	})
 	admin.ok(t, "pairing", "requests", "approve", request.ID)
 	n.deviceID = n.waitOnline(t, "")
 	return n
@@ -426,8 +419,8 @@ func (n *nodeAgent) start(t *testing.T) {
 // and returns its id.
 func (n *nodeAgent) waitOnline(t *testing.T, id string) string {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var online string
+	eventually.NoError(t, "the node online", func() error {
 		var list struct {
 			Nodes []struct {
 				ID       string `json:"id"`
@@ -437,7 +430,8 @@ func (n *nodeAgent) waitOnline(t *testing.T, id string) string {
 		decode(t, n.admin.ok(t, "nodes", "list", "--presence", "online", "-o", "json"), &list)
 		for _, node := range list.Nodes {
 			if id == "" || node.ID == id {
-				return node.ID
+				online = node.ID
+				return nil
 			}
 		}
 		select {
@@ -445,11 +439,9 @@ func (n *nodeAgent) waitOnline(t *testing.T, id string) string {
 			t.Fatalf("palyra node run exited (%v) before the node was online:\n%s", err, n.stderr)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node is not online after 60 s; it says:\n%s", n.stderr)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("not online; it says:\n%s", n.stderr)
+	})
+	return online
 }
 
 // process is a program of this repository run as a process of its own, which a test
@@ -564,25 +556,20 @@ func dispatchStates(t *testing.T, api controlplanev1connect.DispatchServiceClien
 	return states
 }
 
-// waitTerminal waits until every dispatch of ids has ended. It asks ever less often (at
-// last once a second), so that a long wait stays within the token's rate limit.
-func waitTerminal(t *testing.T, api controlplanev1connect.DispatchServiceClient, ids map[string]string, within time.Duration) {
+// waitTerminal waits until every dispatch of ids has ended.
+func waitTerminal(t *testing.T, api controlplanev1connect.DispatchServiceClient, ids map[string]string) {
 	t.Helper()
-	deadline := time.Now().Add(within)
 	for tag, id := range ids {
-		for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
+		eventually.NoError(t, "dispatch "+tag+" ended", func() error {
 			res, err := api.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: id}))
 			if err != nil {
 				t.Fatalf("get dispatch %s: %v", tag, err)
 			}
-			if s := res.Msg.GetDispatch().GetState(); s >= controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
-				break
+			if s := res.Msg.GetDispatch().GetState(); s < controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED {
+				return fmt.Errorf("dispatch %s is %v", id, s)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("dispatch %s (%s) is still %v after %v", tag, id, res.Msg.GetDispatch().GetState(), within)
-			}
-			time.Sleep(pause)
-		}
+			return nil
+		})
 	}
 }
 

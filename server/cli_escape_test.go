@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -26,7 +27,7 @@ func TestCLIEscapesNodeLabels(t *testing.T) {
 	node = restartNodeAgent(t, node)
 	id := node.deviceID
 
-	waitFor(t, "the label reported", func() bool {
+	eventually.True(t, "the label reported", func() bool {
 		return strings.Contains(admin.ok(t, "nodes", "show", id, "-o", "json"), "txt.exe")
 	})
 	for _, args := range [][]string{

@@ -26,6 +26,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -90,32 +91,29 @@ func (c *crashBench) finishWhileTheDaemonIsDown(t *testing.T, n int) map[string]
 		tag := "d" + strconv.Itoa(i)
 		ids[tag] = c.create(t, tag)
 	}
-	for deadline := time.Now().Add(60 * time.Second); dispatchStates(t, c.api, c.node.deviceID)["running"] != n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the dispatches are %v after 60 s, want %d running", dispatchStates(t, c.api, c.node.deviceID), n)
+	eventually.NoError(t, fmt.Sprintf("%d dispatches running", n), func() error {
+		if states := dispatchStates(t, c.api, c.node.deviceID); states["running"] != n {
+			return fmt.Errorf("the dispatches are %v", states)
 		}
-		time.Sleep(100 * time.Millisecond) // within the owner token's rate limit
-	}
+		return nil
+	})
 	c.daemon.kill(t)
 	if err := os.WriteFile(c.gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ranLog := filepath.Join(c.stateDir, "ran.log")
-	for deadline := time.Now().Add(60 * time.Second); ; {
+	eventually.NoError(t, fmt.Sprintf("the node finishes %d dispatches", n), func() error {
 		done := 0
 		for line, k := range countLines(t, ranLog) {
 			if strings.HasPrefix(line, "done ") {
 				done += k
 			}
 		}
-		if done == n {
-			break
+		if done != n {
+			return fmt.Errorf("%d finished; the node says:\n%s", done, c.node.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node finished %d of %d dispatches in 60 s; it says:\n%s", done, n, c.node.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	c.node.kill(t)
 	return ids
 }
@@ -125,16 +123,12 @@ func (c *crashBench) restart(t *testing.T) {
 	t.Helper()
 	c.daemon = startDaemonProcess(t, c.args...)
 	c.node = restartNodeAgent(t, c.node)
-	for deadline := time.Now().Add(90 * time.Second); ; {
-		states := dispatchStates(t, c.api, c.node.deviceID)
-		if states["queued"]+states["sent"]+states["running"] == 0 {
-			return
+	eventually.NoError(t, "every dispatch ended after the restart", func() error {
+		if states := dispatchStates(t, c.api, c.node.deviceID); states["queued"]+states["sent"]+states["running"] != 0 {
+			return fmt.Errorf("the dispatches are %v; the node says:\n%s", states, c.node.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dispatches are %v 90 s after the restart; the node says:\n%s", states, c.node.stderr)
-		}
-		time.Sleep(100 * time.Millisecond) // within the owner token's rate limit
-	}
+		return nil
+	})
 }
 
 // output reads a dispatch and all its output.

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
@@ -53,7 +55,7 @@ func TestCLIPairingAndRevocationAcrossReplicas(t *testing.T) {
 
 	// 2. The node pairs, with replica B, pinning the CA by fingerprint.
 	stateDir := t.TempDir()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*eventually.Deadline) // a pairing with two waits in it
 	defer cancel()
 	node := exec.CommandContext(ctx, cli, "node", "pair", "--url", "https://"+b.addr, "--pin", code.Code,
 		"--ca-fingerprint", caFP, "--name", "e2e-node", "--state-dir", stateDir)
@@ -75,33 +77,26 @@ func TestCLIPairingAndRevocationAcrossReplicas(t *testing.T) {
 		DeviceName           string `json:"deviceName"`
 		SourceAddress        string `json:"sourceAddress"`
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for request.ID == "" {
+	eventually.NoError(t, "a pending request", func() error {
 		var list struct {
 			PairingRequests []json.RawMessage `json:"pairingRequests"`
 		}
 		if err := json.Unmarshal([]byte(admin.ok(t, "pairing", "requests", "list", "--state", "pending", "-o", "json")), &list); err != nil {
 			t.Fatal(err)
 		}
-		if len(list.PairingRequests) == 1 {
-			if err := json.Unmarshal(list.PairingRequests[0], &request); err != nil {
-				t.Fatal(err)
-			}
-			break
+		if len(list.PairingRequests) != 1 {
+			return fmt.Errorf("%d pending requests; the node says:\n%s", len(list.PairingRequests), nodeErr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pending request after 30 s; the node says:\n%s", nodeErr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return json.Unmarshal(list.PairingRequests[0], &request)
+	})
 	// The request is visible to the administrator as soon as it is stored, which can be
 	// before the node has read the answer and printed it: wait for the node's line.
-	for !strings.Contains(nodeErr.String(), request.PublicKeyFingerprint) || !strings.Contains(nodeErr.String(), request.ID) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the node does not show its request and key fingerprint (%s, %s):\n%s", request.ID, request.PublicKeyFingerprint, nodeErr.String())
+	eventually.NoError(t, "the node shows its request and key fingerprint", func() error {
+		if out := nodeErr.String(); !strings.Contains(out, request.PublicKeyFingerprint) || !strings.Contains(out, request.ID) {
+			return fmt.Errorf("not %s and %s in:\n%s", request.ID, request.PublicKeyFingerprint, out)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if request.DeviceName != "e2e-node" || request.SourceAddress != "127.0.0.1" {
 		t.Errorf("request %+v", request)
 	}
@@ -113,8 +108,8 @@ func TestCLIPairingAndRevocationAcrossReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatalf("palyra node pair: %v\n%s", err, nodeErr.String())
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the node did not finish pairing within 30 s of the approval:\n%s", nodeErr.String())
+	case <-time.After(eventually.Deadline):
+		t.Fatalf("the node did not finish pairing within %v of the approval:\n%s", eventually.Deadline, nodeErr.String())
 	}
 
 	// 4. The node holds a certificate for the key it generated, and that key never left it.
@@ -144,12 +139,7 @@ func TestCLIPairingAndRevocationAcrossReplicas(t *testing.T) {
 	revoked := time.Now()
 	admin.ok(t, "nodes", "revoke", deviceID, "--reason", "lost")
 	for name, d := range map[string]*runningDaemon{"A": a, "B": b} {
-		for handshake(d.addr, caFile, cert) == nil {
-			if time.Since(revoked) > time.Minute {
-				t.Fatalf("replica %s still accepts the revoked node after a minute", name)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		eventually.True(t, "replica "+name+" refuses the revoked node", func() bool { return handshake(d.addr, caFile, cert) != nil })
 		t.Logf("replica %s refuses the revoked node at the handshake %v after `palyra nodes revoke` started", name, time.Since(revoked))
 		// Not by its safety-net reload (every 30 s): the notification came first.
 		if !revocationNotified(d.stderr.String(), "device:"+deviceID) {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -80,22 +82,21 @@ type pendingRequest struct {
 // awaitRequest waits for the one pending request, and for the node to show it.
 func awaitRequest(t *testing.T, admin *cliUser, n *nodePairing) pendingRequest {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var request pendingRequest
+	eventually.NoError(t, "one pending request, shown by the node", func() error {
 		var list struct {
 			PairingRequests []pendingRequest `json:"pairingRequests"`
 		}
 		if err := json.Unmarshal([]byte(admin.ok(t, "pairing", "requests", "list", "--state", "pending", "-o", "json")), &list); err != nil {
 			t.Fatal(err)
 		}
-		if len(list.PairingRequests) == 1 && strings.Contains(n.stderr.String(), list.PairingRequests[0].ID) {
-			return list.PairingRequests[0]
+		if len(list.PairingRequests) != 1 || !strings.Contains(n.stderr.String(), list.PairingRequests[0].ID) {
+			return fmt.Errorf("pending %+v; the node says:\n%s", list.PairingRequests, n.stderr)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no pending request shown by the node after 30 s; it says:\n%s", n.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		request = list.PairingRequests[0]
+		return nil
+	})
+	return request
 }
 
 // deviceOf reads the device id the node in stateDir paired as.
@@ -112,16 +113,10 @@ func deviceOf(t *testing.T, stateDir string) string {
 }
 
 // waitRefused waits until palyrad at addr refuses cert at the handshake (revocations
-// reach the handshake through a notification), at most 10 s.
+// reach the handshake through a notification).
 func waitRefused(t *testing.T, addr, caFile string, cert tls.Certificate, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for handshake(addr, caFile, cert) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is still accepted 10 s after its revocation", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.True(t, what+" refused after its revocation", func() bool { return handshake(addr, caFile, cert) != nil })
 }
 
 func TestCLIRepairing(t *testing.T) {
@@ -231,11 +226,5 @@ func TestCLIRepairing(t *testing.T) {
 	}
 	// The reinstatement reaches the handshake through a notification, as revocations do.
 	_, cert = readNodeIdentity(t, node)
-	deadline := time.Now().Add(10 * time.Second)
-	for err := handshake(d.addr, caFile, cert); err != nil; err = handshake(d.addr, caFile, cert) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the reinstated node's certificate is refused 10 s after its approval: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually.NoError(t, "the reinstated node's certificate accepted", func() error { return handshake(d.addr, caFile, cert) })
 }

@@ -2,13 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -84,9 +85,11 @@ allow = ["echo", "find", "make", "sed"]
 	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the allow-list reloaded", func() bool {
-		code, _, _ := operator.run(t, "", invoke([]string{"echo", "reloaded"}, "")...)
-		return code == 0
+	eventually.NoError(t, "the allow-list reloaded", func() error {
+		if code, _, stderr := operator.run(t, "", invoke([]string{"echo", "reloaded"}, "")...); code != 0 {
+			return fmt.Errorf("exit code %d: %s", code, stderr)
+		}
+		return nil
 	})
 	refused("find, make and sed in the allow-list", map[string]string{
 		"find -exec":           "/usr/bin/find is not allowed on this node: find can run other programs (-exec",
@@ -116,9 +119,11 @@ work_dirs = ["`+work+`"]
 	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rules reloaded", func() bool {
-		code, _, _ := operator.run(t, "", invoke([]string{"find", work, "-name", "*.log"}, "")...)
-		return code == 0
+	eventually.NoError(t, "the rules reloaded", func() error {
+		if code, _, stderr := operator.run(t, "", invoke([]string{"find", work, "-name", "*.log"}, "")...); code != 0 {
+			return fmt.Errorf("exit code %d: %s", code, stderr)
+		}
+		return nil
 	})
 	for _, tc := range []struct {
 		argv []string
@@ -169,9 +174,11 @@ args = [[]]
 	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "make without a pinned directory reloaded", func() bool {
-		_, _, stderr := operator.run(t, "", invoke([]string{"find", work, "-name", "*.log"}, "")...)
-		return strings.Contains(stderr, "not in the node's allow-list")
+	eventually.NoError(t, "make without a pinned directory reloaded", func() error {
+		if _, _, stderr := operator.run(t, "", invoke([]string{"find", work, "-name", "*.log"}, "")...); !strings.Contains(stderr, "not in the node's allow-list") {
+			return fmt.Errorf("find is not refused: %q", stderr)
+		}
+		return nil
 	})
 	stderr = operator.fails(t, 1, invokeIn(planted, "make")...)
 	if _, err := os.Stat(marker); err == nil {
@@ -193,9 +200,11 @@ work_dirs = ["`+work+`"]
 	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "make pinned reloaded", func() bool {
-		code, _, _ := operator.run(t, "", invoke([]string{"make"}, "")...)
-		return code == 0
+	eventually.NoError(t, "make pinned reloaded", func() error {
+		if code, _, stderr := operator.run(t, "", invoke([]string{"make"}, "")...); code != 0 {
+			return fmt.Errorf("exit code %d: %s", code, stderr)
+		}
+		return nil
 	})
 	stderr = operator.fails(t, 1, invokeIn(planted, "make")...)
 	if _, err := os.Stat(marker); err == nil {
@@ -217,16 +226,5 @@ func writeRawNodeConfig(t *testing.T, stateDir, content string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(stateDir, "node.toml"), []byte(content), 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond until it holds, for at most 30 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after 30 s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -41,10 +41,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary is a program of this repository that tests run, built at most once per test
-// binary with the go command on PATH.
+// binary is a program of this repository that tests run: the file its environment
+// variable names (make test sets PALYRAD and PALYRA to the bin/ it has just built),
+// else built at most once per test binary with the go command on PATH.
 type binary struct {
-	name, pkg string // the file name in binDir; the package to build, relative to server/
+	name, pkg, env string // the file name in binDir; the package to build, relative to server/; the variable
 
 	once sync.Once
 	path string
@@ -52,14 +53,19 @@ type binary struct {
 }
 
 var (
-	cliBin    = &binary{name: "palyra", pkg: "../cli"}
-	daemonBin = &binary{name: "palyrad", pkg: "."}
+	cliBin    = &binary{name: "palyra", pkg: "../cli", env: "PALYRA"}
+	daemonBin = &binary{name: "palyrad", pkg: ".", env: "PALYRAD"}
 )
 
-// build builds the binary unless it was built already, and returns its path.
+// build returns the binary's path, building it unless the environment names one or it
+// was built already.
 func (b *binary) build(t *testing.T) string {
 	t.Helper()
 	b.once.Do(func() {
+		if path := os.Getenv(b.env); path != "" {
+			b.path = path
+			return
+		}
 		path := filepath.Join(binDir, b.name)
 		out, err := exec.Command("go", "build", "-o", path, b.pkg).CombinedOutput()
 		if err != nil {
@@ -74,10 +80,10 @@ func (b *binary) build(t *testing.T) string {
 	return b.path
 }
 
-// cliBinary builds the real palyra CLI (../cli).
+// cliBinary returns the real palyra CLI (../cli).
 func cliBinary(t *testing.T) string { return cliBin.build(t) }
 
-// daemonBinary builds the real palyrad, for tests that must kill it as a process.
+// daemonBinary returns the real palyrad, for tests that must kill it as a process.
 func daemonBinary(t *testing.T) string { return daemonBin.build(t) }
 
 // syncBuffer is an io.Writer safe for the daemon's goroutines and the test to share.

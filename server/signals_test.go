@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -47,7 +48,7 @@ func TestDaemonStopsOnSignals(t *testing.T) {
 		d, dataDir := start(t, "--server-shutdown-timeout", "10m")
 		stallPostgres(t, dataDir)
 		sendSignal(t, d, syscall.SIGTERM)
-		waitFor(t, "palyrad logs that it is stopping", func() bool { return strings.Contains(d.stderr.String(), "palyrad stopping") })
+		eventually.True(t, "palyrad logs that it is stopping", func() bool { return strings.Contains(d.stderr.String(), "palyrad stopping") })
 		sendSignal(t, d, syscall.SIGINT)
 		code := exitCode(t, d, 2*time.Minute)
 		if log := d.stderr.String(); code != 1 || !strings.Contains(log, "palyrad: interrupt again: stopping at once") {
@@ -96,13 +97,13 @@ func TestNodeAgentStopsOnSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the dispatch runs", func() bool {
+	eventually.True(t, "the dispatch runs", func() bool {
 		got, err := api.GetDispatch(t.Context(), connect.NewRequest(&controlplanev1.GetDispatchRequest{Id: res.Msg.GetDispatch().GetId()}))
 		return err == nil && got.Msg.GetDispatch().GetState() == controlplanev1.DispatchState_DISPATCH_STATE_RUNNING
 	})
 
 	sendSignal(t, node.process, syscall.SIGTERM)
-	waitFor(t, "the agent starts draining", func() bool {
+	eventually.True(t, "the agent starts draining", func() bool {
 		return strings.Contains(node.stderr.String(), "stopping: letting running dispatches finish")
 	})
 	select {
@@ -141,9 +142,7 @@ func stallPostgres(t *testing.T, dataDir string) {
 			_ = syscall.Kill(pid, syscall.SIGCONT)
 		}
 		_ = syscall.Kill(postmaster, syscall.SIGQUIT)
-		for deadline := time.Now().Add(time.Minute); syscall.Kill(postmaster, 0) == nil && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
+		eventually.Within(time.Minute).True(t, "the thawed PostgreSQL exits on SIGQUIT", func() bool { return syscall.Kill(postmaster, 0) != nil })
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/palyra/palyra/cli/internal/node/capability"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // Dispatch ids of the tests.
@@ -176,7 +177,7 @@ func TestDispatchOutput(t *testing.T) {
 		}
 	}
 	s.ack(dispatch1)
-	eventually(t, "the acknowledged result leaves the spool", func() bool { return !b.spooled(dispatch1) })
+	eventually.True(t, "the acknowledged result leaves the spool", func() bool { return !b.spooled(dispatch1) })
 	// Acknowledged: a repeated dispatch is ignored.
 	s.dispatch(dispatch1, "test.write", `{"n":1}`, maxOutput, time.Time{})
 	s.quiet(t, 200*time.Millisecond)
@@ -278,7 +279,7 @@ func TestResendAfterReconnect(t *testing.T) {
 	first, _ := s.result(t)
 	second, _ := s.result(t)
 	s.ack(first.GetDispatchId())
-	eventually(t, "the ack", func() bool { return !b.spooled(first.GetDispatchId()) })
+	eventually.True(t, "the ack", func() bool { return !b.spooled(first.GetDispatchId()) })
 	s.end <- connect.NewError(connect.CodeUnavailable, errors.New("replica going away"))
 
 	s = b.session()
@@ -294,7 +295,7 @@ func TestResendAfterReconnect(t *testing.T) {
 	}
 	s.quiet(t, 100*time.Millisecond)
 	s.ack(second.GetDispatchId())
-	eventually(t, "the ack", func() bool { return !b.spooled(second.GetDispatchId()) })
+	eventually.True(t, "the ack", func() bool { return !b.spooled(second.GetDispatchId()) })
 	if c.runs.Load() != 2 {
 		t.Errorf("%d runs", c.runs.Load())
 	}
@@ -355,7 +356,7 @@ func TestRestart(t *testing.T) {
 		}
 		s.ack(id)
 	}
-	eventually(t, "the acks", func() bool { return !b.spooled(dispatch1) && !b.spooled(dispatch2) })
+	eventually.True(t, "the acks", func() bool { return !b.spooled(dispatch1) && !b.spooled(dispatch2) })
 	if c.runs.Load() != 1 {
 		t.Errorf("%d runs, want 1", c.runs.Load())
 	}
@@ -407,7 +408,7 @@ func TestDrain(t *testing.T) {
 	}
 	start := time.Now()
 	r.cancel()
-	eventually(t, "the agent stops taking dispatches", func() bool {
+	eventually.True(t, "the agent stops taking dispatches", func() bool {
 		r.agent.mu.Lock()
 		defer r.agent.mu.Unlock()
 		return r.agent.stopping

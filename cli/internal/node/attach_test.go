@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // manualClock is a clock that moves only when the test says.
@@ -53,7 +55,7 @@ func TestBackoffResetsAfterStableAttach(t *testing.T) {
 	r := b.start(o)
 	attached := func() {
 		t.Helper()
-		eventually(t, "the agent records the session", func() bool {
+		eventually.True(t, "the agent records the session", func() bool {
 			r.agent.statusMu.Lock()
 			defer r.agent.statusMu.Unlock()
 			return r.agent.status.Attached

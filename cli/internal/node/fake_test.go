@@ -29,13 +29,14 @@ import (
 	"github.com/palyra/palyra/cli/internal/node/capability"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // testDevice is the device id of the bench's node.
 const testDevice = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V1"
 
 // wait is how long a test waits for something that should happen at once.
-const wait = 10 * time.Second
+const wait = eventually.Deadline
 
 // testTuning are short timings for tests.
 var testTuning = tuning{
@@ -456,18 +457,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
-}
-
-// eventually waits until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // spooled reports whether the result of id is in the spool.

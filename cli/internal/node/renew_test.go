@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/palyra/palyra/cli/internal/client"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // TestRenewalTime checks when a certificate is due: a third of its lifetime before it
@@ -78,7 +79,7 @@ func TestRenewal(t *testing.T) {
 		}
 		return waits[len(waits)-1]
 	}
-	eventually(t, "the renewal loop waits", func() bool { return lastWait() != 0 })
+	eventually.True(t, "the renewal loop waits", func() bool { return lastWait() != 0 })
 	if d := lastWait(); d != 10*time.Hour {
 		t.Errorf("the agent waits %v to renew, want 10h (until a third of 90h remains)", d)
 	}
@@ -93,9 +94,9 @@ func TestRenewal(t *testing.T) {
 
 	clock.Store(start.Add(60 * time.Hour).UnixNano())
 	fire <- time.Now()
-	eventually(t, "a first, failed renewal", func() bool { return renewals() == 1 })
+	eventually.True(t, "a first, failed renewal", func() bool { return renewals() == 1 })
 	fire <- time.Now() // the retry's backoff
-	eventually(t, "the renewal", func() bool {
+	eventually.True(t, "the renewal", func() bool {
 		b.daemon.mu.Lock()
 		defer b.daemon.mu.Unlock()
 		return len(b.daemon.renewedCerts) == 1
@@ -111,7 +112,7 @@ func TestRenewal(t *testing.T) {
 	if len(keys) != 2 || !keys[0].(*ecdsa.PublicKey).Equal(keys[1]) || !keys[1].(*ecdsa.PublicKey).Equal(issued.PublicKey) {
 		t.Error("the retried renewal asked for another key than the failed one")
 	}
-	eventually(t, "the new certificate in cert.pem", func() bool {
+	eventually.True(t, "the new certificate in cert.pem", func() bool {
 		c, err := b.dir.Certificate()
 		return err == nil && c.Equal(issued)
 	})
@@ -119,7 +120,7 @@ func TestRenewal(t *testing.T) {
 	if err != nil || !issued.PublicKey.(*ecdsa.PublicKey).Equal(key.Public()) {
 		t.Fatalf("key.pem does not match the new certificate: %v", err)
 	}
-	eventually(t, "the host record", func() bool {
+	eventually.True(t, "the host record", func() bool {
 		h, err := b.dir.Host()
 		return err == nil && h.CertificateFingerprint == client.Fingerprint(issued) && h.CertificateExpireTime.Equal(issued.NotAfter.UTC().Truncate(time.Second))
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/store"
@@ -83,7 +84,7 @@ func (b *tokensBundle) replica(t testing.TB, now func() time.Time) *replica {
 		cancel()
 		wg.Wait()
 	})
-	waitFor(t, 10*time.Second, "the replica to cache tokens", func() bool {
+	eventually.True(t, "the replica to cache tokens", func() bool {
 		ts.cache.mu.RLock()
 		defer ts.cache.mu.RUnlock()
 		return ts.cache.enabled
@@ -112,18 +113,6 @@ func (b *tokensBundle) exec(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	if _, err := b.admin.Pool().Exec(t.Context(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// waitFor polls cond every 10 ms until it holds, and fails the test after within.
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -176,7 +165,7 @@ func TestInvalidationReachesEveryReplica(t *testing.T) {
 				t.Errorf("the replica that did the %s still accepts the token", name)
 			}
 			began := time.Now()
-			waitFor(t, time.Minute, "the other replica to refuse the token", func() bool { return !second.authenticates(t, secret) })
+			eventually.True(t, "the other replica to refuse the token", func() bool { return !second.authenticates(t, secret) })
 			t.Logf("the other replica refuses the token after %s", time.Since(began))
 			// Handlers read the database, not the cache.
 			got, err := second.tokens.Get(t.Context(), tok.ID)
@@ -210,7 +199,7 @@ func TestResetFlushesTheCache(t *testing.T) {
 	b, r, secret := cachedButRevoked(t)
 	// The listener loses its connection; when it is back, its Reset flushes the cache.
 	b.exec(t, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1", r.listenerApp)
-	waitFor(t, 10*time.Second, "the replica to refuse the token", func() bool { return !r.authenticates(t, secret) })
+	eventually.True(t, "the replica to refuse the token", func() bool { return !r.authenticates(t, secret) })
 }
 
 // TestNoCacheWhileTheListenerIsDown: while invalidations cannot arrive, authentication

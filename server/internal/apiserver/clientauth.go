@@ -18,11 +18,15 @@ import (
 // refusal with. Every refusal gets the same alert, bad_certificate.
 func clientAuth(base *tls.Config, opts ServerOptions) *tls.Config {
 	base.ClientAuth = tls.RequestClientCert
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	verify := func(remote string, cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return nil // anonymous
 		}
-		chains, err := requestctx.VerifyClientChain(base.ClientCAs, cs.PeerCertificates, time.Now())
+		chains, err := requestctx.VerifyClientChain(base.ClientCAs, cs.PeerCertificates, now())
 		if err != nil {
 			err = &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 			if opts.HandshakeRefused != nil {

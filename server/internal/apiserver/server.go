@@ -50,6 +50,9 @@ type ServerOptions struct {
 	MaxConnectionsPerAddress int
 	// Metrics counts the connections, those refused and the accept errors.
 	Metrics *Metrics
+	// Now is the clock that client certificates are valid by, and crypto/tls's
+	// (tls.Config.Time); nil means time.Now.
+	Now func() time.Time
 	// Logger receives the server's own errors (failed handshakes at debug level; failed
 	// accepts and refused connections as rate-limited warnings).
 	Logger *slog.Logger
@@ -85,6 +88,7 @@ func Listen(opts ServerOptions) (*Server, error) {
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: opts.GetCertificate,
 			ClientCAs:      opts.ClientCAs,
+			Time:           opts.Now,
 		}, opts),
 		Protocols: new(http.Protocols),
 		HTTP2: &http.HTTP2Config{

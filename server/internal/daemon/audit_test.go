@@ -25,6 +25,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	accesspkg "github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
@@ -32,18 +33,6 @@ import (
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
-
-// eventually waits until cond holds, failing after within.
-func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // auditLog reads the whole audit log of the database at dbURL, oldest first, and
 // checks that it verifies.
@@ -136,7 +125,7 @@ func TestAChangeKeepsItsAuditRecordWhenTheDatabaseRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var id string
-	eventually(t, "the dispatch is committed", 30*time.Second, func() bool {
+	eventually.True(t, "the dispatch is committed", func() bool {
 		return conn.QueryRow(t.Context(), "select id from dispatches where device_id = $1", dev.deviceID).Scan(&id) == nil
 	})
 	_ = conn.Close(t.Context())
@@ -155,7 +144,7 @@ func TestAChangeKeepsItsAuditRecordWhenTheDatabaseRestarts(t *testing.T) {
 
 	type record struct{ code, request, replica string }
 	var got record
-	eventually(t, "the dispatch's audit record is in the log", time.Minute, func() bool {
+	eventually.True(t, "the dispatch's audit record is in the log", func() bool {
 		conn, err := pgx.Connect(t.Context(), b.dbURL)
 		if err != nil {
 			return false // still starting
@@ -170,7 +159,7 @@ func TestAChangeKeepsItsAuditRecordWhenTheDatabaseRestarts(t *testing.T) {
 	// Pooled connections that the restart ended may still answer a first call with
 	// Unavailable, which a client retries.
 	var v *connect.Response[accessv1.VerifyAuditLogResponse]
-	eventually(t, "audit verify answers", time.Minute, func() bool {
+	eventually.True(t, "audit verify answers", func() bool {
 		v, err = td.auditClient(td.owner).VerifyAuditLog(t.Context(), connect.NewRequest(&accessv1.VerifyAuditLogRequest{}))
 		return connect.CodeOf(err) != connect.CodeUnavailable
 	})
@@ -648,7 +637,7 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 	// The log takes events again: the drainer moves every row into the chain.
 	attached.close()
 	b.sql(t, "drop trigger refuse_audit on audit_events")
-	eventually(t, "the outbox is drained", time.Minute, func() bool {
+	eventually.True(t, "the outbox is drained", func() bool {
 		var n int
 		return conn.QueryRow(ctx, "select count(*) from audit_outbox").Scan(&n) == nil && n == 0
 	})

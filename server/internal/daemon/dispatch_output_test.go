@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -153,10 +155,13 @@ func TestOutputMustBeContiguous(t *testing.T) {
 	node.send(accepted(id))
 	node.send(output(id, 0, "hello"))
 	node.send(output(id, 0, "hel")) // a repeat, in the same round or the next
-	waitState(t, b.testDaemon, id, controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 10*time.Second)
-	for out, _ := readAllOutput(t, b.testDaemon, id, 0); out != "hello"; out, _ = readAllOutput(t, b.testDaemon, id, 0) {
-		time.Sleep(100 * time.Millisecond) // within the owner token's rate limit
-	}
+	waitState(t, b.testDaemon, id, controlplanev1.DispatchState_DISPATCH_STATE_RUNNING)
+	eventually.NoError(t, "the output stored", func() error {
+		if out, _ := readAllOutput(t, b.testDaemon, id, 0); out != "hello" {
+			return fmt.Errorf("the output is %q", out)
+		}
+		return nil
+	})
 	for _, tc := range []struct {
 		name string
 		bad  *nodev1.AttachRequest
@@ -170,7 +175,7 @@ func TestOutputMustBeContiguous(t *testing.T) {
 	} {
 		name := tc.name
 		node.send(tc.bad)
-		err := node.ended(10 * time.Second)
+		err := node.ended()
 		wantCode(t, name, err, connect.CodeInvalidArgument)
 		if err != nil && !strings.Contains(err.Error(), "dispatch "+id) {
 			t.Errorf("%s: %v does not name the dispatch", name, err)

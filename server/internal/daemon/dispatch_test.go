@@ -22,6 +22,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
@@ -105,7 +106,7 @@ func (n *testNode) send(m *nodev1.AttachRequest) {
 	}
 }
 
-// next returns the next message down, failing after 10 s or when the stream ends.
+// next returns the next message down, failing when the stream ends or none comes.
 func (n *testNode) next() *nodev1.AttachResponse {
 	n.t.Helper()
 	select {
@@ -113,8 +114,8 @@ func (n *testNode) next() *nodev1.AttachResponse {
 		return m
 	case err := <-n.end:
 		n.t.Fatalf("the stream ended while a message was expected: %v", err)
-	case <-time.After(10 * time.Second):
-		n.t.Fatal("no message down within 10 s")
+	case <-time.After(eventually.Deadline):
+		n.t.Fatalf("no message down within %v", eventually.Deadline)
 	}
 	return nil
 }
@@ -130,16 +131,16 @@ func (n *testNode) nextDispatch() *nodev1.Dispatch {
 }
 
 // ended waits for the end of the stream and returns its error.
-func (n *testNode) ended(within time.Duration) error {
+func (n *testNode) ended() error {
 	n.t.Helper()
-	deadline := time.After(within)
+	deadline := time.After(eventually.Deadline)
 	for {
 		select {
 		case <-n.recv:
 		case err := <-n.end:
 			return err
 		case <-deadline:
-			n.t.Fatalf("the stream did not end within %v", within)
+			n.t.Fatalf("the stream did not end within %v", eventually.Deadline)
 			return nil
 		}
 	}
@@ -189,21 +190,17 @@ func getDispatch(t *testing.T, td *testDaemon, id string) (*controlplanev1.Dispa
 	return res.Msg.GetDispatch(), res.Msg.GetOutput()
 }
 
-// waitState waits until the dispatch is in state. It asks ever less often (at last once
-// a second), so that a long wait stays within the owner token's rate limit.
-func waitState(t *testing.T, td *testDaemon, id string, state controlplanev1.DispatchState, within time.Duration) *controlplanev1.Dispatch {
+// waitState waits until the dispatch is in state.
+func waitState(t *testing.T, td *testDaemon, id string, state controlplanev1.DispatchState) *controlplanev1.Dispatch {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) {
-		d, _ := getDispatch(t, td, id)
-		if d.GetState() == state {
-			return d
+	var d *controlplanev1.Dispatch
+	eventually.NoError(t, fmt.Sprintf("dispatch %s %s", id, state), func() error {
+		if d, _ = getDispatch(t, td, id); d.GetState() != state {
+			return fmt.Errorf("it is %s (error %q)", d.GetState(), d.GetError())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dispatch %s is %s after %v, want %s (error %q)", id, d.GetState(), within, state, d.GetError())
-		}
-		time.Sleep(pause)
-	}
+		return nil
+	})
+	return d
 }
 
 func joined(chunks []*controlplanev1.OutputChunk) string {
@@ -300,9 +297,9 @@ func TestDispatchToAnAttachedNode(t *testing.T) {
 		got2.GetInputJson() != `{"argv": ["echo", "hi"]}` || !got2.GetDeadline().AsTime().Equal(d.GetDeadline().AsTime()) {
 		t.Errorf("dispatch down: %v", got2)
 	}
-	waitState(t, b.testDaemon, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_SENT, 5*time.Second)
+	waitState(t, b.testDaemon, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_SENT)
 	node.send(accepted(d.GetId()))
-	waitState(t, b.testDaemon, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	waitState(t, b.testDaemon, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING)
 	node.send(output(d.GetId(), 0, "hello "))
 	node.send(output(d.GetId(), 6, "world\n")) // beyond the cap of 8 from byte 8
 	node.send(output(d.GetId(), 6, "world\n")) // a repeat is ignored
@@ -431,7 +428,7 @@ func TestDispatchWaitsForAnOfflineNodeAndSurvivesReconnects(t *testing.T) {
 
 	first, _ := attachNode(t, b.testDaemon, dev)
 	first.close()
-	if err := first.ended(5 * time.Second); err != nil && connect.CodeOf(err) != connect.CodeCanceled {
+	if err := first.ended(); err != nil && connect.CodeOf(err) != connect.CodeCanceled {
 		t.Fatalf("closing the stream: %v", err)
 	}
 	waitPresence(t, b.testDaemon, dev.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
@@ -448,10 +445,10 @@ func TestDispatchWaitsForAnOfflineNodeAndSurvivesReconnects(t *testing.T) {
 		}
 	}
 	second.send(accepted(ids[0]))
-	waitState(t, b.testDaemon, ids[0], controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	waitState(t, b.testDaemon, ids[0], controlplanev1.DispatchState_DISPATCH_STATE_RUNNING)
 	// The node loses its stream before reporting anything.
 	second.close()
-	_ = second.ended(5 * time.Second)
+	_ = second.ended()
 
 	// The next session gets every unfinished dispatch again (the node dedups by id),
 	// and results from its spool are persisted and acknowledged.
@@ -468,29 +465,25 @@ func TestDispatchWaitsForAnOfflineNodeAndSurvivesReconnects(t *testing.T) {
 			acked = true
 		}
 	}
-	waitState(t, b.testDaemon, ids[0], controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED, 5*time.Second)
+	waitState(t, b.testDaemon, ids[0], controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED)
 	for _, id := range ids[1:] {
 		third.send(result(id, nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED, 2, 0))
-		waitState(t, b.testDaemon, id, controlplanev1.DispatchState_DISPATCH_STATE_FAILED, 5*time.Second)
+		waitState(t, b.testDaemon, id, controlplanev1.DispatchState_DISPATCH_STATE_FAILED)
 	}
 }
 
 func waitPresence(t *testing.T, td *testDaemon, id string, want controlplanev1.Presence) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for pause := 50 * time.Millisecond; ; pause = min(2*pause, time.Second) { // as waitState
+	eventually.NoError(t, fmt.Sprintf("node %s %s", id, want), func() error {
 		res, err := td.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: id}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Msg.GetNode().GetPresence() == want {
-			return
+		if p := res.Msg.GetNode().GetPresence(); p != want {
+			return fmt.Errorf("it is %s", p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s is %s, want %s", id, res.Msg.GetNode().GetPresence(), want)
-		}
-		time.Sleep(pause)
-	}
+		return nil
+	})
 }
 
 // TestListsPage pages through nodes and dispatches: every item once, newest first, and
@@ -565,7 +558,7 @@ func TestCancelDispatch(t *testing.T) {
 	dev := b.enroll(t, time.Hour)
 	node, _ := attachNode(t, b.testDaemon, dev)
 	node.close()
-	_ = node.ended(5 * time.Second)
+	_ = node.ended()
 
 	queued := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
 	res, err := b.dispatchClient().CancelDispatch(t.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: queued.GetId(), Reason: "changed my mind"}))
@@ -580,7 +573,7 @@ func TestCancelDispatch(t *testing.T) {
 		t.Fatalf("delivered %s, want %s (the cancelled one must not be)", got.GetDispatchId(), running.GetId())
 	}
 	node.send(accepted(running.GetId()))
-	waitState(t, b.testDaemon, running.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	waitState(t, b.testDaemon, running.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING)
 	res, err = b.dispatchClient().CancelDispatch(t.Context(), connect.NewRequest(&controlplanev1.CancelDispatchRequest{Id: running.GetId(), Reason: "stop"}))
 	if err != nil || res.Msg.GetDispatch().GetState() != controlplanev1.DispatchState_DISPATCH_STATE_RUNNING || res.Msg.GetDispatch().GetCancelTime() == nil {
 		t.Fatalf("cancel a running dispatch: %v %v", res, err)
@@ -593,7 +586,7 @@ func TestCancelDispatch(t *testing.T) {
 		t.Errorf("cancel down: %v", cancel)
 	}
 	node.send(result(running.GetId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_CANCELLED, 0, 0))
-	waitState(t, b.testDaemon, running.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED, 5*time.Second)
+	waitState(t, b.testDaemon, running.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_CANCELLED)
 }
 
 func TestDeadlinesEndEveryDispatch(t *testing.T) {
@@ -602,10 +595,10 @@ func TestDeadlinesEndEveryDispatch(t *testing.T) {
 	dev := b.enroll(t, time.Hour)
 	node, _ := attachNode(t, b.testDaemon, dev)
 	node.close()
-	_ = node.ended(5 * time.Second)
+	_ = node.ended()
 
 	undelivered := createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info", Timeout: durationpb.New(time.Second)})
-	d := waitState(t, b.testDaemon, undelivered.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT, 5*time.Second)
+	d := waitState(t, b.testDaemon, undelivered.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT)
 	if !strings.Contains(d.GetError(), "offline") {
 		t.Errorf("undelivered dispatch: %v", d)
 	}
@@ -622,14 +615,14 @@ func TestDeadlinesEndEveryDispatch(t *testing.T) {
 	node.send(accepted(node.nextDispatch().GetDispatchId()))
 	goneNode.send(accepted(goneNode.nextDispatch().GetDispatchId()))
 	goneNode.send(output(vanished.GetId(), 0, "partial"))
-	waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 5*time.Second)
+	waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING)
 	goneNode.close()
-	_ = goneNode.ended(5 * time.Second)
-	d = waitState(t, b.testDaemon, silent.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT, 15*time.Second)
+	_ = goneNode.ended()
+	d = waitState(t, b.testDaemon, silent.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_TIMED_OUT)
 	if !strings.Contains(d.GetError(), "did not report") {
 		t.Errorf("silent dispatch: %v", d)
 	}
-	d = waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_FAILED, time.Minute)
+	d = waitState(t, b.testDaemon, vanished.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_FAILED)
 	// What the node sent before it vanished is kept, and counted.
 	if _, out := getDispatch(t, b.testDaemon, vanished.GetId()); !strings.Contains(d.GetError(), "disconnected") ||
 		d.GetOutputBytes() != 7 || d.GetOutputLost() || joined(out) != "partial" {
@@ -665,7 +658,7 @@ func TestAttachProtocolRefusals(t *testing.T) {
 		"schema of wrong shape": {hello(func(h *nodev1.Hello) { h.Capabilities[0].InputSchema = `{"type":12}` }), connect.CodeInvalidArgument},
 	} {
 		n := openAttach(t, b.testDaemon, dev, tc.first)
-		err := n.ended(10 * time.Second)
+		err := n.ended()
 		wantCode(t, name, err, tc.code)
 	}
 	// Without a client certificate, Attach is refused before anything is read.
@@ -677,7 +670,7 @@ func TestAttachProtocolRefusals(t *testing.T) {
 	// A second hello on a session ends it.
 	n, _ := attachNode(t, b.testDaemon, dev)
 	n.send(helloFor(dev))
-	wantCode(t, "hello twice", n.ended(5*time.Second), connect.CodeInvalidArgument)
+	wantCode(t, "hello twice", n.ended(), connect.CodeInvalidArgument)
 }
 
 func TestForeignDispatchReportIsRefusedAndAudited(t *testing.T) {
@@ -696,7 +689,7 @@ func TestForeignDispatchReportIsRefusedAndAudited(t *testing.T) {
 	} {
 		thiefNode, _ := attachNode(t, b.testDaemon, thief)
 		thiefNode.send(msg)
-		wantCode(t, "a foreign "+name, thiefNode.ended(5*time.Second), connect.CodePermissionDenied)
+		wantCode(t, "a foreign "+name, thiefNode.ended(), connect.CodePermissionDenied)
 	}
 	got, out := getDispatch(t, b.testDaemon, d.GetId())
 	if got.GetState() != controlplanev1.DispatchState_DISPATCH_STATE_SENT || len(out) != 0 {
@@ -728,7 +721,7 @@ func TestAttachIsReplacedAcrossReplicasAndDispatchesFollow(t *testing.T) {
 	onA, _ := attachNode(t, a.testDaemon, dev)
 	began := time.Now()
 	onB, _ := attachNode(t, b, dev)
-	wantCode(t, "the replaced session", onA.ended(5*time.Second), connect.CodeAborted)
+	wantCode(t, "the replaced session", onA.ended(), connect.CodeAborted)
 	t.Logf("the session on replica A ended %v after the node attached to B", time.Since(began))
 	res, err := a.nodesClient().GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: dev.deviceID}))
 	if err != nil || res.Msg.GetNode().GetAttachedReplica() != b.cfg.ReplicaID {
@@ -771,7 +764,7 @@ func TestAttachIsReplacedAcrossReplicasAndDispatchesFollow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(eventually.Deadline):
 		t.Fatal("the watch on A did not end")
 	}
 	mu.Lock()
@@ -827,7 +820,7 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 			if err := tc.revoke(controlplanev1connect.NewDeviceServiceClient(tc.via.client(b.owner), tc.via.baseURL), dev); err != nil {
 				t.Fatal(err)
 			}
-			err := node.ended(time.Minute)
+			err := node.ended()
 			t.Logf("the Attach stream ended %v after the revocation (%v)", time.Since(revokedAt), err)
 			if err == nil {
 				t.Error("the stream of a revoked device ended cleanly")
@@ -870,7 +863,7 @@ func TestStopEndsAttachStreams(t *testing.T) {
 		t.Fatal("Stop still waits for the attached node's stream after two minutes")
 	}
 	t.Logf("stop took %v with a node attached", time.Since(began))
-	wantCode(t, "the stream at shutdown", node.ended(time.Minute), connect.CodeUnavailable)
+	wantCode(t, "the stream at shutdown", node.ended(), connect.CodeUnavailable)
 	// The stopping daemon recorded that the session ended.
 	conn, err := pgx.Connect(t.Context(), b.dbURL)
 	if err != nil {
@@ -924,7 +917,7 @@ func TestPresenceFollowsHeartbeats(t *testing.T) {
 		t.Errorf("stale nodes: %v %v", res, err)
 	}
 	// Ten intervals of silence end the stream.
-	wantCode(t, "the silent node's stream", silentNode.ended(time.Minute), connect.CodeDeadlineExceeded)
+	wantCode(t, "the silent node's stream", silentNode.ended(), connect.CodeDeadlineExceeded)
 	t.Logf("the silent node's stream ended after %v", time.Since(began))
 	waitPresence(t, b.testDaemon, silent.deviceID, controlplanev1.Presence_PRESENCE_OFFLINE)
 	waitPresence(t, b.testDaemon, lively.deviceID, controlplanev1.Presence_PRESENCE_ONLINE)

@@ -25,6 +25,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/daemon"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -149,7 +150,7 @@ func TestSlowCallersAreCut(t *testing.T) {
 	d := createDispatch(t, td, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
 	node.nextDispatch()
 	node.send(accepted(d.GetId()))
-	waitState(t, td, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING, 10*time.Second)
+	waitState(t, td, d.GetId(), controlplanev1.DispatchState_DISPATCH_STATE_RUNNING)
 	watch, err := td.dispatchClient().WatchDispatch(ctx, connect.NewRequest(&controlplanev1.WatchDispatchRequest{Id: d.GetId()}))
 	if err != nil {
 		t.Fatal(err)
@@ -450,18 +451,13 @@ func TestConnectionCaps(t *testing.T) {
 	// Closing two of the attacker's connections makes room for a newcomer.
 	held[0].Close()
 	held[1].Close()
-	deadline := time.Now().Add(slowWithin)
-	for {
+	eventually.NoError(t, "room for a new connection after two were closed", func() error {
 		c, err := td.tlsFrom(ctx, net.IPv4(127, 0, 0, 3), "http/1.1")
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no room for a new connection %v after two were closed: %v", slowWithin, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling for the server to see the closes
-	}
+		return err
+	})
 	td.wantMetrics(t, `palyra_listener_calls_refused_total 1`, `palyra_listener_refused_total{reason="per_address"} 1`,
 		`palyra_listener_refused_total{reason="total"} `)
 }

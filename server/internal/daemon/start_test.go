@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/daemon"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -68,5 +69,5 @@ func TestStartUndoesWhatItStartedWhenAStepFails(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, "the daemon's database connections closed", time.Minute, func() bool { return others() == 0 })
+	eventually.Within(time.Minute).True(t, "the daemon's database connections closed", func() bool { return others() == 0 })
 }

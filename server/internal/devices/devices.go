@@ -62,6 +62,8 @@ func New(opts Options) *Service {
 // Device is a paired device as DeviceService describes it, with its certificates.
 type Device struct {
 	ID, Name, Platform, AgentVersion string
+	// PublicKeyFingerprint is the fingerprint of its current key, "sha256:<hex>".
+	PublicKeyFingerprint string
 	// Labels are the labels the approver gave it.
 	Labels map[string]string
 	// CreatedAt is when it was first paired.
@@ -103,7 +105,7 @@ func (s *Service) get(ctx context.Context, q *dbsqlc.Queries, id string) (*Devic
 	}
 	d := &Device{
 		ID: row.ID, Name: row.Name, Platform: row.Platform, AgentVersion: row.AgentVersion,
-		Labels: map[string]string{}, CreatedAt: row.CreatedAt, RevokedAt: row.RevokedAt,
+		PublicKeyFingerprint: row.PublicKeyFingerprint, Labels: map[string]string{}, CreatedAt: row.CreatedAt, RevokedAt: row.RevokedAt,
 		RevokedReason: row.RevokedReason, RotateRequestedAt: row.RotateRequestedAt,
 		Certificates: make([]Certificate, len(certs)),
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/identity"
 )
 
@@ -223,10 +224,7 @@ func TestServerCertificateRunRenewsWhenDue(t *testing.T) {
 		defer close(done)
 		sc.Run(ctx)
 	}()
-	// Wait for the renewal (no time limit of our own: the test's deadline is the guard).
-	for sc.Leaf() == old {
-		time.Sleep(time.Millisecond)
-	}
+	eventually.True(t, "the renewal", func() bool { return sc.Leaf() != old })
 	cancel()
 	<-done
 

@@ -29,6 +29,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
@@ -127,8 +128,8 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	background(t, listener.Run)
 	select {
 	case <-listener.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the notification listener is not ready after 10 s")
+	case <-time.After(eventually.Deadline):
+		t.Fatal("the notification listener is not ready")
 	}
 	b := &testBundle{url: dbURL, store: st, kek: kek, clock: clk, authority: authority, audit: audit.New(audit.Options{Store: st, ReplicaID: "test", Now: clk.Now}), calls: &callLog{}}
 	opts := pairing.Options{

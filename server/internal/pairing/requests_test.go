@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/palyra/palyra/gen/dbsqlc"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pairing"
@@ -423,20 +425,16 @@ func TestPendingRequestsExpire(t *testing.T) {
 	cases := map[string]func(t *testing.T, b *testBundle, id, secret string){
 		"by the sweeper": func(t *testing.T, b *testBundle, id, _ string) {
 			b.run(t)
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			eventually.NoError(t, "the sweeper expires the request", func() error {
 				r, err := b.store.Q().GetPairingRequest(t.Context(), id)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if r.State == "expired" {
-					return
+				if r.State != "expired" {
+					return fmt.Errorf("the request is %s", r.State)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the sweeper left the request %s", r.State)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 		},
 		"lazily by the node's status": func(t *testing.T, b *testBundle, id, secret string) {
 			st, err := b.status(t, id, secret)
@@ -505,15 +503,13 @@ func TestPendingRequestsExpire(t *testing.T) {
 			// The expiry and its audit event are two transactions: the sweeper may be
 			// between them.
 			var events []audit.Record
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			eventually.True(t, "a pairing.expire audit event", func() bool {
 				events, err = b.audit.List(t.Context(), audit.Filter{Procedure: "pairing.expire"})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(events) > 0 || time.Now().After(deadline) {
-					break
-				}
-			}
+				return len(events) > 0
+			})
 			if len(events) != 1 {
 				t.Fatalf("%d pairing.expire audit events, want 1", len(events))
 			}

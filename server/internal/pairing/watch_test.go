@@ -2,6 +2,7 @@ package pairing_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/pairing"
 )
 
@@ -39,13 +41,13 @@ func watch(t *testing.T, client nodev1connect.NodeServiceClient, id, secret stri
 }
 
 // next waits for the next message of a watch.
-func next(t *testing.T, ch <-chan received, within time.Duration) received {
+func next(t *testing.T, ch <-chan received) received {
 	t.Helper()
 	select {
 	case r := <-ch:
 		return r
-	case <-time.After(within):
-		t.Fatalf("nothing from the watch within %v", within)
+	case <-time.After(eventually.Deadline):
+		t.Fatalf("nothing from the watch within %v", eventually.Deadline)
 		return received{}
 	}
 }
@@ -86,13 +88,13 @@ func TestWatchPairingAcrossReplicas(t *testing.T) {
 			// The node starts on replica a and watches on replica b, over gRPC.
 			id, secret := a.pending(t)
 			events := watch(t, b.nodeGRPC, id, secret)
-			first := next(t, events, 10*time.Second)
+			first := next(t, events)
 			if first.end || first.status.GetState() != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL {
 				t.Fatalf("first message %+v, want pending", first)
 			}
 
 			tc.decide(t, a, id)
-			got := next(t, events, time.Minute)
+			got := next(t, events)
 			if got.end {
 				t.Fatalf("the watch ended without the decision: %v", got.err)
 			}
@@ -108,7 +110,7 @@ func TestWatchPairingAcrossReplicas(t *testing.T) {
 			} else if got.status.GetReason() != "not today" {
 				t.Errorf("reason %q", got.status.GetReason())
 			}
-			if end := next(t, events, 10*time.Second); !end.end || end.err != nil {
+			if end := next(t, events); !end.end || end.err != nil {
 				t.Errorf("the watch did not end cleanly after a terminal state: %+v", end)
 			}
 		})
@@ -124,16 +126,16 @@ func TestWatchPairingFallsBackToPolling(t *testing.T) {
 	other := b.replica(t)
 	id, secret := b.pending(t)
 	events := watch(t, b.node, id, secret)
-	if first := next(t, events, 10*time.Second); first.status.GetState() != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL {
+	if first := next(t, events); first.status.GetState() != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL {
 		t.Fatalf("first message %+v", first)
 	}
 	if _, err := other.approve(t, &controlplanev1.ApprovePairingRequestRequest{Id: id}); err != nil {
 		t.Fatal(err)
 	}
-	if got := next(t, events, 10*time.Second); got.status.GetState() != nodev1.PairingState_PAIRING_STATE_COMPLETED {
+	if got := next(t, events); got.status.GetState() != nodev1.PairingState_PAIRING_STATE_COMPLETED {
 		t.Fatalf("after the approval: %+v", got)
 	}
-	if end := next(t, events, 10*time.Second); !end.end || end.err != nil {
+	if end := next(t, events); !end.end || end.err != nil {
 		t.Errorf("the watch did not end cleanly: %+v", end)
 	}
 }
@@ -158,11 +160,10 @@ func TestWatchPairingEndsWithTheClient(t *testing.T) {
 	}
 	_ = stream.Close()
 	// The handler returns: the server's stream ends, which the audit note records.
-	deadline := time.Now().Add(10 * time.Second)
-	for b.calls.last("/palyra.node.v1.NodeService/WatchPairing") != "pairing_request:"+id {
-		if time.Now().After(deadline) {
-			t.Fatal("the watch handler did not return after the client went away")
+	eventually.NoError(t, "the watch handler returns after the client went away", func() error {
+		if last := b.calls.last("/palyra.node.v1.NodeService/WatchPairing"); last != "pairing_request:"+id {
+			return fmt.Errorf("the last call noted is of %q", last)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }

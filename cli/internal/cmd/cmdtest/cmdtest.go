@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/palyra/palyra/cli/internal/cmd"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // Result is what a command did.
@@ -83,13 +85,12 @@ func Start(ctx context.Context, env map[string]string, stdin io.Reader, args ...
 // WaitFor waits until the command has written text on stdout.
 func (r *Running) WaitFor(t *testing.T, text string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(r.Stdout.String(), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q on stdout after 10s; stdout %q, stderr %q", text, r.Stdout.String(), r.Stderr.String())
+	eventually.NoError(t, fmt.Sprintf("%q on stdout", text), func() error {
+		if !strings.Contains(r.Stdout.String(), text) {
+			return fmt.Errorf("stdout %q, stderr %q", r.Stdout.String(), r.Stderr.String())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // Wait waits for the command's end and returns what it did.
@@ -98,7 +99,7 @@ func (r *Running) Wait(t *testing.T) Result {
 	select {
 	case code := <-r.done:
 		return Result{Code: code, Stdout: r.Stdout.String(), Stderr: r.Stderr.String()}
-	case <-time.After(30 * time.Second):
+	case <-time.After(eventually.Deadline):
 		t.Fatal("the command did not end")
 	}
 	return Result{}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -21,10 +22,11 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/cmdtest"
 	agent "github.com/palyra/palyra/cli/internal/node"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/eventually"
 )
 
 // wait is how long a test waits for something that should happen at once.
-const wait = 10 * time.Second
+const wait = eventually.Deadline
 
 // peerKey is the context key of the verified client certificate of a call.
 type peerKey struct{}
@@ -163,21 +165,17 @@ func TestNodeRunPairsAndAttaches(t *testing.T) {
 	}
 
 	// node status sees the agent attached, with its pid (this process's) and heartbeats.
-	deadline := time.Now().Add(wait)
-	for {
+	eventually.NoError(t, "node status shows the agent attached", func() error {
 		st := b.jsonStatus(t, b.dir)
 		a, _ := st["agent"].(map[string]any)
-		if a != nil && a["attached"] == true && a["session_id"] == "session-1" && a["last_heartbeat"] != nil {
-			if st["paired"] != true || st["device_id"] != device || a["pid"] != float64(os.Getpid()) {
-				t.Errorf("status = %v", st)
-			}
-			break
+		if a == nil || a["attached"] != true || a["session_id"] != "session-1" || a["last_heartbeat"] == nil {
+			return fmt.Errorf("status = %v", st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node status never showed the agent attached: %v", st)
+		if st["paired"] != true || st["device_id"] != device || a["pid"] != float64(os.Getpid()) {
+			t.Errorf("status = %v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 
 	res := r.stop(t)
 	if res.Code != 0 {
