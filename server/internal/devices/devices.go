@@ -132,7 +132,8 @@ func certificateOf(c dbsqlc.IssuedCertificate) Certificate {
 // learns it through the notification its trigger sends on commit.
 func (s *Service) Revoke(ctx context.Context, id, reason string) (*Device, error) {
 	var d *Device
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		now := s.opts.Now()
 		if _, err := q.RevokeDevice(ctx, dbsqlc.RevokeDeviceParams{ID: id, Now: now, Reason: reason}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -209,7 +210,8 @@ func ListRevocations(ctx context.Context, db *store.Store, now time.Time) (Revoc
 // so it must renew (with a new key) before then.
 func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (*Device, error) {
 	var d *Device
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		now := s.opts.Now()
 		if _, err := q.RequestDeviceRotation(ctx, dbsqlc.RequestDeviceRotationParams{ID: id, Now: now}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -247,7 +249,8 @@ func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte
 		return nil, err
 	}
 	var issued *identity.Issued
-	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		// The device's row lock orders its renewals: its current key holds until commit.
 		dev, err := q.GetDeviceForUpdate(ctx, id)
 		if err != nil {
@@ -264,7 +267,7 @@ func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte
 		if err != nil {
 			return err
 		}
-		if err := identity.Record(ctx, q, s.opts.Authority, issued, identity.KindDevice, id, s.opts.ReplicaID); err != nil {
+		if err := identity.Record(ctx, tx, s.opts.Authority, issued, identity.KindDevice, id, s.opts.ReplicaID); err != nil {
 			return err
 		}
 		_, err = q.RenewDevice(ctx, dbsqlc.RenewDeviceParams{ID: id, PublicKeyFingerprint: keyFingerprint, Now: s.opts.Now()})

@@ -17,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/store"
 )
 
 // Device certificates: the device id is in a URI SAN palyra://device/<id>; the only
@@ -115,9 +116,9 @@ const (
 	KindDevice = "device"
 )
 
-// Record records an issued certificate in the database; deviceID is empty for server
-// certificates.
-func Record(ctx context.Context, q *dbsqlc.Queries, a *Authority, issued *Issued, kind, deviceID, replicaID string) error {
+// Record records an issued certificate through db (a Tx to record it with the change
+// it belongs to); deviceID is empty for server certificates.
+func Record(ctx context.Context, db store.Queryer, a *Authority, issued *Issued, kind, deviceID, replicaID string) error {
 	c := issued.Certificate
 	ips := make([]string, len(c.IPAddresses))
 	for i, ip := range c.IPAddresses {
@@ -131,7 +132,7 @@ func Record(ctx context.Context, q *dbsqlc.Queries, a *Authority, issued *Issued
 	if deviceID != "" {
 		device = &deviceID
 	}
-	err := q.InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
+	err := db.Q().InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
 		Serial:          issued.Serial,
 		Fingerprint:     issued.Fingerprint,
 		AuthorityID:     a.ID(),

@@ -144,7 +144,8 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 	}
 	var row dbsqlc.PairingRequest
 	audit.SetTarget(ctx, "pairing_request:"+id) // before the transaction, which writes the call's audit outbox row
-	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
 		if errors.Is(err, store.ErrNotFound) {
 			// Used, burned, deleted or expired since verifyCode: the same answer.
@@ -260,7 +261,8 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	}
 	now := s.now()
 	var out dbsqlc.PairingRequest
-	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		r, err := s.lockPending(ctx, q, p.id, now)
 		if err != nil {
 			return err
@@ -303,7 +305,7 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 			}
 			return fmt.Errorf("pairing: sign: %w", err)
 		}
-		if err := identity.Record(ctx, q, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
+		if err := identity.Record(ctx, tx, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
 			return err
 		}
 		if repaired {
@@ -385,7 +387,8 @@ func (s *Service) reject(ctx context.Context, id, reason, decidedBy string) (dbs
 	}
 	now := s.now()
 	var out dbsqlc.PairingRequest
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		if _, err := s.lockPending(ctx, q, id, now); err != nil {
 			return err
 		}
