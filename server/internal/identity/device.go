@@ -151,3 +151,31 @@ func Record(ctx context.Context, db store.Queryer, a *Authority, issued *Issued,
 	}
 	return nil
 }
+
+// CertificateRecord is a certificate palyrad issued, as recorded.
+type CertificateRecord struct {
+	Fingerprint string
+	// Kind is KindServer or KindDevice.
+	Kind string
+	// DeviceID is the device it was issued to; "" for a certificate of no device.
+	DeviceID            string
+	NotBefore, NotAfter time.Time
+	// RevokedAt is when it is (or will be) revoked, nil unless it is.
+	RevokedAt *time.Time
+}
+
+// LookupCertificate returns the record of the certificate palyrad issued with
+// fingerprint, read through db; an error matching store.ErrNotFound when there is none.
+func LookupCertificate(ctx context.Context, db store.Queryer, fingerprint string) (*CertificateRecord, error) {
+	c, err := db.Q().GetIssuedCertificate(ctx, fingerprint)
+	if err != nil {
+		return nil, fmt.Errorf("identity: certificate %s: %w", fingerprint, err)
+	}
+	rec := &CertificateRecord{
+		Fingerprint: c.Fingerprint, Kind: c.Kind, NotBefore: c.NotBefore, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt,
+	}
+	if c.DeviceID != nil {
+		rec.DeviceID = *c.DeviceID
+	}
+	return rec, nil
+}
