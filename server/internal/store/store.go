@@ -7,10 +7,10 @@
 // and add the context's Companion to the statements that write (companion.go): that is
 // how every change an audited call makes commits with the call's audit outbox row.
 //
-// Each table's queries (sqlc/queries/<package>.sql) are run by the package that owns
-// them only. A write that must join another package's transaction goes through an
-// exported function of the owner that takes the Tx (or a Queryer) and returns domain
-// types, never sqlc rows.
+// The queries of each file of sqlc/queries are run by one package, their owner
+// (TestQueriesStayWithTheirOwner names it). Another package that must read or write in
+// the same transaction calls an exported function of the owner that takes the Tx (or a
+// Queryer) and returns domain types, never sqlc rows.
 package store
 
 import (
