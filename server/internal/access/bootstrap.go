@@ -35,7 +35,8 @@ func Bootstrap(ctx context.Context, db *store.Store, log *audit.Log, dataDir str
 	id, secret := newSecret()
 	ctx, call := log.Begin(ctx, audit.Event{Principal: "system", Procedure: "access.bootstrap"})
 	audit.SetTarget(ctx, "token:"+id)
-	err := db.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := db.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		owner, err := q.InsertUserIfMissing(ctx, dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: ownerName, Role: string(Owner)})
 		if errors.Is(err, store.ErrNotFound) {
 			return errOwnerExists
@@ -74,7 +75,8 @@ func CreateLocalToken(ctx context.Context, db *store.Store, log *audit.Log, p Cr
 	id, secret := newSecret()
 	ctx, call := log.Begin(ctx, audit.Event{Principal: "local", Procedure: "access.local_token"})
 	audit.SetTarget(ctx, "token:"+id)
-	err := db.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := db.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		owner, err := q.InsertUserIfMissing(ctx, dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: ownerName, Role: string(Owner)})
 		if errors.Is(err, store.ErrNotFound) {
 			owner, err = q.GetUserByName(ctx, ownerName)

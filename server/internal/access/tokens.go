@@ -159,7 +159,8 @@ func (ts *Tokens) Create(ctx context.Context, creator *Principal, p CreateParams
 	var tok *Token
 	id, secret := newSecret()
 	audit.SetTarget(ctx, "token:"+id)
-	err := ts.db.InTx(ctx, func(q *dbsqlc.Queries) (err error) {
+	err := ts.db.InTx(ctx, func(tx *store.Tx) (err error) {
+		q := tx.Q()
 		tok, err = insertToken(ctx, q, id, secret, creator.UserID, creator.ID(), p, nil)
 		return err
 	})
@@ -301,7 +302,8 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 	var tok *Token
 	newID, secret := newSecret()
 	audit.SetTarget(ctx, fmt.Sprintf("token:%s -> token:%s", id, newID))
-	err = ts.db.InTx(ctx, func(q *dbsqlc.Queries) (err error) {
+	err = ts.db.InTx(ctx, func(tx *store.Tx) (err error) {
+		q := tx.Q()
 		now := ts.now()
 		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: "rotated"}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -334,7 +336,8 @@ func (ts *Tokens) Revoke(ctx context.Context, caller *Principal, id, reason stri
 	if missing := tok.Permissions().Missing(caller.Permissions); len(missing) > 0 {
 		return nil, &ExceedsError{Missing: missing}
 	}
-	err = ts.db.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = ts.db.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		now := ts.now()
 		if _, err := q.RevokeToken(ctx, dbsqlc.RevokeTokenParams{ID: id, Now: &now, Reason: reason}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {

@@ -600,7 +600,8 @@ func (l *Log) insertLocked(ctx context.Context, batch []*appendCall) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	return l.store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	return l.store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		if err := q.LockAudit(ctx); err != nil {
 			return fmt.Errorf("take the append lock: %w", err)
 		}

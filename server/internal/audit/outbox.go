@@ -147,11 +147,11 @@ func (l *Log) forget(id string) {
 	delete(l.calls, id)
 }
 
-// Stage writes the outbox rows of events in q's transaction, so that they commit with
+// Stage writes the outbox rows of events in transaction tx, so that they commit with
 // the change they record (a decision no call makes, such as an expiry), and returns the
 // events as they will be stored. Once the transaction committed, Publish them; should
 // the replica die first, the drainer does.
-func (l *Log) Stage(ctx context.Context, q *dbsqlc.Queries, events ...Event) ([]Record, error) {
+func (l *Log) Stage(ctx context.Context, tx *store.Tx, events ...Event) ([]Record, error) {
 	recs := make([]Record, len(events))
 	p := dbsqlc.InsertAuditOutboxParams{ReplicaID: storable(l.replica)}
 	for i, e := range events {
@@ -177,7 +177,7 @@ func (l *Log) Stage(ctx context.Context, q *dbsqlc.Queries, events ...Event) ([]
 	if len(recs) == 0 {
 		return recs, nil
 	}
-	if err := q.InsertAuditOutbox(ctx, p); err != nil {
+	if err := tx.Q().InsertAuditOutbox(ctx, p); err != nil {
 		return nil, fmt.Errorf("audit: stage: %w", err)
 	}
 	return recs, nil

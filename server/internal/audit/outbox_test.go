@@ -113,8 +113,8 @@ func TestCallCommitsItsOutboxRowWithItsChange(t *testing.T) {
 	if _, err := b.store.Q().GetUserByName(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	err := b.store.InTx(ctx, func(q *dbsqlc.Queries) error {
-		if _, err := q.InsertUserIfMissing(ctx, dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: "carol", Role: "operator"}); err != nil {
+	err := b.store.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Q().InsertUserIfMissing(ctx, dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: "carol", Role: "operator"}); err != nil {
 			return err
 		}
 		return errors.New("refused after all")
@@ -293,12 +293,12 @@ func TestStageAndPublish(t *testing.T) {
 	b := setup(t)
 	stage := func(name string) []audit.Record {
 		var recs []audit.Record
-		err := b.store.InTx(t.Context(), func(q *dbsqlc.Queries) error {
-			if _, err := q.InsertUserIfMissing(t.Context(), dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: name, Role: "operator"}); err != nil {
+		err := b.store.InTx(t.Context(), func(tx *store.Tx) error {
+			if _, err := tx.Q().InsertUserIfMissing(t.Context(), dbsqlc.InsertUserIfMissingParams{ID: ulid.Make().String(), Name: name, Role: "operator"}); err != nil {
 				return err
 			}
 			var err error
-			recs, err = b.log.Stage(t.Context(), q, audit.Event{Principal: "system", Procedure: "users.expire", Target: "user:" + name, Outcome: audit.Success, Code: "ok"})
+			recs, err = b.log.Stage(t.Context(), tx, audit.Event{Principal: "system", Procedure: "users.expire", Target: "user:" + name, Outcome: audit.Success, Code: "ok"})
 			return err
 		})
 		if err != nil {

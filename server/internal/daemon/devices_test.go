@@ -63,14 +63,14 @@ func (b *accessBundle) enroll(t *testing.T, lifetime time.Duration) *enrolled {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.InTx(ctx, func(q *dbsqlc.Queries) error {
-		if _, err := q.InsertDevice(ctx, dbsqlc.InsertDeviceParams{
+	err = s.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := tx.Q().InsertDevice(ctx, dbsqlc.InsertDeviceParams{
 			ID: id, Name: "test-node", Platform: "linux/amd64", AgentVersion: "test", Labels: []byte("{}"),
 			PublicKeyFingerprint: keyFP, Now: time.Now(),
 		}); err != nil {
 			return err
 		}
-		return identity.Record(ctx, q, authority, issued, identity.KindDevice, id, "test")
+		return identity.Record(ctx, tx, authority, issued, identity.KindDevice, id, "test")
 	})
 	if err != nil {
 		t.Fatal(err)

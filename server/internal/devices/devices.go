@@ -1,7 +1,9 @@
 // Package devices manages the identity of paired devices after pairing: their
 // certificates, renewal (NodeService.RenewCertificate), rotation and revocation
 // (DeviceService). Revocations are enforced by the revocation package, which every
-// replica keeps current through PostgreSQL notifications.
+// replica keeps current through PostgreSQL notifications. Pairing registers and
+// re-pairs devices with Insert, Repair, Lock and RevokeCertificates, in the transaction
+// that approves its request.
 package devices
 
 import (
@@ -11,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/identity"
@@ -73,7 +77,10 @@ type Device struct {
 	RevokedReason string
 	// RotateRequestedAt is when a rotation was last asked for; nil when none was.
 	RotateRequestedAt *time.Time
-	// Certificates are its certificates, newest first.
+	// PublicKeyFingerprint is the fingerprint of its current key: that of its newest
+	// certificate.
+	PublicKeyFingerprint string
+	// Certificates are its certificates, newest first (nil from Lookup).
 	Certificates []Certificate
 }
 
@@ -95,7 +102,7 @@ func (s *Service) Get(ctx context.Context, id string) (*Device, error) {
 }
 
 func (s *Service) get(ctx context.Context, q *dbsqlc.Queries, id string) (*Device, error) {
-	row, err := q.GetDevice(ctx, id)
+	d, err := deviceOf(q.GetDevice(ctx, id))
 	if err != nil {
 		return nil, fmt.Errorf("devices: device %s: %w", id, err)
 	}
@@ -103,17 +110,26 @@ func (s *Service) get(ctx context.Context, q *dbsqlc.Queries, id string) (*Devic
 	if err != nil {
 		return nil, fmt.Errorf("devices: certificates of %s: %w", id, err)
 	}
+	d.Certificates = make([]Certificate, len(certs))
+	for i, c := range certs {
+		d.Certificates[i] = certificateOf(c)
+	}
+	return d, nil
+}
+
+// deviceOf returns the Device of a row (without its certificates), or err.
+func deviceOf(row dbsqlc.Device, err error) (*Device, error) {
+	if err != nil {
+		return nil, err
+	}
 	d := &Device{
 		ID: row.ID, Name: row.Name, Platform: row.Platform, AgentVersion: row.AgentVersion,
 		PublicKeyFingerprint: row.PublicKeyFingerprint, Labels: map[string]string{}, CreatedAt: row.CreatedAt, RevokedAt: row.RevokedAt,
 		RevokedReason: row.RevokedReason, RotateRequestedAt: row.RotateRequestedAt,
-		Certificates: make([]Certificate, len(certs)),
+		PublicKeyFingerprint: row.PublicKeyFingerprint,
 	}
 	if err := json.Unmarshal(row.Labels, &d.Labels); err != nil {
-		return nil, fmt.Errorf("devices: labels of %s: %w", id, err)
-	}
-	for i, c := range certs {
-		d.Certificates[i] = certificateOf(c)
+		return nil, fmt.Errorf("labels: %w", err)
 	}
 	return d, nil
 }
@@ -134,7 +150,8 @@ func certificateOf(c dbsqlc.IssuedCertificate) Certificate {
 // learns it through the notification its trigger sends on commit.
 func (s *Service) Revoke(ctx context.Context, id, reason string) (*Device, error) {
 	var d *Device
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		now := s.opts.Now()
 		if _, err := q.RevokeDevice(ctx, dbsqlc.RevokeDeviceParams{ID: id, Now: now, Reason: reason}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -144,10 +161,8 @@ func (s *Service) Revoke(ctx context.Context, id, reason string) (*Device, error
 			}
 			return fmt.Errorf("devices: revoke %s: %w", id, err)
 		}
-		if _, err := q.RevokeDeviceCertificates(ctx, dbsqlc.RevokeDeviceCertificatesParams{
-			DeviceID: id, At: now, Now: now, Reason: "device revoked: " + reason,
-		}); err != nil {
-			return fmt.Errorf("devices: revoke the certificates of %s: %w", id, err)
+		if _, err := RevokeCertificates(ctx, tx, id, "", "device revoked: "+reason, now, now); err != nil {
+			return err
 		}
 		var err error
 		d, err = s.get(ctx, q, id)
@@ -211,7 +226,8 @@ func ListRevocations(ctx context.Context, db *store.Store, now time.Time) (Revoc
 // so it must renew (with a new key) before then.
 func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (*Device, error) {
 	var d *Device
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		now := s.opts.Now()
 		if _, err := q.RequestDeviceRotation(ctx, dbsqlc.RequestDeviceRotationParams{ID: id, Now: now}); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
@@ -221,11 +237,8 @@ func (s *Service) Rotate(ctx context.Context, id string, grace time.Duration) (*
 			}
 			return fmt.Errorf("devices: rotate %s: %w", id, err)
 		}
-		at := now.Add(grace)
-		if _, err := q.RevokeDeviceCertificates(ctx, dbsqlc.RevokeDeviceCertificatesParams{
-			DeviceID: id, At: at, Now: now, Reason: "rotated",
-		}); err != nil {
-			return fmt.Errorf("devices: rotate %s: %w", id, err)
+		if _, err := RevokeCertificates(ctx, tx, id, "", "rotated", now.Add(grace), now); err != nil {
+			return err
 		}
 		var err error
 		d, err = s.get(ctx, q, id)
@@ -249,7 +262,8 @@ func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte
 		return nil, err
 	}
 	var issued *identity.Issued
-	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		// The device's row lock orders its renewals: its current key holds until commit.
 		dev, err := q.GetDeviceForUpdate(ctx, id)
 		if err != nil {
@@ -266,7 +280,7 @@ func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte
 		if err != nil {
 			return err
 		}
-		if err := identity.Record(ctx, q, s.opts.Authority, issued, identity.KindDevice, id, s.opts.ReplicaID); err != nil {
+		if err := identity.Record(ctx, tx, s.opts.Authority, issued, identity.KindDevice, id, s.opts.ReplicaID); err != nil {
 			return err
 		}
 		_, err = q.RenewDevice(ctx, dbsqlc.RenewDeviceParams{ID: id, PublicKeyFingerprint: keyFingerprint, Now: s.opts.Now()})
@@ -277,4 +291,87 @@ func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte
 	}
 	s.log.Info("device certificate renewed", "device_id", id, "fingerprint", issued.Fingerprint, "not_after", issued.Certificate.NotAfter)
 	return issued, nil
+}
+
+// Registration is what pairing registers a device with, or pairs it again with.
+type Registration struct {
+	Name, Platform, AgentVersion string
+	// Labels are the labels the approver gave it; nil for none.
+	Labels map[string]string
+	// PublicKeyFingerprint is the fingerprint of the key pairing certifies.
+	PublicKeyFingerprint string
+}
+
+// labelsJSON returns the labels as stored.
+func (r Registration) labelsJSON() ([]byte, error) {
+	if r.Labels == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(r.Labels)
+}
+
+// Insert registers a new device, with a new id, in tx.
+func Insert(ctx context.Context, tx *store.Tx, r Registration, now time.Time) (*Device, error) {
+	labels, err := r.labelsJSON()
+	if err != nil {
+		return nil, fmt.Errorf("devices: insert: %w", err)
+	}
+	d, err := deviceOf(tx.Q().InsertDevice(ctx, dbsqlc.InsertDeviceParams{
+		ID: ulid.Make().String(), Name: r.Name, Platform: r.Platform, AgentVersion: r.AgentVersion,
+		Labels: labels, PublicKeyFingerprint: r.PublicKeyFingerprint, Now: now,
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("devices: insert: %w", err)
+	}
+	return d, nil
+}
+
+// Repair pairs device id again in tx: a new name, platform, key and labels, and no
+// rotation requested; reinstate lifts its revocation (an approver's explicit decision).
+func Repair(ctx context.Context, tx *store.Tx, id string, r Registration, reinstate bool, now time.Time) (*Device, error) {
+	labels, err := r.labelsJSON()
+	if err != nil {
+		return nil, fmt.Errorf("devices: re-pair %s: %w", id, err)
+	}
+	d, err := deviceOf(tx.Q().RepairDevice(ctx, dbsqlc.RepairDeviceParams{
+		ID: id, Name: r.Name, Platform: r.Platform, AgentVersion: r.AgentVersion,
+		Labels: labels, PublicKeyFingerprint: r.PublicKeyFingerprint, Now: now, Reinstate: reinstate,
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("devices: re-pair %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// Lock locks device id until tx ends; an error matching store.ErrNotFound when there is
+// no such device.
+func Lock(ctx context.Context, tx *store.Tx, id string) error {
+	if _, err := tx.Q().GetDeviceForUpdate(ctx, id); err != nil {
+		return fmt.Errorf("devices: lock %s: %w", id, err)
+	}
+	return nil
+}
+
+// Lookup returns device id without its certificates, read through db; an error matching
+// store.ErrNotFound when there is no such device.
+func Lookup(ctx context.Context, db store.Queryer, id string) (*Device, error) {
+	d, err := deviceOf(db.Q().GetDevice(ctx, id))
+	if err != nil {
+		return nil, fmt.Errorf("devices: device %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// RevokeCertificates revokes, in tx, every certificate of device id that has not
+// expired at now and is not revoked by at already, except the one with fingerprint keep
+// ("" for none), at at (possibly later than now) for reason. It returns how many it
+// revoked.
+func RevokeCertificates(ctx context.Context, tx *store.Tx, id, keep, reason string, at, now time.Time) (int64, error) {
+	n, err := tx.Q().RevokeDeviceCertificates(ctx, dbsqlc.RevokeDeviceCertificatesParams{
+		DeviceID: id, KeepFingerprint: keep, At: at, Now: now, Reason: reason,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("devices: revoke the certificates of %s: %w", id, err)
+	}
+	return n, nil
 }

@@ -227,7 +227,8 @@ func (r *Registry) Set(ctx context.Context, key string, enabled bool, by string)
 		return Flag{}, fmt.Errorf("flags: set %s: no one named as the changer", key)
 	}
 	var row dbsqlc.FeatureFlag
-	err := r.store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := r.store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		if err := q.LockFlags(ctx); err != nil {
 			return fmt.Errorf("lock: %w", err)
 		}

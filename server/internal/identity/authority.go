@@ -170,14 +170,14 @@ func openAuthority(row dbsqlc.CertificateAuthority, kek *KeyEncryptionKey, now f
 // to, "" when it is not a device certificate; an error matching store.ErrNotFound when
 // palyrad issued no such certificate.
 func (a *Authority) DeviceOf(ctx context.Context, fingerprint string) (string, error) {
-	rec, err := a.store.Q().GetIssuedCertificate(ctx, fingerprint)
+	rec, err := LookupCertificate(ctx, a.store, fingerprint)
 	if err != nil {
-		return "", fmt.Errorf("identity: certificate %s: %w", fingerprint, err)
+		return "", err
 	}
-	if rec.Kind != KindDevice || rec.DeviceID == nil {
+	if rec.Kind != KindDevice {
 		return "", nil
 	}
-	return *rec.DeviceID, nil
+	return rec.DeviceID, nil
 }
 
 // ID is the authority's database id.

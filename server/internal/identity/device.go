@@ -17,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/store"
 )
 
 // Device certificates: the device id is in a URI SAN palyra://device/<id>; the only
@@ -115,9 +116,9 @@ const (
 	KindDevice = "device"
 )
 
-// Record records an issued certificate in the database; deviceID is empty for server
-// certificates.
-func Record(ctx context.Context, q *dbsqlc.Queries, a *Authority, issued *Issued, kind, deviceID, replicaID string) error {
+// Record records an issued certificate through db (a Tx to record it with the change
+// it belongs to); deviceID is empty for server certificates.
+func Record(ctx context.Context, db store.Queryer, a *Authority, issued *Issued, kind, deviceID, replicaID string) error {
 	c := issued.Certificate
 	ips := make([]string, len(c.IPAddresses))
 	for i, ip := range c.IPAddresses {
@@ -131,7 +132,7 @@ func Record(ctx context.Context, q *dbsqlc.Queries, a *Authority, issued *Issued
 	if deviceID != "" {
 		device = &deviceID
 	}
-	err := q.InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
+	err := db.Q().InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
 		Serial:          issued.Serial,
 		Fingerprint:     issued.Fingerprint,
 		AuthorityID:     a.ID(),
@@ -149,4 +150,32 @@ func Record(ctx context.Context, q *dbsqlc.Queries, a *Authority, issued *Issued
 		return fmt.Errorf("identity: record %s certificate: %w", kind, err)
 	}
 	return nil
+}
+
+// CertificateRecord is a certificate palyrad issued, as recorded.
+type CertificateRecord struct {
+	Fingerprint string
+	// Kind is KindServer or KindDevice.
+	Kind string
+	// DeviceID is the device it was issued to; "" for a certificate of no device.
+	DeviceID            string
+	NotBefore, NotAfter time.Time
+	// RevokedAt is when it is (or will be) revoked, nil unless it is.
+	RevokedAt *time.Time
+}
+
+// LookupCertificate returns the record of the certificate palyrad issued with
+// fingerprint, read through db; an error matching store.ErrNotFound when there is none.
+func LookupCertificate(ctx context.Context, db store.Queryer, fingerprint string) (*CertificateRecord, error) {
+	c, err := db.Q().GetIssuedCertificate(ctx, fingerprint)
+	if err != nil {
+		return nil, fmt.Errorf("identity: certificate %s: %w", fingerprint, err)
+	}
+	rec := &CertificateRecord{
+		Fingerprint: c.Fingerprint, Kind: c.Kind, NotBefore: c.NotBefore, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt,
+	}
+	if c.DeviceID != nil {
+		rec.DeviceID = *c.DeviceID
+	}
+	return rec, nil
 }

@@ -127,7 +127,7 @@ func (s *ServerCertificate) renew(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("identity: issue server certificate: %w", err)
 	}
-	if err := Record(ctx, s.opts.Store.Q(), s.opts.Authority, issued, KindServer, "", s.opts.ReplicaID); err != nil {
+	if err := Record(ctx, s.opts.Store, s.opts.Authority, issued, KindServer, "", s.opts.ReplicaID); err != nil {
 		return err
 	}
 	c := issued.Certificate

@@ -10,6 +10,7 @@ import (
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/internal/possession"
+	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 )
@@ -105,18 +106,18 @@ func (s *Service) claimNow(ctx context.Context, r dbsqlc.PairingRequest) (string
 	if r.State != statePending {
 		return r.DeviceClaim, nil
 	}
-	claim, _, _, err := s.judgeClaim(ctx, s.opts.Store.Q(), r.PreviousDeviceID, provenOf(r), s.now())
+	claim, _, _, err := s.judgeClaim(ctx, s.opts.Store, r.PreviousDeviceID, provenOf(r), s.now())
 	return claim, err
 }
 
 // judgeClaim judges what a request naming previous (nil: none), proven by pr (nil:
-// not), amounts to at now, through q; it also returns the device named, when it exists.
-// why says why a claim on an existing device is not proven.
-func (s *Service) judgeClaim(ctx context.Context, q *dbsqlc.Queries, previous *string, pr *proven, now time.Time) (claim string, dev *dbsqlc.Device, why string, err error) {
+// not), amounts to at now, through db; it also returns the device named, when it
+// exists. why says why a claim on an existing device is not proven.
+func (s *Service) judgeClaim(ctx context.Context, db store.Queryer, previous *string, pr *proven, now time.Time) (claim string, dev *devices.Device, why string, err error) {
 	if previous == nil {
 		return claimNew, nil, "", nil
 	}
-	d, err := q.GetDevice(ctx, *previous)
+	d, err := devices.Lookup(ctx, db, *previous)
 	if errors.Is(err, store.ErrNotFound) {
 		return claimNew, nil, "", nil
 	}
@@ -125,29 +126,29 @@ func (s *Service) judgeClaim(ctx context.Context, q *dbsqlc.Queries, previous *s
 	}
 	switch {
 	case d.RevokedAt != nil:
-		return claimRevoked, &d, "the device is revoked", nil
+		return claimRevoked, d, "the device is revoked", nil
 	case pr == nil:
-		return claimUnproven, &d, "no proof held", nil
+		return claimUnproven, d, "no proof held", nil
 	case pr.key != d.PublicKeyFingerprint:
-		return claimUnproven, &d, "the device renewed or paired again since the certificate of the proof", nil
+		return claimUnproven, d, "the device renewed or paired again since the certificate of the proof", nil
 	}
-	c, err := q.GetIssuedCertificate(ctx, pr.certificate)
+	c, err := identity.LookupCertificate(ctx, db, pr.certificate)
 	if err != nil {
 		return "", nil, "", fmt.Errorf("pairing: get certificate: %w", err)
 	}
 	switch {
 	case c.RevokedAt != nil && !c.RevokedAt.After(now):
-		return claimUnproven, &d, "the certificate of the proof is revoked", nil
+		return claimUnproven, d, "the certificate of the proof is revoked", nil
 	case now.After(c.NotAfter.Add(PossessionGrace)):
-		return claimUnproven, &d, fmt.Sprintf("the certificate of the proof expired more than %s ago", PossessionGrace), nil
+		return claimUnproven, d, fmt.Sprintf("the certificate of the proof expired more than %s ago", PossessionGrace), nil
 	}
-	return claimProven, &d, "", nil
+	return claimProven, d, "", nil
 }
 
 // pairedDevice decides which device an approval registers the request's node as,
 // given its claim and the approver's choice (replace: replace_device_id; asNew:
 // new_device): the id of the existing device it re-pairs, or "" for a new device.
-func pairedDevice(r dbsqlc.PairingRequest, claim string, dev *dbsqlc.Device, p approveParams) (string, error) {
+func pairedDevice(r dbsqlc.PairingRequest, claim string, dev *devices.Device, p approveParams) (string, error) {
 	previous := deref(r.PreviousDeviceID)
 	switch {
 	case p.replace != "" && p.asNew:

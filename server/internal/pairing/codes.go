@@ -262,7 +262,8 @@ func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.T
 		id      string
 		refusal error
 	)
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		active, err := q.LockActivePINCodes(ctx, now)
 		if err != nil {
 			return fmt.Errorf("pairing: lock the usable PIN codes: %w", err)

@@ -93,7 +93,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
@@ -300,9 +299,9 @@ func (s *Service) expireDue(ctx context.Context) error {
 	now := s.now()
 	var ids []string
 	var staged []audit.Record
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
 		var err error
-		if ids, err = q.ExpirePairingRequests(ctx, now); err != nil {
+		if ids, err = tx.Q().ExpirePairingRequests(ctx, now); err != nil {
 			return err
 		}
 		events := make([]audit.Event, len(ids))
@@ -310,7 +309,7 @@ func (s *Service) expireDue(ctx context.Context) error {
 			events[i] = audit.Event{Time: now, Principal: "system", Procedure: "pairing.expire",
 				Target: "pairing_request:" + id, Outcome: audit.Success, Code: "ok"}
 		}
-		staged, err = s.opts.Audit.Stage(ctx, q, events...)
+		staged, err = s.opts.Audit.Stage(ctx, tx, events...)
 		return err
 	})
 	if err != nil {

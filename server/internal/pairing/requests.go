@@ -16,6 +16,7 @@ import (
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/store"
@@ -105,7 +106,7 @@ func (s *Service) judgeStart(ctx context.Context, p startParams, now time.Time) 
 			return "", nil, err
 		}
 	}
-	claim, _, why, err := s.judgeClaim(ctx, s.opts.Store.Q(), &p.previousDeviceID, pr, now)
+	claim, _, why, err := s.judgeClaim(ctx, s.opts.Store, &p.previousDeviceID, pr, now)
 	if err != nil {
 		return "", nil, err
 	}
@@ -144,7 +145,8 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 	}
 	var row dbsqlc.PairingRequest
 	audit.SetTarget(ctx, "pairing_request:"+id) // before the transaction, which writes the call's audit outbox row
-	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
 		if errors.Is(err, store.ErrNotFound) {
 			// Used, burned, deleted or expired since verifyCode: the same answer.
@@ -260,7 +262,8 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	}
 	now := s.now()
 	var out dbsqlc.PairingRequest
-	err = s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		r, err := s.lockPending(ctx, q, p.id, now)
 		if err != nil {
 			return err
@@ -275,11 +278,11 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 		}
 		if r.PreviousDeviceID != nil {
 			// The claim is judged with the device locked: it holds until commit.
-			if _, err := q.GetDeviceForUpdate(ctx, *r.PreviousDeviceID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := devices.Lock(ctx, tx, *r.PreviousDeviceID); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("pairing: get device: %w", err)
 			}
 		}
-		claim, dev, _, err := s.judgeClaim(ctx, q, r.PreviousDeviceID, provenOf(r), now)
+		claim, dev, _, err := s.judgeClaim(ctx, tx, r.PreviousDeviceID, provenOf(r), now)
 		if err != nil {
 			return err
 		}
@@ -287,7 +290,7 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 		if err != nil {
 			return err
 		}
-		deviceID, repaired, err := s.registerDevice(ctx, q, r, target, labels, p.reinstate, now)
+		deviceID, repaired, err := registerDevice(ctx, tx, r, target, p.labels, p.reinstate, now)
 		if err != nil {
 			return err
 		}
@@ -303,17 +306,12 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 			}
 			return fmt.Errorf("pairing: sign: %w", err)
 		}
-		if err := identity.Record(ctx, q, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
+		if err := identity.Record(ctx, tx, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
 			return err
 		}
 		if repaired {
-			n, err := q.RevokeDeviceCertificates(ctx, dbsqlc.RevokeDeviceCertificatesParams{
-				At:              now,
-				Reason:          fmt.Sprintf("superseded by re-pairing (request %s)", r.ID),
-				DeviceID:        deviceID,
-				KeepFingerprint: issued.Fingerprint,
-				Now:             now,
-			})
+			n, err := devices.RevokeCertificates(ctx, tx, deviceID, issued.Fingerprint,
+				fmt.Sprintf("superseded by re-pairing (request %s)", r.ID), now, now)
 			if err != nil {
 				return fmt.Errorf("pairing: revoke the device's older certificates: %w", err)
 			}
@@ -346,32 +344,21 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 // registerDevice registers the device of an approved request: it re-pairs the existing
 // device target (repaired is true; reinstate lifts its revocation), or registers a new
 // device when target is "".
-func (s *Service) registerDevice(ctx context.Context, q *dbsqlc.Queries, r dbsqlc.PairingRequest, target string, labels []byte, reinstate bool, now time.Time) (id string, repaired bool, err error) {
-	if target != "" {
-		_, err = q.RepairDevice(ctx, dbsqlc.RepairDeviceParams{
-			Name:                 r.DeviceName,
-			Platform:             r.Platform,
-			AgentVersion:         r.AgentVersion,
-			Labels:               labels,
-			PublicKeyFingerprint: r.PublicKeyFingerprint,
-			Now:                  now,
-			Reinstate:            reinstate,
-			ID:                   target,
-		})
-		if err != nil {
-			return "", false, fmt.Errorf("pairing: re-pair device %s: %w", target, err)
-		}
-		return target, true, nil
-	}
-	d, err := q.InsertDevice(ctx, dbsqlc.InsertDeviceParams{
-		ID:                   ulid.Make().String(),
+func registerDevice(ctx context.Context, tx *store.Tx, r dbsqlc.PairingRequest, target string, labels map[string]string, reinstate bool, now time.Time) (id string, repaired bool, err error) {
+	reg := devices.Registration{
 		Name:                 r.DeviceName,
 		Platform:             r.Platform,
 		AgentVersion:         r.AgentVersion,
 		Labels:               labels,
 		PublicKeyFingerprint: r.PublicKeyFingerprint,
-		Now:                  now,
-	})
+	}
+	if target != "" {
+		if _, err := devices.Repair(ctx, tx, target, reg, reinstate, now); err != nil {
+			return "", false, fmt.Errorf("pairing: re-pair device %s: %w", target, err)
+		}
+		return target, true, nil
+	}
+	d, err := devices.Insert(ctx, tx, reg, now)
 	if err != nil {
 		return "", false, fmt.Errorf("pairing: insert device: %w", err)
 	}
@@ -385,7 +372,8 @@ func (s *Service) reject(ctx context.Context, id, reason, decidedBy string) (dbs
 	}
 	now := s.now()
 	var out dbsqlc.PairingRequest
-	err := s.opts.Store.InTx(ctx, func(q *dbsqlc.Queries) error {
+	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		q := tx.Q()
 		if _, err := s.lockPending(ctx, q, id, now); err != nil {
 			return err
 		}

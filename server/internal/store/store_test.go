@@ -380,7 +380,8 @@ func TestErrorTranslation(t *testing.T) {
 		// The same translation applies to queries bound to a transaction.
 		"duplicate issued serial inside InTx": {
 			run: func(t *testing.T, s *store.Store) error {
-				return s.InTx(t.Context(), func(q *dbsqlc.Queries) error {
+				return s.InTx(t.Context(), func(tx *store.Tx) error {
+					q := tx.Q()
 					ca, err := q.InsertAuthority(t.Context(), authorityParams())
 					if err != nil {
 						t.Fatalf("authority: %v", err)
@@ -416,7 +417,8 @@ func TestErrorTranslation(t *testing.T) {
 		},
 		"missing row inside InTx": {
 			run: func(t *testing.T, s *store.Store) error {
-				return s.InTx(t.Context(), func(q *dbsqlc.Queries) error {
+				return s.InTx(t.Context(), func(tx *store.Tx) error {
+					q := tx.Q()
 					_, err := q.GetActiveAuthority(t.Context())
 					return err
 				})
@@ -524,7 +526,8 @@ func TestInTx(t *testing.T) {
 		b := setup(t)
 		ctx := t.Context()
 		var inserted dbsqlc.CertificateAuthority
-		err := b.store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		err := b.store.InTx(ctx, func(tx *store.Tx) error {
+			q := tx.Q()
 			var err error
 			if inserted, err = q.InsertAuthority(ctx, authorityParams()); err != nil {
 				t.Fatalf("insert: %v", err)
@@ -548,7 +551,8 @@ func TestInTx(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		ctx := t.Context()
-		err := b.store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		err := b.store.InTx(ctx, func(tx *store.Tx) error {
+			q := tx.Q()
 			if _, err := q.InsertAuthority(ctx, authorityParams()); err != nil {
 				t.Fatalf("insert: %v", err)
 			}
@@ -568,7 +572,8 @@ func TestInTx(t *testing.T) {
 		ctx := t.Context()
 		var ca dbsqlc.CertificateAuthority
 		cert := issuedParams("")
-		err := b.store.InTx(ctx, func(q *dbsqlc.Queries) error {
+		err := b.store.InTx(ctx, func(tx *store.Tx) error {
+			q := tx.Q()
 			var err error
 			if ca, err = q.InsertAuthority(ctx, authorityParams()); err != nil {
 				return err
@@ -595,7 +600,7 @@ func TestInTx(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		called := false
-		err := b.store.InTx(ctx, func(*dbsqlc.Queries) error { called = true; return nil })
+		err := b.store.InTx(ctx, func(*store.Tx) error { called = true; return nil })
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("InTx = %v, want context.Canceled", err)
 		}
