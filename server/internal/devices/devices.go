@@ -66,8 +66,6 @@ func New(opts Options) *Service {
 // Device is a paired device as DeviceService describes it, with its certificates.
 type Device struct {
 	ID, Name, Platform, AgentVersion string
-	// PublicKeyFingerprint is the fingerprint of its current key, "sha256:<hex>".
-	PublicKeyFingerprint string
 	// Labels are the labels the approver gave it.
 	Labels map[string]string
 	// CreatedAt is when it was first paired.
@@ -124,7 +122,7 @@ func deviceOf(row dbsqlc.Device, err error) (*Device, error) {
 	}
 	d := &Device{
 		ID: row.ID, Name: row.Name, Platform: row.Platform, AgentVersion: row.AgentVersion,
-		PublicKeyFingerprint: row.PublicKeyFingerprint, Labels: map[string]string{}, CreatedAt: row.CreatedAt, RevokedAt: row.RevokedAt,
+		Labels: map[string]string{}, CreatedAt: row.CreatedAt, RevokedAt: row.RevokedAt,
 		RevokedReason: row.RevokedReason, RotateRequestedAt: row.RotateRequestedAt,
 		PublicKeyFingerprint: row.PublicKeyFingerprint,
 	}

@@ -91,7 +91,7 @@ func (b *testBundle) device(t *testing.T, n int) (string, []tls.Certificate) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := identity.Record(t.Context(), b.store.Q(), b.authority, issued, identity.KindDevice, id, "test"); err != nil {
+		if err := identity.Record(t.Context(), b.store, b.authority, issued, identity.KindDevice, id, "test"); err != nil {
 			t.Fatal(err)
 		}
 		certs = append(certs, tls.Certificate{Certificate: [][]byte{issued.Certificate.Raw}, PrivateKey: key, Leaf: issued.Certificate})
