@@ -6,7 +6,6 @@ package access
 
 import (
 	"slices"
-	"time"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/server/internal/ratelimit"
@@ -56,8 +55,8 @@ var catalog = []*accessv1.Permission{
 
 // NewFailureLimiter returns the limit on failed authentication per remote address: 20
 // failures, then one every 3 seconds.
-func NewFailureLimiter(now func() time.Time) *ratelimit.Keyed {
-	return ratelimit.NewKeyed(ratelimit.Options{Burst: 20, PerMinute: 20, Now: now})
+func NewFailureLimiter() *ratelimit.Keyed {
+	return ratelimit.NewKeyed(ratelimit.Options{Burst: 20, PerMinute: 20})
 }
 
 // Known reports whether p is in the catalog.

@@ -247,7 +247,7 @@ func (s *startup) startAccess() (err error) {
 	s.sessions = access.NewSessions(access.SessionsOptions{Store: s.db.store, Tokens: s.tokens})
 	s.interceptor, err = access.NewInterceptor(access.InterceptorOptions{
 		Tokens: s.tokens, Sessions: s.sessions, Audit: s.auditLog,
-		Failures: access.NewFailureLimiter(nil), Devices: s.revocations, RequireMTLS: s.cfg.RequireMTLS,
+		Failures: access.NewFailureLimiter(), Devices: s.revocations, RequireMTLS: s.cfg.RequireMTLS,
 		Translate: apiserver.ErrorTranslator(s.log), Logger: s.log,
 	})
 	if err != nil {
