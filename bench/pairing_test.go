@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -21,6 +19,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/testpki"
 )
 
 // pairingsPerToken is how many pairings one admin token serves: each makes two admin
@@ -142,15 +141,8 @@ func newCSRs(tb testing.TB, n int) []pairingKey {
 	tb.Helper()
 	keys := make([]pairingKey, n)
 	for i := range keys {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bench"}}, key)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		keys[i] = pairingKey{key: key, csr: csr}
+		key := testpki.Key(tb)
+		keys[i] = pairingKey{key: key, csr: testpki.CSR(tb, key, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "bench"}})}
 	}
 	return keys
 }

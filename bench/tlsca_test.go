@@ -1,9 +1,6 @@
 package bench
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -11,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/palyra/palyra/internal/testpki"
 )
 
 // throwawayCA is a P-256 CA made for one benchmark, with a server leaf for loopback
@@ -26,12 +25,8 @@ type throwawayCA struct {
 // newThrowawayCA makes a CA and its two leaves, valid for a day.
 func newThrowawayCA(tb testing.TB) *throwawayCA {
 	tb.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
+	ca := testpki.SelfSigned(tb, &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "palyra bench throwaway CA"},
 		NotBefore:             now.Add(-time.Minute),
@@ -40,20 +35,8 @@ func newThrowawayCA(tb testing.TB) *throwawayCA {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	})
 	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			tb.Fatal(err)
-		}
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: cn},
@@ -66,17 +49,13 @@ func newThrowawayCA(tb testing.TB) *throwawayCA {
 			tmpl.DNSNames = []string{"localhost"}
 			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+		return ca.Issue(tb, tmpl)
 	}
-	ca := &throwawayCA{roots: x509.NewCertPool()}
-	ca.roots.AddCert(caCert)
-	ca.server = leaf(2, "server", x509.ExtKeyUsageServerAuth)
-	ca.client = leaf(3, "client", x509.ExtKeyUsageClientAuth)
-	return ca
+	return &throwawayCA{
+		roots:  ca.Pool,
+		server: leaf(2, "server", x509.ExtKeyUsageServerAuth),
+		client: leaf(3, "client", x509.ExtKeyUsageClientAuth),
+	}
 }
 
 // serverConfig presents the server leaf and requires a client certificate from the CA.

@@ -1,18 +1,16 @@
 package possession
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"testing"
+
+	"github.com/palyra/palyra/internal/testpki"
 )
 
 // TestSignVerify: a signature verifies for the device id and CSR it signed, by its key,
 // and for nothing else.
 func TestSignVerify(t *testing.T) {
 	t.Parallel()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, other := testpki.Key(t), testpki.Key(t)
 	const device = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7V1"
 	csr := []byte("a CSR")
 	sig, err := Sign(key, device, csr)

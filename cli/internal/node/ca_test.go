@@ -2,7 +2,6 @@ package node
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -12,29 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/palyra/palyra/internal/testpki"
 )
 
 // testCA makes a self-signed CA.
 func testCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Test Palyra CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca, key
+	ca := testpki.NewCA(t, "Test Palyra CA", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	return ca.Cert, ca.Key
 }
 
 // issue signs a device certificate for pub as palyrad does: the device id in a

@@ -2,9 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -18,62 +15,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/testclock"
 )
 
-// testCA signs the certificates of a listener test; valid from 2000 to 2100, so that
-// both the real clock (the client checks the server) and a test clock accept it.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
+// newTestCA makes the CA of a listener test; valid from 2000 to 2100, so that both the
+// real clock (the client checks the server) and a test clock accept it.
+func newTestCA(t *testing.T) *testpki.CA {
+	t.Helper()
+	return testpki.NewCA(t, "listener test CA",
+		time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
-func newTestCA(t *testing.T) *testCA {
+// issue signs a certificate for localhost valid from notBefore to notAfter for usage.
+func issue(t *testing.T, ca *testpki.CA, serial int64, notBefore, notAfter time.Time, usage x509.ExtKeyUsage) tls.Certificate {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "listener test CA"},
-		NotBefore: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-// issue signs a certificate valid from notBefore to notAfter for usage.
-func (ca *testCA) issue(t *testing.T, serial int64, notBefore, notAfter time.Time, usage x509.ExtKeyUsage) tls.Certificate {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
+	return ca.Issue(t, &x509.Certificate{
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	})
 }
 
 // TestClientCertificatesExpireByTheListenersClock checks that the listener judges a
@@ -85,15 +47,15 @@ func TestClientCertificatesExpireByTheListenersClock(t *testing.T) {
 	epoch := time.Date(2040, 3, 1, 12, 0, 0, 0, time.UTC) // far from the machine's clock
 	clock := testclock.New(epoch)
 	ca := newTestCA(t)
-	serverCert := ca.issue(t, 2, ca.cert.NotBefore, ca.cert.NotAfter, x509.ExtKeyUsageServerAuth)
-	client := ca.issue(t, 3, epoch, epoch.Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	serverCert := issue(t, ca, 2, ca.Cert.NotBefore, ca.Cert.NotAfter, x509.ExtKeyUsageServerAuth)
+	client := issue(t, ca, 3, epoch, epoch.Add(time.Hour), x509.ExtKeyUsageClientAuth)
 
 	var mu sync.Mutex
 	var refused []error
 	srv, err := Listen(ServerOptions{
 		Address:        "127.0.0.1:0",
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serverCert, nil },
-		ClientCAs:      ca.pool,
+		ClientCAs:      ca.Pool,
 		HandshakeRefused: func(_ string, cert *x509.Certificate, err error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -125,7 +87,7 @@ func TestClientCertificatesExpireByTheListenersClock(t *testing.T) {
 	})
 
 	get := func() (string, error) {
-		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{client}}}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{client}}}
 		defer tr.CloseIdleConnections()
 		res, err := (&http.Client{Transport: tr}).Get("https://" + srv.Addr().String() + "/")
 		if err != nil {

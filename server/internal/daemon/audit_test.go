@@ -2,9 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -26,6 +23,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/testpki"
 	accesspkg "github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
@@ -486,7 +484,7 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key := testpki.Key(t)
 		req := connect.NewRequest(&nodev1.StartPairingRequest{Code: &nodev1.StartPairingRequest_Pin{Pin: c.GetCode()},
 			Csr: csrFor(t, key, nil), DeviceName: "outbox-node", Platform: "linux/amd64"})
 		withID(req.Header(), rid)
@@ -550,7 +548,7 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 
 	mtls := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL)
 	check(nodev1connect.NodeServiceRenewCertificateProcedure, func(rid string) error {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		key := testpki.Key(t)
 		req := connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, key, nil)})
 		withID(req.Header(), rid)
 		_, err := mtls.RenewCertificate(ctx, req)

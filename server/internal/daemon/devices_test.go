@@ -2,8 +2,6 @@ package daemon_test
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -25,6 +23,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -56,7 +55,7 @@ func (b *accessBundle) enroll(t *testing.T, lifetime time.Duration) *enrolled {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key := testpki.Key(t)
 	keyFP, _ := identity.PublicKeyFingerprint(&key.PublicKey)
 	id := ulid.Make().String()
 	issued, err := authority.Sign(&key.PublicKey, identity.DeviceIdentity(id), identity.Lifetime(lifetime))
@@ -121,11 +120,7 @@ func csrFor(t *testing.T, key *ecdsa.PrivateKey, extra func(*x509.CertificateReq
 	if extra != nil {
 		extra(tmpl)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+	return testpki.CSR(t, key, tmpl)
 }
 
 func TestRenewCertificate(t *testing.T) {
@@ -134,7 +129,7 @@ func TestRenewCertificate(t *testing.T) {
 	dev := b.enroll(t, time.Hour)
 	other := b.enroll(t, time.Hour)
 	node := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL)
-	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey := testpki.Key(t)
 
 	res, err := node.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{
 		DeviceId: dev.deviceID,
@@ -200,7 +195,7 @@ func TestRevocationBitesOnEveryReplica(t *testing.T) {
 	}
 	// A connection to B, open before the revocation.
 	onB := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL)
-	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey := testpki.Key(t)
 	if _, err := onB.RenewCertificate(t.Context(), connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)})); err != nil {
 		t.Fatalf("renewal before the revocation: %v", err)
 	}
@@ -269,7 +264,7 @@ func TestRevokeCertificateAndRotation(t *testing.T) {
 		if err := b.handshake(dev.cert); err != nil {
 			t.Fatalf("refused during the grace period: %v", err)
 		}
-		newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		newKey := testpki.Key(t)
 		res, err := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL).RenewCertificate(ctx,
 			connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)}))
 		if err != nil {
@@ -321,7 +316,7 @@ func TestRequireMTLSOff(t *testing.T) {
 	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--require-mtls=false"), dbURL: dbURL}
 	dev := b.enroll(t, time.Hour)
 	anonymous := nodev1connect.NewNodeServiceClient(b.client(""), b.baseURL)
-	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey := testpki.Key(t)
 	renew := func() error {
 		req := connect.NewRequest(&nodev1.RenewCertificateRequest{DeviceId: dev.deviceID, Csr: csrFor(t, newKey, nil)})
 		req.Header().Set("X-Palyra-Device-Id", dev.deviceID)
@@ -374,7 +369,7 @@ func TestOnlyTheNewestCertificateRenews(t *testing.T) {
 		block, _ := pem.Decode([]byte(res.Msg.GetCertificatePem()))
 		return tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key}, nil
 	}
-	keyB, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyB := testpki.Key(t)
 	certB, err := renew(dev.cert, keyB)
 	if err != nil {
 		t.Fatalf("renewal with the rotated certificate before any other: %v", err)
@@ -383,7 +378,7 @@ func TestOnlyTheNewestCertificateRenews(t *testing.T) {
 	if err := b.handshake(dev.cert); err != nil {
 		t.Fatalf("the rotated certificate is refused during its grace period: %v", err)
 	}
-	thief, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	thief := testpki.Key(t)
 	_, err = renew(dev.cert, thief)
 	wantCode(t, "renewal with the rotated certificate after the device renewed", err, connect.CodePermissionDenied)
 	// The node whose answer was lost asks again for the key it asked for: that works.
@@ -391,7 +386,7 @@ func TestOnlyTheNewestCertificateRenews(t *testing.T) {
 		t.Errorf("the retry of a renewal for the device's current key: %v", err)
 	}
 	// The newest certificate renews.
-	keyC, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyC := testpki.Key(t)
 	if _, err := renew(certB, keyC); err != nil {
 		t.Errorf("renewal with the newest certificate: %v", err)
 	}

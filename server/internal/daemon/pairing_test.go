@@ -2,8 +2,6 @@ package daemon_test
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -20,6 +18,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pairing"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -34,7 +33,7 @@ func (td *testDaemon) startPairing(t *testing.T, name, deviceID string) (*nodev1
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key := testpki.Key(t)
 	res, err := nodev1connect.NewNodeServiceClient(td.client(""), td.baseURL).StartPairing(t.Context(), connect.NewRequest(&nodev1.StartPairingRequest{
 		Code: &nodev1.StartPairingRequest_Pin{Pin: code.Msg.GetCode()}, Csr: csrFor(t, key, nil), DeviceName: name, DeviceId: deviceID,
 	}))

@@ -1,9 +1,6 @@
 package devices_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"testing"
@@ -12,6 +9,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
@@ -51,19 +49,12 @@ type key struct {
 
 func newKey(t *testing.T) key {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testpki.Key(t)
 	fp, err := identity.PublicKeyFingerprint(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key{fingerprint: fp, csr: csr}
+	return key{fingerprint: fp, csr: testpki.CSR(t, k, &x509.CertificateRequest{})}
 }
 
 // device stores a device paired with k, as pairing does, and returns its id.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -111,7 +112,7 @@ func TestLoadOrCreateAuthorityLoadsTheSameRoot(t *testing.T) {
 	}
 	// The loaded private key is the created one: what it signs verifies under the
 	// root the first load returned.
-	key := newP256(t)
+	key := testpki.Key(t)
 	issued, err := later.Sign(&key.PublicKey, identity.ServerIdentity([]string{"localhost"}, nil), identity.Lifetime(time.Hour))
 	if err != nil {
 		t.Fatal(err)

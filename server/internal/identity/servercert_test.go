@@ -3,19 +3,17 @@ package identity_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
-	"math/big"
 	"net"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/identity"
 )
 
@@ -282,27 +280,7 @@ func handshake(t *testing.T, sc *identity.ServerCertificate, cfg *tls.Config) (t
 // otherRoot returns a pool with a self-signed root that did not sign anything of ours.
 func otherRoot(t *testing.T) *x509.CertPool {
 	t.Helper()
-	key := newP256(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Someone Else's Root"},
-		NotBefore:             testEpoch.Add(-time.Hour),
-		NotAfter:              testEpoch.Add(365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := x509.NewCertPool()
-	p.AddCert(cert)
-	return p
+	return testpki.NewCA(t, "Someone Else's Root", testEpoch.Add(-time.Hour), testEpoch.Add(365*24*time.Hour)).Pool
 }
 
 func TestServerCertificateTLSHandshake(t *testing.T) {

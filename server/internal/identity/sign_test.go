@@ -14,17 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/identity"
 )
-
-func newP256(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 func TestSignRefusals(t *testing.T) {
 	t.Parallel()
@@ -81,7 +73,7 @@ func TestSignRefusals(t *testing.T) {
 			opts: []identity.SignOption{servername, identity.Lifetime(time.Hour)},
 		},
 		"P-256 private key instead of public": {
-			pub:  func(t *testing.T) any { return newP256(t) },
+			pub:  func(t *testing.T) any { return testpki.Key(t) },
 			opts: []identity.SignOption{servername, identity.Lifetime(time.Hour)},
 		},
 		"P-256 point not on the curve": {
@@ -145,7 +137,7 @@ func TestSignRefusals(t *testing.T) {
 			if tc.pub != nil {
 				pub = tc.pub(t)
 			} else {
-				pub = &newP256(t).PublicKey
+				pub = &testpki.Key(t).PublicKey
 			}
 			issued, err := a.Sign(pub, tc.opts...)
 			if err == nil {
@@ -206,7 +198,7 @@ func TestSignServerCertificate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			a := b.loadAuthority(t, fixed(tc.now))
-			key := newP256(t)
+			key := testpki.Key(t)
 			issued, err := a.Sign(&key.PublicKey, identity.ServerIdentity(tc.dnsNames, tc.ips), identity.Lifetime(tc.lifetime))
 			if err != nil {
 				t.Fatalf("sign: %v", err)
@@ -314,7 +306,7 @@ func TestSignServerCertificate(t *testing.T) {
 func TestSignSerials(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	key := newP256(t)
+	key := testpki.Key(t)
 	seen := map[string]bool{}
 	for range 64 {
 		issued, err := b.authority.Sign(&key.PublicKey, identity.ServerIdentity([]string{"localhost"}, nil), identity.Lifetime(time.Hour))

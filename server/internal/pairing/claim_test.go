@@ -14,6 +14,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/internal/possession"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pairing"
 )
@@ -161,7 +162,7 @@ func TestAnUnprovenClaimNeedsTheApproversChoice(t *testing.T) {
 	b := setup(t)
 	victim := b.pairNew(t)
 	own := b.pairNew(t) // a device the attacker paired legitimately
-	attackerKey := newKey(t)
+	attackerKey := testpki.Key(t)
 	forged := &paired{deviceID: victim.deviceID, key: attackerKey, cert: victim.cert}
 	attempts := map[string]*nodev1.StartPairingRequest{
 		"no proof":                                b.repairReq(t, victim.deviceID, nil),

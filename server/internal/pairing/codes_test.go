@@ -27,6 +27,7 @@ import (
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/pairing"
 )
@@ -587,14 +588,14 @@ func TestStartPairingRefusesBadCSRs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	badSignature := csrFor(t, newKey(t))
+	badSignature := csrFor(t, testpki.Key(t))
 	badSignature[len(badSignature)-1] ^= 0x01
 	if _, err := x509.ParseCertificateRequest(badSignature); err != nil {
 		t.Fatalf("the CSR with a bad signature does not even parse: %v", err)
 	}
 	// Signed by one key, carrying another's public key.
 	swapped := func() []byte {
-		a, c := csrFor(t, newKey(t)), csrFor(t, newKey(t))
+		a, c := csrFor(t, testpki.Key(t)), csrFor(t, testpki.Key(t))
 		ra, _ := x509.ParseCertificateRequest(a)
 		rc, _ := x509.ParseCertificateRequest(c)
 		out := bytes.Replace(a, ra.RawSubjectPublicKeyInfo, rc.RawSubjectPublicKeyInfo, 1)
@@ -608,7 +609,7 @@ func TestStartPairingRefusesBadCSRs(t *testing.T) {
 		want string
 	}{
 		"not DER":          {bytes.Repeat([]byte{0x30, 0x82}, 40), "not a PKCS#10 request"},
-		"truncated":        {csrFor(t, newKey(t))[:100], "not a PKCS#10 request"},
+		"truncated":        {csrFor(t, testpki.Key(t))[:100], "not a PKCS#10 request"},
 		"RSA key":          {csrFor(t, rsaKey), "ECDSA P-256"},
 		"P-384 key":        {csrFor(t, p384), "ECDSA P-256"},
 		"bad signature":    {badSignature, "signature"},

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -30,6 +28,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
@@ -277,16 +276,6 @@ func (a *testAccess) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 	}
 }
 
-// newKey returns a fresh ECDSA P-256 key, as a node generates.
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // Object identifiers of the extensions a hostile CSR asks for.
 var (
 	oidExtKeyUsage       = asn1.ObjectIdentifier{2, 5, 29, 37}
@@ -316,7 +305,7 @@ func csrFor(t *testing.T, key crypto.Signer) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+	der := testpki.CSR(t, key, &x509.CertificateRequest{
 		Subject:        pkix.Name{CommonName: hostileCommonName, Organization: hostileOrganisations},
 		DNSNames:       hostileDNSNames,
 		IPAddresses:    []net.IP{hostileIPAddress},
@@ -326,10 +315,7 @@ func csrFor(t *testing.T, key crypto.Signer) []byte {
 			{Id: oidExtKeyUsage, Value: eku},
 			{Id: oidBasicConstraints, Critical: true, Value: bc},
 		},
-	}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	// The request does ask for all of it, or the tests that it is ignored prove nothing.
 	r, err := x509.ParseCertificateRequest(der)
 	if err != nil {
@@ -380,7 +366,7 @@ func (b *testBundle) createQR(t *testing.T) *controlplanev1.CreatePairingCodeRes
 // startReq is a start with a code (a PIN of digits, else a QR code) and a fresh CSR.
 func startReq(t *testing.T, code string) (*nodev1.StartPairingRequest, *ecdsa.PrivateKey) {
 	t.Helper()
-	key := newKey(t)
+	key := testpki.Key(t)
 	req := &nodev1.StartPairingRequest{
 		Csr:          csrFor(t, key),
 		DeviceName:   "node-1",

@@ -19,6 +19,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pairing"
@@ -335,7 +336,7 @@ func TestApproveRefusesAnUnexpectedKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	started, key := b.mustStart(t, b.createPIN(t).GetCode())
-	other := fingerprint(t, newKey(t))
+	other := fingerprint(t, testpki.Key(t))
 	_, err := b.approve(t, &controlplanev1.ApprovePairingRequestRequest{Id: started.GetRequestId(), ExpectedKeyFingerprint: other})
 	ce := wantCode(t, err, connect.CodeFailedPrecondition)
 	if !strings.Contains(ce.Message(), fingerprint(t, key)) || !strings.Contains(ce.Message(), other) {

@@ -3,8 +3,6 @@ package revocation_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/notify"
@@ -58,15 +57,6 @@ func setup(t *testing.T) *testBundle {
 	return b
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // device stores a new device and issues it n certificates, each for a key of its own,
 // as pairing and renewals do.
 func (b *testBundle) device(t *testing.T, n int) (string, []tls.Certificate) {
@@ -74,7 +64,7 @@ func (b *testBundle) device(t *testing.T, n int) (string, []tls.Certificate) {
 	id := ulid.Make().String()
 	keys := make([]*ecdsa.PrivateKey, n)
 	for i := range keys {
-		keys[i] = newKey(t)
+		keys[i] = testpki.Key(t)
 	}
 	current, err := identity.PublicKeyFingerprint(&keys[n-1].PublicKey)
 	if err != nil {
@@ -141,7 +131,7 @@ func (b *testBundle) replica(t *testing.T) *replica {
 	}
 	bg.Go(func() { list.Run(ctx) })
 
-	key := newKey(t)
+	key := testpki.Key(t)
 	issued, err := b.authority.Sign(&key.PublicKey, identity.ServerIdentity([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}), identity.Lifetime(24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +288,7 @@ func TestACertificateWithoutADeviceIsRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	r := b.replica(t)
-	key := newKey(t)
+	key := testpki.Key(t)
 	issued, err := b.authority.Sign(&key.PublicKey, identity.ServerIdentity([]string{"localhost"}, nil), identity.Lifetime(time.Hour))
 	if err != nil {
 		t.Fatal(err)

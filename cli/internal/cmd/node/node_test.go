@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -36,6 +35,7 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/internal/possession"
+	"github.com/palyra/palyra/internal/testpki"
 )
 
 const (
@@ -67,18 +67,9 @@ func certificate(t *testing.T, tmpl *x509.Certificate, pub any, parent *x509.Cer
 	return c
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	key := newKey(t)
+	key := testpki.Key(t)
 	return certificate(t, &x509.Certificate{
 		Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}, &key.PublicKey, nil, key), key
@@ -236,7 +227,7 @@ type bench struct {
 func newBench(t *testing.T, outcome string) *bench {
 	t.Helper()
 	ca, caKey := newCA(t, "Test Palyra CA")
-	leafKey := newKey(t)
+	leafKey := testpki.Key(t)
 	leaf := certificate(t, &x509.Certificate{
 		Subject: pkix.Name{CommonName: "palyrad"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

@@ -18,6 +18,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cmd/cmdtest"
 	agent "github.com/palyra/palyra/cli/internal/node"
+	"github.com/palyra/palyra/internal/testpki"
 )
 
 // stateDevice is the device of the state directories that writePaired makes.
@@ -28,7 +29,7 @@ const stateDevice = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7S1"
 func writePaired(t *testing.T, dir string, notAfter time.Time) {
 	t.Helper()
 	ca, caKey := newCA(t, "Test Palyra CA")
-	key := newKey(t)
+	key := testpki.Key(t)
 	u, _ := url.Parse("palyra://device/" + stateDevice)
 	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
 		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: stateDevice}, URIs: []*url.URL{u},
