@@ -4,9 +4,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/termtest"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
 
@@ -37,27 +37,10 @@ func TestCLIEscapesNodeLabels(t *testing.T) {
 		{"nodes", "list", "-o", "json"},
 	} {
 		out := admin.ok(t, args...)
-		assertTerminalSafe(t, strings.Join(args, " "), out)
+		termtest.AssertSafe(t, strings.Join(args, " "), out)
 		if args[1] == "show" && len(args) == 3 && !strings.Contains(out, `note=\x1b[2J\x1b[1A all good\u009b31m\x7f\u202etxt.exe`) {
 			t.Errorf("palyra nodes show: the label is not shown escaped:\n%s", out)
 		}
 	}
 	node.stop(t)
-}
-
-// assertTerminalSafe fails t when out holds anything a terminal would act on: a
-// control character but tab and line feed, DEL, a C1 control, a bidi formatting
-// character, or bytes that are not UTF-8.
-func assertTerminalSafe(t *testing.T, what, out string) {
-	t.Helper()
-	if !utf8.ValidString(out) {
-		t.Errorf("%s: output is not UTF-8: %q", what, out)
-	}
-	for _, r := range out {
-		if r != '\t' && r != '\n' && (r < 0x20 || r >= 0x7f && r <= 0x9f || r == 0x061c || r == 0x200e || r == 0x200f ||
-			r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069) {
-			t.Errorf("%s: output holds %U raw: %q", what, r, out)
-			return
-		}
-	}
 }

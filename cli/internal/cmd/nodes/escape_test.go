@@ -3,10 +3,10 @@ package nodes_test
 import (
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/palyra/palyra/cli/internal/cmd/dispatches/dispatchtest"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/internal/termtest"
 )
 
 // hostile is what a compromised node could put in a dispatch's error or result to
@@ -35,34 +35,17 @@ func TestInvokeEscapesNodeText(t *testing.T) {
 		if res.Code != 1 || !strings.Contains(res.Stderr, `refused: \x1b[2J\x1b[1A\x0dall good\u009b31m\u202etxt.exe`) {
 			t.Errorf("invoke %v: exit %d, stderr %q: want the error, escaped", follow, res.Code, res.Stderr)
 		}
-		assertTerminalSafe(t, "invoke "+strings.Join(follow, " "), res.Stdout+res.Stderr)
+		termtest.AssertSafe(t, "invoke "+strings.Join(follow, " "), res.Stdout+res.Stderr)
 
 		res = b.invoke(t.Context(), append([]string{"system.info"}, follow...)...)
 		if res.Code != 0 || !strings.Contains(res.Stdout, `"hostname":"\x1b[2J\x1b[1A\x0dall good\u009b31m\u202etxt.exe"`) {
 			t.Errorf("invoke system.info %v: exit %d, stdout %q: want the result, escaped", follow, res.Code, res.Stdout)
 		}
-		assertTerminalSafe(t, "invoke system.info "+strings.Join(follow, " "), res.Stdout+res.Stderr)
+		termtest.AssertSafe(t, "invoke system.info "+strings.Join(follow, " "), res.Stdout+res.Stderr)
 
 		res = b.invoke(t.Context(), append([]string{"shell.execute", "--input", `{"argv":["colour"]}`}, follow...)...)
 		if res.Code != 0 || res.Stdout != "\x1b[32mgreen\x1b[0m\n" {
 			t.Errorf("invoke colour %v: exit %d, stdout %q: want the program's output as it came", follow, res.Code, res.Stdout)
-		}
-	}
-}
-
-// assertTerminalSafe fails t when out holds anything a terminal would act on: a
-// control character but tab and line feed, DEL, a C1 control, a bidi formatting
-// character, or bytes that are not UTF-8.
-func assertTerminalSafe(t *testing.T, what, out string) {
-	t.Helper()
-	if !utf8.ValidString(out) {
-		t.Errorf("%s: output is not UTF-8: %q", what, out)
-	}
-	for _, r := range out {
-		if r != '\t' && r != '\n' && (r < 0x20 || r >= 0x7f && r <= 0x9f || r == 0x061c || r == 0x200e || r == 0x200f ||
-			r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069) {
-			t.Errorf("%s: output holds %U raw: %q", what, r, out)
-			return
 		}
 	}
 }
