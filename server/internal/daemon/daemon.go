@@ -81,7 +81,7 @@ type startup struct {
 
 	maxConns  int
 	fileLimit uint64
-	kek       *identity.KeyEncryptionKey
+	keys      *identity.Keyring
 	db        *database
 	bgCtx     context.Context
 	stopBg    context.CancelFunc
@@ -153,7 +153,7 @@ func (s *startup) prepare() (err error) {
 	if err != nil {
 		return fmt.Errorf("daemon: master key: %w", err)
 	}
-	s.kek = kek
+	s.keys = identity.NewKeyring(kek)
 	s.log.Info("master key loaded", "source", source, "kek_id", kek.ID())
 	return nil
 }
@@ -259,7 +259,7 @@ func (s *startup) startAccess() (err error) {
 // loadCA loads (or on the first start creates) the CA, writes ca.pem and starts the
 // server certificate and its renewal.
 func (s *startup) loadCA() (err error) {
-	s.authority, err = identity.LoadOrCreateAuthority(s.ctx, identity.AuthorityOptions{Store: s.db.store, KEK: s.kek, Logger: s.log})
+	s.authority, err = identity.LoadOrCreateAuthority(s.ctx, identity.AuthorityOptions{Store: s.db.store, KEK: s.keys.Primary(), Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -321,7 +321,7 @@ func (s *startup) listen() (err error) {
 // and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
-	macKey, err := s.kek.DeriveKey("pairing-code-mac")
+	macKey, err := s.keys.Primary().DeriveKey("pairing-code-mac")
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

@@ -312,3 +312,31 @@ func TestKeyEncryptionKeySealOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyringFindsEveryKeyAndSealsWithThePrimary: the primary seals, and a row sealed
+// under an older key is opened by the key the ring finds by the row's key ID.
+func TestKeyringFindsEveryKeyAndSealsWithThePrimary(t *testing.T) {
+	load := func() *identity.KeyEncryptionKey {
+		k, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), identity.GenerateMasterKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	older, primary := load(), load()
+	ring := identity.NewKeyring(primary, older)
+	if ring.Primary() != primary {
+		t.Fatalf("primary = %s, want %s", ring.Primary().ID(), primary.ID())
+	}
+	nonce, sealed := older.Seal([]byte("data key"), []byte("row-1"))
+	k, ok := ring.Key(older.ID())
+	if !ok {
+		t.Fatalf("the ring does not find %s", older.ID())
+	}
+	if got, err := k.Open(nonce, sealed, []byte("row-1")); err != nil || string(got) != "data key" {
+		t.Fatalf("open with the found key = %q, %v", got, err)
+	}
+	if _, ok := ring.Key(load().ID()); ok {
+		t.Fatal("the ring finds a key it does not hold")
+	}
+}
