@@ -202,6 +202,36 @@ type PairingRequest struct {
 	PossessionKeyFingerprint         *string
 }
 
+type Secret struct {
+	ID            string
+	Name          string
+	Description   string
+	Labels        []byte
+	LatestVersion int64
+	CreatedAt     time.Time
+	CreatedBy     string
+	UpdatedAt     time.Time
+	UpdatedBy     string
+	DeletedAt     *time.Time
+	DeletedBy     *string
+	LastReadAt    *time.Time
+	LastReadBy    *string
+}
+
+type SecretVersion struct {
+	SecretID       string
+	Version        int64
+	CreatedAt      time.Time
+	CreatedBy      string
+	KekID          *string
+	DataKeyNonce   []byte
+	WrappedDataKey []byte
+	ValueNonce     []byte
+	Ciphertext     []byte
+	DestroyedAt    *time.Time
+	DestroyedBy    *string
+}
+
 type Session struct {
 	ID         string
 	TokenID    string

@@ -29,6 +29,7 @@ const (
 	ConfigRead       Permission = "config.read"
 	ConfigWrite      Permission = "config.write"
 	SecretsRead      Permission = "secrets.read"
+	SecretsList      Permission = "secrets.list"
 	SecretsWrite     Permission = "secrets.write"
 	CompatModelsRead Permission = "compat.models.read"
 	CompatChatCreate Permission = "compat.chat.create"
@@ -47,6 +48,7 @@ var catalog = []*accessv1.Permission{
 	{Name: string(NodesPair), Description: "Create, list and delete pairing codes."},
 	{Name: string(NodesRead), Description: "List and show nodes, pairing requests and dispatches."},
 	{Name: string(NodesRevoke), Description: "Revoke devices and certificates, and force certificate rotation."},
+	{Name: string(SecretsList), Description: "List secrets and read their metadata, never their values."},
 	{Name: string(SecretsRead), Description: "Read secrets."},
 	{Name: string(SecretsWrite), Description: "Create, change and delete secrets."},
 	{Name: string(StatusRead), Description: "Read the daemon's status."},

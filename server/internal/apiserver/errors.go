@@ -57,6 +57,7 @@ var kindCodes = [...]connect.Code{
 	errdefs.Aborted:            connect.CodeAborted,
 	errdefs.DeadlineExceeded:   connect.CodeDeadlineExceeded,
 	errdefs.Unavailable:        connect.CodeUnavailable,
+	errdefs.DataLoss:           connect.CodeDataLoss,
 }
 
 // fromKinded builds the Connect error of a domain error.

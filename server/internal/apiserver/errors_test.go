@@ -65,9 +65,9 @@ func TestConnectErrorKinds(t *testing.T) {
 		errdefs.Internal: connect.CodeInternal, connect.CodeInvalidArgument, connect.CodeNotFound,
 		connect.CodeAlreadyExists, connect.CodeFailedPrecondition, connect.CodePermissionDenied,
 		connect.CodeUnauthenticated, connect.CodeResourceExhausted, connect.CodeAborted,
-		connect.CodeDeadlineExceeded, connect.CodeUnavailable,
+		connect.CodeDeadlineExceeded, connect.CodeUnavailable, connect.CodeDataLoss,
 	}
-	for k := errdefs.Invalid; k <= errdefs.Unavailable; k++ {
+	for k := errdefs.Invalid; k <= errdefs.DataLoss; k++ {
 		code := want[k]
 		log, buf := capture()
 		// Wrapped with context, and with a cause that must not show.

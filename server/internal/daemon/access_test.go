@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,22 +97,7 @@ func (td *testDaemon) createToken(t *testing.T, req *accessv1.CreateTokenRequest
 // append-only trigger.
 func (b *accessBundle) sql(t *testing.T, stmts ...string) {
 	t.Helper()
-	u, err := url.Parse(os.Getenv("DATABASE_URL"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	test, _ := url.Parse(b.dbURL)
-	u.Path = test.Path
-	conn, err := pgx.Connect(t.Context(), u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	for _, s := range stmts {
-		if _, err := conn.Exec(t.Context(), s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
+	storetest.AsSuperuser(t, b.dbURL, stmts...)
 }
 
 func wantCode(t *testing.T, what string, err error, code connect.Code) {

@@ -38,6 +38,7 @@ import (
 	"github.com/palyra/palyra/server/internal/revocation"
 	"github.com/palyra/palyra/server/internal/status"
 	"github.com/palyra/palyra/server/internal/store"
+	"github.com/palyra/palyra/server/internal/vault"
 )
 
 // NewLogger returns the daemon's logger for the configured level and format.
@@ -103,6 +104,7 @@ type startup struct {
 	pairing     *pairing.Service
 	devices     *devices.Service
 	runtime     *dispatch.Service
+	vault       *vault.Vault
 }
 
 // Start brings palyrad up and returns once the listener accepts connections. When a
@@ -120,7 +122,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.startAccess,        // tokens, sessions, the authorization interceptor
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
-		s.buildServices,      // pairing, devices, dispatch, pprof
+		s.buildServices,      // pairing, devices, dispatch, vault, pprof
 	} {
 		if err := step(); err != nil {
 			s.undo()
@@ -317,7 +319,7 @@ func (s *startup) listen() (err error) {
 	return nil
 }
 
-// buildServices builds pairing, devices and dispatch, starts their background work,
+// buildServices builds pairing, devices, dispatch and the vault, starts their background work,
 // and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
@@ -362,6 +364,9 @@ func (s *startup) buildServices() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.runtime.Run(s.bgCtx) })
+	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Logger: s.log}); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	if cfg.Debug.PprofListen != "" {
 		stopPprof, err := listenPprof(cfg.Debug.PprofListen, s.log)
 		if err != nil {
@@ -406,6 +411,7 @@ func (s *startup) serve() *Daemon {
 			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: s.flags}),
 			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
 			Compat:      compat.NewHandler(cfg.Compat.Models, s.flags),
+			Secret:      vault.NewHandler(s.vault),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,

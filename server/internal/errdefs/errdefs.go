@@ -39,6 +39,9 @@ const (
 	DeadlineExceeded
 	// Unavailable: a transient failure; the same call may succeed later.
 	Unavailable
+	// DataLoss: stored data is corrupt or was tampered with (a ciphertext that does not
+	// decrypt); retrying does not help.
+	DataLoss
 )
 
 var kindNames = [...]string{
@@ -53,6 +56,7 @@ var kindNames = [...]string{
 	Aborted:            "aborted",
 	DeadlineExceeded:   "deadline_exceeded",
 	Unavailable:        "unavailable",
+	DataLoss:           "data_loss",
 }
 
 // String returns the kind's name, e.g. "not_found".

@@ -49,7 +49,7 @@ func TestFields(t *testing.T) {
 
 // TestKindString checks the names of the kinds, which logs and other edges show.
 func TestKindString(t *testing.T) {
-	if errdefs.Invalid.String() != "invalid" || errdefs.Unavailable.String() != "unavailable" || errdefs.Kind(200).String() != "kind(200)" {
+	if errdefs.Invalid.String() != "invalid" || errdefs.Unavailable.String() != "unavailable" || errdefs.DataLoss.String() != "data_loss" || errdefs.Kind(200).String() != "kind(200)" {
 		t.Errorf("names: %s %s %s", errdefs.Invalid, errdefs.Unavailable, errdefs.Kind(200))
 	}
 }

@@ -23,6 +23,7 @@ var queryOwners = map[string]string{
 	"pairing.sql.go":  "pairing",
 	"sessions.sql.go": "access",
 	"status.sql.go":   "store", // Ping
+	"vault.sql.go":    "vault",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver that pgtestdb uses
 	"github.com/peterldowns/pgtestdb"
@@ -110,4 +111,30 @@ func (migrator) Migrate(ctx context.Context, _ *sql.DB, conf pgtestdb.Config) er
 	defer s.Close()
 	_, err = s.Migrate(ctx)
 	return err
+}
+
+// AsSuperuser runs stmts, in order, on the database of url (one that URL made) as
+// DATABASE_URL's user, who may get past triggers and replication roles: for tests that
+// tamper with rows behind palyrad's back.
+func AsSuperuser(t testing.TB, url string, stmts ...string) {
+	t.Helper()
+	u, err := neturl.Parse(os.Getenv("DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	test, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = test.Path
+	conn, err := pgx.Connect(t.Context(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, s := range stmts {
+		if _, err := conn.Exec(t.Context(), s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
 }
