@@ -624,6 +624,38 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return "device:" + dev.deviceID })
 
+	secrets := b.secretsClient(b.owner)
+	check(controlplanev1connect.SecretServicePutSecretProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.PutSecretRequest{Name: "outbox", Value: []byte("v")})
+		withID(req.Header(), rid)
+		_, err := secrets.PutSecret(ctx, req)
+		return err
+	}, func() string { return "secret:outbox version:1" })
+	check(controlplanev1connect.SecretServiceRevealSecretProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.RevealSecretRequest{Name: "outbox", Reason: "test"})
+		withID(req.Header(), rid)
+		_, err := secrets.RevealSecret(ctx, req)
+		return err
+	}, func() string { return `secret:outbox version:1 reason:"test"` })
+	check(controlplanev1connect.SecretServiceDeleteSecretProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.DeleteSecretRequest{Name: "outbox"})
+		withID(req.Header(), rid)
+		_, err := secrets.DeleteSecret(ctx, req)
+		return err
+	}, func() string { return "secret:outbox" })
+	check(controlplanev1connect.SecretServiceRestoreSecretProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.RestoreSecretRequest{Name: "outbox"})
+		withID(req.Header(), rid)
+		_, err := secrets.RestoreSecret(ctx, req)
+		return err
+	}, func() string { return "secret:outbox" })
+	check(controlplanev1connect.SecretServiceDestroySecretVersionProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.DestroySecretVersionRequest{Name: "outbox", Version: 1})
+		withID(req.Header(), rid)
+		_, err := secrets.DestroySecretVersion(ctx, req)
+		return err
+	}, func() string { return "secret:outbox version:1" })
+
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {
 		opts, _ := md.Options().(*descriptorpb.MethodOptions)
