@@ -24,12 +24,13 @@ func main() {
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	go stopOnSignals(signals, cancel)
 	code := cmd.Execute(ctx, os.Args[1:], &deps.Deps{
-		Stdout:          os.Stdout,
-		Stderr:          os.Stderr,
-		Stdin:           os.Stdin,
-		StdinIsTerminal: term.IsTerminal(os.Stdin),
-		Getenv:          os.Getenv,
-		Now:             time.Now,
+		Stdout:           os.Stdout,
+		Stderr:           os.Stderr,
+		Stdin:            os.Stdin,
+		StdinIsTerminal:  term.IsTerminal(os.Stdin),
+		StdoutIsTerminal: term.IsTerminal(os.Stdout),
+		Getenv:           os.Getenv,
+		Now:              time.Now,
 	})
 	os.Exit(code)
 }

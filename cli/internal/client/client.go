@@ -73,6 +73,8 @@ type Client struct {
 	// Dispatch is the DispatchService client: running capabilities on nodes,
 	// following and cancelling the dispatches.
 	Dispatch controlplanev1connect.DispatchServiceClient
+	// Secrets is the SecretService client: the vault's secrets, their versions and values.
+	Secrets controlplanev1connect.SecretServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -114,6 +116,7 @@ func New(opts Options) (*Client, error) {
 		Devices:  controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
 		Nodes:    controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
 		Dispatch: controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
+		Secrets:  controlplanev1connect.NewSecretServiceClient(hc, base, copts...),
 	}, nil
 }
 

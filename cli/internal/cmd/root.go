@@ -17,6 +17,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/node"
 	"github.com/palyra/palyra/cli/internal/cmd/nodes"
 	"github.com/palyra/palyra/cli/internal/cmd/pairing"
+	"github.com/palyra/palyra/cli/internal/cmd/secrets"
 	"github.com/palyra/palyra/cli/internal/cmd/status"
 	"github.com/palyra/palyra/cli/internal/cmd/version"
 	"github.com/palyra/palyra/cli/internal/output"
@@ -93,6 +94,7 @@ manages.`,
 		node.NewCommand(d),
 		nodes.NewCommand(d),
 		pairing.NewCommand(d),
+		secrets.NewCommand(d),
 		status.NewCommand(d),
 		version.NewCommand(d),
 	)

@@ -122,6 +122,10 @@ func Fprintf(w io.Writer, format string, args ...any) {
 	io.WriteString(w, Escape(fmt.Sprintf(format, args...)))
 }
 
+// Safe reports whether s is safe to print on a terminal as it is: whether Escape would
+// leave it unchanged.
+func Safe(s string) bool { return !needsEscape(s) }
+
 // needsEscape reports whether Escape would change s.
 func needsEscape(s string) bool {
 	for i := 0; i < len(s); {

@@ -230,6 +230,7 @@ func (v *Vault) Put(ctx context.Context, r PutRequest) (Secret, error) {
 	if err != nil {
 		return Secret{}, fmt.Errorf("vault: put: labels: %w", err)
 	}
+	audit.SetTarget(ctx, "secret:"+r.Name) // the version once known; a refused put names the secret
 	var out Secret
 	// Two replicas creating the same secret at once: the second insert meets the unique
 	// name, and a second attempt finds the secret the first created.
@@ -401,6 +402,7 @@ func (v *Vault) Reveal(ctx context.Context, name string, version int64, reason, 
 	if by == "" {
 		return Revealed{}, errors.New("vault: reveal: no principal named")
 	}
+	audit.SetTarget(ctx, "secret:"+name+" reason:"+strconv.Quote(reason)) // the version once known
 	if wait, ok := v.limit.Take(by); !ok {
 		return Revealed{}, errdefs.Exhausted(wait, "%s revealed too many secrets: retry in %s", by, wait.Round(time.Second))
 	}
@@ -467,6 +469,7 @@ func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted boo
 	if err := CheckName(name); err != nil {
 		return Secret{}, err
 	}
+	audit.SetTarget(ctx, "secret:"+name) // before the transaction, which writes the call's audit outbox row
 	var out Secret
 	err := v.store.InTx(ctx, func(tx *store.Tx) error {
 		q := tx.Q()
@@ -480,7 +483,6 @@ func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted boo
 		case !deleted && row.DeletedAt == nil:
 			return errdefs.New(errdefs.FailedPrecondition, "secret %q is not deleted", name)
 		}
-		audit.SetTarget(ctx, "secret:"+name) // before the update, which writes the call's audit outbox row
 		p := dbsqlc.SetSecretDeletedParams{ID: row.ID, Now: v.now().UTC()}
 		if deleted {
 			p.DeletedBy = &by
@@ -507,6 +509,7 @@ func (v *Vault) Destroy(ctx context.Context, name string, version int64, by stri
 	if version < 1 {
 		return Secret{}, errdefs.InvalidField("version", "versions are numbered from 1")
 	}
+	audit.SetTarget(ctx, target(name, version)) // before the transaction, which writes the call's audit outbox row
 	var out Secret
 	err := v.store.InTx(ctx, func(tx *store.Tx) error {
 		q := tx.Q()
@@ -517,7 +520,6 @@ func (v *Vault) Destroy(ctx context.Context, name string, version int64, by stri
 		if version > row.LatestVersion {
 			return errdefs.New(errdefs.NotFound, "secret %q has no version %d (its latest is %d)", name, version, row.LatestVersion)
 		}
-		audit.SetTarget(ctx, target(name, version)) // before the update, which writes the call's audit outbox row
 		n, err := q.DestroySecretVersion(ctx, dbsqlc.DestroySecretVersionParams{SecretID: row.ID, Version: version, Now: v.now().UTC(), By: by})
 		if err != nil {
 			return err

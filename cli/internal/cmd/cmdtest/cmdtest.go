@@ -42,7 +42,8 @@ func Run(ctx context.Context, env map[string]string, args ...string) Result {
 	return Result{Code: code, Stdout: stdout.String(), Stderr: stderr.String()}
 }
 
-// RunTerminal runs palyra as Run does, as if a person at a terminal typed answers.
+// RunTerminal runs palyra as Run does, as if a person at a terminal typed answers and
+// read the output there.
 func RunTerminal(ctx context.Context, env map[string]string, answers string, args ...string) Result {
 	var stdout, stderr SyncBuffer
 	code := execute(ctx, env, strings.NewReader(answers), true, &stdout, &stderr, args)
@@ -56,12 +57,13 @@ func execute(ctx context.Context, env map[string]string, stdin io.Reader, termin
 		stdin = bytes.NewReader(nil)
 	}
 	return cmd.Execute(ctx, args, &deps.Deps{
-		Stdout:          stdout,
-		Stderr:          stderr,
-		Stdin:           stdin,
-		StdinIsTerminal: terminal,
-		Getenv:          func(k string) string { return env[k] },
-		Now:             func() time.Time { return Now },
+		Stdout:           stdout,
+		Stderr:           stderr,
+		Stdin:            stdin,
+		StdinIsTerminal:  terminal,
+		StdoutIsTerminal: terminal,
+		Getenv:           func(k string) string { return env[k] },
+		Now:              func() time.Time { return Now },
 	})
 }
 

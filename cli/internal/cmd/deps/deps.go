@@ -28,6 +28,9 @@ type Deps struct {
 	// StdinIsTerminal says whether a person can answer on Stdin; without one, commands
 	// refuse instead of asking.
 	StdinIsTerminal bool
+	// StdoutIsTerminal says whether Stdout is a terminal, which acts on control
+	// characters: commands that write raw bytes check what they write first.
+	StdoutIsTerminal bool
 	// Getenv reads the environment.
 	Getenv func(string) string
 	// Now is the clock; nil means time.Now.
