@@ -19,6 +19,7 @@ var queryOwners = map[string]string{
 	"dispatch.sql.go": "dispatch",
 	"flags.sql.go":    "flags",
 	"identity.sql.go": "identity",
+	"masterkey.sql.go": "masterkey",
 	"nodes.sql.go":    "dispatch", // a device's runtime columns: sessions, presence, capabilities
 	"pairing.sql.go":  "pairing",
 	"sessions.sql.go": "access",
