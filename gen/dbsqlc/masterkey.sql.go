@@ -144,11 +144,12 @@ func (q *Queries) ListReplicas(ctx context.Context, arg ListReplicasParams) ([]L
 }
 
 const lockReplicasForRewrap = `-- name: LockReplicasForRewrap :exec
-lock table replicas in share mode
+select pg_advisory_xact_lock(hashtextextended('palyra.replicas', 0))
 `
 
-// Holds off replicas reporting (and so starting) until the transaction ends, so that a
-// re-wrap's check of the live replicas' keys stays true until it commits.
+// Holds off replicas reporting (and so starting: UpsertReplica) until the transaction
+// ends, so that a re-wrap's check of the live replicas' keys stays true until it
+// commits.
 func (q *Queries) LockReplicasForRewrap(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, lockReplicasForRewrap)
 	return err
@@ -170,8 +171,9 @@ func (q *Queries) StopReplica(ctx context.Context, arg StopReplicaParams) error 
 
 const upsertReplica = `-- name: UpsertReplica :exec
 insert into replicas (id, hostname, version, kek_ids, started_at, last_seen_at)
-values ($1, $2, $3, $4,
-        $5, $5)
+select $1, $2, $3, $4::text[],
+       $5, $5
+from (select pg_advisory_xact_lock_shared(hashtextextended('palyra.replicas', 0))) as report_lock
 on conflict (id) do update
 set hostname = excluded.hostname, version = excluded.version, kek_ids = excluded.kek_ids,
     last_seen_at = excluded.last_seen_at, stopped_at = null
@@ -185,7 +187,8 @@ type UpsertReplicaParams struct {
 	Now      time.Time
 }
 
-// Reports a replica: inserted at its start, its last_seen_at moved on every report.
+// Reports a replica: inserted at its start, its last_seen_at moved on every report. It
+// waits for a re-wrap's batch to commit (LockReplicasForRewrap).
 func (q *Queries) UpsertReplica(ctx context.Context, arg UpsertReplicaParams) error {
 	_, err := q.db.Exec(ctx, upsertReplica,
 		arg.ID,

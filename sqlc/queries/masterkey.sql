@@ -1,8 +1,10 @@
 -- name: UpsertReplica :exec
--- Reports a replica: inserted at its start, its last_seen_at moved on every report.
+-- Reports a replica: inserted at its start, its last_seen_at moved on every report. It
+-- waits for a re-wrap's batch to commit (LockReplicasForRewrap).
 insert into replicas (id, hostname, version, kek_ids, started_at, last_seen_at)
-values (sqlc.arg('id'), sqlc.arg('hostname'), sqlc.arg('version'), sqlc.arg('kek_ids'),
-        sqlc.arg('now'), sqlc.arg('now'))
+select sqlc.arg('id'), sqlc.arg('hostname'), sqlc.arg('version'), sqlc.arg('kek_ids')::text[],
+       sqlc.arg('now'), sqlc.arg('now')
+from (select pg_advisory_xact_lock_shared(hashtextextended('palyra.replicas', 0))) as report_lock
 on conflict (id) do update
 set hostname = excluded.hostname, version = excluded.version, kek_ids = excluded.kek_ids,
     last_seen_at = excluded.last_seen_at, stopped_at = null;
@@ -29,9 +31,10 @@ where r.last_seen_at >= sqlc.arg('seen_after')::timestamptz or r.stopped_at is n
 order by r.started_at, r.id;
 
 -- name: LockReplicasForRewrap :exec
--- Holds off replicas reporting (and so starting) until the transaction ends, so that a
--- re-wrap's check of the live replicas' keys stays true until it commits.
-lock table replicas in share mode;
+-- Holds off replicas reporting (and so starting: UpsertReplica) until the transaction
+-- ends, so that a re-wrap's check of the live replicas' keys stays true until it
+-- commits.
+select pg_advisory_xact_lock(hashtextextended('palyra.replicas', 0));
 
 -- name: InsertMasterKeyRewrap :exec
 insert into master_key_rewraps (id, kek_id, started_by, replica_id, started_at)

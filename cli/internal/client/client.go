@@ -73,6 +73,8 @@ type Client struct {
 	// Dispatch is the DispatchService client: running capabilities on nodes,
 	// following and cancelling the dispatches.
 	Dispatch controlplanev1connect.DispatchServiceClient
+	// MasterKey is the MasterKeyService client: master key rotation.
+	MasterKey controlplanev1connect.MasterKeyServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -114,6 +116,8 @@ func New(opts Options) (*Client, error) {
 		Devices:  controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
 		Nodes:    controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
 		Dispatch: controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
+
+		MasterKey: controlplanev1connect.NewMasterKeyServiceClient(hc, base, copts...),
 	}, nil
 }
 

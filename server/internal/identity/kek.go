@@ -166,38 +166,39 @@ func writeTempKeyFile(path, content string) (string, error) {
 }
 
 // RotateMasterKeyFile adds a new master key to <dataDir>/master.key as its primary,
-// keeping the keys it held after it, and returns the new key's ID. The file is checked
-// as LoadKeyring checks it and replaced atomically (a new file renamed into place, mode
-// 0600), preceded by a comment naming the new key's ID and the time.
-func RotateMasterKeyFile(dataDir string, now time.Time) (string, error) {
+// keeping the keys it held after it, and returns the new ring. The file must exist and
+// is checked as LoadKeyring checks it; it is replaced atomically (a new file, mode 0600,
+// renamed into place), the new key preceded by a comment naming its ID and the time.
+func RotateMasterKeyFile(dataDir string, now time.Time) (*Keyring, error) {
 	path := filepath.Join(dataDir, MasterKeyFile)
 	if _, err := readMasterKeyFile(path); err != nil {
-		return "", err
+		return nil, fmt.Errorf("identity: rotate: %w", err)
 	}
 	old, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("identity: read %s: %w", path, err)
+		return nil, fmt.Errorf("identity: read %s: %w", path, err)
 	}
 	encoded := GenerateMasterKey()
 	master, err := decodeMasterKey(encoded)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	k, err := newKeyEncryptionKey(master)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	content := fmt.Sprintf("# %s, added %s by palyrad master-key rotate: the primary key, first\n%s\n%s",
+	content := fmt.Sprintf("# %s, added %s by palyrad master-key rotate\n%s\n%s",
 		k.ID(), now.UTC().Format(time.RFC3339), encoded, old)
 	tmp, err := writeTempKeyFile(path, content)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return "", fmt.Errorf("identity: replace %s: %w", path, err)
+		return nil, fmt.Errorf("identity: replace %s: %w", path, err)
 	}
-	return k.ID(), nil
+	ring, _, err := LoadKeyring(dataDir, "")
+	return ring, err
 }
 
 // readMasterKeyFile reads and checks an existing master key file: at least one key, one
