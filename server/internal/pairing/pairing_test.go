@@ -501,6 +501,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		"no authority":           func(o *pairing.Options) { o.Authority = nil },
 		"no audit log":           func(o *pairing.Options) { o.Audit = nil },
 		"short MAC key":          func(o *pairing.Options) { o.MACKey = make([]byte, 16) },
+		"short older MAC key":    func(o *pairing.Options) { o.OlderMACKeys = [][]byte{make([]byte, 32), make([]byte, 31)} },
 		"no public URL":          func(o *pairing.Options) { o.PublicURL = "" },
 		"relative public URL":    func(o *pairing.Options) { o.PublicURL = "palyra.example:7443" },
 		"five-digit PINs":        func(o *pairing.Options) { o.PINDigits = 5 },
