@@ -104,7 +104,8 @@ Settings without a flag:
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	config.RegisterFlags(root.PersistentFlags(), getenv)
-	root.AddCommand(newMigrateCommand(getenv, stdout, stderr), newTokenCommand(getenv, stdout, stderr), newVersionCommand(stdout))
+	root.AddCommand(newMigrateCommand(getenv, stdout, stderr), newTokenCommand(getenv, stdout, stderr), newVersionCommand(stdout),
+		newMasterKeyCommand(getenv, stdout, stderr))
 	cliusage.Mark(root)
 	return root
 }

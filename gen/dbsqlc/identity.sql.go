@@ -10,6 +10,39 @@ import (
 	"time"
 )
 
+const countAuthorityKeysByKEK = `-- name: CountAuthorityKeysByKEK :many
+select kek_id, count(*)::bigint as keys
+from certificate_authorities
+group by kek_id
+order by kek_id
+`
+
+type CountAuthorityKeysByKEKRow struct {
+	KekID string
+	Keys  int64
+}
+
+// How many authority keys each key-encryption key seals.
+func (q *Queries) CountAuthorityKeysByKEK(ctx context.Context) ([]CountAuthorityKeysByKEKRow, error) {
+	rows, err := q.db.Query(ctx, countAuthorityKeysByKEK)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CountAuthorityKeysByKEKRow{}
+	for rows.Next() {
+		var i CountAuthorityKeysByKEKRow
+		if err := rows.Scan(&i.KekID, &i.Keys); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getActiveAuthority = `-- name: GetActiveAuthority :one
 select id, active, subject, certificate_der, fingerprint, key_ciphertext, key_nonce, kek_id, not_before, not_after, created_at
 from certificate_authorities
@@ -33,6 +66,18 @@ func (q *Queries) GetActiveAuthority(ctx context.Context) (CertificateAuthority,
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const getActiveAuthorityKEK = `-- name: GetActiveAuthorityKEK :one
+select kek_id from certificate_authorities where active
+`
+
+// The key-encryption key the active authority's key is sealed under now.
+func (q *Queries) GetActiveAuthorityKEK(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, getActiveAuthorityKEK)
+	var kek_id string
+	err := row.Scan(&kek_id)
+	return kek_id, err
 }
 
 const getIssuedCertificate = `-- name: GetIssuedCertificate :one
@@ -162,4 +207,82 @@ func (q *Queries) InsertIssuedCertificate(ctx context.Context, arg InsertIssuedC
 		arg.DeviceID,
 	)
 	return err
+}
+
+const lockAuthoritiesToRewrap = `-- name: LockAuthoritiesToRewrap :many
+select id, active, subject, certificate_der, fingerprint, key_ciphertext, key_nonce, kek_id, not_before, not_after, created_at
+from certificate_authorities
+where kek_id <> $1::text
+order by id
+limit $2
+for update
+`
+
+type LockAuthoritiesToRewrapParams struct {
+	KekID     string
+	PageLimit int32
+}
+
+// Up to page_limit authorities whose key is sealed under another key-encryption key
+// than kek_id, locked until the transaction ends.
+func (q *Queries) LockAuthoritiesToRewrap(ctx context.Context, arg LockAuthoritiesToRewrapParams) ([]CertificateAuthority, error) {
+	rows, err := q.db.Query(ctx, lockAuthoritiesToRewrap, arg.KekID, arg.PageLimit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CertificateAuthority{}
+	for rows.Next() {
+		var i CertificateAuthority
+		if err := rows.Scan(
+			&i.ID,
+			&i.Active,
+			&i.Subject,
+			&i.CertificateDer,
+			&i.Fingerprint,
+			&i.KeyCiphertext,
+			&i.KeyNonce,
+			&i.KekID,
+			&i.NotBefore,
+			&i.NotAfter,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const rewrapAuthorityKey = `-- name: RewrapAuthorityKey :execrows
+update certificate_authorities
+set kek_id = $1, key_nonce = $2, key_ciphertext = $3
+where id = $4 and kek_id = $5
+`
+
+type RewrapAuthorityKeyParams struct {
+	KekID         string
+	KeyNonce      []byte
+	KeyCiphertext []byte
+	ID            string
+	OldKekID      string
+}
+
+// Replaces an authority's sealed key by the same key sealed under another
+// key-encryption key, unless it was re-wrapped meanwhile.
+func (q *Queries) RewrapAuthorityKey(ctx context.Context, arg RewrapAuthorityKeyParams) (int64, error) {
+	result, err := q.db.Exec(ctx, rewrapAuthorityKey,
+		arg.KekID,
+		arg.KeyNonce,
+		arg.KeyCiphertext,
+		arg.ID,
+		arg.OldKekID,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

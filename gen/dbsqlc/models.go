@@ -155,6 +155,16 @@ type IssuedCertificate struct {
 	RevokedReason   string
 }
 
+type MasterKeyRewrap struct {
+	ID         string
+	KekID      string
+	StartedBy  string
+	ReplicaID  string
+	StartedAt  time.Time
+	FinishedAt *time.Time
+	Rewrapped  int64
+}
+
 type PairingCode struct {
 	ID             string
 	Method         string
@@ -200,6 +210,16 @@ type PairingRequest struct {
 	DeviceClaim                      string
 	PossessionCertificateFingerprint *string
 	PossessionKeyFingerprint         *string
+}
+
+type Replica struct {
+	ID         string
+	Hostname   string
+	Version    string
+	KekIds     []string
+	StartedAt  time.Time
+	LastSeenAt time.Time
+	StoppedAt  *time.Time
 }
 
 type Secret struct {

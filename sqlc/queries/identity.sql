@@ -31,3 +31,31 @@ insert into issued_certificates (
 select *
 from issued_certificates
 where fingerprint = sqlc.arg('fingerprint');
+
+-- name: GetActiveAuthorityKEK :one
+-- The key-encryption key the active authority's key is sealed under now.
+select kek_id from certificate_authorities where active;
+
+-- name: CountAuthorityKeysByKEK :many
+-- How many authority keys each key-encryption key seals.
+select kek_id, count(*)::bigint as keys
+from certificate_authorities
+group by kek_id
+order by kek_id;
+
+-- name: LockAuthoritiesToRewrap :many
+-- Up to page_limit authorities whose key is sealed under another key-encryption key
+-- than kek_id, locked until the transaction ends.
+select *
+from certificate_authorities
+where kek_id <> sqlc.arg('kek_id')::text
+order by id
+limit sqlc.arg('page_limit')
+for update;
+
+-- name: RewrapAuthorityKey :execrows
+-- Replaces an authority's sealed key by the same key sealed under another
+-- key-encryption key, unless it was re-wrapped meanwhile.
+update certificate_authorities
+set kek_id = sqlc.arg('kek_id'), key_nonce = sqlc.arg('key_nonce'), key_ciphertext = sqlc.arg('key_ciphertext')
+where id = sqlc.arg('id') and kek_id = sqlc.arg('old_kek_id');

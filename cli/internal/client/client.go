@@ -75,6 +75,8 @@ type Client struct {
 	Dispatch controlplanev1connect.DispatchServiceClient
 	// Secrets is the SecretService client: the vault's secrets, their versions and values.
 	Secrets controlplanev1connect.SecretServiceClient
+	// MasterKey is the MasterKeyService client: master key rotation.
+	MasterKey controlplanev1connect.MasterKeyServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -117,6 +119,8 @@ func New(opts Options) (*Client, error) {
 		Nodes:    controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
 		Dispatch: controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
 		Secrets:  controlplanev1connect.NewSecretServiceClient(hc, base, copts...),
+
+		MasterKey: controlplanev1connect.NewMasterKeyServiceClient(hc, base, copts...),
 	}, nil
 }
 

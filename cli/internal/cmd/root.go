@@ -14,6 +14,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/cmd/dispatches"
 	"github.com/palyra/palyra/cli/internal/cmd/flags"
+	"github.com/palyra/palyra/cli/internal/cmd/masterkey"
 	"github.com/palyra/palyra/cli/internal/cmd/node"
 	"github.com/palyra/palyra/cli/internal/cmd/nodes"
 	"github.com/palyra/palyra/cli/internal/cmd/pairing"
@@ -91,6 +92,7 @@ manages.`,
 		audit.NewCommand(d),
 		dispatches.NewCommand(d),
 		flags.NewCommand(d),
+		masterkey.NewCommand(d),
 		node.NewCommand(d),
 		nodes.NewCommand(d),
 		pairing.NewCommand(d),

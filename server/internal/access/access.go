@@ -33,6 +33,7 @@ const (
 	SecretsWrite     Permission = "secrets.write"
 	CompatModelsRead Permission = "compat.models.read"
 	CompatChatCreate Permission = "compat.chat.create"
+	MasterKeyRotate  Permission = "masterkey.rotate"
 )
 
 // catalog describes every permission, sorted by name.
@@ -43,6 +44,7 @@ var catalog = []*accessv1.Permission{
 	{Name: string(ConfigRead), Description: "Read the daemon's configuration."},
 	{Name: string(ConfigWrite), Description: "Change the daemon's configuration."},
 	{Name: string(FlagsManage), Description: "Turn feature flags on and off."},
+	{Name: string(MasterKeyRotate), Description: "Re-wrap every wrapped key to the primary master key (the end of a master key rotation)."},
 	{Name: string(NodesApprove), Description: "Approve or reject pairing requests, which issues device certificates."},
 	{Name: string(NodesDispatch), Description: "Dispatch capabilities to nodes, and watch and cancel dispatches."},
 	{Name: string(NodesPair), Description: "Create, list and delete pairing codes."},

@@ -22,8 +22,9 @@ const (
 )
 
 // ownerOnly are the permissions that only owners hold: changing the daemon's
-// configuration (which includes its security settings) and reading secrets in clear.
-var ownerOnly = []Permission{ConfigWrite, SecretsRead}
+// configuration (which includes its security settings), reading secrets in clear and
+// re-wrapping the keys that protect them to another master key.
+var ownerOnly = []Permission{ConfigWrite, SecretsRead, MasterKeyRotate}
 
 // operatorPermissions are the operator's permissions.
 var operatorPermissions = []Permission{StatusRead, NodesRead, ConfigRead, NodesDispatch, CompatModelsRead, CompatChatCreate}
@@ -34,7 +35,7 @@ var roleDescriptions = []struct {
 	description string
 }{
 	{Owner, "Everything, including the daemon's configuration and secrets in clear."},
-	{Admin, "Everything but the owner-only permissions (config.write, secrets.read)."},
+	{Admin, "Everything but the owner-only permissions (config.write, secrets.read, masterkey.rotate)."},
 	{Operator, "Read, dispatch to nodes and use the OpenAI-compatible API; no token management, approval, revocation, flags or audit."},
 }
 

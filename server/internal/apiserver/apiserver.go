@@ -46,6 +46,7 @@ type Services struct {
 	Audit       accessv1connect.AuditServiceHandler
 	Compat      compatv1connect.CompatServiceHandler
 	Secret      controlplanev1connect.SecretServiceHandler
+	MasterKey   controlplanev1connect.MasterKeyServiceHandler
 }
 
 // serviceNames are the fully qualified names of Palyra's services, for health and
@@ -63,6 +64,7 @@ var serviceNames = []string{
 	accessv1connect.AuditServiceName,
 	compatv1connect.CompatServiceName,
 	controlplanev1connect.SecretServiceName,
+	controlplanev1connect.MasterKeyServiceName,
 }
 
 // HandlerOptions configures NewHandler.
@@ -126,6 +128,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(accessv1connect.NewAuditServiceHandler(opts.Services.Audit, rpc...))
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))
 	mux.Handle(controlplanev1connect.NewSecretServiceHandler(opts.Services.Secret, rpc...))
+	mux.Handle(controlplanev1connect.NewMasterKeyServiceHandler(opts.Services.MasterKey, rpc...))
 
 	mux.Handle(grpchealth.NewHandler(opts.Health, common...))
 	reflector := grpcreflect.NewStaticReflector(append([]string{

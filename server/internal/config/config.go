@@ -47,8 +47,8 @@ type Config struct {
 	// RequireMTLS makes node RPCs require a client certificate. Turning it off is for
 	// development only.
 	RequireMTLS bool
-	// MasterKey is the base64 master key from PALYRA_MASTER_KEY; empty means
-	// <DataDir>/master.key. Never logged.
+	// MasterKey is the base64 master keys from PALYRA_MASTER_KEY (separated by commas,
+	// the primary first); empty means <DataDir>/master.key. Never logged.
 	MasterKey string
 	// File is the configuration file that was read, if any.
 	File string

@@ -361,7 +361,7 @@ var settings = []setting{
 	{
 		key:    "master_key",
 		kind:   "base64",
-		usage:  "master key (32 bytes, base64) that seals the CA key; default: <data_dir>/master.key, created on first start. Environment only",
+		usage:  "master keys (32 bytes each, base64, separated by commas, the primary first) that seal the CA key; default: <data_dir>/master.key, created on first start. Environment only",
 		secret: true,
 		set: func(c *Config, v string) error {
 			c.MasterKey = v

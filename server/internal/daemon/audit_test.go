@@ -655,6 +655,16 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		_, err := secrets.DestroySecretVersion(ctx, req)
 		return err
 	}, func() string { return "secret:outbox version:1" })
+	var primary string
+	check(controlplanev1connect.MasterKeyServiceRewrapKeysProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.RewrapKeysRequest{})
+		withID(req.Header(), rid)
+		res, err := b.masterKeyClient(b.owner).RewrapKeys(ctx, req)
+		if err == nil {
+			primary = res.Msg.GetRewrap().GetKekId()
+		}
+		return err
+	}, func() string { return "master_key:" + primary })
 
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {

@@ -33,6 +33,7 @@ import (
 	"github.com/palyra/palyra/server/internal/embeddedpg"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/masterkey"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pairing"
 	"github.com/palyra/palyra/server/internal/revocation"
@@ -105,6 +106,7 @@ type startup struct {
 	devices     *devices.Service
 	runtime     *dispatch.Service
 	vault       *vault.Vault
+	masterKeys  *masterkey.Service
 }
 
 // Start brings palyrad up and returns once the listener accepts connections. When a
@@ -120,6 +122,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.startBackground,    // the context and group of the background work
 		s.startNotifications, // feature flags, notification listener, revocation list
 		s.startAccess,        // tokens, sessions, the authorization interceptor
+		s.reportReplica,      // this replica and its master keys in the replicas table
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
 		s.buildServices,      // pairing, devices, dispatch, vault, pprof
@@ -151,12 +154,12 @@ func (s *startup) prepare() (err error) {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("daemon: data directory: %w", err)
 	}
-	kek, source, err := identity.LoadKeyEncryptionKey(s.cfg.DataDir, s.cfg.MasterKey)
+	keys, source, err := identity.LoadKeyring(s.cfg.DataDir, s.cfg.MasterKey)
 	if err != nil {
 		return fmt.Errorf("daemon: master key: %w", err)
 	}
-	s.keys = identity.NewKeyring(kek)
-	s.log.Info("master key loaded", "source", source, "kek_id", kek.ID())
+	s.keys = keys
+	s.log.Info("master keys loaded", "source", source, "kek_id", keys.Primary().ID(), "kek_ids", keys.IDs())
 	return nil
 }
 
@@ -211,7 +214,8 @@ func (s *startup) startNotifications() (err error) {
 	s.listener = notify.New(notify.Options{
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
-			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel},
+			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
+			masterkey.Channel},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -258,17 +262,36 @@ func (s *startup) startAccess() (err error) {
 	return nil
 }
 
-// loadCA loads (or on the first start creates) the CA, writes ca.pem and starts the
-// server certificate and its renewal.
-func (s *startup) loadCA() (err error) {
-	s.authority, err = identity.LoadOrCreateAuthority(s.ctx, identity.AuthorityOptions{Store: s.db.store, KEK: s.keys.Primary(), Logger: s.log})
+// reportReplica records this replica and the IDs of its master keys before it opens
+// the CA, so that a master key re-wrap running meanwhile sees it (package masterkey).
+func (s *startup) reportReplica() (err error) {
+	s.hostname, _ = os.Hostname()
+	s.masterKeys, err = masterkey.New(masterkey.Options{
+		Store: s.db.store, Keys: s.keys, Rewrappers: []masterkey.Rewrapper{identity.AuthorityKeys{}},
+		ReplicaID: s.cfg.ReplicaID, Hostname: s.hostname, Version: s.version,
+		Notify: s.listener, Refresh: func(ctx context.Context) error { return s.authority.Refresh(ctx) }, Logger: s.log,
+	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
+	if err := s.masterKeys.Report(s.ctx); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.onFailure(func() { s.masterKeys.RecordStop(s.ctx) })
+	return nil
+}
+
+// loadCA loads (or on the first start creates) the CA, writes ca.pem and starts the
+// server certificate and its renewal, and the replica's reports.
+func (s *startup) loadCA() (err error) {
+	s.authority, err = identity.LoadOrCreateAuthority(s.ctx, identity.AuthorityOptions{Store: s.db.store, Keys: s.keys, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.bg.Go(func() { s.masterKeys.Run(s.bgCtx) })
 	if s.caPath, err = s.authority.WriteCAFile(s.cfg.DataDir); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	s.hostname, _ = os.Hostname()
 	dnsNames, ips := serverNames(s.cfg, s.hostname)
 	s.serverCert, err = identity.NewServerCertificate(s.ctx, identity.ServerCertificateOptions{
 		Authority: s.authority,
@@ -323,14 +346,25 @@ func (s *startup) listen() (err error) {
 // and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
+	// Codes are stored under the primary's MAC key; during a master key rotation those
+	// stored under an older key's still verify.
 	macKey, err := s.keys.Primary().DeriveKey("pairing-code-mac")
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
+	}
+	var olderMACKeys [][]byte
+	for _, kek := range s.keys.Older() {
+		k, err := kek.DeriveKey("pairing-code-mac")
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		olderMACKeys = append(olderMACKeys, k)
 	}
 	s.pairing, err = pairing.New(pairing.Options{
 		Store:              s.db.store,
 		Authority:          s.authority,
 		MACKey:             macKey,
+		OlderMACKeys:       olderMACKeys,
 		Notify:             s.listener,
 		Audit:              s.auditLog,
 		ReplicaID:          cfg.ReplicaID,
@@ -412,6 +446,7 @@ func (s *startup) serve() *Daemon {
 			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
 			Compat:      compat.NewHandler(cfg.Compat.Models, s.flags),
 			Secret:      vault.NewHandler(s.vault),
+			MasterKey:   s.masterKeys.Handler(),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,

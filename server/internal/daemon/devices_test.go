@@ -47,11 +47,11 @@ func (b *accessBundle) enroll(t *testing.T, lifetime time.Duration) *enrolled {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	kek, _, err := identity.LoadKeyEncryptionKey(b.cfg.DataDir, "")
+	keys, _, err := identity.LoadKeyring(b.cfg.DataDir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: s, KEK: kek})
+	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: s, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}

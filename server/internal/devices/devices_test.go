@@ -27,12 +27,12 @@ type testBundle struct {
 func setup(t *testing.T) *testBundle {
 	t.Helper()
 	s := storetest.New(t)
-	kek, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), "")
+	keys, _, err := identity.LoadKeyring(t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock := testclock.New(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
-	authority, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{Store: s, KEK: kek, Now: clock.Now})
+	authority, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{Store: s, Keys: keys, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

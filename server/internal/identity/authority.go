@@ -16,11 +16,14 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -30,8 +33,9 @@ const authorityLifetime = 10 * 365 * 24 * time.Hour
 // CAFile is the name of the CA certificate file inside the data directory.
 const CAFile = "ca.pem"
 
-// ErrMasterKeyMismatch reports a database whose CA was sealed under another master key.
-var ErrMasterKeyMismatch = errors.New("the CA in the database was sealed under a different master key")
+// ErrMasterKeyMismatch reports a CA sealed under a master key that this replica's ring
+// lacks.
+var ErrMasterKeyMismatch = errors.New("the CA in the database is sealed under a master key this replica does not hold")
 
 // Authority is the internal CA: the active root certificate and its private key.
 type Authority struct {
@@ -41,14 +45,19 @@ type Authority struct {
 	fingerprint string
 	now         func() time.Time
 	store       *store.Store // holds the record of what the CA issued
+	keys        *Keyring
+	// sealedUnder is the ID of the key-encryption key the CA's key is sealed under in
+	// the database, as Refresh last read it.
+	sealedUnder atomic.Pointer[string]
 }
 
 // AuthorityOptions configures LoadOrCreateAuthority.
 type AuthorityOptions struct {
 	// Store is the database holding the CA.
 	Store *store.Store
-	// KEK seals and unseals the CA's private key.
-	KEK *KeyEncryptionKey
+	// Keys unseal the CA's private key (the key its row names); the primary seals a new
+	// CA's.
+	Keys *Keyring
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives lifecycle messages; nil discards them.
@@ -76,11 +85,13 @@ func LoadOrCreateAuthority(ctx context.Context, opts AuthorityOptions) (*Authori
 	if err != nil {
 		return nil, fmt.Errorf("identity: load CA: %w", err)
 	}
-	a, err := openAuthority(row, opts.KEK, opts.Now)
+	a, err := openAuthority(row, opts.Keys, opts.Now)
 	if err != nil {
 		return nil, err
 	}
 	a.store = opts.Store
+	a.keys = opts.Keys
+	a.sealedUnder.Store(&row.KekID)
 	log.Debug("certificate authority loaded", "id", a.id, "fingerprint", a.fingerprint)
 	return a, nil
 }
@@ -113,7 +124,8 @@ func createAuthority(ctx context.Context, opts AuthorityOptions) (dbsqlc.Certifi
 	if err != nil {
 		return dbsqlc.CertificateAuthority{}, fmt.Errorf("encode CA key: %w", err)
 	}
-	nonce, sealed := opts.KEK.Seal(pkcs8, authorityAAD(id))
+	kek := opts.Keys.Primary()
+	nonce, sealed := kek.Seal(pkcs8, authorityAAD(id))
 	row, err := opts.Store.Q().InsertAuthority(ctx, dbsqlc.InsertAuthorityParams{
 		ID:             id,
 		Subject:        subject.String(),
@@ -121,7 +133,7 @@ func createAuthority(ctx context.Context, opts AuthorityOptions) (dbsqlc.Certifi
 		Fingerprint:    Fingerprint(der),
 		KeyCiphertext:  sealed,
 		KeyNonce:       nonce,
-		KekID:          opts.KEK.ID(),
+		KekID:          kek.ID(),
 		NotBefore:      t.NotBefore,
 		NotAfter:       t.NotAfter,
 	})
@@ -136,12 +148,24 @@ func createAuthority(ctx context.Context, opts AuthorityOptions) (dbsqlc.Certifi
 // moved to another row unnoticed.
 func authorityAAD(id string) []byte { return []byte("palyra/v1/ca/" + id) }
 
-// openAuthority parses a stored CA and unseals its key.
-func openAuthority(row dbsqlc.CertificateAuthority, kek *KeyEncryptionKey, now func() time.Time) (*Authority, error) {
-	if row.KekID != kek.ID() {
-		return nil, fmt.Errorf("identity: %w (database: %s, this daemon: %s): give every replica the same "+
-			"master key, by copying master.key from the data directory of the first one or by setting PALYRA_MASTER_KEY",
-			ErrMasterKeyMismatch, row.KekID, kek.ID())
+// missingKeyError says that the CA's key is sealed under kekID, which keys lacks, and
+// what to do.
+func missingKeyError(kekID string, keys *Keyring) error {
+	return &errdefs.Error{
+		Kind: errdefs.FailedPrecondition,
+		Message: fmt.Sprintf("the CA's key is sealed under master key %s, which this replica does not hold (it holds %s): "+
+			"add that master key to this replica's master.key (or PALYRA_MASTER_KEY), copied from a replica that has it, and restart it",
+			kekID, strings.Join(keys.IDs(), ", ")),
+		Cause: ErrMasterKeyMismatch,
+	}
+}
+
+// openAuthority parses a stored CA and unseals its key with the key of keys its row
+// names.
+func openAuthority(row dbsqlc.CertificateAuthority, keys *Keyring, now func() time.Time) (*Authority, error) {
+	kek, ok := keys.Key(row.KekID)
+	if !ok {
+		return nil, fmt.Errorf("identity: %w", missingKeyError(row.KekID, keys))
 	}
 	cert, err := x509.ParseCertificate(row.CertificateDer)
 	if err != nil {
@@ -164,6 +188,29 @@ func openAuthority(row dbsqlc.CertificateAuthority, kek *KeyEncryptionKey, now f
 		return nil, fmt.Errorf("identity: CA %s: the private key does not match the certificate", row.ID)
 	}
 	return &Authority{id: row.ID, cert: cert, signer: key, fingerprint: row.Fingerprint, now: now}, nil
+}
+
+// Refresh reads which key-encryption key the CA's key is sealed under now: after a
+// re-wrap to a key this replica lacks, Sign refuses, as the replica's next start would.
+// The daemon calls it when the database announces a re-wrap of the CA (on
+// palyra_master_key) and when its notifications may have been lost.
+func (a *Authority) Refresh(ctx context.Context) error {
+	kekID, err := a.store.Q().GetActiveAuthorityKEK(ctx)
+	if err != nil {
+		return fmt.Errorf("identity: read the CA's key-encryption key: %w", err)
+	}
+	a.sealedUnder.Store(&kekID)
+	return nil
+}
+
+// usable returns nil while this replica holds the key the CA's key is sealed under,
+// else a FailedPrecondition error naming that key.
+func (a *Authority) usable() error {
+	kekID := *a.sealedUnder.Load()
+	if _, ok := a.keys.Key(kekID); !ok {
+		return missingKeyError(kekID, a.keys)
+	}
+	return nil
 }
 
 // DeviceOf returns the device a certificate palyrad issued (by fingerprint) was issued

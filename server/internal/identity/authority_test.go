@@ -167,7 +167,7 @@ func TestLoadOrCreateAuthorityWithAnotherMasterKey(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	_, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{
-		Store: b.store, KEK: newKEK(t), Now: b.clock.Now,
+		Store: b.store, Keys: identity.NewKeyring(newKEK(t)), Now: b.clock.Now,
 	})
 	if !errors.Is(err, identity.ErrMasterKeyMismatch) {
 		t.Fatalf("error %v, want ErrMasterKeyMismatch", err)
@@ -195,7 +195,7 @@ func TestLoadOrCreateAuthorityConcurrently(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			authorities[i], errs[i] = identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{
-				Store: s, KEK: kek, Now: fixed(testEpoch),
+				Store: s, Keys: identity.NewKeyring(kek), Now: fixed(testEpoch),
 			})
 		})
 	}
@@ -274,7 +274,7 @@ func TestLoadOrCreateAuthorityRefusesTamperedRows(t *testing.T) {
 			if tag.RowsAffected() != 1 {
 				t.Fatalf("tamper changed %d rows, want 1", tag.RowsAffected())
 			}
-			a, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: b.store, KEK: b.kek, Now: b.clock.Now})
+			a, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: b.store, Keys: identity.NewKeyring(b.kek), Now: b.clock.Now})
 			if err == nil {
 				t.Fatalf("tampered row loaded as CA %s (%s)", a.ID(), a.Fingerprint())
 			}
@@ -294,7 +294,7 @@ func TestLoadOrCreateAuthorityCancelled(t *testing.T) {
 	s := storetest.New(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: s, KEK: newKEK(t), Now: fixed(testEpoch)})
+	_, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: s, Keys: identity.NewKeyring(newKEK(t)), Now: fixed(testEpoch)})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want context.Canceled", err)
 	}

@@ -19,11 +19,11 @@ var testEpoch = time.Date(2031, 3, 14, 15, 9, 26, 0, time.UTC)
 // PALYRA_MASTER_KEY (nothing is written to disk).
 func newKEK(t *testing.T) *identity.KeyEncryptionKey {
 	t.Helper()
-	k, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), identity.GenerateMasterKey())
+	ring, _, err := identity.LoadKeyring(t.TempDir(), identity.GenerateMasterKey())
 	if err != nil {
 		t.Fatalf("key-encryption key: %v", err)
 	}
-	return k
+	return ring.Primary()
 }
 
 // testBundle is what the authority, signing and server certificate tests start from:
@@ -48,7 +48,7 @@ func setup(t *testing.T) *testBundle {
 func (b *testBundle) loadAuthority(t *testing.T, now func() time.Time) *identity.Authority {
 	t.Helper()
 	a, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{
-		Store: b.store, KEK: b.kek, Now: now,
+		Store: b.store, Keys: identity.NewKeyring(b.kek), Now: now,
 	})
 	if err != nil {
 		t.Fatalf("load authority: %v", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // MasterKeyFile is the name of the master key file inside the data directory.
@@ -43,26 +44,55 @@ type KeyEncryptionKey struct {
 	master []byte // only ever fed to HKDF
 }
 
-// LoadKeyEncryptionKey derives the key-encryption key from the master key: the base64
-// value fromEnv when it is not empty (PALYRA_MASTER_KEY), else the file
-// <dataDir>/master.key, which is created (mode 0600, 32 random bytes) when absent. A
-// file readable by group or others is refused, as ssh refuses such private keys.
-func LoadKeyEncryptionKey(dataDir, fromEnv string) (*KeyEncryptionKey, KeySource, error) {
+// LoadKeyring loads the master keys and derives their key-encryption keys, primary
+// first: from fromEnv when it is not empty (PALYRA_MASTER_KEY: base64 keys separated by
+// commas), else from the file <dataDir>/master.key (one base64 key a line; blank lines
+// and lines starting with # are ignored), which is created holding one new key (mode
+// 0600, 32 random bytes) when absent. A file readable by group or others is refused, as
+// ssh refuses such private keys. Errors name the key or line at fault, never a key.
+func LoadKeyring(dataDir, fromEnv string) (*Keyring, KeySource, error) {
 	if fromEnv != "" {
-		master, err := decodeMasterKey(fromEnv)
-		if err != nil {
-			return nil, "", fmt.Errorf("identity: PALYRA_MASTER_KEY: %w", err)
+		var masters [][]byte
+		for i, part := range strings.Split(fromEnv, ",") {
+			master, err := decodeMasterKey(part)
+			if err != nil {
+				return nil, "", fmt.Errorf("identity: PALYRA_MASTER_KEY, key %d: %w", i+1, err)
+			}
+			masters = append(masters, master)
 		}
-		k, err := newKeyEncryptionKey(master)
-		return k, KeySourceEnv, err
+		ring, err := newKeyringOf(masters, func(i int) string { return fmt.Sprintf("PALYRA_MASTER_KEY, key %d", i+1) })
+		return ring, KeySourceEnv, err
 	}
 	path := filepath.Join(dataDir, MasterKeyFile)
-	master, source, err := readOrCreateMasterKey(path)
+	keys, source, err := readOrCreateMasterKeys(path)
 	if err != nil {
 		return nil, "", err
 	}
-	k, err := newKeyEncryptionKey(master)
-	return k, source, err
+	masters := make([][]byte, len(keys))
+	for i, k := range keys {
+		masters[i] = k.master
+	}
+	ring, err := newKeyringOf(masters, func(i int) string { return fmt.Sprintf("%s, line %d", path, keys[i].line) })
+	return ring, source, err
+}
+
+// newKeyringOf derives the ring of masters (primary first), refusing a key listed
+// twice; where names the i-th key in errors.
+func newKeyringOf(masters [][]byte, where func(i int) string) (*Keyring, error) {
+	kek := make([]*KeyEncryptionKey, len(masters))
+	for i, m := range masters {
+		k, err := newKeyEncryptionKey(m)
+		if err != nil {
+			return nil, err
+		}
+		for j := range i {
+			if kek[j].ID() == k.ID() {
+				return nil, fmt.Errorf("identity: %s: the same key as %s (%s)", where(i), where(j), k.ID())
+			}
+		}
+		kek[i] = k
+	}
+	return NewKeyring(kek[0], kek[1:]...), nil
 }
 
 // GenerateMasterKey returns a new random master key in the base64 form that
@@ -80,11 +110,18 @@ func decodeMasterKey(s string) ([]byte, error) {
 	return b, nil
 }
 
-// readOrCreateMasterKey reads path, or creates it when it does not exist.
-func readOrCreateMasterKey(path string) ([]byte, KeySource, error) {
-	b, err := readMasterKeyFile(path)
+// fileKey is a master key read from a line of master.key.
+type fileKey struct {
+	master []byte
+	line   int // 1-based
+}
+
+// readOrCreateMasterKeys reads path, or creates it holding one new key when it does not
+// exist.
+func readOrCreateMasterKeys(path string) ([]fileKey, KeySource, error) {
+	keys, err := readMasterKeyFile(path)
 	if err == nil {
-		return b, KeySourceFile, nil
+		return keys, KeySourceFile, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, "", err
@@ -93,32 +130,80 @@ func readOrCreateMasterKey(path string) ([]byte, KeySource, error) {
 	// Write the key to a temporary file (mode 0600) and link it into place: the file
 	// appears complete or not at all, so a concurrent loader never reads it half-written,
 	// and Link, unlike Rename, never replaces a key another process put there first.
-	f, err := os.CreateTemp(filepath.Dir(path), ".master-*.key")
+	tmp, err := writeTempKeyFile(path, encoded+"\n")
 	if err != nil {
-		return nil, "", fmt.Errorf("identity: create %s: %w", path, err)
+		return nil, "", err
 	}
-	defer os.Remove(f.Name())
-	_, werr := f.WriteString(encoded + "\n")
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return nil, "", fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	err = os.Link(f.Name(), path)
+	defer os.Remove(tmp)
+	err = os.Link(tmp, path)
 	if errors.Is(err, fs.ErrExist) {
 		// Another process created it between our read and our link: use theirs.
-		b, err := readMasterKeyFile(path)
-		return b, KeySourceFile, err
+		keys, err := readMasterKeyFile(path)
+		return keys, KeySourceFile, err
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("identity: create %s: %w", path, err)
 	}
 	master, err := decodeMasterKey(encoded)
-	return master, KeySourceCreated, err
+	return []fileKey{{master: master, line: 1}}, KeySourceCreated, err
 }
 
-// readMasterKeyFile reads and checks an existing master key file.
-func readMasterKeyFile(path string) ([]byte, error) {
+// writeTempKeyFile writes content to a new temporary file (mode 0600) beside path,
+// synced, and returns its name.
+func writeTempKeyFile(path, content string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".master-*.key")
+	if err != nil {
+		return "", fmt.Errorf("identity: create %s: %w", path, err)
+	}
+	_, werr := f.WriteString(content)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(f.Name())
+		return "", fmt.Errorf("identity: write %s: %w", path, err)
+	}
+	return f.Name(), nil
+}
+
+// RotateMasterKeyFile adds a new master key to <dataDir>/master.key as its primary,
+// keeping the keys it held after it, and returns the new ring. The file must exist and
+// is checked as LoadKeyring checks it; it is replaced atomically (a new file, mode 0600,
+// renamed into place), the new key preceded by a comment naming its ID and the time.
+func RotateMasterKeyFile(dataDir string, now time.Time) (*Keyring, error) {
+	path := filepath.Join(dataDir, MasterKeyFile)
+	if _, err := readMasterKeyFile(path); err != nil {
+		return nil, fmt.Errorf("identity: rotate: %w", err)
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("identity: read %s: %w", path, err)
+	}
+	encoded := GenerateMasterKey()
+	master, err := decodeMasterKey(encoded)
+	if err != nil {
+		return nil, err
+	}
+	k, err := newKeyEncryptionKey(master)
+	if err != nil {
+		return nil, err
+	}
+	content := fmt.Sprintf("# %s, added %s by palyrad master-key rotate\n%s\n%s",
+		k.ID(), now.UTC().Format(time.RFC3339), encoded, old)
+	tmp, err := writeTempKeyFile(path, content)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("identity: replace %s: %w", path, err)
+	}
+	ring, _, err := LoadKeyring(dataDir, "")
+	return ring, err
+}
+
+// readMasterKeyFile reads and checks an existing master key file: at least one key, one
+// a line.
+func readMasterKeyFile(path string) ([]fileKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -130,11 +215,22 @@ func readMasterKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: read %s: %w", path, err)
 	}
-	b, err := decodeMasterKey(string(raw))
-	if err != nil {
-		return nil, fmt.Errorf("identity: %s: %w", path, err)
+	var keys []fileKey
+	for i, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		b, err := decodeMasterKey(line)
+		if err != nil {
+			return nil, fmt.Errorf("identity: %s, line %d: %w", path, i+1, err)
+		}
+		keys = append(keys, fileKey{master: b, line: i + 1})
 	}
-	return b, nil
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("identity: %s holds no key: it must hold one base64 master key a line, the primary first", path)
+	}
+	return keys, nil
 }
 
 // newKeyEncryptionKey derives the AES key and the public id from the master key.

@@ -28,6 +28,15 @@ func writeMasterKey(t *testing.T, dir, content string, mode os.FileMode) string 
 	return path
 }
 
+// loadKEK loads the ring as palyrad does and returns its primary.
+func loadKEK(dataDir, env string) (*identity.KeyEncryptionKey, identity.KeySource, error) {
+	ring, source, err := identity.LoadKeyring(dataDir, env)
+	if err != nil {
+		return nil, source, err
+	}
+	return ring.Primary(), source, nil
+}
+
 // sameKey reports whether what a seals, b opens: equal IDs alone would not prove that
 // the AES keys are equal.
 func sameKey(t *testing.T, a, b *identity.KeyEncryptionKey) bool {
@@ -38,12 +47,12 @@ func sameKey(t *testing.T, a, b *identity.KeyEncryptionKey) bool {
 	return err == nil && bytes.Equal(opened, plaintext)
 }
 
-func TestLoadKeyEncryptionKeyCreatesThenReadsTheFile(t *testing.T) {
+func TestLoadKeyringCreatesThenReadsTheFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, identity.MasterKeyFile)
 
-	created, source, err := identity.LoadKeyEncryptionKey(dir, "")
+	created, source, err := loadKEK(dir, "")
 	if err != nil {
 		t.Fatalf("first load: %v", err)
 	}
@@ -68,7 +77,7 @@ func TestLoadKeyEncryptionKeyCreatesThenReadsTheFile(t *testing.T) {
 		t.Errorf("data directory holds %d entries, want only %s", len(entries), identity.MasterKeyFile)
 	}
 
-	loaded, source, err := identity.LoadKeyEncryptionKey(dir, "")
+	loaded, source, err := loadKEK(dir, "")
 	if err != nil {
 		t.Fatalf("second load: %v", err)
 	}
@@ -84,7 +93,7 @@ func TestLoadKeyEncryptionKeyCreatesThenReadsTheFile(t *testing.T) {
 
 	// The key depends on the master key only: the file's content given as
 	// PALYRA_MASTER_KEY is the same key.
-	fromEnv, source, err := identity.LoadKeyEncryptionKey(t.TempDir(), string(raw))
+	fromEnv, source, err := loadKEK(t.TempDir(), string(raw))
 	if err != nil || source != identity.KeySourceEnv {
 		t.Fatalf("load the file's content from the environment: %v, source %q", err, source)
 	}
@@ -93,15 +102,15 @@ func TestLoadKeyEncryptionKeyCreatesThenReadsTheFile(t *testing.T) {
 	}
 }
 
-func TestLoadKeyEncryptionKeyEnvironmentWins(t *testing.T) {
+func TestLoadKeyringEnvironmentWins(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	fromFile, _, err := identity.LoadKeyEncryptionKey(dir, "")
+	fromFile, _, err := loadKEK(dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := identity.GenerateMasterKey()
-	fromEnv, source, err := identity.LoadKeyEncryptionKey(dir, env)
+	fromEnv, source, err := loadKEK(dir, env)
 	if err != nil {
 		t.Fatalf("load from the environment: %v", err)
 	}
@@ -111,14 +120,14 @@ func TestLoadKeyEncryptionKeyEnvironmentWins(t *testing.T) {
 	if fromEnv.ID() == fromFile.ID() || sameKey(t, fromFile, fromEnv) {
 		t.Errorf("environment key %s is the file's key %s", fromEnv.ID(), fromFile.ID())
 	}
-	again, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), env)
+	again, _, err := loadKEK(t.TempDir(), env)
 	if err != nil || again.ID() != fromEnv.ID() || !sameKey(t, fromEnv, again) {
 		t.Errorf("the same environment value gave another key (%v)", err)
 	}
 
 	// With the key in the environment, no file is created.
 	empty := t.TempDir()
-	if _, _, err := identity.LoadKeyEncryptionKey(empty, env); err != nil {
+	if _, _, err := loadKEK(empty, env); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(empty, identity.MasterKeyFile)); !errors.Is(err, fs.ErrNotExist) {
@@ -126,7 +135,7 @@ func TestLoadKeyEncryptionKeyEnvironmentWins(t *testing.T) {
 	}
 }
 
-func TestLoadKeyEncryptionKeyRejectsBadEnvironment(t *testing.T) {
+func TestLoadKeyringRejectsBadEnvironment(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
 		"not base64":            "this is not base64!",
@@ -139,7 +148,7 @@ func TestLoadKeyEncryptionKeyRejectsBadEnvironment(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			k, _, err := identity.LoadKeyEncryptionKey(dir, value)
+			k, _, err := loadKEK(dir, value)
 			if err == nil {
 				t.Fatalf("accepted %q as a master key (id %s)", value, k.ID())
 			}
@@ -157,7 +166,7 @@ func TestLoadKeyEncryptionKeyRejectsBadEnvironment(t *testing.T) {
 	}
 }
 
-func TestLoadKeyEncryptionKeyFileMode(t *testing.T) {
+func TestLoadKeyringFileMode(t *testing.T) {
 	t.Parallel()
 	cases := map[string]struct {
 		mode    os.FileMode
@@ -176,12 +185,12 @@ func TestLoadKeyEncryptionKeyFileMode(t *testing.T) {
 			dir := t.TempDir()
 			content := identity.GenerateMasterKey() + "\n"
 			path := writeMasterKey(t, dir, content, tc.mode)
-			k, source, err := identity.LoadKeyEncryptionKey(dir, "")
+			k, source, err := loadKEK(dir, "")
 			if !tc.refused {
 				if err != nil || source != identity.KeySourceFile {
 					t.Fatalf("mode %04o: %v (source %q), want the file's key", tc.mode, err, source)
 				}
-				want, _, _ := identity.LoadKeyEncryptionKey(t.TempDir(), content)
+				want, _, _ := loadKEK(t.TempDir(), content)
 				if k.ID() != want.ID() {
 					t.Errorf("key %s, want %s from the file's content", k.ID(), want.ID())
 				}
@@ -202,7 +211,7 @@ func TestLoadKeyEncryptionKeyFileMode(t *testing.T) {
 
 // A master.key that cannot be read as a key is an error: replacing it with a new key
 // would orphan the CA sealed under the old one.
-func TestLoadKeyEncryptionKeyKeepsACorruptFile(t *testing.T) {
+func TestLoadKeyringKeepsACorruptFile(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
 		"empty":     "",
@@ -214,7 +223,7 @@ func TestLoadKeyEncryptionKeyKeepsACorruptFile(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			path := writeMasterKey(t, dir, content, 0o600)
-			if _, _, err := identity.LoadKeyEncryptionKey(dir, ""); err == nil {
+			if _, _, err := loadKEK(dir, ""); err == nil {
 				t.Fatal("a corrupt master key file was accepted")
 			}
 			if after, _ := os.ReadFile(path); string(after) != content {
@@ -226,7 +235,7 @@ func TestLoadKeyEncryptionKeyKeepsACorruptFile(t *testing.T) {
 
 // Two replicas (or two processes of one) starting together on an empty data
 // directory end with one master key.
-func TestLoadKeyEncryptionKeyConcurrentFirstLoads(t *testing.T) {
+func TestLoadKeyringConcurrentFirstLoads(t *testing.T) {
 	t.Parallel()
 	const loaders = 8
 	for round := range 20 {
@@ -236,7 +245,7 @@ func TestLoadKeyEncryptionKeyConcurrentFirstLoads(t *testing.T) {
 		errs := make([]error, loaders)
 		var wg sync.WaitGroup
 		for i := range loaders {
-			wg.Go(func() { keys[i], sources[i], errs[i] = identity.LoadKeyEncryptionKey(dir, "") })
+			wg.Go(func() { keys[i], sources[i], errs[i] = loadKEK(dir, "") })
 		}
 		wg.Wait()
 		created := 0
@@ -254,7 +263,7 @@ func TestLoadKeyEncryptionKeyConcurrentFirstLoads(t *testing.T) {
 		if created != 1 {
 			t.Errorf("round %d: %d loaders report creating the key, want 1", round, created)
 		}
-		final, source, err := identity.LoadKeyEncryptionKey(dir, "")
+		final, source, err := loadKEK(dir, "")
 		if err != nil || source != identity.KeySourceFile || final.ID() != keys[0].ID() {
 			t.Errorf("round %d: the file holds %v (%v), want the key they agreed on", round, final, err)
 		}
@@ -317,7 +326,7 @@ func TestKeyEncryptionKeySealOpen(t *testing.T) {
 // under an older key is opened by the key the ring finds by the row's key ID.
 func TestKeyringFindsEveryKeyAndSealsWithThePrimary(t *testing.T) {
 	load := func() *identity.KeyEncryptionKey {
-		k, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), identity.GenerateMasterKey())
+		k, _, err := loadKEK(t.TempDir(), identity.GenerateMasterKey())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,3 +24,15 @@ func (r *Keyring) Key(id string) (*KeyEncryptionKey, bool) {
 	}
 	return nil, false
 }
+
+// IDs returns the IDs of the ring's keys, the primary first.
+func (r *Keyring) IDs() []string {
+	ids := make([]string, len(r.keys))
+	for i, k := range r.keys {
+		ids[i] = k.ID()
+	}
+	return ids
+}
+
+// Older returns the keys other than the primary.
+func (r *Keyring) Older() []*KeyEncryptionKey { return r.keys[1:] }

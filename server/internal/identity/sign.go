@@ -85,8 +85,12 @@ type Issued struct {
 
 // Sign issues a certificate for pub under the policy opts. Only ECDSA P-256 public keys
 // are accepted; the certificate must end up with a lifetime within the CA's and at
-// least one extended key usage.
+// least one extended key usage. A replica that no longer holds the key the CA is sealed
+// under (Refresh) refuses with FailedPrecondition naming that key.
 func (a *Authority) Sign(pub any, opts ...SignOption) (*Issued, error) {
+	if err := a.usable(); err != nil {
+		return nil, err
+	}
 	key, ok := pub.(*ecdsa.PublicKey)
 	if !ok || key == nil || key.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%w: only ECDSA P-256 public keys are accepted", ErrPolicy)

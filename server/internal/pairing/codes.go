@@ -63,10 +63,25 @@ func codeState(c dbsqlc.PairingCode, now time.Time) string {
 	}
 }
 
-// mac is what the database keeps of a code: HMAC-SHA256 under the MAC key of the method
-// and the secret ("pin:12345678", "qr:<secret>").
+// mac is what the database keeps of a new code: HMAC-SHA256 under the MAC key of the
+// method and the secret ("pin:12345678", "qr:<secret>").
 func (s *Service) mac(method, secret string) []byte {
-	m := hmac.New(sha256.New, s.opts.MACKey)
+	return macUnder(s.opts.MACKey, method, secret)
+}
+
+// macs are the MACs a stored code may have: under the MAC key and under each older one
+// (Options.OlderMACKeys), the MAC key's first.
+func (s *Service) macs(method, secret string) [][]byte {
+	out := [][]byte{s.mac(method, secret)}
+	for _, k := range s.opts.OlderMACKeys {
+		out = append(out, macUnder(k, method, secret))
+	}
+	return out
+}
+
+// macUnder is HMAC-SHA256 under key of the method and the secret.
+func macUnder(key []byte, method, secret string) []byte {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(method + ":" + secret))
 	return m.Sum(nil)
 }
@@ -176,7 +191,7 @@ func (s *Service) uniquePIN(ctx context.Context, digits int, now time.Time) (str
 	}
 	for range 16 {
 		pin := randomPIN(digits)
-		if _, found := matchMAC(active, s.mac(methodPIN, pin)); !found {
+		if _, found := matchMAC(active, s.macs(methodPIN, pin)); !found {
 			return pin, nil
 		}
 	}
@@ -191,15 +206,24 @@ func (s *Service) pairingURI(code string) string {
 		"&ca=" + s.opts.Authority.Fingerprint()
 }
 
-// matchMAC compares mac with the MAC of every code, in constant time for each and
-// without stopping at a match, and returns the id of the (first) matching code.
-func matchMAC(codes []dbsqlc.PairingCode, mac []byte) (id string, found bool) {
+// matchMAC compares each of macs with the MAC of every code, in constant time for each
+// and without stopping at a match, and returns the id of the (first) matching code.
+func matchMAC(codes []dbsqlc.PairingCode, macs [][]byte) (id string, found bool) {
 	for _, c := range codes {
-		if hmac.Equal(c.CodeMac, mac) && !found {
+		if anyMAC(c.CodeMac, macs) && !found {
 			id, found = c.ID, true
 		}
 	}
 	return id, found
+}
+
+// anyMAC reports whether mac is one of macs, comparing with every one in constant time.
+func anyMAC(mac []byte, macs [][]byte) bool {
+	found := false
+	for _, m := range macs {
+		found = hmac.Equal(mac, m) || found
+	}
+	return found
 }
 
 // presentedCode is a pairing code as a node presents it: exactly one of the fields.
@@ -234,7 +258,7 @@ func (s *Service) verifyCode(ctx context.Context, p presentedCode, address strin
 			// A PIN code's id in a QR code: its secret was never a QR secret.
 			return "", errCodeRefused()
 		}
-		if hmac.Equal(c.CodeMac, s.mac(methodQR, secret)) {
+		if anyMAC(c.CodeMac, s.macs(methodQR, secret)) {
 			if codeState(c, now) != codeActive {
 				return "", errCodeRefused()
 			}
@@ -257,7 +281,7 @@ func (s *Service) verifyCode(ctx context.Context, p presentedCode, address strin
 // which burns at MaxFailedAttempts. One address thus burns no code, and the codes
 // together absorb MaxFailedAttempts wrong guesses each, from any number of addresses.
 func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.Time) (string, error) {
-	mac := s.mac(methodPIN, pin)
+	macs := s.macs(methodPIN, pin)
 	var (
 		id      string
 		refusal error
@@ -283,7 +307,7 @@ func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.T
 			return nil
 		}
 		var found bool
-		if id, found = matchMAC(active, mac); found {
+		if id, found = matchMAC(active, macs); found {
 			return nil
 		}
 		charged := slices.MinFunc(active, func(a, b dbsqlc.PairingCode) int {

@@ -794,3 +794,35 @@ func TestListAndDeletePairingCodes(t *testing.T) {
 	_, err = b.admin.ListPairingCodes(t.Context(), connect.NewRequest(&controlplanev1.ListPairingCodesRequest{PageToken: "bm90IGEgdG9rZW4"}))
 	wantCode(t, err, connect.CodeInvalidArgument)
 }
+
+// TestCodesVerifyUnderOlderMACKeys: during a master key rotation a replica whose
+// primary is the new key stores new codes under the new MAC key and still accepts codes
+// stored under an older one (Options.OlderMACKeys); a replica with the old key alone
+// does not know codes stored under the new one.
+func TestCodesVerifyUnderOlderMACKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	newMAC := bytes.Repeat([]byte{0x5a}, 32)
+	rotated := b.replica(t, withOptions(func(o *pairing.Options) {
+		o.OlderMACKeys = [][]byte{o.MACKey}
+		o.MACKey = newMAC
+	}))
+	oldPIN, oldQR := b.createPIN(t).GetCode(), b.createQR(t).GetCode()
+	for _, code := range []string{oldPIN, oldQR} {
+		req, _ := startReq(t, code)
+		if _, err := rotated.start(t, req); err != nil {
+			t.Errorf("a code stored under the older MAC key, on the rotated replica: %v", err)
+		}
+	}
+	newPIN, newQR := rotated.createPIN(t).GetCode(), rotated.createQR(t).GetCode()
+	for _, code := range []string{newPIN, newQR} {
+		req, _ := startReq(t, code)
+		if _, err := b.start(t, req); err == nil {
+			t.Errorf("a code stored under the new MAC key was accepted by the replica without it")
+		}
+		req, _ = startReq(t, code)
+		if _, err := rotated.start(t, req); err != nil {
+			t.Errorf("a code stored under the new MAC key, on the rotated replica: %v", err)
+		}
+	}
+}

@@ -90,6 +90,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -148,8 +149,13 @@ type Options struct {
 	Authority *identity.Authority
 	// MACKey is the 32-byte key under which pairing codes are stored as HMAC-SHA256;
 	// the daemon derives it as identity.KeyEncryptionKey.DeriveKey("pairing-code-mac")
-	// (HKDF info "palyra/v1/pairing-code-mac"), so every replica has the same.
+	// (HKDF info "palyra/v1/pairing-code-mac") from the primary master key, so every
+	// replica with the same primary has the same. New codes are stored under it.
 	MACKey []byte
+	// OlderMACKeys are the same key derived from the older master keys of the ring:
+	// during a master key rotation a code stored under one of them (by a replica whose
+	// primary it still is, or before the rotation) is still accepted.
+	OlderMACKeys [][]byte
 	// Notify listens on Channel ("palyra_pairing"); it must be running for watches to
 	// learn of decisions at once. Nil: watches re-read their request every 5 s only.
 	Notify *notify.Listener
@@ -201,8 +207,10 @@ func New(opts Options) (*Service, error) {
 	if opts.Audit == nil {
 		problems = append(problems, errors.New("an audit log is required"))
 	}
-	if len(opts.MACKey) != macKeySize {
-		problems = append(problems, fmt.Errorf("the MAC key must be %d bytes, not %d", macKeySize, len(opts.MACKey)))
+	for _, k := range append([][]byte{opts.MACKey}, opts.OlderMACKeys...) {
+		if len(k) != macKeySize {
+			problems = append(problems, fmt.Errorf("the MAC key must be %d bytes, not %d", macKeySize, len(k)))
+		}
 	}
 	if u, err := url.Parse(opts.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		problems = append(problems, fmt.Errorf("the public URL %q is not an absolute http(s) URL", opts.PublicURL))
@@ -226,6 +234,7 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("pairing: %w", err)
 	}
 	opts.MACKey = append([]byte(nil), opts.MACKey...)
+	opts.OlderMACKeys = slices.Clone(opts.OlderMACKeys)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

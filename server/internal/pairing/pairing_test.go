@@ -90,11 +90,11 @@ func withService(f func(*pairing.Service)) bundleOption { return bundleOption{se
 // started (see run), so that nothing expires unless a test asks.
 func setup(t *testing.T, mods ...bundleOption) *testBundle {
 	t.Helper()
-	k, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), identity.GenerateMasterKey())
+	ring, _, err := identity.LoadKeyring(t.TempDir(), identity.GenerateMasterKey())
 	if err != nil {
 		t.Fatalf("key-encryption key: %v", err)
 	}
-	return newBundle(t, storetest.URL(t), k, testclock.New(testEpoch), mods...)
+	return newBundle(t, storetest.URL(t), ring.Primary(), testclock.New(testEpoch), mods...)
 }
 
 // replica returns a second replica on the same database, master key and clock.
@@ -111,7 +111,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(st.Close)
-	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: st, KEK: kek, Now: clk.Now})
+	authority, err := identity.LoadOrCreateAuthority(ctx, identity.AuthorityOptions{Store: st, Keys: identity.NewKeyring(kek), Now: clk.Now})
 	if err != nil {
 		t.Fatalf("authority: %v", err)
 	}
@@ -501,6 +501,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		"no authority":           func(o *pairing.Options) { o.Authority = nil },
 		"no audit log":           func(o *pairing.Options) { o.Audit = nil },
 		"short MAC key":          func(o *pairing.Options) { o.MACKey = make([]byte, 16) },
+		"short older MAC key":    func(o *pairing.Options) { o.OlderMACKeys = [][]byte{make([]byte, 32), make([]byte, 31)} },
 		"no public URL":          func(o *pairing.Options) { o.PublicURL = "" },
 		"relative public URL":    func(o *pairing.Options) { o.PublicURL = "palyra.example:7443" },
 		"five-digit PINs":        func(o *pairing.Options) { o.PINDigits = 5 },

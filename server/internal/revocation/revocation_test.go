@@ -44,12 +44,12 @@ func setup(t *testing.T) *testBundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	kek, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), "")
+	keys, _, err := identity.LoadKeyring(t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.store = s
-	b.authority, err = identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{Store: s, KEK: kek, Now: b.clock.Now})
+	b.authority, err = identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{Store: s, Keys: keys, Now: b.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

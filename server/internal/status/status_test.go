@@ -37,13 +37,13 @@ func serve(t *testing.T, opts status.Options) controlplanev1connect.StatusServic
 func TestGetStatus(t *testing.T) {
 	t.Parallel()
 	s := storetest.New(t)
-	kek, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), "")
+	keys, _, err := identity.LoadKeyring(t.TempDir(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	started := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	clock := testclock.New(started)
-	authority, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{Store: s, KEK: kek, Now: clock.Now})
+	authority, err := identity.LoadOrCreateAuthority(t.Context(), identity.AuthorityOptions{Store: s, Keys: keys, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
