@@ -10,6 +10,40 @@ import (
 	"time"
 )
 
+const countDataKeysByKEK = `-- name: CountDataKeysByKEK :many
+select kek_id::text as kek_id, count(*)::bigint as keys
+from secret_versions
+where kek_id is not null
+group by kek_id
+order by kek_id
+`
+
+type CountDataKeysByKEKRow struct {
+	KekID string
+	Keys  int64
+}
+
+// How many data keys each key-encryption key wraps (destroyed versions have none).
+func (q *Queries) CountDataKeysByKEK(ctx context.Context) ([]CountDataKeysByKEKRow, error) {
+	rows, err := q.db.Query(ctx, countDataKeysByKEK)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CountDataKeysByKEKRow{}
+	for rows.Next() {
+		var i CountDataKeysByKEKRow
+		if err := rows.Scan(&i.KekID, &i.Keys); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const destroySecretVersion = `-- name: DestroySecretVersion :execrows
 update secret_versions
 set destroyed_at = $1::timestamptz, destroyed_by = $2::text,
@@ -268,51 +302,46 @@ func (q *Queries) ListSecrets(ctx context.Context, arg ListSecretsParams) ([]Sec
 	return items, nil
 }
 
-const listWrappedDataKeys = `-- name: ListWrappedDataKeys :many
-select v.secret_id, v.version, s.name, v.data_key_nonce, v.wrapped_data_key
+const lockDataKeysToRewrap = `-- name: LockDataKeysToRewrap :many
+select v.secret_id, v.version, s.name, v.kek_id::text as kek_id, v.data_key_nonce, v.wrapped_data_key
 from secret_versions v
 join secrets s on s.id = v.secret_id
-where v.kek_id = $1::text
-  and (v.secret_id, v.version) > ($2::text, $3::bigint)
+where v.kek_id <> $1::text
 order by v.secret_id, v.version
-limit $4
+limit $2
+for update of v
 `
 
-type ListWrappedDataKeysParams struct {
-	KekID         string
-	AfterSecretID string
-	AfterVersion  int64
-	MaxRows       int32
+type LockDataKeysToRewrapParams struct {
+	KekID     string
+	PageLimit int32
 }
 
-type ListWrappedDataKeysRow struct {
+type LockDataKeysToRewrapRow struct {
 	SecretID       string
 	Version        int64
 	Name           string
+	KekID          string
 	DataKeyNonce   []byte
 	WrappedDataKey []byte
 }
 
-// The wrapped data keys under one key-encryption key, for a master key rotation to
-// re-wrap: at most max_rows, in a stable order, after the cursor.
-func (q *Queries) ListWrappedDataKeys(ctx context.Context, arg ListWrappedDataKeysParams) ([]ListWrappedDataKeysRow, error) {
-	rows, err := q.db.Query(ctx, listWrappedDataKeys,
-		arg.KekID,
-		arg.AfterSecretID,
-		arg.AfterVersion,
-		arg.MaxRows,
-	)
+// Up to page_limit data keys wrapped under another key-encryption key than kek_id,
+// locked until the transaction ends, for a master key rotation to re-wrap.
+func (q *Queries) LockDataKeysToRewrap(ctx context.Context, arg LockDataKeysToRewrapParams) ([]LockDataKeysToRewrapRow, error) {
+	rows, err := q.db.Query(ctx, lockDataKeysToRewrap, arg.KekID, arg.PageLimit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []ListWrappedDataKeysRow{}
+	items := []LockDataKeysToRewrapRow{}
 	for rows.Next() {
-		var i ListWrappedDataKeysRow
+		var i LockDataKeysToRewrapRow
 		if err := rows.Scan(
 			&i.SecretID,
 			&i.Version,
 			&i.Name,
+			&i.KekID,
 			&i.DataKeyNonce,
 			&i.WrappedDataKey,
 		); err != nil {

@@ -63,16 +63,24 @@ set destroyed_at = sqlc.arg('now')::timestamptz, destroyed_by = sqlc.arg('by')::
     kek_id = null, data_key_nonce = null, wrapped_data_key = null, value_nonce = null, ciphertext = null
 where secret_id = sqlc.arg('secret_id') and version = sqlc.arg('version') and destroyed_at is null;
 
--- name: ListWrappedDataKeys :many
--- The wrapped data keys under one key-encryption key, for a master key rotation to
--- re-wrap: at most max_rows, in a stable order, after the cursor.
-select v.secret_id, v.version, s.name, v.data_key_nonce, v.wrapped_data_key
+-- name: CountDataKeysByKEK :many
+-- How many data keys each key-encryption key wraps (destroyed versions have none).
+select kek_id::text as kek_id, count(*)::bigint as keys
+from secret_versions
+where kek_id is not null
+group by kek_id
+order by kek_id;
+
+-- name: LockDataKeysToRewrap :many
+-- Up to page_limit data keys wrapped under another key-encryption key than kek_id,
+-- locked until the transaction ends, for a master key rotation to re-wrap.
+select v.secret_id, v.version, s.name, v.kek_id::text as kek_id, v.data_key_nonce, v.wrapped_data_key
 from secret_versions v
 join secrets s on s.id = v.secret_id
-where v.kek_id = sqlc.arg('kek_id')::text
-  and (v.secret_id, v.version) > (sqlc.arg('after_secret_id')::text, sqlc.arg('after_version')::bigint)
+where v.kek_id <> sqlc.arg('kek_id')::text
 order by v.secret_id, v.version
-limit sqlc.arg('max_rows');
+limit sqlc.arg('page_limit')
+for update of v;
 
 -- name: RewrapDataKey :execrows
 -- Replaces a version's wrapped data key, if it is still wrapped under from_kek_id.

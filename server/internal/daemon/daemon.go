@@ -267,7 +267,7 @@ func (s *startup) startAccess() (err error) {
 func (s *startup) reportReplica() (err error) {
 	s.hostname, _ = os.Hostname()
 	s.masterKeys, err = masterkey.New(masterkey.Options{
-		Store: s.db.store, Keys: s.keys, Rewrappers: []masterkey.Rewrapper{identity.AuthorityKeys{}},
+		Store: s.db.store, Keys: s.keys, Rewrappers: []masterkey.Rewrapper{identity.AuthorityKeys{}, &vault.DataKeys{}},
 		ReplicaID: s.cfg.ReplicaID, Hostname: s.hostname, Version: s.version,
 		Notify: s.listener, Refresh: func(ctx context.Context) error { return s.authority.Refresh(ctx) }, Logger: s.log,
 	})

@@ -69,6 +69,26 @@ func (td *testDaemon) masterKeyStatus(t *testing.T, token string) *controlplanev
 	return res.Msg
 }
 
+// putSecret stores a new version of the secret name through td as token.
+func (td *testDaemon) putSecret(t *testing.T, token, name, value string) {
+	t.Helper()
+	req := connect.NewRequest(&controlplanev1.PutSecretRequest{Name: name, Value: []byte(value)})
+	if _, err := td.secretsClient(token).PutSecret(t.Context(), req); err != nil {
+		t.Fatalf("put secret %s: %v", name, err)
+	}
+}
+
+// revealSecret reveals version of the secret name through td as token.
+func (td *testDaemon) revealSecret(t *testing.T, token, name string, version int64) (string, error) {
+	t.Helper()
+	req := connect.NewRequest(&controlplanev1.RevealSecretRequest{Name: name, Version: version, Reason: "master key rotation test"})
+	res, err := td.secretsClient(token).RevealSecret(t.Context(), req)
+	if err != nil {
+		return "", err
+	}
+	return string(res.Msg.GetValue()), nil
+}
+
 // dataDirWithKeys returns a new data directory whose master.key holds content.
 func dataDirWithKeys(t *testing.T, content []byte) string {
 	t.Helper()
@@ -111,9 +131,10 @@ func wantFailedPrecondition(t *testing.T, what string, err error, want ...string
 
 // TestMasterKeyRotation rotates the master key of two replicas on one database: the
 // re-wrap is refused while a live replica lacks the new key; once both run with the new
-// keys it re-wraps the CA's key, the CA keeps its fingerprint and issues certificates,
-// and pairing PINs minted before and after verify on both. A replica left with only the
-// old key refuses what needs the CA, naming the key it lacks, and cannot start.
+// keys it re-wraps the CA's key and the secrets' data keys, the CA keeps its fingerprint
+// and issues certificates, every secret version reads, and pairing PINs minted before
+// and after verify on both. A replica left with only the old key refuses what needs the
+// CA or a re-wrapped secret, naming the key it lacks, and cannot start.
 func TestMasterKeyRotation(t *testing.T) {
 	t.Parallel()
 	a := startAccess(t)
@@ -135,6 +156,8 @@ func TestMasterKeyRotation(t *testing.T) {
 	// PINs minted under the old key, for each replica to verify after the rotation, and
 	// one for the replica left behind.
 	oldPINs := []string{a.newPIN(t, owner), a.newPIN(t, owner), a.newPIN(t, owner)}
+	// A secret sealed under the old key (version 1); version 2 comes after the rotation.
+	a.putSecret(t, owner, "openai", "sk-before-rotation")
 
 	// 1. A new primary in replica A's master.key; A restarts with both keys.
 	ring, err := identity.RotateMasterKeyFile(dirA, time.Now())
@@ -177,6 +200,7 @@ func TestMasterKeyRotation(t *testing.T) {
 	b.stop(t)
 	b2 := startDaemon(t, "--database-url", dbURL, "--data-dir", dirB)
 	newPINs := []string{a2.newPIN(t, owner), b2.newPIN(t, owner)}
+	b2.putSecret(t, owner, "openai", "sk-after-rotation")
 
 	_, err = a2.masterKeyClient(owner).RewrapKeys(t.Context(), connect.NewRequest(&controlplanev1.RewrapKeysRequest{}))
 	wantFailedPrecondition(t, "re-wrap while the replica behind is live", err, behind.cfg.ReplicaID)
@@ -196,12 +220,19 @@ func TestMasterKeyRotation(t *testing.T) {
 		rewrapped = res.Msg
 		return nil
 	})
-	if rw := rewrapped.GetRewrap(); rw.GetKekId() != newID || rw.GetRewrapped() != 1 || rw.GetFinishTime() == nil ||
-		len(rewrapped.GetRewrapped()) != 1 || rewrapped.GetRewrapped()[0].GetKind() != "ca" || rewrapped.GetRewrapped()[0].GetCount() != 1 {
-		t.Errorf("re-wrap: %v", rewrapped)
+	byKind := map[string]int64{}
+	for _, u := range rewrapped.GetRewrapped() {
+		byKind[u.GetKind()] = u.GetCount()
+	}
+	if rw := rewrapped.GetRewrap(); rw.GetKekId() != newID || rw.GetRewrapped() != 2 || rw.GetFinishTime() == nil ||
+		len(byKind) != 2 || byKind["ca"] != 1 || byKind["secret"] != 1 {
+		t.Errorf("re-wrap: %v, want the CA's key and the data key of version 1", rewrapped)
 	}
 	st := b2.masterKeyStatus(t, owner)
-	if len(st.GetUsage()) != 1 || st.GetUsage()[0].GetKekId() != newID || st.GetLastRewrap().GetId() != rewrapped.GetRewrap().GetId() {
+	if len(st.GetUsage()) != 2 || !slices.ContainsFunc(st.GetUsage(), func(u *controlplanev1.WrappedKeyUsage) bool {
+		return u.GetKind() == "secret" && u.GetKekId() == newID && u.GetCount() == 2
+	}) || slices.ContainsFunc(st.GetUsage(), func(u *controlplanev1.WrappedKeyUsage) bool { return u.GetKekId() != newID }) ||
+		st.GetLastRewrap().GetId() != rewrapped.GetRewrap().GetId() {
 		t.Errorf("status after the re-wrap: %v", st)
 	}
 	// Repeating it is harmless: nothing is left to re-wrap.
@@ -234,6 +265,8 @@ func TestMasterKeyRotation(t *testing.T) {
 		return nil
 	})
 	wantFailedPrecondition(t, "approval on the replica behind", behind.approve(t, owner, pending.GetRequestId()), newID)
+	_, err = behind.revealSecret(t, owner, "openai", 1)
+	wantFailedPrecondition(t, "a secret re-wrapped under the new key, on the replica behind", err, newID)
 
 	// 7. A replica with the old key only cannot start, and says which key it needs.
 	behind.stop(t)
@@ -261,5 +294,12 @@ func TestMasterKeyRotation(t *testing.T) {
 	}
 	if err := a3.approve(t, owner, started.GetRequestId()); err != nil {
 		t.Errorf("approve with the new key alone: %v", err)
+	}
+	// Every version of the secret, sealed before and after the rotation, reads with the
+	// new key alone.
+	for v, want := range map[int64]string{1: "sk-before-rotation", 2: "sk-after-rotation"} {
+		if got, err := a3.revealSecret(t, owner, "openai", v); err != nil || got != want {
+			t.Errorf("version %d with the new key alone: %q, %v", v, got, err)
+		}
 	}
 }

@@ -5,73 +5,67 @@ import (
 	"fmt"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
-	"github.com/palyra/palyra/server/internal/errdefs"
+		"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
-// rewrapBatch is how many data keys RewrapDataKeys re-wraps per transaction.
-const rewrapBatch = 100
+// DataKeys re-wraps the secrets' data keys when the master key rotates: a
+// masterkey.Rewrapper. Only the wrapping changes; the sealed values are not touched, so
+// a rotation costs one small write per version. Its zero value is ready to use.
+type DataKeys struct {
+	wrap wrappers
+}
 
-// RewrapDataKeys re-wraps every data key wrapped under the key-encryption key fromKEK
-// with the ring's primary, a batch per transaction, and returns how many it re-wrapped.
-// The sealed values are not touched: a master key rotation costs one small write per
-// version. fromKEK must be in the ring (FailedPrecondition otherwise); a version
-// destroyed or re-wrapped meanwhile by another replica is skipped. It is the one place
-// that lists and updates wrapped data keys by key-encryption key.
-func (v *Vault) RewrapDataKeys(ctx context.Context, fromKEK string) (int, error) {
-	from, ok := v.keys.Key(fromKEK)
-	if !ok {
-		return 0, errdefs.New(errdefs.FailedPrecondition, "the key-encryption key %s is not in this replica's keyring", fromKEK)
+// Kind names what DataKeys re-wraps: "secret".
+func (*DataKeys) Kind() string { return "secret" }
+
+// KeyUsage counts the data keys wrapped under each key-encryption key.
+func (*DataKeys) KeyUsage(ctx context.Context, db store.Queryer) (map[string]int64, error) {
+	rows, err := db.Q().CountDataKeysByKEK(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vault: count the data keys by key-encryption key: %w", err)
 	}
-	to := v.keys.Primary()
-	if to.ID() == fromKEK {
-		return 0, nil
+	out := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		out[r.KekID] = r.Keys
 	}
-	total := 0
-	after := dbsqlc.ListWrappedDataKeysParams{KekID: fromKEK, MaxRows: rewrapBatch}
-	for {
-		var n int
-		err := v.store.InTx(ctx, func(tx *store.Tx) error {
-			q := tx.Q()
-			rows, err := q.ListWrappedDataKeys(ctx, after)
-			if err != nil {
-				return err
-			}
-			for _, r := range rows {
-				row := rowID{secretID: r.SecretID, name: r.Name, version: r.Version}
-				dataKey, err := v.wrap.unwrap(from, row, r.DataKeyNonce, r.WrappedDataKey)
-				if err != nil {
-					return err
-				}
-				wrap, err := v.wrap.of(to)
-				if err != nil {
-					clear(dataKey)
-					return err
-				}
-				nonce := nonce(wrap)
-				wrapped := wrap.Seal(nil, nonce, dataKey, row.aad(partDataKey))
-				clear(dataKey)
-				changed, err := q.RewrapDataKey(ctx, dbsqlc.RewrapDataKeyParams{
-					SecretID: r.SecretID, Version: r.Version, FromKekID: fromKEK,
-					ToKekID: to.ID(), DataKeyNonce: nonce, WrappedDataKey: wrapped,
-				})
-				if err != nil {
-					return err
-				}
-				n += int(changed)
-				after.AfterSecretID, after.AfterVersion = r.SecretID, r.Version
-			}
-			if len(rows) < rewrapBatch {
-				after.MaxRows = 0 // done
-			}
-			return nil
-		})
+	return out, nil
+}
+
+// RewrapBatch re-wraps, in tx, up to limit data keys wrapped under a key other than the
+// primary of keys, under the primary, and returns how many it re-wrapped: fewer than
+// limit when none is left. A data key wrapped under a key-encryption key that keys
+// lacks fails it with FailedPrecondition naming that key; one that does not unwrap,
+// with DataLoss.
+func (d *DataKeys) RewrapBatch(ctx context.Context, tx *store.Tx, keys *identity.Keyring, limit int) (int, error) {
+	to := keys.Primary()
+	rows, err := tx.Q().LockDataKeysToRewrap(ctx, dbsqlc.LockDataKeysToRewrapParams{KekID: to.ID(), PageLimit: int32(limit)})
+	if err != nil {
+		return 0, fmt.Errorf("vault: list the data keys to re-wrap: %w", err)
+	}
+	wrap, err := d.wrap.of(to)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rows {
+		row := rowID{secretID: r.SecretID, name: r.Name, version: r.Version}
+		from, ok := keys.Key(r.KekID)
+		if !ok {
+			return 0, missingKEK(row, r.KekID)
+		}
+		dataKey, err := d.wrap.unwrap(from, row, r.DataKeyNonce, r.WrappedDataKey)
 		if err != nil {
-			return total, wrapErr(fmt.Sprintf("re-wrap the data keys under %s", fromKEK), err)
+			return 0, err
 		}
-		total += n
-		if after.MaxRows == 0 {
-			return total, nil
+		nonce := nonce(wrap)
+		wrapped := wrap.Seal(nil, nonce, dataKey, row.aad(partDataKey))
+		clear(dataKey)
+		if _, err := tx.Q().RewrapDataKey(ctx, dbsqlc.RewrapDataKeyParams{
+			SecretID: r.SecretID, Version: r.Version, FromKekID: r.KekID,
+			ToKekID: to.ID(), DataKeyNonce: nonce, WrappedDataKey: wrapped,
+		}); err != nil {
+			return 0, fmt.Errorf("vault: re-wrap version %d of secret %q: %w", r.Version, r.Name, err)
 		}
 	}
+	return len(rows), nil
 }

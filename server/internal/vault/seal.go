@@ -132,9 +132,7 @@ func nonce(a cipher.AEAD) []byte {
 func (w *wrappers) open(keys *identity.Keyring, row rowID, s sealed) ([]byte, error) {
 	kek, ok := keys.Key(s.kekID)
 	if !ok {
-		return nil, errdefs.New(errdefs.FailedPrecondition,
-			"version %d of secret %q is sealed under the key-encryption key %s, which this replica does not hold: "+
-				"start it with that master key too", row.version, row.name, s.kekID)
+		return nil, missingKEK(row, s.kekID)
 	}
 	dataKey, err := w.unwrap(kek, row, s.dataKeyNonce, s.wrappedDataKey)
 	if err != nil {
@@ -173,6 +171,14 @@ func (w *wrappers) unwrap(kek *identity.KeyEncryptionKey, row rowID, dataKeyNonc
 		return nil, corrupt(row, "data key", fmt.Errorf("a data key of %d bytes", len(dataKey)))
 	}
 	return dataKey, nil
+}
+
+// missingKEK is the FailedPrecondition error of a version of row wrapped under the
+// key-encryption key kekID, which the replica's ring lacks.
+func missingKEK(row rowID, kekID string) error {
+	return errdefs.New(errdefs.FailedPrecondition,
+		"version %d of secret %q is sealed under the key-encryption key %s, which this replica does not hold: "+
+			"start it with that master key too", row.version, row.name, kekID)
 }
 
 // corrupt is the DataLoss error of a part of row that does not decrypt.

@@ -65,11 +65,11 @@ func openStore(t *testing.T, url string) *store.Store {
 // newKEK returns the key-encryption key of a new master key.
 func newKEK(t *testing.T) *identity.KeyEncryptionKey {
 	t.Helper()
-	k, _, err := identity.LoadKeyEncryptionKey(t.TempDir(), identity.GenerateMasterKey())
+	ring, _, err := identity.LoadKeyring(t.TempDir(), identity.GenerateMasterKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k
+	return ring.Primary()
 }
 
 // sql runs statements on the test database as the server's superuser, to tamper with
@@ -440,7 +440,16 @@ func TestReplicaWithoutTheKey(t *testing.T) {
 		return c
 	}
 	before = readCiphertext()
-	n, err := both.RewrapDataKeys(ctx, b.kek.ID())
+	rewrap := func(keys *identity.Keyring) (n int, err error) {
+		err = b.store.InTx(ctx, func(tx *store.Tx) error {
+			n, err = new(vault.DataKeys).RewrapBatch(ctx, tx, keys, 100)
+			return err
+		})
+		return n, err
+	}
+	_, err = rewrap(identity.NewKeyring(newKEK))
+	wantKind(t, "a re-wrap by a replica without the old key", err, errdefs.FailedPrecondition, b.kek.ID())
+	n, err := rewrap(identity.NewKeyring(newKEK, b.kek))
 	if err != nil || n != 1 {
 		t.Fatalf("re-wrap: %d, %v", n, err)
 	}
@@ -450,7 +459,7 @@ func TestReplicaWithoutTheKey(t *testing.T) {
 	if r, err := onlyNew.Reveal(ctx, "old", 0, "test", "token:o"); err != nil || string(r.Value) != "sealed-under-the-old-key" {
 		t.Errorf("the new key alone after the re-wrap: %q, %v", r.Value, err)
 	}
-	if n, err := both.RewrapDataKeys(ctx, b.kek.ID()); err != nil || n != 0 {
+	if n, err := rewrap(identity.NewKeyring(newKEK, b.kek)); err != nil || n != 0 {
 		t.Errorf("a second re-wrap: %d, %v", n, err)
 	}
 }
