@@ -17,12 +17,12 @@ func TestRoles(t *testing.T) {
 	}{
 		Owner: {has: []Permission{ConfigWrite, SecretsRead, TokensManage, FlagsManage, NodesApprove}},
 		Admin: {
-			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite},
+			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, ConfigRead},
 			lacks: []Permission{ConfigWrite, SecretsRead},
 		},
 		Operator: {
-			has:   []Permission{StatusRead, NodesRead, ConfigRead, NodesDispatch, CompatModelsRead, CompatChatCreate},
-			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigWrite, SecretsRead, SecretsWrite},
+			has:   []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate},
+			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite},
 		},
 	}
 	for role, tc := range cases {
