@@ -45,6 +45,7 @@ type Services struct {
 	FeatureFlag accessv1connect.FeatureFlagServiceHandler
 	Audit       accessv1connect.AuditServiceHandler
 	Compat      compatv1connect.CompatServiceHandler
+	Config      controlplanev1connect.ConfigServiceHandler
 }
 
 // serviceNames are the fully qualified names of Palyra's services, for health and
@@ -61,6 +62,7 @@ var serviceNames = []string{
 	accessv1connect.FeatureFlagServiceName,
 	accessv1connect.AuditServiceName,
 	compatv1connect.CompatServiceName,
+	controlplanev1connect.ConfigServiceName,
 }
 
 // HandlerOptions configures NewHandler.
@@ -123,6 +125,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(accessv1connect.NewFeatureFlagServiceHandler(opts.Services.FeatureFlag, rpc...))
 	mux.Handle(accessv1connect.NewAuditServiceHandler(opts.Services.Audit, rpc...))
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))
+	mux.Handle(controlplanev1connect.NewConfigServiceHandler(opts.Services.Config, rpc...))
 
 	mux.Handle(grpchealth.NewHandler(opts.Health, common...))
 	reflector := grpcreflect.NewStaticReflector(append([]string{
