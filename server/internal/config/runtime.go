@@ -90,12 +90,16 @@ func find(key string) (setting, bool) {
 	return setting{}, false
 }
 
-// Suggest returns the known key closest to key, or "" when none is close (an edit
-// distance above a third of its length).
+// Suggest returns the known key closest to key, or "" when none is close: an edit
+// distance above a third of its length, unless key begins a known key.
 func Suggest(key string) string {
 	best, bestDist := "", len(key)/3+1
 	for _, s := range settings {
-		if d := editDistance(key, s.key); d < bestDist {
+		d := editDistance(key, s.key)
+		if len(key) >= 3 && strings.HasPrefix(s.key, key) {
+			d = min(d, 1)
+		}
+		if d < bestDist {
 			best, bestDist = s.key, d
 		}
 	}
