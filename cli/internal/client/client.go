@@ -73,6 +73,9 @@ type Client struct {
 	// Dispatch is the DispatchService client: running capabilities on nodes,
 	// following and cancelling the dispatches.
 	Dispatch controlplanev1connect.DispatchServiceClient
+	// Config is the ConfigService client: the configuration, its runtime settings and
+	// their revisions.
+	Config controlplanev1connect.ConfigServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -114,6 +117,7 @@ func New(opts Options) (*Client, error) {
 		Devices:  controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
 		Nodes:    controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
 		Dispatch: controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
+		Config:   controlplanev1connect.NewConfigServiceClient(hc, base, copts...),
 	}, nil
 }
 
