@@ -167,7 +167,7 @@ func (s *Service) commit(ctx context.Context, actor, reason string, expected *in
 			return err
 		}
 		if len(diffs) == 0 {
-			rev, err = s.revision(ctx, tx, head)
+			rev, _, err = s.revision(ctx, tx, head)
 			return err
 		}
 		rev = Revision{Revision: head + 1, Actor: actor, Reason: reason, RollbackOf: rollbackOf, ChangeCount: len(diffs)}
@@ -389,21 +389,21 @@ func show(v config.Value, secret bool) string {
 	return strconv.Quote(v.Text)
 }
 
-// revision reads revision n; the zero Revision for n = 0.
-func (s *Service) revision(ctx context.Context, q store.Queryer, n int64) (Revision, error) {
+// revision reads revision n and its changes; the zero Revision for n = 0.
+func (s *Service) revision(ctx context.Context, q store.Queryer, n int64) (Revision, []dbsqlc.ConfigChange, error) {
 	if n == 0 {
-		return Revision{}, nil
+		return Revision{}, nil, nil
 	}
 	r, err := q.Q().GetConfigRevision(ctx, n)
 	if err != nil {
-		return Revision{}, err
+		return Revision{}, nil, err
 	}
 	changes, err := q.Q().ListConfigChanges(ctx, dbsqlc.ListConfigChangesParams{FromRevision: n, ToRevision: n})
 	if err != nil {
-		return Revision{}, err
+		return Revision{}, nil, err
 	}
 	return Revision{Revision: r.Revision, CreatedAt: r.CreatedAt, Actor: r.Actor, Reason: r.Reason,
-		RollbackOf: r.RollbackOf.Int64, ChangeCount: len(changes)}, nil
+		RollbackOf: r.RollbackOf.Int64, ChangeCount: len(changes)}, changes, nil
 }
 
 // History lists revisions newest first, limit at a time; pageToken continues a list.
@@ -436,14 +436,10 @@ func (s *Service) History(ctx context.Context, pageToken string, limit int) ([]R
 // GetRevision returns revision n and what it changed (stored values; the effective
 // ones are not recorded).
 func (s *Service) GetRevision(ctx context.Context, n int64) (Revision, []Diff, error) {
-	rev, err := s.revision(ctx, s.opts.Store, n)
+	rev, changes, err := s.revision(ctx, s.opts.Store, n)
 	if errors.Is(err, store.ErrNotFound) {
 		return Revision{}, nil, errdefs.New(errdefs.NotFound, "there is no configuration revision %d", n)
 	}
-	if err != nil {
-		return Revision{}, nil, fmt.Errorf("liveconfig: revision %d: %w", n, err)
-	}
-	changes, err := s.opts.Store.Q().ListConfigChanges(ctx, dbsqlc.ListConfigChangesParams{FromRevision: n, ToRevision: n})
 	if err != nil {
 		return Revision{}, nil, fmt.Errorf("liveconfig: revision %d: %w", n, err)
 	}

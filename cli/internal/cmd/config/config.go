@@ -175,6 +175,21 @@ func currentRevision(cmd *cobra.Command, c *client.Client) (int64, error) {
 
 // update makes change and prints the revision and what it changed.
 func (f *changeFlags) update(cmd *cobra.Command, d *deps.Deps, change *controlplanev1.ConfigChangeSpec) error {
+	return f.run(cmd, d, func(c *client.Client, expected int64) (proto.Message, *controlplanev1.ConfigRevision, []*controlplanev1.ConfigChange, error) {
+		res, err := c.Config.UpdateConfig(cmd.Context(), connect.NewRequest(&controlplanev1.UpdateConfigRequest{
+			Change: change, ExpectedRevision: &expected, Reason: f.reason,
+		}))
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return res.Msg, res.Msg.GetRevision(), res.Msg.GetChanges(), nil
+	})
+}
+
+// run makes a change with call, given the revision it expects, and prints the revision
+// made and what changed.
+func (f *changeFlags) run(cmd *cobra.Command, d *deps.Deps,
+	call func(c *client.Client, expected int64) (proto.Message, *controlplanev1.ConfigRevision, []*controlplanev1.ConfigChange, error)) error {
 	c, err := d.Client()
 	if err != nil {
 		return err
@@ -183,13 +198,11 @@ func (f *changeFlags) update(cmd *cobra.Command, d *deps.Deps, change *controlpl
 	if err != nil {
 		return err
 	}
-	res, err := c.Config.UpdateConfig(cmd.Context(), connect.NewRequest(&controlplanev1.UpdateConfigRequest{
-		Change: change, ExpectedRevision: &expected, Reason: f.reason,
-	}))
+	msg, rev, changes, err := call(c, expected)
 	if err != nil {
 		return err
 	}
-	return printChanges(d, res.Msg, res.Msg.GetRevision(), expected, res.Msg.GetChanges())
+	return printChanges(d, msg, rev, expected, changes)
 }
 
 // printChanges prints the result of a change: the revision made and a table of what
@@ -618,21 +631,15 @@ func newRollbackCommand(d *deps.Deps) *cobra.Command {
 			if err := f.check(cmd); err != nil {
 				return err
 			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			expected, err := f.expectedRevision(cmd, c)
-			if err != nil {
-				return err
-			}
-			res, err := c.Config.RollbackConfig(cmd.Context(), connect.NewRequest(&controlplanev1.RollbackConfigRequest{
-				Revision: rev, ExpectedRevision: &expected, Reason: f.reason,
-			}))
-			if err != nil {
-				return err
-			}
-			return printChanges(d, res.Msg, res.Msg.GetRevision(), expected, res.Msg.GetChanges())
+			return f.run(cmd, d, func(c *client.Client, expected int64) (proto.Message, *controlplanev1.ConfigRevision, []*controlplanev1.ConfigChange, error) {
+				res, err := c.Config.RollbackConfig(cmd.Context(), connect.NewRequest(&controlplanev1.RollbackConfigRequest{
+					Revision: rev, ExpectedRevision: &expected, Reason: f.reason,
+				}))
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				return res.Msg, res.Msg.GetRevision(), res.Msg.GetChanges(), nil
+			})
 		},
 	}
 	f.bind(c)

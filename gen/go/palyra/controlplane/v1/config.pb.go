@@ -243,7 +243,8 @@ type Setting struct {
 	Secret bool `protobuf:"varint,7,opt,name=secret,proto3" json:"secret,omitempty"`
 	// is_set is true when a secret setting has a value (from its source).
 	IsSet bool `protobuf:"varint,8,opt,name=is_set,json=isSet,proto3" json:"is_set,omitempty"`
-	// flag, env and where to change a bootstrap setting.
+	// change_hint says how to change the setting: for a bootstrap setting its flag,
+	// environment variable and file key; for a runtime one the palyra command.
 	ChangeHint string `protobuf:"bytes,9,opt,name=change_hint,json=changeHint,proto3" json:"change_hint,omitempty"`
 	// revision is the revision that stored the value; 0 unless source is DATABASE.
 	Revision      int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`

@@ -139,7 +139,8 @@ export type Setting = Message<"palyra.controlplane.v1.Setting"> & {
   isSet: boolean;
 
   /**
-   * flag, env and where to change a bootstrap setting.
+   * change_hint says how to change the setting: for a bootstrap setting its flag,
+   * environment variable and file key; for a runtime one the palyra command.
    *
    * @generated from field: string change_hint = 9;
    */
