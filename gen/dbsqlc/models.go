@@ -6,6 +6,8 @@ package dbsqlc
 
 import (
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type ApiToken struct {
@@ -73,6 +75,28 @@ type CertificateAuthority struct {
 	NotBefore      time.Time
 	NotAfter       time.Time
 	CreatedAt      time.Time
+}
+
+type ConfigChange struct {
+	Revision int64
+	Key      string
+	Op       string
+	OldValue []byte
+	NewValue []byte
+}
+
+type ConfigRevision struct {
+	Revision   int64
+	CreatedAt  time.Time
+	Actor      string
+	Reason     string
+	RollbackOf pgtype.Int8
+}
+
+type ConfigValue struct {
+	Key      string
+	Value    []byte
+	Revision int64
 }
 
 type Device struct {

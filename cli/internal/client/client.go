@@ -77,6 +77,9 @@ type Client struct {
 	Secrets controlplanev1connect.SecretServiceClient
 	// MasterKey is the MasterKeyService client: master key rotation.
 	MasterKey controlplanev1connect.MasterKeyServiceClient
+	// Config is the ConfigService client: the configuration, its runtime settings and
+	// their revisions.
+	Config controlplanev1connect.ConfigServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -108,19 +111,19 @@ func New(opts Options) (*Client, error) {
 		bearerInterceptor{token: opts.Token},
 	)}
 	return &Client{
-		URL:      base,
-		Status:   controlplanev1connect.NewStatusServiceClient(hc, base, copts...),
-		Node:     nodev1connect.NewNodeServiceClient(hc, base, copts...),
-		Access:   accessv1connect.NewAccessServiceClient(hc, base, copts...),
-		Flags:    accessv1connect.NewFeatureFlagServiceClient(hc, base, copts...),
-		Audit:    accessv1connect.NewAuditServiceClient(hc, base, copts...),
-		Pairing:  controlplanev1connect.NewPairingServiceClient(hc, base, copts...),
-		Devices:  controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
-		Nodes:    controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
-		Dispatch: controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
-		Secrets:  controlplanev1connect.NewSecretServiceClient(hc, base, copts...),
-
+		URL:       base,
+		Status:    controlplanev1connect.NewStatusServiceClient(hc, base, copts...),
+		Node:      nodev1connect.NewNodeServiceClient(hc, base, copts...),
+		Access:    accessv1connect.NewAccessServiceClient(hc, base, copts...),
+		Flags:     accessv1connect.NewFeatureFlagServiceClient(hc, base, copts...),
+		Audit:     accessv1connect.NewAuditServiceClient(hc, base, copts...),
+		Pairing:   controlplanev1connect.NewPairingServiceClient(hc, base, copts...),
+		Devices:   controlplanev1connect.NewDeviceServiceClient(hc, base, copts...),
+		Nodes:     controlplanev1connect.NewNodeInventoryServiceClient(hc, base, copts...),
+		Dispatch:  controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
+		Secrets:   controlplanev1connect.NewSecretServiceClient(hc, base, copts...),
 		MasterKey: controlplanev1connect.NewMasterKeyServiceClient(hc, base, copts...),
+		Config:    controlplanev1connect.NewConfigServiceClient(hc, base, copts...),
 	}, nil
 }
 

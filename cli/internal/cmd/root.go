@@ -11,6 +11,7 @@ import (
 
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
+	"github.com/palyra/palyra/cli/internal/cmd/config"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/cmd/dispatches"
 	"github.com/palyra/palyra/cli/internal/cmd/flags"
@@ -90,6 +91,7 @@ manages.`,
 	root.AddCommand(
 		auth.NewCommand(d),
 		audit.NewCommand(d),
+		config.NewCommand(d),
 		dispatches.NewCommand(d),
 		flags.NewCommand(d),
 		masterkey.NewCommand(d),

@@ -17,12 +17,12 @@ func TestRoles(t *testing.T) {
 	}{
 		Owner: {has: []Permission{ConfigWrite, SecretsRead, TokensManage, FlagsManage, NodesApprove}},
 		Admin: {
-			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, SecretsList},
-			lacks: []Permission{ConfigWrite, SecretsRead},
+			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, SecretsList, ConfigRead},
+			lacks: []Permission{ConfigWrite, SecretsRead, MasterKeyRotate},
 		},
 		Operator: {
-			has:   []Permission{StatusRead, NodesRead, ConfigRead, NodesDispatch, CompatModelsRead, CompatChatCreate},
-			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList},
+			has:   []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate},
+			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList, MasterKeyRotate},
 		},
 	}
 	for role, tc := range cases {

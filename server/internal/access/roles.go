@@ -17,7 +17,8 @@ const (
 	// Admin holds every permission but the owner-only ones.
 	Admin Role = "admin"
 	// Operator reads, dispatches and uses the OpenAI-compatible API. It cannot manage
-	// tokens, pair, approve or revoke nodes, change flags or read the audit log.
+	// tokens, pair, approve or revoke nodes, change flags, read the configuration or
+	// read the audit log.
 	Operator Role = "operator"
 )
 
@@ -27,7 +28,7 @@ const (
 var ownerOnly = []Permission{ConfigWrite, SecretsRead, MasterKeyRotate}
 
 // operatorPermissions are the operator's permissions.
-var operatorPermissions = []Permission{StatusRead, NodesRead, ConfigRead, NodesDispatch, CompatModelsRead, CompatChatCreate}
+var operatorPermissions = []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate}
 
 // roleDescriptions say what each role is for, in the order of ListRoles.
 var roleDescriptions = []struct {
@@ -36,7 +37,7 @@ var roleDescriptions = []struct {
 }{
 	{Owner, "Everything, including the daemon's configuration and secrets in clear."},
 	{Admin, "Everything but the owner-only permissions (config.write, secrets.read, masterkey.rotate)."},
-	{Operator, "Read, dispatch to nodes and use the OpenAI-compatible API; no token management, approval, revocation, flags or audit."},
+	{Operator, "Read, dispatch to nodes and use the OpenAI-compatible API; no token management, approval, revocation, flags, configuration or audit."},
 }
 
 // ParseRole parses a role name.

@@ -88,6 +88,9 @@ type TokensOptions struct {
 	// Notify delivers TokensChannel, which it must listen on. Tokens are cached for
 	// authentication only while Run runs.
 	Notify *notify.Listener
+	// DefaultRateLimit returns the rate limit of tokens created without one, read at
+	// each creation (it may change while the daemon runs); nil means DefaultRateLimit.
+	DefaultRateLimit func() int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil discards.
@@ -106,6 +109,8 @@ type Tokens struct {
 	log       *slog.Logger
 	cache     *verifiedCache
 	leases    *leases
+	// defaultRateLimit returns the rate limit of tokens created without one.
+	defaultRateLimit func() int
 }
 
 // NewTokens returns the token manager. The daemon starts Run to turn the
@@ -124,9 +129,13 @@ func NewTokens(opts TokensOptions) (*Tokens, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	rate := opts.DefaultRateLimit
+	if rate == nil {
+		rate = func() int { return DefaultRateLimit }
+	}
 	return &Tokens{
 		db: opts.Store, sub: sub, ready: opts.Notify.Ready(), listening: opts.Notify.Listening, now: opts.Now, log: opts.Logger,
-		cache: newVerifiedCache(), leases: newLeases(),
+		cache: newVerifiedCache(), leases: newLeases(), defaultRateLimit: rate,
 	}, nil
 }
 
@@ -151,7 +160,7 @@ func (ts *Tokens) Create(ctx context.Context, creator *Principal, p CreateParams
 		return nil, "", &ExceedsError{Missing: missing}
 	}
 	if p.RateLimit == 0 {
-		p.RateLimit = min(DefaultRateLimit, creator.RateLimit)
+		p.RateLimit = min(ts.defaultRateLimit(), creator.RateLimit)
 	}
 	if err := checkBounds(creator, p.ExpiresAt, p.RateLimit, "", ""); err != nil {
 		return nil, "", err

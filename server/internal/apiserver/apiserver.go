@@ -47,6 +47,7 @@ type Services struct {
 	Compat      compatv1connect.CompatServiceHandler
 	Secret      controlplanev1connect.SecretServiceHandler
 	MasterKey   controlplanev1connect.MasterKeyServiceHandler
+	Config      controlplanev1connect.ConfigServiceHandler
 }
 
 // serviceNames are the fully qualified names of Palyra's services, for health and
@@ -65,6 +66,7 @@ var serviceNames = []string{
 	compatv1connect.CompatServiceName,
 	controlplanev1connect.SecretServiceName,
 	controlplanev1connect.MasterKeyServiceName,
+	controlplanev1connect.ConfigServiceName,
 }
 
 // HandlerOptions configures NewHandler.
@@ -129,6 +131,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(compatv1connect.NewCompatServiceHandler(opts.Services.Compat, rpc...))
 	mux.Handle(controlplanev1connect.NewSecretServiceHandler(opts.Services.Secret, rpc...))
 	mux.Handle(controlplanev1connect.NewMasterKeyServiceHandler(opts.Services.MasterKey, rpc...))
+	mux.Handle(controlplanev1connect.NewConfigServiceHandler(opts.Services.Config, rpc...))
 
 	mux.Handle(grpchealth.NewHandler(opts.Health, common...))
 	reflector := grpcreflect.NewStaticReflector(append([]string{

@@ -16,7 +16,8 @@ import (
 // connectError is the one translation of the daemon's errors into Connect errors. Errors
 // that already are Connect errors (protovalidate's, the interceptors') pass unchanged; a
 // domain error (errdefs.Kinded) becomes its kind's code with its own message, its fields
-// as one BadRequest detail and its retry delay as Retry-After; sentinels of the store
+// as one BadRequest detail, its reason and metadata as one ErrorInfo detail and its
+// retry delay as Retry-After; sentinels of the store
 // become their codes with a message safe to show any caller; anything else is an
 // internal error, logged in full and answered without detail.
 func connectError(log *slog.Logger, procedure string, err error) error {
@@ -44,6 +45,9 @@ func connectError(log *slog.Logger, procedure string, err error) error {
 	log.Error("internal error", attrs...)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error; the daemon's log has the details"))
 }
+
+// ErrorDomain is the domain of the ErrorInfo details of palyrad's errors.
+const ErrorDomain = "palyra"
 
 // kindCodes maps each kind of domain error to its Connect code.
 var kindCodes = [...]connect.Code{
@@ -77,6 +81,11 @@ func fromKinded(k errdefs.Kinded) *connect.Error {
 			bad.FieldViolations[i] = &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description}
 		}
 		if d, err := connect.NewErrorDetail(bad); err == nil {
+			ce.AddDetail(d)
+		}
+	}
+	if e.Reason != "" {
+		if d, err := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: e.Reason, Domain: ErrorDomain, Metadata: e.Metadata}); err == nil {
 			ce.AddDetail(d)
 		}
 	}

@@ -108,6 +108,22 @@ func TestConnectErrorFields(t *testing.T) {
 	}
 }
 
+// TestConnectErrorInfo checks that a reason and its metadata become one ErrorInfo detail.
+func TestConnectErrorInfo(t *testing.T) {
+	log, _ := capture()
+	ce := asConnect(t, connectError(log, "/p.S/M", fmt.Errorf("op: %w", &errdefs.Error{
+		Kind: errdefs.Aborted, Message: "stale", Reason: "STALE_REVISION", Metadata: map[string]string{"current_revision": "7"},
+	})))
+	if ce.Code() != connect.CodeAborted || ce.Message() != "stale" || len(ce.Details()) != 1 {
+		t.Fatalf("got %v %q with %d details", ce.Code(), ce.Message(), len(ce.Details()))
+	}
+	v, err := ce.Details()[0].Value()
+	info, ok := v.(*errdetails.ErrorInfo)
+	if err != nil || !ok || info.GetReason() != "STALE_REVISION" || info.GetDomain() != ErrorDomain || info.GetMetadata()["current_revision"] != "7" {
+		t.Errorf("detail %v (%v)", v, err)
+	}
+}
+
 // TestConnectErrorRetryAfter checks that a retry delay becomes Retry-After in whole
 // seconds, rounded up.
 func TestConnectErrorRetryAfter(t *testing.T) {

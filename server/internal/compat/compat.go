@@ -24,15 +24,17 @@ var errOff = errdefs.New(errdefs.FailedPrecondition, "the OpenAI-compatible API 
 // Handler serves CompatService. Every call is refused with FailedPrecondition while the
 // compat_api feature flag is off.
 type Handler struct {
-	models []string
+	models func() []string
 	flags  Flags
 }
 
 var _ compatv1connect.CompatServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the CompatService handler for the configured model ids.
-func NewHandler(models []string, f Flags) *Handler {
-	return &Handler{models: append([]string(nil), models...), flags: f}
+// NewHandler returns the CompatService handler; models returns the configured model
+// ids, read at every list (they may change while the daemon runs), and must not be
+// modified by the caller.
+func NewHandler(models func() []string, f Flags) *Handler {
+	return &Handler{models: models, flags: f}
 }
 
 // enabled refuses calls while the API is off.
@@ -52,8 +54,9 @@ func (h *Handler) ListModels(ctx context.Context, _ *connect.Request[compatv1.Li
 	if err := h.enabled(ctx); err != nil {
 		return nil, err
 	}
-	res := &compatv1.ListModelsResponse{Models: make([]*compatv1.Model, len(h.models))}
-	for i, id := range h.models {
+	models := h.models()
+	res := &compatv1.ListModelsResponse{Models: make([]*compatv1.Model, len(models))}
+	for i, id := range models {
 		res.Models[i] = &compatv1.Model{Id: id, OwnedBy: "palyra"}
 	}
 	return connect.NewResponse(res), nil

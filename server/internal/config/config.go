@@ -39,6 +39,8 @@ type Config struct {
 	Pairing Pairing
 	// Nodes configures the node runtime.
 	Nodes Nodes
+	// Tokens configures API tokens.
+	Tokens Tokens
 	// Debug configures diagnostics that are off by default.
 	Debug Debug
 	// PublicURL is the URL nodes reach the daemon at, put in QR pairing URIs; empty means
@@ -52,6 +54,9 @@ type Config struct {
 	MasterKey string
 	// File is the configuration file that was read, if any.
 	File string
+	// sources says where each setting's value came from; a setting missing from it
+	// has its default.
+	sources map[string]Source
 }
 
 // Database configures PostgreSQL.
@@ -94,6 +99,12 @@ type Nodes struct {
 	HeartbeatInterval time.Duration
 }
 
+// Tokens configures API tokens.
+type Tokens struct {
+	// DefaultRateLimit is the calls a minute of a token created without a limit.
+	DefaultRateLimit int
+}
+
 // Debug configures diagnostics that are off by default.
 type Debug struct {
 	// PprofListen is a loopback host:port serving net/http/pprof on a listener of its
@@ -131,6 +142,10 @@ type Server struct {
 type Log struct {
 	// Level is the minimum level logged.
 	Level slog.Level
+	// LevelVar, when not nil, is the level the daemon's logger follows (Load makes one
+	// holding Level); the live configuration sets it when log.level changes. Copies of
+	// the Config share it.
+	LevelVar *slog.LevelVar
 	// Format is "text" or "json".
 	Format string
 }

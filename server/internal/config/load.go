@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -83,6 +84,7 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 	for _, s := range settings {
 		if v := getenv(s.envName()); v != "" {
 			src := "environment variable " + s.envName()
+			c.setSource(s.key, SourceEnvironment)
 			if s.setList != nil {
 				if err := s.setList(&c, splitList(v)); err != nil {
 					return nil, settingError(s, src, err)
@@ -99,6 +101,7 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 			continue
 		}
 		src := "flag --" + s.flagName()
+		c.setSource(s.key, SourceFlag)
 		var err error
 		switch v := fs.Lookup(s.flagName()).Value.(type) {
 		case *listFlag:
@@ -119,6 +122,8 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 		return nil, fmt.Errorf("config: data_dir: %w", err)
 	}
 	c.DataDir = abs
+	c.Log.LevelVar = new(slog.LevelVar)
+	c.Log.LevelVar.Set(c.Log.Level)
 	return &c, nil
 }
 
@@ -186,6 +191,7 @@ func (c *Config) applyTable(path, prefix string, table map[string]any, byKey map
 		if err := c.applyValue(s, v); err != nil {
 			return settingError(s, src, err)
 		}
+		c.setSource(s.key, SourceFile)
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 
 // TestREADMEDocumentsEverySetting keeps the configuration table of README.md in step
 // with the settings table: every setting's file key, flag and environment variable must
-// appear in one row.
+// appear in one row, marked *(runtime)* exactly when the setting is a runtime one.
 func TestREADMEDocumentsEverySetting(t *testing.T) {
 	t.Parallel()
 	readme, err := os.ReadFile("../../../README.md")
@@ -28,6 +28,9 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 			hasFlag := strings.Contains(row, "`--"+s.flagName()+"`") || s.secret
 			if hasKey && hasFlag && strings.Contains(row, "`"+s.envName()+"`") {
 				found = true
+				if marked := strings.Contains(row, "*(runtime)*"); marked != s.runtime {
+					t.Errorf("README.md's row of %s says runtime %v, the settings table %v", s.key, marked, s.runtime)
+				}
 			}
 		}
 		if !found {

@@ -31,6 +31,10 @@ type setting struct {
 	// secret settings have no flag (command lines are visible to every user of the
 	// machine) and their values are never shown.
 	secret bool
+	// runtime settings can also be changed live through ConfigService: a value stored
+	// in the database overrides the flag, environment, file and default one, on every
+	// replica (package liveconfig). The others are bootstrap settings, read at start.
+	runtime bool
 }
 
 func (s setting) flagName() string {
@@ -96,7 +100,12 @@ var settings = []setting{
 			c.Database.URL = v
 			return nil
 		},
-		show: func(c *Config) string { return "" },
+		show: func(c *Config) string {
+			if c.Database.Embedded() {
+				return ""
+			}
+			return describeDatabase(c.Database.URL)
+		},
 	},
 	{
 		key:   "database.max_conns",
@@ -174,9 +183,10 @@ var settings = []setting{
 		show: func(c *Config) string { return strconv.FormatBool(c.RequireMTLS) },
 	},
 	{
-		key:   "pairing.pin_digits",
-		kind:  "count",
-		usage: "length of PIN pairing codes unless a code asks for another (6-12)",
+		key:     "pairing.pin_digits",
+		runtime: true,
+		kind:    "count",
+		usage:   "length of PIN pairing codes unless a code asks for another (6-12)",
 		set: func(c *Config, v string) (err error) {
 			c.Pairing.PINDigits, err = parseInt(v, 6, 12)
 			return err
@@ -184,9 +194,10 @@ var settings = []setting{
 		show: func(c *Config) string { return strconv.Itoa(c.Pairing.PINDigits) },
 	},
 	{
-		key:   "pairing.request_ttl",
-		kind:  "duration",
-		usage: "how long a pairing request waits for an approval before it expires (1m-24h)",
+		key:     "pairing.request_ttl",
+		runtime: true,
+		kind:    "duration",
+		usage:   "how long a pairing request waits for an approval before it expires (1m-24h)",
 		set: func(c *Config, v string) (err error) {
 			c.Pairing.RequestTTL, err = parseDuration(v, time.Minute, 24*time.Hour)
 			return err
@@ -194,14 +205,26 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Pairing.RequestTTL.String() },
 	},
 	{
-		key:   "nodes.heartbeat_interval",
-		kind:  "duration",
-		usage: "how often attached nodes send a heartbeat; 3 missed make a node stale, 10 offline (1s-5m)",
+		key:     "nodes.heartbeat_interval",
+		runtime: true,
+		kind:    "duration",
+		usage:   "how often attached nodes send a heartbeat; 3 missed make a node stale, 10 offline (1s-5m)",
 		set: func(c *Config, v string) (err error) {
 			c.Nodes.HeartbeatInterval, err = parseDuration(v, time.Second, 5*time.Minute)
 			return err
 		},
 		show: func(c *Config) string { return c.Nodes.HeartbeatInterval.String() },
+	},
+	{
+		key:     "tokens.default_rate_limit",
+		kind:    "count",
+		runtime: true,
+		usage:   "calls a minute of an API token created without a rate limit, or its creator's own when lower (1-100000)",
+		set: func(c *Config, v string) (err error) {
+			c.Tokens.DefaultRateLimit, err = parseInt(v, 1, 100000)
+			return err
+		},
+		show: func(c *Config) string { return strconv.Itoa(c.Tokens.DefaultRateLimit) },
 	},
 	{
 		key:   "debug.pprof_listen",
@@ -313,9 +336,10 @@ var settings = []setting{
 		show: func(c *Config) string { return strconv.Itoa(c.Server.MaxCallsPerAddress) },
 	},
 	{
-		key:   "log.level",
-		kind:  "level",
-		usage: "minimum log level: debug, info, warn or error",
+		key:     "log.level",
+		runtime: true,
+		kind:    "level",
+		usage:   "minimum log level: debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			if err := c.Log.Level.UnmarshalText([]byte(v)); err != nil {
 				return fmt.Errorf("must be debug, info, warn or error, got %q", v)
@@ -338,10 +362,11 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Log.Format },
 	},
 	{
-		key:   "compat.models",
-		kind:  "model",
-		flag:  "compat-model",
-		usage: "model id listed by the OpenAI-compatible GET /v1/models (repeatable)",
+		key:     "compat.models",
+		runtime: true,
+		kind:    "model",
+		flag:    "compat-model",
+		usage:   "model id listed by the OpenAI-compatible GET /v1/models (repeatable)",
 		setList: func(c *Config, v []string) error {
 			seen := map[string]bool{}
 			for _, m := range v {
@@ -397,6 +422,7 @@ func defaults(getenv func(string) string) Config {
 		TLS:         TLS{ServerCertLifetime: 24 * time.Hour, DeviceCertLifetime: 24 * time.Hour},
 		Pairing:     Pairing{PINDigits: 8, RequestTTL: 15 * time.Minute},
 		Nodes:       Nodes{HeartbeatInterval: 15 * time.Second},
+		Tokens:      Tokens{DefaultRateLimit: 120},
 		RequireMTLS: true,
 		Server: Server{
 			ReadHeaderTimeout:    10 * time.Second,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/daemon"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -58,6 +60,14 @@ func (b *accessBundle) startReplica(t *testing.T) *testDaemon {
 // startReplicaLogging is startReplica with the replica's log going to w.
 func (b *accessBundle) startReplicaLogging(t *testing.T, w io.Writer) *testDaemon {
 	t.Helper()
+	return b.startReplicaWithLogger(t, func(*config.Config) *slog.Logger {
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+}
+
+// startReplicaWithLogger is startReplica with the logger newLog makes.
+func (b *accessBundle) startReplicaWithLogger(t *testing.T, newLog func(*config.Config) *slog.Logger) *testDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	key, err := os.ReadFile(filepath.Join(b.cfg.DataDir, identity.MasterKeyFile))
 	if err != nil {
@@ -66,7 +76,7 @@ func (b *accessBundle) startReplicaLogging(t *testing.T, w io.Writer) *testDaemo
 	if err := os.WriteFile(filepath.Join(dir, identity.MasterKeyFile), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startDaemonLogging(t, w, "--database-url", b.dbURL, "--data-dir", dir)
+	return startDaemonWithLogger(t, newLog, "--database-url", b.dbURL, "--data-dir", dir)
 }
 
 // accessClient is an AccessService client authenticated with token ("" for none).

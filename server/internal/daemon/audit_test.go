@@ -665,6 +665,34 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		}
 		return err
 	}, func() string { return "master_key:" + primary })
+	configs := controlplanev1connect.NewConfigServiceClient(b.h2, b.baseURL)
+	check(controlplanev1connect.ConfigServiceUpdateConfigProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.UpdateConfigRequest{
+			Change: &controlplanev1.ConfigChangeSpec{Set: []*controlplanev1.ConfigSet{{
+				Key: "nodes.heartbeat_interval", Value: &controlplanev1.ConfigValue{Kind: &controlplanev1.ConfigValue_Text{Text: "20s"}},
+			}}},
+			ExpectedRevision: new(int64),
+		})
+		withID(req.Header(), rid)
+		_, err := configs.UpdateConfig(ctx, req)
+		return err
+	}, func() string { return `config:revision 1: nodes.heartbeat_interval "15s" -> "20s"` })
+	check(controlplanev1connect.ConfigServiceRollbackConfigProcedure, func(rid string) error {
+		one := int64(1)
+		req := connect.NewRequest(&controlplanev1.RollbackConfigRequest{Revision: 1, ExpectedRevision: &one})
+		withID(req.Header(), rid)
+		// Revision 1's state is the current one: a rollback to it changes nothing, so
+		// change something first, outside the check.
+		if _, err := configs.UpdateConfig(ctx, connect.NewRequest(&controlplanev1.UpdateConfigRequest{
+			Change: &controlplanev1.ConfigChangeSpec{Unset: []string{"nodes.heartbeat_interval"}}, ExpectedRevision: &one,
+		})); err != nil {
+			return err
+		}
+		two := int64(2)
+		req.Msg.ExpectedRevision = &two
+		_, err := configs.RollbackConfig(ctx, req)
+		return err
+	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
 
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {

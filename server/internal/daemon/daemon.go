@@ -33,6 +33,7 @@ import (
 	"github.com/palyra/palyra/server/internal/embeddedpg"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/liveconfig"
 	"github.com/palyra/palyra/server/internal/masterkey"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pairing"
@@ -42,9 +43,14 @@ import (
 	"github.com/palyra/palyra/server/internal/vault"
 )
 
-// NewLogger returns the daemon's logger for the configured level and format.
+// NewLogger returns the daemon's logger for the configured level and format. It follows
+// c.LevelVar when there is one, which the live configuration sets (log.level).
 func NewLogger(c config.Log, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.Level}
+	var level slog.Leveler = c.Level
+	if c.LevelVar != nil {
+		level = c.LevelVar
+	}
+	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -92,6 +98,7 @@ type startup struct {
 	auditLog    *audit.Log
 	flags       *flags.Registry
 	listener    *notify.Listener
+	live        *liveconfig.Service
 	revocations *revocation.List
 	tokens      *access.Tokens
 	sessions    *access.Sessions
@@ -120,7 +127,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.openDatabase,       // database (embedded or not), migrations
 		s.bootstrapAccess,    // audit log, the first owner
 		s.startBackground,    // the context and group of the background work
-		s.startNotifications, // feature flags, notification listener, revocation list
+		s.startNotifications, // feature flags, notification listener, revocation list, live configuration
 		s.startAccess,        // tokens, sessions, the authorization interceptor
 		s.reportReplica,      // this replica and its master keys in the replicas table
 		s.loadCA,             // the CA, ca.pem, the server certificate
@@ -205,8 +212,9 @@ func (s *startup) startBackground() error {
 }
 
 // startNotifications loads the feature flags, starts the notification listener and
-// loads the revocation list. Nothing is served before the list is loaded, and it is
-// loaded after the listener listens, so that no revocation falls between the two.
+// loads the revocation list and the runtime settings stored in the database. Nothing is
+// served before they are loaded, and they are loaded after the listener listens, so
+// that no change falls between the two.
 func (s *startup) startNotifications() (err error) {
 	if s.flags, err = flags.New(flags.Options{Store: s.db.store, Definitions: flags.Builtin()}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -215,7 +223,7 @@ func (s *startup) startNotifications() (err error) {
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
 			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
-			masterkey.Channel},
+			masterkey.Channel, liveconfig.Channel},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -234,6 +242,14 @@ func (s *startup) startNotifications() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.revocations.Run(s.bgCtx) })
+	s.live, err = liveconfig.New(s.ctx, liveconfig.Options{Store: s.db.store, Notify: s.listener, Base: s.cfg, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.bg.Go(func() { s.live.Run(s.bgCtx) })
+	if rev := s.live.Current().Revision; rev > 0 {
+		s.log.Info("runtime settings loaded from the database", "revision", rev)
+	}
 	if !s.cfg.RequireMTLS {
 		s.log.Warn("require_mtls is off: node RPCs accept a device that merely names itself in the X-Palyra-Device-Id header. " +
 			"This is for development only; never run it so where a network can reach it.")
@@ -245,7 +261,11 @@ func (s *startup) startNotifications() (err error) {
 // sessions and the authorization interceptor.
 func (s *startup) startAccess() (err error) {
 	s.bg.Go(func() { s.auditLog.Run(s.bgCtx) })
-	s.tokens, err = access.NewTokens(access.TokensOptions{Store: s.db.store, Notify: s.listener, Logger: s.log})
+	live := s.live
+	s.tokens, err = access.NewTokens(access.TokensOptions{
+		Store: s.db.store, Notify: s.listener, Logger: s.log,
+		DefaultRateLimit: func() int { return live.Config().Tokens.DefaultRateLimit },
+	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -369,8 +389,8 @@ func (s *startup) buildServices() (err error) {
 		Audit:              s.auditLog,
 		ReplicaID:          cfg.ReplicaID,
 		PublicURL:          publicURL(cfg, s.hostname, s.server.Addr()),
-		PINDigits:          cfg.Pairing.PINDigits,
-		RequestTTL:         cfg.Pairing.RequestTTL,
+		PINDigits:          func() int { return s.live.Config().Pairing.PINDigits },
+		RequestTTL:         func() time.Duration { return s.live.Config().Pairing.RequestTTL },
 		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
 		Logger:             s.log,
 	})
@@ -390,7 +410,7 @@ func (s *startup) buildServices() (err error) {
 		Notify:          s.listener,
 		Metrics:         s.metrics.Registry(),
 		ReplicaID:       cfg.ReplicaID,
-		Heartbeat:       cfg.Nodes.HeartbeatInterval,
+		Heartbeat:       func() time.Duration { return s.live.Config().Nodes.HeartbeatInterval },
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		Logger:          s.log,
 	})
@@ -444,7 +464,8 @@ func (s *startup) serve() *Daemon {
 			Access:      access.NewHandler(access.HandlerOptions{Tokens: s.tokens}),
 			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: s.flags}),
 			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
-			Compat:      compat.NewHandler(cfg.Compat.Models, s.flags),
+			Compat:      compat.NewHandler(func() []string { return s.live.Config().Compat.Models }, s.flags),
+			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
 		},

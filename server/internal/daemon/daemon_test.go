@@ -115,6 +115,15 @@ func startDaemon(t *testing.T, args ...string) *testDaemon {
 // startDaemonLogging is startDaemon with the daemon's log (debug level) going to w.
 func startDaemonLogging(t *testing.T, w io.Writer, args ...string) *testDaemon {
 	t.Helper()
+	return startDaemonWithLogger(t, func(*config.Config) *slog.Logger {
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}, args...)
+}
+
+// startDaemonWithLogger is startDaemon with the logger newLog makes for the loaded
+// configuration.
+func startDaemonWithLogger(t *testing.T, newLog func(*config.Config) *slog.Logger, args ...string) *testDaemon {
+	t.Helper()
 	fs := pflag.NewFlagSet("palyrad", pflag.ContinueOnError)
 	getenv := func(string) string { return "" }
 	config.RegisterFlags(fs, getenv)
@@ -125,8 +134,7 @@ func startDaemonLogging(t *testing.T, w io.Writer, args ...string) *testDaemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := daemon.Start(t.Context(), cfg, log)
+	d, err := daemon.Start(t.Context(), cfg, newLog(cfg))
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}

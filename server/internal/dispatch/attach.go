@@ -78,6 +78,8 @@ type attachment struct {
 	// yet; startDue fires when they must be (nil when none waits).
 	starting map[string]bool
 	startDue <-chan time.Time
+	// heartbeat is the interval the welcome told the node.
+	heartbeat time.Duration
 }
 
 // tracked is what a session keeps of a dispatch of its device.
@@ -206,12 +208,13 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 		a.detach(ctx)
 		return errSessionEnded(err)
 	}
+	a.heartbeat = s.heartbeat()
 	s.log.Info("node attached", "device_id", a.deviceID, "session_id", id, "platform", hello.GetPlatform(),
 		"agent_version", hello.GetAgentVersion(), "capabilities", len(hello.GetCapabilities()))
 	return a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_Welcome{Welcome: &nodev1.Welcome{
 		SessionId:         id,
 		ProtocolVersion:   ProtocolVersion,
-		HeartbeatInterval: durationpb.New(s.opts.Heartbeat),
+		HeartbeatInterval: durationpb.New(a.heartbeat),
 		MaxMessageBytes:   uint32(s.opts.MaxMessageBytes),
 		ServerTime:        timestamppb.New(now),
 	}}})
@@ -242,7 +245,7 @@ func (a *attachment) run(ctx context.Context) error {
 	if err := a.deliver(ctx); err != nil {
 		return err
 	}
-	hb := a.s.opts.Heartbeat
+	hb := a.heartbeat
 	liveness := time.NewTicker(hb)
 	defer liveness.Stop()
 	for {

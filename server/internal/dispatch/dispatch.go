@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,9 +77,10 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// ReplicaID names this replica in the devices' sessions.
 	ReplicaID string
-	// Heartbeat is the interval nodes send heartbeats at; three missed make a node
-	// stale, ten offline.
-	Heartbeat time.Duration
+	// Heartbeat returns the interval nodes send heartbeats at, read at each node's
+	// welcome (it may change while the daemon runs); three missed make a node stale, ten
+	// offline. Nil means DefaultHeartbeat.
+	Heartbeat func() time.Duration
 	// MaxMessageBytes is announced to nodes in the welcome.
 	MaxMessageBytes int
 	// Now is the clock; nil means time.Now.
@@ -97,6 +99,9 @@ type Service struct {
 	sessions *registry
 	metrics  *metrics
 	subs     map[string]*notify.Subscription
+	// longestHeartbeat is the longest interval Heartbeat returned since New, in
+	// nanoseconds: nodes welcomed before a change may still send at it.
+	longestHeartbeat atomic.Int64
 	// stopping is closed by Shutdown.
 	stopping     chan struct{}
 	stoppingOnce sync.Once
@@ -109,8 +114,8 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = DefaultHeartbeat
+	if opts.Heartbeat == nil {
+		opts.Heartbeat = func() time.Duration { return DefaultHeartbeat }
 	}
 	log := opts.Logger
 	if log == nil {

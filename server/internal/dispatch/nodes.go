@@ -34,7 +34,7 @@ func (s *Service) ListNodes(ctx context.Context, f NodeFilter) ([]Node, string, 
 		after, afterID = &at, id
 	}
 	now := s.opts.Now()
-	rows, err := s.db.listNodes(ctx, f, labels, s.opts.Heartbeat, now, after, afterID, limit+1)
+	rows, err := s.db.listNodes(ctx, f, labels, s.silenceUnit(), now, after, afterID, limit+1)
 	if err != nil {
 		return nil, "", fmt.Errorf("dispatch: list nodes: %w", err)
 	}
@@ -95,7 +95,7 @@ func (s *Service) nodeOf(r storedNode, now time.Time) (Node, error) {
 // while its last activity is within three heartbeat intervals, stale within ten, else
 // offline (its replica vanished).
 func (s *Service) presence(r storedNode, now time.Time) Presence {
-	hb := s.opts.Heartbeat
+	hb := s.silenceUnit()
 	switch {
 	case r.sessionID == nil || r.lastSeenAt == nil:
 		return PresenceOffline

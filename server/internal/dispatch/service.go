@@ -456,7 +456,7 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Dispatch, string, error
 
 // expire ends the dispatches whose deadline passed.
 func (s *Service) expire(ctx context.Context) error {
-	rows, err := s.db.expire(ctx, s.opts.Now(), staleAfter*s.opts.Heartbeat, resultGrace)
+	rows, err := s.db.expire(ctx, s.opts.Now(), staleAfter*s.silenceUnit(), resultGrace)
 	if err != nil {
 		return fmt.Errorf("dispatch: expire: %w", err)
 	}
@@ -484,9 +484,28 @@ func (s *Service) flushPresence(ctx context.Context) {
 	}
 }
 
+// heartbeat returns the interval to tell a node now, and remembers it if it is the
+// longest so far.
+func (s *Service) heartbeat() time.Duration {
+	hb := s.opts.Heartbeat()
+	for {
+		longest := s.longestHeartbeat.Load()
+		if int64(hb) <= longest || s.longestHeartbeat.CompareAndSwap(longest, int64(hb)) {
+			return hb
+		}
+	}
+}
+
+// silenceUnit is the heartbeat interval that presence and the sweeper count silence in:
+// the longest ever told to a node since New, so that a node welcomed before the interval
+// was shortened, which still sends at the old one, never looks stale.
+func (s *Service) silenceUnit() time.Duration {
+	return max(time.Duration(s.longestHeartbeat.Load()), s.opts.Heartbeat())
+}
+
 // flushEvery is the period of the presence flusher: often enough that a node sending
 // heartbeats never looks stale.
-func (s *Service) flushEvery() time.Duration { return min(maxFlushEvery, s.opts.Heartbeat/2) }
+func (s *Service) flushEvery() time.Duration { return min(maxFlushEvery, s.silenceUnit()/2) }
 
 // touch records the last activity of every session of this replica.
 func (s *Service) touch(ctx context.Context) error {

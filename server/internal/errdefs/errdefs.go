@@ -89,6 +89,11 @@ type Error struct {
 	Violations []Violation
 	// RetryAfter is how long to wait before retrying (ResourceExhausted), or 0.
 	RetryAfter time.Duration
+	// Reason, when set, is a machine-readable cause in upper snake case (e.g.
+	// "STALE_REVISION"), sent with Metadata as the error's ErrorInfo detail.
+	Reason string
+	// Metadata are machine-readable facts about the failure, e.g. the current revision.
+	Metadata map[string]string
 	// Cause is the underlying error, kept for errors.Is/As and logs; never shown.
 	Cause error
 }

@@ -144,7 +144,7 @@ func (s *Service) createCode(ctx context.Context, p createCodeParams) (*createdC
 	case methodPIN:
 		digits := p.pinDigits
 		if digits == 0 {
-			digits = s.opts.PINDigits
+			digits = s.opts.PINDigits()
 		}
 		if digits < MinPINDigits || digits > MaxPINDigits {
 			return nil, errInvalid("pin_digits must be within %d..%d, not %d", MinPINDigits, MaxPINDigits, digits)

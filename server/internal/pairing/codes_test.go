@@ -77,7 +77,7 @@ func TestCreatePINCode(t *testing.T) {
 	})
 	t.Run("configured default", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, withOptions(func(o *pairing.Options) { o.PINDigits = 11 }))
+		b := setup(t, withOptions(func(o *pairing.Options) { o.PINDigits = func() int { return 11 } }))
 		if pin := b.createPIN(t).GetCode(); len(pin) != 11 {
 			t.Errorf("PIN %q: want the configured 11 digits", pin)
 		}

@@ -165,12 +165,12 @@ type Options struct {
 	ReplicaID string
 	// PublicURL is the http(s) URL nodes reach the daemon at, put in QR pairing URIs.
 	PublicURL string
-	// PINDigits is the length of PIN codes whose creator does not ask for another,
-	// 6 to 12; zero means 8.
-	PINDigits int
-	// RequestTTL is how long a pairing request waits for a decision; zero means 15
-	// minutes.
-	RequestTTL time.Duration
+	// PINDigits returns the length of PIN codes whose creator does not ask for another,
+	// 6 to 12, read when a code is made; nil means 8.
+	PINDigits func() int
+	// RequestTTL returns how long a pairing request waits for a decision, read when a
+	// request is made; nil means 15 minutes.
+	RequestTTL func() time.Duration
 	// DeviceCertLifetime is the validity of device certificates; zero means 24 hours.
 	DeviceCertLifetime time.Duration
 	// Now is the clock; nil means time.Now.
@@ -215,20 +215,17 @@ func New(opts Options) (*Service, error) {
 	if u, err := url.Parse(opts.PublicURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		problems = append(problems, fmt.Errorf("the public URL %q is not an absolute http(s) URL", opts.PublicURL))
 	}
-	if opts.PINDigits == 0 {
-		opts.PINDigits = DefaultPINDigits
+	if opts.PINDigits == nil {
+		opts.PINDigits = func() int { return DefaultPINDigits }
 	}
-	if opts.PINDigits < MinPINDigits || opts.PINDigits > MaxPINDigits {
-		problems = append(problems, fmt.Errorf("PIN length %d is not within %d..%d", opts.PINDigits, MinPINDigits, MaxPINDigits))
-	}
-	if opts.RequestTTL == 0 {
-		opts.RequestTTL = DefaultRequestTTL
+	if opts.RequestTTL == nil {
+		opts.RequestTTL = func() time.Duration { return DefaultRequestTTL }
 	}
 	if opts.DeviceCertLifetime == 0 {
 		opts.DeviceCertLifetime = DefaultDeviceCertLifetime
 	}
-	if opts.RequestTTL < 0 || opts.DeviceCertLifetime < 0 {
-		problems = append(problems, errors.New("the request TTL and the certificate lifetime must be positive"))
+	if opts.DeviceCertLifetime < 0 {
+		problems = append(problems, errors.New("the certificate lifetime must be positive"))
 	}
 	if err := errors.Join(problems...); err != nil {
 		return nil, fmt.Errorf("pairing: %w", err)

@@ -139,7 +139,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 		Audit:              b.audit,
 		ReplicaID:          "replica-test",
 		PublicURL:          publicURL,
-		RequestTTL:         requestTTL,
+		RequestTTL:         func() time.Duration { return requestTTL },
 		DeviceCertLifetime: certLifetime,
 		Now:                clk.Now,
 	}
@@ -504,9 +504,6 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		"short older MAC key":    func(o *pairing.Options) { o.OlderMACKeys = [][]byte{make([]byte, 32), make([]byte, 31)} },
 		"no public URL":          func(o *pairing.Options) { o.PublicURL = "" },
 		"relative public URL":    func(o *pairing.Options) { o.PublicURL = "palyra.example:7443" },
-		"five-digit PINs":        func(o *pairing.Options) { o.PINDigits = 5 },
-		"thirteen-digit PINs":    func(o *pairing.Options) { o.PINDigits = 13 },
-		"negative request TTL":   func(o *pairing.Options) { o.RequestTTL = -time.Minute },
 		"negative cert lifetime": func(o *pairing.Options) { o.DeviceCertLifetime = -time.Hour },
 	}
 	for name, mod := range cases {

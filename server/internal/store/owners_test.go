@@ -15,6 +15,7 @@ import (
 var queryOwners = map[string]string{
 	"access.sql.go":    "access",
 	"audit.sql.go":     "audit",
+	"config.sql.go":    "liveconfig",
 	"devices.sql.go":   "devices",
 	"dispatch.sql.go":  "dispatch",
 	"flags.sql.go":     "flags",

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
-		"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
 )
 

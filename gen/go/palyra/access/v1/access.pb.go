@@ -40,7 +40,8 @@ const (
 	// secrets.read).
 	Role_ROLE_ADMIN Role = 2
 	// ROLE_OPERATOR reads, dispatches and uses the OpenAI-compatible API; it cannot manage
-	// tokens, pair or approve nodes, revoke, change flags or read the audit log.
+	// tokens, pair or approve nodes, revoke, change flags, read the configuration or read
+	// the audit log.
 	Role_ROLE_OPERATOR Role = 3
 )
 

@@ -728,7 +728,8 @@ export enum Role {
 
   /**
    * ROLE_OPERATOR reads, dispatches and uses the OpenAI-compatible API; it cannot manage
-   * tokens, pair or approve nodes, revoke, change flags or read the audit log.
+   * tokens, pair or approve nodes, revoke, change flags, read the configuration or read
+   * the audit log.
    *
    * @generated from enum value: ROLE_OPERATOR = 3;
    */
