@@ -154,6 +154,37 @@ type Log struct {
 type Compat struct {
 	// Models are the model ids that GET /v1/models lists, in order.
 	Models []string
+	// Providers are the OpenAI-compatible upstream providers, by name.
+	Providers map[string]Provider
+}
+
+// Provider is an OpenAI-compatible upstream provider (compat.providers.<name>).
+type Provider struct {
+	// BaseURL is its API's base URL, e.g. https://api.openai.com/v1; empty until set.
+	BaseURL string
+	// APIKey is a secret reference (secretref) to its API key, as written; empty when
+	// it needs none.
+	APIKey string
+	// Models are the models it serves, in order.
+	Models []ProviderModel
+	// Timeout bounds one call to it.
+	Timeout time.Duration
+}
+
+// ProviderModel is a model a provider serves.
+type ProviderModel struct {
+	// ID is the model id clients ask for.
+	ID string
+	// Upstream is the provider's own id of the model; ID unless aliased.
+	Upstream string
+}
+
+// String writes the model as its setting does: "id", or "alias=upstream-id".
+func (m ProviderModel) String() string {
+	if m.Upstream == m.ID {
+		return m.ID
+	}
+	return m.ID + "=" + m.Upstream
 }
 
 // LogValue implements slog.LogValuer: the configuration without secrets.

@@ -25,7 +25,7 @@ func RegisterFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	def := defaults(getenv)
 	fs.String(configFlag, "", "TOML configuration file (env PALYRA_CONFIG)")
 	for _, s := range settings {
-		if s.secret {
+		if s.secret || s.template() {
 			continue
 		}
 		usage := fmt.Sprintf("%s (env %s, file key %s)", s.usage, s.envName(), s.key)
@@ -82,6 +82,9 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 		c.File = path
 	}
 	for _, s := range settings {
+		if s.template() {
+			continue
+		}
 		if v := getenv(s.envName()); v != "" {
 			src := "environment variable " + s.envName()
 			c.setSource(s.key, SourceEnvironment)
@@ -97,7 +100,7 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (*Config, error) {
 		}
 	}
 	for _, s := range settings {
-		if s.secret || !fs.Changed(s.flagName()) {
+		if s.secret || s.template() || !fs.Changed(s.flagName()) {
 			continue
 		}
 		src := "flag --" + s.flagName()
@@ -158,14 +161,10 @@ func (c *Config) applyFile(path string) error {
 		}
 		return fmt.Errorf("config: %s: %w", path, err)
 	}
-	byKey := make(map[string]setting, len(settings))
-	for _, s := range settings {
-		byKey[s.key] = s
-	}
-	return c.applyTable(path, "", doc, byKey)
+	return c.applyTable(path, "", doc)
 }
 
-func (c *Config) applyTable(path, prefix string, table map[string]any, byKey map[string]setting) error {
+func (c *Config) applyTable(path, prefix string, table map[string]any) error {
 	keys := make([]string, 0, len(table))
 	for k := range table {
 		keys = append(keys, k)
@@ -175,12 +174,12 @@ func (c *Config) applyTable(path, prefix string, table map[string]any, byKey map
 		key := prefix + k
 		v := table[k]
 		if sub, ok := v.(map[string]any); ok {
-			if err := c.applyTable(path, key+".", sub, byKey); err != nil {
+			if err := c.applyTable(path, key+".", sub); err != nil {
 				return err
 			}
 			continue
 		}
-		s, ok := byKey[key]
+		s, ok := find(key)
 		if !ok {
 			return fmt.Errorf("config: %s: unknown setting %q", path, key)
 		}

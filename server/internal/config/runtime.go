@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/palyra/palyra/server/internal/secretref"
 )
 
 // Source says where a setting's effective value came from.
@@ -42,6 +44,13 @@ type Setting struct {
 	Runtime bool
 	// Secret settings' values are never shown.
 	Secret bool
+	// SecretRef settings take a secret reference, secret:NAME or secret:NAME@VERSION, as
+	// their value, never the secret itself; the value is shown as written.
+	SecretRef bool
+	// Template settings stand for one setting per name: Key holds "<name>" where the
+	// name goes. They have no flag and no environment variable. Config.Settings lists
+	// their instances.
+	Template bool
 }
 
 // Where says where a bootstrap setting is changed: its flag, variable and file key.
@@ -54,13 +63,71 @@ func (s Setting) Where() string {
 
 func (s setting) describe() Setting {
 	d := Setting{
-		Key: s.key, Kind: s.kind, Usage: s.usage, Env: s.envName(),
-		List: s.setList != nil, Runtime: s.runtime, Secret: s.secret,
+		Key: s.key, Kind: s.kind, Usage: s.usage, Runtime: s.runtime, Secret: s.secret,
+		SecretRef: s.secretRef, Template: s.template(),
 	}
+	d.List = s.setList != nil
+	if s.template() {
+		d.List = s.instance("").setList != nil
+	}
+	if s.template() || s.templated {
+		return d
+	}
+	d.Env = s.envName()
 	if !s.secret {
 		d.Flag = "--" + s.flagName()
 	}
 	return d
+}
+
+// Settings describes every setting of c, in help order, with the templates' instances
+// for the names c has (every configured provider) instead of the templates.
+func (c *Config) Settings() []Setting {
+	var out []Setting
+	for _, s := range settings {
+		if !s.template() {
+			out = append(out, s.describe())
+			continue
+		}
+		for _, name := range s.names(c) {
+			out = append(out, s.bind(name).describe())
+		}
+	}
+	return out
+}
+
+// bind returns the template s's setting of name: its key, kind and usage with the name
+// in place.
+func (s setting) bind(name string) setting {
+	in := s.instance(name)
+	in.key = strings.Replace(s.key, nameSlot, name, 1)
+	in.kind, in.runtime, in.secretRef, in.templated = s.kind, s.runtime, s.secretRef, true
+	in.usage = strings.ReplaceAll(s.usage, nameSlot, name)
+	return in
+}
+
+// SecretRef is a setting's secret reference.
+type SecretRef struct {
+	// Key is the setting's key.
+	Key string
+	// Ref is its value, parsed.
+	Ref secretref.Ref
+}
+
+// SecretRefs lists the secret references of c: the value of every setting that takes
+// one and has one, by key.
+func (c *Config) SecretRefs() []SecretRef {
+	var out []SecretRef
+	for _, st := range c.Settings() {
+		if !st.SecretRef {
+			continue
+		}
+		v := c.Value(st.Key).Text
+		if ref, err := secretref.Parse(v); err == nil {
+			out = append(out, SecretRef{Key: st.Key, Ref: ref})
+		}
+	}
+	return out
 }
 
 // Settings describes every setting, in help order.
@@ -81,10 +148,22 @@ func Lookup(key string) (Setting, bool) {
 	return s.describe(), true
 }
 
+// find returns the setting key: one of the table, or a template's instance whose name
+// is in the key's place of "<name>" (checked by the instance when it is set).
 func find(key string) (setting, bool) {
 	for _, s := range settings {
-		if s.key == key {
+		if s.key == key && !s.template() {
 			return s, true
+		}
+	}
+	for _, s := range settings {
+		if !s.template() {
+			continue
+		}
+		prefix, suffix, _ := strings.Cut(s.key, nameSlot)
+		name, ok := strings.CutPrefix(key, prefix)
+		if name, ok2 := strings.CutSuffix(name, suffix); ok && ok2 && name != "" && !strings.Contains(name, ".") {
+			return s.bind(name), true
 		}
 	}
 	return setting{}, false
@@ -209,6 +288,7 @@ func (c *Config) Clone() *Config {
 	out := *c
 	out.TLS.SANs = slices.Clone(c.TLS.SANs)
 	out.Compat.Models = slices.Clone(c.Compat.Models)
+	out.Compat.Providers = maps.Clone(c.Compat.Providers) // withProvider replaces a Provider, never changes one in place
 	out.sources = maps.Clone(c.sources)
 	return &out
 }

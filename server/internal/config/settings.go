@@ -3,15 +3,19 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/palyra/palyra/server/internal/secretref"
 )
 
 // setting is one configuration value, described once. Its file key is key (dotted for
@@ -35,7 +39,22 @@ type setting struct {
 	// in the database overrides the flag, environment, file and default one, on every
 	// replica (package liveconfig). The others are bootstrap settings, read at start.
 	runtime bool
+	// secretRef settings take a secret reference (package secretref) as their value,
+	// never the secret itself: the value is stored and shown as written, and the vault
+	// checks that the secret exists when it is set and resolves it when it is used.
+	secretRef bool
+	// Template settings stand for one setting per name: key holds nameSlot where the
+	// name goes (compat.providers.<name>.base_url), instance returns the setting of one
+	// name and names lists the names a Config has. They are set in the file and through
+	// the API only: no flag, no environment variable.
+	instance func(name string) setting
+	names    func(c *Config) []string
+	// templated marks the instance of a template (bind).
+	templated bool
 }
+
+// nameSlot marks where the name goes in a template setting's key.
+const nameSlot = "<name>"
 
 func (s setting) flagName() string {
 	if s.flag != "" {
@@ -43,6 +62,8 @@ func (s setting) flagName() string {
 	}
 	return strings.NewReplacer(".", "-", "_", "-").Replace(s.key)
 }
+
+func (s setting) template() bool { return s.instance != nil }
 
 func (s setting) envName() string {
 	return "PALYRA_" + strings.ToUpper(strings.ReplaceAll(s.key, ".", "_"))
@@ -383,6 +404,67 @@ var settings = []setting{
 		},
 		show: func(c *Config) string { return strings.Join(c.Compat.Models, ",") },
 	},
+	providerSetting("base_url", "url", "base URL of the OpenAI-compatible provider <name>'s API, e.g. https://api.openai.com/v1 (http or https)",
+		func(p *Provider, v string) error {
+			if v != "" {
+				u, err := url.Parse(v)
+				if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+					return fmt.Errorf("must be an http or https URL without credentials, query or fragment, e.g. https://api.openai.com/v1")
+				}
+			}
+			p.BaseURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+		func(p Provider) string { return p.BaseURL }),
+	func() setting {
+		s := providerSetting("api_key", "secret-ref", "API key of the provider <name>, as a reference to a secret of the vault: secret:NAME or secret:NAME@VERSION",
+			func(p *Provider, v string) error {
+				if v != "" && !secretref.IsRef(v) {
+					return fmt.Errorf("takes a secret reference, not a key: store the key with palyra secrets set NAME and set secret:NAME")
+				}
+				if v != "" {
+					if _, err := secretref.Parse(v); err != nil {
+						return err
+					}
+				}
+				p.APIKey = v
+				return nil
+			},
+			func(p Provider) string { return p.APIKey })
+		s.secretRef = true
+		return s
+	}(),
+	{
+		key:     "compat.providers." + nameSlot + ".models",
+		runtime: true,
+		kind:    "model",
+		usage:   "models the provider <name> serves, as model ids clients ask for; alias=upstream-id names the provider's own id",
+		instance: func(name string) setting {
+			return setting{
+				setList: func(c *Config, v []string) error {
+					models, err := parseProviderModels(v)
+					if err != nil {
+						return err
+					}
+					return c.withProvider(name, func(p *Provider) error { p.Models = models; return nil })
+				},
+				show: func(c *Config) string {
+					items := make([]string, len(c.Compat.Providers[name].Models))
+					for i, m := range c.Compat.Providers[name].Models {
+						items[i] = m.String()
+					}
+					return strings.Join(items, ",")
+				},
+			}
+		},
+		names: providerNames,
+	},
+	providerSetting("timeout", "duration", "how long a call to the provider <name> may take (1s-1h)",
+		func(p *Provider, v string) (err error) {
+			p.Timeout, err = parseDuration(v, time.Second, time.Hour)
+			return err
+		},
+		func(p Provider) string { return p.Timeout.String() }),
 	{
 		key:    "master_key",
 		kind:   "base64",
@@ -404,6 +486,7 @@ const FileReserve = 256
 var (
 	replicaIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 	modelIDPattern   = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
+	providerPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	dnsNamePattern   = regexp.MustCompile(`^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
 )
 
@@ -438,6 +521,82 @@ func defaults(getenv func(string) string) Config {
 		},
 		Log: Log{Level: slog.LevelInfo, Format: "text"},
 	}
+}
+
+// DefaultProviderTimeout is a provider's timeout until one is set.
+const DefaultProviderTimeout = 60 * time.Second
+
+// providerSetting is the template of a scalar setting of each provider,
+// compat.providers.<name>.<field>.
+func providerSetting(field, kind, usage string, set func(p *Provider, v string) error, show func(p Provider) string) setting {
+	return setting{
+		key:     "compat.providers." + nameSlot + "." + field,
+		runtime: true,
+		kind:    kind,
+		usage:   usage,
+		instance: func(name string) setting {
+			return setting{
+				set: func(c *Config, v string) error {
+					return c.withProvider(name, func(p *Provider) error { return set(p, v) })
+				},
+				show: func(c *Config) string {
+					p, ok := c.Compat.Providers[name]
+					if !ok {
+						p = Provider{Timeout: DefaultProviderTimeout}
+					}
+					return show(p)
+				},
+			}
+		},
+		names: providerNames,
+	}
+}
+
+// withProvider applies set to the provider name, made with its defaults when there is
+// none yet; the provider is unchanged on error.
+func (c *Config) withProvider(name string, set func(p *Provider) error) error {
+	if !providerPattern.MatchString(name) {
+		return fmt.Errorf("%q is not a provider name: 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit", name)
+	}
+	p, ok := c.Compat.Providers[name]
+	if !ok {
+		p = Provider{Timeout: DefaultProviderTimeout}
+	}
+	p.Models = slices.Clone(p.Models)
+	if err := set(&p); err != nil {
+		return err
+	}
+	if c.Compat.Providers == nil {
+		c.Compat.Providers = map[string]Provider{}
+	}
+	c.Compat.Providers[name] = p
+	return nil
+}
+
+// providerNames lists the providers of c, sorted.
+func providerNames(c *Config) []string {
+	return slices.Sorted(maps.Keys(c.Compat.Providers))
+}
+
+// parseProviderModels reads a provider's models: "id" or "alias=upstream-id".
+func parseProviderModels(v []string) ([]ProviderModel, error) {
+	out := make([]ProviderModel, 0, len(v))
+	seen := map[string]bool{}
+	for _, item := range v {
+		id, upstream, aliased := strings.Cut(item, "=")
+		if !aliased {
+			upstream = id
+		}
+		if !modelIDPattern.MatchString(id) || !modelIDPattern.MatchString(upstream) {
+			return nil, fmt.Errorf("%q is not a model: a model id, or alias=upstream-id, each 1 to 128 letters, digits and ._:/-", item)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("model %q is listed twice", id)
+		}
+		seen[id] = true
+		out = append(out, ProviderModel{ID: id, Upstream: upstream})
+	}
+	return out, nil
 }
 
 func validateListen(v string) error {
