@@ -418,7 +418,7 @@ func (s *startup) buildServices() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.runtime.Run(s.bgCtx) })
-	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Logger: s.log}); err != nil {
+	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: s.live, Logger: s.log}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	if cfg.Debug.PprofListen != "" {
@@ -464,7 +464,7 @@ func (s *startup) serve() *Daemon {
 			Access:      access.NewHandler(access.HandlerOptions{Tokens: s.tokens}),
 			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: s.flags}),
 			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
-			Compat:      compat.NewHandler(func() []string { return s.live.Config().Compat.Models }, s.flags),
+			Compat:      compat.NewHandler(s.live.Config, s.flags),
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),

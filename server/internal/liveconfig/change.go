@@ -16,7 +16,9 @@ import (
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/pagetoken"
+	"github.com/palyra/palyra/server/internal/secretref"
 	"github.com/palyra/palyra/server/internal/store"
+	"github.com/palyra/palyra/server/internal/vault"
 )
 
 // ReasonStaleRevision is the ErrorInfo reason of a change refused for a stale expected
@@ -82,7 +84,7 @@ func (s *Service) Validate(ctx context.Context, change Change, expected *int64) 
 		if err != nil {
 			return err
 		}
-		if diffs, err = s.plan(stored, change); err != nil {
+		if diffs, err = s.plan(stored, change, refChecker(ctx, tx)); err != nil {
 			return err
 		}
 		next = head
@@ -101,8 +103,8 @@ func (s *Service) Validate(ctx context.Context, change Change, expected *int64) 
 // revision (nil: whatever it is). A change that changes nothing makes no revision and
 // returns the current one. On success this replica's snapshot is at the new revision.
 func (s *Service) Update(ctx context.Context, actor, reason string, change Change, expected *int64) (Revision, []Diff, error) {
-	return s.commit(ctx, actor, reason, expected, 0, func(_ context.Context, _ *store.Tx, stored map[string]storedValue) ([]Diff, error) {
-		return s.plan(stored, change)
+	return s.commit(ctx, actor, reason, expected, 0, func(ctx context.Context, tx *store.Tx, stored map[string]storedValue) ([]Diff, error) {
+		return s.plan(stored, change, refChecker(ctx, tx))
 	})
 }
 
@@ -143,7 +145,7 @@ func (s *Service) Rollback(ctx context.Context, actor, reason string, to int64, 
 				change.Unset = append(change.Unset, key)
 			}
 		}
-		return s.plan(stored, change)
+		return s.plan(stored, change, refChecker(ctx, tx))
 	})
 }
 
@@ -215,10 +217,18 @@ func (s *Service) begin(ctx context.Context, tx *store.Tx, expected *int64, lock
 	return head, stored, nil
 }
 
-// plan checks every key and value of change and returns what it changes, by key; or one
+// refChecker checks secret references in tx, which holds the configuration's lock when
+// it changes the configuration: a secret cannot be deleted (vault.Referrers) between
+// the check and the commit.
+func refChecker(ctx context.Context, tx *store.Tx) func(secretref.Ref) error {
+	return func(ref secretref.Ref) error { return vault.CheckRef(ctx, tx, ref) }
+}
+
+// plan checks every key and value of change, and with checkRef the secret reference of
+// every value it sets that takes one, and returns what it changes, by key; or one
 // error listing every problem, each naming its key: FailedPrecondition when every
 // problem is a bootstrap setting, else Invalid.
-func (s *Service) plan(stored map[string]storedValue, change Change) ([]Diff, error) {
+func (s *Service) plan(stored map[string]storedValue, change Change, checkRef func(secretref.Ref) error) ([]Diff, error) {
 	before := s.build(0, stored).Config
 	after := before.Clone()
 	var (
@@ -265,6 +275,19 @@ func (s *Service) plan(stored map[string]storedValue, change Change) ([]Diff, er
 		old, had := stored[kv.Key]
 		if had && old.value.Equal(canonical) {
 			continue
+		}
+		if st.SecretRef && canonical.Text != "" {
+			ref, err := secretref.Parse(canonical.Text) // parsed by the setting above
+			if err == nil {
+				err = checkRef(ref)
+			}
+			if err != nil {
+				if errdefs.KindOf(err) != errdefs.Invalid {
+					return nil, err
+				}
+				problem(kv.Key, false, "%s refers to %s: %v", kv.Key, canonical.Text, err)
+				continue
+			}
 		}
 		d := Diff{Key: kv.Key, Op: OpSet, New: &canonical, Secret: st.Secret}
 		if had {

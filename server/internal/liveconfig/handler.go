@@ -35,10 +35,14 @@ func (h *Handler) GetConfig(ctx context.Context, req *connect.Request[controlpla
 	}
 	key := req.Msg.GetKey()
 	res := &controlplanev1.GetConfigResponse{Revision: snap.Revision}
-	for _, st := range config.Settings() {
+	for _, st := range snap.Config.Settings() {
 		if key != "" && st.Key != key {
 			continue
 		}
+		res.Settings = append(res.Settings, settingProto(snap, st))
+	}
+	if st, ok := config.Lookup(key); key != "" && len(res.Settings) == 0 && ok && !st.Template {
+		// A provider's setting before the provider has any.
 		res.Settings = append(res.Settings, settingProto(snap, st))
 	}
 	if key != "" && len(res.Settings) == 0 {
@@ -115,7 +119,7 @@ func (h *Handler) RollbackConfig(ctx context.Context, req *connect.Request[contr
 func settingProto(snap *Snapshot, st config.Setting) *controlplanev1.Setting {
 	out := &controlplanev1.Setting{
 		Key: st.Key, Source: sourceProto(snap.Config.Source(st.Key)), Runtime: st.Runtime, Type: st.Kind,
-		Description: st.Usage, Secret: st.Secret, Revision: snap.StoredRevision(st.Key),
+		Description: st.Usage, Secret: st.Secret, Revision: snap.StoredRevision(st.Key), SecretReference: st.SecretRef,
 	}
 	switch {
 	case st.Runtime:

@@ -27,9 +27,18 @@
 // the token rate limit when a token is created, the models when they are listed, and
 // log.level through the configuration's slog.LevelVar.
 //
-// Secret references (a runtime setting whose value names a secret) are to be stored as
-// written and shown as written; the settings table will declare which settings take
-// them. No setting does yet.
+// # Secret references
+//
+// Settings that the table declares so (config.Setting.SecretRef: the providers' API
+// keys) take a reference to a secret of the vault, secret:NAME or secret:NAME@VERSION,
+// never the secret: it is stored, shown, audited and exported as written. A change that
+// sets one checks, in its transaction and under the configuration lock, that the secret
+// exists and is not deleted and that the version it pins (or the latest) is not
+// destroyed; else the change is refused with Invalid naming the key and the secret. A
+// rollback is checked the same way. Referrers lets the vault refuse to delete a secret
+// (or destroy a version) that a setting refers to; it takes the same lock, so that a
+// change adding a reference and the delete of its secret cannot both succeed. The
+// server resolves a reference when it uses it (vault.Vault.Resolve).
 package liveconfig
 
 import (
@@ -229,6 +238,27 @@ func (s *Service) build(head int64, stored map[string]storedValue) *Snapshot {
 		c.SetSource(key, config.SourceDatabase)
 	}
 	return &Snapshot{Revision: head, Config: c, stored: stored}
+}
+
+// Referrers returns the settings in effect on this replica (stored values over the
+// bootstrap configuration) whose secret reference names the secret name, by key. It
+// takes the configuration's lock for the rest of tx, so that no change adds a
+// reference until tx ends; it implements vault.Referrers.
+func (s *Service) Referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error) {
+	if err := tx.Q().LockConfig(ctx); err != nil {
+		return nil, fmt.Errorf("liveconfig: referrers: %w", err)
+	}
+	stored, err := s.storedValues(ctx, tx)
+	if err != nil {
+		return nil, fmt.Errorf("liveconfig: referrers: %w", err)
+	}
+	var out []config.SecretRef
+	for _, r := range s.build(0, stored).Config.SecretRefs() {
+		if r.Ref.Name == name {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // StoredRevision returns the revision that stored the value of key, 0 when none is

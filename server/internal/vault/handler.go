@@ -75,18 +75,17 @@ func (h *Handler) RevealSecret(ctx context.Context, req *connect.Request[control
 	return connect.NewResponse(&controlplanev1.RevealSecretResponse{Name: r.Name, Version: r.Version, Value: r.Value}), nil
 }
 
-// DeleteSecret soft-deletes a secret. Its force field has nothing to override yet: no
-// configuration refers to secrets before secret references exist.
+// DeleteSecret soft-deletes a secret; with force even when settings refer to it.
 func (h *Handler) DeleteSecret(ctx context.Context, req *connect.Request[controlplanev1.DeleteSecretRequest]) (*connect.Response[controlplanev1.DeleteSecretResponse], error) {
 	p, err := access.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s, err := h.v.Delete(ctx, req.Msg.GetName(), p.ID())
+	s, referred, err := h.v.Delete(ctx, req.Msg.GetName(), p.ID(), req.Msg.GetForce())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&controlplanev1.DeleteSecretResponse{Secret: secretProto(s)}), nil
+	return connect.NewResponse(&controlplanev1.DeleteSecretResponse{Secret: secretProto(s), ReferredBy: referred}), nil
 }
 
 // RestoreSecret brings back a deleted secret.
@@ -102,17 +101,18 @@ func (h *Handler) RestoreSecret(ctx context.Context, req *connect.Request[contro
 	return connect.NewResponse(&controlplanev1.RestoreSecretResponse{Secret: secretProto(s)}), nil
 }
 
-// DestroySecretVersion erases a version's value for good.
+// DestroySecretVersion erases a version's value for good; with force even when
+// settings refer to it.
 func (h *Handler) DestroySecretVersion(ctx context.Context, req *connect.Request[controlplanev1.DestroySecretVersionRequest]) (*connect.Response[controlplanev1.DestroySecretVersionResponse], error) {
 	p, err := access.Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s, err := h.v.Destroy(ctx, req.Msg.GetName(), req.Msg.GetVersion(), p.ID())
+	s, referred, err := h.v.Destroy(ctx, req.Msg.GetName(), req.Msg.GetVersion(), p.ID(), req.Msg.GetForce())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&controlplanev1.DestroySecretVersionResponse{Secret: secretProto(s)}), nil
+	return connect.NewResponse(&controlplanev1.DestroySecretVersionResponse{Secret: secretProto(s), ReferredBy: referred}), nil
 }
 
 // secretProto converts a Secret.

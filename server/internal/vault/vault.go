@@ -40,7 +40,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +54,7 @@ import (
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/ratelimit"
+	"github.com/palyra/palyra/server/internal/secretref"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -71,9 +71,6 @@ const (
 	maxPageSize     = 500
 )
 
-// namePattern is the form of a secret's name.
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // NewRevealLimiter returns the default limit on reveals per caller: 20 at once, then
 // 20 a minute.
 func NewRevealLimiter() *ratelimit.Keyed {
@@ -87,6 +84,9 @@ type Options struct {
 	Keys *identity.Keyring
 	// RevealLimit limits reveals per caller; nil uses NewRevealLimiter.
 	RevealLimit *ratelimit.Keyed
+	// Referrers finds the settings that refer to a secret, for Delete and Destroy; nil
+	// means none ever does.
+	Referrers Referrers
 	// Now stamps every change; nil uses time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -97,6 +97,7 @@ type Vault struct {
 	store *store.Store
 	keys  *identity.Keyring
 	limit *ratelimit.Keyed
+	refs  Referrers
 	now   func() time.Time
 	log   *slog.Logger
 	wrap  wrappers
@@ -107,7 +108,7 @@ func New(opts Options) (*Vault, error) {
 	if opts.Store == nil || opts.Keys == nil {
 		return nil, errors.New("vault: new: a store and a keyring are required")
 	}
-	v := &Vault{store: opts.Store, keys: opts.Keys, limit: opts.RevealLimit, now: opts.Now, log: opts.Logger}
+	v := &Vault{store: opts.Store, keys: opts.Keys, limit: opts.RevealLimit, refs: opts.Referrers, now: opts.Now, log: opts.Logger}
 	if v.limit == nil {
 		v.limit = NewRevealLimiter()
 	}
@@ -191,7 +192,7 @@ func (e *StaleVersionError) ErrorKind() errdefs.Kind { return errdefs.Aborted }
 
 // CheckName refuses a name that is not a secret's (Invalid, naming field "name").
 func CheckName(name string) error {
-	if !namePattern.MatchString(name) {
+	if !secretref.ValidName(name) {
 		return errdefs.InvalidField("name",
 			"a secret's name is 1 to 128 characters: a letter or digit, then letters, digits, '.', '_' or '-' (%q is not)", name)
 	}
@@ -453,25 +454,46 @@ func (v *Vault) Reveal(ctx context.Context, name string, version int64, reason, 
 }
 
 // Delete soft-deletes the secret name on behalf of by. A secret already deleted is
-// FailedPrecondition.
-func (v *Vault) Delete(ctx context.Context, name, by string) (Secret, error) {
-	return v.setDeleted(ctx, "delete", name, by, true)
+// FailedPrecondition; so is one that settings refer to (ReasonReferenced), unless force,
+// when it is deleted all the same and the keys of those settings are returned (and
+// named in the call's audit target).
+func (v *Vault) Delete(ctx context.Context, name, by string, force bool) (Secret, []string, error) {
+	return v.setDeleted(ctx, "delete", name, by, true, force)
 }
 
 // Restore brings back the deleted secret name on behalf of by. A secret that is not
 // deleted is FailedPrecondition.
 func (v *Vault) Restore(ctx context.Context, name, by string) (Secret, error) {
-	return v.setDeleted(ctx, "restore", name, by, false)
+	s, _, err := v.setDeleted(ctx, "restore", name, by, false, false)
+	return s, err
 }
 
 // setDeleted deletes or restores a secret.
-func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted bool) (Secret, error) {
+func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted, force bool) (Secret, []string, error) {
 	if err := CheckName(name); err != nil {
-		return Secret{}, err
+		return Secret{}, nil, err
 	}
 	audit.SetTarget(ctx, "secret:"+name) // before the transaction, which writes the call's audit outbox row
-	var out Secret
+	var (
+		out      Secret
+		referred []string
+	)
 	err := v.store.InTx(ctx, func(tx *store.Tx) error {
+		if deleted {
+			// Before the secret's lock, as configuration changes take the configuration's
+			// lock before they read secrets.
+			refs, err := v.referrers(ctx, tx, name)
+			if err != nil {
+				return err
+			}
+			keys := make([]string, len(refs))
+			for i, r := range refs {
+				keys[i] = r.Key
+			}
+			if referred, err = v.refuseReferred(ctx, "secret:"+name, fmt.Sprintf("secret %q", name), keys, force); err != nil {
+				return err
+			}
+		}
 		q := tx.Q()
 		row, err := q.LockSecretByName(ctx, name)
 		if err != nil {
@@ -495,23 +517,35 @@ func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted boo
 		return err
 	})
 	if err != nil {
-		return Secret{}, wrapErr(op, err)
+		return Secret{}, nil, wrapErr(op, err)
 	}
-	return out, nil
+	return out, referred, nil
 }
 
 // Destroy erases the value of one version of the secret name for good, on behalf of
-// by. A version already destroyed is FailedPrecondition.
-func (v *Vault) Destroy(ctx context.Context, name string, version int64, by string) (Secret, error) {
+// by. A version already destroyed is FailedPrecondition; so is one that settings refer
+// to (ReasonReferenced: a reference pinned to it, or an unpinned one when it is the
+// latest version), unless force, when it is destroyed all the same and the keys of
+// those settings are returned (and named in the call's audit target).
+func (v *Vault) Destroy(ctx context.Context, name string, version int64, by string, force bool) (Secret, []string, error) {
 	if err := CheckName(name); err != nil {
-		return Secret{}, err
+		return Secret{}, nil, err
 	}
 	if version < 1 {
-		return Secret{}, errdefs.InvalidField("version", "versions are numbered from 1")
+		return Secret{}, nil, errdefs.InvalidField("version", "versions are numbered from 1")
 	}
 	audit.SetTarget(ctx, target(name, version)) // before the transaction, which writes the call's audit outbox row
-	var out Secret
+	var (
+		out      Secret
+		referred []string
+	)
 	err := v.store.InTx(ctx, func(tx *store.Tx) error {
+		// The configuration's lock first, as in setDeleted; the latest version is read
+		// under the secret's lock below, so references are filtered after it.
+		all, err := v.referrers(ctx, tx, name)
+		if err != nil {
+			return err
+		}
 		q := tx.Q()
 		row, err := q.LockSecretByName(ctx, name)
 		if err != nil {
@@ -519,6 +553,16 @@ func (v *Vault) Destroy(ctx context.Context, name string, version int64, by stri
 		}
 		if version > row.LatestVersion {
 			return errdefs.New(errdefs.NotFound, "secret %q has no version %d (its latest is %d)", name, version, row.LatestVersion)
+		}
+		var keys []string
+		for _, r := range all {
+			if r.Ref.Version == version || (!r.Ref.Pinned() && version == row.LatestVersion) {
+				keys = append(keys, r.Key)
+			}
+		}
+		what := fmt.Sprintf("version %d of secret %q", version, name)
+		if referred, err = v.refuseReferred(ctx, target(name, version), what, keys, force); err != nil {
+			return err
 		}
 		n, err := q.DestroySecretVersion(ctx, dbsqlc.DestroySecretVersionParams{SecretID: row.ID, Version: version, Now: v.now().UTC(), By: by})
 		if err != nil {
@@ -531,9 +575,9 @@ func (v *Vault) Destroy(ctx context.Context, name string, version int64, by stri
 		return err
 	})
 	if err != nil {
-		return Secret{}, wrapErr("destroy", err)
+		return Secret{}, nil, wrapErr("destroy", err)
 	}
-	return out, nil
+	return out, referred, nil
 }
 
 // withVersions returns row as a Secret with its versions.

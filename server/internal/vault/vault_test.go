@@ -280,11 +280,11 @@ func TestDeleteRestoreAndDestroy(t *testing.T) {
 	b.put(t, "keep", "k1")
 	b.put(t, "gone", "g1")
 	b.put(t, "gone", "g2")
-	s, err := b.v.Delete(ctx, "gone", "token:d")
+	s, _, err := b.v.Delete(ctx, "gone", "token:d", false)
 	if err != nil || s.DeletedAt == nil || s.DeletedBy != "token:d" {
 		t.Fatalf("delete: %+v, %v", s, err)
 	}
-	_, err = b.v.Delete(ctx, "gone", "token:d")
+	_, _, err = b.v.Delete(ctx, "gone", "token:d", false)
 	wantKind(t, "delete twice", err, errdefs.FailedPrecondition, "already deleted")
 	names := func(includeDeleted bool) []string {
 		list, next, err := b.v.List(ctx, 0, "", includeDeleted)
@@ -316,15 +316,15 @@ func TestDeleteRestoreAndDestroy(t *testing.T) {
 		t.Errorf("reveal after the restore: %q, %v", got, err)
 	}
 
-	s, err = b.v.Destroy(ctx, "gone", 1, "token:x")
+	s, _, err = b.v.Destroy(ctx, "gone", 1, "token:x", false)
 	if err != nil || s.Versions[1].DestroyedAt == nil || s.Versions[1].DestroyedBy != "token:x" || s.Versions[1].KEKID != "" || s.Versions[0].DestroyedAt != nil {
 		t.Fatalf("destroy: %+v, %v", s, err)
 	}
 	_, err = b.reveal(t, "gone", 1)
 	wantKind(t, "reveal a destroyed version", err, errdefs.FailedPrecondition, "destroyed")
-	_, err = b.v.Destroy(ctx, "gone", 1, "token:x")
+	_, _, err = b.v.Destroy(ctx, "gone", 1, "token:x", false)
 	wantKind(t, "destroy twice", err, errdefs.FailedPrecondition, "already destroyed")
-	_, err = b.v.Destroy(ctx, "gone", 3, "token:x")
+	_, _, err = b.v.Destroy(ctx, "gone", 3, "token:x", false)
 	wantKind(t, "destroy a version that does not exist", err, errdefs.NotFound, "no version 3")
 	if got, err := b.reveal(t, "gone", 2); err != nil || got != "g2" {
 		t.Errorf("the other version: %q, %v", got, err)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -282,7 +283,11 @@ func newDeleteCommand(d *deps.Deps) *cobra.Command {
 		Short: "Delete a secret, keeping its versions so that restore can bring it back",
 		Long: `delete soft-deletes a secret: it is no longer listed (but with --deleted) nor
 revealable, and cannot get new versions, until palyra secrets restore brings it back with
-all its versions. Its name stays taken meanwhile. To erase a value for good, use destroy.`,
+all its versions. Its name stays taken meanwhile. To erase a value for good, use destroy.
+
+A secret that palyrad's settings refer to (secret:NAME, e.g. a provider's api_key) is
+not deleted: the error names the settings. --force deletes it all the same and prints
+the settings that referred to it, which then refer to a secret that cannot be used.`,
 		Example: "  palyra secrets delete openai",
 		Args:    cobra.ExactArgs(1),
 		RunE: deps.ByID[*controlplanev1.DeleteSecretResponse]{
@@ -290,7 +295,10 @@ all its versions. Its name stays taken meanwhile. To erase a value for good, use
 			Call: func(ctx context.Context, c *client.Client, name string) (*controlplanev1.DeleteSecretResponse, error) {
 				return deps.Msg(c.Secrets.DeleteSecret(ctx, connect.NewRequest(&controlplanev1.DeleteSecretRequest{Name: name, Force: force})))
 			},
-			Table: func(w io.Writer, m *controlplanev1.DeleteSecretResponse) { secretTable(w, m.GetSecret()) },
+			Table: func(w io.Writer, m *controlplanev1.DeleteSecretResponse) {
+				referredTable(w, m.GetReferredBy())
+				secretTable(w, m.GetSecret())
+			},
 		}.RunE(d),
 	}
 	c.Flags().BoolVar(&force, "force", false, "delete even when palyrad's configuration refers to the secret")
@@ -314,12 +322,19 @@ func newRestoreCommand(d *deps.Deps) *cobra.Command {
 }
 
 func newDestroyCommand(d *deps.Deps) *cobra.Command {
-	var version int64
+	var (
+		version int64
+		force   bool
+	)
 	c := &cobra.Command{
 		Use:   "destroy NAME --version N",
 		Short: "Erase the value of one version for good",
 		Long: `destroy erases a version's ciphertext and data key from palyrad's database: the value
-can never be revealed again, by anyone. The version's metadata stays.`,
+can never be revealed again, by anyone. The version's metadata stays.
+
+A version that palyrad's settings refer to (secret:NAME@N pinned to it, or secret:NAME
+when it is the latest version) is not destroyed: the error names the settings. --force
+destroys it all the same and prints them.`,
 		Example: "  palyra secrets destroy openai --version 1",
 		Args:    cobra.ExactArgs(1),
 		RunE: deps.ByID[*controlplanev1.DestroySecretVersionResponse]{
@@ -331,17 +346,29 @@ can never be revealed again, by anyone. The version's metadata stays.`,
 				return nil
 			},
 			Call: func(ctx context.Context, c *client.Client, name string) (*controlplanev1.DestroySecretVersionResponse, error) {
-				return deps.Msg(c.Secrets.DestroySecretVersion(ctx, connect.NewRequest(&controlplanev1.DestroySecretVersionRequest{Name: name, Version: version})))
+				return deps.Msg(c.Secrets.DestroySecretVersion(ctx, connect.NewRequest(&controlplanev1.DestroySecretVersionRequest{Name: name, Version: version, Force: force})))
 			},
-			Table: func(w io.Writer, m *controlplanev1.DestroySecretVersionResponse) { secretTable(w, m.GetSecret()) },
+			Table: func(w io.Writer, m *controlplanev1.DestroySecretVersionResponse) {
+				referredTable(w, m.GetReferredBy())
+				secretTable(w, m.GetSecret())
+			},
 		}.RunE(d),
 	}
 	c.Flags().Int64Var(&version, "version", 0, "the version to destroy (required)")
+	c.Flags().BoolVar(&force, "force", false, "destroy even when palyrad's configuration refers to the version")
 	return c
 }
 
 // secretTable writes a secret's metadata as rows of a name and a value, then its
 // versions as a table.
+// referredTable names the settings that referred to what a forced delete or destroy
+// removed; nothing when none did.
+func referredTable(w io.Writer, keys []string) {
+	if len(keys) > 0 {
+		fmt.Fprintf(w, "Referred by\t%s (forced: they refer to what is gone)\n", strings.Join(keys, ", "))
+	}
+}
+
 func secretTable(w io.Writer, s *controlplanev1.Secret) {
 	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
 	row("Name", s.GetName())

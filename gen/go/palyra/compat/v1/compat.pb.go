@@ -114,7 +114,8 @@ type Model struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the name clients pass as `model`, e.g. "palyra-echo".
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// owned_by is the organisation that owns the model; "palyra" for models palyrad serves itself.
+	// owned_by is "palyra" for models palyrad serves itself, else the name of the provider
+	// that serves it.
 	OwnedBy       string `protobuf:"bytes,2,opt,name=owned_by,json=ownedBy,proto3" json:"owned_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

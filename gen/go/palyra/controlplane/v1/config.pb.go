@@ -247,9 +247,13 @@ type Setting struct {
 	// environment variable and file key; for a runtime one the palyra command.
 	ChangeHint string `protobuf:"bytes,9,opt,name=change_hint,json=changeHint,proto3" json:"change_hint,omitempty"`
 	// revision is the revision that stored the value; 0 unless source is DATABASE.
-	Revision      int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision int64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
+	// secret_reference says the setting takes a reference to a secret of the vault,
+	// secret:NAME or secret:NAME@VERSION, never the secret itself; value shows the
+	// reference as written.
+	SecretReference bool `protobuf:"varint,11,opt,name=secret_reference,json=secretReference,proto3" json:"secret_reference,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Setting) Reset() {
@@ -350,6 +354,13 @@ func (x *Setting) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *Setting) GetSecretReference() bool {
+	if x != nil {
+		return x.SecretReference
+	}
+	return false
 }
 
 // GetConfigRequest names what to read.
@@ -1319,7 +1330,7 @@ const file_palyra_controlplane_v1_config_proto_rawDesc = "" +
 	"\n" +
 	"ConfigList\x12&\n" +
 	"\x05items\x18\x01 \x03(\tB\x10\xbaH\r\x92\x01\n" +
-	"\x10\x80\x02\"\x05r\x03\x18\x80\x02R\x05items\"\xd0\x02\n" +
+	"\x10\x80\x02\"\x05r\x03\x18\x80\x02R\x05items\"\xfb\x02\n" +
 	"\aSetting\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x129\n" +
 	"\x05value\x18\x02 \x01(\v2#.palyra.controlplane.v1.ConfigValueR\x05value\x12<\n" +
@@ -1332,7 +1343,8 @@ const file_palyra_controlplane_v1_config_proto_rawDesc = "" +
 	"\vchange_hint\x18\t \x01(\tR\n" +
 	"changeHint\x12\x1a\n" +
 	"\brevision\x18\n" +
-	" \x01(\x03R\brevision\".\n" +
+	" \x01(\x03R\brevision\x12)\n" +
+	"\x10secret_reference\x18\v \x01(\bR\x0fsecretReference\".\n" +
 	"\x10GetConfigRequest\x12\x1a\n" +
 	"\x03key\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x03key\"l\n" +
 	"\x11GetConfigResponse\x12;\n" +

@@ -808,7 +808,10 @@ func (x *DeleteSecretRequest) GetForce() bool {
 type DeleteSecretResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// secret, with its delete_time.
-	Secret        *Secret `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Secret *Secret `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// referred_by are the keys of the settings that referred to the secret when force
+	// deleted it; they now refer to a secret that cannot be used.
+	ReferredBy    []string `protobuf:"bytes,2,rep,name=referred_by,json=referredBy,proto3" json:"referred_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -846,6 +849,13 @@ func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
 func (x *DeleteSecretResponse) GetSecret() *Secret {
 	if x != nil {
 		return x.Secret
+	}
+	return nil
+}
+
+func (x *DeleteSecretResponse) GetReferredBy() []string {
+	if x != nil {
+		return x.ReferredBy
 	}
 	return nil
 }
@@ -948,7 +958,9 @@ type DestroySecretVersionRequest struct {
 	// name of the secret.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// version to destroy, from 1.
-	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// force destroys the version even when settings refer to it.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -997,11 +1009,21 @@ func (x *DestroySecretVersionRequest) GetVersion() int64 {
 	return 0
 }
 
+func (x *DestroySecretVersionRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 // DestroySecretVersionResponse is the secret after the destroy.
 type DestroySecretVersionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// secret with its versions.
-	Secret        *Secret `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Secret *Secret `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// referred_by are the keys of the settings that referred to the version when force
+	// destroyed it; they now refer to a value that is gone.
+	ReferredBy    []string `protobuf:"bytes,2,rep,name=referred_by,json=referredBy,proto3" json:"referred_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1039,6 +1061,13 @@ func (*DestroySecretVersionResponse) Descriptor() ([]byte, []int) {
 func (x *DestroySecretVersionResponse) GetSecret() *Secret {
 	if x != nil {
 		return x.Secret
+	}
+	return nil
+}
+
+func (x *DestroySecretVersionResponse) GetReferredBy() []string {
+	if x != nil {
+		return x.ReferredBy
 	}
 	return nil
 }
@@ -1119,18 +1148,23 @@ const file_palyra_controlplane_v1_secrets_proto_rawDesc = "" +
 	"\x05value\x18\x03 \x01(\fR\x05value\"i\n" +
 	"\x13DeleteSecretRequest\x12<\n" +
 	"\x04name\x18\x01 \x01(\tB(\xbaH%r#\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"N\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"o\n" +
 	"\x14DeleteSecretResponse\x126\n" +
-	"\x06secret\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.SecretR\x06secret\"T\n" +
+	"\x06secret\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.SecretR\x06secret\x12\x1f\n" +
+	"\vreferred_by\x18\x02 \x03(\tR\n" +
+	"referredBy\"T\n" +
 	"\x14RestoreSecretRequest\x12<\n" +
 	"\x04name\x18\x01 \x01(\tB(\xbaH%r#\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\"O\n" +
 	"\x15RestoreSecretResponse\x126\n" +
-	"\x06secret\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.SecretR\x06secret\"~\n" +
+	"\x06secret\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.SecretR\x06secret\"\x94\x01\n" +
 	"\x1bDestroySecretVersionRequest\x12<\n" +
 	"\x04name\x18\x01 \x01(\tB(\xbaH%r#\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12!\n" +
-	"\aversion\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x01R\aversion\"V\n" +
+	"\aversion\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x01R\aversion\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"w\n" +
 	"\x1cDestroySecretVersionResponse\x126\n" +
-	"\x06secret\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.SecretR\x06secret2\x9a\a\n" +
+	"\x06secret\x18\x01 \x01(\v2\x1e.palyra.controlplane.v1.SecretR\x06secret\x12\x1f\n" +
+	"\vreferred_by\x18\x02 \x03(\tR\n" +
+	"referredBy2\x9a\a\n" +
 	"\rSecretService\x12u\n" +
 	"\tPutSecret\x12(.palyra.controlplane.v1.PutSecretRequest\x1a).palyra.controlplane.v1.PutSecretResponse\"\x13\xea\xe0\x18\x0f\x1a\rsecrets.write\x12}\n" +
 	"\vListSecrets\x12*.palyra.controlplane.v1.ListSecretsRequest\x1a+.palyra.controlplane.v1.ListSecretsResponse\"\x15\xea\xe0\x18\x0e\x1a\fsecrets.list\x90\x02\x01\x12w\n" +

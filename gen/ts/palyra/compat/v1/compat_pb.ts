@@ -67,7 +67,8 @@ export type Model = Message<"palyra.compat.v1.Model"> & {
   id: string;
 
   /**
-   * owned_by is the organisation that owns the model; "palyra" for models palyrad serves itself.
+   * owned_by is "palyra" for models palyrad serves itself, else the name of the provider
+   * that serves it.
    *
    * @generated from field: string owned_by = 2;
    */
@@ -88,8 +89,10 @@ export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
  */
 export const CompatService: GenService<{
   /**
-   * ListModels lists the models that chat completions accept, in the order they are
-   * configured (`compat.models`).
+   * ListModels lists the configured models: those of `compat.models` in order (owned_by
+   * "palyra"), then those of each upstream provider that has a base URL
+   * (`compat.providers.<name>.models`), by provider name, owned_by the provider's name.
+   * A model id configured twice is listed once, where it comes first.
    *
    * @generated from rpc palyra.compat.v1.CompatService.ListModels
    */

@@ -43,8 +43,10 @@ const (
 
 // CompatServiceClient is a client for the palyra.compat.v1.CompatService service.
 type CompatServiceClient interface {
-	// ListModels lists the models that chat completions accept, in the order they are
-	// configured (`compat.models`).
+	// ListModels lists the configured models: those of `compat.models` in order (owned_by
+	// "palyra"), then those of each upstream provider that has a base URL
+	// (`compat.providers.<name>.models`), by provider name, owned_by the provider's name.
+	// A model id configured twice is listed once, where it comes first.
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
 }
 
@@ -81,8 +83,10 @@ func (c *compatServiceClient) ListModels(ctx context.Context, req *connect.Reque
 
 // CompatServiceHandler is an implementation of the palyra.compat.v1.CompatService service.
 type CompatServiceHandler interface {
-	// ListModels lists the models that chat completions accept, in the order they are
-	// configured (`compat.models`).
+	// ListModels lists the configured models: those of `compat.models` in order (owned_by
+	// "palyra"), then those of each upstream provider that has a base URL
+	// (`compat.providers.<name>.models`), by provider name, owned_by the provider's name.
+	// A model id configured twice is listed once, where it comes first.
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
 }
 

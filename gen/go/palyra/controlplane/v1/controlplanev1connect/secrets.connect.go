@@ -76,12 +76,16 @@ type SecretServiceClient interface {
 	RevealSecret(context.Context, *connect.Request[v1.RevealSecretRequest]) (*connect.Response[v1.RevealSecretResponse], error)
 	// DeleteSecret soft-deletes a secret: it is no longer listed (unless asked) nor
 	// revealable, its versions are kept, RestoreSecret brings it back, and its name stays
-	// taken meanwhile.
+	// taken meanwhile. A secret that settings refer to (secret:NAME or secret:NAME@V) is
+	// FailedPrecondition naming their keys (ErrorInfo reason SECRET_REFERENCED, metadata
+	// referred_by), unless force: then it is deleted and referred_by names them.
 	DeleteSecret(context.Context, *connect.Request[v1.DeleteSecretRequest]) (*connect.Response[v1.DeleteSecretResponse], error)
 	// RestoreSecret brings back a deleted secret with all its versions.
 	RestoreSecret(context.Context, *connect.Request[v1.RestoreSecretRequest]) (*connect.Response[v1.RestoreSecretResponse], error)
 	// DestroySecretVersion erases a version's ciphertext and data key for good: its
-	// metadata stays, its value can never be revealed again.
+	// metadata stays, its value can never be revealed again. A version that settings refer
+	// to (secret:NAME@V pinned to it, or secret:NAME when it is the latest version) is
+	// FailedPrecondition naming their keys, as in DeleteSecret, unless force.
 	DestroySecretVersion(context.Context, *connect.Request[v1.DestroySecretVersionRequest]) (*connect.Response[v1.DestroySecretVersionResponse], error)
 }
 
@@ -211,12 +215,16 @@ type SecretServiceHandler interface {
 	RevealSecret(context.Context, *connect.Request[v1.RevealSecretRequest]) (*connect.Response[v1.RevealSecretResponse], error)
 	// DeleteSecret soft-deletes a secret: it is no longer listed (unless asked) nor
 	// revealable, its versions are kept, RestoreSecret brings it back, and its name stays
-	// taken meanwhile.
+	// taken meanwhile. A secret that settings refer to (secret:NAME or secret:NAME@V) is
+	// FailedPrecondition naming their keys (ErrorInfo reason SECRET_REFERENCED, metadata
+	// referred_by), unless force: then it is deleted and referred_by names them.
 	DeleteSecret(context.Context, *connect.Request[v1.DeleteSecretRequest]) (*connect.Response[v1.DeleteSecretResponse], error)
 	// RestoreSecret brings back a deleted secret with all its versions.
 	RestoreSecret(context.Context, *connect.Request[v1.RestoreSecretRequest]) (*connect.Response[v1.RestoreSecretResponse], error)
 	// DestroySecretVersion erases a version's ciphertext and data key for good: its
-	// metadata stays, its value can never be revealed again.
+	// metadata stays, its value can never be revealed again. A version that settings refer
+	// to (secret:NAME@V pinned to it, or secret:NAME when it is the latest version) is
+	// FailedPrecondition naming their keys, as in DeleteSecret, unless force.
 	DestroySecretVersion(context.Context, *connect.Request[v1.DestroySecretVersionRequest]) (*connect.Response[v1.DestroySecretVersionResponse], error)
 }
 

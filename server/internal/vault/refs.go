@@ -1,0 +1,148 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/config"
+	"github.com/palyra/palyra/server/internal/errdefs"
+	"github.com/palyra/palyra/server/internal/secretref"
+	"github.com/palyra/palyra/server/internal/store"
+)
+
+// ReasonReferenced is the ErrorInfo reason of a delete or destroy refused because
+// settings refer to what it removes; MetadataReferredBy is the metadata key listing
+// their keys, separated by commas.
+const (
+	ReasonReferenced   = "SECRET_REFERENCED"
+	MetadataReferredBy = "referred_by"
+)
+
+// Referrers finds the settings whose secret references name a secret. The live
+// configuration (package liveconfig) implements it.
+type Referrers interface {
+	// Referrers returns the settings in effect whose value is a reference to the secret
+	// name, any version, by key. It serialises with configuration changes until tx
+	// ends, so that none can add a reference meanwhile.
+	Referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error)
+}
+
+// referrers returns the settings that refer to the secret name; none without a
+// Referrers.
+func (v *Vault) referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error) {
+	if v.refs == nil {
+		return nil, nil
+	}
+	return v.refs.Referrers(ctx, tx, name)
+}
+
+// refuseReferred refuses to remove what (a secret, a version) while the settings keys
+// refer to it, unless force; with force it names them in the call's audit target (base
+// followed by " referred_by:" and the keys) and returns them.
+func (v *Vault) refuseReferred(ctx context.Context, base, what string, keys []string, force bool) ([]string, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	list := strings.Join(keys, ", ")
+	if !force {
+		return nil, &errdefs.Error{
+			Kind: errdefs.FailedPrecondition,
+			Message: fmt.Sprintf("%s is referred to by the setting(s) %s: point them elsewhere first (palyra config set or unset), "+
+				"or force it (palyra secrets ... --force), which leaves them referring to a secret that cannot be used", what, list),
+			Reason:   ReasonReferenced,
+			Metadata: map[string]string{MetadataReferredBy: strings.Join(keys, ",")},
+		}
+	}
+	audit.SetTarget(ctx, base+" referred_by:"+strings.Join(keys, ","))
+	v.log.Warn("a secret that settings refer to was removed by force", "what", what, "referred_by", keys)
+	return keys, nil
+}
+
+// CheckRef checks that ref can be used: its secret exists and is not deleted, and the
+// version it pins (or else the latest) exists and is not destroyed. The error, Invalid,
+// names the secret and says what is wrong, so that the caller can name the setting; q
+// is the transaction the setting is changed in.
+func CheckRef(ctx context.Context, q store.Queryer, ref secretref.Ref) error {
+	_, _, problem, err := usable(ctx, q.Q(), ref)
+	if err != nil {
+		return wrapErr("check a reference", err)
+	}
+	if problem != "" {
+		return errdefs.New(errdefs.Invalid, "%s", problem)
+	}
+	return nil
+}
+
+// usable reads the secret ref names and returns it with the version ref resolves to,
+// or what makes ref unusable: the secret does not exist or is deleted, the version does
+// not exist or is destroyed.
+func usable(ctx context.Context, q *dbsqlc.Queries, ref secretref.Ref) (dbsqlc.Secret, int64, string, error) {
+	row, err := q.GetSecretByName(ctx, ref.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return dbsqlc.Secret{}, 0, fmt.Sprintf("secret %q does not exist (palyra secrets set %s)", ref.Name, ref.Name), nil
+	}
+	if err != nil {
+		return dbsqlc.Secret{}, 0, "", err
+	}
+	if row.DeletedAt != nil {
+		return dbsqlc.Secret{}, 0, fmt.Sprintf("secret %q is deleted (palyra secrets restore %s)", ref.Name, ref.Name), nil
+	}
+	n := ref.Version
+	if n == 0 {
+		n = row.LatestVersion
+	}
+	if n > row.LatestVersion {
+		return dbsqlc.Secret{}, 0, fmt.Sprintf("secret %q has no version %d (its latest is %d)", ref.Name, n, row.LatestVersion), nil
+	}
+	versions, err := q.ListSecretVersions(ctx, row.ID)
+	if err != nil {
+		return dbsqlc.Secret{}, 0, "", err
+	}
+	for _, ver := range versions {
+		if ver.Version == n && ver.DestroyedAt != nil {
+			return dbsqlc.Secret{}, 0, fmt.Sprintf("version %d of secret %q was destroyed on %s",
+				n, ref.Name, ver.DestroyedAt.UTC().Format(time.RFC3339)), nil
+		}
+	}
+	return row, n, "", nil
+}
+
+// Resolve returns the value ref names, for the server's own use of a setting that
+// refers to a secret (an upstream provider's API key, say): the version it pins, else
+// the latest. A secret that does not exist, is deleted, or whose version is missing or
+// destroyed is FailedPrecondition; a value that does not decrypt DataLoss. It is not a
+// reveal: no reason, no rate limit, no audit event, and the secret's last read is not
+// stamped. The caller clears the value after use.
+func (v *Vault) Resolve(ctx context.Context, ref secretref.Ref) ([]byte, error) {
+	if !secretref.ValidName(ref.Name) || ref.Version < 0 {
+		return nil, errdefs.New(errdefs.Invalid, "malformed secret reference")
+	}
+	q := v.store.Q()
+	row, n, problem, err := usable(ctx, q, ref)
+	if err != nil {
+		return nil, wrapErr("resolve", err)
+	}
+	if problem != "" {
+		return nil, errdefs.New(errdefs.FailedPrecondition, "%s cannot be used: %s", ref, problem)
+	}
+	sv, err := q.GetSealedSecretVersion(ctx, dbsqlc.GetSealedSecretVersionParams{SecretID: row.ID, Version: n})
+	if err != nil {
+		return nil, wrapErr("resolve", err)
+	}
+	if sv.DestroyedAt != nil { // destroyed since usable read it
+		return nil, errdefs.New(errdefs.FailedPrecondition, "version %d of secret %q was destroyed", n, ref.Name)
+	}
+	value, err := v.wrap.open(v.keys, rowID{secretID: row.ID, name: row.Name, version: n}, sealedOf(sv))
+	if err != nil {
+		if errdefs.KindOf(err) == errdefs.DataLoss {
+			v.log.Error("a secret's version does not decrypt", "secret", ref.Name, "version", n, "err", err)
+		}
+		return nil, wrapErr("resolve", err)
+	}
+	return value, nil
+}
