@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"context"
 	"encoding/base64"
 	"os/exec"
 	"slices"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"github.com/jackc/pgx/v5"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
@@ -102,15 +100,7 @@ func TestProviderSecretReferences(t *testing.T) {
 		t.Fatalf("forced delete: %v, %v", del, err)
 	}
 
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var auditRows string
-	if err := conn.QueryRow(ctx, `select coalesce(string_agg(e::text, E'\n'), '') from audit_events e`).Scan(&auditRows); err != nil {
-		t.Fatal(err)
-	}
+	auditRows := auditRowsText(t, dbURL)
 	// A record's text doubles the quotes of the target.
 	for _, want := range []string{`secret:openai referred_by:` + key, key + ` """" -> ""secret:openai""`} {
 		if !strings.Contains(auditRows, want) {

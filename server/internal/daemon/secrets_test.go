@@ -210,15 +210,7 @@ func TestSecretValuesStayOutOfEverything(t *testing.T) {
 	}
 	absent("the pg_dump", string(dump))
 
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var auditRows string
-	if err := conn.QueryRow(ctx, `select coalesce(string_agg(e::text, E'\n'), '') from audit_events e`).Scan(&auditRows); err != nil {
-		t.Fatal(err)
-	}
+	auditRows := auditRowsText(t, dbURL)
 	if !strings.Contains(auditRows, "RevealSecret") {
 		t.Fatalf("the audit log holds no reveal:\n%s", auditRows)
 	}
@@ -244,6 +236,21 @@ func TestSecretValuesStayOutOfEverything(t *testing.T) {
 		t.Fatal("the daemon logged nothing at debug level")
 	}
 	absent("the daemon's log", logs.String())
+}
+
+// auditRowsText returns every row of audit_events of the database at dbURL, as text.
+func auditRowsText(t *testing.T, dbURL string) string {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var rows string
+	if err := conn.QueryRow(t.Context(), `select coalesce(string_agg(e::text, E'\n'), '') from audit_events e`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }
 
 // pgDump returns the pg_dump next to the PostgreSQL server: on PATH, or the newest under
