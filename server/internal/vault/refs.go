@@ -42,9 +42,10 @@ func (v *Vault) referrers(ctx context.Context, tx *store.Tx, name string) ([]con
 }
 
 // refuseReferred refuses to remove what (a secret, a version) while the settings keys
-// refer to it, unless force; with force it names them in the call's audit target (base
-// followed by " referred_by:" and the keys) and returns them.
-func (v *Vault) refuseReferred(ctx context.Context, base, what string, keys []string, force bool) ([]string, error) {
+// refer to it, unless force; command is the palyra command that removes it. With force
+// it names them in the call's audit target (base followed by " referred_by:" and the
+// keys) and returns them.
+func (v *Vault) refuseReferred(ctx context.Context, base, what, command string, keys []string, force bool) ([]string, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
@@ -53,7 +54,7 @@ func (v *Vault) refuseReferred(ctx context.Context, base, what string, keys []st
 		return nil, &errdefs.Error{
 			Kind: errdefs.FailedPrecondition,
 			Message: fmt.Sprintf("%s is referred to by the setting(s) %s: point them elsewhere first (palyra config set or unset), "+
-				"or force it (palyra secrets ... --force), which leaves them referring to a secret that cannot be used", what, list),
+				"or force it (%s --force), which leaves them referring to a secret that cannot be used", what, list, command),
 			Reason:   ReasonReferenced,
 			Metadata: map[string]string{MetadataReferredBy: strings.Join(keys, ",")},
 		}

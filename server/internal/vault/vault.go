@@ -490,7 +490,7 @@ func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted, fo
 			for i, r := range refs {
 				keys[i] = r.Key
 			}
-			if referred, err = v.refuseReferred(ctx, "secret:"+name, fmt.Sprintf("secret %q", name), keys, force); err != nil {
+			if referred, err = v.refuseReferred(ctx, "secret:"+name, fmt.Sprintf("secret %q", name), "palyra secrets delete "+name, keys, force); err != nil {
 				return err
 			}
 		}
@@ -561,7 +561,7 @@ func (v *Vault) Destroy(ctx context.Context, name string, version int64, by stri
 			}
 		}
 		what := fmt.Sprintf("version %d of secret %q", version, name)
-		if referred, err = v.refuseReferred(ctx, target(name, version), what, keys, force); err != nil {
+		if referred, err = v.refuseReferred(ctx, target(name, version), what, fmt.Sprintf("palyra secrets destroy %s --version %d", name, version), keys, force); err != nil {
 			return err
 		}
 		n, err := q.DestroySecretVersion(ctx, dbsqlc.DestroySecretVersionParams{SecretID: row.ID, Version: version, Now: v.now().UTC(), By: by})
