@@ -246,14 +246,14 @@ func (s *Service) plan(stored map[string]storedValue, change Change, checkRef fu
 		switch {
 		case !ok:
 			if near := config.Suggest(key); near != "" {
-				problem(key, false, "unknown setting %q; did you mean %q?", key, near)
+				problem(key, false, "unknown setting; did you mean %q?", near)
 			} else {
-				problem(key, false, "unknown setting %q", key)
+				problem(key, false, "unknown setting")
 			}
 		case !st.Runtime:
-			problem(key, true, "%s is a bootstrap setting, read-only through the API: change it with %s", key, st.Where())
+			problem(key, true, "a bootstrap setting, read-only through the API: change it with %s", st.Where())
 		case seen[key]:
-			problem(key, false, "%s is named more than once in the change", key)
+			problem(key, false, "named more than once in the change")
 		default:
 			seen[key] = true
 			return st, true
@@ -267,7 +267,7 @@ func (s *Service) plan(stored map[string]storedValue, change Change, checkRef fu
 		}
 		next := after.Clone()
 		if err := next.Set(kv.Key, kv.Value); err != nil {
-			problem(kv.Key, false, "%s (a %s): %v", kv.Key, st.Kind, err)
+			problem(kv.Key, false, "%v (a %s)", err, st.Kind)
 			continue
 		}
 		after = next
@@ -311,7 +311,7 @@ func (s *Service) plan(stored map[string]storedValue, change Change, checkRef fu
 		if len(bad) > 1 {
 			descs := make([]string, len(bad))
 			for i, v := range bad {
-				descs[i] = v.Description
+				descs[i] = v.Field + ": " + v.Description
 			}
 			e.Field, e.Message = "", strings.Join(descs, "; ")
 		}

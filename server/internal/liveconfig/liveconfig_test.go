@@ -243,6 +243,9 @@ func TestBadChangesChangeNothing(t *testing.T) {
 					_, _, err = a.Update(t.Context(), "token:test", "", tc.change, rev(0))
 				}
 				e := wantKind(t, err, tc.kind, tc.words...)
+				if msg := err.Error(); !strings.HasPrefix(msg, tc.fields[0]+": ") || strings.HasPrefix(msg, tc.fields[0]+": "+tc.fields[0]) {
+					t.Errorf("%s: %q does not name the key once, first", op, msg)
+				}
 				var fields []string
 				for _, v := range e.FieldViolations() {
 					fields = append(fields, v.Field)
