@@ -285,7 +285,7 @@ func (s *Service) plan(stored map[string]storedValue, change Change, checkRef fu
 				if errdefs.KindOf(err) != errdefs.Invalid {
 					return nil, err
 				}
-				problem(kv.Key, false, "%s refers to %s: %v", kv.Key, canonical.Text, err)
+				problem(kv.Key, false, "refers to %s: %v", canonical.Text, err)
 				continue
 			}
 		}
