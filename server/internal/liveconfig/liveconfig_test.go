@@ -9,14 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 
 	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/liveconfig"
-	"github.com/palyra/palyra/server/internal/notify"
+	"github.com/palyra/palyra/server/internal/notify/notifytest"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
 )
@@ -53,28 +52,18 @@ func (b *bundle) replica(t *testing.T, args ...string) *liveconfig.Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := pgx.ParseConfig(b.url)
+	notes := notifytest.Start(t, b.url, liveconfig.Channel)
+	live, err := liveconfig.New(t.Context(), liveconfig.Options{Store: b.store, Notify: notes, Base: base, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
+	bg.Go(func() { live.Run(ctx) })
 	t.Cleanup(func() {
 		cancel()
 		bg.Wait()
 	})
-	notes := notify.New(notify.Options{Config: cfg, Channels: []string{liveconfig.Channel}})
-	bg.Go(func() { notes.Run(ctx) })
-	select {
-	case <-notes.Ready():
-	case <-time.After(eventually.Deadline):
-		t.Fatal("the notification listener is not ready")
-	}
-	live, err := liveconfig.New(t.Context(), liveconfig.Options{Store: b.store, Notify: notes, Base: base, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bg.Go(func() { live.Run(ctx) })
 	return live
 }
 

@@ -20,20 +20,18 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/validate"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
-	"github.com/palyra/palyra/internal/eventually"
 	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/identity"
-	"github.com/palyra/palyra/server/internal/notify"
+	"github.com/palyra/palyra/server/internal/notify/notifytest"
 	"github.com/palyra/palyra/server/internal/pairing"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -119,17 +117,7 @@ func newBundle(t *testing.T, dbURL string, kek *identity.KeyEncryptionKey, clk *
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := pgx.ParseConfig(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listener := notify.New(notify.Options{Config: cfg, Channels: []string{pairing.Channel}})
-	background(t, listener.Run)
-	select {
-	case <-listener.Ready():
-	case <-time.After(eventually.Deadline):
-		t.Fatal("the notification listener is not ready")
-	}
+	listener := notifytest.Start(t, dbURL, pairing.Channel)
 	b := &testBundle{url: dbURL, store: st, kek: kek, clock: clk, authority: authority, audit: audit.New(audit.Options{Store: st, ReplicaID: "test", Now: clk.Now}), calls: &callLog{}}
 	opts := pairing.Options{
 		Store:              st,

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
@@ -19,7 +18,7 @@ import (
 	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/identity"
-	"github.com/palyra/palyra/server/internal/notify"
+	"github.com/palyra/palyra/server/internal/notify/notifytest"
 	"github.com/palyra/palyra/server/internal/revocation"
 	"github.com/palyra/palyra/server/internal/store"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -105,26 +104,16 @@ type replica struct {
 // refuse it during the handshake, as palyrad's does.
 func (b *testBundle) replica(t *testing.T) *replica {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(b.url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	notes := notifytest.Start(t, b.url, revocation.Channel)
 	ctx, cancel := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	t.Cleanup(func() {
 		cancel()
 		bg.Wait()
 	})
-	notes := notify.New(notify.Options{Config: cfg, Channels: []string{revocation.Channel}})
-	bg.Go(func() { notes.Run(ctx) })
 	list, err := revocation.New(revocation.Options{Store: b.store, Notify: notes, Now: b.clock.Now})
 	if err != nil {
 		t.Fatal(err)
-	}
-	select {
-	case <-notes.Ready():
-	case <-time.After(eventually.Deadline):
-		t.Fatal("the notification listener is not ready")
 	}
 	if err := list.Load(t.Context()); err != nil {
 		t.Fatal(err)
