@@ -7,6 +7,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -537,6 +538,20 @@ shows what would change and the revision it would make, and changes nothing.`,
 
 func newHistoryCommand(d *deps.Deps) *cobra.Command {
 	var paging cliflag.Paging
+	list := deps.List[*controlplanev1.ConfigRevision, *controlplanev1.ListConfigRevisionsResponse]{
+		Paging: &paging,
+		Noun:   "revisions",
+		Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListConfigRevisionsResponse, error) {
+			return deps.Msg(c.Config.ListConfigRevisions(ctx, connect.NewRequest(&controlplanev1.ListConfigRevisionsRequest{
+				PageSize: paging.Limit, PageToken: page,
+			})))
+		},
+		Items: (*controlplanev1.ListConfigRevisionsResponse).GetRevisions,
+		Response: func(revs []*controlplanev1.ConfigRevision, next string) *controlplanev1.ListConfigRevisionsResponse {
+			return &controlplanev1.ListConfigRevisionsResponse{Revisions: revs, NextPageToken: next}
+		},
+		Table: revisionsTable,
+	}.RunE(d)
 	c := &cobra.Command{
 		Use:   "history [REVISION]",
 		Short: "List the configuration's revisions, or show what one changed",
@@ -544,48 +559,29 @@ func newHistoryCommand(d *deps.Deps) *cobra.Command {
   palyra config history 7`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return list(cmd, args)
+			}
 			if err := paging.Check(cmd.Flags()); err != nil {
 				return err
 			}
-			var rev int64
-			if len(args) == 1 {
-				var err error
-				if rev, err = parseRevision(args[0]); err != nil {
-					return err
-				}
+			rev, err := parseRevision(args[0])
+			if err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {
 				return err
 			}
-			if rev != 0 {
-				res, err := c.Config.GetConfigRevision(cmd.Context(), connect.NewRequest(&controlplanev1.GetConfigRevisionRequest{Revision: rev}))
-				if err != nil {
-					return err
-				}
-				return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) {
-					revisionsTable(w, []*controlplanev1.ConfigRevision{res.Msg.GetRevision()})
-					fmt.Fprintln(w)
-					changesTable(w, res.Msg.GetChanges(), false)
-				})
-			}
-			revs, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.ConfigRevision, string, error) {
-				res, err := c.Config.ListConfigRevisions(cmd.Context(), connect.NewRequest(&controlplanev1.ListConfigRevisionsRequest{
-					PageSize: paging.Limit, PageToken: page,
-				}))
-				if err != nil {
-					return nil, "", err
-				}
-				return res.Msg.GetRevisions(), res.Msg.GetNextPageToken(), nil
-			})
+			res, err := c.Config.GetConfigRevision(cmd.Context(), connect.NewRequest(&controlplanev1.GetConfigRevisionRequest{Revision: rev}))
 			if err != nil {
 				return err
 			}
-			out := &controlplanev1.ListConfigRevisionsResponse{Revisions: revs, NextPageToken: next}
-			if next != "" && d.Output != output.JSON {
-				fmt.Fprintln(d.Stderr, "more revisions follow: pass --all to list them all")
-			}
-			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { revisionsTable(w, revs) })
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) {
+				revisionsTable(w, []*controlplanev1.ConfigRevision{res.Msg.GetRevision()})
+				fmt.Fprintln(w)
+				changesTable(w, res.Msg.GetChanges(), false)
+			})
 		},
 	}
 	paging.Bind(c.Flags(), "revisions", "every revision")

@@ -61,6 +61,7 @@ func parseDispatchID(arg string) (string, error) {
 func newListCommand(d *deps.Deps) *cobra.Command {
 	var (
 		node, capability string
+		nodeID           string // node, parsed
 		paging           cliflag.Paging
 		state            = cliflag.NewChoice("queued", "sent", "running", "succeeded", "failed", "timed_out", "cancelled")
 	)
@@ -70,42 +71,33 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		Example: `  palyra dispatches list --state failed
   palyra dispatches list --node 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --capability shell.execute --all -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &controlplanev1.ListDispatchesRequest{State: states[state.Value], Capability: capability, PageSize: paging.Limit}
-			if node != "" {
-				id, err := cliflag.ParseID(node, "node", "palyra nodes list")
-				if err != nil {
-					return err
+		RunE: deps.List[*controlplanev1.Dispatch, *controlplanev1.ListDispatchesResponse]{
+			Paging: &paging,
+			Noun:   "dispatches",
+			Check: func() error {
+				if node != "" {
+					id, err := cliflag.ParseID(node, "node", "palyra nodes list")
+					if err != nil {
+						return err
+					}
+					nodeID = id
 				}
-				req.NodeId = id
-			}
-			if len(capability) > 128 {
-				return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
-			}
-			if err := paging.Check(cmd.Flags()); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			list, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.Dispatch, string, error) {
-				req.PageToken = page
-				res, err := c.Dispatch.ListDispatches(cmd.Context(), connect.NewRequest(req))
-				if err != nil {
-					return nil, "", err
+				if len(capability) > 128 {
+					return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
 				}
-				return res.Msg.GetDispatches(), res.Msg.GetNextPageToken(), nil
-			})
-			if err != nil {
-				return err
-			}
-			out := &controlplanev1.ListDispatchesResponse{Dispatches: list, NextPageToken: next}
-			if next != "" && d.Output != output.JSON {
-				fmt.Fprintln(d.Stderr, "more dispatches follow: pass --all to list them all")
-			}
-			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { listTable(w, out.GetDispatches()) })
-		},
+				return nil
+			},
+			Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListDispatchesResponse, error) {
+				return deps.Msg(c.Dispatch.ListDispatches(ctx, connect.NewRequest(&controlplanev1.ListDispatchesRequest{
+					State: states[state.Value], NodeId: nodeID, Capability: capability, PageSize: paging.Limit, PageToken: page,
+				})))
+			},
+			Items: (*controlplanev1.ListDispatchesResponse).GetDispatches,
+			Response: func(list []*controlplanev1.Dispatch, next string) *controlplanev1.ListDispatchesResponse {
+				return &controlplanev1.ListDispatchesResponse{Dispatches: list, NextPageToken: next}
+			},
+			Table: listTable,
+		}.RunE(d),
 	}
 	c.Flags().StringVar(&node, "node", "", "list only the dispatches of this node `ID`")
 	c.Flags().Var(state, "state", "list only the dispatches in this state")

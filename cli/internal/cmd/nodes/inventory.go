@@ -2,6 +2,7 @@ package nodes
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,6 +42,7 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		presence       = cliflag.NewChoice("online", "stale", "offline")
 		capability     string
 		labels         []string
+		labelFilter    map[string]string // labels, parsed
 		includeRevoked bool
 		paging         cliflag.Paging
 	)
@@ -54,45 +56,35 @@ Revoked devices are left out unless --include-revoked is given.`,
 		Example: `  palyra nodes list --presence online --capability shell.execute
   palyra nodes list --label site=lab --all -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			l, err := pairing.ParseLabels(labels)
-			if err != nil {
-				return err
-			}
-			switch {
-			case len(l) > maxLabelFilters:
-				return cliusage.Wrap(fmt.Errorf("%d --label filters given; at most %d", len(l), maxLabelFilters))
-			case len(capability) > 128:
-				return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
-			}
-			if err := paging.Check(cmd.Flags()); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			req := &controlplanev1.ListNodesRequest{
-				Presence: presences[presence.Value], Capability: capability, Labels: l, IncludeRevoked: includeRevoked, PageSize: paging.Limit,
-			}
-			list, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.Node, string, error) {
-				req.PageToken = page
-				res, err := c.Nodes.ListNodes(cmd.Context(), connect.NewRequest(req))
+		RunE: deps.List[*controlplanev1.Node, *controlplanev1.ListNodesResponse]{
+			Paging: &paging,
+			Noun:   "nodes",
+			Check: func() error {
+				l, err := pairing.ParseLabels(labels)
 				if err != nil {
-					return nil, "", err
+					return err
 				}
-				return res.Msg.GetNodes(), res.Msg.GetNextPageToken(), nil
-			})
-			if err != nil {
-				return err
-			}
-			out := &controlplanev1.ListNodesResponse{Nodes: list, NextPageToken: next}
-			if next != "" && d.Output != output.JSON {
-				fmt.Fprintln(d.Stderr, "more nodes follow: pass --all to list them all")
-			}
-			now := d.Clock()
-			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { nodeListTable(w, out.GetNodes(), now) })
-		},
+				switch {
+				case len(l) > maxLabelFilters:
+					return cliusage.Wrap(fmt.Errorf("%d --label filters given; at most %d", len(l), maxLabelFilters))
+				case len(capability) > 128:
+					return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
+				}
+				labelFilter = l
+				return nil
+			},
+			Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListNodesResponse, error) {
+				return deps.Msg(c.Nodes.ListNodes(ctx, connect.NewRequest(&controlplanev1.ListNodesRequest{
+					Presence: presences[presence.Value], Capability: capability, Labels: labelFilter, IncludeRevoked: includeRevoked,
+					PageSize: paging.Limit, PageToken: page,
+				})))
+			},
+			Items: (*controlplanev1.ListNodesResponse).GetNodes,
+			Response: func(list []*controlplanev1.Node, next string) *controlplanev1.ListNodesResponse {
+				return &controlplanev1.ListNodesResponse{Nodes: list, NextPageToken: next}
+			},
+			Table: func(w io.Writer, list []*controlplanev1.Node) { nodeListTable(w, list, d.Clock()) },
+		}.RunE(d),
 	}
 	c.Flags().Var(presence, "presence", "list only the nodes with this presence")
 	c.Flags().StringVar(&capability, "capability", "", "list only the nodes that offer this capability (available or not), e.g. shell.execute")

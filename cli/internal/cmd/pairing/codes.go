@@ -166,32 +166,20 @@ func newCodeListCommand(d *deps.Deps) *cobra.Command {
 		Example: `  palyra pairing codes list --active
   palyra pairing codes list --all -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := paging.Check(cmd.Flags()); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			req := &controlplanev1.ListPairingCodesRequest{PageSize: paging.Limit, ActiveOnly: active}
-			codes, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.PairingCode, string, error) {
-				req.PageToken = page
-				res, err := c.Pairing.ListPairingCodes(cmd.Context(), connect.NewRequest(req))
-				if err != nil {
-					return nil, "", err
-				}
-				return res.Msg.GetPairingCodes(), res.Msg.GetNextPageToken(), nil
-			})
-			if err != nil {
-				return err
-			}
-			out := &controlplanev1.ListPairingCodesResponse{PairingCodes: codes, NextPageToken: next}
-			if next != "" && d.Output != output.JSON {
-				fmt.Fprintln(d.Stderr, "more codes follow: pass --all to list them all")
-			}
-			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { codeListTable(w, out.GetPairingCodes()) })
-		},
+		RunE: deps.List[*controlplanev1.PairingCode, *controlplanev1.ListPairingCodesResponse]{
+			Paging: &paging,
+			Noun:   "codes",
+			Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListPairingCodesResponse, error) {
+				return deps.Msg(c.Pairing.ListPairingCodes(ctx, connect.NewRequest(&controlplanev1.ListPairingCodesRequest{
+					PageSize: paging.Limit, ActiveOnly: active, PageToken: page,
+				})))
+			},
+			Items: (*controlplanev1.ListPairingCodesResponse).GetPairingCodes,
+			Response: func(codes []*controlplanev1.PairingCode, next string) *controlplanev1.ListPairingCodesResponse {
+				return &controlplanev1.ListPairingCodesResponse{PairingCodes: codes, NextPageToken: next}
+			},
+			Table: codeListTable,
+		}.RunE(d),
 	}
 	c.Flags().BoolVar(&active, "active", false, "list only the codes that can still be used")
 	paging.Bind(c.Flags(), "codes", "every code")

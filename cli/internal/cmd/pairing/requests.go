@@ -36,48 +36,29 @@ var states = map[string]nodev1.PairingState{
 	"expired":          nodev1.PairingState_PAIRING_STATE_EXPIRED,
 }
 
-// requestLister lists pairing requests; `pairing requests list` and `nodes pending`
-// share it.
-type requestLister struct {
-	paging cliflag.Paging
-}
-
-func (l *requestLister) bindFlags(c *cobra.Command) {
-	l.paging.Bind(c.Flags(), "requests", "every request")
-}
-
-func (l *requestLister) run(cmd *cobra.Command, d *deps.Deps, state nodev1.PairingState) error {
-	if err := l.paging.Check(cmd.Flags()); err != nil {
-		return err
-	}
-	c, err := d.Client()
-	if err != nil {
-		return err
-	}
-	req := &controlplanev1.ListPairingRequestsRequest{State: state, PageSize: l.paging.Limit}
-	reqs, next, err := client.Pages(l.paging.All, func(page string) ([]*controlplanev1.PairingRequest, string, error) {
-		req.PageToken = page
-		res, err := c.Pairing.ListPairingRequests(cmd.Context(), connect.NewRequest(req))
-		if err != nil {
-			return nil, "", err
-		}
-		return res.Msg.GetPairingRequests(), res.Msg.GetNextPageToken(), nil
-	})
-	if err != nil {
-		return err
-	}
-	out := &controlplanev1.ListPairingRequestsResponse{PairingRequests: reqs, NextPageToken: next}
-	if next != "" && d.Output != output.JSON {
-		fmt.Fprintln(d.Stderr, "more requests follow: pass --all to list them all")
-	}
-	now := d.Clock()
-	return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { requestListTable(w, out.GetPairingRequests(), now) })
+// listRequests returns the RunE of a command that lists the pairing requests in the
+// state that state returns; `pairing requests list` and `nodes pending` share it.
+func listRequests(d *deps.Deps, paging *cliflag.Paging, state func() nodev1.PairingState) func(*cobra.Command, []string) error {
+	return deps.List[*controlplanev1.PairingRequest, *controlplanev1.ListPairingRequestsResponse]{
+		Paging: paging,
+		Noun:   "requests",
+		Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListPairingRequestsResponse, error) {
+			return deps.Msg(c.Pairing.ListPairingRequests(ctx, connect.NewRequest(&controlplanev1.ListPairingRequestsRequest{
+				State: state(), PageSize: paging.Limit, PageToken: page,
+			})))
+		},
+		Items: (*controlplanev1.ListPairingRequestsResponse).GetPairingRequests,
+		Response: func(reqs []*controlplanev1.PairingRequest, next string) *controlplanev1.ListPairingRequestsResponse {
+			return &controlplanev1.ListPairingRequestsResponse{PairingRequests: reqs, NextPageToken: next}
+		},
+		Table: func(w io.Writer, reqs []*controlplanev1.PairingRequest) { requestListTable(w, reqs, d.Clock()) },
+	}.RunE(d)
 }
 
 func newRequestListCommand(d *deps.Deps) *cobra.Command {
 	var (
-		l     requestLister
-		state = cliflag.NewChoice("pending", "pending_approval", "approved", "completed", "rejected", "expired")
+		paging cliflag.Paging
+		state  = cliflag.NewChoice("pending", "pending_approval", "approved", "completed", "rejected", "expired")
 	)
 	c := &cobra.Command{
 		Use:   "list",
@@ -85,10 +66,10 @@ func newRequestListCommand(d *deps.Deps) *cobra.Command {
 		Example: `  palyra pairing requests list --state pending
   palyra pairing requests list --all -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return l.run(cmd, d, states[state.Value]) },
+		RunE: listRequests(d, &paging, func() nodev1.PairingState { return states[state.Value] }),
 	}
 	c.Flags().Var(state, "state", "list only the requests in this state")
-	l.bindFlags(c)
+	paging.Bind(c.Flags(), "requests", "every request")
 	return c
 }
 
@@ -96,17 +77,17 @@ func newRequestListCommand(d *deps.Deps) *cobra.Command {
 // `palyra pairing requests list --state pending` lists them. `palyra nodes pending` is
 // this command.
 func NewPendingCommand(d *deps.Deps) *cobra.Command {
-	var l requestLister
+	var paging cliflag.Paging
 	c := &cobra.Command{
 		Use:     "pending",
 		Short:   "List the pairing requests waiting for approval (palyra pairing requests list --state pending)",
 		Example: "  palyra nodes pending",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return l.run(cmd, d, nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL)
-		},
+		RunE: listRequests(d, &paging, func() nodev1.PairingState {
+			return nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL
+		}),
 	}
-	l.bindFlags(c)
+	paging.Bind(c.Flags(), "requests", "every request")
 	return c
 }
 

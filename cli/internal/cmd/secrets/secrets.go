@@ -165,32 +165,20 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		Short:   "List secrets, newest first: metadata only",
 		Example: "  palyra secrets list --deleted",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := paging.Check(cmd.Flags()); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			req := &controlplanev1.ListSecretsRequest{PageSize: paging.Limit, IncludeDeleted: deleted}
-			list, next, err := client.Pages(paging.All, func(page string) ([]*controlplanev1.Secret, string, error) {
-				req.PageToken = page
-				res, err := c.Secrets.ListSecrets(cmd.Context(), connect.NewRequest(req))
-				if err != nil {
-					return nil, "", err
-				}
-				return res.Msg.GetSecrets(), res.Msg.GetNextPageToken(), nil
-			})
-			if err != nil {
-				return err
-			}
-			out := &controlplanev1.ListSecretsResponse{Secrets: list, NextPageToken: next}
-			if next != "" && d.Output != output.JSON {
-				fmt.Fprintln(d.Stderr, "more secrets follow: pass --all to list them all")
-			}
-			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { listTable(w, list) })
-		},
+		RunE: deps.List[*controlplanev1.Secret, *controlplanev1.ListSecretsResponse]{
+			Paging: &paging,
+			Noun:   "secrets",
+			Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListSecretsResponse, error) {
+				return deps.Msg(c.Secrets.ListSecrets(ctx, connect.NewRequest(&controlplanev1.ListSecretsRequest{
+					PageSize: paging.Limit, IncludeDeleted: deleted, PageToken: page,
+				})))
+			},
+			Items: (*controlplanev1.ListSecretsResponse).GetSecrets,
+			Response: func(list []*controlplanev1.Secret, next string) *controlplanev1.ListSecretsResponse {
+				return &controlplanev1.ListSecretsResponse{Secrets: list, NextPageToken: next}
+			},
+			Table: listTable,
+		}.RunE(d),
 	}
 	c.Flags().BoolVar(&deleted, "deleted", false, "list deleted secrets too")
 	paging.Bind(c.Flags(), "secrets", "every secret")

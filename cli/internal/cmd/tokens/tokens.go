@@ -139,32 +139,20 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 		Example: `  palyra auth tokens list --state active
   palyra auth tokens list --all -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := paging.Check(cmd.Flags()); err != nil {
-				return err
-			}
-			c, err := d.Client()
-			if err != nil {
-				return err
-			}
-			req := &accessv1.ListTokensRequest{PageSize: paging.Limit, State: states[state.Value]}
-			tokens, next, err := client.Pages(paging.All, func(page string) ([]*accessv1.Token, string, error) {
-				req.PageToken = page
-				res, err := c.Access.ListTokens(cmd.Context(), connect.NewRequest(req))
-				if err != nil {
-					return nil, "", err
-				}
-				return res.Msg.GetTokens(), res.Msg.GetNextPageToken(), nil
-			})
-			if err != nil {
-				return err
-			}
-			out := &accessv1.ListTokensResponse{Tokens: tokens, NextPageToken: next}
-			if out.NextPageToken != "" && d.Output != output.JSON {
-				fmt.Fprintln(d.Stderr, "more tokens follow: pass --all to list them all")
-			}
-			return output.Print(d.Stdout, d.Output, out, func(w io.Writer) { listTable(w, out.GetTokens()) })
-		},
+		RunE: deps.List[*accessv1.Token, *accessv1.ListTokensResponse]{
+			Paging: &paging,
+			Noun:   "tokens",
+			Page: func(ctx context.Context, c *client.Client, page string) (*accessv1.ListTokensResponse, error) {
+				return deps.Msg(c.Access.ListTokens(ctx, connect.NewRequest(&accessv1.ListTokensRequest{
+					PageSize: paging.Limit, State: states[state.Value], PageToken: page,
+				})))
+			},
+			Items: (*accessv1.ListTokensResponse).GetTokens,
+			Response: func(tokens []*accessv1.Token, next string) *accessv1.ListTokensResponse {
+				return &accessv1.ListTokensResponse{Tokens: tokens, NextPageToken: next}
+			},
+			Table: listTable,
+		}.RunE(d),
 	}
 	c.Flags().Var(state, "state", "list only the tokens in this state")
 	paging.Bind(c.Flags(), "tokens", "every token")
