@@ -59,7 +59,8 @@ var streamNames = map[nodev1.OutputStream]string{
 func capabilitiesOf(caps []*nodev1.Capability) []Capability {
 	out := make([]Capability, 0, len(caps))
 	for _, c := range caps {
-		out = append(out, Capability{Name: c.GetName(), Description: c.GetDescription(), InputSchema: c.GetInputSchema(), Available: c.GetAvailable()})
+		out = append(out, Capability{Name: c.GetName(), Description: c.GetDescription(), InputSchema: c.GetInputSchema(),
+			Available: c.GetAvailable(), Models: c.GetModels()})
 	}
 	return out
 }
@@ -77,7 +78,8 @@ func parseCapabilities(raw []byte) ([]Capability, error) {
 func capabilityProtos(caps []Capability) []*nodev1.Capability {
 	out := make([]*nodev1.Capability, 0, len(caps))
 	for _, c := range caps {
-		out = append(out, &nodev1.Capability{Name: c.Name, Description: c.Description, InputSchema: c.InputSchema, Available: c.Available})
+		out = append(out, &nodev1.Capability{Name: c.Name, Description: c.Description, InputSchema: c.InputSchema,
+			Available: c.Available, Models: c.Models})
 	}
 	return out
 }

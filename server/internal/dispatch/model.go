@@ -84,6 +84,8 @@ type Capability struct {
 	Description string `json:"description,omitempty"`
 	InputSchema string `json:"input_schema,omitempty"`
 	Available   bool   `json:"available"`
+	// Models are the models it serves (llm.chat, llm.embed); nil for other capabilities.
+	Models []string `json:"models,omitempty"`
 }
 
 // Node is a paired device as a node: what it announced and its presence.

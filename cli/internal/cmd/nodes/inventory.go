@@ -255,8 +255,30 @@ func nodeTable(w io.Writer, n *controlplanev1.Node, dev *controlplanev1.Device, 
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", output.Cell(c.GetName()), available, schemaSummary(c.GetInputSchema()),
 			output.Cell(c.GetDescription()))
 	}
+	modelTable(w, n.GetCapabilities())
 	fmt.Fprintln(w)
 	certificateTable(w, dev.GetCertificates())
+}
+
+// modelTable lists the models each capability serves (llm.chat, llm.embed), after a
+// blank line; nothing when none serves any.
+func modelTable(w io.Writer, caps []*nodev1.Capability) {
+	header := false
+	for _, c := range sortedCapabilities(caps) {
+		if len(c.GetModels()) == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "CAPABILITY\tMODELS")
+			header = true
+		}
+		models := make([]string, 0, len(c.GetModels()))
+		for _, m := range c.GetModels() {
+			models = append(models, output.Cell(m))
+		}
+		fmt.Fprintf(w, "%s\t%s\n", output.Cell(c.GetName()), output.List(models))
+	}
 }
 
 // maxschemaSummary is the longest schema summary, in characters.

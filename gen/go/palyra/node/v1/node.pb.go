@@ -694,7 +694,14 @@ type Capability struct {
 	InputSchema string `protobuf:"bytes,3,opt,name=input_schema,json=inputSchema,proto3" json:"input_schema,omitempty"`
 	// available is false when the node knows the capability but cannot run it now (say,
 	// it is not configured).
-	Available     bool `protobuf:"varint,4,opt,name=available,proto3" json:"available,omitempty"`
+	Available bool `protobuf:"varint,4,opt,name=available,proto3" json:"available,omitempty"`
+	// models are the models the capability serves, for capabilities that front a model
+	// server (llm.chat, llm.embed): the names a dispatch's input may ask for (the
+	// node's aliases, not its server's own ids), so that palyrad can route a request
+	// for a model to a node that serves it. Empty for other capabilities. Each is
+	// slash-separated segments of letters, digits and ".:_@+-", each segment starting
+	// with a letter or digit (e.g. "llama3.1:8b", "qwen/qwen2.5-7b-instruct").
+	Models        []string `protobuf:"bytes,5,rep,name=models,proto3" json:"models,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -755,6 +762,13 @@ func (x *Capability) GetAvailable() bool {
 		return x.Available
 	}
 	return false
+}
+
+func (x *Capability) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
 }
 
 // Heartbeat says the node is alive.
@@ -2200,13 +2214,14 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2!.palyra.node.v1.Hello.LabelsEntryB:\xbaH7\x9a\x014\x10@\")r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
 	"\n" +
 	"Capability\x12E\n" +
 	"\x04name\x18\x01 \x01(\tB1\xbaH.r,\x10\x01\x18\x80\x012%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\vdescription\x12,\n" +
 	"\finput_schema\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04R\vinputSchema\x12\x1c\n" +
-	"\tavailable\x18\x04 \x01(\bR\tavailable\"%\n" +
+	"\tavailable\x18\x04 \x01(\bR\tavailable\x12n\n" +
+	"\x06models\x18\x05 \x03(\tBV\xbaHS\x92\x01P\x10\x80\x02\x18\x01\"IrG\x10\x01\x18\x80\x012@^[A-Za-z0-9][A-Za-z0-9._:@+-]*(/[A-Za-z0-9][A-Za-z0-9._:@+-]*)*$R\x06models\"%\n" +
 	"\tHeartbeat\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\rR\arunning\">\n" +
 	"\x10DispatchAccepted\x12*\n" +
