@@ -188,7 +188,19 @@ type outputPump struct {
 	closed    bool
 }
 
-var _ capability.Output = (*outputPump)(nil)
+var (
+	_ capability.Output  = (*outputPump)(nil)
+	_ capability.Flusher = (*outputPump)(nil)
+)
+
+// Flush implements capability.Flusher: what is buffered is sent now.
+func (p *outputPump) Flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.flushLocked()
+	}
+}
 
 // Write implements capability.Output.
 func (p *outputPump) Write(stream capability.Stream, b []byte) {

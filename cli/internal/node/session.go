@@ -88,6 +88,7 @@ func capabilityProtos(reg *capability.Registry) []*nodev1.Capability {
 	for _, d := range reg.Descriptors() {
 		caps = append(caps, &nodev1.Capability{
 			Name: d.Name, Description: d.Description, InputSchema: string(d.InputSchema), Available: d.Available,
+			Models: d.Models,
 		})
 	}
 	return caps

@@ -156,6 +156,8 @@ func parseLogLevel(s string) (slog.Level, error) {
 var configSettings = map[string]string{
 	"shell.execute":   "[shell] allow or [[shell.program]]",
 	"filesystem.read": "[filesystem] roots",
+	"llm.chat":        "[llm] base_url and models",
+	"llm.embed":       "[llm] base_url and embedding_models",
 }
 
 // loadCapabilities returns the registry of the built-in capabilities configured by

@@ -7,8 +7,8 @@ import (
 )
 
 // Builtin returns the built-in capabilities configured by cfg: system.info, and
-// shell.execute and filesystem.read, each unavailable (announced, but refusing every
-// input) until cfg allows something. cfg is normally LoadConfig's; a zero setting takes
+// shell.execute, filesystem.read, llm.chat and llm.embed, each unavailable (announced,
+// but refusing every input) until cfg allows or configures something. cfg is normally LoadConfig's; a zero setting takes
 // its default, and entries LoadConfig would refuse (relative paths) are ignored with a
 // warning on log (nil: no logging). shell.execute passes variables through from the
 // agent's environment as it is now.
@@ -16,9 +16,9 @@ func Builtin(cfg Config, log *slog.Logger) []Capability {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return []Capability{
+	return append([]Capability{
 		newSystemInfo(procFS(), os.Hostname),
 		newShell(cfg.Shell, os.Environ(), log, time.Now),
 		newFileReader(cfg.Filesystem, log),
-	}
+	}, newLLMCapabilities(cfg.LLM, log)...)
 }

@@ -1,6 +1,7 @@
 // Package capability is what a Palyra node can run: the Capability interface, the one
 // registry the agent looks capabilities up in, the node.toml configuration, and the
-// built-in capabilities system.info, shell.execute and filesystem.read.
+// built-in capabilities system.info, shell.execute, filesystem.read, llm.chat and
+// llm.embed.
 //
 // The agent (package node) announces Registry.Descriptors in its hello, looks each
 // dispatch's capability up in the registry and calls Run with the dispatch's input, a
@@ -77,6 +78,18 @@ type Descriptor struct {
 	InputSchema json.RawMessage
 	// Available is false when the capability is known but not usable (not configured).
 	Available bool
+	// Models are the models the capability serves (llm.chat, llm.embed), announced so
+	// that palyrad routes requests for them here; nil for other capabilities. At most
+	// MaxModels, each matching modelNamePattern.
+	Models []string
+}
+
+// Flusher is an Output that can send what it holds at once: a capability whose output
+// is a stream of messages (llm.chat's chunks) calls Flush after each, so that none
+// waits for more output to be coalesced with.
+type Flusher interface {
+	// Flush sends the output written so far.
+	Flush()
 }
 
 // Result is how a run ended, when it ended by itself.

@@ -35,6 +35,12 @@ const (
 	// MaxFileBytesLimit bounds filesystem.max_bytes: the content travels base64-encoded
 	// (a third larger) in a result of at most 1 MiB (DispatchResult.result_json).
 	MaxFileBytesLimit = 700 << 10
+	// DefaultLLMTimeout is the longest an llm.chat or llm.embed request lasts.
+	DefaultLLMTimeout = 10 * time.Minute
+	// DefaultLLMMaxConcurrent is how many requests llm.chat and llm.embed forward at once.
+	DefaultLLMMaxConcurrent = 4
+	// MaxLLMConcurrent bounds llm.max_concurrent.
+	MaxLLMConcurrent = 1024
 )
 
 // Config is node.toml: what the built-in capabilities may do on this node. Its zero
@@ -44,6 +50,8 @@ type Config struct {
 	Shell ShellConfig `toml:"shell"`
 	// Filesystem configures filesystem.read.
 	Filesystem FilesystemConfig `toml:"filesystem"`
+	// LLM configures llm.chat and llm.embed.
+	LLM LLMConfig `toml:"llm"`
 }
 
 // ShellConfig configures shell.execute.
@@ -114,6 +122,34 @@ type FilesystemConfig struct {
 	MaxBytes int64 `toml:"max_bytes"`
 }
 
+// LLMConfig configures llm.chat and llm.embed: the OpenAI-compatible model server the
+// node fronts (llama.cpp's llama-server, Ollama, vLLM, ...) and the models it serves.
+// Without BaseURL both capabilities are unavailable.
+type LLMConfig struct {
+	// BaseURL is the server's OpenAI API root, e.g. "http://127.0.0.1:8080/v1": an
+	// http or https URL without credentials, query or fragment, normally on loopback or
+	// a private address. Requests go to BaseURL + "/chat/completions" and
+	// "/embeddings".
+	BaseURL string `toml:"base_url"`
+	// APIKeyFile is the file holding the server's API key, sent as "Authorization:
+	// Bearer"; absolute, readable by its owner only. Empty: no key is sent.
+	APIKeyFile string `toml:"api_key_file"`
+	// Models are the chat models llm.chat serves: "name", or "name=local-id" to serve
+	// the server's model local-id as name. The names are announced to palyrad.
+	Models []string `toml:"models"`
+	// EmbeddingModels are the embedding models llm.embed serves, written as Models.
+	EmbeddingModels []string `toml:"embedding_models"`
+	// Timeout is the longest a request lasts, streaming included (default 10m); the
+	// dispatch's deadline applies too.
+	Timeout Duration `toml:"timeout"`
+	// MaxConcurrent is how many requests are forwarded at once, both capabilities
+	// together (default 4); more wait for a slot.
+	MaxConcurrent int `toml:"max_concurrent"`
+
+	// apiKey is the content of APIKeyFile, read by LoadConfig.
+	apiKey *apiKey
+}
+
 // Duration is a time.Duration written in TOML as a string such as "30s" or "1h30m".
 type Duration time.Duration
 
@@ -146,6 +182,10 @@ func DefaultConfig() Config {
 		Filesystem: FilesystemConfig{
 			MaxBytes: DefaultMaxFileBytes,
 		},
+		LLM: LLMConfig{
+			Timeout:       Duration(DefaultLLMTimeout),
+			MaxConcurrent: DefaultLLMMaxConcurrent,
+		},
 	}
 }
 
@@ -154,7 +194,9 @@ func DefaultConfig() Config {
 // file that group or others may write (it decides what the node runs), and invalid
 // settings: relative paths, roots and work_dir that are not existing directories,
 // pinned work_dirs with ".." or that others may write, executables that cannot be
-// found, non-positive durations and sizes. Bare executable names are resolved on the
+// found, non-positive durations and sizes, an llm.base_url that is not an http(s) URL
+// or holds credentials, invalid or duplicate model names, and an llm.api_key_file that
+// group or others may read (the key is read now). Bare executable names are resolved on the
 // agent's PATH now, so that the returned Allow holds absolute paths only.
 func LoadConfig(path string) (Config, error) {
 	f, err := os.Open(path)
@@ -218,6 +260,9 @@ func checkValueTypes(raw []byte) error {
 				Args any `toml:"args"`
 			} `toml:"program"`
 		} `toml:"shell"`
+		LLM struct {
+			Timeout any `toml:"timeout"`
+		} `toml:"llm"`
 	}
 	if err := toml.Unmarshal(raw, &doc); err != nil {
 		return err
@@ -226,7 +271,7 @@ func checkValueTypes(raw []byte) error {
 	for _, d := range []struct {
 		key string
 		v   any
-	}{{"shell.timeout", doc.Shell.Timeout}, {"shell.kill_grace", doc.Shell.KillGrace}} {
+	}{{"shell.timeout", doc.Shell.Timeout}, {"shell.kill_grace", doc.Shell.KillGrace}, {"llm.timeout", doc.LLM.Timeout}} {
 		if _, ok := d.v.(string); d.v != nil && !ok {
 			errs = append(errs, fmt.Errorf("%s: invalid duration %v: want a string such as \"30s\" or \"10m\"", d.key, d.v))
 		}
@@ -356,6 +401,11 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 	if fsc.MaxBytes <= 0 || fsc.MaxBytes > MaxFileBytesLimit {
 		errs = append(errs, fmt.Errorf("filesystem.max_bytes: %d is not between 1 and %d (the content is returned base64-encoded in a result of at most 1 MiB)", fsc.MaxBytes, MaxFileBytesLimit))
 	}
+	llm, err := c.LLM.normalize()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.LLM = llm
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
@@ -549,6 +599,37 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 # Most bytes a read returns: the largest file, or slice of a file with offset and length
 # (at most 716800: the content travels base64-encoded in a result of at most 1 MiB).
 # max_bytes = 524288
+
+[llm]
+# llm.chat and llm.embed front an OpenAI-compatible model server on this machine or its
+# private network (llama.cpp's llama-server, Ollama, vLLM, ...): palyrad routes requests
+# for the models listed below to this node, which forwards them to the server and
+# streams the answer back over its own connection to palyrad (no inbound port). Without
+# base_url (the default) both capabilities are unavailable.
+#
+# The server's OpenAI API root (http or https, without credentials): requests go to
+# base_url + "/chat/completions" and "/embeddings".
+# base_url = "http://127.0.0.1:8080/v1"
+
+# The file holding the server's API key, if it wants one (sent as "Authorization:
+# Bearer ..."): an absolute path, readable by its owner only (chmod 600). Never write
+# the key itself here.
+# api_key_file = "/etc/palyra/llm.key"
+
+# The chat models llm.chat serves, announced to palyrad: "name" (the server's own
+# id), or "name=local-id" to serve the server's model local-id as name. A name is
+# slash-separated segments of letters, digits and ".:_@+-". A request for any other
+# model is refused.
+# models = ["llama3.1:8b", "fast=qwen2.5:0.5b-instruct"]
+
+# The embedding models llm.embed serves, written the same way.
+# embedding_models = ["nomic-embed-text"]
+
+# Longest a request may last, streaming included; its dispatch's deadline applies too.
+# timeout = "10m"
+
+# Requests forwarded at once (chat and embeddings together); more wait for a slot.
+# max_concurrent = 4
 `
 
 // WriteDefaultConfig writes a commented node.toml template at path, with mode 0600, for

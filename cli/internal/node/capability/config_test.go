@@ -39,6 +39,10 @@ func TestLoadConfig(t *testing.T) {
 		t.Skip("no echo on PATH")
 	}
 	echo, _ = filepath.Abs(echo)
+	keyFile := filepath.Join(dir, "llm.key")
+	if err := os.WriteFile(keyFile, []byte("sk-local-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	withDefaults := func(f func(*Config)) Config {
 		c := DefaultConfig()
@@ -67,6 +71,14 @@ kill_grace = "1500ms"
 [filesystem]
 roots = ["` + dir + `", "` + dir + `/."]
 max_bytes = 4096
+
+[llm]
+base_url = "http://127.0.0.1:8080/v1/"
+api_key_file = "` + keyFile + `"
+models = ["llama3.1:8b", "fast = qwen2.5:0.5b-instruct"]
+embedding_models = ["org/embed-small"]
+timeout = "2m"
+max_concurrent = 2
 `,
 			want: Config{
 				Shell: ShellConfig{
@@ -78,6 +90,13 @@ max_bytes = 4096
 					KillGrace:      Duration(1500 * time.Millisecond),
 				},
 				Filesystem: FilesystemConfig{Roots: []string{dir}, MaxBytes: 4096},
+				LLM: LLMConfig{
+					BaseURL: "http://127.0.0.1:8080/v1", APIKeyFile: keyFile,
+					Models:          []string{"llama3.1:8b", "fast = qwen2.5:0.5b-instruct"},
+					EmbeddingModels: []string{"org/embed-small"},
+					Timeout:         Duration(2 * time.Minute), MaxConcurrent: 2,
+					apiKey: &apiKey{"sk-local-secret"},
+				},
 			},
 		},
 		"bare executable resolved to an absolute path": {
@@ -163,6 +182,62 @@ max_bytes = 4096
 		"malformed": {
 			content: "[shell\n",
 			wantErr: []string{ConfigFile},
+		},
+		"llm base_url not a URL": {
+			content: "[llm]\nbase_url = \"127.0.0.1:8080\"\nmodels = [\"m\"]\n",
+			wantErr: []string{"llm.base_url", "http or https URL"},
+		},
+		"llm base_url of another scheme": {
+			content: "[llm]\nbase_url = \"unix:///run/llama.sock\"\nmodels = [\"m\"]\n",
+			wantErr: []string{"llm.base_url", "http or https URL"},
+		},
+		"llm base_url without a host": {
+			content: "[llm]\nbase_url = \"http:///v1\"\nmodels = [\"m\"]\n",
+			wantErr: []string{"llm.base_url", "no host"},
+		},
+		"llm base_url with a query": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1?key=x\"\nmodels = [\"m\"]\n",
+			wantErr: []string{"llm.base_url", "query"},
+		},
+		"llm base_url with credentials": {
+			content: "[llm]\nbase_url = \"http://user:hunter2@127.0.0.1:8080/v1\"\nmodels = [\"m\"]\n",
+			wantErr: []string{"llm.base_url", "credentials", "llm.api_key_file"},
+		},
+		"llm without models": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\n",
+			wantErr: []string{"llm.models", "no model"},
+		},
+		"llm models without base_url": {
+			content: "[llm]\nmodels = [\"m\"]\n",
+			wantErr: []string{"llm.base_url", "not set"},
+		},
+		"llm invalid model name": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodels = [\"../etc\", \"a b=c\", \"ok=has space\"]\n",
+			wantErr: []string{`llm.models: invalid model name "../etc"`, `invalid model name "a b"`, "without spaces"},
+		},
+		"llm duplicate model": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\nembedding_models = [\"e\", \"e=other\"]\n",
+			wantErr: []string{"llm.embedding_models", `"e" is listed twice`},
+		},
+		"llm relative key file": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodels = [\"m\"]\napi_key_file = \"llm.key\"\n",
+			wantErr: []string{"llm.api_key_file", "not an absolute path"},
+		},
+		"llm key file others may read": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodels = [\"m\"]\napi_key_file = \"" + file + "\"\n",
+			wantErr: []string{"llm.api_key_file", "group or others may access it (mode -rw-r--r--)", "chmod 600"},
+		},
+		"llm missing key file": {
+			content: "[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"\nmodels = [\"m\"]\napi_key_file = \"" + dir + "/none\"\n",
+			wantErr: []string{"llm.api_key_file", "no such file"},
+		},
+		"llm timeout as a number": {
+			content: "[llm]\ntimeout = 30\n",
+			wantErr: []string{"llm.timeout", "invalid duration"},
+		},
+		"llm zero max_concurrent": {
+			content: "[llm]\nmax_concurrent = 0\n",
+			wantErr: []string{"llm.max_concurrent"},
 		},
 	}
 	for name, tt := range tests {
@@ -287,8 +362,8 @@ func TestConfigTemplateKeys(t *testing.T) {
 	t.Parallel()
 	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*|\[\[shell\.program\]\])$`)
 	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
-	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 17 {
-		t.Errorf("the template shows %d settings and tables, want all 8 settings, 2 [[shell.program]] tables and their 7 settings", n)
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 23 {
+		t.Errorf("the template shows %d settings and tables, want all 14 settings, 2 [[shell.program]] tables and their 7 settings", n)
 	}
 	var c Config
 	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {
@@ -297,7 +372,8 @@ func TestConfigTemplateKeys(t *testing.T) {
 	checkExamplePrograms(t, "the template", c.Shell.Programs)
 	d := DefaultConfig()
 	if c.Shell.Timeout != d.Shell.Timeout || c.Shell.MaxOutputBytes != d.Shell.MaxOutputBytes ||
-		c.Shell.KillGrace != d.Shell.KillGrace || c.Filesystem.MaxBytes != d.Filesystem.MaxBytes {
+		c.Shell.KillGrace != d.Shell.KillGrace || c.Filesystem.MaxBytes != d.Filesystem.MaxBytes ||
+		c.LLM.Timeout != d.LLM.Timeout || c.LLM.MaxConcurrent != d.LLM.MaxConcurrent {
 		t.Errorf("the template shows %+v, defaults are %+v", c, d)
 	}
 }

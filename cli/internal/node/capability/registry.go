@@ -18,7 +18,26 @@ const (
 	MaxSchemaLen = 65536
 	// MaxCapabilities is the most capabilities a registry holds.
 	MaxCapabilities = 256
+	// MaxModels is the most models a capability announces.
+	MaxModels = 256
+	// MaxModelNameLen is the longest model name.
+	MaxModelNameLen = 128
 )
+
+// modelNamePattern is what an announced model name looks like (palyra.node.v1.Capability
+// models): slash-separated segments of letters, digits and ".:_@+-", each starting with
+// a letter or digit, e.g. "llama3.1:8b" or "qwen/qwen2.5-7b-instruct". No segment is
+// "." or "..".
+var modelNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@+-]*(/[A-Za-z0-9][A-Za-z0-9._:@+-]*)*$`)
+
+// checkModelName refuses a model name the hello's validation would refuse.
+func checkModelName(name string) error {
+	if len(name) > MaxModelNameLen || !modelNamePattern.MatchString(name) {
+		return fmt.Errorf("invalid model name %q: want slash-separated segments of letters, digits and \".:_@+-\", "+
+			"each starting with a letter or digit, at most %d bytes", name, MaxModelNameLen)
+	}
+	return nil
+}
 
 // namePattern is what a capability name looks like: dot-separated lower-case words,
 // e.g. "shell.execute".
@@ -65,6 +84,19 @@ func checkDescriptor(d Descriptor) error {
 	}
 	if len(d.Description) > MaxDescriptionLen {
 		return fmt.Errorf("%s: description of %d bytes, at most %d", d.Name, len(d.Description), MaxDescriptionLen)
+	}
+	if len(d.Models) > MaxModels {
+		return fmt.Errorf("%s: %d models, at most %d", d.Name, len(d.Models), MaxModels)
+	}
+	seen := map[string]bool{}
+	for _, m := range d.Models {
+		if err := checkModelName(m); err != nil {
+			return fmt.Errorf("%s: %w", d.Name, err)
+		}
+		if seen[m] {
+			return fmt.Errorf("%s: model %q announced twice", d.Name, m)
+		}
+		seen[m] = true
 	}
 	if d.InputSchema != nil {
 		if len(d.InputSchema) > MaxSchemaLen {
