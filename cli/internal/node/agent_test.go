@@ -579,3 +579,23 @@ func TestCapabilitiesChange(t *testing.T) {
 		t.Errorf("the next hello announces %v", caps)
 	}
 }
+
+// TestOutputFlush checks that Flush sends what a capability wrote at once, as one chunk,
+// rather than after the coalescing delay.
+func TestOutputFlush(t *testing.T) {
+	t.Parallel()
+	var sent []*nodev1.DispatchOutput
+	p := &outputPump{id: dispatch1, max: 100, chunk: 1024, delay: time.Hour, emit: func(m *nodev1.AttachRequest) {
+		sent = append(sent, m.GetOutput())
+	}}
+	p.Write(capability.Stdout, []byte("{\"a\":1}\n"))
+	p.Flush()
+	p.Flush() // nothing buffered: nothing sent
+	p.Write(capability.Stdout, []byte("{\"b\":2}\n"))
+	p.Flush()
+	p.close()
+	p.Flush()
+	if len(sent) != 2 || string(sent[0].GetData()) != "{\"a\":1}\n" || sent[1].GetOffset() != 8 || string(sent[1].GetData()) != "{\"b\":2}\n" {
+		t.Errorf("sent %v", sent)
+	}
+}
