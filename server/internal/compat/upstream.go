@@ -30,6 +30,8 @@ const (
 	maxErrorBody = 64 << 10
 	// maxChunk bounds one line of an upstream's stream.
 	maxChunk = 4 << 20
+	// maxCompletion bounds an upstream's completion.
+	maxCompletion = 16 << 20
 )
 
 // upstream is an OpenAI-compatible provider (compat.providers.<name>), as configured at
@@ -51,9 +53,12 @@ func (u *upstream) Chat(ctx context.Context, req *ChatRequest, model string) (*C
 		return nil, err
 	}
 	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxCompletion+1))
 	if err != nil {
 		return nil, u.transportError(ctx, err)
+	}
+	if len(body) > maxCompletion {
+		return nil, providerError(u.name, "answered with a completion over %d bytes", maxCompletion)
 	}
 	var c struct {
 		Usage *Usage `json:"usage"`

@@ -18,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
@@ -115,6 +116,9 @@ func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		close(f.hung)
 		return
+	}
+	if last == "break" {
+		return // the stream ends without [DONE]
 	}
 	for i, w := range words {
 		if i > 0 {
@@ -308,6 +312,18 @@ func TestOpenAIGoSDK(t *testing.T) {
 	text, usage = collect(t, "upstream stream after a 500", s.Next, s.Current, s.Err)
 	if text != "y x fail-once" || usage == nil || usage.CompletionTokens != 3 {
 		t.Errorf("upstream stream retried: %q, usage %+v", text, usage)
+	}
+
+	// A failure after the first chunk: an error event, then the end.
+	up.Messages = []openai.ChatCompletionMessageParamUnion{openai.UserMessage("break")}
+	s = c.Chat.Completions.NewStreaming(ctx, up)
+	chunks := 0
+	for s.Next() {
+		chunks++
+	}
+	var se *ssestream.StreamError
+	if !errors.As(s.Err(), &se) || chunks != 1 || !strings.Contains(se.Message, "provider_error") || !strings.Contains(se.Message, "without [DONE]") {
+		t.Errorf("a stream that broke after %d chunks: %v", chunks, s.Err())
 	}
 
 	up.StreamOptions = openai.ChatCompletionStreamOptionsParam{}
