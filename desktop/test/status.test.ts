@@ -2,23 +2,16 @@
 // bin/palyrad (built by `make build`) on its embedded PostgreSQL in a fresh data
 // directory and calls it with connect-node over TLS, with the Connect and the gRPC
 // protocols.
-import { spawn, type ChildProcess } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { DatabaseState } from "../../gen/ts/palyra/controlplane/v1/status_pb.js";
 import { palyraClients } from "../src/api.js";
+import { startPalyrad, type Palyrad } from "./palyrad.js";
 
-const palyrad = process.env.PALYRAD ?? new URL("../../bin/palyrad", import.meta.url).pathname;
-
-let daemon: ChildProcess;
-let dataDir: string;
+let daemon: Palyrad;
 let baseUrl: string;
 let ca: Buffer;
 let token: string;
@@ -29,46 +22,18 @@ const bearer: Interceptor = (next) => (req) => {
   return next(req);
 };
 
-/** Starts palyrad and resolves with its listen address once it logs "palyrad ready". */
-function startPalyrad(): Promise<string> {
-  // The embedded cluster runs as the postgres user when tests run as root: the data
-  // directory must be reachable by it.
-  dataDir = mkdtempSync(join(tmpdir(), "palyra-ts-"));
-  chmodSync(dataDir, 0o755);
-  daemon = spawn(palyrad, ["--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-format", "json", "--replica-id", "ts-test"], {
-    stdio: ["ignore", "inherit", "pipe"],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("palyrad did not become ready within 60 s")), 60_000);
-    daemon.once("exit", (code) => reject(new Error(`palyrad exited early with code ${code}`)));
-    createInterface({ input: daemon.stderr! }).on("line", (line) => {
-      const entry = JSON.parse(line) as { msg?: string; listen?: string };
-      if (entry.msg === "palyrad ready" && entry.listen) {
-        clearTimeout(timer);
-        resolve(entry.listen);
-      }
-    });
-  });
-}
-
 /** The "sha256:<hex>" fingerprint of a PEM certificate, as palyrad reports it. */
 function fingerprint(pem: Buffer): string {
   return "sha256:" + new X509Certificate(pem).fingerprint256.replaceAll(":", "").toLowerCase();
 }
 
 before(async () => {
-  baseUrl = `https://${await startPalyrad()}`;
-  ca = readFileSync(join(dataDir, "ca.pem"));
-  token = readFileSync(join(dataDir, "bootstrap-token"), "utf8").trim();
+  daemon = await startPalyrad("ts-test");
+  ({ baseUrl, ca, token } = daemon);
 });
 
 after(async () => {
-  if (daemon.exitCode === null) {
-    const exited = new Promise<number | null>((resolve) => daemon.once("exit", (code) => resolve(code)));
-    daemon.kill("SIGTERM");
-    assert.equal(await exited, 0, "palyrad stops cleanly on SIGTERM");
-  }
-  rmSync(dataDir, { recursive: true, force: true });
+  await daemon.stop();
 });
 
 const transports: Record<string, (interceptors?: Interceptor[]) => Transport> = {

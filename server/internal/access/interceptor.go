@@ -179,6 +179,21 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 	}
 }
 
+// Authorize applies the access rule of procedure to an HTTP request that is not an RPC:
+// an OpenAI REST endpoint, which shares the rule of the RPC it serves, its rate limit and
+// its audit. It returns the handler's context and the function that ends the call (its
+// audit record) with the call's error; a refusal is returned as the errdefs error, and
+// is already recorded.
+func (i *Interceptor) Authorize(ctx context.Context, procedure, peer string, header http.Header) (context.Context, func(error), error) {
+	c := i.newCall(procedure, peer, header)
+	ctx, err := c.authorize(ctx)
+	if err != nil {
+		c.finish(ctx, i.opts.Translate(procedure, err))
+		return ctx, nil, err
+	}
+	return c.begin(ctx), func(err error) { c.finish(ctx, i.opts.Translate(procedure, err)) }, nil
+}
+
 func (i *Interceptor) newCall(procedure, peer string, header http.Header) *call {
 	return &call{i: i, procedure: procedure, peer: peer, header: header}
 }

@@ -1,7 +1,8 @@
 // Package apiserver is the HTTP front of palyrad: the one TLS listener (HTTP/1.1 and
 // HTTP/2), the mux that mounts every Connect service (Connect, gRPC and gRPC-Web
-// protocols), gRPC health and server reflection, /metrics, the interceptor chain
-// every RPC passes through, and the one place where errors become Connect codes.
+// protocols), gRPC health and server reflection, /metrics, the OpenAI REST endpoints
+// under /v1/, the interceptor chain every RPC passes through, and the one place where
+// errors become Connect codes (errors.go) or OpenAI's error envelope (openai.go).
 //
 // The listener defends itself before anyone is authenticated: connections are capped
 // per address and in total and refused at accept (limitListener), calls in flight are
@@ -48,6 +49,8 @@ type Services struct {
 	Secret      controlplanev1connect.SecretServiceHandler
 	MasterKey   controlplanev1connect.MasterKeyServiceHandler
 	Config      controlplanev1connect.ConfigServiceHandler
+	// CompatREST serves the OpenAI REST endpoints under /v1/ (compat.REST).
+	CompatREST http.Handler
 }
 
 // serviceNames are the fully qualified names of Palyra's services, for health and
@@ -142,6 +145,9 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, common...))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
+	if opts.Services.CompatREST != nil {
+		mux.Handle("/v1/", opts.Services.CompatREST)
+	}
 	return newCallCap(bodyDeadlines(requestctx.Middleware(mux, opts.ClientCAs), opts.ReadBodyTimeout, opts.Metrics),
 		opts.MaxCallsPerAddress, opts.Metrics, log)
 }

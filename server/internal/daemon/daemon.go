@@ -437,6 +437,7 @@ func (s *startup) buildServices() (err error) {
 // serve mounts every service on the listener and starts serving; it cannot fail.
 func (s *startup) serve() *Daemon {
 	cfg := s.cfg
+	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log})
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
 			Status: status.NewHandler(status.Options{
@@ -464,7 +465,8 @@ func (s *startup) serve() *Daemon {
 			Access:      access.NewHandler(access.HandlerOptions{Tokens: s.tokens}),
 			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: s.flags}),
 			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
-			Compat:      compat.NewHandler(s.live.Config, s.flags),
+			Compat:      compatHandler,
+			CompatREST:  compat.NewREST(compatHandler, s.interceptor, cfg.Server.MaxMessageBytes),
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),

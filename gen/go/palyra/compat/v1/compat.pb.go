@@ -6,7 +6,7 @@
 
 // Package palyra.compat.v1 is the OpenAI-compatible surface of palyrad. The same RPCs are
 // also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`)
-// for the official OpenAI SDKs.
+// for the official OpenAI SDKs; both surfaces share one implementation.
 
 package compatv1
 
@@ -14,6 +14,7 @@ import (
 	_ "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -165,20 +166,895 @@ func (x *Model) GetOwnedBy() string {
 	return ""
 }
 
+// GetModelRequest names a model.
+type GetModelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the model's id, e.g. "palyra-echo".
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModelRequest) Reset() {
+	*x = GetModelRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModelRequest) ProtoMessage() {}
+
+func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
+func (*GetModelRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetModelRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetModelResponse is the model.
+type GetModelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model as ListModels lists it.
+	Model         *Model `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModelResponse) Reset() {
+	*x = GetModelResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModelResponse) ProtoMessage() {}
+
+func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
+func (*GetModelResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetModelResponse) GetModel() *Model {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
+// ChatMessage is one message of a conversation, with text content. (The REST endpoint
+// also takes OpenAI's content parts and tool messages, and passes them on.)
+type ChatMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// role is "system", "developer", "user", "assistant" or "tool".
+	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// content is the message's text.
+	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	// name optionally names the participant.
+	Name          string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMessage) Reset() {
+	*x = ChatMessage{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMessage) ProtoMessage() {}
+
+func (x *ChatMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
+func (*ChatMessage) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ChatMessage) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// CreateChatCompletionRequest is a chat completion request.
+type CreateChatCompletionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the id of a model ListModels lists.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// messages is the conversation so far, oldest first; at least one.
+	Messages []*ChatMessage `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// options are further fields of OpenAI's request (temperature, max_tokens, tools,
+	// response_format, ...), passed on to upstream providers as they are; model, messages,
+	// stream and stream_options are refused here, and n must be 1.
+	Options       *structpb.Struct `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateChatCompletionRequest) Reset() {
+	*x = CreateChatCompletionRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateChatCompletionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateChatCompletionRequest) ProtoMessage() {}
+
+func (x *CreateChatCompletionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateChatCompletionRequest.ProtoReflect.Descriptor instead.
+func (*CreateChatCompletionRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateChatCompletionRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CreateChatCompletionRequest) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *CreateChatCompletionRequest) GetOptions() *structpb.Struct {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// CreateChatCompletionResponse is the completion.
+type CreateChatCompletionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// completion is OpenAI's chat.completion object.
+	Completion    *ChatCompletion `protobuf:"bytes,1,opt,name=completion,proto3" json:"completion,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateChatCompletionResponse) Reset() {
+	*x = CreateChatCompletionResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateChatCompletionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateChatCompletionResponse) ProtoMessage() {}
+
+func (x *CreateChatCompletionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateChatCompletionResponse.ProtoReflect.Descriptor instead.
+func (*CreateChatCompletionResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CreateChatCompletionResponse) GetCompletion() *ChatCompletion {
+	if x != nil {
+		return x.Completion
+	}
+	return nil
+}
+
+// StreamChatCompletionRequest is a chat completion request to stream.
+type StreamChatCompletionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the id of a model ListModels lists.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// messages is the conversation so far, oldest first; at least one.
+	Messages []*ChatMessage `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// include_usage adds a last chunk with the token counts and no choices
+	// (stream_options.include_usage).
+	IncludeUsage bool `protobuf:"varint,3,opt,name=include_usage,json=includeUsage,proto3" json:"include_usage,omitempty"`
+	// options are further fields of OpenAI's request, as in CreateChatCompletionRequest.
+	Options       *structpb.Struct `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamChatCompletionRequest) Reset() {
+	*x = StreamChatCompletionRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamChatCompletionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamChatCompletionRequest) ProtoMessage() {}
+
+func (x *StreamChatCompletionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamChatCompletionRequest.ProtoReflect.Descriptor instead.
+func (*StreamChatCompletionRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StreamChatCompletionRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *StreamChatCompletionRequest) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *StreamChatCompletionRequest) GetIncludeUsage() bool {
+	if x != nil {
+		return x.IncludeUsage
+	}
+	return false
+}
+
+func (x *StreamChatCompletionRequest) GetOptions() *structpb.Struct {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// StreamChatCompletionResponse is one chunk of the stream.
+type StreamChatCompletionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// chunk is OpenAI's chat.completion.chunk object.
+	Chunk         *ChatCompletionChunk `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamChatCompletionResponse) Reset() {
+	*x = StreamChatCompletionResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamChatCompletionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamChatCompletionResponse) ProtoMessage() {}
+
+func (x *StreamChatCompletionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamChatCompletionResponse.ProtoReflect.Descriptor instead.
+func (*StreamChatCompletionResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StreamChatCompletionResponse) GetChunk() *ChatCompletionChunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+// ChatCompletion is OpenAI's chat.completion object.
+type ChatCompletion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the completion, e.g. "chatcmpl-...".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// object is "chat.completion".
+	Object string `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// created is when it was made, in Unix seconds.
+	Created int64 `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
+	// model is the model that answered.
+	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// choices holds the answer (one choice).
+	Choices []*ChatChoice `protobuf:"bytes,5,rep,name=choices,proto3" json:"choices,omitempty"`
+	// usage counts the tokens, when the provider reports them.
+	Usage         *Usage `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatCompletion) Reset() {
+	*x = ChatCompletion{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatCompletion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatCompletion) ProtoMessage() {}
+
+func (x *ChatCompletion) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatCompletion.ProtoReflect.Descriptor instead.
+func (*ChatCompletion) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ChatCompletion) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ChatCompletion) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *ChatCompletion) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *ChatCompletion) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ChatCompletion) GetChoices() []*ChatChoice {
+	if x != nil {
+		return x.Choices
+	}
+	return nil
+}
+
+func (x *ChatCompletion) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// ChatChoice is one answer.
+type ChatChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the choice's position, 0.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// message is the answer.
+	Message *ChatMessage `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// finish_reason says why the answer ended: "stop", "length", "tool_calls", ...
+	FinishReason  string `protobuf:"bytes,3,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatChoice) Reset() {
+	*x = ChatChoice{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatChoice) ProtoMessage() {}
+
+func (x *ChatChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatChoice.ProtoReflect.Descriptor instead.
+func (*ChatChoice) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ChatChoice) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ChatChoice) GetMessage() *ChatMessage {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *ChatChoice) GetFinishReason() string {
+	if x != nil {
+		return x.FinishReason
+	}
+	return ""
+}
+
+// ChatCompletionChunk is OpenAI's chat.completion.chunk object.
+type ChatCompletionChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the completion's id, the same in every chunk.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// object is "chat.completion.chunk".
+	Object string `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// created is when the completion was made, in Unix seconds.
+	Created int64 `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
+	// model is the model that answers.
+	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// choices holds the delta of the answer; empty in the usage chunk.
+	Choices []*ChunkChoice `protobuf:"bytes,5,rep,name=choices,proto3" json:"choices,omitempty"`
+	// usage is set in the last chunk when include_usage asked for it.
+	Usage         *Usage `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatCompletionChunk) Reset() {
+	*x = ChatCompletionChunk{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatCompletionChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatCompletionChunk) ProtoMessage() {}
+
+func (x *ChatCompletionChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatCompletionChunk.ProtoReflect.Descriptor instead.
+func (*ChatCompletionChunk) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChatCompletionChunk) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ChatCompletionChunk) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *ChatCompletionChunk) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *ChatCompletionChunk) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ChatCompletionChunk) GetChoices() []*ChunkChoice {
+	if x != nil {
+		return x.Choices
+	}
+	return nil
+}
+
+func (x *ChatCompletionChunk) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// ChunkChoice is the delta of one answer.
+type ChunkChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the choice's position, 0.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// delta is what the chunk adds to the answer.
+	Delta *ChatDelta `protobuf:"bytes,2,opt,name=delta,proto3" json:"delta,omitempty"`
+	// finish_reason is set in the choice's last chunk.
+	FinishReason  string `protobuf:"bytes,3,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkChoice) Reset() {
+	*x = ChunkChoice{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkChoice) ProtoMessage() {}
+
+func (x *ChunkChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkChoice.ProtoReflect.Descriptor instead.
+func (*ChunkChoice) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ChunkChoice) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ChunkChoice) GetDelta() *ChatDelta {
+	if x != nil {
+		return x.Delta
+	}
+	return nil
+}
+
+func (x *ChunkChoice) GetFinishReason() string {
+	if x != nil {
+		return x.FinishReason
+	}
+	return ""
+}
+
+// ChatDelta is a piece of an answer.
+type ChatDelta struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// role is "assistant" in the first chunk, else empty.
+	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// content is the next piece of the answer's text.
+	Content       string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatDelta) Reset() {
+	*x = ChatDelta{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatDelta) ProtoMessage() {}
+
+func (x *ChatDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatDelta.ProtoReflect.Descriptor instead.
+func (*ChatDelta) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChatDelta) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ChatDelta) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+// Usage counts the tokens of one completion. Providers count tokens their own way;
+// palyra-echo counts words (README).
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// prompt_tokens counts the request's messages.
+	PromptTokens int64 `protobuf:"varint,1,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	// completion_tokens counts the answer.
+	CompletionTokens int64 `protobuf:"varint,2,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	// total_tokens is their sum.
+	TotalTokens   int64 `protobuf:"varint,3,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Usage) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetCompletionTokens() int64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetTotalTokens() int64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
 var File_palyra_compat_v1_compat_proto protoreflect.FileDescriptor
 
 const file_palyra_compat_v1_compat_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/compat/v1/compat.proto\x12\x10palyra.compat.v1\x1a\x1epalyra/options/v1/access.proto\"\x13\n" +
+	"\x1dpalyra/compat/v1/compat.proto\x12\x10palyra.compat.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1epalyra/options/v1/access.proto\"\x13\n" +
 	"\x11ListModelsRequest\"E\n" +
 	"\x12ListModelsResponse\x12/\n" +
 	"\x06models\x18\x01 \x03(\v2\x17.palyra.compat.v1.ModelR\x06models\"2\n" +
 	"\x05Model\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
-	"\bowned_by\x18\x02 \x01(\tR\aownedBy2\x85\x01\n" +
+	"\bowned_by\x18\x02 \x01(\tR\aownedBy\"!\n" +
+	"\x0fGetModelRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
+	"\x10GetModelResponse\x12-\n" +
+	"\x05model\x18\x01 \x01(\v2\x17.palyra.compat.v1.ModelR\x05model\"O\n" +
+	"\vChatMessage\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"\xa1\x01\n" +
+	"\x1bCreateChatCompletionRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x129\n" +
+	"\bmessages\x18\x02 \x03(\v2\x1d.palyra.compat.v1.ChatMessageR\bmessages\x121\n" +
+	"\aoptions\x18\x03 \x01(\v2\x17.google.protobuf.StructR\aoptions\"`\n" +
+	"\x1cCreateChatCompletionResponse\x12@\n" +
+	"\n" +
+	"completion\x18\x01 \x01(\v2 .palyra.compat.v1.ChatCompletionR\n" +
+	"completion\"\xc6\x01\n" +
+	"\x1bStreamChatCompletionRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x129\n" +
+	"\bmessages\x18\x02 \x03(\v2\x1d.palyra.compat.v1.ChatMessageR\bmessages\x12#\n" +
+	"\rinclude_usage\x18\x03 \x01(\bR\fincludeUsage\x121\n" +
+	"\aoptions\x18\x04 \x01(\v2\x17.google.protobuf.StructR\aoptions\"[\n" +
+	"\x1cStreamChatCompletionResponse\x12;\n" +
+	"\x05chunk\x18\x01 \x01(\v2%.palyra.compat.v1.ChatCompletionChunkR\x05chunk\"\xcf\x01\n" +
+	"\x0eChatCompletion\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\tR\x06object\x12\x18\n" +
+	"\acreated\x18\x03 \x01(\x03R\acreated\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x126\n" +
+	"\achoices\x18\x05 \x03(\v2\x1c.palyra.compat.v1.ChatChoiceR\achoices\x12-\n" +
+	"\x05usage\x18\x06 \x01(\v2\x17.palyra.compat.v1.UsageR\x05usage\"\x80\x01\n" +
+	"\n" +
+	"ChatChoice\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x127\n" +
+	"\amessage\x18\x02 \x01(\v2\x1d.palyra.compat.v1.ChatMessageR\amessage\x12#\n" +
+	"\rfinish_reason\x18\x03 \x01(\tR\ffinishReason\"\xd5\x01\n" +
+	"\x13ChatCompletionChunk\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\tR\x06object\x12\x18\n" +
+	"\acreated\x18\x03 \x01(\x03R\acreated\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x127\n" +
+	"\achoices\x18\x05 \x03(\v2\x1d.palyra.compat.v1.ChunkChoiceR\achoices\x12-\n" +
+	"\x05usage\x18\x06 \x01(\v2\x17.palyra.compat.v1.UsageR\x05usage\"{\n" +
+	"\vChunkChoice\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x121\n" +
+	"\x05delta\x18\x02 \x01(\v2\x1b.palyra.compat.v1.ChatDeltaR\x05delta\x12#\n" +
+	"\rfinish_reason\x18\x03 \x01(\tR\ffinishReason\"9\n" +
+	"\tChatDelta\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"|\n" +
+	"\x05Usage\x12#\n" +
+	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
+	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens2\x9b\x04\n" +
 	"\rCompatService\x12t\n" +
 	"\n" +
-	"ListModels\x12#.palyra.compat.v1.ListModelsRequest\x1a$.palyra.compat.v1.ListModelsResponse\"\x1b\xea\xe0\x18\x14\x1a\x12compat.models.read\x90\x02\x01B;Z9github.com/palyra/palyra/gen/go/palyra/compat/v1;compatv1b\x06proto3"
+	"ListModels\x12#.palyra.compat.v1.ListModelsRequest\x1a$.palyra.compat.v1.ListModelsResponse\"\x1b\xea\xe0\x18\x14\x1a\x12compat.models.read\x90\x02\x01\x12n\n" +
+	"\bGetModel\x12!.palyra.compat.v1.GetModelRequest\x1a\".palyra.compat.v1.GetModelResponse\"\x1b\xea\xe0\x18\x14\x1a\x12compat.models.read\x90\x02\x01\x12\x8f\x01\n" +
+	"\x14CreateChatCompletion\x12-.palyra.compat.v1.CreateChatCompletionRequest\x1a..palyra.compat.v1.CreateChatCompletionResponse\"\x18\xea\xe0\x18\x14\x1a\x12compat.chat.create\x12\x91\x01\n" +
+	"\x14StreamChatCompletion\x12-.palyra.compat.v1.StreamChatCompletionRequest\x1a..palyra.compat.v1.StreamChatCompletionResponse\"\x18\xea\xe0\x18\x14\x1a\x12compat.chat.create0\x01B;Z9github.com/palyra/palyra/gen/go/palyra/compat/v1;compatv1b\x06proto3"
 
 var (
 	file_palyra_compat_v1_compat_proto_rawDescOnce sync.Once
@@ -192,21 +1068,54 @@ func file_palyra_compat_v1_compat_proto_rawDescGZIP() []byte {
 	return file_palyra_compat_v1_compat_proto_rawDescData
 }
 
-var file_palyra_compat_v1_compat_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_palyra_compat_v1_compat_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_palyra_compat_v1_compat_proto_goTypes = []any{
-	(*ListModelsRequest)(nil),  // 0: palyra.compat.v1.ListModelsRequest
-	(*ListModelsResponse)(nil), // 1: palyra.compat.v1.ListModelsResponse
-	(*Model)(nil),              // 2: palyra.compat.v1.Model
+	(*ListModelsRequest)(nil),            // 0: palyra.compat.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),           // 1: palyra.compat.v1.ListModelsResponse
+	(*Model)(nil),                        // 2: palyra.compat.v1.Model
+	(*GetModelRequest)(nil),              // 3: palyra.compat.v1.GetModelRequest
+	(*GetModelResponse)(nil),             // 4: palyra.compat.v1.GetModelResponse
+	(*ChatMessage)(nil),                  // 5: palyra.compat.v1.ChatMessage
+	(*CreateChatCompletionRequest)(nil),  // 6: palyra.compat.v1.CreateChatCompletionRequest
+	(*CreateChatCompletionResponse)(nil), // 7: palyra.compat.v1.CreateChatCompletionResponse
+	(*StreamChatCompletionRequest)(nil),  // 8: palyra.compat.v1.StreamChatCompletionRequest
+	(*StreamChatCompletionResponse)(nil), // 9: palyra.compat.v1.StreamChatCompletionResponse
+	(*ChatCompletion)(nil),               // 10: palyra.compat.v1.ChatCompletion
+	(*ChatChoice)(nil),                   // 11: palyra.compat.v1.ChatChoice
+	(*ChatCompletionChunk)(nil),          // 12: palyra.compat.v1.ChatCompletionChunk
+	(*ChunkChoice)(nil),                  // 13: palyra.compat.v1.ChunkChoice
+	(*ChatDelta)(nil),                    // 14: palyra.compat.v1.ChatDelta
+	(*Usage)(nil),                        // 15: palyra.compat.v1.Usage
+	(*structpb.Struct)(nil),              // 16: google.protobuf.Struct
 }
 var file_palyra_compat_v1_compat_proto_depIdxs = []int32{
-	2, // 0: palyra.compat.v1.ListModelsResponse.models:type_name -> palyra.compat.v1.Model
-	0, // 1: palyra.compat.v1.CompatService.ListModels:input_type -> palyra.compat.v1.ListModelsRequest
-	1, // 2: palyra.compat.v1.CompatService.ListModels:output_type -> palyra.compat.v1.ListModelsResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2,  // 0: palyra.compat.v1.ListModelsResponse.models:type_name -> palyra.compat.v1.Model
+	2,  // 1: palyra.compat.v1.GetModelResponse.model:type_name -> palyra.compat.v1.Model
+	5,  // 2: palyra.compat.v1.CreateChatCompletionRequest.messages:type_name -> palyra.compat.v1.ChatMessage
+	16, // 3: palyra.compat.v1.CreateChatCompletionRequest.options:type_name -> google.protobuf.Struct
+	10, // 4: palyra.compat.v1.CreateChatCompletionResponse.completion:type_name -> palyra.compat.v1.ChatCompletion
+	5,  // 5: palyra.compat.v1.StreamChatCompletionRequest.messages:type_name -> palyra.compat.v1.ChatMessage
+	16, // 6: palyra.compat.v1.StreamChatCompletionRequest.options:type_name -> google.protobuf.Struct
+	12, // 7: palyra.compat.v1.StreamChatCompletionResponse.chunk:type_name -> palyra.compat.v1.ChatCompletionChunk
+	11, // 8: palyra.compat.v1.ChatCompletion.choices:type_name -> palyra.compat.v1.ChatChoice
+	15, // 9: palyra.compat.v1.ChatCompletion.usage:type_name -> palyra.compat.v1.Usage
+	5,  // 10: palyra.compat.v1.ChatChoice.message:type_name -> palyra.compat.v1.ChatMessage
+	13, // 11: palyra.compat.v1.ChatCompletionChunk.choices:type_name -> palyra.compat.v1.ChunkChoice
+	15, // 12: palyra.compat.v1.ChatCompletionChunk.usage:type_name -> palyra.compat.v1.Usage
+	14, // 13: palyra.compat.v1.ChunkChoice.delta:type_name -> palyra.compat.v1.ChatDelta
+	0,  // 14: palyra.compat.v1.CompatService.ListModels:input_type -> palyra.compat.v1.ListModelsRequest
+	3,  // 15: palyra.compat.v1.CompatService.GetModel:input_type -> palyra.compat.v1.GetModelRequest
+	6,  // 16: palyra.compat.v1.CompatService.CreateChatCompletion:input_type -> palyra.compat.v1.CreateChatCompletionRequest
+	8,  // 17: palyra.compat.v1.CompatService.StreamChatCompletion:input_type -> palyra.compat.v1.StreamChatCompletionRequest
+	1,  // 18: palyra.compat.v1.CompatService.ListModels:output_type -> palyra.compat.v1.ListModelsResponse
+	4,  // 19: palyra.compat.v1.CompatService.GetModel:output_type -> palyra.compat.v1.GetModelResponse
+	7,  // 20: palyra.compat.v1.CompatService.CreateChatCompletion:output_type -> palyra.compat.v1.CreateChatCompletionResponse
+	9,  // 21: palyra.compat.v1.CompatService.StreamChatCompletion:output_type -> palyra.compat.v1.StreamChatCompletionResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_palyra_compat_v1_compat_proto_init() }
@@ -220,7 +1129,7 @@ func file_palyra_compat_v1_compat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_compat_v1_compat_proto_rawDesc), len(file_palyra_compat_v1_compat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

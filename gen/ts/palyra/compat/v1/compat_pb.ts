@@ -4,18 +4,19 @@
 
 // Package palyra.compat.v1 is the OpenAI-compatible surface of palyrad. The same RPCs are
 // also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`)
-// for the official OpenAI SDKs.
+// for the official OpenAI SDKs; both surfaces share one implementation.
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import { file_palyra_options_v1_access } from "../../options/v1/access_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file palyra/compat/v1/compat.proto.
  */
 export const file_palyra_compat_v1_compat: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYWx5cmEvY29tcGF0L3YxL2NvbXBhdC5wcm90bxIQcGFseXJhLmNvbXBhdC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcucGFseXJhLmNvbXBhdC52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCTKFAQoNQ29tcGF0U2VydmljZRJ0CgpMaXN0TW9kZWxzEiMucGFseXJhLmNvbXBhdC52MS5MaXN0TW9kZWxzUmVxdWVzdBokLnBhbHlyYS5jb21wYXQudjEuTGlzdE1vZGVsc1Jlc3BvbnNlIhuQAgHq4BgUGhJjb21wYXQubW9kZWxzLnJlYWRCO1o5Z2l0aHViLmNvbS9wYWx5cmEvcGFseXJhL2dlbi9nby9wYWx5cmEvY29tcGF0L3YxO2NvbXBhdHYxYgZwcm90bzM", [file_palyra_options_v1_access]);
+  fileDesc("Ch1wYWx5cmEvY29tcGF0L3YxL2NvbXBhdC5wcm90bxIQcGFseXJhLmNvbXBhdC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcucGFseXJhLmNvbXBhdC52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCSIdCg9HZXRNb2RlbFJlcXVlc3QSCgoCaWQYASABKAkiOgoQR2V0TW9kZWxSZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuTW9kZWwiOgoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkihwEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USKAoHb3B0aW9ucxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVAocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRI0Cgpjb21wbGV0aW9uGAEgASgLMiAucGFseXJhLmNvbXBhdC52MS5DaGF0Q29tcGxldGlvbiKeAQobU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEi8KCG1lc3NhZ2VzGAIgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIVCg1pbmNsdWRlX3VzYWdlGAMgASgIEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlQKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USNAoFY2h1bmsYASABKAsyJS5wYWx5cmEuY29tcGF0LnYxLkNoYXRDb21wbGV0aW9uQ2h1bmsiowEKDkNoYXRDb21wbGV0aW9uEgoKAmlkGAEgASgJEg4KBm9iamVjdBgCIAEoCRIPCgdjcmVhdGVkGAMgASgDEg0KBW1vZGVsGAQgASgJEi0KB2Nob2ljZXMYBSADKAsyHC5wYWx5cmEuY29tcGF0LnYxLkNoYXRDaG9pY2USJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlImIKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKAUSLgoHbWVzc2FnZRgCIAEoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKpAQoTQ2hhdENvbXBsZXRpb25DaHVuaxIKCgJpZBgBIAEoCRIOCgZvYmplY3QYAiABKAkSDwoHY3JlYXRlZBgDIAEoAxINCgVtb2RlbBgEIAEoCRIuCgdjaG9pY2VzGAUgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaHVua0Nob2ljZRImCgV1c2FnZRgGIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuVXNhZ2UiXwoLQ2h1bmtDaG9pY2USDQoFaW5kZXgYASABKAUSKgoFZGVsdGEYAiABKAsyGy5wYWx5cmEuY29tcGF0LnYxLkNoYXREZWx0YRIVCg1maW5pc2hfcmVhc29uGAMgASgJIioKCUNoYXREZWx0YRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMymwQKDUNvbXBhdFNlcnZpY2USdAoKTGlzdE1vZGVscxIjLnBhbHlyYS5jb21wYXQudjEuTGlzdE1vZGVsc1JlcXVlc3QaJC5wYWx5cmEuY29tcGF0LnYxLkxpc3RNb2RlbHNSZXNwb25zZSIbkAIB6uAYFBoSY29tcGF0Lm1vZGVscy5yZWFkEm4KCEdldE1vZGVsEiEucGFseXJhLmNvbXBhdC52MS5HZXRNb2RlbFJlcXVlc3QaIi5wYWx5cmEuY29tcGF0LnYxLkdldE1vZGVsUmVzcG9uc2UiG5ACAergGBQaEmNvbXBhdC5tb2RlbHMucmVhZBKPAQoUQ3JlYXRlQ2hhdENvbXBsZXRpb24SLS5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBouLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZSIY6uAYFBoSY29tcGF0LmNoYXQuY3JlYXRlEpEBChRTdHJlYW1DaGF0Q29tcGxldGlvbhItLnBhbHlyYS5jb21wYXQudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Gi4ucGFseXJhLmNvbXBhdC52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlIhjq4BgUGhJjb21wYXQuY2hhdC5jcmVhdGUwAUI7WjlnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9jb21wYXQvdjE7Y29tcGF0djFiBnByb3RvMw", [file_google_protobuf_struct, file_palyra_options_v1_access]);
 
 /**
  * ListModelsRequest has no fields.
@@ -83,6 +84,452 @@ export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
   messageDesc(file_palyra_compat_v1_compat, 2);
 
 /**
+ * GetModelRequest names a model.
+ *
+ * @generated from message palyra.compat.v1.GetModelRequest
+ */
+export type GetModelRequest = Message<"palyra.compat.v1.GetModelRequest"> & {
+  /**
+   * id is the model's id, e.g. "palyra-echo".
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.GetModelRequest.
+ * Use `create(GetModelRequestSchema)` to create a new message.
+ */
+export const GetModelRequestSchema: GenMessage<GetModelRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 3);
+
+/**
+ * GetModelResponse is the model.
+ *
+ * @generated from message palyra.compat.v1.GetModelResponse
+ */
+export type GetModelResponse = Message<"palyra.compat.v1.GetModelResponse"> & {
+  /**
+   * model as ListModels lists it.
+   *
+   * @generated from field: palyra.compat.v1.Model model = 1;
+   */
+  model?: Model | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.GetModelResponse.
+ * Use `create(GetModelResponseSchema)` to create a new message.
+ */
+export const GetModelResponseSchema: GenMessage<GetModelResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 4);
+
+/**
+ * ChatMessage is one message of a conversation, with text content. (The REST endpoint
+ * also takes OpenAI's content parts and tool messages, and passes them on.)
+ *
+ * @generated from message palyra.compat.v1.ChatMessage
+ */
+export type ChatMessage = Message<"palyra.compat.v1.ChatMessage"> & {
+  /**
+   * role is "system", "developer", "user", "assistant" or "tool".
+   *
+   * @generated from field: string role = 1;
+   */
+  role: string;
+
+  /**
+   * content is the message's text.
+   *
+   * @generated from field: string content = 2;
+   */
+  content: string;
+
+  /**
+   * name optionally names the participant.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.ChatMessage.
+ * Use `create(ChatMessageSchema)` to create a new message.
+ */
+export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 5);
+
+/**
+ * CreateChatCompletionRequest is a chat completion request.
+ *
+ * @generated from message palyra.compat.v1.CreateChatCompletionRequest
+ */
+export type CreateChatCompletionRequest = Message<"palyra.compat.v1.CreateChatCompletionRequest"> & {
+  /**
+   * model is the id of a model ListModels lists.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * messages is the conversation so far, oldest first; at least one.
+   *
+   * @generated from field: repeated palyra.compat.v1.ChatMessage messages = 2;
+   */
+  messages: ChatMessage[];
+
+  /**
+   * options are further fields of OpenAI's request (temperature, max_tokens, tools,
+   * response_format, ...), passed on to upstream providers as they are; model, messages,
+   * stream and stream_options are refused here, and n must be 1.
+   *
+   * @generated from field: google.protobuf.Struct options = 3;
+   */
+  options?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.CreateChatCompletionRequest.
+ * Use `create(CreateChatCompletionRequestSchema)` to create a new message.
+ */
+export const CreateChatCompletionRequestSchema: GenMessage<CreateChatCompletionRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 6);
+
+/**
+ * CreateChatCompletionResponse is the completion.
+ *
+ * @generated from message palyra.compat.v1.CreateChatCompletionResponse
+ */
+export type CreateChatCompletionResponse = Message<"palyra.compat.v1.CreateChatCompletionResponse"> & {
+  /**
+   * completion is OpenAI's chat.completion object.
+   *
+   * @generated from field: palyra.compat.v1.ChatCompletion completion = 1;
+   */
+  completion?: ChatCompletion | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.CreateChatCompletionResponse.
+ * Use `create(CreateChatCompletionResponseSchema)` to create a new message.
+ */
+export const CreateChatCompletionResponseSchema: GenMessage<CreateChatCompletionResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 7);
+
+/**
+ * StreamChatCompletionRequest is a chat completion request to stream.
+ *
+ * @generated from message palyra.compat.v1.StreamChatCompletionRequest
+ */
+export type StreamChatCompletionRequest = Message<"palyra.compat.v1.StreamChatCompletionRequest"> & {
+  /**
+   * model is the id of a model ListModels lists.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * messages is the conversation so far, oldest first; at least one.
+   *
+   * @generated from field: repeated palyra.compat.v1.ChatMessage messages = 2;
+   */
+  messages: ChatMessage[];
+
+  /**
+   * include_usage adds a last chunk with the token counts and no choices
+   * (stream_options.include_usage).
+   *
+   * @generated from field: bool include_usage = 3;
+   */
+  includeUsage: boolean;
+
+  /**
+   * options are further fields of OpenAI's request, as in CreateChatCompletionRequest.
+   *
+   * @generated from field: google.protobuf.Struct options = 4;
+   */
+  options?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.StreamChatCompletionRequest.
+ * Use `create(StreamChatCompletionRequestSchema)` to create a new message.
+ */
+export const StreamChatCompletionRequestSchema: GenMessage<StreamChatCompletionRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 8);
+
+/**
+ * StreamChatCompletionResponse is one chunk of the stream.
+ *
+ * @generated from message palyra.compat.v1.StreamChatCompletionResponse
+ */
+export type StreamChatCompletionResponse = Message<"palyra.compat.v1.StreamChatCompletionResponse"> & {
+  /**
+   * chunk is OpenAI's chat.completion.chunk object.
+   *
+   * @generated from field: palyra.compat.v1.ChatCompletionChunk chunk = 1;
+   */
+  chunk?: ChatCompletionChunk | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.StreamChatCompletionResponse.
+ * Use `create(StreamChatCompletionResponseSchema)` to create a new message.
+ */
+export const StreamChatCompletionResponseSchema: GenMessage<StreamChatCompletionResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 9);
+
+/**
+ * ChatCompletion is OpenAI's chat.completion object.
+ *
+ * @generated from message palyra.compat.v1.ChatCompletion
+ */
+export type ChatCompletion = Message<"palyra.compat.v1.ChatCompletion"> & {
+  /**
+   * id identifies the completion, e.g. "chatcmpl-...".
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * object is "chat.completion".
+   *
+   * @generated from field: string object = 2;
+   */
+  object: string;
+
+  /**
+   * created is when it was made, in Unix seconds.
+   *
+   * @generated from field: int64 created = 3;
+   */
+  created: bigint;
+
+  /**
+   * model is the model that answered.
+   *
+   * @generated from field: string model = 4;
+   */
+  model: string;
+
+  /**
+   * choices holds the answer (one choice).
+   *
+   * @generated from field: repeated palyra.compat.v1.ChatChoice choices = 5;
+   */
+  choices: ChatChoice[];
+
+  /**
+   * usage counts the tokens, when the provider reports them.
+   *
+   * @generated from field: palyra.compat.v1.Usage usage = 6;
+   */
+  usage?: Usage | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.ChatCompletion.
+ * Use `create(ChatCompletionSchema)` to create a new message.
+ */
+export const ChatCompletionSchema: GenMessage<ChatCompletion> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 10);
+
+/**
+ * ChatChoice is one answer.
+ *
+ * @generated from message palyra.compat.v1.ChatChoice
+ */
+export type ChatChoice = Message<"palyra.compat.v1.ChatChoice"> & {
+  /**
+   * index is the choice's position, 0.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * message is the answer.
+   *
+   * @generated from field: palyra.compat.v1.ChatMessage message = 2;
+   */
+  message?: ChatMessage | undefined;
+
+  /**
+   * finish_reason says why the answer ended: "stop", "length", "tool_calls", ...
+   *
+   * @generated from field: string finish_reason = 3;
+   */
+  finishReason: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.ChatChoice.
+ * Use `create(ChatChoiceSchema)` to create a new message.
+ */
+export const ChatChoiceSchema: GenMessage<ChatChoice> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 11);
+
+/**
+ * ChatCompletionChunk is OpenAI's chat.completion.chunk object.
+ *
+ * @generated from message palyra.compat.v1.ChatCompletionChunk
+ */
+export type ChatCompletionChunk = Message<"palyra.compat.v1.ChatCompletionChunk"> & {
+  /**
+   * id is the completion's id, the same in every chunk.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * object is "chat.completion.chunk".
+   *
+   * @generated from field: string object = 2;
+   */
+  object: string;
+
+  /**
+   * created is when the completion was made, in Unix seconds.
+   *
+   * @generated from field: int64 created = 3;
+   */
+  created: bigint;
+
+  /**
+   * model is the model that answers.
+   *
+   * @generated from field: string model = 4;
+   */
+  model: string;
+
+  /**
+   * choices holds the delta of the answer; empty in the usage chunk.
+   *
+   * @generated from field: repeated palyra.compat.v1.ChunkChoice choices = 5;
+   */
+  choices: ChunkChoice[];
+
+  /**
+   * usage is set in the last chunk when include_usage asked for it.
+   *
+   * @generated from field: palyra.compat.v1.Usage usage = 6;
+   */
+  usage?: Usage | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.ChatCompletionChunk.
+ * Use `create(ChatCompletionChunkSchema)` to create a new message.
+ */
+export const ChatCompletionChunkSchema: GenMessage<ChatCompletionChunk> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 12);
+
+/**
+ * ChunkChoice is the delta of one answer.
+ *
+ * @generated from message palyra.compat.v1.ChunkChoice
+ */
+export type ChunkChoice = Message<"palyra.compat.v1.ChunkChoice"> & {
+  /**
+   * index is the choice's position, 0.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * delta is what the chunk adds to the answer.
+   *
+   * @generated from field: palyra.compat.v1.ChatDelta delta = 2;
+   */
+  delta?: ChatDelta | undefined;
+
+  /**
+   * finish_reason is set in the choice's last chunk.
+   *
+   * @generated from field: string finish_reason = 3;
+   */
+  finishReason: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.ChunkChoice.
+ * Use `create(ChunkChoiceSchema)` to create a new message.
+ */
+export const ChunkChoiceSchema: GenMessage<ChunkChoice> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 13);
+
+/**
+ * ChatDelta is a piece of an answer.
+ *
+ * @generated from message palyra.compat.v1.ChatDelta
+ */
+export type ChatDelta = Message<"palyra.compat.v1.ChatDelta"> & {
+  /**
+   * role is "assistant" in the first chunk, else empty.
+   *
+   * @generated from field: string role = 1;
+   */
+  role: string;
+
+  /**
+   * content is the next piece of the answer's text.
+   *
+   * @generated from field: string content = 2;
+   */
+  content: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.ChatDelta.
+ * Use `create(ChatDeltaSchema)` to create a new message.
+ */
+export const ChatDeltaSchema: GenMessage<ChatDelta> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 14);
+
+/**
+ * Usage counts the tokens of one completion. Providers count tokens their own way;
+ * palyra-echo counts words (README).
+ *
+ * @generated from message palyra.compat.v1.Usage
+ */
+export type Usage = Message<"palyra.compat.v1.Usage"> & {
+  /**
+   * prompt_tokens counts the request's messages.
+   *
+   * @generated from field: int64 prompt_tokens = 1;
+   */
+  promptTokens: bigint;
+
+  /**
+   * completion_tokens counts the answer.
+   *
+   * @generated from field: int64 completion_tokens = 2;
+   */
+  completionTokens: bigint;
+
+  /**
+   * total_tokens is their sum.
+   *
+   * @generated from field: int64 total_tokens = 3;
+   */
+  totalTokens: bigint;
+};
+
+/**
+ * Describes the message palyra.compat.v1.Usage.
+ * Use `create(UsageSchema)` to create a new message.
+ */
+export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 15);
+
+/**
  * CompatService is the OpenAI-compatible API.
  *
  * @generated from service palyra.compat.v1.CompatService
@@ -100,6 +547,41 @@ export const CompatService: GenService<{
     methodKind: "unary";
     input: typeof ListModelsRequestSchema;
     output: typeof ListModelsResponseSchema;
+  },
+  /**
+   * GetModel returns one model that ListModels lists; NotFound (REST: 404
+   * model_not_found) for any other id.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.GetModel
+   */
+  getModel: {
+    methodKind: "unary";
+    input: typeof GetModelRequestSchema;
+    output: typeof GetModelResponseSchema;
+  },
+  /**
+   * CreateChatCompletion answers a chat completion in one response, as `POST
+   * /v1/chat/completions` does without `stream`. Each call is audited with its model,
+   * provider and token counts, never its messages or answer.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.CreateChatCompletion
+   */
+  createChatCompletion: {
+    methodKind: "unary";
+    input: typeof CreateChatCompletionRequestSchema;
+    output: typeof CreateChatCompletionResponseSchema;
+  },
+  /**
+   * StreamChatCompletion streams a chat completion chunk by chunk, as `POST
+   * /v1/chat/completions` does with `stream: true`; it needs the compat_streaming flag
+   * too. A failure after the first chunk ends the stream with the error.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.StreamChatCompletion
+   */
+  streamChatCompletion: {
+    methodKind: "server_streaming";
+    input: typeof StreamChatCompletionRequestSchema;
+    output: typeof StreamChatCompletionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_compat_v1_compat, 0);

@@ -4,7 +4,7 @@
 
 // Package palyra.compat.v1 is the OpenAI-compatible surface of palyrad. The same RPCs are
 // also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`)
-// for the official OpenAI SDKs.
+// for the official OpenAI SDKs; both surfaces share one implementation.
 package compatv1connect
 
 import (
@@ -39,6 +39,14 @@ const (
 	// CompatServiceListModelsProcedure is the fully-qualified name of the CompatService's ListModels
 	// RPC.
 	CompatServiceListModelsProcedure = "/palyra.compat.v1.CompatService/ListModels"
+	// CompatServiceGetModelProcedure is the fully-qualified name of the CompatService's GetModel RPC.
+	CompatServiceGetModelProcedure = "/palyra.compat.v1.CompatService/GetModel"
+	// CompatServiceCreateChatCompletionProcedure is the fully-qualified name of the CompatService's
+	// CreateChatCompletion RPC.
+	CompatServiceCreateChatCompletionProcedure = "/palyra.compat.v1.CompatService/CreateChatCompletion"
+	// CompatServiceStreamChatCompletionProcedure is the fully-qualified name of the CompatService's
+	// StreamChatCompletion RPC.
+	CompatServiceStreamChatCompletionProcedure = "/palyra.compat.v1.CompatService/StreamChatCompletion"
 )
 
 // CompatServiceClient is a client for the palyra.compat.v1.CompatService service.
@@ -48,6 +56,17 @@ type CompatServiceClient interface {
 	// (`compat.providers.<name>.models`), by provider name, owned_by the provider's name.
 	// A model id configured twice is listed once, where it comes first.
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
+	// GetModel returns one model that ListModels lists; NotFound (REST: 404
+	// model_not_found) for any other id.
+	GetModel(context.Context, *connect.Request[v1.GetModelRequest]) (*connect.Response[v1.GetModelResponse], error)
+	// CreateChatCompletion answers a chat completion in one response, as `POST
+	// /v1/chat/completions` does without `stream`. Each call is audited with its model,
+	// provider and token counts, never its messages or answer.
+	CreateChatCompletion(context.Context, *connect.Request[v1.CreateChatCompletionRequest]) (*connect.Response[v1.CreateChatCompletionResponse], error)
+	// StreamChatCompletion streams a chat completion chunk by chunk, as `POST
+	// /v1/chat/completions` does with `stream: true`; it needs the compat_streaming flag
+	// too. A failure after the first chunk ends the stream with the error.
+	StreamChatCompletion(context.Context, *connect.Request[v1.StreamChatCompletionRequest]) (*connect.ServerStreamForClient[v1.StreamChatCompletionResponse], error)
 }
 
 // NewCompatServiceClient constructs a client for the palyra.compat.v1.CompatService service. By
@@ -68,17 +87,54 @@ func NewCompatServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getModel: connect.NewClient[v1.GetModelRequest, v1.GetModelResponse](
+			httpClient,
+			baseURL+CompatServiceGetModelProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("GetModel")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		createChatCompletion: connect.NewClient[v1.CreateChatCompletionRequest, v1.CreateChatCompletionResponse](
+			httpClient,
+			baseURL+CompatServiceCreateChatCompletionProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("CreateChatCompletion")),
+			connect.WithClientOptions(opts...),
+		),
+		streamChatCompletion: connect.NewClient[v1.StreamChatCompletionRequest, v1.StreamChatCompletionResponse](
+			httpClient,
+			baseURL+CompatServiceStreamChatCompletionProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("StreamChatCompletion")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // compatServiceClient implements CompatServiceClient.
 type compatServiceClient struct {
-	listModels *connect.Client[v1.ListModelsRequest, v1.ListModelsResponse]
+	listModels           *connect.Client[v1.ListModelsRequest, v1.ListModelsResponse]
+	getModel             *connect.Client[v1.GetModelRequest, v1.GetModelResponse]
+	createChatCompletion *connect.Client[v1.CreateChatCompletionRequest, v1.CreateChatCompletionResponse]
+	streamChatCompletion *connect.Client[v1.StreamChatCompletionRequest, v1.StreamChatCompletionResponse]
 }
 
 // ListModels calls palyra.compat.v1.CompatService.ListModels.
 func (c *compatServiceClient) ListModels(ctx context.Context, req *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error) {
 	return c.listModels.CallUnary(ctx, req)
+}
+
+// GetModel calls palyra.compat.v1.CompatService.GetModel.
+func (c *compatServiceClient) GetModel(ctx context.Context, req *connect.Request[v1.GetModelRequest]) (*connect.Response[v1.GetModelResponse], error) {
+	return c.getModel.CallUnary(ctx, req)
+}
+
+// CreateChatCompletion calls palyra.compat.v1.CompatService.CreateChatCompletion.
+func (c *compatServiceClient) CreateChatCompletion(ctx context.Context, req *connect.Request[v1.CreateChatCompletionRequest]) (*connect.Response[v1.CreateChatCompletionResponse], error) {
+	return c.createChatCompletion.CallUnary(ctx, req)
+}
+
+// StreamChatCompletion calls palyra.compat.v1.CompatService.StreamChatCompletion.
+func (c *compatServiceClient) StreamChatCompletion(ctx context.Context, req *connect.Request[v1.StreamChatCompletionRequest]) (*connect.ServerStreamForClient[v1.StreamChatCompletionResponse], error) {
+	return c.streamChatCompletion.CallServerStream(ctx, req)
 }
 
 // CompatServiceHandler is an implementation of the palyra.compat.v1.CompatService service.
@@ -88,6 +144,17 @@ type CompatServiceHandler interface {
 	// (`compat.providers.<name>.models`), by provider name, owned_by the provider's name.
 	// A model id configured twice is listed once, where it comes first.
 	ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error)
+	// GetModel returns one model that ListModels lists; NotFound (REST: 404
+	// model_not_found) for any other id.
+	GetModel(context.Context, *connect.Request[v1.GetModelRequest]) (*connect.Response[v1.GetModelResponse], error)
+	// CreateChatCompletion answers a chat completion in one response, as `POST
+	// /v1/chat/completions` does without `stream`. Each call is audited with its model,
+	// provider and token counts, never its messages or answer.
+	CreateChatCompletion(context.Context, *connect.Request[v1.CreateChatCompletionRequest]) (*connect.Response[v1.CreateChatCompletionResponse], error)
+	// StreamChatCompletion streams a chat completion chunk by chunk, as `POST
+	// /v1/chat/completions` does with `stream: true`; it needs the compat_streaming flag
+	// too. A failure after the first chunk ends the stream with the error.
+	StreamChatCompletion(context.Context, *connect.Request[v1.StreamChatCompletionRequest], *connect.ServerStream[v1.StreamChatCompletionResponse]) error
 }
 
 // NewCompatServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -104,10 +171,35 @@ func NewCompatServiceHandler(svc CompatServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	compatServiceGetModelHandler := connect.NewUnaryHandler(
+		CompatServiceGetModelProcedure,
+		svc.GetModel,
+		connect.WithSchema(compatServiceMethods.ByName("GetModel")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	compatServiceCreateChatCompletionHandler := connect.NewUnaryHandler(
+		CompatServiceCreateChatCompletionProcedure,
+		svc.CreateChatCompletion,
+		connect.WithSchema(compatServiceMethods.ByName("CreateChatCompletion")),
+		connect.WithHandlerOptions(opts...),
+	)
+	compatServiceStreamChatCompletionHandler := connect.NewServerStreamHandler(
+		CompatServiceStreamChatCompletionProcedure,
+		svc.StreamChatCompletion,
+		connect.WithSchema(compatServiceMethods.ByName("StreamChatCompletion")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.compat.v1.CompatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CompatServiceListModelsProcedure:
 			compatServiceListModelsHandler.ServeHTTP(w, r)
+		case CompatServiceGetModelProcedure:
+			compatServiceGetModelHandler.ServeHTTP(w, r)
+		case CompatServiceCreateChatCompletionProcedure:
+			compatServiceCreateChatCompletionHandler.ServeHTTP(w, r)
+		case CompatServiceStreamChatCompletionProcedure:
+			compatServiceStreamChatCompletionHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -119,4 +211,16 @@ type UnimplementedCompatServiceHandler struct{}
 
 func (UnimplementedCompatServiceHandler) ListModels(context.Context, *connect.Request[v1.ListModelsRequest]) (*connect.Response[v1.ListModelsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.ListModels is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) GetModel(context.Context, *connect.Request[v1.GetModelRequest]) (*connect.Response[v1.GetModelResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.GetModel is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) CreateChatCompletion(context.Context, *connect.Request[v1.CreateChatCompletionRequest]) (*connect.Response[v1.CreateChatCompletionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.CreateChatCompletion is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) StreamChatCompletion(context.Context, *connect.Request[v1.StreamChatCompletionRequest], *connect.ServerStream[v1.StreamChatCompletionResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.StreamChatCompletion is not implemented"))
 }

@@ -1,0 +1,202 @@
+package compat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
+	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
+	"github.com/palyra/palyra/server/internal/apiserver"
+	"github.com/palyra/palyra/server/internal/errdefs"
+)
+
+// Authorizer applies an RPC's access rule to a REST call (access.Interceptor.Authorize).
+type Authorizer interface {
+	Authorize(ctx context.Context, procedure, peer string, header http.Header) (context.Context, func(error), error)
+}
+
+// REST serves the OpenAI REST endpoints on the Handler: GET /v1/models, GET
+// /v1/models/{id}, POST /v1/chat/completions (stream: true answers server-sent events,
+// each flushed as it is written). Each call passes the access rule of the RPC it
+// serves (ListModels, GetModel, CreateChatCompletion or StreamChatCompletion): the same
+// tokens, permissions, rate limits and audit. Errors are OpenAI's envelope
+// (apiserver.WriteOpenAIError).
+type REST struct {
+	h       *Handler
+	access  Authorizer
+	maxBody int64
+	mux     *http.ServeMux
+}
+
+// NewREST returns the REST endpoints of h; request bodies over maxBody bytes are
+// refused (413).
+func NewREST(h *Handler, access Authorizer, maxBody int) *REST {
+	s := &REST{h: h, access: access, maxBody: int64(maxBody), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/models", s.listModels)
+	s.mux.HandleFunc("GET /v1/models/{id...}", s.getModel)
+	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		apiserver.WriteOpenAIError(w, errdefs.New(errdefs.NotFound, "palyrad serves no %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// call authorizes r as procedure, runs serve, and ends the call with its error; an
+// error serve returns is answered in the envelope.
+func (s *REST) call(w http.ResponseWriter, r *http.Request, procedure string, serve func(ctx context.Context) error) {
+	ctx, end, err := s.access.Authorize(r.Context(), procedure, r.RemoteAddr, r.Header)
+	if err != nil {
+		apiserver.WriteOpenAIError(w, err)
+		return
+	}
+	err = serve(ctx)
+	var done *errAnswered
+	if errors.As(err, &done) {
+		end(done.err)
+		return
+	}
+	end(err)
+	if err != nil {
+		apiserver.WriteOpenAIError(w, err)
+	}
+}
+
+// model is OpenAI's model object. created is 0: palyrad does not know when a model was
+// made.
+type model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func modelJSON(m *compatv1.Model) model {
+	return model{ID: m.GetId(), Object: "model", OwnedBy: m.GetOwnedBy()}
+}
+
+// writeJSON answers v with 200.
+func writeJSON(w http.ResponseWriter, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+	return nil
+}
+
+func (s *REST) listModels(w http.ResponseWriter, r *http.Request) {
+	s.call(w, r, compatv1connect.CompatServiceListModelsProcedure, func(ctx context.Context) error {
+		ms, err := s.h.listModels(ctx)
+		if err != nil {
+			return err
+		}
+		data := make([]model, len(ms))
+		for i, m := range ms {
+			data[i] = modelJSON(m)
+		}
+		return writeJSON(w, struct {
+			Object string  `json:"object"`
+			Data   []model `json:"data"`
+		}{"list", data})
+	})
+}
+
+func (s *REST) getModel(w http.ResponseWriter, r *http.Request) {
+	s.call(w, r, compatv1connect.CompatServiceGetModelProcedure, func(ctx context.Context) error {
+		m, err := s.h.getModel(ctx, r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, modelJSON(m))
+	})
+}
+
+// chat serves POST /v1/chat/completions. The body is read before the access check, to
+// learn which RPC's rule applies (a stream's or not), and read no further than the cap.
+func (s *REST) chat(w http.ResponseWriter, r *http.Request) {
+	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	var peek struct {
+		Stream bool `json:"stream"`
+	}
+	_ = json.Unmarshal(body, &peek)
+	procedure := compatv1connect.CompatServiceCreateChatCompletionProcedure
+	if peek.Stream {
+		procedure = compatv1connect.CompatServiceStreamChatCompletionProcedure
+	}
+	s.call(w, r, procedure, func(ctx context.Context) error {
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(readErr, &tooLarge):
+			return &errdefs.Error{Kind: errdefs.Invalid, Reason: apiserver.ReasonTooLarge,
+				Message: "the request body is larger than palyrad accepts (server.max_message_bytes: " + strconv.FormatInt(s.maxBody, 10) + " bytes)"}
+		case readErr != nil:
+			return readErr
+		}
+		// The flags before the request's validation: while the API is off, it is off.
+		if err := s.h.enabled(ctx, peek.Stream); err != nil {
+			return err
+		}
+		req, err := ParseChatRequest(body)
+		if err != nil {
+			return err
+		}
+		if !req.Stream {
+			c, err := s.h.complete(ctx, req)
+			if err != nil {
+				return err
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(c.Body)
+			return nil
+		}
+		return s.sse(ctx, w, req)
+	})
+}
+
+// sse streams the completion as server-sent events, flushing each. Once the first
+// event is out, an error is sent as an error event followed by [DONE]; before, it is
+// answered as any error.
+func (s *REST) sse(ctx context.Context, w http.ResponseWriter, req *ChatRequest) error {
+	rc := http.NewResponseController(w)
+	write := func(data []byte) error {
+		if _, err := w.Write(append(append([]byte("data: "), data...), '\n', '\n')); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	started, err := s.h.stream(ctx, req, func(chunk []byte) error {
+		h := w.Header()
+		if h.Get("Content-Type") == "" {
+			h.Set("Content-Type", "text/event-stream")
+			h.Set("Cache-Control", "no-cache")
+			h.Set("X-Accel-Buffering", "no")
+			w.WriteHeader(http.StatusOK)
+		}
+		return write(chunk)
+	})
+	if !started {
+		return err
+	}
+	if err != nil && ctx.Err() == nil {
+		_, _, env := apiserver.OpenAIError(err)
+		if data, merr := json.Marshal(env); merr == nil {
+			_ = write(data)
+		}
+	}
+	_ = write([]byte("[DONE]"))
+	return &errAnswered{err}
+}
+
+// errAnswered is the outcome of a call that already answered (a stream that started):
+// the call ends with err, and nothing more is written.
+type errAnswered struct{ err error }
+
+func (e *errAnswered) Error() string { return "answered" }
