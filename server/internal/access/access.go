@@ -33,14 +33,20 @@ const (
 	SecretsWrite     Permission = "secrets.write"
 	CompatModelsRead Permission = "compat.models.read"
 	CompatChatCreate Permission = "compat.chat.create"
-	MasterKeyRotate  Permission = "masterkey.rotate"
+	// CompatEmbeddingsCreate and CompatResponsesCreate are the embeddings and responses
+	// of the OpenAI-compatible API.
+	CompatEmbeddingsCreate Permission = "compat.embeddings.create"
+	CompatResponsesCreate  Permission = "compat.responses.create"
+	MasterKeyRotate        Permission = "masterkey.rotate"
 )
 
 // catalog describes every permission, sorted by name.
 var catalog = []*accessv1.Permission{
 	{Name: string(AuditRead), Description: "Read and verify the audit log."},
 	{Name: string(CompatChatCreate), Description: "Create chat completions through the OpenAI-compatible API."},
+	{Name: string(CompatEmbeddingsCreate), Description: "Create embeddings through the OpenAI-compatible API."},
 	{Name: string(CompatModelsRead), Description: "List the models of the OpenAI-compatible API."},
+	{Name: string(CompatResponsesCreate), Description: "Create responses (the Responses API) through the OpenAI-compatible API."},
 	{Name: string(ConfigRead), Description: "Read the daemon's configuration."},
 	{Name: string(ConfigWrite), Description: "Change the daemon's configuration."},
 	{Name: string(FlagsManage), Description: "Turn feature flags on and off."},

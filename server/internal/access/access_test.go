@@ -21,7 +21,7 @@ func TestRoles(t *testing.T) {
 			lacks: []Permission{ConfigWrite, SecretsRead, MasterKeyRotate},
 		},
 		Operator: {
-			has:   []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate},
+			has:   []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate, CompatEmbeddingsCreate, CompatResponsesCreate},
 			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList, MasterKeyRotate},
 		},
 	}

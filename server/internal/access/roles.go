@@ -28,7 +28,8 @@ const (
 var ownerOnly = []Permission{ConfigWrite, SecretsRead, MasterKeyRotate}
 
 // operatorPermissions are the operator's permissions.
-var operatorPermissions = []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate}
+var operatorPermissions = []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate,
+	CompatEmbeddingsCreate, CompatResponsesCreate}
 
 // roleDescriptions say what each role is for, in the order of ListRoles.
 var roleDescriptions = []struct {

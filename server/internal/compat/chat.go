@@ -78,12 +78,21 @@ func invalid(field, format string, args ...any) error {
 
 // ParseChatRequest reads and checks the JSON body of POST /v1/chat/completions.
 func ParseChatRequest(body []byte) (*ChatRequest, error) {
+	fields, err := parseObject(body)
+	if err != nil {
+		return nil, err
+	}
+	return newChatRequest(fields)
+}
+
+// parseObject reads a request body that must be one JSON object.
+func parseObject(body []byte) (map[string]json.RawMessage, error) {
 	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&fields); err != nil || fields == nil || dec.More() {
 		return nil, errdefs.New(errdefs.Invalid, "the request body is not a JSON object: %s", jsonProblem(err))
 	}
-	return newChatRequest(fields)
+	return fields, nil
 }
 
 // jsonProblem describes a JSON syntax error without echoing the input.

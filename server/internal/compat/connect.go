@@ -17,16 +17,9 @@ var reservedOptions = map[string]bool{"model": true, "messages": true, "stream":
 
 // rpcRequest makes the OpenAI request of an RPC's fields, checked as the REST body is.
 func rpcRequest(model string, msgs []*compatv1.ChatMessage, options *structpb.Struct, stream, includeUsage bool) (*ChatRequest, error) {
-	fields := map[string]json.RawMessage{}
-	for k, v := range options.GetFields() {
-		if reservedOptions[k] {
-			return nil, invalid("options."+k, "is a field of the request itself")
-		}
-		raw, err := protojson.Marshal(v)
-		if err != nil {
-			return nil, invalid("options."+k, "is not a JSON value")
-		}
-		fields[k] = raw
+	fields, err := optionFields(options, reservedOptions)
+	if err != nil {
+		return nil, err
 	}
 	type message struct {
 		Role    string `json:"role"`
@@ -37,7 +30,6 @@ func rpcRequest(model string, msgs []*compatv1.ChatMessage, options *structpb.St
 	for i, m := range msgs {
 		list[i] = message{Role: m.GetRole(), Content: m.GetContent(), Name: m.GetName()}
 	}
-	var err error
 	if fields["model"], err = json.Marshal(model); err != nil {
 		return nil, err
 	}
@@ -51,6 +43,22 @@ func rpcRequest(model string, msgs []*compatv1.ChatMessage, options *structpb.St
 		}
 	}
 	return newChatRequest(fields)
+}
+
+// optionFields are an RPC's options as request fields; the reserved ones are refused.
+func optionFields(options *structpb.Struct, reserved map[string]bool) (map[string]json.RawMessage, error) {
+	fields := map[string]json.RawMessage{}
+	for k, v := range options.GetFields() {
+		if reserved[k] {
+			return nil, invalid("options."+k, "is a field of the request itself")
+		}
+		raw, err := protojson.Marshal(v)
+		if err != nil {
+			return nil, invalid("options."+k, "is not a JSON value")
+		}
+		fields[k] = raw
+	}
+	return fields, nil
 }
 
 // fromJSON reads an OpenAI object into its message, ignoring the fields it lacks

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"strconv"
 
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
@@ -20,9 +18,11 @@ type Authorizer interface {
 }
 
 // REST serves the OpenAI REST endpoints on the Handler: GET /v1/models, GET
-// /v1/models/{id}, POST /v1/chat/completions (stream: true answers server-sent events,
-// each flushed as it is written). Each call passes the access rule of the RPC it
-// serves (ListModels, GetModel, CreateChatCompletion or StreamChatCompletion): the same
+// /v1/models/{id}, POST /v1/chat/completions and POST /v1/responses (stream: true
+// answers server-sent events, each flushed as it is written), POST /v1/embeddings. Each
+// call passes the access rule of the RPC it serves (ListModels, GetModel,
+// CreateChatCompletion, StreamChatCompletion, CreateEmbedding, CreateResponse or
+// StreamResponse): the same
 // tokens, permissions, rate limits and audit. Errors are OpenAI's envelope
 // (apiserver.WriteOpenAIError).
 type REST struct {
@@ -39,6 +39,8 @@ func NewREST(h *Handler, access Authorizer, maxBody int) *REST {
 	s.mux.HandleFunc("GET /v1/models", s.listModels)
 	s.mux.HandleFunc("GET /v1/models/{id...}", s.getModel)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	s.mux.HandleFunc("POST /v1/embeddings", s.embeddings)
+	s.mux.HandleFunc("POST /v1/responses", s.responses)
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteOpenAIError(w, errdefs.New(errdefs.NotFound, "palyrad serves no %s %s", r.Method, r.URL.Path))
 	})
@@ -122,7 +124,7 @@ func (s *REST) getModel(w http.ResponseWriter, r *http.Request) {
 // chat serves POST /v1/chat/completions. The body is read before the access check, to
 // learn which RPC's rule applies (a stream's or not), and read no further than the cap.
 func (s *REST) chat(w http.ResponseWriter, r *http.Request) {
-	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	body, readErr := s.readBody(w, r)
 	var peek struct {
 		Stream bool `json:"stream"`
 	}
@@ -132,12 +134,7 @@ func (s *REST) chat(w http.ResponseWriter, r *http.Request) {
 		procedure = compatv1connect.CompatServiceStreamChatCompletionProcedure
 	}
 	s.call(w, r, procedure, func(ctx context.Context) error {
-		var tooLarge *http.MaxBytesError
-		switch {
-		case errors.As(readErr, &tooLarge):
-			return &errdefs.Error{Kind: errdefs.Invalid, Reason: apiserver.ReasonTooLarge,
-				Message: "the request body is larger than palyrad accepts (server.max_message_bytes: " + strconv.FormatInt(s.maxBody, 10) + " bytes)"}
-		case readErr != nil:
+		if readErr != nil {
 			return readErr
 		}
 		// The flags before the request's validation: while the API is off, it is off.

@@ -89,6 +89,12 @@ func (u *upstream) do(ctx context.Context, req *ChatRequest, model string) (*htt
 	if err != nil {
 		return nil, err
 	}
+	return u.post(ctx, "/chat/completions", body, req.Stream)
+}
+
+// post sends body to the endpoint path of the upstream, trying again (retry.Backoff)
+// while no answer was accepted, and returns a 2xx response; stream asks for events.
+func (u *upstream) post(ctx context.Context, path string, body []byte, stream bool) (*http.Response, error) {
 	key, err := u.key(ctx)
 	if err != nil {
 		return nil, err
@@ -96,12 +102,12 @@ func (u *upstream) do(ctx context.Context, req *ChatRequest, model string) (*htt
 	defer clear(key)
 	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: time.Second}
 	for attempt := 1; ; attempt++ {
-		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u.cfg.BaseURL+"/chat/completions", bytes.NewReader(body))
+		hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u.cfg.BaseURL+path, bytes.NewReader(body))
 		if err != nil {
 			return nil, providerError(u.name, "has a base URL that does not make a request")
 		}
 		hreq.Header.Set("Content-Type", "application/json")
-		if req.Stream {
+		if stream {
 			hreq.Header.Set("Accept", "text/event-stream")
 		} else {
 			hreq.Header.Set("Accept", "application/json")

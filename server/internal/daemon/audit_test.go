@@ -695,12 +695,15 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
 
-	// Every RPC that may change state was called. Chat completions are audited but
-	// write nothing (their event is appended when they end, TestOpenAIGoSDK): they
-	// have no outbox row to commit.
+	// Every RPC that may change state was called. Chat completions, embeddings and
+	// responses are audited but write nothing (their event is appended when they end,
+	// TestOpenAIGoSDK): they have no outbox row to commit.
 	writesNothing := map[string]bool{
 		compatv1connect.CompatServiceCreateChatCompletionProcedure: true,
 		compatv1connect.CompatServiceStreamChatCompletionProcedure: true,
+		compatv1connect.CompatServiceCreateEmbeddingProcedure:      true,
+		compatv1connect.CompatServiceCreateResponseProcedure:       true,
+		compatv1connect.CompatServiceStreamResponseProcedure:       true,
 	}
 	for procedure, md := range palyraMethods {
 		opts, _ := md.Options().(*descriptorpb.MethodOptions)

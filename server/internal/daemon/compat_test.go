@@ -51,6 +51,10 @@ func newFakeUpstream(t *testing.T) *fakeUpstream {
 }
 
 func (f *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/embeddings" && r.Method == http.MethodPost {
+		f.embeddings(w, r)
+		return
+	}
 	if r.URL.Path != "/v1/chat/completions" || r.Method != http.MethodPost {
 		http.Error(w, "not found", http.StatusNotFound)
 		return

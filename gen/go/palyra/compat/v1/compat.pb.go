@@ -5,7 +5,8 @@
 // source: palyra/compat/v1/compat.proto
 
 // Package palyra.compat.v1 is the OpenAI-compatible surface of palyrad. The same RPCs are
-// also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`)
+// also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`,
+// `POST /v1/embeddings`, `POST /v1/responses`)
 // for the official OpenAI SDKs; both surfaces share one implementation.
 
 package compatv1
@@ -985,6 +986,572 @@ func (x *Usage) GetTotalTokens() int64 {
 	return 0
 }
 
+// CreateEmbeddingRequest asks for the embeddings of texts.
+type CreateEmbeddingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the id of a model ListModels lists.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// input are the texts to embed, at least one, none empty.
+	Input []string `protobuf:"bytes,2,rep,name=input,proto3" json:"input,omitempty"`
+	// options are further fields of OpenAI's request (dimensions, user, ...), passed on to
+	// upstream providers; model, input and encoding_format are refused here.
+	Options       *structpb.Struct `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEmbeddingRequest) Reset() {
+	*x = CreateEmbeddingRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEmbeddingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEmbeddingRequest) ProtoMessage() {}
+
+func (x *CreateEmbeddingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEmbeddingRequest.ProtoReflect.Descriptor instead.
+func (*CreateEmbeddingRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateEmbeddingRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CreateEmbeddingRequest) GetInput() []string {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *CreateEmbeddingRequest) GetOptions() *structpb.Struct {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// CreateEmbeddingResponse holds one embedding per input, in input order.
+type CreateEmbeddingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the model that answered.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// data are the embeddings.
+	Data []*Embedding `protobuf:"bytes,2,rep,name=data,proto3" json:"data,omitempty"`
+	// usage counts the input's tokens (completion_tokens is 0).
+	Usage         *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEmbeddingResponse) Reset() {
+	*x = CreateEmbeddingResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEmbeddingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEmbeddingResponse) ProtoMessage() {}
+
+func (x *CreateEmbeddingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEmbeddingResponse.ProtoReflect.Descriptor instead.
+func (*CreateEmbeddingResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateEmbeddingResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CreateEmbeddingResponse) GetData() []*Embedding {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *CreateEmbeddingResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Embedding is the vector of one input.
+type Embedding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the input's position.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// embedding is the vector.
+	Embedding     []float32 `protobuf:"fixed32,2,rep,packed,name=embedding,proto3" json:"embedding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Embedding) Reset() {
+	*x = Embedding{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Embedding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Embedding) ProtoMessage() {}
+
+func (x *Embedding) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
+func (*Embedding) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Embedding) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Embedding) GetEmbedding() []float32 {
+	if x != nil {
+		return x.Embedding
+	}
+	return nil
+}
+
+// CreateResponseRequest is a request of the Responses API, in text.
+type CreateResponseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the id of a model ListModels lists.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// instructions, when set, are sent first, as a system message.
+	Instructions string `protobuf:"bytes,2,opt,name=instructions,proto3" json:"instructions,omitempty"`
+	// input is the conversation, oldest first; at least one message, with the roles
+	// "user", "assistant", "system" or "developer".
+	Input []*ChatMessage `protobuf:"bytes,3,rep,name=input,proto3" json:"input,omitempty"`
+	// options are further fields of OpenAI's Responses request (temperature, top_p,
+	// max_output_tokens, user, ...) as `POST /v1/responses` takes them; model, input,
+	// instructions and stream are refused here.
+	Options       *structpb.Struct `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateResponseRequest) Reset() {
+	*x = CreateResponseRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateResponseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateResponseRequest) ProtoMessage() {}
+
+func (x *CreateResponseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateResponseRequest.ProtoReflect.Descriptor instead.
+func (*CreateResponseRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreateResponseRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CreateResponseRequest) GetInstructions() string {
+	if x != nil {
+		return x.Instructions
+	}
+	return ""
+}
+
+func (x *CreateResponseRequest) GetInput() []*ChatMessage {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *CreateResponseRequest) GetOptions() *structpb.Struct {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// CreateResponseResponse is the response.
+type CreateResponseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// response is the Responses API's response object.
+	Response      *Response `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateResponseResponse) Reset() {
+	*x = CreateResponseResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateResponseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateResponseResponse) ProtoMessage() {}
+
+func (x *CreateResponseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateResponseResponse.ProtoReflect.Descriptor instead.
+func (*CreateResponseResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreateResponseResponse) GetResponse() *Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+// StreamResponseRequest is a request of the Responses API to stream.
+type StreamResponseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// model is the id of a model ListModels lists.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// instructions, as in CreateResponseRequest.
+	Instructions string `protobuf:"bytes,2,opt,name=instructions,proto3" json:"instructions,omitempty"`
+	// input, as in CreateResponseRequest.
+	Input []*ChatMessage `protobuf:"bytes,3,rep,name=input,proto3" json:"input,omitempty"`
+	// options, as in CreateResponseRequest.
+	Options       *structpb.Struct `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResponseRequest) Reset() {
+	*x = StreamResponseRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResponseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResponseRequest) ProtoMessage() {}
+
+func (x *StreamResponseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResponseRequest.ProtoReflect.Descriptor instead.
+func (*StreamResponseRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *StreamResponseRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *StreamResponseRequest) GetInstructions() string {
+	if x != nil {
+		return x.Instructions
+	}
+	return ""
+}
+
+func (x *StreamResponseRequest) GetInput() []*ChatMessage {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *StreamResponseRequest) GetOptions() *structpb.Struct {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+// StreamResponseResponse is one event of the stream.
+type StreamResponseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is the event's type: "response.created", "response.in_progress",
+	// "response.output_item.added", "response.content_part.added",
+	// "response.output_text.delta", "response.output_text.done",
+	// "response.content_part.done", "response.output_item.done", "response.completed".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// sequence_number orders the events, from 0.
+	SequenceNumber int64 `protobuf:"varint,2,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
+	// delta is the next piece of the answer's text (response.output_text.delta).
+	Delta string `protobuf:"bytes,3,opt,name=delta,proto3" json:"delta,omitempty"`
+	// text is the whole answer (response.output_text.done).
+	Text string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	// response is the response so far (response.created, response.in_progress,
+	// response.completed).
+	Response      *Response `protobuf:"bytes,5,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResponseResponse) Reset() {
+	*x = StreamResponseResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResponseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResponseResponse) ProtoMessage() {}
+
+func (x *StreamResponseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResponseResponse.ProtoReflect.Descriptor instead.
+func (*StreamResponseResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StreamResponseResponse) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *StreamResponseResponse) GetSequenceNumber() int64 {
+	if x != nil {
+		return x.SequenceNumber
+	}
+	return 0
+}
+
+func (x *StreamResponseResponse) GetDelta() string {
+	if x != nil {
+		return x.Delta
+	}
+	return ""
+}
+
+func (x *StreamResponseResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *StreamResponseResponse) GetResponse() *Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+// Response is the Responses API's response object, with its one text answer.
+type Response struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the response, e.g. "resp_...".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// created_at is when it was made, in Unix seconds.
+	CreatedAt int64 `protobuf:"varint,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// model is the model that answered.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// status is "in_progress", "completed" or "incomplete".
+	Status string `protobuf:"bytes,4,opt,name=status,proto3" json:"status,omitempty"`
+	// output_text is the answer's text.
+	OutputText string `protobuf:"bytes,5,opt,name=output_text,json=outputText,proto3" json:"output_text,omitempty"`
+	// usage counts the tokens, once completed: prompt_tokens are the input's,
+	// completion_tokens the output's.
+	Usage *Usage `protobuf:"bytes,6,opt,name=usage,proto3" json:"usage,omitempty"`
+	// incomplete_reason says why an incomplete response ended, e.g. "max_output_tokens".
+	IncompleteReason string `protobuf:"bytes,7,opt,name=incomplete_reason,json=incompleteReason,proto3" json:"incomplete_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Response) Reset() {
+	*x = Response{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Response) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Response) ProtoMessage() {}
+
+func (x *Response) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Response.ProtoReflect.Descriptor instead.
+func (*Response) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Response) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Response) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *Response) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Response) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Response) GetOutputText() string {
+	if x != nil {
+		return x.OutputText
+	}
+	return ""
+}
+
+func (x *Response) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *Response) GetIncompleteReason() string {
+	if x != nil {
+		return x.IncompleteReason
+	}
+	return ""
+}
+
 var File_palyra_compat_v1_compat_proto protoreflect.FileDescriptor
 
 const file_palyra_compat_v1_compat_proto_rawDesc = "" +
@@ -1048,13 +1615,55 @@ const file_palyra_compat_v1_compat_proto_rawDesc = "" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x03R\x10completionTokens\x12!\n" +
-	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens2\x9b\x04\n" +
+	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\"w\n" +
+	"\x16CreateEmbeddingRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
+	"\x05input\x18\x02 \x03(\tR\x05input\x121\n" +
+	"\aoptions\x18\x03 \x01(\v2\x17.google.protobuf.StructR\aoptions\"\x8f\x01\n" +
+	"\x17CreateEmbeddingResponse\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12/\n" +
+	"\x04data\x18\x02 \x03(\v2\x1b.palyra.compat.v1.EmbeddingR\x04data\x12-\n" +
+	"\x05usage\x18\x03 \x01(\v2\x17.palyra.compat.v1.UsageR\x05usage\"?\n" +
+	"\tEmbedding\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x1c\n" +
+	"\tembedding\x18\x02 \x03(\x02R\tembedding\"\xb9\x01\n" +
+	"\x15CreateResponseRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\"\n" +
+	"\finstructions\x18\x02 \x01(\tR\finstructions\x123\n" +
+	"\x05input\x18\x03 \x03(\v2\x1d.palyra.compat.v1.ChatMessageR\x05input\x121\n" +
+	"\aoptions\x18\x04 \x01(\v2\x17.google.protobuf.StructR\aoptions\"P\n" +
+	"\x16CreateResponseResponse\x126\n" +
+	"\bresponse\x18\x01 \x01(\v2\x1a.palyra.compat.v1.ResponseR\bresponse\"\xb9\x01\n" +
+	"\x15StreamResponseRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\"\n" +
+	"\finstructions\x18\x02 \x01(\tR\finstructions\x123\n" +
+	"\x05input\x18\x03 \x03(\v2\x1d.palyra.compat.v1.ChatMessageR\x05input\x121\n" +
+	"\aoptions\x18\x04 \x01(\v2\x17.google.protobuf.StructR\aoptions\"\xb7\x01\n" +
+	"\x16StreamResponseResponse\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12'\n" +
+	"\x0fsequence_number\x18\x02 \x01(\x03R\x0esequenceNumber\x12\x14\n" +
+	"\x05delta\x18\x03 \x01(\tR\x05delta\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x126\n" +
+	"\bresponse\x18\x05 \x01(\v2\x1a.palyra.compat.v1.ResponseR\bresponse\"\xe4\x01\n" +
+	"\bResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x02 \x01(\x03R\tcreatedAt\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\tR\x06status\x12\x1f\n" +
+	"\voutput_text\x18\x05 \x01(\tR\n" +
+	"outputText\x12-\n" +
+	"\x05usage\x18\x06 \x01(\v2\x17.palyra.compat.v1.UsageR\x05usage\x12+\n" +
+	"\x11incomplete_reason\x18\a \x01(\tR\x10incompleteReason2\xb0\a\n" +
 	"\rCompatService\x12t\n" +
 	"\n" +
 	"ListModels\x12#.palyra.compat.v1.ListModelsRequest\x1a$.palyra.compat.v1.ListModelsResponse\"\x1b\xea\xe0\x18\x14\x1a\x12compat.models.read\x90\x02\x01\x12n\n" +
 	"\bGetModel\x12!.palyra.compat.v1.GetModelRequest\x1a\".palyra.compat.v1.GetModelResponse\"\x1b\xea\xe0\x18\x14\x1a\x12compat.models.read\x90\x02\x01\x12\x8f\x01\n" +
 	"\x14CreateChatCompletion\x12-.palyra.compat.v1.CreateChatCompletionRequest\x1a..palyra.compat.v1.CreateChatCompletionResponse\"\x18\xea\xe0\x18\x14\x1a\x12compat.chat.create\x12\x91\x01\n" +
-	"\x14StreamChatCompletion\x12-.palyra.compat.v1.StreamChatCompletionRequest\x1a..palyra.compat.v1.StreamChatCompletionResponse\"\x18\xea\xe0\x18\x14\x1a\x12compat.chat.create0\x01B;Z9github.com/palyra/palyra/gen/go/palyra/compat/v1;compatv1b\x06proto3"
+	"\x14StreamChatCompletion\x12-.palyra.compat.v1.StreamChatCompletionRequest\x1a..palyra.compat.v1.StreamChatCompletionResponse\"\x18\xea\xe0\x18\x14\x1a\x12compat.chat.create0\x01\x12\x86\x01\n" +
+	"\x0fCreateEmbedding\x12(.palyra.compat.v1.CreateEmbeddingRequest\x1a).palyra.compat.v1.CreateEmbeddingResponse\"\x1e\xea\xe0\x18\x1a\x1a\x18compat.embeddings.create\x12\x82\x01\n" +
+	"\x0eCreateResponse\x12'.palyra.compat.v1.CreateResponseRequest\x1a(.palyra.compat.v1.CreateResponseResponse\"\x1d\xea\xe0\x18\x19\x1a\x17compat.responses.create\x12\x84\x01\n" +
+	"\x0eStreamResponse\x12'.palyra.compat.v1.StreamResponseRequest\x1a(.palyra.compat.v1.StreamResponseResponse\"\x1d\xea\xe0\x18\x19\x1a\x17compat.responses.create0\x01B;Z9github.com/palyra/palyra/gen/go/palyra/compat/v1;compatv1b\x06proto3"
 
 var (
 	file_palyra_compat_v1_compat_proto_rawDescOnce sync.Once
@@ -1068,7 +1677,7 @@ func file_palyra_compat_v1_compat_proto_rawDescGZIP() []byte {
 	return file_palyra_compat_v1_compat_proto_rawDescData
 }
 
-var file_palyra_compat_v1_compat_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_palyra_compat_v1_compat_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_palyra_compat_v1_compat_proto_goTypes = []any{
 	(*ListModelsRequest)(nil),            // 0: palyra.compat.v1.ListModelsRequest
 	(*ListModelsResponse)(nil),           // 1: palyra.compat.v1.ListModelsResponse
@@ -1086,16 +1695,24 @@ var file_palyra_compat_v1_compat_proto_goTypes = []any{
 	(*ChunkChoice)(nil),                  // 13: palyra.compat.v1.ChunkChoice
 	(*ChatDelta)(nil),                    // 14: palyra.compat.v1.ChatDelta
 	(*Usage)(nil),                        // 15: palyra.compat.v1.Usage
-	(*structpb.Struct)(nil),              // 16: google.protobuf.Struct
+	(*CreateEmbeddingRequest)(nil),       // 16: palyra.compat.v1.CreateEmbeddingRequest
+	(*CreateEmbeddingResponse)(nil),      // 17: palyra.compat.v1.CreateEmbeddingResponse
+	(*Embedding)(nil),                    // 18: palyra.compat.v1.Embedding
+	(*CreateResponseRequest)(nil),        // 19: palyra.compat.v1.CreateResponseRequest
+	(*CreateResponseResponse)(nil),       // 20: palyra.compat.v1.CreateResponseResponse
+	(*StreamResponseRequest)(nil),        // 21: palyra.compat.v1.StreamResponseRequest
+	(*StreamResponseResponse)(nil),       // 22: palyra.compat.v1.StreamResponseResponse
+	(*Response)(nil),                     // 23: palyra.compat.v1.Response
+	(*structpb.Struct)(nil),              // 24: google.protobuf.Struct
 }
 var file_palyra_compat_v1_compat_proto_depIdxs = []int32{
 	2,  // 0: palyra.compat.v1.ListModelsResponse.models:type_name -> palyra.compat.v1.Model
 	2,  // 1: palyra.compat.v1.GetModelResponse.model:type_name -> palyra.compat.v1.Model
 	5,  // 2: palyra.compat.v1.CreateChatCompletionRequest.messages:type_name -> palyra.compat.v1.ChatMessage
-	16, // 3: palyra.compat.v1.CreateChatCompletionRequest.options:type_name -> google.protobuf.Struct
+	24, // 3: palyra.compat.v1.CreateChatCompletionRequest.options:type_name -> google.protobuf.Struct
 	10, // 4: palyra.compat.v1.CreateChatCompletionResponse.completion:type_name -> palyra.compat.v1.ChatCompletion
 	5,  // 5: palyra.compat.v1.StreamChatCompletionRequest.messages:type_name -> palyra.compat.v1.ChatMessage
-	16, // 6: palyra.compat.v1.StreamChatCompletionRequest.options:type_name -> google.protobuf.Struct
+	24, // 6: palyra.compat.v1.StreamChatCompletionRequest.options:type_name -> google.protobuf.Struct
 	12, // 7: palyra.compat.v1.StreamChatCompletionResponse.chunk:type_name -> palyra.compat.v1.ChatCompletionChunk
 	11, // 8: palyra.compat.v1.ChatCompletion.choices:type_name -> palyra.compat.v1.ChatChoice
 	15, // 9: palyra.compat.v1.ChatCompletion.usage:type_name -> palyra.compat.v1.Usage
@@ -1103,19 +1720,35 @@ var file_palyra_compat_v1_compat_proto_depIdxs = []int32{
 	13, // 11: palyra.compat.v1.ChatCompletionChunk.choices:type_name -> palyra.compat.v1.ChunkChoice
 	15, // 12: palyra.compat.v1.ChatCompletionChunk.usage:type_name -> palyra.compat.v1.Usage
 	14, // 13: palyra.compat.v1.ChunkChoice.delta:type_name -> palyra.compat.v1.ChatDelta
-	0,  // 14: palyra.compat.v1.CompatService.ListModels:input_type -> palyra.compat.v1.ListModelsRequest
-	3,  // 15: palyra.compat.v1.CompatService.GetModel:input_type -> palyra.compat.v1.GetModelRequest
-	6,  // 16: palyra.compat.v1.CompatService.CreateChatCompletion:input_type -> palyra.compat.v1.CreateChatCompletionRequest
-	8,  // 17: palyra.compat.v1.CompatService.StreamChatCompletion:input_type -> palyra.compat.v1.StreamChatCompletionRequest
-	1,  // 18: palyra.compat.v1.CompatService.ListModels:output_type -> palyra.compat.v1.ListModelsResponse
-	4,  // 19: palyra.compat.v1.CompatService.GetModel:output_type -> palyra.compat.v1.GetModelResponse
-	7,  // 20: palyra.compat.v1.CompatService.CreateChatCompletion:output_type -> palyra.compat.v1.CreateChatCompletionResponse
-	9,  // 21: palyra.compat.v1.CompatService.StreamChatCompletion:output_type -> palyra.compat.v1.StreamChatCompletionResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	24, // 14: palyra.compat.v1.CreateEmbeddingRequest.options:type_name -> google.protobuf.Struct
+	18, // 15: palyra.compat.v1.CreateEmbeddingResponse.data:type_name -> palyra.compat.v1.Embedding
+	15, // 16: palyra.compat.v1.CreateEmbeddingResponse.usage:type_name -> palyra.compat.v1.Usage
+	5,  // 17: palyra.compat.v1.CreateResponseRequest.input:type_name -> palyra.compat.v1.ChatMessage
+	24, // 18: palyra.compat.v1.CreateResponseRequest.options:type_name -> google.protobuf.Struct
+	23, // 19: palyra.compat.v1.CreateResponseResponse.response:type_name -> palyra.compat.v1.Response
+	5,  // 20: palyra.compat.v1.StreamResponseRequest.input:type_name -> palyra.compat.v1.ChatMessage
+	24, // 21: palyra.compat.v1.StreamResponseRequest.options:type_name -> google.protobuf.Struct
+	23, // 22: palyra.compat.v1.StreamResponseResponse.response:type_name -> palyra.compat.v1.Response
+	15, // 23: palyra.compat.v1.Response.usage:type_name -> palyra.compat.v1.Usage
+	0,  // 24: palyra.compat.v1.CompatService.ListModels:input_type -> palyra.compat.v1.ListModelsRequest
+	3,  // 25: palyra.compat.v1.CompatService.GetModel:input_type -> palyra.compat.v1.GetModelRequest
+	6,  // 26: palyra.compat.v1.CompatService.CreateChatCompletion:input_type -> palyra.compat.v1.CreateChatCompletionRequest
+	8,  // 27: palyra.compat.v1.CompatService.StreamChatCompletion:input_type -> palyra.compat.v1.StreamChatCompletionRequest
+	16, // 28: palyra.compat.v1.CompatService.CreateEmbedding:input_type -> palyra.compat.v1.CreateEmbeddingRequest
+	19, // 29: palyra.compat.v1.CompatService.CreateResponse:input_type -> palyra.compat.v1.CreateResponseRequest
+	21, // 30: palyra.compat.v1.CompatService.StreamResponse:input_type -> palyra.compat.v1.StreamResponseRequest
+	1,  // 31: palyra.compat.v1.CompatService.ListModels:output_type -> palyra.compat.v1.ListModelsResponse
+	4,  // 32: palyra.compat.v1.CompatService.GetModel:output_type -> palyra.compat.v1.GetModelResponse
+	7,  // 33: palyra.compat.v1.CompatService.CreateChatCompletion:output_type -> palyra.compat.v1.CreateChatCompletionResponse
+	9,  // 34: palyra.compat.v1.CompatService.StreamChatCompletion:output_type -> palyra.compat.v1.StreamChatCompletionResponse
+	17, // 35: palyra.compat.v1.CompatService.CreateEmbedding:output_type -> palyra.compat.v1.CreateEmbeddingResponse
+	20, // 36: palyra.compat.v1.CompatService.CreateResponse:output_type -> palyra.compat.v1.CreateResponseResponse
+	22, // 37: palyra.compat.v1.CompatService.StreamResponse:output_type -> palyra.compat.v1.StreamResponseResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_palyra_compat_v1_compat_proto_init() }
@@ -1129,7 +1762,7 @@ func file_palyra_compat_v1_compat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_compat_v1_compat_proto_rawDesc), len(file_palyra_compat_v1_compat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -3,7 +3,8 @@
 /* eslint-disable */
 
 // Package palyra.compat.v1 is the OpenAI-compatible surface of palyrad. The same RPCs are
-// also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`)
+// also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`,
+// `POST /v1/embeddings`, `POST /v1/responses`)
 // for the official OpenAI SDKs; both surfaces share one implementation.
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
@@ -16,7 +17,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file palyra/compat/v1/compat.proto.
  */
 export const file_palyra_compat_v1_compat: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYWx5cmEvY29tcGF0L3YxL2NvbXBhdC5wcm90bxIQcGFseXJhLmNvbXBhdC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcucGFseXJhLmNvbXBhdC52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCSIdCg9HZXRNb2RlbFJlcXVlc3QSCgoCaWQYASABKAkiOgoQR2V0TW9kZWxSZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuTW9kZWwiOgoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkihwEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USKAoHb3B0aW9ucxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVAocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRI0Cgpjb21wbGV0aW9uGAEgASgLMiAucGFseXJhLmNvbXBhdC52MS5DaGF0Q29tcGxldGlvbiKeAQobU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEi8KCG1lc3NhZ2VzGAIgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIVCg1pbmNsdWRlX3VzYWdlGAMgASgIEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlQKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USNAoFY2h1bmsYASABKAsyJS5wYWx5cmEuY29tcGF0LnYxLkNoYXRDb21wbGV0aW9uQ2h1bmsiowEKDkNoYXRDb21wbGV0aW9uEgoKAmlkGAEgASgJEg4KBm9iamVjdBgCIAEoCRIPCgdjcmVhdGVkGAMgASgDEg0KBW1vZGVsGAQgASgJEi0KB2Nob2ljZXMYBSADKAsyHC5wYWx5cmEuY29tcGF0LnYxLkNoYXRDaG9pY2USJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlImIKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKAUSLgoHbWVzc2FnZRgCIAEoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKpAQoTQ2hhdENvbXBsZXRpb25DaHVuaxIKCgJpZBgBIAEoCRIOCgZvYmplY3QYAiABKAkSDwoHY3JlYXRlZBgDIAEoAxINCgVtb2RlbBgEIAEoCRIuCgdjaG9pY2VzGAUgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaHVua0Nob2ljZRImCgV1c2FnZRgGIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuVXNhZ2UiXwoLQ2h1bmtDaG9pY2USDQoFaW5kZXgYASABKAUSKgoFZGVsdGEYAiABKAsyGy5wYWx5cmEuY29tcGF0LnYxLkNoYXREZWx0YRIVCg1maW5pc2hfcmVhc29uGAMgASgJIioKCUNoYXREZWx0YRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMymwQKDUNvbXBhdFNlcnZpY2USdAoKTGlzdE1vZGVscxIjLnBhbHlyYS5jb21wYXQudjEuTGlzdE1vZGVsc1JlcXVlc3QaJC5wYWx5cmEuY29tcGF0LnYxLkxpc3RNb2RlbHNSZXNwb25zZSIbkAIB6uAYFBoSY29tcGF0Lm1vZGVscy5yZWFkEm4KCEdldE1vZGVsEiEucGFseXJhLmNvbXBhdC52MS5HZXRNb2RlbFJlcXVlc3QaIi5wYWx5cmEuY29tcGF0LnYxLkdldE1vZGVsUmVzcG9uc2UiG5ACAergGBQaEmNvbXBhdC5tb2RlbHMucmVhZBKPAQoUQ3JlYXRlQ2hhdENvbXBsZXRpb24SLS5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBouLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZSIY6uAYFBoSY29tcGF0LmNoYXQuY3JlYXRlEpEBChRTdHJlYW1DaGF0Q29tcGxldGlvbhItLnBhbHlyYS5jb21wYXQudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Gi4ucGFseXJhLmNvbXBhdC52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlIhjq4BgUGhJjb21wYXQuY2hhdC5jcmVhdGUwAUI7WjlnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9jb21wYXQvdjE7Y29tcGF0djFiBnByb3RvMw", [file_google_protobuf_struct, file_palyra_options_v1_access]);
+  fileDesc("Ch1wYWx5cmEvY29tcGF0L3YxL2NvbXBhdC5wcm90bxIQcGFseXJhLmNvbXBhdC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcucGFseXJhLmNvbXBhdC52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCSIdCg9HZXRNb2RlbFJlcXVlc3QSCgoCaWQYASABKAkiOgoQR2V0TW9kZWxSZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuTW9kZWwiOgoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkihwEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USKAoHb3B0aW9ucxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVAocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRI0Cgpjb21wbGV0aW9uGAEgASgLMiAucGFseXJhLmNvbXBhdC52MS5DaGF0Q29tcGxldGlvbiKeAQobU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEi8KCG1lc3NhZ2VzGAIgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIVCg1pbmNsdWRlX3VzYWdlGAMgASgIEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlQKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USNAoFY2h1bmsYASABKAsyJS5wYWx5cmEuY29tcGF0LnYxLkNoYXRDb21wbGV0aW9uQ2h1bmsiowEKDkNoYXRDb21wbGV0aW9uEgoKAmlkGAEgASgJEg4KBm9iamVjdBgCIAEoCRIPCgdjcmVhdGVkGAMgASgDEg0KBW1vZGVsGAQgASgJEi0KB2Nob2ljZXMYBSADKAsyHC5wYWx5cmEuY29tcGF0LnYxLkNoYXRDaG9pY2USJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlImIKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKAUSLgoHbWVzc2FnZRgCIAEoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKpAQoTQ2hhdENvbXBsZXRpb25DaHVuaxIKCgJpZBgBIAEoCRIOCgZvYmplY3QYAiABKAkSDwoHY3JlYXRlZBgDIAEoAxINCgVtb2RlbBgEIAEoCRIuCgdjaG9pY2VzGAUgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaHVua0Nob2ljZRImCgV1c2FnZRgGIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuVXNhZ2UiXwoLQ2h1bmtDaG9pY2USDQoFaW5kZXgYASABKAUSKgoFZGVsdGEYAiABKAsyGy5wYWx5cmEuY29tcGF0LnYxLkNoYXREZWx0YRIVCg1maW5pc2hfcmVhc29uGAMgASgJIioKCUNoYXREZWx0YRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMiYAoWQ3JlYXRlRW1iZWRkaW5nUmVxdWVzdBINCgVtb2RlbBgBIAEoCRINCgVpbnB1dBgCIAMoCRIoCgdvcHRpb25zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJ7ChdDcmVhdGVFbWJlZGRpbmdSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIpCgRkYXRhGAIgAygLMhsucGFseXJhLmNvbXBhdC52MS5FbWJlZGRpbmcSJgoFdXNhZ2UYAyABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlIi0KCUVtYmVkZGluZxINCgVpbmRleBgBIAEoBRIRCgllbWJlZGRpbmcYAiADKAIilAEKFUNyZWF0ZVJlc3BvbnNlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIUCgxpbnN0cnVjdGlvbnMYAiABKAkSLAoFaW5wdXQYAyADKAsyHS5wYWx5cmEuY29tcGF0LnYxLkNoYXRNZXNzYWdlEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkYKFkNyZWF0ZVJlc3BvbnNlUmVzcG9uc2USLAoIcmVzcG9uc2UYASABKAsyGi5wYWx5cmEuY29tcGF0LnYxLlJlc3BvbnNlIpQBChVTdHJlYW1SZXNwb25zZVJlcXVlc3QSDQoFbW9kZWwYASABKAkSFAoMaW5zdHJ1Y3Rpb25zGAIgASgJEiwKBWlucHV0GAMgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIoCgdvcHRpb25zGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKKAQoWU3RyZWFtUmVzcG9uc2VSZXNwb25zZRIMCgR0eXBlGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoAxINCgVkZWx0YRgDIAEoCRIMCgR0ZXh0GAQgASgJEiwKCHJlc3BvbnNlGAUgASgLMhoucGFseXJhLmNvbXBhdC52MS5SZXNwb25zZSKhAQoIUmVzcG9uc2USCgoCaWQYASABKAkSEgoKY3JlYXRlZF9hdBgCIAEoAxINCgVtb2RlbBgDIAEoCRIOCgZzdGF0dXMYBCABKAkSEwoLb3V0cHV0X3RleHQYBSABKAkSJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlEhkKEWluY29tcGxldGVfcmVhc29uGAcgASgJMrAHCg1Db21wYXRTZXJ2aWNlEnQKCkxpc3RNb2RlbHMSIy5wYWx5cmEuY29tcGF0LnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiQucGFseXJhLmNvbXBhdC52MS5MaXN0TW9kZWxzUmVzcG9uc2UiG5ACAergGBQaEmNvbXBhdC5tb2RlbHMucmVhZBJuCghHZXRNb2RlbBIhLnBhbHlyYS5jb21wYXQudjEuR2V0TW9kZWxSZXF1ZXN0GiIucGFseXJhLmNvbXBhdC52MS5HZXRNb2RlbFJlc3BvbnNlIhuQAgHq4BgUGhJjb21wYXQubW9kZWxzLnJlYWQSjwEKFENyZWF0ZUNoYXRDb21wbGV0aW9uEi0ucGFseXJhLmNvbXBhdC52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlcXVlc3QaLi5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVzcG9uc2UiGOrgGBQaEmNvbXBhdC5jaGF0LmNyZWF0ZRKRAQoUU3RyZWFtQ2hhdENvbXBsZXRpb24SLS5wYWx5cmEuY29tcGF0LnYxLlN0cmVhbUNoYXRDb21wbGV0aW9uUmVxdWVzdBouLnBhbHlyYS5jb21wYXQudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXNwb25zZSIY6uAYFBoSY29tcGF0LmNoYXQuY3JlYXRlMAEShgEKD0NyZWF0ZUVtYmVkZGluZxIoLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlRW1iZWRkaW5nUmVxdWVzdBopLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlRW1iZWRkaW5nUmVzcG9uc2UiHurgGBoaGGNvbXBhdC5lbWJlZGRpbmdzLmNyZWF0ZRKCAQoOQ3JlYXRlUmVzcG9uc2USJy5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZVJlc3BvbnNlUmVxdWVzdBooLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlUmVzcG9uc2VSZXNwb25zZSId6uAYGRoXY29tcGF0LnJlc3BvbnNlcy5jcmVhdGUShAEKDlN0cmVhbVJlc3BvbnNlEicucGFseXJhLmNvbXBhdC52MS5TdHJlYW1SZXNwb25zZVJlcXVlc3QaKC5wYWx5cmEuY29tcGF0LnYxLlN0cmVhbVJlc3BvbnNlUmVzcG9uc2UiHergGBkaF2NvbXBhdC5yZXNwb25zZXMuY3JlYXRlMAFCO1o5Z2l0aHViLmNvbS9wYWx5cmEvcGFseXJhL2dlbi9nby9wYWx5cmEvY29tcGF0L3YxO2NvbXBhdHYxYgZwcm90bzM", [file_google_protobuf_struct, file_palyra_options_v1_access]);
 
 /**
  * ListModelsRequest has no fields.
@@ -530,6 +531,330 @@ export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
   messageDesc(file_palyra_compat_v1_compat, 15);
 
 /**
+ * CreateEmbeddingRequest asks for the embeddings of texts.
+ *
+ * @generated from message palyra.compat.v1.CreateEmbeddingRequest
+ */
+export type CreateEmbeddingRequest = Message<"palyra.compat.v1.CreateEmbeddingRequest"> & {
+  /**
+   * model is the id of a model ListModels lists.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * input are the texts to embed, at least one, none empty.
+   *
+   * @generated from field: repeated string input = 2;
+   */
+  input: string[];
+
+  /**
+   * options are further fields of OpenAI's request (dimensions, user, ...), passed on to
+   * upstream providers; model, input and encoding_format are refused here.
+   *
+   * @generated from field: google.protobuf.Struct options = 3;
+   */
+  options?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.CreateEmbeddingRequest.
+ * Use `create(CreateEmbeddingRequestSchema)` to create a new message.
+ */
+export const CreateEmbeddingRequestSchema: GenMessage<CreateEmbeddingRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 16);
+
+/**
+ * CreateEmbeddingResponse holds one embedding per input, in input order.
+ *
+ * @generated from message palyra.compat.v1.CreateEmbeddingResponse
+ */
+export type CreateEmbeddingResponse = Message<"palyra.compat.v1.CreateEmbeddingResponse"> & {
+  /**
+   * model is the model that answered.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * data are the embeddings.
+   *
+   * @generated from field: repeated palyra.compat.v1.Embedding data = 2;
+   */
+  data: Embedding[];
+
+  /**
+   * usage counts the input's tokens (completion_tokens is 0).
+   *
+   * @generated from field: palyra.compat.v1.Usage usage = 3;
+   */
+  usage?: Usage | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.CreateEmbeddingResponse.
+ * Use `create(CreateEmbeddingResponseSchema)` to create a new message.
+ */
+export const CreateEmbeddingResponseSchema: GenMessage<CreateEmbeddingResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 17);
+
+/**
+ * Embedding is the vector of one input.
+ *
+ * @generated from message palyra.compat.v1.Embedding
+ */
+export type Embedding = Message<"palyra.compat.v1.Embedding"> & {
+  /**
+   * index is the input's position.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * embedding is the vector.
+   *
+   * @generated from field: repeated float embedding = 2;
+   */
+  embedding: number[];
+};
+
+/**
+ * Describes the message palyra.compat.v1.Embedding.
+ * Use `create(EmbeddingSchema)` to create a new message.
+ */
+export const EmbeddingSchema: GenMessage<Embedding> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 18);
+
+/**
+ * CreateResponseRequest is a request of the Responses API, in text.
+ *
+ * @generated from message palyra.compat.v1.CreateResponseRequest
+ */
+export type CreateResponseRequest = Message<"palyra.compat.v1.CreateResponseRequest"> & {
+  /**
+   * model is the id of a model ListModels lists.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * instructions, when set, are sent first, as a system message.
+   *
+   * @generated from field: string instructions = 2;
+   */
+  instructions: string;
+
+  /**
+   * input is the conversation, oldest first; at least one message, with the roles
+   * "user", "assistant", "system" or "developer".
+   *
+   * @generated from field: repeated palyra.compat.v1.ChatMessage input = 3;
+   */
+  input: ChatMessage[];
+
+  /**
+   * options are further fields of OpenAI's Responses request (temperature, top_p,
+   * max_output_tokens, user, ...) as `POST /v1/responses` takes them; model, input,
+   * instructions and stream are refused here.
+   *
+   * @generated from field: google.protobuf.Struct options = 4;
+   */
+  options?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.CreateResponseRequest.
+ * Use `create(CreateResponseRequestSchema)` to create a new message.
+ */
+export const CreateResponseRequestSchema: GenMessage<CreateResponseRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 19);
+
+/**
+ * CreateResponseResponse is the response.
+ *
+ * @generated from message palyra.compat.v1.CreateResponseResponse
+ */
+export type CreateResponseResponse = Message<"palyra.compat.v1.CreateResponseResponse"> & {
+  /**
+   * response is the Responses API's response object.
+   *
+   * @generated from field: palyra.compat.v1.Response response = 1;
+   */
+  response?: Response | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.CreateResponseResponse.
+ * Use `create(CreateResponseResponseSchema)` to create a new message.
+ */
+export const CreateResponseResponseSchema: GenMessage<CreateResponseResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 20);
+
+/**
+ * StreamResponseRequest is a request of the Responses API to stream.
+ *
+ * @generated from message palyra.compat.v1.StreamResponseRequest
+ */
+export type StreamResponseRequest = Message<"palyra.compat.v1.StreamResponseRequest"> & {
+  /**
+   * model is the id of a model ListModels lists.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * instructions, as in CreateResponseRequest.
+   *
+   * @generated from field: string instructions = 2;
+   */
+  instructions: string;
+
+  /**
+   * input, as in CreateResponseRequest.
+   *
+   * @generated from field: repeated palyra.compat.v1.ChatMessage input = 3;
+   */
+  input: ChatMessage[];
+
+  /**
+   * options, as in CreateResponseRequest.
+   *
+   * @generated from field: google.protobuf.Struct options = 4;
+   */
+  options?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.StreamResponseRequest.
+ * Use `create(StreamResponseRequestSchema)` to create a new message.
+ */
+export const StreamResponseRequestSchema: GenMessage<StreamResponseRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 21);
+
+/**
+ * StreamResponseResponse is one event of the stream.
+ *
+ * @generated from message palyra.compat.v1.StreamResponseResponse
+ */
+export type StreamResponseResponse = Message<"palyra.compat.v1.StreamResponseResponse"> & {
+  /**
+   * type is the event's type: "response.created", "response.in_progress",
+   * "response.output_item.added", "response.content_part.added",
+   * "response.output_text.delta", "response.output_text.done",
+   * "response.content_part.done", "response.output_item.done", "response.completed".
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * sequence_number orders the events, from 0.
+   *
+   * @generated from field: int64 sequence_number = 2;
+   */
+  sequenceNumber: bigint;
+
+  /**
+   * delta is the next piece of the answer's text (response.output_text.delta).
+   *
+   * @generated from field: string delta = 3;
+   */
+  delta: string;
+
+  /**
+   * text is the whole answer (response.output_text.done).
+   *
+   * @generated from field: string text = 4;
+   */
+  text: string;
+
+  /**
+   * response is the response so far (response.created, response.in_progress,
+   * response.completed).
+   *
+   * @generated from field: palyra.compat.v1.Response response = 5;
+   */
+  response?: Response | undefined;
+};
+
+/**
+ * Describes the message palyra.compat.v1.StreamResponseResponse.
+ * Use `create(StreamResponseResponseSchema)` to create a new message.
+ */
+export const StreamResponseResponseSchema: GenMessage<StreamResponseResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 22);
+
+/**
+ * Response is the Responses API's response object, with its one text answer.
+ *
+ * @generated from message palyra.compat.v1.Response
+ */
+export type Response = Message<"palyra.compat.v1.Response"> & {
+  /**
+   * id identifies the response, e.g. "resp_...".
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * created_at is when it was made, in Unix seconds.
+   *
+   * @generated from field: int64 created_at = 2;
+   */
+  createdAt: bigint;
+
+  /**
+   * model is the model that answered.
+   *
+   * @generated from field: string model = 3;
+   */
+  model: string;
+
+  /**
+   * status is "in_progress", "completed" or "incomplete".
+   *
+   * @generated from field: string status = 4;
+   */
+  status: string;
+
+  /**
+   * output_text is the answer's text.
+   *
+   * @generated from field: string output_text = 5;
+   */
+  outputText: string;
+
+  /**
+   * usage counts the tokens, once completed: prompt_tokens are the input's,
+   * completion_tokens the output's.
+   *
+   * @generated from field: palyra.compat.v1.Usage usage = 6;
+   */
+  usage?: Usage | undefined;
+
+  /**
+   * incomplete_reason says why an incomplete response ended, e.g. "max_output_tokens".
+   *
+   * @generated from field: string incomplete_reason = 7;
+   */
+  incompleteReason: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.Response.
+ * Use `create(ResponseSchema)` to create a new message.
+ */
+export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 23);
+
+/**
  * CompatService is the OpenAI-compatible API.
  *
  * @generated from service palyra.compat.v1.CompatService
@@ -582,6 +907,43 @@ export const CompatService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamChatCompletionRequestSchema;
     output: typeof StreamChatCompletionResponseSchema;
+  },
+  /**
+   * CreateEmbedding embeds texts, as `POST /v1/embeddings` does (with the vectors as
+   * floats). palyra-echo embeds each text in a deterministic vector made of its SHA-256
+   * digest (README); upstream providers answer with their own. Each call is audited with
+   * its model, provider and token count, never its input.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.CreateEmbedding
+   */
+  createEmbedding: {
+    methodKind: "unary";
+    input: typeof CreateEmbeddingRequestSchema;
+    output: typeof CreateEmbeddingResponseSchema;
+  },
+  /**
+   * CreateResponse answers a request of OpenAI's Responses API in one response, as `POST
+   * /v1/responses` does without `stream`: the input and instructions are answered as a
+   * chat completion by the model's provider. Audited as CreateChatCompletion is.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.CreateResponse
+   */
+  createResponse: {
+    methodKind: "unary";
+    input: typeof CreateResponseRequestSchema;
+    output: typeof CreateResponseResponseSchema;
+  },
+  /**
+   * StreamResponse streams a response as the Responses API's events, as `POST
+   * /v1/responses` does with `stream: true`; it needs the compat_streaming flag too. A
+   * failure after the first event ends the stream with the error.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.StreamResponse
+   */
+  streamResponse: {
+    methodKind: "server_streaming";
+    input: typeof StreamResponseRequestSchema;
+    output: typeof StreamResponseResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_compat_v1_compat, 0);

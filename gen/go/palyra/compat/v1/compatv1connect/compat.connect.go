@@ -3,7 +3,8 @@
 // Source: palyra/compat/v1/compat.proto
 
 // Package palyra.compat.v1 is the OpenAI-compatible surface of palyrad. The same RPCs are
-// also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`)
+// also served as OpenAI REST endpoints (`GET /v1/models`, `POST /v1/chat/completions`,
+// `POST /v1/embeddings`, `POST /v1/responses`)
 // for the official OpenAI SDKs; both surfaces share one implementation.
 package compatv1connect
 
@@ -47,6 +48,15 @@ const (
 	// CompatServiceStreamChatCompletionProcedure is the fully-qualified name of the CompatService's
 	// StreamChatCompletion RPC.
 	CompatServiceStreamChatCompletionProcedure = "/palyra.compat.v1.CompatService/StreamChatCompletion"
+	// CompatServiceCreateEmbeddingProcedure is the fully-qualified name of the CompatService's
+	// CreateEmbedding RPC.
+	CompatServiceCreateEmbeddingProcedure = "/palyra.compat.v1.CompatService/CreateEmbedding"
+	// CompatServiceCreateResponseProcedure is the fully-qualified name of the CompatService's
+	// CreateResponse RPC.
+	CompatServiceCreateResponseProcedure = "/palyra.compat.v1.CompatService/CreateResponse"
+	// CompatServiceStreamResponseProcedure is the fully-qualified name of the CompatService's
+	// StreamResponse RPC.
+	CompatServiceStreamResponseProcedure = "/palyra.compat.v1.CompatService/StreamResponse"
 )
 
 // CompatServiceClient is a client for the palyra.compat.v1.CompatService service.
@@ -67,6 +77,19 @@ type CompatServiceClient interface {
 	// /v1/chat/completions` does with `stream: true`; it needs the compat_streaming flag
 	// too. A failure after the first chunk ends the stream with the error.
 	StreamChatCompletion(context.Context, *connect.Request[v1.StreamChatCompletionRequest]) (*connect.ServerStreamForClient[v1.StreamChatCompletionResponse], error)
+	// CreateEmbedding embeds texts, as `POST /v1/embeddings` does (with the vectors as
+	// floats). palyra-echo embeds each text in a deterministic vector made of its SHA-256
+	// digest (README); upstream providers answer with their own. Each call is audited with
+	// its model, provider and token count, never its input.
+	CreateEmbedding(context.Context, *connect.Request[v1.CreateEmbeddingRequest]) (*connect.Response[v1.CreateEmbeddingResponse], error)
+	// CreateResponse answers a request of OpenAI's Responses API in one response, as `POST
+	// /v1/responses` does without `stream`: the input and instructions are answered as a
+	// chat completion by the model's provider. Audited as CreateChatCompletion is.
+	CreateResponse(context.Context, *connect.Request[v1.CreateResponseRequest]) (*connect.Response[v1.CreateResponseResponse], error)
+	// StreamResponse streams a response as the Responses API's events, as `POST
+	// /v1/responses` does with `stream: true`; it needs the compat_streaming flag too. A
+	// failure after the first event ends the stream with the error.
+	StreamResponse(context.Context, *connect.Request[v1.StreamResponseRequest]) (*connect.ServerStreamForClient[v1.StreamResponseResponse], error)
 }
 
 // NewCompatServiceClient constructs a client for the palyra.compat.v1.CompatService service. By
@@ -106,6 +129,24 @@ func NewCompatServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(compatServiceMethods.ByName("StreamChatCompletion")),
 			connect.WithClientOptions(opts...),
 		),
+		createEmbedding: connect.NewClient[v1.CreateEmbeddingRequest, v1.CreateEmbeddingResponse](
+			httpClient,
+			baseURL+CompatServiceCreateEmbeddingProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("CreateEmbedding")),
+			connect.WithClientOptions(opts...),
+		),
+		createResponse: connect.NewClient[v1.CreateResponseRequest, v1.CreateResponseResponse](
+			httpClient,
+			baseURL+CompatServiceCreateResponseProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("CreateResponse")),
+			connect.WithClientOptions(opts...),
+		),
+		streamResponse: connect.NewClient[v1.StreamResponseRequest, v1.StreamResponseResponse](
+			httpClient,
+			baseURL+CompatServiceStreamResponseProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("StreamResponse")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -115,6 +156,9 @@ type compatServiceClient struct {
 	getModel             *connect.Client[v1.GetModelRequest, v1.GetModelResponse]
 	createChatCompletion *connect.Client[v1.CreateChatCompletionRequest, v1.CreateChatCompletionResponse]
 	streamChatCompletion *connect.Client[v1.StreamChatCompletionRequest, v1.StreamChatCompletionResponse]
+	createEmbedding      *connect.Client[v1.CreateEmbeddingRequest, v1.CreateEmbeddingResponse]
+	createResponse       *connect.Client[v1.CreateResponseRequest, v1.CreateResponseResponse]
+	streamResponse       *connect.Client[v1.StreamResponseRequest, v1.StreamResponseResponse]
 }
 
 // ListModels calls palyra.compat.v1.CompatService.ListModels.
@@ -137,6 +181,21 @@ func (c *compatServiceClient) StreamChatCompletion(ctx context.Context, req *con
 	return c.streamChatCompletion.CallServerStream(ctx, req)
 }
 
+// CreateEmbedding calls palyra.compat.v1.CompatService.CreateEmbedding.
+func (c *compatServiceClient) CreateEmbedding(ctx context.Context, req *connect.Request[v1.CreateEmbeddingRequest]) (*connect.Response[v1.CreateEmbeddingResponse], error) {
+	return c.createEmbedding.CallUnary(ctx, req)
+}
+
+// CreateResponse calls palyra.compat.v1.CompatService.CreateResponse.
+func (c *compatServiceClient) CreateResponse(ctx context.Context, req *connect.Request[v1.CreateResponseRequest]) (*connect.Response[v1.CreateResponseResponse], error) {
+	return c.createResponse.CallUnary(ctx, req)
+}
+
+// StreamResponse calls palyra.compat.v1.CompatService.StreamResponse.
+func (c *compatServiceClient) StreamResponse(ctx context.Context, req *connect.Request[v1.StreamResponseRequest]) (*connect.ServerStreamForClient[v1.StreamResponseResponse], error) {
+	return c.streamResponse.CallServerStream(ctx, req)
+}
+
 // CompatServiceHandler is an implementation of the palyra.compat.v1.CompatService service.
 type CompatServiceHandler interface {
 	// ListModels lists the configured models: those of `compat.models` in order (owned_by
@@ -155,6 +214,19 @@ type CompatServiceHandler interface {
 	// /v1/chat/completions` does with `stream: true`; it needs the compat_streaming flag
 	// too. A failure after the first chunk ends the stream with the error.
 	StreamChatCompletion(context.Context, *connect.Request[v1.StreamChatCompletionRequest], *connect.ServerStream[v1.StreamChatCompletionResponse]) error
+	// CreateEmbedding embeds texts, as `POST /v1/embeddings` does (with the vectors as
+	// floats). palyra-echo embeds each text in a deterministic vector made of its SHA-256
+	// digest (README); upstream providers answer with their own. Each call is audited with
+	// its model, provider and token count, never its input.
+	CreateEmbedding(context.Context, *connect.Request[v1.CreateEmbeddingRequest]) (*connect.Response[v1.CreateEmbeddingResponse], error)
+	// CreateResponse answers a request of OpenAI's Responses API in one response, as `POST
+	// /v1/responses` does without `stream`: the input and instructions are answered as a
+	// chat completion by the model's provider. Audited as CreateChatCompletion is.
+	CreateResponse(context.Context, *connect.Request[v1.CreateResponseRequest]) (*connect.Response[v1.CreateResponseResponse], error)
+	// StreamResponse streams a response as the Responses API's events, as `POST
+	// /v1/responses` does with `stream: true`; it needs the compat_streaming flag too. A
+	// failure after the first event ends the stream with the error.
+	StreamResponse(context.Context, *connect.Request[v1.StreamResponseRequest], *connect.ServerStream[v1.StreamResponseResponse]) error
 }
 
 // NewCompatServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -190,6 +262,24 @@ func NewCompatServiceHandler(svc CompatServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(compatServiceMethods.ByName("StreamChatCompletion")),
 		connect.WithHandlerOptions(opts...),
 	)
+	compatServiceCreateEmbeddingHandler := connect.NewUnaryHandler(
+		CompatServiceCreateEmbeddingProcedure,
+		svc.CreateEmbedding,
+		connect.WithSchema(compatServiceMethods.ByName("CreateEmbedding")),
+		connect.WithHandlerOptions(opts...),
+	)
+	compatServiceCreateResponseHandler := connect.NewUnaryHandler(
+		CompatServiceCreateResponseProcedure,
+		svc.CreateResponse,
+		connect.WithSchema(compatServiceMethods.ByName("CreateResponse")),
+		connect.WithHandlerOptions(opts...),
+	)
+	compatServiceStreamResponseHandler := connect.NewServerStreamHandler(
+		CompatServiceStreamResponseProcedure,
+		svc.StreamResponse,
+		connect.WithSchema(compatServiceMethods.ByName("StreamResponse")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.compat.v1.CompatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CompatServiceListModelsProcedure:
@@ -200,6 +290,12 @@ func NewCompatServiceHandler(svc CompatServiceHandler, opts ...connect.HandlerOp
 			compatServiceCreateChatCompletionHandler.ServeHTTP(w, r)
 		case CompatServiceStreamChatCompletionProcedure:
 			compatServiceStreamChatCompletionHandler.ServeHTTP(w, r)
+		case CompatServiceCreateEmbeddingProcedure:
+			compatServiceCreateEmbeddingHandler.ServeHTTP(w, r)
+		case CompatServiceCreateResponseProcedure:
+			compatServiceCreateResponseHandler.ServeHTTP(w, r)
+		case CompatServiceStreamResponseProcedure:
+			compatServiceStreamResponseHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -223,4 +319,16 @@ func (UnimplementedCompatServiceHandler) CreateChatCompletion(context.Context, *
 
 func (UnimplementedCompatServiceHandler) StreamChatCompletion(context.Context, *connect.Request[v1.StreamChatCompletionRequest], *connect.ServerStream[v1.StreamChatCompletionResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.StreamChatCompletion is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) CreateEmbedding(context.Context, *connect.Request[v1.CreateEmbeddingRequest]) (*connect.Response[v1.CreateEmbeddingResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.CreateEmbedding is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) CreateResponse(context.Context, *connect.Request[v1.CreateResponseRequest]) (*connect.Response[v1.CreateResponseResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.CreateResponse is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) StreamResponse(context.Context, *connect.Request[v1.StreamResponseRequest], *connect.ServerStream[v1.StreamResponseResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.StreamResponse is not implemented"))
 }
