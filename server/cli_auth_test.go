@@ -29,12 +29,13 @@ type cliDaemon struct {
 	tokenFile   string // <data-dir>/bootstrap-token
 }
 
-// startCLIDaemon starts palyrad on its own database and data directory.
-func startCLIDaemon(t *testing.T) *cliDaemon {
+// startCLIDaemon starts palyrad on its own database and data directory, with more
+// flags when given.
+func startCLIDaemon(t *testing.T, flags ...string) *cliDaemon {
 	t.Helper()
 	cliBinary(t) // built before the daemon starts, so that the build does not eat into its timeouts
 	dataDir := t.TempDir()
-	d := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--database-url", storetest.URL(t))
+	d := startDaemon(t, nil, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir, "--database-url", storetest.URL(t)}, flags...)...)
 	_, port, _ := net.SplitHostPort(d.addr)
 	return &cliDaemon{
 		url:         "https://" + d.addr,

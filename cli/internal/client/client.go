@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 )
@@ -77,6 +78,8 @@ type Client struct {
 	Secrets controlplanev1connect.SecretServiceClient
 	// MasterKey is the MasterKeyService client: master key rotation.
 	MasterKey controlplanev1connect.MasterKeyServiceClient
+	// Compat is the CompatService client: the OpenAI-compatible API's models and chat.
+	Compat compatv1connect.CompatServiceClient
 	// Config is the ConfigService client: the configuration, its runtime settings and
 	// their revisions.
 	Config controlplanev1connect.ConfigServiceClient
@@ -123,6 +126,7 @@ func New(opts Options) (*Client, error) {
 		Dispatch:  controlplanev1connect.NewDispatchServiceClient(hc, base, copts...),
 		Secrets:   controlplanev1connect.NewSecretServiceClient(hc, base, copts...),
 		MasterKey: controlplanev1connect.NewMasterKeyServiceClient(hc, base, copts...),
+		Compat:    compatv1connect.NewCompatServiceClient(hc, base, copts...),
 		Config:    controlplanev1connect.NewConfigServiceClient(hc, base, copts...),
 	}, nil
 }

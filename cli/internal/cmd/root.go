@@ -11,6 +11,7 @@ import (
 
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
+	"github.com/palyra/palyra/cli/internal/cmd/compat"
 	"github.com/palyra/palyra/cli/internal/cmd/config"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/cmd/dispatches"
@@ -91,6 +92,7 @@ manages.`,
 	root.AddCommand(
 		auth.NewCommand(d),
 		audit.NewCommand(d),
+		compat.NewCommand(d),
 		config.NewCommand(d),
 		dispatches.NewCommand(d),
 		flags.NewCommand(d),
