@@ -1,6 +1,6 @@
 // The acceptance of palyrad's OpenAI-compatible REST endpoints with the official
-// `openai` npm SDK, unmodified: models, chat completions against palyra-echo and
-// against an upstream provider played by a fake OpenAI-compatible server on loopback,
+// `openai` npm SDK, unmodified: models, chat completions, responses and embeddings
+// against palyra-echo and against an upstream provider played by a fake OpenAI-compatible server on loopback,
 // streamed and not, and palyrad's refusals as the SDK's own error classes.
 import { request as httpsRequest } from "node:https";
 import { createServer, type IncomingMessage, type Server } from "node:http";
@@ -57,6 +57,15 @@ function startUpstream(): Promise<string> {
     let raw = "";
     req.on("data", (d: Buffer) => (raw += d));
     req.on("end", () => {
+      if (req.url === "/v1/embeddings") {
+        const body = JSON.parse(raw) as { model: string; input: string | string[] };
+        received.push({ body, auth: req.headers.authorization });
+        const inputs = Array.isArray(body.input) ? body.input : [body.input];
+        res.setHeader("Content-Type", "application/json");
+        res.end(JSON.stringify({ object: "list", model: body.model, usage: { prompt_tokens: 3 * inputs.length, total_tokens: 3 * inputs.length },
+          data: inputs.map((text, index) => ({ object: "embedding", index, embedding: [index, text.length, 0.25] })) }));
+        return;
+      }
       const body = JSON.parse(raw) as { model: string; stream?: boolean; messages: { content: string }[]; stream_options?: { include_usage?: boolean } };
       received.push({ body, auth: req.headers.authorization });
       const words = body.messages[body.messages.length - 1].content.split(" ").reverse();
@@ -202,11 +211,89 @@ describe("the openai npm SDK against palyrad", () => {
       assert.equal(err.param, "n");
       return true;
     });
+    await assert.rejects(sdk(modelsOnly).embeddings.create({ model: "palyra-echo", input: "x" }), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.PermissionDeniedError, `got ${err}`);
+      assert.match(err.message, /compat\.embeddings\.create/);
+      return true;
+    });
+    await assert.rejects(sdk(modelsOnly).responses.create({ model: "palyra-echo", input: "x" }), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.PermissionDeniedError, `got ${err}`);
+      assert.match(err.message, /compat\.responses\.create/);
+      return true;
+    });
+    for (const input of ["", [], ["a", ""], [{ text: "a" }]]) {
+      await assert.rejects(sdk(operator).embeddings.create({ model: "palyra-echo", input: input as string[] }), (err: unknown) => {
+        assert.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(input)}: got ${err}`);
+        assert.match(String(err.param), /^input/);
+        return true;
+      });
+    }
+    for (const input of ["", [], 42, [{ role: "wizard", content: "x" }]]) {
+      await assert.rejects(sdk(operator).responses.create({ model: "palyra-echo", input: input as string }), (err: unknown) => {
+        assert.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(input)}: got ${err}`);
+        assert.match(String(err.param), /^input/);
+        return true;
+      });
+    }
     await sdk(limited).models.list();
     await assert.rejects(sdk(limited).models.list(), (err: unknown) => {
       assert.ok(err instanceof OpenAI.RateLimitError, `got ${err}`);
       assert.ok(Number(err.headers?.get("retry-after")) >= 1, "Retry-After names a wait");
       return true;
     });
+  });
+
+  it("embeds with palyra-echo and an upstream, as floats and base64", async () => {
+    const f32 = (v: number[]) => v.map(Math.fround);
+    // Without encoding_format the SDK asks for base64 and decodes it.
+    const b64 = await sdk(operator).embeddings.create({ model: "palyra-echo", input: ["the quick brown fox", "jumps"] });
+    const floats = await sdk(operator).embeddings.create({ model: "palyra-echo", input: ["the quick brown fox", "jumps"], encoding_format: "float" });
+    assert.equal(b64.data.length, 2);
+    assert.equal(floats.data[0].embedding.length, 256);
+    assert.deepEqual(f32(b64.data[0].embedding), f32(floats.data[0].embedding));
+    assert.notDeepEqual(floats.data[0].embedding, floats.data[1].embedding);
+    assert.deepEqual(floats.usage, { prompt_tokens: 5, total_tokens: 5 });
+    const norm = floats.data[1].embedding.reduce((s, x) => s + x * x, 0);
+    assert.ok(Math.abs(norm - 1) < 1e-4, `unit length: ${norm}`);
+    const raw = await sdk(operator).embeddings.create({ model: "palyra-echo", input: "jumps", encoding_format: "base64", dimensions: 8 });
+    assert.equal(typeof raw.data[0].embedding, "string", "base64 asked for is left to the caller");
+    assert.equal(Buffer.from(raw.data[0].embedding as unknown as string, "base64").length, 8 * 4);
+
+    const up = await sdk(operator).embeddings.create({ model: "alias", input: ["a", "bcd"] });
+    assert.deepEqual(up.data.map((d) => d.embedding), [[0, 1, 0.25], [1, 3, 0.25]]);
+    const last = received[received.length - 1];
+    assert.equal(last.body.model, "upstream-model");
+    assert.equal(last.body.encoding_format, "float", "palyrad asks upstreams for floats");
+  });
+
+  it("answers responses with palyra-echo and an upstream, streamed and not", async () => {
+    const res = await sdk(operator).responses.create({ model: "palyra-echo", instructions: "be brief", input: "the quick  brown fox" });
+    assert.equal(res.output_text, "the quick  brown fox");
+    assert.equal(res.status, "completed");
+    assert.equal(res.usage?.output_tokens, 4);
+    assert.equal(res.usage?.input_tokens, 6);
+
+    const stream = await sdk(operator).responses.create({ model: "palyra-echo", input: "the quick  brown fox", stream: true });
+    let text = "";
+    const types: string[] = [];
+    let completed: OpenAI.Responses.Response | undefined;
+    for await (const event of stream) {
+      if (types[types.length - 1] !== event.type) types.push(event.type);
+      if (event.type === "response.output_text.delta") text += event.delta;
+      if (event.type === "response.completed") completed = event.response;
+    }
+    assert.equal(text, "the quick  brown fox");
+    assert.deepEqual(types, ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+      "response.output_text.delta", "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]);
+    assert.equal(completed?.usage?.output_tokens, 4);
+
+    const up = await sdk(operator).responses.create({ model: "alias", input: [{ role: "user", content: "one two three" }], max_output_tokens: 20 });
+    assert.equal(up.output_text, "three two one");
+    const last = received[received.length - 1];
+    assert.equal(last.body.model, "upstream-model");
+    assert.equal(last.body.max_tokens, 20);
+    const streamed = await sdk(operator).responses.stream({ model: "fake-model", input: "a b c" });
+    const final = await streamed.finalResponse();
+    assert.equal(final.output_text, "c b a");
   });
 });

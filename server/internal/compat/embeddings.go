@@ -93,10 +93,12 @@ func newEmbeddingRequest(fields map[string]json.RawMessage) (*EmbeddingRequest, 
 		}
 		for i, item := range list {
 			field := "input[" + strconv.Itoa(i) + "]"
-			if json.Unmarshal(item, &one) == nil && one != "" {
+			var s string
+			var ids []int64
+			if json.Unmarshal(item, &s) == nil && s != "" {
 				continue
 			}
-			if json.Unmarshal(item, &tokens) == nil && len(tokens) > 0 {
+			if json.Unmarshal(item, &ids) == nil && len(ids) > 0 {
 				continue
 			}
 			return nil, invalid(field, "must be a non-empty string or a non-empty array of token ids")

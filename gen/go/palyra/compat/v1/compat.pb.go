@@ -1371,7 +1371,8 @@ type StreamResponseResponse struct {
 	// type is the event's type: "response.created", "response.in_progress",
 	// "response.output_item.added", "response.content_part.added",
 	// "response.output_text.delta", "response.output_text.done",
-	// "response.content_part.done", "response.output_item.done", "response.completed".
+	// "response.content_part.done", "response.output_item.done", then
+	// "response.completed" or "response.incomplete".
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	// sequence_number orders the events, from 0.
 	SequenceNumber int64 `protobuf:"varint,2,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
@@ -1380,7 +1381,7 @@ type StreamResponseResponse struct {
 	// text is the whole answer (response.output_text.done).
 	Text string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
 	// response is the response so far (response.created, response.in_progress,
-	// response.completed).
+	// response.completed, response.incomplete).
 	Response      *Response `protobuf:"bytes,5,opt,name=response,proto3" json:"response,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -747,7 +747,8 @@ export type StreamResponseResponse = Message<"palyra.compat.v1.StreamResponseRes
    * type is the event's type: "response.created", "response.in_progress",
    * "response.output_item.added", "response.content_part.added",
    * "response.output_text.delta", "response.output_text.done",
-   * "response.content_part.done", "response.output_item.done", "response.completed".
+   * "response.content_part.done", "response.output_item.done", then
+   * "response.completed" or "response.incomplete".
    *
    * @generated from field: string type = 1;
    */
@@ -776,7 +777,7 @@ export type StreamResponseResponse = Message<"palyra.compat.v1.StreamResponseRes
 
   /**
    * response is the response so far (response.created, response.in_progress,
-   * response.completed).
+   * response.completed, response.incomplete).
    *
    * @generated from field: palyra.compat.v1.Response response = 5;
    */
