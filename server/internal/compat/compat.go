@@ -1,7 +1,7 @@
-// Package compat is palyrad's OpenAI-compatible API: one implementation of models and
-// chat completions behind two surfaces, the CompatService RPCs (Handler) and the OpenAI
-// REST endpoints (REST), which speak OpenAI's wire format so that the official SDKs
-// work unchanged.
+// Package compat is palyrad's OpenAI-compatible API: one implementation of models, chat
+// completions, responses (answered by the chat providers) and embeddings behind two
+// surfaces, the CompatService RPCs (Handler) and the OpenAI REST endpoints (REST), which
+// speak OpenAI's wire format so that the official SDKs work unchanged.
 //
 // A model is served by a Provider: palyrad itself for palyra-echo (when compat.models
 // lists it), or an OpenAI-compatible upstream (compat.providers.<name>, read from the
@@ -44,9 +44,10 @@ type Secrets interface {
 var errOff = &errdefs.Error{Kind: errdefs.FailedPrecondition, Reason: apiserver.ReasonFeatureDisabled,
 	Message: "the OpenAI-compatible API is off: turn on the compat_api feature flag (palyra flags set compat_api on)"}
 
-// errStreamingOff answers streamed chat completions while compat_streaming is off.
+// errStreamingOff answers streamed chat completions and responses while
+// compat_streaming is off.
 var errStreamingOff = &errdefs.Error{Kind: errdefs.FailedPrecondition, Reason: apiserver.ReasonFeatureDisabled,
-	Message: "streamed chat completions are off: turn on the compat_streaming feature flag (palyra flags set compat_streaming on)"}
+	Message: "streamed chat completions and responses are off: turn on the compat_streaming feature flag (palyra flags set compat_streaming on)"}
 
 // Options are the handler's dependencies.
 type Options struct {
