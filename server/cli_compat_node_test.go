@@ -84,6 +84,21 @@ models = ["fast=qwen2.5:0.5b-instruct"]
 		t.Errorf("completion: %+v", got)
 	}
 
+	// The call is audited with its model, the node and the token counts.
+	want := "model:fast provider:node node:" + node.deviceID + " prompt_tokens:3 completion_tokens:3"
+	eventually.NoError(t, "the completion audited", func() error {
+		var events struct {
+			Events []struct {
+				Target string `json:"target"`
+			} `json:"events"`
+		}
+		decode(t, admin.ok(t, "audit", "list", "--procedure", "/palyra.compat.v1.CompatService/CreateChatCompletion", "--since", "1h", "-o", "json"), &events)
+		if len(events.Events) != 1 || events.Events[0].Target != want {
+			return fmt.Errorf("audit events %+v, want one with target %q", events.Events, want)
+		}
+		return nil
+	})
+
 	// Streamed: each token reaches the client before the server produces the next.
 	params.Messages = []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stream")}
 	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
