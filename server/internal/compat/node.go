@@ -40,8 +40,8 @@ const (
 
 // Nodes is what the node provider asks of the dispatch runtime (dispatch.Service).
 type Nodes interface {
-	ListNodes(ctx context.Context, f dispatch.NodeFilter) ([]dispatch.Node, string, error)
-	GetNode(ctx context.Context, id string) (dispatch.Node, error)
+	NodesOffering(ctx context.Context, capability string) ([]dispatch.Node, error)
+	PresenceOf(ctx context.Context, id string) (dispatch.Presence, error)
 	Create(ctx context.Context, r dispatch.Request) (dispatch.Dispatch, bool, error)
 	Watch(ctx context.Context, id string, from int64, sendDispatch func(dispatch.Dispatch) error, sendOutput func(dispatch.OutputChunk) error) error
 	Cancel(ctx context.Context, id, reason string) (dispatch.Dispatch, error)
@@ -73,24 +73,6 @@ func (f *inflight) get(node string) int {
 	return f.n[node]
 }
 
-// chatNodes lists the nodes, online or not as presence says ("" for all), whose
-// llm.chat capability is available and announces models.
-func (h *Handler) chatNodes(ctx context.Context, presence dispatch.Presence) ([]dispatch.Node, error) {
-	var out []dispatch.Node
-	token := ""
-	for {
-		page, next, err := h.opts.Nodes.ListNodes(ctx, dispatch.NodeFilter{Capability: llmChat, Presence: presence, PageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page...)
-		if next == "" {
-			return out, nil
-		}
-		token = next
-	}
-}
-
 // chatModels returns the models a node serves under llm.chat, none when the
 // capability is unavailable.
 func chatModels(n dispatch.Node) []string {
@@ -108,13 +90,15 @@ func (h *Handler) nodeModels(ctx context.Context) ([]string, error) {
 	if h.opts.Nodes == nil {
 		return nil, nil
 	}
-	nodes, err := h.chatNodes(ctx, dispatch.PresenceOnline)
+	nodes, err := h.opts.Nodes.NodesOffering(ctx, llmChat)
 	if err != nil {
 		return nil, err
 	}
 	var ids []string
 	for _, n := range nodes {
-		ids = append(ids, chatModels(n)...)
+		if !n.Revoked && n.Presence == dispatch.PresenceOnline {
+			ids = append(ids, chatModels(n)...)
+		}
 	}
 	slices.Sort(ids)
 	return slices.Compact(ids), nil
@@ -127,7 +111,7 @@ func (h *Handler) nodeRoute(ctx context.Context, model string, notFound error) (
 	if h.opts.Nodes == nil {
 		return route{}, notFound
 	}
-	nodes, err := h.chatNodes(ctx, "")
+	nodes, err := h.opts.Nodes.NodesOffering(ctx, llmChat)
 	if err != nil {
 		return route{}, err
 	}
@@ -292,8 +276,8 @@ func (f *follow) watchNode(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := f.p.h.opts.Nodes.GetNode(ctx, f.p.node.ID)
-		if err == nil && n.Presence != dispatch.PresenceOnline || errdefs.KindOf(err) == errdefs.NotFound {
+		p, err := f.p.h.opts.Nodes.PresenceOf(ctx, f.p.node.ID)
+		if err == nil && p != dispatch.PresenceOnline || errdefs.KindOf(err) == errdefs.NotFound {
 			f.cancel(errNodeGone)
 			return
 		}
