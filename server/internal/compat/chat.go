@@ -16,7 +16,7 @@ import (
 )
 
 // Provider serves chat completions for the models routed to it: palyra-echo, an
-// OpenAI-compatible upstream, and (later) the nodes that host models. model is the
+// OpenAI-compatible upstream, or a node that hosts the model (node.go). model is the
 // provider's own id of the model (an alias resolved).
 type Provider interface {
 	// Chat answers req in one completion.
@@ -244,12 +244,14 @@ type route struct {
 	name string
 	// model is the provider's id of the model.
 	model string
+	// node is the id of the node that serves the call; "" for other providers.
+	node string
 }
 
 // route finds the provider of model: palyra-echo when compat.models lists it, else the
-// first provider (by name) with a base URL that serves it. A model compat.models lists
-// that no provider serves is Unavailable.
-func (h *Handler) route(model string) (route, error) {
+// first provider (by name) with a base URL that serves it, else an online node that
+// serves it (nodeRoute). A model compat.models lists that no one serves is Unavailable.
+func (h *Handler) route(ctx context.Context, model string) (route, error) {
 	c := h.opts.Config()
 	listed := false
 	for _, id := range c.Compat.Models {
@@ -273,9 +275,9 @@ func (h *Handler) route(model string) (route, error) {
 		}
 	}
 	if listed {
-		return route{}, errdefs.New(errdefs.Unavailable, "no provider serves the model %s now: palyrad serves %s itself; other models need an upstream provider (compat.providers.<name>.models)", quote(model), EchoModel)
+		return h.nodeRoute(ctx, model, errdefs.New(errdefs.Unavailable, "no provider serves the model %s now: palyrad serves %s itself; other models need an upstream provider (compat.providers.<name>.models) or a node that serves them", quote(model), EchoModel))
 	}
-	return route{}, modelNotFound(model)
+	return h.nodeRoute(ctx, model, modelNotFound(model))
 }
 
 // target records the call's model, provider and token counts for its audit event.
@@ -283,6 +285,9 @@ func target(ctx context.Context, r route, model string, u *Usage) {
 	t := "model:" + model
 	if r.name != "" {
 		t += " provider:" + r.name
+	}
+	if r.node != "" {
+		t += " node:" + r.node
 	}
 	if u != nil {
 		t += fmt.Sprintf(" prompt_tokens:%d completion_tokens:%d", u.PromptTokens, u.CompletionTokens)
@@ -302,7 +307,7 @@ func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (rou
 	case !req.Stream && stream:
 		return route{}, invalid("stream", "this call streams: set stream to true")
 	}
-	r, err := h.route(req.Model)
+	r, err := h.route(ctx, req.Model)
 	if err != nil {
 		return route{}, err
 	}

@@ -4,8 +4,9 @@
 // speak OpenAI's wire format so that the official SDKs work unchanged.
 //
 // A model is served by a Provider: palyrad itself for palyra-echo (when compat.models
-// lists it), or an OpenAI-compatible upstream (compat.providers.<name>, read from the
-// configuration in effect at each call). Requests are kept as the JSON the client sent,
+// lists it), an OpenAI-compatible upstream (compat.providers.<name>, read from the
+// configuration in effect at each call), or, for a model neither serves, an online node
+// that announces it under llm.chat (node.go). Requests are kept as the JSON the client sent,
 // so that fields palyrad does not read (tools, response_format, temperature, ...) reach
 // the upstream unchanged; only model is rewritten (aliases) and, when streaming,
 // stream_options.include_usage is set so that every call's tokens are counted.
@@ -62,6 +63,8 @@ type Options struct {
 	// Now stamps palyra-echo's completions; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Nodes runs the dispatches of the models nodes serve (node.go); nil serves none.
+	Nodes Nodes
 }
 
 // Handler serves CompatService, and is the implementation REST serves too. Every call
@@ -70,6 +73,8 @@ type Options struct {
 type Handler struct {
 	opts Options
 	log  *slog.Logger
+	// inflight counts this replica's node dispatches in flight, by node.
+	inflight inflight
 }
 
 var _ compatv1connect.CompatServiceHandler = (*Handler)(nil)
@@ -142,7 +147,7 @@ func (h *Handler) listModels(ctx context.Context) ([]*compatv1.Model, error) {
 	if err := h.enabled(ctx, false); err != nil {
 		return nil, err
 	}
-	return models(h.opts.Config()), nil
+	return h.allModels(ctx)
 }
 
 // getModel is GetModel, for both surfaces.
@@ -150,7 +155,11 @@ func (h *Handler) getModel(ctx context.Context, id string) (*compatv1.Model, err
 	if err := h.enabled(ctx, false); err != nil {
 		return nil, err
 	}
-	for _, m := range models(h.opts.Config()) {
+	ms, err := h.allModels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
 		if m.GetId() == id {
 			return m, nil
 		}

@@ -143,7 +143,7 @@ func (h *Handler) embed(ctx context.Context, req *EmbeddingRequest) (*Embeddings
 	if err := h.enabled(ctx, false); err != nil {
 		return nil, err
 	}
-	r, err := h.route(req.Model)
+	r, err := h.route(ctx, req.Model)
 	if err != nil {
 		return nil, err
 	}
