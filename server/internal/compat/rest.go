@@ -121,40 +121,49 @@ func (s *REST) getModel(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// chat serves POST /v1/chat/completions. The body is read before the access check, to
-// learn which RPC's rule applies (a stream's or not), and read no further than the cap.
+// chat serves POST /v1/chat/completions.
 func (s *REST) chat(w http.ResponseWriter, r *http.Request) {
+	s.post(w, r, compatv1connect.CompatServiceCreateChatCompletionProcedure, compatv1connect.CompatServiceStreamChatCompletionProcedure,
+		func(ctx context.Context, body []byte) error {
+			req, err := ParseChatRequest(body)
+			if err != nil {
+				return err
+			}
+			if !req.Stream {
+				c, err := s.h.complete(ctx, req)
+				if err != nil {
+					return err
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(c.Body)
+				return nil
+			}
+			return s.sse(ctx, w, req)
+		})
+}
+
+// post serves a POST whose body may ask for a stream: the RPC whose rule applies is
+// unary, or stream when the body says "stream": true. The body is read (no further than
+// the cap) before the access check, to learn which; the flags are checked before the
+// body is validated (while the API is off, it is off); then serve answers.
+func (s *REST) post(w http.ResponseWriter, r *http.Request, unary, stream string, serve func(ctx context.Context, body []byte) error) {
 	body, readErr := s.readBody(w, r)
 	var peek struct {
 		Stream bool `json:"stream"`
 	}
 	_ = json.Unmarshal(body, &peek)
-	procedure := compatv1connect.CompatServiceCreateChatCompletionProcedure
+	procedure := unary
 	if peek.Stream {
-		procedure = compatv1connect.CompatServiceStreamChatCompletionProcedure
+		procedure = stream
 	}
 	s.call(w, r, procedure, func(ctx context.Context) error {
 		if readErr != nil {
 			return readErr
 		}
-		// The flags before the request's validation: while the API is off, it is off.
 		if err := s.h.enabled(ctx, peek.Stream); err != nil {
 			return err
 		}
-		req, err := ParseChatRequest(body)
-		if err != nil {
-			return err
-		}
-		if !req.Stream {
-			c, err := s.h.complete(ctx, req)
-			if err != nil {
-				return err
-			}
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(c.Body)
-			return nil
-		}
-		return s.sse(ctx, w, req)
+		return serve(ctx, body)
 	})
 }
 
@@ -162,34 +171,51 @@ func (s *REST) chat(w http.ResponseWriter, r *http.Request) {
 // event is out, an error is sent as an error event followed by [DONE]; before, it is
 // answered as any error.
 func (s *REST) sse(ctx context.Context, w http.ResponseWriter, req *ChatRequest) error {
-	rc := http.NewResponseController(w)
-	write := func(data []byte) error {
-		if _, err := w.Write(append(append([]byte("data: "), data...), '\n', '\n')); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
-	started, err := s.h.stream(ctx, req, func(chunk []byte) error {
-		h := w.Header()
-		if h.Get("Content-Type") == "" {
-			h.Set("Content-Type", "text/event-stream")
-			h.Set("Cache-Control", "no-cache")
-			h.Set("X-Accel-Buffering", "no")
-			w.WriteHeader(http.StatusOK)
-		}
-		return write(chunk)
-	})
+	events := newEventWriter(w)
+	started, err := s.h.stream(ctx, req, func(chunk []byte) error { return events.write("", chunk) })
 	if !started {
 		return err
 	}
 	if err != nil && ctx.Err() == nil {
 		_, _, env := apiserver.OpenAIError(err)
 		if data, merr := json.Marshal(env); merr == nil {
-			_ = write(data)
+			_ = events.write("", data)
 		}
 	}
-	_ = write([]byte("[DONE]"))
+	_ = events.write("", []byte("[DONE]"))
 	return &errAnswered{err}
+}
+
+// eventWriter writes server-sent events, flushing each; the first sends the headers of
+// an event stream.
+type eventWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+// newEventWriter returns the event writer of w.
+func newEventWriter(w http.ResponseWriter) *eventWriter {
+	return &eventWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+// write sends one event: `event: <kind>` when kind is not empty, then `data: <data>`.
+func (e *eventWriter) write(kind string, data []byte) error {
+	h := e.w.Header()
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		e.w.WriteHeader(http.StatusOK)
+	}
+	var frame []byte
+	if kind != "" {
+		frame = append(frame, "event: "+kind+"\n"...)
+	}
+	frame = append(append(append(frame, "data: "...), data...), '\n', '\n')
+	if _, err := e.w.Write(frame); err != nil {
+		return err
+	}
+	return e.rc.Flush()
 }
 
 // errAnswered is the outcome of a call that already answered (a stream that started):

@@ -54,67 +54,38 @@ func (s *REST) embeddings(w http.ResponseWriter, r *http.Request) {
 }
 
 // responses serves POST /v1/responses; stream: true answers the Responses API's
-// events as server-sent events, each flushed as it is written. As for chat, the body is
-// read before the access check, to learn which RPC's rule applies.
+// events as server-sent events, each flushed as it is written.
 func (s *REST) responses(w http.ResponseWriter, r *http.Request) {
-	body, readErr := s.readBody(w, r)
-	var peek struct {
-		Stream bool `json:"stream"`
-	}
-	_ = json.Unmarshal(body, &peek)
-	procedure := compatv1connect.CompatServiceCreateResponseProcedure
-	if peek.Stream {
-		procedure = compatv1connect.CompatServiceStreamResponseProcedure
-	}
-	s.call(w, r, procedure, func(ctx context.Context) error {
-		if readErr != nil {
-			return readErr
-		}
-		if err := s.h.enabled(ctx, peek.Stream); err != nil {
-			return err
-		}
-		req, err := ParseResponseRequest(body)
-		if err != nil {
-			return err
-		}
-		if !req.Stream {
-			res, err := s.h.respond(ctx, req)
+	s.post(w, r, compatv1connect.CompatServiceCreateResponseProcedure, compatv1connect.CompatServiceStreamResponseProcedure,
+		func(ctx context.Context, body []byte) error {
+			req, err := ParseResponseRequest(body)
 			if err != nil {
 				return err
 			}
-			return writeJSON(w, responseJSON(res))
-		}
-		return s.responseEvents(ctx, w, req)
-	})
+			if !req.Stream {
+				res, err := s.h.respond(ctx, req)
+				if err != nil {
+					return err
+				}
+				return writeJSON(w, responseJSON(res))
+			}
+			return s.responseEvents(ctx, w, req)
+		})
 }
 
 // responseEvents streams a response as server-sent events (`event: <type>` and `data:
 // <event>`), flushing each. Once the first event is out, an error is sent as an error
 // event; before, it is answered as any error.
 func (s *REST) responseEvents(ctx context.Context, w http.ResponseWriter, req *ResponseRequest) error {
-	rc := http.NewResponseController(w)
-	write := func(kind string, data []byte) error {
-		frame := append([]byte("event: "+kind+"\ndata: "), data...)
-		if _, err := w.Write(append(frame, '\n', '\n')); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
+	events := newEventWriter(w)
 	var seq int64
 	started, err := s.h.streamResponse(ctx, req, func(ev *ResponseEvent) error {
-		h := w.Header()
-		if h.Get("Content-Type") == "" {
-			h.Set("Content-Type", "text/event-stream")
-			h.Set("Cache-Control", "no-cache")
-			h.Set("X-Accel-Buffering", "no")
-			w.WriteHeader(http.StatusOK)
-		}
 		seq = ev.Seq + 1
 		data, err := json.Marshal(eventJSON(ev))
 		if err != nil {
 			return err
 		}
-		return write(ev.Type, data)
+		return events.write(ev.Type, data)
 	})
 	if !started {
 		return err
@@ -124,7 +95,7 @@ func (s *REST) responseEvents(ctx context.Context, w http.ResponseWriter, req *R
 		data, merr := json.Marshal(map[string]any{"type": "error", "sequence_number": seq,
 			"code": env.Error.Code, "message": env.Error.Message, "param": env.Error.Param})
 		if merr == nil {
-			_ = write("error", data)
+			_ = events.write("error", data)
 		}
 	}
 	return &errAnswered{err}
