@@ -146,7 +146,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, common...))
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
 	if opts.Services.CompatREST != nil {
-		mux.Handle("/v1/", opts.Services.CompatREST)
+		mux.Handle("/v1/", opts.Metrics.REST(opts.Services.CompatREST))
 	}
 	return newCallCap(bodyDeadlines(requestctx.Middleware(mux, opts.ClientCAs), opts.ReadBodyTimeout, opts.Metrics),
 		opts.MaxCallsPerAddress, opts.Metrics, log)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -23,6 +24,8 @@ type Metrics struct {
 	acceptErrors prometheus.Counter
 	callsRefused prometheus.Counter
 	bodyTimeouts prometheus.Counter
+	restHandled  *prometheus.CounterVec
+	restSeconds  *prometheus.HistogramVec
 }
 
 // NewMetrics returns a registry holding the Go runtime and process collectors, the
@@ -39,6 +42,15 @@ func NewMetrics(version, replicaID string) *Metrics {
 			Help:    "Time from the start of an RPC to its end, by procedure (streams included).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"procedure"}),
+		restHandled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "palyra_openai_requests_total",
+			Help: "OpenAI REST requests completed by the server, by route (method and path pattern) and HTTP status.",
+		}, []string{"route", "status"}),
+		restSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "palyra_openai_request_seconds",
+			Help:    "Time from the start of an OpenAI REST request to the end of its response, by route (streams included).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"route"}),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "palyra_listener_connections",
 			Help: "Connections open on the listener.",
@@ -70,7 +82,7 @@ func NewMetrics(version, replicaID string) *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		build, m.handled, m.seconds,
+		build, m.handled, m.seconds, m.restHandled, m.restSeconds,
 		m.connections, m.refused, m.acceptErrors, m.callsRefused, m.bodyTimeouts,
 	)
 	return m
@@ -122,3 +134,48 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 		return err
 	}
 }
+
+// REST measures the OpenAI REST requests h serves: their number by route and status,
+// and their duration by route. The route is the pattern of h's ServeMux that matched
+// (for example "POST /v1/chat/completions"), so that the labels stay few whatever
+// paths clients send.
+func (m *Metrics) REST(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		m.restHandled.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		m.restSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusWriter remembers the status of a response; Unwrap lets an
+// http.ResponseController flush the response it wraps.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

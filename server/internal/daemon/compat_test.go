@@ -528,4 +528,14 @@ func TestCompatBadInputAndCancel(t *testing.T) {
 	if err := st.Err(); err != nil || text.String() != "not or be to" || usage.GetCompletionTokens() != 4 {
 		t.Errorf("StreamChatCompletion: %q, usage %v, %v", text.String(), usage, err)
 	}
+
+	// /metrics counts the REST calls by route pattern and status, whatever path they named.
+	b.wantMetrics(t,
+		`palyra_openai_requests_total{route="POST /v1/chat/completions",status="413"} 1`,
+		`palyra_openai_requests_total{route="POST /v1/chat/completions",status="400"} 2`,
+		`palyra_openai_requests_total{route="POST /v1/chat/completions",status="401"} 1`,
+		`palyra_openai_requests_total{route="GET /v1/models/{id...}",status="404"} 3`,
+		`palyra_openai_requests_total{route="/v1/",status="404"} 1`,
+		`palyra_openai_request_seconds_count{route="POST /v1/chat/completions"}`,
+	)
 }

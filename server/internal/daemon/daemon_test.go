@@ -386,23 +386,28 @@ func TestHealthReflectionAndMetrics(t *testing.T) {
 	})
 }
 
-// wantMetrics fails t unless /metrics holds each of the lines (or line prefixes) want.
+// wantMetrics fails t unless /metrics comes to hold each of the lines (or line
+// prefixes) want: a call is counted once its handler returns, which may be after its
+// client has the whole answer.
 func (td *testDaemon) wantMetrics(t *testing.T, want ...string) {
 	t.Helper()
-	res, err := td.h2.Do(mustRequest(t, http.MethodGet, td.baseURL+"/metrics", "", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(res.Body)
-	res.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range want {
-		if !strings.Contains(string(body), w) {
-			t.Errorf("/metrics lacks %s", w)
+	eventually.NoError(t, "/metrics holds "+strings.Join(want, ", "), func() error {
+		res, err := td.h2.Do(mustRequest(t, http.MethodGet, td.baseURL+"/metrics", "", ""))
+		if err != nil {
+			return err
 		}
-	}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			return err
+		}
+		for _, w := range want {
+			if !strings.Contains(string(body), w) {
+				return fmt.Errorf("/metrics lacks %s", w)
+			}
+		}
+		return nil
+	})
 }
 
 func TestFirstRPCsOfEachService(t *testing.T) {
