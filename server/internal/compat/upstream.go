@@ -1,7 +1,6 @@
 package compat
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/palyra/palyra/internal/retry"
+	"github.com/palyra/palyra/internal/sse"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/secretref"
@@ -28,7 +28,7 @@ const (
 	maxRetryWait = 2 * time.Second
 	// maxErrorBody bounds what is read of an upstream's error answer.
 	maxErrorBody = 64 << 10
-	// maxChunk bounds one line of an upstream's stream.
+	// maxChunk bounds one event of an upstream's stream.
 	maxChunk = 4 << 20
 	// maxCompletion bounds an upstream's completion.
 	maxCompletion = 16 << 20
@@ -77,9 +77,7 @@ func (u *upstream) StreamChat(ctx context.Context, req *ChatRequest, model strin
 		cancel()
 		return nil, err
 	}
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), maxChunk)
-	return &upstreamStream{u: u, ctx: ctx, cancel: cancel, body: res.Body, lines: sc}, nil
+	return &upstreamStream{u: u, ctx: ctx, cancel: cancel, body: res.Body, events: sse.NewReader(res.Body, maxChunk)}, nil
 }
 
 // do sends the request, trying again (retry.Backoff) while no answer was accepted, and
@@ -227,41 +225,39 @@ func parseRetryAfter(v string) time.Duration {
 	return time.Duration(s) * time.Second
 }
 
-// upstreamStream reads an upstream's server-sent events: each `data:` line is a chunk,
-// `data: [DONE]` the end; a `data:` line holding an error envelope is the upstream's
-// failure.
+// upstreamStream reads an upstream's server-sent events: each event's data is a chunk,
+// `[DONE]` the end; an `error` event, or data holding an error envelope, is the
+// upstream's failure.
 type upstreamStream struct {
 	u      *upstream
 	ctx    context.Context
 	cancel context.CancelFunc
 	body   io.ReadCloser
-	lines  *bufio.Scanner
+	events *sse.Reader
 }
 
 // Next implements ChunkStream.
 func (s *upstreamStream) Next() ([]byte, error) {
-	for s.lines.Scan() {
-		line := bytes.TrimRight(s.lines.Bytes(), "\r")
-		data, ok := bytes.CutPrefix(line, []byte("data:"))
-		if !ok {
-			continue // blank lines, comments, event names
+	ev, err := s.events.Next()
+	switch {
+	case errors.Is(err, sse.ErrTooLong):
+		return nil, providerError(s.u.name, "sent a chunk of more than %d bytes", maxChunk)
+	case errors.Is(err, io.EOF) && s.ctx.Err() == nil:
+		return nil, providerError(s.u.name, "ended the stream without [DONE]")
+	case err != nil:
+		if s.ctx.Err() != nil {
+			err = s.ctx.Err()
 		}
-		data = bytes.TrimSpace(data)
-		if string(data) == "[DONE]" {
-			return nil, io.EOF
-		}
-		if bytes.HasPrefix(data, []byte(`{"error"`)) {
-			return nil, providerError(s.u.name, "failed during the stream: %s", upstreamMessage(data))
-		}
-		return bytes.Clone(data), nil
-	}
-	if err := s.lines.Err(); err != nil {
 		return nil, s.u.transportError(s.ctx, err)
 	}
-	if s.ctx.Err() != nil {
-		return nil, s.u.transportError(s.ctx, s.ctx.Err())
+	data := bytes.TrimSpace(ev.Data)
+	if string(data) == "[DONE]" {
+		return nil, io.EOF
 	}
-	return nil, providerError(s.u.name, "ended the stream without [DONE]")
+	if ev.Type == "error" || bytes.HasPrefix(data, []byte(`{"error"`)) {
+		return nil, providerError(s.u.name, "failed during the stream: %s", upstreamMessage(data))
+	}
+	return data, nil
 }
 
 // Close implements ChunkStream: it ends the upstream request.

@@ -1,7 +1,6 @@
 package capability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +19,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/palyra/palyra/internal/sse"
 )
 
 // The names of the model capabilities.
@@ -529,16 +530,14 @@ func (c *llmCapability) relay(ctx context.Context, body io.Reader, model llmMode
 		res := c.failure(0, errObj, msg, sum.Chunks, false)
 		return forwarded{result: res, Chunks: sum.Chunks}, nil
 	}
-	r := bufio.NewReaderSize(body, 64<<10)
-	var data []byte     // the data lines of the event being read
-	var errorEvent bool // whether it is an "event: error"
+	events := sse.NewReader(body, maxSSEEventBytes)
 	for {
-		line, err := readLine(r, maxSSEEventBytes)
+		ev, err := events.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return forwarded{Chunks: sum.Chunks}, ctx.Err()
 			}
-			if errors.Is(err, errLineTooLong) {
+			if errors.Is(err, sse.ErrTooLong) {
 				return fail(fmt.Sprintf("the model server sent an event of more than %d bytes", maxSSEEventBytes), nil)
 			}
 			why := "it ended"
@@ -547,29 +546,7 @@ func (c *llmCapability) relay(ctx context.Context, body io.Reader, model llmMode
 			}
 			return fail(fmt.Sprintf("the model server's stream broke off after %d chunks, before [DONE]: %s", sum.Chunks, why), nil)
 		}
-		switch {
-		case len(line) == 0: // the end of an event
-		case bytes.HasPrefix(line, []byte("data:")):
-			v := bytes.TrimPrefix(bytes.TrimPrefix(line, []byte("data:")), []byte(" "))
-			if len(data) > 0 {
-				data = append(data, '\n')
-			}
-			if len(data)+len(v) > maxSSEEventBytes {
-				return fail(fmt.Sprintf("the model server sent an event of more than %d bytes", maxSSEEventBytes), nil)
-			}
-			data = append(data, v...)
-			continue
-		case bytes.HasPrefix(line, []byte("event:")):
-			errorEvent = string(bytes.TrimSpace(bytes.TrimPrefix(line, []byte("event:")))) == "error"
-			continue
-		default: // comments (":"), id:, retry:
-			continue
-		}
-		event, isError := data, errorEvent
-		data, errorEvent = nil, false
-		if len(event) == 0 {
-			continue
-		}
+		event := ev.Data
 		if bytes.Equal(bytes.TrimSpace(event), []byte("[DONE]")) {
 			b, err := json.Marshal(sum)
 			if err != nil {
@@ -586,7 +563,7 @@ func (c *llmCapability) relay(ctx context.Context, body io.Reader, model llmMode
 			Usage json.RawMessage `json:"usage"`
 			Error json.RawMessage `json:"error"`
 		}
-		if isError {
+		if ev.Type == "error" {
 			return fail("", event)
 		}
 		if err := json.Unmarshal(event, &chunk); err != nil {
@@ -595,7 +572,7 @@ func (c *llmCapability) relay(ctx context.Context, body io.Reader, model llmMode
 		if len(chunk.Error) > 0 && !bytes.Equal(chunk.Error, []byte("null")) {
 			return fail("", event)
 		}
-		line, err = renameModel(event, model)
+		line, err := renameModel(event, model)
 		if err != nil {
 			return fail("the model server sent a chunk that is not a JSON object", nil)
 		}
@@ -701,33 +678,6 @@ func renameModel(b []byte, model llmModel) ([]byte, error) {
 		fields["model"], _ = json.Marshal(model.name)
 	}
 	return json.Marshal(fields)
-}
-
-// errLineTooLong is a line of a stream longer than allowed.
-var errLineTooLong = errors.New("line too long")
-
-// readLine reads one line of r without its "\n" or "\r\n", of at most max bytes. The
-// last line of a stream that ends without a newline is an error, as is a longer one.
-func readLine(r *bufio.Reader, max int) ([]byte, error) {
-	var line []byte
-	for {
-		part, err := r.ReadSlice('\n')
-		if len(line)+len(part) > max+2 {
-			return nil, errLineTooLong
-		}
-		line = append(line, part...)
-		switch {
-		case err == nil:
-			line = bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
-			return line, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(line) > 0:
-			return nil, io.ErrUnexpectedEOF
-		default:
-			return nil, err
-		}
-	}
 }
 
 // unwrapURLError drops the method and URL of a *url.Error.

@@ -1,13 +1,11 @@
 package capability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -156,8 +154,8 @@ func runAsync(ctx context.Context, c Capability, input string, out Output) <-cha
 	return done
 }
 
-// sse writes one server-sent event and flushes it.
-func sse(w http.ResponseWriter, data string) {
+// writeEvent writes one server-sent event and flushes it.
+func writeEvent(w http.ResponseWriter, data string) {
 	fmt.Fprintf(w, "data: %s\n\n", data)
 	w.(http.Flusher).Flush()
 }
@@ -258,7 +256,7 @@ func TestLLMChatStreams(t *testing.T) {
 			if i == len(words)-1 {
 				finish = "stop"
 			}
-			sse(w, chunkJSON(body["model"].(string), word, finish))
+			writeEvent(w, chunkJSON(body["model"].(string), word, finish))
 			select { // the next chunk only once the test saw this one
 			case <-next:
 			case <-r.Context().Done():
@@ -267,7 +265,7 @@ func TestLLMChatStreams(t *testing.T) {
 		}
 		// A chunk spread over two data lines, then the usage.
 		fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":%q,\ndata: \"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n", body["model"])
-		sse(w, "[DONE]")
+		writeEvent(w, "[DONE]")
 	})
 	chat, _ := llmCaps(t, srv, "")
 	out := newLineOutput()
@@ -380,7 +378,7 @@ func TestLLMChatCancelMidStream(t *testing.T) {
 	t.Parallel()
 	cancelled := make(chan struct{})
 	srv := newFakeModelServer(t, func(w http.ResponseWriter, r *http.Request, body map[string]any) {
-		sse(w, chunkJSON(body["model"].(string), "Hello", nil))
+		writeEvent(w, chunkJSON(body["model"].(string), "Hello", nil))
 		<-r.Context().Done()
 		close(cancelled)
 	})
@@ -405,7 +403,7 @@ func TestLLMChatCancelMidStream(t *testing.T) {
 func TestLLMChatServerDiesMidStream(t *testing.T) {
 	t.Parallel()
 	srv := newFakeModelServer(t, func(w http.ResponseWriter, r *http.Request, body map[string]any) {
-		sse(w, chunkJSON(body["model"].(string), "Hello", nil))
+		writeEvent(w, chunkJSON(body["model"].(string), "Hello", nil))
 		<-r.Context().Done()
 	})
 	chat, _ := llmCaps(t, srv, "")
@@ -441,10 +439,10 @@ func TestLLMServerErrors(t *testing.T) {
 			w.WriteHeader(http.StatusForbidden)
 			fmt.Fprintf(w, `{"error":{"message":"key %s may not use this model"}}`, testAPIKey)
 		case "error event":
-			sse(w, chunkJSON(body["model"].(string), "Hel", nil))
-			sse(w, `{"error":{"message":"the context is full","type":"server_error","code":500}}`)
+			writeEvent(w, chunkJSON(body["model"].(string), "Hel", nil))
+			writeEvent(w, `{"error":{"message":"the context is full","type":"server_error","code":500}}`)
 		case "error event type":
-			sse(w, chunkJSON(body["model"].(string), "Hel", nil))
+			writeEvent(w, chunkJSON(body["model"].(string), "Hel", nil))
 			fmt.Fprint(w, "event: error\ndata: {\"message\":\"slot unavailable\"}\n\n")
 		case "redirect":
 			http.Redirect(w, &http.Request{Method: http.MethodPost}, "http://198.51.100.1/steal", http.StatusTemporaryRedirect)
@@ -557,24 +555,3 @@ func TestLLMLimits(t *testing.T) {
 		t.Errorf("a request once the slot is free: %v", err)
 	}
 }
-
-// TestReadLine checks the line reader of streams: CRLF, a line without a newline at
-// the end of the stream, and a line too long.
-func TestReadLine(t *testing.T) {
-	t.Parallel()
-	r := bufioReader("a\r\nb\nlast")
-	for _, want := range []string{"a", "b"} {
-		if got, err := readLine(r, 10); err != nil || string(got) != want {
-			t.Errorf("readLine = %q, %v; want %q", got, err, want)
-		}
-	}
-	if _, err := readLine(r, 10); !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Errorf("an unterminated last line: %v", err)
-	}
-	if _, err := readLine(bufioReader(strings.Repeat("x", 100)+"\n"), 10); !errors.Is(err, errLineTooLong) {
-		t.Errorf("a long line: %v", err)
-	}
-}
-
-// bufioReader reads s through the smallest buffer bufio allows.
-func bufioReader(s string) *bufio.Reader { return bufio.NewReaderSize(strings.NewReader(s), 16) }
