@@ -727,13 +727,7 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 	check(compatv1connect.CompatServiceStreamChatCompletionProcedure, func(rid string) error {
 		req := connect.NewRequest(&compatv1.StreamChatCompletionRequest{Model: "palyra-echo", Messages: user("outbox chat stream")})
 		withID(req.Header(), rid)
-		stream, err := compat.StreamChatCompletion(ctx, req)
-		if err != nil {
-			return err
-		}
-		for stream.Receive() {
-		}
-		return stream.Err()
+		return drain(compat.StreamChatCompletion(ctx, req))
 	}, echoTarget(3, 3))
 	check(compatv1connect.CompatServiceCreateEmbeddingProcedure, func(rid string) error {
 		req := connect.NewRequest(&compatv1.CreateEmbeddingRequest{Model: "palyra-echo", Input: []string{"outbox embedding"}})
@@ -750,13 +744,7 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 	check(compatv1connect.CompatServiceStreamResponseProcedure, func(rid string) error {
 		req := connect.NewRequest(&compatv1.StreamResponseRequest{Model: "palyra-echo", Input: user("outbox response stream")})
 		withID(req.Header(), rid)
-		stream, err := compat.StreamResponse(ctx, req)
-		if err != nil {
-			return err
-		}
-		for stream.Receive() {
-		}
-		return stream.Err()
+		return drain(compat.StreamResponse(ctx, req))
 	}, echoTarget(3, 3))
 
 	// Every RPC that may change state was called.
@@ -802,4 +790,14 @@ func (r requestID) WrapStreamingClient(next connect.StreamingClientFunc) connect
 
 func (r requestID) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// drain reads a server stream to its end and returns how the call ended.
+func drain[T any](stream *connect.ServerStreamForClient[T], err error) error {
+	if err != nil {
+		return err
+	}
+	for stream.Receive() {
+	}
+	return stream.Err()
 }
