@@ -133,14 +133,14 @@ func (u *cliUser) createToken(t *testing.T, args ...string) (id, secret string) 
 func tokenRows(t *testing.T, out string) map[string][]string {
 	t.Helper()
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	if want := []string{"ID", "LABEL", "ROLE", "STATE", "EXPIRES", "LAST", "USED", "CREATED", "BY"}; strings.Join(strings.Fields(lines[0]), " ") != strings.Join(want, " ") {
+	if want := []string{"ID", "LABEL", "ROLE", "STATE", "EXPIRES", "LAST", "USED", "CREATED", "BY", "TOKEN", "BUDGET"}; strings.Join(strings.Fields(lines[0]), " ") != strings.Join(want, " ") {
 		t.Fatalf("unexpected header %q", lines[0])
 	}
 	rows := map[string][]string{}
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
-		if len(f) != 7 {
-			t.Fatalf("token row %q does not have 7 columns", l)
+		if len(f) != 8 {
+			t.Fatalf("token row %q does not have 8 columns", l)
 		}
 		rows[f[0]] = f
 	}

@@ -8,10 +8,12 @@ package dbsqlc
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const getToken = `-- name: GetToken :one
-select t.id, t.label, t.user_id, t.role, t.scopes, t.secret_hash, t.rate_limit_per_minute, t.rate_tat, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_reason, t.last_used_at, t.rotated_from, u.name as user_name,
+select t.id, t.label, t.user_id, t.role, t.scopes, t.secret_hash, t.rate_limit_per_minute, t.rate_tat, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_reason, t.last_used_at, t.rotated_from, t.daily_token_budget, u.name as user_name,
        coalesce((select r.id from api_tokens r where r.rotated_from = t.id), '')::text as rotated_to
 from api_tokens t
 join users u on u.id = t.user_id
@@ -44,6 +46,7 @@ func (q *Queries) GetToken(ctx context.Context, id string) (GetTokenRow, error) 
 		&i.ApiToken.RevokedReason,
 		&i.ApiToken.LastUsedAt,
 		&i.ApiToken.RotatedFrom,
+		&i.ApiToken.DailyTokenBudget,
 		&i.UserName,
 		&i.RotatedTo,
 	)
@@ -69,13 +72,13 @@ func (q *Queries) GetUserByName(ctx context.Context, name string) (User, error) 
 const insertToken = `-- name: InsertToken :one
 insert into api_tokens (
     id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, created_by,
-    expires_at, rotated_from
+    expires_at, rotated_from, daily_token_budget
 ) values (
     $1, $2, $3, $4, $5,
     $6, $7, $8,
-    $9, $10
+    $9, $10, $11
 )
-returning id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, rate_tat, created_at, created_by, expires_at, revoked_at, revoked_reason, last_used_at, rotated_from
+returning id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, rate_tat, created_at, created_by, expires_at, revoked_at, revoked_reason, last_used_at, rotated_from, daily_token_budget
 `
 
 type InsertTokenParams struct {
@@ -89,6 +92,7 @@ type InsertTokenParams struct {
 	CreatedBy          string
 	ExpiresAt          *time.Time
 	RotatedFrom        *string
+	DailyTokenBudget   pgtype.Int8
 }
 
 func (q *Queries) InsertToken(ctx context.Context, arg InsertTokenParams) (ApiToken, error) {
@@ -103,6 +107,7 @@ func (q *Queries) InsertToken(ctx context.Context, arg InsertTokenParams) (ApiTo
 		arg.CreatedBy,
 		arg.ExpiresAt,
 		arg.RotatedFrom,
+		arg.DailyTokenBudget,
 	)
 	var i ApiToken
 	err := row.Scan(
@@ -121,6 +126,7 @@ func (q *Queries) InsertToken(ctx context.Context, arg InsertTokenParams) (ApiTo
 		&i.RevokedReason,
 		&i.LastUsedAt,
 		&i.RotatedFrom,
+		&i.DailyTokenBudget,
 	)
 	return i, err
 }
@@ -152,7 +158,7 @@ func (q *Queries) InsertUserIfMissing(ctx context.Context, arg InsertUserIfMissi
 }
 
 const listTokens = `-- name: ListTokens :many
-select t.id, t.label, t.user_id, t.role, t.scopes, t.secret_hash, t.rate_limit_per_minute, t.rate_tat, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_reason, t.last_used_at, t.rotated_from, u.name as user_name,
+select t.id, t.label, t.user_id, t.role, t.scopes, t.secret_hash, t.rate_limit_per_minute, t.rate_tat, t.created_at, t.created_by, t.expires_at, t.revoked_at, t.revoked_reason, t.last_used_at, t.rotated_from, t.daily_token_budget, u.name as user_name,
        coalesce((select r.id from api_tokens r where r.rotated_from = t.id), '')::text as rotated_to
 from api_tokens t
 join users u on u.id = t.user_id
@@ -214,6 +220,7 @@ func (q *Queries) ListTokens(ctx context.Context, arg ListTokensParams) ([]ListT
 			&i.ApiToken.RevokedReason,
 			&i.ApiToken.LastUsedAt,
 			&i.ApiToken.RotatedFrom,
+			&i.ApiToken.DailyTokenBudget,
 			&i.UserName,
 			&i.RotatedTo,
 		); err != nil {
@@ -232,7 +239,7 @@ update api_tokens
 set revoked_at = coalesce($1::timestamptz, clock_timestamp()),
     revoked_reason = $2
 where id = $3 and revoked_at is null
-returning id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, rate_tat, created_at, created_by, expires_at, revoked_at, revoked_reason, last_used_at, rotated_from
+returning id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, rate_tat, created_at, created_by, expires_at, revoked_at, revoked_reason, last_used_at, rotated_from, daily_token_budget
 `
 
 type RevokeTokenParams struct {
@@ -261,8 +268,30 @@ func (q *Queries) RevokeToken(ctx context.Context, arg RevokeTokenParams) (ApiTo
 		&i.RevokedReason,
 		&i.LastUsedAt,
 		&i.RotatedFrom,
+		&i.DailyTokenBudget,
 	)
 	return i, err
+}
+
+const setTokenBudget = `-- name: SetTokenBudget :one
+update api_tokens
+set daily_token_budget = $1
+where id = $2 and revoked_at is null
+returning id
+`
+
+type SetTokenBudgetParams struct {
+	DailyTokenBudget pgtype.Int8
+	ID               string
+}
+
+// Sets (or, with null, removes) the daily token budget of a token that is not revoked;
+// returns no row otherwise.
+func (q *Queries) SetTokenBudget(ctx context.Context, arg SetTokenBudgetParams) (string, error) {
+	row := q.db.QueryRow(ctx, setTokenBudget, arg.DailyTokenBudget, arg.ID)
+	var id string
+	err := row.Scan(&id)
+	return id, err
 }
 
 const takeTokenCalls = `-- name: TakeTokenCalls :one

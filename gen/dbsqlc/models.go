@@ -26,6 +26,7 @@ type ApiToken struct {
 	RevokedReason      string
 	LastUsedAt         *time.Time
 	RotatedFrom        *string
+	DailyTokenBudget   pgtype.Int8
 }
 
 type AuditEvent struct {
@@ -75,6 +76,16 @@ type CertificateAuthority struct {
 	NotBefore      time.Time
 	NotAfter       time.Time
 	CreatedAt      time.Time
+}
+
+type CompatUsage struct {
+	TokenID          string
+	Day              pgtype.Date
+	Model            string
+	Provider         string
+	Requests         int64
+	PromptTokens     int64
+	CompletionTokens int64
 }
 
 type ConfigChange struct {

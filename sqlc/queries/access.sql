@@ -11,11 +11,11 @@ select * from users where name = sqlc.arg('name');
 -- name: InsertToken :one
 insert into api_tokens (
     id, label, user_id, role, scopes, secret_hash, rate_limit_per_minute, created_by,
-    expires_at, rotated_from
+    expires_at, rotated_from, daily_token_budget
 ) values (
     sqlc.arg('id'), sqlc.arg('label'), sqlc.arg('user_id'), sqlc.arg('role'), sqlc.arg('scopes'),
     sqlc.arg('secret_hash'), sqlc.arg('rate_limit_per_minute'), sqlc.arg('created_by'),
-    sqlc.narg('expires_at'), sqlc.narg('rotated_from')
+    sqlc.narg('expires_at'), sqlc.narg('rotated_from'), sqlc.narg('daily_token_budget')
 )
 returning *;
 
@@ -85,3 +85,11 @@ returning fit.granted::integer as granted,
           (case when fit.granted > 0 then 0
                 else greatest(extract(epoch from fit.base - fit.at - interval '1 minute') + 60.0 / fit.rate, 0) end)::float8 as retry_after_seconds,
           fit.rate::integer as rate_limit_per_minute;
+
+-- name: SetTokenBudget :one
+-- Sets (or, with null, removes) the daily token budget of a token that is not revoked;
+-- returns no row otherwise.
+update api_tokens
+set daily_token_budget = sqlc.narg('daily_token_budget')
+where id = sqlc.arg('id') and revoked_at is null
+returning id;

@@ -37,7 +37,9 @@ const (
 	// of the OpenAI-compatible API.
 	CompatEmbeddingsCreate Permission = "compat.embeddings.create"
 	CompatResponsesCreate  Permission = "compat.responses.create"
-	MasterKeyRotate        Permission = "masterkey.rotate"
+	// CompatUsageRead reads the token usage and budgets of the OpenAI-compatible API.
+	CompatUsageRead Permission = "compat.usage.read"
+	MasterKeyRotate Permission = "masterkey.rotate"
 )
 
 // catalog describes every permission, sorted by name.
@@ -47,6 +49,7 @@ var catalog = []*accessv1.Permission{
 	{Name: string(CompatEmbeddingsCreate), Description: "Create embeddings through the OpenAI-compatible API."},
 	{Name: string(CompatModelsRead), Description: "List the models of the OpenAI-compatible API."},
 	{Name: string(CompatResponsesCreate), Description: "Create responses (the Responses API) through the OpenAI-compatible API."},
+	{Name: string(CompatUsageRead), Description: "Read every API token's usage and budget of the OpenAI-compatible API."},
 	{Name: string(ConfigRead), Description: "Read the daemon's configuration."},
 	{Name: string(ConfigWrite), Description: "Change the daemon's configuration."},
 	{Name: string(FlagsManage), Description: "Turn feature flags on and off."},

@@ -17,12 +17,12 @@ func TestRoles(t *testing.T) {
 	}{
 		Owner: {has: []Permission{ConfigWrite, SecretsRead, TokensManage, FlagsManage, NodesApprove}},
 		Admin: {
-			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, SecretsList, ConfigRead},
+			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, SecretsList, ConfigRead, CompatUsageRead},
 			lacks: []Permission{ConfigWrite, SecretsRead, MasterKeyRotate},
 		},
 		Operator: {
 			has:   []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate, CompatEmbeddingsCreate, CompatResponsesCreate},
-			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList, MasterKeyRotate},
+			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList, MasterKeyRotate, CompatUsageRead},
 		},
 	}
 	for role, tc := range cases {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,7 +87,8 @@ func (h *Handler) CreateToken(ctx context.Context, req *connect.Request[accessv1
 	if err != nil {
 		return nil, err
 	}
-	params := CreateParams{Label: req.Msg.GetLabel(), Role: role, Scopes: scopes, RateLimit: int(req.Msg.GetRateLimitPerMinute())}
+	params := CreateParams{Label: req.Msg.GetLabel(), Role: role, Scopes: scopes, RateLimit: int(req.Msg.GetRateLimitPerMinute()),
+		DailyTokenBudget: req.Msg.DailyTokenBudget}
 	if req.Msg.ExpireTime != nil {
 		at := req.Msg.GetExpireTime().AsTime()
 		params.ExpiresAt = &at
@@ -198,6 +200,24 @@ func (h *Handler) RevokeToken(ctx context.Context, req *connect.Request[accessv1
 	return connect.NewResponse(&accessv1.RevokeTokenResponse{Token: h.tokenProto(tok)}), nil
 }
 
+// SetTokenBudget sets or removes a token's daily token budget.
+func (h *Handler) SetTokenBudget(ctx context.Context, req *connect.Request[accessv1.SetTokenBudgetRequest]) (*connect.Response[accessv1.SetTokenBudgetResponse], error) {
+	p, err := Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	budget := "none"
+	if b := req.Msg.DailyTokenBudget; b != nil {
+		budget = strconv.FormatInt(*b, 10)
+	}
+	audit.SetTarget(ctx, "token:"+req.Msg.GetId()+" daily_token_budget:"+budget)
+	tok, err := h.opts.Tokens.SetBudget(ctx, p, req.Msg.GetId(), req.Msg.DailyTokenBudget)
+	if err != nil {
+		return nil, tokenError(req.Msg.GetId(), err)
+	}
+	return connect.NewResponse(&accessv1.SetTokenBudgetResponse{Token: h.tokenProto(tok)}), nil
+}
+
 // tokenError gives the token errors that name the token their messages; the others
 // (ExceedsError, a malformed page token, ...) keep their own.
 func tokenError(id string, err error) error {
@@ -217,7 +237,7 @@ func (h *Handler) tokenProto(t *Token) *accessv1.Token {
 		CreateTime: timestamppb.New(t.CreatedAt), CreatedBy: t.CreatedBy,
 		ExpireTime: timestampOrNil(t.ExpiresAt), RevokeTime: timestampOrNil(t.RevokedAt),
 		RevokeReason: t.RevokedReason, LastUseTime: timestampOrNil(t.LastUsedAt),
-		RotatedFrom: t.RotatedFrom, RotatedTo: t.RotatedTo,
+		RotatedFrom: t.RotatedFrom, RotatedTo: t.RotatedTo, DailyTokenBudget: t.DailyTokenBudget,
 		Scopes: make([]string, len(t.Scopes)),
 	}
 	for i, s := range t.Scopes {

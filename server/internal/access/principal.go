@@ -36,6 +36,9 @@ type Principal struct {
 	// RateLimit is the token's calls a minute. With TokenExpiresAt it bounds the tokens
 	// the caller creates or rotates.
 	RateLimit int
+	// DailyTokenBudget is the token's budget of tokens per UTC day through the
+	// OpenAI-compatible API; nil when it has none.
+	DailyTokenBudget *int64
 	// Method is how the caller authenticated.
 	Method Method
 	// SessionID is the console session, for SessionCookie.

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/notify"
@@ -38,21 +40,24 @@ const (
 
 // Token is an API token, without its secret.
 type Token struct {
-	ID, Label      string
-	UserID, User   string
-	Role           Role
-	Scopes         []Permission
-	RateLimit      int
-	CreatedAt      time.Time
-	CreatedBy      string
-	ExpiresAt      *time.Time
-	RevokedAt      *time.Time
-	RevokedReason  string
-	LastUsedAt     *time.Time
-	RotatedFrom    string
-	RotatedTo      string
-	secretHash     []byte
-	permissionsSet PermissionSet
+	ID, Label     string
+	UserID, User  string
+	Role          Role
+	Scopes        []Permission
+	RateLimit     int
+	CreatedAt     time.Time
+	CreatedBy     string
+	ExpiresAt     *time.Time
+	RevokedAt     *time.Time
+	RevokedReason string
+	LastUsedAt    *time.Time
+	RotatedFrom   string
+	RotatedTo     string
+	// DailyTokenBudget is the prompt plus completion tokens the token may use per UTC
+	// day through the OpenAI-compatible API; nil when it has no budget.
+	DailyTokenBudget *int64
+	secretHash       []byte
+	permissionsSet   PermissionSet
 }
 
 // State returns the token's state at now: revoked wins over expired.
@@ -74,11 +79,13 @@ func (t *Token) principal(m Method) *Principal {
 	return &Principal{
 		TokenID: t.ID, UserID: t.UserID, User: t.User, Role: t.Role,
 		Permissions: t.permissionsSet, TokenExpiresAt: t.ExpiresAt, RateLimit: t.RateLimit, Method: m,
+		DailyTokenBudget: t.DailyTokenBudget,
 	}
 }
 
 // TokensChannel is the notification channel of token changes: a trigger sends the id of
-// every token that is revoked, or whose expiry, secret, role, scopes or user change.
+// every token that is revoked, or whose expiry, secret, role, scopes, user or daily
+// token budget change.
 const TokensChannel = "palyra_tokens"
 
 // TokensOptions are the dependencies of Tokens.
@@ -149,6 +156,9 @@ type CreateParams struct {
 	// RateLimit is calls a minute; 0 means DefaultRateLimit (through the API: or the
 	// creator's own limit when it is lower).
 	RateLimit int
+	// DailyTokenBudget bounds the tokens the token may use per UTC day through the
+	// OpenAI-compatible API; nil means no budget.
+	DailyTokenBudget *int64
 }
 
 // Create creates a token for the creator, whose effective permissions must include the
@@ -231,6 +241,7 @@ func insertToken(ctx context.Context, q *dbsqlc.Queries, id, secret, userID, cre
 		CreatedBy:          createdBy,
 		ExpiresAt:          p.ExpiresAt,
 		RotatedFrom:        rotatedFrom,
+		DailyTokenBudget:   budgetParam(p.DailyTokenBudget),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("access: create token: %w", err)
@@ -286,8 +297,8 @@ func (ts *Tokens) List(ctx context.Context, p ListParams) ([]*Token, string, err
 	return out, next, nil
 }
 
-// Rotate replaces an active token by a new one with the same label, role, scopes and
-// rate limit (and expiry, unless expiresAt is given), revokes the old one and ends its
+// Rotate replaces an active token by a new one with the same label, role, scopes, rate
+// limit and daily token budget (and expiry, unless expiresAt is given), revokes the old one and ends its
 // sessions, all in one transaction. The caller must hold the token's permissions, and
 // the new token is bounded by the caller's own as Create's is.
 func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expiresAt *time.Time) (*Token, string, error) {
@@ -325,6 +336,7 @@ func (ts *Tokens) Rotate(ctx context.Context, caller *Principal, id string, expi
 		}
 		tok, err = insertToken(ctx, q, newID, secret, old.UserID, caller.ID(), CreateParams{
 			Label: old.Label, Role: old.Role, Scopes: old.Scopes, ExpiresAt: expiresAt, RateLimit: old.RateLimit,
+			DailyTokenBudget: old.DailyTokenBudget,
 		}, &old.ID)
 		return err
 	})
@@ -364,6 +376,36 @@ func (ts *Tokens) Revoke(ctx context.Context, caller *Principal, id, reason stri
 	return ts.Get(ctx, id)
 }
 
+// SetBudget sets the daily token budget of a token that is not revoked (nil removes
+// it). The caller must hold the token's permissions. Every replica forgets the cached
+// token (the trigger of api_tokens announces the change), so that the budget applies
+// from the token's next call.
+func (ts *Tokens) SetBudget(ctx context.Context, caller *Principal, id string, budget *int64) (*Token, error) {
+	tok, err := ts.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if missing := tok.Permissions().Missing(caller.Permissions); len(missing) > 0 {
+		return nil, &ExceedsError{Missing: missing}
+	}
+	if _, err := ts.db.Q().SetTokenBudget(ctx, dbsqlc.SetTokenBudgetParams{ID: id, DailyTokenBudget: budgetParam(budget)}); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("access: set the budget of token %s (it is revoked): %w", id, ErrNotActive)
+		}
+		return nil, fmt.Errorf("access: set the budget of token %s: %w", id, err)
+	}
+	ts.cache.forget(id)
+	return ts.Get(ctx, id)
+}
+
+// budgetParam is a budget as its column takes it: null for none.
+func budgetParam(b *int64) pgtype.Int8 {
+	if b == nil {
+		return pgtype.Int8{}
+	}
+	return pgtype.Int8{Int64: *b, Valid: true}
+}
+
 // Authenticate checks a token string: well-formed, known, matching secret (compared in
 // constant time), not revoked, not expired. The token is read from the verified-token
 // cache when it is there (tokencache.go); the secret and the expiry are checked on every
@@ -400,6 +442,9 @@ func tokenFromRow(r dbsqlc.ApiToken, user, rotatedTo string) *Token {
 	}
 	if r.RotatedFrom != nil {
 		t.RotatedFrom = *r.RotatedFrom
+	}
+	if r.DailyTokenBudget.Valid {
+		t.DailyTokenBudget = &r.DailyTokenBudget.Int64
 	}
 	for _, s := range r.Scopes {
 		t.Scopes = append(t.Scopes, Permission(s))

@@ -21,6 +21,10 @@ const (
 	ReasonProviderError = "provider_error"
 	// ReasonTooLarge marks a request body over the cap: 413.
 	ReasonTooLarge = "request_too_large"
+	// ReasonInsufficientQuota marks a call refused because its token spent its daily
+	// token budget (ResourceExhausted): 429 with type insufficient_quota, as OpenAI
+	// answers an exhausted quota, and x-should-retry: false (the SDKs do not retry).
+	ReasonInsufficientQuota = "insufficient_quota"
 )
 
 // OpenAIEnvelope is OpenAI's error body: {"error":{"message","type","param","code"}}.
@@ -95,6 +99,9 @@ func OpenAIError(err error) (status int, retryAfter time.Duration, env OpenAIEnv
 			if rs, ok := reasonStatuses[e.Reason]; ok {
 				status = rs
 			}
+			if e.Reason == ReasonInsufficientQuota {
+				env.Error.Type = ReasonInsufficientQuota
+			}
 		}
 		retryAfter = e.RetryAfter
 	}
@@ -112,6 +119,9 @@ func WriteOpenAIError(w http.ResponseWriter, err error) {
 	h.Set("Content-Type", "application/json")
 	if wait > 0 {
 		h.Set("Retry-After", ratelimit.RetryAfter(wait))
+	}
+	if env.Error.Type == ReasonInsufficientQuota {
+		h.Set("X-Should-Retry", "false")
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(env)

@@ -295,8 +295,9 @@ func target(ctx context.Context, r route, model string, u *Usage) {
 	audit.SetTarget(ctx, t)
 }
 
-// start checks the flags and that req streams if and only if stream, and routes req;
-// the call's audit target names the model and its provider from then on.
+// start checks the flags, that req streams if and only if stream and the caller's
+// daily token budget, and routes req; the call's audit target names the model and its
+// provider from then on.
 func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (route, error) {
 	if err := h.enabled(ctx, stream); err != nil {
 		return route{}, err
@@ -307,6 +308,9 @@ func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (rou
 	case !req.Stream && stream:
 		return route{}, invalid("stream", "this call streams: set stream to true")
 	}
+	if err := h.checkBudget(ctx); err != nil {
+		return route{}, err
+	}
 	r, err := h.route(ctx, req.Model)
 	if err != nil {
 		return route{}, err
@@ -315,7 +319,8 @@ func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (rou
 	return r, nil
 }
 
-// complete answers a chat completion in one response, for both surfaces.
+// complete answers a chat completion in one response, for both surfaces, and records
+// its usage.
 func (h *Handler) complete(ctx context.Context, req *ChatRequest) (*Completion, error) {
 	r, err := h.start(ctx, req, false)
 	if err != nil {
@@ -326,13 +331,15 @@ func (h *Handler) complete(ctx context.Context, req *ChatRequest) (*Completion, 
 		return nil, err
 	}
 	target(ctx, r, req.Model, c.Usage)
+	h.record(ctx, r, req.Model, c.Usage)
 	return c, nil
 }
 
 // stream answers a chat completion chunk by chunk, for both surfaces: emit gets each
 // chunk as it arrives. The usage chunk (no choices) reaches emit only when the client
 // asked for it. An error after a chunk was emitted ends the stream; started tells the
-// caller whether one was.
+// caller whether one was. The usage the provider reported is recorded when the stream
+// ends, however it ends.
 func (h *Handler) stream(ctx context.Context, req *ChatRequest, emit func([]byte) error) (started bool, err error) {
 	r, err := h.start(ctx, req, true)
 	if err != nil {
@@ -344,7 +351,10 @@ func (h *Handler) stream(ctx context.Context, req *ChatRequest, emit func([]byte
 	}
 	defer s.Close()
 	var usage *Usage
-	defer func() { target(ctx, r, req.Model, usage) }()
+	defer func() {
+		target(ctx, r, req.Model, usage)
+		h.record(ctx, r, req.Model, usage)
+	}()
 	for {
 		chunk, err := s.Next()
 		if errors.Is(err, io.EOF) {

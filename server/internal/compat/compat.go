@@ -29,6 +29,7 @@ import (
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/flags"
 	"github.com/palyra/palyra/server/internal/secretref"
+	"github.com/palyra/palyra/server/internal/store"
 )
 
 // Flags is what the handler asks of the feature flags.
@@ -65,6 +66,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Nodes runs the dispatches of the models nodes serve (node.go); nil serves none.
 	Nodes Nodes
+	// Store records the calls' usage and checks the tokens' daily budgets (usage.go);
+	// nil records nothing and checks no budget.
+	Store *store.Store
 }
 
 // Handler serves CompatService, and is the implementation REST serves too. Every call

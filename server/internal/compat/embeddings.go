@@ -137,10 +137,14 @@ func (r *EmbeddingRequest) upstreamBody(model string) ([]byte, error) {
 	return json.Marshal(fields)
 }
 
-// embed embeds req's inputs, for both surfaces; the call's audit target names the
-// model, its provider and the input's token count.
+// embed embeds req's inputs, for both surfaces, once the caller's daily token budget
+// is checked; the call's audit target names the model, its provider and the input's
+// token count, which is recorded as its usage.
 func (h *Handler) embed(ctx context.Context, req *EmbeddingRequest) (*Embeddings, error) {
 	if err := h.enabled(ctx, false); err != nil {
+		return nil, err
+	}
+	if err := h.checkBudget(ctx); err != nil {
 		return nil, err
 	}
 	r, err := h.route(ctx, req.Model)
@@ -160,6 +164,7 @@ func (h *Handler) embed(ctx context.Context, req *EmbeddingRequest) (*Embeddings
 		return nil, providerError(r.name, "answered %d embeddings for %d inputs", len(out.Vectors), len(req.Inputs))
 	}
 	target(ctx, r, req.Model, out.Usage)
+	h.record(ctx, r, req.Model, out.Usage)
 	return out, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
@@ -367,7 +369,8 @@ func TestRequestIDs(t *testing.T) {
 // moves every row into the chain, which verifies.
 func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 	t.Parallel()
-	b := startAccess(t)
+	dbURL := storetest.URL(t)
+	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--compat-model", "palyra-echo"), dbURL: dbURL}
 	ctx := t.Context()
 	dev := b.enroll(t, time.Hour)
 	// From now on every insert into audit_events fails: the call's End and the drainer
@@ -430,6 +433,12 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		}
 		return err
 	}, func() string { return "token:" + tok + " -> token:" + rotated })
+	check(accessv1connect.AccessServiceSetTokenBudgetProcedure, func(rid string) error {
+		req := connect.NewRequest(&accessv1.SetTokenBudgetRequest{Id: rotated, DailyTokenBudget: new(int64(1000))})
+		withID(req.Header(), rid)
+		_, err := access.SetTokenBudget(ctx, req)
+		return err
+	}, func() string { return "token:" + rotated + " daily_token_budget:1000" })
 	check(accessv1connect.AccessServiceRevokeTokenProcedure, func(rid string) error {
 		req := connect.NewRequest(&accessv1.RevokeTokenRequest{Id: rotated})
 		withID(req.Header(), rid)
@@ -695,19 +704,53 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
 
-	// Every RPC that may change state was called. Chat completions, embeddings and
-	// responses are audited but write nothing (their event is appended when they end,
-	// TestOpenAIGoSDK): they have no outbox row to commit.
-	writesNothing := map[string]bool{
-		compatv1connect.CompatServiceCreateChatCompletionProcedure: true,
-		compatv1connect.CompatServiceStreamChatCompletionProcedure: true,
-		compatv1connect.CompatServiceCreateEmbeddingProcedure:      true,
-		compatv1connect.CompatServiceCreateResponseProcedure:       true,
-		compatv1connect.CompatServiceStreamResponseProcedure:       true,
+	// The OpenAI-compatible API's calls write their usage, which commits their outbox
+	// row, its target naming the model, the provider and the token counts.
+	if _, err := flags.SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_streaming", Enabled: true})); err != nil {
+		t.Fatal(err)
 	}
+	compat := compatv1connect.NewCompatServiceClient(b.h2, b.baseURL)
+	user := func(text string) []*compatv1.ChatMessage {
+		return []*compatv1.ChatMessage{{Role: "user", Content: text}}
+	}
+	echoTarget := func(prompt, completion int) func() string {
+		return func() string {
+			return fmt.Sprintf("model:palyra-echo provider:palyra prompt_tokens:%d completion_tokens:%d", prompt, completion)
+		}
+	}
+	check(compatv1connect.CompatServiceCreateChatCompletionProcedure, func(rid string) error {
+		req := connect.NewRequest(&compatv1.CreateChatCompletionRequest{Model: "palyra-echo", Messages: user("outbox chat")})
+		withID(req.Header(), rid)
+		_, err := compat.CreateChatCompletion(ctx, req)
+		return err
+	}, echoTarget(2, 2))
+	check(compatv1connect.CompatServiceStreamChatCompletionProcedure, func(rid string) error {
+		req := connect.NewRequest(&compatv1.StreamChatCompletionRequest{Model: "palyra-echo", Messages: user("outbox chat stream")})
+		withID(req.Header(), rid)
+		return drain(compat.StreamChatCompletion(ctx, req))
+	}, echoTarget(3, 3))
+	check(compatv1connect.CompatServiceCreateEmbeddingProcedure, func(rid string) error {
+		req := connect.NewRequest(&compatv1.CreateEmbeddingRequest{Model: "palyra-echo", Input: []string{"outbox embedding"}})
+		withID(req.Header(), rid)
+		_, err := compat.CreateEmbedding(ctx, req)
+		return err
+	}, echoTarget(2, 0))
+	check(compatv1connect.CompatServiceCreateResponseProcedure, func(rid string) error {
+		req := connect.NewRequest(&compatv1.CreateResponseRequest{Model: "palyra-echo", Input: user("outbox response")})
+		withID(req.Header(), rid)
+		_, err := compat.CreateResponse(ctx, req)
+		return err
+	}, echoTarget(2, 2))
+	check(compatv1connect.CompatServiceStreamResponseProcedure, func(rid string) error {
+		req := connect.NewRequest(&compatv1.StreamResponseRequest{Model: "palyra-echo", Input: user("outbox response stream")})
+		withID(req.Header(), rid)
+		return drain(compat.StreamResponse(ctx, req))
+	}, echoTarget(3, 3))
+
+	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {
 		opts, _ := md.Options().(*descriptorpb.MethodOptions)
-		if opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS && !called[procedure] && !writesNothing[procedure] {
+		if opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS && !called[procedure] {
 			t.Errorf("%s may change state and is not called by this test: add it", procedure)
 		}
 	}
@@ -747,4 +790,14 @@ func (r requestID) WrapStreamingClient(next connect.StreamingClientFunc) connect
 
 func (r requestID) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// drain reads a server stream to its end and returns how the call ended.
+func drain[T any](stream *connect.ServerStreamForClient[T], err error) error {
+	if err != nil {
+		return err
+	}
+	for stream.Receive() {
+	}
+	return stream.Err()
 }

@@ -152,7 +152,13 @@ type compatBed struct {
 
 func startCompat(t *testing.T) *compatBed {
 	t.Helper()
-	td := startDaemon(t, "--database-url", storetest.URL(t), "--data-dir", t.TempDir(), "--compat-model", "palyra-echo")
+	return startCompatOn(t, storetest.URL(t))
+}
+
+// startCompatOn is startCompat on the database at dbURL.
+func startCompatOn(t *testing.T, dbURL string) *compatBed {
+	t.Helper()
+	td := startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--compat-model", "palyra-echo")
 	fake := newFakeUpstream(t)
 	td.putSecret(t, td.owner, "fake", upstreamKey)
 	_, err := td.configClient(td.owner).UpdateConfig(t.Context(), connect.NewRequest(&controlplanev1.UpdateConfigRequest{

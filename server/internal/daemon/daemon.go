@@ -437,7 +437,8 @@ func (s *startup) buildServices() (err error) {
 // serve mounts every service on the listener and starts serving; it cannot fail.
 func (s *startup) serve() *Daemon {
 	cfg := s.cfg
-	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime})
+	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
+		Store: s.db.store})
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
 			Status: status.NewHandler(status.Options{

@@ -26,6 +26,7 @@ var queryOwners = map[string]string{
 	"sessions.sql.go":  "access",
 	"vault.sql.go":     "vault",
 	"status.sql.go":    "store", // Ping
+	"usage.sql.go":     "compat",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns

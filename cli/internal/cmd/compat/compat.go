@@ -1,5 +1,6 @@
-// Package compat is `palyra compat`: the models of palyrad's OpenAI-compatible API, and
-// chat completions with one of them from the terminal, over the CompatService RPCs.
+// Package compat is `palyra compat`: the models of palyrad's OpenAI-compatible API, chat
+// completions with one of them from the terminal, and the API's token usage, over the
+// CompatService RPCs.
 package compat
 
 import (
@@ -20,10 +21,10 @@ import (
 func NewCommand(d *deps.Deps) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "compat",
-		Short: "Use the OpenAI-compatible API: list its models, chat with one",
+		Short: "Use the OpenAI-compatible API: list its models, chat with one, show its usage",
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	c.AddCommand(newModelsCommand(d), newChatCommand(d))
+	c.AddCommand(newModelsCommand(d), newChatCommand(d), newUsageCommand(d))
 	return c
 }
 

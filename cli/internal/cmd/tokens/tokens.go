@@ -10,6 +10,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -29,15 +30,17 @@ import (
 func NewCommand(d *deps.Deps) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tokens",
-		Short: "Create, list, show, rotate and revoke API tokens",
+		Short: "Create, list, show, rotate and revoke API tokens, and set their budgets",
 		Long: `tokens manages palyrad's API tokens (it needs the tokens.manage permission). A token
 reads plr_<id>_<secret>; its secret is shown once, when it is created or rotated, and
 palyrad keeps only its hash. A token can hold no permission that its creator lacks, and a
 token created or rotated by a token expires no later and allows no more calls a minute
-than that token (a console session: its token).`,
+than that token (a console session: its token). A token may have a daily token budget:
+the prompt plus completion tokens it may use per UTC day through the OpenAI-compatible
+API, across all models and replicas.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	c.AddCommand(newCreateCommand(d), newListCommand(d), newGetCommand(d), newRotateCommand(d), newRevokeCommand(d))
+	c.AddCommand(newCreateCommand(d), newListCommand(d), newGetCommand(d), newRotateCommand(d), newRevokeCommand(d), newSetBudgetCommand(d))
 	return c
 }
 
@@ -73,12 +76,14 @@ func newCreateCommand(d *deps.Deps) *cobra.Command {
 		scopes    []string
 		expiresIn cliflag.Duration
 		rateLimit uint32
+		budget    int64
 	)
 	c := &cobra.Command{
 		Use:   "create",
 		Short: "Create an API token and print its secret once",
 		Example: `  palyra auth tokens create --label ci-deploy --role operator --expires-in 30d
-  palyra auth tokens create --label audit-export --role admin --scope audit.read --rate-limit 10 -o json`,
+  palyra auth tokens create --label audit-export --role admin --scope audit.read --rate-limit 10 -o json
+  palyra auth tokens create --label chat-app --role operator --scope compat.chat.create --daily-token-budget 100000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n := utf8.RuneCountInString(label); n == 0 || n > 64 {
@@ -101,6 +106,12 @@ func newCreateCommand(d *deps.Deps) *cobra.Command {
 					return cliusage.Wrap(fmt.Errorf("--rate-limit must be between 1 and 100000 calls a minute, got %d", rateLimit))
 				}
 				req.RateLimitPerMinute = &rateLimit
+			}
+			if cmd.Flags().Changed("daily-token-budget") {
+				if budget < 1 {
+					return cliusage.Wrap(fmt.Errorf("--daily-token-budget must be a positive number of tokens, got %d", budget))
+				}
+				req.DailyTokenBudget = &budget
 			}
 			if expiresIn.Value > 0 {
 				req.ExpireTime = timestamppb.New(d.Clock().Add(expiresIn.Value))
@@ -125,6 +136,7 @@ func newCreateCommand(d *deps.Deps) *cobra.Command {
 	c.Flags().StringArrayVar(&scopes, "scope", nil, "narrow the role to this permission, e.g. nodes.read (repeatable)")
 	c.Flags().Var(&expiresIn, "expires-in", "lifetime, e.g. 30d, 24h or 1d12h (default: never expires; needed when your own token expires)")
 	c.Flags().Uint32Var(&rateLimit, "rate-limit", 0, "calls a minute, across replicas (default 120, or your own token's limit when lower)")
+	c.Flags().Int64Var(&budget, "daily-token-budget", 0, "prompt plus completion tokens a UTC day through the OpenAI-compatible API (default: no budget)")
 	return c
 }
 
@@ -180,7 +192,8 @@ func newRotateCommand(d *deps.Deps) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rotate ID",
 		Short: "Replace a token by a new one with the same label, role and scopes; print the new secret once",
-		Long: `rotate replaces a token by a new one with the same label, role, scopes and rate limit.
+		Long: `rotate replaces a token by a new one with the same label, role, scopes, rate limit and
+daily token budget.
 The old secret stops working at once; the new one is printed once. The new token may not
 expire later, nor allow more calls a minute, than your own token.`,
 		Example: "  palyra auth tokens rotate 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --expires-in 90d",
@@ -233,6 +246,60 @@ func newRevokeCommand(d *deps.Deps) *cobra.Command {
 	return c
 }
 
+// ParseBudget parses a budget argument: a positive number of tokens, or "none" (nil).
+func ParseBudget(s string) (*int64, error) {
+	if strings.EqualFold(s, "none") {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 1 {
+		return nil, cliusage.Wrap(fmt.Errorf("the budget must be a positive number of tokens, or none; got %q", s))
+	}
+	return &n, nil
+}
+
+func newSetBudgetCommand(d *deps.Deps) *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-budget ID TOKENS|none",
+		Short: "Set or remove a token's daily token budget for the OpenAI-compatible API",
+		Long: `set-budget sets the prompt plus completion tokens a token may use per UTC day through the
+OpenAI-compatible API, across all models and replicas, or removes the budget (none). Once
+the day's usage reaches the budget, the token's calls are refused (429 insufficient_quota)
+until the next UTC midnight; a call that starts under the budget may overshoot it by its
+own tokens. The change applies from the token's next call.`,
+		Example: `  palyra auth tokens set-budget 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 200000
+  palyra auth tokens set-budget 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 none`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := ParseID(args[0])
+			if err != nil {
+				return err
+			}
+			budget, err := ParseBudget(args[1])
+			if err != nil {
+				return err
+			}
+			c, err := d.Client()
+			if err != nil {
+				return err
+			}
+			res, err := c.Access.SetTokenBudget(cmd.Context(), connect.NewRequest(&accessv1.SetTokenBudgetRequest{Id: id, DailyTokenBudget: budget}))
+			if err != nil {
+				return err
+			}
+			return output.Print(d.Stdout, d.Output, res.Msg, func(w io.Writer) { tokenTable(w, res.Msg.GetToken()) })
+		},
+	}
+}
+
+// budget is a token's daily token budget as the tables show it.
+func budget(t *accessv1.Token) string {
+	if t.DailyTokenBudget == nil {
+		return "none"
+	}
+	return strconv.FormatInt(t.GetDailyTokenBudget(), 10) + "/day"
+}
+
 // tokenTable writes one token as rows of a name and a value.
 func tokenTable(w io.Writer, t *accessv1.Token) {
 	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
@@ -246,6 +313,7 @@ func tokenTable(w io.Writer, t *accessv1.Token) {
 	}
 	row("Permissions", output.List(t.GetPermissions()))
 	row("Rate limit", fmt.Sprintf("%d/min", t.GetRateLimitPerMinute()))
+	row("Token budget", budget(t))
 	row("Created", fmt.Sprintf("%s by %s", output.Time(t.GetCreateTime(), "-"), output.Cell(t.GetCreatedBy())))
 	row("Expires", output.Time(t.GetExpireTime(), "never"))
 	row("Last used", output.Time(t.GetLastUseTime(), "never"))
@@ -262,10 +330,10 @@ func tokenTable(w io.Writer, t *accessv1.Token) {
 
 // listTable writes tokens as a table with a header.
 func listTable(w io.Writer, tokens []*accessv1.Token) {
-	fmt.Fprintln(w, "ID\tLABEL\tROLE\tSTATE\tEXPIRES\tLAST USED\tCREATED BY")
+	fmt.Fprintln(w, "ID\tLABEL\tROLE\tSTATE\tEXPIRES\tLAST USED\tCREATED BY\tTOKEN BUDGET")
 	for _, t := range tokens {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.GetId(), output.Cell(t.GetLabel()), output.Enum(t.GetRole()),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.GetId(), output.Cell(t.GetLabel()), output.Enum(t.GetRole()),
 			output.Enum(t.GetState()), output.Time(t.GetExpireTime(), "never"), output.Time(t.GetLastUseTime(), "never"),
-			output.Cell(t.GetCreatedBy()))
+			output.Cell(t.GetCreatedBy()), budget(t))
 	}
 }

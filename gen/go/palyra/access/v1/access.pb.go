@@ -733,9 +733,13 @@ type Token struct {
 	// rotated_from is the token this one replaced by rotation, if any.
 	RotatedFrom string `protobuf:"bytes,15,opt,name=rotated_from,json=rotatedFrom,proto3" json:"rotated_from,omitempty"`
 	// rotated_to is the token that replaced this one by rotation, if any.
-	RotatedTo     string `protobuf:"bytes,16,opt,name=rotated_to,json=rotatedTo,proto3" json:"rotated_to,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RotatedTo string `protobuf:"bytes,16,opt,name=rotated_to,json=rotatedTo,proto3" json:"rotated_to,omitempty"`
+	// daily_token_budget is the prompt plus completion tokens the token may use per UTC
+	// day through the OpenAI-compatible API, across all models; unset when it has no
+	// budget.
+	DailyTokenBudget *int64 `protobuf:"varint,17,opt,name=daily_token_budget,json=dailyTokenBudget,proto3,oneof" json:"daily_token_budget,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Token) Reset() {
@@ -880,6 +884,13 @@ func (x *Token) GetRotatedTo() string {
 	return ""
 }
 
+func (x *Token) GetDailyTokenBudget() int64 {
+	if x != nil && x.DailyTokenBudget != nil {
+		return *x.DailyTokenBudget
+	}
+	return 0
+}
+
 // CreateTokenRequest describes the token to create.
 type CreateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -897,8 +908,12 @@ type CreateTokenRequest struct {
 	// rate_limit_per_minute bounds the token's calls a minute, across replicas; at most
 	// the caller's token's. Unset means 120, or the caller's token's limit when lower.
 	RateLimitPerMinute *uint32 `protobuf:"varint,5,opt,name=rate_limit_per_minute,json=rateLimitPerMinute,proto3,oneof" json:"rate_limit_per_minute,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// daily_token_budget bounds the prompt plus completion tokens the token may use per
+	// UTC day through the OpenAI-compatible API (calls are refused with ResourceExhausted,
+	// REST 429 insufficient_quota, once it is spent); unset means no budget.
+	DailyTokenBudget *int64 `protobuf:"varint,6,opt,name=daily_token_budget,json=dailyTokenBudget,proto3,oneof" json:"daily_token_budget,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateTokenRequest) Reset() {
@@ -962,6 +977,13 @@ func (x *CreateTokenRequest) GetExpireTime() *timestamppb.Timestamp {
 func (x *CreateTokenRequest) GetRateLimitPerMinute() uint32 {
 	if x != nil && x.RateLimitPerMinute != nil {
 		return *x.RateLimitPerMinute
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetDailyTokenBudget() int64 {
+	if x != nil && x.DailyTokenBudget != nil {
+		return *x.DailyTokenBudget
 	}
 	return 0
 }
@@ -1444,6 +1466,107 @@ func (x *RevokeTokenResponse) GetToken() *Token {
 	return nil
 }
 
+// SetTokenBudgetRequest names a token and its new daily token budget.
+type SetTokenBudgetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the token.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// daily_token_budget is the new budget; unset removes the budget.
+	DailyTokenBudget *int64 `protobuf:"varint,2,opt,name=daily_token_budget,json=dailyTokenBudget,proto3,oneof" json:"daily_token_budget,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SetTokenBudgetRequest) Reset() {
+	*x = SetTokenBudgetRequest{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTokenBudgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTokenBudgetRequest) ProtoMessage() {}
+
+func (x *SetTokenBudgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTokenBudgetRequest.ProtoReflect.Descriptor instead.
+func (*SetTokenBudgetRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetTokenBudgetRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetTokenBudgetRequest) GetDailyTokenBudget() int64 {
+	if x != nil && x.DailyTokenBudget != nil {
+		return *x.DailyTokenBudget
+	}
+	return 0
+}
+
+// SetTokenBudgetResponse holds the changed token.
+type SetTokenBudgetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the token, with its new budget.
+	Token         *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTokenBudgetResponse) Reset() {
+	*x = SetTokenBudgetResponse{}
+	mi := &file_palyra_access_v1_access_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTokenBudgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTokenBudgetResponse) ProtoMessage() {}
+
+func (x *SetTokenBudgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_access_v1_access_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTokenBudgetResponse.ProtoReflect.Descriptor instead.
+func (*SetTokenBudgetResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_access_v1_access_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetTokenBudgetResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 var File_palyra_access_v1_access_proto protoreflect.FileDescriptor
 
 const file_palyra_access_v1_access_proto_rawDesc = "" +
@@ -1477,7 +1600,7 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x04role\x18\x01 \x01(\x0e2\x16.palyra.access.v1.RoleR\x04role\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
-	"\vpermissions\x18\x04 \x03(\tR\vpermissions\"\x8b\x05\n" +
+	"\vpermissions\x18\x04 \x03(\tR\vpermissions\"\xd5\x05\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\x12\x12\n" +
@@ -1500,7 +1623,9 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\rlast_use_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vlastUseTime\x12!\n" +
 	"\frotated_from\x18\x0f \x01(\tR\vrotatedFrom\x12\x1d\n" +
 	"\n" +
-	"rotated_to\x18\x10 \x01(\tR\trotatedTo\"\xb7\x02\n" +
+	"rotated_to\x18\x10 \x01(\tR\trotatedTo\x121\n" +
+	"\x12daily_token_budget\x18\x11 \x01(\x03H\x00R\x10dailyTokenBudget\x88\x01\x01B\x15\n" +
+	"\x13_daily_token_budget\"\x8a\x03\n" +
 	"\x12CreateTokenRequest\x12\x1f\n" +
 	"\x05label\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05label\x126\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x16.palyra.access.v1.RoleB\n" +
@@ -1509,8 +1634,10 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\xbaH\a\x92\x01\x04\x10@\x18\x01R\x06scopes\x12E\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\b\xbaH\x05\xb2\x01\x02@\x01R\n" +
 	"expireTime\x12C\n" +
-	"\x15rate_limit_per_minute\x18\x05 \x01(\rB\v\xbaH\b*\x06\x18\xa0\x8d\x06(\x01H\x00R\x12rateLimitPerMinute\x88\x01\x01B\x18\n" +
-	"\x16_rate_limit_per_minute\"\\\n" +
+	"\x15rate_limit_per_minute\x18\x05 \x01(\rB\v\xbaH\b*\x06\x18\xa0\x8d\x06(\x01H\x00R\x12rateLimitPerMinute\x88\x01\x01\x12:\n" +
+	"\x12daily_token_budget\x18\x06 \x01(\x03B\a\xbaH\x04\"\x02(\x01H\x01R\x10dailyTokenBudget\x88\x01\x01B\x18\n" +
+	"\x16_rate_limit_per_minuteB\x15\n" +
+	"\x13_daily_token_budget\"\\\n" +
 	"\x13CreateTokenResponse\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"\xa1\x01\n" +
@@ -1537,6 +1664,12 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12 \n" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"D\n" +
 	"\x13RevokeTokenResponse\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token\"\x85\x01\n" +
+	"\x15SetTokenBudgetRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12:\n" +
+	"\x12daily_token_budget\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x01H\x00R\x10dailyTokenBudget\x88\x01\x01B\x15\n" +
+	"\x13_daily_token_budget\"G\n" +
+	"\x16SetTokenBudgetResponse\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.palyra.access.v1.TokenR\x05token*O\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n" +
@@ -1555,7 +1688,7 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"\x17TOKEN_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TOKEN_STATE_ACTIVE\x10\x01\x12\x17\n" +
 	"\x13TOKEN_STATE_EXPIRED\x10\x02\x12\x17\n" +
-	"\x13TOKEN_STATE_REVOKED\x10\x032\xea\x06\n" +
+	"\x13TOKEN_STATE_REVOKED\x10\x032\xe4\a\n" +
 	"\rAccessService\x12V\n" +
 	"\x06WhoAmI\x12\x1f.palyra.access.v1.WhoAmIRequest\x1a .palyra.access.v1.WhoAmIResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12q\n" +
 	"\x0fListPermissions\x12(.palyra.access.v1.ListPermissionsRequest\x1a).palyra.access.v1.ListPermissionsResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12_\n" +
@@ -1565,7 +1698,8 @@ const file_palyra_access_v1_access_proto_rawDesc = "" +
 	"ListTokens\x12#.palyra.access.v1.ListTokensRequest\x1a$.palyra.access.v1.ListTokensResponse\"\x16\xea\xe0\x18\x0f\x1a\rtokens.manage\x90\x02\x01\x12i\n" +
 	"\bGetToken\x12!.palyra.access.v1.GetTokenRequest\x1a\".palyra.access.v1.GetTokenResponse\"\x16\xea\xe0\x18\x0f\x1a\rtokens.manage\x90\x02\x01\x12o\n" +
 	"\vRotateToken\x12$.palyra.access.v1.RotateTokenRequest\x1a%.palyra.access.v1.RotateTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12o\n" +
-	"\vRevokeToken\x12$.palyra.access.v1.RevokeTokenRequest\x1a%.palyra.access.v1.RevokeTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manageB;Z9github.com/palyra/palyra/gen/go/palyra/access/v1;accessv1b\x06proto3"
+	"\vRevokeToken\x12$.palyra.access.v1.RevokeTokenRequest\x1a%.palyra.access.v1.RevokeTokenResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manage\x12x\n" +
+	"\x0eSetTokenBudget\x12'.palyra.access.v1.SetTokenBudgetRequest\x1a(.palyra.access.v1.SetTokenBudgetResponse\"\x13\xea\xe0\x18\x0f\x1a\rtokens.manageB;Z9github.com/palyra/palyra/gen/go/palyra/access/v1;accessv1b\x06proto3"
 
 var (
 	file_palyra_access_v1_access_proto_rawDescOnce sync.Once
@@ -1580,7 +1714,7 @@ func file_palyra_access_v1_access_proto_rawDescGZIP() []byte {
 }
 
 var file_palyra_access_v1_access_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_palyra_access_v1_access_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_palyra_access_v1_access_proto_goTypes = []any{
 	(Role)(0),                       // 0: palyra.access.v1.Role
 	(AuthMethod)(0),                 // 1: palyra.access.v1.AuthMethod
@@ -1605,52 +1739,57 @@ var file_palyra_access_v1_access_proto_goTypes = []any{
 	(*RotateTokenResponse)(nil),     // 20: palyra.access.v1.RotateTokenResponse
 	(*RevokeTokenRequest)(nil),      // 21: palyra.access.v1.RevokeTokenRequest
 	(*RevokeTokenResponse)(nil),     // 22: palyra.access.v1.RevokeTokenResponse
-	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
+	(*SetTokenBudgetRequest)(nil),   // 23: palyra.access.v1.SetTokenBudgetRequest
+	(*SetTokenBudgetResponse)(nil),  // 24: palyra.access.v1.SetTokenBudgetResponse
+	(*timestamppb.Timestamp)(nil),   // 25: google.protobuf.Timestamp
 }
 var file_palyra_access_v1_access_proto_depIdxs = []int32{
 	5,  // 0: palyra.access.v1.WhoAmIResponse.principal:type_name -> palyra.access.v1.Principal
 	0,  // 1: palyra.access.v1.Principal.role:type_name -> palyra.access.v1.Role
-	23, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
+	25, // 2: palyra.access.v1.Principal.token_expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: palyra.access.v1.Principal.method:type_name -> palyra.access.v1.AuthMethod
 	8,  // 4: palyra.access.v1.ListPermissionsResponse.permissions:type_name -> palyra.access.v1.Permission
 	11, // 5: palyra.access.v1.ListRolesResponse.roles:type_name -> palyra.access.v1.RoleInfo
 	0,  // 6: palyra.access.v1.RoleInfo.role:type_name -> palyra.access.v1.Role
 	0,  // 7: palyra.access.v1.Token.role:type_name -> palyra.access.v1.Role
 	2,  // 8: palyra.access.v1.Token.state:type_name -> palyra.access.v1.TokenState
-	23, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	23, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
-	23, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	23, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
+	25, // 9: palyra.access.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	25, // 10: palyra.access.v1.Token.expire_time:type_name -> google.protobuf.Timestamp
+	25, // 11: palyra.access.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	25, // 12: palyra.access.v1.Token.last_use_time:type_name -> google.protobuf.Timestamp
 	0,  // 13: palyra.access.v1.CreateTokenRequest.role:type_name -> palyra.access.v1.Role
-	23, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	25, // 14: palyra.access.v1.CreateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
 	12, // 15: palyra.access.v1.CreateTokenResponse.token:type_name -> palyra.access.v1.Token
 	2,  // 16: palyra.access.v1.ListTokensRequest.state:type_name -> palyra.access.v1.TokenState
 	12, // 17: palyra.access.v1.ListTokensResponse.tokens:type_name -> palyra.access.v1.Token
 	12, // 18: palyra.access.v1.GetTokenResponse.token:type_name -> palyra.access.v1.Token
-	23, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
+	25, // 19: palyra.access.v1.RotateTokenRequest.expire_time:type_name -> google.protobuf.Timestamp
 	12, // 20: palyra.access.v1.RotateTokenResponse.token:type_name -> palyra.access.v1.Token
 	12, // 21: palyra.access.v1.RevokeTokenResponse.token:type_name -> palyra.access.v1.Token
-	3,  // 22: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
-	6,  // 23: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
-	9,  // 24: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
-	13, // 25: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
-	15, // 26: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
-	17, // 27: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
-	19, // 28: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
-	21, // 29: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
-	4,  // 30: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
-	7,  // 31: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
-	10, // 32: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
-	14, // 33: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
-	16, // 34: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
-	18, // 35: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
-	20, // 36: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
-	22, // 37: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
-	30, // [30:38] is the sub-list for method output_type
-	22, // [22:30] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	12, // 22: palyra.access.v1.SetTokenBudgetResponse.token:type_name -> palyra.access.v1.Token
+	3,  // 23: palyra.access.v1.AccessService.WhoAmI:input_type -> palyra.access.v1.WhoAmIRequest
+	6,  // 24: palyra.access.v1.AccessService.ListPermissions:input_type -> palyra.access.v1.ListPermissionsRequest
+	9,  // 25: palyra.access.v1.AccessService.ListRoles:input_type -> palyra.access.v1.ListRolesRequest
+	13, // 26: palyra.access.v1.AccessService.CreateToken:input_type -> palyra.access.v1.CreateTokenRequest
+	15, // 27: palyra.access.v1.AccessService.ListTokens:input_type -> palyra.access.v1.ListTokensRequest
+	17, // 28: palyra.access.v1.AccessService.GetToken:input_type -> palyra.access.v1.GetTokenRequest
+	19, // 29: palyra.access.v1.AccessService.RotateToken:input_type -> palyra.access.v1.RotateTokenRequest
+	21, // 30: palyra.access.v1.AccessService.RevokeToken:input_type -> palyra.access.v1.RevokeTokenRequest
+	23, // 31: palyra.access.v1.AccessService.SetTokenBudget:input_type -> palyra.access.v1.SetTokenBudgetRequest
+	4,  // 32: palyra.access.v1.AccessService.WhoAmI:output_type -> palyra.access.v1.WhoAmIResponse
+	7,  // 33: palyra.access.v1.AccessService.ListPermissions:output_type -> palyra.access.v1.ListPermissionsResponse
+	10, // 34: palyra.access.v1.AccessService.ListRoles:output_type -> palyra.access.v1.ListRolesResponse
+	14, // 35: palyra.access.v1.AccessService.CreateToken:output_type -> palyra.access.v1.CreateTokenResponse
+	16, // 36: palyra.access.v1.AccessService.ListTokens:output_type -> palyra.access.v1.ListTokensResponse
+	18, // 37: palyra.access.v1.AccessService.GetToken:output_type -> palyra.access.v1.GetTokenResponse
+	20, // 38: palyra.access.v1.AccessService.RotateToken:output_type -> palyra.access.v1.RotateTokenResponse
+	22, // 39: palyra.access.v1.AccessService.RevokeToken:output_type -> palyra.access.v1.RevokeTokenResponse
+	24, // 40: palyra.access.v1.AccessService.SetTokenBudget:output_type -> palyra.access.v1.SetTokenBudgetResponse
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_palyra_access_v1_access_proto_init() }
@@ -1658,14 +1797,16 @@ func file_palyra_access_v1_access_proto_init() {
 	if File_palyra_access_v1_access_proto != nil {
 		return
 	}
+	file_palyra_access_v1_access_proto_msgTypes[9].OneofWrappers = []any{}
 	file_palyra_access_v1_access_proto_msgTypes[10].OneofWrappers = []any{}
+	file_palyra_access_v1_access_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_access_v1_access_proto_rawDesc), len(file_palyra_access_v1_access_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

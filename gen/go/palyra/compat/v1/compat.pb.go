@@ -12,6 +12,7 @@
 package compatv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -1553,11 +1554,396 @@ func (x *Response) GetIncompleteReason() string {
 	return ""
 }
 
+// GetUsageRequest filters the usage.
+type GetUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token_id keeps only this API token's usage; empty keeps every token's.
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// since_day keeps the UTC days from this one on, as YYYY-MM-DD; empty keeps all.
+	SinceDay      string `protobuf:"bytes,2,opt,name=since_day,json=sinceDay,proto3" json:"since_day,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetUsageRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetSinceDay() string {
+	if x != nil {
+		return x.SinceDay
+	}
+	return ""
+}
+
+// GetUsageResponse is the usage, its totals and the budgets of its tokens.
+type GetUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rows by day, then token id, model and provider.
+	Rows []*UsageRow `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	// totals sums the rows.
+	Totals *UsageTotals `protobuf:"bytes,2,opt,name=totals,proto3" json:"totals,omitempty"`
+	// tokens are the tokens of the rows (and the one asked for), by id.
+	Tokens []*TokenUsage `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	// today is the current UTC day, YYYY-MM-DD, which budgets count.
+	Today         string `protobuf:"bytes,4,opt,name=today,proto3" json:"today,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetUsageResponse) GetRows() []*UsageRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetTotals() *UsageTotals {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetTokens() []*TokenUsage {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetToday() string {
+	if x != nil {
+		return x.Today
+	}
+	return ""
+}
+
+// UsageRow is what one token used of one model of one provider on one UTC day.
+type UsageRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token_id is the API token that made the calls.
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// day is the UTC day, YYYY-MM-DD.
+	Day string `protobuf:"bytes,2,opt,name=day,proto3" json:"day,omitempty"`
+	// model is the model as the calls named it (an alias, not resolved).
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// provider served the calls: "palyra" (palyra-echo), an upstream's name
+	// (compat.providers.<name>), or the provider palyrad names nodes' models with.
+	Provider string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
+	// requests counts the calls that used tokens.
+	Requests int64 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	// prompt_tokens counts the inputs' tokens.
+	PromptTokens int64 `protobuf:"varint,6,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	// completion_tokens counts the answers' tokens (0 for embeddings).
+	CompletionTokens int64 `protobuf:"varint,7,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	// total_tokens is their sum.
+	TotalTokens   int64 `protobuf:"varint,8,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRow) Reset() {
+	*x = UsageRow{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRow) ProtoMessage() {}
+
+func (x *UsageRow) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
+func (*UsageRow) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *UsageRow) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *UsageRow) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+func (x *UsageRow) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageRow) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *UsageRow) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageRow) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *UsageRow) GetCompletionTokens() int64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *UsageRow) GetTotalTokens() int64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+// UsageTotals sums usage rows.
+type UsageTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// requests counts the calls.
+	Requests int64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// prompt_tokens counts the inputs' tokens.
+	PromptTokens int64 `protobuf:"varint,2,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	// completion_tokens counts the answers' tokens.
+	CompletionTokens int64 `protobuf:"varint,3,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	// total_tokens is their sum.
+	TotalTokens   int64 `protobuf:"varint,4,opt,name=total_tokens,json=totalTokens,proto3" json:"total_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageTotals) Reset() {
+	*x = UsageTotals{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageTotals) ProtoMessage() {}
+
+func (x *UsageTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageTotals.ProtoReflect.Descriptor instead.
+func (*UsageTotals) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UsageTotals) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetCompletionTokens() int64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *UsageTotals) GetTotalTokens() int64 {
+	if x != nil {
+		return x.TotalTokens
+	}
+	return 0
+}
+
+// TokenUsage is a token's budget and what it used today.
+type TokenUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token_id is the API token.
+	TokenId string `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// label is the token's label.
+	Label string `protobuf:"bytes,2,opt,name=label,proto3" json:"label,omitempty"`
+	// daily_token_budget is its budget of prompt plus completion tokens per UTC day;
+	// unset when it has none.
+	DailyTokenBudget *int64 `protobuf:"varint,3,opt,name=daily_token_budget,json=dailyTokenBudget,proto3,oneof" json:"daily_token_budget,omitempty"`
+	// spent_today is what it used today (UTC), across all models.
+	SpentToday    int64 `protobuf:"varint,4,opt,name=spent_today,json=spentToday,proto3" json:"spent_today,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenUsage) Reset() {
+	*x = TokenUsage{}
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenUsage) ProtoMessage() {}
+
+func (x *TokenUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_compat_v1_compat_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenUsage.ProtoReflect.Descriptor instead.
+func (*TokenUsage) Descriptor() ([]byte, []int) {
+	return file_palyra_compat_v1_compat_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *TokenUsage) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *TokenUsage) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *TokenUsage) GetDailyTokenBudget() int64 {
+	if x != nil && x.DailyTokenBudget != nil {
+		return *x.DailyTokenBudget
+	}
+	return 0
+}
+
+func (x *TokenUsage) GetSpentToday() int64 {
+	if x != nil {
+		return x.SpentToday
+	}
+	return 0
+}
+
 var File_palyra_compat_v1_compat_proto protoreflect.FileDescriptor
 
 const file_palyra_compat_v1_compat_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/compat/v1/compat.proto\x12\x10palyra.compat.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1epalyra/options/v1/access.proto\"\x13\n" +
+	"\x1dpalyra/compat/v1/compat.proto\x12\x10palyra.compat.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1epalyra/options/v1/access.proto\"\x13\n" +
 	"\x11ListModelsRequest\"E\n" +
 	"\x12ListModelsResponse\x12/\n" +
 	"\x06models\x18\x01 \x03(\v2\x17.palyra.compat.v1.ModelR\x06models\"2\n" +
@@ -1655,7 +2041,37 @@ const file_palyra_compat_v1_compat_proto_rawDesc = "" +
 	"\voutput_text\x18\x05 \x01(\tR\n" +
 	"outputText\x12-\n" +
 	"\x05usage\x18\x06 \x01(\v2\x17.palyra.compat.v1.UsageR\x05usage\x12+\n" +
-	"\x11incomplete_reason\x18\a \x01(\tR\x10incompleteReason2\xb0\a\n" +
+	"\x11incomplete_reason\x18\a \x01(\tR\x10incompleteReason\"\x91\x01\n" +
+	"\x0fGetUsageRequest\x129\n" +
+	"\btoken_id\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x18\x1a2\x15^[0-9A-HJKMNP-TV-Z]*$R\atokenId\x12C\n" +
+	"\tsince_day\x18\x02 \x01(\tB&\xbaH#r!2\x1f^([0-9]{4}-[0-9]{2}-[0-9]{2})?$R\bsinceDay\"\xc5\x01\n" +
+	"\x10GetUsageResponse\x12.\n" +
+	"\x04rows\x18\x01 \x03(\v2\x1a.palyra.compat.v1.UsageRowR\x04rows\x125\n" +
+	"\x06totals\x18\x02 \x01(\v2\x1d.palyra.compat.v1.UsageTotalsR\x06totals\x124\n" +
+	"\x06tokens\x18\x03 \x03(\v2\x1c.palyra.compat.v1.TokenUsageR\x06tokens\x12\x14\n" +
+	"\x05today\x18\x04 \x01(\tR\x05today\"\xfa\x01\n" +
+	"\bUsageRow\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x10\n" +
+	"\x03day\x18\x02 \x01(\tR\x03day\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1a\n" +
+	"\bprovider\x18\x04 \x01(\tR\bprovider\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x03R\brequests\x12#\n" +
+	"\rprompt_tokens\x18\x06 \x01(\x03R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\a \x01(\x03R\x10completionTokens\x12!\n" +
+	"\ftotal_tokens\x18\b \x01(\x03R\vtotalTokens\"\x9e\x01\n" +
+	"\vUsageTotals\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x03R\brequests\x12#\n" +
+	"\rprompt_tokens\x18\x02 \x01(\x03R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x03 \x01(\x03R\x10completionTokens\x12!\n" +
+	"\ftotal_tokens\x18\x04 \x01(\x03R\vtotalTokens\"\xa8\x01\n" +
+	"\n" +
+	"TokenUsage\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x14\n" +
+	"\x05label\x18\x02 \x01(\tR\x05label\x121\n" +
+	"\x12daily_token_budget\x18\x03 \x01(\x03H\x00R\x10dailyTokenBudget\x88\x01\x01\x12\x1f\n" +
+	"\vspent_today\x18\x04 \x01(\x03R\n" +
+	"spentTodayB\x15\n" +
+	"\x13_daily_token_budget2\x9f\b\n" +
 	"\rCompatService\x12t\n" +
 	"\n" +
 	"ListModels\x12#.palyra.compat.v1.ListModelsRequest\x1a$.palyra.compat.v1.ListModelsResponse\"\x1b\xea\xe0\x18\x14\x1a\x12compat.models.read\x90\x02\x01\x12n\n" +
@@ -1664,7 +2080,8 @@ const file_palyra_compat_v1_compat_proto_rawDesc = "" +
 	"\x14StreamChatCompletion\x12-.palyra.compat.v1.StreamChatCompletionRequest\x1a..palyra.compat.v1.StreamChatCompletionResponse\"\x18\xea\xe0\x18\x14\x1a\x12compat.chat.create0\x01\x12\x86\x01\n" +
 	"\x0fCreateEmbedding\x12(.palyra.compat.v1.CreateEmbeddingRequest\x1a).palyra.compat.v1.CreateEmbeddingResponse\"\x1e\xea\xe0\x18\x1a\x1a\x18compat.embeddings.create\x12\x82\x01\n" +
 	"\x0eCreateResponse\x12'.palyra.compat.v1.CreateResponseRequest\x1a(.palyra.compat.v1.CreateResponseResponse\"\x1d\xea\xe0\x18\x19\x1a\x17compat.responses.create\x12\x84\x01\n" +
-	"\x0eStreamResponse\x12'.palyra.compat.v1.StreamResponseRequest\x1a(.palyra.compat.v1.StreamResponseResponse\"\x1d\xea\xe0\x18\x19\x1a\x17compat.responses.create0\x01B;Z9github.com/palyra/palyra/gen/go/palyra/compat/v1;compatv1b\x06proto3"
+	"\x0eStreamResponse\x12'.palyra.compat.v1.StreamResponseRequest\x1a(.palyra.compat.v1.StreamResponseResponse\"\x1d\xea\xe0\x18\x19\x1a\x17compat.responses.create0\x01\x12m\n" +
+	"\bGetUsage\x12!.palyra.compat.v1.GetUsageRequest\x1a\".palyra.compat.v1.GetUsageResponse\"\x1a\xea\xe0\x18\x13\x1a\x11compat.usage.read\x90\x02\x01B;Z9github.com/palyra/palyra/gen/go/palyra/compat/v1;compatv1b\x06proto3"
 
 var (
 	file_palyra_compat_v1_compat_proto_rawDescOnce sync.Once
@@ -1678,7 +2095,7 @@ func file_palyra_compat_v1_compat_proto_rawDescGZIP() []byte {
 	return file_palyra_compat_v1_compat_proto_rawDescData
 }
 
-var file_palyra_compat_v1_compat_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_palyra_compat_v1_compat_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_palyra_compat_v1_compat_proto_goTypes = []any{
 	(*ListModelsRequest)(nil),            // 0: palyra.compat.v1.ListModelsRequest
 	(*ListModelsResponse)(nil),           // 1: palyra.compat.v1.ListModelsResponse
@@ -1704,16 +2121,21 @@ var file_palyra_compat_v1_compat_proto_goTypes = []any{
 	(*StreamResponseRequest)(nil),        // 21: palyra.compat.v1.StreamResponseRequest
 	(*StreamResponseResponse)(nil),       // 22: palyra.compat.v1.StreamResponseResponse
 	(*Response)(nil),                     // 23: palyra.compat.v1.Response
-	(*structpb.Struct)(nil),              // 24: google.protobuf.Struct
+	(*GetUsageRequest)(nil),              // 24: palyra.compat.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),             // 25: palyra.compat.v1.GetUsageResponse
+	(*UsageRow)(nil),                     // 26: palyra.compat.v1.UsageRow
+	(*UsageTotals)(nil),                  // 27: palyra.compat.v1.UsageTotals
+	(*TokenUsage)(nil),                   // 28: palyra.compat.v1.TokenUsage
+	(*structpb.Struct)(nil),              // 29: google.protobuf.Struct
 }
 var file_palyra_compat_v1_compat_proto_depIdxs = []int32{
 	2,  // 0: palyra.compat.v1.ListModelsResponse.models:type_name -> palyra.compat.v1.Model
 	2,  // 1: palyra.compat.v1.GetModelResponse.model:type_name -> palyra.compat.v1.Model
 	5,  // 2: palyra.compat.v1.CreateChatCompletionRequest.messages:type_name -> palyra.compat.v1.ChatMessage
-	24, // 3: palyra.compat.v1.CreateChatCompletionRequest.options:type_name -> google.protobuf.Struct
+	29, // 3: palyra.compat.v1.CreateChatCompletionRequest.options:type_name -> google.protobuf.Struct
 	10, // 4: palyra.compat.v1.CreateChatCompletionResponse.completion:type_name -> palyra.compat.v1.ChatCompletion
 	5,  // 5: palyra.compat.v1.StreamChatCompletionRequest.messages:type_name -> palyra.compat.v1.ChatMessage
-	24, // 6: palyra.compat.v1.StreamChatCompletionRequest.options:type_name -> google.protobuf.Struct
+	29, // 6: palyra.compat.v1.StreamChatCompletionRequest.options:type_name -> google.protobuf.Struct
 	12, // 7: palyra.compat.v1.StreamChatCompletionResponse.chunk:type_name -> palyra.compat.v1.ChatCompletionChunk
 	11, // 8: palyra.compat.v1.ChatCompletion.choices:type_name -> palyra.compat.v1.ChatChoice
 	15, // 9: palyra.compat.v1.ChatCompletion.usage:type_name -> palyra.compat.v1.Usage
@@ -1721,35 +2143,40 @@ var file_palyra_compat_v1_compat_proto_depIdxs = []int32{
 	13, // 11: palyra.compat.v1.ChatCompletionChunk.choices:type_name -> palyra.compat.v1.ChunkChoice
 	15, // 12: palyra.compat.v1.ChatCompletionChunk.usage:type_name -> palyra.compat.v1.Usage
 	14, // 13: palyra.compat.v1.ChunkChoice.delta:type_name -> palyra.compat.v1.ChatDelta
-	24, // 14: palyra.compat.v1.CreateEmbeddingRequest.options:type_name -> google.protobuf.Struct
+	29, // 14: palyra.compat.v1.CreateEmbeddingRequest.options:type_name -> google.protobuf.Struct
 	18, // 15: palyra.compat.v1.CreateEmbeddingResponse.data:type_name -> palyra.compat.v1.Embedding
 	15, // 16: palyra.compat.v1.CreateEmbeddingResponse.usage:type_name -> palyra.compat.v1.Usage
 	5,  // 17: palyra.compat.v1.CreateResponseRequest.input:type_name -> palyra.compat.v1.ChatMessage
-	24, // 18: palyra.compat.v1.CreateResponseRequest.options:type_name -> google.protobuf.Struct
+	29, // 18: palyra.compat.v1.CreateResponseRequest.options:type_name -> google.protobuf.Struct
 	23, // 19: palyra.compat.v1.CreateResponseResponse.response:type_name -> palyra.compat.v1.Response
 	5,  // 20: palyra.compat.v1.StreamResponseRequest.input:type_name -> palyra.compat.v1.ChatMessage
-	24, // 21: palyra.compat.v1.StreamResponseRequest.options:type_name -> google.protobuf.Struct
+	29, // 21: palyra.compat.v1.StreamResponseRequest.options:type_name -> google.protobuf.Struct
 	23, // 22: palyra.compat.v1.StreamResponseResponse.response:type_name -> palyra.compat.v1.Response
 	15, // 23: palyra.compat.v1.Response.usage:type_name -> palyra.compat.v1.Usage
-	0,  // 24: palyra.compat.v1.CompatService.ListModels:input_type -> palyra.compat.v1.ListModelsRequest
-	3,  // 25: palyra.compat.v1.CompatService.GetModel:input_type -> palyra.compat.v1.GetModelRequest
-	6,  // 26: palyra.compat.v1.CompatService.CreateChatCompletion:input_type -> palyra.compat.v1.CreateChatCompletionRequest
-	8,  // 27: palyra.compat.v1.CompatService.StreamChatCompletion:input_type -> palyra.compat.v1.StreamChatCompletionRequest
-	16, // 28: palyra.compat.v1.CompatService.CreateEmbedding:input_type -> palyra.compat.v1.CreateEmbeddingRequest
-	19, // 29: palyra.compat.v1.CompatService.CreateResponse:input_type -> palyra.compat.v1.CreateResponseRequest
-	21, // 30: palyra.compat.v1.CompatService.StreamResponse:input_type -> palyra.compat.v1.StreamResponseRequest
-	1,  // 31: palyra.compat.v1.CompatService.ListModels:output_type -> palyra.compat.v1.ListModelsResponse
-	4,  // 32: palyra.compat.v1.CompatService.GetModel:output_type -> palyra.compat.v1.GetModelResponse
-	7,  // 33: palyra.compat.v1.CompatService.CreateChatCompletion:output_type -> palyra.compat.v1.CreateChatCompletionResponse
-	9,  // 34: palyra.compat.v1.CompatService.StreamChatCompletion:output_type -> palyra.compat.v1.StreamChatCompletionResponse
-	17, // 35: palyra.compat.v1.CompatService.CreateEmbedding:output_type -> palyra.compat.v1.CreateEmbeddingResponse
-	20, // 36: palyra.compat.v1.CompatService.CreateResponse:output_type -> palyra.compat.v1.CreateResponseResponse
-	22, // 37: palyra.compat.v1.CompatService.StreamResponse:output_type -> palyra.compat.v1.StreamResponseResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	26, // 24: palyra.compat.v1.GetUsageResponse.rows:type_name -> palyra.compat.v1.UsageRow
+	27, // 25: palyra.compat.v1.GetUsageResponse.totals:type_name -> palyra.compat.v1.UsageTotals
+	28, // 26: palyra.compat.v1.GetUsageResponse.tokens:type_name -> palyra.compat.v1.TokenUsage
+	0,  // 27: palyra.compat.v1.CompatService.ListModels:input_type -> palyra.compat.v1.ListModelsRequest
+	3,  // 28: palyra.compat.v1.CompatService.GetModel:input_type -> palyra.compat.v1.GetModelRequest
+	6,  // 29: palyra.compat.v1.CompatService.CreateChatCompletion:input_type -> palyra.compat.v1.CreateChatCompletionRequest
+	8,  // 30: palyra.compat.v1.CompatService.StreamChatCompletion:input_type -> palyra.compat.v1.StreamChatCompletionRequest
+	16, // 31: palyra.compat.v1.CompatService.CreateEmbedding:input_type -> palyra.compat.v1.CreateEmbeddingRequest
+	19, // 32: palyra.compat.v1.CompatService.CreateResponse:input_type -> palyra.compat.v1.CreateResponseRequest
+	21, // 33: palyra.compat.v1.CompatService.StreamResponse:input_type -> palyra.compat.v1.StreamResponseRequest
+	24, // 34: palyra.compat.v1.CompatService.GetUsage:input_type -> palyra.compat.v1.GetUsageRequest
+	1,  // 35: palyra.compat.v1.CompatService.ListModels:output_type -> palyra.compat.v1.ListModelsResponse
+	4,  // 36: palyra.compat.v1.CompatService.GetModel:output_type -> palyra.compat.v1.GetModelResponse
+	7,  // 37: palyra.compat.v1.CompatService.CreateChatCompletion:output_type -> palyra.compat.v1.CreateChatCompletionResponse
+	9,  // 38: palyra.compat.v1.CompatService.StreamChatCompletion:output_type -> palyra.compat.v1.StreamChatCompletionResponse
+	17, // 39: palyra.compat.v1.CompatService.CreateEmbedding:output_type -> palyra.compat.v1.CreateEmbeddingResponse
+	20, // 40: palyra.compat.v1.CompatService.CreateResponse:output_type -> palyra.compat.v1.CreateResponseResponse
+	22, // 41: palyra.compat.v1.CompatService.StreamResponse:output_type -> palyra.compat.v1.StreamResponseResponse
+	25, // 42: palyra.compat.v1.CompatService.GetUsage:output_type -> palyra.compat.v1.GetUsageResponse
+	35, // [35:43] is the sub-list for method output_type
+	27, // [27:35] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_palyra_compat_v1_compat_proto_init() }
@@ -1757,13 +2184,14 @@ func file_palyra_compat_v1_compat_proto_init() {
 	if File_palyra_compat_v1_compat_proto != nil {
 		return
 	}
+	file_palyra_compat_v1_compat_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_compat_v1_compat_proto_rawDesc), len(file_palyra_compat_v1_compat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

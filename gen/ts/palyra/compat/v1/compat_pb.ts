@@ -9,6 +9,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import { file_palyra_options_v1_access } from "../../options/v1/access_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -17,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file palyra/compat/v1/compat.proto.
  */
 export const file_palyra_compat_v1_compat: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wYWx5cmEvY29tcGF0L3YxL2NvbXBhdC5wcm90bxIQcGFseXJhLmNvbXBhdC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcucGFseXJhLmNvbXBhdC52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCSIdCg9HZXRNb2RlbFJlcXVlc3QSCgoCaWQYASABKAkiOgoQR2V0TW9kZWxSZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuTW9kZWwiOgoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkihwEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USKAoHb3B0aW9ucxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVAocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRI0Cgpjb21wbGV0aW9uGAEgASgLMiAucGFseXJhLmNvbXBhdC52MS5DaGF0Q29tcGxldGlvbiKeAQobU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEi8KCG1lc3NhZ2VzGAIgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIVCg1pbmNsdWRlX3VzYWdlGAMgASgIEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlQKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USNAoFY2h1bmsYASABKAsyJS5wYWx5cmEuY29tcGF0LnYxLkNoYXRDb21wbGV0aW9uQ2h1bmsiowEKDkNoYXRDb21wbGV0aW9uEgoKAmlkGAEgASgJEg4KBm9iamVjdBgCIAEoCRIPCgdjcmVhdGVkGAMgASgDEg0KBW1vZGVsGAQgASgJEi0KB2Nob2ljZXMYBSADKAsyHC5wYWx5cmEuY29tcGF0LnYxLkNoYXRDaG9pY2USJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlImIKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKAUSLgoHbWVzc2FnZRgCIAEoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKpAQoTQ2hhdENvbXBsZXRpb25DaHVuaxIKCgJpZBgBIAEoCRIOCgZvYmplY3QYAiABKAkSDwoHY3JlYXRlZBgDIAEoAxINCgVtb2RlbBgEIAEoCRIuCgdjaG9pY2VzGAUgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaHVua0Nob2ljZRImCgV1c2FnZRgGIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuVXNhZ2UiXwoLQ2h1bmtDaG9pY2USDQoFaW5kZXgYASABKAUSKgoFZGVsdGEYAiABKAsyGy5wYWx5cmEuY29tcGF0LnYxLkNoYXREZWx0YRIVCg1maW5pc2hfcmVhc29uGAMgASgJIioKCUNoYXREZWx0YRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMiYAoWQ3JlYXRlRW1iZWRkaW5nUmVxdWVzdBINCgVtb2RlbBgBIAEoCRINCgVpbnB1dBgCIAMoCRIoCgdvcHRpb25zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJ7ChdDcmVhdGVFbWJlZGRpbmdSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIpCgRkYXRhGAIgAygLMhsucGFseXJhLmNvbXBhdC52MS5FbWJlZGRpbmcSJgoFdXNhZ2UYAyABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlIi0KCUVtYmVkZGluZxINCgVpbmRleBgBIAEoBRIRCgllbWJlZGRpbmcYAiADKAIilAEKFUNyZWF0ZVJlc3BvbnNlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIUCgxpbnN0cnVjdGlvbnMYAiABKAkSLAoFaW5wdXQYAyADKAsyHS5wYWx5cmEuY29tcGF0LnYxLkNoYXRNZXNzYWdlEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkYKFkNyZWF0ZVJlc3BvbnNlUmVzcG9uc2USLAoIcmVzcG9uc2UYASABKAsyGi5wYWx5cmEuY29tcGF0LnYxLlJlc3BvbnNlIpQBChVTdHJlYW1SZXNwb25zZVJlcXVlc3QSDQoFbW9kZWwYASABKAkSFAoMaW5zdHJ1Y3Rpb25zGAIgASgJEiwKBWlucHV0GAMgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIoCgdvcHRpb25zGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKKAQoWU3RyZWFtUmVzcG9uc2VSZXNwb25zZRIMCgR0eXBlGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoAxINCgVkZWx0YRgDIAEoCRIMCgR0ZXh0GAQgASgJEiwKCHJlc3BvbnNlGAUgASgLMhoucGFseXJhLmNvbXBhdC52MS5SZXNwb25zZSKhAQoIUmVzcG9uc2USCgoCaWQYASABKAkSEgoKY3JlYXRlZF9hdBgCIAEoAxINCgVtb2RlbBgDIAEoCRIOCgZzdGF0dXMYBCABKAkSEwoLb3V0cHV0X3RleHQYBSABKAkSJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlEhkKEWluY29tcGxldGVfcmVhc29uGAcgASgJMrAHCg1Db21wYXRTZXJ2aWNlEnQKCkxpc3RNb2RlbHMSIy5wYWx5cmEuY29tcGF0LnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiQucGFseXJhLmNvbXBhdC52MS5MaXN0TW9kZWxzUmVzcG9uc2UiG5ACAergGBQaEmNvbXBhdC5tb2RlbHMucmVhZBJuCghHZXRNb2RlbBIhLnBhbHlyYS5jb21wYXQudjEuR2V0TW9kZWxSZXF1ZXN0GiIucGFseXJhLmNvbXBhdC52MS5HZXRNb2RlbFJlc3BvbnNlIhuQAgHq4BgUGhJjb21wYXQubW9kZWxzLnJlYWQSjwEKFENyZWF0ZUNoYXRDb21wbGV0aW9uEi0ucGFseXJhLmNvbXBhdC52MS5DcmVhdGVDaGF0Q29tcGxldGlvblJlcXVlc3QaLi5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVzcG9uc2UiGOrgGBQaEmNvbXBhdC5jaGF0LmNyZWF0ZRKRAQoUU3RyZWFtQ2hhdENvbXBsZXRpb24SLS5wYWx5cmEuY29tcGF0LnYxLlN0cmVhbUNoYXRDb21wbGV0aW9uUmVxdWVzdBouLnBhbHlyYS5jb21wYXQudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXNwb25zZSIY6uAYFBoSY29tcGF0LmNoYXQuY3JlYXRlMAEShgEKD0NyZWF0ZUVtYmVkZGluZxIoLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlRW1iZWRkaW5nUmVxdWVzdBopLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlRW1iZWRkaW5nUmVzcG9uc2UiHurgGBoaGGNvbXBhdC5lbWJlZGRpbmdzLmNyZWF0ZRKCAQoOQ3JlYXRlUmVzcG9uc2USJy5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZVJlc3BvbnNlUmVxdWVzdBooLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlUmVzcG9uc2VSZXNwb25zZSId6uAYGRoXY29tcGF0LnJlc3BvbnNlcy5jcmVhdGUShAEKDlN0cmVhbVJlc3BvbnNlEicucGFseXJhLmNvbXBhdC52MS5TdHJlYW1SZXNwb25zZVJlcXVlc3QaKC5wYWx5cmEuY29tcGF0LnYxLlN0cmVhbVJlc3BvbnNlUmVzcG9uc2UiHergGBkaF2NvbXBhdC5yZXNwb25zZXMuY3JlYXRlMAFCO1o5Z2l0aHViLmNvbS9wYWx5cmEvcGFseXJhL2dlbi9nby9wYWx5cmEvY29tcGF0L3YxO2NvbXBhdHYxYgZwcm90bzM", [file_google_protobuf_struct, file_palyra_options_v1_access]);
+  fileDesc("Ch1wYWx5cmEvY29tcGF0L3YxL2NvbXBhdC5wcm90bxIQcGFseXJhLmNvbXBhdC52MSITChFMaXN0TW9kZWxzUmVxdWVzdCI9ChJMaXN0TW9kZWxzUmVzcG9uc2USJwoGbW9kZWxzGAEgAygLMhcucGFseXJhLmNvbXBhdC52MS5Nb2RlbCIlCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghvd25lZF9ieRgCIAEoCSIdCg9HZXRNb2RlbFJlcXVlc3QSCgoCaWQYASABKAkiOgoQR2V0TW9kZWxSZXNwb25zZRImCgVtb2RlbBgBIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuTW9kZWwiOgoLQ2hhdE1lc3NhZ2USDAoEcm9sZRgBIAEoCRIPCgdjb250ZW50GAIgASgJEgwKBG5hbWUYAyABKAkihwEKG0NyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIvCghtZXNzYWdlcxgCIAMoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USKAoHb3B0aW9ucxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVAocQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZRI0Cgpjb21wbGV0aW9uGAEgASgLMiAucGFseXJhLmNvbXBhdC52MS5DaGF0Q29tcGxldGlvbiKeAQobU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEi8KCG1lc3NhZ2VzGAIgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIVCg1pbmNsdWRlX3VzYWdlGAMgASgIEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlQKHFN0cmVhbUNoYXRDb21wbGV0aW9uUmVzcG9uc2USNAoFY2h1bmsYASABKAsyJS5wYWx5cmEuY29tcGF0LnYxLkNoYXRDb21wbGV0aW9uQ2h1bmsiowEKDkNoYXRDb21wbGV0aW9uEgoKAmlkGAEgASgJEg4KBm9iamVjdBgCIAEoCRIPCgdjcmVhdGVkGAMgASgDEg0KBW1vZGVsGAQgASgJEi0KB2Nob2ljZXMYBSADKAsyHC5wYWx5cmEuY29tcGF0LnYxLkNoYXRDaG9pY2USJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlImIKCkNoYXRDaG9pY2USDQoFaW5kZXgYASABKAUSLgoHbWVzc2FnZRgCIAEoCzIdLnBhbHlyYS5jb21wYXQudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKpAQoTQ2hhdENvbXBsZXRpb25DaHVuaxIKCgJpZBgBIAEoCRIOCgZvYmplY3QYAiABKAkSDwoHY3JlYXRlZBgDIAEoAxINCgVtb2RlbBgEIAEoCRIuCgdjaG9pY2VzGAUgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaHVua0Nob2ljZRImCgV1c2FnZRgGIAEoCzIXLnBhbHlyYS5jb21wYXQudjEuVXNhZ2UiXwoLQ2h1bmtDaG9pY2USDQoFaW5kZXgYASABKAUSKgoFZGVsdGEYAiABKAsyGy5wYWx5cmEuY29tcGF0LnYxLkNoYXREZWx0YRIVCg1maW5pc2hfcmVhc29uGAMgASgJIioKCUNoYXREZWx0YRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoAxIUCgx0b3RhbF90b2tlbnMYAyABKAMiYAoWQ3JlYXRlRW1iZWRkaW5nUmVxdWVzdBINCgVtb2RlbBgBIAEoCRINCgVpbnB1dBgCIAMoCRIoCgdvcHRpb25zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJ7ChdDcmVhdGVFbWJlZGRpbmdSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIpCgRkYXRhGAIgAygLMhsucGFseXJhLmNvbXBhdC52MS5FbWJlZGRpbmcSJgoFdXNhZ2UYAyABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlIi0KCUVtYmVkZGluZxINCgVpbmRleBgBIAEoBRIRCgllbWJlZGRpbmcYAiADKAIilAEKFUNyZWF0ZVJlc3BvbnNlUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIUCgxpbnN0cnVjdGlvbnMYAiABKAkSLAoFaW5wdXQYAyADKAsyHS5wYWx5cmEuY29tcGF0LnYxLkNoYXRNZXNzYWdlEigKB29wdGlvbnMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IkYKFkNyZWF0ZVJlc3BvbnNlUmVzcG9uc2USLAoIcmVzcG9uc2UYASABKAsyGi5wYWx5cmEuY29tcGF0LnYxLlJlc3BvbnNlIpQBChVTdHJlYW1SZXNwb25zZVJlcXVlc3QSDQoFbW9kZWwYASABKAkSFAoMaW5zdHJ1Y3Rpb25zGAIgASgJEiwKBWlucHV0GAMgAygLMh0ucGFseXJhLmNvbXBhdC52MS5DaGF0TWVzc2FnZRIoCgdvcHRpb25zGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKKAQoWU3RyZWFtUmVzcG9uc2VSZXNwb25zZRIMCgR0eXBlGAEgASgJEhcKD3NlcXVlbmNlX251bWJlchgCIAEoAxINCgVkZWx0YRgDIAEoCRIMCgR0ZXh0GAQgASgJEiwKCHJlc3BvbnNlGAUgASgLMhoucGFseXJhLmNvbXBhdC52MS5SZXNwb25zZSKhAQoIUmVzcG9uc2USCgoCaWQYASABKAkSEgoKY3JlYXRlZF9hdBgCIAEoAxINCgVtb2RlbBgDIAEoCRIOCgZzdGF0dXMYBCABKAkSEwoLb3V0cHV0X3RleHQYBSABKAkSJgoFdXNhZ2UYBiABKAsyFy5wYWx5cmEuY29tcGF0LnYxLlVzYWdlEhkKEWluY29tcGxldGVfcmVhc29uGAcgASgJIn4KD0dldFVzYWdlUmVxdWVzdBIwCgh0b2tlbl9pZBgBIAEoCUIeukgbchkYGjIVXlswLTlBLUhKS01OUC1UVi1aXSokEjkKCXNpbmNlX2RheRgCIAEoCUImukgjciEyH14oWzAtOV17NH0tWzAtOV17Mn0tWzAtOV17Mn0pPyQiqAEKEEdldFVzYWdlUmVzcG9uc2USKAoEcm93cxgBIAMoCzIaLnBhbHlyYS5jb21wYXQudjEuVXNhZ2VSb3cSLQoGdG90YWxzGAIgASgLMh0ucGFseXJhLmNvbXBhdC52MS5Vc2FnZVRvdGFscxIsCgZ0b2tlbnMYAyADKAsyHC5wYWx5cmEuY29tcGF0LnYxLlRva2VuVXNhZ2USDQoFdG9kYXkYBCABKAkipAEKCFVzYWdlUm93EhAKCHRva2VuX2lkGAEgASgJEgsKA2RheRgCIAEoCRINCgVtb2RlbBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIQCghyZXF1ZXN0cxgFIAEoAxIVCg1wcm9tcHRfdG9rZW5zGAYgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAcgASgDEhQKDHRvdGFsX3Rva2VucxgIIAEoAyJnCgtVc2FnZVRvdGFscxIQCghyZXF1ZXN0cxgBIAEoAxIVCg1wcm9tcHRfdG9rZW5zGAIgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAMgASgDEhQKDHRvdGFsX3Rva2VucxgEIAEoAyJ6CgpUb2tlblVzYWdlEhAKCHRva2VuX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJEh8KEmRhaWx5X3Rva2VuX2J1ZGdldBgDIAEoA0gAiAEBEhMKC3NwZW50X3RvZGF5GAQgASgDQhUKE19kYWlseV90b2tlbl9idWRnZXQynwgKDUNvbXBhdFNlcnZpY2USdAoKTGlzdE1vZGVscxIjLnBhbHlyYS5jb21wYXQudjEuTGlzdE1vZGVsc1JlcXVlc3QaJC5wYWx5cmEuY29tcGF0LnYxLkxpc3RNb2RlbHNSZXNwb25zZSIbkAIB6uAYFBoSY29tcGF0Lm1vZGVscy5yZWFkEm4KCEdldE1vZGVsEiEucGFseXJhLmNvbXBhdC52MS5HZXRNb2RlbFJlcXVlc3QaIi5wYWx5cmEuY29tcGF0LnYxLkdldE1vZGVsUmVzcG9uc2UiG5ACAergGBQaEmNvbXBhdC5tb2RlbHMucmVhZBKPAQoUQ3JlYXRlQ2hhdENvbXBsZXRpb24SLS5wYWx5cmEuY29tcGF0LnYxLkNyZWF0ZUNoYXRDb21wbGV0aW9uUmVxdWVzdBouLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlQ2hhdENvbXBsZXRpb25SZXNwb25zZSIY6uAYFBoSY29tcGF0LmNoYXQuY3JlYXRlEpEBChRTdHJlYW1DaGF0Q29tcGxldGlvbhItLnBhbHlyYS5jb21wYXQudjEuU3RyZWFtQ2hhdENvbXBsZXRpb25SZXF1ZXN0Gi4ucGFseXJhLmNvbXBhdC52MS5TdHJlYW1DaGF0Q29tcGxldGlvblJlc3BvbnNlIhjq4BgUGhJjb21wYXQuY2hhdC5jcmVhdGUwARKGAQoPQ3JlYXRlRW1iZWRkaW5nEigucGFseXJhLmNvbXBhdC52MS5DcmVhdGVFbWJlZGRpbmdSZXF1ZXN0GikucGFseXJhLmNvbXBhdC52MS5DcmVhdGVFbWJlZGRpbmdSZXNwb25zZSIe6uAYGhoYY29tcGF0LmVtYmVkZGluZ3MuY3JlYXRlEoIBCg5DcmVhdGVSZXNwb25zZRInLnBhbHlyYS5jb21wYXQudjEuQ3JlYXRlUmVzcG9uc2VSZXF1ZXN0GigucGFseXJhLmNvbXBhdC52MS5DcmVhdGVSZXNwb25zZVJlc3BvbnNlIh3q4BgZGhdjb21wYXQucmVzcG9uc2VzLmNyZWF0ZRKEAQoOU3RyZWFtUmVzcG9uc2USJy5wYWx5cmEuY29tcGF0LnYxLlN0cmVhbVJlc3BvbnNlUmVxdWVzdBooLnBhbHlyYS5jb21wYXQudjEuU3RyZWFtUmVzcG9uc2VSZXNwb25zZSId6uAYGRoXY29tcGF0LnJlc3BvbnNlcy5jcmVhdGUwARJtCghHZXRVc2FnZRIhLnBhbHlyYS5jb21wYXQudjEuR2V0VXNhZ2VSZXF1ZXN0GiIucGFseXJhLmNvbXBhdC52MS5HZXRVc2FnZVJlc3BvbnNlIhqQAgHq4BgTGhFjb21wYXQudXNhZ2UucmVhZEI7WjlnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9jb21wYXQvdjE7Y29tcGF0djFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_struct, file_palyra_options_v1_access]);
 
 /**
  * ListModelsRequest has no fields.
@@ -856,6 +857,232 @@ export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
   messageDesc(file_palyra_compat_v1_compat, 23);
 
 /**
+ * GetUsageRequest filters the usage.
+ *
+ * @generated from message palyra.compat.v1.GetUsageRequest
+ */
+export type GetUsageRequest = Message<"palyra.compat.v1.GetUsageRequest"> & {
+  /**
+   * token_id keeps only this API token's usage; empty keeps every token's.
+   *
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * since_day keeps the UTC days from this one on, as YYYY-MM-DD; empty keeps all.
+   *
+   * @generated from field: string since_day = 2;
+   */
+  sinceDay: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.GetUsageRequest.
+ * Use `create(GetUsageRequestSchema)` to create a new message.
+ */
+export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 24);
+
+/**
+ * GetUsageResponse is the usage, its totals and the budgets of its tokens.
+ *
+ * @generated from message palyra.compat.v1.GetUsageResponse
+ */
+export type GetUsageResponse = Message<"palyra.compat.v1.GetUsageResponse"> & {
+  /**
+   * rows by day, then token id, model and provider.
+   *
+   * @generated from field: repeated palyra.compat.v1.UsageRow rows = 1;
+   */
+  rows: UsageRow[];
+
+  /**
+   * totals sums the rows.
+   *
+   * @generated from field: palyra.compat.v1.UsageTotals totals = 2;
+   */
+  totals?: UsageTotals | undefined;
+
+  /**
+   * tokens are the tokens of the rows (and the one asked for), by id.
+   *
+   * @generated from field: repeated palyra.compat.v1.TokenUsage tokens = 3;
+   */
+  tokens: TokenUsage[];
+
+  /**
+   * today is the current UTC day, YYYY-MM-DD, which budgets count.
+   *
+   * @generated from field: string today = 4;
+   */
+  today: string;
+};
+
+/**
+ * Describes the message palyra.compat.v1.GetUsageResponse.
+ * Use `create(GetUsageResponseSchema)` to create a new message.
+ */
+export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 25);
+
+/**
+ * UsageRow is what one token used of one model of one provider on one UTC day.
+ *
+ * @generated from message palyra.compat.v1.UsageRow
+ */
+export type UsageRow = Message<"palyra.compat.v1.UsageRow"> & {
+  /**
+   * token_id is the API token that made the calls.
+   *
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * day is the UTC day, YYYY-MM-DD.
+   *
+   * @generated from field: string day = 2;
+   */
+  day: string;
+
+  /**
+   * model is the model as the calls named it (an alias, not resolved).
+   *
+   * @generated from field: string model = 3;
+   */
+  model: string;
+
+  /**
+   * provider served the calls: "palyra" (palyra-echo), an upstream's name
+   * (compat.providers.<name>), or the provider palyrad names nodes' models with.
+   *
+   * @generated from field: string provider = 4;
+   */
+  provider: string;
+
+  /**
+   * requests counts the calls that used tokens.
+   *
+   * @generated from field: int64 requests = 5;
+   */
+  requests: bigint;
+
+  /**
+   * prompt_tokens counts the inputs' tokens.
+   *
+   * @generated from field: int64 prompt_tokens = 6;
+   */
+  promptTokens: bigint;
+
+  /**
+   * completion_tokens counts the answers' tokens (0 for embeddings).
+   *
+   * @generated from field: int64 completion_tokens = 7;
+   */
+  completionTokens: bigint;
+
+  /**
+   * total_tokens is their sum.
+   *
+   * @generated from field: int64 total_tokens = 8;
+   */
+  totalTokens: bigint;
+};
+
+/**
+ * Describes the message palyra.compat.v1.UsageRow.
+ * Use `create(UsageRowSchema)` to create a new message.
+ */
+export const UsageRowSchema: GenMessage<UsageRow> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 26);
+
+/**
+ * UsageTotals sums usage rows.
+ *
+ * @generated from message palyra.compat.v1.UsageTotals
+ */
+export type UsageTotals = Message<"palyra.compat.v1.UsageTotals"> & {
+  /**
+   * requests counts the calls.
+   *
+   * @generated from field: int64 requests = 1;
+   */
+  requests: bigint;
+
+  /**
+   * prompt_tokens counts the inputs' tokens.
+   *
+   * @generated from field: int64 prompt_tokens = 2;
+   */
+  promptTokens: bigint;
+
+  /**
+   * completion_tokens counts the answers' tokens.
+   *
+   * @generated from field: int64 completion_tokens = 3;
+   */
+  completionTokens: bigint;
+
+  /**
+   * total_tokens is their sum.
+   *
+   * @generated from field: int64 total_tokens = 4;
+   */
+  totalTokens: bigint;
+};
+
+/**
+ * Describes the message palyra.compat.v1.UsageTotals.
+ * Use `create(UsageTotalsSchema)` to create a new message.
+ */
+export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 27);
+
+/**
+ * TokenUsage is a token's budget and what it used today.
+ *
+ * @generated from message palyra.compat.v1.TokenUsage
+ */
+export type TokenUsage = Message<"palyra.compat.v1.TokenUsage"> & {
+  /**
+   * token_id is the API token.
+   *
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * label is the token's label.
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * daily_token_budget is its budget of prompt plus completion tokens per UTC day;
+   * unset when it has none.
+   *
+   * @generated from field: optional int64 daily_token_budget = 3;
+   */
+  dailyTokenBudget?: bigint | undefined;
+
+  /**
+   * spent_today is what it used today (UTC), across all models.
+   *
+   * @generated from field: int64 spent_today = 4;
+   */
+  spentToday: bigint;
+};
+
+/**
+ * Describes the message palyra.compat.v1.TokenUsage.
+ * Use `create(TokenUsageSchema)` to create a new message.
+ */
+export const TokenUsageSchema: GenMessage<TokenUsage> = /*@__PURE__*/
+  messageDesc(file_palyra_compat_v1_compat, 28);
+
+/**
  * CompatService is the OpenAI-compatible API.
  *
  * @generated from service palyra.compat.v1.CompatService
@@ -945,6 +1172,21 @@ export const CompatService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamResponseRequestSchema;
     output: typeof StreamResponseResponseSchema;
+  },
+  /**
+   * GetUsage returns the tokens the API's calls used, per API token, UTC day, model and
+   * provider, as the providers counted them, with their totals and, for each token in
+   * the result, its daily token budget and what it used today. Usage is recorded when a
+   * call that used tokens ends (a stream the client cancelled included, when the
+   * provider had reported its usage); calls that failed before any token was used record
+   * nothing.
+   *
+   * @generated from rpc palyra.compat.v1.CompatService.GetUsage
+   */
+  getUsage: {
+    methodKind: "unary";
+    input: typeof GetUsageRequestSchema;
+    output: typeof GetUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_compat_v1_compat, 0);

@@ -57,6 +57,9 @@ const (
 	// AccessServiceRevokeTokenProcedure is the fully-qualified name of the AccessService's RevokeToken
 	// RPC.
 	AccessServiceRevokeTokenProcedure = "/palyra.access.v1.AccessService/RevokeToken"
+	// AccessServiceSetTokenBudgetProcedure is the fully-qualified name of the AccessService's
+	// SetTokenBudget RPC.
+	AccessServiceSetTokenBudgetProcedure = "/palyra.access.v1.AccessService/SetTokenBudget"
 )
 
 // AccessServiceClient is a client for the palyra.access.v1.AccessService service.
@@ -80,14 +83,20 @@ type AccessServiceClient interface {
 	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
 	// GetToken returns one API token.
 	GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
-	// RotateToken replaces a token by a new one with the same label, role, scopes and rate
-	// limit: the old secret stops working at once and the new token records which one it
+	// RotateToken replaces a token by a new one with the same label, role, scopes, rate
+	// limit and daily token budget: the old secret stops working at once and the new token records which one it
 	// replaced. Only tokens whose permissions the caller holds can be rotated, and the new
 	// token is bounded by the caller's as CreateToken's is (PermissionDenied).
 	RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error)
 	// RevokeToken revokes a token at once, and every console session opened with it. Only
 	// tokens whose permissions the caller holds can be revoked.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// SetTokenBudget sets or removes the daily token budget of a token that is not
+	// revoked (FailedPrecondition otherwise): the prompt plus completion tokens it may use
+	// through the OpenAI-compatible API per UTC day, across all models and replicas. It
+	// applies from the token's next call, on every replica. Only tokens whose permissions
+	// the caller holds can be changed.
+	SetTokenBudget(context.Context, *connect.Request[v1.SetTokenBudgetRequest]) (*connect.Response[v1.SetTokenBudgetResponse], error)
 }
 
 // NewAccessServiceClient constructs a client for the palyra.access.v1.AccessService service. By
@@ -154,6 +163,12 @@ func NewAccessServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(accessServiceMethods.ByName("RevokeToken")),
 			connect.WithClientOptions(opts...),
 		),
+		setTokenBudget: connect.NewClient[v1.SetTokenBudgetRequest, v1.SetTokenBudgetResponse](
+			httpClient,
+			baseURL+AccessServiceSetTokenBudgetProcedure,
+			connect.WithSchema(accessServiceMethods.ByName("SetTokenBudget")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -167,6 +182,7 @@ type accessServiceClient struct {
 	getToken        *connect.Client[v1.GetTokenRequest, v1.GetTokenResponse]
 	rotateToken     *connect.Client[v1.RotateTokenRequest, v1.RotateTokenResponse]
 	revokeToken     *connect.Client[v1.RevokeTokenRequest, v1.RevokeTokenResponse]
+	setTokenBudget  *connect.Client[v1.SetTokenBudgetRequest, v1.SetTokenBudgetResponse]
 }
 
 // WhoAmI calls palyra.access.v1.AccessService.WhoAmI.
@@ -209,6 +225,11 @@ func (c *accessServiceClient) RevokeToken(ctx context.Context, req *connect.Requ
 	return c.revokeToken.CallUnary(ctx, req)
 }
 
+// SetTokenBudget calls palyra.access.v1.AccessService.SetTokenBudget.
+func (c *accessServiceClient) SetTokenBudget(ctx context.Context, req *connect.Request[v1.SetTokenBudgetRequest]) (*connect.Response[v1.SetTokenBudgetResponse], error) {
+	return c.setTokenBudget.CallUnary(ctx, req)
+}
+
 // AccessServiceHandler is an implementation of the palyra.access.v1.AccessService service.
 type AccessServiceHandler interface {
 	// WhoAmI describes the caller: the principal, its role, its effective permissions and
@@ -230,14 +251,20 @@ type AccessServiceHandler interface {
 	ListTokens(context.Context, *connect.Request[v1.ListTokensRequest]) (*connect.Response[v1.ListTokensResponse], error)
 	// GetToken returns one API token.
 	GetToken(context.Context, *connect.Request[v1.GetTokenRequest]) (*connect.Response[v1.GetTokenResponse], error)
-	// RotateToken replaces a token by a new one with the same label, role, scopes and rate
-	// limit: the old secret stops working at once and the new token records which one it
+	// RotateToken replaces a token by a new one with the same label, role, scopes, rate
+	// limit and daily token budget: the old secret stops working at once and the new token records which one it
 	// replaced. Only tokens whose permissions the caller holds can be rotated, and the new
 	// token is bounded by the caller's as CreateToken's is (PermissionDenied).
 	RotateToken(context.Context, *connect.Request[v1.RotateTokenRequest]) (*connect.Response[v1.RotateTokenResponse], error)
 	// RevokeToken revokes a token at once, and every console session opened with it. Only
 	// tokens whose permissions the caller holds can be revoked.
 	RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error)
+	// SetTokenBudget sets or removes the daily token budget of a token that is not
+	// revoked (FailedPrecondition otherwise): the prompt plus completion tokens it may use
+	// through the OpenAI-compatible API per UTC day, across all models and replicas. It
+	// applies from the token's next call, on every replica. Only tokens whose permissions
+	// the caller holds can be changed.
+	SetTokenBudget(context.Context, *connect.Request[v1.SetTokenBudgetRequest]) (*connect.Response[v1.SetTokenBudgetResponse], error)
 }
 
 // NewAccessServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -300,6 +327,12 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(accessServiceMethods.ByName("RevokeToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	accessServiceSetTokenBudgetHandler := connect.NewUnaryHandler(
+		AccessServiceSetTokenBudgetProcedure,
+		svc.SetTokenBudget,
+		connect.WithSchema(accessServiceMethods.ByName("SetTokenBudget")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.access.v1.AccessService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AccessServiceWhoAmIProcedure:
@@ -318,6 +351,8 @@ func NewAccessServiceHandler(svc AccessServiceHandler, opts ...connect.HandlerOp
 			accessServiceRotateTokenHandler.ServeHTTP(w, r)
 		case AccessServiceRevokeTokenProcedure:
 			accessServiceRevokeTokenHandler.ServeHTTP(w, r)
+		case AccessServiceSetTokenBudgetProcedure:
+			accessServiceSetTokenBudgetHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -357,4 +392,8 @@ func (UnimplementedAccessServiceHandler) RotateToken(context.Context, *connect.R
 
 func (UnimplementedAccessServiceHandler) RevokeToken(context.Context, *connect.Request[v1.RevokeTokenRequest]) (*connect.Response[v1.RevokeTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.RevokeToken is not implemented"))
+}
+
+func (UnimplementedAccessServiceHandler) SetTokenBudget(context.Context, *connect.Request[v1.SetTokenBudgetRequest]) (*connect.Response[v1.SetTokenBudgetResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.access.v1.AccessService.SetTokenBudget is not implemented"))
 }

@@ -57,6 +57,8 @@ const (
 	// CompatServiceStreamResponseProcedure is the fully-qualified name of the CompatService's
 	// StreamResponse RPC.
 	CompatServiceStreamResponseProcedure = "/palyra.compat.v1.CompatService/StreamResponse"
+	// CompatServiceGetUsageProcedure is the fully-qualified name of the CompatService's GetUsage RPC.
+	CompatServiceGetUsageProcedure = "/palyra.compat.v1.CompatService/GetUsage"
 )
 
 // CompatServiceClient is a client for the palyra.compat.v1.CompatService service.
@@ -90,6 +92,13 @@ type CompatServiceClient interface {
 	// /v1/responses` does with `stream: true`; it needs the compat_streaming flag too. A
 	// failure after the first event ends the stream with the error.
 	StreamResponse(context.Context, *connect.Request[v1.StreamResponseRequest]) (*connect.ServerStreamForClient[v1.StreamResponseResponse], error)
+	// GetUsage returns the tokens the API's calls used, per API token, UTC day, model and
+	// provider, as the providers counted them, with their totals and, for each token in
+	// the result, its daily token budget and what it used today. Usage is recorded when a
+	// call that used tokens ends (a stream the client cancelled included, when the
+	// provider had reported its usage); calls that failed before any token was used record
+	// nothing.
+	GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error)
 }
 
 // NewCompatServiceClient constructs a client for the palyra.compat.v1.CompatService service. By
@@ -147,6 +156,13 @@ func NewCompatServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(compatServiceMethods.ByName("StreamResponse")),
 			connect.WithClientOptions(opts...),
 		),
+		getUsage: connect.NewClient[v1.GetUsageRequest, v1.GetUsageResponse](
+			httpClient,
+			baseURL+CompatServiceGetUsageProcedure,
+			connect.WithSchema(compatServiceMethods.ByName("GetUsage")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -159,6 +175,7 @@ type compatServiceClient struct {
 	createEmbedding      *connect.Client[v1.CreateEmbeddingRequest, v1.CreateEmbeddingResponse]
 	createResponse       *connect.Client[v1.CreateResponseRequest, v1.CreateResponseResponse]
 	streamResponse       *connect.Client[v1.StreamResponseRequest, v1.StreamResponseResponse]
+	getUsage             *connect.Client[v1.GetUsageRequest, v1.GetUsageResponse]
 }
 
 // ListModels calls palyra.compat.v1.CompatService.ListModels.
@@ -196,6 +213,11 @@ func (c *compatServiceClient) StreamResponse(ctx context.Context, req *connect.R
 	return c.streamResponse.CallServerStream(ctx, req)
 }
 
+// GetUsage calls palyra.compat.v1.CompatService.GetUsage.
+func (c *compatServiceClient) GetUsage(ctx context.Context, req *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error) {
+	return c.getUsage.CallUnary(ctx, req)
+}
+
 // CompatServiceHandler is an implementation of the palyra.compat.v1.CompatService service.
 type CompatServiceHandler interface {
 	// ListModels lists the configured models: those of `compat.models` in order (owned_by
@@ -227,6 +249,13 @@ type CompatServiceHandler interface {
 	// /v1/responses` does with `stream: true`; it needs the compat_streaming flag too. A
 	// failure after the first event ends the stream with the error.
 	StreamResponse(context.Context, *connect.Request[v1.StreamResponseRequest], *connect.ServerStream[v1.StreamResponseResponse]) error
+	// GetUsage returns the tokens the API's calls used, per API token, UTC day, model and
+	// provider, as the providers counted them, with their totals and, for each token in
+	// the result, its daily token budget and what it used today. Usage is recorded when a
+	// call that used tokens ends (a stream the client cancelled included, when the
+	// provider had reported its usage); calls that failed before any token was used record
+	// nothing.
+	GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error)
 }
 
 // NewCompatServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -280,6 +309,13 @@ func NewCompatServiceHandler(svc CompatServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(compatServiceMethods.ByName("StreamResponse")),
 		connect.WithHandlerOptions(opts...),
 	)
+	compatServiceGetUsageHandler := connect.NewUnaryHandler(
+		CompatServiceGetUsageProcedure,
+		svc.GetUsage,
+		connect.WithSchema(compatServiceMethods.ByName("GetUsage")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.compat.v1.CompatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CompatServiceListModelsProcedure:
@@ -296,6 +332,8 @@ func NewCompatServiceHandler(svc CompatServiceHandler, opts ...connect.HandlerOp
 			compatServiceCreateResponseHandler.ServeHTTP(w, r)
 		case CompatServiceStreamResponseProcedure:
 			compatServiceStreamResponseHandler.ServeHTTP(w, r)
+		case CompatServiceGetUsageProcedure:
+			compatServiceGetUsageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -331,4 +369,8 @@ func (UnimplementedCompatServiceHandler) CreateResponse(context.Context, *connec
 
 func (UnimplementedCompatServiceHandler) StreamResponse(context.Context, *connect.Request[v1.StreamResponseRequest], *connect.ServerStream[v1.StreamResponseResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.StreamResponse is not implemented"))
+}
+
+func (UnimplementedCompatServiceHandler) GetUsage(context.Context, *connect.Request[v1.GetUsageRequest]) (*connect.Response[v1.GetUsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.compat.v1.CompatService.GetUsage is not implemented"))
 }
