@@ -32,21 +32,12 @@ import (
 // node's models are listed; a chat completion is answered by the node, streamed chunk
 // by chunk as the server produces them; a client that goes away cancels the dispatch
 // and the server's request; a node killed mid-stream ends the stream with an error
-// event; with no node online the model is a 503 that says so.
+// event and its dispatch is ended at once (cancelled, abandoned), never to be delivered
+// again when the node comes back; with no node online the model is a 503 that says so.
 func TestOpenAISDKNodeProvider(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	d := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dir, "--database-url", storetest.URL(t))
-	token := bootstrapToken(t, dir)
-	admin := newCLIUser(t).with("PALYRA_TOKEN", token, "PALYRA_URL", "https://"+d.addr,
-		"PALYRA_CA_FILE", filepath.Join(dir, "ca.pem"))
-	admin.ok(t, "flags", "set", "compat_api", "on")
-	admin.ok(t, "flags", "set", "compat_streaming", "on")
-	api := newDispatchClient(t, d.addr, dir)
-	hc, _ := ownerClient(t, dir)
-	c := openai.NewClient(option.WithBaseURL("https://"+d.addr+"/v1/"), option.WithAPIKey(token),
-		option.WithHTTPClient(hc), option.WithMaxRetries(0))
-	ctx := t.Context()
+	e := startCompatDaemon(t, storetest.URL(t))
+	d, dir, admin, api, c, ctx := e.d, e.dir, e.admin, e.api, e.c, t.Context()
 
 	const key = "sk-e2e-compat-key"
 	llm := newFakeLLM(t, key)
@@ -255,24 +246,21 @@ func lastChatDispatch(t *testing.T, api controlplanev1connect.DispatchServiceCli
 // zone=eu and tier=spot, but its administrator labelled it tier=prod at approval (the
 // administrator's label wins); node B reports zone=us. Embeddings go to a node as
 // llm.embed dispatches; the least busy node serves, counted from the database (a
-// dispatch created outside the compat API counts); the X-Palyra-Node-Selector header
+// dispatch created outside the compat API counts, and so does a stream through
+// another replica of the same database); the X-Palyra-Node-Selector header
 // and compat.node_selector narrow the nodes, on REST and Connect, and bad selectors are
 // refused; a stream the client cancels leaves no dispatch running and no goroutine
 // behind. Not parallel: it counts palyrad's goroutines, which no other test's must add to.
 func TestOpenAISDKNodeRouting(t *testing.T) {
-	dir := t.TempDir()
-	d := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dir, "--database-url", storetest.URL(t))
-	token := bootstrapToken(t, dir)
-	admin := newCLIUser(t).with("PALYRA_TOKEN", token, "PALYRA_URL", "https://"+d.addr,
-		"PALYRA_CA_FILE", filepath.Join(dir, "ca.pem"))
-	admin.ok(t, "flags", "set", "compat_api", "on")
-	admin.ok(t, "flags", "set", "compat_streaming", "on")
-	api := newDispatchClient(t, d.addr, dir)
-	hc, auth := ownerClient(t, dir)
-	c := openai.NewClient(option.WithBaseURL("https://"+d.addr+"/v1/"), option.WithAPIKey(token),
-		option.WithHTTPClient(hc), option.WithMaxRetries(0))
-	rpc := compatv1connect.NewCompatServiceClient(hc, "https://"+d.addr, auth)
-	ctx := t.Context()
+	dbURL := storetest.URL(t)
+	e := startCompatDaemon(t, dbURL)
+	d, dir, admin, api, c, ctx := e.d, e.dir, e.admin, e.api, e.c, t.Context()
+	rpc := compatv1connect.NewCompatServiceClient(e.hc, "https://"+d.addr, e.auth)
+	// A second replica of the same database, for the load across replicas.
+	d2 := startDaemon(t, map[string]string{"PALYRA_MASTER_KEY": masterKey(t, dir)},
+		"--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--database-url", dbURL)
+	c2 := openai.NewClient(option.WithBaseURL("https://"+d2.addr+"/v1/"), option.WithAPIKey(e.token),
+		option.WithHTTPClient(e.hc), option.WithMaxRetries(0))
 
 	const key = "sk-e2e-routing-key"
 	llm := newFakeLLM(t, key)
@@ -334,12 +322,13 @@ embedding_models = ["embed=nomic-embed-text"]
 		t.Errorf("embeddings of a model nodes serve only for chat: %v", err)
 	}
 
-	chat := func(opts ...option.RequestOption) error {
+	chatVia := func(c openai.Client, opts ...option.RequestOption) error {
 		t.Helper()
 		_, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "fast",
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}, opts...)
 		return err
 	}
+	chat := func(opts ...option.RequestOption) error { return chatVia(c, opts...) }
 	// served counts the chat completions each node served, from what it served before.
 	served := func() (int, int) {
 		return countDispatches(t, api, a.deviceID, "llm.chat"), countDispatches(t, api, b.deviceID, "llm.chat")
@@ -373,8 +362,9 @@ embedding_models = ["embed=nomic-embed-text"]
 	}
 	waitDispatchEnd(t, api, busy)
 
-	// A stream in flight on one node: the next completion goes to the other. Then the
-	// client cancels it: the dispatch ends, and nothing of it stays behind in palyrad.
+	// A stream in flight on one node through one replica: the next completion, through
+	// the other replica, goes to the other node. Then the client cancels the stream: the
+	// dispatch ends, and nothing of it stays behind in either replica.
 	llm.reset()
 	sctx, cancel := context.WithCancel(ctx)
 	s := c.Chat.Completions.NewStreaming(sctx, openai.ChatCompletionNewParams{Model: "fast",
@@ -383,7 +373,7 @@ embedding_models = ["embed=nomic-embed-text"]
 		t.Fatalf("no first chunk: %v", s.Err())
 	}
 	a0, b0 = served()
-	if err := chat(); err != nil {
+	if err := chatVia(c2); err != nil {
 		t.Fatal(err)
 	}
 	a1, b1 := served()
@@ -498,6 +488,35 @@ embedding_models = ["embed=nomic-embed-text"]
 		return nil
 	})
 	b.stop(t)
+}
+
+// compatDaemon is a palyrad whose OpenAI-compatible API is on (streaming too), with
+// the owner's clients.
+type compatDaemon struct {
+	d          *runningDaemon
+	dir, token string
+	admin      *cliUser
+	api        controlplanev1connect.DispatchServiceClient
+	hc         *http.Client
+	auth       connect.ClientOption
+	c          openai.Client
+}
+
+// startCompatDaemon starts palyrad on dbURL and turns its OpenAI-compatible API on.
+func startCompatDaemon(t *testing.T, dbURL string) compatDaemon {
+	t.Helper()
+	e := compatDaemon{dir: t.TempDir()}
+	e.d = startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", e.dir, "--database-url", dbURL)
+	e.token = bootstrapToken(t, e.dir)
+	e.admin = newCLIUser(t).with("PALYRA_TOKEN", e.token, "PALYRA_URL", "https://"+e.d.addr,
+		"PALYRA_CA_FILE", filepath.Join(e.dir, "ca.pem"))
+	e.admin.ok(t, "flags", "set", "compat_api", "on")
+	e.admin.ok(t, "flags", "set", "compat_streaming", "on")
+	e.api = newDispatchClient(t, e.d.addr, e.dir)
+	e.hc, e.auth = ownerClient(t, e.dir)
+	e.c = openai.NewClient(option.WithBaseURL("https://"+e.d.addr+"/v1/"), option.WithAPIKey(e.token),
+		option.WithHTTPClient(e.hc), option.WithMaxRetries(0))
+	return e
 }
 
 // countDispatches counts a node's dispatches of capability.

@@ -252,13 +252,14 @@ type nodeProvider struct {
 	capability string
 }
 
+// nodeRequest is a request a node answers: a ChatRequest or an EmbeddingRequest.
+type nodeRequest interface {
+	upstreamBody(model string) ([]byte, error)
+}
+
 // Chat implements Provider: the dispatch's result is the completion.
 func (p *nodeProvider) Chat(ctx context.Context, req *ChatRequest, model string) (*Completion, error) {
-	input, err := req.upstreamBody(model)
-	if err != nil {
-		return nil, err
-	}
-	body, err := p.result(ctx, input, req.Model)
+	body, err := p.result(ctx, req, model, req.Model)
 	if err != nil {
 		return nil, err
 	}
@@ -274,29 +275,21 @@ func (p *nodeProvider) Chat(ctx context.Context, req *ChatRequest, model string)
 
 // StreamChat implements Provider: the dispatch's output lines are the chunks.
 func (p *nodeProvider) StreamChat(ctx context.Context, req *ChatRequest, model string) (ChunkStream, error) {
-	input, err := req.upstreamBody(model)
-	if err != nil {
-		return nil, err
-	}
-	return p.start(ctx, input, req.Model)
+	return p.start(ctx, req, model, req.Model)
 }
 
 // Embed implements Embedder: the dispatch's result is the embeddings list.
 func (p *nodeProvider) Embed(ctx context.Context, req *EmbeddingRequest, model string) (*Embeddings, error) {
-	input, err := req.upstreamBody(model)
-	if err != nil {
-		return nil, err
-	}
-	body, err := p.result(ctx, input, req.Model)
+	body, err := p.result(ctx, req, model, req.Model)
 	if err != nil {
 		return nil, err
 	}
 	return embeddingsOf(NodeOwner+" "+p.node.Name, body)
 }
 
-// result runs a dispatch with input to its end and returns its result.
-func (p *nodeProvider) result(ctx context.Context, input []byte, model string) ([]byte, error) {
-	f, err := p.start(ctx, input, model)
+// result runs the dispatch of req to its end and returns its result.
+func (p *nodeProvider) result(ctx context.Context, req nodeRequest, model, asked string) ([]byte, error) {
+	f, err := p.start(ctx, req, model, asked)
 	if err != nil {
 		return nil, err
 	}
@@ -316,9 +309,13 @@ func (p *nodeProvider) fail(format string, args ...any) error {
 	return providerError(NodeOwner+" "+p.node.Name, format, args...)
 }
 
-// start creates the dispatch of input and follows it; model is the model asked for,
-// for the audit target.
-func (p *nodeProvider) start(ctx context.Context, input []byte, model string) (*follow, error) {
+// start creates the dispatch of req, its model set to model, and follows it; asked is
+// the model the client asked for, for the audit target.
+func (p *nodeProvider) start(ctx context.Context, req nodeRequest, model, asked string) (*follow, error) {
+	input, err := req.upstreamBody(model)
+	if err != nil {
+		return nil, err
+	}
 	by, err := access.Caller(ctx)
 	if err != nil {
 		return nil, err
@@ -330,7 +327,7 @@ func (p *nodeProvider) start(ctx context.Context, input []byte, model string) (*
 	if err != nil {
 		return nil, err
 	}
-	audit.SetTarget(ctx, fmt.Sprintf("model:%s provider:%s node:%s dispatch:%s", model, NodeOwner, p.node.ID, d.ID))
+	audit.SetTarget(ctx, fmt.Sprintf("model:%s provider:%s node:%s dispatch:%s", asked, NodeOwner, p.node.ID, d.ID))
 	fctx, cancel := context.WithCancelCause(ctx)
 	f := &follow{p: p, ctx: ctx, cancel: cancel, id: d.ID, last: d, lines: make(chan []byte, 64), done: make(chan struct{})}
 	go f.run(fctx)
