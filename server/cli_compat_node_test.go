@@ -433,7 +433,7 @@ embedding_models = ["embed=nomic-embed-text"]
 	} {
 		err := call(option.WithHeader("X-Palyra-Node-Selector", "zone in eu"))
 		if !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest || oe.Param != "X-Palyra-Node-Selector" ||
-			!strings.Contains(oe.Message, `the header X-Palyra-Node-Selector is not a label selector`) ||
+			!strings.Contains(oe.Message, `X-Palyra-Node-Selector: the header is not a label selector`) ||
 			!strings.Contains(oe.Message, `at position 9: want "(" after "in", found "eu"`) {
 			t.Errorf("%s with a bad selector: %v", name, err)
 		}

@@ -135,7 +135,7 @@ func (h *Handler) nodeSelectors(ctx context.Context) (selectors, error) {
 	}
 	req, err := labels.Parse(strings.Join(values, ","))
 	if err != nil {
-		return selectors{}, errdefs.InvalidField(NodeSelectorHeader, "the header %s is not a label selector (gpu=a100,zone in (eu-1,eu-2),!spot): %v", NodeSelectorHeader, err)
+		return selectors{}, errdefs.InvalidField(NodeSelectorHeader, "the header is not a label selector (such as gpu=a100,zone in (eu-1,eu-2),!spot): %v", err)
 	}
 	return selectors{config: h.opts.Config().Compat.NodeSelector, request: req}, nil
 }
