@@ -364,13 +364,25 @@ type nodeAgent struct {
 // approves its request as admin, and waits until the node is online.
 func startNodeAgent(t *testing.T, admin *cliUser, url, caFP, stateDir string) *nodeAgent {
 	t.Helper()
+	return startNodeAgentWith(t, admin, url, caFP, stateDir, nodeOptions{})
+}
+
+// nodeOptions are what startNodeAgentWith adds to the agent's command line and to its
+// approval, e.g. --label k=v to each.
+type nodeOptions struct {
+	run, approve []string
+}
+
+// startNodeAgentWith is startNodeAgent with o; other nodes may be online already.
+func startNodeAgentWith(t *testing.T, admin *cliUser, url, caFP, stateDir string, o nodeOptions) *nodeAgent {
+	t.Helper()
 	var code struct {
 		Code string `json:"code"`
 	}
 	decode(t, admin.ok(t, "pairing", "codes", "create", "--method", "pin", "--ttl", "10m", "-o", "json"), &code)
 	n := &nodeAgent{
-		args: []string{"node", "run", "--url", url, "--pin", code.Code, "--ca-fingerprint", caFP, "--name", "e2e-node",
-			"--state-dir", stateDir, "--log-level", "debug"},
+		args: append([]string{"node", "run", "--url", url, "--pin", code.Code, "--ca-fingerprint", caFP, "--name", "e2e-node",
+			"--state-dir", stateDir, "--log-level", "debug"}, o.run...),
 		env:   []string{"HOME=" + t.TempDir()},
 		admin: admin,
 	}
@@ -389,8 +401,13 @@ func startNodeAgent(t *testing.T, admin *cliUser, url, caFP, stateDir string) *n
 		decode(t, string(list.PairingRequests[0]), &request)
 		return nil
 	})
-	admin.ok(t, "pairing", "requests", "approve", request.ID)
-	n.deviceID = n.waitOnline(t, "")
+	var approved struct {
+		PairingRequest struct {
+			DeviceID string `json:"deviceId"`
+		} `json:"pairingRequest"`
+	}
+	decode(t, admin.ok(t, append([]string{"pairing", "requests", "approve", request.ID, "-o", "json"}, o.approve...)...), &approved)
+	n.deviceID = n.waitOnline(t, approved.PairingRequest.DeviceID)
 	return n
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,10 +207,11 @@ embedding_models = ["nomic-embed-text"]
 // fakeLLM is an OpenAI-compatible server on loopback. A non-streamed chat answers at
 // once; a streamed "stream" chat sends one chunk per word received on next, then the
 // usage and [DONE] once next is closed; a streamed "hang" chat sends one chunk and
-// waits for its request to end, which it reports on cancelled.
+// waits for its request to end, which it reports on cancelled; hangs counts those.
 type fakeLLM struct {
 	*httptest.Server
 	next      chan string
+	hangs     atomic.Int32
 	mu        sync.Mutex
 	cancelled chan struct{}
 }
@@ -252,6 +254,7 @@ func newFakeLLM(t *testing.T, key string) *fakeLLM {
 			chunk("", "stop")
 			fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-e2e\",\"model\":%q,\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":4,\"total_tokens\":9}}\n\ndata: [DONE]\n\n", req.Model)
 		default:
+			f.hangs.Add(1)
 			chunk("Hel", nil)
 			<-r.Context().Done()
 			f.mu.Lock()

@@ -10,6 +10,58 @@ import (
 	"time"
 )
 
+const abandonDispatch = `-- name: AbandonDispatch :one
+update dispatches
+set state = 'cancelled', finished_at = $1::timestamptz,
+    cancel_requested_at = coalesce(cancel_requested_at, $1::timestamptz),
+    cancel_reason = $2,
+    output_bytes = greatest(output_bytes, output_stored),
+    error = 'abandoned: ' || $2
+where id = $3 and state in ('queued', 'sent', 'running')
+returning id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason
+`
+
+type AbandonDispatchParams struct {
+	Now    time.Time
+	Reason string
+	ID     string
+}
+
+// Ends a dispatch that has not ended as cancelled at once, without its node's report:
+// its caller gave up on it (its node went away). Its node never receives it again (a
+// claim takes no ended dispatch) and a report it sends later changes nothing.
+func (q *Queries) AbandonDispatch(ctx context.Context, arg AbandonDispatchParams) (Dispatch, error) {
+	row := q.db.QueryRow(ctx, abandonDispatch, arg.Now, arg.Reason, arg.ID)
+	var i Dispatch
+	err := row.Scan(
+		&i.ID,
+		&i.DeviceID,
+		&i.Capability,
+		&i.Input,
+		&i.State,
+		&i.IdempotencyKey,
+		&i.RequestHash,
+		&i.CreatedBy,
+		&i.CreatedAt,
+		&i.Deadline,
+		&i.MaxOutputBytes,
+		&i.SessionID,
+		&i.SentAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.CancelRequestedAt,
+		&i.CancelReason,
+		&i.Result,
+		&i.Error,
+		&i.ExitCode,
+		&i.OutputBytes,
+		&i.OutputTruncated,
+		&i.OutputStored,
+		&i.OutputLostReason,
+	)
+	return i, err
+}
+
 const cancelQueuedDispatch = `-- name: CancelQueuedDispatch :one
 update dispatches
 set state = 'cancelled', finished_at = $1::timestamptz,
@@ -162,6 +214,47 @@ func (q *Queries) CountActiveDispatches(ctx context.Context) ([]CountActiveDispa
 	for rows.Next() {
 		var i CountActiveDispatchesRow
 		if err := rows.Scan(&i.State, &i.Count); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const countDispatchesInFlight = `-- name: CountDispatchesInFlight :many
+select device_id, count(*)::bigint as count from dispatches
+where device_id = any($1::text[])
+  and capability = any($2::text[])
+  and state in ('queued', 'sent', 'running') and cancel_requested_at is null
+group by device_id
+`
+
+type CountDispatchesInFlightParams struct {
+	DeviceIds    []string
+	Capabilities []string
+}
+
+type CountDispatchesInFlightRow struct {
+	DeviceID string
+	Count    int64
+}
+
+// The dispatches of the given capabilities that each of the given devices has not
+// finished and that no one asked to cancel, by device (the dispatches_device_active
+// index); a device without any has no row.
+func (q *Queries) CountDispatchesInFlight(ctx context.Context, arg CountDispatchesInFlightParams) ([]CountDispatchesInFlightRow, error) {
+	rows, err := q.db.Query(ctx, countDispatchesInFlight, arg.DeviceIds, arg.Capabilities)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CountDispatchesInFlightRow{}
+	for rows.Next() {
+		var i CountDispatchesInFlightRow
+		if err := rows.Scan(&i.DeviceID, &i.Count); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -188,3 +188,26 @@ limit sqlc.arg('page_limit');
 select state, count(*)::bigint as count from dispatches
 where state in ('queued', 'sent', 'running')
 group by state;
+
+-- name: AbandonDispatch :one
+-- Ends a dispatch that has not ended as cancelled at once, without its node's report:
+-- its caller gave up on it (its node went away). Its node never receives it again (a
+-- claim takes no ended dispatch) and a report it sends later changes nothing.
+update dispatches
+set state = 'cancelled', finished_at = sqlc.arg('now')::timestamptz,
+    cancel_requested_at = coalesce(cancel_requested_at, sqlc.arg('now')::timestamptz),
+    cancel_reason = sqlc.arg('reason'),
+    output_bytes = greatest(output_bytes, output_stored),
+    error = 'abandoned: ' || sqlc.arg('reason')
+where id = sqlc.arg('id') and state in ('queued', 'sent', 'running')
+returning *;
+
+-- name: CountDispatchesInFlight :many
+-- The dispatches of the given capabilities that each of the given devices has not
+-- finished and that no one asked to cancel, by device (the dispatches_device_active
+-- index); a device without any has no row.
+select device_id, count(*)::bigint as count from dispatches
+where device_id = any(sqlc.arg('device_ids')::text[])
+  and capability = any(sqlc.arg('capabilities')::text[])
+  and state in ('queued', 'sent', 'running') and cancel_requested_at is null
+group by device_id;

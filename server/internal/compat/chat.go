@@ -250,8 +250,9 @@ type route struct {
 
 // route finds the provider of model: palyra-echo when compat.models lists it, else the
 // first provider (by name) with a base URL that serves it, else an online node that
-// serves it (nodeRoute). A model compat.models lists that no one serves is Unavailable.
-func (h *Handler) route(ctx context.Context, model string) (route, error) {
+// serves it under capability (llmChat or llmEmbed: nodeRoute). A model compat.models
+// lists that no one serves is Unavailable.
+func (h *Handler) route(ctx context.Context, model, capability string) (route, error) {
 	c := h.opts.Config()
 	listed := false
 	for _, id := range c.Compat.Models {
@@ -275,9 +276,9 @@ func (h *Handler) route(ctx context.Context, model string) (route, error) {
 		}
 	}
 	if listed {
-		return h.nodeRoute(ctx, model, errdefs.New(errdefs.Unavailable, "no provider serves the model %s now: palyrad serves %s itself; other models need an upstream provider (compat.providers.<name>.models) or a node that serves them", quote(model), EchoModel))
+		return h.nodeRoute(ctx, model, capability, errdefs.New(errdefs.Unavailable, "no provider serves the model %s now: palyrad serves %s itself; other models need an upstream provider (compat.providers.<name>.models) or a node that serves them", quote(model), EchoModel))
 	}
-	return h.nodeRoute(ctx, model, modelNotFound(model))
+	return h.nodeRoute(ctx, model, capability, modelNotFound(model))
 }
 
 // target records the call's model, provider and token counts for its audit event.
@@ -311,7 +312,7 @@ func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (rou
 	if err := h.checkBudget(ctx); err != nil {
 		return route{}, err
 	}
-	r, err := h.route(ctx, req.Model)
+	r, err := h.route(ctx, req.Model, llmChat)
 	if err != nil {
 		return route{}, err
 	}

@@ -6,7 +6,8 @@
 // A model is served by a Provider: palyrad itself for palyra-echo (when compat.models
 // lists it), an OpenAI-compatible upstream (compat.providers.<name>, read from the
 // configuration in effect at each call), or, for a model neither serves, an online node
-// that announces it under llm.chat (node.go). Requests are kept as the JSON the client sent,
+// that announces it under llm.chat or llm.embed, chosen by label selector and load
+// (node.go). Requests are kept as the JSON the client sent,
 // so that fields palyrad does not read (tools, response_format, temperature, ...) reach
 // the upstream unchanged; only model is rewritten (aliases) and, when streaming,
 // stream_options.include_usage is set so that every call's tokens are counted.
@@ -77,8 +78,6 @@ type Options struct {
 type Handler struct {
 	opts Options
 	log  *slog.Logger
-	// inflight counts this replica's node dispatches in flight, by node.
-	inflight inflight
 }
 
 var _ compatv1connect.CompatServiceHandler = (*Handler)(nil)
@@ -98,7 +97,8 @@ func NewHandler(opts Options) *Handler {
 	return &Handler{opts: opts, log: log}
 }
 
-// enabled refuses calls while the API (or, for streams, streaming) is off.
+// enabled refuses calls while the API (or, for streams, streaming) is off, and those
+// whose node selector header does not parse.
 func (h *Handler) enabled(ctx context.Context, stream bool) error {
 	keys := []string{flags.CompatAPI}
 	if stream {
@@ -116,7 +116,8 @@ func (h *Handler) enabled(ctx context.Context, stream bool) error {
 			return errStreamingOff
 		}
 	}
-	return nil
+	_, err := h.nodeSelectors(ctx)
+	return err
 }
 
 // models lists the models of compat.models in order, owned by "palyra", then those of

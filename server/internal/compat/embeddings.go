@@ -147,7 +147,7 @@ func (h *Handler) embed(ctx context.Context, req *EmbeddingRequest) (*Embeddings
 	if err := h.checkBudget(ctx); err != nil {
 		return nil, err
 	}
-	r, err := h.route(ctx, req.Model)
+	r, err := h.route(ctx, req.Model, llmEmbed)
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +268,11 @@ func (u *upstream) Embed(ctx context.Context, req *EmbeddingRequest, model strin
 	if len(answer) > maxCompletion {
 		return nil, providerError(u.name, "answered with embeddings over %d bytes", maxCompletion)
 	}
+	return embeddingsOf(u.name, answer)
+}
+
+// embeddingsOf reads an embeddings list with float vectors that provider answered.
+func embeddingsOf(provider string, answer []byte) (*Embeddings, error) {
 	var list struct {
 		Data []struct {
 			Index     int       `json:"index"`
@@ -276,12 +281,12 @@ func (u *upstream) Embed(ctx context.Context, req *EmbeddingRequest, model strin
 		Usage *Usage `json:"usage"`
 	}
 	if err := json.Unmarshal(answer, &list); err != nil {
-		return nil, providerError(u.name, "answered with something that is not a list of float embeddings")
+		return nil, providerError(provider, "answered with something that is not a list of float embeddings")
 	}
 	out := &Embeddings{Vectors: make([][]float32, len(list.Data)), Usage: list.Usage}
 	for _, d := range list.Data {
 		if d.Index < 0 || d.Index >= len(list.Data) || out.Vectors[d.Index] != nil {
-			return nil, providerError(u.name, "answered embeddings with wrong indexes")
+			return nil, providerError(provider, "answered embeddings with wrong indexes")
 		}
 		out.Vectors[d.Index] = d.Embedding
 	}

@@ -58,7 +58,7 @@ func (s *REST) call(w http.ResponseWriter, r *http.Request, procedure string, se
 		apiserver.WriteOpenAIError(w, err)
 		return
 	}
-	err = serve(ctx)
+	err = serve(withSelectorHeader(ctx, r.Header))
 	var done *errAnswered
 	if errors.As(err, &done) {
 		end(done.err)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/palyra/palyra/server/internal/labels"
 )
 
 // Config is the validated configuration of palyrad.
@@ -156,6 +158,9 @@ type Compat struct {
 	Models []string
 	// Providers are the OpenAI-compatible upstream providers, by name.
 	Providers map[string]Provider
+	// NodeSelector is what the labels of a node must match for it to serve models
+	// (compat.node_selector); the empty selector matches every node.
+	NodeSelector labels.Selector
 }
 
 // Provider is an OpenAI-compatible upstream provider (compat.providers.<name>).

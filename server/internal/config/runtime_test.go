@@ -55,6 +55,10 @@ func TestSetByKey(t *testing.T) {
 	if err := c.Set("compat.models", config.Value{List: true, Items: []string{"x"}}); err != nil || !c.Value("compat.models").Equal(config.Value{List: true, Items: []string{"x"}}) {
 		t.Errorf("set models from a list: %v, %+v", err, c.Value("compat.models"))
 	}
+	if err := c.Set("compat.node_selector", config.Value{Text: " gpu , zone in (b,a)"}); err != nil ||
+		c.Value("compat.node_selector").Text != "gpu,zone in (a,b)" || !c.Compat.NodeSelector.Matches(map[string]string{"gpu": "", "zone": "a"}) {
+		t.Errorf("set the node selector: %v, %+v", err, c.Value("compat.node_selector"))
+	}
 	refusals := map[string]struct {
 		key   string
 		value config.Value
@@ -65,6 +69,7 @@ func TestSetByKey(t *testing.T) {
 		"list for a scalar": {"log.level", config.Value{List: true, Items: []string{"debug"}}, "not a list"},
 		"duplicate model":   {"compat.models", config.Value{List: true, Items: []string{"m", "m"}}, "listed twice"},
 		"unknown":           {"no.such", config.Value{Text: "1"}, "unknown setting"},
+		"bad selector":      {"compat.node_selector", config.Value{Text: "gpu in a100"}, `at position 8: want "(" after "in", found "a100"`},
 	}
 	for name, r := range refusals {
 		before := c.Clone()
@@ -72,7 +77,8 @@ func TestSetByKey(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), r.says) {
 			t.Errorf("%s: %v, want an error saying %q", name, err, r.says)
 		}
-		if c.Nodes != before.Nodes || c.Pairing != before.Pairing || !slices.Equal(c.Compat.Models, before.Compat.Models) {
+		if c.Nodes != before.Nodes || c.Pairing != before.Pairing || !slices.Equal(c.Compat.Models, before.Compat.Models) ||
+			c.Compat.NodeSelector.String() != before.Compat.NodeSelector.String() {
 			t.Errorf("%s: the refused value changed the Config", name)
 		}
 	}
@@ -96,7 +102,8 @@ func TestSettingsDescribeThemselves(t *testing.T) {
 		}
 	}
 	want := []string{"pairing.pin_digits", "pairing.request_ttl", "nodes.heartbeat_interval", "tokens.default_rate_limit", "log.level", "compat.models",
-		"compat.providers.<name>.base_url", "compat.providers.<name>.api_key", "compat.providers.<name>.models", "compat.providers.<name>.timeout"}
+		"compat.providers.<name>.base_url", "compat.providers.<name>.api_key", "compat.providers.<name>.models", "compat.providers.<name>.timeout",
+		"compat.node_selector"}
 	if !slices.Equal(runtime, want) {
 		t.Errorf("runtime settings %v, want %v", runtime, want)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/palyra/palyra/server/internal/labels"
 	"github.com/palyra/palyra/server/internal/secretref"
 )
 
@@ -465,6 +466,17 @@ var settings = []setting{
 			return err
 		},
 		func(p Provider) string { return p.Timeout.String() }),
+	{
+		key:     "compat.node_selector",
+		runtime: true,
+		kind:    "selector",
+		usage:   "label selector (gpu=a100,zone in (eu-1,eu-2),!spot) that the nodes serving compat models must match; empty: any node",
+		set: func(c *Config, v string) (err error) {
+			c.Compat.NodeSelector, err = labels.Parse(v)
+			return err
+		},
+		show: func(c *Config) string { return c.Compat.NodeSelector.String() },
+	},
 	{
 		key:    "master_key",
 		kind:   "base64",

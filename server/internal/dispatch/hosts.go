@@ -1,6 +1,13 @@
 package dispatch
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/palyra/palyra/server/internal/store"
+)
 
 // NodesOffering returns every node, revoked or not and whatever its presence, that
 // announced the capability name: all the pages of ListNodes.
@@ -24,4 +31,38 @@ func (s *Service) NodesOffering(ctx context.Context, name string) ([]Node, error
 func (s *Service) PresenceOf(ctx context.Context, id string) (Presence, error) {
 	n, err := s.GetNode(ctx, id)
 	return n.Presence, err
+}
+
+// InFlight counts, for each of nodes, its dispatches of any of capabilities that have not
+// ended and whose cancellation no one asked for, across every replica, in one query; a
+// node without any maps to 0.
+func (s *Service) InFlight(ctx context.Context, nodes, capabilities []string) (map[string]int, error) {
+	counts, err := s.db.inFlight(ctx, nodes, capabilities)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: dispatches in flight: %w", err)
+	}
+	return counts, nil
+}
+
+// Abandon ends a dispatch whose caller gave up on it because its node went away: it is
+// cancelled at once with reason, without waiting for the node's report, so that the
+// node never receives it again when it reconnects (what it reports of it later is
+// ignored). A dispatch that ended already is FailedPrecondition, as for Cancel.
+func (s *Service) Abandon(ctx context.Context, id, reason string) (Dispatch, error) {
+	if reason == "" || strings.Contains(reason, "\x00") {
+		return Dispatch{}, errInvalid("reason must be a text without NUL characters")
+	}
+	d, err := s.db.abandon(ctx, id, reason, s.opts.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		if d, err = s.Get(ctx, id); err != nil {
+			return d, err
+		}
+		return d, errFailedPrecondition("dispatch %s already ended (%s)", id, d.State)
+	}
+	if err != nil {
+		return d, fmt.Errorf("dispatch: abandon %s: %w", id, err)
+	}
+	s.log.Info("dispatch abandoned", "dispatch_id", id, "node_id", d.NodeID, "reason", reason)
+	s.metrics.ended(StateCancelled, "abandoned")
+	return d, nil
 }

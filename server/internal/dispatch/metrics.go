@@ -14,7 +14,7 @@ type metrics struct {
 	// replicas), refreshed periodically.
 	states *prometheus.GaugeVec
 	// endings counts the dispatches this replica ended, by state and by whom ("node" for
-	// a reported result, "deadline" for the sweeper).
+	// a reported result, "deadline" for the sweeper, "abandoned" for Abandon).
 	endings *prometheus.CounterVec
 	// duration is the time from creation to a node's result, by state.
 	duration *prometheus.HistogramVec
@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, sessions *registry) (*metrics, error)
 		}, []string{"state"}),
 		endings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "palyra_dispatches_ended_total",
-			Help: "Dispatches this replica ended, by state and by whom: node (its result) or deadline (the sweeper).",
+			Help: "Dispatches this replica ended, by state and by whom: node (its result), deadline (the sweeper) or abandoned (its caller gave up on its node).",
 		}, []string{"state", "by"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "palyra_dispatch_duration_seconds",

@@ -97,6 +97,26 @@ func (b db) requestCancel(ctx context.Context, id, reason string, now time.Time)
 	return dispatchOf(b.st.Q().RequestDispatchCancel(ctx, dbsqlc.RequestDispatchCancelParams{ID: id, Now: now, Reason: reason}))
 }
 
+// abandon ends a dispatch that has not ended as cancelled (AbandonDispatch);
+// store.ErrNotFound when it ended already or does not exist.
+func (b db) abandon(ctx context.Context, id, reason string, now time.Time) (Dispatch, error) {
+	return dispatchOf(b.st.Q().AbandonDispatch(ctx, dbsqlc.AbandonDispatchParams{ID: id, Now: now, Reason: reason}))
+}
+
+// inFlight counts the unfinished dispatches of capabilities on each of nodes
+// (CountDispatchesInFlight); a node without any is absent.
+func (b db) inFlight(ctx context.Context, nodes, capabilities []string) (map[string]int, error) {
+	rows, err := b.st.Q().CountDispatchesInFlight(ctx, dbsqlc.CountDispatchesInFlightParams{DeviceIds: nodes, Capabilities: capabilities})
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]int, len(rows))
+	for _, r := range rows {
+		counts[r.DeviceID] = int(r.Count)
+	}
+	return counts, nil
+}
+
 // cancelRequests returns the dispatches of a device whose cancellation was requested.
 func (b db) cancelRequests(ctx context.Context, deviceID string) ([]Dispatch, error) {
 	return dispatchesOf(b.st.Q().ListCancelRequests(ctx, deviceID))

@@ -263,7 +263,7 @@ func TestConfigCommands(t *testing.T) {
 	res = run(t, envA, 0, "config", "history", "-o", "json")
 	var hist controlplanev1.ListConfigRevisionsResponse
 	if err := protojson.Unmarshal([]byte(res.Stdout), &hist); err != nil || len(hist.GetRevisions()) != 2 ||
-		hist.GetRevisions()[0].GetReason() != "from file" || hist.GetRevisions()[0].GetChangeCount() != 6 {
+		hist.GetRevisions()[0].GetReason() != "from file" || hist.GetRevisions()[0].GetChangeCount() != 7 {
 		t.Errorf("history: %v\n%s", err, res.Stdout)
 	}
 	res = run(t, envA, 0, "config", "history", "2")
