@@ -80,6 +80,8 @@ bench: postgres-binaries ## Benchmarks of BENCHMARKS.md, a quick profile (FULL=1
 		$(GO) test -run '^$$' -bench 'Baseline|Dispatch|PostgresPair|Pairing' -benchtime "$${BENCHTIME:-10s}" \
 			-count "$${BENCHCOUNT:-3}" -timeout 90m . && \
 		$(GO) test -run '^$$' -bench 'Revocation' -benchtime 200x -count "$${BENCHCOUNT:-3}" -timeout 30m . && \
+		$(GO) test -run '^$$' -bench '^BenchmarkCompat$$' -benchtime 5000x -count "$${BENCHCOUNT:-3}" -timeout 60m . && \
+		$(GO) test -run '^$$' -bench 'CompatNode' -benchtime 2000x -count "$${BENCHCOUNT:-3}" -timeout 60m . && \
 		PALYRA_BENCH_NODES="$${BENCH_NODES:-1000,5000,10000,19000}" $(GO) test -run '^$$' -bench 'IdleNodes' \
 			-benchtime 1x -count 1 -timeout 60m . && \
 		PALYRA_BENCH_STORM_NODES="$${BENCH_STORM_NODES:-10000}" $(GO) test -run '^$$' -bench 'ReconnectStorm' \
@@ -90,6 +92,8 @@ bench: postgres-binaries ## Benchmarks of BENCHMARKS.md, a quick profile (FULL=1
 			-benchtime "$${BENCHTIME:-2s}" -count 1 -timeout 30m . && \
 		$(GO) test -run '^$$' -bench 'Pairing/method=qr' -benchtime "$${BENCHTIME:-2s}" -count 1 -timeout 10m . && \
 		$(GO) test -run '^$$' -bench 'Revocation' -benchtime 50x -count 1 -timeout 10m . && \
+		$(GO) test -run '^$$' -bench '^BenchmarkCompat$$' -benchtime 2000x -count 1 -timeout 20m . && \
+		$(GO) test -run '^$$' -bench 'CompatNode' -benchtime 1000x -count 1 -timeout 20m . && \
 		PALYRA_BENCH_NODES="$${BENCH_NODES:-500}" PALYRA_BENCH_STORM_NODES="$${BENCH_STORM_NODES:-500}" \
 			$(GO) test -run '^$$' -bench 'IdleNodes|ReconnectStorm' -benchtime 1x -count 1 -timeout 10m .; \
 	fi

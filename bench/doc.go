@@ -10,6 +10,12 @@
 // BENCHMARKS.md at the repository root records what they measured. Each benchmark
 // creates a database of its own on that server, and drops it afterwards.
 //
+// BenchmarkCompat and BenchmarkCompatNode (compat_test.go) measure the OpenAI-compatible
+// API with the official Go SDK (openai-go): the latency palyrad adds to a chat
+// completion (and to the first token of a stream) over a fake OpenAI-compatible server
+// called directly in the same run, as an upstream provider and behind a real node
+// agent's llm.chat.
+//
 // TestFaults (faults_test.go) is the fault suite: `make faults` runs it with
 // PALYRA_FAULTS=1 (without, it is skipped), and RELIABILITY.md records what it found.
 // It starts a PostgreSQL cluster of its own (it kills and stalls it), two palyrad
