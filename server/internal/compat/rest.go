@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
@@ -30,6 +31,8 @@ type REST struct {
 	access  Authorizer
 	maxBody int64
 	mux     *http.ServeMux
+	// pending counts the answered calls still recording (call).
+	pending sync.WaitGroup
 }
 
 // NewREST returns the REST endpoints of h; request bodies over maxBody bytes are
@@ -50,25 +53,35 @@ func NewREST(h *Handler, access Authorizer, maxBody int) *REST {
 // ServeHTTP implements http.Handler.
 func (s *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// call authorizes r as procedure, runs serve, and ends the call with its error; an
-// error serve returns is answered in the envelope.
+// call authorizes r as procedure, runs serve, and answers an error serve returns in the
+// envelope. What the call records once its answer is out (its usage and its audit
+// event) is written after the handler returns, so that the client does not wait for
+// those commits (Wait waits for them).
 func (s *REST) call(w http.ResponseWriter, r *http.Request, procedure string, serve func(ctx context.Context) error) {
 	ctx, end, err := s.access.Authorize(r.Context(), procedure, r.RemoteAddr, r.Header)
 	if err != nil {
 		apiserver.WriteOpenAIError(w, err)
 		return
 	}
+	ctx, later := withAfterAnswer(ctx)
 	err = serve(withSelectorHeader(ctx, r.Header))
 	var done *errAnswered
-	if errors.As(err, &done) {
-		end(done.err)
-		return
-	}
-	end(err)
-	if err != nil {
+	switch {
+	case errors.As(err, &done):
+		err = done.err
+	case err != nil:
 		apiserver.WriteOpenAIError(w, err)
 	}
+	s.pending.Add(1)
+	go func() {
+		defer s.pending.Done()
+		later.run()
+		end(err)
+	}()
 }
+
+// Wait waits until every call answered has recorded its usage and audit event.
+func (s *REST) Wait() { s.pending.Wait() }
 
 // model is OpenAI's model object. created is 0: palyrad does not know when a model was
 // made.

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -22,7 +23,10 @@ import (
 // them, to its API token's row of the UTC day, model and provider in compat_usage
 // (sqlc/migrations/00013_compat_usage.sql): one upsert when the call ends, which is
 // the call's one write and so commits its audit outbox row with it (the store adds the
-// row to the call's first write). A token with a daily token budget is checked before
+// row to the call's first write). A REST call makes it, and appends its audit event,
+// after its answer is out (REST.call), so that no commit delays the answer; a replica
+// that dies in between loses that call's record. A call's usage counts against the
+// budget from then on. A token with a daily token budget is checked before
 // its call reaches the provider: one read of today's rows, made only for tokens that
 // have a budget (the budget comes with the authenticated token). The check and the
 // record are not one transaction: calls that start while the token is under its budget
@@ -64,7 +68,8 @@ func (h *Handler) checkBudget(ctx context.Context) error {
 }
 
 // record adds a call's tokens to its token's usage; a call without usage records
-// nothing. It writes even when the call's context is cancelled (a client that went
+// nothing. A REST call records once its answer is out (withAfterAnswer), a Connect call
+// at once. It writes even when the call's context is cancelled (a client that went
 // away after tokens were used), and a failure is logged, not the call's: the answer is
 // out already.
 func (h *Handler) record(ctx context.Context, r route, model string, u *Usage) {
@@ -72,13 +77,52 @@ func (h *Handler) record(ctx context.Context, r route, model string, u *Usage) {
 	if u == nil || !ok || p == nil || h.opts.Store == nil {
 		return
 	}
-	err := h.opts.Store.Q().RecordUsage(context.WithoutCancel(ctx), dbsqlc.RecordUsageParams{
-		TokenID: p.TokenID, Day: day(h.opts.Now()), Model: model, Provider: r.name,
-		PromptTokens: max(u.PromptTokens, 0), CompletionTokens: max(u.CompletionTokens, 0),
-	})
-	if err != nil {
-		h.log.Error("compat: usage not recorded", "token", p.TokenID, "model", model, "provider", r.name,
-			"prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens, "err", err)
+	write := func() {
+		err := h.opts.Store.Q().RecordUsage(context.WithoutCancel(ctx), dbsqlc.RecordUsageParams{
+			TokenID: p.TokenID, Day: day(h.opts.Now()), Model: model, Provider: r.name,
+			PromptTokens: max(u.PromptTokens, 0), CompletionTokens: max(u.CompletionTokens, 0),
+		})
+		if err != nil {
+			h.log.Error("compat: usage not recorded", "token", p.TokenID, "model", model, "provider", r.name,
+				"prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens, "err", err)
+		}
+	}
+	if later, ok := ctx.Value(afterAnswerKey{}).(*afterAnswer); ok {
+		later.add(write)
+		return
+	}
+	write()
+}
+
+// afterAnswer is what a call writes once its answer is out.
+type afterAnswer struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+// afterAnswerKey is the context key of a call's afterAnswer.
+type afterAnswerKey struct{}
+
+// withAfterAnswer returns ctx carrying an afterAnswer that record adds its write to.
+func withAfterAnswer(ctx context.Context) (context.Context, *afterAnswer) {
+	a := &afterAnswer{}
+	return context.WithValue(ctx, afterAnswerKey{}, a), a
+}
+
+func (a *afterAnswer) add(fn func()) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.fns = append(a.fns, fn)
+}
+
+// run runs the writes added, in order.
+func (a *afterAnswer) run() {
+	a.mu.Lock()
+	fns := a.fns
+	a.fns = nil
+	a.mu.Unlock()
+	for _, fn := range fns {
+		fn()
 	}
 }
 

@@ -293,6 +293,21 @@ func TestCompatDailyTokenBudgetHoldsAcrossReplicas(t *testing.T) {
 	if _, err := sdkB.Chat.Completions.New(ctx, params); err != nil {
 		t.Fatalf("second call, on the other replica: %v", err)
 	}
+	// A REST call records its usage right after its answer: wait for it.
+	spent := func(want int64) {
+		t.Helper()
+		eventually.NoError(t, fmt.Sprintf("the token has spent %d tokens", want), func() error {
+			res, err := compatv1connect.NewCompatServiceClient(b.client(b.owner), b.baseURL).GetUsage(ctx, connect.NewRequest(&compatv1.GetUsageRequest{TokenId: tok.GetId()}))
+			if err != nil {
+				return err
+			}
+			if got := res.Msg.GetTokens()[0].GetSpentToday(); got != want {
+				return fmt.Errorf("spent %d", got)
+			}
+			return nil
+		})
+	}
+	spent(20)
 	_, err := sdkA.Chat.Completions.New(ctx, params)
 	quotaError(t, "third call", err, 20, 20)
 	_, err = sdkB.Chat.Completions.New(ctx, params)
@@ -348,6 +363,7 @@ func TestCompatDailyTokenBudgetHoldsAcrossReplicas(t *testing.T) {
 		_, err := sdkB.Chat.Completions.New(ctx, params)
 		return err
 	})
+	spent(40)
 	_, err = sdkA.Chat.Completions.New(ctx, params)
 	quotaError(t, "the raised budget spent", err, 40, 40)
 

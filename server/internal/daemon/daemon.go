@@ -68,6 +68,8 @@ type Daemon struct {
 	stopBg  context.CancelFunc
 	bg      *sync.WaitGroup
 	serveCh chan error
+	// compatREST records its answered calls after they are answered (Stop waits).
+	compatREST *compat.REST
 }
 
 // FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
@@ -439,6 +441,7 @@ func (s *startup) serve() *Daemon {
 	cfg := s.cfg
 	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
 		Store: s.db.store})
+	compatREST := compat.NewREST(compatHandler, s.interceptor, cfg.Server.MaxMessageBytes)
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
 			Status: status.NewHandler(status.Options{
@@ -467,7 +470,7 @@ func (s *startup) serve() *Daemon {
 			FeatureFlag: flags.NewHandler(flags.HandlerOptions{Registry: s.flags}),
 			Audit:       audit.NewHandler(audit.HandlerOptions{Log: s.auditLog}),
 			Compat:      compatHandler,
-			CompatREST:  compat.NewREST(compatHandler, s.interceptor, cfg.Server.MaxMessageBytes),
+			CompatREST:  compatREST,
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
@@ -485,7 +488,7 @@ func (s *startup) serve() *Daemon {
 
 	d := &Daemon{
 		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime,
-		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1),
+		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST,
 	}
 	go func() { d.serveCh <- s.server.Serve(handler) }()
 
@@ -507,7 +510,8 @@ func (d *Daemon) Failed() <-chan error { return d.serveCh }
 // Stop shuts down gracefully: health checks turn NOT_SERVING, the nodes' Attach streams
 // and dispatch watches end (nodes attach again elsewhere; dispatches live on in the
 // database), the listener stops accepting connections and waits up to the configured
-// shutdown timeout for calls in flight, the sessions' end is recorded with one
+// shutdown timeout for calls in flight, the OpenAI REST calls answered finish recording
+// their usage and audit events, the sessions' end is recorded with one
 // statement, then background work stops, the database pool closes and, when embedded,
 // PostgreSQL stops. The whole stop may take the shutdown timeout plus FinishTimeout;
 // when that passes, or ctx ends first, Stop stops hard: it logs the steps it abandons
@@ -527,6 +531,10 @@ func (d *Daemon) Stop(ctx context.Context) error {
 			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 			defer cancel()
 			return d.server.Shutdown(shutdownCtx)
+		}},
+		{"record the OpenAI REST calls answered", func() error {
+			d.compatREST.Wait()
+			return nil
 		}},
 		{"record the end of the node sessions", func() error {
 			if err := d.runtime.DetachAll(ctx); err != nil {
