@@ -297,8 +297,8 @@ func target(ctx context.Context, r route, model string, u *Usage) {
 }
 
 // start checks the flags, that req streams if and only if stream and the caller's
-// daily token budget, and routes req; the call's audit target names the model and its
-// provider from then on.
+// daily token budget, and routes req; the call's audit target names the model from
+// then on, and its provider once routed.
 func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (route, error) {
 	if err := h.enabled(ctx, stream); err != nil {
 		return route{}, err
@@ -309,6 +309,7 @@ func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (rou
 	case !req.Stream && stream:
 		return route{}, invalid("stream", "this call streams: set stream to true")
 	}
+	target(ctx, route{}, req.Model, nil)
 	if err := h.checkBudget(ctx); err != nil {
 		return route{}, err
 	}

@@ -144,6 +144,7 @@ func (h *Handler) embed(ctx context.Context, req *EmbeddingRequest) (*Embeddings
 	if err := h.enabled(ctx, false); err != nil {
 		return nil, err
 	}
+	target(ctx, route{}, req.Model, nil)
 	if err := h.checkBudget(ctx); err != nil {
 		return nil, err
 	}

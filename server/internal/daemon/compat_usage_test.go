@@ -236,6 +236,10 @@ func TestCompatUsageIsRecordedPerTokenModelAndDay(t *testing.T) {
 		}
 		return err
 	})
+	// A call refused before it was routed names the model it asked for.
+	if !strings.Contains(targets, "model:gpt-5") {
+		t.Errorf("the refused call's event does not name its model: %s", targets)
+	}
 	for _, word := range []string{"alpha", "charlie", "delta", "golf", "juliet", "kilo", "mike", "oscar", "quebec", "romeo", "tango", "word"} {
 		if strings.Contains(rows, word) || strings.Contains(targets, word) {
 			t.Errorf("%q is in the usage (%s) or the audit targets (%s)", word, rows, targets)
