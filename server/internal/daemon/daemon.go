@@ -225,7 +225,7 @@ func (s *startup) startNotifications() (err error) {
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
 			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
-			masterkey.Channel, liveconfig.Channel},
+			masterkey.Channel, liveconfig.Channel, vault.Channel},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -420,9 +420,10 @@ func (s *startup) buildServices() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.runtime.Run(s.bgCtx) })
-	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: s.live, Logger: s.log}); err != nil {
+	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: s.live, Notify: s.listener, Logger: s.log}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
+	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
 	if cfg.Debug.PprofListen != "" {
 		stopPprof, err := listenPprof(cfg.Debug.PprofListen, s.log)
 		if err != nil {

@@ -118,30 +118,60 @@ func usable(ctx context.Context, q *dbsqlc.Queries, ref secretref.Ref) (dbsqlc.S
 // the latest. A secret that does not exist, is deleted, or whose version is missing or
 // destroyed is FailedPrecondition; a value that does not decrypt DataLoss. It is not a
 // reveal: no reason, no rate limit, no audit event, and the secret's last read is not
-// stamped. The caller clears the value after use.
+// stamped. A repeated resolution opens the sealed version it resolved to before,
+// without reading the database, until the secret changes (resolvecache.go). The caller
+// clears the value after use.
 func (v *Vault) Resolve(ctx context.Context, ref secretref.Ref) ([]byte, error) {
 	if !secretref.ValidName(ref.Name) || ref.Version < 0 {
 		return nil, errdefs.New(errdefs.Invalid, "malformed secret reference")
 	}
+	cached := v.cached()
+	if cached {
+		if r, ok := v.cache.get(ref); ok {
+			return v.open(r)
+		}
+	}
+	gen := v.cache.generation()
+	r, err := v.read(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	value, err := v.open(r)
+	if err != nil {
+		return nil, err
+	}
+	if cached {
+		v.cache.put(ref, r, gen)
+	}
+	return value, nil
+}
+
+// read reads the sealed version ref resolves to.
+func (v *Vault) read(ctx context.Context, ref secretref.Ref) (resolved, error) {
 	q := v.store.Q()
 	row, n, problem, err := usable(ctx, q, ref)
 	if err != nil {
-		return nil, wrapErr("resolve", err)
+		return resolved{}, wrapErr("resolve", err)
 	}
 	if problem != "" {
-		return nil, errdefs.New(errdefs.FailedPrecondition, "%s cannot be used: %s", ref, problem)
+		return resolved{}, errdefs.New(errdefs.FailedPrecondition, "%s cannot be used: %s", ref, problem)
 	}
 	sv, err := q.GetSealedSecretVersion(ctx, dbsqlc.GetSealedSecretVersionParams{SecretID: row.ID, Version: n})
 	if err != nil {
-		return nil, wrapErr("resolve", err)
+		return resolved{}, wrapErr("resolve", err)
 	}
 	if sv.DestroyedAt != nil { // destroyed since usable read it
-		return nil, errdefs.New(errdefs.FailedPrecondition, "version %d of secret %q was destroyed", n, ref.Name)
+		return resolved{}, errdefs.New(errdefs.FailedPrecondition, "version %d of secret %q was destroyed", n, ref.Name)
 	}
-	value, err := v.wrap.open(v.keys, rowID{secretID: row.ID, name: row.Name, version: n}, sealedOf(sv))
+	return resolved{row: rowID{secretID: row.ID, name: row.Name, version: n}, sealed: sealedOf(sv)}, nil
+}
+
+// open decrypts the version r.
+func (v *Vault) open(r resolved) ([]byte, error) {
+	value, err := v.wrap.open(v.keys, r.row, r.sealed)
 	if err != nil {
 		if errdefs.KindOf(err) == errdefs.DataLoss {
-			v.log.Error("a secret's version does not decrypt", "secret", ref.Name, "version", n, "err", err)
+			v.log.Error("a secret's version does not decrypt", "secret", r.row.name, "version", r.row.version, "err", err)
 		}
 		return nil, wrapErr("resolve", err)
 	}

@@ -10,11 +10,13 @@ import (
 
 // TestResolve: a reference resolves to its pinned version's value, else the latest's,
 // without a reveal's stamp; once the secret or the version is gone it is
-// FailedPrecondition naming it, never another value.
+// FailedPrecondition naming it, never another value. The vault caches resolutions, as
+// palyrad's does.
 func TestResolve(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
+	b.v = b.listening(t).v
 	b.put(t, "openai", "sk-one")
 	b.put(t, "openai", "sk-two")
 	resolve := func(ref string) (string, error) {
@@ -59,6 +61,44 @@ func TestResolve(t *testing.T) {
 	if _, err := b.v.Resolve(ctx, secretref.Ref{Name: "a/b"}); errdefs.KindOf(err) != errdefs.Invalid {
 		t.Errorf("a malformed reference: %v", err)
 	}
+}
+
+// TestResolveSeesItsOwnChangesAtOnce: the replica that changes a secret resolves the
+// change as soon as the change returns, without waiting for a notification (there is
+// none here: the triggers are disabled).
+func TestResolveSeesItsOwnChangesAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	b.v = b.listening(t).v
+	b.sql(t, "alter table secrets disable trigger secrets_notify",
+		"alter table secret_versions disable trigger secret_versions_notify")
+	b.put(t, "k", "one")
+	want := func(what, ref, value string) {
+		t.Helper()
+		if got, err := resolve(t, b.v, ref); err != nil || got != value {
+			t.Errorf("%s: %s resolves to %q, %v; want %q", what, ref, got, err, value)
+		}
+	}
+	want("the first put", "secret:k", "one")
+	want("the first put", "secret:k@1", "one")
+	b.put(t, "k", "two")
+	want("a put", "secret:k", "two")
+	want("a put", "secret:k@1", "one")
+	if _, _, err := b.v.Destroy(ctx, "k", 1, "token:w", false); err != nil {
+		t.Fatal(err)
+	}
+	_, err := resolve(t, b.v, "secret:k@1")
+	wantKind(t, "a destroyed version", err, errdefs.FailedPrecondition, "destroyed")
+	if _, _, err := b.v.Delete(ctx, "k", "token:w", false); err != nil {
+		t.Fatal(err)
+	}
+	_, err = resolve(t, b.v, "secret:k")
+	wantKind(t, "a deleted secret", err, errdefs.FailedPrecondition, "deleted")
+	if _, err := b.v.Restore(ctx, "k", "token:w"); err != nil {
+		t.Fatal(err)
+	}
+	want("a restore", "secret:k", "two")
 }
 
 // TestCheckRef: the check made when a setting is set says, as Invalid naming the

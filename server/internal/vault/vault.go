@@ -32,6 +32,15 @@
 // Reveal needs a reason, which the call's audit event records with the version; it is
 // rate limited per caller on each replica (NewRevealLimiter), and stamps the secret's
 // last read time and reader.
+//
+// # Resolving references
+//
+// Resolve serves the server's own use of a secret reference (an upstream provider's API
+// key) at each use. Each replica keeps the sealed version a reference resolved to, never
+// its value nor its data key, so that a repeated resolution reads nothing and only opens
+// the seal. A trigger announces every change of a secret on Channel and every replica
+// forgets its references; the replica that changes it forgets them before the change
+// returns (resolvecache.go).
 package vault
 
 import (
@@ -52,6 +61,7 @@ import (
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
+	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pagetoken"
 	"github.com/palyra/palyra/server/internal/ratelimit"
 	"github.com/palyra/palyra/server/internal/secretref"
@@ -87,6 +97,10 @@ type Options struct {
 	// Referrers finds the settings that refer to a secret, for Delete and Destroy; nil
 	// means none ever does.
 	Referrers Referrers
+	// Notify delivers Channel, which it must listen on; Resolve serves repeated
+	// resolutions from memory only while Run runs with it. Nil: every resolution reads
+	// the database.
+	Notify *notify.Listener
 	// Now stamps every change; nil uses time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -101,6 +115,11 @@ type Vault struct {
 	now   func() time.Time
 	log   *slog.Logger
 	wrap  wrappers
+	// notify and sub deliver the invalidations of cache (resolvecache.go); nil without
+	// Options.Notify.
+	notify *notify.Listener
+	sub    *notify.Subscription
+	cache  *resolveCache
 }
 
 // New returns a vault on opts.Store.
@@ -108,7 +127,15 @@ func New(opts Options) (*Vault, error) {
 	if opts.Store == nil || opts.Keys == nil {
 		return nil, errors.New("vault: new: a store and a keyring are required")
 	}
-	v := &Vault{store: opts.Store, keys: opts.Keys, limit: opts.RevealLimit, refs: opts.Referrers, now: opts.Now, log: opts.Logger}
+	v := &Vault{store: opts.Store, keys: opts.Keys, limit: opts.RevealLimit, refs: opts.Referrers, now: opts.Now, log: opts.Logger,
+		notify: opts.Notify, cache: newResolveCache()}
+	if v.notify != nil {
+		sub, err := v.notify.Subscribe(Channel)
+		if err != nil {
+			return nil, fmt.Errorf("vault: new: %w", err)
+		}
+		v.sub = sub
+	}
 	if v.limit == nil {
 		v.limit = NewRevealLimiter()
 	}
@@ -233,6 +260,7 @@ func (v *Vault) Put(ctx context.Context, r PutRequest) (Secret, error) {
 	}
 	audit.SetTarget(ctx, "secret:"+r.Name) // the version once known; a refused put names the secret
 	var out Secret
+	defer v.cache.forget(r.Name)
 	// Two replicas creating the same secret at once: the second insert meets the unique
 	// name, and a second attempt finds the secret the first created.
 	for attempt := 0; ; attempt++ {
@@ -478,6 +506,7 @@ func (v *Vault) setDeleted(ctx context.Context, op, name, by string, deleted, fo
 		out      Secret
 		referred []string
 	)
+	defer v.cache.forget(name)
 	err := v.store.InTx(ctx, func(tx *store.Tx) error {
 		if deleted {
 			// Before the secret's lock, as configuration changes take the configuration's
@@ -539,6 +568,7 @@ func (v *Vault) Destroy(ctx context.Context, name string, version int64, by stri
 		out      Secret
 		referred []string
 	)
+	defer v.cache.forget(name)
 	err := v.store.InTx(ctx, func(tx *store.Tx) error {
 		// The configuration's lock first, as in setDeleted; the latest version is read
 		// under the secret's lock below, so references are filtered after it.
