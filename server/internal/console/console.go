@@ -29,6 +29,10 @@ import (
 //go:embed all:dist
 var dist embed.FS
 
+// placeholder is the one committed file of dist/, for builds without the console; it is
+// not served.
+const placeholder = "README.md"
+
 // ContentSecurityPolicy is the policy of every console response.
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"font-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; " +
@@ -89,6 +93,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte(notBuilt))
+		return
+	}
+	if name == placeholder {
+		http.NotFound(w, r)
 		return
 	}
 	if name != "" && name != "index.html" {

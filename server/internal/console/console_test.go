@@ -51,6 +51,7 @@ func TestServesTheBuild(t *testing.T) {
 		// Missing files and the API's paths are never the app.
 		{"/assets/missing-123.js", "404", "", 404},
 		{"/favicon.ico", "404", "", 404},
+		{"/README.md", "404", "", 404},
 		{"/palyra.access.v1.AccessService/Unknown", "404", "", 404},
 		{"/grpc.health.v1.Health/Check", "404", "", 404},
 		{"/v1/unknown", "404", "", 404},

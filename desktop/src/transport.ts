@@ -1,0 +1,53 @@
+// The console's one transport to palyrad: the Connect protocol (JSON) over fetch, same
+// origin, carried by the session cookie the browser holds (HttpOnly: the page never
+// sees it). Two interceptors: every call that may change state carries the session's
+// CSRF token in X-Palyra-CSRF, and an Unauthenticated answer from any call reports the
+// session as ended.
+import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
+
+/** CSRF_HEADER carries the session's CSRF token (access.CSRFHeader on the server). */
+export const CSRF_HEADER = "X-Palyra-CSRF";
+
+/** TransportHooks connect the transport to the session state. */
+export interface TransportHooks {
+  /** csrfToken is the signed-in session's CSRF token, if any. */
+  csrfToken(): string | undefined;
+  /** unauthenticated is told of every Unauthenticated answer, with the procedure. */
+  unauthenticated(procedure: string, err: ConnectError): void;
+}
+
+/** csrfInterceptor sends the CSRF token with every call not declared NO_SIDE_EFFECTS. */
+export function csrfInterceptor(hooks: TransportHooks): Interceptor {
+  return (next) => (req) => {
+    const token = hooks.csrfToken();
+    if (token && req.method.idempotency !== MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS) {
+      req.header.set(CSRF_HEADER, token);
+    }
+    return next(req);
+  };
+}
+
+/** expiryInterceptor reports Unauthenticated answers (an ended or expired session). */
+export function expiryInterceptor(hooks: TransportHooks): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      const ce = ConnectError.from(err);
+      if (ce.code === Code.Unauthenticated) hooks.unauthenticated(req.url, ce);
+      throw err;
+    }
+  };
+}
+
+/** consoleTransport is the transport of the page, to the palyrad that served it. */
+export function consoleTransport(hooks: TransportHooks): Transport {
+  return createConnectTransport({
+    baseUrl: window.location.origin,
+    useBinaryFormat: false,
+    fetch: (input, init) => globalThis.fetch(input, { ...init, credentials: "same-origin" }),
+    interceptors: [expiryInterceptor(hooks), csrfInterceptor(hooks)],
+  });
+}
