@@ -1,17 +1,24 @@
-// Page is the frame of every page: its heading (focused on navigation, so it takes
-// tabIndex -1), an optional description and actions, and the document title.
-import { useEffect, type ReactNode } from "react";
+// Page is the frame of every page: its heading, an optional description and actions,
+// and the document title. A page reached by navigation (not the first load) moves the
+// focus to its heading, so that keyboard and screen reader users land on the new page.
+import { useEffect, useRef, type ReactNode } from "react";
+import { useLocation } from "react-router";
 import styles from "./Page.module.css";
 
 export function Page({ title, description, actions, children }: { title: string; description?: ReactNode; actions?: ReactNode; children?: ReactNode }) {
+  const heading = useRef<HTMLHeadingElement>(null);
+  const { key } = useLocation();
   useEffect(() => {
     document.title = `${title} · Palyra console`;
   }, [title]);
+  useEffect(() => {
+    if (key !== "default") heading.current?.focus(); // "default": the first page loaded
+  }, [key]);
   return (
     <section className={styles.page} aria-labelledby="page-title">
       <div className={styles.head}>
         <div>
-          <h1 id="page-title" tabIndex={-1} className={styles.title}>
+          <h1 id="page-title" ref={heading} tabIndex={-1} className={styles.title}>
             {title}
           </h1>
           {description ? <p className={styles.description}>{description}</p> : null}

@@ -1,9 +1,7 @@
 // The app shell: a skip link, the navigation (every page of the registry the principal
 // may see, grouped by section), who is signed in, sign-out, and the page's main region.
-// Each page change moves the focus to the page heading, so that keyboard and screen
-// reader users land on the new page.
-import { useEffect, useRef, type ReactNode } from "react";
-import { NavLink, useLocation } from "react-router";
+import type { ReactNode } from "react";
+import { NavLink } from "react-router";
 import { Role } from "../../../gen/ts/palyra/access/v1/access_pb.js";
 import { useSession } from "../session.js";
 import { pages, type PageSpec } from "../pages/registry.js";
@@ -13,16 +11,6 @@ const sections: PageSpec["section"][] = ["Operate", "Access", "Configure", "Comp
 
 export function Shell({ children }: { children: ReactNode }) {
   const { state, signOut } = useSession();
-  const location = useLocation();
-  const main = useRef<HTMLElement>(null);
-  const first = useRef(true);
-  useEffect(() => {
-    if (first.current) {
-      first.current = false;
-      return;
-    }
-    main.current?.querySelector<HTMLElement>("h1")?.focus();
-  }, [location.pathname]);
   if (state.kind !== "signedIn") return null;
   const principal = state.session.principal;
   const may = (p: PageSpec) => !p.permission || principal?.permissions.includes(p.permission);
@@ -38,7 +26,7 @@ export function Shell({ children }: { children: ReactNode }) {
         </span>
         <span className={styles.who}>
           Signed in as <strong>{principal?.user || principal?.id}</strong>
-          {principal?.role ? <span className={styles.role}> · {roleName(principal.role)}</span> : null}
+          {principal?.role ? <span className={styles.role}> · role {roleName(principal.role)}</span> : null}
         </span>
         <button type="button" className="button" onClick={() => void signOut()}>
           Sign out
@@ -67,7 +55,7 @@ export function Shell({ children }: { children: ReactNode }) {
           );
         })}
       </nav>
-      <main id="main" ref={main} className={styles.main} tabIndex={-1}>
+      <main id="main" className={styles.main} tabIndex={-1}>
         {children}
       </main>
     </div>

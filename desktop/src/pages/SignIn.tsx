@@ -53,7 +53,7 @@ export default function SignIn() {
             aria-describedby="token-hint"
           />
           <p id="token-hint" className="field-hint">
-            A token <code>plr_…</code>: the bootstrap token in palyrad's data directory, or one from <code>palyra token create</code>. It
+            A token <code>plr_…</code>: the bootstrap token in palyrad's data directory, or one from <code>palyra auth tokens create</code>. It
             opens a session and is not kept by this page. <code>palyra console</code> signs you in without one.
           </p>
         </div>
