@@ -29,7 +29,8 @@ export function csrfInterceptor(hooks: TransportHooks): Interceptor {
   };
 }
 
-/** expiryInterceptor reports Unauthenticated answers (an ended or expired session). */
+/** expiryInterceptor reports Unauthenticated answers (an ended or expired session). A
+ * stream is refused before its first message, so this sees a stream's refusal too. */
 export function expiryInterceptor(hooks: TransportHooks): Interceptor {
   return (next) => async (req) => {
     try {

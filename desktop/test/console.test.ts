@@ -216,6 +216,23 @@ describe("the console", () => {
     });
   });
 
+  it("hides what the principal may not do", async () => {
+    const { secret } = await api(daemon.token).createToken({ label: "console-narrow", role: Role.OPERATOR, scopes: ["status.read", "nodes.read"] });
+    const ctx = await newContext(browser);
+    const page = await signIn(ctx, secret);
+    assert.match(await page.getByRole("banner").innerText(), /role operator/);
+    const nav = page.getByRole("navigation", { name: "Console" });
+    await nav.getByRole("link", { name: /^Nodes/ }).waitFor();
+    for (const hidden of ["Dispatches", "API tokens", "Audit log", "Configuration", "Secrets"]) {
+      assert.equal(await nav.getByRole("link", { name: new RegExp(`^${hidden}`) }).count(), 0, `${hidden} is hidden`);
+    }
+    await page.getByRole("region", { name: "Dispatches" }).getByText("Needs the permission nodes.dispatch.").waitFor();
+    await page.getByRole("region", { name: "Status" }).getByText("console-test").first().waitFor();
+    await checkAccessibility(page, "overview, narrow token");
+    await screenshot(page, "overview-narrow-token");
+    await ctx.close();
+  });
+
   it("returns to sign-in with a message when the session ends under it", async () => {
     const { token, secret } = await api(daemon.token).createToken({ label: "console-expiry", role: Role.ADMIN });
     const ctx = await newContext(browser);
