@@ -29,17 +29,32 @@ export function csrfInterceptor(hooks: TransportHooks): Interceptor {
   };
 }
 
-/** expiryInterceptor reports Unauthenticated answers (an ended or expired session). A
- * stream is refused before its first message, so this sees a stream's refusal too. */
+/** expiryInterceptor reports Unauthenticated answers (an ended or expired session), of
+ * unary calls and of streams, whose error arrives with their end. */
 export function expiryInterceptor(hooks: TransportHooks): Interceptor {
   return (next) => async (req) => {
-    try {
-      return await next(req);
-    } catch (err) {
+    const report = (err: unknown) => {
       const ce = ConnectError.from(err);
       if (ce.code === Code.Unauthenticated) hooks.unauthenticated(req.url, ce);
+    };
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      report(err);
       throw err;
     }
+    if (!res.stream) return res;
+    const messages = res.message;
+    async function* watched() {
+      try {
+        yield* messages;
+      } catch (err) {
+        report(err);
+        throw err;
+      }
+    }
+    return { ...res, message: watched() };
   };
 }
 
