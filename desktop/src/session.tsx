@@ -94,8 +94,10 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     () =>
       consoleTransport({
         csrfToken: () => (stateRef.current.kind === "signedIn" ? stateRef.current.csrf : undefined),
-        unauthenticated: () => {
-          if (stateRef.current.kind !== "signedIn") return; // signing in: the form shows the error
+        unauthenticated: (sentWith) => {
+          const current = stateRef.current;
+          // Signing in (the form shows the error), or a call made before this session.
+          if (current.kind !== "signedIn" || sentWith !== current.csrf) return;
           saveCSRF(null);
           queryClient.clear();
           setState({ kind: "signedOut", message: EXPIRED });

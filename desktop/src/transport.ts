@@ -14,8 +14,10 @@ export const CSRF_HEADER = "X-Palyra-CSRF";
 export interface TransportHooks {
   /** csrfToken is the signed-in session's CSRF token, if any. */
   csrfToken(): string | undefined;
-  /** unauthenticated is told of every Unauthenticated answer, with the procedure. */
-  unauthenticated(procedure: string, err: ConnectError): void;
+  /** unauthenticated is told of every Unauthenticated answer, with the CSRF token of
+   * the session the call was made in (undefined: none), so that the answer to a call
+   * made before a sign-in does not end the session opened since. */
+  unauthenticated(sentWith: string | undefined, err: ConnectError): void;
 }
 
 /** csrfInterceptor sends the CSRF token with every call not declared NO_SIDE_EFFECTS. */
@@ -33,9 +35,10 @@ export function csrfInterceptor(hooks: TransportHooks): Interceptor {
  * unary calls and of streams, whose error arrives with their end. */
 export function expiryInterceptor(hooks: TransportHooks): Interceptor {
   return (next) => async (req) => {
+    const sentWith = hooks.csrfToken();
     const report = (err: unknown) => {
       const ce = ConnectError.from(err);
-      if (ce.code === Code.Unauthenticated) hooks.unauthenticated(req.url, ce);
+      if (ce.code === Code.Unauthenticated) hooks.unauthenticated(sentWith, ce);
     };
     let res;
     try {
