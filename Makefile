@@ -43,7 +43,7 @@ help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/palyrad and bin/palyra
+build: console ## Build the console, and bin/palyrad (which embeds it) and bin/palyra
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/palyrad ./server
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/palyra ./cli
 
@@ -51,10 +51,35 @@ build: ## Build bin/palyrad and bin/palyra
 run: postgres-binaries build ## Run palyrad on 127.0.0.1:7443 with its private PostgreSQL under ./var
 	bin/palyrad --data-dir $(DATA_DIR) $(ARGS)
 
+# The browser console (desktop/), built by Vite into the directory palyrad embeds. Not
+# committed: make build rebuilds it when its sources change; go build alone embeds
+# none, and palyrad's / then says how to build it.
+CONSOLE_INDEX := server/internal/console/dist/index.html
+CONSOLE_SOURCES = $(shell git ls-files desktop/src desktop/public desktop/index.html desktop/vite.config.ts 2>/dev/null) $(wildcard gen/ts/palyra/*/v1/*.ts)
+
+.PHONY: console
+console: $(CONSOLE_INDEX)
+
+$(CONSOLE_INDEX): $(NODE_MODULES) $(CONSOLE_SOURCES)
+	npm run --workspace desktop build
+	@touch $@
+
+# Chromium for the console's browser tests: installed with apt when missing and running
+# as root, else an instruction.
+.PHONY: chromium
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Chromium (Debian package chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "Chromium is missing for the browser tests: run 'sudo apt-get install chromium'" >&2; exit 1; \
+	fi
+
 .PHONY: test
 # The tests run the binaries build has just made (PALYRAD, PALYRA) instead of building
 # their own; go test alone, without them, builds them.
-test: postgres-binaries build $(NODE_MODULES) ## Run the Go and TypeScript tests (a throwaway PostgreSQL unless DATABASE_URL is set)
+test: postgres-binaries chromium build $(NODE_MODULES) ## Run the Go, TypeScript and browser tests (a throwaway PostgreSQL unless DATABASE_URL is set)
 	@export PALYRAD=$(CURDIR)/bin/palyrad PALYRA=$(CURDIR)/bin/palyra; \
 	if [ -n "$${DATABASE_URL:-}" ]; then \
 		$(MAKE) test-go test-ts; \

@@ -9,10 +9,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/palyra/palyra/cli/internal/browser"
 	"github.com/palyra/palyra/cli/internal/cmd"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/term"
@@ -31,6 +33,7 @@ func main() {
 		StdoutIsTerminal: term.IsTerminal(os.Stdout),
 		Getenv:           os.Getenv,
 		Now:              time.Now,
+		OpenBrowser:      browser.Opener(os.Getenv, exec.LookPath),
 	})
 	os.Exit(code)
 }

@@ -10,6 +10,51 @@ import (
 	"time"
 )
 
+const claimHandoff = `-- name: ClaimHandoff :one
+update sessions
+set secret_hash = $1,
+    csrf_hash = $2,
+    expires_at = $3,
+    last_seen_at = $4
+where id = $5 and secret_hash = $6
+  and ended_at is null and expires_at > $4
+returning id, token_id, secret_hash, csrf_hash, created_at, last_seen_at, expires_at, ended_at
+`
+
+type ClaimHandoffParams struct {
+	SecretHash  []byte
+	CsrfHash    []byte
+	ExpiresAt   time.Time
+	Now         time.Time
+	ID          string
+	HandoffHash []byte
+}
+
+// Turns an unclaimed, unexpired hand-off into a session: its secret and CSRF hashes
+// are replaced only while they still hold the hand-off's, so a code is claimed once.
+func (q *Queries) ClaimHandoff(ctx context.Context, arg ClaimHandoffParams) (Session, error) {
+	row := q.db.QueryRow(ctx, claimHandoff,
+		arg.SecretHash,
+		arg.CsrfHash,
+		arg.ExpiresAt,
+		arg.Now,
+		arg.ID,
+		arg.HandoffHash,
+	)
+	var i Session
+	err := row.Scan(
+		&i.ID,
+		&i.TokenID,
+		&i.SecretHash,
+		&i.CsrfHash,
+		&i.CreatedAt,
+		&i.LastSeenAt,
+		&i.ExpiresAt,
+		&i.EndedAt,
+	)
+	return i, err
+}
+
 const endSession = `-- name: EndSession :execrows
 update sessions
 set ended_at = coalesce($1::timestamptz, clock_timestamp())

@@ -23,3 +23,15 @@ where id = sqlc.arg('id') and ended_at is null;
 update sessions
 set ended_at = coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())
 where token_id = sqlc.arg('token_id') and ended_at is null;
+
+-- name: ClaimHandoff :one
+-- Turns an unclaimed, unexpired hand-off into a session: its secret and CSRF hashes
+-- are replaced only while they still hold the hand-off's, so a code is claimed once.
+update sessions
+set secret_hash = sqlc.arg('secret_hash'),
+    csrf_hash = sqlc.arg('csrf_hash'),
+    expires_at = sqlc.arg('expires_at'),
+    last_seen_at = sqlc.arg('now')
+where id = sqlc.arg('id') and secret_hash = sqlc.arg('handoff_hash')
+  and ended_at is null and expires_at > sqlc.arg('now')
+returning *;

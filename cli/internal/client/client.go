@@ -83,6 +83,8 @@ type Client struct {
 	// Config is the ConfigService client: the configuration, its runtime settings and
 	// their revisions.
 	Config controlplanev1connect.ConfigServiceClient
+	// Sessions is the SessionService client: console sessions and their hand-off codes.
+	Sessions controlplanev1connect.SessionServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -128,6 +130,7 @@ func New(opts Options) (*Client, error) {
 		MasterKey: controlplanev1connect.NewMasterKeyServiceClient(hc, base, copts...),
 		Compat:    compatv1connect.NewCompatServiceClient(hc, base, copts...),
 		Config:    controlplanev1connect.NewConfigServiceClient(hc, base, copts...),
+		Sessions:  controlplanev1connect.NewSessionServiceClient(hc, base, copts...),
 	}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/compat"
 	"github.com/palyra/palyra/cli/internal/cmd/config"
+	"github.com/palyra/palyra/cli/internal/cmd/console"
 	"github.com/palyra/palyra/cli/internal/cmd/deps"
 	"github.com/palyra/palyra/cli/internal/cmd/dispatches"
 	"github.com/palyra/palyra/cli/internal/cmd/flags"
@@ -94,6 +95,7 @@ manages.`,
 		audit.NewCommand(d),
 		compat.NewCommand(d),
 		config.NewCommand(d),
+		console.NewCommand(d),
 		dispatches.NewCommand(d),
 		flags.NewCommand(d),
 		masterkey.NewCommand(d),

@@ -55,6 +55,7 @@ const (
 	kindToken   = "token"
 	kindSession = "session"
 	kindCSRF    = "csrf"
+	kindHandoff = "handoff"
 )
 
 // hashSecret hashes a secret, bound to its kind and the id it belongs to.

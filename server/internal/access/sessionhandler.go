@@ -44,6 +44,33 @@ func (h *SessionHandler) CreateSession(ctx context.Context, _ *connect.Request[c
 	return res, nil
 }
 
+// CreateHandoff mints a single-use hand-off code for the bearer token of the call.
+func (h *SessionHandler) CreateHandoff(ctx context.Context, _ *connect.Request[controlplanev1.CreateHandoffRequest]) (*connect.Response[controlplanev1.CreateHandoffResponse], error) {
+	p, err := Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Method != Bearer {
+		return nil, errdefs.Wrap(ErrNotSession, errdefs.FailedPrecondition, "wrong kind of credentials for this call: mint a hand-off with an API token (Authorization: Bearer), not with a session")
+	}
+	code, expires, err := h.sessions.CreateHandoff(ctx, p) // names the target
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&controlplanev1.CreateHandoffResponse{Code: code, ExpireTime: timestamppb.New(expires)}), nil
+}
+
+// ClaimHandoff exchanges a hand-off code for a session and sets its cookie.
+func (h *SessionHandler) ClaimHandoff(ctx context.Context, req *connect.Request[controlplanev1.ClaimHandoffRequest]) (*connect.Response[controlplanev1.ClaimHandoffResponse], error) {
+	s, p, cookie, csrf, err := h.sessions.ClaimHandoff(ctx, req.Msg.GetCode()) // names the target
+	if err != nil {
+		return nil, err
+	}
+	res := connect.NewResponse(&controlplanev1.ClaimHandoffResponse{Session: sessionProto(s, p), CsrfToken: csrf})
+	res.Header().Add("Set-Cookie", cookie.String())
+	return res, nil
+}
+
 // GetSession describes the session of the call.
 func (h *SessionHandler) GetSession(ctx context.Context, _ *connect.Request[controlplanev1.GetSessionRequest]) (*connect.Response[controlplanev1.GetSessionResponse], error) {
 	p, err := sessionCaller(ctx)

@@ -31,6 +31,8 @@ const (
 	sessionIdle = 30 * time.Minute
 	// touchEvery bounds how often a session's expiry is written back.
 	touchEvery = 15 * time.Second
+	// HandoffTTL is how long a hand-off code may be claimed.
+	HandoffTTL = time.Minute
 )
 
 // Session is a console session.
@@ -73,9 +75,7 @@ func (s *Sessions) Create(ctx context.Context, p *Principal) (*Session, *http.Co
 	}
 	id, secret := newSecret()
 	audit.SetTarget(ctx, "session:"+id)
-	csrfBytes := make([]byte, 32)
-	_, _ = rand.Read(csrfBytes)
-	csrf := base64.RawURLEncoding.EncodeToString(csrfBytes)
+	csrf := newCSRF()
 	row, err := s.db.Q().InsertSession(ctx, dbsqlc.InsertSessionParams{
 		ID:         id,
 		TokenID:    p.TokenID,
@@ -86,11 +86,104 @@ func (s *Sessions) Create(ctx context.Context, p *Principal) (*Session, *http.Co
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("access: open session: %w", err)
 	}
-	cookie := &http.Cookie{
+	return sessionFromRow(row), sessionCookie(id, secret), csrf, nil
+}
+
+// sessionCookie is the cookie that carries a session.
+func sessionCookie(id, secret string) *http.Cookie {
+	return &http.Cookie{
 		Name: CookieName, Value: id + "." + secret, Path: "/",
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode,
 	}
-	return sessionFromRow(row), cookie, csrf, nil
+}
+
+// newCSRF returns a random CSRF token.
+func newCSRF() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Hand-offs. `palyra console` opens the browser signed in without handing it the API
+// token: an authenticated call mints a hand-off, a session row that is not yet a
+// session. Its code `<id>.<secret>` is hashed under its own kind, so it never passes as
+// a session cookie, and its CSRF hash is random, matching no token. Claiming it replaces
+// both hashes in one conditional update, turning it into an ordinary session: a code
+// works once, and only within HandoffTTL.
+
+// CreateHandoff mints a hand-off for a principal authenticated with a bearer token. It
+// returns the code and when it expires.
+func (s *Sessions) CreateHandoff(ctx context.Context, p *Principal) (code string, expires time.Time, err error) {
+	if p.Method != Bearer {
+		return "", time.Time{}, fmt.Errorf("access: hand-off: %w: mint a hand-off with an API token (Authorization: Bearer), not a session", ErrNotSession)
+	}
+	id, secret := newSecret()
+	audit.SetTarget(ctx, "session:"+id)
+	unusable := make([]byte, 32)
+	_, _ = rand.Read(unusable)
+	expires = s.now().Add(HandoffTTL)
+	if p.TokenExpiresAt != nil && p.TokenExpiresAt.Before(expires) {
+		expires = *p.TokenExpiresAt
+	}
+	if _, err := s.db.Q().InsertSession(ctx, dbsqlc.InsertSessionParams{
+		ID:         id,
+		TokenID:    p.TokenID,
+		SecretHash: hashSecret(kindHandoff, id, secret),
+		CsrfHash:   unusable,
+		ExpiresAt:  expires,
+	}); err != nil {
+		return "", time.Time{}, fmt.Errorf("access: hand-off: %w", err)
+	}
+	return id + "." + secret, expires, nil
+}
+
+// ClaimHandoff turns a hand-off into a session. It returns the session, its principal,
+// the cookie to set and the CSRF token; an unknown, claimed or expired code, or one whose
+// token is no longer active, is ErrUnauthenticated.
+func (s *Sessions) ClaimHandoff(ctx context.Context, code string) (*Session, *Principal, *http.Cookie, string, error) {
+	id, secret, ok := strings.Cut(code, ".")
+	if !ok || len(id) != 26 || secret == "" || len(secret) > 128 {
+		return nil, nil, nil, "", ErrUnauthenticated
+	}
+	audit.SetTarget(ctx, "session:"+id)
+	row, err := s.db.Q().GetSession(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, nil, "", ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("access: claim hand-off: %w", err)
+	}
+	handoff := hashSecret(kindHandoff, id, secret)
+	if subtle.ConstantTimeCompare(row.SecretHash, handoff) != 1 {
+		return nil, nil, nil, "", ErrUnauthenticated
+	}
+	tok, err := s.tokens.verified(ctx, row.TokenID)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	now := s.now()
+	if tok.State(now) != Active {
+		return nil, nil, nil, "", ErrUnauthenticated
+	}
+	_, newSecret := newSecret()
+	csrf := newCSRF()
+	row, err = s.db.Q().ClaimHandoff(ctx, dbsqlc.ClaimHandoffParams{
+		ID:          id,
+		HandoffHash: handoff,
+		SecretHash:  hashSecret(kindSession, id, newSecret),
+		CsrfHash:    hashSecret(kindCSRF, id, csrf),
+		ExpiresAt:   s.expiry(now, tok.ExpiresAt),
+		Now:         now,
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, nil, "", ErrUnauthenticated // claimed meanwhile, or expired
+	}
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("access: claim hand-off: %w", err)
+	}
+	p := tok.principal(SessionCookie)
+	p.SessionID = id
+	return sessionFromRow(row), p, sessionCookie(id, newSecret), csrf, nil
 }
 
 // expiry is the sliding expiry from now, never after the token's own.

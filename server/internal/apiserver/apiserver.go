@@ -1,7 +1,7 @@
 // Package apiserver is the HTTP front of palyrad: the one TLS listener (HTTP/1.1 and
 // HTTP/2), the mux that mounts every Connect service (Connect, gRPC and gRPC-Web
 // protocols), gRPC health and server reflection, /metrics, the OpenAI REST endpoints
-// under /v1/, the interceptor chain every RPC passes through, and the one place where
+// under /v1/, the browser console at /, the interceptor chain every RPC passes through, and the one place where
 // errors become Connect codes (errors.go) or OpenAI's error envelope (openai.go).
 //
 // The listener defends itself before anyone is authenticated: connections are capped
@@ -93,6 +93,10 @@ type HandlerOptions struct {
 	// MaxCallsPerAddress bounds the calls in flight from one IPv4 address or IPv6 /64;
 	// 0 means no such bound.
 	MaxCallsPerAddress int
+	// Console serves the browser console at / (console.Handler): mounted under the
+	// least specific pattern, it never answers for a path the API serves. Nil serves
+	// nothing there.
+	Console http.Handler
 	// Logger receives unexpected errors.
 	Logger *slog.Logger
 }
@@ -147,6 +151,9 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle("GET /metrics", opts.Metrics.Handler())
 	if opts.Services.CompatREST != nil {
 		mux.Handle("/v1/", opts.Metrics.REST(opts.Services.CompatREST))
+	}
+	if opts.Console != nil {
+		mux.Handle("/", opts.Console)
 	}
 	return newCallCap(bodyDeadlines(requestctx.Middleware(mux, opts.ClientCAs), opts.ReadBodyTimeout, opts.Metrics),
 		opts.MaxCallsPerAddress, opts.Metrics, log)

@@ -823,3 +823,94 @@ func TestRefusedCallsUseTheRateLimit(t *testing.T) {
 		t.Errorf("codes %v, want %v", codes, want)
 	}
 }
+
+// TestConsoleHandoff covers `palyra console`'s hand-off: a code minted with a token is
+// claimed once for a session cookie, never passes as a cookie itself, and expires.
+func TestConsoleHandoff(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	ctx := t.Context()
+	owner := controlplanev1connect.NewSessionServiceClient(b.client(b.owner), b.baseURL)
+	anonymous := controlplanev1connect.NewSessionServiceClient(b.client(""), b.baseURL)
+	mint := func() string {
+		t.Helper()
+		res, err := owner.CreateHandoff(ctx, connect.NewRequest(&controlplanev1.CreateHandoffRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := time.Until(res.Msg.GetExpireTime().AsTime()); left <= 0 || left > access.HandoffTTL {
+			t.Errorf("hand-off expires in %s, want within %s", left, access.HandoffTTL)
+		}
+		return res.Msg.GetCode()
+	}
+	claim := func(code string) (*connect.Response[controlplanev1.ClaimHandoffResponse], error) {
+		return anonymous.ClaimHandoff(ctx, connect.NewRequest(&controlplanev1.ClaimHandoffRequest{Code: code}))
+	}
+	whoAmI := func(cookie string) error {
+		req := connect.NewRequest(&accessv1.WhoAmIRequest{})
+		req.Header().Set("Cookie", cookie)
+		_, err := b.accessClient("").WhoAmI(ctx, req)
+		return err
+	}
+
+	code := mint()
+	if strings.Contains(code, b.owner) || strings.Contains(b.owner, code) {
+		t.Fatal("the hand-off code carries the API token")
+	}
+	wantCode(t, "hand-off code used as a session cookie", whoAmI(access.CookieName+"="+code), connect.CodeUnauthenticated)
+	res, err := claim(code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setCookie := res.Header().Get("Set-Cookie")
+	for _, attr := range []string{access.CookieName + "=", "HttpOnly", "Secure", "SameSite=Strict"} {
+		if !strings.Contains(setCookie, attr) {
+			t.Errorf("Set-Cookie %q lacks %s", setCookie, attr)
+		}
+	}
+	cookie := strings.SplitN(setCookie, ";", 2)[0]
+	if err := whoAmI(cookie); err != nil {
+		t.Errorf("the claimed session does not authenticate: %v", err)
+	}
+	if got := res.Msg.GetSession().GetPrincipal().GetUser(); got != "owner" {
+		t.Errorf("claimed session acts as %q, want owner", got)
+	}
+	if res.Msg.GetCsrfToken() == "" || !slices.Contains(res.Msg.GetSession().GetPrincipal().GetPermissions(), "tokens.manage") {
+		t.Errorf("claimed session: csrf %q, permissions %v", res.Msg.GetCsrfToken(), res.Msg.GetSession().GetPrincipal().GetPermissions())
+	}
+	_, err = claim(code)
+	wantCode(t, "a hand-off claimed twice", err, connect.CodeUnauthenticated)
+	if err := whoAmI(cookie); err != nil {
+		t.Errorf("a second claim ended the first session: %v", err)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		id, _, _ := strings.Cut(mint(), ".")
+		for name, code := range map[string]string{
+			"wrong secret": id + ".abc",
+			"malformed":    "not-a-code",
+			"unknown id":   "01JAAAAAAAAAAAAAAAAAAAAAAA.abc",
+		} {
+			_, err := claim(code)
+			wantCode(t, name, err, connect.CodeUnauthenticated)
+		}
+		_, err := claim("")
+		wantCode(t, "empty code", err, connect.CodeInvalidArgument)
+	})
+
+	t.Run("expired", func(t *testing.T) {
+		code := mint()
+		id, _, _ := strings.Cut(code, ".")
+		b.sql(t, fmt.Sprintf("update sessions set expires_at = now() - interval '1 second' where id = '%s'", id))
+		_, err := claim(code)
+		wantCode(t, "expired hand-off", err, connect.CodeUnauthenticated)
+	})
+
+	t.Run("needs a token, not a session", func(t *testing.T) {
+		req := connect.NewRequest(&controlplanev1.CreateHandoffRequest{})
+		req.Header().Set("Cookie", cookie)
+		req.Header().Set(access.CSRFHeader, res.Msg.GetCsrfToken())
+		_, err := anonymous.CreateHandoff(ctx, req)
+		wantCode(t, "CreateHandoff with a session", err, connect.CodeFailedPrecondition)
+	})
+}

@@ -467,6 +467,24 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return "session:" + session })
 
+	var handoff, handoffSession string
+	check(controlplanev1connect.SessionServiceCreateHandoffProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.CreateHandoffRequest{})
+		withID(req.Header(), rid)
+		res, err := sessions.CreateHandoff(ctx, req)
+		if err == nil {
+			handoff = res.Msg.GetCode()
+			handoffSession, _, _ = strings.Cut(handoff, ".")
+		}
+		return err
+	}, func() string { return "session:" + handoffSession })
+	check(controlplanev1connect.SessionServiceClaimHandoffProcedure, func(rid string) error {
+		req := connect.NewRequest(&controlplanev1.ClaimHandoffRequest{Code: handoff})
+		withID(req.Header(), rid)
+		_, err := controlplanev1connect.NewSessionServiceClient(b.client(""), b.baseURL).ClaimHandoff(ctx, req)
+		return err
+	}, func() string { return "session:" + handoffSession })
+
 	pairing := controlplanev1connect.NewPairingServiceClient(b.h2, b.baseURL)
 	newCode := func(rid string) (*controlplanev1.CreatePairingCodeResponse, error) {
 		req := connect.NewRequest(&controlplanev1.CreatePairingCodeRequest{Method: controlplanev1.PairingMethod_PAIRING_METHOD_PIN})

@@ -28,6 +28,7 @@ import (
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
+	"github.com/palyra/palyra/server/internal/console"
 	"github.com/palyra/palyra/server/internal/devices"
 	"github.com/palyra/palyra/server/internal/dispatch"
 	"github.com/palyra/palyra/server/internal/embeddedpg"
@@ -482,6 +483,7 @@ func (s *startup) serve() *Daemon {
 		ClientCAs:       s.authority.CertPool(),
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
+		Console:         console.New(),
 		Logger:          s.log,
 
 		MaxCallsPerAddress: cfg.Server.MaxCallsPerAddress,

@@ -44,6 +44,7 @@ import (
 	"github.com/palyra/palyra/internal/testpki"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/config"
+	"github.com/palyra/palyra/server/internal/console"
 	"github.com/palyra/palyra/server/internal/daemon"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store/storetest"
@@ -368,6 +369,29 @@ func TestHealthReflectionAndMetrics(t *testing.T) {
 			}
 		}
 		_ = stream.CloseSend()
+	})
+
+	t.Run("the console at / beside the API", func(t *testing.T) {
+		// Built or not (go test does not build it), / is the console's, with its policy;
+		// the API's paths stay the API's.
+		res, err := td.h2.Do(mustRequest(t, http.MethodGet, td.baseURL+"/", "", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if console.New().Built() != (res.StatusCode == http.StatusOK) || !strings.Contains(string(body), "<html") ||
+			res.Header.Get("Content-Security-Policy") != console.ContentSecurityPolicy {
+			t.Errorf("GET /: %d %q, CSP %q", res.StatusCode, body, res.Header.Get("Content-Security-Policy"))
+		}
+		res, err = td.h2.Do(mustRequest(t, http.MethodGet, td.baseURL+"/palyra.controlplane.v1.NoSuchService/Get", "", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("an unknown service's path: %d, want 404", res.StatusCode)
+		}
 	})
 
 	t.Run("metrics", func(t *testing.T) {

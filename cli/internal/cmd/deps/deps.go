@@ -6,6 +6,7 @@
 package deps
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,9 @@ type Deps struct {
 	Now func() time.Time
 	// Output is the -o format.
 	Output output.Format
+	// OpenBrowser opens a URL in the user's browser (browser.Opener); nil when this
+	// machine has none.
+	OpenBrowser func(ctx context.Context, url string) error
 
 	url, caFile, caFingerprint, profile string
 }

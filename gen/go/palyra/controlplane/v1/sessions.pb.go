@@ -7,6 +7,7 @@
 package controlplanev1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	_ "github.com/palyra/palyra/gen/go/palyra/options/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -348,11 +349,205 @@ func (x *Session) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// CreateHandoffRequest has no fields: the token comes from the Authorization header.
+type CreateHandoffRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateHandoffRequest) Reset() {
+	*x = CreateHandoffRequest{}
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateHandoffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateHandoffRequest) ProtoMessage() {}
+
+func (x *CreateHandoffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateHandoffRequest.ProtoReflect.Descriptor instead.
+func (*CreateHandoffRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_controlplane_v1_sessions_proto_rawDescGZIP(), []int{7}
+}
+
+// CreateHandoffResponse carries the hand-off code.
+type CreateHandoffResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is the single-use secret the browser claims with ClaimHandoff. Shown this once.
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// expire_time is when the code stops being accepted, one minute after it was minted.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateHandoffResponse) Reset() {
+	*x = CreateHandoffResponse{}
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateHandoffResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateHandoffResponse) ProtoMessage() {}
+
+func (x *CreateHandoffResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateHandoffResponse.ProtoReflect.Descriptor instead.
+func (*CreateHandoffResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_controlplane_v1_sessions_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateHandoffResponse) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *CreateHandoffResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// ClaimHandoffRequest carries a hand-off code.
+type ClaimHandoffRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is the code CreateHandoff returned.
+	Code          string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimHandoffRequest) Reset() {
+	*x = ClaimHandoffRequest{}
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimHandoffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimHandoffRequest) ProtoMessage() {}
+
+func (x *ClaimHandoffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimHandoffRequest.ProtoReflect.Descriptor instead.
+func (*ClaimHandoffRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_controlplane_v1_sessions_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ClaimHandoffRequest) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+// ClaimHandoffResponse describes the session the code opened.
+type ClaimHandoffResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session is the new session.
+	Session *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// csrf_token must be sent in the X-Palyra-CSRF header of every call that changes state
+	// made with the session cookie. Shown this once.
+	CsrfToken     string `protobuf:"bytes,2,opt,name=csrf_token,json=csrfToken,proto3" json:"csrf_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimHandoffResponse) Reset() {
+	*x = ClaimHandoffResponse{}
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimHandoffResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimHandoffResponse) ProtoMessage() {}
+
+func (x *ClaimHandoffResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_controlplane_v1_sessions_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimHandoffResponse.ProtoReflect.Descriptor instead.
+func (*ClaimHandoffResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_controlplane_v1_sessions_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ClaimHandoffResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *ClaimHandoffResponse) GetCsrfToken() string {
+	if x != nil {
+		return x.CsrfToken
+	}
+	return ""
+}
+
 var File_palyra_controlplane_v1_sessions_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_sessions_proto_rawDesc = "" +
 	"\n" +
-	"%palyra/controlplane/v1/sessions.proto\x12\x16palyra.controlplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpalyra/access/v1/access.proto\x1a\x1epalyra/options/v1/access.proto\"\x16\n" +
+	"%palyra/controlplane/v1/sessions.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dpalyra/access/v1/access.proto\x1a\x1epalyra/options/v1/access.proto\"\x16\n" +
 	"\x14CreateSessionRequest\"q\n" +
 	"\x15CreateSessionResponse\x129\n" +
 	"\asession\x18\x01 \x01(\v2\x1f.palyra.controlplane.v1.SessionR\asession\x12\x1d\n" +
@@ -369,12 +564,26 @@ const file_palyra_controlplane_v1_sessions_proto_rawDesc = "" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime2\xec\x02\n" +
+	"expireTime\"\x16\n" +
+	"\x14CreateHandoffRequest\"h\n" +
+	"\x15CreateHandoffResponse\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"5\n" +
+	"\x13ClaimHandoffRequest\x12\x1e\n" +
+	"\x04code\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04code\"p\n" +
+	"\x14ClaimHandoffResponse\x129\n" +
+	"\asession\x18\x01 \x01(\v2\x1f.palyra.controlplane.v1.SessionR\asession\x12\x1d\n" +
+	"\n" +
+	"csrf_token\x18\x02 \x01(\tR\tcsrfToken2\xd5\x04\n" +
 	"\x0eSessionService\x12t\n" +
 	"\rCreateSession\x12,.palyra.controlplane.v1.CreateSessionRequest\x1a-.palyra.controlplane.v1.CreateSessionResponse\"\x06\xea\xe0\x18\x02\x10\x01\x12n\n" +
 	"\n" +
 	"GetSession\x12).palyra.controlplane.v1.GetSessionRequest\x1a*.palyra.controlplane.v1.GetSessionResponse\"\t\xea\xe0\x18\x02\x10\x01\x90\x02\x01\x12t\n" +
-	"\rDeleteSession\x12,.palyra.controlplane.v1.DeleteSessionRequest\x1a-.palyra.controlplane.v1.DeleteSessionResponse\"\x06\xea\xe0\x18\x02\x10\x01BGZEgithub.com/palyra/palyra/gen/go/palyra/controlplane/v1;controlplanev1b\x06proto3"
+	"\rDeleteSession\x12,.palyra.controlplane.v1.DeleteSessionRequest\x1a-.palyra.controlplane.v1.DeleteSessionResponse\"\x06\xea\xe0\x18\x02\x10\x01\x12t\n" +
+	"\rCreateHandoff\x12,.palyra.controlplane.v1.CreateHandoffRequest\x1a-.palyra.controlplane.v1.CreateHandoffResponse\"\x06\xea\xe0\x18\x02\x10\x01\x12q\n" +
+	"\fClaimHandoff\x12+.palyra.controlplane.v1.ClaimHandoffRequest\x1a,.palyra.controlplane.v1.ClaimHandoffResponse\"\x06\xea\xe0\x18\x02\b\x01BGZEgithub.com/palyra/palyra/gen/go/palyra/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
 	file_palyra_controlplane_v1_sessions_proto_rawDescOnce sync.Once
@@ -388,7 +597,7 @@ func file_palyra_controlplane_v1_sessions_proto_rawDescGZIP() []byte {
 	return file_palyra_controlplane_v1_sessions_proto_rawDescData
 }
 
-var file_palyra_controlplane_v1_sessions_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_palyra_controlplane_v1_sessions_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_palyra_controlplane_v1_sessions_proto_goTypes = []any{
 	(*CreateSessionRequest)(nil),  // 0: palyra.controlplane.v1.CreateSessionRequest
 	(*CreateSessionResponse)(nil), // 1: palyra.controlplane.v1.CreateSessionResponse
@@ -397,26 +606,36 @@ var file_palyra_controlplane_v1_sessions_proto_goTypes = []any{
 	(*DeleteSessionRequest)(nil),  // 4: palyra.controlplane.v1.DeleteSessionRequest
 	(*DeleteSessionResponse)(nil), // 5: palyra.controlplane.v1.DeleteSessionResponse
 	(*Session)(nil),               // 6: palyra.controlplane.v1.Session
-	(*v1.Principal)(nil),          // 7: palyra.access.v1.Principal
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*CreateHandoffRequest)(nil),  // 7: palyra.controlplane.v1.CreateHandoffRequest
+	(*CreateHandoffResponse)(nil), // 8: palyra.controlplane.v1.CreateHandoffResponse
+	(*ClaimHandoffRequest)(nil),   // 9: palyra.controlplane.v1.ClaimHandoffRequest
+	(*ClaimHandoffResponse)(nil),  // 10: palyra.controlplane.v1.ClaimHandoffResponse
+	(*v1.Principal)(nil),          // 11: palyra.access.v1.Principal
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_palyra_controlplane_v1_sessions_proto_depIdxs = []int32{
-	6, // 0: palyra.controlplane.v1.CreateSessionResponse.session:type_name -> palyra.controlplane.v1.Session
-	6, // 1: palyra.controlplane.v1.GetSessionResponse.session:type_name -> palyra.controlplane.v1.Session
-	7, // 2: palyra.controlplane.v1.Session.principal:type_name -> palyra.access.v1.Principal
-	8, // 3: palyra.controlplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	8, // 4: palyra.controlplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	0, // 5: palyra.controlplane.v1.SessionService.CreateSession:input_type -> palyra.controlplane.v1.CreateSessionRequest
-	2, // 6: palyra.controlplane.v1.SessionService.GetSession:input_type -> palyra.controlplane.v1.GetSessionRequest
-	4, // 7: palyra.controlplane.v1.SessionService.DeleteSession:input_type -> palyra.controlplane.v1.DeleteSessionRequest
-	1, // 8: palyra.controlplane.v1.SessionService.CreateSession:output_type -> palyra.controlplane.v1.CreateSessionResponse
-	3, // 9: palyra.controlplane.v1.SessionService.GetSession:output_type -> palyra.controlplane.v1.GetSessionResponse
-	5, // 10: palyra.controlplane.v1.SessionService.DeleteSession:output_type -> palyra.controlplane.v1.DeleteSessionResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6,  // 0: palyra.controlplane.v1.CreateSessionResponse.session:type_name -> palyra.controlplane.v1.Session
+	6,  // 1: palyra.controlplane.v1.GetSessionResponse.session:type_name -> palyra.controlplane.v1.Session
+	11, // 2: palyra.controlplane.v1.Session.principal:type_name -> palyra.access.v1.Principal
+	12, // 3: palyra.controlplane.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	12, // 4: palyra.controlplane.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 5: palyra.controlplane.v1.CreateHandoffResponse.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 6: palyra.controlplane.v1.ClaimHandoffResponse.session:type_name -> palyra.controlplane.v1.Session
+	0,  // 7: palyra.controlplane.v1.SessionService.CreateSession:input_type -> palyra.controlplane.v1.CreateSessionRequest
+	2,  // 8: palyra.controlplane.v1.SessionService.GetSession:input_type -> palyra.controlplane.v1.GetSessionRequest
+	4,  // 9: palyra.controlplane.v1.SessionService.DeleteSession:input_type -> palyra.controlplane.v1.DeleteSessionRequest
+	7,  // 10: palyra.controlplane.v1.SessionService.CreateHandoff:input_type -> palyra.controlplane.v1.CreateHandoffRequest
+	9,  // 11: palyra.controlplane.v1.SessionService.ClaimHandoff:input_type -> palyra.controlplane.v1.ClaimHandoffRequest
+	1,  // 12: palyra.controlplane.v1.SessionService.CreateSession:output_type -> palyra.controlplane.v1.CreateSessionResponse
+	3,  // 13: palyra.controlplane.v1.SessionService.GetSession:output_type -> palyra.controlplane.v1.GetSessionResponse
+	5,  // 14: palyra.controlplane.v1.SessionService.DeleteSession:output_type -> palyra.controlplane.v1.DeleteSessionResponse
+	8,  // 15: palyra.controlplane.v1.SessionService.CreateHandoff:output_type -> palyra.controlplane.v1.CreateHandoffResponse
+	10, // 16: palyra.controlplane.v1.SessionService.ClaimHandoff:output_type -> palyra.controlplane.v1.ClaimHandoffResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_palyra_controlplane_v1_sessions_proto_init() }
@@ -430,7 +649,7 @@ func file_palyra_controlplane_v1_sessions_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_sessions_proto_rawDesc), len(file_palyra_controlplane_v1_sessions_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Principal } from "../../access/v1/access_pb.js";
@@ -15,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/controlplane/v1/sessions.proto.
  */
 export const file_palyra_controlplane_v1_sessions: GenFile = /*@__PURE__*/
-  fileDesc("CiVwYWx5cmEvY29udHJvbHBsYW5lL3YxL3Nlc3Npb25zLnByb3RvEhZwYWx5cmEuY29udHJvbHBsYW5lLnYxIhYKFENyZWF0ZVNlc3Npb25SZXF1ZXN0Il0KFUNyZWF0ZVNlc3Npb25SZXNwb25zZRIwCgdzZXNzaW9uGAEgASgLMh8ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5TZXNzaW9uEhIKCmNzcmZfdG9rZW4YAiABKAkiEwoRR2V0U2Vzc2lvblJlcXVlc3QiRgoSR2V0U2Vzc2lvblJlc3BvbnNlEjAKB3Nlc3Npb24YASABKAsyHy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLlNlc3Npb24iFgoURGVsZXRlU2Vzc2lvblJlcXVlc3QiFwoVRGVsZXRlU2Vzc2lvblJlc3BvbnNlIqcBCgdTZXNzaW9uEgoKAmlkGAEgASgJEi4KCXByaW5jaXBhbBgCIAEoCzIbLnBhbHlyYS5hY2Nlc3MudjEuUHJpbmNpcGFsEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy7AIKDlNlc3Npb25TZXJ2aWNlEnQKDUNyZWF0ZVNlc3Npb24SLC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0Gi0ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2UiBurgGAIQARJuCgpHZXRTZXNzaW9uEikucGFseXJhLmNvbnRyb2xwbGFuZS52MS5HZXRTZXNzaW9uUmVxdWVzdBoqLnBhbHlyYS5jb250cm9scGxhbmUudjEuR2V0U2Vzc2lvblJlc3BvbnNlIgmQAgHq4BgCEAESdAoNRGVsZXRlU2Vzc2lvbhIsLnBhbHlyYS5jb250cm9scGxhbmUudjEuRGVsZXRlU2Vzc2lvblJlcXVlc3QaLS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRlbGV0ZVNlc3Npb25SZXNwb25zZSIG6uAYAhABQkdaRWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL2NvbnRyb2xwbGFuZS92MTtjb250cm9scGxhbmV2MWIGcHJvdG8z", [file_google_protobuf_timestamp, file_palyra_access_v1_access, file_palyra_options_v1_access]);
+  fileDesc("CiVwYWx5cmEvY29udHJvbHBsYW5lL3YxL3Nlc3Npb25zLnByb3RvEhZwYWx5cmEuY29udHJvbHBsYW5lLnYxIhYKFENyZWF0ZVNlc3Npb25SZXF1ZXN0Il0KFUNyZWF0ZVNlc3Npb25SZXNwb25zZRIwCgdzZXNzaW9uGAEgASgLMh8ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5TZXNzaW9uEhIKCmNzcmZfdG9rZW4YAiABKAkiEwoRR2V0U2Vzc2lvblJlcXVlc3QiRgoSR2V0U2Vzc2lvblJlc3BvbnNlEjAKB3Nlc3Npb24YASABKAsyHy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLlNlc3Npb24iFgoURGVsZXRlU2Vzc2lvblJlcXVlc3QiFwoVRGVsZXRlU2Vzc2lvblJlc3BvbnNlIqcBCgdTZXNzaW9uEgoKAmlkGAEgASgJEi4KCXByaW5jaXBhbBgCIAEoCzIbLnBhbHlyYS5hY2Nlc3MudjEuUHJpbmNpcGFsEi8KC2NyZWF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFgoUQ3JlYXRlSGFuZG9mZlJlcXVlc3QiVgoVQ3JlYXRlSGFuZG9mZlJlc3BvbnNlEgwKBGNvZGUYASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIi8KE0NsYWltSGFuZG9mZlJlcXVlc3QSGAoEY29kZRgBIAEoCUIKukgHcgUQARjIASJcChRDbGFpbUhhbmRvZmZSZXNwb25zZRIwCgdzZXNzaW9uGAEgASgLMh8ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5TZXNzaW9uEhIKCmNzcmZfdG9rZW4YAiABKAky1QQKDlNlc3Npb25TZXJ2aWNlEnQKDUNyZWF0ZVNlc3Npb24SLC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0Gi0ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2UiBurgGAIQARJuCgpHZXRTZXNzaW9uEikucGFseXJhLmNvbnRyb2xwbGFuZS52MS5HZXRTZXNzaW9uUmVxdWVzdBoqLnBhbHlyYS5jb250cm9scGxhbmUudjEuR2V0U2Vzc2lvblJlc3BvbnNlIgmQAgHq4BgCEAESdAoNRGVsZXRlU2Vzc2lvbhIsLnBhbHlyYS5jb250cm9scGxhbmUudjEuRGVsZXRlU2Vzc2lvblJlcXVlc3QaLS5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkRlbGV0ZVNlc3Npb25SZXNwb25zZSIG6uAYAhABEnQKDUNyZWF0ZUhhbmRvZmYSLC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNyZWF0ZUhhbmRvZmZSZXF1ZXN0Gi0ucGFseXJhLmNvbnRyb2xwbGFuZS52MS5DcmVhdGVIYW5kb2ZmUmVzcG9uc2UiBurgGAIQARJxCgxDbGFpbUhhbmRvZmYSKy5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNsYWltSGFuZG9mZlJlcXVlc3QaLC5wYWx5cmEuY29udHJvbHBsYW5lLnYxLkNsYWltSGFuZG9mZlJlc3BvbnNlIgbq4BgCCAFCR1pFZ2l0aHViLmNvbS9wYWx5cmEvcGFseXJhL2dlbi9nby9wYWx5cmEvY29udHJvbHBsYW5lL3YxO2NvbnRyb2xwbGFuZXYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_timestamp, file_palyra_access_v1_access, file_palyra_options_v1_access]);
 
 /**
  * CreateSessionRequest has no fields: the token comes from the Authorization header.
@@ -171,6 +172,99 @@ export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_palyra_controlplane_v1_sessions, 6);
 
 /**
+ * CreateHandoffRequest has no fields: the token comes from the Authorization header.
+ *
+ * @generated from message palyra.controlplane.v1.CreateHandoffRequest
+ */
+export type CreateHandoffRequest = Message<"palyra.controlplane.v1.CreateHandoffRequest"> & {
+};
+
+/**
+ * Describes the message palyra.controlplane.v1.CreateHandoffRequest.
+ * Use `create(CreateHandoffRequestSchema)` to create a new message.
+ */
+export const CreateHandoffRequestSchema: GenMessage<CreateHandoffRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_controlplane_v1_sessions, 7);
+
+/**
+ * CreateHandoffResponse carries the hand-off code.
+ *
+ * @generated from message palyra.controlplane.v1.CreateHandoffResponse
+ */
+export type CreateHandoffResponse = Message<"palyra.controlplane.v1.CreateHandoffResponse"> & {
+  /**
+   * code is the single-use secret the browser claims with ClaimHandoff. Shown this once.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * expire_time is when the code stops being accepted, one minute after it was minted.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message palyra.controlplane.v1.CreateHandoffResponse.
+ * Use `create(CreateHandoffResponseSchema)` to create a new message.
+ */
+export const CreateHandoffResponseSchema: GenMessage<CreateHandoffResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_controlplane_v1_sessions, 8);
+
+/**
+ * ClaimHandoffRequest carries a hand-off code.
+ *
+ * @generated from message palyra.controlplane.v1.ClaimHandoffRequest
+ */
+export type ClaimHandoffRequest = Message<"palyra.controlplane.v1.ClaimHandoffRequest"> & {
+  /**
+   * code is the code CreateHandoff returned.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message palyra.controlplane.v1.ClaimHandoffRequest.
+ * Use `create(ClaimHandoffRequestSchema)` to create a new message.
+ */
+export const ClaimHandoffRequestSchema: GenMessage<ClaimHandoffRequest> = /*@__PURE__*/
+  messageDesc(file_palyra_controlplane_v1_sessions, 9);
+
+/**
+ * ClaimHandoffResponse describes the session the code opened.
+ *
+ * @generated from message palyra.controlplane.v1.ClaimHandoffResponse
+ */
+export type ClaimHandoffResponse = Message<"palyra.controlplane.v1.ClaimHandoffResponse"> & {
+  /**
+   * session is the new session.
+   *
+   * @generated from field: palyra.controlplane.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+
+  /**
+   * csrf_token must be sent in the X-Palyra-CSRF header of every call that changes state
+   * made with the session cookie. Shown this once.
+   *
+   * @generated from field: string csrf_token = 2;
+   */
+  csrfToken: string;
+};
+
+/**
+ * Describes the message palyra.controlplane.v1.ClaimHandoffResponse.
+ * Use `create(ClaimHandoffResponseSchema)` to create a new message.
+ */
+export const ClaimHandoffResponseSchema: GenMessage<ClaimHandoffResponse> = /*@__PURE__*/
+  messageDesc(file_palyra_controlplane_v1_sessions, 10);
+
+/**
  * SessionService opens and closes console sessions. A session is opened with an API
  * token and then carried by a cookie (`palyra_session`, HttpOnly, Secure,
  * SameSite=Strict) with a sliding 30-minute expiry; every call that changes state and is
@@ -210,6 +304,31 @@ export const SessionService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSessionRequestSchema;
     output: typeof DeleteSessionResponseSchema;
+  },
+  /**
+   * CreateHandoff mints a single-use code that opens a console session for the API token
+   * the call is authenticated with (`Authorization: Bearer`), for `palyra console`: the
+   * browser exchanges it with ClaimHandoff, so that no API token ever reaches the page.
+   * The code expires one minute after it is minted and is stored hashed.
+   *
+   * @generated from rpc palyra.controlplane.v1.SessionService.CreateHandoff
+   */
+  createHandoff: {
+    methodKind: "unary";
+    input: typeof CreateHandoffRequestSchema;
+    output: typeof CreateHandoffResponseSchema;
+  },
+  /**
+   * ClaimHandoff exchanges a hand-off code for a console session: it sets the session
+   * cookie and returns the CSRF token, as CreateSession does. A code is claimed once;
+   * an unknown, claimed or expired code is Unauthenticated.
+   *
+   * @generated from rpc palyra.controlplane.v1.SessionService.ClaimHandoff
+   */
+  claimHandoff: {
+    methodKind: "unary";
+    input: typeof ClaimHandoffRequestSchema;
+    output: typeof ClaimHandoffResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_palyra_controlplane_v1_sessions, 0);

@@ -42,6 +42,12 @@ const (
 	// SessionServiceDeleteSessionProcedure is the fully-qualified name of the SessionService's
 	// DeleteSession RPC.
 	SessionServiceDeleteSessionProcedure = "/palyra.controlplane.v1.SessionService/DeleteSession"
+	// SessionServiceCreateHandoffProcedure is the fully-qualified name of the SessionService's
+	// CreateHandoff RPC.
+	SessionServiceCreateHandoffProcedure = "/palyra.controlplane.v1.SessionService/CreateHandoff"
+	// SessionServiceClaimHandoffProcedure is the fully-qualified name of the SessionService's
+	// ClaimHandoff RPC.
+	SessionServiceClaimHandoffProcedure = "/palyra.controlplane.v1.SessionService/ClaimHandoff"
 )
 
 // SessionServiceClient is a client for the palyra.controlplane.v1.SessionService service.
@@ -53,6 +59,15 @@ type SessionServiceClient interface {
 	GetSession(context.Context, *connect.Request[v1.GetSessionRequest]) (*connect.Response[v1.GetSessionResponse], error)
 	// DeleteSession ends the session the call is authenticated with and clears its cookie.
 	DeleteSession(context.Context, *connect.Request[v1.DeleteSessionRequest]) (*connect.Response[v1.DeleteSessionResponse], error)
+	// CreateHandoff mints a single-use code that opens a console session for the API token
+	// the call is authenticated with (`Authorization: Bearer`), for `palyra console`: the
+	// browser exchanges it with ClaimHandoff, so that no API token ever reaches the page.
+	// The code expires one minute after it is minted and is stored hashed.
+	CreateHandoff(context.Context, *connect.Request[v1.CreateHandoffRequest]) (*connect.Response[v1.CreateHandoffResponse], error)
+	// ClaimHandoff exchanges a hand-off code for a console session: it sets the session
+	// cookie and returns the CSRF token, as CreateSession does. A code is claimed once;
+	// an unknown, claimed or expired code is Unauthenticated.
+	ClaimHandoff(context.Context, *connect.Request[v1.ClaimHandoffRequest]) (*connect.Response[v1.ClaimHandoffResponse], error)
 }
 
 // NewSessionServiceClient constructs a client for the palyra.controlplane.v1.SessionService
@@ -85,6 +100,18 @@ func NewSessionServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(sessionServiceMethods.ByName("DeleteSession")),
 			connect.WithClientOptions(opts...),
 		),
+		createHandoff: connect.NewClient[v1.CreateHandoffRequest, v1.CreateHandoffResponse](
+			httpClient,
+			baseURL+SessionServiceCreateHandoffProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("CreateHandoff")),
+			connect.WithClientOptions(opts...),
+		),
+		claimHandoff: connect.NewClient[v1.ClaimHandoffRequest, v1.ClaimHandoffResponse](
+			httpClient,
+			baseURL+SessionServiceClaimHandoffProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("ClaimHandoff")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -93,6 +120,8 @@ type sessionServiceClient struct {
 	createSession *connect.Client[v1.CreateSessionRequest, v1.CreateSessionResponse]
 	getSession    *connect.Client[v1.GetSessionRequest, v1.GetSessionResponse]
 	deleteSession *connect.Client[v1.DeleteSessionRequest, v1.DeleteSessionResponse]
+	createHandoff *connect.Client[v1.CreateHandoffRequest, v1.CreateHandoffResponse]
+	claimHandoff  *connect.Client[v1.ClaimHandoffRequest, v1.ClaimHandoffResponse]
 }
 
 // CreateSession calls palyra.controlplane.v1.SessionService.CreateSession.
@@ -110,6 +139,16 @@ func (c *sessionServiceClient) DeleteSession(ctx context.Context, req *connect.R
 	return c.deleteSession.CallUnary(ctx, req)
 }
 
+// CreateHandoff calls palyra.controlplane.v1.SessionService.CreateHandoff.
+func (c *sessionServiceClient) CreateHandoff(ctx context.Context, req *connect.Request[v1.CreateHandoffRequest]) (*connect.Response[v1.CreateHandoffResponse], error) {
+	return c.createHandoff.CallUnary(ctx, req)
+}
+
+// ClaimHandoff calls palyra.controlplane.v1.SessionService.ClaimHandoff.
+func (c *sessionServiceClient) ClaimHandoff(ctx context.Context, req *connect.Request[v1.ClaimHandoffRequest]) (*connect.Response[v1.ClaimHandoffResponse], error) {
+	return c.claimHandoff.CallUnary(ctx, req)
+}
+
 // SessionServiceHandler is an implementation of the palyra.controlplane.v1.SessionService service.
 type SessionServiceHandler interface {
 	// CreateSession opens a console session for the API token the call is authenticated
@@ -119,6 +158,15 @@ type SessionServiceHandler interface {
 	GetSession(context.Context, *connect.Request[v1.GetSessionRequest]) (*connect.Response[v1.GetSessionResponse], error)
 	// DeleteSession ends the session the call is authenticated with and clears its cookie.
 	DeleteSession(context.Context, *connect.Request[v1.DeleteSessionRequest]) (*connect.Response[v1.DeleteSessionResponse], error)
+	// CreateHandoff mints a single-use code that opens a console session for the API token
+	// the call is authenticated with (`Authorization: Bearer`), for `palyra console`: the
+	// browser exchanges it with ClaimHandoff, so that no API token ever reaches the page.
+	// The code expires one minute after it is minted and is stored hashed.
+	CreateHandoff(context.Context, *connect.Request[v1.CreateHandoffRequest]) (*connect.Response[v1.CreateHandoffResponse], error)
+	// ClaimHandoff exchanges a hand-off code for a console session: it sets the session
+	// cookie and returns the CSRF token, as CreateSession does. A code is claimed once;
+	// an unknown, claimed or expired code is Unauthenticated.
+	ClaimHandoff(context.Context, *connect.Request[v1.ClaimHandoffRequest]) (*connect.Response[v1.ClaimHandoffResponse], error)
 }
 
 // NewSessionServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -147,6 +195,18 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 		connect.WithSchema(sessionServiceMethods.ByName("DeleteSession")),
 		connect.WithHandlerOptions(opts...),
 	)
+	sessionServiceCreateHandoffHandler := connect.NewUnaryHandler(
+		SessionServiceCreateHandoffProcedure,
+		svc.CreateHandoff,
+		connect.WithSchema(sessionServiceMethods.ByName("CreateHandoff")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sessionServiceClaimHandoffHandler := connect.NewUnaryHandler(
+		SessionServiceClaimHandoffProcedure,
+		svc.ClaimHandoff,
+		connect.WithSchema(sessionServiceMethods.ByName("ClaimHandoff")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.controlplane.v1.SessionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SessionServiceCreateSessionProcedure:
@@ -155,6 +215,10 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 			sessionServiceGetSessionHandler.ServeHTTP(w, r)
 		case SessionServiceDeleteSessionProcedure:
 			sessionServiceDeleteSessionHandler.ServeHTTP(w, r)
+		case SessionServiceCreateHandoffProcedure:
+			sessionServiceCreateHandoffHandler.ServeHTTP(w, r)
+		case SessionServiceClaimHandoffProcedure:
+			sessionServiceClaimHandoffHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -174,4 +238,12 @@ func (UnimplementedSessionServiceHandler) GetSession(context.Context, *connect.R
 
 func (UnimplementedSessionServiceHandler) DeleteSession(context.Context, *connect.Request[v1.DeleteSessionRequest]) (*connect.Response[v1.DeleteSessionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.SessionService.DeleteSession is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) CreateHandoff(context.Context, *connect.Request[v1.CreateHandoffRequest]) (*connect.Response[v1.CreateHandoffResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.SessionService.CreateHandoff is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) ClaimHandoff(context.Context, *connect.Request[v1.ClaimHandoffRequest]) (*connect.Response[v1.ClaimHandoffResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.SessionService.ClaimHandoff is not implemented"))
 }
