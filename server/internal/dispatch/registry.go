@@ -186,14 +186,18 @@ func (r *registry) wakeAll() {
 }
 
 // replaced ends the device's session on this replica when the device's current session
-// (as the database says, sessionID) is another one.
+// (as the database says, sessionID) is a newer one. Session ids are ULIDs, which sort
+// by the time they were made: a notification naming an older session is one that
+// arrived late, after the device attached again here, and ends nothing. (A newer
+// session made on a replica whose clock is behind is caught when the heartbeats are
+// recorded, which end every session the database no longer holds.)
 func (r *registry) replaced(deviceID, sessionID string) {
 	if sessionID == "" {
 		return // a detach, not a replacement
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s := r.byDevice[deviceID]; s != nil && s.id != sessionID {
+	if s := r.byDevice[deviceID]; s != nil && sessionID > s.id {
 		s.end(errReplaced)
 	}
 }
