@@ -38,9 +38,17 @@ const presenceTone: Record<Presence, Tone> = {
   [Presence.OFFLINE]: "neutral",
 };
 
+function presenceName(p: Presence): string {
+  return (Presence[p] ?? "unknown").toLowerCase();
+}
+
 function PresenceBadge({ node }: { node: Node }) {
-  if (node.revoked) return <Badge tone="danger">revoked</Badge>;
-  return <Badge tone={presenceTone[node.presence]}>{(Presence[node.presence] ?? "unknown").toLowerCase()}</Badge>;
+  return (
+    <span className={styles.badges}>
+      <Badge tone={presenceTone[node.presence]}>{presenceName(node.presence)}</Badge>
+      {node.revoked ? <Badge tone="danger">revoked</Badge> : null}
+    </span>
+  );
 }
 
 function NodeList() {
@@ -163,7 +171,7 @@ function NodeDetail({ id }: { id: string }) {
                 <div>
                   <dt>Presence</dt>
                   <dd>
-                    <span role="status">{n.revoked ? "revoked" : (Presence[n.presence] ?? "").toLowerCase()}</span>
+                    <span role="status" aria-label="Presence">{presenceName(n.presence)}{n.revoked ? ", revoked" : ""}</span>
                     {n.attachedReplica ? <> on replica <code>{n.attachedReplica}</code></> : null}, last seen <RelativeTime value={n.lastSeenTime} />
                   </dd>
                 </div>

@@ -138,7 +138,7 @@ function CreatedCode({ created }: { created: CreatePairingCodeResponse }) {
           <label className={styles.commandLabel} htmlFor="node-command">
             Command for the node
           </label>
-          <textarea id="node-command" className={styles.command} readOnly rows={3} value={command} spellCheck={false} />
+          <textarea id="node-command" className={styles.command} readOnly rows={4} value={command} spellCheck={false} />
           <div className={styles.row}>
             <CopyButton text={command} label="Copy command" />
           </div>
@@ -439,7 +439,7 @@ function stateName(s: PairingState): string {
 function RequestsCard() {
   const id = useId();
   const [state, setState] = useState(PairingState.UNSPECIFIED);
-  const list = usePagedList(PairingService.method.listPairingRequests, { state, pageSize: 20 }, (p) => p.pairingRequests, { refetchInterval: 10_000 });
+  const list = usePagedList(PairingService.method.listPairingRequests, { state, pageSize: 20 }, (p) => p.pairingRequests, { refetchInterval: LIVE });
   return (
     <Card
       title="All requests"
