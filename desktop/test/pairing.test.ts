@@ -1,7 +1,7 @@
 // The console's done-when path in a real Chromium, against a real palyrad and a real
 // `palyra node run`, with no terminal on the administrator's side: create a QR code and
 // a PIN on the Pairing page; the node pairs with the PIN from the CLI; its request
-// appears without a reload; a wrong fingerprint is refused (by the page, and by palyrad
+// appears without a reload (the page follows WatchPairingRequests); a wrong fingerprint is refused (by the page, and by palyrad
 // when sent anyway) and the one the node printed approves; the node shows online;
 // system.info runs from the generated form; a long shell.execute streams its output
 // and is cancelled; the device is revoked and goes offline. Every state is checked with
@@ -138,7 +138,10 @@ describe("pairing, invoking and revoking a node from the console", () => {
   it("creates a QR code, drawn as an image, and a PIN with the command to copy", async () => {
     await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: /^Pairing/ }).click();
     await page.getByRole("heading", { level: 1, name: "Pairing" }).waitFor();
-    await page.getByRole("region", { name: "Pending requests" }).getByText("No pending requests.").waitFor();
+    const pending = page.getByRole("region", { name: "Pending requests" });
+    await pending.getByText("No pending requests.").waitFor();
+    // The page follows WatchPairingRequests.
+    await pending.getByText("live", { exact: true }).waitFor({ timeout: WAIT });
     await look(page, "pairing-empty");
 
     await page.getByLabel("QR code: a link scanned or pasted").check();

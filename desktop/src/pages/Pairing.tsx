@@ -1,11 +1,12 @@
 // Pairing: create a PIN or QR pairing code (shown once, with the `palyra node run`
 // command to copy and, for QR, the code drawn as an image), the pending requests,
-// refreshed live, each with what is unusual about it; approve with the fingerprint the
+// live (WatchPairingRequests), each with what is unusual about it; approve with the fingerprint the
 // node printed, typed or pasted and compared (the approval also carries it, so palyrad
 // compares it again), or reject with a reason. Below: every request, by state, and the
 // pairing codes.
-import { useId, useMemo, useState, type FormEvent } from "react";
-import { useMutation, useQuery } from "@connectrpc/connect-query";
+import { useEffect, useId, useMemo, useState, type FormEvent } from "react";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectQueryKey, useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import QRCode from "qrcode";
@@ -28,19 +29,58 @@ import { LoadMore, usePagedList } from "../components/paging.js";
 import { checkFingerprint, groupHex, warningsFor, type Warning } from "./pairingChecks.js";
 import styles from "./Pairing.module.css";
 
-/** LIVE is how often the pending requests are read again: there is no stream of
- * pairing changes for administrators, so the page asks every two seconds. */
-const LIVE = 2_000;
+/** FALLBACK is how often the request lists are read again while the stream of changes
+ * is down; SAFETY, while it is up (it is the authority on changes). */
+const FALLBACK = 2_000;
+const SAFETY = 30_000;
 
 export default function Pairing() {
+  const live = usePairingChanges();
+  const refresh = live ? SAFETY : FALLBACK;
   return (
     <Page title="Pairing" description="Pair a node: create a code, run the node with it, then compare its key fingerprint and approve.">
       <CreateCodeCard />
-      <PendingCard />
-      <RequestsCard />
+      <PendingCard refresh={refresh} live={live} />
+      <RequestsCard refresh={refresh} />
       <CodesCard />
     </Page>
   );
+}
+
+/** usePairingChanges follows WatchPairingRequests and reads the pairing lists again at
+ * every change (and when the stream says changes were missed). It reconnects with
+ * backoff, and says whether the stream is up: while it is not, the lists poll. */
+function usePairingChanges(): boolean {
+  const transport = useTransport();
+  const queryClient = useQueryClient();
+  const [live, setLive] = useState(false);
+  useEffect(() => {
+    const client = createClient(PairingService, transport);
+    const abort = new AbortController();
+    const refetch = () => queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: PairingService, cardinality: undefined }) });
+    void (async () => {
+      for (let attempt = 0; !abort.signal.aborted; attempt++) {
+        try {
+          for await (const _change of client.watchPairingRequests({}, { signal: abort.signal })) {
+            attempt = 0;
+            setLive(true);
+            void refetch();
+          }
+        } catch (err) {
+          if (abort.signal.aborted) return;
+          // Without the right or the session, retrying does not help; the lists poll.
+          if ([Code.Unauthenticated, Code.PermissionDenied].includes(ConnectError.from(err).code)) {
+            setLive(false);
+            return;
+          }
+        }
+        setLive(false);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1_000 * 2 ** attempt, 30_000)));
+      }
+    })();
+    return () => abort.abort();
+  }, [transport, queryClient]);
+  return live;
 }
 
 function Needs({ permission, to }: { permission: string; to: string }) {
@@ -182,11 +222,11 @@ function useKnownAddresses(): Set<string> | undefined {
   }, [completed.data, approved.data]);
 }
 
-function PendingCard() {
-  const list = usePagedList(PairingService.method.listPairingRequests, { state: PairingState.PENDING_APPROVAL, pageSize: 20 }, (p) => p.pairingRequests, { refetchInterval: LIVE });
+function PendingCard({ refresh, live }: { refresh: number; live: boolean }) {
+  const list = usePagedList(PairingService.method.listPairingRequests, { state: PairingState.PENDING_APPROVAL, pageSize: 20 }, (p) => p.pairingRequests, { refetchInterval: refresh });
   const known = useKnownAddresses();
   return (
-    <Card title="Pending requests" aside={<span className="field-hint">Refreshed every 2 s</span>}>
+    <Card title="Pending requests" aside={<span className="field-hint">{live ? <Badge tone="ok">live</Badge> : "Reconnecting: refreshed every 2 s"}</span>}>
       {list.error ? <ErrorPanel error={list.error} /> : null}
       {!list.data && !list.error ? <p role="status" className="field-hint">Loading…</p> : null}
       <div className={styles.requests} aria-live="polite">
@@ -436,10 +476,10 @@ function stateName(s: PairingState): string {
   return (PairingState[s] ?? String(s)).toLowerCase().replaceAll("_", " ");
 }
 
-function RequestsCard() {
+function RequestsCard({ refresh }: { refresh: number }) {
   const id = useId();
   const [state, setState] = useState(PairingState.UNSPECIFIED);
-  const list = usePagedList(PairingService.method.listPairingRequests, { state, pageSize: 20 }, (p) => p.pairingRequests, { refetchInterval: LIVE });
+  const list = usePagedList(PairingService.method.listPairingRequests, { state, pageSize: 20 }, (p) => p.pairingRequests, { refetchInterval: refresh });
   return (
     <Card
       title="All requests"
