@@ -128,8 +128,13 @@ func (h *PairingHandler) describe(ctx context.Context, r dbsqlc.PairingRequest) 
 // then each request that changed, read when its notification arrives (from whichever
 // replica made the change), and an empty message whenever notifications may have been
 // missed: after the listener reconnected, when the client fell behind by changeBuffer
-// changes, and, without notifications, every poll interval.
+// changes, and, without notifications, every poll interval. It ends on Shutdown.
 func (h *PairingHandler) WatchPairingRequests(ctx context.Context, _ *connect.Request[controlplanev1.WatchPairingRequestsRequest], stream *connect.ServerStream[controlplanev1.WatchPairingRequestsResponse]) error {
+	select {
+	case <-h.s.stopping:
+		return errdefs.New(errdefs.Unavailable, "palyrad is shutting down: watch again")
+	default:
+	}
 	// Interest first, then the first message: a change after it is not missed.
 	w, stop := h.s.watchChanges()
 	defer stop()
@@ -147,6 +152,8 @@ func (h *PairingHandler) WatchPairingRequests(ctx context.Context, _ *connect.Re
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-h.s.stopping:
+			return nil
 		case <-w.missed:
 		case <-poll:
 		case id := <-w.ids:

@@ -190,6 +190,9 @@ type Service struct {
 	sub     *notify.Subscription // nil without Options.Notify
 	poll    time.Duration        // how often a watch re-reads without a notification
 
+	stopping     chan struct{} // closed by Shutdown
+	stoppingOnce sync.Once
+
 	mu       sync.Mutex // guards the following
 	watchers map[string]map[chan struct{}]struct{}
 	changes  map[*changeWatch]struct{} // the watches of WatchPairingRequests
@@ -259,6 +262,7 @@ func New(opts Options) (*Service, error) {
 		poll:     watchPoll,
 		watchers: map[string]map[chan struct{}]struct{}{},
 		changes:  map[*changeWatch]struct{}{},
+		stopping: make(chan struct{}),
 	}
 	if opts.Notify != nil {
 		sub, err := opts.Notify.Subscribe(Channel)
@@ -362,6 +366,13 @@ func (s *Service) watch(id string) (<-chan struct{}, func()) {
 			delete(s.watchers, id)
 		}
 	}
+}
+
+// Shutdown ends every watch of every request (WatchPairingRequests) on this replica and
+// refuses new ones: they do not end by themselves, and the HTTP server's shutdown waits
+// for them. Clients watch again, on any replica.
+func (s *Service) Shutdown() {
+	s.stoppingOnce.Do(func() { close(s.stopping) })
 }
 
 // watchChanges registers interest in the changes of every request. Call the returned

@@ -242,3 +242,33 @@ func TestWatchPairingRequestsWithoutNotifications(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchPairingRequestsEndsOnShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t)
+	stream, err := b.admin.WatchPairingRequests(t.Context(), connect.NewRequest(&controlplanev1.WatchPairingRequestsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first message: %v", stream.Err())
+	}
+	// The HTTP server's shutdown waits for the streams: Shutdown ends them.
+	b.svc.Shutdown()
+	if stream.Receive() {
+		t.Fatalf("after Shutdown the watch sent %v", stream.Msg())
+	}
+	if err := stream.Err(); err != nil {
+		t.Errorf("the watch ended with %v, want a clean end", err)
+	}
+	again, err := b.admin.WatchPairingRequests(t.Context(), connect.NewRequest(&controlplanev1.WatchPairingRequestsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if again.Receive() || connect.CodeOf(again.Err()) != connect.CodeUnavailable {
+		t.Errorf("a watch after Shutdown: %v, want unavailable", again.Err())
+	}
+}
