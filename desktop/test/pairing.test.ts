@@ -1,11 +1,12 @@
 // The console's done-when path in a real Chromium, against a real palyrad and a real
 // `palyra node run`, with no terminal on the administrator's side: create a QR code and
 // a PIN on the Pairing page; the node pairs with the PIN from the CLI; its request
-// appears without a reload (the page follows WatchPairingRequests); a wrong fingerprint is refused (by the page, and by palyrad
-// when sent anyway) and the one the node printed approves; the node shows online;
-// system.info runs from the generated form; a long shell.execute streams its output
-// and is cancelled; the device is revoked and goes offline. Every state is checked with
-// axe-core and saved as a screenshot.
+// appears without a reload (the page follows WatchPairingRequests); a wrong fingerprint
+// is refused (by the page, and by palyrad when sent anyway) and the one the node printed
+// approves; the node shows online; system.info runs from the generated form; a long
+// shell.execute streams its output and is cancelled; the certificate is rotated; the
+// device is revoked and goes offline. Every state is checked with axe-core and saved as
+// a screenshot.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -282,6 +283,17 @@ describe("pairing, invoking and revoking a node from the console", () => {
     const ticks = (await output.innerText()).match(/tick \d+/g) ?? [];
     assert.ok(ticks.length >= 6, `ticks seen: ${ticks.length}`);
     await look(page, "node-invoke-cancelled");
+  });
+
+  it("rotates the node's certificate after a confirmation", async () => {
+    const identity = page.getByRole("region", { name: "Identity" });
+    await identity.getByRole("button", { name: "Rotate certificate…" }).click();
+    await identity.getByLabel("Grace period").selectOption({ label: "10 minutes" });
+    await look(page, "node-rotate-confirm");
+    await identity.getByRole("button", { name: "Rotate certificate", exact: true }).click();
+    await identity.getByText(/Rotation asked for/).waitFor({ timeout: WAIT });
+    // The current certificate is to be revoked when the grace period ends.
+    await identity.getByRole("row").nth(1).getByText("in 10 minutes").first().waitFor({ timeout: WAIT });
   });
 
   it("revokes the node after a confirmation, and sees it go offline", async () => {
