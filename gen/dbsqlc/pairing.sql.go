@@ -715,6 +715,17 @@ func (q *Queries) LockActivePINCodes(ctx context.Context, now time.Time) ([]Pair
 	return items, nil
 }
 
+const notifyPairingRequestCreated = `-- name: NotifyPairingRequestCreated :exec
+select pg_notify('palyra_pairing', $1::text)
+`
+
+// Announces a new request on commit, as the trigger pairing_requests_notify announces
+// each change of state, so that the watches of every request learn of it.
+func (q *Queries) NotifyPairingRequestCreated(ctx context.Context, id string) error {
+	_, err := q.db.Exec(ctx, notifyPairingRequestCreated, id)
+	return err
+}
+
 const rejectPairingRequest = `-- name: RejectPairingRequest :one
 update pairing_requests
 set state = 'rejected', decided_at = $1, decided_by = $2,

@@ -130,3 +130,8 @@ update pairing_requests
 set state = 'completed', completed_at = sqlc.arg('now')
 where id = sqlc.arg('id') and state = 'approved'
 returning *;
+
+-- name: NotifyPairingRequestCreated :exec
+-- Announces a new request on commit, as the trigger pairing_requests_notify announces
+-- each change of state, so that the watches of every request learn of it.
+select pg_notify('palyra_pairing', sqlc.arg('id')::text);

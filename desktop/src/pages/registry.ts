@@ -19,9 +19,9 @@ export interface PageSpec {
 
 export const pages: PageSpec[] = [
   { path: "/", title: "Overview", section: "Operate", load: () => import("./Overview.js") },
+  { path: "/pairing", title: "Pairing", section: "Operate", permission: "nodes.read", load: () => import("./Pairing.js") },
+  { path: "/nodes", title: "Nodes", section: "Operate", permission: "nodes.read", load: () => import("./Nodes.js") },
   // TODO(issue 14): the pages below are not built yet.
-  { path: "/pairing", title: "Pairing", section: "Operate", permission: "nodes.read" },
-  { path: "/nodes", title: "Nodes", section: "Operate", permission: "nodes.read" },
   { path: "/dispatches", title: "Dispatches", section: "Operate", permission: "nodes.dispatch" },
   { path: "/access/tokens", title: "API tokens", section: "Access", permission: "tokens.manage" },
   { path: "/access/flags", title: "Feature flags", section: "Access" },

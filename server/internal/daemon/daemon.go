@@ -66,6 +66,7 @@ type Daemon struct {
 	server  *apiserver.Server
 	health  *apiserver.Health
 	runtime *dispatch.Service
+	pairing *pairing.Service
 	stopBg  context.CancelFunc
 	bg      *sync.WaitGroup
 	serveCh chan error
@@ -490,7 +491,7 @@ func (s *startup) serve() *Daemon {
 	})
 
 	d := &Daemon{
-		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime,
+		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing,
 		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST,
 	}
 	go func() { d.serveCh <- s.server.Serve(handler) }()
@@ -531,6 +532,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 		{"drain the listener", func() error {
 			d.health.SetShuttingDown()
 			d.runtime.Shutdown()
+			d.pairing.Shutdown()
 			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 			defer cancel()
 			return d.server.Shutdown(shutdownCtx)

@@ -841,15 +841,25 @@ func TestRevocationEndsTheAttachStream(t *testing.T) {
 	}
 }
 
-// TestStopEndsAttachStreams stops a daemon with a node attached: Stop ends the stream
-// itself. Were the stream left to the listener's Shutdown, Stop would wait out the
-// shutdown timeout, ten minutes here, far beyond the test's wait.
+// TestStopEndsAttachStreams stops a daemon with a node attached and a console watching
+// the pairing requests: Stop ends both streams itself. Were they left to the listener's
+// Shutdown, Stop would wait out the shutdown timeout, ten minutes here, far beyond the
+// test's wait.
 func TestStopEndsAttachStreams(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	b := &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--server-shutdown-timeout", "10m"), dbURL: dbURL}
 	dev := b.enroll(t, time.Hour)
 	node, _ := attachNode(t, b.testDaemon, dev)
+	pairingWatch, err := controlplanev1connect.NewPairingServiceClient(b.h2, b.baseURL).WatchPairingRequests(t.Context(),
+		connect.NewRequest(&controlplanev1.WatchPairingRequestsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pairingWatch.Close()
+	if !pairingWatch.Receive() {
+		t.Fatalf("the pairing watch sent nothing: %v", pairingWatch.Err())
+	}
 	began := time.Now()
 	b.stopped = true // stopped here, not by the cleanup
 	stopped := make(chan error, 1)
@@ -864,6 +874,9 @@ func TestStopEndsAttachStreams(t *testing.T) {
 	}
 	t.Logf("stop took %v with a node attached", time.Since(began))
 	wantCode(t, "the stream at shutdown", node.ended(), connect.CodeUnavailable)
+	if pairingWatch.Receive() || pairingWatch.Err() != nil {
+		t.Errorf("the pairing watch at shutdown: %v, want a clean end", pairingWatch.Err())
+	}
 	// The stopping daemon recorded that the session ended.
 	conn, err := pgx.Connect(t.Context(), b.dbURL)
 	if err != nil {

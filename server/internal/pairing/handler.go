@@ -2,6 +2,7 @@ package pairing
 
 import (
 	"context"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -9,6 +10,7 @@ import (
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
 // Page sizes of the lists.
@@ -120,6 +122,56 @@ func (h *PairingHandler) describe(ctx context.Context, r dbsqlc.PairingRequest) 
 		return nil, err
 	}
 	return requestProto(r, claim, h.s.now())
+}
+
+// WatchPairingRequests streams the changes of every request: an empty message first,
+// then each request that changed, read when its notification arrives (from whichever
+// replica made the change), and an empty message whenever notifications may have been
+// missed: after the listener reconnected, when the client fell behind by changeBuffer
+// changes, and, without notifications, every poll interval. It ends on Shutdown.
+func (h *PairingHandler) WatchPairingRequests(ctx context.Context, _ *connect.Request[controlplanev1.WatchPairingRequestsRequest], stream *connect.ServerStream[controlplanev1.WatchPairingRequestsResponse]) error {
+	select {
+	case <-h.s.stopping:
+		return errdefs.New(errdefs.Unavailable, "palyrad is shutting down: watch again")
+	default:
+	}
+	// Interest first, then the first message: a change after it is not missed.
+	w, stop := h.s.watchChanges()
+	defer stop()
+	if err := stream.Send(&controlplanev1.WatchPairingRequestsResponse{}); err != nil {
+		return err
+	}
+	var poll <-chan time.Time
+	if h.s.sub == nil {
+		t := time.NewTicker(h.s.poll)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		msg := &controlplanev1.WatchPairingRequestsResponse{}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.s.stopping:
+			return nil
+		case <-w.missed:
+		case <-poll:
+		case id := <-w.ids:
+			r, err := h.s.getRequest(ctx, id)
+			if errdefs.KindOf(err) == errdefs.NotFound {
+				continue // not a request (a stray notification)
+			}
+			if err != nil {
+				return err
+			}
+			if msg.PairingRequest, err = h.describe(ctx, r); err != nil {
+				return err
+			}
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
 }
 
 // GetPairingRequest returns one request.

@@ -180,7 +180,7 @@ type Options struct {
 }
 
 // Service is node pairing: it holds the logic that both handlers call, the sweeper that
-// expires requests, and the watches of WatchPairing. It is safe for concurrent use.
+// expires requests, and the watches of WatchPairing and WatchPairingRequests. It is safe for concurrent use.
 type Service struct {
 	opts    Options
 	now     func() time.Time
@@ -190,9 +190,23 @@ type Service struct {
 	sub     *notify.Subscription // nil without Options.Notify
 	poll    time.Duration        // how often a watch re-reads without a notification
 
+	stopping     chan struct{} // closed by Shutdown
+	stoppingOnce sync.Once
+
 	mu       sync.Mutex // guards the following
 	watchers map[string]map[chan struct{}]struct{}
+	changes  map[*changeWatch]struct{} // the watches of WatchPairingRequests
 }
+
+// changeWatch is a watch of every request's changes (WatchPairingRequests).
+type changeWatch struct {
+	ids    chan string   // the ids of requests that may have changed
+	missed chan struct{} // 1-buffered: changes may have been missed (ids was full, or notifications were)
+}
+
+// changeBuffer is how many changes a watch of every request holds before it reports
+// them as missed.
+const changeBuffer = 64
 
 // New checks opts and returns the Service. It subscribes to Channel right away so that
 // no notification is missed between New and Run.
@@ -247,6 +261,8 @@ func New(opts Options) (*Service, error) {
 		follows:  ratelimit.NewKeyed(ratelimit.Options{Burst: FollowBurst, PerMinute: FollowsPerMinute, Now: opts.Now}),
 		poll:     watchPoll,
 		watchers: map[string]map[chan struct{}]struct{}{},
+		changes:  map[*changeWatch]struct{}{},
+		stopping: make(chan struct{}),
 	}
 	if opts.Notify != nil {
 		sub, err := opts.Notify.Subscribe(Channel)
@@ -352,12 +368,41 @@ func (s *Service) watch(id string) (<-chan struct{}, func()) {
 	}
 }
 
-// wake signals the watchers of request id without blocking.
+// Shutdown ends every watch of every request (WatchPairingRequests) on this replica and
+// refuses new ones: they do not end by themselves, and the HTTP server's shutdown waits
+// for them. Clients watch again, on any replica.
+func (s *Service) Shutdown() {
+	s.stoppingOnce.Do(func() { close(s.stopping) })
+}
+
+// watchChanges registers interest in the changes of every request. Call the returned
+// function to stop.
+func (s *Service) watchChanges() (*changeWatch, func()) {
+	w := &changeWatch{ids: make(chan string, changeBuffer), missed: make(chan struct{}, 1)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changes[w] = struct{}{}
+	return w, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.changes, w)
+	}
+}
+
+// wake signals the watchers of request id, and tells the watches of every request,
+// without blocking.
 func (s *Service) wake(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ch := range s.watchers[id] {
 		signal(ch)
+	}
+	for w := range s.changes {
+		select {
+		case w.ids <- id:
+		default:
+			signal(w.missed)
+		}
 	}
 }
 
@@ -369,6 +414,9 @@ func (s *Service) wakeAll() {
 		for ch := range set {
 			signal(ch)
 		}
+	}
+	for w := range s.changes {
+		signal(w.missed)
 	}
 }
 

@@ -175,6 +175,9 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 		if err != nil {
 			return fmt.Errorf("pairing: insert request: %w", err)
 		}
+		if err := q.NotifyPairingRequestCreated(ctx, id); err != nil {
+			return fmt.Errorf("pairing: announce request: %w", err)
+		}
 		return nil
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"connectrpc.com/connect"
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
+	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/eventually"
@@ -166,4 +167,108 @@ func TestWatchPairingEndsWithTheClient(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// watchRequests opens a watch of every request and delivers what it receives.
+func watchRequests(t *testing.T, client controlplanev1connect.PairingServiceClient) <-chan *controlplanev1.WatchPairingRequestsResponse {
+	t.Helper()
+	stream, err := client.WatchPairingRequests(t.Context(), connect.NewRequest(&controlplanev1.WatchPairingRequestsRequest{}))
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	out := make(chan *controlplanev1.WatchPairingRequestsResponse, 16)
+	go func() {
+		defer stream.Close()
+		defer close(out)
+		for stream.Receive() {
+			out <- stream.Msg()
+		}
+	}()
+	return out
+}
+
+// nextChange waits for the next message of a watch of every request.
+func nextChange(t *testing.T, ch <-chan *controlplanev1.WatchPairingRequestsResponse) *controlplanev1.WatchPairingRequestsResponse {
+	t.Helper()
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			t.Fatal("the watch ended")
+		}
+		return m
+	case <-time.After(eventually.Deadline):
+		t.Fatalf("nothing from the watch within %v", eventually.Deadline)
+		return nil
+	}
+}
+
+func TestWatchPairingRequestsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	// Nothing polls: what arrives came by NOTIFY from the other replica.
+	slowPoll := withService(func(s *pairing.Service) { s.SetWatchPoll(time.Hour) })
+	a := setup(t, slowPoll)
+	b := a.replica(t, slowPoll)
+	a.run(t)
+	b.run(t)
+
+	changes := watchRequests(t, b.admin)
+	if first := nextChange(t, changes); first.GetPairingRequest() != nil {
+		t.Fatalf("first message %v, want an empty one", first)
+	}
+	id, _ := a.pending(t)
+	created := nextChange(t, changes).GetPairingRequest()
+	if created.GetId() != id || created.GetState() != nodev1.PairingState_PAIRING_STATE_PENDING_APPROVAL || created.GetPublicKeyFingerprint() == "" {
+		t.Fatalf("after the start: %v, want request %s pending with its fingerprint", created, id)
+	}
+	if _, err := a.reject(t, id, "not this one"); err != nil {
+		t.Fatal(err)
+	}
+	rejected := nextChange(t, changes).GetPairingRequest()
+	if rejected.GetId() != id || rejected.GetState() != nodev1.PairingState_PAIRING_STATE_REJECTED || rejected.GetReason() != "not this one" {
+		t.Fatalf("after the rejection: %v", rejected)
+	}
+}
+
+func TestWatchPairingRequestsWithoutNotifications(t *testing.T) {
+	t.Parallel()
+	// Without notifications, the watch says "list again" every poll interval.
+	b := setup(t,
+		withOptions(func(o *pairing.Options) { o.Notify = nil }),
+		withService(func(s *pairing.Service) { s.SetWatchPoll(100 * time.Millisecond) }))
+	changes := watchRequests(t, b.admin)
+	for range 3 {
+		if m := nextChange(t, changes); m.GetPairingRequest() != nil {
+			t.Fatalf("message %v, want an empty one", m)
+		}
+	}
+}
+
+func TestWatchPairingRequestsEndsOnShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.run(t)
+	stream, err := b.admin.WatchPairingRequests(t.Context(), connect.NewRequest(&controlplanev1.WatchPairingRequestsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("no first message: %v", stream.Err())
+	}
+	// The HTTP server's shutdown waits for the streams: Shutdown ends them.
+	b.svc.Shutdown()
+	if stream.Receive() {
+		t.Fatalf("after Shutdown the watch sent %v", stream.Msg())
+	}
+	if err := stream.Err(); err != nil {
+		t.Errorf("the watch ended with %v, want a clean end", err)
+	}
+	again, err := b.admin.WatchPairingRequests(t.Context(), connect.NewRequest(&controlplanev1.WatchPairingRequestsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if again.Receive() || connect.CodeOf(again.Err()) != connect.CodeUnavailable {
+		t.Errorf("a watch after Shutdown: %v, want unavailable", again.Err())
+	}
 }

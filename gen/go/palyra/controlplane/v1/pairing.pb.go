@@ -1296,6 +1296,90 @@ func (x *RejectPairingRequestResponse) GetPairingRequest() *PairingRequest {
 	return nil
 }
 
+// WatchPairingRequestsRequest starts a watch of every pairing request.
+type WatchPairingRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchPairingRequestsRequest) Reset() {
+	*x = WatchPairingRequestsRequest{}
+	mi := &file_palyra_controlplane_v1_pairing_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPairingRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPairingRequestsRequest) ProtoMessage() {}
+
+func (x *WatchPairingRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_controlplane_v1_pairing_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPairingRequestsRequest.ProtoReflect.Descriptor instead.
+func (*WatchPairingRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_palyra_controlplane_v1_pairing_proto_rawDescGZIP(), []int{16}
+}
+
+// WatchPairingRequestsResponse is one change, or a call to list again.
+type WatchPairingRequestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pairing_request is the request that was created or changed state; unset in the
+	// first message and whenever changes may have been missed.
+	PairingRequest *PairingRequest `protobuf:"bytes,1,opt,name=pairing_request,json=pairingRequest,proto3" json:"pairing_request,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WatchPairingRequestsResponse) Reset() {
+	*x = WatchPairingRequestsResponse{}
+	mi := &file_palyra_controlplane_v1_pairing_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchPairingRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchPairingRequestsResponse) ProtoMessage() {}
+
+func (x *WatchPairingRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_controlplane_v1_pairing_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchPairingRequestsResponse.ProtoReflect.Descriptor instead.
+func (*WatchPairingRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_palyra_controlplane_v1_pairing_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchPairingRequestsResponse) GetPairingRequest() *PairingRequest {
+	if x != nil {
+		return x.PairingRequest
+	}
+	return nil
+}
+
 var File_palyra_controlplane_v1_pairing_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
@@ -1401,6 +1485,9 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x06reason\"o\n" +
 	"\x1cRejectPairingRequestResponse\x12O\n" +
+	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest\"\x1d\n" +
+	"\x1bWatchPairingRequestsRequest\"o\n" +
+	"\x1cWatchPairingRequestsResponse\x12O\n" +
 	"\x0fpairing_request\x18\x01 \x01(\v2&.palyra.controlplane.v1.PairingRequestR\x0epairingRequest*^\n" +
 	"\rPairingMethod\x12\x1e\n" +
 	"\x1aPAIRING_METHOD_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1412,7 +1499,7 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\x17PAIRING_CODE_STATE_USED\x10\x02\x12\x1e\n" +
 	"\x1aPAIRING_CODE_STATE_EXPIRED\x10\x03\x12\x1d\n" +
 	"\x19PAIRING_CODE_STATE_BURNED\x10\x04\x12\x1e\n" +
-	"\x1aPAIRING_CODE_STATE_DELETED\x10\x052\x92\b\n" +
+	"\x1aPAIRING_CODE_STATE_DELETED\x10\x052\xad\t\n" +
 	"\x0ePairingService\x12\x8a\x01\n" +
 	"\x11CreatePairingCode\x120.palyra.controlplane.v1.CreatePairingCodeRequest\x1a1.palyra.controlplane.v1.CreatePairingCodeResponse\"\x10\xea\xe0\x18\f\x1a\n" +
 	"nodes.pair\x12\x8a\x01\n" +
@@ -1425,7 +1512,9 @@ const file_palyra_controlplane_v1_pairing_proto_rawDesc = "" +
 	"\x11GetPairingRequest\x120.palyra.controlplane.v1.GetPairingRequestRequest\x1a1.palyra.controlplane.v1.GetPairingRequestResponse\"\x13\xea\xe0\x18\f\x1a\n" +
 	"nodes.read\x90\x02\x01\x12\x99\x01\n" +
 	"\x15ApprovePairingRequest\x124.palyra.controlplane.v1.ApprovePairingRequestRequest\x1a5.palyra.controlplane.v1.ApprovePairingRequestResponse\"\x13\xea\xe0\x18\x0f\x1a\rnodes.approve\x12\x96\x01\n" +
-	"\x14RejectPairingRequest\x123.palyra.controlplane.v1.RejectPairingRequestRequest\x1a4.palyra.controlplane.v1.RejectPairingRequestResponse\"\x13\xea\xe0\x18\x0f\x1a\rnodes.approveBGZEgithub.com/palyra/palyra/gen/go/palyra/controlplane/v1;controlplanev1b\x06proto3"
+	"\x14RejectPairingRequest\x123.palyra.controlplane.v1.RejectPairingRequestRequest\x1a4.palyra.controlplane.v1.RejectPairingRequestResponse\"\x13\xea\xe0\x18\x0f\x1a\rnodes.approve\x12\x98\x01\n" +
+	"\x14WatchPairingRequests\x123.palyra.controlplane.v1.WatchPairingRequestsRequest\x1a4.palyra.controlplane.v1.WatchPairingRequestsResponse\"\x13\xea\xe0\x18\f\x1a\n" +
+	"nodes.read\x90\x02\x010\x01BGZEgithub.com/palyra/palyra/gen/go/palyra/controlplane/v1;controlplanev1b\x06proto3"
 
 var (
 	file_palyra_controlplane_v1_pairing_proto_rawDescOnce sync.Once
@@ -1440,7 +1529,7 @@ func file_palyra_controlplane_v1_pairing_proto_rawDescGZIP() []byte {
 }
 
 var file_palyra_controlplane_v1_pairing_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_palyra_controlplane_v1_pairing_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_palyra_controlplane_v1_pairing_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_palyra_controlplane_v1_pairing_proto_goTypes = []any{
 	(PairingMethod)(0),                    // 0: palyra.controlplane.v1.PairingMethod
 	(PairingCodeState)(0),                 // 1: palyra.controlplane.v1.PairingCodeState
@@ -1460,55 +1549,60 @@ var file_palyra_controlplane_v1_pairing_proto_goTypes = []any{
 	(*ApprovePairingRequestResponse)(nil), // 15: palyra.controlplane.v1.ApprovePairingRequestResponse
 	(*RejectPairingRequestRequest)(nil),   // 16: palyra.controlplane.v1.RejectPairingRequestRequest
 	(*RejectPairingRequestResponse)(nil),  // 17: palyra.controlplane.v1.RejectPairingRequestResponse
-	nil,                                   // 18: palyra.controlplane.v1.PairingRequest.LabelsEntry
-	nil,                                   // 19: palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),         // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 21: google.protobuf.Duration
-	(v1.PairingState)(0),                  // 22: palyra.node.v1.PairingState
-	(v1.DeviceClaim)(0),                   // 23: palyra.node.v1.DeviceClaim
+	(*WatchPairingRequestsRequest)(nil),   // 18: palyra.controlplane.v1.WatchPairingRequestsRequest
+	(*WatchPairingRequestsResponse)(nil),  // 19: palyra.controlplane.v1.WatchPairingRequestsResponse
+	nil,                                   // 20: palyra.controlplane.v1.PairingRequest.LabelsEntry
+	nil,                                   // 21: palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),         // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 23: google.protobuf.Duration
+	(v1.PairingState)(0),                  // 24: palyra.node.v1.PairingState
+	(v1.DeviceClaim)(0),                   // 25: palyra.node.v1.DeviceClaim
 }
 var file_palyra_controlplane_v1_pairing_proto_depIdxs = []int32{
 	0,  // 0: palyra.controlplane.v1.PairingCode.method:type_name -> palyra.controlplane.v1.PairingMethod
 	1,  // 1: palyra.controlplane.v1.PairingCode.state:type_name -> palyra.controlplane.v1.PairingCodeState
-	20, // 2: palyra.controlplane.v1.PairingCode.create_time:type_name -> google.protobuf.Timestamp
-	20, // 3: palyra.controlplane.v1.PairingCode.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 2: palyra.controlplane.v1.PairingCode.create_time:type_name -> google.protobuf.Timestamp
+	22, // 3: palyra.controlplane.v1.PairingCode.expire_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: palyra.controlplane.v1.CreatePairingCodeRequest.method:type_name -> palyra.controlplane.v1.PairingMethod
-	21, // 5: palyra.controlplane.v1.CreatePairingCodeRequest.ttl:type_name -> google.protobuf.Duration
+	23, // 5: palyra.controlplane.v1.CreatePairingCodeRequest.ttl:type_name -> google.protobuf.Duration
 	2,  // 6: palyra.controlplane.v1.CreatePairingCodeResponse.pairing_code:type_name -> palyra.controlplane.v1.PairingCode
 	2,  // 7: palyra.controlplane.v1.ListPairingCodesResponse.pairing_codes:type_name -> palyra.controlplane.v1.PairingCode
 	2,  // 8: palyra.controlplane.v1.DeletePairingCodeResponse.pairing_code:type_name -> palyra.controlplane.v1.PairingCode
-	22, // 9: palyra.controlplane.v1.PairingRequest.state:type_name -> palyra.node.v1.PairingState
-	20, // 10: palyra.controlplane.v1.PairingRequest.create_time:type_name -> google.protobuf.Timestamp
-	21, // 11: palyra.controlplane.v1.PairingRequest.age:type_name -> google.protobuf.Duration
-	20, // 12: palyra.controlplane.v1.PairingRequest.expire_time:type_name -> google.protobuf.Timestamp
-	20, // 13: palyra.controlplane.v1.PairingRequest.decide_time:type_name -> google.protobuf.Timestamp
-	18, // 14: palyra.controlplane.v1.PairingRequest.labels:type_name -> palyra.controlplane.v1.PairingRequest.LabelsEntry
-	23, // 15: palyra.controlplane.v1.PairingRequest.device_claim:type_name -> palyra.node.v1.DeviceClaim
-	22, // 16: palyra.controlplane.v1.ListPairingRequestsRequest.state:type_name -> palyra.node.v1.PairingState
+	24, // 9: palyra.controlplane.v1.PairingRequest.state:type_name -> palyra.node.v1.PairingState
+	22, // 10: palyra.controlplane.v1.PairingRequest.create_time:type_name -> google.protobuf.Timestamp
+	23, // 11: palyra.controlplane.v1.PairingRequest.age:type_name -> google.protobuf.Duration
+	22, // 12: palyra.controlplane.v1.PairingRequest.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 13: palyra.controlplane.v1.PairingRequest.decide_time:type_name -> google.protobuf.Timestamp
+	20, // 14: palyra.controlplane.v1.PairingRequest.labels:type_name -> palyra.controlplane.v1.PairingRequest.LabelsEntry
+	25, // 15: palyra.controlplane.v1.PairingRequest.device_claim:type_name -> palyra.node.v1.DeviceClaim
+	24, // 16: palyra.controlplane.v1.ListPairingRequestsRequest.state:type_name -> palyra.node.v1.PairingState
 	9,  // 17: palyra.controlplane.v1.ListPairingRequestsResponse.pairing_requests:type_name -> palyra.controlplane.v1.PairingRequest
 	9,  // 18: palyra.controlplane.v1.GetPairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
-	19, // 19: palyra.controlplane.v1.ApprovePairingRequestRequest.labels:type_name -> palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntry
+	21, // 19: palyra.controlplane.v1.ApprovePairingRequestRequest.labels:type_name -> palyra.controlplane.v1.ApprovePairingRequestRequest.LabelsEntry
 	9,  // 20: palyra.controlplane.v1.ApprovePairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
 	9,  // 21: palyra.controlplane.v1.RejectPairingRequestResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
-	3,  // 22: palyra.controlplane.v1.PairingService.CreatePairingCode:input_type -> palyra.controlplane.v1.CreatePairingCodeRequest
-	5,  // 23: palyra.controlplane.v1.PairingService.ListPairingCodes:input_type -> palyra.controlplane.v1.ListPairingCodesRequest
-	7,  // 24: palyra.controlplane.v1.PairingService.DeletePairingCode:input_type -> palyra.controlplane.v1.DeletePairingCodeRequest
-	10, // 25: palyra.controlplane.v1.PairingService.ListPairingRequests:input_type -> palyra.controlplane.v1.ListPairingRequestsRequest
-	12, // 26: palyra.controlplane.v1.PairingService.GetPairingRequest:input_type -> palyra.controlplane.v1.GetPairingRequestRequest
-	14, // 27: palyra.controlplane.v1.PairingService.ApprovePairingRequest:input_type -> palyra.controlplane.v1.ApprovePairingRequestRequest
-	16, // 28: palyra.controlplane.v1.PairingService.RejectPairingRequest:input_type -> palyra.controlplane.v1.RejectPairingRequestRequest
-	4,  // 29: palyra.controlplane.v1.PairingService.CreatePairingCode:output_type -> palyra.controlplane.v1.CreatePairingCodeResponse
-	6,  // 30: palyra.controlplane.v1.PairingService.ListPairingCodes:output_type -> palyra.controlplane.v1.ListPairingCodesResponse
-	8,  // 31: palyra.controlplane.v1.PairingService.DeletePairingCode:output_type -> palyra.controlplane.v1.DeletePairingCodeResponse
-	11, // 32: palyra.controlplane.v1.PairingService.ListPairingRequests:output_type -> palyra.controlplane.v1.ListPairingRequestsResponse
-	13, // 33: palyra.controlplane.v1.PairingService.GetPairingRequest:output_type -> palyra.controlplane.v1.GetPairingRequestResponse
-	15, // 34: palyra.controlplane.v1.PairingService.ApprovePairingRequest:output_type -> palyra.controlplane.v1.ApprovePairingRequestResponse
-	17, // 35: palyra.controlplane.v1.PairingService.RejectPairingRequest:output_type -> palyra.controlplane.v1.RejectPairingRequestResponse
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	9,  // 22: palyra.controlplane.v1.WatchPairingRequestsResponse.pairing_request:type_name -> palyra.controlplane.v1.PairingRequest
+	3,  // 23: palyra.controlplane.v1.PairingService.CreatePairingCode:input_type -> palyra.controlplane.v1.CreatePairingCodeRequest
+	5,  // 24: palyra.controlplane.v1.PairingService.ListPairingCodes:input_type -> palyra.controlplane.v1.ListPairingCodesRequest
+	7,  // 25: palyra.controlplane.v1.PairingService.DeletePairingCode:input_type -> palyra.controlplane.v1.DeletePairingCodeRequest
+	10, // 26: palyra.controlplane.v1.PairingService.ListPairingRequests:input_type -> palyra.controlplane.v1.ListPairingRequestsRequest
+	12, // 27: palyra.controlplane.v1.PairingService.GetPairingRequest:input_type -> palyra.controlplane.v1.GetPairingRequestRequest
+	14, // 28: palyra.controlplane.v1.PairingService.ApprovePairingRequest:input_type -> palyra.controlplane.v1.ApprovePairingRequestRequest
+	16, // 29: palyra.controlplane.v1.PairingService.RejectPairingRequest:input_type -> palyra.controlplane.v1.RejectPairingRequestRequest
+	18, // 30: palyra.controlplane.v1.PairingService.WatchPairingRequests:input_type -> palyra.controlplane.v1.WatchPairingRequestsRequest
+	4,  // 31: palyra.controlplane.v1.PairingService.CreatePairingCode:output_type -> palyra.controlplane.v1.CreatePairingCodeResponse
+	6,  // 32: palyra.controlplane.v1.PairingService.ListPairingCodes:output_type -> palyra.controlplane.v1.ListPairingCodesResponse
+	8,  // 33: palyra.controlplane.v1.PairingService.DeletePairingCode:output_type -> palyra.controlplane.v1.DeletePairingCodeResponse
+	11, // 34: palyra.controlplane.v1.PairingService.ListPairingRequests:output_type -> palyra.controlplane.v1.ListPairingRequestsResponse
+	13, // 35: palyra.controlplane.v1.PairingService.GetPairingRequest:output_type -> palyra.controlplane.v1.GetPairingRequestResponse
+	15, // 36: palyra.controlplane.v1.PairingService.ApprovePairingRequest:output_type -> palyra.controlplane.v1.ApprovePairingRequestResponse
+	17, // 37: palyra.controlplane.v1.PairingService.RejectPairingRequest:output_type -> palyra.controlplane.v1.RejectPairingRequestResponse
+	19, // 38: palyra.controlplane.v1.PairingService.WatchPairingRequests:output_type -> palyra.controlplane.v1.WatchPairingRequestsResponse
+	31, // [31:39] is the sub-list for method output_type
+	23, // [23:31] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_palyra_controlplane_v1_pairing_proto_init() }
@@ -1522,7 +1616,7 @@ func file_palyra_controlplane_v1_pairing_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_pairing_proto_rawDesc), len(file_palyra_controlplane_v1_pairing_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

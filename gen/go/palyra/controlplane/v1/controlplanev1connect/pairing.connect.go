@@ -54,6 +54,9 @@ const (
 	// PairingServiceRejectPairingRequestProcedure is the fully-qualified name of the PairingService's
 	// RejectPairingRequest RPC.
 	PairingServiceRejectPairingRequestProcedure = "/palyra.controlplane.v1.PairingService/RejectPairingRequest"
+	// PairingServiceWatchPairingRequestsProcedure is the fully-qualified name of the PairingService's
+	// WatchPairingRequests RPC.
+	PairingServiceWatchPairingRequestsProcedure = "/palyra.controlplane.v1.PairingService/WatchPairingRequests"
 )
 
 // PairingServiceClient is a client for the palyra.controlplane.v1.PairingService service.
@@ -78,6 +81,12 @@ type PairingServiceClient interface {
 	// RejectPairingRequest rejects a pending request. Anything but a pending request is
 	// FailedPrecondition.
 	RejectPairingRequest(context.Context, *connect.Request[v1.RejectPairingRequestRequest]) (*connect.Response[v1.RejectPairingRequestResponse], error)
+	// WatchPairingRequests streams the changes of pairing requests, on any replica, from
+	// the call on, until the client goes away: first an empty message (list now: no
+	// change after it is missed), then each request that was created or changed state, as
+	// it is then. An empty message later says that changes may have been missed: list
+	// again. Browsers can use it (a server stream).
+	WatchPairingRequests(context.Context, *connect.Request[v1.WatchPairingRequestsRequest]) (*connect.ServerStreamForClient[v1.WatchPairingRequestsResponse], error)
 }
 
 // NewPairingServiceClient constructs a client for the palyra.controlplane.v1.PairingService
@@ -136,6 +145,13 @@ func NewPairingServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(pairingServiceMethods.ByName("RejectPairingRequest")),
 			connect.WithClientOptions(opts...),
 		),
+		watchPairingRequests: connect.NewClient[v1.WatchPairingRequestsRequest, v1.WatchPairingRequestsResponse](
+			httpClient,
+			baseURL+PairingServiceWatchPairingRequestsProcedure,
+			connect.WithSchema(pairingServiceMethods.ByName("WatchPairingRequests")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -148,6 +164,7 @@ type pairingServiceClient struct {
 	getPairingRequest     *connect.Client[v1.GetPairingRequestRequest, v1.GetPairingRequestResponse]
 	approvePairingRequest *connect.Client[v1.ApprovePairingRequestRequest, v1.ApprovePairingRequestResponse]
 	rejectPairingRequest  *connect.Client[v1.RejectPairingRequestRequest, v1.RejectPairingRequestResponse]
+	watchPairingRequests  *connect.Client[v1.WatchPairingRequestsRequest, v1.WatchPairingRequestsResponse]
 }
 
 // CreatePairingCode calls palyra.controlplane.v1.PairingService.CreatePairingCode.
@@ -185,6 +202,11 @@ func (c *pairingServiceClient) RejectPairingRequest(ctx context.Context, req *co
 	return c.rejectPairingRequest.CallUnary(ctx, req)
 }
 
+// WatchPairingRequests calls palyra.controlplane.v1.PairingService.WatchPairingRequests.
+func (c *pairingServiceClient) WatchPairingRequests(ctx context.Context, req *connect.Request[v1.WatchPairingRequestsRequest]) (*connect.ServerStreamForClient[v1.WatchPairingRequestsResponse], error) {
+	return c.watchPairingRequests.CallServerStream(ctx, req)
+}
+
 // PairingServiceHandler is an implementation of the palyra.controlplane.v1.PairingService service.
 type PairingServiceHandler interface {
 	// CreatePairingCode creates a single-use pairing code. The code is returned once and
@@ -207,6 +229,12 @@ type PairingServiceHandler interface {
 	// RejectPairingRequest rejects a pending request. Anything but a pending request is
 	// FailedPrecondition.
 	RejectPairingRequest(context.Context, *connect.Request[v1.RejectPairingRequestRequest]) (*connect.Response[v1.RejectPairingRequestResponse], error)
+	// WatchPairingRequests streams the changes of pairing requests, on any replica, from
+	// the call on, until the client goes away: first an empty message (list now: no
+	// change after it is missed), then each request that was created or changed state, as
+	// it is then. An empty message later says that changes may have been missed: list
+	// again. Browsers can use it (a server stream).
+	WatchPairingRequests(context.Context, *connect.Request[v1.WatchPairingRequestsRequest], *connect.ServerStream[v1.WatchPairingRequestsResponse]) error
 }
 
 // NewPairingServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -261,6 +289,13 @@ func NewPairingServiceHandler(svc PairingServiceHandler, opts ...connect.Handler
 		connect.WithSchema(pairingServiceMethods.ByName("RejectPairingRequest")),
 		connect.WithHandlerOptions(opts...),
 	)
+	pairingServiceWatchPairingRequestsHandler := connect.NewServerStreamHandler(
+		PairingServiceWatchPairingRequestsProcedure,
+		svc.WatchPairingRequests,
+		connect.WithSchema(pairingServiceMethods.ByName("WatchPairingRequests")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/palyra.controlplane.v1.PairingService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PairingServiceCreatePairingCodeProcedure:
@@ -277,6 +312,8 @@ func NewPairingServiceHandler(svc PairingServiceHandler, opts ...connect.Handler
 			pairingServiceApprovePairingRequestHandler.ServeHTTP(w, r)
 		case PairingServiceRejectPairingRequestProcedure:
 			pairingServiceRejectPairingRequestHandler.ServeHTTP(w, r)
+		case PairingServiceWatchPairingRequestsProcedure:
+			pairingServiceWatchPairingRequestsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -312,4 +349,8 @@ func (UnimplementedPairingServiceHandler) ApprovePairingRequest(context.Context,
 
 func (UnimplementedPairingServiceHandler) RejectPairingRequest(context.Context, *connect.Request[v1.RejectPairingRequestRequest]) (*connect.Response[v1.RejectPairingRequestResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.PairingService.RejectPairingRequest is not implemented"))
+}
+
+func (UnimplementedPairingServiceHandler) WatchPairingRequests(context.Context, *connect.Request[v1.WatchPairingRequestsRequest], *connect.ServerStream[v1.WatchPairingRequestsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("palyra.controlplane.v1.PairingService.WatchPairingRequests is not implemented"))
 }
