@@ -22,12 +22,12 @@ export const pages: PageSpec[] = [
   // TODO(issue 14): the pages below are not built yet.
   { path: "/pairing", title: "Pairing", section: "Operate", permission: "nodes.read" },
   { path: "/nodes", title: "Nodes", section: "Operate", permission: "nodes.read" },
-  { path: "/dispatches", title: "Dispatches", section: "Operate", permission: "nodes.dispatch" },
-  { path: "/access/tokens", title: "API tokens", section: "Access", permission: "tokens.manage" },
-  { path: "/access/flags", title: "Feature flags", section: "Access" },
-  { path: "/access/audit", title: "Audit log", section: "Access", permission: "audit.read" },
-  { path: "/config", title: "Configuration", section: "Configure", permission: "config.read" },
-  { path: "/secrets", title: "Secrets", section: "Configure", permission: "secrets.list" },
+  { path: "/dispatches", title: "Dispatches", section: "Operate", permission: "nodes.dispatch", load: () => import("./Dispatches.js") },
+  { path: "/access/tokens", title: "API tokens", section: "Access", permission: "tokens.manage", load: () => import("./Tokens.js") },
+  { path: "/access/flags", title: "Feature flags", section: "Access", load: () => import("./Flags.js") },
+  { path: "/access/audit", title: "Audit log", section: "Access", permission: "audit.read", load: () => import("./Audit.js") },
+  { path: "/config", title: "Configuration", section: "Configure", permission: "config.read", load: () => import("./Config.js") },
+  { path: "/secrets", title: "Secrets", section: "Configure", permission: "secrets.list", load: () => import("./Secrets.js") },
   { path: "/compat/models", title: "Models and usage", section: "Compat", permission: "compat.models.read" },
   { path: "/compat/playground", title: "Chat playground", section: "Compat", permission: "compat.chat.create" },
 ];
