@@ -113,6 +113,7 @@ function SettingRow({ setting: s, base, mayWrite, onConflict }: { setting: Setti
         <td>
           <code>{s.key}</code> <span className={styles.muted}>({s.type})</span>
           <div className={styles.muted}>{s.description}</div>
+          {s.runtime ? null : <div className={styles.muted}>Set at start-up: {s.changeHint}</div>}
         </td>
         <td>
           {s.secret ? (
@@ -133,11 +134,7 @@ function SettingRow({ setting: s, base, mayWrite, onConflict }: { setting: Setti
                 Edit
               </button>
             ) : null
-          ) : (
-            <span className={styles.muted} title={s.changeHint}>
-              at start-up
-            </span>
-          )}
+          ) : null}
         </td>
       </tr>
       {editing ? (

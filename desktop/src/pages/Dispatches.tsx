@@ -182,11 +182,13 @@ function useWatch(id: string) {
   const [error, setError] = useState<unknown>();
   const [ended, setEnded] = useState(false);
   const [attempt, setAttempt] = useState(0);
+  const [received, setReceived] = useState(0n);
   const offset = useRef(0n);
   const decoders = useRef(new Map<OutputStream, TextDecoder>());
 
   useEffect(() => {
     offset.current = 0n;
+    setReceived(0n);
     decoders.current = new Map();
     setDispatch(undefined);
     setSegments([]);
@@ -208,6 +210,7 @@ function useWatch(id: string) {
             if (end <= offset.current) continue; // already shown (a resumed watch)
             const skip = Number(offset.current > chunk.offset ? offset.current - chunk.offset : 0n);
             offset.current = end;
+            setReceived(end);
             let decoder = decoders.current.get(chunk.stream);
             if (!decoder) decoders.current.set(chunk.stream, (decoder = new TextDecoder()));
             const text = decoder.decode(chunk.data.subarray(skip), { stream: true });
@@ -233,7 +236,7 @@ function useWatch(id: string) {
     return () => abort.abort();
   }, [client, id, attempt]);
 
-  return { dispatch, segments, trimmed, error, ended, resume: () => setAttempt((a) => a + 1) };
+  return { dispatch, segments, trimmed, error, ended, received, resume: () => setAttempt((a) => a + 1) };
 }
 
 function DispatchDetail({ id, onClose }: { id: string; onClose: () => void }) {
@@ -306,7 +309,8 @@ function DispatchDetail({ id, onClose }: { id: string; onClose: () => void }) {
               <div>
                 <dt>Output</dt>
                 <dd>
-                  {String(d.outputBytes)} bytes (cap {String(d.maxOutputBytes)})
+                  {/* The state events carry the count of their moment; the stream is newer. */}
+                  {String(watch.received > d.outputBytes ? watch.received : d.outputBytes)} bytes (cap {String(d.maxOutputBytes)})
                   {d.outputTruncated ? <> <Badge tone="warn">truncated at the cap</Badge></> : null}
                   {d.outputLost ? <> <Badge tone="warn">partly lost</Badge> {d.outputLostReason}</> : null}
                 </dd>
