@@ -15,6 +15,7 @@ import { ErrorPanel } from "../components/ErrorPanel.js";
 import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge, type Tone } from "../components/Badge.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
+import { DispatchStateBadge } from "../components/DispatchStateBadge.js";
 import styles from "./Overview.module.css";
 
 const REFRESH = 10_000;
@@ -154,17 +155,6 @@ function PendingCard() {
   );
 }
 
-const dispatchTone: Record<DispatchState, Tone> = {
-  [DispatchState.UNSPECIFIED]: "neutral",
-  [DispatchState.QUEUED]: "neutral",
-  [DispatchState.SENT]: "neutral",
-  [DispatchState.RUNNING]: "warn",
-  [DispatchState.SUCCEEDED]: "ok",
-  [DispatchState.FAILED]: "danger",
-  [DispatchState.TIMED_OUT]: "danger",
-  [DispatchState.CANCELLED]: "neutral",
-};
-
 function DispatchTable({ rows, caption }: { rows: Dispatch[]; caption: string }) {
   if (rows.length === 0) return <p className="field-hint">None.</p>;
   return (
@@ -185,7 +175,7 @@ function DispatchTable({ rows, caption }: { rows: Dispatch[]; caption: string })
             <td><code>{d.capability}</code></td>
             <td><code>{d.nodeId}</code></td>
             <td>
-              <Badge tone={dispatchTone[d.state]}>{DispatchState[d.state].toLowerCase().replace("_", " ")}</Badge>
+              <DispatchStateBadge state={d.state} />
               {d.error ? <span className={styles.error}> {d.error}</span> : null}
             </td>
             <td><RelativeTime value={d.createTime} /></td>
