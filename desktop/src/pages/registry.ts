@@ -28,6 +28,7 @@ export const pages: PageSpec[] = [
   { path: "/access/audit", title: "Audit log", section: "Access", permission: "audit.read" },
   { path: "/config", title: "Configuration", section: "Configure", permission: "config.read" },
   { path: "/secrets", title: "Secrets", section: "Configure", permission: "secrets.list" },
-  { path: "/compat/models", title: "Models and usage", section: "Compat", permission: "compat.models.read" },
-  { path: "/compat/playground", title: "Chat playground", section: "Compat", permission: "compat.chat.create" },
+  { path: "/compat/models", title: "Models", section: "Compat", permission: "compat.models.read", load: () => import("./compat/Models.js") },
+  { path: "/compat/usage", title: "Usage", section: "Compat", permission: "compat.usage.read", load: () => import("./compat/Usage.js") },
+  { path: "/compat/playground", title: "Chat playground", section: "Compat", permission: "compat.chat.create", load: () => import("./compat/Playground.js") },
 ];
