@@ -134,6 +134,7 @@ describe("the console's Compat pages", () => {
     await page.getByRole("button", { name: "Send" }).click();
     await page.getByRole("note").getByText("compat_streaming", { exact: true }).waitFor();
     assert.match(await page.getByRole("alert").innerText(), /failed_precondition[\s\S]*compat_streaming feature flag/);
+    assert.equal(await page.getByLabel("Message").inputValue(), "hello", "the unanswered message is back in the composer");
     await checkAccessibility(page, "playground, streaming off");
     await screenshot(page, "compat-playground-streaming-off");
     await flags().setFlag({ key: "compat_streaming", enabled: true });

@@ -123,7 +123,9 @@ function PlaygroundBody() {
       setError(err);
       if (answer) done({ ended: "failed" }, "The answer failed.");
       else {
-        setTurns(history);
+        // Nothing was answered: the message goes back to the composer, to send again.
+        setTurns(turns);
+        setDraft(text);
         setLive(null);
         setAnnounce("The call failed.");
         abort.current = null;
@@ -166,10 +168,15 @@ function PlaygroundBody() {
               <label htmlFor="pg-system">System prompt</label>
               <textarea id="pg-system" rows={4} value={system} onChange={(e) => setSystem(e.target.value)} disabled={busy} placeholder="Optional" />
             </div>
-            <label className={styles.check}>
-              <input type="checkbox" checked={stream} onChange={(e) => setStream(e.target.checked)} disabled={busy} />
-              Stream the answer (needs <code>compat_streaming</code>)
-            </label>
+            <div>
+              <label className={styles.check}>
+                <input type="checkbox" checked={stream} onChange={(e) => setStream(e.target.checked)} disabled={busy} aria-describedby="pg-stream-hint" />
+                Stream the answer
+              </label>
+              <p id="pg-stream-hint" className="field-hint">
+                Needs the <code>compat_streaming</code> flag; unticked, the answer comes whole.
+              </p>
+            </div>
             <button type="button" className="button" onClick={() => { setTurns([]); setError(null); setAnnounce("The conversation is cleared."); }} disabled={busy || turns.length === 0}>
               Clear the conversation
             </button>
@@ -189,7 +196,7 @@ function PlaygroundBody() {
             ) : null}
           </ol>
           {turns.length === 0 && live === null ? <p className="field-hint">No messages yet.</p> : null}
-          {error ? <CompatError error={error} title="The model did not answer" /> : null}
+          {error ? <div className={styles.error}><CompatError error={error} title="The model did not answer" /></div> : null}
           <p className="visually-hidden" aria-live="polite">{announce}</p>
           <form className={styles.composer} onSubmit={(e) => void send(e)}>
             <div className="field">
