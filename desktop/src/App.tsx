@@ -6,7 +6,6 @@ import { useSession } from "./session.js";
 import { pages } from "./pages/registry.js";
 import { Shell } from "./components/Shell.js";
 import Handoff from "./pages/Handoff.js";
-import NotBuilt from "./pages/NotBuilt.js";
 import NotFound from "./pages/NotFound.js";
 import SignIn from "./pages/SignIn.js";
 
@@ -15,7 +14,6 @@ export function App() {
   const routes = useMemo(
     () =>
       pages.map((p) => {
-        if (!p.load) return { path: p.path, element: <NotBuilt title={p.title} /> };
         const Component = lazy(p.load);
         return { path: p.path, element: <Component /> };
       }),

@@ -46,7 +46,6 @@ export function Shell({ children }: { children: ReactNode }) {
                   <li key={p.path}>
                     <NavLink to={p.path} end className={({ isActive }) => (isActive ? `${styles.link} ${styles.active}` : styles.link)}>
                       {p.title}
-                      {p.load ? null : <span className={styles.soon}>not built</span>}
                     </NavLink>
                   </li>
                 ))}

@@ -1,6 +1,5 @@
 // Every page of the console, in navigation order: the app shell's navigation and the
-// router are both built from this table. A page with `built: false` is not built yet
-// and shows only its title (the README's console section lists them).
+// router are both built from this table.
 import type { ComponentType } from "react";
 
 /** PageSpec is one page of the console. */
@@ -13,8 +12,8 @@ export interface PageSpec {
   section: "Operate" | "Access" | "Configure" | "Compat";
   /** permission is needed to see the page at all (the server stays the authority). */
   permission?: string;
-  /** load returns the page component; undefined for a page not built yet. */
-  load?: () => Promise<{ default: ComponentType }>;
+  /** load returns the page component. */
+  load: () => Promise<{ default: ComponentType }>;
 }
 
 export const pages: PageSpec[] = [
@@ -27,7 +26,7 @@ export const pages: PageSpec[] = [
   { path: "/access/audit", title: "Audit log", section: "Access", permission: "audit.read", load: () => import("./Audit.js") },
   { path: "/config", title: "Configuration", section: "Configure", permission: "config.read", load: () => import("./Config.js") },
   { path: "/secrets", title: "Secrets", section: "Configure", permission: "secrets.list", load: () => import("./Secrets.js") },
-  // TODO(issue 14): the pages below are not built yet.
-  { path: "/compat/models", title: "Models and usage", section: "Compat", permission: "compat.models.read" },
-  { path: "/compat/playground", title: "Chat playground", section: "Compat", permission: "compat.chat.create" },
+  { path: "/compat/models", title: "Models", section: "Compat", permission: "compat.models.read", load: () => import("./compat/Models.js") },
+  { path: "/compat/usage", title: "Usage", section: "Compat", permission: "compat.usage.read", load: () => import("./compat/Usage.js") },
+  { path: "/compat/playground", title: "Chat playground", section: "Compat", permission: "compat.chat.create", load: () => import("./compat/Playground.js") },
 ];

@@ -421,11 +421,13 @@ func TestShellExecuteStops(t *testing.T) {
 			input:   ShellInput{Argv: []string{"/bin/sleep", "7200"}, TimeoutSeconds: 3600},
 			min:     100 * time.Millisecond, wantSig: "SIGTERM",
 		},
+		// The timeout leaves the shell ample time to set its trap on a busy machine:
+		// a SIGTERM before that ends it, and the case would see no SIGKILL.
 		"timeout and SIGTERM ignored": {
 			allow:   []string{"/bin/sh"},
-			timeout: 300 * time.Millisecond,
+			timeout: 3 * time.Second,
 			input:   ShellInput{Argv: []string{"/bin/sh", "-c", "trap '' TERM; sleep 7200"}},
-			min:     300*time.Millisecond + grace - 100*time.Millisecond,
+			min:     3*time.Second + grace - 100*time.Millisecond,
 			wantSig: "SIGKILL",
 		},
 	}
