@@ -201,18 +201,27 @@ func quote(s string) string {
 	return strconv.Quote(s)
 }
 
-// upstreamBody is the request as an upstream receives it: the client's fields, model
-// set to the provider's id, and, when streaming, usage asked for.
-func (r *ChatRequest) upstreamBody(model string) ([]byte, error) {
-	fields := make(map[string]json.RawMessage, len(r.fields)+1)
-	for k, v := range r.fields {
-		fields[k] = v
+// withModel returns a copy of a request's fields with model set to the provider's id.
+func withModel(fields map[string]json.RawMessage, model string) (map[string]json.RawMessage, error) {
+	out := make(map[string]json.RawMessage, len(fields)+1)
+	for k, v := range fields {
+		out[k] = v
 	}
 	m, err := json.Marshal(model)
 	if err != nil {
 		return nil, err
 	}
-	fields["model"] = m
+	out["model"] = m
+	return out, nil
+}
+
+// upstreamBody is the request as an upstream receives it: the client's fields, model
+// set to the provider's id, and, when streaming, usage asked for.
+func (r *ChatRequest) upstreamBody(model string) ([]byte, error) {
+	fields, err := withModel(r.fields, model)
+	if err != nil {
+		return nil, err
+	}
 	if r.Stream {
 		var so map[string]json.RawMessage
 		_ = json.Unmarshal(fields["stream_options"], &so)

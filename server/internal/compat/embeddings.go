@@ -124,15 +124,10 @@ func newEmbeddingRequest(fields map[string]json.RawMessage) (*EmbeddingRequest, 
 // set to the provider's id, and the vectors asked for as floats (palyrad encodes them
 // as the client asked, so upstreams without base64 serve such clients too).
 func (r *EmbeddingRequest) upstreamBody(model string) ([]byte, error) {
-	fields := make(map[string]json.RawMessage, len(r.fields)+1)
-	for k, v := range r.fields {
-		fields[k] = v
-	}
-	m, err := json.Marshal(model)
+	fields, err := withModel(r.fields, model)
 	if err != nil {
 		return nil, err
 	}
-	fields["model"] = m
 	fields["encoding_format"] = json.RawMessage(`"float"`)
 	return json.Marshal(fields)
 }
