@@ -8,24 +8,10 @@ import { useTransport } from "@connectrpc/connect-query";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { OutputStream } from "../../../gen/ts/palyra/node/v1/node_pb.js";
 import { usePermission } from "../session.js";
-import { Badge, type Tone } from "./Badge.js";
+import { DispatchStateBadge, dispatchEnded, dispatchStateName } from "./DispatchStateBadge.js";
 import { ErrorPanel } from "./ErrorPanel.js";
 import { RelativeTime } from "./RelativeTime.js";
 import styles from "./DispatchLive.module.css";
-
-/** terminalStates end a dispatch. */
-const terminalStates = new Set([DispatchState.SUCCEEDED, DispatchState.FAILED, DispatchState.TIMED_OUT, DispatchState.CANCELLED]);
-
-const tones: Record<DispatchState, Tone> = {
-  [DispatchState.UNSPECIFIED]: "neutral",
-  [DispatchState.QUEUED]: "neutral",
-  [DispatchState.SENT]: "neutral",
-  [DispatchState.RUNNING]: "warn",
-  [DispatchState.SUCCEEDED]: "ok",
-  [DispatchState.FAILED]: "danger",
-  [DispatchState.TIMED_OUT]: "danger",
-  [DispatchState.CANCELLED]: "neutral",
-};
 
 /** Segment is a run of output from one stream. */
 interface Segment {
@@ -66,7 +52,7 @@ export function useDispatchWatch(id: string) {
             attempt = 0;
             if (ev.event.case === "dispatch") {
               const d = ev.event.value;
-              ended = terminalStates.has(d.state);
+              ended = dispatchEnded(d.state);
               setDispatch(d);
             } else if (ev.event.case === "output") {
               const chunk = ev.event.value;
@@ -107,11 +93,6 @@ export function useDispatchWatch(id: string) {
   return { client, dispatch, segments, dropped, error, watching };
 }
 
-/** stateLabel turns DispatchState.TIMED_OUT into "timed out". */
-export function stateLabel(s: DispatchState): string {
-  return (DispatchState[s] ?? String(s)).toLowerCase().replaceAll("_", " ");
-}
-
 /** prettyJSON indents a JSON text, or returns it as it is. */
 function prettyJSON(text: string): string {
   try {
@@ -127,7 +108,7 @@ export function DispatchLive({ id }: { id: string }) {
   const [cancelling, setCancelling] = useState(false);
   const [cancelError, setCancelError] = useState<unknown>();
   const outputRef = useRef<HTMLPreElement>(null);
-  const running = d !== undefined && !terminalStates.has(d.state);
+  const running = d !== undefined && !dispatchEnded(d.state);
 
   // Keep the newest output in view while it comes.
   useEffect(() => {
@@ -153,7 +134,7 @@ export function DispatchLive({ id }: { id: string }) {
         <span>
           Dispatch <code>{id}</code>
         </span>
-        {d ? <Badge tone={tones[d.state]}>{stateLabel(d.state)}</Badge> : <span role="status" className="field-hint">Connecting…</span>}
+        {d ? <DispatchStateBadge state={d.state} /> : <span role="status" className="field-hint">Connecting…</span>}
         {running ? (
           <>
             <span className={styles.spinner} aria-hidden="true" />
@@ -167,7 +148,7 @@ export function DispatchLive({ id }: { id: string }) {
         ) : null}
       </div>
       <p role="status" className={styles.state}>
-        {d ? `The dispatch is ${stateLabel(d.state)}.` : ""}
+        {d ? `The dispatch is ${dispatchStateName(d.state)}.` : ""}
       </p>
       {d ? (
         <dl className={styles.facts}>

@@ -15,7 +15,7 @@ const tones: Record<DispatchState, Tone> = {
 
 /** dispatchStateName turns DispatchState.TIMED_OUT into "timed out". */
 export function dispatchStateName(s: DispatchState): string {
-  return (DispatchState[s] ?? String(s)).toLowerCase().replace("_", " ");
+  return (DispatchState[s] ?? String(s)).toLowerCase().replaceAll("_", " ");
 }
 
 /** dispatchEnded says whether a state is terminal. */
