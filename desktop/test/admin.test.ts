@@ -21,7 +21,7 @@ import { NodeInventoryService, Presence } from "../../gen/ts/palyra/controlplane
 import { PairingMethod, PairingService } from "../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
 import { PairingState } from "../../gen/ts/palyra/node/v1/node_pb.js";
 import { startPalyrad, type Palyrad } from "./palyrad.js";
-import { checkAccessibility, launch, newContext, screenshot, watchConsole } from "./browser.js";
+import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
 
 const palyra = process.env.PALYRA ?? new URL("../../bin/palyra", import.meta.url).pathname;
 /** The longest the tests wait for something that happens by itself (a node pairing, a
@@ -69,15 +69,6 @@ async function eventually<T>(what: string, check: () => Promise<T>): Promise<T> 
   }
 }
 
-async function signIn(ctx: BrowserContext, token: string): Promise<Page> {
-  const page = await ctx.newPage();
-  await page.goto(daemon.baseUrl + "/");
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
-  return page;
-}
-
 /** open goes to a page through the navigation, as a user would. */
 async function open(page: Page, title: string) {
   await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: new RegExp(`^${title}`) }).click();
@@ -97,7 +88,7 @@ describe("the admin pages, as the owner", () => {
   before(async () => {
     ctx = await newContext(browser);
     await ctx.grantPermissions(["clipboard-read", "clipboard-write"], { origin: daemon.baseUrl });
-    page = await signIn(ctx, daemon.token);
+    page = await signIn(ctx, daemon.baseUrl, daemon.token);
     consoleErrors = watchConsole(page);
   });
 
@@ -415,7 +406,7 @@ describe("the admin pages, as an admin", () => {
   it("hides reveal and configuration edits, which the server refuses too", async () => {
     const { secret } = await createClient(AccessService, transport).createToken({ label: "console-admin", role: Role.ADMIN });
     const ctx = await newContext(browser);
-    const page = await signIn(ctx, secret);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
     await page.goto(daemon.baseUrl + "/secrets?name=db-password");
     const detail = page.getByRole("region", { name: "Secret db-password" });
     await detail.getByRole("table", { name: "Versions" }).waitFor();

@@ -65,3 +65,14 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   await page.screenshot({ path: file, fullPage: true });
   return file;
 }
+
+/** signIn opens the console at baseUrl in ctx (in page, or a new one) and signs in with
+ * token; it returns the page, at the Overview. */
+export async function signIn(ctx: BrowserContext, baseUrl: string, token: string, page?: Page): Promise<Page> {
+  page ??= await ctx.newPage();
+  await page.goto(baseUrl + "/");
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+  return page;
+}

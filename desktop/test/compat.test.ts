@@ -16,7 +16,7 @@ import { FeatureFlagService } from "../../gen/ts/palyra/access/v1/flags_pb.js";
 import { ConfigService } from "../../gen/ts/palyra/controlplane/v1/config_pb.js";
 import { SecretService } from "../../gen/ts/palyra/controlplane/v1/secrets_pb.js";
 import { startPalyrad, type Palyrad } from "./palyrad.js";
-import { checkAccessibility, launch, newContext, screenshot, watchConsole } from "./browser.js";
+import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
 
 let daemon: Palyrad;
 let browser: Browser;
@@ -83,16 +83,6 @@ after(async () => {
   await daemon?.stop();
 });
 
-/** signIn opens the console in a fresh context with token and returns its page. */
-async function signIn(ctx: BrowserContext, token: string): Promise<Page> {
-  const page = await ctx.newPage();
-  await page.goto(daemon.baseUrl + "/");
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
-  return page;
-}
-
 /** openPage follows the navigation's link to a page. */
 async function openPage(page: Page, title: string) {
   await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: title, exact: true }).click();
@@ -107,7 +97,7 @@ describe("the console's Compat pages", () => {
 
   before(async () => {
     ctx = await newContext(browser);
-    page = await signIn(ctx, daemon.token);
+    page = await signIn(ctx, daemon.baseUrl, daemon.token);
     errors = watchConsole(page);
   });
 
@@ -226,7 +216,7 @@ describe("an operator's session", () => {
   it("chats but reads no usage", async () => {
     const { secret } = await createClient(AccessService, ownerTransport()).createToken({ label: "console operator", role: Role.OPERATOR });
     const ctx = await newContext(browser);
-    const page = await signIn(ctx, secret);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
     const nav = page.getByRole("navigation", { name: "Console" });
     await nav.getByRole("link", { name: "Chat playground" }).waitFor();
     assert.equal(await nav.getByRole("link", { name: "Usage", exact: true }).count(), 0, "no usage in the navigation");

@@ -16,7 +16,7 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
 import { pages } from "../src/pages/registry.js";
 import { startPalyrad, type Palyrad } from "./palyrad.js";
-import { checkAccessibility, launch, newContext, screenshot, watchConsole } from "./browser.js";
+import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
 
 const palyra = process.env.PALYRA ?? new URL("../../bin/palyra", import.meta.url).pathname;
 /** The longest the tests wait for something the page does by itself (a refetch). */
@@ -45,16 +45,6 @@ function api(token: string) {
     return next(req);
   };
   return createClient(AccessService, createConnectTransport({ baseUrl: daemon.baseUrl, httpVersion: "2", nodeOptions: { ca: daemon.ca }, interceptors: [bearer] }));
-}
-
-/** signIn opens the console in ctx and signs in with token; it returns the page. */
-async function signIn(ctx: BrowserContext, token: string, page?: Page): Promise<Page> {
-  page ??= await ctx.newPage();
-  await page.goto(daemon.baseUrl + "/");
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
-  return page;
 }
 
 /** rpc calls a procedure from the page's context with fetch, as a script in the page
@@ -115,7 +105,7 @@ describe("the console", () => {
       ctx = await newContext(browser);
       page = await ctx.newPage();
       consoleErrors = watchConsole(page);
-      await signIn(ctx, daemon.token, page);
+      await signIn(ctx, daemon.baseUrl, daemon.token, page);
     });
 
     after(async () => {
@@ -165,7 +155,7 @@ describe("the console", () => {
       await page.goto(daemon.baseUrl + "/nodes");
       await page.getByRole("heading", { level: 1, name: "Nodes" }).waitFor();
       const dark = await newContext(browser, "dark");
-      const darkPage = await signIn(dark, daemon.token);
+      const darkPage = await signIn(dark, daemon.baseUrl, daemon.token);
       const bg = await darkPage.evaluate(() => getComputedStyle(document.body).backgroundColor);
       assert.equal(bg, "rgb(21, 23, 28)", "the dark background");
       await checkAccessibility(darkPage, "overview, dark");
@@ -219,7 +209,7 @@ describe("the console", () => {
   it("hides what the principal may not do", async () => {
     const { secret } = await api(daemon.token).createToken({ label: "console-narrow", role: Role.OPERATOR, scopes: ["status.read", "nodes.read"] });
     const ctx = await newContext(browser);
-    const page = await signIn(ctx, secret);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
     assert.match(await page.getByRole("banner").innerText(), /role operator/);
     const nav = page.getByRole("navigation", { name: "Console" });
     await nav.getByRole("link", { name: /^Nodes/ }).waitFor();
@@ -236,7 +226,7 @@ describe("the console", () => {
   it("returns to sign-in with a message when the session ends under it", async () => {
     const { token, secret } = await api(daemon.token).createToken({ label: "console-expiry", role: Role.ADMIN });
     const ctx = await newContext(browser);
-    const page = await signIn(ctx, secret);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
     await api(daemon.token).revokeToken({ id: token!.id });
     // The overview refreshes by itself; its next call is Unauthenticated.
     await page.getByText("Your session has ended").waitFor({ timeout: WAIT });

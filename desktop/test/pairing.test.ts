@@ -19,7 +19,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
 import { startPalyrad, type Palyrad } from "./palyrad.js";
-import { checkAccessibility, launch, newContext, screenshot, watchConsole } from "./browser.js";
+import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
 
 const palyra = process.env.PALYRA ?? new URL("../../bin/palyra", import.meta.url).pathname;
 /** WAIT bounds every wait for something a process or the page does by itself. */
@@ -101,15 +101,6 @@ async function rpc(page: Page, procedure: string, body: object) {
   );
 }
 
-async function signIn(ctx: BrowserContext, token: string): Promise<Page> {
-  const page = await ctx.newPage();
-  await page.goto(daemon.baseUrl + "/");
-  await page.getByLabel("API token").fill(token);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
-  return page;
-}
-
 /** look checks the page with axe and saves its screenshot. */
 async function look(page: Page, name: string) {
   await checkAccessibility(page, name);
@@ -128,7 +119,7 @@ describe("pairing, invoking and revoking a node from the console", () => {
   before(async () => {
     ctx = await newContext(browser);
     await ctx.grantPermissions(["clipboard-read", "clipboard-write"], { origin: daemon.baseUrl });
-    page = await signIn(ctx, daemon.token);
+    page = await signIn(ctx, daemon.baseUrl, daemon.token);
     consoleErrors = watchConsole(page);
   });
 
@@ -332,7 +323,7 @@ describe("a principal that may only read nodes", () => {
     const access = createClient(AccessService, createConnectTransport({ baseUrl: daemon.baseUrl, httpVersion: "2", nodeOptions: { ca: daemon.ca }, interceptors: [bearer] }));
     const { secret } = await access.createToken({ label: "pairing-readonly", role: Role.OPERATOR, scopes: ["nodes.read"] });
     const ctx = await newContext(browser);
-    const page = await signIn(ctx, secret);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
     await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: /^Pairing/ }).click();
     await page.getByText("You need the permission nodes.pair to create pairing codes.").waitFor();
     assert.equal(await page.getByRole("button", { name: /Create/ }).count(), 0);
