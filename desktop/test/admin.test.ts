@@ -158,6 +158,7 @@ describe("the admin pages, as the owner", () => {
       await page.getByRole("button", { name: "Apply filters" }).click();
       await all.getByText("All 1 dispatches shown.").waitFor();
       assert.match(page.url(), /capability=shell.execute/);
+      assert.match(page.url(), /since=1h/);
       await page.getByLabel("Capability").fill("");
       await page.getByLabel("State").selectOption("SUCCEEDED");
       await page.getByLabel("Node ID").fill(nodeId);

@@ -1,15 +1,13 @@
-// Dispatches: the list, newest first, filtered by node, capability, state and time (all
-// in the address, so a filtered list can be linked), page by page; the detail of one
-// (?id=) with its output streaming live (WatchDispatch) and its cancellation.
-//
-// ListDispatches has no time filter: the list is newest first, so "since" keeps the
-// rows created after it and stops paging at the first older one.
+// Dispatches: the list, newest first, filtered by node, capability, state and creation
+// time (all in the address, so a filtered list can be linked; palyrad applies them all),
+// page by page; the detail of one (?id=) with its output streaming live (WatchDispatch)
+// and its cancellation.
 import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { createClient, ConnectError, Code } from "@connectrpc/connect";
 import { useQueryClient } from "@tanstack/react-query";
 import { createConnectQueryKey, useQuery, useTransport } from "@connectrpc/connect-query";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { OutputStream } from "../../../gen/ts/palyra/node/v1/node_pb.js";
 import { usePermission } from "../session.js";
@@ -55,20 +53,20 @@ function DispatchList() {
   };
   const [draft, setDraft] = useState(filter);
   const span = windows.find((w) => w.value === filter.since) ?? windows[0];
-  // The cutoff is fixed when the filter is applied, not at every render.
+  // The window's start is fixed when the filter is applied, not at every render (a new
+  // start would be a new query); the list refreshes within it.
   const applied = params.toString();
-  const cutoff = useMemo(() => (span.seconds && applied ? Date.now() - span.seconds * 1000 : 0), [span.seconds, applied]);
+  const createTimeAfter = useMemo(
+    () => (span.seconds && applied ? timestampFromMs(Date.now() - span.seconds * 1000) : undefined),
+    [span.seconds, applied],
+  );
   const state = DispatchState[filter.state as keyof typeof DispatchState] ?? DispatchState.UNSPECIFIED;
   const list = usePagedList(
     DispatchService.method.listDispatches,
-    { nodeId: filter.node, capability: filter.capability, state, pageSize: PAGE_SIZE },
+    { nodeId: filter.node, capability: filter.capability, state, createTimeAfter, pageSize: PAGE_SIZE },
     (page) => page.dispatches,
     { refetchInterval: 10_000 },
   );
-  const created = (d: Dispatch) => (d.createTime ? timestampDate(d.createTime).getTime() : 0);
-  const rows = cutoff ? list.rows.filter((d) => created(d) >= cutoff) : list.rows;
-  const reachedCutoff = cutoff > 0 && list.rows.some((d) => created(d) < cutoff);
-  const paged = { ...list, rows, hasNextPage: list.hasNextPage && !reachedCutoff };
 
   function apply(e: FormEvent) {
     e.preventDefault();
@@ -119,7 +117,7 @@ function DispatchList() {
           Apply filters
         </button>
       </form>
-      <ListBody list={paged} noun="dispatches">
+      <ListBody list={list} noun="dispatches">
         {(rows) => <DispatchRows rows={rows} selected={params.get("id") ?? ""} />}
       </ListBody>
     </Card>
