@@ -27,6 +27,7 @@ import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import { errorInfo } from "../components/errorInfo.js";
 import styles from "./admin.module.css";
+import { allShown } from "../components/plural.js";
 
 type Spec = MessageInitShape<typeof ConfigChangeSpecSchema>;
 
@@ -98,7 +99,7 @@ export default function Config() {
             </tbody>
           </table>
         )}
-        {config.data ? <p className="field-hint">All {config.data.settings.length} settings shown.</p> : null}
+        {config.data ? <p className="field-hint">{allShown(config.data.settings.length, "settings")}</p> : null}
       </Card>
       <History current={config.data?.revision} mayWrite={mayWrite} />
     </Page>

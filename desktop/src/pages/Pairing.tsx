@@ -28,6 +28,7 @@ import { CopyButton } from "../components/CopyButton.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
 import { checkFingerprint, groupHex, warningsFor, type Warning } from "./pairingChecks.js";
 import styles from "./Pairing.module.css";
+import { count } from "../components/plural.js";
 
 /** FALLBACK is how often the request lists are read again while the stream of changes
  * is down; SAFETY, while it is up (it is the authority on changes). */
@@ -594,7 +595,7 @@ function CodesCard() {
                 <td>{c.label || "—"}</td>
                 <td>
                   <Badge tone={codeTone[c.state]}>{(PairingCodeState[c.state] ?? "").toLowerCase()}</Badge>
-                  {c.failedAttempts > 0 ? <span className="field-hint"> {c.failedAttempts} wrong attempts</span> : null}
+                  {c.failedAttempts > 0 ? <span className="field-hint"> {count(c.failedAttempts, "wrong attempts")}</span> : null}
                 </td>
                 <td>
                   <RelativeTime value={c.expireTime} />

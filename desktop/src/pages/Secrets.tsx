@@ -16,6 +16,7 @@ import { Dialog } from "../components/Dialog.js";
 import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
+import { allShown } from "../components/plural.js";
 
 export default function Secrets() {
   const mayList = usePermission("secrets.list");
@@ -222,7 +223,7 @@ function SecretDetail({ name, onClose }: { name: string; onClose: () => void }) 
               ))}
             </tbody>
           </table>
-          <p className="field-hint">All {s.versions.length} versions shown.</p>
+          <p className="field-hint">{allShown(s.versions.length, "versions")}</p>
           {mayWrite && !s.deleteTime ? <PutSecret key={String(s.latestVersion)} secret={s} onSaved={() => undefined} /> : null}
         </div>
       )}
