@@ -269,7 +269,18 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await output.getByText("tick 6").waitFor({ timeout: WAIT });
     await invoke.getByText("The dispatch is running.").waitFor();
     await look(page, "node-invoke-streaming");
-    await invoke.getByRole("button", { name: "Cancel dispatch" }).click();
+    // Cancelling asks first; Escape closes the question and gives the focus back.
+    const cancel = invoke.getByRole("button", { name: "Cancel dispatch" });
+    await cancel.click();
+    const dialog = page.getByRole("dialog", { name: "Cancel this dispatch?" });
+    await dialog.getByLabel(/Reason/).waitFor();
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal(await cancel.evaluate((el) => el === document.activeElement), true, "the focus returns to the button");
+    await invoke.getByText("The dispatch is running.").waitFor();
+    await cancel.press("Enter");
+    await dialog.getByLabel(/Reason/).fill("console test");
+    await dialog.getByRole("button", { name: "Cancel dispatch" }).click();
     await invoke.getByText("The dispatch is cancelled.").waitFor({ timeout: WAIT });
     const ticks = (await output.innerText()).match(/tick \d+/g) ?? [];
     assert.ok(ticks.length >= 6, `ticks seen: ${ticks.length}`);
