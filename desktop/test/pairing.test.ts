@@ -172,8 +172,8 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await page.keyboard.press("Enter");
     const dialog = page.getByRole("dialog", { name: "Withdraw this pairing code?" });
     await dialog.getByText("labelled scanned-node").waitFor();
-    // The confirming button has the focus; Escape closes and the focus returns.
-    assert.equal(await dialog.getByRole("button", { name: "Withdraw code" }).evaluate((el) => el === document.activeElement), true);
+    // The focus starts on Cancel, the safe choice; Escape closes and the focus returns.
+    assert.equal(await dialog.getByRole("button", { name: "Cancel" }).evaluate((el) => el === document.activeElement), true, "Cancel has the focus");
     await look(page, "pairing-withdraw-confirm");
     await page.keyboard.press("Escape");
     await dialog.waitFor({ state: "hidden" });
@@ -367,7 +367,7 @@ describe("a principal that may only read nodes", () => {
     const ctx = await newContext(browser);
     const page = await signIn(ctx, daemon.baseUrl, secret);
     await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: /^Pairing/ }).click();
-    await page.getByText("You need the permission nodes.pair to create pairing codes.").waitFor();
+    await page.getByText("Creating pairing codes needs the permission nodes.pair.").waitFor();
     assert.equal(await page.getByRole("button", { name: /Create/ }).count(), 0);
     await look(page, "pairing-read-only");
     await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: /^Nodes/ }).click();

@@ -119,7 +119,12 @@ function Events({ rows }: { rows: AuditEvent[] }) {
             <td>
               <code>{e.remoteAddress}</code>
               <div className={styles.muted}>
-                replica <code>{e.replicaId}</code>, request <code title={`request id from the ${e.requestIdSource === 1 ? "client" : "replica"}`}>{e.requestId}</code>
+                replica <code>{e.replicaId}</code>
+                {e.requestId ? (
+                  <>
+                    , request <code title={`request id from the ${e.requestIdSource === 1 ? "client" : "replica"}`}>{e.requestId}</code>
+                  </>
+                ) : null}
               </div>
             </td>
           </tr>

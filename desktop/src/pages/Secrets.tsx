@@ -302,7 +302,7 @@ function Reveal({ name, versions }: { name: string; versions: bigint[] }) {
           <p>The value is shown masked until you ask; the reveal and its reason are audited.</p>
           <div className="field">
             <label htmlFor={`${id}-reason`}>Reason</label>
-            <input id={`${id}-reason`} value={reason} onChange={(e) => setReason(e.target.value)} required maxLength={256} autoFocus />
+            <input id={`${id}-reason`} value={reason} onChange={(e) => setReason(e.target.value)} required maxLength={256} data-autofocus />
           </div>
           <div className="field">
             <label htmlFor={`${id}-version`}>Version</label>
