@@ -24,6 +24,7 @@ import { Confirm } from "../components/Dialog.js";
 import { ListBody, Loading, Needs, TableHead } from "../components/ListBody.js";
 import { prettyJSON } from "../components/prettyJSON.js";
 import styles from "./Nodes.module.css";
+import { Labels } from "../components/Labels.js";
 
 /** LIVE is how often presence is read again. */
 const LIVE = 3_000;
@@ -128,20 +129,6 @@ function NodeList() {
   );
 }
 
-function Labels({ labels }: { labels: Record<string, string> }) {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return <>none</>;
-  return (
-    <span className={styles.labels}>
-      {entries.map(([k, v]) => (
-        <code key={k}>
-          {k}={v}
-        </code>
-      ))}
-    </span>
-  );
-}
-
 function NodeDetail({ id }: { id: string }) {
   const node = useQuery(NodeInventoryService.method.getNode, { id }, { refetchInterval: LIVE });
   const n = node.data?.node;
@@ -183,13 +170,13 @@ function NodeDetail({ id }: { id: string }) {
                 <div>
                   <dt>Labels</dt>
                   <dd>
-                    <Labels labels={n.labels} />
+                    <Labels labels={n.labels} none="none" />
                   </dd>
                 </div>
                 <div>
                   <dt>Reported labels</dt>
                   <dd>
-                    <Labels labels={n.reportedLabels} />
+                    <Labels labels={n.reportedLabels} none="none" />
                   </dd>
                 </div>
               </dl>

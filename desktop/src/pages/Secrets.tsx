@@ -17,6 +17,7 @@ import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
 import { allShown } from "../components/plural.js";
+import { Labels } from "../components/Labels.js";
 
 export default function Secrets() {
   const mayList = usePermission("secrets.list");
@@ -70,18 +71,6 @@ export default function Secrets() {
         </ListBody>
       </Card>
     </Page>
-  );
-}
-
-function Labels({ labels }: { labels: Record<string, string> }) {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return null;
-  return (
-    <span className={styles.chips}>
-      {entries.map(([k, v]) => (
-        <Badge key={k} tone="neutral">{`${k}=${v}`}</Badge>
-      ))}
-    </span>
   );
 }
 
