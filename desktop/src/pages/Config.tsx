@@ -27,7 +27,7 @@ import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import { errorInfo } from "../components/errorInfo.js";
 import styles from "./admin.module.css";
-import { allShown } from "../components/plural.js";
+import { allShown, count } from "../components/plural.js";
 
 type Spec = MessageInitShape<typeof ConfigChangeSpecSchema>;
 
@@ -343,7 +343,7 @@ function History({ current, mayWrite }: { current: bigint | undefined; mayWrite:
                   </td>
                   <td>
                     <button type="button" className="button button-small" aria-expanded={open === r.revision} onClick={() => setOpen(open === r.revision ? undefined : r.revision)}>
-                      {r.changeCount} {r.changeCount === 1 ? "change" : "changes"}
+                      {count(r.changeCount, "changes")}
                     </button>
                     {open === r.revision ? <RevisionChanges revision={r.revision} /> : null}
                   </td>

@@ -478,36 +478,36 @@ function RequestsCard({ refresh }: { refresh: number }) {
     >
       <ListBody list={list} noun="requests">
         {(rows) => (
-            <table className="table">
-              <caption className="visually-hidden">Pairing requests, newest first</caption>
-              <TableHead columns={["Device", "State", "From", "Asked", "Decided"]} />
-              <tbody>
-                {rows.map((r) => (
-                  <tr key={r.id}>
-                    <td>
-                      {r.deviceName}
-                      {r.deviceId ? (
-                        <>
-                          {" "}
-                          → <Link to={`/nodes?node=${r.deviceId}`}>{r.deviceId}</Link>
-                        </>
-                      ) : null}
-                    </td>
-                    <td>
-                      <Badge tone={stateTone[r.state]}>{stateName(r.state)}</Badge>
-                      {r.reason ? <span className="field-hint"> {r.reason}</span> : null}
-                    </td>
-                    <td>
-                      <code>{r.sourceAddress}</code>
-                    </td>
-                    <td>
-                      <RelativeTime value={r.createTime} />
-                    </td>
-                    <td>{r.decideTime ? <>{r.decidedBy}, <RelativeTime value={r.decideTime} /></> : "—"}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+          <table className="table">
+            <caption className="visually-hidden">Pairing requests, newest first</caption>
+            <TableHead columns={["Device", "State", "From", "Asked", "Decided"]} />
+            <tbody>
+              {rows.map((r) => (
+                <tr key={r.id}>
+                  <td>
+                    {r.deviceName}
+                    {r.deviceId ? (
+                      <>
+                        {" "}
+                        → <Link to={`/nodes?node=${r.deviceId}`}>{r.deviceId}</Link>
+                      </>
+                    ) : null}
+                  </td>
+                  <td>
+                    <Badge tone={stateTone[r.state]}>{stateName(r.state)}</Badge>
+                    {r.reason ? <span className="field-hint"> {r.reason}</span> : null}
+                  </td>
+                  <td>
+                    <code>{r.sourceAddress}</code>
+                  </td>
+                  <td>
+                    <RelativeTime value={r.createTime} />
+                  </td>
+                  <td>{r.decideTime ? <>{r.decidedBy}, <RelativeTime value={r.decideTime} /></> : "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
         )}
       </ListBody>
     </Card>
@@ -544,33 +544,33 @@ function CodesCard() {
     >
       <ListBody list={list} noun="codes">
         {(rows) => (
-            <table className="table">
-              <caption className="visually-hidden">Pairing codes, newest first</caption>
-              <TableHead columns={["Kind", "Label", "State", "Expires", "By", ""]} />
-              <tbody>
-                {rows.map((c) => (
-                  <tr key={c.id}>
-                    <td>{c.method === PairingMethod.QR ? "QR" : "PIN"}</td>
-                    <td>{c.label || "—"}</td>
-                    <td>
-                      <Badge tone={codeTone[c.state]}>{(PairingCodeState[c.state] ?? "").toLowerCase()}</Badge>
-                      {c.failedAttempts > 0 ? <span className="field-hint"> {count(c.failedAttempts, "wrong attempts")}</span> : null}
-                    </td>
-                    <td>
-                      <RelativeTime value={c.expireTime} />
-                    </td>
-                    <td>{c.createdBy}</td>
-                    <td>
-                      {c.state === PairingCodeState.ACTIVE ? (
-                        <button type="button" className="button" onClick={() => setWithdrawing(c)} aria-label={`Withdraw the ${c.label || "unlabelled"} code created ${c.createTime ? timestampDate(c.createTime).toLocaleString() : ""}`}>
-                          Withdraw
-                        </button>
-                      ) : null}
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+          <table className="table">
+            <caption className="visually-hidden">Pairing codes, newest first</caption>
+            <TableHead columns={["Kind", "Label", "State", "Expires", "By", ""]} />
+            <tbody>
+              {rows.map((c) => (
+                <tr key={c.id}>
+                  <td>{c.method === PairingMethod.QR ? "QR" : "PIN"}</td>
+                  <td>{c.label || "—"}</td>
+                  <td>
+                    <Badge tone={codeTone[c.state]}>{(PairingCodeState[c.state] ?? "").toLowerCase()}</Badge>
+                    {c.failedAttempts > 0 ? <span className="field-hint"> {count(c.failedAttempts, "wrong attempts")}</span> : null}
+                  </td>
+                  <td>
+                    <RelativeTime value={c.expireTime} />
+                  </td>
+                  <td>{c.createdBy}</td>
+                  <td>
+                    {c.state === PairingCodeState.ACTIVE ? (
+                      <button type="button" className="button" onClick={() => setWithdrawing(c)} aria-label={`Withdraw the ${c.label || "unlabelled"} code created ${c.createTime ? timestampDate(c.createTime).toLocaleString() : ""}`}>
+                        Withdraw
+                      </button>
+                    ) : null}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
         )}
       </ListBody>
       <Confirm title="Withdraw this pairing code?" open={withdrawing !== undefined} onClose={() => setWithdrawing(undefined)} action="Withdraw code" run={() => withdraw.mutateAsync({ id: withdrawing?.id ?? "" })}>
