@@ -268,7 +268,7 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await invoke.getByLabel("Capability", { exact: true }).selectOption("system.info");
     await invoke.getByText("This capability takes no input.").waitFor();
     await invoke.getByRole("button", { name: "Run system.info" }).click();
-    await invoke.getByText("The dispatch is succeeded.").waitFor({ timeout: WAIT });
+    await invoke.getByText("The dispatch succeeded.").waitFor({ timeout: WAIT });
     const result = await invoke.getByLabel("Result").innerText();
     const info = JSON.parse(result) as { hostname?: string; os?: string; cpus?: number };
     assert.equal(info.os, "linux");
@@ -304,7 +304,7 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await cancel.press("Enter");
     await dialog.getByLabel(/Reason/).fill("console test");
     await dialog.getByRole("button", { name: "Cancel dispatch" }).click();
-    await invoke.getByText("The dispatch is cancelled.").waitFor({ timeout: WAIT });
+    await invoke.getByText("The dispatch was cancelled.").waitFor({ timeout: WAIT });
     const ticks = (await output.innerText()).match(/tick \d+/g) ?? [];
     assert.ok(ticks.length >= 6, `ticks seen: ${ticks.length}`);
     await look(page, "node-invoke-cancelled");

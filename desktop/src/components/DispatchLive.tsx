@@ -11,7 +11,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { useTransport } from "@connectrpc/connect-query";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { OutputStream } from "../../../gen/ts/palyra/node/v1/node_pb.js";
-import { DispatchStateBadge, dispatchEnded, dispatchStateName } from "./DispatchStateBadge.js";
+import { DispatchStateBadge, dispatchEnded } from "./DispatchStateBadge.js";
 import { ErrorPanel } from "./ErrorPanel.js";
 import { RelativeTime } from "./RelativeTime.js";
 import { CancelDispatch } from "./CancelDispatch.js";
@@ -37,6 +37,18 @@ function transient(err: unknown): boolean {
 /** useDispatchWatch follows dispatch id: its latest state, its output, the output
  * bytes received, whether the output is trimmed, whether it is still watching, and the
  * error that stopped it (resume() continues from the offset reached). */
+/** stateSentence says where a dispatch stands, in a sentence. */
+const stateSentence: Record<DispatchState, string> = {
+  [DispatchState.UNSPECIFIED]: "",
+  [DispatchState.QUEUED]: "The dispatch is queued, waiting for its node.",
+  [DispatchState.SENT]: "The dispatch was sent to the node.",
+  [DispatchState.RUNNING]: "The dispatch is running.",
+  [DispatchState.SUCCEEDED]: "The dispatch succeeded.",
+  [DispatchState.FAILED]: "The dispatch failed.",
+  [DispatchState.TIMED_OUT]: "The dispatch timed out.",
+  [DispatchState.CANCELLED]: "The dispatch was cancelled.",
+};
+
 export function useDispatchWatch(id: string) {
   const transport = useTransport();
   const client = useMemo(() => createClient(DispatchService, transport), [transport]);
@@ -175,7 +187,7 @@ export function DispatchLive({ id }: { id: string }) {
         ) : null}
       </div>
       <p role="status" className={styles.state}>
-        {d ? `The dispatch is ${dispatchStateName(d.state)}.` : ""}
+        {d ? stateSentence[d.state] : ""}
       </p>
       {d ? (
         <dl className={styles.facts}>
