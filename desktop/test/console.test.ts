@@ -125,6 +125,9 @@ describe("the console", () => {
       assert.match(text, /console-test/, "the replica id");
       assert.match(text, /available/, "the database");
       assert.match(text, /embedded PostgreSQL/);
+      // The ping is measured, not rounded away: a sub-millisecond one is in µs.
+      const ping = text.match(/ping (\d+(?:\.\d)?) (µs|ms)/);
+      assert.ok(ping && Number(ping[1]) > 0, `a ping above zero: ${ping?.[0]}`);
       await page.getByRole("region", { name: "Nodes" }).getByText("online").waitFor();
       await page.getByRole("region", { name: "Pending approvals" }).getByText("No pending requests.").waitFor();
       await page.getByRole("region", { name: "Recent dispatches" }).getByText("None.").waitFor();

@@ -3,7 +3,7 @@
 // every 10 seconds. Each card needs its permission and says so when it is missing.
 import type { ReactNode } from "react";
 import { useQuery } from "@connectrpc/connect-query";
-import { durationMs, type Duration } from "@bufbuild/protobuf/wkt";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 import { StatusService, DatabaseState } from "../../../gen/ts/palyra/controlplane/v1/status_pb.js";
 import { MasterKeyService, type ReplicaKeys } from "../../../gen/ts/palyra/controlplane/v1/masterkey_pb.js";
 import { NodeInventoryService, Presence } from "../../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
@@ -64,7 +64,8 @@ function Facts({ rows }: { rows: [string, ReactNode][] }) {
 
 function formatDuration(d: Duration | undefined): string {
   if (!d) return "unknown";
-  const ms = durationMs(d);
+  // Not durationMs: it rounds to whole milliseconds, and a ping takes less.
+  const ms = Number(d.seconds) * 1000 + d.nanos / 1e6;
   return ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(1)} ms`;
 }
 
