@@ -10,6 +10,71 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type Agent struct {
+	ID           string
+	Name         string
+	Description  string
+	Model        string
+	SystemPrompt string
+	Tools        []byte
+	MaxSteps     int32
+	MaxToolCalls int32
+	MaxTokens    int64
+	DeadlineMs   int64
+	Labels       []byte
+	Revision     int64
+	IsDefault    bool
+	CreatedAt    time.Time
+	CreatedBy    string
+	UpdatedAt    time.Time
+	UpdatedBy    string
+}
+
+type AgentRun struct {
+	ID                string
+	AgentID           string
+	AgentName         string
+	AgentRevision     int64
+	Agent             []byte
+	State             string
+	Reason            string
+	Input             []byte
+	Answer            string
+	StartedBy         string
+	ReplicaID         string
+	CreatedAt         time.Time
+	Deadline          time.Time
+	FinishedAt        *time.Time
+	CancelRequestedAt *time.Time
+	PromptTokens      int64
+	CompletionTokens  int64
+	ModelCalls        int32
+	ToolCalls         int32
+}
+
+type AgentRunStep struct {
+	RunID            string
+	Seq              int32
+	Kind             string
+	StartedAt        time.Time
+	FinishedAt       *time.Time
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	FinishReason     string
+	Tool             string
+	ToolCallID       string
+	Capability       string
+	NodeID           string
+	Input            string
+	DispatchID       *string
+	ApprovalID       *string
+	Outcome          string
+	Result           []byte
+	Error            string
+	Answer           string
+}
+
 type ApiToken struct {
 	ID                 string
 	Label              string
@@ -27,6 +92,26 @@ type ApiToken struct {
 	LastUsedAt         *time.Time
 	RotatedFrom        *string
 	DailyTokenBudget   pgtype.Int8
+}
+
+type Approval struct {
+	ID          string
+	RunID       string
+	StepSeq     int32
+	AgentID     string
+	AgentName   string
+	Tool        string
+	Capability  string
+	NodeID      string
+	Input       []byte
+	State       string
+	RequestedBy string
+	CreatedAt   time.Time
+	ExpireAt    time.Time
+	DecidedBy   string
+	DecidedAt   *time.Time
+	Reason      string
+	Scope       string
 }
 
 type AuditEvent struct {

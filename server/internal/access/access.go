@@ -40,10 +40,22 @@ const (
 	// CompatUsageRead reads the token usage and budgets of the OpenAI-compatible API.
 	CompatUsageRead Permission = "compat.usage.read"
 	MasterKeyRotate Permission = "masterkey.rotate"
+	// AgentsRead, AgentsWrite and AgentsRun are the agents and their runs; ApprovalsRead
+	// and ApprovalsDecide the approvals of their tool calls.
+	AgentsRead      Permission = "agents.read"
+	AgentsWrite     Permission = "agents.write"
+	AgentsRun       Permission = "agents.run"
+	ApprovalsRead   Permission = "approvals.read"
+	ApprovalsDecide Permission = "approvals.decide"
 )
 
 // catalog describes every permission, sorted by name.
 var catalog = []*accessv1.Permission{
+	{Name: string(AgentsRead), Description: "List and show agents, and list, show and watch their runs."},
+	{Name: string(AgentsRun), Description: "Run agents, and cancel one's own runs."},
+	{Name: string(AgentsWrite), Description: "Create, change and delete agents, set the default agent, and cancel anyone's runs."},
+	{Name: string(ApprovalsDecide), Description: "Approve or deny the tool calls of agents that wait for a human."},
+	{Name: string(ApprovalsRead), Description: "List, show and watch the approvals of agents' tool calls."},
 	{Name: string(AuditRead), Description: "Read and verify the audit log."},
 	{Name: string(CompatChatCreate), Description: "Create chat completions through the OpenAI-compatible API."},
 	{Name: string(CompatEmbeddingsCreate), Description: "Create embeddings through the OpenAI-compatible API."},

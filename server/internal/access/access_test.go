@@ -17,12 +17,15 @@ func TestRoles(t *testing.T) {
 	}{
 		Owner: {has: []Permission{ConfigWrite, SecretsRead, TokensManage, FlagsManage, NodesApprove}},
 		Admin: {
-			has:   []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, SecretsList, ConfigRead, CompatUsageRead},
+			has: []Permission{TokensManage, FlagsManage, NodesApprove, NodesRevoke, AuditRead, SecretsWrite, SecretsList, ConfigRead, CompatUsageRead,
+				AgentsRead, AgentsWrite, AgentsRun, ApprovalsRead, ApprovalsDecide},
 			lacks: []Permission{ConfigWrite, SecretsRead, MasterKeyRotate},
 		},
 		Operator: {
-			has:   []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate, CompatEmbeddingsCreate, CompatResponsesCreate},
-			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList, MasterKeyRotate, CompatUsageRead},
+			has: []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate, CompatEmbeddingsCreate, CompatResponsesCreate,
+				AgentsRead, AgentsRun, ApprovalsRead},
+			lacks: []Permission{TokensManage, NodesApprove, NodesRevoke, NodesPair, FlagsManage, AuditRead, ConfigRead, ConfigWrite, SecretsRead, SecretsWrite, SecretsList, MasterKeyRotate, CompatUsageRead,
+				AgentsWrite, ApprovalsDecide},
 		},
 	}
 	for role, tc := range cases {

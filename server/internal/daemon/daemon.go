@@ -20,10 +20,12 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/agents"
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
@@ -445,6 +447,7 @@ func (s *startup) serve() *Daemon {
 	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
 		Store: s.db.store})
 	compatREST := compat.NewREST(compatHandler, s.interceptor, cfg.Server.MaxMessageBytes)
+	agentDefs := agents.New(agents.Options{Store: s.db.store, Models: compatHandler, Nodes: s.runtime, Logger: s.log})
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
 			Status: status.NewHandler(status.Options{
@@ -477,6 +480,8 @@ func (s *startup) serve() *Daemon {
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
+			Agent:       agents.NewHandler(agentDefs),
+			Approval:    agentsv1connect.UnimplementedApprovalServiceHandler{},
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,

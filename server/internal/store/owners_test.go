@@ -27,6 +27,7 @@ var queryOwners = map[string]string{
 	"vault.sql.go":     "vault",
 	"status.sql.go":    "store", // Ping
 	"usage.sql.go":     "compat",
+	"agents.sql.go":    "agents",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns
