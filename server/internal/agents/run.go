@@ -65,30 +65,13 @@ const (
 	stateCancelled = "cancelled"
 )
 
-// Definition is an agent as a run takes it: its definition at one revision.
-type Definition struct {
-	ID       string
-	Name     string
-	Revision int64
-	Spec     *agentsv1.AgentSpec
-}
-
-// Definitions finds the agent a run runs (Agents).
-type Definitions interface {
-	// Definition returns the agent of that id or name; both empty: the default agent
-	// (FailedPrecondition when there is none).
-	Definition(ctx context.Context, id, name string) (Definition, error)
-	// Names lists the agents' names, sorted.
-	Names(ctx context.Context) ([]string, error)
-}
-
-// Models makes a run's model calls (compat.Handler).
-type Models interface {
+// RunModels makes a run's model calls (compat.Handler).
+type RunModels interface {
 	Call(ctx context.Context, req *compat.ChatRequest, emit func(chunk []byte) error) (*compat.Completion, error)
 }
 
-// Nodes is what runs ask of the dispatch runtime (dispatch.Service).
-type Nodes interface {
+// RunNodes is what runs ask of the dispatch runtime (dispatch.Service).
+type RunNodes interface {
 	NodesOffering(ctx context.Context, capability string) ([]dispatch.Node, error)
 	InFlight(ctx context.Context, nodes, capabilities []string) (map[string]int, error)
 	CheckInput(ctx context.Context, nodeID, capability, input string) error
@@ -109,10 +92,11 @@ type approver interface {
 
 // RunsOptions are the dependencies of Runs.
 type RunsOptions struct {
-	Store       *store.Store
-	Definitions Definitions
-	Models      Models
-	Nodes       Nodes
+	Store *store.Store
+	// Agents are the agents runs run.
+	Agents *Agents
+	Models RunModels
+	Nodes  RunNodes
 	// Approvals decides the calls of ask tools; nil refuses them ("approvals are not
 	// available").
 	Approvals approver
@@ -139,7 +123,9 @@ type Runs struct {
 	base context.Context
 	// local are the runs this replica runs: their cancel functions.
 	local map[string]context.CancelCauseFunc
-	loops sync.WaitGroup
+	// stopping refuses new runs once Shutdown was called.
+	stopping bool
+	loops    sync.WaitGroup
 }
 
 // NewRuns returns the runs service; it subscribes to ChannelRuns at once so that no
@@ -190,11 +176,7 @@ func (r *Runs) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			r.mu.Lock()
-			for _, cancel := range r.local {
-				cancel(errStopped)
-			}
-			r.mu.Unlock()
+			r.Shutdown()
 			r.loops.Wait()
 			return
 		case <-t.C:
@@ -202,6 +184,17 @@ func (r *Runs) Run(ctx context.Context) {
 		case ev := <-events:
 			r.notified(ctx, ev)
 		}
+	}
+}
+
+// Shutdown ends this replica's runs, failed (the replica stopped mid-run), and refuses
+// new ones (Unavailable); their loops record their end before Run returns.
+func (r *Runs) Shutdown() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopping = true
+	for _, cancel := range r.local {
+		cancel(errStopped)
 	}
 }
 
@@ -228,7 +221,13 @@ func (r *Runs) Start(ctx context.Context, id, name string, input []*agentsv1.Run
 	if len(input) == 0 {
 		return nil, errdefs.InvalidField("prompt", "a run needs a prompt or messages")
 	}
-	def, err := r.opts.Definitions.Definition(ctx, id, name)
+	r.mu.Lock()
+	stopping := r.stopping
+	r.mu.Unlock()
+	if stopping {
+		return nil, errdefs.New(errdefs.Unavailable, "palyrad is stopping: start the run on another replica")
+	}
+	def, err := r.opts.Agents.runnable(ctx, id, name)
 	if err != nil {
 		return nil, err
 	}
@@ -243,9 +242,9 @@ func (r *Runs) Start(ctx context.Context, id, name string, input []*agentsv1.Run
 	}
 	now := r.opts.Now()
 	runID := ulid.Make().String()
-	audit.SetTarget(ctx, "run:"+runID+" agent:"+def.Name)
+	audit.SetTarget(ctx, "run:"+runID+" agent:"+def.Spec.GetName())
 	row, err := r.opts.Store.Q().InsertAgentRun(ctx, dbsqlc.InsertAgentRunParams{
-		ID: runID, AgentID: def.ID, AgentName: def.Name, AgentRevision: def.Revision, Agent: specJSON,
+		ID: runID, AgentID: def.ID, AgentName: def.Spec.GetName(), AgentRevision: def.Revision, Agent: specJSON,
 		Input: inputJSON, StartedBy: p.ID(), ReplicaID: r.opts.ReplicaID, CreatedAt: now,
 		Deadline: now.Add(spec.GetLimits().GetDeadline().AsDuration()),
 	})
@@ -264,8 +263,11 @@ func (r *Runs) Start(ctx context.Context, id, name string, input []*agentsv1.Run
 	r.mu.Lock()
 	r.local[runID] = cancel
 	r.loops.Add(1)
+	if r.stopping {
+		cancel(errStopped)
+	}
 	r.mu.Unlock()
-	r.log.Info("agent run started", "run_id", runID, "agent", def.Name, "revision", def.Revision, "started_by", p.ID())
+	r.log.Info("agent run started", "run_id", runID, "agent", def.Spec.GetName(), "revision", def.Revision, "started_by", p.ID())
 	l := &loop{r: r, run: run, spec: spec, principal: p, event: event, input: input}
 	go func() {
 		defer r.loops.Done()
@@ -504,4 +506,40 @@ func endText(state, reason string) string {
 		return state
 	}
 	return state + ": " + reason
+}
+
+// runnable returns the agent of that id or name to run; both empty: the default agent
+// (FailedPrecondition when there is none).
+func (a *Agents) runnable(ctx context.Context, id, name string) (Agent, error) {
+	if id == "" && name == "" {
+		return a.Default(ctx)
+	}
+	ref := Ref{ID: id, Name: name}
+	if err := ref.check(); err != nil {
+		return Agent{}, err
+	}
+	ag, err := getAgent(ctx, a.store.Q(), ref)
+	if err != nil {
+		return Agent{}, wrapErr("get", err)
+	}
+	return ag, nil
+}
+
+// names lists the agents' names, sorted.
+func (a *Agents) names(ctx context.Context) ([]string, error) {
+	var out []string
+	token := ""
+	for {
+		page, next, err := a.List(ctx, "", maxPageSize, token)
+		if err != nil {
+			return nil, err
+		}
+		for _, ag := range page {
+			out = append(out, ag.Spec.GetName())
+		}
+		if next == "" {
+			return out, nil
+		}
+		token = next
+	}
 }

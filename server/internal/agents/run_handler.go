@@ -195,7 +195,7 @@ func (h *RunHandler) CancelRun(ctx context.Context, req *connect.Request[agentsv
 
 // AgentNames implements compat.Agents.
 func (r *Runs) AgentNames(ctx context.Context) ([]string, error) {
-	return r.opts.Definitions.Names(ctx)
+	return r.opts.Agents.names(ctx)
 }
 
 // RunAgent implements compat.Agents: a run of the agent on msgs, to its end.

@@ -254,25 +254,12 @@ func (l *loop) allowedNodes(ctx context.Context, t *agentsv1.Tool) ([]dispatch.N
 		if id := t.GetNodeId(); id != "" && n.ID != id {
 			continue
 		}
-		if t.GetNodeId() == "" && !sel.Matches(nodeLabels(n)) {
+		if t.GetNodeId() == "" && !sel.Matches(NodeLabels(n)) {
 			continue
 		}
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-// nodeLabels are the labels a selector matches: those the node reported, overridden by
-// those of its device.
-func nodeLabels(n dispatch.Node) map[string]string {
-	out := make(map[string]string, len(n.Labels)+len(n.ReportedLabels))
-	for k, v := range n.ReportedLabels {
-		out[k] = v
-	}
-	for k, v := range n.Labels {
-		out[k] = v
-	}
-	return out
 }
 
 // modelTurn is what the model answered: text, or tool calls.

@@ -16,13 +16,6 @@ import (
 	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
-// The run defaults, as the limits document them.
-const (
-	runDefaultMaxSteps     = 8
-	runDefaultMaxToolCalls = 16
-	runDefaultDeadline     = 5 * time.Minute
-)
-
 // withDefaults returns a copy of spec with its limits, tool names and policies filled
 // in.
 func withDefaults(spec *agentsv1.AgentSpec) *agentsv1.AgentSpec {
@@ -31,13 +24,13 @@ func withDefaults(spec *agentsv1.AgentSpec) *agentsv1.AgentSpec {
 		s.Limits = &agentsv1.AgentLimits{}
 	}
 	if s.Limits.MaxSteps == 0 {
-		s.Limits.MaxSteps = runDefaultMaxSteps
+		s.Limits.MaxSteps = DefaultMaxSteps
 	}
 	if s.Limits.MaxToolCalls == 0 {
-		s.Limits.MaxToolCalls = runDefaultMaxToolCalls
+		s.Limits.MaxToolCalls = DefaultMaxToolCalls
 	}
 	if s.Limits.Deadline == nil {
-		s.Limits.Deadline = durationpb.New(runDefaultDeadline)
+		s.Limits.Deadline = durationpb.New(DefaultDeadline)
 	}
 	for _, t := range s.Tools {
 		if t.Name == "" {

@@ -369,6 +369,9 @@ func (h *Handler) completeOn(ctx context.Context, r route, req *ChatRequest) (*C
 // too, to emit, and returns a completion without a body, with the usage the provider
 // reported.
 func (h *Handler) Call(ctx context.Context, req *ChatRequest, emit func(chunk []byte) error) (*Completion, error) {
+	if isAgentModel(req.Model) {
+		return nil, invalid("model", "an agent's model cannot be another agent (%s)", quote(req.Model))
+	}
 	r, err := h.prepare(ctx, req)
 	if err != nil {
 		return nil, err

@@ -494,6 +494,20 @@ func (f *follow) Close() error {
 	return nil
 }
 
+// ModelIDs returns the ids of the models ListModels lists, whether or not the
+// compat_api flag is on: the models an agent may use.
+func (h *Handler) ModelIDs(ctx context.Context) ([]string, error) {
+	ms, err := h.allModels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.GetId()
+	}
+	return ids, nil
+}
+
 // allModels lists the configured models (models), then those only online nodes serve,
 // owned by NodeOwner, then the agents' (agent.go), owned by AgentOwner.
 func (h *Handler) allModels(ctx context.Context) ([]*compatv1.Model, error) {

@@ -19,6 +19,8 @@ import (
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	agentsv1 "github.com/palyra/palyra/gen/go/palyra/agents/v1"
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -765,10 +767,42 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return drain(compat.StreamResponse(ctx, req))
 	}, echoTarget(3, 3))
 
+	agentsClient := agentsv1connect.NewAgentServiceClient(b.h2, b.baseURL)
+	agentSpec := &agentsv1.AgentSpec{Name: "outbox", Model: "palyra-echo"}
+	check(agentsv1connect.AgentServiceCreateAgentProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.CreateAgentRequest{Spec: agentSpec})
+		withID(req.Header(), rid)
+		_, err := agentsClient.CreateAgent(ctx, req)
+		return err
+	}, func() string { return "agent:outbox" })
+	check(agentsv1connect.AgentServiceUpdateAgentProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.UpdateAgentRequest{Agent: &agentsv1.UpdateAgentRequest_Name{Name: "outbox"},
+			Spec: agentSpec, ExpectedRevision: new(int64(1))})
+		withID(req.Header(), rid)
+		_, err := agentsClient.UpdateAgent(ctx, req)
+		return err
+	}, func() string { return "agent:outbox revision:2" })
+	check(agentsv1connect.AgentServiceSetDefaultAgentProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.SetDefaultAgentRequest{Agent: &agentsv1.SetDefaultAgentRequest_Name{Name: "outbox"}})
+		withID(req.Header(), rid)
+		_, err := agentsClient.SetDefaultAgent(ctx, req)
+		return err
+	}, func() string { return "agent:outbox default" })
+	check(agentsv1connect.AgentServiceDeleteAgentProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.DeleteAgentRequest{Agent: &agentsv1.DeleteAgentRequest_Name{Name: "outbox"}})
+		withID(req.Header(), rid)
+		_, err := agentsClient.DeleteAgent(ctx, req)
+		return err
+	}, func() string { return "agent:outbox revision:2" })
+	// Not served yet (issue 15: the run loop and the approvals come in their own changes,
+	// which call them here).
+	notServed := map[string]bool{agentsv1connect.AgentServiceRunProcedure: true, agentsv1connect.AgentServiceCancelRunProcedure: true,
+		agentsv1connect.ApprovalServiceDecideApprovalProcedure: true}
+
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {
 		opts, _ := md.Options().(*descriptorpb.MethodOptions)
-		if opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS && !called[procedure] {
+		if opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_NO_SIDE_EFFECTS && !called[procedure] && !notServed[procedure] {
 			t.Errorf("%s may change state and is not called by this test: add it", procedure)
 		}
 	}

@@ -20,10 +20,12 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
+	"github.com/palyra/palyra/server/internal/agents"
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
@@ -72,6 +74,8 @@ type Daemon struct {
 	serveCh chan error
 	// compatREST records its answered calls after they are answered (Stop waits).
 	compatREST *compat.REST
+	// runs are the agents' runs, which this replica ends as it stops.
+	runs *agents.Runs
 }
 
 // FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
@@ -118,6 +122,10 @@ type startup struct {
 	runtime     *dispatch.Service
 	vault       *vault.Vault
 	masterKeys  *masterkey.Service
+	compat      *compat.Handler
+	compatREST  *compat.REST
+	agents      *agents.Agents
+	runs        *agents.Runs
 }
 
 // Start brings palyrad up and returns once the listener accepts connections. When a
@@ -137,6 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
 		s.buildServices,      // pairing, devices, dispatch, vault, pprof
+		s.buildAgents,        // the compat API, agents and their runs
 	} {
 		if err := step(); err != nil {
 			s.undo()
@@ -227,7 +236,7 @@ func (s *startup) startNotifications() (err error) {
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
 			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
-			masterkey.Channel, liveconfig.Channel, vault.Channel},
+			masterkey.Channel, liveconfig.Channel, vault.Channel, agents.ChannelRuns},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -439,12 +448,30 @@ func (s *startup) buildServices() (err error) {
 	return nil
 }
 
+// buildAgents builds the compat API's handler, the agents and their runs, which call
+// the compat API, and starts the runs' background work.
+func (s *startup) buildAgents() (err error) {
+	s.compat = compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
+		Store: s.db.store})
+	s.compatREST = compat.NewREST(s.compat, s.interceptor, s.cfg.Server.MaxMessageBytes)
+	s.agents = agents.New(agents.Options{Store: s.db.store, Models: s.compat, Nodes: s.runtime, Logger: s.log})
+	// Approvals are not wired yet: the calls of ask tools are refused ("approvals are
+	// not available").
+	s.runs, err = agents.NewRuns(agents.RunsOptions{Store: s.db.store, Agents: s.agents, Models: s.compat, Nodes: s.runtime,
+		Audit: s.auditLog, Notify: s.listener, Replicas: s.masterKeys, ReplicaID: s.cfg.ReplicaID, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.compat.SetAgents(s.runs)
+	s.bg.Go(func() { s.runs.Run(s.bgCtx) })
+	return nil
+}
+
 // serve mounts every service on the listener and starts serving; it cannot fail.
 func (s *startup) serve() *Daemon {
 	cfg := s.cfg
-	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
-		Store: s.db.store})
-	compatREST := compat.NewREST(compatHandler, s.interceptor, cfg.Server.MaxMessageBytes)
+	compatHandler, compatREST, runs := s.compat, s.compatREST, s.runs
+	agentDefs := s.agents
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
 			Status: status.NewHandler(status.Options{
@@ -477,6 +504,8 @@ func (s *startup) serve() *Daemon {
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
+			Agent:       agents.NewHandler(agentDefs, runs),
+			Approval:    agentsv1connect.UnimplementedApprovalServiceHandler{},
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,
@@ -492,7 +521,7 @@ func (s *startup) serve() *Daemon {
 
 	d := &Daemon{
 		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing,
-		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST,
+		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST, runs: runs,
 	}
 	go func() { d.serveCh <- s.server.Serve(handler) }()
 
@@ -533,6 +562,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 			d.health.SetShuttingDown()
 			d.runtime.Shutdown()
 			d.pairing.Shutdown()
+			d.runs.Shutdown()
 			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 			defer cancel()
 			return d.server.Shutdown(shutdownCtx)

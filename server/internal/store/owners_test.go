@@ -14,7 +14,6 @@ import (
 // of sqlc/queries (by the name of the file sqlc generates from it).
 var queryOwners = map[string]string{
 	"access.sql.go":     "access",
-	"agent_runs.sql.go": "agents",
 	"audit.sql.go":      "audit",
 	"config.sql.go":     "liveconfig",
 	"devices.sql.go":    "devices",
@@ -28,6 +27,8 @@ var queryOwners = map[string]string{
 	"vault.sql.go":      "vault",
 	"status.sql.go":     "store", // Ping
 	"usage.sql.go":      "compat",
+	"agents.sql.go":     "agents",
+	"agent_runs.sql.go": "agents",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns

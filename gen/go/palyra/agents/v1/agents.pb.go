@@ -624,7 +624,8 @@ type AgentSpec struct {
 	Tools []*Tool `protobuf:"bytes,5,rep,name=tools,proto3" json:"tools,omitempty"`
 	// limits of each run; unset means the defaults.
 	Limits *AgentLimits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
-	// labels describe the agent, with the rules of node labels; ListAgents filters by them.
+	// labels describe the agent, with the rules of the labels an approver gives a node;
+	// ListAgents filters by them.
 	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3755,12 +3756,11 @@ var File_palyra_agents_v1_agents_proto protoreflect.FileDescriptor
 
 const file_palyra_agents_v1_agents_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/agents/v1/agents.proto\x12\x10palyra.agents.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xae\x02\n" +
+	"\x1dpalyra/agents/v1/agents.proto\x12\x10palyra.agents.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xd5\x02\n" +
 	"\x04Tool\x12-\n" +
-	"\x04name\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[a-zA-Z0-9_-]*$R\x04name\x12*\n" +
+	"\x04name\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[a-zA-Z0-9_-]*$R\x04name\x12Q\n" +
 	"\n" +
-	"capability\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\n" +
+	"capability\x18\x02 \x01(\tB1\xbaH.r,\x10\x01\x18\x80\x012%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*$R\n" +
 	"capability\x12$\n" +
 	"\anode_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01H\x00R\x06nodeId\x12/\n" +
 	"\rnode_selector\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x00R\fnodeSelector\x12>\n" +
@@ -3772,7 +3772,7 @@ const file_palyra_agents_v1_agents_proto_rawDesc = "" +
 	"\x0emax_tool_calls\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\x80\x02R\fmaxToolCalls\x12\x1d\n" +
 	"\n" +
 	"max_tokens\x18\x03 \x01(\x04R\tmaxTokens\x12E\n" +
-	"\bdeadline\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\bdeadline\"\xbe\x03\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\bdeadline\"\xf0\x03\n" +
 	"\tAgentSpec\x12>\n" +
 	"\x04name\x18\x01 \x01(\tB*\xbaH'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vdescription\x12 \n" +
@@ -3780,8 +3780,8 @@ const file_palyra_agents_v1_agents_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\x05model\x12.\n" +
 	"\rsystem_prompt\x18\x04 \x01(\tB\t\xbaH\x06r\x04(\x80\x80\x02R\fsystemPrompt\x126\n" +
 	"\x05tools\x18\x05 \x03(\v2\x16.palyra.agents.v1.ToolB\b\xbaH\x05\x92\x01\x02\x10 R\x05tools\x125\n" +
-	"\x06limits\x18\x06 \x01(\v2\x1d.palyra.agents.v1.AgentLimitsR\x06limits\x12I\n" +
-	"\x06labels\x18\a \x03(\v2'.palyra.agents.v1.AgentSpec.LabelsEntryB\b\xbaH\x05\x9a\x01\x02\x10@R\x06labels\x1a9\n" +
+	"\x06limits\x18\x06 \x01(\v2\x1d.palyra.agents.v1.AgentLimitsR\x06limits\x12{\n" +
+	"\x06labels\x18\a \x03(\v2'.palyra.agents.v1.AgentSpec.LabelsEntryB:\xbaH7\x9a\x014\x10 \")r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
