@@ -583,14 +583,15 @@ set finished_at = $1::timestamptz,
     prompt_tokens = $2::bigint,
     completion_tokens = $3::bigint,
     finish_reason = $4::text,
-    node_id = $5::text,
-    dispatch_id = $6::text,
-    approval_id = $7::text,
-    outcome = $8::text,
-    result = $9::jsonb,
-    error = $10::text,
-    answer = $11::text
-where run_id = $12 and seq = $13
+    capability = $5::text,
+    node_id = $6::text,
+    dispatch_id = $7::text,
+    approval_id = $8::text,
+    outcome = $9::text,
+    result = $10::jsonb,
+    error = $11::text,
+    answer = $12::text
+where run_id = $13 and seq = $14
 returning run_id, seq, kind, started_at, finished_at, model, prompt_tokens, completion_tokens, finish_reason, tool, tool_call_id, capability, node_id, input, dispatch_id, approval_id, outcome, result, error, answer
 `
 
@@ -599,6 +600,7 @@ type UpdateAgentRunStepParams struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	FinishReason     string
+	Capability       string
 	NodeID           string
 	DispatchID       *string
 	ApprovalID       *string
@@ -617,6 +619,7 @@ func (q *Queries) UpdateAgentRunStep(ctx context.Context, arg UpdateAgentRunStep
 		arg.PromptTokens,
 		arg.CompletionTokens,
 		arg.FinishReason,
+		arg.Capability,
 		arg.NodeID,
 		arg.DispatchID,
 		arg.ApprovalID,

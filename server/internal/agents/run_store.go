@@ -154,7 +154,7 @@ func stepOf(s dbsqlc.AgentRunStep) *agentsv1.RunStep {
 func updateParams(s dbsqlc.AgentRunStep) dbsqlc.UpdateAgentRunStepParams {
 	return dbsqlc.UpdateAgentRunStepParams{
 		FinishedAt: s.FinishedAt, PromptTokens: s.PromptTokens, CompletionTokens: s.CompletionTokens,
-		FinishReason: s.FinishReason, NodeID: s.NodeID, DispatchID: s.DispatchID, ApprovalID: s.ApprovalID,
+		FinishReason: s.FinishReason, Capability: s.Capability, NodeID: s.NodeID, DispatchID: s.DispatchID, ApprovalID: s.ApprovalID,
 		Outcome: s.Outcome, Result: s.Result, Error: s.Error, Answer: s.Answer, RunID: s.RunID, Seq: s.Seq,
 	}
 }
