@@ -594,7 +594,6 @@ func TestReaperFailsTheRunsOfAReplicaThatIsGone(t *testing.T) {
 	}
 }
 
-
 // jsonEqual reports whether two JSON texts hold the same value.
 func jsonEqual(a, b string) bool {
 	var x, y any
