@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/openai/openai-go/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -598,4 +600,90 @@ func TestReaperFailsTheRunsOfAReplicaThatIsGone(t *testing.T) {
 func jsonEqual(a, b string) bool {
 	var x, y any
 	return json.Unmarshal([]byte(a), &x) == nil && json.Unmarshal([]byte(b), &y) == nil && reflect.DeepEqual(x, y)
+}
+
+// TestAgentModelThroughTheOpenAISDK asks an agent through the official Go client, as
+// the model "agent:NAME" and "agent:" (the default agent): /v1/models lists it, the
+// unary answer is the run's, and the stream carries the text as content and each tool
+// call's start and end as chunks without choices whose "palyra" member the SDK passes
+// on untouched. A token without agents.run is refused.
+func TestAgentModelThroughTheOpenAISDK(t *testing.T) {
+	t.Parallel()
+	b := startRuns(t, toolThenAnswer("system_info", "{}"))
+	ctx := t.Context()
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	b.createAgent(t, "fleet", nil, &agentsv1.Tool{Capability: "system.info", Target: &agentsv1.Tool_NodeId{NodeId: dev.deviceID}})
+	for _, key := range []string{"compat_api", "compat_streaming"} {
+		if _, err := b.flagsClient(b.owner).SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: key, Enabled: true})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, operator := b.createToken(t, &accessv1.CreateTokenRequest{Label: "sdk", Role: accessv1.Role_ROLE_OPERATOR})
+	sdk := (&compatBed{testDaemon: b.testDaemon}).sdk(operator)
+
+	page, err := sdk.Models.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, m := range page.Data {
+		listed = append(listed, m.ID+"/"+m.OwnedBy)
+	}
+	if !slices.Contains(listed, "agent:fleet/agent") {
+		t.Errorf("models: %v, want agent:fleet", listed)
+	}
+
+	params := openai.ChatCompletionNewParams{Model: "agent:fleet", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Which host?")}}
+	go answerDispatch(t, node, `{"hostname":"node-7"}`)
+	res, err := sdk.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Choices[0].Message.Content != `answer: {"hostname":"node-7"}` || res.Model != "agent:fleet" || res.Usage.TotalTokens != 30 ||
+		!strings.HasPrefix(res.ID, "chatcmpl-") {
+		t.Errorf("unary: %q model %q usage %+v id %q", res.Choices[0].Message.Content, res.Model, res.Usage, res.ID)
+	}
+
+	if _, err := b.agentsClient(b.owner).SetDefaultAgent(ctx, connect.NewRequest(&agentsv1.SetDefaultAgentRequest{Agent: &agentsv1.SetDefaultAgentRequest_Name{Name: "fleet"}})); err != nil {
+		t.Fatal(err)
+	}
+	params.Model = "agent:"
+	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	go answerDispatch(t, node, `{"hostname":"node-8"}`)
+	s := sdk.Chat.Completions.NewStreaming(ctx, params)
+	var text strings.Builder
+	var events []string
+	var usage int64
+	for s.Next() {
+		c := s.Current()
+		for _, ch := range c.Choices {
+			text.WriteString(ch.Delta.Content)
+		}
+		if p, ok := c.JSON.ExtraFields["palyra"]; ok {
+			if len(c.Choices) != 0 {
+				t.Errorf("a palyra chunk with choices: %s", c.RawJSON())
+			}
+			var ev struct {
+				Type string `json:"type"`
+			}
+			_ = json.Unmarshal([]byte(p.Raw()), &ev)
+			events = append(events, ev.Type)
+		}
+		if c.JSON.Usage.Valid() && c.Usage.TotalTokens > 0 {
+			usage = c.Usage.TotalTokens
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != `answer: {"hostname":"node-8"}` || usage != 30 || strings.Join(events, ",") != "tool_call_started,tool_call_finished" {
+		t.Errorf("stream: %q usage %d events %v", text.String(), usage, events)
+	}
+
+	_, scoped := b.createToken(t, &accessv1.CreateTokenRequest{Label: "chat only", Role: accessv1.Role_ROLE_OPERATOR, Scopes: []string{"compat.chat.create"}})
+	chatOnly := (&compatBed{testDaemon: b.testDaemon}).sdk(scoped)
+	_, err = chatOnly.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "agent:fleet",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Which host?")}})
+	apiError(t, "agent model without agents.run", err, http.StatusForbidden, "insufficient_permissions", "")
 }
