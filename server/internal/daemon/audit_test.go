@@ -788,16 +788,41 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		_, err := agentsClient.SetDefaultAgent(ctx, req)
 		return err
 	}, func() string { return "agent:outbox default" })
+	var runID string
+	check(agentsv1connect.AgentServiceRunProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.RunRequest{Agent: &agentsv1.RunRequest_Name{Name: "outbox"}, Prompt: "outbox run"})
+		withID(req.Header(), rid)
+		stream, err := agentsClient.Run(ctx, req)
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			if s := stream.Msg().GetStarted(); s != nil {
+				runID = s.GetId()
+			}
+		}
+		return stream.Err()
+	}, func() string { return "run:" + runID + " agent:outbox" })
+	// A run of this replica whose loop is not running (none is, so the reaper leaves it).
+	const waitingRun = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7DB"
+	b.sql(t, `insert into agent_runs (id, agent_id, agent_name, agent_revision, agent, input, started_by, replica_id, created_at, deadline)
+		values ('`+waitingRun+`', '01JD5ZJ8Q0W1X2Y3Z4A5B6C7DA', 'outbox', 1, '{"name":"outbox","model":"palyra-echo"}', '[]', 'token:x', '`+b.cfg.ReplicaID+`', now(), now() + interval '1 hour')`)
+	check(agentsv1connect.AgentServiceCancelRunProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.CancelRunRequest{Id: waitingRun, Reason: "outbox"})
+		withID(req.Header(), rid)
+		_, err := agentsClient.CancelRun(ctx, req)
+		return err
+	}, func() string { return "run:" + waitingRun })
 	check(agentsv1connect.AgentServiceDeleteAgentProcedure, func(rid string) error {
 		req := connect.NewRequest(&agentsv1.DeleteAgentRequest{Agent: &agentsv1.DeleteAgentRequest_Name{Name: "outbox"}})
 		withID(req.Header(), rid)
 		_, err := agentsClient.DeleteAgent(ctx, req)
 		return err
 	}, func() string { return "agent:outbox revision:2" })
-	// Not served yet (issue 15: the run loop and the approvals come in their own changes,
-	// which call them here).
-	notServed := map[string]bool{agentsv1connect.AgentServiceRunProcedure: true, agentsv1connect.AgentServiceCancelRunProcedure: true,
-		agentsv1connect.ApprovalServiceDecideApprovalProcedure: true}
+	// Not served yet (issue 15: the approvals come in their own change, which calls them
+	// here).
+	notServed := map[string]bool{agentsv1connect.ApprovalServiceDecideApprovalProcedure: true}
 
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {

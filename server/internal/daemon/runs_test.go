@@ -336,6 +336,22 @@ func TestRunCallsSystemInfoAndAnswersWithTheHostname(t *testing.T) {
 	if last := lastMessage(b.model.request(1)); last["role"] != "tool" || last["content"] != `{"hostname":"node-7.example"}` {
 		t.Errorf("tool message: %v", last)
 	}
+	// The dispatch and the end are audited, as the run's principal.
+	eventually.NoError(t, "the run's audit events", func() error {
+		want := map[string]string{
+			"agents.run.dispatch": fmt.Sprintf("run:%s step:2 dispatch:%s node:%s", run.GetId(), d.GetDispatchId(), dev.deviceID),
+			"agents.run.finish":   "run:" + run.GetId() + " state:succeeded",
+		}
+		for _, r := range auditLog(t, b.dbURL) {
+			if want[r.Procedure] == r.Target && r.Principal == run.GetStartedBy() {
+				delete(want, r.Procedure)
+			}
+		}
+		if len(want) > 0 {
+			return fmt.Errorf("missing %v", want)
+		}
+		return nil
+	})
 	list, err := b.agentsClient(b.owner).ListRuns(t.Context(), connect.NewRequest(&agentsv1.ListRunsRequest{AgentName: "fleet"}))
 	if err != nil || len(list.Msg.GetRuns()) != 1 || list.Msg.GetRuns()[0].GetId() != run.GetId() {
 		t.Errorf("list runs: %v %v", list, err)
