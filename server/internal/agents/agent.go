@@ -566,7 +566,7 @@ func checkText(bad func(string, string, ...any), field, s string, limit int) {
 func (a *Agents) checkModel(ctx context.Context, bad func(string, string, ...any), model string) error {
 	switch {
 	case model == "":
-		bad("spec.model", "an agent needs a model: one that `palyra models list` shows")
+		bad("spec.model", "an agent needs a model: one that `palyra compat models` lists")
 		return nil
 	case strings.HasPrefix(model, ModelPrefix):
 		bad("spec.model", "an agent's model cannot be another agent (%q)", model)
@@ -586,7 +586,7 @@ func (a *Agents) checkModel(ctx context.Context, bad func(string, string, ...any
 			shown := ids[:min(len(ids), 10)]
 			known = "they are " + strings.Join(shown, ", ")
 			if len(ids) > len(shown) {
-				known += fmt.Sprintf(" and %d more (palyra models list)", len(ids)-len(shown))
+				known += fmt.Sprintf(" and %d more (palyra compat models)", len(ids)-len(shown))
 			}
 		}
 		bad("spec.model", "the compat API serves no model %q: %s", model, known)

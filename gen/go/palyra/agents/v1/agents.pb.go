@@ -520,9 +520,9 @@ type Tool_NodeId struct {
 }
 
 type Tool_NodeSelector struct {
-	// node_selector is a label selector (labels given or reported; the syntax of
-	// `palyra nodes list --selector`): the nodes matching it and offering the capability.
-	// Empty means any node offering it.
+	// node_selector is a label selector in Kubernetes' syntax, e.g. "env=prod,zone in
+	// (a,b)", over the labels a node reported and those its approver gave it (which win):
+	// the nodes matching it and offering the capability. Empty means any node offering it.
 	NodeSelector string `protobuf:"bytes,4,opt,name=node_selector,json=nodeSelector,proto3,oneof"`
 }
 
@@ -614,7 +614,7 @@ type AgentSpec struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// description says what the agent is for.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// model the agent calls: one the compat API serves (`palyra models list`), never
+	// model the agent calls: one the compat API serves (`palyra compat models`), never
 	// another agent.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	// system_prompt is the agent's instructions, sent first in every model call; at most

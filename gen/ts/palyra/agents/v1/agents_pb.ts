@@ -66,9 +66,9 @@ export type Tool = Message<"palyra.agents.v1.Tool"> & {
     case: "nodeId";
   } | {
     /**
-     * node_selector is a label selector (labels given or reported; the syntax of
-     * `palyra nodes list --selector`): the nodes matching it and offering the capability.
-     * Empty means any node offering it.
+     * node_selector is a label selector in Kubernetes' syntax, e.g. "env=prod,zone in
+     * (a,b)", over the labels a node reported and those its approver gave it (which win):
+     * the nodes matching it and offering the capability. Empty means any node offering it.
      *
      * @generated from field: string node_selector = 4;
      */
@@ -165,7 +165,7 @@ export type AgentSpec = Message<"palyra.agents.v1.AgentSpec"> & {
   description: string;
 
   /**
-   * model the agent calls: one the compat API serves (`palyra models list`), never
+   * model the agent calls: one the compat API serves (`palyra compat models`), never
    * another agent.
    *
    * @generated from field: string model = 3;
