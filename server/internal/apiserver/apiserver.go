@@ -23,6 +23,7 @@ import (
 	"connectrpc.com/validate"
 
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
@@ -49,6 +50,7 @@ type Services struct {
 	Secret      controlplanev1connect.SecretServiceHandler
 	MasterKey   controlplanev1connect.MasterKeyServiceHandler
 	Config      controlplanev1connect.ConfigServiceHandler
+	Approval    agentsv1connect.ApprovalServiceHandler
 	// CompatREST serves the OpenAI REST endpoints under /v1/ (compat.REST).
 	CompatREST http.Handler
 }
@@ -70,6 +72,7 @@ var serviceNames = []string{
 	controlplanev1connect.SecretServiceName,
 	controlplanev1connect.MasterKeyServiceName,
 	controlplanev1connect.ConfigServiceName,
+	agentsv1connect.ApprovalServiceName,
 }
 
 // HandlerOptions configures NewHandler.
@@ -139,6 +142,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(controlplanev1connect.NewSecretServiceHandler(opts.Services.Secret, rpc...))
 	mux.Handle(controlplanev1connect.NewMasterKeyServiceHandler(opts.Services.MasterKey, rpc...))
 	mux.Handle(controlplanev1connect.NewConfigServiceHandler(opts.Services.Config, rpc...))
+	mux.Handle(agentsv1connect.NewApprovalServiceHandler(opts.Services.Approval, rpc...))
 
 	mux.Handle(grpchealth.NewHandler(opts.Health, common...))
 	reflector := grpcreflect.NewStaticReflector(append([]string{

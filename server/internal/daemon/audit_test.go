@@ -19,6 +19,8 @@ import (
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	agentsv1 "github.com/palyra/palyra/gen/go/palyra/agents/v1"
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -721,6 +723,15 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		_, err := configs.RollbackConfig(ctx, req)
 		return err
 	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
+
+	approvals := b.approvalsClient(b.owner)
+	approval := b.pendingApproval(t)
+	check(agentsv1connect.ApprovalServiceDecideApprovalProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: approval, Approve: true, Scope: agentsv1.ApprovalScope_APPROVAL_SCOPE_RUN})
+		withID(req.Header(), rid)
+		_, err := approvals.DecideApproval(ctx, req)
+		return err
+	}, func() string { return "approval:" + approval + " approved scope:run" })
 
 	// The OpenAI-compatible API's calls write their usage, which commits their outbox
 	// row, its target naming the model, the provider and the token counts.

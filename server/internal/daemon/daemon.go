@@ -25,6 +25,7 @@ import (
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/apiserver"
+	"github.com/palyra/palyra/server/internal/approvals"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
@@ -67,9 +68,11 @@ type Daemon struct {
 	health  *apiserver.Health
 	runtime *dispatch.Service
 	pairing *pairing.Service
-	stopBg  context.CancelFunc
-	bg      *sync.WaitGroup
-	serveCh chan error
+	// approvals ends its watches at Stop.
+	approvals *approvals.Service
+	stopBg    context.CancelFunc
+	bg        *sync.WaitGroup
+	serveCh   chan error
 	// compatREST records its answered calls after they are answered (Stop waits).
 	compatREST *compat.REST
 }
@@ -118,6 +121,7 @@ type startup struct {
 	runtime     *dispatch.Service
 	vault       *vault.Vault
 	masterKeys  *masterkey.Service
+	approvals   *approvals.Service
 }
 
 // Start brings palyrad up and returns once the listener accepts connections. When a
@@ -136,7 +140,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.reportReplica,      // this replica and its master keys in the replicas table
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
-		s.buildServices,      // pairing, devices, dispatch, vault, pprof
+		s.buildServices,      // pairing, devices, dispatch, vault, approvals, pprof
 	} {
 		if err := step(); err != nil {
 			s.undo()
@@ -227,7 +231,7 @@ func (s *startup) startNotifications() (err error) {
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
 			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
-			masterkey.Channel, liveconfig.Channel, vault.Channel},
+			masterkey.Channel, liveconfig.Channel, vault.Channel, approvals.Channel},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -366,7 +370,7 @@ func (s *startup) listen() (err error) {
 	return nil
 }
 
-// buildServices builds pairing, devices, dispatch and the vault, starts their background work,
+// buildServices builds pairing, devices, dispatch, the vault and approvals, starts their background work,
 // and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
@@ -426,6 +430,14 @@ func (s *startup) buildServices() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
+	s.approvals, err = approvals.New(approvals.Options{
+		Store: s.db.store, Audit: s.auditLog, Notify: s.listener, Logger: s.log,
+		Timeout: func() time.Duration { return s.live.Config().Agents.ApprovalTimeout },
+	})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.bg.Go(func() { s.approvals.Run(s.bgCtx) })
 	if cfg.Debug.PprofListen != "" {
 		stopPprof, err := listenPprof(cfg.Debug.PprofListen, s.log)
 		if err != nil {
@@ -477,6 +489,7 @@ func (s *startup) serve() *Daemon {
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
+			Approval:    s.approvals.Handler(),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,
@@ -491,7 +504,7 @@ func (s *startup) serve() *Daemon {
 	})
 
 	d := &Daemon{
-		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing,
+		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing, approvals: s.approvals,
 		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST,
 	}
 	go func() { d.serveCh <- s.server.Serve(handler) }()
@@ -533,6 +546,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 			d.health.SetShuttingDown()
 			d.runtime.Shutdown()
 			d.pairing.Shutdown()
+			d.approvals.Shutdown()
 			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 			defer cancel()
 			return d.server.Shutdown(shutdownCtx)

@@ -14,6 +14,7 @@ import (
 // of sqlc/queries (by the name of the file sqlc generates from it).
 var queryOwners = map[string]string{
 	"access.sql.go":    "access",
+	"approvals.sql.go": "approvals",
 	"audit.sql.go":     "audit",
 	"config.sql.go":    "liveconfig",
 	"devices.sql.go":   "devices",
