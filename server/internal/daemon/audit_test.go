@@ -724,6 +724,15 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
 
+	approvals := b.approvalsClient(b.owner)
+	approval := b.pendingApproval(t)
+	check(agentsv1connect.ApprovalServiceDecideApprovalProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: approval, Approve: true, Scope: agentsv1.ApprovalScope_APPROVAL_SCOPE_RUN})
+		withID(req.Header(), rid)
+		_, err := approvals.DecideApproval(ctx, req)
+		return err
+	}, func() string { return "approval:" + approval + " approved scope:run" })
+
 	// The OpenAI-compatible API's calls write their usage, which commits their outbox
 	// row, its target naming the model, the provider and the token counts.
 	if _, err := flags.SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_streaming", Enabled: true})); err != nil {

@@ -20,13 +20,13 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/agents"
 	"github.com/palyra/palyra/server/internal/apiserver"
+	"github.com/palyra/palyra/server/internal/approvals"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
@@ -69,9 +69,11 @@ type Daemon struct {
 	health  *apiserver.Health
 	runtime *dispatch.Service
 	pairing *pairing.Service
-	stopBg  context.CancelFunc
-	bg      *sync.WaitGroup
-	serveCh chan error
+	// approvals ends its watches at Stop.
+	approvals *approvals.Service
+	stopBg    context.CancelFunc
+	bg        *sync.WaitGroup
+	serveCh   chan error
 	// compatREST records its answered calls after they are answered (Stop waits).
 	compatREST *compat.REST
 	// runs are the agents' runs, which this replica ends as it stops.
@@ -126,6 +128,7 @@ type startup struct {
 	compatREST  *compat.REST
 	agents      *agents.Agents
 	runs        *agents.Runs
+	approvals   *approvals.Service
 }
 
 // Start brings palyrad up and returns once the listener accepts connections. When a
@@ -144,7 +147,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.reportReplica,      // this replica and its master keys in the replicas table
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
-		s.buildServices,      // pairing, devices, dispatch, vault, pprof
+		s.buildServices,      // pairing, devices, dispatch, vault, approvals, pprof
 		s.buildAgents,        // the compat API, agents and their runs
 	} {
 		if err := step(); err != nil {
@@ -236,7 +239,7 @@ func (s *startup) startNotifications() (err error) {
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
 			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
-			masterkey.Channel, liveconfig.Channel, vault.Channel, agents.ChannelRuns},
+			masterkey.Channel, liveconfig.Channel, vault.Channel, agents.ChannelRuns, approvals.Channel},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -375,7 +378,7 @@ func (s *startup) listen() (err error) {
 	return nil
 }
 
-// buildServices builds pairing, devices, dispatch and the vault, starts their background work,
+// buildServices builds pairing, devices, dispatch, the vault and approvals, starts their background work,
 // and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
@@ -435,6 +438,14 @@ func (s *startup) buildServices() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
+	s.approvals, err = approvals.New(approvals.Options{
+		Store: s.db.store, Audit: s.auditLog, Notify: s.listener, Logger: s.log,
+		Timeout: func() time.Duration { return s.live.Config().Agents.ApprovalTimeout },
+	})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.bg.Go(func() { s.approvals.Run(s.bgCtx) })
 	if cfg.Debug.PprofListen != "" {
 		stopPprof, err := listenPprof(cfg.Debug.PprofListen, s.log)
 		if err != nil {
@@ -455,10 +466,8 @@ func (s *startup) buildAgents() (err error) {
 		Store: s.db.store})
 	s.compatREST = compat.NewREST(s.compat, s.interceptor, s.cfg.Server.MaxMessageBytes)
 	s.agents = agents.New(agents.Options{Store: s.db.store, Models: s.compat, Nodes: s.runtime, Logger: s.log})
-	// Approvals are not wired yet: the calls of ask tools are refused ("approvals are
-	// not available").
 	s.runs, err = agents.NewRuns(agents.RunsOptions{Store: s.db.store, Agents: s.agents, Models: s.compat, Nodes: s.runtime,
-		Audit: s.auditLog, Notify: s.listener, Replicas: s.masterKeys, ReplicaID: s.cfg.ReplicaID, Logger: s.log})
+		Approvals: s.approvals, Audit: s.auditLog, Notify: s.listener, Replicas: s.masterKeys, ReplicaID: s.cfg.ReplicaID, Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
@@ -505,7 +514,7 @@ func (s *startup) serve() *Daemon {
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
 			Agent:       agents.NewHandler(agentDefs, runs),
-			Approval:    agentsv1connect.UnimplementedApprovalServiceHandler{},
+			Approval:    s.approvals.Handler(),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,
@@ -520,7 +529,7 @@ func (s *startup) serve() *Daemon {
 	})
 
 	d := &Daemon{
-		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing,
+		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing, approvals: s.approvals,
 		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST, runs: runs,
 	}
 	go func() { d.serveCh <- s.server.Serve(handler) }()
@@ -563,6 +572,7 @@ func (d *Daemon) Stop(ctx context.Context) error {
 			d.runtime.Shutdown()
 			d.pairing.Shutdown()
 			d.runs.Shutdown()
+			d.approvals.Shutdown()
 			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 			defer cancel()
 			return d.server.Shutdown(shutdownCtx)

@@ -29,6 +29,7 @@ var queryOwners = map[string]string{
 	"usage.sql.go":      "compat",
 	"agents.sql.go":     "agents",
 	"agent_runs.sql.go": "agents",
+	"approvals.sql.go":  "approvals",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns
