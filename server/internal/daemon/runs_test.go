@@ -19,6 +19,7 @@ import (
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
 	agentsv1 "github.com/palyra/palyra/gen/go/palyra/agents/v1"
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/internal/eventually"
@@ -361,7 +362,7 @@ func TestRunCallsSystemInfoAndAnswersWithTheHostname(t *testing.T) {
 // TestRunRefusesCallsWithoutDispatchingThem covers the calls palyrad refuses and tells
 // the model about, none of which reaches a node: a deny-policy tool, input that the
 // capability's schema refuses, a node the tool does not allow (a prompt-injected
-// node_id), an unknown tool, and an ask tool while approvals are not available.
+// node_id), and an unknown tool.
 func TestRunRefusesCallsWithoutDispatchingThem(t *testing.T) {
 	t.Parallel()
 	b := startRuns(t, func(req map[string]any) modelReply {
@@ -378,8 +379,6 @@ func TestRunRefusesCallsWithoutDispatchingThem(t *testing.T) {
 			return modelReply{calls: []modelCall{{"shell_execute", `{"argv": ["id"], "node_id": "01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8"}`}}}
 		case "unknown":
 			return modelReply{calls: []modelCall{{"format_disk", "{}"}}}
-		case "ask":
-			return modelReply{calls: []modelCall{{"uptime", `{"argv": ["uptime"]}`}}}
 		}
 		return modelReply{text: "?"}
 	})
@@ -388,7 +387,6 @@ func TestRunRefusesCallsWithoutDispatchingThem(t *testing.T) {
 	b.createAgent(t, "careful", nil,
 		&agentsv1.Tool{Capability: "system.info", Policy: agentsv1.ToolPolicy_TOOL_POLICY_DENY},
 		&agentsv1.Tool{Capability: "shell.execute", Target: &agentsv1.Tool_NodeSelector{NodeSelector: "region=eu-west"}},
-		&agentsv1.Tool{Name: "uptime", Capability: "shell.execute", Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK},
 	)
 	for prompt, want := range map[string]struct {
 		outcome agentsv1.ToolCallOutcome
@@ -398,7 +396,6 @@ func TestRunRefusesCallsWithoutDispatchingThem(t *testing.T) {
 		"schema":     {agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_REFUSED, "capability shell.execute"},
 		"other-node": {agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_REFUSED, "may not run on node 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8"},
 		"unknown":    {agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_REFUSED, `there is no tool \"format_disk\"`},
-		"ask":        {agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_REFUSED, "approvals are not available"},
 	} {
 		run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "careful", prompt))
 		if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), want.told) {
@@ -702,4 +699,76 @@ func TestAgentModelThroughTheOpenAISDK(t *testing.T) {
 	_, err = chatOnly.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "agent:fleet",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Which host?")}})
 	apiError(t, "agent model without agents.run", err, http.StatusForbidden, "insufficient_permissions", "")
+}
+
+// TestAskToolWaitsForAHumansDecision runs a tool whose policy is ask: the run waits,
+// its pending approval streams with the exact input, nothing reaches the node until an
+// admin approves it; then the call runs. A denial is told to the model with its reason,
+// and the node never sees that call.
+func TestAskToolWaitsForAHumansDecision(t *testing.T) {
+	t.Parallel()
+	b := startRuns(t, toolThenAnswer("shell_execute", `{"argv": ["uptime"]}`))
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	b.createAgent(t, "asker", nil, &agentsv1.Tool{Capability: "shell.execute", Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK})
+	approvals := agentsv1connect.NewApprovalServiceClient(b.h2, b.baseURL)
+
+	pending := func(events <-chan *agentsv1.RunResponse) *agentsv1.Approval {
+		t.Helper()
+		for ev := range events {
+			if a := ev.GetApprovalPending(); a != nil {
+				return a
+			}
+			if ev.GetFinished() != nil {
+				t.Fatalf("the run finished without asking: %v", ev)
+			}
+		}
+		t.Fatal("the run's stream ended")
+		return nil
+	}
+	events := runEvents(t, b.testDaemon, b.owner, "asker", "how long has it been up?")
+	a := pending(events)
+	if a.GetTool() != "shell_execute" || a.GetNodeId() != dev.deviceID || !jsonEqual(a.GetInputJson(), `{"argv":["uptime"]}`) ||
+		a.GetState() != agentsv1.ApprovalState_APPROVAL_STATE_PENDING || a.GetAgentName() != "asker" {
+		t.Fatalf("approval: %v", a)
+	}
+	run, _ := getRun(t, b.testDaemon, a.GetRunId())
+	if run.GetState() != agentsv1.RunState_RUN_STATE_WAITING_APPROVAL {
+		t.Errorf("run while waiting: %v", run.GetState())
+	}
+	if n := dispatchCount(t, b.testDaemon, dev.deviceID); n != 0 {
+		t.Fatalf("%d dispatches before the approval", n)
+	}
+	if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Approve: true})); err != nil {
+		t.Fatal(err)
+	}
+	d := answerDispatch(t, node, `{"stdout":"up 3 days"}`)
+	if !jsonEqual(d.GetInputJson(), `{"argv":["uptime"]}`) {
+		t.Errorf("dispatched input %s", d.GetInputJson())
+	}
+	run, _ = finished(t, events)
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "up 3 days") {
+		t.Errorf("approved run: %v", run)
+	}
+	_, steps := getRun(t, b.testDaemon, run.GetId())
+	if calls := toolSteps(steps); len(calls) != 1 || calls[0].GetApprovalId() != a.GetId() || calls[0].GetDispatchId() != d.GetDispatchId() {
+		t.Errorf("tool calls: %v", calls)
+	}
+
+	events = runEvents(t, b.testDaemon, b.owner, "asker", "and now?")
+	a = pending(events)
+	if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Reason: "not during the freeze"})); err != nil {
+		t.Fatal(err)
+	}
+	run, _ = finished(t, events)
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "not during the freeze") {
+		t.Errorf("denied run: %v", run)
+	}
+	_, steps = getRun(t, b.testDaemon, run.GetId())
+	if calls := toolSteps(steps); len(calls) != 1 || calls[0].GetOutcome() != agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_DENIED || calls[0].GetDispatchId() != "" {
+		t.Errorf("denied tool calls: %v", calls)
+	}
+	if n := dispatchCount(t, b.testDaemon, dev.deviceID); n != 1 {
+		t.Errorf("%d dispatches, want only the approved one", n)
+	}
 }
