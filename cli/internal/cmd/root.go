@@ -22,6 +22,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/node"
 	"github.com/palyra/palyra/cli/internal/cmd/nodes"
 	"github.com/palyra/palyra/cli/internal/cmd/pairing"
+	"github.com/palyra/palyra/cli/internal/cmd/runs"
 	"github.com/palyra/palyra/cli/internal/cmd/secrets"
 	"github.com/palyra/palyra/cli/internal/cmd/status"
 	"github.com/palyra/palyra/cli/internal/cmd/version"
@@ -104,6 +105,7 @@ manages.`,
 		node.NewCommand(d),
 		nodes.NewCommand(d),
 		pairing.NewCommand(d),
+		runs.NewCommand(d),
 		secrets.NewCommand(d),
 		status.NewCommand(d),
 		version.NewCommand(d),
