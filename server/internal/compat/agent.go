@@ -138,26 +138,7 @@ func (p *agentProvider) Chat(ctx context.Context, req *ChatRequest, model string
 	}
 	usage := a.Usage
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
-	type message struct {
-		Role    string  `json:"role"`
-		Content string  `json:"content"`
-		Refusal *string `json:"refusal"`
-	}
-	type choice struct {
-		Index        int             `json:"index"`
-		Message      message         `json:"message"`
-		Logprobs     json.RawMessage `json:"logprobs"`
-		FinishReason string          `json:"finish_reason"`
-	}
-	body, err := json.Marshal(struct {
-		ID      string   `json:"id"`
-		Object  string   `json:"object"`
-		Created int64    `json:"created"`
-		Model   string   `json:"model"`
-		Choices []choice `json:"choices"`
-		Usage   *Usage   `json:"usage"`
-	}{"chatcmpl-" + a.RunID, "chat.completion", p.now().Unix(), model,
-		[]choice{{Message: message{Role: "assistant", Content: a.Text}, Logprobs: json.RawMessage("null"), FinishReason: "stop"}}, &usage})
+	body, err := completionBody("chatcmpl-"+a.RunID, p.now().Unix(), model, a.Text, &usage)
 	if err != nil {
 		return nil, err
 	}
