@@ -158,7 +158,8 @@ var (
 	errStopped   = errors.New("palyrad stopped")
 )
 
-// Run serves cancellations and reaps the runs of dead replicas until ctx is done; then
+// Run serves cancellations and, every ReapEvery, reaps the runs of dead replicas until
+// ctx is done; then
 // it ends this replica's runs (failed: the replica stopped mid-run) and returns once
 // their loops did.
 func (r *Runs) Run(ctx context.Context) {
@@ -172,7 +173,6 @@ func (r *Runs) Run(ctx context.Context) {
 		defer r.sub.Close()
 		events = r.sub.Events()
 	}
-	r.reap(ctx)
 	for {
 		select {
 		case <-ctx.Done():
