@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
@@ -85,6 +86,9 @@ type Client struct {
 	Config controlplanev1connect.ConfigServiceClient
 	// Sessions is the SessionService client: console sessions and their hand-off codes.
 	Sessions controlplanev1connect.SessionServiceClient
+	// Approvals is the ApprovalService client: the tool calls of agents that wait for a
+	// human.
+	Approvals agentsv1connect.ApprovalServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -131,6 +135,7 @@ func New(opts Options) (*Client, error) {
 		Compat:    compatv1connect.NewCompatServiceClient(hc, base, copts...),
 		Config:    controlplanev1connect.NewConfigServiceClient(hc, base, copts...),
 		Sessions:  controlplanev1connect.NewSessionServiceClient(hc, base, copts...),
+		Approvals: agentsv1connect.NewApprovalServiceClient(hc, base, copts...),
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/palyra/palyra/cli/internal/cmd/approvals"
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/compat"
@@ -91,6 +92,7 @@ manages.`,
 	root.SetErr(d.Stderr)
 	d.BindGlobalFlags(root.PersistentFlags())
 	root.AddCommand(
+		approvals.NewCommand(d),
 		auth.NewCommand(d),
 		audit.NewCommand(d),
 		compat.NewCommand(d),
