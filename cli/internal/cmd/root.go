@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/palyra/palyra/cli/internal/cmd/agents"
+	"github.com/palyra/palyra/cli/internal/cmd/approvals"
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/compat"
@@ -94,6 +95,7 @@ manages.`,
 	d.BindGlobalFlags(root.PersistentFlags())
 	root.AddCommand(
 		agents.NewCommand(d),
+		approvals.NewCommand(d),
 		auth.NewCommand(d),
 		audit.NewCommand(d),
 		compat.NewCommand(d),
