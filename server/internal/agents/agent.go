@@ -100,7 +100,7 @@ type Models interface {
 // a capability, and one node.
 type Nodes interface {
 	NodesOffering(ctx context.Context, capability string) ([]dispatch.Node, error)
-	GetNode(ctx context.Context, id string) (dispatch.Node, error)
+	NodeByID(ctx context.Context, id string) (dispatch.Node, error)
 }
 
 // Options are the dependencies of Agents.
@@ -216,7 +216,7 @@ func (a *Agents) Create(ctx context.Context, spec *agentsv1.AgentSpec, by string
 	if err != nil {
 		return Agent{}, nil, err
 	}
-	audit.SetTarget(ctx, "agent:"+spec.GetName()) // before the insert, which writes the call's audit outbox row
+	audit.SetTarget(ctx, "agent:"+spec.GetName()+" revision:1") // before the insert, which writes the call's audit outbox row
 	row, err := toRow(spec)
 	if err != nil {
 		return Agent{}, nil, fmt.Errorf("agents: create: %w", err)
@@ -461,7 +461,7 @@ func (a *Agents) toolWarning(ctx context.Context, t *agentsv1.Tool) (string, err
 		if i >= 0 && nodes[i].Presence == dispatch.PresenceOnline {
 			return "", nil
 		}
-		n, err := a.nodes.GetNode(ctx, target.NodeId)
+		n, err := a.nodes.NodeByID(ctx, target.NodeId)
 		if err != nil {
 			if errdefs.KindOf(err) == errdefs.NotFound {
 				return fmt.Sprintf("tool %s: node %s does not exist", t.GetName(), target.NodeId), nil
@@ -648,7 +648,7 @@ func (a *Agents) checkNode(ctx context.Context, bad func(string, string, ...any)
 		bad(field, "%q is not a node id (a ULID)", id)
 		return
 	}
-	if _, err := a.nodes.GetNode(ctx, id); err != nil {
+	if _, err := a.nodes.NodeByID(ctx, id); err != nil {
 		if errdefs.KindOf(err) == errdefs.NotFound {
 			bad(field, "there is no node %s", id)
 			return

@@ -49,7 +49,7 @@ func (l nodeList) NodesOffering(_ context.Context, capability string) ([]dispatc
 	return out, nil
 }
 
-func (l nodeList) GetNode(_ context.Context, id string) (dispatch.Node, error) {
+func (l nodeList) NodeByID(_ context.Context, id string) (dispatch.Node, error) {
 	for _, n := range l {
 		if n.ID == id {
 			return n, nil

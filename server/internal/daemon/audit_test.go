@@ -783,7 +783,7 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		withID(req.Header(), rid)
 		_, err := agentsClient.CreateAgent(ctx, req)
 		return err
-	}, func() string { return "agent:outbox" })
+	}, func() string { return "agent:outbox revision:1" })
 	check(agentsv1connect.AgentServiceUpdateAgentProcedure, func(rid string) error {
 		req := connect.NewRequest(&agentsv1.UpdateAgentRequest{Agent: &agentsv1.UpdateAgentRequest_Name{Name: "outbox"},
 			Spec: agentSpec, ExpectedRevision: new(int64(1))})

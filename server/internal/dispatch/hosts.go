@@ -27,6 +27,13 @@ func (s *Service) NodesOffering(ctx context.Context, name string) ([]Node, error
 	}
 }
 
+// NodeByID returns a node with its presence now; a node that does not exist is NotFound.
+// (GetNode under a name of its own: other packages do not call methods named as
+// dispatch's queries.)
+func (s *Service) NodeByID(ctx context.Context, id string) (Node, error) {
+	return s.GetNode(ctx, id)
+}
+
 // PresenceOf returns a node's presence now; a node that does not exist is NotFound.
 func (s *Service) PresenceOf(ctx context.Context, id string) (Presence, error) {
 	n, err := s.GetNode(ctx, id)
