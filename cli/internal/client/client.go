@@ -88,6 +88,9 @@ type Client struct {
 	Sessions controlplanev1connect.SessionServiceClient
 	// Agents is the AgentService client: agents and their runs.
 	Agents agentsv1connect.AgentServiceClient
+	// Approvals is the ApprovalService client: the tool calls of agents that wait for a
+	// human.
+	Approvals agentsv1connect.ApprovalServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -135,6 +138,7 @@ func New(opts Options) (*Client, error) {
 		Config:    controlplanev1connect.NewConfigServiceClient(hc, base, copts...),
 		Sessions:  controlplanev1connect.NewSessionServiceClient(hc, base, copts...),
 		Agents:    agentsv1connect.NewAgentServiceClient(hc, base, copts...),
+		Approvals: agentsv1connect.NewApprovalServiceClient(hc, base, copts...),
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/palyra/palyra/cli/internal/cmd/agents"
+	"github.com/palyra/palyra/cli/internal/cmd/approvals"
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
 	"github.com/palyra/palyra/cli/internal/cmd/compat"
@@ -22,6 +23,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/node"
 	"github.com/palyra/palyra/cli/internal/cmd/nodes"
 	"github.com/palyra/palyra/cli/internal/cmd/pairing"
+	"github.com/palyra/palyra/cli/internal/cmd/runs"
 	"github.com/palyra/palyra/cli/internal/cmd/secrets"
 	"github.com/palyra/palyra/cli/internal/cmd/status"
 	"github.com/palyra/palyra/cli/internal/cmd/version"
@@ -93,6 +95,7 @@ manages.`,
 	d.BindGlobalFlags(root.PersistentFlags())
 	root.AddCommand(
 		agents.NewCommand(d),
+		approvals.NewCommand(d),
 		auth.NewCommand(d),
 		audit.NewCommand(d),
 		compat.NewCommand(d),
@@ -104,6 +107,7 @@ manages.`,
 		node.NewCommand(d),
 		nodes.NewCommand(d),
 		pairing.NewCommand(d),
+		runs.NewCommand(d),
 		secrets.NewCommand(d),
 		status.NewCommand(d),
 		version.NewCommand(d),

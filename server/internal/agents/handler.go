@@ -12,16 +12,16 @@ import (
 	"github.com/palyra/palyra/server/internal/access"
 )
 
-// Handler serves AgentService. The run RPCs are not served yet (Unimplemented).
+// Handler serves AgentService: the agents here, their runs in RunHandler.
 type Handler struct {
-	agentsv1connect.UnimplementedAgentServiceHandler
+	*RunHandler
 	a *Agents
 }
 
 var _ agentsv1connect.AgentServiceHandler = (*Handler)(nil)
 
-// NewHandler returns the AgentService handler of a.
-func NewHandler(a *Agents) *Handler { return &Handler{a: a} }
+// NewHandler returns the AgentService handler of a and r.
+func NewHandler(a *Agents, r *Runs) *Handler { return &Handler{RunHandler: NewRunHandler(r), a: a} }
 
 // CreateAgent stores a new agent.
 func (h *Handler) CreateAgent(ctx context.Context, req *connect.Request[agentsv1.CreateAgentRequest]) (*connect.Response[agentsv1.CreateAgentResponse], error) {

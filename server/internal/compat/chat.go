@@ -255,6 +255,8 @@ type route struct {
 	model string
 	// node is the id of the node that serves the call; "" for other providers.
 	node string
+	// agent is true for an agent's model, whose run records its model calls' usage.
+	agent bool
 }
 
 // route finds the provider of model: palyra-echo when compat.models lists it, else the
@@ -262,6 +264,9 @@ type route struct {
 // serves it under capability (llmChat or llmEmbed: nodeRoute). A model compat.models
 // lists that no one serves is Unavailable.
 func (h *Handler) route(ctx context.Context, model, capability string) (route, error) {
+	if isAgentModel(model) && capability == llmChat {
+		return h.agentRoute(ctx, model)
+	}
 	c := h.opts.Config()
 	listed := false
 	for _, id := range c.Compat.Models {
@@ -318,6 +323,12 @@ func (h *Handler) start(ctx context.Context, req *ChatRequest, stream bool) (rou
 	case !req.Stream && stream:
 		return route{}, invalid("stream", "this call streams: set stream to true")
 	}
+	return h.prepare(ctx, req)
+}
+
+// prepare checks the caller's daily token budget and routes req; the call's audit
+// target names the model from then on, and its provider once routed.
+func (h *Handler) prepare(ctx context.Context, req *ChatRequest) (route, error) {
 	target(ctx, route{}, req.Model, nil)
 	if err := h.checkBudget(ctx); err != nil {
 		return route{}, err
@@ -337,6 +348,11 @@ func (h *Handler) complete(ctx context.Context, req *ChatRequest) (*Completion, 
 	if err != nil {
 		return nil, err
 	}
+	return h.completeOn(ctx, r, req)
+}
+
+// completeOn answers req on the route r and records its usage.
+func (h *Handler) completeOn(ctx context.Context, r route, req *ChatRequest) (*Completion, error) {
 	c, err := r.provider.Chat(ctx, req, r.model)
 	if err != nil {
 		return nil, err
@@ -344,6 +360,40 @@ func (h *Handler) complete(ctx context.Context, req *ChatRequest) (*Completion, 
 	target(ctx, r, req.Model, c.Usage)
 	h.record(ctx, r, req.Model, c.Usage)
 	return c, nil
+}
+
+// Call answers a chat completion made inside palyrad (an agent's model call) as the
+// API answers a client's, but for the feature flags, which govern the API: the same
+// providers, the daily token budget of ctx's principal checked first, and the usage
+// recorded against it. A streamed req (Stream) passes every chunk, the usage chunk
+// too, to emit, and returns a completion without a body, with the usage the provider
+// reported.
+func (h *Handler) Call(ctx context.Context, req *ChatRequest, emit func(chunk []byte) error) (*Completion, error) {
+	if isAgentModel(req.Model) {
+		return nil, invalid("model", "an agent's model cannot be another agent (%s)", quote(req.Model))
+	}
+	r, err := h.prepare(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if !req.Stream {
+		return h.completeOn(ctx, r, req)
+	}
+	req.IncludeUsage = true
+	var usage *Usage
+	_, err = h.streamOn(ctx, r, req, func(chunk []byte) error {
+		var head struct {
+			Usage *Usage `json:"usage"`
+		}
+		if json.Unmarshal(chunk, &head) == nil && head.Usage != nil {
+			usage = head.Usage
+		}
+		return emit(chunk)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Completion{Usage: usage}, nil
 }
 
 // stream answers a chat completion chunk by chunk, for both surfaces: emit gets each
@@ -356,6 +406,11 @@ func (h *Handler) stream(ctx context.Context, req *ChatRequest, emit func([]byte
 	if err != nil {
 		return false, err
 	}
+	return h.streamOn(ctx, r, req, emit)
+}
+
+// streamOn is stream on the route r.
+func (h *Handler) streamOn(ctx context.Context, r route, req *ChatRequest, emit func([]byte) error) (started bool, err error) {
 	s, err := r.provider.StreamChat(ctx, req, r.model)
 	if err != nil {
 		return false, err

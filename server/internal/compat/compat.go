@@ -78,6 +78,8 @@ type Options struct {
 type Handler struct {
 	opts Options
 	log  *slog.Logger
+	// agents serves the agents' models (SetAgents); nil serves none.
+	agents Agents
 }
 
 var _ compatv1connect.CompatServiceHandler = (*Handler)(nil)

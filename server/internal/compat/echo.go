@@ -39,7 +39,15 @@ func (e echo) answer(req *ChatRequest) ([]string, *Usage) {
 // Chat implements Provider.
 func (e echo) Chat(_ context.Context, req *ChatRequest, model string) (*Completion, error) {
 	words, usage := e.answer(req)
-	text := strings.Join(words, "")
+	body, err := completionBody("chatcmpl-"+ulid.Make().String(), e.now().Unix(), model, strings.Join(words, ""), usage)
+	if err != nil {
+		return nil, err
+	}
+	return &Completion{Body: body, Usage: usage}, nil
+}
+
+// completionBody is a chat.completion object answering text.
+func completionBody(id string, created int64, model, text string, usage *Usage) ([]byte, error) {
 	type message struct {
 		Role    string  `json:"role"`
 		Content string  `json:"content"`
@@ -51,19 +59,15 @@ func (e echo) Chat(_ context.Context, req *ChatRequest, model string) (*Completi
 		Logprobs     json.RawMessage `json:"logprobs"`
 		FinishReason string          `json:"finish_reason"`
 	}
-	body, err := json.Marshal(struct {
+	return json.Marshal(struct {
 		ID      string   `json:"id"`
 		Object  string   `json:"object"`
 		Created int64    `json:"created"`
 		Model   string   `json:"model"`
 		Choices []choice `json:"choices"`
 		Usage   *Usage   `json:"usage"`
-	}{"chatcmpl-" + ulid.Make().String(), "chat.completion", e.now().Unix(), model,
+	}{id, "chat.completion", created, model,
 		[]choice{{Message: message{Role: "assistant", Content: text}, Logprobs: json.RawMessage("null"), FinishReason: "stop"}}, usage})
-	if err != nil {
-		return nil, err
-	}
-	return &Completion{Body: body, Usage: usage}, nil
 }
 
 // StreamChat implements Provider: a first chunk with the role, one chunk per word, a

@@ -499,7 +499,7 @@ func (h *Handler) ModelIDs(ctx context.Context) ([]string, error) {
 }
 
 // allModels lists the configured models (models), then those only online nodes serve,
-// owned by NodeOwner.
+// owned by NodeOwner, then the agents' (agent.go), owned by AgentOwner.
 func (h *Handler) allModels(ctx context.Context) ([]*compatv1.Model, error) {
 	out := models(h.opts.Config())
 	ids, err := h.nodeModels(ctx)
@@ -511,5 +511,9 @@ func (h *Handler) allModels(ctx context.Context) ([]*compatv1.Model, error) {
 			out = append(out, &compatv1.Model{Id: id, OwnedBy: NodeOwner})
 		}
 	}
-	return out, nil
+	agents, err := h.agentModels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return withAgents(out, agents), nil
 }

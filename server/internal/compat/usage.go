@@ -74,7 +74,7 @@ func (h *Handler) checkBudget(ctx context.Context) error {
 // out already.
 func (h *Handler) record(ctx context.Context, r route, model string, u *Usage) {
 	p, ok := access.PrincipalFrom(ctx)
-	if u == nil || !ok || p == nil || h.opts.Store == nil {
+	if u == nil || !ok || p == nil || h.opts.Store == nil || r.agent {
 		return
 	}
 	write := func() {

@@ -45,6 +45,8 @@ type Config struct {
 	Tokens Tokens
 	// Debug configures diagnostics that are off by default.
 	Debug Debug
+	// Agents configures agents and the approvals of their tool calls.
+	Agents Agents
 	// PublicURL is the URL nodes reach the daemon at, put in QR pairing URIs; empty means
 	// https:// and the listen address (the host name when it listens on all addresses).
 	PublicURL string
@@ -105,6 +107,13 @@ type Nodes struct {
 type Tokens struct {
 	// DefaultRateLimit is the calls a minute of a token created without a limit.
 	DefaultRateLimit int
+}
+
+// Agents configures agents and the approvals of their tool calls.
+type Agents struct {
+	// ApprovalTimeout is how long a tool call of an ask tool waits for a human's
+	// decision before it is denied as expired.
+	ApprovalTimeout time.Duration
 }
 
 // Debug configures diagnostics that are off by default.

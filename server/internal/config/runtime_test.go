@@ -103,7 +103,7 @@ func TestSettingsDescribeThemselves(t *testing.T) {
 	}
 	want := []string{"pairing.pin_digits", "pairing.request_ttl", "nodes.heartbeat_interval", "tokens.default_rate_limit", "log.level", "compat.models",
 		"compat.providers.<name>.base_url", "compat.providers.<name>.api_key", "compat.providers.<name>.models", "compat.providers.<name>.timeout",
-		"compat.node_selector"}
+		"compat.node_selector", "agents.approval_timeout"}
 	if !slices.Equal(runtime, want) {
 		t.Errorf("runtime settings %v, want %v", runtime, want)
 	}

@@ -478,6 +478,17 @@ var settings = []setting{
 		show: func(c *Config) string { return c.Compat.NodeSelector.String() },
 	},
 	{
+		key:     "agents.approval_timeout",
+		runtime: true,
+		kind:    "duration",
+		usage:   "how long a tool call of an agent's ask tool waits for a human's approval before it is denied as expired (10s-24h)",
+		set: func(c *Config, v string) (err error) {
+			c.Agents.ApprovalTimeout, err = parseDuration(v, 10*time.Second, 24*time.Hour)
+			return err
+		},
+		show: func(c *Config) string { return c.Agents.ApprovalTimeout.String() },
+	},
+	{
 		key:    "master_key",
 		kind:   "base64",
 		usage:  "master keys (32 bytes each, base64, separated by commas, the primary first) that seal the CA key; default: <data_dir>/master.key, created on first start. Environment only",
@@ -518,6 +529,7 @@ func defaults(getenv func(string) string) Config {
 		Pairing:     Pairing{PINDigits: 8, RequestTTL: 15 * time.Minute},
 		Nodes:       Nodes{HeartbeatInterval: 15 * time.Second},
 		Tokens:      Tokens{DefaultRateLimit: 120},
+		Agents:      Agents{ApprovalTimeout: 10 * time.Minute},
 		RequireMTLS: true,
 		Server: Server{
 			ReadHeaderTimeout:    10 * time.Second,

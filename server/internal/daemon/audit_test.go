@@ -724,6 +724,15 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
 
+	approvals := b.approvalsClient(b.owner)
+	approval := b.pendingApproval(t)
+	check(agentsv1connect.ApprovalServiceDecideApprovalProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: approval, Approve: true, Scope: agentsv1.ApprovalScope_APPROVAL_SCOPE_RUN})
+		withID(req.Header(), rid)
+		_, err := approvals.DecideApproval(ctx, req)
+		return err
+	}, func() string { return "approval:" + approval + " approved scope:run" })
+
 	// The OpenAI-compatible API's calls write their usage, which commits their outbox
 	// row, its target naming the model, the provider and the token counts.
 	if _, err := flags.SetFlag(ctx, connect.NewRequest(&accessv1.SetFlagRequest{Key: "compat_streaming", Enabled: true})); err != nil {
@@ -788,16 +797,41 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		_, err := agentsClient.SetDefaultAgent(ctx, req)
 		return err
 	}, func() string { return "agent:outbox default" })
+	var runID string
+	check(agentsv1connect.AgentServiceRunProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.RunRequest{Agent: &agentsv1.RunRequest_Name{Name: "outbox"}, Prompt: "outbox run"})
+		withID(req.Header(), rid)
+		stream, err := agentsClient.Run(ctx, req)
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			if s := stream.Msg().GetStarted(); s != nil {
+				runID = s.GetId()
+			}
+		}
+		return stream.Err()
+	}, func() string { return "run:" + runID + " agent:outbox" })
+	// A run of this replica whose loop is not running (none is, so the reaper leaves it).
+	const waitingRun = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7DB"
+	b.sql(t, `insert into agent_runs (id, agent_id, agent_name, agent_revision, agent, input, started_by, replica_id, created_at, deadline)
+		values ('`+waitingRun+`', '01JD5ZJ8Q0W1X2Y3Z4A5B6C7DA', 'outbox', 1, '{"name":"outbox","model":"palyra-echo"}', '[]', 'token:x', '`+b.cfg.ReplicaID+`', now(), now() + interval '1 hour')`)
+	check(agentsv1connect.AgentServiceCancelRunProcedure, func(rid string) error {
+		req := connect.NewRequest(&agentsv1.CancelRunRequest{Id: waitingRun, Reason: "outbox"})
+		withID(req.Header(), rid)
+		_, err := agentsClient.CancelRun(ctx, req)
+		return err
+	}, func() string { return "run:" + waitingRun })
 	check(agentsv1connect.AgentServiceDeleteAgentProcedure, func(rid string) error {
 		req := connect.NewRequest(&agentsv1.DeleteAgentRequest{Agent: &agentsv1.DeleteAgentRequest_Name{Name: "outbox"}})
 		withID(req.Header(), rid)
 		_, err := agentsClient.DeleteAgent(ctx, req)
 		return err
 	}, func() string { return "agent:outbox revision:2" })
-	// Not served yet (issue 15: the run loop and the approvals come in their own changes,
-	// which call them here).
-	notServed := map[string]bool{agentsv1connect.AgentServiceRunProcedure: true, agentsv1connect.AgentServiceCancelRunProcedure: true,
-		agentsv1connect.ApprovalServiceDecideApprovalProcedure: true}
+	// Not served yet (issue 15: the approvals come in their own change, which calls them
+	// here).
+	notServed := map[string]bool{agentsv1connect.ApprovalServiceDecideApprovalProcedure: true}
 
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {

@@ -20,13 +20,13 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/buildinfo"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/agents"
 	"github.com/palyra/palyra/server/internal/apiserver"
+	"github.com/palyra/palyra/server/internal/approvals"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
@@ -69,11 +69,15 @@ type Daemon struct {
 	health  *apiserver.Health
 	runtime *dispatch.Service
 	pairing *pairing.Service
-	stopBg  context.CancelFunc
-	bg      *sync.WaitGroup
-	serveCh chan error
+	// approvals ends its watches at Stop.
+	approvals *approvals.Service
+	stopBg    context.CancelFunc
+	bg        *sync.WaitGroup
+	serveCh   chan error
 	// compatREST records its answered calls after they are answered (Stop waits).
 	compatREST *compat.REST
+	// runs are the agents' runs, which this replica ends as it stops.
+	runs *agents.Runs
 }
 
 // FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
@@ -120,6 +124,11 @@ type startup struct {
 	runtime     *dispatch.Service
 	vault       *vault.Vault
 	masterKeys  *masterkey.Service
+	compat      *compat.Handler
+	compatREST  *compat.REST
+	agents      *agents.Agents
+	runs        *agents.Runs
+	approvals   *approvals.Service
 }
 
 // Start brings palyrad up and returns once the listener accepts connections. When a
@@ -138,7 +147,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.reportReplica,      // this replica and its master keys in the replicas table
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
-		s.buildServices,      // pairing, devices, dispatch, vault, pprof
+		s.buildServices,      // pairing, devices, dispatch, vault, approvals, pprof
+		s.buildAgents,        // the compat API, agents and their runs
 	} {
 		if err := step(); err != nil {
 			s.undo()
@@ -229,7 +239,7 @@ func (s *startup) startNotifications() (err error) {
 		Config: s.db.store.Pool().Config().ConnConfig,
 		Channels: []string{revocation.Channel, pairing.Channel,
 			dispatch.ChannelDispatch, dispatch.ChannelOutput, dispatch.ChannelSessions, access.TokensChannel,
-			masterkey.Channel, liveconfig.Channel, vault.Channel},
+			masterkey.Channel, liveconfig.Channel, vault.Channel, agents.ChannelRuns, approvals.Channel},
 		Logger: s.log,
 	})
 	s.bg.Go(func() { s.listener.Run(s.bgCtx) })
@@ -368,7 +378,7 @@ func (s *startup) listen() (err error) {
 	return nil
 }
 
-// buildServices builds pairing, devices, dispatch and the vault, starts their background work,
+// buildServices builds pairing, devices, dispatch, the vault and approvals, starts their background work,
 // and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
@@ -428,6 +438,14 @@ func (s *startup) buildServices() (err error) {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
+	s.approvals, err = approvals.New(approvals.Options{
+		Store: s.db.store, Audit: s.auditLog, Notify: s.listener, Logger: s.log,
+		Timeout: func() time.Duration { return s.live.Config().Agents.ApprovalTimeout },
+	})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.bg.Go(func() { s.approvals.Run(s.bgCtx) })
 	if cfg.Debug.PprofListen != "" {
 		stopPprof, err := listenPprof(cfg.Debug.PprofListen, s.log)
 		if err != nil {
@@ -441,13 +459,28 @@ func (s *startup) buildServices() (err error) {
 	return nil
 }
 
+// buildAgents builds the compat API's handler, the agents and their runs, which call
+// the compat API, and starts the runs' background work.
+func (s *startup) buildAgents() (err error) {
+	s.compat = compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
+		Store: s.db.store})
+	s.compatREST = compat.NewREST(s.compat, s.interceptor, s.cfg.Server.MaxMessageBytes)
+	s.agents = agents.New(agents.Options{Store: s.db.store, Models: s.compat, Nodes: s.runtime, Logger: s.log})
+	s.runs, err = agents.NewRuns(agents.RunsOptions{Store: s.db.store, Agents: s.agents, Models: s.compat, Nodes: s.runtime,
+		Approvals: s.approvals, Audit: s.auditLog, Notify: s.listener, Replicas: s.masterKeys, ReplicaID: s.cfg.ReplicaID, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.compat.SetAgents(s.runs)
+	s.bg.Go(func() { s.runs.Run(s.bgCtx) })
+	return nil
+}
+
 // serve mounts every service on the listener and starts serving; it cannot fail.
 func (s *startup) serve() *Daemon {
 	cfg := s.cfg
-	compatHandler := compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
-		Store: s.db.store})
-	compatREST := compat.NewREST(compatHandler, s.interceptor, cfg.Server.MaxMessageBytes)
-	agentDefs := agents.New(agents.Options{Store: s.db.store, Models: compatHandler, Nodes: s.runtime, Logger: s.log})
+	compatHandler, compatREST, runs := s.compat, s.compatREST, s.runs
+	agentDefs := s.agents
 	handler := apiserver.NewHandler(apiserver.HandlerOptions{
 		Services: apiserver.Services{
 			Status: status.NewHandler(status.Options{
@@ -480,8 +513,8 @@ func (s *startup) serve() *Daemon {
 			Config:      s.live.Handler(),
 			Secret:      vault.NewHandler(s.vault),
 			MasterKey:   s.masterKeys.Handler(),
-			Agent:       agents.NewHandler(agentDefs),
-			Approval:    agentsv1connect.UnimplementedApprovalServiceHandler{},
+			Agent:       agents.NewHandler(agentDefs, runs),
+			Approval:    s.approvals.Handler(),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,
@@ -496,8 +529,8 @@ func (s *startup) serve() *Daemon {
 	})
 
 	d := &Daemon{
-		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing,
-		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST,
+		cfg: cfg, log: s.log, db: s.db, server: s.server, health: s.health, runtime: s.runtime, pairing: s.pairing, approvals: s.approvals,
+		stopBg: s.stopBg, bg: &s.bg, serveCh: make(chan error, 1), compatREST: compatREST, runs: runs,
 	}
 	go func() { d.serveCh <- s.server.Serve(handler) }()
 
@@ -538,6 +571,8 @@ func (d *Daemon) Stop(ctx context.Context) error {
 			d.health.SetShuttingDown()
 			d.runtime.Shutdown()
 			d.pairing.Shutdown()
+			d.runs.Shutdown()
+			d.approvals.Shutdown()
 			shutdownCtx, cancel := context.WithTimeout(ctx, d.cfg.Server.ShutdownTimeout)
 			defer cancel()
 			return d.server.Shutdown(shutdownCtx)

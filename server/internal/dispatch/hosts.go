@@ -73,3 +73,13 @@ func (s *Service) Abandon(ctx context.Context, id, reason string) (Dispatch, err
 	s.metrics.ended(StateCancelled, "abandoned")
 	return d, nil
 }
+
+// CheckInput refuses, as Create would, a dispatch of capability on a node that does not
+// offer it now or whose input its schema refuses (Invalid, naming the capability),
+// without creating one: a caller that must ask a human first checks before it asks.
+func (s *Service) CheckInput(ctx context.Context, nodeID, capability, input string) error {
+	if strings.TrimSpace(input) == "" {
+		input = "{}"
+	}
+	return s.checkNode(ctx, nodeID, s.sessions.get(nodeID), capability, input)
+}

@@ -351,3 +351,19 @@ func rewrapOf(r dbsqlc.MasterKeyRewrap) Rewrap {
 	return Rewrap{ID: r.ID, KEKID: r.KekID, StartedBy: r.StartedBy, ReplicaID: r.ReplicaID,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Rewrapped: r.Rewrapped}
 }
+
+// LiveReplicaIDs returns the ids of the live replicas (Replica.Live): the runs of
+// agents of any other replica are failed by its reapers (package agents).
+func (s *Service) LiveReplicaIDs(ctx context.Context) ([]string, error) {
+	rs, err := s.replicas(ctx, s.opts.Store)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, r := range rs {
+		if r.Live {
+			ids = append(ids, r.ID)
+		}
+	}
+	return ids, nil
+}

@@ -7,6 +7,9 @@
 // Subscribers therefore also receive Reset events — after every (re)connection and after
 // an overflow — on which they must reload the state they track from the database. The
 // order that loses nothing is: Subscribe, wait for Ready, load, then apply events.
+//
+// Within a replica, a Fanout hands a subscription's ids on to the goroutines waiting for
+// one id or watching them all (fanout.go).
 package notify
 
 import (

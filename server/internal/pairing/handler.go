@@ -136,7 +136,7 @@ func (h *PairingHandler) WatchPairingRequests(ctx context.Context, _ *connect.Re
 	default:
 	}
 	// Interest first, then the first message: a change after it is not missed.
-	w, stop := h.s.watchChanges()
+	w, stop := h.s.changes.Watch(changeBuffer)
 	defer stop()
 	if err := stream.Send(&controlplanev1.WatchPairingRequestsResponse{}); err != nil {
 		return err
@@ -154,9 +154,9 @@ func (h *PairingHandler) WatchPairingRequests(ctx context.Context, _ *connect.Re
 			return ctx.Err()
 		case <-h.s.stopping:
 			return nil
-		case <-w.missed:
+		case <-w.Missed:
 		case <-poll:
-		case id := <-w.ids:
+		case id := <-w.IDs:
 			r, err := h.s.getRequest(ctx, id)
 			if errdefs.KindOf(err) == errdefs.NotFound {
 				continue // not a request (a stray notification)

@@ -106,7 +106,7 @@ func (h *NodeHandler) WatchPairing(ctx context.Context, req *connect.Request[nod
 		return errStatusRefused()
 	}
 	// Interest first, then the first read: a change between the two is not missed.
-	changed, stop := h.s.watch(id)
+	changed, stop := h.s.changes.Wait(id)
 	defer stop()
 	r, err := h.s.follow(ctx, id, secret)
 	if err != nil {

@@ -193,15 +193,9 @@ type Service struct {
 	stopping     chan struct{} // closed by Shutdown
 	stoppingOnce sync.Once
 
-	mu       sync.Mutex // guards the following
-	watchers map[string]map[chan struct{}]struct{}
-	changes  map[*changeWatch]struct{} // the watches of WatchPairingRequests
-}
-
-// changeWatch is a watch of every request's changes (WatchPairingRequests).
-type changeWatch struct {
-	ids    chan string   // the ids of requests that may have changed
-	missed chan struct{} // 1-buffered: changes may have been missed (ids was full, or notifications were)
+	// changes hands the changes of requests to the watches of WatchPairing and
+	// WatchPairingRequests.
+	changes *notify.Fanout
 }
 
 // changeBuffer is how many changes a watch of every request holds before it reports
@@ -260,8 +254,7 @@ func New(opts Options) (*Service, error) {
 		starts:   ratelimit.NewKeyed(ratelimit.Options{Burst: StartBurst, PerMinute: StartsPerMinute, Now: opts.Now}),
 		follows:  ratelimit.NewKeyed(ratelimit.Options{Burst: FollowBurst, PerMinute: FollowsPerMinute, Now: opts.Now}),
 		poll:     watchPoll,
-		watchers: map[string]map[chan struct{}]struct{}{},
-		changes:  map[*changeWatch]struct{}{},
+		changes:  notify.NewFanout(),
 		stopping: make(chan struct{}),
 	}
 	if opts.Notify != nil {
@@ -293,11 +286,7 @@ func (s *Service) Run(ctx context.Context) {
 		case <-tick.C:
 			s.sweep(ctx)
 		case e := <-events:
-			if e.Reset {
-				s.wakeAll()
-			} else {
-				s.wake(e.Payload)
-			}
+			s.changes.Deliver(e)
 		}
 	}
 }
@@ -339,7 +328,7 @@ func (s *Service) expireDue(ctx context.Context) error {
 	}
 	for _, id := range ids {
 		s.log.Info("pairing request expired", "request_id", id)
-		s.wake(id)
+		s.changes.Wake(id)
 	}
 	if err := s.opts.Audit.Publish(ctx, staged); err != nil {
 		return fmt.Errorf("pairing: audit the expiries: %w", err)
@@ -347,85 +336,11 @@ func (s *Service) expireDue(ctx context.Context) error {
 	return nil
 }
 
-// watch registers interest in the changes of request id: the returned channel receives
-// a signal (coalesced) whenever the request may have changed. Call the returned
-// function to stop.
-func (s *Service) watch(id string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.watchers[id] == nil {
-		s.watchers[id] = map[chan struct{}]struct{}{}
-	}
-	s.watchers[id][ch] = struct{}{}
-	return ch, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.watchers[id], ch)
-		if len(s.watchers[id]) == 0 {
-			delete(s.watchers, id)
-		}
-	}
-}
-
 // Shutdown ends every watch of every request (WatchPairingRequests) on this replica and
 // refuses new ones: they do not end by themselves, and the HTTP server's shutdown waits
 // for them. Clients watch again, on any replica.
 func (s *Service) Shutdown() {
 	s.stoppingOnce.Do(func() { close(s.stopping) })
-}
-
-// watchChanges registers interest in the changes of every request. Call the returned
-// function to stop.
-func (s *Service) watchChanges() (*changeWatch, func()) {
-	w := &changeWatch{ids: make(chan string, changeBuffer), missed: make(chan struct{}, 1)}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.changes[w] = struct{}{}
-	return w, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.changes, w)
-	}
-}
-
-// wake signals the watchers of request id, and tells the watches of every request,
-// without blocking.
-func (s *Service) wake(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ch := range s.watchers[id] {
-		signal(ch)
-	}
-	for w := range s.changes {
-		select {
-		case w.ids <- id:
-		default:
-			signal(w.missed)
-		}
-	}
-}
-
-// wakeAll signals every watcher: notifications may have been missed.
-func (s *Service) wakeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, set := range s.watchers {
-		for ch := range set {
-			signal(ch)
-		}
-	}
-	for w := range s.changes {
-		signal(w.missed)
-	}
-}
-
-// signal sends on a 1-buffered channel unless a signal is already pending.
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
 }
 
 // PairingHandler serves PairingService.

@@ -340,7 +340,7 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	}
 	s.log.Info("pairing request approved", "request_id", out.ID, "device_id", deref(out.DeviceID),
 		"certificate_fingerprint", deref(out.CertificateFingerprint), "decided_by", p.decidedBy)
-	s.wake(out.ID)
+	s.changes.Wake(out.ID)
 	return out, nil
 }
 
@@ -391,7 +391,7 @@ func (s *Service) reject(ctx context.Context, id, reason, decidedBy string) (dbs
 		return dbsqlc.PairingRequest{}, s.decisionError(ctx, id, err)
 	}
 	s.log.Info("pairing request rejected", "request_id", id, "decided_by", decidedBy)
-	s.wake(id)
+	s.changes.Wake(id)
 	return out, nil
 }
 

@@ -13,21 +13,23 @@ import (
 // queryOwners names the package of server/internal that runs the queries of each file
 // of sqlc/queries (by the name of the file sqlc generates from it).
 var queryOwners = map[string]string{
-	"access.sql.go":    "access",
-	"audit.sql.go":     "audit",
-	"config.sql.go":    "liveconfig",
-	"devices.sql.go":   "devices",
-	"dispatch.sql.go":  "dispatch",
-	"flags.sql.go":     "flags",
-	"identity.sql.go":  "identity",
-	"masterkey.sql.go": "masterkey",
-	"nodes.sql.go":     "dispatch", // a device's runtime columns: sessions, presence, capabilities
-	"pairing.sql.go":   "pairing",
-	"sessions.sql.go":  "access",
-	"vault.sql.go":     "vault",
-	"status.sql.go":    "store", // Ping
-	"usage.sql.go":     "compat",
-	"agents.sql.go":    "agents",
+	"access.sql.go":     "access",
+	"audit.sql.go":      "audit",
+	"config.sql.go":     "liveconfig",
+	"devices.sql.go":    "devices",
+	"dispatch.sql.go":   "dispatch",
+	"flags.sql.go":      "flags",
+	"identity.sql.go":   "identity",
+	"masterkey.sql.go":  "masterkey",
+	"nodes.sql.go":      "dispatch", // a device's runtime columns: sessions, presence, capabilities
+	"pairing.sql.go":    "pairing",
+	"sessions.sql.go":   "access",
+	"vault.sql.go":      "vault",
+	"status.sql.go":     "store", // Ping
+	"usage.sql.go":      "compat",
+	"agents.sql.go":     "agents",
+	"agent_runs.sql.go": "agents",
+	"approvals.sql.go":  "approvals",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns

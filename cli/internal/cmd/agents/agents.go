@@ -49,7 +49,7 @@ the other commands need agents.write (admins and owners).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	c.AddCommand(newListCommand(d), newShowCommand(d), newCreateCommand(d), newUpdateCommand(d),
-		newDeleteCommand(d), newSetDefaultCommand(d))
+		newDeleteCommand(d), newSetDefaultCommand(d), newRunCommand(d))
 	return c
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -171,4 +172,26 @@ func (s *Server) Env() map[string]string {
 		"PALYRA_CA_FILE": s.CAFile,
 		"PALYRA_TOKEN":   "plr_01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8_test",
 	}
+}
+
+// Expect runs palyra with env as Run does and expects exit code want.
+func Expect(t *testing.T, env map[string]string, want int, args ...string) Result {
+	t.Helper()
+	res := Run(t.Context(), env, args...)
+	if res.Code != want {
+		t.Fatalf("palyra %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), res.Code, want, res.Stdout, res.Stderr)
+	}
+	return res
+}
+
+// WantRow checks that a line of out has fields, in order, as its first fields.
+func WantRow(t *testing.T, what, out string, fields ...string) {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		got := strings.Fields(line)
+		if len(got) >= len(fields) && slices.Equal(got[:len(fields)], fields) {
+			return
+		}
+	}
+	t.Errorf("%s has no row %q:\n%s", what, strings.Join(fields, " "), out)
 }
