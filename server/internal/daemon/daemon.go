@@ -68,13 +68,13 @@ type Daemon struct {
 	health  *apiserver.Health
 	runtime *dispatch.Service
 	pairing *pairing.Service
-	// approvals ends its watches at Stop.
-	approvals *approvals.Service
-	stopBg    context.CancelFunc
-	bg        *sync.WaitGroup
-	serveCh   chan error
+	stopBg  context.CancelFunc
+	bg      *sync.WaitGroup
+	serveCh chan error
 	// compatREST records its answered calls after they are answered (Stop waits).
 	compatREST *compat.REST
+	// approvals ends its watches at Stop.
+	approvals *approvals.Service
 }
 
 // FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
