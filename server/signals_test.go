@@ -131,8 +131,12 @@ func stallPostgres(t *testing.T, dataDir string) {
 	if err != nil {
 		t.Fatalf("postmaster.pid: %v", err)
 	}
+	// The postmaster first: stopped, it forks no backend that the list below would miss.
+	if err := syscall.Kill(postmaster, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %d: %v", postmaster, err)
+	}
 	pids := append([]int{postmaster}, children(t, postmaster)...)
-	for _, pid := range pids {
+	for _, pid := range pids[1:] {
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP %d: %v", pid, err)
 		}

@@ -17,6 +17,8 @@ export interface Palyrad {
   ca: Buffer;
   /** token is the owner's API token from the bootstrap file. */
   token: string;
+  /** dataDir is its data directory; its embedded PostgreSQL listens in dataDir/pg. */
+  dataDir: string;
   /** stop stops it (SIGTERM, which must end it cleanly) and removes its data. */
   stop(): Promise<void>;
 }
@@ -45,6 +47,7 @@ export async function startPalyrad(replicaId: string, ...args: string[]): Promis
     baseUrl: `https://${listen}`,
     ca: readFileSync(join(dataDir, "ca.pem")),
     token: readFileSync(join(dataDir, "bootstrap-token"), "utf8").trim(),
+    dataDir,
     async stop() {
       if (daemon.exitCode === null) {
         const exited = new Promise<number | null>((resolve) => daemon.once("exit", (code) => resolve(code)));

@@ -4,9 +4,8 @@
 // node printed, typed or pasted and compared (the approval also carries it, so palyrad
 // compares it again), or reject with a reason. Below: every request, by state, and the
 // pairing codes.
-import { useEffect, useId, useMemo, useState, type FormEvent } from "react";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectQueryKey, useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
+import { useId, useMemo, useState, type FormEvent } from "react";
+import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import QRCode from "qrcode";
@@ -29,6 +28,7 @@ import { CopyButton } from "../components/CopyButton.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
 import { Confirm } from "../components/Dialog.js";
 import { ListBody, Loading, Needs, TableHead } from "../components/ListBody.js";
+import { useChangeStream } from "../components/changeStream.js";
 import { checkFingerprint, groupHex, warningsFor, type Warning } from "./pairingChecks.js";
 import styles from "./Pairing.module.css";
 import { count } from "../components/plural.js";
@@ -51,40 +51,10 @@ export default function Pairing() {
   );
 }
 
-/** usePairingChanges follows WatchPairingRequests and reads the pairing lists again at
- * every change (and when the stream says changes were missed). It reconnects with
- * backoff, and says whether the stream is up: while it is not, the lists poll. */
+/** usePairingChanges follows WatchPairingRequests: the pairing lists are read again at
+ * every change, and poll while the stream is down. */
 function usePairingChanges(): boolean {
-  const transport = useTransport();
-  const queryClient = useQueryClient();
-  const [live, setLive] = useState(false);
-  useEffect(() => {
-    const client = createClient(PairingService, transport);
-    const abort = new AbortController();
-    const refetch = () => queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: PairingService, cardinality: undefined }) });
-    void (async () => {
-      for (let attempt = 0; !abort.signal.aborted; attempt++) {
-        try {
-          for await (const _change of client.watchPairingRequests({}, { signal: abort.signal })) {
-            attempt = 0;
-            setLive(true);
-            void refetch();
-          }
-        } catch (err) {
-          if (abort.signal.aborted) return;
-          // Without the right or the session, retrying does not help; the lists poll.
-          if ([Code.Unauthenticated, Code.PermissionDenied].includes(ConnectError.from(err).code)) {
-            setLive(false);
-            return;
-          }
-        }
-        setLive(false);
-        await new Promise((resolve) => setTimeout(resolve, Math.min(1_000 * 2 ** attempt, 30_000)));
-      }
-    })();
-    return () => abort.abort();
-  }, [transport, queryClient]);
-  return live;
+  return useChangeStream(PairingService, (client, signal) => client.watchPairingRequests({}, { signal }));
 }
 
 const ttls: [string, number][] = [

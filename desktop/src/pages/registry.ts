@@ -21,6 +21,7 @@ export const pages: PageSpec[] = [
   { path: "/pairing", title: "Pairing", section: "Operate", permission: "nodes.read", load: () => import("./Pairing.js") },
   { path: "/nodes", title: "Nodes", section: "Operate", permission: "nodes.read", load: () => import("./Nodes.js") },
   { path: "/dispatches", title: "Dispatches", section: "Operate", permission: "nodes.dispatch", load: () => import("./Dispatches.js") },
+  { path: "/approvals", title: "Approvals", section: "Operate", permission: "approvals.read", load: () => import("./Approvals.js") },
   { path: "/access/tokens", title: "API tokens", section: "Access", permission: "tokens.manage", load: () => import("./Tokens.js") },
   { path: "/access/flags", title: "Feature flags", section: "Access", load: () => import("./Flags.js") },
   { path: "/access/audit", title: "Audit log", section: "Access", permission: "audit.read", load: () => import("./Audit.js") },

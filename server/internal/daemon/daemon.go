@@ -69,15 +69,15 @@ type Daemon struct {
 	health  *apiserver.Health
 	runtime *dispatch.Service
 	pairing *pairing.Service
-	// approvals ends its watches at Stop.
-	approvals *approvals.Service
-	stopBg    context.CancelFunc
-	bg        *sync.WaitGroup
-	serveCh   chan error
+	stopBg  context.CancelFunc
+	bg      *sync.WaitGroup
+	serveCh chan error
 	// compatREST records its answered calls after they are answered (Stop waits).
 	compatREST *compat.REST
 	// runs are the agents' runs, which this replica ends as it stops.
 	runs *agents.Runs
+	// approvals ends its watches at Stop.
+	approvals *approvals.Service
 }
 
 // FinishTimeout is the time a graceful stop has, beyond server.shutdown_timeout (the
