@@ -5,8 +5,8 @@
 // them without the buttons. Every state is checked with axe-core and saved as a
 // screenshot.
 //
-// TEST-ONLY FIXTURE: the approvals are rows written with psql into palyrad's embedded
-// database until the agents' run loop (another branch) merges; then a real run asks.
+// A fixture: the approvals are rows written with psql into palyrad's embedded database
+// (issue 15 leaves moving them to a real run, with a node and a scripted model, open).
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";

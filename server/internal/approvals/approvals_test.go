@@ -115,8 +115,8 @@ func (principal) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect
 
 // newRunStep creates a run and its tool-call step seq, which an approval references.
 //
-// TEST-ONLY FIXTURE: plain SQL until the agents package (its run loop, on another
-// branch) merges; then these tests create real runs through it.
+// A fixture in plain SQL: the run and step an approval references belong to the agents
+// package, which imports this one; a real run's ask is tested in daemon/runs_test.go.
 func (r *replica) newRunStep(t *testing.T, runID string, seq int32) {
 	t.Helper()
 	_, err := r.store.Pool().Exec(t.Context(), `

@@ -15,8 +15,9 @@ import (
 // pendingApproval stores a pending approval of a new run's tool-call step and returns
 // its id.
 //
-// TEST-ONLY FIXTURE: plain SQL until the agents package's run loop (another branch)
-// merges; then the tests ask through a real run.
+// A fixture in plain SQL: these tests are about the decisions, so the run and step an
+// approval references are written directly (issue 15 leaves moving them to real runs
+// open; a real run's ask is TestAskToolWaitsForAHumansDecision in runs_test.go).
 func (b *accessBundle) pendingApproval(t *testing.T) string {
 	t.Helper()
 	run, id := ulid.Make().String(), ulid.Make().String()

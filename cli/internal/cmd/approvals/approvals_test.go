@@ -24,8 +24,9 @@ func TestMain(m *testing.M) {
 // pendingApproval stores a pending approval of a new run's tool-call step on node, with
 // input, and returns its id and its run's.
 //
-// TEST-ONLY FIXTURE: plain SQL until the agents package's run loop (another branch)
-// merges; then the test asks through a real run.
+// A fixture in plain SQL: the commands are about decisions, so the run and step an
+// approval references are written directly (issue 15 leaves moving them to a real run
+// open).
 func pendingApproval(t *testing.T, dbURL, node, input string) (id, run string) {
 	t.Helper()
 	ctx := context.Background()
