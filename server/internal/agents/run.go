@@ -52,6 +52,9 @@ const (
 	DefaultReapEvery = 5 * time.Second
 	// maxToolOutput caps what a tool call's output keeps (the result the model sees).
 	maxToolOutput = 1 << 20
+	// modelToolOutput is how much of that output the model is given: the last of it,
+	// where a program's errors and conclusions usually are.
+	modelToolOutput = 32 << 10
 	// endTimeout bounds the writes that end a run after its context ended.
 	endTimeout = 10 * time.Second
 )
@@ -77,6 +80,7 @@ type RunNodes interface {
 	CheckInput(ctx context.Context, nodeID, capability, input string) error
 	Execute(ctx context.Context, r dispatch.Request, named func(id string)) (dispatch.Dispatch, error)
 	Cancel(ctx context.Context, id, reason string) (dispatch.Dispatch, error)
+	Output(ctx context.Context, id string, from, to, budget int64) ([]dispatch.OutputChunk, int64, error)
 }
 
 // Replicas tells the live replicas (masterkey.Service).

@@ -676,7 +676,7 @@ func (l *loop) dispatch(ctx context.Context, step *dbsqlc.AgentRunStep, t *agent
 			res = buf.String()
 		}
 		step.Outcome, step.Result = "succeeded", []byte(res)
-		return res, nil
+		return l.withOutput(ctx, d, res), nil
 	case dispatch.StateCancelled:
 		return "", refuse("cancelled", "the dispatch %s was cancelled: %s", d.ID, d.CancelReason)
 	}
@@ -685,9 +685,49 @@ func (l *loop) dispatch(ctx context.Context, step *dbsqlc.AgentRunStep, t *agent
 		msg = string(d.State)
 	}
 	if d.Result != "" && json.Valid([]byte(d.Result)) {
-		return "", refuse("failed", "the dispatch %s %s: %s (result: %s)", d.ID, d.State, msg, d.Result)
+		return "", refuse("failed", "the dispatch %s %s: %s (result: %s)", d.ID, d.State, msg, l.withOutput(ctx, d, d.Result))
+	}
+	if d.OutputStored > 0 {
+		return "", refuse("failed", "the dispatch %s %s: %s (%s)", d.ID, d.State, msg, l.withOutput(ctx, d, "{}"))
 	}
 	return "", refuse("failed", "the dispatch %s %s: %s", d.ID, d.State, msg)
+}
+
+// withOutput gives the model a dispatch's output beside its result (a JSON object, or
+// another JSON value put under "result"): "stdout" and "stderr", the last
+// modelToolOutput bytes of them together, and "output_truncated" when some was left
+// out. Without output, or when it cannot be read, the result is returned as it is.
+func (l *loop) withOutput(ctx context.Context, d dispatch.Dispatch, res string) string {
+	if d.OutputStored == 0 {
+		return res
+	}
+	fields := map[string]json.RawMessage{}
+	if json.Unmarshal([]byte(res), &fields) != nil || fields == nil {
+		fields = map[string]json.RawMessage{"result": json.RawMessage(res)}
+	}
+	from := max(0, d.OutputStored-modelToolOutput)
+	streams := map[string]*strings.Builder{}
+	for at := from; at < d.OutputStored; {
+		chunks, next, err := l.r.opts.Nodes.Output(ctx, d.ID, at, d.OutputStored, modelToolOutput)
+		if err != nil || next <= at {
+			l.r.log.Warn("agents: a tool call's output not read", "run_id", l.run.Id, "dispatch_id", d.ID, "err", err)
+			return res
+		}
+		for _, c := range chunks {
+			if streams[c.Stream] == nil {
+				streams[c.Stream] = &strings.Builder{}
+			}
+			streams[c.Stream].Write(c.Data)
+		}
+		at = next
+	}
+	for name, b := range streams {
+		fields[name] = json.RawMessage(mustJSON(strings.ToValidUTF8(b.String(), "\uFFFD")))
+	}
+	if from > 0 || d.OutputTruncated {
+		fields["output_truncated"] = json.RawMessage("true")
+	}
+	return mustJSON(fields)
 }
 
 // auditCall begins the audit record of a call's dispatch: its outbox row commits with

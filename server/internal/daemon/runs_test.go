@@ -742,12 +742,18 @@ func TestAskToolWaitsForAHumansDecision(t *testing.T) {
 	if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Approve: true})); err != nil {
 		t.Fatal(err)
 	}
-	d := answerDispatch(t, node, `{"stdout":"up 3 days"}`)
+	// As shell.execute answers: the output streamed, the exit code in the result. The
+	// model is given both.
+	d := node.nextDispatch()
+	node.send(accepted(d.GetDispatchId()))
+	node.send(output(d.GetDispatchId(), 0, "up 3 days\n"))
+	node.send(result(d.GetDispatchId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 10))
 	if !jsonEqual(d.GetInputJson(), `{"argv":["uptime"]}`) {
 		t.Errorf("dispatched input %s", d.GetInputJson())
 	}
 	run, _ = finished(t, events)
-	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "up 3 days") {
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), `"stdout":"up 3 days\n"`) ||
+		!strings.Contains(run.GetAnswer(), `"exit_code":0`) {
 		t.Errorf("approved run: %v", run)
 	}
 	_, steps := getRun(t, b.testDaemon, run.GetId())
