@@ -425,6 +425,21 @@ embedding_models = ["embed=nomic-embed-text"]
 		!strings.Contains(oe.Message, `no node serving the model "fast" matches the node selector X-Palyra-Node-Selector "tier=spot"`) {
 		t.Errorf("a selector no node matches: %v", err)
 	}
+	// The inventory agrees with the routing: A is listed by tier=prod, with it.
+	inventory := controlplanev1connect.NewNodeInventoryServiceClient(e.hc, "https://"+d.addr, e.auth)
+	for selector, want := range map[string]string{"prod": a.deviceID, "spot": ""} {
+		res, err := inventory.ListNodes(ctx, connect.NewRequest(&controlplanev1.ListNodesRequest{Labels: map[string]string{"tier": selector}}))
+		if err != nil {
+			t.Fatalf("list nodes with tier=%s: %v", selector, err)
+		}
+		var got []string
+		for _, n := range res.Msg.GetNodes() {
+			got = append(got, n.GetId()+" tier="+n.GetEffectiveLabels()["tier"])
+		}
+		if (want == "" && len(got) != 0) || (want != "" && (len(got) != 1 || got[0] != want+" tier=prod")) {
+			t.Errorf("nodes listed with tier=%s: %v", selector, got)
+		}
+	}
 
 	// A bad header is a 400 naming it, on every call and surface.
 	for name, call := range map[string]func(opt option.RequestOption) error{

@@ -160,6 +160,17 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 			t.Errorf("dispatch %s is still %s", d.ID, d.State)
 		}
 	}
+	// A creation-time window: all of them in the last hour, none before it.
+	all := len(list.Dispatches)
+	decode(t, admin.ok(t, "dispatches", "list", "--node", id, "--since", "1h", "-o", "json"), &list)
+	if len(list.Dispatches) != all {
+		t.Errorf("dispatches list --since 1h: %d dispatches, want %d", len(list.Dispatches), all)
+	}
+	list.Dispatches = nil
+	decode(t, admin.ok(t, "dispatches", "list", "--node", id, "--until", "1h", "-o", "json"), &list)
+	if len(list.Dispatches) != 0 {
+		t.Errorf("dispatches list --until 1h: %d dispatches, want none", len(list.Dispatches))
+	}
 
 	// Revoking the device through A ends its stream on B, by the revocation's NOTIFY: B
 	// has logged the notification by then (its safety-net reload, every 30 s, cannot

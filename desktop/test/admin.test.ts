@@ -156,13 +156,14 @@ describe("the admin pages, as the owner", () => {
       await page.getByLabel("Capability").fill("shell.execute");
       await page.getByLabel("Created", { exact: true }).selectOption("1h");
       await page.getByRole("button", { name: "Apply filters" }).click();
-      await all.getByText("All 1 dispatches shown.").waitFor();
+      await all.getByText("The only dispatch is shown.").waitFor();
       assert.match(page.url(), /capability=shell.execute/);
+      assert.match(page.url(), /since=1h/);
       await page.getByLabel("Capability").fill("");
       await page.getByLabel("State").selectOption("SUCCEEDED");
       await page.getByLabel("Node ID").fill(nodeId);
       await page.getByRole("button", { name: "Apply filters" }).click();
-      await all.getByText("All 1 dispatches shown.").waitFor();
+      await all.getByText("The only dispatch is shown.").waitFor();
       await rowOf(page, info.dispatch!.id).waitFor();
       assert.equal(await rowOf(page, follow!.id).count(), 0);
       // A bad filter shows the server's message and code.
@@ -394,7 +395,7 @@ describe("the admin pages, as the owner", () => {
 
     // The reveal is audited, with the owner as its principal.
     await page.goto(daemon.baseUrl + "/access/audit?procedure=%2Fpalyra.controlplane.v1.SecretService%2FRevealSecret");
-    await page.getByRole("region", { name: "Events" }).getByText("All 1 events shown.").waitFor();
+    await page.getByRole("region", { name: "Events" }).getByText("The only event is shown.").waitFor();
   });
 
   it("loaded without console errors (no CSP violation)", () => {

@@ -116,6 +116,11 @@ describe("the console", () => {
       const fingerprint = "sha256:" + new X509Certificate(daemon.ca).fingerprint256.replaceAll(":", "").toLowerCase();
       const status = page.getByRole("region", { name: "Status" });
       await status.getByText(fingerprint).waitFor();
+      // The replicas palyrad knows of (GetMasterKeyStatus): this one, live.
+      await status.getByText("1 live").waitFor();
+      const replicas = await status.getByRole("list", { name: "Replicas" }).innerText();
+      assert.match(replicas, /console-test.*this one/s, "this replica, marked");
+      assert.doesNotMatch(replicas, /not live/);
       const text = await status.innerText();
       assert.match(text, /console-test/, "the replica id");
       assert.match(text, /available/, "the database");

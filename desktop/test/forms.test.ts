@@ -1,6 +1,6 @@
-// The pure parts of the Pairing and Nodes pages: the fingerprint comparison and the
-// warnings of a pairing request, and the form generated from a JSON schema (with the
-// built-in capabilities' own schemas, read from their Go sources).
+// The pure parts of the pages: the fingerprint comparison and the warnings of a pairing
+// request, the form generated from a JSON schema (with the built-in capabilities' own
+// schemas, read from their Go sources), and counts in words.
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -10,6 +10,7 @@ import { PairingRequestSchema } from "../../gen/ts/palyra/controlplane/v1/pairin
 import { DeviceClaim } from "../../gen/ts/palyra/node/v1/node_pb.js";
 import { checkFingerprint, groupHex, normalizeFingerprint, warningsFor } from "../src/pages/pairingChecks.js";
 import { buildInput, initialValues, planForm } from "../src/components/schemaPlan.js";
+import { allShown, count, singular } from "../src/components/plural.js";
 
 const fp = "sha256:" + "0123456789abcdef".repeat(4);
 
@@ -100,5 +101,25 @@ describe("the form generated from a schema", () => {
     assert.equal(planForm("{").ok, false);
     assert.equal(planForm(JSON.stringify({ type: "array" })).ok, false);
     assert.deepEqual(planForm(JSON.stringify({ type: "object", properties: { o: { type: "object", properties: {} } } })), { ok: false, why: "The form cannot show o: a nested object." });
+  });
+});
+
+describe("counts in words", () => {
+  it("says one in the singular and the rest in the plural", () => {
+    assert.equal(count(1, "events"), "1 event");
+    assert.equal(count(0, "events"), "0 events");
+    assert.equal(count(2n, "bytes"), "2 bytes");
+    assert.equal(count(1n, "bytes"), "1 byte");
+    assert.equal(count(1, "wrong attempts"), "1 wrong attempt");
+    assert.equal(singular("dispatches"), "dispatch");
+    assert.equal(singular("entries"), "entry");
+    assert.equal(singular("codes"), "code");
+    assert.equal(singular("pending requests"), "pending request");
+  });
+
+  it("ends a complete list without 'All 1 … shown'", () => {
+    assert.equal(allShown(0, "pending requests"), "No pending requests.");
+    assert.equal(allShown(1, "pending requests"), "The only pending request is shown.");
+    assert.equal(allShown(2, "dispatches"), "All 2 dispatches shown.");
   });
 });

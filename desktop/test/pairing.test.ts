@@ -1,6 +1,7 @@
 // The console's done-when path in a real Chromium, against a real palyrad and a real
 // `palyra node run`, with no terminal on the administrator's side: create a QR code and
-// a PIN on the Pairing page; the node pairs with the PIN from the CLI; its request
+// a PIN on the Pairing page, and withdraw the QR code (a confirmation that Escape
+// closes first); the node pairs with the PIN from the CLI; its request
 // appears without a reload (the page follows WatchPairingRequests); a wrong fingerprint
 // is refused (by the page, and by palyrad when sent anyway) and the one the node printed
 // approves; the node shows online; system.info runs from the generated form; a long
@@ -164,6 +165,28 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await look(page, "pairing-pin");
   });
 
+  it("withdraws a code after a confirmation that Escape closes, giving the focus back", async () => {
+    const codes = page.getByRole("region", { name: "Pairing codes" });
+    const withdraw = codes.getByRole("button", { name: /^Withdraw the scanned-node code/ });
+    await withdraw.focus();
+    await page.keyboard.press("Enter");
+    const dialog = page.getByRole("dialog", { name: "Withdraw this pairing code?" });
+    await dialog.getByText("labelled scanned-node").waitFor();
+    // The focus starts on Cancel, the safe choice; Escape closes and the focus returns.
+    assert.equal(await dialog.getByRole("button", { name: "Cancel" }).evaluate((el) => el === document.activeElement), true, "Cancel has the focus");
+    await look(page, "pairing-withdraw-confirm");
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal(await withdraw.evaluate((el) => el === document.activeElement), true, "the focus returns to Withdraw");
+    await codes.getByText("scanned-node").waitFor();
+
+    await page.keyboard.press("Enter");
+    await dialog.getByRole("button", { name: "Withdraw code" }).press("Enter");
+    await dialog.waitFor({ state: "hidden" });
+    await codes.getByText("scanned-node").waitFor({ state: "detached", timeout: WAIT });
+    await codes.getByText("The only code is shown.").waitFor();
+  });
+
   it("shows the node's request live, with its warnings", async () => {
     // The node: shell.execute may run one script, which ticks until it is stopped.
     writeFileSync(ticker(), '#!/bin/sh\ni=0\nwhile true; do i=$((i+1)); echo "tick $i"; sleep 0.3; done\n', { mode: 0o755 });
@@ -245,7 +268,7 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await invoke.getByLabel("Capability", { exact: true }).selectOption("system.info");
     await invoke.getByText("This capability takes no input.").waitFor();
     await invoke.getByRole("button", { name: "Run system.info" }).click();
-    await invoke.getByText("The dispatch is succeeded.").waitFor({ timeout: WAIT });
+    await invoke.getByText("The dispatch succeeded.").waitFor({ timeout: WAIT });
     const result = await invoke.getByLabel("Result").innerText();
     const info = JSON.parse(result) as { hostname?: string; os?: string; cpus?: number };
     assert.equal(info.os, "linux");
@@ -269,8 +292,19 @@ describe("pairing, invoking and revoking a node from the console", () => {
     await output.getByText("tick 6").waitFor({ timeout: WAIT });
     await invoke.getByText("The dispatch is running.").waitFor();
     await look(page, "node-invoke-streaming");
-    await invoke.getByRole("button", { name: "Cancel dispatch" }).click();
-    await invoke.getByText("The dispatch is cancelled.").waitFor({ timeout: WAIT });
+    // Cancelling asks first; Escape closes the question and gives the focus back.
+    const cancel = invoke.getByRole("button", { name: "Cancel dispatch" });
+    await cancel.click();
+    const dialog = page.getByRole("dialog", { name: "Cancel this dispatch?" });
+    await dialog.getByLabel(/Reason/).waitFor();
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    assert.equal(await cancel.evaluate((el) => el === document.activeElement), true, "the focus returns to the button");
+    await invoke.getByText("The dispatch is running.").waitFor();
+    await cancel.press("Enter");
+    await dialog.getByLabel(/Reason/).fill("console test");
+    await dialog.getByRole("button", { name: "Cancel dispatch" }).click();
+    await invoke.getByText("The dispatch was cancelled.").waitFor({ timeout: WAIT });
     const ticks = (await output.innerText()).match(/tick \d+/g) ?? [];
     assert.ok(ticks.length >= 6, `ticks seen: ${ticks.length}`);
     await look(page, "node-invoke-cancelled");
@@ -279,10 +313,12 @@ describe("pairing, invoking and revoking a node from the console", () => {
   it("rotates the node's certificate after a confirmation", async () => {
     const identity = page.getByRole("region", { name: "Identity" });
     await identity.getByRole("button", { name: "Rotate certificate…" }).click();
-    await identity.getByLabel("Grace period").selectOption({ label: "10 minutes" });
+    const dialog = page.getByRole("dialog", { name: "Rotate the certificate?" });
+    await dialog.getByLabel("Grace period").selectOption({ label: "10 minutes" });
     await look(page, "node-rotate-confirm");
-    await identity.getByRole("button", { name: "Rotate certificate", exact: true }).click();
+    await dialog.getByRole("button", { name: "Rotate certificate", exact: true }).click();
     await identity.getByText(/Rotation asked for/).waitFor({ timeout: WAIT });
+    await dialog.waitFor({ state: "hidden" });
     // The current certificate is to be revoked when the grace period ends.
     await identity.getByRole("row").nth(1).getByText("in 10 minutes").first().waitFor({ timeout: WAIT });
   });
@@ -290,9 +326,15 @@ describe("pairing, invoking and revoking a node from the console", () => {
   it("revokes the node after a confirmation, and sees it go offline", async () => {
     const identity = page.getByRole("region", { name: "Identity" });
     await identity.getByRole("button", { name: "Revoke device…" }).click();
-    const revoke = identity.getByRole("button", { name: "Revoke device" });
+    const dialog = page.getByRole("dialog", { name: "Revoke this device?" });
+    const revoke = dialog.getByRole("button", { name: "Revoke device" });
     assert.equal(await revoke.isDisabled(), true, "a reason is needed");
-    await identity.getByLabel("Reason (recorded)").fill("console test");
+    // The dialog takes the focus, and Tab moves within it: the reason, then Cancel.
+    const reason = dialog.getByLabel("Reason (recorded)");
+    assert.equal(await reason.evaluate((el) => el === document.activeElement), true, "the reason has the focus");
+    await page.keyboard.press("Tab");
+    assert.equal(await dialog.getByRole("button", { name: "Cancel" }).evaluate((el) => el === document.activeElement), true, "Tab reaches Cancel");
+    await reason.fill("console test");
     await look(page, "node-revoke-confirm");
     await revoke.click();
     await identity.getByText(/Revoked .*: console test/).waitFor({ timeout: WAIT });
@@ -325,7 +367,7 @@ describe("a principal that may only read nodes", () => {
     const ctx = await newContext(browser);
     const page = await signIn(ctx, daemon.baseUrl, secret);
     await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: /^Pairing/ }).click();
-    await page.getByText("You need the permission nodes.pair to create pairing codes.").waitFor();
+    await page.getByText("Creating pairing codes needs the permission nodes.pair.").waitFor();
     assert.equal(await page.getByRole("button", { name: /Create/ }).count(), 0);
     await look(page, "pairing-read-only");
     await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: /^Nodes/ }).click();

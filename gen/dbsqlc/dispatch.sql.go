@@ -590,26 +590,35 @@ const listDispatches = `-- name: ListDispatches :many
 select id, device_id, capability, input, state, idempotency_key, request_hash, created_by, created_at, deadline, max_output_bytes, session_id, sent_at, started_at, finished_at, cancel_requested_at, cancel_reason, result, error, exit_code, output_bytes, output_truncated, output_stored, output_lost_reason from dispatches
 where ($1::timestamptz is null
        or (created_at, id) < ($1::timestamptz, $2::text))
-  and ($3::text = '' or device_id = $3::text)
-  and ($4::text = '' or state = $4::text)
-  and ($5::text = '' or capability = $5::text)
+  and ($3::timestamptz is null or created_at >= $3::timestamptz)
+  and ($4::timestamptz is null or created_at < $4::timestamptz)
+  and ($5::text = '' or device_id = $5::text)
+  and ($6::text = '' or state = $6::text)
+  and ($7::text = '' or capability = $7::text)
 order by created_at desc, id desc
-limit $6
+limit $8
 `
 
 type ListDispatchesParams struct {
 	AfterCreatedAt *time.Time
 	AfterID        string
+	CreatedSince   *time.Time
+	CreatedBefore  *time.Time
 	DeviceID       string
 	State          string
 	Capability     string
 	PageLimit      int32
 }
 
+// A page newest first, after the position (after_created_at, after_id) when given;
+// created_since and created_before bound created_at to [since, before) (null: open):
+// both, like the position, are ranges of the index dispatches_created_at.
 func (q *Queries) ListDispatches(ctx context.Context, arg ListDispatchesParams) ([]Dispatch, error) {
 	rows, err := q.db.Query(ctx, listDispatches,
 		arg.AfterCreatedAt,
 		arg.AfterID,
+		arg.CreatedSince,
+		arg.CreatedBefore,
 		arg.DeviceID,
 		arg.State,
 		arg.Capability,

@@ -193,7 +193,7 @@ where ($2::timestamptz is null
        or (d.created_at, d.id) < ($2::timestamptz, $3::text))
   and ($4::boolean or d.revoked_at is null)
   and ($5::text = '' or d.capabilities @> jsonb_build_array(jsonb_build_object('name', $5::text)))
-  and (d.labels || d.reported_labels) @> $6::jsonb
+  and (d.reported_labels || d.labels) @> $6::jsonb
   and ($7::text = ''
        or $7::text = case
             when d.session_id is null then 'offline'
@@ -224,7 +224,9 @@ type ListNodesRow struct {
 
 // Nodes newest first, with the expiry of their newest valid certificate (the epoch
 // when they have none); presence is as the caller computes it from session_id and
-// last_seen_at.
+// last_seen_at. The labels filter matches a node's effective labels, as
+// labels.Effective makes them: those reported, overridden by those given (jsonb's ||
+// keeps the right operand's value of a key both hold).
 func (q *Queries) ListNodes(ctx context.Context, arg ListNodesParams) ([]ListNodesRow, error) {
 	rows, err := q.db.Query(ctx, listNodes,
 		arg.Now,

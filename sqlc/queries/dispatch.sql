@@ -174,9 +174,14 @@ where dev.id = d.device_id
 returning d.id, d.device_id, d.state;
 
 -- name: ListDispatches :many
+-- A page newest first, after the position (after_created_at, after_id) when given;
+-- created_since and created_before bound created_at to [since, before) (null: open):
+-- both, like the position, are ranges of the index dispatches_created_at.
 select * from dispatches
 where (sqlc.narg('after_created_at')::timestamptz is null
        or (created_at, id) < (sqlc.narg('after_created_at')::timestamptz, sqlc.arg('after_id')::text))
+  and (sqlc.narg('created_since')::timestamptz is null or created_at >= sqlc.narg('created_since')::timestamptz)
+  and (sqlc.narg('created_before')::timestamptz is null or created_at < sqlc.narg('created_before')::timestamptz)
   and (sqlc.arg('device_id')::text = '' or device_id = sqlc.arg('device_id')::text)
   and (sqlc.arg('state')::text = '' or state = sqlc.arg('state')::text)
   and (sqlc.arg('capability')::text = '' or capability = sqlc.arg('capability')::text)

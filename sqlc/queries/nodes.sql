@@ -43,7 +43,9 @@ returning devices.id;
 -- name: ListNodes :many
 -- Nodes newest first, with the expiry of their newest valid certificate (the epoch
 -- when they have none); presence is as the caller computes it from session_id and
--- last_seen_at.
+-- last_seen_at. The labels filter matches a node's effective labels, as
+-- labels.Effective makes them: those reported, overridden by those given (jsonb's ||
+-- keeps the right operand's value of a key both hold).
 select sqlc.embed(d), coalesce(cert.not_after, 'epoch')::timestamptz as certificate_not_after
 from devices d
 left join lateral (
@@ -55,7 +57,7 @@ where (sqlc.narg('after_created_at')::timestamptz is null
        or (d.created_at, d.id) < (sqlc.narg('after_created_at')::timestamptz, sqlc.arg('after_id')::text))
   and (sqlc.arg('include_revoked')::boolean or d.revoked_at is null)
   and (sqlc.arg('capability')::text = '' or d.capabilities @> jsonb_build_array(jsonb_build_object('name', sqlc.arg('capability')::text)))
-  and (d.labels || d.reported_labels) @> sqlc.arg('labels')::jsonb
+  and (d.reported_labels || d.labels) @> sqlc.arg('labels')::jsonb
   and (sqlc.arg('presence')::text = ''
        or sqlc.arg('presence')::text = case
             when d.session_id is null then 'offline'

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/palyra/palyra/internal/cliusage"
 )
@@ -221,6 +222,23 @@ func (t *Time) At(now time.Time) (at time.Time, ok bool) {
 		return now.Add(-t.ago), true
 	}
 	return t.abs, true
+}
+
+// Window resolves a --since and an --until flag against now into the bounds of a time
+// filter, nil for a flag not given; both given, --since must come before --until, or
+// it is a usage error.
+func Window(since, until *Time, now time.Time) (from, to *timestamppb.Timestamp, err error) {
+	if at, ok := since.At(now); ok {
+		from = timestamppb.New(at)
+	}
+	if at, ok := until.At(now); ok {
+		to = timestamppb.New(at)
+	}
+	if from != nil && to != nil && !from.AsTime().Before(to.AsTime()) {
+		return nil, nil, cliusage.Wrap(fmt.Errorf("--since (%s) must be before --until (%s)",
+			from.AsTime().Format(time.RFC3339), to.AsTime().Format(time.RFC3339)))
+	}
+	return from, to, nil
 }
 
 // Choice is a pflag.Value that takes one of a closed set of names.

@@ -79,6 +79,36 @@ func TestFlagTimeParsing(t *testing.T) {
 	}
 }
 
+// TestWindow checks --since/--until resolved into a filter's bounds.
+func TestWindow(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	set := func(s string) *cliflag.Time {
+		var v cliflag.Time
+		if s != "" {
+			if err := v.Set(s); err != nil {
+				t.Fatalf("Set(%q): %v", s, err)
+			}
+		}
+		return &v
+	}
+	from, to, err := cliflag.Window(set("2h"), set("2025-06-01T11:30:00Z"), now)
+	if err != nil || !from.AsTime().Equal(now.Add(-2*time.Hour)) || !to.AsTime().Equal(now.Add(-30*time.Minute)) {
+		t.Errorf("Window(2h, 11:30) = %v, %v, %v", from, to, err)
+	}
+	if from, to, err := cliflag.Window(set(""), set(""), now); from != nil || to != nil || err != nil {
+		t.Errorf("Window of unset flags = %v, %v, %v", from, to, err)
+	}
+	if from, to, err := cliflag.Window(set("1h"), set(""), now); err != nil || to != nil || !from.AsTime().Equal(now.Add(-time.Hour)) {
+		t.Errorf("Window(1h, unset) = %v, %v, %v", from, to, err)
+	}
+	for _, tc := range [][2]string{{"1h", "1h"}, {"1h", "2h"}, {"2025-06-01T12:00:00Z", "2025-06-01T11:00:00Z"}} {
+		if _, _, err := cliflag.Window(set(tc[0]), set(tc[1]), now); !cliusage.Is(err) || !strings.Contains(err.Error(), "--since") {
+			t.Errorf("Window(%s, %s) = %v, want a usage error naming --since", tc[0], tc[1], err)
+		}
+	}
+}
+
 // TestFlagSwitchParsing checks the on/off values of `palyra flags set`.
 func TestFlagSwitchParsing(t *testing.T) {
 	t.Parallel()

@@ -1,6 +1,8 @@
 // Dialog is a modal <dialog> (the browser traps the focus, Escape closes it, the focus
-// returns to what opened it) with a title, a body and the form's actions. Confirm is the
-// dialog of a destructive action: it names what happens, and may ask for a reason.
+// returns to what opened it) with a title, a body and the form's actions; on opening,
+// the focus goes to the element marked data-autofocus, else the browser's choice (the
+// first that can take it). Confirm is the dialog of a destructive action: it names what
+// happens, and may ask for a reason; the focus starts on the reason, or on Cancel.
 import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { ErrorPanel } from "./ErrorPanel.js";
 import styles from "./Dialog.module.css";
@@ -11,7 +13,11 @@ export function Dialog({ title, open, onClose, children }: { title: string; open
   useEffect(() => {
     const d = ref.current;
     if (!d) return;
-    if (open && !d.open) d.showModal();
+    if (open && !d.open) {
+      d.showModal();
+      // React's autoFocus runs before the dialog is shown, when nothing in it can take the focus.
+      d.querySelector<HTMLElement>("[data-autofocus]")?.focus();
+    }
     if (!open && d.open) d.close();
   }, [open]);
   return (
@@ -78,7 +84,7 @@ export function Confirm({
         {reason ? (
           <div className="field">
             <label htmlFor={reasonId}>{reason.label}</label>
-            <input id={reasonId} value={text} onChange={(e) => setText(e.target.value)} required={reason.required} maxLength={256} autoFocus />
+            <input id={reasonId} value={text} onChange={(e) => setText(e.target.value)} required={reason.required} maxLength={256} data-autofocus />
           </div>
         ) : null}
         {error ? <ErrorPanel error={error} /> : null}
@@ -86,7 +92,7 @@ export function Confirm({
           <button type="button" className="button" onClick={onClose}>
             Cancel
           </button>
-          <button type="submit" className="button button-danger" disabled={busy || (reason?.required === true && text.trim() === "")} aria-busy={busy} autoFocus={!reason}>
+          <button type="submit" className="button button-danger" disabled={busy || (reason?.required === true && text.trim() === "")} aria-busy={busy}>
             {busy ? "Working…" : action}
           </button>
         </div>

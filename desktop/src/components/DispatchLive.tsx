@@ -1,83 +1,121 @@
-// DispatchLive follows one dispatch with WatchDispatch (a server stream): its state at
-// every change, its output as it comes (stdout and stderr apart, decoded as UTF-8
-// across chunk boundaries), its result, error and exit code; and cancels it. A stream
-// that breaks before the dispatch ends is resumed from the output offset reached.
+// The live view of one dispatch, shared by the Nodes page (the dispatch just invoked)
+// and the Dispatches page (the detail of one): useDispatchWatch follows it with
+// WatchDispatch (a server stream): its state at every change, its output as it comes
+// (stdout and stderr apart, decoded as UTF-8 across chunk boundaries, the oldest
+// trimmed beyond VIEW_LIMIT); a stream that breaks before the dispatch ends is resumed
+// from the output offset reached, with backoff, and after RESUMES failures the error
+// is reported and resume() tries again. DispatchOutput shows the output; DispatchLive is
+// the compact panel of the Nodes page, with the cancellation.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { useTransport } from "@connectrpc/connect-query";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { OutputStream } from "../../../gen/ts/palyra/node/v1/node_pb.js";
-import { usePermission } from "../session.js";
-import { DispatchStateBadge, dispatchEnded, dispatchStateName } from "./DispatchStateBadge.js";
+import { DispatchStateBadge, dispatchEnded } from "./DispatchStateBadge.js";
 import { ErrorPanel } from "./ErrorPanel.js";
 import { RelativeTime } from "./RelativeTime.js";
+import { CancelDispatch } from "./CancelDispatch.js";
+import { prettyJSON } from "./prettyJSON.js";
 import styles from "./DispatchLive.module.css";
 
 /** Segment is a run of output from one stream. */
-interface Segment {
+export interface Segment {
   stream: OutputStream;
   text: string;
 }
 
-/** MAX_SHOWN is the most output characters the page keeps; the rest is counted. */
-const MAX_SHOWN = 2_000_000;
-/** RESUMES is how often a broken stream is resumed before the page gives up. */
+/** VIEW_LIMIT is the most output characters kept on screen; older output is trimmed. */
+const VIEW_LIMIT = 2 << 20;
+/** RESUMES is how often a broken stream is resumed in a row before the error is shown. */
 const RESUMES = 5;
 
-/** useDispatchWatch streams dispatch id. */
+/** transient says whether a failed watch is worth resuming. */
+function transient(err: unknown): boolean {
+  return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal].includes(ConnectError.from(err).code);
+}
+
+/** useDispatchWatch follows dispatch id: its latest state, its output, the output
+ * bytes received, whether the output is trimmed, whether it is still watching, and the
+ * error that stopped it (resume() continues from the offset reached). */
+/** stateSentence says where a dispatch stands, in a sentence. */
+const stateSentence: Record<DispatchState, string> = {
+  [DispatchState.UNSPECIFIED]: "",
+  [DispatchState.QUEUED]: "The dispatch is queued, waiting for its node.",
+  [DispatchState.SENT]: "The dispatch was sent to the node.",
+  [DispatchState.RUNNING]: "The dispatch is running.",
+  [DispatchState.SUCCEEDED]: "The dispatch succeeded.",
+  [DispatchState.FAILED]: "The dispatch failed.",
+  [DispatchState.TIMED_OUT]: "The dispatch timed out.",
+  [DispatchState.CANCELLED]: "The dispatch was cancelled.",
+};
+
 export function useDispatchWatch(id: string) {
   const transport = useTransport();
   const client = useMemo(() => createClient(DispatchService, transport), [transport]);
   const [dispatch, setDispatch] = useState<Dispatch>();
   const [segments, setSegments] = useState<Segment[]>([]);
-  const [dropped, setDropped] = useState(0);
+  const [trimmed, setTrimmed] = useState(false);
+  const [received, setReceived] = useState(0n);
   const [error, setError] = useState<unknown>();
   const [watching, setWatching] = useState(true);
+  const [generation, setGeneration] = useState(0);
+  // Where the output reached, kept across resumes of the same dispatch.
+  const progress = useRef({ id, offset: 0n, decoders: new Map<OutputStream, TextDecoder>() });
+
+  useEffect(() => {
+    progress.current = { id, offset: 0n, decoders: new Map() };
+    setDispatch(undefined);
+    setSegments([]);
+    setTrimmed(false);
+    setReceived(0n);
+  }, [id]);
 
   useEffect(() => {
     const abort = new AbortController();
-    const decoders = new Map<OutputStream, TextDecoder>();
-    let offset = 0n;
-    let shown = 0;
+    if (progress.current.id !== id) progress.current = { id, offset: 0n, decoders: new Map() };
+    const at = progress.current;
     let ended = false;
-    setDispatch(undefined);
-    setSegments([]);
-    setDropped(0);
     setError(undefined);
     setWatching(true);
     (async () => {
       for (let attempt = 0; !ended && !abort.signal.aborted; attempt++) {
         try {
-          for await (const ev of client.watchDispatch({ id, fromOffset: offset }, { signal: abort.signal })) {
+          for await (const ev of client.watchDispatch({ id, fromOffset: at.offset }, { signal: abort.signal })) {
             attempt = 0;
             if (ev.event.case === "dispatch") {
-              const d = ev.event.value;
-              ended = dispatchEnded(d.state);
-              setDispatch(d);
-            } else if (ev.event.case === "output") {
-              const chunk = ev.event.value;
-              offset = chunk.offset + BigInt(chunk.data.length);
-              let decoder = decoders.get(chunk.stream);
-              if (!decoder) decoders.set(chunk.stream, (decoder = new TextDecoder()));
-              const text = decoder.decode(chunk.data, { stream: true });
-              if (shown + text.length > MAX_SHOWN) {
-                setDropped((n) => n + text.length);
-                continue;
-              }
-              shown += text.length;
-              setSegments((prev) => {
-                const last = prev[prev.length - 1];
-                if (last && last.stream === chunk.stream) return [...prev.slice(0, -1), { stream: last.stream, text: last.text + text }];
-                return [...prev, { stream: chunk.stream, text }];
-              });
+              ended = dispatchEnded(ev.event.value.state);
+              setDispatch(ev.event.value);
+              continue;
             }
+            if (ev.event.case !== "output") continue;
+            const chunk = ev.event.value;
+            const end = chunk.offset + BigInt(chunk.data.length);
+            if (end <= at.offset) continue; // shown before the stream was resumed
+            const skip = Number(at.offset > chunk.offset ? at.offset - chunk.offset : 0n);
+            at.offset = end;
+            setReceived(end);
+            let decoder = at.decoders.get(chunk.stream);
+            if (!decoder) at.decoders.set(chunk.stream, (decoder = new TextDecoder()));
+            const text = decoder.decode(chunk.data.subarray(skip), { stream: true });
+            setSegments((prev) => {
+              const last = prev[prev.length - 1];
+              const next = last?.stream === chunk.stream ? [...prev.slice(0, -1), { stream: last.stream, text: last.text + text }] : [...prev, { stream: chunk.stream, text }];
+              let size = next.reduce((n, s) => n + s.text.length, 0);
+              while (size > VIEW_LIMIT && next.length > 1) {
+                size -= next.shift()!.text.length;
+                setTrimmed(true);
+              }
+              if (size > VIEW_LIMIT) {
+                next[0] = { stream: next[0].stream, text: next[0].text.slice(size - VIEW_LIMIT) };
+                setTrimmed(true);
+              }
+              return next;
+            });
           }
           if (!ended) throw new ConnectError("the watch ended before the dispatch did", Code.Unavailable);
         } catch (err) {
           if (abort.signal.aborted) return;
-          const ce = ConnectError.from(err);
-          const transient = [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal].includes(ce.code);
-          if (!transient || attempt >= RESUMES) {
+          if (!transient(err) || attempt >= RESUMES) {
             setError(err);
             return;
           }
@@ -88,46 +126,51 @@ export function useDispatchWatch(id: string) {
       if (!abort.signal.aborted) setWatching(false);
     });
     return () => abort.abort();
-  }, [client, id]);
+  }, [client, id, generation]);
 
-  return { client, dispatch, segments, dropped, error, watching };
+  return { dispatch, segments, trimmed, received, error, watching, resume: () => setGeneration((g) => g + 1) };
 }
 
-/** prettyJSON indents a JSON text, or returns it as it is. */
-function prettyJSON(text: string): string {
-  try {
-    return JSON.stringify(JSON.parse(text), null, 2);
-  } catch {
-    return text;
-  }
-}
-
-export function DispatchLive({ id }: { id: string }) {
-  const { client, dispatch: d, segments, dropped, error, watching } = useDispatchWatch(id);
-  const mayDispatch = usePermission("nodes.dispatch");
-  const [cancelling, setCancelling] = useState(false);
-  const [cancelError, setCancelError] = useState<unknown>();
-  const outputRef = useRef<HTMLPreElement>(null);
-  const running = d !== undefined && !dispatchEnded(d.state);
-
-  // Keep the newest output in view while it comes.
+/** DispatchOutput shows a watch's output (stderr marked), following the newest while it comes. */
+export function DispatchOutput({ watch }: { watch: ReturnType<typeof useDispatchWatch> }) {
+  const ref = useRef<HTMLPreElement>(null);
   useEffect(() => {
-    const el = outputRef.current;
+    const el = ref.current;
     if (el) el.scrollTop = el.scrollHeight;
-  }, [segments]);
+  }, [watch.segments]);
+  return (
+    <div className={styles.outputBlock}>
+      {watch.trimmed ? <p className="field-hint">Earlier output is trimmed from this view; <code>palyra dispatch get</code> reads all of it.</p> : null}
+      <pre ref={ref} className={styles.output} role="log" aria-label="Output" aria-live="off" tabIndex={0} data-testid="dispatch-output">
+        {watch.segments.length === 0 ? (
+          <span className={styles.muted}>{watch.watching ? "Waiting for output…" : "No output."}</span>
+        ) : (
+          watch.segments.map((s, i) => (
+            <span key={i} className={s.stream === OutputStream.STDERR ? styles.stderr : undefined}>
+              {s.text}
+            </span>
+          ))
+        )}
+      </pre>
+      {watch.error ? (
+        <>
+          <ErrorPanel error={watch.error} title="The live output stopped" />
+          <div>
+            <button type="button" className="button" onClick={watch.resume}>
+              Resume the live output
+            </button>
+          </div>
+        </>
+      ) : null}
+    </div>
+  );
+}
 
-  async function cancel() {
-    setCancelling(true);
-    setCancelError(undefined);
-    try {
-      await client.cancelDispatch({ id, reason: "cancelled in the console" });
-    } catch (err) {
-      setCancelError(err);
-    } finally {
-      setCancelling(false);
-    }
-  }
-
+/** DispatchLive is the compact live view of dispatch id: state, facts, output, result. */
+export function DispatchLive({ id }: { id: string }) {
+  const watch = useDispatchWatch(id);
+  const d = watch.dispatch;
+  const running = d !== undefined && !dispatchEnded(d.state);
   return (
     <section className={styles.live} aria-label={`Dispatch ${id}`}>
       <div className={styles.head}>
@@ -138,17 +181,13 @@ export function DispatchLive({ id }: { id: string }) {
         {running ? (
           <>
             <span className={styles.spinner} aria-hidden="true" />
-            {d?.cancelTime ? <span className="field-hint">cancellation asked for, waiting for the node</span> : null}
-            {mayDispatch ? (
-              <button type="button" className="button" onClick={() => void cancel()} disabled={cancelling || d?.cancelTime !== undefined} aria-busy={cancelling}>
-                {cancelling ? "Cancelling…" : "Cancel dispatch"}
-              </button>
-            ) : null}
+            {d.cancelTime ? <span className="field-hint">cancellation asked for, waiting for the node</span> : null}
+            <CancelDispatch dispatch={d} />
           </>
         ) : null}
       </div>
       <p role="status" className={styles.state}>
-        {d ? `The dispatch is ${dispatchStateName(d.state)}.` : ""}
+        {d ? stateSentence[d.state] : ""}
       </p>
       {d ? (
         <dl className={styles.facts}>
@@ -181,22 +220,9 @@ export function DispatchLive({ id }: { id: string }) {
           ) : null}
         </dl>
       ) : null}
-      {cancelError ? <ErrorPanel error={cancelError} title="The dispatch was not cancelled" /> : null}
-      {error ? <ErrorPanel error={error} title="Following the dispatch failed" /> : null}
       <div>
         <h4 className={styles.subhead}>Output</h4>
-        {segments.length === 0 ? (
-          <p className="field-hint">{watching ? "No output yet." : "No output."}</p>
-        ) : (
-          <pre ref={outputRef} className={styles.output} role="log" aria-label="Output" tabIndex={0}>
-            {segments.map((s, i) => (
-              <span key={i} className={s.stream === OutputStream.STDERR ? styles.stderr : undefined}>
-                {s.text}
-              </span>
-            ))}
-          </pre>
-        )}
-        {dropped > 0 ? <p className="field-hint">{dropped} more characters not shown here.</p> : null}
+        <DispatchOutput watch={watch} />
         {d?.outputTruncated ? <p className="field-hint">The output went beyond the dispatch's cap; the rest was not kept.</p> : null}
         {d?.outputLost ? <p className="field-hint">{d.outputLostReason}</p> : null}
       </div>

@@ -3,6 +3,7 @@
 // control that goes with it.
 import type { DescMessage, DescMethodUnary, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { useInfiniteQuery } from "@connectrpc/connect-query";
+import { allShown } from "./plural.js";
 
 /** usePagedList loads a list page by page; items picks the rows out of a page. The
  * request must have page_token and the response next_page_token, as every list RPC of
@@ -29,7 +30,7 @@ export function usePagedList<I extends DescMessage, O extends DescMessage, T>(
 /** LoadMore continues a paged list; it says when the list is complete. */
 export function LoadMore({ list, noun }: { list: { hasNextPage: boolean; isFetchingNextPage: boolean; fetchNextPage: () => unknown; rows: unknown[] }; noun: string }) {
   if (!list.hasNextPage) {
-    return <p className="field-hint" aria-live="polite">{list.rows.length === 0 ? `No ${noun}.` : `All ${list.rows.length} ${noun} shown.`}</p>;
+    return <p className="field-hint" aria-live="polite">{allShown(list.rows.length, noun)}</p>;
   }
   return (
     <button type="button" className="button" onClick={() => list.fetchNextPage()} disabled={list.isFetchingNextPage} aria-busy={list.isFetchingNextPage}>

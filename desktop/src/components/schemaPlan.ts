@@ -2,6 +2,7 @@
 // fields the schema amounts to, for the subset the built-in capabilities use (see
 // SchemaForm), their initial values, and the input object built from what was typed.
 // Pure functions, tested without a browser.
+import { count } from "./plural.js";
 
 /** JSONSchema is the part of a JSON schema the form reads. */
 interface JSONSchema {
@@ -128,7 +129,7 @@ export function buildInput(fields: Field[], values: Values): { input: Record<str
       }
       case "strings": {
         const items = text.split("\n").filter((line) => line !== "");
-        if (f.minItems !== undefined && items.length < f.minItems) problems[f.name] = `At least ${f.minItems} item${f.minItems === 1 ? "" : "s"}.`;
+        if (f.minItems !== undefined && items.length < f.minItems) problems[f.name] = `At least ${count(f.minItems, "items")}.`;
         else input[f.name] = items;
         break;
       }

@@ -14,6 +14,7 @@ import { Badge } from "../components/Badge.js";
 import { usePagedList } from "../components/paging.js";
 import { ListBody, Needs, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
+import { count } from "../components/plural.js";
 
 const keys = ["principal", "procedure", "outcome", "since", "until"] as const;
 
@@ -108,7 +109,7 @@ function Events({ rows }: { rows: AuditEvent[] }) {
               {e.target ? <div className={styles.muted}>{e.target}</div> : null}
               {e.summary ? (
                 <div className={styles.muted}>
-                  {String(e.summary.count)} events since <RelativeTime value={e.summary.firstTime} />: {e.summary.procedures.join(", ")}
+                  {count(e.summary.count, "events")} since <RelativeTime value={e.summary.firstTime} />: {e.summary.procedures.join(", ")}
                 </div>
               ) : null}
             </td>
@@ -118,7 +119,12 @@ function Events({ rows }: { rows: AuditEvent[] }) {
             <td>
               <code>{e.remoteAddress}</code>
               <div className={styles.muted}>
-                replica <code>{e.replicaId}</code>, request <code title={`request id from the ${e.requestIdSource === 1 ? "client" : "replica"}`}>{e.requestId}</code>
+                replica <code>{e.replicaId}</code>
+                {e.requestId ? (
+                  <>
+                    , request <code title={`request id from the ${e.requestIdSource === 1 ? "client" : "replica"}`}>{e.requestId}</code>
+                  </>
+                ) : null}
               </div>
             </td>
           </tr>
@@ -148,11 +154,11 @@ function VerifyChain() {
         ) : v ? (
           v.intact ? (
             <p className={styles.ok}>
-              <strong>Intact.</strong> {String(v.eventsChecked)} events checked; head #{String(v.headSequence)} <code>{v.headHash}</code>.
+              <strong>Intact.</strong> {count(v.eventsChecked, "events")} checked; head #{String(v.headSequence)} <code>{v.headHash}</code>.
             </p>
           ) : (
             <p className={`${styles.notice} ${styles.error}`}>
-              <strong>Broken</strong> at event #{String(v.firstBrokenSequence)}: {v.problem} ({String(v.eventsChecked)} events checked).
+              <strong>Broken</strong> at event #{String(v.firstBrokenSequence)}: {v.problem} ({count(v.eventsChecked, "events")} checked).
             </p>
           )
         ) : (

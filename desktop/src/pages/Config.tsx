@@ -27,6 +27,7 @@ import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import { errorInfo } from "../components/errorInfo.js";
 import styles from "./admin.module.css";
+import { allShown, count } from "../components/plural.js";
 
 type Spec = MessageInitShape<typeof ConfigChangeSpecSchema>;
 
@@ -98,7 +99,7 @@ export default function Config() {
             </tbody>
           </table>
         )}
-        {config.data ? <p className="field-hint">All {config.data.settings.length} settings shown.</p> : null}
+        {config.data ? <p className="field-hint">{allShown(config.data.settings.length, "settings")}</p> : null}
       </Card>
       <History current={config.data?.revision} mayWrite={mayWrite} />
     </Page>
@@ -342,7 +343,7 @@ function History({ current, mayWrite }: { current: bigint | undefined; mayWrite:
                   </td>
                   <td>
                     <button type="button" className="button button-small" aria-expanded={open === r.revision} onClick={() => setOpen(open === r.revision ? undefined : r.revision)}>
-                      {r.changeCount} {r.changeCount === 1 ? "change" : "changes"}
+                      {count(r.changeCount, "changes")}
                     </button>
                     {open === r.revision ? <RevisionChanges revision={r.revision} /> : null}
                   </td>

@@ -1,31 +1,26 @@
-// Dispatches: the list, newest first, filtered by node, capability, state and time (all
-// in the address, so a filtered list can be linked), page by page; the detail of one
-// (?id=) with its output streaming live (WatchDispatch) and its cancellation.
-//
-// ListDispatches has no time filter: the list is newest first, so "since" keeps the
-// rows created after it and stops paging at the first older one.
+// Dispatches: the list, newest first, filtered by node, capability, state and creation
+// time (all in the address, so a filtered list can be linked; palyrad applies them all),
+// page by page; the detail of one (?id=) with its output streaming live (WatchDispatch)
+// and its cancellation.
 import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
-import { createClient, ConnectError, Code } from "@connectrpc/connect";
-import { useQueryClient } from "@tanstack/react-query";
-import { createConnectQueryKey, useQuery, useTransport } from "@connectrpc/connect-query";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { useQuery } from "@connectrpc/connect-query";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
-import { OutputStream } from "../../../gen/ts/palyra/node/v1/node_pb.js";
-import { usePermission } from "../session.js";
 import { Card, Page } from "../components/Page.js";
 import { ErrorPanel } from "../components/ErrorPanel.js";
 import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge } from "../components/Badge.js";
 import { DispatchStateBadge, dispatchEnded, dispatchStateName } from "../components/DispatchStateBadge.js";
-import { Confirm } from "../components/Dialog.js";
+import { CancelDispatch } from "../components/CancelDispatch.js";
+import { DispatchOutput, useDispatchWatch } from "../components/DispatchLive.js";
+import { prettyJSON } from "../components/prettyJSON.js";
 import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
+import { count } from "../components/plural.js";
 
 const PAGE_SIZE = 50;
-/** VIEW_LIMIT is the most output the detail keeps on screen; the rest is trimmed. */
-const VIEW_LIMIT = 2 << 20;
 
 const windows: { value: string; label: string; seconds: number }[] = [
   { value: "", label: "Any time", seconds: 0 },
@@ -55,20 +50,20 @@ function DispatchList() {
   };
   const [draft, setDraft] = useState(filter);
   const span = windows.find((w) => w.value === filter.since) ?? windows[0];
-  // The cutoff is fixed when the filter is applied, not at every render.
+  // The window's start is fixed when the filter is applied, not at every render (a new
+  // start would be a new query); the list refreshes within it.
   const applied = params.toString();
-  const cutoff = useMemo(() => (span.seconds && applied ? Date.now() - span.seconds * 1000 : 0), [span.seconds, applied]);
+  const createTimeAfter = useMemo(
+    () => (span.seconds && applied ? timestampFromMs(Date.now() - span.seconds * 1000) : undefined),
+    [span.seconds, applied],
+  );
   const state = DispatchState[filter.state as keyof typeof DispatchState] ?? DispatchState.UNSPECIFIED;
   const list = usePagedList(
     DispatchService.method.listDispatches,
-    { nodeId: filter.node, capability: filter.capability, state, pageSize: PAGE_SIZE },
+    { nodeId: filter.node, capability: filter.capability, state, createTimeAfter, pageSize: PAGE_SIZE },
     (page) => page.dispatches,
     { refetchInterval: 10_000 },
   );
-  const created = (d: Dispatch) => (d.createTime ? timestampDate(d.createTime).getTime() : 0);
-  const rows = cutoff ? list.rows.filter((d) => created(d) >= cutoff) : list.rows;
-  const reachedCutoff = cutoff > 0 && list.rows.some((d) => created(d) < cutoff);
-  const paged = { ...list, rows, hasNextPage: list.hasNextPage && !reachedCutoff };
 
   function apply(e: FormEvent) {
     e.preventDefault();
@@ -119,7 +114,7 @@ function DispatchList() {
           Apply filters
         </button>
       </form>
-      <ListBody list={paged} noun="dispatches">
+      <ListBody list={list} noun="dispatches">
         {(rows) => <DispatchRows rows={rows} selected={params.get("id") ?? ""} />}
       </ListBody>
     </Card>
@@ -166,98 +161,16 @@ function DispatchRows({ rows, selected }: { rows: Dispatch[]; selected: string }
   );
 }
 
-interface Segment {
-  stream: OutputStream;
-  text: string;
-}
-
-/** useWatch follows a dispatch with WatchDispatch: its latest state and its output. A
- * broken stream is reported, and resume() continues it from the last offset. */
-function useWatch(id: string) {
-  const transport = useTransport();
-  const client = useMemo(() => createClient(DispatchService, transport), [transport]);
-  const [dispatch, setDispatch] = useState<Dispatch>();
-  const [segments, setSegments] = useState<Segment[]>([]);
-  const [trimmed, setTrimmed] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const [ended, setEnded] = useState(false);
-  const [attempt, setAttempt] = useState(0);
-  const [received, setReceived] = useState(0n);
-  const offset = useRef(0n);
-  const decoders = useRef(new Map<OutputStream, TextDecoder>());
-
-  useEffect(() => {
-    offset.current = 0n;
-    setReceived(0n);
-    decoders.current = new Map();
-    setDispatch(undefined);
-    setSegments([]);
-    setTrimmed(false);
-    setEnded(false);
-    setError(undefined);
-  }, [id]);
-
-  useEffect(() => {
-    const abort = new AbortController();
-    setError(undefined);
-    (async () => {
-      try {
-        for await (const ev of client.watchDispatch({ id, fromOffset: offset.current }, { signal: abort.signal })) {
-          if (ev.event.case === "dispatch") setDispatch(ev.event.value);
-          else if (ev.event.case === "output") {
-            const chunk = ev.event.value;
-            const end = chunk.offset + BigInt(chunk.data.length);
-            if (end <= offset.current) continue; // already shown (a resumed watch)
-            const skip = Number(offset.current > chunk.offset ? offset.current - chunk.offset : 0n);
-            offset.current = end;
-            setReceived(end);
-            let decoder = decoders.current.get(chunk.stream);
-            if (!decoder) decoders.current.set(chunk.stream, (decoder = new TextDecoder()));
-            const text = decoder.decode(chunk.data.subarray(skip), { stream: true });
-            setSegments((prev) => {
-              const next = prev.length > 0 && prev[prev.length - 1].stream === chunk.stream
-                ? [...prev.slice(0, -1), { stream: chunk.stream, text: prev[prev.length - 1].text + text }]
-                : [...prev, { stream: chunk.stream, text }];
-              let size = next.reduce((n, s) => n + s.text.length, 0);
-              while (size > VIEW_LIMIT && next.length > 1) {
-                size -= next.shift()!.text.length;
-                setTrimmed(true);
-              }
-              return next;
-            });
-          }
-        }
-        if (!abort.signal.aborted) setEnded(true);
-      } catch (err) {
-        if (abort.signal.aborted || ConnectError.from(err).code === Code.Canceled) return;
-        setError(err);
-      }
-    })();
-    return () => abort.abort();
-  }, [client, id, attempt]);
-
-  return { dispatch, segments, trimmed, error, ended, received, resume: () => setAttempt((a) => a + 1) };
-}
-
 function DispatchDetail({ id, onClose }: { id: string; onClose: () => void }) {
-  const mayDispatch = usePermission("nodes.dispatch");
-  const queryClient = useQueryClient();
-  const transport = useTransport();
   // GetDispatch names a missing or malformed id clearly; the watch does the rest.
   const got = useQuery(DispatchService.method.getDispatch, { id }, { refetchInterval: false });
-  const watch = useWatch(id);
+  const watch = useDispatchWatch(id);
   const d = watch.dispatch ?? got.data?.dispatch;
-  const [cancelling, setCancelling] = useState(false);
   const heading = useRef<HTMLDivElement>(null);
   useEffect(() => {
     // Braced: scrollIntoView returns a promise in newer browsers, not a cleanup.
     heading.current?.scrollIntoView({ block: "nearest" });
   }, [id]);
-
-  async function cancel(reason: string) {
-    await createClient(DispatchService, transport).cancelDispatch({ id, reason });
-    await queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: DispatchService, cardinality: undefined }) });
-  }
 
   const close = (
     <button type="button" className="button button-small" onClick={onClose}>
@@ -310,7 +223,7 @@ function DispatchDetail({ id, onClose }: { id: string; onClose: () => void }) {
                 <dt>Output</dt>
                 <dd>
                   {/* The state events carry the count of their moment; the stream is newer. */}
-                  {String(watch.received > d.outputBytes ? watch.received : d.outputBytes)} bytes (cap {String(d.maxOutputBytes)})
+                  {count(watch.received > d.outputBytes ? watch.received : d.outputBytes, "bytes")} (cap {String(d.maxOutputBytes)})
                   {d.outputTruncated ? <> <Badge tone="warn">truncated at the cap</Badge></> : null}
                   {d.outputLost ? <> <Badge tone="warn">partly lost</Badge> {d.outputLostReason}</> : null}
                 </dd>
@@ -318,71 +231,28 @@ function DispatchDetail({ id, onClose }: { id: string; onClose: () => void }) {
             </dl>
             <div>
               <h3 className="field-hint">Input</h3>
-              <pre className={styles.pre}>{pretty(d.inputJson || "{}")}</pre>
+              <pre className={styles.pre}>{prettyJSON(d.inputJson || "{}")}</pre>
             </div>
             {d.resultJson ? (
               <div>
                 <h3 className="field-hint">Result</h3>
-                <pre className={styles.pre}>{pretty(d.resultJson)}</pre>
+                <pre className={styles.pre}>{prettyJSON(d.resultJson)}</pre>
               </div>
             ) : null}
             <div>
               <h3 className="field-hint">
-                Output {watch.ended ? "(complete)" : watch.error ? "(stream broken)" : dispatchEnded(d.state) ? "" : "(live)"}
+                Output {watch.error ? "(stream broken)" : watch.watching ? (dispatchEnded(d.state) ? "" : "(live)") : "(complete)"}
               </h3>
-              {watch.trimmed ? <p className="field-hint">Earlier output is trimmed from this view; <code>palyra dispatch get</code> reads all of it.</p> : null}
-              <pre className={styles.pre} aria-label="Output" aria-live="off" tabIndex={0} data-testid="dispatch-output">
-                {watch.segments.length === 0 ? (
-                  <span className={styles.muted}>{watch.ended ? "No output." : "Waiting for output…"}</span>
-                ) : (
-                  watch.segments.map((s, i) => (
-                    <span key={i} className={s.stream === OutputStream.STDERR ? styles.stderr : undefined}>
-                      {s.text}
-                    </span>
-                  ))
-                )}
-              </pre>
-              {watch.error ? (
-                <div className={styles.stack}>
-                  <ErrorPanel error={watch.error} title="The live output stopped" />
-                  <div>
-                    <button type="button" className="button" onClick={watch.resume}>
-                      Resume the live output
-                    </button>
-                  </div>
-                </div>
-              ) : null}
+              <DispatchOutput watch={watch} />
             </div>
-            {mayDispatch && !dispatchEnded(d.state) ? (
+            {dispatchEnded(d.state) ? null : (
               <div>
-                <button type="button" className="button button-danger" onClick={() => setCancelling(true)} disabled={Boolean(d.cancelTime)}>
-                  {d.cancelTime ? "Cancellation asked" : "Cancel dispatch"}
-                </button>
+                <CancelDispatch dispatch={d} />
               </div>
-            ) : null}
+            )}
           </div>
         )}
       </Card>
-      <Confirm
-        title="Cancel this dispatch?"
-        open={cancelling}
-        onClose={() => setCancelling(false)}
-        action="Cancel dispatch"
-        reason={{ label: "Reason (recorded and sent to the node)" }}
-        run={cancel}
-      >
-        <p>
-          A queued dispatch is cancelled at once; a running one is stopped by its node. <code>{d?.capability}</code> on <code>{d?.nodeId}</code>.
-        </p>
-      </Confirm>
     </div>
   );
-}
-
-function pretty(json: string): string {
-  try {
-    return JSON.stringify(JSON.parse(json), null, 2);
-  } catch {
-    return json;
-  }
 }

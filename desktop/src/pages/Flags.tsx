@@ -12,6 +12,7 @@ import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge, type Tone } from "../components/Badge.js";
 import { Loading, Needs, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
+import { allShown } from "../components/plural.js";
 
 const stageTones: Record<FlagStage, Tone> = {
   [FlagStage.UNSPECIFIED]: "neutral",
@@ -43,7 +44,7 @@ export default function Flags() {
             </tbody>
           </table>
         )}
-        {flags.data ? <p className="field-hint">All {rows.length} flags shown.</p> : null}
+        {flags.data ? <p className="field-hint">{allShown(rows.length, "flags")}</p> : null}
       </Card>
     </Page>
   );

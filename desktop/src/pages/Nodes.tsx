@@ -17,10 +17,14 @@ import { Card, Page } from "../components/Page.js";
 import { ErrorPanel } from "../components/ErrorPanel.js";
 import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge, type Tone } from "../components/Badge.js";
-import { LoadMore, usePagedList } from "../components/paging.js";
+import { usePagedList } from "../components/paging.js";
 import { SchemaForm } from "../components/SchemaForm.js";
 import { DispatchLive } from "../components/DispatchLive.js";
+import { Confirm } from "../components/Dialog.js";
+import { ListBody, Loading, Needs, TableHead } from "../components/ListBody.js";
+import { prettyJSON } from "../components/prettyJSON.js";
 import styles from "./Nodes.module.css";
+import { Labels } from "../components/Labels.js";
 
 /** LIVE is how often presence is read again. */
 const LIVE = 3_000;
@@ -86,66 +90,42 @@ function NodeList() {
             Filter
           </button>
         </form>
-        {list.error ? <ErrorPanel error={list.error} /> : null}
-        {!list.data && !list.error ? <p role="status" className="field-hint">Loading…</p> : null}
-        {list.rows.length > 0 ? (
-          <table className="table">
-            <caption className="visually-hidden">Nodes, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Presence</th>
-                <th scope="col">Platform</th>
-                <th scope="col">Last seen</th>
-                <th scope="col">Capabilities</th>
-                <th scope="col">Certificate expires</th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.rows.map((n) => (
-                <tr key={n.id}>
-                  <td>
-                    <Link to={`/nodes?node=${n.id}`}>{n.name}</Link>
-                    <div className="field-hint">
-                      <code>{n.id}</code>
-                    </div>
-                  </td>
-                  <td>
-                    <PresenceBadge node={n} />
-                    {n.attachedReplica ? <span className="field-hint"> on {n.attachedReplica}</span> : null}
-                  </td>
-                  <td>
-                    {n.platform} {n.agentVersion ? <span className="field-hint">agent {n.agentVersion}</span> : null}
-                  </td>
-                  <td>
-                    <RelativeTime value={n.lastSeenTime} />
-                  </td>
-                  <td>{n.capabilities.filter((c) => c.available).map((c) => c.name).join(", ") || "—"}</td>
-                  <td>
-                    <RelativeTime value={n.certificateExpireTime} never="none valid" />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        ) : null}
-        {list.data ? <LoadMore list={list} noun="nodes" /> : null}
+        <ListBody list={list} noun="nodes">
+          {(rows) => (
+            <table className="table">
+              <caption className="visually-hidden">Nodes, newest first</caption>
+              <TableHead columns={["Name", "Presence", "Platform", "Last seen", "Capabilities", "Certificate expires"]} />
+              <tbody>
+                {rows.map((n) => (
+                  <tr key={n.id}>
+                    <td>
+                      <Link to={`/nodes?node=${n.id}`}>{n.name}</Link>
+                      <div className="field-hint">
+                        <code>{n.id}</code>
+                      </div>
+                    </td>
+                    <td>
+                      <PresenceBadge node={n} />
+                      {n.attachedReplica ? <span className="field-hint"> on {n.attachedReplica}</span> : null}
+                    </td>
+                    <td>
+                      {n.platform} {n.agentVersion ? <span className="field-hint">agent {n.agentVersion}</span> : null}
+                    </td>
+                    <td>
+                      <RelativeTime value={n.lastSeenTime} />
+                    </td>
+                    <td>{n.capabilities.filter((c) => c.available).map((c) => c.name).join(", ") || "—"}</td>
+                    <td>
+                      <RelativeTime value={n.certificateExpireTime} never="none valid" />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </ListBody>
       </Card>
     </Page>
-  );
-}
-
-function Labels({ labels }: { labels: Record<string, string> }) {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return <>none</>;
-  return (
-    <span className={styles.labels}>
-      {entries.map(([k, v]) => (
-        <code key={k}>
-          {k}={v}
-        </code>
-      ))}
-    </span>
   );
 }
 
@@ -162,7 +142,7 @@ function NodeDetail({ id }: { id: string }) {
       }
     >
       {node.error ? <ErrorPanel error={node.error} title="The node could not be read" /> : null}
-      {!n && !node.error ? <p role="status" className="field-hint">Loading…</p> : null}
+      {!n && !node.error ? <Loading /> : null}
       {n ? (
         <>
           <div className={styles.grid}>
@@ -190,13 +170,13 @@ function NodeDetail({ id }: { id: string }) {
                 <div>
                   <dt>Labels</dt>
                   <dd>
-                    <Labels labels={n.labels} />
+                    <Labels labels={n.labels} none="none" />
                   </dd>
                 </div>
                 <div>
                   <dt>Reported labels</dt>
                   <dd>
-                    <Labels labels={n.reportedLabels} />
+                    <Labels labels={n.reportedLabels} none="none" />
                   </dd>
                 </div>
               </dl>
@@ -215,6 +195,11 @@ function DeviceCard({ id, revoked }: { id: string; revoked: boolean }) {
   const device = useQuery(DeviceService.method.getDevice, { id }, { refetchInterval: 15_000 });
   const mayRevoke = usePermission("nodes.revoke");
   const [confirm, setConfirm] = useState<"none" | "revoke" | "rotate">("none");
+  const [grace, setGrace] = useState(graces[0][1]);
+  const graceId = useId();
+  const queryClient = useQueryClient();
+  const revoke = useMutation(DeviceService.method.revokeDevice, { onSuccess: () => queryClient.invalidateQueries() });
+  const rotate = useMutation(DeviceService.method.rotateDeviceCertificate, { onSuccess: () => queryClient.invalidateQueries() });
   const d = device.data?.device;
   return (
     <Card title="Identity">
@@ -233,13 +218,7 @@ function DeviceCard({ id, revoked }: { id: string; revoked: boolean }) {
           ) : null}
           <table className="table">
             <caption className="visually-hidden">Certificates, newest first</caption>
-            <thead>
-              <tr>
-                <th scope="col">Certificate</th>
-                <th scope="col">Valid until</th>
-                <th scope="col">Revoked</th>
-              </tr>
-            </thead>
+            <TableHead columns={["Certificate", "Valid until", "Revoked"]} />
             <tbody>
               {d.certificates.map((c) => (
                 <tr key={c.fingerprint}>
@@ -259,56 +238,44 @@ function DeviceCard({ id, revoked }: { id: string; revoked: boolean }) {
         </>
       ) : null}
       {!mayRevoke ? (
-        <p className="field-hint">
-          Revoking and rotating need the permission <code>nodes.revoke</code>.
-        </p>
-      ) : revoked ? null : confirm === "revoke" ? (
-        <RevokeConfirm id={id} onDone={() => setConfirm("none")} />
-      ) : confirm === "rotate" ? (
-        <RotateConfirm id={id} onDone={() => setConfirm("none")} />
-      ) : (
+        <Needs permission="nodes.revoke" what="Revoking and rotating need" />
+      ) : revoked ? null : (
         <div className={styles.row}>
           <button type="button" className="button" onClick={() => setConfirm("rotate")}>
             Rotate certificate…
           </button>
-          <button type="button" className={`button ${styles.dangerButton}`} onClick={() => setConfirm("revoke")}>
+          <button type="button" className="button button-danger" onClick={() => setConfirm("revoke")}>
             Revoke device…
           </button>
         </div>
       )}
+      <Confirm
+        title="Revoke this device?"
+        open={confirm === "revoke"}
+        onClose={() => setConfirm("none")}
+        action="Revoke device"
+        reason={{ label: "Reason (recorded)", required: true }}
+        run={(reason) => revoke.mutateAsync({ id, reason })}
+      >
+        <p>
+          Revoking ends the node's connections on every replica within a second and refuses its certificates from then on. It cannot pair again under this id unless
+          an approver reinstates it.
+        </p>
+      </Confirm>
+      <Confirm title="Rotate the certificate?" open={confirm === "rotate"} onClose={() => setConfirm("none")} action="Rotate certificate" run={() => rotate.mutateAsync({ id, grace: durationFromMs(grace) })}>
+        <p>The node's current certificates stop working after the grace period: it must renew, with a new key, before then.</p>
+        <div className="field">
+          <label htmlFor={graceId}>Grace period</label>
+          <select id={graceId} className={styles.input} value={grace} onChange={(e) => setGrace(Number(e.target.value))}>
+            {graces.map(([name, ms]) => (
+              <option key={ms} value={ms}>
+                {name}
+              </option>
+            ))}
+          </select>
+        </div>
+      </Confirm>
     </Card>
-  );
-}
-
-function RevokeConfirm({ id, onDone }: { id: string; onDone: () => void }) {
-  const field = useId();
-  const queryClient = useQueryClient();
-  const [reason, setReason] = useState("");
-  const revoke = useMutation(DeviceService.method.revokeDevice, { onSuccess: () => queryClient.invalidateQueries() });
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    await revoke.mutateAsync({ id, reason: reason.trim() }).then(onDone, () => undefined);
-  }
-  return (
-    <form className={styles.confirm} onSubmit={submit} aria-label="Revoke the device">
-      <p className={styles.confirmText} role="alert">
-        Revoking ends the node's connections on every replica within a second and refuses its certificates from then on. It cannot pair again under this id unless
-        an approver reinstates it.
-      </p>
-      <div className="field">
-        <label htmlFor={field}>Reason (recorded)</label>
-        <input id={field} className={styles.input} value={reason} maxLength={256} required autoFocus onChange={(e) => setReason(e.target.value)} placeholder="e.g. decommissioned" />
-      </div>
-      {revoke.error ? <ErrorPanel error={revoke.error} title="The device was not revoked" /> : null}
-      <div className={styles.row}>
-        <button type="submit" className={`button ${styles.dangerButton}`} disabled={reason.trim() === "" || revoke.isPending} aria-busy={revoke.isPending}>
-          {revoke.isPending ? "Revoking…" : "Revoke device"}
-        </button>
-        <button type="button" className="button" onClick={onDone}>
-          Cancel
-        </button>
-      </div>
-    </form>
   );
 }
 
@@ -319,41 +286,6 @@ const graces: [string, number][] = [
   ["7 days", 7 * 86_400_000],
   ["none: at once", 0],
 ];
-
-function RotateConfirm({ id, onDone }: { id: string; onDone: () => void }) {
-  const field = useId();
-  const queryClient = useQueryClient();
-  const [grace, setGrace] = useState(graces[0][1]);
-  const rotate = useMutation(DeviceService.method.rotateDeviceCertificate, { onSuccess: () => queryClient.invalidateQueries() });
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    await rotate.mutateAsync({ id, grace: durationFromMs(grace) }).then(onDone, () => undefined);
-  }
-  return (
-    <form className={styles.confirm} onSubmit={submit} aria-label="Rotate the certificate">
-      <p className={styles.confirmText}>The node's current certificates stop working after the grace period: it must renew, with a new key, before then.</p>
-      <div className="field">
-        <label htmlFor={field}>Grace period</label>
-        <select id={field} className={styles.input} value={grace} onChange={(e) => setGrace(Number(e.target.value))} autoFocus>
-          {graces.map(([name, ms]) => (
-            <option key={ms} value={ms}>
-              {name}
-            </option>
-          ))}
-        </select>
-      </div>
-      {rotate.error ? <ErrorPanel error={rotate.error} title="The certificate was not rotated" /> : null}
-      <div className={styles.row}>
-        <button type="submit" className="button button-primary" disabled={rotate.isPending} aria-busy={rotate.isPending}>
-          {rotate.isPending ? "Rotating…" : "Rotate certificate"}
-        </button>
-        <button type="button" className="button" onClick={onDone}>
-          Cancel
-        </button>
-      </div>
-    </form>
-  );
-}
 
 function CapabilitiesCard({ node }: { node: Node }) {
   return (
@@ -372,7 +304,7 @@ function CapabilitiesCard({ node }: { node: Node }) {
               <details>
                 <summary>Input schema</summary>
                 <pre className={styles.schema} tabIndex={0}>
-                  {prettySchema(c.inputSchema)}
+                  {prettyJSON(c.inputSchema)}
                 </pre>
               </details>
             ) : (
@@ -383,14 +315,6 @@ function CapabilitiesCard({ node }: { node: Node }) {
       </ul>
     </Card>
   );
-}
-
-function prettySchema(text: string): string {
-  try {
-    return JSON.stringify(JSON.parse(text), null, 2);
-  } catch {
-    return text;
-  }
 }
 
 function InvokeCard({ node }: { node: Node }) {
@@ -414,7 +338,7 @@ function InvokeCard({ node }: { node: Node }) {
     if (res?.dispatch) setDispatchId(res.dispatch.id);
   }
 
-  if (!may) return <Card title="Invoke"><p className="field-hint">Invoking needs the permission <code>nodes.dispatch</code>.</p></Card>;
+  if (!may) return <Card title="Invoke"><Needs permission="nodes.dispatch" what="Invoking needs" /></Card>;
   return (
     <Card title="Invoke">
       {available.length === 0 ? (

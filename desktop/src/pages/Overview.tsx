@@ -5,6 +5,7 @@ import type { ReactNode } from "react";
 import { useQuery } from "@connectrpc/connect-query";
 import { durationMs, type Duration } from "@bufbuild/protobuf/wkt";
 import { StatusService, DatabaseState } from "../../../gen/ts/palyra/controlplane/v1/status_pb.js";
+import { MasterKeyService, type ReplicaKeys } from "../../../gen/ts/palyra/controlplane/v1/masterkey_pb.js";
 import { NodeInventoryService, Presence } from "../../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
 import { PairingService } from "../../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
@@ -67,18 +68,40 @@ function formatDuration(d: Duration | undefined): string {
   return ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(1)} ms`;
 }
 
+/** Replicas lists the replicas palyrad knows of (GetMasterKeyStatus: those running or
+ * seen in the last day): the live ones first, then the others, marked. */
+function Replicas({ replicas, self }: { replicas: ReplicaKeys[]; self: string }) {
+  const live = replicas.filter((r) => r.live);
+  const gone = replicas.filter((r) => !r.live);
+  const item = (r: ReplicaKeys) => (
+    <li key={r.replicaId}>
+      <code>{r.replicaId}</code> on {r.hostname || "an unknown host"}, <code>{r.version || "unknown version"}</code>, seen{" "}
+      <RelativeTime value={r.lastSeenTime} />
+      {r.replicaId === self ? <> <Badge tone="neutral">this one</Badge></> : null}
+      {r.live ? null : <> <Badge tone="warn">not live</Badge></>}
+    </li>
+  );
+  return (
+    <>
+      {live.length} live{gone.length > 0 ? `, ${gone.length} seen in the last day` : ""}
+      <ul className={styles.list} aria-label="Replicas">
+        {live.map(item)}
+        {gone.map(item)}
+      </ul>
+    </>
+  );
+}
+
 function StatusCard() {
   const may = usePermission("status.read");
   const status = useQuery(StatusService.method.getStatus, {}, { enabled: may, refetchInterval: REFRESH });
-  const online = useQuery(NodeInventoryService.method.listNodes, { presence: Presence.ONLINE, pageSize: COUNT_LIMIT }, { enabled: usePermission("nodes.read"), refetchInterval: REFRESH });
+  const keys = useQuery(MasterKeyService.method.getMasterKeyStatus, {}, { enabled: may, refetchInterval: REFRESH });
   if (!may) return <Card title="Status"><Needs permission="status.read" /></Card>;
   if (status.error) return <Card title="Status"><ErrorPanel error={status.error} /></Card>;
   const s = status.data;
   if (!s) return <Card title="Status"><Loading /></Card>;
   const db = s.database;
   const ca = s.certificateAuthority;
-  // Replicas seen: this one, and every replica holding an online node.
-  const replicas = new Set([s.replicaId, ...(online.data?.nodes.map((n) => n.attachedReplica).filter(Boolean) ?? [])]);
   const dbTone: Tone = db?.state === DatabaseState.AVAILABLE ? "ok" : "danger";
   return (
     <Card title="Status">
@@ -86,7 +109,10 @@ function StatusCard() {
         rows={[
           ["Version", <code>{s.version}</code>],
           ["Replica", <><code>{s.replicaId}</code> on {s.hostname}, up since <RelativeTime value={s.startTime} /></>],
-          ["Replicas seen", <span title="This replica and those holding online nodes">{[...replicas].sort().join(", ")}</span>],
+          [
+            "Replicas seen",
+            keys.error ? <ErrorPanel error={keys.error} /> : keys.data ? <Replicas replicas={keys.data.replicas} self={s.replicaId} /> : <Loading />,
+          ],
           [
             "Database",
             <>

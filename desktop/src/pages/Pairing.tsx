@@ -16,6 +16,7 @@ import {
   PairingMethod,
   PairingService,
   type CreatePairingCodeResponse,
+  type PairingCode,
   type PairingRequest,
 } from "../../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
 import { DeviceClaim, PairingState } from "../../../gen/ts/palyra/node/v1/node_pb.js";
@@ -26,8 +27,11 @@ import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge, type Tone } from "../components/Badge.js";
 import { CopyButton } from "../components/CopyButton.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
+import { Confirm } from "../components/Dialog.js";
+import { ListBody, Loading, Needs, TableHead } from "../components/ListBody.js";
 import { checkFingerprint, groupHex, warningsFor, type Warning } from "./pairingChecks.js";
 import styles from "./Pairing.module.css";
+import { count } from "../components/plural.js";
 
 /** FALLBACK is how often the request lists are read again while the stream of changes
  * is down; SAFETY, while it is up (it is the authority on changes). */
@@ -83,14 +87,6 @@ function usePairingChanges(): boolean {
   return live;
 }
 
-function Needs({ permission, to }: { permission: string; to: string }) {
-  return (
-    <p className="field-hint">
-      You need the permission <code>{permission}</code> to {to}.
-    </p>
-  );
-}
-
 const ttls: [string, number][] = [
   ["10 minutes", 10 * 60_000],
   ["1 hour", 3600_000],
@@ -114,7 +110,7 @@ function CreateCodeCard() {
     setCreated(await create.mutateAsync({ method, label: label.trim(), ttl: durationFromMs(ttl) }).catch(() => undefined));
   }
 
-  if (!may) return <Card title="New pairing code"><Needs permission="nodes.pair" to="create pairing codes" /></Card>;
+  if (!may) return <Card title="New pairing code"><Needs permission="nodes.pair" what="Creating pairing codes needs" /></Card>;
   return (
     <Card title="New pairing code">
       <form className={styles.createForm} onSubmit={submit}>
@@ -228,7 +224,7 @@ function PendingCard({ refresh, live }: { refresh: number; live: boolean }) {
   return (
     <Card title="Pending requests" aside={<span className="field-hint">{live ? <Badge tone="ok">live</Badge> : "Reconnecting: refreshed every 2 s"}</span>}>
       {list.error ? <ErrorPanel error={list.error} /> : null}
-      {!list.data && !list.error ? <p role="status" className="field-hint">Loading…</p> : null}
+      {!list.data && !list.error ? <Loading /> : null}
       <div className={styles.requests} aria-live="polite">
         {list.rows.map((r) => (
           <PendingRequest key={r.id} request={r} known={known} />
@@ -296,11 +292,9 @@ function PendingRequest({ request: r, known }: { request: PairingRequest; known:
         </ul>
       ) : null}
       {!mayDecide ? (
-        <Needs permission="nodes.approve" to="approve or reject requests" />
+        <Needs permission="nodes.approve" what="Approving or rejecting requests needs" />
       ) : mode === "approve" ? (
         <ApproveForm request={r} onDone={() => setMode("none")} />
-      ) : mode === "reject" ? (
-        <RejectForm request={r} onDone={() => setMode("none")} />
       ) : (
         <div className={styles.row}>
           <button type="button" className="button button-primary" onClick={() => setMode("approve")}>
@@ -311,6 +305,7 @@ function PendingRequest({ request: r, known }: { request: PairingRequest; known:
           </button>
         </div>
       )}
+      {mayDecide ? <RejectConfirm request={r} open={mode === "reject"} onClose={() => setMode("none")} /> : null}
     </article>
   );
 }
@@ -434,31 +429,15 @@ function parseLabels(text: string): Record<string, string> | string {
   return out;
 }
 
-function RejectForm({ request: r, onDone }: { request: PairingRequest; onDone: () => void }) {
-  const id = useId();
+function RejectConfirm({ request: r, open, onClose }: { request: PairingRequest; open: boolean; onClose: () => void }) {
   const queryClient = useQueryClient();
-  const [reason, setReason] = useState("");
   const reject = useMutation(PairingService.method.rejectPairingRequest, { onSuccess: () => queryClient.invalidateQueries() });
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    await reject.mutateAsync({ id: r.id, reason: reason.trim() }).then(onDone, () => undefined);
-  }
   return (
-    <form className={styles.decide} onSubmit={submit} aria-label={`Reject ${r.deviceName}`}>
-      <div className="field">
-        <label htmlFor={`${id}-reason`}>Reason (the node is told)</label>
-        <input id={`${id}-reason`} className={styles.input} value={reason} maxLength={256} required autoFocus onChange={(e) => setReason(e.target.value)} />
-      </div>
-      {reject.error ? <ErrorPanel error={reject.error} title="palyrad refused the rejection" /> : null}
-      <div className={styles.row}>
-        <button type="submit" className={`button ${styles.dangerButton}`} disabled={reason.trim() === "" || reject.isPending} aria-busy={reject.isPending}>
-          {reject.isPending ? "Rejecting…" : "Reject"}
-        </button>
-        <button type="button" className="button" onClick={onDone}>
-          Cancel
-        </button>
-      </div>
-    </form>
+    <Confirm title={`Reject ${r.deviceName}?`} open={open} onClose={onClose} action="Reject" reason={{ label: "Reason (the node is told)", required: true }} run={(reason) => reject.mutateAsync({ id: r.id, reason })}>
+      <p>
+        The node is refused and told the reason. Request <code>{r.id}</code> from <code>{r.sourceAddress}</code>.
+      </p>
+    </Confirm>
   );
 }
 
@@ -497,48 +476,40 @@ function RequestsCard({ refresh }: { refresh: number }) {
         </span>
       }
     >
-      {list.error ? <ErrorPanel error={list.error} /> : null}
-      {list.rows.length > 0 ? (
-        <table className="table">
-          <caption className="visually-hidden">Pairing requests, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Device</th>
-              <th scope="col">State</th>
-              <th scope="col">From</th>
-              <th scope="col">Asked</th>
-              <th scope="col">Decided</th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.rows.map((r) => (
-              <tr key={r.id}>
-                <td>
-                  {r.deviceName}
-                  {r.deviceId ? (
-                    <>
-                      {" "}
-                      → <Link to={`/nodes?node=${r.deviceId}`}>{r.deviceId}</Link>
-                    </>
-                  ) : null}
-                </td>
-                <td>
-                  <Badge tone={stateTone[r.state]}>{stateName(r.state)}</Badge>
-                  {r.reason ? <span className="field-hint"> {r.reason}</span> : null}
-                </td>
-                <td>
-                  <code>{r.sourceAddress}</code>
-                </td>
-                <td>
-                  <RelativeTime value={r.createTime} />
-                </td>
-                <td>{r.decideTime ? <>{r.decidedBy}, <RelativeTime value={r.decideTime} /></> : "—"}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      ) : null}
-      {list.data ? <LoadMore list={list} noun="requests" /> : null}
+      <ListBody list={list} noun="requests">
+        {(rows) => (
+          <table className="table">
+            <caption className="visually-hidden">Pairing requests, newest first</caption>
+            <TableHead columns={["Device", "State", "From", "Asked", "Decided"]} />
+            <tbody>
+              {rows.map((r) => (
+                <tr key={r.id}>
+                  <td>
+                    {r.deviceName}
+                    {r.deviceId ? (
+                      <>
+                        {" "}
+                        → <Link to={`/nodes?node=${r.deviceId}`}>{r.deviceId}</Link>
+                      </>
+                    ) : null}
+                  </td>
+                  <td>
+                    <Badge tone={stateTone[r.state]}>{stateName(r.state)}</Badge>
+                    {r.reason ? <span className="field-hint"> {r.reason}</span> : null}
+                  </td>
+                  <td>
+                    <code>{r.sourceAddress}</code>
+                  </td>
+                  <td>
+                    <RelativeTime value={r.createTime} />
+                  </td>
+                  <td>{r.decideTime ? <>{r.decidedBy}, <RelativeTime value={r.decideTime} /></> : "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </ListBody>
     </Card>
   );
 }
@@ -559,7 +530,8 @@ function CodesCard() {
   const [activeOnly, setActiveOnly] = useState(true);
   const list = usePagedList(PairingService.method.listPairingCodes, { activeOnly, pageSize: 20 }, (p) => p.pairingCodes, { enabled: may, refetchInterval: 10_000 });
   const withdraw = useMutation(PairingService.method.deletePairingCode, { onSuccess: () => queryClient.invalidateQueries() });
-  if (!may) return <Card title="Pairing codes"><Needs permission="nodes.pair" to="see pairing codes" /></Card>;
+  const [withdrawing, setWithdrawing] = useState<PairingCode>();
+  if (!may) return <Card title="Pairing codes"><Needs permission="nodes.pair" what="Seeing pairing codes needs" /></Card>;
   return (
     <Card
       title="Pairing codes"
@@ -570,49 +542,43 @@ function CodesCard() {
         </span>
       }
     >
-      {list.error ? <ErrorPanel error={list.error} /> : null}
-      {withdraw.error ? <ErrorPanel error={withdraw.error} title="The code was not withdrawn" /> : null}
-      {list.rows.length > 0 ? (
-        <table className="table">
-          <caption className="visually-hidden">Pairing codes, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Kind</th>
-              <th scope="col">Label</th>
-              <th scope="col">State</th>
-              <th scope="col">Expires</th>
-              <th scope="col">By</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {list.rows.map((c) => (
-              <tr key={c.id}>
-                <td>{c.method === PairingMethod.QR ? "QR" : "PIN"}</td>
-                <td>{c.label || "—"}</td>
-                <td>
-                  <Badge tone={codeTone[c.state]}>{(PairingCodeState[c.state] ?? "").toLowerCase()}</Badge>
-                  {c.failedAttempts > 0 ? <span className="field-hint"> {c.failedAttempts} wrong attempts</span> : null}
-                </td>
-                <td>
-                  <RelativeTime value={c.expireTime} />
-                </td>
-                <td>{c.createdBy}</td>
-                <td>
-                  {c.state === PairingCodeState.ACTIVE ? (
-                    <button type="button" className="button" disabled={withdraw.isPending} onClick={() => withdraw.mutate({ id: c.id })} aria-label={`Withdraw the ${c.label || "unlabelled"} code created ${c.createTime ? timestampDate(c.createTime).toLocaleString() : ""}`}>
-                      Withdraw
-                    </button>
-                  ) : null}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      ) : null}
-      {list.data ? <LoadMore list={list} noun="codes" /> : null}
+      <ListBody list={list} noun="codes">
+        {(rows) => (
+          <table className="table">
+            <caption className="visually-hidden">Pairing codes, newest first</caption>
+            <TableHead columns={["Kind", "Label", "State", "Expires", "By", ""]} />
+            <tbody>
+              {rows.map((c) => (
+                <tr key={c.id}>
+                  <td>{c.method === PairingMethod.QR ? "QR" : "PIN"}</td>
+                  <td>{c.label || "—"}</td>
+                  <td>
+                    <Badge tone={codeTone[c.state]}>{(PairingCodeState[c.state] ?? "").toLowerCase()}</Badge>
+                    {c.failedAttempts > 0 ? <span className="field-hint"> {count(c.failedAttempts, "wrong attempts")}</span> : null}
+                  </td>
+                  <td>
+                    <RelativeTime value={c.expireTime} />
+                  </td>
+                  <td>{c.createdBy}</td>
+                  <td>
+                    {c.state === PairingCodeState.ACTIVE ? (
+                      <button type="button" className="button" onClick={() => setWithdrawing(c)} aria-label={`Withdraw the ${c.label || "unlabelled"} code created ${c.createTime ? timestampDate(c.createTime).toLocaleString() : ""}`}>
+                        Withdraw
+                      </button>
+                    ) : null}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </ListBody>
+      <Confirm title="Withdraw this pairing code?" open={withdrawing !== undefined} onClose={() => setWithdrawing(undefined)} action="Withdraw code" run={() => withdraw.mutateAsync({ id: withdrawing?.id ?? "" })}>
+        <p>
+          No node can pair with the {withdrawing?.method === PairingMethod.QR ? "QR code" : "PIN"}
+          {withdrawing?.label ? <> labelled <strong>{withdrawing.label}</strong></> : null} from then on.
+        </p>
+      </Confirm>
     </Card>
   );
 }

@@ -16,6 +16,8 @@ import { Dialog } from "../components/Dialog.js";
 import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
+import { allShown } from "../components/plural.js";
+import { Labels } from "../components/Labels.js";
 
 export default function Secrets() {
   const mayList = usePermission("secrets.list");
@@ -69,18 +71,6 @@ export default function Secrets() {
         </ListBody>
       </Card>
     </Page>
-  );
-}
-
-function Labels({ labels }: { labels: Record<string, string> }) {
-  const entries = Object.entries(labels);
-  if (entries.length === 0) return null;
-  return (
-    <span className={styles.chips}>
-      {entries.map(([k, v]) => (
-        <Badge key={k} tone="neutral">{`${k}=${v}`}</Badge>
-      ))}
-    </span>
   );
 }
 
@@ -222,7 +212,7 @@ function SecretDetail({ name, onClose }: { name: string; onClose: () => void }) 
               ))}
             </tbody>
           </table>
-          <p className="field-hint">All {s.versions.length} versions shown.</p>
+          <p className="field-hint">{allShown(s.versions.length, "versions")}</p>
           {mayWrite && !s.deleteTime ? <PutSecret key={String(s.latestVersion)} secret={s} onSaved={() => undefined} /> : null}
         </div>
       )}
@@ -301,7 +291,7 @@ function Reveal({ name, versions }: { name: string; versions: bigint[] }) {
           <p>The value is shown masked until you ask; the reveal and its reason are audited.</p>
           <div className="field">
             <label htmlFor={`${id}-reason`}>Reason</label>
-            <input id={`${id}-reason`} value={reason} onChange={(e) => setReason(e.target.value)} required maxLength={256} autoFocus />
+            <input id={`${id}-reason`} value={reason} onChange={(e) => setReason(e.target.value)} required maxLength={256} data-autofocus />
           </div>
           <div className="field">
             <label htmlFor={`${id}-version`}>Version</label>

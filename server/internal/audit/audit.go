@@ -843,8 +843,8 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 		Principal:      f.Principal,
 		Procedure:      f.Procedure,
 		Outcome:        string(f.Outcome),
-		Since:          ceilMicro(f.Since),
-		Until:          ceilMicro(f.Until),
+		Since:          store.CeilMicro(f.Since),
+		Until:          store.CeilMicro(f.Until),
 		PageLimit:      limit,
 	})
 	if err != nil {
@@ -868,21 +868,6 @@ func pageLimit(n int) (int32, error) {
 		return maxLimit, nil
 	}
 	return int32(n), nil
-}
-
-// ceilMicro rounds t up to a whole microsecond. Event times are whole microseconds,
-// and pgx drops the nanoseconds of a parameter, which would move the bounds of
-// [Since, Until) down; rounding up keeps them exact: an event at T is selected exactly
-// when Since <= T < Until.
-func ceilMicro(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	c := t.Truncate(time.Microsecond)
-	if c.Before(*t) {
-		c = c.Add(time.Microsecond)
-	}
-	return &c
 }
 
 // Verdict is the result of Verify.

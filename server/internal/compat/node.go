@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -82,15 +81,6 @@ func servedModels(n dispatch.Node, capability string) []string {
 	return nil
 }
 
-// nodeLabels are the labels a selector matches: those the node reported, overridden
-// by those of its device.
-func nodeLabels(n dispatch.Node) map[string]string {
-	out := make(map[string]string, len(n.Labels)+len(n.ReportedLabels))
-	maps.Copy(out, n.ReportedLabels)
-	maps.Copy(out, n.Labels)
-	return out
-}
-
 // headerKey is the context key of the selector header of a REST call.
 type headerKey struct{}
 
@@ -107,7 +97,7 @@ type selectors struct {
 
 // matches reports whether a node's labels match both.
 func (s selectors) matches(n dispatch.Node) bool {
-	l := nodeLabels(n)
+	l := n.EffectiveLabels()
 	return s.config.Matches(l) && s.request.Matches(l)
 }
 

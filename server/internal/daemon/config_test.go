@@ -201,20 +201,8 @@ func TestConfigRefusals(t *testing.T) {
 	wantCode(t, "one bad key", err, connect.CodeInvalidArgument)
 	_, err = b.configClient(b.owner).ValidateConfig(ctx, connect.NewRequest(&controlplanev1.ValidateConfigRequest{Change: change}))
 	wantCode(t, "dry run of bad keys", err, connect.CodeInvalidArgument)
-	if errors.As(err, &ce) {
-		var fields []string
-		for _, d := range ce.Details() {
-			if v, err := d.Value(); err == nil {
-				if br, ok := v.(*errdetails.BadRequest); ok {
-					for _, f := range br.GetFieldViolations() {
-						fields = append(fields, f.GetField())
-					}
-				}
-			}
-		}
-		if !slices.Equal(fields, []string{"pairing.request_ttl", "pairing.pin_digits"}) {
-			t.Errorf("dry run: violations name %v", fields)
-		}
+	if fields := fieldsOf(err); !slices.Equal(fields, []string{"pairing.request_ttl", "pairing.pin_digits"}) {
+		t.Errorf("dry run: violations name %v", fields)
 	}
 	_, err = b.configClient(b.owner).UpdateConfig(ctx, connect.NewRequest(&controlplanev1.UpdateConfigRequest{Change: change}))
 	wantCode(t, "no expected revision", err, connect.CodeInvalidArgument)

@@ -552,6 +552,135 @@ func TestListsPage(t *testing.T) {
 	wantCode(t, "a malformed page token", err, connect.CodeInvalidArgument)
 }
 
+// TestListDispatchesByCreationTime: create_time_after and create_time_before select
+// [after, before) exactly (to the microsecond PostgreSQL keeps), pages stay whole across
+// the window's edges, and a window that is empty or a time that is not one is refused
+// naming its field.
+func TestListDispatchesByCreationTime(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	attachNode(t, b.testDaemon, dev)
+	dc := b.dispatchClient()
+	for range 6 {
+		createDispatch(t, b.testDaemon, &controlplanev1.CreateDispatchRequest{NodeId: dev.deviceID, Capability: "system.info"})
+	}
+	// list pages through req with pages of one, returning the ids and the page count.
+	list := func(req *controlplanev1.ListDispatchesRequest) ([]string, int) {
+		t.Helper()
+		var ids []string
+		pages := 0
+		for {
+			pages++
+			res, err := dc.ListDispatches(t.Context(), connect.NewRequest(req))
+			if err != nil {
+				t.Fatalf("list %v: %v", req, err)
+			}
+			for _, d := range res.Msg.GetDispatches() {
+				ids = append(ids, d.GetId())
+			}
+			if req.PageToken = res.Msg.GetNextPageToken(); req.PageToken == "" {
+				return ids, pages
+			}
+		}
+	}
+	res, err := dc.ListDispatches(t.Context(), connect.NewRequest(&controlplanev1.ListDispatchesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := res.Msg.GetDispatches() // newest first
+	if len(all) != 6 {
+		t.Fatalf("%d dispatches, want 6", len(all))
+	}
+	// within is what [after, before) must select: all's ids created in it, newest first.
+	within := func(after, before *timestamppb.Timestamp) []string {
+		var ids []string
+		for _, d := range all {
+			at := d.GetCreateTime().AsTime()
+			if (after == nil || !at.Before(after.AsTime())) && (before == nil || at.Before(before.AsTime())) {
+				ids = append(ids, d.GetId())
+			}
+		}
+		return ids
+	}
+	after, before := all[4].GetCreateTime(), all[1].GetCreateTime() // the 2nd to 4th oldest
+	justAfter := timestamppb.New(after.AsTime().Add(time.Nanosecond))
+	for name, tc := range map[string]struct{ after, before *timestamppb.Timestamp }{
+		"window":             {after, before},
+		"from a creation on": {after: after},
+		"until a creation":   {before: before},
+		"a nanosecond later": {justAfter, before},
+		"all":                {timestamppb.New(all[5].GetCreateTime().AsTime().Add(-time.Hour)), timestamppb.New(time.Now().Add(time.Hour))},
+		"none yet":           {after: timestamppb.New(time.Now().Add(time.Hour))},
+	} {
+		want := within(tc.after, tc.before)
+		got, pages := list(&controlplanev1.ListDispatchesRequest{NodeId: dev.deviceID, CreateTimeAfter: tc.after, CreateTimeBefore: tc.before, PageSize: 1})
+		if !slices.Equal(got, want) || pages != max(len(want), 1) {
+			t.Errorf("%s: %v in %d pages, want %v in one page each", name, got, pages, want)
+		}
+	}
+	// The window starts at a creation and ends at one: the first is in it, the last not.
+	if w := within(after, before); !slices.Contains(w, all[4].GetId()) || slices.Contains(w, all[1].GetId()) {
+		t.Errorf("window [4th, 1st): %v", w)
+	}
+	if w := within(justAfter, before); slices.Contains(w, all[4].GetId()) {
+		t.Errorf("a window starting a nanosecond after a dispatch's creation selects it: %v", w)
+	}
+
+	for name, tc := range map[string]struct {
+		req   *controlplanev1.ListDispatchesRequest
+		field string
+	}{
+		"empty window":    {&controlplanev1.ListDispatchesRequest{CreateTimeAfter: after, CreateTimeBefore: after}, "create_time_before"},
+		"reversed window": {&controlplanev1.ListDispatchesRequest{CreateTimeAfter: before, CreateTimeBefore: after}, "create_time_before"},
+		"bad after":       {&controlplanev1.ListDispatchesRequest{CreateTimeAfter: &timestamppb.Timestamp{Seconds: 1, Nanos: 2_000_000_000}}, "create_time_after"},
+		"bad before":      {&controlplanev1.ListDispatchesRequest{CreateTimeBefore: &timestamppb.Timestamp{Seconds: 1 << 40}}, "create_time_before"},
+	} {
+		_, err := dc.ListDispatches(t.Context(), connect.NewRequest(tc.req))
+		wantCode(t, name, err, connect.CodeInvalidArgument)
+		if fields := fieldsOf(err); !slices.Equal(fields, []string{tc.field}) {
+			t.Errorf("%s: violations name %v, want %s", name, fields, tc.field)
+		}
+	}
+}
+
+// TestGivenLabelsWinOverReported: a node reporting a label its administrator also gave
+// is listed, filtered and shown with the administrator's value.
+func TestGivenLabelsWinOverReported(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	b.sql(t, fmt.Sprintf(`update devices set labels = '{"region":"us-east","tier":"prod"}' where id = '%s'`, dev.deviceID))
+	attachNode(t, b.testDaemon, dev) // reports region=eu-west
+	nc := b.nodesClient()
+	got, err := nc.GetNode(t.Context(), connect.NewRequest(&controlplanev1.GetNodeRequest{Id: dev.deviceID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := got.Msg.GetNode()
+	if e := n.GetEffectiveLabels(); len(e) != 2 || e["region"] != "us-east" || e["tier"] != "prod" ||
+		n.GetReportedLabels()["region"] != "eu-west" || n.GetLabels()["region"] != "us-east" {
+		t.Errorf("node labels %v, reported %v, effective %v", n.GetLabels(), n.GetReportedLabels(), n.GetEffectiveLabels())
+	}
+	for _, tc := range []struct {
+		labels map[string]string
+		want   int
+	}{
+		{map[string]string{"region": "us-east"}, 1},
+		{map[string]string{"region": "us-east", "tier": "prod"}, 1},
+		{map[string]string{"region": "eu-west"}, 0},
+	} {
+		res, err := nc.ListNodes(t.Context(), connect.NewRequest(&controlplanev1.ListNodesRequest{Labels: tc.labels}))
+		if err != nil || len(res.Msg.GetNodes()) != tc.want {
+			t.Errorf("list nodes labelled %v: %v %v, want %d", tc.labels, res, err, tc.want)
+			continue
+		}
+		if tc.want == 1 && res.Msg.GetNodes()[0].GetEffectiveLabels()["region"] != "us-east" {
+			t.Errorf("listed node's effective labels: %v", res.Msg.GetNodes()[0].GetEffectiveLabels())
+		}
+	}
+}
+
 func TestCancelDispatch(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)

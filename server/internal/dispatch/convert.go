@@ -168,7 +168,7 @@ func nodeProto(n Node) *controlplanev1.Node {
 		Labels: n.Labels, ReportedLabels: n.ReportedLabels, Capabilities: capabilityProtos(n.Capabilities),
 		CreateTime: timestamppb.New(n.CreatedAt), LastSeenTime: timestamp(n.LastSeenAt),
 		Presence: presenceProtos[n.Presence], Revoked: n.Revoked, ProtocolVersion: uint32(n.ProtocolVersion),
-		AttachedReplica: n.AttachedReplica,
+		AttachedReplica: n.AttachedReplica, EffectiveLabels: n.EffectiveLabels(),
 	}
 	if !n.CertificateNotAfter.IsZero() {
 		out.CertificateExpireTime = timestamppb.New(n.CertificateNotAfter)

@@ -6,11 +6,13 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/errdefs"
 )
 
 // Handler serves DispatchService.
@@ -140,10 +142,18 @@ func (h *Handler) CancelDispatch(ctx context.Context, req *connect.Request[contr
 // ListDispatches lists dispatches, newest first.
 func (h *Handler) ListDispatches(ctx context.Context, req *connect.Request[controlplanev1.ListDispatchesRequest]) (*connect.Response[controlplanev1.ListDispatchesResponse], error) {
 	m := req.Msg
-	rows, next, err := h.s.List(ctx, Filter{
+	f := Filter{
 		NodeID: m.GetNodeId(), State: keyOf(stateProtos, m.GetState()), Capability: m.GetCapability(),
 		PageSize: int(m.GetPageSize()), PageToken: m.GetPageToken(),
-	})
+	}
+	var err error
+	if f.CreatedSince, err = timeBound("create_time_after", m.GetCreateTimeAfter()); err != nil {
+		return nil, err
+	}
+	if f.CreatedBefore, err = timeBound("create_time_before", m.GetCreateTimeBefore()); err != nil {
+		return nil, err
+	}
+	rows, next, err := h.s.List(ctx, f)
 	if err != nil {
 		return nil, err
 	}
@@ -152,4 +162,17 @@ func (h *Handler) ListDispatches(ctx context.Context, req *connect.Request[contr
 		res.Dispatches = append(res.Dispatches, dispatchProto(d))
 	}
 	return connect.NewResponse(res), nil
+}
+
+// timeBound is a request's optional time bound: nil when unset, Invalid naming field
+// when it is not a valid timestamp.
+func timeBound(field string, ts *timestamppb.Timestamp) (*time.Time, error) {
+	if ts == nil {
+		return nil, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return nil, errdefs.InvalidField(field, "not a valid time: %v", err)
+	}
+	at := ts.AsTime()
+	return &at, nil
 }

@@ -1,6 +1,10 @@
 package dispatch
 
-import "time"
+import (
+	"time"
+
+	"github.com/palyra/palyra/server/internal/labels"
+)
 
 // State is the state of a dispatch: queued → sent → running → one of the terminal
 // states.
@@ -91,7 +95,8 @@ type Capability struct {
 // Node is a paired device as a node: what it announced and its presence.
 type Node struct {
 	ID, Name, Platform, AgentVersion string
-	// Labels are the device's own; ReportedLabels those its node announced.
+	// Labels are the device's own (given by an administrator); ReportedLabels those its
+	// node announced. EffectiveLabels merges them, the given winning.
 	Labels, ReportedLabels map[string]string
 	Capabilities           []Capability
 	CreatedAt              time.Time
@@ -104,6 +109,12 @@ type Node struct {
 	AttachedReplica string
 	// CertificateNotAfter is the expiry of its newest valid certificate; zero for none.
 	CertificateNotAfter time.Time
+}
+
+// EffectiveLabels are the labels selectors match (labels.Effective): ReportedLabels
+// overridden by Labels.
+func (n Node) EffectiveLabels() map[string]string {
+	return labels.Effective(n.Labels, n.ReportedLabels)
 }
 
 // NodeFilter selects nodes to list.

@@ -425,14 +425,23 @@ type Filter struct {
 	NodeID     string
 	State      State
 	Capability string
+	// CreatedSince and CreatedBefore, when not nil, select the dispatches created in
+	// [CreatedSince, CreatedBefore); with both, CreatedSince must come first.
+	CreatedSince, CreatedBefore *time.Time
 	// PageSize is the most dispatches to return; zero means 100.
 	PageSize int
 	// PageToken is the NextPageToken of the previous page; empty for the first.
 	PageToken string
 }
 
-// List returns a page of dispatches, newest first, and the token of the next page.
+// List returns a page of dispatches, newest first, and the token of the next page. A
+// time window that is empty (CreatedSince not before CreatedBefore) is Invalid, naming
+// create_time_before.
 func (s *Service) List(ctx context.Context, f Filter) ([]Dispatch, string, error) {
+	if f.CreatedSince != nil && f.CreatedBefore != nil && !f.CreatedSince.Before(*f.CreatedBefore) {
+		return nil, "", errdefs.InvalidField("create_time_before", "must be later than create_time_after (%s), but is %s",
+			f.CreatedSince.UTC().Format(time.RFC3339Nano), f.CreatedBefore.UTC().Format(time.RFC3339Nano))
+	}
 	limit := f.PageSize
 	if limit <= 0 {
 		limit = 100

@@ -66,6 +66,7 @@ func (b db) listDispatches(ctx context.Context, f Filter, after *time.Time, afte
 	return dispatchesOf(b.st.Q().ListDispatches(ctx, dbsqlc.ListDispatchesParams{
 		DeviceID: f.NodeID, State: string(f.State), Capability: f.Capability,
 		AfterCreatedAt: after, AfterID: afterID, PageLimit: int32(limit),
+		CreatedSince: store.CeilMicro(f.CreatedSince), CreatedBefore: store.CeilMicro(f.CreatedBefore),
 	}))
 }
 

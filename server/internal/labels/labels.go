@@ -17,6 +17,7 @@ package labels
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,18 @@ func (r Requirement) String() string {
 		return r.Key + " " + string(r.Operator) + " (" + strings.Join(r.Values, ",") + ")"
 	}
 	return r.Key + string(r.Operator) + r.Values[0]
+}
+
+// Effective returns a node's labels as selectors see them: those it reported, overridden
+// by those an administrator gave its device. The given win, so that a node cannot
+// relabel itself to attract work or to escape a selector. Every reader of a node's
+// labels uses it (the ListNodes query's filter does the same in SQL). The result is a
+// new map; neither argument changes.
+func Effective(given, reported map[string]string) map[string]string {
+	out := make(map[string]string, len(given)+len(reported))
+	maps.Copy(out, reported)
+	maps.Copy(out, given)
+	return out
 }
 
 // Selector is a parsed selector: requirements that must all hold. The zero Selector is

@@ -111,3 +111,26 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestEffectiveGivenWin(t *testing.T) {
+	t.Parallel()
+	given := map[string]string{"tier": "prod"}
+	reported := map[string]string{"tier": "spot", "zone": "eu"}
+	got := Effective(given, reported)
+	if len(got) != 2 || got["tier"] != "prod" || got["zone"] != "eu" {
+		t.Errorf("Effective = %v, want tier=prod (given) and zone=eu (reported)", got)
+	}
+	if reported["tier"] != "spot" || len(given) != 1 {
+		t.Errorf("Effective changed its arguments: given %v, reported %v", given, reported)
+	}
+	sel, err := Parse("tier=spot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sel.Matches(got) {
+		t.Error("a selector matched the label a node reported over the one it was given")
+	}
+	if got := Effective(nil, nil); got == nil || len(got) != 0 {
+		t.Errorf("Effective(nil, nil) = %#v, want an empty map", got)
+	}
+}

@@ -9,7 +9,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cliflag"
@@ -67,15 +66,9 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 			req := &accessv1.ListAuditEventsRequest{
 				PageSize: paging.Limit, Principal: principal, Procedure: procedure, Outcome: outcomes[outcome.Value],
 			}
-			now := d.Clock()
-			if at, ok := since.At(now); ok {
-				req.Since = timestamppb.New(at)
-			}
-			if at, ok := until.At(now); ok {
-				req.Until = timestamppb.New(at)
-			}
-			if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {
-				return cliusage.Wrap(errors.New("--since must be before --until"))
+			var err error
+			if req.Since, req.Until, err = cliflag.Window(&since, &until, d.Clock()); err != nil {
+				return err
 			}
 			c, err := d.Client()
 			if err != nil {

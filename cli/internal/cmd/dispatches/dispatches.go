@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/cliflag"
@@ -62,13 +63,16 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 	var (
 		node, capability string
 		nodeID           string // node, parsed
+		since, until     cliflag.Time
+		after, before    *timestamppb.Timestamp // since and until, resolved
 		paging           cliflag.Paging
 		state            = cliflag.NewChoice("queued", "sent", "running", "succeeded", "failed", "timed_out", "cancelled")
 	)
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List dispatches, newest first",
-		Example: `  palyra dispatches list --state failed
+		Example: `  palyra dispatches list --state failed --since 24h
+  palyra dispatches list --since 2025-01-01T00:00:00Z --until 2025-02-01T00:00:00Z --all
   palyra dispatches list --node 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 --capability shell.execute --all -o json`,
 		Args: cobra.NoArgs,
 		RunE: deps.List[*controlplanev1.Dispatch, *controlplanev1.ListDispatchesResponse]{
@@ -85,11 +89,14 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 				if len(capability) > 128 {
 					return cliusage.Wrap(fmt.Errorf("--capability is %d bytes long; at most 128", len(capability)))
 				}
-				return nil
+				var err error
+				after, before, err = cliflag.Window(&since, &until, d.Clock())
+				return err
 			},
 			Page: func(ctx context.Context, c *client.Client, page string) (*controlplanev1.ListDispatchesResponse, error) {
 				return deps.Msg(c.Dispatch.ListDispatches(ctx, connect.NewRequest(&controlplanev1.ListDispatchesRequest{
 					State: states[state.Value], NodeId: nodeID, Capability: capability, PageSize: paging.Limit, PageToken: page,
+					CreateTimeAfter: after, CreateTimeBefore: before,
 				})))
 			},
 			Items: (*controlplanev1.ListDispatchesResponse).GetDispatches,
@@ -102,6 +109,8 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 	c.Flags().StringVar(&node, "node", "", "list only the dispatches of this node `ID`")
 	c.Flags().Var(state, "state", "list only the dispatches in this state")
 	c.Flags().StringVar(&capability, "capability", "", "list only the dispatches of this capability, e.g. shell.execute")
+	c.Flags().Var(&since, "since", "list only the dispatches created at or after this time: RFC 3339, or a duration ago such as 1h or 7d")
+	c.Flags().Var(&until, "until", "list only the dispatches created before this time: RFC 3339, or a duration ago")
 	paging.Bind(c.Flags(), "dispatches", "every dispatch")
 	return c
 }

@@ -59,6 +59,10 @@ func TestDispatchesArguments(t *testing.T) {
 		"list bad node":      {"dispatches", "list", "--node", "build-01"},
 		"list limit zero":    {"dispatches", "list", "--limit", "0"},
 		"list with argument": {"dispatches", "list", nodeID},
+		"list bad since":     {"dispatches", "list", "--since", "yesterday"},
+		"list bad until":     {"dispatches", "list", "--until", "2025-13-01T00:00:00Z"},
+		"list empty window":  {"dispatches", "list", "--since", "1h", "--until", "1h"},
+		"list since > until": {"dispatches", "list", "--since", "1h", "--until", "2h"},
 	}
 	for name, args := range bad {
 		if res := cmdtest.Run(t.Context(), env, args...); res.Code != 2 {
@@ -115,6 +119,41 @@ func TestDispatchesList(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(res.Stdout), &got); err != nil || len(got.GetDispatches()) != 1 || got.GetDispatches()[0].GetId() != failed {
 		t.Errorf("list -o json: %v\n%s", err, res.Stdout)
 	}
+}
+
+// TestDispatchesListByTime checks --since and --until: durations ago resolved against
+// the clock, RFC 3339 times as given, sent as the request's creation-time window.
+func TestDispatchesListByTime(t *testing.T) {
+	t.Parallel()
+	f, env := setup(t)
+	old := finished(nodeID, 0)
+	old.CreateTime = ts(-3 * time.Hour)
+	oldID := f.Add(old)
+	recent := finished(nodeID, 0)
+	recent.CreateTime = ts(-30 * time.Minute)
+	recentID := f.Add(recent)
+
+	res := cmdtest.Run(t.Context(), env, "dispatches", "list", "--since", "1h")
+	last := f.Calls().Lists[len(f.Calls().Lists)-1]
+	if res.Code != 0 || !last.GetCreateTimeAfter().AsTime().Equal(cmdtest.Now.Add(-time.Hour)) || last.CreateTimeBefore != nil {
+		t.Errorf("list --since 1h: exit %d, sent %v: %s", res.Code, last, res.Stderr)
+	}
+	if !strings.Contains(res.Stdout, recentID) || strings.Contains(res.Stdout, oldID) {
+		t.Errorf("list --since 1h:\n%s", res.Stdout)
+	}
+
+	res = cmdtest.Run(t.Context(), env, "dispatches", "list", "--since", "2025-06-01T08:00:00Z", "--until", "1h")
+	last = f.Calls().Lists[len(f.Calls().Lists)-1]
+	if res.Code != 0 || !last.GetCreateTimeAfter().AsTime().Equal(time.Date(2025, 6, 1, 8, 0, 0, 0, time.UTC)) ||
+		!last.GetCreateTimeBefore().AsTime().Equal(cmdtest.Now.Add(-time.Hour)) {
+		t.Errorf("list --since RFC 3339 --until 1h: exit %d, sent %v: %s", res.Code, last, res.Stderr)
+	}
+	if !strings.Contains(res.Stdout, oldID) || strings.Contains(res.Stdout, recentID) {
+		t.Errorf("list --since 2025-06-01T08:00:00Z --until 1h:\n%s", res.Stdout)
+	}
+
+	res = cmdtest.Run(t.Context(), env, "dispatches", "list", "--since", "1h", "--until", "2h")
+	cmdtest.WantOutput(t, "list --since 1h --until 2h", res.Stderr, "--since (2025-06-01T11:00:00Z) must be before --until (2025-06-01T10:00:00Z)")
 }
 
 // TestDispatchesShow checks show with and without the output, and JSON.

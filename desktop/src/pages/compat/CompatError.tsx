@@ -3,29 +3,14 @@
 // (reason feature_disabled), names the feature flag to turn on, with a link to the
 // flags for whoever may set them.
 import { ConnectError } from "@connectrpc/connect";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Link } from "react-router";
 import { ErrorPanel } from "../../components/ErrorPanel.js";
+import { errorInfo } from "../../components/errorInfo.js";
 import { usePermission } from "../../session.js";
-
-/** errorReason is the reason of the error's google.rpc.ErrorInfo detail, if any
- * (field 1 of ErrorInfo, read from the wire: gen/ts has no google.rpc types). */
-export function errorReason(error: unknown): string | undefined {
-  for (const d of ConnectError.from(error).details) {
-    if (!("type" in d) || d.type !== "google.rpc.ErrorInfo") continue;
-    const r = new BinaryReader(d.value);
-    while (r.pos < r.len) {
-      const [no, wt] = r.tag();
-      if (no === 1 && wt === WireType.LengthDelimited) return r.string();
-      r.skip(wt, no);
-    }
-  }
-  return undefined;
-}
 
 /** disabledFlag is the feature flag a feature_disabled error asks to turn on. */
 export function disabledFlag(error: unknown): string | undefined {
-  if (errorReason(error) !== "feature_disabled") return undefined;
+  if (errorInfo(error)?.reason !== "feature_disabled") return undefined;
   return /\b(compat_[a-z_]+) feature flag/.exec(ConnectError.from(error).rawMessage)?.[1] ?? "compat_api";
 }
 

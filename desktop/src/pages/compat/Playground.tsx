@@ -16,6 +16,7 @@ import { usePermission } from "../../session.js";
 import { Card, Page } from "../../components/Page.js";
 import { CompatError } from "./CompatError.js";
 import styles from "./compat.module.css";
+import { count } from "../../components/plural.js";
 
 /** Turn is one message of the conversation. */
 interface Turn {
@@ -233,7 +234,7 @@ function TurnView({ turn }: { turn: Turn }) {
           {turn.finish ? <>Finished: {turn.finish}. </> : null}
           {u ? (
             <>
-              Usage: {String(u.promptTokens)} prompt + {String(u.completionTokens)} completion = {String(u.totalTokens)} tokens.
+              Usage: {String(u.promptTokens)} prompt + {String(u.completionTokens)} completion = {count(u.totalTokens, "tokens")}.
             </>
           ) : (
             "No usage reported."

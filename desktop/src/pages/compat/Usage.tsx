@@ -11,6 +11,7 @@ import { usePermission, useSession } from "../../session.js";
 import { Card, Page } from "../../components/Page.js";
 import { CompatError } from "./CompatError.js";
 import styles from "./compat.module.css";
+import { allShown } from "../../components/plural.js";
 
 /** ROW_CAP is the most usage rows the page shows at once. */
 export const ROW_CAP = 500;
@@ -164,7 +165,7 @@ function UsageBody() {
                 <p className="field-hint" aria-live="polite">
                   {rows.length > ROW_CAP
                     ? `The first ${ROW_CAP} of ${rows.length} rows are shown (the totals count all of them): narrow the days or pick a token.`
-                    : rows.length === 1 ? "The one row is shown." : `All ${rows.length} rows shown.`}
+                    : allShown(rows.length, "rows")}
                 </p>
               </>
             )}

@@ -460,8 +460,11 @@ func (f *Fake) ListDispatches(_ context.Context, req *connect.Request[controlpla
 	var match []*controlplanev1.Dispatch
 	for i := len(f.order) - 1; i >= 0; i-- {
 		d := f.disp[f.order[i]].d
+		at := d.GetCreateTime().AsTime()
 		if (m.GetNodeId() == "" || d.GetNodeId() == m.GetNodeId()) && (m.GetCapability() == "" || d.GetCapability() == m.GetCapability()) &&
-			(m.GetState() == 0 || d.GetState() == m.GetState()) {
+			(m.GetState() == 0 || d.GetState() == m.GetState()) &&
+			(m.CreateTimeAfter == nil || !at.Before(m.GetCreateTimeAfter().AsTime())) &&
+			(m.CreateTimeBefore == nil || at.Before(m.GetCreateTimeBefore().AsTime())) {
 			match = append(match, proto.Clone(d).(*controlplanev1.Dispatch))
 		}
 	}

@@ -1114,9 +1114,14 @@ type ListDispatchesRequest struct {
 	// page_size is the most dispatches to return; 0 means 100.
 	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token continues a previous list.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// create_time_after keeps only the dispatches created at or after this time.
+	CreateTimeAfter *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time_after,json=createTimeAfter,proto3" json:"create_time_after,omitempty"`
+	// create_time_before keeps only the dispatches created before this time; with
+	// create_time_after, it must be later than that (else InvalidArgument naming it).
+	CreateTimeBefore *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time_before,json=createTimeBefore,proto3" json:"create_time_before,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListDispatchesRequest) Reset() {
@@ -1182,6 +1187,20 @@ func (x *ListDispatchesRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *ListDispatchesRequest) GetCreateTimeAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTimeAfter
+	}
+	return nil
+}
+
+func (x *ListDispatchesRequest) GetCreateTimeBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTimeBefore
+	}
+	return nil
 }
 
 // ListDispatchesResponse is one page of dispatches.
@@ -1337,7 +1356,7 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\x02id\x12 \n" +
 	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06reason\"V\n" +
 	"\x16CancelDispatchResponse\x12<\n" +
-	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\"\xff\x01\n" +
+	"\bdispatch\x18\x01 \x01(\v2 .palyra.controlplane.v1.DispatchR\bdispatch\"\x91\x03\n" +
 	"\x15ListDispatchesRequest\x12%\n" +
 	"\anode_id\x18\x01 \x01(\tB\f\xbaH\t\xd8\x01\x01r\x04\xe8\xcaI\x01R\x06nodeId\x12E\n" +
 	"\x05state\x18\x02 \x01(\x0e2%.palyra.controlplane.v1.DispatchStateB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05state\x12(\n" +
@@ -1346,7 +1365,9 @@ const file_palyra_controlplane_v1_dispatch_proto_rawDesc = "" +
 	"capability\x12%\n" +
 	"\tpage_size\x18\x04 \x01(\rB\b\xbaH\x05*\x03\x18\xf4\x03R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\"\x82\x01\n" +
+	"page_token\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\tpageToken\x12F\n" +
+	"\x11create_time_after\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fcreateTimeAfter\x12H\n" +
+	"\x12create_time_before\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10createTimeBefore\"\x82\x01\n" +
 	"\x16ListDispatchesResponse\x12@\n" +
 	"\n" +
 	"dispatches\x18\x01 \x03(\v2 .palyra.controlplane.v1.DispatchR\n" +
@@ -1423,24 +1444,26 @@ var file_palyra_controlplane_v1_dispatch_proto_depIdxs = []int32{
 	2,  // 16: palyra.controlplane.v1.WatchDispatchResponse.output:type_name -> palyra.controlplane.v1.OutputChunk
 	1,  // 17: palyra.controlplane.v1.CancelDispatchResponse.dispatch:type_name -> palyra.controlplane.v1.Dispatch
 	0,  // 18: palyra.controlplane.v1.ListDispatchesRequest.state:type_name -> palyra.controlplane.v1.DispatchState
-	1,  // 19: palyra.controlplane.v1.ListDispatchesResponse.dispatches:type_name -> palyra.controlplane.v1.Dispatch
-	3,  // 20: palyra.controlplane.v1.DispatchService.CreateDispatch:input_type -> palyra.controlplane.v1.CreateDispatchRequest
-	5,  // 21: palyra.controlplane.v1.DispatchService.ExecuteCapability:input_type -> palyra.controlplane.v1.ExecuteCapabilityRequest
-	7,  // 22: palyra.controlplane.v1.DispatchService.GetDispatch:input_type -> palyra.controlplane.v1.GetDispatchRequest
-	9,  // 23: palyra.controlplane.v1.DispatchService.WatchDispatch:input_type -> palyra.controlplane.v1.WatchDispatchRequest
-	11, // 24: palyra.controlplane.v1.DispatchService.CancelDispatch:input_type -> palyra.controlplane.v1.CancelDispatchRequest
-	13, // 25: palyra.controlplane.v1.DispatchService.ListDispatches:input_type -> palyra.controlplane.v1.ListDispatchesRequest
-	4,  // 26: palyra.controlplane.v1.DispatchService.CreateDispatch:output_type -> palyra.controlplane.v1.CreateDispatchResponse
-	6,  // 27: palyra.controlplane.v1.DispatchService.ExecuteCapability:output_type -> palyra.controlplane.v1.ExecuteCapabilityResponse
-	8,  // 28: palyra.controlplane.v1.DispatchService.GetDispatch:output_type -> palyra.controlplane.v1.GetDispatchResponse
-	10, // 29: palyra.controlplane.v1.DispatchService.WatchDispatch:output_type -> palyra.controlplane.v1.WatchDispatchResponse
-	12, // 30: palyra.controlplane.v1.DispatchService.CancelDispatch:output_type -> palyra.controlplane.v1.CancelDispatchResponse
-	14, // 31: palyra.controlplane.v1.DispatchService.ListDispatches:output_type -> palyra.controlplane.v1.ListDispatchesResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	15, // 19: palyra.controlplane.v1.ListDispatchesRequest.create_time_after:type_name -> google.protobuf.Timestamp
+	15, // 20: palyra.controlplane.v1.ListDispatchesRequest.create_time_before:type_name -> google.protobuf.Timestamp
+	1,  // 21: palyra.controlplane.v1.ListDispatchesResponse.dispatches:type_name -> palyra.controlplane.v1.Dispatch
+	3,  // 22: palyra.controlplane.v1.DispatchService.CreateDispatch:input_type -> palyra.controlplane.v1.CreateDispatchRequest
+	5,  // 23: palyra.controlplane.v1.DispatchService.ExecuteCapability:input_type -> palyra.controlplane.v1.ExecuteCapabilityRequest
+	7,  // 24: palyra.controlplane.v1.DispatchService.GetDispatch:input_type -> palyra.controlplane.v1.GetDispatchRequest
+	9,  // 25: palyra.controlplane.v1.DispatchService.WatchDispatch:input_type -> palyra.controlplane.v1.WatchDispatchRequest
+	11, // 26: palyra.controlplane.v1.DispatchService.CancelDispatch:input_type -> palyra.controlplane.v1.CancelDispatchRequest
+	13, // 27: palyra.controlplane.v1.DispatchService.ListDispatches:input_type -> palyra.controlplane.v1.ListDispatchesRequest
+	4,  // 28: palyra.controlplane.v1.DispatchService.CreateDispatch:output_type -> palyra.controlplane.v1.CreateDispatchResponse
+	6,  // 29: palyra.controlplane.v1.DispatchService.ExecuteCapability:output_type -> palyra.controlplane.v1.ExecuteCapabilityResponse
+	8,  // 30: palyra.controlplane.v1.DispatchService.GetDispatch:output_type -> palyra.controlplane.v1.GetDispatchResponse
+	10, // 31: palyra.controlplane.v1.DispatchService.WatchDispatch:output_type -> palyra.controlplane.v1.WatchDispatchResponse
+	12, // 32: palyra.controlplane.v1.DispatchService.CancelDispatch:output_type -> palyra.controlplane.v1.CancelDispatchResponse
+	14, // 33: palyra.controlplane.v1.DispatchService.ListDispatches:output_type -> palyra.controlplane.v1.ListDispatchesResponse
+	28, // [28:34] is the sub-list for method output_type
+	22, // [22:28] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_palyra_controlplane_v1_dispatch_proto_init() }

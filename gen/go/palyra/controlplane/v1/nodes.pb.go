@@ -93,9 +93,11 @@ type Node struct {
 	Platform string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
 	// agent_version it reported last.
 	AgentVersion string `protobuf:"bytes,4,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
-	// labels given by the approver.
+	// labels given by the approver. They win over reported_labels: a node cannot
+	// relabel itself to attract work or to escape a selector.
 	Labels map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// reported_labels the node reported in its last hello (its own claims).
+	// reported_labels the node reported in its last hello (its own claims); a key the
+	// approver also gave counts with the approver's value (see effective_labels).
 	ReportedLabels map[string]string `protobuf:"bytes,6,rep,name=reported_labels,json=reportedLabels,proto3" json:"reported_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// capabilities the node reported last.
 	Capabilities []*v1.Capability `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
@@ -113,6 +115,9 @@ type Node struct {
 	Revoked bool `protobuf:"varint,13,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	// protocol_version is the Attach protocol version of its last session.
 	ProtocolVersion uint32 `protobuf:"varint,14,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	// effective_labels are the labels selectors match (ListNodesRequest.labels, the
+	// compat API's node selectors): reported_labels overridden by labels.
+	EffectiveLabels map[string]string `protobuf:"bytes,15,rep,name=effective_labels,json=effectiveLabels,proto3" json:"effective_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -245,6 +250,13 @@ func (x *Node) GetProtocolVersion() uint32 {
 	return 0
 }
 
+func (x *Node) GetEffectiveLabels() map[string]string {
+	if x != nil {
+		return x.EffectiveLabels
+	}
+	return nil
+}
+
 // ListNodesRequest filters and pages the inventory.
 type ListNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -252,7 +264,8 @@ type ListNodesRequest struct {
 	Presence Presence `protobuf:"varint,1,opt,name=presence,proto3,enum=palyra.controlplane.v1.Presence" json:"presence,omitempty"`
 	// capability keeps only the nodes that offer it (available or not).
 	Capability string `protobuf:"bytes,2,opt,name=capability,proto3" json:"capability,omitempty"`
-	// labels keeps only the nodes with all of these labels (given or reported).
+	// labels keeps only the nodes with all of these labels among their
+	// effective_labels (given, else reported).
 	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// include_revoked also lists revoked devices.
 	IncludeRevoked bool `protobuf:"varint,4,opt,name=include_revoked,json=includeRevoked,proto3" json:"include_revoked,omitempty"`
@@ -487,7 +500,7 @@ var File_palyra_controlplane_v1_nodes_proto protoreflect.FileDescriptor
 
 const file_palyra_controlplane_v1_nodes_proto_rawDesc = "" +
 	"\n" +
-	"\"palyra/controlplane/v1/nodes.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xc7\x06\n" +
+	"\"palyra/controlplane/v1/nodes.proto\x12\x16palyra.controlplane.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19palyra/node/v1/node.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xe9\a\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
@@ -504,11 +517,15 @@ const file_palyra_controlplane_v1_nodes_proto_rawDesc = "" +
 	"\x10attached_replica\x18\v \x01(\tR\x0fattachedReplica\x12R\n" +
 	"\x17certificate_expire_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x15certificateExpireTime\x12\x18\n" +
 	"\arevoked\x18\r \x01(\bR\arevoked\x12)\n" +
-	"\x10protocol_version\x18\x0e \x01(\rR\x0fprotocolVersion\x1a9\n" +
+	"\x10protocol_version\x18\x0e \x01(\rR\x0fprotocolVersion\x12\\\n" +
+	"\x10effective_labels\x18\x0f \x03(\v21.palyra.controlplane.v1.Node.EffectiveLabelsEntryR\x0feffectiveLabels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
 	"\x13ReportedLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aB\n" +
+	"\x14EffectiveLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x03\n" +
 	"\x10ListNodesRequest\x12F\n" +
@@ -555,7 +572,7 @@ func file_palyra_controlplane_v1_nodes_proto_rawDescGZIP() []byte {
 }
 
 var file_palyra_controlplane_v1_nodes_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_palyra_controlplane_v1_nodes_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_palyra_controlplane_v1_nodes_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_palyra_controlplane_v1_nodes_proto_goTypes = []any{
 	(Presence)(0),                 // 0: palyra.controlplane.v1.Presence
 	(*Node)(nil),                  // 1: palyra.controlplane.v1.Node
@@ -565,31 +582,33 @@ var file_palyra_controlplane_v1_nodes_proto_goTypes = []any{
 	(*GetNodeResponse)(nil),       // 5: palyra.controlplane.v1.GetNodeResponse
 	nil,                           // 6: palyra.controlplane.v1.Node.LabelsEntry
 	nil,                           // 7: palyra.controlplane.v1.Node.ReportedLabelsEntry
-	nil,                           // 8: palyra.controlplane.v1.ListNodesRequest.LabelsEntry
-	(*v1.Capability)(nil),         // 9: palyra.node.v1.Capability
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	nil,                           // 8: palyra.controlplane.v1.Node.EffectiveLabelsEntry
+	nil,                           // 9: palyra.controlplane.v1.ListNodesRequest.LabelsEntry
+	(*v1.Capability)(nil),         // 10: palyra.node.v1.Capability
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_palyra_controlplane_v1_nodes_proto_depIdxs = []int32{
 	6,  // 0: palyra.controlplane.v1.Node.labels:type_name -> palyra.controlplane.v1.Node.LabelsEntry
 	7,  // 1: palyra.controlplane.v1.Node.reported_labels:type_name -> palyra.controlplane.v1.Node.ReportedLabelsEntry
-	9,  // 2: palyra.controlplane.v1.Node.capabilities:type_name -> palyra.node.v1.Capability
-	10, // 3: palyra.controlplane.v1.Node.create_time:type_name -> google.protobuf.Timestamp
-	10, // 4: palyra.controlplane.v1.Node.last_seen_time:type_name -> google.protobuf.Timestamp
+	10, // 2: palyra.controlplane.v1.Node.capabilities:type_name -> palyra.node.v1.Capability
+	11, // 3: palyra.controlplane.v1.Node.create_time:type_name -> google.protobuf.Timestamp
+	11, // 4: palyra.controlplane.v1.Node.last_seen_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: palyra.controlplane.v1.Node.presence:type_name -> palyra.controlplane.v1.Presence
-	10, // 6: palyra.controlplane.v1.Node.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 7: palyra.controlplane.v1.ListNodesRequest.presence:type_name -> palyra.controlplane.v1.Presence
-	8,  // 8: palyra.controlplane.v1.ListNodesRequest.labels:type_name -> palyra.controlplane.v1.ListNodesRequest.LabelsEntry
-	1,  // 9: palyra.controlplane.v1.ListNodesResponse.nodes:type_name -> palyra.controlplane.v1.Node
-	1,  // 10: palyra.controlplane.v1.GetNodeResponse.node:type_name -> palyra.controlplane.v1.Node
-	2,  // 11: palyra.controlplane.v1.NodeInventoryService.ListNodes:input_type -> palyra.controlplane.v1.ListNodesRequest
-	4,  // 12: palyra.controlplane.v1.NodeInventoryService.GetNode:input_type -> palyra.controlplane.v1.GetNodeRequest
-	3,  // 13: palyra.controlplane.v1.NodeInventoryService.ListNodes:output_type -> palyra.controlplane.v1.ListNodesResponse
-	5,  // 14: palyra.controlplane.v1.NodeInventoryService.GetNode:output_type -> palyra.controlplane.v1.GetNodeResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	11, // 6: palyra.controlplane.v1.Node.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	8,  // 7: palyra.controlplane.v1.Node.effective_labels:type_name -> palyra.controlplane.v1.Node.EffectiveLabelsEntry
+	0,  // 8: palyra.controlplane.v1.ListNodesRequest.presence:type_name -> palyra.controlplane.v1.Presence
+	9,  // 9: palyra.controlplane.v1.ListNodesRequest.labels:type_name -> palyra.controlplane.v1.ListNodesRequest.LabelsEntry
+	1,  // 10: palyra.controlplane.v1.ListNodesResponse.nodes:type_name -> palyra.controlplane.v1.Node
+	1,  // 11: palyra.controlplane.v1.GetNodeResponse.node:type_name -> palyra.controlplane.v1.Node
+	2,  // 12: palyra.controlplane.v1.NodeInventoryService.ListNodes:input_type -> palyra.controlplane.v1.ListNodesRequest
+	4,  // 13: palyra.controlplane.v1.NodeInventoryService.GetNode:input_type -> palyra.controlplane.v1.GetNodeRequest
+	3,  // 14: palyra.controlplane.v1.NodeInventoryService.ListNodes:output_type -> palyra.controlplane.v1.ListNodesResponse
+	5,  // 15: palyra.controlplane.v1.NodeInventoryService.GetNode:output_type -> palyra.controlplane.v1.GetNodeResponse
+	14, // [14:16] is the sub-list for method output_type
+	12, // [12:14] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_palyra_controlplane_v1_nodes_proto_init() }
@@ -603,7 +622,7 @@ func file_palyra_controlplane_v1_nodes_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_controlplane_v1_nodes_proto_rawDesc), len(file_palyra_controlplane_v1_nodes_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
