@@ -5,8 +5,12 @@
 // the conflict and is saved over it; a run streams and lands on its timeline with the
 // answer; the runs list shows it and filters in the address; the default is set
 // through a confirmation; a principal that may only read agents sees no edit or run
-// actions. Each page passes axe and is photographed.
+// actions; a scripted model's tool call runs on the node and shows in the timeline
+// with its result and a link to its dispatch. Each page passes axe and is photographed.
 import { spawn, type ChildProcess } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { hostname } from "node:os";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +21,8 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
 import { FeatureFlagService } from "../../gen/ts/palyra/access/v1/flags_pb.js";
+import { ConfigService } from "../../gen/ts/palyra/controlplane/v1/config_pb.js";
+import { SecretService } from "../../gen/ts/palyra/controlplane/v1/secrets_pb.js";
 import { AgentService, RunState } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
 import { NodeInventoryService, Presence } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
 import { PairingMethod, PairingService } from "../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
@@ -35,6 +41,40 @@ let transport: Transport;
 let node: ChildProcess | undefined;
 let nodeLog = "";
 let nodeId: string;
+let model: Server | undefined;
+
+/** startModel serves a scripted OpenAI-compatible model that streams a call of the
+ * first tool it is offered, then, given the tool's result, an answer naming the
+ * hostname in it. */
+function startModel(): Promise<string> {
+  model = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", () => {
+      const r = JSON.parse(body) as { messages: { role: string; content?: string }[]; tools?: { function: { name: string } }[] };
+      const result = r.messages.find((m) => m.role === "tool");
+      const base = { id: "chatcmpl-scripted", object: "chat.completion.chunk", created: 1700000000, model: "scripted-model" };
+      const send = (delta: object, finish: string | null = null) =>
+        res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`);
+      res.setHeader("Content-Type", "text/event-stream");
+      if (!result) {
+        const name = r.tools?.[0]?.function.name ?? "none";
+        send({ role: "assistant", tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name, arguments: "" } }] });
+        send({ tool_calls: [{ index: 0, function: { arguments: "{}" } }] });
+        send({}, "tool_calls");
+      } else {
+        const host = /"hostname":\s*"([^"]+)"/.exec(result.content ?? "")?.[1] ?? `no hostname in ${result.content}`;
+        send({ role: "assistant", content: "" });
+        send({ content: "The node's host is " });
+        send({ content: host });
+        send({}, "stop");
+      }
+      res.write(`data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } })}\n\n`);
+      res.end("data: [DONE]\n\n");
+    });
+  });
+  return new Promise((resolve) => model!.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(model!.address() as AddressInfo).port}/v1`)));
+}
 
 /** bearer is a connect-node transport to palyrad with an API token. */
 function bearer(token: string): Transport {
@@ -92,6 +132,18 @@ before(async () => {
   transport = bearer(daemon.token);
   await createClient(FeatureFlagService, transport).setFlag({ key: "compat_api", enabled: true });
   nodeId = await pairNode();
+  const modelUrl = await startModel();
+  await createClient(SecretService, transport).putSecret({ name: "scripted", value: new TextEncoder().encode("sk-scripted") });
+  const text = (value: string) => ({ kind: { case: "text" as const, value } });
+  await createClient(ConfigService, transport).updateConfig({
+    change: { set: [
+      { key: "compat.providers.scripted.base_url", value: text(modelUrl) },
+      { key: "compat.providers.scripted.api_key", value: text("secret:scripted") },
+      { key: "compat.providers.scripted.models", value: text("scripted-model") },
+    ] },
+    expectedRevision: 0n,
+    reason: "agents console test",
+  });
 });
 
 after(async () => {
@@ -101,6 +153,7 @@ after(async () => {
     await exited;
   }
   await browser?.close();
+  model?.close();
   await daemon?.stop();
   rmSync(scratch, { recursive: true, force: true });
 });
@@ -270,6 +323,32 @@ describe("agents and runs, as the owner", () => {
     await look(page, "agents-list");
   });
 
+  it("shows a tool call on the node in the timeline, linked to its dispatch", async () => {
+    await createClient(AgentService, transport).createAgent({
+      spec: { name: "fleet", model: "scripted-model", tools: [{ capability: "system.info" }] },
+    });
+    await page.goto(daemon.baseUrl + "/agents?agent=fleet");
+    await page.getByRole("heading", { level: 1, name: "Agent fleet" }).waitFor();
+    const run = page.getByRole("region", { name: "Run" });
+    await run.getByLabel("Prompt").fill("Which host is the node on?");
+    await run.getByRole("button", { name: "Run" }).click();
+    await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor({ timeout: WAIT });
+    const timeline = page.getByRole("list", { name: "Timeline" });
+    await timeline.getByLabel("Answer").getByText(`The node's host is ${hostname()}`).waitFor({ timeout: WAIT });
+    const call = timeline.getByRole("listitem", { name: "Step 2" });
+    const text = await call.innerText();
+    assert.match(text, new RegExp(`Tool call\\s+system_info\\s+runs\\s+system\\.info\\s+on node\\s+${nodeId}\\s+succeeded`));
+    assert.match(await timeline.getByRole("listitem", { name: "Step 1" }).innerText(), /finished: tool_calls/);
+    await call.getByText("Result").click();
+    await call.getByText(`"hostname": "${hostname()}"`).waitFor();
+    await look(page, "runs-tool-call");
+    await call.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).last().click();
+    await page.getByRole("heading", { level: 1, name: "Dispatches" }).waitFor();
+    const dispatchId = new URL(page.url()).searchParams.get("id") ?? "";
+    await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).getByText("system.info", { exact: true }).first().waitFor();
+    assert.match(await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).innerText(), /idempotency key run:[0-9A-Z]{26}:2/);
+  });
+
   it("loaded without console errors (no CSP violation)", () => {
     assert.deepEqual(consoleErrors, []);
   });
@@ -302,6 +381,6 @@ describe("a principal that may only read agents", () => {
     const agents = createClient(AgentService, bearer(secret));
     await assert.rejects(agents.deleteAgent({ agent: { case: "name", value: "helper" } }), /permission_denied|agents\.write/);
     const { runs } = await agents.listRuns({ state: RunState.SUCCEEDED });
-    assert.equal(runs.length, 1);
+    assert.deepEqual(runs.map((r) => r.agentName), ["fleet", "helper"]);
   });
 });

@@ -110,7 +110,7 @@ export function AgentEditor({ agent, onSaved, onCancel }: { agent?: Agent; onSav
 
   const theirs = current.data?.agent;
   return (
-    <Card title={agent ? `Edit ${agent.spec?.name}` : "New agent"}>
+    <Card title={agent ? `Edit ${agent.spec?.name}` : "Definition"}>
       <form onSubmit={submit} className={admin.stack} aria-label={agent ? `Edit agent ${agent.spec?.name}` : "New agent"}>
         {conflict ? (
           <div className={admin.notice} role="alert" aria-label="Conflict">

@@ -166,7 +166,8 @@ export function differences(current: AgentSpec | undefined, mine: Draft): string
     const b = String(mine[k]).trim();
     if (a !== b) out.push(`${label}: ${short(a)} → ${short(b)}`);
   }
-  const tools = (d: Draft) => d.tools.map((t) => `${t.name || defaultToolName(t.capability)} (${t.capability}, ${policyName(t.policy)})`).join(", ") || "none";
+  const where = (t: ToolDraft) => (t.target === "node" ? `node ${t.nodeId}` : t.target === "selector" && t.selector.trim() ? `nodes ${t.selector.trim()}` : "any node");
+  const tools = (d: Draft) => d.tools.map((t) => `${t.name || defaultToolName(t.capability)} (${t.capability} on ${where(t)}, ${policyName(t.policy)})`).join(", ") || "none";
   if (tools(theirs) !== tools(mine)) out.push(`Tools: ${tools(theirs)} → ${tools(mine)}`);
   return out;
 }
