@@ -16,6 +16,7 @@ import { Confirm } from "../../components/Dialog.js";
 import { usePagedList } from "../../components/paging.js";
 import { ListBody, Loading, TableHead } from "../../components/ListBody.js";
 import { prettyJSON } from "../../components/prettyJSON.js";
+import { transient } from "../../components/DispatchLive.js";
 import { count } from "../../components/plural.js";
 import { OutcomeBadge, RunStateBadge, runEnded, runStateName } from "./runParts.js";
 import admin from "../admin.module.css";
@@ -152,8 +153,7 @@ function useRunWatch(id: string) {
           if (!ended) throw new ConnectError("the watch ended before the run did", Code.Unavailable);
         } catch (err) {
           if (abort.signal.aborted) return;
-          const code = ConnectError.from(err).code;
-          if (![Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal].includes(code) || attempt >= RESUMES) {
+          if (!transient(err) || attempt >= RESUMES) {
             setError(err);
             return;
           }
