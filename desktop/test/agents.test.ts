@@ -4,7 +4,7 @@
 // an edit adds a tool no node offers and shows palyrad's warning; a stale edit shows
 // the conflict and is saved over it; a run streams and lands on its timeline with the
 // answer; the runs list shows it and filters in the address; the default is set
-// through a confirmation; a principal that may only read agents sees no edit or run
+// and an agent deleted through confirmations; a principal that may only read agents sees no edit or run
 // actions; a scripted model's tool call runs on the node and shows in the timeline
 // with its result and a link to its dispatch. Each page passes axe and is photographed.
 import { spawn, type ChildProcess } from "node:child_process";
@@ -347,6 +347,20 @@ describe("agents and runs, as the owner", () => {
     const dispatchId = new URL(page.url()).searchParams.get("id") ?? "";
     await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).getByText("system.info", { exact: true }).first().waitFor();
     assert.match(await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).innerText(), /idempotency key run:[0-9A-Z]{26}:2/);
+  });
+
+  it("deletes an agent after a confirmation; its runs stay", async () => {
+    await createClient(AgentService, transport).createAgent({ spec: { name: "scratch", model: "palyra-echo" } });
+    await page.goto(daemon.baseUrl + "/agents?agent=scratch");
+    await page.getByRole("heading", { level: 1, name: "Agent scratch" }).waitFor();
+    await page.getByRole("button", { name: "Delete…" }).click();
+    const dialog = page.getByRole("dialog", { name: "Delete agent scratch?" });
+    await dialog.getByText(/agent:scratch stops being served/).waitFor();
+    await look(page, "agents-delete-confirm");
+    await dialog.getByRole("button", { name: "Delete agent" }).click();
+    await page.getByRole("heading", { level: 1, name: "Agents" }).waitFor({ timeout: WAIT });
+    await page.getByText("All 2 agents shown.").waitFor({ timeout: WAIT });
+    assert.equal(await page.getByRole("link", { name: "scratch" }).count(), 0);
   });
 
   it("loaded without console errors (no CSP violation)", () => {

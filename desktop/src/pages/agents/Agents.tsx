@@ -244,7 +244,7 @@ function AgentDetail({ name }: { name: string }) {
                 </dd>
               </div>
             </dl>
-            <h3 className="field-hint">System prompt</h3>
+            <h3 className={`field-hint ${styles.subhead}`}>System prompt</h3>
             <pre className={admin.pre}>{spec.systemPrompt || "(none)"}</pre>
           </Card>
           <Card title="Tools">
@@ -353,13 +353,11 @@ function RunAgent({ agent }: { agent: Agent }) {
     setText("");
     setTools(new Map());
     let lastSeq = 0;
-    let started: string | undefined;
     try {
       for await (const ev of client.run({ agent: { case: "id", value: agent.id }, prompt }, { signal: ac.signal })) {
         const e = ev.event;
         switch (e.case) {
           case "started":
-            started = e.value.id;
             setRunId(e.value.id);
             break;
           case "textDelta":
@@ -392,7 +390,6 @@ function RunAgent({ agent }: { agent: Agent }) {
       if (!ac.signal.aborted) setError(err);
     } finally {
       if (!ac.signal.aborted) setBusy(false);
-      if (started === undefined) setBusy(false);
     }
   }
 
