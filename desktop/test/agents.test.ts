@@ -3,10 +3,11 @@
 // with a tool picked from the node's announced capabilities and pinned to that node;
 // an edit adds a tool no node offers and shows palyrad's warning; a stale edit shows
 // the conflict and is saved over it; a run streams and lands on its timeline with the
-// answer; the runs list shows it and filters in the address; the default is set
-// and an agent deleted through confirmations; a principal that may only read agents sees no edit or run
-// actions; a scripted model's tool call runs on the node and shows in the timeline
-// with its result and a link to its dispatch. Each page passes axe and is photographed.
+// answer; the runs list shows it and filters in the address; the default is set and
+// an agent deleted through confirmations; a scripted model's tool call runs on the
+// node and shows in the timeline with its result and a link to its dispatch; a
+// principal that may only read agents sees no edit or run actions. Each page passes
+// axe and is photographed.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
