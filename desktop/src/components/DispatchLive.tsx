@@ -30,7 +30,7 @@ const VIEW_LIMIT = 2 << 20;
 const RESUMES = 5;
 
 /** transient says whether a failed watch is worth resuming. */
-function transient(err: unknown): boolean {
+export function transient(err: unknown): boolean {
   return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal].includes(ConnectError.from(err).code);
 }
 

@@ -1,0 +1,401 @@
+// The console's Agents and Runs pages in a real Chromium against a real palyrad serving
+// palyra-echo and a real node (`palyra node run`): an agent is created from the form
+// with a tool picked from the node's announced capabilities and pinned to that node;
+// an edit adds a tool no node offers and shows palyrad's warning; a stale edit shows
+// the conflict and is saved over it; a run streams and lands on its timeline with the
+// answer; the runs list shows it and filters in the address; the default is set and
+// an agent deleted through confirmations; a scripted model's tool call runs on the
+// node and shows in the timeline with its result and a link to its dispatch; a
+// principal that may only read agents sees no edit or run actions. Each page passes
+// axe and is photographed.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { hostname } from "node:os";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
+import { FeatureFlagService } from "../../gen/ts/palyra/access/v1/flags_pb.js";
+import { ConfigService } from "../../gen/ts/palyra/controlplane/v1/config_pb.js";
+import { SecretService } from "../../gen/ts/palyra/controlplane/v1/secrets_pb.js";
+import { AgentService, RunState } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { NodeInventoryService, Presence } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
+import { PairingMethod, PairingService } from "../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
+import { PairingState } from "../../gen/ts/palyra/node/v1/node_pb.js";
+import { startPalyrad, type Palyrad } from "./palyrad.js";
+import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
+
+const palyra = process.env.PALYRA ?? new URL("../../bin/palyra", import.meta.url).pathname;
+/** WAIT bounds every wait for something that happens by itself. */
+const WAIT = 60_000;
+
+let daemon: Palyrad;
+let browser: Browser;
+let scratch: string;
+let transport: Transport;
+let node: ChildProcess | undefined;
+let nodeLog = "";
+let nodeId: string;
+let model: Server | undefined;
+
+/** startModel serves a scripted OpenAI-compatible model that streams a call of the
+ * first tool it is offered, then, given the tool's result, an answer naming the
+ * hostname in it. */
+function startModel(): Promise<string> {
+  model = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", () => {
+      const r = JSON.parse(body) as { messages: { role: string; content?: string }[]; tools?: { function: { name: string } }[] };
+      const result = r.messages.find((m) => m.role === "tool");
+      const base = { id: "chatcmpl-scripted", object: "chat.completion.chunk", created: 1700000000, model: "scripted-model" };
+      const send = (delta: object, finish: string | null = null) =>
+        res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`);
+      res.setHeader("Content-Type", "text/event-stream");
+      if (!result) {
+        const name = r.tools?.[0]?.function.name ?? "none";
+        send({ role: "assistant", tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name, arguments: "" } }] });
+        send({ tool_calls: [{ index: 0, function: { arguments: "{}" } }] });
+        send({}, "tool_calls");
+      } else {
+        const host = /"hostname":\s*"([^"]+)"/.exec(result.content ?? "")?.[1] ?? `no hostname in ${result.content}`;
+        send({ role: "assistant", content: "" });
+        send({ content: "The node's host is " });
+        send({ content: host });
+        send({}, "stop");
+      }
+      res.write(`data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } })}\n\n`);
+      res.end("data: [DONE]\n\n");
+    });
+  });
+  return new Promise((resolve) => model!.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(model!.address() as AddressInfo).port}/v1`)));
+}
+
+/** bearer is a connect-node transport to palyrad with an API token. */
+function bearer(token: string): Transport {
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set("Authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  return createConnectTransport({ baseUrl: daemon.baseUrl, httpVersion: "2", nodeOptions: { ca: daemon.ca }, interceptors: [auth] });
+}
+
+/** eventually retries check until it stops throwing, for at most WAIT. */
+async function eventually<T>(what: string, check: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT / 1000} s: ${String(err)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** pairNode pairs a `palyra node run` through the RPCs and waits for it online. */
+async function pairNode(): Promise<string> {
+  const stateDir = join(scratch, "node");
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(scratch, "ca.pem"), daemon.ca);
+  const pairing = createClient(PairingService, transport);
+  const { code } = await pairing.createPairingCode({ method: PairingMethod.PIN, label: "agents-test" });
+  node = spawn(palyra, ["node", "run", "--url", daemon.baseUrl, "--pin", code, "--ca-file", join(scratch, "ca.pem"), "--state-dir", stateDir, "--name", "agent-node"], {
+    env: { HOME: scratch, PATH: process.env.PATH },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  node.stderr!.on("data", (b: Buffer) => (nodeLog += b.toString()));
+  const request = await eventually("a pending pairing request", async () => {
+    const { pairingRequests } = await pairing.listPairingRequests({ state: PairingState.PENDING_APPROVAL });
+    assert.equal(pairingRequests.length, 1, nodeLog);
+    return pairingRequests[0];
+  });
+  await pairing.approvePairingRequest({ id: request.id, expectedKeyFingerprint: request.publicKeyFingerprint });
+  return eventually("the node online with system.info", async () => {
+    const { nodes } = await createClient(NodeInventoryService, transport).listNodes({ presence: Presence.ONLINE });
+    assert.equal(nodes.length, 1, nodeLog);
+    assert.ok(nodes[0].capabilities.some((c) => c.name === "system.info" && c.available), nodeLog);
+    return nodes[0].id;
+  });
+}
+
+before(async () => {
+  daemon = await startPalyrad("agents-console-test", "--compat-model", "palyra-echo");
+  browser = await launch();
+  scratch = mkdtempSync(join(tmpdir(), "palyra-agents-"));
+  chmodSync(scratch, 0o755);
+  transport = bearer(daemon.token);
+  await createClient(FeatureFlagService, transport).setFlag({ key: "compat_api", enabled: true });
+  nodeId = await pairNode();
+  const modelUrl = await startModel();
+  await createClient(SecretService, transport).putSecret({ name: "scripted", value: new TextEncoder().encode("sk-scripted") });
+  const text = (value: string) => ({ kind: { case: "text" as const, value } });
+  await createClient(ConfigService, transport).updateConfig({
+    change: { set: [
+      { key: "compat.providers.scripted.base_url", value: text(modelUrl) },
+      { key: "compat.providers.scripted.api_key", value: text("secret:scripted") },
+      { key: "compat.providers.scripted.models", value: text("scripted-model") },
+    ] },
+    expectedRevision: 0n,
+    reason: "agents console test",
+  });
+});
+
+after(async () => {
+  if (node && node.exitCode === null) {
+    const exited = new Promise((r) => node!.once("exit", r));
+    node.kill("SIGTERM");
+    await exited;
+  }
+  await browser?.close();
+  model?.close();
+  await daemon?.stop();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+/** open goes to a page through the navigation, as a user would. */
+async function open(page: Page, title: string) {
+  await page.getByRole("navigation", { name: "Console" }).getByRole("link", { name: title, exact: true }).click();
+  await page.getByRole("heading", { level: 1, name: title }).waitFor();
+}
+
+/** look checks the page with axe and saves its screenshot. */
+async function look(page: Page, name: string) {
+  await checkAccessibility(page, name);
+  await screenshot(page, name);
+}
+
+describe("agents and runs, as the owner", () => {
+  let ctx: BrowserContext;
+  let page: Page;
+  let consoleErrors: string[];
+  let agentId: string;
+  let runId: string;
+
+  before(async () => {
+    ctx = await newContext(browser);
+    page = await signIn(ctx, daemon.baseUrl, daemon.token);
+    consoleErrors = watchConsole(page);
+  });
+
+  after(async () => {
+    await ctx.close();
+  });
+
+  it("creates an agent from the form, with a tool picked from the node's capabilities", async () => {
+    await open(page, "Agents");
+    await page.getByText("No agents.").waitFor();
+    await look(page, "agents-empty");
+    await page.getByRole("link", { name: "New agent" }).click();
+    await page.getByRole("heading", { level: 1, name: "New agent" }).waitFor();
+    const form = page.getByRole("form", { name: "New agent" });
+    await form.getByLabel("Name", { exact: true }).fill("helper");
+    // The model picker lists the compat models.
+    await form.getByLabel("Model", { exact: true }).selectOption("palyra-echo");
+    await form.getByLabel("Description", { exact: true }).fill("Answers about the fleet");
+    await form.getByLabel("System prompt").fill("You are terse.");
+    await form.getByLabel("Labels (one key=value a line)").fill("team=ops");
+    await form.getByRole("button", { name: "Add a tool" }).click();
+    const tool = form.getByRole("group", { name: /^Tool 1/ });
+    // The picker offers what the node announces, with the description and schema.
+    await tool.getByLabel("Capability", { exact: true }).selectOption("system.info");
+    const { nodes } = await createClient(NodeInventoryService, transport).listNodes({});
+    const info = nodes[0].capabilities.find((c) => c.name === "system.info")!;
+    await tool.getByText(info.description, { exact: true }).waitFor();
+    if (info.inputSchema) await tool.getByText("Parameters offered to the model").waitFor();
+    await tool.getByLabel("Runs on").selectOption("node");
+    await tool.getByLabel("Node", { exact: true }).selectOption(nodeId);
+    await tool.getByLabel("Policy").selectOption({ label: "auto: run at once" });
+    await form.getByLabel("Max steps (model calls)").fill("4");
+    await look(page, "agents-new");
+    await form.getByRole("button", { name: "Create agent" }).click();
+
+    await page.getByRole("heading", { level: 1, name: "Agent helper" }).waitFor({ timeout: WAIT });
+    await page.getByRole("status", { name: "Saved" }).getByText("Agent created.").waitFor();
+    const tools = page.getByRole("region", { name: "Tools" });
+    const row = tools.getByRole("row", { name: /system_info/ });
+    assert.match(await row.innerText(), new RegExp(`system_info\\s+system\\.info\\s+node ${nodeId}\\s+auto`));
+    const definition = await page.getByRole("region", { name: "Definition" }).innerText();
+    assert.match(definition, /palyra-echo/);
+    assert.match(definition, /4 steps, 16 tool calls/);
+    assert.match(definition, /team=ops/);
+    const { agent } = await createClient(AgentService, transport).getAgent({ agent: { case: "name", value: "helper" } });
+    agentId = agent!.id;
+    assert.equal(agent!.spec?.tools[0]?.target.case, "nodeId");
+    await look(page, "agents-created");
+  });
+
+  it("adds a tool no node offers and shows palyrad's warning after the save", async () => {
+    await page.getByRole("button", { name: "Edit", exact: true }).click();
+    const form = page.getByRole("form", { name: "Edit agent helper" });
+    await form.getByRole("button", { name: "Add a tool" }).click();
+    const tool = form.getByRole("group", { name: /^Tool 2/ });
+    await tool.getByLabel("Capability", { exact: true }).selectOption({ label: "Another capability…" });
+    await tool.getByLabel("Capability", { exact: true }).fill("browser.open");
+    await tool.getByLabel("Policy").selectOption({ label: "ask: a human approves each call" });
+    await tool.getByText("No paired node announces it.").waitFor();
+    await form.getByRole("button", { name: "Save agent" }).click();
+    const saved = page.getByRole("status", { name: "Saved" });
+    await saved.getByText("Saved as revision 2, with warnings:").waitFor({ timeout: WAIT });
+    assert.match(await saved.innerText(), /browser\.open/);
+    assert.match(await page.getByRole("region", { name: "Tools" }).getByRole("row", { name: /browser_open/ }).innerText(), /ask/);
+    await look(page, "agents-saved-warning");
+  });
+
+  it("shows a stale edit's conflict, and saves over it", async () => {
+    await page.getByRole("button", { name: "Edit", exact: true }).click();
+    const form = page.getByRole("form", { name: "Edit agent helper" });
+    await form.getByLabel("Description", { exact: true }).fill("Mine: answers about the fleet");
+    // Meanwhile, someone else makes revision 3.
+    const agents = createClient(AgentService, transport);
+    const { agent } = await agents.getAgent({ agent: { case: "id", value: agentId } });
+    await agents.updateAgent({ agent: { case: "id", value: agentId }, spec: { ...agent!.spec!, systemPrompt: "Changed elsewhere." }, expectedRevision: 2n });
+    await form.getByRole("button", { name: "Save agent" }).click();
+    const conflict = form.getByRole("alert", { name: "Conflict" });
+    await conflict.getByText(/You edited revision 2; it is now revision 3/).waitFor({ timeout: WAIT });
+    await conflict.getByText("System prompt: Changed elsewhere. → You are terse.").waitFor({ timeout: WAIT });
+    await conflict.getByText(/Description: Answers about the fleet → Mine: answers about the fleet/).waitFor();
+    await look(page, "agents-conflict");
+    await conflict.getByRole("button", { name: "Save mine over revision 3" }).click();
+    await page.getByRole("status", { name: "Saved" }).getByText(/Saved as revision 4/).waitFor({ timeout: WAIT });
+    const { agent: now } = await agents.getAgent({ agent: { case: "id", value: agentId } });
+    assert.equal(now!.revision, 4n);
+    assert.equal(now!.spec?.description, "Mine: answers about the fleet");
+  });
+
+  it("runs the agent and lands on the run's timeline with the answer", async () => {
+    const prompt = "hello from the console";
+    const run = page.getByRole("region", { name: "Run" });
+    await run.getByLabel("Prompt").fill(prompt);
+    await run.getByRole("button", { name: "Run" }).click();
+    await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor({ timeout: WAIT });
+    runId = new URL(page.url()).searchParams.get("id") ?? "";
+    assert.match(runId, /^[0-9A-Z]{26}$/);
+    const detail = page.getByRole("region", { name: `Run ${runId}` });
+    await detail.getByLabel("Run state").getByText("succeeded").waitFor({ timeout: WAIT });
+    const timeline = detail.getByRole("list", { name: "Timeline" });
+    await timeline.getByLabel("Answer").getByText(prompt).waitFor({ timeout: WAIT });
+    assert.match(await timeline.getByRole("listitem", { name: "Step 1" }).innerText(), /Model call\s+palyra-echo/);
+    assert.match(await timeline.getByRole("listitem", { name: "Step 1" }).innerText(), /prompt \+ \d+ completion tokens, finished: stop/);
+    assert.match(await detail.innerText(), /helper at revision 4/);
+    assert.equal(await detail.getByRole("button", { name: "Cancel run" }).count(), 0, "an ended run has no cancel");
+    await look(page, "runs-detail");
+  });
+
+  it("lists the run, and filters by state and agent in the address", async () => {
+    const all = page.getByRole("region", { name: "All runs" });
+    const row = all.getByRole("row", { name: new RegExp(runId) });
+    await row.waitFor();
+    assert.match(await row.innerText(), /helper\s+rev\. 4\s+succeeded/);
+    await all.getByText("The only run is shown.").waitFor();
+    await page.getByLabel("State", { exact: true }).selectOption("FAILED");
+    await page.getByRole("button", { name: "Apply filters" }).click();
+    await all.getByText("No runs.").waitFor();
+    assert.match(page.url(), /state=FAILED/);
+    await page.getByLabel("State", { exact: true }).selectOption("");
+    await page.getByLabel("Agent", { exact: true }).fill("helper");
+    await page.getByRole("button", { name: "Apply filters" }).click();
+    await all.getByText("The only run is shown.").waitFor();
+    assert.match(page.url(), /agent=helper/);
+    await look(page, "runs-list");
+  });
+
+  it("makes the agent the default through a confirmation", async () => {
+    await open(page, "Agents");
+    const row = page.getByRole("row", { name: /helper/ });
+    await row.waitFor();
+    assert.doesNotMatch(await row.innerText(), /default/);
+    await row.getByRole("link", { name: "helper" }).click();
+    await page.getByRole("heading", { level: 1, name: "Agent helper" }).waitFor();
+    await page.getByRole("button", { name: "Make default…" }).click();
+    const dialog = page.getByRole("dialog", { name: "Make helper the default agent?" });
+    await look(page, "agents-default-confirm");
+    await dialog.getByRole("button", { name: "Make default" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    await page.getByRole("region", { name: "Definition" }).getByText("default", { exact: true }).waitFor({ timeout: WAIT });
+    await open(page, "Agents");
+    await page.getByRole("row", { name: /helper/ }).getByText("default", { exact: true }).waitFor({ timeout: WAIT });
+    await look(page, "agents-list");
+  });
+
+  it("shows a tool call on the node in the timeline, linked to its dispatch", async () => {
+    await createClient(AgentService, transport).createAgent({
+      spec: { name: "fleet", model: "scripted-model", tools: [{ capability: "system.info" }] },
+    });
+    await page.goto(daemon.baseUrl + "/agents?agent=fleet");
+    await page.getByRole("heading", { level: 1, name: "Agent fleet" }).waitFor();
+    const run = page.getByRole("region", { name: "Run" });
+    await run.getByLabel("Prompt").fill("Which host is the node on?");
+    await run.getByRole("button", { name: "Run" }).click();
+    await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor({ timeout: WAIT });
+    const timeline = page.getByRole("list", { name: "Timeline" });
+    await timeline.getByLabel("Answer").getByText(`The node's host is ${hostname()}`).waitFor({ timeout: WAIT });
+    const call = timeline.getByRole("listitem", { name: "Step 2" });
+    const text = await call.innerText();
+    assert.match(text, new RegExp(`Tool call\\s+system_info\\s+runs\\s+system\\.info\\s+on node\\s+${nodeId}\\s+succeeded`));
+    assert.match(await timeline.getByRole("listitem", { name: "Step 1" }).innerText(), /finished: tool_calls/);
+    await call.getByText("Result").click();
+    await call.getByText(`"hostname": "${hostname()}"`).waitFor();
+    await look(page, "runs-tool-call");
+    await call.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).last().click();
+    await page.getByRole("heading", { level: 1, name: "Dispatches" }).waitFor();
+    const dispatchId = new URL(page.url()).searchParams.get("id") ?? "";
+    await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).getByText("system.info", { exact: true }).first().waitFor();
+    assert.match(await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).innerText(), /idempotency key run:[0-9A-Z]{26}:2/);
+  });
+
+  it("deletes an agent after a confirmation; its runs stay", async () => {
+    await createClient(AgentService, transport).createAgent({ spec: { name: "scratch", model: "palyra-echo" } });
+    await page.goto(daemon.baseUrl + "/agents?agent=scratch");
+    await page.getByRole("heading", { level: 1, name: "Agent scratch" }).waitFor();
+    await page.getByRole("button", { name: "Delete…" }).click();
+    const dialog = page.getByRole("dialog", { name: "Delete agent scratch?" });
+    await dialog.getByText(/agent:scratch stops being served/).waitFor();
+    await look(page, "agents-delete-confirm");
+    await dialog.getByRole("button", { name: "Delete agent" }).click();
+    await page.getByRole("heading", { level: 1, name: "Agents" }).waitFor({ timeout: WAIT });
+    await page.getByText("All 2 agents shown.").waitFor({ timeout: WAIT });
+    assert.equal(await page.getByRole("link", { name: "scratch" }).count(), 0);
+  });
+
+  it("loaded without console errors (no CSP violation)", () => {
+    assert.deepEqual(consoleErrors, []);
+  });
+});
+
+describe("a principal that may only read agents", () => {
+  it("sees the agents and runs without their actions", async () => {
+    const { secret } = await createClient(AccessService, transport).createToken({ label: "agents-readonly", role: Role.OPERATOR, scopes: ["agents.read"] });
+    const ctx = await newContext(browser);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
+    await open(page, "Agents");
+    await page.getByRole("link", { name: "helper" }).waitFor();
+    assert.equal(await page.getByRole("link", { name: "New agent" }).count(), 0);
+    await page.getByRole("link", { name: "helper" }).click();
+    await page.getByRole("heading", { level: 1, name: "Agent helper" }).waitFor();
+    await page.getByText("Running agents needs the permission agents.run.").waitFor();
+    assert.equal(await page.getByRole("button", { name: /Edit|Delete|Make default|Run/ }).count(), 0);
+    await look(page, "agents-read-only");
+    await open(page, "Runs");
+    const row = page.getByRole("row", { name: /helper/ });
+    await row.getByRole("link").first().click();
+    await page.getByRole("list", { name: "Timeline" }).getByLabel("Answer").waitFor({ timeout: WAIT });
+    assert.equal(await page.getByRole("button", { name: "Cancel run" }).count(), 0);
+    await look(page, "runs-read-only");
+    await ctx.close();
+  });
+
+  it("is refused by palyrad when it tries anyway", async () => {
+    const { secret } = await createClient(AccessService, transport).createToken({ label: "agents-readonly-2", role: Role.OPERATOR, scopes: ["agents.read"] });
+    const agents = createClient(AgentService, bearer(secret));
+    await assert.rejects(agents.deleteAgent({ agent: { case: "name", value: "helper" } }), /permission_denied|agents\.write/);
+    const { runs } = await agents.listRuns({ state: RunState.SUCCEEDED });
+    assert.deepEqual(runs.map((r) => r.agentName), ["fleet", "helper"]);
+  });
+});
