@@ -7,6 +7,7 @@
 //
 // A fixture: the approvals are rows written with psql into palyrad's embedded database
 // (issue 15 leaves moving them to a real run, with a node and a scripted model, open).
+// Their run is on a live replica, so that the agents' reaper leaves it alone.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
@@ -63,7 +64,7 @@ function pending(tool: string, input: object): { id: string; run: string } {
   const id = ulid();
   const json = JSON.stringify(input).replaceAll("'", "''");
   sql(`insert into agent_runs (id, agent_id, agent_name, agent_revision, agent, input, started_by, replica_id, created_at, deadline)
-         values ('${run}', '01JD5ZJ8Q0W1X2Y3Z4A5B6C7A1', 'ops', 1, '{}', '[]', 'token:runner', 'test', now(), now() + interval '1 hour');
+         values ('${run}', '01JD5ZJ8Q0W1X2Y3Z4A5B6C7A1', 'ops', 1, '{}', '[]', 'token:runner', (select id from replicas where stopped_at is null order by last_seen_at desc limit 1), now(), now() + interval '1 hour');
        insert into agent_run_steps (run_id, seq, kind, started_at) values ('${run}', 1, 'tool_call', now());
        insert into approvals (id, run_id, step_seq, agent_id, agent_name, tool, capability, node_id, input, requested_by, created_at, expire_at)
          values ('${id}', '${run}', 1, '01JD5ZJ8Q0W1X2Y3Z4A5B6C7A1', 'ops', '${tool}', 'shell.execute', '${NODE}', '${json}', 'token:runner', now(), now() + interval '1 hour');`);

@@ -17,13 +17,14 @@ import (
 //
 // A fixture in plain SQL: these tests are about the decisions, so the run and step an
 // approval references are written directly (issue 15 leaves moving them to real runs
-// open; a real run's ask is TestAskToolWaitsForAHumansDecision in runs_test.go).
+// open; a real run's ask is TestAskToolWaitsForAHumansDecision in runs_test.go). The run
+// is on a live replica, so that the agents' reaper leaves it alone.
 func (b *accessBundle) pendingApproval(t *testing.T) string {
 	t.Helper()
 	run, id := ulid.Make().String(), ulid.Make().String()
 	b.sql(t,
 		fmt.Sprintf(`insert into agent_runs (id, agent_id, agent_name, agent_revision, agent, input, started_by, replica_id, created_at, deadline)
-			values ('%s', 'a', 'ops', 1, '{}', '[]', 'token:runner', 'test', now(), now() + interval '1 hour')`, run),
+			values ('%s', 'a', 'ops', 1, '{}', '[]', 'token:runner', (select id from replicas where stopped_at is null order by last_seen_at desc limit 1), now(), now() + interval '1 hour')`, run),
 		fmt.Sprintf(`insert into agent_run_steps (run_id, seq, kind, started_at) values ('%s', 1, 'tool_call', now())`, run),
 		fmt.Sprintf(`insert into approvals (id, run_id, step_seq, agent_id, agent_name, tool, capability, node_id, input, requested_by, created_at, expire_at)
 			values ('%s', '%s', 1, 'a', 'ops', 'shell', 'shell.execute', 'n', '{"argv": ["true"]}', 'token:runner', now(), now() + interval '1 hour')`, id, run))

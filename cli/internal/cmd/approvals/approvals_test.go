@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 //
 // A fixture in plain SQL: the commands are about decisions, so the run and step an
 // approval references are written directly (issue 15 leaves moving them to a real run
-// open).
+// open). The run is on a live replica, so that the agents' reaper leaves it alone.
 func pendingApproval(t *testing.T, dbURL, node, input string) (id, run string) {
 	t.Helper()
 	ctx := context.Background()
@@ -41,7 +41,7 @@ func pendingApproval(t *testing.T, dbURL, node, input string) (id, run string) {
 		args []any
 	}{
 		{`insert into agent_runs (id, agent_id, agent_name, agent_revision, agent, input, started_by, replica_id, created_at, deadline)
-			values ($1, '01JD5ZJ8Q0W1X2Y3Z4A5B6C7A1', 'ops', 1, '{}', '[]', 'token:runner', 'test', now(), now() + interval '1 hour')`, []any{run}},
+			values ($1, '01JD5ZJ8Q0W1X2Y3Z4A5B6C7A1', 'ops', 1, '{}', '[]', 'token:runner', (select id from replicas where stopped_at is null order by last_seen_at desc limit 1), now(), now() + interval '1 hour')`, []any{run}},
 		{`insert into agent_run_steps (run_id, seq, kind, started_at) values ($1, 1, 'tool_call', now())`, []any{run}},
 		{`insert into approvals (id, run_id, step_seq, agent_id, agent_name, tool, capability, node_id, input, requested_by, created_at, expire_at)
 			values ($1, $2, 1, '01JD5ZJ8Q0W1X2Y3Z4A5B6C7A1', 'ops', 'shell', 'shell.execute', $3, $4, 'token:runner', now(), now() + interval '1 hour')`,
