@@ -130,24 +130,7 @@ func New(opts Options) (*Service, error) {
 // expiry, and hands approval notifications to the waits, until ctx is done. Run is
 // meant to have its own goroutine, and to be started once.
 func (s *Service) Run(ctx context.Context) {
-	var events <-chan notify.Event
-	if s.sub != nil {
-		defer s.sub.Close()
-		events = s.sub.Events()
-	}
-	s.sweep(ctx)
-	tick := time.NewTicker(sweepInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			s.sweep(ctx)
-		case e := <-events:
-			s.changes.Deliver(e)
-		}
-	}
+	notify.Relay(ctx, s.sub, s.changes, sweepInterval, s.sweep)
 }
 
 // sweep expires the overdue approvals, logging a failure (the next sweep retries).

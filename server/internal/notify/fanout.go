@@ -1,6 +1,10 @@
 package notify
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // Fanout hands the ids a channel's notifications name (and local changes) to the
 // goroutines of one replica that wait for them: a wait for one id (Wait), or a watch of
@@ -108,5 +112,29 @@ func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
+	}
+}
+
+// Relay hands sub's events to f, and calls sweep at once and then every interval, until
+// ctx is done; then it closes sub. With a nil sub (no notifications) it only sweeps.
+// It is the body of a service's Run goroutine.
+func Relay(ctx context.Context, sub *Subscription, f *Fanout, interval time.Duration, sweep func(context.Context)) {
+	var events <-chan Event
+	if sub != nil {
+		defer sub.Close()
+		events = sub.Events()
+	}
+	sweep(ctx)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			sweep(ctx)
+		case e := <-events:
+			f.Deliver(e)
+		}
 	}
 }

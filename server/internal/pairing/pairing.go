@@ -271,24 +271,7 @@ func New(opts Options) (*Service, error) {
 // each expiry, forgets old wrong PINs, and dispatches pairing notifications to watchers, until ctx is done. Run
 // is meant to have its own goroutine, and to be started once.
 func (s *Service) Run(ctx context.Context) {
-	var events <-chan notify.Event
-	if s.sub != nil {
-		defer s.sub.Close()
-		events = s.sub.Events()
-	}
-	s.sweep(ctx)
-	tick := time.NewTicker(sweepInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			s.sweep(ctx)
-		case e := <-events:
-			s.changes.Deliver(e)
-		}
-	}
+	notify.Relay(ctx, s.sub, s.changes, sweepInterval, s.sweep)
 }
 
 // sweep expires the overdue requests and forgets the wrong PINs that predate every
