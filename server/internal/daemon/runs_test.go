@@ -413,6 +413,54 @@ func TestRunRefusesCallsWithoutDispatchingThem(t *testing.T) {
 	}
 }
 
+// TestRunReportsWhatItsAgentLacks runs agents that were saved with what palyrad cannot
+// serve now: a tool whose capability no node offers is refused to the model with the
+// reason (as CreateAgent warned), and a model the compat API stopped serving fails the
+// run with the reason, before any model call.
+func TestRunReportsWhatItsAgentLacks(t *testing.T) {
+	t.Parallel()
+	b := startRuns(t, toolThenAnswer("browser_open", `{"url": "https://example.com"}`))
+	dev := b.enroll(t, time.Hour)
+	attachNode(t, b.testDaemon, dev) // offers shell.execute and system.info
+	res, err := b.agentsClient(b.owner).CreateAgent(t.Context(), connect.NewRequest(&agentsv1.CreateAgentRequest{Spec: &agentsv1.AgentSpec{
+		Name: "browsing", Model: "scripted-model", Tools: []*agentsv1.Tool{{Capability: "browser.open"}},
+	}}))
+	if err != nil || !slices.Equal(res.Msg.GetWarnings(), []string{"tool browser_open: no online node offers browser.open"}) {
+		t.Fatalf("create: %v %v", res, err)
+	}
+	run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "browsing", "open it"))
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "no online node offers browser.open") {
+		t.Errorf("run: %v %q", run.GetState(), run.GetAnswer())
+	}
+	_, steps := getRun(t, b.testDaemon, run.GetId())
+	if calls := toolSteps(steps); len(calls) != 1 || calls[0].GetOutcome() != agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_REFUSED || calls[0].GetDispatchId() != "" {
+		t.Errorf("tool calls: %v", calls)
+	}
+
+	// The provider stops serving the agent's model.
+	revision := int64(1) // startRuns's
+	_, err = b.configClient(b.owner).UpdateConfig(t.Context(), connect.NewRequest(&controlplanev1.UpdateConfigRequest{
+		Change: &controlplanev1.ConfigChangeSpec{Set: []*controlplanev1.ConfigSet{
+			{Key: "compat.providers.scripted.models", Value: textValue("another-model")},
+		}},
+		ExpectedRevision: &revision, Reason: "test",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := b.model.calls()
+	eventually.NoError(t, "the run fails for want of its model", func() error {
+		run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "browsing", "open it"))
+		if run.GetState() != agentsv1.RunState_RUN_STATE_FAILED || !strings.Contains(run.GetReason(), `"scripted-model"`) {
+			return fmt.Errorf("run %v: %q", run.GetState(), run.GetReason())
+		}
+		return nil
+	})
+	if n := b.model.calls(); n != calls {
+		t.Errorf("the model was called %d more times", n-calls)
+	}
+}
+
 // TestRunStopsAtItsStepLimit runs a model that never stops calling tools: the run fails
 // with max_steps after that many model calls.
 func TestRunStopsAtItsStepLimit(t *testing.T) {
