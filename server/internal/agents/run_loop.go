@@ -41,8 +41,9 @@ type loop struct {
 	tokens                int64
 	promptTokens          int64
 	completionTokens      int64
-	// approvedForRun are the tools a human approved for the rest of the run.
-	approvedForRun map[string]bool
+	// approvedForRun are the tools a human approved for the rest of the run, with the
+	// approval that did.
+	approvedForRun map[string]string
 }
 
 // runEnd is how a loop ended.
@@ -492,8 +493,10 @@ func (l *loop) runTool(ctx context.Context, step *dbsqlc.AgentRunStep, call tool
 		}
 		return "", err
 	}
-	if t.GetPolicy() == agentsv1.ToolPolicy_TOOL_POLICY_ASK && !l.approvedForRun[t.GetName()] {
-		if err := l.ask(ctx, step, t, node, args); err != nil {
+	if t.GetPolicy() == agentsv1.ToolPolicy_TOOL_POLICY_ASK {
+		if id, ok := l.approvedForRun[t.GetName()]; ok {
+			step.ApprovalID = &id // the call runs under that approval
+		} else if err := l.ask(ctx, step, t, node, args); err != nil {
 			return "", err
 		}
 	}
@@ -616,9 +619,9 @@ func (l *loop) ask(ctx context.Context, step *dbsqlc.AgentRunStep, t *agentsv1.T
 	case agentsv1.ApprovalState_APPROVAL_STATE_APPROVED:
 		if a.GetScope() == agentsv1.ApprovalScope_APPROVAL_SCOPE_RUN {
 			if l.approvedForRun == nil {
-				l.approvedForRun = map[string]bool{}
+				l.approvedForRun = map[string]string{}
 			}
-			l.approvedForRun[t.GetName()] = true
+			l.approvedForRun[t.GetName()] = a.GetId()
 		}
 		return nil
 	case agentsv1.ApprovalState_APPROVAL_STATE_EXPIRED:

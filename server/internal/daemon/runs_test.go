@@ -749,6 +749,74 @@ func TestAgentModelThroughTheOpenAISDK(t *testing.T) {
 	apiError(t, "agent model without agents.run", err, http.StatusForbidden, "insufficient_permissions", "")
 }
 
+// TestApprovalScopes runs a model that calls an ask tool twice in a run: approved once,
+// the second call asks again; approved for the run, the second call runs without
+// asking, under that approval.
+func TestApprovalScopes(t *testing.T) {
+	t.Parallel()
+	b := startRuns(t, func(req map[string]any) modelReply {
+		msgs, _ := req["messages"].([]any)
+		if tools := len(msgs) - 3; tools < 2 { // system, user, then a call and its answer each
+			return modelReply{calls: []modelCall{{"shell_execute", `{"argv": ["uptime"]}`}}}
+		}
+		return modelReply{text: "done"}
+	})
+	dev := b.enroll(t, time.Hour)
+	node, _ := attachNode(t, b.testDaemon, dev)
+	b.createAgent(t, "asker", nil, &agentsv1.Tool{Capability: "shell.execute", Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK})
+	approvals := agentsv1connect.NewApprovalServiceClient(b.h2, b.baseURL)
+	approveNext := func(events <-chan *agentsv1.RunResponse, scope agentsv1.ApprovalScope) string {
+		t.Helper()
+		for ev := range events {
+			if a := ev.GetApprovalPending(); a != nil {
+				if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Approve: true, Scope: scope})); err != nil {
+					t.Fatal(err)
+				}
+				return a.GetId()
+			}
+		}
+		t.Fatal("the run's stream ended without asking")
+		return ""
+	}
+	answerNext := func() {
+		d := node.nextDispatch()
+		node.send(accepted(d.GetDispatchId()))
+		node.send(result(d.GetDispatchId(), nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, 0, 0))
+	}
+	for _, tc := range []struct {
+		scope agentsv1.ApprovalScope
+		asks  int
+	}{{agentsv1.ApprovalScope_APPROVAL_SCOPE_ONCE, 2}, {agentsv1.ApprovalScope_APPROVAL_SCOPE_RUN, 1}} {
+		events := runEvents(t, b.testDaemon, b.owner, "asker", "twice")
+		var asked []string
+		for range tc.asks {
+			asked = append(asked, approveNext(events, tc.scope))
+			answerNext()
+		}
+		if tc.asks == 1 {
+			answerNext()
+		}
+		run, _ := finished(t, events)
+		if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED {
+			t.Fatalf("%v: run %v %q", tc.scope, run.GetState(), run.GetReason())
+		}
+		_, steps := getRun(t, b.testDaemon, run.GetId())
+		calls := toolSteps(steps)
+		if len(calls) != 2 || calls[0].GetOutcome() != agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_SUCCEEDED ||
+			calls[1].GetOutcome() != agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_SUCCEEDED {
+			t.Fatalf("%v: tool calls %v", tc.scope, calls)
+		}
+		want := []string{asked[0], asked[len(asked)-1]}
+		if got := []string{calls[0].GetApprovalId(), calls[1].GetApprovalId()}; !slices.Equal(got, want) {
+			t.Errorf("%v: the calls' approvals %q, want %q", tc.scope, got, want)
+		}
+		list, err := approvals.ListApprovals(t.Context(), connect.NewRequest(&agentsv1.ListApprovalsRequest{RunId: run.GetId()}))
+		if err != nil || len(list.Msg.GetApprovals()) != tc.asks {
+			t.Errorf("%v: the run's approvals %v %v, want %d", tc.scope, list, err, tc.asks)
+		}
+	}
+}
+
 // TestAskToolWaitsForAHumansDecision runs a tool whose policy is ask: the run waits,
 // its pending approval streams with the exact input, nothing reaches the node until an
 // admin approves it; then the call runs. A denial is told to the model with its reason,

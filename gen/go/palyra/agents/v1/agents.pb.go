@@ -1992,7 +1992,8 @@ type ToolCall struct {
 	InputJson string `protobuf:"bytes,5,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
 	// dispatch_id is the dispatch that ran it; empty when it was not dispatched.
 	DispatchId string `protobuf:"bytes,6,opt,name=dispatch_id,json=dispatchId,proto3" json:"dispatch_id,omitempty"`
-	// approval_id is the approval it asked for (tools with the ask policy).
+	// approval_id is the approval it asked for, or that covered it: an earlier call's
+	// approval scoped to the run (tools with the ask policy).
 	ApprovalId string `protobuf:"bytes,7,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
 	// outcome of the call; unspecified while it runs.
 	Outcome ToolCallOutcome `protobuf:"varint,8,opt,name=outcome,proto3,enum=palyra.agents.v1.ToolCallOutcome" json:"outcome,omitempty"`

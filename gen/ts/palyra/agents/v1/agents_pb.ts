@@ -946,7 +946,8 @@ export type ToolCall = Message<"palyra.agents.v1.ToolCall"> & {
   dispatchId: string;
 
   /**
-   * approval_id is the approval it asked for (tools with the ask policy).
+   * approval_id is the approval it asked for, or that covered it: an earlier call's
+   * approval scoped to the run (tools with the ask policy).
    *
    * @generated from field: string approval_id = 7;
    */
