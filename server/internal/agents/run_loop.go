@@ -107,6 +107,9 @@ func (l *loop) iterate(ctx context.Context) runEnd {
 			if ctx.Err() != nil {
 				return runEnd{state: stateFailed, reason: context.Cause(ctx).Error()}
 			}
+			if e := (*errdefs.Error)(nil); errors.As(err, &e) && e.Reason == "model_not_found" {
+				return runEnd{state: stateFailed, reason: fmt.Sprintf("the agent's model %q is not served now (palyra compat models lists those that are)", l.spec.GetModel())}
+			}
 			return runEnd{state: stateFailed, reason: "the model call failed: " + err.Error()}
 		}
 		if max := limits.GetMaxTokens(); max > 0 && uint64(l.tokens) > max {

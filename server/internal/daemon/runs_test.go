@@ -451,7 +451,7 @@ func TestRunReportsWhatItsAgentLacks(t *testing.T) {
 	calls := b.model.calls()
 	eventually.NoError(t, "the run fails for want of its model", func() error {
 		run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "browsing", "open it"))
-		if run.GetState() != agentsv1.RunState_RUN_STATE_FAILED || !strings.Contains(run.GetReason(), `"scripted-model"`) {
+		if run.GetState() != agentsv1.RunState_RUN_STATE_FAILED || run.GetReason() != `the agent's model "scripted-model" is not served now (palyra compat models lists those that are)` {
 			return fmt.Errorf("run %v: %q", run.GetState(), run.GetReason())
 		}
 		return nil
