@@ -85,11 +85,23 @@ func (u *cliUser) with(env ...string) *cliUser {
 // not a terminal) unless given.
 func (u *cliUser) run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLI(t, u.environ(), stdin, args...)
+}
+
+// start starts the CLI binary with the user's environment only, as a process of its
+// own for commands that run on, e.g. `palyra agents run`.
+func (u *cliUser) start(t *testing.T, args ...string) *process {
+	t.Helper()
+	return startProcess(t, "palyra "+strings.Join(args, " "), cliBinary(t), u.environ(), args...)
+}
+
+// environ is the user's environment as KEY=VALUE strings.
+func (u *cliUser) environ() []string {
 	env := []string{}
 	for k, v := range u.env {
 		env = append(env, k+"="+v)
 	}
-	return runCLI(t, env, stdin, args...)
+	return env
 }
 
 // ok runs the CLI and fails the test unless it exits 0; it returns stdout.

@@ -212,16 +212,7 @@ func TestSIGKILLWhileDispatchesAreInFlight(t *testing.T) {
 		"PALYRA_CA_FILE", filepath.Join(dataDir, "ca.pem"))
 
 	// Each run of record appends its tag to a log, then works for a while.
-	work := t.TempDir()
-	ranLog := filepath.Join(work, "ran")
-	record := filepath.Join(work, "record")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$1\" >> %s\nsleep \"$2\"\necho \"done $1\"\n", ranLog)
-	if err := os.WriteFile(record, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stateDir := t.TempDir()
-	writeNodeConfig(t, stateDir, []string{record}, "")
-	node := startNodeAgent(t, admin, "https://"+listen, caFingerprint(t, dataDir), stateDir)
+	node, record, ranLog := startRecordingNode(t, admin, "https://"+listen, caFingerprint(t, dataDir), "sleep \"$2\"\necho \"done $1\"")
 	api := newDispatchClient(t, listen, dataDir)
 
 	// 1. Twenty dispatches, created as fast as the API takes them, and the daemon is
@@ -362,6 +353,23 @@ func writeNodeConfig(t *testing.T, stateDir string, allow []string, root string)
 	}
 }
 
+// startRecordingNode starts a node agent (startNodeAgent) whose shell.execute may run
+// one program, record: a shell script that appends its first argument to the file
+// ranLog, then runs then.
+func startRecordingNode(t *testing.T, admin *cliUser, url, caFP, then string) (node *nodeAgent, record, ranLog string) {
+	t.Helper()
+	work := t.TempDir()
+	ranLog = filepath.Join(work, "ran")
+	record = filepath.Join(work, "record")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$1\" >> %s\n%s\n", ranLog, then)
+	if err := os.WriteFile(record, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := t.TempDir()
+	writeNodeConfig(t, stateDir, []string{record}, "")
+	return startNodeAgent(t, admin, url, caFP, stateDir), record, ranLog
+}
+
 // nodeAgent is a running `palyra node run`.
 type nodeAgent struct {
 	*process
@@ -477,6 +485,7 @@ func (n *nodeAgent) waitOnline(t *testing.T, id string) string {
 type process struct {
 	name   string // for messages: "palyrad", "palyra node run"
 	cmd    *exec.Cmd
+	stdout *syncBuffer
 	stderr *syncBuffer
 	done   chan error // receives the result of Wait
 }
@@ -484,9 +493,9 @@ type process struct {
 // startProcess starts bin with env as its whole environment.
 func startProcess(t *testing.T, name, bin string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, cmd: exec.Command(bin, args...), stderr: newSyncBuffer(), done: make(chan error, 1)}
+	p := &process{name: name, cmd: exec.Command(bin, args...), stdout: newSyncBuffer(), stderr: newSyncBuffer(), done: make(chan error, 1)}
 	p.cmd.Env = env
-	p.cmd.Stderr = p.stderr
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -37,16 +37,7 @@ func TestSIGKILLMidRun(t *testing.T) {
 		"PALYRA_CA_FILE", filepath.Join(dirA, "ca.pem"))
 
 	// The tool's program logs each run, then works for a minute.
-	work := t.TempDir()
-	ranLog := filepath.Join(work, "ran")
-	record := filepath.Join(work, "record")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$1\" >> %s\nsleep 60\n", ranLog)
-	if err := os.WriteFile(record, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stateDir := t.TempDir()
-	writeNodeConfig(t, stateDir, []string{record}, "")
-	node := startNodeAgent(t, admin, "https://"+b.addr, caFingerprint(t, dirA), stateDir)
+	node, record, ranLog := startRecordingNode(t, admin, "https://"+b.addr, caFingerprint(t, dirA), "sleep 60")
 
 	// The model calls the tool, and would answer with its result.
 	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

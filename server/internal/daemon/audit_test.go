@@ -724,14 +724,23 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		return err
 	}, func() string { return `config:revision 3 (rollback to 1): nodes.heartbeat_interval "15s" -> "20s"` })
 
+	// A real run's call asks; its approval is decided.
+	runs := &runBed{accessBundle: b, model: newScriptedModel(t, toolThenAnswer("shell_execute", `{"argv": ["uptime"]}`))}
+	runs.useModel(t)
+	asking := runs.startAskingRun(t, "asker")
+	approval := asking.approval.GetId()
 	approvals := b.approvalsClient(b.owner)
-	approval := b.pendingApproval(t)
 	check(agentsv1connect.ApprovalServiceDecideApprovalProcedure, func(rid string) error {
 		req := connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: approval, Approve: true, Scope: agentsv1.ApprovalScope_APPROVAL_SCOPE_RUN})
 		withID(req.Header(), rid)
 		_, err := approvals.DecideApproval(ctx, req)
 		return err
 	}, func() string { return "approval:" + approval + " approved scope:run" })
+	answerDispatch(t, asking.node, `{"exit_code":0}`)
+	if run, _ := finished(t, asking.events); run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED {
+		t.Errorf("the approved run: %v", run)
+	}
+	asking.node.close()
 
 	// The OpenAI-compatible API's calls write their usage, which commits their outbox
 	// row, its target naming the model, the provider and the token counts.

@@ -158,17 +158,28 @@ func startRuns(t *testing.T, script func(map[string]any) modelReply) *runBed {
 	dbURL := storetest.URL(t)
 	b := &runBed{accessBundle: &accessBundle{testDaemon: startDaemon(t, "--database-url", dbURL, "--data-dir", t.TempDir(), "--compat-model", "palyra-echo"), dbURL: dbURL},
 		model: newScriptedModel(t, script)}
-	_, err := b.configClient(b.owner).UpdateConfig(t.Context(), connect.NewRequest(&controlplanev1.UpdateConfigRequest{
+	b.useModel(t)
+	return b
+}
+
+// useModel configures the provider "scripted" to serve "scripted-model" from b.model.
+func (b *runBed) useModel(t *testing.T) {
+	t.Helper()
+	cfg := b.configClient(b.owner)
+	current, err := cfg.GetConfig(t.Context(), connect.NewRequest(&controlplanev1.GetConfigRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.UpdateConfig(t.Context(), connect.NewRequest(&controlplanev1.UpdateConfigRequest{
 		Change: &controlplanev1.ConfigChangeSpec{Set: []*controlplanev1.ConfigSet{
 			{Key: "compat.providers.scripted.base_url", Value: textValue(b.model.URL + "/v1")},
 			{Key: "compat.providers.scripted.models", Value: textValue("scripted-model")},
 		}},
-		ExpectedRevision: new(int64), Reason: "test",
+		ExpectedRevision: &current.Msg.Revision, Reason: "test",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
 }
 
 // createAgent creates an agent on the scripted model with tools.
@@ -226,6 +237,51 @@ func finished(t *testing.T, events <-chan *agentsv1.RunResponse) (*agentsv1.Run,
 			t.Fatalf("the run did not finish within %v: %v", eventually.Deadline, all)
 		}
 	}
+}
+
+// awaitApproval reads a run's events until the run waits for a human's decision on a
+// call, and returns the pending approval.
+func awaitApproval(t *testing.T, events <-chan *agentsv1.RunResponse) *agentsv1.Approval {
+	t.Helper()
+	deadline := time.After(eventually.Deadline)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("the run's stream ended without asking")
+			}
+			if a := ev.GetApprovalPending(); a != nil {
+				return a
+			}
+			if ev.GetFinished() != nil {
+				t.Fatalf("the run finished without asking: %v", ev)
+			}
+		case <-deadline:
+			t.Fatalf("the run did not ask within %v", eventually.Deadline)
+		}
+	}
+}
+
+// askingRun is a run waiting for a human's decision on its call.
+type askingRun struct {
+	events   <-chan *agentsv1.RunResponse
+	approval *agentsv1.Approval // pending
+	dev      *enrolled          // the node the call would run on
+	node     *testNode
+}
+
+// startAskingRun creates the agent name, whose shell.execute tool asks and runs on a
+// node of its own attached to b, and starts a run of it as the owner, which waits for
+// an approval. The scripted model must call shell_execute.
+func (b *runBed) startAskingRun(t *testing.T, name string) *askingRun {
+	t.Helper()
+	r := &askingRun{dev: b.enroll(t, time.Hour)}
+	r.node, _ = attachNode(t, b.testDaemon, r.dev)
+	b.createAgent(t, name, nil, &agentsv1.Tool{Capability: "shell.execute", Target: &agentsv1.Tool_NodeId{NodeId: r.dev.deviceID},
+		Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK})
+	r.events = runEvents(t, b.testDaemon, b.owner, name, "how long has it been up?")
+	r.approval = awaitApproval(t, r.events)
+	return r
 }
 
 // answerDispatch has the node answer its next dispatch with resultJSON, and returns it.
@@ -829,21 +885,8 @@ func TestAskToolWaitsForAHumansDecision(t *testing.T) {
 	b.createAgent(t, "asker", nil, &agentsv1.Tool{Capability: "shell.execute", Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK})
 	approvals := agentsv1connect.NewApprovalServiceClient(b.h2, b.baseURL)
 
-	pending := func(events <-chan *agentsv1.RunResponse) *agentsv1.Approval {
-		t.Helper()
-		for ev := range events {
-			if a := ev.GetApprovalPending(); a != nil {
-				return a
-			}
-			if ev.GetFinished() != nil {
-				t.Fatalf("the run finished without asking: %v", ev)
-			}
-		}
-		t.Fatal("the run's stream ended")
-		return nil
-	}
 	events := runEvents(t, b.testDaemon, b.owner, "asker", "how long has it been up?")
-	a := pending(events)
+	a := awaitApproval(t, events)
 	if a.GetTool() != "shell_execute" || a.GetNodeId() != dev.deviceID || !jsonEqual(a.GetInputJson(), `{"argv":["uptime"]}`) ||
 		a.GetState() != agentsv1.ApprovalState_APPROVAL_STATE_PENDING || a.GetAgentName() != "asker" {
 		t.Fatalf("approval: %v", a)
@@ -878,7 +921,7 @@ func TestAskToolWaitsForAHumansDecision(t *testing.T) {
 	}
 
 	events = runEvents(t, b.testDaemon, b.owner, "asker", "and now?")
-	a = pending(events)
+	a = awaitApproval(t, events)
 	if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Reason: "not during the freeze"})); err != nil {
 		t.Fatal(err)
 	}
