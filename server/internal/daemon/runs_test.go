@@ -823,16 +823,11 @@ func TestApprovalScopes(t *testing.T) {
 	approvals := agentsv1connect.NewApprovalServiceClient(b.h2, b.baseURL)
 	approveNext := func(events <-chan *agentsv1.RunResponse, scope agentsv1.ApprovalScope) string {
 		t.Helper()
-		for ev := range events {
-			if a := ev.GetApprovalPending(); a != nil {
-				if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Approve: true, Scope: scope})); err != nil {
-					t.Fatal(err)
-				}
-				return a.GetId()
-			}
+		a := awaitApproval(t, events)
+		if _, err := approvals.DecideApproval(t.Context(), connect.NewRequest(&agentsv1.DecideApprovalRequest{Id: a.GetId(), Approve: true, Scope: scope})); err != nil {
+			t.Fatal(err)
 		}
-		t.Fatal("the run's stream ended without asking")
-		return ""
+		return a.GetId()
 	}
 	answerNext := func() {
 		d := node.nextDispatch()
