@@ -4,8 +4,9 @@
 // run, the tool, the node and the exact input; the owner approves one for the run (the
 // run goes on: the call runs on the node, and the answer carries its output) and denies
 // another with a reason through the Confirm dialog (the model is told the reason; nothing
-// reaches the node); the decided ones are listed and filtered; an operator sees them
-// without the buttons. Every state is checked with axe-core and saved as a screenshot.
+// reaches the node); the decided ones are listed and filtered; one is shown alone by its
+// id in the address, where the run's timeline links (an unknown id is "not found"); an
+// operator sees them without the buttons. Every state is checked with axe-core and saved as a screenshot.
 import { hostname } from "node:os";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -168,6 +169,28 @@ describe("the Approvals page", () => {
     await all.getByRole("row").filter({ hasText: "denied" }).waitFor({ timeout: WAIT });
     assert.equal(await all.getByRole("row").filter({ hasText: uname.run }).count(), 0, "another run's approval is filtered out");
     await look(page, "approvals-decided");
+
+    // The denied call's step in the run's timeline links to its approval, shown alone by
+    // its id in the address; the answer shows what the model was told.
+    await page.goto(`${daemon.baseUrl}/runs?id=${rm.run}`);
+    const timeline = page.getByRole("list", { name: "Timeline" });
+    await timeline.getByLabel("Answer").getByText(/a human denied the call: never delete caches by hand/).waitFor({ timeout: WAIT });
+    await timeline.getByRole("listitem", { name: "Step 2" }).getByRole("link", { name: rmId }).click();
+    await page.getByRole("heading", { level: 1, name: "Approvals" }).waitFor();
+    assert.equal(new URL(page.url()).searchParams.get("id"), rmId);
+    const one = page.getByRole("region", { name: `Approval ${rmId}` }).getByRole("article", { name: /ops asked to run shell_rm$/ });
+    await one.waitFor({ timeout: WAIT });
+    assert.match(await one.innerText(), /Decided\s+denied by \S+, .*: never delete caches by hand/s);
+    assert.equal(await one.getByRole("button").count(), 0, "a decided approval has no buttons");
+    await look(page, "approvals-one");
+    await page.goto(`${daemon.baseUrl}/approvals?id=${unameId}`);
+    await page.getByRole("region", { name: `Approval ${unameId}` }).getByText(/approved for the run by/).waitFor({ timeout: WAIT });
+
+    // An unknown id says so.
+    const unknown = "01JD5ZJ8Q0W1X2Y3Z4A5B6C7N1";
+    await page.goto(`${daemon.baseUrl}/approvals?id=${unknown}`);
+    await page.getByRole("region", { name: `Approval ${unknown}` }).getByRole("alert").getByText(/No approval has the id .*: it was not found/).waitFor({ timeout: WAIT });
+    await look(page, "approvals-not-found");
     assert.deepEqual(consoleErrors, []);
     await ctx.close();
   });

@@ -421,7 +421,7 @@ function RunAgent({ agent }: { agent: Agent }) {
                 {step.detail.value.nodeId ? <> on node <code>{step.detail.value.nodeId}</code></> : null} <OutcomeBadge outcome={step.detail.value.outcome} />
                 {approval && step.detail.value.outcome === ToolCallOutcome.UNSPECIFIED ? (
                   <>
-                    {" "}waiting for <Link to="/approvals">approval</Link>
+                    {" "}waiting for <Link to={`/approvals?id=${approval}`}>approval</Link>
                   </>
                 ) : null}
               </p>

@@ -319,7 +319,7 @@ function Step({ step: s }: { step: RunStep }) {
             ) : null}
             {t.approvalId ? (
               <span>
-                Approval <Link to="/approvals"><code>{t.approvalId}</code></Link>
+                Approval <Link to={`/approvals?id=${t.approvalId}`}><code>{t.approvalId}</code></Link>
               </span>
             ) : null}
           </div>
