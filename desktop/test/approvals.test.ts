@@ -1,12 +1,14 @@
 // The console's Approvals page in a real Chromium against a real palyrad, a real node
 // (`palyra node run`) and a scripted model: runs of an agent whose shell tools are ask
-// raise real pending approvals, which show live (WatchApprovals) with the agent, the
-// run, the tool, the node and the exact input; the owner approves one for the run (the
-// run goes on: the call runs on the node, and the answer carries its output) and denies
+// raise real pending approvals, which show live (WatchApprovals) with the agent, the run,
+// the tool, the node (by name, with its id; marked when revoked; the bare id to one who
+// may not read nodes) and the exact input; the owner approves one for the run (the run
+// goes on: the call runs on the node, and the answer carries its output) and denies
 // another with a reason through the Confirm dialog (the model is told the reason; nothing
 // reaches the node); the decided ones are listed and filtered; one is shown alone by its
 // id in the address, where the run's timeline links (an unknown id is "not found"); an
-// operator sees them without the buttons. Every state is checked with axe-core and saved as a screenshot.
+// operator sees them without the buttons. Every state is checked with axe-core and saved
+// as a screenshot.
 import { hostname } from "node:os";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,6 +21,7 @@ import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js"
 import {
   AgentService, ApprovalService, ApprovalScope, ApprovalState, RunState, ToolCallOutcome, ToolPolicy, type Run,
 } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { DeviceService } from "../../gen/ts/palyra/controlplane/v1/devices_pb.js";
 import { DispatchService, DispatchState } from "../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { bearer, eventually, startPalyrad, WAIT, type Palyrad } from "./palyrad.js";
 import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
@@ -106,21 +109,22 @@ describe("the Approvals page", () => {
     const unameCard = waiting.getByRole("article", { name: /ops wants to run shell$/ });
     await unameCard.waitFor({ timeout: WAIT });
     const text = await unameCard.innerText();
-    for (const want of [NODE, uname.run, unameId, "shell.execute", '"argv": [', '"uname"', '"-n"', '"timeout_seconds": 30']) {
+    for (const want of ["approvals-node", NODE, uname.run, unameId, "shell.execute", '"argv": [', '"uname"', '"-n"', '"timeout_seconds": 30']) {
       assert.ok(text.includes(want), `the pending approval shows ${want}:\n${text}`);
     }
     await look(page, "approvals-pending");
 
     await unameCard.getByRole("button", { name: "Approve…" }).click();
-    const approveDialog = page.getByRole("dialog", { name: `Approve shell on ${NODE}?` });
+    const approveDialog = page.getByRole("dialog", { name: "Approve shell on approvals-node?" });
     await approveDialog.getByLabel(/every call of/).check();
+    assert.match(await approveDialog.innerText(), new RegExp(`to node approvals-node ${NODE} with the input shown`));
     await look(page, "approvals-approve-dialog");
     await approveDialog.getByRole("button", { name: "Approve", exact: true }).click();
     await unameCard.waitFor({ state: "detached", timeout: WAIT });
 
     const rmCard = waiting.getByRole("article", { name: /ops wants to run shell_rm$/ });
     await rmCard.getByRole("button", { name: "Deny…" }).click();
-    const denyDialog = page.getByRole("dialog", { name: `Deny shell_rm on ${NODE}?` });
+    const denyDialog = page.getByRole("dialog", { name: "Deny shell_rm on approvals-node?" });
     assert.ok(await denyDialog.getByRole("button", { name: "Deny", exact: true }).isDisabled(), "denying needs a reason");
     await denyDialog.getByLabel("Reason (the model is told)").fill("never delete caches by hand");
     await denyDialog.getByRole("button", { name: "Deny", exact: true }).click();
@@ -161,6 +165,7 @@ describe("the Approvals page", () => {
     // The decided ones, filtered by state and by run.
     const all = page.getByRole("region", { name: "All approvals" });
     await all.getByRole("row").filter({ hasText: "never delete caches by hand" }).waitFor({ timeout: WAIT });
+    assert.match(await all.getByRole("row").filter({ hasText: "never delete caches by hand" }).innerText(), new RegExp(`approvals-node\\s+${NODE}`));
     await all.getByLabel("State").selectOption({ label: "approved" });
     await all.getByRole("row").filter({ hasText: "for the run" }).waitFor({ timeout: WAIT });
     assert.equal(await all.getByRole("row").filter({ hasText: "never delete caches" }).count(), 0, "the denied one is filtered out");
@@ -211,5 +216,27 @@ describe("the Approvals page", () => {
     await ctx.close();
     await createClient(ApprovalService, transport).decideApproval({ id, approve: false, reason: "only a test" });
     assert.equal((await finished).state, RunState.SUCCEEDED);
+  });
+
+  it("marks a revoked node, and shows the bare id to one who may not read nodes", async () => {
+    const NODE = node!.id;
+    await createClient(DeviceService, transport).revokeDevice({ id: NODE, reason: "approvals test" });
+    const ctx = await newContext(browser);
+    const page = await signIn(ctx, daemon.baseUrl, daemon.token);
+    await page.goto(`${daemon.baseUrl}/approvals`);
+    const row = page.getByRole("region", { name: "All approvals" }).getByRole("row").filter({ hasText: "never delete caches by hand" });
+    await row.getByRole("link", { name: "approvals-node" }).waitFor({ timeout: WAIT });
+    assert.match(await row.innerText(), new RegExp(`approvals-node\\s+${NODE}\\s+\\(revoked\\)`));
+    await ctx.close();
+
+    const { secret } = await createClient(AccessService, transport).createToken({ label: "approvals-only", role: Role.OPERATOR, scopes: ["approvals.read"] });
+    const blind = await newContext(browser);
+    const other = await signIn(blind, daemon.baseUrl, secret);
+    await other.goto(`${daemon.baseUrl}/approvals`);
+    const bare = other.getByRole("region", { name: "All approvals" }).getByRole("row").filter({ hasText: "never delete caches by hand" });
+    await bare.getByText(NODE, { exact: true }).waitFor({ timeout: WAIT });
+    assert.equal(await bare.getByRole("link", { name: "approvals-node" }).count(), 0, "no name without nodes.read");
+    await look(other, "approvals-without-nodes");
+    await blind.close();
   });
 });

@@ -1,8 +1,8 @@
 // Approvals: the tool calls of agents' ask tools that wait for a human, live
 // (WatchApprovals): each with the agent, the run and its step, the tool, the
-// capability, the node and the exact input the node would be given; approve (this call,
-// or every call of the tool in the run) or deny with a reason the model is told, through
-// the Confirm dialog; without approvals.decide the buttons are not shown. One approval
+// capability, the node (by name, with its id) and the exact input the node would be
+// given; approve (this call, or every call of the tool in the run) or deny with a reason
+// the model is told, through the Confirm dialog; without approvals.decide the buttons are not shown. One approval
 // (?id=, where the Runs timeline links) is shown above the lists, pending or decided.
 // Below: every approval, by state and run, paged.
 import { useId, useState } from "react";
@@ -20,6 +20,7 @@ import { Confirm } from "../components/Dialog.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
 import { Loading } from "../components/ListBody.js";
 import { useChangeStream } from "../components/changeStream.js";
+import { NodeName, useNode } from "../components/NodeName.js";
 import styles from "./Approvals.module.css";
 
 /** FALLBACK is how often the lists are read again while the stream of changes is down;
@@ -123,7 +124,7 @@ function ApprovalView({ approval: a }: { approval: Approval }) {
         <div>
           <dt>Node</dt>
           <dd>
-            <code>{a.nodeId}</code>
+            <NodeName id={a.nodeId} />
           </dd>
         </div>
         <div>
@@ -197,6 +198,7 @@ function Decide({ approval: a }: { approval: Approval }) {
   const [dialog, setDialog] = useState<"none" | "approve" | "deny">("none");
   const [scope, setScope] = useState(ApprovalScope.ONCE);
   const decide = useMutation(ApprovalService.method.decideApproval, { onSuccess: () => queryClient.invalidateQueries() });
+  const node = useNode(a.nodeId)?.name ?? a.nodeId;
   return (
     <>
       <div className={styles.row}>
@@ -208,7 +210,7 @@ function Decide({ approval: a }: { approval: Approval }) {
         </button>
       </div>
       <Confirm
-        title={`Approve ${a.tool} on ${a.nodeId}?`}
+        title={`Approve ${a.tool} on ${node}?`}
         open={dialog === "approve"}
         onClose={() => setDialog("none")}
         action="Approve"
@@ -216,7 +218,7 @@ function Decide({ approval: a }: { approval: Approval }) {
         run={(reason) => decide.mutateAsync({ id: a.id, approve: true, scope, reason })}
       >
         <p>
-          The run dispatches <code>{a.capability}</code> to node <code>{a.nodeId}</code> with the input shown.
+          The run dispatches <code>{a.capability}</code> to node <NodeName id={a.nodeId} /> with the input shown.
         </p>
         <fieldset className={styles.scopes}>
           <legend>Approve</legend>
@@ -230,7 +232,7 @@ function Decide({ approval: a }: { approval: Approval }) {
         </fieldset>
       </Confirm>
       <Confirm
-        title={`Deny ${a.tool} on ${a.nodeId}?`}
+        title={`Deny ${a.tool} on ${node}?`}
         open={dialog === "deny"}
         onClose={() => setDialog("none")}
         action="Deny"
@@ -317,7 +319,7 @@ function AllCard({ refresh }: { refresh: number }) {
                 </td>
                 <td>{a.agentName}</td>
                 <td>
-                  <code>{a.nodeId}</code>
+                  <NodeName id={a.nodeId} />
                 </td>
                 <td>
                   <Link to={`/runs?id=${a.runId}`}>
