@@ -1,13 +1,15 @@
 // The console's Agents and Runs pages in a real Chromium against a real palyrad serving
-// palyra-echo and a real node (`palyra node run`): an agent is created from the form
-// with a tool picked from the node's announced capabilities and pinned to that node;
-// an edit adds a tool no node offers and shows palyrad's warning; a stale edit shows
-// the conflict and is saved over it; a run streams and lands on its timeline with the
-// answer; the runs list shows it and filters in the address; the default is set and
-// an agent deleted through confirmations; a scripted model's tool call runs on the
-// node and shows in the timeline with its result and a link to its dispatch; a
-// principal that may only read agents sees no edit or run actions. Each page passes
-// axe and is photographed.
+// palyra-echo and a real node (`palyra node run`): an agent is created from the form with
+// a tool picked from the node's announced capabilities and pinned to that node; an edit
+// adds a tool no node offers and shows palyrad's warning; a stale edit shows the conflict
+// and is saved over it; a run streams and lands on its timeline with the answer; the runs
+// list shows it and filters in the address; the default is set and an agent deleted
+// through confirmations; a scripted model's tool call runs on the node and shows in the
+// timeline with its result and a link to its dispatch; a run from the form whose call is
+// ask shows it waits, linked to its approval, and finishes live on the Runs page once it
+// is approved in another tab; a running run is cancelled from its page, and its dispatch
+// on the node with it; a principal that may only read agents sees no edit or run actions.
+// Each page passes axe and is photographed.
 import { hostname } from "node:os";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,9 +20,10 @@ import { createClient, type Transport } from "@connectrpc/connect";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
 import { FeatureFlagService } from "../../gen/ts/palyra/access/v1/flags_pb.js";
-import { AgentService, RunState } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { AgentService, ApprovalService, ApprovalState, RunState, ToolPolicy } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { DispatchService, DispatchState } from "../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { NodeInventoryService } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
-import { bearer, startPalyrad, WAIT, type Palyrad } from "./palyrad.js";
+import { bearer, eventually, startPalyrad, WAIT, type Palyrad } from "./palyrad.js";
 import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
 import { MODEL, pairNode, serveModel, startModel, type PairedNode, type ScriptedModel } from "./fleet.js";
 
@@ -258,6 +261,90 @@ describe("agents and runs, as the owner", () => {
     assert.equal(await page.getByRole("link", { name: "scratch" }).count(), 0);
   });
 
+  it("shows a run waiting for approval, which finishes live once it is approved", async () => {
+    await createClient(AgentService, transport).createAgent({
+      spec: { name: "guarded", model: MODEL, tools: [{ capability: "system.info", target: { case: "nodeId", value: nodeId }, policy: ToolPolicy.ASK }] },
+    });
+    await page.goto(daemon.baseUrl + "/agents?agent=guarded");
+    await page.getByRole("heading", { level: 1, name: "Agent guarded" }).waitFor();
+    const form = page.getByRole("region", { name: "Run" });
+    await form.getByLabel("Prompt").fill("Which host is the node on?");
+    await form.getByRole("button", { name: "Run" }).click();
+    // The form shows the call waiting, linked to its approval.
+    const waiting = form.getByRole("link", { name: "approval" });
+    await waiting.waitFor({ timeout: WAIT });
+    assert.match(await form.innerText(), new RegExp(`Tool\\s+system_info\\s+on node\\s+${nodeId}\\s+running\\s+waiting for\\s+approval`));
+    const runId = await form.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).innerText();
+    const { approvals } = await createClient(ApprovalService, transport).listApprovals({ runId, state: ApprovalState.PENDING });
+    assert.equal(approvals.length, 1);
+    const approvalId = approvals[0].id;
+    assert.equal(await waiting.getAttribute("href"), `/approvals?id=${approvalId}`);
+    await look(page, "agents-run-waiting");
+
+    // On the Runs page: waiting, the step linked to the approval.
+    await form.getByRole("link", { name: runId }).click();
+    await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor();
+    const detail = page.getByRole("region", { name: `Run ${runId}` });
+    await detail.getByLabel("Run state").getByText("waiting approval").waitFor({ timeout: WAIT });
+    const step = detail.getByRole("list", { name: "Timeline" }).getByRole("listitem", { name: "Step 2" });
+    assert.equal(await step.getByRole("link", { name: approvalId }).getAttribute("href"), `/approvals?id=${approvalId}`);
+    await look(page, "runs-waiting-approval");
+
+    // Approved in another tab, through the link; the run finishes here, live.
+    const other = await ctx.newPage();
+    await other.goto(daemon.baseUrl + "/runs?id=" + runId);
+    await other.getByRole("listitem", { name: "Step 2" }).getByRole("link", { name: approvalId }).click();
+    const one = other.getByRole("region", { name: `Approval ${approvalId}` });
+    await one.getByRole("article", { name: /guarded wants to run system_info$/ }).getByRole("button", { name: "Approve…" }).click();
+    await other.getByRole("dialog", { name: "Approve system_info on agent-node?" }).getByRole("button", { name: "Approve", exact: true }).click();
+    await one.getByRole("article", { name: /guarded asked to run system_info$/ }).getByText("approved", { exact: true }).waitFor({ timeout: WAIT });
+    await other.close();
+    await detail.getByLabel("Run state").getByText("succeeded").waitFor({ timeout: WAIT });
+    await detail.getByLabel("Answer").getByText(`The node's host is ${hostname()}`).waitFor({ timeout: WAIT });
+    assert.match(await step.innerText(), /succeeded/);
+  });
+
+  it("cancels a running run from its page, and with it its dispatch on the node", async () => {
+    await createClient(AgentService, transport).createAgent({
+      spec: { name: "sleeper", model: MODEL, tools: [{ capability: "shell.execute", target: { case: "nodeId", value: nodeId } }] },
+    });
+    await page.goto(daemon.baseUrl + "/agents?agent=sleeper");
+    await page.getByRole("heading", { level: 1, name: "Agent sleeper" }).waitFor();
+    const form = page.getByRole("region", { name: "Run" });
+    await form.getByLabel("Prompt").fill('call shell_execute {"argv": ["sleep", "600"]}');
+    await form.getByRole("button", { name: "Run" }).click();
+    const runLink = form.getByRole("link", { name: /^[0-9A-Z]{26}$/ });
+    await runLink.waitFor({ timeout: WAIT });
+    const runId = await runLink.innerText();
+    await runLink.click();
+    const detail = page.getByRole("region", { name: `Run ${runId}` });
+    const step = detail.getByRole("list", { name: "Timeline" }).getByRole("listitem", { name: "Step 2" });
+    const dispatchLink = step.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).last();
+    await dispatchLink.waitFor({ timeout: WAIT });
+    const dispatchId = await dispatchLink.innerText();
+    const dispatches = createClient(DispatchService, transport);
+    await eventually("the sleep running on the node", async () => {
+      assert.equal((await dispatches.getDispatch({ id: dispatchId })).dispatch?.state, DispatchState.RUNNING);
+    });
+
+    await detail.getByRole("button", { name: "Cancel run" }).click();
+    const dialog = page.getByRole("dialog", { name: "Cancel this run?" });
+    await dialog.getByLabel("Reason (recorded)").fill("too slow");
+    await look(page, "runs-cancel-confirm");
+    await dialog.getByRole("button", { name: "Cancel run" }).click();
+    await detail.getByLabel("Run state").getByText("cancelled").waitFor({ timeout: WAIT });
+    assert.match(await detail.getByLabel("Run state").innerText(), /too slow/);
+    await step.getByText("cancelled", { exact: true }).waitFor({ timeout: WAIT });
+    assert.equal(await detail.getByRole("button", { name: "Cancel run" }).count(), 0);
+    await eventually("the dispatch cancelled on the node", async () => {
+      assert.equal((await dispatches.getDispatch({ id: dispatchId })).dispatch?.state, DispatchState.CANCELLED);
+    });
+    await page.getByRole("region", { name: "All runs" }).getByRole("row", { name: new RegExp(runId) }).getByText("cancelled").waitFor({ timeout: WAIT });
+    await look(page, "runs-cancelled");
+    await dispatchLink.click();
+    await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).getByText("cancelled").first().waitFor({ timeout: WAIT });
+  });
+
   it("loaded without console errors (no CSP violation)", () => {
     assert.deepEqual(consoleErrors, []);
   });
@@ -290,6 +377,6 @@ describe("a principal that may only read agents", () => {
     const agents = createClient(AgentService, bearer(daemon, secret));
     await assert.rejects(agents.deleteAgent({ agent: { case: "name", value: "helper" } }), /permission_denied|agents\.write/);
     const { runs } = await agents.listRuns({ state: RunState.SUCCEEDED });
-    assert.deepEqual(runs.map((r) => r.agentName), ["fleet", "helper"]);
+    assert.deepEqual(runs.map((r) => r.agentName), ["guarded", "fleet", "helper"], "the cancelled run is not among them");
   });
 });

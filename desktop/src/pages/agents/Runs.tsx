@@ -5,7 +5,8 @@
 import { useEffect, useMemo, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
+import { createConnectQueryKey, useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
+import { useQueryClient } from "@tanstack/react-query";
 import { AgentService, RunState, RunStepKind, type Run, type RunStep } from "../../../../gen/ts/palyra/agents/v1/agents_pb.js";
 import { usePermission, useSession } from "../../session.js";
 import { Card, Page } from "../../components/Page.js";
@@ -173,6 +174,12 @@ function RunDetail({ id, onClose }: { id: string; onClose: () => void }) {
   // GetRun names a missing or malformed id clearly; the watch does the rest.
   const got = useQuery(AgentService.method.getRun, { id }, { refetchInterval: false });
   const watch = useRunWatch(id);
+  // The list below follows the state of the run shown at once, not at its next poll.
+  const queryClient = useQueryClient();
+  const watched = watch.run?.state;
+  useEffect(() => {
+    if (watched !== undefined) void queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: AgentService.method.listRuns, cardinality: undefined }) });
+  }, [watched, queryClient]);
   const run = watch.run ?? got.data?.run;
   const steps = watch.steps.length > 0 ? watch.steps : (got.data?.steps ?? []);
   const close = (
