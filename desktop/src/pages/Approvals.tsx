@@ -18,7 +18,7 @@ import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge, type Tone } from "../components/Badge.js";
 import { Confirm } from "../components/Dialog.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
-import { Loading } from "../components/ListBody.js";
+import { Loading, TableHead } from "../components/ListBody.js";
 import { useChangeStream } from "../components/changeStream.js";
 import { NodeName, useNode } from "../components/NodeName.js";
 import styles from "./Approvals.module.css";
@@ -292,17 +292,7 @@ function AllCard({ refresh }: { refresh: number }) {
       {list.rows.length > 0 ? (
         <table className="table">
           <caption className="visually-hidden">Approvals, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Tool</th>
-              <th scope="col">State</th>
-              <th scope="col">Agent</th>
-              <th scope="col">Node</th>
-              <th scope="col">Run</th>
-              <th scope="col">Asked</th>
-              <th scope="col">Decided</th>
-            </tr>
-          </thead>
+          <TableHead columns={["Tool", "State", "Agent", "Node", "Run", "Asked", "Decided"]} />
           <tbody>
             {list.rows.map((a) => (
               <tr key={a.id}>
