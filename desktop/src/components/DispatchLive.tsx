@@ -1,11 +1,11 @@
-// The live view of one dispatch, shared by the Nodes page (the dispatch just invoked)
-// and the Dispatches page (the detail of one): useDispatchWatch follows it with
-// WatchDispatch (a server stream): its state at every change, its output as it comes
-// (stdout and stderr apart, decoded as UTF-8 across chunk boundaries, the oldest
-// trimmed beyond VIEW_LIMIT); a stream that breaks before the dispatch ends is resumed
-// from the output offset reached, with backoff (followWatch), and when that gives up
-// the error is reported and resume() tries again. DispatchOutput shows the output; DispatchLive is
-// the compact panel of the Nodes page, with the cancellation.
+// The live view of one dispatch, shared by the Nodes page (the dispatch just invoked) and
+// the Dispatches page (the detail of one): useDispatchWatch follows it with WatchDispatch
+// (a server stream): its state at every change, its output as it comes (stdout and stderr
+// apart, decoded as UTF-8 across chunk boundaries, the oldest trimmed beyond VIEW_LIMIT);
+// a stream that breaks before the dispatch ends is resumed from the output offset
+// reached, with backoff (followWatch), and when that gives up the error is reported and
+// resume() tries again. DispatchOutput shows the output; DispatchLive is the compact
+// panel of the Nodes page, with the cancellation.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { createClient } from "@connectrpc/connect";
 import { useTransport } from "@connectrpc/connect-query";

@@ -1,10 +1,10 @@
 // Approvals: the tool calls of agents' ask tools that wait for a human, live
-// (WatchApprovals): each with the agent, the run and its step, the tool, the
-// capability, the node (by name, with its id) and the exact input the node would be
-// given; approve (this call, or every call of the tool in the run) or deny with a reason
-// the model is told, through the Confirm dialog; without approvals.decide the buttons are not shown. One approval
-// (?id=, where the Runs timeline links) is shown above the lists, pending or decided.
-// Below: every approval, by state and run, paged.
+// (WatchApprovals): each with the agent, the run and its step, the tool, the capability,
+// the node (by name, with its id) and the exact input the node would be given; approve
+// (this call, or every call of the tool in the run) or deny with a reason the model is
+// told, through the Confirm dialog; without approvals.decide the buttons are not shown.
+// One approval (?id=, where the Runs timeline links) is shown above the lists, pending or
+// decided. Below: every approval, by state and run, paged.
 import { useId, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { Code, ConnectError } from "@connectrpc/connect";
