@@ -11,8 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createClient, type Transport } from "@connectrpc/connect";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
 import { ConfigService } from "../../gen/ts/palyra/controlplane/v1/config_pb.js";
@@ -20,13 +19,10 @@ import { DispatchService, DispatchState } from "../../gen/ts/palyra/controlplane
 import { NodeInventoryService, Presence } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
 import { PairingMethod, PairingService } from "../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
 import { PairingState } from "../../gen/ts/palyra/node/v1/node_pb.js";
-import { startPalyrad, type Palyrad } from "./palyrad.js";
+import { bearer, eventually, startPalyrad, WAIT, type Palyrad } from "./palyrad.js";
 import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
 
 const palyra = process.env.PALYRA ?? new URL("../../bin/palyra", import.meta.url).pathname;
-/** The longest the tests wait for something that happens by itself (a node pairing, a
- * refetch, a stream's next event). */
-const WAIT = 60_000;
 
 let daemon: Palyrad;
 let browser: Browser;
@@ -38,7 +34,7 @@ before(async () => {
   browser = await launch();
   scratch = mkdtempSync(join(tmpdir(), "palyra-admin-"));
   chmodSync(scratch, 0o755);
-  transport = bearer(daemon.token);
+  transport = bearer(daemon, daemon.token);
 });
 
 after(async () => {
@@ -46,28 +42,6 @@ after(async () => {
   await daemon?.stop();
   rmSync(scratch, { recursive: true, force: true });
 });
-
-/** bearer is a connect-node transport to palyrad with an API token. */
-function bearer(token: string): Transport {
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set("Authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  return createConnectTransport({ baseUrl: daemon.baseUrl, httpVersion: "2", nodeOptions: { ca: daemon.ca }, interceptors: [auth] });
-}
-
-/** eventually retries check until it stops throwing, for at most WAIT. */
-async function eventually<T>(what: string, check: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + WAIT;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT / 1000} s: ${String(err)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
 
 /** open goes to a page through the navigation, as a user would. */
 async function open(page: Page, title: string) {
@@ -212,7 +186,7 @@ describe("the admin pages, as the owner", () => {
     assert.match(secret, /^plr_/);
     await page.getByText("This is the only time the secret").waitFor();
     // The secret works, with the scopes given.
-    const { principal } = await createClient(AccessService, bearer(secret)).whoAmI({});
+    const { principal } = await createClient(AccessService, bearer(daemon, secret)).whoAmI({});
     assert.deepEqual([...principal!.permissions].sort(), ["nodes.read", "status.read"]);
     await page.getByRole("button", { name: "Copy secret" }).click();
     await page.getByText("Copied to the clipboard.").waitFor();
@@ -250,7 +224,7 @@ describe("the admin pages, as the owner", () => {
     await eventually("the revoked token leaves the active list", async () => assert.equal(await page.getByRole("button", { name: "Revoke ci-deploy" }).count(), 0));
     await page.getByLabel("Show tokens").selectOption({ label: "Revoked" });
     await rowOf(page, "rotated in a test").waitFor();
-    await assert.rejects(createClient(AccessService, bearer(rotated)).whoAmI({}), /unauthenticated|invalid credentials/i);
+    await assert.rejects(createClient(AccessService, bearer(daemon, rotated)).whoAmI({}), /unauthenticated|invalid credentials/i);
   });
 
   it("pages the token list", async () => {

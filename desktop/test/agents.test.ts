@@ -1,158 +1,55 @@
 // The console's Agents and Runs pages in a real Chromium against a real palyrad serving
-// palyra-echo and a real node (`palyra node run`): an agent is created from the form
-// with a tool picked from the node's announced capabilities and pinned to that node;
-// an edit adds a tool no node offers and shows palyrad's warning; a stale edit shows
-// the conflict and is saved over it; a run streams and lands on its timeline with the
-// answer; the runs list shows it and filters in the address; the default is set and
-// an agent deleted through confirmations; a scripted model's tool call runs on the
-// node and shows in the timeline with its result and a link to its dispatch; a
-// principal that may only read agents sees no edit or run actions. Each page passes
-// axe and is photographed.
-import { spawn, type ChildProcess } from "node:child_process";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+// palyra-echo and a real node (`palyra node run`): an agent is created from the form with
+// a tool picked from the node's announced capabilities and pinned to that node; an edit
+// adds a tool no node offers and shows palyrad's warning; a stale edit shows the conflict
+// and is saved over it; a run streams and lands on its timeline with the answer; the runs
+// list shows it and filters in the address; the default is set and an agent deleted
+// through confirmations; a scripted model's tool call runs on the node and shows in the
+// timeline with its result and a link to its dispatch; a run from the form whose call is
+// ask shows it waits, linked to its approval, and finishes live on the Runs page once it
+// is approved in another tab; a running run is cancelled from its page, and its dispatch
+// on the node with it; a principal that may only read agents sees no edit or run actions.
+// Each page passes axe and is photographed.
 import { hostname } from "node:os";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createClient, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createClient, type Transport } from "@connectrpc/connect";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
 import { FeatureFlagService } from "../../gen/ts/palyra/access/v1/flags_pb.js";
-import { ConfigService } from "../../gen/ts/palyra/controlplane/v1/config_pb.js";
-import { SecretService } from "../../gen/ts/palyra/controlplane/v1/secrets_pb.js";
-import { AgentService, RunState } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
-import { NodeInventoryService, Presence } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
-import { PairingMethod, PairingService } from "../../gen/ts/palyra/controlplane/v1/pairing_pb.js";
-import { PairingState } from "../../gen/ts/palyra/node/v1/node_pb.js";
-import { startPalyrad, type Palyrad } from "./palyrad.js";
+import { AgentService, ApprovalService, ApprovalState, RunState, ToolPolicy } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { DispatchService, DispatchState } from "../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
+import { NodeInventoryService } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
+import { bearer, eventually, startPalyrad, WAIT, type Palyrad } from "./palyrad.js";
 import { checkAccessibility, launch, newContext, screenshot, signIn, watchConsole } from "./browser.js";
-
-const palyra = process.env.PALYRA ?? new URL("../../bin/palyra", import.meta.url).pathname;
-/** WAIT bounds every wait for something that happens by itself. */
-const WAIT = 60_000;
+import { MODEL, pairNode, serveModel, startModel, type PairedNode, type ScriptedModel } from "./fleet.js";
 
 let daemon: Palyrad;
 let browser: Browser;
 let scratch: string;
 let transport: Transport;
-let node: ChildProcess | undefined;
-let nodeLog = "";
+let node: PairedNode | undefined;
 let nodeId: string;
-let model: Server | undefined;
-
-/** startModel serves a scripted OpenAI-compatible model that streams a call of the
- * first tool it is offered, then, given the tool's result, an answer naming the
- * hostname in it. */
-function startModel(): Promise<string> {
-  model = createServer((req, res) => {
-    let body = "";
-    req.on("data", (c: Buffer) => (body += c.toString()));
-    req.on("end", () => {
-      const r = JSON.parse(body) as { messages: { role: string; content?: string }[]; tools?: { function: { name: string } }[] };
-      const result = r.messages.find((m) => m.role === "tool");
-      const base = { id: "chatcmpl-scripted", object: "chat.completion.chunk", created: 1700000000, model: "scripted-model" };
-      const send = (delta: object, finish: string | null = null) =>
-        res.write(`data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`);
-      res.setHeader("Content-Type", "text/event-stream");
-      if (!result) {
-        const name = r.tools?.[0]?.function.name ?? "none";
-        send({ role: "assistant", tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name, arguments: "" } }] });
-        send({ tool_calls: [{ index: 0, function: { arguments: "{}" } }] });
-        send({}, "tool_calls");
-      } else {
-        const host = /"hostname":\s*"([^"]+)"/.exec(result.content ?? "")?.[1] ?? `no hostname in ${result.content}`;
-        send({ role: "assistant", content: "" });
-        send({ content: "The node's host is " });
-        send({ content: host });
-        send({}, "stop");
-      }
-      res.write(`data: ${JSON.stringify({ ...base, choices: [], usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } })}\n\n`);
-      res.end("data: [DONE]\n\n");
-    });
-  });
-  return new Promise((resolve) => model!.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(model!.address() as AddressInfo).port}/v1`)));
-}
-
-/** bearer is a connect-node transport to palyrad with an API token. */
-function bearer(token: string): Transport {
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set("Authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  return createConnectTransport({ baseUrl: daemon.baseUrl, httpVersion: "2", nodeOptions: { ca: daemon.ca }, interceptors: [auth] });
-}
-
-/** eventually retries check until it stops throwing, for at most WAIT. */
-async function eventually<T>(what: string, check: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + WAIT;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT / 1000} s: ${String(err)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
-
-/** pairNode pairs a `palyra node run` through the RPCs and waits for it online. */
-async function pairNode(): Promise<string> {
-  const stateDir = join(scratch, "node");
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(scratch, "ca.pem"), daemon.ca);
-  const pairing = createClient(PairingService, transport);
-  const { code } = await pairing.createPairingCode({ method: PairingMethod.PIN, label: "agents-test" });
-  node = spawn(palyra, ["node", "run", "--url", daemon.baseUrl, "--pin", code, "--ca-file", join(scratch, "ca.pem"), "--state-dir", stateDir, "--name", "agent-node"], {
-    env: { HOME: scratch, PATH: process.env.PATH },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  node.stderr!.on("data", (b: Buffer) => (nodeLog += b.toString()));
-  const request = await eventually("a pending pairing request", async () => {
-    const { pairingRequests } = await pairing.listPairingRequests({ state: PairingState.PENDING_APPROVAL });
-    assert.equal(pairingRequests.length, 1, nodeLog);
-    return pairingRequests[0];
-  });
-  await pairing.approvePairingRequest({ id: request.id, expectedKeyFingerprint: request.publicKeyFingerprint });
-  return eventually("the node online with system.info", async () => {
-    const { nodes } = await createClient(NodeInventoryService, transport).listNodes({ presence: Presence.ONLINE });
-    assert.equal(nodes.length, 1, nodeLog);
-    assert.ok(nodes[0].capabilities.some((c) => c.name === "system.info" && c.available), nodeLog);
-    return nodes[0].id;
-  });
-}
+let model: ScriptedModel | undefined;
 
 before(async () => {
   daemon = await startPalyrad("agents-console-test", "--compat-model", "palyra-echo");
   browser = await launch();
   scratch = mkdtempSync(join(tmpdir(), "palyra-agents-"));
   chmodSync(scratch, 0o755);
-  transport = bearer(daemon.token);
+  transport = bearer(daemon, daemon.token);
   await createClient(FeatureFlagService, transport).setFlag({ key: "compat_api", enabled: true });
-  nodeId = await pairNode();
-  const modelUrl = await startModel();
-  await createClient(SecretService, transport).putSecret({ name: "scripted", value: new TextEncoder().encode("sk-scripted") });
-  const text = (value: string) => ({ kind: { case: "text" as const, value } });
-  await createClient(ConfigService, transport).updateConfig({
-    change: { set: [
-      { key: "compat.providers.scripted.base_url", value: text(modelUrl) },
-      { key: "compat.providers.scripted.api_key", value: text("secret:scripted") },
-      { key: "compat.providers.scripted.models", value: text("scripted-model") },
-    ] },
-    expectedRevision: 0n,
-    reason: "agents console test",
-  });
+  node = await pairNode(daemon, transport, scratch, "agent-node", '[shell]\nallow = ["/usr/bin/sleep"]\ntimeout = "10m"\n');
+  nodeId = node.id;
+  model = await startModel();
+  await serveModel(transport, model.url, "agents console test");
 });
 
 after(async () => {
-  if (node && node.exitCode === null) {
-    const exited = new Promise((r) => node!.once("exit", r));
-    node.kill("SIGTERM");
-    await exited;
-  }
+  await node?.stop();
   await browser?.close();
   model?.close();
   await daemon?.stop();
@@ -326,7 +223,7 @@ describe("agents and runs, as the owner", () => {
 
   it("shows a tool call on the node in the timeline, linked to its dispatch", async () => {
     await createClient(AgentService, transport).createAgent({
-      spec: { name: "fleet", model: "scripted-model", tools: [{ capability: "system.info" }] },
+      spec: { name: "fleet", model: MODEL, tools: [{ capability: "system.info" }] },
     });
     await page.goto(daemon.baseUrl + "/agents?agent=fleet");
     await page.getByRole("heading", { level: 1, name: "Agent fleet" }).waitFor();
@@ -364,6 +261,90 @@ describe("agents and runs, as the owner", () => {
     assert.equal(await page.getByRole("link", { name: "scratch" }).count(), 0);
   });
 
+  it("shows a run waiting for approval, which finishes live once it is approved", async () => {
+    await createClient(AgentService, transport).createAgent({
+      spec: { name: "guarded", model: MODEL, tools: [{ capability: "system.info", target: { case: "nodeId", value: nodeId }, policy: ToolPolicy.ASK }] },
+    });
+    await page.goto(daemon.baseUrl + "/agents?agent=guarded");
+    await page.getByRole("heading", { level: 1, name: "Agent guarded" }).waitFor();
+    const form = page.getByRole("region", { name: "Run" });
+    await form.getByLabel("Prompt").fill("Which host is the node on?");
+    await form.getByRole("button", { name: "Run" }).click();
+    // The form shows the call waiting, linked to its approval.
+    const waiting = form.getByRole("link", { name: "approval" });
+    await waiting.waitFor({ timeout: WAIT });
+    assert.match(await form.innerText(), new RegExp(`Tool\\s+system_info\\s+on node\\s+${nodeId}\\s+running\\s+waiting for\\s+approval`));
+    const runId = await form.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).innerText();
+    const { approvals } = await createClient(ApprovalService, transport).listApprovals({ runId, state: ApprovalState.PENDING });
+    assert.equal(approvals.length, 1);
+    const approvalId = approvals[0].id;
+    assert.equal(await waiting.getAttribute("href"), `/approvals?id=${approvalId}`);
+    await look(page, "agents-run-waiting");
+
+    // On the Runs page: waiting, the step linked to the approval.
+    await form.getByRole("link", { name: runId }).click();
+    await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor();
+    const detail = page.getByRole("region", { name: `Run ${runId}` });
+    await detail.getByLabel("Run state").getByText("waiting approval").waitFor({ timeout: WAIT });
+    const step = detail.getByRole("list", { name: "Timeline" }).getByRole("listitem", { name: "Step 2" });
+    assert.equal(await step.getByRole("link", { name: approvalId }).getAttribute("href"), `/approvals?id=${approvalId}`);
+    await look(page, "runs-waiting-approval");
+
+    // Approved in another tab, through the link; the run finishes here, live.
+    const other = await ctx.newPage();
+    await other.goto(daemon.baseUrl + "/runs?id=" + runId);
+    await other.getByRole("listitem", { name: "Step 2" }).getByRole("link", { name: approvalId }).click();
+    const one = other.getByRole("region", { name: `Approval ${approvalId}` });
+    await one.getByRole("article", { name: /guarded wants to run system_info$/ }).getByRole("button", { name: "Approve…" }).click();
+    await other.getByRole("dialog", { name: "Approve system_info on agent-node?" }).getByRole("button", { name: "Approve", exact: true }).click();
+    await one.getByRole("article", { name: /guarded asked to run system_info$/ }).getByText("approved", { exact: true }).waitFor({ timeout: WAIT });
+    await other.close();
+    await detail.getByLabel("Run state").getByText("succeeded").waitFor({ timeout: WAIT });
+    await detail.getByLabel("Answer").getByText(`The node's host is ${hostname()}`).waitFor({ timeout: WAIT });
+    assert.match(await step.innerText(), /succeeded/);
+  });
+
+  it("cancels a running run from its page, and with it its dispatch on the node", async () => {
+    await createClient(AgentService, transport).createAgent({
+      spec: { name: "sleeper", model: MODEL, tools: [{ capability: "shell.execute", target: { case: "nodeId", value: nodeId } }] },
+    });
+    await page.goto(daemon.baseUrl + "/agents?agent=sleeper");
+    await page.getByRole("heading", { level: 1, name: "Agent sleeper" }).waitFor();
+    const form = page.getByRole("region", { name: "Run" });
+    await form.getByLabel("Prompt").fill('call shell_execute {"argv": ["sleep", "600"]}');
+    await form.getByRole("button", { name: "Run" }).click();
+    const runLink = form.getByRole("link", { name: /^[0-9A-Z]{26}$/ });
+    await runLink.waitFor({ timeout: WAIT });
+    const runId = await runLink.innerText();
+    await runLink.click();
+    const detail = page.getByRole("region", { name: `Run ${runId}` });
+    const step = detail.getByRole("list", { name: "Timeline" }).getByRole("listitem", { name: "Step 2" });
+    const dispatchLink = step.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).last();
+    await dispatchLink.waitFor({ timeout: WAIT });
+    const dispatchId = await dispatchLink.innerText();
+    const dispatches = createClient(DispatchService, transport);
+    await eventually("the sleep running on the node", async () => {
+      assert.equal((await dispatches.getDispatch({ id: dispatchId })).dispatch?.state, DispatchState.RUNNING);
+    });
+
+    await detail.getByRole("button", { name: "Cancel run" }).click();
+    const dialog = page.getByRole("dialog", { name: "Cancel this run?" });
+    await dialog.getByLabel("Reason (recorded)").fill("too slow");
+    await look(page, "runs-cancel-confirm");
+    await dialog.getByRole("button", { name: "Cancel run" }).click();
+    await detail.getByLabel("Run state").getByText("cancelled").waitFor({ timeout: WAIT });
+    assert.match(await detail.getByLabel("Run state").innerText(), /too slow/);
+    await step.getByText("cancelled", { exact: true }).waitFor({ timeout: WAIT });
+    assert.equal(await detail.getByRole("button", { name: "Cancel run" }).count(), 0);
+    await eventually("the dispatch cancelled on the node", async () => {
+      assert.equal((await dispatches.getDispatch({ id: dispatchId })).dispatch?.state, DispatchState.CANCELLED);
+    });
+    await page.getByRole("region", { name: "All runs" }).getByRole("row", { name: new RegExp(runId) }).getByText("cancelled").waitFor({ timeout: WAIT });
+    await look(page, "runs-cancelled");
+    await dispatchLink.click();
+    await page.getByRole("region", { name: `Dispatch ${dispatchId}` }).getByText("cancelled").first().waitFor({ timeout: WAIT });
+  });
+
   it("loaded without console errors (no CSP violation)", () => {
     assert.deepEqual(consoleErrors, []);
   });
@@ -393,9 +374,9 @@ describe("a principal that may only read agents", () => {
 
   it("is refused by palyrad when it tries anyway", async () => {
     const { secret } = await createClient(AccessService, transport).createToken({ label: "agents-readonly-2", role: Role.OPERATOR, scopes: ["agents.read"] });
-    const agents = createClient(AgentService, bearer(secret));
+    const agents = createClient(AgentService, bearer(daemon, secret));
     await assert.rejects(agents.deleteAgent({ agent: { case: "name", value: "helper" } }), /permission_denied|agents\.write/);
     const { runs } = await agents.listRuns({ state: RunState.SUCCEEDED });
-    assert.deepEqual(runs.map((r) => r.agentName), ["fleet", "helper"]);
+    assert.deepEqual(runs.map((r) => r.agentName), ["guarded", "fleet", "helper"], "the cancelled run is not among them");
   });
 });

@@ -1,11 +1,14 @@
 // Starts bin/palyrad (built by `make build`) for the tests: on its embedded PostgreSQL in
-// a fresh data directory, on a random loopback port, with its log as JSON lines.
+// a fresh data directory, on a random loopback port, with its log as JSON lines; a
+// transport to it with an API token; and the tests' bounded wait.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import assert from "node:assert/strict";
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 
 const palyrad = process.env.PALYRAD ?? new URL("../../bin/palyrad", import.meta.url).pathname;
 
@@ -57,4 +60,29 @@ export async function startPalyrad(replicaId: string, ...args: string[]): Promis
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** WAIT bounds every wait for something that happens by itself. */
+export const WAIT = 60_000;
+
+/** bearer is a connect-node transport to daemon with an API token. */
+export function bearer(daemon: Palyrad, token: string): Transport {
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set("Authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  return createConnectTransport({ baseUrl: daemon.baseUrl, httpVersion: "2", nodeOptions: { ca: daemon.ca }, interceptors: [auth] });
+}
+
+/** eventually retries check until it stops throwing, for at most WAIT. */
+export async function eventually<T>(what: string, check: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT / 1000} s: ${String(err)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }

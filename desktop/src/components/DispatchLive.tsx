@@ -1,13 +1,13 @@
-// The live view of one dispatch, shared by the Nodes page (the dispatch just invoked)
-// and the Dispatches page (the detail of one): useDispatchWatch follows it with
-// WatchDispatch (a server stream): its state at every change, its output as it comes
-// (stdout and stderr apart, decoded as UTF-8 across chunk boundaries, the oldest
-// trimmed beyond VIEW_LIMIT); a stream that breaks before the dispatch ends is resumed
-// from the output offset reached, with backoff, and after RESUMES failures the error
-// is reported and resume() tries again. DispatchOutput shows the output; DispatchLive is
-// the compact panel of the Nodes page, with the cancellation.
+// The live view of one dispatch, shared by the Nodes page (the dispatch just invoked) and
+// the Dispatches page (the detail of one): useDispatchWatch follows it with WatchDispatch
+// (a server stream): its state at every change, its output as it comes (stdout and stderr
+// apart, decoded as UTF-8 across chunk boundaries, the oldest trimmed beyond VIEW_LIMIT);
+// a stream that breaks before the dispatch ends is resumed from the output offset
+// reached, with backoff (followWatch), and when that gives up the error is reported and
+// resume() tries again. DispatchOutput shows the output; DispatchLive is the compact
+// panel of the Nodes page, with the cancellation.
 import { useEffect, useMemo, useRef, useState } from "react";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { useTransport } from "@connectrpc/connect-query";
 import { DispatchService, DispatchState, type Dispatch } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { OutputStream } from "../../../gen/ts/palyra/node/v1/node_pb.js";
@@ -16,6 +16,7 @@ import { ErrorPanel } from "./ErrorPanel.js";
 import { RelativeTime } from "./RelativeTime.js";
 import { CancelDispatch } from "./CancelDispatch.js";
 import { prettyJSON } from "./prettyJSON.js";
+import { followWatch } from "./followWatch.js";
 import styles from "./DispatchLive.module.css";
 
 /** Segment is a run of output from one stream. */
@@ -26,17 +27,6 @@ export interface Segment {
 
 /** VIEW_LIMIT is the most output characters kept on screen; older output is trimmed. */
 const VIEW_LIMIT = 2 << 20;
-/** RESUMES is how often a broken stream is resumed in a row before the error is shown. */
-const RESUMES = 5;
-
-/** transient says whether a failed watch is worth resuming. */
-export function transient(err: unknown): boolean {
-  return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal].includes(ConnectError.from(err).code);
-}
-
-/** useDispatchWatch follows dispatch id: its latest state, its output, the output
- * bytes received, whether the output is trimmed, whether it is still watching, and the
- * error that stopped it (resume() continues from the offset reached). */
 /** stateSentence says where a dispatch stands, in a sentence. */
 const stateSentence: Record<DispatchState, string> = {
   [DispatchState.UNSPECIFIED]: "",
@@ -49,6 +39,9 @@ const stateSentence: Record<DispatchState, string> = {
   [DispatchState.CANCELLED]: "The dispatch was cancelled.",
 };
 
+/** useDispatchWatch follows dispatch id: its latest state, its output, the output
+ * bytes received, whether the output is trimmed, whether it is still watching, and the
+ * error that stopped it (resume() continues from the offset reached). */
 export function useDispatchWatch(id: string) {
   const transport = useTransport();
   const client = useMemo(() => createClient(DispatchService, transport), [transport]);
@@ -77,53 +70,43 @@ export function useDispatchWatch(id: string) {
     let ended = false;
     setError(undefined);
     setWatching(true);
-    (async () => {
-      for (let attempt = 0; !ended && !abort.signal.aborted; attempt++) {
-        try {
-          for await (const ev of client.watchDispatch({ id, fromOffset: at.offset }, { signal: abort.signal })) {
-            attempt = 0;
-            if (ev.event.case === "dispatch") {
-              ended = dispatchEnded(ev.event.value.state);
-              setDispatch(ev.event.value);
-              continue;
-            }
-            if (ev.event.case !== "output") continue;
-            const chunk = ev.event.value;
-            const end = chunk.offset + BigInt(chunk.data.length);
-            if (end <= at.offset) continue; // shown before the stream was resumed
-            const skip = Number(at.offset > chunk.offset ? at.offset - chunk.offset : 0n);
-            at.offset = end;
-            setReceived(end);
-            let decoder = at.decoders.get(chunk.stream);
-            if (!decoder) at.decoders.set(chunk.stream, (decoder = new TextDecoder()));
-            const text = decoder.decode(chunk.data.subarray(skip), { stream: true });
-            setSegments((prev) => {
-              const last = prev[prev.length - 1];
-              const next = last?.stream === chunk.stream ? [...prev.slice(0, -1), { stream: last.stream, text: last.text + text }] : [...prev, { stream: chunk.stream, text }];
-              let size = next.reduce((n, s) => n + s.text.length, 0);
-              while (size > VIEW_LIMIT && next.length > 1) {
-                size -= next.shift()!.text.length;
-                setTrimmed(true);
-              }
-              if (size > VIEW_LIMIT) {
-                next[0] = { stream: next[0].stream, text: next[0].text.slice(size - VIEW_LIMIT) };
-                setTrimmed(true);
-              }
-              return next;
-            });
-          }
-          if (!ended) throw new ConnectError("the watch ended before the dispatch did", Code.Unavailable);
-        } catch (err) {
-          if (abort.signal.aborted) return;
-          if (!transient(err) || attempt >= RESUMES) {
-            setError(err);
-            return;
-          }
-          await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    void followWatch(abort.signal, "dispatch", () => ended, async (received) => {
+      for await (const ev of client.watchDispatch({ id, fromOffset: at.offset }, { signal: abort.signal })) {
+        received();
+        if (ev.event.case === "dispatch") {
+          ended = dispatchEnded(ev.event.value.state);
+          setDispatch(ev.event.value);
+          continue;
         }
+        if (ev.event.case !== "output") continue;
+        const chunk = ev.event.value;
+        const end = chunk.offset + BigInt(chunk.data.length);
+        if (end <= at.offset) continue; // shown before the stream was resumed
+        const skip = Number(at.offset > chunk.offset ? at.offset - chunk.offset : 0n);
+        at.offset = end;
+        setReceived(end);
+        let decoder = at.decoders.get(chunk.stream);
+        if (!decoder) at.decoders.set(chunk.stream, (decoder = new TextDecoder()));
+        const text = decoder.decode(chunk.data.subarray(skip), { stream: true });
+        setSegments((prev) => {
+          const last = prev[prev.length - 1];
+          const next = last?.stream === chunk.stream ? [...prev.slice(0, -1), { stream: last.stream, text: last.text + text }] : [...prev, { stream: chunk.stream, text }];
+          let size = next.reduce((n, s) => n + s.text.length, 0);
+          while (size > VIEW_LIMIT && next.length > 1) {
+            size -= next.shift()!.text.length;
+            setTrimmed(true);
+          }
+          if (size > VIEW_LIMIT) {
+            next[0] = { stream: next[0].stream, text: next[0].text.slice(size - VIEW_LIMIT) };
+            setTrimmed(true);
+          }
+          return next;
+        });
       }
-    })().finally(() => {
-      if (!abort.signal.aborted) setWatching(false);
+    }).then((err) => {
+      if (abort.signal.aborted) return;
+      if (err) setError(err);
+      setWatching(false);
     });
     return () => abort.abort();
   }, [client, id, generation]);

@@ -1,11 +1,14 @@
 // Approvals: the tool calls of agents' ask tools that wait for a human, live
-// (WatchApprovals): each with the agent, the run and its step, the tool, the
-// capability, the node and the exact input the node would be given; approve (this call,
-// or every call of the tool in the run) or deny with a reason the model is told, through
-// the Confirm dialog; without approvals.decide the buttons are not shown. Below: every
-// approval, by state and run, paged.
+// (WatchApprovals): each with the agent, the run and its step, the tool, the capability,
+// the node (by name, with its id) and the exact input the node would be given; approve
+// (this call, or every call of the tool in the run) or deny with a reason the model is
+// told, through the Confirm dialog; without approvals.decide the buttons are not shown.
+// One approval (?id=, where the Runs timeline links) is shown above the lists, pending or
+// decided. Below: every approval, by state and run, paged.
 import { useId, useState } from "react";
-import { useMutation } from "@connectrpc/connect-query";
+import { Link, useSearchParams } from "react-router";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { ApprovalScope, ApprovalService, ApprovalState, type Approval } from "../../../gen/ts/palyra/agents/v1/agents_pb.js";
 import { usePermission } from "../session.js";
@@ -15,7 +18,9 @@ import { RelativeTime } from "../components/RelativeTime.js";
 import { Badge, type Tone } from "../components/Badge.js";
 import { Confirm } from "../components/Dialog.js";
 import { LoadMore, usePagedList } from "../components/paging.js";
+import { Loading, TableHead } from "../components/ListBody.js";
 import { useChangeStream } from "../components/changeStream.js";
+import { NodeName, useNode } from "../components/NodeName.js";
 import styles from "./Approvals.module.css";
 
 /** FALLBACK is how often the lists are read again while the stream of changes is down;
@@ -26,8 +31,11 @@ const SAFETY = 30_000;
 export default function Approvals() {
   const live = useApprovalChanges();
   const refresh = live ? SAFETY : FALLBACK;
+  const [params, setParams] = useSearchParams();
+  const id = params.get("id") ?? "";
   return (
     <Page title="Approvals" description="Tool calls of agents that wait for a human: check the exact input, then approve or deny.">
+      {id ? <ApprovalDetail key={id} id={id} refresh={refresh} onClose={() => setParams((p) => (p.delete("id"), p))} /> : null}
       <PendingCard refresh={refresh} live={live} />
       <AllCard refresh={refresh} />
     </Page>
@@ -57,7 +65,7 @@ function PendingCard({ refresh, live }: { refresh: number; live: boolean }) {
       {!list.data && !list.error ? <p role="status" className="field-hint">Loading…</p> : null}
       <div className={styles.approvals} aria-live="polite">
         {list.rows.map((a) => (
-          <PendingApproval key={a.id} approval={a} />
+          <ApprovalView key={a.id} approval={a} />
         ))}
       </div>
       {list.data ? <LoadMore list={list} noun="pending approvals" /> : null}
@@ -65,21 +73,46 @@ function PendingCard({ refresh, live }: { refresh: number; live: boolean }) {
   );
 }
 
-function PendingApproval({ approval: a }: { approval: Approval }) {
+/** ApprovalDetail is one approval by its id, pending or decided; an unknown id says so. */
+function ApprovalDetail({ id, refresh, onClose }: { id: string; refresh: number; onClose: () => void }) {
+  const got = useQuery(ApprovalService.method.getApproval, { id }, { refetchInterval: refresh });
+  const a = got.data?.approval;
+  const close = (
+    <button type="button" className="button button-small" onClick={onClose}>
+      Close
+    </button>
+  );
+  let body;
+  if (got.error && ConnectError.from(got.error).code === Code.NotFound) {
+    body = (
+      <p role="alert">
+        No approval has the id <code>{id}</code>: it was not found. The lists below show the approvals there are.
+      </p>
+    );
+  } else if (got.error) body = <ErrorPanel error={got.error} />;
+  else if (!a) body = <Loading />;
+  else body = <ApprovalView approval={a} />;
+  return (
+    <Card title={`Approval ${id}`} aside={close}>
+      {body}
+    </Card>
+  );
+}
+
+/** ApprovalView is one approval: what was asked, and its decision or the buttons to
+ * decide it while it is pending. */
+function ApprovalView({ approval: a }: { approval: Approval }) {
   const mayDecide = usePermission("approvals.decide");
   const id = useId();
-  const queryClient = useQueryClient();
-  const [dialog, setDialog] = useState<"none" | "approve" | "deny">("none");
-  const [scope, setScope] = useState(ApprovalScope.ONCE);
-  const decide = useMutation(ApprovalService.method.decideApproval, { onSuccess: () => queryClient.invalidateQueries() });
-  const headingId = `approval-${a.id}`;
+  const headingId = `${id}-heading`;
+  const pending = a.state === ApprovalState.PENDING;
   return (
     <article className={styles.approval} aria-labelledby={headingId}>
       <div className={styles.head}>
         <h3 id={headingId} className={styles.title}>
-          {a.agentName} wants to run <code>{a.tool}</code>
+          {a.agentName} {pending ? "wants" : "asked"} to run <code>{a.tool}</code>
         </h3>
-        <Badge tone="warn">pending</Badge>
+        <Badge tone={stateTone[a.state]}>{stateName(a.state)}</Badge>
       </div>
       <dl className={styles.facts}>
         <div>
@@ -91,13 +124,16 @@ function PendingApproval({ approval: a }: { approval: Approval }) {
         <div>
           <dt>Node</dt>
           <dd>
-            <code>{a.nodeId}</code>
+            <NodeName id={a.nodeId} />
           </dd>
         </div>
         <div>
           <dt>Run</dt>
           <dd>
-            <code>{a.runId}</code>, step {a.stepSeq}
+            <Link to={`/runs?id=${a.runId}`}>
+              <code>{a.runId}</code>
+            </Link>
+            , step {a.stepSeq}
           </dd>
         </div>
         <div>
@@ -109,40 +145,72 @@ function PendingApproval({ approval: a }: { approval: Approval }) {
         <div>
           <dt>Asked</dt>
           <dd>
-            <RelativeTime value={a.createTime} />, expires <RelativeTime value={a.expireTime} />
+            <RelativeTime value={a.createTime} />
+            {pending ? (
+              <>
+                , expires <RelativeTime value={a.expireTime} />
+              </>
+            ) : null}
           </dd>
         </div>
+        {a.decideTime ? (
+          <div>
+            <dt>Decided</dt>
+            <dd>
+              {stateName(a.state)}
+              {a.scope === ApprovalScope.RUN ? " for the run" : null} by {a.decidedBy}, <RelativeTime value={a.decideTime} />
+              {a.reason ? <>: {a.reason}</> : null}
+            </dd>
+          </div>
+        ) : null}
         <div>
           <dt>Approval</dt>
           <dd>
-            <code>{a.id}</code>
+            <Link to={`/approvals?id=${a.id}`}>
+              <code>{a.id}</code>
+            </Link>
           </dd>
         </div>
       </dl>
       <div>
         <p className={styles.inputLabel} id={`${id}-input`}>
-          Input the node would be given
+          {pending ? "Input the node would be given" : "Input"}
         </p>
         <pre className={styles.input} aria-labelledby={`${id}-input`} tabIndex={0}>
           {pretty(a.inputJson)}
         </pre>
       </div>
-      {!mayDecide ? (
+      {!pending ? null : !mayDecide ? (
         <p className="field-hint">
           You need the permission <code>approvals.decide</code> to approve or deny tool calls.
         </p>
       ) : (
-        <div className={styles.row}>
-          <button type="button" className="button button-primary" onClick={() => setDialog("approve")}>
-            Approve…
-          </button>
-          <button type="button" className="button" onClick={() => setDialog("deny")}>
-            Deny…
-          </button>
-        </div>
+        <Decide approval={a} />
       )}
+    </article>
+  );
+}
+
+/** Decide approves or denies a pending approval through the Confirm dialog. */
+function Decide({ approval: a }: { approval: Approval }) {
+  const id = useId();
+  const queryClient = useQueryClient();
+  const [dialog, setDialog] = useState<"none" | "approve" | "deny">("none");
+  const [scope, setScope] = useState(ApprovalScope.ONCE);
+  const decide = useMutation(ApprovalService.method.decideApproval, { onSuccess: () => queryClient.invalidateQueries() });
+  const node = useNode(a.nodeId)?.name ?? a.nodeId;
+  return (
+    <>
+      <div className={styles.row}>
+        <button type="button" className="button button-primary" onClick={() => setDialog("approve")}>
+          Approve…
+        </button>
+        <button type="button" className="button" onClick={() => setDialog("deny")}>
+          Deny…
+        </button>
+      </div>
       <Confirm
-        title={`Approve ${a.tool} on ${a.nodeId}?`}
+        title={`Approve ${a.tool} on ${node}?`}
         open={dialog === "approve"}
         onClose={() => setDialog("none")}
         action="Approve"
@@ -150,7 +218,7 @@ function PendingApproval({ approval: a }: { approval: Approval }) {
         run={(reason) => decide.mutateAsync({ id: a.id, approve: true, scope, reason })}
       >
         <p>
-          The run dispatches <code>{a.capability}</code> to node <code>{a.nodeId}</code> with the input shown.
+          The run dispatches <code>{a.capability}</code> to node <NodeName id={a.nodeId} /> with the input shown.
         </p>
         <fieldset className={styles.scopes}>
           <legend>Approve</legend>
@@ -164,7 +232,7 @@ function PendingApproval({ approval: a }: { approval: Approval }) {
         </fieldset>
       </Confirm>
       <Confirm
-        title={`Deny ${a.tool} on ${a.nodeId}?`}
+        title={`Deny ${a.tool} on ${node}?`}
         open={dialog === "deny"}
         onClose={() => setDialog("none")}
         action="Deny"
@@ -173,7 +241,7 @@ function PendingApproval({ approval: a }: { approval: Approval }) {
       >
         <p>The call is not run; the model is told it was denied, and why.</p>
       </Confirm>
-    </article>
+    </>
   );
 }
 
@@ -224,22 +292,15 @@ function AllCard({ refresh }: { refresh: number }) {
       {list.rows.length > 0 ? (
         <table className="table">
           <caption className="visually-hidden">Approvals, newest first</caption>
-          <thead>
-            <tr>
-              <th scope="col">Tool</th>
-              <th scope="col">State</th>
-              <th scope="col">Agent</th>
-              <th scope="col">Node</th>
-              <th scope="col">Run</th>
-              <th scope="col">Asked</th>
-              <th scope="col">Decided</th>
-            </tr>
-          </thead>
+          <TableHead columns={["Tool", "State", "Agent", "Node", "Run", "Asked", "Decided"]} />
           <tbody>
             {list.rows.map((a) => (
               <tr key={a.id}>
                 <td>
-                  <code>{a.tool}</code> ({a.capability})
+                  <Link to={`?id=${a.id}`} aria-label={`Approval ${a.id}: ${a.tool}`}>
+                    <code>{a.tool}</code>
+                  </Link>{" "}
+                  ({a.capability})
                 </td>
                 <td>
                   <Badge tone={stateTone[a.state]}>{stateName(a.state)}</Badge>
@@ -248,10 +309,12 @@ function AllCard({ refresh }: { refresh: number }) {
                 </td>
                 <td>{a.agentName}</td>
                 <td>
-                  <code>{a.nodeId}</code>
+                  <NodeName id={a.nodeId} />
                 </td>
                 <td>
-                  <code>{a.runId}</code>
+                  <Link to={`/runs?id=${a.runId}`}>
+                    <code>{a.runId}</code>
+                  </Link>
                 </td>
                 <td>
                   <RelativeTime value={a.createTime} />

@@ -2,7 +2,7 @@
 // time (all in the address, so a filtered list can be linked; palyrad applies them all),
 // page by page; the detail of one (?id=) with its output streaming live (WatchDispatch)
 // and its cancellation.
-import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
+import { useEffect, useMemo, useRef } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useQuery } from "@connectrpc/connect-query";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -19,6 +19,7 @@ import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
 import styles from "./admin.module.css";
 import { count } from "../components/plural.js";
+import { StateFilter, TextFilter, useAddressFilter, withParam } from "../components/AddressFilter.js";
 
 const PAGE_SIZE = 50;
 
@@ -41,14 +42,7 @@ export default function Dispatches() {
 }
 
 function DispatchList() {
-  const [params, setParams] = useSearchParams();
-  const filter = {
-    node: params.get("node") ?? "",
-    capability: params.get("capability") ?? "",
-    state: params.get("state") ?? "",
-    since: params.get("since") ?? "",
-  };
-  const [draft, setDraft] = useState(filter);
+  const { params, filter, draft, edit, apply } = useAddressFilter(["node", "capability", "state", "since"]);
   const span = windows.find((w) => w.value === filter.since) ?? windows[0];
   // The window's start is fixed when the filter is applied, not at every render (a new
   // start would be a new query); the list refreshes within it.
@@ -65,44 +59,15 @@ function DispatchList() {
     { refetchInterval: 10_000 },
   );
 
-  function apply(e: FormEvent) {
-    e.preventDefault();
-    setParams((p) => {
-      for (const [k, v] of Object.entries(draft)) {
-        if (v.trim()) p.set(k, v.trim());
-        else p.delete(k);
-      }
-      return p;
-    });
-  }
-
   return (
     <Card title="All dispatches">
       <form className={styles.filters} onSubmit={apply} aria-label="Filter dispatches">
-        <div className="field">
-          <label htmlFor="f-node">Node ID</label>
-          <input id="f-node" value={draft.node} onChange={(e) => setDraft({ ...draft, node: e.target.value })} placeholder="any node" spellCheck={false} />
-        </div>
-        <div className="field">
-          <label htmlFor="f-capability">Capability</label>
-          <input id="f-capability" value={draft.capability} onChange={(e) => setDraft({ ...draft, capability: e.target.value })} placeholder="any, e.g. shell.execute" spellCheck={false} />
-        </div>
-        <div className="field">
-          <label htmlFor="f-state">State</label>
-          <select id="f-state" value={draft.state} onChange={(e) => setDraft({ ...draft, state: e.target.value })}>
-            <option value="">Any state</option>
-            {Object.values(DispatchState)
-              .filter((v): v is DispatchState => typeof v === "number" && v !== DispatchState.UNSPECIFIED)
-              .map((v) => (
-                <option key={v} value={DispatchState[v]}>
-                  {dispatchStateName(v)}
-                </option>
-              ))}
-          </select>
-        </div>
+        <TextFilter id="f-node" label="Node ID" value={draft.node} onChange={(node) => edit({ node })} placeholder="any node" />
+        <TextFilter id="f-capability" label="Capability" value={draft.capability} onChange={(capability) => edit({ capability })} placeholder="any, e.g. shell.execute" />
+        <StateFilter id="f-state" value={draft.state} onChange={(state) => edit({ state })} states={DispatchState} name={dispatchStateName} />
         <div className="field">
           <label htmlFor="f-since">Created</label>
-          <select id="f-since" value={draft.since} onChange={(e) => setDraft({ ...draft, since: e.target.value })}>
+          <select id="f-since" value={draft.since} onChange={(e) => edit({ since: e.target.value })}>
             {windows.map((w) => (
               <option key={w.value} value={w.value}>
                 {w.label}
@@ -123,11 +88,6 @@ function DispatchList() {
 
 function DispatchRows({ rows, selected }: { rows: Dispatch[]; selected: string }) {
   const [params] = useSearchParams();
-  const link = (id: string) => {
-    const p = new URLSearchParams(params);
-    p.set("id", id);
-    return `?${p.toString()}`;
-  };
   return (
     <table className="table">
       <caption className="visually-hidden">Dispatches, newest first</caption>
@@ -136,7 +96,7 @@ function DispatchRows({ rows, selected }: { rows: Dispatch[]; selected: string }
         {rows.map((d) => (
           <tr key={d.id} className={d.id === selected ? styles.selected : undefined}>
             <td>
-              <Link to={link(d.id)} aria-current={d.id === selected ? "true" : undefined}>
+              <Link to={withParam(params, "id", d.id)} aria-current={d.id === selected ? "true" : undefined}>
                 <code>{d.id}</code>
               </Link>
             </td>

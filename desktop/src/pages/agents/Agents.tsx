@@ -9,7 +9,7 @@ import { useEffect, useId, useMemo, useRef, useState, type FormEvent } from "rea
 import { Link, useLocation, useNavigate, useSearchParams } from "react-router";
 import { createClient } from "@connectrpc/connect";
 import { useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
-import { AgentService, ToolCallOutcome, type Agent, type RunStep } from "../../../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { AgentService, ToolCallOutcome, type Agent, type Approval, type RunStep } from "../../../../gen/ts/palyra/agents/v1/agents_pb.js";
 import { usePermission } from "../../session.js";
 import { Card, Page } from "../../components/Page.js";
 import { ErrorPanel } from "../../components/ErrorPanel.js";
@@ -326,7 +326,8 @@ function AgentDetail({ name }: { name: string }) {
 /** ToolEvent is a tool call seen in the stream. */
 interface ToolEvent {
   step: RunStep;
-  approval?: string;
+  /** approval is the one the call waits for, which names its node before the step does. */
+  approval?: Approval;
 }
 
 function RunAgent({ agent }: { agent: Agent }) {
@@ -377,7 +378,7 @@ function RunAgent({ agent }: { agent: Agent }) {
             const ap = e.value;
             setTools((m) => {
               const cur = m.get(ap.stepSeq);
-              return cur ? new Map(m).set(ap.stepSeq, { ...cur, approval: ap.id }) : m;
+              return cur ? new Map(m).set(ap.stepSeq, { ...cur, approval: ap }) : m;
             });
             break;
           }
@@ -414,22 +415,23 @@ function RunAgent({ agent }: { agent: Agent }) {
       {error ? <ErrorPanel error={error} title="The run failed to start or its stream broke" /> : null}
       {runId ? (
         <div className={admin.stack} aria-live="polite">
-          {[...tools.values()].map(({ step, approval }) =>
-            step.detail.case === "toolCall" ? (
+          {[...tools.values()].map(({ step, approval }) => {
+            if (step.detail.case !== "toolCall") return null;
+            const call = step.detail.value;
+            const nodeId = call.nodeId || approval?.nodeId;
+            return (
               <p key={step.seq} className={styles.stepHead}>
-                Tool <code>{step.detail.value.tool}</code>
-                {step.detail.value.nodeId ? <> on node <code>{step.detail.value.nodeId}</code></> : null} <OutcomeBadge outcome={step.detail.value.outcome} />
-                {approval && step.detail.value.outcome === ToolCallOutcome.UNSPECIFIED ? (
+                Tool <code>{call.tool}</code>
+                {nodeId ? <> on node <code>{nodeId}</code></> : null} <OutcomeBadge outcome={call.outcome} />
+                {approval && call.outcome === ToolCallOutcome.UNSPECIFIED ? (
                   <>
-                    {" "}waiting for <Link to="/approvals">approval</Link>
+                    {" "}waiting for <Link to={`/approvals?id=${approval.id}`}>approval</Link>
                   </>
                 ) : null}
               </p>
-            ) : null,
-          )}
-          <p className={styles.answer} aria-label="Streamed answer">
-            {text}
-          </p>
+            );
+          })}
+          {text ? <p className={styles.answer}>{text}</p> : null}
         </div>
       ) : null}
     </Card>

@@ -2,10 +2,11 @@
 // address), page by page; and one run (?id=) with its live timeline (WatchRun): each
 // model call with its tokens, each tool call with its node, input, outcome, dispatch
 // (linked to the Dispatches page) and approval, and the answer; cancelling it asks first.
-import { useEffect, useMemo, useState, type FormEvent } from "react";
+import { useEffect, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
+import { createClient } from "@connectrpc/connect";
+import { createConnectQueryKey, useMutation, useQuery, useTransport } from "@connectrpc/connect-query";
+import { useQueryClient } from "@tanstack/react-query";
 import { AgentService, RunState, RunStepKind, type Run, type RunStep } from "../../../../gen/ts/palyra/agents/v1/agents_pb.js";
 import { usePermission, useSession } from "../../session.js";
 import { Card, Page } from "../../components/Page.js";
@@ -16,15 +17,14 @@ import { Confirm } from "../../components/Dialog.js";
 import { usePagedList } from "../../components/paging.js";
 import { ListBody, Loading, TableHead } from "../../components/ListBody.js";
 import { prettyJSON } from "../../components/prettyJSON.js";
-import { transient } from "../../components/DispatchLive.js";
+import { followWatch } from "../../components/followWatch.js";
+import { StateFilter, TextFilter, useAddressFilter, withParam } from "../../components/AddressFilter.js";
 import { count } from "../../components/plural.js";
 import { OutcomeBadge, RunStateBadge, runEnded, runStateName } from "./runParts.js";
 import admin from "../admin.module.css";
 import styles from "./agents.module.css";
 
 const PAGE_SIZE = 50;
-/** RESUMES is how often a broken watch is resumed in a row before its error is shown. */
-const RESUMES = 5;
 
 export default function Runs() {
   const [params, setParams] = useSearchParams();
@@ -38,47 +38,15 @@ export default function Runs() {
 }
 
 function RunList() {
-  const [params, setParams] = useSearchParams();
-  const filter = { agent: params.get("agent") ?? "", state: params.get("state") ?? "" };
-  const [draft, setDraft] = useState(filter);
+  const { params, filter, draft, edit, apply } = useAddressFilter(["agent", "state"]);
   const state = RunState[filter.state as keyof typeof RunState] ?? RunState.UNSPECIFIED;
   const list = usePagedList(AgentService.method.listRuns, { agentName: filter.agent, state, pageSize: PAGE_SIZE }, (p) => p.runs, { refetchInterval: 5_000 });
-  function apply(e: FormEvent) {
-    e.preventDefault();
-    setParams((p) => {
-      for (const [k, v] of Object.entries(draft)) {
-        if (v.trim()) p.set(k, v.trim());
-        else p.delete(k);
-      }
-      return p;
-    });
-  }
   const selected = params.get("id") ?? "";
-  const link = (id: string) => {
-    const p = new URLSearchParams(params);
-    p.set("id", id);
-    return `?${p.toString()}`;
-  };
   return (
     <Card title="All runs">
       <form className={admin.filters} onSubmit={apply} aria-label="Filter runs">
-        <div className="field">
-          <label htmlFor="runs-agent">Agent</label>
-          <input id="runs-agent" value={draft.agent} onChange={(e) => setDraft({ ...draft, agent: e.target.value })} placeholder="any agent" spellCheck={false} />
-        </div>
-        <div className="field">
-          <label htmlFor="runs-state">State</label>
-          <select id="runs-state" value={draft.state} onChange={(e) => setDraft({ ...draft, state: e.target.value })}>
-            <option value="">Any state</option>
-            {Object.values(RunState)
-              .filter((v): v is RunState => typeof v === "number" && v !== RunState.UNSPECIFIED)
-              .map((v) => (
-                <option key={v} value={RunState[v]}>
-                  {runStateName(v)}
-                </option>
-              ))}
-          </select>
-        </div>
+        <TextFilter id="runs-agent" label="Agent" value={draft.agent} onChange={(agent) => edit({ agent })} placeholder="any agent" />
+        <StateFilter id="runs-state" value={draft.state} onChange={(state) => edit({ state })} states={RunState} name={runStateName} />
         <button type="submit" className="button">
           Apply filters
         </button>
@@ -92,7 +60,7 @@ function RunList() {
               {rows.map((r) => (
                 <tr key={r.id} className={r.id === selected ? admin.selected : undefined}>
                   <td>
-                    <Link to={link(r.id)} aria-current={r.id === selected ? "true" : undefined}>
+                    <Link to={withParam(params, "id", r.id)} aria-current={r.id === selected ? "true" : undefined}>
                       <code>{r.id}</code>
                     </Link>
                   </td>
@@ -125,7 +93,7 @@ function RunList() {
 
 /** useRunWatch follows a run with WatchRun: the run and its steps (by seq) as they
  * change; a stream broken before the run ends is opened again (it starts over with the
- * steps so far), with backoff, and after RESUMES failures in a row its error is shown. */
+ * steps so far), with backoff, until followWatch gives up and its error is shown. */
 function useRunWatch(id: string) {
   const transport = useTransport();
   const client = useMemo(() => createClient(AgentService, transport), [transport]);
@@ -136,32 +104,22 @@ function useRunWatch(id: string) {
   useEffect(() => {
     const abort = new AbortController();
     let ended = false;
-    (async () => {
-      for (let attempt = 0; !ended && !abort.signal.aborted; attempt++) {
-        try {
-          for await (const ev of client.watchRun({ id }, { signal: abort.signal })) {
-            attempt = 0;
-            setError(undefined);
-            if (ev.event.case === "run") {
-              ended = runEnded(ev.event.value.state);
-              setRun(ev.event.value);
-            } else if (ev.event.case === "step") {
-              const s = ev.event.value;
-              setSteps((prev) => new Map(prev).set(s.seq, s));
-            }
-          }
-          if (!ended) throw new ConnectError("the watch ended before the run did", Code.Unavailable);
-        } catch (err) {
-          if (abort.signal.aborted) return;
-          if (!transient(err) || attempt >= RESUMES) {
-            setError(err);
-            return;
-          }
-          await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    void followWatch(abort.signal, "run", () => ended, async (received) => {
+      for await (const ev of client.watchRun({ id }, { signal: abort.signal })) {
+        received();
+        setError(undefined);
+        if (ev.event.case === "run") {
+          ended = runEnded(ev.event.value.state);
+          setRun(ev.event.value);
+        } else if (ev.event.case === "step") {
+          const s = ev.event.value;
+          setSteps((prev) => new Map(prev).set(s.seq, s));
         }
       }
-    })().finally(() => {
-      if (!abort.signal.aborted) setWatching(false);
+    }).then((err) => {
+      if (abort.signal.aborted) return;
+      if (err) setError(err);
+      setWatching(false);
     });
     return () => abort.abort();
   }, [client, id]);
@@ -173,6 +131,12 @@ function RunDetail({ id, onClose }: { id: string; onClose: () => void }) {
   // GetRun names a missing or malformed id clearly; the watch does the rest.
   const got = useQuery(AgentService.method.getRun, { id }, { refetchInterval: false });
   const watch = useRunWatch(id);
+  // The list below follows the state of the run shown at once, not at its next poll.
+  const queryClient = useQueryClient();
+  const watched = watch.run?.state;
+  useEffect(() => {
+    if (watched !== undefined) void queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: AgentService.method.listRuns, cardinality: undefined }) });
+  }, [watched, queryClient]);
   const run = watch.run ?? got.data?.run;
   const steps = watch.steps.length > 0 ? watch.steps : (got.data?.steps ?? []);
   const close = (
@@ -319,7 +283,7 @@ function Step({ step: s }: { step: RunStep }) {
             ) : null}
             {t.approvalId ? (
               <span>
-                Approval <Link to="/approvals"><code>{t.approvalId}</code></Link>
+                Approval <Link to={`/approvals?id=${t.approvalId}`}><code>{t.approvalId}</code></Link>
               </span>
             ) : null}
           </div>
