@@ -234,8 +234,9 @@ describe("agents and runs, as the owner", () => {
     const timeline = page.getByRole("list", { name: "Timeline" });
     await timeline.getByLabel("Answer").getByText(`The node's host is ${hostname()}`).waitFor({ timeout: WAIT });
     const call = timeline.getByRole("listitem", { name: "Step 2" });
+    await call.getByRole("link", { name: "agent-node" }).waitFor({ timeout: WAIT }); // the node by its name, once read
     const text = await call.innerText();
-    assert.match(text, new RegExp(`Tool call\\s+system_info\\s+runs\\s+system\\.info\\s+on node\\s+${nodeId}\\s+succeeded`));
+    assert.match(text, new RegExp(`Tool call\\s+system_info\\s+runs\\s+system\\.info\\s+on node\\s+agent-node\\s+${nodeId}\\s+succeeded`));
     assert.match(await timeline.getByRole("listitem", { name: "Step 1" }).innerText(), /finished: tool_calls/);
     await call.getByText("Result").click();
     await call.getByText(`"hostname": "${hostname()}"`).waitFor();
@@ -273,7 +274,8 @@ describe("agents and runs, as the owner", () => {
     // The form shows the call waiting, linked to its approval.
     const waiting = form.getByRole("link", { name: "approval" });
     await waiting.waitFor({ timeout: WAIT });
-    assert.match(await form.innerText(), new RegExp(`Tool\\s+system_info\\s+on node\\s+${nodeId}\\s+running\\s+waiting for\\s+approval`));
+    await form.getByRole("link", { name: "agent-node" }).waitFor({ timeout: WAIT });
+    assert.match(await form.innerText(), new RegExp(`Tool\\s+system_info\\s+on node\\s+agent-node\\s+${nodeId}\\s+running\\s+waiting for\\s+approval`));
     const runId = await form.getByRole("link", { name: /^[0-9A-Z]{26}$/ }).innerText();
     const { approvals } = await createClient(ApprovalService, transport).listApprovals({ runId, state: ApprovalState.PENDING });
     assert.equal(approvals.length, 1);

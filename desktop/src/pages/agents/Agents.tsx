@@ -20,6 +20,7 @@ import { Confirm } from "../../components/Dialog.js";
 import { usePagedList } from "../../components/paging.js";
 import { ListBody, Loading, Needs, TableHead } from "../../components/ListBody.js";
 import { count } from "../../components/plural.js";
+import { NodeName } from "../../components/NodeName.js";
 import { AgentEditor, useInvalidateAgents, type Saved } from "./AgentEditor.js";
 import { OutcomeBadge } from "./runParts.js";
 import { policyName } from "./spec.js";
@@ -422,7 +423,7 @@ function RunAgent({ agent }: { agent: Agent }) {
             return (
               <p key={step.seq} className={styles.stepHead}>
                 Tool <code>{call.tool}</code>
-                {nodeId ? <> on node <code>{nodeId}</code></> : null} <OutcomeBadge outcome={call.outcome} />
+                {nodeId ? <> on node <NodeName id={nodeId} /></> : null} <OutcomeBadge outcome={call.outcome} />
                 {approval && call.outcome === ToolCallOutcome.UNSPECIFIED ? (
                   <>
                     {" "}waiting for <Link to={`/approvals?id=${approval.id}`}>approval</Link>

@@ -20,6 +20,7 @@ import { prettyJSON } from "../../components/prettyJSON.js";
 import { followWatch } from "../../components/followWatch.js";
 import { StateFilter, TextFilter, useAddressFilter, withParam } from "../../components/AddressFilter.js";
 import { count } from "../../components/plural.js";
+import { NodeName } from "../../components/NodeName.js";
 import { OutcomeBadge, RunStateBadge, runEnded, runStateName } from "./runParts.js";
 import admin from "../admin.module.css";
 import styles from "./agents.module.css";
@@ -270,7 +271,7 @@ function Step({ step: s }: { step: RunStep }) {
             {t.capability ? <> runs <code>{t.capability}</code></> : null}
             {t.nodeId ? (
               <>
-                {" "}on node <Link to={`/nodes?node=${t.nodeId}`}><code>{t.nodeId}</code></Link>
+                {" "}on node <NodeName id={t.nodeId} />
               </>
             ) : null}{" "}
             <OutcomeBadge outcome={t.outcome} /> {when}
