@@ -83,6 +83,9 @@ type Options struct {
 	Heartbeat func() time.Duration
 	// MaxMessageBytes is announced to nodes in the welcome.
 	MaxMessageBytes int
+	// Browser checks, resolves and saves the browser profiles of the dispatches of the
+	// browser.* capabilities; nil refuses those dispatches.
+	Browser BrowserProfiles
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger logs sessions and dispatch ends; nil discards.
