@@ -97,9 +97,12 @@ func TestCLIBrowserProfiles(t *testing.T) {
 		t.Errorf("update printed %q", rows)
 	}
 	cliWant(t, owner.fails(t, 1, "browser", "profiles", "update", "shop", "--locale", "de", "--expected-revision", "1"), "revision 2, not 1")
+	// The vault refuses to delete the proxy's secret while a profile refers to it.
+	cliWant(t, owner.fails(t, 1, "secrets", "delete", "shop-proxy"), "browser profile shop (proxy)")
 	if rows := statusTable(t, owner.ok(t, "browser", "profiles", "update", "shop", "--no-proxy", "--expected-revision", "2")); rows["Proxy"] != "none" {
 		t.Errorf("update --no-proxy printed %q", rows)
 	}
+	owner.ok(t, "secrets", "delete", "shop-proxy")
 	if out := owner.ok(t, "browser", "profiles", "reset-state", "shop"); out != "Reset the state of browser profile shop: 0 saved version(s) dropped\n" {
 		t.Errorf("reset-state: %q", out)
 	}

@@ -314,6 +314,36 @@ func (q *Queries) InsertBrowserProfileState(ctx context.Context, arg InsertBrows
 	return result.RowsAffected(), nil
 }
 
+const listBrowserProfileProxies = `-- name: ListBrowserProfileProxies :many
+select name, proxy from browser_profiles where proxy <> '' order by name
+`
+
+type ListBrowserProfileProxiesRow struct {
+	Name  string
+	Proxy string
+}
+
+// The profiles with a proxy, and its secret reference.
+func (q *Queries) ListBrowserProfileProxies(ctx context.Context) ([]ListBrowserProfileProxiesRow, error) {
+	rows, err := q.db.Query(ctx, listBrowserProfileProxies)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListBrowserProfileProxiesRow{}
+	for rows.Next() {
+		var i ListBrowserProfileProxiesRow
+		if err := rows.Scan(&i.Name, &i.Proxy); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listBrowserProfiles = `-- name: ListBrowserProfiles :many
 select id, name, description, user_agent, viewport_width, viewport_height, locale, time_zone, proxy, allowed_domains, labels, revision, last_state_version, created_at, created_by, updated_at, updated_by from browser_profiles
 where $1::text = '' or name > $1::text
@@ -423,6 +453,17 @@ func (q *Queries) LockBrowserProfileByName(ctx context.Context, name string) (Br
 		&i.UpdatedBy,
 	)
 	return i, err
+}
+
+const lockBrowserProxyReferences = `-- name: LockBrowserProxyReferences :exec
+select pg_advisory_xact_lock(hashtext('palyra/browser_profiles/proxy'))
+`
+
+// Serialises, until the transaction ends, the checks of the profiles' proxy references
+// with the vault's look for them (a secret being deleted or destroyed).
+func (q *Queries) LockBrowserProxyReferences(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, lockBrowserProxyReferences)
+	return err
 }
 
 const lockBrowserStateKeysToRewrap = `-- name: LockBrowserStateKeysToRewrap :many

@@ -112,3 +112,12 @@ update browser_profile_states
 set kek_id = sqlc.arg('to_kek_id')::text, data_key_nonce = sqlc.arg('data_key_nonce'),
     wrapped_data_key = sqlc.arg('wrapped_data_key')
 where profile_id = sqlc.arg('profile_id') and version = sqlc.arg('version') and kek_id = sqlc.arg('from_kek_id')::text;
+
+-- name: LockBrowserProxyReferences :exec
+-- Serialises, until the transaction ends, the checks of the profiles' proxy references
+-- with the vault's look for them (a secret being deleted or destroyed).
+select pg_advisory_xact_lock(hashtext('palyra/browser_profiles/proxy'));
+
+-- name: ListBrowserProfileProxies :many
+-- The profiles with a proxy, and its secret reference.
+select name, proxy from browser_profiles where proxy <> '' order by name;

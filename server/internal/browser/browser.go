@@ -59,6 +59,7 @@ import (
 
 	browserv1 "github.com/palyra/palyra/gen/go/palyra/browser/v1"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/dispatch"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
@@ -444,10 +445,14 @@ func (p *Profiles) warnings(ctx context.Context) []string {
 	return nil
 }
 
-// checkProxy checks, in tx, that the secret a proxy reference names can be used.
+// checkProxy checks, in tx, that the secret a proxy reference names can be used, and
+// holds Referrers off until tx ends.
 func checkProxy(ctx context.Context, tx *store.Tx, proxy string) error {
 	if proxy == "" {
 		return nil
+	}
+	if err := tx.Q().LockBrowserProxyReferences(ctx); err != nil {
+		return err
 	}
 	ref, err := secretref.Parse(proxy)
 	if err != nil {
@@ -460,6 +465,28 @@ func checkProxy(ctx context.Context, tx *store.Tx, proxy string) error {
 		return err
 	}
 	return nil
+}
+
+// Referrers returns the proxies of the profiles that refer to the secret name, any
+// version, keyed "browser profile NAME (proxy)"; with the live configuration's, they
+// make vault.Referrers. It holds off the proxies' checks until tx ends, so that no
+// profile adds a reference meanwhile.
+func (p *Profiles) Referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error) {
+	q := tx.Q()
+	if err := q.LockBrowserProxyReferences(ctx); err != nil {
+		return nil, fmt.Errorf("browser: referrers: %w", err)
+	}
+	rows, err := q.ListBrowserProfileProxies(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("browser: referrers: %w", err)
+	}
+	var out []config.SecretRef
+	for _, r := range rows {
+		if ref, err := secretref.Parse(r.Proxy); err == nil && ref.Name == name {
+			out = append(out, config.SecretRef{Key: "browser profile " + r.Name + " (proxy)", Ref: ref})
+		}
+	}
+	return out, nil
 }
 
 // errMessage is a domain error's message.

@@ -423,7 +423,7 @@ func (s *startup) buildServices() (err error) {
 		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
 		Logger:             s.log,
 	})
-	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: s.live, Notify: s.listener, Logger: s.log}); err != nil {
+	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: secretReferrers{s}, Notify: s.listener, Logger: s.log}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
@@ -486,6 +486,21 @@ func (s *startup) buildAgents() (err error) {
 	s.compat.SetAgents(s.runs)
 	s.bg.Go(func() { s.runs.Run(s.bgCtx) })
 	return nil
+}
+
+// secretReferrers are what refers to secrets: the settings, and the proxies of browser
+// profiles (built after the vault, before any call).
+type secretReferrers struct{ s *startup }
+
+// Referrers implements vault.Referrers: the settings' first, as the configuration's
+// lock comes first.
+func (r secretReferrers) Referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error) {
+	refs, err := r.s.live.Referrers(ctx, tx, name)
+	if err != nil {
+		return nil, err
+	}
+	more, err := r.s.browser.Referrers(ctx, tx, name)
+	return append(refs, more...), err
 }
 
 // serve mounts every service on the listener and starts serving; it cannot fail.
