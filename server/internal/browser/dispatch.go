@@ -14,6 +14,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/dispatch"
+	"github.com/palyra/palyra/server/internal/envelope"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/secretref"
 	"github.com/palyra/palyra/server/internal/store"
@@ -174,8 +175,8 @@ func (p *Profiles) proxyURL(ctx context.Context, name, proxy string) (string, er
 }
 
 // sealedOf is a stored state version's seal.
-func sealedOf(r dbsqlc.BrowserProfileState) sealedState {
-	return sealedState{kekID: r.KekID, dataKeyNonce: r.DataKeyNonce, wrappedDataKey: r.WrappedDataKey, stateNonce: r.ValueNonce, ciphertext: r.Ciphertext}
+func sealedOf(r dbsqlc.BrowserProfileState) envelope.Sealed {
+	return envelope.Sealed{KEKID: r.KekID, DataKeyNonce: r.DataKeyNonce, WrappedDataKey: r.WrappedDataKey, ValueNonce: r.ValueNonce, Ciphertext: r.Ciphertext}
 }
 
 // SaveState seals the state a browser.* dispatch's result carries as the next version
@@ -237,7 +238,7 @@ func (p *Profiles) SaveState(ctx context.Context, dispatchID, in string, st *nod
 		}
 		if _, err := q.InsertBrowserProfileState(ctx, dbsqlc.InsertBrowserProfileStateParams{
 			ProfileID: pr.ID, Version: n, DispatchID: dispatchID, Now: now, SizeBytes: int64(len(state)),
-			KekID: s.kekID, DataKeyNonce: s.dataKeyNonce, WrappedDataKey: s.wrappedDataKey, ValueNonce: s.stateNonce, Ciphertext: s.ciphertext,
+			KekID: s.KEKID, DataKeyNonce: s.DataKeyNonce, WrappedDataKey: s.WrappedDataKey, ValueNonce: s.ValueNonce, Ciphertext: s.Ciphertext,
 		}); err != nil {
 			return err
 		}

@@ -2,14 +2,12 @@ package browser
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/palyra/palyra/gen/dbsqlc"
+	"github.com/palyra/palyra/server/internal/envelope"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
@@ -44,92 +42,26 @@ func (v version) aad(part string) []byte {
 	return binary.AppendUvarint(b, uint64(v.number))
 }
 
-// sealedState is a state version as stored.
-type sealedState struct {
-	kekID                        string
-	dataKeyNonce, wrappedDataKey []byte
-	stateNonce, ciphertext       []byte
-}
-
-// wrapper holds the AEAD that wraps data keys for each key-encryption key, derived on
-// first use. Its zero value is ready; it is safe for concurrent use.
+// wrapper seals the states. Its zero value is ready; it is safe for concurrent use.
 type wrapper struct {
-	mu    sync.Mutex // guards byKEK
-	byKEK map[string]cipher.AEAD
+	w envelope.Wrapper
 }
 
-// aeadOf returns the wrapping AEAD of kek.
-func (w *wrapper) aeadOf(kek *identity.KeyEncryptionKey) (cipher.AEAD, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if a := w.byKEK[kek.ID()]; a != nil {
-		return a, nil
-	}
-	key, err := kek.DeriveKey(wrapPurpose)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(key)
-	a, err := gcm(key)
-	if err != nil {
-		return nil, err
-	}
-	if w.byKEK == nil {
-		w.byKEK = map[string]cipher.AEAD{}
-	}
-	w.byKEK[kek.ID()] = a
-	return a, nil
-}
-
-// gcm returns AES-GCM under key.
-func gcm(key []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("browser: %w", err)
-	}
-	return cipher.NewGCM(block)
-}
-
-// randomNonce returns a random nonce for a.
-func randomNonce(a cipher.AEAD) []byte {
-	n := make([]byte, a.NonceSize())
-	rand.Read(n)
-	return n
-}
-
-// seal encrypts state for v under a new random data key (AES-256), wrapped under kek.
-func (w *wrapper) seal(kek *identity.KeyEncryptionKey, v version, state []byte) (sealedState, error) {
-	wrap, err := w.aeadOf(kek)
-	if err != nil {
-		return sealedState{}, err
-	}
-	dataKey := make([]byte, 32)
-	rand.Read(dataKey)
-	defer clear(dataKey)
-	a, err := gcm(dataKey)
-	if err != nil {
-		return sealedState{}, err
-	}
-	s := sealedState{kekID: kek.ID(), stateNonce: randomNonce(a), dataKeyNonce: randomNonce(wrap)}
-	s.ciphertext = a.Seal(nil, s.stateNonce, state, v.aad(partState))
-	s.wrappedDataKey = wrap.Seal(nil, s.dataKeyNonce, dataKey, v.aad(partDataKey))
-	return s, nil
+// seal encrypts state for v under a new random data key, wrapped under kek.
+func (w *wrapper) seal(kek *identity.KeyEncryptionKey, v version, state []byte) (envelope.Sealed, error) {
+	return w.w.Seal(kek, wrapPurpose, state, v.aad(partState), v.aad(partDataKey))
 }
 
 // open decrypts what seal produced for v. A key-encryption key the ring lacks is
 // FailedPrecondition; anything that does not decrypt is DataLoss. The caller clears the
 // state once used.
-func (w *wrapper) open(keys *identity.Keyring, v version, s sealedState) ([]byte, error) {
-	dataKey, err := w.unwrap(keys, v, s.kekID, s.dataKeyNonce, s.wrappedDataKey)
+func (w *wrapper) open(keys *identity.Keyring, v version, s envelope.Sealed) ([]byte, error) {
+	dataKey, err := w.unwrap(keys, v, s.KEKID, s.DataKeyNonce, s.WrappedDataKey)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(dataKey)
-	a, err := gcm(dataKey)
-	if err != nil || len(s.stateNonce) != a.NonceSize() {
-		return nil, corrupt(v, partState)
-	}
-	state, err := a.Open(nil, s.stateNonce, s.ciphertext, v.aad(partState))
+	state, err := envelope.OpenValue(dataKey, s, v.aad(partState))
 	if err != nil {
 		return nil, corrupt(v, partState)
 	}
@@ -145,19 +77,11 @@ func (w *wrapper) unwrap(keys *identity.Keyring, v version, kekID string, nonce,
 			"state version %d of browser profile %s is sealed under the key-encryption key %s, which this replica does not hold: "+
 				"start it with that master key too", v.number, v.profileID, kekID)
 	}
-	wrap, err := w.aeadOf(kek)
-	if err != nil {
-		return nil, err
-	}
-	if len(nonce) != wrap.NonceSize() {
+	dataKey, err := w.w.Unwrap(kek, wrapPurpose, nonce, wrapped, v.aad(partDataKey))
+	if errors.Is(err, envelope.ErrCorrupt) {
 		return nil, corrupt(v, partDataKey)
 	}
-	dataKey, err := wrap.Open(nil, nonce, wrapped, v.aad(partDataKey))
-	if err != nil || len(dataKey) != 32 {
-		clear(dataKey)
-		return nil, corrupt(v, partDataKey)
-	}
-	return dataKey, nil
+	return dataKey, err
 }
 
 // corrupt is the DataLoss error of a part of v that does not decrypt.
@@ -198,19 +122,17 @@ func (k *StateKeys) RewrapBatch(ctx context.Context, tx *store.Tx, keys *identit
 	if err != nil {
 		return 0, fmt.Errorf("browser: list the state keys to re-wrap: %w", err)
 	}
-	wrap, err := k.wrap.aeadOf(to)
-	if err != nil {
-		return 0, err
-	}
 	for _, r := range rows {
 		v := version{profileID: r.ProfileID, number: r.Version}
 		dataKey, err := k.wrap.unwrap(keys, v, r.KekID, r.DataKeyNonce, r.WrappedDataKey)
 		if err != nil {
 			return 0, err
 		}
-		nonce := randomNonce(wrap)
-		wrapped := wrap.Seal(nil, nonce, dataKey, v.aad(partDataKey))
+		nonce, wrapped, err := k.wrap.w.Wrap(to, wrapPurpose, dataKey, v.aad(partDataKey))
 		clear(dataKey)
+		if err != nil {
+			return 0, err
+		}
 		if _, err := tx.Q().RewrapBrowserStateKey(ctx, dbsqlc.RewrapBrowserStateKeyParams{
 			ProfileID: r.ProfileID, Version: r.Version, FromKekID: r.KekID,
 			ToKekID: to.ID(), DataKeyNonce: nonce, WrappedDataKey: wrapped,
