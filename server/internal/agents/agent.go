@@ -273,27 +273,16 @@ func (a *Agents) List(ctx context.Context, selector string, pageSize int, pageTo
 	if err != nil {
 		return nil, "", err
 	}
-	var out []Agent
-	for {
-		page, more, err := listAgents(ctx, a.store.Q(), after, pageSize+1)
-		if err != nil {
-			return nil, "", wrapErr("list", err)
-		}
-		for _, ag := range page {
-			after = ag.Spec.GetName()
-			if !sel.Matches(ag.Spec.GetLabels()) {
-				continue
-			}
-			if len(out) == pageSize {
-				// One more matches: the page is full and there is a next one.
-				return out, encodePageToken(out[len(out)-1].Spec.GetName()), nil
-			}
-			out = append(out, ag)
-		}
-		if !more {
-			return out, "", nil
-		}
+	out, next, err := labels.Page(sel, pageSize, after, func(ag Agent) string { return ag.Spec.GetName() },
+		func(ag Agent) map[string]string { return ag.Spec.GetLabels() },
+		func(after string, limit int) ([]Agent, bool, error) { return listAgents(ctx, a.store.Q(), after, limit) })
+	if err != nil {
+		return nil, "", wrapErr("list", err)
 	}
+	if next != "" {
+		next = encodePageToken(next)
+	}
+	return out, next, nil
 }
 
 // Update replaces the definition of the agent ref by spec as its next revision, on

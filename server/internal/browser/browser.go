@@ -288,27 +288,16 @@ func (p *Profiles) List(ctx context.Context, selector string, pageSize int, page
 	if err != nil {
 		return nil, "", err
 	}
-	var out []Profile
-	for {
-		page, more, err := listProfiles(ctx, p.opts.Store.Q(), after, pageSize+1)
-		if err != nil {
-			return nil, "", wrapErr("list", err)
-		}
-		for _, pr := range page {
-			after = pr.Spec.GetName()
-			if !sel.Matches(pr.Spec.GetLabels()) {
-				continue
-			}
-			if len(out) == pageSize {
-				// One more matches: the page is full and there is a next one.
-				return out, encodePageToken(out[len(out)-1].Spec.GetName()), nil
-			}
-			out = append(out, pr)
-		}
-		if !more {
-			return out, "", nil
-		}
+	out, next, err := labels.Page(sel, pageSize, after, func(pr Profile) string { return pr.Spec.GetName() },
+		func(pr Profile) map[string]string { return pr.Spec.GetLabels() },
+		func(after string, limit int) ([]Profile, bool, error) { return listProfiles(ctx, p.opts.Store.Q(), after, limit) })
+	if err != nil {
+		return nil, "", wrapErr("list", err)
 	}
+	if next != "" {
+		next = encodePageToken(next)
+	}
+	return out, next, nil
 }
 
 // Update replaces the definition of the profile ref by spec as its next revision, on
@@ -333,16 +322,8 @@ func (p *Profiles) Update(ctx context.Context, ref Ref, spec *browserv1.BrowserP
 	if err != nil {
 		return Profile{}, nil, fmt.Errorf("browser: update: %w", err)
 	}
-	audit.SetTarget(ctx, ref.target())
 	var out Profile
-	err = p.opts.Store.InTx(ctx, func(tx *store.Tx) error {
-		cur, err := lockProfile(ctx, tx, ref)
-		if err != nil {
-			return err
-		}
-		if cur.Revision != expected {
-			return staleRevision(cur.Spec.GetName(), expected, cur.Revision)
-		}
+	err = p.change(ctx, ref, &expected, func(tx *store.Tx, cur Profile) error {
 		if err := checkProxy(ctx, tx, spec.GetProxy()); err != nil {
 			return err
 		}
@@ -352,6 +333,7 @@ func (p *Profiles) Update(ctx context.Context, ref Ref, spec *browserv1.BrowserP
 		}
 		audit.SetTarget(ctx, target) // before the update, which writes the call's audit outbox row
 		row.ID = cur.ID
+		var err error
 		out, err = updateProfile(ctx, tx, row, p.opts.Now().UTC(), by)
 		return err
 	})
@@ -367,19 +349,8 @@ func (p *Profiles) Update(ctx context.Context, ref Ref, spec *browserv1.BrowserP
 // Delete deletes the profile ref and its states, if expected is nil or its current
 // revision (else Aborted), and returns it as it was.
 func (p *Profiles) Delete(ctx context.Context, ref Ref, expected *int64) (Profile, error) {
-	if err := ref.check(); err != nil {
-		return Profile{}, err
-	}
-	audit.SetTarget(ctx, ref.target())
 	var out Profile
-	err := p.opts.Store.InTx(ctx, func(tx *store.Tx) error {
-		cur, err := lockProfile(ctx, tx, ref)
-		if err != nil {
-			return err
-		}
-		if expected != nil && cur.Revision != *expected {
-			return staleRevision(cur.Spec.GetName(), *expected, cur.Revision)
-		}
+	err := p.change(ctx, ref, expected, func(tx *store.Tx, cur Profile) error {
 		audit.SetTarget(ctx, fmt.Sprintf("browser_profile:%s revision:%d", cur.Spec.GetName(), cur.Revision)) // before the delete
 		out = cur
 		return tx.Q().DeleteBrowserProfile(ctx, cur.ID)
@@ -394,23 +365,13 @@ func (p *Profiles) Delete(ctx context.Context, ref Ref, expected *int64) (Profil
 // current revision (else Aborted), and returns the profile and how many versions were
 // dropped. The next dispatch with it starts with no state.
 func (p *Profiles) ResetState(ctx context.Context, ref Ref, expected *int64) (Profile, int64, error) {
-	if err := ref.check(); err != nil {
-		return Profile{}, 0, err
-	}
-	audit.SetTarget(ctx, ref.target())
 	var (
 		out     Profile
 		dropped int64
 	)
-	err := p.opts.Store.InTx(ctx, func(tx *store.Tx) error {
-		cur, err := lockProfile(ctx, tx, ref)
-		if err != nil {
-			return err
-		}
-		if expected != nil && cur.Revision != *expected {
-			return staleRevision(cur.Spec.GetName(), *expected, cur.Revision)
-		}
+	err := p.change(ctx, ref, expected, func(tx *store.Tx, cur Profile) error {
 		audit.SetTarget(ctx, fmt.Sprintf("browser_profile:%s state_reset (was state_version:%d)", cur.Spec.GetName(), cur.State.Version)) // before the delete
+		var err error
 		if dropped, err = tx.Q().DeleteBrowserProfileStates(ctx, cur.ID); err != nil {
 			return err
 		}
@@ -422,6 +383,26 @@ func (p *Profiles) ResetState(ctx context.Context, ref Ref, expected *int64) (Pr
 		return Profile{}, 0, wrapErr("reset state", err)
 	}
 	return out, dropped, nil
+}
+
+// change runs fn in a transaction with the profile ref locked, if expected is nil or its
+// current revision (else Aborted). The call's audit target names ref until fn names the
+// change.
+func (p *Profiles) change(ctx context.Context, ref Ref, expected *int64, fn func(tx *store.Tx, cur Profile) error) error {
+	if err := ref.check(); err != nil {
+		return err
+	}
+	audit.SetTarget(ctx, ref.target())
+	return p.opts.Store.InTx(ctx, func(tx *store.Tx) error {
+		cur, err := lockProfile(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		if expected != nil && cur.Revision != *expected {
+			return staleRevision(cur.Spec.GetName(), *expected, cur.Revision)
+		}
+		return fn(tx, cur)
+	})
 }
 
 // warnings returns what is amiss with a profile as things stand now without making it

@@ -113,6 +113,34 @@ func (s Selector) Matches(labels map[string]string) bool {
 	return true
 }
 
+// Page collects a page of up to size items that s matches, reading the items in the
+// order of their keys with read (up to limit items after the key after, and whether
+// more may follow), starting after the key after. next is the key of the page's last
+// item when another item matches beyond it, "" on the last page.
+func Page[T any](s Selector, size int, after string, key func(T) string, labels func(T) map[string]string,
+	read func(after string, limit int) ([]T, bool, error)) (page []T, next string, err error) {
+	for {
+		items, more, err := read(after, size+1)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, it := range items {
+			after = key(it)
+			if !s.Matches(labels(it)) {
+				continue
+			}
+			if len(page) == size {
+				// One more matches: the page is full and there is a next one.
+				return page, key(page[len(page)-1]), nil
+			}
+			page = append(page, it)
+		}
+		if !more {
+			return page, "", nil
+		}
+	}
+}
+
 // String is s in its canonical form (what Parse reads back as the same selector):
 // the requirements in the order written, joined by ",".
 func (s Selector) String() string {

@@ -8,11 +8,11 @@
 // is sealed under it with AES-256-GCM; the data key is wrapped (AES-256-GCM again) under
 // a key derived from the primary key-encryption key of the replica's identity.Keyring
 // (the derivation "secret-data-key" of the master key), and the row stores the id of
-// that key-encryption key. The associated data of both seals binds the secret's id, its name and the version
-// number (rowID.aad), so that a ciphertext or a wrapped key copied to another row does
-// not decrypt there: Reveal reports DataLoss, never another secret's value. Opening
-// uses the key-encryption key the row names; a replica whose ring lacks it refuses with
-// FailedPrecondition naming the key. A master key rotation re-wraps data keys, never the
+// that key-encryption key. The associated data of both seals binds the secret's id,
+// its name and the version number (rowID.aad), so that a ciphertext or a wrapped key
+// copied to another row does not decrypt there: Reveal reports DataLoss, never another
+// secret's value. Opening uses the key-encryption key the row names; a replica whose
+// ring lacks it refuses with FailedPrecondition naming the key. A master key rotation re-wraps data keys, never the
 // data (DataKeys); a trigger keeps a version's sealed value unchanged and a destroyed
 // version destroyed. No value and no key reaches the database in clear, nor a log, an
 // audit event, a metric or an error; data keys and decrypted values are cleared after

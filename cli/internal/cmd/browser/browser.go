@@ -52,11 +52,8 @@ commands need browser.write (admins and owners).`,
 	return c
 }
 
-var (
-	namePattern     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	idPattern       = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$`)
-	viewportPattern = regexp.MustCompile(`^([0-9]{1,5})x([0-9]{1,5})$`)
-)
+// viewportPattern is a --viewport.
+var viewportPattern = regexp.MustCompile(`^([0-9]{1,5})x([0-9]{1,5})$`)
 
 // ref is a profile named by id or name.
 type ref struct{ id, name string }
@@ -64,14 +61,8 @@ type ref struct{ id, name string }
 // parseRef reads a profile argument: a ULID is an id, a name otherwise. A bad one is a
 // usage error.
 func parseRef(arg string) (ref, error) {
-	switch {
-	case idPattern.MatchString(arg) && !namePattern.MatchString(arg):
-		return ref{id: strings.ToUpper(arg)}, nil
-	case namePattern.MatchString(arg):
-		return ref{name: arg}, nil
-	}
-	return ref{}, cliusage.Wrap(fmt.Errorf("invalid browser profile %q: a profile's name (1 to 63 lower-case letters, digits and '-', "+
-		"starting and ending with a letter or digit) or id", arg))
+	id, name, err := deps.ParseNameOrID("browser profile", arg)
+	return ref{id: id, name: name}, err
 }
 
 func newListCommand(d *deps.Deps) *cobra.Command {
