@@ -275,7 +275,9 @@ func (a *Agents) List(ctx context.Context, selector string, pageSize int, pageTo
 	}
 	out, next, err := labels.Page(sel, pageSize, after, func(ag Agent) string { return ag.Spec.GetName() },
 		func(ag Agent) map[string]string { return ag.Spec.GetLabels() },
-		func(after string, limit int) ([]Agent, bool, error) { return listAgents(ctx, a.store.Q(), after, limit) })
+		func(after string, limit int) ([]Agent, bool, error) {
+			return listAgents(ctx, a.store.Q(), after, limit)
+		})
 	if err != nil {
 		return nil, "", wrapErr("list", err)
 	}

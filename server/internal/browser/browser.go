@@ -290,7 +290,9 @@ func (p *Profiles) List(ctx context.Context, selector string, pageSize int, page
 	}
 	out, next, err := labels.Page(sel, pageSize, after, func(pr Profile) string { return pr.Spec.GetName() },
 		func(pr Profile) map[string]string { return pr.Spec.GetLabels() },
-		func(after string, limit int) ([]Profile, bool, error) { return listProfiles(ctx, p.opts.Store.Q(), after, limit) })
+		func(after string, limit int) ([]Profile, bool, error) {
+			return listProfiles(ctx, p.opts.Store.Q(), after, limit)
+		})
 	if err != nil {
 		return nil, "", wrapErr("list", err)
 	}

@@ -28,6 +28,9 @@ import (
 	"github.com/palyra/palyra/server/internal/vault"
 )
 
+// testDevice is the device the tests' results come from.
+const testDevice = "01JD0000000000000000000001"
+
 // proxyURL is the value of the proxy secret of the tests: it must never show.
 const proxyURL = "http://shopper:pr0xy-pa55w0rd@proxy.internal:3128"
 
@@ -280,7 +283,7 @@ func TestBadDefinitionsNameTheirFields(t *testing.T) {
 func (b *bundle) saveState(t *testing.T, p *browser.Profiles, profileID, name string, base int64, state string) string {
 	t.Helper()
 	id := ulid.Make().String()
-	if err := p.SaveState(t.Context(), id, `{"profile":"`+name+`","url":"http://127.0.0.1/"}`,
+	if err := p.SaveState(t.Context(), testDevice, id, `{"profile":"`+name+`","url":"http://127.0.0.1/"}`,
 		&nodev1.BrowserState{ProfileId: profileID, BaseVersion: base, StorageState: []byte(state)}); err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +327,7 @@ func TestStateIsSealedVersionedAndBounded(t *testing.T) {
 		last = b.saveState(t, b.p, pr.ID, "shop", int64(i-1), cookieState(i))
 	}
 	// The same result again (the node did not get the ack) saves nothing.
-	if err := b.p.SaveState(ctx, last, in, &nodev1.BrowserState{ProfileId: pr.ID, BaseVersion: 6, StorageState: []byte(cookieState(99))}); err != nil {
+	if err := b.p.SaveState(ctx, testDevice, last, in, &nodev1.BrowserState{ProfileId: pr.ID, BaseVersion: 6, StorageState: []byte(cookieState(99))}); err != nil {
 		t.Fatal(err)
 	}
 	got, _, err := b.p.Get(ctx, browser.Ref{Name: "shop"})
@@ -406,10 +409,10 @@ func TestStateIsSealedVersionedAndBounded(t *testing.T) {
 	}
 
 	var events string
-	if err := conn.QueryRow(ctx, `select coalesce(string_agg(procedure || ' ' || target, E'\n' order by sequence), '') from audit_events`).Scan(&events); err != nil {
+	if err := conn.QueryRow(ctx, `select coalesce(string_agg(principal || ' ' || procedure || ' ' || target, E'\n' order by sequence), '') from audit_events`).Scan(&events); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(events, "browser.state.save browser_profile:shop state_version:7 dispatch:"+last) {
+	if !strings.Contains(events, "device:"+testDevice+" browser.state.save browser_profile:shop state_version:7 dispatch:"+last) {
 		t.Errorf("no browser.state.save event for version 7:\n%s", events)
 	}
 	for _, secret := range []string{"s3cr3t-cookie", "pr0xy-pa55w0rd"} {

@@ -179,13 +179,13 @@ func sealedOf(r dbsqlc.BrowserProfileState) envelope.Sealed {
 	return envelope.Sealed{KEKID: r.KekID, DataKeyNonce: r.DataKeyNonce, WrappedDataKey: r.WrappedDataKey, ValueNonce: r.ValueNonce, Ciphertext: r.Ciphertext}
 }
 
-// SaveState seals the state a browser.* dispatch's result carries as the next version
-// of the profile its input names, once per dispatch (a result sent again saves
-// nothing), keeps the newest keepVersions versions, and audits browser.state.save with
-// the profile and the version. A state for a profile deleted (or deleted and created
+// SaveState seals the state a browser.* dispatch's result from device deviceID carries
+// as the next version of the profile its input names, once per dispatch (a result sent
+// again saves nothing), keeps the newest keepVersions versions, and audits
+// browser.state.save, by the device, with the profile and the version. A state for a profile deleted (or deleted and created
 // anew) since the dispatch was sent, or not JSON, or too large, is discarded and
 // logged without its content. Only a failure to store it is an error.
-func (p *Profiles) SaveState(ctx context.Context, dispatchID, in string, st *nodev1.BrowserState) error {
+func (p *Profiles) SaveState(ctx context.Context, deviceID, dispatchID, in string, st *nodev1.BrowserState) error {
 	name, _, err := profileName(in)
 	if err != nil {
 		p.log.Warn("browser state discarded: the dispatch names no profile", "dispatch_id", dispatchID)
@@ -247,7 +247,7 @@ func (p *Profiles) SaveState(ctx context.Context, dispatchID, in string, st *nod
 		}
 		saved = n
 		if p.opts.Audit != nil {
-			staged, err = p.opts.Audit.Stage(ctx, tx, audit.Event{Time: now, Principal: "system", Procedure: "browser.state.save",
+			staged, err = p.opts.Audit.Stage(ctx, tx, audit.Event{Time: now, Principal: "device:" + deviceID, Procedure: "browser.state.save",
 				Target: fmt.Sprintf("browser_profile:%s state_version:%d dispatch:%s", name, n, dispatchID), Outcome: audit.Success, Code: "ok"})
 		}
 		return err

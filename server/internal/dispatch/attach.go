@@ -788,7 +788,7 @@ func (a *attachment) saveBrowserState(ctx context.Context, id string, t *tracked
 		a.s.log.Warn("browser state of a dispatch of another capability dropped", "dispatch_id", id, "device_id", a.deviceID)
 		return nil
 	}
-	return a.s.opts.Browser.SaveState(ctx, id, t.browserInput, st)
+	return a.s.opts.Browser.SaveState(ctx, a.deviceID, id, t.browserInput, st)
 }
 
 // capabilitiesChanged records the capabilities the node announced anew, ending the

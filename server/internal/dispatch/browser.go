@@ -24,8 +24,8 @@ type BrowserProfiles interface {
 	// the dispatch is sent. A domain error fails the dispatch with its message instead of
 	// sending it; another error ends the node's stream (the dispatch is sent again).
 	Profile(ctx context.Context, dispatchID, input string) (*nodev1.BrowserProfile, error)
-	// SaveState stores the state a result carries as the profile's next version before
-	// the result is recorded, at most once per dispatch. An error ends the node's stream
-	// (the node sends the result again).
-	SaveState(ctx context.Context, dispatchID, input string, state *nodev1.BrowserState) error
+	// SaveState stores the state a result from device deviceID carries as the profile's
+	// next version before the result is recorded, at most once per dispatch. An error
+	// ends the node's stream (the node sends the result again).
+	SaveState(ctx context.Context, deviceID, dispatchID, input string, state *nodev1.BrowserState) error
 }
