@@ -524,3 +524,40 @@ func TestMasterKeyRotationRewrapsStateKeys(t *testing.T) {
 	_, err = b.replica(t, identity.NewKeyring(newKEK, b.kek)).Profile(ctx, "d", in)
 	wantKind(t, "a state moved from another row", err, errdefs.DataLoss, "state version 2")
 }
+
+// TestTheLastFinisherIsNewest runs two dispatches with one profile at once: both start
+// from the same state, the one that finishes last makes the newest version, and the
+// other's is kept among the versions.
+func TestTheLastFinisherIsNewest(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	pr, _, err := b.p.Create(ctx, shop(), "token:a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := `{"profile":"shop"}`
+	first, err := b.p.Profile(ctx, "d1", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := b.p.Profile(ctx, "d2", in)
+	if err != nil || first.GetStateVersion() != second.GetStateVersion() {
+		t.Fatalf("the two dispatches start from v%d and v%d (%v)", first.GetStateVersion(), second.GetStateVersion(), err)
+	}
+	b.saveState(t, b.p, pr.ID, "shop", 0, cookieState(2)) // the second finishes first
+	b.saveState(t, b.p, pr.ID, "shop", 0, cookieState(1))
+	next, err := b.p.Profile(ctx, "d3", in)
+	if err != nil || next.GetStateVersion() != 2 || string(next.GetStorageState()) != cookieState(1) {
+		t.Errorf("the newest state is v%d %q (%v), want the last finisher's", next.GetStateVersion(), next.GetStorageState(), err)
+	}
+	conn, err := pgx.Connect(ctx, b.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, `select count(*) from browser_profile_states`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("%d versions kept (%v), want both", n, err)
+	}
+}
