@@ -55,8 +55,6 @@ const (
 	maxTools                = 32
 	maxToolDescriptionBytes = 4096
 	maxSelectorBytes        = 4096
-	maxLabels               = 32
-	maxLabelValueBytes      = 255
 
 	// DefaultMaxSteps, DefaultMaxToolCalls and DefaultDeadline are the limits of an
 	// agent that sets none; maxMaxSteps, maxMaxToolCalls and maxDeadline bound them.
@@ -87,7 +85,6 @@ var (
 	nameRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	toolNameRE   = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 	capabilityRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
-	labelKeyRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 	ulidRE       = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
 )
 
@@ -524,18 +521,7 @@ func (a *Agents) normalize(ctx context.Context, spec *agentsv1.AgentSpec) (*agen
 	}
 	a.checkTools(ctx, bad, spec)
 	checkLimits(bad, spec)
-	if len(spec.GetLabels()) > maxLabels {
-		bad("spec.labels", "an agent has at most %d labels, not %d", maxLabels, len(spec.GetLabels()))
-	}
-	for _, k := range slices.Sorted(maps.Keys(spec.GetLabels())) {
-		v := spec.GetLabels()[k]
-		switch {
-		case !labelKeyRE.MatchString(k):
-			bad("spec.labels["+k+"]", "a label's key is 1 to 63 letters a-z, digits, '.', '_' and '-', starting and ending with a letter or digit")
-		case len(v) > maxLabelValueBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0):
-			bad("spec.labels["+k+"]", "a label's value is at most %d bytes of UTF-8", maxLabelValueBytes)
-		}
-	}
+	labels.Check("spec.labels", "an agent", spec.GetLabels(), bad)
 	if len(vs) > 0 {
 		return nil, errdefs.InvalidFields(vs...)
 	}

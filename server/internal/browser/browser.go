@@ -46,7 +46,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -76,8 +75,6 @@ const (
 	maxLocaleBytes      = 35
 	maxTimeZoneBytes    = 64
 	maxDomains          = 64
-	maxLabels           = 32
-	maxLabelValueBytes  = 255
 	minViewport         = 100
 	maxViewportWidth    = 7680
 	maxViewportHeight   = 4320
@@ -101,7 +98,6 @@ const (
 
 var (
 	nameRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	labelKeyRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 	ulidRE     = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
 	hostnameRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	localeRE   = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$`)
@@ -513,18 +509,7 @@ func normalize(spec *browserv1.BrowserProfileSpec) (*browserv1.BrowserProfileSpe
 		}
 	}
 	checkDomains(bad, spec)
-	if len(spec.GetLabels()) > maxLabels {
-		bad("spec.labels", "a browser profile has at most %d labels, not %d", maxLabels, len(spec.GetLabels()))
-	}
-	for _, k := range slices.Sorted(maps.Keys(spec.GetLabels())) {
-		v := spec.GetLabels()[k]
-		switch {
-		case !labelKeyRE.MatchString(k):
-			bad("spec.labels["+k+"]", "a label's key is 1 to 63 letters a-z, digits, '.', '_' and '-', starting and ending with a letter or digit")
-		case len(v) > maxLabelValueBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0):
-			bad("spec.labels["+k+"]", "a label's value is at most %d bytes of UTF-8", maxLabelValueBytes)
-		}
-	}
+	labels.Check("spec.labels", "a browser profile", spec.GetLabels(), bad)
 	if len(vs) > 0 {
 		return nil, errdefs.InvalidFields(vs...)
 	}
