@@ -419,7 +419,7 @@ func (p *Profiles) warnings(ctx context.Context) []string {
 			return c.Name == CapabilityNavigate && c.Available
 		})
 	}) {
-		return []string{"no online node offers " + CapabilityNavigate + ""}
+		return []string{"no online node offers " + CapabilityNavigate}
 	}
 	return nil
 }
