@@ -149,6 +149,39 @@ type AuditOutbox struct {
 	RequestIDSource string
 }
 
+type BrowserProfile struct {
+	ID               string
+	Name             string
+	Description      string
+	UserAgent        string
+	ViewportWidth    int32
+	ViewportHeight   int32
+	Locale           string
+	TimeZone         string
+	Proxy            string
+	AllowedDomains   []byte
+	Labels           []byte
+	Revision         int64
+	LastStateVersion int64
+	CreatedAt        time.Time
+	CreatedBy        string
+	UpdatedAt        time.Time
+	UpdatedBy        string
+}
+
+type BrowserProfileState struct {
+	ProfileID      string
+	Version        int64
+	DispatchID     string
+	SavedAt        time.Time
+	SizeBytes      int64
+	KekID          string
+	DataKeyNonce   []byte
+	WrappedDataKey []byte
+	ValueNonce     []byte
+	Ciphertext     []byte
+}
+
 type CertificateAuthority struct {
 	ID             string
 	Active         bool

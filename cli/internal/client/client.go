@@ -20,6 +20,7 @@ import (
 
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/browser/v1/browserv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
@@ -91,6 +92,8 @@ type Client struct {
 	// Approvals is the ApprovalService client: the tool calls of agents that wait for a
 	// human.
 	Approvals agentsv1connect.ApprovalServiceClient
+	// Browser is the BrowserProfileService client: the browser profiles.
+	Browser browserv1connect.BrowserProfileServiceClient
 }
 
 var fingerprintPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -139,6 +142,7 @@ func New(opts Options) (*Client, error) {
 		Sessions:  controlplanev1connect.NewSessionServiceClient(hc, base, copts...),
 		Agents:    agentsv1connect.NewAgentServiceClient(hc, base, copts...),
 		Approvals: agentsv1connect.NewApprovalServiceClient(hc, base, copts...),
+		Browser:   browserv1connect.NewBrowserProfileServiceClient(hc, base, copts...),
 	}, nil
 }
 

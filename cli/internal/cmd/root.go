@@ -13,6 +13,7 @@ import (
 	"github.com/palyra/palyra/cli/internal/cmd/approvals"
 	"github.com/palyra/palyra/cli/internal/cmd/audit"
 	"github.com/palyra/palyra/cli/internal/cmd/auth"
+	"github.com/palyra/palyra/cli/internal/cmd/browser"
 	"github.com/palyra/palyra/cli/internal/cmd/compat"
 	"github.com/palyra/palyra/cli/internal/cmd/config"
 	"github.com/palyra/palyra/cli/internal/cmd/console"
@@ -98,6 +99,7 @@ manages.`,
 		approvals.NewCommand(d),
 		auth.NewCommand(d),
 		audit.NewCommand(d),
+		browser.NewCommand(d),
 		compat.NewCommand(d),
 		config.NewCommand(d),
 		console.NewCommand(d),

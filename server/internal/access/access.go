@@ -47,6 +47,9 @@ const (
 	AgentsRun       Permission = "agents.run"
 	ApprovalsRead   Permission = "approvals.read"
 	ApprovalsDecide Permission = "approvals.decide"
+	// BrowserRead and BrowserWrite are the browser profiles.
+	BrowserRead  Permission = "browser.read"
+	BrowserWrite Permission = "browser.write"
 )
 
 // catalog describes every permission, sorted by name.
@@ -57,6 +60,8 @@ var catalog = []*accessv1.Permission{
 	{Name: string(ApprovalsDecide), Description: "Approve or deny the tool calls of agents that wait for a human."},
 	{Name: string(ApprovalsRead), Description: "List, show and watch the approvals of agents' tool calls."},
 	{Name: string(AuditRead), Description: "Read and verify the audit log."},
+	{Name: string(BrowserRead), Description: "List and show browser profiles (never their state)."},
+	{Name: string(BrowserWrite), Description: "Create, change and delete browser profiles, and reset their state."},
 	{Name: string(CompatChatCreate), Description: "Create chat completions through the OpenAI-compatible API."},
 	{Name: string(CompatEmbeddingsCreate), Description: "Create embeddings through the OpenAI-compatible API."},
 	{Name: string(CompatModelsRead), Description: "List the models of the OpenAI-compatible API."},

@@ -29,7 +29,7 @@ var ownerOnly = []Permission{ConfigWrite, SecretsRead, MasterKeyRotate}
 
 // operatorPermissions are the operator's permissions.
 var operatorPermissions = []Permission{StatusRead, NodesRead, NodesDispatch, CompatModelsRead, CompatChatCreate,
-	CompatEmbeddingsCreate, CompatResponsesCreate, AgentsRead, AgentsRun, ApprovalsRead}
+	CompatEmbeddingsCreate, CompatResponsesCreate, AgentsRead, AgentsRun, ApprovalsRead, BrowserRead}
 
 // roleDescriptions say what each role is for, in the order of ListRoles.
 var roleDescriptions = []struct {

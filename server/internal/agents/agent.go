@@ -55,8 +55,6 @@ const (
 	maxTools                = 32
 	maxToolDescriptionBytes = 4096
 	maxSelectorBytes        = 4096
-	maxLabels               = 32
-	maxLabelValueBytes      = 255
 
 	// DefaultMaxSteps, DefaultMaxToolCalls and DefaultDeadline are the limits of an
 	// agent that sets none; maxMaxSteps, maxMaxToolCalls and maxDeadline bound them.
@@ -87,7 +85,6 @@ var (
 	nameRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	toolNameRE   = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
 	capabilityRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
-	labelKeyRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 	ulidRE       = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
 )
 
@@ -273,27 +270,18 @@ func (a *Agents) List(ctx context.Context, selector string, pageSize int, pageTo
 	if err != nil {
 		return nil, "", err
 	}
-	var out []Agent
-	for {
-		page, more, err := listAgents(ctx, a.store.Q(), after, pageSize+1)
-		if err != nil {
-			return nil, "", wrapErr("list", err)
-		}
-		for _, ag := range page {
-			after = ag.Spec.GetName()
-			if !sel.Matches(ag.Spec.GetLabels()) {
-				continue
-			}
-			if len(out) == pageSize {
-				// One more matches: the page is full and there is a next one.
-				return out, encodePageToken(out[len(out)-1].Spec.GetName()), nil
-			}
-			out = append(out, ag)
-		}
-		if !more {
-			return out, "", nil
-		}
+	out, next, err := labels.Page(sel, pageSize, after, func(ag Agent) string { return ag.Spec.GetName() },
+		func(ag Agent) map[string]string { return ag.Spec.GetLabels() },
+		func(after string, limit int) ([]Agent, bool, error) {
+			return listAgents(ctx, a.store.Q(), after, limit)
+		})
+	if err != nil {
+		return nil, "", wrapErr("list", err)
 	}
+	if next != "" {
+		next = encodePageToken(next)
+	}
+	return out, next, nil
 }
 
 // Update replaces the definition of the agent ref by spec as its next revision, on
@@ -533,18 +521,7 @@ func (a *Agents) normalize(ctx context.Context, spec *agentsv1.AgentSpec) (*agen
 	}
 	a.checkTools(ctx, bad, spec)
 	checkLimits(bad, spec)
-	if len(spec.GetLabels()) > maxLabels {
-		bad("spec.labels", "an agent has at most %d labels, not %d", maxLabels, len(spec.GetLabels()))
-	}
-	for _, k := range slices.Sorted(maps.Keys(spec.GetLabels())) {
-		v := spec.GetLabels()[k]
-		switch {
-		case !labelKeyRE.MatchString(k):
-			bad("spec.labels["+k+"]", "a label's key is 1 to 63 letters a-z, digits, '.', '_' and '-', starting and ending with a letter or digit")
-		case len(v) > maxLabelValueBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0):
-			bad("spec.labels["+k+"]", "a label's value is at most %d bytes of UTF-8", maxLabelValueBytes)
-		}
-	}
+	labels.Check("spec.labels", "an agent", spec.GetLabels(), bad)
 	if len(vs) > 0 {
 		return nil, errdefs.InvalidFields(vs...)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
+	"github.com/palyra/palyra/gen/go/palyra/browser/v1/browserv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	"github.com/palyra/palyra/gen/go/palyra/controlplane/v1/controlplanev1connect"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
@@ -52,6 +53,7 @@ type Services struct {
 	Config      controlplanev1connect.ConfigServiceHandler
 	Agent       agentsv1connect.AgentServiceHandler
 	Approval    agentsv1connect.ApprovalServiceHandler
+	Browser     browserv1connect.BrowserProfileServiceHandler
 	// CompatREST serves the OpenAI REST endpoints under /v1/ (compat.REST).
 	CompatREST http.Handler
 }
@@ -75,6 +77,7 @@ var serviceNames = []string{
 	controlplanev1connect.ConfigServiceName,
 	agentsv1connect.AgentServiceName,
 	agentsv1connect.ApprovalServiceName,
+	browserv1connect.BrowserProfileServiceName,
 }
 
 // HandlerOptions configures NewHandler.
@@ -146,6 +149,7 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	mux.Handle(controlplanev1connect.NewConfigServiceHandler(opts.Services.Config, rpc...))
 	mux.Handle(agentsv1connect.NewAgentServiceHandler(opts.Services.Agent, rpc...))
 	mux.Handle(agentsv1connect.NewApprovalServiceHandler(opts.Services.Approval, rpc...))
+	mux.Handle(browserv1connect.NewBrowserProfileServiceHandler(opts.Services.Browser, rpc...))
 
 	mux.Handle(grpchealth.NewHandler(opts.Health, common...))
 	reflector := grpcreflect.NewStaticReflector(append([]string{

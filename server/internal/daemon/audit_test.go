@@ -21,6 +21,8 @@ import (
 	"github.com/palyra/palyra/gen/go/palyra/access/v1/accessv1connect"
 	agentsv1 "github.com/palyra/palyra/gen/go/palyra/agents/v1"
 	"github.com/palyra/palyra/gen/go/palyra/agents/v1/agentsv1connect"
+	browserv1 "github.com/palyra/palyra/gen/go/palyra/browser/v1"
+	"github.com/palyra/palyra/gen/go/palyra/browser/v1/browserv1connect"
 	compatv1 "github.com/palyra/palyra/gen/go/palyra/compat/v1"
 	"github.com/palyra/palyra/gen/go/palyra/compat/v1/compatv1connect"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -838,6 +840,33 @@ func TestEveryStateChangingRPCCommitsItsAuditOutboxRow(t *testing.T) {
 		_, err := agentsClient.DeleteAgent(ctx, req)
 		return err
 	}, func() string { return "agent:outbox revision:2" })
+	browsers := b.browserClient(b.owner)
+	check(browserv1connect.BrowserProfileServiceCreateBrowserProfileProcedure, func(rid string) error {
+		req := connect.NewRequest(&browserv1.CreateBrowserProfileRequest{Spec: &browserv1.BrowserProfileSpec{
+			Name: "outbox", AllowedDomains: []string{"127.0.0.1"}}})
+		withID(req.Header(), rid)
+		_, err := browsers.CreateBrowserProfile(ctx, req)
+		return err
+	}, func() string { return "browser_profile:outbox revision:1" })
+	check(browserv1connect.BrowserProfileServiceUpdateBrowserProfileProcedure, func(rid string) error {
+		req := connect.NewRequest(&browserv1.UpdateBrowserProfileRequest{Profile: &browserv1.UpdateBrowserProfileRequest_Name{Name: "outbox"},
+			Spec: &browserv1.BrowserProfileSpec{Name: "outbox", AllowedDomains: []string{"localhost"}}, ExpectedRevision: new(int64(1))})
+		withID(req.Header(), rid)
+		_, err := browsers.UpdateBrowserProfile(ctx, req)
+		return err
+	}, func() string { return "browser_profile:outbox revision:2" })
+	check(browserv1connect.BrowserProfileServiceResetBrowserProfileStateProcedure, func(rid string) error {
+		req := connect.NewRequest(&browserv1.ResetBrowserProfileStateRequest{Profile: &browserv1.ResetBrowserProfileStateRequest_Name{Name: "outbox"}})
+		withID(req.Header(), rid)
+		_, err := browsers.ResetBrowserProfileState(ctx, req)
+		return err
+	}, func() string { return "browser_profile:outbox state_reset (was state_version:0)" })
+	check(browserv1connect.BrowserProfileServiceDeleteBrowserProfileProcedure, func(rid string) error {
+		req := connect.NewRequest(&browserv1.DeleteBrowserProfileRequest{Profile: &browserv1.DeleteBrowserProfileRequest_Name{Name: "outbox"}})
+		withID(req.Header(), rid)
+		_, err := browsers.DeleteBrowserProfile(ctx, req)
+		return err
+	}, func() string { return "browser_profile:outbox revision:2" })
 	// Every RPC that may change state was called.
 	for procedure, md := range palyraMethods {
 		opts, _ := md.Options().(*descriptorpb.MethodOptions)

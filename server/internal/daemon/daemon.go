@@ -28,6 +28,7 @@ import (
 	"github.com/palyra/palyra/server/internal/apiserver"
 	"github.com/palyra/palyra/server/internal/approvals"
 	"github.com/palyra/palyra/server/internal/audit"
+	"github.com/palyra/palyra/server/internal/browser"
 	"github.com/palyra/palyra/server/internal/compat"
 	"github.com/palyra/palyra/server/internal/config"
 	"github.com/palyra/palyra/server/internal/console"
@@ -123,6 +124,7 @@ type startup struct {
 	devices     *devices.Service
 	runtime     *dispatch.Service
 	vault       *vault.Vault
+	browser     *browser.Profiles
 	masterKeys  *masterkey.Service
 	compat      *compat.Handler
 	compatREST  *compat.REST
@@ -147,7 +149,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		s.reportReplica,      // this replica and its master keys in the replicas table
 		s.loadCA,             // the CA, ca.pem, the server certificate
 		s.listen,             // the TLS listener
-		s.buildServices,      // pairing, devices, dispatch, vault, approvals, pprof
+		s.buildServices,      // pairing, devices, vault, browser profiles, dispatch, approvals, pprof
 		s.buildAgents,        // the compat API, agents and their runs
 	} {
 		if err := step(); err != nil {
@@ -303,7 +305,7 @@ func (s *startup) startAccess() (err error) {
 func (s *startup) reportReplica() (err error) {
 	s.hostname, _ = os.Hostname()
 	s.masterKeys, err = masterkey.New(masterkey.Options{
-		Store: s.db.store, Keys: s.keys, Rewrappers: []masterkey.Rewrapper{identity.AuthorityKeys{}, &vault.DataKeys{}},
+		Store: s.db.store, Keys: s.keys, Rewrappers: []masterkey.Rewrapper{identity.AuthorityKeys{}, &vault.DataKeys{}, &browser.StateKeys{}},
 		ReplicaID: s.cfg.ReplicaID, Hostname: s.hostname, Version: s.version,
 		Notify: s.listener, Refresh: func(ctx context.Context) error { return s.authority.Refresh(ctx) }, Logger: s.log,
 	})
@@ -378,8 +380,8 @@ func (s *startup) listen() (err error) {
 	return nil
 }
 
-// buildServices builds pairing, devices, dispatch, the vault and approvals, starts their background work,
-// and the pprof listener when configured.
+// buildServices builds pairing, devices, the vault, browser profiles, dispatch and
+// approvals, starts their background work, and the pprof listener when configured.
 func (s *startup) buildServices() (err error) {
 	cfg := s.cfg
 	// Codes are stored under the primary's MAC key; during a master key rotation those
@@ -421,6 +423,19 @@ func (s *startup) buildServices() (err error) {
 		DeviceCertLifetime: cfg.TLS.DeviceCertLifetime,
 		Logger:             s.log,
 	})
+	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: secretReferrers{s}, Notify: s.listener, Logger: s.log}); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
+	s.browser, err = browser.New(browser.Options{
+		Store: s.db.store, Keys: s.keys, Secrets: s.vault, Audit: s.auditLog, Logger: s.log,
+		NodesOffering: func(ctx context.Context, capability string) ([]dispatch.Node, error) {
+			return s.runtime.NodesOffering(ctx, capability)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
 	s.runtime, err = dispatch.New(s.ctx, dispatch.Options{
 		Store:           s.db.store,
 		Notify:          s.listener,
@@ -428,16 +443,13 @@ func (s *startup) buildServices() (err error) {
 		ReplicaID:       cfg.ReplicaID,
 		Heartbeat:       func() time.Duration { return s.live.Config().Nodes.HeartbeatInterval },
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
+		Browser:         s.browser,
 		Logger:          s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	s.bg.Go(func() { s.runtime.Run(s.bgCtx) })
-	if s.vault, err = vault.New(vault.Options{Store: s.db.store, Keys: s.keys, Referrers: s.live, Notify: s.listener, Logger: s.log}); err != nil {
-		return fmt.Errorf("daemon: %w", err)
-	}
-	s.bg.Go(func() { s.vault.Run(s.bgCtx) })
 	s.approvals, err = approvals.New(approvals.Options{
 		Store: s.db.store, Audit: s.auditLog, Notify: s.listener, Logger: s.log,
 		Timeout: func() time.Duration { return s.live.Config().Agents.ApprovalTimeout },
@@ -474,6 +486,21 @@ func (s *startup) buildAgents() (err error) {
 	s.compat.SetAgents(s.runs)
 	s.bg.Go(func() { s.runs.Run(s.bgCtx) })
 	return nil
+}
+
+// secretReferrers are what refers to secrets: the settings, and the proxies of browser
+// profiles (built after the vault, before any call).
+type secretReferrers struct{ s *startup }
+
+// Referrers implements vault.Referrers: the settings' first, as the configuration's
+// lock comes first.
+func (r secretReferrers) Referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error) {
+	refs, err := r.s.live.Referrers(ctx, tx, name)
+	if err != nil {
+		return nil, err
+	}
+	more, err := r.s.browser.Referrers(ctx, tx, name)
+	return append(refs, more...), err
 }
 
 // serve mounts every service on the listener and starts serving; it cannot fail.
@@ -515,6 +542,7 @@ func (s *startup) serve() *Daemon {
 			MasterKey:   s.masterKeys.Handler(),
 			Agent:       agents.NewHandler(agentDefs, runs),
 			Approval:    s.approvals.Handler(),
+			Browser:     browser.NewHandler(s.browser),
 		},
 		Health:          s.health,
 		Metrics:         s.metrics,

@@ -225,7 +225,7 @@ func TestMasterKeyRotation(t *testing.T) {
 		byKind[u.GetKind()] = u.GetCount()
 	}
 	if rw := rewrapped.GetRewrap(); rw.GetKekId() != newID || rw.GetRewrapped() != 2 || rw.GetFinishTime() == nil ||
-		len(byKind) != 2 || byKind["ca"] != 1 || byKind["secret"] != 1 {
+		len(byKind) != 3 || byKind["ca"] != 1 || byKind["secret"] != 1 || byKind["browser-state"] != 0 {
 		t.Errorf("re-wrap: %v, want the CA's key and the data key of version 1", rewrapped)
 	}
 	st := b2.masterKeyStatus(t, owner)

@@ -94,6 +94,8 @@ type tracked struct {
 	capped bool
 	// ended is true once the dispatch ended.
 	ended bool
+	// browserInput is the input of a dispatch of a browser capability; "" for others.
+	browserInput string
 }
 
 // receive reads the stream until it ends; the messages go to in, the end to recvErr.
@@ -286,8 +288,7 @@ func (a *attachment) run(ctx context.Context) error {
 // which the node recognises by its id.
 func (a *attachment) deliver(ctx context.Context) error {
 	for _, d := range a.sess.takeDirect() {
-		a.track(d)
-		if err := a.stream.Send(dispatchMessage(d)); err != nil {
+		if err := a.send(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -332,8 +333,7 @@ func (a *attachment) claim(ctx context.Context) error {
 		return strings.Compare(x.ID, y.ID)
 	})
 	for _, d := range claims {
-		a.track(d)
-		if err := a.stream.Send(dispatchMessage(d)); err != nil {
+		if err := a.send(ctx, d); err != nil {
 			return err
 		}
 	}
@@ -345,6 +345,45 @@ func (a *attachment) claim(ctx context.Context) error {
 	return nil
 }
 
+// send sends the node a dispatch stored as sent on this session. A dispatch of a
+// browser capability goes with its profile, resolved now; when it cannot be (the
+// profile was deleted, say), the dispatch fails with the reason, unsent.
+func (a *attachment) send(ctx context.Context, d Dispatch) error {
+	a.track(d)
+	m := dispatchMessage(d)
+	if isBrowser(d.Capability) {
+		profile, err := a.s.opts.Browser.Profile(ctx, d.ID, d.Input)
+		var k errdefs.Kinded
+		if errors.As(err, &k) {
+			return a.failUnsent(ctx, d, err)
+		}
+		if err != nil {
+			return fmt.Errorf("dispatch: the browser profile of %s: %w", d.ID, err)
+		}
+		m.GetDispatch().BrowserProfile = profile
+	}
+	return a.stream.Send(m)
+}
+
+// failUnsent ends a dispatch that could not be sent as failed, with why as its error,
+// as if the node had reported it.
+func (a *attachment) failUnsent(ctx context.Context, d Dispatch, why error) error {
+	a.s.log.Warn("dispatch failed before it was sent", "dispatch_id", d.ID, "device_id", a.deviceID,
+		"capability", d.Capability, "err", why)
+	r := newRound()
+	msg := errdefs.KindOf(why).String()
+	var e *errdefs.Error
+	if errors.As(why, &e) {
+		msg = e.Message
+	}
+	res := &nodev1.DispatchResult{DispatchId: d.ID, Outcome: nodev1.DispatchOutcome_DISPATCH_OUTCOME_FAILED,
+		Error: "palyrad did not send it: " + msg}
+	if err := a.result(ctx, res, &r); err != nil {
+		return err
+	}
+	return a.finish(ctx, &r)
+}
+
 // track returns what the session keeps of d, as just read, starting to keep it if need
 // be, and notes whether d ended. Within a round it is called only for a dispatch the
 // session does not track yet (own): it resets where the next chunk must begin.
@@ -352,6 +391,9 @@ func (a *attachment) track(d Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
 		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes}
+		if isBrowser(d.Capability) {
+			t.browserInput = d.Input
+		}
 		a.known[d.ID] = t
 	}
 	t.storedAs(d.OutputStored)
@@ -408,15 +450,34 @@ type repeat struct {
 // statement, then acknowledges the results: an ack promises the result is durable.
 // A dispatch accepted and ended in the same round goes straight to its end.
 func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachRequest) error {
-	r := round{ending: map[string]*tracked{}, gathered: map[string][]OutputChunk{}}
+	r := newRound()
 	for _, m := range msgs {
 		if err := a.handle(ctx, m, &r); err != nil {
 			return err
 		}
 	}
+	if err := a.finish(ctx, &r); err != nil {
+		return err
+	}
+	for _, id := range r.acks {
+		if err := a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newRound returns an empty round.
+func newRound() round {
+	return round{ending: map[string]*tracked{}, gathered: map[string][]OutputChunk{}}
+}
+
+// finish records what the round gathered and wakes the waiters of the dispatches it
+// ended.
+func (a *attachment) finish(ctx context.Context, r *round) error {
 	// Waiters on this replica get the ended rows from here, not by the notification.
 	a.s.hub.ends(r.reports.EndIds)
-	err := a.record(ctx, &r)
+	err := a.record(ctx, r)
 	now := a.s.opts.Now()
 	for i := range r.ended {
 		d := &r.ended[i]
@@ -426,15 +487,7 @@ func (a *attachment) handleBatch(ctx context.Context, msgs []*nodev1.AttachReque
 		a.s.log.Info("dispatch ended", "dispatch_id", d.ID, "device_id", a.deviceID, "state", d.State, "exit_code", d.ExitCode)
 	}
 	a.s.hub.done(r.reports.EndIds)
-	if err != nil {
-		return err
-	}
-	for _, id := range r.acks {
-		if err := a.stream.Send(&nodev1.AttachResponse{Message: &nodev1.AttachResponse_ResultAck{ResultAck: &nodev1.ResultAck{DispatchId: id}}}); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }
 
 // startDelay is how long an acceptance may wait to be recorded, in case the node's
@@ -702,6 +755,9 @@ func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *
 	if r.ending[id] != nil {
 		return nil
 	}
+	if err := a.saveBrowserState(ctx, id, t, res.GetBrowserState()); err != nil {
+		return err
+	}
 	state, errText := outcomeStates[res.GetOutcome()], withoutNUL(res.GetError())
 	result := res.GetResultJson()
 	if result != "" && !json.Valid([]byte(result)) {
@@ -719,6 +775,20 @@ func (a *attachment) result(ctx context.Context, res *nodev1.DispatchResult, r *
 	p.EndOutputBytes = append(p.EndOutputBytes, int64(min(res.GetOutputBytes(), 1<<62)))
 	p.EndTruncated = append(p.EndTruncated, res.GetOutputTruncated() || t.capped)
 	return nil
+}
+
+// saveBrowserState stores the browser state a result carries, before the result is
+// recorded: whoever waits for the dispatch's end then finds the state saved. A state
+// from a dispatch of another capability is dropped.
+func (a *attachment) saveBrowserState(ctx context.Context, id string, t *tracked, st *nodev1.BrowserState) error {
+	switch {
+	case st == nil:
+		return nil
+	case t.browserInput == "" || a.s.opts.Browser == nil:
+		a.s.log.Warn("browser state of a dispatch of another capability dropped", "dispatch_id", id, "device_id", a.deviceID)
+		return nil
+	}
+	return a.s.opts.Browser.SaveState(ctx, a.deviceID, id, t.browserInput, st)
 }
 
 // capabilitiesChanged records the capabilities the node announced anew, ending the

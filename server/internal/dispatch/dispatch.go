@@ -15,6 +15,11 @@
 // sends, and read back in pages that fit a message.
 // Nothing is kept only in memory but the live sessions themselves.
 //
+// Dispatches of the browser.* capabilities browse with a browser profile, which the
+// Service asks of Options.Browser (browser.go): checked when one is created, resolved
+// each time it is sent (never stored with it), and the state its result carries saved
+// before the result is recorded.
+//
 // The package's queries run only in store.go, which turns their rows into its types
 // (Dispatch, OutputChunk, Node: model.go); the Service's exported methods take and
 // return those, and the handlers turn them into the API's messages (convert.go).
@@ -83,6 +88,9 @@ type Options struct {
 	Heartbeat func() time.Duration
 	// MaxMessageBytes is announced to nodes in the welcome.
 	MaxMessageBytes int
+	// Browser checks, resolves and saves the browser profiles of the dispatches of the
+	// browser.* capabilities; nil refuses those dispatches.
+	Browser BrowserProfiles
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger logs sessions and dispatch ends; nil discards.

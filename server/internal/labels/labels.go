@@ -13,14 +13,19 @@
 // most 255 letters, digits, '.', '_', '-', '/', ':', '@' and '+', and may be empty (k=
 // asks for the empty value). The empty selector matches everything. A selector that does
 // not parse is a *SyntaxError naming the position (1-based, in bytes) where it goes wrong.
+//
+// The package also holds what serves every list filtered by a selector (Page) and the
+// rules of the labels of agents and browser profiles (Check).
 package labels
 
 import (
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 const (
@@ -111,6 +116,64 @@ func (s Selector) Matches(labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// The rules of the labels that describe agents and browser profiles.
+const (
+	// MaxLabels is the most labels a thing has.
+	MaxLabels = 32
+	// maxValueBytes bounds a label's value.
+	maxValueBytes = 255
+)
+
+// keyPattern is a label's key: 1 to 63 of a-z, 0-9, '.', '_' and '-', starting and
+// ending with a letter or digit.
+var keyPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+
+// Check reports through bad, as field or field[key], what is wrong with labels of a
+// thing (an agent, a browser profile): more than MaxLabels, a bad key, a value longer
+// than 255 bytes or not UTF-8 without NUL.
+func Check(field, thing string, labels map[string]string, bad func(field, format string, args ...any)) {
+	if len(labels) > MaxLabels {
+		bad(field, "%s has at most %d labels, not %d", thing, MaxLabels, len(labels))
+	}
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		v := labels[k]
+		switch {
+		case !keyPattern.MatchString(k):
+			bad(field+"["+k+"]", "a label's key is 1 to 63 letters a-z, digits, '.', '_' and '-', starting and ending with a letter or digit")
+		case len(v) > maxValueBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0):
+			bad(field+"["+k+"]", "a label's value is at most %d bytes of UTF-8", maxValueBytes)
+		}
+	}
+}
+
+// Page collects a page of up to size items that s matches, reading the items in the
+// order of their keys with read (up to limit items after the key after, and whether
+// more may follow), starting after the key after. next is the key of the page's last
+// item when another item matches beyond it, "" on the last page.
+func Page[T any](s Selector, size int, after string, key func(T) string, labels func(T) map[string]string,
+	read func(after string, limit int) ([]T, bool, error)) (page []T, next string, err error) {
+	for {
+		items, more, err := read(after, size+1)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, it := range items {
+			after = key(it)
+			if !s.Matches(labels(it)) {
+				continue
+			}
+			if len(page) == size {
+				// One more matches: the page is full and there is a next one.
+				return page, key(page[len(page)-1]), nil
+			}
+			page = append(page, it)
+		}
+		if !more {
+			return page, "", nil
+		}
+	}
 }
 
 // String is s in its canonical form (what Parse reads back as the same selector):

@@ -134,3 +134,53 @@ func TestEffectiveGivenWin(t *testing.T) {
 		t.Errorf("Effective(nil, nil) = %#v, want an empty map", got)
 	}
 }
+
+// TestPage pages through items read a few at a time, skipping those the selector does
+// not match, and ends with no next key exactly when nothing more matches.
+func TestPage(t *testing.T) {
+	t.Parallel()
+	type item struct {
+		key  string
+		team string
+	}
+	var items []item
+	for i, team := range []string{"web", "ops", "web", "ops", "ops", "web", "ops"} {
+		items = append(items, item{key: string(rune('a' + i)), team: team})
+	}
+	read := func(after string, limit int) ([]item, bool, error) {
+		var out []item
+		for _, it := range items {
+			if it.key > after && len(out) < limit {
+				out = append(out, it)
+			}
+		}
+		return out, len(out) == limit, nil
+	}
+	sel, err := Parse("team=web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		page, next, err := Page(sel, 1, after, func(it item) string { return it.key },
+			func(it item) map[string]string { return map[string]string{"team": it.team} }, read)
+		if err != nil || pages > len(items) {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, it := range page {
+			got = append(got, it.key)
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if strings.Join(got, ",") != "a,c,f" {
+		t.Errorf("pages of team=web: %q", got)
+	}
+	if _, _, err := Page(sel, 2, "", func(it item) string { return it.key }, func(item) map[string]string { return nil },
+		func(string, int) ([]item, bool, error) { return nil, false, errors.New("down") }); err == nil {
+		t.Error("a read's error is not returned")
+	}
+}

@@ -30,6 +30,7 @@ var queryOwners = map[string]string{
 	"agents.sql.go":     "agents",
 	"agent_runs.sql.go": "agents",
 	"approvals.sql.go":  "approvals",
+	"browser.sql.go":    "browser",
 }
 
 // TestQueriesStayWithTheirOwner checks that sqlc rows stay inside the package that owns

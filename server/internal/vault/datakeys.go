@@ -43,10 +43,6 @@ func (d *DataKeys) RewrapBatch(ctx context.Context, tx *store.Tx, keys *identity
 	if err != nil {
 		return 0, fmt.Errorf("vault: list the data keys to re-wrap: %w", err)
 	}
-	wrap, err := d.wrap.of(to)
-	if err != nil {
-		return 0, err
-	}
 	for _, r := range rows {
 		row := rowID{secretID: r.SecretID, name: r.Name, version: r.Version}
 		from, ok := keys.Key(r.KekID)
@@ -57,9 +53,11 @@ func (d *DataKeys) RewrapBatch(ctx context.Context, tx *store.Tx, keys *identity
 		if err != nil {
 			return 0, err
 		}
-		nonce := nonce(wrap)
-		wrapped := wrap.Seal(nil, nonce, dataKey, row.aad(partDataKey))
+		nonce, wrapped, err := d.wrap.wrap(to, row, dataKey)
 		clear(dataKey)
+		if err != nil {
+			return 0, err
+		}
 		if _, err := tx.Q().RewrapDataKey(ctx, dbsqlc.RewrapDataKeyParams{
 			SecretID: r.SecretID, Version: r.Version, FromKekID: r.KekID,
 			ToKekID: to.ID(), DataKeyNonce: nonce, WrappedDataKey: wrapped,

@@ -23,12 +23,13 @@ const (
 	MetadataReferredBy = "referred_by"
 )
 
-// Referrers finds the settings whose secret references name a secret. The live
-// configuration (package liveconfig) implements it.
+// Referrers finds what refers to a secret: the settings whose secret references name
+// it (the live configuration, package liveconfig), and the proxies of browser profiles
+// (package browser); the daemon joins them.
 type Referrers interface {
-	// Referrers returns the settings in effect whose value is a reference to the secret
-	// name, any version, by key. It serialises with configuration changes until tx
-	// ends, so that none can add a reference meanwhile.
+	// Referrers returns what refers to the secret name, any version, by key (a
+	// setting's key, or "browser profile NAME (proxy)"). It serialises with the changes
+	// that add references until tx ends, so that none can add one meanwhile.
 	Referrers(ctx context.Context, tx *store.Tx, name string) ([]config.SecretRef, error)
 }
 
@@ -53,7 +54,7 @@ func (v *Vault) refuseReferred(ctx context.Context, base, what, command string, 
 	if !force {
 		return nil, &errdefs.Error{
 			Kind: errdefs.FailedPrecondition,
-			Message: fmt.Sprintf("%s is referred to by the setting(s) %s: point them elsewhere first (palyra config set or unset), "+
+			Message: fmt.Sprintf("%s is referred to by %s: point them elsewhere first (palyra config set or unset; palyra browser profiles update), "+
 				"or force it (%s --force), which leaves them referring to a secret that cannot be used", what, list, command),
 			Reason:   ReasonReferenced,
 			Metadata: map[string]string{MetadataReferredBy: strings.Join(keys, ",")},

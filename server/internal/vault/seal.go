@@ -1,19 +1,13 @@
 package vault
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/binary"
-	"fmt"
-	"sync"
+	"errors"
 
+	"github.com/palyra/palyra/server/internal/envelope"
 	"github.com/palyra/palyra/server/internal/errdefs"
 	"github.com/palyra/palyra/server/internal/identity"
 )
-
-// dataKeySize is the length of a version's data key: AES-256.
-const dataKeySize = 32
 
 // wrapPurpose names the key derived from a master key that wraps data keys
 // (identity.KeyEncryptionKey.DeriveKey).
@@ -50,79 +44,19 @@ func (r rowID) aad(part string) []byte {
 }
 
 // sealed is a version's value as stored: the value under the data key, and the data key
-// wrapped under the key derived from the key-encryption key kekID.
-type sealed struct {
-	kekID          string
-	dataKeyNonce   []byte
-	wrappedDataKey []byte
-	valueNonce     []byte
-	ciphertext     []byte
-}
+// wrapped under the key derived from the key-encryption key KEKID.
+type sealed = envelope.Sealed
 
-// wrappers holds the AEAD that wraps data keys for each key-encryption key, derived on
-// first use. It is safe for concurrent use.
+// wrappers wraps the data keys of versions (wrapPurpose). Its zero value is ready; it
+// is safe for concurrent use.
 type wrappers struct {
-	mu    sync.Mutex // guards byKEK
-	byKEK map[string]cipher.AEAD
-}
-
-// of returns the wrapping AEAD of kek.
-func (w *wrappers) of(kek *identity.KeyEncryptionKey) (cipher.AEAD, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if a, ok := w.byKEK[kek.ID()]; ok {
-		return a, nil
-	}
-	key, err := kek.DeriveKey(wrapPurpose)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(key)
-	a, err := newGCM(key)
-	if err != nil {
-		return nil, err
-	}
-	if w.byKEK == nil {
-		w.byKEK = map[string]cipher.AEAD{}
-	}
-	w.byKEK[kek.ID()] = a
-	return a, nil
-}
-
-// newGCM returns AES-GCM under key.
-func newGCM(key []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("vault: %w", err)
-	}
-	return cipher.NewGCM(block)
+	w envelope.Wrapper
 }
 
 // seal encrypts value for row under a new random data key, and wraps the data key
 // under kek.
 func (w *wrappers) seal(kek *identity.KeyEncryptionKey, row rowID, value []byte) (sealed, error) {
-	wrap, err := w.of(kek)
-	if err != nil {
-		return sealed{}, err
-	}
-	dataKey := make([]byte, dataKeySize)
-	rand.Read(dataKey)
-	defer clear(dataKey)
-	aead, err := newGCM(dataKey)
-	if err != nil {
-		return sealed{}, err
-	}
-	s := sealed{kekID: kek.ID(), valueNonce: nonce(aead), dataKeyNonce: nonce(wrap)}
-	s.ciphertext = aead.Seal(nil, s.valueNonce, value, row.aad(partValue))
-	s.wrappedDataKey = wrap.Seal(nil, s.dataKeyNonce, dataKey, row.aad(partDataKey))
-	return s, nil
-}
-
-// nonce returns a random nonce for a.
-func nonce(a cipher.AEAD) []byte {
-	n := make([]byte, a.NonceSize())
-	rand.Read(n)
-	return n
+	return w.w.Seal(kek, wrapPurpose, value, row.aad(partValue), row.aad(partDataKey))
 }
 
 // open decrypts what seal produced for row, with the key-encryption key of keys that
@@ -130,23 +64,16 @@ func nonce(a cipher.AEAD) []byte {
 // (a ciphertext or data key altered, or moved from another row) is DataLoss. The
 // caller clears the value once used.
 func (w *wrappers) open(keys *identity.Keyring, row rowID, s sealed) ([]byte, error) {
-	kek, ok := keys.Key(s.kekID)
+	kek, ok := keys.Key(s.KEKID)
 	if !ok {
-		return nil, missingKEK(row, s.kekID)
+		return nil, missingKEK(row, s.KEKID)
 	}
-	dataKey, err := w.unwrap(kek, row, s.dataKeyNonce, s.wrappedDataKey)
+	dataKey, err := w.unwrap(kek, row, s.DataKeyNonce, s.WrappedDataKey)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(dataKey)
-	aead, err := newGCM(dataKey)
-	if err != nil {
-		return nil, corrupt(row, "data key", err)
-	}
-	if len(s.valueNonce) != aead.NonceSize() {
-		return nil, corrupt(row, "value", fmt.Errorf("a nonce of %d bytes", len(s.valueNonce)))
-	}
-	value, err := aead.Open(nil, s.valueNonce, s.ciphertext, row.aad(partValue))
+	value, err := envelope.OpenValue(dataKey, s, row.aad(partValue))
 	if err != nil {
 		return nil, corrupt(row, "value", err)
 	}
@@ -155,22 +82,16 @@ func (w *wrappers) open(keys *identity.Keyring, row rowID, s sealed) ([]byte, er
 
 // unwrap returns the data key of row wrapped under kek. The caller clears it once used.
 func (w *wrappers) unwrap(kek *identity.KeyEncryptionKey, row rowID, dataKeyNonce, wrapped []byte) ([]byte, error) {
-	wrap, err := w.of(kek)
-	if err != nil {
-		return nil, err
-	}
-	if len(dataKeyNonce) != wrap.NonceSize() {
-		return nil, corrupt(row, "data key", fmt.Errorf("a nonce of %d bytes", len(dataKeyNonce)))
-	}
-	dataKey, err := wrap.Open(nil, dataKeyNonce, wrapped, row.aad(partDataKey))
-	if err != nil {
+	dataKey, err := w.w.Unwrap(kek, wrapPurpose, dataKeyNonce, wrapped, row.aad(partDataKey))
+	if errors.Is(err, envelope.ErrCorrupt) {
 		return nil, corrupt(row, "data key", err)
 	}
-	if len(dataKey) != dataKeySize {
-		clear(dataKey)
-		return nil, corrupt(row, "data key", fmt.Errorf("a data key of %d bytes", len(dataKey)))
-	}
-	return dataKey, nil
+	return dataKey, err
+}
+
+// wrap wraps dataKey of row under kek.
+func (w *wrappers) wrap(kek *identity.KeyEncryptionKey, row rowID, dataKey []byte) (nonce, wrapped []byte, err error) {
+	return w.w.Wrap(kek, wrapPurpose, dataKey, row.aad(partDataKey))
 }
 
 // missingKEK is the FailedPrecondition error of a version of row wrapped under the

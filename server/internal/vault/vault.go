@@ -4,15 +4,15 @@
 //
 // # Envelope encryption
 //
-// Every version gets a random 256-bit data key of its own. The value is sealed under it
-// with AES-256-GCM; the data key is wrapped (AES-256-GCM again) under a key derived
-// from the primary key-encryption key of the replica's identity.Keyring (the derivation
-// "secret-data-key" of the master key), and the row stores the id of that key-encryption
-// key. The associated data of both seals binds the secret's id, its name and the version
-// number (rowID.aad), so that a ciphertext or a wrapped key copied to another row does
-// not decrypt there: Reveal reports DataLoss, never another secret's value. Opening
-// uses the key-encryption key the row names; a replica whose ring lacks it refuses with
-// FailedPrecondition naming the key. A master key rotation re-wraps data keys, never the
+// Every version gets a random 256-bit data key of its own (package envelope). The value
+// is sealed under it with AES-256-GCM; the data key is wrapped (AES-256-GCM again) under
+// a key derived from the primary key-encryption key of the replica's identity.Keyring
+// (the derivation "secret-data-key" of the master key), and the row stores the id of
+// that key-encryption key. The associated data of both seals binds the secret's id,
+// its name and the version number (rowID.aad), so that a ciphertext or a wrapped key
+// copied to another row does not decrypt there: Reveal reports DataLoss, never another
+// secret's value. Opening uses the key-encryption key the row names; a replica whose
+// ring lacks it refuses with FailedPrecondition naming the key. A master key rotation re-wraps data keys, never the
 // data (DataKeys); a trigger keeps a version's sealed value unchanged and a destroyed
 // version destroyed. No value and no key reaches the database in clear, nor a log, an
 // audit event, a metric or an error; data keys and decrypted values are cleared after
@@ -331,8 +331,8 @@ func (v *Vault) put(ctx context.Context, tx *store.Tx, r PutRequest, labels []by
 		return Secret{}, err
 	}
 	err = q.InsertSecretVersion(ctx, dbsqlc.InsertSecretVersionParams{
-		SecretID: row.ID, Version: row.LatestVersion, Now: now, By: r.By, KekID: &s.kekID,
-		DataKeyNonce: s.dataKeyNonce, WrappedDataKey: s.wrappedDataKey, ValueNonce: s.valueNonce, Ciphertext: s.ciphertext,
+		SecretID: row.ID, Version: row.LatestVersion, Now: now, By: r.By, KekID: &s.KEKID,
+		DataKeyNonce: s.DataKeyNonce, WrappedDataKey: s.WrappedDataKey, ValueNonce: s.ValueNonce, Ciphertext: s.Ciphertext,
 	})
 	if err != nil {
 		return Secret{}, err
@@ -638,8 +638,8 @@ func secretOf(r dbsqlc.Secret) Secret {
 
 // sealedOf returns the sealed parts of a version row.
 func sealedOf(r dbsqlc.SecretVersion) sealed {
-	return sealed{kekID: deref(r.KekID), dataKeyNonce: r.DataKeyNonce, wrappedDataKey: r.WrappedDataKey,
-		valueNonce: r.ValueNonce, ciphertext: r.Ciphertext}
+	return sealed{KEKID: deref(r.KekID), DataKeyNonce: r.DataKeyNonce, WrappedDataKey: r.WrappedDataKey,
+		ValueNonce: r.ValueNonce, Ciphertext: r.Ciphertext}
 }
 
 // notFound turns the store's ErrNotFound into the NotFound error of the secret name.

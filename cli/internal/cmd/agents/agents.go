@@ -53,23 +53,12 @@ the other commands need agents.write (admins and owners).`,
 	return c
 }
 
-var (
-	namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	idPattern   = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$`)
-)
+// idPattern is a ULID, as a --tool's node= takes.
+var idPattern = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$`)
 
 // ParseRef reads an agent argument: a ULID is an id, a name otherwise. A bad one is a
 // usage error.
-func ParseRef(arg string) (id, name string, err error) {
-	switch {
-	case idPattern.MatchString(arg) && !namePattern.MatchString(arg):
-		return strings.ToUpper(arg), "", nil
-	case namePattern.MatchString(arg):
-		return "", arg, nil
-	}
-	return "", "", cliusage.Wrap(fmt.Errorf("invalid agent %q: an agent's name (1 to 63 lower-case letters, digits and '-', "+
-		"starting and ending with a letter or digit) or id", arg))
-}
+func ParseRef(arg string) (id, name string, err error) { return deps.ParseNameOrID("agent", arg) }
 
 func newListCommand(d *deps.Deps) *cobra.Command {
 	var (

@@ -2,7 +2,10 @@ package deps
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"regexp"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/palyra/palyra/cli/internal/client"
 	"github.com/palyra/palyra/cli/internal/output"
+	"github.com/palyra/palyra/internal/cliusage"
 )
 
 // ByID is a command that acts on one thing named by its ID argument with one call to
@@ -57,4 +61,24 @@ func Msg[T any](res *connect.Response[T], err error) (*T, error) {
 		return nil, err
 	}
 	return res.Msg, nil
+}
+
+var (
+	namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	idPattern   = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$`)
+)
+
+// ParseNameOrID reads the argument naming a thing whose name is a lower-case DNS label
+// (an agent, a browser profile) by its name or its id: a ULID is an id (upper-cased), a
+// name otherwise; a string that is both is a name. A bad one is a usage error naming
+// noun.
+func ParseNameOrID(noun, arg string) (id, name string, err error) {
+	switch {
+	case idPattern.MatchString(arg) && !namePattern.MatchString(arg):
+		return strings.ToUpper(arg), "", nil
+	case namePattern.MatchString(arg):
+		return "", arg, nil
+	}
+	return "", "", cliusage.Wrap(fmt.Errorf("invalid %s %q: its name (1 to 63 lower-case letters, digits and '-', "+
+		"starting and ending with a letter or digit) or its id", noun, arg))
 }

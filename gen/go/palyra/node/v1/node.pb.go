@@ -957,7 +957,11 @@ type DispatchResult struct {
 	// was not sent.
 	OutputTruncated bool `protobuf:"varint,7,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
 	// finish_time is when the node finished it.
-	FinishTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// browser_state is the state of a browser.* dispatch's profile at its end, whatever
+	// its outcome, when the browser ran; palyrad stores it as the profile's next version
+	// and never with the dispatch.
+	BrowserState  *BrowserState `protobuf:"bytes,9,opt,name=browser_state,json=browserState,proto3" json:"browser_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1044,6 +1048,13 @@ func (x *DispatchResult) GetOutputTruncated() bool {
 func (x *DispatchResult) GetFinishTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FinishTime
+	}
+	return nil
+}
+
+func (x *DispatchResult) GetBrowserState() *BrowserState {
+	if x != nil {
+		return x.BrowserState
 	}
 	return nil
 }
@@ -1190,6 +1201,10 @@ type Dispatch struct {
 	Deadline *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	// max_output_bytes caps the output the node sends.
 	MaxOutputBytes uint64 `protobuf:"varint,5,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
+	// browser_profile is the profile a browser.* dispatch browses with, its state
+	// included. palyrad resolves it from the input's "profile" each time it sends the
+	// dispatch, and never stores it with the dispatch.
+	BrowserProfile *BrowserProfile `protobuf:"bytes,6,opt,name=browser_profile,json=browserProfile,proto3" json:"browser_profile,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -1259,6 +1274,218 @@ func (x *Dispatch) GetMaxOutputBytes() uint64 {
 	return 0
 }
 
+func (x *Dispatch) GetBrowserProfile() *BrowserProfile {
+	if x != nil {
+		return x.BrowserProfile
+	}
+	return nil
+}
+
+// BrowserProfile is a browser identity and its state, as a dispatch runs with it.
+type BrowserProfile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id identifies the profile.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// name of the profile.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// state_version is the version of storage_state; 0 when the profile has none yet.
+	StateVersion int64 `protobuf:"varint,3,opt,name=state_version,json=stateVersion,proto3" json:"state_version,omitempty"`
+	// user_agent the browser sends; empty: Chromium's own.
+	UserAgent string `protobuf:"bytes,4,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// viewport_width and viewport_height are the page's size in CSS pixels.
+	ViewportWidth uint32 `protobuf:"varint,5,opt,name=viewport_width,json=viewportWidth,proto3" json:"viewport_width,omitempty"`
+	// viewport_height: see viewport_width.
+	ViewportHeight uint32 `protobuf:"varint,6,opt,name=viewport_height,json=viewportHeight,proto3" json:"viewport_height,omitempty"`
+	// locale, e.g. "en-GB"; empty: Chromium's own.
+	Locale string `protobuf:"bytes,7,opt,name=locale,proto3" json:"locale,omitempty"`
+	// time_zone, an IANA name, e.g. "Europe/London"; empty: the node's.
+	TimeZone string `protobuf:"bytes,8,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// proxy_url is the proxy to browse through, credentials included (resolved from a
+	// secret); empty: none.
+	ProxyUrl string `protobuf:"bytes,9,opt,name=proxy_url,json=proxyUrl,proto3" json:"proxy_url,omitempty"`
+	// allowed_domains are the hosts the browser may load anything from: a domain allows
+	// itself and its subdomains, an IP address only itself; any port.
+	AllowedDomains []string `protobuf:"bytes,10,rep,name=allowed_domains,json=allowedDomains,proto3" json:"allowed_domains,omitempty"`
+	// storage_state is the cookies and local storage, as JSON in Playwright's
+	// storageState shape ({"cookies": [...], "origins": [{"origin", "localStorage":
+	// [{"name", "value"}]}]}); empty when none.
+	StorageState  []byte `protobuf:"bytes,11,opt,name=storage_state,json=storageState,proto3" json:"storage_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowserProfile) Reset() {
+	*x = BrowserProfile{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowserProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowserProfile) ProtoMessage() {}
+
+func (x *BrowserProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowserProfile.ProtoReflect.Descriptor instead.
+func (*BrowserProfile) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BrowserProfile) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BrowserProfile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BrowserProfile) GetStateVersion() int64 {
+	if x != nil {
+		return x.StateVersion
+	}
+	return 0
+}
+
+func (x *BrowserProfile) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *BrowserProfile) GetViewportWidth() uint32 {
+	if x != nil {
+		return x.ViewportWidth
+	}
+	return 0
+}
+
+func (x *BrowserProfile) GetViewportHeight() uint32 {
+	if x != nil {
+		return x.ViewportHeight
+	}
+	return 0
+}
+
+func (x *BrowserProfile) GetLocale() string {
+	if x != nil {
+		return x.Locale
+	}
+	return ""
+}
+
+func (x *BrowserProfile) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *BrowserProfile) GetProxyUrl() string {
+	if x != nil {
+		return x.ProxyUrl
+	}
+	return ""
+}
+
+func (x *BrowserProfile) GetAllowedDomains() []string {
+	if x != nil {
+		return x.AllowedDomains
+	}
+	return nil
+}
+
+func (x *BrowserProfile) GetStorageState() []byte {
+	if x != nil {
+		return x.StorageState
+	}
+	return nil
+}
+
+// BrowserState is the state a browser.* dispatch ended with, for palyrad to store as
+// its profile's next version.
+type BrowserState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// profile_id is the profile the dispatch browsed with.
+	ProfileId string `protobuf:"bytes,1,opt,name=profile_id,json=profileId,proto3" json:"profile_id,omitempty"`
+	// base_version is the state_version the dispatch started from.
+	BaseVersion int64 `protobuf:"varint,2,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	// storage_state is the state at the end, in BrowserProfile.storage_state's shape.
+	StorageState  []byte `protobuf:"bytes,3,opt,name=storage_state,json=storageState,proto3" json:"storage_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrowserState) Reset() {
+	*x = BrowserState{}
+	mi := &file_palyra_node_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrowserState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrowserState) ProtoMessage() {}
+
+func (x *BrowserState) ProtoReflect() protoreflect.Message {
+	mi := &file_palyra_node_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrowserState.ProtoReflect.Descriptor instead.
+func (*BrowserState) Descriptor() ([]byte, []int) {
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BrowserState) GetProfileId() string {
+	if x != nil {
+		return x.ProfileId
+	}
+	return ""
+}
+
+func (x *BrowserState) GetBaseVersion() int64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *BrowserState) GetStorageState() []byte {
+	if x != nil {
+		return x.StorageState
+	}
+	return nil
+}
+
 // Cancel asks the node to stop a dispatch.
 type Cancel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1272,7 +1499,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[11]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1511,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[11]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1524,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cancel) GetDispatchId() string {
@@ -1325,7 +1552,7 @@ type ResultAck struct {
 
 func (x *ResultAck) Reset() {
 	*x = ResultAck{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[12]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1564,7 @@ func (x *ResultAck) String() string {
 func (*ResultAck) ProtoMessage() {}
 
 func (x *ResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[12]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1577,7 @@ func (x *ResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultAck.ProtoReflect.Descriptor instead.
 func (*ResultAck) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResultAck) GetDispatchId() string {
@@ -1369,7 +1596,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[13]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1608,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[13]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1621,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 // GetServerInfoResponse is what a node needs before it pairs.
@@ -1414,7 +1641,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[14]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1653,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[14]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1666,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetServerInfoResponse) GetServerVersion() string {
@@ -1497,7 +1724,7 @@ type StartPairingRequest struct {
 
 func (x *StartPairingRequest) Reset() {
 	*x = StartPairingRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[15]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1736,7 @@ func (x *StartPairingRequest) String() string {
 func (*StartPairingRequest) ProtoMessage() {}
 
 func (x *StartPairingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[15]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1749,7 @@ func (x *StartPairingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartPairingRequest.ProtoReflect.Descriptor instead.
 func (*StartPairingRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartPairingRequest) GetCode() isStartPairingRequest_Code {
@@ -1628,7 +1855,7 @@ type DevicePossession struct {
 
 func (x *DevicePossession) Reset() {
 	*x = DevicePossession{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1867,7 @@ func (x *DevicePossession) String() string {
 func (*DevicePossession) ProtoMessage() {}
 
 func (x *DevicePossession) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[16]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1880,7 @@ func (x *DevicePossession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DevicePossession.ProtoReflect.Descriptor instead.
 func (*DevicePossession) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DevicePossession) GetCertificate() []byte {
@@ -1691,7 +1918,7 @@ type StartPairingResponse struct {
 
 func (x *StartPairingResponse) Reset() {
 	*x = StartPairingResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1930,7 @@ func (x *StartPairingResponse) String() string {
 func (*StartPairingResponse) ProtoMessage() {}
 
 func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[17]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1943,7 @@ func (x *StartPairingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartPairingResponse.ProtoReflect.Descriptor instead.
 func (*StartPairingResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StartPairingResponse) GetRequestId() string {
@@ -1777,7 +2004,7 @@ type PairingStatus struct {
 
 func (x *PairingStatus) Reset() {
 	*x = PairingStatus{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +2016,7 @@ func (x *PairingStatus) String() string {
 func (*PairingStatus) ProtoMessage() {}
 
 func (x *PairingStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[18]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +2029,7 @@ func (x *PairingStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PairingStatus.ProtoReflect.Descriptor instead.
 func (*PairingStatus) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PairingStatus) GetRequestId() string {
@@ -1867,7 +2094,7 @@ type GetPairingStatusRequest struct {
 
 func (x *GetPairingStatusRequest) Reset() {
 	*x = GetPairingStatusRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2106,7 @@ func (x *GetPairingStatusRequest) String() string {
 func (*GetPairingStatusRequest) ProtoMessage() {}
 
 func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[19]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2119,7 @@ func (x *GetPairingStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPairingStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPairingStatusRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPairingStatusRequest) GetRequestId() string {
@@ -1920,7 +2147,7 @@ type GetPairingStatusResponse struct {
 
 func (x *GetPairingStatusResponse) Reset() {
 	*x = GetPairingStatusResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2159,7 @@ func (x *GetPairingStatusResponse) String() string {
 func (*GetPairingStatusResponse) ProtoMessage() {}
 
 func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[20]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2172,7 @@ func (x *GetPairingStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPairingStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPairingStatusResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPairingStatusResponse) GetStatus() *PairingStatus {
@@ -1968,7 +2195,7 @@ type WatchPairingRequest struct {
 
 func (x *WatchPairingRequest) Reset() {
 	*x = WatchPairingRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2207,7 @@ func (x *WatchPairingRequest) String() string {
 func (*WatchPairingRequest) ProtoMessage() {}
 
 func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[21]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2220,7 @@ func (x *WatchPairingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPairingRequest.ProtoReflect.Descriptor instead.
 func (*WatchPairingRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchPairingRequest) GetRequestId() string {
@@ -2021,7 +2248,7 @@ type WatchPairingResponse struct {
 
 func (x *WatchPairingResponse) Reset() {
 	*x = WatchPairingResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +2260,7 @@ func (x *WatchPairingResponse) String() string {
 func (*WatchPairingResponse) ProtoMessage() {}
 
 func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[22]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +2273,7 @@ func (x *WatchPairingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPairingResponse.ProtoReflect.Descriptor instead.
 func (*WatchPairingResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchPairingResponse) GetStatus() *PairingStatus {
@@ -2069,7 +2296,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2308,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[23]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2321,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RenewCertificateRequest) GetDeviceId() string {
@@ -2128,7 +2355,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_palyra_node_v1_node_proto_msgTypes[24]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2367,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palyra_node_v1_node_proto_msgTypes[24]
+	mi := &file_palyra_node_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2380,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_palyra_node_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RenewCertificateResponse) GetCertificatePem() string {
@@ -2233,7 +2460,7 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x06stream\x18\x02 \x01(\x0e2\x1c.palyra.node.v1.OutputStreamB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06stream\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1d\n" +
-	"\x04data\x18\x04 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x04data\"\xf7\x02\n" +
+	"\x04data\x18\x04 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80\x04R\x04data\"\xba\x03\n" +
 	"\x0eDispatchResult\x12*\n" +
 	"\vdispatch_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\n" +
 	"dispatchId\x12E\n" +
@@ -2246,7 +2473,8 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\foutput_bytes\x18\x06 \x01(\x04R\voutputBytes\x12)\n" +
 	"\x10output_truncated\x18\a \x01(\bR\x0foutputTruncated\x12;\n" +
 	"\vfinish_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishTime\"`\n" +
+	"finishTime\x12A\n" +
+	"\rbrowser_state\x18\t \x01(\v2\x1c.palyra.node.v1.BrowserStateR\fbrowserState\"`\n" +
 	"\x13CapabilitiesChanged\x12I\n" +
 	"\fcapabilities\x18\x01 \x03(\v2\x1a.palyra.node.v1.CapabilityB\t\xbaH\x06\x92\x01\x03\x10\x80\x02R\fcapabilities\"\x86\x02\n" +
 	"\aWelcome\x12\x1d\n" +
@@ -2256,7 +2484,7 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12*\n" +
 	"\x11max_message_bytes\x18\x04 \x01(\rR\x0fmaxMessageBytes\x12;\n" +
 	"\vserver_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"serverTime\"\xcc\x01\n" +
+	"serverTime\"\x95\x02\n" +
 	"\bDispatch\x12\x1f\n" +
 	"\vdispatch_id\x18\x01 \x01(\tR\n" +
 	"dispatchId\x12\x1e\n" +
@@ -2266,7 +2494,27 @@ const file_palyra_node_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"input_json\x18\x03 \x01(\tR\tinputJson\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12(\n" +
-	"\x10max_output_bytes\x18\x05 \x01(\x04R\x0emaxOutputBytes\"A\n" +
+	"\x10max_output_bytes\x18\x05 \x01(\x04R\x0emaxOutputBytes\x12G\n" +
+	"\x0fbrowser_profile\x18\x06 \x01(\v2\x1e.palyra.node.v1.BrowserProfileR\x0ebrowserProfile\"\xe8\x02\n" +
+	"\x0eBrowserProfile\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
+	"\rstate_version\x18\x03 \x01(\x03R\fstateVersion\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\x04 \x01(\tR\tuserAgent\x12%\n" +
+	"\x0eviewport_width\x18\x05 \x01(\rR\rviewportWidth\x12'\n" +
+	"\x0fviewport_height\x18\x06 \x01(\rR\x0eviewportHeight\x12\x16\n" +
+	"\x06locale\x18\a \x01(\tR\x06locale\x12\x1b\n" +
+	"\ttime_zone\x18\b \x01(\tR\btimeZone\x12\x1b\n" +
+	"\tproxy_url\x18\t \x01(\tR\bproxyUrl\x12'\n" +
+	"\x0fallowed_domains\x18\n" +
+	" \x03(\tR\x0eallowedDomains\x12#\n" +
+	"\rstorage_state\x18\v \x01(\fR\fstorageState\"\x94\x01\n" +
+	"\fBrowserState\x12(\n" +
+	"\n" +
+	"profile_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01R\tprofileId\x12*\n" +
+	"\fbase_version\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\vbaseVersion\x12.\n" +
+	"\rstorage_state\x18\x03 \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\fstorageState\"A\n" +
 	"\x06Cancel\x12\x1f\n" +
 	"\vdispatch_id\x18\x01 \x01(\tR\n" +
 	"dispatchId\x12\x16\n" +
@@ -2380,7 +2628,7 @@ func file_palyra_node_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_palyra_node_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_palyra_node_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_palyra_node_v1_node_proto_goTypes = []any{
 	(OutputStream)(0),                // 0: palyra.node.v1.OutputStream
 	(DispatchOutcome)(0),             // 1: palyra.node.v1.DispatchOutcome
@@ -2397,23 +2645,25 @@ var file_palyra_node_v1_node_proto_goTypes = []any{
 	(*CapabilitiesChanged)(nil),      // 12: palyra.node.v1.CapabilitiesChanged
 	(*Welcome)(nil),                  // 13: palyra.node.v1.Welcome
 	(*Dispatch)(nil),                 // 14: palyra.node.v1.Dispatch
-	(*Cancel)(nil),                   // 15: palyra.node.v1.Cancel
-	(*ResultAck)(nil),                // 16: palyra.node.v1.ResultAck
-	(*GetServerInfoRequest)(nil),     // 17: palyra.node.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),    // 18: palyra.node.v1.GetServerInfoResponse
-	(*StartPairingRequest)(nil),      // 19: palyra.node.v1.StartPairingRequest
-	(*DevicePossession)(nil),         // 20: palyra.node.v1.DevicePossession
-	(*StartPairingResponse)(nil),     // 21: palyra.node.v1.StartPairingResponse
-	(*PairingStatus)(nil),            // 22: palyra.node.v1.PairingStatus
-	(*GetPairingStatusRequest)(nil),  // 23: palyra.node.v1.GetPairingStatusRequest
-	(*GetPairingStatusResponse)(nil), // 24: palyra.node.v1.GetPairingStatusResponse
-	(*WatchPairingRequest)(nil),      // 25: palyra.node.v1.WatchPairingRequest
-	(*WatchPairingResponse)(nil),     // 26: palyra.node.v1.WatchPairingResponse
-	(*RenewCertificateRequest)(nil),  // 27: palyra.node.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil), // 28: palyra.node.v1.RenewCertificateResponse
-	nil,                              // 29: palyra.node.v1.Hello.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 31: google.protobuf.Duration
+	(*BrowserProfile)(nil),           // 15: palyra.node.v1.BrowserProfile
+	(*BrowserState)(nil),             // 16: palyra.node.v1.BrowserState
+	(*Cancel)(nil),                   // 17: palyra.node.v1.Cancel
+	(*ResultAck)(nil),                // 18: palyra.node.v1.ResultAck
+	(*GetServerInfoRequest)(nil),     // 19: palyra.node.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),    // 20: palyra.node.v1.GetServerInfoResponse
+	(*StartPairingRequest)(nil),      // 21: palyra.node.v1.StartPairingRequest
+	(*DevicePossession)(nil),         // 22: palyra.node.v1.DevicePossession
+	(*StartPairingResponse)(nil),     // 23: palyra.node.v1.StartPairingResponse
+	(*PairingStatus)(nil),            // 24: palyra.node.v1.PairingStatus
+	(*GetPairingStatusRequest)(nil),  // 25: palyra.node.v1.GetPairingStatusRequest
+	(*GetPairingStatusResponse)(nil), // 26: palyra.node.v1.GetPairingStatusResponse
+	(*WatchPairingRequest)(nil),      // 27: palyra.node.v1.WatchPairingRequest
+	(*WatchPairingResponse)(nil),     // 28: palyra.node.v1.WatchPairingResponse
+	(*RenewCertificateRequest)(nil),  // 29: palyra.node.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil), // 30: palyra.node.v1.RenewCertificateResponse
+	nil,                              // 31: palyra.node.v1.Hello.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 33: google.protobuf.Duration
 }
 var file_palyra_node_v1_node_proto_depIdxs = []int32{
 	6,  // 0: palyra.node.v1.AttachRequest.hello:type_name -> palyra.node.v1.Hello
@@ -2424,42 +2674,44 @@ var file_palyra_node_v1_node_proto_depIdxs = []int32{
 	12, // 5: palyra.node.v1.AttachRequest.capabilities_changed:type_name -> palyra.node.v1.CapabilitiesChanged
 	13, // 6: palyra.node.v1.AttachResponse.welcome:type_name -> palyra.node.v1.Welcome
 	14, // 7: palyra.node.v1.AttachResponse.dispatch:type_name -> palyra.node.v1.Dispatch
-	15, // 8: palyra.node.v1.AttachResponse.cancel:type_name -> palyra.node.v1.Cancel
-	16, // 9: palyra.node.v1.AttachResponse.result_ack:type_name -> palyra.node.v1.ResultAck
+	17, // 8: palyra.node.v1.AttachResponse.cancel:type_name -> palyra.node.v1.Cancel
+	18, // 9: palyra.node.v1.AttachResponse.result_ack:type_name -> palyra.node.v1.ResultAck
 	7,  // 10: palyra.node.v1.Hello.capabilities:type_name -> palyra.node.v1.Capability
-	29, // 11: palyra.node.v1.Hello.labels:type_name -> palyra.node.v1.Hello.LabelsEntry
+	31, // 11: palyra.node.v1.Hello.labels:type_name -> palyra.node.v1.Hello.LabelsEntry
 	0,  // 12: palyra.node.v1.DispatchOutput.stream:type_name -> palyra.node.v1.OutputStream
 	1,  // 13: palyra.node.v1.DispatchResult.outcome:type_name -> palyra.node.v1.DispatchOutcome
-	30, // 14: palyra.node.v1.DispatchResult.finish_time:type_name -> google.protobuf.Timestamp
-	7,  // 15: palyra.node.v1.CapabilitiesChanged.capabilities:type_name -> palyra.node.v1.Capability
-	31, // 16: palyra.node.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	30, // 17: palyra.node.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
-	30, // 18: palyra.node.v1.Dispatch.deadline:type_name -> google.protobuf.Timestamp
-	20, // 19: palyra.node.v1.StartPairingRequest.device_possession:type_name -> palyra.node.v1.DevicePossession
-	30, // 20: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 21: palyra.node.v1.StartPairingResponse.device_claim:type_name -> palyra.node.v1.DeviceClaim
-	3,  // 22: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
-	30, // 23: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	22, // 24: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
-	22, // 25: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
-	30, // 26: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
-	17, // 27: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
-	19, // 28: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
-	23, // 29: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
-	25, // 30: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
-	27, // 31: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
-	4,  // 32: palyra.node.v1.NodeService.Attach:input_type -> palyra.node.v1.AttachRequest
-	18, // 33: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
-	21, // 34: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
-	24, // 35: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
-	26, // 36: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
-	28, // 37: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
-	5,  // 38: palyra.node.v1.NodeService.Attach:output_type -> palyra.node.v1.AttachResponse
-	33, // [33:39] is the sub-list for method output_type
-	27, // [27:33] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	32, // 14: palyra.node.v1.DispatchResult.finish_time:type_name -> google.protobuf.Timestamp
+	16, // 15: palyra.node.v1.DispatchResult.browser_state:type_name -> palyra.node.v1.BrowserState
+	7,  // 16: palyra.node.v1.CapabilitiesChanged.capabilities:type_name -> palyra.node.v1.Capability
+	33, // 17: palyra.node.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	32, // 18: palyra.node.v1.Welcome.server_time:type_name -> google.protobuf.Timestamp
+	32, // 19: palyra.node.v1.Dispatch.deadline:type_name -> google.protobuf.Timestamp
+	15, // 20: palyra.node.v1.Dispatch.browser_profile:type_name -> palyra.node.v1.BrowserProfile
+	22, // 21: palyra.node.v1.StartPairingRequest.device_possession:type_name -> palyra.node.v1.DevicePossession
+	32, // 22: palyra.node.v1.StartPairingResponse.expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 23: palyra.node.v1.StartPairingResponse.device_claim:type_name -> palyra.node.v1.DeviceClaim
+	3,  // 24: palyra.node.v1.PairingStatus.state:type_name -> palyra.node.v1.PairingState
+	32, // 25: palyra.node.v1.PairingStatus.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	24, // 26: palyra.node.v1.GetPairingStatusResponse.status:type_name -> palyra.node.v1.PairingStatus
+	24, // 27: palyra.node.v1.WatchPairingResponse.status:type_name -> palyra.node.v1.PairingStatus
+	32, // 28: palyra.node.v1.RenewCertificateResponse.certificate_expire_time:type_name -> google.protobuf.Timestamp
+	19, // 29: palyra.node.v1.NodeService.GetServerInfo:input_type -> palyra.node.v1.GetServerInfoRequest
+	21, // 30: palyra.node.v1.NodeService.StartPairing:input_type -> palyra.node.v1.StartPairingRequest
+	25, // 31: palyra.node.v1.NodeService.GetPairingStatus:input_type -> palyra.node.v1.GetPairingStatusRequest
+	27, // 32: palyra.node.v1.NodeService.WatchPairing:input_type -> palyra.node.v1.WatchPairingRequest
+	29, // 33: palyra.node.v1.NodeService.RenewCertificate:input_type -> palyra.node.v1.RenewCertificateRequest
+	4,  // 34: palyra.node.v1.NodeService.Attach:input_type -> palyra.node.v1.AttachRequest
+	20, // 35: palyra.node.v1.NodeService.GetServerInfo:output_type -> palyra.node.v1.GetServerInfoResponse
+	23, // 36: palyra.node.v1.NodeService.StartPairing:output_type -> palyra.node.v1.StartPairingResponse
+	26, // 37: palyra.node.v1.NodeService.GetPairingStatus:output_type -> palyra.node.v1.GetPairingStatusResponse
+	28, // 38: palyra.node.v1.NodeService.WatchPairing:output_type -> palyra.node.v1.WatchPairingResponse
+	30, // 39: palyra.node.v1.NodeService.RenewCertificate:output_type -> palyra.node.v1.RenewCertificateResponse
+	5,  // 40: palyra.node.v1.NodeService.Attach:output_type -> palyra.node.v1.AttachResponse
+	35, // [35:41] is the sub-list for method output_type
+	29, // [29:35] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_palyra_node_v1_node_proto_init() }
@@ -2481,7 +2733,7 @@ func file_palyra_node_v1_node_proto_init() {
 		(*AttachResponse_Cancel)(nil),
 		(*AttachResponse_ResultAck)(nil),
 	}
-	file_palyra_node_v1_node_proto_msgTypes[15].OneofWrappers = []any{
+	file_palyra_node_v1_node_proto_msgTypes[17].OneofWrappers = []any{
 		(*StartPairingRequest_Pin)(nil),
 		(*StartPairingRequest_QrCode)(nil),
 	}
@@ -2491,7 +2743,7 @@ func file_palyra_node_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palyra_node_v1_node_proto_rawDesc), len(file_palyra_node_v1_node_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

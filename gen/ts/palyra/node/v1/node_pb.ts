@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file palyra/node/v1/node.proto.
  */
 export const file_palyra_node_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSLYAgoNQXR0YWNoUmVxdWVzdBImCgVoZWxsbxgBIAEoCzIVLnBhbHlyYS5ub2RlLnYxLkhlbGxvSAASLgoJaGVhcnRiZWF0GAIgASgLMhkucGFseXJhLm5vZGUudjEuSGVhcnRiZWF0SAASNAoIYWNjZXB0ZWQYAyABKAsyIC5wYWx5cmEubm9kZS52MS5EaXNwYXRjaEFjY2VwdGVkSAASMAoGb3V0cHV0GAQgASgLMh4ucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hPdXRwdXRIABIwCgZyZXN1bHQYBSABKAsyHi5wYWx5cmEubm9kZS52MS5EaXNwYXRjaFJlc3VsdEgAEkMKFGNhcGFiaWxpdGllc19jaGFuZ2VkGAYgASgLMiMucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0aWVzQ2hhbmdlZEgAQhAKB21lc3NhZ2USBbpIAggBItABCg5BdHRhY2hSZXNwb25zZRIqCgd3ZWxjb21lGAEgASgLMhcucGFseXJhLm5vZGUudjEuV2VsY29tZUgAEiwKCGRpc3BhdGNoGAIgASgLMhgucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hIABIoCgZjYW5jZWwYAyABKAsyFi5wYWx5cmEubm9kZS52MS5DYW5jZWxIABIvCgpyZXN1bHRfYWNrGAQgASgLMhkucGFseXJhLm5vZGUudjEuUmVzdWx0QWNrSABCCQoHbWVzc2FnZSKKAwoFSGVsbG8SHAoJZGV2aWNlX2lkGAEgASgJQgm6SAZyBOjKSQESLQoIcGxhdGZvcm0YAiABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8vLV0qJBIyCg1hZ2VudF92ZXJzaW9uGAMgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fKy1dKiQSJQoRcHJvdG9jb2xfdmVyc2lvbnMYBCADKA1CCrpIB5IBBAgBEBASOwoMY2FwYWJpbGl0aWVzGAUgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eUIJukgGkgEDEIACEm0KBmxhYmVscxgGIAMoCzIhLnBhbHlyYS5ub2RlLnYxLkhlbGxvLkxhYmVsc0VudHJ5Qjq6SDeaATQQQCIpcicQARg/MiFeW2EtejAtOV0oW2EtejAtOS5fLV0qW2EtejAtOV0pPyQqBXIDGP8BGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiiAIKCkNhcGFiaWxpdHkSPwoEbmFtZRgBIAEoCUIxukguciwQARiAATIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIdCgtkZXNjcmlwdGlvbhgCIAEoCUIIukgFcgMYgAQSHwoMaW5wdXRfc2NoZW1hGAMgASgJQgm6SAZyBBiAgAQSEQoJYXZhaWxhYmxlGAQgASgIEmYKBm1vZGVscxgFIAMoCUJWukhTkgFQEIACGAEiSXJHEAEYgAEyQF5bQS1aYS16MC05XVtBLVphLXowLTkuXzpAKy1dKigvW0EtWmEtejAtOV1bQS1aYS16MC05Ll86QCstXSopKiQiHAoJSGVhcnRiZWF0Eg8KB3J1bm5pbmcYASABKA0iMgoQRGlzcGF0Y2hBY2NlcHRlZBIeCgtkaXNwYXRjaF9pZBgBIAEoCUIJukgGcgToykkBIpMBCg5EaXNwYXRjaE91dHB1dBIeCgtkaXNwYXRjaF9pZBgBIAEoCUIJukgGcgToykkBEjgKBnN0cmVhbRgCIAEoDjIcLnBhbHlyYS5ub2RlLnYxLk91dHB1dFN0cmVhbUIKukgHggEEEAEgABIOCgZvZmZzZXQYAyABKAQSFwoEZGF0YRgEIAEoDEIJukgGegQYgIAEIpsCCg5EaXNwYXRjaFJlc3VsdBIeCgtkaXNwYXRjaF9pZBgBIAEoCUIJukgGcgToykkBEjwKB291dGNvbWUYAiABKA4yHy5wYWx5cmEubm9kZS52MS5EaXNwYXRjaE91dGNvbWVCCrpIB4IBBBABIAASHgoLcmVzdWx0X2pzb24YAyABKAlCCbpIBnIEGICAQBIXCgVlcnJvchgEIAEoCUIIukgFcgMYgCASEQoJZXhpdF9jb2RlGAUgASgFEhQKDG91dHB1dF9ieXRlcxgGIAEoBBIYChBvdXRwdXRfdHJ1bmNhdGVkGAcgASgIEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChNDYXBhYmlsaXRpZXNDaGFuZ2VkEjsKDGNhcGFiaWxpdGllcxgBIAMoCzIaLnBhbHlyYS5ub2RlLnYxLkNhcGFiaWxpdHlCCbpIBpIBAxCAAiK6AQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKEW1heF9tZXNzYWdlX2J5dGVzGAQgASgNEi8KC3NlcnZlcl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKPAQoIRGlzcGF0Y2gSEwoLZGlzcGF0Y2hfaWQYASABKAkSEgoKY2FwYWJpbGl0eRgCIAEoCRISCgppbnB1dF9qc29uGAMgASgJEiwKCGRlYWRsaW5lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBtYXhfb3V0cHV0X2J5dGVzGAUgASgEIi0KBkNhbmNlbBITCgtkaXNwYXRjaF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiIAoJUmVzdWx0QWNrEhMKC2Rpc3BhdGNoX2lkGAEgASgJIhYKFEdldFNlcnZlckluZm9SZXF1ZXN0ImMKFUdldFNlcnZlckluZm9SZXNwb25zZRIWCg5zZXJ2ZXJfdmVyc2lvbhgBIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YAiABKAkSFgoOY2FfZmluZ2VycHJpbnQYAyABKAkikwMKE1N0YXJ0UGFpcmluZ1JlcXVlc3QSIwoDcGluGAEgASgJQhS6SBFyDzINXlswLTldezYsMTJ9JEgAEi8KB3FyX2NvZGUYAiABKAlCHLpIGXIXEBQYgAEyEF5bQS1aYS16MC05Xy1dKyRIABIXCgNjc3IYAyABKAxCCrpIB3oFEEAYgCASPQoLZGV2aWNlX25hbWUYBCABKAlCKLpIJXIjEAEYQDIdXltBLVphLXowLTldW0EtWmEtejAtOS5fIC1dKiQSLQoIcGxhdGZvcm0YBSABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8vLV0qJBIyCg1hZ2VudF92ZXJzaW9uGAYgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fKy1dKiQSHwoJZGV2aWNlX2lkGAcgASgJQgy6SAnYAQFyBOjKSQESOwoRZGV2aWNlX3Bvc3Nlc3Npb24YCCABKAsyIC5wYWx5cmEubm9kZS52MS5EZXZpY2VQb3NzZXNzaW9uQg0KBGNvZGUSBbpIAggBIlIKEERldmljZVBvc3Nlc3Npb24SHwoLY2VydGlmaWNhdGUYASABKAxCCrpIB3oFEEAYgCASHQoJc2lnbmF0dXJlGAIgASgMQgq6SAd6BRAIGIABIsYBChRTdGFydFBhaXJpbmdSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgJEhYKDnBhaXJpbmdfc2VjcmV0GAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIeChZwdWJsaWNfa2V5X2ZpbmdlcnByaW50GAQgASgJEjEKDGRldmljZV9jbGFpbRgFIAEoDjIbLnBhbHlyYS5ub2RlLnYxLkRldmljZUNsYWltIuUBCg1QYWlyaW5nU3RhdHVzEhIKCnJlcXVlc3RfaWQYASABKAkSKwoFc3RhdGUYAiABKA4yHC5wYWx5cmEubm9kZS52MS5QYWlyaW5nU3RhdGUSDgoGcmVhc29uGAMgASgJEhEKCWRldmljZV9pZBgEIAEoCRIXCg9jZXJ0aWZpY2F0ZV9wZW0YBSABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAYgASgJEjsKF2NlcnRpZmljYXRlX2V4cGlyZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJcChdHZXRQYWlyaW5nU3RhdHVzUmVxdWVzdBIdCgpyZXF1ZXN0X2lkGAEgASgJQgm6SAZyBOjKSQESIgoOcGFpcmluZ19zZWNyZXQYAiABKAlCCrpIB3IFEAEYgAEiSQoYR2V0UGFpcmluZ1N0YXR1c1Jlc3BvbnNlEi0KBnN0YXR1cxgBIAEoCzIdLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0dXMiWAoTV2F0Y2hQYWlyaW5nUmVxdWVzdBIdCgpyZXF1ZXN0X2lkGAEgASgJQgm6SAZyBOjKSQESIgoOcGFpcmluZ19zZWNyZXQYAiABKAlCCrpIB3IFEAEYgAEiRQoUV2F0Y2hQYWlyaW5nUmVzcG9uc2USLQoGc3RhdHVzGAEgASgLMh0ucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXR1cyJQChdSZW5ld0NlcnRpZmljYXRlUmVxdWVzdBIcCglkZXZpY2VfaWQYASABKAlCCbpIBnIE6MpJARIXCgNjc3IYAiABKAxCCrpIB3oFEEAYgCAioQEKGFJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkSGgoSY2FfY2VydGlmaWNhdGVfcGVtGAIgASgJEjsKF2NlcnRpZmljYXRlX2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtmaW5nZXJwcmludBgEIAEoCSphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAiqwAQoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIeChpESVNQQVRDSF9PVVRDT01FX1NVQ0NFRURFRBABEhsKF0RJU1BBVENIX09VVENPTUVfRkFJTEVEEAISHgoaRElTUEFUQ0hfT1VUQ09NRV9USU1FRF9PVVQQAxIeChpESVNQQVRDSF9PVVRDT01FX0NBTkNFTExFRBAEKo8BCgtEZXZpY2VDbGFpbRIcChhERVZJQ0VfQ0xBSU1fVU5TUEVDSUZJRUQQABIUChBERVZJQ0VfQ0xBSU1fTkVXEAESFwoTREVWSUNFX0NMQUlNX1BST1ZFThACEhkKFURFVklDRV9DTEFJTV9VTlBST1ZFThADEhgKFERFVklDRV9DTEFJTV9SRVZPS0VEEAQqwQEKDFBhaXJpbmdTdGF0ZRIdChlQQUlSSU5HX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeUEFJUklOR19TVEFURV9QRU5ESU5HX0FQUFJPVkFMEAESGgoWUEFJUklOR19TVEFURV9BUFBST1ZFRBACEhsKF1BBSVJJTkdfU1RBVEVfQ09NUExFVEVEEAMSGgoWUEFJUklOR19TVEFURV9SRUpFQ1RFRBAEEhkKFVBBSVJJTkdfU1RBVEVfRVhQSVJFRBAFMvcECgtOb2RlU2VydmljZRJnCg1HZXRTZXJ2ZXJJbmZvEiQucGFseXJhLm5vZGUudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaJS5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiCZACAergGAIIARJhCgxTdGFydFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuU3RhcnRQYWlyaW5nUmVzcG9uc2UiBurgGAIIARJwChBHZXRQYWlyaW5nU3RhdHVzEicucGFseXJhLm5vZGUudjEuR2V0UGFpcmluZ1N0YXR1c1JlcXVlc3QaKC5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2UiCZACAurgGAIIARJmCgxXYXRjaFBhaXJpbmcSIy5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXF1ZXN0GiQucGFseXJhLm5vZGUudjEuV2F0Y2hQYWlyaW5nUmVzcG9uc2UiCZACAurgGAIIATABEm0KEFJlbmV3Q2VydGlmaWNhdGUSJy5wYWx5cmEubm9kZS52MS5SZW5ld0NlcnRpZmljYXRlUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXNwb25zZSIG6uAYAiABElMKBkF0dGFjaBIdLnBhbHlyYS5ub2RlLnYxLkF0dGFjaFJlcXVlc3QaHi5wYWx5cmEubm9kZS52MS5BdHRhY2hSZXNwb25zZSIG6uAYAiABKAEwAUI3WjVnaXRodWIuY29tL3BhbHlyYS9wYWx5cmEvZ2VuL2dvL3BhbHlyYS9ub2RlL3YxO25vZGV2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_options_v1_access, file_palyra_options_v1_validate]);
+  fileDesc("ChlwYWx5cmEvbm9kZS92MS9ub2RlLnByb3RvEg5wYWx5cmEubm9kZS52MSLYAgoNQXR0YWNoUmVxdWVzdBImCgVoZWxsbxgBIAEoCzIVLnBhbHlyYS5ub2RlLnYxLkhlbGxvSAASLgoJaGVhcnRiZWF0GAIgASgLMhkucGFseXJhLm5vZGUudjEuSGVhcnRiZWF0SAASNAoIYWNjZXB0ZWQYAyABKAsyIC5wYWx5cmEubm9kZS52MS5EaXNwYXRjaEFjY2VwdGVkSAASMAoGb3V0cHV0GAQgASgLMh4ucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hPdXRwdXRIABIwCgZyZXN1bHQYBSABKAsyHi5wYWx5cmEubm9kZS52MS5EaXNwYXRjaFJlc3VsdEgAEkMKFGNhcGFiaWxpdGllc19jaGFuZ2VkGAYgASgLMiMucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0aWVzQ2hhbmdlZEgAQhAKB21lc3NhZ2USBbpIAggBItABCg5BdHRhY2hSZXNwb25zZRIqCgd3ZWxjb21lGAEgASgLMhcucGFseXJhLm5vZGUudjEuV2VsY29tZUgAEiwKCGRpc3BhdGNoGAIgASgLMhgucGFseXJhLm5vZGUudjEuRGlzcGF0Y2hIABIoCgZjYW5jZWwYAyABKAsyFi5wYWx5cmEubm9kZS52MS5DYW5jZWxIABIvCgpyZXN1bHRfYWNrGAQgASgLMhkucGFseXJhLm5vZGUudjEuUmVzdWx0QWNrSABCCQoHbWVzc2FnZSKKAwoFSGVsbG8SHAoJZGV2aWNlX2lkGAEgASgJQgm6SAZyBOjKSQESLQoIcGxhdGZvcm0YAiABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8vLV0qJBIyCg1hZ2VudF92ZXJzaW9uGAMgASgJQhu6SBhyFhhAMhJeW0EtWmEtejAtOS5fKy1dKiQSJQoRcHJvdG9jb2xfdmVyc2lvbnMYBCADKA1CCrpIB5IBBAgBEBASOwoMY2FwYWJpbGl0aWVzGAUgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eUIJukgGkgEDEIACEm0KBmxhYmVscxgGIAMoCzIhLnBhbHlyYS5ub2RlLnYxLkhlbGxvLkxhYmVsc0VudHJ5Qjq6SDeaATQQQCIpcicQARg/MiFeW2EtejAtOV0oW2EtejAtOS5fLV0qW2EtejAtOV0pPyQqBXIDGP8BGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiiAIKCkNhcGFiaWxpdHkSPwoEbmFtZRgBIAEoCUIxukguciwQARiAATIlXlthLXpdW2EtejAtOV9dKihcLlthLXpdW2EtejAtOV9dKikqJBIdCgtkZXNjcmlwdGlvbhgCIAEoCUIIukgFcgMYgAQSHwoMaW5wdXRfc2NoZW1hGAMgASgJQgm6SAZyBBiAgAQSEQoJYXZhaWxhYmxlGAQgASgIEmYKBm1vZGVscxgFIAMoCUJWukhTkgFQEIACGAEiSXJHEAEYgAEyQF5bQS1aYS16MC05XVtBLVphLXowLTkuXzpAKy1dKigvW0EtWmEtejAtOV1bQS1aYS16MC05Ll86QCstXSopKiQiHAoJSGVhcnRiZWF0Eg8KB3J1bm5pbmcYASABKA0iMgoQRGlzcGF0Y2hBY2NlcHRlZBIeCgtkaXNwYXRjaF9pZBgBIAEoCUIJukgGcgToykkBIpMBCg5EaXNwYXRjaE91dHB1dBIeCgtkaXNwYXRjaF9pZBgBIAEoCUIJukgGcgToykkBEjgKBnN0cmVhbRgCIAEoDjIcLnBhbHlyYS5ub2RlLnYxLk91dHB1dFN0cmVhbUIKukgHggEEEAEgABIOCgZvZmZzZXQYAyABKAQSFwoEZGF0YRgEIAEoDEIJukgGegQYgIAEItACCg5EaXNwYXRjaFJlc3VsdBIeCgtkaXNwYXRjaF9pZBgBIAEoCUIJukgGcgToykkBEjwKB291dGNvbWUYAiABKA4yHy5wYWx5cmEubm9kZS52MS5EaXNwYXRjaE91dGNvbWVCCrpIB4IBBBABIAASHgoLcmVzdWx0X2pzb24YAyABKAlCCbpIBnIEGICAQBIXCgVlcnJvchgEIAEoCUIIukgFcgMYgCASEQoJZXhpdF9jb2RlGAUgASgFEhQKDG91dHB1dF9ieXRlcxgGIAEoBBIYChBvdXRwdXRfdHJ1bmNhdGVkGAcgASgIEi8KC2ZpbmlzaF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg1icm93c2VyX3N0YXRlGAkgASgLMhwucGFseXJhLm5vZGUudjEuQnJvd3NlclN0YXRlIlIKE0NhcGFiaWxpdGllc0NoYW5nZWQSOwoMY2FwYWJpbGl0aWVzGAEgAygLMhoucGFseXJhLm5vZGUudjEuQ2FwYWJpbGl0eUIJukgGkgEDEIACIroBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgCIAEoDRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYBCABKA0SLwoLc2VydmVyX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIsgBCghEaXNwYXRjaBITCgtkaXNwYXRjaF9pZBgBIAEoCRISCgpjYXBhYmlsaXR5GAIgASgJEhIKCmlucHV0X2pzb24YAyABKAkSLAoIZGVhZGxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEG1heF9vdXRwdXRfYnl0ZXMYBSABKAQSNwoPYnJvd3Nlcl9wcm9maWxlGAYgASgLMh4ucGFseXJhLm5vZGUudjEuQnJvd3NlclByb2ZpbGUi7AEKDkJyb3dzZXJQcm9maWxlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSFQoNc3RhdGVfdmVyc2lvbhgDIAEoAxISCgp1c2VyX2FnZW50GAQgASgJEhYKDnZpZXdwb3J0X3dpZHRoGAUgASgNEhcKD3ZpZXdwb3J0X2hlaWdodBgGIAEoDRIOCgZsb2NhbGUYByABKAkSEQoJdGltZV96b25lGAggASgJEhEKCXByb3h5X3VybBgJIAEoCRIXCg9hbGxvd2VkX2RvbWFpbnMYCiADKAkSFQoNc3RvcmFnZV9zdGF0ZRgLIAEoDCJuCgxCcm93c2VyU3RhdGUSHQoKcHJvZmlsZV9pZBgBIAEoCUIJukgGcgToykkBEh0KDGJhc2VfdmVyc2lvbhgCIAEoA0IHukgEIgIoABIgCg1zdG9yYWdlX3N0YXRlGAMgASgMQgm6SAZ6BBiAgEAiLQoGQ2FuY2VsEhMKC2Rpc3BhdGNoX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIgCglSZXN1bHRBY2sSEwoLZGlzcGF0Y2hfaWQYASABKAkiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QiYwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEhYKDnNlcnZlcl92ZXJzaW9uGAEgASgJEhoKEmNhX2NlcnRpZmljYXRlX3BlbRgCIAEoCRIWCg5jYV9maW5nZXJwcmludBgDIAEoCSKTAwoTU3RhcnRQYWlyaW5nUmVxdWVzdBIjCgNwaW4YASABKAlCFLpIEXIPMg1eWzAtOV17NiwxMn0kSAASLwoHcXJfY29kZRgCIAEoCUIcukgZchcQFBiAATIQXltBLVphLXowLTlfLV0rJEgAEhcKA2NzchgDIAEoDEIKukgHegUQQBiAIBI9CgtkZXZpY2VfbmFtZRgEIAEoCUIoukglciMQARhAMh1eW0EtWmEtejAtOV1bQS1aYS16MC05Ll8gLV0qJBItCghwbGF0Zm9ybRgFIAEoCUIbukgYchYYQDISXltBLVphLXowLTkuXy8tXSokEjIKDWFnZW50X3ZlcnNpb24YBiABKAlCG7pIGHIWGEAyEl5bQS1aYS16MC05Ll8rLV0qJBIfCglkZXZpY2VfaWQYByABKAlCDLpICdgBAXIE6MpJARI7ChFkZXZpY2VfcG9zc2Vzc2lvbhgIIAEoCzIgLnBhbHlyYS5ub2RlLnYxLkRldmljZVBvc3Nlc3Npb25CDQoEY29kZRIFukgCCAEiUgoQRGV2aWNlUG9zc2Vzc2lvbhIfCgtjZXJ0aWZpY2F0ZRgBIAEoDEIKukgHegUQQBiAIBIdCglzaWduYXR1cmUYAiABKAxCCrpIB3oFEAgYgAEixgEKFFN0YXJ0UGFpcmluZ1Jlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSFgoOcGFpcmluZ19zZWNyZXQYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh4KFnB1YmxpY19rZXlfZmluZ2VycHJpbnQYBCABKAkSMQoMZGV2aWNlX2NsYWltGAUgASgOMhsucGFseXJhLm5vZGUudjEuRGV2aWNlQ2xhaW0i5QEKDVBhaXJpbmdTdGF0dXMSEgoKcmVxdWVzdF9pZBgBIAEoCRIrCgVzdGF0ZRgCIAEoDjIcLnBhbHlyYS5ub2RlLnYxLlBhaXJpbmdTdGF0ZRIOCgZyZWFzb24YAyABKAkSEQoJZGV2aWNlX2lkGAQgASgJEhcKD2NlcnRpZmljYXRlX3BlbRgFIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YBiABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlwKF0dldFBhaXJpbmdTdGF0dXNSZXF1ZXN0Eh0KCnJlcXVlc3RfaWQYASABKAlCCbpIBnIE6MpJARIiCg5wYWlyaW5nX3NlY3JldBgCIAEoCUIKukgHcgUQARiAASJJChhHZXRQYWlyaW5nU3RhdHVzUmVzcG9uc2USLQoGc3RhdHVzGAEgASgLMh0ucGFseXJhLm5vZGUudjEuUGFpcmluZ1N0YXR1cyJYChNXYXRjaFBhaXJpbmdSZXF1ZXN0Eh0KCnJlcXVlc3RfaWQYASABKAlCCbpIBnIE6MpJARIiCg5wYWlyaW5nX3NlY3JldBgCIAEoCUIKukgHcgUQARiAASJFChRXYXRjaFBhaXJpbmdSZXNwb25zZRItCgZzdGF0dXMYASABKAsyHS5wYWx5cmEubm9kZS52MS5QYWlyaW5nU3RhdHVzIlAKF1JlbmV3Q2VydGlmaWNhdGVSZXF1ZXN0EhwKCWRldmljZV9pZBgBIAEoCUIJukgGcgToykkBEhcKA2NzchgCIAEoDEIKukgHegUQQBiAICKhAQoYUmVuZXdDZXJ0aWZpY2F0ZVJlc3BvbnNlEhcKD2NlcnRpZmljYXRlX3BlbRgBIAEoCRIaChJjYV9jZXJ0aWZpY2F0ZV9wZW0YAiABKAkSOwoXY2VydGlmaWNhdGVfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2ZpbmdlcnByaW50GAQgASgJKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKrABCg9EaXNwYXRjaE91dGNvbWUSIAocRElTUEFUQ0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh4KGkRJU1BBVENIX09VVENPTUVfU1VDQ0VFREVEEAESGwoXRElTUEFUQ0hfT1VUQ09NRV9GQUlMRUQQAhIeChpESVNQQVRDSF9PVVRDT01FX1RJTUVEX09VVBADEh4KGkRJU1BBVENIX09VVENPTUVfQ0FOQ0VMTEVEEAQqjwEKC0RldmljZUNsYWltEhwKGERFVklDRV9DTEFJTV9VTlNQRUNJRklFRBAAEhQKEERFVklDRV9DTEFJTV9ORVcQARIXChNERVZJQ0VfQ0xBSU1fUFJPVkVOEAISGQoVREVWSUNFX0NMQUlNX1VOUFJPVkVOEAMSGAoUREVWSUNFX0NMQUlNX1JFVk9LRUQQBCrBAQoMUGFpcmluZ1N0YXRlEh0KGVBBSVJJTkdfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5QQUlSSU5HX1NUQVRFX1BFTkRJTkdfQVBQUk9WQUwQARIaChZQQUlSSU5HX1NUQVRFX0FQUFJPVkVEEAISGwoXUEFJUklOR19TVEFURV9DT01QTEVURUQQAxIaChZQQUlSSU5HX1NUQVRFX1JFSkVDVEVEEAQSGQoVUEFJUklOR19TVEFURV9FWFBJUkVEEAUy9wQKC05vZGVTZXJ2aWNlEmcKDUdldFNlcnZlckluZm8SJC5wYWx5cmEubm9kZS52MS5HZXRTZXJ2ZXJJbmZvUmVxdWVzdBolLnBhbHlyYS5ub2RlLnYxLkdldFNlcnZlckluZm9SZXNwb25zZSIJkAIB6uAYAggBEmEKDFN0YXJ0UGFpcmluZxIjLnBhbHlyYS5ub2RlLnYxLlN0YXJ0UGFpcmluZ1JlcXVlc3QaJC5wYWx5cmEubm9kZS52MS5TdGFydFBhaXJpbmdSZXNwb25zZSIG6uAYAggBEnAKEEdldFBhaXJpbmdTdGF0dXMSJy5wYWx5cmEubm9kZS52MS5HZXRQYWlyaW5nU3RhdHVzUmVxdWVzdBooLnBhbHlyYS5ub2RlLnYxLkdldFBhaXJpbmdTdGF0dXNSZXNwb25zZSIJkAIC6uAYAggBEmYKDFdhdGNoUGFpcmluZxIjLnBhbHlyYS5ub2RlLnYxLldhdGNoUGFpcmluZ1JlcXVlc3QaJC5wYWx5cmEubm9kZS52MS5XYXRjaFBhaXJpbmdSZXNwb25zZSIJkAIC6uAYAggBMAESbQoQUmVuZXdDZXJ0aWZpY2F0ZRInLnBhbHlyYS5ub2RlLnYxLlJlbmV3Q2VydGlmaWNhdGVSZXF1ZXN0GigucGFseXJhLm5vZGUudjEuUmVuZXdDZXJ0aWZpY2F0ZVJlc3BvbnNlIgbq4BgCIAESUwoGQXR0YWNoEh0ucGFseXJhLm5vZGUudjEuQXR0YWNoUmVxdWVzdBoeLnBhbHlyYS5ub2RlLnYxLkF0dGFjaFJlc3BvbnNlIgbq4BgCIAEoATABQjdaNWdpdGh1Yi5jb20vcGFseXJhL3BhbHlyYS9nZW4vZ28vcGFseXJhL25vZGUvdjE7bm9kZXYxYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp, file_palyra_options_v1_access, file_palyra_options_v1_validate]);
 
 /**
  * The Attach protocol, version 1. "Up" is node to daemon (AttachRequest), "down" is
@@ -443,6 +443,15 @@ export type DispatchResult = Message<"palyra.node.v1.DispatchResult"> & {
    * @generated from field: google.protobuf.Timestamp finish_time = 8;
    */
   finishTime?: Timestamp | undefined;
+
+  /**
+   * browser_state is the state of a browser.* dispatch's profile at its end, whatever
+   * its outcome, when the browser ran; palyrad stores it as the profile's next version
+   * and never with the dispatch.
+   *
+   * @generated from field: palyra.node.v1.BrowserState browser_state = 9;
+   */
+  browserState?: BrowserState | undefined;
 };
 
 /**
@@ -563,6 +572,15 @@ export type Dispatch = Message<"palyra.node.v1.Dispatch"> & {
    * @generated from field: uint64 max_output_bytes = 5;
    */
   maxOutputBytes: bigint;
+
+  /**
+   * browser_profile is the profile a browser.* dispatch browses with, its state
+   * included. palyrad resolves it from the input's "profile" each time it sends the
+   * dispatch, and never stores it with the dispatch.
+   *
+   * @generated from field: palyra.node.v1.BrowserProfile browser_profile = 6;
+   */
+  browserProfile?: BrowserProfile | undefined;
 };
 
 /**
@@ -571,6 +589,137 @@ export type Dispatch = Message<"palyra.node.v1.Dispatch"> & {
  */
 export const DispatchSchema: GenMessage<Dispatch> = /*@__PURE__*/
   messageDesc(file_palyra_node_v1_node, 10);
+
+/**
+ * BrowserProfile is a browser identity and its state, as a dispatch runs with it.
+ *
+ * @generated from message palyra.node.v1.BrowserProfile
+ */
+export type BrowserProfile = Message<"palyra.node.v1.BrowserProfile"> & {
+  /**
+   * id identifies the profile.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * name of the profile.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * state_version is the version of storage_state; 0 when the profile has none yet.
+   *
+   * @generated from field: int64 state_version = 3;
+   */
+  stateVersion: bigint;
+
+  /**
+   * user_agent the browser sends; empty: Chromium's own.
+   *
+   * @generated from field: string user_agent = 4;
+   */
+  userAgent: string;
+
+  /**
+   * viewport_width and viewport_height are the page's size in CSS pixels.
+   *
+   * @generated from field: uint32 viewport_width = 5;
+   */
+  viewportWidth: number;
+
+  /**
+   * viewport_height: see viewport_width.
+   *
+   * @generated from field: uint32 viewport_height = 6;
+   */
+  viewportHeight: number;
+
+  /**
+   * locale, e.g. "en-GB"; empty: Chromium's own.
+   *
+   * @generated from field: string locale = 7;
+   */
+  locale: string;
+
+  /**
+   * time_zone, an IANA name, e.g. "Europe/London"; empty: the node's.
+   *
+   * @generated from field: string time_zone = 8;
+   */
+  timeZone: string;
+
+  /**
+   * proxy_url is the proxy to browse through, credentials included (resolved from a
+   * secret); empty: none.
+   *
+   * @generated from field: string proxy_url = 9;
+   */
+  proxyUrl: string;
+
+  /**
+   * allowed_domains are the hosts the browser may load anything from: a domain allows
+   * itself and its subdomains, an IP address only itself; any port.
+   *
+   * @generated from field: repeated string allowed_domains = 10;
+   */
+  allowedDomains: string[];
+
+  /**
+   * storage_state is the cookies and local storage, as JSON in Playwright's
+   * storageState shape ({"cookies": [...], "origins": [{"origin", "localStorage":
+   * [{"name", "value"}]}]}); empty when none.
+   *
+   * @generated from field: bytes storage_state = 11;
+   */
+  storageState: Uint8Array;
+};
+
+/**
+ * Describes the message palyra.node.v1.BrowserProfile.
+ * Use `create(BrowserProfileSchema)` to create a new message.
+ */
+export const BrowserProfileSchema: GenMessage<BrowserProfile> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 11);
+
+/**
+ * BrowserState is the state a browser.* dispatch ended with, for palyrad to store as
+ * its profile's next version.
+ *
+ * @generated from message palyra.node.v1.BrowserState
+ */
+export type BrowserState = Message<"palyra.node.v1.BrowserState"> & {
+  /**
+   * profile_id is the profile the dispatch browsed with.
+   *
+   * @generated from field: string profile_id = 1;
+   */
+  profileId: string;
+
+  /**
+   * base_version is the state_version the dispatch started from.
+   *
+   * @generated from field: int64 base_version = 2;
+   */
+  baseVersion: bigint;
+
+  /**
+   * storage_state is the state at the end, in BrowserProfile.storage_state's shape.
+   *
+   * @generated from field: bytes storage_state = 3;
+   */
+  storageState: Uint8Array;
+};
+
+/**
+ * Describes the message palyra.node.v1.BrowserState.
+ * Use `create(BrowserStateSchema)` to create a new message.
+ */
+export const BrowserStateSchema: GenMessage<BrowserState> = /*@__PURE__*/
+  messageDesc(file_palyra_node_v1_node, 12);
 
 /**
  * Cancel asks the node to stop a dispatch.
@@ -598,7 +747,7 @@ export type Cancel = Message<"palyra.node.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 11);
+  messageDesc(file_palyra_node_v1_node, 13);
 
 /**
  * ResultAck says the daemon persisted a result; the node may forget it.
@@ -619,7 +768,7 @@ export type ResultAck = Message<"palyra.node.v1.ResultAck"> & {
  * Use `create(ResultAckSchema)` to create a new message.
  */
 export const ResultAckSchema: GenMessage<ResultAck> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 12);
+  messageDesc(file_palyra_node_v1_node, 14);
 
 /**
  * GetServerInfoRequest has no fields.
@@ -634,7 +783,7 @@ export type GetServerInfoRequest = Message<"palyra.node.v1.GetServerInfoRequest"
  * Use `create(GetServerInfoRequestSchema)` to create a new message.
  */
 export const GetServerInfoRequestSchema: GenMessage<GetServerInfoRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 13);
+  messageDesc(file_palyra_node_v1_node, 15);
 
 /**
  * GetServerInfoResponse is what a node needs before it pairs.
@@ -671,7 +820,7 @@ export type GetServerInfoResponse = Message<"palyra.node.v1.GetServerInfoRespons
  * Use `create(GetServerInfoResponseSchema)` to create a new message.
  */
 export const GetServerInfoResponseSchema: GenMessage<GetServerInfoResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 14);
+  messageDesc(file_palyra_node_v1_node, 16);
 
 /**
  * StartPairingRequest presents a code and the node's CSR.
@@ -756,7 +905,7 @@ export type StartPairingRequest = Message<"palyra.node.v1.StartPairingRequest"> 
  * Use `create(StartPairingRequestSchema)` to create a new message.
  */
 export const StartPairingRequestSchema: GenMessage<StartPairingRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 15);
+  messageDesc(file_palyra_node_v1_node, 17);
 
 /**
  * DevicePossession proves that a node pairing again holds its device's key: it signs
@@ -789,7 +938,7 @@ export type DevicePossession = Message<"palyra.node.v1.DevicePossession"> & {
  * Use `create(DevicePossessionSchema)` to create a new message.
  */
 export const DevicePossessionSchema: GenMessage<DevicePossession> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 16);
+  messageDesc(file_palyra_node_v1_node, 18);
 
 /**
  * StartPairingResponse identifies the request.
@@ -840,7 +989,7 @@ export type StartPairingResponse = Message<"palyra.node.v1.StartPairingResponse"
  * Use `create(StartPairingResponseSchema)` to create a new message.
  */
 export const StartPairingResponseSchema: GenMessage<StartPairingResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 17);
+  messageDesc(file_palyra_node_v1_node, 19);
 
 /**
  * PairingStatus is what a node learns about its request.
@@ -903,7 +1052,7 @@ export type PairingStatus = Message<"palyra.node.v1.PairingStatus"> & {
  * Use `create(PairingStatusSchema)` to create a new message.
  */
 export const PairingStatusSchema: GenMessage<PairingStatus> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 18);
+  messageDesc(file_palyra_node_v1_node, 20);
 
 /**
  * GetPairingStatusRequest names a request and proves the caller started it.
@@ -931,7 +1080,7 @@ export type GetPairingStatusRequest = Message<"palyra.node.v1.GetPairingStatusRe
  * Use `create(GetPairingStatusRequestSchema)` to create a new message.
  */
 export const GetPairingStatusRequestSchema: GenMessage<GetPairingStatusRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 19);
+  messageDesc(file_palyra_node_v1_node, 21);
 
 /**
  * GetPairingStatusResponse holds the status.
@@ -952,7 +1101,7 @@ export type GetPairingStatusResponse = Message<"palyra.node.v1.GetPairingStatusR
  * Use `create(GetPairingStatusResponseSchema)` to create a new message.
  */
 export const GetPairingStatusResponseSchema: GenMessage<GetPairingStatusResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 20);
+  messageDesc(file_palyra_node_v1_node, 22);
 
 /**
  * WatchPairingRequest names a request and proves the caller started it.
@@ -980,7 +1129,7 @@ export type WatchPairingRequest = Message<"palyra.node.v1.WatchPairingRequest"> 
  * Use `create(WatchPairingRequestSchema)` to create a new message.
  */
 export const WatchPairingRequestSchema: GenMessage<WatchPairingRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 21);
+  messageDesc(file_palyra_node_v1_node, 23);
 
 /**
  * WatchPairingResponse is one state of the request.
@@ -1001,7 +1150,7 @@ export type WatchPairingResponse = Message<"palyra.node.v1.WatchPairingResponse"
  * Use `create(WatchPairingResponseSchema)` to create a new message.
  */
 export const WatchPairingResponseSchema: GenMessage<WatchPairingResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 22);
+  messageDesc(file_palyra_node_v1_node, 24);
 
 /**
  * RenewCertificateRequest asks for a new certificate.
@@ -1029,7 +1178,7 @@ export type RenewCertificateRequest = Message<"palyra.node.v1.RenewCertificateRe
  * Use `create(RenewCertificateRequestSchema)` to create a new message.
  */
 export const RenewCertificateRequestSchema: GenMessage<RenewCertificateRequest> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 23);
+  messageDesc(file_palyra_node_v1_node, 25);
 
 /**
  * RenewCertificateResponse holds the new certificate.
@@ -1071,7 +1220,7 @@ export type RenewCertificateResponse = Message<"palyra.node.v1.RenewCertificateR
  * Use `create(RenewCertificateResponseSchema)` to create a new message.
  */
 export const RenewCertificateResponseSchema: GenMessage<RenewCertificateResponse> = /*@__PURE__*/
-  messageDesc(file_palyra_node_v1_node, 24);
+  messageDesc(file_palyra_node_v1_node, 26);
 
 /**
  * OutputStream names where output comes from.
