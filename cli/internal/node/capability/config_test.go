@@ -362,8 +362,8 @@ func TestConfigTemplateKeys(t *testing.T) {
 	t.Parallel()
 	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*|\[\[shell\.program\]\])$`)
 	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
-	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 23 {
-		t.Errorf("the template shows %d settings and tables, want all 14 settings, 2 [[shell.program]] tables and their 7 settings", n)
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 28 {
+		t.Errorf("the template shows %d settings and tables, want all 19 settings, 2 [[shell.program]] tables and their 7 settings", n)
 	}
 	var c Config
 	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {
@@ -373,7 +373,9 @@ func TestConfigTemplateKeys(t *testing.T) {
 	d := DefaultConfig()
 	if c.Shell.Timeout != d.Shell.Timeout || c.Shell.MaxOutputBytes != d.Shell.MaxOutputBytes ||
 		c.Shell.KillGrace != d.Shell.KillGrace || c.Filesystem.MaxBytes != d.Filesystem.MaxBytes ||
-		c.LLM.Timeout != d.LLM.Timeout || c.LLM.MaxConcurrent != d.LLM.MaxConcurrent {
+		c.LLM.Timeout != d.LLM.Timeout || c.LLM.MaxConcurrent != d.LLM.MaxConcurrent ||
+		c.Browser.Timeout != d.Browser.Timeout || c.Browser.MaxPageBytes != d.Browser.MaxPageBytes ||
+		c.Browser.MaxConcurrent != d.Browser.MaxConcurrent {
 		t.Errorf("the template shows %+v, defaults are %+v", c, d)
 	}
 }
