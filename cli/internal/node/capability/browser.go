@@ -494,8 +494,10 @@ func (b *browser) RunBrowser(ctx context.Context, input json.RawMessage, profile
 	load, cancelTimer := context.WithTimeoutCause(load, p.timeout, errTimeLimit)
 	defer cancelTimer()
 
-	// The browser: started by the first command. A dispatch cancelled meanwhile stops it.
-	if err := chromedp.Do(load, chromedp.Func(func(context.Context, *chromedp.Target) error { return nil })); err != nil {
+	// The browser: started by the first command, on its own context (chromedp ties the
+	// browser to the context that starts it). A dispatch cancelled meanwhile stops it
+	// (start's hard stop).
+	if err := chromedp.Do(browserCtx, chromedp.Func(func(context.Context, *chromedp.Target) error { return nil })); err != nil {
 		if load.Err() != nil {
 			return Result{}, nil, b.loadEnd(ctx, load, err)
 		}
@@ -576,9 +578,16 @@ func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("force-webrtc-ip-handling-policy", "disable_non_proxied_udp"),
-		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,DnsOverHttps,MediaRouter,OptimizationHints"),
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,DnsOverHttps,MediaRouter,OptimizationHints,"+
+			"NetworkTimeServiceQuerying,OptimizationGuideModelDownloading,AutofillServerCommunication,"+
+			"CertificateTransparencyComponentUpdater,ChromeSignin,PushMessaging"),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-domain-reliability", true),
+		chromedp.Flag("no-pings", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-signin-promo", true),
+		chromedp.Flag("disable-gaia-services", true),
+		chromedp.Flag("allow-pre-commit-input", false),
 		chromedp.WindowSize(int(p.width), int(p.height)),
 	)
 	if ua := p.profile.GetUserAgent(); ua != "" {
@@ -589,9 +598,6 @@ func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context
 	}
 	if tz := p.profile.GetTimeZone(); tz != "" {
 		opts = append(opts, chromedp.Env("TZ="+tz))
-	}
-	if b.tempDir != "" {
-		opts = append(opts, chromedp.Env("TMPDIR="+b.tempDir))
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(ctx), opts...)
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
@@ -820,6 +826,7 @@ func (b *browser) readState(ctx context.Context, p *plan) (*nodev1.BrowserState,
 	var sum BrowserStateSummary
 	cookies, err := chromedp.Call(ctx, storage.GetCookies, storage.GetCookiesParams{})
 	if err != nil {
+		b.log.Debug("cannot read the browser's state", "capability", b.name, "err", err)
 		sum.Error = "the browser's state could not be read; the profile keeps its state"
 		return nil, sum
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -199,9 +200,10 @@ func (g *guard) Close() {
 // closeConns closes the connections to the network.
 func (g *guard) closeConns() {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	for c := range g.conns {
-		c.Close()
+	conns := slices.Collect(maps.Keys(g.conns))
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.Close() // takes g.mu
 	}
 }
 
