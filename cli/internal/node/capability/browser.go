@@ -481,17 +481,17 @@ func (b *browser) RunBrowser(ctx context.Context, input json.RawMessage, profile
 
 	// load ends at the time limit, the page-size cap or the dispatch's end; the browser
 	// outlives it, for the state to be read, until stop.
-	load, endLoad := context.WithCancelCause(browserCtx)
+	ended, endLoad := context.WithCancelCause(browserCtx)
 	defer endLoad(nil)
 	defer context.AfterFunc(ctx, func() { endLoad(context.Cause(ctx)) })()
 	go func() {
 		select {
 		case <-tooLarge:
 			endLoad(errPageTooLarge)
-		case <-load.Done():
+		case <-ended.Done():
 		}
 	}()
-	load, cancelTimer := context.WithTimeoutCause(load, p.timeout, errTimeLimit)
+	load, cancelTimer := context.WithTimeoutCause(ended, p.timeout, errTimeLimit)
 	defer cancelTimer()
 
 	// The browser: started by the first command, on its own context (chromedp ties the
