@@ -38,12 +38,15 @@ func (e *cancelledError) Error() string {
 
 // execution is one running dispatch.
 type execution struct {
-	id     string
-	cap    capability.Capability
-	input  json.RawMessage
-	ctx    context.Context // ends at the dispatch's deadline or when cancelled
-	cancel context.CancelCauseFunc
-	out    *outputPump
+	id    string
+	cap   capability.Capability
+	input json.RawMessage
+	// profile is the dispatch's browser profile (Dispatch.browser_profile), for a
+	// capability.BrowserCapability; nil for others.
+	profile *nodev1.BrowserProfile
+	ctx     context.Context // ends at the dispatch's deadline or when cancelled
+	cancel  context.CancelCauseFunc
+	out     *outputPump
 }
 
 // execute runs a dispatch in its own goroutine, then spools its result with its output,
@@ -52,9 +55,10 @@ func (a *Agent) execute(e *execution) {
 	defer a.execs.Done()
 	defer e.cancel(nil)
 	start := time.Now()
-	res, err := runCapability(e.ctx, e.cap, e.input, e.out)
+	res, state, err := runCapability(e.ctx, e.cap, e.input, e.profile, e.out)
 	e.out.close()
 	r := a.result(e, res, err)
+	r.BrowserState = state // spooled with the result: a resend carries it too
 	log := a.log.With("dispatch_id", e.id, "capability", e.cap.Describe().Name, "outcome", outcomeName(r.GetOutcome()),
 		"duration", time.Since(start).Round(time.Millisecond))
 	if r.GetError() != "" {
@@ -74,14 +78,21 @@ func (a *Agent) execute(e *execution) {
 	a.emitResult(r)
 }
 
-// runCapability runs c, turning a panic into an error.
-func runCapability(ctx context.Context, c capability.Capability, input json.RawMessage, out capability.Output) (res capability.Result, err error) {
+// runCapability runs c, with profile when it is a capability.BrowserCapability, turning
+// a panic into an error. state is the browser profile's state at the end, if any.
+func runCapability(ctx context.Context, c capability.Capability, input json.RawMessage, profile *nodev1.BrowserProfile,
+	out capability.Output,
+) (res capability.Result, state *nodev1.BrowserState, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("the capability panicked: %v", p)
 		}
 	}()
-	return c.Run(ctx, input, out)
+	if bc, ok := c.(capability.BrowserCapability); ok {
+		return bc.RunBrowser(ctx, input, profile, out)
+	}
+	res, err = c.Run(ctx, input, out)
+	return res, nil, err
 }
 
 // result builds the DispatchResult of a finished dispatch: a refusal or an error is

@@ -540,7 +540,7 @@ func (s *session) dispatch(d *nodev1.Dispatch) error {
 	if dl := d.GetDeadline(); dl != nil {
 		ctx, release = context.WithDeadline(base, dl.AsTime())
 	}
-	e := &execution{id: id, cap: c, input: input, ctx: ctx, cancel: func(cause error) {
+	e := &execution{id: id, cap: c, input: input, profile: d.GetBrowserProfile(), ctx: ctx, cancel: func(cause error) {
 		cancel(cause)
 		release()
 	}}

@@ -7,7 +7,7 @@ import (
 )
 
 // Builtin returns the built-in capabilities configured by cfg: system.info, and
-// shell.execute, filesystem.read, llm.chat and llm.embed, each unavailable (announced,
+// shell.execute, filesystem.read, llm.chat, llm.embed, browser.navigate and browser.screenshot, each unavailable (announced,
 // but refusing every input) until cfg allows or configures something. cfg is normally LoadConfig's; a zero setting takes
 // its default, and entries LoadConfig would refuse (relative paths) are ignored with a
 // warning on log (nil: no logging). shell.execute passes variables through from the
@@ -20,5 +20,5 @@ func Builtin(cfg Config, log *slog.Logger) []Capability {
 		newSystemInfo(procFS(), os.Hostname),
 		newShell(cfg.Shell, os.Environ(), log, time.Now),
 		newFileReader(cfg.Filesystem, log),
-	}, newLLMCapabilities(cfg.LLM, log)...)
+	}, append(newLLMCapabilities(cfg.LLM, log), newBrowserCapabilities(cfg.Browser, pathLookup(os.Getenv("PATH")), log)...)...)
 }

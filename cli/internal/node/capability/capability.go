@@ -1,7 +1,7 @@
 // Package capability is what a Palyra node can run: the Capability interface, the one
 // registry the agent looks capabilities up in, the node.toml configuration, and the
-// built-in capabilities system.info, shell.execute, filesystem.read, llm.chat and
-// llm.embed.
+// built-in capabilities system.info, shell.execute, filesystem.read, llm.chat,
+// llm.embed, browser.navigate and browser.screenshot.
 //
 // The agent (package node) announces Registry.Descriptors in its hello, looks each
 // dispatch's capability up in the registry and calls Run with the dispatch's input, a
@@ -20,6 +20,11 @@
 //   - Run returns a Result without Failed: the dispatch succeeded.
 //   - Run returns any other error: the node itself failed (say, it could not start a
 //     process); the dispatch fails with that error.
+//
+// A BrowserCapability (browser.*) runs with the browser profile palyrad resolved for the
+// dispatch (Dispatch.browser_profile): the agent calls RunBrowser instead of Run, and
+// sends the profile state it returns as DispatchResult.browser_state, whatever the
+// outcome. browser.go documents the browser and its guards (browserguard.go).
 //
 // Inputs are validated by the daemon against each capability's input schema before they
 // reach the node; the capabilities still decode them strictly and refuse what does not

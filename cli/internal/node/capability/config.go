@@ -52,6 +52,8 @@ type Config struct {
 	Filesystem FilesystemConfig `toml:"filesystem"`
 	// LLM configures llm.chat and llm.embed.
 	LLM LLMConfig `toml:"llm"`
+	// Browser configures browser.navigate and browser.screenshot.
+	Browser BrowserConfig `toml:"browser"`
 }
 
 // ShellConfig configures shell.execute.
@@ -186,6 +188,11 @@ func DefaultConfig() Config {
 			Timeout:       Duration(DefaultLLMTimeout),
 			MaxConcurrent: DefaultLLMMaxConcurrent,
 		},
+		Browser: BrowserConfig{
+			Timeout:       Duration(DefaultBrowserTimeout),
+			MaxPageBytes:  DefaultBrowserMaxPageBytes,
+			MaxConcurrent: DefaultBrowserMaxConcurrent,
+		},
 	}
 }
 
@@ -263,6 +270,9 @@ func checkValueTypes(raw []byte) error {
 		LLM struct {
 			Timeout any `toml:"timeout"`
 		} `toml:"llm"`
+		Browser struct {
+			Timeout any `toml:"timeout"`
+		} `toml:"browser"`
 	}
 	if err := toml.Unmarshal(raw, &doc); err != nil {
 		return err
@@ -271,7 +281,7 @@ func checkValueTypes(raw []byte) error {
 	for _, d := range []struct {
 		key string
 		v   any
-	}{{"shell.timeout", doc.Shell.Timeout}, {"shell.kill_grace", doc.Shell.KillGrace}, {"llm.timeout", doc.LLM.Timeout}} {
+	}{{"shell.timeout", doc.Shell.Timeout}, {"shell.kill_grace", doc.Shell.KillGrace}, {"llm.timeout", doc.LLM.Timeout}, {"browser.timeout", doc.Browser.Timeout}} {
 		if _, ok := d.v.(string); d.v != nil && !ok {
 			errs = append(errs, fmt.Errorf("%s: invalid duration %v: want a string such as \"30s\" or \"10m\"", d.key, d.v))
 		}
@@ -406,6 +416,9 @@ func (c Config) normalize(lookPath func(string) (string, error)) (Config, error)
 		errs = append(errs, err)
 	}
 	c.LLM = llm
+	if c.Browser, err = c.Browser.normalize(lookPath); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
@@ -630,6 +643,33 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 
 # Requests forwarded at once (chat and embeddings together); more wait for a slot.
 # max_concurrent = 4
+
+[browser]
+# browser.navigate and browser.screenshot load pages in a fresh headless Chromium per
+# dispatch (its own temporary profile directory, removed afterwards), with the browser
+# profile palyrad sends: user agent, viewport, locale, time zone, proxy, cookies and
+# local storage. Every request the browser makes goes through a guard on this node:
+# only to the profile's allowed domains, only http(s), never to the addresses below
+# unless allowed. Without a Chromium both capabilities are unavailable.
+#
+# The browser: an absolute path or a bare name found on PATH. Default: chromium on PATH
+# (Debian's chromium package).
+# executable = "chromium"
+
+# Longest a dispatch may last; a request may ask for less, and its deadline applies too.
+# timeout = "1m"
+
+# Bytes one dispatch may receive from the network, every request together; reaching it
+# aborts the load and fails the dispatch.
+# max_page_bytes = 33554432
+
+# Browsers running at once; more dispatches wait for one to end.
+# max_concurrent = 2
+
+# Private, loopback, link-local, carrier-grade NAT and other non-public addresses are
+# refused unless listed here (networks in CIDR form, or addresses). A cloud metadata
+# address (169.254.169.254, fd00:ec2::254, ...) is reached only when listed itself.
+# allow_networks = ["127.0.0.0/8"]
 `
 
 // WriteDefaultConfig writes a commented node.toml template at path, with mode 0600, for

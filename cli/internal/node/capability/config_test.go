@@ -79,6 +79,13 @@ models = ["llama3.1:8b", "fast = qwen2.5:0.5b-instruct"]
 embedding_models = ["org/embed-small"]
 timeout = "2m"
 max_concurrent = 2
+
+[browser]
+executable = "` + echo + `"
+timeout = "30s"
+max_page_bytes = 1048576
+max_concurrent = 3
+allow_networks = ["127.0.0.0/8", "::1"]
 `,
 			want: Config{
 				Shell: ShellConfig{
@@ -97,7 +104,19 @@ max_concurrent = 2
 					Timeout:         Duration(2 * time.Minute), MaxConcurrent: 2,
 					apiKey: &apiKey{"sk-local-secret"},
 				},
+				Browser: BrowserConfig{
+					Executable: echo, Timeout: Duration(30 * time.Second), MaxPageBytes: 1 << 20, MaxConcurrent: 3,
+					AllowNetworks: []string{"127.0.0.0/8", "::1"},
+				},
 			},
+		},
+		"browser errors": {
+			content: "[browser]\nexecutable = \"palyra-no-such-browser\"\nmax_concurrent = 0\nallow_networks = [\"10.0.0.0/33\"]\n",
+			wantErr: []string{"browser.executable", "browser.max_concurrent", "browser.allow_networks", `"10.0.0.0/33"`},
+		},
+		"browser timeout as a number": {
+			content: "[browser]\ntimeout = 30\n",
+			wantErr: []string{"browser.timeout", "invalid duration 30"},
 		},
 		"bare executable resolved to an absolute path": {
 			content: "[shell]\nallow = [\"echo\"]\n",
@@ -362,8 +381,8 @@ func TestConfigTemplateKeys(t *testing.T) {
 	t.Parallel()
 	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*|\[\[shell\.program\]\])$`)
 	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
-	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 23 {
-		t.Errorf("the template shows %d settings and tables, want all 14 settings, 2 [[shell.program]] tables and their 7 settings", n)
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 28 {
+		t.Errorf("the template shows %d settings and tables, want all 19 settings, 2 [[shell.program]] tables and their 7 settings", n)
 	}
 	var c Config
 	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {
@@ -373,7 +392,9 @@ func TestConfigTemplateKeys(t *testing.T) {
 	d := DefaultConfig()
 	if c.Shell.Timeout != d.Shell.Timeout || c.Shell.MaxOutputBytes != d.Shell.MaxOutputBytes ||
 		c.Shell.KillGrace != d.Shell.KillGrace || c.Filesystem.MaxBytes != d.Filesystem.MaxBytes ||
-		c.LLM.Timeout != d.LLM.Timeout || c.LLM.MaxConcurrent != d.LLM.MaxConcurrent {
+		c.LLM.Timeout != d.LLM.Timeout || c.LLM.MaxConcurrent != d.LLM.MaxConcurrent ||
+		c.Browser.Timeout != d.Browser.Timeout || c.Browser.MaxPageBytes != d.Browser.MaxPageBytes ||
+		c.Browser.MaxConcurrent != d.Browser.MaxConcurrent {
 		t.Errorf("the template shows %+v, defaults are %+v", c, d)
 	}
 }
