@@ -116,7 +116,10 @@ func newListCommand(d *deps.Deps) *cobra.Command {
 }
 
 func newShowCommand(d *deps.Deps) *cobra.Command {
-	var withOutput bool
+	var (
+		withOutput bool
+		screenshot string
+	)
 	c := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a dispatch: its input, times, result and error",
@@ -144,7 +147,9 @@ func newShowCommand(d *deps.Deps) *cobra.Command {
 				}
 				return ReadOutput(cmd.Context(), c.Dispatch, id, msg.GetNextOutputOffset(), each)
 			}
-			if withOutput && d.Output == output.JSON {
+			// A browser.* dispatch's output is a screenshot, for a file.
+			image := withOutput && HasImageOutput(msg.GetDispatch().GetCapability())
+			if withOutput && (d.Output == output.JSON || image) {
 				err := rest(func(page []*controlplanev1.OutputChunk) error {
 					msg.Output, msg.NextOutputOffset = append(msg.Output, page...), PageEnd(page, msg.GetNextOutputOffset())
 					return nil
@@ -154,10 +159,16 @@ func newShowCommand(d *deps.Deps) *cobra.Command {
 				}
 				msg.MoreOutput = false
 			}
+			if image {
+				if err := saveScreenshot(d.Stderr, &controlplanev1.ExecuteCapabilityResponse{Dispatch: msg.GetDispatch(), Output: msg.GetOutput()}, screenshot); err != nil {
+					return err
+				}
+				msg.Output = nil
+			}
 			if err := output.Print(d.Stdout, d.Output, msg, func(w io.Writer) { dispatchTable(w, msg.GetDispatch()) }); err != nil {
 				return err
 			}
-			if !withOutput || d.Output == output.JSON {
+			if !withOutput || d.Output == output.JSON || image {
 				return nil
 			}
 			// After the table, whose tab stops would rearrange the output.
@@ -173,14 +184,16 @@ func newShowCommand(d *deps.Deps) *cobra.Command {
 		},
 	}
 	// Not --output, which is the global -o.
-	c.Flags().BoolVar(&withOutput, "include-output", false, "also show the output kept so far, both streams in order")
+	c.Flags().BoolVar(&withOutput, "include-output", false, "also show the output kept so far, both streams in order; a browser.* dispatch's screenshot goes to a file")
+	c.Flags().StringVar(&screenshot, "screenshot", "", ScreenshotFlagUsage)
 	return c
 }
 
 func newWatchCommand(d *deps.Deps) *cobra.Command {
 	var (
-		from    uint64
-		verbose bool
+		from       uint64
+		verbose    bool
+		screenshot string
 	)
 	c := &cobra.Command{
 		Use:   "watch ID",
@@ -208,10 +221,11 @@ final dispatch and its output are printed instead, as one object.`,
 				FromOffset: from, Stdout: d.Stdout, Stderr: d.Stderr, Print: !asJSON, Collect: asJSON,
 				Verbose: verbose, QueuedNotice: QueuedNotice,
 			})
-			return Report(d, res, err)
+			return Report(d, res, err, screenshot)
 		},
 	}
 	c.Flags().Uint64Var(&from, "from-offset", 0, "skip the output before this byte offset (both streams together)")
+	c.Flags().StringVar(&screenshot, "screenshot", "", ScreenshotFlagUsage)
 	c.Flags().BoolVarP(&verbose, "verbose", "v", false, "also write every change of state on stderr")
 	return c
 }

@@ -177,8 +177,10 @@ func PageEnd(page []*controlplanev1.OutputChunk, from uint64) uint64 {
 // an error when there is one; otherwise it prints the capability's JSON result when
 // the dispatch produced no output (system.info, say), indented, on stdout. It warns on
 // stderr when output was cut at the dispatch's cap or lost, and returns err, else Exit
-// of the dispatch.
-func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err error) error {
+// of the dispatch. The output of a browser.* dispatch, collected in res in either
+// format, is its screenshot: it goes to the file screenshot (<dispatch id>.png when
+// empty), never to stdout, and the result is printed.
+func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err error, screenshot string) error {
 	if err != nil {
 		if res != nil && d.Output == output.JSON {
 			if perr := output.Print(d.Stdout, d.Output, res, nil); perr != nil {
@@ -188,11 +190,17 @@ func Report(d *deps.Deps, res *controlplanev1.ExecuteCapabilityResponse, err err
 		return err
 	}
 	disp := res.GetDispatch()
+	image := HasImageOutput(disp.GetCapability())
+	if image {
+		if err := saveScreenshot(d.Stderr, res, screenshot); err != nil {
+			return err
+		}
+	}
 	if d.Output == output.JSON {
 		if err := output.Print(d.Stdout, d.Output, res, nil); err != nil {
 			return err
 		}
-	} else if disp.GetResultJson() != "" && disp.GetOutputBytes() == 0 && len(res.GetOutput()) == 0 &&
+	} else if disp.GetResultJson() != "" && (image || disp.GetOutputBytes() == 0 && len(res.GetOutput()) == 0) &&
 		!isProcess(disp.GetCapability()) {
 		if err := writeResult(d.Stdout, disp.GetResultJson()); err != nil {
 			return err
@@ -250,7 +258,8 @@ type FollowOptions struct {
 	// set; Stderr also receives the notices.
 	Stdout, Stderr io.Writer
 	// Print writes the output as it comes; Collect keeps it in the response (for
-	// -o json).
+	// -o json). The output of a browser.* dispatch, an image, is always kept and
+	// never written.
 	Print, Collect bool
 	// Verbose writes every change of state on Stderr.
 	Verbose bool
@@ -469,10 +478,13 @@ func (f *follower) chunk(c *controlplanev1.OutputChunk) error {
 		data = data[f.offset-c.GetOffset():]
 	}
 	f.offset = end
-	if f.o.Collect {
+	// The output of a browser.* dispatch is an image, for Report to write to a file.
+	// (The dispatch comes before its output, and f.last is written on this goroutine.)
+	image := HasImageOutput(f.last.GetCapability())
+	if f.o.Collect || image {
 		f.output = append(f.output, &controlplanev1.OutputChunk{Stream: c.GetStream(), Offset: end - uint64(len(data)), Data: data})
 	}
-	if !f.o.Print {
+	if !f.o.Print || image {
 		return nil
 	}
 	f.mu.Lock()

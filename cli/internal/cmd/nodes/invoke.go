@@ -43,12 +43,13 @@ var (
 
 // invokeFlags are the flags of `nodes invoke`.
 type invokeFlags struct {
-	input     string
-	timeout   cliflag.Duration
-	follow    bool
-	maxOutput size
-	key       string
-	verbose   bool
+	input      string
+	timeout    cliflag.Duration
+	follow     bool
+	maxOutput  size
+	key        string
+	verbose    bool
+	screenshot string
 }
 
 func newInvokeCommand(d *deps.Deps) *cobra.Command {
@@ -63,7 +64,10 @@ failed, timed out or was cancelled, saying why on stderr. A capability that retu
 a JSON result and no output (system.info) has its result printed. --input is the
 capability's input, JSON given as is, read from a file (@FILE) or from stdin (-);
 {} by default. The dispatch waits in palyrad's queue while the node is offline, until
---timeout ends.
+--timeout ends. The output of browser.navigate and browser.screenshot is a PNG
+screenshot, never written to the terminal: it goes to the file --screenshot
+(<dispatch id>.png in the current directory by default), said on stderr, and the
+result is printed.
 
 --follow creates the dispatch and streams its output as it comes, resuming after a
 transport error; Ctrl-C then cancels the dispatch (and exits 130). Without it palyra
@@ -71,7 +75,8 @@ gets all the output at the end. With -o json the dispatch and its output are pri
 as one object instead.`,
 		Example: `  palyra nodes invoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 shell.execute --input '{"argv":["uname","-a"]}'
   palyra nodes invoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 system.info
-  palyra nodes invoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 shell.execute --input @job.json --timeout 10m --follow`,
+  palyra nodes invoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 shell.execute --input @job.json --timeout 10m --follow
+  palyra nodes invoke 01JD5ZJ8Q0W1X2Y3Z4A5B6C7D8 browser.navigate --input '{"url":"https://shop.example.com/","profile":"shop","screenshot":true}' --screenshot shop.png`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error { return invoke(cmd, d, args[0], args[1], f) },
 	}
@@ -81,6 +86,7 @@ as one object instead.`,
 	c.Flags().Var(&f.maxOutput, "max-output", "the most output to keep, e.g. 64K or 4M (1K = 1024 bytes); up to 16M, 64M with --follow (default: palyrad's, 1M)")
 	c.Flags().StringVar(&f.key, "idempotency-key", "", "a key that makes a repeat of this command return the first dispatch instead of running again (default: a new one)")
 	c.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "with --follow, also write the dispatch's id and every change of state on stderr")
+	c.Flags().StringVar(&f.screenshot, "screenshot", "", dispatches.ScreenshotFlagUsage)
 	return c
 }
 
@@ -126,17 +132,17 @@ func invoke(cmd *cobra.Command, d *deps.Deps, nodeArg, capability string, f invo
 	if f.follow {
 		return invokeFollow(cmd.Context(), d, c, &controlplanev1.CreateDispatchRequest{
 			NodeId: node, Capability: capability, InputJson: input, Timeout: timeout, MaxOutputBytes: uint64(f.maxOutput), IdempotencyKey: key,
-		}, f.verbose)
+		}, f.verbose, f.screenshot)
 	}
 	return invokeWait(cmd.Context(), d, c, &controlplanev1.ExecuteCapabilityRequest{
 		NodeId: node, Capability: capability, InputJson: input, Timeout: timeout, MaxOutputBytes: uint64(f.maxOutput), IdempotencyKey: key,
-	})
+	}, f.screenshot)
 }
 
 // invokeWait runs a capability with ExecuteCapability, which returns when the dispatch
 // has ended, and prints its output and result. A transport error repeats the call (the
 // idempotency key makes palyrad return the same dispatch); Ctrl-C cancels the dispatch.
-func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *controlplanev1.ExecuteCapabilityRequest) error {
+func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *controlplanev1.ExecuteCapabilityRequest, screenshot string) error {
 	var res *connect.Response[controlplanev1.ExecuteCapabilityResponse]
 	err := repeat(ctx, func() (err error) {
 		res, err = c.Dispatch.ExecuteCapability(ctx, connect.NewRequest(req))
@@ -152,7 +158,8 @@ func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *contro
 	each := func(page []*controlplanev1.OutputChunk) error {
 		return dispatches.WriteOutput(d.Stdout, d.Stderr, page)
 	}
-	if d.Output == output.JSON {
+	// A browser.* dispatch's output, an image, is kept for Report to write to a file.
+	if d.Output == output.JSON || dispatches.HasImageOutput(req.GetCapability()) {
 		each = func(page []*controlplanev1.OutputChunk) error {
 			msg.Output, msg.NextOutputOffset = append(msg.Output, page...), dispatches.PageEnd(page, msg.GetNextOutputOffset())
 			return nil
@@ -167,11 +174,11 @@ func invokeWait(ctx context.Context, d *deps.Deps, c *client.Client, req *contro
 		}
 		msg.MoreOutput = false
 	}
-	return dispatches.Report(d, msg, nil)
+	return dispatches.Report(d, msg, nil, screenshot)
 }
 
 // invokeFollow creates a dispatch and follows it to its end (dispatches.Follow).
-func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *controlplanev1.CreateDispatchRequest, verbose bool) error {
+func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *controlplanev1.CreateDispatchRequest, verbose bool, screenshot string) error {
 	var res *connect.Response[controlplanev1.CreateDispatchResponse]
 	err := repeat(ctx, func() (err error) {
 		res, err = c.Dispatch.CreateDispatch(ctx, connect.NewRequest(req))
@@ -196,7 +203,7 @@ func invokeFollow(ctx context.Context, d *deps.Deps, c *client.Client, req *cont
 		Stdout: d.Stdout, Stderr: d.Stderr, Print: !asJSON, Collect: asJSON, Verbose: verbose,
 		CancelOnInterrupt: true, QueuedNotice: dispatches.QueuedNotice,
 	})
-	return dispatches.Report(d, out, err)
+	return dispatches.Report(d, out, err, screenshot)
 }
 
 // repeat makes call until it succeeds, fails with an error that is not transient

@@ -1,11 +1,15 @@
 package nodes_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,11 +24,27 @@ import (
 
 const echoHi = `{"argv":["echo","hi"]}`
 
+// screenshotPNG is the screenshot of the fake's browser.navigate: a 4x3 PNG.
+var screenshotPNG = func() string {
+	var b bytes.Buffer
+	if err := png.Encode(&b, image.NewGray(image.Rect(0, 0, 4, 3))); err != nil {
+		panic(err)
+	}
+	return b.String()
+}()
+
 // node runs the fake's dispatches as a node would: shell.execute by its argv[0],
 // system.info with a JSON result.
 func node(req *controlplanev1.CreateDispatchRequest) dispatchtest.Run {
-	if req.GetCapability() == "system.info" {
+	switch req.GetCapability() {
+	case "system.info":
 		return dispatchtest.Run{ResultJSON: `{"hostname":"build-01","os":"linux","cpus":8}`}
+	case "browser.navigate":
+		// The screenshot, in two chunks, as the result locates it.
+		return dispatchtest.Run{
+			Output:     []dispatchtest.Chunk{{Data: screenshotPNG[:20]}, {Data: screenshotPNG[20:]}},
+			ResultJSON: fmt.Sprintf(`{"url":"https://shop.example.com/","title":"Shop","screenshot":{"offset":0,"length":%d,"content_type":"image/png","width":4,"height":3}}`, len(screenshotPNG)),
+		}
 	}
 	var in struct{ Argv []string }
 	_ = json.Unmarshal([]byte(req.GetInputJson()), &in)
@@ -388,5 +408,60 @@ func TestInvokeFollowQueued(t *testing.T) {
 		" is queued until the node attaches, at the latest until 2025-06-01T12:01:00Z (Ctrl-C cancels it)\n"
 	if res.Stderr != want {
 		t.Errorf("stderr %q, want %q", res.Stderr, want)
+	}
+}
+
+// TestInvokeBrowserScreenshot: the output of a browser.* dispatch, a PNG, never reaches
+// stdout, with or without --follow, in either format: it goes to --screenshot, else
+// <dispatch id>.png in the current directory, said on stderr, and the result is printed.
+// (Not parallel: it changes the working directory.)
+func TestInvokeBrowserScreenshot(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	b := newInvokeBench(t)
+	b.disp.OutputPage = 1
+	input := `{"url":"https://shop.example.com/","profile":"shop","screenshot":true}`
+	for i, args := range [][]string{
+		{"--screenshot", filepath.Join(dir, "shop.png")},
+		{"--follow", "--screenshot", filepath.Join(dir, "shop.png")},
+		{},
+		{"-o", "json", "--screenshot", "shop.png"},
+	} {
+		os.Remove(filepath.Join(dir, "shop.png"))
+		res := b.invoke(t.Context(), append([]string{"browser.navigate", "--input", input}, args...)...)
+		id := dispatchtest.ID(i + 1)
+		path := id + ".png"
+		if len(args) > 0 {
+			path = args[len(args)-1]
+		}
+		if res.Code != 0 || strings.Contains(res.Stdout, "PNG") || !strings.Contains(res.Stdout, "title") ||
+			!strings.Contains(res.Stdout, "content_type") {
+			t.Errorf("invoke %q: exit %d, stdout %q, stderr %q", args, res.Code, res.Stdout, res.Stderr)
+		}
+		want := fmt.Sprintf("palyra: wrote the screenshot of dispatch %s to %s (image/png, 4x3, %d B)\n", id, path, len(screenshotPNG))
+		if res.Stderr != want {
+			t.Errorf("invoke %q: stderr %q, want %q", args, res.Stderr, want)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, filepath.Base(path)))
+		if err != nil || string(got) != screenshotPNG {
+			t.Errorf("invoke %q: the file holds %d bytes (%v), want the screenshot's %d", args, len(got), err, len(screenshotPNG))
+		}
+		if slices.Contains(args, "json") {
+			var msg controlplanev1.ExecuteCapabilityResponse
+			if err := protojson.Unmarshal([]byte(res.Stdout), &msg); err != nil || len(msg.GetOutput()) != 0 {
+				t.Errorf("invoke -o json: %v, %d chunks of output printed", err, len(msg.GetOutput()))
+			}
+		}
+	}
+
+	// A screenshot the kept output does not hold whole is not written.
+	b.disp.Runner = func(req *controlplanev1.CreateDispatchRequest) dispatchtest.Run {
+		r := node(req)
+		r.Output = r.Output[:1]
+		return r
+	}
+	res := b.invoke(t.Context(), "browser.navigate", "--input", input, "--screenshot", "cut.png")
+	if _, err := os.Stat("cut.png"); res.Code != 0 || err == nil || !strings.Contains(res.Stderr, "of which the kept output holds 20 B") {
+		t.Errorf("invoke with a cut screenshot: exit %d, stdout %q, stderr %q, file: %v", res.Code, res.Stdout, res.Stderr, err)
 	}
 }
