@@ -18,6 +18,11 @@
 // A tool whose capability no online node offers (among the nodes its target allows) is
 // no error: nodes come and go. Create, Update and Get answer warnings about it.
 //
+// A browser.* tool names the browser profile every call browses with, which must exist
+// when the agent is stored (one deleted since is a warning). The run loop offers the
+// model the capability's input without "profile", sets the tool's in each call, and
+// refuses a call that names one: the agent, not the model, picks the identity.
+//
 // # Runs
 //
 // Runs of agents, their steps and the run loop live in the run*.go files.
@@ -100,6 +105,12 @@ type Nodes interface {
 	NodeByID(ctx context.Context, id string) (dispatch.Node, error)
 }
 
+// BrowserProfiles is what agents need of the browser profiles (browser.Profiles): the
+// profile of a browser.* tool must exist.
+type BrowserProfiles interface {
+	Exists(ctx context.Context, name string) (bool, error)
+}
+
 // Options are the dependencies of Agents.
 type Options struct {
 	Store *store.Store
@@ -107,6 +118,9 @@ type Options struct {
 	Models Models
 	// Nodes checks the nodes of an agent's tools and finds those offering them.
 	Nodes Nodes
+	// Profiles checks the browser profiles of browser.* tools; nil knows none, so that
+	// every browser.* tool is refused.
+	Profiles BrowserProfiles
 	// Now stamps every change; nil uses time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -114,16 +128,17 @@ type Options struct {
 
 // Agents stores agent definitions. It is safe for concurrent use.
 type Agents struct {
-	store  *store.Store
-	models Models
-	nodes  Nodes
-	now    func() time.Time
-	log    *slog.Logger
+	store    *store.Store
+	models   Models
+	nodes    Nodes
+	profiles BrowserProfiles
+	now      func() time.Time
+	log      *slog.Logger
 }
 
 // New returns the agents of opts.Store; Store, Models and Nodes are required.
 func New(opts Options) *Agents {
-	a := &Agents{store: opts.Store, models: opts.Models, nodes: opts.Nodes, now: opts.Now, log: opts.Logger}
+	a := &Agents{store: opts.Store, models: opts.Models, nodes: opts.Nodes, profiles: opts.Profiles, now: opts.Now, log: opts.Logger}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -419,8 +434,9 @@ func refTarget(r Ref) string {
 }
 
 // Warnings returns what is amiss with spec's tools as things stand now, without making
-// it invalid: a tool whose capability no online node that its target allows offers.
-// A failure to read the nodes is a warning too.
+// it invalid: a tool whose capability no online node that its target allows offers, a
+// browser.* tool whose profile was deleted since. A failure to read the nodes is a
+// warning too.
 func (a *Agents) Warnings(ctx context.Context, spec *agentsv1.AgentSpec) []string {
 	var out []string
 	for _, t := range spec.GetTools() {
@@ -431,6 +447,11 @@ func (a *Agents) Warnings(ctx context.Context, spec *agentsv1.AgentSpec) []strin
 		}
 		if w != "" {
 			out = append(out, w)
+		}
+		if name := t.GetBrowserProfile(); name != "" && a.profiles != nil {
+			if ok, err := a.profiles.Exists(ctx, name); err == nil && !ok {
+				out = append(out, fmt.Sprintf("tool %s: browser profile %q does not exist: its calls are refused until it does", t.GetName(), name))
+			}
 		}
 	}
 	return out
@@ -588,6 +609,7 @@ func (a *Agents) checkTools(ctx context.Context, bad func(string, string, ...any
 			bad(field+".capability", "a capability's name is like system.info: lower-case words of letters, digits and '_', joined by dots (%q is not)", t.GetCapability())
 			continue
 		}
+		a.checkBrowserProfile(ctx, bad, field+".browser_profile", t)
 		if t.GetName() == "" {
 			t.Name = strings.ReplaceAll(t.GetCapability(), ".", "_")
 		}
@@ -616,6 +638,36 @@ func (a *Agents) checkTools(ctx context.Context, bad func(string, string, ...any
 			bad(field+".policy", "the policies are auto, ask and deny")
 		}
 		checkText(bad, field+".description", t.GetDescription(), maxToolDescriptionBytes)
+	}
+}
+
+// checkBrowserProfile checks a tool's browser profile: a browser.* tool names an
+// existing one, another tool none.
+func (a *Agents) checkBrowserProfile(ctx context.Context, bad func(string, string, ...any), field string, t *agentsv1.Tool) {
+	name, capability := t.GetBrowserProfile(), t.GetCapability()
+	switch {
+	case !dispatch.IsBrowser(capability):
+		if name != "" {
+			bad(field, "only a browser.* tool browses with a browser profile, not %s", capability)
+		}
+		return
+	case name == "":
+		bad(field, "a %s tool browses with a browser profile that the agent fixes: name one (palyra browser profiles list)", capability)
+		return
+	case !nameRE.MatchString(name):
+		bad(field, "%q is not a browser profile's name", name)
+		return
+	}
+	ok := false
+	if a.profiles != nil {
+		var err error
+		if ok, err = a.profiles.Exists(ctx, name); err != nil {
+			a.log.Warn("agents: a tool's browser profile could not be read", "profile", name, "err", err)
+			return // a call with it is refused if it does not exist then
+		}
+	}
+	if !ok {
+		bad(field, "there is no browser profile %q (palyra browser profiles list)", name)
 	}
 }
 

@@ -67,18 +67,39 @@ var testNodes = nodeList{
 		Capabilities: []dispatch.Capability{{Name: "system.info", Available: true}}},
 }
 
+// profileSet is the browser profiles that exist, by name.
+type profileSet struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func (p *profileSet) Exists(_ context.Context, name string) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.names[name], nil
+}
+
+// remove deletes a profile.
+func (p *profileSet) remove(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.names, name)
+}
+
 type bundle struct {
-	a     *agents.Agents
-	store *store.Store
-	clock *testclock.Clock
+	a        *agents.Agents
+	store    *store.Store
+	clock    *testclock.Clock
+	profiles *profileSet // "shop" and "bank"
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	s := storetest.New(t)
 	clock := testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	return &bundle{store: s, clock: clock, a: agents.New(agents.Options{
-		Store: s, Models: modelList{"gpt-test", "palyra-echo", "agent:ignored"}, Nodes: testNodes, Now: clock.Now,
+	profiles := &profileSet{names: map[string]bool{"shop": true, "bank": true}}
+	return &bundle{store: s, clock: clock, profiles: profiles, a: agents.New(agents.Options{
+		Store: s, Models: modelList{"gpt-test", "palyra-echo", "agent:ignored"}, Nodes: testNodes, Profiles: profiles, Now: clock.Now,
 	})}
 }
 
@@ -464,7 +485,7 @@ func TestWarnings(t *testing.T) {
 		{Capability: "system.info", Name: "zone_a", Target: &agentsv1.Tool_NodeSelector{NodeSelector: "zone=a"}},
 		{Capability: "system.info", Name: "zone_b", Target: &agentsv1.Tool_NodeSelector{NodeSelector: "zone=b"}},
 		{Capability: "shell.execute"},
-		{Capability: "browser.open"},
+		{Capability: "browser.navigate", BrowserProfile: "shop"},
 		{Capability: "system.info", Name: "web", Target: &agentsv1.Tool_NodeId{NodeId: onlineNode}},
 		{Capability: "shell.execute", Name: "on_web", Target: &agentsv1.Tool_NodeId{NodeId: onlineNode}},
 		{Capability: "shell.execute", Name: "on_db", Target: &agentsv1.Tool_NodeId{NodeId: offlineNode}},
@@ -477,7 +498,7 @@ func TestWarnings(t *testing.T) {
 	want := []string{
 		`tool zone_b: no online node matching "zone=b" offers system.info`,
 		"tool shell_execute: no online node offers shell.execute",
-		"tool browser_open: no online node offers browser.open",
+		"tool browser_navigate: no online node offers browser.navigate",
 		"tool on_web: node web-1 (" + onlineNode + ") does not offer shell.execute",
 		"tool on_db: node db-1 (" + offlineNode + "), the only one it may run on, is offline",
 		"tool on_old: node old-1 (" + revokedNode + ") is revoked",
@@ -488,4 +509,54 @@ func TestWarnings(t *testing.T) {
 	if _, got, err := b.a.Get(t.Context(), agents.Ref{ID: ag.ID}); err != nil || !slices.Equal(got, want) {
 		t.Errorf("Get warnings %q, %v", got, err)
 	}
+	// A browser tool's profile deleted since is a warning, not an error.
+	b.profiles.remove("shop")
+	want = slices.Insert(want, 3, `tool browser_navigate: browser profile "shop" does not exist: its calls are refused until it does`)
+	if _, got, err := b.a.Get(t.Context(), agents.Ref{ID: ag.ID}); err != nil || !slices.Equal(got, want) {
+		t.Errorf("Get warnings after the profile's deletion\n%q, %v\nwant\n%q", got, err, want)
+	}
+}
+
+// TestBrowserTools: a browser.* tool names an existing browser profile, and no other
+// tool names one; every such field is named at once, and nothing is stored.
+func TestBrowserTools(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := spec("browser")
+	s.Tools = []*agentsv1.Tool{
+		{Capability: "browser.navigate"},
+		{Capability: "system.info", BrowserProfile: "shop"},
+		{Capability: "browser.screenshot", BrowserProfile: "gone"},
+		{Capability: "browser.navigate", Name: "bad_name", BrowserProfile: "Shop"},
+	}
+	_, _, err := b.a.Create(t.Context(), s, "token:a")
+	wantFields(t, "bad browser tools", err, "spec.tools[0].browser_profile", "spec.tools[1].browser_profile",
+		"spec.tools[2].browser_profile", "spec.tools[3].browser_profile")
+	if e, ok := err.(*errdefs.Error); ok {
+		for i, want := range []string{"a browser.navigate tool browses with a browser profile", "only a browser.* tool browses with a browser profile, not system.info",
+			`there is no browser profile "gone"`, `"Shop" is not a browser profile's name`} {
+			if got := e.FieldViolations()[i].Description; !strings.Contains(got, want) {
+				t.Errorf("violation %d says %q, not %q", i, got, want)
+			}
+		}
+	}
+	if n := b.count(t); n != 0 {
+		t.Fatalf("%d agents stored", n)
+	}
+
+	s.Tools = []*agentsv1.Tool{
+		{Capability: "browser.navigate", BrowserProfile: "shop"},
+		{Capability: "browser.navigate", Name: "bank", BrowserProfile: "bank"},
+	}
+	ag, _, err := b.a.Create(t.Context(), s, "token:a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ag.Spec.GetTools()[1]; got.GetBrowserProfile() != "bank" || got.GetName() != "bank" {
+		t.Errorf("stored tool %v", got)
+	}
+	// An update is checked alike.
+	s.Tools[1].BrowserProfile = "gone"
+	_, _, err = b.a.Update(t.Context(), agents.Ref{ID: ag.ID}, s, ag.Revision, "token:a")
+	wantFields(t, "update with a missing profile", err, "spec.tools[1].browser_profile")
 }

@@ -211,6 +211,9 @@ func (l *loop) tools(ctx context.Context) ([]offeredTool, error) {
 			}
 			break
 		}
+		if t.GetBrowserProfile() != "" {
+			withoutProfile(schema)
+		}
 		if t.GetNodeId() == "" {
 			props, _ := schema["properties"].(map[string]any)
 			if _, taken := props["node_id"]; !taken {
@@ -227,6 +230,17 @@ func (l *loop) tools(ctx context.Context) ([]offeredTool, error) {
 		out = append(out, offeredTool{Type: "function", Function: map[string]any{"name": t.GetName(), "description": desc, "parameters": schema}})
 	}
 	return out, nil
+}
+
+// withoutProfile takes "profile" out of a browser capability's input schema: the tool
+// fixes it.
+func withoutProfile(schema map[string]any) {
+	if props, ok := schema["properties"].(map[string]any); ok {
+		delete(props, "profile")
+	}
+	if req, ok := schema["required"].([]any); ok {
+		schema["required"] = slices.DeleteFunc(req, func(v any) bool { return v == "profile" })
+	}
 }
 
 // capabilityOf is node n's capability name.
@@ -478,7 +492,7 @@ func (l *loop) runTool(ctx context.Context, step *dbsqlc.AgentRunStep, call tool
 	if t.GetPolicy() == agentsv1.ToolPolicy_TOOL_POLICY_DENY {
 		return "", refuse("denied", "the tool %s is denied by the agent's policy: it never runs", t.GetName())
 	}
-	args, askedNode, err := parseArguments(call.Arguments)
+	args, askedNode, err := parseArguments(call.Arguments, t.GetBrowserProfile())
 	if err != nil {
 		return "", err
 	}
@@ -507,8 +521,10 @@ func (l *loop) runTool(ctx context.Context, step *dbsqlc.AgentRunStep, call tool
 }
 
 // parseArguments reads a call's arguments: a JSON object, whose node_id member, when a
-// string, names the node the model asks for and is taken out.
-func parseArguments(raw string) (json.RawMessage, string, error) {
+// string, names the node the model asks for and is taken out. A browser.* tool's
+// profile, when not empty, is set as the input's "profile"; arguments that name one
+// are refused: the model cannot switch identities.
+func parseArguments(raw, profile string) (json.RawMessage, string, error) {
 	if strings.TrimSpace(raw) == "" {
 		raw = "{}"
 	}
@@ -524,6 +540,12 @@ func parseArguments(raw string) (json.RawMessage, string, error) {
 			return nil, "", refuse("refused", "node_id must be a string")
 		}
 		delete(fields, "node_id")
+	}
+	if profile != "" {
+		if _, ok := fields["profile"]; ok {
+			return nil, "", refuse("refused", "this tool browses with the browser profile the agent fixed for it: give no \"profile\"")
+		}
+		fields["profile"] = json.RawMessage(mustJSON(profile))
 	}
 	out, err := json.Marshal(fields)
 	if err != nil {
@@ -702,9 +724,12 @@ func (l *loop) dispatch(ctx context.Context, step *dbsqlc.AgentRunStep, t *agent
 // withOutput gives the model a dispatch's output beside its result (a JSON object, or
 // another JSON value put under "result"): "stdout" and "stderr", the last
 // modelToolOutput bytes of them together, and "output_truncated" when some was left
-// out. Without output, or when it cannot be read, the result is returned as it is.
+// out. Without output, or when it cannot be read, and for a browser dispatch, whose
+// output is a screenshot, the result is returned as it is.
 func (l *loop) withOutput(ctx context.Context, d dispatch.Dispatch, res string) string {
-	if d.OutputStored == 0 {
+	// A browser dispatch's output is a screenshot, which the result locates: no text
+	// for the model.
+	if d.OutputStored == 0 || dispatch.IsBrowser(d.Capability) {
 		return res
 	}
 	fields := map[string]json.RawMessage{}

@@ -2,6 +2,7 @@ package agents
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -45,15 +46,27 @@ func TestParseArguments(t *testing.T) {
 		`{"nested":{"node_id":"kept"}}`:      {`{"nested":{"node_id":"kept"}}`, ""},
 		`{"argv":["a"],"extra":[1,{"b":2}]}`: {`{"argv":["a"],"extra":[1,{"b":2}]}`, ""},
 	} {
-		args, node, err := parseArguments(raw)
+		args, node, err := parseArguments(raw, "")
 		if err != nil || string(args) != want.args || node != want.node {
 			t.Errorf("parseArguments(%q) = %s, %q, %v; want %s, %q", raw, args, node, err, want.args, want.node)
 		}
 	}
 	for _, raw := range []string{`[1]`, `"x"`, `{"node_id":7}`, `{"a":`, `null`} {
 		var r *refusal
-		if _, _, err := parseArguments(raw); !errors.As(err, &r) || r.outcome != "refused" {
+		if _, _, err := parseArguments(raw, ""); !errors.As(err, &r) || r.outcome != "refused" {
 			t.Errorf("parseArguments(%q): %v, want a refusal", raw, err)
+		}
+	}
+
+	// A browser tool's profile is set; a model that names one, even the same, is refused.
+	args, node, err := parseArguments(`{"url":"https://a.example/","node_id":"N3"}`, "shop")
+	if err != nil || string(args) != `{"profile":"shop","url":"https://a.example/"}` || node != "N3" {
+		t.Errorf("parseArguments with profile shop = %s, %q, %v", args, node, err)
+	}
+	for _, raw := range []string{`{"url":"https://a.example/","profile":"bank"}`, `{"profile":"shop"}`, `{"profile":null}`} {
+		var r *refusal
+		if _, _, err := parseArguments(raw, "shop"); !errors.As(err, &r) || r.outcome != "refused" || !strings.Contains(r.message, `give no "profile"`) {
+			t.Errorf("parseArguments(%q, shop): %v, want a refusal", raw, err)
 		}
 	}
 }

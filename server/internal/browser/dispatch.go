@@ -56,6 +56,19 @@ func profileName(in string) (string, *input, error) {
 	return name, &i, nil
 }
 
+// Exists reports whether a profile named name exists (agents check their browser
+// tools' profiles with it).
+func (p *Profiles) Exists(ctx context.Context, name string) (bool, error) {
+	_, err := p.opts.Store.Q().GetBrowserProfileByName(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("browser: profile %q: %w", name, err)
+	}
+	return true, nil
+}
+
 // CheckInput refuses, when a browser.* dispatch is created, an input that names no
 // existing profile, or whose "url" is not http(s) on one of the profile's allowed
 // domains (Invalid, naming input.profile or input.url). The node checks every request

@@ -73,14 +73,14 @@ func TestAgentServiceWarnsAboutToolsNoOnlineNodeOffers(t *testing.T) {
 		{Capability: "system.info", Target: &agentsv1.Tool_NodeId{NodeId: dev.deviceID}},
 		{Capability: "shell.execute", Target: &agentsv1.Tool_NodeSelector{NodeSelector: "region=eu-west"}, Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK},
 		{Capability: "filesystem.read"},
-		{Capability: "browser.open"},
+		{Capability: "camera.capture"},
 	}}
 	// The welcome comes once the node is registered, online.
 	res, err := c.CreateAgent(ctx, connect.NewRequest(&agentsv1.CreateAgentRequest{Spec: spec}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"tool filesystem_read: no online node offers filesystem.read", "tool browser_open: no online node offers browser.open"}
+	want := []string{"tool filesystem_read: no online node offers filesystem.read", "tool camera_capture: no online node offers camera.capture"}
 	if got := res.Msg.GetWarnings(); !slices.Equal(got, want) {
 		t.Errorf("warnings %q, want %q", got, want)
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accessv1 "github.com/palyra/palyra/gen/go/palyra/access/v1"
+	agentsv1 "github.com/palyra/palyra/gen/go/palyra/agents/v1"
 	browserv1 "github.com/palyra/palyra/gen/go/palyra/browser/v1"
 	"github.com/palyra/palyra/gen/go/palyra/browser/v1/browserv1connect"
 	controlplanev1 "github.com/palyra/palyra/gen/go/palyra/controlplane/v1"
@@ -245,5 +246,95 @@ func TestBrowserPermissions(t *testing.T) {
 	wantCode(t, "a domain with a port", err, connect.CodeInvalidArgument)
 	if err == nil || !strings.Contains(err.Error(), "allowed_domains[0]") {
 		t.Errorf("the error does not name the field: %v", err)
+	}
+}
+
+// TestRunBrowserToolBrowsesWithItsProfile runs an agent whose browser.navigate tool
+// fixes the profile "shop": the model is offered no "profile", each call's dispatch
+// browses with shop, and the model gets the result without the screenshot's bytes; a
+// call that names a profile (another identity) is refused and dispatches nothing.
+// Creating a browser tool without a profile, with one that does not exist, or a
+// profile on another tool, is refused naming the field.
+func TestRunBrowserToolBrowsesWithItsProfile(t *testing.T) {
+	t.Parallel()
+	const shot = "\x89PNG\r\n\x1a\n-not-text-\xff\xfe"
+	b := startRuns(t, func(req map[string]any) modelReply {
+		last := lastMessage(req)
+		if last["role"] == "tool" {
+			return modelReply{text: "told: " + fmt.Sprint(last["content"])}
+		}
+		if last["content"] == "switch" {
+			return modelReply{calls: []modelCall{{"browser_navigate", `{"url":"http://127.0.0.1:8080/","profile":"bank"}`}}}
+		}
+		return modelReply{calls: []modelCall{{"browser_navigate", `{"url":"http://127.0.0.1:8080/login"}`}}}
+	})
+	bc := b.browserClient(b.owner)
+	for _, name := range []string{"shop", "bank"} {
+		if _, err := bc.CreateBrowserProfile(t.Context(), connect.NewRequest(&browserv1.CreateBrowserProfileRequest{Spec: &browserv1.BrowserProfileSpec{
+			Name: name, AllowedDomains: []string{"127.0.0.1"},
+		}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dev := b.enroll(t, time.Hour)
+	node := attachBrowserNode(t, b.testDaemon, dev)
+
+	ac := b.agentsClient(b.owner)
+	for what, tc := range map[string]struct {
+		tool  *agentsv1.Tool
+		field string
+	}{
+		"no profile":          {&agentsv1.Tool{Capability: "browser.navigate"}, "spec.tools[0].browser_profile"},
+		"a missing profile":   {&agentsv1.Tool{Capability: "browser.navigate", BrowserProfile: "gone"}, "spec.tools[0].browser_profile"},
+		"a non-browser tool":  {&agentsv1.Tool{Capability: "system.info", BrowserProfile: "shop"}, "spec.tools[0].browser_profile"},
+		"a malformed profile": {&agentsv1.Tool{Capability: "browser.navigate", BrowserProfile: "Shop"}, "tools[0].browser_profile"},
+	} {
+		_, err := ac.CreateAgent(t.Context(), connect.NewRequest(&agentsv1.CreateAgentRequest{Spec: &agentsv1.AgentSpec{
+			Name: "shopper", Model: "scripted-model", Tools: []*agentsv1.Tool{tc.tool},
+		}}))
+		wantCode(t, what, err, connect.CodeInvalidArgument)
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v does not name %s", what, err, tc.field)
+		}
+	}
+	b.createAgent(t, "shopper", nil, &agentsv1.Tool{Capability: "browser.navigate", BrowserProfile: "shop"})
+
+	events := runEvents(t, b.testDaemon, b.owner, "shopper", "log in")
+	d := node.nextDispatch()
+	if d.GetCapability() != "browser.navigate" || !jsonEqual(d.GetInputJson(), `{"url":"http://127.0.0.1:8080/login","profile":"shop"}`) ||
+		d.GetBrowserProfile().GetName() != "shop" {
+		t.Errorf("dispatch %s with profile %q", d.GetInputJson(), d.GetBrowserProfile().GetName())
+	}
+	res := fmt.Sprintf(`{"title":"Welcome","screenshot":{"offset":0,"length":%d,"content_type":"image/png","width":1280,"height":800}}`, len(shot))
+	node.send(accepted(d.GetDispatchId()))
+	node.send(output(d.GetDispatchId(), 0, shot))
+	node.send(&nodev1.AttachRequest{Message: &nodev1.AttachRequest_Result{Result: &nodev1.DispatchResult{
+		DispatchId: d.GetDispatchId(), Outcome: nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED, OutputBytes: uint64(len(shot)),
+		ResultJson: res, FinishTime: timestamppb.Now(),
+	}}})
+	run, _ := finished(t, events)
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "Welcome") {
+		t.Fatalf("run %v: %q", run.GetState(), run.GetAnswer())
+	}
+	// Offered without "profile"; told the result, not the screenshot's bytes.
+	tools, _ := b.model.request(0)["tools"].([]any)
+	params := fmt.Sprint(tools[0].(map[string]any)["function"].(map[string]any)["parameters"])
+	if len(tools) != 1 || strings.Contains(params, "profile") || !strings.Contains(params, "url") {
+		t.Errorf("the model was offered %s", params)
+	}
+	if last := lastMessage(b.model.request(1)); last["role"] != "tool" || !jsonEqual(fmt.Sprint(last["content"]), res) {
+		t.Errorf("the tool message: %v", last)
+	}
+
+	run, _ = finished(t, runEvents(t, b.testDaemon, b.owner, "shopper", "switch"))
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), `give no \"profile\"`) {
+		t.Errorf("a call naming a profile: run %v, %q", run.GetState(), run.GetAnswer())
+	}
+	_, steps := getRun(t, b.testDaemon, run.GetId())
+	if calls := toolSteps(steps); len(calls) != 1 || calls[0].GetOutcome() != agentsv1.ToolCallOutcome_TOOL_CALL_OUTCOME_REFUSED || calls[0].GetDispatchId() != "" {
+		t.Errorf("a call naming a profile: %v", calls)
+	}
+	if n := dispatchCount(t, b.testDaemon, dev.deviceID); n != 1 {
+		t.Errorf("%d dispatches, want the first call's alone", n)
 	}
 }

@@ -477,7 +477,7 @@ func (s *startup) buildAgents() (err error) {
 	s.compat = compat.NewHandler(compat.Options{Config: s.live.Config, Flags: s.flags, Secrets: s.vault, Logger: s.log, Nodes: s.runtime,
 		Store: s.db.store})
 	s.compatREST = compat.NewREST(s.compat, s.interceptor, s.cfg.Server.MaxMessageBytes)
-	s.agents = agents.New(agents.Options{Store: s.db.store, Models: s.compat, Nodes: s.runtime, Logger: s.log})
+	s.agents = agents.New(agents.Options{Store: s.db.store, Models: s.compat, Nodes: s.runtime, Profiles: s.browser, Logger: s.log})
 	s.runs, err = agents.NewRuns(agents.RunsOptions{Store: s.db.store, Agents: s.agents, Models: s.compat, Nodes: s.runtime,
 		Approvals: s.approvals, Audit: s.auditLog, Notify: s.listener, Replicas: s.masterKeys, ReplicaID: s.cfg.ReplicaID, Logger: s.log})
 	if err != nil {

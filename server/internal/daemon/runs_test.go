@@ -475,17 +475,17 @@ func TestRunRefusesCallsWithoutDispatchingThem(t *testing.T) {
 // run with the reason, before any model call.
 func TestRunReportsWhatItsAgentLacks(t *testing.T) {
 	t.Parallel()
-	b := startRuns(t, toolThenAnswer("browser_open", `{"url": "https://example.com"}`))
+	b := startRuns(t, toolThenAnswer("camera_capture", `{"url": "https://example.com"}`))
 	dev := b.enroll(t, time.Hour)
 	attachNode(t, b.testDaemon, dev) // offers shell.execute and system.info
 	res, err := b.agentsClient(b.owner).CreateAgent(t.Context(), connect.NewRequest(&agentsv1.CreateAgentRequest{Spec: &agentsv1.AgentSpec{
-		Name: "browsing", Model: "scripted-model", Tools: []*agentsv1.Tool{{Capability: "browser.open"}},
+		Name: "filming", Model: "scripted-model", Tools: []*agentsv1.Tool{{Capability: "camera.capture"}},
 	}}))
-	if err != nil || !slices.Equal(res.Msg.GetWarnings(), []string{"tool browser_open: no online node offers browser.open"}) {
+	if err != nil || !slices.Equal(res.Msg.GetWarnings(), []string{"tool camera_capture: no online node offers camera.capture"}) {
 		t.Fatalf("create: %v %v", res, err)
 	}
-	run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "browsing", "open it"))
-	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "no online node offers browser.open") {
+	run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "filming", "film it"))
+	if run.GetState() != agentsv1.RunState_RUN_STATE_SUCCEEDED || !strings.Contains(run.GetAnswer(), "no online node offers camera.capture") {
 		t.Errorf("run: %v %q", run.GetState(), run.GetAnswer())
 	}
 	_, steps := getRun(t, b.testDaemon, run.GetId())
@@ -506,7 +506,7 @@ func TestRunReportsWhatItsAgentLacks(t *testing.T) {
 	}
 	calls := b.model.calls()
 	eventually.NoError(t, "the run fails for want of its model", func() error {
-		run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "browsing", "open it"))
+		run, _ := finished(t, runEvents(t, b.testDaemon, b.owner, "filming", "film it"))
 		if run.GetState() != agentsv1.RunState_RUN_STATE_FAILED || run.GetReason() != `the agent's model "scripted-model" is not served now (palyra compat models lists those that are)` {
 			return fmt.Errorf("run %v: %q", run.GetState(), run.GetReason())
 		}

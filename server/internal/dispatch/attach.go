@@ -351,7 +351,7 @@ func (a *attachment) claim(ctx context.Context) error {
 func (a *attachment) send(ctx context.Context, d Dispatch) error {
 	a.track(d)
 	m := dispatchMessage(d)
-	if isBrowser(d.Capability) {
+	if IsBrowser(d.Capability) {
 		profile, err := a.s.opts.Browser.Profile(ctx, d.ID, d.Input)
 		var k errdefs.Kinded
 		if errors.As(err, &k) {
@@ -391,7 +391,7 @@ func (a *attachment) track(d Dispatch) *tracked {
 	t := a.known[d.ID]
 	if t == nil {
 		t = &tracked{createdAt: d.CreatedAt, maxOutput: d.MaxOutputBytes}
-		if isBrowser(d.Capability) {
+		if IsBrowser(d.Capability) {
 			t.browserInput = d.Input
 		}
 		a.known[d.ID] = t

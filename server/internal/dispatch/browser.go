@@ -11,8 +11,9 @@ import (
 // with a browser profile (package browser).
 const browserPrefix = "browser."
 
-// isBrowser reports whether capability is a browser capability.
-func isBrowser(capability string) bool { return strings.HasPrefix(capability, browserPrefix) }
+// IsBrowser reports whether capability is a browser capability: its dispatches browse
+// with a browser profile, and its output is a screenshot.
+func IsBrowser(capability string) bool { return strings.HasPrefix(capability, browserPrefix) }
 
 // BrowserProfiles is what dispatches of the browser capabilities need of the browser
 // profiles (browser.Profiles). The input they are given is the dispatch's, as stored.

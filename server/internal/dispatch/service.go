@@ -107,7 +107,7 @@ func (s *Service) create(ctx context.Context, r Request, id string) (d Dispatch,
 	if err := s.checkNode(ctx, r.NodeID, sess, r.Capability, input.String()); err != nil {
 		return d, false, err
 	}
-	if isBrowser(r.Capability) {
+	if IsBrowser(r.Capability) {
 		if s.opts.Browser == nil {
 			return d, false, errFailedPrecondition("this palyrad serves no browser profiles, which capability %s needs", r.Capability)
 		}

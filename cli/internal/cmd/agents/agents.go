@@ -138,7 +138,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringVar(&f.description, "description", "", "what the agent is for")
 	fs.StringVar(&f.systemPrompt, "system-prompt", "", "the agent's instructions")
 	fs.StringVar(&f.systemPromptFile, "system-prompt-file", "", "read the instructions from this file (- for standard input)")
-	fs.StringArrayVar(&f.tools, "tool", nil, "a tool: CAPABILITY[,name=N][,node=ID|selector=SEL][,policy=auto|ask|deny][,description=TEXT] "+
+	fs.StringArrayVar(&f.tools, "tool", nil, "a tool: CAPABILITY[,name=N][,node=ID|selector=SEL][,policy=auto|ask|deny][,profile=P][,description=TEXT] "+
 		"(repeatable; replaces the tools)")
 	fs.Uint32Var(&f.maxSteps, "max-steps", 0, "the most model calls of a run, 1 to 64 (default 8)")
 	fs.Uint32Var(&f.maxToolCalls, "max-tool-calls", 0, "the most tool calls of a run, 1 to 256 (default 16)")
@@ -239,10 +239,10 @@ func readFile(stdin io.Reader, name, flag string) ([]byte, error) {
 }
 
 // toolKeys are the keys of a --tool's options.
-var toolKeys = []string{"name", "node", "selector", "policy", "description"}
+var toolKeys = []string{"name", "node", "selector", "policy", "profile", "description"}
 
 // ParseTool reads a --tool: CAPABILITY[,name=N][,node=ID|selector=SEL][,policy=P]
-// [,description=TEXT]. A piece after a comma that does not begin with one of the keys
+// [,profile=P][,description=TEXT]. A piece after a comma that does not begin with one of the keys
 // belongs to the value before it, so that selectors and descriptions may hold commas.
 // A bad one is a usage error.
 func ParseTool(s string) (*agentsv1.Tool, error) {
@@ -295,6 +295,8 @@ func ParseTool(s string) (*agentsv1.Tool, error) {
 				return nil, bad("policy= is auto, ask or deny, not %q", v)
 			}
 			t.Policy = agentsv1.ToolPolicy(p)
+		case "profile":
+			t.BrowserProfile = v
 		case "description":
 			t.Description = v
 		}
@@ -312,13 +314,16 @@ func newCreateCommand(d *deps.Deps) *cobra.Command {
 an agent's "spec"), changed by the flags given; NAME, when given, is its name.
 
 Each --tool is a capability of nodes offered to the model as a function:
-  CAPABILITY[,name=N][,node=ID|selector=SEL][,policy=auto|ask|deny][,description=TEXT]
+  CAPABILITY[,name=N][,node=ID|selector=SEL][,policy=auto|ask|deny][,profile=P][,description=TEXT]
 name defaults to the capability with dots as underscores; node= allows one node,
 selector= the nodes whose labels match it (default: any node offering the capability);
-policy defaults to auto (ask: a human approves each call; deny: refused). A tool that no
-online node offers is saved with a warning on standard error.`,
+policy defaults to auto (ask: a human approves each call; deny: refused). profile= is
+the browser profile every call of a browser.* tool browses with, required for those
+and refused for others; the model cannot pick another. A tool that no online node
+offers is saved with a warning on standard error.`,
 		Example: `  palyra agents create helper --model gpt-4o --system-prompt "You look after the fleet." \
     --tool system.info --tool shell.execute,selector=env=prod,policy=ask --max-steps 12
+  palyra agents create shopper --model gpt-4o --tool browser.navigate,profile=shop
   palyra agents create --file helper.json --label team=ops`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -531,9 +536,10 @@ func agentTable(w io.Writer, ag *agentsv1.Agent) {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "TOOL\tCAPABILITY\tNODES\tPOLICY\tDESCRIPTION")
+	fmt.Fprintln(w, "TOOL\tCAPABILITY\tNODES\tPOLICY\tPROFILE\tDESCRIPTION")
 	for _, t := range s.GetTools() {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", t.GetName(), t.GetCapability(), target(t), output.Enum(t.GetPolicy()), output.Cell(t.GetDescription()))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.GetName(), t.GetCapability(), target(t), output.Enum(t.GetPolicy()),
+			output.Cell(t.GetBrowserProfile()), output.Cell(t.GetDescription()))
 	}
 }
 

@@ -22,6 +22,8 @@ func TestParseTool(t *testing.T) {
 		"system.info,node=01jd0000000000000000000001,description=host facts, uptime": {Capability: "system.info",
 			Target: &agentsv1.Tool_NodeId{NodeId: "01JD0000000000000000000001"}, Description: "host facts, uptime"},
 		"system.info,selector=": {Capability: "system.info", Target: &agentsv1.Tool_NodeSelector{}},
+		"browser.navigate,profile=shop,policy=ask": {Capability: "browser.navigate", BrowserProfile: "shop",
+			Policy: agentsv1.ToolPolicy_TOOL_POLICY_ASK},
 	}
 	for in, want := range good {
 		got, err := agents.ParseTool(in)
@@ -30,7 +32,7 @@ func TestParseTool(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "name=x", "system.info,flavour=mint", "system.info,policy=sometimes", "system.info,policy=unspecified",
-		"system.info,node=web-1", "system.info,node=01JD0000000000000000000001,selector=a=b", "system.info,name=a,name=b"} {
+		"system.info,node=web-1", "system.info,node=01JD0000000000000000000001,selector=a=b", "system.info,name=a,name=b", "browser.navigate,profile=a,profile=b"} {
 		if _, err := agents.ParseTool(bad); !cliusage.Is(err) {
 			t.Errorf("ParseTool(%q) = %v, want a usage error", bad, err)
 		}

@@ -422,9 +422,15 @@ type Tool struct {
 	// policy of the tool's calls.
 	Policy ToolPolicy `protobuf:"varint,5,opt,name=policy,proto3,enum=palyra.agents.v1.ToolPolicy" json:"policy,omitempty"`
 	// description offered to the model; empty means the capability's own.
-	Description   string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Description string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	// browser_profile is the browser profile, by name, that every call of a browser.*
+	// tool browses with: required for the browser.* capabilities, refused for others, and
+	// an existing profile when the agent is created or updated. The model is offered no
+	// "profile" in the tool's input, and a call that gives one is refused: the agent
+	// fixes its identity.
+	BrowserProfile string `protobuf:"bytes,7,opt,name=browser_profile,json=browserProfile,proto3" json:"browser_profile,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Tool) Reset() {
@@ -506,6 +512,13 @@ func (x *Tool) GetPolicy() ToolPolicy {
 func (x *Tool) GetDescription() string {
 	if x != nil {
 		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetBrowserProfile() string {
+	if x != nil {
+		return x.BrowserProfile
 	}
 	return ""
 }
@@ -3757,7 +3770,7 @@ var File_palyra_agents_v1_agents_proto protoreflect.FileDescriptor
 
 const file_palyra_agents_v1_agents_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpalyra/agents/v1/agents.proto\x12\x10palyra.agents.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xd5\x02\n" +
+	"\x1dpalyra/agents/v1/agents.proto\x12\x10palyra.agents.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1epalyra/options/v1/access.proto\x1a palyra/options/v1/validate.proto\"\xab\x03\n" +
 	"\x04Tool\x12-\n" +
 	"\x04name\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[a-zA-Z0-9_-]*$R\x04name\x12Q\n" +
 	"\n" +
@@ -3766,7 +3779,8 @@ const file_palyra_agents_v1_agents_proto_rawDesc = "" +
 	"\anode_id\x18\x03 \x01(\tB\t\xbaH\x06r\x04\xe8\xcaI\x01H\x00R\x06nodeId\x12/\n" +
 	"\rnode_selector\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 H\x00R\fnodeSelector\x12>\n" +
 	"\x06policy\x18\x05 \x01(\x0e2\x1c.palyra.agents.v1.ToolPolicyB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06policy\x12*\n" +
-	"\vdescription\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescriptionB\b\n" +
+	"\vdescription\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x12T\n" +
+	"\x0fbrowser_profile\x18\a \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\x0ebrowserProfileB\b\n" +
 	"\x06target\"\xc9\x01\n" +
 	"\vAgentLimits\x12$\n" +
 	"\tmax_steps\x18\x01 \x01(\rB\a\xbaH\x04*\x02\x18@R\bmaxSteps\x12.\n" +
