@@ -476,8 +476,14 @@ func (b *browser) RunBrowser(ctx context.Context, input json.RawMessage, profile
 		return Result{}, nil, err
 	}
 	defer g.Close()
-	browserCtx, stop := b.start(ctx, p, g)
+	browserCtx, stop, err := b.start(ctx, p, g)
 	defer stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			return Result{}, nil, ctx.Err()
+		}
+		return Result{}, nil, fmt.Errorf("start the browser: %w", err)
+	}
 
 	// load ends at the time limit, the page-size cap or the dispatch's end; the browser
 	// outlives it, for the state to be read, until stop.
@@ -494,14 +500,12 @@ func (b *browser) RunBrowser(ctx context.Context, input json.RawMessage, profile
 	load, cancelTimer := context.WithTimeoutCause(ended, p.timeout, errTimeLimit)
 	defer cancelTimer()
 
-	// The browser: started by the first command, on its own context (chromedp ties the
-	// browser to the context that starts it). A dispatch cancelled meanwhile stops it
-	// (start's hard stop).
+	// The page: its browser context and tab, created by the first command.
 	if err := chromedp.Do(browserCtx, chromedp.Func(func(context.Context, *chromedp.Target) error { return nil })); err != nil {
 		if load.Err() != nil {
 			return Result{}, nil, b.loadEnd(ctx, load, err)
 		}
-		return Result{}, nil, fmt.Errorf("start the browser: %w", err)
+		return Result{}, nil, fmt.Errorf("open the page: %w", err)
 	}
 	if b.onStarted != nil {
 		if proc := chromedp.FromContext(browserCtx).Browser.Process(); proc != nil {
@@ -565,15 +569,17 @@ func (b *browser) loadEnd(ctx, load context.Context, err error) error {
 }
 
 // start prepares a fresh Chromium for p behind g: its own temporary user data
-// directory, the profile's user agent, locale, time zone and viewport, every request
-// through g, no name resolved by Chromium itself. The returned stop kills it (and its
-// children) and removes the directory. The browser runs on a context of its own, so
+// directory, the profile's user agent, locale, time zone and viewport, the page in a
+// browser context of its own whose every request goes through g, Chromium's own
+// requests to g's refusing listener, no name resolved by Chromium itself. The returned
+// stop kills it (and its children) and removes the directory. The browser runs on a context of its own, so
 // that its state can still be read once the dispatch ends; stop ends it at the latest
-// stateGrace after ctx does.
-func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context, func()) {
+// stateGrace after ctx does. It returns the page's context, stop, and the error that
+// kept the browser from starting.
+func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context, func(), error) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(b.exe),
-		chromedp.ProxyServer("http://"+g.addr()),
+		chromedp.ProxyServer("http://"+g.ownAddr()),
 		chromedp.Flag("proxy-bypass-list", "<-loopback>"),
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.Flag("disable-quic", true),
@@ -601,9 +607,13 @@ func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(ctx), opts...)
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	var once sync.Once
+	var (
+		once       sync.Once
+		cancelPage = func() {}
+	)
 	stop := func() {
 		once.Do(func() {
+			cancelPage()
 			cancelBrowser()
 			cancelAlloc() // kills the browser, waits, removes the directory
 		})
@@ -617,10 +627,22 @@ func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context
 		case <-allocCtx.Done():
 		}
 	})
-	return browserCtx, func() {
+	end := func() {
 		hard()
 		stop()
 	}
+	// The browser: started by the first command, on its own context (chromedp ties the
+	// browser to the context that starts it), with a first tab that stays blank. A
+	// dispatch cancelled meanwhile stops it (the hard stop above).
+	if err := chromedp.Do(browserCtx, chromedp.Func(func(context.Context, *chromedp.Target) error { return nil })); err != nil {
+		return nil, end, err
+	}
+	// The page's browser context, created with the page by its first command.
+	pageCtx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext(func(p *target.CreateBrowserContextParams) {
+		p.ProxyServer, p.ProxyBypassList = "http://"+g.addr(), "<-loopback>"
+	}))
+	cancelPage = cancel
+	return pageCtx, end, nil
 }
 
 // browse applies the profile, loads the page and reads what the input asks for into
@@ -654,7 +676,9 @@ func (b *browser) browse(load, browserCtx context.Context, p *plan, g *guard, re
 			}
 		}
 		if cs := p.state.cookieParams(); len(cs) > 0 {
-			if _, err := cdp.Call(ctx, t, storage.SetCookies, storage.SetCookiesParams{Cookies: cs}); err != nil {
+			// Into the page's browser context, which only the browser target names.
+			bc := chromedp.FromContext(browserCtx).BrowserContextID
+			if _, err := chromedp.CallBrowser(ctx, storage.SetCookies, storage.SetCookiesParams{Cookies: cs, BrowserContextID: bc}); err != nil {
 				return errors.New("the profile's cookies could not be set")
 			}
 		}
@@ -824,7 +848,7 @@ func (b *browser) seedLocalStorage(ctx context.Context, p *plan) error {
 // as the profile's next state; nil when it cannot be read or is too large.
 func (b *browser) readState(ctx context.Context, p *plan) (*nodev1.BrowserState, BrowserStateSummary) {
 	var sum BrowserStateSummary
-	cookies, err := chromedp.Call(ctx, storage.GetCookies, storage.GetCookiesParams{})
+	cookies, err := chromedp.CallBrowser(ctx, storage.GetCookies, storage.GetCookiesParams{BrowserContextID: chromedp.FromContext(ctx).BrowserContextID})
 	if err != nil {
 		b.log.Debug("cannot read the browser's state", "capability", b.name, "err", err)
 		sum.Error = "the browser's state could not be read; the profile keeps its state"

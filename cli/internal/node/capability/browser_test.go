@@ -192,6 +192,11 @@ func TestBrowserLoginPersists(t *testing.T) {
 	if res.Failed || br.Title != "Logged in" || !strings.Contains(br.Text, "Welcome") || br.Status != 200 {
 		t.Fatalf("login: %+v %+v", res, br)
 	}
+	// The page requests nothing else; Chromium's own requests (Google's sign-in, its
+	// component updates) are refused outside the page's context and not listed.
+	if len(br.Blocked) != 0 || br.BlockedCount != 0 {
+		t.Errorf("login: blocked %+v", br.Blocked)
+	}
 	if state == nil || state.GetProfileId() != "01JDQ3V5N6X0Y7Z8A9B0C1D2E3" || state.GetBaseVersion() != 0 || !br.State.Saved {
 		t.Fatalf("login: state %v, summary %+v", state, br.State)
 	}
@@ -235,8 +240,8 @@ func TestBrowserBlocksOtherHosts(t *testing.T) {
 		t.Fatalf("failed: %s", res.Error)
 	}
 	want := "http://localhost:" + site.port + "/pixel.png"
-	if !hasBlocked(br.Blocked, want, blockedDomain) || br.BlockedCount != len(br.Blocked) {
-		t.Errorf("blocked %+v, want %s for its domain", br.Blocked, want)
+	if !slices.Equal(br.Blocked, []BlockedRequest{{URL: want, Reason: blockedDomain}}) || br.BlockedCount != 1 {
+		t.Errorf("blocked %+v, want %s alone, for its domain", br.Blocked, want)
 	}
 	if len(br.Links) != 2 || br.Links[0].URL != site.URL+"/account" || br.Links[0].Text != "mine" ||
 		br.Links[1].URL != "http://localhost:"+site.port+"/account" {
@@ -266,8 +271,7 @@ func TestBrowserBlocksRedirect(t *testing.T) {
 	}
 }
 
-// hasBlocked reports whether blocked lists url for reason. Chromium's own background
-// requests (Debian's build has Google API keys) are blocked and listed too.
+// hasBlocked reports whether blocked lists url for reason.
 func hasBlocked(blocked []BlockedRequest, url, reason string) bool {
 	return slices.Contains(blocked, BlockedRequest{URL: url, Reason: reason})
 }
@@ -512,5 +516,41 @@ func TestAddressPolicy(t *testing.T) {
 	}
 	if _, err := newDomainList([]string{"*.example.com"}); err == nil {
 		t.Error("a wildcard is accepted")
+	}
+}
+
+// TestGuardRefusesTheBrowsersOwnRequests: the listener of Chromium's own requests
+// refuses every one, plain or CONNECT, even to an allowed domain, and reports none:
+// they are not the page's.
+func TestGuardRefusesTheBrowsersOwnRequests(t *testing.T) {
+	t.Parallel()
+	site := newTestSite(t)
+	domains, err := newDomainList([]string{"127.0.0.1", "update.googleapis.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := startGuard(domains, addressPolicy{allowed: mustPrefixes("127.0.0.0/8")}, nil, 1<<20, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	proxy, _ := url.Parse("http://" + g.ownAddr())
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxy)}}
+	for _, u := range []string{site.URL + "/", "http://update.googleapis.com/service/update2/json", "https://accounts.google.com/ListAccounts"} {
+		res, err := c.Get(u)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode != http.StatusForbidden {
+				t.Errorf("%s through the browser's own listener: %s", u, res.Status)
+			}
+		} else if !strings.Contains(err.Error(), "Forbidden") { // CONNECT refused
+			t.Errorf("%s through the browser's own listener: %v", u, err)
+		}
+	}
+	if n := site.hit("127.0.0.1:" + site.port + "/"); n != 0 {
+		t.Errorf("the site was requested %d times", n)
+	}
+	if blocked, n, received := g.report(); len(blocked) != 0 || n != 0 || received != 0 {
+		t.Errorf("reported %+v (%d), %d bytes received", blocked, n, received)
 	}
 }

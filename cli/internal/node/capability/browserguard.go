@@ -21,10 +21,13 @@ import (
 	"time"
 )
 
-// The guard is an HTTP proxy on loopback that the browser of one dispatch is made to
-// use for every request (--proxy-server, with loopback not bypassed): navigations,
-// redirects, subresources, popups, workers and service workers alike, whatever target
-// makes them. It lets a request through only to a host of the profile's allowed
+// The guard is an HTTP proxy on loopback that the page of one dispatch is made to use
+// for every request (the proxy of the browser context the page is opened in, with
+// loopback not bypassed): navigations, redirects, subresources, popups, workers and
+// service workers alike, whatever target of the context makes them. Chromium's own
+// requests, outside that context (Google's sign-in, component updates: Debian's build
+// makes them whatever its flags), use the browser's --proxy-server, the guard's second
+// listener, which refuses them all without reporting them: they are not the page's. It lets a request through only to a host of the profile's allowed
 // domains, resolves the name itself, refuses the addresses node.toml does not allow
 // (private, loopback, link-local, metadata), and connects to the vetted address, so
 // that a name that resolves differently later (DNS rebinding) cannot lead elsewhere;
@@ -148,6 +151,9 @@ type guard struct {
 	srv *http.Server
 	tr  *http.Transport
 
+	own    net.Listener // the browser's own requests, refused
+	ownSrv *http.Server
+
 	received atomic.Int64
 	over     atomic.Bool
 
@@ -182,16 +188,33 @@ func startGuard(domains domainList, policy addressPolicy, upstream *url.URL, max
 		g.tr.Proxy = http.ProxyURL(upstream)
 		g.tr.DialContext = g.dialCounted
 	}
+	if g.own, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("start the browser's guard proxy: %w", err)
+	}
 	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second, ErrorLog: nil}
-	go g.srv.Serve(ln) //nolint:errcheck // ends with Close
+	g.ownSrv = &http.Server{Handler: http.HandlerFunc(refuseOwn), ReadHeaderTimeout: 30 * time.Second, ErrorLog: nil}
+	go g.srv.Serve(ln)       //nolint:errcheck // ends with Close
+	go g.ownSrv.Serve(g.own) //nolint:errcheck // ends with Close
 	return g, nil
 }
 
-// addr is the guard's address, for --proxy-server.
+// addr is the guard's address, for the page's browser context.
 func (g *guard) addr() string { return g.ln.Addr().String() }
+
+// ownAddr is the address that refuses the browser's own requests, for --proxy-server.
+func (g *guard) ownAddr() string { return g.own.Addr().String() }
+
+// refuseOwn refuses a request Chromium makes of its own accord, outside the page's
+// browser context, CONNECT included: none leaves the node, and none is the page's to
+// report.
+func refuseOwn(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "palyra: the browser's own requests are refused", http.StatusForbidden)
+}
 
 // Close stops the guard and closes every connection it holds.
 func (g *guard) Close() {
+	g.ownSrv.Close()
 	g.srv.Close()
 	g.tr.CloseIdleConnections()
 	g.closeConns()
