@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -151,15 +152,17 @@ func checkScreenshot(t *testing.T, path string, r browserResult, width, height i
 // `palyra node run` that launch Debian's chromium, a site on loopback, and the CLI. A
 // login made through one node holds in the next dispatch, on either node; a
 // subresource on a host outside the profile's allowed domains and a redirect to one are
-// blocked and named; the screenshot goes to a file, a PNG of the viewport's size; a
-// profile deleted while its dispatch is queued fails that dispatch; and the profile's
-// state shows in no log, no audit event and nowhere in PostgreSQL in clear.
+// blocked and named, and nothing else is; the screenshot goes to a file (from nodes
+// invoke, dispatches show and dispatches watch), a PNG of the viewport's size; an
+// agent's browser tool names an existing profile; a profile deleted while its
+// dispatch is queued fails that dispatch; and the profile's state shows in no log, no
+// audit event and nowhere in PostgreSQL in clear.
 func TestCLIBrowserOnNodes(t *testing.T) {
 	t.Parallel()
 	cliBinary(t)
 	dbURL := storetest.URL(t)
 	dataDir := t.TempDir()
-	daemon := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--database-url", dbURL)
+	daemon := startDaemon(t, nil, "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--database-url", dbURL, "--compat-model", "palyra-echo")
 	d := &cliDaemon{url: "https://" + daemon.addr, dataDir: dataDir, caFile: filepath.Join(dataDir, "ca.pem"),
 		fingerprint: caFingerprint(t, dataDir), tokenFile: filepath.Join(dataDir, "bootstrap-token")}
 	owner := newCLIUser(t)
@@ -198,6 +201,22 @@ func TestCLIBrowserOnNodes(t *testing.T) {
 		t.Errorf("login: stderr %q does not say where the screenshot went", stderr)
 	}
 	checkScreenshot(t, filepath.Join(shots, "login.png"), login, 800, 600)
+	// dispatches show --include-output and dispatches watch cut it out alike.
+	loginID := regexp.MustCompile(`screenshot of dispatch ([0-9A-Z]{26}) `).FindStringSubmatch(stderr)[1]
+	code, out, stderr := owner.run(t, "", "dispatches", "show", loginID, "--include-output", "--screenshot", filepath.Join(shots, "shown.png"))
+	if code != 0 || strings.Contains(out, "PNG") || !strings.Contains(stderr, filepath.Join(shots, "shown.png")) {
+		t.Errorf("dispatches show --include-output: exit code %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, stderr = owner.run(t, "", "dispatches", "watch", loginID, "--screenshot", filepath.Join(shots, "watched.png"))
+	if code != 0 || strings.Contains(out, "PNG") || !strings.Contains(out, "Signed in") || !strings.Contains(stderr, filepath.Join(shots, "watched.png")) {
+		t.Errorf("dispatches watch: exit code %d\n%s\n%s", code, out, stderr)
+	}
+	want, _ := os.ReadFile(filepath.Join(shots, "login.png"))
+	for _, name := range []string{"shown.png", "watched.png"} {
+		if got, err := os.ReadFile(filepath.Join(shots, name)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes (%v), not the screenshot's %d", name, len(got), err, len(want))
+		}
+	}
 
 	// 2. The next dispatch, on the same node, is signed in; the page's image on
 	// localhost is blocked, named, and never requested.
@@ -216,13 +235,21 @@ func TestCLIBrowserOnNodes(t *testing.T) {
 	// 3. The same on a second node, followed, with browser.screenshot.
 	b := startBrowserNode(t, owner, d)
 	in, _ := json.Marshal(map[string]any{"url": site.URL + "/whoami", "profile": "shop"})
-	code, out, stderr := owner.run(t, "", "nodes", "invoke", b.deviceID, "browser.screenshot", "--input", string(in), "--follow",
+	code, out, stderr = owner.run(t, "", "nodes", "invoke", b.deviceID, "browser.screenshot", "--input", string(in), "--follow",
 		"--timeout", "2m", "--screenshot", filepath.Join(shots, "whoami.png"))
 	var whoB browserResult
 	if err := json.Unmarshal([]byte(out), &whoB); err != nil || code != 0 || !strings.Contains(whoB.Text, "signed in as alice") {
 		t.Fatalf("whoami on the second node: exit code %d (%v)\n%s\n%s", code, err, out, stderr)
 	}
 	checkScreenshot(t, filepath.Join(shots, "whoami.png"), whoB, 800, 600)
+
+	// An agent's browser tool names an existing profile, which every call browses with.
+	cliWant(t, owner.fails(t, 1, "agents", "create", "shopper", "--model", "palyra-echo", "--tool", "browser.navigate"), "spec.tools[0].browser_profile")
+	cliWant(t, owner.fails(t, 1, "agents", "create", "shopper", "--model", "palyra-echo", "--tool", "browser.navigate,profile=bank"),
+		`there is no browser profile "bank"`)
+	if out := owner.ok(t, "agents", "create", "shopper", "--model", "palyra-echo", "--tool", "browser.navigate,profile=shop"); !regexp.MustCompile(`browser_navigate\s+browser.navigate\s+any\s+auto\s+shop\s`).MatchString(out) {
+		t.Errorf("agents create with a browser tool printed:\n%s", out)
+	}
 
 	// 4. A redirect to a host outside the allowed domains fails the dispatch, naming it.
 	redirected, stderr, code := invoke(a, map[string]any{"url": site.URL + "/redirect", "profile": "shop"})
