@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -155,8 +156,11 @@ func TestNodeRunPairsAndAttaches(t *testing.T) {
 		h.GetPlatform() != runtime.GOOS+"/"+runtime.GOARCH || len(h.GetProtocolVersions()) == 0 {
 		t.Errorf("hello = %v", h)
 	}
-	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false, "llm.chat": false, "llm.embed": false}
-	if got := available(h); len(got) != len(want) || got["system.info"] != true || got["shell.execute"] || got["filesystem.read"] {
+	// Debian's chromium, on the PATH, makes the browser capabilities available (the tests
+	// need it).
+	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false, "llm.chat": false, "llm.embed": false,
+		"browser.navigate": true, "browser.screenshot": true}
+	if got := available(h); !maps.Equal(got, want) {
 		t.Errorf("capabilities (name: available) = %v, want %v", got, want)
 	}
 	config := filepath.Join(b.dir, agent.ConfigFile)
