@@ -607,13 +607,9 @@ func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(ctx), opts...)
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	var (
-		once       sync.Once
-		cancelPage = func() {}
-	)
+	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			cancelPage()
 			cancelBrowser()
 			cancelAlloc() // kills the browser, waits, removes the directory
 		})
@@ -637,12 +633,15 @@ func (b *browser) start(ctx context.Context, p *plan, g *guard) (context.Context
 	if err := chromedp.Do(browserCtx, chromedp.Func(func(context.Context, *chromedp.Target) error { return nil })); err != nil {
 		return nil, end, err
 	}
-	// The page's browser context, created with the page by its first command.
-	pageCtx, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext(func(p *target.CreateBrowserContextParams) {
+	// The page's browser context, created with the page by its first command; the hard
+	// stop ends it with the browser.
+	pageCtx, cancelPage := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext(func(p *target.CreateBrowserContextParams) {
 		p.ProxyServer, p.ProxyBypassList = "http://"+g.addr(), "<-loopback>"
 	}))
-	cancelPage = cancel
-	return pageCtx, end, nil
+	return pageCtx, func() {
+		cancelPage()
+		end()
+	}, nil
 }
 
 // browse applies the profile, loads the page and reads what the input asks for into
