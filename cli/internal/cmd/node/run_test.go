@@ -155,7 +155,7 @@ func TestNodeRunPairsAndAttaches(t *testing.T) {
 		h.GetPlatform() != runtime.GOOS+"/"+runtime.GOARCH || len(h.GetProtocolVersions()) == 0 {
 		t.Errorf("hello = %v", h)
 	}
-	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false, "llm.chat": false, "llm.embed": false}
+	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false, "llm.chat": false, "llm.embed": false, "browser.navigate": false, "browser.screenshot": false}
 	if got := available(h); len(got) != len(want) || got["system.info"] != true || got["shell.execute"] || got["filesystem.read"] {
 		t.Errorf("capabilities (name: available) = %v, want %v", got, want)
 	}

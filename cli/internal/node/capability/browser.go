@@ -63,8 +63,11 @@ const (
 )
 
 // BrowserConfig configures browser.navigate and browser.screenshot (node.toml's
-// [browser] table). Without a browser executable both are unavailable.
+// [browser] table). Both are unavailable until Enabled, and without a browser
+// executable.
 type BrowserConfig struct {
+	// Enabled lets this node browse: a node's operator opts in, as for shell.execute.
+	Enabled bool `toml:"enabled"`
 	// Executable is Chromium: an absolute path or a bare name found on PATH. Empty:
 	// "chromium" on PATH when the capabilities are built; not found, they are
 	// unavailable.
@@ -269,8 +272,11 @@ func newBrowserCapabilities(cfg BrowserConfig, lookPath func(string) (string, er
 		networks = nil
 	}
 	exe := cfg.Executable
-	if exe == "" {
+	if exe == "" && cfg.Enabled {
 		exe, _ = lookPath(defaultBrowserExecutable)
+	}
+	if !cfg.Enabled {
+		exe = ""
 	}
 	if exe != "" {
 		if info, err := os.Stat(exe); err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
@@ -329,6 +335,9 @@ func (b *browser) check(input json.RawMessage, profile *nodev1.BrowserProfile) (
 		return nil, err
 	}
 	in := &p.in
+	if !b.cfg.Enabled {
+		return nil, refusef("%s: this node does not browse: its node.toml's [browser] table does not set enabled = true", b.name)
+	}
 	if b.exe == "" {
 		return nil, refusef("%s: no browser on this node: install Chromium, or set browser.executable in node.toml", b.name)
 	}
