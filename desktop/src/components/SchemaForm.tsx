@@ -2,10 +2,10 @@
 // the subset the built-in capabilities use: an object whose properties are strings
 // (an enum becomes a choice), numbers and integers (with minimum and maximum),
 // booleans, arrays of strings (one item per line) and objects of strings (KEY=value
-// lines); required properties, defaults and descriptions. A string field the page
-// knows the values of (choices, e.g. the browser profiles' names) is a choice of them. A schema outside that
-// subset, or a person who prefers it, gets a raw JSON editor; the node's schema stays
-// the authority (palyrad validates every input against it).
+// lines); required properties, defaults and descriptions. A string field whose values
+// the page knows (choices, e.g. the browser profiles' names) is a choice of them. A
+// schema outside that subset, or a person who prefers it, gets a raw JSON editor; the
+// node's schema stays the authority (palyrad validates every input against it).
 import { useEffect, useId, useMemo, useState } from "react";
 import { buildInput, initialValues, planForm, type Field, type Values } from "./schemaPlan.js";
 import styles from "./SchemaForm.module.css";
