@@ -67,7 +67,7 @@ before(async () => {
   transport = bearer(daemon, daemon.token);
   site = await serveSite();
   siteURL = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
-  node = await pairNode(daemon, transport, scratch, "browser-node", '[browser]\nexecutable = "/usr/bin/chromium"\nallow_networks = ["127.0.0.0/8"]\n');
+  node = await pairNode(daemon, transport, scratch, "browser-node", '[browser]\nenabled = true\nexecutable = "/usr/bin/chromium"\nallow_networks = ["127.0.0.0/8"]\n');
   await eventually("the node offers browser.navigate", async () => {
     const { nodes } = await createClient(NodeInventoryService, transport).listNodes({});
     assert.ok(nodes[0].capabilities.some((c) => c.name === "browser.navigate" && c.available), node!.log());

@@ -151,7 +151,7 @@ const browserSchema = `{
     "profile": {"description": "The browser profile to browse with, by name.", "type": "string", "minLength": 1, "maxLength": 128},
     "wait_for": {"description": "What ends the load: the load event (default), the network being idle, or a CSS selector being visible.", "enum": ["load", "network_idle", "selector"]},
     "selector": {"description": "The CSS selector wait_for \"selector\" waits for.", "type": "string", "minLength": 1, "maxLength": 1024},
-    "text": {"description": "Return the page's visible text (default true).", "type": "boolean"},
+    "text": {"description": "Return the page's visible text (default true).", "type": "boolean", "default": true},
     "max_text_bytes": {"description": "The most text returned (default 65536).", "type": "integer", "minimum": 1, "maximum": 524288},
     "links": {"description": "Return the page's links (at most 500).", "type": "boolean"},
     "screenshot": {"description": "Take a PNG screenshot, written as the dispatch's output.%s", "type": "boolean"},
