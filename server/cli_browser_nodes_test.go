@@ -81,7 +81,7 @@ func (s *shopSite) hit(hostPath string) int {
 
 // browserNodeConfig is node.toml of a node that browses with Debian's chromium and may
 // reach loopback.
-const browserNodeConfig = "[browser]\nexecutable = \"/usr/bin/chromium\"\nallow_networks = [\"127.0.0.0/8\"]\n"
+const browserNodeConfig = "[browser]\nenabled = true\nexecutable = \"/usr/bin/chromium\"\nallow_networks = [\"127.0.0.0/8\"]\n"
 
 // startBrowserNode starts a node (startNodeAgentWith) whose node.toml allows the browser
 // loopback, and checks that it offers browser.navigate.

@@ -62,10 +62,7 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(stateDir, "node.toml")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("node.toml: %v", err)
 	}
-	// Debian's chromium, found on the default PATH, makes the browser capabilities
-	// available without configuration (the tests need it).
-	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false, "llm.chat": false, "llm.embed": false,
-		"browser.navigate": true, "browser.screenshot": true}
+	want := map[string]bool{"system.info": true, "shell.execute": false, "filesystem.read": false, "llm.chat": false, "llm.embed": false, "browser.navigate": false, "browser.screenshot": false}
 	if caps := nodeCapabilities(t, admin, id); !maps.Equal(caps, want) {
 		t.Errorf("a node without configuration offers %v, want %v", caps, want)
 	}
@@ -80,8 +77,7 @@ func TestCLINodeRuntimeAcrossReplicas(t *testing.T) {
 	if err := node.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	want = map[string]bool{"system.info": true, "shell.execute": true, "filesystem.read": true, "llm.chat": false, "llm.embed": false,
-		"browser.navigate": true, "browser.screenshot": true}
+	want = map[string]bool{"system.info": true, "shell.execute": true, "filesystem.read": true, "llm.chat": false, "llm.embed": false, "browser.navigate": false, "browser.screenshot": false}
 	eventually.NoError(t, "the node announces its new capabilities", func() error {
 		if got := nodeCapabilities(t, admin, id); !maps.Equal(got, want) {
 			return fmt.Errorf("the node offers %v, want %v; it says:\n%s", got, want, node.stderr)

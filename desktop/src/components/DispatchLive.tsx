@@ -4,8 +4,10 @@
 // apart, decoded as UTF-8 across chunk boundaries, the oldest trimmed beyond VIEW_LIMIT);
 // a stream that breaks before the dispatch ends is resumed from the output offset
 // reached, with backoff (followWatch), and when that gives up the error is reported and
-// resume() tries again. DispatchOutput shows the output; DispatchLive is the compact
-// panel of the Nodes page, with the cancellation.
+// resume() tries again. The output of a browser.* dispatch is binary (its screenshot, a
+// PNG): it is counted, not decoded, and BrowserResult shows it as an image with the rest
+// of the result. DispatchOutput shows the output; DispatchLive is the compact panel of
+// the Nodes page, with the cancellation.
 import { useEffect, useMemo, useRef, useState } from "react";
 import { createClient } from "@connectrpc/connect";
 import { useTransport } from "@connectrpc/connect-query";
@@ -16,7 +18,9 @@ import { ErrorPanel } from "./ErrorPanel.js";
 import { RelativeTime } from "./RelativeTime.js";
 import { CancelDispatch } from "./CancelDispatch.js";
 import { prettyJSON } from "./prettyJSON.js";
+import { count } from "./plural.js";
 import { followWatch } from "./followWatch.js";
+import { BrowserResult, isBrowserDispatch } from "./BrowserResult.js";
 import styles from "./DispatchLive.module.css";
 
 /** Segment is a run of output from one stream. */
@@ -40,8 +44,9 @@ const stateSentence: Record<DispatchState, string> = {
 };
 
 /** useDispatchWatch follows dispatch id: its latest state, its output, the output
- * bytes received, whether the output is trimmed, whether it is still watching, and the
- * error that stopped it (resume() continues from the offset reached). */
+ * bytes received, whether the output is binary (a browser.* dispatch's, not decoded),
+ * whether it is trimmed, whether it is still watching, and the error that stopped it
+ * (resume() continues from the offset reached). */
 export function useDispatchWatch(id: string) {
   const transport = useTransport();
   const client = useMemo(() => createClient(DispatchService, transport), [transport]);
@@ -53,10 +58,10 @@ export function useDispatchWatch(id: string) {
   const [watching, setWatching] = useState(true);
   const [generation, setGeneration] = useState(0);
   // Where the output reached, kept across resumes of the same dispatch.
-  const progress = useRef({ id, offset: 0n, decoders: new Map<OutputStream, TextDecoder>() });
+  const progress = useRef({ id, offset: 0n, decoders: new Map<OutputStream, TextDecoder>(), binary: false });
 
   useEffect(() => {
-    progress.current = { id, offset: 0n, decoders: new Map() };
+    progress.current = { id, offset: 0n, decoders: new Map(), binary: false };
     setDispatch(undefined);
     setSegments([]);
     setTrimmed(false);
@@ -65,7 +70,7 @@ export function useDispatchWatch(id: string) {
 
   useEffect(() => {
     const abort = new AbortController();
-    if (progress.current.id !== id) progress.current = { id, offset: 0n, decoders: new Map() };
+    if (progress.current.id !== id) progress.current = { id, offset: 0n, decoders: new Map(), binary: false };
     const at = progress.current;
     let ended = false;
     setError(undefined);
@@ -75,6 +80,8 @@ export function useDispatchWatch(id: string) {
         received();
         if (ev.event.case === "dispatch") {
           ended = dispatchEnded(ev.event.value.state);
+          // The dispatch comes first: its capability says before any output whether it is text.
+          at.binary = isBrowserDispatch(ev.event.value.capability);
           setDispatch(ev.event.value);
           continue;
         }
@@ -85,6 +92,7 @@ export function useDispatchWatch(id: string) {
         const skip = Number(at.offset > chunk.offset ? at.offset - chunk.offset : 0n);
         at.offset = end;
         setReceived(end);
+        if (at.binary) continue;
         let decoder = at.decoders.get(chunk.stream);
         if (!decoder) at.decoders.set(chunk.stream, (decoder = new TextDecoder()));
         const text = decoder.decode(chunk.data.subarray(skip), { stream: true });
@@ -111,7 +119,8 @@ export function useDispatchWatch(id: string) {
     return () => abort.abort();
   }, [client, id, generation]);
 
-  return { dispatch, segments, trimmed, received, error, watching, resume: () => setGeneration((g) => g + 1) };
+  const binary = isBrowserDispatch(dispatch?.capability);
+  return { dispatch, segments, trimmed, received, binary, error, watching, resume: () => setGeneration((g) => g + 1) };
 }
 
 /** DispatchOutput shows a watch's output (stderr marked), following the newest while it comes. */
@@ -125,7 +134,11 @@ export function DispatchOutput({ watch }: { watch: ReturnType<typeof useDispatch
     <div className={styles.outputBlock}>
       {watch.trimmed ? <p className="field-hint">Earlier output is trimmed from this view; <code>palyra dispatch get</code> reads all of it.</p> : null}
       <pre ref={ref} className={styles.output} role="log" aria-label="Output" aria-live="off" tabIndex={0} data-testid="dispatch-output">
-        {watch.segments.length === 0 ? (
+        {watch.binary ? (
+          <span className={styles.muted}>
+            {watch.received > 0n ? `${count(watch.received, "bytes")} of binary output (a browser dispatch's screenshot, shown with its result), not shown as text.` : watch.watching ? "Waiting for output…" : "No output."}
+          </span>
+        ) : watch.segments.length === 0 ? (
           <span className={styles.muted}>{watch.watching ? "Waiting for output…" : "No output."}</span>
         ) : (
           watch.segments.map((s, i) => (
@@ -209,6 +222,7 @@ export function DispatchLive({ id }: { id: string }) {
         {d?.outputTruncated ? <p className="field-hint">The output went beyond the dispatch's cap; the rest was not kept.</p> : null}
         {d?.outputLost ? <p className="field-hint">{d.outputLostReason}</p> : null}
       </div>
+      {d ? <BrowserResult id={d.id} capability={d.capability} resultJson={d.resultJson} /> : null}
       {d?.resultJson ? (
         <div>
           <h4 className={styles.subhead}>Result</h4>

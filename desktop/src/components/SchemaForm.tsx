@@ -2,16 +2,18 @@
 // the subset the built-in capabilities use: an object whose properties are strings
 // (an enum becomes a choice), numbers and integers (with minimum and maximum),
 // booleans, arrays of strings (one item per line) and objects of strings (KEY=value
-// lines); required properties, defaults and descriptions. A schema outside that
-// subset, or a person who prefers it, gets a raw JSON editor; the node's schema stays
-// the authority (palyrad validates every input against it).
+// lines); required properties, defaults and descriptions. A string field whose values
+// the page knows (choices, e.g. the browser profiles' names) is a choice of them. A
+// schema outside that subset, or a person who prefers it, gets a raw JSON editor; the
+// node's schema stays the authority (palyrad validates every input against it).
 import { useEffect, useId, useMemo, useState } from "react";
 import { buildInput, initialValues, planForm, type Field, type Values } from "./schemaPlan.js";
 import styles from "./SchemaForm.module.css";
 
 /** SchemaForm edits a capability's input; onChange gets the input as JSON text, or
- * undefined while the form has problems. */
-export function SchemaForm({ schema, onChange }: { schema: string; onChange: (inputJSON: string | undefined) => void }) {
+ * undefined while the form has problems. choices, by field name, are the values a
+ * string field may take (an empty list: any text). */
+export function SchemaForm({ schema, onChange, choices = {} }: { schema: string; onChange: (inputJSON: string | undefined) => void; choices?: Record<string, string[]> }) {
   const plan = useMemo(() => planForm(schema), [schema]);
   const [raw, setRaw] = useState(!plan.ok);
   const [values, setValues] = useState<Values>(() => (plan.ok ? initialValues(plan.fields) : {}));
@@ -94,13 +96,13 @@ export function SchemaForm({ schema, onChange }: { schema: string; onChange: (in
       ) : plan.ok && plan.fields.length === 0 ? (
         <p className="field-hint">This capability takes no input.</p>
       ) : plan.ok ? (
-        plan.fields.map((f) => <FieldInput key={f.name} id={`${id}-${f.name}`} field={f} value={values[f.name]} problem={problems[f.name]} onChange={(v) => update({ ...values, [f.name]: v })} />)
+        plan.fields.map((f) => <FieldInput key={f.name} id={`${id}-${f.name}`} field={f} choices={choices[f.name]} value={values[f.name]} problem={problems[f.name]} onChange={(v) => update({ ...values, [f.name]: v })} />)
       ) : null}
     </div>
   );
 }
 
-function FieldInput({ id, field: f, value, problem, onChange }: { id: string; field: Field; value: string | boolean | undefined; problem?: string; onChange: (v: string | boolean) => void }) {
+function FieldInput({ id, field: f, choices, value, problem, onChange }: { id: string; field: Field; choices?: string[]; value: string | boolean | undefined; problem?: string; onChange: (v: string | boolean) => void }) {
   const hintId = `${id}-hint`;
   const problemId = `${id}-problem`;
   const describedBy = [f.description ? hintId : "", problem ? problemId : ""].filter(Boolean).join(" ") || undefined;
@@ -137,6 +139,23 @@ function FieldInput({ id, field: f, value, problem, onChange }: { id: string; fi
     case "strings":
     case "stringMap":
       input = <textarea {...common} className={styles.code} rows={3} spellCheck={false} value={text} onChange={(e) => onChange(e.target.value)} />;
+      break;
+    case "string":
+      if (choices && choices.length > 0) {
+        input = (
+          <select {...common} value={text} onChange={(e) => onChange(e.target.value)}>
+            <option value="">{f.required ? "Choose one" : "(not set)"}</option>
+            {text && !choices.includes(text) ? <option value={text}>{text}</option> : null}
+            {choices.map((o) => (
+              <option key={o} value={o}>
+                {o}
+              </option>
+            ))}
+          </select>
+        );
+        break;
+      }
+      input = <input {...common} type="text" spellCheck={false} value={text} onChange={(e) => onChange(e.target.value)} />;
       break;
     default:
       input = <input {...common} type="text" spellCheck={false} value={text} onChange={(e) => onChange(e.target.value)} />;

@@ -1,7 +1,7 @@
 // Dispatches: the list, newest first, filtered by node, capability, state and creation
 // time (all in the address, so a filtered list can be linked; palyrad applies them all),
 // page by page; the detail of one (?id=) with its output streaming live (WatchDispatch)
-// and its cancellation.
+// and its cancellation; a browser dispatch's page, screenshot and blocked requests.
 import { useEffect, useMemo, useRef } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useQuery } from "@connectrpc/connect-query";
@@ -14,6 +14,7 @@ import { Badge } from "../components/Badge.js";
 import { DispatchStateBadge, dispatchEnded, dispatchStateName } from "../components/DispatchStateBadge.js";
 import { CancelDispatch } from "../components/CancelDispatch.js";
 import { DispatchOutput, useDispatchWatch } from "../components/DispatchLive.js";
+import { BrowserResult } from "../components/BrowserResult.js";
 import { prettyJSON } from "../components/prettyJSON.js";
 import { usePagedList } from "../components/paging.js";
 import { ListBody, Loading, TableHead } from "../components/ListBody.js";
@@ -191,12 +192,13 @@ function DispatchDetail({ id, onClose }: { id: string; onClose: () => void }) {
             </dl>
             <div>
               <h3 className="field-hint">Input</h3>
-              <pre className={styles.pre}>{prettyJSON(d.inputJson || "{}")}</pre>
+              <pre className={styles.pre} tabIndex={0}>{prettyJSON(d.inputJson || "{}")}</pre>
             </div>
+            <BrowserResult id={d.id} capability={d.capability} resultJson={d.resultJson} />
             {d.resultJson ? (
               <div>
                 <h3 className="field-hint">Result</h3>
-                <pre className={styles.pre}>{prettyJSON(d.resultJson)}</pre>
+                <pre className={styles.pre} tabIndex={0}>{prettyJSON(d.resultJson)}</pre>
               </div>
             ) : null}
             <div>

@@ -1,9 +1,10 @@
 // Nodes: the inventory with live presence (read again every 3 s), filtered by presence
 // and capability; and a node's detail (/nodes?node=<id>): what it is, its certificates,
 // its capabilities with their input schemas, invoking one from a form generated from
-// its schema with the dispatch's output streaming live, and revoking the device or
-// rotating its certificate, each after a confirmation.
-import { useId, useState, type FormEvent } from "react";
+// its schema (a browser profile chosen from the list) with the dispatch's output
+// streaming live, and revoking the device or rotating its certificate, each after a
+// confirmation.
+import { useId, useMemo, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
@@ -11,6 +12,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeInventoryService, Presence, type Node } from "../../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
 import { DeviceService } from "../../../gen/ts/palyra/controlplane/v1/devices_pb.js";
 import { DispatchService } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
+import { BrowserProfileService } from "../../../gen/ts/palyra/browser/v1/browser_pb.js";
 import type { Capability } from "../../../gen/ts/palyra/node/v1/node_pb.js";
 import { usePermission } from "../session.js";
 import { Card, Page } from "../components/Page.js";
@@ -317,6 +319,16 @@ function CapabilitiesCard({ node }: { node: Node }) {
   );
 }
 
+/** useInputChoices are the values the invoke form offers for a capability's input
+ * fields: a browser.* capability's profile is chosen among the browser profiles, when
+ * the principal may list them. */
+function useInputChoices(capability: string): Record<string, string[]> {
+  const browsing = capability.startsWith("browser.");
+  const may = usePermission("browser.read");
+  const profiles = useQuery(BrowserProfileService.method.listBrowserProfiles, { pageSize: 500 }, { enabled: browsing && may });
+  return useMemo((): Record<string, string[]> => (browsing && profiles.data ? { profile: profiles.data.profiles.map((p) => p.spec?.name ?? "") } : {}), [browsing, profiles.data]);
+}
+
 function InvokeCard({ node }: { node: Node }) {
   const may = usePermission("nodes.dispatch");
   const id = useId();
@@ -328,6 +340,7 @@ function InvokeCard({ node }: { node: Node }) {
   const create = useMutation(DispatchService.method.createDispatch);
   // The first available capability until one is chosen (the node may report them late).
   const capability: Capability | undefined = available.find((c) => c.name === name) ?? available[0];
+  const choices = useInputChoices(capability?.name ?? "");
   const seconds = Number(timeout);
   const timeoutOK = Number.isInteger(seconds) && seconds >= 1 && seconds <= 86_400;
 
@@ -356,7 +369,7 @@ function InvokeCard({ node }: { node: Node }) {
             </select>
             {capability ? <p className="field-hint">{capability.description}</p> : null}
           </div>
-          {capability ? <SchemaForm key={capability.name} schema={capability.inputSchema} onChange={setInput} /> : null}
+          {capability ? <SchemaForm key={capability.name} schema={capability.inputSchema} onChange={setInput} choices={choices} /> : null}
           <div className="field">
             <label htmlFor={`${id}-timeout`}>Timeout (seconds)</label>
             <input id={`${id}-timeout`} className={styles.input} type="number" min={1} max={86400} step={1} value={timeout} onChange={(e) => setTimeoutSeconds(e.target.value)} aria-invalid={!timeoutOK} />

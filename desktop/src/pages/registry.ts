@@ -29,6 +29,7 @@ export const pages: PageSpec[] = [
   { path: "/access/audit", title: "Audit log", section: "Access", permission: "audit.read", load: () => import("./Audit.js") },
   { path: "/config", title: "Configuration", section: "Configure", permission: "config.read", load: () => import("./Config.js") },
   { path: "/secrets", title: "Secrets", section: "Configure", permission: "secrets.list", load: () => import("./Secrets.js") },
+  { path: "/browser", title: "Browser profiles", section: "Configure", permission: "browser.read", load: () => import("./browser/BrowserProfiles.js") },
   { path: "/compat/models", title: "Models", section: "Compat", permission: "compat.models.read", load: () => import("./compat/Models.js") },
   { path: "/compat/usage", title: "Usage", section: "Compat", permission: "compat.usage.read", load: () => import("./compat/Usage.js") },
   { path: "/compat/playground", title: "Chat playground", section: "Compat", permission: "compat.chat.create", load: () => import("./compat/Playground.js") },

@@ -9,7 +9,8 @@
 //     with a dot, as in /palyra.access.v1.AccessService/..., or /v1/) and missing files
 //     are 404, so the console never answers for the API.
 //   - Every answer carries a strict Content-Security-Policy (scripts, styles, fetches and
-//     workers from the same origin only, no framing) and refuses to be sniffed.
+//     workers from the same origin only; images also from data: and blob: URLs, the
+//     screenshots of browser dispatches; no framing) and refuses to be sniffed.
 //   - Without a build (go build without Node), / says how to build the console.
 //
 // The apiserver mounts it under "/", the least specific pattern: every RPC, /v1/,
@@ -34,7 +35,7 @@ var dist embed.FS
 const placeholder = "README.md"
 
 // ContentSecurityPolicy is the policy of every console response.
-const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
 	"font-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 

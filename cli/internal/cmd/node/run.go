@@ -154,10 +154,12 @@ func parseLogLevel(s string) (slog.Level, error) {
 // configSettings name, for each built-in capability that needs one, the node.toml
 // setting that makes it available.
 var configSettings = map[string]string{
-	"shell.execute":   "[shell] allow or [[shell.program]]",
-	"filesystem.read": "[filesystem] roots",
-	"llm.chat":        "[llm] base_url and models",
-	"llm.embed":       "[llm] base_url and embedding_models",
+	"shell.execute":      "[shell] allow or [[shell.program]]",
+	"filesystem.read":    "[filesystem] roots",
+	"llm.chat":           "[llm] base_url and models",
+	"llm.embed":          "[llm] base_url and embedding_models",
+	"browser.navigate":   "[browser] enabled",
+	"browser.screenshot": "[browser] enabled",
 }
 
 // loadCapabilities returns the registry of the built-in capabilities configured by

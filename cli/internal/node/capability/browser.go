@@ -63,8 +63,11 @@ const (
 )
 
 // BrowserConfig configures browser.navigate and browser.screenshot (node.toml's
-// [browser] table). Without a browser executable both are unavailable.
+// [browser] table). Both are unavailable until Enabled, and without a browser
+// executable.
 type BrowserConfig struct {
+	// Enabled lets this node browse: a node's operator opts in, as for shell.execute.
+	Enabled bool `toml:"enabled"`
 	// Executable is Chromium: an absolute path or a bare name found on PATH. Empty:
 	// "chromium" on PATH when the capabilities are built; not found, they are
 	// unavailable.
@@ -148,7 +151,7 @@ const browserSchema = `{
     "profile": {"description": "The browser profile to browse with, by name.", "type": "string", "minLength": 1, "maxLength": 128},
     "wait_for": {"description": "What ends the load: the load event (default), the network being idle, or a CSS selector being visible.", "enum": ["load", "network_idle", "selector"]},
     "selector": {"description": "The CSS selector wait_for \"selector\" waits for.", "type": "string", "minLength": 1, "maxLength": 1024},
-    "text": {"description": "Return the page's visible text (default true).", "type": "boolean"},
+    "text": {"description": "Return the page's visible text (default true).", "type": "boolean", "default": true},
     "max_text_bytes": {"description": "The most text returned (default 65536).", "type": "integer", "minimum": 1, "maximum": 524288},
     "links": {"description": "Return the page's links (at most 500).", "type": "boolean"},
     "screenshot": {"description": "Take a PNG screenshot, written as the dispatch's output.%s", "type": "boolean"},
@@ -269,8 +272,11 @@ func newBrowserCapabilities(cfg BrowserConfig, lookPath func(string) (string, er
 		networks = nil
 	}
 	exe := cfg.Executable
-	if exe == "" {
+	if exe == "" && cfg.Enabled {
 		exe, _ = lookPath(defaultBrowserExecutable)
+	}
+	if !cfg.Enabled {
+		exe = ""
 	}
 	if exe != "" {
 		if info, err := os.Stat(exe); err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
@@ -329,6 +335,9 @@ func (b *browser) check(input json.RawMessage, profile *nodev1.BrowserProfile) (
 		return nil, err
 	}
 	in := &p.in
+	if !b.cfg.Enabled {
+		return nil, refusef("%s: this node does not browse: its node.toml's [browser] table does not set enabled = true", b.name)
+	}
 	if b.exe == "" {
 		return nil, refusef("%s: no browser on this node: install Chromium, or set browser.executable in node.toml", b.name)
 	}

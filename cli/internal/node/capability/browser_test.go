@@ -120,6 +120,7 @@ func testBrowser(t *testing.T, cfg BrowserConfig) (nav, shot *browser, log *sync
 	if cfg.Timeout == 0 {
 		cfg.Timeout = Duration(90 * time.Second)
 	}
+	cfg.Enabled = true
 	log = &syncBuffer{}
 	caps := newBrowserCapabilities(cfg, pathLookup(os.Getenv("PATH")), slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	nav, shot = caps[0].(*browser), caps[1].(*browser)

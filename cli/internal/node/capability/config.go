@@ -650,7 +650,10 @@ const defaultConfigTemplate = `# node.toml: what the capabilities of this Palyra
 # profile palyrad sends: user agent, viewport, locale, time zone, proxy, cookies and
 # local storage. Every request the browser makes goes through a guard on this node:
 # only to the profile's allowed domains, only http(s), never to the addresses below
-# unless allowed. Without a Chromium both capabilities are unavailable.
+# unless allowed. Both are unavailable until enabled, and without a Chromium.
+#
+# Let this node browse:
+# enabled = true
 #
 # The browser: an absolute path or a bare name found on PATH. Default: chromium on PATH
 # (Debian's chromium package).

@@ -81,6 +81,7 @@ timeout = "2m"
 max_concurrent = 2
 
 [browser]
+enabled = true
 executable = "` + echo + `"
 timeout = "30s"
 max_page_bytes = 1048576
@@ -105,7 +106,7 @@ allow_networks = ["127.0.0.0/8", "::1"]
 					apiKey: &apiKey{"sk-local-secret"},
 				},
 				Browser: BrowserConfig{
-					Executable: echo, Timeout: Duration(30 * time.Second), MaxPageBytes: 1 << 20, MaxConcurrent: 3,
+					Enabled: true, Executable: echo, Timeout: Duration(30 * time.Second), MaxPageBytes: 1 << 20, MaxConcurrent: 3,
 					AllowNetworks: []string{"127.0.0.0/8", "::1"},
 				},
 			},
@@ -381,8 +382,8 @@ func TestConfigTemplateKeys(t *testing.T) {
 	t.Parallel()
 	setting := regexp.MustCompile(`(?m)^# ([a-z_]+ = .*|\[\[shell\.program\]\])$`)
 	uncommented := setting.ReplaceAllString(defaultConfigTemplate, "$1")
-	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 28 {
-		t.Errorf("the template shows %d settings and tables, want all 19 settings, 2 [[shell.program]] tables and their 7 settings", n)
+	if n := len(setting.FindAllString(defaultConfigTemplate, -1)); n != 29 {
+		t.Errorf("the template shows %d settings and tables, want all 20 settings, 2 [[shell.program]] tables and their 7 settings", n)
 	}
 	var c Config
 	if err := toml.NewDecoder(strings.NewReader(uncommented)).DisallowUnknownFields().Decode(&c); err != nil {

@@ -104,24 +104,24 @@ func TestBuiltinRegistry(t *testing.T) {
 	}{
 		"default": {
 			cfg:  DefaultConfig(),
-			want: map[string]bool{BrowserNavigateName: true, BrowserScreenshotName: true, FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
+			want: map[string]bool{BrowserNavigateName: false, BrowserScreenshotName: false, FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
 		},
 		"zero": {
 			cfg:  Config{},
-			want: map[string]bool{BrowserNavigateName: true, BrowserScreenshotName: true, FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
+			want: map[string]bool{BrowserNavigateName: false, BrowserScreenshotName: false, FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
 		},
 		"no browser": {
-			cfg:  Config{Browser: BrowserConfig{Executable: "/nonexistent/chromium"}},
+			cfg:  Config{Browser: BrowserConfig{Enabled: true, Executable: "/nonexistent/chromium"}},
 			want: map[string]bool{FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
 		},
 		"configured": {
 			cfg: Config{Shell: ShellConfig{Allow: []string{"/bin/echo"}}, Filesystem: FilesystemConfig{Roots: []string{t.TempDir()}},
-				LLM: LLMConfig{BaseURL: "http://127.0.0.1:8080/v1", Models: []string{"m"}, EmbeddingModels: []string{"e"}}},
+				LLM: LLMConfig{BaseURL: "http://127.0.0.1:8080/v1", Models: []string{"m"}, EmbeddingModels: []string{"e"}}, Browser: BrowserConfig{Enabled: true}},
 			want: map[string]bool{BrowserNavigateName: true, BrowserScreenshotName: true, FilesystemReadName: true, LLMChatName: true, LLMEmbedName: true, ShellExecuteName: true, SystemInfoName: true},
 		},
 		"relative entries are ignored": {
 			cfg:  Config{Shell: ShellConfig{Allow: []string{"echo", "./echo"}}, Filesystem: FilesystemConfig{Roots: []string{"var"}}},
-			want: map[string]bool{BrowserNavigateName: true, BrowserScreenshotName: true, FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
+			want: map[string]bool{BrowserNavigateName: false, BrowserScreenshotName: false, FilesystemReadName: false, LLMChatName: false, LLMEmbedName: false, ShellExecuteName: false, SystemInfoName: true},
 		},
 	}
 	for name, tt := range tests {

@@ -12,8 +12,8 @@ import { Presence } from "../../../../gen/ts/palyra/controlplane/v1/nodes_pb.js"
 import { Card } from "../../components/Page.js";
 import { ErrorPanel } from "../../components/ErrorPanel.js";
 import { Needs } from "../../components/ListBody.js";
-import { RelativeTime } from "../../components/RelativeTime.js";
 import { errorInfo } from "../../components/errorInfo.js";
+import { StaleConflict, type Conflict } from "../../components/Revisions.js";
 import { prettyJSON } from "../../components/prettyJSON.js";
 import { count } from "../../components/plural.js";
 import { CompatError } from "../compat/CompatError.js";
@@ -32,12 +32,6 @@ export interface Saved {
   agent: Agent;
   warnings: string[];
   created: boolean;
-}
-
-/** Conflict is an edit refused as stale: its base and the revision that is current. */
-interface Conflict {
-  base: bigint;
-  current: bigint;
 }
 
 /** invalidateAgents reads every agent query again. */
@@ -113,38 +107,16 @@ export function AgentEditor({ agent, onSaved, onCancel }: { agent?: Agent; onSav
     <Card title={agent ? `Edit ${agent.spec?.name}` : "Definition"}>
       <form onSubmit={submit} className={admin.stack} aria-label={agent ? `Edit agent ${agent.spec?.name}` : "New agent"}>
         {conflict ? (
-          <div className={admin.notice} role="alert" aria-label="Conflict">
-            <p>
-              <strong>Your changes were not saved: the agent changed meanwhile.</strong> You edited revision {String(conflict.base)}; it is now revision{" "}
-              {String(conflict.current)}
-              {theirs ? (
-                <>
-                  , made by {theirs.updatedBy} <RelativeTime value={theirs.updateTime} />
-                </>
-              ) : null}
-              .
-            </p>
-            {theirs ? (
-              <>
-                <p>Revision {String(theirs.revision)} compared with yours:</p>
-                <ul className={admin.diff}>
-                  {differences(theirs.spec, draft).map((d) => (
-                    <li key={d}>{d}</li>
-                  ))}
-                </ul>
-              </>
-            ) : current.error ? (
-              <ErrorPanel error={current.error} />
-            ) : null}
-            <div className={admin.row}>
-              <button type="button" className="button button-primary" disabled={busy || !theirs} onClick={() => void save(conflict.current)}>
-                Save mine over revision {String(conflict.current)}
-              </button>
-              <button type="button" className="button" disabled={!theirs} onClick={takeTheirs}>
-                Discard mine, edit revision {String(conflict.current)}
-              </button>
-            </div>
-          </div>
+          <StaleConflict
+            what="agent"
+            conflict={conflict}
+            theirs={theirs}
+            differences={() => differences(theirs?.spec, draft)}
+            error={current.error}
+            busy={busy}
+            onSaveOver={() => void save(conflict.current)}
+            onTakeTheirs={takeTheirs}
+          />
         ) : null}
         <div className={styles.grid}>
           <div className="field">

@@ -17,6 +17,7 @@ import { RelativeTime } from "../../components/RelativeTime.js";
 import { Badge } from "../../components/Badge.js";
 import { Labels } from "../../components/Labels.js";
 import { Confirm } from "../../components/Dialog.js";
+import { RevisionFacts, SavedNotice, WarningsNote, type SavedState } from "../../components/Revisions.js";
 import { usePagedList } from "../../components/paging.js";
 import { ListBody, Loading, Needs, TableHead } from "../../components/ListBody.js";
 import { count } from "../../components/plural.js";
@@ -26,11 +27,6 @@ import { OutcomeBadge } from "./runParts.js";
 import { policyName } from "./spec.js";
 import admin from "../admin.module.css";
 import styles from "./agents.module.css";
-
-/** SavedState is what the page is told after a save (the router's location state). */
-interface SavedState {
-  saved?: { revision: string; warnings: string[]; created: boolean };
-}
 
 export default function Agents() {
   const [params] = useSearchParams();
@@ -170,18 +166,7 @@ function AgentDetail({ name }: { name: string }) {
         ) : null
       }
     >
-      {saved && a && String(a.revision) === saved.revision ? (
-        <div className={saved.warnings.length > 0 ? admin.notice : admin.ok} role="status" aria-label="Saved">
-          <p>{saved.created ? "Agent created" : `Saved as revision ${saved.revision}`}{saved.warnings.length > 0 ? ", with warnings:" : "."}</p>
-          {saved.warnings.length > 0 ? (
-            <ul>
-              {saved.warnings.map((w) => (
-                <li key={w}>{w}</li>
-              ))}
-            </ul>
-          ) : null}
-        </div>
-      ) : null}
+      {saved && a && String(a.revision) === saved.revision ? <SavedNotice saved={saved} created="Agent created" /> : null}
       {got.error ? <ErrorPanel error={got.error} title="The agent could not be read" /> : null}
       {!a && !got.error ? <Loading /> : null}
       {a && editing ? (
@@ -196,16 +181,7 @@ function AgentDetail({ name }: { name: string }) {
       ) : null}
       {a && spec && !editing ? (
         <>
-          {got.data && got.data.warnings.length > 0 && !saved ? (
-            <div className={admin.notice} role="note" aria-label="Warnings">
-              <p>As things stand now:</p>
-              <ul>
-                {got.data.warnings.map((w) => (
-                  <li key={w}>{w}</li>
-                ))}
-              </ul>
-            </div>
-          ) : null}
+          {got.data && !saved ? <WarningsNote warnings={got.data.warnings} /> : null}
           <Card title="Definition" aside={a.isDefault ? <Badge tone="ok">default</Badge> : undefined}>
             <dl className={admin.facts}>
               <div>
@@ -226,24 +202,7 @@ function AgentDetail({ name }: { name: string }) {
                   {spec.limits?.maxTokens ? count(spec.limits.maxTokens, "tokens") : "no token limit"}, deadline {String(spec.limits?.deadline?.seconds ?? 0n)} s
                 </dd>
               </div>
-              <div>
-                <dt>Labels</dt>
-                <dd>
-                  <Labels labels={spec.labels} none="none" />
-                </dd>
-              </div>
-              <div>
-                <dt>Revision</dt>
-                <dd>
-                  {String(a.revision)}, made <RelativeTime value={a.updateTime} /> by {a.updatedBy}; created <RelativeTime value={a.createTime} /> by {a.createdBy}
-                </dd>
-              </div>
-              <div>
-                <dt>ID</dt>
-                <dd>
-                  <code>{a.id}</code>
-                </dd>
-              </div>
+              <RevisionFacts labels={spec.labels} of={a} />
             </dl>
             <h3 className={`field-hint ${styles.subhead}`}>System prompt</h3>
             <pre className={admin.pre}>{spec.systemPrompt || "(none)"}</pre>

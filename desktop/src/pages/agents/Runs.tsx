@@ -1,7 +1,8 @@
 // Runs: the runs of the agents, newest first, filtered by agent and state (both in the
 // address), page by page; and one run (?id=) with its live timeline (WatchRun): each
 // model call with its tokens, each tool call with its node, input, outcome, dispatch
-// (linked to the Dispatches page) and approval, and the answer; cancelling it asks first.
+// (linked to the Dispatches page) and approval (a browser call's page and screenshot
+// shown), and the answer; cancelling it asks first.
 import { useEffect, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { createClient } from "@connectrpc/connect";
@@ -22,6 +23,7 @@ import { StateFilter, TextFilter, useAddressFilter, withParam } from "../../comp
 import { count } from "../../components/plural.js";
 import { NodeName } from "../../components/NodeName.js";
 import { OutcomeBadge, RunStateBadge, runEnded, runStateName } from "./runParts.js";
+import { BrowserResult } from "../../components/BrowserResult.js";
 import admin from "../admin.module.css";
 import styles from "./agents.module.css";
 
@@ -292,6 +294,7 @@ function Step({ step: s }: { step: RunStep }) {
             <summary>Input</summary>
             <pre className={admin.pre} tabIndex={0}>{prettyJSON(t.inputJson || "{}")}</pre>
           </details>
+          {t.dispatchId && t.resultJson ? <BrowserResult id={t.dispatchId} capability={t.capability} resultJson={t.resultJson} /> : null}
           {t.resultJson ? (
             <details>
               <summary>Result</summary>

@@ -67,10 +67,7 @@ export function fromSpec(spec: AgentSpec | undefined): Draft {
     description: spec.description,
     model: spec.model,
     systemPrompt: spec.systemPrompt,
-    labels: Object.entries(spec.labels)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([k, v]) => `${k}=${v}`)
-      .join("\n"),
+    labels: labelsText(spec.labels),
     maxSteps: l?.maxSteps ? String(l.maxSteps) : "",
     maxToolCalls: l?.maxToolCalls ? String(l.maxToolCalls) : "",
     maxTokens: l?.maxTokens ? String(l.maxTokens) : "",
@@ -86,6 +83,14 @@ export function fromSpec(spec: AgentSpec | undefined): Draft {
       description: t.description,
     })),
   };
+}
+
+/** labelsText writes labels as key=value lines, in key order. */
+export function labelsText(labels: Record<string, string>): string {
+  return Object.entries(labels)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join("\n");
 }
 
 /** parseLabels reads key=value lines; it throws naming the first line that is not one. */
