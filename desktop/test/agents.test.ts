@@ -134,14 +134,14 @@ describe("agents and runs, as the owner", () => {
     await form.getByRole("button", { name: "Add a tool" }).click();
     const tool = form.getByRole("group", { name: /^Tool 2/ });
     await tool.getByLabel("Capability", { exact: true }).selectOption({ label: "Another capability…" });
-    await tool.getByLabel("Capability", { exact: true }).fill("browser.open");
+    await tool.getByLabel("Capability", { exact: true }).fill("camera.capture");
     await tool.getByLabel("Policy").selectOption({ label: "ask: a human approves each call" });
     await tool.getByText("No paired node announces it.").waitFor();
     await form.getByRole("button", { name: "Save agent" }).click();
     const saved = page.getByRole("status", { name: "Saved" });
     await saved.getByText("Saved as revision 2, with warnings:").waitFor({ timeout: WAIT });
-    assert.match(await saved.innerText(), /browser\.open/);
-    assert.match(await page.getByRole("region", { name: "Tools" }).getByRole("row", { name: /browser_open/ }).innerText(), /ask/);
+    assert.match(await saved.innerText(), /camera\.capture/);
+    assert.match(await page.getByRole("region", { name: "Tools" }).getByRole("row", { name: /camera_capture/ }).innerText(), /ask/);
     await look(page, "agents-saved-warning");
   });
 
