@@ -352,6 +352,9 @@ func (a *attachment) send(ctx context.Context, d Dispatch) error {
 	a.track(d)
 	m := dispatchMessage(d)
 	if IsBrowser(d.Capability) {
+		if a.s.opts.Browser == nil { // created on a replica that serves profiles
+			return a.failUnsent(ctx, d, errNoBrowserProfiles(d.Capability))
+		}
 		profile, err := a.s.opts.Browser.Profile(ctx, d.ID, d.Input)
 		var k errdefs.Kinded
 		if errors.As(err, &k) {

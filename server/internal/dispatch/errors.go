@@ -30,6 +30,12 @@ func errFailedPrecondition(format string, args ...any) error {
 	return errdefs.New(errdefs.FailedPrecondition, format, args...)
 }
 
+// errNoBrowserProfiles refuses a dispatch of a browser capability on a palyrad that
+// serves no browser profiles.
+func errNoBrowserProfiles(capability string) error {
+	return errFailedPrecondition("this palyrad serves no browser profiles, which capability %s needs", capability)
+}
+
 // errProtocol ends an Attach stream that broke the protocol.
 func errProtocol(format string, args ...any) error {
 	return errdefs.New(errdefs.Invalid, "attach protocol: "+format, args...)

@@ -109,7 +109,7 @@ func (s *Service) create(ctx context.Context, r Request, id string) (d Dispatch,
 	}
 	if IsBrowser(r.Capability) {
 		if s.opts.Browser == nil {
-			return d, false, errFailedPrecondition("this palyrad serves no browser profiles, which capability %s needs", r.Capability)
+			return d, false, errNoBrowserProfiles(r.Capability)
 		}
 		if err := s.opts.Browser.CheckInput(ctx, r.Capability, input.String()); err != nil {
 			return d, false, err
