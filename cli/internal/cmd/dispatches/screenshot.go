@@ -1,8 +1,10 @@
 package dispatches
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"io"
 	"os"
 	"strings"
@@ -35,14 +37,13 @@ type screenshotLocation struct {
 	Offset      uint64 `json:"offset"`
 	Length      uint64 `json:"length"`
 	ContentType string `json:"content_type"`
-	Width       int    `json:"width"`
-	Height      int    `json:"height"`
 }
 
 // saveScreenshot cuts the screenshot of a browser.* dispatch out of res's output (all
 // of it, collected) and writes it to path, <dispatch id>.png when empty; it says on
-// stderr where it went, or why there is none although there is output. It removes the
-// output from res, which is printed without it.
+// stderr where it went, or why there is none although there is output. The location
+// is the node's word, so it allocates no more than the output holds and writes only a
+// PNG image. It removes the output from res, which is printed without it.
 func saveScreenshot(stderr io.Writer, res *controlplanev1.ExecuteCapabilityResponse, path string) error {
 	disp := res.GetDispatch()
 	chunks := res.GetOutput()
@@ -62,6 +63,13 @@ func saveScreenshot(stderr io.Writer, res *controlplanev1.ExecuteCapabilityRespo
 		return nil
 	}
 	shot := loc.Screenshot
+	var held uint64
+	for _, c := range chunks {
+		held += uint64(len(c.GetData()))
+	}
+	if shot.Length > held {
+		return warnCut(stderr, disp.GetId(), shot.Length, held)
+	}
 	start, end := shot.Offset, shot.Offset+shot.Length
 	data := make([]byte, 0, shot.Length)
 	for _, c := range chunks {
@@ -81,8 +89,12 @@ func saveScreenshot(stderr io.Writer, res *controlplanev1.ExecuteCapabilityRespo
 		data = append(data, b[:min(uint64(len(b)), end-from)]...)
 	}
 	if uint64(len(data)) != shot.Length {
-		output.Fprintf(stderr, "palyra: warning: the screenshot of dispatch %s is %s, of which the kept output holds %s (cut at its cap; --max-output keeps more); not written\n",
-			disp.GetId(), Bytes(shot.Length), Bytes(uint64(len(data))))
+		return warnCut(stderr, disp.GetId(), shot.Length, uint64(len(data)))
+	}
+	img, err := png.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		output.Fprintf(stderr, "palyra: warning: the screenshot of dispatch %s is not a PNG image (the node said %q): %v; not written\n",
+			disp.GetId(), shot.ContentType, err)
 		return nil
 	}
 	if path == "" {
@@ -92,7 +104,15 @@ func saveScreenshot(stderr io.Writer, res *controlplanev1.ExecuteCapabilityRespo
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		return fmt.Errorf("write the screenshot of dispatch %s: %w", disp.GetId(), err)
 	}
-	output.Fprintf(stderr, "palyra: wrote the screenshot of dispatch %s to %s (%s, %dx%d, %s)\n",
-		disp.GetId(), path, shot.ContentType, shot.Width, shot.Height, Bytes(shot.Length))
+	output.Fprintf(stderr, "palyra: wrote the screenshot of dispatch %s to %s (image/png, %dx%d, %s)\n",
+		disp.GetId(), path, img.Width, img.Height, Bytes(shot.Length))
+	return nil
+}
+
+// warnCut says that the screenshot of dispatch id, of length bytes, is not written
+// because the kept output holds only held of them.
+func warnCut(stderr io.Writer, id string, length, held uint64) error {
+	output.Fprintf(stderr, "palyra: warning: the screenshot of dispatch %s is %s, of which the kept output holds %s (cut at its cap; --max-output keeps more); not written\n",
+		id, Bytes(length), Bytes(held))
 	return nil
 }

@@ -464,4 +464,28 @@ func TestInvokeBrowserScreenshot(t *testing.T) {
 	if _, err := os.Stat("cut.png"); res.Code != 0 || err == nil || !strings.Contains(res.Stderr, "of which the kept output holds 20 B") {
 		t.Errorf("invoke with a cut screenshot: exit %d, stdout %q, stderr %q, file: %v", res.Code, res.Stdout, res.Stderr, err)
 	}
+
+	// The location is the node's word: a length beyond the output allocates nothing
+	// and writes nothing, and bytes that are not a PNG image are not written.
+	for name, tc := range map[string]struct {
+		run  func(dispatchtest.Run) dispatchtest.Run
+		want string
+	}{
+		"a huge length": {func(r dispatchtest.Run) dispatchtest.Run {
+			r.ResultJSON = `{"title":"Shop","screenshot":{"offset":0,"length":4611686018427387904,"content_type":"image/png"}}`
+			return r
+		}, "is 4194304 TiB, of which the kept output holds " + fmt.Sprint(len(screenshotPNG)) + " B"},
+		"not a PNG": {func(r dispatchtest.Run) dispatchtest.Run {
+			r.Output = []dispatchtest.Chunk{{Data: "#!/bin/sh\nrm -rf ~\n"}}
+			r.ResultJSON = `{"title":"Shop","screenshot":{"offset":0,"length":18,"content_type":"image/png"}}`
+			return r
+		}, `is not a PNG image (the node said "image/png")`},
+	} {
+		b.disp.Runner = func(req *controlplanev1.CreateDispatchRequest) dispatchtest.Run { return tc.run(node(req)) }
+		res := b.invoke(t.Context(), "browser.navigate", "--input", input, "--screenshot", "bad.png")
+		if _, err := os.Stat("bad.png"); res.Code != 0 || err == nil || !strings.Contains(res.Stderr, tc.want) ||
+			!strings.Contains(res.Stdout, `"title"`) {
+			t.Errorf("invoke with %s: exit %d, stdout %q, stderr %q, file: %v", name, res.Code, res.Stdout, res.Stderr, err)
+		}
+	}
 }
