@@ -8,8 +8,11 @@
 // its screenshot (an image as large as the profile's viewport) and its blocked
 // requests, never the PNG as text, on the Nodes and the Dispatches pages; the profile
 // then holds state version 1, which a confirmed reset drops (the next visit is signed
-// out); an operator sees the profiles without their actions. Each page passes axe and
-// is photographed.
+// out); an agent is given a browser.navigate tool with the profile picked in the agent
+// editor (a save without one refused on the field, an unknown one refused by palyrad on
+// the field), which its page shows linked to the profile's after a reload; an operator
+// sees the profiles without their actions, and a principal that may write agents but
+// not read profiles names the profile as text. Each page passes axe and is photographed.
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -21,6 +24,8 @@ import { createClient, type Transport } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { AccessService, Role } from "../../gen/ts/palyra/access/v1/access_pb.js";
+import { FeatureFlagService } from "../../gen/ts/palyra/access/v1/flags_pb.js";
+import { AgentService } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
 import { BrowserProfileService } from "../../gen/ts/palyra/browser/v1/browser_pb.js";
 import { DispatchService, DispatchState } from "../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
 import { NodeInventoryService } from "../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
@@ -60,11 +65,13 @@ function serveSite(): Promise<Server> {
 }
 
 before(async () => {
-  daemon = await startPalyrad("browser-profiles-console-test");
+  daemon = await startPalyrad("browser-profiles-console-test", "--compat-model", "palyra-echo");
   browser = await launch();
   scratch = mkdtempSync(join(tmpdir(), "palyra-browser-"));
   chmodSync(scratch, 0o755);
   transport = bearer(daemon, daemon.token);
+  // The agent editor's model picker lists the compat models.
+  await createClient(FeatureFlagService, transport).setFlag({ key: "compat_api", enabled: true });
   site = await serveSite();
   siteURL = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
   node = await pairNode(daemon, transport, scratch, "browser-node", '[browser]\nenabled = true\nexecutable = "/usr/bin/chromium"\nallow_networks = ["127.0.0.0/8"]\n');
@@ -268,6 +275,83 @@ describe("browser profiles, as the owner", () => {
     assert.match(JSON.parse(dispatch!.resultJson).text as string, /Signed out/);
   });
 
+  it("gives an agent a browser.navigate tool with the profile picked in the editor", async () => {
+    await open(page, "Agents");
+    await page.getByRole("link", { name: "New agent" }).click();
+    const form = page.getByRole("form", { name: "New agent" });
+    await form.getByLabel("Name", { exact: true }).fill("shopper");
+    await form.getByLabel("Model", { exact: true }).selectOption("palyra-echo");
+    await form.getByRole("button", { name: "Add a tool" }).click();
+    const tool = form.getByRole("group", { name: /^Tool 1/ });
+    await tool.getByLabel("Capability", { exact: true }).selectOption("system.info");
+    assert.equal(await tool.getByLabel("Browser profile").count(), 0, "no profile for another capability");
+    await tool.getByLabel("Capability", { exact: true }).selectOption("browser.navigate");
+    const profile = tool.getByLabel("Browser profile", { exact: true });
+    await tool.locator("option", { hasText: "shop" }).waitFor({ state: "attached", timeout: WAIT });
+    assert.equal(await profile.evaluate((el) => el.tagName), "SELECT");
+
+    // Without a profile the save is refused on the field, and nothing is sent.
+    await form.getByRole("button", { name: "Create agent" }).click();
+    assert.ok(await profile.evaluate((el) => el.matches(":invalid")));
+    assert.notEqual(await profile.evaluate((el) => (el as HTMLSelectElement).validationMessage), "");
+    await page.getByRole("heading", { level: 1, name: "New agent" }).waitFor();
+
+    await profile.selectOption("shop");
+    assert.equal(await profile.evaluate((el) => el.matches(":invalid")), false);
+    await tool.getByText("It may visit 127.0.0.1; every call of the tool browses with it.").waitFor();
+    await look(page, "agents-browser-tool-new");
+    await form.getByRole("button", { name: "Create agent" }).click();
+    await page.getByRole("heading", { level: 1, name: "Agent shopper" }).waitFor({ timeout: WAIT });
+    await page.getByRole("status", { name: "Saved" }).getByText(/^Agent created/).waitFor();
+
+    // palyrad stores it (the refused save sent nothing: this is the first revision).
+    const { agent } = await createClient(AgentService, transport).getAgent({ agent: { case: "name", value: "shopper" } });
+    assert.equal(agent!.revision, 1n);
+    assert.equal(agent!.spec?.tools[0]?.capability, "browser.navigate");
+    assert.equal(agent!.spec?.tools[0]?.browserProfile, "shop");
+
+    // The agent's page shows it after a reload, linked to the profile's page.
+    await page.reload();
+    await page.getByRole("heading", { level: 1, name: "Agent shopper" }).waitFor({ timeout: WAIT });
+    const row = page.getByRole("region", { name: "Tools" }).getByRole("row", { name: /browser_navigate/ });
+    assert.match(await row.innerText(), /browser_navigate\s+browser\.navigate\s+profile shop\s+any node offering it\s+auto/);
+    assert.equal(await row.getByRole("link", { name: "shop" }).getAttribute("href"), "/browser?profile=shop");
+    await look(page, "agents-browser-tool");
+  });
+
+  it("shows an edited agent's profile, clears it with the capability, and shows palyrad's refusal on the field", async () => {
+    const profiles = createClient(BrowserProfileService, transport);
+    await profiles.createBrowserProfile({ spec: { name: "gone", allowedDomains: ["127.0.0.1"] } });
+    await page.getByRole("button", { name: "Edit", exact: true }).click();
+    const form = page.getByRole("form", { name: "Edit agent shopper" });
+    const tool = form.getByRole("group", { name: /^Tool 1/ });
+    const profile = tool.getByLabel("Browser profile", { exact: true });
+    assert.equal(await profile.inputValue(), "shop");
+    await tool.locator("option", { hasText: "gone" }).waitFor({ state: "attached", timeout: WAIT });
+
+    // Another capability drops the profile; back to browser.navigate, it is to choose again.
+    await tool.getByLabel("Capability", { exact: true }).selectOption("system.info");
+    assert.equal(await profile.count(), 0);
+    await tool.getByLabel("Capability", { exact: true }).selectOption("browser.navigate");
+    assert.equal(await profile.inputValue(), "");
+
+    // A profile deleted after it was picked: palyrad refuses the save, on the field.
+    await profile.selectOption("gone");
+    await profiles.deleteBrowserProfile({ profile: { case: "name", value: "gone" } });
+    await form.getByRole("button", { name: "Save agent" }).click();
+    await page.waitForFunction((el) => el?.getAttribute("aria-invalid") === "true", await profile.elementHandle(), { timeout: WAIT });
+    const problem = await profile.evaluate((el) => (el.getAttribute("aria-describedby") ?? "").split(" ").map((id) => document.getElementById(id)?.textContent ?? "").join(" "));
+    assert.match(problem, /there is no browser profile "gone"/);
+    // The profiles are read again: the field says the profile is gone.
+    await tool.getByText("palyrad lists no browser profile “gone”: the tool's calls are refused until it exists.").waitFor({ timeout: WAIT });
+    await tool.locator("option", { hasText: "gone (no such profile)" }).waitFor({ state: "attached" });
+    await form.getByRole("alert").getByText("invalid_argument").waitFor();
+    await look(page, "agents-browser-tool-refused");
+    const { agent } = await createClient(AgentService, transport).getAgent({ agent: { case: "name", value: "shopper" } });
+    assert.equal(agent!.revision, 1n);
+    await form.getByRole("button", { name: "Cancel" }).click();
+  });
+
   it("loaded without console errors (no CSP violation)", () => {
     assert.deepEqual(consoleErrors, []);
   });
@@ -290,6 +374,41 @@ describe("an operator", () => {
       createClient(BrowserProfileService, bearer(daemon, secret)).resetBrowserProfileState({ profile: { case: "name", value: "shop" } }),
       /permission_denied|browser\.write/,
     );
+    await ctx.close();
+  });
+});
+
+describe("a principal that may write agents but not read browser profiles", () => {
+  it("is told why, and names the profile as text", async () => {
+    const { secret } = await createClient(AccessService, transport).createToken({
+      label: "agents-no-browser",
+      role: Role.ADMIN,
+      scopes: ["status.read", "nodes.read", "compat.models.read", "agents.read", "agents.write"],
+    });
+    const ctx = await newContext(browser);
+    const page = await signIn(ctx, daemon.baseUrl, secret);
+    await page.goto(daemon.baseUrl + "/agents?agent=shopper");
+    await page.getByRole("heading", { level: 1, name: "Agent shopper" }).waitFor();
+    // The profile is named, not linked to a page it may not open.
+    const row = page.getByRole("region", { name: "Tools" }).getByRole("row", { name: /browser_navigate/ });
+    await row.getByText("shop", { exact: true }).waitFor();
+    assert.equal(await row.getByRole("link", { name: "shop" }).count(), 0);
+    await page.getByRole("button", { name: "Edit", exact: true }).click();
+    const form = page.getByRole("form", { name: "Edit agent shopper" });
+    const tool = form.getByRole("group", { name: /^Tool 1/ });
+    await tool.getByText("Choosing among the browser profiles needs the permission browser.read: name the profile the tool browses with.").waitFor();
+    const profile = tool.getByLabel("Browser profile", { exact: true });
+    assert.equal(await profile.evaluate((el) => el.tagName), "INPUT");
+    assert.equal(await profile.inputValue(), "shop");
+    await look(page, "agents-browser-tool-no-read");
+    // A name palyrad does not know is refused on the field.
+    await profile.fill("nonesuch");
+    await form.getByRole("button", { name: "Save agent" }).click();
+    await page.waitForFunction((el) => el?.getAttribute("aria-invalid") === "true", await profile.elementHandle(), { timeout: WAIT });
+    await tool.getByText('there is no browser profile "nonesuch" (palyra browser profiles list)').waitFor();
+    await profile.fill("shop");
+    await form.getByRole("button", { name: "Save agent" }).click();
+    await page.getByRole("status", { name: "Saved" }).getByText(/^Saved as revision 2/).waitFor({ timeout: WAIT });
     await ctx.close();
   });
 });

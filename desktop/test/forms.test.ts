@@ -1,6 +1,7 @@
 // The pure parts of the pages: the fingerprint comparison and the warnings of a pairing
 // request, the form generated from a JSON schema (with the built-in capabilities' own
-// schemas, read from their Go sources), and counts in words.
+// schemas, read from their Go sources), an agent's browser tools in the agent form, and
+// counts in words.
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -11,6 +12,8 @@ import { DeviceClaim } from "../../gen/ts/palyra/node/v1/node_pb.js";
 import { checkFingerprint, groupHex, normalizeFingerprint, warningsFor } from "../src/pages/pairingChecks.js";
 import { buildInput, initialValues, planForm } from "../src/components/schemaPlan.js";
 import { allShown, count, singular } from "../src/components/plural.js";
+import { AgentSpecSchema } from "../../gen/ts/palyra/agents/v1/agents_pb.js";
+import { differences, fromSpec, newTool, placeToolViolations, toSpec } from "../src/pages/agents/spec.js";
 
 const fp = "sha256:" + "0123456789abcdef".repeat(4);
 
@@ -101,6 +104,47 @@ describe("the form generated from a schema", () => {
     assert.equal(planForm("{").ok, false);
     assert.equal(planForm(JSON.stringify({ type: "array" })).ok, false);
     assert.deepEqual(planForm(JSON.stringify({ type: "object", properties: { o: { type: "object", properties: {} } } })), { ok: false, why: "The form cannot show o: a nested object." });
+  });
+});
+
+describe("an agent's browser tools in the agent form", () => {
+  const stored = create(AgentSpecSchema, {
+    name: "shopper",
+    model: "m",
+    tools: [{ name: "info", capability: "system.info" }, { name: "browse", capability: "browser.navigate", browserProfile: "shop" }],
+  });
+
+  it("keeps a browser tool's profile both ways, and sends none for another capability", () => {
+    const draft = fromSpec(stored);
+    assert.equal(draft.tools[1].browserProfile, "shop");
+    assert.deepEqual(toSpec(draft).tools?.map((t) => t.browserProfile), ["", "shop"]);
+    // A profile left on a row whose capability is no longer a browser one is not sent.
+    draft.tools[1] = { ...draft.tools[1], capability: "system.info", name: "info2" };
+    assert.deepEqual(toSpec(draft).tools?.map((t) => t.browserProfile), ["", ""]);
+  });
+
+  it("says when a browser tool's profile changed meanwhile", () => {
+    const mine = fromSpec(stored);
+    mine.tools[1] = { ...mine.tools[1], browserProfile: "other" };
+    assert.deepEqual(differences(stored, mine), [
+      "Tools: info (system.info on any node, auto), browse (browser.navigate with profile shop on any node, auto) → info (system.info on any node, auto), browse (browser.navigate with profile other on any node, auto)",
+    ]);
+  });
+
+  it("puts palyrad's field violations of a tool on that row's field", () => {
+    const tools = [newTool("system.info"), newTool("browser.navigate")];
+    const problems = placeToolViolations(
+      [
+        { field: "spec.tools[1].browser_profile", description: "name one" },
+        { field: "spec.tools[0].node_id", description: "no such node" },
+        { field: "spec.model", description: "not a tool's" },
+        { field: "spec.tools[7].name", description: "no such row" },
+      ],
+      tools,
+    );
+    assert.deepEqual(problems.get(tools[1].key), { browserProfile: "name one" });
+    assert.deepEqual(problems.get(tools[0].key), { nodeId: "no such node" });
+    assert.equal(problems.size, 2);
   });
 });
 

@@ -12,7 +12,6 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeInventoryService, Presence, type Node } from "../../../gen/ts/palyra/controlplane/v1/nodes_pb.js";
 import { DeviceService } from "../../../gen/ts/palyra/controlplane/v1/devices_pb.js";
 import { DispatchService } from "../../../gen/ts/palyra/controlplane/v1/dispatch_pb.js";
-import { BrowserProfileService } from "../../../gen/ts/palyra/browser/v1/browser_pb.js";
 import type { Capability } from "../../../gen/ts/palyra/node/v1/node_pb.js";
 import { usePermission } from "../session.js";
 import { Card, Page } from "../components/Page.js";
@@ -27,6 +26,7 @@ import { ListBody, Loading, Needs, TableHead } from "../components/ListBody.js";
 import { prettyJSON } from "../components/prettyJSON.js";
 import styles from "./Nodes.module.css";
 import { Labels } from "../components/Labels.js";
+import { isBrowser, useProfileChoices } from "./browser/profiles.js";
 
 /** LIVE is how often presence is read again. */
 const LIVE = 3_000;
@@ -323,10 +323,8 @@ function CapabilitiesCard({ node }: { node: Node }) {
  * fields: a browser.* capability's profile is chosen among the browser profiles, when
  * the principal may list them. */
 function useInputChoices(capability: string): Record<string, string[]> {
-  const browsing = capability.startsWith("browser.");
-  const may = usePermission("browser.read");
-  const profiles = useQuery(BrowserProfileService.method.listBrowserProfiles, { pageSize: 500 }, { enabled: browsing && may });
-  return useMemo((): Record<string, string[]> => (browsing && profiles.data ? { profile: profiles.data.profiles.map((p) => p.spec?.name ?? "") } : {}), [browsing, profiles.data]);
+  const { profiles } = useProfileChoices(isBrowser(capability));
+  return useMemo((): Record<string, string[]> => (profiles ? { profile: profiles.map((p) => p.spec?.name ?? "") } : {}), [profiles]);
 }
 
 function InvokeCard({ node }: { node: Node }) {

@@ -1,10 +1,13 @@
 // The agent form, for a new agent and for a new revision of one: the whole definition,
 // with a tool picker fed by the capabilities the paired nodes announce (each tool's
-// target a node offering it or a label selector, and its policy) and a model picker fed
-// by the compat model list. An edit is saved against the revision it began from: a
-// stale one is refused by palyrad (Aborted, ErrorInfo STALE_REVISION) and the form then
-// says what changed meanwhile and lets the user save over it or take the new revision.
-import { useId, useState, type FormEvent } from "react";
+// target a node offering it or a label selector, its policy, and a browser tool's
+// profile picked from the browser profiles) and a model picker fed by the compat model
+// list. palyrad's problems with a tool show on its fields. An edit is saved against the
+// revision it began from: a stale one is refused by palyrad (Aborted, ErrorInfo
+// STALE_REVISION) and the form then says what changed meanwhile and lets the user save
+// over it or take the new revision.
+import { useId, useState, type FormEvent, type ReactNode } from "react";
+import { Link } from "react-router";
 import { createConnectQueryKey, useMutation } from "@connectrpc/connect-query";
 import { useQueryClient } from "@tanstack/react-query";
 import { AgentService, ToolPolicy, type Agent } from "../../../../gen/ts/palyra/agents/v1/agents_pb.js";
@@ -13,12 +16,15 @@ import { Card } from "../../components/Page.js";
 import { ErrorPanel } from "../../components/ErrorPanel.js";
 import { Needs } from "../../components/ListBody.js";
 import { errorInfo } from "../../components/errorInfo.js";
+import { fieldViolations } from "../../components/fieldViolations.js";
+import { Problem } from "../../components/Problem.js";
 import { StaleConflict, type Conflict } from "../../components/Revisions.js";
 import { prettyJSON } from "../../components/prettyJSON.js";
 import { count } from "../../components/plural.js";
 import { CompatError } from "../compat/CompatError.js";
 import { useCatalog, useModels, type CatalogEntry } from "./catalog.js";
-import { defaultToolName, differences, fromSpec, newTool, toSpec, type Draft, type ToolDraft } from "./spec.js";
+import { isBrowser, useInvalidateProfiles, useProfileChoices } from "../browser/profiles.js";
+import { defaultToolName, differences, fromSpec, newTool, placeToolViolations, toSpec, type Draft, type ToolDraft, type ToolField, type ToolProblems } from "./spec.js";
 import admin from "../admin.module.css";
 import styles from "./agents.module.css";
 
@@ -47,7 +53,9 @@ export function AgentEditor({ agent, onSaved, onCancel }: { agent?: Agent; onSav
   const [base, setBase] = useState(agent?.revision ?? 0n);
   const [conflict, setConflict] = useState<Conflict>();
   const [error, setError] = useState<unknown>();
+  const [toolProblems, setToolProblems] = useState<ToolProblems>(new Map());
   const invalidate = useInvalidateAgents();
+  const invalidateProfiles = useInvalidateProfiles();
   const create = useMutation(AgentService.method.createAgent);
   const update = useMutation(AgentService.method.updateAgent);
   const current = useMutation(AgentService.method.getAgent);
@@ -58,6 +66,7 @@ export function AgentEditor({ agent, onSaved, onCancel }: { agent?: Agent; onSav
 
   async function save(expected: bigint) {
     setError(undefined);
+    setToolProblems(new Map());
     let spec;
     try {
       spec = toSpec(draft);
@@ -83,6 +92,10 @@ export function AgentEditor({ agent, onSaved, onCancel }: { agent?: Agent; onSav
         void invalidate();
         return;
       }
+      const problems = placeToolViolations(fieldViolations(err), draft.tools);
+      // A profile palyrad does not know may be gone since the list was read.
+      if ([...problems.values()].some((p) => p.browserProfile)) void invalidateProfiles();
+      setToolProblems(problems);
       setError(err);
     }
   }
@@ -153,7 +166,7 @@ export function AgentEditor({ agent, onSaved, onCancel }: { agent?: Agent; onSav
           <label htmlFor={`${id}-prompt`}>System prompt</label>
           <textarea id={`${id}-prompt`} value={draft.systemPrompt} onChange={(e) => set({ systemPrompt: e.target.value })} rows={6} />
         </div>
-        <ToolsField tools={draft.tools} onChange={(tools) => set({ tools })} catalog={catalog} />
+        <ToolsField tools={draft.tools} onChange={(tools) => set({ tools })} catalog={catalog} problems={toolProblems} />
         <fieldset className={styles.fieldset}>
           <legend>Limits of each run (empty: the default)</legend>
           <div className={styles.grid}>
@@ -195,7 +208,7 @@ function NumberField({ label, placeholder, value, onChange }: { label: string; p
 /** OTHER is the picker's choice of a capability no node announces. */
 const OTHER = "\u0000other";
 
-function ToolsField({ tools, onChange, catalog }: { tools: ToolDraft[]; onChange: (t: ToolDraft[]) => void; catalog: ReturnType<typeof useCatalog> }) {
+function ToolsField({ tools, onChange, catalog, problems }: { tools: ToolDraft[]; onChange: (t: ToolDraft[]) => void; catalog: ReturnType<typeof useCatalog>; problems: ToolProblems }) {
   const edit = (key: number, patch: Partial<ToolDraft>) => onChange(tools.map((t) => (t.key === key ? { ...t, ...patch } : t)));
   return (
     <fieldset className={styles.fieldset}>
@@ -206,7 +219,7 @@ function ToolsField({ tools, onChange, catalog }: { tools: ToolDraft[]; onChange
       {catalog.needs ? <Needs permission={catalog.needs} what="Picking from the nodes' capabilities needs" /> : null}
       {catalog.error ? <ErrorPanel error={catalog.error} title="The nodes' capabilities could not be read" /> : null}
       {tools.map((t, i) => (
-        <ToolRow key={t.key} n={i + 1} tool={t} catalog={catalog} onChange={(p) => edit(t.key, p)} onRemove={() => onChange(tools.filter((x) => x.key !== t.key))} />
+        <ToolRow key={t.key} n={i + 1} tool={t} catalog={catalog} problems={problems.get(t.key) ?? {}} onChange={(p) => edit(t.key, p)} onRemove={() => onChange(tools.filter((x) => x.key !== t.key))} />
       ))}
       <div>
         <button type="button" className="button" disabled={tools.length >= MAX_TOOLS} onClick={() => onChange([...tools, newTool(catalog.entries[0]?.name ?? "")])}>
@@ -217,8 +230,27 @@ function ToolsField({ tools, onChange, catalog }: { tools: ToolDraft[]; onChange
   );
 }
 
-function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool: ToolDraft; catalog: ReturnType<typeof useCatalog>; onChange: (p: Partial<ToolDraft>) => void; onRemove: () => void }) {
+function ToolRow({
+  n,
+  tool: t,
+  catalog,
+  problems,
+  onChange,
+  onRemove,
+}: {
+  n: number;
+  tool: ToolDraft;
+  catalog: ReturnType<typeof useCatalog>;
+  problems: Partial<Record<ToolField, string>>;
+  onChange: (p: Partial<ToolDraft>) => void;
+  onRemove: () => void;
+}) {
   const id = useId();
+  // A browser tool's profile stays while its capability stays a browser one.
+  const setCapability = (capability: string, patch: Partial<ToolDraft> = {}) => onChange({ capability, browserProfile: isBrowser(capability) ? t.browserProfile : "", ...patch });
+  /** invalid marks a field palyrad named, describing it by its problem. */
+  const invalid = (f: ToolField) => ({ "aria-invalid": problems[f] !== undefined, "aria-describedby": problems[f] ? `${id}-${f}-problem` : undefined });
+  const problem = (f: ToolField) => <Problem id={`${id}-${f}-problem`} text={problems[f]} />;
   const entry: CatalogEntry | undefined = catalog.entries.find((e) => e.name === t.capability);
   const [other, setOther] = useState(() => t.capability !== "" && !entry && catalog.entries.length > 0);
   const picking = catalog.entries.length > 0 && !other && (entry !== undefined || t.capability === "");
@@ -236,10 +268,11 @@ function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool:
               onChange={(e) => {
                 if (e.target.value === OTHER) {
                   setOther(true);
-                  onChange({ capability: "" });
-                } else onChange({ capability: e.target.value, nodeId: "" });
+                  setCapability("");
+                } else setCapability(e.target.value, { nodeId: "" });
               }}
               required
+              {...invalid("capability")}
             >
               <option value="">Choose a capability</option>
               {catalog.entries.map((e) => (
@@ -250,21 +283,25 @@ function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool:
               <option value={OTHER}>Another capability…</option>
             </select>
           ) : (
-            <input id={`${id}-cap`} value={t.capability} onChange={(e) => onChange({ capability: e.target.value })} required placeholder="e.g. shell.execute" spellCheck={false} />
+            <input id={`${id}-cap`} value={t.capability} onChange={(e) => setCapability(e.target.value)} required placeholder="e.g. shell.execute" spellCheck={false} {...invalid("capability")} />
           )}
           {entry ? <p className="field-hint">{entry.description}</p> : t.capability ? <p className="field-hint">No paired node announces it.</p> : null}
+          {problem("capability")}
         </div>
+        {isBrowser(t.capability) ? <ProfileField value={t.browserProfile} onChange={(browserProfile) => onChange({ browserProfile })} problem={problems.browserProfile} /> : null}
         <div className="field">
           <label htmlFor={`${id}-name`}>Function name</label>
-          <input id={`${id}-name`} value={t.name} onChange={(e) => onChange({ name: e.target.value })} placeholder={defaultToolName(t.capability) || "from the capability"} maxLength={64} spellCheck={false} />
+          <input id={`${id}-name`} value={t.name} onChange={(e) => onChange({ name: e.target.value })} placeholder={defaultToolName(t.capability) || "from the capability"} maxLength={64} spellCheck={false} {...invalid("name")} />
+          {problem("name")}
         </div>
         <div className="field">
           <label htmlFor={`${id}-policy`}>Policy</label>
-          <select id={`${id}-policy`} value={t.policy === ToolPolicy.UNSPECIFIED ? ToolPolicy.AUTO : t.policy} onChange={(e) => onChange({ policy: Number(e.target.value) as ToolPolicy })}>
+          <select id={`${id}-policy`} value={t.policy === ToolPolicy.UNSPECIFIED ? ToolPolicy.AUTO : t.policy} onChange={(e) => onChange({ policy: Number(e.target.value) as ToolPolicy })} {...invalid("policy")}>
             <option value={ToolPolicy.AUTO}>auto: run at once</option>
             <option value={ToolPolicy.ASK}>ask: a human approves each call</option>
             <option value={ToolPolicy.DENY}>deny: refuse every call</option>
           </select>
+          {problem("policy")}
         </div>
         <div className="field">
           <label htmlFor={`${id}-target`}>Runs on</label>
@@ -278,7 +315,7 @@ function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool:
           <div className="field">
             <label htmlFor={`${id}-node`}>Node</label>
             {offering.length > 0 || catalog.nodes.length > 0 ? (
-              <select id={`${id}-node`} value={t.nodeId} onChange={(e) => onChange({ nodeId: e.target.value })} required>
+              <select id={`${id}-node`} value={t.nodeId} onChange={(e) => onChange({ nodeId: e.target.value })} required {...invalid("nodeId")}>
                 <option value="">Choose a node</option>
                 {t.nodeId && !catalog.nodes.some((x) => x.id === t.nodeId) ? <option value={t.nodeId}>{t.nodeId}</option> : null}
                 {(offering.length > 0 ? offering : catalog.nodes).map((x) => (
@@ -288,20 +325,23 @@ function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool:
                 ))}
               </select>
             ) : (
-              <input id={`${id}-node`} value={t.nodeId} onChange={(e) => onChange({ nodeId: e.target.value.trim() })} required placeholder="node id" spellCheck={false} />
+              <input id={`${id}-node`} value={t.nodeId} onChange={(e) => onChange({ nodeId: e.target.value.trim() })} required placeholder="node id" spellCheck={false} {...invalid("nodeId")} />
             )}
+            {problem("nodeId")}
           </div>
         ) : null}
         {t.target === "selector" ? (
           <div className="field">
             <label htmlFor={`${id}-selector`}>Label selector</label>
-            <input id={`${id}-selector`} value={t.selector} onChange={(e) => onChange({ selector: e.target.value })} placeholder="e.g. env=prod,zone in (a,b)" spellCheck={false} />
+            <input id={`${id}-selector`} value={t.selector} onChange={(e) => onChange({ selector: e.target.value })} placeholder="e.g. env=prod,zone in (a,b)" spellCheck={false} {...invalid("selector")} />
+            {problem("selector")}
           </div>
         ) : null}
       </div>
       <div className="field">
         <label htmlFor={`${id}-description`}>Description for the model</label>
-        <input id={`${id}-description`} value={t.description} onChange={(e) => onChange({ description: e.target.value })} placeholder={entry?.description || "the capability's own"} maxLength={4096} />
+        <input id={`${id}-description`} value={t.description} onChange={(e) => onChange({ description: e.target.value })} placeholder={entry?.description || "the capability's own"} maxLength={4096} {...invalid("description")} />
+        {problem("description")}
       </div>
       <div className={admin.row}>
         {entry?.inputSchema ? (
@@ -313,7 +353,7 @@ function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool:
           </details>
         ) : null}
         {other && catalog.entries.length > 0 ? (
-          <button type="button" className="button button-small" onClick={() => (setOther(false), onChange({ capability: "" }))}>
+          <button type="button" className="button button-small" onClick={() => (setOther(false), setCapability(""))}>
             Pick from the nodes' capabilities
           </button>
         ) : null}
@@ -321,6 +361,45 @@ function ToolRow({ n, tool: t, catalog, onChange, onRemove }: { n: number; tool:
           Remove
         </button>
       </div>
+    </div>
+  );
+}
+
+/** ProfileField picks the browser profile a browser tool browses with, among those
+ * palyrad lists, each with the domains it may visit; without browser.read (or when
+ * they cannot be listed) it takes the profile's name as text. */
+function ProfileField({ value, onChange, problem }: { value: string; onChange: (v: string) => void; problem?: string }) {
+  const id = useId();
+  const { profiles, error, needs } = useProfileChoices(true);
+  const chosen = profiles?.find((p) => p.spec?.name === value);
+  const describedBy = `${id}-hint${problem ? ` ${id}-problem` : ""}`;
+  const invalid = { "aria-invalid": problem !== undefined, "aria-describedby": describedBy };
+  let hint: ReactNode = <>Every call of the tool browses with it; the model cannot choose another.</>;
+  if (needs) hint = <>Choosing among the browser profiles needs the permission <code>{needs}</code>: name the profile the tool browses with.</>;
+  else if (chosen) hint = <>It may visit {chosen.spec?.allowedDomains.join(", ")}; every call of the tool browses with it.</>;
+  else if (value && profiles) hint = <>palyrad lists no browser profile “{value}”: the tool's calls are refused until it exists.</>;
+  else if (profiles?.length === 0) hint = <>There is no browser profile yet: create one on the <Link to="/browser">Browser profiles</Link> page.</>;
+  return (
+    <div className="field">
+      <label htmlFor={id}>Browser profile</label>
+      {!needs && !error ? (
+        <select id={id} value={value} onChange={(e) => onChange(e.target.value)} required {...invalid}>
+          <option value="">{profiles ? "Choose a profile" : "Loading the profiles…"}</option>
+          {value && !chosen ? <option value={value}>{profiles ? `${value} (no such profile)` : value}</option> : null}
+          {profiles?.map((p) => (
+            <option key={p.id} value={p.spec?.name}>
+              {p.spec?.name}
+            </option>
+          ))}
+        </select>
+      ) : (
+        <input id={id} value={value} onChange={(e) => onChange(e.target.value.trim())} required maxLength={63} placeholder="the profile's name" spellCheck={false} {...invalid} />
+      )}
+      <p id={`${id}-hint`} className="field-hint">
+        {hint}
+      </p>
+      {error ? <ErrorPanel error={error} title="The browser profiles could not be listed" /> : null}
+      <Problem id={`${id}-problem`} text={problem} />
     </div>
   );
 }

@@ -1,10 +1,10 @@
 // Agents: the list (by name, filtered by a label selector in the address, the default
-// marked), a new agent (?new), and one agent (?agent=NAME): its definition and the
-// warnings palyrad gives about it, editing it as a new revision, making it the default
-// and deleting it after a confirmation (agents.write; hidden without it, and palyrad
-// decides), and running it on a prompt (agents.run): the model's text streams in as it
-// comes with each tool call's start and end, and the page then lands on the run's
-// timeline.
+// marked), a new agent (?new), and one agent (?agent=NAME): its definition (a browser
+// tool's profile linked to its page) and the warnings palyrad gives about it, editing it
+// as a new revision, making it the default and deleting it after a confirmation
+// (agents.write; hidden without it, and palyrad decides), and running it on a prompt
+// (agents.run): the model's text streams in as it comes with each tool call's start and
+// end, and the page then lands on the run's timeline.
 import { useEffect, useId, useMemo, useRef, useState, type FormEvent } from "react";
 import { Link, useLocation, useNavigate, useSearchParams } from "react-router";
 import { createClient } from "@connectrpc/connect";
@@ -25,6 +25,7 @@ import { NodeName } from "../../components/NodeName.js";
 import { AgentEditor, useInvalidateAgents, type Saved } from "./AgentEditor.js";
 import { OutcomeBadge } from "./runParts.js";
 import { policyName } from "./spec.js";
+import { profileLink } from "../browser/profiles.js";
 import admin from "../admin.module.css";
 import styles from "./agents.module.css";
 
@@ -126,6 +127,7 @@ function AgentList() {
 function AgentDetail({ name }: { name: string }) {
   const mayWrite = usePermission("agents.write");
   const mayRun = usePermission("agents.run");
+  const mayBrowser = usePermission("browser.read");
   const location = useLocation();
   const navigate = useNavigate();
   const land = useLandOnSaved();
@@ -222,6 +224,11 @@ function AgentDetail({ name }: { name: string }) {
                       </td>
                       <td>
                         <code>{t.capability}</code>
+                        {t.browserProfile ? (
+                          <div>
+                            profile {mayBrowser ? <Link to={profileLink(t.browserProfile)}>{t.browserProfile}</Link> : <code>{t.browserProfile}</code>}
+                          </div>
+                        ) : null}
                       </td>
                       <td>
                         {t.target.case === "nodeId" ? (

@@ -1,8 +1,11 @@
 // The agent form's model: an AgentSpec as the form edits it (numbers and labels as
-// text, each tool's target as a choice), and the conversions both ways. palyrad checks
-// the spec; the form only turns text into fields, and says which text it cannot.
+// text, each tool's target as a choice), the conversions both ways, and where palyrad's
+// field violations of the tools go in it. palyrad checks the spec; the form only turns
+// text into fields, and says which text it cannot.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ToolPolicy, type AgentSchema, type AgentSpec, type AgentSpecSchema } from "../../../../gen/ts/palyra/agents/v1/agents_pb.js";
+import type { FieldViolation } from "../../components/fieldViolations.js";
+import { isBrowser } from "../browser/profiles.js";
 
 /** Spec is what CreateAgent and UpdateAgent take. */
 export type Spec = MessageInitShape<typeof AgentSpecSchema>;
@@ -23,6 +26,8 @@ export interface ToolDraft {
   selector: string;
   policy: ToolPolicy;
   description: string;
+  /** browserProfile is the profile a browser.* tool browses with; sent only for those. */
+  browserProfile: string;
 }
 
 /** Draft is the whole form. */
@@ -45,7 +50,7 @@ let nextKey = 1;
 
 /** newTool is an empty tool row. */
 export function newTool(capability = ""): ToolDraft {
-  return { key: nextKey++, name: "", capability, target: "any", nodeId: "", selector: "", policy: ToolPolicy.AUTO, description: "" };
+  return { key: nextKey++, name: "", capability, target: "any", nodeId: "", selector: "", policy: ToolPolicy.AUTO, description: "", browserProfile: "" };
 }
 
 /** emptyDraft is the form of a new agent. */
@@ -81,6 +86,7 @@ export function fromSpec(spec: AgentSpec | undefined): Draft {
       selector: t.target.case === "nodeSelector" ? t.target.value : "",
       policy: t.policy,
       description: t.description,
+      browserProfile: t.browserProfile,
     })),
   };
 }
@@ -134,6 +140,7 @@ export function toSpec(d: Draft): Spec {
       capability: t.capability.trim(),
       policy: t.policy,
       description: t.description.trim(),
+      browserProfile: isBrowser(t.capability.trim()) ? t.browserProfile : "",
       target:
         t.target === "node"
           ? { case: "nodeId" as const, value: t.nodeId }
@@ -172,7 +179,41 @@ export function differences(current: AgentSpec | undefined, mine: Draft): string
     if (a !== b) out.push(`${label}: ${short(a)} → ${short(b)}`);
   }
   const where = (t: ToolDraft) => (t.target === "node" ? `node ${t.nodeId}` : t.target === "selector" && t.selector.trim() ? `nodes ${t.selector.trim()}` : "any node");
-  const tools = (d: Draft) => d.tools.map((t) => `${t.name || defaultToolName(t.capability)} (${t.capability} on ${where(t)}, ${policyName(t.policy)})`).join(", ") || "none";
+  const profile = (t: ToolDraft) => (isBrowser(t.capability) ? ` with profile ${t.browserProfile || "(none)"}` : "");
+  const tools = (d: Draft) => d.tools.map((t) => `${t.name || defaultToolName(t.capability)} (${t.capability}${profile(t)} on ${where(t)}, ${policyName(t.policy)})`).join(", ") || "none";
   if (tools(theirs) !== tools(mine)) out.push(`Tools: ${tools(theirs)} → ${tools(mine)}`);
+  return out;
+}
+
+/** ToolField is a part of a tool row a problem can be shown on. */
+export type ToolField = "capability" | "name" | "policy" | "nodeId" | "selector" | "description" | "browserProfile";
+
+/** toolFields maps the proto names of Tool's fields to the row's. */
+const toolFields: Record<string, ToolField> = {
+  capability: "capability",
+  name: "name",
+  policy: "policy",
+  node_id: "nodeId",
+  node_selector: "selector",
+  description: "description",
+  browser_profile: "browserProfile",
+};
+
+/** ToolProblems are palyrad's field violations of the tools, by row key and field. */
+export type ToolProblems = Map<number, Partial<Record<ToolField, string>>>;
+
+/** placeToolViolations puts each violation "spec.tools[i].FIELD" on that field of the row
+ * sent at index i (the rows are sent in order); the others are not the tools'. */
+export function placeToolViolations(vs: FieldViolation[], tools: ToolDraft[]): ToolProblems {
+  const out: ToolProblems = new Map();
+  for (const v of vs) {
+    const m = /^spec\.tools\[(\d+)\]\.(\w+)$/.exec(v.field);
+    const row = m ? tools[Number(m[1])] : undefined;
+    const f = m ? toolFields[m[2]] : undefined;
+    if (!row || !f) continue;
+    const on = out.get(row.key) ?? {};
+    on[f] = on[f] ? `${on[f]} ${v.description}` : v.description;
+    out.set(row.key, on);
+  }
   return out;
 }

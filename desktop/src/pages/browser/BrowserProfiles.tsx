@@ -18,7 +18,8 @@ import { RevisionFacts, SavedNotice, WarningsNote, type SavedState } from "../..
 import { usePagedList } from "../../components/paging.js";
 import { ListBody, Loading, Needs, TableHead } from "../../components/ListBody.js";
 import { count } from "../../components/plural.js";
-import { ProfileEditor, useInvalidateProfiles, type Saved } from "./ProfileEditor.js";
+import { ProfileEditor, type Saved } from "./ProfileEditor.js";
+import { profileLink, useInvalidateProfiles } from "./profiles.js";
 import admin from "../admin.module.css";
 
 export default function BrowserProfiles() {
@@ -26,11 +27,6 @@ export default function BrowserProfiles() {
   const name = params.get("profile");
   if (params.has("new")) return <NewProfile />;
   return name ? <ProfileDetail name={name} /> : <ProfileList />;
-}
-
-/** profileLink is the address of a profile's page. */
-function profileLink(name: string): string {
-  return `/browser?profile=${encodeURIComponent(name)}`;
 }
 
 /** useLandOnSaved goes to a saved profile's page, telling it what the save answered. */

@@ -7,8 +7,7 @@
 // and the form then says what changed meanwhile and lets the user save over it or take
 // the new revision, as the agent form does.
 import { useId, useMemo, useState, type FormEvent, type ReactNode } from "react";
-import { createConnectQueryKey, useMutation, useQuery } from "@connectrpc/connect-query";
-import { useQueryClient } from "@tanstack/react-query";
+import { useMutation, useQuery } from "@connectrpc/connect-query";
 import { BrowserProfileService, type BrowserProfile } from "../../../../gen/ts/palyra/browser/v1/browser_pb.js";
 import { SecretService } from "../../../../gen/ts/palyra/controlplane/v1/secrets_pb.js";
 import { usePermission } from "../../session.js";
@@ -17,7 +16,9 @@ import { ErrorPanel } from "../../components/ErrorPanel.js";
 import { errorInfo } from "../../components/errorInfo.js";
 import { StaleConflict, type Conflict } from "../../components/Revisions.js";
 import { fieldViolations } from "../../components/fieldViolations.js";
+import { Problem } from "../../components/Problem.js";
 import { count } from "../../components/plural.js";
+import { useInvalidateProfiles } from "./profiles.js";
 import { differences, emptyDraft, fromSpec, newDomain, placeViolations, toSpec, type Draft, type Field, type Problems } from "./profileSpec.js";
 import admin from "../admin.module.css";
 import styles from "./browser.module.css";
@@ -32,12 +33,6 @@ export interface Saved {
   profile: BrowserProfile;
   warnings: string[];
   created: boolean;
-}
-
-/** useInvalidateProfiles reads every browser profile query again. */
-export function useInvalidateProfiles() {
-  const queryClient = useQueryClient();
-  return () => queryClient.invalidateQueries({ queryKey: createConnectQueryKey({ schema: BrowserProfileService, cardinality: undefined }) });
 }
 
 /** useTimeZones is the IANA names this browser knows, for suggestions. */
@@ -201,15 +196,6 @@ export function ProfileEditor({ profile, onSaved, onCancel }: { profile?: Browse
       </form>
     </Card>
   );
-}
-
-/** Problem is a field's problem, as palyrad put it. */
-function Problem({ id, text }: { id: string; text?: string }) {
-  return text ? (
-    <p id={id} className={styles.problem}>
-      {text}
-    </p>
-  ) : null;
 }
 
 function TextField({
