@@ -43,6 +43,8 @@ type Store struct {
 	// lossy is a small pool whose sessions commit without waiting for the WAL flush
 	// (synchronous_commit=off); see Lossy.
 	lossy *pgxpool.Pool
+	// group writes the statements of Grouped (group.go).
+	group *grouper
 	log   *slog.Logger
 }
 
@@ -81,7 +83,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log.Debug("database pool open", "target", describe(cfg.ConnConfig), "max_conns", cfg.MaxConns)
-	return &Store{pool: pool, db: translatingDB{q: pool}, lossy: lossy, log: log}, nil
+	return &Store{pool: pool, db: translatingDB{q: pool}, lossy: lossy, group: &grouper{pool: pool}, log: log}, nil
 }
 
 // describe names the database server without credentials, for error messages and logs.
