@@ -83,7 +83,8 @@
 //     head's.
 //  3. Insert them all with one statement (InsertAuditEvents in sqlc/queries/audit.sql),
 //     which deletes their outbox rows (see below) too: one round trip, one implicit
-//     transaction, all or nothing.
+//     transaction (shared with the replica's other writes of the moment: store.Grouped),
+//     all or nothing.
 //  4. If the table's primary key refuses a sequence, another palyrad sharing the
 //     database appended since the head was taken: read the head again and go back to 2.
 //     The last of maxAppendAttempts attempts instead reads the head and inserts in one
@@ -576,20 +577,20 @@ func (l *Log) dropRecorded(ctx context.Context, batch []*appendCall) ([]*appendC
 }
 
 // insertAfter inserts batch after head with one statement, after first reading the head
-// when head is nil.
+// when head is nil. The statement commits with the other writes of this replica made at
+// the same moment (store.Grouped): the dispatches created and the nodes' reports.
 func (l *Log) insertAfter(ctx context.Context, head *chain, batch []*appendCall) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	q := l.store.Q()
 	if head == nil {
-		h, err := readHead(ctx, q)
+		h, err := readHead(ctx, l.store.Q())
 		if err != nil {
 			return err
 		}
 		head = &h
 	}
-	return insertBatch(ctx, q, *head, batch)
+	return insertBatch(ctx, l.store.Grouped(), *head, batch)
 }
 
 // insertLocked reads the head and inserts batch after it in one transaction under the

@@ -9,7 +9,9 @@
 // replica reaches its node on any other; a dispatch created on the replica that holds
 // its node's session is stored as sent on that session and handed to it directly. What
 // a node reports in one round (acceptance, output, results) is written with one
-// statement, and a result is persisted before the node is told to forget it; a node
+// statement, and a result is persisted before the node is told to forget it (the
+// inserts of concurrent calls and the rounds of all sessions of the replica written at
+// the same moment commit together: store.Grouped); a node
 // never runs a dispatch id twice; a sweeper ends every dispatch by its deadline. A
 // dispatch's output is stored contiguously and within its cap, whatever chunks a node
 // sends, and read back in pages that fit a message.

@@ -31,7 +31,8 @@ type insertDispatch struct {
 }
 
 // insertDispatch stores a dispatch; store.ErrNotFound when its idempotency key names
-// another one already (the insert does nothing then).
+// another one already (the insert does nothing then). The inserts of concurrent calls
+// commit together (store.Grouped).
 func (b db) insertDispatch(ctx context.Context, in insertDispatch) (Dispatch, error) {
 	p := dbsqlc.InsertDispatchParams{
 		ID: in.id, DeviceID: in.nodeID, Capability: in.capability, Input: in.input,
@@ -44,7 +45,7 @@ func (b db) insertDispatch(ctx context.Context, in insertDispatch) (Dispatch, er
 	if in.sessionID != "" {
 		p.SessionID, p.SentAt = &in.sessionID, &in.createdAt
 	}
-	return dispatchOf(b.st.Q().InsertDispatch(ctx, p))
+	return dispatchOf(b.st.Grouped().InsertDispatch(ctx, p))
 }
 
 // dispatchByKey returns the dispatch a principal created with an idempotency key, and
@@ -170,9 +171,11 @@ func (b db) claim(ctx context.Context, sessionID, deviceID string, now time.Time
 // written with one statement (RecordReports).
 type reports dbsqlc.RecordReportsParams
 
-// recordReports writes a round's reports and returns the dispatches it changed.
+// recordReports writes a round's reports and returns the dispatches it changed. The
+// rounds of the sessions of this replica that are written at the same moment commit
+// together (store.Grouped).
 func (b db) recordReports(ctx context.Context, r reports) ([]Dispatch, error) {
-	return dispatchesOf(b.st.Q().RecordReports(ctx, dbsqlc.RecordReportsParams(r)))
+	return dispatchesOf(b.st.Grouped().RecordReports(ctx, dbsqlc.RecordReportsParams(r)))
 }
 
 // recordStarts records acceptances alone. A crash that forgets one leaves its dispatch

@@ -20,3 +20,6 @@ var (
 	WithCompanionSQL = withCompanion
 	Writes           = writes
 )
+
+// GroupedDB is what Grouped binds the generated queries to.
+func (s *Store) GroupedDB() dbsqlc.DBTX { return groupingDB{g: s.group} }
