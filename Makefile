@@ -102,7 +102,7 @@ bench: postgres-binaries ## Benchmarks of BENCHMARKS.md, a quick profile (FULL=1
 		PALYRA_BENCH_DURABLE_PG=1 $(GO) run ./server/cmd/withpg -- $(MAKE) bench; \
 	elif [ -n "$(FULL)" ]; then \
 		cd bench && \
-		$(GO) test -run '^$$' -bench 'Baseline|Dispatch|PostgresPair|Pairing' -benchtime "$${BENCHTIME:-10s}" \
+		$(GO) test -run '^$$' -bench 'Baseline|Dispatch|PostgresPair|Pairing|Peers' -benchtime "$${BENCHTIME:-10s}" \
 			-count "$${BENCHCOUNT:-3}" -timeout 90m . && \
 		$(GO) test -run '^$$' -bench 'Revocation' -benchtime 200x -count "$${BENCHCOUNT:-3}" -timeout 30m . && \
 		$(GO) test -run '^$$' -bench '^BenchmarkCompat$$' -benchtime 5000x -count "$${BENCHCOUNT:-3}" -timeout 60m . && \
@@ -113,7 +113,7 @@ bench: postgres-binaries ## Benchmarks of BENCHMARKS.md, a quick profile (FULL=1
 			-benchtime 1x -count 1 -timeout 60m .; \
 	else \
 		cd bench && \
-		$(GO) test -run '^$$' -bench 'Baseline/.*/c=(1|16)$$|Dispatch/.*/c=(1|16)' \
+		$(GO) test -run '^$$' -bench 'Baseline/.*/c=(1|16)$$|Dispatch/.*/c=(1|16)|Dispatch/ExecuteCapability/c=64/nodes=1$$|Dispatch/CreateDispatch/c=64$$|Peers/(durable-relay|jetstream)/c=(1|64)$$|Peers/river-insert/c=64$$' \
 			-benchtime "$${BENCHTIME:-2s}" -count 1 -timeout 30m . && \
 		$(GO) test -run '^$$' -bench 'Pairing/method=qr' -benchtime "$${BENCHTIME:-2s}" -count 1 -timeout 10m . && \
 		$(GO) test -run '^$$' -bench 'Revocation' -benchtime 50x -count 1 -timeout 10m . && \

@@ -194,39 +194,13 @@ func grpcEcho(b *testing.B, ca *throwawayCA, addr string) func(context.Context) 
 	}
 }
 
-// startNATS starts a nats-server in this process, listening with TLS on a free
-// loopback port and requiring client certificates from the CA (tls { verify: true }
-// in the floor's configuration), and a responder on a connection of its own that
-// answers every request on natsSubject with its payload. It returns the client URL.
+// startNATS starts a nats-server in this process (runNATSServer) and a responder on a
+// connection of its own that answers every request on natsSubject with its payload.
+// It returns the client URL.
 func startNATS(b *testing.B, ca *throwawayCA) string {
 	b.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		NoLog:      true,
-		NoSigs:     true,
-		TLS:        true,
-		TLSVerify:  true,
-		TLSConfig:  ca.serverConfig(),
-		TLSTimeout: 2,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go ns.Start()
-	b.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server not ready within 10 s")
-	}
-	url := ns.ClientURL()
-	responder, err := nats.Connect(url, nats.Secure(ca.clientConfig()), nats.Name("bench-responder"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(responder.Close)
+	url := runNATSServer(b, ca, nil)
+	responder := connectNATS(b, ca, url, "bench-responder")
 	sub, err := responder.Subscribe(natsSubject, func(m *nats.Msg) { _ = m.Respond(m.Data) })
 	if err != nil {
 		b.Fatal(err)
@@ -241,16 +215,58 @@ func startNATS(b *testing.B, ca *throwawayCA) string {
 	return url
 }
 
+// runNATSServer starts a nats-server in this process, listening with TLS on a free
+// loopback port and requiring client certificates from the CA (tls { verify: true }
+// in the floor's configuration), with the options more sets when it is not nil, and
+// returns its client URL. It stops when b ends.
+func runNATSServer(b *testing.B, ca *throwawayCA, more func(*server.Options)) string {
+	b.Helper()
+	opts := &server.Options{
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		NoLog:      true,
+		NoSigs:     true,
+		TLS:        true,
+		TLSVerify:  true,
+		TLSConfig:  ca.serverConfig(),
+		TLSTimeout: 2,
+	}
+	if more != nil {
+		more(opts)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go ns.Start()
+	b.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats-server not ready within 10 s")
+	}
+	return ns.ClientURL()
+}
+
+// connectNATS opens a connection named name to the nats-server at url with the client
+// certificate; it is closed when b ends.
+func connectNATS(b *testing.B, ca *throwawayCA, url, name string) *nats.Conn {
+	b.Helper()
+	nc, err := nats.Connect(url, nats.Secure(ca.clientConfig()), nats.Name(name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	return nc
+}
+
 // natsRequest returns a NATS request to the responder, through a connection of its
 // own with the client certificate: nc.Request with a 5 s timeout, as the floor's load
 // generator (the closed loop's context carries no deadline).
 func natsRequest(b *testing.B, ca *throwawayCA, url string) func(context.Context) error {
 	b.Helper()
-	nc, err := nats.Connect(url, nats.Secure(ca.clientConfig()), nats.Name("bench-requester"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
+	nc := connectNATS(b, ca, url, "bench-requester")
 	return func(context.Context) error {
 		m, err := nc.Request(natsSubject, echoPayload, 5*time.Second)
 		if err != nil {

@@ -85,7 +85,7 @@ func BenchmarkDispatch(b *testing.B) {
 			})
 		})
 	}
-	for _, c := range []int{1, 16, 64} {
+	for _, c := range concurrencies {
 		b.Run(fmt.Sprintf("CreateDispatch/c=%d", c), func(b *testing.B) {
 			dc := dispatchClient(b, d, pg)
 			// A deadline far enough that the sweeper does not end these during the

@@ -16,6 +16,11 @@
 // called directly in the same run, as an upstream provider and behind a real node
 // agent's llm.chat.
 //
+// BenchmarkPeers (peers_test.go) measures, in the same run and on the same PostgreSQL,
+// the systems a user would pick instead: the naive durable relay of PERF-BASELINES.md
+// (bench/cmd/durablerelay), River and NATS JetStream; after the benchmarks, TestMain
+// prints the ratio table (ratios_test.go) with issue 17's targets against them.
+//
 // TestFaults (faults_test.go) is the fault suite: `make faults` runs it with
 // PALYRA_FAULTS=1 (without, it is skipped), and RELIABILITY.md records what it found.
 // It starts a PostgreSQL cluster of its own (it kills and stalls it), two palyrad
@@ -25,8 +30,8 @@
 //
 // Environment:
 //
-//	DATABASE_URL            PostgreSQL superuser URL (required but by BenchmarkBaseline;
-//	                        the others skip without it)
+//	DATABASE_URL            PostgreSQL superuser URL (required but by BenchmarkBaseline
+//	                        and BenchmarkPeers/jetstream; the others skip without it)
 //	PALYRAD, PALYRA         palyrad and palyra binaries to run (the names make test uses
 //	                        for bin/); default: built from ./server and ./cli once per run
 //	PALYRA_BENCH_DURABLE_PG 1 turns fsync, synchronous_commit and full_page_writes on with

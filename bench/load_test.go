@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"sync"
@@ -11,7 +12,8 @@ import (
 
 // meter reads what a run costs the processes involved.
 type meter struct {
-	palyrad int       // palyrad's process id; 0 when there is none
+	palyrad int       // palyrad's process id (or a peer's server's); 0 when there is none
+	name    string    // the server's name in the figures: palyrad when ""
 	pprof   string    // base URL of palyrad's pprof listener, "" when not profiling
 	pg      *postgres // nil when no PostgreSQL is involved (the baselines)
 }
@@ -51,7 +53,8 @@ func (m meter) read(tb testing.TB) usage {
 //	                         latency of the calls of this run (the quantiles from a
 //	                         log-linear histogram, to within 0.1 %: histogram_test.go)
 //	<unit>                   calls completed per second of wall time (dispatches/s)
-//	palyrad-cpu-µs/op        palyrad's CPU time (user + system) per call
+//	palyrad-cpu-µs/op        palyrad's CPU time (user + system) per call (relay-cpu-µs/op
+//	                         for the durable relay's process)
 //	pg-cpu-µs/op             PostgreSQL's (postmaster and backends), when its process is known
 //	bench-cpu-µs/op          this process's: the load generator and the fake node
 //	pg-xacts/op              transactions that wrote (took a transaction id), per call
@@ -113,7 +116,7 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 	b.ReportMetric(micros(r.p99), "p99-µs")
 	b.ReportMetric(r.throughput, unit)
 	if m.palyrad != 0 {
-		b.ReportMetric(micros(u1.palyrad-u0.palyrad)/n, "palyrad-cpu-µs/op")
+		b.ReportMetric(micros(u1.palyrad-u0.palyrad)/n, cmp.Or(m.name, "palyrad")+"-cpu-µs/op")
 	}
 	b.ReportMetric(micros(u1.self-u0.self)/n, "bench-cpu-µs/op")
 	if m.pg == nil {

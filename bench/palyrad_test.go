@@ -50,6 +50,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	removeBuilt()
 	results.printRatios(os.Stdout)
+	results.printTargets(os.Stdout)
 	os.Exit(code)
 }
 

@@ -52,6 +52,8 @@ func (rs *runs) record(name string, r result) {
 const (
 	palyraPrefix   = "BenchmarkDispatch/ExecuteCapability/"
 	baselinePrefix = "BenchmarkBaseline/"
+	dispatchPrefix = "BenchmarkDispatch/"
+	peersPrefix    = "BenchmarkPeers/"
 )
 
 var concurrencyRE = regexp.MustCompile(`(?:^|/)c=(\d+)(?:/|$)`)
@@ -123,6 +125,70 @@ func (rs *runs) printRatios(w io.Writer) {
 					pv, cmp.unit, bv, cmp.unit, pv/bv)
 			}
 		}
+	}
+	tw.Flush()
+}
+
+// target is one of issue 17's targets: Palyra's figure over a peer's, at most or at
+// least bound.
+type target struct {
+	palyra, peer string // benchmark names without "BenchmarkDispatch/" and "BenchmarkPeers/"
+	what         string // the measure, as the table prints it
+	unit         string
+	f            func(result) float64
+	atMost       bool // the ratio must be ≤ bound (a latency), else ≥ bound (a throughput)
+	bound        float64
+}
+
+// targets are issue 17's, against the peers of BenchmarkPeers: ExecuteCapability with
+// one node (the relay's shape: one node stream) for the round trips, CreateDispatch
+// for River's insert.
+var targets = func() []target {
+	p50 := func(r result) float64 { return micros(r.p50) }
+	p99 := func(r result) float64 { return micros(r.p99) }
+	tput := func(r result) float64 { return r.throughput }
+	const exec1, exec64 = "ExecuteCapability/c=1/nodes=1", "ExecuteCapability/c=64/nodes=1"
+	return []target{
+		{exec1, "durable-relay/c=1", "p50", "µs", p50, true, 1},
+		{exec1, "jetstream/c=1", "p50", "µs", p50, true, 1},
+		{exec64, "durable-relay/c=64", "throughput", "/s", tput, false, 2},
+		{exec64, "jetstream/c=64", "throughput", "/s", tput, false, 2},
+		{exec64, "durable-relay/c=64", "p99", "µs", p99, true, 2},
+		{"CreateDispatch/c=64", "river-insert/c=64", "throughput", "/s", tput, false, 1},
+	}
+}()
+
+// printTargets writes the table of issue 17's targets from the runs of this process:
+// for each target whose two benchmarks both ran, the two figures (each the median of
+// its -count repetitions), Palyra's over the peer's, the bound and whether it is met.
+func (rs *runs) printTargets(w io.Writer) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	printed := false
+	for _, t := range targets {
+		pr, ok1 := rs.byName[dispatchPrefix+t.palyra]
+		br, ok2 := rs.byName[peersPrefix+t.peer]
+		if !ok1 || !ok2 {
+			continue
+		}
+		if !printed {
+			fmt.Fprintln(w, "\nIssue 17's targets, Palyra / peer, same run (medians over -count):")
+			fmt.Fprintln(tw, "measure\tPalyra\tpeer\tPalyra\tpeer\tratio\ttarget\t\t")
+			printed = true
+		}
+		pv, bv := medianOf(pr, t.f), medianOf(br, t.f)
+		ratio := pv / bv
+		cmpSign, met := "≥", ratio >= t.bound
+		if t.atMost {
+			cmpSign, met = "≤", ratio <= t.bound
+		}
+		verdict := "missed"
+		if met {
+			verdict = "met"
+		}
+		fmt.Fprintf(tw, "%s at c=%d\t%s\t%s\t%.0f %s\t%.0f %s\t%.2f×\t%s %g×\t%s\t\n",
+			t.what, concurrency(t.palyra), t.palyra, t.peer, pv, t.unit, bv, t.unit, ratio, cmpSign, t.bound, verdict)
 	}
 	tw.Flush()
 }

@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 // PERF-BASELINES.md (cmd/certs), for the baselines, which have no palyrad to issue
 // certificates.
 type throwawayCA struct {
+	cert   *x509.Certificate // the CA's own
 	roots  *x509.CertPool
 	server tls.Certificate
 	client tls.Certificate
@@ -52,6 +56,7 @@ func newThrowawayCA(tb testing.TB) *throwawayCA {
 		return ca.Issue(tb, tmpl)
 	}
 	return &throwawayCA{
+		cert:   ca.Cert,
 		roots:  ca.Pool,
 		server: leaf(2, "server", x509.ExtKeyUsageServerAuth),
 		client: leaf(3, "client", x509.ExtKeyUsageClientAuth),
@@ -73,4 +78,28 @@ func (ca *throwawayCA) clientConfig() *tls.Config {
 		RootCAs:      ca.roots,
 		Certificates: []tls.Certificate{ca.client},
 	}
+}
+
+// writeServerPEM writes the server leaf, its key and the CA's certificate as PEM files
+// into dir, for a server in a process of its own, and returns their paths.
+func (ca *throwawayCA) writeServerPEM(tb testing.TB, dir string) (certFile, keyFile, caFile string) {
+	tb.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(ca.server.PrivateKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	write := func(name, typ string, der ...[]byte) string {
+		var out []byte
+		for _, d := range der {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: d})...)
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, out, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		return path
+	}
+	return write("server.pem", "CERTIFICATE", ca.server.Certificate...),
+		write("server.key", "PRIVATE KEY", key),
+		write("ca.pem", "CERTIFICATE", ca.cert.Raw)
 }
