@@ -123,9 +123,8 @@ func (s *Service) judgeStart(ctx context.Context, p startParams, now time.Time) 
 	return claim, pr, nil
 }
 
-// createRequest judges the device claim, then uses the code and inserts the request, in
-// one transaction: of concurrent starts with one code, exactly one finds the code
-// usable.
+// createRequest judges the device claim, then uses the code and inserts the request in
+// one statement: of concurrent starts with one code, exactly one finds the code usable.
 func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string, p startParams) (*started, error) {
 	now := s.now()
 	claim, pr, err := s.judgeStart(ctx, p, now)
@@ -143,46 +142,32 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 	if pr != nil {
 		proofCert, proofKey = &pr.certificate, &pr.key
 	}
-	var row dbsqlc.PairingRequest
-	audit.SetTarget(ctx, "pairing_request:"+id) // before the transaction, which writes the call's audit outbox row
-	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
-		q := tx.Q()
-		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
-		if errors.Is(err, store.ErrNotFound) {
-			// Used, burned, deleted or expired since verifyCode: the same answer.
-			return errCodeRefused()
-		}
-		if err != nil {
-			return fmt.Errorf("pairing: use code: %w", err)
-		}
-		row, err = q.InsertPairingRequest(ctx, dbsqlc.InsertPairingRequestParams{
-			ID:                               id,
-			CodeID:                           codeID,
-			SecretHash:                       secretHash(secret),
-			CsrDer:                           p.csr,
-			PublicKeyFingerprint:             fingerprint,
-			DeviceName:                       p.deviceName,
-			Platform:                         p.platform,
-			AgentVersion:                     p.agentVersion,
-			SourceAddress:                    p.sourceAddress,
-			PreviousDeviceID:                 previous,
-			CreatedAt:                        now,
-			ExpiresAt:                        now.Add(s.opts.RequestTTL()),
-			DeviceClaim:                      claim,
-			PossessionCertificateFingerprint: proofCert,
-			PossessionKeyFingerprint:         proofKey,
-		})
-		if err != nil {
-			return fmt.Errorf("pairing: insert request: %w", err)
-		}
-		if err := q.NotifyPairingRequestCreated(ctx, id); err != nil {
-			return fmt.Errorf("pairing: announce request: %w", err)
-		}
-		return nil
+	audit.SetTarget(ctx, "pairing_request:"+id) // before the insert, which writes the call's audit outbox row
+	inserted, err := s.opts.Store.Q().InsertPairingRequest(ctx, dbsqlc.InsertPairingRequestParams{
+		ID:                               &id,
+		CodeID:                           codeID,
+		SecretHash:                       secretHash(secret),
+		CsrDer:                           p.csr,
+		PublicKeyFingerprint:             fingerprint,
+		DeviceName:                       p.deviceName,
+		Platform:                         p.platform,
+		AgentVersion:                     p.agentVersion,
+		SourceAddress:                    p.sourceAddress,
+		PreviousDeviceID:                 previous,
+		CreatedAt:                        &now,
+		ExpiresAt:                        now.Add(s.opts.RequestTTL()),
+		DeviceClaim:                      claim,
+		PossessionCertificateFingerprint: proofCert,
+		PossessionKeyFingerprint:         proofKey,
 	})
-	if err != nil {
-		return nil, err
+	if errors.Is(err, store.ErrNotFound) {
+		// Used, burned, deleted or expired since verifyCode: the same answer.
+		return nil, errCodeRefused()
 	}
+	if err != nil {
+		return nil, fmt.Errorf("pairing: insert request: %w", err)
+	}
+	row := dbsqlc.PairingRequest(inserted)
 	s.log.Info("pairing request started", "request_id", id, "code_id", codeID, "device_name", p.deviceName,
 		"source_address", p.sourceAddress, "public_key_fingerprint", fingerprint, "previous_device_id", p.previousDeviceID,
 		"device_claim", claim)
@@ -293,13 +278,9 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 		if err != nil {
 			return err
 		}
-		deviceID, repaired, err := registerDevice(ctx, tx, r, target, p.labels, p.reinstate, now)
-		if err != nil {
-			return err
-		}
-		if repaired && claim != claimProven {
-			s.log.Warn("pairing request approved to replace a device it did not prove to be", "request_id", r.ID,
-				"device_id", deviceID, "claim", claim, "decided_by", p.decidedBy)
+		deviceID := target
+		if deviceID == "" {
+			deviceID = ulid.Make().String()
 		}
 		issued, err := s.opts.Authority.Sign(csr.PublicKey,
 			identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
@@ -309,17 +290,33 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 			}
 			return fmt.Errorf("pairing: sign: %w", err)
 		}
+		if target == "" {
+			out, err = s.approveAsNewDevice(ctx, q, r.ID, deviceID, issued, labels, claim, p.decidedBy, now)
+			return err
+		}
+		reg := devices.Registration{
+			Name:                 r.DeviceName,
+			Platform:             r.Platform,
+			AgentVersion:         r.AgentVersion,
+			Labels:               p.labels,
+			PublicKeyFingerprint: r.PublicKeyFingerprint,
+		}
+		if _, err := devices.Repair(ctx, tx, target, reg, p.reinstate, now); err != nil {
+			return fmt.Errorf("pairing: re-pair device %s: %w", target, err)
+		}
+		if claim != claimProven {
+			s.log.Warn("pairing request approved to replace a device it did not prove to be", "request_id", r.ID,
+				"device_id", deviceID, "claim", claim, "decided_by", p.decidedBy)
+		}
 		if err := identity.Record(ctx, tx, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
 			return err
 		}
-		if repaired {
-			n, err := devices.RevokeCertificates(ctx, tx, deviceID, issued.Fingerprint,
-				fmt.Sprintf("superseded by re-pairing (request %s)", r.ID), now, now)
-			if err != nil {
-				return fmt.Errorf("pairing: revoke the device's older certificates: %w", err)
-			}
-			s.log.Info("device re-paired: older certificates revoked", "device_id", deviceID, "revoked", n)
+		n, err := devices.RevokeCertificates(ctx, tx, deviceID, issued.Fingerprint,
+			fmt.Sprintf("superseded by re-pairing (request %s)", r.ID), now, now)
+		if err != nil {
+			return fmt.Errorf("pairing: revoke the device's older certificates: %w", err)
 		}
+		s.log.Info("device re-paired: older certificates revoked", "device_id", deviceID, "revoked", n)
 		out, err = q.ApprovePairingRequest(ctx, dbsqlc.ApprovePairingRequestParams{
 			Now:                    &now,
 			DecidedBy:              p.decidedBy,
@@ -344,28 +341,36 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	return out, nil
 }
 
-// registerDevice registers the device of an approved request: it re-pairs the existing
-// device target (repaired is true; reinstate lifts its revocation), or registers a new
-// device when target is "".
-func registerDevice(ctx context.Context, tx *store.Tx, r dbsqlc.PairingRequest, target string, labels map[string]string, reinstate bool, now time.Time) (id string, repaired bool, err error) {
-	reg := devices.Registration{
-		Name:                 r.DeviceName,
-		Platform:             r.Platform,
-		AgentVersion:         r.AgentVersion,
-		Labels:               labels,
-		PublicKeyFingerprint: r.PublicKeyFingerprint,
-	}
-	if target != "" {
-		if _, err := devices.Repair(ctx, tx, target, reg, reinstate, now); err != nil {
-			return "", false, fmt.Errorf("pairing: re-pair device %s: %w", target, err)
-		}
-		return target, true, nil
-	}
-	d, err := devices.Insert(ctx, tx, reg, now)
+// approveAsNewDevice approves request id, locked and pending, registering its node as
+// the new device deviceID with the certificate issued to it, in one statement.
+func (s *Service) approveAsNewDevice(ctx context.Context, q *dbsqlc.Queries, id, deviceID string, issued *identity.Issued,
+	labels []byte, claim, decidedBy string, now time.Time,
+) (dbsqlc.PairingRequest, error) {
+	c := identity.ColumnsOf(s.opts.Authority, issued, identity.KindDevice, s.opts.ReplicaID)
+	row, err := q.ApprovePairingRequestAsNewDevice(ctx, dbsqlc.ApprovePairingRequestAsNewDeviceParams{
+		Now:                    &now,
+		DecidedBy:              decidedBy,
+		DeviceID:               &deviceID,
+		CertificateDer:         issued.Certificate.Raw,
+		CertificateFingerprint: &issued.Fingerprint,
+		Labels:                 labels,
+		DeviceClaim:            claim,
+		ID:                     id,
+		Serial:                 c.Serial,
+		AuthorityID:            c.AuthorityID,
+		Kind:                   c.Kind,
+		Subject:                c.Subject,
+		DnsNames:               c.DNSNames,
+		IpAddresses:            c.IPAddresses,
+		Uris:                   c.URIs,
+		NotBefore:              c.NotBefore,
+		NotAfter:               c.NotAfter,
+		IssuedByReplica:        c.IssuedByReplica,
+	})
 	if err != nil {
-		return "", false, fmt.Errorf("pairing: insert device: %w", err)
+		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: approve request as device %s: %w", deviceID, err)
 	}
-	return d.ID, false, nil
+	return dbsqlc.PairingRequest(row), nil
 }
 
 // reject decides a pending request with a reason.
