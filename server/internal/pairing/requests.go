@@ -241,28 +241,33 @@ var errOverdue = errors.New("the pairing request is overdue")
 
 // approve decides a pending request: the device is registered (or re-paired, as its
 // claim and the approver's choice say), the CSR's public key is signed for it and the
-// certificate recorded, all in one transaction with the request and the device named
-// locked.
+// certificate recorded, in one statement for a request that names no device (the
+// statement approves only a request still pending), in one transaction with the
+// request and the device named locked for the others, and for a request decided or
+// overdue since it was read (to say which).
 func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingRequest, error) {
 	labels, err := json.Marshal(nonNil(p.labels))
 	if err != nil {
 		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: encode labels: %w", err)
 	}
 	now := s.now()
+	if r, err := s.opts.Store.Q().GetPairingRequest(ctx, p.id); err == nil && r.PreviousDeviceID == nil &&
+		r.State == statePending && !overdue(r, now) {
+		out, err := s.approveUnlocked(ctx, r, p, labels, now)
+		if !errors.Is(err, store.ErrNotFound) {
+			if err != nil {
+				return dbsqlc.PairingRequest{}, err
+			}
+			s.approved(out, p.decidedBy)
+			return out, nil
+		}
+	}
 	var out dbsqlc.PairingRequest
 	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
 		q := tx.Q()
 		r, err := s.lockPending(ctx, q, p.id, now)
 		if err != nil {
 			return err
-		}
-		if p.expectedFingerprint != "" && p.expectedFingerprint != r.PublicKeyFingerprint {
-			return errFailedPrecondition("the request's key is %s, not the expected %s: do not approve a key the node does not show",
-				r.PublicKeyFingerprint, p.expectedFingerprint)
-		}
-		csr, _, err := identity.ParseCSR(r.CsrDer)
-		if err != nil {
-			return fmt.Errorf("pairing: request %s holds a CSR it was accepted with but that no longer parses: %w", r.ID, err)
 		}
 		if r.PreviousDeviceID != nil {
 			// The claim is judged with the device locked: it holds until commit.
@@ -278,17 +283,9 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 		if err != nil {
 			return err
 		}
-		deviceID := target
-		if deviceID == "" {
-			deviceID = ulid.Make().String()
-		}
-		issued, err := s.opts.Authority.Sign(csr.PublicKey,
-			identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
+		deviceID, issued, err := s.issue(r, target, p)
 		if err != nil {
-			if errors.Is(err, identity.ErrPolicy) {
-				return errFailedPrecondition("the certificate cannot be issued: %v", err)
-			}
-			return fmt.Errorf("pairing: sign: %w", err)
+			return err
 		}
 		if target == "" {
 			out, err = s.approveAsNewDevice(ctx, q, r.ID, deviceID, issued, labels, claim, p.decidedBy, now)
@@ -335,10 +332,53 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	if err != nil {
 		return dbsqlc.PairingRequest{}, s.decisionError(ctx, p.id, err)
 	}
-	s.log.Info("pairing request approved", "request_id", out.ID, "device_id", deref(out.DeviceID),
-		"certificate_fingerprint", deref(out.CertificateFingerprint), "decided_by", p.decidedBy)
-	s.changes.Wake(out.ID)
+	s.approved(out, p.decidedBy)
 	return out, nil
+}
+
+// approveUnlocked approves r, read pending and naming no device, as a new device in one
+// statement; an error matching store.ErrNotFound when it was decided or overdue since.
+func (s *Service) approveUnlocked(ctx context.Context, r dbsqlc.PairingRequest, p approveParams, labels []byte, now time.Time) (dbsqlc.PairingRequest, error) {
+	if _, err := pairedDevice(r, claimNew, nil, p); err != nil {
+		return dbsqlc.PairingRequest{}, err
+	}
+	deviceID, issued, err := s.issue(r, "", p)
+	if err != nil {
+		return dbsqlc.PairingRequest{}, err
+	}
+	return s.approveAsNewDevice(ctx, s.opts.Store.Q(), r.ID, deviceID, issued, labels, claimNew, p.decidedBy, now)
+}
+
+// issue checks the key of r against the approver's expectation and signs it for the
+// device target, or for a new device ("").
+func (s *Service) issue(r dbsqlc.PairingRequest, target string, p approveParams) (deviceID string, issued *identity.Issued, err error) {
+	if p.expectedFingerprint != "" && p.expectedFingerprint != r.PublicKeyFingerprint {
+		return "", nil, errFailedPrecondition("the request's key is %s, not the expected %s: do not approve a key the node does not show",
+			r.PublicKeyFingerprint, p.expectedFingerprint)
+	}
+	csr, _, err := identity.ParseCSR(r.CsrDer)
+	if err != nil {
+		return "", nil, fmt.Errorf("pairing: request %s holds a CSR it was accepted with but that no longer parses: %w", r.ID, err)
+	}
+	deviceID = target
+	if deviceID == "" {
+		deviceID = ulid.Make().String()
+	}
+	issued, err = s.opts.Authority.Sign(csr.PublicKey, identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
+	if errors.Is(err, identity.ErrPolicy) {
+		return "", nil, errFailedPrecondition("the certificate cannot be issued: %v", err)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("pairing: sign: %w", err)
+	}
+	return deviceID, issued, nil
+}
+
+// approved logs an approval and wakes the watches of the request.
+func (s *Service) approved(out dbsqlc.PairingRequest, decidedBy string) {
+	s.log.Info("pairing request approved", "request_id", out.ID, "device_id", deref(out.DeviceID),
+		"certificate_fingerprint", deref(out.CertificateFingerprint), "decided_by", decidedBy)
+	s.changes.Wake(out.ID)
 }
 
 // approveAsNewDevice approves request id, locked and pending, registering its node as
