@@ -72,6 +72,137 @@ func (q *Queries) ApprovePairingRequest(ctx context.Context, arg ApprovePairingR
 	return i, err
 }
 
+const approvePairingRequestAsNewDevice = `-- name: ApprovePairingRequestAsNewDevice :one
+with approved as (
+    update pairing_requests
+    set state = 'approved', decided_at = $1, decided_by = $2,
+        device_id = $3, certificate_der = $4,
+        certificate_fingerprint = $5, labels = $6,
+        device_claim = $7
+    where pairing_requests.id = $8 and state = 'pending_approval' and expires_at > $1
+    returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
+), device as (
+    insert into devices (id, name, platform, agent_version, labels, public_key_fingerprint, created_at, updated_at)
+    select $3, approved.device_name, approved.platform, approved.agent_version, $6,
+           approved.public_key_fingerprint, $1, $1
+    from approved
+), certificate as (
+    insert into issued_certificates (
+        serial, fingerprint, authority_id, kind, subject, dns_names, ip_addresses, uris,
+        not_before, not_after, issued_by_replica, device_id
+    )
+    select $9, $5, $10, $11,
+           $12, $13::text[], $14::text[], $15::text[],
+           $16, $17, $18, $3
+    from approved
+)
+select id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint from approved
+`
+
+type ApprovePairingRequestAsNewDeviceParams struct {
+	Now                    *time.Time
+	DecidedBy              string
+	DeviceID               *string
+	CertificateDer         []byte
+	CertificateFingerprint *string
+	Labels                 []byte
+	DeviceClaim            string
+	ID                     string
+	Serial                 string
+	AuthorityID            string
+	Kind                   string
+	Subject                string
+	DnsNames               []string
+	IpAddresses            []string
+	Uris                   []string
+	NotBefore              time.Time
+	NotAfter               time.Time
+	IssuedByReplica        string
+}
+
+type ApprovePairingRequestAsNewDeviceRow struct {
+	ID                               string
+	CodeID                           string
+	State                            string
+	SecretHash                       []byte
+	CsrDer                           []byte
+	PublicKeyFingerprint             string
+	DeviceName                       string
+	Platform                         string
+	AgentVersion                     string
+	SourceAddress                    string
+	PreviousDeviceID                 *string
+	CreatedAt                        time.Time
+	ExpiresAt                        time.Time
+	DecidedAt                        *time.Time
+	DecidedBy                        string
+	Reason                           string
+	DeviceID                         *string
+	CertificateDer                   []byte
+	CertificateFingerprint           *string
+	Labels                           []byte
+	CompletedAt                      *time.Time
+	DeviceClaim                      string
+	PossessionCertificateFingerprint *string
+	PossessionKeyFingerprint         *string
+}
+
+// Approves a pending request, registers its node as a new device and records the
+// certificate issued to it, in one statement: the device and the certificate are
+// written only when the request was pending and not overdue (no row otherwise). The
+// device's columns are those of devices' InsertDevice, the certificate's those of
+// identity's InsertIssuedCertificate.
+func (q *Queries) ApprovePairingRequestAsNewDevice(ctx context.Context, arg ApprovePairingRequestAsNewDeviceParams) (ApprovePairingRequestAsNewDeviceRow, error) {
+	row := q.db.QueryRow(ctx, approvePairingRequestAsNewDevice,
+		arg.Now,
+		arg.DecidedBy,
+		arg.DeviceID,
+		arg.CertificateDer,
+		arg.CertificateFingerprint,
+		arg.Labels,
+		arg.DeviceClaim,
+		arg.ID,
+		arg.Serial,
+		arg.AuthorityID,
+		arg.Kind,
+		arg.Subject,
+		arg.DnsNames,
+		arg.IpAddresses,
+		arg.Uris,
+		arg.NotBefore,
+		arg.NotAfter,
+		arg.IssuedByReplica,
+	)
+	var i ApprovePairingRequestAsNewDeviceRow
+	err := row.Scan(
+		&i.ID,
+		&i.CodeID,
+		&i.State,
+		&i.SecretHash,
+		&i.CsrDer,
+		&i.PublicKeyFingerprint,
+		&i.DeviceName,
+		&i.Platform,
+		&i.AgentVersion,
+		&i.SourceAddress,
+		&i.PreviousDeviceID,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+		&i.DecidedAt,
+		&i.DecidedBy,
+		&i.Reason,
+		&i.DeviceID,
+		&i.CertificateDer,
+		&i.CertificateFingerprint,
+		&i.Labels,
+		&i.CompletedAt,
+		&i.DeviceClaim,
+		&i.PossessionCertificateFingerprint,
+		&i.PossessionKeyFingerprint,
+	)
+	return i, err
+}
+
 const completePairingRequest = `-- name: CompletePairingRequest :one
 update pairing_requests
 set state = 'completed', completed_at = $1
@@ -389,23 +520,52 @@ func (q *Queries) InsertPairingCode(ctx context.Context, arg InsertPairingCodePa
 }
 
 const insertPairingRequest = `-- name: InsertPairingRequest :one
-insert into pairing_requests (
-    id, code_id, secret_hash, csr_der, public_key_fingerprint, device_name, platform,
-    agent_version, source_address, previous_device_id, created_at, expires_at,
-    device_claim, possession_certificate_fingerprint, possession_key_fingerprint
-) values (
-    $1, $2, $3, $4,
-    $5, $6, $7,
-    $8, $9, $10,
-    $11, $12, $13,
-    $14, $15
+with used as (
+    update pairing_codes
+    set used_at = $1, request_id = $2
+    where pairing_codes.id = $3 and used_at is null and burned_at is null and deleted_at is null
+      and expires_at > $1
+    returning pairing_codes.id
+), inserted as (
+    insert into pairing_requests (
+        id, code_id, secret_hash, csr_der, public_key_fingerprint, device_name, platform,
+        agent_version, source_address, previous_device_id, created_at, expires_at,
+        device_claim, possession_certificate_fingerprint, possession_key_fingerprint
+    )
+    select $2, used.id, $4, $5,
+           $6, $7, $8,
+           $9, $10, $11,
+           $1, $12, $13,
+           $14, $15
+    from used
+    returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
 )
-returning id, code_id, state, secret_hash, csr_der, public_key_fingerprint, device_name, platform, agent_version, source_address, previous_device_id, created_at, expires_at, decided_at, decided_by, reason, device_id, certificate_der, certificate_fingerprint, labels, completed_at, device_claim, possession_certificate_fingerprint, possession_key_fingerprint
+select inserted.id, inserted.code_id, inserted.state, inserted.secret_hash, inserted.csr_der, inserted.public_key_fingerprint, inserted.device_name, inserted.platform, inserted.agent_version, inserted.source_address, inserted.previous_device_id, inserted.created_at, inserted.expires_at, inserted.decided_at, inserted.decided_by, inserted.reason, inserted.device_id, inserted.certificate_der, inserted.certificate_fingerprint, inserted.labels, inserted.completed_at, inserted.device_claim, inserted.possession_certificate_fingerprint, inserted.possession_key_fingerprint
+from inserted cross join lateral (select pg_notify('palyra_pairing', inserted.id)) as announce
 `
 
 type InsertPairingRequestParams struct {
+	CreatedAt                        *time.Time
+	ID                               *string
+	CodeID                           string
+	SecretHash                       []byte
+	CsrDer                           []byte
+	PublicKeyFingerprint             string
+	DeviceName                       string
+	Platform                         string
+	AgentVersion                     string
+	SourceAddress                    string
+	PreviousDeviceID                 *string
+	ExpiresAt                        time.Time
+	DeviceClaim                      string
+	PossessionCertificateFingerprint *string
+	PossessionKeyFingerprint         *string
+}
+
+type InsertPairingRequestRow struct {
 	ID                               string
 	CodeID                           string
+	State                            string
 	SecretHash                       []byte
 	CsrDer                           []byte
 	PublicKeyFingerprint             string
@@ -416,13 +576,27 @@ type InsertPairingRequestParams struct {
 	PreviousDeviceID                 *string
 	CreatedAt                        time.Time
 	ExpiresAt                        time.Time
+	DecidedAt                        *time.Time
+	DecidedBy                        string
+	Reason                           string
+	DeviceID                         *string
+	CertificateDer                   []byte
+	CertificateFingerprint           *string
+	Labels                           []byte
+	CompletedAt                      *time.Time
 	DeviceClaim                      string
 	PossessionCertificateFingerprint *string
 	PossessionKeyFingerprint         *string
 }
 
-func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingRequestParams) (PairingRequest, error) {
+// Uses a code for a new request and inserts the request, in one statement, announcing
+// the request on commit (as the trigger pairing_requests_notify announces each change
+// of state), so that the watches of every request learn of it. No row when the code
+// was used, burned, deleted or expired meanwhile: of concurrent starts with one code,
+// exactly one inserts its request.
+func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingRequestParams) (InsertPairingRequestRow, error) {
 	row := q.db.QueryRow(ctx, insertPairingRequest,
+		arg.CreatedAt,
 		arg.ID,
 		arg.CodeID,
 		arg.SecretHash,
@@ -433,13 +607,12 @@ func (q *Queries) InsertPairingRequest(ctx context.Context, arg InsertPairingReq
 		arg.AgentVersion,
 		arg.SourceAddress,
 		arg.PreviousDeviceID,
-		arg.CreatedAt,
 		arg.ExpiresAt,
 		arg.DeviceClaim,
 		arg.PossessionCertificateFingerprint,
 		arg.PossessionKeyFingerprint,
 	)
-	var i PairingRequest
+	var i InsertPairingRequestRow
 	err := row.Scan(
 		&i.ID,
 		&i.CodeID,
@@ -680,8 +853,8 @@ limit 10000
 for update
 `
 
-// The usable PIN codes, locked: PIN attempts take turns, so that an address's failures
-// are counted before its next attempt is looked at, and every failure is charged.
+// The usable PIN codes, locked, to charge a wrong PIN to one of them: a code being used
+// meanwhile is waited for, and left out once used.
 func (q *Queries) LockActivePINCodes(ctx context.Context, now time.Time) ([]PairingCode, error) {
 	rows, err := q.db.Query(ctx, lockActivePINCodes, now)
 	if err != nil {
@@ -715,14 +888,16 @@ func (q *Queries) LockActivePINCodes(ctx context.Context, now time.Time) ([]Pair
 	return items, nil
 }
 
-const notifyPairingRequestCreated = `-- name: NotifyPairingRequestCreated :exec
-select pg_notify('palyra_pairing', $1::text)
+const lockPINAttempts = `-- name: LockPINAttempts :exec
+select pg_advisory_xact_lock(hashtextextended('palyra.pairing_pin_attempts', 0))
 `
 
-// Announces a new request on commit, as the trigger pairing_requests_notify announces
-// each change of state, so that the watches of every request learn of it.
-func (q *Queries) NotifyPairingRequestCreated(ctx context.Context, id string) error {
-	_, err := q.db.Exec(ctx, notifyPairingRequestCreated, id)
+// Makes PIN attempts take turns until the transaction ends: an address's wrong PINs are
+// counted before its next attempt is looked at. An advisory lock, not a row lock, so
+// that an attempt that only reads (a right PIN) commits without writing (no WAL flush)
+// and waits for no code being used.
+func (q *Queries) LockPINAttempts(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, lockPINAttempts)
 	return err
 }
 
@@ -774,42 +949,6 @@ func (q *Queries) RejectPairingRequest(ctx context.Context, arg RejectPairingReq
 		&i.DeviceClaim,
 		&i.PossessionCertificateFingerprint,
 		&i.PossessionKeyFingerprint,
-	)
-	return i, err
-}
-
-const usePairingCode = `-- name: UsePairingCode :one
-update pairing_codes
-set used_at = $1, request_id = $2
-where id = $3 and used_at is null and burned_at is null and deleted_at is null
-  and expires_at > $1
-returning id, method, code_mac, label, created_by, created_at, expires_at, failed_attempts, burned_at, deleted_at, used_at, request_id
-`
-
-type UsePairingCodeParams struct {
-	Now       *time.Time
-	RequestID *string
-	ID        string
-}
-
-// Uses a code for a request; returns no row when it was used, burned, deleted or
-// expired meanwhile.
-func (q *Queries) UsePairingCode(ctx context.Context, arg UsePairingCodeParams) (PairingCode, error) {
-	row := q.db.QueryRow(ctx, usePairingCode, arg.Now, arg.RequestID, arg.ID)
-	var i PairingCode
-	err := row.Scan(
-		&i.ID,
-		&i.Method,
-		&i.CodeMac,
-		&i.Label,
-		&i.CreatedBy,
-		&i.CreatedAt,
-		&i.ExpiresAt,
-		&i.FailedAttempts,
-		&i.BurnedAt,
-		&i.DeletedAt,
-		&i.UsedAt,
-		&i.RequestID,
 	)
 	return i, err
 }

@@ -14,8 +14,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/palyra/palyra/gen/dbsqlc"
 	"github.com/palyra/palyra/server/internal/identity"
 	"github.com/palyra/palyra/server/internal/store"
@@ -291,7 +289,7 @@ func (s *Service) Renew(ctx context.Context, id, callerKey string, csrDER []byte
 	return issued, nil
 }
 
-// Registration is what pairing registers a device with, or pairs it again with.
+// Registration is what pairing pairs a device again with.
 type Registration struct {
 	Name, Platform, AgentVersion string
 	// Labels are the labels the approver gave it; nil for none.
@@ -306,22 +304,6 @@ func (r Registration) labelsJSON() ([]byte, error) {
 		return []byte("{}"), nil
 	}
 	return json.Marshal(r.Labels)
-}
-
-// Insert registers a new device, with a new id, in tx.
-func Insert(ctx context.Context, tx *store.Tx, r Registration, now time.Time) (*Device, error) {
-	labels, err := r.labelsJSON()
-	if err != nil {
-		return nil, fmt.Errorf("devices: insert: %w", err)
-	}
-	d, err := deviceOf(tx.Q().InsertDevice(ctx, dbsqlc.InsertDeviceParams{
-		ID: ulid.Make().String(), Name: r.Name, Platform: r.Platform, AgentVersion: r.AgentVersion,
-		Labels: labels, PublicKeyFingerprint: r.PublicKeyFingerprint, Now: now,
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("devices: insert: %w", err)
-	}
-	return d, nil
 }
 
 // Repair pairs device id again in tx: a new name, platform, key and labels, and no

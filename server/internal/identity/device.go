@@ -116,9 +116,20 @@ const (
 	KindDevice = "device"
 )
 
-// Record records an issued certificate through db (a Tx to record it with the change
-// it belongs to); deviceID is empty for server certificates.
-func Record(ctx context.Context, db store.Queryer, a *Authority, issued *Issued, kind, deviceID, replicaID string) error {
+// Columns are what issued_certificates keeps of an issued certificate, but its device:
+// what Record writes, for a statement that records it together with the change it
+// belongs to.
+type Columns struct {
+	Serial, Fingerprint, AuthorityID, Kind, Subject string
+	// DNSNames, IPAddresses and URIs are the subject alternative names, never nil.
+	DNSNames, IPAddresses, URIs []string
+	NotBefore, NotAfter         time.Time
+	IssuedByReplica             string
+}
+
+// ColumnsOf returns what issued_certificates keeps of issued, a certificate of kind
+// that a signed on replicaID.
+func ColumnsOf(a *Authority, issued *Issued, kind, replicaID string) Columns {
 	c := issued.Certificate
 	ips := make([]string, len(c.IPAddresses))
 	for i, ip := range c.IPAddresses {
@@ -128,22 +139,41 @@ func Record(ctx context.Context, db store.Queryer, a *Authority, issued *Issued,
 	for i, u := range c.URIs {
 		uris[i] = u.String()
 	}
-	var device *string
-	if deviceID != "" {
-		device = &deviceID
-	}
-	err := db.Q().InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
+	return Columns{
 		Serial:          issued.Serial,
 		Fingerprint:     issued.Fingerprint,
 		AuthorityID:     a.ID(),
 		Kind:            kind,
 		Subject:         c.Subject.String(),
-		DnsNames:        append([]string{}, c.DNSNames...), // never nil: pgx sends nil as NULL
-		IpAddresses:     ips,
-		Uris:            uris,
+		DNSNames:        append([]string{}, c.DNSNames...), // never nil: pgx sends nil as NULL
+		IPAddresses:     ips,
+		URIs:            uris,
 		NotBefore:       c.NotBefore,
 		NotAfter:        c.NotAfter,
 		IssuedByReplica: replicaID,
+	}
+}
+
+// Record records an issued certificate through db (a Tx to record it with the change
+// it belongs to); deviceID is empty for server certificates.
+func Record(ctx context.Context, db store.Queryer, a *Authority, issued *Issued, kind, deviceID, replicaID string) error {
+	var device *string
+	if deviceID != "" {
+		device = &deviceID
+	}
+	c := ColumnsOf(a, issued, kind, replicaID)
+	err := db.Q().InsertIssuedCertificate(ctx, dbsqlc.InsertIssuedCertificateParams{
+		Serial:          c.Serial,
+		Fingerprint:     c.Fingerprint,
+		AuthorityID:     c.AuthorityID,
+		Kind:            c.Kind,
+		Subject:         c.Subject,
+		DnsNames:        c.DNSNames,
+		IpAddresses:     c.IPAddresses,
+		Uris:            c.URIs,
+		NotBefore:       c.NotBefore,
+		NotAfter:        c.NotAfter,
+		IssuedByReplica: c.IssuedByReplica,
 		DeviceID:        device,
 	})
 	if err != nil {

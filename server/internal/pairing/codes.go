@@ -273,13 +273,16 @@ func (s *Service) verifyCode(ctx context.Context, p presentedCode, address strin
 	}
 }
 
-// verifyPIN checks a PIN against every usable PIN code, locked, so that PIN attempts
-// take turns. A PIN names no code, so a wrong one is counted twice: against the source
-// address, which is refused before its PIN is compared once it has
-// MaxPINFailuresPerAddress wrong PINs from while a PIN code usable now was usable; and
-// against the usable PIN code with the fewest failed attempts (the oldest of those),
-// which burns at MaxFailedAttempts. One address thus burns no code, and the codes
-// together absorb MaxFailedAttempts wrong guesses each, from any number of addresses.
+// verifyPIN checks a PIN against every usable PIN code. PIN attempts take turns (an
+// advisory lock until the attempt's transaction ends), and a PIN names no code, so a
+// wrong one is counted twice: against the source address, which is refused before its
+// PIN is compared once it has MaxPINFailuresPerAddress wrong PINs from while a PIN code
+// usable now was usable; and against the usable PIN code with the fewest failed
+// attempts (the oldest of those), locked, which burns at MaxFailedAttempts. One
+// address thus burns no code, and the codes together absorb MaxFailedAttempts wrong
+// guesses each, from any number of addresses. A right PIN writes nothing: its
+// transaction commits without a WAL flush, so the turns are short, and the code is
+// used by the statement that creates the request.
 func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.Time) (string, error) {
 	macs := s.macs(methodPIN, pin)
 	var (
@@ -288,16 +291,18 @@ func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.T
 	)
 	err := s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
 		q := tx.Q()
-		active, err := q.LockActivePINCodes(ctx, now)
+		if err := q.LockPINAttempts(ctx); err != nil {
+			return fmt.Errorf("pairing: wait for the turn of a PIN attempt: %w", err)
+		}
+		active, err := q.ListActivePairingCodes(ctx, dbsqlc.ListActivePairingCodesParams{Method: methodPIN, Now: now})
 		if err != nil {
-			return fmt.Errorf("pairing: lock the usable PIN codes: %w", err)
+			return fmt.Errorf("pairing: list the usable PIN codes: %w", err)
 		}
 		if len(active) == 0 {
 			refusal = errCodeRefused()
 			return nil
 		}
-		oldest := slices.MinFunc(active, func(a, b dbsqlc.PairingCode) int { return a.CreatedAt.Compare(b.CreatedAt) })
-		failures, err := q.ListPINFailures(ctx, dbsqlc.ListPINFailuresParams{SourceAddress: address, Since: oldest.CreatedAt})
+		failures, err := q.ListPINFailures(ctx, dbsqlc.ListPINFailuresParams{SourceAddress: address, Since: active[0].CreatedAt})
 		if err != nil {
 			return fmt.Errorf("pairing: count the wrong PINs of %s: %w", address, err)
 		}
@@ -310,17 +315,23 @@ func (s *Service) verifyPIN(ctx context.Context, pin, address string, now time.T
 		if id, found = matchMAC(active, macs); found {
 			return nil
 		}
-		charged := slices.MinFunc(active, func(a, b dbsqlc.PairingCode) int {
-			return cmp.Or(cmp.Compare(a.FailedAttempts, b.FailedAttempts), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
-		})
+		refusal = errCodeRefused()
 		if err := q.InsertPINFailure(ctx, dbsqlc.InsertPINFailureParams{SourceAddress: address, FailedAt: now}); err != nil {
 			return fmt.Errorf("pairing: record a wrong PIN: %w", err)
 		}
-		if err := s.countFailure(ctx, q, []string{charged.ID}, now); err != nil {
-			return err
+		// The code to charge is chosen among the codes still usable, locked: one being
+		// used meanwhile is waited for and left out.
+		usable, err := q.LockActivePINCodes(ctx, now)
+		if err != nil {
+			return fmt.Errorf("pairing: lock the usable PIN codes: %w", err)
 		}
-		refusal = errCodeRefused()
-		return nil
+		if len(usable) == 0 {
+			return nil // used up meanwhile: nothing is left to guess
+		}
+		charged := slices.MinFunc(usable, func(a, b dbsqlc.PairingCode) int {
+			return cmp.Or(cmp.Compare(a.FailedAttempts, b.FailedAttempts), a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+		})
+		return s.countFailure(ctx, q, []string{charged.ID}, now)
 	})
 	if err != nil {
 		return "", err

@@ -436,6 +436,66 @@ func TestWrongPINsFromOneAddressBurnNoCode(t *testing.T) {
 	}
 }
 
+// TestConcurrentWrongPINsTakeTurns: wrong PINs sent at once from one address are
+// counted one after another, so that exactly MaxPINFailuresPerAddress of them are
+// compared (and charged) and the others refused before their PIN is looked at; while
+// they run, a right PIN from another address pairs.
+func TestConcurrentWrongPINsTakeTurns(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	code, other := b.createPIN(t), b.createPIN(t)
+	wrong := wrongPIN(code, other)
+	attacker := b.nodeFrom(1)
+	const n = 2 * pairing.MaxPINFailuresPerAddress
+	var (
+		wg                        sync.WaitGroup
+		mu                        sync.Mutex
+		compared, limited, others int
+		right                     error
+	)
+	begin := make(chan struct{})
+	for range n {
+		req, _ := startReq(t, wrong)
+		wg.Go(func() {
+			<-begin
+			_, err := startWith(t, attacker, req)
+			mu.Lock()
+			defer mu.Unlock()
+			var ce *connect.Error
+			switch {
+			case errors.As(err, &ce) && ce.Code() == connect.CodePermissionDenied && ce.Message() == pairing.CodeRefusal:
+				compared++
+			case errors.As(err, &ce) && ce.Code() == connect.CodeResourceExhausted:
+				limited++
+			default:
+				others++
+			}
+		})
+	}
+	req, _ := startReq(t, code.GetCode())
+	wg.Go(func() {
+		<-begin
+		_, right = startWith(t, b.nodeFrom(2), req)
+	})
+	close(begin)
+	wg.Wait()
+	if compared != pairing.MaxPINFailuresPerAddress || limited != n-pairing.MaxPINFailuresPerAddress || others != 0 {
+		t.Errorf("%d wrong PINs at once: %d compared, %d limited, %d other answers; want %d compared",
+			n, compared, limited, others, pairing.MaxPINFailuresPerAddress)
+	}
+	if right != nil {
+		t.Errorf("the right PIN from another address: %v", right)
+	}
+	codes := b.listCodes(t)
+	used, left := codes[code.GetPairingCode().GetId()], codes[other.GetPairingCode().GetId()]
+	if used.GetState() != controlplanev1.PairingCodeState_PAIRING_CODE_STATE_USED {
+		t.Errorf("the code of the right PIN is %v, want used", used.GetState())
+	}
+	if charged := used.GetFailedAttempts() + left.GetFailedAttempts(); charged != pairing.MaxPINFailuresPerAddress {
+		t.Errorf("the codes were charged %d wrong PINs, want %d", charged, pairing.MaxPINFailuresPerAddress)
+	}
+}
+
 // TestWrongPINsHaveAGlobalCeiling: the PIN codes together absorb five wrong guesses
 // each, whatever the number of addresses: each wrong PIN is charged to the usable PIN
 // code with the fewest failed attempts, and a code is burned at five. QR codes are not

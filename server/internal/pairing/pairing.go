@@ -61,14 +61,15 @@
 //     with the fewest failed attempts, burned at 5. The codes thus absorb 5 wrong
 //     guesses each on average whatever the number of addresses: with N usable codes of
 //     d digits at most 5·N guesses are made, each hitting one with a chance of N/10^d.
-//     PIN attempts take turns (the usable PIN codes are locked). MACs are compared in
-//     constant time, a PIN with every usable PIN code.
+//     PIN attempts take turns (an advisory lock; a wrong PIN also locks the usable PIN
+//     codes to charge one). MACs are compared in constant time, a PIN with every usable
+//     PIN code.
 //   - Starts are rate limited per remote address (10 a minute, burst 10), before the
 //     code is looked at: a guesser is throttled whatever it sends. So are the status
 //     calls and watches of requests (60 a minute, burst 30, together), before the
 //     request id and pairing secret are looked at.
-//   - A code is used in the same transaction that creates the request, with a
-//     conditional update: of concurrent starts with one code exactly one wins. The CSR
+//   - A code is used by the statement that creates the request, with a conditional
+//     update: of concurrent starts with one code exactly one wins. The CSR
 //     is checked before the code is used, so that a broken CSR does not waste a code.
 //   - Only ECDSA P-256 CSRs with a valid signature are accepted. The certificate takes
 //     nothing from the CSR but its public key: its subject, the URI SAN

@@ -123,9 +123,8 @@ func (s *Service) judgeStart(ctx context.Context, p startParams, now time.Time) 
 	return claim, pr, nil
 }
 
-// createRequest judges the device claim, then uses the code and inserts the request, in
-// one transaction: of concurrent starts with one code, exactly one finds the code
-// usable.
+// createRequest judges the device claim, then uses the code and inserts the request in
+// one statement: of concurrent starts with one code, exactly one finds the code usable.
 func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string, p startParams) (*started, error) {
 	now := s.now()
 	claim, pr, err := s.judgeStart(ctx, p, now)
@@ -143,46 +142,32 @@ func (s *Service) createRequest(ctx context.Context, codeID, fingerprint string,
 	if pr != nil {
 		proofCert, proofKey = &pr.certificate, &pr.key
 	}
-	var row dbsqlc.PairingRequest
-	audit.SetTarget(ctx, "pairing_request:"+id) // before the transaction, which writes the call's audit outbox row
-	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
-		q := tx.Q()
-		_, err := q.UsePairingCode(ctx, dbsqlc.UsePairingCodeParams{Now: &now, RequestID: &id, ID: codeID})
-		if errors.Is(err, store.ErrNotFound) {
-			// Used, burned, deleted or expired since verifyCode: the same answer.
-			return errCodeRefused()
-		}
-		if err != nil {
-			return fmt.Errorf("pairing: use code: %w", err)
-		}
-		row, err = q.InsertPairingRequest(ctx, dbsqlc.InsertPairingRequestParams{
-			ID:                               id,
-			CodeID:                           codeID,
-			SecretHash:                       secretHash(secret),
-			CsrDer:                           p.csr,
-			PublicKeyFingerprint:             fingerprint,
-			DeviceName:                       p.deviceName,
-			Platform:                         p.platform,
-			AgentVersion:                     p.agentVersion,
-			SourceAddress:                    p.sourceAddress,
-			PreviousDeviceID:                 previous,
-			CreatedAt:                        now,
-			ExpiresAt:                        now.Add(s.opts.RequestTTL()),
-			DeviceClaim:                      claim,
-			PossessionCertificateFingerprint: proofCert,
-			PossessionKeyFingerprint:         proofKey,
-		})
-		if err != nil {
-			return fmt.Errorf("pairing: insert request: %w", err)
-		}
-		if err := q.NotifyPairingRequestCreated(ctx, id); err != nil {
-			return fmt.Errorf("pairing: announce request: %w", err)
-		}
-		return nil
+	audit.SetTarget(ctx, "pairing_request:"+id) // before the insert, which writes the call's audit outbox row
+	inserted, err := s.opts.Store.Q().InsertPairingRequest(ctx, dbsqlc.InsertPairingRequestParams{
+		ID:                               &id,
+		CodeID:                           codeID,
+		SecretHash:                       secretHash(secret),
+		CsrDer:                           p.csr,
+		PublicKeyFingerprint:             fingerprint,
+		DeviceName:                       p.deviceName,
+		Platform:                         p.platform,
+		AgentVersion:                     p.agentVersion,
+		SourceAddress:                    p.sourceAddress,
+		PreviousDeviceID:                 previous,
+		CreatedAt:                        &now,
+		ExpiresAt:                        now.Add(s.opts.RequestTTL()),
+		DeviceClaim:                      claim,
+		PossessionCertificateFingerprint: proofCert,
+		PossessionKeyFingerprint:         proofKey,
 	})
-	if err != nil {
-		return nil, err
+	if errors.Is(err, store.ErrNotFound) {
+		// Used, burned, deleted or expired since verifyCode: the same answer.
+		return nil, errCodeRefused()
 	}
+	if err != nil {
+		return nil, fmt.Errorf("pairing: insert request: %w", err)
+	}
+	row := dbsqlc.PairingRequest(inserted)
 	s.log.Info("pairing request started", "request_id", id, "code_id", codeID, "device_name", p.deviceName,
 		"source_address", p.sourceAddress, "public_key_fingerprint", fingerprint, "previous_device_id", p.previousDeviceID,
 		"device_claim", claim)
@@ -256,28 +241,33 @@ var errOverdue = errors.New("the pairing request is overdue")
 
 // approve decides a pending request: the device is registered (or re-paired, as its
 // claim and the approver's choice say), the CSR's public key is signed for it and the
-// certificate recorded, all in one transaction with the request and the device named
-// locked.
+// certificate recorded, in one statement for a request that names no device (the
+// statement approves only a request still pending), in one transaction with the
+// request and the device named locked for the others, and for a request decided or
+// overdue since it was read (to say which).
 func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingRequest, error) {
 	labels, err := json.Marshal(nonNil(p.labels))
 	if err != nil {
 		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: encode labels: %w", err)
 	}
 	now := s.now()
+	if r, err := s.opts.Store.Q().GetPairingRequest(ctx, p.id); err == nil && r.PreviousDeviceID == nil &&
+		r.State == statePending && !overdue(r, now) {
+		out, err := s.approveUnlocked(ctx, r, p, labels, now)
+		if !errors.Is(err, store.ErrNotFound) {
+			if err != nil {
+				return dbsqlc.PairingRequest{}, err
+			}
+			s.approved(out, p.decidedBy)
+			return out, nil
+		}
+	}
 	var out dbsqlc.PairingRequest
 	err = s.opts.Store.InTx(ctx, func(tx *store.Tx) error {
 		q := tx.Q()
 		r, err := s.lockPending(ctx, q, p.id, now)
 		if err != nil {
 			return err
-		}
-		if p.expectedFingerprint != "" && p.expectedFingerprint != r.PublicKeyFingerprint {
-			return errFailedPrecondition("the request's key is %s, not the expected %s: do not approve a key the node does not show",
-				r.PublicKeyFingerprint, p.expectedFingerprint)
-		}
-		csr, _, err := identity.ParseCSR(r.CsrDer)
-		if err != nil {
-			return fmt.Errorf("pairing: request %s holds a CSR it was accepted with but that no longer parses: %w", r.ID, err)
 		}
 		if r.PreviousDeviceID != nil {
 			// The claim is judged with the device locked: it holds until commit.
@@ -293,33 +283,37 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 		if err != nil {
 			return err
 		}
-		deviceID, repaired, err := registerDevice(ctx, tx, r, target, p.labels, p.reinstate, now)
+		deviceID, issued, err := s.issue(r, target, p)
 		if err != nil {
 			return err
 		}
-		if repaired && claim != claimProven {
+		if target == "" {
+			out, err = s.approveAsNewDevice(ctx, q, r.ID, deviceID, issued, labels, claim, p.decidedBy, now)
+			return err
+		}
+		reg := devices.Registration{
+			Name:                 r.DeviceName,
+			Platform:             r.Platform,
+			AgentVersion:         r.AgentVersion,
+			Labels:               p.labels,
+			PublicKeyFingerprint: r.PublicKeyFingerprint,
+		}
+		if _, err := devices.Repair(ctx, tx, target, reg, p.reinstate, now); err != nil {
+			return fmt.Errorf("pairing: re-pair device %s: %w", target, err)
+		}
+		if claim != claimProven {
 			s.log.Warn("pairing request approved to replace a device it did not prove to be", "request_id", r.ID,
 				"device_id", deviceID, "claim", claim, "decided_by", p.decidedBy)
-		}
-		issued, err := s.opts.Authority.Sign(csr.PublicKey,
-			identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
-		if err != nil {
-			if errors.Is(err, identity.ErrPolicy) {
-				return errFailedPrecondition("the certificate cannot be issued: %v", err)
-			}
-			return fmt.Errorf("pairing: sign: %w", err)
 		}
 		if err := identity.Record(ctx, tx, s.opts.Authority, issued, identity.KindDevice, deviceID, s.opts.ReplicaID); err != nil {
 			return err
 		}
-		if repaired {
-			n, err := devices.RevokeCertificates(ctx, tx, deviceID, issued.Fingerprint,
-				fmt.Sprintf("superseded by re-pairing (request %s)", r.ID), now, now)
-			if err != nil {
-				return fmt.Errorf("pairing: revoke the device's older certificates: %w", err)
-			}
-			s.log.Info("device re-paired: older certificates revoked", "device_id", deviceID, "revoked", n)
+		n, err := devices.RevokeCertificates(ctx, tx, deviceID, issued.Fingerprint,
+			fmt.Sprintf("superseded by re-pairing (request %s)", r.ID), now, now)
+		if err != nil {
+			return fmt.Errorf("pairing: revoke the device's older certificates: %w", err)
 		}
+		s.log.Info("device re-paired: older certificates revoked", "device_id", deviceID, "revoked", n)
 		out, err = q.ApprovePairingRequest(ctx, dbsqlc.ApprovePairingRequestParams{
 			Now:                    &now,
 			DecidedBy:              p.decidedBy,
@@ -338,34 +332,85 @@ func (s *Service) approve(ctx context.Context, p approveParams) (dbsqlc.PairingR
 	if err != nil {
 		return dbsqlc.PairingRequest{}, s.decisionError(ctx, p.id, err)
 	}
-	s.log.Info("pairing request approved", "request_id", out.ID, "device_id", deref(out.DeviceID),
-		"certificate_fingerprint", deref(out.CertificateFingerprint), "decided_by", p.decidedBy)
-	s.changes.Wake(out.ID)
+	s.approved(out, p.decidedBy)
 	return out, nil
 }
 
-// registerDevice registers the device of an approved request: it re-pairs the existing
-// device target (repaired is true; reinstate lifts its revocation), or registers a new
-// device when target is "".
-func registerDevice(ctx context.Context, tx *store.Tx, r dbsqlc.PairingRequest, target string, labels map[string]string, reinstate bool, now time.Time) (id string, repaired bool, err error) {
-	reg := devices.Registration{
-		Name:                 r.DeviceName,
-		Platform:             r.Platform,
-		AgentVersion:         r.AgentVersion,
-		Labels:               labels,
-		PublicKeyFingerprint: r.PublicKeyFingerprint,
+// approveUnlocked approves r, read pending and naming no device, as a new device in one
+// statement; an error matching store.ErrNotFound when it was decided or overdue since.
+func (s *Service) approveUnlocked(ctx context.Context, r dbsqlc.PairingRequest, p approveParams, labels []byte, now time.Time) (dbsqlc.PairingRequest, error) {
+	if _, err := pairedDevice(r, claimNew, nil, p); err != nil {
+		return dbsqlc.PairingRequest{}, err
 	}
-	if target != "" {
-		if _, err := devices.Repair(ctx, tx, target, reg, reinstate, now); err != nil {
-			return "", false, fmt.Errorf("pairing: re-pair device %s: %w", target, err)
-		}
-		return target, true, nil
-	}
-	d, err := devices.Insert(ctx, tx, reg, now)
+	deviceID, issued, err := s.issue(r, "", p)
 	if err != nil {
-		return "", false, fmt.Errorf("pairing: insert device: %w", err)
+		return dbsqlc.PairingRequest{}, err
 	}
-	return d.ID, false, nil
+	return s.approveAsNewDevice(ctx, s.opts.Store.Q(), r.ID, deviceID, issued, labels, claimNew, p.decidedBy, now)
+}
+
+// issue checks the key of r against the approver's expectation and signs it for the
+// device target, or for a new device ("").
+func (s *Service) issue(r dbsqlc.PairingRequest, target string, p approveParams) (deviceID string, issued *identity.Issued, err error) {
+	if p.expectedFingerprint != "" && p.expectedFingerprint != r.PublicKeyFingerprint {
+		return "", nil, errFailedPrecondition("the request's key is %s, not the expected %s: do not approve a key the node does not show",
+			r.PublicKeyFingerprint, p.expectedFingerprint)
+	}
+	csr, _, err := identity.ParseCSR(r.CsrDer)
+	if err != nil {
+		return "", nil, fmt.Errorf("pairing: request %s holds a CSR it was accepted with but that no longer parses: %w", r.ID, err)
+	}
+	deviceID = target
+	if deviceID == "" {
+		deviceID = ulid.Make().String()
+	}
+	issued, err = s.opts.Authority.Sign(csr.PublicKey, identity.DeviceIdentity(deviceID), identity.Lifetime(s.opts.DeviceCertLifetime))
+	if errors.Is(err, identity.ErrPolicy) {
+		return "", nil, errFailedPrecondition("the certificate cannot be issued: %v", err)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("pairing: sign: %w", err)
+	}
+	return deviceID, issued, nil
+}
+
+// approved logs an approval and wakes the watches of the request.
+func (s *Service) approved(out dbsqlc.PairingRequest, decidedBy string) {
+	s.log.Info("pairing request approved", "request_id", out.ID, "device_id", deref(out.DeviceID),
+		"certificate_fingerprint", deref(out.CertificateFingerprint), "decided_by", decidedBy)
+	s.changes.Wake(out.ID)
+}
+
+// approveAsNewDevice approves request id, locked and pending, registering its node as
+// the new device deviceID with the certificate issued to it, in one statement.
+func (s *Service) approveAsNewDevice(ctx context.Context, q *dbsqlc.Queries, id, deviceID string, issued *identity.Issued,
+	labels []byte, claim, decidedBy string, now time.Time,
+) (dbsqlc.PairingRequest, error) {
+	c := identity.ColumnsOf(s.opts.Authority, issued, identity.KindDevice, s.opts.ReplicaID)
+	row, err := q.ApprovePairingRequestAsNewDevice(ctx, dbsqlc.ApprovePairingRequestAsNewDeviceParams{
+		Now:                    &now,
+		DecidedBy:              decidedBy,
+		DeviceID:               &deviceID,
+		CertificateDer:         issued.Certificate.Raw,
+		CertificateFingerprint: &issued.Fingerprint,
+		Labels:                 labels,
+		DeviceClaim:            claim,
+		ID:                     id,
+		Serial:                 c.Serial,
+		AuthorityID:            c.AuthorityID,
+		Kind:                   c.Kind,
+		Subject:                c.Subject,
+		DnsNames:               c.DNSNames,
+		IpAddresses:            c.IPAddresses,
+		Uris:                   c.URIs,
+		NotBefore:              c.NotBefore,
+		NotAfter:               c.NotAfter,
+		IssuedByReplica:        c.IssuedByReplica,
+	})
+	if err != nil {
+		return dbsqlc.PairingRequest{}, fmt.Errorf("pairing: approve request as device %s: %w", deviceID, err)
+	}
+	return dbsqlc.PairingRequest(row), nil
 }
 
 // reject decides a pending request with a reason.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,6 +218,70 @@ func checkDeviceCertificate(t *testing.T, b *testBundle, cert *x509.Certificate,
 	issuedAt := b.clock.Now().Truncate(time.Second)
 	if !cert.NotAfter.Equal(issuedAt.Add(certLifetime)) {
 		t.Errorf("the certificate expires %v, want %v (lifetime %v)", cert.NotAfter, issuedAt.Add(certLifetime), certLifetime)
+	}
+}
+
+// TestConcurrentDecisionsOneWins: of two approvals and a rejection of one request at
+// once, exactly one decides it; the others are refused, and a refused approval leaves no
+// device and no certificate behind.
+func TestConcurrentDecisionsOneWins(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	approvals := 0
+	for range 8 {
+		id, _ := b.pending(t)
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			won      []string
+			refusals int
+			others   []error
+		)
+		begin := make(chan struct{})
+		decide := func(name string, act func() error) {
+			wg.Go(func() {
+				<-begin
+				err := act()
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					won = append(won, name)
+				case connect.CodeOf(err) == connect.CodeFailedPrecondition:
+					refusals++
+				default:
+					others = append(others, err)
+				}
+			})
+		}
+		for range 2 {
+			decide("approve", func() error {
+				_, err := b.approve(t, &controlplanev1.ApprovePairingRequestRequest{Id: id})
+				return err
+			})
+		}
+		decide("reject", func() error {
+			_, err := b.reject(t, id, "changed my mind")
+			return err
+		})
+		close(begin)
+		wg.Wait()
+		if len(won) != 1 || refusals != 2 || len(others) > 0 {
+			t.Fatalf("decisions won: %v, %d refused, other answers %v; want exactly one to win", won, refusals, others)
+		}
+		if won[0] == "approve" {
+			approvals++
+		}
+	}
+	var devs, certs int
+	if err := b.store.Pool().QueryRow(t.Context(), "select count(*) from devices").Scan(&devs); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.store.Pool().QueryRow(t.Context(), "select count(*) from issued_certificates where kind = 'device'").Scan(&certs); err != nil {
+		t.Fatal(err)
+	}
+	if devs != approvals || certs != approvals {
+		t.Errorf("%d approvals won, and there are %d devices and %d device certificates", approvals, devs, certs)
 	}
 }
 
