@@ -280,6 +280,8 @@ func startDaemonOn(tb testing.TB, dbURL, dataDir, listen string, extra ...string
 	}
 	args = append(args, extra...)
 	cmd := exec.Command(palyradBinary(tb), args...)
+	// A bench killed by its timeout leaves no palyrad behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PALYRA_") {
 			cmd.Env = append(cmd.Env, kv)

@@ -160,6 +160,9 @@ func startRelay(b *testing.B, ca *throwawayCA, pg *postgres) (string, int) {
 	cmd := exec.Command(bin, "-database-url", dbURL, "-pool", strconv.Itoa(peerPoolSize),
 		"-cert", certFile, "-key", keyFile, "-ca", caFile)
 	cmd.Stderr = logFile
+	// A bench killed by its timeout leaves no relay behind (one once kept a flock of
+	// its parent's held for half an hour).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, w, err := os.Pipe()
 	if err != nil {
 		b.Fatal(err)
