@@ -22,7 +22,8 @@ var inputJSON = `{"payload":"` + strings.Repeat("x", 128-len(`{"payload":""}`)) 
 // BenchmarkDispatch measures DispatchService calls through the whole stack: a client
 // on one HTTP/2 connection with an admin token → palyrad (TLS, authentication, rate
 // limit, audit, PostgreSQL) → nodes attached with their device certificates, which
-// answer each dispatch at once (accepted, 128 bytes of output, result) → back.
+// answer each dispatch at once (accepted, 128 bytes of output or
+// PALYRA_BENCH_OUTPUT_BYTES, result) → back.
 //
 //	ExecuteCapability/c=C/nodes=N  create + deliver + accept + output + result + answer,
 //	                               C callers, their calls spread round robin over N nodes
@@ -78,7 +79,7 @@ func BenchmarkDispatch(b *testing.B) {
 				for _, o := range res.Msg.GetOutput() {
 					out += len(o.GetData())
 				}
-				if st := res.Msg.GetDispatch().GetState(); st != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED || out != len(outputChunk) {
+				if st := res.Msg.GetDispatch().GetState(); st != controlplanev1.DispatchState_DISPATCH_STATE_SUCCEEDED || out != len(outputChunk()) {
 					return fmt.Errorf("dispatch %s ended %s with %d bytes of output", res.Msg.GetDispatch().GetId(), st, out)
 				}
 				return nil

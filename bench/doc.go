@@ -37,6 +37,8 @@
 //	PALYRA_BENCH_DURABLE_PG 1 turns fsync, synchronous_commit and full_page_writes on with
 //	                        ALTER SYSTEM (make bench sets it for its throwaway server only)
 //	PALYRA_BENCH_NODES      idle nodes BenchmarkIdleNodes attaches (default 500)
+//	PALYRA_BENCH_OUTPUT_BYTES output a fake node sends for each dispatch, in one
+//	                        message (default 128)
 //	PALYRA_BENCH_SLOW_ADDRESSES, PALYRA_BENCH_SLOW_STREAMS, PALYRA_BENCH_SLOW_HOLD
 //	                        the attack of BenchmarkSlowCallers (slowcallers_test.go)
 //	PALYRA_BENCH_PROFILE    directory: palyrad runs with its pprof listener, and each

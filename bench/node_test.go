@@ -14,6 +14,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,9 +35,16 @@ import (
 // daemon's schema validation costs nothing.
 const capability = "bench.echo"
 
-// outputChunk is the output a fake node sends for every dispatch: 128 bytes, the
-// payload size of PERF-BASELINES.md.
-var outputChunk = []byte(strings.Repeat("x", 127) + "\n")
+// outputChunk returns the output a fake node sends for every dispatch, in one message:
+// PALYRA_BENCH_OUTPUT_BYTES bytes, by default 128 (the payload size of
+// PERF-BASELINES.md).
+var outputChunk = sync.OnceValue(func() []byte {
+	n := 128
+	if v, err := strconv.Atoi(os.Getenv("PALYRA_BENCH_OUTPUT_BYTES")); err == nil && v > 0 {
+		n = v
+	}
+	return []byte(strings.Repeat(strings.Repeat("x", 127)+"\n", n/128+1)[:n])
+})
 
 // device is an enrolled device: its id and its certificate with the private key.
 type device struct {
@@ -224,11 +233,11 @@ func (n *node) run(id string) error {
 	for _, m := range []*nodev1.AttachRequest{
 		{Message: &nodev1.AttachRequest_Accepted{Accepted: &nodev1.DispatchAccepted{DispatchId: id}}},
 		{Message: &nodev1.AttachRequest_Output{Output: &nodev1.DispatchOutput{
-			DispatchId: id, Stream: nodev1.OutputStream_OUTPUT_STREAM_STDOUT, Data: outputChunk,
+			DispatchId: id, Stream: nodev1.OutputStream_OUTPUT_STREAM_STDOUT, Data: outputChunk(),
 		}}},
 		{Message: &nodev1.AttachRequest_Result{Result: &nodev1.DispatchResult{
 			DispatchId: id, Outcome: nodev1.DispatchOutcome_DISPATCH_OUTCOME_SUCCEEDED,
-			OutputBytes: uint64(len(outputChunk)), FinishTime: timestamppb.Now(), ResultJson: `{"exit_code":0}`,
+			OutputBytes: uint64(len(outputChunk())), FinishTime: timestamppb.Now(), ResultJson: `{"exit_code":0}`,
 		}}},
 	} {
 		if err := n.stream.Send(m); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -32,13 +33,15 @@ func bodyDeadlines(next http.Handler, timeout time.Duration, m *Metrics) http.Ha
 	if timeout <= 0 {
 		return next
 	}
+	ahead := &sync.Pool{New: func() any { return new([aheadSize]byte) }}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
 		b := &deadlineBody{body: r.Body, w: w, rc: http.NewResponseController(w), timeout: timeout, metrics: m,
-			http1: r.ProtoMajor == 1, framed: heartbeatStreams[r.URL.Path] && enveloped(r.Header.Get("Content-Type"))}
+			http1: r.ProtoMajor == 1, framed: heartbeatStreams[r.URL.Path] && enveloped(r.Header.Get("Content-Type")),
+			pool: ahead}
 		if !b.framed {
 			b.arm()
 		}
@@ -54,7 +57,14 @@ func enveloped(contentType string) bool {
 	return strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+")
 }
 
-// deadlineBody is a request body under a read deadline. It is read by one goroutine.
+// aheadSize is the buffer a heartbeat stream's body reads ahead into, while a message
+// arrives: one HTTP/2 frame of the default size.
+const aheadSize = 16 << 10
+
+// deadlineBody is a request body under a read deadline. It is read by one goroutine
+// (Close may come from another). A heartbeat stream's body also reads ahead while a
+// message arrives, so that its handler can tell whether the next message has begun
+// (Buffered); between messages it holds no buffer, so an idle stream costs none.
 type deadlineBody struct {
 	body    io.ReadCloser
 	w       http.ResponseWriter
@@ -71,6 +81,13 @@ type deadlineBody struct {
 	prefix [5]byte
 	got    int
 	left   uint32
+
+	// pool lends the buffers read ahead into; ahead is what was read ahead and not
+	// read yet (in buf, nil when empty), aheadErr what the read that filled it returned.
+	pool     *sync.Pool
+	buf      *[aheadSize]byte
+	ahead    []byte
+	aheadErr error
 }
 
 func (b *deadlineBody) arm() {
@@ -84,6 +101,40 @@ func (b *deadlineBody) disarm() {
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
+	switch {
+	case len(b.ahead) > 0:
+		n := copy(p, b.ahead)
+		b.ahead = b.ahead[n:]
+		if len(b.ahead) > 0 {
+			return n, nil
+		}
+		err := b.aheadErr
+		b.pool.Put(b.buf)
+		b.buf, b.ahead, b.aheadErr = nil, nil, nil
+		return n, err
+	case !b.framed || b.got == 0 && b.left == 0 || len(p) >= aheadSize:
+		// Between messages (waiting for the next one), or a read as large as the
+		// buffer: straight into p.
+		return b.read(p)
+	}
+	b.buf = b.pool.Get().(*[aheadSize]byte)
+	n, err := b.read(b.buf[:])
+	k := copy(p, b.buf[:n])
+	if k == n {
+		b.pool.Put(b.buf)
+		b.buf = nil
+		return k, err
+	}
+	b.ahead, b.aheadErr = b.buf[k:n], err
+	return k, nil
+}
+
+// Buffered returns how many bytes were read ahead and not read yet: when a message
+// was just read whole, whether the next one has begun to arrive.
+func (b *deadlineBody) Buffered() int { return len(b.ahead) }
+
+// read reads the underlying body under the deadline.
+func (b *deadlineBody) read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	if b.framed {
 		b.follow(p[:n])

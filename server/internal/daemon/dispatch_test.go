@@ -802,6 +802,25 @@ func TestAttachProtocolRefusals(t *testing.T) {
 	wantCode(t, "hello twice", n.ended(), connect.CodeInvalidArgument)
 }
 
+// TestAttachWithoutHelloEnds checks that an Attach stream on which the node sends
+// nothing is ended by palyrad once the hello is overdue.
+func TestAttachWithoutHelloEnds(t *testing.T) {
+	t.Parallel()
+	b := startAccess(t)
+	dev := b.enroll(t, time.Hour)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	stream := nodev1connect.NewNodeServiceClient(b.mtls(dev.cert), b.baseURL).Attach(ctx)
+	if err := stream.Send(nil); err != nil { // the request's headers, no message
+		t.Fatal(err)
+	}
+	_, err := stream.Receive()
+	if ctx.Err() != nil || !strings.Contains(fmt.Sprint(err), "no hello within") {
+		t.Fatalf("an Attach without a hello ended with %v (client context: %v), want palyrad's deadline", err, ctx.Err())
+	}
+	wantCode(t, "an Attach without a hello", err, connect.CodeDeadlineExceeded)
+}
+
 func TestForeignDispatchReportIsRefusedAndAudited(t *testing.T) {
 	t.Parallel()
 	b := startAccess(t)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -20,6 +21,7 @@ import (
 	"github.com/palyra/palyra/server/internal/access"
 	"github.com/palyra/palyra/server/internal/audit"
 	"github.com/palyra/palyra/server/internal/errdefs"
+	"github.com/palyra/palyra/server/internal/requestctx"
 	"github.com/palyra/palyra/server/internal/store"
 )
 
@@ -40,18 +42,34 @@ type NodeHandler struct {
 func (s *Service) NodeHandler() *NodeHandler { return &NodeHandler{s: s} }
 
 // Attach runs a node's stream: the protocol is on nodev1.AttachRequest.
+//
+// The handler's goroutine reads the stream itself and handles what it reads; what
+// comes from elsewhere (dispatches to deliver, the acceptances due, the liveness
+// check) is handled on a goroutine of its own while it lasts, one at a time with the
+// node's messages (attachment.mu). An idle node thus costs the goroutines of its
+// connection and this one. What must end the stream (a newer session, shutdown,
+// silence, a failure outside the handler's goroutine) closes the request body, which
+// ends the read in progress at once.
 func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]) error {
 	dev, ok := access.DeviceFrom(ctx)
 	if !ok {
 		return errdefs.New(errdefs.Unauthenticated, "no calling device")
 	}
+	body := requestctx.Body(ctx)
+	if body == nil {
+		return errdefs.New(errdefs.Internal, "attach: the request body is not in the context (requestctx.Middleware)")
+	}
 	audit.SetTarget(ctx, "device:"+dev.ID)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a := &attachment{s: h.s, stream: stream, deviceID: dev.ID, in: make(chan *nodev1.AttachRequest, maxBatch), recvErr: make(chan error, 1),
+	a := &attachment{s: h.s, stream: stream, deviceID: dev.ID, body: body,
 		known: map[string]*tracked{}, cancelsSent: map[string]bool{}, starting: map[string]bool{}}
-	go a.receive(ctx)
-	hello, err := a.hello(ctx)
+	if ahead, ok := body.(interface{ Buffered() int }); ok {
+		a.ahead = ahead
+	}
+	defer context.AfterFunc(ctx, func() { a.interrupt(ctx.Err()) })()
+	defer a.stop()
+	hello, err := a.hello()
 	if err != nil {
 		return err
 	}
@@ -62,22 +80,39 @@ func (h *NodeHandler) Attach(ctx context.Context, stream *connect.BidiStream[nod
 	return a.run(ctx)
 }
 
-// attachment is one Attach stream being served. Only run's goroutine sends.
+// attachment is one Attach stream being served.
 type attachment struct {
 	s        *Service
 	stream   *connect.BidiStream[nodev1.AttachRequest, nodev1.AttachResponse]
 	deviceID string
 	sess     *session
-	in       chan *nodev1.AttachRequest
-	recvErr  chan error
+	// body is the request body, closed to end the handler's read (interrupt); ahead,
+	// when the body reads ahead, says whether the next message has begun to arrive.
+	body  io.Closer
+	ahead interface{ Buffered() int }
+	// endMu guards cause: why the stream must end, when something other than the
+	// stream itself ended it.
+	endMu sync.Mutex
+	cause error
+	// liveness checks, every heartbeat interval, that the node was heard from.
+	liveness *time.Timer
+
+	// mu serialises the handling of the node's messages, deliveries and the recording
+	// of acceptances: it guards what follows, and is held while sending (but for the
+	// welcome, sent before run).
+	mu sync.Mutex
+	// live is set while run serves the session: out of it, nothing but run's own
+	// goroutine handles or sends anything (what a wake brings before, run's first
+	// delivery sends).
+	live bool
 	// known are the dispatches of this device the session dealt with.
 	known map[string]*tracked
 	// cancelsSent are the dispatches this session asked the node to stop.
 	cancelsSent map[string]bool
 	// starting are the dispatches the node accepted that are not recorded as running
-	// yet; startDue fires when they must be (nil when none waits).
+	// yet; startDue records them once due (nil when none waits).
 	starting map[string]bool
-	startDue <-chan time.Time
+	startDue *time.Timer
 	// heartbeat is the interval the welcome told the node.
 	heartbeat time.Duration
 }
@@ -98,46 +133,57 @@ type tracked struct {
 	browserInput string
 }
 
-// receive reads the stream until it ends; the messages go to in, the end to recvErr.
-func (a *attachment) receive(ctx context.Context) {
-	for {
-		m, err := a.stream.Receive()
-		if err != nil {
-			a.recvErr <- err
-			return
-		}
-		select {
-		case a.in <- m:
-		case <-ctx.Done():
-			return
-		}
+// receive reads the node's next message. When the stream must end for a reason of
+// its own (interrupt), the read ends at once and the reason is returned.
+func (a *attachment) receive() (*nodev1.AttachRequest, error) {
+	m, err := a.stream.Receive()
+	if err == nil {
+		return m, nil
+	}
+	if cause := a.ended(); cause != nil {
+		return nil, cause
+	}
+	if errors.Is(err, io.EOF) {
+		return nil, nil // the node closed its side
+	}
+	return nil, err
+}
+
+// interrupt ends the stream with cause (the first cause wins): the handler's read in
+// progress, or its next one, returns it.
+func (a *attachment) interrupt(cause error) {
+	a.endMu.Lock()
+	first := a.cause == nil
+	if first {
+		a.cause = cause
+	}
+	a.endMu.Unlock()
+	if first {
+		_ = a.body.Close()
 	}
 }
 
-// streamEnd is what the handler returns when the node's side of the stream ended.
-func streamEnd(err error) error {
-	if errors.Is(err, io.EOF) {
-		return nil // the node closed its side
-	}
-	return err
+// ended returns why the stream was interrupted, or nil.
+func (a *attachment) ended() error {
+	a.endMu.Lock()
+	defer a.endMu.Unlock()
+	return a.cause
 }
 
 // hello waits for the node's hello and checks it.
-func (a *attachment) hello(ctx context.Context) (*nodev1.Hello, error) {
-	timer := time.NewTimer(helloTimeout)
-	defer timer.Stop()
-	var hello *nodev1.Hello
-	select {
-	case m := <-a.in:
-		if hello = m.GetHello(); hello == nil {
-			return nil, errProtocol("the first message must be a hello")
-		}
-	case err := <-a.recvErr:
-		return nil, streamEnd(err)
-	case <-timer.C:
-		return nil, errdefs.New(errdefs.DeadlineExceeded, "attach protocol: no hello within %s", helloTimeout)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+func (a *attachment) hello() (*nodev1.Hello, error) {
+	late := errdefs.New(errdefs.DeadlineExceeded, "attach protocol: no hello within %s", helloTimeout)
+	timer := time.AfterFunc(helloTimeout, func() { a.interrupt(late) })
+	m, err := a.receive()
+	if !timer.Stop() {
+		return nil, late
+	}
+	if err != nil || m == nil {
+		return nil, err
+	}
+	hello := m.GetHello()
+	if hello == nil {
+		return nil, errProtocol("the first message must be a hello")
 	}
 	if hello.GetDeviceId() != a.deviceID {
 		return nil, errdefs.New(errdefs.PermissionDenied,
@@ -206,6 +252,8 @@ func (a *attachment) open(ctx context.Context, hello *nodev1.Hello) error {
 	}
 	a.sess = newSession(a.deviceID, id, now)
 	a.sess.capabilities.Store(&caps)
+	a.sess.onWake = func() { go a.woken(ctx) }
+	a.sess.onEnd = func() { a.interrupt(errSessionEnded(a.sess.cause)) }
 	if err := s.sessions.add(a.sess); err != nil {
 		a.detach(ctx)
 		return errSessionEnded(err)
@@ -242,42 +290,78 @@ func (a *attachment) detach(ctx context.Context) {
 	}
 }
 
-// run serves the session until it ends.
+// run serves the session until it ends: it reads the node's messages and handles
+// them, a batch at a time.
 func (a *attachment) run(ctx context.Context) error {
-	if err := a.deliver(ctx); err != nil {
+	a.mu.Lock()
+	a.live = true
+	a.liveness = time.AfterFunc(a.heartbeat, a.checkLiveness)
+	err := a.deliver(ctx)
+	a.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	hb := a.heartbeat
-	liveness := time.NewTicker(hb)
-	defer liveness.Stop()
 	for {
-		select {
-		case m := <-a.in:
+		msgs, err := a.batch()
+		if len(msgs) > 0 {
 			a.sess.seen(a.s.opts.Now())
-			if err := a.handleBatch(ctx, a.drain(m)); err != nil {
-				return err
+			a.mu.Lock()
+			herr := a.handleBatch(ctx, msgs)
+			a.mu.Unlock()
+			if herr != nil {
+				return herr
 			}
-		case err := <-a.recvErr:
-			return streamEnd(err)
-		case <-a.sess.wake:
-			if err := a.deliver(ctx); err != nil {
-				return err
-			}
-		case <-a.startDue:
-			a.startDue = nil
-			if err := a.recordStarts(ctx); err != nil {
-				return err
-			}
-		case <-liveness.C:
-			silent := a.s.opts.Now().Sub(time.Unix(0, a.sess.lastSeen.Load()))
-			if silent > offlineAfter*hb {
-				return errdefs.New(errdefs.DeadlineExceeded, "attach protocol: nothing received for %s", silent.Round(time.Second))
-			}
-		case <-a.sess.done:
-			return errSessionEnded(a.sess.cause)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
+		if err != nil || msgs == nil {
+			return err
+		}
+	}
+}
+
+// stop ends the handling of anything more: the handler returns.
+func (a *attachment) stop() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.live = false
+	if a.liveness != nil {
+		a.liveness.Stop()
+	}
+	if a.startDue != nil {
+		a.startDue.Stop()
+	}
+}
+
+// woken delivers what the session was woken for, unless a delivery already took the
+// wake.
+func (a *attachment) woken(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.sess.wake:
+	default:
+		return
+	}
+	if !a.live {
+		return
+	}
+	if err := a.deliver(ctx); err != nil {
+		a.interrupt(err)
+	}
+}
+
+// checkLiveness ends the stream of a node silent for offlineAfter heartbeat intervals;
+// it runs every interval.
+func (a *attachment) checkLiveness() {
+	hb := a.heartbeat
+	silent := a.s.opts.Now().Sub(time.Unix(0, a.sess.lastSeen.Load()))
+	if silent > offlineAfter*hb {
+		a.interrupt(errdefs.New(errdefs.DeadlineExceeded, "attach protocol: nothing received for %s", silent.Round(time.Second)))
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.live {
+		a.liveness.Reset(hb)
 	}
 }
 
@@ -410,19 +494,20 @@ func (t *tracked) storedAs(n int64) { t.stored, t.next = n, n }
 // maxBatch is the most node messages handled in one round (and one statement).
 const maxBatch = 64
 
-// drain returns m with the messages the node sent after it that were received already,
-// up to maxBatch: a node's accepted, output and result usually come together.
-func (a *attachment) drain(m *nodev1.AttachRequest) []*nodev1.AttachRequest {
-	msgs := []*nodev1.AttachRequest{m}
-	for len(msgs) < maxBatch {
-		select {
-		case m := <-a.in:
-			msgs = append(msgs, m)
-		default:
-			return msgs
+// batch reads the node's next message, and those after it that have begun to arrive
+// already, up to maxBatch: a node's accepted, output and result usually come together.
+// It returns what it read with the error that stopped it, and no message once the
+// node closed its side.
+func (a *attachment) batch() ([]*nodev1.AttachRequest, error) {
+	var msgs []*nodev1.AttachRequest
+	for len(msgs) == 0 || len(msgs) < maxBatch && a.ahead != nil && a.ahead.Buffered() > 0 {
+		m, err := a.receive()
+		if err != nil || m == nil {
+			return msgs, err
 		}
+		msgs = append(msgs, m)
 	}
-	return msgs
+	return msgs, nil
 }
 
 // round gathers what one batch of node messages reports, to be written with one
@@ -507,7 +592,7 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 	p := &r.reports
 	if len(p.OutputIds)+len(p.EndIds) == 0 {
 		if len(a.starting) > 0 && a.startDue == nil {
-			a.startDue = time.After(startDelay)
+			a.startDue = time.AfterFunc(startDelay, func() { a.startsDue(ctx) })
 		}
 		return nil
 	}
@@ -569,6 +654,19 @@ func (a *attachment) takeStarts(ending map[string]*tracked) []string {
 	}
 	clear(a.starting)
 	return ids
+}
+
+// startsDue records the acceptances once startDelay passed.
+func (a *attachment) startsDue(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.live {
+		return
+	}
+	a.startDue = nil
+	if err := a.recordStarts(ctx); err != nil {
+		a.interrupt(err)
+	}
 }
 
 // recordStarts records the acceptances that waited startDelay. A crash that forgets

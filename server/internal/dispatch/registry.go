@@ -38,6 +38,10 @@ type session struct {
 	lastSeen atomic.Int64
 	// capabilities are those the node announced last, as stored.
 	capabilities atomic.Pointer[[]Capability]
+	// onWake, when set, is called when a wake is signalled that none is pending for;
+	// onEnd, when set, once the session must end. Both are set before the session is
+	// registered, and must not block.
+	onWake, onEnd func()
 }
 
 // newSession returns the session id of a device that attached at now.
@@ -99,6 +103,9 @@ func (s *session) inserted(id string) {
 func (s *session) signal() {
 	select {
 	case s.wake <- struct{}{}:
+		if s.onWake != nil {
+			s.onWake()
+		}
 	default:
 	}
 }
@@ -108,6 +115,9 @@ func (s *session) end(cause error) {
 	s.closeOnce.Do(func() {
 		s.cause = cause
 		close(s.done)
+		if s.onEnd != nil {
+			s.onEnd()
+		}
 	})
 }
 

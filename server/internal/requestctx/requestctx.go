@@ -1,6 +1,7 @@
 // Package requestctx carries what the HTTP layer knows about a request to the RPC
-// layer: its id, and the client certificate chain verified against the internal CA.
-// Connect exposes neither, so a middleware puts them in the request's context.
+// layer: its id, the client certificate chain verified against the internal CA, and
+// its body. Connect exposes none of them, so a middleware puts them in the request's
+// context.
 //
 // A request id is what the caller sent in X-Request-Id when it is well-formed: 1 to 64
 // characters among A-Z, a-z, 0-9 and . _ : - (so that it is safe in logs and in the
@@ -12,6 +13,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"time"
@@ -32,6 +34,7 @@ type info struct {
 	requestID string
 	generated bool // the replica made requestID up
 	chain     []*x509.Certificate
+	body      io.ReadCloser
 }
 
 // Middleware records the request id (the caller's X-Request-Id when well-formed, else a
@@ -40,7 +43,7 @@ type info struct {
 // asks for client certificates without verifying them itself: tls.RequestClientCert).
 func Middleware(next http.Handler, roots *x509.CertPool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		in := &info{requestID: r.Header.Get(Header)}
+		in := &info{requestID: r.Header.Get(Header), body: r.Body}
 		if !validID.MatchString(in.requestID) {
 			in.requestID, in.generated = ulid.Make().String(), true
 		}
@@ -97,6 +100,16 @@ func RequestIDGenerated(ctx context.Context) bool {
 func ClientCertificate(ctx context.Context) *x509.Certificate {
 	if in, ok := ctx.Value(key{}).(*info); ok && len(in.chain) > 0 {
 		return in.chain[0]
+	}
+	return nil
+}
+
+// Body returns the body of the request ctx belongs to (as the middleware saw it), or
+// nil. A handler that reads a client stream in its own goroutine closes it from another
+// to end a read in progress: under HTTP/2 the read returns at once.
+func Body(ctx context.Context) io.ReadCloser {
+	if in, ok := ctx.Value(key{}).(*info); ok {
+		return in.body
 	}
 	return nil
 }
