@@ -9,14 +9,16 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/palyra/palyra/internal/retry"
 )
 
-// handshakesPerCPU sizes the default cap on TLS handshakes in progress: a few per CPU,
-// so that the CPU stays busy while a handshake waits for its client's flight.
-const handshakesPerCPU = 4
+// handshakesPerCPU sizes the default cap on handshakes computing at once: a slot is
+// held only while the server computes (handshakeConn), so about one per CPU, with some
+// slack for the scheduler.
+const handshakesPerCPU = 2
 
 // The results of a handshake, as the result label of palyra_tls_handshakes_total.
 const (
@@ -26,13 +28,20 @@ const (
 	handshakeShed    = "shed"
 )
 
+// errShed fails the handshake of a connection that found no slot in time.
+var errShed = errors.New("apiserver: no handshake slot within the queue timeout")
+
 // handshakeListener completes the TLS handshakes of the connections that ln accepts
-// before http.Server sees them, at most len(slots) at once. A connection beyond that
-// waits for a slot, first come first served, for at most queueTimeout; one that waited
-// longer is closed with a reset, and its client tries again. Under a storm of
-// connections (every node re-attaching after a restart) the handshakes thus run a few
-// at a time, each finishing well within its timeout, instead of all sharing the CPU and
-// timing out together. The wait does not count against the handshake's own timeout.
+// before http.Server sees them, at most len(slots) of them computing at once. A
+// handshake takes a slot once its ClientHello is read, and gives it back as soon as
+// the server has sent its flight and waits for the client's (handshakeConn): the slots
+// bound the key exchanges and signatures in progress, and a client that stalls holds
+// none. A handshake that finds every slot taken waits, first come first served, for at
+// most queueTimeout; it is then closed with a reset, and its client tries again. Under
+// a storm of connections (every node re-attaching after a restart) the handshakes
+// thus compute a few at a time, each finishing well within its timeout, instead of all
+// sharing the CPU and timing out together. The wait does not count against the
+// handshake's own timeout, which starts over once it has a slot.
 type handshakeListener struct {
 	ln               net.Listener
 	config           *tls.Config
@@ -65,12 +74,27 @@ func newHandshakeListener(ln net.Listener, config *tls.Config, slots int, queueT
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &handshakeListener{
-		ln: ln, config: config, slots: make(chan struct{}, slots),
+	l := &handshakeListener{
+		ln: ln, slots: make(chan struct{}, slots),
 		queueTimeout: queueTimeout, handshakeTimeout: handshakeTimeout, metrics: m, log: log,
 		shedLog: &throttle{log: log, every: warnEvery},
 		ready:   make(chan *tls.Conn), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
+	// The ClientHello is read: take a slot before the server computes anything.
+	l.config = config.Clone()
+	next := config.GetConfigForClient
+	l.config.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if hc, ok := hello.Conn.(*handshakeConn); ok {
+			if err := hc.admit(); err != nil {
+				return nil, err
+			}
+		}
+		if next == nil {
+			return nil, nil
+		}
+		return next(hello)
+	}
+	return l
 }
 
 // Accept returns the next connection whose handshake succeeded. The first call starts
@@ -119,26 +143,21 @@ func (l *handshakeListener) acceptLoop() {
 	}
 }
 
-// handshake waits for a slot, handshakes c and hands it to Accept; it closes c when
-// the wait is over its bound, the handshake fails or the listener closes.
+// handshake handshakes c and hands it to Accept; it closes c when the handshake fails
+// or the listener closes.
 func (l *handshakeListener) handshake(c net.Conn) {
-	queued := time.Now()
-	if !l.acquire() {
-		l.shed(c, queued)
-		return
-	}
-	l.metrics.handshakeWait.Observe(time.Since(queued).Seconds())
-	l.metrics.handshaking.Inc()
-	tc := tls.Server(c, l.config)
+	hc := &handshakeConn{Conn: c, l: l}
+	tc := tls.Server(hc, l.config)
 	if l.handshakeTimeout > 0 {
-		_ = c.SetDeadline(time.Now().Add(l.handshakeTimeout))
+		_ = c.SetDeadline(time.Now().Add(l.handshakeTimeout)) // for the ClientHello
 	}
 	err := tc.HandshakeContext(l.ctx)
-	l.metrics.handshaking.Dec()
-	<-l.slots
+	hc.release()
 	if err != nil {
-		l.metrics.handshakes.WithLabelValues(handshakeFailed).Inc()
-		l.failed(c, err)
+		if !hc.shed {
+			l.metrics.handshakes.WithLabelValues(handshakeFailed).Inc()
+			l.failed(c, err)
+		}
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -175,6 +194,58 @@ func (l *handshakeListener) acquire() bool {
 	}
 }
 
+// handshakeConn is a connection during its handshake, which holds a slot of its
+// listener from admit (its ClientHello is read) until the server, having written its
+// flight, reads again (it waits for the client), or the handshake ends. The handshake
+// runs on one goroutine; after it, HTTP/2 reads and writes concurrently, hence the
+// atomics.
+type handshakeConn struct {
+	net.Conn
+	l     *handshakeListener
+	held  atomic.Bool
+	wrote atomic.Bool // written while held
+	shed  bool        // admit found no slot; set and read by the handshake's goroutine
+}
+
+// admit takes a slot, or closes the connection with a reset when it waited too long.
+func (c *handshakeConn) admit() error {
+	queued := time.Now()
+	if !c.l.acquire() {
+		c.shed = true
+		c.l.shed(c.Conn, queued)
+		return errShed
+	}
+	c.held.Store(true)
+	c.l.metrics.handshakeWait.Observe(time.Since(queued).Seconds())
+	c.l.metrics.handshaking.Inc()
+	if c.l.handshakeTimeout > 0 {
+		_ = c.Conn.SetDeadline(time.Now().Add(c.l.handshakeTimeout))
+	}
+	return nil
+}
+
+// release gives the slot back, once.
+func (c *handshakeConn) release() {
+	if c.held.CompareAndSwap(true, false) {
+		c.l.metrics.handshaking.Dec()
+		<-c.l.slots
+	}
+}
+
+func (c *handshakeConn) Write(b []byte) (int, error) {
+	if c.held.Load() {
+		c.wrote.Store(true)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *handshakeConn) Read(b []byte) (int, error) {
+	if c.wrote.Load() {
+		c.release()
+	}
+	return c.Conn.Read(b)
+}
+
 // shed closes c, which found no slot: with a reset, as limitListener closes those over
 // its caps, so that it leaves no TIME_WAIT.
 func (l *handshakeListener) shed(c net.Conn, queued time.Time) {
@@ -190,7 +261,7 @@ func (l *handshakeListener) shed(c net.Conn, queued time.Time) {
 		return
 	}
 	l.metrics.handshakes.WithLabelValues(handshakeShed).Inc()
-	l.shedLog.warn("connection closed before its TLS handshake: palyrad is at its cap of handshakes in progress",
+	l.shedLog.warn("connection closed during its TLS handshake: palyrad is at its cap of handshakes computing",
 		"remote", c.RemoteAddr().String(), "waited", time.Since(queued).Round(time.Millisecond), "cap", cap(l.slots))
 }
 
@@ -205,7 +276,7 @@ func (l *handshakeListener) failed(c net.Conn, err error) {
 		reason = "client sent an HTTP request to an HTTPS server"
 	}
 	_ = c.Close()
-	l.log.Debug("http: TLS handshake error", "remote", c.RemoteAddr().String(), "err", reason)
+	l.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", reason)
 }
 
 // looksLikeHTTP reports whether a TLS record header is the start of an HTTP request.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +22,8 @@ import (
 	"github.com/palyra/palyra/server/internal/testclock"
 )
 
-// gauge returns the value of the gauge or counter name of m, of the series whose result
-// label is result ("": the one series).
+// gauge returns the value of the gauge or counter name of m (of a histogram: its count),
+// of the series whose result label is result ("": the one series).
 func gauge(t *testing.T, m *Metrics, name, result string) float64 {
 	t.Helper()
 	families, err := m.Registry().Gather()
@@ -39,7 +40,7 @@ func gauge(t *testing.T, m *Metrics, name, result string) float64 {
 				match = match || l.GetName() == "result" && l.GetValue() == result
 			}
 			if match {
-				return s.GetGauge().GetValue() + s.GetCounter().GetValue()
+				return s.GetGauge().GetValue() + s.GetCounter().GetValue() + float64(s.GetHistogram().GetSampleCount())
 			}
 		}
 	}
@@ -257,33 +258,47 @@ func TestResumptionChecksTheClientCertificateAgain(t *testing.T) {
 	})
 }
 
-// startFullListener starts a listener with one handshake slot, connections waiting for
-// it at most queueTimeout, and that slot held by a connection that sends nothing (its
-// handshake waits for the ClientHello) until holder is closed. It returns a client
-// certificate and the CA.
-func startFullListener(t *testing.T, queueTimeout time.Duration) (l *ticketListener, holder net.Conn, client tls.Certificate, ca *testpki.CA) {
+// startFullListener starts a listener with one handshake slot, a handshake waiting for
+// it at most queueTimeout, and that slot held by a first handshake whose server side
+// blocks (in GetCertificate) until release. It returns a client certificate, the CA,
+// and the first handshake's request's result once it ends.
+func startFullListener(t *testing.T, queueTimeout time.Duration) (l *ticketListener, release func(), client tls.Certificate, ca *testpki.CA, holder <-chan error) {
 	t.Helper()
 	epoch := time.Date(2040, 3, 1, 0, 0, 0, 0, time.UTC)
 	ca = newTestCA(t)
 	client = issue(t, ca, 3, epoch, epoch.Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	hold := make(chan struct{})
+	var first atomic.Bool
 	l = startTicketListener(t, ca, identity.GenerateMasterKey(), testclock.New(epoch), func() bool { return false },
-		func(o *ServerOptions) { o.MaxHandshakes, o.HandshakeQueueTimeout = 1, queueTimeout })
-	holder, err := net.Dial("tcp", l.srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = holder.Close() })
-	eventually.True(t, "the stalled handshake holds the slot", func() bool {
+		func(o *ServerOptions) {
+			o.MaxHandshakes, o.HandshakeQueueTimeout = 1, queueTimeout
+			get := o.GetCertificate
+			o.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if first.CompareAndSwap(false, true) {
+					<-hold
+				}
+				return get(h)
+			}
+		})
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release) // before the listener's shutdown
+	held := make(chan error, 1)
+	go func() {
+		_, _, err := getResuming(l, tls.NewLRUClientSessionCache(1), client, ca.Pool)
+		held <- err
+	}()
+	eventually.True(t, "the first handshake holds the slot", func() bool {
 		return gauge(t, l.metrics, "palyra_tls_handshakes_in_progress", "") == 1
 	})
-	return l, holder, client, ca
+	return l, release, client, ca, held
 }
 
-// TestHandshakesBeyondTheCapWaitForASlot checks that a connection that finds every
-// handshake slot taken waits for one, and is then served.
+// TestHandshakesBeyondTheCapWaitForASlot checks that a handshake that finds every slot
+// taken waits for one, and is then served.
 func TestHandshakesBeyondTheCapWaitForASlot(t *testing.T) {
 	t.Parallel()
-	l, holder, client, ca := startFullListener(t, time.Hour)
+	l, release, client, ca, holder := startFullListener(t, time.Hour)
 	got := make(chan error, 1)
 	go func() {
 		_, _, err := getResuming(l, tls.NewLRUClientSessionCache(1), client, ca.Pool)
@@ -295,24 +310,75 @@ func TestHandshakesBeyondTheCapWaitForASlot(t *testing.T) {
 		t.Fatalf("the request ended while every slot was taken: %v", err)
 	default:
 	}
-	_ = holder.Close()
+	release()
+	if err := <-holder; err != nil {
+		t.Fatalf("the request that held the slot: %v", err)
+	}
 	if err := <-got; err != nil {
 		t.Fatalf("the request that waited for a slot: %v", err)
 	}
 	if n := gauge(t, l.metrics, "palyra_tls_handshakes_waiting", ""); n != 0 {
 		t.Errorf("%v connections still waiting", n)
 	}
+	if n := gauge(t, l.metrics, "palyra_tls_handshakes_total", handshakeFull); n != 2 {
+		t.Errorf("%v full handshakes counted, want 2", n)
+	}
 }
 
-// TestHandshakesWaitingTooLongAreShed checks that a connection that waited for a slot
+// TestHandshakesWaitingTooLongAreShed checks that a handshake that waited for a slot
 // longer than HandshakeQueueTimeout is closed, and counted.
 func TestHandshakesWaitingTooLongAreShed(t *testing.T) {
 	t.Parallel()
-	l, _, client, ca := startFullListener(t, time.Millisecond)
+	l, _, client, ca, _ := startFullListener(t, time.Millisecond)
 	if _, _, err := getResuming(l, tls.NewLRUClientSessionCache(1), client, ca.Pool); err == nil {
 		t.Fatal("a connection that found no slot within the queue timeout was served")
 	}
 	if n := gauge(t, l.metrics, "palyra_tls_handshakes_total", handshakeShed); n != 1 {
 		t.Errorf("%v connections shed, want 1", n)
+	}
+}
+
+// TestAStalledClientHoldsNoSlot checks that a client that connects and sends nothing,
+// or stalls after the server's flight, does not keep others from their handshakes.
+func TestAStalledClientHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	epoch := time.Date(2040, 3, 1, 0, 0, 0, 0, time.UTC)
+	ca := newTestCA(t)
+	client := issue(t, ca, 3, epoch, epoch.Add(time.Hour), x509.ExtKeyUsageClientAuth)
+	l := startTicketListener(t, ca, identity.GenerateMasterKey(), testclock.New(epoch), func() bool { return false },
+		func(o *ServerOptions) { o.MaxHandshakes, o.HandshakeQueueTimeout = 1, time.Hour })
+	silent, err := net.Dial("tcp", l.srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// A client that sends its ClientHello, then never answers the server's flight.
+	stalled, err := net.Dial("tcp", l.srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	go func() {
+		tc := tls.Client(&writeOnly{stalled}, &tls.Config{RootCAs: ca.Pool, ServerName: "localhost"})
+		_ = tc.Handshake()
+	}()
+	eventually.True(t, "the stalled handshake's server flight", func() bool {
+		return gauge(t, l.metrics, "palyra_tls_handshake_queue_seconds", "") >= 1
+	})
+	if _, _, err := getResuming(l, tls.NewLRUClientSessionCache(1), client, ca.Pool); err != nil {
+		t.Fatalf("a request beside stalled clients: %v", err)
+	}
+}
+
+// writeOnly is a connection whose reads block until it is closed: a TLS client on it
+// sends its ClientHello and then waits forever.
+type writeOnly struct{ net.Conn }
+
+func (c *writeOnly) Read([]byte) (int, error) {
+	b := make([]byte, 1)
+	for {
+		if _, err := c.Conn.Read(b); err != nil {
+			return 0, err
+		}
 	}
 }
