@@ -43,15 +43,16 @@ type ServerOptions struct {
 	// process. A resumed session's client certificate is checked as at a full
 	// handshake (clientauth.go).
 	SessionTicketKeys func(now time.Time) (keys [][32]byte, period int64, err error)
-	// MaxHandshakes bounds the TLS handshakes in progress at once (handshake.go); 0
-	// means 4 per CPU (GOMAXPROCS).
+	// MaxHandshakes bounds the TLS handshakes computing at once, from their read
+	// ClientHello to the server's flight (handshake.go); 0 means 2 per CPU
+	// (GOMAXPROCS).
 	MaxHandshakes int
-	// HandshakeQueueTimeout bounds how long a connection waits for its handshake to
-	// start when MaxHandshakes are in progress; it is then closed. 0 means half
+	// HandshakeQueueTimeout bounds how long a handshake waits for a slot when
+	// MaxHandshakes are computing; its connection is then closed. 0 means half
 	// ReadHeaderTimeout (at least a second; 5 s without ReadHeaderTimeout).
 	HandshakeQueueTimeout time.Duration
-	// ReadHeaderTimeout bounds the TLS handshake (once started) and the request
-	// headers.
+	// ReadHeaderTimeout bounds the TLS handshake (until its ClientHello, then again
+	// from its slot on) and the request headers.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout time.Duration
