@@ -120,7 +120,8 @@ func (l *handshakeListener) Addr() net.Addr { return l.ln.Addr() }
 
 // acceptLoop accepts connections and handshakes each in a goroutine of its own until
 // the listener is closed. A failed accept (too many open files: limitListener counted
-// and logged it) is retried after a backoff, as http.Server does.
+// it, and warned, rate limited) is logged at debug level and retried after a backoff,
+// as http.Server does.
 func (l *handshakeListener) acceptLoop() {
 	backoff := retry.Backoff{Initial: 5 * time.Millisecond, Max: time.Second}
 	for {
@@ -131,7 +132,9 @@ func (l *handshakeListener) acceptLoop() {
 				close(l.done)
 				return
 			}
-			if retry.Sleep(l.ctx, backoff.Next()) != nil {
+			wait := backoff.Next()
+			l.log.Debug("accepting a connection failed; retrying", "err", err, "in", wait)
+			if retry.Sleep(l.ctx, wait) != nil {
 				l.err = net.ErrClosed
 				close(l.done)
 				return
