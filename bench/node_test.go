@@ -175,7 +175,16 @@ type node struct {
 // attach opens dev's Attach stream from the loopback address src (nil: any), sends
 // the hello and returns once the welcome arrived.
 func attach(d *daemon, dev *device, src net.IP, answer bool) (*node, error) {
+	return attachWith(d, dev, src, answer, nil)
+}
+
+// attachWith is attach with configure, when not nil, applied to the connection's TLS
+// configuration first.
+func attachWith(d *daemon, dev *device, src net.IP, answer bool, configure func(*tls.Config)) (*node, error) {
 	n := &node{tr: d.transport(src, &dev.cert), answer: answer, done: make(chan struct{})}
+	if configure != nil {
+		configure(n.tr.TLSClientConfig)
+	}
 	client := nodev1connect.NewNodeServiceClient(&http.Client{Transport: n.tr}, d.baseURL)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel

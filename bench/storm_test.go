@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -27,7 +28,8 @@ const (
 // (PALYRA_BENCH_STORM_NODES, default 1000) and times their return. The nodes pair
 // first (the public pairing flow), then attach, each on its own connection from its
 // own loopback address; each reconnects the way the node agent does (the backoff
-// above). Once all are attached, palyrad is stopped (SIGTERM: every stream ends with
+// above, and a TLS session cache of its own, resuming its session when palyrad takes
+// the ticket). Once all are attached, palyrad is stopped (SIGTERM: every stream ends with
 // Unavailable) and started again on the same address, data directory and database.
 //
 //	down-s           from the SIGTERM until the new process is ready
@@ -39,6 +41,10 @@ const (
 //	                 refused because nothing listened yet: each was retried, and a
 //	                 node that never came back fails the benchmark
 //	attempts/node    attempts per node, from the SIGTERM on
+//	resumed, full    TLS handshakes after ready that resumed a session, or did not
+//	                 (as the nodes saw them)
+//	shed             connections palyrad closed after ready before their handshake,
+//	                 having waited too long for a slot (palyra_tls_handshakes_total)
 //
 // The log shows the curve: nodes attached, sampled at most once a second. Run it with -benchtime 1x.
 func BenchmarkReconnectStorm(b *testing.B) {
@@ -60,7 +66,8 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	defer cancel()
 	nodes := make([]*stormNode, len(devs))
 	for i := range devs {
-		nodes[i] = &stormNode{s: s, dev: &devs[i], src: loopback(5, i), rand: rand.New(rand.NewPCG(uint64(i), 42))}
+		nodes[i] = &stormNode{s: s, dev: &devs[i], src: loopback(5, i), rand: rand.New(rand.NewPCG(uint64(i), 42)),
+			sessions: tls.NewLRUClientSessionCache(1)}
 	}
 	// The first attaches, 32 at a time, as BenchmarkIdleNodes does.
 	if err := forEach(len(nodes), 32, func(i int) error { return nodes[i].attachOnce() }); err != nil {
@@ -78,9 +85,17 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	d2 := startDaemonOn(b, dbURL, dataDir, listen)
 	ready := time.Now()
 	s.setDaemon(d2, ready)
+	prof := profileRun(b, d2.pprof) // the storm's first seconds
 	curve := s.follow(b, d2, len(nodes), ready, 5*time.Minute)
 	all := time.Now()
 	b.StopTimer()
+	prof.finish(b)
+	hc := &http.Client{Transport: d2.transport(nil, nil)}
+	m, err := d2.metrics(context.Background(), hc)
+	hc.CloseIdleConnections()
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	var reattach histogram
 	for _, nd := range nodes {
@@ -97,9 +112,13 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	b.ReportMetric(reattach.quantile(0.99).Seconds(), "reattach-p99-s")
 	b.ReportMetric(float64(s.failedAfterReady.Load()), "failed-attempts")
 	b.ReportMetric(float64(s.attempts.Load())/float64(len(nodes)), "attempts/node")
-	b.Logf("%d nodes: palyrad down %.2f s (stopping %.2f s), all attached again %.2f s after it was ready; %d attempts failed after ready, %d were refused (nothing listening) and %d failed otherwise while it was down; attached nodes sampled after ready: %v",
+	b.ReportMetric(float64(s.resumed.Load()), "resumed")
+	b.ReportMetric(float64(s.full.Load()), "full")
+	shed := m[`palyra_tls_handshakes_total{result="shed"}`]
+	b.ReportMetric(shed, "shed")
+	b.Logf("%d nodes: palyrad down %.2f s (stopping %.2f s), all attached again %.2f s after it was ready; %d attempts failed after ready, %d were refused (nothing listening) and %d failed otherwise while it was down; TLS handshakes after ready: %d resumed, %d full, %.0f shed by palyrad; attached nodes sampled after ready: %v",
 		len(nodes), ready.Sub(stopped).Seconds(), starting.Sub(stopped).Seconds(), all.Sub(ready).Seconds(),
-		s.failedAfterReady.Load(), s.refused.Load(), s.failedWhileDown.Load(), curve)
+		s.failedAfterReady.Load(), s.refused.Load(), s.failedWhileDown.Load(), s.resumed.Load(), s.full.Load(), shed, curve)
 }
 
 // freeAddress returns a loopback address with a port that was free a moment ago.
@@ -123,6 +142,23 @@ type storm struct {
 	// refused counts the attempts refused because nothing listened (palyrad was down,
 	// whenever the node saw it); the others that failed, before or after ready.
 	refused, failedWhileDown, failedAfterReady atomic.Int64
+	// resumed and full count the TLS handshakes after ready that resumed a session or
+	// did not.
+	resumed, full atomic.Int64
+}
+
+// countHandshakes has the handshakes of cfg's connections after ready counted.
+func (s *storm) countHandshakes(cfg *tls.Config) {
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if _, ready := s.daemon(); !ready.IsZero() {
+			if cs.DidResume {
+				s.resumed.Add(1)
+			} else {
+				s.full.Add(1)
+			}
+		}
+		return nil
+	}
 }
 
 func (s *storm) daemon() (*daemon, time.Time) {
@@ -170,6 +206,8 @@ type stormNode struct {
 	dev  *device
 	src  net.IP
 	rand *rand.Rand // used by the node's own goroutine only
+	// sessions are the node's TLS sessions, as the node agent keeps them.
+	sessions tls.ClientSessionCache
 
 	cur      *node
 	welcomed atomic.Int64 // Unix nanoseconds of the welcome after the restart; 0 before
@@ -178,9 +216,15 @@ type stormNode struct {
 // attachOnce makes the first attachment.
 func (sn *stormNode) attachOnce() error {
 	d, _ := sn.s.daemon()
-	nd, err := attach(d, sn.dev, sn.src, false)
+	nd, err := attachWith(d, sn.dev, sn.src, false, sn.configure)
 	sn.cur = nd
 	return err
+}
+
+// configure gives a connection of the node its TLS sessions, and counts its handshake.
+func (sn *stormNode) configure(cfg *tls.Config) {
+	cfg.ClientSessionCache = sn.sessions
+	sn.s.countHandshakes(cfg)
 }
 
 // run keeps the node attached until ctx ends: when its stream ends, it waits by the
@@ -205,7 +249,7 @@ func (sn *stormNode) run(ctx context.Context) {
 			}
 			d, _ := sn.s.daemon() // the same address, CA and database before and after
 			sn.s.attempts.Add(1)
-			nd, err := attach(d, sn.dev, sn.src, false)
+			nd, err := attachWith(d, sn.dev, sn.src, false, sn.configure)
 			if err == nil {
 				sn.cur = nd
 				sn.welcomed.Store(time.Now().UnixNano())

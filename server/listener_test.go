@@ -50,13 +50,13 @@ func TestAcceptErrorsAreWarnedRateLimited(t *testing.T) {
 	}
 	defer c.Close()
 
-	retry := regexp.MustCompile(`http: Accept error: .*too many open files; retrying`)
+	retry := regexp.MustCompile(`level=DEBUG msg="accepting a connection failed; retrying" err=".*too many open files"`)
 	warning := regexp.MustCompile(`level=WARN msg="accepting a connection failed; retrying" err=".*too many open files"`)
 	eventually.True(t, "8 failed accepts in the log", func() bool { return len(retry.FindAllString(d.stderr.String(), -1)) >= 8 })
 	log := d.stderr.String()
 	// A warning after the first comes at least 10 s later, in which the backoff (at
 	// most 1 s) retries at least 9 times. Real time is what this tests: palyrad runs as
-	// a process, and the backoff is net/http's.
+	// a process, and the backoff is the listener's.
 	retries, warnings := len(retry.FindAllString(log, -1)), len(warning.FindAllString(log, -1))
 	if warnings == 0 || warnings*4 > retries {
 		t.Fatalf("%d warnings for %d failed accepts, want one per 10 s:\n%s", warnings, retries, log)

@@ -134,9 +134,9 @@ type Agent struct {
 	spool spool
 	ran   *ranLog
 
-	// cert is the current device certificate with its key: what new connections
-	// present. Renewal replaces it.
-	cert atomic.Pointer[tls.Certificate]
+	// creds are the current device certificate with its key, what new connections
+	// present, and the TLS sessions they resume. Renewal replaces them.
+	creds atomic.Pointer[credentials]
 
 	// execs counts the running dispatch goroutines.
 	execs sync.WaitGroup
@@ -313,12 +313,35 @@ func (a *Agent) setCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) er
 	if id != a.host.DeviceID {
 		return fmt.Errorf("the certificate names device %s, not %s", id, a.host.DeviceID)
 	}
-	a.cert.Store(&tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
+	a.useCertificate(key, cert)
 	return nil
 }
 
+// credentials are a device certificate with its key, and the TLS sessions established
+// with it, which later connections resume (sparing palyrad and the node a full
+// handshake; palyrad checks the certificate again at each resumption). Each
+// certificate has sessions of its own: a session made with a certificate that was
+// replaced is never resumed.
+type credentials struct {
+	cert     *tls.Certificate
+	sessions tls.ClientSessionCache
+}
+
+// sessionsKept is how many TLS sessions the agent keeps, by server name: it talks to
+// one palyrad URL.
+const sessionsKept = 4
+
+// useCertificate makes cert, with key, the certificate of new connections, with no TLS
+// session to resume yet.
+func (a *Agent) useCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) {
+	a.creds.Store(&credentials{
+		cert:     &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert},
+		sessions: tls.NewLRUClientSessionCache(sessionsKept),
+	})
+}
+
 // leaf returns the current device certificate.
-func (a *Agent) leaf() *x509.Certificate { return a.cert.Load().Leaf }
+func (a *Agent) leaf() *x509.Certificate { return a.creds.Load().cert.Leaf }
 
 // recoverRan reads the ran log, reports as failed every dispatch a crash of the agent
 // cut short (started, neither finished nor spooled), forgets ids older than

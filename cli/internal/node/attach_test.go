@@ -30,6 +30,22 @@ func (c *manualClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
+// TestReattachResumesTheTLSSession checks that the agent re-attaches with a resumed TLS
+// session, sparing both sides the certificates' signatures.
+func TestReattachResumesTheTLSSession(t *testing.T) {
+	t.Parallel()
+	b := newBench(t, time.Time{}, time.Time{})
+	b.start(b.options())
+	s := b.session()
+	if s.resumed {
+		t.Fatal("the first session resumed a TLS session it cannot have")
+	}
+	s.end <- connect.NewError(connect.CodeUnavailable, errors.New("replica stopping"))
+	if s = b.session(); !s.resumed || !s.peer.Equal(b.cert) {
+		t.Errorf("the re-attach resumed: %v, with the paired certificate: %v; want both", s.resumed, s.peer.Equal(b.cert))
+	}
+}
+
 // TestBackoffResetsAfterStableAttach is the slow return after replica failures: a node
 // whose replica was killed again and again kept the backoff it had grown while the
 // replica was down (up to 30 s), because only a session of a minute reset it. A session

@@ -57,6 +57,9 @@ var testTuning = tuning{
 // peerKey is the context key of the client certificate of a call.
 type peerKey struct{}
 
+// resumedKey is the context key of whether a call's connection resumed a TLS session.
+type resumedKey struct{}
+
 // fakeDaemon plays palyrad's side of NodeService.Attach and RenewCertificate over mutual
 // TLS. Each Attach becomes a fakeSession that the test drives.
 type fakeDaemon struct {
@@ -84,6 +87,8 @@ var _ nodev1connect.NodeServiceHandler = (*fakeDaemon)(nil)
 type fakeSession struct {
 	hello *nodev1.Hello
 	peer  *x509.Certificate
+	// resumed says whether the stream's connection resumed a TLS session.
+	resumed bool
 	// in receives every message after the hello; it is closed when the node ends its
 	// side of the stream (or the stream breaks).
 	in  chan *nodev1.AttachRequest
@@ -113,7 +118,7 @@ func (f *fakeDaemon) Attach(ctx context.Context, stream *connect.BidiStream[node
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("the first message must be a hello"))
 	}
 	s := &fakeSession{
-		hello: first.GetHello(), peer: ctx.Value(peerKey{}).(*x509.Certificate),
+		hello: first.GetHello(), peer: ctx.Value(peerKey{}).(*x509.Certificate), resumed: ctx.Value(resumedKey{}).(bool),
 		in: make(chan *nodev1.AttachRequest, 1024), out: make(chan *nodev1.AttachResponse, 16),
 		end: make(chan error, 1), done: make(chan struct{}),
 	}
@@ -235,6 +240,7 @@ func newBench(t *testing.T, notBefore, notAfter time.Time) *bench {
 	mux.Handle(nodev1connect.NewNodeServiceHandler(daemon))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := context.WithValue(r.Context(), peerKey{}, r.TLS.PeerCertificates[0])
+		ctx = context.WithValue(ctx, resumedKey{}, r.TLS.DidResume)
 		mux.ServeHTTP(w, r.WithContext(ctx))
 	}))
 	srv.EnableHTTP2 = true

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -135,7 +134,7 @@ func (a *Agent) renew(ctx context.Context) error {
 		// The files are right; load repairs the record at the next start.
 		a.log.Error("cannot update the host record after renewal", "err", err)
 	}
-	a.cert.Store(&tls.Certificate{Certificate: [][]byte{issued.Certificate.Raw}, PrivateKey: key, Leaf: issued.Certificate})
+	a.useCertificate(key, issued.Certificate)
 	a.log.Info("certificate renewed", "valid_until", issued.Certificate.NotAfter.UTC(),
 		"fingerprint", client.Fingerprint(issued.Certificate))
 	return nil

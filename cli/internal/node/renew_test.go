@@ -130,11 +130,17 @@ func TestRenewal(t *testing.T) {
 		}
 	}
 
-	// The session goes on; the next one presents the new certificate.
+	// The session goes on; the next one presents the new certificate, in a full
+	// handshake: no TLS session made with the old one is resumed.
 	s.quiet(t, 100*time.Millisecond)
 	s.end <- connect.NewError(connect.CodeUnavailable, errors.New("restart"))
-	if s = b.session(); !s.peer.Equal(issued) {
-		t.Errorf("the next session presents %v, not the renewed certificate", s.peer.SerialNumber)
+	if s = b.session(); !s.peer.Equal(issued) || s.resumed {
+		t.Errorf("the next session presents %v (resumed: %v), not the renewed certificate in a full handshake", s.peer.SerialNumber, s.resumed)
+	}
+	// The one after resumes the session made with the new certificate.
+	s.end <- connect.NewError(connect.CodeUnavailable, errors.New("restart"))
+	if s = b.session(); !s.peer.Equal(issued) || !s.resumed {
+		t.Errorf("the session after presents %v (resumed: %v), want the renewed certificate's session resumed", s.peer.SerialNumber, s.resumed)
 	}
 }
 

@@ -37,10 +37,10 @@ func (e *ProtocolError) Error() string { return "protocol error: " + e.Reason }
 var errWelcomeTimeout = errors.New("palyrad did not answer the hello in time")
 
 // newNodeClient returns a NodeService client that speaks HTTP/2 only, over mutual TLS:
-// it trusts the pinned CA alone and presents the current device certificate, which
-// it reads at each handshake, so that a renewed certificate serves the next
-// connection. Each call of newNodeClient has connections of its own; closeIdle
-// closes them once its calls are over.
+// it trusts the pinned CA alone and presents the current device certificate, or
+// resumes a TLS session made with it (credentials), so that a renewed certificate
+// serves the next client. Each call of newNodeClient has connections of its own;
+// closeIdle closes them once its calls are over.
 func (a *Agent) newNodeClient() (nodes nodev1connect.NodeServiceClient, closeIdle func(), err error) {
 	u, err := url.Parse(a.host.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -48,14 +48,16 @@ func (a *Agent) newNodeClient() (nodes nodev1connect.NodeServiceClient, closeIdl
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(a.ca)
+	creds := a.creds.Load()
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			RootCAs:    roots,
 			ServerName: u.Hostname(),
 			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-				return a.cert.Load(), nil
+				return creds.cert, nil
 			},
+			ClientSessionCache: creds.sessions,
 		},
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,

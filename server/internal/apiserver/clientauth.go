@@ -3,6 +3,7 @@ package apiserver
 import (
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/palyra/palyra/server/internal/requestctx"
@@ -16,7 +17,14 @@ import (
 // a certificate (tls.RequestClientCert), and a configuration of its own for each
 // handshake (GetConfigForClient) verifies it, knowing the remote address to report a
 // refusal with. Every refusal gets the same alert, bad_certificate.
-func clientAuth(base *tls.Config, opts ServerOptions) *tls.Config {
+//
+// A resumed session (a session ticket) carries the client certificate of the handshake
+// that issued it, and crypto/tls calls VerifyConnection on resumptions too: the chain
+// is verified again at the current time and against the current ClientCAs, and
+// revocation is checked again, so a ticket never outlives its certificate's validity
+// or its revocation. With opts.SessionTicketKeys, each handshake's configuration has
+// the ticket keys in force at the time.
+func clientAuth(base *tls.Config, opts ServerOptions, log *slog.Logger) *tls.Config {
 	base.ClientAuth = tls.RequestClientCert
 	now := opts.Now
 	if now == nil {
@@ -46,9 +54,16 @@ func clientAuth(base *tls.Config, opts ServerOptions) *tls.Config {
 		}
 		return nil
 	}
+	var tickets *sessionTickets
+	if opts.SessionTicketKeys != nil {
+		tickets = &sessionTickets{config: base, keysAt: opts.SessionTicketKeys, log: &throttle{log: log, every: warnEvery}}
+	}
 	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		if hello.Conn == nil {
 			return nil, errors.New("apiserver: a handshake without a connection")
+		}
+		if tickets != nil {
+			tickets.refresh(now())
 		}
 		remote := hello.Conn.RemoteAddr().String()
 		c := base.Clone()

@@ -26,6 +26,11 @@ type Metrics struct {
 	bodyTimeouts prometheus.Counter
 	restHandled  *prometheus.CounterVec
 	restSeconds  *prometheus.HistogramVec
+	// The handshakes' (handshake.go).
+	handshakes        *prometheus.CounterVec
+	handshakeWait     prometheus.Histogram
+	handshakesWaiting prometheus.Gauge
+	handshaking       prometheus.Gauge
 }
 
 // NewMetrics returns a registry holding the Go runtime and process collectors, the
@@ -71,6 +76,23 @@ func NewMetrics(version, replicaID string) *Metrics {
 			Name: "palyra_listener_body_timeouts_total",
 			Help: "Calls ended because their request body, or a message of their stream, did not arrive within server.read_body_timeout.",
 		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "palyra_tls_handshakes_total",
+			Help: "TLS handshakes on the listener, by result: full, resumed (a session ticket), failed, or shed (closed after waiting too long for a slot).",
+		}, []string{"result"}),
+		handshakeWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "palyra_tls_handshake_queue_seconds",
+			Help:    "Time a connection waited for a slot to start its TLS handshake (those shed excepted).",
+			Buckets: []float64{.0001, .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		handshakesWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "palyra_tls_handshakes_waiting",
+			Help: "Connections waiting for a slot to start their TLS handshake.",
+		}),
+		handshaking: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "palyra_tls_handshakes_in_progress",
+			Help: "TLS handshakes in progress on the listener.",
+		}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "palyra_build_info",
@@ -79,11 +101,15 @@ func NewMetrics(version, replicaID string) *Metrics {
 	build.WithLabelValues(version, replicaID).Set(1)
 	m.refused.WithLabelValues(capPerAddress)
 	m.refused.WithLabelValues(capTotal)
+	for _, r := range []string{handshakeFull, handshakeResumed, handshakeFailed, handshakeShed} {
+		m.handshakes.WithLabelValues(r)
+	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		build, m.handled, m.seconds, m.restHandled, m.restSeconds,
 		m.connections, m.refused, m.acceptErrors, m.callsRefused, m.bodyTimeouts,
+		m.handshakes, m.handshakeWait, m.handshakesWaiting, m.handshaking,
 	)
 	return m
 }

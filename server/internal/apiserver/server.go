@@ -36,7 +36,23 @@ type ServerOptions struct {
 	// ConnState, when set, follows the connections (revocation.List.ConnState closes
 	// those of what gets revoked).
 	ConnState func(net.Conn, http.ConnState)
-	// ReadHeaderTimeout bounds the TLS handshake and the request headers.
+	// SessionTicketKeys, when set, gives the TLS session-ticket keys in force at a
+	// time, the one that encrypts first, and the period they belong to, which changes
+	// when they do (masterkey.TicketKeys.At): replicas and restarts that share them
+	// resume each other's sessions. Nil leaves crypto/tls's own keys, random per
+	// process. A resumed session's client certificate is checked as at a full
+	// handshake (clientauth.go).
+	SessionTicketKeys func(now time.Time) (keys [][32]byte, period int64, err error)
+	// MaxHandshakes bounds the TLS handshakes computing at once, from their read
+	// ClientHello to the server's flight (handshake.go); 0 means 2 per CPU
+	// (GOMAXPROCS).
+	MaxHandshakes int
+	// HandshakeQueueTimeout bounds how long a handshake waits for a slot when
+	// MaxHandshakes are computing; its connection is then closed. 0 means half
+	// ReadHeaderTimeout (at least a second; 5 s without ReadHeaderTimeout).
+	HandshakeQueueTimeout time.Duration
+	// ReadHeaderTimeout bounds the TLS handshake (until its ClientHello, then again
+	// from its slot on) and the request headers.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections.
 	IdleTimeout time.Duration
@@ -89,7 +105,9 @@ func Listen(opts ServerOptions) (*Server, error) {
 			GetCertificate: opts.GetCertificate,
 			ClientCAs:      opts.ClientCAs,
 			Time:           opts.Now,
-		}, opts),
+			// What ServeTLS would add; the handshakes are the listener's (handshake.go).
+			NextProtos: []string{"h2", "http/1.1"},
+		}, opts, log),
 		Protocols: new(http.Protocols),
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams:          opts.MaxConcurrentStreams,
@@ -105,7 +123,9 @@ func Listen(opts ServerOptions) (*Server, error) {
 	}
 	srv.Protocols.SetHTTP1(true) // OpenAI SDKs, browsers and curl --http1.1 speak HTTP/1.1
 	srv.Protocols.SetHTTP2(true)
-	return &Server{http: srv, ln: newLimitListener(ln, opts.MaxConnections, opts.MaxConnectionsPerAddress, opts.Metrics, log)}, nil
+	limited := newLimitListener(ln, opts.MaxConnections, opts.MaxConnectionsPerAddress, opts.Metrics, log)
+	return &Server{http: srv, ln: newHandshakeListener(limited, srv.TLSConfig, opts.MaxHandshakes, opts.HandshakeQueueTimeout,
+		opts.ReadHeaderTimeout, opts.Metrics, log)}, nil
 }
 
 // Addr is the bound address.
@@ -114,7 +134,7 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve serves h on the listener until Shutdown; it then returns nil.
 func (s *Server) Serve(h http.Handler) error {
 	s.http.Handler = h
-	err := s.http.ServeTLS(s.ln, "", "")
+	err := s.http.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

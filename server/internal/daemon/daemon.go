@@ -361,6 +361,7 @@ func (s *startup) listen() (err error) {
 			s.interceptor.HandshakeRefused(remote, cert, revocation.Reason(err))
 		},
 		ConnState:            s.revocations.ConnState,
+		SessionTicketKeys:    masterkey.NewTicketKeys(s.keys).At, // shared by the replicas and restarts
 		ReadHeaderTimeout:    cfg.Server.ReadHeaderTimeout,
 		IdleTimeout:          cfg.Server.IdleTimeout,
 		MaxConcurrentStreams: cfg.Server.MaxConcurrentStreams,
