@@ -447,13 +447,23 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	return b.next.RoundTrip(req)
 }
 
+// CloseIdleConnections closes the idle connections of the transport below, which
+// http.Client.CloseIdleConnections reaches only through this method.
+func (b *bearer) CloseIdleConnections() {
+	if c, ok := b.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // newToken creates an admin token with the highest rate limit, with the owner's token,
 // and returns its secret. Every token has its own rate limit state, so each measured
 // run takes a fresh one.
 func (d *daemon) newToken(tb testing.TB, label string) string {
 	tb.Helper()
 	rate := uint32(maxRatePerMinute)
-	c := accessv1connect.NewAccessServiceClient(d.apiClient(d.owner), d.baseURL)
+	hc := d.apiClient(d.owner)
+	defer hc.CloseIdleConnections()
+	c := accessv1connect.NewAccessServiceClient(hc, d.baseURL)
 	res, err := c.CreateToken(context.Background(), connect.NewRequest(&accessv1.CreateTokenRequest{
 		Label: label, Role: accessv1.Role_ROLE_ADMIN, RateLimitPerMinute: &rate,
 	}))
