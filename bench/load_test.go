@@ -98,6 +98,7 @@ func closedLoop(b *testing.B, c int, m meter, unit string, op func(ctx context.C
 	prof.finish(b)
 	close(errs)
 	if err := <-errs; err != nil {
+		results.fail(b.Name())
 		b.Fatal(err)
 	}
 	var all histogram

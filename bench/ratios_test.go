@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -28,10 +29,13 @@ type runs struct {
 	// byName holds, by benchmark name, one result per -count repetition: the last
 	// round of each, the one go test reports.
 	byName map[string][]result
+	// failed names the benchmarks that failed in any round: the tables leave them out,
+	// whatever their earlier rounds measured.
+	failed map[string]bool
 }
 
 // results are the results of this process's closed-loop runs.
-var results = &runs{byName: map[string][]result{}}
+var results = &runs{byName: map[string][]result{}, failed: map[string]bool{}}
 
 // record keeps r as the latest round of benchmark name. go test runs a benchmark in
 // rounds of growing b.N and reports the last; a round whose b.N is not larger than
@@ -45,6 +49,20 @@ func (rs *runs) record(name string, r result) {
 		return
 	}
 	rs.byName[name] = append(prev, r)
+}
+
+// fail marks benchmark name as failed: its results are left out of the tables.
+func (rs *runs) fail(name string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.failed[name] = true
+	delete(rs.byName, name)
+}
+
+// ran returns the results of benchmark name, and whether it ran and never failed.
+func (rs *runs) ran(name string) ([]result, bool) {
+	r, ok := rs.byName[name]
+	return r, ok && !rs.failed[name]
 }
 
 // Names of the benchmarks the ratio table compares: Palyra's dispatch round trip and
@@ -87,6 +105,9 @@ func (rs *runs) printRatios(w io.Writer) {
 	defer rs.mu.Unlock()
 	var palyra, baselines []string
 	for name := range rs.byName {
+		if rs.failed[name] {
+			continue
+		}
 		switch {
 		case strings.HasPrefix(name, palyraPrefix):
 			palyra = append(palyra, name)
@@ -167,8 +188,8 @@ func (rs *runs) printTargets(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	printed := false
 	for _, t := range targets {
-		pr, ok1 := rs.byName[dispatchPrefix+t.palyra]
-		br, ok2 := rs.byName[peersPrefix+t.peer]
+		pr, ok1 := rs.ran(dispatchPrefix + t.palyra)
+		br, ok2 := rs.ran(peersPrefix + t.peer)
 		if !ok1 || !ok2 {
 			continue
 		}
@@ -191,4 +212,8 @@ func (rs *runs) printTargets(w io.Writer) {
 			t.what, concurrency(t.palyra), t.palyra, t.peer, pv, t.unit, bv, t.unit, ratio, cmpSign, t.bound, verdict)
 	}
 	tw.Flush()
+	failed := slices.Sorted(maps.Keys(rs.failed))
+	if len(failed) > 0 {
+		fmt.Fprintf(w, "Left out of the tables, failed: %s\n", strings.Join(failed, ", "))
+	}
 }
