@@ -360,6 +360,7 @@ type appendCall struct {
 	// elsewhere: the event was in the log already, moved there by another writer; set
 	// by the writer.
 	elsewhere bool
+	behind    bool // no call waits for it (writeAs)
 }
 
 // appendOutcome is what a waiting Append receives.
@@ -466,12 +467,19 @@ type written struct {
 // write appends recs, whose IDs are set, and returns what became of each. An event
 // another writer moved into the log first counts as written.
 func (l *Log) write(ctx context.Context, recs []Record) []written {
+	return l.writeAs(ctx, recs, false)
+}
+
+// writeAs is write; behind says that no call waits for recs on its way to an answer
+// (EndBehind): a batch of such events only rides with the replica's next writes
+// (store.WithRider).
+func (l *Log) writeAs(ctx context.Context, recs []Record, behind bool) []written {
 	if len(recs) == 0 {
 		return nil
 	}
 	calls := make([]*appendCall, len(recs))
 	for i, r := range recs {
-		calls[i] = &appendCall{rec: r, done: make(chan appendOutcome, 1)}
+		calls[i] = &appendCall{rec: r, behind: behind, done: make(chan appendOutcome, 1)}
 	}
 	l.mu.Lock()
 	l.pending = append(l.pending, calls...)
@@ -514,6 +522,9 @@ func (l *Log) writeNext(ctx context.Context) {
 	l.pending = slices.Delete(l.pending, 0, n)
 	l.mu.Unlock()
 
+	if !slices.ContainsFunc(batch, func(c *appendCall) bool { return !c.behind }) {
+		ctx = store.WithRider(ctx)
+	}
 	err := l.writeBatch(ctx, batch)
 	if err != nil && unreachable(err) {
 		l.keep(batch)

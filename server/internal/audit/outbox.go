@@ -129,7 +129,8 @@ func (c *Call) End(ctx context.Context, outcome Outcome, code string) error {
 // EndBehind ends the operation as End does, but when a transaction holding its outbox
 // row committed (the change is recorded already) it returns at once: the event, with
 // how the operation ended, is appended behind it, through the same group commit as
-// every append, and the operation counts as running until it is in the log (the drainer
+// every append, riding with the replica's next writes when they come within a few
+// milliseconds (store.WithRider); the operation counts as running until it is in the log (the drainer
 // leaves its outbox row alone meanwhile). List and Verify wait for the events ended
 // behind before they read, and the Log, when it stops, for all of them. An append that
 // fails does what End's failure does: deferred when the database could not be reached,
@@ -157,7 +158,7 @@ func (c *Call) EndBehind(ctx context.Context, outcome Outcome, code string) erro
 	c.l.omu.Unlock()
 	go func() {
 		defer close(appended)
-		err := c.l.write(context.WithoutCancel(ctx), []Record{rec})[0].err
+		err := c.l.writeAs(context.WithoutCancel(ctx), []Record{rec}, true)[0].err
 		c.l.forget(c.id)
 		if err != nil && !errors.Is(err, ErrDeferred) {
 			c.l.log.Error("audit record lost from the log; its outbox row keeps it", "procedure", rec.Procedure,
