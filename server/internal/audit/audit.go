@@ -124,8 +124,9 @@
 // An RPC call's event is appended behind its answer (Call.EndBehind, which the access
 // interceptor uses): once a transaction holding the call's outbox row committed, the
 // change has its record, so the call answers without waiting for the event's append,
-// which goes through the same group commit (and shares the flush of the replica's next
-// writes when they come meanwhile). What this promises, precisely:
+// which goes through the same group commit as a rider (store.WithRider): it joins the
+// commit of the replica's next write when one comes within a few milliseconds, and is
+// written alone otherwise. What this promises, precisely:
 //
 //   - The event carries the call's true outcome and code, once appended. Until then the
 //     call counts as running: the drainers leave its outbox row alone. Should the
