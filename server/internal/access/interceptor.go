@@ -373,7 +373,7 @@ func (c *call) finish(ctx context.Context, err error) {
 		c.i.opts.Audit.Refused(e)
 		return
 	case c.record != nil:
-		aerr = c.record.End(ctx, outcome, code)
+		aerr = c.record.EndBehind(ctx, outcome, code)
 	default:
 		_, aerr = c.i.opts.Audit.Append(ctx, e)
 	}

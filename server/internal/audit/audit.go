@@ -121,6 +121,29 @@
 // change committed; how the call ended is not known), at the time of the change. An
 // event is written once: two writers moving the same row meet on the unique id.
 //
+// An RPC call's event is appended behind its answer (Call.EndBehind, which the access
+// interceptor uses): once a transaction holding the call's outbox row committed, the
+// change has its record, so the call answers without waiting for the event's append,
+// which goes through the same group commit as a rider (store.WithRider): it joins the
+// commit of the replica's next write when one comes within a few milliseconds, and is
+// written alone otherwise. What this promises, precisely:
+//
+//   - The event carries the call's true outcome and code, once appended. Until then the
+//     call counts as running: the drainers leave its outbox row alone. Should the
+//     replica die, or the database go away for good, in that moment, the drainers write
+//     the event from the outbox row, as after any crash between a change and its end
+//     (code "committed"); an append that fails does what a failed End does (deferred
+//     and appended again once the database answers, or logged; the outbox row stays).
+//   - List and Verify first wait for the events ended behind before they were called:
+//     whoever reads the log through a replica sees the event of every call that
+//     replica answered. Another replica, or a direct read of the table, may not see it
+//     for the moment of a flush; it sees the call's outbox row instead.
+//   - A stopping Log (the end of Run) appends every event ended behind first.
+//   - A call whose outbox row did not commit (one that wrote nothing, was refused, or
+//     whose writes rolled back or whose commit is unknown) has no other record: its
+//     event is appended before it answers, as with End. Calls of read-only procedures
+//     have no event.
+//
 // Decisions that no call makes (a pairing request expiring) write their events' rows
 // with Log.Stage in their own transaction, and Log.Publish moves them after the commit.
 //
@@ -323,6 +346,7 @@ type Log struct {
 
 	omu      sync.Mutex // guards the following
 	calls    map[string]*Call
+	behind   map[string]chan struct{} // the calls ended behind (EndBehind), closed once appended
 	deferred []Record
 	failed   bool // the last batch failed for want of the database
 	windows  map[int64]window
@@ -337,6 +361,7 @@ type appendCall struct {
 	// elsewhere: the event was in the log already, moved there by another writer; set
 	// by the writer.
 	elsewhere bool
+	behind    bool // no call waits for it (writeAs)
 }
 
 // appendOutcome is what a waiting Append receives.
@@ -375,7 +400,7 @@ func New(opts Options) *Log {
 	return &Log{
 		store: opts.Store, replica: opts.ReplicaID, now: opts.Now, log: opts.Logger,
 		batch: verifyBatch, attempts: maxAppendAttempts, summaryKeys: maxSummaryKeys, wake: make(chan struct{}, 1),
-		calls: map[string]*Call{}, windows: map[int64]window{},
+		calls: map[string]*Call{}, behind: map[string]chan struct{}{}, windows: map[int64]window{},
 	}
 }
 
@@ -443,12 +468,19 @@ type written struct {
 // write appends recs, whose IDs are set, and returns what became of each. An event
 // another writer moved into the log first counts as written.
 func (l *Log) write(ctx context.Context, recs []Record) []written {
+	return l.writeAs(ctx, recs, false)
+}
+
+// writeAs is write; behind says that no call waits for recs on its way to an answer
+// (EndBehind): a batch of such events only rides with the replica's next writes
+// (store.WithRider).
+func (l *Log) writeAs(ctx context.Context, recs []Record, behind bool) []written {
 	if len(recs) == 0 {
 		return nil
 	}
 	calls := make([]*appendCall, len(recs))
 	for i, r := range recs {
-		calls[i] = &appendCall{rec: r, done: make(chan appendOutcome, 1)}
+		calls[i] = &appendCall{rec: r, behind: behind, done: make(chan appendOutcome, 1)}
 	}
 	l.mu.Lock()
 	l.pending = append(l.pending, calls...)
@@ -491,6 +523,9 @@ func (l *Log) writeNext(ctx context.Context) {
 	l.pending = slices.Delete(l.pending, 0, n)
 	l.mu.Unlock()
 
+	if !slices.ContainsFunc(batch, func(c *appendCall) bool { return !c.behind }) {
+		ctx = store.WithRider(ctx)
+	}
 	err := l.writeBatch(ctx, batch)
 	if err != nil && unreachable(err) {
 		l.keep(batch)
@@ -826,7 +861,9 @@ type Filter struct {
 	Limit int
 }
 
-// List returns the events f selects, newest first.
+// List returns the events f selects, newest first. It first waits for the events that
+// calls ended behind (Call.EndBehind) before it was called: a caller sees the events of
+// the calls this Log's replica answered.
 func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	limit, err := pageLimit(f.Limit)
 	if err != nil {
@@ -838,6 +875,9 @@ func (l *Log) List(ctx context.Context, f Filter) ([]Record, error) {
 	}
 	if f.BeforeSequence < 0 {
 		return nil, fmt.Errorf("audit: list: before sequence %d is negative: %w", f.BeforeSequence, ErrInvalid)
+	}
+	if err := l.settle(ctx); err != nil {
+		return nil, fmt.Errorf("audit: list: wait for the events of the calls answered: %w", err)
 	}
 	rows, err := l.store.Q().ListAuditEvents(ctx, dbsqlc.ListAuditEventsParams{
 		BeforeSequence: f.BeforeSequence,
@@ -893,9 +933,12 @@ type Verdict struct {
 // Verify reads the whole log, oldest first, a thousand events at a time, and checks the
 // chain: that the sequences run 1, 2, 3, ... without gaps, that each event's prev_hash
 // is the previous event's hash, and that each event's hash matches its content. It
-// stops at the first problem. A broken chain is a Verdict, not an error: the error is
-// for failing to read the log.
+// stops at the first problem. Like List, it first waits for the events ended behind.
+// A broken chain is a Verdict, not an error: the error is for failing to read the log.
 func (l *Log) Verify(ctx context.Context) (Verdict, error) {
+	if err := l.settle(ctx); err != nil {
+		return Verdict{}, fmt.Errorf("audit: verify: wait for the events of the calls answered: %w", err)
+	}
 	q := l.store.Q()
 	head, err := q.GetAuditHead(ctx)
 	if errors.Is(err, store.ErrNotFound) {

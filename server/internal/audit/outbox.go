@@ -126,6 +126,67 @@ func (c *Call) End(ctx context.Context, outcome Outcome, code string) error {
 	return nil
 }
 
+// EndBehind ends the operation as End does, but when a transaction holding its outbox
+// row committed (the change is recorded already) it returns at once: the event, with
+// how the operation ended, is appended behind it, through the same group commit as
+// every append, riding with the replica's next writes when they come within a few
+// milliseconds (store.WithRider); the operation counts as running until it is in the log (the drainer
+// leaves its outbox row alone meanwhile). List and Verify wait for the events ended
+// behind before they read, and the Log, when it stops, for all of them. An append that
+// fails does what End's failure does: deferred when the database could not be reached,
+// else logged, and in both cases the outbox row keeps the record. An operation whose
+// outbox row did not commit (it wrote nothing, or its writes rolled back or their commit
+// is unknown) has no other record: EndBehind appends its event before it returns, as End.
+func (c *Call) EndBehind(ctx context.Context, outcome Outcome, code string) error {
+	c.finish()
+	c.mu.Lock()
+	stored := c.stored
+	c.mu.Unlock()
+	if !stored {
+		return c.End(ctx, outcome, code)
+	}
+	e := c.event
+	e.Target, e.Outcome, e.Code, e.Time = c.note.Target(), outcome, code, time.Time{}
+	rec, err := c.l.record(c.id, e)
+	if err != nil {
+		c.l.forget(c.id)
+		return fmt.Errorf("audit: %w", err)
+	}
+	appended := make(chan struct{})
+	c.l.omu.Lock()
+	c.l.behind[c.id] = appended
+	c.l.omu.Unlock()
+	go func() {
+		defer close(appended)
+		err := c.l.writeAs(context.WithoutCancel(ctx), []Record{rec}, true)[0].err
+		c.l.forget(c.id)
+		if err != nil && !errors.Is(err, ErrDeferred) {
+			c.l.log.Error("audit record lost from the log; its outbox row keeps it", "procedure", rec.Procedure,
+				"principal", rec.Principal, "code", rec.Code, "request_id", rec.RequestID, "err", err)
+		}
+	}()
+	return nil
+}
+
+// settle waits until the events ended behind (EndBehind) before it was called are
+// appended, or failed to be, or ctx is done.
+func (l *Log) settle(ctx context.Context) error {
+	l.omu.Lock()
+	waits := make([]chan struct{}, 0, len(l.behind))
+	for _, ch := range l.behind {
+		waits = append(waits, ch)
+	}
+	l.omu.Unlock()
+	for _, ch := range waits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // Abandon ends an operation without an event: for one that wrote nothing (Wrote is
 // false) and is recorded otherwise (Log.Refused).
 func (c *Call) Abandon() {
@@ -145,6 +206,7 @@ func (l *Log) forget(id string) {
 	l.omu.Lock()
 	defer l.omu.Unlock()
 	delete(l.calls, id)
+	delete(l.behind, id)
 }
 
 // Stage writes the outbox rows of events in transaction tx, so that they commit with
@@ -264,7 +326,7 @@ func (l *Log) stop(ctx context.Context) {
 	if l.owner != nil {
 		defer l.owner.Close(ctx)
 	}
-	if err := errors.Join(l.flush(ctx, true), l.retry(ctx)); err != nil {
+	if err := errors.Join(l.settle(ctx), l.flush(ctx, true), l.retry(ctx)); err != nil {
 		l.log.Error("audit events not written at shutdown", "err", err)
 	}
 	l.omu.Lock()

@@ -413,3 +413,97 @@ func TestSummaries(t *testing.T) {
 		t.Errorf("verdict %+v", v)
 	}
 }
+
+// eventsInTable returns "procedure target outcome code" of every row of audit_events,
+// read straight from the table (not through List, which waits for the events ended
+// behind), oldest first.
+func eventsInTable(t *testing.T, s *store.Store) []string {
+	t.Helper()
+	rows, err := s.Pool().Query(t.Context(), "select procedure || ' ' || target || ' ' || outcome || ' ' || code from audit_events order by sequence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestEndBehind: a call whose outbox row committed ends without waiting for its event,
+// which is appended with the call's true outcome; List and Verify see it; the outbox row
+// is gone once it is in. A call that committed nothing has no other record: its event is
+// in the table when EndBehind returns.
+func TestEndBehind(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const proc = "/palyra.access.v1.AccessService/CreateToken"
+	for i := range 20 {
+		ctx, call := b.log.Begin(t.Context(), callEvent(i))
+		audit.SetTarget(ctx, fmt.Sprintf("user:u%02d", i))
+		change(t, b.store, ctx, fmt.Sprintf("u%02d", i))
+		if err := call.EndBehind(ctx, audit.Failure, "unavailable"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := b.log.List(t.Context(), audit.Filter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 20 {
+		t.Fatalf("List after 20 calls ended behind: %d events, want 20", len(recs))
+	}
+	for _, r := range recs {
+		if r.Outcome != audit.Failure || r.Code != "unavailable" || !strings.HasPrefix(r.Target, "user:u") {
+			t.Errorf("event %+v, want the call's own outcome and target", r)
+		}
+	}
+	if got := outbox(t, b.store); len(got) != 0 {
+		t.Errorf("outbox once the events are in: %v, want empty", got)
+	}
+
+	// Nothing committed: the event is in the table on return.
+	ctx, call := b.log.Begin(t.Context(), callEvent(21))
+	audit.SetTarget(ctx, "user:nobody")
+	if err := call.EndBehind(ctx, audit.Failure, "invalid_argument"); err != nil {
+		t.Fatal(err)
+	}
+	if got := eventsInTable(t, b.store); len(got) != 21 || got[20] != proc+" user:nobody failure invalid_argument" {
+		t.Errorf("events in the table after a call that committed nothing ended: %q", got)
+	}
+	if v := verify(t, b); !v.Intact || v.Checked != 21 {
+		t.Errorf("verdict %+v", v)
+	}
+}
+
+// TestStopWaitsForTheEventsEndedBehind: the Log's Run returns only once the events of
+// the calls ended behind are in the table, with their own outcomes.
+func TestStopWaitsForTheEventsEndedBehind(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.log.Run(ctx)
+	}()
+	for i := range 10 {
+		cctx, call := b.log.Begin(t.Context(), callEvent(i))
+		audit.SetTarget(cctx, fmt.Sprintf("user:u%02d", i))
+		change(t, b.store, cctx, fmt.Sprintf("u%02d", i))
+		if err := call.EndBehind(cctx, audit.Success, "ok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-done
+	got := eventsInTable(t, b.store)
+	if len(got) != 10 {
+		t.Fatalf("events in the table once Run returned: %q, want 10", got)
+	}
+	for _, e := range got {
+		if !strings.HasSuffix(e, " success ok") {
+			t.Errorf("event %q, want the call's own outcome", e)
+		}
+	}
+}

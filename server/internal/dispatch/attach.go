@@ -603,6 +603,9 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 		return fmt.Errorf("dispatch: record the reports of %s: %w", a.deviceID, err)
 	}
 	for _, d := range rows {
+		if r.ending[d.ID] != nil && d.State.Terminal() {
+			d.output = whole(r.gathered[d.ID], d.OutputStored)
+		}
 		if t := a.known[d.ID]; t != nil {
 			t.storedAs(d.OutputStored)
 			delete(r.gathered, d.ID)
@@ -634,6 +637,31 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 		a.forget(id)
 	}
 	return nil
+}
+
+// maxHandedOutput bounds the output handed to the waiters with the ended row.
+const maxHandedOutput = 64 << 10
+
+// whole returns a copy of chunks, the output a round gathered for a dispatch, when they
+// are all of its stored output (from offset 0 to stored, contiguous) and at most
+// maxHandedOutput bytes; else nil.
+func whole(chunks []OutputChunk, stored int64) []OutputChunk {
+	if stored > maxHandedOutput {
+		return nil
+	}
+	out, data := make([]OutputChunk, 0, len(chunks)), make([]byte, 0, stored)
+	for _, c := range chunks {
+		if c.Offset != int64(len(data)) || c.Offset+int64(len(c.Data)) > stored {
+			return nil
+		}
+		data = append(data, c.Data...)
+		c.Data = data[c.Offset:len(data):len(data)]
+		out = append(out, c)
+	}
+	if int64(len(data)) != stored {
+		return nil
+	}
+	return out
 }
 
 // forget drops what the session keeps of a dispatch that ended: a late message about it

@@ -59,6 +59,11 @@ type Dispatch struct {
 	OutputTruncated bool
 	// OutputLostReason says why output the node produced was lost; "" when none was.
 	OutputLostReason string
+
+	// output is the whole of the stored output, as the session that ended the dispatch
+	// on this replica wrote it, handed to the waiters with the ended row (hub.end) when
+	// it is small; nil when it must be read.
+	output []OutputChunk
 }
 
 // OutputChunk is a piece of a dispatch's output.

@@ -251,8 +251,16 @@ func (s *Service) output(ctx context.Context, id string, from, to, budget int64)
 	if err != nil {
 		return nil, from, fmt.Errorf("dispatch: output of %s: %w", id, err)
 	}
-	out, next := rows[:0], from
-	for _, o := range rows {
+	out, next := page(rows, from, to, budget)
+	return out, next, nil
+}
+
+// page cuts chunks, ordered by offset, to the page of output from offset from to
+// offset to within budget, as output describes, and returns it with the offset after
+// it. It leaves chunks as they are.
+func page(chunks []OutputChunk, from, to, budget int64) ([]OutputChunk, int64) {
+	out, next := make([]OutputChunk, 0, len(chunks)), from
+	for _, o := range chunks {
 		// A gap (only in output stored before it was kept contiguous) is skipped too.
 		begin, end := max(o.Offset, next), min(o.Offset+int64(len(o.Data)), to)
 		n := min(end-begin, budget-rowOverhead)
@@ -267,7 +275,18 @@ func (s *Service) output(ctx context.Context, id string, from, to, budget int64)
 		budget -= n + rowOverhead
 		next = begin + n
 	}
-	return out, next, nil
+	return out, next
+}
+
+// KnownOutput returns the page of d's output from offset 0 within budget (as Output),
+// when the session that ended d on this replica handed its whole output with it; false
+// when it must be read.
+func KnownOutput(d Dispatch, budget int64) ([]OutputChunk, int64, bool) {
+	if d.output == nil {
+		return nil, 0, false
+	}
+	out, next := page(d.output, 0, d.OutputStored, max(budget, minPage))
+	return out, next, true
 }
 
 // wait returns a dispatch once it ended. It gives up when ctx ends, when the daemon

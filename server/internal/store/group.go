@@ -34,6 +34,24 @@ import (
 // and each is run the way Q would run it: the context's Companion is added to a
 // statement that writes.
 
+// A rider (WithRider) is a statement no caller waits for on its way to an answer: the
+// audit event of a call that answered already. Finding no group being written, it does
+// not write at once but waits up to riderWait for a statement that is not a rider, whose
+// group it joins (one commit and one flush for both), and writes itself only when none
+// came. Any other statement is written at once as described above, riders waiting or not.
+
+// riderWait bounds how long a rider waits for a group to join.
+const riderWait = 5 * time.Millisecond
+
+// riderKey is the context key of WithRider.
+type riderKey struct{}
+
+// WithRider returns ctx marking the statements of Grouped written with it as riders
+// (see above).
+func WithRider(ctx context.Context) context.Context {
+	return context.WithValue(ctx, riderKey{}, true)
+}
+
 // maxGroup bounds the statements written in one group.
 const maxGroup = 128
 
@@ -48,7 +66,8 @@ type grouper struct {
 
 	mu      sync.Mutex // guards the following
 	pending []*groupedStmt
-	writing bool // a caller is writing a group; the next group waits for it
+	writing bool        // a caller is writing a group; the next group waits for it
+	riders  *time.Timer // ends the wait of the riders pending while no group is written
 }
 
 // groupedStmt is one statement waiting for its group to be written.
@@ -56,6 +75,7 @@ type groupedStmt struct {
 	sql       string
 	args      []any
 	companion Companion // told once the group committed; nil for none
+	rider     bool      // WithRider
 	// dest, for a statement run for one row (QueryRow), is where the writer scans it;
 	// for a statement run for rows (Query), the writer keeps them in fields and rows.
 	many   bool
@@ -82,7 +102,8 @@ var _ dbsqlc.DBTX = groupingDB{}
 // stmt returns the statement to write for sql and args in ctx, its companion added.
 func (d groupingDB) stmt(ctx context.Context, sql string, args []any) *groupedStmt {
 	sql, args, c := translatingDB{}.companion(ctx, sql, args)
-	return &groupedStmt{sql: sql, args: args, companion: c, done: make(chan bool, 1)}
+	rider, _ := ctx.Value(riderKey{}).(bool)
+	return &groupedStmt{sql: sql, args: args, companion: c, rider: rider, done: make(chan bool, 1)}
 }
 
 // Exec implements dbsqlc.DBTX.
@@ -139,8 +160,13 @@ func (r groupedRow) Scan(dest ...any) error {
 func (g *grouper) run(ctx context.Context, s *groupedStmt) {
 	g.mu.Lock()
 	g.pending = append(g.pending, s)
-	lead := !g.writing
-	g.writing = true
+	lead := !g.writing && !s.rider
+	switch {
+	case lead:
+		g.writing = true
+	case !g.writing && g.riders == nil:
+		g.riders = time.AfterFunc(riderWait, g.ridersDue)
+	}
 	g.mu.Unlock()
 	for {
 		if lead {
@@ -154,6 +180,22 @@ func (g *grouper) run(ctx context.Context, s *groupedStmt) {
 			return
 		}
 	}
+}
+
+// ridersDue hands the writing of a group to the first statement pending, a rider that
+// waited riderWait, unless a group is being written (its writer hands the next group
+// on).
+func (g *grouper) ridersDue() {
+	g.mu.Lock()
+	g.riders = nil
+	if g.writing || len(g.pending) == 0 {
+		g.mu.Unlock()
+		return
+	}
+	g.writing = true
+	first := g.pending[0]
+	g.mu.Unlock()
+	first.done <- true
 }
 
 // writeNext writes the waiting statements as one group, and hands the writing of the

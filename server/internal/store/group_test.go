@@ -140,3 +140,45 @@ func TestGroupedStatementOfAnEndedContext(t *testing.T) {
 		t.Fatalf("%d rows in t (%v), want none", rows, err)
 	}
 }
+
+// TestGroupedRiders: a rider alone is written once its wait is over and commits with
+// its companion; riders among other statements commit with them, whatever group they
+// joined.
+func TestGroupedRiders(t *testing.T) {
+	t.Parallel()
+	s := companionSetup(t)
+	db := s.GroupedDB()
+	c := &testCompanion{id: "rider-alone"}
+	var k int
+	if err := db.QueryRow(store.WithRider(store.WithCompanion(t.Context(), c)), "insert into t (k, v) values (1, 'alone') returning k").Scan(&k); err != nil || k != 1 {
+		t.Fatalf("a rider alone: %v, read back %d", err, k)
+	}
+	if !companionRow(t, s, c) || c.committed.Load() != 1 {
+		t.Errorf("the lone rider's companion: stored %v, told %d times", companionRow(t, s, c), c.committed.Load())
+	}
+	const n = 60
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := t.Context()
+			if i%3 != 0 {
+				ctx = store.WithRider(ctx)
+			}
+			_, errs[i] = db.Exec(ctx, "insert into t (k, v) values ($1, 'mixed')", 100+i)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := s.Pool().QueryRow(t.Context(), "select count(*) from t").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n+1 {
+		t.Errorf("%d rows in t, want %d", rows, n+1)
+	}
+}
