@@ -43,11 +43,12 @@ import (
 )
 
 // The notification channels this package listens on (see the triggers in
-// sqlc/migrations/00004_dispatch.sql).
+// sqlc/migrations 00004, 00005 and 00017). A payload holds one line or more, one for
+// each row a statement changed (00017: one notification per statement, not per row).
 const (
-	// ChannelDispatch carries "<device id> <dispatch id> <queued|state|cancel>".
+	// ChannelDispatch carries lines "<device id> <dispatch id> <queued|state:<state>|cancel>".
 	ChannelDispatch = "palyra_dispatch"
-	// ChannelOutput carries "<dispatch id>" when output was stored.
+	// ChannelOutput carries lines "<dispatch id>" when output was stored.
 	ChannelOutput = "palyra_dispatch_output"
 	// ChannelSessions carries "<device id> <session id>" when a device attached.
 	ChannelSessions = "palyra_sessions"
@@ -180,16 +181,22 @@ func (s *Service) listen(ctx context.Context, channel string, sub *notify.Subscr
 				s.reset(channel)
 				continue
 			}
-			fields := strings.Fields(e.Payload)
-			switch {
-			case channel == ChannelDispatch && len(fields) == 3:
-				s.dispatchEvent(fields[0], fields[1], fields[2])
-			case channel == ChannelSessions && len(fields) == 2:
-				s.sessions.replaced(fields[0], fields[1])
-			case channel == ChannelOutput && len(fields) == 1:
-				s.hub.signal(fields[0], false)
+			for line := range strings.Lines(e.Payload) {
+				s.event(channel, strings.Fields(line))
 			}
 		}
+	}
+}
+
+// event handles one line of a notification of channel, split into its fields.
+func (s *Service) event(channel string, fields []string) {
+	switch {
+	case channel == ChannelDispatch && len(fields) == 3:
+		s.dispatchEvent(fields[0], fields[1], fields[2])
+	case channel == ChannelSessions && len(fields) == 2:
+		s.sessions.replaced(fields[0], fields[1])
+	case channel == ChannelOutput && len(fields) == 1:
+		s.hub.signal(fields[0], false)
 	}
 }
 

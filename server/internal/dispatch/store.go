@@ -72,9 +72,12 @@ func (b db) listDispatches(ctx context.Context, f Filter, after *time.Time, afte
 }
 
 // output returns the stored chunks of a dispatch's output that overlap [from, to), at
-// most budget bytes counting overhead per chunk (ListDispatchOutput).
+// most budget bytes counting overhead per chunk (ListDispatchOutput). Every
+// ExecuteCapability reads its output once its dispatch ended: the reads of concurrent
+// calls share the round trip of the statements written at the same moment
+// (store.Grouped) rather than take one each.
 func (b db) output(ctx context.Context, id string, from, to, budget, overhead int64) ([]OutputChunk, error) {
-	rows, err := b.st.Q().ListDispatchOutput(ctx, dbsqlc.ListDispatchOutputParams{
+	rows, err := b.st.Grouped().ListDispatchOutput(ctx, dbsqlc.ListDispatchOutputParams{
 		DispatchID: id, FromOffset: from, ToOffset: to, MaxBytes: budget, RowOverhead: overhead,
 	})
 	if err != nil {
@@ -241,9 +244,11 @@ type nodeCapabilities struct {
 	capabilities    []byte // JSON
 }
 
-// nodeCapabilities reads a node's stored capabilities.
+// nodeCapabilities reads a node's stored capabilities: every dispatch created for a
+// node attached to another replica reads them, so the reads of concurrent calls share
+// the round trip of the statements written at the same moment (store.Grouped).
 func (b db) nodeCapabilities(ctx context.Context, id string) (nodeCapabilities, error) {
-	row, err := b.st.Q().GetNodeCapabilities(ctx, id)
+	row, err := b.st.Grouped().GetNodeCapabilities(ctx, id)
 	if err != nil {
 		return nodeCapabilities{}, err
 	}

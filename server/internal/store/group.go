@@ -88,8 +88,9 @@ type groupedStmt struct {
 	done chan bool
 }
 
-// Grouped returns the generated queries bound to the group writer (see above). Only a
-// statement that writes gains from it; a read is written with the others all the same.
+// Grouped returns the generated queries bound to the group writer (see above). A
+// statement that writes gains a shared commit; a read, run once per operation by
+// concurrent callers, gains the shared round trip.
 func (s *Store) Grouped() *dbsqlc.Queries { return dbsqlc.New(groupingDB{g: s.group}) }
 
 // groupingDB is the dbsqlc.DBTX of Grouped.
