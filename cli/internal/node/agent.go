@@ -78,25 +78,24 @@ type AgentOptions struct {
 
 // tuning are the timings of an Agent.
 type tuning struct {
-	backoffInitial, backoffMax time.Duration // between attach attempts
-	stableAttach               time.Duration // a session held this long after its welcome resets the backoff
-	welcomeTimeout             time.Duration // from the hello to the welcome
-	renewBackoffMax            time.Duration // between failed renewals
-	renewCheck                 time.Duration // the longest wait before looking at the clock again
-	ackWait                    time.Duration // a stopping agent's wait for the acks of its last results
-	killGrace                  time.Duration // how long cancelled dispatches may take to return
-	closeWait                  time.Duration // a closing session's wait for the daemon to end the stream
-	coalesce                   time.Duration // the longest a chunk of output waits for more
-	chunk                      int           // the largest chunk of output
-	callTimeout                time.Duration // of RenewCertificate
+	// attach paces attach attempts (its Rand is the agent's); its Initial is also the
+	// first ceiling between failed renewals.
+	attach          retry.Backoff
+	welcomeTimeout  time.Duration // from the hello to the welcome
+	renewBackoffMax time.Duration // between failed renewals
+	renewCheck      time.Duration // the longest wait before looking at the clock again
+	ackWait         time.Duration // a stopping agent's wait for the acks of its last results
+	killGrace       time.Duration // how long cancelled dispatches may take to return
+	closeWait       time.Duration // a closing session's wait for the daemon to end the stream
+	coalesce        time.Duration // the longest a chunk of output waits for more
+	chunk           int           // the largest chunk of output
+	callTimeout     time.Duration // of RenewCertificate
 	// after is the timer of the renewal loop; nil means time.After.
 	after func(time.Duration) <-chan time.Time
 }
 
 var defaultTuning = tuning{
-	backoffInitial:  500 * time.Millisecond,
-	backoffMax:      30 * time.Second,
-	stableAttach:    5 * time.Second,
+	attach:          *retry.AttachBackoff(nil),
 	welcomeTimeout:  10 * time.Second,
 	renewBackoffMax: 5 * time.Minute,
 	renewCheck:      time.Hour,
@@ -399,13 +398,17 @@ func (a *Agent) recoverRan() error {
 	return nil
 }
 
-// attachLoop attaches to palyrad and runs sessions until ctx ends, waiting with
-// exponential backoff and full jitter between attempts. A stable attach resets the
-// backoff: a session that was welcomed and held for tune.stableAttach, so that a node
-// whose replica comes back after failures returns at once, while a replica that
+// attachLoop attaches to palyrad and runs sessions until ctx ends, waiting between
+// attempts by tune.attach (retry.AttachBackoff): exponential with full jitter after a
+// failure that may be palyrad's overload, so that an overloaded palyrad is not
+// hammered; within a short ceiling after a refused dial (nothing listens: palyrad is
+// restarting), so that the node is back soon after palyrad is. A stable attach resets
+// the backoff: a session that was welcomed and held for tune.attach.Stable, so that a
+// node whose replica comes back after failures returns at once, while a replica that
 // welcomes and drops at once still sees the waits grow. It runs on Run's goroutine.
 func (a *Agent) attachLoop(ctx context.Context) {
-	b := &retry.Backoff{Initial: a.tune.backoffInitial, Max: a.tune.backoffMax, Stable: a.tune.stableAttach, Rand: a.rand}
+	b := a.tune.attach
+	b.Rand = a.rand
 	for ctx.Err() == nil {
 		attached, err := a.attach(ctx)
 		if ctx.Err() != nil {
@@ -422,7 +425,7 @@ func (a *Agent) attachLoop(ctx context.Context) {
 		if attached && !since.IsZero() {
 			b.Held(a.now().Sub(since))
 		}
-		wait := b.Next()
+		wait := b.After(err)
 		a.logSessionEnd(attached, err, wait)
 		if retry.Sleep(ctx, wait) != nil {
 			return
