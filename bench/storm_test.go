@@ -61,7 +61,7 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	nodes := make([]*stormNode, len(devs))
 	for i := range devs {
 		nodes[i] = &stormNode{s: s, dev: &devs[i], src: loopback(5, i), rand: rand.New(rand.NewPCG(uint64(i), 42)),
-			sessions: tls.NewLRUClientSessionCache(1)}
+			sessions: retry.NewSessionCache(1)}
 	}
 	// The first attaches, 32 at a time, as BenchmarkIdleNodes does.
 	if err := forEach(len(nodes), 32, func(i int) error { return nodes[i].attachOnce() }); err != nil {
@@ -201,7 +201,7 @@ type stormNode struct {
 	src  net.IP
 	rand *rand.Rand // used by the node's own goroutine only
 	// sessions are the node's TLS sessions, as the node agent keeps them.
-	sessions tls.ClientSessionCache
+	sessions *retry.SessionCache
 
 	cur      *node
 	welcomed atomic.Int64 // Unix nanoseconds of the welcome after the restart; 0 before
@@ -251,6 +251,7 @@ func (sn *stormNode) run(ctx context.Context) {
 				sn.welcomed.Store(time.Now().UnixNano())
 				break
 			}
+			sn.sessions.Settle(err)
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				sn.s.refused.Add(1)
 			} else if _, ready := sn.s.daemon(); ready.IsZero() {

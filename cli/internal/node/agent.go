@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"os"
 	"regexp"
 	"runtime"
@@ -317,13 +316,13 @@ func (a *Agent) setCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) er
 }
 
 // credentials are a device certificate with its key, and the TLS sessions established
-// with it, which later connections resume (sparing palyrad and the node a full
+// with it (kept through failed handshakes: retry.SessionCache), which later connections resume (sparing palyrad and the node a full
 // handshake; palyrad checks the certificate again at each resumption). Each
 // certificate has sessions of its own: a session made with a certificate that was
 // replaced is never resumed.
 type credentials struct {
 	cert     *tls.Certificate
-	sessions tls.ClientSessionCache
+	sessions *retry.SessionCache
 }
 
 // sessionsKept is how many TLS sessions the agent keeps, by server name: it talks to
@@ -335,7 +334,7 @@ const sessionsKept = 4
 func (a *Agent) useCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) {
 	a.creds.Store(&credentials{
 		cert:     &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert},
-		sessions: tls.NewLRUClientSessionCache(sessionsKept),
+		sessions: retry.NewSessionCache(sessionsKept),
 	})
 }
 
@@ -425,6 +424,9 @@ func (a *Agent) attachLoop(ctx context.Context) {
 		if attached && !since.IsZero() {
 			b.Held(a.now().Sub(since))
 		}
+		if !attached && err != nil {
+			a.creds.Load().sessions.Settle(err)
+		}
 		wait := b.After(err)
 		a.logSessionEnd(attached, err, wait)
 		if retry.Sleep(ctx, wait) != nil {
@@ -461,9 +463,7 @@ func certificateRefused(err error) bool {
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
 		return true
 	}
-	var op *net.OpError
-	// crypto/tls reports an alert from the peer as a net.OpError of this operation.
-	return errors.As(err, &op) && op.Op == "remote error"
+	return retry.TLSAlert(err)
 }
 
 // stop makes the agent accept no more dispatches and arms the drain timeout, at which

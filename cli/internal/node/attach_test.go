@@ -108,7 +108,9 @@ func TestBackoffResetsAfterStableAttach(t *testing.T) {
 // (retry.Backoff.Refused), which does not grow: here the overload ceiling can reach an
 // hour, and the node is back only because the refusals never grew it. A palyrad that
 // accepts and resets every connection (its handshake admission shedding under
-// overload) may be overloaded: the waits double, so that it is not hammered.
+// overload) may be overloaded: the waits double, so that it is not hammered; and the
+// node keeps its TLS session through the failed handshakes, so that it comes back
+// with a cheap resumption.
 func TestRefusedDialsRetrySoonOverloadBacksOff(t *testing.T) {
 	t.Parallel()
 	b := newBench(t, time.Time{}, time.Time{})
@@ -154,7 +156,11 @@ func TestRefusedDialsRetrySoonOverloadBacksOff(t *testing.T) {
 	b.down(true)
 	shed := waitDraws(5)
 	b.up()
-	b.session()
+	// Each shed handshake offered the session, which crypto/tls then dropped; the agent
+	// kept it, and resumes it.
+	if s := b.session(); !s.resumed {
+		t.Error("the attach after the shed handshakes did not resume the TLS session")
+	}
 	if want := []time.Duration{20 * ms, 40 * ms, 80 * ms, 160 * ms, 320 * ms}; !slices.Equal(shed[:5], want) {
 		t.Errorf("ceilings while palyrad shed every connection: %v, want %v first", shed, want)
 	}
