@@ -133,17 +133,17 @@ func TestRefusedDialsRetrySoonOverloadBacksOff(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(ceilings)
 	}
-	// waitDraws waits until the agent drew n more waits than it had.
-	waitDraws := func(n int) []time.Duration {
+	// waitDraws waits until the agent drew n waits since it had drawn from.
+	waitDraws := func(from, n int) []time.Duration {
 		t.Helper()
-		from := len(drawn())
 		eventually.True(t, "the agent's attempts", func() bool { return len(drawn()) >= from+n })
 		return drawn()[from:]
 	}
 
 	// palyrad stops: the session ends, then every dial is refused.
+	from := len(drawn())
 	b.down(false)
-	refused := waitDraws(8)
+	refused := waitDraws(from, 8)
 	b.up()
 	b.session()
 	ms := time.Millisecond
@@ -153,8 +153,9 @@ func TestRefusedDialsRetrySoonOverloadBacksOff(t *testing.T) {
 	}
 
 	// palyrad sheds every connection: the ceilings double from where they were.
+	from = len(drawn())
 	b.down(true)
-	shed := waitDraws(5)
+	shed := waitDraws(from, 5)
 	b.up()
 	// Each shed handshake offered the session, which crypto/tls then dropped; the agent
 	// kept it, and resumes it.
