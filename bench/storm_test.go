@@ -14,21 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// The backoff of the node agent (cli/internal/node): exponential with full jitter, the
-// n-th wait drawn uniformly from [0, min(30 s, 500 ms·2ⁿ)], reset by a session that
-// was welcomed and held 5 s (every session here).
-const (
-	agentBackoffInitial = 500 * time.Millisecond
-	agentBackoffMax     = 30 * time.Second
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // BenchmarkReconnectStorm restarts palyrad under N attached nodes
 // (PALYRA_BENCH_STORM_NODES, default 1000) and times their return. The nodes pair
 // first (the public pairing flow), then attach, each on its own connection from its
-// own loopback address; each reconnects the way the node agent does (the backoff
-// above, and a TLS session cache of its own, resuming its session when palyrad takes
+// own loopback address; each reconnects the way the node agent does (its backoff,
+// retry.AttachBackoff, and a TLS session cache of its own, resuming its session when palyrad takes
 // the ticket). Once all are attached, palyrad is stopped (SIGTERM: every stream ends with
 // Unavailable) and started again on the same address, data directory and database.
 //
@@ -67,7 +61,7 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	nodes := make([]*stormNode, len(devs))
 	for i := range devs {
 		nodes[i] = &stormNode{s: s, dev: &devs[i], src: loopback(5, i), rand: rand.New(rand.NewPCG(uint64(i), 42)),
-			sessions: tls.NewLRUClientSessionCache(1)}
+			sessions: retry.NewSessionCache(1)}
 	}
 	// The first attaches, 32 at a time, as BenchmarkIdleNodes does.
 	if err := forEach(len(nodes), 32, func(i int) error { return nodes[i].attachOnce() }); err != nil {
@@ -207,7 +201,7 @@ type stormNode struct {
 	src  net.IP
 	rand *rand.Rand // used by the node's own goroutine only
 	// sessions are the node's TLS sessions, as the node agent keeps them.
-	sessions tls.ClientSessionCache
+	sessions *retry.SessionCache
 
 	cur      *node
 	welcomed atomic.Int64 // Unix nanoseconds of the welcome after the restart; 0 before
@@ -228,9 +222,10 @@ func (sn *stormNode) configure(cfg *tls.Config) {
 }
 
 // run keeps the node attached until ctx ends: when its stream ends, it waits by the
-// agent's backoff and attaches again. It has its own goroutine.
+// agent's backoff (retry.AttachBackoff, as the agent's attach loop uses it) and
+// attaches again. It has its own goroutine.
 func (sn *stormNode) run(ctx context.Context) {
-	ceiling := time.Duration(0)
+	b := retry.AttachBackoff(sn.rand.Int64N)
 	for {
 		select {
 		case <-sn.cur.done:
@@ -239,22 +234,24 @@ func (sn *stormNode) run(ctx context.Context) {
 			return
 		}
 		sn.cur.close()
-		ceiling = 0 // the session lasted: the backoff starts over
+		b.Reset() // the session held longer than b.Stable: the backoff starts over
+		err := sn.cur.err
 		for {
-			ceiling = min(max(2*ceiling, agentBackoffInitial), agentBackoffMax)
 			select {
-			case <-time.After(time.Duration(sn.rand.Int64N(int64(ceiling) + 1))):
+			case <-time.After(b.After(err)):
 			case <-ctx.Done():
 				return
 			}
 			d, _ := sn.s.daemon() // the same address, CA and database before and after
 			sn.s.attempts.Add(1)
-			nd, err := attachWith(d, sn.dev, sn.src, false, sn.configure)
+			var nd *node
+			nd, err = attachWith(d, sn.dev, sn.src, false, sn.configure)
 			if err == nil {
 				sn.cur = nd
 				sn.welcomed.Store(time.Now().UnixNano())
 				break
 			}
+			sn.sessions.Settle(err)
 			if errors.Is(err, syscall.ECONNREFUSED) {
 				sn.s.refused.Add(1)
 			} else if _, ready := sn.s.daemon(); ready.IsZero() {

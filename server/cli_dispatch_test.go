@@ -628,3 +628,45 @@ func countLines(t *testing.T, path string) map[string]int {
 	}
 	return counts
 }
+
+// TestNodeReattachesAfterPalyradRestarts stops palyrad (SIGTERM) under an attached
+// `palyra node run`, and starts it again on the same address: the node attaches again.
+// While nothing listened its dials were refused, and the agent retried each within the
+// short ceiling of a refused dial (retry.AttachBackoff: 2 s, drawn with full jitter)
+// instead of letting its backoff grow toward 30 s and sleep through palyrad's return.
+func TestNodeReattachesAfterPalyradRestarts(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	dataDir := t.TempDir()
+	listen := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	args := []string{"--listen", listen, "--data-dir", dataDir, "--database-url", dbURL}
+	d := startDaemonProcess(t, args...)
+	admin := newCLIUser(t).with("PALYRA_TOKEN", bootstrapToken(t, dataDir), "PALYRA_URL", "https://"+listen,
+		"PALYRA_CA_FILE", filepath.Join(dataDir, "ca.pem"))
+	node := startNodeAgent(t, admin, "https://"+listen, caFingerprint(t, dataDir), t.TempDir())
+
+	d.stop(t)
+	refusedRetries := func() []string {
+		var waits []string
+		for line := range strings.Lines(node.stderr.String()) {
+			if strings.Contains(line, "cannot attach to palyrad") && strings.Contains(line, "connection refused") {
+				_, wait, _ := strings.Cut(line, "retry_in=")
+				waits = append(waits, strings.TrimSpace(wait))
+			}
+		}
+		return waits
+	}
+	// More refused dials than the long backoff's first ceilings allow in as many
+	// attempts: each of them was retried within the short ceiling.
+	eventually.True(t, "the agent's dials refused 8 times", func() bool { return len(refusedRetries()) >= 8 })
+	for _, w := range refusedRetries() {
+		if wait, err := time.ParseDuration(w); err != nil || wait > 2*time.Second {
+			t.Errorf("a refused dial retried in %q, want within 2s (retry.AttachBackoff's Refused)", w)
+		}
+	}
+
+	d = startDaemonProcess(t, args...)
+	node.waitOnline(t, node.deviceID)
+	node.stop(t)
+	d.stop(t)
+}

@@ -10,6 +10,18 @@
 // failed (Held): a node whose session held for a while returns at once, while a server
 // that accepts and drops at once still sees the waits grow.
 //
+// A client that keeps a connection to a server (the node agent's Attach) tells one
+// failure apart (After): a dial that the server's host refused (Refused: nothing
+// listens on the port, the server is stopped or restarting) costs the server nothing,
+// the kernel answers it, so the next attempt follows within the short ceiling Refused,
+// drawn with full jitter, and the waits do not grow; the clients that found the server
+// down come back within Refused of its return, spread over it, instead of sleeping
+// through it on ceilings that grew while it was down. Every other failure (a
+// handshake that the server shed or that timed out, a reset, an Unavailable or
+// ResourceExhausted answer, a session that ended) may mean that the server is
+// overloaded, and waits by the exponential ceiling, so that an overload is not
+// hammered. AttachBackoff is the node agent's policy.
+//
 // Transient classifies Connect errors by what a repeat of the same call, as it was (the
 // same idempotency key), can expect:
 //
@@ -39,7 +51,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -50,6 +64,9 @@ import (
 type Backoff struct {
 	// Initial is the ceiling of the first wait; Max caps the ceiling.
 	Initial, Max time.Duration
+	// Refused is the ceiling of the wait after a refused dial (After); 0 means that
+	// such a failure waits as any other.
+	Refused time.Duration
 	// Stable is how long an attempt must have held for Held to start the waits over;
 	// 0 means that only Reset does.
 	Stable time.Duration
@@ -67,6 +84,21 @@ func (b *Backoff) Next() time.Duration {
 	}
 	ceiling := b.ceiling
 	b.ceiling = min(2*b.ceiling, b.Max)
+	return b.draw(ceiling)
+}
+
+// After returns the wait before the next attempt after one that failed with err: a
+// draw below Refused when the dial was refused (Refused), which leaves the ceiling as
+// it was, else Next.
+func (b *Backoff) After(err error) time.Duration {
+	if b.Refused > 0 && Refused(err) {
+		return b.draw(b.Refused)
+	}
+	return b.Next()
+}
+
+// draw returns a wait drawn uniformly from [0, ceiling].
+func (b *Backoff) draw(ceiling time.Duration) time.Duration {
 	if ceiling <= 0 {
 		return 0
 	}
@@ -75,6 +107,15 @@ func (b *Backoff) Next() time.Duration {
 		draw = rand.Int64N
 	}
 	return time.Duration(draw(int64(ceiling) + 1))
+}
+
+// AttachBackoff returns the node agent's backoff between attach attempts (package
+// documentation), drawing from rand (nil: math/rand/v2): 500 ms doubling to 30 s
+// after a failure that may be an overload, started over by a session that held 5 s,
+// and at most 2 s after a refused dial. bench/ reconnects its nodes with it.
+func AttachBackoff(rand func(n int64) int64) *Backoff {
+	return &Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second, Refused: 2 * time.Second,
+		Stable: 5 * time.Second, Rand: rand}
 }
 
 // Reset starts the waits over from Initial: the attempt succeeded.
@@ -98,6 +139,20 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// wsaeconnrefused is Windows' errno of a refused connection (WSAECONNREFUSED).
+const wsaeconnrefused = 10061
+
+// Refused reports whether err is a dial that the server's host refused: nothing
+// listens on the port. It says nothing of the server's load: no server process saw
+// the attempt.
+func Refused(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	return errno == syscall.ECONNREFUSED || runtime.GOOS == "windows" && errno == wsaeconnrefused
 }
 
 // Transient reports whether a failed call may succeed when made again as it was: the

@@ -3,7 +3,10 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -177,5 +180,93 @@ func TestThrottled(t *testing.T) {
 		if wait, ok := Throttled(tc.err); wait != tc.wait || ok != tc.ok {
 			t.Errorf("%s: Throttled = %v, %v; want %v, %v", name, wait, ok, tc.wait, tc.ok)
 		}
+	}
+}
+
+// refusedDial returns the error of a real dial to a loopback port that nothing
+// listens on.
+func refusedDial(t *testing.T) error {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+		t.Skipf("something listens on %s again", addr)
+	}
+	return err
+}
+
+// TestRefused: a dial refused because nothing listens is told apart, however wrapped
+// (the node agent sees it inside a Connect error); a reset, an answer or a timeout is
+// not.
+func TestRefused(t *testing.T) {
+	t.Parallel()
+	refused := refusedDial(t)
+	for name, tc := range map[string]struct {
+		err  error
+		want bool
+	}{
+		"refused dial":          {refused, true},
+		"in a Connect error":    {connect.NewError(connect.CodeUnavailable, fmt.Errorf("post: %w", refused)), true},
+		"reset":                 {connect.NewError(connect.CodeUnavailable, &net.OpError{Op: "read", Err: syscall.ECONNRESET}), false},
+		"answered unavailable":  {connect.NewWireError(connect.CodeUnavailable, errors.New("replica starting")), false},
+		"answered rate limited": {connect.NewWireError(connect.CodeResourceExhausted, errors.New("slow down")), false},
+		"timeout":               {context.DeadlineExceeded, false},
+		"nil":                   {nil, false},
+	} {
+		if got := Refused(tc.err); got != tc.want {
+			t.Errorf("%s: Refused(%v) = %v, want %v", name, tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestAfter checks that a refused dial waits within Refused without growing the
+// ceiling, that every other failure grows it, and that without Refused a refusal is
+// a failure like the others.
+func TestAfter(t *testing.T) {
+	t.Parallel()
+	refused := refusedDial(t)
+	reset := connect.NewError(connect.CodeUnavailable, &net.OpError{Op: "read", Err: syscall.ECONNRESET})
+	r := &top{}
+	b := &Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Refused: 25 * time.Millisecond, Rand: r.draw}
+	var got []time.Duration
+	for _, err := range []error{reset, refused, refused, refused, reset, refused, reset} {
+		got = append(got, b.After(err)/time.Millisecond)
+	}
+	if want := []time.Duration{10, 25, 25, 25, 20, 25, 40}; !slices.Equal(got, want) {
+		t.Errorf("waits %v ms, want %v", got, want)
+	}
+
+	b = &Backoff{Initial: 10 * time.Millisecond, Max: time.Second, Rand: r.draw}
+	got = nil
+	for range 3 {
+		got = append(got, b.After(refused)/time.Millisecond)
+	}
+	if want := []time.Duration{10, 20, 40}; !slices.Equal(got, want) {
+		t.Errorf("without Refused: waits %v ms, want %v", got, want)
+	}
+}
+
+// TestAttachBackoff checks the node agent's policy: full jitter from 500 ms doubling
+// to 30 s, and at most 2 s after a refused dial.
+func TestAttachBackoff(t *testing.T) {
+	t.Parallel()
+	r := &top{}
+	b := AttachBackoff(r.draw)
+	if got := b.After(refusedDial(t)); got != 2*time.Second {
+		t.Errorf("after a refused dial: %v at the top of the jitter, want 2s", got)
+	}
+	var got []time.Duration
+	for range 8 {
+		got = append(got, b.After(errors.New("TLS handshake timeout")))
+	}
+	s := time.Second
+	if want := []time.Duration{s / 2, s, 2 * s, 4 * s, 8 * s, 16 * s, 30 * s, 30 * s}; !slices.Equal(got, want) {
+		t.Errorf("after other failures: %v, want %v", got, want)
 	}
 }

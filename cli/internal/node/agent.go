@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"os"
 	"regexp"
 	"runtime"
@@ -78,25 +77,24 @@ type AgentOptions struct {
 
 // tuning are the timings of an Agent.
 type tuning struct {
-	backoffInitial, backoffMax time.Duration // between attach attempts
-	stableAttach               time.Duration // a session held this long after its welcome resets the backoff
-	welcomeTimeout             time.Duration // from the hello to the welcome
-	renewBackoffMax            time.Duration // between failed renewals
-	renewCheck                 time.Duration // the longest wait before looking at the clock again
-	ackWait                    time.Duration // a stopping agent's wait for the acks of its last results
-	killGrace                  time.Duration // how long cancelled dispatches may take to return
-	closeWait                  time.Duration // a closing session's wait for the daemon to end the stream
-	coalesce                   time.Duration // the longest a chunk of output waits for more
-	chunk                      int           // the largest chunk of output
-	callTimeout                time.Duration // of RenewCertificate
+	// attach paces attach attempts (its Rand is the agent's); its Initial is also the
+	// first ceiling between failed renewals.
+	attach          retry.Backoff
+	welcomeTimeout  time.Duration // from the hello to the welcome
+	renewBackoffMax time.Duration // between failed renewals
+	renewCheck      time.Duration // the longest wait before looking at the clock again
+	ackWait         time.Duration // a stopping agent's wait for the acks of its last results
+	killGrace       time.Duration // how long cancelled dispatches may take to return
+	closeWait       time.Duration // a closing session's wait for the daemon to end the stream
+	coalesce        time.Duration // the longest a chunk of output waits for more
+	chunk           int           // the largest chunk of output
+	callTimeout     time.Duration // of RenewCertificate
 	// after is the timer of the renewal loop; nil means time.After.
 	after func(time.Duration) <-chan time.Time
 }
 
 var defaultTuning = tuning{
-	backoffInitial:  500 * time.Millisecond,
-	backoffMax:      30 * time.Second,
-	stableAttach:    5 * time.Second,
+	attach:          *retry.AttachBackoff(nil),
 	welcomeTimeout:  10 * time.Second,
 	renewBackoffMax: 5 * time.Minute,
 	renewCheck:      time.Hour,
@@ -318,13 +316,13 @@ func (a *Agent) setCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) er
 }
 
 // credentials are a device certificate with its key, and the TLS sessions established
-// with it, which later connections resume (sparing palyrad and the node a full
+// with it (kept through failed handshakes: retry.SessionCache), which later connections resume (sparing palyrad and the node a full
 // handshake; palyrad checks the certificate again at each resumption). Each
 // certificate has sessions of its own: a session made with a certificate that was
 // replaced is never resumed.
 type credentials struct {
 	cert     *tls.Certificate
-	sessions tls.ClientSessionCache
+	sessions *retry.SessionCache
 }
 
 // sessionsKept is how many TLS sessions the agent keeps, by server name: it talks to
@@ -336,7 +334,7 @@ const sessionsKept = 4
 func (a *Agent) useCertificate(key *ecdsa.PrivateKey, cert *x509.Certificate) {
 	a.creds.Store(&credentials{
 		cert:     &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert},
-		sessions: tls.NewLRUClientSessionCache(sessionsKept),
+		sessions: retry.NewSessionCache(sessionsKept),
 	})
 }
 
@@ -399,13 +397,17 @@ func (a *Agent) recoverRan() error {
 	return nil
 }
 
-// attachLoop attaches to palyrad and runs sessions until ctx ends, waiting with
-// exponential backoff and full jitter between attempts. A stable attach resets the
-// backoff: a session that was welcomed and held for tune.stableAttach, so that a node
-// whose replica comes back after failures returns at once, while a replica that
+// attachLoop attaches to palyrad and runs sessions until ctx ends, waiting between
+// attempts by tune.attach (retry.AttachBackoff): exponential with full jitter after a
+// failure that may be palyrad's overload, so that an overloaded palyrad is not
+// hammered; within a short ceiling after a refused dial (nothing listens: palyrad is
+// restarting), so that the node is back soon after palyrad is. A stable attach resets
+// the backoff: a session that was welcomed and held for tune.attach.Stable, so that a
+// node whose replica comes back after failures returns at once, while a replica that
 // welcomes and drops at once still sees the waits grow. It runs on Run's goroutine.
 func (a *Agent) attachLoop(ctx context.Context) {
-	b := &retry.Backoff{Initial: a.tune.backoffInitial, Max: a.tune.backoffMax, Stable: a.tune.stableAttach, Rand: a.rand}
+	b := a.tune.attach
+	b.Rand = a.rand
 	for ctx.Err() == nil {
 		attached, err := a.attach(ctx)
 		if ctx.Err() != nil {
@@ -422,7 +424,10 @@ func (a *Agent) attachLoop(ctx context.Context) {
 		if attached && !since.IsZero() {
 			b.Held(a.now().Sub(since))
 		}
-		wait := b.Next()
+		if !attached && err != nil {
+			a.creds.Load().sessions.Settle(err)
+		}
+		wait := b.After(err)
 		a.logSessionEnd(attached, err, wait)
 		if retry.Sleep(ctx, wait) != nil {
 			return
@@ -458,9 +463,7 @@ func certificateRefused(err error) bool {
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
 		return true
 	}
-	var op *net.OpError
-	// crypto/tls reports an alert from the peer as a net.OpError of this operation.
-	return errors.As(err, &op) && op.Op == "remote error"
+	return retry.TLSAlert(err)
 }
 
 // stop makes the agent accept no more dispatches and arms the drain timeout, at which

@@ -30,6 +30,7 @@ import (
 	nodev1 "github.com/palyra/palyra/gen/go/palyra/node/v1"
 	"github.com/palyra/palyra/gen/go/palyra/node/v1/nodev1connect"
 	"github.com/palyra/palyra/internal/eventually"
+	"github.com/palyra/palyra/internal/retry"
 )
 
 // testDevice is the device id of the bench's node.
@@ -40,9 +41,7 @@ const wait = eventually.Deadline
 
 // testTuning are short timings for tests.
 var testTuning = tuning{
-	backoffInitial:  10 * time.Millisecond,
-	backoffMax:      50 * time.Millisecond,
-	stableAttach:    5 * time.Second,
+	attach:          retry.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond, Refused: 10 * time.Millisecond, Stable: 5 * time.Second},
 	welcomeTimeout:  2 * time.Second,
 	renewBackoffMax: 50 * time.Millisecond,
 	renewCheck:      time.Hour,
@@ -214,6 +213,8 @@ type bench struct {
 	url    string
 	dir    *StateDir
 	cert   *x509.Certificate // the node's certificate at the start
+	srv    *httptest.Server
+	gate   *gateListener
 }
 
 // newBench serves a fakeDaemon over TLS 1.3 with HTTP/2, requiring client certificates
@@ -244,6 +245,11 @@ func newBench(t *testing.T, notBefore, notAfter time.Time) *bench {
 		mux.ServeHTTP(w, r.WithContext(ctx))
 	}))
 	srv.EnableHTTP2 = true
+	gate, err := newGateListener()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = gate
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	srv.TLS = &tls.Config{
@@ -275,7 +281,114 @@ func newBench(t *testing.T, notBefore, notAfter time.Time) *bench {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return &bench{t: t, daemon: daemon, url: srv.URL, dir: dir, cert: cert}
+	return &bench{t: t, daemon: daemon, url: srv.URL, dir: dir, cert: cert, srv: srv, gate: gate}
+}
+
+// gateListener is the fake daemon's listener, which a test can take down (nothing
+// listens on the port: dials are refused, as while palyrad restarts), have shed every
+// connection (accepted, then reset, as palyrad's handshake admission sheds under
+// overload), and bring up again on the same address.
+type gateListener struct {
+	addr net.Addr
+
+	mu      sync.Mutex // guards the following
+	ln      net.Listener
+	changed chan struct{} // closed, and replaced, when ln or shed changes
+	shed    bool
+	closed  bool
+}
+
+func newGateListener() (*gateListener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	return &gateListener{addr: ln.Addr(), ln: ln, changed: make(chan struct{})}, nil
+}
+
+// Accept returns the next connection while the gate is up (and does not shed).
+func (g *gateListener) Accept() (net.Conn, error) {
+	for {
+		g.mu.Lock()
+		ln, closed, changed := g.ln, g.closed, g.changed
+		g.mu.Unlock()
+		if closed {
+			return nil, net.ErrClosed
+		}
+		if ln == nil {
+			<-changed
+			continue
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			// Taken down (or closed) meanwhile: look again.
+			continue
+		}
+		g.mu.Lock()
+		shed := g.shed
+		g.mu.Unlock()
+		if shed {
+			_ = c.(*net.TCPConn).SetLinger(0)
+			_ = c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+// set changes the gate: up (listening), shedding what it accepts.
+func (g *gateListener) set(up, shed bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case !up && g.ln != nil:
+		if err := g.ln.Close(); err != nil {
+			return err
+		}
+		g.ln = nil
+	case up && g.ln == nil:
+		ln, err := net.Listen("tcp", g.addr.String())
+		if err != nil {
+			return err
+		}
+		g.ln = ln
+	}
+	g.shed = shed
+	close(g.changed)
+	g.changed = make(chan struct{})
+	return nil
+}
+
+func (g *gateListener) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	close(g.changed)
+	g.changed = make(chan struct{})
+	if g.ln != nil {
+		return g.ln.Close()
+	}
+	return nil
+}
+
+func (g *gateListener) Addr() net.Addr { return g.addr }
+
+// down takes the fake daemon down, as a stopped palyrad: its sessions end and nothing
+// listens on its address. shedding keeps it listening but resets every connection.
+func (b *bench) down(shedding bool) {
+	b.t.Helper()
+	if err := b.gate.set(shedding, shedding); err != nil {
+		b.t.Fatal(err)
+	}
+	b.srv.CloseClientConnections()
+}
+
+// up brings the fake daemon back on its address.
+func (b *bench) up() {
+	b.t.Helper()
+	if err := b.gate.set(true, false); err != nil {
+		b.t.Fatal(err)
+	}
 }
 
 // set changes the daemon's settings.

@@ -42,7 +42,7 @@ func RenewalTime(c *x509.Certificate, jitter float64) time.Time {
 // ends. It runs in its own goroutine. It looks at the clock at least every
 // tune.renewCheck, so that a machine that slept does not oversleep the renewal.
 func (a *Agent) renewLoop(ctx context.Context) {
-	b := &retry.Backoff{Initial: a.tune.backoffInitial, Max: a.tune.renewBackoffMax, Rand: a.rand}
+	b := &retry.Backoff{Initial: a.tune.attach.Initial, Max: a.tune.renewBackoffMax, Rand: a.rand}
 	var (
 		leaf *x509.Certificate
 		due  time.Time

@@ -22,7 +22,9 @@ import (
 // that issued it, and crypto/tls calls VerifyConnection on resumptions too: the chain
 // is verified again at the current time and against the current ClientCAs, and
 // revocation is checked again, so a ticket never outlives its certificate's validity
-// or its revocation. With opts.SessionTicketKeys, each handshake's configuration has
+// or its revocation. The chain's signatures are verified once per certificate
+// (requestctx.ChainCache: a re-attaching node's resumption then costs no signature
+// check); its dates and its revocation are checked at every handshake. With opts.SessionTicketKeys, each handshake's configuration has
 // the ticket keys in force at the time.
 func clientAuth(base *tls.Config, opts ServerOptions, log *slog.Logger) *tls.Config {
 	base.ClientAuth = tls.RequestClientCert
@@ -30,11 +32,12 @@ func clientAuth(base *tls.Config, opts ServerOptions, log *slog.Logger) *tls.Con
 	if now == nil {
 		now = time.Now
 	}
+	verified := requestctx.NewChainCache(base.ClientCAs, 0)
 	verify := func(remote string, cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return nil // anonymous
 		}
-		chains, err := requestctx.VerifyClientChain(base.ClientCAs, cs.PeerCertificates, now())
+		chains, err := verified.Verify(cs.PeerCertificates, now())
 		if err != nil {
 			err = &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 			if opts.HandshakeRefused != nil {

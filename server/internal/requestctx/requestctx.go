@@ -40,8 +40,10 @@ type info struct {
 // Middleware records the request id (the caller's X-Request-Id when well-formed, else a
 // new ULID, echoed in the response) and the client certificate chain, verified against
 // roots as VerifyClientChain does (the handshake verified it already when the listener
-// asks for client certificates without verifying them itself: tls.RequestClientCert).
+// asks for client certificates without verifying them itself: tls.RequestClientCert),
+// through a ChainCache of its own.
 func Middleware(next http.Handler, roots *x509.CertPool) http.Handler {
+	verified := NewChainCache(roots, 0)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := &info{requestID: r.Header.Get(Header), body: r.Body}
 		if !validID.MatchString(in.requestID) {
@@ -53,7 +55,7 @@ func Middleware(next http.Handler, roots *x509.CertPool) http.Handler {
 		case len(r.TLS.VerifiedChains) > 0:
 			in.chain = r.TLS.VerifiedChains[0]
 		case len(r.TLS.PeerCertificates) > 0 && roots != nil:
-			if chains, err := VerifyClientChain(roots, r.TLS.PeerCertificates, time.Now()); err == nil {
+			if chains, err := verified.Verify(r.TLS.PeerCertificates, time.Now()); err == nil {
 				in.chain = chains[0]
 			}
 		}
