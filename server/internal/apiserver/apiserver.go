@@ -12,7 +12,6 @@
 package apiserver
 
 import (
-	"crypto/x509"
 	"log/slog"
 	"net/http"
 	"time"
@@ -90,9 +89,9 @@ type HandlerOptions struct {
 	Metrics *Metrics
 	// Access enforces every RPC's declared access rule (access.Interceptor).
 	Access connect.Interceptor
-	// ClientCAs verifies the client certificates of requests, as the listener did
-	// (ServerOptions.ClientCAs).
-	ClientCAs *x509.CertPool
+	// ClientChains verifies the client certificates of requests: the listener's
+	// (ServerOptions.ClientChains), which verified them at the handshake.
+	ClientChains *requestctx.ChainCache
 	// MaxMessageBytes bounds every message read or sent.
 	MaxMessageBytes int
 	// ReadBodyTimeout bounds the arrival of a request body after its headers, and of
@@ -166,6 +165,6 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	if opts.Console != nil {
 		mux.Handle("/", opts.Console)
 	}
-	return newCallCap(bodyDeadlines(requestctx.Middleware(mux, opts.ClientCAs), opts.ReadBodyTimeout, opts.Metrics),
+	return newCallCap(bodyDeadlines(requestctx.Middleware(mux, opts.ClientChains), opts.ReadBodyTimeout, opts.Metrics),
 		opts.MaxCallsPerAddress, opts.Metrics, log)
 }

@@ -32,7 +32,10 @@ func clientAuth(base *tls.Config, opts ServerOptions, log *slog.Logger) *tls.Con
 	if now == nil {
 		now = time.Now
 	}
-	verified := requestctx.NewChainCache(base.ClientCAs, 0)
+	verified := opts.ClientChains
+	if verified == nil {
+		verified = requestctx.NewChainCache(base.ClientCAs, 0)
+	}
 	verify := func(remote string, cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return nil // anonymous

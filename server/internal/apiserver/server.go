@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/palyra/palyra/server/internal/requestctx"
 )
 
 // maxHeaderBytes bounds the request headers of HTTP/1.1 and the header list of HTTP/2.
@@ -26,6 +28,10 @@ type ServerOptions struct {
 	// tls.VerifyClientCertIfGiven (requestctx.VerifyClientChain). The listener verifies
 	// it itself (clientauth.go), so that it can report the refusals.
 	ClientCAs *x509.CertPool
+	// ClientChains remembers the client chains verified against ClientCAs (its roots
+	// must be ClientCAs), for the handler to share (HandlerOptions.ClientChains); nil
+	// means a cache of the listener's own.
+	ClientChains *requestctx.ChainCache
 	// VerifyConnection, when set, can refuse a verified client certificate during the
 	// handshake (revocation.List.VerifyConnection).
 	VerifyConnection func(tls.ConnectionState) error

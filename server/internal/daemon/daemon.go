@@ -41,6 +41,7 @@ import (
 	"github.com/palyra/palyra/server/internal/masterkey"
 	"github.com/palyra/palyra/server/internal/notify"
 	"github.com/palyra/palyra/server/internal/pairing"
+	"github.com/palyra/palyra/server/internal/requestctx"
 	"github.com/palyra/palyra/server/internal/revocation"
 	"github.com/palyra/palyra/server/internal/status"
 	"github.com/palyra/palyra/server/internal/store"
@@ -120,6 +121,7 @@ type startup struct {
 	health      *apiserver.Health
 	metrics     *apiserver.Metrics
 	server      *apiserver.Server
+	chains      *requestctx.ChainCache // the client chains verified, shared by the listener and the handler
 	pairing     *pairing.Service
 	devices     *devices.Service
 	runtime     *dispatch.Service
@@ -352,10 +354,13 @@ func (s *startup) listen() (err error) {
 	cfg := s.cfg
 	s.health = apiserver.NewHealth(s.db.store)
 	s.metrics = apiserver.NewMetrics(s.version, cfg.ReplicaID)
+	roots := s.authority.CertPool()
+	s.chains = requestctx.NewChainCache(roots, 0)
 	s.server, err = apiserver.Listen(apiserver.ServerOptions{
 		Address:          cfg.Listen,
 		GetCertificate:   s.serverCert.GetCertificate,
-		ClientCAs:        s.authority.CertPool(),
+		ClientCAs:        roots,
+		ClientChains:     s.chains,
 		VerifyConnection: s.revocations.VerifyConnection,
 		HandshakeRefused: func(remote string, cert *x509.Certificate, err error) {
 			s.interceptor.HandshakeRefused(remote, cert, revocation.Reason(err))
@@ -548,7 +553,7 @@ func (s *startup) serve() *Daemon {
 		Health:          s.health,
 		Metrics:         s.metrics,
 		Access:          s.interceptor,
-		ClientCAs:       s.authority.CertPool(),
+		ClientChains:    s.chains,
 		MaxMessageBytes: cfg.Server.MaxMessageBytes,
 		ReadBodyTimeout: cfg.Server.ReadBodyTimeout,
 		Console:         console.New(),

@@ -38,12 +38,12 @@ type info struct {
 }
 
 // Middleware records the request id (the caller's X-Request-Id when well-formed, else a
-// new ULID, echoed in the response) and the client certificate chain, verified against
-// roots as VerifyClientChain does (the handshake verified it already when the listener
-// asks for client certificates without verifying them itself: tls.RequestClientCert),
-// through a ChainCache of its own.
-func Middleware(next http.Handler, roots *x509.CertPool) http.Handler {
-	verified := NewChainCache(roots, 0)
+// new ULID, echoed in the response) and the client certificate chain, verified through
+// chains (nil: none is recorded). The listener asks for client certificates without
+// having crypto/tls verify them (tls.RequestClientCert), so the requests' chains are not
+// verified ones; chains should be the cache the listener verified them with, which then
+// serves them without a signature check.
+func Middleware(next http.Handler, chains *ChainCache) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		in := &info{requestID: r.Header.Get(Header), body: r.Body}
 		if !validID.MatchString(in.requestID) {
@@ -54,9 +54,9 @@ func Middleware(next http.Handler, roots *x509.CertPool) http.Handler {
 		case r.TLS == nil:
 		case len(r.TLS.VerifiedChains) > 0:
 			in.chain = r.TLS.VerifiedChains[0]
-		case len(r.TLS.PeerCertificates) > 0 && roots != nil:
-			if chains, err := verified.Verify(r.TLS.PeerCertificates, time.Now()); err == nil {
-				in.chain = chains[0]
+		case len(r.TLS.PeerCertificates) > 0 && chains != nil:
+			if verified, err := chains.Verify(r.TLS.PeerCertificates, time.Now()); err == nil {
+				in.chain = verified[0]
 			}
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), key{}, in)))
