@@ -603,14 +603,15 @@ func (a *attachment) record(ctx context.Context, r *round) error {
 		return fmt.Errorf("dispatch: record the reports of %s: %w", a.deviceID, err)
 	}
 	for _, d := range rows {
-		if r.ending[d.ID] != nil && d.State.Terminal() {
+		ended := r.ending[d.ID] != nil && d.State.Terminal()
+		if ended && a.s.hub.waited(d.ID) {
 			d.output = whole(r.gathered[d.ID], d.OutputStored)
 		}
 		if t := a.known[d.ID]; t != nil {
 			t.storedAs(d.OutputStored)
 			delete(r.gathered, d.ID)
 		}
-		if r.ending[d.ID] != nil && d.State.Terminal() {
+		if ended {
 			r.ending[d.ID].ended = true
 			delete(r.ending, d.ID)
 			r.ended = append(r.ended, d)

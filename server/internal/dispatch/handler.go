@@ -62,7 +62,7 @@ func (h *Handler) ExecuteCapability(ctx context.Context, req *connect.Request[co
 	}
 	res := &controlplanev1.ExecuteCapabilityResponse{Dispatch: dispatchProto(d)}
 	budget := h.outputBudget(res, 0)
-	out, next, known := KnownOutput(d, budget)
+	out, next, known := knownOutput(d, budget)
 	if !known {
 		if out, next, err = h.s.Output(ctx, d.ID, 0, d.OutputStored, budget); err != nil {
 			return nil, err

@@ -82,6 +82,14 @@ func (h *hub) signal(id string, ended bool) {
 	}
 }
 
+// waited reports whether a watcher on this replica waits for id (the copy of its
+// output handed with the ended row is made only then).
+func (h *hub) waited(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watchers[id]) > 0
+}
+
 // end hands every watcher of d the dispatch as it ended (committed), replacing a
 // signal still waiting in its channel, so that they need not read it again.
 func (h *hub) end(d *Dispatch) {

@@ -58,11 +58,11 @@ func TestWholeOutput(t *testing.T) {
 	}
 	d := Dispatch{OutputStored: 11, output: whole(gathered, 11)}
 	gathered[0].Data[0] = 'j' // the session's buffers may be reused: the hand-off is a copy
-	out, next, ok := KnownOutput(d, minPage)
+	out, next, ok := knownOutput(d, minPage)
 	if !ok || next != 11 || len(out) != 2 || string(out[0].Data) != "hello " || out[1].Stream != "stderr" || string(out[1].Data) != "world" {
-		t.Errorf("KnownOutput = %+v, %d, %v", out, next, ok)
+		t.Errorf("knownOutput = %+v, %d, %v", out, next, ok)
 	}
-	if _, _, ok := KnownOutput(Dispatch{OutputStored: 11}, minPage); ok {
-		t.Error("KnownOutput of a dispatch read from the database: known")
+	if _, _, ok := knownOutput(Dispatch{OutputStored: 11}, minPage); ok {
+		t.Error("knownOutput of a dispatch read from the database: known")
 	}
 }

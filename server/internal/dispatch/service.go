@@ -278,10 +278,10 @@ func page(chunks []OutputChunk, from, to, budget int64) ([]OutputChunk, int64) {
 	return out, next
 }
 
-// KnownOutput returns the page of d's output from offset 0 within budget (as Output),
+// knownOutput returns the page of d's output from offset 0 within budget (as Output),
 // when the session that ended d on this replica handed its whole output with it; false
 // when it must be read.
-func KnownOutput(d Dispatch, budget int64) ([]OutputChunk, int64, bool) {
+func knownOutput(d Dispatch, budget int64) ([]OutputChunk, int64, bool) {
 	if d.output == nil {
 		return nil, 0, false
 	}
